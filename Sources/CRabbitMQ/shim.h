@@ -1,0 +1,7 @@
+#ifndef TALLY_CRABBITMQ_SHIM_H
+#define TALLY_CRABBITMQ_SHIM_H
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#include <amqp_ssl_socket.h>
+#include <amqp_framing.h>
+#endif

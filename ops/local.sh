@@ -1,0 +1,342 @@
+#!/usr/bin/env bash
+# Tally's local stack: RabbitMQ, PostgreSQL, an SMTP sink and the Tally processes,
+# all as our own processes under .local/, listening on loopback only.
+#
+#   ./ops/local.sh up       install what is missing, start everything, migrate, build
+#   ./ops/local.sh servers  only RabbitMQ, PostgreSQL and the SMTP sink (no build)
+#   ./ops/local.sh down     stop exactly what `up` started
+#   ./ops/local.sh status   what runs, with pids and ports
+#   ./ops/local.sh test     up + the whole test suite against the real servers
+#   ./ops/local.sh --help   this text
+#
+# `up` is idempotent: run it again and it restarts whatever has died.
+# It writes .local/env (KEY=value lines; `set -a; . .local/env; set +a`) and one
+# pid file per process in .local/run/NAME.pid.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LOCAL="$ROOT/.local"
+RUN="$LOCAL/run"
+LOGS="$LOCAL/log"
+BIN="$LOCAL/bin"
+
+# Ports of our own, so a system-wide server never clashes with ours.
+PG_PORT=35432
+AMQP_PORT=35672
+AMQP_DIST_PORT=35673
+# rabbitmqctl's own distribution ports default to 35672-35682: move them off ours.
+CTL_DIST_PORT_MIN=35680
+EPMD_PORT=35369
+SMTP_PORT=35025
+INGEST_PORT=38080
+API_PORT=38081
+
+PG_BIN=/usr/lib/postgresql/15/bin
+RABBIT_BIN=/usr/lib/rabbitmq/bin
+RABBIT_NODE="tally@localhost"
+BUILD_CONFIG="${TALLY_BUILD_CONFIG:-debug}"
+
+APT_PACKAGES=(rabbitmq-server postgresql librabbitmq-dev libpq-dev libcurl4-openssl-dev
+  libcairo2-dev poppler-utils curl ca-certificates pkg-config)
+PIP_PACKAGES=(aiosmtpd)
+
+say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+# ---------------------------------------------------------------- install
+
+install_system_packages() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages: ${missing[*]}"
+  [ "$(id -u)" -eq 0 ] || die "need root to apt-get install ${missing[*]} (or install them yourself)"
+  apt-get update -q >"$LOGS/apt.log" 2>&1 || die "apt-get update failed; see $LOGS/apt.log"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >>"$LOGS/apt.log" 2>&1 \
+    || die "apt-get install failed; see $LOGS/apt.log"
+}
+
+install_python_tools() {
+  if [ ! -x "$LOCAL/venv/bin/python" ]; then
+    say "creating a Python virtualenv in .local/venv"
+    python3 -m venv "$LOCAL/venv" || die "python3 -m venv failed: install python3-venv"
+  fi
+  if ! "$LOCAL/venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
+    say "installing Python tools: ${PIP_PACKAGES[*]}"
+    "$LOCAL/venv/bin/pip" install -q "${PIP_PACKAGES[@]}" >"$LOGS/pip.log" 2>&1 \
+      || die "pip install failed; see $LOGS/pip.log"
+  fi
+}
+
+# ---------------------------------------------------------------- processes
+
+pid_of() { [ -f "$RUN/$1.pid" ] && cat "$RUN/$1.pid" || true; }
+
+is_running() {
+  local pid
+  pid=$(pid_of "$1")
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+# Waits until `command` succeeds, up to `seconds`; says what to look at if not.
+wait_for() {
+  local what=$1 seconds=$2 log=$3
+  shift 3
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "$what did not come up within ${seconds}s; see $log"
+    sleep 0.2
+  done
+}
+
+stop_pid() {
+  local name=$1 pid
+  pid=$(pid_of "$name")
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 20))
+    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$RUN/$name.pid"
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+
+pg_data() { echo "$LOCAL/postgres/data"; }
+pg_socket() { echo "$LOCAL/postgres/socket"; }
+as_postgres() { runuser -u postgres -- "$@"; }
+psql_admin() { as_postgres "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$(pg_socket)" -p $PG_PORT -U postgres "$@"; }
+
+start_postgres() {
+  mkdir -p "$LOCAL/postgres" && chmod 755 "$LOCAL" "$LOCAL/postgres"
+  if [ ! -f "$(pg_data)/PG_VERSION" ]; then
+    say "initializing PostgreSQL in .local/postgres"
+    install -d -o postgres -g postgres -m 700 "$(pg_data)"
+    as_postgres "$PG_BIN/initdb" -D "$(pg_data)" -U postgres --auth-local=trust \
+      --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$LOGS/postgres-init.log" 2>&1 \
+      || die "initdb failed; see $LOGS/postgres-init.log"
+  fi
+  install -d -o postgres -g postgres -m 755 "$(pg_socket)"
+  if ! as_postgres "$PG_BIN/pg_ctl" -D "$(pg_data)" status >/dev/null 2>&1; then
+    say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+    touch "$LOGS/postgres.log" && chown postgres "$LOGS/postgres.log"
+    as_postgres "$PG_BIN/pg_ctl" -D "$(pg_data)" -l "$LOGS/postgres.log" -w -t 60 \
+      -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$(pg_socket) -c max_connections=200 -c shared_buffers=256MB -c timezone=UTC" \
+      start >/dev/null || die "PostgreSQL did not start; see $LOGS/postgres.log"
+  fi
+  head -1 "$(pg_data)/postmaster.pid" >"$RUN/postgres.pid"
+  psql_admin -d postgres <<'SQL'
+SELECT 'CREATE ROLE tally LOGIN CREATEDB PASSWORD ''tally'''
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tally') \gexec
+SELECT 'CREATE DATABASE tally OWNER tally'
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'tally') \gexec
+SQL
+}
+
+stop_postgres() {
+  if [ -f "$(pg_data)/postmaster.pid" ]; then
+    as_postgres "$PG_BIN/pg_ctl" -D "$(pg_data)" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+  stop_pid postgres
+}
+
+# ---------------------------------------------------------------- RabbitMQ
+
+rabbit_env() {
+  export HOME="$LOCAL/rabbitmq"
+  export RABBITMQ_NODENAME=$RABBIT_NODE
+  export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+  export RABBITMQ_NODE_PORT=$AMQP_PORT
+  export RABBITMQ_DIST_PORT=$AMQP_DIST_PORT
+  export ERL_EPMD_ADDRESS=127.0.0.1
+  export ERL_EPMD_PORT=$EPMD_PORT
+  export RABBITMQ_MNESIA_BASE="$LOCAL/rabbitmq/mnesia"
+  export RABBITMQ_LOG_BASE="$LOGS/rabbitmq"
+  export RABBITMQ_CONFIG_FILE="$LOCAL/rabbitmq/rabbitmq.conf"
+  export RABBITMQ_ENABLED_PLUGINS_FILE="$LOCAL/rabbitmq/enabled_plugins"
+  export RABBITMQ_CONF_ENV_FILE="$LOCAL/rabbitmq/rabbitmq-env.conf"
+  export RABBITMQ_PID_FILE="$RUN/rabbitmq.pid"
+  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+  export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+  export RABBITMQ_CTL_DIST_PORT_MIN=$CTL_DIST_PORT_MIN RABBITMQ_CTL_DIST_PORT_MAX=$((CTL_DIST_PORT_MIN + 10))
+}
+
+write_rabbit_files() {
+  mkdir -p "$LOCAL/rabbitmq/mnesia" "$LOGS/rabbitmq"
+  cat >"$LOCAL/rabbitmq/rabbitmq.conf" <<CONF
+loopback_users.guest = true
+log.file.level = info
+disk_free_limit.absolute = 200MB
+CONF
+  echo '[].' >"$LOCAL/rabbitmq/enabled_plugins"
+  : >"$LOCAL/rabbitmq/rabbitmq-env.conf"
+  # A rabbitmqctl that addresses our private node, for people, scripts and tests.
+  cat >"$BIN/rabbitmqctl" <<WRAP
+#!/usr/bin/env bash
+# rabbitmqctl for Tally's private node (written by ops/local.sh up).
+export HOME="$LOCAL/rabbitmq" ERL_EPMD_ADDRESS=127.0.0.1 ERL_EPMD_PORT=$EPMD_PORT
+export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+export RABBITMQ_CTL_DIST_PORT_MIN=$CTL_DIST_PORT_MIN RABBITMQ_CTL_DIST_PORT_MAX=$((CTL_DIST_PORT_MIN + 10))
+exec "$RABBIT_BIN/rabbitmqctl" -n $RABBIT_NODE "\$@"
+WRAP
+  chmod +x "$BIN/rabbitmqctl"
+}
+
+start_rabbitmq() {
+  write_rabbit_files
+  if is_running rabbitmq && "$BIN/rabbitmqctl" -q await_startup --timeout 5 >/dev/null 2>&1; then
+    return 0
+  fi
+  say "starting RabbitMQ on 127.0.0.1:$AMQP_PORT"
+  (
+    rabbit_env
+    ERL_EPMD_PORT=$EPMD_PORT epmd -address 127.0.0.1 -port $EPMD_PORT -daemon
+    setsid "$RABBIT_BIN/rabbitmq-server" >"$LOGS/rabbitmq.out" 2>&1 </dev/null &
+  )
+  wait_for "RabbitMQ" 120 "$LOGS/rabbitmq.out and $LOGS/rabbitmq/" "$BIN/rabbitmqctl" -q await_startup --timeout 5
+  # The node writes its own pid file (RABBITMQ_PID_FILE); make sure it names the VM.
+  "$BIN/rabbitmqctl" -q eval 'os:getpid().' | tr -d '"' >"$RUN/rabbitmq.pid"
+  say "importing the topology (ops/rabbitmq/definitions.json)"
+  "$BIN/rabbitmqctl" -q import_definitions "$ROOT/ops/rabbitmq/definitions.json" >/dev/null
+}
+
+stop_rabbitmq() {
+  if is_running rabbitmq; then
+    "$BIN/rabbitmqctl" -q stop >/dev/null 2>&1 || true
+  fi
+  stop_pid rabbitmq
+  ERL_EPMD_PORT=$EPMD_PORT epmd -port $EPMD_PORT -kill >/dev/null 2>&1 || true
+}
+
+# ---------------------------------------------------------------- SMTP sink
+
+start_smtp() {
+  mkdir -p "$LOCAL/mail"
+  is_running smtp && return 0
+  say "starting the SMTP sink on 127.0.0.1:$SMTP_PORT (mail lands in .local/mail)"
+  setsid "$LOCAL/venv/bin/python" "$ROOT/ops/mail_sink.py" --host 127.0.0.1 --port $SMTP_PORT \
+    --dir "$LOCAL/mail" >"$LOGS/smtp.log" 2>&1 </dev/null &
+  echo $! >"$RUN/smtp.pid"
+  wait_for "the SMTP sink" 30 "$LOGS/smtp.log" bash -c "exec 3<>/dev/tcp/127.0.0.1/$SMTP_PORT"
+}
+
+# ---------------------------------------------------------------- Tally
+
+admin_token() {
+  local file="$LOCAL/secrets/admin-token"
+  if [ ! -s "$file" ]; then
+    mkdir -p "$LOCAL/secrets" && chmod 700 "$LOCAL/secrets"
+    (umask 077 && python3 -c 'import secrets; print("tally_admin_" + secrets.token_hex(24))' >"$file")
+  fi
+  cat "$file"
+}
+
+write_env() {
+  cat >"$LOCAL/env" <<ENV
+AMQP_URL=amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2F
+DATABASE_URL=postgresql://tally:tally@127.0.0.1:$PG_PORT/tally
+SMTP_URL=smtp://127.0.0.1:$SMTP_PORT
+TALLY_INGEST_URL=http://127.0.0.1:$INGEST_PORT
+TALLY_API_URL=http://127.0.0.1:$API_PORT
+BILLING_ADMIN_TOKEN=$(admin_token)
+FINANCE_EMAIL=finance@tally.localhost
+MAIL_SINK_DIR=$LOCAL/mail
+TALLY_MIGRATIONS_DIR=$ROOT/ops/sql
+TALLY_RABBITMQCTL=$BIN/rabbitmqctl
+ENV
+  chmod 600 "$LOCAL/env"
+}
+
+load_env() { set -a; . "$LOCAL/env"; set +a; }
+
+build() {
+  say "building Tally ($BUILD_CONFIG)"
+  (cd "$ROOT" && swift build -c "$BUILD_CONFIG") || die "swift build failed (see the compiler output above)"
+}
+
+tally_bin() { echo "$ROOT/.build/$BUILD_CONFIG/$1"; }
+
+migrate() {
+  say "migrating the database (ops/sql)"
+  "$(tally_bin billing-api)" migrate || die "migration failed (see above)"
+}
+
+# NAME, then the command line; logs to .local/log/NAME.log.
+start_tally_process() {
+  local name=$1
+  shift
+  is_running "$name" && return 0
+  say "starting $name"
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$RUN/$name.pid"
+}
+
+start_tally() {
+  start_tally_process billing-api "$(tally_bin billing-api)" serve --host 127.0.0.1 --port $API_PORT
+  wait_for "billing-api" 60 "$LOGS/billing-api.log" curl -fsS "http://127.0.0.1:$API_PORT/healthz"
+}
+
+TALLY_PROCESSES=(billing-api notifier invoicer aggregator producer)
+
+cmd_servers() {
+  mkdir -p "$RUN" "$LOGS" "$BIN"
+  install_system_packages
+  install_python_tools
+  start_postgres
+  start_rabbitmq
+  start_smtp
+  write_env
+  load_env
+}
+
+cmd_up() {
+  cmd_servers
+  build
+  migrate
+  start_tally
+  say "up: .local/env written; pids in .local/run; logs in .local/log"
+}
+
+cmd_down() {
+  for name in "${TALLY_PROCESSES[@]}"; do stop_pid "$name"; done
+  stop_pid smtp
+  stop_rabbitmq
+  stop_postgres
+  say "down: every process of ours is stopped"
+}
+
+cmd_status() {
+  local name pid state
+  for name in postgres rabbitmq smtp "${TALLY_PROCESSES[@]}"; do
+    pid=$(pid_of "$name")
+    if is_running "$name"; then state="running"; elif [ -n "$pid" ]; then state="dead"; else state="stopped"; fi
+    printf '%-12s %-8s %s\n' "$name" "$state" "${pid:-}"
+  done
+}
+
+cmd_test() {
+  local started=$SECONDS
+  cmd_up
+  say "building the tests"
+  (cd "$ROOT" && swift build --build-tests) || die "building the tests failed (see above)"
+  say "running the whole test suite against the real servers"
+  (cd "$ROOT" && swift test --skip-build 2>&1 | tee "$LOGS/test.log"; exit "${PIPESTATUS[0]}") \
+    || die "tests failed; the full output is in $LOGS/test.log"
+  say "test: passed in $((SECONDS - started))s"
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  servers) cmd_servers ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  test) cmd_test ;;
+  -h | --help | help) usage ;;
+  "") usage; exit 2 ;;
+  *) usage; die "unknown command '$1'" ;;
+esac
