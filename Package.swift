@@ -51,6 +51,7 @@ let package = Package(
         .target(
             name: "TallyStore",
             dependencies: ["PostgresClient", "BillingEngine", crypto, log],
+            exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
         .target(name: "TallyMessaging", dependencies: ["RabbitMQClient", log], swiftSettings: swiftSettings),
@@ -60,14 +61,17 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // What Tally's HTTP servers share: error shape, authentication, health.
+        .target(name: "TallyHTTP", dependencies: ["TallyStore", hummingbird, log], swiftSettings: swiftSettings),
+
         // One thin executable per role.
         .executableTarget(name: "Producer", dependencies: ["TallyRuntime", argumentParser, log], swiftSettings: swiftSettings),
         .executableTarget(name: "Aggregator", dependencies: ["TallyRuntime", argumentParser, log], swiftSettings: swiftSettings),
         .executableTarget(name: "Invoicer", dependencies: ["TallyRuntime", argumentParser, log], swiftSettings: swiftSettings),
-        .executableTarget(name: "Notifier", dependencies: ["TallyRuntime", "CurlClient", argumentParser, log], swiftSettings: swiftSettings),
+        .executableTarget(name: "Notifier", dependencies: ["TallyRuntime", argumentParser, log], swiftSettings: swiftSettings),
         .executableTarget(
             name: "BillingAPI",
-            dependencies: ["TallyRuntime", "TallyStore", "PostgresClient", argumentParser, log, hummingbird, lifecycle],
+            dependencies: ["TallyRuntime", "TallyStore", "TallyHTTP", "PostgresClient", argumentParser, log, hummingbird, lifecycle],
             swiftSettings: swiftSettings
         ),
 
@@ -85,7 +89,7 @@ let package = Package(
         .testTarget(
             name: "BillingAPITests",
             dependencies: [
-                "BillingAPI", "TallyStore", "TallyRuntime", "TallyTestSupport", hummingbird,
+                "BillingAPI", "TallyHTTP", "TallyStore", "TallyRuntime", "TallyTestSupport", hummingbird,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             swiftSettings: swiftSettings

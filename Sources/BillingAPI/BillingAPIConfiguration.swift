@@ -1,0 +1,34 @@
+import TallyRuntime
+
+/// Everything `billing-api serve` reads, with defaults; `keys` is the one list of
+/// every variable (shown by `--help` and `billing-api config`).
+struct BillingAPIConfiguration: Sendable {
+    var host = "127.0.0.1"
+    var port = 8081
+    var databaseURL: String
+    var adminToken: String
+    var databasePoolSize = 8
+
+    static let host = ConfigurationKey("BILLING_API_HOST", summary: "address to listen on", default: "127.0.0.1")
+    static let port = ConfigurationKey("BILLING_API_PORT", summary: "TCP port to listen on", default: "8081")
+    static let adminToken = ConfigurationKey(
+        "BILLING_ADMIN_TOKEN", summary: "the operator's bearer token (admin access)", isSecret: true)
+    static let poolSize = ConfigurationKey(
+        "DATABASE_POOL_SIZE", summary: "PostgreSQL connections per process", default: "8")
+
+    static let keys: [ConfigurationKey] = [
+        host, port, .databaseURL, adminToken, poolSize, .migrationsDirectory, .logLevel, .logFormat,
+    ]
+
+    init(databaseURL: String, adminToken: String) {
+        self.databaseURL = databaseURL
+        self.adminToken = adminToken
+    }
+
+    init(reader: ConfigurationReader) throws(ConfigurationError) {
+        self.init(databaseURL: try reader.string(.databaseURL), adminToken: try reader.string(Self.adminToken))
+        host = try reader.string(Self.host)
+        port = try reader.int(Self.port, in: 0...65535)
+        databasePoolSize = try reader.int(Self.poolSize, in: 1...256)
+    }
+}

@@ -1,0 +1,136 @@
+import Foundation
+import Hummingbird
+import TallyHTTP
+import TallyStore
+
+/// `/v1/tenants`: create tenants (admin only), read one, and manage its API keys.
+///
+/// A tenant key reaches only its own tenant; another tenant's id answers 404, so a
+/// key cannot even learn which ids exist (SPEC §6).
+struct TenantRoutes {
+    let store: TenantStore
+    let authenticator: APIKeyAuthenticator
+
+    func register(on router: Router<TallyRequestContext>) {
+        let tenants = router.group("v1/tenants")
+        tenants.post(use: create)
+        tenants.get(":tenantID", use: show)
+        tenants.get(":tenantID/api-keys", use: listKeys)
+        tenants.post(":tenantID/api-keys", use: issueKey)
+        tenants.delete(":tenantID/api-keys/:keyID", use: revokeKey)
+    }
+
+    @Sendable func create(_ request: Request, context: TallyRequestContext) async throws -> EditedResponse<CreatedTenant> {
+        try context.requireAdmin()
+        let body = try await request.decodeJSON(CreateTenantRequest.self, context: context)
+        let newTenant: NewTenant
+        do {
+            newTenant = try NewTenant(name: body.name, billingEmail: body.billingEmail, taxRateBps: body.taxRateBps)
+        } catch {
+            throw APIError.invalid(error.field, error.message)
+        }
+        let (tenant, key) = try await store.create(newTenant)
+        context.logger.info("tenant created", metadata: ["tenant.id": "\(tenant.id)"])
+        return EditedResponse(status: .created, response: CreatedTenant(tenant: tenant, apiKey: key.secret))
+    }
+
+    @Sendable func show(_ request: Request, context: TallyRequestContext) async throws -> Tenant {
+        let id = try visibleTenantID(context)
+        guard let tenant = try await store.tenant(id: id) else { throw APIError.notFound("tenant") }
+        return tenant
+    }
+
+    @Sendable func listKeys(_ request: Request, context: TallyRequestContext) async throws -> APIKeyList {
+        let id = try visibleTenantID(context)
+        guard try await store.tenant(id: id) != nil else { throw APIError.notFound("tenant") }
+        return APIKeyList(data: try await store.keys(tenant: id))
+    }
+
+    /// Key rotation: a new key works at once; the old ones keep working until revoked
+    /// (or right away, with `{"revoke_others": true}`), so clients can roll over.
+    @Sendable func issueKey(_ request: Request, context: TallyRequestContext) async throws -> EditedResponse<IssuedKey> {
+        let id = try visibleTenantID(context)
+        let body = try await request.decodeOptionalJSON(IssueKeyRequest.self, context: context)
+        guard try await store.tenant(id: id) != nil else { throw APIError.notFound("tenant") }
+        let (summary, key) = try await store.issueKey(tenant: id, revokingOthers: body?.revokeOthers ?? false)
+        if body?.revokeOthers == true { await authenticator.forgetCachedKeys() }
+        context.logger.info("api key issued", metadata: ["tenant.id": "\(id)", "api_key.id": "\(summary.id)"])
+        return EditedResponse(status: .created, response: IssuedKey(summary: summary, apiKey: key.secret))
+    }
+
+    @Sendable func revokeKey(_ request: Request, context: TallyRequestContext) async throws -> HTTPResponse.Status {
+        let id = try visibleTenantID(context)
+        guard let keyID = UUID(uuidString: context.parameters.get("keyID") ?? "") else {
+            throw APIError.notFound("API key")
+        }
+        guard try await store.revokeKey(id: keyID, tenant: id) else { throw APIError.notFound("API key") }
+        await authenticator.forgetCachedKeys()
+        context.logger.info("api key revoked", metadata: ["tenant.id": "\(id)", "api_key.id": "\(keyID)"])
+        return .noContent
+    }
+
+    /// The `:tenantID` of the path, when the principal may see it; 404 otherwise.
+    private func visibleTenantID(_ context: TallyRequestContext) throws -> UUID {
+        let principal = try context.requirePrincipal()
+        guard let id = UUID(uuidString: context.parameters.get("tenantID") ?? ""), principal.canAccess(tenant: id)
+        else { throw APIError.notFound("tenant") }
+        return id
+    }
+}
+
+struct CreateTenantRequest: Decodable {
+    let name: String
+    let billingEmail: String
+    let taxRateBps: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case name
+        case billingEmail = "billing_email"
+        case taxRateBps = "tax_rate_bps"
+    }
+}
+
+struct IssueKeyRequest: Decodable {
+    let revokeOthers: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case revokeOthers = "revoke_others"
+    }
+}
+
+/// The tenant plus its first API key, shown this once.
+struct CreatedTenant: ResponseEncodable {
+    let tenant: Tenant
+    let apiKey: String
+
+    func encode(to encoder: any Encoder) throws {
+        try tenant.encode(to: encoder)
+        var container = encoder.container(keyedBy: Keys.self)
+        try container.encode(apiKey, forKey: .apiKey)
+    }
+
+    enum Keys: String, CodingKey {
+        case apiKey = "api_key"
+    }
+}
+
+struct IssuedKey: ResponseEncodable {
+    let summary: APIKeySummary
+    let apiKey: String
+
+    func encode(to encoder: any Encoder) throws {
+        try summary.encode(to: encoder)
+        var container = encoder.container(keyedBy: Keys.self)
+        try container.encode(apiKey, forKey: .apiKey)
+    }
+
+    enum Keys: String, CodingKey {
+        case apiKey = "api_key"
+    }
+}
+
+struct APIKeyList: ResponseEncodable {
+    let data: [APIKeySummary]
+}
+
+extension Tenant: ResponseEncodable {}

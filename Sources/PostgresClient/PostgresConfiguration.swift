@@ -1,0 +1,68 @@
+import Foundation
+
+/// Where and how to connect, parsed from a `DATABASE_URL` such as
+/// `postgresql://user:pass@127.0.0.1:5432/tally?sslmode=require`.
+///
+/// Query parameters are passed to libpq as connection keywords (sslmode,
+/// application_name, connect_timeout, …). The password never appears in `description`.
+public struct PostgresConfiguration: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var user: String
+    public var password: String?
+    public var database: String
+    /// Extra libpq keywords, e.g. `["sslmode": "require"]`.
+    public var options: [String: String]
+
+    public init(
+        host: String = "127.0.0.1", port: Int = 5432, user: String, password: String? = nil, database: String,
+        options: [String: String] = [:]
+    ) {
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.database = database
+        self.options = options
+    }
+
+    /// Parses a `postgresql://` or `postgres://` URL; user, password and database are percent-decoded.
+    public init(url: String) throws(PostgresError) {
+        guard let components = URLComponents(string: url),
+            let scheme = components.scheme, ["postgres", "postgresql"].contains(scheme)
+        else {
+            throw PostgresError(.configuration, message: "DATABASE_URL must look like postgresql://user:pass@host:port/db")
+        }
+        guard let user = components.percentEncodedUser?.removingPercentEncoding, !user.isEmpty else {
+            throw PostgresError(.configuration, message: "DATABASE_URL names no user")
+        }
+        let path = components.percentEncodedPath.drop(while: { $0 == "/" })
+        guard let database = String(path).removingPercentEncoding, !database.isEmpty else {
+            throw PostgresError(.configuration, message: "DATABASE_URL names no database")
+        }
+        var options: [String: String] = [:]
+        for item in components.queryItems ?? [] {
+            options[item.name] = item.value ?? ""
+        }
+        self.init(
+            host: components.host.flatMap { $0.isEmpty ? nil : $0 } ?? "127.0.0.1",
+            port: components.port ?? 5432,
+            user: user,
+            password: components.percentEncodedPassword?.removingPercentEncoding,
+            database: database,
+            options: options
+        )
+    }
+
+    /// The keyword/value pairs handed to `PQconnectdbParams`.
+    var keywords: [(String, String)] {
+        var pairs = [("host", host), ("port", String(port)), ("user", user), ("dbname", database)]
+        if let password { pairs.append(("password", password)) }
+        if options["connect_timeout"] == nil { pairs.append(("connect_timeout", "10")) }
+        if options["application_name"] == nil { pairs.append(("application_name", "tally")) }
+        pairs.append(contentsOf: options.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        return pairs
+    }
+
+    public var description: String { "postgresql://\(user)@\(host):\(port)/\(database)" }
+}

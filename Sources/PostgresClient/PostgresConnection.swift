@@ -1,0 +1,246 @@
+import Foundation
+import BlockingIO
+import CLibPQ
+import Logging
+
+/// One PostgreSQL connection over libpq, confined to a dedicated thread.
+///
+/// libpq blocks in system calls and a `PGconn` must not be used by two threads at
+/// once: as an actor whose executor is one `DedicatedThreadExecutor`, every call runs
+/// on that one thread and never occupies Swift's cooperative pool. Statements are
+/// synchronous actor methods, so a transaction body (`isolated` to the connection)
+/// runs several statements without hopping threads. Only parameterized statements
+/// take values: SQL text and data never mix.
+///
+/// When the server goes away, the failing call throws a `connectionLost` error and
+/// the next call reconnects by itself.
+public actor PostgresConnection {
+    private let executor: DedicatedThreadExecutor
+    private let configuration: PostgresConfiguration
+    private let logger: Logger
+    // Only touched on `executor`'s thread (actor isolation).
+    private var handle: OpaquePointer?
+
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
+    private init(configuration: PostgresConfiguration, logger: Logger) {
+        self.executor = DedicatedThreadExecutor(name: "postgres")
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Opens a connection; throws `connectionFailed` with libpq's reason if it cannot.
+    public static func connect(configuration: PostgresConfiguration, logger: Logger) async throws -> PostgresConnection {
+        let connection = PostgresConnection(configuration: configuration, logger: logger)
+        try await connection.open()
+        return connection
+    }
+
+    isolated deinit {
+        if let handle { PQfinish(handle) }
+        executor.shutdown()
+    }
+
+    /// Closes the connection; a later call opens a new one.
+    public func close() {
+        if let handle { PQfinish(handle) }
+        handle = nil
+    }
+
+    /// Whether the last call left the connection usable.
+    public var isOpen: Bool {
+        guard let handle else { return false }
+        return PQstatus(handle) == CONNECTION_OK
+    }
+
+    // MARK: Statements
+
+    /// Runs one parameterized statement (`$1`, `$2`, … in `sql`) and returns its rows.
+    @discardableResult
+    public func query(_ sql: String, _ parameters: [any PostgresEncodable] = []) throws(PostgresError) -> PostgresRows {
+        let connection = try ready()
+        let texts = parameters.map(\.postgresText)
+        let result = withCStrings(texts) { values in
+            PQexecParams(connection, sql, Int32(texts.count), nil, values, nil, nil, 0)
+        }
+        defer { PQclear(result) }
+        return try rows(of: result, connection: connection)
+    }
+
+    /// Runs trusted SQL without parameters, possibly several statements (migrations).
+    public func executeScript(_ sql: String) throws(PostgresError) {
+        let connection = try ready()
+        let result = PQexec(connection, sql)
+        defer { PQclear(result) }
+        _ = try rows(of: result, connection: connection)
+    }
+
+    /// Runs `body` inside BEGIN … COMMIT, rolling back if it throws.
+    public func withTransaction<T: Sendable>(
+        isolation: IsolationLevel = .readCommitted,
+        _ body: @Sendable (isolated PostgresConnection) throws -> T
+    ) throws -> T {
+        try executeScript("BEGIN ISOLATION LEVEL \(isolation.rawValue)")
+        do {
+            let value = try body(self)
+            try executeScript("COMMIT")
+            return value
+        } catch {
+            if isOpen { try? executeScript("ROLLBACK") }
+            throw error
+        }
+    }
+
+    /// The isolation levels of `withTransaction`.
+    public enum IsolationLevel: String, Sendable {
+        case readCommitted = "READ COMMITTED"
+        case repeatableRead = "REPEATABLE READ"
+        case serializable = "SERIALIZABLE"
+    }
+
+    // MARK: COPY
+
+    /// Streams `rows` into `COPY table (columns) FROM STDIN` in text format and
+    /// returns the number of rows copied. Values are escaped (backslash, tab,
+    /// newline, carriage return; NULL as `\N`), so any text is data.
+    public func copyIn(
+        _ sql: String, rows: some Sequence<[any PostgresEncodable]>
+    ) throws(PostgresError) -> Int {
+        let connection = try ready()
+        let start = PQexec(connection, sql)
+        let status = PQresultStatus(start)
+        defer { PQclear(start) }
+        guard status == PGRES_COPY_IN else {
+            _ = try self.rows(of: start, connection: connection)
+            throw PostgresError(.copy, message: "the statement did not start COPY FROM STDIN")
+        }
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(Self.copyChunk + 4096)
+        var failure: PostgresError?
+        for row in rows {
+            CopyTextFormat.append(row, to: &buffer)
+            if buffer.count >= Self.copyChunk {
+                if let error = send(&buffer, connection) {
+                    failure = error
+                    break
+                }
+            }
+        }
+        if failure == nil, !buffer.isEmpty { failure = send(&buffer, connection) }
+        _ = PQputCopyEnd(connection, failure == nil ? nil : "client failed while sending rows")
+        var copied = 0
+        while let result = PQgetResult(connection) {
+            defer { PQclear(result) }
+            do {
+                copied = try self.rows(of: result, connection: connection).affectedRows
+            } catch {
+                failure = failure ?? error
+            }
+        }
+        if let failure { throw failure }
+        return copied
+    }
+
+    private static let copyChunk = 256 * 1024
+
+    private func send(_ buffer: inout [UInt8], _ connection: OpaquePointer) -> PostgresError? {
+        let sent = buffer.withUnsafeBufferPointer { bytes in
+            bytes.withMemoryRebound(to: CChar.self) { PQputCopyData(connection, $0.baseAddress, Int32($0.count)) }
+        }
+        buffer.removeAll(keepingCapacity: true)
+        return sent == 1 ? nil : connectionError(connection, code: .copy)
+    }
+
+    // MARK: Connection state
+
+    private func open() throws(PostgresError) {
+        var keywords = configuration.keywords
+        // Every session speaks UTC, so timestamptz text is parsed the same everywhere.
+        keywords.append(("options", "-c TimeZone=UTC"))
+        let connection = withCStrings(keywords.map(\.0)) { names in
+            withCStrings(keywords.map(\.1)) { values in
+                PQconnectdbParams(names, values, 0)
+            }
+        }
+        guard let connection, PQstatus(connection) == CONNECTION_OK else {
+            let reason = connection.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
+            if let connection { PQfinish(connection) }
+            logger.warning("postgres connect failed", metadata: ["db.target": "\(configuration)"])
+            throw PostgresError(.connectionFailed, message: reason)
+        }
+        // Notices (e.g. "relation already exists, skipping") go to our logs, not stderr.
+        PQsetNoticeProcessor(connection, { _, _ in }, nil)
+        handle = connection
+    }
+
+    /// The live handle, reconnecting first if the last call found the server gone.
+    private func ready() throws(PostgresError) -> OpaquePointer {
+        if let handle, PQstatus(handle) == CONNECTION_OK { return handle }
+        if let handle {
+            PQfinish(handle)
+            self.handle = nil
+            logger.info("reconnecting to postgres", metadata: ["db.target": "\(configuration)"])
+        }
+        try open()
+        guard let handle else { throw PostgresError(.connectionFailed, message: "no connection") }
+        return handle
+    }
+
+    private func rows(of result: OpaquePointer?, connection: OpaquePointer) throws(PostgresError) -> PostgresRows {
+        guard let result else { throw connectionError(connection, code: .connectionLost) }
+        switch PQresultStatus(result) {
+        case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY, PGRES_COPY_IN:
+            return Self.copyRows(result)
+        case PGRES_FATAL_ERROR where PQstatus(connection) != CONNECTION_OK:
+            throw connectionError(connection, code: .connectionLost, result: result)
+        case PGRES_FATAL_ERROR, PGRES_NONFATAL_ERROR:
+            throw Self.serverError(result)
+        default:
+            throw PostgresError(.protocolViolation, message: String(cString: PQresStatus(PQresultStatus(result))))
+        }
+    }
+
+    private func connectionError(
+        _ connection: OpaquePointer, code: PostgresError.Code, result: OpaquePointer? = nil
+    ) -> PostgresError {
+        let sqlState = result.flatMap { Self.field($0, "C") }
+        return PostgresError(code, message: String(cString: PQerrorMessage(connection)), sqlState: sqlState)
+    }
+
+    private static func serverError(_ result: OpaquePointer) -> PostgresError {
+        PostgresError(
+            .server,
+            message: field(result, "M") ?? String(cString: PQresultErrorMessage(result)),
+            sqlState: field(result, "C"),
+            detail: field(result, "D"),
+            constraint: field(result, "n"))
+    }
+
+    private static func field(_ result: OpaquePointer, _ code: Unicode.Scalar) -> String? {
+        PQresultErrorField(result, Int32(code.value)).map { String(cString: $0) }
+    }
+
+    private static func copyRows(_ result: OpaquePointer) -> PostgresRows {
+        let rowCount = PQntuples(result)
+        let columnCount = PQnfields(result)
+        let columns = (0..<columnCount).map { String(cString: PQfname(result, $0)) }
+        var values: [[String?]] = []
+        values.reserveCapacity(Int(rowCount))
+        for row in 0..<rowCount {
+            values.append(
+                (0..<columnCount).map { column in
+                    PQgetisnull(result, row, column) == 1 ? nil : String(cString: PQgetvalue(result, row, column))
+                })
+        }
+        let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
+        return PostgresRows(columns: columns, values: values, affectedRows: affected)
+    }
+}
+
+/// Calls `body` with a NULL-terminated C array of C strings (NULL entries for nil)
+/// that stay valid for the duration of the call.
+func withCStrings<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+    let storage: [UnsafeMutablePointer<CChar>?] = strings.map { $0.map { strdup($0) } ?? nil }
+    defer { storage.forEach { free($0) } }
+    return body(storage.map { $0.map { UnsafePointer($0) } } + [nil])
+}

@@ -1,0 +1,154 @@
+import Foundation
+
+/// A Swift value that can be sent as a query parameter, in PostgreSQL's text format.
+/// `nil` (through `Optional`) is SQL NULL. Values never become part of the SQL text.
+public protocol PostgresEncodable: Sendable {
+    /// The text form PostgreSQL parses for this value, or nil for NULL.
+    var postgresText: String? { get }
+}
+
+/// A Swift value that can be read from a column's text form.
+public protocol PostgresDecodable {
+    init(postgresText: String) throws(PostgresError)
+}
+
+/// JSON held as its text, for `json`/`jsonb` parameters and columns.
+public struct PostgresJSON: Sendable, Hashable, PostgresEncodable, PostgresDecodable {
+    public let text: String
+
+    public init(text: String) {
+        self.text = text
+    }
+
+    /// Encodes `value` with `JSONEncoder` (sorted keys, so equal values give equal text).
+    public init(encoding value: some Encodable) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        self.text = String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    public init(postgresText: String) { self.text = postgresText }
+    public var postgresText: String? { text }
+
+    /// Decodes the JSON into `type`.
+    public func decode<T: Decodable>(_ type: T.Type) throws -> T {
+        try JSONDecoder().decode(type, from: Data(text.utf8))
+    }
+}
+
+extension Optional: PostgresEncodable where Wrapped: PostgresEncodable {
+    public var postgresText: String? { self?.postgresText }
+}
+
+extension String: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String? { self }
+    public init(postgresText: String) { self = postgresText }
+}
+
+extension Bool: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String? { self ? "t" : "f" }
+    public init(postgresText: String) throws(PostgresError) {
+        switch postgresText {
+        case "t", "true": self = true
+        case "f", "false": self = false
+        default: throw .decodingFailure(as: "Bool")
+        }
+    }
+}
+
+extension Int: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String? { String(self) }
+    public init(postgresText: String) throws(PostgresError) {
+        guard let value = Int(postgresText) else { throw .decodingFailure(as: "Int") }
+        self = value
+    }
+}
+
+extension Int64: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String? { String(self) }
+    public init(postgresText: String) throws(PostgresError) {
+        guard let value = Int64(postgresText) else { throw .decodingFailure(as: "Int64") }
+        self = value
+    }
+}
+
+extension Int32: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String? { String(self) }
+    public init(postgresText: String) throws(PostgresError) {
+        guard let value = Int32(postgresText) else { throw .decodingFailure(as: "Int32") }
+        self = value
+    }
+}
+
+extension UUID: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String? { uuidString.lowercased() }
+    public init(postgresText: String) throws(PostgresError) {
+        guard let value = UUID(uuidString: postgresText) else { throw .decodingFailure(as: "UUID") }
+        self = value
+    }
+}
+
+/// `numeric` travels as its exact decimal text: `Decimal(string:)` never goes through `Double`.
+extension Decimal: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String? { description }
+    public init(postgresText: String) throws(PostgresError) {
+        guard let value = Decimal(string: postgresText, locale: Locale(identifier: "en_US_POSIX")), !value.isNaN else {
+            throw .decodingFailure(as: "Decimal")
+        }
+        self = value
+    }
+}
+
+extension PostgresTimestamp: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String? { description }
+    public init(postgresText: String) throws(PostgresError) {
+        guard let value = PostgresTimestamp(parsing: postgresText) else {
+            throw .decodingFailure(as: "timestamptz")
+        }
+        self = value
+    }
+}
+
+extension Date: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String? { PostgresTimestamp(self).description }
+    public init(postgresText: String) throws(PostgresError) {
+        self = try PostgresTimestamp(postgresText: postgresText).date
+    }
+}
+
+/// `bytea` in PostgreSQL's hex format (`\x0a1b…`).
+extension Data: PostgresEncodable, PostgresDecodable {
+    public var postgresText: String? { "\\x" + map { String(format: "%02x", $0) }.joined() }
+    public init(postgresText: String) throws(PostgresError) {
+        guard postgresText.hasPrefix("\\x"), postgresText.utf8.count % 2 == 0 else {
+            throw .decodingFailure(as: "Data")
+        }
+        var bytes = Data(capacity: (postgresText.utf8.count - 2) / 2)
+        var high: UInt8?
+        for byte in postgresText.utf8.dropFirst(2) {
+            guard let nibble = Self.nibble(byte) else { throw .decodingFailure(as: "Data") }
+            if let first = high {
+                bytes.append(first << 4 | nibble)
+                high = nil
+            } else {
+                high = nibble
+            }
+        }
+        self = bytes
+    }
+
+    private static func nibble(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}
+
+extension PostgresError {
+    static func decodingFailure(as type: String) -> PostgresError {
+        PostgresError(.decoding, message: "value is not a valid \(type)")
+    }
+}

@@ -1,0 +1,40 @@
+import Hummingbird
+import TallyStore
+
+/// Resolves `Authorization: Bearer <token>` into the request's principal, answering
+/// 401 when it is missing or unknown. Paths in `publicPaths` (health checks) pass.
+public struct AuthenticationMiddleware: RouterMiddleware {
+    public typealias Context = TallyRequestContext
+    let authenticator: APIKeyAuthenticator
+    let publicPaths: Set<String>
+
+    public init(authenticator: APIKeyAuthenticator, publicPaths: Set<String> = ["/healthz", "/readyz"]) {
+        self.authenticator = authenticator
+        self.publicPaths = publicPaths
+    }
+
+    public func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        if publicPaths.contains(request.uri.path) { return try await next(request, context) }
+        guard let token = Self.bearerToken(request) else { throw APIError.unauthenticated }
+        guard let principal = try await authenticator.principal(forToken: token) else {
+            throw APIError.invalidAPIKey
+        }
+        var context = context
+        context.principal = principal
+        switch principal {
+        case .admin: context.logger[metadataKey: "auth.principal"] = "admin"
+        case .tenant(let id): context.logger[metadataKey: "tenant.id"] = "\(id)"
+        }
+        return try await next(request, context)
+    }
+
+    static func bearerToken(_ request: Request) -> String? {
+        guard let header = request.headers[.authorization] else { return nil }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        let token = parts[1].trimmingCharacters(in: .whitespaces)
+        return token.isEmpty ? nil : token
+    }
+}

@@ -1,0 +1,31 @@
+import Hummingbird
+import TallyStore
+
+/// The per-request context of Tally's HTTP servers: Hummingbird's core storage
+/// (logger with request id, route parameters) plus the authenticated principal.
+public struct TallyRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// Set by `AuthenticationMiddleware` before any route runs.
+    public var principal: Principal?
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.principal = nil
+    }
+
+    /// Bodies above 1 MiB are refused (SPEC §6: request bodies bounded).
+    public var maxUploadSize: Int { 1 << 20 }
+
+    /// The principal, or 401 when the route was reached without one.
+    public func requirePrincipal() throws -> Principal {
+        guard let principal else { throw APIError.unauthenticated }
+        return principal
+    }
+
+    /// Only the admin token may continue.
+    public func requireAdmin() throws {
+        guard try requirePrincipal() == .admin else {
+            throw APIError.forbidden("Only the admin token may do this; tenant API keys cannot.")
+        }
+    }
+}

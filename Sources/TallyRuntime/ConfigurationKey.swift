@@ -1,0 +1,51 @@
+/// One environment variable a Tally process reads: its name, what it is for,
+/// its default and whether its value is a secret (never printed or logged).
+public struct ConfigurationKey: Sendable, Hashable {
+    public let name: String
+    public let summary: String
+    public let defaultValue: String?
+    public let isSecret: Bool
+    /// Whether the process runs without it (a feature that stays off, e.g. Stripe).
+    public let isOptional: Bool
+
+    public init(
+        _ name: String, summary: String, default defaultValue: String? = nil, isSecret: Bool = false,
+        isOptional: Bool = false
+    ) {
+        self.name = name
+        self.summary = summary
+        self.defaultValue = defaultValue
+        self.isSecret = isSecret
+        self.isOptional = isOptional
+    }
+
+    /// Set neither by the environment nor by a default, the process cannot start.
+    public var isRequired: Bool { defaultValue == nil && !isOptional }
+}
+
+extension ConfigurationKey {
+    /// The RabbitMQ broker: `amqp://user:pass@host:port/vhost?heartbeat=30` (or `amqps://`).
+    public static let amqpURL = ConfigurationKey(
+        "AMQP_URL", summary: "RabbitMQ URL, amqp:// or amqps://, with vhost and ?heartbeat=", isSecret: true)
+    /// The PostgreSQL database: `postgresql://user:pass@host:port/db`.
+    public static let databaseURL = ConfigurationKey(
+        "DATABASE_URL", summary: "PostgreSQL URL, postgresql://user:pass@host:port/db", isSecret: true)
+    /// The SMTP server used for email: `smtp://user:pass@host:port` (or `smtps://`).
+    public static let smtpURL = ConfigurationKey(
+        "SMTP_URL", summary: "SMTP server URL, smtp:// or smtps://", isSecret: true)
+    /// The minimum log level.
+    public static let logLevel = ConfigurationKey(
+        "LOG_LEVEL", summary: "trace, debug, info, notice, warning, error or critical", default: "info")
+    /// The log line format.
+    public static let logFormat = ConfigurationKey(
+        "LOG_FORMAT", summary: "json (one object per line) or text", default: "json")
+    /// The folder holding the numbered SQL migrations.
+    public static let migrationsDirectory = ConfigurationKey(
+        "TALLY_MIGRATIONS_DIR", summary: "folder of numbered SQL migrations", default: "ops/sql")
+}
+
+extension ConfigurationKey {
+    /// Where finance receives every invoice (SPEC §1).
+    public static let financeEmail = ConfigurationKey(
+        "FINANCE_EMAIL", summary: "address that receives a copy of every invoice")
+}

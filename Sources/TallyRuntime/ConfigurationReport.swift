@@ -1,0 +1,29 @@
+/// What `PROCESS config` prints and checks: every variable the process reads, its
+/// effective value (secrets redacted) and whether anything required is missing.
+public enum ConfigurationReport {
+    /// The `--help` text listing `keys`, one per line.
+    public static func helpText(_ keys: [ConfigurationKey]) -> String {
+        let width = keys.map(\.name.count).max() ?? 0
+        let lines = keys.map { key in
+            let padded = key.name.padding(toLength: width, withPad: " ", startingAt: 0)
+            let fallback = key.defaultValue.map { " (default: \($0))" } ?? (key.isRequired ? " (required)" : "")
+            return "  \(padded)  \(key.summary)\(fallback)"
+        }
+        return "Environment:\n" + lines.joined(separator: "\n")
+    }
+
+    /// The effective configuration, one `NAME = value` line per key.
+    public static func render(_ keys: [ConfigurationKey], reader: ConfigurationReader) -> String {
+        let width = keys.map(\.name.count).max() ?? 0
+        return reader.describe(keys)
+            .map { "\($0.key.name.padding(toLength: width, withPad: " ", startingAt: 0)) = \($0.shown)" }
+            .joined(separator: "\n")
+    }
+
+    /// Throws for the first required key that is unset.
+    public static func validate(_ keys: [ConfigurationKey], reader: ConfigurationReader) throws(ConfigurationError) {
+        for key in keys where key.isRequired {
+            _ = try reader.string(key)
+        }
+    }
+}

@@ -1,0 +1,91 @@
+import Foundation
+import PostgresClient
+
+/// Tenants and their API keys in PostgreSQL.
+public struct TenantStore: Sendable {
+    let pool: PostgresPool
+
+    public init(pool: PostgresPool) {
+        self.pool = pool
+    }
+
+    /// Creates the tenant and its first API key in one transaction; the key is returned once.
+    public func create(_ tenant: NewTenant) async throws -> (Tenant, APIKey) {
+        let key = APIKey.generate()
+        let created = try await pool.withTransaction { connection in
+            let row = try connection.query(
+                """
+                INSERT INTO tenants (name, billing_email, tax_rate_bps)
+                VALUES ($1, $2, $3)
+                RETURNING \(Self.tenantColumns)
+                """, [tenant.name, tenant.billingEmail, tenant.taxRateBps])[0]
+            let created = try Self.tenant(from: row)
+            try connection.query(
+                "INSERT INTO api_keys (tenant_id, key_prefix, key_sha256) VALUES ($1, $2, $3)",
+                [created.id, key.prefix, key.sha256])
+            return created
+        }
+        return (created, key)
+    }
+
+    /// The tenant with `id`, or nil.
+    public func tenant(id: UUID) async throws -> Tenant? {
+        let rows = try await pool.query("SELECT \(Self.tenantColumns) FROM tenants WHERE id = $1", [id])
+        return try rows.first.map(Self.tenant(from:))
+    }
+
+    /// The tenant owning `key`, when the key exists and is not revoked.
+    public func tenantOwning(_ key: APIKey) async throws -> UUID? {
+        let rows = try await pool.query(
+            "SELECT tenant_id FROM api_keys WHERE key_sha256 = $1 AND revoked_at IS NULL", [key.sha256])
+        return try rows.first?.decode(0, as: UUID.self)
+    }
+
+    /// Issues a new key for the tenant (rotation), optionally revoking all others at once.
+    public func issueKey(tenant: UUID, revokingOthers: Bool) async throws -> (APIKeySummary, APIKey) {
+        let key = APIKey.generate()
+        let summary = try await pool.withTransaction { connection in
+            if revokingOthers {
+                try connection.query(
+                    "UPDATE api_keys SET revoked_at = now() WHERE tenant_id = $1 AND revoked_at IS NULL", [tenant])
+            }
+            let row = try connection.query(
+                """
+                INSERT INTO api_keys (tenant_id, key_prefix, key_sha256) VALUES ($1, $2, $3)
+                RETURNING \(Self.keyColumns)
+                """, [tenant, key.prefix, key.sha256])[0]
+            return try Self.keySummary(from: row)
+        }
+        return (summary, key)
+    }
+
+    /// Every key of the tenant, newest first; secrets are never readable.
+    public func keys(tenant: UUID) async throws -> [APIKeySummary] {
+        let rows = try await pool.query(
+            "SELECT \(Self.keyColumns) FROM api_keys WHERE tenant_id = $1 ORDER BY created_at DESC, id", [tenant])
+        return try rows.map(Self.keySummary(from:))
+    }
+
+    /// Revokes one key of the tenant; false when the tenant has no such unrevoked key.
+    public func revokeKey(id: UUID, tenant: UUID) async throws -> Bool {
+        let rows = try await pool.query(
+            "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL",
+            [id, tenant])
+        return rows.affectedRows == 1
+    }
+
+    static let tenantColumns = "id, name, billing_email, tax_rate_bps, currency, created_at"
+    static let keyColumns = "id, key_prefix, created_at, revoked_at"
+
+    static func tenant(from row: PostgresRow) throws -> Tenant {
+        Tenant(
+            id: try row.decode(0), name: try row.decode(1), billingEmail: try row.decode(2),
+            taxRateBps: try row.decode(3), currency: try row.decode(4), createdAt: try row.decode(5))
+    }
+
+    static func keySummary(from row: PostgresRow) throws -> APIKeySummary {
+        APIKeySummary(
+            id: try row.decode(0), prefix: try row.decode(1), createdAt: try row.decode(2),
+            revokedAt: try row.decode(3, as: Date?.self))
+    }
+}

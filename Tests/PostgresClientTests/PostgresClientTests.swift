@@ -1,0 +1,214 @@
+import Foundation
+import Logging
+import PostgresClient
+import TallyTestSupport
+import Testing
+
+/// Against the real PostgreSQL that `./ops/local.sh up` starts.
+@Suite("PostgreSQL client")
+struct PostgresClientTests {
+    let logger = Logger(label: "test.postgres")
+
+    func pool(size: Int = 2) throws -> PostgresPool {
+        PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: size, logger: logger)
+    }
+
+    /// A table of our own for one test, dropped afterwards.
+    func withTable<T: Sendable>(
+        _ columns: String, _ body: @Sendable (PostgresPool, String) async throws -> T
+    ) async throws -> T {
+        let pool = try pool()
+        let table = "test_\(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: ""))"
+        try await pool.query("CREATE TABLE \(table) (\(columns))")
+        do {
+            let result = try await body(pool, table)
+            try await pool.query("DROP TABLE \(table)")
+            return result
+        } catch {
+            _ = try? await pool.query("DROP TABLE \(table)")
+            throw error
+        }
+    }
+
+    @Test("every supported type round-trips exactly")
+    func roundTrip() async throws {
+        let pool = try pool()
+        let id = UUID()
+        let instant = PostgresTimestamp(microsecondsSinceEpoch: 1_795_459_200_123_456)
+        let rows = try await pool.query(
+            """
+            SELECT $1::text, $2::bigint, $3::int, $4::numeric(17,4), $5::numeric(38,4), $6::uuid,
+                   $7::timestamptz, $8::jsonb, $9::bool, $10::text, $11::bytea, $12::numeric
+            """,
+            [
+                "it's; DROP TABLE x --", Int64.max, Int32.min, Decimal(string: "123456789012.3456")!,
+                Decimal(string: "12345678901234567890123456789012.0001")!, id, instant,
+                PostgresJSON(text: #"{"b": [1, 2.50], "a": "é"}"#), true, String?.none,
+                Data([0, 1, 0xFE, 0xFF]), Decimal(string: "0.0001")!,
+            ])
+        let row = try #require(rows.first)
+        #expect(try row.decode(0, as: String.self) == "it's; DROP TABLE x --")
+        #expect(try row.decode(1, as: Int64.self) == Int64.max)
+        #expect(try row.decode(2, as: Int32.self) == Int32.min)
+        #expect(try row.decode(3, as: Decimal.self) == Decimal(string: "123456789012.3456")!)
+        #expect(row.text(4) == "12345678901234567890123456789012.0001")
+        #expect(try row.decode(5, as: UUID.self) == id)
+        #expect(try row.decode(6, as: PostgresTimestamp.self) == instant)
+        #expect(try row.decode(7, as: PostgresJSON.self).text == #"{"a": "é", "b": [1, 2.50]}"#)
+        #expect(try row.decode(8, as: Bool.self) == true)
+        #expect(try row.decode(9, as: String?.self) == nil)
+        #expect(try row.decode(10, as: Data.self) == Data([0, 1, 0xFE, 0xFF]))
+        #expect(try row.decode(11, as: Decimal.self) == Decimal(string: "0.0001")!)
+    }
+
+    @Test("timestamptz is read in UTC whatever offset it was written with")
+    func timestampOffsets() async throws {
+        let pool = try pool()
+        let rows = try await pool.query(
+            "SELECT '2026-11-24 23:40:00.5+05:30'::timestamptz, '1969-12-31 23:59:59.999999Z'::timestamptz, '2028-02-29T00:00:00Z'::timestamptz")
+        let row = try #require(rows.first)
+        #expect(try row.decode(0, as: PostgresTimestamp.self).description == "2026-11-24T18:10:00.500000Z")
+        #expect(try row.decode(1, as: PostgresTimestamp.self).microsecondsSinceEpoch == -1)
+        #expect(try row.decode(2, as: PostgresTimestamp.self).description == "2028-02-29T00:00:00.000000Z")
+    }
+
+    @Test("a NULL or a wrong type is a decoding error naming the column")
+    func decodingErrors() async throws {
+        let rows = try await pool().query("SELECT NULL::int AS missing, 'x'::text AS word")
+        let row = try #require(rows.first)
+        let null = #expect(throws: PostgresError.self) { try row.decode("missing", as: Int.self) }
+        #expect(null?.code == .decoding)
+        #expect(null?.message.contains("missing") == true)
+        let mismatch = #expect(throws: PostgresError.self) { try row.decode("word", as: Int.self) }
+        #expect(mismatch?.message.contains("word") == true)
+    }
+
+    @Test("a rolled-back transaction leaves nothing")
+    func rollback() async throws {
+        try await withTable("id int PRIMARY KEY") { pool, table in
+            struct Abort: Error {}
+            await #expect(throws: Abort.self) {
+                try await pool.withTransaction { connection in
+                    try connection.query("INSERT INTO \(table) VALUES (1), (2)")
+                    throw Abort()
+                }
+            }
+            let count = try await pool.query("SELECT count(*) FROM \(table)")[0].decode(0, as: Int.self)
+            #expect(count == 0)
+            try await pool.withTransaction { connection in try connection.query("INSERT INTO \(table) VALUES (3)") }
+            #expect(try await pool.query("SELECT count(*) FROM \(table)")[0].decode(0, as: Int.self) == 1)
+        }
+    }
+
+    @Test("COPY loads 100,000 rows, escaping tabs, newlines, backslashes and NULLs")
+    func copy() async throws {
+        try await withTable("id bigint PRIMARY KEY, label text, amount numeric(17,4)") { pool, table in
+            let awkward = ["tab\there", "line\nbreak", "back\\slash", "cr\rreturn", "\\N", ""]
+            let rows: [[any PostgresEncodable]] = (1...100_000).map { id in
+                [Int64(id), id % 7 == 0 ? String?.none : awkward[id % awkward.count], Decimal(id) / 10_000]
+            }
+            let copied = try await pool.withConnection { connection in
+                try await connection.copyIn("COPY \(table) (id, label, amount) FROM STDIN", rows: rows)
+            }
+            #expect(copied == 100_000)
+            let summary = try await pool.query(
+                "SELECT count(*), sum(id), sum(amount), count(*) FILTER (WHERE label IS NULL) FROM \(table)")[0]
+            #expect(try summary.decode(0, as: Int.self) == 100_000)
+            #expect(try summary.decode(1, as: Int64.self) == 5_000_050_000)
+            #expect(try summary.decode(2, as: Decimal.self) == Decimal(string: "500005.0000")!)
+            #expect(try summary.decode(3, as: Int.self) == 100_000 / 7)
+            let labels = try await pool.query("SELECT id, label FROM \(table) WHERE id <= 6 ORDER BY id")
+            for row in labels {
+                let id = try row.decode(0, as: Int.self)
+                #expect(try row.decode(1, as: String.self) == awkward[id % awkward.count])
+            }
+        }
+    }
+
+    @Test("COPY of a bad row fails and loads nothing")
+    func copyFailure() async throws {
+        try await withTable("id bigint PRIMARY KEY") { pool, table in
+            let rows: [[any PostgresEncodable]] = [[Int64(1)], ["not a number"]]
+            let error = await #expect(throws: PostgresError.self) {
+                try await pool.withConnection { connection in
+                    try await connection.copyIn("COPY \(table) (id) FROM STDIN", rows: rows)
+                }
+            }
+            #expect(error?.sqlState == "22P02")
+            #expect(try await pool.query("SELECT count(*) FROM \(table)")[0].decode(0, as: Int.self) == 0)
+        }
+    }
+
+    @Test("a unique violation carries SQLSTATE 23505 and the constraint, not the values")
+    func uniqueViolation() async throws {
+        try await withTable("id text PRIMARY KEY") { pool, table in
+            try await pool.query("INSERT INTO \(table) VALUES ($1)", ["secret-value"])
+            let error = await #expect(throws: PostgresError.self) {
+                try await pool.query("INSERT INTO \(table) VALUES ($1)", ["secret-value"])
+            }
+            #expect(error?.isUniqueViolation == true)
+            #expect(error?.constraint == "\(table)_pkey")
+            #expect(error.map { String(describing: $0) }?.contains("secret-value") == false)
+            #expect(error.map { String(reflecting: $0) }?.contains("secret-value") == true)
+        }
+    }
+
+    @Test("a syntax error is SQLSTATE 42601")
+    func syntaxError() async throws {
+        let error = await #expect(throws: PostgresError.self) { try await pool().query("SELEC 1") }
+        #expect(error?.code == .server)
+        #expect(error?.sqlState == "42601")
+    }
+
+    @Test("a terminated backend is a connection error, and the next call reconnects")
+    func reconnect() async throws {
+        let pool = try pool(size: 1)
+        let admin = try self.pool(size: 1)
+        let pid = try await pool.query("SELECT pg_backend_pid()")[0].decode(0, as: Int.self)
+        try await admin.query("SELECT pg_terminate_backend($1)", [pid])
+        let error = await #expect(throws: PostgresError.self) { try await pool.query("SELECT 1") }
+        #expect(error?.isConnectionError == true)
+        let newPID = try await pool.query("SELECT pg_backend_pid()")[0].decode(0, as: Int.self)
+        #expect(newPID != pid)
+    }
+
+    @Test("a wrong password fails to connect with a connection error")
+    func wrongPassword() async throws {
+        var configuration = try PostgresConfiguration(url: TestEnvironment.databaseURL)
+        configuration.password = "wrong"
+        let error = await #expect(throws: PostgresError.self) {
+            try await PostgresConnection.connect(configuration: configuration, logger: logger)
+        }
+        #expect(error?.code == .connectionFailed)
+        #expect(error.map { String(describing: $0) }?.contains("wrong") == false)
+    }
+
+    @Test("DATABASE_URL forms parse, with percent-decoding and options")
+    func urlParsing() throws {
+        let full = try PostgresConfiguration(url: "postgresql://us%40er:p%2Fss@db.internal:6543/bill%20ing?sslmode=require")
+        #expect(full.user == "us@er")
+        #expect(full.password == "p/ss")
+        #expect(full.host == "db.internal")
+        #expect(full.port == 6543)
+        #expect(full.database == "bill ing")
+        #expect(full.options == ["sslmode": "require"])
+        #expect(!full.description.contains("p/ss"))
+        let short = try PostgresConfiguration(url: "postgres://tally@localhost/tally")
+        #expect(short.port == 5432)
+        #expect(short.password == nil)
+        #expect(throws: PostgresError.self) { try PostgresConfiguration(url: "mysql://a@b/c") }
+        #expect(throws: PostgresError.self) { try PostgresConfiguration(url: "postgresql://a@b/") }
+    }
+
+    @Test("a pool serves more concurrent callers than it has connections")
+    func poolWaiters() async throws {
+        let pool = try pool(size: 2)
+        let pids = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<20 {
+                group.addTask { try await pool.query("SELECT pg_backend_pid()")[0].decode(0, as: Int.self) }
+            }
+            return try await group.reduce(into: Set<Int>()) { $0.insert($1) }
+        }
+        #expect((1...2).contains(pids.count))
+    }
+}
