@@ -13,6 +13,8 @@ let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: 
 let hummingbird = Target.Dependency.product(name: "Hummingbird", package: "hummingbird")
 let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
+let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
+let httpTypes = Target.Dependency.product(name: "HTTPTypes", package: "swift-http-types")
 
 let package = Package(
     name: "Tally",
@@ -31,6 +33,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // C libraries from Debian, each wrapped once by exactly one Swift module.
@@ -62,7 +66,7 @@ let package = Package(
         ),
 
         // What Tally's HTTP servers share: error shape, authentication, health.
-        .target(name: "TallyHTTP", dependencies: ["TallyStore", hummingbird, log], swiftSettings: swiftSettings),
+        .target(name: "TallyHTTP", dependencies: ["TallyStore", hummingbird, nioCore, httpTypes, log], swiftSettings: swiftSettings),
 
         // One thin executable per role.
         .executableTarget(name: "Producer", dependencies: ["TallyRuntime", argumentParser, log], swiftSettings: swiftSettings),

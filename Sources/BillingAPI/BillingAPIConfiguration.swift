@@ -1,3 +1,5 @@
+import Logging
+import Foundation
 import TallyRuntime
 
 /// Everything `billing-api serve` reads, with defaults; `keys` is the one list of

@@ -76,6 +76,7 @@ public actor PostgresConnection {
     }
 
     /// Runs `body` inside BEGIN … COMMIT, rolling back if it throws.
+    @discardableResult
     public func withTransaction<T: Sendable>(
         isolation: IsolationLevel = .readCommitted,
         _ body: @Sendable (isolated PostgresConnection) throws -> T

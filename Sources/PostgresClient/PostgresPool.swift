@@ -30,6 +30,7 @@ public actor PostgresPool {
     }
 
     /// Runs `body` in a transaction on a pooled connection (see `PostgresConnection.withTransaction`).
+    @discardableResult
     public func withTransaction<T: Sendable>(
         isolation: PostgresConnection.IsolationLevel = .readCommitted,
         _ body: @Sendable (isolated PostgresConnection) throws -> T

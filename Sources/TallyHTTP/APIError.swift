@@ -1,5 +1,8 @@
+import Logging
 import Foundation
+import HTTPTypes
 import Hummingbird
+import NIOCore
 
 /// An error answered to an HTTP client in SPEC §4's shape:
 /// `{"error": {"code": "...", "message": "...", "field": "..."}}`.

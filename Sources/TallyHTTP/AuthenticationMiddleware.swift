@@ -1,4 +1,8 @@
+import Logging
+import Foundation
+import HTTPTypes
 import Hummingbird
+import NIOCore
 import TallyStore
 
 /// Resolves `Authorization: Bearer <token>` into the request's principal, answering

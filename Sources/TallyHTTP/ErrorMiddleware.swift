@@ -1,4 +1,7 @@
+import Foundation
+import HTTPTypes
 import Hummingbird
+import NIOCore
 import Logging
 
 /// Gives every failure SPEC §4's JSON error shape and an `x-request-id` header:

@@ -1,4 +1,8 @@
+import Logging
+import Foundation
+import HTTPTypes
 import Hummingbird
+import NIOCore
 
 /// `/healthz` answers while the process serves HTTP (liveness); `/readyz` also
 /// checks the dependencies given by `readiness` (e.g. a database round trip).

@@ -1,5 +1,8 @@
+import Logging
 import Foundation
+import HTTPTypes
 import Hummingbird
+import NIOCore
 
 extension Request {
     /// Decodes a JSON body of at most `context.maxUploadSize` bytes, turning every
@@ -15,7 +18,7 @@ extension Request {
             throw APIError.tooLarge(limit: limit)
         }
         do {
-            return try JSONDecoder().decode(Value.self, from: Data(buffer: buffer))
+            return try JSONDecoder().decode(Value.self, from: Data(buffer.readableBytesView))
         } catch let error as DecodingError {
             throw APIError(decoding: error)
         } catch let error as APIError {
@@ -77,7 +80,7 @@ extension Request {
         }
         guard buffer.readableBytes > 0 else { return nil }
         do {
-            return try JSONDecoder().decode(Value.self, from: Data(buffer: buffer))
+            return try JSONDecoder().decode(Value.self, from: Data(buffer.readableBytesView))
         } catch let error as DecodingError {
             throw APIError(decoding: error)
         }

@@ -1,4 +1,8 @@
+import Logging
+import Foundation
+import HTTPTypes
 import Hummingbird
+import NIOCore
 import TallyStore
 
 /// The per-request context of Tally's HTTP servers: Hummingbird's core storage

@@ -1,3 +1,5 @@
+import Foundation
+
 /// What `PROCESS config` prints and checks: every variable the process reads, its
 /// effective value (secrets redacted) and whether anything required is missing.
 public enum ConfigurationReport {

@@ -135,7 +135,8 @@ struct PostgresClientTests {
                 }
             }
             #expect(error?.sqlState == "22P02")
-            #expect(try await pool.query("SELECT count(*) FROM \(table)")[0].decode(0, as: Int.self) == 0)
+            let count = try await pool.query("SELECT count(*) FROM \(table)")[0].decode(0, as: Int.self)
+            #expect(count == 0)
         }
     }
 

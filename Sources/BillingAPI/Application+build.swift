@@ -1,0 +1,36 @@
+import Foundation
+import Hummingbird
+import Logging
+import PostgresClient
+import TallyHTTP
+import TallyStore
+
+/// Builds the billing API: the same function serves production (`billing-api serve`)
+/// and the tests, which call it with their own configuration.
+func buildApplication(
+    _ configuration: BillingAPIConfiguration, logger: Logger
+) async throws -> some ApplicationProtocol {
+    let pool = PostgresPool(
+        configuration: try PostgresConfiguration(url: configuration.databaseURL),
+        size: configuration.databasePoolSize, logger: logger)
+    let router = buildRouter(pool: pool, adminToken: configuration.adminToken)
+    return Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tally-billing-api"),
+        logger: logger)
+}
+
+/// The routes and middleware, separate from the server so tests can drive them.
+func buildRouter(pool: PostgresPool, adminToken: String) -> Router<TallyRequestContext> {
+    let tenants = TenantStore(pool: pool)
+    let authenticator = APIKeyAuthenticator(adminToken: adminToken) { key in try await tenants.tenantOwning(key) }
+    let router = Router(context: TallyRequestContext.self)
+    router.add(middleware: LogRequestsMiddleware(.info))
+    router.add(middleware: ErrorMiddleware { error in (error as? PostgresError)?.isConnectionError ?? false })
+    HealthRoutes<TallyRequestContext> {
+        (try? await pool.query("SELECT 1")) != nil
+    }.register(on: router)
+    router.add(middleware: AuthenticationMiddleware(authenticator: authenticator))
+    TenantRoutes(store: tenants, authenticator: authenticator).register(on: router)
+    return router
+}

@@ -1,0 +1,162 @@
+import Foundation
+import RabbitMQClient
+import TallyTestSupport
+import Testing
+
+/// Against the real RabbitMQ that `./ops/local.sh up` starts.
+@Suite("AMQP client")
+struct AMQPConnectionTests {
+    @Test("10,000 persistent messages are confirmed by a quorum queue and consumed back exactly once")
+    func publishAndConsume() async throws {
+        let queue = AMQPTest.uniqueName("bulk")
+        let publisher = try await AMQPTest.connect("tally-test-publisher")
+        try await publisher.declareQueue(queue, arguments: ["x-queue-type": .string("quorum")])
+        let ids = (0..<10_000).map { "m-\($0)" }
+        for batch in stride(from: 0, to: ids.count, by: 500) {
+            let messages = ids[batch..<min(batch + 500, ids.count)].map { id in
+                OutgoingMessage(
+                    exchange: "", routingKey: queue, body: Array(#"{"id":"\#(id)"}"#.utf8),
+                    properties: AMQPProperties(contentType: "application/json", messageID: id, headers: ["x-n": .int(7)]))
+            }
+            let outcomes = try await publisher.publish(messages)
+            #expect(outcomes.allSatisfy { $0 == .confirmed })
+        }
+        #expect(try await publisher.declareQueue(queue, passive: true) == 10_000)
+
+        let consumer = try await AMQPTest.connect("tally-test-consumer")
+        try await consumer.setPrefetch(500)
+        try await consumer.consume(queue)
+        var seen: [String: Int] = [:]
+        var unacked = 0
+        while seen.count < ids.count, let delivery = try await consumer.nextDelivery(timeout: .seconds(5)) {
+            #expect(delivery.properties.persistent)
+            #expect(delivery.properties.headers["x-n"] == .int(7))
+            seen[delivery.properties.messageID ?? "?", default: 0] += 1
+            unacked += 1
+            if unacked == 250 {
+                try await consumer.ack(delivery.deliveryTag, multiple: true)
+                unacked = 0
+            }
+            if unacked > 0, seen.count == ids.count { try await consumer.ack(delivery.deliveryTag, multiple: true) }
+        }
+        #expect(seen.count == ids.count)
+        #expect(seen.values.allSatisfy { $0 == 1 })
+        try await publisher.deleteQueue(queue)
+    }
+
+    @Test("a message nacked without requeue lands in the dead-letter queue")
+    func deadLetter() async throws {
+        let queue = AMQPTest.uniqueName("work")
+        let deadLetters = queue + ".dead"
+        let connection = try await AMQPTest.connect()
+        try await connection.declareQueue(deadLetters, arguments: ["x-queue-type": .string("quorum")])
+        try await connection.declareQueue(
+            queue,
+            arguments: [
+                "x-queue-type": .string("quorum"), "x-dead-letter-exchange": .string(""),
+                "x-dead-letter-routing-key": .string(deadLetters),
+            ])
+        let message = OutgoingMessage(exchange: "", routingKey: queue, body: Array("poison".utf8),
+                                      properties: AMQPProperties(messageID: "poison-1"))
+        #expect(try await connection.publish([message]) == [.confirmed])
+
+        let consumer = try await AMQPTest.connect()
+        try await consumer.consume(queue)
+        let delivery = try #require(try await consumer.nextDelivery(timeout: .seconds(5)))
+        try await consumer.nack(delivery.deliveryTag, requeue: false)
+
+        let reader = try await AMQPTest.connect()
+        try await reader.consume(deadLetters)
+        let dead = try #require(try await reader.nextDelivery(timeout: .seconds(10)))
+        #expect(dead.properties.messageID == "poison-1")
+        #expect(dead.body == Array("poison".utf8))
+        try await reader.ack(dead.deliveryTag)
+        try await connection.deleteQueue(queue)
+        try await connection.deleteQueue(deadLetters)
+    }
+
+    @Test("a mandatory publish with no route is returned, the others are confirmed")
+    func mandatoryReturn() async throws {
+        let queue = AMQPTest.uniqueName("routed")
+        let connection = try await AMQPTest.connect()
+        try await connection.declareQueue(queue, arguments: ["x-queue-type": .string("quorum")])
+        let messages = [
+            OutgoingMessage(exchange: "", routingKey: queue, body: [1], properties: AMQPProperties(messageID: "a")),
+            OutgoingMessage(exchange: "", routingKey: queue + ".nowhere", body: [2], properties: AMQPProperties(messageID: "b")),
+            OutgoingMessage(exchange: "", routingKey: queue, body: [3], properties: AMQPProperties(messageID: "c")),
+        ]
+        let outcomes = try await connection.publish(messages)
+        #expect(outcomes[0] == .confirmed)
+        #expect(outcomes[1] == .returned(replyCode: 312, replyText: "NO_ROUTE"))
+        #expect(outcomes[2] == .confirmed)
+        try await connection.deleteQueue(queue)
+    }
+
+    @Test("publishing to a missing exchange surfaces the broker's channel close (404)")
+    func channelClosed() async throws {
+        let connection = try await AMQPTest.connect()
+        let missing = OutgoingMessage(exchange: AMQPTest.uniqueName("missing"), routingKey: "x", body: [1])
+        let error = await #expect(throws: AMQPError.self) { try await connection.publish([missing]) }
+        #expect(error?.code == .channelClosed)
+        #expect(error?.replyCode == 404)
+        #expect(error?.message.contains("NOT_FOUND") == true)
+        // The connection survives a channel error: a new channel works.
+        try await connection.openChannel(2, confirms: true)
+        let queue = AMQPTest.uniqueName("after")
+        try await connection.declareQueue(queue, arguments: ["x-queue-type": .string("quorum")], channel: 2)
+        try await connection.deleteQueue(queue, channel: 2)
+    }
+
+    @Test("a connection closed by the broker is a typed error, and a new connection works")
+    func connectionClosedByBroker() async throws {
+        let name = AMQPTest.uniqueName("doomed")
+        let connection = try await AMQPTest.connect(name)
+        // RabbitMQ 3.10 shows the connection_name only inside client_properties.
+        let listing = try AMQPTest.rabbitmqctl("list_connections", "--no-table-headers", "pid", "client_properties")
+        let line = try #require(listing.split(separator: "\n").first { $0.contains("\"\(name)\"") })
+        let pid = String(line.split(separator: "\t")[0])
+        _ = try AMQPTest.rabbitmqctl("close_connection", pid, "closed by test")
+        let error = await #expect(throws: AMQPError.self) {
+            for _ in 0..<50 {
+                try await connection.declareQueue("amq.rabbitmq.trace.never", passive: true)
+                _ = try await connection.nextDelivery(timeout: .milliseconds(100))
+            }
+        }
+        #expect(error?.needsReconnect == true)
+        #expect(await connection.isOpen == false)
+        let replacement = try await AMQPTest.connect(name)
+        let queue = AMQPTest.uniqueName("replacement")
+        try await replacement.declareQueue(queue, arguments: ["x-queue-type": .string("quorum")])
+        try await replacement.deleteQueue(queue)
+    }
+
+    @Test("AMQP_URL forms parse, with vhost, credentials and options")
+    func urlParsing() throws {
+        let plain = try AMQPConfiguration(url: "amqp://guest:guest@127.0.0.1:35672/%2F")
+        #expect(plain.vhost == "/")
+        #expect(plain.port == 35672)
+        #expect(!plain.useTLS)
+        let tls = try AMQPConfiguration(url: "amqps://u%40x:p%3Aw@mq.internal/billing?heartbeat=10&connection_timeout=3")
+        #expect(tls.useTLS)
+        #expect(tls.port == 5671)
+        #expect(tls.user == "u@x")
+        #expect(tls.password == "p:w")
+        #expect(tls.vhost == "billing")
+        #expect(tls.heartbeat == 10)
+        #expect(tls.connectionTimeout == .seconds(3))
+        #expect(!tls.description.contains("p:w"))
+        #expect(try AMQPConfiguration(url: "amqp://localhost").vhost == "/")
+        #expect(throws: AMQPError.self) { try AMQPConfiguration(url: "http://localhost") }
+        #expect(throws: AMQPError.self) { try AMQPConfiguration(url: "amqp://localhost/?heartbeat=x") }
+    }
+
+    @Test("wrong credentials fail to connect with a connectionFailed error")
+    func wrongCredentials() async throws {
+        var configuration = try AMQPConfiguration(url: TestEnvironment.amqpURL)
+        configuration.password = "not-the-password"
+        let error = await #expect(throws: AMQPError.self) {
+            try await AMQPConnection.connect(configuration: configuration, logger: AMQPTest.logger)
+        }
+        #expect(error?.code == .connectionFailed)
+    }
+}

@@ -1,0 +1,45 @@
+import Foundation
+import Logging
+import RabbitMQClient
+import TallyTestSupport
+
+/// Connections and throwaway names for tests against the real broker.
+enum AMQPTest {
+    static let logger = Logger(label: "test.amqp")
+
+    static func connect(_ name: String = "tally-test") async throws -> AMQPConnection {
+        let configuration = try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: name)
+        let connection = try await AMQPConnection.connect(configuration: configuration, logger: logger)
+        try await connection.openChannel(1, confirms: true)
+        return connection
+    }
+
+    static func uniqueName(_ prefix: String) -> String {
+        "test.\(prefix).\(UUID().uuidString.prefix(8).lowercased())"
+    }
+
+    /// Runs `rabbitmqctl` for our private node and returns its standard output.
+    static func rabbitmqctl(_ arguments: String...) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: TestEnvironment.rabbitmqctl)
+        process.arguments = ["-q"] + arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Deliveries until `count` arrived or nothing arrives for `quiet`.
+    static func drain(
+        _ connection: AMQPConnection, count: Int, quiet: Duration = .seconds(5)
+    ) async throws -> [Delivery] {
+        var deliveries: [Delivery] = []
+        while deliveries.count < count, let delivery = try await connection.nextDelivery(timeout: quiet) {
+            deliveries.append(delivery)
+        }
+        return deliveries
+    }
+}
