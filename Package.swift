@@ -93,7 +93,8 @@ let package = Package(
         .testTarget(
             name: "BillingAPITests",
             dependencies: [
-                "BillingAPI", "TallyHTTP", "TallyStore", "TallyRuntime", "TallyTestSupport", hummingbird,
+                "BillingAPI", "TallyHTTP", "TallyStore", "TallyRuntime", "TallyTestSupport", "PostgresClient", hummingbird,
+                httpTypes, nioCore,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             swiftSettings: swiftSettings

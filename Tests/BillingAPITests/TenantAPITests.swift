@@ -1,0 +1,162 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import HummingbirdTesting
+import Logging
+import PostgresClient
+import TallyTestSupport
+import Testing
+
+@testable import BillingAPI
+
+/// The billing API's tenant endpoints, served by the same builder as production,
+/// over the real PostgreSQL that `./ops/local.sh up` starts.
+@Suite("Billing API: tenants and API keys")
+struct TenantAPITests {
+    let adminToken = "test-admin-\(UUID().uuidString)"
+
+    func app() async throws -> some ApplicationProtocol {
+        var configuration = BillingAPIConfiguration(databaseURL: TestEnvironment.databaseURL, adminToken: adminToken)
+        configuration.port = 0
+        configuration.databasePoolSize = 2
+        return try await buildApplication(configuration, logger: Logger(label: "test.billing-api"))
+    }
+
+    func bearer(_ token: String) -> HTTPFields { [.authorization: "Bearer \(token)", .contentType: "application/json"] }
+
+    func createTenant(_ client: some TestClientProtocol, name: String = "Acme") async throws -> (id: String, key: String) {
+        let body = #"{"name": "\#(name)", "billing_email": "finance@acme.test", "tax_rate_bps": 725}"#
+        return try await client.execute(
+            uri: "/v1/tenants", method: .post, headers: bearer(adminToken), body: ByteBuffer(string: body)
+        ) { response in
+            #expect(response.status == .created)
+            let json = try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [String: Any]
+            let id = try #require(json?["id"] as? String)
+            let key = try #require(json?["api_key"] as? String)
+            #expect(json?["tax_rate_bps"] as? Int == 725)
+            return (id, key)
+        }
+    }
+
+    func errorCode(_ response: TestResponse) throws -> (code: String?, field: String?) {
+        let json = try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [String: Any]
+        let error = json?["error"] as? [String: Any]
+        return (error?["code"] as? String, error?["field"] as? String)
+    }
+
+    @Test("the admin creates a tenant; its key then authenticates as that tenant")
+    func createAndAuthenticate() async throws {
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client)
+            #expect(tenant.key.hasPrefix("tally_"))
+            try await client.execute(uri: "/v1/tenants/\(tenant.id)", method: .get, headers: bearer(tenant.key)) { response in
+                #expect(response.status == .ok)
+                let json = try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [String: Any]
+                #expect(json?["id"] as? String == tenant.id)
+                #expect(json?["billing_email"] as? String == "finance@acme.test")
+                #expect(json?["api_key"] == nil)
+                #expect(response.headers[HTTPField.Name("x-request-id")!] != nil)
+            }
+        }
+    }
+
+    @Test("a missing or wrong key is 401 with the JSON error shape")
+    func unauthenticated() async throws {
+        try await app().test(.router) { client in
+            try await client.execute(uri: "/v1/tenants", method: .post, body: ByteBuffer(string: "{}")) { response in
+                #expect(response.status == .unauthorized)
+                let problem = try errorCode(response)
+                    #expect(problem.code == "UNAUTHENTICATED")
+            }
+            try await client.execute(
+                uri: "/v1/tenants/\(UUID())", method: .get, headers: bearer("tally_" + String(repeating: "0", count: 64))
+            ) { response in
+                #expect(response.status == .unauthorized)
+                let problem = try errorCode(response)
+                    #expect(problem.code == "INVALID_API_KEY")
+            }
+            try await client.execute(uri: "/healthz", method: .get) { response in #expect(response.status == .ok) }
+            try await client.execute(uri: "/readyz", method: .get) { response in #expect(response.status == .ok) }
+        }
+    }
+
+    @Test("a tenant key cannot create tenants (403) nor see another tenant (404)")
+    func tenantIsolation() async throws {
+        try await app().test(.router) { client in
+            let first = try await createTenant(client, name: "First")
+            let second = try await createTenant(client, name: "Second")
+            let body = ByteBuffer(string: #"{"name": "Sneaky", "billing_email": "x@y.test"}"#)
+            try await client.execute(uri: "/v1/tenants", method: .post, headers: bearer(first.key), body: body) { response in
+                #expect(response.status == .forbidden)
+                let problem = try errorCode(response)
+                    #expect(problem.code == "FORBIDDEN")
+            }
+            try await client.execute(uri: "/v1/tenants/\(second.id)", method: .get, headers: bearer(first.key)) { response in
+                #expect(response.status == .notFound)
+            }
+            try await client.execute(uri: "/v1/tenants/\(second.id)/api-keys", method: .post, headers: bearer(first.key)) { response in
+                #expect(response.status == .notFound)
+            }
+        }
+    }
+
+    @Test("invalid tenant fields are 400 naming the field")
+    func validation() async throws {
+        try await app().test(.router) { client in
+            let cases: [(String, String)] = [
+                (#"{"billing_email": "a@b.test"}"#, "name"),
+                (#"{"name": "A", "billing_email": "not-an-email"}"#, "billing_email"),
+                (#"{"name": "A", "billing_email": "a@b.test", "tax_rate_bps": 10001}"#, "tax_rate_bps"),
+                (#"{"name": "A", "billing_email": "a@b.test", "tax_rate_bps": "7"}"#, "tax_rate_bps"),
+                (#"{"name": "#, "body"),
+            ]
+            for (body, field) in cases {
+                try await client.execute(
+                    uri: "/v1/tenants", method: .post, headers: bearer(adminToken), body: ByteBuffer(string: body)
+                ) { response in
+                    #expect(response.status == .badRequest, "\(body)")
+                    let problem = try errorCode(response)
+                    #expect(problem.field == field, "\(body)")
+                }
+            }
+            let huge = ByteBuffer(string: #"{"name": ""# + String(repeating: "x", count: 2 << 20) + #""}"#)
+            try await client.execute(uri: "/v1/tenants", method: .post, headers: bearer(adminToken), body: huge) { response in
+                #expect(response.status == .contentTooLarge)
+            }
+        }
+    }
+
+    @Test("key rotation: a new key works, the old one until revoked, then 401")
+    func rotation() async throws {
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client)
+            let newKey = try await client.execute(
+                uri: "/v1/tenants/\(tenant.id)/api-keys", method: .post, headers: bearer(tenant.key)
+            ) { response in
+                #expect(response.status == .created)
+                let json = try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [String: Any]
+                return try #require(json?["api_key"] as? String)
+            }
+            #expect(newKey != tenant.key)
+            let keys = try await client.execute(
+                uri: "/v1/tenants/\(tenant.id)/api-keys", method: .get, headers: bearer(newKey)
+            ) { response in
+                let json = try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [String: Any]
+                return try #require(json?["data"] as? [[String: Any]])
+            }
+            #expect(keys.count == 2)
+            #expect(!String(describing: keys).contains(tenant.key))
+            let oldKeyID = try #require(keys.first { !newKey.hasPrefix($0["prefix"] as? String ?? "-") }?["id"] as? String)
+            try await client.execute(
+                uri: "/v1/tenants/\(tenant.id)/api-keys/\(oldKeyID)", method: .delete, headers: bearer(newKey)
+            ) { response in #expect(response.status == .noContent) }
+            try await client.execute(uri: "/v1/tenants/\(tenant.id)", method: .get, headers: bearer(tenant.key)) { response in
+                #expect(response.status == .unauthorized)
+            }
+            try await client.execute(uri: "/v1/tenants/\(tenant.id)", method: .get, headers: bearer(newKey)) { response in
+                #expect(response.status == .ok)
+            }
+        }
+    }
+}

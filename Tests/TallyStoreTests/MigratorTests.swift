@@ -1,0 +1,141 @@
+import Foundation
+import Logging
+import PostgresClient
+import TallyStore
+import TallyTestSupport
+import Testing
+
+/// Migrations against a fresh database of their own on the real server.
+@Suite("Migrations")
+struct MigratorTests {
+    let logger = Logger(label: "test.migrate")
+    let directory = TestEnvironment.repositoryRoot + "/ops/sql"
+
+    /// Creates an empty database, runs `body` with a pool on it, then drops it.
+    func withFreshDatabase(_ body: @Sendable (PostgresPool) async throws -> Void) async throws {
+        let admin = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: logger)
+        let name = "tally_test_\(UUID().uuidString.prefix(8).lowercased())"
+        try await admin.query("CREATE DATABASE \(name)")
+        var configuration = try PostgresConfiguration(url: TestEnvironment.databaseURL)
+        configuration.database = name
+        let pool = PostgresPool(configuration: configuration, size: 2, logger: logger)
+        do {
+            try await body(pool)
+        } catch {
+            await pool.close()
+            try await admin.query("DROP DATABASE \(name) WITH (FORCE)")
+            throw error
+        }
+        await pool.close()
+        try await admin.query("DROP DATABASE \(name) WITH (FORCE)")
+    }
+
+    /// Every table and column, to compare the schema before and after.
+    func schema(_ pool: PostgresPool) async throws -> [String] {
+        try await pool.query(
+            """
+            SELECT table_name || '.' || column_name || ':' || data_type FROM information_schema.columns
+            WHERE table_schema = 'public' ORDER BY 1
+            """
+        ).map { try $0.decode(0, as: String.self) }
+    }
+
+    @Test("migrations apply in order, and a second run changes nothing")
+    func idempotent() async throws {
+        let migrations = try Migration.load(from: directory)
+        #expect(migrations.map(\.version) == migrations.map(\.version).sorted())
+        try await withFreshDatabase { pool in
+            let migrator = Migrator(pool: pool, logger: logger)
+            let first = try await migrator.migrate(migrations)
+            #expect(first == migrations.map(\.version))
+            let schemaAfterFirst = try await schema(pool)
+            let second = try await migrator.migrate(migrations)
+            #expect(second.isEmpty)
+            let schemaAfterSecond = try await schema(pool)
+            #expect(schemaAfterSecond == schemaAfterFirst)
+            let recorded = try await migrator.appliedVersions()
+            #expect(recorded.count == migrations.count)
+        }
+    }
+
+    @Test("concurrent migrators apply each migration exactly once")
+    func concurrent() async throws {
+        let migrations = try Migration.load(from: directory)
+        try await withFreshDatabase { pool in
+            let applied = try await withThrowingTaskGroup(of: [Int].self) { group in
+                for _ in 0..<3 {
+                    group.addTask { try await Migrator(pool: pool, logger: logger).migrate(migrations) }
+                }
+                return try await group.reduce(into: [Int]()) { $0 += $1 }
+            }
+            #expect(applied.sorted() == migrations.map(\.version))
+        }
+    }
+
+    @Test("the seeded plans are exactly SPEC §2's")
+    func seededPlans() async throws {
+        let migrations = try Migration.load(from: directory)
+        try await withFreshDatabase { pool in
+            try await Migrator(pool: pool, logger: logger).migrate(migrations)
+            let rows = try await pool.query(
+                """
+                SELECT slug, base_cents, quotas->>'estimates', quotas->>'api_calls', quotas->>'users',
+                       overage_rates->>'estimates', overage_rates->>'api_calls', overage_rates->>'users'
+                FROM subscription_plans ORDER BY base_cents
+                """)
+            let plans = try rows.map { row in try (0..<8).map { try row.decode($0, as: String.self) } }
+            #expect(plans == [
+                ["starter", "29900", "50", "1000", "3", "500", "10", "1000"],
+                ["professional", "99900", "200", "10000", "10", "400", "8", "800"],
+                ["enterprise", "299900", "999999", "999999", "999999", "0", "0", "0"],
+            ])
+        }
+    }
+
+    @Test("usage sums hold a billion events of the largest quantity without overflow")
+    func noOverflow() async throws {
+        let migrations = try Migration.load(from: directory)
+        try await withFreshDatabase { pool in
+            try await Migrator(pool: pool, logger: logger).migrate(migrations)
+            let tenant = try await pool.query(
+                "INSERT INTO tenants (name, billing_email) VALUES ('Big', 'big@example.test') RETURNING id")[0]
+                .decode(0, as: UUID.self)
+            try await pool.query(
+                """
+                INSERT INTO usage_rollups (tenant_id, metric, hour, quantity_sum, event_count)
+                VALUES ($1, 'api_calls', '2026-11-24T18:00:00Z', $2, 1000000000)
+                """, [tenant, Decimal(string: "1000000000000000000000.9999")!])
+            let sum = try await pool.query("SELECT quantity_sum FROM usage_rollups WHERE tenant_id = $1", [tenant])[0]
+            #expect(sum.text(0) == "1000000000000000000000.9999")
+            try await pool.query(
+                "INSERT INTO usage_events (tenant_id, event_id, metric, quantity, occurred_at) VALUES ($1, 'e1', 'api_calls', $2, now())",
+                [tenant, Decimal(string: "1000000000000")!])
+        }
+    }
+
+    @Test("an applied migration that was edited is refused, naming it")
+    func editedMigration() async throws {
+        let migrations = try Migration.load(from: directory)
+        var edited = migrations
+        edited[0] = Migration(version: edited[0].version, name: edited[0].name, sql: edited[0].sql + "\n-- edited")
+        try await withFreshDatabase { [edited] pool in
+            let migrator = Migrator(pool: pool, logger: logger)
+            try await migrator.migrate(migrations)
+            let error = await #expect(throws: MigrationError.self) { try await migrator.migrate(edited) }
+            #expect(error == .checksumMismatch(version: edited[0].version, name: edited[0].name))
+        }
+    }
+
+    @Test("badly named files and duplicate versions are refused")
+    func fileNames() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent(UUID().uuidString).path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        try "SELECT 1;".write(toFile: folder + "/001_a.sql", atomically: true, encoding: .utf8)
+        try "SELECT 1;".write(toFile: folder + "/001_b.sql", atomically: true, encoding: .utf8)
+        #expect(throws: MigrationError.duplicateVersion(1)) { try Migration.load(from: folder) }
+        try FileManager.default.removeItem(atPath: folder + "/001_b.sql")
+        try "SELECT 1;".write(toFile: folder + "/two.sql", atomically: true, encoding: .utf8)
+        #expect(throws: MigrationError.badFileName("two.sql")) { try Migration.load(from: folder) }
+    }
+}
