@@ -81,6 +81,7 @@ let package = Package(
 
         // Tests. Integration targets talk to the real servers that ops/local.sh starts.
         .target(name: "TallyTestSupport", path: "Tests/TallyTestSupport", swiftSettings: swiftSettings),
+        .testTarget(name: "BlockingIOTests", dependencies: ["BlockingIO"], swiftSettings: swiftSettings),
         .testTarget(name: "BillingEngineTests", dependencies: ["BillingEngine"], swiftSettings: swiftSettings),
         .testTarget(name: "RabbitMQClientTests", dependencies: ["RabbitMQClient", "TallyMessaging", "TallyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "TallyTestSupport"], swiftSettings: swiftSettings),

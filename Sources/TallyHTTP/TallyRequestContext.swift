@@ -20,6 +20,9 @@ public struct TallyRequestContext: RequestContext {
     /// Bodies above 1 MiB are refused (SPEC §6: request bodies bounded).
     public var maxUploadSize: Int { 1 << 20 }
 
+    /// Responses use Tally's JSON conventions (sorted keys, ISO 8601 instants with milliseconds).
+    public var responseEncoder: JSONEncoder { .tally }
+
     /// The principal, or 401 when the route was reached without one.
     public func requirePrincipal() throws -> Principal {
         guard let principal else { throw APIError.unauthenticated }
