@@ -11,7 +11,6 @@ let swiftSettings: [SwiftSetting] = [
 let log = Target.Dependency.product(name: "Logging", package: "swift-log")
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let hummingbird = Target.Dependency.product(name: "Hummingbird", package: "hummingbird")
-let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
 let httpTypes = Target.Dependency.product(name: "HTTPTypes", package: "swift-http-types")
@@ -31,7 +30,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
-        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
@@ -61,7 +59,7 @@ let package = Package(
         .target(name: "TallyMessaging", dependencies: ["RabbitMQClient", log], swiftSettings: swiftSettings),
         .target(
             name: "TallyRuntime",
-            dependencies: ["RabbitMQClient", "PostgresClient", "TallyStore", "TallyMessaging", log, argumentParser, lifecycle],
+            dependencies: ["RabbitMQClient", "PostgresClient", "TallyStore", "TallyMessaging", log, argumentParser],
             swiftSettings: swiftSettings
         ),
 
@@ -75,12 +73,13 @@ let package = Package(
         .executableTarget(name: "Notifier", dependencies: ["TallyRuntime", argumentParser, log], swiftSettings: swiftSettings),
         .executableTarget(
             name: "BillingAPI",
-            dependencies: ["TallyRuntime", "TallyStore", "TallyHTTP", "PostgresClient", argumentParser, log, hummingbird, lifecycle],
+            dependencies: ["TallyRuntime", "TallyStore", "TallyHTTP", "PostgresClient", argumentParser, log, hummingbird],
             swiftSettings: swiftSettings
         ),
 
         // Tests. Integration targets talk to the real servers that ops/local.sh starts.
         .target(name: "TallyTestSupport", path: "Tests/TallyTestSupport", swiftSettings: swiftSettings),
+        .testTarget(name: "TallyRuntimeTests", dependencies: ["TallyRuntime"], swiftSettings: swiftSettings),
         .testTarget(name: "BlockingIOTests", dependencies: ["BlockingIO"], swiftSettings: swiftSettings),
         .testTarget(name: "BillingEngineTests", dependencies: ["BillingEngine"], swiftSettings: swiftSettings),
         .testTarget(name: "RabbitMQClientTests", dependencies: ["RabbitMQClient", "TallyMessaging", "TallyTestSupport"], swiftSettings: swiftSettings),

@@ -3,13 +3,12 @@ import Foundation
 /// What `PROCESS config` prints and checks: every variable the process reads, its
 /// effective value (secrets redacted) and whether anything required is missing.
 public enum ConfigurationReport {
-    /// The `--help` text listing `keys`, one per line.
+    /// The `--help` text listing `keys`: each name with its default (or "required"),
+    /// and its meaning on the next line, kept short enough not to be re-wrapped.
     public static func helpText(_ keys: [ConfigurationKey]) -> String {
-        let width = keys.map(\.name.count).max() ?? 0
         let lines = keys.map { key in
-            let padded = key.name.padding(toLength: width, withPad: " ", startingAt: 0)
-            let fallback = key.defaultValue.map { " (default: \($0))" } ?? (key.isRequired ? " (required)" : "")
-            return "  \(padded)  \(key.summary)\(fallback)"
+            let fallback = key.defaultValue.map { " (default: \($0))" } ?? (key.isRequired ? " (required)" : " (optional)")
+            return "  \(key.name)\(fallback)\n      \(key.summary)"
         }
         return "Environment:\n" + lines.joined(separator: "\n")
     }

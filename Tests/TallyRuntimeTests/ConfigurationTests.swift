@@ -1,0 +1,56 @@
+import TallyRuntime
+import Testing
+
+@Suite("Configuration")
+struct ConfigurationTests {
+    let required = ConfigurationKey("TEST_URL", summary: "a required URL", isSecret: true)
+    let port = ConfigurationKey("TEST_PORT", summary: "a port", default: "8081")
+    let optional = ConfigurationKey("TEST_FEATURE", summary: "an optional feature", isOptional: true)
+
+    @Test("values come from the environment, then the default")
+    func precedence() throws {
+        #expect(try ConfigurationReader(environment: [:]).int(port, in: 1...65535) == 8081)
+        #expect(try ConfigurationReader(environment: ["TEST_PORT": "9000"]).int(port, in: 1...65535) == 9000)
+        #expect(try ConfigurationReader(environment: ["TEST_PORT": ""]).int(port, in: 1...65535) == 8081)
+        #expect(ConfigurationReader(environment: [:]).optionalString(optional) == nil)
+    }
+
+    @Test("a missing required key names the variable and what to do")
+    func missing() {
+        let error = #expect(throws: ConfigurationError.self) { try ConfigurationReader(environment: [:]).string(required) }
+        #expect(error?.key == "TEST_URL")
+        #expect(error?.description.contains(".local/env") == true)
+        #expect(throws: ConfigurationError.self) {
+            try ConfigurationReport.validate([required, port, optional], reader: ConfigurationReader(environment: [:]))
+        }
+    }
+
+    @Test("malformed values are refused with the allowed range or choices")
+    func malformed() {
+        let reader = ConfigurationReader(environment: ["TEST_PORT": "eighty", "LOG_LEVEL": "loud"])
+        let portError = #expect(throws: ConfigurationError.self) { try reader.int(port, in: 1...65535) }
+        #expect(portError?.description == "TEST_PORT is invalid: expected a whole number in 1...65535")
+        let levelError = #expect(throws: ConfigurationError.self) {
+            try reader.choice(.logLevel, among: ["info", "debug"])
+        }
+        #expect(levelError?.key == "LOG_LEVEL")
+    }
+
+    @Test("secrets are never printed, only whether they are set")
+    func redaction() {
+        let reader = ConfigurationReader(environment: ["TEST_URL": "postgresql://u:hunter2@db/x"])
+        let report = ConfigurationReport.render([required, port, optional], reader: reader)
+        #expect(!report.contains("hunter2"))
+        #expect(report.contains("TEST_URL     = (set, 27 characters)"))
+        #expect(report.contains("TEST_PORT    = 8081 (default)"))
+        #expect(report.contains("TEST_FEATURE = (unset)"))
+    }
+
+    @Test("help lists every key with its default or requirement")
+    func help() {
+        let text = ConfigurationReport.helpText([required, port, optional])
+        #expect(text.contains("TEST_URL (required)"))
+        #expect(text.contains("TEST_PORT (default: 8081)"))
+        #expect(text.contains("TEST_FEATURE (optional)"))
+    }
+}
