@@ -9,6 +9,9 @@
 #   ./ops/local.sh test     up + the whole test suite against the real servers
 #   ./ops/local.sh --help   this text
 #
+# TALLY_PORT_OFFSET=N shifts every port by N (a second checkout beside this one);
+# TALLY_BUILD_CONFIG=release builds optimized binaries for `up`.
+#
 # `up` is idempotent: run it again and it restarts whatever has died.
 # It writes .local/env (KEY=value lines; `set -a; . .local/env; set +a`) and one
 # pid file per process in .local/run/NAME.pid.
@@ -21,15 +24,17 @@ LOGS="$LOCAL/log"
 BIN="$LOCAL/bin"
 
 # Ports of our own, so a system-wide server never clashes with ours.
-PG_PORT=35432
-AMQP_PORT=35672
-AMQP_DIST_PORT=35673
+# TALLY_PORT_OFFSET shifts them all, to run a second checkout beside this one.
+OFFSET=${TALLY_PORT_OFFSET:-0}
+PG_PORT=$((35432 + OFFSET))
+AMQP_PORT=$((35672 + OFFSET))
+AMQP_DIST_PORT=$((35673 + OFFSET))
 # rabbitmqctl's own distribution ports default to 35672-35682: move them off ours.
-CTL_DIST_PORT_MIN=35680
-EPMD_PORT=35369
-SMTP_PORT=35025
-INGEST_PORT=38080
-API_PORT=38081
+CTL_DIST_PORT_MIN=$((35680 + OFFSET))
+EPMD_PORT=$((35369 + OFFSET))
+SMTP_PORT=$((35025 + OFFSET))
+INGEST_PORT=$((38080 + OFFSET))
+API_PORT=$((38081 + OFFSET))
 
 PG_BIN=/usr/lib/postgresql/15/bin
 RABBIT_BIN=/usr/lib/rabbitmq/bin
@@ -43,7 +48,7 @@ PIP_PACKAGES=(aiosmtpd)
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 # ---------------------------------------------------------------- install
 
