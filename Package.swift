@@ -49,6 +49,9 @@ let package = Package(
         // Pure billing rules: no I/O, no clock reads, standard library and Foundation only.
         .target(name: "BillingEngine", swiftSettings: swiftSettings),
 
+        // The usage event of SPEC §3 and its validation: pure, no I/O.
+        .target(name: "UsageEvents", swiftSettings: swiftSettings),
+
         // Stores over PostgreSQL and the shared runtime every executable uses.
         .target(
             name: "TallyStore",
@@ -80,6 +83,7 @@ let package = Package(
         // Tests. Integration targets talk to the real servers that ops/local.sh starts.
         .target(name: "TallyTestSupport", path: "Tests/TallyTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "TallyRuntimeTests", dependencies: ["TallyRuntime"], swiftSettings: swiftSettings),
+        .testTarget(name: "UsageEventsTests", dependencies: ["UsageEvents"], swiftSettings: swiftSettings),
         .testTarget(name: "BlockingIOTests", dependencies: ["BlockingIO"], swiftSettings: swiftSettings),
         .testTarget(name: "BillingEngineTests", dependencies: ["BillingEngine"], swiftSettings: swiftSettings),
         .testTarget(name: "RabbitMQClientTests", dependencies: ["RabbitMQClient", "TallyMessaging", "TallyTestSupport"], swiftSettings: swiftSettings),

@@ -259,9 +259,13 @@ ENV
 
 load_env() { set -a; . "$LOCAL/env"; set +a; }
 
+# With BUILD_TESTS=1 (./ops/local.sh test) the tests are built in the same pass:
+# a separate plain build would compile every package twice (tests need -enable-testing).
 build() {
-  say "building Tally ($BUILD_CONFIG)"
-  (cd "$ROOT" && swift build -c "$BUILD_CONFIG") || die "swift build failed (see the compiler output above)"
+  local flags=(-c "$BUILD_CONFIG")
+  [ "${BUILD_TESTS:-0}" = 1 ] && flags+=(--build-tests)
+  say "building Tally ($BUILD_CONFIG${BUILD_TESTS:+, with tests})"
+  (cd "$ROOT" && swift build "${flags[@]}") || die "swift build failed (see the compiler output above)"
 }
 
 tally_bin() { echo "$ROOT/.build/$BUILD_CONFIG/$1"; }
@@ -326,9 +330,8 @@ cmd_status() {
 
 cmd_test() {
   local started=$SECONDS
-  cmd_up
-  say "building the tests"
-  (cd "$ROOT" && swift build --build-tests) || die "building the tests failed (see above)"
+  [ "$BUILD_CONFIG" = debug ] || die "tests run against the debug build; unset TALLY_BUILD_CONFIG"
+  BUILD_TESTS=1 cmd_up
   say "running the whole test suite against the real servers"
   (cd "$ROOT" && swift test --skip-build --disable-xctest 2>&1 | tee "$LOGS/test.log"; exit "${PIPESTATUS[0]}") \
     || die "tests failed; the full output is in $LOGS/test.log"

@@ -1,0 +1,252 @@
+import Foundation
+
+/// One thing wrong with one event of a request: which event (`index`), which field
+/// (a JSON path such as `events[3].quantity`), and what to do about it.
+public struct UsageEventProblem: Sendable, Hashable, Codable, Error {
+    public let index: Int
+    public let field: String
+    public let code: String
+    public let message: String
+
+    public init(index: Int, field: String, code: String, message: String) {
+        self.index = index
+        self.field = field
+        self.code = code
+        self.message = message
+    }
+}
+
+/// Turns untrusted JSON objects into `UsageEvent`s by every rule of SPEC §3,
+/// reporting every problem of every event (not just the first) so a client can fix
+/// a whole batch at once.
+///
+/// `now` is a parameter: the accepted time window is [now − 90 days, now + 5 minutes].
+public struct UsageEventValidator: Sendable {
+    /// The tenant of the API key, when a tenant key made the request: events may
+    /// omit `tenant_id`, and must not name another tenant.
+    public let authenticatedTenant: UUID?
+    public let now: Date
+
+    public static let maxIDLength = 255
+    public static let maxTextLength = 200
+    public static let maxMetadataBytes = 8 * 1024
+    public static let maxQuantity = Decimal(1_000_000_000_000)
+    public static let maxFractionDigits = 4
+    public static let futureTolerance: TimeInterval = 5 * 60
+    public static let maxAge: TimeInterval = 90 * 86_400
+    static let knownFields: Set<String> = Set(UsageEvent.CodingKeys.allCases.map(\.stringValue))
+
+    public init(authenticatedTenant: UUID?, now: Date) {
+        self.authenticatedTenant = authenticatedTenant
+        self.now = now
+    }
+
+    /// Validates every object; returns the events, or throws every problem found.
+    public func validate(_ objects: [JSONValue], path: String = "events") throws(UsageEventProblems) -> [UsageEvent] {
+        var events: [UsageEvent] = []
+        var problems: [UsageEventProblem] = []
+        for (index, object) in objects.enumerated() {
+            var check = EventCheck(index: index, prefix: "\(path)[\(index)]")
+            if let event = self.event(from: object, check: &check) { events.append(event) }
+            problems += check.problems
+        }
+        guard problems.isEmpty else { throw UsageEventProblems(problems: problems) }
+        return events
+    }
+
+    private func event(from value: JSONValue, check: inout EventCheck) -> UsageEvent? {
+        guard case .object(let fields) = value else {
+            check.fail("", "not_an_object", "each event must be a JSON object")
+            return nil
+        }
+        for key in fields.keys.sorted() where !Self.knownFields.contains(key) {
+            check.fail(key, "unknown_field", "is not a usage event field (id, tenant_id, type, name, quantity, unit, time, metadata)")
+        }
+        let id = check.id(fields["id"])
+        let tenant = check.tenant(fields["tenant_id"], authenticated: authenticatedTenant)
+        let metric = check.metric(fields["type"])
+        let quantity = check.quantity(fields["quantity"])
+        let time = check.time(fields["time"], now: now)
+        let name = check.optionalText(fields["name"], field: "name")
+        let unit = check.optionalText(fields["unit"], field: "unit")
+        let metadata = check.metadata(fields["metadata"])
+        guard check.problems.isEmpty, let id, let tenant, let metric, let quantity, let time else { return nil }
+        return UsageEvent(
+            id: id, tenantID: tenant, metric: metric, name: name, quantity: quantity, unit: unit, time: time,
+            metadata: metadata ?? [:])
+    }
+}
+
+/// Every problem of a refused request.
+public struct UsageEventProblems: Error, Sendable, Equatable {
+    public let problems: [UsageEventProblem]
+}
+
+/// The checks of one event, collecting problems as they are found.
+struct EventCheck {
+    let index: Int
+    let prefix: String
+    var problems: [UsageEventProblem] = []
+
+    mutating func fail(_ field: String, _ code: String, _ message: String) {
+        let path = field.isEmpty ? prefix : "\(prefix).\(field)"
+        problems.append(UsageEventProblem(index: index, field: path, code: code, message: message))
+    }
+
+    mutating func id(_ value: JSONValue?) -> String? {
+        guard case .string(let id)? = value else {
+            fail("id", value == nil ? "missing" : "invalid_type", "is required: a string of 1 to 255 printable characters, set once where the usage happened")
+            return nil
+        }
+        let printable = id.unicodeScalars.allSatisfy {
+            !$0.properties.isWhitespace && $0.properties.generalCategory != .control
+        }
+        guard (1...UsageEventValidator.maxIDLength).contains(id.count), printable else {
+            fail("id", "invalid", "must be 1 to 255 printable characters (no control characters or spaces)")
+            return nil
+        }
+        return id
+    }
+
+    mutating func tenant(_ value: JSONValue?, authenticated: UUID?) -> UUID? {
+        guard let value else {
+            if let authenticated { return authenticated }
+            fail("tenant_id", "missing", "is required when sending with the admin token")
+            return nil
+        }
+        guard case .string(let text) = value, let tenant = UUID(uuidString: text) else {
+            fail("tenant_id", "invalid", "must be a tenant id (UUID)")
+            return nil
+        }
+        if let authenticated, authenticated != tenant {
+            fail("tenant_id", "foreign_tenant", "names another tenant; a tenant API key may only send its own usage")
+            return nil
+        }
+        return tenant
+    }
+
+    mutating func metric(_ value: JSONValue?) -> String? {
+        guard case .string(let metric)? = value else {
+            fail("type", value == nil ? "missing" : "invalid_type", "is required: the metric, e.g. \"api_calls\"")
+            return nil
+        }
+        let bytes = Array(metric.utf8)
+        let valid = (1...100).contains(bytes.count) && (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(bytes[0])
+            && bytes.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F }
+        guard valid else {
+            fail("type", "invalid", "must match [a-z][a-z0-9_]{0,99}")
+            return nil
+        }
+        return metric
+    }
+
+    mutating func quantity(_ value: JSONValue?) -> Decimal? {
+        let parsed: Decimal?
+        switch value {
+        case .number(let number)?: parsed = number
+        case .string(let text)?: parsed = DecimalText.parse(text)
+        case nil:
+            fail("quantity", "missing", "is required: a number or decimal string, 0 to 1e12, at most 4 decimals")
+            return nil
+        default: parsed = nil
+        }
+        guard let quantity = parsed, !quantity.isNaN else {
+            fail("quantity", "invalid", "must be a number or a decimal string such as \"12.5\"")
+            return nil
+        }
+        guard quantity >= 0, quantity <= UsageEventValidator.maxQuantity else {
+            fail("quantity", "out_of_range", "must be between 0 and 1e12")
+            return nil
+        }
+        guard DecimalText.fractionDigits(quantity) <= UsageEventValidator.maxFractionDigits else {
+            fail("quantity", "too_precise", "has more than 4 decimal places")
+            return nil
+        }
+        return quantity
+    }
+
+    mutating func time(_ value: JSONValue?, now: Date) -> Date? {
+        guard case .string(let text)? = value else {
+            fail("time", value == nil ? "missing" : "invalid_type", "is required: when the usage happened, RFC 3339 (2026-11-24T18:40:00.123Z)")
+            return nil
+        }
+        guard let time = RFC3339.parse(text) else {
+            fail("time", "invalid", "must be RFC 3339, e.g. 2026-11-24T18:40:00.123Z")
+            return nil
+        }
+        guard time <= now.addingTimeInterval(UsageEventValidator.futureTolerance) else {
+            fail("time", "in_future", "is more than 5 minutes in the future; check the sender's clock")
+            return nil
+        }
+        guard time >= now.addingTimeInterval(-UsageEventValidator.maxAge) else {
+            fail("time", "too_old", "is more than 90 days old")
+            return nil
+        }
+        return time
+    }
+
+    mutating func optionalText(_ value: JSONValue?, field: String) -> String? {
+        switch value {
+        case nil, .null?: return nil
+        case .string(let text)? where text.count <= UsageEventValidator.maxTextLength: return text
+        case .string?:
+            fail(field, "too_long", "must be at most \(UsageEventValidator.maxTextLength) characters")
+        default:
+            fail(field, "invalid_type", "must be a string")
+        }
+        return nil
+    }
+
+    mutating func metadata(_ value: JSONValue?) -> [String: JSONValue]? {
+        switch value {
+        case nil, .null?: return nil
+        case .object(let fields)?:
+            let size = (try? JSONEncoder().encode(fields).count) ?? Int.max
+            guard size <= UsageEventValidator.maxMetadataBytes else {
+                fail("metadata", "too_large", "must be at most 8 KiB of JSON")
+                return nil
+            }
+            return fields
+        default:
+            fail("metadata", "invalid_type", "must be a JSON object")
+            return nil
+        }
+    }
+}
+
+/// Exact decimal text: parsing without `Double`, and counting fractional digits.
+enum DecimalText {
+    /// A plain decimal (`12`, `12.5`, `.5` is refused); no exponent, sign only `-`.
+    static func parse(_ text: String) -> Decimal? {
+        let bytes = Array(text.utf8)
+        var index = bytes.first == UInt8(ascii: "-") ? 1 : 0
+        var digitsBefore = 0
+        while index < bytes.count, bytes[index] >= 0x30, bytes[index] <= 0x39 {
+            digitsBefore += 1
+            index += 1
+        }
+        guard digitsBefore > 0, digitsBefore <= 20 else { return nil }
+        if index < bytes.count {
+            guard bytes[index] == UInt8(ascii: "."), index + 1 < bytes.count else { return nil }
+            index += 1
+            while index < bytes.count {
+                guard bytes[index] >= 0x30, bytes[index] <= 0x39 else { return nil }
+                index += 1
+            }
+        }
+        return Decimal(string: text, locale: Locale(identifier: "en_US_POSIX"))
+    }
+
+    /// How many digits follow the decimal point once trailing zeros are dropped.
+    static func fractionDigits(_ value: Decimal) -> Int {
+        var reduced = value
+        var rounded = Decimal()
+        var digits = 0
+        while digits <= 30 {
+            NSDecimalRound(&rounded, &reduced, digits, .plain)
+            if rounded == value { return digits }
+            digits += 1
+        }
+        return digits
+    }
+}
