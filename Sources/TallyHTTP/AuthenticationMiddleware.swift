@@ -7,8 +7,7 @@ import TallyStore
 
 /// Resolves `Authorization: Bearer <token>` into the request's principal, answering
 /// 401 when it is missing or unknown. Paths in `publicPaths` (health checks) pass.
-public struct AuthenticationMiddleware: RouterMiddleware {
-    public typealias Context = TallyRequestContext
+public struct AuthenticationMiddleware<Context: AuthenticatedRequestContext>: RouterMiddleware {
     let authenticator: APIKeyAuthenticator
     let publicPaths: Set<String>
 

@@ -5,9 +5,29 @@ import Hummingbird
 import NIOCore
 import TallyStore
 
-/// The per-request context of Tally's HTTP servers: Hummingbird's core storage
+/// A request context that carries the principal `AuthenticationMiddleware` found.
+public protocol AuthenticatedRequestContext: RequestContext {
+    var principal: Principal? { get set }
+}
+
+extension AuthenticatedRequestContext {
+    /// The principal, or 401 when the route was reached without one.
+    public func requirePrincipal() throws -> Principal {
+        guard let principal else { throw APIError.unauthenticated }
+        return principal
+    }
+
+    /// Only the admin token may continue.
+    public func requireAdmin() throws {
+        guard try requirePrincipal() == .admin else {
+            throw APIError.forbidden("Only the admin token may do this; tenant API keys cannot.")
+        }
+    }
+}
+
+/// The per-request context of the billing API: Hummingbird's core storage
 /// (logger with request id, route parameters) plus the authenticated principal.
-public struct TallyRequestContext: RequestContext {
+public struct TallyRequestContext: AuthenticatedRequestContext {
     public var coreContext: CoreRequestContextStorage
     /// Set by `AuthenticationMiddleware` before any route runs.
     public var principal: Principal?
@@ -22,17 +42,4 @@ public struct TallyRequestContext: RequestContext {
 
     /// Responses use Tally's JSON conventions (sorted keys, ISO 8601 instants with milliseconds).
     public var responseEncoder: JSONEncoder { .tally }
-
-    /// The principal, or 401 when the route was reached without one.
-    public func requirePrincipal() throws -> Principal {
-        guard let principal else { throw APIError.unauthenticated }
-        return principal
-    }
-
-    /// Only the admin token may continue.
-    public func requireAdmin() throws {
-        guard try requirePrincipal() == .admin else {
-            throw APIError.forbidden("Only the admin token may do this; tenant API keys cannot.")
-        }
-    }
 }

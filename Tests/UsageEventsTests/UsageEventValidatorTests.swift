@@ -132,3 +132,24 @@ struct UsageEventValidatorTests {
         #expect(RFC3339.format(RFC3339.parse("1969-12-31T23:59:59.5Z")!) == "1969-12-31T23:59:59.500000Z")
     }
 }
+
+@Suite("Event ids")
+struct EventIDTests {
+    @Test("UUIDv7: version and variant bits set, time-ordered, unique")
+    func uuidV7() throws {
+        var ids: [String] = []
+        for millisecond in stride(from: UInt64(1_795_000_000_000), to: 1_795_000_001_000, by: 7) {
+            var generator = SystemRandomNumberGenerator()
+            ids.append(EventID.make(millisecondsSinceEpoch: millisecond, using: &generator))
+        }
+        #expect(ids == ids.sorted())
+        #expect(Set(ids).count == ids.count)
+        for id in ids {
+            let uuid = try #require(UUID(uuidString: id))
+            #expect(uuid.uuidString.lowercased() == id)
+            #expect(Array(id)[14] == "7")
+            #expect("89ab".contains(Array(id)[19]))
+        }
+        #expect(EventID.make().count == 36)
+    }
+}

@@ -1,0 +1,86 @@
+import Foundation
+import Synchronization
+
+/// What one transfer uploads and receives. libcurl's callbacks reach it through an
+/// unretained pointer while `CurlEasyHandle.perform` keeps it alive, always on the
+/// handle's thread; only `cancellation` is touched from other threads.
+final class CurlTransfer {
+    /// Bytes of headers kept per response; libcurl 7.88 limits each line but not their sum.
+    static let headerLimit = 256 * 1024
+
+    let cancellation = CancellationFlag()
+    private let bodyLimit: Int
+    private(set) var body = Data()
+    /// The header lines of the last response (after redirects and `100 Continue`), without CRLF.
+    private(set) var headerLines: [String] = []
+    private var headerBytes = 0
+    /// Set when the body or headers went past their limit and the transfer was aborted.
+    private(set) var exceededLimit = false
+    /// The HTTP status or last SMTP reply code, read right after the transfer (0 if none),
+    /// before any other call on the owning actor can reuse the handle.
+    var responseCode = 0
+    private let upload: [UInt8]
+    private var uploadOffset = 0
+
+    init(bodyLimit: Int, upload: [UInt8] = []) {
+        self.bodyLimit = bodyLimit
+        self.upload = upload
+    }
+
+    var uploadSize: Int { upload.count }
+
+    static func from(_ context: UnsafeMutableRawPointer?) -> CurlTransfer {
+        // libcurl hands back exactly the pointer `CurlEasyHandle.install` gave it.
+        Unmanaged<CurlTransfer>.fromOpaque(context!).takeUnretainedValue()
+    }
+
+    /// Write callback: keeps the chunk, or returns 0 (libcurl then aborts) past the limit.
+    func receiveBody(_ bytes: UnsafeMutablePointer<CChar>?, count: Int) -> Int {
+        guard let bytes, count > 0 else { return 0 }
+        guard body.count + count <= bodyLimit else {
+            exceededLimit = true
+            return 0
+        }
+        body.append(UnsafeRawPointer(bytes).assumingMemoryBound(to: UInt8.self), count: count)
+        return count
+    }
+
+    /// Header callback: one whole line per call, the status line starting a new response.
+    func receiveHeader(_ bytes: UnsafeMutablePointer<CChar>?, count: Int) -> Int {
+        guard let bytes, count > 0 else { return 0 }
+        headerBytes += count
+        guard headerBytes <= Self.headerLimit else {
+            exceededLimit = true
+            return 0
+        }
+        let buffer = UnsafeRawBufferPointer(start: bytes, count: count)
+        let line = String(decoding: buffer, as: UTF8.self).trimmingCharacters(in: .newlines)
+        if line.hasPrefix("HTTP/") {
+            headerLines.removeAll()
+            headerBytes = count
+        }
+        headerLines.append(line)
+        return count
+    }
+
+    /// Read callback: copies the next part of the upload; 0 marks its end.
+    func sendUpload(into buffer: UnsafeMutablePointer<CChar>?, capacity: Int) -> Int {
+        guard let buffer else { return 0 }
+        let count = min(capacity, upload.count - uploadOffset)
+        guard count > 0 else { return 0 }
+        UnsafeMutableRawBufferPointer(start: buffer, count: count)
+            .copyBytes(from: upload[uploadOffset..<uploadOffset + count])
+        uploadOffset += count
+        return count
+    }
+}
+
+/// Set by a task's cancellation handler on any thread, read by libcurl's progress
+/// callback on the transfer's thread.
+final class CancellationFlag: Sendable {
+    private let state = Atomic<Bool>(false)
+
+    func cancel() { state.store(true, ordering: .relaxed) }
+
+    var isCancelled: Bool { state.load(ordering: .relaxed) }
+}
