@@ -42,15 +42,16 @@ let package = Package(
 
         // Thin Swift clients over the C libraries; their blocking calls run on dedicated threads.
         .target(name: "BlockingIO", swiftSettings: swiftSettings),
+        .target(name: "CivilTime", swiftSettings: swiftSettings),
         .target(name: "RabbitMQClient", dependencies: ["CRabbitMQ", "BlockingIO", log], swiftSettings: swiftSettings),
-        .target(name: "PostgresClient", dependencies: ["CLibPQ", "BlockingIO", log], swiftSettings: swiftSettings),
+        .target(name: "PostgresClient", dependencies: ["CLibPQ", "BlockingIO", "CivilTime", log], swiftSettings: swiftSettings),
         .target(name: "CurlClient", dependencies: ["CCurl", "BlockingIO"], swiftSettings: swiftSettings),
 
         // Pure billing rules: no I/O, no clock reads, standard library and Foundation only.
         .target(name: "BillingEngine", swiftSettings: swiftSettings),
 
         // The usage event of SPEC §3 and its validation: pure, no I/O.
-        .target(name: "UsageEvents", swiftSettings: swiftSettings),
+        .target(name: "UsageEvents", dependencies: ["CivilTime"], swiftSettings: swiftSettings),
 
         // Stores over PostgreSQL and the shared runtime every executable uses.
         .target(
@@ -84,6 +85,7 @@ let package = Package(
         .target(name: "TallyTestSupport", path: "Tests/TallyTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "TallyRuntimeTests", dependencies: ["TallyRuntime"], swiftSettings: swiftSettings),
         .testTarget(name: "UsageEventsTests", dependencies: ["UsageEvents"], swiftSettings: swiftSettings),
+        .testTarget(name: "CivilTimeTests", dependencies: ["CivilTime"], swiftSettings: swiftSettings),
         .testTarget(name: "BlockingIOTests", dependencies: ["BlockingIO"], swiftSettings: swiftSettings),
         .testTarget(name: "BillingEngineTests", dependencies: ["BillingEngine"], swiftSettings: swiftSettings),
         .testTarget(name: "RabbitMQClientTests", dependencies: ["RabbitMQClient", "TallyMessaging", "TallyTestSupport"], swiftSettings: swiftSettings),

@@ -1,3 +1,4 @@
+import CivilTime
 import Foundation
 
 /// An exact instant with microsecond resolution, PostgreSQL's own `timestamptz`
@@ -24,7 +25,8 @@ public struct PostgresTimestamp: Sendable, Hashable, Comparable, CustomStringCon
         let micros = microsecondsSinceEpoch - seconds * 1_000_000
         let days = seconds.floorDivided(by: 86_400)
         let secondOfDay = seconds - days * 86_400
-        let (year, month, day) = Self.civil(fromDays: days)
+        let date = CivilDate(daysSinceEpoch: days)
+        let (year, month, day) = (date.year, date.month, date.day)
         return String(
             format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", year, month, day, secondOfDay / 3600,
             secondOfDay % 3600 / 60, secondOfDay % 60, micros)
@@ -66,7 +68,7 @@ public struct PostgresTimestamp: Sendable, Hashable, Comparable, CustomStringCon
             }
             offsetSeconds = sign * offset
         }
-        let days = Self.days(year: Int64(year), month: Int64(month), day: Int64(day))
+        let days = CivilDate(year: Int64(year), month: Int64(month), day: Int64(day)).daysSinceEpoch
         let local = days * 86_400 + Int64(hour) * 3600 + Int64(minute) * 60 + Int64(second)
         self.microsecondsSinceEpoch = (local - offsetSeconds) * 1_000_000 + micros
     }
@@ -83,34 +85,5 @@ public struct PostgresTimestamp: Sendable, Hashable, Comparable, CustomStringCon
             value = value * 10 + digit
         }
         return value
-    }
-
-    /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-    static func days(year: Int64, month: Int64, day: Int64) -> Int64 {
-        let y = month <= 2 ? year - 1 : year
-        let era = y.floorDivided(by: 400)
-        let yearOfEra = y - era * 400
-        let dayOfYear = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
-        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
-        return era * 146_097 + dayOfEra - 719_468
-    }
-
-    static func civil(fromDays days: Int64) -> (Int64, Int64, Int64) {
-        let z = days + 719_468
-        let era = z.floorDivided(by: 146_097)
-        let dayOfEra = z - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let monthIndex = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
-        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
-        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
-    }
-}
-
-extension Int64 {
-    func floorDivided(by divisor: Int64) -> Int64 {
-        let quotient = self / divisor
-        return (self % divisor != 0 && (self < 0) != (divisor < 0)) ? quotient - 1 : quotient
     }
 }

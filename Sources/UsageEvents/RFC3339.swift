@@ -1,3 +1,4 @@
+import CivilTime
 import Foundation
 
 /// RFC 3339 instants: `2026-11-24T18:40:00.123Z`, with any offset and 0–9 fractional
@@ -11,7 +12,7 @@ public enum RFC3339 {
             bytes[13] == colon, bytes[16] == colon,
             let year = number(bytes, 0, 4), let month = number(bytes, 5, 2), let day = number(bytes, 8, 2),
             let hour = number(bytes, 11, 2), let minute = number(bytes, 14, 2), let second = number(bytes, 17, 2),
-            (1...12).contains(month), (1...daysIn(month: month, year: year)).contains(day),
+            CivilDate(year: Int64(year), month: Int64(month), day: Int64(day)).isValid,
             hour < 24, minute < 60, second < 60
         else { return nil }
         var index = 19
@@ -28,7 +29,7 @@ public enum RFC3339 {
             for _ in digits..<max(digits, 6) { micros *= 10 }
         }
         guard index < bytes.count, let offset = offsetSeconds(bytes[index...]) else { return nil }
-        let days = daysSinceEpoch(year: year, month: month, day: day)
+        let days = Int(CivilDate(year: Int64(year), month: Int64(month), day: Int64(day)).daysSinceEpoch)
         let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset
         return Date(timeIntervalSince1970: Double(seconds) + Double(micros) / 1_000_000)
     }
@@ -48,7 +49,8 @@ public enum RFC3339 {
             secondOfDay += 86_400
             days -= 1
         }
-        let (year, month, day) = civil(days: Int(days))
+        let civil = CivilDate(daysSinceEpoch: days)
+        let (year, month, day) = (Int(civil.year), Int(civil.month), Int(civil.day))
         return String(
             format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", year, month, day, Int(secondOfDay / 3600),
             Int(secondOfDay % 3600 / 60), Int(secondOfDay % 60), Int(micros))
@@ -78,35 +80,5 @@ public enum RFC3339 {
             value = value * 10 + digit
         }
         return value
-    }
-
-    private static func daysIn(month: Int, year: Int) -> Int {
-        switch month {
-        case 2: (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 ? 29 : 28
-        case 4, 6, 9, 11: 30
-        default: 31
-        }
-    }
-
-    /// Days since 1970-01-01 of a Gregorian date (Hinnant's days_from_civil).
-    private static func daysSinceEpoch(year: Int, month: Int, day: Int) -> Int {
-        let y = month <= 2 ? year - 1 : year
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yearOfEra = y - era * 400
-        let dayOfYear = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
-        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
-        return era * 146_097 + dayOfEra - 719_468
-    }
-
-    private static func civil(days: Int) -> (Int, Int, Int) {
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let dayOfEra = z - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let monthIndex = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
-        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
-        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
     }
 }

@@ -21,7 +21,7 @@ struct TenantRoutes {
         tenants.delete(":tenantID/api-keys/:keyID", use: revokeKey)
     }
 
-    @Sendable func create(_ request: Request, context: TallyRequestContext) async throws -> EditedResponse<CreatedTenant> {
+    @Sendable func create(_ request: Request, context: TallyRequestContext) async throws -> EditedResponse<WithAPIKey<Tenant>> {
         try context.requireAdmin()
         let body = try await request.decodeJSON(CreateTenantRequest.self, context: context)
         let newTenant: NewTenant
@@ -32,7 +32,7 @@ struct TenantRoutes {
         }
         let (tenant, key) = try await store.create(newTenant)
         context.logger.info("tenant created", metadata: ["tenant.id": "\(tenant.id)"])
-        return EditedResponse(status: .created, response: CreatedTenant(tenant: tenant, apiKey: key.secret))
+        return EditedResponse(status: .created, response: WithAPIKey(object: tenant, apiKey: key.secret))
     }
 
     @Sendable func show(_ request: Request, context: TallyRequestContext) async throws -> Tenant {
@@ -49,14 +49,14 @@ struct TenantRoutes {
 
     /// Key rotation: a new key works at once; the old ones keep working until revoked
     /// (or right away, with `{"revoke_others": true}`), so clients can roll over.
-    @Sendable func issueKey(_ request: Request, context: TallyRequestContext) async throws -> EditedResponse<IssuedKey> {
+    @Sendable func issueKey(_ request: Request, context: TallyRequestContext) async throws -> EditedResponse<WithAPIKey<APIKeySummary>> {
         let id = try visibleTenantID(context)
         let body = try await request.decodeOptionalJSON(IssueKeyRequest.self, context: context)
         guard try await store.tenant(id: id) != nil else { throw APIError.notFound("tenant") }
         let (summary, key) = try await store.issueKey(tenant: id, revokingOthers: body?.revokeOthers ?? false)
         if body?.revokeOthers == true { await authenticator.forgetCachedKeys() }
         context.logger.info("api key issued", metadata: ["tenant.id": "\(id)", "api_key.id": "\(summary.id)"])
-        return EditedResponse(status: .created, response: IssuedKey(summary: summary, apiKey: key.secret))
+        return EditedResponse(status: .created, response: WithAPIKey(object: summary, apiKey: key.secret))
     }
 
     @Sendable func revokeKey(_ request: Request, context: TallyRequestContext) async throws -> HTTPResponse.Status {
@@ -99,28 +99,14 @@ struct IssueKeyRequest: Decodable {
     }
 }
 
-/// The tenant plus its first API key, shown this once.
-struct CreatedTenant: ResponseEncodable {
-    let tenant: Tenant
+/// An object (a new tenant, or a new key's summary) plus the API key secret,
+/// shown this once and never again.
+struct WithAPIKey<Object: Encodable & Sendable>: ResponseEncodable {
+    let object: Object
     let apiKey: String
 
     func encode(to encoder: any Encoder) throws {
-        try tenant.encode(to: encoder)
-        var container = encoder.container(keyedBy: Keys.self)
-        try container.encode(apiKey, forKey: .apiKey)
-    }
-
-    enum Keys: String, CodingKey {
-        case apiKey = "api_key"
-    }
-}
-
-struct IssuedKey: ResponseEncodable {
-    let summary: APIKeySummary
-    let apiKey: String
-
-    func encode(to encoder: any Encoder) throws {
-        try summary.encode(to: encoder)
+        try object.encode(to: encoder)
         var container = encoder.container(keyedBy: Keys.self)
         try container.encode(apiKey, forKey: .apiKey)
     }
