@@ -86,6 +86,10 @@ let package = Package(
         .testTarget(name: "TallyRuntimeTests", dependencies: ["TallyRuntime"], swiftSettings: swiftSettings),
         .testTarget(name: "UsageEventsTests", dependencies: ["UsageEvents"], swiftSettings: swiftSettings),
         .testTarget(name: "CivilTimeTests", dependencies: ["CivilTime"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "OutageTests", dependencies: ["PostgresClient", "RabbitMQClient", "TallyTestSupport"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "BlockingIOTests", dependencies: ["BlockingIO"], swiftSettings: swiftSettings),
         .testTarget(name: "BillingEngineTests", dependencies: ["BillingEngine"], swiftSettings: swiftSettings),
         .testTarget(name: "RabbitMQClientTests", dependencies: ["RabbitMQClient", "TallyMessaging", "TallyTestSupport"], swiftSettings: swiftSettings),

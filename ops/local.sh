@@ -7,6 +7,7 @@
 #   ./ops/local.sh down     stop exactly what `up` started
 #   ./ops/local.sh status   what runs, with pids and ports
 #   ./ops/local.sh test     up + the whole test suite against the real servers
+#   ./ops/local.sh stop NAME / start NAME   one server (postgres, rabbitmq, smtp), e.g. for outage tests
 #   ./ops/local.sh --help   this text
 #
 # TALLY_PORT_OFFSET=N shifts every port by N (a second checkout beside this one);
@@ -48,7 +49,7 @@ PIP_PACKAGES=(aiosmtpd)
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 # ---------------------------------------------------------------- install
 
@@ -335,11 +336,37 @@ cmd_test() {
   say "running the whole test suite against the real servers"
   (cd "$ROOT" && swift test --skip-build --disable-xctest 2>&1 | tee "$LOGS/test.log"; exit "${PIPESTATUS[0]}") \
     || die "tests failed; the full output is in $LOGS/test.log"
+  # Outage tests stop and restart the real servers, so they run alone, one by one.
+  say "running the outage tests (servers are stopped and restarted)"
+  (cd "$ROOT" && TALLY_DISRUPTIVE_TESTS=1 swift test --skip-build --disable-xctest --filter OutageTests 2>&1 \
+    | tee "$LOGS/test-outage.log"; exit "${PIPESTATUS[0]}") \
+    || die "outage tests failed; the full output is in $LOGS/test-outage.log"
   say "test: passed in $((SECONDS - started))s"
+}
+
+cmd_stop() {
+  case "${1:-}" in
+    postgres) stop_postgres ;;
+    rabbitmq) stop_rabbitmq ;;
+    smtp) stop_pid smtp ;;
+    *) die "stop what? postgres, rabbitmq or smtp" ;;
+  esac
+}
+
+cmd_start() {
+  mkdir -p "$RUN" "$LOGS" "$BIN"
+  case "${1:-}" in
+    postgres) start_postgres ;;
+    rabbitmq) start_rabbitmq ;;
+    smtp) start_smtp ;;
+    *) die "start what? postgres, rabbitmq or smtp" ;;
+  esac
 }
 
 case "${1:-}" in
   up) cmd_up ;;
+  stop) cmd_stop "${2:-}" ;;
+  start) cmd_start "${2:-}" ;;
   servers) cmd_servers ;;
   down) cmd_down ;;
   status) cmd_status ;;

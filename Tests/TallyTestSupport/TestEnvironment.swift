@@ -21,6 +21,29 @@ public enum TestEnvironment {
     /// `.local/bin/rabbitmqctl`: a wrapper that addresses our private RabbitMQ node.
     public static var rabbitmqctl: String { value("TALLY_RABBITMQCTL", default: repositoryRoot + "/.local/bin/rabbitmqctl") }
 
+    /// Whether tests that stop and restart the real servers may run (set by the
+    /// outage phase of `./ops/local.sh test`, which runs them alone).
+    public static var disruptive: Bool { value("TALLY_DISRUPTIVE_TESTS", default: "0") == "1" }
+
+    /// Runs `./ops/local.sh ARGUMENTS` (e.g. `stop rabbitmq`) and waits for it; throws when it fails.
+    ///
+    /// Spawned and reaped with posix_spawn/waitpid: Foundation's `Process.waitUntilExit`
+    /// was seen here never returning for a child that had already exited.
+    public static func ops(_ arguments: String...) throws {
+        let path = repositoryRoot + "/ops/local.sh"
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, path, nil, nil, argv, environ)
+        guard spawned == 0 else { throw OpsError(command: arguments.joined(separator: " "), status: spawned) }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1, errno == EINTR {}
+        let exitStatus = (status >> 8) & 0xFF
+        guard status & 0x7F == 0, exitStatus == 0 else {
+            throw OpsError(command: arguments.joined(separator: " "), status: exitStatus)
+        }
+    }
+
     /// The checkout this test binary was built from (three levels above this file).
     public static var repositoryRoot: String {
         URL(fileURLWithPath: #filePath)
@@ -29,4 +52,11 @@ public enum TestEnvironment {
             .deletingLastPathComponent()
             .path
     }
+}
+
+/// `./ops/local.sh` failed.
+public struct OpsError: Error, CustomStringConvertible {
+    public let command: String
+    public let status: Int32
+    public var description: String { "./ops/local.sh \(command) exited with \(status)" }
 }

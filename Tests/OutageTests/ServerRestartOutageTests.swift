@@ -1,0 +1,45 @@
+import Foundation
+import Logging
+import PostgresClient
+import RabbitMQClient
+import TallyTestSupport
+import Testing
+
+/// Stops and restarts the real servers: run alone by `./ops/local.sh test`'s outage phase.
+@Suite("Server restarts (outage)", .serialized, .enabled(if: TestEnvironment.disruptive))
+struct ServerRestartOutageTests {
+    let logger = Logger(label: "test.outage")
+
+    @Test("a PostgreSQL pool survives a server restart: the call during the outage fails, later ones work")
+    func postgresRestart() async throws {
+        let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 2, logger: logger)
+        #expect(try await pool.query("SELECT 1")[0].decode(0, as: Int.self) == 1)
+        try TestEnvironment.ops("stop", "postgres")
+        let error = await #expect(throws: PostgresError.self) { try await pool.query("SELECT 1") }
+        #expect(error?.isConnectionError == true)
+        try TestEnvironment.ops("start", "postgres")
+        #expect(try await pool.query("SELECT 2")[0].decode(0, as: Int.self) == 2)
+        await pool.close()
+    }
+
+    @Test("an AMQP connection lost to a broker restart is reported, and connectRetrying gets a new one")
+    func rabbitmqRestart() async throws {
+        let configuration = try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: "tally-outage")
+        let connection = try await AMQPConnection.connect(configuration: configuration, logger: logger)
+        try await connection.openChannel(1, confirms: true)
+        try TestEnvironment.ops("stop", "rabbitmq")
+        let error = await #expect(throws: AMQPError.self) {
+            try await connection.declareQueue("amq.outage.probe", passive: true)
+        }
+        #expect(error?.needsReconnect == true)
+        try TestEnvironment.ops("start", "rabbitmq")
+        let queue = "test.outage.\(UUID().uuidString.prefix(8).lowercased())"
+        let replacement = try await AMQPConnection.connectRetrying(
+            configuration: configuration, logger: logger, maxDelay: .seconds(1),
+            setUp: { try await $0.openChannel(1, confirms: true) })
+        try await replacement.declareQueue(queue, arguments: ["x-queue-type": .string("quorum")])
+        let outcome = try await replacement.publish([OutgoingMessage(exchange: "", routingKey: queue, body: [1])])
+        #expect(outcome == [.confirmed])
+        try await replacement.deleteQueue(queue)
+    }
+}
