@@ -14,6 +14,7 @@ let hummingbird = Target.Dependency.product(name: "Hummingbird", package: "hummi
 let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
 let httpTypes = Target.Dependency.product(name: "HTTPTypes", package: "swift-http-types")
+let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 
 let package = Package(
     name: "Tally",
@@ -25,6 +26,8 @@ let package = Package(
         .executable(name: "notifier", targets: ["Notifier"]),
         .executable(name: "billing-api", targets: ["BillingAPI"]),
         .library(name: "BillingEngine", targets: ["BillingEngine"]),
+        .library(name: "Metering", targets: ["Metering"]),
+        .library(name: "MeteringHummingbird", targets: ["MeteringHummingbird"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -32,6 +35,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
@@ -53,6 +57,23 @@ let package = Package(
         // The usage event of SPEC §3 and its validation: pure, no I/O.
         .target(name: "UsageEvents", dependencies: ["CivilTime"], swiftSettings: swiftSettings),
 
+        // A durable, append-only disk spool for usage the broker cannot take yet.
+        .target(name: "DiskSpool", dependencies: ["BlockingIO"], exclude: ["README.md"], swiftSettings: swiftSettings),
+
+        // The metering library API servers link: track(), batching, confirms, spool.
+        .target(
+            name: "Metering",
+            dependencies: ["UsageEvents", "RabbitMQClient", "TallyMessaging", "DiskSpool", log],
+            swiftSettings: swiftSettings
+        ),
+
+        // The metering middleware for Hummingbird API servers.
+        .target(
+            name: "MeteringHummingbird",
+            dependencies: ["Metering", "UsageEvents", hummingbird, nioCore, httpTypes, log],
+            swiftSettings: swiftSettings
+        ),
+
         // Stores over PostgreSQL and the shared runtime every executable uses.
         .target(
             name: "TallyStore",
@@ -71,7 +92,14 @@ let package = Package(
         .target(name: "TallyHTTP", dependencies: ["TallyStore", hummingbird, nioCore, httpTypes, log], swiftSettings: swiftSettings),
 
         // One thin executable per role.
-        .executableTarget(name: "Producer", dependencies: ["TallyRuntime", argumentParser, log], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "Producer",
+            dependencies: [
+                "TallyRuntime", "TallyHTTP", "TallyStore", "PostgresClient", "Metering", "UsageEvents", "DiskSpool",
+                "RabbitMQClient", "CurlClient", argumentParser, log, hummingbird, nioCore, httpTypes, lifecycle,
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(name: "Aggregator", dependencies: ["TallyRuntime", argumentParser, log], swiftSettings: swiftSettings),
         .executableTarget(name: "Invoicer", dependencies: ["TallyRuntime", argumentParser, log], swiftSettings: swiftSettings),
         .executableTarget(name: "Notifier", dependencies: ["TallyRuntime", argumentParser, log], swiftSettings: swiftSettings),
@@ -85,6 +113,25 @@ let package = Package(
         .target(name: "TallyTestSupport", path: "Tests/TallyTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "TallyRuntimeTests", dependencies: ["TallyRuntime"], swiftSettings: swiftSettings),
         .testTarget(name: "UsageEventsTests", dependencies: ["UsageEvents"], swiftSettings: swiftSettings),
+        .testTarget(name: "DiskSpoolTests", dependencies: ["DiskSpool"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "MeteringTests",
+            dependencies: [
+                "Metering", "MeteringHummingbird", "DiskSpool", "UsageEvents", "RabbitMQClient", "TallyMessaging",
+                "TallyTestSupport", hummingbird, httpTypes, nioCore,
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ProducerTests",
+            dependencies: [
+                "Producer", "Metering", "UsageEvents", "RabbitMQClient", "TallyMessaging", "TallyTestSupport",
+                "PostgresClient", "TallyStore", hummingbird, httpTypes, nioCore,
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "CivilTimeTests", dependencies: ["CivilTime"], swiftSettings: swiftSettings),
         .testTarget(
             name: "OutageTests", dependencies: ["PostgresClient", "RabbitMQClient", "TallyTestSupport"],

@@ -86,16 +86,19 @@ public actor AMQPConnection {
     }
 
     /// Declares a queue with `arguments` (e.g. `x-queue-type: quorum`) and returns
-    /// its message count. With `passive`, only checks that it exists.
+    /// its message count. With `passive`, only checks that it exists. An `exclusive`
+    /// queue belongs to this connection and is deleted with it (per-process
+    /// subscriptions such as quota-state broadcasts).
     @discardableResult
     public func declareQueue(
-        _ name: String, durable: Bool = true, arguments: [String: AMQPFieldValue] = [:], passive: Bool = false,
-        channel: UInt16 = 1
+        _ name: String, durable: Bool = true, exclusive: Bool = false, arguments: [String: AMQPFieldValue] = [:],
+        passive: Bool = false, channel: UInt16 = 1
     ) throws(AMQPError) -> UInt32 {
         let state = try live()
         let storage = AMQPTableBuilder()
         let ok = amqp_queue_declare(
-            state, channel, storage.bytes(name), passive ? 1 : 0, durable ? 1 : 0, 0, 0, storage.table(arguments))
+            state, channel, storage.bytes(name), passive ? 1 : 0, durable ? 1 : 0, exclusive ? 1 : 0,
+            exclusive ? 1 : 0, storage.table(arguments))
         try check(state, channel: channel, "queue.declare \(name)")
         return ok?.pointee.message_count ?? 0
     }

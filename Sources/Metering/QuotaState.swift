@@ -1,0 +1,97 @@
+import Foundation
+import UsageEvents
+
+/// One tenant's usage against its quotas in the current billing period, as the
+/// Aggregator broadcasts it after each commit on the `quota.state` fanout exchange
+/// (JSON body, `x-tally-schema: quota_state.v1`). Every process that enforces hard
+/// limits keeps the newest state per tenant in a `QuotaView`, so a quota decision
+/// never queries the database.
+///
+/// ```json
+/// {"tenant_id": "…", "as_of": "2026-11-24T18:40:00.000000Z",
+///  "period_start": "…", "period_end": "…", "subscription": "active",
+///  "metrics": {"api_calls": {"used": "1000", "quota": "1000", "enforcement": "hard"}}}
+/// ```
+public struct QuotaState: Sendable, Equatable, Codable {
+    /// Whether the tenant has a subscription in force.
+    public enum Subscription: String, Sendable, Codable {
+        case active, trialing, none
+    }
+
+    /// One metric's position; `quota` is nil when the plan sets none.
+    public struct Metric: Sendable, Equatable, Codable {
+        public let used: Decimal
+        public let quota: Decimal?
+        public let enforcement: Enforcement
+
+        public init(used: Decimal, quota: Decimal?, enforcement: Enforcement) {
+            self.used = used
+            self.quota = quota
+            self.enforcement = enforcement
+        }
+
+        /// At or over a hard quota: the next request is refused.
+        public var isExhausted: Bool {
+            guard enforcement == .hard, let quota else { return false }
+            return used >= quota
+        }
+    }
+
+    /// SPEC §2: `hard` refuses at the quota, `soft` allows and bills overage.
+    public enum Enforcement: String, Sendable, Codable {
+        case hard, soft
+    }
+
+    public static let schema = "quota_state.v1"
+
+    public let tenantID: UUID
+    public let asOf: Date
+    public let periodStart: Date?
+    public let periodEnd: Date?
+    public let subscription: Subscription
+    public let metrics: [String: Metric]
+
+    public init(
+        tenantID: UUID, asOf: Date, periodStart: Date?, periodEnd: Date?, subscription: Subscription,
+        metrics: [String: Metric]
+    ) {
+        self.tenantID = tenantID
+        self.asOf = asOf
+        self.periodStart = periodStart
+        self.periodEnd = periodEnd
+        self.subscription = subscription
+        self.metrics = metrics
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case subscription, metrics
+        case tenantID = "tenant_id"
+        case asOf = "as_of"
+        case periodStart = "period_start"
+        case periodEnd = "period_end"
+    }
+
+    /// The wire form: decimals as strings, instants as RFC 3339.
+    public func encoded() throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(RFC3339.format(date))
+        }
+        return Array(try encoder.encode(self))
+    }
+
+    /// Reads the wire form.
+    public static func decode(_ bytes: [UInt8]) throws -> QuotaState {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let text = try decoder.singleValueContainer().decode(String.self)
+            guard let date = RFC3339.parse(text) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not RFC 3339"))
+            }
+            return date
+        }
+        return try decoder.decode(QuotaState.self, from: Data(bytes))
+    }
+}

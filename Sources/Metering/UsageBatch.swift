@@ -1,0 +1,67 @@
+import Foundation
+import RabbitMQClient
+import TallyMessaging
+import UsageEvents
+
+/// A batch of usage events as one AMQP message (SPEC §3): a JSON array of 1 to 1000
+/// events, persistent, `content_type: application/json`, a unique `message_id`,
+/// `x-tally-schema: usage.v1`, routing key `usage.v1` on exchange `usage`, and the
+/// caller's W3C `traceparent` when it has one.
+public struct UsageBatch: Sendable, Equatable {
+    public static let maxEvents = 1000
+
+    public let messageID: String
+    public let body: [UInt8]
+    public let traceparent: String?
+
+    /// Encodes `events` (1 to 1000 of them).
+    public init(events: [UsageEvent], traceparent: String? = nil, messageID: String = EventID.make()) throws {
+        precondition((1...Self.maxEvents).contains(events.count), "a usage batch holds 1 to 1000 events")
+        self.messageID = messageID
+        self.body = Array(try JSONEncoder().encode(events))
+        self.traceparent = traceparent
+    }
+
+    init(messageID: String, body: [UInt8], traceparent: String?) {
+        self.messageID = messageID
+        self.body = body
+        self.traceparent = traceparent
+    }
+
+    /// Splits `events` into batches of at most 1000, in order.
+    public static func batches(of events: [UsageEvent], traceparent: String? = nil) throws -> [UsageBatch] {
+        try stride(from: 0, to: events.count, by: maxEvents).map { start in
+            try UsageBatch(events: Array(events[start..<min(start + maxEvents, events.count)]), traceparent: traceparent)
+        }
+    }
+
+    /// The message to publish, mandatory so a missing binding is noticed, not lost.
+    public var message: OutgoingMessage {
+        var headers: [String: AMQPFieldValue] = [HeaderName.schema: .string("usage.v1")]
+        if let traceparent { headers[HeaderName.traceparent] = .string(traceparent) }
+        return OutgoingMessage(
+            exchange: ExchangeName.usage, routingKey: RoutingKey.usageV1, body: body,
+            properties: AMQPProperties(
+                contentType: "application/json", messageID: messageID, persistent: true,
+                timestamp: Int64(Date().timeIntervalSince1970), headers: headers),
+            mandatory: true)
+    }
+
+    // MARK: Spool records: message id, traceparent, body, separated by newlines.
+
+    /// The batch as one spool record (the body is JSON and holds no raw newline).
+    var spoolRecord: [UInt8] {
+        Array(messageID.utf8) + [0x0A] + Array((traceparent ?? "").utf8) + [0x0A] + body
+    }
+
+    init?(spoolRecord record: [UInt8]) {
+        guard let first = record.firstIndex(of: 0x0A),
+            let second = record[(first + 1)...].firstIndex(of: 0x0A)
+        else { return nil }
+        let trace = String(decoding: record[(first + 1)..<second], as: UTF8.self)
+        self.init(
+            messageID: String(decoding: record[..<first], as: UTF8.self),
+            body: Array(record[(second + 1)...]),
+            traceparent: trace.isEmpty ? nil : trace)
+    }
+}

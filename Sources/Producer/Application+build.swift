@@ -1,0 +1,53 @@
+import DiskSpool
+import Foundation
+import Hummingbird
+import Logging
+import Metering
+import PostgresClient
+import RabbitMQClient
+import ServiceLifecycle
+import TallyHTTP
+import TallyStore
+
+/// Builds the ingest service; production and tests call the same function.
+func buildApplication(
+    _ configuration: ProducerConfiguration, logger: Logger, clock: @escaping @Sendable () -> Date = { Date() }
+) async throws -> some ApplicationProtocol {
+    let pool = PostgresPool(
+        configuration: try PostgresConfiguration(url: configuration.databaseURL),
+        size: configuration.databasePoolSize, logger: logger)
+    let spool = try await DiskSpool.open(directory: configuration.spoolDirectory, maxBytes: configuration.spoolMaxBytes)
+    let counters = MeteringCounters()
+    let publisher = DurablePublisher(
+        configuration: try AMQPConfiguration(url: configuration.amqpURL, connectionName: "tally-producer"),
+        spool: spool, logger: logger, counters: counters)
+    let tenants = TenantStore(pool: pool)
+    let authenticator = APIKeyAuthenticator(adminToken: configuration.adminToken) { key in try await tenants.tenantOwning(key) }
+
+    let router = Router(context: IngestRequestContext.self)
+    router.add(middleware: ErrorMiddleware { error in (error as? PostgresError)?.isConnectionError ?? false })
+    HealthRoutes<IngestRequestContext> { (try? await pool.query("SELECT 1")) != nil }.register(on: router)
+    MetricsRoute(counters: counters, spool: spool).register(on: router)
+    router.add(middleware: AuthenticationMiddleware(authenticator: authenticator, publicPaths: ["/healthz", "/readyz", "/metrics"]))
+    IngestRoutes(publisher: publisher, tenants: KnownTenants(store: tenants), clock: clock).register(on: router)
+
+    var app = Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tally-producer"),
+        logger: logger)
+    app.addServices(PublisherService(publisher: publisher))
+    return app
+}
+
+/// Runs the publisher beside the HTTP server; on shutdown it settles what it holds.
+struct PublisherService: Service {
+    let publisher: DurablePublisher
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            await publisher.run()
+        } onGracefulShutdown: {
+            publisher.finish()
+        }
+    }
+}

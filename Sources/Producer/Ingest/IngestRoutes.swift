@@ -1,0 +1,96 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import Metering
+import NIOCore
+import TallyHTTP
+import TallyStore
+import UsageEvents
+
+/// `POST /v1/events` (SPEC §4): validates every event, refuses the whole request
+/// if any is invalid (listing every offending index and field), and answers 202
+/// only once the events are durable (broker confirm or fsynced spool).
+struct IngestRoutes: Sendable {
+    let publisher: DurablePublisher
+    let tenants: KnownTenants
+    let clock: @Sendable () -> Date
+
+    func register(on router: Router<IngestRequestContext>) {
+        router.post("v1/events", use: ingest)
+    }
+
+    @Sendable func ingest(_ request: Request, context: IngestRequestContext) async throws -> EditedResponse<Accepted> {
+        let principal = try context.requirePrincipal()
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: IngestRequestContext.bodyLimit)
+        } catch {
+            throw APIError.tooLarge(limit: IngestRequestContext.bodyLimit)
+        }
+        let objects: [JSONValue]
+        do {
+            objects = try IngestBody.parse(Data(body.readableBytesView), contentType: request.headers[.contentType])
+        } catch {
+            throw APIError.invalid(error.field, error.message)
+        }
+        let tenant: UUID?
+        switch principal {
+        case .tenant(let id): tenant = id
+        case .admin: tenant = nil
+        }
+        let events = try await validate(objects, tenant: tenant)
+        let traceparent = request.headers[HTTPField.Name("traceparent")!]
+        let batches = try UsageBatch.batches(of: events, traceparent: traceparent)
+        let durability: DurablePublisher.Durability
+        do {
+            durability = try await publisher.submit(batches)
+        } catch MeteringError.backPressure {
+            var error = APIError(
+                .serviceUnavailable, code: "BACK_PRESSURE",
+                message: "RabbitMQ is unavailable and the spool is full; nothing was accepted, retry with backoff")
+            error.headers[.retryAfter] = "5"
+            throw error
+        }
+        context.logger.info(
+            "usage accepted",
+            metadata: ["usage.events": "\(events.count)", "usage.durability": "\(durability)"])
+        return EditedResponse(
+            status: .accepted,
+            response: Accepted(accepted: events.count, durability: durability == .confirmed ? "confirmed" : "spooled"))
+    }
+
+    private func validate(_ objects: [JSONValue], tenant: UUID?) async throws -> [UsageEvent] {
+        let validator = UsageEventValidator(authenticatedTenant: tenant, now: clock())
+        var events: [UsageEvent]
+        do {
+            events = try validator.validate(objects)
+        } catch {
+            throw refusal(error.problems, total: objects.count)
+        }
+        if tenant == nil {
+            let unknown = try await tenants.unknown(among: Set(events.map(\.tenantID)))
+            let problems = events.enumerated().filter { unknown.contains($0.element.tenantID) }.map {
+                UsageEventProblem(index: $0.offset, field: "events[\($0.offset)].tenant_id", code: "unknown_tenant", message: "names no tenant")
+            }
+            if !problems.isEmpty { throw refusal(problems, total: objects.count) }
+        }
+        return events
+    }
+
+    /// 403 when an event names another tenant than the key's (SPEC §6), else 400.
+    private func refusal(_ problems: [UsageEventProblem], total: Int) -> APIError {
+        let invalid = Set(problems.map(\.index)).count
+        let foreign = problems.contains { $0.code == "foreign_tenant" }
+        return APIError(
+            foreign ? .forbidden : .badRequest, code: foreign ? "FOREIGN_TENANT" : "INVALID_EVENTS",
+            message: "\(invalid) of \(total) events are invalid; nothing was accepted. Fix every listed field and resend.",
+            field: problems.first?.field,
+            details: problems.map { FieldProblem(field: $0.field, message: "\($0.code): \($0.message)") })
+    }
+}
+
+struct Accepted: ResponseEncodable {
+    let accepted: Int
+    let durability: String
+}

@@ -1,0 +1,36 @@
+import DiskSpool
+import Hummingbird
+import Metering
+import NIOCore
+
+/// `/metrics` in Prometheus text format: the metering counters and the spool depth.
+struct MetricsRoute: Sendable {
+    let counters: MeteringCounters
+    let spool: DiskSpool
+
+    func register(on router: Router<IngestRequestContext>) {
+        router.get("metrics") { _, _ -> Response in
+            let snapshot = counters.snapshot
+            let spooled = await spool.unacknowledgedRecordCount
+            let lines = [
+                counter("tally_producer_batches_published_total", "Usage batches published to RabbitMQ", snapshot.published),
+                counter("tally_producer_batches_confirmed_total", "Usage batches confirmed by RabbitMQ", snapshot.confirmed),
+                counter("tally_producer_batches_spooled_total", "Usage batches written to the disk spool", snapshot.spooled),
+                counter("tally_producer_batches_drained_total", "Spooled batches published later", snapshot.drained),
+                counter("tally_producer_events_dropped_total", "Accepted events lost (always 0)", snapshot.dropped),
+                gauge("tally_producer_spool_batches", "Batches waiting in the disk spool", spooled),
+            ]
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                body: .init(byteBuffer: ByteBuffer(string: lines.joined())))
+        }
+    }
+
+    private func counter(_ name: String, _ help: String, _ value: Int) -> String {
+        "# HELP \(name) \(help)\n# TYPE \(name) counter\n\(name) \(value)\n"
+    }
+
+    private func gauge(_ name: String, _ help: String, _ value: Int) -> String {
+        "# HELP \(name) \(help)\n# TYPE \(name) gauge\n\(name) \(value)\n"
+    }
+}

@@ -1,0 +1,122 @@
+import DiskSpool
+import Foundation
+@testable import Metering
+import RabbitMQClient
+import TallyTestSupport
+import Testing
+import UsageEvents
+
+@Suite("Metering library")
+struct MeterTests {
+    @Test("tracked events reach RabbitMQ exactly once, in batches of at most 1000")
+    func trackAndPublish() async throws {
+        let probe = try await UsageQueueProbe.make()
+        let tenant = UUID()
+        let spool = try await DiskSpool.open(directory: TestSpool.directory(), maxBytes: 64 << 20)
+        let counters = MeteringCounters()
+        let publisher = DurablePublisher(configuration: try TestSpool.broker, spool: spool, logger: UsageQueueProbe.logger, counters: counters)
+        let meter = Meter(publisher: publisher, counters: counters, logger: UsageQueueProbe.logger)
+        async let running: Void = meter.run()
+        var ids: [String] = []
+        for index in 0..<5_000 {
+            ids.append(try meter.track(tenant: tenant, metric: "api_calls", metadata: ["n": .number(Decimal(index))]))
+        }
+        let received = try await probe.collect(tenant: tenant, expected: ids.count)
+        meter.shutdown()
+        await running
+        #expect(Set(received.ids.keys) == Set(ids))
+        #expect(received.ids.values.allSatisfy { $0 == 1 })
+        #expect(received.maxBatch <= 1000)
+        #expect(counters.snapshot.queued == 5_000)
+        #expect(counters.snapshot.dropped == 0)
+        #expect(await spool.unacknowledgedRecordCount == 0)
+        try await probe.delete()
+    }
+
+    @Test("shutdown flushes everything in memory before run returns")
+    func gracefulShutdownFlushes() async throws {
+        let probe = try await UsageQueueProbe.make()
+        let tenant = UUID()
+        let spool = try await DiskSpool.open(directory: TestSpool.directory(), maxBytes: 64 << 20)
+        let counters = MeteringCounters()
+        let publisher = DurablePublisher(configuration: try TestSpool.broker, spool: spool, logger: UsageQueueProbe.logger, counters: counters)
+        var options = Meter.Options()
+        options.linger = .seconds(60)  // nothing would leave before shutdown but for the flush
+        let meter = Meter(publisher: publisher, counters: counters, options: options, logger: UsageQueueProbe.logger)
+        async let running: Void = meter.run()
+        let ids = try (0..<2_500).map { _ in try meter.track(tenant: tenant, metric: "estimates") }
+        meter.shutdown()
+        await running
+        #expect(meter.pendingCount == 0)
+        #expect(throws: MeteringError.shuttingDown) { try meter.track(tenant: tenant, metric: "estimates") }
+        let received = try await probe.collect(tenant: tenant, expected: ids.count)
+        #expect(Set(received.ids.keys) == Set(ids))
+        try await probe.delete()
+    }
+
+    @Test("with the broker unreachable, batches are spooled; a publisher with the broker drains them in order")
+    func spoolThenDrain() async throws {
+        let probe = try await UsageQueueProbe.make()
+        let tenant = UUID()
+        let directory = TestSpool.directory()
+        let now = Date()
+        let events = (0..<3_000).map {
+            UsageEvent(id: "spooled-\($0)", tenantID: tenant, metric: "documents", quantity: 1, time: now)
+        }
+        let offline = try await DiskSpool.open(directory: directory, maxBytes: 64 << 20)
+        let unreachable = DurablePublisher(configuration: TestSpool.unreachableBroker, spool: offline, logger: UsageQueueProbe.logger)
+        async let offlineRun: Void = unreachable.run()
+        #expect(try await unreachable.submit(UsageBatch.batches(of: events)) == .spooled)
+        unreachable.finish()
+        await offlineRun
+        #expect(await offline.unacknowledgedRecordCount == 3)
+        await offline.close()
+
+        let reopened = try await DiskSpool.open(directory: directory, maxBytes: 64 << 20)
+        let online = DurablePublisher(configuration: try TestSpool.broker, spool: reopened, logger: UsageQueueProbe.logger)
+        async let onlineRun: Void = online.run()
+        let received = try await probe.collect(tenant: tenant, expected: events.count)
+        online.finish()
+        await onlineRun
+        #expect(Set(received.ids.keys) == Set(events.map(\.id)))
+        #expect(await reopened.unacknowledgedRecordCount == 0)
+        try await probe.delete()
+    }
+
+    @Test("a full spool with no broker is back-pressure: refused, and what was spooled stays")
+    func backPressure() async throws {
+        let tenant = UUID()
+        let spool = try await DiskSpool.open(directory: TestSpool.directory(), maxBytes: 1 << 20)
+        let publisher = DurablePublisher(configuration: TestSpool.unreachableBroker, spool: spool, logger: UsageQueueProbe.logger)
+        async let running: Void = publisher.run()
+        var spooled = 0
+        var refused = false
+        for round in 0..<100 where !refused {
+            let events = (0..<1000).map {
+                UsageEvent(id: "bp-\(round)-\($0)", tenantID: tenant, metric: "api_calls", quantity: 1, time: Date())
+            }
+            do {
+                #expect(try await publisher.submit([UsageBatch(events: events)]) == .spooled)
+                spooled += 1
+            } catch MeteringError.backPressure {
+                refused = true
+            }
+        }
+        #expect(refused)
+        #expect(spooled > 0)
+        #expect(await spool.unacknowledgedRecordCount == spooled)
+        publisher.finish()
+        await running
+    }
+
+    @Test("track refuses bad metric names and quantities at once, naming the field")
+    func trackValidation() throws {
+        let spoolPath = TestSpool.directory()
+        _ = spoolPath
+        #expect(throws: MeteringError.invalidEvent(field: "metric", message: "must match [a-z][a-z0-9_]{0,99}")) {
+            try Meter.check(metric: "API Calls", quantity: 1)
+        }
+        #expect(throws: MeteringError.self) { try Meter.check(metric: "api_calls", quantity: -1) }
+        #expect(throws: Never.self) { try Meter.check(metric: "api_calls", quantity: Decimal(string: "0.5")!) }
+    }
+}

@@ -1,0 +1,67 @@
+import DiskSpool
+import Foundation
+import Logging
+import Metering
+import RabbitMQClient
+import TallyMessaging
+import TallyTestSupport
+import Testing
+
+/// A private queue bound to `usage` that collects one tenant's events, and spools
+/// in temporary folders.
+struct UsageQueueProbe {
+    let queue: String
+    let connection: AMQPConnection
+    static let logger = Logger(label: "test.metering")
+
+    static func make() async throws -> UsageQueueProbe {
+        let queue = "test.metering.\(UUID().uuidString.prefix(8).lowercased())"
+        let connection = try await AMQPConnection.connect(
+            configuration: try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: queue), logger: logger)
+        try await connection.openChannel(1)
+        try await Topology.tally.declare(on: connection)
+        try await connection.declareQueue(queue, arguments: ["x-queue-type": .string("classic")])
+        try await connection.bindQueue(queue, exchange: ExchangeName.usage, routingKey: "usage.#")
+        try await connection.setPrefetch(1000)
+        return UsageQueueProbe(queue: queue, connection: connection)
+    }
+
+    /// Event ids of `tenant` seen on the queue, with how often each was seen; stops
+    /// once `expected` distinct ids arrived or nothing came for `quiet`.
+    func collect(tenant: UUID, expected: Int, quiet: Duration = .seconds(10)) async throws -> (ids: [String: Int], maxBatch: Int) {
+        try await connection.consume(queue)
+        var ids: [String: Int] = [:]
+        var maxBatch = 0
+        while ids.count < expected, let delivery = try await connection.nextDelivery(timeout: quiet) {
+            let events = try JSONSerialization.jsonObject(with: Data(delivery.body)) as? [[String: Any]] ?? []
+            maxBatch = max(maxBatch, events.count)
+            for event in events where event["tenant_id"] as? String == tenant.uuidString.lowercased() {
+                ids[event["id"] as? String ?? "?", default: 0] += 1
+            }
+            try await connection.ack(delivery.deliveryTag)
+        }
+        return (ids, maxBatch)
+    }
+
+    func delete() async throws {
+        try await connection.deleteQueue(queue)
+        await connection.close()
+    }
+}
+
+enum TestSpool {
+    static func directory() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("tally-spool-\(UUID().uuidString)").path
+    }
+
+    /// An AMQP configuration nobody answers (a loopback port with no listener).
+    static var unreachableBroker: AMQPConfiguration {
+        var configuration = AMQPConfiguration(host: "127.0.0.1", port: 1, connectionName: "tally-test-unreachable")
+        configuration.connectionTimeout = .seconds(1)
+        return configuration
+    }
+
+    static var broker: AMQPConfiguration {
+        get throws { try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: "tally-test-meter") }
+    }
+}
