@@ -254,6 +254,7 @@ FINANCE_EMAIL=finance@tally.localhost
 MAIL_SINK_DIR=$LOCAL/mail
 TALLY_MIGRATIONS_DIR=$ROOT/ops/sql
 TALLY_RABBITMQCTL=$BIN/rabbitmqctl
+TALLY_SPOOL_DIR=$LOCAL/spool/producer
 ENV
   chmod 600 "$LOCAL/env"
 }
@@ -288,7 +289,10 @@ start_tally_process() {
 
 start_tally() {
   start_tally_process billing-api "$(tally_bin billing-api)" serve --host 127.0.0.1 --port $API_PORT
+  TALLY_SPOOL_DIR="$LOCAL/spool/producer" \
+    start_tally_process producer "$(tally_bin producer)" serve --host 127.0.0.1 --port $INGEST_PORT
   wait_for "billing-api" 60 "$LOGS/billing-api.log" curl -fsS "http://127.0.0.1:$API_PORT/healthz"
+  wait_for "producer" 60 "$LOGS/producer.log" curl -fsS "http://127.0.0.1:$INGEST_PORT/healthz"
 }
 
 TALLY_PROCESSES=(billing-api notifier invoicer aggregator producer)
