@@ -127,7 +127,7 @@ let package = Package(
             name: "ProducerTests",
             dependencies: [
                 "Producer", "Metering", "UsageEvents", "RabbitMQClient", "TallyMessaging", "TallyTestSupport",
-                "PostgresClient", "TallyStore", hummingbird, httpTypes, nioCore,
+                "PostgresClient", "TallyStore", "CurlClient", hummingbird, httpTypes, nioCore,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             swiftSettings: swiftSettings

@@ -60,3 +60,36 @@ public struct OpsError: Error, CustomStringConvertible {
     public let status: Int32
     public var description: String { "./ops/local.sh \(command) exited with \(status)" }
 }
+
+/// A child process started by a test (e.g. `producer serve`), killed by the test.
+public struct ChildProcess: Sendable {
+    public let pid: pid_t
+
+    /// Starts `path ARGUMENTS` with the test's environment plus `environment`, output to `log`.
+    public init(_ path: String, _ arguments: [String], environment: [String: String], log: String) throws {
+        var merged = ProcessInfo.processInfo.environment
+        merged.merge(environment) { _, new in new }
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        let envp = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        var pid: pid_t = 0
+        let status = posix_spawn(&pid, path, &actions, nil, argv, envp)
+        guard status == 0 else { throw OpsError(command: path, status: status) }
+        self.pid = pid
+    }
+
+    /// Sends `signal` and reaps the process.
+    public func kill(_ signal: Int32 = SIGKILL) {
+        _ = Glibc.kill(pid, signal)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1, errno == EINTR {}
+    }
+}
