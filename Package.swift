@@ -134,7 +134,8 @@ let package = Package(
         ),
         .testTarget(name: "CivilTimeTests", dependencies: ["CivilTime"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "OutageTests", dependencies: ["PostgresClient", "RabbitMQClient", "TallyTestSupport"],
+            name: "OutageTests",
+            dependencies: ["PostgresClient", "RabbitMQClient", "TallyMessaging", "Metering", "DiskSpool", "TallyTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "BlockingIOTests", dependencies: ["BlockingIO"], swiftSettings: swiftSettings),
