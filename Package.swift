@@ -25,7 +25,6 @@ let package = Package(
         .executable(name: "invoicer", targets: ["Invoicer"]),
         .executable(name: "notifier", targets: ["Notifier"]),
         .executable(name: "billing-api", targets: ["BillingAPI"]),
-        .library(name: "BillingEngine", targets: ["BillingEngine"]),
         .library(name: "Metering", targets: ["Metering"]),
         .library(name: "MeteringHummingbird", targets: ["MeteringHummingbird"]),
     ],
@@ -51,8 +50,6 @@ let package = Package(
         .target(name: "PostgresClient", dependencies: ["CLibPQ", "BlockingIO", "CivilTime", log], swiftSettings: swiftSettings),
         .target(name: "CurlClient", dependencies: ["CCurl", "BlockingIO"], swiftSettings: swiftSettings),
 
-        // Pure billing rules: no I/O, no clock reads, standard library and Foundation only.
-        .target(name: "BillingEngine", swiftSettings: swiftSettings),
 
         // The usage event of SPEC §3 and its validation: pure, no I/O.
         .target(name: "UsageEvents", dependencies: ["CivilTime"], swiftSettings: swiftSettings),
@@ -77,7 +74,7 @@ let package = Package(
         // Stores over PostgreSQL and the shared runtime every executable uses.
         .target(
             name: "TallyStore",
-            dependencies: ["PostgresClient", "BillingEngine", crypto, log],
+            dependencies: ["PostgresClient", crypto, log],
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
@@ -139,7 +136,6 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "BlockingIOTests", dependencies: ["BlockingIO"], swiftSettings: swiftSettings),
-        .testTarget(name: "BillingEngineTests", dependencies: ["BillingEngine"], swiftSettings: swiftSettings),
         .testTarget(name: "RabbitMQClientTests", dependencies: ["RabbitMQClient", "TallyMessaging", "TallyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "TallyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "TallyStoreTests", dependencies: ["TallyStore", "PostgresClient", "TallyTestSupport"], swiftSettings: swiftSettings),
