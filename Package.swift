@@ -26,6 +26,7 @@ let package = Package(
         .executable(name: "notifier", targets: ["Notifier"]),
         .executable(name: "billing-api", targets: ["BillingAPI"]),
         .library(name: "Metering", targets: ["Metering"]),
+        .executable(name: "tally-bench", targets: ["TallyBench"]),
         .library(name: "MeteringHummingbird", targets: ["MeteringHummingbird"]),
     ],
     dependencies: [
@@ -103,6 +104,15 @@ let package = Package(
         .executableTarget(
             name: "BillingAPI",
             dependencies: ["TallyRuntime", "TallyStore", "TallyHTTP", "PostgresClient", argumentParser, log, hummingbird],
+            swiftSettings: swiftSettings
+        ),
+
+        // Benchmarks of SPEC §7, run by ./ops/local.sh bench.
+        .executableTarget(
+            name: "TallyBench",
+            dependencies: [
+                "Metering", "DiskSpool", "RabbitMQClient", "TallyMessaging", "UsageEvents", "CurlClient", argumentParser, log,
+            ],
             swiftSettings: swiftSettings
         ),
 

@@ -7,6 +7,7 @@
 #   ./ops/local.sh down     stop exactly what `up` started
 #   ./ops/local.sh status   what runs, with pids and ports
 #   ./ops/local.sh test     up + the whole test suite against the real servers
+#   ./ops/local.sh bench    up + release build + SPEC §7 benchmarks beside raw limits
 #   ./ops/local.sh stop NAME / start NAME   one server (postgres, rabbitmq, smtp), e.g. for outage tests
 #   ./ops/local.sh --help   this text
 #
@@ -49,7 +50,7 @@ PIP_PACKAGES=(aiosmtpd)
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 # ---------------------------------------------------------------- install
 
@@ -367,8 +368,31 @@ cmd_start() {
   esac
 }
 
+cmd_bench() {
+  cmd_up
+  say "building the benchmarks and the producer (release; the first time takes several minutes)"
+  (cd "$ROOT" && swift build -c release --product tally-bench && swift build -c release --product producer) \
+    || die "release build failed (see above)"
+  local release="$ROOT/.build/release" port=$((INGEST_PORT + 100)) spool="$LOCAL/spool/bench"
+  rm -rf "$spool"
+  TALLY_SPOOL_DIR="$spool" LOG_LEVEL=warning \
+    start_tally_process producer-bench "$release/producer" serve --host 127.0.0.1 --port $port
+  wait_for "the release producer" 60 "$LOGS/producer-bench.log" curl -fsS "http://127.0.0.1:$port/healthz"
+  local tenant
+  tenant=$(curl -fsS -X POST "$TALLY_API_URL/v1/tenants" -H "Authorization: Bearer $BILLING_ADMIN_TOKEN" \
+    -d '{"name": "Benchmark", "billing_email": "bench@tally.localhost"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  say "benchmarks (2 cores shared by broker, database and Tally; figures vary run to run)"
+  "$release/tally-bench" track || true
+  "$release/tally-bench" publish || true
+  TALLY_BENCH_TENANT=$tenant "$release/tally-bench" ingest --url "http://127.0.0.1:$port" || true
+  stop_pid producer-bench
+  # The benchmark's usage is not real usage: drop it before an Aggregator counts it.
+  "$BIN/rabbitmqctl" -q purge_queue aggregator.usage >/dev/null
+}
+
 case "${1:-}" in
   up) cmd_up ;;
+  bench) cmd_bench ;;
   stop) cmd_stop "${2:-}" ;;
   start) cmd_start "${2:-}" ;;
   servers) cmd_servers ;;
