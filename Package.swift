@@ -111,7 +111,7 @@ let package = Package(
         .executableTarget(
             name: "TallyBench",
             dependencies: [
-                "Metering", "DiskSpool", "RabbitMQClient", "TallyMessaging", "UsageEvents", "CurlClient", argumentParser, log,
+                "Metering", "DiskSpool", "RabbitMQClient", "TallyMessaging", "UsageEvents", argumentParser, log,
             ],
             swiftSettings: swiftSettings
         ),

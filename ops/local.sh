@@ -384,7 +384,16 @@ cmd_bench() {
   say "benchmarks (2 cores shared by broker, database and Tally; figures vary run to run)"
   "$release/tally-bench" track || true
   "$release/tally-bench" publish || true
-  TALLY_BENCH_TENANT=$tenant "$release/tally-bench" ingest --url "http://127.0.0.1:$port" || true
+  # Ingest HTTP throughput, loaded by wrk (Debian) with 1000-event batches from 8 connections.
+  command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >>"$LOGS/apt.log" 2>&1
+  python3 - "$tenant" >"$LOCAL/bench-batch.ndjson" <<'PY'
+import datetime, sys, uuid
+now = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+for index in range(1000):
+    print('{"id": "bench-%s", "tenant_id": "%s", "type": "api_calls", "quantity": 1, "time": "%s"}' % (uuid.uuid4(), sys.argv[1], now))
+PY
+  TALLY_BENCH_BODY="$LOCAL/bench-batch.ndjson" wrk -t2 -c8 -d15s -s "$ROOT/ops/bench/ingest.lua" "http://127.0.0.1:$port/v1/events" \
+    | grep '^ingest:' || true
   stop_pid producer-bench
   # The benchmark's usage is not real usage: drop it before an Aggregator counts it.
   "$BIN/rabbitmqctl" -q purge_queue aggregator.usage >/dev/null

@@ -144,7 +144,7 @@ public actor DurablePublisher {
             try await spool.append(batches.map(\.spoolRecord))
             counters.add(spooled: batches.count)
             return nil
-        } catch let error as SpoolError where error.code == .full {
+        } catch where error.code == .full {
             logger.error("spool full and broker unavailable: refusing usage (back-pressure)")
             return MeteringError.backPressure
         } catch {

@@ -1,0 +1,47 @@
+import ArgumentParser
+import DiskSpool
+import Foundation
+import Logging
+import Metering
+import RabbitMQClient
+import TallyMessaging
+import UsageEvents
+
+/// `tally-bench`: the performance figures of SPEC §7, each printed beside the raw
+/// limit measured in the same run. Run through `./ops/local.sh bench` (release build).
+@main
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tally-bench",
+        abstract: "Measure track() overhead and publish throughput against the local stack (ingest is measured with wrk).",
+        subcommands: [TrackBench.self, PublishBench.self]
+    )
+}
+
+enum BenchSupport {
+    static let logger: Logger = {
+        var logger = Logger(label: "bench")
+        logger.logLevel = .error
+        return logger
+    }()
+
+    static func broker() throws -> AMQPConfiguration {
+        guard let url = ProcessInfo.processInfo.environment["AMQP_URL"] else {
+            throw ValidationError("AMQP_URL is not set: run through ./ops/local.sh bench, or source .local/env")
+        }
+        return try AMQPConfiguration(url: url, connectionName: "tally-bench")
+    }
+
+    static func spool() async throws -> DiskSpool {
+        try await DiskSpool.open(
+            directory: FileManager.default.temporaryDirectory.appendingPathComponent("bench-spool-\(UUID())").path,
+            maxBytes: 4 << 30)
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    static func format(_ value: Double) -> String { String(format: "%.0f", value) }
+}
+
