@@ -94,7 +94,7 @@ let package = Package(
             name: "Producer",
             dependencies: [
                 "TallyRuntime", "TallyHTTP", "TallyStore", "PostgresClient", "Metering", "UsageEvents", "DiskSpool",
-                "RabbitMQClient", "CurlClient", argumentParser, log, hummingbird, nioCore, httpTypes, lifecycle,
+                "RabbitMQClient", argumentParser, log, hummingbird, nioCore, httpTypes, lifecycle,
             ],
             swiftSettings: swiftSettings
         ),

@@ -109,6 +109,45 @@ struct MeterTests {
         await running
     }
 
+    @Test("with no broker and a full spool, track reports back-pressure and keeps what it accepted")
+    func trackBackPressure() async throws {
+        let spool = try await DiskSpool.open(directory: TestSpool.directory(), maxBytes: 1024)
+        let counters = MeteringCounters()
+        let publisher = DurablePublisher(configuration: TestSpool.unreachableBroker, spool: spool, logger: UsageQueueProbe.logger, counters: counters)
+        var options = Meter.Options()
+        options.memoryLimit = 200
+        options.linger = .milliseconds(1)
+        let meter = Meter(publisher: publisher, counters: counters, options: options, logger: UsageQueueProbe.logger)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await meter.run() }
+            var accepted = 0
+            var refused = false
+            while !refused, accepted < 10_000 {
+                do {
+                    try meter.track(tenant: UUID(), metric: "api_calls")
+                    accepted += 1
+                } catch let error as MeteringError {
+                    #expect(error == .backPressure)
+                    refused = true
+                } catch {
+                    Issue.record("unexpected \(error)")
+                    refused = true
+                }
+                await Task.yield()
+            }
+            #expect(refused)
+            #expect(counters.snapshot.refused == 1)
+            meter.shutdown()
+            await group.waitForAll()
+            // Nothing accepted was dropped: every event is still in memory or in the spool.
+            let spooled = try? await spool.peek(maxRecords: 10_000).reduce(0) { total, record in
+                total + (UsageBatch(spoolRecord: record.payload).map { try? JSONSerialization.jsonObject(with: Data($0.body)) as? [Any] }??.count ?? 0)
+            }
+            #expect(meter.pendingCount + (spooled ?? -1) == accepted)
+            #expect(counters.snapshot.dropped == 0)
+        }
+    }
+
     @Test("track refuses bad metric names and quantities at once, naming the field")
     func trackValidation() throws {
         let spoolPath = TestSpool.directory()

@@ -1,6 +1,8 @@
 import ArgumentParser
-import CurlClient
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import TallyRuntime
 
 /// `producer publish FILE|-`: sends NDJSON usage events to the ingest service in
@@ -39,7 +41,9 @@ struct PublishCommand: AsyncParsableCommand {
         }
         defer { fclose(input) }
         var progress = PublishProgress()
-        let client = try HTTPClient()
+        // URLSession (libcurl underneath): CurlClient in this module broke the release build
+        // (Swift 6.3.1 "circular reference"); see the note on issue 4.
+        let client = URLSession(configuration: .ephemeral)
         var lines: [String] = []
         var lineNumber = 0
         while let line = Self.readLine(input) {
@@ -59,13 +63,15 @@ struct PublishCommand: AsyncParsableCommand {
     }
 
     private func send(
-        _ lines: [String], firstLine: Int, to endpoint: String, token: String, client: HTTPClient,
+        _ lines: [String], firstLine: Int, to endpoint: String, token: String, client: URLSession,
         progress: inout PublishProgress
     ) async throws {
-        let request = HTTPClient.Request(
-            method: .post, url: endpoint,
-            headers: ["Authorization": "Bearer \(token)", "Content-Type": "application/x-ndjson"],
-            body: Data((lines.joined(separator: "\n") + "\n").utf8), timeout: .seconds(60))
+        guard let url = URL(string: endpoint) else { throw ValidationError("TALLY_INGEST_URL is not a URL: \(endpoint)") }
+        var request = URLRequest(url: url, timeoutInterval: 60)
+        request.httpMethod = "POST"
+        request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
+        request.setValue("application/x-ndjson", forHTTPHeaderField: "Content-Type")
+        request.httpBody = Data((lines.joined(separator: "\n") + "\n").utf8)
         var delay = Duration.milliseconds(500)
         var lastProblem = "service unreachable"
         for attempt in 1...attempts {
@@ -73,24 +79,27 @@ struct PublishCommand: AsyncParsableCommand {
                 try await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(10))
             }
-            let response: HTTPClient.Response
+            let status: Int
+            let body: Data
             do {
-                response = try await client.send(request)
+                let (data, response) = try await client.data(for: request)
+                status = (response as? HTTPURLResponse)?.statusCode ?? 0
+                body = data
             } catch {
                 lastProblem = "\(error)"
                 progress.note("batch at line \(firstLine): \(error); retrying")
                 continue
             }
-            if response.status == 202 {
+            if status == 202 {
                 progress.accepted(lines.count)
                 return
             }
-            let retryable = response.status == 503 || response.status == 429
+            let retryable = status == 503 || status == 429
             if !retryable {
-                progress.refused(lines.count, firstLine: firstLine, status: response.status, body: response.body)
+                progress.refused(lines.count, firstLine: firstLine, status: status, body: body)
                 return
             }
-            lastProblem = "HTTP \(response.status)"
+            lastProblem = "HTTP \(status)"
         }
         progress.refused(lines.count, firstLine: firstLine, status: 0, body: Data(lastProblem.utf8))
     }
