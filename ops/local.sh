@@ -343,7 +343,7 @@ cmd_test() {
     || die "tests failed; the full output is in $LOGS/test.log"
   # Outage tests stop and restart the real servers, so they run alone, one by one.
   say "running the outage tests (servers are stopped and restarted)"
-  (cd "$ROOT" && TALLY_DISRUPTIVE_TESTS=1 swift test --skip-build --disable-xctest --filter OutageTests 2>&1 \
+  (cd "$ROOT" && TALLY_DISRUPTIVE_TESTS=1 swift test --skip-build --disable-xctest --no-parallel --filter OutageTests 2>&1 \
     | tee "$LOGS/test-outage.log"; exit "${PIPESTATUS[0]}") \
     || die "outage tests failed; the full output is in $LOGS/test-outage.log"
   say "test: passed in $((SECONDS - started))s"

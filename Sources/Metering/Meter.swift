@@ -20,14 +20,22 @@ public final class Meter: Sendable {
         public var linger: Duration = .milliseconds(50)
         /// Events held in memory at most; beyond it `track` reports back-pressure.
         public var memoryLimit = 200_000
+        /// Submissions to the publisher in flight at once: while one waits for its
+        /// confirms, the next is being encoded.
+        public var submissionsInFlight = 4
 
         public init() {}
     }
 
     private struct Pending {
-        var events: [UsageEvent] = []
-        var traceparent: String?
+        var events: [Tracked] = []
         var isClosed = false
+    }
+
+    /// An event and the W3C trace context it was tracked in.
+    private struct Tracked: Sendable {
+        let event: UsageEvent
+        let traceparent: String?
     }
 
     private let publisher: DurablePublisher
@@ -45,6 +53,9 @@ public final class Meter: Sendable {
 
     /// Records usage and returns its id (the given one, or a new UUIDv7 to reuse on
     /// retries). Cheap checks only: the metric name, the quantity range and precision.
+    ///
+    /// `traceparent` is the caller's W3C trace context. An AMQP message has one
+    /// `traceparent` header, so a batch carries the context of its first traced event.
     @discardableResult
     public func track(
         tenant: UUID, metric: String, quantity: Decimal = 1, name: String? = nil, unit: String? = nil,
@@ -56,8 +67,7 @@ public final class Meter: Sendable {
             unit: unit, time: time, metadata: metadata)
         let accepted = pending.withLock { state -> Bool in
             guard !state.isClosed, state.events.count < options.memoryLimit else { return false }
-            state.events.append(event)
-            if state.traceparent == nil { state.traceparent = traceparent }
+            state.events.append(Tracked(event: event, traceparent: traceparent))
             return true
         }
         guard accepted else {
@@ -90,43 +100,63 @@ public final class Meter: Sendable {
     public var pendingCount: Int { pending.withLock { $0.events.count } }
 
     private func batchLoop() async {
-        while !isClosed {
-            // A partial batch waits up to the linger time for company; a full batch,
-            // or shutdown, ends the wait within a tick.
-            let deadline = ContinuousClock.now + options.linger
-            while !isClosed, pendingCount < options.batchSize, ContinuousClock.now < deadline {
-                do { try await Task.sleep(for: min(Self.tick, deadline - ContinuousClock.now)) } catch { return }
+        await withTaskGroup(of: Void.self) { submissions in
+            var inFlight = 0
+            while !isClosed {
+                // A partial batch waits up to the linger time for company; a full batch,
+                // or shutdown, ends the wait within a tick.
+                let deadline = ContinuousClock.now + options.linger
+                while !isClosed, pendingCount < options.batchSize, ContinuousClock.now < deadline {
+                    do { try await Task.sleep(for: min(Self.tick, deadline - ContinuousClock.now)) } catch { return }
+                }
+                if inFlight == options.submissionsInFlight {
+                    await submissions.next()
+                    inFlight -= 1
+                }
+                guard let taken = take(limit: options.batchSize * 10) else { continue }
+                inFlight += 1
+                submissions.addTask { _ = await self.submit(taken) }
             }
-            await publishPending(limit: options.batchSize * 10)
         }
     }
 
     private func flush() async {
         shutdown()
-        while pendingCount > 0, !Task.isCancelled {
-            guard await publishPending(limit: options.batchSize * 10) else {
+        while !Task.isCancelled, let taken = take(limit: options.batchSize * 10) {
+            guard await submit(taken) else {
                 logger.critical("shutdown with events neither confirmed nor spooled", metadata: ["events": "\(pendingCount)"])
                 return
             }
         }
     }
 
-    /// Hands up to `limit` events to the publisher; on back-pressure they go back to
-    /// the front of the queue. Returns whether they were made durable.
-    @discardableResult
-    private func publishPending(limit: Int) async -> Bool {
-        let (events, traceparent) = pending.withLock { state -> ([UsageEvent], String?) in
+    /// Takes up to `limit` of the oldest pending events. Swaps the whole buffer out
+    /// when it is small enough, so `track` never waits behind a large copy.
+    private func take(limit: Int) -> [Tracked]? {
+        pending.withLock { state -> [Tracked]? in
+            guard !state.events.isEmpty else { return nil }
+            if state.events.count <= limit {
+                defer { state.events = [] }
+                return state.events
+            }
             let taken = Array(state.events.prefix(limit))
-            state.events.removeFirst(taken.count)
-            defer { state.traceparent = nil }
-            return (taken, state.traceparent)
+            state.events.removeFirst(limit)
+            return taken
         }
-        guard !events.isEmpty else { return true }
+    }
+
+    /// Hands events to the publisher; on back-pressure they go back to the front of
+    /// the queue. Returns whether they were made durable.
+    private func submit(_ tracked: [Tracked]) async -> Bool {
+        let batches = stride(from: 0, to: tracked.count, by: options.batchSize).map { start in
+            let slice = tracked[start..<min(start + options.batchSize, tracked.count)]
+            return UsageBatch(events: slice.lazy.map(\.event), traceparent: slice.lazy.compactMap(\.traceparent).first)
+        }
         do {
-            _ = try await publisher.submit(try UsageBatch.batches(of: events, traceparent: traceparent))
+            _ = try await publisher.submit(batches)
             return true
         } catch {
-            pending.withLock { $0.events.insert(contentsOf: events, at: 0) }
+            pending.withLock { $0.events.insert(contentsOf: tracked, at: 0) }
             logger.warning("usage not yet durable; holding it in memory", metadata: ["error": "\(error)"])
             try? await Task.sleep(for: .milliseconds(200))
             return false

@@ -5,6 +5,14 @@ import Synchronization
 public final class MeteringCounters: Sendable {
     /// A consistent copy of the counters.
     public struct Snapshot: Sendable, Equatable {
+        public init(
+            queued: Int = 0, published: Int = 0, confirmed: Int = 0, spooled: Int = 0, drained: Int = 0, refused: Int = 0,
+            dropped: Int = 0
+        ) {
+            (self.queued, self.published, self.confirmed) = (queued, published, confirmed)
+            (self.spooled, self.drained, self.refused, self.dropped) = (spooled, drained, refused, dropped)
+        }
+
         /// Events accepted by `track` into memory.
         public var queued = 0
         /// Batches published to RabbitMQ (including spool drains).
@@ -21,20 +29,30 @@ public final class MeteringCounters: Sendable {
         public var dropped = 0
     }
 
-    private let state = Mutex(Snapshot())
+    // One atomic per counter: `track` bumps `queued` on every call, so no lock.
+    private let queued = Atomic(0)
+    private let published = Atomic(0)
+    private let confirmed = Atomic(0)
+    private let spooled = Atomic(0)
+    private let drained = Atomic(0)
+    private let refused = Atomic(0)
 
     public init() {}
 
-    public var snapshot: Snapshot { state.withLock { $0 } }
+    /// The counters (each exact; read one after another, not as one transaction).
+    public var snapshot: Snapshot {
+        Snapshot(
+            queued: queued.load(ordering: .relaxed), published: published.load(ordering: .relaxed),
+            confirmed: confirmed.load(ordering: .relaxed), spooled: spooled.load(ordering: .relaxed),
+            drained: drained.load(ordering: .relaxed), refused: refused.load(ordering: .relaxed), dropped: 0)
+    }
 
     func add(queued: Int = 0, published: Int = 0, confirmed: Int = 0, spooled: Int = 0, drained: Int = 0, refused: Int = 0) {
-        state.withLock {
-            $0.queued += queued
-            $0.published += published
-            $0.confirmed += confirmed
-            $0.spooled += spooled
-            $0.drained += drained
-            $0.refused += refused
-        }
+        if queued != 0 { self.queued.add(queued, ordering: .relaxed) }
+        if published != 0 { self.published.add(published, ordering: .relaxed) }
+        if confirmed != 0 { self.confirmed.add(confirmed, ordering: .relaxed) }
+        if spooled != 0 { self.spooled.add(spooled, ordering: .relaxed) }
+        if drained != 0 { self.drained.add(drained, ordering: .relaxed) }
+        if refused != 0 { self.refused.add(refused, ordering: .relaxed) }
     }
 }

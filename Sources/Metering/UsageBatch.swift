@@ -15,10 +15,10 @@ public struct UsageBatch: Sendable, Equatable {
     public let traceparent: String?
 
     /// Encodes `events` (1 to 1000 of them).
-    public init(events: [UsageEvent], traceparent: String? = nil, messageID: String = EventID.make()) throws {
+    public init(events: some Collection<UsageEvent>, traceparent: String? = nil, messageID: String = EventID.make()) {
         precondition((1...Self.maxEvents).contains(events.count), "a usage batch holds 1 to 1000 events")
         self.messageID = messageID
-        self.body = Array(try JSONEncoder().encode(events))
+        self.body = JSONWriter.encode(events)
         self.traceparent = traceparent
     }
 
@@ -29,9 +29,9 @@ public struct UsageBatch: Sendable, Equatable {
     }
 
     /// Splits `events` into batches of at most 1000, in order.
-    public static func batches(of events: [UsageEvent], traceparent: String? = nil) throws -> [UsageBatch] {
-        try stride(from: 0, to: events.count, by: maxEvents).map { start in
-            try UsageBatch(events: Array(events[start..<min(start + maxEvents, events.count)]), traceparent: traceparent)
+    public static func batches(of events: [UsageEvent], traceparent: String? = nil) -> [UsageBatch] {
+        stride(from: 0, to: events.count, by: maxEvents).map { start in
+            UsageBatch(events: events[start..<min(start + maxEvents, events.count)], traceparent: traceparent)
         }
     }
 

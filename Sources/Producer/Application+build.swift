@@ -44,7 +44,7 @@ struct PublisherService: Service {
     let publisher: DurablePublisher
 
     func run() async throws {
-        try await withGracefulShutdownHandler {
+        await withGracefulShutdownHandler {
             await publisher.run()
         } onGracefulShutdown: {
             publisher.finish()

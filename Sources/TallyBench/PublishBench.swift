@@ -16,7 +16,7 @@ struct PublishBench: AsyncParsableCommand {
         let broker = try BenchSupport.broker()
         let tenant = UUID()
         let sample = (0..<1000).map { _ in UsageEvent(id: EventID.make(), tenantID: tenant, metric: "api_calls", quantity: 1, time: Date()) }
-        let body = try UsageBatch(events: sample).body
+        let body = UsageBatch(events: sample).body
         let batches = events / 1000
 
         // Raw: the same bodies through the AMQP client, 10 batches in flight per confirm wait.

@@ -13,13 +13,25 @@ public enum EventID {
 
     /// A UUIDv7 for `millisecondsSinceEpoch` drawing its random bits from `generator`.
     public static func make(millisecondsSinceEpoch: UInt64, using generator: inout some RandomNumberGenerator) -> String {
-        var bytes = [UInt8](repeating: 0, count: 16)
-        for index in 0..<6 { bytes[index] = UInt8(truncatingIfNeeded: millisecondsSinceEpoch >> (8 * (5 - index))) }
-        for index in 6..<16 { bytes[index] = UInt8.random(in: .min ... .max, using: &generator) }
-        bytes[6] = 0x70 | (bytes[6] & 0x0F)  // version 7
-        bytes[8] = 0x80 | (bytes[8] & 0x3F)  // RFC 9562 variant
-        let hex = bytes.map { String(format: "%02x", $0) }.joined()
-        let parts = [hex.prefix(8), hex.dropFirst(8).prefix(4), hex.dropFirst(12).prefix(4), hex.dropFirst(16).prefix(4), hex.dropFirst(20)]
-        return parts.joined(separator: "-")
+        let random = (generator.next() as UInt64, generator.next() as UInt64)
+        var bytes: (UInt64, UInt64) = (millisecondsSinceEpoch << 16 | random.0 & 0xFFFF, random.1)
+        bytes.0 = bytes.0 & ~0xF000 | 0x7000  // version 7
+        bytes.1 = bytes.1 & ~(0xC0 << 56) | (0x80 << 56)  // RFC 9562 variant
+        let hex = JSONWriter.hexDigits
+        return String(unsafeUninitializedCapacity: 36) { text in
+            var index = 0
+            for position in 0..<16 {
+                if index == 8 || index == 13 || index == 18 || index == 23 {
+                    text[index] = UInt8(ascii: "-")
+                    index += 1
+                }
+                let word = position < 8 ? bytes.0 : bytes.1
+                let byte = UInt8(truncatingIfNeeded: word >> (8 * (7 - position % 8)))
+                text[index] = hex[Int(byte >> 4)]
+                text[index + 1] = hex[Int(byte & 0x0F)]
+                index += 2
+            }
+            return 36
+        }
     }
 }

@@ -36,6 +36,14 @@ public enum RFC3339 {
 
     /// `date` in UTC with six fractional digits, e.g. `2026-11-24T18:40:00.123000Z`.
     public static func format(_ date: Date) -> String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(27)
+        write(date, into: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Appends `format(date)`'s 27 bytes to `bytes` (the JSON writer's hot path).
+    public static func write(_ date: Date, into bytes: inout [UInt8]) {
         let totalMicros = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
         var seconds = totalMicros / 1_000_000
         var micros = totalMicros % 1_000_000
@@ -50,10 +58,36 @@ public enum RFC3339 {
             days -= 1
         }
         let civil = CivilDate(daysSinceEpoch: days)
-        let (year, month, day) = (Int(civil.year), Int(civil.month), Int(civil.day))
-        return String(
-            format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", year, month, day, Int(secondOfDay / 3600),
-            Int(secondOfDay % 3600 / 60), Int(secondOfDay % 60), Int(micros))
+        guard (0...9999).contains(civil.year) else {  // outside RFC 3339's four-digit years
+            bytes.append(contentsOf: "\(civil.year)-\(civil.month)-\(civil.day)T00:00:00.000000Z".utf8)
+            return
+        }
+        digits(civil.year, 4, &bytes)
+        bytes.append(dash)
+        digits(civil.month, 2, &bytes)
+        bytes.append(dash)
+        digits(civil.day, 2, &bytes)
+        bytes.append(UInt8(ascii: "T"))
+        digits(secondOfDay / 3600, 2, &bytes)
+        bytes.append(colon)
+        digits(secondOfDay % 3600 / 60, 2, &bytes)
+        bytes.append(colon)
+        digits(secondOfDay % 60, 2, &bytes)
+        bytes.append(UInt8(ascii: "."))
+        digits(micros, 6, &bytes)
+        bytes.append(UInt8(ascii: "Z"))
+    }
+
+    /// `value` (0 ≤ value < 10^count) as exactly `count` decimal digits.
+    private static func digits(_ value: Int64, _ count: Int, _ bytes: inout [UInt8]) {
+        var divisor: Int64 = 1
+        for _ in 1..<count { divisor *= 10 }
+        var rest = value
+        while divisor > 0 {
+            bytes.append(UInt8(ascii: "0") + UInt8(rest / divisor % 10))
+            rest %= divisor
+            divisor /= 10
+        }
     }
 
     private static let dash = UInt8(ascii: "-")

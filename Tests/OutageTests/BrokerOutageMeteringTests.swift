@@ -8,7 +8,8 @@ import TallyTestSupport
 import Testing
 
 /// The metering library across a real RabbitMQ outage (run alone, in the outage phase).
-@Suite("Metering across a broker outage (outage)", .serialized, .enabled(if: TestEnvironment.disruptive))
+extension OutageSuite {
+@Suite("Metering across a broker outage (outage)")
 struct BrokerOutageMeteringTests {
     let logger = Logger(label: "test.outage.metering")
 
@@ -71,4 +72,5 @@ struct BrokerOutageMeteringTests {
         #expect(counters.snapshot.spooled > 0)
         try await consumer.deleteQueue(queue)
     }
+}
 }

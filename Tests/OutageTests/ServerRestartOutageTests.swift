@@ -6,7 +6,8 @@ import TallyTestSupport
 import Testing
 
 /// Stops and restarts the real servers: run alone by `./ops/local.sh test`'s outage phase.
-@Suite("Server restarts (outage)", .serialized, .enabled(if: TestEnvironment.disruptive))
+extension OutageSuite {
+@Suite("Server restarts (outage)")
 struct ServerRestartOutageTests {
     let logger = Logger(label: "test.outage")
 
@@ -42,4 +43,5 @@ struct ServerRestartOutageTests {
         #expect(outcome == [.confirmed])
         try await replacement.deleteQueue(queue)
     }
+}
 }

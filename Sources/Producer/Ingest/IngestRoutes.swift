@@ -41,7 +41,7 @@ struct IngestRoutes: Sendable {
         }
         let events = try await validate(objects, tenant: tenant)
         let traceparent = request.headers[HTTPField.Name("traceparent")!]
-        let batches = try UsageBatch.batches(of: events, traceparent: traceparent)
+        let batches = UsageBatch.batches(of: events, traceparent: traceparent)
         let durability: DurablePublisher.Durability
         do {
             durability = try await publisher.submit(batches)

@@ -11,7 +11,7 @@ struct MetricsRoute: Sendable {
     func register(on router: Router<IngestRequestContext>) {
         router.get("metrics") { _, _ -> Response in
             let snapshot = counters.snapshot
-            let spooled = await spool.unacknowledgedRecordCount
+            let spooled = spool.unacknowledgedRecordCount
             let lines = [
                 counter("tally_producer_batches_published_total", "Usage batches published to RabbitMQ", snapshot.published),
                 counter("tally_producer_batches_confirmed_total", "Usage batches confirmed by RabbitMQ", snapshot.confirmed),
