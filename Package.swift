@@ -52,6 +52,10 @@ let package = Package(
         .target(name: "CurlClient", dependencies: ["CCurl", "BlockingIO"], swiftSettings: swiftSettings),
 
 
+        // The billing rules of SPEC §2: pure, no I/O, no clock reads (CivilTime is
+        // stdlib-only calendar arithmetic shared with the wire formats).
+        .target(name: "BillingEngine", dependencies: ["CivilTime"], swiftSettings: swiftSettings),
+
         // The usage event of SPEC §3 and its validation: pure, no I/O.
         .target(name: "UsageEvents", dependencies: ["CivilTime"], swiftSettings: swiftSettings),
 
@@ -139,6 +143,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "BillingEngineTests", dependencies: ["BillingEngine"], swiftSettings: swiftSettings),
         .testTarget(name: "CivilTimeTests", dependencies: ["CivilTime"], swiftSettings: swiftSettings),
         .testTarget(
             name: "OutageTests",

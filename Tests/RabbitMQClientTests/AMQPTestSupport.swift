@@ -20,16 +20,7 @@ enum AMQPTest {
 
     /// Runs `rabbitmqctl` for our private node and returns its standard output.
     static func rabbitmqctl(_ arguments: String...) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: TestEnvironment.rabbitmqctl)
-        process.arguments = ["-q"] + arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+        try TestEnvironment.output(of: TestEnvironment.rabbitmqctl, ["-q"] + arguments)
     }
 
     /// Deliveries until `count` arrived or nothing arrives for `quiet`.

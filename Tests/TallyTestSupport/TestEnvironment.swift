@@ -44,6 +44,28 @@ public enum TestEnvironment {
         }
     }
 
+    /// Runs `path ARGUMENTS` to completion and returns its standard output (standard
+    /// error is discarded); throws when it exits non-zero. posix_spawn, as in `ops`.
+    public static func output(of path: String, _ arguments: [String]) throws -> String {
+        let capture = FileManager.default.temporaryDirectory.appendingPathComponent("tally-test-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: capture) }
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, capture, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, path, &actions, nil, argv, environ)
+        guard spawned == 0 else { throw OpsError(command: path, status: spawned) }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1, errno == EINTR {}
+        let exitStatus = (status >> 8) & 0xFF
+        guard status & 0x7F == 0, exitStatus == 0 else { throw OpsError(command: path, status: exitStatus) }
+        return (try? String(contentsOfFile: capture, encoding: .utf8)) ?? ""
+    }
+
     /// The checkout this test binary was built from (three levels above this file).
     public static var repositoryRoot: String {
         URL(fileURLWithPath: #filePath)
@@ -58,7 +80,9 @@ public enum TestEnvironment {
 public struct OpsError: Error, CustomStringConvertible {
     public let command: String
     public let status: Int32
-    public var description: String { "./ops/local.sh \(command) exited with \(status)" }
+    public var description: String {
+        (command.hasPrefix("/") ? command : "./ops/local.sh \(command)") + " exited with \(status)"
+    }
 }
 
 /// A child process started by a test (e.g. `producer serve`), killed by the test.

@@ -1,0 +1,148 @@
+/// One line of an invoice (SPEC §2 steps 1–3).
+public struct InvoiceLine: Sendable, Hashable {
+    public enum Kind: String, Sendable, Hashable, CaseIterable {
+        /// A plan's base fee for one segment of the period, prorated by time.
+        case base
+        /// Usage above a metric's quota.
+        case overage
+        /// Late usage for an already invoiced period: charge with it minus what was billed.
+        case lateUsageAdjustment = "adjustment"
+    }
+
+    public let kind: Kind
+    /// The metric for overage and adjustment lines; nil for base fees.
+    public let metric: String?
+    public let description: String
+    /// Base: 1 (one period's fee). Overage: units above the quota. Adjustment: the
+    /// period's value with the late usage.
+    public let quantity: Quantity
+    /// Base: the full period's fee. Overage and adjustment: cents per unit.
+    public let unitPrice: UnitPrice
+    /// What the line adds to the subtotal; only adjustments may be negative.
+    public let amount: Cents
+    /// The span the line bills: a plan segment, or the earlier period adjusted.
+    public let period: Period
+}
+
+/// An invoice's figures for one period, before it is numbered and stored.
+public struct InvoiceDraft: Sendable, Hashable {
+    public let period: Period
+    public let lines: [InvoiceLine]
+    public let subtotal: Cents
+    public let taxBasisPoints: Int
+    public let tax: Cents
+    public let total: Cents
+
+    init(period: Period, lines: [InvoiceLine], taxBasisPoints: Int) {
+        self.period = period
+        self.lines = lines
+        self.subtotal = lines.reduce(.zero) { $0 + $1.amount }
+        self.taxBasisPoints = taxBasisPoints
+        self.tax = Rounding.tax(on: subtotal, basisPoints: taxBasisPoints)
+        self.total = subtotal + tax
+    }
+}
+
+/// Usage that arrived after its period was invoiced, per metric (SPEC §2 step 3).
+public struct LateUsage: Sendable, Hashable {
+    /// The earlier period the usage belongs to.
+    public let period: Period
+    public let metric: String
+    /// The value that period was billed with.
+    public let billedValue: Quantity
+    /// The value with the late events included.
+    public let currentValue: Quantity
+    /// The plan that priced that period (in force at its end).
+    public let plan: Plan
+
+    public init(period: Period, metric: String, billedValue: Quantity, currentValue: Quantity, plan: Plan) {
+        self.period = period
+        self.metric = metric
+        self.billedValue = billedValue
+        self.currentValue = currentValue
+        self.plan = plan
+    }
+
+    /// charge(value with late events) − charge(value billed); may be negative when a
+    /// `latest` metric's newest reading went down.
+    public var adjustment: Cents {
+        plan.charge(metric: metric, value: currentValue) - plan.charge(metric: metric, value: billedValue)
+    }
+}
+
+/// Computes invoices from a subscription's timeline and its usage values: SPEC §2
+/// steps 1–4. Pure: values and instants are parameters.
+public enum InvoiceCalculator {
+    /// The invoice of one billing period.
+    /// - Parameters:
+    ///   - values: each metric's aggregated value over the whole billed span.
+    ///   - lateUsage: adjustments for earlier periods to bill on this invoice.
+    ///   - taxBasisPoints: the tenant's tax rate (725 = 7.25 %).
+    public static func invoice(
+        for period: BillingPeriod, of subscription: Subscription, values: [String: Quantity],
+        lateUsage: [LateUsage] = [], taxBasisPoints: Int
+    ) -> InvoiceDraft {
+        var lines = baseLines(for: period, of: subscription)
+        lines += overageLines(plan: subscription.pricingPlan(of: period), values: values, period: period.billed)
+        lines += adjustmentLines(lateUsage)
+        return InvoiceDraft(period: period.billed, lines: lines, taxBasisPoints: taxBasisPoints)
+    }
+
+    /// An invoice of adjustments only: late usage of a subscription that has ended
+    /// (SPEC §2 step 3: "the next billing run issues an adjustment invoice").
+    public static func adjustmentInvoice(period: Period, lateUsage: [LateUsage], taxBasisPoints: Int) -> InvoiceDraft {
+        InvoiceDraft(period: period, lines: adjustmentLines(lateUsage), taxBasisPoints: taxBasisPoints)
+    }
+
+    /// The invoice the open period would produce if it ended with the usage so far:
+    /// the "upcoming invoice" (values are what has been counted up to `asOf`).
+    public static func upcomingInvoice(
+        of subscription: Subscription, asOf: Instant, values: [String: Quantity], lateUsage: [LateUsage] = [],
+        taxBasisPoints: Int
+    ) -> InvoiceDraft? {
+        guard let period = subscription.billingPeriod(containing: asOf) else { return nil }
+        return invoice(for: period, of: subscription, values: values, lateUsage: lateUsage, taxBasisPoints: taxBasisPoints)
+    }
+
+    /// Step 1: round-half-up(base × segment length / full period length) per segment.
+    public static func baseLines(for period: BillingPeriod, of subscription: Subscription) -> [InvoiceLine] {
+        let fullLength = Int128(period.calendarPeriod.duration)
+        return subscription.segments(of: period).map { segment in
+            let length = Int128(segment.span.duration)
+            let prorated = length != fullLength
+            let amount = Rounding.halfUp(Int128(segment.plan.baseFee.value) * length, dividedBy: fullLength)
+            return InvoiceLine(
+                kind: .base, metric: nil,
+                description: "\(segment.plan.name) plan\(prorated ? " (prorated \(segment.span))" : "")",
+                quantity: Quantity(units: 1), unitPrice: UnitPrice(cents: segment.plan.baseFee.value),
+                amount: amount, period: segment.span)
+        }
+    }
+
+    /// Step 2: overage per metric with a quota and a rate, in metric-name order;
+    /// metrics within their quota get no line.
+    public static func overageLines(plan: Plan, values: [String: Quantity], period: Period) -> [InvoiceLine] {
+        plan.overageCharges(for: values).compactMap { metric, charge in
+            guard charge.overage > .zero else { return nil }
+            return InvoiceLine(
+                kind: .overage, metric: metric,
+                description: "\(metric): \(charge.value) used, \(charge.quota) included, \(charge.overage) over at \(charge.rate)¢",
+                quantity: charge.overage, unitPrice: charge.rate, amount: charge.amount, period: period)
+        }
+    }
+
+    /// Step 3: one line per (earlier period, metric) whose charge changed.
+    public static func adjustmentLines(_ lateUsage: [LateUsage]) -> [InvoiceLine] {
+        lateUsage
+            .sorted { ($0.period.start, $0.metric) < ($1.period.start, $1.metric) }
+            .compactMap { late in
+                let amount = late.adjustment
+                guard amount != .zero else { return nil }
+                return InvoiceLine(
+                    kind: .lateUsageAdjustment, metric: late.metric,
+                    description: "\(late.metric): late usage for \(late.period), \(late.billedValue) billed, now \(late.currentValue)",
+                    quantity: late.currentValue, unitPrice: late.plan.terms[late.metric]?.overageRate ?? .zero,
+                    amount: amount, period: late.period)
+            }
+    }
+}

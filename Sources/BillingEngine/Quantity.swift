@@ -1,0 +1,144 @@
+/// An exact, non-negative usage quantity with at most 4 fractional digits (SPEC §2
+/// "Units", §3 "quantity"), held as a count of ten-thousandths.
+///
+/// Parsing never goes through `Double`: `"1000.5"` and the JSON number `1000.5`
+/// become exactly 10_005_000 ten-thousandths. Arithmetic on `Int128` means a sum of
+/// any realistic number of maximal events (1e12 each) cannot overflow; an
+/// impossible one traps instead of wrapping.
+public struct Quantity: Sendable, Hashable, Comparable, CustomStringConvertible {
+    /// Ten-thousandths per unit: quantities keep 4 fractional digits.
+    public static let scale: Int128 = 10_000
+    /// The largest quantity one event may carry (SPEC §3: 0 ≤ q ≤ 1e12).
+    public static let maximumPerEvent = Quantity(units: 1_000_000_000_000)
+    public static let zero = Quantity(scaled: 0)
+
+    /// The quantity in ten-thousandths of a unit.
+    public let scaled: Int128
+
+    public init(scaled: Int128) {
+        self.scaled = scaled
+    }
+
+    /// A whole number of units.
+    public init(units: Int64) {
+        self.scaled = Int128(units) * Self.scale
+    }
+
+    /// Parses a plain decimal (`"12"`, `"0.5"`, `"1000.0001"`, `"1e3"`), exactly.
+    /// Accepts what a JSON number or decimal string may hold; refuses signs other
+    /// than a leading minus (reported as negative), more than 4 fractional digits,
+    /// NaN and infinities, and values above 1e12 — each with its own error.
+    public init(parsing text: String) throws(QuantityError) {
+        self = try QuantityParser(text: text).parse()
+    }
+
+    public static func + (lhs: Quantity, rhs: Quantity) -> Quantity { Quantity(scaled: lhs.scaled + rhs.scaled) }
+    public static func - (lhs: Quantity, rhs: Quantity) -> Quantity { Quantity(scaled: lhs.scaled - rhs.scaled) }
+    public static func < (lhs: Quantity, rhs: Quantity) -> Bool { lhs.scaled < rhs.scaled }
+    public static func += (lhs: inout Quantity, rhs: Quantity) { lhs = lhs + rhs }
+
+    /// `max(0, self − quota)`: the part of a period's value above its quota.
+    public func excess(over quota: Quantity) -> Quantity {
+        self > quota ? self - quota : .zero
+    }
+
+    /// Canonical decimal text: no trailing fractional zeros (`"1000.5"`, `"4"`).
+    public var description: String {
+        let negative = scaled < 0
+        let magnitude = negative ? -scaled : scaled
+        let whole = magnitude / Self.scale
+        var fraction = magnitude % Self.scale
+        var text = (negative ? "-" : "") + String(whole)
+        guard fraction != 0 else { return text }
+        var digits = 4
+        while fraction % 10 == 0 {
+            fraction /= 10
+            digits -= 1
+        }
+        let fractionText = String(fraction)
+        text += "." + String(repeating: "0", count: digits - fractionText.count) + fractionText
+        return text
+    }
+}
+
+/// Why a quantity was refused, with the rule it broke (SPEC §3).
+public enum QuantityError: Error, Sendable, Equatable, CustomStringConvertible {
+    case notANumber(String)
+    case negative
+    case tooManyFractionDigits(Int)
+    case tooLarge
+
+    public var description: String {
+        switch self {
+        case .notANumber(let text): "quantity \"\(text.prefix(40))\" is not a decimal number"
+        case .negative: "quantity must not be negative"
+        case .tooManyFractionDigits(let count): "quantity has \(count) fractional digits; at most 4 are kept exactly"
+        case .tooLarge: "quantity must be at most 1e12"
+        }
+    }
+}
+
+/// A byte-level decimal parser: digits, an optional fraction and an optional
+/// exponent, as JSON numbers are written.
+private struct QuantityParser {
+    let text: String
+
+    func parse() throws(QuantityError) -> Quantity {
+        var bytes = Array(text.utf8)[...]
+        let lowered = text.lowercased()
+        guard !["nan", "-nan", "inf", "-inf", "infinity", "-infinity", "+inf", "+infinity"].contains(lowered) else {
+            throw .notANumber(text)
+        }
+        var negative = false
+        if bytes.first == UInt8(ascii: "-") {
+            negative = true
+            bytes = bytes.dropFirst()
+        }
+        var digits: [UInt8] = []
+        var fractionDigits = 0
+        var seenPoint = false
+        while let byte = bytes.first, byte != UInt8(ascii: "e"), byte != UInt8(ascii: "E") {
+            bytes = bytes.dropFirst()
+            if byte == UInt8(ascii: ".") {
+                guard !seenPoint else { throw .notANumber(text) }
+                seenPoint = true
+            } else if (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) {
+                digits.append(byte - UInt8(ascii: "0"))
+                if seenPoint { fractionDigits += 1 }
+            } else {
+                throw .notANumber(text)
+            }
+        }
+        guard !digits.isEmpty, !(seenPoint && fractionDigits == 0) else { throw .notANumber(text) }
+        let exponent = try parseExponent(bytes)
+        // Value = digits × 10^(exponent − fractionDigits); trailing zeros do not count as precision.
+        while fractionDigits - exponent > 0, digits.count > 1, digits.last == 0 {
+            digits.removeLast()
+            fractionDigits -= 1
+        }
+        if digits.allSatisfy({ $0 == 0 }) { return .zero }
+        if negative { throw .negative }
+        let shift = exponent - fractionDigits + 4  // power of ten that turns digits into ten-thousandths
+        guard shift >= 0 else { throw .tooManyFractionDigits(fractionDigits - exponent) }
+        let significant = digits.drop { $0 == 0 }
+        guard significant.count + shift <= 17 else { throw .tooLarge }  // > 1e12 units
+        var scaled: Int128 = 0
+        for digit in significant { scaled = scaled * 10 + Int128(digit) }
+        for _ in 0..<shift { scaled *= 10 }
+        guard scaled <= Quantity.maximumPerEvent.scaled else { throw .tooLarge }
+        return Quantity(scaled: scaled)
+    }
+
+    private func parseExponent(_ rest: ArraySlice<UInt8>) throws(QuantityError) -> Int {
+        guard !rest.isEmpty else { return 0 }
+        var bytes = rest.dropFirst()  // the "e"
+        var sign = 1
+        if let first = bytes.first, first == UInt8(ascii: "+") || first == UInt8(ascii: "-") {
+            sign = first == UInt8(ascii: "-") ? -1 : 1
+            bytes = bytes.dropFirst()
+        }
+        guard !bytes.isEmpty, bytes.count <= 4, bytes.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) })
+        else { throw .notANumber(text) }
+        return sign * bytes.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
+    }
+}

@@ -1,0 +1,177 @@
+import BillingEngine
+import Testing
+
+/// Worked examples, line by line to the cent (SPEC §2), in the style of Lago's
+/// scenario specs: a subscription moves through time and each invoice is checked.
+@Suite("Invoice scenarios (SPEC §2 worked examples)")
+struct InvoiceScenarioTests {
+    func day(_ y: Int64, _ m: Int64, _ d: Int64, _ h: Int64 = 0) -> Instant { Instant(year: y, month: m, day: d, hour: h) }
+    func q(_ text: String) -> Quantity { try! Quantity(parsing: text) }
+    func amounts(_ draft: InvoiceDraft) -> [Cents] { draft.lines.map(\.amount) }
+
+    @Test("the seeded plans are exactly SPEC §2's table")
+    func seededPlans() {
+        #expect(Plan.seeded.map(\.slug) == ["starter", "professional", "enterprise"])
+        #expect(Plan.seeded.map(\.baseFee) == [29_900, 99_900, 299_900])
+        let table: [(Plan, [Int64], [Int64])] = [
+            (.starter, [50, 1000, 3], [500, 10, 1000]), (.professional, [200, 10_000, 10], [400, 8, 800]),
+            (.enterprise, [999_999, 999_999, 999_999], [0, 0, 0]),
+        ]
+        for (plan, quotas, rates) in table {
+            for (index, metric) in ["estimates", "api_calls", "users"].enumerated() {
+                #expect(plan.terms[metric]?.quota == Quantity(units: quotas[index]))
+                #expect(plan.terms[metric]?.overageRate == UnitPrice(cents: rates[index]))
+                #expect(plan.terms[metric]?.enforcement == .soft)
+            }
+        }
+        #expect(Plan.enterprise.terms.values.allSatisfy { $0.isUnlimited })
+        #expect(!Plan.starter.terms["estimates"]!.isUnlimited)
+    }
+
+    @Test("starter with 60 estimates, 1000.5 API calls and seats peaking at 4: overage 5000, 5 and 1000 cents")
+    func starterOverage() throws {
+        let subscription = Subscription(plan: .starter, start: day(2026, 11, 1))
+        let period = try #require(subscription.billingPeriod(0))
+        let seats = PartialAggregate(.max, of: [2, 4, 3].enumerated().map { UsageRecord(id: "s\($0)", time: day(2026, 11, 2 + Int64($0)), quantity: Quantity(units: $1)) })
+        let draft = InvoiceCalculator.invoice(
+            for: period, of: subscription, values: ["estimates": q("60"), "api_calls": q("1000.5"), "users": seats.value], taxBasisPoints: 0)
+        #expect(draft.lines.map(\.kind) == [.base, .overage, .overage, .overage])
+        #expect(draft.lines.map(\.metric) == [nil, "api_calls", "estimates", "users"])  // ordered by metric name
+        #expect(amounts(draft) == [29_900, 5, 5000, 1000])
+        #expect(draft.lines[1].quantity == q("0.5"))
+        #expect(draft.subtotal == 35_905)
+        #expect(draft.total == 35_905)
+        #expect(draft.period == Period(start: day(2026, 11, 1), end: day(2026, 12, 1)))
+    }
+
+    @Test("usage within every quota: only the base fee")
+    func withinQuota() throws {
+        let subscription = Subscription(plan: .professional, start: day(2026, 11, 1))
+        let draft = InvoiceCalculator.invoice(
+            for: try #require(subscription.billingPeriod(0)), of: subscription,
+            values: ["estimates": q("200"), "api_calls": q("10000"), "users": q("10"), "documents": q("5000")], taxBasisPoints: 0)
+        #expect(amounts(draft) == [99_900])
+    }
+
+    @Test("upgrade from starter to professional halfway, 40 + 60 estimates: two prorated base lines, no overage")
+    func upgradeHalfway() throws {
+        var subscription = Subscription(plan: .starter, start: day(2026, 11, 1))
+        let effective = subscription.changePlan(to: .professional, requestedAt: day(2026, 11, 16))
+        #expect(effective == day(2026, 11, 16))  // an upgrade takes effect at once
+        let period = try #require(subscription.billingPeriod(0))
+        let events = [UsageRecord(id: "a", time: day(2026, 11, 10), quantity: q("40")), UsageRecord(id: "b", time: day(2026, 11, 20), quantity: q("60"))]
+        let draft = InvoiceCalculator.invoice(
+            for: period, of: subscription, values: ["estimates": PartialAggregate(.sum, of: events).value], taxBasisPoints: 0)
+        #expect(draft.lines.map(\.kind) == [.base, .base])
+        #expect(amounts(draft) == [14_950, 49_950])
+        #expect(draft.lines.map(\.period) == [Period(start: day(2026, 11, 1), end: day(2026, 11, 16)), Period(start: day(2026, 11, 16), end: day(2026, 12, 1))])
+        #expect(draft.total == 64_900)
+    }
+
+    @Test("a downgrade waits for the next period; that period bills the new plan in full")
+    func downgradeNextPeriod() throws {
+        var subscription = Subscription(plan: .professional, start: day(2026, 11, 1))
+        #expect(subscription.changePlan(to: .starter, requestedAt: day(2026, 11, 20)) == day(2026, 12, 1))
+        let november = InvoiceCalculator.invoice(
+            for: try #require(subscription.billingPeriod(0)), of: subscription, values: ["estimates": q("150")], taxBasisPoints: 0)
+        #expect(amounts(november) == [99_900])  // professional quotas still price November
+        let december = InvoiceCalculator.invoice(
+            for: try #require(subscription.billingPeriod(1)), of: subscription, values: ["estimates": q("51")], taxBasisPoints: 0)
+        #expect(amounts(december) == [29_900, 500])
+    }
+
+    @Test("a late event after finalization is an adjustment on the next invoice")
+    func lateUsage() throws {
+        let subscription = Subscription(plan: .starter, start: day(2026, 11, 1))
+        let november = try #require(subscription.billingPeriod(0))
+        let billed = InvoiceCalculator.invoice(for: november, of: subscription, values: ["estimates": q("50")], taxBasisPoints: 0)
+        #expect(amounts(billed) == [29_900])
+        // 5 more estimates dated November arrive after November's invoice was final.
+        let late = LateUsage(period: november.billed, metric: "estimates", billedValue: q("50"), currentValue: q("55"), plan: subscription.pricingPlan(of: november))
+        let december = InvoiceCalculator.invoice(
+            for: try #require(subscription.billingPeriod(1)), of: subscription, values: ["estimates": q("10")], lateUsage: [late], taxBasisPoints: 0)
+        #expect(december.lines.map(\.kind) == [.base, .lateUsageAdjustment])
+        #expect(amounts(december) == [29_900, 2500])
+        #expect(december.lines[1].period == november.billed)
+        // Late usage that stays within the quota changes no charge, so it adds no line.
+        let harmless = LateUsage(period: november.billed, metric: "estimates", billedValue: q("40"), currentValue: q("45"), plan: .starter)
+        #expect(InvoiceCalculator.adjustmentLines([harmless]).isEmpty)
+        // An ended subscription gets an adjustment-only invoice.
+        let adjustmentOnly = InvoiceCalculator.adjustmentInvoice(period: november.billed, lateUsage: [late], taxBasisPoints: 725)
+        #expect(amounts(adjustmentOnly) == [2500])
+        #expect(adjustmentOnly.tax == 181)  // 181.25
+    }
+
+    @Test("a latest reading that went down makes a negative adjustment")
+    func negativeAdjustment() {
+        let plan = Plan(slug: "gauge", name: "Gauge", baseFee: 0, terms: ["storage_gb": MetricTerms(quota: q("100"), overageRate: UnitPrice(cents: 3))])
+        let late = LateUsage(period: Period(start: day(2026, 10, 1), end: day(2026, 11, 1)), metric: "storage_gb", billedValue: q("150"), currentValue: q("120"), plan: plan)
+        #expect(late.adjustment == -90)
+        let draft = InvoiceCalculator.adjustmentInvoice(period: late.period, lateUsage: [late], taxBasisPoints: 725)
+        #expect(draft.subtotal == -90)
+        #expect(draft.tax == -7)  // −6.525 → −7, mirroring a charge
+    }
+
+    @Test("a trial's usage is recorded but never billed; the first period starts at the trial's end")
+    func trial() throws {
+        let subscription = Subscription(plan: .starter, start: day(2026, 11, 1), trialEnd: day(2026, 11, 15))
+        #expect(subscription.trial == Period(start: day(2026, 11, 1), end: day(2026, 11, 15)))
+        #expect(subscription.billingPeriod(containing: day(2026, 11, 10)) == nil)
+        #expect(subscription.billingPeriod(-1) == nil)
+        let first = try #require(subscription.billingPeriod(containing: day(2026, 11, 15)))
+        #expect(first.billed == Period(start: day(2026, 11, 15), end: day(2026, 12, 15)))
+        let draft = InvoiceCalculator.invoice(for: first, of: subscription, values: ["estimates": q("50")], taxBasisPoints: 0)
+        #expect(amounts(draft) == [29_900])
+    }
+
+    @Test("7.25 % tax on the starter base fee: 2167.75 rounds to 2168")
+    func taxRounding() throws {
+        let subscription = Subscription(plan: .starter, start: day(2026, 11, 1))
+        let draft = InvoiceCalculator.invoice(for: try #require(subscription.billingPeriod(0)), of: subscription, values: [:], taxBasisPoints: 725)
+        #expect(draft.subtotal == 29_900)
+        #expect(draft.tax == 2168)
+        #expect(draft.total == 32_068)
+    }
+
+    @Test("cancel now: the period ends then, base prorated over the full period's length")
+    func cancelNow() throws {
+        var subscription = Subscription(plan: .starter, start: day(2026, 11, 1))
+        subscription.cancel(.immediately(at: day(2026, 11, 11)))
+        let period = try #require(subscription.billingPeriod(0))
+        #expect(period.billed == Period(start: day(2026, 11, 1), end: day(2026, 11, 11)))
+        #expect(subscription.billingPeriod(1) == nil)
+        let draft = InvoiceCalculator.invoice(for: period, of: subscription, values: ["api_calls": q("1001")], taxBasisPoints: 0)
+        #expect(amounts(draft) == [9967, 10])  // 29900 × 10/30 = 9966.67 → 9967
+        #expect(subscription.billingPeriod(containing: day(2026, 11, 20)) == nil)
+    }
+
+    @Test("cancel at period end: that period is billed in full and is the last")
+    func cancelAtPeriodEnd() throws {
+        var subscription = Subscription(plan: .starter, start: day(2026, 11, 1))
+        subscription.cancel(.atPeriodEnd(requestedAt: day(2026, 12, 10)))
+        #expect(subscription.endsAt == day(2027, 1, 1))
+        let december = try #require(subscription.billingPeriod(1))
+        #expect(december.billed == december.calendarPeriod)
+        #expect(subscription.billingPeriod(2) == nil)
+    }
+
+    @Test("the upcoming invoice of an open period prices the usage so far")
+    func upcoming() throws {
+        let subscription = Subscription(plan: .starter, start: day(2026, 11, 1))
+        let preview = try #require(InvoiceCalculator.upcomingInvoice(
+            of: subscription, asOf: day(2026, 11, 20), values: ["estimates": q("52")], taxBasisPoints: 725))
+        #expect(amounts(preview) == [29_900, 1000])
+        #expect(preview.tax == 2240)  // 30900 × 7.25 % = 2240.25
+        #expect(preview.period == Period(start: day(2026, 11, 1), end: day(2026, 12, 1)))
+        let trialOnly = Subscription(plan: .starter, start: day(2026, 11, 1), trialEnd: day(2026, 12, 1))
+        #expect(InvoiceCalculator.upcomingInvoice(of: trialOnly, asOf: day(2026, 11, 20), values: [:], taxBasisPoints: 0) == nil)
+    }
+
+    @Test("fractional overage rates are billed up to the next cent")
+    func fractionalRate() throws {
+        let plan = Plan(slug: "metered", name: "Metered", baseFee: 0, terms: ["api_calls": MetricTerms(quota: q("0"), overageRate: try UnitPrice(parsing: "0.3"))])
+        let subscription = Subscription(plan: plan, start: day(2026, 11, 1))
+        let draft = InvoiceCalculator.invoice(for: try #require(subscription.billingPeriod(0)), of: subscription, values: ["api_calls": q("1001")], taxBasisPoints: 0)
+        #expect(amounts(draft) == [0, 301])  // 300.3 → 301
+    }
+}
