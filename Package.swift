@@ -54,7 +54,7 @@ let package = Package(
 
         // The billing rules of SPEC §2: pure, no I/O, no clock reads (CivilTime is
         // stdlib-only calendar arithmetic shared with the wire formats).
-        .target(name: "BillingEngine", dependencies: ["CivilTime"], swiftSettings: swiftSettings),
+        .target(name: "BillingEngine", dependencies: ["CivilTime"], exclude: ["README.md"], swiftSettings: swiftSettings),
 
         // The usage event of SPEC §3 and its validation: pure, no I/O.
         .target(name: "UsageEvents", dependencies: ["CivilTime"], swiftSettings: swiftSettings),

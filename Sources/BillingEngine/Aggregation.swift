@@ -7,8 +7,8 @@ public enum Aggregation: Sendable, Hashable, CustomStringConvertible {
     case count
     /// Largest quantity: gauges such as `users`, where the quantity is the seat count then.
     case max
-    /// Quantity of the event with the greatest time (ties: the greatest id, so the
-    /// answer never depends on arrival order).
+    /// Quantity of the event with the greatest time (ties: the greatest id, then the
+    /// greatest quantity, so the answer never depends on arrival order).
     case latest
     /// Number of distinct values of one metadata field; events without it are not counted.
     case uniqueCount(field: String)
@@ -52,9 +52,11 @@ public struct LatestReading: Sendable, Hashable {
         self.quantity = quantity
     }
 
-    /// Whether this reading supersedes `other`: later time, then greater id.
+    /// Whether this reading supersedes `other`: later time, then greater id, then
+    /// greater quantity — a total order, so merging is order-independent even if
+    /// one id were ever seen with two quantities.
     func isNewer(than other: LatestReading) -> Bool {
-        (time, id) > (other.time, other.id)
+        (time, id, quantity) > (other.time, other.id, other.quantity)
     }
 }
 

@@ -50,10 +50,13 @@ public struct AnomalyRule: Sendable, Hashable {
             && (lastHour - median).scaled > Int128(deviations) * max(spread, unit).scaled
     }
 
-    /// The median; for an even count, the lower middle value (exact, no division).
+    /// The median; for an even count, the mean of the two middle values (to a
+    /// ten-thousandth, rounded down).
     static func median(_ values: [Quantity]) -> Quantity {
         let sorted = values.sorted()
-        return sorted[(sorted.count - 1) / 2]
+        let upper = sorted[sorted.count / 2]
+        guard sorted.count % 2 == 0 else { return upper }
+        return Quantity(scaled: (sorted[sorted.count / 2 - 1].scaled + upper.scaled) / 2)
     }
 }
 
