@@ -334,18 +334,27 @@ cmd_status() {
   done
 }
 
+# run_suite LOG [swift test arguments...]: the suite's output goes to the terminal and LOG.
+# The timeout is a guard, not a performance bound: a suite that hangs fails CI in
+# minutes instead of at CI's 90-minute limit (TALLY_TEST_TIMEOUT seconds, default 1200).
+run_suite() {
+  local log=$1 status=0
+  shift
+  (cd "$ROOT" && timeout -k 30 "${TALLY_TEST_TIMEOUT:-1200}" swift test --skip-build --disable-xctest "$@" 2>&1 \
+    | tee "$log"; exit "${PIPESTATUS[0]}") || status=$?
+  [ "$status" -ne 124 ] || die "tests hung and were stopped after ${TALLY_TEST_TIMEOUT:-1200}s; the output is in $log"
+  [ "$status" -eq 0 ] || die "tests failed; the full output is in $log"
+}
+
 cmd_test() {
   local started=$SECONDS
   [ "$BUILD_CONFIG" = debug ] || die "tests run against the debug build; unset TALLY_BUILD_CONFIG"
   BUILD_TESTS=1 cmd_up
   say "running the whole test suite against the real servers"
-  (cd "$ROOT" && swift test --skip-build --disable-xctest 2>&1 | tee "$LOGS/test.log"; exit "${PIPESTATUS[0]}") \
-    || die "tests failed; the full output is in $LOGS/test.log"
+  run_suite "$LOGS/test.log"
   # Outage tests stop and restart the real servers, so they run alone, one by one.
   say "running the outage tests (servers are stopped and restarted)"
-  (cd "$ROOT" && TALLY_DISRUPTIVE_TESTS=1 swift test --skip-build --disable-xctest --no-parallel --filter OutageTests 2>&1 \
-    | tee "$LOGS/test-outage.log"; exit "${PIPESTATUS[0]}") \
-    || die "outage tests failed; the full output is in $LOGS/test-outage.log"
+  TALLY_DISRUPTIVE_TESTS=1 run_suite "$LOGS/test-outage.log" --no-parallel --filter OutageTests
   say "test: passed in $((SECONDS - started))s"
 }
 

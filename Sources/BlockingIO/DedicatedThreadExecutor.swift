@@ -13,14 +13,23 @@ public final class DedicatedThreadExecutor: SerialExecutor, TaskExecutor, @unche
     private let condition = NSCondition()
     private var jobs: [UnownedJob] = []
     private var isShuttingDown = false
-    private var thread: Thread?
+    private var isThreadRunning = false
     private var threadID: pthread_t?
+    private let name: String
 
     /// Starts the thread; `name` shows up in debuggers and `top -H`.
     public init(name: String) {
-        let thread = Thread { [unowned self] in self.runLoop() }
+        self.name = name
+        condition.lock()
+        startThread()
+        condition.unlock()
+    }
+
+    /// Must be called with `condition` locked.
+    private func startThread() {
+        isThreadRunning = true
+        let thread = Thread { [self] in self.runLoop() }
         thread.name = name
-        self.thread = thread
         thread.start()
     }
 
@@ -37,6 +46,9 @@ public final class DedicatedThreadExecutor: SerialExecutor, TaskExecutor, @unche
         let unowned = UnownedJob(job)
         condition.lock()
         jobs.append(unowned)
+        // A job that arrives after shutdown let the thread end (e.g. an actor's last
+        // `close` resuming) gets a thread again: an executor never strands work.
+        if !isThreadRunning { startThread() }
         condition.signal()
         condition.unlock()
     }
@@ -58,7 +70,11 @@ public final class DedicatedThreadExecutor: SerialExecutor, TaskExecutor, @unche
         condition.lock()
         defer { condition.unlock() }
         while jobs.isEmpty {
-            if isShuttingDown { return nil }
+            if isShuttingDown {
+                isThreadRunning = false
+                threadID = nil
+                return nil
+            }
             condition.wait()
         }
         return jobs.removeFirst()
@@ -69,12 +85,9 @@ public final class DedicatedThreadExecutor: SerialExecutor, TaskExecutor, @unche
         threadID = pthread_self()
         condition.unlock()
         while let job = nextJob() {
-            job.runSynchronously(
-                isolatedTo: asUnownedSerialExecutor(),
-                taskExecutor: asUnownedTaskExecutor()
-            )
+            // Isolated to this executor only: nonisolated code the job awaits goes back
+            // to the global pool instead of sticking to this thread.
+            job.runSynchronously(on: asUnownedSerialExecutor())
         }
-        // Keep the executor alive until the thread is gone: actors hold it unowned.
-        withExtendedLifetime(self) {}
     }
 }

@@ -54,8 +54,10 @@ struct PublishBench: AsyncParsableCommand {
         let seconds = BenchSupport.seconds(ContinuousClock.now - start)
         let libraryBytes = Double(body.count * batches) / seconds
         print("publish: library \(BenchSupport.format(Double(events) / seconds)) events/s "
-            + "(\(BenchSupport.format(libraryBytes / 1_048_576)) MiB/s) vs raw confirms \(BenchSupport.format(rawBytes / 1_048_576)) MiB/s "
-            + "= \(String(format: "%.0f", 100 * libraryBytes / rawBytes))% of raw per byte (target ≥ 80%)")
+            + "(\(BenchSupport.format(libraryBytes / 1_048_576)) MiB/s) vs raw confirms of the same bodies pre-encoded "
+            + "\(BenchSupport.format(rawBytes / Double(body.count) * 1000)) events/s (\(BenchSupport.format(rawBytes / 1_048_576)) MiB/s) "
+            + "= \(String(format: "%.0f", 100 * libraryBytes / rawBytes))% of raw; the gap is track() and JSON encoding. "
+            + "SPEC §7 needs ≥ 30k events/s end to end, of which this is the first stage")
     }
 }
 
