@@ -29,6 +29,8 @@ public actor DurablePublisher {
     private var nextConnectAttempt = ContinuousClock.now
     private var reconnectDelay: Duration = .milliseconds(100)
     private var waiting: [Submission] = []
+    /// Set when `run` has returned: a later submission would wait forever, so it is refused.
+    private var hasStopped = false
     private let finishing = Mutex(false)
     private var isFinishing: Bool { finishing.withLock { $0 } }
     private let wake: AsyncStream<Void>.Continuation
@@ -55,7 +57,7 @@ public actor DurablePublisher {
     /// Throws `MeteringError.backPressure` when neither is possible (spool full).
     public func submit(_ batches: [UsageBatch]) async throws -> Durability {
         guard !batches.isEmpty else { return .confirmed }
-        guard !isFinishing else { throw MeteringError.shuttingDown }
+        guard !isFinishing, !hasStopped else { throw MeteringError.shuttingDown }
         return try await withCheckedThrowingContinuation { continuation in
             waiting.append(Submission(batches: batches, continuation: continuation))
             wake.yield()
@@ -82,6 +84,7 @@ public actor DurablePublisher {
                 break
             }
         }
+        hasStopped = true
         failRemaining(MeteringError.shuttingDown)
         await connection?.close()
     }

@@ -27,19 +27,26 @@ struct EchoContext: RequestContext {
     }
 }
 
-/// A real HTTP server on 127.0.0.1 and an ephemeral port, run for the length of one test.
+/// A real HTTP server on 127.0.0.1 and an ephemeral port, shared by every test in
+/// the process and never stopped: stopping a Hummingbird server while a client's
+/// keep-alive connection is being accepted crashed the test process (NIOAsyncWriter
+/// deinit without finish), so the server simply lives as long as the tests do.
 ///
 /// Routes: `/echo` (every method; `?status=N` picks the status) answers with what it
 /// received; `/slow` announces the request on `arrivals` and answers only after 30 s;
 /// `/bytes/N` answers N bytes with a Content-Length; `/stream/N` streams N bytes chunked;
 /// `/redirect` answers 302 to `/echo`.
-struct EchoServer {
+struct EchoServer: Sendable {
     let baseURL: String
-    /// The path of each `/slow` request, once the server holds it.
+    /// The path of each `/slow` request, once the server holds it (one test reads it).
     let arrivals: AsyncStream<String>
 
-    /// Starts the server, runs `body` with it, then stops it (also when `body` throws).
+    /// Runs `body` with the shared server, starting it the first time.
     static func run<T: Sendable>(_ body: (EchoServer) async throws -> T) async throws -> T {
+        try await body(shared.value)
+    }
+
+    private static let shared = Task<EchoServer, any Error> {
         let (arrivals, arrival) = AsyncStream.makeStream(of: String.self)
         let (ports, boundPort) = AsyncStream.makeStream(of: Int.self)
         let application = Application(
@@ -50,20 +57,14 @@ struct EchoServer {
                 boundPort.finish()
             }
         )
-        return try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                // If the server fails to start, end the port stream so the test fails instead of hanging.
-                defer { boundPort.finish() }
-                try await application.runService(gracefulShutdownSignals: [])
-            }
-            var iterator = ports.makeAsyncIterator()
-            guard let port = await iterator.next(), port > 0 else {
-                throw EchoServerError.didNotStart
-            }
-            let result = try await body(EchoServer(baseURL: "http://127.0.0.1:\(port)", arrivals: arrivals))
-            group.cancelAll()
-            return result
+        Task {
+            // If the server fails to start, end the port stream so the tests fail instead of hanging.
+            defer { boundPort.finish() }
+            try await application.runService(gracefulShutdownSignals: [])
         }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next(), port > 0 else { throw EchoServerError.didNotStart }
+        return EchoServer(baseURL: "http://127.0.0.1:\(port)", arrivals: arrivals)
     }
 
     enum EchoServerError: Error { case didNotStart }
