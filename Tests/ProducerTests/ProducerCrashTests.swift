@@ -31,7 +31,7 @@ struct ProducerCrashTests {
     @Test("a batch answered 202 from the spool survives SIGKILL and is delivered after restart")
     func killAfterAccepted() async throws {
         let fixture = try await IngestFixture.make()
-        let port = 39_000 + Int.random(in: 0..<900)
+        let port = try TestEnvironment.freePort()
         let client = try HTTPClient()
         // First life: RabbitMQ unreachable, so the batch can only be made durable in the spool.
         let offline = try start(

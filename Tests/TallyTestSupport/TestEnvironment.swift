@@ -66,6 +66,26 @@ public enum TestEnvironment {
         return (try? String(contentsOfFile: capture, encoding: .utf8)) ?? ""
     }
 
+    /// A TCP port on 127.0.0.1 that nothing listens on right now (the kernel picks
+    /// it), for a child process that must be told its port up front.
+    public static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw OpsError(command: "/socket", status: errno) }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { generic in
+                bind(fd, generic, length) == 0 && getsockname(fd, generic, &length) == 0
+            }
+        }
+        guard bound else { throw OpsError(command: "/bind", status: errno) }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
     /// The checkout this test binary was built from (three levels above this file).
     public static var repositoryRoot: String {
         URL(fileURLWithPath: #filePath)
