@@ -11,7 +11,8 @@ public struct PlanChange: Sendable, Hashable {
 
 /// How a subscription ends (SPEC §2 "Plan changes").
 public enum Cancellation: Sendable, Hashable {
-    /// Requested at this instant; the period containing it is the last, billed in full.
+    /// Requested at this instant; the period containing it is the last, billed in
+    /// full (requested during a trial, the subscription ends with the trial).
     case atPeriodEnd(requestedAt: Instant)
     /// The period containing this instant ends there and is billed as a shorter
     /// period: base prorated over the full period's length.
@@ -85,7 +86,9 @@ public struct Subscription: Sendable, Hashable {
     public var endsAt: Instant? {
         switch cancellation {
         case nil: nil
-        case .atPeriodEnd(let requestedAt): calendar.period(containing: max(requestedAt, calendar.anchor)).end
+        // Asked during a trial, "at period end" means at the trial's end: nothing is billed.
+        case .atPeriodEnd(let requestedAt):
+            requestedAt < calendar.anchor ? calendar.anchor : calendar.period(containing: requestedAt).end
         case .immediately(let at): max(at, calendar.anchor)
         }
     }

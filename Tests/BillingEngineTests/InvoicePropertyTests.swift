@@ -115,17 +115,19 @@ struct InvoicePropertyTests {
         let initial = s.subscription.initialPlan
         let months: Int64 = initial.interval == .monthly ? 1 : 12
         let anchor = (s.trialEnd ?? s.start).microsecondsSinceEpoch
-        func periodStart(containing t: Int64) -> Int64 {
+        func periodEnd(containing t: Int64) -> Int64 {
             var n: Int64 = 0
             while naiveBoundary(anchor, n + 1, months: months) <= t { n += 1 }
-            return naiveBoundary(anchor, n + 1, months: months)  // returns that period's end
+            return naiveBoundary(anchor, n + 1, months: months)
         }
         let start = naiveBoundary(anchor, s.index, months: months)
         let fullEnd = naiveBoundary(anchor, s.index + 1, months: months)
         var end = fullEnd
         switch s.cancellation {
         case .immediately(let at): end = min(end, max(at.microsecondsSinceEpoch, anchor))
-        case .atPeriodEnd(let requested): end = min(end, periodStart(containing: max(requested.microsecondsSinceEpoch, anchor)))
+        case .atPeriodEnd(let requested):
+            let at = requested.microsecondsSinceEpoch
+            end = min(end, at < anchor ? anchor : periodEnd(containing: at))
         case nil: break
         }
         guard start < end else { return nil }
@@ -135,7 +137,7 @@ struct InvoicePropertyTests {
         if let change = s.change {
             newPlan = change.to
             let at = change.at.microsecondsSinceEpoch
-            effective = change.to.baseFee > initial.baseFee || at < anchor ? max(at, anchor) : periodStart(containing: at)
+            effective = change.to.baseFee > initial.baseFee || at < anchor ? max(at, anchor) : periodEnd(containing: at)
         }
         var lines: [(kind: InvoiceLine.Kind, metric: String?, amount: Int64)] = []
         var segments: [(Plan, Int64)] = []

@@ -155,6 +155,16 @@ struct InvoiceScenarioTests {
         #expect(subscription.billingPeriod(2) == nil)
     }
 
+    @Test("canceled during the trial, at period end or now: no period is ever billed")
+    func cancelDuringTrial() {
+        for cancellation in [Cancellation.atPeriodEnd(requestedAt: day(2026, 11, 5)), .immediately(at: day(2026, 11, 5))] {
+            var subscription = Subscription(plan: .starter, start: day(2026, 11, 1), trialEnd: day(2026, 11, 15))
+            subscription.cancel(cancellation)
+            #expect(subscription.endsAt == day(2026, 11, 15), "\(cancellation)")
+            #expect(subscription.billingPeriod(0) == nil, "\(cancellation)")
+        }
+    }
+
     @Test("the upcoming invoice of an open period prices the usage so far")
     func upcoming() throws {
         let subscription = Subscription(plan: .starter, start: day(2026, 11, 1))
