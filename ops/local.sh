@@ -401,6 +401,7 @@ now = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds
 for index in range(1000):
     print('{"id": "bench-%s", "tenant_id": "%s", "type": "api_calls", "quantity": 1, "time": "%s"}' % (uuid.uuid4(), sys.argv[1], now))
 PY
+  "$BIN/rabbitmqctl" -q purge_queue aggregator.usage >/dev/null
   TALLY_BENCH_BODY="$LOCAL/bench-batch.ndjson" wrk -t2 -c8 -d15s -s "$ROOT/ops/bench/ingest.lua" "http://127.0.0.1:$port/v1/events" \
     | grep '^ingest:' || true
   stop_pid producer-bench

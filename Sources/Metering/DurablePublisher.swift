@@ -71,6 +71,9 @@ public actor DurablePublisher {
         while true {
             if !waiting.isEmpty {
                 await publishWaiting()
+                // Let the submitters just resumed hand in their next batches, so the next
+                // round fills the confirm window instead of leaving with the first of them.
+                await Task.yield()
                 continue
             }
             if isFinishing { break }

@@ -122,6 +122,17 @@ public actor AMQPConnection {
         try check(state, channel: channel, "queue.delete \(name)")
     }
 
+    /// Drops every ready message of a queue and returns how many there were (benchmarks
+    /// and ops tools; never in the billing path).
+    @discardableResult
+    public func purgeQueue(_ name: String, channel: UInt16 = 1) throws(AMQPError) -> UInt32 {
+        let state = try live()
+        let storage = AMQPTableBuilder()
+        let reply = amqp_queue_purge(state, channel, storage.bytes(name))
+        try check(state, channel: channel, "queue.purge \(name)")
+        return reply?.pointee.message_count ?? 0
+    }
+
     /// Deletes an exchange (tests and ops tools).
     public func deleteExchange(_ name: String, channel: UInt16 = 1) throws(AMQPError) {
         let state = try live()

@@ -43,5 +43,14 @@ enum BenchSupport {
     }
 
     static func format(_ value: Double) -> String { String(format: "%.0f", value) }
+
+    /// Empties `aggregator.usage` between phases: benchmark usage is not real usage, and
+    /// a queue filling with hundreds of megabytes slows the broker the next phase measures.
+    static func purgeUsageQueue(_ broker: AMQPConfiguration) async throws {
+        let connection = try await AMQPConnection.connect(configuration: broker, logger: logger)
+        try await connection.openChannel(1)
+        try await connection.purgeQueue(QueueName.aggregatorUsage)
+        await connection.close()
+    }
 }
 

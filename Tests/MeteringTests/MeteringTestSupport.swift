@@ -20,7 +20,7 @@ struct UsageQueueProbe {
             configuration: try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: queue), logger: logger)
         try await connection.openChannel(1)
         try await Topology.tally.declare(on: connection)
-        try await connection.declareQueue(queue, arguments: ["x-queue-type": .string("classic")])
+        try await connection.declareQueue(queue, durable: false, exclusive: true)  // gone with the connection, even if the test dies
         try await connection.bindQueue(queue, exchange: ExchangeName.usage, routingKey: "usage.#")
         try await connection.setPrefetch(1000)
         return UsageQueueProbe(queue: queue, connection: connection)

@@ -32,7 +32,7 @@ struct IngestFixture {
             configuration: try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: queue), logger: logger)
         try await consumer.openChannel(1)
         try await Topology.tally.declare(on: consumer)
-        try await consumer.declareQueue(queue, arguments: ["x-queue-type": .string("classic")])
+        try await consumer.declareQueue(queue, durable: false, exclusive: true)  // gone with the connection, even if the test dies
         try await consumer.bindQueue(queue, exchange: ExchangeName.usage, routingKey: "usage.#")
         let spool = FileManager.default.temporaryDirectory.appendingPathComponent("spool-\(UUID().uuidString)").path
         return IngestFixture(tenant: tenant, apiKey: key.secret, queue: queue, spoolDirectory: spool, consumer: consumer)
