@@ -15,13 +15,13 @@ enum IngestBody {
         }
         let isNDJSON = contentType?.lowercased().contains("ndjson") ?? false
         if first == UInt8(ascii: "["), !isNDJSON {
-            guard case .array(let events)? = try? JSONDecoder().decode(JSONValue.self, from: data) else {
+            guard case .array(let events)? = try? JSONParser.parse(data) else {
                 throw IngestBodyError(field: "body", message: "is not a valid JSON array")
             }
             guard !events.isEmpty else { throw IngestBodyError(field: "body", message: "holds no events") }
             return events
         }
-        if !isNDJSON, let single = try? JSONDecoder().decode(JSONValue.self, from: data) {
+        if !isNDJSON, let single = try? JSONParser.parse(data) {
             return [single]
         }
         return try lines(data)
@@ -31,7 +31,7 @@ enum IngestBody {
         var events: [JSONValue] = []
         for (number, line) in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
             guard line.contains(where: { !isWhitespace($0) }) else { continue }
-            guard let event = try? JSONDecoder().decode(JSONValue.self, from: Data(line)) else {
+            guard let event = try? JSONParser.parse(line) else {
                 throw IngestBodyError(field: "body.line[\(number + 1)]", message: "is not valid JSON")
             }
             events.append(event)
