@@ -20,6 +20,9 @@ public actor PostgresConnection {
     private let logger: Logger
     // Only touched on `executor`'s thread (actor isolation).
     private var handle: OpaquePointer?
+    /// Inside `withTransaction` a lost connection must fail the transaction: quietly
+    /// reconnecting would run its remaining statements outside it.
+    private var inTransaction = false
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
@@ -82,12 +85,15 @@ public actor PostgresConnection {
         _ body: @Sendable (isolated PostgresConnection) throws -> T
     ) throws -> T {
         try executeScript("BEGIN ISOLATION LEVEL \(isolation.rawValue)")
+        inTransaction = true
         do {
             let value = try body(self)
             try executeScript("COMMIT")
+            inTransaction = false
             return value
         } catch {
             if isOpen { try? executeScript("ROLLBACK") }
+            inTransaction = false
             throw error
         }
     }
@@ -176,7 +182,10 @@ public actor PostgresConnection {
 
     /// The live handle, reconnecting first if the last call found the server gone.
     private func ready() throws(PostgresError) -> OpaquePointer {
-        if let handle, PQstatus(handle) == CONNECTION_OK { return handle }
+        if let handle, PQstatus(handle) == CONNECTION_OK, !Self.wasClosedWhileIdle(handle) { return handle }
+        if inTransaction {
+            throw PostgresError(.connectionLost, message: "the connection was lost inside a transaction; nothing of it was committed")
+        }
         if let handle {
             PQfinish(handle)
             self.handle = nil
@@ -185,6 +194,16 @@ public actor PostgresConnection {
         try open()
         guard let handle else { throw PostgresError(.connectionFailed, message: "no connection") }
         return handle
+    }
+
+    /// Whether the server closed this idle connection (a restart, an idle timeout).
+    /// Between statements nothing should arrive on the socket (we never LISTEN), so
+    /// anything readable is the server's goodbye or EOF, and the connection is
+    /// replaced. Checked before every statement, so the first call after a restart
+    /// reconnects instead of failing; it costs one poll(2) with a zero timeout.
+    private static func wasClosedWhileIdle(_ handle: OpaquePointer) -> Bool {
+        var descriptor = pollfd(fd: PQsocket(handle), events: Int16(POLLIN), revents: 0)
+        return poll(&descriptor, 1, 0) != 0
     }
 
     private func rows(of result: OpaquePointer?, connection: OpaquePointer) throws(PostgresError) -> PostgresRows {

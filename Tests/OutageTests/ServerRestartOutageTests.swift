@@ -23,6 +23,22 @@ struct ServerRestartOutageTests {
         await pool.close()
     }
 
+    @Test("pooled connections idle across a PostgreSQL restart are replaced before use: the first calls after it succeed")
+    func idleConnectionsAcrossRestart() async throws {
+        let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 2, logger: logger)
+        // Two overlapping calls open both connections.
+        async let first = pool.query("SELECT 1 FROM pg_sleep(0.2)")
+        async let second = pool.query("SELECT 1 FROM pg_sleep(0.2)")
+        _ = try await (first, second)
+        try TestEnvironment.ops("stop", "postgres")
+        try TestEnvironment.ops("start", "postgres")
+        async let third = pool.query("SELECT 3")
+        async let fourth = pool.query("SELECT 4")
+        #expect(try await third[0].decode(0, as: Int.self) == 3)
+        #expect(try await fourth[0].decode(0, as: Int.self) == 4)
+        await pool.close()
+    }
+
     @Test("an AMQP connection lost to a broker restart is reported, and connectRetrying gets a new one")
     func rabbitmqRestart() async throws {
         let configuration = try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: "tally-outage")

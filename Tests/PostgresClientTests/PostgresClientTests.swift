@@ -161,16 +161,71 @@ struct PostgresClientTests {
         #expect(error?.sqlState == "42601")
     }
 
-    @Test("a terminated backend is a connection error, and the next call reconnects")
-    func reconnect() async throws {
+    /// Waits until the server no longer lists backend `pid` (terminations are asynchronous).
+    func waitUntilGone(_ pid: Int, admin: PostgresPool) async throws {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while try await admin.query("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", [pid])[0].decode(0, as: Int.self) > 0 {
+            try #require(ContinuousClock.now < deadline, "backend \(pid) never went away")
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    @Test("a backend terminated while idle is noticed before the next call, which reconnects and succeeds")
+    func reconnectIdle() async throws {
         let pool = try pool(size: 1)
         let admin = try self.pool(size: 1)
         let pid = try await pool.query("SELECT pg_backend_pid()")[0].decode(0, as: Int.self)
         try await admin.query("SELECT pg_terminate_backend($1)", [pid])
-        let error = await #expect(throws: PostgresError.self) { try await pool.query("SELECT 1") }
+        try await waitUntilGone(pid, admin: admin)
+        let newPID = try await pool.query("SELECT pg_backend_pid()")[0].decode(0, as: Int.self)
+        #expect(newPID != pid)
+    }
+
+    @Test("a backend terminated mid-statement is a connection error, and the next call reconnects")
+    func reconnectMidStatement() async throws {
+        let pool = try pool(size: 1)
+        let admin = try self.pool(size: 1)
+        let pid = try await pool.query("SELECT pg_backend_pid()")[0].decode(0, as: Int.self)
+        let slow = Task { try await pool.query("SELECT pg_sleep(30)") }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while try await admin.query(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND query LIKE 'SELECT pg_sleep%' AND state = 'active'", [pid]
+        )[0].decode(0, as: Int.self) == 0 {
+            try #require(ContinuousClock.now < deadline, "the slow statement never started")
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try await admin.query("SELECT pg_terminate_backend($1)", [pid])
+        let error = await #expect(throws: PostgresError.self) { try await slow.value }
         #expect(error?.isConnectionError == true)
         let newPID = try await pool.query("SELECT pg_backend_pid()")[0].decode(0, as: Int.self)
         #expect(newPID != pid)
+    }
+
+    @Test("a connection lost inside a transaction fails it instead of reconnecting into autocommit")
+    func lostInsideTransaction() async throws {
+        let pool = try pool(size: 1)
+        let admin = try self.pool(size: 1)
+        try await withTable("n int") { _, table in
+            let pid = try await pool.query("SELECT pg_backend_pid()")[0].decode(0, as: Int.self)
+            let error = await #expect(throws: PostgresError.self) {
+                try await pool.withConnection { connection in
+                    try await connection.withTransaction { connection in
+                        try connection.query("INSERT INTO \(table) VALUES (1)")
+                        // Terminate this backend from another session and wait until it is gone.
+                        let semaphore = DispatchSemaphore(value: 0)
+                        Task {
+                            _ = try? await admin.query("SELECT pg_terminate_backend($1)", [pid])
+                            try? await waitUntilGone(pid, admin: admin)
+                            semaphore.signal()
+                        }
+                        semaphore.wait()
+                        try connection.query("INSERT INTO \(table) VALUES (2)")
+                    }
+                }
+            }
+            #expect(error?.isConnectionError == true)
+            #expect(try await pool.query("SELECT count(*) FROM \(table)")[0].decode(0, as: Int.self) == 0)
+        }
     }
 
     @Test("a wrong password fails to connect with a connection error")
