@@ -38,7 +38,9 @@ public actor HTTPClient {
         self.configuration = configuration
     }
 
-    isolated deinit {
+    // A plain deinit: `shutdown` is thread-safe. (`isolated deinit` here sent Swift 6.3.1's
+    // optimizer into an ActorIsolationRequest cycle — "circular reference" in release builds.)
+    deinit {
         executor.shutdown()
     }
 
