@@ -98,7 +98,7 @@ let package = Package(
             name: "Producer",
             dependencies: [
                 "TallyRuntime", "TallyHTTP", "TallyStore", "PostgresClient", "Metering", "UsageEvents", "DiskSpool",
-                "RabbitMQClient", argumentParser, log, hummingbird, nioCore, httpTypes, lifecycle,
+                "RabbitMQClient", "CurlClient", argumentParser, log, hummingbird, nioCore, httpTypes, lifecycle,
             ],
             swiftSettings: swiftSettings
         ),

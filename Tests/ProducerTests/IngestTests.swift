@@ -93,7 +93,6 @@ struct IngestTests {
         let fixture = try await IngestFixture.make()
         let key = "Bearer " + fixture.apiKey
         let admin = "Bearer " + fixture.adminToken
-        let tenant = fixture.tenant.id
         let old = RFC3339.format(now.addingTimeInterval(-91 * 86_400))
         let future = RFC3339.format(now.addingTimeInterval(600))
         let bigMetadata = String(repeating: "m", count: 9000)

@@ -47,23 +47,43 @@ public enum TestEnvironment {
     /// Runs `path ARGUMENTS` to completion and returns its standard output (standard
     /// error is discarded); throws when it exits non-zero. posix_spawn, as in `ops`.
     public static func output(of path: String, _ arguments: [String]) throws -> String {
+        let (status, output, _) = try run(path, arguments)
+        guard status == 0 else { throw OpsError(command: path, status: status) }
+        return output
+    }
+
+    /// Runs `path ARGUMENTS` with the test's environment plus `environment` to completion
+    /// and returns its exit status, standard output and standard error.
+    public static func run(
+        _ path: String, _ arguments: [String], environment: [String: String] = [:]
+    ) throws -> (status: Int32, output: String, errors: String) {
         let capture = FileManager.default.temporaryDirectory.appendingPathComponent("tally-test-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: capture) }
+        defer {
+            try? FileManager.default.removeItem(atPath: capture + ".out")
+            try? FileManager.default.removeItem(atPath: capture + ".err")
+        }
+        var merged = ProcessInfo.processInfo.environment
+        merged.merge(environment) { _, new in new }
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
+        let envp = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, capture, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, capture + ".out", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, capture + ".err", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, path, &actions, nil, argv, environ)
+        let spawned = posix_spawn(&pid, path, &actions, nil, argv, envp)
         guard spawned == 0 else { throw OpsError(command: path, status: spawned) }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1, errno == EINTR {}
-        let exitStatus = (status >> 8) & 0xFF
-        guard status & 0x7F == 0, exitStatus == 0 else { throw OpsError(command: path, status: exitStatus) }
-        return (try? String(contentsOfFile: capture, encoding: .utf8)) ?? ""
+        let exitStatus = status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+        let output = (try? String(contentsOfFile: capture + ".out", encoding: .utf8)) ?? ""
+        let errors = (try? String(contentsOfFile: capture + ".err", encoding: .utf8)) ?? ""
+        return (exitStatus, output, errors)
     }
 
     /// A TCP port on 127.0.0.1 that nothing listens on right now (the kernel picks

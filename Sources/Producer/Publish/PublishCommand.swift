@@ -1,8 +1,6 @@
 import ArgumentParser
+import CurlClient
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import TallyRuntime
 
 /// `producer publish FILE|-`: sends NDJSON usage events to the ingest service in
@@ -41,9 +39,7 @@ struct PublishCommand: AsyncParsableCommand {
         }
         defer { fclose(input) }
         var progress = PublishProgress()
-        // URLSession (libcurl underneath): CurlClient in this module broke the release build
-        // (Swift 6.3.1 "circular reference"); see the note on issue 4.
-        let client = URLSession(configuration: .ephemeral)
+        let client = try HTTPClient()
         var lines: [String] = []
         var lineNumber = 0
         while let line = Self.readLine(input) {
@@ -63,15 +59,13 @@ struct PublishCommand: AsyncParsableCommand {
     }
 
     private func send(
-        _ lines: [String], firstLine: Int, to endpoint: String, token: String, client: URLSession,
+        _ lines: [String], firstLine: Int, to endpoint: String, token: String, client: HTTPClient,
         progress: inout PublishProgress
     ) async throws {
-        guard let url = URL(string: endpoint) else { throw ValidationError("TALLY_INGEST_URL is not a URL: \(endpoint)") }
-        var request = URLRequest(url: url, timeoutInterval: 60)
-        request.httpMethod = "POST"
-        request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
-        request.setValue("application/x-ndjson", forHTTPHeaderField: "Content-Type")
-        request.httpBody = Data((lines.joined(separator: "\n") + "\n").utf8)
+        let request = HTTPClient.Request(
+            method: .post, url: endpoint,
+            headers: ["Authorization": "Bearer \(token)", "Content-Type": "application/x-ndjson"],
+            body: Data((lines.joined(separator: "\n") + "\n").utf8), timeout: .seconds(60))
         var delay = Duration.milliseconds(500)
         var lastProblem = "service unreachable"
         for attempt in 1...attempts {
@@ -79,27 +73,24 @@ struct PublishCommand: AsyncParsableCommand {
                 try await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(10))
             }
-            let status: Int
-            let body: Data
+            let response: HTTPClient.Response
             do {
-                let (data, response) = try await client.data(for: request)
-                status = (response as? HTTPURLResponse)?.statusCode ?? 0
-                body = data
+                response = try await client.send(request)
             } catch {
                 lastProblem = "\(error)"
                 progress.note("batch at line \(firstLine): \(error); retrying")
                 continue
             }
-            if status == 202 {
+            if response.status == 202 {
                 progress.accepted(lines.count)
                 return
             }
-            let retryable = status == 503 || status == 429
+            let retryable = response.status == 503 || response.status == 429
             if !retryable {
-                progress.refused(lines.count, firstLine: firstLine, status: status, body: body)
+                progress.refused(lines.count, firstLine: firstLine, status: response.status, body: response.body)
                 return
             }
-            lastProblem = "HTTP \(status)"
+            lastProblem = "HTTP \(response.status)"
         }
         progress.refused(lines.count, firstLine: firstLine, status: 0, body: Data(lastProblem.utf8))
     }
