@@ -30,18 +30,9 @@ public enum TestEnvironment {
     /// Spawned and reaped with posix_spawn/waitpid: Foundation's `Process.waitUntilExit`
     /// was seen here never returning for a child that had already exited.
     public static func ops(_ arguments: String...) throws {
-        let path = repositoryRoot + "/ops/local.sh"
-        let argv = ([path] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, path, nil, nil, argv, environ)
-        guard spawned == 0 else { throw OpsError(command: arguments.joined(separator: " "), status: spawned) }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) == -1, errno == EINTR {}
-        let exitStatus = (status >> 8) & 0xFF
-        guard status & 0x7F == 0, exitStatus == 0 else {
-            throw OpsError(command: arguments.joined(separator: " "), status: exitStatus)
-        }
+        let pid = try Spawn.start(repositoryRoot + "/ops/local.sh", arguments)
+        let status = Spawn.wait(pid)
+        guard status == 0 else { throw OpsError(command: arguments.joined(separator: " "), status: status) }
     }
 
     /// Runs `path ARGUMENTS` to completion and returns its standard output (standard
@@ -62,28 +53,11 @@ public enum TestEnvironment {
             try? FileManager.default.removeItem(atPath: capture + ".out")
             try? FileManager.default.removeItem(atPath: capture + ".err")
         }
-        var merged = ProcessInfo.processInfo.environment
-        merged.merge(environment) { _, new in new }
-        let argv = ([path] + arguments).map { strdup($0) } + [nil]
-        let envp = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
-        }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, capture + ".out", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_addopen(&actions, 2, capture + ".err", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, path, &actions, nil, argv, envp)
-        guard spawned == 0 else { throw OpsError(command: path, status: spawned) }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) == -1, errno == EINTR {}
-        let exitStatus = status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+        let pid = try Spawn.start(path, arguments, environment: environment, output: capture + ".out", errors: capture + ".err")
+        let status = Spawn.wait(pid)
         let output = (try? String(contentsOfFile: capture + ".out", encoding: .utf8)) ?? ""
         let errors = (try? String(contentsOfFile: capture + ".err", encoding: .utf8)) ?? ""
-        return (exitStatus, output, errors)
+        return (status, output, errors)
     }
 
     /// A TCP port on 127.0.0.1 that nothing listens on right now (the kernel picks
@@ -131,6 +105,25 @@ public struct ChildProcess: Sendable {
 
     /// Starts `path ARGUMENTS` with the test's environment plus `environment`, output to `log`.
     public init(_ path: String, _ arguments: [String], environment: [String: String], log: String) throws {
+        pid = try Spawn.start(path, arguments, environment: environment, output: log, errors: log, append: true)
+    }
+
+    /// Sends `signal` and reaps the process.
+    public func kill(_ signal: Int32 = SIGKILL) {
+        _ = Glibc.kill(pid, signal)
+        _ = Spawn.wait(pid)
+    }
+}
+
+/// posix_spawn and waitpid: Foundation's `Process.waitUntilExit` was seen here never
+/// returning for a child that had already exited.
+enum Spawn {
+    /// Starts `path ARGUMENTS` with the test's environment plus `environment`; standard
+    /// output and error go to the given files (the same file may take both), else inherited.
+    static func start(
+        _ path: String, _ arguments: [String], environment: [String: String] = [:], output: String? = nil,
+        errors: String? = nil, append: Bool = false
+    ) throws -> pid_t {
         var merged = ProcessInfo.processInfo.environment
         merged.merge(environment) { _, new in new }
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
@@ -142,18 +135,23 @@ public struct ChildProcess: Sendable {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let flags = O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC)
+        if let output { posix_spawn_file_actions_addopen(&actions, 1, output, flags, 0o644) }
+        if let errors, errors == output {
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        } else if let errors {
+            posix_spawn_file_actions_addopen(&actions, 2, errors, flags, 0o644)
+        }
         var pid: pid_t = 0
         let status = posix_spawn(&pid, path, &actions, nil, argv, envp)
         guard status == 0 else { throw OpsError(command: path, status: status) }
-        self.pid = pid
+        return pid
     }
 
-    /// Sends `signal` and reaps the process.
-    public func kill(_ signal: Int32 = SIGKILL) {
-        _ = Glibc.kill(pid, signal)
+    /// Waits for `pid` and returns its exit status (128 + signal when killed).
+    static func wait(_ pid: pid_t) -> Int32 {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1, errno == EINTR {}
+        return status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
     }
 }
