@@ -35,16 +35,16 @@ public struct PostgresTimestamp: Sendable, Hashable, Comparable, CustomStringCon
     /// Parses PostgreSQL's text output, e.g. `2026-11-24 18:40:00.123+00` or `…+05:30`.
     init?(parsing text: String) {
         let bytes = Array(text.utf8)
-        guard bytes.count >= 19, let year = Self.number(bytes, 0, 4), let month = Self.number(bytes, 5, 2),
-            let day = Self.number(bytes, 8, 2), let hour = Self.number(bytes, 11, 2),
-            let minute = Self.number(bytes, 14, 2), let second = Self.number(bytes, 17, 2)
+        guard bytes.count >= 19, let year = DecimalDigits.number(bytes, 0, 4), let month = DecimalDigits.number(bytes, 5, 2),
+            let day = DecimalDigits.number(bytes, 8, 2), let hour = DecimalDigits.number(bytes, 11, 2),
+            let minute = DecimalDigits.number(bytes, 14, 2), let second = DecimalDigits.number(bytes, 17, 2)
         else { return nil }
         var index = 19
         var micros: Int64 = 0
         if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
             index += 1
             var digits = 0
-            while index < bytes.count, let digit = Self.digit(bytes[index]) {
+            while index < bytes.count, let digit = DecimalDigits.digit(bytes[index]) {
                 if digits < 6 { micros = micros * 10 + Int64(digit) }
                 digits += 1
                 index += 1
@@ -55,15 +55,15 @@ public struct PostgresTimestamp: Sendable, Hashable, Comparable, CustomStringCon
         if index < bytes.count {
             let sign: Int64 = bytes[index] == UInt8(ascii: "-") ? -1 : 1
             guard bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-"),
-                let hours = Self.number(bytes, index + 1, 2)
+                let hours = DecimalDigits.number(bytes, index + 1, 2)
             else { return nil }
             var offset = Int64(hours) * 3600
             var next = index + 3
-            if next < bytes.count, bytes[next] == UInt8(ascii: ":"), let minutes = Self.number(bytes, next + 1, 2) {
+            if next < bytes.count, bytes[next] == UInt8(ascii: ":"), let minutes = DecimalDigits.number(bytes, next + 1, 2) {
                 offset += Int64(minutes) * 60
                 next += 3
             }
-            if next < bytes.count, bytes[next] == UInt8(ascii: ":"), let seconds = Self.number(bytes, next + 1, 2) {
+            if next < bytes.count, bytes[next] == UInt8(ascii: ":"), let seconds = DecimalDigits.number(bytes, next + 1, 2) {
                 offset += Int64(seconds)
             }
             offsetSeconds = sign * offset
@@ -71,19 +71,5 @@ public struct PostgresTimestamp: Sendable, Hashable, Comparable, CustomStringCon
         let days = CivilDate(year: Int64(year), month: Int64(month), day: Int64(day)).daysSinceEpoch
         let local = days * 86_400 + Int64(hour) * 3600 + Int64(minute) * 60 + Int64(second)
         self.microsecondsSinceEpoch = (local - offsetSeconds) * 1_000_000 + micros
-    }
-
-    private static func digit(_ byte: UInt8) -> Int? {
-        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) ? Int(byte - UInt8(ascii: "0")) : nil
-    }
-
-    private static func number(_ bytes: [UInt8], _ start: Int, _ count: Int) -> Int? {
-        guard start + count <= bytes.count else { return nil }
-        var value = 0
-        for byte in bytes[start..<start + count] {
-            guard let digit = digit(byte) else { return nil }
-            value = value * 10 + digit
-        }
-        return value
     }
 }

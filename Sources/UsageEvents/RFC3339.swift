@@ -10,8 +10,8 @@ public enum RFC3339 {
         guard bytes.count >= 20, bytes[4] == dash, bytes[7] == dash,
             bytes[10] == UInt8(ascii: "T") || bytes[10] == UInt8(ascii: "t"),
             bytes[13] == colon, bytes[16] == colon,
-            let year = number(bytes, 0, 4), let month = number(bytes, 5, 2), let day = number(bytes, 8, 2),
-            let hour = number(bytes, 11, 2), let minute = number(bytes, 14, 2), let second = number(bytes, 17, 2),
+            let year = DecimalDigits.number(bytes, 0, 4), let month = DecimalDigits.number(bytes, 5, 2), let day = DecimalDigits.number(bytes, 8, 2),
+            let hour = DecimalDigits.number(bytes, 11, 2), let minute = DecimalDigits.number(bytes, 14, 2), let second = DecimalDigits.number(bytes, 17, 2),
             CivilDate(year: Int64(year), month: Int64(month), day: Int64(day)).isValid,
             hour < 24, minute < 60, second < 60
         else { return nil }
@@ -20,7 +20,7 @@ public enum RFC3339 {
         if bytes[index] == UInt8(ascii: ".") {
             index += 1
             var digits = 0
-            while index < bytes.count, let digit = digit(bytes[index]) {
+            while index < bytes.count, let digit = DecimalDigits.digit(bytes[index]) {
                 if digits < 6 { micros = micros * 10 + digit }
                 digits += 1
                 index += 1
@@ -97,22 +97,8 @@ public enum RFC3339 {
         let bytes = Array(rest)
         if bytes.count == 1, bytes[0] == UInt8(ascii: "Z") || bytes[0] == UInt8(ascii: "z") { return 0 }
         guard bytes.count == 6, bytes[0] == UInt8(ascii: "+") || bytes[0] == dash, bytes[3] == colon,
-            let hours = number(bytes, 1, 2), let minutes = number(bytes, 4, 2), hours < 24, minutes < 60
+            let hours = DecimalDigits.number(bytes, 1, 2), let minutes = DecimalDigits.number(bytes, 4, 2), hours < 24, minutes < 60
         else { return nil }
         return (bytes[0] == dash ? -1 : 1) * (hours * 3600 + minutes * 60)
-    }
-
-    private static func digit(_ byte: UInt8) -> Int? {
-        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) ? Int(byte - UInt8(ascii: "0")) : nil
-    }
-
-    private static func number(_ bytes: [UInt8], _ start: Int, _ count: Int) -> Int? {
-        guard start + count <= bytes.count else { return nil }
-        var value = 0
-        for byte in bytes[start..<start + count] {
-            guard let digit = digit(byte) else { return nil }
-            value = value * 10 + digit
-        }
-        return value
     }
 }

@@ -29,7 +29,7 @@ struct MeterTests {
         #expect(received.maxBatch <= 1000)
         #expect(counters.snapshot.queued == 5_000)
         #expect(counters.snapshot.dropped == 0)
-        #expect(await spool.unacknowledgedRecordCount == 0)
+        #expect(spool.unacknowledgedRecordCount == 0)
         try await probe.delete()
     }
 
@@ -69,7 +69,7 @@ struct MeterTests {
         #expect(try await unreachable.submit(UsageBatch.batches(of: events)) == .spooled)
         unreachable.finish()
         await offlineRun
-        #expect(await offline.unacknowledgedRecordCount == 3)
+        #expect(offline.unacknowledgedRecordCount == 3)
         await offline.close()
 
         let reopened = try await DiskSpool.open(directory: directory, maxBytes: 64 << 20)
@@ -79,7 +79,7 @@ struct MeterTests {
         online.finish()
         await onlineRun
         #expect(Set(received.ids.keys) == Set(events.map(\.id)))
-        #expect(await reopened.unacknowledgedRecordCount == 0)
+        #expect(reopened.unacknowledgedRecordCount == 0)
         try await probe.delete()
     }
 
@@ -104,7 +104,7 @@ struct MeterTests {
         }
         #expect(refused)
         #expect(spooled > 0)
-        #expect(await spool.unacknowledgedRecordCount == spooled)
+        #expect(spool.unacknowledgedRecordCount == spooled)
         publisher.finish()
         await running
     }
