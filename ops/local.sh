@@ -282,7 +282,12 @@ migrate() {
 start_tally_process() {
   local name=$1
   shift
-  is_running "$name" && return 0
+  if is_running "$name"; then
+    # A rebuilt binary replaces the running process, so `up` after a change runs the change.
+    [ "$1" -nt "$RUN/$name.pid" ] || return 0
+    say "restarting $name (its binary was rebuilt)"
+    stop_pid "$name"
+  fi
   say "starting $name"
   setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
   echo $! >"$RUN/$name.pid"
