@@ -1,4 +1,3 @@
-import CivilTime
 import Foundation
 
 /// A UTC instant in whole microseconds since 1970-01-01T00:00:00Z: the precision
@@ -16,9 +15,10 @@ public struct Instant: Sendable, Hashable, Comparable, CustomStringConvertible {
 
     /// Midnight plus a time of day on a calendar date (UTC). The date must exist.
     public init(year: Int64, month: Int64, day: Int64, hour: Int64 = 0, minute: Int64 = 0, second: Int64 = 0) {
-        let date = CivilDate(year: year, month: month, day: day)
-        precondition(date.isValid, "\(year)-\(month)-\(day) is not a calendar date")
-        self.microsecondsSinceEpoch = date.daysSinceEpoch * Self.microsecondsPerDay
+        guard let days = UTCDay(year: Int(year), month: Int(month), day: Int(day)).daysSinceEpoch else {
+            preconditionFailure("\(year)-\(month)-\(day) is not a calendar date")
+        }
+        self.microsecondsSinceEpoch = days * Self.microsecondsPerDay
             + ((hour * 60 + minute) * 60 + second) * Self.microsecondsPerSecond
     }
 
@@ -42,16 +42,16 @@ public struct Instant: Sendable, Hashable, Comparable, CustomStringConvertible {
     }
 
     /// The calendar date and the microseconds since that day's midnight (UTC).
-    var civil: (date: CivilDate, microsecondOfDay: Int64) {
-        let days = microsecondsSinceEpoch.floorDivided(by: Self.microsecondsPerDay)
-        return (CivilDate(daysSinceEpoch: days), microsecondsSinceEpoch - days * Self.microsecondsPerDay)
+    var civil: (date: UTCDay, microsecondOfDay: Int64) {
+        let days = microsecondsSinceEpoch.dividedRoundingDown(by: Self.microsecondsPerDay)
+        return (UTCDay(daysSinceEpoch: days), microsecondsSinceEpoch - days * Self.microsecondsPerDay)
     }
 
     /// ISO 8601 / RFC 3339 text, e.g. `2026-01-31T00:00:00Z` (fraction only when non-zero).
     public var description: String {
         let (date, microOfDay) = civil
         let seconds = microOfDay / Self.microsecondsPerSecond
-        func two(_ value: Int64) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        func two(_ value: some BinaryInteger) -> String { value < 10 ? "0\(value)" : "\(value)" }
         var text = "\(date.year)-\(two(date.month))-\(two(date.day))T\(two(seconds / 3600)):\(two(seconds % 3600 / 60)):\(two(seconds % 60))"
         let micros = microOfDay % Self.microsecondsPerSecond
         if micros != 0 {

@@ -1,5 +1,3 @@
-import CivilTime
-
 /// How often a subscription bills (SPEC §2 "Periods").
 public enum BillingInterval: String, Sendable, Hashable, CaseIterable {
     case monthly = "month"
@@ -52,11 +50,11 @@ public struct BillingCalendar: Sendable, Hashable {
     /// The start of period `index` (negative indexes lie before the anchor).
     public func boundary(_ index: Int64) -> Instant {
         let (anchorDate, microOfDay) = anchor.civil
-        let monthIndex = anchorDate.year * 12 + (anchorDate.month - 1) + index * interval.months
-        let year = monthIndex.floorDivided(by: 12)
-        let month = monthIndex - year * 12 + 1
-        let day = min(anchorDate.day, CivilDate.days(inMonth: month, year: year))
-        let days = CivilDate(year: year, month: month, day: day).daysSinceEpoch
+        let monthIndex = Int64(anchorDate.year) * 12 + Int64(anchorDate.month - 1) + index * interval.months
+        let year = Int(monthIndex.dividedRoundingDown(by: 12))
+        let month = Int(monthIndex - Int64(year) * 12 + 1)
+        let day = min(anchorDate.day, UTCDay.length(ofMonth: month, in: year))
+        let days = UTCDay(year: year, month: month, day: day).daysSinceEpoch!  // clamped, so it exists
         return Instant(microsecondsSinceEpoch: days * Instant.microsecondsPerDay + microOfDay)
     }
 
@@ -69,8 +67,8 @@ public struct BillingCalendar: Sendable, Hashable {
     public func index(containing instant: Instant) -> Int64 {
         let (anchorDate, _) = anchor.civil
         let (date, _) = instant.civil
-        let monthsApart = (date.year - anchorDate.year) * 12 + (date.month - anchorDate.month)
-        var index = monthsApart.floorDivided(by: interval.months)
+        let monthsApart = Int64((date.year - anchorDate.year) * 12 + (date.month - anchorDate.month))
+        var index = monthsApart.dividedRoundingDown(by: interval.months)
         // The estimate is off by at most one either way (day of month, time of day).
         while boundary(index) > instant { index -= 1 }
         while boundary(index + 1) <= instant { index += 1 }
