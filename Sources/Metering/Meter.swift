@@ -18,7 +18,8 @@ public final class Meter: Sendable {
         public var batchSize = UsageBatch.maxEvents
         /// How long a partial batch may wait for company before it is published.
         public var linger: Duration = .milliseconds(50)
-        /// Events held in memory at most; beyond it `track` reports back-pressure.
+        /// Events waiting in memory at most; beyond it `track` reports back-pressure.
+        /// (Up to `submissionsInFlight` × 10 batches being published come on top.)
         public var memoryLimit = 200_000
         /// Submissions to the publisher in flight at once: while one waits for its
         /// confirms, the next is being encoded.
