@@ -33,6 +33,20 @@ struct DedicatedThreadExecutorTests {
         executor.shutdown()
     }
 
+    @Test("work that arrives after shutdown still runs, on a thread of the executor", .timeLimit(.minutes(1)))
+    func workAfterShutdown() async {
+        let executor = DedicatedThreadExecutor(name: "test-shutdown")
+        let pinned = Pinned(executor)
+        #expect(await pinned.append(1) == 1)
+        executor.shutdown()
+        // Give the old thread every chance to have ended, then call again: the job must not be stranded.
+        for value in 2...50 {
+            #expect(await pinned.append(value) == value)
+            #expect(await pinned.onOwnThread())
+        }
+        executor.shutdown()
+    }
+
     @Test("concurrent callers are serialized: no update is lost")
     func serialization() async {
         let executor = DedicatedThreadExecutor(name: "test-serial")

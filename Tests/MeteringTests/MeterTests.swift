@@ -2,6 +2,7 @@ import DiskSpool
 import Foundation
 @testable import Metering
 import RabbitMQClient
+import TallyMessaging
 import TallyTestSupport
 import Testing
 import UsageEvents
@@ -52,6 +53,45 @@ struct MeterTests {
         let received = try await probe.collect(tenant: tenant, expected: ids.count)
         #expect(Set(received.ids.keys) == Set(ids))
         try await probe.delete()
+    }
+
+    @Test("the caller's W3C traceparent travels in the message headers: a batch carries its first traced event's")
+    func traceparentHeader() async throws {
+        let probe = try await UsageQueueProbe.make()
+        let tenant = UUID()
+        let spool = try await DiskSpool.open(directory: TestSpool.directory(), maxBytes: 64 << 20)
+        let counters = MeteringCounters()
+        let publisher = DurablePublisher(configuration: try TestSpool.broker, spool: spool, logger: UsageQueueProbe.logger, counters: counters)
+        var options = Meter.Options()
+        options.linger = .seconds(60)  // the three events leave together, at shutdown
+        let meter = Meter(publisher: publisher, counters: counters, options: options, logger: UsageQueueProbe.logger)
+        async let running: Void = meter.run()
+        let first = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        let second = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        let ids = [
+            try meter.track(tenant: tenant, metric: "api_calls"),
+            try meter.track(tenant: tenant, metric: "api_calls", traceparent: first),
+            try meter.track(tenant: tenant, metric: "api_calls", traceparent: second),
+        ]
+        meter.shutdown()
+        await running
+        let messages = try await probe.messages(tenant: tenant, expected: ids.count)
+        #expect(messages.count == 1)
+        #expect(messages.first?.ids == ids)
+        #expect(messages.first?.headers[HeaderName.traceparent] == .string(first))
+        #expect(messages.first?.headers[HeaderName.schema] == .string("usage.v1"))
+        try await probe.delete()
+    }
+
+    @Test("a submission after the publisher's run was cancelled is refused, not left waiting forever", .timeLimit(.minutes(1)))
+    func submitAfterCancelledRun() async throws {
+        let spool = try await DiskSpool.open(directory: TestSpool.directory(), maxBytes: 1 << 20)
+        let publisher = DurablePublisher(configuration: TestSpool.unreachableBroker, spool: spool, logger: UsageQueueProbe.logger)
+        let running = Task { await publisher.run() }
+        running.cancel()
+        await running.value
+        let batch = UsageBatch(events: [UsageEvent(id: "late-1", tenantID: UUID(), metric: "api_calls", quantity: 1, time: Date())])
+        await #expect(throws: MeteringError.shuttingDown) { try await publisher.submit([batch]) }
     }
 
     @Test("with the broker unreachable, batches are spooled; a publisher with the broker drains them in order")

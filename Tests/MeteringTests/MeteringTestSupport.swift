@@ -43,6 +43,22 @@ struct UsageQueueProbe {
         return (ids, maxBatch)
     }
 
+    /// The messages carrying `tenant`'s events: each message's event ids and headers,
+    /// until `expected` events arrived or nothing came for `quiet`.
+    func messages(tenant: UUID, expected: Int, quiet: Duration = .seconds(10)) async throws
+        -> [(ids: [String], headers: [String: AMQPFieldValue])]
+    {
+        try await connection.consume(queue)
+        var messages: [(ids: [String], headers: [String: AMQPFieldValue])] = []
+        while messages.map(\.ids.count).reduce(0, +) < expected, let delivery = try await connection.nextDelivery(timeout: quiet) {
+            let events = try JSONSerialization.jsonObject(with: Data(delivery.body)) as? [[String: Any]] ?? []
+            let ids = events.filter { $0["tenant_id"] as? String == tenant.uuidString.lowercased() }.compactMap { $0["id"] as? String }
+            if !ids.isEmpty { messages.append((ids, delivery.properties.headers)) }
+            try await connection.ack(delivery.deliveryTag)
+        }
+        return messages
+    }
+
     func delete() async throws {
         try await connection.deleteQueue(queue)
         await connection.close()

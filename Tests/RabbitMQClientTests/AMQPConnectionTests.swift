@@ -159,4 +159,17 @@ struct AMQPConnectionTests {
         }
         #expect(error?.code == .connectionFailed)
     }
+
+    @Test("purging a queue drops its ready messages and says how many")
+    func purge() async throws {
+        let connection = try await AMQPTest.connect()
+        let queue = AMQPTest.uniqueName("purge")
+        try await connection.declareQueue(queue, arguments: ["x-queue-type": .string("quorum")])
+        let outcomes = try await connection.publish((0..<3).map { OutgoingMessage(exchange: "", routingKey: queue, body: [UInt8($0)]) })
+        #expect(outcomes == [.confirmed, .confirmed, .confirmed])
+        #expect(try await connection.purgeQueue(queue) == 3)
+        #expect(try await connection.declareQueue(queue, passive: true) == 0)
+        try await connection.deleteQueue(queue)
+        await connection.close()
+    }
 }
