@@ -7,7 +7,7 @@ import Foundation
 /// `unownedExecutor` is one of these runs every method on that thread, so blocking
 /// calls never occupy Swift's cooperative thread pool, and the C handle it owns
 /// is only ever touched by a single thread.
-public final class DedicatedThreadExecutor: SerialExecutor, TaskExecutor, @unchecked Sendable {
+public final class DedicatedThreadExecutor: SerialExecutor, @unchecked Sendable {
     // `@unchecked Sendable`: `jobs` and `isShuttingDown` are only read or written
     // while `condition` is locked.
     private let condition = NSCondition()
