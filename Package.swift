@@ -101,7 +101,14 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .executableTarget(name: "Aggregator", dependencies: ["TallyRuntime", argumentParser, log], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "Aggregator",
+            dependencies: [
+                "TallyRuntime", "TallyHTTP", "TallyStore", "TallyMessaging", "PostgresClient", "RabbitMQClient", "UsageEvents",
+                "BillingEngine", "Metering", argumentParser, log, hummingbird, nioCore, lifecycle,
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(name: "Invoicer", dependencies: ["TallyRuntime", argumentParser, log], swiftSettings: swiftSettings),
         .executableTarget(name: "Notifier", dependencies: ["TallyRuntime", argumentParser, log], swiftSettings: swiftSettings),
         .executableTarget(
@@ -139,6 +146,14 @@ let package = Package(
                 "Producer", "Metering", "UsageEvents", "RabbitMQClient", "TallyMessaging", "TallyTestSupport",
                 "PostgresClient", "TallyStore", "CurlClient", hummingbird, httpTypes, nioCore,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "AggregatorTests",
+            dependencies: [
+                "Aggregator", "Metering", "UsageEvents", "RabbitMQClient", "TallyMessaging", "TallyTestSupport", "PostgresClient",
+                "BillingEngine",
             ],
             swiftSettings: swiftSettings
         ),

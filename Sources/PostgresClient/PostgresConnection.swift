@@ -113,6 +113,12 @@ public actor PostgresConnection {
     public func copyIn(
         _ sql: String, rows: some Sequence<[any PostgresEncodable]>
     ) throws(PostgresError) -> Int {
+        try copyIn(sql, rows: rows, prefix: [])
+    }
+
+    private func copyIn(
+        _ sql: String, rows: some Sequence<[any PostgresEncodable]>, prefix: [UInt8]
+    ) throws(PostgresError) -> Int {
         let connection = try ready()
         let start = PQexec(connection, sql)
         let status = PQresultStatus(start)
@@ -121,10 +127,11 @@ public actor PostgresConnection {
             _ = try self.rows(of: start, connection: connection)
             throw PostgresError(.copy, message: "the statement did not start COPY FROM STDIN")
         }
-        var buffer: [UInt8] = []
-        buffer.reserveCapacity(Self.copyChunk + 4096)
         var failure: PostgresError?
-        for row in rows {
+        var buffer = prefix
+        if buffer.count >= Self.copyChunk { failure = send(&buffer, connection) }
+        buffer.reserveCapacity(Self.copyChunk + 4096)
+        for row in rows where failure == nil {
             CopyTextFormat.append(row, to: &buffer)
             if buffer.count >= Self.copyChunk {
                 if let error = send(&buffer, connection) {
@@ -146,6 +153,12 @@ public actor PostgresConnection {
         }
         if let failure { throw failure }
         return copied
+    }
+
+    /// Streams rows already in COPY text form (see `CopyTextWriter`) into
+    /// `COPY table (columns) FROM STDIN` and returns the number of rows copied.
+    public func copyIn(_ sql: String, text: [UInt8]) throws(PostgresError) -> Int {
+        try copyIn(sql, rows: EmptyCollection<[any PostgresEncodable]>(), prefix: text)
     }
 
     private static let copyChunk = 256 * 1024

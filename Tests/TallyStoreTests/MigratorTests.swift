@@ -108,7 +108,10 @@ struct MigratorTests {
             let sum = try await pool.query("SELECT quantity_sum FROM usage_rollups WHERE tenant_id = $1", [tenant])[0]
             #expect(sum.text(0) == "1000000000000000000000.9999")
             try await pool.query(
-                "INSERT INTO usage_events (tenant_id, event_id, metric, quantity, occurred_at) VALUES ($1, 'e1', 'api_calls', $2, now())",
+                """
+                INSERT INTO usage_events (tenant_id, event_id, metric, quantity, occurred_at, occurred_month)
+                VALUES ($1, 'e1', 'api_calls', $2, now(), date_trunc('month', now() AT TIME ZONE 'UTC')::date)
+                """,
                 [tenant, Decimal(string: "1000000000000")!])
         }
     }

@@ -1,0 +1,48 @@
+import TallyMessaging
+import TallyRuntime
+
+/// Everything `aggregator run` reads; `keys` lists every variable.
+struct AggregatorConfiguration: Sendable {
+    var amqpURL: String
+    var databaseURL: String
+    var host = "127.0.0.1"
+    var port = 9091
+    var consumers = 2
+    var settings = ConsumerSettings()
+
+    static let host = ConfigurationKey("AGGREGATOR_HOST", summary: "address of /metrics and /healthz", default: "127.0.0.1")
+    static let port = ConfigurationKey("AGGREGATOR_PORT", summary: "TCP port of /metrics and /healthz (0: any free port)", default: "9091")
+    static let queue = ConfigurationKey(
+        "AGGREGATOR_QUEUE", summary: "the usage work queue (its .retry.* and .parked queues come with it)",
+        default: QueueName.aggregatorUsage)
+    static let consumers = ConfigurationKey(
+        "AGGREGATOR_CONSUMERS", summary: "consumers in this process, each with its own AMQP and PostgreSQL connection",
+        default: "2")
+    static let prefetch = ConfigurationKey(
+        "AGGREGATOR_PREFETCH", summary: "unacked messages per consumer; also the most messages in one batch", default: "40")
+    static let batchBytes = ConfigurationKey(
+        "AGGREGATOR_BATCH_BYTES", summary: "a batch is written once its message bodies reach this size", default: "4194304")
+    static let lingerMilliseconds = ConfigurationKey(
+        "AGGREGATOR_LINGER_MS", summary: "longest wait for more messages after a batch's first one", default: "100")
+
+    static let keys: [ConfigurationKey] = [
+        .amqpURL, .databaseURL, host, port, queue, consumers, prefetch, batchBytes, lingerMilliseconds,
+        .migrationsDirectory, .logLevel, .logFormat,
+    ]
+
+    init(amqpURL: String, databaseURL: String) {
+        self.amqpURL = amqpURL
+        self.databaseURL = databaseURL
+    }
+
+    init(reader: ConfigurationReader) throws(ConfigurationError) {
+        self.init(amqpURL: try reader.string(.amqpURL), databaseURL: try reader.string(.databaseURL))
+        host = try reader.string(Self.host)
+        port = try reader.int(Self.port, in: 0...65535)
+        consumers = try reader.int(Self.consumers, in: 1...64)
+        settings.queue = try reader.string(Self.queue)
+        settings.prefetch = UInt16(try reader.int(Self.prefetch, in: 1...2000))
+        settings.batchBytes = try reader.int(Self.batchBytes, in: 1024...(256 << 20))
+        settings.linger = .milliseconds(try reader.int(Self.lingerMilliseconds, in: 0...60_000))
+    }
+}

@@ -1,0 +1,154 @@
+import Foundation
+import PostgresClient
+import RabbitMQClient
+import TallyMessaging
+import UsageEvents
+
+/// One usage message as the Aggregator received it.
+struct UsageMessage: Sendable {
+    let deliveryTag: UInt64
+    let messageID: String?
+    let schema: String?
+    let body: [UInt8]
+
+    init(deliveryTag: UInt64, messageID: String?, schema: String?, body: [UInt8]) {
+        self.deliveryTag = deliveryTag
+        self.messageID = messageID
+        self.schema = schema
+        self.body = body
+    }
+
+    init(_ delivery: Delivery) {
+        self.init(
+            deliveryTag: delivery.deliveryTag, messageID: delivery.properties.messageID,
+            schema: delivery.properties.headers[HeaderName.schema]?.stringValue, body: delivery.body)
+    }
+}
+
+/// An event a worker refused, kept with its reason in `parked_events` (never dropped).
+struct ParkedEvent: Sendable, Equatable {
+    let tenantID: String?
+    let eventID: String?
+    let code: String
+    let field: String
+    let reason: String
+    /// The event as it arrived (JSON), so it can be fixed and replayed.
+    let payload: String
+    let messageID: String?
+}
+
+/// A message that cannot be read as a usage batch at all: it goes to the parking-lot
+/// queue whole, with `reason` in a header.
+struct UnreadableMessage: Sendable, Equatable {
+    let deliveryTag: UInt64
+    let reason: String
+}
+
+/// What a set of messages holds: the valid events as COPY rows for the staging table,
+/// the refused events, and the messages that are not usage batches.
+struct DecodedBatch: Sendable {
+    var eventCount = 0
+    var stagedRows = CopyTextWriter()
+    var parkedEvents: [ParkedEvent] = []
+    var unreadable: [UnreadableMessage] = []
+    /// The earliest event time in the batch (event-to-visible latency).
+    var earliestEventTime: Date?
+}
+
+/// Turns usage messages (SPEC §3) into a `DecodedBatch`.
+///
+/// A message is refused whole only when it is not a usage batch (wrong schema
+/// header, not JSON, not an array of 1 to 1000 items); otherwise each event is
+/// validated on its own, as the ingest edge does, and a bad one is parked with the
+/// field at fault while the rest of its batch goes on.
+struct UsageDecoder: Sendable {
+    let now: Date
+
+    func decode(_ messages: [UsageMessage]) -> DecodedBatch {
+        var batch = DecodedBatch()
+        batch.stagedRows = CopyTextWriter(reservingCapacity: messages.reduce(0) { $0 + $1.body.count } + 4096)
+        for message in messages { decode(message, into: &batch) }
+        return batch
+    }
+
+    private func decode(_ message: UsageMessage, into batch: inout DecodedBatch) {
+        if let schema = message.schema, schema != "usage.v1" {
+            batch.unreadable.append(
+                UnreadableMessage(deliveryTag: message.deliveryTag, reason: "unsupported x-tally-schema \"\(schema)\"; expected usage.v1"))
+            return
+        }
+        let objects: [JSONValue]
+        do {
+            guard case .array(let items) = try JSONParser.parse(message.body) else {
+                batch.unreadable.append(UnreadableMessage(deliveryTag: message.deliveryTag, reason: "body is not a JSON array of events"))
+                return
+            }
+            objects = items
+        } catch {
+            batch.unreadable.append(UnreadableMessage(deliveryTag: message.deliveryTag, reason: "body is not JSON: \(error)"))
+            return
+        }
+        guard (1...1000).contains(objects.count) else {
+            batch.unreadable.append(
+                UnreadableMessage(deliveryTag: message.deliveryTag, reason: "a usage batch holds 1 to 1000 events, this one \(objects.count)"))
+            return
+        }
+        let validator = UsageEventValidator(authenticatedTenant: nil, now: now)
+        do {
+            stage(try validator.validate(objects), messageID: message.messageID, into: &batch)
+        } catch {
+            // Park each refused event with its first problem; validate the rest again.
+            let byIndex = Dictionary(grouping: error.problems, by: \.index)
+            var valid: [JSONValue] = []
+            for (index, object) in objects.enumerated() {
+                guard let problem = byIndex[index]?.first else {
+                    valid.append(object)
+                    continue
+                }
+                batch.parkedEvents.append(parked(object, problem: problem, messageID: message.messageID))
+            }
+            if let events = try? validator.validate(valid) { stage(events, messageID: message.messageID, into: &batch) }
+        }
+    }
+
+    private func stage(_ events: [UsageEvent], messageID: String?, into batch: inout DecodedBatch) {
+        for event in events {
+            var metadata = JSONWriter(reservingCapacity: 64)
+            metadata.write(.object(event.metadata))
+            var time: [UInt8] = []
+            time.reserveCapacity(27)
+            RFC3339.write(event.time, into: &time)
+            batch.stagedRows.field(event.tenantID.uuidString)
+            batch.stagedRows.field(event.id)
+            batch.stagedRows.field(event.metric)
+            batch.stagedRows.field(event.name)
+            batch.stagedRows.field(event.quantity.description)
+            batch.stagedRows.field(event.unit)
+            batch.stagedRows.field(utf8: time)
+            // The UTC month (partition key): the first 7 bytes of the RFC 3339 time.
+            batch.stagedRows.field(utf8: time[0..<7] + Array("-01".utf8))
+            batch.stagedRows.field(utf8: metadata.bytes)
+            batch.stagedRows.field(messageID)
+            batch.stagedRows.endRow()
+            batch.eventCount += 1
+            if batch.earliestEventTime.map({ event.time < $0 }) ?? true { batch.earliestEventTime = event.time }
+        }
+    }
+
+    private func parked(_ object: JSONValue, problem: UsageEventProblem, messageID: String?) -> ParkedEvent {
+        var payload = JSONWriter()
+        payload.write(object)
+        var tenant: String?
+        var id: String?
+        if case .object(let fields) = object {
+            tenant = fields["tenant_id"]?.scalarText
+            id = fields["id"]?.scalarText
+        }
+        // "events[3].quantity" → "quantity": the field within the event.
+        let field = problem.field.split(separator: ".", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
+        return ParkedEvent(
+            tenantID: tenant.map { String($0.prefix(255)) }, eventID: id.map { String($0.prefix(255)) }, code: problem.code,
+            field: field, reason: "\(field.isEmpty ? "event" : field) \(problem.message)",
+            payload: String(decoding: payload.bytes, as: UTF8.self), messageID: messageID)
+    }
+}

@@ -1,0 +1,152 @@
+import Foundation
+import PostgresClient
+
+/// What one committed batch changed.
+struct LedgerOutcome: Sendable, Equatable {
+    /// Events stored for the first time.
+    var inserted = 0
+    /// Events whose (tenant, id) was already stored: counted before, skipped now.
+    var duplicates = 0
+    /// Events parked in `parked_events` (invalid, or of an unknown tenant).
+    var parked = 0
+    /// Newly stored events per tenant and metric (for quota state and alerts).
+    var insertedByTenant: [UUID: [String: Int]] = [:]
+}
+
+/// Writes decoded usage into PostgreSQL exactly once, in one transaction:
+///
+/// 1. COPY the batch into a session-local staging table;
+/// 2. park the events of tenants that do not exist (with their reason);
+/// 3. insert into `usage_events` with `ON CONFLICT DO NOTHING` (the dedup on tenant
+///    and id) and fold only the rows that insert returned into the hourly rollups,
+///    in a consistent (tenant, metric, hour) order so concurrent consumers never
+///    deadlock on rollup rows;
+/// 4. store the invalid events in `parked_events`.
+///
+/// The caller acks the messages only after this commits; a redelivery after a
+/// crash finds its events already stored and counts nothing twice.
+enum UsageLedger {
+    static func record(_ batch: DecodedBatch, on connection: PostgresConnection) async throws -> LedgerOutcome {
+        let staged = batch.stagedRows.buffer
+        let parkedRows = parkedCopyRows(batch.parkedEvents)
+        return try await connection.withTransaction { connection in
+            var outcome = LedgerOutcome(parked: batch.parkedEvents.count)
+            if !parkedRows.isEmpty {
+                _ = try connection.copyIn(
+                    "COPY parked_events (tenant_id, event_id, code, field, reason, payload, message_id) FROM STDIN",
+                    text: parkedRows)
+            }
+            guard !staged.isEmpty else { return outcome }
+            try connection.executeScript(createStaging)
+            _ = try connection.copyIn(
+                """
+                COPY staged_usage (tenant_id, event_id, metric, name, quantity, unit, occurred_at, occurred_month, metadata,
+                message_id) FROM STDIN
+                """, text: staged)
+            outcome.parked += try connection.query(parkUnknownTenants).affectedRows
+            for row in try connection.query(insertAndRollUp) {
+                let tenant = try row.decode(0, as: UUID.self)
+                let count = try row.decode(2, as: Int.self)
+                outcome.insertedByTenant[tenant, default: [:]][try row.decode(1, as: String.self)] = count
+                outcome.inserted += count
+            }
+            outcome.duplicates = batch.eventCount - outcome.inserted - (outcome.parked - batch.parkedEvents.count)
+            return outcome
+        }
+    }
+
+    private static func parkedCopyRows(_ events: [ParkedEvent]) -> [UInt8] {
+        var writer = CopyTextWriter()
+        for event in events {
+            writer.field(event.tenantID)
+            writer.field(event.eventID)
+            writer.field(event.code)
+            writer.field(event.field)
+            writer.field(event.reason)
+            writer.field(event.payload)
+            writer.field(event.messageID)
+            writer.endRow()
+        }
+        return writer.buffer
+    }
+
+    /// Session-local, emptied at every commit; created once per connection.
+    private static let createStaging = """
+        SET LOCAL client_min_messages = warning;
+        CREATE TEMP TABLE IF NOT EXISTS staged_usage (
+            tenant_id uuid, event_id text, metric text, name text, quantity numeric(17,4), unit text,
+            occurred_at timestamptz, occurred_month date, metadata jsonb, message_id text
+        ) ON COMMIT DELETE ROWS;
+        """
+
+    private static let parkUnknownTenants = """
+        WITH unknown AS (
+            DELETE FROM staged_usage s WHERE NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = s.tenant_id)
+            RETURNING s.*
+        )
+        INSERT INTO parked_events (tenant_id, event_id, code, field, reason, payload, message_id)
+        SELECT tenant_id::text, event_id, 'unknown_tenant', 'tenant_id', 'tenant_id names no tenant of this Tally',
+               jsonb_strip_nulls(jsonb_build_object(
+                   'id', event_id, 'tenant_id', tenant_id, 'type', metric, 'name', name, 'quantity', quantity::text,
+                   'unit', unit, 'time', to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                   'metadata', metadata))::text,
+               message_id
+          FROM unknown
+        """
+
+    /// The dedup insert and the rollup fold in one statement: data-modifying CTEs
+    /// run exactly once, and the rollups see only what the insert returned.
+    /// `latest` keeps the greatest (time, id, quantity), ids compared bytewise
+    /// (COLLATE "C") as the billing engine compares them.
+    private static let insertAndRollUp = """
+        WITH inserted AS (
+            INSERT INTO usage_events (tenant_id, event_id, metric, name, quantity, unit, occurred_at, occurred_month,
+                                      metadata, message_id)
+            SELECT DISTINCT ON (tenant_id, event_id, occurred_month)
+                   tenant_id, event_id, metric, name, quantity, unit, occurred_at, occurred_month, metadata, message_id
+              FROM staged_usage
+             ORDER BY tenant_id, event_id, occurred_month
+            ON CONFLICT DO NOTHING
+            RETURNING tenant_id, event_id, metric, quantity, occurred_at, metadata
+        ), rolled AS (
+            INSERT INTO usage_rollups AS r (tenant_id, metric, hour, quantity_sum, event_count, quantity_max,
+                                            latest_at, latest_event_id, latest_quantity, updated_at)
+            SELECT tenant_id, metric, date_trunc('hour', occurred_at, 'UTC'), sum(quantity), count(*), max(quantity),
+                   (array_agg(occurred_at ORDER BY occurred_at DESC, event_id COLLATE "C" DESC, quantity DESC))[1],
+                   (array_agg(event_id ORDER BY occurred_at DESC, event_id COLLATE "C" DESC, quantity DESC))[1],
+                   (array_agg(quantity ORDER BY occurred_at DESC, event_id COLLATE "C" DESC, quantity DESC))[1],
+                   now()
+              FROM inserted
+             GROUP BY 1, 2, 3
+             ORDER BY 1, 2, 3
+            ON CONFLICT (tenant_id, metric, hour) DO UPDATE SET
+                quantity_sum = r.quantity_sum + EXCLUDED.quantity_sum,
+                event_count = r.event_count + EXCLUDED.event_count,
+                quantity_max = greatest(r.quantity_max, EXCLUDED.quantity_max),
+                latest_at = CASE WHEN r.latest_at IS NULL
+                                   OR (EXCLUDED.latest_at, EXCLUDED.latest_event_id COLLATE "C", EXCLUDED.latest_quantity)
+                                    > (r.latest_at, r.latest_event_id COLLATE "C", r.latest_quantity)
+                                 THEN EXCLUDED.latest_at ELSE r.latest_at END,
+                latest_event_id = CASE WHEN r.latest_at IS NULL
+                                   OR (EXCLUDED.latest_at, EXCLUDED.latest_event_id COLLATE "C", EXCLUDED.latest_quantity)
+                                    > (r.latest_at, r.latest_event_id COLLATE "C", r.latest_quantity)
+                                 THEN EXCLUDED.latest_event_id ELSE r.latest_event_id END,
+                latest_quantity = CASE WHEN r.latest_at IS NULL
+                                   OR (EXCLUDED.latest_at, EXCLUDED.latest_event_id COLLATE "C", EXCLUDED.latest_quantity)
+                                    > (r.latest_at, r.latest_event_id COLLATE "C", r.latest_quantity)
+                                 THEN EXCLUDED.latest_quantity ELSE r.latest_quantity END,
+                updated_at = now()
+            RETURNING 1
+        ), valued AS (
+            INSERT INTO usage_rollup_values (tenant_id, metric, hour, value)
+            SELECT DISTINCT i.tenant_id, i.metric, date_trunc('hour', i.occurred_at, 'UTC'), i.metadata ->> m.unique_field
+              FROM inserted i
+              JOIN billable_metrics m ON m.code = i.metric AND m.aggregation = 'unique_count'
+             WHERE jsonb_typeof(i.metadata -> m.unique_field) IN ('string', 'number', 'boolean')
+             ORDER BY 1, 2, 3, 4
+            ON CONFLICT DO NOTHING
+            RETURNING 1
+        )
+        SELECT tenant_id, metric, count(*)::bigint FROM inserted GROUP BY 1, 2
+        """
+}

@@ -1,0 +1,71 @@
+import Foundation
+import PostgresClient
+import Testing
+import UsageEvents
+
+@testable import Aggregator
+
+@Suite("Decoding usage messages")
+struct UsageDecoderTests {
+    let now = RFC3339.parse("2026-11-24T18:40:00Z")!
+    let tenant = "3f0c1a52-7a43-4c1b-9f7e-0a4a9d1c2b3e"
+
+    func message(_ body: String, schema: String? = "usage.v1", tag: UInt64 = 1) -> UsageMessage {
+        UsageMessage(deliveryTag: tag, messageID: "m\(tag)", schema: schema, body: Array(body.utf8))
+    }
+
+    func event(_ id: String, quantity: String = "\"1\"", time: String = "2026-11-24T18:00:00.5Z") -> String {
+        #"{"id": "\#(id)", "tenant_id": "\#(tenant)", "type": "api_calls", "quantity": \#(quantity), "time": "\#(time)"}"#
+    }
+
+    @Test("valid events become COPY rows with the UTC month as partition key")
+    func validEvents() throws {
+        let batch = UsageDecoder(now: now).decode([message("[\(event("a")), \(event(#"b\\c"#, quantity: "2.5"))]")])
+        #expect(batch.eventCount == 2)
+        #expect(batch.parkedEvents.isEmpty && batch.unreadable.isEmpty)
+        let rows = String(decoding: batch.stagedRows.buffer, as: UTF8.self).split(separator: "\n").map { $0.split(separator: "\t", omittingEmptySubsequences: false) }
+        try #require(rows.count == 2)
+        #expect(rows[0][1] == "a")
+        #expect(rows[1][1] == #"b\\c"#)  // a backslash in an id is escaped for COPY
+        #expect(rows[1][4] == "2.5")
+        #expect(rows[0][6] == "2026-11-24T18:00:00.500000Z")
+        #expect(rows[0][7] == "2026-11-01")
+        #expect(rows[0][9] == "m1")
+        #expect(batch.earliestEventTime == RFC3339.parse("2026-11-24T18:00:00.5Z"))
+    }
+
+    @Test("an invalid event is parked with its field and reason; the rest of its message goes on")
+    func invalidEventParked() throws {
+        let bad = #"{"id": "bad", "tenant_id": "\#(tenant)", "type": "Bad-Metric", "quantity": 1, "time": "2026-11-24T18:00:00Z"}"#
+        let batch = UsageDecoder(now: now).decode([message("[\(event("a")), \(bad), \(event("c", quantity: "\"1.23456\""))]")])
+        #expect(batch.eventCount == 1)
+        #expect(batch.parkedEvents.map(\.eventID) == ["bad", "c"])
+        #expect(batch.parkedEvents.map(\.field) == ["type", "quantity"])
+        #expect(batch.parkedEvents.map(\.code) == ["invalid", "too_precise"])
+        #expect(batch.parkedEvents[0].tenantID == tenant)
+        #expect(batch.parkedEvents[0].messageID == "m1")
+        #expect(try JSONParser.parse(Array(batch.parkedEvents[0].payload.utf8)) == (try JSONParser.parse(Array(bad.utf8))))
+    }
+
+    @Test("messages that are not usage batches are refused whole, with a reason", arguments: [
+        ("not json", "usage.v1", "not JSON"),
+        (#"{"id": "x"}"#, "usage.v1", "not a JSON array"),
+        ("[]", "usage.v1", "1 to 1000 events"),
+        ("[1]", "invoice.v1", "unsupported x-tally-schema"),
+    ])
+    func unreadable(body: String, schema: String, reason: String) {
+        let batch = UsageDecoder(now: now).decode([message(body, schema: schema, tag: 7), message("[\(event("ok"))]", tag: 8)])
+        #expect(batch.unreadable.map(\.deliveryTag) == [7])
+        #expect(batch.unreadable.first?.reason.contains(reason) == true)
+        #expect(batch.eventCount == 1)
+    }
+
+    @Test("events too old or in the future are parked (the edge refuses them; a worker must too)")
+    func timeBounds() {
+        let old = event("old", time: "2026-08-01T00:00:00Z")
+        let future = event("future", time: "2026-11-24T18:50:00Z")
+        let batch = UsageDecoder(now: now).decode([message("[\(old), \(future)]")])
+        #expect(batch.eventCount == 0)
+        #expect(Set(batch.parkedEvents.map(\.code)) == ["too_old", "in_future"])
+    }
+}

@@ -1,0 +1,89 @@
+-- Growth: usage_events partitioned by the month of the event's time, so the raw
+-- events of invoiced months can be detached and archived while the rollups stay.
+--
+-- Dedup key. A partitioned table's unique keys must hold its partition key, so the
+-- key is (tenant_id, event_id, occurred_month): a resent event (same id, same time)
+-- or a resent id whose time was re-stamped within the same UTC month is counted
+-- once. A month's partition is detached only once the whole month is older than
+-- the oldest time a worker accepts (90 days, SPEC §3), so no duplicate can arrive
+-- for it any more. README "Growth" gives the limits.
+--
+-- No foreign key to tenants: the Aggregator parks events of unknown tenants in
+-- the same transaction, before inserting (an FK would add a lookup per row).
+
+ALTER TABLE usage_events RENAME TO usage_events_unpartitioned;
+ALTER INDEX usage_events_metric_time RENAME TO usage_events_unpartitioned_metric_time;
+ALTER TABLE usage_events_unpartitioned RENAME CONSTRAINT usage_events_pkey TO usage_events_unpartitioned_pkey;
+
+CREATE TABLE usage_events (
+    tenant_id       uuid        NOT NULL,
+    event_id        text        NOT NULL CHECK (length(event_id) BETWEEN 1 AND 255),
+    metric          text        NOT NULL CHECK (metric ~ '^[a-z][a-z0-9_]{0,99}$'),
+    name            text,
+    quantity        numeric(17,4) NOT NULL CHECK (quantity >= 0 AND quantity <= 1000000000000),
+    unit            text,
+    occurred_at     timestamptz NOT NULL,
+    -- The UTC month of occurred_at: the partition key.
+    occurred_month  date        NOT NULL CHECK (occurred_month = date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date),
+    received_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    metadata        jsonb       NOT NULL DEFAULT '{}',
+    message_id      text,
+    PRIMARY KEY (tenant_id, event_id, occurred_month)
+) PARTITION BY RANGE (occurred_month);
+CREATE INDEX usage_events_metric_time ON usage_events (tenant_id, metric, occurred_at);
+
+-- Creates the monthly partitions usage_events_YYYY_MM covering [from_month, to_month].
+-- Idempotent; the Aggregator calls it at start and every hour for the months a
+-- worker can accept (now - 4 months … now + 2 months).
+CREATE FUNCTION tally_ensure_usage_partitions(from_month date, to_month date) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    month date := date_trunc('month', from_month)::date;
+    created integer := 0;
+    partition_name text;
+BEGIN
+    WHILE month <= to_month LOOP
+        partition_name := format('usage_events_%s', to_char(month, 'YYYY_MM'));
+        IF to_regclass(partition_name) IS NULL THEN
+            EXECUTE format('CREATE TABLE %I PARTITION OF usage_events FOR VALUES FROM (%L) TO (%L)',
+                           partition_name, month, (month + interval '1 month')::date);
+            created := created + 1;
+        END IF;
+        month := (month + interval '1 month')::date;
+    END LOOP;
+    RETURN created;
+END $$;
+
+DO $$
+DECLARE
+    oldest date;
+    newest date;
+BEGIN
+    SELECT coalesce(min(occurred_at), now()) AT TIME ZONE 'UTC', coalesce(max(occurred_at), now()) AT TIME ZONE 'UTC'
+      INTO oldest, newest FROM usage_events_unpartitioned;
+    PERFORM tally_ensure_usage_partitions(least(oldest, (now() - interval '4 months')::date),
+                                          greatest(newest, (now() + interval '2 months')::date));
+END $$;
+
+INSERT INTO usage_events (tenant_id, event_id, metric, name, quantity, unit, occurred_at, occurred_month,
+                          received_at, metadata, message_id)
+SELECT tenant_id, event_id, metric, name, quantity, unit, occurred_at,
+       date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date, received_at, metadata, message_id
+  FROM usage_events_unpartitioned;
+DROP TABLE usage_events_unpartitioned;
+
+-- Transactional outbox for billing events (quota.exceeded, alert.triggered): written
+-- in the transaction that counts the usage, published with confirms afterwards and
+-- marked; `dedup_key` makes "once per period" a unique constraint, and the Notifier
+-- deduplicates on it again, so a publish repeated after a crash is harmless.
+CREATE TABLE billing_event_outbox (
+    id              bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    dedup_key       text        NOT NULL UNIQUE,
+    routing_key     text        NOT NULL,
+    body            text        NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    published_at    timestamptz
+);
+CREATE INDEX billing_event_outbox_unpublished ON billing_event_outbox (id) WHERE published_at IS NULL;
+
+ALTER TABLE parked_events ADD COLUMN code text;
