@@ -108,10 +108,11 @@ public struct ChildProcess: Sendable {
         pid = try Spawn.start(path, arguments, environment: environment, output: log, errors: log, append: true)
     }
 
-    /// Sends `signal` and reaps the process.
-    public func kill(_ signal: Int32 = SIGKILL) {
+    /// Sends `signal`, reaps the process and returns its exit status (128 + signal when killed).
+    @discardableResult
+    public func kill(_ signal: Int32 = SIGKILL) -> Int32 {
         _ = Glibc.kill(pid, signal)
-        _ = Spawn.wait(pid)
+        return Spawn.wait(pid)
     }
 }
 

@@ -1,0 +1,143 @@
+import Foundation
+import Logging
+import PostgresClient
+import RabbitMQClient
+import TallyMessaging
+import TallyTestSupport
+import Testing
+import UsageEvents
+
+/// A private usage queue (with its retry and parking queues) for one test, the real
+/// `aggregator` binary consuming it, and the database it writes to.
+struct AggregatorHarness: Sendable {
+    let id: String
+    let exchange: String
+    let queue: String
+    let publisher: AMQPConnection
+    let database: PostgresPool
+    static let logger = Logger(label: "test.aggregator")
+
+    static var binary: String { TestEnvironment.repositoryRoot + "/.build/debug/aggregator" }
+
+    static func make() async throws -> AggregatorHarness {
+        let id = String(UUID().uuidString.prefix(8)).lowercased()
+        let exchange = "test.usage.\(id)"
+        let queue = "test.aggregator.\(id)"
+        let topology = Topology.make(
+            exchanges: [.init(name: exchange, type: .topic)], workQueues: [(queue, exchange, "#")], retry: .standard)
+        let configuration = try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: "tally-test-aggregator")
+        let publisher = try await AMQPConnection.connect(configuration: configuration, logger: logger)
+        try await publisher.openChannel(1, confirms: true)
+        try await topology.declare(on: publisher)
+        let database = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 2, logger: logger)
+        return AggregatorHarness(id: id, exchange: exchange, queue: queue, publisher: publisher, database: database)
+    }
+
+    /// Removes the test's queues and exchange.
+    func tearDown() async throws {
+        for name in [queue, "\(queue).parked"] + RetryPolicy.standard.delays.map({ RetryPolicy.standard.retryQueue(for: queue, delay: $0) }) {
+            try await publisher.deleteQueue(name)
+        }
+        try await publisher.deleteExchange(exchange)
+        await publisher.close()
+        await database.close()
+    }
+
+    /// Starts `aggregator run` on this test's queue.
+    func startAggregator(consumers: Int = 2, name: String = "a") throws -> ChildProcess {
+        try ChildProcess(
+            Self.binary, ["run"],
+            environment: [
+                "AMQP_URL": TestEnvironment.amqpURL, "DATABASE_URL": TestEnvironment.databaseURL, "AGGREGATOR_QUEUE": queue, "AGGREGATOR_PORT": "0", "AGGREGATOR_CONSUMERS": "\(consumers)", "LOG_FORMAT": "text",
+                "LOG_LEVEL": "info",
+            ],
+            log: logPath(name))
+    }
+
+    func logPath(_ name: String) -> String { TestEnvironment.repositoryRoot + "/.local/log/test-aggregator-\(id)-\(name).log" }
+
+    /// `count` new tenants.
+    func createTenants(_ count: Int) async throws -> [UUID] {
+        var tenants: [UUID] = []
+        for index in 0..<count {
+            tenants.append(
+                try await database.query(
+                    "INSERT INTO tenants (name, billing_email) VALUES ($1, 'agg@example.test') RETURNING id",
+                    ["aggregator test \(id) #\(index)"])[0].decode(0, as: UUID.self))
+        }
+        return tenants
+    }
+
+    /// Publishes each body as one usage message, with confirms.
+    func publish(_ bodies: [String], schema: String? = "usage.v1") async throws {
+        let messages = bodies.map { body in
+            OutgoingMessage(
+                exchange: exchange, routingKey: RoutingKey.usageV1, body: Array(body.utf8),
+                properties: AMQPProperties(
+                    contentType: "application/json", messageID: EventID.make(), persistent: true,
+                    headers: schema.map { [HeaderName.schema: .string($0)] } ?? [:]),
+                mandatory: true)
+        }
+        for chunk in stride(from: 0, to: messages.count, by: 50) {
+            let outcomes = try await publisher.publish(Array(messages[chunk..<min(chunk + 50, messages.count)]))
+            #expect(outcomes.allSatisfy { $0 == .confirmed })
+        }
+    }
+
+    /// Messages ready in a queue of this test (`suffix` "" for the work queue, ".parked", …).
+    func depth(_ suffix: String = "") async throws -> Int {
+        Int(try await publisher.declareQueue(queue + suffix, passive: true))
+    }
+
+    /// Polls `condition` until it holds; records an issue after `limit` (a guard
+    /// against hanging, not a performance bound: it is minutes).
+    func waitUntil(
+        _ what: String, limit: Duration = .seconds(300), _ condition: @Sendable () async throws -> Bool
+    ) async throws {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            if try await condition() { return }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        Issue.record("gave up waiting for \(what)")
+    }
+
+    /// Stored events per tenant.
+    func storedCounts(_ tenants: [UUID]) async throws -> [UUID: Int] {
+        let rows = try await database.query(
+            "SELECT tenant_id, count(*) FROM usage_events WHERE tenant_id = ANY($1::uuid[]) GROUP BY 1",
+            ["{" + tenants.map(\.uuidString).joined(separator: ",") + "}"])
+        var counts: [UUID: Int] = [:]
+        for row in rows { counts[try row.decode(0, as: UUID.self)] = try row.decode(1, as: Int.self) }
+        return counts
+    }
+
+    /// Rows where the rollups differ from a straight aggregation over usage_events
+    /// for these tenants (sum, count, max and latest per tenant, metric and hour).
+    func rollupMismatches(_ tenants: [UUID]) async throws -> Int {
+        try await database.query(
+            """
+            WITH straight AS (
+                SELECT tenant_id, metric, date_trunc('hour', occurred_at, 'UTC') AS hour, sum(quantity) AS quantity_sum,
+                       count(*) AS event_count, max(quantity) AS quantity_max,
+                       (array_agg(event_id ORDER BY occurred_at DESC, event_id COLLATE "C" DESC, quantity DESC))[1] AS latest_event_id,
+                       (array_agg(quantity ORDER BY occurred_at DESC, event_id COLLATE "C" DESC, quantity DESC))[1] AS latest_quantity
+                  FROM usage_events WHERE tenant_id = ANY($1::uuid[]) GROUP BY 1, 2, 3
+            ), rolled AS (
+                SELECT tenant_id, metric, hour, quantity_sum, event_count, quantity_max, latest_event_id, latest_quantity
+                  FROM usage_rollups WHERE tenant_id = ANY($1::uuid[])
+            )
+            SELECT count(*) FROM ((SELECT * FROM straight EXCEPT SELECT * FROM rolled)
+                                  UNION ALL (SELECT * FROM rolled EXCEPT SELECT * FROM straight)) AS differences
+            """, ["{" + tenants.map(\.uuidString).joined(separator: ",") + "}"])[0].decode(0, as: Int.self)
+    }
+}
+
+/// One usage event as JSON text (SPEC §3).
+func usageEventJSON(
+    id: String, tenant: UUID, metric: String = "api_calls", quantity: String = "1", time: Date,
+    metadata: String? = nil
+) -> String {
+    let extra = metadata.map { #", "metadata": \#($0)"# } ?? ""
+    return #"{"id": "\#(id)", "tenant_id": "\#(tenant.uuidString.lowercased())", "type": "\#(metric)", "quantity": \#(quantity), "time": "\#(RFC3339.format(time))"\#(extra)}"#
+}
