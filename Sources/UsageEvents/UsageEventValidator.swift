@@ -188,6 +188,8 @@ struct EventCheck {
     mutating func optionalText(_ value: JSONValue?, field: String) -> String? {
         switch value {
         case nil, .null?: return nil
+        case .string(let text)? where text.utf8.contains(0):
+            fail(field, "invalid", "must not contain NUL characters")
         case .string(let text)? where text.count <= UsageEventValidator.maxTextLength: return text
         case .string?:
             fail(field, "too_long", "must be at most \(UsageEventValidator.maxTextLength) characters")
@@ -201,9 +203,14 @@ struct EventCheck {
         switch value {
         case nil, .null?: return nil
         case .object(let fields)?:
-            let size = (try? JSONEncoder().encode(fields).count) ?? Int.max
-            guard size <= UsageEventValidator.maxMetadataBytes else {
+            let encoded = (try? JSONEncoder().encode(fields)) ?? Data(count: Int.max >> 32)
+            guard encoded.count <= UsageEventValidator.maxMetadataBytes else {
                 fail("metadata", "too_large", "must be at most 8 KiB of JSON")
+                return nil
+            }
+            // PostgreSQL's jsonb cannot hold U+0000; refuse it here rather than fail a whole batch later.
+            guard encoded.range(of: Data(#"\u0000"#.utf8)) == nil else {
+                fail("metadata", "invalid", "must not contain NUL characters")
                 return nil
             }
             return fields

@@ -64,6 +64,8 @@ struct UsageEventValidatorTests {
         (#""metadata": [1]"#, "events[0].metadata", "invalid_type"),
         (#""name": 5"#, "events[0].name", "invalid_type"),
         (#""quantiy": 1"#, "events[0].quantiy", "unknown_field"),
+        (#""name": "a\u0000b""#, "events[0].name", "invalid"),
+        (#""metadata": {"k": ["x\u0000"]}"#, "events[0].metadata", "invalid"),
     ])
     func malformed(_ override: String, _ field: String, _ code: String) throws {
         let validator = UsageEventValidator(authenticatedTenant: tenant, now: now)

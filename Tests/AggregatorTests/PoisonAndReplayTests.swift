@@ -1,0 +1,75 @@
+import Foundation
+import PostgresClient
+import TallyTestSupport
+import Testing
+
+@Suite("Aggregator: poison messages, parking and replay")
+struct PoisonAndReplayTests {
+    func dlq(_ harness: AggregatorHarness, _ arguments: String...) throws -> (status: Int32, output: String, errors: String) {
+        try TestEnvironment.run(
+            AggregatorHarness.binary, ["dlq"] + arguments,
+            environment: [
+                "AMQP_URL": TestEnvironment.amqpURL, "DATABASE_URL": TestEnvironment.databaseURL, "AGGREGATOR_QUEUE": harness.queue,
+            ])
+    }
+
+    @Test("unreadable messages and invalid events are parked with reasons, the queue goes on, and a fixed event replays once")
+    func poisonParkedAndReplayed() async throws {
+        let harness = try await AggregatorHarness.make()
+        let tenant = try await harness.createTenants(1)[0]
+        let stranger = UUID()
+        let now = Date().addingTimeInterval(-60)
+        let aggregator = try harness.startAggregator(consumers: 1)
+        let badType = #"{"id": "p2", "tenant_id": "\#(tenant.uuidString)", "type": "Bad-Type", "quantity": 1, "time": "\#(now.ISO8601Format())"}"#
+        try await harness.publish(["this is not json"])
+        try await harness.publish(["[\(usageEventJSON(id: "p0", tenant: tenant, time: now))]"], schema: "invoice.v9")
+        try await harness.publish([
+            "[" + [
+                usageEventJSON(id: "p1", tenant: tenant, time: now), badType, usageEventJSON(id: "p3", tenant: stranger, time: now),
+                usageEventJSON(id: "p4", tenant: tenant, quantity: "2.5", time: now),
+            ].joined(separator: ",") + "]",
+            "[\(usageEventJSON(id: "p5", tenant: tenant, time: now))]",
+        ])
+        try await harness.waitUntil("the valid events counted and the unreadable messages parked") {
+            let counts = try await harness.storedCounts([tenant])
+            let parked = try await harness.depth(".parked")
+            return counts[tenant] == 3 && parked == 2
+        }
+        let parked = try await harness.database.query(
+            "SELECT id, event_id, code, field FROM parked_events WHERE event_id IN ('p2', 'p3') AND tenant_id IN ($1, $2) ORDER BY event_id",
+            [tenant.uuidString, stranger.uuidString.lowercased()])
+        #expect(parked.map { $0.text(1) } == ["p2", "p3"])
+        #expect(parked.map { $0.text(2) } == ["invalid", "unknown_tenant"])
+        #expect(parked.map { $0.text(3) } == ["type", "tenant_id"])
+
+        let listing = try dlq(harness, "list")
+        #expect(listing.status == 0)
+        #expect(listing.output.contains("parked messages in \(harness.queue).parked: 2"))
+        #expect(listing.output.contains("body is not JSON"))
+        #expect(listing.output.contains("unsupported x-tally-schema \"invoice.v9\""))
+        #expect(try await harness.depth(".parked") == 2)  // listing looks without taking
+
+        // The fix: the tenant now exists. Replaying its parked event counts it once, however often.
+        try await harness.database.query(
+            "INSERT INTO tenants (id, name, billing_email) VALUES ($1, 'late tenant', 'late@example.test')", [stranger])
+        let strangerEvent = try #require(parked.last?.text(0))
+        let replay = try dlq(harness, "replay", "--events", "--id", strangerEvent)
+        #expect(replay.output.contains("replayed 1 parked event(s)"))
+        #expect(try dlq(harness, "replay", "--events", "--id", strangerEvent).output.contains("replayed 0 parked event(s)"))
+        try await harness.waitUntil("the replayed event counted") { try await harness.storedCounts([stranger])[stranger] == 1 }
+        // The same event sent once more, then a marker behind it on the same single consumer.
+        try await harness.publish(["[\(usageEventJSON(id: "p3", tenant: stranger, time: now))]"])
+        try await harness.publish(["[\(usageEventJSON(id: "p6", tenant: tenant, time: now))]"])
+        try await harness.waitUntil("the marker counted") { try await harness.storedCounts([tenant])[tenant] == 4 }
+        #expect(try await harness.storedCounts([stranger])[stranger] == 1)
+        #expect(try await harness.rollupMismatches([tenant, stranger]) == 0)
+
+        // Replayed messages that are still broken are parked again; nothing blocks.
+        #expect(try dlq(harness, "replay", "--messages").output.contains("replayed 2 parked message(s)"))
+        try await harness.waitUntil("the broken messages parked again") { try await harness.depth(".parked") == 2 }
+        #expect(try dlq(harness, "purge", "--messages").status != 0)  // needs --yes
+        #expect(try dlq(harness, "purge", "--messages", "--yes").output.contains("purged 2 parked message(s)"))
+        #expect(aggregator.kill(SIGTERM) == 0)
+        try await harness.tearDown()
+    }
+}
