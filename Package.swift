@@ -121,7 +121,8 @@ let package = Package(
         .executableTarget(
             name: "TallyBench",
             dependencies: [
-                "Metering", "DiskSpool", "RabbitMQClient", "TallyMessaging", "UsageEvents", argumentParser, log,
+                "Metering", "DiskSpool", "RabbitMQClient", "TallyMessaging", "UsageEvents", "PostgresClient", argumentParser,
+                log,
             ],
             swiftSettings: swiftSettings
         ),

@@ -37,6 +37,7 @@ EPMD_PORT=$((35369 + OFFSET))
 SMTP_PORT=$((35025 + OFFSET))
 INGEST_PORT=$((38080 + OFFSET))
 API_PORT=$((38081 + OFFSET))
+AGGREGATOR_PORT=$((38082 + OFFSET))
 
 PG_BIN=/usr/lib/postgresql/15/bin
 RABBIT_BIN=/usr/lib/rabbitmq/bin
@@ -250,6 +251,7 @@ DATABASE_URL=postgresql://tally:tally@127.0.0.1:$PG_PORT/tally
 SMTP_URL=smtp://127.0.0.1:$SMTP_PORT
 TALLY_INGEST_URL=http://127.0.0.1:$INGEST_PORT
 TALLY_API_URL=http://127.0.0.1:$API_PORT
+TALLY_AGGREGATOR_URL=http://127.0.0.1:$AGGREGATOR_PORT
 BILLING_ADMIN_TOKEN=$(admin_token)
 FINANCE_EMAIL=finance@tally.localhost
 MAIL_SINK_DIR=$LOCAL/mail
@@ -297,7 +299,9 @@ start_tally() {
   start_tally_process billing-api "$(tally_bin billing-api)" serve --host 127.0.0.1 --port $API_PORT
   TALLY_SPOOL_DIR="$LOCAL/spool/producer" \
     start_tally_process producer "$(tally_bin producer)" serve --host 127.0.0.1 --port $INGEST_PORT
+  AGGREGATOR_PORT=$AGGREGATOR_PORT start_tally_process aggregator "$(tally_bin aggregator)" run
   wait_for "billing-api" 60 "$LOGS/billing-api.log" curl -fsS "http://127.0.0.1:$API_PORT/healthz"
+  wait_for "aggregator" 60 "$LOGS/aggregator.log" curl -fsS "http://127.0.0.1:$AGGREGATOR_PORT/healthz"
   wait_for "producer" 60 "$LOGS/producer.log" curl -fsS "http://127.0.0.1:$INGEST_PORT/healthz"
 }
 

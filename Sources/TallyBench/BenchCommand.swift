@@ -13,8 +13,8 @@ import UsageEvents
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tally-bench",
-        abstract: "Measure track() overhead and publish throughput against the local stack (ingest is measured with wrk).",
-        subcommands: [TrackBench.self, PublishBench.self]
+        abstract: "Measure track() overhead, publish and end-to-end throughput against the local stack (ingest: wrk).",
+        subcommands: [TrackBench.self, PublishBench.self, PipelineBench.self]
     )
 }
 

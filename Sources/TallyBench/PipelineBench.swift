@@ -1,0 +1,166 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Metering
+import PostgresClient
+import RabbitMQClient
+import UsageEvents
+
+/// End to end (SPEC §7): the metering library → RabbitMQ → a running Aggregator →
+/// committed in PostgreSQL, against the raw rate of the database work underneath it
+/// (COPY into a temporary table + `INSERT … ON CONFLICT DO NOTHING` into usage_events,
+/// the same rows, one connection) measured in the same run; then the event-to-visible
+/// latency at a steady 10,000 events/s, and the Aggregator's peak RSS.
+struct PipelineBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pipeline", abstract: "End-to-end durable throughput and latency vs raw COPY + dedup.")
+    @Option(help: "The tenant whose usage the benchmark sends (created by ./ops/local.sh bench).") var tenant: String
+    @Option var events = 300_000
+    @Option(help: "Events per second of the latency phase.") var rate = 10_000
+    @Option(help: "Seconds of the latency phase.") var seconds = 10
+    @Option(help: "The Aggregator's pid, for its peak RSS.") var aggregatorPid: Int32?
+
+    func run() async throws {
+        guard let tenant = UUID(uuidString: tenant) else { throw ValidationError("--tenant must be a tenant id") }
+        guard let url = ProcessInfo.processInfo.environment["DATABASE_URL"] else {
+            throw ValidationError("DATABASE_URL is not set: run through ./ops/local.sh bench, or source .local/env")
+        }
+        let database = try await PostgresConnection.connect(configuration: try PostgresConfiguration(url: url), logger: BenchSupport.logger)
+        let raw = try await rawRate(tenant: tenant, database: database)
+        let pipeline = try await pipelineRate(tenant: tenant, database: database)
+        print("pipeline: track() → RabbitMQ → aggregator → committed \(BenchSupport.format(pipeline)) events/s "
+            + "vs raw COPY + INSERT … ON CONFLICT DO NOTHING \(BenchSupport.format(raw)) rows/s "
+            + "= \(String(format: "%.0f", 100 * pipeline / raw))% of raw (targets ≥ 30000 events/s and ≥ 50%)")
+        let (p50, p99, visibleAll) = try await latency(tenant: tenant, database: database)
+        print("pipeline: event-to-visible latency at \(rate) events/s for \(seconds) s: p50 \(milliseconds(p50)) ms, "
+            + "p99 \(milliseconds(p99)) ms (time of the event → insert in the Aggregator's transaction, whose commit "
+            + "follows within its commit time); last event visible \(milliseconds(visibleAll)) ms after it was tracked (target p99 ≤ 1000 ms)")
+        if let aggregatorPid, let peak = peakRSS(aggregatorPid) {
+            print("pipeline: aggregator peak RSS \(peak / 1024) MiB (VmHWM; target ≤ 150 MiB)")
+        }
+        try await database.query("DELETE FROM usage_events WHERE tenant_id = $1", [tenant])
+        try await database.query("DELETE FROM usage_rollups WHERE tenant_id = $1", [tenant])
+        await database.close()
+    }
+
+    /// The database alone: the Aggregator's rows, 20,000 per transaction.
+    func rawRate(tenant: UUID, database: PostgresConnection) async throws -> Double {
+        let time = Date()
+        var chunks: [[UInt8]] = []
+        for chunk in stride(from: 0, to: events, by: 20_000) {
+            var writer = CopyTextWriter(reservingCapacity: 20_000 * 160)
+            var stamp: [UInt8] = []
+            RFC3339.write(time, into: &stamp)
+            for index in chunk..<min(chunk + 20_000, events) {
+                for field in [tenant.uuidString, "raw-\(EventID.make())-\(index)", "api_calls", nil, "1", nil] { writer.field(field) }
+                writer.field(utf8: stamp)
+                writer.field(utf8: stamp[0..<7] + Array("-01".utf8))
+                writer.field("{}")
+                writer.field("bench")
+                writer.endRow()
+            }
+            chunks.append(writer.buffer)
+        }
+        let start = ContinuousClock.now
+        for chunk in chunks {
+            try await database.withTransaction { connection in
+                try connection.executeScript(
+                    """
+                    SET LOCAL client_min_messages = warning;
+                    CREATE TEMP TABLE IF NOT EXISTS bench_staged (
+                        tenant_id uuid, event_id text, metric text, name text, quantity numeric(17,4), unit text,
+                        occurred_at timestamptz, occurred_month date, metadata jsonb, message_id text) ON COMMIT DELETE ROWS
+                    """)
+                _ = try connection.copyIn("COPY bench_staged FROM STDIN", text: chunk)
+                try connection.query(
+                    """
+                    INSERT INTO usage_events (tenant_id, event_id, metric, name, quantity, unit, occurred_at, occurred_month, metadata, message_id)
+                    SELECT * FROM bench_staged ON CONFLICT DO NOTHING
+                    """)
+            }
+        }
+        return Double(events) / BenchSupport.seconds(ContinuousClock.now - start)
+    }
+
+    /// track() `events` as fast as the library takes them; the clock stops when the
+    /// Aggregator has committed the last one.
+    func pipelineRate(tenant: UUID, database: PostgresConnection) async throws -> Double {
+        let meter = try await makeMeter()
+        let since = Date()
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await meter.run() }
+            for _ in 0..<events {
+                while (try? meter.track(tenant: tenant, metric: "bench_calls")) == nil { try await Task.sleep(for: .milliseconds(1)) }
+            }
+            try await waitForCommitted(events, tenant: tenant, since: since, database: database)
+            meter.shutdown()
+            try await group.waitForAll()
+        }
+        return Double(events) / BenchSupport.seconds(ContinuousClock.now - start)
+    }
+
+    /// A steady `rate` for `seconds`; returns p50 and p99 of (insert time − event time)
+    /// and how long after the last track() the last event was visible.
+    func latency(tenant: UUID, database: PostgresConnection) async throws -> (Double, Double, Double) {
+        let meter = try await makeMeter()
+        let since = Date()
+        let total = rate * seconds
+        var lastTracked = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await meter.run() }
+            let start = ContinuousClock.now
+            let tick = 100
+            for round in 0..<(total / (rate / tick)) {
+                try await Task.sleep(until: start + .milliseconds(round * 1000 / tick), clock: .continuous)
+                for _ in 0..<(rate / tick) { try meter.track(tenant: tenant, metric: "latency_calls") }
+            }
+            lastTracked = .now
+            try await waitForCommitted(total, tenant: tenant, since: since, database: database, metric: "latency_calls")
+            meter.shutdown()
+            try await group.waitForAll()
+        }
+        let visibleAll = BenchSupport.seconds(ContinuousClock.now - lastTracked)
+        let row = try await database.query(
+            """
+            SELECT extract(epoch FROM percentile_disc(0.5) WITHIN GROUP (ORDER BY received_at - occurred_at))::float8,
+                   extract(epoch FROM percentile_disc(0.99) WITHIN GROUP (ORDER BY received_at - occurred_at))::float8
+              FROM usage_events WHERE tenant_id = $1 AND metric = 'latency_calls' AND occurred_at >= $2
+            """, [tenant, since])[0]
+        return (Double(row.text(0) ?? "") ?? .nan, Double(row.text(1) ?? "") ?? .nan, visibleAll)
+    }
+
+    private func makeMeter() async throws -> Meter {
+        let counters = MeteringCounters()
+        let publisher = DurablePublisher(
+            configuration: try BenchSupport.broker(), spool: try await BenchSupport.spool(), logger: BenchSupport.logger,
+            counters: counters)
+        var options = Meter.Options()
+        options.memoryLimit = 200_000
+        return Meter(publisher: publisher, counters: counters, options: options, logger: BenchSupport.logger)
+    }
+
+    private func waitForCommitted(
+        _ count: Int, tenant: UUID, since: Date, database: PostgresConnection, metric: String = "bench_calls"
+    ) async throws {
+        let deadline = ContinuousClock.now + .seconds(600)
+        while ContinuousClock.now < deadline {
+            let committed = try await database.query(
+                "SELECT count(*) FROM usage_events WHERE tenant_id = $1 AND metric = $2 AND occurred_at >= $3",
+                [tenant, metric, since])[0].decode(0, as: Int.self)
+            if committed >= count { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw ValidationError("the Aggregator did not commit \(count) events within 10 minutes; is it running? (.local/log)")
+    }
+
+    private func milliseconds(_ seconds: Double) -> String { String(format: "%.0f", seconds * 1000) }
+
+    /// Peak resident set size in KiB (VmHWM).
+    private func peakRSS(_ pid: Int32) -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+        else { return nil }
+        return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+    }
+}
