@@ -78,7 +78,7 @@ let package = Package(
         // Stores over PostgreSQL and the shared runtime every executable uses.
         .target(
             name: "TallyStore",
-            dependencies: ["PostgresClient", crypto, log],
+            dependencies: ["PostgresClient", "BillingEngine", crypto, log],
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),

@@ -388,9 +388,11 @@ cmd_start() {
 
 cmd_bench() {
   cmd_up
-  say "building the benchmarks and the producer (release; the first time takes several minutes)"
-  (cd "$ROOT" && swift build -c release --product tally-bench && swift build -c release --product producer) \
-    || die "release build failed (see above)"
+  say "building the benchmarks, the producer and the aggregator (release; the first time takes several minutes)"
+  (cd "$ROOT" && swift build -c release --product tally-bench && swift build -c release --product producer \
+    && swift build -c release --product aggregator) || die "release build failed (see above)"
+  # The debug aggregator would take the benchmark's usage and share the 2 cores; it is back at the end.
+  stop_pid aggregator
   local release="$ROOT/.build/release" port=$((INGEST_PORT + 100)) spool="$LOCAL/spool/bench"
   rm -rf "$spool"
   TALLY_SPOOL_DIR="$spool" LOG_LEVEL=warning \
@@ -416,6 +418,13 @@ PY
   stop_pid producer-bench
   # The benchmark's usage is not real usage: drop it before an Aggregator counts it.
   "$BIN/rabbitmqctl" -q purge_queue aggregator.usage >/dev/null
+  # End to end: the library → RabbitMQ → a release aggregator → PostgreSQL, beside raw COPY + dedup.
+  LOG_LEVEL=warning AGGREGATOR_PORT=$((AGGREGATOR_PORT + 100)) \
+    start_tally_process aggregator-bench "$release/aggregator" run
+  wait_for "the release aggregator" 60 "$LOGS/aggregator-bench.log" curl -fsS "http://127.0.0.1:$((AGGREGATOR_PORT + 100))/healthz"
+  "$release/tally-bench" pipeline --tenant "$tenant" --aggregator-pid "$(pid_of aggregator-bench)" || true
+  stop_pid aggregator-bench
+  start_tally
 }
 
 case "${1:-}" in

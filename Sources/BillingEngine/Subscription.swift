@@ -58,6 +58,14 @@ public struct Subscription: Sendable, Hashable {
         self.cancellation = nil
     }
 
+    /// A subscription as stored: its plan changes (effective instants already decided)
+    /// and, when canceled, the instant billing stops.
+    public init(plan: Plan, start: Instant, trialEnd: Instant?, changes: [PlanChange], endsAt: Instant?) {
+        self.init(plan: plan, start: start, trialEnd: trialEnd)
+        self.changes = changes.sorted { $0.effectiveAt < $1.effectiveAt }
+        self.cancellation = endsAt.map { .immediately(at: $0) }
+    }
+
     /// The plan in force at `instant` (the initial plan before any change).
     public func plan(at instant: Instant) -> Plan {
         changes.last { $0.effectiveAt <= instant }?.plan ?? initialPlan

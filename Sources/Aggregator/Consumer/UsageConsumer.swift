@@ -163,7 +163,7 @@ struct UsageConsumer: Sendable {
         while true {
             let started = ContinuousClock.now
             do {
-                let outcome = try await UsageLedger.record(batch, on: database)
+                let outcome = try await UsageLedger.record(batch, now: Date(), on: database)
                 let elapsed = ContinuousClock.now - started
                 metrics.committed(
                     outcome, seconds: elapsed.seconds,

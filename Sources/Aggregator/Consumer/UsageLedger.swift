@@ -1,4 +1,5 @@
 import Foundation
+import Metering
 import PostgresClient
 
 /// What one committed batch changed.
@@ -11,6 +12,13 @@ struct LedgerOutcome: Sendable, Equatable {
     var parked = 0
     /// Newly stored events per tenant and metric (for quota state and alerts).
     var insertedByTenant: [UUID: [String: Int]] = [:]
+    /// For each tenant, the earliest and latest time of its newly stored events in
+    /// every hour they touch: enough to find every billing period the batch changed.
+    var timesByTenant: [UUID: Set<Date>] = [:]
+    /// The touched tenants' usage against their quotas, to broadcast after the commit.
+    var quotaStates: [QuotaState] = []
+    /// Billing events written to the outbox in this transaction.
+    var billingEvents = 0
 }
 
 /// Writes decoded usage into PostgreSQL exactly once, in one transaction:
@@ -21,12 +29,15 @@ struct LedgerOutcome: Sendable, Equatable {
 ///    and id) and fold only the rows that insert returned into the hourly rollups,
 ///    in a consistent (tenant, metric, hour) order so concurrent consumers never
 ///    deadlock on rollup rows;
-/// 4. store the invalid events in `parked_events`.
+/// 4. store the invalid events in `parked_events`;
+/// 5. evaluate quotas and alerts of the tenants whose usage grew.
 ///
 /// The caller acks the messages only after this commits; a redelivery after a
 /// crash finds its events already stored and counts nothing twice.
 enum UsageLedger {
-    static func record(_ batch: DecodedBatch, on connection: PostgresConnection) async throws -> LedgerOutcome {
+    /// Writes `batch`; then, in the same transaction, evaluates the touched tenants'
+    /// quotas and alerts (`UsageStateEvaluator`) so a firing commits with its usage.
+    static func record(_ batch: DecodedBatch, now: Date, on connection: PostgresConnection) async throws -> LedgerOutcome {
         let staged = batch.stagedRows.buffer
         let parkedRows = parkedCopyRows(batch.parkedEvents)
         return try await connection.withTransaction { connection in
@@ -47,10 +58,16 @@ enum UsageLedger {
             for row in try connection.query(insertAndRollUp) {
                 let tenant = try row.decode(0, as: UUID.self)
                 let count = try row.decode(2, as: Int.self)
-                outcome.insertedByTenant[tenant, default: [:]][try row.decode(1, as: String.self)] = count
+                outcome.insertedByTenant[tenant, default: [:]][try row.decode(1, as: String.self), default: 0] += count
                 outcome.inserted += count
+                outcome.timesByTenant[tenant, default: []].formUnion([try row.decode(3, as: Date.self), try row.decode(4, as: Date.self)])
             }
             outcome.duplicates = batch.eventCount - outcome.inserted - (outcome.parked - batch.parkedEvents.count)
+            if !outcome.timesByTenant.isEmpty {
+                let evaluation = try UsageStateEvaluator.evaluate(outcome.timesByTenant, now: now, on: connection)
+                outcome.quotaStates = evaluation.quotaStates
+                outcome.billingEvents = evaluation.billingEvents
+            }
             return outcome
         }
     }
@@ -147,6 +164,7 @@ enum UsageLedger {
             ON CONFLICT DO NOTHING
             RETURNING 1
         )
-        SELECT tenant_id, metric, count(*)::bigint FROM inserted GROUP BY 1, 2
+        SELECT tenant_id, metric, count(*)::bigint, min(occurred_at), max(occurred_at)
+          FROM inserted GROUP BY tenant_id, metric, date_trunc('hour', occurred_at, 'UTC')
         """
 }

@@ -20,16 +20,19 @@ struct AggregatorService: Service {
         let publisher = ConfirmedPublisher(configuration: amqp, logger: logger)
         let shutdown = ShutdownFlag()
         let maintenance = PostgresPool(configuration: database, size: 1, logger: logger)
+        let relay = BillingEventRelay(publisher: publisher, logger: logger)
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
                 for index in 0..<configuration.consumers {
                     let consumer = UsageConsumer(
                         index: index, amqp: amqp, database: database, settings: configuration.settings,
                         publisher: publisher, metrics: metrics, shutdown: shutdown, logger: logger,
-                        afterCommit: { _, _ in })
+                        afterCommit: relay.afterCommit)
                     group.addTask { await consumer.run() }
                 }
-                group.addTask { await PartitionUpkeep(pool: maintenance, logger: logger).run(until: shutdown) }
+                group.addTask {
+                    await Upkeep(pool: maintenance, relay: relay, logger: logger).run(until: shutdown)
+                }
             }
         } onGracefulShutdown: {
             logger.info("shutting down: finishing the batches in hand")
@@ -41,24 +44,36 @@ struct AggregatorService: Service {
     }
 }
 
-/// Keeps the monthly partitions of `usage_events` ready for every time a worker can
-/// accept (90 days back, 5 minutes ahead) with a margin: 4 months back, 2 ahead.
-struct PartitionUpkeep: Sendable {
+/// Background upkeep: the monthly partitions of `usage_events` kept ready for every
+/// time a worker can accept (90 days back, 5 minutes ahead) with a margin — 4 months
+/// back, 2 ahead — checked hourly; and the billing-event outbox swept every few
+/// seconds for events a crash left unsent.
+struct Upkeep: Sendable {
     let pool: PostgresPool
+    let relay: BillingEventRelay
     let logger: Logger
 
     func run(until shutdown: ShutdownFlag) async {
-        var nextRun = ContinuousClock.now
+        var partitionsDue = ContinuousClock.now
+        var outboxDue = ContinuousClock.now
         while !shutdown.isSet {
-            if ContinuousClock.now >= nextRun {
+            if ContinuousClock.now >= partitionsDue {
                 do {
                     let created = try await ensure()
                     if created > 0 { logger.info("usage partitions created", metadata: ["partitions": "\(created)"]) }
-                    nextRun = .now + .seconds(3600)
+                    partitionsDue = .now + .seconds(3600)
                 } catch {
                     logger.warning("partition upkeep failed; retrying in a minute", metadata: ["error": "\(error)"])
-                    nextRun = .now + .seconds(60)
+                    partitionsDue = .now + .seconds(60)
                 }
+            }
+            if ContinuousClock.now >= outboxDue {
+                do {
+                    _ = try await pool.withConnection { try await relay.drain($0) }
+                } catch {
+                    logger.warning("outbox sweep failed; retrying", metadata: ["error": "\(error)"])
+                }
+                outboxDue = .now + .seconds(5)
             }
             try? await Task.sleep(for: .milliseconds(250))
         }

@@ -1,0 +1,97 @@
+import BillingEngine
+import Foundation
+import PostgresClient
+
+/// A tenant's subscription as stored, with the engine's view of its timeline.
+public struct StoredSubscription: Sendable {
+    public let id: UUID
+    public let tenantID: UUID
+    public let status: String
+    public let timeline: Subscription
+
+    /// Whether usage at `instant` falls in this subscription's life (trial included).
+    public func covers(_ instant: Instant) -> Bool {
+        let start = timeline.trial?.start ?? timeline.calendar.anchor
+        return start <= instant && timeline.endsAt.map { instant < $0 } ?? true
+    }
+
+    /// The billing period (or the trial) containing `instant`, and whether it is the trial.
+    public func period(containing instant: Instant) -> (span: Period, trial: Bool)? {
+        if let trial = timeline.trial, trial.contains(instant) { return (trial, true) }
+        return timeline.billingPeriod(containing: instant).map { ($0.billed, false) }
+    }
+}
+
+/// Plans and subscriptions from PostgreSQL, as BillingEngine values.
+public enum SubscriptionRecords {
+    /// Every plan by slug (quotas, overage rates and enforcement per metric).
+    public static func plans(on connection: isolated PostgresConnection) throws -> [String: Plan] {
+        var plans: [String: Plan] = [:]
+        let rows = try connection.query(
+            "SELECT slug, name, base_cents, billing_interval, quotas::text, overage_rates::text, enforcement::text FROM subscription_plans")
+        for row in rows {
+            let quotas = try decimals(row.decode(4, as: String.self))
+            let rates = try decimals(row.decode(5, as: String.self))
+            let enforcement = try decimals(row.decode(6, as: String.self))
+            var terms: [String: MetricTerms] = [:]
+            for metric in Set(quotas.keys).union(rates.keys).union(enforcement.keys) {
+                terms[metric] = MetricTerms(
+                    quota: try quotas[metric].map { try Quantity(parsing: $0) },
+                    overageRate: try rates[metric].map { try UnitPrice(parsing: $0) } ?? .zero,
+                    enforcement: enforcement[metric] == "hard" ? .hard : .soft)
+            }
+            let slug = try row.decode(0, as: String.self)
+            plans[slug] = Plan(
+                slug: slug, name: try row.decode(1), baseFee: Cents(try row.decode(2, as: Int64.self)),
+                interval: try row.decode(3, as: String.self) == "year" ? .yearly : .monthly, terms: terms)
+        }
+        return plans
+    }
+
+    /// The subscriptions of `tenants`, oldest first per tenant.
+    public static func subscriptions(
+        of tenants: [UUID], plans: [String: Plan], on connection: isolated PostgresConnection
+    ) throws -> [UUID: [StoredSubscription]] {
+        let ids = "{" + tenants.map(\.uuidString).joined(separator: ",") + "}"
+        let rows = try connection.query(
+            """
+            SELECT s.id, s.tenant_id, s.status, s.started_at, s.trial_end, s.ends_at, c.plan_slug, c.effective_at, c.kind
+              FROM subscriptions s JOIN subscription_plan_changes c ON c.subscription_id = s.id
+             WHERE s.tenant_id = ANY($1::uuid[])
+             ORDER BY s.started_at, s.id, c.effective_at
+            """, [ids])
+        var grouped: [(first: PostgresRow, changes: [PostgresRow])] = []
+        for row in rows {
+            if let last = grouped.last, last.first.text(0) == row.text(0) {
+                grouped[grouped.count - 1].changes.append(row)
+            } else {
+                grouped.append((row, [row]))
+            }
+        }
+        var result: [UUID: [StoredSubscription]] = [:]
+        for (first, changes) in grouped {
+            guard let initial = plans[try first.decode(6, as: String.self)] else { continue }
+            let later = try changes.dropFirst().compactMap { row -> PlanChange? in
+                guard let plan = plans[try row.decode(6, as: String.self)] else { return nil }
+                return PlanChange(effectiveAt: Instant(try row.decode(7, as: Date.self)), plan: plan)
+            }
+            let tenant = try first.decode(1, as: UUID.self)
+            let timeline = Subscription(
+                plan: initial, start: Instant(try first.decode(3, as: Date.self)),
+                trialEnd: try first.decode(4, as: Date?.self).map(Instant.init), changes: later,
+                endsAt: try first.decode(5, as: Date?.self).map(Instant.init))
+            result[tenant, default: []].append(
+                StoredSubscription(id: try first.decode(0), tenantID: tenant, status: try first.decode(2), timeline: timeline))
+        }
+        return result
+    }
+
+    private static func decimals(_ json: String) throws -> [String: String] {
+        let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] ?? [:]
+        return object.compactMapValues { value in
+            if let text = value as? String { return text }
+            if let number = value as? NSNumber { return number.stringValue }
+            return nil
+        }
+    }
+}

@@ -1,0 +1,93 @@
+import BillingEngine
+import Foundation
+import PostgresClient
+
+/// Reads usage values: each metric's aggregation over a half-open time range,
+/// from the hourly rollups for the whole hours inside it and from the raw events
+/// for the partial hours at its edges — so the answer always equals aggregating
+/// the raw events, at the cost of rollup rows plus at most two hours of events.
+public enum UsageReader {
+    /// Every metric's value for `tenant` over `span`, using `catalog`'s aggregations.
+    /// Metrics without events in the span are absent.
+    public static func values(
+        tenant: UUID, over span: Period, catalog: MetricCatalog, on connection: isolated PostgresConnection
+    ) throws -> [String: Quantity] {
+        let parameters: [any PostgresEncodable] = [tenant, span.start.date, span.end.date]
+        var values: [String: Quantity] = [:]
+        for row in try connection.query(scalarAggregates, parameters) {
+            let metric = try row.decode(0, as: String.self)
+            let value: String?
+            switch catalog.aggregation(for: metric) {
+            case .sum: value = row.text(1)
+            case .count: value = row.text(2)
+            case .max: value = row.text(3)
+            case .latest: value = row.text(4)
+            case .uniqueCount: continue
+            }
+            values[metric] = try Quantity(parsing: value ?? "0")
+        }
+        let uniqueFields = catalog.aggregations.compactMap { metric, aggregation -> (String, String)? in
+            if case .uniqueCount(let field) = aggregation { return (metric, field) }
+            return nil
+        }
+        if !uniqueFields.isEmpty {
+            for row in try connection.query(uniqueAggregates, parameters) {
+                values[try row.decode(0, as: String.self)] = Quantity(units: try row.decode(1, as: Int64.self))
+            }
+        }
+        return values
+    }
+
+    /// Whole hours from the rollups, edge hours from usage_events (pruned to the
+    /// months of the range); `latest` compares (time, id bytewise, quantity).
+    static let pieces = """
+        WITH bounds AS (
+            SELECT $2::timestamptz AS f, $3::timestamptz AS t,
+                   date_trunc('hour', $2::timestamptz + interval '1 hour' - interval '1 microsecond', 'UTC') AS hf,
+                   date_trunc('hour', $3::timestamptz, 'UTC') AS ht
+        ), edges AS (
+            SELECT e.* FROM usage_events e, bounds
+             WHERE e.tenant_id = $1 AND e.occurred_at >= f AND e.occurred_at < t
+               AND (hf >= ht OR e.occurred_at < hf OR e.occurred_at >= ht)
+               AND e.occurred_month BETWEEN date_trunc('month', f AT TIME ZONE 'UTC')::date
+                                        AND date_trunc('month', t AT TIME ZONE 'UTC')::date
+        )
+        """
+
+    static let scalarAggregates = pieces + """
+        , pieces AS (
+            SELECT metric, quantity_sum AS s, event_count AS c, quantity_max AS mx,
+                   latest_at AS la, latest_event_id AS li, latest_quantity AS lq
+              FROM usage_rollups, bounds WHERE tenant_id = $1 AND hour >= hf AND hour < ht
+            UNION ALL
+            SELECT metric, quantity, 1, quantity, occurred_at, event_id, quantity FROM edges
+        )
+        SELECT metric, sum(s), sum(c), max(mx),
+               (array_agg(lq ORDER BY la DESC, li COLLATE "C" DESC, lq DESC))[1]
+          FROM pieces GROUP BY metric
+        """
+
+    static let uniqueAggregates = pieces + """
+        SELECT metric, count(DISTINCT value) FROM (
+            SELECT metric, value FROM usage_rollup_values, bounds WHERE tenant_id = $1 AND hour >= hf AND hour < ht
+            UNION ALL
+            SELECT e.metric, e.metadata ->> m.unique_field FROM edges e
+              JOIN billable_metrics m ON m.code = e.metric AND m.aggregation = 'unique_count'
+             WHERE jsonb_typeof(e.metadata -> m.unique_field) IN ('string', 'number', 'boolean')
+        ) AS v GROUP BY metric
+        """
+}
+
+/// The billable metrics table as the engine's `MetricCatalog`.
+public enum MetricCatalogRecords {
+    public static func load(on connection: isolated PostgresConnection) throws -> MetricCatalog {
+        var aggregations: [String: Aggregation] = [:]
+        for row in try connection.query("SELECT code, aggregation, unique_field FROM billable_metrics") {
+            let name = try row.decode(1, as: String.self)
+            if let aggregation = MetricCatalog.aggregation(named: name, field: try row.decode(2, as: String?.self)) {
+                aggregations[try row.decode(0, as: String.self)] = aggregation
+            }
+        }
+        return MetricCatalog(aggregations)
+    }
+}

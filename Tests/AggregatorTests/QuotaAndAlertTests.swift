@@ -1,0 +1,100 @@
+import Foundation
+import Logging
+import Metering
+import PostgresClient
+import RabbitMQClient
+import TallyMessaging
+import TallyTestSupport
+import Testing
+
+@Suite("Aggregator: quota state, quota.exceeded and alerts")
+struct QuotaAndAlertTests {
+    /// A subscription on a plan of the test's own (api_calls: quota 1000, hard) whose
+    /// current period began 10 days ago; the one before covers 20 days ago.
+    func subscribe(_ harness: AggregatorHarness, tenant: UUID, now: Date) async throws {
+        let plan = "test-hard-\(harness.id)"
+        try await harness.database.query(
+            """
+            INSERT INTO subscription_plans (slug, name, base_cents, quotas, overage_rates, enforcement)
+            VALUES ($1, 'Test hard', 1000, '{"api_calls": "1000"}', '{"api_calls": "10"}', '{"api_calls": "hard"}')
+            """, [plan])
+        let start = Calendar(identifier: .gregorian).date(byAdding: .month, value: -1, to: now.addingTimeInterval(-10 * 86_400))!
+        let subscription = try await harness.database.query(
+            "INSERT INTO subscriptions (tenant_id, started_at, anchor) VALUES ($1, $2, $2) RETURNING id", [tenant, start])[0]
+            .decode(0, as: UUID.self)
+        try await harness.database.query(
+            """
+            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
+            VALUES ($1, $2, $3, 'start', $3)
+            """, [subscription, plan, start])
+    }
+
+    func events(_ prefix: String, _ range: Range<Int>, tenant: UUID, at time: Date) -> String {
+        "[" + range.map { usageEventJSON(id: "\(prefix)-\($0)", tenant: tenant, time: time) }.joined(separator: ",") + "]"
+    }
+
+    @Test("alerts fire once per period per threshold across a crash and redelivery; quota state reaches a listener")
+    func alertsOnce() async throws {
+        let harness = try await AggregatorHarness.make()
+        let tenant = try await harness.createTenants(1)[0]
+        let now = Date()
+        try await subscribe(harness, tenant: tenant, now: now)
+        for (kind, column, value) in [("threshold", "threshold_value", "500"), ("quota", "threshold_percentage", "80")] {
+            try await harness.database.query(
+                "INSERT INTO usage_alerts (tenant_id, metric, kind, \(column)) VALUES ($1, 'api_calls', $2, $3::numeric)",
+                [tenant, kind, value])
+        }
+        // Listeners: billing events for this tenant, and the quota-state feed as the metering middleware reads it.
+        let listener = try await AMQPConnection.connect(
+            configuration: try AMQPConfiguration(url: TestEnvironment.amqpURL), logger: AggregatorHarness.logger)
+        try await listener.openChannel(1)
+        let eventQueue = "test.billing-events.\(harness.id)"
+        try await listener.declareQueue(eventQueue, durable: false, exclusive: true)
+        try await listener.bindQueue(eventQueue, exchange: ExchangeName.billingEvents, routingKey: "#")
+        try await listener.consume(eventQueue)
+        let view = QuotaView()
+        let feed = QuotaStateListener(
+            configuration: try AMQPConfiguration(url: TestEnvironment.amqpURL), view: view, logger: AggregatorHarness.logger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await feed.run() }
+            var aggregator = try harness.startAggregator(consumers: 2, name: "first")
+            let earlier = now.addingTimeInterval(-20 * 86_400)
+            let recent = now.addingTimeInterval(-60)
+            // The earlier period crosses 500 (threshold); the current one 500, 80% and then the quota.
+            try await harness.publish([events("old", 0..<300, tenant: tenant, at: earlier), events("old", 300..<600, tenant: tenant, at: earlier)])
+            let current = [events("new", 0..<900, tenant: tenant, at: recent), events("new", 900..<1100, tenant: tenant, at: recent)]
+            try await harness.publish(current)
+            try await harness.waitUntil("1700 events stored") { try await harness.storedCounts([tenant])[tenant] == 1700 }
+            try await harness.waitUntil("the quota state reaches the listener") {
+                view.decision(tenant: tenant, metric: "api_calls", now: Date()) == .exceeded(used: 1100, quota: 1000)
+            }
+            // A crash, then the same messages again and a little more usage: nothing fires twice.
+            aggregator.kill(SIGKILL)
+            aggregator = try harness.startAggregator(consumers: 2, name: "second")
+            try await harness.publish(current + [events("more", 0..<50, tenant: tenant, at: recent)])
+            try await harness.waitUntil("1750 events stored") { try await harness.storedCounts([tenant])[tenant] == 1750 }
+            try await harness.waitUntil("the outbox sent") {
+                try await harness.database.query(
+                    "SELECT count(*) FROM billing_event_outbox WHERE body LIKE $1 AND published_at IS NULL", ["%\(tenant.uuidString.lowercased())%"]
+                )[0].decode(0, as: Int.self) == 0
+            }
+            var received: [String: String] = [:]  // message id → routing key
+            while let delivery = try await listener.nextDelivery(timeout: .seconds(3)) {
+                guard String(decoding: delivery.body, as: UTF8.self).contains(tenant.uuidString.lowercased()) else { continue }
+                received[delivery.properties.messageID ?? "?"] = delivery.routingKey
+            }
+            #expect(received.values.sorted() == ["alert.triggered", "alert.triggered", "alert.triggered", "quota.exceeded"])
+            let firings = try await harness.database.query(
+                """
+                SELECT a.kind, count(*) FROM alert_firings f JOIN usage_alerts a ON a.id = f.alert_id
+                 WHERE a.tenant_id = $1 GROUP BY 1 ORDER BY 1
+                """, [tenant])
+            #expect(firings.map { "\($0.text(0) ?? ""):\($0.text(1) ?? "")" } == ["quota:1", "threshold:2"])
+            #expect(view.decision(tenant: tenant, metric: "api_calls", now: Date()) == .exceeded(used: 1150, quota: 1000))
+            #expect(aggregator.kill(SIGTERM) == 0)
+            group.cancelAll()
+        }
+        await listener.close()
+        try await harness.tearDown()
+    }
+}
