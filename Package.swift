@@ -113,7 +113,7 @@ let package = Package(
         .executableTarget(name: "Notifier", dependencies: ["TallyRuntime", argumentParser, log], swiftSettings: swiftSettings),
         .executableTarget(
             name: "BillingAPI",
-            dependencies: ["TallyRuntime", "TallyStore", "TallyHTTP", "PostgresClient", argumentParser, log, hummingbird],
+            dependencies: ["TallyRuntime", "TallyStore", "TallyHTTP", "PostgresClient", "BillingEngine", argumentParser, log, hummingbird],
             swiftSettings: swiftSettings
         ),
 

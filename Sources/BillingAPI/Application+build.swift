@@ -32,5 +32,7 @@ func buildRouter(pool: PostgresPool, adminToken: String) -> Router<TallyRequestC
     }.register(on: router)
     router.add(middleware: AuthenticationMiddleware(authenticator: authenticator))
     TenantRoutes(store: tenants, authenticator: authenticator).register(on: router)
+    UsageRoutes(pool: pool).register(on: router)
+    AlertRoutes(store: AlertStore(pool: pool)).register(on: router)
     return router
 }

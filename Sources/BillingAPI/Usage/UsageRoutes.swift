@@ -1,0 +1,96 @@
+import BillingEngine
+import Foundation
+import Hummingbird
+import PostgresClient
+import TallyHTTP
+import TallyStore
+
+/// `GET /v1/usage?tenant_id&from&to` (SPEC §4): each metric's aggregation over the
+/// events whose time is in `[from, to)` — from the rollups for whole hours and the
+/// raw events at the edges, so it always equals aggregating the events — with the
+/// quota of the plan in force at the end of the range beside it.
+struct UsageRoutes {
+    let pool: PostgresPool
+
+    func register(on router: Router<TallyRequestContext>) {
+        router.get("v1/usage", use: usage)
+    }
+
+    @Sendable func usage(_ request: Request, context: TallyRequestContext) async throws -> UsageReport {
+        let query = request.uri.queryParameters
+        let tenant = try context.tenantInScope(query.get("tenant_id"))
+        let from = try instant(query.get("from"), field: "from")
+        let to = try instant(query.get("to"), field: "to")
+        guard from < to else { throw APIError.invalid("to", "must be after from (the range is [from, to))") }
+        let span = Period(start: from, end: to)
+        return try await pool.withTransaction(isolation: .repeatableRead) { connection in
+            let catalog = try MetricCatalogRecords.load(on: connection)
+            let values = try UsageReader.values(tenant: tenant, over: span, catalog: catalog, on: connection)
+            let plans = try SubscriptionRecords.plans(on: connection)
+            let last = to.advanced(byMicroseconds: -1)
+            let subscription = try SubscriptionRecords.subscriptions(of: [tenant], plans: plans, on: connection)[tenant]?
+                .last { $0.covers(last) }
+            let plan = subscription?.timeline.plan(at: last)
+            let metrics = Set(values.keys).union(plan?.terms.keys.map { $0 } ?? []).sorted().map { metric in
+                let terms = plan?.terms[metric]
+                return UsageReport.Metric(
+                    metric: metric, aggregation: catalog.aggregation(for: metric).name,
+                    value: (values[metric] ?? .zero).description, quota: terms?.quota?.description,
+                    unlimited: terms?.isUnlimited ?? true, enforcement: terms?.enforcement.rawValue)
+            }
+            return UsageReport(
+                tenantID: tenant, from: from.date, to: to.date, plan: plan?.slug, subscriptionID: subscription?.id,
+                metrics: metrics)
+        }
+    }
+
+    private func instant(_ text: String?, field: String) throws -> Instant {
+        guard let text else { throw APIError.invalid(field, "is required: an RFC 3339 time, e.g. 2026-11-01T00:00:00Z") }
+        let withFraction = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+        guard let date = (try? withFraction.parse(text)) ?? (try? Date.ISO8601FormatStyle().parse(text)) else {
+            throw APIError.invalid(field, "must be an RFC 3339 time, e.g. 2026-11-01T00:00:00Z")
+        }
+        return Instant(date)
+    }
+}
+
+/// The answer of `GET /v1/usage`.
+struct UsageReport: ResponseEncodable, Sendable {
+    struct Metric: Encodable, Sendable {
+        let metric: String
+        let aggregation: String
+        /// Exact decimal text.
+        let value: String
+        /// The plan's quota (nil: none); `unlimited` when it is the Unlimited marker or absent.
+        let quota: String?
+        let unlimited: Bool
+        let enforcement: String?
+    }
+
+    let tenantID: UUID
+    let from: Date
+    let to: Date
+    /// The plan in force at the end of the range; nil means the usage is unbilled.
+    let plan: String?
+    let subscriptionID: UUID?
+    let metrics: [Metric]
+
+    enum CodingKeys: String, CodingKey {
+        case from, to, plan, metrics
+        case tenantID = "tenant_id"
+        case subscriptionID = "subscription_id"
+    }
+}
+
+extension Aggregation {
+    /// The stored name (`sum`, `count`, `max`, `latest`, `unique_count`).
+    var name: String {
+        switch self {
+        case .sum: "sum"
+        case .count: "count"
+        case .max: "max"
+        case .latest: "latest"
+        case .uniqueCount: "unique_count"
+        }
+    }
+}

@@ -1,0 +1,89 @@
+import BillingEngine
+import Foundation
+import PostgresClient
+import TallyStore
+import TallyTestSupport
+import Testing
+import UsageEvents
+
+@testable import Aggregator
+
+/// Usage reads (rollups for whole hours, raw events at the edges) against a naive
+/// aggregation of the same events with the billing engine, over random ranges, for
+/// every kind of aggregation; the events are written by the Aggregator's ledger,
+/// in batches that overlap (duplicates must not count).
+@Suite("Usage reads equal a straight aggregation of the events")
+struct UsageReadPropertyTests {
+    @Test("random events and random ranges: rollups + edges == naive aggregation, for sum, count, max, latest, unique_count")
+    func readsMatchNaive() async throws {
+        let harness = try await AggregatorHarness.make()
+        let tenant = try await harness.createTenants(1)[0]
+        let suffix = harness.id.replacingOccurrences(of: "-", with: "")
+        let metrics: [String: Aggregation] = [
+            "api_calls": .sum, "users": .max, "c\(suffix)": .count, "l\(suffix)": .latest,
+            "u\(suffix)": .uniqueCount(field: "user"),
+        ]
+        for (code, aggregation) in metrics where code.hasSuffix(suffix) {
+            let field: String? = if case .uniqueCount(let field) = aggregation { field } else { nil }
+            try await harness.database.query(
+                "INSERT INTO billable_metrics (code, name, aggregation, unique_field) VALUES ($1, $1, $2, $3)",
+                [code, "\(aggregation)".components(separatedBy: "(")[0], field])
+        }
+        var random = SplitMix64(seed: 0xA11_5EED)
+        let end = Instant(Date()).microsecondsSinceEpoch / 3_600_000_000 * 3_600_000_000 - 3_600_000_000
+        let start = end - 30 * 3_600_000_000
+        var records: [String: [UsageRecord]] = [:]
+        var bodies: [String] = []
+        var events: [String] = []
+        let names = metrics.keys.sorted()
+        for index in 0..<3000 {
+            let metric = names[Int(random.next() % UInt64(names.count))]
+            // A few events share a time, to exercise latest's tie-break on id.
+            let micros = index % 50 == 0 ? start + 1_800_000_000 : start + Int64(random.next() % UInt64(end - start))
+            let time = Instant(microsecondsSinceEpoch: micros)
+            let quantity = Quantity(scaled: Int128(random.next() % 1_000_000))
+            let user = "user-\(random.next() % 20)"
+            let id = "r\(index)"
+            records[metric, default: []].append(UsageRecord(id: id, time: time, quantity: quantity, metadata: ["user": user]))
+            events.append(
+                usageEventJSON(
+                    id: id, tenant: tenant, metric: metric, quantity: "\"\(quantity)\"", time: time.date,
+                    metadata: #"{"user": "\#(user)"}"#))
+        }
+        for chunk in stride(from: 0, to: events.count, by: 400) {
+            // Each batch also repeats the previous batch's last 50 events.
+            bodies.append("[" + events[max(0, chunk - 50)..<min(chunk + 400, events.count)].joined(separator: ",") + "]")
+        }
+        let connection = try await PostgresConnection.connect(
+            configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
+        for (index, body) in bodies.enumerated() {
+            let batch = UsageDecoder(now: Date()).decode([UsageMessage(deliveryTag: UInt64(index), messageID: nil, schema: nil, body: Array(body.utf8))])
+            #expect(batch.parkedEvents.isEmpty)
+            _ = try await UsageLedger.record(batch, now: Date(), on: connection)
+        }
+        let catalog = try await connection.withTransaction { try MetricCatalogRecords.load(on: $0) }
+        for round in 0..<60 {
+            // Some ranges on hour boundaries, some anywhere, some inside one hour.
+            var from = start + Int64(random.next() % UInt64(end - start))
+            var to = from + Int64(random.next() % UInt64(round % 3 == 0 ? 3_600_000_000 : end - from + 1))
+            if round % 4 == 1 {
+                from = from / 3_600_000_000 * 3_600_000_000
+                to = to / 3_600_000_000 * 3_600_000_000 + 3_600_000_000
+            }
+            guard from < to else { continue }
+            let span = Period(start: Instant(microsecondsSinceEpoch: from), end: Instant(microsecondsSinceEpoch: to))
+            let read = try await connection.withTransaction { connection in
+                try UsageReader.values(tenant: tenant, over: span, catalog: catalog, on: connection)
+            }
+            var naive: [String: Quantity] = [:]
+            for (metric, metricRecords) in records {
+                let inside = metricRecords.filter { span.contains($0.time) }
+                guard !inside.isEmpty else { continue }
+                naive[metric] = PartialAggregate(catalog.aggregation(for: metric), of: inside).value
+            }
+            #expect(read == naive, "range \(span)")
+        }
+        await connection.close()
+        try await harness.tearDown()
+    }
+}

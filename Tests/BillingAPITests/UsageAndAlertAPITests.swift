@@ -1,0 +1,159 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import PostgresClient
+import TallyTestSupport
+import Testing
+
+@testable import BillingAPI
+
+/// `GET /v1/usage` and `/v1/alerts` over the real PostgreSQL.
+@Suite("Billing API: usage reads and alerts")
+struct UsageAndAlertAPITests {
+    let adminToken = "test-admin-\(UUID().uuidString)"
+
+    func app() async throws -> some ApplicationProtocol {
+        var configuration = BillingAPIConfiguration(databaseURL: TestEnvironment.databaseURL, adminToken: adminToken)
+        configuration.port = 0
+        configuration.databasePoolSize = 2
+        return try await buildApplication(configuration, logger: Logger(label: "test.billing-api"))
+    }
+
+    func headers(_ token: String) -> HTTPFields { [.authorization: "Bearer \(token)", .contentType: "application/json"] }
+
+    func json(_ response: TestResponse) throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [String: Any] ?? [:]
+    }
+
+    func errorField(_ response: TestResponse) throws -> String? {
+        (try json(response)["error"] as? [String: Any])?["field"] as? String
+    }
+
+    func createTenant(_ client: some TestClientProtocol) async throws -> (id: String, key: String) {
+        try await client.execute(
+            uri: "/v1/tenants", method: .post, headers: headers(adminToken),
+            body: ByteBuffer(string: #"{"name": "Usage Co", "billing_email": "ap@usage.test"}"#)
+        ) { response in
+            let body = try json(response)
+            return (try #require(body["id"] as? String), try #require(body["api_key"] as? String))
+        }
+    }
+
+    @Test("usage over [from, to) with the plan's quota; a tenant key sees only its own usage")
+    func usageRead() async throws {
+        let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client)
+            let other = try await createTenant(client)
+            // Two events at 10:15 and one at 11:30 (raw and rolled up as the Aggregator writes them), on the starter plan.
+            let script = """
+                INSERT INTO usage_events (tenant_id, event_id, metric, quantity, occurred_at, occurred_month) VALUES
+                  ($1, 'a', 'api_calls', 2.5, '2026-11-20T10:15:00Z', '2026-11-01'),
+                  ($1, 'b', 'api_calls', 1, '2026-11-20T10:15:00Z', '2026-11-01'),
+                  ($1, 'c', 'api_calls', 4, '2026-11-20T11:30:00Z', '2026-11-01');
+                INSERT INTO usage_rollups (tenant_id, metric, hour, quantity_sum, event_count, quantity_max) VALUES
+                  ($1, 'api_calls', '2026-11-20T10:00:00Z', 3.5, 2, 2.5), ($1, 'api_calls', '2026-11-20T11:00:00Z', 4, 1, 4)
+                """.replacingOccurrences(of: "$1", with: "'\(tenant.id)'")
+            try await pool.withConnection { try await $0.executeScript(script) }
+            let subscription = try await pool.query(
+                "INSERT INTO subscriptions (tenant_id, started_at, anchor) VALUES ($1, '2026-11-01T00:00:00Z', '2026-11-01T00:00:00Z') RETURNING id",
+                [UUID(uuidString: tenant.id)!])[0].decode(0, as: UUID.self)
+            try await pool.query(
+                """
+                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
+                VALUES ($1, 'starter', '2026-11-01T00:00:00Z', 'start', '2026-11-01T00:00:00Z')
+                """, [subscription])
+            let whole = "/v1/usage?tenant_id=\(tenant.id)&from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z"
+            try await client.execute(uri: whole, method: .get, headers: headers(tenant.key)) { response in
+                #expect(response.status == .ok)
+                let body = try json(response)
+                #expect(body["plan"] as? String == "starter")
+                let metrics = try #require(body["metrics"] as? [[String: Any]])
+                let calls = try #require(metrics.first { $0["metric"] as? String == "api_calls" })
+                #expect(calls["value"] as? String == "7.5")
+                #expect(calls["quota"] as? String == "1000")
+                #expect(calls["aggregation"] as? String == "sum")
+                #expect(metrics.contains { $0["metric"] as? String == "users" && $0["value"] as? String == "0" && $0["quota"] as? String == "3" })
+            }
+            // A range cutting through the 11:00 hour reads that hour from the raw events.
+            let cut = "/v1/usage?from=2026-11-20T10:00:00Z&to=2026-11-20T11:29:59Z"
+            try await client.execute(uri: cut, method: .get, headers: headers(tenant.key)) { response in
+                let metrics = try #require(try json(response)["metrics"] as? [[String: Any]])
+                #expect(metrics.first { $0["metric"] as? String == "api_calls" }?["value"] as? String == "3.5")
+            }
+            try await client.execute(uri: whole, method: .get, headers: headers(other.key)) { response in
+                #expect(response.status == .notFound)
+            }
+            try await client.execute(uri: "/v1/usage?from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z", method: .get, headers: headers(adminToken)) { response in
+                #expect(response.status == .badRequest)
+                let field = try errorField(response)
+                #expect(field == "tenant_id")
+            }
+            try await client.execute(uri: "/v1/usage?from=yesterday&to=2026-11-21T00:00:00Z", method: .get, headers: headers(tenant.key)) { response in
+                #expect(response.status == .badRequest)
+                let field = try errorField(response)
+                #expect(field == "from")
+            }
+        }
+        await pool.close()
+    }
+
+    @Test("alerts: create, list, show, delete; invalid fields named; another tenant's alert is invisible")
+    func alertsCRUD() async throws {
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client)
+            let other = try await createTenant(client)
+            let id = try await client.execute(
+                uri: "/v1/alerts", method: .post, headers: headers(tenant.key),
+                body: ByteBuffer(string: #"{"metric": "api_calls", "kind": "threshold", "threshold_value": 500, "channels": ["email", "webhook"]}"#)
+            ) { response in
+                #expect(response.status == .created)
+                let body = try json(response)
+                #expect(body["threshold_value"] as? String == "500")
+                #expect((body["tenant_id"] as? String).flatMap(UUID.init(uuidString:)) == UUID(uuidString: tenant.id))
+                #expect(body["channels"] as? [String] == ["email", "webhook"])
+                return try #require(body["id"] as? String)
+            }
+            try await client.execute(
+                uri: "/v1/alerts", method: .post, headers: headers(adminToken),
+                body: ByteBuffer(string: #"{"tenant_id": "\#(tenant.id)", "metric": "api_calls", "kind": "quota", "threshold_percentage": "80"}"#)
+            ) { response in #expect(response.status == .created) }
+            for (body, field) in [
+                (#"{"metric": "API", "kind": "threshold", "threshold_value": 1}"#, "metric"),
+                (#"{"metric": "api_calls", "kind": "sometimes"}"#, "kind"),
+                (#"{"metric": "api_calls", "kind": "threshold"}"#, "threshold_value"),
+                (#"{"metric": "api_calls", "kind": "quota", "threshold_percentage": -5}"#, "threshold_percentage"),
+                (#"{"metric": "api_calls", "kind": "anomaly", "channels": ["sms"]}"#, "channels"),
+            ] {
+                try await client.execute(uri: "/v1/alerts", method: .post, headers: headers(tenant.key), body: ByteBuffer(string: body)) { response in
+                    #expect(response.status == .badRequest)
+                    let found = try errorField(response)
+                    #expect(found == field)
+                }
+            }
+            try await client.execute(uri: "/v1/alerts", method: .get, headers: headers(tenant.key)) { response in
+                let data = try json(response)["data"] as? [Any]
+                #expect(data?.count == 2)
+            }
+            try await client.execute(uri: "/v1/alerts", method: .get, headers: headers(other.key)) { response in
+                let data = try json(response)["data"] as? [Any]
+                #expect(data?.count == 0)
+            }
+            try await client.execute(uri: "/v1/alerts/\(id)", method: .get, headers: headers(other.key)) { response in
+                #expect(response.status == .notFound)
+            }
+            try await client.execute(uri: "/v1/alerts/\(id)", method: .delete, headers: headers(other.key)) { response in
+                #expect(response.status == .notFound)
+            }
+            try await client.execute(uri: "/v1/alerts/\(id)", method: .delete, headers: headers(tenant.key)) { response in
+                #expect(response.status == .noContent)
+            }
+            try await client.execute(uri: "/v1/alerts/\(id)", method: .get, headers: headers(tenant.key)) { response in
+                #expect(response.status == .notFound)
+            }
+        }
+    }
+}
