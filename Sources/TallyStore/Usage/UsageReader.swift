@@ -12,7 +12,15 @@ public enum UsageReader {
     public static func values(
         tenant: UUID, over span: Period, catalog: MetricCatalog, on connection: isolated PostgresConnection
     ) throws -> [String: Quantity] {
-        let parameters: [any PostgresEncodable] = [tenant, span.start.date, span.end.date]
+        // Whole hours inside the span: [first hour boundary ≥ start, last hour boundary ≤ end).
+        let hour: Int64 = 3_600_000_000
+        let start = span.start.microsecondsSinceEpoch
+        // Usage times are after 1970, so integer division floors.
+        let firstHour = Instant(microsecondsSinceEpoch: (start + hour - 1) / hour * hour)
+        let lastHour = Instant(microsecondsSinceEpoch: span.end.microsecondsSinceEpoch / hour * hour)
+        let parameters: [any PostgresEncodable] = [
+            tenant, span.start.date, span.end.date, firstHour.date, lastHour.date,
+        ]
         var values: [String: Quantity] = [:]
         for row in try connection.query(scalarAggregates, parameters) {
             let metric = try row.decode(0, as: String.self)
@@ -40,17 +48,17 @@ public enum UsageReader {
 
     /// Whole hours from the rollups, edge hours from usage_events (pruned to the
     /// months of the range); `latest` compares (time, id bytewise, quantity).
+    /// $2, $3: the span; $4, $5: its whole hours. Edge events are those in [$2, min($4, $3))
+    /// or [max($5, $2), $3) — two index ranges (when the span has no whole hour, both
+    /// are the span itself, and a row matching both is still read once).
     static let pieces = """
-        WITH bounds AS (
-            SELECT $2::timestamptz AS f, $3::timestamptz AS t,
-                   date_trunc('hour', $2::timestamptz + interval '1 hour' - interval '1 microsecond', 'UTC') AS hf,
-                   date_trunc('hour', $3::timestamptz, 'UTC') AS ht
-        ), edges AS (
-            SELECT e.* FROM usage_events e, bounds
-             WHERE e.tenant_id = $1 AND e.occurred_at >= f AND e.occurred_at < t
-               AND (hf >= ht OR e.occurred_at < hf OR e.occurred_at >= ht)
-               AND e.occurred_month BETWEEN date_trunc('month', f AT TIME ZONE 'UTC')::date
-                                        AND date_trunc('month', t AT TIME ZONE 'UTC')::date
+        WITH edges AS (
+            SELECT e.* FROM usage_events e
+             WHERE e.tenant_id = $1
+               AND ((e.occurred_at >= $2 AND e.occurred_at < least($4::timestamptz, $3::timestamptz))
+                    OR (e.occurred_at >= greatest($5::timestamptz, $2::timestamptz) AND e.occurred_at < $3))
+               AND e.occurred_month BETWEEN date_trunc('month', $2::timestamptz AT TIME ZONE 'UTC')::date
+                                        AND date_trunc('month', $3::timestamptz AT TIME ZONE 'UTC')::date
         )
         """
 
@@ -58,7 +66,7 @@ public enum UsageReader {
         , pieces AS (
             SELECT metric, quantity_sum AS s, event_count AS c, quantity_max AS mx,
                    latest_at AS la, latest_event_id AS li, latest_quantity AS lq
-              FROM usage_rollups, bounds WHERE tenant_id = $1 AND hour >= hf AND hour < ht
+              FROM usage_rollups WHERE tenant_id = $1 AND hour >= $4 AND hour < $5
             UNION ALL
             SELECT metric, quantity, 1, quantity, occurred_at, event_id, quantity FROM edges
         )
@@ -69,7 +77,7 @@ public enum UsageReader {
 
     static let uniqueAggregates = pieces + """
         SELECT metric, count(DISTINCT value) FROM (
-            SELECT metric, value FROM usage_rollup_values, bounds WHERE tenant_id = $1 AND hour >= hf AND hour < ht
+            SELECT metric, value FROM usage_rollup_values WHERE tenant_id = $1 AND hour >= $4 AND hour < $5
             UNION ALL
             SELECT e.metric, e.metadata ->> m.unique_field FROM edges e
               JOIN billable_metrics m ON m.code = e.metric AND m.aggregation = 'unique_count'
