@@ -46,7 +46,7 @@ public struct UsageEventValidator: Sendable {
         var events: [UsageEvent] = []
         var problems: [UsageEventProblem] = []
         for (index, object) in objects.enumerated() {
-            var check = EventCheck(index: index, prefix: "\(path)[\(index)]")
+            var check = EventCheck(index: index, path: path)
             if let event = self.event(from: object, check: &check) { events.append(event) }
             problems += check.problems
         }
@@ -59,7 +59,9 @@ public struct UsageEventValidator: Sendable {
             check.fail("", "not_an_object", "each event must be a JSON object")
             return nil
         }
-        for key in fields.keys.sorted() where !Self.knownFields.contains(key) {
+        // Sorted only when something is wrong: this runs for every event ingested.
+        let unknown = fields.keys.filter { !Self.knownFields.contains($0) }
+        for key in unknown.sorted() {
             check.fail(key, "unknown_field", "is not a usage event field (id, tenant_id, type, name, quantity, unit, time, metadata)")
         }
         let id = check.id(fields["id"])
@@ -85,10 +87,12 @@ public struct UsageEventProblems: Error, Sendable, Equatable {
 /// The checks of one event, collecting problems as they are found.
 struct EventCheck {
     let index: Int
-    let prefix: String
+    /// The array's path, e.g. `events`; `events[3].quantity` is built only for a problem.
+    let path: String
     var problems: [UsageEventProblem] = []
 
     mutating func fail(_ field: String, _ code: String, _ message: String) {
+        let prefix = "\(self.path)[\(index)]"
         let path = field.isEmpty ? prefix : "\(prefix).\(field)"
         problems.append(UsageEventProblem(index: index, field: path, code: code, message: message))
     }
@@ -98,9 +102,9 @@ struct EventCheck {
             fail("id", value == nil ? "missing" : "invalid_type", "is required: a string of 1 to 255 printable characters, set once where the usage happened")
             return nil
         }
-        let printable = id.unicodeScalars.allSatisfy {
-            !$0.properties.isWhitespace && $0.properties.generalCategory != .control
-        }
+        // Visible ASCII is the common case; other scalars need the Unicode tables.
+        let printable = id.utf8.allSatisfy { (0x21...0x7E).contains($0) }
+            || id.unicodeScalars.allSatisfy { !$0.properties.isWhitespace && $0.properties.generalCategory != .control }
         guard (1...UsageEventValidator.maxIDLength).contains(id.count), printable else {
             fail("id", "invalid", "must be 1 to 255 printable characters (no control characters or spaces)")
             return nil
