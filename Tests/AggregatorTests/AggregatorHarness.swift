@@ -84,6 +84,19 @@ struct AggregatorHarness: Sendable {
         }
     }
 
+    /// Publishes one usage message straight to the work queue with extra headers.
+    func publishRaw(_ body: String, headers: [String: AMQPFieldValue]) async throws {
+        var all = headers
+        all[HeaderName.schema] = .string("usage.v1")
+        let outcome = try await publisher.publish([
+            OutgoingMessage(
+                exchange: "", routingKey: queue, body: Array(body.utf8),
+                properties: AMQPProperties(contentType: "application/json", messageID: EventID.make(), persistent: true, headers: all),
+                mandatory: true)
+        ])
+        #expect(outcome == [.confirmed])
+    }
+
     /// Messages ready in a queue of this test (`suffix` "" for the work queue, ".parked", …).
     func depth(_ suffix: String = "") async throws -> Int {
         Int(try await publisher.declareQueue(queue + suffix, passive: true))

@@ -226,7 +226,7 @@ struct UsageConsumer: Sendable {
             metrics.retriedMessages(1)
             logger.warning("message will be retried", metadata: ["attempt": "\(next)", "amqp.routing_key": "\(routingKey)"])
         case .park:
-            try await publisher.publish([parkingMessage(delivery, reason: "failed \(attempt) times: \(error)")])
+            try await publisher.publish([parkingMessage(delivery, reason: "failed \(attempt) times: \(String(reflecting: error))")])
             metrics.parkedMessages(1)
             logger.error("message parked after its last attempt", metadata: ["error": "\(error)"])
         }

@@ -1,0 +1,54 @@
+import Foundation
+import PostgresClient
+import RabbitMQClient
+import TallyMessaging
+import TallyTestSupport
+import Testing
+import UsageEvents
+
+@Suite("Aggregator: a message the database refuses is retried, then parked")
+struct RetryTests {
+    @Test("the failing message is split from its batch, goes round the TTL retry queues, and is parked after its last attempt")
+    func retriedThenParked() async throws {
+        let harness = try await AggregatorHarness.make()
+        let tenant = try await harness.createTenants(1)[0]
+        let marker = "poison-\(harness.id)"
+        let name = "test_poison_\(harness.id)"
+        // A database-side failure the validator cannot foresee: a trigger refusing these ids.
+        try await harness.database.withConnection { connection in
+            try await connection.executeScript(
+                """
+                CREATE FUNCTION \(name)() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN RAISE EXCEPTION 'refused by the test: %', NEW.event_id; END $$;
+                CREATE TRIGGER \(name) BEFORE INSERT ON usage_events FOR EACH ROW
+                    WHEN (NEW.event_id LIKE '\(marker)%') EXECUTE FUNCTION \(name)();
+                """)
+        }
+        let time = Date().addingTimeInterval(-60)
+        let good = "[\(usageEventJSON(id: "good-1", tenant: tenant, time: time)), \(usageEventJSON(id: "good-2", tenant: tenant, time: time))]"
+        let poison = "[\(usageEventJSON(id: "\(marker)-a", tenant: tenant, time: time))]"
+        let lastChance = "[\(usageEventJSON(id: "\(marker)-b", tenant: tenant, time: time))]"
+        // The poison first, the good message behind it: one batch, split to find the culprit.
+        try await harness.publish([poison, good])
+        try await harness.publishRaw(lastChance, headers: [HeaderName.attempt: .int(6)])
+        let aggregator = try harness.startAggregator(consumers: 1)
+        try await harness.waitUntil("the good events counted, the last-chance message parked, the other in its second wait") {
+            let counts = try await harness.storedCounts([tenant])
+            let parked = try await harness.depth(".parked")
+            let second = try await harness.depth(".retry.30s")
+            return counts[tenant] == 2 && parked == 1 && second == 1
+        }
+        #expect(aggregator.kill(SIGTERM) == 0)
+        let listing = try TestEnvironment.run(
+            AggregatorHarness.binary, ["dlq", "list"],
+            environment: [
+                "AMQP_URL": TestEnvironment.amqpURL, "DATABASE_URL": TestEnvironment.databaseURL, "AGGREGATOR_QUEUE": harness.queue,
+            ])
+        #expect(listing.output.contains("failed 6 times"))
+        #expect(listing.output.contains("refused by the test"))
+        try await harness.database.withConnection { connection in
+            try await connection.executeScript("DROP TRIGGER \(name) ON usage_events; DROP FUNCTION \(name)();")
+        }
+        try await harness.tearDown()
+    }
+}
