@@ -130,8 +130,8 @@ let package = Package(
         // Tests. Integration targets talk to the real servers that ops/local.sh starts.
         .target(name: "TallyTestSupport", path: "Tests/TallyTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "TallyRuntimeTests", dependencies: ["TallyRuntime"], swiftSettings: swiftSettings),
-        .testTarget(name: "UsageEventsTests", dependencies: ["UsageEvents"], swiftSettings: swiftSettings),
-        .testTarget(name: "DiskSpoolTests", dependencies: ["DiskSpool"], swiftSettings: swiftSettings),
+        .testTarget(name: "UsageEventsTests", dependencies: ["UsageEvents", "TallyTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "DiskSpoolTests", dependencies: ["DiskSpool", "TallyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "MeteringTests",
             dependencies: [
@@ -158,7 +158,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "BillingEngineTests", dependencies: ["BillingEngine"], swiftSettings: swiftSettings),
+        .testTarget(name: "BillingEngineTests", dependencies: ["BillingEngine", "TallyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "CivilTimeTests", dependencies: ["CivilTime"], swiftSettings: swiftSettings),
         .testTarget(
             name: "OutageTests",

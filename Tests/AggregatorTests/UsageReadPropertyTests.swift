@@ -29,7 +29,7 @@ struct UsageReadPropertyTests {
                 "INSERT INTO billable_metrics (code, name, aggregation, unique_field) VALUES ($1, $1, $2, $3)",
                 [code, "\(aggregation)".components(separatedBy: "(")[0], field])
         }
-        var random = SplitMix64(seed: 0xA11_5EED)
+        var random = SeededRandom(seed: 0xA11_5EED)
         let end = Instant(Date()).microsecondsSinceEpoch / 3_600_000_000 * 3_600_000_000 - 3_600_000_000
         let start = end - 30 * 3_600_000_000
         var records: [String: [UsageRecord]] = [:]

@@ -1,4 +1,5 @@
 import Foundation
+import TallyTestSupport
 
 /// A reproducible stream of usage messages for exactness tests: unique events over
 /// some tenants, plus duplicates both inside a message and resent in later messages.
@@ -9,7 +10,7 @@ struct UsageWorkload: Sendable {
     let expected: [UUID: Int]
 
     init(tenants: [UUID], unique: Int, duplicatesInside: Int, duplicatesResent: Int, perMessage: Int = 1000, seed: UInt64) {
-        var random = SplitMix64(seed: seed)
+        var random = SeededRandom(seed: seed)
         let now = Date()
         var events: [String] = []
         var expected: [UUID: Int] = [:]
@@ -45,18 +46,5 @@ struct UsageWorkload: Sendable {
         }
         self.messages = messages
         self.expected = expected
-    }
-}
-
-/// A small seeded generator (SplitMix64), so a failing workload can be reproduced.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -13,17 +13,8 @@ import Testing
 /// The billing API's tenant endpoints, served by the same builder as production,
 /// over the real PostgreSQL that `./ops/local.sh up` starts.
 @Suite("Billing API: tenants and API keys")
-struct TenantAPITests {
+struct TenantAPITests: BillingAPITestCase {
     let adminToken = "test-admin-\(UUID().uuidString)"
-
-    func app() async throws -> some ApplicationProtocol {
-        var configuration = BillingAPIConfiguration(databaseURL: TestEnvironment.databaseURL, adminToken: adminToken)
-        configuration.port = 0
-        configuration.databasePoolSize = 2
-        return try await buildApplication(configuration, logger: Logger(label: "test.billing-api"))
-    }
-
-    func bearer(_ token: String) -> HTTPFields { [.authorization: "Bearer \(token)", .contentType: "application/json"] }
 
     func createTenant(_ client: some TestClientProtocol, name: String = "Acme") async throws -> (id: String, key: String) {
         let body = #"{"name": "\#(name)", "billing_email": "finance@acme.test", "tax_rate_bps": 725}"#

@@ -12,21 +12,8 @@ import Testing
 
 /// `GET /v1/usage` and `/v1/alerts` over the real PostgreSQL.
 @Suite("Billing API: usage reads and alerts")
-struct UsageAndAlertAPITests {
+struct UsageAndAlertAPITests: BillingAPITestCase {
     let adminToken = "test-admin-\(UUID().uuidString)"
-
-    func app() async throws -> some ApplicationProtocol {
-        var configuration = BillingAPIConfiguration(databaseURL: TestEnvironment.databaseURL, adminToken: adminToken)
-        configuration.port = 0
-        configuration.databasePoolSize = 2
-        return try await buildApplication(configuration, logger: Logger(label: "test.billing-api"))
-    }
-
-    func headers(_ token: String) -> HTTPFields { [.authorization: "Bearer \(token)", .contentType: "application/json"] }
-
-    func json(_ response: TestResponse) throws -> [String: Any] {
-        try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [String: Any] ?? [:]
-    }
 
     func errorField(_ response: TestResponse) throws -> String? {
         (try json(response)["error"] as? [String: Any])?["field"] as? String
@@ -34,7 +21,7 @@ struct UsageAndAlertAPITests {
 
     func createTenant(_ client: some TestClientProtocol) async throws -> (id: String, key: String) {
         try await client.execute(
-            uri: "/v1/tenants", method: .post, headers: headers(adminToken),
+            uri: "/v1/tenants", method: .post, headers: bearer(adminToken),
             body: ByteBuffer(string: #"{"name": "Usage Co", "billing_email": "ap@usage.test"}"#)
         ) { response in
             let body = try json(response)
@@ -67,7 +54,7 @@ struct UsageAndAlertAPITests {
                 VALUES ($1, 'starter', '2026-11-01T00:00:00Z', 'start', '2026-11-01T00:00:00Z')
                 """, [subscription])
             let whole = "/v1/usage?tenant_id=\(tenant.id)&from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z"
-            try await client.execute(uri: whole, method: .get, headers: headers(tenant.key)) { response in
+            try await client.execute(uri: whole, method: .get, headers: bearer(tenant.key)) { response in
                 #expect(response.status == .ok)
                 let body = try json(response)
                 #expect(body["plan"] as? String == "starter")
@@ -80,19 +67,19 @@ struct UsageAndAlertAPITests {
             }
             // A range cutting through the 11:00 hour reads that hour from the raw events.
             let cut = "/v1/usage?from=2026-11-20T10:00:00Z&to=2026-11-20T11:29:59Z"
-            try await client.execute(uri: cut, method: .get, headers: headers(tenant.key)) { response in
+            try await client.execute(uri: cut, method: .get, headers: bearer(tenant.key)) { response in
                 let metrics = try #require(try json(response)["metrics"] as? [[String: Any]])
                 #expect(metrics.first { $0["metric"] as? String == "api_calls" }?["value"] as? String == "3.5")
             }
-            try await client.execute(uri: whole, method: .get, headers: headers(other.key)) { response in
+            try await client.execute(uri: whole, method: .get, headers: bearer(other.key)) { response in
                 #expect(response.status == .notFound)
             }
-            try await client.execute(uri: "/v1/usage?from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z", method: .get, headers: headers(adminToken)) { response in
+            try await client.execute(uri: "/v1/usage?from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z", method: .get, headers: bearer(adminToken)) { response in
                 #expect(response.status == .badRequest)
                 let field = try errorField(response)
                 #expect(field == "tenant_id")
             }
-            try await client.execute(uri: "/v1/usage?from=yesterday&to=2026-11-21T00:00:00Z", method: .get, headers: headers(tenant.key)) { response in
+            try await client.execute(uri: "/v1/usage?from=yesterday&to=2026-11-21T00:00:00Z", method: .get, headers: bearer(tenant.key)) { response in
                 #expect(response.status == .badRequest)
                 let field = try errorField(response)
                 #expect(field == "from")
@@ -107,7 +94,7 @@ struct UsageAndAlertAPITests {
             let tenant = try await createTenant(client)
             let other = try await createTenant(client)
             let id = try await client.execute(
-                uri: "/v1/alerts", method: .post, headers: headers(tenant.key),
+                uri: "/v1/alerts", method: .post, headers: bearer(tenant.key),
                 body: ByteBuffer(string: #"{"metric": "api_calls", "kind": "threshold", "threshold_value": 500, "channels": ["email", "webhook"]}"#)
             ) { response in
                 #expect(response.status == .created)
@@ -118,7 +105,7 @@ struct UsageAndAlertAPITests {
                 return try #require(body["id"] as? String)
             }
             try await client.execute(
-                uri: "/v1/alerts", method: .post, headers: headers(adminToken),
+                uri: "/v1/alerts", method: .post, headers: bearer(adminToken),
                 body: ByteBuffer(string: #"{"tenant_id": "\#(tenant.id)", "metric": "api_calls", "kind": "quota", "threshold_percentage": "80"}"#)
             ) { response in #expect(response.status == .created) }
             for (body, field) in [
@@ -128,30 +115,30 @@ struct UsageAndAlertAPITests {
                 (#"{"metric": "api_calls", "kind": "quota", "threshold_percentage": -5}"#, "threshold_percentage"),
                 (#"{"metric": "api_calls", "kind": "anomaly", "channels": ["sms"]}"#, "channels"),
             ] {
-                try await client.execute(uri: "/v1/alerts", method: .post, headers: headers(tenant.key), body: ByteBuffer(string: body)) { response in
+                try await client.execute(uri: "/v1/alerts", method: .post, headers: bearer(tenant.key), body: ByteBuffer(string: body)) { response in
                     #expect(response.status == .badRequest)
                     let found = try errorField(response)
                     #expect(found == field)
                 }
             }
-            try await client.execute(uri: "/v1/alerts", method: .get, headers: headers(tenant.key)) { response in
+            try await client.execute(uri: "/v1/alerts", method: .get, headers: bearer(tenant.key)) { response in
                 let data = try json(response)["data"] as? [Any]
                 #expect(data?.count == 2)
             }
-            try await client.execute(uri: "/v1/alerts", method: .get, headers: headers(other.key)) { response in
+            try await client.execute(uri: "/v1/alerts", method: .get, headers: bearer(other.key)) { response in
                 let data = try json(response)["data"] as? [Any]
                 #expect(data?.count == 0)
             }
-            try await client.execute(uri: "/v1/alerts/\(id)", method: .get, headers: headers(other.key)) { response in
+            try await client.execute(uri: "/v1/alerts/\(id)", method: .get, headers: bearer(other.key)) { response in
                 #expect(response.status == .notFound)
             }
-            try await client.execute(uri: "/v1/alerts/\(id)", method: .delete, headers: headers(other.key)) { response in
+            try await client.execute(uri: "/v1/alerts/\(id)", method: .delete, headers: bearer(other.key)) { response in
                 #expect(response.status == .notFound)
             }
-            try await client.execute(uri: "/v1/alerts/\(id)", method: .delete, headers: headers(tenant.key)) { response in
+            try await client.execute(uri: "/v1/alerts/\(id)", method: .delete, headers: bearer(tenant.key)) { response in
                 #expect(response.status == .noContent)
             }
-            try await client.execute(uri: "/v1/alerts/\(id)", method: .get, headers: headers(tenant.key)) { response in
+            try await client.execute(uri: "/v1/alerts/\(id)", method: .get, headers: bearer(tenant.key)) { response in
                 #expect(response.status == .notFound)
             }
         }

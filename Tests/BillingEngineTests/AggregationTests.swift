@@ -1,5 +1,6 @@
 import BillingEngine
 import Testing
+import TallyTestSupport
 
 @Suite("Aggregations and partial merging (SPEC §2 Billable metrics)")
 struct AggregationTests {

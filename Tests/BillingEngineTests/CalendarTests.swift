@@ -1,5 +1,6 @@
 import BillingEngine
 import Testing
+import TallyTestSupport
 
 @Suite("Billing periods from an anchor (SPEC §2 Periods)")
 struct CalendarTests {
@@ -49,18 +50,5 @@ struct CalendarTests {
             // Consecutive periods tile time: each ends where the next begins.
             #expect(calendar.period(index).end == calendar.period(index + 1).start)
         }
-    }
-}
-
-/// SplitMix64: a seeded generator, so a failing property prints a replayable seed.
-struct SeededRandom: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

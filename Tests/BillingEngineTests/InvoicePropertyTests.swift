@@ -1,5 +1,6 @@
 import BillingEngine
 import Testing
+import TallyTestSupport
 
 /// Thousands of random subscriptions and event sets, each invoiced by the engine and
 /// by a deliberately naive reference written here with straight loops over raw

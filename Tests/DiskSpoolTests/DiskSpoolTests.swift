@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TallyTestSupport
 
 @testable import DiskSpool
 
@@ -168,7 +169,7 @@ struct DiskSpoolTests {
     func randomAgainstReference(seed: UInt64) async throws {
         let directory = folder()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        var random = SplitMix64(seed: seed)
+        var random = SeededRandom(seed: seed)
         var reference: [[UInt8]] = []
         var spool = try await DiskSpool.open(directory: directory, maxBytes: 1 << 20, segmentBytes: 512)
         var counter = 0
@@ -195,18 +196,5 @@ struct DiskSpoolTests {
             #expect(spool.unacknowledgedRecordCount == reference.count, "seed \(seed) step \(step)")
         }
         #expect(try await spool.peek(maxRecords: 100_000).map(\.payload) == reference, "seed \(seed)")
-    }
-}
-
-/// A small, seedable generator so a failing case can be replayed from its seed.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,28 +1,17 @@
 import Foundation
 import Testing
 import UsageEvents
-
-/// A seeded SplitMix64, so a failing case can be replayed from its seed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+import TallyTestSupport
 
 @Suite("JSONWriter: the fast wire encoding of usage events")
 struct JSONWriterTests {
     static let alphabet = Array("aZ09 _-/\"\\\n\r\t\u{01}\u{1F}é€😀{}[]:,")
 
-    func text(_ generator: inout SeededGenerator) -> String {
+    func text(_ generator: inout SeededRandom) -> String {
         String((0..<Int.random(in: 0...12, using: &generator)).map { _ in Self.alphabet.randomElement(using: &generator)! })
     }
 
-    func value(_ generator: inout SeededGenerator, depth: Int = 0) -> JSONValue {
+    func value(_ generator: inout SeededRandom, depth: Int = 0) -> JSONValue {
         switch Int.random(in: 0...(depth > 2 ? 3 : 5), using: &generator) {
         case 0: return .null
         case 1: return .bool(Bool.random(using: &generator))
@@ -38,7 +27,7 @@ struct JSONWriterTests {
         }
     }
 
-    func event(_ generator: inout SeededGenerator) -> UsageEvent {
+    func event(_ generator: inout SeededRandom) -> UsageEvent {
         var metadata: [String: JSONValue] = [:]
         for _ in 0..<Int.random(in: 0...3, using: &generator) { metadata[text(&generator)] = value(&generator) }
         let micros = Int64.random(in: -100_000_000_000_000...4_000_000_000_000_000, using: &generator)
@@ -56,7 +45,7 @@ struct JSONWriterTests {
     @Test("2,000 random events: the writer's bytes decode to the same events as JSONEncoder's")
     func sameAsFoundation() throws {
         let seed = UInt64.random(in: .min ... .max)
-        var generator = SeededGenerator(state: seed)
+        var generator = SeededRandom(seed: seed)
         let events = (0..<2_000).map { _ in event(&generator) }
         let written = JSONWriter.encode(events)
         let decoded = try JSONDecoder().decode([UsageEvent].self, from: Data(written))
@@ -92,7 +81,7 @@ struct JSONParserTests {
     @Test("3,000 random values: writer → parser gives the value back, and JSONDecoder agrees")
     func roundTrip() throws {
         let seed = UInt64.random(in: .min ... .max)
-        var generator = SeededGenerator(state: seed)
+        var generator = SeededRandom(seed: seed)
         let values = JSONWriterTests()
         for _ in 0..<3_000 {
             let original = values.value(&generator)

@@ -26,6 +26,15 @@ struct DeadLetterCommand: AsyncParsableCommand {
         @Option(help: "The work queue (default: $AGGREGATOR_QUEUE or aggregator.usage).") var queue: String?
     }
 
+    /// Which dead letters a command acts on; neither flag means both.
+    struct Kinds: ParsableArguments {
+        @Flag(help: "Parked events (parked_events).") var events = false
+        @Flag(help: "Parked messages (the parking-lot queue).") var messages = false
+
+        var includesEvents: Bool { events || !messages }
+        var includesMessages: Bool { messages || !events }
+    }
+
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Counts, then the newest parked events and messages.")
         @OptionGroup var options: Options
@@ -56,15 +65,13 @@ struct DeadLetterCommand: AsyncParsableCommand {
             abstract: "Put parked events and messages back on the work queue (ids kept: nothing counts twice).",
             discussion: "Without --events or --messages, both. Fix the cause first (e.g. create the missing tenant): what is still wrong is parked again.")
         @OptionGroup var options: Options
-        @Flag(help: "Replay parked events.") var events = false
-        @Flag(help: "Replay parked messages.") var messages = false
+        @OptionGroup var kinds: Kinds
         @Option(name: .customLong("id"), help: "Only these parked events (repeatable).") var ids: [Int64] = []
 
         func run() async throws {
             try await DeadLetters.with(options) { context in
-                let both = !events && !messages
-                if events || both { print("replayed \(try await context.replayEvents(ids: ids)) parked event(s)") }
-                if (messages || both) && ids.isEmpty { print("replayed \(try await context.replayMessages()) parked message(s)") }
+                if kinds.includesEvents { print("replayed \(try await context.replayEvents(ids: ids)) parked event(s)") }
+                if kinds.includesMessages && ids.isEmpty { print("replayed \(try await context.replayMessages()) parked message(s)") }
             }
         }
     }
@@ -74,8 +81,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
             abstract: "Delete parked events and messages for good (needs --yes).",
             discussion: "Without --events or --messages, both.")
         @OptionGroup var options: Options
-        @Flag(help: "Purge parked events.") var events = false
-        @Flag(help: "Purge parked messages.") var messages = false
+        @OptionGroup var kinds: Kinds
         @Flag(help: "Confirm: this deletes usage that was never counted.") var yes = false
 
         func validate() throws {
@@ -84,12 +90,11 @@ struct DeadLetterCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await DeadLetters.with(options) { context in
-                let both = !events && !messages
-                if events || both {
+                if kinds.includesEvents {
                     let deleted = try await context.database.query("DELETE FROM parked_events WHERE replayed_at IS NULL").affectedRows
                     print("purged \(deleted) parked event(s)")
                 }
-                if messages || both {
+                if kinds.includesMessages {
                     let purged = try await context.channel.purgeQueue(RetryPolicy.standard.parkingQueue(for: context.queue))
                     print("purged \(purged) parked message(s)")
                 }

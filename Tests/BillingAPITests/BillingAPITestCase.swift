@@ -1,0 +1,29 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import TallyTestSupport
+
+@testable import BillingAPI
+
+/// What the billing API suites share: the application built as production builds it,
+/// over the real PostgreSQL, with the suite's own admin token.
+protocol BillingAPITestCase {
+    var adminToken: String { get }
+}
+
+extension BillingAPITestCase {
+    func app() async throws -> some ApplicationProtocol {
+        var configuration = BillingAPIConfiguration(databaseURL: TestEnvironment.databaseURL, adminToken: adminToken)
+        configuration.port = 0
+        configuration.databasePoolSize = 2
+        return try await buildApplication(configuration, logger: Logger(label: "test.billing-api"))
+    }
+
+    func bearer(_ token: String) -> HTTPFields { [.authorization: "Bearer \(token)", .contentType: "application/json"] }
+
+    func json(_ response: TestResponse) throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [String: Any] ?? [:]
+    }
+}
