@@ -154,7 +154,7 @@ let package = Package(
             name: "AggregatorTests",
             dependencies: [
                 "Aggregator", "Metering", "UsageEvents", "RabbitMQClient", "TallyMessaging", "TallyTestSupport", "PostgresClient",
-                "BillingEngine",
+                "BillingEngine", "CurlClient",
             ],
             swiftSettings: swiftSettings
         ),

@@ -1,3 +1,4 @@
+import CurlClient
 import Foundation
 import Logging
 import PostgresClient
@@ -33,6 +34,26 @@ struct AggregatorHarness: Sendable {
         return AggregatorHarness(id: id, exchange: exchange, queue: queue, publisher: publisher, database: database)
     }
 
+    /// The same queues and database through a new broker connection (after a broker restart).
+    func reconnected() async throws -> AggregatorHarness {
+        let configuration = try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: "tally-test-aggregator")
+        let publisher = try await AMQPConnection.connectRetrying(
+            configuration: configuration, logger: Self.logger, maxDelay: .seconds(1),
+            setUp: { try await $0.openChannel(1, confirms: true) })
+        return AggregatorHarness(id: id, exchange: exchange, queue: queue, publisher: publisher, database: database)
+    }
+
+    /// `/metrics` of an aggregator on `port`, as name → value.
+    static func metrics(port: Int) async throws -> [String: Double] {
+        let response = try await HTTPClient().send(.init(url: "http://127.0.0.1:\(port)/metrics"))
+        var values: [String: Double] = [:]
+        for line in String(decoding: response.body, as: UTF8.self).split(separator: "\n") where !line.hasPrefix("#") {
+            let parts = line.split(separator: " ")
+            if parts.count == 2, let value = Double(parts[1]) { values[String(parts[0])] = value }
+        }
+        return values
+    }
+
     /// Removes the test's queues and exchange.
     func tearDown() async throws {
         for name in [queue, "\(queue).parked"] + RetryPolicy.standard.delays.map({ RetryPolicy.standard.retryQueue(for: queue, delay: $0) }) {
@@ -44,11 +65,11 @@ struct AggregatorHarness: Sendable {
     }
 
     /// Starts `aggregator run` on this test's queue.
-    func startAggregator(consumers: Int = 2, name: String = "a") throws -> ChildProcess {
+    func startAggregator(consumers: Int = 2, name: String = "a", port: Int = 0) throws -> ChildProcess {
         try ChildProcess(
             Self.binary, ["run"],
             environment: [
-                "AMQP_URL": TestEnvironment.amqpURL, "DATABASE_URL": TestEnvironment.databaseURL, "AGGREGATOR_QUEUE": queue, "AGGREGATOR_PORT": "0", "AGGREGATOR_CONSUMERS": "\(consumers)", "LOG_FORMAT": "text",
+                "AMQP_URL": TestEnvironment.amqpURL, "DATABASE_URL": TestEnvironment.databaseURL, "AGGREGATOR_QUEUE": queue, "AGGREGATOR_PORT": "\(port)", "AGGREGATOR_CONSUMERS": "\(consumers)", "LOG_FORMAT": "text",
                 "LOG_LEVEL": "info",
             ],
             log: logPath(name))

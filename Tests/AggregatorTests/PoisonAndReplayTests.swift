@@ -19,7 +19,8 @@ struct PoisonAndReplayTests {
         let tenant = try await harness.createTenants(1)[0]
         let stranger = UUID()
         let now = Date().addingTimeInterval(-60)
-        let aggregator = try harness.startAggregator(consumers: 1)
+        let port = try TestEnvironment.freePort()
+        let aggregator = try harness.startAggregator(consumers: 1, port: port)
         let badType = #"{"id": "p2", "tenant_id": "\#(tenant.uuidString)", "type": "Bad-Type", "quantity": 1, "time": "\#(now.ISO8601Format())"}"#
         try await harness.publish(["this is not json"])
         try await harness.publish(["[\(usageEventJSON(id: "p0", tenant: tenant, time: now))]"], schema: "invoice.v9")
@@ -41,6 +42,11 @@ struct PoisonAndReplayTests {
         #expect(parked.map { $0.text(1) } == ["p2", "p3"])
         #expect(parked.map { $0.text(2) } == ["invalid", "unknown_tenant"])
         #expect(parked.map { $0.text(3) } == ["type", "tenant_id"])
+        let metrics = try await AggregatorHarness.metrics(port: port)
+        #expect(metrics["tally_aggregator_events_inserted_total"] == 3)
+        #expect(metrics["tally_aggregator_events_parked_total"] == 2)
+        #expect(metrics["tally_aggregator_messages_parked_total"] == 2)
+        #expect(metrics["tally_aggregator_events_received_total"] == 5)
 
         let listing = try dlq(harness, "list")
         #expect(listing.status == 0)
