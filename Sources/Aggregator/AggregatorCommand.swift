@@ -11,7 +11,7 @@ struct AggregatorCommand: AsyncParsableCommand, TallyProcess {
         commandName: processName,
         abstract: "Counts usage events exactly once from RabbitMQ into PostgreSQL rollups.",
         discussion: ConfigurationReport.helpText(AggregatorConfiguration.keys),
-        subcommands: [Run.self, DeadLetterCommand.self, ConfigCommand<Self>.self, MigrateCommand<Self>.self]
+        subcommands: [Run.self, DeadLetterCommand.self, PartitionCommand.self, ConfigCommand<Self>.self, MigrateCommand<Self>.self]
     )
 
     /// `aggregator run`: consume until SIGTERM, then finish the batches in hand and exit.
