@@ -168,14 +168,25 @@ struct UsageConsumer: Sendable {
                 metrics.committed(
                     outcome, seconds: elapsed.seconds,
                     visibleAfter: batch.earliestEventTime.map { Date().timeIntervalSince($0) })
+                let tenants = outcome.insertedByTenant.keys.map { $0.uuidString.lowercased() }.sorted()
                 logger.debug(
                     "batch committed",
                     metadata: [
                         "events.inserted": "\(outcome.inserted)", "events.duplicate": "\(outcome.duplicates)",
                         "events.parked": "\(outcome.parked)", "commit.ms": "\(Int(elapsed.seconds * 1000))",
+                        "tenant.ids": .array(tenants.prefix(20).map { .string($0) }),
                     ])
-                if outcome.parked > 0 {
-                    logger.info("events parked", metadata: ["events.parked": "\(outcome.parked)"])
+                // The first few by name; `aggregator dlq list` has them all.
+                for event in batch.parkedEvents.prefix(10) {
+                    logger.info(
+                        "event parked",
+                        metadata: [
+                            "tenant.id": "\(event.tenantID ?? "-")", "usage.event_id": "\(event.eventID ?? "-")",
+                            "reason": "\(event.reason)", "amqp.message_id": "\(event.messageID ?? "-")",
+                        ])
+                }
+                if outcome.parked > batch.parkedEvents.count {
+                    logger.info("events of unknown tenants parked", metadata: ["events.parked": "\(outcome.parked - batch.parkedEvents.count)"])
                 }
                 await afterCommit(outcome, database)
                 return .committed
