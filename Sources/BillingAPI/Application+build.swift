@@ -34,5 +34,6 @@ func buildRouter(pool: PostgresPool, adminToken: String) -> Router<TallyRequestC
     TenantRoutes(store: tenants, authenticator: authenticator).register(on: router)
     UsageRoutes(pool: pool).register(on: router)
     AlertRoutes(store: AlertStore(pool: pool)).register(on: router)
+    SubscriptionRoutes(store: SubscriptionStore(pool: pool), clock: { Date() }).register(on: router)
     return router
 }

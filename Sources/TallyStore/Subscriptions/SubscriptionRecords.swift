@@ -9,10 +9,12 @@ public struct StoredSubscription: Sendable {
     public let status: String
     public let timeline: Subscription
 
+    /// When the subscription began (its trial's start, or its first period's).
+    public var start: Instant { timeline.trial?.start ?? timeline.calendar.anchor }
+
     /// Whether usage at `instant` falls in this subscription's life (trial included).
     public func covers(_ instant: Instant) -> Bool {
-        let start = timeline.trial?.start ?? timeline.calendar.anchor
-        return start <= instant && timeline.endsAt.map { instant < $0 } ?? true
+        start <= instant && timeline.endsAt.map { instant < $0 } ?? true
     }
 
     /// The billing period (or the trial) containing `instant`, and whether it is the trial.

@@ -1,0 +1,233 @@
+import BillingEngine
+import Foundation
+import PostgresClient
+
+/// A subscription as the API shows it.
+public struct SubscriptionView: Sendable, Codable, Equatable {
+    public struct Change: Sendable, Codable, Equatable {
+        public let plan: String
+        public let effectiveAt: Date
+        public let kind: String
+
+        enum CodingKeys: String, CodingKey {
+            case plan, kind
+            case effectiveAt = "effective_at"
+        }
+    }
+
+    public struct Span: Sendable, Codable, Equatable {
+        public let start: Date
+        public let end: Date
+    }
+
+    public let id: UUID
+    public let tenantID: UUID
+    /// `trialing`, `active` or `canceled`, as of the time of the request.
+    public let status: String
+    /// The plan in force as of the time of the request.
+    public let plan: String
+    public let startedAt: Date
+    public let trialEnd: Date?
+    public let anchor: Date
+    public let interval: String
+    public let endsAt: Date?
+    public let currentPeriod: Span?
+    public let changes: [Change]
+
+    enum CodingKeys: String, CodingKey {
+        case id, status, plan, anchor, interval, changes
+        case tenantID = "tenant_id"
+        case startedAt = "started_at"
+        case trialEnd = "trial_end"
+        case endsAt = "ends_at"
+        case currentPeriod = "current_period"
+    }
+}
+
+/// Why a subscription request was refused, with the field at fault.
+public struct SubscriptionRefusal: Error, Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        case invalid
+        case notFound
+        /// The request would change something already invoiced, or contradicts the state.
+        case conflict
+    }
+
+    public let kind: Kind
+    public let field: String
+    public let message: String
+}
+
+/// Subscriptions, their plan changes and cancellations (SPEC §2 "Plan changes").
+///
+/// Every change is decided by the billing engine's `Subscription` (an upgrade at the
+/// moment asked for, a downgrade at the next period start; cancel now or at period
+/// end) and refused with a conflict when it would alter a period already invoiced.
+public struct SubscriptionStore: Sendable {
+    let pool: PostgresPool
+
+    public init(pool: PostgresPool) {
+        self.pool = pool
+    }
+
+    /// Starts a subscription; a tenant has at most one that has not ended.
+    public func create(tenant: UUID, plan slug: String, start: Date, trialDays: Int, now: Date) async throws -> SubscriptionView {
+        try await pool.withTransaction { connection in
+            let plans = try SubscriptionRecords.plans(on: connection)
+            guard let plan = plans[slug] else {
+                throw SubscriptionRefusal(kind: .invalid, field: "plan", message: "is not a plan; one of \(plans.keys.sorted().joined(separator: ", "))")
+            }
+            // Serialize subscription changes of one tenant.
+            try connection.query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 11))", [tenant])
+            let open = try connection.query(
+                "SELECT id FROM subscriptions WHERE tenant_id = $1 AND (ends_at IS NULL OR ends_at > $2)", [tenant, start])
+            guard open.isEmpty else {
+                throw SubscriptionRefusal(
+                    kind: .conflict, field: "tenant_id",
+                    message: "already has a subscription that has not ended; change or cancel it instead")
+            }
+            let trialEnd = trialDays > 0 ? start.addingTimeInterval(Double(trialDays) * 86_400) : nil
+            let id = try connection.query(
+                """
+                INSERT INTO subscriptions (tenant_id, status, started_at, trial_end, anchor, billing_interval)
+                VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
+                """,
+                [tenant, trialEnd == nil ? "active" : "trialing", start, trialEnd, trialEnd ?? start, plan.interval.rawValue]
+            )[0].decode(0, as: UUID.self)
+            try connection.query(
+                """
+                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
+                VALUES ($1, $2, $3, 'start', $4)
+                """, [id, slug, start, now])
+            return try Self.view(id, plans: plans, now: now, on: connection)
+        }
+    }
+
+    /// Changes the plan as asked at `at`; returns the subscription with the change.
+    public func changePlan(id: UUID, to slug: String, at: Date, now: Date) async throws -> SubscriptionView {
+        try await pool.withTransaction { connection in
+            let plans = try SubscriptionRecords.plans(on: connection)
+            var stored = try Self.locked(id, plans: plans, on: connection)
+            guard let plan = plans[slug] else {
+                throw SubscriptionRefusal(kind: .invalid, field: "plan", message: "is not a plan; one of \(plans.keys.sorted().joined(separator: ", "))")
+            }
+            let requested = Instant(at)
+            guard stored.covers(requested) else {
+                throw SubscriptionRefusal(kind: .conflict, field: "at", message: "is outside the subscription's life")
+            }
+            guard stored.timeline.plan(at: requested) != plan else {
+                throw SubscriptionRefusal(kind: .conflict, field: "plan", message: "is already the plan in force at that time")
+            }
+            let current = stored.timeline.plan(at: requested)
+            var timeline = stored.timeline
+            let effective = timeline.changePlan(to: plan, requestedAt: requested)
+            if let endsAt = timeline.endsAt, effective >= endsAt {
+                throw SubscriptionRefusal(kind: .conflict, field: "at", message: "the change would take effect after the subscription ends")
+            }
+            try Self.refuseIfInvoiced(id, from: effective, on: connection, what: "the plan change")
+            try connection.query(
+                "DELETE FROM subscription_plan_changes WHERE subscription_id = $1 AND effective_at >= $2 AND kind <> 'start'",
+                [id, effective.date])
+            if effective == stored.start {
+                // Changed at the very start: it is the plan it starts on.
+                try connection.query(
+                    "UPDATE subscription_plan_changes SET plan_slug = $2 WHERE subscription_id = $1 AND kind = 'start'", [id, slug])
+            } else {
+                try connection.query(
+                    """
+                    INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
+                    VALUES ($1, $2, $3, $4, $5)
+                    """, [id, slug, effective.date, current.isUpgrade(to: plan) ? "upgrade" : "downgrade", at])
+            }
+            stored = try Self.locked(id, plans: plans, on: connection)
+            return try Self.view(stored, now: now)
+        }
+    }
+
+    /// Cancels now (`atPeriodEnd` false: the period containing `at` ends there) or
+    /// at the end of the period containing `at`.
+    public func cancel(id: UUID, at: Date, atPeriodEnd: Bool, now: Date) async throws -> SubscriptionView {
+        try await pool.withTransaction { connection in
+            let plans = try SubscriptionRecords.plans(on: connection)
+            let stored = try Self.locked(id, plans: plans, on: connection)
+            let requested = Instant(at)
+            guard stored.timeline.endsAt == nil else {
+                throw SubscriptionRefusal(kind: .conflict, field: "at", message: "the subscription is already canceled")
+            }
+            var timeline = stored.timeline
+            timeline.cancel(atPeriodEnd ? .atPeriodEnd(requestedAt: requested) : .immediately(at: requested))
+            guard let endsAt = timeline.endsAt, endsAt > stored.start else {
+                throw SubscriptionRefusal(kind: .conflict, field: "at", message: "is before the subscription started")
+            }
+            try Self.refuseIfInvoiced(id, from: endsAt, on: connection, what: "the cancellation")
+            try connection.query(
+                "UPDATE subscriptions SET ends_at = $2, cancel_requested_at = $3 WHERE id = $1", [id, endsAt.date, at])
+            return try Self.view(id, plans: plans, now: now, on: connection)
+        }
+    }
+
+    /// The tenant's subscriptions, oldest first, as of `now`.
+    public func list(tenant: UUID, now: Date) async throws -> [SubscriptionView] {
+        try await pool.withTransaction(isolation: .repeatableRead) { connection in
+            let plans = try SubscriptionRecords.plans(on: connection)
+            return try (SubscriptionRecords.subscriptions(of: [tenant], plans: plans, on: connection)[tenant] ?? [])
+                .map { try Self.view($0, now: now) }
+        }
+    }
+
+    /// The subscription's tenant, or nil when there is no such subscription.
+    public func tenant(of id: UUID) async throws -> UUID? {
+        try await pool.query("SELECT tenant_id FROM subscriptions WHERE id = $1", [id]).first?.decode(0, as: UUID.self)
+    }
+
+    /// A period invoiced at or after `instant` would change: refuse (409).
+    static func refuseIfInvoiced(_ id: UUID, from instant: Instant, on connection: isolated PostgresConnection, what: String) throws {
+        let invoiced = try connection.query(
+            """
+            SELECT number, period_start, period_end FROM invoices
+             WHERE subscription_id = $1 AND kind = 'period' AND period_end > $2 ORDER BY period_start LIMIT 1
+            """, [id, instant.date])
+        guard let row = invoiced.first else { return }
+        throw SubscriptionRefusal(
+            kind: .conflict, field: "at",
+            message: "\(what) would alter a period already invoiced (\(row.text(0) ?? "an invoice") for "
+                + "\(row.text(1) ?? "") – \(row.text(2) ?? "")); corrections go on later invoices")
+    }
+
+    private static func locked(_ id: UUID, plans: [String: Plan], on connection: isolated PostgresConnection) throws -> StoredSubscription {
+        let tenant = try connection.query("SELECT tenant_id FROM subscriptions WHERE id = $1 FOR UPDATE", [id]).first
+        guard let tenant = try tenant?.decode(0, as: UUID.self),
+            let stored = try SubscriptionRecords.subscriptions(of: [tenant], plans: plans, on: connection)[tenant]?.first(where: { $0.id == id })
+        else { throw SubscriptionRefusal(kind: .notFound, field: "id", message: "no such subscription") }
+        return stored
+    }
+
+    private static func view(_ id: UUID, plans: [String: Plan], now: Date, on connection: isolated PostgresConnection) throws -> SubscriptionView {
+        try view(try locked(id, plans: plans, on: connection), now: now)
+    }
+
+    static func view(_ stored: StoredSubscription, now: Date) throws -> SubscriptionView {
+        let timeline = stored.timeline
+        let instant = Instant(now)
+        let status: String
+        if let endsAt = timeline.endsAt, endsAt <= instant {
+            status = "canceled"
+        } else if let trial = timeline.trial, instant < trial.end {
+            status = "trialing"
+        } else {
+            status = "active"
+        }
+        let current = stored.period(containing: instant).map { SubscriptionView.Span(start: $0.span.start.date, end: $0.span.end.date) }
+        let start = stored.start
+        var changes = [SubscriptionView.Change(plan: timeline.initialPlan.slug, effectiveAt: start.date, kind: "start")]
+        changes += timeline.changes.map { change in
+            let before = timeline.plan(at: change.effectiveAt.advanced(byMicroseconds: -1))
+            return SubscriptionView.Change(
+                plan: change.plan.slug, effectiveAt: change.effectiveAt.date, kind: before.isUpgrade(to: change.plan) ? "upgrade" : "downgrade")
+        }
+        return SubscriptionView(
+            id: stored.id, tenantID: stored.tenantID, status: status, plan: timeline.plan(at: min(instant, timeline.endsAt?.advanced(byMicroseconds: -1) ?? instant)).slug,
+            startedAt: start.date, trialEnd: timeline.trial?.end.date, anchor: timeline.calendar.anchor.date,
+            interval: timeline.calendar.interval.rawValue, endsAt: timeline.endsAt?.date, currentPeriod: current, changes: changes)
+    }
+}

@@ -1,0 +1,94 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import PostgresClient
+import TallyTestSupport
+import Testing
+
+@testable import BillingAPI
+
+@Suite("Billing API: subscriptions")
+struct SubscriptionAPITests: BillingAPITestCase {
+    let adminToken = "test-admin-\(UUID().uuidString)"
+
+    func createTenant(_ client: some TestClientProtocol) async throws -> (id: String, key: String) {
+        try await client.execute(
+            uri: "/v1/tenants", method: .post, headers: bearer(adminToken),
+            body: ByteBuffer(string: #"{"name": "Subscriber", "billing_email": "ap@sub.test"}"#)
+        ) { response in
+            let body = try json(response)
+            return (try #require(body["id"] as? String), try #require(body["api_key"] as? String))
+        }
+    }
+
+    func post(_ client: some TestClientProtocol, _ uri: String, _ key: String, _ body: String) async throws -> (HTTPResponse.Status, [String: Any]) {
+        try await client.execute(uri: uri, method: .post, headers: bearer(key), body: ByteBuffer(string: body)) { response in
+            (response.status, try json(response))
+        }
+    }
+
+    func field(_ body: [String: Any]) -> String? { (body["error"] as? [String: Any])?["field"] as? String }
+
+    @Test("start, upgrade at once, downgrade at the next period, cancel at period end; invoiced periods are protected")
+    func lifecycle() async throws {
+        let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client)
+            let other = try await createTenant(client)
+            var (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "starter", "start": "2026-01-31T00:00:00Z"}"#)
+            #expect(status == .created)
+            let id = try #require(body["id"] as? String)
+            #expect(body["plan"] as? String == "starter")
+            #expect(body["interval"] as? String == "month")
+            (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "starter"}"#)
+            #expect(status == .conflict)
+            #expect(field(body) == "tenant_id")
+            (status, body) = try await post(client, "/v1/subscriptions", other.key, #"{"plan": "platinum"}"#)
+            #expect(status == .badRequest)
+            #expect(field(body) == "plan")
+            (status, body) = try await post(client, "/v1/subscriptions", other.key, #"{"plan": "starter", "start": "soon"}"#)
+            #expect(field(body) == "start")
+
+            // Upgrade mid-period: at the moment asked. Downgrade: at the next period start (Feb 28 → Mar 31).
+            (status, body) = try await post(client, "/v1/subscriptions/\(id)/change", tenant.key, #"{"plan": "professional", "at": "2026-02-10T12:00:00Z"}"#)
+            #expect(status == .ok)
+            (status, body) = try await post(client, "/v1/subscriptions/\(id)/change", tenant.key, #"{"plan": "starter", "at": "2026-03-05T00:00:00Z"}"#)
+            #expect(status == .ok)
+            let changes = try #require(body["changes"] as? [[String: Any]])
+            #expect(changes.map { $0["kind"] as? String } == ["start", "upgrade", "downgrade"])
+            #expect(changes.map { $0["effective_at"] as? String } == [
+                "2026-01-31T00:00:00.000Z", "2026-02-10T12:00:00.000Z", "2026-03-31T00:00:00.000Z",
+            ])
+            // Another tenant's key cannot see or touch it.
+            (status, _) = try await post(client, "/v1/subscriptions/\(id)/cancel", other.key, "{}")
+            #expect(status == .notFound)
+
+            // Once February is invoiced, a change inside it is refused with 409 naming the invoice.
+            try await pool.query(
+                """
+                INSERT INTO invoices (tenant_id, subscription_id, number, period_start, period_end, subtotal_cents, tax_rate_bps,
+                                      tax_cents, total_cents, issued_at, as_of)
+                VALUES ($1, $2, $3, '2026-02-28T00:00:00Z', '2026-03-31T00:00:00Z', 100, 0, 0, 100, now(), now())
+                """, [UUID(uuidString: tenant.id)!, UUID(uuidString: id)!, "INV-2099-\(String(Int.random(in: 100_000...999_999)))"])
+            (status, body) = try await post(client, "/v1/subscriptions/\(id)/change", tenant.key, #"{"plan": "enterprise", "at": "2026-03-10T00:00:00Z"}"#)
+            #expect(status == .conflict)
+            let message = (body["error"] as? [String: Any])?["message"] as? String ?? ""
+            #expect(message.contains("already invoiced"))
+            (status, body) = try await post(client, "/v1/subscriptions/\(id)/cancel", tenant.key, #"{"at": "2026-03-15T00:00:00Z"}"#)
+            #expect(status == .conflict)
+
+            // Cancel at the end of the period containing April 10: [Mar 31, Apr 30) — the Jan 31 anchor, clamped.
+            (status, body) = try await post(client, "/v1/subscriptions/\(id)/cancel", tenant.key, #"{"at": "2026-04-10T00:00:00Z", "at_period_end": true}"#)
+            #expect(status == .ok)
+            #expect(body["ends_at"] as? String == "2026-04-30T00:00:00.000Z")
+            try await client.execute(uri: "/v1/subscriptions", method: .get, headers: bearer(tenant.key)) { response in
+                let list = try #require(try json(response)["data"] as? [[String: Any]])
+                #expect(list.count == 1)
+            }
+        }
+        await pool.close()
+    }
+}
