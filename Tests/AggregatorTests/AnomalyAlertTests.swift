@@ -39,7 +39,7 @@ struct AnomalyAlertTests {
         try await write("spike-more", count: 100, hourStart: spikeHour)
         #expect(try await firings() == 1)
         let outbox = try await harness.database.query(
-            "SELECT count(*) FROM billing_event_outbox WHERE routing_key = 'alert.triggered' AND body LIKE $1",
+            "SELECT count(*) FROM outbox WHERE routing_key = 'alert.triggered' AND body::text LIKE $1",
             ["%\(tenant.uuidString.lowercased())%"])[0].decode(0, as: Int.self)
         #expect(outbox == 1)
         await connection.close()

@@ -75,7 +75,7 @@ struct QuotaAndAlertTests {
             try await harness.waitUntil("1750 events stored") { try await harness.storedCounts([tenant])[tenant] == 1750 }
             try await harness.waitUntil("the outbox sent") {
                 try await harness.database.query(
-                    "SELECT count(*) FROM billing_event_outbox WHERE body LIKE $1 AND published_at IS NULL", ["%\(tenant.uuidString.lowercased())%"]
+                    "SELECT count(*) FROM outbox WHERE body::text LIKE $1 AND published_at IS NULL", ["%\(tenant.uuidString.lowercased())%"]
                 )[0].decode(0, as: Int.self) == 0
             }
             var received: [String: String] = [:]  // message id → routing key

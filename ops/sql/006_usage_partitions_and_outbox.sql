@@ -74,21 +74,11 @@ SELECT tenant_id, event_id, metric, name, quantity, unit, occurred_at,
   FROM usage_events_unpartitioned;
 DROP TABLE usage_events_unpartitioned;
 
--- Transactional outbox for billing events (quota.exceeded, alert.triggered): written
--- in the transaction that counts the usage, published with confirms afterwards and
--- marked; `dedup_key` makes "once per period" a unique constraint and is the
--- message id, so the Notifier can drop a publish repeated after a crash. A relay
--- claims rows for `claimed_until` (a lease), so several relays never send the same
--- row at once and a relay that died mid-way is replaced when its lease runs out.
-CREATE TABLE billing_event_outbox (
-    id              bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    dedup_key       text        NOT NULL UNIQUE,
-    routing_key     text        NOT NULL,
-    body            text        NOT NULL,
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    claimed_until   timestamptz,
-    published_at    timestamptz
-);
-CREATE INDEX billing_event_outbox_unpublished ON billing_event_outbox (id) WHERE published_at IS NULL;
+-- The outbox (004) gets a lease: a relay claims rows for `claimed_until`, so several
+-- relays (Aggregator and Invoicer processes) never send a row at the same time, and a
+-- relay that died mid-way is replaced when its lease runs out. `message_id` is the
+-- stable dedup key of what the row announces (e.g. one alert firing per period): a
+-- unique constraint, and the AMQP message id the Notifier deduplicates on.
+ALTER TABLE outbox ADD COLUMN claimed_until timestamptz;
 
 ALTER TABLE parked_events ADD COLUMN code text;

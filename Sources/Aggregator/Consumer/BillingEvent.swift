@@ -1,10 +1,12 @@
 import Foundation
 import PostgresClient
+import TallyMessaging
+import TallyRuntime
 import UsageEvents
 
 /// A billing event the Aggregator emits on `billing.events` (routing key = `type`):
-/// `quota.exceeded` or `alert.triggered`. Its `id` is the outbox dedup key, also the
-/// AMQP message id, stable across re-sends so the Notifier can deduplicate.
+/// `quota.exceeded` or `alert.triggered`. Its `id` is the outbox message id (the dedup
+/// key), stable across re-sends so the Notifier can deduplicate.
 struct BillingEvent: Encodable, Sendable {
     var id = ""
     let type: String
@@ -31,8 +33,7 @@ struct BillingEvent: Encodable, Sendable {
         case alertKind = "alert_kind"
     }
 
-    /// Inserts the event into the outbox unless its dedup key is there already;
-    /// returns 1 when it was new.
+    /// Puts the event in the outbox unless its dedup key is there already; returns 1 when new.
     init(
         type: String, tenant: UUID, metric: String, value: String, quota: String?, periodStart: Date, periodEnd: Date,
         enforcement: String? = nil, occurredAt: Date, alertID: UUID? = nil, alertKind: String? = nil, threshold: String? = nil,
@@ -63,10 +64,7 @@ struct BillingEvent: Encodable, Sendable {
             try container.encode(RFC3339.format(date))
         }
         let body = String(decoding: try encoder.encode(event), as: UTF8.self)
-        return try connection.query(
-            """
-            INSERT INTO billing_event_outbox (dedup_key, routing_key, body) VALUES ($1, $2, $3)
-            ON CONFLICT (dedup_key) DO NOTHING
-            """, [dedupKey, event.type, body]).affectedRows
+        return try Outbox.enqueue(
+            exchange: ExchangeName.billingEvents, routingKey: event.type, messageID: dedupKey, body: body, on: connection)
     }
 }

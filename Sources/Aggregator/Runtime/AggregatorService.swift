@@ -4,6 +4,7 @@ import PostgresClient
 import RabbitMQClient
 import ServiceLifecycle
 import TallyMessaging
+import TallyRuntime
 
 /// The Aggregator's work: its consumers, and the hourly upkeep of the usage
 /// partitions. On graceful shutdown every consumer finishes, commits and acks the
@@ -69,7 +70,7 @@ struct Upkeep: Sendable {
             }
             if ContinuousClock.now >= outboxDue {
                 do {
-                    _ = try await pool.withConnection { try await relay.drain($0) }
+                    _ = try await pool.withConnection { try await relay.outbox.drain($0) }
                 } catch {
                     logger.warning("outbox sweep failed; retrying", metadata: ["error": "\(error)"])
                 }
