@@ -89,6 +89,12 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // Billing runs and invoice generation, shared by the Invoicer and the billing API.
+        .target(
+            name: "Invoicing",
+            dependencies: ["BillingEngine", "TallyStore", "TallyRuntime", "TallyMessaging", "PostgresClient"],
+            swiftSettings: swiftSettings
+        ),
         // What Tally's HTTP servers share: error shape, authentication, health.
         .target(name: "TallyHTTP", dependencies: ["TallyStore", hummingbird, nioCore, httpTypes, log], swiftSettings: swiftSettings),
 
@@ -109,11 +115,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .executableTarget(name: "Invoicer", dependencies: ["TallyRuntime", argumentParser, log], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "Invoicer",
+            dependencies: [
+                "TallyRuntime", "Invoicing", "TallyMessaging", "PostgresClient", "RabbitMQClient", argumentParser, log, lifecycle,
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(name: "Notifier", dependencies: ["TallyRuntime", argumentParser, log], swiftSettings: swiftSettings),
         .executableTarget(
             name: "BillingAPI",
-            dependencies: ["TallyRuntime", "TallyStore", "TallyHTTP", "PostgresClient", "BillingEngine", argumentParser, log, hummingbird],
+            dependencies: [
+                "TallyRuntime", "TallyStore", "TallyHTTP", "PostgresClient", "BillingEngine", "Invoicing", argumentParser, log,
+                hummingbird,
+            ],
             swiftSettings: swiftSettings
         ),
 
@@ -155,6 +171,13 @@ let package = Package(
             dependencies: [
                 "Aggregator", "Metering", "UsageEvents", "RabbitMQClient", "TallyMessaging", "TallyTestSupport", "PostgresClient",
                 "BillingEngine", "CurlClient",
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "InvoicerTests",
+            dependencies: [
+                "Invoicing", "TallyTestSupport", "PostgresClient", "RabbitMQClient", "TallyMessaging", "UsageEvents", "BillingEngine",
             ],
             swiftSettings: swiftSettings
         ),

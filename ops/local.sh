@@ -300,6 +300,7 @@ start_tally() {
   TALLY_SPOOL_DIR="$LOCAL/spool/producer" \
     start_tally_process producer "$(tally_bin producer)" serve --host 127.0.0.1 --port $INGEST_PORT
   AGGREGATOR_PORT=$AGGREGATOR_PORT start_tally_process aggregator "$(tally_bin aggregator)" run
+  start_tally_process invoicer "$(tally_bin invoicer)" run
   wait_for "billing-api" 60 "$LOGS/billing-api.log" curl -fsS "http://127.0.0.1:$API_PORT/healthz"
   wait_for "aggregator" 60 "$LOGS/aggregator.log" curl -fsS "http://127.0.0.1:$AGGREGATOR_PORT/healthz"
   wait_for "producer" 60 "$LOGS/producer.log" curl -fsS "http://127.0.0.1:$INGEST_PORT/healthz"

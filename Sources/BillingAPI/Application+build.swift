@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Invoicing
 import Logging
 import PostgresClient
 import TallyHTTP
@@ -13,7 +14,7 @@ func buildApplication(
     let pool = PostgresPool(
         configuration: try PostgresConfiguration(url: configuration.databaseURL),
         size: configuration.databasePoolSize, logger: logger)
-    let router = buildRouter(pool: pool, adminToken: configuration.adminToken)
+    let router = buildRouter(pool: pool, adminToken: configuration.adminToken, grace: Double(configuration.graceSeconds))
     return Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tally-billing-api"),
@@ -21,7 +22,7 @@ func buildApplication(
 }
 
 /// The routes and middleware, separate from the server so tests can drive them.
-func buildRouter(pool: PostgresPool, adminToken: String) -> Router<TallyRequestContext> {
+func buildRouter(pool: PostgresPool, adminToken: String, grace: TimeInterval) -> Router<TallyRequestContext> {
     let tenants = TenantStore(pool: pool)
     let authenticator = APIKeyAuthenticator(adminToken: adminToken) { key in try await tenants.tenantOwning(key) }
     let router = Router(context: TallyRequestContext.self)
@@ -35,5 +36,6 @@ func buildRouter(pool: PostgresPool, adminToken: String) -> Router<TallyRequestC
     UsageRoutes(pool: pool).register(on: router)
     AlertRoutes(store: AlertStore(pool: pool)).register(on: router)
     SubscriptionRoutes(store: SubscriptionStore(pool: pool), clock: { Date() }).register(on: router)
+    InvoiceRoutes(pool: pool, invoices: InvoiceStore(pool: pool), grace: grace).register(on: router)
     return router
 }

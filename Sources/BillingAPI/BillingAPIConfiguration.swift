@@ -10,6 +10,7 @@ struct BillingAPIConfiguration: Sendable {
     var databaseURL: String
     var adminToken: String
     var databasePoolSize = 8
+    var graceSeconds = 3600
 
     static let host = ConfigurationKey("BILLING_API_HOST", summary: "address to listen on", default: "127.0.0.1")
     static let port = ConfigurationKey("BILLING_API_PORT", summary: "TCP port to listen on", default: "8081")
@@ -18,8 +19,11 @@ struct BillingAPIConfiguration: Sendable {
     static let poolSize = ConfigurationKey(
         "DATABASE_POOL_SIZE", summary: "PostgreSQL connections per process", default: "8")
 
+    static let grace = ConfigurationKey(
+        "BILLING_GRACE_SECONDS", summary: "a period is billed once as_of ≥ its end + this grace (SPEC §2)", default: "3600")
+
     static let keys: [ConfigurationKey] = [
-        host, port, .databaseURL, adminToken, poolSize, .migrationsDirectory, .logLevel, .logFormat,
+        host, port, .databaseURL, adminToken, poolSize, grace, .migrationsDirectory, .logLevel, .logFormat,
     ]
 
     init(databaseURL: String, adminToken: String) {
@@ -32,5 +36,6 @@ struct BillingAPIConfiguration: Sendable {
         host = try reader.string(Self.host)
         port = try reader.int(Self.port, in: 0...65535)
         databasePoolSize = try reader.int(Self.poolSize, in: 1...256)
+        graceSeconds = try reader.int(Self.grace, in: 0...(90 * 86_400))
     }
 }

@@ -1,19 +1,110 @@
 import ArgumentParser
+import Foundation
+import Invoicing
+import Logging
+import PostgresClient
+import RabbitMQClient
+import ServiceLifecycle
+import TallyMessaging
 import TallyRuntime
+import UnixSignals
 
-/// `invoicer`: Issues one invoice per subscription period, renders PDFs and syncs Stripe.
-///
-/// Its work loop lands with its own issue; today it reads and checks its
-/// configuration (`invoicer config`) and can apply the schema (`invoicer migrate`).
+/// `invoicer`: issues one invoice per subscription period.
 @main
 struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
     static let processName = "invoicer"
-    static let configurationKeys: [ConfigurationKey] = [.amqpURL, .databaseURL, .logLevel, .logFormat]
+    static var configurationKeys: [ConfigurationKey] { InvoicerConfiguration.keys }
 
     static let configuration = CommandConfiguration(
         commandName: processName,
-        abstract: "Issues one invoice per subscription period, renders PDFs and syncs Stripe.",
-        discussion: ConfigurationReport.helpText(configurationKeys),
-        subcommands: [ConfigCommand<Self>.self, MigrateCommand<Self>.self]
+        abstract: "Issues one invoice per subscription period (billing runs and their commands).",
+        discussion: ConfigurationReport.helpText(InvoicerConfiguration.keys),
+        subcommands: [Run.self, Bill.self, ConfigCommand<Self>.self, MigrateCommand<Self>.self]
     )
+
+    /// `invoicer run`: consume invoice commands until SIGTERM.
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Consume invoice.generate commands until SIGTERM (run as many processes as you like).",
+            discussion: ConfigurationReport.helpText(InvoicerConfiguration.keys))
+
+        func run() async throws {
+            let reader = ConfigurationReader()
+            let logger = try LogBootstrap.configure(reader, label: "invoicer")
+            let configuration = try InvoicerConfiguration(reader: reader)
+            let group = ServiceGroup(
+                configuration: .init(
+                    services: [InvoicerService(configuration: configuration, logger: logger)], gracefulShutdownSignals: [.sigterm, .sigint],
+                    logger: logger))
+            try await group.run()
+        }
+    }
+
+    /// `invoicer bill --as-of T`: plan a billing run and follow it to completion.
+    struct Bill: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Issue every invoice due at --as-of: plan the run, send its commands, show progress until done.",
+            discussion: ConfigurationReport.helpText(InvoicerConfiguration.keys))
+        @Option(help: "The billing instant (RFC 3339); default now.") var asOf: String?
+        @Flag(help: "Return once the commands are sent, without waiting for the invoices.") var noWait = false
+
+        func run() async throws {
+            let reader = ConfigurationReader()
+            let logger = {
+                var logger = Logger(label: "invoicer.bill")
+                logger.logLevel = .error
+                return logger
+            }()
+            let configuration = try InvoicerConfiguration(reader: reader)
+            let asOf = try asOf.map(Self.instant) ?? Date()
+            let pool = PostgresPool(configuration: try PostgresConfiguration(url: configuration.databaseURL), size: 1, logger: logger)
+            let plan = try await pool.withTransaction { connection in
+                try BillingRunPlanner.plan(asOf: asOf, grace: Double(configuration.graceSeconds), on: connection)
+            }
+            print("billing run \(plan.runID.uuidString.lowercased()): \(plan.due) invoice(s) due at \(asOf.ISO8601Format())")
+            let publisher = ConfirmedPublisher(
+                configuration: try AMQPConfiguration(url: configuration.amqpURL, connectionName: "tally-invoicer-bill"), logger: logger)
+            _ = try await pool.withConnection { try await OutboxRelay(publisher: publisher, logger: logger).drain($0) }
+            await publisher.close()
+            guard !noWait, plan.due > 0 else { return await pool.close() }
+            try await follow(plan, pool: pool)
+            await pool.close()
+        }
+
+        /// Prints progress (a bar on a terminal, a line per change otherwise) until the run completes.
+        func follow(_ plan: BillingRunPlanner.Plan, pool: PostgresPool) async throws {
+            let terminal = isatty(STDOUT_FILENO) == 1
+            var last = -1
+            while true {
+                guard let status = try await pool.withConnection({ try await $0.withTransaction { try BillingRunStatus.load(plan.runID, on: $0) } }) else { return }
+                let done = status.issued + status.failed
+                if done != last {
+                    let width = 30
+                    let filled = status.due == 0 ? width : width * done / status.due
+                    let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+                    let line = "[\(bar)] \(done)/\(status.due) issued \(status.issued), failed \(status.failed)"
+                    if terminal {
+                        FileHandle.standardOutput.write(Data(("\r" + line).utf8))
+                    } else {
+                        print(line)
+                    }
+                    last = done
+                }
+                if status.status == "completed" {
+                    if terminal { print("") }
+                    print(status.failed == 0 ? "completed" : "completed with \(status.failed) failed (see `aggregator dlq`-style parking: invoicer.commands.parked)")
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(300))
+            }
+        }
+
+        static func instant(_ text: String) throws -> Date {
+            let withFraction = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+            guard let date = (try? withFraction.parse(text)) ?? (try? Date.ISO8601FormatStyle().parse(text)) else {
+                throw ValidationError("--as-of must be an RFC 3339 time, e.g. 2026-12-01T01:00:00Z")
+            }
+            return date
+        }
+    }
 }

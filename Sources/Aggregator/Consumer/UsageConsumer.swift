@@ -209,45 +209,31 @@ struct UsageConsumer: Sendable {
         }
     }
 
+    private var router: FailureRouter { FailureRouter(queue: settings.queue, retry: settings.retry, publisher: publisher) }
+
     private func park(_ unreadable: [UnreadableMessage], of deliveries: [Delivery], logger: Logger) async throws {
         guard !unreadable.isEmpty else { return }
         let byTag = Dictionary(uniqueKeysWithValues: deliveries.map { ($0.deliveryTag, $0) })
-        let messages = unreadable.compactMap { item in
-            byTag[item.deliveryTag].map { parkingMessage($0, reason: item.reason) }
-        }
-        try await publisher.publish(messages)
-        metrics.parkedMessages(messages.count)
+        let parked = unreadable.compactMap { item in byTag[item.deliveryTag].map { ($0, item.reason) } }
+        try await router.park(parked.map(\.0), reasons: parked.map(\.1))
+        metrics.parkedMessages(parked.count)
         for item in unreadable {
             logger.warning(
                 "message parked", metadata: ["amqp.message_id": "\(byTag[item.deliveryTag]?.properties.messageID ?? "-")", "reason": "\(item.reason)"])
         }
     }
 
-    /// After a failed attempt: to the retry queue for the next attempt, or parked
-    /// with the error once the attempts are used up (RetryPolicy).
+    /// After a failed attempt: to the retry queue for the next attempt, or parked with
+    /// the error (the server's message included) once the attempts are used up.
     private func retryOrPark(_ delivery: Delivery, error: any Error, logger: Logger) async throws {
-        let attempt = delivery.properties.headers[HeaderName.attempt].flatMap { Int($0.stringValue) } ?? 1
-        switch settings.retry.next(afterFailedAttempt: attempt, queue: settings.queue) {
+        switch try await router.retryOrPark(delivery, reason: String(reflecting: error)) {
         case .retry(let routingKey, let next):
-            var properties = delivery.properties
-            properties.headers[HeaderName.attempt] = .int(Int64(next))
-            try await publisher.publish([
-                OutgoingMessage(exchange: ExchangeName.retry, routingKey: routingKey, body: delivery.body, properties: properties, mandatory: true)
-            ])
             metrics.retriedMessages(1)
             logger.warning("message will be retried", metadata: ["attempt": "\(next)", "amqp.routing_key": "\(routingKey)"])
         case .park:
-            try await publisher.publish([parkingMessage(delivery, reason: "failed \(attempt) times: \(String(reflecting: error))")])
             metrics.parkedMessages(1)
             logger.error("message parked after its last attempt", metadata: ["error": "\(error)"])
         }
-    }
-
-    private func parkingMessage(_ delivery: Delivery, reason: String) -> OutgoingMessage {
-        var properties = delivery.properties
-        properties.headers[HeaderName.parkReason] = .string(String(reason.prefix(1000)))
-        return OutgoingMessage(
-            exchange: ExchangeName.parking, routingKey: settings.queue, body: delivery.body, properties: properties, mandatory: true)
     }
 }
 

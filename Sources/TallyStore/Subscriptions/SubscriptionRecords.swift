@@ -50,16 +50,16 @@ public enum SubscriptionRecords {
         return plans
     }
 
-    /// The subscriptions of `tenants`, oldest first per tenant.
+    /// The subscriptions of `tenants` (every tenant's when nil), oldest first per tenant.
     public static func subscriptions(
-        of tenants: [UUID], plans: [String: Plan], on connection: isolated PostgresConnection
+        of tenants: [UUID]?, plans: [String: Plan], on connection: isolated PostgresConnection
     ) throws -> [UUID: [StoredSubscription]] {
-        let ids = "{" + tenants.map(\.uuidString).joined(separator: ",") + "}"
+        let ids = tenants.map { "{" + $0.map(\.uuidString).joined(separator: ",") + "}" }
         let rows = try connection.query(
             """
             SELECT s.id, s.tenant_id, s.status, s.started_at, s.trial_end, s.ends_at, c.plan_slug, c.effective_at, c.kind
               FROM subscriptions s JOIN subscription_plan_changes c ON c.subscription_id = s.id
-             WHERE s.tenant_id = ANY($1::uuid[])
+             WHERE $1::uuid[] IS NULL OR s.tenant_id = ANY($1::uuid[])
              ORDER BY s.started_at, s.id, c.effective_at
             """, [ids])
         var grouped: [(first: PostgresRow, changes: [PostgresRow])] = []

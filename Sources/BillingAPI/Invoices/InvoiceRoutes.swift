@@ -1,0 +1,73 @@
+import Foundation
+import Hummingbird
+import Invoicing
+import Logging
+import PostgresClient
+import TallyHTTP
+import TallyStore
+
+/// `/v1/invoices` (a tenant key sees its own) and `/v1/billing-runs` (admin only).
+///
+/// A billing run is planned here, in one transaction with its commands in the outbox;
+/// the Invoicer processes publish and carry them out, and the run's status counts them.
+struct InvoiceRoutes {
+    let pool: PostgresPool
+    let invoices: InvoiceStore
+    let grace: TimeInterval
+
+    func register(on router: Router<TallyRequestContext>) {
+        router.get("v1/invoices", use: list)
+        router.get("v1/invoices/:invoiceID", use: show)
+        router.post("v1/billing-runs", use: createRun)
+        router.get("v1/billing-runs/:runID", use: showRun)
+    }
+
+    @Sendable func list(_ request: Request, context: TallyRequestContext) async throws -> InvoiceList {
+        let tenant = try context.tenantInScope(request.uri.queryParameters.get("tenant_id"))
+        return InvoiceList(data: try await invoices.list(tenant: tenant))
+    }
+
+    @Sendable func show(_ request: Request, context: TallyRequestContext) async throws -> InvoiceView {
+        let principal = try context.requirePrincipal()
+        guard let id = UUID(uuidString: context.parameters.get("invoiceID") ?? ""), let invoice = try await invoices.invoice(id: id),
+            principal.canAccess(tenant: invoice.tenantID)
+        else { throw APIError.notFound("invoice") }
+        return invoice
+    }
+
+    @Sendable func createRun(_ request: Request, context: TallyRequestContext) async throws -> EditedResponse<BillingRunStatus> {
+        try context.requireAdmin()
+        let body = try await request.decodeOptionalJSON(CreateRunRequest.self, context: context)
+        let asOf = try body?.asOf.map { try SubscriptionRoutes.instant($0, field: "as_of") } ?? Date()
+        let status = try await pool.withTransaction { connection in
+            let plan = try BillingRunPlanner.plan(asOf: asOf, grace: grace, on: connection)
+            guard let status = try BillingRunStatus.load(plan.runID, on: connection) else { throw APIError.notFound("billing run") }
+            return status
+        }
+        context.logger.info("billing run planned", metadata: ["billing_run.id": "\(status.id)", "due": "\(status.due)"])
+        return EditedResponse(status: .accepted, response: status)
+    }
+
+    @Sendable func showRun(_ request: Request, context: TallyRequestContext) async throws -> BillingRunStatus {
+        try context.requireAdmin()
+        guard let id = UUID(uuidString: context.parameters.get("runID") ?? ""),
+            let status = try await pool.withTransaction({ try BillingRunStatus.load(id, on: $0) })
+        else { throw APIError.notFound("billing run") }
+        return status
+    }
+}
+
+struct CreateRunRequest: Decodable {
+    let asOf: String?
+
+    enum CodingKeys: String, CodingKey {
+        case asOf = "as_of"
+    }
+}
+
+struct InvoiceList: ResponseEncodable {
+    let data: [InvoiceView]
+}
+
+extension InvoiceView: ResponseEncodable {}
+extension BillingRunStatus: ResponseEncodable {}

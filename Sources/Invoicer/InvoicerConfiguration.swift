@@ -1,0 +1,26 @@
+import TallyRuntime
+
+/// Everything the Invoicer reads; `keys` lists every variable.
+struct InvoicerConfiguration: Sendable {
+    var amqpURL: String
+    var databaseURL: String
+    var consumers = 2
+    var prefetch: UInt16 = 16
+    var graceSeconds = 3600
+
+    static let consumers = ConfigurationKey(
+        "INVOICER_CONSUMERS", summary: "command consumers per process, each with its own AMQP and PostgreSQL connection", default: "2")
+    static let prefetch = ConfigurationKey("INVOICER_PREFETCH", summary: "unacked commands per consumer", default: "16")
+    static let grace = ConfigurationKey(
+        "BILLING_GRACE_SECONDS", summary: "a period is billed once as_of ≥ its end + this grace (SPEC §2)", default: "3600")
+
+    static let keys: [ConfigurationKey] = [.amqpURL, .databaseURL, consumers, prefetch, grace, .migrationsDirectory, .logLevel, .logFormat]
+
+    init(reader: ConfigurationReader) throws(ConfigurationError) {
+        amqpURL = try reader.string(.amqpURL)
+        databaseURL = try reader.string(.databaseURL)
+        consumers = try reader.int(Self.consumers, in: 1...64)
+        prefetch = UInt16(try reader.int(Self.prefetch, in: 1...2000))
+        graceSeconds = try reader.int(Self.grace, in: 0...(90 * 86_400))
+    }
+}

@@ -1,0 +1,98 @@
+import BillingEngine
+import Foundation
+import PostgresClient
+import TallyMessaging
+import TallyStore
+
+/// Finds every (subscription, period) due at `as_of` — period end + grace ≤ as_of, not
+/// yet invoiced, several per subscription when billing is behind — and records a
+/// billing run with one item and one `invoice.generate` command (in the outbox) per
+/// period, all in one transaction: a run is either planned whole or not at all.
+public enum BillingRunPlanner {
+    public struct Plan: Sendable, Equatable {
+        public let runID: UUID
+        public let due: Int
+    }
+
+    public static func plan(asOf: Date, grace: TimeInterval, on connection: isolated PostgresConnection) throws -> Plan {
+        let plans = try SubscriptionRecords.plans(on: connection)
+        let subscriptions = try SubscriptionRecords.subscriptions(of: nil, plans: plans, on: connection).values.flatMap { $0 }
+        var invoiced: Set<String> = []
+        for row in try connection.query("SELECT subscription_id::text, period_start FROM invoices WHERE kind = 'period'") {
+            invoiced.insert("\(row.text(0) ?? "")|\(Instant(try row.decode(1, as: Date.self)).microsecondsSinceEpoch)")
+        }
+        let deadline = Instant(asOf.addingTimeInterval(-grace))
+        var ids: [String] = []
+        var indexes: [String] = []
+        var starts: [String] = []
+        for subscription in subscriptions {
+            var index: Int64 = 0
+            while let period = subscription.timeline.billingPeriod(index), period.billed.end <= deadline {
+                let key = "\(subscription.id.uuidString.lowercased())|\(period.billed.start.microsecondsSinceEpoch)"
+                if !invoiced.contains(key) {
+                    ids.append(subscription.id.uuidString)
+                    indexes.append(String(index))
+                    starts.append(period.billed.start.description)
+                }
+                index += 1
+            }
+        }
+        let runID = try connection.query("INSERT INTO billing_runs (as_of, due_count) VALUES ($1, $2) RETURNING id", [asOf, ids.count])[0]
+            .decode(0, as: UUID.self)
+        guard !ids.isEmpty else {
+            try connection.query("UPDATE billing_runs SET status = 'completed', completed_at = now() WHERE id = $1", [runID])
+            return Plan(runID: runID, due: 0)
+        }
+        let arrays: [any PostgresEncodable] = [
+            runID, "{" + ids.joined(separator: ",") + "}", "{" + indexes.joined(separator: ",") + "}",
+            "{" + starts.joined(separator: ",") + "}", ExchangeName.commands, RoutingKey.invoiceGenerate,
+        ]
+        try connection.query(
+            """
+            WITH items AS (
+                INSERT INTO billing_run_items (billing_run_id, subscription_id, period_index, period_start)
+                SELECT $1, s, i, p FROM unnest($2::uuid[], $3::bigint[], $4::timestamptz[]) AS u (s, i, p)
+                RETURNING subscription_id, period_index
+            )
+            INSERT INTO outbox (exchange, routing_key, message_id, body)
+            SELECT $5, $6, 'invoice.generate:' || $1 || ':' || subscription_id || ':' || period_index,
+                   jsonb_build_object('billing_run_id', $1, 'subscription_id', subscription_id, 'period_index', period_index)
+              FROM items
+            """, arrays)
+        return Plan(runID: runID, due: ids.count)
+    }
+}
+
+/// A billing run's progress.
+public struct BillingRunStatus: Codable, Sendable, Equatable {
+    public let id: UUID
+    public let asOf: Date
+    /// `running` until no item is pending, then `completed`.
+    public let status: String
+    public let due: Int
+    public let issued: Int
+    public let failed: Int
+    public let pending: Int
+
+    enum CodingKeys: String, CodingKey {
+        case id, status, due, issued, failed, pending
+        case asOf = "as_of"
+    }
+
+    /// The run, or nil.
+    public static func load(_ id: UUID, on connection: isolated PostgresConnection) throws -> BillingRunStatus? {
+        guard let row = try connection.query(
+            """
+            SELECT r.as_of, r.due_count,
+                   count(*) FILTER (WHERE i.status = 'issued'), count(*) FILTER (WHERE i.status = 'failed'),
+                   count(*) FILTER (WHERE i.status = 'pending')
+              FROM billing_runs r LEFT JOIN billing_run_items i ON i.billing_run_id = r.id
+             WHERE r.id = $1 GROUP BY r.id
+            """, [id]).first
+        else { return nil }
+        let pending = try row.decode(4, as: Int.self)
+        return BillingRunStatus(
+            id: id, asOf: try row.decode(0), status: pending == 0 ? "completed" : "running", due: try row.decode(1),
+            issued: try row.decode(2), failed: try row.decode(3), pending: pending)
+    }
+}

@@ -1,0 +1,182 @@
+import BillingEngine
+import Foundation
+import PostgresClient
+import TallyMessaging
+import TallyRuntime
+import TallyStore
+
+/// Issues the invoice of one subscription period, exactly once, in one transaction:
+/// the subscription row is locked (two Invoicers on the same period take turns; the
+/// second finds the invoice and returns it), the invoice is computed with the billing
+/// engine from the aggregated usage — plus adjustment lines for earlier periods whose
+/// usage changed since they were billed — then inserted with its lines, the per-metric
+/// snapshot later adjustments compare against, the next gapless `INV-YYYY-NNNNNN` of
+/// the run's year (allocated after the reads, so the counter row is held briefly) and
+/// an `invoice.finalized` outbox row.
+public enum InvoiceGenerator {
+    public enum Outcome: Sendable, Equatable {
+        case issued(invoiceID: UUID, number: String)
+        case alreadyIssued(invoiceID: UUID)
+    }
+
+    public static func generate(_ command: InvoiceCommand, on connection: isolated PostgresConnection) throws -> Outcome {
+        guard let run = try connection.query("SELECT as_of FROM billing_runs WHERE id = $1", [command.billingRunID]).first else {
+            throw InvoicingError("billing run \(command.billingRunID) does not exist")
+        }
+        let asOf = try run.decode(0, as: Date.self)
+        guard let tenantRow = try connection.query(
+            """
+            SELECT s.tenant_id, t.tax_rate_bps, t.currency FROM subscriptions s JOIN tenants t ON t.id = s.tenant_id
+             WHERE s.id = $1 FOR UPDATE OF s
+            """, [command.subscriptionID]).first
+        else { throw InvoicingError("subscription \(command.subscriptionID) does not exist") }
+        let tenant = try tenantRow.decode(0, as: UUID.self)
+        let plans = try SubscriptionRecords.plans(on: connection)
+        guard let stored = try SubscriptionRecords.subscriptions(of: [tenant], plans: plans, on: connection)[tenant]?
+            .first(where: { $0.id == command.subscriptionID }),
+            let period = stored.timeline.billingPeriod(command.periodIndex)
+        else { throw InvoicingError("subscription \(command.subscriptionID) has no period \(command.periodIndex)") }
+
+        if let existing = try connection.query(
+            "SELECT id FROM invoices WHERE subscription_id = $1 AND period_start = $2 AND kind = 'period'",
+            [command.subscriptionID, period.billed.start.date]).first {
+            let id = try existing.decode(0, as: UUID.self)
+            try markItem(command, invoice: id, on: connection)
+            return .alreadyIssued(invoiceID: id)
+        }
+
+        let catalog = try MetricCatalogRecords.load(on: connection)
+        let values = try UsageReader.values(tenant: tenant, over: period.billed, catalog: catalog, on: connection)
+        let late = try lateUsage(stored, before: period, tenant: tenant, catalog: catalog, on: connection)
+        let draft = InvoiceCalculator.invoice(
+            for: period, of: stored.timeline, values: values, lateUsage: late, taxBasisPoints: try tenantRow.decode(1, as: Int.self))
+        let pricing = stored.timeline.pricingPlan(of: period)
+
+        // The number is allocated once everything else is computed: the counter row is
+        // held from here to the commit, a few inserts later.
+        let number = try allocateNumber(year: Calendar.utc.component(.year, from: asOf), on: connection)
+        let invoiceID = UUID()
+        try connection.query(
+            """
+            INSERT INTO invoices (id, tenant_id, subscription_id, billing_run_id, kind, number, currency, period_start, period_end,
+                                  subtotal_cents, tax_rate_bps, tax_cents, total_cents, issued_at, as_of)
+            VALUES ($1, $2, $3, $4, 'period', $13, $5, $6, $7, $8, $9, $10, $11, now(), $12)
+            """,
+            [
+                invoiceID, tenant, command.subscriptionID, command.billingRunID, try tenantRow.decode(2, as: String.self),
+                period.billed.start.date, period.billed.end.date, draft.subtotal.value, draft.taxBasisPoints, draft.tax.value,
+                draft.total.value, asOf, number,
+            ])
+        try insertLines(draft.lines, invoice: invoiceID, pricing: pricing, on: connection)
+        let priced = pricing.terms.filter { $0.value.quota != nil }.map(\.key)
+        try snapshot(
+            subscription: command.subscriptionID, invoice: invoiceID, period: period.billed, plan: pricing, values: values,
+            metrics: priced, on: connection)
+        for adjustment in late {
+            try snapshot(
+                subscription: command.subscriptionID, invoice: invoiceID, period: adjustment.period, plan: adjustment.plan,
+                values: [adjustment.metric: adjustment.currentValue], metrics: [adjustment.metric], on: connection)
+        }
+        try markItem(command, invoice: invoiceID, on: connection)
+        let body = """
+            {"type": "invoice.finalized", "invoice_id": "\(invoiceID.uuidString.lowercased())", "number": "\(number)", \
+            "tenant_id": "\(tenant.uuidString.lowercased())", "total_cents": \(draft.total.value)}
+            """
+        try Outbox.enqueue(
+            exchange: ExchangeName.billingEvents, routingKey: "invoice.finalized", messageID: "invoice.finalized:\(invoiceID.uuidString.lowercased())",
+            body: body, on: connection)
+        return .issued(invoiceID: invoiceID, number: number)
+    }
+
+    /// Earlier invoiced periods whose metric values differ from what was last billed.
+    static func lateUsage(
+        _ stored: StoredSubscription, before period: BillingPeriod, tenant: UUID, catalog: MetricCatalog,
+        on connection: isolated PostgresConnection
+    ) throws -> [LateUsage] {
+        let rows = try connection.query(
+            """
+            SELECT DISTINCT ON (period_start, metric) period_start, metric, value::text FROM billed_usage
+             WHERE subscription_id = $1 AND period_start < $2 ORDER BY period_start, metric, billed_at DESC
+            """, [stored.id, period.billed.start.date])
+        var byPeriod: [Instant: [(String, Quantity)]] = [:]
+        for row in rows {
+            byPeriod[Instant(try row.decode(0, as: Date.self)), default: []].append((try row.decode(1), try Quantity(parsing: row.text(2) ?? "0")))
+        }
+        var late: [LateUsage] = []
+        for (start, billed) in byPeriod.sorted(by: { $0.key < $1.key }) {
+            guard let earlier = stored.timeline.billingPeriod(stored.timeline.calendar.index(containing: start)) else { continue }
+            let current = try UsageReader.values(tenant: tenant, over: earlier.billed, catalog: catalog, on: connection)
+            let plan = stored.timeline.pricingPlan(of: earlier)
+            for (metric, value) in billed where (current[metric] ?? .zero) != value {
+                late.append(LateUsage(period: earlier.billed, metric: metric, billedValue: value, currentValue: current[metric] ?? .zero, plan: plan))
+            }
+        }
+        return late
+    }
+
+    private static func insertLines(_ lines: [InvoiceLine], invoice: UUID, pricing: Plan, on connection: isolated PostgresConnection) throws {
+        for (position, line) in lines.enumerated() {
+            try connection.query(
+                """
+                INSERT INTO invoice_lines (invoice_id, position, kind, metric, description, quantity, unit_price_cents, amount_cents,
+                                           plan_slug, period_start, period_end)
+                VALUES ($1, $2, $3, $4, $5, $6::numeric, $7::numeric, $8, $9, $10, $11)
+                """,
+                [
+                    invoice, position + 1, line.kind.rawValue, line.metric, line.description, line.quantity.description,
+                    line.unitPrice.description, line.amount.value, pricing.slug, line.period.start.date, line.period.end.date,
+                ])
+        }
+    }
+
+    /// What this invoice billed per metric of the pricing plan that has a quota: late
+    /// usage is charge(new value) − charge(this value).
+    private static func snapshot(
+        subscription: UUID, invoice: UUID, period: Period, plan: Plan, values: [String: Quantity], metrics: [String],
+        on connection: isolated PostgresConnection
+    ) throws {
+        for metric in metrics.sorted() {
+            let value = values[metric] ?? .zero
+            try connection.query(
+                """
+                INSERT INTO billed_usage (subscription_id, period_start, metric, invoice_id, value, amount_cents, billed_at)
+                VALUES ($1, $2, $3, $4, $5::numeric, $6, clock_timestamp())
+                """, [subscription, period.start.date, metric, invoice, value.description, plan.charge(metric: metric, value: value).value])
+        }
+    }
+
+    private static func markItem(_ command: InvoiceCommand, invoice: UUID, on connection: isolated PostgresConnection) throws {
+        try connection.query(
+            """
+            UPDATE billing_run_items SET status = 'issued', invoice_id = $4, updated_at = now()
+             WHERE billing_run_id = $1 AND subscription_id = $2 AND period_index = $3
+            """, [command.billingRunID, command.subscriptionID, command.periodIndex, invoice])
+    }
+
+    /// The next number of `year`, gapless: the counter moves in this transaction, so a
+    /// rollback gives the number back.
+    private static func allocateNumber(year: Int, on connection: isolated PostgresConnection) throws -> String {
+        let next = try connection.query(
+            """
+            INSERT INTO invoice_number_counters (year, last_number) VALUES ($1, 1)
+            ON CONFLICT (year) DO UPDATE SET last_number = invoice_number_counters.last_number + 1
+            RETURNING last_number
+            """, [year])[0].decode(0, as: Int.self)
+        let digits = String(next)
+        return "INV-\(year)-" + String(repeating: "0", count: max(0, 6 - digits.count)) + digits
+    }
+}
+
+/// A command that cannot be carried out as given.
+public struct InvoicingError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
+extension Calendar {
+    static let utc: Calendar = {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        return calendar
+    }()
+}

@@ -1,0 +1,106 @@
+import Foundation
+import PostgresClient
+
+/// An issued invoice as SPEC §4 shows it.
+public struct InvoiceView: Codable, Sendable, Equatable {
+    public struct Line: Codable, Sendable, Equatable {
+        public let kind: String
+        public let metric: String?
+        public let description: String
+        /// Exact decimal text.
+        public let quantity: String
+        /// Cents per unit, exact decimal text (may be fractional).
+        public let unitPriceCents: String
+        public let amountCents: Int64
+
+        enum CodingKeys: String, CodingKey {
+            case kind, metric, description, quantity
+            case unitPriceCents = "unit_price_cents"
+            case amountCents = "amount_cents"
+        }
+    }
+
+    public let id: UUID
+    public let number: String
+    public let status: String
+    public let kind: String
+    public let tenantID: UUID
+    public let subscriptionID: UUID?
+    public let currency: String
+    public let periodStart: Date
+    public let periodEnd: Date
+    public let subtotalCents: Int64
+    public let taxRateBps: Int
+    public let taxCents: Int64
+    public let totalCents: Int64
+    public let issuedAt: Date
+    public var lines: [Line]
+
+    enum CodingKeys: String, CodingKey {
+        case id, number, status, kind, currency, lines
+        case tenantID = "tenant_id"
+        case subscriptionID = "subscription_id"
+        case periodStart = "period_start"
+        case periodEnd = "period_end"
+        case subtotalCents = "subtotal_cents"
+        case taxRateBps = "tax_rate_bps"
+        case taxCents = "tax_cents"
+        case totalCents = "total_cents"
+        case issuedAt = "issued_at"
+    }
+}
+
+/// Reads of issued invoices.
+public struct InvoiceStore: Sendable {
+    let pool: PostgresPool
+
+    public init(pool: PostgresPool) {
+        self.pool = pool
+    }
+
+    /// The tenant's invoices, newest period first, with their lines.
+    public func list(tenant: UUID) async throws -> [InvoiceView] {
+        try await pool.withTransaction(isolation: .repeatableRead) { connection in
+            try Self.load("tenant_id = $1 ORDER BY period_start DESC, number DESC", [tenant], on: connection)
+        }
+    }
+
+    /// One invoice with its lines, or nil.
+    public func invoice(id: UUID) async throws -> InvoiceView? {
+        try await pool.withTransaction(isolation: .repeatableRead) { connection in
+            try Self.load("id = $1", [id], on: connection).first
+        }
+    }
+
+    static func load(_ condition: String, _ parameters: [any PostgresEncodable], on connection: isolated PostgresConnection) throws -> [InvoiceView] {
+        var invoices = try connection.query(
+            """
+            SELECT id, number, status, kind, tenant_id, subscription_id, currency, period_start, period_end, subtotal_cents,
+                   tax_rate_bps, tax_cents, total_cents, issued_at
+              FROM invoices WHERE \(condition)
+            """, parameters
+        ).map { row in
+            InvoiceView(
+                id: try row.decode(0), number: try row.decode(1), status: try row.decode(2), kind: try row.decode(3),
+                tenantID: try row.decode(4), subscriptionID: try row.decode(5, as: UUID?.self), currency: try row.decode(6),
+                periodStart: try row.decode(7), periodEnd: try row.decode(8), subtotalCents: try row.decode(9),
+                taxRateBps: try row.decode(10), taxCents: try row.decode(11), totalCents: try row.decode(12),
+                issuedAt: try row.decode(13), lines: [])
+        }
+        guard !invoices.isEmpty else { return [] }
+        let ids = "{" + invoices.map(\.id.uuidString).joined(separator: ",") + "}"
+        var lines: [UUID: [InvoiceView.Line]] = [:]
+        for row in try connection.query(
+            """
+            SELECT invoice_id, kind, metric, description, trim_scale(quantity)::text, trim_scale(unit_price_cents)::text, amount_cents
+              FROM invoice_lines WHERE invoice_id = ANY($1::uuid[]) ORDER BY invoice_id, position
+            """, [ids]) {
+            lines[try row.decode(0, as: UUID.self), default: []].append(
+                InvoiceView.Line(
+                    kind: try row.decode(1), metric: try row.decode(2, as: String?.self), description: try row.decode(3),
+                    quantity: row.text(4) ?? "0", unitPriceCents: row.text(5) ?? "0", amountCents: try row.decode(6)))
+        }
+        for index in invoices.indices { invoices[index].lines = lines[invoices[index].id] ?? [] }
+        return invoices
+    }
+}

@@ -1,0 +1,101 @@
+import Foundation
+import Invoicing
+import Logging
+import PostgresClient
+import RabbitMQClient
+import TallyMessaging
+import TallyTestSupport
+import Testing
+import UsageEvents
+
+/// Tenants and subscriptions written straight to the database, usage sent through
+/// the real pipeline (RabbitMQ → the running aggregator), bills run by the real
+/// `invoicer` binary, invoices read back.
+struct InvoicingFixture: Sendable {
+    let database: PostgresPool
+    let broker: AMQPConnection
+    static let logger = Logger(label: "test.invoicer")
+    static var binary: String { TestEnvironment.repositoryRoot + "/.build/debug/invoicer" }
+
+    static func make() async throws -> InvoicingFixture {
+        let broker = try await AMQPConnection.connect(
+            configuration: try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: "tally-test-invoicer"), logger: logger)
+        try await broker.openChannel(1, confirms: true)
+        return InvoicingFixture(
+            database: PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 2, logger: logger),
+            broker: broker)
+    }
+
+    func close() async {
+        await broker.close()
+        await database.close()
+    }
+
+    func tenant(taxBps: Int = 0) async throws -> UUID {
+        try await database.query(
+            "INSERT INTO tenants (name, billing_email, tax_rate_bps) VALUES ('Invoiced', 'ap@invoiced.test', $1) RETURNING id", [taxBps]
+        )[0].decode(0, as: UUID.self)
+    }
+
+    /// A subscription on `plan` from `start` (monthly, anchored there).
+    @discardableResult
+    func subscribe(_ tenant: UUID, plan: String, start: Date) async throws -> UUID {
+        let id = try await database.query(
+            "INSERT INTO subscriptions (tenant_id, started_at, anchor) VALUES ($1, $2, $2) RETURNING id", [tenant, start])[0]
+            .decode(0, as: UUID.self)
+        try await database.query(
+            """
+            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
+            VALUES ($1, $2, $3, 'start', $3)
+            """, [id, plan, start])
+        return id
+    }
+
+    /// Publishes usage (SPEC §3 batches) to the `usage` exchange and waits until the
+    /// running aggregator has stored `expected` events for the tenant.
+    func sendUsage(_ events: [String], tenant: UUID, expected: Int) async throws {
+        for chunk in stride(from: 0, to: events.count, by: 1000) {
+            let body = "[" + events[chunk..<min(chunk + 1000, events.count)].joined(separator: ",") + "]"
+            let outcome = try await broker.publish([
+                OutgoingMessage(
+                    exchange: ExchangeName.usage, routingKey: RoutingKey.usageV1, body: Array(body.utf8),
+                    properties: AMQPProperties(
+                        contentType: "application/json", messageID: EventID.make(), persistent: true,
+                        headers: [HeaderName.schema: .string("usage.v1")]),
+                    mandatory: true)
+            ])
+            #expect(outcome == [.confirmed])
+        }
+        try await waitUntil("the aggregator stored \(expected) events") {
+            try await database.query("SELECT count(*) FROM usage_events WHERE tenant_id = $1", [tenant])[0].decode(0, as: Int.self) == expected
+        }
+    }
+
+    /// Runs `invoicer bill --as-of` to completion and returns its output.
+    func bill(asOf: Date) throws -> String {
+        let result = try TestEnvironment.run(
+            Self.binary, ["bill", "--as-of", asOf.ISO8601Format()],
+            environment: ["AMQP_URL": TestEnvironment.amqpURL, "DATABASE_URL": TestEnvironment.databaseURL])
+        #expect(result.status == 0, "invoicer bill: \(result.errors)")
+        return result.output
+    }
+
+    func invoices(_ tenant: UUID) async throws -> [InvoiceView] {
+        try await InvoiceStore(pool: database).list(tenant: tenant)
+    }
+
+    /// Polls until `condition` holds; a guard against hanging, not a performance bound.
+    func waitUntil(_ what: String, _ condition: @Sendable () async throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(300)
+        while ContinuousClock.now < deadline {
+            if try await condition() { return }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        Issue.record("gave up waiting for \(what)")
+    }
+}
+
+/// One usage event as JSON text.
+func usageEvent(_ id: String, tenant: UUID, metric: String, quantity: String = "1", at time: Date) -> String {
+    #"{"id": "\#(id)", "tenant_id": "\#(tenant.uuidString.lowercased())", "type": "\#(metric)", "quantity": \#(quantity), "time": "\#(RFC3339.format(time))"}"#
+}
