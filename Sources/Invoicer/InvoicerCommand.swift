@@ -77,12 +77,12 @@ struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
             var last = -1
             while true {
                 guard let status = try await pool.withConnection({ try await $0.withTransaction { try BillingRunStatus.load(plan.runID, on: $0) } }) else { return }
-                let done = status.issued + status.failed
+                let done = status.issued + status.skipped + status.failed
                 if done != last {
                     let width = 30
                     let filled = status.due == 0 ? width : width * done / status.due
                     let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-                    let line = "[\(bar)] \(done)/\(status.due) issued \(status.issued), failed \(status.failed)"
+                    let line = "[\(bar)] \(done)/\(status.due) issued \(status.issued), skipped \(status.skipped), failed \(status.failed)"
                     if terminal {
                         FileHandle.standardOutput.write(Data(("\r" + line).utf8))
                     } else {
@@ -92,7 +92,7 @@ struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
                 }
                 if status.status == "completed" {
                     if terminal { print("") }
-                    print(status.failed == 0 ? "completed" : "completed with \(status.failed) failed (see `aggregator dlq`-style parking: invoicer.commands.parked)")
+                    print(status.failed == 0 ? "completed" : "completed with \(status.failed) failed (parked in invoicer.commands.parked)")
                     return
                 }
                 try await Task.sleep(for: .milliseconds(300))

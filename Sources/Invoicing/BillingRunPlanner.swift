@@ -71,11 +71,13 @@ public struct BillingRunStatus: Codable, Sendable, Equatable {
     public let status: String
     public let due: Int
     public let issued: Int
+    /// Periods that no longer existed when their turn came (canceled after planning).
+    public let skipped: Int
     public let failed: Int
     public let pending: Int
 
     enum CodingKeys: String, CodingKey {
-        case id, status, due, issued, failed, pending
+        case id, status, due, issued, skipped, failed, pending
         case asOf = "as_of"
     }
 
@@ -85,7 +87,7 @@ public struct BillingRunStatus: Codable, Sendable, Equatable {
             """
             SELECT r.as_of, r.due_count,
                    count(*) FILTER (WHERE i.status = 'issued'), count(*) FILTER (WHERE i.status = 'failed'),
-                   count(*) FILTER (WHERE i.status = 'pending')
+                   count(*) FILTER (WHERE i.status = 'pending'), count(*) FILTER (WHERE i.status = 'skipped')
               FROM billing_runs r LEFT JOIN billing_run_items i ON i.billing_run_id = r.id
              WHERE r.id = $1 GROUP BY r.id
             """, [id]).first
@@ -93,6 +95,6 @@ public struct BillingRunStatus: Codable, Sendable, Equatable {
         let pending = try row.decode(4, as: Int.self)
         return BillingRunStatus(
             id: id, asOf: try row.decode(0), status: pending == 0 ? "completed" : "running", due: try row.decode(1),
-            issued: try row.decode(2), failed: try row.decode(3), pending: pending)
+            issued: try row.decode(2), skipped: try row.decode(5), failed: try row.decode(3), pending: pending)
     }
 }

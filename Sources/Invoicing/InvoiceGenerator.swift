@@ -17,6 +17,8 @@ public enum InvoiceGenerator {
     public enum Outcome: Sendable, Equatable {
         case issued(invoiceID: UUID, number: String)
         case alreadyIssued(invoiceID: UUID)
+        /// The period no longer exists (canceled after the run was planned): nothing to bill.
+        case skipped(reason: String)
     }
 
     public static func generate(_ command: InvoiceCommand, on connection: isolated PostgresConnection) throws -> Outcome {
@@ -33,9 +35,13 @@ public enum InvoiceGenerator {
         let tenant = try tenantRow.decode(0, as: UUID.self)
         let plans = try SubscriptionRecords.plans(on: connection)
         guard let stored = try SubscriptionRecords.subscriptions(of: [tenant], plans: plans, on: connection)[tenant]?
-            .first(where: { $0.id == command.subscriptionID }),
-            let period = stored.timeline.billingPeriod(command.periodIndex)
-        else { throw InvoicingError("subscription \(command.subscriptionID) has no period \(command.periodIndex)") }
+            .first(where: { $0.id == command.subscriptionID })
+        else { throw InvoicingError("subscription \(command.subscriptionID) has no plan") }
+        guard let period = stored.timeline.billingPeriod(command.periodIndex) else {
+            let reason = "the subscription has no period \(command.periodIndex) any more (it ended before it)"
+            try markItem(command, status: "skipped", error: reason, on: connection)
+            return .skipped(reason: reason)
+        }
 
         if let existing = try connection.query(
             "SELECT id FROM invoices WHERE subscription_id = $1 AND period_start = $2 AND kind = 'period'",
@@ -145,12 +151,15 @@ public enum InvoiceGenerator {
         }
     }
 
-    private static func markItem(_ command: InvoiceCommand, invoice: UUID, on connection: isolated PostgresConnection) throws {
+    private static func markItem(
+        _ command: InvoiceCommand, invoice: UUID? = nil, status: String = "issued", error: String? = nil,
+        on connection: isolated PostgresConnection
+    ) throws {
         try connection.query(
             """
-            UPDATE billing_run_items SET status = 'issued', invoice_id = $4, updated_at = now()
+            UPDATE billing_run_items SET status = $5, invoice_id = $4, error = $6, updated_at = now()
              WHERE billing_run_id = $1 AND subscription_id = $2 AND period_index = $3
-            """, [command.billingRunID, command.subscriptionID, command.periodIndex, invoice])
+            """, [command.billingRunID, command.subscriptionID, command.periodIndex, invoice, status, error])
     }
 
     /// The next number of `year`, gapless: the counter moves in this transaction, so a

@@ -77,6 +77,19 @@ struct AggregatorHarness: Sendable {
 
     func logPath(_ name: String) -> String { TestEnvironment.repositoryRoot + "/.local/log/test-aggregator-\(id)-\(name).log" }
 
+    /// Runs DDL on a table other tests write to concurrently; a deadlock victim is
+    /// retried until it goes through.
+    func ddl(_ script: String) async throws {
+        for attempt in 1...20 {
+            do {
+                try await database.withConnection { try await $0.executeScript(script) }
+                return
+            } catch let error as PostgresError where error.isRetryableConflict && attempt < 20 {
+                try await Task.sleep(for: .milliseconds(100 * attempt))
+            }
+        }
+    }
+
     /// `count` new tenants.
     func createTenants(_ count: Int) async throws -> [UUID] {
         var tenants: [UUID] = []

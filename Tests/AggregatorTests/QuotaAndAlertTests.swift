@@ -50,7 +50,9 @@ struct QuotaAndAlertTests {
         try await listener.openChannel(1)
         let eventQueue = "test.billing-events.\(harness.id)"
         try await listener.declareQueue(eventQueue, durable: false, exclusive: true)
-        try await listener.bindQueue(eventQueue, exchange: ExchangeName.billingEvents, routingKey: "#")
+        // Only what the Aggregator emits: billing runs of other tests may invoice this tenant too.
+        try await listener.bindQueue(eventQueue, exchange: ExchangeName.billingEvents, routingKey: "alert.*")
+        try await listener.bindQueue(eventQueue, exchange: ExchangeName.billingEvents, routingKey: "quota.*")
         try await listener.consume(eventQueue)
         let view = QuotaView()
         let feed = QuotaStateListener(

@@ -12,22 +12,24 @@ struct RetryTests {
     func retriedThenParked() async throws {
         let harness = try await AggregatorHarness.make()
         let tenant = try await harness.createTenants(1)[0]
-        let marker = "poison-\(harness.id)"
+        let metric = "poison_\(harness.id)"
         let name = "test_poison_\(harness.id)"
-        // A database-side failure the validator cannot foresee: a trigger refusing these ids.
-        try await harness.database.withConnection { connection in
-            try await connection.executeScript(
-                """
-                CREATE FUNCTION \(name)() RETURNS trigger LANGUAGE plpgsql AS $$
-                BEGIN RAISE EXCEPTION 'refused by the test: %', NEW.event_id; END $$;
-                CREATE TRIGGER \(name) BEFORE INSERT ON usage_events FOR EACH ROW
-                    WHEN (NEW.event_id LIKE '\(marker)%') EXECUTE FUNCTION \(name)();
-                """)
-        }
+        // A database-side failure the validator cannot foresee: a trigger refusing the
+        // distinct values of this test's own unique_count metric (DDL on one small table,
+        // which cannot deadlock with other tests the way DDL on the partitioned events can).
+        try await harness.database.query(
+            "INSERT INTO billable_metrics (code, name, aggregation, unique_field) VALUES ($1, $1, 'unique_count', 'k')", [metric])
+        try await harness.ddl(
+            """
+            CREATE FUNCTION \(name)() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'refused by the test: %', NEW.metric; END $$;
+            CREATE TRIGGER \(name) BEFORE INSERT ON usage_rollup_values FOR EACH ROW
+                WHEN (NEW.metric = '\(metric)') EXECUTE FUNCTION \(name)();
+            """)
         let time = Date().addingTimeInterval(-60)
         let good = "[\(usageEventJSON(id: "good-1", tenant: tenant, time: time)), \(usageEventJSON(id: "good-2", tenant: tenant, time: time))]"
-        let poison = "[\(usageEventJSON(id: "\(marker)-a", tenant: tenant, time: time))]"
-        let lastChance = "[\(usageEventJSON(id: "\(marker)-b", tenant: tenant, time: time))]"
+        let poison = "[\(usageEventJSON(id: "poison-a", tenant: tenant, metric: metric, time: time, metadata: #"{"k": "x"}"#))]"
+        let lastChance = "[\(usageEventJSON(id: "poison-b", tenant: tenant, metric: metric, time: time, metadata: #"{"k": "y"}"#))]"
         // The poison first, the good message behind it: one batch, split to find the culprit.
         try await harness.publish([poison, good])
         try await harness.publishRaw(lastChance, headers: [HeaderName.attempt: .int(6)])
@@ -46,9 +48,8 @@ struct RetryTests {
             ])
         #expect(listing.output.contains("failed 6 times"))
         #expect(listing.output.contains("refused by the test"))
-        try await harness.database.withConnection { connection in
-            try await connection.executeScript("DROP TRIGGER \(name) ON usage_events; DROP FUNCTION \(name)();")
-        }
+        try await harness.ddl("DROP TRIGGER \(name) ON usage_rollup_values; DROP FUNCTION \(name)();")
+        try await harness.database.query("DELETE FROM billable_metrics WHERE code = $1", [metric])
         try await harness.tearDown()
     }
 }

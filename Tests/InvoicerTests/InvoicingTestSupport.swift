@@ -71,13 +71,25 @@ struct InvoicingFixture: Sendable {
         }
     }
 
-    /// Runs `invoicer bill --as-of` to completion and returns its output.
-    func bill(asOf: Date) throws -> String {
+    /// Plans a run with `invoicer bill --as-of … --no-wait` (the binary returns once the
+    /// commands are sent; waiting for a child process would block a cooperative thread)
+    /// and polls the run until the running Invoicers completed it; returns its status.
+    @discardableResult
+    func bill(asOf: Date) async throws -> BillingRunStatus? {
         let result = try TestEnvironment.run(
-            Self.binary, ["bill", "--as-of", asOf.ISO8601Format()],
+            Self.binary, ["bill", "--as-of", asOf.ISO8601Format(), "--no-wait"],
             environment: ["AMQP_URL": TestEnvironment.amqpURL, "DATABASE_URL": TestEnvironment.databaseURL])
         #expect(result.status == 0, "invoicer bill: \(result.errors)")
-        return result.output
+        // "billing run <uuid>: N invoice(s) due at …"
+        guard let id = result.output.split(separator: " ").dropFirst(2).first.map({ String($0.dropLast()) }).flatMap(UUID.init(uuidString:))
+        else {
+            Issue.record("no billing run id in: \(result.output)")
+            return nil
+        }
+        try await waitUntil("billing run \(id) completed") {
+            try await database.withTransaction { try BillingRunStatus.load(id, on: $0) }?.status == "completed"
+        }
+        return try await database.withTransaction { try BillingRunStatus.load(id, on: $0) }
     }
 
     func invoices(_ tenant: UUID) async throws -> [InvoiceView] {
