@@ -362,9 +362,10 @@ cmd_test() {
   BUILD_TESTS=1 cmd_up
   say "running the whole test suite against the real servers"
   run_suite "$LOGS/test.log"
-  # Outage tests stop and restart the real servers, so they run alone, one by one.
-  say "running the outage tests (servers are stopped and restarted)"
-  TALLY_DISRUPTIVE_TESTS=1 run_suite "$LOGS/test-outage.log" --no-parallel --filter OutageTests
+  # Outage tests stop and restart the real servers, and the heavy exactness tests would
+  # starve the parallel phase of CPU: they run alone, one by one.
+  say "running the outage and heavy tests, one at a time (servers are stopped and restarted)"
+  TALLY_DISRUPTIVE_TESTS=1 run_suite "$LOGS/test-outage.log" --no-parallel --filter 'OutageTests|SerialTests'
   say "test: passed in $((SECONDS - started))s"
 }
 

@@ -7,8 +7,9 @@ import Testing
 
 /// Exactly one invoice per period and gapless numbers with many Invoicer processes,
 /// one of them SIGKILLed in the middle of the run.
-@Suite("Invoicer: concurrent processes")
-struct ConcurrentInvoicerTests {
+/// Heavy (5,000 invoices, 4 processes): run in the serial phase.
+@Suite("Invoicer: concurrent processes SerialTests", .enabled(if: TestEnvironment.disruptive))
+struct ConcurrentInvoicerSerialTests {
     func startInvoicer(_ name: String, log: String) throws -> ChildProcess {
         try ChildProcess(
             InvoicingFixture.binary, ["run"],

@@ -21,8 +21,9 @@ public enum TestEnvironment {
     /// `.local/bin/rabbitmqctl`: a wrapper that addresses our private RabbitMQ node.
     public static var rabbitmqctl: String { value("TALLY_RABBITMQCTL", default: repositoryRoot + "/.local/bin/rabbitmqctl") }
 
-    /// Whether tests that stop and restart the real servers may run (set by the
-    /// outage phase of `./ops/local.sh test`, which runs them alone).
+    /// Whether this is the serial phase of `./ops/local.sh test`, which runs one at a time
+    /// the tests that stop and restart the real servers (suites named `…OutageTests`) and
+    /// the heavy ones that would starve the parallel phase of CPU (`…SerialTests`).
     public static var disruptive: Bool { value("TALLY_DISRUPTIVE_TESTS", default: "0") == "1" }
 
     /// Runs `./ops/local.sh ARGUMENTS` (e.g. `stop rabbitmq`) and waits for it; throws when it fails.
