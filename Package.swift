@@ -43,6 +43,7 @@ let package = Package(
         .systemLibrary(name: "CRabbitMQ", pkgConfig: "librabbitmq", providers: [.apt(["librabbitmq-dev"])]),
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CCairo", pkgConfig: "cairo", providers: [.apt(["libcairo2-dev"])]),
 
         // Thin Swift clients over the C libraries; their blocking calls run on dedicated threads.
         .target(name: "BlockingIO", swiftSettings: swiftSettings),
@@ -95,6 +96,8 @@ let package = Package(
             dependencies: ["BillingEngine", "TallyStore", "TallyRuntime", "TallyMessaging", "PostgresClient"],
             swiftSettings: swiftSettings
         ),
+        // Invoice PDFs drawn with cairo (real text, A4).
+        .target(name: "InvoicePDF", dependencies: ["CCairo", "Invoicing"], swiftSettings: swiftSettings),
         // What Tally's HTTP servers share: error shape, authentication, health.
         .target(name: "TallyHTTP", dependencies: ["TallyStore", hummingbird, nioCore, httpTypes, log], swiftSettings: swiftSettings),
 
@@ -127,8 +130,8 @@ let package = Package(
         .executableTarget(
             name: "BillingAPI",
             dependencies: [
-                "TallyRuntime", "TallyStore", "TallyHTTP", "PostgresClient", "BillingEngine", "Invoicing", argumentParser, log,
-                hummingbird,
+                "TallyRuntime", "TallyStore", "TallyHTTP", "PostgresClient", "BillingEngine", "Invoicing", "InvoicePDF", argumentParser,
+                log, hummingbird, nioCore,
             ],
             swiftSettings: swiftSettings
         ),
@@ -181,6 +184,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "InvoicePDFTests", dependencies: ["InvoicePDF", "Invoicing", "TallyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "BillingEngineTests", dependencies: ["BillingEngine", "TallyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "CivilTimeTests", dependencies: ["CivilTime"], swiftSettings: swiftSettings),
         .testTarget(

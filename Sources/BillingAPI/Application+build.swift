@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import InvoicePDF
 import Invoicing
 import Logging
 import PostgresClient
@@ -14,7 +15,7 @@ func buildApplication(
     let pool = PostgresPool(
         configuration: try PostgresConfiguration(url: configuration.databaseURL),
         size: configuration.databasePoolSize, logger: logger)
-    let router = buildRouter(pool: pool, adminToken: configuration.adminToken, grace: Double(configuration.graceSeconds))
+    let router = buildRouter(pool: pool, configuration: configuration)
     return Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tally-billing-api"),
@@ -22,7 +23,8 @@ func buildApplication(
 }
 
 /// The routes and middleware, separate from the server so tests can drive them.
-func buildRouter(pool: PostgresPool, adminToken: String, grace: TimeInterval) -> Router<TallyRequestContext> {
+func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) -> Router<TallyRequestContext> {
+    let adminToken = configuration.adminToken
     let tenants = TenantStore(pool: pool)
     let authenticator = APIKeyAuthenticator(adminToken: adminToken) { key in try await tenants.tenantOwning(key) }
     let router = Router(context: TallyRequestContext.self)
@@ -36,6 +38,9 @@ func buildRouter(pool: PostgresPool, adminToken: String, grace: TimeInterval) ->
     UsageRoutes(pool: pool).register(on: router)
     AlertRoutes(store: AlertStore(pool: pool)).register(on: router)
     SubscriptionRoutes(store: SubscriptionStore(pool: pool), clock: { Date() }).register(on: router)
-    InvoiceRoutes(pool: pool, invoices: InvoiceStore(pool: pool), grace: grace).register(on: router)
+    InvoiceRoutes(
+        pool: pool, invoices: InvoiceStore(pool: pool), tenants: tenants, grace: Double(configuration.graceSeconds),
+        seller: .init(name: configuration.sellerName, email: configuration.sellerEmail)
+    ).register(on: router)
     return router
 }

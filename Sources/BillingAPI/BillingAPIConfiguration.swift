@@ -11,6 +11,8 @@ struct BillingAPIConfiguration: Sendable {
     var adminToken: String
     var databasePoolSize = 8
     var graceSeconds = 3600
+    var sellerName = "Tally"
+    var sellerEmail = "billing@tally.localhost"
 
     static let host = ConfigurationKey("BILLING_API_HOST", summary: "address to listen on", default: "127.0.0.1")
     static let port = ConfigurationKey("BILLING_API_PORT", summary: "TCP port to listen on", default: "8081")
@@ -22,8 +24,12 @@ struct BillingAPIConfiguration: Sendable {
     static let grace = ConfigurationKey(
         "BILLING_GRACE_SECONDS", summary: "a period is billed once as_of ≥ its end + this grace (SPEC §2)", default: "3600")
 
+    static let sellerName = ConfigurationKey("TALLY_SELLER_NAME", summary: "who issues the invoices (on every PDF)", default: "Tally")
+    static let sellerEmail = ConfigurationKey(
+        "TALLY_SELLER_EMAIL", summary: "the issuer's billing address (on every PDF)", default: "billing@tally.localhost")
+
     static let keys: [ConfigurationKey] = [
-        host, port, .databaseURL, adminToken, poolSize, grace, .migrationsDirectory, .logLevel, .logFormat,
+        host, port, .databaseURL, adminToken, poolSize, grace, sellerName, sellerEmail, .migrationsDirectory, .logLevel, .logFormat,
     ]
 
     init(databaseURL: String, adminToken: String) {
@@ -37,5 +43,7 @@ struct BillingAPIConfiguration: Sendable {
         port = try reader.int(Self.port, in: 0...65535)
         databasePoolSize = try reader.int(Self.poolSize, in: 1...256)
         graceSeconds = try reader.int(Self.grace, in: 0...(90 * 86_400))
+        sellerName = try reader.string(Self.sellerName)
+        sellerEmail = try reader.string(Self.sellerEmail)
     }
 }

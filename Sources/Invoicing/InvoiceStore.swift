@@ -13,6 +13,15 @@ public struct InvoiceView: Codable, Sendable, Equatable {
         public let unitPriceCents: String
         public let amountCents: Int64
 
+        public init(kind: String, metric: String?, description: String, quantity: String, unitPriceCents: String, amountCents: Int64) {
+            self.kind = kind
+            self.metric = metric
+            self.description = description
+            self.quantity = quantity
+            self.unitPriceCents = unitPriceCents
+            self.amountCents = amountCents
+        }
+
         enum CodingKeys: String, CodingKey {
             case kind, metric, description, quantity
             case unitPriceCents = "unit_price_cents"
@@ -35,6 +44,28 @@ public struct InvoiceView: Codable, Sendable, Equatable {
     public let totalCents: Int64
     public let issuedAt: Date
     public var lines: [Line]
+
+    public init(
+        id: UUID, number: String, status: String, kind: String, tenantID: UUID, subscriptionID: UUID?, currency: String,
+        periodStart: Date, periodEnd: Date, subtotalCents: Int64, taxRateBps: Int, taxCents: Int64, totalCents: Int64,
+        issuedAt: Date, lines: [Line]
+    ) {
+        self.id = id
+        self.number = number
+        self.status = status
+        self.kind = kind
+        self.tenantID = tenantID
+        self.subscriptionID = subscriptionID
+        self.currency = currency
+        self.periodStart = periodStart
+        self.periodEnd = periodEnd
+        self.subtotalCents = subtotalCents
+        self.taxRateBps = taxRateBps
+        self.taxCents = taxCents
+        self.totalCents = totalCents
+        self.issuedAt = issuedAt
+        self.lines = lines
+    }
 
     enum CodingKeys: String, CodingKey {
         case id, number, status, kind, currency, lines

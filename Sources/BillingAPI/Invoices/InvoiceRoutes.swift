@@ -1,6 +1,8 @@
 import Foundation
 import Hummingbird
+import InvoicePDF
 import Invoicing
+import NIOCore
 import Logging
 import PostgresClient
 import TallyHTTP
@@ -13,7 +15,9 @@ import TallyStore
 struct InvoiceRoutes {
     let pool: PostgresPool
     let invoices: InvoiceStore
+    let tenants: TenantStore
     let grace: TimeInterval
+    let seller: InvoiceDocument.Party
 
     func register(on router: Router<TallyRequestContext>) {
         router.get("v1/invoices", use: list)
@@ -27,12 +31,27 @@ struct InvoiceRoutes {
         return InvoiceList(data: try await invoices.list(tenant: tenant))
     }
 
-    @Sendable func show(_ request: Request, context: TallyRequestContext) async throws -> InvoiceView {
+    /// `/v1/invoices/{id}` as JSON, `/v1/invoices/{id}.pdf` as the invoice PDF.
+    @Sendable func show(_ request: Request, context: TallyRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
-        guard let id = UUID(uuidString: context.parameters.get("invoiceID") ?? ""), let invoice = try await invoices.invoice(id: id),
-            principal.canAccess(tenant: invoice.tenantID)
+        let parameter = context.parameters.get("invoiceID") ?? ""
+        let wantsPDF = parameter.hasSuffix(".pdf")
+        guard let id = UUID(uuidString: wantsPDF ? String(parameter.dropLast(4)) : parameter),
+            let invoice = try await invoices.invoice(id: id), principal.canAccess(tenant: invoice.tenantID)
         else { throw APIError.notFound("invoice") }
-        return invoice
+        guard wantsPDF else {
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(bytes: try JSONEncoder.tally.encode(invoice))))
+        }
+        guard let tenant = try await tenants.tenant(id: invoice.tenantID) else { throw APIError.notFound("invoice") }
+        let pdf = try InvoiceDocument(
+            invoice: invoice, seller: seller, customer: .init(name: tenant.name, email: tenant.billingEmail)
+        ).render()
+        return Response(
+            status: .ok,
+            headers: [.contentType: "application/pdf", .contentDisposition: "inline; filename=\"\(invoice.number).pdf\""],
+            body: .init(byteBuffer: ByteBuffer(bytes: pdf)))
     }
 
     @Sendable func createRun(_ request: Request, context: TallyRequestContext) async throws -> EditedResponse<BillingRunStatus> {

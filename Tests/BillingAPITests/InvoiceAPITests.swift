@@ -1,0 +1,82 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import PostgresClient
+import TallyTestSupport
+import Testing
+
+@testable import BillingAPI
+
+@Suite("Billing API: invoices")
+struct InvoiceAPITests: BillingAPITestCase {
+    let adminToken = "test-admin-\(UUID().uuidString)"
+
+    func createTenant(_ client: some TestClientProtocol, name: String) async throws -> (id: String, key: String) {
+        try await client.execute(
+            uri: "/v1/tenants", method: .post, headers: bearer(adminToken),
+            body: ByteBuffer(string: #"{"name": "\#(name)", "billing_email": "ap@invoice.test", "tax_rate_bps": 725}"#)
+        ) { response in
+            let body = try json(response)
+            return (try #require(body["id"] as? String), try #require(body["api_key"] as? String))
+        }
+    }
+
+    @Test("an invoice as JSON with its lines, and as a PDF whose text holds the number and total; others' invoices are 404")
+    func jsonAndPDF() async throws {
+        let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client, name: "Acme Estimating")
+            let other = try await createTenant(client, name: "Other")
+            let invoice = UUID()
+            let number = "INV-2098-\(String(Int.random(in: 100_000...999_999)))"
+            try await pool.query(
+                """
+                INSERT INTO invoices (id, tenant_id, number, period_start, period_end, subtotal_cents, tax_rate_bps, tax_cents,
+                                      total_cents, issued_at, as_of)
+                VALUES ($1, $2, $3, '2026-10-01T00:00:00Z', '2026-11-01T00:00:00Z', 136900, 725, 9925, 146825, now(), now())
+                """, [invoice, UUID(uuidString: tenant.id)!, number])
+            try await pool.query(
+                """
+                INSERT INTO invoice_lines (invoice_id, position, kind, metric, description, quantity, unit_price_cents, amount_cents) VALUES
+                  ($1, 1, 'base', NULL, 'Professional plan', 1, 99900, 99900),
+                  ($1, 2, 'overage', 'api_calls', 'api_calls over quota', 4625, 8, 37000)
+                """, [invoice])
+            try await client.execute(uri: "/v1/invoices/\(invoice)", method: .get, headers: bearer(tenant.key)) { response in
+                #expect(response.status == .ok)
+                let body = try json(response)
+                #expect(body["number"] as? String == number)
+                #expect(body["total_cents"] as? Int == 146_825)
+                let lines = try #require(body["lines"] as? [[String: Any]])
+                #expect(lines.map { $0["kind"] as? String } == ["base", "overage"])
+                #expect(lines.map { $0["quantity"] as? String } == ["1", "4625"])
+                #expect(lines.map { $0["unit_price_cents"] as? String } == ["99900", "8"])
+            }
+            let pdf = try await client.execute(uri: "/v1/invoices/\(invoice).pdf", method: .get, headers: bearer(tenant.key)) { response in
+                #expect(response.status == .ok)
+                #expect(response.headers[.contentType] == "application/pdf")
+                return Data(response.body.readableBytesView)
+            }
+            #expect(pdf.starts(with: Data("%PDF-".utf8)))
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("api-\(UUID()).pdf").path
+            FileManager.default.createFile(atPath: path, contents: pdf)
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let text = try TestEnvironment.output(of: "/usr/bin/pdftotext", [path, "-"])
+            #expect(text.contains(number))
+            #expect(text.contains("$1,468.25"))
+            #expect(text.contains("Acme Estimating"))
+            for uri in ["/v1/invoices/\(invoice)", "/v1/invoices/\(invoice).pdf"] {
+                try await client.execute(uri: uri, method: .get, headers: bearer(other.key)) { response in
+                    #expect(response.status == .notFound)
+                }
+            }
+            try await client.execute(uri: "/v1/invoices", method: .get, headers: bearer(tenant.key)) { response in
+                let data = try json(response)["data"] as? [Any]
+                #expect(data?.count == 1)
+            }
+        }
+        await pool.close()
+    }
+}
