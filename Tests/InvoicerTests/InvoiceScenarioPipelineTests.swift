@@ -60,4 +60,63 @@ struct InvoiceScenarioPipelineTests {
         #expect(next.subtotalCents == 30_900)
         await fixture.close()
     }
+
+    @Test("a mid-period upgrade with 40 estimates before and 60 after: two prorated base lines, no overage against the old plan")
+    func upgradeMidPeriod() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let tenant = try await fixture.tenant()
+        let start = midnight(daysAgo: 75)
+        let subscription = try await fixture.subscribe(tenant, plan: "starter", start: start)
+        let upgradeAt = start.addingTimeInterval(10 * 86_400)
+        try await fixture.change(subscription, to: "professional", at: upgradeAt, kind: "upgrade")
+        let events = (0..<40).map { usageEvent("before-\($0)", tenant: tenant, metric: "estimates", at: start.addingTimeInterval(2 * 86_400)) }
+            + (0..<60).map { usageEvent("after-\($0)", tenant: tenant, metric: "estimates", at: start.addingTimeInterval(15 * 86_400)) }
+        try await fixture.sendUsage(events, tenant: tenant, expected: 100)
+        let end = adding(months: 1, to: start)
+        try await fixture.bill(asOf: end.addingTimeInterval(7200))
+        let invoice = try #require(try await fixture.invoices(tenant).first)
+        let total = Int64(end.timeIntervalSince(start))
+        let before = Int64(upgradeAt.timeIntervalSince(start))
+        #expect(invoice.lines.map(\.kind) == ["base", "base"])
+        #expect(invoice.lines.map(\.amountCents) == [halfUp(29_900 * before, total), halfUp(99_900 * (total - before), total)])
+        #expect(invoice.subtotalCents == invoice.lines.reduce(0) { $0 + $1.amountCents })
+        await fixture.close()
+    }
+
+    @Test("a 7-day trial: its usage is recorded and never billed; the first period starts at the trial's end")
+    func trial() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let tenant = try await fixture.tenant()
+        let start = midnight(daysAgo: 60)
+        let trialEnd = start.addingTimeInterval(7 * 86_400)
+        try await fixture.subscribe(tenant, plan: "starter", start: start, trialEnd: trialEnd)
+        let events = (0..<900).map { usageEvent("trial-\($0)", tenant: tenant, metric: "api_calls", at: start.addingTimeInterval(86_400)) }
+            + (0..<1200).map { usageEvent("paid-\($0)", tenant: tenant, metric: "api_calls", at: trialEnd.addingTimeInterval(86_400)) }
+        try await fixture.sendUsage(events, tenant: tenant, expected: 2100)
+        let end = adding(months: 1, to: trialEnd)
+        try await fixture.bill(asOf: end.addingTimeInterval(7200))
+        let invoices = try await fixture.invoices(tenant)
+        try #require(invoices.count == 1)
+        #expect(invoices[0].periodStart == trialEnd && invoices[0].periodEnd == end)
+        #expect(invoices[0].lines.map(\.amountCents) == [29_900, 2_000])  // 1200 − 1000 calls at 10¢; the trial's 900 are free
+        await fixture.close()
+    }
+
+    @Test("cancel now: the period ends at the cancellation and is billed as a shorter period")
+    func cancelNow() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let tenant = try await fixture.tenant()
+        let start = midnight(daysAgo: 60)
+        let endsAt = start.addingTimeInterval(15 * 86_400)
+        try await fixture.subscribe(tenant, plan: "starter", start: start, endsAt: endsAt)
+        let events = (0..<1300).map { usageEvent("call-\($0)", tenant: tenant, metric: "api_calls", at: start.addingTimeInterval(86_400)) }
+        try await fixture.sendUsage(events, tenant: tenant, expected: 1300)
+        try await fixture.bill(asOf: endsAt.addingTimeInterval(7200))
+        let invoices = try await fixture.invoices(tenant)
+        try #require(invoices.count == 1)
+        let full = Int64(adding(months: 1, to: start).timeIntervalSince(start))
+        #expect(invoices[0].periodEnd == endsAt)
+        #expect(invoices[0].lines.map(\.amountCents) == [halfUp(29_900 * 15 * 86_400, full), 3_000])
+        await fixture.close()
+    }
 }

@@ -37,11 +37,12 @@ struct InvoicingFixture: Sendable {
         )[0].decode(0, as: UUID.self)
     }
 
-    /// A subscription on `plan` from `start` (monthly, anchored there).
+    /// A subscription on `plan` from `start` (monthly); with a trial, anchored at its end.
     @discardableResult
-    func subscribe(_ tenant: UUID, plan: String, start: Date) async throws -> UUID {
+    func subscribe(_ tenant: UUID, plan: String, start: Date, trialEnd: Date? = nil, endsAt: Date? = nil) async throws -> UUID {
         let id = try await database.query(
-            "INSERT INTO subscriptions (tenant_id, started_at, anchor) VALUES ($1, $2, $2) RETURNING id", [tenant, start])[0]
+            "INSERT INTO subscriptions (tenant_id, started_at, trial_end, anchor, ends_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            [tenant, start, trialEnd, trialEnd ?? start, endsAt])[0]
             .decode(0, as: UUID.self)
         try await database.query(
             """
@@ -49,6 +50,15 @@ struct InvoicingFixture: Sendable {
             VALUES ($1, $2, $3, 'start', $3)
             """, [id, plan, start])
         return id
+    }
+
+    /// A plan change taking effect at `at` (as the subscriptions API records an upgrade).
+    func change(_ subscription: UUID, to plan: String, at: Date, kind: String) async throws {
+        try await database.query(
+            """
+            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
+            VALUES ($1, $2, $3, $4, $3)
+            """, [subscription, plan, at, kind])
     }
 
     /// Publishes usage (SPEC §3 batches) to the `usage` exchange and waits until the
@@ -110,4 +120,23 @@ struct InvoicingFixture: Sendable {
 /// One usage event as JSON text.
 func usageEvent(_ id: String, tenant: UUID, metric: String, quantity: String = "1", at time: Date) -> String {
     #"{"id": "\#(id)", "tenant_id": "\#(tenant.uuidString.lowercased())", "type": "\#(metric)", "quantity": \#(quantity), "time": "\#(RFC3339.format(time))"}"#
+}
+
+/// Round half up of numerator / denominator for non-negative values (SPEC §2 step 1), as
+/// an independent check of the engine's proration.
+func halfUp(_ numerator: Int64, _ denominator: Int64) -> Int64 {
+    (2 * numerator + denominator) / (2 * denominator)
+}
+
+/// Midnight UTC `days` ago.
+func midnight(daysAgo days: Double) -> Date {
+    let day: TimeInterval = 86_400
+    return Date(timeIntervalSince1970: ((Date().timeIntervalSince1970 - days * day) / day).rounded(.down) * day)
+}
+
+/// `date` plus whole calendar months in UTC.
+func adding(months: Int, to date: Date) -> Date {
+    var calendar = Calendar(identifier: .gregorian)
+    calendar.timeZone = TimeZone(identifier: "UTC")!
+    return calendar.date(byAdding: .month, value: months, to: date)!
 }
