@@ -140,8 +140,8 @@ let package = Package(
         .executableTarget(
             name: "TallyBench",
             dependencies: [
-                "Metering", "DiskSpool", "RabbitMQClient", "TallyMessaging", "UsageEvents", "PostgresClient", argumentParser,
-                log,
+                "Metering", "DiskSpool", "RabbitMQClient", "TallyMessaging", "UsageEvents", "PostgresClient", "Invoicing",
+                "TallyRuntime", argumentParser, log,
             ],
             swiftSettings: swiftSettings
         ),

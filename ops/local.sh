@@ -392,9 +392,11 @@ cmd_bench() {
   cmd_up
   say "building the benchmarks, the producer and the aggregator (release; the first time takes several minutes)"
   (cd "$ROOT" && swift build -c release --product tally-bench && swift build -c release --product producer \
-    && swift build -c release --product aggregator) || die "release build failed (see above)"
-  # The debug aggregator would take the benchmark's usage and share the 2 cores; it is back at the end.
+    && swift build -c release --product aggregator && swift build -c release --product invoicer) \
+    || die "release build failed (see above)"
+  # The debug workers would take the benchmark's work and share the 2 cores; they are back at the end.
   stop_pid aggregator
+  stop_pid invoicer
   local release="$ROOT/.build/release" port=$((INGEST_PORT + 100)) spool="$LOCAL/spool/bench"
   rm -rf "$spool"
   TALLY_SPOOL_DIR="$spool" LOG_LEVEL=warning \
@@ -426,6 +428,10 @@ PY
   wait_for "the release aggregator" 60 "$LOGS/aggregator-bench.log" curl -fsS "http://127.0.0.1:$((AGGREGATOR_PORT + 100))/healthz"
   "$release/tally-bench" pipeline --tenant "$tenant" --aggregator-pid "$(pid_of aggregator-bench)" || true
   stop_pid aggregator-bench
+  # A billing run of 10,000 subscriptions with usage, issued by a release invoicer.
+  INVOICER_CONSUMERS=4 LOG_LEVEL=warning start_tally_process invoicer-bench "$release/invoicer" run
+  "$release/tally-bench" billing || true
+  stop_pid invoicer-bench
   start_tally
 }
 

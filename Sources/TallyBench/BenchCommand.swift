@@ -14,7 +14,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tally-bench",
         abstract: "Measure track() overhead, publish and end-to-end throughput against the local stack (ingest: wrk).",
-        subcommands: [TrackBench.self, PublishBench.self, PipelineBench.self]
+        subcommands: [TrackBench.self, PublishBench.self, PipelineBench.self, BillingBench.self]
     )
 }
 

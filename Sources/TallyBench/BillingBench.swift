@@ -1,0 +1,62 @@
+import ArgumentParser
+import Foundation
+import Invoicing
+import Logging
+import PostgresClient
+import RabbitMQClient
+import TallyMessaging
+import TallyRuntime
+
+/// SPEC §7: a billing run of 10,000 subscriptions with usage, issued by the running
+/// Invoicer processes: invoices per second and total time (target: 10k in ≤ 60 s).
+struct BillingBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "billing", abstract: "A billing run of N subscriptions with usage: invoices per second.")
+    @Option var subscriptions = 10_000
+
+    func run() async throws {
+        guard let url = ProcessInfo.processInfo.environment["DATABASE_URL"] else {
+            throw ValidationError("DATABASE_URL is not set: run through ./ops/local.sh bench, or source .local/env")
+        }
+        let pool = PostgresPool(configuration: try PostgresConfiguration(url: url), size: 1, logger: BenchSupport.logger)
+        // Tenants on starter, one period ending two days ago (then the subscription ends, so
+        // later runs find nothing of theirs), each with usage over the quota.
+        let day: TimeInterval = 86_400
+        let end = Date(timeIntervalSince1970: ((Date().timeIntervalSince1970 - 2 * day) / day).rounded(.down) * day)
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let start = calendar.date(byAdding: .month, value: -1, to: end)!
+        let tag = String(UUID().uuidString.prefix(8))
+        try await pool.query(
+            """
+            WITH t AS (
+                INSERT INTO tenants (name, billing_email, tax_rate_bps)
+                SELECT 'billing bench ' || $1 || ' ' || g, 'bench@tally.localhost', 725 FROM generate_series(1, $4) g RETURNING id
+            ), s AS (
+                INSERT INTO subscriptions (tenant_id, started_at, anchor, ends_at) SELECT id, $2, $2, $3 FROM t RETURNING id, tenant_id
+            ), c AS (
+                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
+                SELECT id, 'starter', $2, 'start', $2 FROM s
+            )
+            INSERT INTO usage_rollups (tenant_id, metric, hour, quantity_sum, event_count, quantity_max)
+            SELECT tenant_id, metric, $2::timestamptz + interval '1 day', 900 + (random() * 400)::int, 1000, 1
+              FROM s, unnest(ARRAY['api_calls', 'estimates']) AS metric
+            """, [tag, start, end, subscriptions])
+        let publisher = ConfirmedPublisher(configuration: try BenchSupport.broker(), logger: BenchSupport.logger)
+        let clock = ContinuousClock.now
+        let plan = try await pool.withTransaction { try BillingRunPlanner.plan(asOf: end.addingTimeInterval(3600), grace: 3600, on: $0) }
+        _ = try await pool.withConnection { try await OutboxRelay(publisher: publisher, logger: BenchSupport.logger).drain($0) }
+        let planned = BenchSupport.seconds(ContinuousClock.now - clock)
+        var status: BillingRunStatus?
+        while status?.status != "completed" {
+            try await Task.sleep(for: .milliseconds(200))
+            status = try await pool.withTransaction { try BillingRunStatus.load(plan.runID, on: $0) }
+        }
+        let seconds = BenchSupport.seconds(ContinuousClock.now - clock)
+        print("billing: \(plan.due) invoices (\(subscriptions) new subscriptions with usage) in \(String(format: "%.1f", seconds)) s "
+            + "= \(BenchSupport.format(Double(plan.due) / seconds)) invoices/s (planning and sending the commands \(String(format: "%.1f", planned)) s; "
+            + "issued \(status?.issued ?? 0), failed \(status?.failed ?? 0); target 10k in ≤ 60 s)")
+        await publisher.close()
+        await pool.close()
+    }
+}
