@@ -121,7 +121,8 @@ let package = Package(
         .executableTarget(
             name: "Invoicer",
             dependencies: [
-                "TallyRuntime", "Invoicing", "TallyMessaging", "PostgresClient", "RabbitMQClient", argumentParser, log, lifecycle,
+                "TallyRuntime", "Invoicing", "TallyMessaging", "PostgresClient", "RabbitMQClient", "UsageEvents", argumentParser, log,
+                lifecycle,
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
@@ -130,8 +131,8 @@ let package = Package(
         .executableTarget(
             name: "BillingAPI",
             dependencies: [
-                "TallyRuntime", "TallyStore", "TallyHTTP", "PostgresClient", "BillingEngine", "Invoicing", "InvoicePDF", argumentParser,
-                log, hummingbird, nioCore,
+                "TallyRuntime", "TallyStore", "TallyHTTP", "PostgresClient", "BillingEngine", "Invoicing", "InvoicePDF", "UsageEvents",
+                argumentParser, log, hummingbird, nioCore,
             ],
             swiftSettings: swiftSettings
         ),

@@ -8,6 +8,7 @@ import ServiceLifecycle
 import TallyMessaging
 import TallyRuntime
 import UnixSignals
+import UsageEvents
 
 /// `invoicer`: issues one invoice per subscription period.
 @main
@@ -100,8 +101,7 @@ struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
         }
 
         static func instant(_ text: String) throws -> Date {
-            let withFraction = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
-            guard let date = (try? withFraction.parse(text)) ?? (try? Date.ISO8601FormatStyle().parse(text)) else {
+            guard let date = RFC3339.parse(text) else {
                 throw ValidationError("--as-of must be an RFC 3339 time, e.g. 2026-12-01T01:00:00Z")
             }
             return date

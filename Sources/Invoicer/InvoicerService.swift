@@ -4,7 +4,6 @@ import Logging
 import PostgresClient
 import RabbitMQClient
 import ServiceLifecycle
-import Synchronization
 import TallyMessaging
 import TallyRuntime
 
@@ -21,7 +20,7 @@ struct InvoicerService: Service {
         let database = try PostgresConfiguration(url: configuration.databaseURL)
         let publisher = ConfirmedPublisher(configuration: amqp, logger: logger)
         let relay = OutboxRelay(publisher: publisher, logger: logger)
-        let stopping = StopFlag()
+        let stopping = ShutdownFlag()
         let sweeper = PostgresPool(configuration: database, size: 1, logger: logger)
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
@@ -52,12 +51,6 @@ struct InvoicerService: Service {
     }
 }
 
-final class StopFlag: Sendable {
-    private let flag = Atomic(false)
-    var isSet: Bool { flag.load(ordering: .acquiring) }
-    func set() { flag.store(true, ordering: .releasing) }
-}
-
 /// One consumer of invoice commands with its own AMQP and PostgreSQL connections.
 struct CommandConsumer: Sendable {
     let index: Int
@@ -66,7 +59,7 @@ struct CommandConsumer: Sendable {
     let prefetch: UInt16
     let publisher: ConfirmedPublisher
     let relay: OutboxRelay
-    let stopping: StopFlag
+    let stopping: ShutdownFlag
     let logger: Logger
 
     var router: FailureRouter { FailureRouter(queue: QueueName.invoicerCommands, publisher: publisher) }
@@ -77,7 +70,9 @@ struct CommandConsumer: Sendable {
             logger[metadataKey: "consumer"] = "\(index)"
             return logger
         }()
-        guard let connection = await connectDatabase(logger) else { return }
+        guard let connection = await PostgresConnection.connectRetrying(
+            configuration: database, logger: logger, shouldStop: { stopping.isSet })
+        else { return }
         while !stopping.isSet {
             let channel: AMQPConnection
             do {
@@ -104,17 +99,6 @@ struct CommandConsumer: Sendable {
             await channel.close()
         }
         await connection.close()
-    }
-
-    private func connectDatabase(_ logger: Logger) async -> PostgresConnection? {
-        var delay = Duration.milliseconds(200)
-        while !stopping.isSet {
-            if let connection = try? await PostgresConnection.connect(configuration: database, logger: logger) { return connection }
-            logger.warning("database unavailable; retrying", metadata: ["retry.in": "\(delay)"])
-            try? await Task.sleep(for: delay)
-            delay = min(delay * 2, .seconds(5))
-        }
-        return nil
     }
 
     /// Generates, parks or retries the command; false when shutdown came during a

@@ -3,15 +3,8 @@ import Logging
 import PostgresClient
 import RabbitMQClient
 import ServiceLifecycle
-import Synchronization
 import TallyMessaging
-
-/// Set once graceful shutdown begins: consumers finish the batch they hold and stop.
-final class ShutdownFlag: Sendable {
-    private let flag = Atomic(false)
-    var isSet: Bool { flag.load(ordering: .acquiring) }
-    func set() { flag.store(true, ordering: .releasing) }
-}
+import TallyRuntime
 
 /// How a consumer batches and retries.
 struct ConsumerSettings: Sendable {
@@ -45,7 +38,9 @@ struct UsageConsumer: Sendable {
     func run() async {
         var logger = logger
         logger[metadataKey: "consumer"] = "\(index)"
-        guard let connection = await connectDatabase(logger) else { return }
+        guard let connection = await PostgresConnection.connectRetrying(
+            configuration: database, logger: logger, shouldStop: { shutdown.isSet })
+        else { return }
         await consumeUntilShutdown(database: connection, logger: logger)
         await connection.close()
         logger.info("consumer stopped")
@@ -74,20 +69,6 @@ struct UsageConsumer: Sendable {
             }
             await channel.close()
         }
-    }
-
-    private func connectDatabase(_ logger: Logger) async -> PostgresConnection? {
-        var delay = Duration.milliseconds(200)
-        while !shutdown.isSet {
-            do {
-                return try await PostgresConnection.connect(configuration: database, logger: logger)
-            } catch {
-                logger.warning("database unavailable; retrying", metadata: ["error": "\(error)", "retry.in": "\(delay)"])
-                try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(5))
-            }
-        }
-        return nil
     }
 
     private func consume(_ channel: AMQPConnection, database: PostgresConnection, logger: Logger) async throws {

@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import TallyHTTP
 import TallyStore
+import UsageEvents
 
 /// `/v1/subscriptions` (SPEC §4): start one, change its plan, cancel it, list a tenant's.
 /// Every request takes effect as of its `at` (default now), any instant; a change that
@@ -75,9 +76,9 @@ struct SubscriptionRoutes {
         }
     }
 
+    /// An RFC 3339 instant from a request, or 400 naming the field.
     static func instant(_ text: String, field: String) throws -> Date {
-        let withFraction = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
-        guard let date = (try? withFraction.parse(text)) ?? (try? Date.ISO8601FormatStyle().parse(text)) else {
+        guard let date = RFC3339.parse(text) else {
             throw APIError.invalid(field, "must be an RFC 3339 time, e.g. 2026-11-01T00:00:00Z")
         }
         return date

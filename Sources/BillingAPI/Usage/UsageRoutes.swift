@@ -46,11 +46,7 @@ struct UsageRoutes {
 
     private func instant(_ text: String?, field: String) throws -> Instant {
         guard let text else { throw APIError.invalid(field, "is required: an RFC 3339 time, e.g. 2026-11-01T00:00:00Z") }
-        let withFraction = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
-        guard let date = (try? withFraction.parse(text)) ?? (try? Date.ISO8601FormatStyle().parse(text)) else {
-            throw APIError.invalid(field, "must be an RFC 3339 time, e.g. 2026-11-01T00:00:00Z")
-        }
-        return Instant(date)
+        return Instant(try SubscriptionRoutes.instant(text, field: field))
     }
 }
 
