@@ -48,6 +48,7 @@ struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
             discussion: ConfigurationReport.helpText(InvoicerConfiguration.keys))
         @Option(help: "The billing instant (RFC 3339); default now.") var asOf: String?
         @Flag(help: "Return once the commands are sent, without waiting for the invoices.") var noWait = false
+        @Option(name: .customLong("tenant"), help: "Bill only this tenant (repeatable); default every tenant.") var tenants: [String] = []
 
         func run() async throws {
             let reader = ConfigurationReader()
@@ -58,9 +59,14 @@ struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
             }()
             let configuration = try InvoicerConfiguration(reader: reader)
             let asOf = try asOf.map(Self.instant) ?? Date()
+            let only = try tenants.map { text in
+                guard let id = UUID(uuidString: text) else { throw ValidationError("--tenant must be a tenant id (UUID)") }
+                return id
+            }
             let pool = PostgresPool(configuration: try PostgresConfiguration(url: configuration.databaseURL), size: 1, logger: logger)
             let plan = try await pool.withTransaction { connection in
-                try BillingRunPlanner.plan(asOf: asOf, grace: Double(configuration.graceSeconds), on: connection)
+                try BillingRunPlanner.plan(
+                    asOf: asOf, grace: Double(configuration.graceSeconds), tenants: only.isEmpty ? nil : only, on: connection)
             }
             print("billing run \(plan.runID.uuidString.lowercased()): \(plan.due) invoice(s) due at \(asOf.ISO8601Format())")
             let publisher = ConfirmedPublisher(

@@ -14,9 +14,12 @@ public enum BillingRunPlanner {
         public let due: Int
     }
 
-    public static func plan(asOf: Date, grace: TimeInterval, on connection: isolated PostgresConnection) throws -> Plan {
+    /// Plans the run for every tenant, or only for `tenants` (a re-run for one customer).
+    public static func plan(
+        asOf: Date, grace: TimeInterval, tenants: [UUID]? = nil, on connection: isolated PostgresConnection
+    ) throws -> Plan {
         let plans = try SubscriptionRecords.plans(on: connection)
-        let subscriptions = try SubscriptionRecords.subscriptions(of: nil, plans: plans, on: connection).values.flatMap { $0 }
+        let subscriptions = try SubscriptionRecords.subscriptions(of: tenants, plans: plans, on: connection).values.flatMap { $0 }
         var invoiced: Set<String> = []
         for row in try connection.query("SELECT subscription_id::text, period_start FROM invoices WHERE kind = 'period'") {
             invoiced.insert("\(row.text(0) ?? "")|\(Instant(try row.decode(1, as: Date.self)).microsecondsSinceEpoch)")

@@ -24,7 +24,7 @@ struct InvoiceScenarioPipelineTests {
         var timeZoned = Calendar(identifier: .gregorian)
         timeZoned.timeZone = TimeZone(identifier: "UTC")!
         let end = timeZoned.date(byAdding: .month, value: 1, to: start)!
-        let run = try await fixture.bill(asOf: end.addingTimeInterval(2 * 3600))
+        let run = try await fixture.bill(asOf: end.addingTimeInterval(2 * 3600), tenants: [tenant])
         #expect(run?.failed == 0)
         var invoices = try await fixture.invoices(tenant)
         try #require(invoices.count == 1)
@@ -42,14 +42,14 @@ struct InvoiceScenarioPipelineTests {
         #expect(invoice.periodStart == start && invoice.periodEnd == end)
 
         // Billing again at the same instant issues nothing new.
-        try await fixture.bill(asOf: end.addingTimeInterval(2 * 3600))
+        try await fixture.bill(asOf: end.addingTimeInterval(2 * 3600), tenants: [tenant])
         #expect(try await fixture.invoices(tenant).count == 1)
 
         // 100 more calls arrive for the invoiced period: the next invoice bills them as an adjustment.
         let late = (0..<100).map { usageEvent("late-\($0)", tenant: tenant, metric: "api_calls", at: inPeriod.addingTimeInterval(5000)) }
         try await fixture.sendUsage(late, tenant: tenant, expected: events.count + 100)
         let nextEnd = timeZoned.date(byAdding: .month, value: 2, to: start)!
-        try await fixture.bill(asOf: nextEnd.addingTimeInterval(2 * 3600))
+        try await fixture.bill(asOf: nextEnd.addingTimeInterval(2 * 3600), tenants: [tenant])
         invoices = try await fixture.invoices(tenant)
         try #require(invoices.count == 2)
         let next = invoices[0]
@@ -73,7 +73,7 @@ struct InvoiceScenarioPipelineTests {
             + (0..<60).map { usageEvent("after-\($0)", tenant: tenant, metric: "estimates", at: start.addingTimeInterval(15 * 86_400)) }
         try await fixture.sendUsage(events, tenant: tenant, expected: 100)
         let end = adding(months: 1, to: start)
-        try await fixture.bill(asOf: end.addingTimeInterval(7200))
+        try await fixture.bill(asOf: end.addingTimeInterval(7200), tenants: [tenant])
         let invoice = try #require(try await fixture.invoices(tenant).first)
         let total = Int64(end.timeIntervalSince(start))
         let before = Int64(upgradeAt.timeIntervalSince(start))
@@ -94,7 +94,7 @@ struct InvoiceScenarioPipelineTests {
             + (0..<1200).map { usageEvent("paid-\($0)", tenant: tenant, metric: "api_calls", at: trialEnd.addingTimeInterval(86_400)) }
         try await fixture.sendUsage(events, tenant: tenant, expected: 2100)
         let end = adding(months: 1, to: trialEnd)
-        try await fixture.bill(asOf: end.addingTimeInterval(7200))
+        try await fixture.bill(asOf: end.addingTimeInterval(7200), tenants: [tenant])
         let invoices = try await fixture.invoices(tenant)
         try #require(invoices.count == 1)
         #expect(invoices[0].periodStart == trialEnd && invoices[0].periodEnd == end)
@@ -111,12 +111,82 @@ struct InvoiceScenarioPipelineTests {
         try await fixture.subscribe(tenant, plan: "starter", start: start, endsAt: endsAt)
         let events = (0..<1300).map { usageEvent("call-\($0)", tenant: tenant, metric: "api_calls", at: start.addingTimeInterval(86_400)) }
         try await fixture.sendUsage(events, tenant: tenant, expected: 1300)
-        try await fixture.bill(asOf: endsAt.addingTimeInterval(7200))
+        try await fixture.bill(asOf: endsAt.addingTimeInterval(7200), tenants: [tenant])
         let invoices = try await fixture.invoices(tenant)
         try #require(invoices.count == 1)
         let full = Int64(adding(months: 1, to: start).timeIntervalSince(start))
         #expect(invoices[0].periodEnd == endsAt)
         #expect(invoices[0].lines.map(\.amountCents) == [halfUp(29_900 * 15 * 86_400, full), 3_000])
+        await fixture.close()
+    }
+
+    @Test("professional and enterprise plans with fractional quantities: overage rounds up per line, Unlimited never bills overage")
+    func plansAndFractions() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let start = midnight(daysAgo: 50)
+        let end = adding(months: 1, to: start)
+        let inPeriod = start.addingTimeInterval(3 * 86_400)
+        let professional = try await fixture.tenant()
+        try await fixture.subscribe(professional, plan: "professional", start: start)
+        // 200.5 estimates (quota 200) at 400¢ → ceil(0.5 × 400) = 200¢; 10000.0003 calls at 8¢ → ceil(0.0024) = 1¢.
+        let proEvents = [usageEvent("e1", tenant: professional, metric: "estimates", quantity: "\"150.25\"", at: inPeriod),
+                         usageEvent("e2", tenant: professional, metric: "estimates", quantity: "\"50.25\"", at: inPeriod),
+                         usageEvent("c1", tenant: professional, metric: "api_calls", quantity: "\"10000.0003\"", at: inPeriod)]
+        try await fixture.sendUsage(proEvents, tenant: professional, expected: 3)
+        let enterprise = try await fixture.tenant()
+        try await fixture.subscribe(enterprise, plan: "enterprise", start: start)
+        try await fixture.sendUsage(
+            [usageEvent("big", tenant: enterprise, metric: "api_calls", quantity: "\"5000000.5\"", at: inPeriod)], tenant: enterprise, expected: 1)
+        try await fixture.bill(asOf: end.addingTimeInterval(7200), tenants: [professional, enterprise])
+        let pro = try #require(try await fixture.invoices(professional).first)
+        #expect(pro.lines.map(\.kind) == ["base", "overage", "overage"])
+        #expect(pro.lines.map(\.metric) == [nil, "api_calls", "estimates"])
+        #expect(pro.lines.map(\.quantity) == ["1", "0.0003", "0.5"])
+        #expect(pro.lines.map(\.amountCents) == [99_900, 1, 200])
+        let big = try #require(try await fixture.invoices(enterprise).first)
+        #expect(big.lines.map(\.amountCents) == [299_900])
+        await fixture.close()
+    }
+
+    @Test("an anchor on the 31st: the next period ends on the month's last day, re-derived from the anchor")
+    func thirtyFirstAnchor() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let tenant = try await fixture.tenant()
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        // The most recent 31st at least 10 days ago (within the 90 days a worker accepts).
+        var anchor = midnight(daysAgo: 10)
+        while calendar.component(.day, from: anchor) != 31 { anchor = anchor.addingTimeInterval(-86_400) }
+        try await fixture.subscribe(tenant, plan: "starter", start: anchor)
+        try await fixture.sendUsage(
+            [usageEvent("one", tenant: tenant, metric: "api_calls", at: anchor.addingTimeInterval(3600))], tenant: tenant, expected: 1)
+        let next = calendar.date(byAdding: .month, value: 1, to: anchor)!  // clamped to the month's last day
+        #expect(calendar.component(.day, from: next) <= 30)
+        try await fixture.bill(asOf: next.addingTimeInterval(7200), tenants: [tenant])
+        let invoice = try #require(try await fixture.invoices(tenant).first)
+        #expect(invoice.periodStart == anchor)
+        #expect(invoice.periodEnd == next)
+        #expect(invoice.lines.map(\.amountCents) == [29_900])
+        await fixture.close()
+    }
+
+    @Test("a downgrade takes effect at the next period start; the period it was asked in is billed on the old plan")
+    func downgradeAtNextPeriod() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let tenant = try await fixture.tenant()
+        let start = midnight(daysAgo: 80)
+        let subscription = try await fixture.subscribe(tenant, plan: "professional", start: start)
+        let first = adding(months: 1, to: start)
+        try await fixture.change(subscription, to: "starter", at: first, kind: "downgrade")
+        // 150 estimates in each period: within professional's 200, over starter's 50 by 100 at 500¢.
+        let events = (0..<150).map { usageEvent("a\($0)", tenant: tenant, metric: "estimates", at: start.addingTimeInterval(86_400)) }
+            + (0..<150).map { usageEvent("b\($0)", tenant: tenant, metric: "estimates", at: first.addingTimeInterval(86_400)) }
+        try await fixture.sendUsage(events, tenant: tenant, expected: 300)
+        try await fixture.bill(asOf: adding(months: 2, to: start).addingTimeInterval(7200), tenants: [tenant])
+        let invoices = try await fixture.invoices(tenant).sorted { $0.periodStart < $1.periodStart }
+        try #require(invoices.count == 2)
+        #expect(invoices[0].lines.map(\.amountCents) == [99_900])
+        #expect(invoices[1].lines.map(\.amountCents) == [29_900, 50_000])
         await fixture.close()
     }
 }

@@ -84,10 +84,12 @@ struct InvoicingFixture: Sendable {
     /// Plans a run with `invoicer bill --as-of … --no-wait` (the binary returns once the
     /// commands are sent; waiting for a child process would block a cooperative thread)
     /// and polls the run until the running Invoicers completed it; returns its status.
+    /// Only `tenants` are billed when given: tests share one database, and a run for
+    /// everyone would bill other tests' subscriptions before their usage arrived.
     @discardableResult
-    func bill(asOf: Date) async throws -> BillingRunStatus? {
+    func bill(asOf: Date, tenants: [UUID] = []) async throws -> BillingRunStatus? {
         let result = try TestEnvironment.run(
-            Self.binary, ["bill", "--as-of", asOf.ISO8601Format(), "--no-wait"],
+            Self.binary, ["bill", "--as-of", asOf.ISO8601Format(), "--no-wait"] + tenants.flatMap { ["--tenant", $0.uuidString] },
             environment: ["AMQP_URL": TestEnvironment.amqpURL, "DATABASE_URL": TestEnvironment.databaseURL])
         #expect(result.status == 0, "invoicer bill: \(result.errors)")
         // "billing run <uuid>: N invoice(s) due at …"

@@ -58,8 +58,12 @@ struct InvoiceRoutes {
         try context.requireAdmin()
         let body = try await request.decodeOptionalJSON(CreateRunRequest.self, context: context)
         let asOf = try body?.asOf.map { try SubscriptionRoutes.instant($0, field: "as_of") } ?? Date()
+        let tenant = try body?.tenantID.map { text in
+            guard let id = UUID(uuidString: text) else { throw APIError.invalid("tenant_id", "must be a tenant id (UUID)") }
+            return id
+        }
         let status = try await pool.withTransaction { connection in
-            let plan = try BillingRunPlanner.plan(asOf: asOf, grace: grace, on: connection)
+            let plan = try BillingRunPlanner.plan(asOf: asOf, grace: grace, tenants: tenant.map { [$0] }, on: connection)
             guard let status = try BillingRunStatus.load(plan.runID, on: connection) else { throw APIError.notFound("billing run") }
             return status
         }
@@ -78,9 +82,12 @@ struct InvoiceRoutes {
 
 struct CreateRunRequest: Decodable {
     let asOf: String?
+    /// Only this tenant's subscriptions (a re-run for one customer); default every tenant.
+    let tenantID: String?
 
     enum CodingKeys: String, CodingKey {
         case asOf = "as_of"
+        case tenantID = "tenant_id"
     }
 }
 
