@@ -25,19 +25,22 @@ RUN="$LOCAL/run"
 LOGS="$LOCAL/log"
 BIN="$LOCAL/bin"
 
-# Ports of our own, so a system-wide server never clashes with ours.
-# TALLY_PORT_OFFSET shifts them all, to run a second checkout beside this one.
+# Ports of our own, so a system-wide server never clashes with ours. They sit below
+# Linux's ephemeral range (32768-60999): a server restarted in an outage test, or a
+# second stack started beside a busy one, must never find its port taken by some
+# client connection's source port (seen here with the old 35xxx ports).
+# TALLY_PORT_OFFSET (0 to 4000) shifts them all, to run a second checkout beside this one.
 OFFSET=${TALLY_PORT_OFFSET:-0}
-PG_PORT=$((35432 + OFFSET))
-AMQP_PORT=$((35672 + OFFSET))
-AMQP_DIST_PORT=$((35673 + OFFSET))
-# rabbitmqctl's own distribution ports default to 35672-35682: move them off ours.
-CTL_DIST_PORT_MIN=$((35680 + OFFSET))
-EPMD_PORT=$((35369 + OFFSET))
-SMTP_PORT=$((35025 + OFFSET))
-INGEST_PORT=$((38080 + OFFSET))
-API_PORT=$((38081 + OFFSET))
-AGGREGATOR_PORT=$((38082 + OFFSET))
+PG_PORT=$((26432 + OFFSET))
+AMQP_PORT=$((26672 + OFFSET))
+AMQP_DIST_PORT=$((26673 + OFFSET))
+# rabbitmqctl's own distribution ports default to AMQP + 30000: keep them here too.
+CTL_DIST_PORT_MIN=$((26680 + OFFSET))
+EPMD_PORT=$((26369 + OFFSET))
+SMTP_PORT=$((26025 + OFFSET))
+INGEST_PORT=$((28080 + OFFSET))
+API_PORT=$((28081 + OFFSET))
+AGGREGATOR_PORT=$((28082 + OFFSET))
 
 PG_BIN=/usr/lib/postgresql/15/bin
 RABBIT_BIN=/usr/lib/rabbitmq/bin

@@ -34,7 +34,7 @@ class EmlDirectory:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=35025)
+    parser.add_argument("--port", type=int, default=26025)
     parser.add_argument("--dir", required=True, help="folder that receives one .eml per message")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)

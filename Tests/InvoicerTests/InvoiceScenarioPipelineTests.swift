@@ -189,4 +189,23 @@ struct InvoiceScenarioPipelineTests {
         #expect(invoices[1].lines.map(\.amountCents) == [29_900, 50_000])
         await fixture.close()
     }
+
+    @Test("cancel at period end: the last period is invoiced as usual, and nothing after it")
+    func cancelAtPeriodEnd() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let tenant = try await fixture.tenant()
+        let start = midnight(daysAgo: 80)
+        let end = adding(months: 1, to: start)
+        // Asked mid-period with at_period_end: the subscription ends when that period does.
+        try await fixture.subscribe(tenant, plan: "starter", start: start, endsAt: end)
+        try await fixture.sendUsage(
+            (0..<60).map { usageEvent("e\($0)", tenant: tenant, metric: "estimates", at: start.addingTimeInterval(86_400)) },
+            tenant: tenant, expected: 60)
+        try await fixture.bill(asOf: adding(months: 2, to: start).addingTimeInterval(7200), tenants: [tenant])
+        let invoices = try await fixture.invoices(tenant)
+        try #require(invoices.count == 1)
+        #expect(invoices[0].periodStart == start && invoices[0].periodEnd == end)
+        #expect(invoices[0].lines.map(\.amountCents) == [29_900, 5_000])  // 10 estimates over 50 at 500¢
+        await fixture.close()
+    }
 }

@@ -13,9 +13,9 @@ public enum TestEnvironment {
         return value
     }
 
-    public static var amqpURL: String { value("AMQP_URL", default: "amqp://guest:guest@127.0.0.1:35672/%2F") }
-    public static var databaseURL: String { value("DATABASE_URL", default: "postgresql://tally:tally@127.0.0.1:35432/tally") }
-    public static var smtpURL: String { value("SMTP_URL", default: "smtp://127.0.0.1:35025") }
+    public static var amqpURL: String { value("AMQP_URL", default: "amqp://guest:guest@127.0.0.1:26672/%2F") }
+    public static var databaseURL: String { value("DATABASE_URL", default: "postgresql://tally:tally@127.0.0.1:26432/tally") }
+    public static var smtpURL: String { value("SMTP_URL", default: "smtp://127.0.0.1:26025") }
     public static var mailSinkDirectory: String { value("MAIL_SINK_DIR", default: repositoryRoot + "/.local/mail") }
     public static var adminToken: String { value("BILLING_ADMIN_TOKEN", default: "local-admin-token") }
     /// `.local/bin/rabbitmqctl`: a wrapper that addresses our private RabbitMQ node.
