@@ -132,7 +132,7 @@ let package = Package(
             name: "BillingAPI",
             dependencies: [
                 "TallyRuntime", "TallyStore", "TallyHTTP", "PostgresClient", "BillingEngine", "Invoicing", "InvoicePDF", "UsageEvents",
-                argumentParser, log, hummingbird, nioCore,
+                argumentParser, log, hummingbird, nioCore, crypto,
             ],
             swiftSettings: swiftSettings
         ),
@@ -206,7 +206,7 @@ let package = Package(
             name: "BillingAPITests",
             dependencies: [
                 "BillingAPI", "TallyHTTP", "TallyStore", "TallyRuntime", "TallyTestSupport", "PostgresClient", hummingbird,
-                httpTypes, nioCore,
+                httpTypes, nioCore, crypto,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             swiftSettings: swiftSettings

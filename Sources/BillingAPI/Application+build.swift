@@ -33,11 +33,15 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) -> 
     HealthRoutes<TallyRequestContext> {
         (try? await pool.query("SELECT 1")) != nil
     }.register(on: router)
-    router.add(middleware: AuthenticationMiddleware(authenticator: authenticator))
+    // Stripe authenticates its webhooks with a signature, not a bearer token.
+    router.add(middleware: AuthenticationMiddleware(authenticator: authenticator, publicPaths: ["/healthz", "/readyz", StripeWebhookRoutes.path]))
     TenantRoutes(store: tenants, authenticator: authenticator).register(on: router)
     UsageRoutes(pool: pool).register(on: router)
     AlertRoutes(store: AlertStore(pool: pool)).register(on: router)
     SubscriptionRoutes(store: SubscriptionStore(pool: pool), clock: { Date() }).register(on: router)
+    StripeWebhookRoutes(
+        pool: pool, signature: configuration.stripeWebhookSecret.map { StripeWebhookSignature(secret: $0) }, clock: { Date() }
+    ).register(on: router)
     InvoiceRoutes(
         pool: pool, invoices: InvoiceStore(pool: pool), tenants: tenants, grace: Double(configuration.graceSeconds),
         seller: .init(name: configuration.sellerName, email: configuration.sellerEmail)

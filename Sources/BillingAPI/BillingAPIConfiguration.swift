@@ -13,6 +13,7 @@ struct BillingAPIConfiguration: Sendable {
     var graceSeconds = 3600
     var sellerName = "Tally"
     var sellerEmail = "billing@tally.localhost"
+    var stripeWebhookSecret: String?
 
     static let host = ConfigurationKey("BILLING_API_HOST", summary: "address to listen on", default: "127.0.0.1")
     static let port = ConfigurationKey("BILLING_API_PORT", summary: "TCP port to listen on", default: "8081")
@@ -28,8 +29,13 @@ struct BillingAPIConfiguration: Sendable {
     static let sellerEmail = ConfigurationKey(
         "TALLY_SELLER_EMAIL", summary: "the issuer's billing address (on every PDF)", default: "billing@tally.localhost")
 
+    static let stripeWebhookSecret = ConfigurationKey(
+        "STRIPE_WEBHOOK_SECRET", summary: "signing secret of the Stripe webhook endpoint (whsec_…); unset: Stripe is off",
+        isSecret: true, isOptional: true)
+
     static let keys: [ConfigurationKey] = [
-        host, port, .databaseURL, adminToken, poolSize, grace, sellerName, sellerEmail, .migrationsDirectory, .logLevel, .logFormat,
+        host, port, .databaseURL, adminToken, poolSize, grace, sellerName, sellerEmail, stripeWebhookSecret, .migrationsDirectory,
+        .logLevel, .logFormat,
     ]
 
     init(databaseURL: String, adminToken: String) {
@@ -45,5 +51,6 @@ struct BillingAPIConfiguration: Sendable {
         graceSeconds = try reader.int(Self.grace, in: 0...(90 * 86_400))
         sellerName = try reader.string(Self.sellerName)
         sellerEmail = try reader.string(Self.sellerEmail)
+        stripeWebhookSecret = reader.optionalString(Self.stripeWebhookSecret)
     }
 }

@@ -33,6 +33,7 @@ struct InvoicerService: Service {
                 group.addTask {
                     while !stopping.isSet {
                         do {
+                            _ = try await sweeper.withTransaction { try StripeEventApplier.applyPending(on: $0) }
                             _ = try await sweeper.withConnection { try await relay.drain($0) }
                         } catch {
                             logger.warning("outbox sweep failed; retrying", metadata: ["error": "\(error)"])

@@ -13,11 +13,15 @@ protocol BillingAPITestCase {
     var adminToken: String { get }
 }
 
+/// The Stripe webhook signing secret every test application is configured with.
+let stripeWebhookSecret = "whsec_test_\(UUID().uuidString)"
+
 extension BillingAPITestCase {
     func app() async throws -> some ApplicationProtocol {
         var configuration = BillingAPIConfiguration(databaseURL: TestEnvironment.databaseURL, adminToken: adminToken)
         configuration.port = 0
         configuration.databasePoolSize = 2
+        configuration.stripeWebhookSecret = stripeWebhookSecret
         return try await buildApplication(configuration, logger: Logger(label: "test.billing-api"))
     }
 

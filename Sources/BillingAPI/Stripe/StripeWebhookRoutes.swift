@@ -1,0 +1,48 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import PostgresClient
+import TallyHTTP
+
+/// `POST /v1/stripe/webhook`: Stripe's events, verified (signature, 5-minute tolerance,
+/// constant-time compare), then kept in `stripe_webhook_events` — the queue the
+/// Invoicer applies them from; an event id seen before is acknowledged and ignored.
+/// Without `STRIPE_WEBHOOK_SECRET` the endpoint answers 404: Stripe is off.
+struct StripeWebhookRoutes {
+    static let path = "/v1/stripe/webhook"
+    let pool: PostgresPool
+    let signature: StripeWebhookSignature?
+    let clock: @Sendable () -> Date
+
+    func register(on router: Router<TallyRequestContext>) {
+        router.post(RouterPath(Self.path), use: receive)
+    }
+
+    @Sendable func receive(_ request: Request, context: TallyRequestContext) async throws -> Response {
+        guard let signature else {
+            throw APIError(.notFound, code: "STRIPE_DISABLED", message: "Stripe is not configured (set STRIPE_WEBHOOK_SECRET).")
+        }
+        let body = Array((try await request.body.collect(upTo: context.maxUploadSize)).readableBytesView)
+        do throws(StripeWebhookSignature.Failure) {
+            try signature.verify(header: request.headers[HTTPField.Name("Stripe-Signature")!], body: body, now: clock())
+        } catch {
+            context.logger.warning("stripe webhook refused", metadata: ["reason": "\(error)"])
+            throw APIError(
+                .badRequest, code: "INVALID_SIGNATURE",
+                message: error == .stale ? "The signature's timestamp is outside the 5-minute tolerance." : "The Stripe-Signature header does not verify.",
+                field: "Stripe-Signature")
+        }
+        guard let event = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
+            let id = event["id"] as? String, let type = event["type"] as? String
+        else { throw APIError.invalid("body", "is not a Stripe event (id and type are required)") }
+        let stored = try await pool.query(
+            "INSERT INTO stripe_webhook_events (event_id, type, payload) VALUES ($1, $2, $3::jsonb) ON CONFLICT (event_id) DO NOTHING",
+            [id, type, String(decoding: body, as: UTF8.self)]).affectedRows
+        context.logger.info("stripe webhook received", metadata: ["stripe.event_id": "\(id)", "stripe.type": "\(type)", "duplicate": "\(stored == 0)"])
+        return Response(
+            status: .ok, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(string: #"{"received":true,"duplicate":\#(stored == 0)}"#)))
+    }
+}
