@@ -74,6 +74,7 @@ struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
             _ = try await pool.withConnection { try await OutboxRelay(publisher: publisher, logger: logger).drain($0) }
             await publisher.close()
             guard !noWait, plan.due > 0 else { return await pool.close() }
+            print("waiting for the `invoicer run` processes to issue them (Ctrl-C stops watching; the run goes on)")
             try await follow(plan, pool: pool)
             await pool.close()
         }
