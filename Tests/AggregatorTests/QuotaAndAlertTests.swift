@@ -54,48 +54,64 @@ struct QuotaAndAlertTests {
         try await listener.bindQueue(eventQueue, exchange: ExchangeName.billingEvents, routingKey: "alert.*")
         try await listener.bindQueue(eventQueue, exchange: ExchangeName.billingEvents, routingKey: "quota.*")
         try await listener.consume(eventQueue)
-        let view = QuotaView()
-        let feed = QuotaStateListener(
-            configuration: try AMQPConfiguration(url: TestEnvironment.amqpURL), view: view, logger: AggregatorHarness.logger)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await feed.run() }
-            var aggregator = try harness.startAggregator(consumers: 2, name: "first")
-            let earlier = now.addingTimeInterval(-20 * 86_400)
-            let recent = now.addingTimeInterval(-60)
-            // The earlier period crosses 500 (threshold); the current one 500, 80% and then the quota.
-            try await harness.publish([events("old", 0..<300, tenant: tenant, at: earlier), events("old", 300..<600, tenant: tenant, at: earlier)])
-            let current = [events("new", 0..<900, tenant: tenant, at: recent), events("new", 900..<1100, tenant: tenant, at: recent)]
-            try await harness.publish(current)
-            try await harness.waitUntil("1700 events stored") { try await harness.storedCounts([tenant])[tenant] == 1700 }
-            try await harness.waitUntil("the quota state reaches the listener") {
-                view.decision(tenant: tenant, metric: "api_calls", now: Date()) == .exceeded(used: 1100, quota: 1000)
+        // The quota-state fanout, read as a subscriber does (QuotaStateListener and QuotaView
+        // have their own tests in MeteringTests).
+        let states = try await AMQPConnection.connect(
+            configuration: try AMQPConfiguration(url: TestEnvironment.amqpURL), logger: AggregatorHarness.logger)
+        try await states.openChannel(1)
+        let stateQueue = "test.quota-state.\(harness.id)"
+        try await states.declareQueue(stateQueue, durable: false, exclusive: true)
+        try await states.bindQueue(stateQueue, exchange: ExchangeName.quotaState, routingKey: "")
+        try await states.consume(stateQueue)
+        /// Reads broadcasts until this tenant's api_calls reach `used`; a guard of minutes against hanging.
+        func awaitState(used: Decimal) async throws -> QuotaState? {
+            let deadline = ContinuousClock.now + .seconds(120)
+            while ContinuousClock.now < deadline {
+                guard let delivery = try await states.nextDelivery(timeout: .seconds(1)) else { continue }
+                try await states.ack(delivery.deliveryTag)
+                guard let state = try? QuotaState.decode(delivery.body), state.tenantID == tenant else { continue }
+                if state.metrics["api_calls"]?.used == used { return state }
             }
-            // A crash, then the same messages again and a little more usage: nothing fires twice.
-            aggregator.kill(SIGKILL)
-            aggregator = try harness.startAggregator(consumers: 2, name: "second")
-            try await harness.publish(current + [events("more", 0..<50, tenant: tenant, at: recent)])
-            try await harness.waitUntil("1750 events stored") { try await harness.storedCounts([tenant])[tenant] == 1750 }
-            try await harness.waitUntil("the outbox sent") {
-                try await harness.database.query(
-                    "SELECT count(*) FROM outbox WHERE body::text LIKE $1 AND published_at IS NULL", ["%\(tenant.uuidString.lowercased())%"]
-                )[0].decode(0, as: Int.self) == 0
-            }
-            var received: [String: String] = [:]  // message id → routing key
-            while let delivery = try await listener.nextDelivery(timeout: .seconds(3)) {
-                guard String(decoding: delivery.body, as: UTF8.self).contains(tenant.uuidString.lowercased()) else { continue }
-                received[delivery.properties.messageID ?? "?"] = delivery.routingKey
-            }
-            #expect(received.values.sorted() == ["alert.triggered", "alert.triggered", "alert.triggered", "quota.exceeded"])
-            let firings = try await harness.database.query(
-                """
-                SELECT a.kind, count(*) FROM alert_firings f JOIN usage_alerts a ON a.id = f.alert_id
-                 WHERE a.tenant_id = $1 GROUP BY 1 ORDER BY 1
-                """, [tenant])
-            #expect(firings.map { "\($0.text(0) ?? ""):\($0.text(1) ?? "")" } == ["quota:1", "threshold:2"])
-            #expect(view.decision(tenant: tenant, metric: "api_calls", now: Date()) == .exceeded(used: 1150, quota: 1000))
-            #expect(aggregator.kill(SIGTERM) == 0)
-            group.cancelAll()
+            return nil
         }
+        var aggregator = try harness.startAggregator(consumers: 2, name: "first")
+        let earlier = now.addingTimeInterval(-20 * 86_400)
+        let recent = now.addingTimeInterval(-60)
+        // The earlier period crosses 500 (threshold); the current one 500, 80% and then the quota.
+        try await harness.publish([events("old", 0..<300, tenant: tenant, at: earlier), events("old", 300..<600, tenant: tenant, at: earlier)])
+        let current = [events("new", 0..<900, tenant: tenant, at: recent), events("new", 900..<1100, tenant: tenant, at: recent)]
+        try await harness.publish(current)
+        try await harness.waitUntil("1700 events stored") { try await harness.storedCounts([tenant])[tenant] == 1700 }
+        let state = try await awaitState(used: 1100)
+        #expect(state?.metrics["api_calls"]?.quota == 1000)
+        #expect(state?.metrics["api_calls"]?.isExhausted == true)  // hard quota: the middleware refuses now
+        #expect(state?.subscription == .active)
+        // A crash, then the same messages again and a little more usage: nothing fires twice.
+        aggregator.kill(SIGKILL)
+        aggregator = try harness.startAggregator(consumers: 2, name: "second")
+        try await harness.publish(current + [events("more", 0..<50, tenant: tenant, at: recent)])
+        try await harness.waitUntil("1750 events stored") { try await harness.storedCounts([tenant])[tenant] == 1750 }
+        try await harness.waitUntil("the outbox sent") {
+            try await harness.database.query(
+                "SELECT count(*) FROM outbox WHERE body::text LIKE $1 AND published_at IS NULL", ["%\(tenant.uuidString.lowercased())%"]
+            )[0].decode(0, as: Int.self) == 0
+        }
+        var received: [String: String] = [:]  // message id → routing key
+        let quietBy = ContinuousClock.now + .seconds(60)  // other tests' alerts arrive on the same keys
+        while ContinuousClock.now < quietBy, let delivery = try await listener.nextDelivery(timeout: .seconds(3)) {
+            guard String(decoding: delivery.body, as: UTF8.self).contains(tenant.uuidString.lowercased()) else { continue }
+            received[delivery.properties.messageID ?? "?"] = delivery.routingKey
+        }
+        #expect(received.values.sorted() == ["alert.triggered", "alert.triggered", "alert.triggered", "quota.exceeded"])
+        let firings = try await harness.database.query(
+            """
+            SELECT a.kind, count(*) FROM alert_firings f JOIN usage_alerts a ON a.id = f.alert_id
+             WHERE a.tenant_id = $1 GROUP BY 1 ORDER BY 1
+            """, [tenant])
+        #expect(firings.map { "\($0.text(0) ?? ""):\($0.text(1) ?? "")" } == ["quota:1", "threshold:2"])
+        #expect(try await awaitState(used: 1150) != nil)
+        #expect(aggregator.kill(SIGTERM) == 0)
+        await states.close()
         await listener.close()
         try await harness.tearDown()
     }
