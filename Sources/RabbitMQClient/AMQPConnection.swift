@@ -384,18 +384,22 @@ public actor AMQPConnection {
         -> AMQPError
     {
         guard let state, let decoded else { return AMQPError(.unexpected, message: "server exception without detail") }
+        // The decoded method lives in the connection's frame memory: copy its text out
+        // before answering (which may reuse that memory) or destroying the connection.
         if method == AMQP_CONNECTION_CLOSE_METHOD {
             let close = decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee
+            let error = AMQPError(.connectionClosed, message: close.reply_text.string, replyCode: close.reply_code)
             _ = tally_amqp_send_connection_close_ok(state)
             dropConnection()
-            return AMQPError(.connectionClosed, message: close.reply_text.string, replyCode: close.reply_code)
+            return error
         }
         let close = decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
+        let error = AMQPError(.channelClosed, message: close.reply_text.string, replyCode: close.reply_code)
         let closedChannel = channel ?? openChannels.first ?? 1
         _ = tally_amqp_send_channel_close_ok(state, closedChannel)
         openChannels.remove(closedChannel)
         nextPublishSequence[closedChannel] = nil
-        return AMQPError(.channelClosed, message: close.reply_text.string, replyCode: close.reply_code)
+        return error
     }
 
     /// A library status that is not OK: socket-level failures kill the connection.

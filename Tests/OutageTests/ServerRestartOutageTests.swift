@@ -39,6 +39,28 @@ struct ServerRestartOutageTests {
         await pool.close()
     }
 
+    @Test("a consumer told connection.close by a stopping broker reports it with the broker's reason (and does not crash)")
+    func consumerSeesBrokerShutdown() async throws {
+        let configuration = try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: "tally-outage-consumer")
+        let connection = try await AMQPConnection.connect(configuration: configuration, logger: logger)
+        try await connection.openChannel(1)
+        let queue = "test.outage.consumer.\(UUID().uuidString.prefix(8).lowercased())"
+        try await connection.declareQueue(queue, durable: false, exclusive: true)
+        try await connection.consume(queue)
+        try TestEnvironment.ops("stop", "rabbitmq")
+        var failure: AMQPError?
+        for _ in 0..<60 where failure == nil {
+            do {
+                _ = try await connection.nextDelivery(timeout: .milliseconds(500))
+            } catch {
+                failure = error
+            }
+        }
+        try TestEnvironment.ops("start", "rabbitmq")
+        #expect(failure?.needsReconnect == true)
+        if failure?.code == .connectionClosed { #expect(failure?.replyCode == 320) }  // CONNECTION_FORCED
+    }
+
     @Test("an AMQP connection lost to a broker restart is reported, and connectRetrying gets a new one")
     func rabbitmqRestart() async throws {
         let configuration = try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: "tally-outage")
