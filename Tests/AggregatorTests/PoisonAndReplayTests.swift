@@ -60,6 +60,9 @@ struct PoisonAndReplayTests {
         try await harness.database.query(
             "INSERT INTO tenants (id, name, billing_email) VALUES ($1, 'late tenant', 'late@example.test')", [stranger])
         let strangerEvent = try #require(parked.last?.text(0))
+        let shown = try dlq(harness, "show", strangerEvent)
+        #expect(shown.output.contains("code: unknown_tenant"))
+        #expect(shown.output.contains("\"id\": \"p3\"") || shown.output.contains("\"id\":\"p3\""))
         let replay = try dlq(harness, "replay", "--events", "--id", strangerEvent)
         #expect(replay.output.contains("replayed 1 parked event(s)"))
         #expect(try dlq(harness, "replay", "--events", "--id", strangerEvent).output.contains("replayed 0 parked event(s)"))

@@ -1,0 +1,58 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import PostgresClient
+import TallyTestSupport
+import Testing
+
+@testable import BillingAPI
+
+/// `POST /v1/billing-runs` plans in the database with its commands in the outbox; the
+/// running `invoicer run` (started by `./ops/local.sh up`) publishes and carries them out.
+@Suite("Billing API: billing runs")
+struct BillingRunAPITests: BillingAPITestCase {
+    let adminToken = "test-admin-\(UUID().uuidString)"
+
+    @Test("a run for one tenant is planned over HTTP, completed by the running Invoicer, and its progress read back")
+    func runForOneTenant() async throws {
+        let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
+        let tenant = try await pool.query("INSERT INTO tenants (name, billing_email) VALUES ('Run', 'ap@run.test') RETURNING id")[0]
+            .decode(0, as: UUID.self)
+        let subscription = try await pool.query(
+            "INSERT INTO subscriptions (tenant_id, started_at, anchor) VALUES ($1, '2026-06-01T00:00:00Z', '2026-06-01T00:00:00Z') RETURNING id",
+            [tenant])[0].decode(0, as: UUID.self)
+        try await pool.query(
+            """
+            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
+            VALUES ($1, 'starter', '2026-06-01T00:00:00Z', 'start', '2026-06-01T00:00:00Z')
+            """, [subscription])
+        try await app().test(.router) { client in
+            let body = #"{"as_of": "2026-08-01T02:00:00Z", "tenant_id": "\#(tenant.uuidString)"}"#
+            let id = try await client.execute(uri: "/v1/billing-runs", method: .post, headers: bearer(adminToken), body: ByteBuffer(string: body)) { response in
+                #expect(response.status == .accepted)
+                let run = try json(response)
+                #expect(run["due"] as? Int == 2)  // June and July
+                return try #require(run["id"] as? String)
+            }
+            let deadline = ContinuousClock.now + .seconds(120)
+            var run: [String: Any] = [:]
+            while ContinuousClock.now < deadline {
+                run = try await client.execute(uri: "/v1/billing-runs/\(id)", method: .get, headers: bearer(adminToken)) { try json($0) }
+                if run["status"] as? String == "completed" { break }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(run["status"] as? String == "completed")
+            #expect(run["issued"] as? Int == 2)
+            let key = try await pool.query(
+                "SELECT count(*) FROM invoices WHERE subscription_id = $1 AND total_cents = 29900", [subscription])[0].decode(0, as: Int.self)
+            #expect(key == 2)
+            try await client.execute(uri: "/v1/billing-runs/\(id)", method: .get, headers: bearer("tally_not_a_key")) { response in
+                #expect(response.status == .unauthorized)
+            }
+        }
+        await pool.close()
+    }
+}
