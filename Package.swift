@@ -96,6 +96,8 @@ let package = Package(
             dependencies: ["BillingEngine", "TallyStore", "TallyRuntime", "TallyMessaging", "PostgresClient"],
             swiftSettings: swiftSettings
         ),
+        // Pushing issued invoices to Stripe (customers, invoice items, invoices) without duplicates.
+        .target(name: "StripeSync", dependencies: ["CurlClient", "PostgresClient", log], swiftSettings: swiftSettings),
         // Invoice PDFs drawn with cairo (real text, A4).
         .target(name: "InvoicePDF", dependencies: ["CCairo", "Invoicing"], swiftSettings: swiftSettings),
         // What Tally's HTTP servers share: error shape, authentication, health.
@@ -121,7 +123,8 @@ let package = Package(
         .executableTarget(
             name: "Invoicer",
             dependencies: [
-                "TallyRuntime", "Invoicing", "TallyMessaging", "PostgresClient", "RabbitMQClient", "UsageEvents", argumentParser, log,
+                "TallyRuntime", "Invoicing", "StripeSync", "TallyMessaging", "PostgresClient", "RabbitMQClient", "UsageEvents", argumentParser,
+                log,
                 lifecycle,
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],

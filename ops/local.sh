@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Tally's local stack: RabbitMQ, PostgreSQL, an SMTP sink and the Tally processes,
+# Tally's local stack: RabbitMQ, PostgreSQL, an SMTP sink, a Stripe emulator
+# (localstripe) and the Tally processes,
 # all as our own processes under .local/, listening on loopback only.
 #
 #   ./ops/local.sh up       install what is missing, start everything, migrate, build
-#   ./ops/local.sh servers  only RabbitMQ, PostgreSQL and the SMTP sink (no build)
+#   ./ops/local.sh servers  only RabbitMQ, PostgreSQL, the SMTP sink and localstripe (no build)
 #   ./ops/local.sh down     stop exactly what `up` started
 #   ./ops/local.sh status   what runs, with pids and ports
 #   ./ops/local.sh test     up + the whole test suite against the real servers
@@ -41,6 +42,7 @@ SMTP_PORT=$((26025 + OFFSET))
 INGEST_PORT=$((28080 + OFFSET))
 API_PORT=$((28081 + OFFSET))
 AGGREGATOR_PORT=$((28082 + OFFSET))
+STRIPE_PORT=$((28420 + OFFSET))
 
 PG_BIN=/usr/lib/postgresql/15/bin
 RABBIT_BIN=/usr/lib/rabbitmq/bin
@@ -49,12 +51,12 @@ BUILD_CONFIG="${TALLY_BUILD_CONFIG:-debug}"
 
 APT_PACKAGES=(rabbitmq-server postgresql librabbitmq-dev libpq-dev libcurl4-openssl-dev
   libcairo2-dev poppler-utils curl ca-certificates pkg-config)
-PIP_PACKAGES=(aiosmtpd)
+PIP_PACKAGES=(aiosmtpd localstripe)
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 # ---------------------------------------------------------------- install
 
@@ -76,7 +78,7 @@ install_python_tools() {
     say "creating a Python virtualenv in .local/venv"
     python3 -m venv "$LOCAL/venv" || die "python3 -m venv failed: install python3-venv"
   fi
-  if ! "$LOCAL/venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
+  if ! "$LOCAL/venv/bin/python" -c 'import aiosmtpd, localstripe' 2>/dev/null; then
     say "installing Python tools: ${PIP_PACKAGES[*]}"
     "$LOCAL/venv/bin/pip" install -q "${PIP_PACKAGES[@]}" >"$LOGS/pip.log" 2>&1 \
       || die "pip install failed; see $LOGS/pip.log"
@@ -236,16 +238,31 @@ start_smtp() {
   wait_for "the SMTP sink" 30 "$LOGS/smtp.log" bash -c "exec 3<>/dev/tcp/127.0.0.1/$SMTP_PORT"
 }
 
+# ---------------------------------------------------------------- Stripe emulator
+
+# localstripe (PyPI) on loopback: the Invoicer pushes invoices of `stripe` tenants to it.
+start_stripe() {
+  is_running stripe && return 0
+  say "starting the Stripe emulator (localstripe) on 127.0.0.1:$STRIPE_PORT"
+  setsid "$LOCAL/venv/bin/python" "$ROOT/ops/stripe_emulator.py" --host 127.0.0.1 --port $STRIPE_PORT \
+    >"$LOGS/stripe.log" 2>&1 </dev/null &
+  echo $! >"$RUN/stripe.pid"
+  wait_for "the Stripe emulator" 30 "$LOGS/stripe.log" curl -fsS -H "Authorization: Bearer sk_test_tally_local" \
+    "http://127.0.0.1:$STRIPE_PORT/v1/balance"
+}
+
 # ---------------------------------------------------------------- Tally
 
-admin_token() {
-  local file="$LOCAL/secrets/admin-token"
+# A random secret kept under .local/secrets: NAME, PREFIX.
+local_secret() {
+  local file="$LOCAL/secrets/$1"
   if [ ! -s "$file" ]; then
     mkdir -p "$LOCAL/secrets" && chmod 700 "$LOCAL/secrets"
-    (umask 077 && python3 -c 'import secrets; print("tally_admin_" + secrets.token_hex(24))' >"$file")
+    (umask 077 && python3 -c "import secrets; print('$2' + secrets.token_hex(24))" >"$file")
   fi
   cat "$file"
 }
+admin_token() { local_secret admin-token tally_admin_; }
 
 write_env() {
   cat >"$LOCAL/env" <<ENV
@@ -261,6 +278,10 @@ MAIL_SINK_DIR=$LOCAL/mail
 TALLY_MIGRATIONS_DIR=$ROOT/ops/sql
 TALLY_RABBITMQCTL=$BIN/rabbitmqctl
 TALLY_SPOOL_DIR=$LOCAL/spool/producer
+STRIPE_API_KEY=sk_test_tally_local
+STRIPE_API_BASE=http://127.0.0.1:$STRIPE_PORT
+STRIPE_WEBHOOK_SECRET=$(local_secret stripe-webhook-secret whsec_)
+TALLY_DEFAULT_PAYMENT_PROVIDER=none
 ENV
   chmod 600 "$LOCAL/env"
 }
@@ -318,6 +339,7 @@ cmd_servers() {
   start_postgres
   start_rabbitmq
   start_smtp
+  start_stripe
   write_env
   load_env
 }
@@ -333,6 +355,7 @@ cmd_up() {
 cmd_down() {
   for name in "${TALLY_PROCESSES[@]}"; do stop_pid "$name"; done
   stop_pid smtp
+  stop_pid stripe
   stop_rabbitmq
   stop_postgres
   say "down: every process of ours is stopped"
@@ -340,7 +363,7 @@ cmd_down() {
 
 cmd_status() {
   local name pid state
-  for name in postgres rabbitmq smtp "${TALLY_PROCESSES[@]}"; do
+  for name in postgres rabbitmq smtp stripe "${TALLY_PROCESSES[@]}"; do
     pid=$(pid_of "$name")
     if is_running "$name"; then state="running"; elif [ -n "$pid" ]; then state="dead"; else state="stopped"; fi
     printf '%-12s %-8s %s\n' "$name" "$state" "${pid:-}"

@@ -35,7 +35,8 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) -> 
     }.register(on: router)
     // Stripe authenticates its webhooks with a signature, not a bearer token.
     router.add(middleware: AuthenticationMiddleware(authenticator: authenticator, publicPaths: ["/healthz", "/readyz", StripeWebhookRoutes.path]))
-    TenantRoutes(store: tenants, authenticator: authenticator).register(on: router)
+    TenantRoutes(store: tenants, authenticator: authenticator, defaultPaymentProvider: configuration.defaultPaymentProvider)
+        .register(on: router)
     UsageRoutes(pool: pool).register(on: router)
     AlertRoutes(store: AlertStore(pool: pool)).register(on: router)
     SubscriptionRoutes(store: SubscriptionStore(pool: pool), clock: { Date() }).register(on: router)

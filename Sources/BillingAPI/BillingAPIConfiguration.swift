@@ -1,6 +1,7 @@
 import Logging
 import Foundation
 import TallyRuntime
+import TallyStore
 
 /// Everything `billing-api serve` reads, with defaults; `keys` is the one list of
 /// every variable (shown by `--help` and `billing-api config`).
@@ -14,6 +15,7 @@ struct BillingAPIConfiguration: Sendable {
     var sellerName = "Tally"
     var sellerEmail = "billing@tally.localhost"
     var stripeWebhookSecret: String?
+    var defaultPaymentProvider: PaymentProvider = .none
 
     static let host = ConfigurationKey("BILLING_API_HOST", summary: "address to listen on", default: "127.0.0.1")
     static let port = ConfigurationKey("BILLING_API_PORT", summary: "TCP port to listen on", default: "8081")
@@ -34,7 +36,8 @@ struct BillingAPIConfiguration: Sendable {
         isSecret: true, isOptional: true)
 
     static let keys: [ConfigurationKey] = [
-        host, port, .databaseURL, adminToken, poolSize, grace, sellerName, sellerEmail, stripeWebhookSecret, .migrationsDirectory,
+        host, port, .databaseURL, adminToken, poolSize, grace, sellerName, sellerEmail, stripeWebhookSecret, .stripeAPIKey,
+        .defaultPaymentProvider, .migrationsDirectory,
         .logLevel, .logFormat,
     ]
 
@@ -52,5 +55,10 @@ struct BillingAPIConfiguration: Sendable {
         sellerName = try reader.string(Self.sellerName)
         sellerEmail = try reader.string(Self.sellerEmail)
         stripeWebhookSecret = reader.optionalString(Self.stripeWebhookSecret)
+        if reader.optionalString(.defaultPaymentProvider) != nil {
+            defaultPaymentProvider = PaymentProvider(rawValue: try reader.choice(.defaultPaymentProvider, among: ["stripe", "none"])) ?? .none
+        } else {
+            defaultPaymentProvider = reader.optionalString(.stripeAPIKey) == nil ? .none : .stripe
+        }
     }
 }

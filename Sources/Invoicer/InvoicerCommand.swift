@@ -20,7 +20,7 @@ struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
         commandName: processName,
         abstract: "Issues one invoice per subscription period (billing runs and their commands).",
         discussion: ConfigurationReport.helpText(InvoicerConfiguration.keys),
-        subcommands: [Run.self, Bill.self, ConfigCommand<Self>.self, MigrateCommand<Self>.self]
+        subcommands: [Run.self, Bill.self, StripeCommand.self, ConfigCommand<Self>.self, MigrateCommand<Self>.self]
     )
 
     /// `invoicer run`: consume invoice commands until SIGTERM.
@@ -113,5 +113,57 @@ struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
             }
             return date
         }
+    }
+}
+
+/// `invoicer stripe list|retry`: the invoices waiting for, or refused by, Stripe.
+struct StripeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stripe",
+        abstract: "Show invoices not yet in Stripe, and retry the ones that failed.",
+        subcommands: [List.self, Retry.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List invoices whose Stripe push is pending or failed, with the last error.")
+        @Flag(help: "Only the failed ones.") var failed = false
+
+        func run() async throws {
+            let pool = try StripeCommand.pool()
+            let rows = try await pool.query(
+                """
+                SELECT number, id::text, stripe_status, stripe_attempts, coalesce(stripe_error, '')
+                  FROM invoices WHERE stripe_status = 'failed' OR (stripe_status = 'pending' AND NOT $1)
+                 ORDER BY issued_at, number
+                """, [failed])
+            for row in rows {
+                print("\(row.text(0) ?? "")  \(row.text(1) ?? "")  \(row.text(2) ?? "") after \(row.text(3) ?? "0") attempt(s)  \(row.text(4) ?? "")")
+            }
+            print("\(rows.count) invoice(s)")
+            await pool.close()
+        }
+    }
+
+    struct Retry: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make failed Stripe pushes due again (the running invoicers retry them within a second).")
+        @Option(help: "Only this invoice (its id or number); default every failed one.") var invoice: String?
+
+        func run() async throws {
+            let pool = try StripeCommand.pool()
+            let rows = try await pool.query(
+                """
+                UPDATE invoices SET stripe_status = 'pending', stripe_attempts = 0, stripe_next_attempt_at = now()
+                 WHERE stripe_status = 'failed' AND ($1::text IS NULL OR id::text = $1 OR number = $1)
+                """, [invoice])
+            print("\(rows.affectedRows) invoice(s) due for Stripe again")
+            await pool.close()
+        }
+    }
+
+    static func pool() throws -> PostgresPool {
+        var logger = Logger(label: "invoicer.stripe")
+        logger.logLevel = .error
+        let configuration = try InvoicerConfiguration(reader: ConfigurationReader())
+        return PostgresPool(configuration: try PostgresConfiguration(url: configuration.databaseURL), size: 1, logger: logger)
     }
 }

@@ -1,3 +1,4 @@
+import StripeSync
 import TallyRuntime
 
 /// Everything the Invoicer reads; `keys` lists every variable.
@@ -7,6 +8,8 @@ struct InvoicerConfiguration: Sendable {
     var consumers = 2
     var prefetch: UInt16 = 16
     var graceSeconds = 3600
+    /// Set when STRIPE_API_KEY is: invoices of `stripe` tenants are pushed there.
+    var stripe: StripeConfiguration?
 
     static let consumers = ConfigurationKey(
         "INVOICER_CONSUMERS", summary: "command consumers per process, each with its own AMQP and PostgreSQL connection", default: "2")
@@ -14,7 +17,9 @@ struct InvoicerConfiguration: Sendable {
     static let grace = ConfigurationKey(
         "BILLING_GRACE_SECONDS", summary: "a period is billed once as_of ≥ its end + this grace (SPEC §2)", default: "3600")
 
-    static let keys: [ConfigurationKey] = [.amqpURL, .databaseURL, consumers, prefetch, grace, .migrationsDirectory, .logLevel, .logFormat]
+    static let keys: [ConfigurationKey] = [
+        .amqpURL, .databaseURL, consumers, prefetch, grace, .stripeAPIKey, .stripeAPIBase, .migrationsDirectory, .logLevel, .logFormat,
+    ]
 
     init(reader: ConfigurationReader) throws(ConfigurationError) {
         amqpURL = try reader.string(.amqpURL)
@@ -22,5 +27,12 @@ struct InvoicerConfiguration: Sendable {
         consumers = try reader.int(Self.consumers, in: 1...64)
         prefetch = UInt16(try reader.int(Self.prefetch, in: 1...2000))
         graceSeconds = try reader.int(Self.grace, in: 0...(90 * 86_400))
+        if let key = reader.optionalString(.stripeAPIKey) {
+            let base = try reader.string(.stripeAPIBase)
+            guard base.hasPrefix("https://") || base.hasPrefix("http://") else {
+                throw .invalid(.stripeAPIBase, reason: "expected an http:// or https:// URL")
+            }
+            stripe = StripeConfiguration(apiKey: key, apiBase: base)
+        }
     }
 }

@@ -4,6 +4,7 @@ import Logging
 import PostgresClient
 import RabbitMQClient
 import ServiceLifecycle
+import StripeSync
 import TallyMessaging
 import TallyRuntime
 
@@ -30,6 +31,9 @@ struct InvoicerService: Service {
                         relay: relay, stopping: stopping, logger: logger)
                     group.addTask { await consumer.run() }
                 }
+                if let stripe = configuration.stripe {
+                    group.addTask { await pushToStripe(stripe, database: database, stopping: stopping) }
+                }
                 group.addTask {
                     while !stopping.isSet {
                         do {
@@ -49,6 +53,32 @@ struct InvoicerService: Service {
         await publisher.close()
         await sweeper.close()
         logger.info("invoicer stopped")
+    }
+
+    /// Pushes invoices of `stripe` tenants to Stripe until shutdown, one at a time on its
+    /// own connection; polls every second when none is due.
+    private func pushToStripe(_ stripe: StripeConfiguration, database: PostgresConfiguration, stopping: ShutdownFlag) async {
+        var logger = self.logger
+        logger[metadataKey: "task"] = "stripe"
+        let sync: StripeSync
+        do {
+            sync = try StripeSync(configuration: stripe, logger: logger)
+        } catch {
+            return logger.error("cannot start the Stripe client; invoices stay pending", metadata: ["error": "\(error)"])
+        }
+        logger.info("pushing invoices to Stripe", metadata: ["stripe.api": "\(stripe.apiBase)"])
+        guard let connection = await PostgresConnection.connectRetrying(
+            configuration: database, logger: logger, shouldStop: { stopping.isSet })
+        else { return }
+        while !stopping.isSet {
+            do {
+                if case .idle = try await sync.syncNext(on: connection) { try? await Task.sleep(for: .seconds(1)) }
+            } catch {
+                logger.warning("Stripe push interrupted; retrying", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(2))
+            }
+        }
+        await connection.close()
     }
 }
 

@@ -28,7 +28,7 @@ public enum InvoiceGenerator {
         let asOf = try run.decode(0, as: Date.self)
         guard let tenantRow = try connection.query(
             """
-            SELECT s.tenant_id, t.tax_rate_bps, t.currency FROM subscriptions s JOIN tenants t ON t.id = s.tenant_id
+            SELECT s.tenant_id, t.tax_rate_bps, t.currency, t.payment_provider FROM subscriptions s JOIN tenants t ON t.id = s.tenant_id
              WHERE s.id = $1 FOR UPDATE OF s
             """, [command.subscriptionID]).first
         else { throw InvoicingError("subscription \(command.subscriptionID) does not exist") }
@@ -65,13 +65,14 @@ public enum InvoiceGenerator {
         try connection.query(
             """
             INSERT INTO invoices (id, tenant_id, subscription_id, billing_run_id, kind, number, currency, period_start, period_end,
-                                  subtotal_cents, tax_rate_bps, tax_cents, total_cents, issued_at, as_of)
-            VALUES ($1, $2, $3, $4, 'period', $13, $5, $6, $7, $8, $9, $10, $11, now(), $12)
+                                  subtotal_cents, tax_rate_bps, tax_cents, total_cents, issued_at, as_of, stripe_status, stripe_next_attempt_at)
+            VALUES ($1, $2, $3, $4, 'period', $13, $5, $6, $7, $8, $9, $10, $11, now(), $12,
+                    CASE WHEN $14 = 'stripe' THEN 'pending' END, CASE WHEN $14 = 'stripe' THEN now() END)
             """,
             [
                 invoiceID, tenant, command.subscriptionID, command.billingRunID, try tenantRow.decode(2, as: String.self),
                 period.billed.start.date, period.billed.end.date, draft.subtotal.value, draft.taxBasisPoints, draft.tax.value,
-                draft.total.value, asOf, number,
+                draft.total.value, asOf, number, try tenantRow.decode(3, as: String.self),
             ])
         try insertLines(draft.lines, invoice: invoiceID, pricing: pricing, on: connection)
         let priced = pricing.terms.filter { $0.value.quota != nil }.map(\.key)

@@ -44,6 +44,25 @@ public struct InvoiceView: Codable, Sendable, Equatable {
     public let totalCents: Int64
     public let issuedAt: Date
     public var lines: [Line]
+    /// Where the invoice stands in Stripe; nil for a tenant whose provider is not Stripe.
+    public var stripe: StripeState?
+
+    /// The Stripe push of one invoice.
+    public struct StripeState: Codable, Sendable, Equatable {
+        /// `pending` (waiting or retrying), `synced` or `failed` (see `error`).
+        public let status: String
+        public let invoiceID: String?
+        /// The invoice's status in Stripe when pushed (`open` once finalized).
+        public let invoiceStatus: String?
+        public let attempts: Int
+        public let error: String?
+
+        enum CodingKeys: String, CodingKey {
+            case status, attempts, error
+            case invoiceID = "invoice_id"
+            case invoiceStatus = "invoice_status"
+        }
+    }
 
     public init(
         id: UUID, number: String, status: String, kind: String, tenantID: UUID, subscriptionID: UUID?, currency: String,
@@ -68,7 +87,7 @@ public struct InvoiceView: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, number, status, kind, currency, lines
+        case id, number, status, kind, currency, lines, stripe
         case tenantID = "tenant_id"
         case subscriptionID = "subscription_id"
         case periodStart = "period_start"
@@ -107,16 +126,22 @@ public struct InvoiceStore: Sendable {
         var invoices = try connection.query(
             """
             SELECT id, number, status, kind, tenant_id, subscription_id, currency, period_start, period_end, subtotal_cents,
-                   tax_rate_bps, tax_cents, total_cents, issued_at
+                   tax_rate_bps, tax_cents, total_cents, issued_at,
+                   stripe_status, stripe_invoice_id, stripe_invoice_status, stripe_attempts, stripe_error
               FROM invoices WHERE \(condition)
             """, parameters
         ).map { row in
-            InvoiceView(
+            var view = InvoiceView(
                 id: try row.decode(0), number: try row.decode(1), status: try row.decode(2), kind: try row.decode(3),
                 tenantID: try row.decode(4), subscriptionID: try row.decode(5, as: UUID?.self), currency: try row.decode(6),
                 periodStart: try row.decode(7), periodEnd: try row.decode(8), subtotalCents: try row.decode(9),
                 taxRateBps: try row.decode(10), taxCents: try row.decode(11), totalCents: try row.decode(12),
                 issuedAt: try row.decode(13), lines: [])
+            if let status = row.text(14) {
+                view.stripe = InvoiceView.StripeState(
+                    status: status, invoiceID: row.text(15), invoiceStatus: row.text(16), attempts: try row.decode(17), error: row.text(18))
+            }
+            return view
         }
         guard !invoices.isEmpty else { return [] }
         let ids = "{" + invoices.map(\.id.uuidString).joined(separator: ",") + "}"

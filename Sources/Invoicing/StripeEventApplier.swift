@@ -2,6 +2,7 @@ import Foundation
 import PostgresClient
 import TallyMessaging
 import TallyRuntime
+import TallyStore
 
 /// Applies the Stripe events the billing API verified and stored, oldest first, each
 /// once (rows are claimed with SKIP LOCKED and marked processed in the same transaction):
@@ -11,7 +12,7 @@ import TallyRuntime
 /// Our invoice is found by its Stripe id or by `metadata.tally_invoice_id`.
 public enum StripeEventApplier {
     /// Applies up to 100 pending events; returns how many.
-    public static func applyPending(on connection: isolated PostgresConnection) throws -> Int {
+    public static func applyPending(now: Date = Date(), on connection: isolated PostgresConnection) throws -> Int {
         let events = try connection.query(
             """
             SELECT event_id, type FROM stripe_webhook_events WHERE processed_at IS NULL
@@ -41,12 +42,26 @@ public enum StripeEventApplier {
                         body: #"{"type": "invoice.payment_failed", "invoice_id": "\#(row.text(0) ?? "")", "number": "\#(row.text(1) ?? "")", "tenant_id": "\#(row.text(2) ?? "")", "stripe_event_id": "\#(id)"}"#,
                         on: connection)
                 }
-            case "customer.subscription.deleted":
+            case "customer.subscription.deleted", "customer.subscription.updated":
+                try applySubscriptionEvent(id, now: now, on: connection)
+            case "payment_method.attached", "payment_method.updated", "payment_method.automatically_updated":
                 try connection.query(
                     """
-                    UPDATE subscriptions SET ends_at = coalesce(ends_at, now()), cancel_requested_at = coalesce(cancel_requested_at, now())
-                      FROM stripe_webhook_events e
-                     WHERE e.event_id = $1 AND subscriptions.stripe_subscription_id = e.payload #>> '{data,object,id}'
+                    INSERT INTO payment_methods (tenant_id, provider, provider_id, brand, last4, exp_month, exp_year)
+                    SELECT t.id, 'stripe', o ->> 'id', o #>> '{card,brand}', o #>> '{card,last4}',
+                           (o #>> '{card,exp_month}')::int, (o #>> '{card,exp_year}')::int
+                      FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
+                      JOIN tenants t ON t.stripe_customer_id = o ->> 'customer'
+                     WHERE e.event_id = $1 AND o ->> 'type' = 'card'
+                    ON CONFLICT (provider_id) DO UPDATE SET brand = excluded.brand, last4 = excluded.last4,
+                        exp_month = excluded.exp_month, exp_year = excluded.exp_year, updated_at = now()
+                    """, [id])
+            case "payment_method.detached":
+                try connection.query(
+                    """
+                    DELETE FROM payment_methods USING stripe_webhook_events e
+                     WHERE e.event_id = $1 AND payment_methods.provider = 'stripe'
+                       AND payment_methods.provider_id = e.payload #>> '{data,object,id}'
                     """, [id])
             default:
                 break  // recorded, nothing of ours to change
@@ -54,5 +69,32 @@ public enum StripeEventApplier {
             try connection.query("UPDATE stripe_webhook_events SET processed_at = now() WHERE event_id = $1", [id])
         }
         return events.count
+    }
+
+    /// Stripe ended the subscription (deleted, or updated to a final status) or scheduled
+    /// its end (`cancel_at_period_end`): ours ends likewise — now, or at the end of our
+    /// period containing now — never inside a period already invoiced (those stand; the
+    /// end moves to the last invoiced period's end).
+    private static func applySubscriptionEvent(_ eventID: String, now: Date, on connection: isolated PostgresConnection) throws {
+        guard let row = try connection.query(
+            """
+            SELECT s.id, e.type, e.payload #>> '{data,object,status}', coalesce((e.payload #>> '{data,object,cancel_at_period_end}')::boolean, false),
+                   (SELECT max(period_end) FROM invoices i WHERE i.subscription_id = s.id AND i.kind = 'period'), s.ends_at IS NOT NULL
+              FROM stripe_webhook_events e JOIN subscriptions s ON s.stripe_subscription_id = e.payload #>> '{data,object,id}'
+             WHERE e.event_id = $1
+            """, [eventID]).first, try !row.decode(5, as: Bool.self)
+        else { return }
+        let subscription = try row.decode(0, as: UUID.self)
+        let ended = row.text(1) == "customer.subscription.deleted" || ["canceled", "incomplete_expired"].contains(row.text(2) ?? "")
+        let atPeriodEnd = try row.decode(3, as: Bool.self)
+        guard ended || atPeriodEnd else { return }
+        let lastInvoiced = row.text(4) == nil ? nil : try row.decode(4, as: Date.self)
+        let at = max(now, lastInvoiced ?? now)
+        do {
+            try SubscriptionStore.cancel(
+                subscription, at: at, atPeriodEnd: !ended, plans: try SubscriptionRecords.plans(on: connection), on: connection)
+        } catch is SubscriptionRefusal {
+            // Already ended, or before its start: nothing of ours to change.
+        }
     }
 }

@@ -78,6 +78,27 @@ public actor PostgresConnection {
         _ = try rows(of: result, connection: connection)
     }
 
+    /// Opens a transaction that spans awaits (work between statements, such as calls to
+    /// another service): end it with `commit()` or `rollback()`. Until then a lost
+    /// connection fails the next statement instead of silently reconnecting outside it.
+    public func begin(isolation: IsolationLevel = .readCommitted) throws(PostgresError) {
+        try executeScript("BEGIN ISOLATION LEVEL \(isolation.rawValue)")
+        inTransaction = true
+    }
+
+    /// Commits the transaction `begin()` opened.
+    public func commit() throws(PostgresError) {
+        defer { inTransaction = false }
+        try executeScript("COMMIT")
+    }
+
+    /// Rolls back the transaction `begin()` opened; harmless when none is open or the
+    /// connection is gone (the server rolled it back).
+    public func rollback() {
+        if isOpen { try? executeScript("ROLLBACK") }
+        inTransaction = false
+    }
+
     /// Runs `body` inside BEGIN … COMMIT, rolling back if it throws.
     @discardableResult
     public func withTransaction<T: Sendable>(

@@ -49,3 +49,18 @@ extension ConfigurationKey {
     public static let financeEmail = ConfigurationKey(
         "FINANCE_EMAIL", summary: "address that receives a copy of every invoice")
 }
+
+extension ConfigurationKey {
+    /// Stripe's secret key; unset, nothing is sent to Stripe.
+    public static let stripeAPIKey = ConfigurationKey(
+        "STRIPE_API_KEY", summary: "Stripe secret key (sk_…); unset: invoices are not pushed to Stripe", isSecret: true,
+        isOptional: true)
+    /// Where Stripe's API answers (an emulator such as localstripe in tests).
+    public static let stripeAPIBase = ConfigurationKey(
+        "STRIPE_API_BASE", summary: "Stripe API base URL (localstripe in development)", default: "https://api.stripe.com")
+    /// The payment provider of tenants created without one.
+    public static let defaultPaymentProvider = ConfigurationKey(
+        "TALLY_DEFAULT_PAYMENT_PROVIDER",
+        summary: "payment_provider of tenants created without one: stripe or none (default: stripe when STRIPE_API_KEY is set)",
+        isOptional: true)
+}

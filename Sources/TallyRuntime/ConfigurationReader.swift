@@ -62,7 +62,7 @@ public struct ConfigurationError: Error, CustomStringConvertible, Equatable {
             reason: "is not set (\(key.summary)); export it, or run ./ops/local.sh up and `set -a; . .local/env`")
     }
 
-    static func invalid(_ key: ConfigurationKey, reason: String) -> ConfigurationError {
+    public static func invalid(_ key: ConfigurationKey, reason: String) -> ConfigurationError {
         ConfigurationError(key: key.name, reason: "is invalid: \(reason)")
     }
 

@@ -8,23 +8,37 @@ public struct Tenant: Sendable, Equatable, Codable {
     /// Tax in basis points (725 = 7.25%), applied to each invoice's subtotal (SPEC §2 rule 4).
     public let taxRateBps: Int
     public let currency: String
+    /// Where the tenant's invoices are also sent for collection: `stripe` or `none`.
+    public let paymentProvider: PaymentProvider
     public let createdAt: Date
 
     enum CodingKeys: String, CodingKey {
         case id, name, currency
         case billingEmail = "billing_email"
         case taxRateBps = "tax_rate_bps"
+        case paymentProvider = "payment_provider"
         case createdAt = "created_at"
     }
 
-    public init(id: UUID, name: String, billingEmail: String, taxRateBps: Int, currency: String, createdAt: Date) {
+    public init(
+        id: UUID, name: String, billingEmail: String, taxRateBps: Int, currency: String, paymentProvider: PaymentProvider = .none,
+        createdAt: Date
+    ) {
         self.id = id
         self.name = name
         self.billingEmail = billingEmail
         self.taxRateBps = taxRateBps
         self.currency = currency
+        self.paymentProvider = paymentProvider
         self.createdAt = createdAt
     }
+}
+
+/// The payment service a tenant's invoices are pushed to (Stripe when `STRIPE_API_KEY`
+/// is set on the Invoicer), or none: the invoice is only emailed.
+public enum PaymentProvider: String, Sendable, Codable, CaseIterable {
+    case none
+    case stripe
 }
 
 /// What a new tenant needs; validated before it reaches the database.
@@ -32,9 +46,13 @@ public struct NewTenant: Sendable, Equatable {
     public let name: String
     public let billingEmail: String
     public let taxRateBps: Int
+    public let paymentProvider: PaymentProvider
 
     /// Checks every field and throws the first problem, naming the field.
-    public init(name: String, billingEmail: String, taxRateBps: Int?) throws(TenantValidationError) {
+    public init(
+        name: String, billingEmail: String, taxRateBps: Int?, paymentProvider: String? = nil,
+        defaultProvider: PaymentProvider = .none
+    ) throws(TenantValidationError) {
         let trimmed = name.trimmingCharacters(in: .whitespacesAndNewlines)
         guard (1...200).contains(trimmed.count) else {
             throw TenantValidationError(field: "name", message: "must be 1 to 200 characters")
@@ -46,9 +64,13 @@ public struct NewTenant: Sendable, Equatable {
         guard (0...10_000).contains(rate) else {
             throw TenantValidationError(field: "tax_rate_bps", message: "must be 0 to 10000 basis points (725 = 7.25%)")
         }
+        guard let provider = paymentProvider.map(PaymentProvider.init(rawValue:)) ?? defaultProvider else {
+            throw TenantValidationError(field: "payment_provider", message: "must be \"stripe\" or \"none\"")
+        }
         self.name = trimmed
         self.billingEmail = billingEmail
         self.taxRateBps = rate
+        self.paymentProvider = provider
     }
 
     static func looksLikeEmail(_ text: String) -> Bool {
@@ -82,5 +104,41 @@ public struct APIKeySummary: Sendable, Equatable, Codable {
         self.prefix = prefix
         self.createdAt = createdAt
         self.revokedAt = revokedAt
+    }
+}
+
+/// A payment method as the provider reported it: its id there, brand, last four digits
+/// and expiry. Card numbers never reach Tally (SPEC §6).
+public struct PaymentMethodSummary: Sendable, Equatable, Codable {
+    public let provider: String
+    public let providerID: String
+    public let brand: String?
+    public let last4: String?
+    public let expMonth: Int?
+    public let expYear: Int?
+    public let isDefault: Bool
+    public let updatedAt: Date
+
+    enum CodingKeys: String, CodingKey {
+        case provider, brand, last4
+        case providerID = "provider_id"
+        case expMonth = "exp_month"
+        case expYear = "exp_year"
+        case isDefault = "is_default"
+        case updatedAt = "updated_at"
+    }
+
+    public init(
+        provider: String, providerID: String, brand: String?, last4: String?, expMonth: Int?, expYear: Int?, isDefault: Bool,
+        updatedAt: Date
+    ) {
+        self.provider = provider
+        self.providerID = providerID
+        self.brand = brand
+        self.last4 = last4
+        self.expMonth = expMonth
+        self.expYear = expYear
+        self.isDefault = isDefault
+        self.updatedAt = updatedAt
     }
 }

@@ -15,10 +15,10 @@ public struct TenantStore: Sendable {
         let created = try await pool.withTransaction { connection in
             let row = try connection.query(
                 """
-                INSERT INTO tenants (name, billing_email, tax_rate_bps)
-                VALUES ($1, $2, $3)
+                INSERT INTO tenants (name, billing_email, tax_rate_bps, payment_provider)
+                VALUES ($1, $2, $3, $4)
                 RETURNING \(Self.tenantColumns)
-                """, [tenant.name, tenant.billingEmail, tenant.taxRateBps])[0]
+                """, [tenant.name, tenant.billingEmail, tenant.taxRateBps, tenant.paymentProvider.rawValue])[0]
             let created = try Self.tenant(from: row)
             try connection.query(
                 "INSERT INTO api_keys (tenant_id, key_prefix, key_sha256) VALUES ($1, $2, $3)",
@@ -66,6 +66,21 @@ public struct TenantStore: Sendable {
         return try rows.map(Self.keySummary(from:))
     }
 
+    /// The tenant's payment methods, the default first.
+    public func paymentMethods(tenant: UUID) async throws -> [PaymentMethodSummary] {
+        let rows = try await pool.query(
+            """
+            SELECT provider, provider_id, brand, last4::text, exp_month::int, exp_year::int, is_default, updated_at
+              FROM payment_methods WHERE tenant_id = $1 ORDER BY is_default DESC, created_at, provider_id
+            """, [tenant])
+        return try rows.map { row in
+            PaymentMethodSummary(
+                provider: try row.decode(0), providerID: try row.decode(1), brand: row.text(2), last4: row.text(3),
+                expMonth: row.text(4).flatMap { Int($0) }, expYear: row.text(5).flatMap { Int($0) }, isDefault: try row.decode(6),
+                updatedAt: try row.decode(7))
+        }
+    }
+
     /// Revokes one key of the tenant; false when the tenant has no such unrevoked key.
     public func revokeKey(id: UUID, tenant: UUID) async throws -> Bool {
         let rows = try await pool.query(
@@ -74,13 +89,14 @@ public struct TenantStore: Sendable {
         return rows.affectedRows == 1
     }
 
-    static let tenantColumns = "id, name, billing_email, tax_rate_bps, currency, created_at"
+    static let tenantColumns = "id, name, billing_email, tax_rate_bps, currency, created_at, payment_provider"
     static let keyColumns = "id, key_prefix, created_at, revoked_at"
 
     static func tenant(from row: PostgresRow) throws -> Tenant {
         Tenant(
             id: try row.decode(0), name: try row.decode(1), billingEmail: try row.decode(2),
-            taxRateBps: try row.decode(3), currency: try row.decode(4), createdAt: try row.decode(5))
+            taxRateBps: try row.decode(3), currency: try row.decode(4),
+            paymentProvider: PaymentProvider(rawValue: try row.decode(6, as: String.self)) ?? .none, createdAt: try row.decode(5))
     }
 
     static func keySummary(from row: PostgresRow) throws -> APIKeySummary {

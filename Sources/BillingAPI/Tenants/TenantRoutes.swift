@@ -11,12 +11,14 @@ import TallyStore
 struct TenantRoutes {
     let store: TenantStore
     let authenticator: APIKeyAuthenticator
+    var defaultPaymentProvider: PaymentProvider = .none
 
     func register(on router: Router<TallyRequestContext>) {
         let tenants = router.group("v1/tenants")
         tenants.post(use: create)
         tenants.get(":tenantID", use: show)
         tenants.get(":tenantID/api-keys", use: listKeys)
+        tenants.get(":tenantID/payment-methods", use: listPaymentMethods)
         tenants.post(":tenantID/api-keys", use: issueKey)
         tenants.delete(":tenantID/api-keys/:keyID", use: revokeKey)
     }
@@ -26,7 +28,9 @@ struct TenantRoutes {
         let body = try await request.decodeJSON(CreateTenantRequest.self, context: context)
         let newTenant: NewTenant
         do {
-            newTenant = try NewTenant(name: body.name, billingEmail: body.billingEmail, taxRateBps: body.taxRateBps)
+            newTenant = try NewTenant(
+                name: body.name, billingEmail: body.billingEmail, taxRateBps: body.taxRateBps, paymentProvider: body.paymentProvider,
+                defaultProvider: defaultPaymentProvider)
         } catch {
             throw APIError.invalid(error.field, error.message)
         }
@@ -45,6 +49,14 @@ struct TenantRoutes {
         let id = try visibleTenantID(context)
         guard try await store.tenant(id: id) != nil else { throw APIError.notFound("tenant") }
         return APIKeyList(data: try await store.keys(tenant: id))
+    }
+
+    /// The cards Stripe holds for the tenant, as Stripe reported them: provider id, brand,
+    /// last four digits and expiry — never a card number.
+    @Sendable func listPaymentMethods(_ request: Request, context: TallyRequestContext) async throws -> PaymentMethodList {
+        let id = try visibleTenantID(context)
+        guard try await store.tenant(id: id) != nil else { throw APIError.notFound("tenant") }
+        return PaymentMethodList(data: try await store.paymentMethods(tenant: id))
     }
 
     /// Key rotation: a new key works at once; the old ones keep working until revoked
@@ -83,12 +95,18 @@ struct CreateTenantRequest: Decodable {
     let name: String
     let billingEmail: String
     let taxRateBps: Int?
+    let paymentProvider: String?
 
     enum CodingKeys: String, CodingKey {
         case name
         case billingEmail = "billing_email"
         case taxRateBps = "tax_rate_bps"
+        case paymentProvider = "payment_provider"
     }
+}
+
+struct PaymentMethodList: ResponseEncodable {
+    let data: [PaymentMethodSummary]
 }
 
 struct IssueKeyRequest: Decodable {

@@ -149,21 +149,29 @@ public struct SubscriptionStore: Sendable {
     public func cancel(id: UUID, at: Date, atPeriodEnd: Bool, now: Date) async throws -> SubscriptionView {
         try await pool.withTransaction { connection in
             let plans = try SubscriptionRecords.plans(on: connection)
-            let stored = try Self.locked(id, plans: plans, on: connection)
-            let requested = Instant(at)
-            guard stored.timeline.endsAt == nil else {
-                throw SubscriptionRefusal(kind: .conflict, field: "at", message: "the subscription is already canceled")
-            }
-            var timeline = stored.timeline
-            timeline.cancel(atPeriodEnd ? .atPeriodEnd(requestedAt: requested) : .immediately(at: requested))
-            guard let endsAt = timeline.endsAt, endsAt > stored.start else {
-                throw SubscriptionRefusal(kind: .conflict, field: "at", message: "is before the subscription started")
-            }
-            try Self.refuseIfInvoiced(id, from: endsAt, on: connection, what: "the cancellation")
-            try connection.query(
-                "UPDATE subscriptions SET ends_at = $2, cancel_requested_at = $3 WHERE id = $1", [id, endsAt.date, at])
+            try Self.cancel(id, at: at, atPeriodEnd: atPeriodEnd, plans: plans, on: connection)
             return try Self.view(id, plans: plans, now: now, on: connection)
         }
+    }
+
+    /// The cancellation inside the caller's transaction (also applied for Stripe's
+    /// subscription events); refused like the API's.
+    public static func cancel(
+        _ id: UUID, at: Date, atPeriodEnd: Bool, plans: [String: Plan], on connection: isolated PostgresConnection
+    ) throws {
+        let stored = try Self.locked(id, plans: plans, on: connection)
+        let requested = Instant(at)
+        guard stored.timeline.endsAt == nil else {
+            throw SubscriptionRefusal(kind: .conflict, field: "at", message: "the subscription is already canceled")
+        }
+        var timeline = stored.timeline
+        timeline.cancel(atPeriodEnd ? .atPeriodEnd(requestedAt: requested) : .immediately(at: requested))
+        guard let endsAt = timeline.endsAt, endsAt > stored.start else {
+            throw SubscriptionRefusal(kind: .conflict, field: "at", message: "is before the subscription started")
+        }
+        try Self.refuseIfInvoiced(id, from: endsAt, on: connection, what: "the cancellation")
+        try connection.query(
+            "UPDATE subscriptions SET ends_at = $2, cancel_requested_at = $3 WHERE id = $1", [id, endsAt.date, at])
     }
 
     /// The tenant's subscriptions, oldest first, as of `now`.
