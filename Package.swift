@@ -185,6 +185,7 @@ let package = Package(
             name: "InvoicerTests",
             dependencies: [
                 "Invoicing", "TallyTestSupport", "PostgresClient", "RabbitMQClient", "TallyMessaging", "UsageEvents", "BillingEngine",
+                "CurlClient", "StripeSync",
             ],
             swiftSettings: swiftSettings
         ),

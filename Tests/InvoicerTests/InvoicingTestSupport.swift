@@ -31,9 +31,10 @@ struct InvoicingFixture: Sendable {
         await database.close()
     }
 
-    func tenant(taxBps: Int = 0) async throws -> UUID {
+    func tenant(taxBps: Int = 0, paymentProvider: String = "none", email: String = "ap@invoiced.test") async throws -> UUID {
         try await database.query(
-            "INSERT INTO tenants (name, billing_email, tax_rate_bps) VALUES ('Invoiced', 'ap@invoiced.test', $1) RETURNING id", [taxBps]
+            "INSERT INTO tenants (name, billing_email, tax_rate_bps, payment_provider) VALUES ('Invoiced', $3, $1, $2) RETURNING id",
+            [taxBps, paymentProvider, email]
         )[0].decode(0, as: UUID.self)
     }
 

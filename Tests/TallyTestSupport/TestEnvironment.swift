@@ -18,6 +18,15 @@ public enum TestEnvironment {
     public static var smtpURL: String { value("SMTP_URL", default: "smtp://127.0.0.1:26025") }
     public static var mailSinkDirectory: String { value("MAIL_SINK_DIR", default: repositoryRoot + "/.local/mail") }
     public static var adminToken: String { value("BILLING_ADMIN_TOKEN", default: "local-admin-token") }
+    public static var apiURL: String { value("TALLY_API_URL", default: "http://127.0.0.1:28081") }
+    /// localstripe, started by `./ops/local.sh up`; the running Invoicer pushes to it.
+    public static var stripeAPIBase: String { value("STRIPE_API_BASE", default: "http://127.0.0.1:28420") }
+    public static var stripeAPIKey: String { value("STRIPE_API_KEY", default: "sk_test_tally_local") }
+    /// The secret the running billing API verifies Stripe webhooks with (`.local/secrets`).
+    public static var stripeWebhookSecret: String {
+        let stored = (try? String(contentsOfFile: repositoryRoot + "/.local/secrets/stripe-webhook-secret", encoding: .utf8)) ?? ""
+        return value("STRIPE_WEBHOOK_SECRET", default: stored.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
     /// `.local/bin/rabbitmqctl`: a wrapper that addresses our private RabbitMQ node.
     public static var rabbitmqctl: String { value("TALLY_RABBITMQCTL", default: repositoryRoot + "/.local/bin/rabbitmqctl") }
 

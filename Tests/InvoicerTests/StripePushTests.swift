@@ -1,0 +1,184 @@
+import CurlClient
+import Foundation
+import Invoicing
+import PostgresClient
+import TallyTestSupport
+import Testing
+
+@testable import StripeSync
+
+/// Invoices pushed to Stripe by the running Invoicer, checked in localstripe (the Stripe
+/// emulator `./ops/local.sh up` starts), and Stripe's signed webhooks — sent by
+/// localstripe to the running billing API — applied back to our invoices,
+/// subscriptions and payment methods.
+@Suite("Invoicer: Stripe push and Stripe's webhooks, against localstripe")
+struct StripePushTests {
+    let stripe = LocalStripe()
+
+    @Test("an invoice is pushed once — customer, subscription, items with tax, invoice — and a push interrupted after Stripe created them finds them instead of creating them again")
+    func pushedOnceDespiteRetries() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let email = "ap-\(UUID().uuidString.prefix(8).lowercased())@stripe.test"
+        let tenant = try await fixture.tenant(taxBps: 725, paymentProvider: "stripe", email: email)
+        let start = midnight(daysAgo: 70)
+        let subscription = try await fixture.subscribe(tenant, plan: "starter", start: start)
+        try await fixture.bill(asOf: adding(months: 1, to: start).addingTimeInterval(7200), tenants: [tenant])
+        let first = try await syncedInvoice(of: tenant, fixture)
+        let stripeInvoice = try #require(first.stripe?.invoiceID)
+
+        let customers = try await stripe.list("/v1/customers", ["email": email])
+        try #require(customers.count == 1)
+        let customer = try #require(customers[0]["id"] as? String)
+        #expect((customers[0]["metadata"] as? [String: String])?["tally_tenant_id"] == tenant.uuidString.lowercased())
+        let pushed = try await ourInvoices(customer: customer)
+        try #require(pushed.count == 1)
+        #expect(pushed[0]["id"] as? String == stripeInvoice)
+        #expect(pushed[0]["total"] as? Int == Int(first.totalCents))  // 29,900 + 2,168 tax (7.25 %, half up)
+        let lines = try await stripe.list("/v1/invoices/\(stripeInvoice)/lines", [:])
+        #expect(lines.compactMap { $0["amount"] as? Int }.filter { $0 != 0 }.sorted() == [2_168, 29_900])
+        #expect(first.totalCents == 32_068)
+
+        // As if the Invoicer died after Stripe created everything but before our commit.
+        try await fixture.database.query(
+            "UPDATE invoices SET stripe_status = 'pending', stripe_invoice_id = NULL, stripe_next_attempt_at = now() WHERE id = $1", [first.id])
+        try await fixture.database.query("UPDATE tenants SET stripe_customer_id = NULL WHERE id = $1", [tenant])
+        try await fixture.database.query("UPDATE subscriptions SET stripe_subscription_id = NULL WHERE id = $1", [subscription])
+        let again = try await syncedInvoice(of: tenant, fixture, attempts: 2)
+        #expect(again.stripe?.invoiceID == stripeInvoice)
+        #expect(try await stripe.list("/v1/customers", ["email": email]).count == 1)
+        #expect(try await ourInvoices(customer: customer).count == 1)
+        let subscriptions = try await stripe.list("/v1/subscriptions", ["customer": customer, "status": "all"])
+        #expect(subscriptions.count == 1)
+
+        // The next period reuses the customer and the subscription: one more invoice, nothing else.
+        try await fixture.bill(asOf: adding(months: 2, to: start).addingTimeInterval(7200), tenants: [tenant])
+        try await fixture.waitUntil("both invoices synced") {
+            try await fixture.invoices(tenant).allSatisfy { $0.stripe?.status == "synced" }
+        }
+        #expect(try await stripe.list("/v1/customers", ["email": email]).count == 1)
+        #expect(try await ourInvoices(customer: customer).count == 2)
+        #expect(try await stripe.list("/v1/subscriptions", ["customer": customer, "status": "all"]).count == 1)
+        await fixture.close()
+    }
+
+    @Test("signed webhooks from Stripe are applied: a payment marks the invoice paid, deleting the subscription ends ours, cards are kept as brand and last4")
+    func webhooksApplied() async throws {
+        let fixture = try await InvoicingFixture.make()
+        try await stripe.routeWebhooks()
+        let email = "ap-\(UUID().uuidString.prefix(8).lowercased())@stripe.test"
+        let tenant = try await fixture.tenant(paymentProvider: "stripe", email: email)
+        let start = midnight(daysAgo: 70)
+        let subscription = try await fixture.subscribe(tenant, plan: "starter", start: start)
+        try await fixture.bill(asOf: adding(months: 1, to: start).addingTimeInterval(7200), tenants: [tenant])
+        let invoice = try await syncedInvoice(of: tenant, fixture)
+        let customer = try #require(try await fixture.database.query(
+            "SELECT stripe_customer_id FROM tenants WHERE id = $1", [tenant])[0].text(0))
+
+        // The customer adds a card in Stripe; the next push records what we may keep of it.
+        let card = try await stripe.post(
+            "/v1/payment_methods",
+            ["type": "card", "card[number]": "4242424242424242", "card[exp_month]": "12", "card[exp_year]": "2030", "card[cvc]": "123"])
+        let cardID = try #require(card["id"] as? String)
+        _ = try await stripe.post("/v1/payment_methods/\(cardID)/attach", ["customer": customer])
+        _ = try await stripe.post("/v1/customers/\(customer)", ["invoice_settings[default_payment_method]": cardID])
+        try await fixture.bill(asOf: adding(months: 2, to: start).addingTimeInterval(7200), tenants: [tenant])
+        try await fixture.waitUntil("both invoices synced") {
+            try await fixture.invoices(tenant).allSatisfy { $0.stripe?.status == "synced" }
+        }
+        let methods = try await fixture.database.query(
+            "SELECT provider_id, brand, last4::text FROM payment_methods WHERE tenant_id = $1", [tenant])
+        try #require(methods.count == 1)
+        #expect(methods[0].text(0) == cardID)
+        #expect(methods[0].text(1) == "visa")
+        #expect(methods[0].text(2) == "4242")
+
+        // Paid in Stripe: localstripe signs `invoice.payment_succeeded` and posts it to the billing API.
+        _ = try await stripe.post("/v1/invoices/\(try #require(invoice.stripe?.invoiceID))/pay", [:])
+        try await fixture.waitUntil("the invoice is paid") {
+            try await fixture.invoices(tenant).first { $0.id == invoice.id }?.status == "paid"
+        }
+        let received = try await fixture.database.query(
+            "SELECT count(*) FROM stripe_webhook_events WHERE type = 'invoice.payment_succeeded' AND payload #>> '{data,object,customer}' = $1",
+            [customer])
+        #expect(try received[0].decode(0, as: Int.self) == 1)
+
+        // Canceled in Stripe: `customer.subscription.deleted` ends ours, not inside the invoiced periods.
+        let stripeSubscription = try #require(try await fixture.database.query(
+            "SELECT stripe_subscription_id FROM subscriptions WHERE id = $1", [subscription])[0].text(0))
+        _ = try await stripe.send("DELETE", "/v1/subscriptions/\(stripeSubscription)", [:])
+        try await fixture.waitUntil("the subscription ends") {
+            try await fixture.database.query("SELECT ends_at IS NOT NULL FROM subscriptions WHERE id = $1", [subscription])[0]
+                .decode(0, as: Bool.self)
+        }
+        let endsAt = try await fixture.database.query("SELECT ends_at FROM subscriptions WHERE id = $1", [subscription])[0]
+            .decode(0, as: Date.self)
+        #expect(endsAt >= adding(months: 2, to: start))
+        await fixture.close()
+    }
+
+    @Test("form encoding as Stripe reads it: nested keys, reserved and non-ASCII characters percent-encoded")
+    func formEncoding() {
+        #expect(StripeAPI.formEncode([("metadata[tally_invoice_id]", "a b&c"), ("description", "Tax 7.25% — café")])
+            == "metadata%5Btally_invoice_id%5D=a%20b%26c&description=Tax%207.25%25%20%E2%80%94%20caf%C3%A9")
+        #expect(StripeInvoicePusher.percent(725) == "7.25%")
+        #expect(StripeInvoicePusher.percent(700) == "7%")
+        #expect(StripeInvoicePusher.percent(750) == "7.5%")
+        #expect(StripeInvoicePusher.percent(5) == "0.05%")
+    }
+
+    /// The tenant's one invoice once synced (after `attempts` pushes in all).
+    private func syncedInvoice(of tenant: UUID, _ fixture: InvoicingFixture, attempts: Int = 1) async throws -> InvoiceView {
+        try await fixture.waitUntil("the invoice is in Stripe") {
+            guard let state = try await fixture.invoices(tenant).last?.stripe else { return false }
+            #expect(state.status != "failed", "Stripe push failed: \(state.error ?? "")")
+            return state.status == "synced" && state.attempts == attempts || state.status == "failed"
+        }
+        let invoice = try #require(try await fixture.invoices(tenant).last)
+        #expect(invoice.stripe?.status == "synced")
+        return invoice
+    }
+
+    /// The customer's Stripe invoices that carry one of ours (not the $0 one Stripe issues
+    /// when the subscription starts).
+    private func ourInvoices(customer: String) async throws -> [[String: Any]] {
+        try await stripe.list("/v1/invoices", ["customer": customer]).filter { ($0["description"] as? String)?.hasPrefix("Tally invoice ") == true }
+    }
+}
+
+/// Plain calls to localstripe, as a Stripe dashboard user or Stripe.js would make them.
+struct LocalStripe: Sendable {
+    let base = TestEnvironment.stripeAPIBase
+    let key = TestEnvironment.stripeAPIKey
+
+    func send(_ method: String, _ path: String, _ form: [String: String]) async throws -> [String: Any] {
+        let client = try HTTPClient()
+        let encoded = StripeAPI.formEncode(form.sorted { $0.key < $1.key })
+        let isBodyless = method == "GET"
+        let response = try await client.send(
+            .init(
+                method: .init(rawValue: method), url: base + path + (isBodyless && !encoded.isEmpty ? "?" + encoded : ""),
+                headers: ["Authorization": "Bearer \(key)", "Content-Type": "application/x-www-form-urlencoded"],
+                body: isBodyless ? nil : Data(encoded.utf8)))
+        try #require(response.isSuccess, "localstripe \(method) \(path): \(response.status) \(String(decoding: response.body, as: UTF8.self))")
+        return (try JSONSerialization.jsonObject(with: response.body) as? [String: Any]) ?? [:]
+    }
+
+    func post(_ path: String, _ form: [String: String]) async throws -> [String: Any] { try await send("POST", path, form) }
+
+    func list(_ path: String, _ query: [String: String]) async throws -> [[String: Any]] {
+        (try await send("GET", path, query.merging(["limit": "100"]) { a, _ in a })["data"] as? [[String: Any]]) ?? []
+    }
+
+    /// Tells localstripe to sign its events with the billing API's secret and post them there.
+    func routeWebhooks() async throws {
+        let client = try HTTPClient()
+        let form = StripeAPI.formEncode([
+            ("url", TestEnvironment.apiURL + "/v1/stripe/webhook"), ("secret", TestEnvironment.stripeWebhookSecret),
+        ])
+        let response = try await client.send(
+            .init(
+                method: .post, url: base + "/_config/webhooks/tally-billing-api",
+                headers: ["Content-Type": "application/x-www-form-urlencoded"], body: Data(form.utf8)))
+        try #require(response.isSuccess, "localstripe webhook config: \(response.status)")
+    }
+}
