@@ -7,7 +7,8 @@ import TallyStore
 /// Finds every (subscription, period) due at `as_of` — period end + grace ≤ as_of, not
 /// yet invoiced, several per subscription when billing is behind — and records a
 /// billing run with one item and one `invoice.generate` command (in the outbox) per
-/// period, all in one transaction: a run is either planned whole or not at all.
+/// period, all in one transaction: a run is either planned whole or not at all. An ended
+/// subscription whose invoiced periods got late usage gets an adjustment item.
 public enum BillingRunPlanner {
     public struct Plan: Sendable, Equatable {
         public let runID: UUID
@@ -15,6 +16,10 @@ public enum BillingRunPlanner {
     }
 
     /// Plans the run for every tenant, or only for `tenants` (a re-run for one customer).
+    /// How long after its end an ended subscription is still checked for late usage:
+    /// the 90 days after which the edge refuses an event (SPEC §3), and some margin.
+    static let lateUsageHorizon: TimeInterval = 100 * 86_400
+
     public static func plan(
         asOf: Date, grace: TimeInterval, tenants: [UUID]? = nil, on connection: isolated PostgresConnection
     ) throws -> Plan {
@@ -28,17 +33,36 @@ public enum BillingRunPlanner {
         var ids: [String] = []
         var indexes: [String] = []
         var starts: [String] = []
+        var kinds: [String] = []
+        var catalog: MetricCatalog?
         for subscription in subscriptions {
             var index: Int64 = 0
+            var planned = false
             while let period = subscription.timeline.billingPeriod(index), period.billed.end <= deadline {
                 let key = "\(subscription.id.uuidString.lowercased())|\(period.billed.start.microsecondsSinceEpoch)"
                 if !invoiced.contains(key) {
                     ids.append(subscription.id.uuidString)
                     indexes.append(String(index))
                     starts.append(period.billed.start.description)
+                    kinds.append("period")
+                    planned = true
                 }
                 index += 1
             }
+            // Ended, every period invoiced, and late usage that changes a charge: an
+            // adjustment invoice (SPEC §2 step 3). Usage older than 90 days is refused at
+            // the edge, so subscriptions that ended long ago are not looked at.
+            guard !planned, let endsAt = subscription.timeline.endsAt, endsAt <= deadline,
+                endsAt.date > asOf.addingTimeInterval(-Self.lateUsageHorizon), index > 0
+            else { continue }
+            if catalog == nil { catalog = try MetricCatalogRecords.load(on: connection) }
+            let late = try InvoiceGenerator.lateUsage(
+                subscription, before: nil, tenant: subscription.tenantID, catalog: catalog!, on: connection)
+            guard !InvoiceCalculator.adjustmentLines(late).isEmpty else { continue }
+            ids.append(subscription.id.uuidString)
+            indexes.append(String(index))
+            starts.append(endsAt.description)
+            kinds.append("adjustment")
         }
         let runID = try connection.query("INSERT INTO billing_runs (as_of, due_count) VALUES ($1, $2) RETURNING id", [asOf, ids.count])[0]
             .decode(0, as: UUID.self)
@@ -49,17 +73,19 @@ public enum BillingRunPlanner {
         let arrays: [any PostgresEncodable] = [
             runID, "{" + ids.joined(separator: ",") + "}", "{" + indexes.joined(separator: ",") + "}",
             "{" + starts.joined(separator: ",") + "}", ExchangeName.commands, RoutingKey.invoiceGenerate,
+            "{" + kinds.joined(separator: ",") + "}",
         ]
         try connection.query(
             """
             WITH items AS (
-                INSERT INTO billing_run_items (billing_run_id, subscription_id, period_index, period_start)
-                SELECT $1, s, i, p FROM unnest($2::uuid[], $3::bigint[], $4::timestamptz[]) AS u (s, i, p)
-                RETURNING subscription_id, period_index
+                INSERT INTO billing_run_items (billing_run_id, subscription_id, period_index, period_start, kind)
+                SELECT $1, s, i, p, k FROM unnest($2::uuid[], $3::bigint[], $4::timestamptz[], $7::text[]) AS u (s, i, p, k)
+                RETURNING subscription_id, period_index, kind
             )
             INSERT INTO outbox (exchange, routing_key, message_id, body)
             SELECT $5, $6, 'invoice.generate:' || $1 || ':' || subscription_id || ':' || period_index,
                    jsonb_build_object('billing_run_id', $1, 'subscription_id', subscription_id, 'period_index', period_index)
+                   || CASE WHEN kind = 'adjustment' THEN '{"kind": "adjustment"}'::jsonb ELSE '{}'::jsonb END
               FROM items
             """, arrays)
         return Plan(runID: runID, due: ids.count)

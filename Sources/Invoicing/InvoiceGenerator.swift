@@ -37,6 +37,11 @@ public enum InvoiceGenerator {
         guard let stored = try SubscriptionRecords.subscriptions(of: [tenant], plans: plans, on: connection)[tenant]?
             .first(where: { $0.id == command.subscriptionID })
         else { throw InvoicingError("subscription \(command.subscriptionID) has no plan") }
+        let tenantTerms = TenantTerms(
+            id: tenant, taxBasisPoints: try tenantRow.decode(1), currency: try tenantRow.decode(2), paymentProvider: try tenantRow.decode(3))
+        if command.isAdjustment {
+            return try generateAdjustment(command, of: stored, tenant: tenantTerms, asOf: asOf, on: connection)
+        }
         guard let period = stored.timeline.billingPeriod(command.periodIndex) else {
             let reason = "the subscription has no period \(command.periodIndex) any more (it ended before it)"
             try markItem(command, status: "skipped", error: reason, on: connection)
@@ -53,11 +58,68 @@ public enum InvoiceGenerator {
 
         let catalog = try MetricCatalogRecords.load(on: connection)
         let values = try UsageReader.values(tenant: tenant, over: period.billed, catalog: catalog, on: connection)
-        let late = try lateUsage(stored, before: period, tenant: tenant, catalog: catalog, on: connection)
+        let late = try lateUsage(stored, before: period.billed.start, tenant: tenant, catalog: catalog, on: connection)
         let draft = InvoiceCalculator.invoice(
-            for: period, of: stored.timeline, values: values, lateUsage: late, taxBasisPoints: try tenantRow.decode(1, as: Int.self))
+            for: period, of: stored.timeline, values: values, lateUsage: late, taxBasisPoints: tenantTerms.taxBasisPoints)
         let pricing = stored.timeline.pricingPlan(of: period)
+        let priced = pricing.terms.filter { $0.value.quota != nil }.map(\.key)
+        let issued = try issue(
+            draft, kind: "period", command: command, tenant: tenantTerms, asOf: asOf, planSlugs: draft.lines.map { _ in pricing.slug },
+            on: connection)
+        try snapshot(
+            subscription: command.subscriptionID, invoice: issued.invoiceID, period: period.billed, plan: pricing, values: values,
+            metrics: priced, on: connection)
+        try snapshotLateUsage(late, subscription: command.subscriptionID, invoice: issued.invoiceID, on: connection)
+        return .issued(invoiceID: issued.invoiceID, number: issued.number)
+    }
 
+    /// What the invoice needs of its tenant.
+    struct TenantTerms {
+        let id: UUID
+        let taxBasisPoints: Int
+        let currency: String
+        let paymentProvider: String
+    }
+
+    /// An invoice of adjustments only, for late usage of a subscription that has ended
+    /// (SPEC §2 step 3). Exactly once per run item; and as the snapshots it writes make
+    /// the late usage billed, a second run finds nothing left and skips.
+    static func generateAdjustment(
+        _ command: InvoiceCommand, of stored: StoredSubscription, tenant: TenantTerms, asOf: Date,
+        on connection: isolated PostgresConnection
+    ) throws -> Outcome {
+        if let existing = try connection.query(
+            """
+            SELECT invoice_id FROM billing_run_items
+             WHERE billing_run_id = $1 AND subscription_id = $2 AND period_index = $3 AND invoice_id IS NOT NULL
+            """, [command.billingRunID, command.subscriptionID, command.periodIndex]).first {
+            return .alreadyIssued(invoiceID: try existing.decode(0, as: UUID.self))
+        }
+        let catalog = try MetricCatalogRecords.load(on: connection)
+        let late = try lateUsage(stored, before: nil, tenant: tenant.id, catalog: catalog, on: connection)
+        let lines = InvoiceCalculator.adjustmentLines(late)
+        guard let first = late.map(\.period.start).min(), let last = late.map(\.period.end).max(), !lines.isEmpty else {
+            let reason = "no late usage left to bill (already billed, or it does not change any charge)"
+            try markItem(command, status: "skipped", error: reason, on: connection)
+            return .skipped(reason: reason)
+        }
+        let draft = InvoiceCalculator.adjustmentInvoice(
+            period: Period(start: first, end: last), lateUsage: late, taxBasisPoints: tenant.taxBasisPoints)
+        var slugs: [String: String] = [:]
+        for usage in late { slugs["\(usage.period.start)|\(usage.metric)"] = usage.plan.slug }
+        let issued = try issue(
+            draft, kind: "adjustment", command: command, tenant: tenant, asOf: asOf,
+            planSlugs: draft.lines.map { slugs["\($0.period.start)|\($0.metric ?? "")"] }, on: connection)
+        try snapshotLateUsage(late, subscription: command.subscriptionID, invoice: issued.invoiceID, on: connection)
+        return .issued(invoiceID: issued.invoiceID, number: issued.number)
+    }
+
+    /// Inserts the invoice and its lines with the next number, marks the run item and
+    /// writes `invoice.finalized` to the outbox.
+    private static func issue(
+        _ draft: InvoiceDraft, kind: String, command: InvoiceCommand, tenant: TenantTerms, asOf: Date, planSlugs: [String?],
+        on connection: isolated PostgresConnection
+    ) throws -> (invoiceID: UUID, number: String) {
         // The number is allocated once everything else is computed: the counter row is
         // held from here to the commit, a few inserts later.
         let number = try allocateNumber(year: Calendar.utc.component(.year, from: asOf), on: connection)
@@ -66,45 +128,58 @@ public enum InvoiceGenerator {
             """
             INSERT INTO invoices (id, tenant_id, subscription_id, billing_run_id, kind, number, currency, period_start, period_end,
                                   subtotal_cents, tax_rate_bps, tax_cents, total_cents, issued_at, as_of, stripe_status, stripe_next_attempt_at)
-            VALUES ($1, $2, $3, $4, 'period', $13, $5, $6, $7, $8, $9, $10, $11, now(), $12,
+            VALUES ($1, $2, $3, $4, $15, $13, $5, $6, $7, $8, $9, $10, $11, now(), $12,
                     CASE WHEN $14 = 'stripe' THEN 'pending' END, CASE WHEN $14 = 'stripe' THEN now() END)
             """,
             [
-                invoiceID, tenant, command.subscriptionID, command.billingRunID, try tenantRow.decode(2, as: String.self),
-                period.billed.start.date, period.billed.end.date, draft.subtotal.value, draft.taxBasisPoints, draft.tax.value,
-                draft.total.value, asOf, number, try tenantRow.decode(3, as: String.self),
+                invoiceID, tenant.id, command.subscriptionID, command.billingRunID, tenant.currency, draft.period.start.date,
+                draft.period.end.date, draft.subtotal.value, draft.taxBasisPoints, draft.tax.value, draft.total.value, asOf, number,
+                tenant.paymentProvider, kind,
             ])
-        try insertLines(draft.lines, invoice: invoiceID, pricing: pricing, on: connection)
-        let priced = pricing.terms.filter { $0.value.quota != nil }.map(\.key)
-        try snapshot(
-            subscription: command.subscriptionID, invoice: invoiceID, period: period.billed, plan: pricing, values: values,
-            metrics: priced, on: connection)
-        for adjustment in late {
-            try snapshot(
-                subscription: command.subscriptionID, invoice: invoiceID, period: adjustment.period, plan: adjustment.plan,
-                values: [adjustment.metric: adjustment.currentValue], metrics: [adjustment.metric], on: connection)
+        for (position, line) in draft.lines.enumerated() {
+            try connection.query(
+                """
+                INSERT INTO invoice_lines (invoice_id, position, kind, metric, description, quantity, unit_price_cents, amount_cents,
+                                           plan_slug, period_start, period_end)
+                VALUES ($1, $2, $3, $4, $5, $6::numeric, $7::numeric, $8, $9, $10, $11)
+                """,
+                [
+                    invoiceID, position + 1, line.kind.rawValue, line.metric, line.description, line.quantity.description,
+                    line.unitPrice.description, line.amount.value, planSlugs[position], line.period.start.date, line.period.end.date,
+                ])
         }
         try markItem(command, invoice: invoiceID, on: connection)
         let body = """
             {"type": "invoice.finalized", "invoice_id": "\(invoiceID.uuidString.lowercased())", "number": "\(number)", \
-            "tenant_id": "\(tenant.uuidString.lowercased())", "total_cents": \(draft.total.value)}
+            "kind": "\(kind)", "tenant_id": "\(tenant.id.uuidString.lowercased())", "total_cents": \(draft.total.value)}
             """
         try Outbox.enqueue(
             exchange: ExchangeName.billingEvents, routingKey: "invoice.finalized", messageID: "invoice.finalized:\(invoiceID.uuidString.lowercased())",
             body: body, on: connection)
-        return .issued(invoiceID: invoiceID, number: number)
+        return (invoiceID, number)
     }
 
-    /// Earlier invoiced periods whose metric values differ from what was last billed.
+    private static func snapshotLateUsage(
+        _ late: [LateUsage], subscription: UUID, invoice: UUID, on connection: isolated PostgresConnection
+    ) throws {
+        for adjustment in late {
+            try snapshot(
+                subscription: subscription, invoice: invoice, period: adjustment.period, plan: adjustment.plan,
+                values: [adjustment.metric: adjustment.currentValue], metrics: [adjustment.metric], on: connection)
+        }
+    }
+
+    /// Invoiced periods starting before `limit` (nil: all) whose metric values differ from
+    /// what was last billed.
     static func lateUsage(
-        _ stored: StoredSubscription, before period: BillingPeriod, tenant: UUID, catalog: MetricCatalog,
+        _ stored: StoredSubscription, before limit: Instant?, tenant: UUID, catalog: MetricCatalog,
         on connection: isolated PostgresConnection
     ) throws -> [LateUsage] {
         let rows = try connection.query(
             """
             SELECT DISTINCT ON (period_start, metric) period_start, metric, value::text FROM billed_usage
              WHERE subscription_id = $1 AND period_start < $2 ORDER BY period_start, metric, billed_at DESC
-            """, [stored.id, period.billed.start.date])
+            """, [stored.id, limit?.date ?? Date.distantFuture])
         var byPeriod: [Instant: [(String, Quantity)]] = [:]
         for row in rows {
             byPeriod[Instant(try row.decode(0, as: Date.self)), default: []].append((try row.decode(1), try Quantity(parsing: row.text(2) ?? "0")))
@@ -119,21 +194,6 @@ public enum InvoiceGenerator {
             }
         }
         return late
-    }
-
-    private static func insertLines(_ lines: [InvoiceLine], invoice: UUID, pricing: Plan, on connection: isolated PostgresConnection) throws {
-        for (position, line) in lines.enumerated() {
-            try connection.query(
-                """
-                INSERT INTO invoice_lines (invoice_id, position, kind, metric, description, quantity, unit_price_cents, amount_cents,
-                                           plan_slug, period_start, period_end)
-                VALUES ($1, $2, $3, $4, $5, $6::numeric, $7::numeric, $8, $9, $10, $11)
-                """,
-                [
-                    invoice, position + 1, line.kind.rawValue, line.metric, line.description, line.quantity.description,
-                    line.unitPrice.description, line.amount.value, pricing.slug, line.period.start.date, line.period.end.date,
-                ])
-        }
     }
 
     /// What this invoice billed per metric of the pricing plan that has a quota: late

@@ -88,6 +88,68 @@ struct UsageAndAlertAPITests: BillingAPITestCase {
         await pool.close()
     }
 
+    @Test("the upcoming invoice: the open period's base fee, overage of the usage counted up to `at`, tax; 404 without an open period")
+    func upcomingInvoice() async throws {
+        let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client)
+            let other = try await createTenant(client)
+            try await pool.query("UPDATE tenants SET tax_rate_bps = 725 WHERE id = $1", [UUID(uuidString: tenant.id)!])
+            // 1,500 API calls in the 10:00 hour of Nov 20 (raw and rolled up), on the starter plan (quota 1,000, 10 ¢ over).
+            let script = """
+                INSERT INTO usage_events (tenant_id, event_id, metric, quantity, occurred_at, occurred_month) VALUES
+                  ($1, 'u1', 'api_calls', 1000, '2026-11-20T10:15:00Z', '2026-11-01'),
+                  ($1, 'u2', 'api_calls', 500, '2026-11-20T10:45:00Z', '2026-11-01');
+                INSERT INTO usage_rollups (tenant_id, metric, hour, quantity_sum, event_count, quantity_max) VALUES
+                  ($1, 'api_calls', '2026-11-20T10:00:00Z', 1500, 2, 1000)
+                """.replacingOccurrences(of: "$1", with: "'\(tenant.id)'")
+            try await pool.withConnection { try await $0.executeScript(script) }
+            let subscription = try await pool.query(
+                "INSERT INTO subscriptions (tenant_id, started_at, anchor) VALUES ($1, '2026-11-01T00:00:00Z', '2026-11-01T00:00:00Z') RETURNING id",
+                [UUID(uuidString: tenant.id)!])[0].decode(0, as: UUID.self)
+            try await pool.query(
+                """
+                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
+                VALUES ($1, 'starter', '2026-11-01T00:00:00Z', 'start', '2026-11-01T00:00:00Z')
+                """, [subscription])
+            try await client.execute(uri: "/v1/invoices/upcoming?at=2026-11-25T00:00:00Z", method: .get, headers: bearer(tenant.key)) { response in
+                #expect(response.status == .ok)
+                let body = try json(response)
+                #expect(body["period_start"] as? String == "2026-11-01T00:00:00.000Z")
+                #expect(body["period_end"] as? String == "2026-12-01T00:00:00.000Z")
+                #expect(body["plan"] as? String == "starter")
+                let lines = try #require(body["lines"] as? [[String: Any]])
+                #expect(lines.map { $0["amount_cents"] as? Int } == [29_900, 5_000])
+                #expect(lines.map { $0["kind"] as? String } == ["base", "overage"])
+                #expect(lines.last?["quantity"] as? String == "500")
+                #expect(body["subtotal_cents"] as? Int == 34_900)
+                #expect(body["tax_cents"] as? Int == 2_530)  // 34,900 × 7.25 % = 2,530.25
+                #expect(body["total_cents"] as? Int == 37_430)
+            }
+            // Before the usage happened: the base fee only.
+            try await client.execute(
+                uri: "/v1/invoices/upcoming?tenant_id=\(tenant.id)&at=2026-11-20T10:00:00Z", method: .get, headers: bearer(adminToken)
+            ) { response in
+                let subtotal = try json(response)["subtotal_cents"] as? Int
+                #expect(subtotal == 29_900)
+            }
+            try await client.execute(uri: "/v1/invoices/upcoming?at=2026-11-25T00:00:00Z", method: .get, headers: bearer(other.key)) { response in
+                #expect(response.status == .notFound)
+                let code = (try json(response)["error"] as? [String: Any])?["code"] as? String
+                #expect(code == "NO_OPEN_PERIOD")
+            }
+            try await client.execute(uri: "/v1/invoices/upcoming?tenant_id=\(tenant.id)", method: .get, headers: bearer(other.key)) { response in
+                #expect(response.status != .ok)
+            }
+            try await client.execute(uri: "/v1/invoices/upcoming?at=soon", method: .get, headers: bearer(tenant.key)) { response in
+                #expect(response.status == .badRequest)
+                let field = try errorField(response)
+                #expect(field == "at")
+            }
+        }
+        await pool.close()
+    }
+
     @Test("alerts: create, list, show, delete; invalid fields named; another tenant's alert is invisible")
     func alertsCRUD() async throws {
         try await app().test(.router) { client in

@@ -190,6 +190,48 @@ struct InvoiceScenarioPipelineTests {
         await fixture.close()
     }
 
+    @Test("late usage after the subscription ended: the next run issues an adjustment invoice, once")
+    func adjustmentInvoiceAfterCancellation() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let tenant = try await fixture.tenant(taxBps: 725)
+        let start = midnight(daysAgo: 70)
+        let end = adding(months: 1, to: start)
+        let subscription = try await fixture.subscribe(tenant, plan: "starter", start: start, endsAt: end)
+        let inPeriod = start.addingTimeInterval(86_400)
+        let onTime = (0..<40).map { usageEvent("estimate-\($0)", tenant: tenant, metric: "estimates", at: inPeriod) }
+        try await fixture.sendUsage(onTime, tenant: tenant, expected: 40)
+        try await fixture.bill(asOf: end.addingTimeInterval(7200), tenants: [tenant])
+        var invoices = try await fixture.invoices(tenant)
+        try #require(invoices.count == 1)
+        #expect(invoices[0].lines.map(\.amountCents) == [29_900])
+
+        // 30 more estimates of that period arrive after it was invoiced: 70 of a quota of 50.
+        let late = (40..<70).map { usageEvent("estimate-\($0)", tenant: tenant, metric: "estimates", at: inPeriod) }
+        try await fixture.sendUsage(late, tenant: tenant, expected: 70)
+        let run = try await fixture.bill(asOf: end.addingTimeInterval(3 * 86_400), tenants: [tenant])
+        #expect(run?.due == 1)
+        #expect(run?.issued == 1)
+        invoices = try await fixture.invoices(tenant)
+        try #require(invoices.count == 2)
+        let adjustment = try #require(invoices.first { $0.kind == "adjustment" })
+        #expect(adjustment.subscriptionID == subscription)
+        #expect(adjustment.lines.map(\.kind) == ["adjustment"])
+        #expect(adjustment.lines.map(\.metric) == ["estimates"])
+        #expect(adjustment.lines.map(\.amountCents) == [10_000])  // 20 over × $5
+        #expect(adjustment.subtotalCents == 10_000)
+        #expect(adjustment.taxCents == 725)
+        #expect(adjustment.totalCents == 10_725)
+        #expect(adjustment.periodStart == start)
+        #expect(adjustment.periodEnd == end)
+        #expect(adjustment.number != invoices.first { $0.kind == "period" }?.number)
+
+        // Nothing late is left: a later run finds nothing due for this tenant.
+        let again = try await fixture.bill(asOf: end.addingTimeInterval(4 * 86_400), tenants: [tenant])
+        #expect(again?.due == 0)
+        #expect(try await fixture.invoices(tenant).count == 2)
+        await fixture.close()
+    }
+
     @Test("cancel at period end: the last period is invoiced as usual, and nothing after it")
     func cancelAtPeriodEnd() async throws {
         let fixture = try await InvoicingFixture.make()

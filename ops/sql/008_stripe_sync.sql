@@ -22,3 +22,13 @@ CREATE INDEX invoices_stripe_pending ON invoices (stripe_next_attempt_at) WHERE 
 
 -- A payment method's provider-side changes arrive by webhook; updated_at says when.
 ALTER TABLE payment_methods ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now();
+
+-- Adjustment invoices (SPEC §2 step 3): late usage of a subscription that has ended is
+-- billed by the next run on an invoice of its own, as often as late usage arrives. One
+-- invoice per period still holds for period invoices; an adjustment invoice is unique
+-- per billing run item instead (the item records it; the billed_usage snapshot it
+-- writes means the same late usage is never billed twice).
+ALTER TABLE invoices DROP CONSTRAINT invoices_subscription_id_period_start_kind_key;
+CREATE UNIQUE INDEX invoices_one_per_period ON invoices (subscription_id, period_start) WHERE kind = 'period';
+ALTER TABLE billing_run_items
+    ADD COLUMN kind text NOT NULL DEFAULT 'period' CHECK (kind IN ('period', 'adjustment'));

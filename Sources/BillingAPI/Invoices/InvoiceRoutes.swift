@@ -21,6 +21,7 @@ struct InvoiceRoutes {
 
     func register(on router: Router<TallyRequestContext>) {
         router.get("v1/invoices", use: list)
+        router.get("v1/invoices/upcoming", use: upcoming)
         router.get("v1/invoices/:invoiceID", use: show)
         router.post("v1/billing-runs", use: createRun)
         router.get("v1/billing-runs/:runID", use: showRun)
@@ -29,6 +30,20 @@ struct InvoiceRoutes {
     @Sendable func list(_ request: Request, context: TallyRequestContext) async throws -> InvoiceList {
         let tenant = try context.tenantInScope(request.uri.queryParameters.get("tenant_id"))
         return InvoiceList(data: try await invoices.list(tenant: tenant))
+    }
+
+    /// What the open period would bill now (or at `at`), with the usage counted so far.
+    @Sendable func upcoming(_ request: Request, context: TallyRequestContext) async throws -> UpcomingInvoice {
+        let tenant = try context.tenantInScope(request.uri.queryParameters.get("tenant_id"))
+        let at = try request.uri.queryParameters.get("at").map { try SubscriptionRoutes.instant($0, field: "at") } ?? Date()
+        guard let upcoming = try await pool.withTransaction(isolation: .repeatableRead, { try UpcomingInvoice.compute(tenant: tenant, at: at, on: $0) })
+        else {
+            throw APIError(
+                .notFound, code: "NO_OPEN_PERIOD",
+                message: "The tenant has no billed period open at \(at.ISO8601Format()) (no subscription, a trial, or it ended); "
+                    + "pass `at` to look at another time.")
+        }
+        return upcoming
     }
 
     /// `/v1/invoices/{id}` as JSON, `/v1/invoices/{id}.pdf` as the invoice PDF.
@@ -97,3 +112,4 @@ struct InvoiceList: ResponseEncodable {
 
 extension InvoiceView: ResponseEncodable {}
 extension BillingRunStatus: ResponseEncodable {}
+extension UpcomingInvoice: ResponseEncodable {}
