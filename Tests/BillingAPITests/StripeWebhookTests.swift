@@ -78,4 +78,97 @@ struct StripeWebhookTests: BillingAPITestCase {
         #expect(status == "paid")
         await pool.close()
     }
+
+    @Test("signed card, subscription and payment-failure events are applied by the running Invoicer: cards kept as brand and last4, a Stripe cancellation at period end ends ours at our period's end, a failed payment goes to billing.events")
+    func subscriptionAndCardEvents() async throws {
+        let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
+        let suffix = UUID().uuidString.prefix(8).lowercased()
+        let customer = "cus_t\(suffix)", stripeSubscription = "sub_t\(suffix)", card = "pm_t\(suffix)"
+        let tenant = try await pool.query(
+            "INSERT INTO tenants (name, billing_email, stripe_customer_id, payment_provider) VALUES ('Carded', 'ap@carded.test', $1, 'stripe') RETURNING id",
+            [customer])[0].decode(0, as: UUID.self)
+        // Started Sept 1 (monthly): a period containing today is open; September is invoiced.
+        let subscription = try await pool.query(
+            """
+            INSERT INTO subscriptions (tenant_id, started_at, anchor, stripe_subscription_id)
+            VALUES ($1, '2026-09-01T00:00:00Z', '2026-09-01T00:00:00Z', $2) RETURNING id
+            """, [tenant, stripeSubscription])[0].decode(0, as: UUID.self)
+        try await pool.query(
+            """
+            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
+            VALUES ($1, 'starter', '2026-09-01T00:00:00Z', 'start', '2026-09-01T00:00:00Z')
+            """, [subscription])
+        let invoice = UUID()
+        try await pool.query(
+            """
+            INSERT INTO invoices (id, tenant_id, subscription_id, number, period_start, period_end, subtotal_cents, tax_rate_bps,
+                                  tax_cents, total_cents, issued_at, as_of, stripe_invoice_id)
+            VALUES ($1, $2, $3, $4, '2026-09-01T00:00:00Z', '2026-10-01T00:00:00Z', 29900, 0, 0, 29900, now(), now(), $5)
+            """, [invoice, tenant, subscription, "INV-2098-\(String(Int.random(in: 100_000...999_999)))", "in_t\(suffix)"])
+
+        func event(_ type: String, _ object: String) -> String {
+            #"{"id": "evt_\#(UUID().uuidString)", "type": "\#(type)", "data": {"object": \#(object)}}"#
+        }
+        let attached = event(
+            "payment_method.attached",
+            #"{"id": "\#(card)", "object": "payment_method", "type": "card", "customer": "\#(customer)", "card": {"brand": "mastercard", "last4": "4444", "exp_month": 3, "exp_year": 2031}}"#)
+        let canceling = event(
+            "customer.subscription.updated",
+            #"{"id": "\#(stripeSubscription)", "object": "subscription", "status": "active", "cancel_at_period_end": true}"#)
+        let failed = event("invoice.payment_failed", #"{"id": "in_t\#(suffix)", "object": "invoice"}"#)
+        let now = Int64(Date().timeIntervalSince1970)
+        try await app().test(.router) { client in
+            for body in [attached, canceling, failed] {
+                try await client.execute(uri: "/v1/stripe/webhook", method: .post, headers: signed(body, at: now), body: ByteBuffer(string: body)) { response in
+                    #expect(response.status == .ok)
+                }
+            }
+        }
+        try await waitUntil("the card is recorded") {
+            try await pool.query("SELECT count(*) FROM payment_methods WHERE provider_id = $1", [card])[0].decode(0, as: Int.self) == 1
+        }
+        let stored = try await pool.query("SELECT tenant_id, brand, last4::text, exp_month::int, exp_year::int FROM payment_methods WHERE provider_id = $1", [card])[0]
+        #expect(try stored.decode(0, as: UUID.self) == tenant)
+        #expect(stored.text(1) == "mastercard")
+        #expect(stored.text(2) == "4444")
+        #expect(stored.text(3) == "3")
+        #expect(stored.text(4) == "2031")
+        try await waitUntil("the subscription ends") {
+            try await pool.query("SELECT ends_at IS NOT NULL FROM subscriptions WHERE id = $1", [subscription])[0].decode(0, as: Bool.self)
+        }
+        // At the end of our period containing now (periods run from the 1st, monthly).
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let month = calendar.date(from: calendar.dateComponents([.year, .month], from: Date()))!
+        let endsAt = try await pool.query("SELECT ends_at FROM subscriptions WHERE id = $1", [subscription])[0].decode(0, as: Date.self)
+        #expect(endsAt == calendar.date(byAdding: .month, value: 1, to: month))
+        try await waitUntil("invoice.payment_failed is in the outbox") {
+            try await pool.query(
+                "SELECT count(*) FROM outbox WHERE routing_key = 'invoice.payment_failed' AND body ->> 'invoice_id' = $1",
+                [invoice.uuidString.lowercased()])[0].decode(0, as: Int.self) == 1
+        }
+
+        let detached = event("payment_method.detached", #"{"id": "\#(card)", "object": "payment_method", "type": "card", "customer": null}"#)
+        try await app().test(.router) { client in
+            try await client.execute(
+                uri: "/v1/stripe/webhook", method: .post, headers: signed(detached, at: now), body: ByteBuffer(string: detached)
+            ) { response in
+                #expect(response.status == .ok)
+            }
+        }
+        try await waitUntil("the card is removed") {
+            try await pool.query("SELECT count(*) FROM payment_methods WHERE provider_id = $1", [card])[0].decode(0, as: Int.self) == 0
+        }
+        await pool.close()
+    }
+
+    /// Polls until `condition` holds; a guard against hanging, not a performance bound.
+    func waitUntil(_ what: String, _ condition: () async throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < deadline {
+            if try await condition() { return }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        Issue.record("gave up waiting for \(what)")
+    }
 }
