@@ -85,3 +85,14 @@ public enum Rounding {
         halfUp(Int128(amount.value) * Int128(basisPoints), dividedBy: 10_000)
     }
 }
+
+/// A rate in basis points (725 = 7.25 %), as people read it.
+public enum BasisPoints {
+    /// "7.25%", "7.5%", "7%", "0.05%": no trailing zeros.
+    public static func percentText(_ basisPoints: Int) -> String {
+        var fraction = String(basisPoints % 100)
+        if fraction.count < 2 { fraction = "0" + fraction }
+        while fraction.hasSuffix("0") { fraction.removeLast() }
+        return "\(basisPoints / 100)" + (fraction.isEmpty ? "" : "." + fraction) + "%"
+    }
+}

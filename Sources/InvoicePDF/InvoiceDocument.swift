@@ -1,3 +1,4 @@
+import BillingEngine
 import CCairo
 import Foundation
 import Invoicing
@@ -55,14 +56,16 @@ public struct InvoiceDocument: Sendable {
     static let margin = 56.0
 
     private func draw(on page: inout Page) {
-        page.text("INVOICE", x: Self.margin, size: 22, bold: true)
+        page.text(invoice.kind == "adjustment" ? "ADJUSTMENT INVOICE" : "INVOICE", x: Self.margin, size: 22, bold: true)
         page.text(invoice.number, x: Self.width - Self.margin, size: 14, bold: true, alignRight: true)
         page.advance(28)
         page.text("From: \(seller.name) <\(seller.email)>", x: Self.margin, size: 10)
         page.text("Issued \(Self.day(invoice.issuedAt))", x: Self.width - Self.margin, size: 10, alignRight: true)
         page.advance(15)
         page.text("Bill to: \(customer.name) <\(customer.email)>", x: Self.margin, size: 10)
-        page.text("Period \(Self.day(invoice.periodStart)) – \(Self.day(invoice.periodEnd))", x: Self.width - Self.margin, size: 10, alignRight: true)
+        page.text(
+            "\(invoice.kind == "adjustment" ? "Late usage of" : "Period") \(Self.day(invoice.periodStart)) – \(Self.day(invoice.periodEnd))",
+            x: Self.width - Self.margin, size: 10, alignRight: true)
         page.advance(34)
         let columns = [Self.margin, 330.0, 420.0, Self.width - Self.margin]
         page.text("Description", x: columns[0], size: 10, bold: true)
@@ -121,11 +124,7 @@ public struct InvoiceDocument: Sendable {
     }
 
     /// Basis points as a percentage: 725 → "7.25%", 750 → "7.5%", 700 → "7%".
-    public static func percent(_ basisPoints: Int) -> String {
-        var fraction = String(format: "%02d", basisPoints % 100)
-        while fraction.hasSuffix("0") { fraction.removeLast() }
-        return "\(basisPoints / 100)" + (fraction.isEmpty ? "" : "." + fraction) + "%"
-    }
+    public static func percent(_ basisPoints: Int) -> String { BasisPoints.percentText(basisPoints) }
 
     static func day(_ date: Date) -> String {
         date.formatted(Date.ISO8601FormatStyle(timeZone: TimeZone(identifier: "UTC")!).year().month().day())

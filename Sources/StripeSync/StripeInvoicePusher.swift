@@ -1,3 +1,4 @@
+import BillingEngine
 import Foundation
 import Logging
 import PostgresClient
@@ -174,7 +175,7 @@ struct StripeInvoicePusher {
                 .compactMap { $0.metadata?["tally_line"] })
         var items = source.lines.map { (line: String($0.position), description: $0.description, amount: $0.amountCents) }
         if source.taxCents != 0 {
-            items.append((line: "tax", description: "Tax \(Self.percent(source.taxRateBps))", amount: source.taxCents))
+            items.append((line: "tax", description: "Tax \(BasisPoints.percentText(source.taxRateBps))", amount: source.taxCents))
         }
         for item in items where !existing.contains(item.line) {
             var form = [
@@ -206,11 +207,5 @@ struct StripeInvoicePusher {
 
     private func record(invoice: String, of source: Source) async throws {
         try await connection.query("UPDATE invoices SET stripe_invoice_id = $2 WHERE id = $1", [source.invoiceID, invoice])
-    }
-
-    static func percent(_ bps: Int) -> String {
-        let whole = bps / 100, fraction = bps % 100
-        if fraction == 0 { return "\(whole)%" }
-        return fraction % 10 == 0 ? "\(whole).\(fraction / 10)%" : "\(whole).\(fraction < 10 ? "0" : "")\(fraction)%"
     }
 }

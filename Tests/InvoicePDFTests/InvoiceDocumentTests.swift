@@ -49,4 +49,24 @@ struct InvoiceDocumentTests {
             #expect(text.contains(expected), "missing \(expected) in:\n\(text)")
         }
     }
+
+    @Test("an adjustment invoice says so, and which period's late usage it bills")
+    func adjustmentTitle() throws {
+        let adjustment = InvoiceView(
+            id: UUID(), number: "INV-2026-000043", status: "open", kind: "adjustment", tenantID: UUID(), subscriptionID: UUID(),
+            currency: "usd", periodStart: Date(timeIntervalSince1970: 1_790_000_000), periodEnd: Date(timeIntervalSince1970: 1_792_592_000),
+            subtotalCents: 10_000, taxRateBps: 0, taxCents: 0, totalCents: 10_000, issuedAt: Date(timeIntervalSince1970: 1_792_600_000),
+            lines: [.init(kind: "adjustment", metric: "estimates", description: "estimates: late usage", quantity: "70", unitPriceCents: "500", amountCents: 10_000)])
+        let bytes = try InvoiceDocument(
+            invoice: adjustment, seller: .init(name: "Tally Billing", email: "billing@tally.localhost"),
+            customer: .init(name: "Acme Estimating", email: "ap@acme.test")
+        ).render()
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("invoice-\(UUID()).pdf").path
+        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let text = try TestEnvironment.output(of: "/usr/bin/pdftotext", ["-layout", path, "-"])
+        #expect(text.contains("ADJUSTMENT INVOICE"))
+        #expect(text.contains("Late usage of 2026-09-21 – 2026-10-21"))
+        #expect(text.contains("$100.00"))
+    }
 }

@@ -120,10 +120,6 @@ struct StripePushTests {
     func formEncoding() {
         #expect(StripeAPI.formEncode([("metadata[tally_invoice_id]", "a b&c"), ("description", "Tax 7.25% — café")])
             == "metadata%5Btally_invoice_id%5D=a%20b%26c&description=Tax%207.25%25%20%E2%80%94%20caf%C3%A9")
-        #expect(StripeInvoicePusher.percent(725) == "7.25%")
-        #expect(StripeInvoicePusher.percent(700) == "7%")
-        #expect(StripeInvoicePusher.percent(750) == "7.5%")
-        #expect(StripeInvoicePusher.percent(5) == "0.05%")
     }
 
     /// The tenant's one invoice once synced (after `attempts` pushes in all).
