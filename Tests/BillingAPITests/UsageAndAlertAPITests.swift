@@ -29,6 +29,18 @@ struct UsageAndAlertAPITests: BillingAPITestCase {
         }
     }
 
+    /// A monthly starter subscription from Nov 1, 2026, written as the subscriptions API would.
+    func subscribeToStarter(_ tenant: String, pool: PostgresPool) async throws {
+        let subscription = try await pool.query(
+            "INSERT INTO subscriptions (tenant_id, started_at, anchor) VALUES ($1, '2026-11-01T00:00:00Z', '2026-11-01T00:00:00Z') RETURNING id",
+            [UUID(uuidString: tenant)!])[0].decode(0, as: UUID.self)
+        try await pool.query(
+            """
+            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
+            VALUES ($1, 'starter', '2026-11-01T00:00:00Z', 'start', '2026-11-01T00:00:00Z')
+            """, [subscription])
+    }
+
     @Test("usage over [from, to) with the plan's quota; a tenant key sees only its own usage")
     func usageRead() async throws {
         let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
@@ -45,14 +57,7 @@ struct UsageAndAlertAPITests: BillingAPITestCase {
                   ($1, 'api_calls', '2026-11-20T10:00:00Z', 3.5, 2, 2.5), ($1, 'api_calls', '2026-11-20T11:00:00Z', 4, 1, 4)
                 """.replacingOccurrences(of: "$1", with: "'\(tenant.id)'")
             try await pool.withConnection { try await $0.executeScript(script) }
-            let subscription = try await pool.query(
-                "INSERT INTO subscriptions (tenant_id, started_at, anchor) VALUES ($1, '2026-11-01T00:00:00Z', '2026-11-01T00:00:00Z') RETURNING id",
-                [UUID(uuidString: tenant.id)!])[0].decode(0, as: UUID.self)
-            try await pool.query(
-                """
-                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
-                VALUES ($1, 'starter', '2026-11-01T00:00:00Z', 'start', '2026-11-01T00:00:00Z')
-                """, [subscription])
+            try await subscribeToStarter(tenant.id, pool: pool)
             let whole = "/v1/usage?tenant_id=\(tenant.id)&from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z"
             try await client.execute(uri: whole, method: .get, headers: bearer(tenant.key)) { response in
                 #expect(response.status == .ok)
@@ -104,14 +109,7 @@ struct UsageAndAlertAPITests: BillingAPITestCase {
                   ($1, 'api_calls', '2026-11-20T10:00:00Z', 1500, 2, 1000)
                 """.replacingOccurrences(of: "$1", with: "'\(tenant.id)'")
             try await pool.withConnection { try await $0.executeScript(script) }
-            let subscription = try await pool.query(
-                "INSERT INTO subscriptions (tenant_id, started_at, anchor) VALUES ($1, '2026-11-01T00:00:00Z', '2026-11-01T00:00:00Z') RETURNING id",
-                [UUID(uuidString: tenant.id)!])[0].decode(0, as: UUID.self)
-            try await pool.query(
-                """
-                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
-                VALUES ($1, 'starter', '2026-11-01T00:00:00Z', 'start', '2026-11-01T00:00:00Z')
-                """, [subscription])
+            try await subscribeToStarter(tenant.id, pool: pool)
             try await client.execute(uri: "/v1/invoices/upcoming?at=2026-11-25T00:00:00Z", method: .get, headers: bearer(tenant.key)) { response in
                 #expect(response.status == .ok)
                 let body = try json(response)
