@@ -76,9 +76,10 @@ struct StripeInvoicePusher {
         } else {
             let subscription = try await subscription(for: source, customer: customer)
             try await createItems(source, customer: customer, subscription: subscription)
+            // Stripe leaves pending items off a new invoice unless asked (API 2022-08-01 on).
             var form = [
                 ("customer", customer), ("description", source.description), ("metadata[tally_invoice_id]", source.key),
-                ("metadata[tally_number]", source.number),
+                ("metadata[tally_number]", source.number), ("pending_invoice_items_behavior", "include"),
             ]
             if let subscription { form.append(("subscription", subscription)) }
             invoice = try await api.post("/v1/invoices", form, idempotencyKey: "tally-invoice-\(source.key)")
@@ -100,7 +101,9 @@ struct StripeInvoicePusher {
         }
         if invoice.status == "draft" {
             do {
-                invoice = try await api.post("/v1/invoices/\(invoice.id)/finalize", [], idempotencyKey: "tally-finalize-\(source.key)")
+                // auto_advance: Stripe then collects the invoice (charges the default card).
+                invoice = try await api.post(
+                    "/v1/invoices/\(invoice.id)/finalize", [("auto_advance", "true")], idempotencyKey: "tally-finalize-\(source.key)")
             } catch let error as StripeAPIError where error.isUnknownRoute {
                 // An emulator without the endpoint (localstripe): the invoice stays a draft there.
                 logger.warning("the Stripe endpoint cannot finalize invoices; left as a draft", metadata: ["stripe.invoice": "\(invoice.id)"])

@@ -61,20 +61,24 @@ public struct StripeSync: Sendable {
                 try await connection.commit()
                 logger.info("invoice pushed to Stripe", metadata: ["stripe.invoice": "\(outcome.stripeInvoiceID)", "stripe.status": "\(outcome.stripeStatus)"])
                 return .synced(invoice: invoice, stripeInvoice: outcome.stripeInvoiceID)
-            } catch let error as StripeAPIError {
+            } catch {
+                // Any failure of the push (Stripe's answer, or a statement of ours) counts as
+                // an attempt, so one invoice that keeps failing cannot hold up the others.
                 await connection.rollback()
-                let final = attempts + 1 >= Self.maxAttempts || Self.isPermanent(error)
+                let stripeError = error as? StripeAPIError
+                let final = attempts + 1 >= Self.maxAttempts || stripeError.map(Self.isPermanent) == true
                 let delay = min(3600, 5 * Int(pow(3.0, Double(attempts))))
+                let message = stripeError?.description ?? String(describing: error)
                 try await connection.query(
                     """
                     UPDATE invoices SET stripe_attempts = stripe_attempts + 1, stripe_error = $2,
                            stripe_status = CASE WHEN $3 THEN 'failed' ELSE 'pending' END,
                            stripe_next_attempt_at = now() + make_interval(secs => $4)
                      WHERE id = $1
-                    """, [invoice, error.description, final, delay])
+                    """, [invoice, message, final, delay])
                 logger.error(
-                    "Stripe push failed", metadata: ["error": "\(error)", "attempt": "\(attempts + 1)", "final": "\(final)", "retry.in.s": "\(delay)"])
-                return .failed(invoice: invoice, error: error.description, final: final)
+                    "Stripe push failed", metadata: ["error": "\(message)", "attempt": "\(attempts + 1)", "final": "\(final)", "retry.in.s": "\(delay)"])
+                return .failed(invoice: invoice, error: message, final: final)
             }
         } catch {
             await connection.rollback()

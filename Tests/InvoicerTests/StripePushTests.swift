@@ -116,10 +116,58 @@ struct StripePushTests {
         await fixture.close()
     }
 
-    @Test("form encoding as Stripe reads it: nested keys, reserved and non-ASCII characters percent-encoded")
+    @Test("a push that fails is retried with its error recorded; a failed one is listed and made due again by `invoicer stripe retry`, and finds its Stripe invoice")
+    func failureAndRetry() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let email = "ap-\(UUID().uuidString.prefix(8).lowercased())@stripe.test"
+        let tenant = try await fixture.tenant(paymentProvider: "stripe", email: email)
+        let start = midnight(daysAgo: 70)
+        try await fixture.subscribe(tenant, plan: "starter", start: start)
+        try await fixture.bill(asOf: adding(months: 1, to: start).addingTimeInterval(7200), tenants: [tenant])
+        let invoice = try await syncedInvoice(of: tenant, fixture)
+        let stripeInvoice = try #require(invoice.stripe?.invoiceID)
+
+        // A Stripe invoice id that Stripe does not know: 404, retried later, the error kept.
+        try await fixture.database.query(
+            "UPDATE invoices SET stripe_status = 'pending', stripe_invoice_id = $2, stripe_next_attempt_at = now() WHERE id = $1",
+            [invoice.id, "in_missing\(UUID().uuidString.prefix(8))"])
+        try await fixture.waitUntil("the failed attempt is recorded") {
+            try await fixture.invoices(tenant).first?.stripe?.attempts == 2
+        }
+        let retrying = try #require(try await fixture.invoices(tenant).first?.stripe)
+        #expect(retrying.status == "pending")
+        #expect(retrying.error?.contains("404") == true)
+
+        // Out of attempts: `failed` until an operator retries it.
+        try await fixture.database.query(
+            "UPDATE invoices SET stripe_status = 'failed', stripe_invoice_id = NULL WHERE id = $1", [invoice.id])
+        let environment = ["DATABASE_URL": TestEnvironment.databaseURL, "AMQP_URL": TestEnvironment.amqpURL]
+        let listed = try TestEnvironment.run(InvoicingFixture.binary, ["stripe", "list", "--failed"], environment: environment)
+        #expect(listed.status == 0)
+        #expect(listed.output.contains(invoice.number))
+        let retried = try TestEnvironment.run(InvoicingFixture.binary, ["stripe", "retry", "--invoice", invoice.number], environment: environment)
+        #expect(retried.output.contains("1 invoice(s) due for Stripe again"), "\(retried.output)\(retried.errors)")
+        try await fixture.waitUntil("the invoice is in Stripe again") {
+            try await fixture.invoices(tenant).first?.stripe?.status == "synced"
+        }
+        #expect(try await fixture.invoices(tenant).first?.stripe?.invoiceID == stripeInvoice)
+        let customer = try #require(try await stripe.list("/v1/customers", ["email": email]).first?["id"] as? String)
+        #expect(try await ourInvoices(customer: customer).count == 1)
+        await fixture.close()
+    }
+
+    @Test("form encoding as Stripe reads it (nested keys, reserved and non-ASCII characters percent-encoded); which errors are worth retrying")
     func formEncoding() {
         #expect(StripeAPI.formEncode([("metadata[tally_invoice_id]", "a b&c"), ("description", "Tax 7.25% — café")])
             == "metadata%5Btally_invoice_id%5D=a%20b%26c&description=Tax%207.25%25%20%E2%80%94%20caf%C3%A9")
+        func error(_ status: Int, _ type: String? = nil) -> StripeAPIError {
+            StripeAPIError(status: status, type: type, code: nil, message: "", method: "POST", path: "/v1/invoices", isUnknownRoute: false)
+        }
+        // Retrying helps after an outage, a rate limit, a conflict or a missing object; not after a refusal.
+        #expect([0, 404, 409, 429, 500, 503].map { StripeSync.isPermanent(error($0)) } == [false, false, false, false, false, false])
+        #expect(StripeSync.isPermanent(error(400)))
+        #expect(StripeSync.isPermanent(error(402)))
+        #expect(StripeSync.isPermanent(error(200, "tally_total_mismatch")))
     }
 
     /// The tenant's one invoice once synced (after `attempts` pushes in all).
