@@ -163,7 +163,8 @@ struct StripeCommand: AsyncParsableCommand {
     static func pool() throws -> PostgresPool {
         var logger = Logger(label: "invoicer.stripe")
         logger.logLevel = .error
-        let configuration = try InvoicerConfiguration(reader: ConfigurationReader())
-        return PostgresPool(configuration: try PostgresConfiguration(url: configuration.databaseURL), size: 1, logger: logger)
+        // Only the database is needed here.
+        let url = try ConfigurationReader().string(.databaseURL)
+        return PostgresPool(configuration: try PostgresConfiguration(url: url), size: 1, logger: logger)
     }
 }
