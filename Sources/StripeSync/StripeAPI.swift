@@ -108,6 +108,11 @@ public struct StripeAPI: Sendable {
         }
     }
 
+    /// Any call, answer ignored but for errors (a DELETE).
+    func send(method: String, path: String) async throws -> Data {
+        try await send(method, path)
+    }
+
     private func send(
         _ method: String, _ path: String, query: [(String, String)] = [], form: [(String, String)] = [], idempotencyKey: String? = nil
     ) async throws -> Data {

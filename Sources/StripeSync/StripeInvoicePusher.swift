@@ -18,6 +18,10 @@ struct StripeInvoicePusher {
     let api: StripeAPI
     let connection: PostgresConnection
     let logger: Logger
+    /// Failed pushes of this invoice so far: part of every Idempotency-Key, so a retry
+    /// after a recorded failure may create again what was removed meanwhile, while a
+    /// retry after a crash (nothing recorded) repeats the same keys.
+    var attempt = 0
 
     struct Outcome: Sendable {
         let stripeInvoiceID: String
@@ -82,7 +86,7 @@ struct StripeInvoicePusher {
                 ("metadata[tally_number]", source.number), ("pending_invoice_items_behavior", "include"),
             ]
             if let subscription { form.append(("subscription", subscription)) }
-            invoice = try await api.post("/v1/invoices", form, idempotencyKey: "tally-invoice-\(source.key)")
+            invoice = try await api.post("/v1/invoices", form, idempotencyKey: "tally-invoice-\(source.key)-a\(attempt)")
             if invoice.metadata?["tally_invoice_id"] != source.key {
                 // Some servers (localstripe) drop metadata given at creation; the description
                 // still finds the invoice, and the metadata is set again here.
@@ -92,8 +96,9 @@ struct StripeInvoicePusher {
             }
         }
         try await record(invoice: invoice.id, of: source)
-        let expected = max(0, source.totalCents)
-        guard let total = invoice.total, Int64(total) == expected else {
+        // Stripe keeps a negative total (a credit); an emulator may show it as 0.
+        let expected = source.totalCents
+        guard let total = invoice.total, Int64(total) == expected || (expected < 0 && total == 0) else {
             throw StripeAPIError(
                 status: 200, type: "tally_total_mismatch", code: nil,
                 message: "Stripe invoice \(invoice.id) totals \(invoice.total.map(String.init) ?? "?") cents, ours \(expected): not finalized; "
@@ -170,12 +175,21 @@ struct StripeInvoicePusher {
         }
     }
 
-    /// One pending invoice item per line not yet in Stripe, then tax.
+    /// One pending invoice item per line not yet in Stripe, then tax. Pending items of
+    /// another of our invoices are what an interrupted push of that invoice left (pushes
+    /// of one customer take turns): the new invoice would take them in, so they are
+    /// deleted here and that push creates them again when it is retried.
     private func createItems(_ source: Source, customer: String, subscription: String?) async throws {
+        let pending = try await api.list("/v1/invoiceitems", [("customer", customer)]).filter { $0.invoice == nil }
+        for leftover in pending {
+            guard let owner = leftover.metadata?["tally_invoice_id"], owner != source.key else { continue }
+            logger.warning(
+                "removing a pending Stripe item an interrupted push of another invoice left",
+                metadata: ["stripe.item": "\(leftover.id)", "tally.invoice": "\(owner)"])
+            _ = try await api.send(method: "DELETE", path: "/v1/invoiceitems/\(leftover.id)")
+        }
         let existing = Set(
-            try await api.list("/v1/invoiceitems", [("customer", customer)])
-                .filter { $0.invoice == nil && $0.metadata?["tally_invoice_id"] == source.key }
-                .compactMap { $0.metadata?["tally_line"] })
+            pending.filter { $0.metadata?["tally_invoice_id"] == source.key }.compactMap { $0.metadata?["tally_line"] })
         var items = source.lines.map { (line: String($0.position), description: $0.description, amount: $0.amountCents) }
         if source.taxCents != 0 {
             items.append((line: "tax", description: "Tax \(BasisPoints.percentText(source.taxRateBps))", amount: source.taxCents))
@@ -186,7 +200,7 @@ struct StripeInvoicePusher {
                 ("metadata[tally_invoice_id]", source.key), ("metadata[tally_line]", item.line),
             ]
             if let subscription { form.append(("subscription", subscription)) }
-            _ = try await api.post("/v1/invoiceitems", form, idempotencyKey: "tally-item-\(source.key)-\(item.line)")
+            _ = try await api.post("/v1/invoiceitems", form, idempotencyKey: "tally-item-\(source.key)-\(item.line)-a\(attempt)")
         }
     }
 

@@ -51,7 +51,7 @@ public struct StripeSync: Sendable {
                     try await connection.commit()
                     return .idle
                 }
-                let outcome = try await StripeInvoicePusher(api: api, connection: connection, logger: logger).push(source)
+                let outcome = try await StripeInvoicePusher(api: api, connection: connection, logger: logger, attempt: attempts).push(source)
                 try await connection.query(
                     """
                     UPDATE invoices SET stripe_status = 'synced', stripe_invoice_id = $2, stripe_invoice_status = $3,
@@ -64,6 +64,8 @@ public struct StripeSync: Sendable {
             } catch {
                 // Any failure of the push (Stripe's answer, or a statement of ours) counts as
                 // an attempt, so one invoice that keeps failing cannot hold up the others.
+                // The row lock went with the rollback: another Invoicer may have pushed it
+                // since, and its outcome stands (the attempt count says whether it did).
                 await connection.rollback()
                 let stripeError = error as? StripeAPIError
                 let final = attempts + 1 >= Self.maxAttempts || stripeError.map(Self.isPermanent) == true
@@ -74,8 +76,8 @@ public struct StripeSync: Sendable {
                     UPDATE invoices SET stripe_attempts = stripe_attempts + 1, stripe_error = $2,
                            stripe_status = CASE WHEN $3 THEN 'failed' ELSE 'pending' END,
                            stripe_next_attempt_at = now() + make_interval(secs => $4)
-                     WHERE id = $1
-                    """, [invoice, message, final, delay])
+                     WHERE id = $1 AND stripe_status = 'pending' AND stripe_attempts = $5
+                    """, [invoice, message, final, delay, attempts])
                 logger.error(
                     "Stripe push failed", metadata: ["error": "\(message)", "attempt": "\(attempts + 1)", "final": "\(final)", "retry.in.s": "\(delay)"])
                 return .failed(invoice: invoice, error: message, final: final)

@@ -50,11 +50,22 @@ struct StripePushTests {
         let subscriptions = try await stripe.list("/v1/subscriptions", ["customer": customer, "status": "all"])
         #expect(subscriptions.count == 1)
 
+        // A pending item another invoice's interrupted push left must not end up on the next invoice.
+        let leftover = try await stripe.post(
+            "/v1/invoiceitems",
+            ["customer": customer, "amount": "777", "currency": "usd", "metadata[tally_invoice_id]": UUID().uuidString.lowercased(),
+             "metadata[tally_line]": "1"])
+
         // The next period reuses the customer and the subscription: one more invoice, nothing else.
         try await fixture.bill(asOf: adding(months: 2, to: start).addingTimeInterval(7200), tenants: [tenant])
         try await fixture.waitUntil("both invoices synced") {
             try await fixture.invoices(tenant).allSatisfy { $0.stripe?.status == "synced" }
         }
+        let second = try #require(try await fixture.invoices(tenant).first)
+        let secondPushed = try await stripe.send("GET", "/v1/invoices/\(try #require(second.stripe?.invoiceID))", [:])
+        #expect(secondPushed["total"] as? Int == Int(second.totalCents))
+        let pendingIDs = try await stripe.list("/v1/invoiceitems", ["customer": customer]).compactMap { $0["id"] as? String }
+        #expect(!pendingIDs.contains(try #require(leftover["id"] as? String)))
         #expect(try await stripe.list("/v1/customers", ["email": email]).count == 1)
         #expect(try await ourInvoices(customer: customer).count == 2)
         #expect(try await stripe.list("/v1/subscriptions", ["customer": customer, "status": "all"]).count == 1)
