@@ -100,6 +100,7 @@ struct TenantAPITests: BillingAPITestCase {
                 (#"{"name": "A", "billing_email": "not-an-email"}"#, "billing_email"),
                 (#"{"name": "A", "billing_email": "a@b.test", "tax_rate_bps": 10001}"#, "tax_rate_bps"),
                 (#"{"name": "A", "billing_email": "a@b.test", "tax_rate_bps": "7"}"#, "tax_rate_bps"),
+                (#"{"name": "A", "billing_email": "a@b.test", "payment_provider": "paypal"}"#, "payment_provider"),
                 (#"{"name": "#, "body"),
             ]
             for (body, field) in cases {
@@ -116,6 +117,44 @@ struct TenantAPITests: BillingAPITestCase {
                 #expect(response.status == .contentTooLarge)
             }
         }
+    }
+
+    @Test("payment_provider defaults to none and can be stripe; a tenant's cards are listed as brand and last4 to it alone")
+    func paymentProviderAndMethods() async throws {
+        let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
+        try await app().test(.router) { client in
+            let plain = try await createTenant(client)
+            try await client.execute(uri: "/v1/tenants/\(plain.id)", method: .get, headers: bearer(plain.key)) { response in
+                let json = try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [String: Any]
+                #expect(json?["payment_provider"] as? String == "none")
+            }
+            let body = #"{"name": "Carded", "billing_email": "ap@carded.test", "payment_provider": "stripe"}"#
+            let carded = try await client.execute(
+                uri: "/v1/tenants", method: .post, headers: bearer(adminToken), body: ByteBuffer(string: body)
+            ) { response in
+                let json = try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [String: Any]
+                #expect(json?["payment_provider"] as? String == "stripe")
+                return (id: try #require(json?["id"] as? String), key: try #require(json?["api_key"] as? String))
+            }
+            let card = "pm_api\(UUID().uuidString.prefix(8))"
+            try await pool.query(
+                "INSERT INTO payment_methods (tenant_id, provider_id, brand, last4, exp_month, exp_year) VALUES ($1, $2, 'visa', '4242', 12, 2030)",
+                [UUID(uuidString: carded.id)!, card])
+            try await client.execute(uri: "/v1/tenants/\(carded.id)/payment-methods", method: .get, headers: bearer(carded.key)) { response in
+                #expect(response.status == .ok)
+                let json = try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [String: Any]
+                let methods = try #require(json?["data"] as? [[String: Any]])
+                #expect(methods.count == 1)
+                #expect(methods.first?["provider_id"] as? String == card)
+                #expect(methods.first?["brand"] as? String == "visa")
+                #expect(methods.first?["last4"] as? String == "4242")
+                #expect(methods.first?["exp_month"] as? Int == 12)
+            }
+            try await client.execute(uri: "/v1/tenants/\(carded.id)/payment-methods", method: .get, headers: bearer(plain.key)) { response in
+                #expect(response.status == .notFound)
+            }
+        }
+        await pool.close()
     }
 
     @Test("key rotation: a new key works, the old one until revoked, then 401")
