@@ -45,17 +45,17 @@ public enum StripeEventApplier {
             case "customer.subscription.deleted", "customer.subscription.updated":
                 try applySubscriptionEvent(id, now: now, on: connection)
             case "payment_method.attached", "payment_method.updated", "payment_method.automatically_updated":
-                try connection.query(
+                if let card = try connection.query(
                     """
-                    INSERT INTO payment_methods (tenant_id, provider, provider_id, brand, last4, exp_month, exp_year)
-                    SELECT t.id, 'stripe', o ->> 'id', o #>> '{card,brand}', o #>> '{card,last4}',
-                           (o #>> '{card,exp_month}')::int, (o #>> '{card,exp_year}')::int
+                    SELECT t.id, o ->> 'id', o #>> '{card,brand}', o #>> '{card,last4}', o #>> '{card,exp_month}', o #>> '{card,exp_year}'
                       FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
                       JOIN tenants t ON t.stripe_customer_id = o ->> 'customer'
                      WHERE e.event_id = $1 AND o ->> 'type' = 'card'
-                    ON CONFLICT (provider_id) DO UPDATE SET brand = excluded.brand, last4 = excluded.last4,
-                        exp_month = excluded.exp_month, exp_year = excluded.exp_year, updated_at = now()
-                    """, [id])
+                    """, [id]).first, let providerID = card.text(1) {
+                    try PaymentMethodRecords.upsertStripeCard(
+                        tenant: try card.decode(0), providerID: providerID, brand: card.text(2), last4: card.text(3),
+                        expMonth: card.text(4).flatMap { Int($0) }, expYear: card.text(5).flatMap { Int($0) }, on: connection)
+                }
             case "payment_method.detached":
                 try connection.query(
                     """

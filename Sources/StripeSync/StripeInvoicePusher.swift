@@ -2,6 +2,7 @@ import BillingEngine
 import Foundation
 import Logging
 import PostgresClient
+import TallyStore
 
 /// Pushes one issued invoice to Stripe: the tenant's customer, a $0 subscription that
 /// ties Stripe's subscription events to ours, one invoice item per line (tax included
@@ -208,14 +209,11 @@ struct StripeInvoicePusher {
     private func syncPaymentMethods(tenant: UUID, customer: String) async throws {
         let cards = try await api.list("/v1/payment_methods", [("customer", customer), ("type", "card")])
         for card in cards {
-            try await connection.query(
-                """
-                INSERT INTO payment_methods (tenant_id, provider, provider_id, brand, last4, exp_month, exp_year)
-                VALUES ($1, 'stripe', $2, $3, $4, $5::int, $6::int)
-                ON CONFLICT (provider_id) DO UPDATE SET brand = excluded.brand, last4 = excluded.last4,
-                    exp_month = excluded.exp_month, exp_year = excluded.exp_year, updated_at = now()
-                """,
-                [tenant, card.id, card.card?.brand, card.card?.last4, card.card?.expMonth, card.card?.expYear])
+            try await connection.withIsolation { connection in
+                try PaymentMethodRecords.upsertStripeCard(
+                    tenant: tenant, providerID: card.id, brand: card.card?.brand, last4: card.card?.last4, expMonth: card.card?.expMonth,
+                    expYear: card.card?.expYear, on: connection)
+            }
         }
         try await connection.query(
             "DELETE FROM payment_methods WHERE tenant_id = $1 AND provider = 'stripe' AND NOT provider_id = ANY($2::text[])",
