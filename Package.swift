@@ -86,7 +86,7 @@ let package = Package(
         .target(name: "TallyMessaging", dependencies: ["RabbitMQClient", log], swiftSettings: swiftSettings),
         .target(
             name: "TallyRuntime",
-            dependencies: ["RabbitMQClient", "PostgresClient", "TallyStore", "TallyMessaging", log, argumentParser],
+            dependencies: ["RabbitMQClient", "PostgresClient", "TallyStore", "TallyMessaging", log, argumentParser, lifecycle],
             swiftSettings: swiftSettings
         ),
 
@@ -130,12 +130,28 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .executableTarget(name: "Notifier", dependencies: ["TallyRuntime", argumentParser, log], swiftSettings: swiftSettings),
+        // Who is told about a billing event, and how: emails, signed webhooks, their records.
+        .target(
+            name: "Notifications",
+            dependencies: [
+                "TallyMessaging", "TallyStore", "PostgresClient", "CurlClient", "InvoicePDF", "Invoicing", "BlockingIO", crypto,
+            ],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "Notifier",
+            dependencies: [
+                "TallyRuntime", "Notifications", "TallyMessaging", "TallyStore", "TallyHTTP", "PostgresClient", "RabbitMQClient", "CurlClient",
+                "InvoicePDF", "Invoicing", argumentParser, log, hummingbird, nioCore, lifecycle,
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "BillingAPI",
             dependencies: [
                 "TallyRuntime", "TallyStore", "TallyHTTP", "PostgresClient", "BillingEngine", "Invoicing", "InvoicePDF", "UsageEvents",
-                argumentParser, log, hummingbird, nioCore, crypto,
+                "Notifications", "TallyMessaging", argumentParser, log, hummingbird, nioCore, crypto,
             ],
             swiftSettings: swiftSettings
         ),
@@ -153,6 +169,7 @@ let package = Package(
         // Tests. Integration targets talk to the real servers that ops/local.sh starts.
         .target(name: "TallyTestSupport", path: "Tests/TallyTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "TallyRuntimeTests", dependencies: ["TallyRuntime"], swiftSettings: swiftSettings),
+        .testTarget(name: "TallyMessagingTests", dependencies: ["TallyMessaging", "TallyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "UsageEventsTests", dependencies: ["UsageEvents", "TallyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "DiskSpoolTests", dependencies: ["DiskSpool", "TallyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
@@ -186,6 +203,14 @@ let package = Package(
             dependencies: [
                 "Invoicing", "TallyTestSupport", "PostgresClient", "RabbitMQClient", "TallyMessaging", "UsageEvents", "BillingEngine",
                 "CurlClient", "StripeSync",
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "NotifierTests",
+            dependencies: [
+                "Notifier", "Notifications", "Invoicing", "TallyMessaging", "TallyStore", "TallyTestSupport", "PostgresClient", "RabbitMQClient",
+                "CurlClient", hummingbird, httpTypes, crypto,
             ],
             swiftSettings: swiftSettings
         ),

@@ -42,6 +42,7 @@ SMTP_PORT=$((26025 + OFFSET))
 INGEST_PORT=$((28080 + OFFSET))
 API_PORT=$((28081 + OFFSET))
 AGGREGATOR_PORT=$((28082 + OFFSET))
+NOTIFIER_PORT=$((28083 + OFFSET))
 STRIPE_PORT=$((28420 + OFFSET))
 
 PG_BIN=/usr/lib/postgresql/15/bin
@@ -272,6 +273,7 @@ SMTP_URL=smtp://127.0.0.1:$SMTP_PORT
 TALLY_INGEST_URL=http://127.0.0.1:$INGEST_PORT
 TALLY_API_URL=http://127.0.0.1:$API_PORT
 TALLY_AGGREGATOR_URL=http://127.0.0.1:$AGGREGATOR_PORT
+TALLY_NOTIFIER_URL=http://127.0.0.1:$NOTIFIER_PORT
 BILLING_ADMIN_TOKEN=$(admin_token)
 FINANCE_EMAIL=finance@tally.localhost
 MAIL_SINK_DIR=$LOCAL/mail
@@ -282,6 +284,7 @@ STRIPE_API_KEY=sk_test_tally_local
 STRIPE_API_BASE=http://127.0.0.1:$STRIPE_PORT
 STRIPE_WEBHOOK_SECRET=$(local_secret stripe-webhook-secret whsec_)
 TALLY_DEFAULT_PAYMENT_PROVIDER=none
+TALLY_WEBHOOK_ALLOW_PRIVATE=1
 ENV
   chmod 600 "$LOCAL/env"
 }
@@ -325,9 +328,11 @@ start_tally() {
     start_tally_process producer "$(tally_bin producer)" serve --host 127.0.0.1 --port $INGEST_PORT
   AGGREGATOR_PORT=$AGGREGATOR_PORT start_tally_process aggregator "$(tally_bin aggregator)" run
   start_tally_process invoicer "$(tally_bin invoicer)" run
+  NOTIFIER_PORT=$NOTIFIER_PORT start_tally_process notifier "$(tally_bin notifier)" run
   wait_for "billing-api" 60 "$LOGS/billing-api.log" curl -fsS "http://127.0.0.1:$API_PORT/healthz"
   wait_for "aggregator" 60 "$LOGS/aggregator.log" curl -fsS "http://127.0.0.1:$AGGREGATOR_PORT/healthz"
   wait_for "producer" 60 "$LOGS/producer.log" curl -fsS "http://127.0.0.1:$INGEST_PORT/healthz"
+  wait_for "notifier" 60 "$LOGS/notifier.log" curl -fsS "http://127.0.0.1:$NOTIFIER_PORT/healthz"
 }
 
 TALLY_PROCESSES=(billing-api notifier invoicer aggregator producer)

@@ -7,8 +7,13 @@ struct AggregatorConfiguration: Sendable {
     var databaseURL: String
     var host = "127.0.0.1"
     var port = 9091
-    var consumers = 2
-    var settings = ConsumerSettings()
+    /// The shared worker loop's settings: batches of up to `prefetch` messages.
+    var worker: QueueWorkerSettings = {
+        var settings = QueueWorkerSettings(name: "aggregator", queue: QueueName.aggregatorUsage)
+        settings.prefetch = 40
+        settings.maxBatch = 40
+        return settings
+    }()
 
     static let host = ConfigurationKey("AGGREGATOR_HOST", summary: "address of /metrics and /healthz", default: "127.0.0.1")
     static let port = ConfigurationKey("AGGREGATOR_PORT", summary: "TCP port of /metrics and /healthz (0: any free port)", default: "9091")
@@ -39,10 +44,11 @@ struct AggregatorConfiguration: Sendable {
         self.init(amqpURL: try reader.string(.amqpURL), databaseURL: try reader.string(.databaseURL))
         host = try reader.string(Self.host)
         port = try reader.int(Self.port, in: 0...65535)
-        consumers = try reader.int(Self.consumers, in: 1...64)
-        settings.queue = try reader.string(Self.queue)
-        settings.prefetch = UInt16(try reader.int(Self.prefetch, in: 1...2000))
-        settings.batchBytes = try reader.int(Self.batchBytes, in: 1024...(256 << 20))
-        settings.linger = .milliseconds(try reader.int(Self.lingerMilliseconds, in: 0...60_000))
+        worker.consumers = try reader.int(Self.consumers, in: 1...64)
+        worker.queue = try reader.string(Self.queue)
+        worker.prefetch = UInt16(try reader.int(Self.prefetch, in: 1...2000))
+        worker.maxBatch = Int(worker.prefetch)
+        worker.batchBytes = try reader.int(Self.batchBytes, in: 1024...(256 << 20))
+        worker.linger = .milliseconds(try reader.int(Self.lingerMilliseconds, in: 0...60_000))
     }
 }

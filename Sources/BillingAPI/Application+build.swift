@@ -3,6 +3,7 @@ import Hummingbird
 import InvoicePDF
 import Invoicing
 import Logging
+import Notifications
 import PostgresClient
 import TallyHTTP
 import TallyStore
@@ -39,6 +40,9 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) -> 
         .register(on: router)
     UsageRoutes(pool: pool).register(on: router)
     AlertRoutes(store: AlertStore(pool: pool)).register(on: router)
+    WebhookEndpointRoutes(
+        store: WebhookEndpointStore(pool: pool), addresses: WebhookAddressPolicy(allowPrivate: configuration.allowPrivateWebhooks)
+    ).register(on: router)
     SubscriptionRoutes(store: SubscriptionStore(pool: pool), clock: { Date() }).register(on: router)
     StripeWebhookRoutes(
         pool: pool, signature: configuration.stripeWebhookSecret.map { StripeWebhookSignature(secret: $0) }, clock: { Date() }

@@ -16,6 +16,7 @@ struct BillingAPIConfiguration: Sendable {
     var sellerEmail = "billing@tally.localhost"
     var stripeWebhookSecret: String?
     var defaultPaymentProvider: PaymentProvider = .none
+    var allowPrivateWebhooks = false
 
     static let host = ConfigurationKey("BILLING_API_HOST", summary: "address to listen on", default: "127.0.0.1")
     static let port = ConfigurationKey("BILLING_API_PORT", summary: "TCP port to listen on", default: "8081")
@@ -35,9 +36,10 @@ struct BillingAPIConfiguration: Sendable {
         "STRIPE_WEBHOOK_SECRET", summary: "signing secret of the Stripe webhook endpoint (whsec_…); unset: Stripe is off",
         isSecret: true, isOptional: true)
 
+
     static let keys: [ConfigurationKey] = [
         host, port, .databaseURL, adminToken, poolSize, grace, sellerName, sellerEmail, stripeWebhookSecret, .stripeAPIKey,
-        .defaultPaymentProvider, .migrationsDirectory,
+        .defaultPaymentProvider, .webhookAllowPrivate, .migrationsDirectory,
         .logLevel, .logFormat,
     ]
 
@@ -55,6 +57,7 @@ struct BillingAPIConfiguration: Sendable {
         sellerName = try reader.string(Self.sellerName)
         sellerEmail = try reader.string(Self.sellerEmail)
         stripeWebhookSecret = reader.optionalString(Self.stripeWebhookSecret)
+        allowPrivateWebhooks = try reader.choice(.webhookAllowPrivate, among: ["0", "1"]) == "1"
         if reader.optionalString(.defaultPaymentProvider) != nil {
             defaultPaymentProvider = PaymentProvider(rawValue: try reader.choice(.defaultPaymentProvider, among: ["stripe", "none"])) ?? .none
         } else {

@@ -34,6 +34,9 @@ extension HTTPClient {
         /// Time allowed for the whole exchange, connecting included.
         public var timeout: Duration
         public var followsRedirects: Bool
+        /// `host:port:address[,address]` entries: connect to these addresses for that host
+        /// instead of resolving it again (a webhook goes where its URL was checked to go).
+        public var pinnedAddresses: [String] = []
 
         /// A request with the defaults: GET, no body, 10 s to connect, 30 s in all, no redirects followed.
         public init(

@@ -79,6 +79,7 @@ public actor HTTPClient {
             try handle.set(CURLOPT_MAXREDIRS, 5)
             try handle.set(CURLOPT_REDIR_PROTOCOLS_STR, "http,https")
         }
+        if !request.pinnedAddresses.isEmpty { try handle.set(CURLOPT_RESOLVE, list: request.pinnedAddresses) }
         try configureMethod(request.method, body: body)
         try handle.set(CURLOPT_HTTPHEADER, list: request.headers.curlLines(hasBody: body != nil))
     }

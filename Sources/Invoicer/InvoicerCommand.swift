@@ -35,7 +35,7 @@ struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
             let configuration = try InvoicerConfiguration(reader: reader)
             let group = ServiceGroup(
                 configuration: .init(
-                    services: [InvoicerService(configuration: configuration, logger: logger)], gracefulShutdownSignals: [.sigterm, .sigint],
+                    services: try InvoicerServices.make(configuration, logger: logger), gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger))
             try await group.run()
         }

@@ -2,6 +2,7 @@ import BillingEngine
 import Foundation
 import PostgresClient
 import TallyMessaging
+import TallyRuntime
 import TallyStore
 
 /// Finds every (subscription, period) due at `as_of` — period end + grace ≤ as_of, not
@@ -70,24 +71,20 @@ public enum BillingRunPlanner {
             try connection.query("UPDATE billing_runs SET status = 'completed', completed_at = now() WHERE id = $1", [runID])
             return Plan(runID: runID, due: 0)
         }
-        let arrays: [any PostgresEncodable] = [
-            runID, "{" + ids.joined(separator: ",") + "}", "{" + indexes.joined(separator: ",") + "}",
-            "{" + starts.joined(separator: ",") + "}", ExchangeName.commands, RoutingKey.invoiceGenerate,
-            "{" + kinds.joined(separator: ",") + "}",
-        ]
         try connection.query(
             """
-            WITH items AS (
-                INSERT INTO billing_run_items (billing_run_id, subscription_id, period_index, period_start, kind)
-                SELECT $1, s, i, p, k FROM unnest($2::uuid[], $3::bigint[], $4::timestamptz[], $7::text[]) AS u (s, i, p, k)
-                RETURNING subscription_id, period_index, kind
-            )
-            INSERT INTO outbox (exchange, routing_key, message_id, body)
-            SELECT $5, $6, 'invoice.generate:' || $1 || ':' || subscription_id || ':' || period_index,
-                   jsonb_build_object('billing_run_id', $1, 'subscription_id', subscription_id, 'period_index', period_index)
-                   || CASE WHEN kind = 'adjustment' THEN '{"kind": "adjustment"}'::jsonb ELSE '{}'::jsonb END
-              FROM items
-            """, arrays)
+            INSERT INTO billing_run_items (billing_run_id, subscription_id, period_index, period_start, kind)
+            SELECT $1, s, i, p, k FROM unnest($2::uuid[], $3::bigint[], $4::timestamptz[], $5::text[]) AS u (s, i, p, k)
+            """,
+            [
+                runID, PostgresTextArray(ids), PostgresTextArray(indexes), PostgresTextArray(starts), PostgresTextArray(kinds),
+            ])
+        let commands = zip(zip(ids, indexes), kinds).compactMap { item, kind -> InvoiceGenerateCommand? in
+            guard let subscription = UUID(uuidString: item.0), let index = Int64(item.1) else { return nil }
+            return InvoiceGenerateCommand(
+                billingRunID: runID, subscriptionID: subscription, periodIndex: index, kind: kind == "adjustment" ? kind : nil)
+        }
+        try Outbox.enqueue(commands, on: connection)
         return Plan(runID: runID, due: ids.count)
     }
 }

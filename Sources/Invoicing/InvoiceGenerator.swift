@@ -21,7 +21,7 @@ public enum InvoiceGenerator {
         case skipped(reason: String)
     }
 
-    public static func generate(_ command: InvoiceCommand, on connection: isolated PostgresConnection) throws -> Outcome {
+    public static func generate(_ command: InvoiceGenerateCommand, on connection: isolated PostgresConnection) throws -> Outcome {
         guard let run = try connection.query("SELECT as_of FROM billing_runs WHERE id = $1", [command.billingRunID]).first else {
             throw InvoicingError("billing run \(command.billingRunID) does not exist")
         }
@@ -85,7 +85,7 @@ public enum InvoiceGenerator {
     /// (SPEC §2 step 3). Exactly once per run item; and as the snapshots it writes make
     /// the late usage billed, a second run finds nothing left and skips.
     static func generateAdjustment(
-        _ command: InvoiceCommand, of stored: StoredSubscription, tenant: TenantTerms, asOf: Date,
+        _ command: InvoiceGenerateCommand, of stored: StoredSubscription, tenant: TenantTerms, asOf: Date,
         on connection: isolated PostgresConnection
     ) throws -> Outcome {
         if let existing = try connection.query(
@@ -117,25 +117,26 @@ public enum InvoiceGenerator {
     /// Inserts the invoice and its lines with the next number, marks the run item and
     /// writes `invoice.finalized` to the outbox.
     private static func issue(
-        _ draft: InvoiceDraft, kind: String, command: InvoiceCommand, tenant: TenantTerms, asOf: Date, planSlugs: [String?],
+        _ draft: InvoiceDraft, kind: String, command: InvoiceGenerateCommand, tenant: TenantTerms, asOf: Date, planSlugs: [String?],
         on connection: isolated PostgresConnection
     ) throws -> (invoiceID: UUID, number: String) {
         // The number is allocated once everything else is computed: the counter row is
         // held from here to the commit, a few inserts later.
         let number = try allocateNumber(year: Calendar.utc.component(.year, from: asOf), on: connection)
         let invoiceID = UUID()
-        try connection.query(
+        let issuedAt = try connection.query(
             """
             INSERT INTO invoices (id, tenant_id, subscription_id, billing_run_id, kind, number, currency, period_start, period_end,
                                   subtotal_cents, tax_rate_bps, tax_cents, total_cents, issued_at, as_of, stripe_status, stripe_next_attempt_at)
             VALUES ($1, $2, $3, $4, $15, $13, $5, $6, $7, $8, $9, $10, $11, now(), $12,
                     CASE WHEN $14 = 'stripe' THEN 'pending' END, CASE WHEN $14 = 'stripe' THEN now() END)
+            RETURNING issued_at
             """,
             [
                 invoiceID, tenant.id, command.subscriptionID, command.billingRunID, tenant.currency, draft.period.start.date,
                 draft.period.end.date, draft.subtotal.value, draft.taxBasisPoints, draft.tax.value, draft.total.value, asOf, number,
                 tenant.paymentProvider, kind,
-            ])
+            ])[0].decode(0, as: Date.self)
         for (position, line) in draft.lines.enumerated() {
             try connection.query(
                 """
@@ -149,13 +150,13 @@ public enum InvoiceGenerator {
                 ])
         }
         try markItem(command, invoice: invoiceID, on: connection)
-        let body = """
-            {"type": "invoice.finalized", "invoice_id": "\(invoiceID.uuidString.lowercased())", "number": "\(number)", \
-            "kind": "\(kind)", "tenant_id": "\(tenant.id.uuidString.lowercased())", "total_cents": \(draft.total.value)}
-            """
         try Outbox.enqueue(
-            exchange: ExchangeName.billingEvents, routingKey: "invoice.finalized", messageID: "invoice.finalized:\(invoiceID.uuidString.lowercased())",
-            body: body, on: connection)
+            .invoiceFinalized(
+                .init(
+                    tenantID: tenant.id, occurredAt: issuedAt, invoiceID: invoiceID, number: number, kind: kind, currency: tenant.currency,
+                    periodStart: draft.period.start.date, periodEnd: draft.period.end.date, subtotalCents: draft.subtotal.value,
+                    taxCents: draft.tax.value, totalCents: draft.total.value, dueAt: nil)),
+            on: connection)
         return (invoiceID, number)
     }
 
@@ -213,7 +214,7 @@ public enum InvoiceGenerator {
     }
 
     private static func markItem(
-        _ command: InvoiceCommand, invoice: UUID? = nil, status: String = "issued", error: String? = nil,
+        _ command: InvoiceGenerateCommand, invoice: UUID? = nil, status: String = "issued", error: String? = nil,
         on connection: isolated PostgresConnection
     ) throws {
         try connection.query(

@@ -122,7 +122,8 @@ public struct InvoiceStore: Sendable {
         }
     }
 
-    static func load(_ condition: String, _ parameters: [any PostgresEncodable], on connection: isolated PostgresConnection) throws -> [InvoiceView] {
+    /// Invoices matching `condition` (SQL over `invoices`, with `$n` parameters), with their lines.
+    public static func load(_ condition: String, _ parameters: [any PostgresEncodable], on connection: isolated PostgresConnection) throws -> [InvoiceView] {
         var invoices = try connection.query(
             """
             SELECT id, number, status, kind, tenant_id, subscription_id, currency, period_start, period_end, subtotal_cents,

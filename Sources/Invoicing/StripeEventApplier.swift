@@ -31,16 +31,8 @@ public enum StripeEventApplier {
                             OR invoices.id::text = e.payload #>> '{data,object,metadata,tally_invoice_id}')
                     """, [id])
             case "invoice.payment_failed":
-                if let row = try connection.query(
-                    """
-                    SELECT i.id, i.number, i.tenant_id FROM invoices i, stripe_webhook_events e
-                     WHERE e.event_id = $1 AND (i.stripe_invoice_id = e.payload #>> '{data,object,id}'
-                           OR i.id::text = e.payload #>> '{data,object,metadata,tally_invoice_id}')
-                    """, [id]).first {
-                    try Outbox.enqueue(
-                        exchange: ExchangeName.billingEvents, routingKey: "invoice.payment_failed", messageID: "invoice.payment_failed:\(id)",
-                        body: #"{"type": "invoice.payment_failed", "invoice_id": "\#(row.text(0) ?? "")", "number": "\#(row.text(1) ?? "")", "tenant_id": "\#(row.text(2) ?? "")", "stripe_event_id": "\#(id)"}"#,
-                        on: connection)
+                if let failure = try paymentFailure(event: id, on: connection) {
+                    try Outbox.enqueue(.invoicePaymentFailed(failure), on: connection)
                 }
             case "customer.subscription.deleted", "customer.subscription.updated":
                 try applySubscriptionEvent(id, now: now, on: connection)
@@ -69,6 +61,29 @@ public enum StripeEventApplier {
             try connection.query("UPDATE stripe_webhook_events SET processed_at = now() WHERE event_id = $1", [id])
         }
         return events.count
+    }
+
+    /// Our invoice Stripe failed to collect, with what Stripe said about it: the amount
+    /// due, how many attempts, when it tries next, and its reason when the event has one.
+    private static func paymentFailure(
+        event id: String, on connection: isolated PostgresConnection
+    ) throws -> BillingEvent.InvoicePaymentFailed? {
+        guard let row = try connection.query(
+            """
+            SELECT i.id, i.number, i.tenant_id, i.currency, coalesce((o ->> 'amount_due')::bigint, i.total_cents),
+                   (o ->> 'attempt_count')::int, to_timestamp((o ->> 'next_payment_attempt')::bigint),
+                   coalesce(o #>> '{last_payment_error,message}', o #>> '{payment_intent,last_payment_error,message}',
+                            o #>> '{charge,failure_message}'),
+                   e.received_at
+              FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
+              JOIN invoices i ON i.stripe_invoice_id = o ->> 'id' OR i.id::text = o #>> '{metadata,tally_invoice_id}'
+             WHERE e.event_id = $1
+            """, [id]).first
+        else { return nil }
+        return BillingEvent.InvoicePaymentFailed(
+            tenantID: try row.decode(2), occurredAt: try row.decode(8), invoiceID: try row.decode(0), number: try row.decode(1),
+            currency: try row.decode(3), amountDueCents: try row.decode(4), attemptCount: try row.decode(5, as: Int?.self),
+            nextAttemptAt: try row.decode(6, as: Date?.self), failureMessage: row.text(7), stripeEventID: id)
     }
 
     /// Stripe ended the subscription (deleted, or updated to a final status) or scheduled

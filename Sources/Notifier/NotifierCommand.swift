@@ -1,19 +1,66 @@
 import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import PostgresClient
+import RabbitMQClient
+import TallyMessaging
 import TallyRuntime
 
-/// `notifier`: Emails invoices and usage alerts and delivers signed webhooks.
-///
-/// Its work loop lands with its own issue; today it reads and checks its
-/// configuration (`notifier config`) and can apply the schema (`notifier migrate`).
+/// `notifier`: emails invoices (with their PDFs) to finance and tenants, emails payment
+/// failures and usage alerts, and delivers signed webhooks.
 @main
 struct NotifierCommand: AsyncParsableCommand, TallyProcess {
     static let processName = "notifier"
-    static let configurationKeys: [ConfigurationKey] = [.amqpURL, .databaseURL, .smtpURL, .financeEmail, .logLevel, .logFormat]
+    static var configurationKeys: [ConfigurationKey] { NotifierConfiguration.keys }
 
     static let configuration = CommandConfiguration(
         commandName: processName,
-        abstract: "Emails invoices and usage alerts and delivers signed webhooks.",
-        discussion: ConfigurationReport.helpText(configurationKeys),
-        subcommands: [ConfigCommand<Self>.self, MigrateCommand<Self>.self]
+        abstract: "Emails invoices (with PDFs), payment failures and usage alerts, and delivers signed webhooks.",
+        discussion: ConfigurationReport.helpText(NotifierConfiguration.keys),
+        subcommands: [Run.self, DeadLetterCommand.self, ConfigCommand<Self>.self, MigrateCommand<Self>.self]
     )
+
+    /// `notifier run`: consume billing events until SIGTERM.
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Consume billing events into emails and webhooks until SIGTERM (run as many processes as you like).",
+            discussion: ConfigurationReport.helpText(NotifierConfiguration.keys))
+
+        func run() async throws {
+            let reader = ConfigurationReader()
+            let logger = try LogBootstrap.configure(reader, label: "notifier")
+            let configuration = try NotifierConfiguration(reader: reader)
+            try await buildApplication(configuration, logger: logger).runService()
+        }
+    }
+}
+
+/// Builds `notifier run`: the billing-event consumers (the shared `QueueWorker` with
+/// `NotificationHandler`) beside `/metrics`, `/healthz` and `/readyz`.
+func buildApplication(_ configuration: NotifierConfiguration, logger: Logger) throws -> some ApplicationProtocol {
+    let metrics = NotifierMetrics()
+    let amqp = try AMQPConfiguration(url: configuration.amqpURL, connectionName: "tally-notifier")
+    let database = PostgresPool(configuration: try PostgresConfiguration(url: configuration.databaseURL), size: 1, logger: logger)
+    let publisher = ConfirmedPublisher(configuration: amqp, logger: logger)
+    let router = Router()
+    router.get("/healthz") { _, _ in #"{"status":"ok"}"# }
+    router.get("/readyz") { _, _ -> Response in
+        let ready = (try? await database.query("SELECT 1")) != nil && !metrics.snapshot.mailServerDown
+        return Response(
+            status: ready ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: .init(string: ready ? #"{"status":"ready"}"# : #"{"status":"unavailable"}"#)))
+    }
+    router.get("metrics") { _, _ -> Response in
+        Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: .init(string: metrics.render())))
+    }
+    var app = Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tally-notifier"),
+        logger: logger)
+    let handler = try NotificationHandler(configuration: configuration, metrics: metrics)
+    app.addServices(
+        PublisherService(publisher),
+        QueueWorker(settings: configuration.worker, amqp: amqp, handler: handler, publisher: publisher, observer: metrics, logger: logger))
+    return app
 }

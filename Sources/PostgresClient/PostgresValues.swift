@@ -152,3 +152,53 @@ extension PostgresError {
         PostgresError(.decoding, message: "value is not a valid \(type)")
     }
 }
+
+/// A `text[]` parameter: each element double-quoted with `"` and `\` escaped, so any
+/// text (JSON included) arrives as it was. Cast it in SQL (`$1::text[]`, `$1::uuid[]`).
+public struct PostgresTextArray: Sendable, Hashable, PostgresEncodable {
+    public let elements: [String]
+
+    public init(_ elements: [String]) {
+        self.elements = elements
+    }
+
+    /// The elements of a one-dimensional array in PostgreSQL's text output (`{a,"b c"}`);
+    /// NULL elements are left out.
+    public static func parse(_ text: String) -> [String] {
+        var elements: [String] = []
+        var current = ""
+        var quoted = false
+        var wasQuoted = false
+        var escaped = false
+        for character in text.dropFirst().dropLast() {
+            if escaped {
+                current.append(character)
+                escaped = false
+            } else if character == "\\" {
+                escaped = true
+            } else if character == "\"" {
+                quoted.toggle()
+                wasQuoted = true
+            } else if character == ",", !quoted {
+                if wasQuoted || current != "NULL" { elements.append(current) }
+                current = ""
+                wasQuoted = false
+            } else {
+                current.append(character)
+            }
+        }
+        if wasQuoted || (!current.isEmpty && current != "NULL") { elements.append(current) }
+        return elements
+    }
+
+    public var postgresText: String? {
+        "{" + elements.map { element in
+            var quoted = "\""
+            for character in element.unicodeScalars {
+                if character == "\"" || character == "\\" { quoted.unicodeScalars.append("\\") }
+                quoted.unicodeScalars.append(character)
+            }
+            return quoted + "\""
+        }.joined(separator: ",") + "}"
+    }
+}

@@ -15,22 +15,18 @@ public struct FailureRouter: Sendable {
         self.publisher = publisher
     }
 
-    /// After a failed attempt: retried later, or parked with `reason` after the last one.
-    @discardableResult
-    public func retryOrPark(_ delivery: Delivery, reason: String) async throws -> RetryPolicy.Decision {
-        let attempt = delivery.properties.headers[HeaderName.attempt].flatMap { Int($0.stringValue) } ?? 1
-        let decision = retry.next(afterFailedAttempt: attempt, queue: queue)
-        switch decision {
-        case .retry(let routingKey, let next):
-            var properties = delivery.properties
-            properties.headers[HeaderName.attempt] = .int(Int64(next))
-            try await publisher.publish([
-                OutgoingMessage(exchange: ExchangeName.retry, routingKey: routingKey, body: delivery.body, properties: properties, mandatory: true)
-            ])
-        case .park:
-            try await park([delivery], reasons: ["failed \(attempt) times: \(reason)"])
-        }
-        return decision
+    /// The attempt number a delivery carries (`x-tally-attempt`; 1 when absent).
+    public static func attempt(of delivery: Delivery) -> Int {
+        delivery.properties.headers[HeaderName.attempt].flatMap { Int($0.stringValue) } ?? 1
+    }
+
+    /// Sends `delivery` to wait in the retry queue `routingKey` before attempt `attempt`.
+    public func retryLater(_ delivery: Delivery, routingKey: String, attempt: Int) async throws {
+        var properties = delivery.properties
+        properties.headers[HeaderName.attempt] = .int(Int64(attempt))
+        try await publisher.publish([
+            OutgoingMessage(exchange: ExchangeName.retry, routingKey: routingKey, body: delivery.body, properties: properties, mandatory: true)
+        ])
     }
 
     /// Parks messages that can never be processed, each with its reason.

@@ -1,3 +1,4 @@
+import Foundation
 import RabbitMQClient
 
 /// How a worker retries a message that failed for a transient reason, and when it
@@ -39,6 +40,30 @@ public struct RetryPolicy: Sendable, Equatable {
             Delay(label: "5m", milliseconds: 300_000),
         ],
         maxAttempts: 6, deliveryLimit: 20)
+
+    /// The Notifier's: 5 s, 30 s, 2 min, 10 min, then hourly; parked after 8 attempts
+    /// (about four hours): a webhook receiver or mail server may be down for a while.
+    public static let notifications = RetryPolicy(
+        delays: [
+            Delay(label: "5s", milliseconds: 5_000), Delay(label: "30s", milliseconds: 30_000),
+            Delay(label: "2m", milliseconds: 120_000), Delay(label: "10m", milliseconds: 600_000),
+            Delay(label: "1h", milliseconds: 3_600_000),
+        ],
+        maxAttempts: 8, deliveryLimit: 20)
+
+    /// Delays written as `5s,30s,2m,1h` (units ms, s, m, h; each label names its queue),
+    /// or nil when the text is not such a list.
+    public static func delays(parsing text: String) -> [Delay]? {
+        let labels = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        let delays = labels.compactMap { label -> Delay? in
+            let units: [(String, Int64)] = [("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000)]
+            guard let (suffix, scale) = units.first(where: { label.hasSuffix($0.0) && Int64(label.dropLast($0.0.count)) != nil }),
+                let count = Int64(label.dropLast(suffix.count)), count > 0
+            else { return nil }
+            return Delay(label: label, milliseconds: count * scale)
+        }
+        return delays.count == labels.count && !delays.isEmpty ? delays : nil
+    }
 
     public func retryQueue(for queue: String, delay: Delay) -> String { "\(queue).retry.\(delay.label)" }
     public func parkingQueue(for queue: String) -> String { "\(queue).parked" }

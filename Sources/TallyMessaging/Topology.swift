@@ -62,42 +62,51 @@ public struct Topology: Sendable, Equatable {
         workQueues: [
             (QueueName.aggregatorUsage, ExchangeName.usage, RoutingKey.usageAll),
             (QueueName.invoicerCommands, ExchangeName.commands, RoutingKey.invoiceGenerate),
-            (QueueName.notifierEvents, ExchangeName.billingEvents, "#"),
         ],
-        retry: .standard)
+        retry: .standard
+    ).adding(workQueue: QueueName.notifierEvents, boundTo: ExchangeName.billingEvents, routingKey: "#", retry: .notifications)
 
     /// A topology of the given exchanges and work queues, each work queue with its
     /// parking lot and retry queues, plus the shared `tally.retry` and `tally.parking` exchanges.
     public static func make(
         exchanges: [Exchange], workQueues: [(name: String, exchange: String, routingKey: String)], retry: RetryPolicy
     ) -> Topology {
-        var topology = Topology(
-            exchanges: exchanges + [
-                Exchange(name: ExchangeName.retry, type: .direct),
-                Exchange(name: ExchangeName.parking, type: .direct),
-            ],
-            queues: [], bindings: [])
+        var topology = Topology(exchanges: exchanges, queues: [], bindings: [])
         for work in workQueues {
-            topology.queues.append(Queue(name: work.name, arguments: workQueueArguments(work.name, retry: retry)))
-            topology.bindings.append(Binding(exchange: work.exchange, queue: work.name, routingKey: work.routingKey))
-            let parked = retry.parkingQueue(for: work.name)
-            topology.queues.append(Queue(name: parked, arguments: ["x-queue-type": .string("quorum")]))
-            topology.bindings.append(Binding(exchange: ExchangeName.parking, queue: parked, routingKey: work.name))
-            for delay in retry.delays {
-                let name = retry.retryQueue(for: work.name, delay: delay)
-                topology.queues.append(
-                    Queue(
-                        name: name,
-                        arguments: [
-                            "x-queue-type": .string("quorum"),
-                            "x-message-ttl": .int(delay.milliseconds),
-                            "x-dead-letter-exchange": .string(""),
-                            "x-dead-letter-routing-key": .string(work.name),
-                            "x-dead-letter-strategy": .string("at-least-once"),
-                            "x-overflow": .string("reject-publish"),
-                        ]))
-                topology.bindings.append(Binding(exchange: ExchangeName.retry, queue: name, routingKey: name))
-            }
+            topology = topology.adding(workQueue: work.name, boundTo: work.exchange, routingKey: work.routingKey, retry: retry)
+        }
+        return topology
+    }
+
+    /// This topology plus work queue `name` (bound to `exchange` with `routingKey` when
+    /// an exchange is given), its parking lot and one retry queue per delay of `retry`.
+    public func adding(workQueue name: String, boundTo exchange: String?, routingKey: String, retry: RetryPolicy) -> Topology {
+        var topology = self
+        for shared in [Exchange(name: ExchangeName.retry, type: .direct), Exchange(name: ExchangeName.parking, type: .direct)]
+        where !topology.exchanges.contains(shared) {
+            topology.exchanges.append(shared)
+        }
+        topology.queues.append(Queue(name: name, arguments: Self.workQueueArguments(name, retry: retry)))
+        if let exchange {
+            topology.bindings.append(Binding(exchange: exchange, queue: name, routingKey: routingKey))
+        }
+        let parked = retry.parkingQueue(for: name)
+        topology.queues.append(Queue(name: parked, arguments: ["x-queue-type": .string("quorum")]))
+        topology.bindings.append(Binding(exchange: ExchangeName.parking, queue: parked, routingKey: name))
+        for delay in retry.delays {
+            let retryQueue = retry.retryQueue(for: name, delay: delay)
+            topology.queues.append(
+                Queue(
+                    name: retryQueue,
+                    arguments: [
+                        "x-queue-type": .string("quorum"),
+                        "x-message-ttl": .int(delay.milliseconds),
+                        "x-dead-letter-exchange": .string(""),
+                        "x-dead-letter-routing-key": .string(name),
+                        "x-dead-letter-strategy": .string("at-least-once"),
+                        "x-overflow": .string("reject-publish"),
+                    ]))
+            topology.bindings.append(Binding(exchange: ExchangeName.retry, queue: retryQueue, routingKey: retryQueue))
         }
         return topology
     }

@@ -51,6 +51,13 @@ extension ConfigurationKey {
 }
 
 extension ConfigurationKey {
+    /// Whether webhook endpoints may point at loopback and private addresses (SSRF guard off).
+    public static let webhookAllowPrivate = ConfigurationKey(
+        "TALLY_WEBHOOK_ALLOW_PRIVATE", summary: "1: webhooks may go to loopback and private addresses (local development only)",
+        default: "0")
+}
+
+extension ConfigurationKey {
     /// Stripe's secret key; unset, nothing is sent to Stripe.
     public static let stripeAPIKey = ConfigurationKey(
         "STRIPE_API_KEY", summary: "Stripe secret key (sk_…); unset: invoices are not pushed to Stripe", isSecret: true,

@@ -8,10 +8,36 @@ import TallyMessaging
 /// send in the same transaction as the change it announces, and the relay publishes
 /// it with confirms after the commit, so a crash between the two loses nothing.
 public enum Outbox {
-    /// Adds a message unless one with `messageID` is there already (the message id is
-    /// the dedup key: "once per period" is a unique constraint); returns 1 when new.
+    /// Adds `event` for `billing.events` (routing key = its type) unless an event with
+    /// its id is there already (the id is the dedup key: "once per period" is a unique
+    /// constraint); returns 1 when new.
     @discardableResult
-    public static func enqueue(
+    public static func enqueue(_ event: BillingEvent, on connection: isolated PostgresConnection) throws -> Int {
+        try enqueue(
+            exchange: ExchangeName.billingEvents, routingKey: event.type, messageID: event.id,
+            body: String(decoding: try event.encoded(), as: UTF8.self), on: connection)
+    }
+
+    /// Adds `commands` for `tally.commands` in one statement, each unless its message id
+    /// is there already; returns how many were new.
+    @discardableResult
+    public static func enqueue(_ commands: [InvoiceGenerateCommand], on connection: isolated PostgresConnection) throws -> Int {
+        guard !commands.isEmpty else { return 0 }
+        let bodies = try commands.map { String(decoding: try $0.encoded(), as: UTF8.self) }
+        return try connection.query(
+            """
+            INSERT INTO outbox (exchange, routing_key, message_id, body)
+            SELECT $1, $2, m, b::jsonb FROM unnest($3::text[], $4::text[]) AS u (m, b)
+            ON CONFLICT (message_id) DO NOTHING
+            """,
+            [
+                ExchangeName.commands, RoutingKey.invoiceGenerate, PostgresTextArray(commands.map(\.messageID)),
+                PostgresTextArray(bodies),
+            ]
+        ).affectedRows
+    }
+
+    private static func enqueue(
         exchange: String, routingKey: String, messageID: String, body: String, on connection: isolated PostgresConnection
     ) throws -> Int {
         try connection.query(

@@ -34,6 +34,11 @@ public struct TenantStore: Sendable {
         return try rows.first.map(Self.tenant(from:))
     }
 
+    /// The tenant, or nil, read on `connection` (a worker's own).
+    public static func tenant(id: UUID, on connection: PostgresConnection) async throws -> Tenant? {
+        try await connection.query("SELECT \(tenantColumns) FROM tenants WHERE id = $1", [id]).first.map(tenant(from:))
+    }
+
     /// The tenant owning `key`, when the key exists and is not revoked.
     public func tenantOwning(_ key: APIKey) async throws -> UUID? {
         let rows = try await pool.query(

@@ -17,8 +17,9 @@ protocol BillingAPITestCase {
 let stripeWebhookSecret = "whsec_test_\(UUID().uuidString)"
 
 extension BillingAPITestCase {
-    func app() async throws -> some ApplicationProtocol {
+    func app(allowPrivateWebhooks: Bool = false) async throws -> some ApplicationProtocol {
         var configuration = BillingAPIConfiguration(databaseURL: TestEnvironment.databaseURL, adminToken: adminToken)
+        configuration.allowPrivateWebhooks = allowPrivateWebhooks
         configuration.port = 0
         configuration.databasePoolSize = 2
         configuration.stripeWebhookSecret = stripeWebhookSecret

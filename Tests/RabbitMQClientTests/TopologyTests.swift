@@ -21,16 +21,24 @@ struct TopologyTests {
     func shape() {
         let topology = Topology.tally
         let names = Set(topology.queues.map(\.name))
-        for work in [QueueName.aggregatorUsage, QueueName.invoicerCommands, QueueName.notifierEvents] {
+        let policies = [
+            (QueueName.aggregatorUsage, RetryPolicy.standard), (QueueName.invoicerCommands, .standard),
+            (QueueName.notifierEvents, .notifications),
+        ]
+        for (work, policy) in policies {
             #expect(names.contains(work))
             #expect(names.contains(work + ".parked"))
-            for delay in RetryPolicy.standard.delays {
+            for delay in policy.delays {
                 let retry = topology.queues.first { $0.name == "\(work).retry.\(delay.label)" }
                 #expect(retry?.arguments["x-dead-letter-routing-key"] == .string(work))
                 #expect(retry?.arguments["x-message-ttl"] == .int(delay.milliseconds))
             }
         }
         #expect(topology.bindings.contains(.init(exchange: "usage", queue: "aggregator.usage", routingKey: "usage.#")))
+        #expect(topology.bindings.contains(.init(exchange: "billing.events", queue: "notifier.events", routingKey: "#")))
+        #expect(Set(topology.exchanges.map(\.name)).count == topology.exchanges.count)
+        #expect(RetryPolicy.delays(parsing: "1s, 2s,500ms,1h")?.map(\.milliseconds) == [1_000, 2_000, 500, 3_600_000])
+        #expect(RetryPolicy.delays(parsing: "1s,soon") == nil)
     }
 
     @Test("the retry policy backs off, then parks")

@@ -2,6 +2,8 @@ import BillingEngine
 import Foundation
 import Metering
 import PostgresClient
+import TallyMessaging
+import TallyRuntime
 import TallyStore
 
 /// After a batch's usage is written, and in its transaction: for each tenant whose
@@ -96,12 +98,10 @@ enum UsageStateEvaluator {
         var written = 0
         for (metric, terms) in plan.terms.sorted(by: { $0.key < $1.key }) {
             guard let quota = terms.quota, !terms.isUnlimited, let value = context.values[metric], value > quota else { continue }
-            let event = BillingEvent(
-                type: "quota.exceeded", tenant: context.tenant, metric: metric, value: value.description,
-                quota: quota.description, periodStart: context.span.start.date, periodEnd: context.span.end.date,
-                enforcement: terms.enforcement.rawValue, occurredAt: context.now)
-            written += try BillingEvent.enqueue(
-                event, dedupKey: "quota.exceeded:\(context.tenant):\(metric):\(context.span.start)", on: connection)
+            let event = BillingEvent.QuotaExceeded(
+                tenantID: context.tenant, occurredAt: context.now, metric: metric, value: value.description, quota: quota.description,
+                enforcement: terms.enforcement.rawValue, periodStart: context.span.start.date, periodEnd: context.span.end.date)
+            written += try Outbox.enqueue(.quotaExceeded(event), on: connection)
         }
         return written
     }
@@ -123,13 +123,11 @@ enum UsageStateEvaluator {
             ON CONFLICT DO NOTHING
             """, [alert.id, context.span.start.date, alert.thresholdKey, Decimal(string: input.value.description) ?? 0])
         guard fired.affectedRows == 1 else { return 0 }
-        let event = BillingEvent(
-            type: "alert.triggered", tenant: context.tenant, metric: alert.rule.metric, value: input.value.description,
-            quota: quota?.description, periodStart: context.span.start.date, periodEnd: context.span.end.date,
-            occurredAt: context.now, alertID: alert.id, alertKind: alert.kind, threshold: alert.thresholdText,
-            channels: alert.channels)
-        return try BillingEvent.enqueue(
-            event, dedupKey: "alert.triggered:\(alert.id):\(context.span.start):\(alert.thresholdKey)", on: connection)
+        let event = BillingEvent.AlertTriggered(
+            tenantID: context.tenant, occurredAt: context.now, alertID: alert.id, alertKind: alert.kind, thresholdKey: alert.thresholdKey,
+            metric: alert.rule.metric, value: input.value.description, threshold: alert.thresholdText, quota: quota?.description,
+            periodStart: context.span.start.date, periodEnd: context.span.end.date, channels: alert.channels)
+        return try Outbox.enqueue(.alertTriggered(event), on: connection)
     }
 
     /// The hour containing `time` (maybe in progress) and the 24 hours before it,

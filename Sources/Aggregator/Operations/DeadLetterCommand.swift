@@ -95,8 +95,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
                     print("purged \(deleted) parked event(s)")
                 }
                 if kinds.includesMessages {
-                    let purged = try await context.channel.purgeQueue(RetryPolicy.standard.parkingQueue(for: context.queue))
-                    print("purged \(purged) parked message(s)")
+                    print("purged \(try await context.parkingLot.purge(on: context.channel)) parked message(s)")
                 }
             }
         }
@@ -109,6 +108,7 @@ struct DeadLetters: Sendable {
     let database: PostgresPool
     let channel: AMQPConnection
     let publisher: ConfirmedPublisher
+    let parkingLot: ParkingLot
 
     /// Opens the connections, runs `body`, and closes them.
     static func with(_ options: DeadLetterCommand.Options, _ body: (DeadLetters) async throws -> Void) async throws {
@@ -129,10 +129,12 @@ struct DeadLetters: Sendable {
         let amqp = try AMQPConfiguration(url: try reader.string(.amqpURL), connectionName: "tally-aggregator-dlq")
         let channel = try await AMQPConnection.connect(configuration: amqp, logger: logger)
         try await channel.openChannel(1)
+        let queue = try options.queue ?? reader.string(AggregatorConfiguration.queue)
         return DeadLetters(
-            queue: try options.queue ?? reader.string(AggregatorConfiguration.queue),
+            queue: queue,
             database: PostgresPool(configuration: try PostgresConfiguration(url: try reader.string(.databaseURL)), size: 1, logger: logger),
-            channel: channel, publisher: ConfirmedPublisher(configuration: amqp, logger: logger))
+            channel: channel, publisher: ConfirmedPublisher(configuration: amqp, logger: logger),
+            parkingLot: ParkingLot(queue: queue, retry: .standard, amqp: amqp))
     }
 
     func close() async {
@@ -156,23 +158,11 @@ struct DeadLetters: Sendable {
     }
 
     func listMessages(limit: Int) async throws {
-        let parked = RetryPolicy.standard.parkingQueue(for: queue)
-        let count = try await channel.declareQueue(parked, passive: true)
-        print("parked messages in \(parked): \(count)")
-        guard count > 0, limit > 0 else { return }
-        // Look without taking: consume, print, and close unacked (the broker requeues them).
-        let peek = try await AMQPConnection.connect(
-            configuration: try AMQPConfiguration(url: try ConfigurationReader().string(.amqpURL)), logger: Logger(label: "dlq"))
-        try await peek.openChannel(1)
-        try await peek.setPrefetch(UInt16(min(limit, 2000)))
-        try await peek.consume(parked)
-        for _ in 0..<min(limit, Int(count)) {
-            guard let delivery = try await peek.nextDelivery(timeout: .seconds(2)) else { break }
-            let reason = delivery.properties.headers[HeaderName.parkReason]?.stringValue ?? "(no reason recorded)"
-            let preview = String(decoding: delivery.body.prefix(120), as: UTF8.self)
-            print("  message \(delivery.properties.messageID ?? "-")  \(delivery.body.count) bytes: \(reason)\n    \(preview)")
+        print("parked messages in \(parkingLot.name): \(try await parkingLot.count(on: channel))")
+        for message in try await parkingLot.peek(limit: limit, logger: Logger(label: "dlq")) {
+            let preview = String(decoding: message.body.prefix(120), as: UTF8.self)
+            print("  message \(message.messageID ?? "-")  \(message.body.count) bytes: \(message.reason)\n    \(preview)")
         }
-        await peek.close()
     }
 
     func showEvent(_ id: Int64) async throws {
@@ -207,25 +197,9 @@ struct DeadLetters: Sendable {
         return replayed
     }
 
-    /// Moves every message of the parking-lot queue back to the work queue (a fresh
-    /// attempt count, the park reason dropped), acking each only after its confirm.
+    /// Moves every message of the parking-lot queue back to the work queue.
     func replayMessages() async throws -> Int {
-        let parked = RetryPolicy.standard.parkingQueue(for: queue)
-        let total = try await channel.declareQueue(parked, passive: true)
-        try await channel.setPrefetch(100)
-        try await channel.consume(parked)
-        var moved = 0
-        while moved < total, let delivery = try await channel.nextDelivery(timeout: .seconds(2)) {
-            var properties = delivery.properties
-            properties.headers[HeaderName.parkReason] = nil
-            properties.headers[HeaderName.attempt] = nil
-            try await publisher.publish([
-                OutgoingMessage(exchange: "", routingKey: queue, body: delivery.body, properties: properties, mandatory: true)
-            ])
-            try await channel.ack(delivery.deliveryTag)
-            moved += 1
-        }
-        return moved
+        try await parkingLot.replayAll(on: channel, publisher: publisher)
     }
 
     private func usageMessage(_ body: [UInt8], messageID: String) -> OutgoingMessage {

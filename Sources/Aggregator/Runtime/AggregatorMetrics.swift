@@ -1,9 +1,11 @@
 import Foundation
 import Synchronization
+import TallyMessaging
+import TallyRuntime
 
 /// The Aggregator's counters and gauges, shared by its consumers and served on
 /// `/metrics` in Prometheus text format.
-final class AggregatorMetrics: Sendable {
+final class AggregatorMetrics: QueueWorkerObserver {
     struct Snapshot: Sendable {
         var eventsReceived = 0
         var eventsInserted = 0
@@ -69,9 +71,9 @@ final class AggregatorMetrics: Sendable {
         }
     }
 
-    func parkedMessages(_ count: Int) { state.withLock { $0.messagesParked += count } }
-    func retriedMessages(_ count: Int) { state.withLock { $0.messagesRetried += count } }
-    func databaseFailed() { state.withLock { $0.databaseFailures += 1 } }
+    func parked(_ count: Int) { state.withLock { $0.messagesParked += count } }
+    func retried(_ count: Int) { state.withLock { $0.messagesRetried += count } }
+    func workFailed(_ failure: WorkFailure) { state.withLock { $0.databaseFailures += 1 } }
     func queueDepth(_ depth: Int) { state.withLock { $0.queueDepth = depth } }
 
     /// The exposition text of `/metrics`.

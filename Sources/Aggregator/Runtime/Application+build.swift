@@ -2,13 +2,21 @@ import Hummingbird
 import Logging
 import NIOCore
 import PostgresClient
+import RabbitMQClient
 import TallyHTTP
+import TallyMessaging
+import TallyRuntime
 
-/// Builds `aggregator run`: the consumers as a service beside a small HTTP server
-/// for `/metrics`, `/healthz` and `/readyz`. Production and tests call the same function.
+/// Builds `aggregator run`: the usage queue's consumers (the shared `QueueWorker` with
+/// `UsageHandler`) and the hourly upkeep as services beside a small HTTP server for
+/// `/metrics`, `/healthz` and `/readyz`. Production and tests call the same function.
 func buildApplication(_ configuration: AggregatorConfiguration, logger: Logger) throws -> some ApplicationProtocol {
     let metrics = AggregatorMetrics()
-    let database = PostgresPool(configuration: try PostgresConfiguration(url: configuration.databaseURL), size: 1, logger: logger)
+    let amqp = try AMQPConfiguration(url: configuration.amqpURL, connectionName: "tally-aggregator")
+    let databaseConfiguration = try PostgresConfiguration(url: configuration.databaseURL)
+    let database = PostgresPool(configuration: databaseConfiguration, size: 1, logger: logger)
+    let publisher = ConfirmedPublisher(configuration: amqp, logger: logger)
+    let relay = BillingEventRelay(publisher: publisher, logger: logger)
     let router = Router()
     HealthRoutes<BasicRequestContext> { (try? await database.query("SELECT 1")) != nil }.register(on: router)
     router.get("metrics") { _, _ -> Response in
@@ -20,6 +28,11 @@ func buildApplication(_ configuration: AggregatorConfiguration, logger: Logger) 
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tally-aggregator"),
         logger: logger)
-    app.addServices(AggregatorService(configuration: configuration, metrics: metrics, logger: logger))
+    let handler = UsageHandler(database: databaseConfiguration, metrics: metrics, afterCommit: relay.afterCommit)
+    // Shut down in reverse: the upkeep, then the consumers (finishing their batches), then the publisher.
+    app.addServices(
+        PublisherService(publisher),
+        QueueWorker(settings: configuration.worker, amqp: amqp, handler: handler, publisher: publisher, observer: metrics, logger: logger),
+        Upkeep(pool: PostgresPool(configuration: databaseConfiguration, size: 1, logger: logger), relay: relay, logger: logger))
     return app
 }

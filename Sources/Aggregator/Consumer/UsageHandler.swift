@@ -1,0 +1,77 @@
+import Foundation
+import Logging
+import PostgresClient
+import RabbitMQClient
+import TallyMessaging
+import TallyRuntime
+
+/// The Aggregator's work on a batch of usage messages (the loop around it is the shared
+/// `QueueWorker`): park what is not a usage batch, write the rest — events with their
+/// dedup, rollups, parked events, quota and alert outbox rows — in one transaction,
+/// then tell others (quota states, billing events). Each consumer has its own
+/// PostgreSQL connection; exactness comes from the ledger's dedup, not from coordination.
+struct UsageHandler: QueueWorkHandler {
+    let database: PostgresConfiguration
+    let metrics: AggregatorMetrics
+    /// Runs after every commit (quota state, billing events); failures are logged there.
+    let afterCommit: @Sendable (LedgerOutcome, PostgresConnection) async -> Void
+
+    func openSession(consumer: Int, logger: Logger, shouldStop: @escaping @Sendable () -> Bool) async -> PostgresConnection? {
+        await PostgresConnection.connectRetrying(configuration: database, logger: logger, shouldStop: shouldStop)
+    }
+
+    func closeSession(_ session: PostgresConnection) async {
+        await session.close()
+    }
+
+    func process(_ deliveries: [Delivery], in database: PostgresConnection, logger: Logger) async -> WorkOutcome {
+        let batch = UsageDecoder(now: Date()).decode(deliveries.map(UsageMessage.init))
+        metrics.received(batch.eventCount + batch.parkedEvents.count)
+        let poisoned = batch.unreadable.map { WorkOutcome.Poisoned(deliveryTag: $0.deliveryTag, reason: $0.reason) }
+        let started = ContinuousClock.now
+        do {
+            let outcome = try await UsageLedger.record(batch, now: Date(), on: database)
+            let elapsed = ContinuousClock.now - started
+            metrics.committed(
+                outcome, seconds: elapsed.seconds, visibleAfter: batch.earliestEventTime.map { Date().timeIntervalSince($0) })
+            log(outcome, of: batch, elapsed: elapsed, logger: logger)
+            await afterCommit(outcome, database)
+            return WorkOutcome(poisoned: poisoned)
+        } catch {
+            let failure = WorkFailure.classifying(error)
+            if case .failed = failure { logger.error("batch failed", metadata: ["error": "\(String(reflecting: error))"]) }
+            return WorkOutcome(poisoned: poisoned, failure: failure)
+        }
+    }
+
+    private func log(_ outcome: LedgerOutcome, of batch: DecodedBatch, elapsed: Duration, logger: Logger) {
+        let tenants = outcome.insertedByTenant.keys.map { $0.uuidString.lowercased() }.sorted()
+        logger.debug(
+            "batch committed",
+            metadata: [
+                "events.inserted": "\(outcome.inserted)", "events.duplicate": "\(outcome.duplicates)",
+                "events.parked": "\(outcome.parked)", "commit.ms": "\(Int(elapsed.seconds * 1000))",
+                "tenant.ids": .array(tenants.prefix(20).map { .string($0) }),
+            ])
+        // The first few by name; `aggregator dlq list` has them all.
+        for event in batch.parkedEvents.prefix(10) {
+            logger.info(
+                "event parked",
+                metadata: [
+                    "tenant.id": "\(event.tenantID ?? "-")", "usage.event_id": "\(event.eventID ?? "-")",
+                    "reason": "\(event.reason)", "amqp.message_id": "\(event.messageID ?? "-")",
+                ])
+        }
+        if outcome.parked > batch.parkedEvents.count {
+            logger.info("events of unknown tenants parked", metadata: ["events.parked": "\(outcome.parked - batch.parkedEvents.count)"])
+        }
+    }
+}
+
+extension Duration {
+    /// The duration in seconds, as a Double (for metrics).
+    var seconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,52 @@
+import Foundation
+import Logging
+import PostgresClient
+import RabbitMQClient
+import ServiceLifecycle
+import TallyMessaging
+import TallyRuntime
+
+/// Background upkeep: the monthly partitions of `usage_events` kept ready for every
+/// time a worker can accept (90 days back, 5 minutes ahead) with a margin — 4 months
+/// back, 2 ahead — checked hourly; and the billing-event outbox swept every few
+/// seconds for events a crash left unsent.
+struct Upkeep: Service {
+    let pool: PostgresPool
+    let relay: BillingEventRelay
+    let logger: Logger
+
+    func run() async throws {
+        var partitionsDue = ContinuousClock.now
+        var outboxDue = ContinuousClock.now
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            if ContinuousClock.now >= partitionsDue {
+                do {
+                    let created = try await ensure()
+                    if created > 0 { logger.info("usage partitions created", metadata: ["partitions": "\(created)"]) }
+                    partitionsDue = .now + .seconds(3600)
+                } catch {
+                    logger.warning("partition upkeep failed; retrying in a minute", metadata: ["error": "\(error)"])
+                    partitionsDue = .now + .seconds(60)
+                }
+            }
+            if ContinuousClock.now >= outboxDue {
+                do {
+                    _ = try await pool.withConnection { try await relay.outbox.drain($0) }
+                } catch {
+                    logger.warning("outbox sweep failed; retrying", metadata: ["error": "\(error)"])
+                }
+                outboxDue = .now + .seconds(5)
+            }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(250)) }
+        }
+        await pool.close()
+    }
+
+    /// Creates the missing partitions; returns how many.
+    func ensure() async throws -> Int {
+        try await pool.query(
+            """
+            SELECT tally_ensure_usage_partitions((now() - interval '4 months')::date, (now() + interval '2 months')::date)
+            """)[0].decode(0, as: Int.self)
+    }
+}

@@ -1,0 +1,208 @@
+import CurlClient
+import Foundation
+import InvoicePDF
+import Invoicing
+import TallyMessaging
+
+/// The emails a billing event turns into (pure: every input is a parameter): RFC 5322
+/// messages with a plain-text body and an HTML alternative, the invoice PDF attached to
+/// invoice emails, and a stable `Message-ID` per notification.
+///
+/// Text that comes from tenants (names) is flattened to one line before it reaches a
+/// header: a name holding CR/LF can never add a header.
+public struct NotificationEmail: Sendable {
+    /// Who sends: the seller on the invoices.
+    public let from: MailAddress
+    public let sellerName: String
+
+    public init(sellerName: String, sellerEmail: String) {
+        self.sellerName = Self.oneLine(sellerName)
+        self.from = MailAddress(sellerEmail, displayName: self.sellerName)
+    }
+
+    /// A tenant as an email addresses it.
+    public struct Recipient: Sendable {
+        public let name: String
+        public let email: String
+
+        public init(name: String, email: String) {
+            self.name = name
+            self.email = email
+        }
+    }
+
+    /// An issued invoice, to finance (a copy, naming the tenant) or to the tenant, with its PDF.
+    public func invoice(
+        _ invoice: InvoiceView, dueAt: Date, pdf: [UInt8], tenant: Recipient, to notification: PlannedNotification
+    ) -> MailMessage {
+        let adjustment = invoice.kind == "adjustment"
+        let what = adjustment ? "Adjustment invoice" : "Invoice"
+        let total = InvoiceDocument.dollars(invoice.totalCents)
+        let due = Wording.day(dueAt)
+        let tenantName = Self.oneLine(tenant.name)
+        let subject = notification.audience == .finance
+            ? "[Finance copy] \(what) \(invoice.number) for \(tenantName): \(total) due \(due)"
+            : "\(what) \(invoice.number) from \(sellerName): \(total) due \(due)"
+        var intro = notification.audience == .finance
+            ? ["A copy of \(what.lowercased()) \(invoice.number), issued to \(tenantName) <\(tenant.email)>."]
+            : ["Hello \(tenantName),", "", "Here is \(what.lowercased()) \(invoice.number) from \(sellerName)."]
+        if adjustment {
+            intro += [
+                "", "This adjustment invoice bills usage that arrived after its period had been invoiced "
+                    + "(late usage of \(Wording.period(invoice.periodStart, invoice.periodEnd))).",
+            ]
+        }
+        let summary: [(String, String)] = [
+            ("Invoice", invoice.number), (adjustment ? "Late usage of" : "Period", Wording.period(invoice.periodStart, invoice.periodEnd)),
+            ("Issued", Wording.day(invoice.issuedAt)), ("Due", due), ("Amount due", "\(total) (\(invoice.currency.uppercased()))"),
+        ]
+        var lines = invoice.lines.map { ($0.description, InvoiceDocument.dollars($0.amountCents)) }
+        lines += [
+            ("Subtotal", InvoiceDocument.dollars(invoice.subtotalCents)),
+            ("Tax (\(InvoiceDocument.percent(invoice.taxRateBps)))", InvoiceDocument.dollars(invoice.taxCents)),
+            ("Total", total),
+        ]
+        let closing = [
+            "The invoice is attached as a PDF (\(invoice.number).pdf).",
+            "Questions about it? Write to \(from.address).",
+        ]
+        return message(
+            to: notification, name: notification.audience == .finance ? nil : tenantName, subject: subject, intro: intro,
+            summary: summary, table: lines, closing: closing,
+            attachments: [MailAttachment(filename: "\(invoice.number).pdf", contentType: "application/pdf", data: Data(pdf))])
+    }
+
+    /// Stripe could not collect an invoice: what failed and what to do.
+    public func paymentFailed(_ event: BillingEvent.InvoicePaymentFailed, tenant: Recipient, to notification: PlannedNotification) -> MailMessage {
+        let amount = InvoiceDocument.dollars(event.amountDueCents)
+        let next = event.nextAttemptAt.map { "The card will be tried again on \(Wording.day($0))." }
+            ?? "No further automatic attempt is scheduled."
+        return message(
+            to: notification, name: Self.oneLine(tenant.name), subject: "Payment failed for invoice \(event.number) (\(amount))",
+            intro: [
+                "Hello \(Self.oneLine(tenant.name)),", "",
+                "We could not collect \(amount) for invoice \(event.number)."
+                    + (event.failureMessage.map { " The payment provider said: \(Self.oneLine($0))" } ?? ""),
+            ],
+            summary: [
+                ("Invoice", event.number), ("Amount due", "\(amount) (\(event.currency.uppercased()))"),
+                ("Attempts so far", event.attemptCount.map(String.init) ?? "1"),
+            ],
+            table: [],
+            closing: [
+                next, "What to do: update the card on file (or add another payment method), or pay the invoice another way, "
+                    + "before the next attempt. Write to \(from.address) if you need help.",
+            ])
+    }
+
+    /// A usage alert fired.
+    public func alert(_ event: BillingEvent.AlertTriggered, tenant: Recipient, to notification: PlannedNotification) -> MailMessage {
+        let crossed: String
+        switch event.alertKind {
+        case "quota": crossed = "reached \(event.threshold ?? "?")% of its quota" + (event.quota.map { " (\($0))" } ?? "")
+        case "anomaly": crossed = "is far above its usual hourly usage"
+        default: crossed = "reached \(event.threshold ?? "?")"
+        }
+        return message(
+            to: notification, name: Self.oneLine(tenant.name), subject: "Usage alert: \(event.metric) \(crossed)",
+            intro: [
+                "Hello \(Self.oneLine(tenant.name)),", "",
+                "Your usage of \(event.metric) \(crossed) in the period \(Wording.period(event.periodStart, event.periodEnd)).",
+            ],
+            summary: [
+                ("Metric", event.metric), ("Usage so far", event.value), ("Quota", event.quota ?? "none"),
+                ("Period", Wording.period(event.periodStart, event.periodEnd)),
+            ],
+            table: [], closing: ["This alert fires once per period; it is armed again when the next period starts."])
+    }
+
+    /// A metric went over its quota.
+    public func quotaExceeded(_ event: BillingEvent.QuotaExceeded, tenant: Recipient, to notification: PlannedNotification) -> MailMessage {
+        let effect = event.enforcement == "hard"
+            ? "Requests that use \(event.metric) are refused (HTTP 429) until the period ends on \(Wording.day(event.periodEnd)); "
+                + "upgrade your plan to lift the limit now."
+            : "Usage above the quota is allowed and billed as overage at your plan's rate on the next invoice."
+        return message(
+            to: notification, name: Self.oneLine(tenant.name), subject: "Quota exceeded: \(event.metric) \(event.value) of \(event.quota)",
+            intro: [
+                "Hello \(Self.oneLine(tenant.name)),", "",
+                "Your usage of \(event.metric) went over its quota of \(event.quota) in the period "
+                    + "\(Wording.period(event.periodStart, event.periodEnd)).",
+            ],
+            summary: [("Metric", event.metric), ("Usage so far", event.value), ("Quota", event.quota)],
+            table: [], closing: [effect])
+    }
+
+    private func message(
+        to notification: PlannedNotification, name: String?, subject: String, intro: [String], summary: [(String, String)],
+        table: [(String, String)], closing: [String], attachments: [MailAttachment] = []
+    ) -> MailMessage {
+        MailMessage(
+            from: from, to: [MailAddress(notification.recipient, displayName: name)], subject: Self.oneLine(subject),
+            textBody: Self.text(intro: intro, summary: summary, table: table, closing: closing, signature: sellerName),
+            htmlBody: Self.html(intro: intro, summary: summary, table: table, closing: closing, signature: sellerName),
+            attachments: attachments, headers: [MailHeader("X-Tally-Notification", notification.dedupKey)],
+            messageID: notification.messageID(domain: from.address.split(separator: "@").last.map(String.init) ?? "tally.localhost"))
+    }
+
+    static func text(intro: [String], summary: [(String, String)], table: [(String, String)], closing: [String], signature: String) -> String {
+        let labelWidth = (summary.map(\.0.count).max() ?? 0) + 1
+        var lines = intro + [""]
+        lines += summary.map { "  " + ($0.0 + ":").padding(toLength: labelWidth + 1, withPad: " ", startingAt: 0) + " " + $0.1 }
+        if !table.isEmpty {
+            lines.append("")
+            lines += table.map { "  \($0.0)\n      \($0.1)" }
+        }
+        lines += [""] + closing + ["", "— \(signature)"]
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    static func html(intro: [String], summary: [(String, String)], table: [(String, String)], closing: [String], signature: String) -> String {
+        func escape(_ text: String) -> String {
+            text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+                .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
+        }
+        var html = "<!DOCTYPE html><html><body style=\"font-family: sans-serif; color: #222\">\n"
+        html += intro.split(separator: "").map { "<p>" + $0.map(escape).joined(separator: "<br>") + "</p>\n" }.joined()
+        html += "<table style=\"border-collapse: collapse\">\n"
+        html += summary.map { "<tr><th style=\"text-align: left; padding-right: 1em\">\(escape($0.0))</th><td>\(escape($0.1))</td></tr>\n" }.joined()
+        html += "</table>\n"
+        if !table.isEmpty {
+            html += "<table style=\"border-collapse: collapse; margin-top: 1em\">\n"
+            html += table.map { "<tr><td style=\"padding-right: 2em\">\(escape($0.0))</td><td style=\"text-align: right\">\(escape($0.1))</td></tr>\n" }
+                .joined()
+            html += "</table>\n"
+        }
+        html += closing.map { "<p>\(escape($0))</p>\n" }.joined()
+        return html + "<p>— \(escape(signature))</p>\n</body></html>\n"
+    }
+
+    /// `text` on one line: line breaks, tabs and other control characters become spaces.
+    static func oneLine(_ text: String) -> String {
+        String(String.UnicodeScalarView(text.unicodeScalars.map { $0.properties.generalCategory == .control ? " " : $0 }))
+            .trimmingCharacters(in: .whitespaces)
+    }
+}
+
+/// Dates as finance reads them, in UTC: `Nov 16, 2026`; periods `Oct 16 – Nov 16, 2026`.
+enum Wording {
+    static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    static func parts(_ date: Date) -> (year: Int, month: Int, day: Int) {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = .gmt
+        let components = calendar.dateComponents([.year, .month, .day], from: date)
+        return (components.year ?? 1970, components.month ?? 1, components.day ?? 1)
+    }
+
+    static func day(_ date: Date) -> String {
+        let (year, month, day) = parts(date)
+        return "\(months[month - 1]) \(day), \(year)"
+    }
+
+    static func period(_ start: Date, _ end: Date) -> String {
+        let (startYear, startMonth, startDay) = parts(start)
+        guard startYear == parts(end).year else { return "\(day(start)) – \(day(end))" }
+        return "\(months[startMonth - 1]) \(startDay) – \(day(end))"
+    }
+}

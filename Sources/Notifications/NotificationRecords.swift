@@ -1,0 +1,66 @@
+import Foundation
+import PostgresClient
+
+/// The `notifications` table: one row per planned notification (its dedup key), so a
+/// redelivered or replayed event never notifies the same recipient twice once it went
+/// out, and people can see every attempt's outcome.
+///
+/// A delivery is *claimed* before it is attempted (a lease of `leaseSeconds`, so two
+/// consumers never send it at once) and marked `sent` after the server accepted it. A
+/// crash between the two leaves the claim to expire: the delivery is attempted again —
+/// at least once, never zero times (SPEC §5).
+public enum NotificationRecords {
+    public static let leaseSeconds = 120
+
+    /// What the claim found.
+    public enum Claim: Sendable, Equatable {
+        /// Claimed: attempt it now.
+        case claimed
+        /// Already sent: nothing to do.
+        case alreadySent
+        /// Another consumer holds it right now (a redelivery raced it): try again later.
+        case busy
+    }
+
+    /// Claims the delivery `dedupKey` for one attempt.
+    public static func claim(
+        _ notification: PlannedNotification, eventID: String, eventType: String, tenant: UUID, on connection: PostgresConnection
+    ) async throws -> Claim {
+        let claimed = try await connection.query(
+            """
+            INSERT INTO notifications (dedup_key, channel, tenant_id, recipient, event_type, event_id, endpoint_id, attempts,
+                                       claimed_until)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, 1, now() + make_interval(secs => $8))
+            ON CONFLICT (dedup_key) DO UPDATE
+               SET attempts = notifications.attempts + 1, claimed_until = excluded.claimed_until, updated_at = now()
+             WHERE notifications.status <> 'sent' AND (notifications.claimed_until IS NULL OR notifications.claimed_until < now())
+            RETURNING id
+            """,
+            [
+                notification.dedupKey, notification.channel.rawValue, tenant, notification.recipient, eventType, eventID,
+                notification.endpointID, leaseSeconds,
+            ])
+        guard claimed.isEmpty else { return .claimed }
+        let status = try await connection.query("SELECT status FROM notifications WHERE dedup_key = $1", [notification.dedupKey])
+        return status.first?.text(0) == "sent" ? .alreadySent : .busy
+    }
+
+    /// The server accepted it (`responseCode`: the webhook's HTTP status, or SMTP's 250).
+    public static func markSent(_ dedupKey: String, responseCode: Int?, on connection: PostgresConnection) async throws {
+        try await connection.query(
+            """
+            UPDATE notifications SET status = 'sent', sent_at = now(), claimed_until = NULL, last_error = NULL,
+                   response_code = $2, updated_at = now()
+             WHERE dedup_key = $1
+            """, [dedupKey, responseCode])
+    }
+
+    /// The attempt failed; the claim is released so the next attempt may take it.
+    public static func markFailed(_ dedupKey: String, error: String, responseCode: Int?, on connection: PostgresConnection) async throws {
+        try await connection.query(
+            """
+            UPDATE notifications SET status = 'failed', claimed_until = NULL, last_error = $2, response_code = $3, updated_at = now()
+             WHERE dedup_key = $1 AND status <> 'sent'
+            """, [dedupKey, String(error.prefix(2000)), responseCode])
+    }
+}

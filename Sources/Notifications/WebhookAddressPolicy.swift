@@ -1,0 +1,117 @@
+import BlockingIO
+import Foundation
+
+/// Where webhooks may be sent (SPEC §6): `http(s)` URLs with a host, no credentials,
+/// whose every resolved address is public. Loopback, private (RFC 1918, fc00::/7),
+/// link-local (cloud metadata lives there), carrier-grade NAT, unspecified and multicast
+/// addresses are refused unless `allowPrivate` (`TALLY_WEBHOOK_ALLOW_PRIVATE=1`, set
+/// for the local stack) — a tenant must not make Tally call into its own network.
+///
+/// The Billing API checks an endpoint when it is created or changed; the Notifier checks
+/// again at every delivery and connects only to the addresses it checked (DNS can change).
+public actor WebhookAddressPolicy {
+    private let executor: DedicatedThreadExecutor
+    public let allowPrivate: Bool
+
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
+    /// A policy whose name lookups (blocking `getaddrinfo`) run on a thread of its own.
+    public init(allowPrivate: Bool) {
+        self.executor = DedicatedThreadExecutor(name: "webhook-dns")
+        self.allowPrivate = allowPrivate
+    }
+
+    deinit {
+        executor.shutdown()
+    }
+
+    /// A URL that passed, with the addresses to connect to (libcurl `host:port:address`).
+    public struct Checked: Sendable, Equatable {
+        public let url: String
+        public let host: String
+        public let port: Int
+        public let addresses: [String]
+
+        /// `CURLOPT_RESOLVE` entries pinning the host to the checked addresses.
+        public var pinned: [String] {
+            addresses.isEmpty ? [] : ["\(host):\(port):" + addresses.map { $0.contains(":") ? "[\($0)]" : $0 }.joined(separator: ",")]
+        }
+    }
+
+    /// Why a URL is refused, in words for the API's `field: url` error and the park reason.
+    public struct Refusal: Error, Equatable, CustomStringConvertible, Sendable {
+        public let description: String
+    }
+
+    /// Checks `url`; throws a `Refusal` saying why it may not be used.
+    public func check(_ url: String) throws(Refusal) -> Checked {
+        guard url.count <= 2048, let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(),
+            scheme == "http" || scheme == "https"
+        else { throw Refusal(description: "must be an http:// or https:// URL of at most 2048 characters") }
+        guard let host = components.host, !host.isEmpty else { throw Refusal(description: "must name a host") }
+        guard components.user == nil, components.password == nil else {
+            throw Refusal(description: "must not carry credentials; verify deliveries with the signing secret instead")
+        }
+        let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
+        let port = components.port ?? (scheme == "https" ? 443 : 80)
+        let addresses = Self.resolve(bareHost)
+        guard !addresses.isEmpty else { throw Refusal(description: "host \(bareHost) does not resolve") }
+        if !allowPrivate, let inside = addresses.first(where: Self.isPrivate) {
+            throw Refusal(
+                description: "resolves to \(inside), a loopback, private or link-local address; webhooks go to public addresses only")
+        }
+        return Checked(url: url, host: bareHost, port: port, addresses: addresses)
+    }
+
+    /// Every address `host` resolves to, as text (IPv4 dotted, IPv6 colon form).
+    static func resolve(_ host: String) -> [String] {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &list) == 0, let first = list else { return [] }
+        defer { freeaddrinfo(list) }
+        var addresses: [String] = []
+        for entry in sequence(first: first, next: { $0.pointee.ai_next }) {
+            var buffer = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+            guard getnameinfo(entry.pointee.ai_addr, entry.pointee.ai_addrlen, &buffer, socklen_t(buffer.count), nil, 0, NI_NUMERICHOST) == 0
+            else { continue }
+            let text = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if !addresses.contains(text) { addresses.append(text) }
+        }
+        return addresses
+    }
+
+    /// Whether `address` (numeric text) is one webhooks must not reach.
+    static func isPrivate(_ address: String) -> Bool {
+        var v4 = in_addr()
+        if inet_pton(AF_INET, address, &v4) == 1 {
+            return isPrivate(ipv4: UInt32(bigEndian: v4.s_addr))
+        }
+        var v6 = in6_addr()
+        guard inet_pton(AF_INET6, address.split(separator: "%").first.map(String.init) ?? address, &v6) == 1 else { return true }
+        let bytes = withUnsafeBytes(of: v6) { Array($0) }
+        if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF {  // ::ffff:a.b.c.d
+            return isPrivate(ipv4: bytes[12...15].reduce(0) { $0 << 8 | UInt32($1) })
+        }
+        if bytes.allSatisfy({ $0 == 0 }) || bytes[0..<15].allSatisfy({ $0 == 0 }) && bytes[15] == 1 { return true }  // :: and ::1
+        if bytes[0] & 0xFE == 0xFC { return true }  // fc00::/7 unique local
+        if bytes[0] == 0xFE && bytes[1] & 0xC0 == 0x80 { return true }  // fe80::/10 link-local
+        if bytes[0] == 0xFF { return true }  // multicast
+        return false
+    }
+
+    private static func isPrivate(ipv4 value: UInt32) -> Bool {
+        let ranges: [(UInt32, Int)] = [
+            (0x0000_0000, 8),  // 0.0.0.0/8 "this network"
+            (0x0A00_0000, 8),  // 10/8
+            (0x6440_0000, 10),  // 100.64/10 carrier-grade NAT
+            (0x7F00_0000, 8),  // 127/8 loopback
+            (0xA9FE_0000, 16),  // 169.254/16 link-local, cloud metadata
+            (0xAC10_0000, 12),  // 172.16/12
+            (0xC0A8_0000, 16),  // 192.168/16
+            (0xE000_0000, 4),  // 224/4 multicast
+            (0xF000_0000, 4),  // 240/4 reserved, broadcast
+        ]
+        return ranges.contains { network, length in value >> (32 - UInt32(length)) == network >> (32 - UInt32(length)) }
+    }
+}

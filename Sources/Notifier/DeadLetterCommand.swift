@@ -1,0 +1,130 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PostgresClient
+import RabbitMQClient
+import TallyMessaging
+import TallyRuntime
+
+/// `notifier dlq`: billing events whose notifications could not all be delivered, parked
+/// in `QUEUE.parked` with the reason, and putting them back once the cause is fixed.
+/// A replayed event sends only what had not gone out: sent notifications are recorded.
+struct DeadLetterCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dlq",
+        abstract: "List, show, replay or purge parked billing events (undelivered emails and webhooks).",
+        discussion: ConfigurationReport.helpText([.amqpURL, .databaseURL, NotifierConfiguration.queue]),
+        subcommands: [List.self, Show.self, Replay.self, Purge.self])
+
+    struct Options: ParsableArguments {
+        @Option(help: "The work queue (default: $NOTIFIER_QUEUE or notifier.events).") var queue: String?
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "How many are parked, then the oldest with their reasons.")
+        @OptionGroup var options: Options
+        @Option(help: "How many to show.") var limit = 20
+
+        func run() async throws {
+            try await ParkedEvents.with(options) { parked in
+                print("parked events in \(parked.lot.name): \(try await parked.lot.count(on: parked.channel))")
+                for message in try await parked.lot.peek(limit: limit, logger: parked.logger) {
+                    let event = try? BillingEvent.decode(message.body)
+                    print("  \(message.messageID ?? "-")  \(event?.type ?? "unreadable")  tenant \(event.map { "\($0.tenantID)" } ?? "-")")
+                    print("    \(message.reason)")
+                }
+            }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One parked event, whole, with each of its deliveries (its id from `list`).")
+        @OptionGroup var options: Options
+        @Argument(help: "The event's id (its message id).") var id: String
+
+        func run() async throws {
+            try await ParkedEvents.with(options) { parked in
+                guard let message = try await parked.lot.peek(limit: 2000, logger: parked.logger).first(where: { $0.messageID == id }) else {
+                    throw ValidationError("no parked event \(id); `notifier dlq list` shows them")
+                }
+                print("reason: \(message.reason)\nbody: \(String(decoding: message.body, as: UTF8.self))\ndeliveries:")
+                let rows = try await parked.database.query(
+                    """
+                    SELECT channel, recipient, status, attempts, coalesce(response_code::text, '-'), coalesce(last_error, '')
+                      FROM notifications WHERE event_id = $1 ORDER BY id
+                    """, [id])
+                for row in rows {
+                    print("  \(row.text(0) ?? "") \(row.text(1) ?? ""): \(row.text(2) ?? "") after \(row.text(3) ?? "0") attempt(s), code \(row.text(4) ?? "-") \(row.text(5) ?? "")")
+                }
+            }
+        }
+    }
+
+    struct Replay: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Put every parked event back on the work queue; what was already sent is not sent again.",
+            discussion: "Fix the cause first (the receiver, the endpoint's URL, the mail server): what still fails is retried, then parked again.")
+        @OptionGroup var options: Options
+
+        func run() async throws {
+            try await ParkedEvents.with(options) { parked in
+                print("replayed \(try await parked.lot.replayAll(on: parked.channel, publisher: parked.publisher)) parked event(s)")
+            }
+        }
+    }
+
+    struct Purge: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete every parked event for good (needs --yes).")
+        @OptionGroup var options: Options
+        @Flag(help: "Confirm: their undelivered notifications will never be sent.") var yes = false
+
+        func validate() throws {
+            guard yes else { throw ValidationError("purge drops notifications that were never delivered; add --yes if that is what you want") }
+        }
+
+        func run() async throws {
+            try await ParkedEvents.with(options) { parked in
+                print("purged \(try await parked.lot.purge(on: parked.channel)) parked event(s)")
+            }
+        }
+    }
+}
+
+/// The connections the `dlq` commands share.
+struct ParkedEvents: Sendable {
+    let lot: ParkingLot
+    let channel: AMQPConnection
+    let publisher: ConfirmedPublisher
+    let database: PostgresPool
+    let logger: Logger
+
+    /// Opens the connections, runs `body`, and closes them.
+    static func with(_ options: DeadLetterCommand.Options, _ body: (ParkedEvents) async throws -> Void) async throws {
+        let reader = ConfigurationReader()
+        var logger = Logger(label: "notifier.dlq")
+        logger.logLevel = .error
+        let amqp = try AMQPConfiguration(url: try reader.string(.amqpURL), connectionName: "tally-notifier-dlq")
+        let channel = try await AMQPConnection.connect(configuration: amqp, logger: logger)
+        let parked = ParkedEvents(
+            lot: ParkingLot(
+                // The policy only names the parking lot (the queue's name + `.parked`).
+                queue: try options.queue ?? reader.string(NotifierConfiguration.queue), retry: .notifications, amqp: amqp),
+            channel: channel, publisher: ConfirmedPublisher(configuration: amqp, logger: logger),
+            database: PostgresPool(configuration: try PostgresConfiguration(url: try reader.string(.databaseURL)), size: 1, logger: logger),
+            logger: logger)
+        do {
+            try await channel.openChannel(1)
+            try await body(parked)
+        } catch {
+            await parked.close()
+            throw error
+        }
+        await parked.close()
+    }
+
+    func close() async {
+        await channel.close()
+        await publisher.close()
+        await database.close()
+    }
+}

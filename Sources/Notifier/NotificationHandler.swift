@@ -1,0 +1,272 @@
+import CurlClient
+import Foundation
+import InvoicePDF
+import Invoicing
+import Logging
+import Notifications
+import PostgresClient
+import RabbitMQClient
+import TallyMessaging
+import TallyRuntime
+import TallyStore
+
+/// What one Notifier consumer holds: its own PostgreSQL connection, mail client and
+/// HTTP client (each a connection of its own, on a thread of its own).
+struct NotifierSession: Sendable {
+    let database: PostgresConnection
+    let smtp: SMTPClient
+    let http: HTTPClient
+}
+
+/// The Notifier's work on one billing event (the loop around it is the shared
+/// `QueueWorker`): plan who is told (`NotificationPlanner`), then for each notification
+/// claim it, send it (email over SMTP, signed webhook over HTTP) and record the outcome.
+/// Notifications already sent are skipped, so a redelivered or replayed event sends only
+/// what had not gone out. Outcomes:
+/// - the mail server unreachable: the event is held (no attempt is used up) until it is back;
+/// - a failure that may pass (a receiver answering 500, a timeout, SMTP 4xx): the event is
+///   retried through the retry queues with backoff, then parked;
+/// - only failures that cannot pass (a refused address, SMTP 5xx, an unreadable event): parked now.
+struct NotificationHandler: QueueWorkHandler {
+    let configuration: NotifierConfiguration
+    let database: PostgresConfiguration
+    let metrics: NotifierMetrics
+    let addresses: WebhookAddressPolicy
+    let email: NotificationEmail
+
+    init(configuration: NotifierConfiguration, metrics: NotifierMetrics) throws {
+        self.configuration = configuration
+        self.database = try PostgresConfiguration(url: configuration.databaseURL)
+        self.metrics = metrics
+        self.addresses = WebhookAddressPolicy(allowPrivate: configuration.allowPrivateWebhooks)
+        self.email = NotificationEmail(sellerName: configuration.sellerName, sellerEmail: configuration.sellerEmail)
+    }
+
+    func openSession(consumer: Int, logger: Logger, shouldStop: @escaping @Sendable () -> Bool) async -> NotifierSession? {
+        guard let database = await PostgresConnection.connectRetrying(
+            configuration: database, logger: logger, shouldStop: shouldStop)
+        else { return nil }
+        do {
+            return NotifierSession(
+                database: database, smtp: try SMTPClient(configuration: configuration.smtp),
+                http: try HTTPClient(configuration: .init(maxResponseBytes: 64 * 1024)))
+        } catch {
+            logger.critical("cannot start libcurl", metadata: ["error": "\(error)"])
+            await database.close()
+            return nil
+        }
+    }
+
+    func closeSession(_ session: NotifierSession) async {
+        await session.database.close()
+    }
+
+    func process(_ deliveries: [Delivery], in session: NotifierSession, logger: Logger) async -> WorkOutcome {
+        var poisoned: [WorkOutcome.Poisoned] = []
+        for delivery in deliveries {
+            let event: BillingEvent
+            do {
+                event = try BillingEvent.decode(delivery.body)
+            } catch {
+                poisoned.append(.init(deliveryTag: delivery.deliveryTag, reason: "not a billing event: \(error.reason)"))
+                continue
+            }
+            var logger = logger
+            logger[metadataKey: "event.id"] = "\(event.id)"
+            logger[metadataKey: "tenant.id"] = "\(event.tenantID)"
+            metrics.event()
+            switch await deliver(event, session: session, logger: logger) {
+            case .done: continue
+            case .poison(let reason): poisoned.append(.init(deliveryTag: delivery.deliveryTag, reason: reason))
+            case .failure(let failure): return WorkOutcome(poisoned: poisoned, failure: failure)
+            }
+        }
+        return WorkOutcome(poisoned: poisoned)
+    }
+
+    func didPark(_ delivery: Delivery, reason: String, in session: NotifierSession, logger: Logger) async {
+        guard let event = try? BillingEvent.decode(delivery.body),
+            let rows = try? await session.database.query(
+                "SELECT channel, count(*) FROM notifications WHERE event_id = $1 AND status <> 'sent' GROUP BY channel", [event.id])
+        else { return }
+        for row in rows { metrics.parked(channel: row.text(0) ?? "", (try? row.decode(1, as: Int.self)) ?? 0) }
+    }
+
+    private enum EventOutcome {
+        case done
+        case poison(String)
+        case failure(WorkFailure)
+    }
+
+    /// Why one notification did not go out.
+    private enum SendFailure: Error {
+        /// The mail server could not be reached: every email would fail alike.
+        case mailServerDown(String)
+        /// Another attempt may work.
+        case transient(String, code: Int?)
+        /// No attempt can work until someone changes something.
+        case permanent(String, code: Int?)
+
+        var text: String {
+            switch self {
+            case .mailServerDown(let text), .transient(let text, _), .permanent(let text, _): text
+            }
+        }
+    }
+
+    private func deliver(_ event: BillingEvent, session: NotifierSession, logger: Logger) async -> EventOutcome {
+        let database = session.database
+        let tenant: Tenant
+        let targets: [WebhookTarget]
+        do {
+            guard let found = try await TenantStore.tenant(id: event.tenantID, on: database) else {
+                return .poison("tenant \(event.tenantID) does not exist (deleted?); nothing to notify")
+            }
+            tenant = found
+            targets = try await database.withTransaction { try WebhookEndpointStore.targets(tenant: event.tenantID, eventType: event.type, on: $0) }
+        } catch {
+            return .failure(.classifying(error))
+        }
+        let plan = NotificationPlanner.plan(
+            event, tenantEmail: tenant.billingEmail, financeEmail: configuration.financeEmail, endpoints: targets.map(\.endpoint))
+        var invoice: InvoiceAttachment?
+        var failures: [SendFailure] = []
+        for notification in plan {
+            do {
+                switch try await NotificationRecords.claim(notification, eventID: event.id, eventType: event.type, tenant: tenant.id, on: database) {
+                case .alreadySent:
+                    metrics.skipped(notification.channel.rawValue)
+                    continue
+                case .busy:
+                    failures.append(.transient("\(notification.channel.rawValue) to \(notification.recipient) is being sent by another consumer", code: nil))
+                    continue
+                case .claimed:
+                    break
+                }
+            } catch {
+                return .failure(.classifying(error))
+            }
+            let outcome: Result<Int?, SendFailure>
+            switch notification.channel {
+            case .email:
+                outcome = await sendEmail(event, notification, tenant: tenant, invoice: &invoice, session: session)
+            case .webhook:
+                let target = targets.first { $0.endpoint.id == notification.endpointID }
+                outcome = await sendWebhook(event, notification, target: target, session: session)
+            }
+            do {
+                switch outcome {
+                case .success(let code):
+                    try await NotificationRecords.markSent(notification.dedupKey, responseCode: code, on: database)
+                    metrics.sent(notification.channel.rawValue)
+                    if notification.channel == .email { metrics.mailServer(up: true) }
+                    logger.info("notification sent", metadata: ["channel": "\(notification.channel.rawValue)", "recipient": "\(notification.recipient)"])
+                case .failure(let failure):
+                    let code: Int? = if case .transient(_, let code) = failure { code } else if case .permanent(_, let code) = failure { code } else { nil }
+                    try await NotificationRecords.markFailed(notification.dedupKey, error: failure.text, responseCode: code, on: database)
+                    metrics.failed(notification.channel.rawValue)
+                    logger.warning(
+                        "notification failed",
+                        metadata: ["channel": "\(notification.channel.rawValue)", "recipient": "\(notification.recipient)", "error": "\(failure.text)"])
+                    if case .mailServerDown(let reason) = failure {
+                        metrics.mailServer(up: false)
+                        return .failure(.dependencyDown("mail server (\(reason))"))
+                    }
+                    failures.append(failure)
+                }
+            } catch {
+                return .failure(.classifying(error))
+            }
+        }
+        guard !failures.isEmpty else { return .done }
+        let reasons = failures.map(\.text).joined(separator: "; ")
+        let permanent = failures.allSatisfy { if case .permanent = $0 { true } else { false } }
+        return permanent ? .poison(reasons) : .failure(.failed(reasons))
+    }
+
+    /// The invoice and its PDF, read and drawn once per event (finance and tenant get the same).
+    struct InvoiceAttachment {
+        let view: InvoiceView
+        let pdf: [UInt8]
+    }
+
+    private func sendEmail(
+        _ event: BillingEvent, _ notification: PlannedNotification, tenant: Tenant, invoice: inout InvoiceAttachment?,
+        session: NotifierSession
+    ) async -> Result<Int?, SendFailure> {
+        let recipient = NotificationEmail.Recipient(name: tenant.name, email: tenant.billingEmail)
+        let message: MailMessage
+        switch event {
+        case .invoiceFinalized(let finalized):
+            if invoice == nil {
+                do {
+                    guard let view = try await session.database.withTransaction({ try InvoiceStore.load("id = $1", [finalized.invoiceID], on: $0) }).first
+                    else { return .failure(.permanent("invoice \(finalized.invoiceID) does not exist", code: nil)) }
+                    let pdf = try InvoiceDocument(
+                        invoice: view, seller: .init(name: configuration.sellerName, email: configuration.sellerEmail),
+                        customer: .init(name: tenant.name, email: tenant.billingEmail)
+                    ).render()
+                    invoice = InvoiceAttachment(view: view, pdf: pdf)
+                } catch {
+                    return .failure(.transient("could not read or draw the invoice: \(error)", code: nil))
+                }
+            }
+            guard let invoice else { return .failure(.transient("no invoice", code: nil)) }
+            message = email.invoice(
+                invoice.view, dueAt: finalized.dueAt ?? invoice.view.issuedAt.addingTimeInterval(30 * 86_400), pdf: invoice.pdf,
+                tenant: recipient, to: notification)
+        case .invoicePaymentFailed(let failed):
+            message = email.paymentFailed(failed, tenant: recipient, to: notification)
+        case .alertTriggered(let alert):
+            message = email.alert(alert, tenant: recipient, to: notification)
+        case .quotaExceeded(let quota):
+            message = email.quotaExceeded(quota, tenant: recipient, to: notification)
+        }
+        do {
+            try await session.smtp.send(message, date: Date())
+            return .success(250)
+        } catch {
+            switch error.code {
+            case .couldNotConnect, .timeout, .tls, .loginDenied: return .failure(.mailServerDown(String(describing: error)))
+            case .rejected where error.isTransient: return .failure(.transient("mail server refused: \(error)", code: error.responseCode))
+            case .rejected, .invalidRequest: return .failure(.permanent("email refused: \(String(reflecting: error))", code: error.responseCode))
+            default: return .failure(.transient("email failed: \(error)", code: error.responseCode))
+            }
+        }
+    }
+
+    private func sendWebhook(
+        _ event: BillingEvent, _ notification: PlannedNotification, target: WebhookTarget?, session: NotifierSession
+    ) async -> Result<Int?, SendFailure> {
+        guard let target else { return .failure(.permanent("webhook endpoint \(notification.endpointID?.uuidString ?? "-") is gone", code: nil)) }
+        let checked: WebhookAddressPolicy.Checked
+        do {
+            checked = try await addresses.check(target.endpoint.url)
+        } catch {
+            return .failure(.permanent("webhook URL refused: \(error)", code: nil))
+        }
+        let body: [UInt8]
+        do {
+            body = try event.encoded()
+        } catch {
+            return .failure(.permanent("event cannot be encoded: \(error)", code: nil))
+        }
+        let timestamp = Int64(Date().timeIntervalSince1970)
+        var request = HTTPClient.Request(
+            method: .post, url: checked.url,
+            headers: [
+                "Content-Type": "application/json", "User-Agent": "Tally-Webhooks/1", "Tally-Event-Id": event.id, "Tally-Event-Type": event.type,
+                WebhookSignature.header: WebhookSignature.value(
+                    body: body, timestamp: timestamp, secrets: [target.secret] + (target.previousSecret.map { [$0] } ?? [])),
+            ],
+            body: Data(body), connectTimeout: .seconds(5), timeout: .seconds(10))
+        request.pinnedAddresses = checked.pinned
+        do {
+            let response = try await session.http.send(request)
+            guard response.isSuccess else { return .failure(.transient("webhook answered HTTP \(response.status)", code: response.status)) }
+            return .success(response.status)
+        } catch {
+            return .failure(.transient("webhook not delivered: \(error)", code: nil))
+        }
+    }
+}

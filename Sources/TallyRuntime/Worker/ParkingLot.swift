@@ -1,0 +1,89 @@
+import Logging
+import RabbitMQClient
+import TallyMessaging
+
+/// A work queue's parking lot (`QUEUE.parked`): the messages a worker gave up on, each
+/// with its reason in `x-tally-park-reason`. What every worker's `dlq` command does
+/// with it: count, look (without taking), replay onto the work queue, purge.
+public struct ParkingLot: Sendable {
+    /// A parked message as `dlq list` and `dlq show` print it.
+    public struct Message: Sendable {
+        public let messageID: String?
+        public let reason: String
+        public let body: [UInt8]
+    }
+
+    public let queue: String
+    public let retry: RetryPolicy
+    let amqp: AMQPConfiguration
+
+    public init(queue: String, retry: RetryPolicy, amqp: AMQPConfiguration) {
+        self.queue = queue
+        self.retry = retry
+        self.amqp = amqp
+    }
+
+    /// `QUEUE.parked`.
+    public var name: String { retry.parkingQueue(for: queue) }
+
+    /// How many messages are parked.
+    public func count(on channel: AMQPConnection) async throws -> Int {
+        Int(try await channel.declareQueue(name, passive: true))
+    }
+
+    /// Up to `limit` parked messages, oldest first, left where they are: they are read on
+    /// a connection of their own that closes without acking, so the broker requeues them.
+    public func peek(limit: Int, logger: Logger) async throws -> [Message] {
+        let peek = try await AMQPConnection.connect(configuration: amqp, logger: logger)
+        do {
+            let messages = try await read(limit: limit, on: peek)
+            await peek.close()
+            return messages
+        } catch {
+            await peek.close()
+            throw error
+        }
+    }
+
+    private func read(limit: Int, on peek: AMQPConnection) async throws -> [Message] {
+        try await peek.openChannel(1)
+        let count = Int(try await peek.declareQueue(name, passive: true))
+        guard count > 0, limit > 0 else { return [] }
+        try await peek.setPrefetch(UInt16(min(limit, 2000)))
+        try await peek.consume(name)
+        var messages: [Message] = []
+        for _ in 0..<min(limit, count) {
+            guard let delivery = try await peek.nextDelivery(timeout: .seconds(2)) else { break }
+            messages.append(
+                Message(
+                    messageID: delivery.properties.messageID,
+                    reason: delivery.properties.headers[HeaderName.parkReason]?.stringValue ?? "(no reason recorded)", body: delivery.body))
+        }
+        return messages
+    }
+
+    /// Moves every parked message back to the work queue (a fresh attempt count, the park
+    /// reason dropped), acking each only after the broker confirmed its copy; returns how many.
+    public func replayAll(on channel: AMQPConnection, publisher: ConfirmedPublisher) async throws -> Int {
+        let total = try await count(on: channel)
+        try await channel.setPrefetch(100)
+        try await channel.consume(name)
+        var moved = 0
+        while moved < total, let delivery = try await channel.nextDelivery(timeout: .seconds(2)) {
+            var properties = delivery.properties
+            properties.headers[HeaderName.parkReason] = nil
+            properties.headers[HeaderName.attempt] = nil
+            try await publisher.publish([
+                OutgoingMessage(exchange: "", routingKey: queue, body: delivery.body, properties: properties, mandatory: true)
+            ])
+            try await channel.ack(delivery.deliveryTag)
+            moved += 1
+        }
+        return moved
+    }
+
+    /// Deletes every parked message; returns how many.
+    public func purge(on channel: AMQPConnection) async throws -> Int {
+        Int(try await channel.purgeQueue(name))
+    }
+}

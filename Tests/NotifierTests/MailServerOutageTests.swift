@@ -1,0 +1,38 @@
+import Foundation
+import PostgresClient
+import TallyTestSupport
+import Testing
+
+/// Stops the real SMTP sink: runs only in the serial outage phase of `./ops/local.sh test`.
+@Suite("Notifier: the mail server down while invoices are issued (outage)", .serialized, .enabled(if: TestEnvironment.disruptive))
+struct MailServerOutageTests {
+    @Test("SMTP sink stopped while 100 invoices are finalized, then started: all 200 emails arrive, none twice")
+    func sinkDownThenUp() async throws {
+        let harness = try await NotifierHarness.make()
+        var tenants: [UUID] = []
+        for index in 0..<10 {
+            tenants.append(try await harness.tenant(name: "Outage \(harness.id) #\(index)", email: "outage-\(harness.id)-\(index)@mail.test"))
+        }
+        try TestEnvironment.ops("stop", "smtp")
+        var invoices = 0
+        for tenant in tenants {
+            invoices += try await harness.billedInvoices(tenant: tenant, subscriptions: 10).count
+        }
+        #expect(invoices == 100)
+        // The running notifier has tried, found the mail server gone, and holds the events.
+        try await harness.waitUntil("the notifier saw the mail server down") {
+            try await harness.database.query(
+                "SELECT count(*) FROM notifications WHERE status = 'failed' AND recipient LIKE $1", ["%\(harness.id)%"]
+            )[0].decode(0, as: Int.self) > 0
+        }
+        try TestEnvironment.ops("start", "smtp")
+        let emails = try await MailSink.waitForEmails(mentioning: harness.id, count: 200)
+        #expect(emails.count == 200)
+        #expect(Set(emails.map(\.messageID)).count == 200)
+        let sent = try await harness.database.query(
+            "SELECT count(*) FROM notifications n JOIN invoices i ON n.event_id = 'invoice.finalized:' || i.id WHERE i.tenant_id = ANY($1::uuid[]) AND n.status = 'sent'",
+            ["{" + tenants.map(\.uuidString).joined(separator: ",") + "}"])
+        #expect(try sent[0].decode(0, as: Int.self) == 200)
+        try await harness.tearDown()
+    }
+}

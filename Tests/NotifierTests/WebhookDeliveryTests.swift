@@ -1,0 +1,113 @@
+import Foundation
+import PostgresClient
+import TallyMessaging
+import TallyStore
+import TallyTestSupport
+import Testing
+
+@Suite("Notifier: signed webhooks, retried with backoff, parked and replayed")
+struct WebhookDeliveryTests {
+    func endpoint(
+        _ harness: NotifierHarness, tenant: UUID, receiver: WebhookReceiver, name: String, events: [String] = ["*"],
+        failFirst: Int = 0, failing: Bool = false
+    ) async throws {
+        let (_, secret) = try await WebhookEndpointStore(pool: harness.database).create(
+            tenant: tenant, url: "\(receiver.baseURL)/hooks/\(name)", events: events, description: "test \(name)")
+        await receiver.inbox.expect(name, secret: secret.value, failFirst: failFirst, failing: failing)
+    }
+
+    static func alert(_ tenant: UUID, metric: String) -> BillingEvent {
+        .alertTriggered(
+            .init(
+                tenantID: tenant, occurredAt: Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down)), alertID: UUID(), alertKind: "threshold", thresholdKey: "threshold:5", metric: metric,
+                value: "7", threshold: "5", quota: nil, periodStart: Date(timeIntervalSince1970: 1_790_000_000),
+                periodEnd: Date(timeIntervalSince1970: 1_792_592_000), channels: ["webhook"]))
+    }
+
+    @Test("a receiver failing three times then succeeding gets the event once, after the retry queues' waits")
+    func flakyReceiver() async throws {
+        let harness = try await NotifierHarness.make()
+        let receiver = try await WebhookReceiver.shared()
+        let tenant = try await harness.tenant(name: "Flaky \(harness.id)", email: "flaky@hooks.test")
+        try await endpoint(harness, tenant: tenant, receiver: receiver, name: "flaky-\(harness.id)", events: ["alert.triggered"], failFirst: 3)
+        let notifier = try harness.startNotifier()
+        let event = Self.alert(tenant, metric: "calls_\(harness.id)")
+        try await harness.publish(event)
+        try await harness.waitUntil("the fourth attempt accepted") { await receiver.inbox.deliveries("flaky-\(harness.id)").count == 1 }
+        // A second event behind it: once it arrives, nothing of the first is still in flight.
+        let marker = Self.alert(tenant, metric: "marker_\(harness.id)")
+        try await harness.publish(marker)
+        try await harness.waitUntil("the marker delivered") { await receiver.inbox.deliveries("flaky-\(harness.id)").count == 2 }
+        let deliveries = await receiver.inbox.deliveries("flaky-\(harness.id)")
+        #expect(deliveries.map(\.eventID) == [event.id, marker.id])
+        #expect(try BillingEvent.decode(Array(deliveries[0].body)) == event)
+        let attempts = await receiver.inbox.attemptTimes("flaky-\(harness.id)")
+        #expect(attempts.count == 5)
+        // Backoff through the retry queues: at least 1 s, 2 s and 3 s between the attempts.
+        let gaps = zip(attempts.dropFirst(), attempts).map { $0 - $1 }
+        #expect(gaps.count >= 3 && gaps[0] >= .milliseconds(900) && gaps[1] >= .milliseconds(1_900) && gaps[2] >= .milliseconds(2_900))
+        #expect(await receiver.inbox.badSignatures == 0)
+        let row = try await harness.database.query("SELECT status, attempts, response_code FROM notifications WHERE event_id = $1", [event.id])
+        #expect(row.first?.text(0) == "sent" && row.first?.text(1) == "4" && row.first?.text(2) == "200")
+        #expect(notifier.kill(SIGTERM) == 0)
+        try await harness.tearDown()
+    }
+
+    @Test("a receiver that always fails ends parked; after it recovers, notifier dlq replay delivers once")
+    func parkedThenReplayed() async throws {
+        let harness = try await NotifierHarness.make()
+        let receiver = try await WebhookReceiver.shared()
+        let tenant = try await harness.tenant(name: "Down \(harness.id)", email: "down@hooks.test")
+        let name = "down-\(harness.id)"
+        try await endpoint(harness, tenant: tenant, receiver: receiver, name: name, failing: true)
+        let notifier = try harness.startNotifier()
+        let event = Self.alert(tenant, metric: "calls_\(harness.id)")
+        try await harness.publish(event)
+        try await harness.waitUntil("the event parked after its 4 attempts") { try await harness.depth(".parked") == 1 }
+        #expect(await receiver.inbox.attemptTimes(name).count == 4)
+        let listing = try harness.dlq("list")
+        #expect(listing.output.contains("parked events in \(harness.queue).parked: 1"))
+        #expect(listing.output.contains("failed 4 times") && listing.output.contains("HTTP 503"), "\(listing.output)")
+        let shown = try harness.dlq("show", event.id)
+        #expect(shown.output.contains("webhook") && shown.output.contains("failed after 4 attempt(s), code 503"), "\(shown.output)")
+        await receiver.inbox.recover(name)
+        #expect(try harness.dlq("replay").output.contains("replayed 1 parked event(s)"))
+        try await harness.waitUntil("the replayed event delivered") { await receiver.inbox.deliveries(name).count == 1 }
+        #expect(await receiver.inbox.deliveries(name).map(\.eventID) == [event.id])
+        #expect(try harness.dlq("purge").status != 0)  // needs --yes
+        #expect(notifier.kill(SIGTERM) == 0)
+        try await harness.tearDown()
+    }
+
+    @Test("without the allow flag a loopback URL is refused at delivery and parked at once; B's events never reach A")
+    func privateRefusedAndTenantsApart() async throws {
+        let harness = try await NotifierHarness.make()
+        let receiver = try await WebhookReceiver.shared()
+        let alice = try await harness.tenant(name: "Alice \(harness.id)", email: "alice@hooks.test")
+        let bob = try await harness.tenant(name: "Bob \(harness.id)", email: "bob@hooks.test")
+        try await endpoint(harness, tenant: alice, receiver: receiver, name: "alice-\(harness.id)")
+        try await endpoint(harness, tenant: bob, receiver: receiver, name: "bob-\(harness.id)")
+        let strict = try harness.startNotifier(allowPrivate: false)
+        try await harness.publish(Self.alert(bob, metric: "calls_\(harness.id)"))
+        try await harness.waitUntil("the loopback delivery parked") { try await harness.depth(".parked") == 1 }
+        #expect(try harness.dlq("list").output.contains("loopback, private or link-local"))
+        #expect(await receiver.inbox.attemptTimes("bob-\(harness.id)").isEmpty)
+        #expect(strict.kill(SIGTERM) == 0)
+        #expect(try harness.dlq("purge", "--yes").output.contains("purged 1 parked event(s)"))
+
+        let notifier = try harness.startNotifier()
+        let forBob = Self.alert(bob, metric: "bob_\(harness.id)")
+        let forAlice = Self.alert(alice, metric: "alice_\(harness.id)")
+        try await harness.publish(forBob)
+        try await harness.publish(forAlice)
+        try await harness.waitUntil("both delivered") {
+            let alices = await receiver.inbox.deliveries("alice-\(harness.id)").count
+            let bobs = await receiver.inbox.deliveries("bob-\(harness.id)").count
+            return alices == 1 && bobs == 1
+        }
+        #expect(await receiver.inbox.deliveries("alice-\(harness.id)").map(\.eventID) == [forAlice.id])
+        #expect(await receiver.inbox.deliveries("bob-\(harness.id)").map(\.eventID) == [forBob.id])
+        #expect(notifier.kill(SIGTERM) == 0)
+        try await harness.tearDown()
+    }
+}
