@@ -27,8 +27,9 @@ struct InvoicerService: Service {
             await withTaskGroup(of: Void.self) { group in
                 for index in 0..<configuration.consumers {
                     let consumer = CommandConsumer(
-                        index: index, amqp: amqp, database: database, prefetch: configuration.prefetch, publisher: publisher,
-                        relay: relay, stopping: stopping, logger: logger)
+                        index: index, amqp: amqp, database: database, prefetch: configuration.prefetch,
+                        paymentTermsDays: configuration.paymentTermsDays, publisher: publisher, relay: relay, stopping: stopping,
+                        logger: logger)
                     group.addTask { await consumer.run() }
                 }
                 if let stripe = configuration.stripe {
@@ -88,6 +89,8 @@ struct CommandConsumer: Sendable {
     let amqp: AMQPConfiguration
     let database: PostgresConfiguration
     let prefetch: UInt16
+    /// Days from issue to due date of every invoice this consumer issues.
+    let paymentTermsDays: Int
     let publisher: ConfirmedPublisher
     let relay: OutboxRelay
     let stopping: ShutdownFlag
@@ -150,7 +153,9 @@ struct CommandConsumer: Sendable {
         var conflicts = 0
         while true {
             do {
-                let outcome = try await database.withTransaction { try InvoiceGenerator.generate(command, on: $0) }
+                let outcome = try await database.withTransaction {
+                    try InvoiceGenerator.generate(command, paymentTermsDays: paymentTermsDays, on: $0)
+                }
                 if case .issued(_, let number) = outcome { logger.info("invoice issued", metadata: ["invoice.number": "\(number)"]) }
                 _ = try? await relay.drain(database)
                 return true
