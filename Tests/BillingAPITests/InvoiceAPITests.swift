@@ -71,6 +71,7 @@ struct InvoiceAPITests: BillingAPITestCase {
             #expect(text.contains(number))
             #expect(text.contains("$1,468.25"))
             #expect(text.contains("Acme Estimating"))
+            #expect(text.contains("Due "))
             for uri in ["/v1/invoices/\(invoice)", "/v1/invoices/\(invoice).pdf"] {
                 try await client.execute(uri: uri, method: .get, headers: bearer(other.key)) { response in
                     #expect(response.status == .notFound)
