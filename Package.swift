@@ -99,7 +99,7 @@ let package = Package(
         // Pushing issued invoices to Stripe (customers, invoice items, invoices) without duplicates.
         .target(name: "StripeSync", dependencies: ["BillingEngine", "CurlClient", "PostgresClient", "TallyStore", log], swiftSettings: swiftSettings),
         // Invoice PDFs drawn with cairo (real text, A4).
-        .target(name: "InvoicePDF", dependencies: ["CCairo", "Invoicing"], swiftSettings: swiftSettings),
+        .target(name: "InvoicePDF", dependencies: ["CCairo", "BillingEngine", "Invoicing", "TallyRuntime"], swiftSettings: swiftSettings),
         // What Tally's HTTP servers share: error shape, authentication, health.
         .target(name: "TallyHTTP", dependencies: ["TallyStore", hummingbird, nioCore, httpTypes, log], swiftSettings: swiftSettings),
 
@@ -134,7 +134,7 @@ let package = Package(
         .target(
             name: "Notifications",
             dependencies: [
-                "TallyMessaging", "TallyStore", "PostgresClient", "CurlClient", "InvoicePDF", "Invoicing", "BlockingIO", crypto,
+                "TallyMessaging", "TallyStore", "PostgresClient", "CurlClient", "InvoicePDF", "Invoicing", "BillingEngine", "BlockingIO", crypto,
             ],
             exclude: ["README.md"],
             swiftSettings: swiftSettings
@@ -214,7 +214,9 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "InvoicePDFTests", dependencies: ["InvoicePDF", "Invoicing", "TallyTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "InvoicePDFTests", dependencies: ["InvoicePDF", "Invoicing", "BillingEngine", "TallyRuntime", "TallyTestSupport"],
+            swiftSettings: swiftSettings),
         .testTarget(name: "BillingEngineTests", dependencies: ["BillingEngine", "TallyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "CivilTimeTests", dependencies: ["CivilTime"], swiftSettings: swiftSettings),
         .testTarget(

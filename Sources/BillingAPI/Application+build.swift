@@ -49,7 +49,7 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) -> 
     ).register(on: router)
     InvoiceRoutes(
         pool: pool, invoices: InvoiceStore(pool: pool), tenants: tenants, grace: Double(configuration.graceSeconds),
-        seller: .init(name: configuration.sellerName, email: configuration.sellerEmail)
+        seller: configuration.seller.party
     ).register(on: router)
     return router
 }

@@ -1,5 +1,6 @@
 import Logging
 import Foundation
+import InvoicePDF
 import TallyRuntime
 import TallyStore
 
@@ -12,8 +13,8 @@ struct BillingAPIConfiguration: Sendable {
     var adminToken: String
     var databasePoolSize = 8
     var graceSeconds = 3600
-    var sellerName = "Tally"
-    var sellerEmail = "billing@tally.localhost"
+    /// The issuer printed on every invoice PDF (`InvoiceSeller.keys`).
+    var seller = InvoiceSeller()
     var stripeWebhookSecret: String?
     var defaultPaymentProvider: PaymentProvider = .none
     var allowPrivateWebhooks = false
@@ -28,19 +29,15 @@ struct BillingAPIConfiguration: Sendable {
     static let grace = ConfigurationKey(
         "BILLING_GRACE_SECONDS", summary: "a period is billed once as_of ≥ its end + this grace (SPEC §2)", default: "3600")
 
-    static let sellerName = ConfigurationKey("TALLY_SELLER_NAME", summary: "who issues the invoices (on every PDF)", default: "Tally")
-    static let sellerEmail = ConfigurationKey(
-        "TALLY_SELLER_EMAIL", summary: "the issuer's billing address (on every PDF)", default: "billing@tally.localhost")
-
     static let stripeWebhookSecret = ConfigurationKey(
         "STRIPE_WEBHOOK_SECRET", summary: "signing secret of the Stripe webhook endpoint (whsec_…); unset: Stripe is off",
         isSecret: true, isOptional: true)
 
 
     static let keys: [ConfigurationKey] = [
-        host, port, .databaseURL, adminToken, poolSize, grace, sellerName, sellerEmail, stripeWebhookSecret, .stripeAPIKey,
-        .defaultPaymentProvider, .webhookAllowPrivate, .migrationsDirectory,
-        .logLevel, .logFormat,
+        host, port, .databaseURL, adminToken, poolSize, grace,
+    ] + InvoiceSeller.keys + [
+        stripeWebhookSecret, .stripeAPIKey, .defaultPaymentProvider, .webhookAllowPrivate, .migrationsDirectory, .logLevel, .logFormat,
     ]
 
     init(databaseURL: String, adminToken: String) {
@@ -54,8 +51,7 @@ struct BillingAPIConfiguration: Sendable {
         port = try reader.int(Self.port, in: 0...65535)
         databasePoolSize = try reader.int(Self.poolSize, in: 1...256)
         graceSeconds = try reader.int(Self.grace, in: 0...(90 * 86_400))
-        sellerName = try reader.string(Self.sellerName)
-        sellerEmail = try reader.string(Self.sellerEmail)
+        seller = try InvoiceSeller(reader: reader)
         stripeWebhookSecret = reader.optionalString(Self.stripeWebhookSecret)
         allowPrivateWebhooks = try reader.choice(.webhookAllowPrivate, among: ["0", "1"]) == "1"
         if reader.optionalString(.defaultPaymentProvider) != nil {

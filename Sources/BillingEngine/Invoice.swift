@@ -12,11 +12,15 @@ public struct InvoiceLine: Sendable, Hashable {
     public let kind: Kind
     /// The metric for overage and adjustment lines; nil for base fees.
     public let metric: String?
+    /// What finance reads on the invoice (wording in `InvoiceCalculator`, dates and
+    /// numbers by `InvoiceText`).
     public let description: String
-    /// Base: 1 (one period's fee). Overage: units above the quota. Adjustment: the
-    /// period's value with the late usage.
+    /// Base: 1 (the segment). Overage: units above the quota. Adjustment: the billable
+    /// units the late usage adds (negative when a `latest` reading went down).
+    /// quantity × unit price is the amount up to the ceiling of a fractional cent.
     public let quantity: Quantity
-    /// Base: the full period's fee. Overage and adjustment: cents per unit.
+    /// Base: the segment's fee (the full period's fee unless prorated). Overage and
+    /// adjustment: the metric's overage rate, cents per unit.
     public let unitPrice: UnitPrice
     /// What the line adds to the subtotal; only adjustments may be negative.
     public let amount: Cents
@@ -68,6 +72,16 @@ public struct LateUsage: Sendable, Hashable {
     public var adjustment: Cents {
         plan.charge(metric: metric, value: currentValue) - plan.charge(metric: metric, value: billedValue)
     }
+
+    /// The billable units the late usage adds: max(0, current − quota) − max(0, billed −
+    /// quota), zero for a metric without a priced quota. Times the overage rate it is
+    /// `adjustment` before each charge's rounding up to a cent, so the two differ by
+    /// less than a cent.
+    public var additionalBillableUnits: Quantity {
+        let terms = plan.terms[metric]
+        let billable = { (value: Quantity) in terms?.overageCharge(for: value)?.overage ?? .zero }
+        return billable(currentValue) - billable(billedValue)
+    }
 }
 
 /// Computes invoices from a subscription's timeline and its usage values: SPEC §2
@@ -105,6 +119,8 @@ public enum InvoiceCalculator {
     }
 
     /// Step 1: round-half-up(base × segment length / full period length) per segment.
+    /// One unit priced at the segment's amount, so the row adds up on the invoice (as
+    /// Stripe prints proration); the description names the segment and says "prorated".
     public static func baseLines(for period: BillingPeriod, of subscription: Subscription) -> [InvoiceLine] {
         let fullLength = Int128(period.calendarPeriod.duration)
         return subscription.segments(of: period).map { segment in
@@ -113,8 +129,8 @@ public enum InvoiceCalculator {
             let amount = Rounding.halfUp(Int128(segment.plan.baseFee.value) * length, dividedBy: fullLength)
             return InvoiceLine(
                 kind: .base, metric: nil,
-                description: "\(segment.plan.name) plan\(prorated ? " (prorated \(segment.span))" : "")",
-                quantity: Quantity(units: 1), unitPrice: UnitPrice(cents: segment.plan.baseFee.value),
+                description: "\(segment.plan.name) plan, \(InvoiceText.period(segment.span))\(prorated ? " (prorated)" : "")",
+                quantity: Quantity(units: 1), unitPrice: UnitPrice(cents: amount.value),
                 amount: amount, period: segment.span)
         }
     }
@@ -126,12 +142,13 @@ public enum InvoiceCalculator {
             guard charge.overage > .zero else { return nil }
             return InvoiceLine(
                 kind: .overage, metric: metric,
-                description: "\(metric): \(charge.value) used, \(charge.quota) included, \(charge.overage) over at \(charge.rate)¢",
+                description: "\(metric): \(charge.value.groupedDescription) used, \(charge.quota.groupedDescription) included",
                 quantity: charge.overage, unitPrice: charge.rate, amount: charge.amount, period: period)
         }
     }
 
-    /// Step 3: one line per (earlier period, metric) whose charge changed.
+    /// Step 3: one line per (earlier period, metric) whose charge changed: the billable
+    /// units the late usage adds at the metric's rate, for charge(new) − charge(billed).
     public static func adjustmentLines(_ lateUsage: [LateUsage]) -> [InvoiceLine] {
         lateUsage
             .sorted { ($0.period.start, $0.metric) < ($1.period.start, $1.metric) }
@@ -140,8 +157,9 @@ public enum InvoiceCalculator {
                 guard amount != .zero else { return nil }
                 return InvoiceLine(
                     kind: .lateUsageAdjustment, metric: late.metric,
-                    description: "\(late.metric): late usage for \(late.period), \(late.billedValue) billed, now \(late.currentValue)",
-                    quantity: late.currentValue, unitPrice: late.plan.terms[late.metric]?.overageRate ?? .zero,
+                    description: "\(late.metric): late usage for \(InvoiceText.period(late.period)) — "
+                        + "\(late.currentValue.groupedDescription) used, \(late.billedValue.groupedDescription) billed before",
+                    quantity: late.additionalBillableUnits, unitPrice: late.plan.terms[late.metric]?.overageRate ?? .zero,
                     amount: amount, period: late.period)
             }
     }

@@ -1,3 +1,4 @@
+import Invoicing
 import StripeSync
 import TallyRuntime
 
@@ -8,6 +9,7 @@ struct InvoicerConfiguration: Sendable {
     var consumers = 2
     var prefetch: UInt16 = 16
     var graceSeconds = 3600
+    var paymentTermsDays = InvoiceGenerator.defaultPaymentTermsDays
     /// Set when STRIPE_API_KEY is: invoices of `stripe` tenants are pushed there.
     var stripe: StripeConfiguration?
 
@@ -16,9 +18,13 @@ struct InvoicerConfiguration: Sendable {
     static let prefetch = ConfigurationKey("INVOICER_PREFETCH", summary: "unacked commands per consumer", default: "16")
     static let grace = ConfigurationKey(
         "BILLING_GRACE_SECONDS", summary: "a period is billed once as_of ≥ its end + this grace (SPEC §2)", default: "3600")
+    static let paymentTerms = ConfigurationKey(
+        "TALLY_PAYMENT_TERMS_DAYS", summary: "an invoice is due this many days after it is issued (0...365)",
+        default: "\(InvoiceGenerator.defaultPaymentTermsDays)")
 
     static let keys: [ConfigurationKey] = [
-        .amqpURL, .databaseURL, consumers, prefetch, grace, .stripeAPIKey, .stripeAPIBase, .migrationsDirectory, .logLevel, .logFormat,
+        .amqpURL, .databaseURL, consumers, prefetch, grace, paymentTerms, .stripeAPIKey, .stripeAPIBase, .migrationsDirectory, .logLevel,
+        .logFormat,
     ]
 
     init(reader: ConfigurationReader) throws(ConfigurationError) {
@@ -27,6 +33,7 @@ struct InvoicerConfiguration: Sendable {
         consumers = try reader.int(Self.consumers, in: 1...64)
         prefetch = UInt16(try reader.int(Self.prefetch, in: 1...2000))
         graceSeconds = try reader.int(Self.grace, in: 0...(90 * 86_400))
+        paymentTermsDays = try reader.int(Self.paymentTerms, in: 0...365)
         if let key = reader.optionalString(.stripeAPIKey) {
             let base = try reader.string(.stripeAPIBase)
             guard base.hasPrefix("https://") || base.hasPrefix("http://") else {

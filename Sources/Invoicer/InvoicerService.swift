@@ -22,7 +22,7 @@ enum InvoicerServices {
         var worker = QueueWorkerSettings(name: "invoicer", queue: QueueName.invoicerCommands)
         worker.consumers = configuration.consumers
         worker.prefetch = configuration.prefetch
-        let handler = CommandHandler(database: database, relay: relay)
+        let handler = CommandHandler(database: database, relay: relay, paymentTermsDays: configuration.paymentTermsDays)
         var services: [any Service] = [
             PublisherService(publisher),
             QueueWorker(settings: worker, amqp: amqp, handler: handler, publisher: publisher, logger: logger),
@@ -97,6 +97,8 @@ struct StripePusher: Service {
 struct CommandHandler: QueueWorkHandler {
     let database: PostgresConfiguration
     let relay: OutboxRelay
+    /// Days from issue to due date (`TALLY_PAYMENT_TERMS_DAYS`).
+    let paymentTermsDays: Int
 
     func openSession(consumer: Int, logger: Logger, shouldStop: @escaping @Sendable () -> Bool) async -> PostgresConnection? {
         await PostgresConnection.connectRetrying(configuration: database, logger: logger, shouldStop: shouldStop)
@@ -120,7 +122,9 @@ struct CommandHandler: QueueWorkHandler {
             logger[metadataKey: "subscription.id"] = "\(command.subscriptionID)"
             logger[metadataKey: "billing_run.id"] = "\(command.billingRunID)"
             do {
-                let outcome = try await database.withTransaction { try InvoiceGenerator.generate(command, on: $0) }
+                let outcome = try await database.withTransaction {
+                    try InvoiceGenerator.generate(command, paymentTermsDays: paymentTermsDays, on: $0)
+                }
                 if case .issued(_, let number) = outcome { logger.info("invoice issued", metadata: ["invoice.number": "\(number)"]) }
             } catch {
                 logger.error("invoice generation failed", metadata: ["error": "\(String(reflecting: error))"])

@@ -12,8 +12,12 @@ import TallyStore
 /// usage changed since they were billed — then inserted with its lines, the per-metric
 /// snapshot later adjustments compare against, the next gapless `INV-YYYY-NNNNNN` of
 /// the run's year (allocated after the reads, so the counter row is held briefly) and
-/// an `invoice.finalized` outbox row.
+/// an `invoice.finalized` outbox row. An invoice is due `paymentTermsDays` after it is
+/// issued.
 public enum InvoiceGenerator {
+    /// Days from issue to due date when nothing else is configured (net 30).
+    public static let defaultPaymentTermsDays = 30
+
     public enum Outcome: Sendable, Equatable {
         case issued(invoiceID: UUID, number: String)
         case alreadyIssued(invoiceID: UUID)
@@ -21,7 +25,10 @@ public enum InvoiceGenerator {
         case skipped(reason: String)
     }
 
-    public static func generate(_ command: InvoiceGenerateCommand, on connection: isolated PostgresConnection) throws -> Outcome {
+    /// Issues (or finds) the invoice `command` asks for; it is due `paymentTermsDays` after issue.
+    public static func generate(
+        _ command: InvoiceGenerateCommand, paymentTermsDays: Int = defaultPaymentTermsDays, on connection: isolated PostgresConnection
+    ) throws -> Outcome {
         guard let run = try connection.query("SELECT as_of FROM billing_runs WHERE id = $1", [command.billingRunID]).first else {
             throw InvoicingError("billing run \(command.billingRunID) does not exist")
         }
@@ -38,7 +45,8 @@ public enum InvoiceGenerator {
             .first(where: { $0.id == command.subscriptionID })
         else { throw InvoicingError("subscription \(command.subscriptionID) has no plan") }
         let tenantTerms = TenantTerms(
-            id: tenant, taxBasisPoints: try tenantRow.decode(1), currency: try tenantRow.decode(2), paymentProvider: try tenantRow.decode(3))
+            id: tenant, taxBasisPoints: try tenantRow.decode(1), currency: try tenantRow.decode(2), paymentProvider: try tenantRow.decode(3),
+            paymentTermsDays: paymentTermsDays)
         if command.isAdjustment {
             return try generateAdjustment(command, of: stored, tenant: tenantTerms, asOf: asOf, on: connection)
         }
@@ -79,6 +87,7 @@ public enum InvoiceGenerator {
         let taxBasisPoints: Int
         let currency: String
         let paymentProvider: String
+        let paymentTermsDays: Int
     }
 
     /// An invoice of adjustments only, for late usage of a subscription that has ended
@@ -124,19 +133,20 @@ public enum InvoiceGenerator {
         // held from here to the commit, a few inserts later.
         let number = try allocateNumber(year: Calendar.utc.component(.year, from: asOf), on: connection)
         let invoiceID = UUID()
-        let issuedAt = try connection.query(
+        let issued = try connection.query(
             """
             INSERT INTO invoices (id, tenant_id, subscription_id, billing_run_id, kind, number, currency, period_start, period_end,
-                                  subtotal_cents, tax_rate_bps, tax_cents, total_cents, issued_at, as_of, stripe_status, stripe_next_attempt_at)
-            VALUES ($1, $2, $3, $4, $15, $13, $5, $6, $7, $8, $9, $10, $11, now(), $12,
+                                  subtotal_cents, tax_rate_bps, tax_cents, total_cents, issued_at, due_at, as_of, stripe_status,
+                                  stripe_next_attempt_at)
+            VALUES ($1, $2, $3, $4, $15, $13, $5, $6, $7, $8, $9, $10, $11, now(), now() + make_interval(days => $16::integer), $12,
                     CASE WHEN $14 = 'stripe' THEN 'pending' END, CASE WHEN $14 = 'stripe' THEN now() END)
-            RETURNING issued_at
+            RETURNING issued_at, due_at
             """,
             [
                 invoiceID, tenant.id, command.subscriptionID, command.billingRunID, tenant.currency, draft.period.start.date,
                 draft.period.end.date, draft.subtotal.value, draft.taxBasisPoints, draft.tax.value, draft.total.value, asOf, number,
-                tenant.paymentProvider, kind,
-            ])[0].decode(0, as: Date.self)
+                tenant.paymentProvider, kind, tenant.paymentTermsDays,
+            ])[0]
         for (position, line) in draft.lines.enumerated() {
             try connection.query(
                 """
@@ -153,9 +163,9 @@ public enum InvoiceGenerator {
         try Outbox.enqueue(
             .invoiceFinalized(
                 .init(
-                    tenantID: tenant.id, occurredAt: issuedAt, invoiceID: invoiceID, number: number, kind: kind, currency: tenant.currency,
+                    tenantID: tenant.id, occurredAt: try issued.decode(0, as: Date.self), invoiceID: invoiceID, number: number, kind: kind, currency: tenant.currency,
                     periodStart: draft.period.start.date, periodEnd: draft.period.end.date, subtotalCents: draft.subtotal.value,
-                    taxCents: draft.tax.value, totalCents: draft.total.value, dueAt: nil)),
+                    taxCents: draft.tax.value, totalCents: draft.total.value, dueAt: try issued.decode(1, as: Date.self))),
             on: connection)
         return (invoiceID, number)
     }

@@ -43,6 +43,8 @@ public struct InvoiceView: Codable, Sendable, Equatable {
     public let taxCents: Int64
     public let totalCents: Int64
     public let issuedAt: Date
+    /// When payment is due: `issuedAt` plus the Invoicer's payment terms (`TALLY_PAYMENT_TERMS_DAYS`).
+    public let dueAt: Date
     public var lines: [Line]
     /// Where the invoice stands in Stripe; nil for a tenant whose provider is not Stripe.
     public var stripe: StripeState?
@@ -64,10 +66,12 @@ public struct InvoiceView: Codable, Sendable, Equatable {
         }
     }
 
+    /// An invoice as shown; without `dueAt` it is due after the default payment terms
+    /// (`InvoiceGenerator.defaultPaymentTermsDays` after `issuedAt`).
     public init(
         id: UUID, number: String, status: String, kind: String, tenantID: UUID, subscriptionID: UUID?, currency: String,
         periodStart: Date, periodEnd: Date, subtotalCents: Int64, taxRateBps: Int, taxCents: Int64, totalCents: Int64,
-        issuedAt: Date, lines: [Line]
+        issuedAt: Date, dueAt: Date? = nil, lines: [Line]
     ) {
         self.id = id
         self.number = number
@@ -83,6 +87,7 @@ public struct InvoiceView: Codable, Sendable, Equatable {
         self.taxCents = taxCents
         self.totalCents = totalCents
         self.issuedAt = issuedAt
+        self.dueAt = dueAt ?? issuedAt.addingTimeInterval(TimeInterval(InvoiceGenerator.defaultPaymentTermsDays * 86_400))
         self.lines = lines
     }
 
@@ -97,6 +102,7 @@ public struct InvoiceView: Codable, Sendable, Equatable {
         case taxCents = "tax_cents"
         case totalCents = "total_cents"
         case issuedAt = "issued_at"
+        case dueAt = "due_at"
     }
 }
 
@@ -128,7 +134,7 @@ public struct InvoiceStore: Sendable {
             """
             SELECT id, number, status, kind, tenant_id, subscription_id, currency, period_start, period_end, subtotal_cents,
                    tax_rate_bps, tax_cents, total_cents, issued_at,
-                   stripe_status, stripe_invoice_id, stripe_invoice_status, stripe_attempts, stripe_error
+                   stripe_status, stripe_invoice_id, stripe_invoice_status, stripe_attempts, stripe_error, due_at
               FROM invoices WHERE \(condition)
             """, parameters
         ).map { row in
@@ -137,7 +143,7 @@ public struct InvoiceStore: Sendable {
                 tenantID: try row.decode(4), subscriptionID: try row.decode(5, as: UUID?.self), currency: try row.decode(6),
                 periodStart: try row.decode(7), periodEnd: try row.decode(8), subtotalCents: try row.decode(9),
                 taxRateBps: try row.decode(10), taxCents: try row.decode(11), totalCents: try row.decode(12),
-                issuedAt: try row.decode(13), lines: [])
+                issuedAt: try row.decode(13), dueAt: try row.decode(19, as: Date.self), lines: [])
             if let status = row.text(14) {
                 view.stripe = InvoiceView.StripeState(
                     status: status, invoiceID: row.text(15), invoiceStatus: row.text(16), attempts: try row.decode(17), error: row.text(18))

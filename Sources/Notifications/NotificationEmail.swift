@@ -1,3 +1,4 @@
+import BillingEngine
 import CurlClient
 import Foundation
 import InvoicePDF
@@ -33,12 +34,12 @@ public struct NotificationEmail: Sendable {
 
     /// An issued invoice, to finance (a copy, naming the tenant) or to the tenant, with its PDF.
     public func invoice(
-        _ invoice: InvoiceView, dueAt: Date, pdf: [UInt8], tenant: Recipient, to notification: PlannedNotification
+        _ invoice: InvoiceView, pdf: [UInt8], tenant: Recipient, to notification: PlannedNotification
     ) -> MailMessage {
         let adjustment = invoice.kind == "adjustment"
         let what = adjustment ? "Adjustment invoice" : "Invoice"
         let total = InvoiceDocument.dollars(invoice.totalCents)
-        let due = Wording.day(dueAt)
+        let due = Wording.day(invoice.dueAt)
         let tenantName = Self.oneLine(tenant.name)
         let subject = notification.audience == .finance
             ? "[Finance copy] \(what) \(invoice.number) for \(tenantName): \(total) due \(due)"
@@ -184,25 +185,10 @@ public struct NotificationEmail: Sendable {
     }
 }
 
-/// Dates as finance reads them, in UTC: `Nov 16, 2026`; periods `Oct 16 – Nov 16, 2026`.
+/// Dates and periods in the invoices' own wording (BillingEngine's `InvoiceText`), so the
+/// email says what the PDF and the API's line descriptions say.
 enum Wording {
-    static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    static func day(_ date: Date) -> String { InvoiceText.day(Instant(date)) }
 
-    static func parts(_ date: Date) -> (year: Int, month: Int, day: Int) {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = .gmt
-        let components = calendar.dateComponents([.year, .month, .day], from: date)
-        return (components.year ?? 1970, components.month ?? 1, components.day ?? 1)
-    }
-
-    static func day(_ date: Date) -> String {
-        let (year, month, day) = parts(date)
-        return "\(months[month - 1]) \(day), \(year)"
-    }
-
-    static func period(_ start: Date, _ end: Date) -> String {
-        let (startYear, startMonth, startDay) = parts(start)
-        guard startYear == parts(end).year else { return "\(day(start)) – \(day(end))" }
-        return "\(months[startMonth - 1]) \(startDay) – \(day(end))"
-    }
+    static func period(_ start: Date, _ end: Date) -> String { InvoiceText.period(Period(start: Instant(start), end: Instant(end))) }
 }

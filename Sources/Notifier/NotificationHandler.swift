@@ -39,7 +39,7 @@ struct NotificationHandler: QueueWorkHandler {
         self.database = try PostgresConfiguration(url: configuration.databaseURL)
         self.metrics = metrics
         self.addresses = WebhookAddressPolicy(allowPrivate: configuration.allowPrivateWebhooks)
-        self.email = NotificationEmail(sellerName: configuration.sellerName, sellerEmail: configuration.sellerEmail)
+        self.email = NotificationEmail(sellerName: configuration.seller.name, sellerEmail: configuration.seller.email)
     }
 
     func openSession(consumer: Int, logger: Logger, shouldStop: @escaping @Sendable () -> Bool) async -> NotifierSession? {
@@ -203,7 +203,7 @@ struct NotificationHandler: QueueWorkHandler {
                     guard let view = try await session.database.withTransaction({ try InvoiceStore.load("id = $1", [finalized.invoiceID], on: $0) }).first
                     else { return .failure(.permanent("invoice \(finalized.invoiceID) does not exist", code: nil)) }
                     let pdf = try InvoiceDocument(
-                        invoice: view, seller: .init(name: configuration.sellerName, email: configuration.sellerEmail),
+                        invoice: view, seller: configuration.seller.party,
                         customer: .init(name: tenant.name, email: tenant.billingEmail)
                     ).render()
                     invoice = InvoiceAttachment(view: view, pdf: pdf)
@@ -212,9 +212,7 @@ struct NotificationHandler: QueueWorkHandler {
                 }
             }
             guard let invoice else { return .failure(.transient("no invoice", code: nil)) }
-            message = email.invoice(
-                invoice.view, dueAt: finalized.dueAt ?? invoice.view.issuedAt.addingTimeInterval(30 * 86_400), pdf: invoice.pdf,
-                tenant: recipient, to: notification)
+            message = email.invoice(invoice.view, pdf: invoice.pdf, tenant: recipient, to: notification)
         case .invoicePaymentFailed(let failed):
             message = email.paymentFailed(failed, tenant: recipient, to: notification)
         case .alertTriggered(let alert):

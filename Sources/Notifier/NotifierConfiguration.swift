@@ -1,4 +1,5 @@
 import CurlClient
+import InvoicePDF
 import TallyMessaging
 import TallyRuntime
 
@@ -12,8 +13,8 @@ struct NotifierConfiguration: Sendable {
     var port = 9093
     var worker = QueueWorkerSettings(name: "notifier", queue: QueueName.notifierEvents)
     var allowPrivateWebhooks = false
-    var sellerName = "Tally"
-    var sellerEmail = "billing@tally.localhost"
+    /// The issuer on the attached PDFs and the From of every email.
+    var seller = InvoiceSeller()
 
     static let host = ConfigurationKey("NOTIFIER_HOST", summary: "address of /metrics, /healthz and /readyz", default: "127.0.0.1")
     static let port = ConfigurationKey("NOTIFIER_PORT", summary: "TCP port of /metrics, /healthz and /readyz (0: any free port)", default: "9093")
@@ -29,14 +30,9 @@ struct NotifierConfiguration: Sendable {
         default: "5s,30s,2m,10m,1h")
     static let maxAttempts = ConfigurationKey(
         "NOTIFIER_MAX_ATTEMPTS", summary: "delivery attempts of one event before it is parked", default: "8")
-    static let sellerName = ConfigurationKey("TALLY_SELLER_NAME", summary: "who issues the invoices (on every PDF and email)", default: "Tally")
-    static let sellerEmail = ConfigurationKey(
-        "TALLY_SELLER_EMAIL", summary: "the issuer's billing address: the From of every email", default: "billing@tally.localhost")
-
     static let keys: [ConfigurationKey] = [
         .amqpURL, .databaseURL, .smtpURL, .financeEmail, host, port, queue, consumers, prefetch, retryDelays, maxAttempts, .webhookAllowPrivate,
-        sellerName, sellerEmail, .migrationsDirectory, .logLevel, .logFormat,
-    ]
+    ] + InvoiceSeller.keys + [.migrationsDirectory, .logLevel, .logFormat]
 
     init(reader: ConfigurationReader) throws(ConfigurationError) {
         amqpURL = try reader.string(.amqpURL)
@@ -67,7 +63,6 @@ struct NotifierConfiguration: Sendable {
             worker.topology = Topology.tally.adding(workQueue: worker.queue, boundTo: nil, routingKey: "#", retry: worker.retry)
         }
         allowPrivateWebhooks = try reader.choice(.webhookAllowPrivate, among: ["0", "1"]) == "1"
-        sellerName = try reader.string(Self.sellerName)
-        sellerEmail = try reader.string(Self.sellerEmail)
+        seller = try InvoiceSeller(reader: reader)
     }
 }

@@ -35,8 +35,8 @@ struct InvoiceAPITests: BillingAPITestCase {
             try await pool.query(
                 """
                 INSERT INTO invoices (id, tenant_id, number, period_start, period_end, subtotal_cents, tax_rate_bps, tax_cents,
-                                      total_cents, issued_at, as_of)
-                VALUES ($1, $2, $3, '2026-10-01T00:00:00Z', '2026-11-01T00:00:00Z', 136900, 725, 9925, 146825, now(), now())
+                                      total_cents, issued_at, due_at, as_of)
+                VALUES ($1, $2, $3, '2026-10-01T00:00:00Z', '2026-11-01T00:00:00Z', 136900, 725, 9925, 146825, now(), now() + interval '14 days', now())
                 """, [invoice, UUID(uuidString: tenant.id)!, number])
             try await pool.query(
                 """
@@ -53,6 +53,10 @@ struct InvoiceAPITests: BillingAPITestCase {
                 #expect(lines.map { $0["kind"] as? String } == ["base", "overage"])
                 #expect(lines.map { $0["quantity"] as? String } == ["1", "4625"])
                 #expect(lines.map { $0["unit_price_cents"] as? String } == ["99900", "8"])
+                let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+                let issued = try style.parse(try #require(body["issued_at"] as? String))
+                let due = try style.parse(try #require(body["due_at"] as? String))
+                #expect(due.timeIntervalSince(issued) == 14 * 86_400)
             }
             let pdf = try await client.execute(uri: "/v1/invoices/\(invoice).pdf", method: .get, headers: bearer(tenant.key)) { response in
                 #expect(response.status == .ok)
@@ -61,12 +65,13 @@ struct InvoiceAPITests: BillingAPITestCase {
             }
             #expect(pdf.starts(with: Data("%PDF-".utf8)))
             let path = FileManager.default.temporaryDirectory.appendingPathComponent("api-\(UUID()).pdf").path
-            FileManager.default.createFile(atPath: path, contents: pdf)
+            #expect(FileManager.default.createFile(atPath: path, contents: pdf))
             defer { try? FileManager.default.removeItem(atPath: path) }
             let text = try TestEnvironment.output(of: "/usr/bin/pdftotext", [path, "-"])
             #expect(text.contains(number))
             #expect(text.contains("$1,468.25"))
             #expect(text.contains("Acme Estimating"))
+            #expect(text.contains("Due "))
             for uri in ["/v1/invoices/\(invoice)", "/v1/invoices/\(invoice).pdf"] {
                 try await client.execute(uri: uri, method: .get, headers: bearer(other.key)) { response in
                     #expect(response.status == .notFound)

@@ -47,8 +47,8 @@ struct StripeWebhookTests: BillingAPITestCase {
         try await pool.query(
             """
             INSERT INTO invoices (id, tenant_id, number, period_start, period_end, subtotal_cents, tax_rate_bps, tax_cents,
-                                  total_cents, issued_at, as_of)
-            VALUES ($1, $2, $3, '2026-10-01T00:00:00Z', '2026-11-01T00:00:00Z', 100, 0, 0, 100, now(), now())
+                                  total_cents, issued_at, due_at, as_of)
+            VALUES ($1, $2, $3, '2026-10-01T00:00:00Z', '2026-11-01T00:00:00Z', 100, 0, 0, 100, now(), now() + interval '30 days', now())
             """, [invoice, tenant, "INV-2097-\(String(Int.random(in: 100_000...999_999)))"])
         let eventID = "evt_\(UUID().uuidString)"
         let body = #"{"id": "\#(eventID)", "type": "invoice.paid", "data": {"object": {"id": "in_test", "metadata": {"tally_invoice_id": "\#(invoice.uuidString.lowercased())"}}}}"#
@@ -102,8 +102,8 @@ struct StripeWebhookTests: BillingAPITestCase {
         try await pool.query(
             """
             INSERT INTO invoices (id, tenant_id, subscription_id, number, period_start, period_end, subtotal_cents, tax_rate_bps,
-                                  tax_cents, total_cents, issued_at, as_of, stripe_invoice_id)
-            VALUES ($1, $2, $3, $4, '2026-09-01T00:00:00Z', '2026-10-01T00:00:00Z', 29900, 0, 0, 29900, now(), now(), $5)
+                                  tax_cents, total_cents, issued_at, due_at, as_of, stripe_invoice_id)
+            VALUES ($1, $2, $3, $4, '2026-09-01T00:00:00Z', '2026-10-01T00:00:00Z', 29900, 0, 0, 29900, now(), now() + interval '30 days', now(), $5)
             """, [invoice, tenant, subscription, "INV-2098-\(String(Int.random(in: 100_000...999_999)))", "in_t\(suffix)"])
 
         func event(_ type: String, _ object: String) -> String {

@@ -70,8 +70,8 @@ struct SubscriptionAPITests: BillingAPITestCase {
             try await pool.query(
                 """
                 INSERT INTO invoices (tenant_id, subscription_id, number, period_start, period_end, subtotal_cents, tax_rate_bps,
-                                      tax_cents, total_cents, issued_at, as_of)
-                VALUES ($1, $2, $3, '2030-02-28T00:00:00Z', '2030-03-31T00:00:00Z', 100, 0, 0, 100, now(), now())
+                                      tax_cents, total_cents, issued_at, due_at, as_of)
+                VALUES ($1, $2, $3, '2030-02-28T00:00:00Z', '2030-03-31T00:00:00Z', 100, 0, 0, 100, now(), now() + interval '30 days', now())
                 """, [UUID(uuidString: tenant.id)!, UUID(uuidString: id)!, "INV-2099-\(String(Int.random(in: 100_000...999_999)))"])
             (status, body) = try await post(client, "/v1/subscriptions/\(id)/change", tenant.key, #"{"plan": "enterprise", "at": "2030-03-10T00:00:00Z"}"#)
             #expect(status == .conflict)

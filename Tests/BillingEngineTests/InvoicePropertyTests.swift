@@ -103,6 +103,37 @@ struct InvoicePropertyTests {
         }
     }
 
+    /// A metric's value over [start, end): a sum, or the highest reading for `users`; nil without events.
+    static func naiveValue(_ metric: String, _ events: [(metric: String, record: UsageRecord)], _ start: Int64, _ end: Int64) -> Int128? {
+        var value: Int128?
+        for (m, record) in events where m == metric && record.time.microsecondsSinceEpoch >= start && record.time.microsecondsSinceEpoch < end {
+            value = metric == "users" ? max(value ?? 0, record.quantity.scaled) : (value ?? 0) + record.quantity.scaled
+        }
+        return value
+    }
+
+    /// Units above the quota (ten-thousandths) when the metric has a quota and a rate; else 0.
+    static func naiveBillable(_ plan: Plan, _ metric: String, _ value: Int128) -> Int128 {
+        guard let terms = plan.terms[metric], let quota = terms.quota, terms.overageRate.scaled > 0, value > quota.scaled else { return 0 }
+        return value - quota.scaled
+    }
+
+    /// Ten-thousandths as text with a comma every three whole digits, built from the right.
+    static func naiveGrouped(_ scaled: Int128) -> String {
+        var whole = scaled / 10_000
+        var text = ""
+        repeat {
+            let chunk = String(whole % 1000)
+            whole /= 1000
+            text = (whole > 0 ? String(repeating: "0", count: 3 - chunk.count) + chunk : chunk) + (text.isEmpty ? "" : "," + text)
+        } while whole > 0
+        var fraction = String(scaled % 10_000)
+        guard fraction != "0" else { return text }
+        fraction = String(repeating: "0", count: 4 - fraction.count) + fraction
+        while fraction.hasSuffix("0") { fraction.removeLast() }
+        return text + "." + fraction
+    }
+
     static func naiveOverage(_ plan: Plan, _ metric: String, _ value: Int128) -> Int64 {
         guard let terms = plan.terms[metric], let quota = terms.quota, terms.overageRate.scaled > 0, value > quota.scaled else { return 0 }
         let product = (value - quota.scaled) * terms.overageRate.scaled
@@ -152,14 +183,9 @@ struct InvoicePropertyTests {
         }
         let pricing = effective < end ? newPlan : initial
         for metric in metrics {
-            var value: Int128 = 0
-            var seen = false
-            for (m, record) in events where m == metric && record.time.microsecondsSinceEpoch >= start && record.time.microsecondsSinceEpoch < end {
-                seen = true
-                value = metric == "users" ? max(value, record.quantity.scaled) : value + record.quantity.scaled
-            }
+            guard let value = naiveValue(metric, events, start, end) else { continue }
             let amount = naiveOverage(pricing, metric, value)
-            if seen, amount > 0 { lines.append((.overage, metric, amount)) }
+            if amount > 0 { lines.append((.overage, metric, amount)) }
         }
         let subtotal = lines.reduce(0) { $0 + $1.amount }
         let taxNumerator = Int128(subtotal) * Int128(s.taxBasisPoints)
@@ -228,6 +254,58 @@ struct InvoicePropertyTests {
             let naiveBilled = Self.naiveInvoice(s, events: early)!.2.lines.filter { $0.kind == .overage }.reduce(0) { $0 + $1.amount }
             let naiveAll = expected.2.lines.filter { $0.kind == .overage }.reduce(0) { $0 + $1.amount }
             #expect(adjustment.value == naiveAll - naiveBilled, "seed \(seed) round \(round)")
+
+            // Each adjustment line bills the units the late usage adds above the quota, at the
+            // metric's rate, and keeps both values in its words.
+            for line in InvoiceCalculator.adjustmentLines(late) {
+                let metric = try #require(line.metric)
+                let before = Self.naiveValue(metric, early, expected.start, expected.end) ?? 0
+                let after = Self.naiveValue(metric, s.events, expected.start, expected.end) ?? 0
+                #expect(line.quantity.scaled == Self.naiveBillable(pricing, metric, after) - Self.naiveBillable(pricing, metric, before),
+                        "seed \(seed) round \(round)")
+                #expect(line.unitPrice == pricing.terms[metric]?.overageRate, "seed \(seed) round \(round)")
+                #expect(line.description.hasPrefix("\(metric): late usage for "), "seed \(seed) round \(round)")
+                #expect(line.description.hasSuffix(" — \(Self.naiveGrouped(after)) used, \(Self.naiveGrouped(before)) billed before"),
+                        "seed \(seed) round \(round): \(line.description)")
+            }
+
+            // Every row adds up: quantity × unit price is the amount to within the cent the
+            // rounding up (or, for a prorated base fee, the segment's own price) may add.
+            for line in draft.lines + InvoiceCalculator.adjustmentLines(late) {
+                let product = line.quantity.scaled * line.unitPrice.scaled  // in 10⁻⁸ cent
+                let difference = product - Int128(line.amount.value) * 100_000_000
+                #expect(difference > -100_000_000 && difference < 100_000_000, "seed \(seed) round \(round): \(line)")
+            }
+        }
+    }
+
+    @Test("2,000 random periods read as the rule says, checked against the naive calendar")
+    func periodText() {
+        let seed = UInt64.random(in: .min ... .max)
+        var g = SeededRandom(seed: seed)
+        let day: Int64 = 86_400_000_000
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ n: Int64) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        for round in 0..<2_000 {
+            // Whole days half of the time, any second otherwise (sub-second parts are not shown).
+            let start = Int64.random(in: 10_957...83_000, using: &g) * day + (Bool.random(using: &g) ? 0 : Int64.random(in: 0..<86_400, using: &g) * 1_000_000)
+            let end = start + (Bool.random(using: &g) ? Int64.random(in: 1...400, using: &g) * day : Int64.random(in: 1...(400 * 86_400), using: &g) * 1_000_000)
+            let (y1, m1, d1) = Self.naiveCivil(start / day)
+            let (y2, m2, d2) = Self.naiveCivil(end / day)
+            let (t1, t2) = (start % day / 1_000_000, end % day / 1_000_000)
+            func withTime(_ t: Int64) -> String {
+                t == 0 ? "" : " \(two(t / 3600)):\(two(t % 3600 / 60))" + (t % 60 == 0 ? "" : ":\(two(t % 60))")
+            }
+            let expected: String
+            if t1 != 0 || t2 != 0 {
+                expected = "\(months[Int(m1 - 1)]) \(d1), \(y1)\(withTime(t1)) – \(months[Int(m2 - 1)]) \(d2), \(y2)\(withTime(t2)) UTC"
+            } else if y1 != y2 {
+                expected = "\(months[Int(m1 - 1)]) \(d1), \(y1) – \(months[Int(m2 - 1)]) \(d2), \(y2)"
+            } else {
+                expected = "\(months[Int(m1 - 1)]) \(d1) – \(months[Int(m2 - 1)]) \(d2), \(y2)"
+            }
+            let period = Period(start: Instant(microsecondsSinceEpoch: start), end: Instant(microsecondsSinceEpoch: end))
+            #expect(InvoiceText.period(period) == expected, "seed \(seed) round \(round)")
         }
     }
 }

@@ -38,7 +38,11 @@ struct InvoiceScenarioTests {
         #expect(draft.lines.map(\.kind) == [.base, .overage, .overage, .overage])
         #expect(draft.lines.map(\.metric) == [nil, "api_calls", "estimates", "users"])  // ordered by metric name
         #expect(amounts(draft) == [29_900, 5, 5000, 1000])
-        #expect(draft.lines[1].quantity == q("0.5"))
+        #expect(draft.lines.map(\.quantity) == [q("1"), q("0.5"), q("10"), q("1")])
+        #expect(draft.lines.map(\.description) == [
+            "Starter plan, Nov 1 – Dec 1, 2026", "api_calls: 1,000.5 used, 1,000 included", "estimates: 60 used, 50 included",
+            "users: 4 used, 3 included",
+        ])
         #expect(draft.subtotal == 35_905)
         #expect(draft.total == 35_905)
         #expect(draft.period == Period(start: day(2026, 11, 1), end: day(2026, 12, 1)))
@@ -64,8 +68,26 @@ struct InvoiceScenarioTests {
             for: period, of: subscription, values: ["estimates": PartialAggregate(.sum, of: events).value], taxBasisPoints: 0)
         #expect(draft.lines.map(\.kind) == [.base, .base])
         #expect(amounts(draft) == [14_950, 49_950])
+        // One unit at the segment's price: the row adds up; the description says which part of the period.
+        #expect(draft.lines.map(\.quantity) == [q("1"), q("1")])
+        #expect(draft.lines.map(\.unitPrice) == [UnitPrice(cents: 14_950), UnitPrice(cents: 49_950)])
+        #expect(draft.lines.map(\.description) == [
+            "Starter plan, Nov 1 – Nov 16, 2026 (prorated)", "Professional plan, Nov 16 – Dec 1, 2026 (prorated)",
+        ])
         #expect(draft.lines.map(\.period) == [Period(start: day(2026, 11, 1), end: day(2026, 11, 16)), Period(start: day(2026, 11, 16), end: day(2026, 12, 1))])
         #expect(draft.total == 64_900)
+    }
+
+    @Test("an upgrade at 19:22 across the year end: the prorated line shows the time, in UTC")
+    func upgradeAtAnHour() throws {
+        var subscription = Subscription(plan: .starter, start: day(2026, 12, 16))
+        subscription.changePlan(to: .professional, requestedAt: Instant(year: 2026, month: 12, day: 28, hour: 19, minute: 22))
+        let draft = InvoiceCalculator.invoice(for: try #require(subscription.billingPeriod(0)), of: subscription, values: [:], taxBasisPoints: 0)
+        #expect(draft.lines.map(\.description) == [
+            "Starter plan, Dec 16, 2026 – Dec 28, 2026 19:22 UTC (prorated)",
+            "Professional plan, Dec 28, 2026 19:22 – Jan 16, 2027 UTC (prorated)",
+        ])
+        #expect(draft.lines.allSatisfy { $0.unitPrice == UnitPrice(cents: $0.amount.value) })
     }
 
     @Test("a downgrade waits for the next period; that period bills the new plan in full")
@@ -93,6 +115,16 @@ struct InvoiceScenarioTests {
         #expect(december.lines.map(\.kind) == [.base, .lateUsageAdjustment])
         #expect(amounts(december) == [29_900, 2500])
         #expect(december.lines[1].period == november.billed)
+        // The line bills the 5 estimates the late usage adds beyond the quota, at the overage rate: 5 × 500 = 2500.
+        #expect(december.lines[1].quantity == q("5"))
+        #expect(december.lines[1].unitPrice == UnitPrice(cents: 500))
+        #expect(december.lines[1].description == "estimates: late usage for Nov 1 – Dec 1, 2026 — 55 used, 50 billed before")
+        // Billed within the quota, now above it: only the units above the quota are added.
+        let crossing = LateUsage(period: november.billed, metric: "estimates", billedValue: q("45"), currentValue: q("57"), plan: .starter)
+        let crossingLine = try #require(InvoiceCalculator.adjustmentLines([crossing]).first)
+        #expect(crossingLine.quantity == q("7"))
+        #expect(crossingLine.amount == 3500)
+        #expect(crossingLine.description == "estimates: late usage for Nov 1 – Dec 1, 2026 — 57 used, 45 billed before")
         // Late usage that stays within the quota changes no charge, so it adds no line.
         let harmless = LateUsage(period: november.billed, metric: "estimates", billedValue: q("40"), currentValue: q("45"), plan: .starter)
         #expect(InvoiceCalculator.adjustmentLines([harmless]).isEmpty)
@@ -107,6 +139,8 @@ struct InvoiceScenarioTests {
         let plan = Plan(slug: "gauge", name: "Gauge", baseFee: 0, terms: ["storage_gb": MetricTerms(quota: q("100"), overageRate: UnitPrice(cents: 3))])
         let late = LateUsage(period: Period(start: day(2026, 10, 1), end: day(2026, 11, 1)), metric: "storage_gb", billedValue: q("150"), currentValue: q("120"), plan: plan)
         #expect(late.adjustment == -90)
+        #expect(late.additionalBillableUnits == Quantity.zero - q("30"))  // 20 billable instead of 50
+        #expect(InvoiceCalculator.adjustmentLines([late]).map(\.quantity) == [Quantity.zero - q("30")])
         let draft = InvoiceCalculator.adjustmentInvoice(period: late.period, lateUsage: [late], taxBasisPoints: 725)
         #expect(draft.subtotal == -90)
         #expect(draft.tax == -7)  // −6.525 → −7, mirroring a charge
@@ -183,5 +217,12 @@ struct InvoiceScenarioTests {
         let subscription = Subscription(plan: plan, start: day(2026, 11, 1))
         let draft = InvoiceCalculator.invoice(for: try #require(subscription.billingPeriod(0)), of: subscription, values: ["api_calls": q("1001")], taxBasisPoints: 0)
         #expect(amounts(draft) == [0, 301])  // 300.3 → 301
+        #expect(draft.lines[1].quantity == q("1001"))
+        // Late usage at a fractional rate: each charge rounds up on its own, the quantity is exact.
+        let late = LateUsage(period: draft.period, metric: "api_calls", billedValue: q("1001"), currentValue: q("1005"), plan: plan)
+        let line = try #require(InvoiceCalculator.adjustmentLines([late]).first)
+        #expect(line.quantity == q("4"))
+        #expect(line.unitPrice == (try UnitPrice(parsing: "0.3")))
+        #expect(line.amount == 1)  // ceil(301.5) − ceil(300.3) = 302 − 301, while 4 × 0.3 = 1.2
     }
 }

@@ -40,6 +40,8 @@ struct InvoiceScenarioPipelineTests {
         let year = timeZoned.component(.year, from: end.addingTimeInterval(2 * 3600))
         #expect(invoice.number.hasPrefix("INV-\(year)-"))
         #expect(invoice.periodStart == start && invoice.periodEnd == end)
+        #expect(invoice.lines.map(\.description).dropFirst() == ["api_calls: 1,500 used, 1,000 included", "users: 5 used, 3 included"])
+        #expect(invoice.dueAt.timeIntervalSince(invoice.issuedAt) == 30 * 86_400)  // the default payment terms
 
         // Billing again at the same instant issues nothing new.
         try await fixture.bill(asOf: end.addingTimeInterval(2 * 3600), tenants: [tenant])
@@ -57,6 +59,9 @@ struct InvoiceScenarioPipelineTests {
         #expect(next.lines.map(\.kind) == ["base", "adjustment"])
         #expect(next.lines.last?.amountCents == 1_000)  // charge(600 over) − charge(500 over) at 10¢
         #expect(next.lines.last?.metric == "api_calls")
+        #expect(next.lines.last?.quantity == "100")  // 600 over instead of 500: 100 more billable calls …
+        #expect(next.lines.last?.unitPriceCents == "10")  // … at 10¢ = $10.00
+        #expect(next.lines.last?.description.hasSuffix("— 1,600 used, 1,500 billed before") == true)
         #expect(next.subtotalCents == 30_900)
         await fixture.close()
     }
@@ -79,6 +84,10 @@ struct InvoiceScenarioPipelineTests {
         let before = Int64(upgradeAt.timeIntervalSince(start))
         #expect(invoice.lines.map(\.kind) == ["base", "base"])
         #expect(invoice.lines.map(\.amountCents) == [halfUp(29_900 * before, total), halfUp(99_900 * (total - before), total)])
+        // One unit at each segment's prorated price, so each row adds up.
+        #expect(invoice.lines.map(\.quantity) == ["1", "1"])
+        #expect(invoice.lines.map(\.unitPriceCents) == invoice.lines.map { String($0.amountCents) })
+        #expect(invoice.lines.allSatisfy { $0.description.hasSuffix("(prorated)") })
         #expect(invoice.subtotalCents == invoice.lines.reduce(0) { $0 + $1.amountCents })
         await fixture.close()
     }
@@ -218,6 +227,9 @@ struct InvoiceScenarioPipelineTests {
         #expect(adjustment.lines.map(\.kind) == ["adjustment"])
         #expect(adjustment.lines.map(\.metric) == ["estimates"])
         #expect(adjustment.lines.map(\.amountCents) == [10_000])  // 20 over × $5
+        #expect(adjustment.lines.map(\.quantity) == ["20"])  // 70 − 50 billable estimates; 40 were billed, all within the quota
+        #expect(adjustment.lines.map(\.unitPriceCents) == ["500"])
+        #expect(adjustment.lines[0].description.hasSuffix("— 70 used, 40 billed before"))
         #expect(adjustment.subtotalCents == 10_000)
         #expect(adjustment.taxCents == 725)
         #expect(adjustment.totalCents == 10_725)
