@@ -161,7 +161,7 @@ let package = Package(
             name: "TallyBench",
             dependencies: [
                 "Metering", "DiskSpool", "RabbitMQClient", "TallyMessaging", "UsageEvents", "PostgresClient", "Invoicing",
-                "TallyRuntime", argumentParser, log,
+                "TallyRuntime", "Notifications", "InvoicePDF", "CurlClient", "TallyStore", argumentParser, log,
             ],
             swiftSettings: swiftSettings
         ),

@@ -8,7 +8,7 @@
 #   ./ops/local.sh down     stop exactly what `up` started
 #   ./ops/local.sh status   what runs, with pids and ports
 #   ./ops/local.sh test     up + the whole test suite against the real servers
-#   ./ops/local.sh bench    up + release build + SPEC §7 benchmarks beside raw limits
+#   ./ops/local.sh bench    up + release build + SPEC §7 benchmarks (and the Notifier's) beside raw limits
 #   ./ops/local.sh stop NAME / start NAME   one server (postgres, rabbitmq, smtp), e.g. for outage tests
 #   ./ops/local.sh --help   this text
 #
@@ -391,6 +391,8 @@ cmd_test() {
   local started=$SECONDS
   [ "$BUILD_CONFIG" = debug ] || die "tests run against the debug build; unset TALLY_BUILD_CONFIG"
   BUILD_TESTS=1 cmd_up
+  # Tests find their emails by their own ids; the sink's mail of earlier runs only takes space.
+  find "$LOCAL/mail" -name '*.eml' -delete 2>/dev/null || true
   say "running the whole test suite against the real servers"
   run_suite "$LOGS/test.log"
   # Outage tests stop and restart the real servers, and the heavy exactness tests would
@@ -423,11 +425,13 @@ cmd_bench() {
   cmd_up
   say "building the benchmarks, the producer and the aggregator (release; the first time takes several minutes)"
   (cd "$ROOT" && swift build -c release --product tally-bench && swift build -c release --product producer \
-    && swift build -c release --product aggregator && swift build -c release --product invoicer) \
+    && swift build -c release --product aggregator && swift build -c release --product invoicer \
+    && swift build -c release --product notifier) \
     || die "release build failed (see above)"
   # The debug workers would take the benchmark's work and share the 2 cores; they are back at the end.
   stop_pid aggregator
   stop_pid invoicer
+  stop_pid notifier
   local release="$ROOT/.build/release" port=$((INGEST_PORT + 100)) spool="$LOCAL/spool/bench"
   rm -rf "$spool"
   TALLY_SPOOL_DIR="$spool" LOG_LEVEL=warning \
@@ -463,6 +467,19 @@ PY
   INVOICER_CONSUMERS=4 LOG_LEVEL=warning start_tally_process invoicer-bench "$release/invoicer" run
   "$release/tally-bench" billing || true
   stop_pid invoicer-bench
+  # The billing benchmark's invoices are not real: drop their notifications, then measure
+  # the Notifier on a queue of its own (emails with PDFs into the sink, webhooks to a receiver).
+  "$BIN/rabbitmqctl" -q purge_queue notifier.events >/dev/null
+  local receiver_port=$((INGEST_PORT + 110))
+  setsid python3 "$ROOT/ops/bench/webhook_receiver.py" --port $receiver_port >"$LOGS/webhook-receiver.log" 2>&1 </dev/null &
+  echo $! >"$RUN/webhook-receiver.pid"
+  NOTIFIER_QUEUE=bench.notifier NOTIFIER_CONSUMERS=2 NOTIFIER_PORT=$((NOTIFIER_PORT + 100)) LOG_LEVEL=warning \
+    start_tally_process notifier-bench "$release/notifier" run
+  wait_for "the release notifier" 60 "$LOGS/notifier-bench.log" curl -fsS "http://127.0.0.1:$((NOTIFIER_PORT + 100))/healthz"
+  wait_for "the webhook receiver" 30 "$LOGS/webhook-receiver.log" curl -fsS "http://127.0.0.1:$receiver_port/count"
+  "$release/tally-bench" notify --queue bench.notifier --receiver "http://127.0.0.1:$receiver_port" || true
+  stop_pid notifier-bench
+  stop_pid webhook-receiver
   start_tally
 }
 

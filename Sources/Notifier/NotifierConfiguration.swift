@@ -23,7 +23,7 @@ struct NotifierConfiguration: Sendable {
         default: QueueName.notifierEvents)
     static let consumers = ConfigurationKey(
         "NOTIFIER_CONSUMERS", summary: "consumers per process, each with its own AMQP, PostgreSQL, SMTP and HTTP connections",
-        default: "2")
+        default: "4")
     static let prefetch = ConfigurationKey("NOTIFIER_PREFETCH", summary: "unacked billing events per consumer", default: "8")
     static let retryDelays = ConfigurationKey(
         "NOTIFIER_RETRY_DELAYS", summary: "waits between delivery attempts, e.g. 5s,30s,2m,10m,1h (one retry queue each)",

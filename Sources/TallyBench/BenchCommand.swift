@@ -13,8 +13,8 @@ import UsageEvents
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tally-bench",
-        abstract: "Measure track() overhead, publish and end-to-end throughput against the local stack (ingest: wrk).",
-        subcommands: [TrackBench.self, PublishBench.self, PipelineBench.self, BillingBench.self]
+        abstract: "Measure track() overhead, publish, end-to-end, billing and notification throughput against the local stack (ingest: wrk).",
+        subcommands: [TrackBench.self, PublishBench.self, PipelineBench.self, BillingBench.self, NotifyBench.self]
     )
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Invoicing
 import PostgresClient
 import TallyTestSupport
 import Testing
@@ -14,15 +15,20 @@ struct MailServerOutageTests {
             tenants.append(try await harness.tenant(name: "Outage \(harness.id) #\(index)", email: "outage-\(harness.id)-\(index)@mail.test"))
         }
         try TestEnvironment.ops("stop", "smtp")
-        var invoices = 0
+        var invoices: [InvoiceView] = []
         for tenant in tenants {
-            invoices += try await harness.billedInvoices(tenant: tenant, subscriptions: 10).count
+            invoices += try await harness.billedInvoices(tenant: tenant, subscriptions: 10)
         }
-        #expect(invoices == 100)
-        // The running notifier has tried, found the mail server gone, and holds the events.
+        #expect(invoices.count == 100)
+        // The stack's notifier gets these events too, behind whatever backlog earlier tests
+        // left; this test's own notifier gets them at once. Either may send each email:
+        // the delivery records keep it to one.
+        let notifier = try harness.startNotifier()
+        for invoice in invoices { try await harness.publish(.finalized(invoice)) }
+        let events = PostgresTextArray(invoices.map { "invoice.finalized:\($0.id.uuidString.lowercased())" })
         try await harness.waitUntil("the notifier saw the mail server down") {
             try await harness.database.query(
-                "SELECT count(*) FROM notifications WHERE status = 'failed' AND recipient LIKE $1", ["%\(harness.id)%"]
+                "SELECT count(*) FROM notifications WHERE status = 'failed' AND event_id = ANY($1::text[])", [events]
             )[0].decode(0, as: Int.self) > 0
         }
         try TestEnvironment.ops("start", "smtp")
@@ -33,6 +39,7 @@ struct MailServerOutageTests {
             "SELECT count(*) FROM notifications n JOIN invoices i ON n.event_id = 'invoice.finalized:' || i.id WHERE i.tenant_id = ANY($1::uuid[]) AND n.status = 'sent'",
             ["{" + tenants.map(\.uuidString).joined(separator: ",") + "}"])
         #expect(try sent[0].decode(0, as: Int.self) == 200)
+        #expect(notifier.kill(SIGTERM) == 0)
         try await harness.tearDown()
     }
 }

@@ -76,11 +76,17 @@ struct NotifierHarness: Sendable {
         Int(try await broker.declareQueue(queue + suffix, passive: true))
     }
 
+    /// Deletes the test's queues on a connection of its own (the publishing one may have
+    /// idled past its heartbeat during a long wait).
     func tearDown() async throws {
-        for name in [queue, queue + ".parked"] + Self.retry.delays.map({ Self.retry.retryQueue(for: queue, delay: $0) }) {
-            try await broker.deleteQueue(name)
-        }
         await broker.close()
+        let connection = try await AMQPConnection.connect(
+            configuration: try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: "tally-test-notifier"), logger: Self.logger)
+        try await connection.openChannel(1)
+        for name in [queue, queue + ".parked"] + Self.retry.delays.map({ Self.retry.retryQueue(for: queue, delay: $0) }) {
+            try await connection.deleteQueue(name)
+        }
+        await connection.close()
         await database.close()
     }
 

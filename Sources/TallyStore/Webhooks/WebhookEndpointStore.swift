@@ -14,6 +14,19 @@ public struct WebhookEndpoint: Sendable, Equatable, Codable {
     public let createdAt: Date
     public let updatedAt: Date
 
+    public init(
+        id: UUID, tenantID: UUID, url: String, events: [String], active: Bool, description: String?, createdAt: Date, updatedAt: Date
+    ) {
+        self.id = id
+        self.tenantID = tenantID
+        self.url = url
+        self.events = events
+        self.active = active
+        self.description = description
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+    }
+
     enum CodingKeys: String, CodingKey {
         case id, url, events, active, description
         case tenantID = "tenant_id"

@@ -1,0 +1,118 @@
+import CurlClient
+import Foundation
+import Invoicing
+import Notifications
+import TallyMessaging
+import TallyStore
+import Testing
+
+/// The pure parts of notifying: who is told, what the emails say, how webhooks are
+/// signed and where they may go. No servers.
+@Suite("Notifications: plans, emails, signatures, addresses")
+struct NotificationRulesTests {
+    let tenant = UUID()
+    let start = Date(timeIntervalSince1970: 1_793_491_200)  // Nov 1, 2026
+    let end = Date(timeIntervalSince1970: 1_796_083_200)  // Dec 1, 2026
+
+    func endpoint(tenant: UUID, events: [String], active: Bool = true) -> WebhookEndpoint {
+        WebhookEndpoint(
+            id: UUID(), tenantID: tenant, url: "https://hooks.example/\(UUID())", events: events, active: active, description: nil,
+            createdAt: start, updatedAt: start)
+    }
+
+    func invoice(kind: String = "period") -> InvoiceView {
+        InvoiceView(
+            id: UUID(), number: "INV-2026-000777", status: "open", kind: kind, tenantID: tenant, subscriptionID: UUID(), currency: "usd",
+            periodStart: start, periodEnd: end, subtotalCents: 29_900, taxRateBps: 725, taxCents: 2_168, totalCents: 32_068,
+            issuedAt: end, dueAt: end.addingTimeInterval(30 * 86_400),
+            lines: [.init(kind: "base", metric: nil, description: "Starter plan, Nov 1 – Dec 1, 2026", quantity: "1", unitPriceCents: "29900", amountCents: 29_900)])
+    }
+
+    @Test("invoices go to finance and the tenant; alerts follow their channels; only the tenant's active, subscribed endpoints")
+    func plans() {
+        let mine = endpoint(tenant: tenant, events: ["invoice.finalized", "quota.exceeded"])
+        let all = endpoint(tenant: tenant, events: ["*"])
+        let paused = endpoint(tenant: tenant, events: ["*"], active: false)
+        let theirs = endpoint(tenant: UUID(), events: ["*"])
+        let endpoints = [mine, all, paused, theirs]
+        let finalized = BillingEvent.invoiceFinalized(
+            .init(
+                tenantID: tenant, occurredAt: end, invoiceID: UUID(), number: "INV-1", kind: "period", currency: "usd", periodStart: start,
+                periodEnd: end, subtotalCents: 1, taxCents: 0, totalCents: 1, dueAt: nil))
+        let plan = NotificationPlanner.plan(finalized, tenantEmail: "ap@t.test", financeEmail: "fin@s.test", endpoints: endpoints)
+        #expect(plan.map(\.recipient) == ["fin@s.test", "ap@t.test", mine.url, all.url])
+        #expect(plan.map(\.audience) == [.finance, .tenant, .tenant, .tenant])
+        #expect(Set(plan.map(\.dedupKey)).count == 4)
+        func alert(_ channels: [String]) -> BillingEvent {
+            .alertTriggered(
+                .init(
+                    tenantID: tenant, occurredAt: end, alertID: UUID(), alertKind: "threshold", thresholdKey: "threshold:5", metric: "api_calls",
+                    value: "6", threshold: "5", quota: nil, periodStart: start, periodEnd: end, channels: channels))
+        }
+        #expect(NotificationPlanner.plan(alert(["email"]), tenantEmail: "ap@t.test", financeEmail: "f@s.test", endpoints: endpoints).map(\.channel) == [.email])
+        #expect(NotificationPlanner.plan(alert(["webhook"]), tenantEmail: "ap@t.test", financeEmail: "f@s.test", endpoints: endpoints).map(\.recipient) == [all.url])
+        // The same notification planned twice keeps its key and Message-ID (a redelivery is recognisable).
+        let again = NotificationPlanner.plan(finalized, tenantEmail: "AP@t.test", financeEmail: "fin@s.test", endpoints: endpoints)
+        #expect(again[1].dedupKey == plan[1].dedupKey && again[1].messageID(domain: "s.test") == plan[1].messageID(domain: "s.test"))
+    }
+
+    @Test("an invoice email: amount, due date and PDF; adjustments say so; a hostile name stays inside its header")
+    func invoiceEmails() throws {
+        let email = NotificationEmail(sellerName: "Tally Billing", sellerEmail: "billing@tally.test")
+        let hostile = NotificationEmail.Recipient(name: "Acme\r\nBcc: thief@evil.test <b>", email: "ap@acme.test")
+        let notification = NotificationPlanner.plan(
+            .invoiceFinalized(
+                .init(
+                    tenantID: tenant, occurredAt: end, invoiceID: UUID(), number: "INV-2026-000777", kind: "period", currency: "usd",
+                    periodStart: start, periodEnd: end, subtotalCents: 29_900, taxCents: 2_168, totalCents: 32_068, dueAt: nil)),
+            tenantEmail: "ap@acme.test", financeEmail: "finance@tally.test", endpoints: [])[1]
+        let message = email.invoice(invoice(), pdf: Array("%PDF-1.5 test".utf8), tenant: hostile, to: notification)
+        #expect(message.subject == "Invoice INV-2026-000777 from Tally Billing: $320.68 due Dec 31, 2026")
+        #expect(message.textBody.contains("Nov 1 – Dec 1, 2026") && message.textBody.contains("$320.68 (USD)"))
+        #expect(message.htmlBody?.contains("&lt;b&gt;") == true && message.htmlBody?.contains("<b>") == false)
+        #expect(message.attachments.map(\.filename) == ["INV-2026-000777.pdf"])
+        let rendered = try message.rendered(date: end)
+        let headers = rendered.components(separatedBy: "\r\n\r\n")[0].components(separatedBy: "\r\n")
+        #expect(!headers.contains { $0.lowercased().hasPrefix("bcc:") })
+        let adjustment = email.invoice(invoice(kind: "adjustment"), pdf: [], tenant: hostile, to: notification)
+        #expect(adjustment.subject.hasPrefix("Adjustment invoice INV-2026-000777"))
+        #expect(adjustment.textBody.contains("bills usage that arrived after its period had been invoiced"))
+    }
+
+    @Test("a payment failure says what failed and what to do")
+    func paymentFailedEmail() {
+        let failed = BillingEvent.InvoicePaymentFailed(
+            tenantID: tenant, occurredAt: end, invoiceID: UUID(), number: "INV-2026-000778", currency: "usd", amountDueCents: 32_068,
+            attemptCount: 2, nextAttemptAt: end.addingTimeInterval(3 * 86_400), failureMessage: "Your card was declined.", stripeEventID: "evt_9")
+        let notification = NotificationPlanner.plan(
+            .invoicePaymentFailed(failed), tenantEmail: "ap@acme.test", financeEmail: "f@t.test", endpoints: [])[0]
+        let message = NotificationEmail(sellerName: "Tally", sellerEmail: "billing@tally.test").paymentFailed(
+            failed, tenant: .init(name: "Acme", email: "ap@acme.test"), to: notification)
+        #expect(message.subject == "Payment failed for invoice INV-2026-000778 ($320.68)")
+        #expect(message.textBody.contains("Your card was declined.") && message.textBody.contains("Dec 4, 2026"))
+        #expect(message.textBody.contains("update the card on file"))
+    }
+
+    @Test("signatures match an HMAC computed elsewhere (Python's hmac), old and new secret both during a rotation")
+    func signatures() {
+        let value = WebhookSignature.value(body: Array(#"{"id":"evt_1"}"#.utf8), timestamp: 1_700_000_000, secrets: ["whsec_test", "whsec_old"])
+        #expect(
+            value == "t=1700000000,v1=c89214b5b5da833daed6f0b8c5bb6bd58cea9022bd80ccc78230f3942d632925,"
+                + "v1=ef1b1b7e4b312671a75ef2a03e10529f7834a6528a49db77ad6568c8c8017843")
+    }
+
+    @Test("private, loopback, link-local and reserved addresses are refused; public ones pass")
+    func addresses() async throws {
+        let policy = WebhookAddressPolicy(allowPrivate: false)
+        for url in [
+            "http://127.0.0.1/x", "http://10.0.0.1/x", "http://172.16.5.4/x", "http://192.168.1.1/x", "http://169.254.169.254/x",
+            "http://100.64.0.1/x", "http://0.0.0.0/x", "http://[::1]/x", "http://[fe80::1]/x", "http://[fd00::1]/x",
+            "http://[::ffff:127.0.0.1]/x", "http://localhost/x", "gopher://93.184.216.34/", "http://u:p@93.184.216.34/",
+        ] {
+            await #expect(throws: WebhookAddressPolicy.Refusal.self, "\(url)") { try await policy.check(url) }
+        }
+        let checked = try? await policy.check("https://93.184.216.34:8443/hook")
+        #expect(checked?.pinned == ["93.184.216.34:8443:93.184.216.34"])
+        #expect(try await WebhookAddressPolicy(allowPrivate: true).check("http://127.0.0.1:9/x").addresses == ["127.0.0.1"])
+    }
+}
