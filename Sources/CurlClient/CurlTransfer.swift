@@ -21,10 +21,13 @@ final class CurlTransfer {
     var responseCode = 0
     private let upload: [UInt8]
     private var uploadOffset = 0
+    /// Past `bodyLimit`, keep reading and drop the rest instead of aborting.
+    private let truncatesBody: Bool
 
-    init(bodyLimit: Int, upload: [UInt8] = []) {
+    init(bodyLimit: Int, upload: [UInt8] = [], truncatesBody: Bool = false) {
         self.bodyLimit = bodyLimit
         self.upload = upload
+        self.truncatesBody = truncatesBody
     }
 
     var uploadSize: Int { upload.count }
@@ -34,12 +37,17 @@ final class CurlTransfer {
         Unmanaged<CurlTransfer>.fromOpaque(context!).takeUnretainedValue()
     }
 
-    /// Write callback: keeps the chunk, or returns 0 (libcurl then aborts) past the limit.
+    /// Write callback: keeps the chunk; past the limit, returns 0 (libcurl then aborts) or,
+    /// when truncating, keeps what fits and drops the rest.
     func receiveBody(_ bytes: UnsafeMutablePointer<CChar>?, count: Int) -> Int {
         guard let bytes, count > 0 else { return 0 }
         guard body.count + count <= bodyLimit else {
-            exceededLimit = true
-            return 0
+            guard truncatesBody else {
+                exceededLimit = true
+                return 0
+            }
+            body.append(UnsafeRawPointer(bytes).assumingMemoryBound(to: UInt8.self), count: max(0, bodyLimit - body.count))
+            return count
         }
         body.append(UnsafeRawPointer(bytes).assumingMemoryBound(to: UInt8.self), count: count)
         return count

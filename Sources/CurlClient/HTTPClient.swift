@@ -16,11 +16,15 @@ public actor HTTPClient {
         public var caBundlePath: String?
         /// The largest response body accepted, in bytes.
         public var maxResponseBytes: Int
+        /// Keep only the first `maxResponseBytes` of a longer body instead of failing with
+        /// `responseTooLarge` (for callers that judge a response by its status, e.g. webhooks).
+        public var truncatesLargeBodies: Bool
 
         /// The system CA bundle and an 8 MiB response limit unless given.
-        public init(caBundlePath: String? = nil, maxResponseBytes: Int = 8 * 1024 * 1024) {
+        public init(caBundlePath: String? = nil, maxResponseBytes: Int = 8 * 1024 * 1024, truncatesLargeBodies: Bool = false) {
             self.caBundlePath = caBundlePath
             self.maxResponseBytes = maxResponseBytes
+            self.truncatesLargeBodies = truncatesLargeBodies
         }
     }
 
@@ -48,7 +52,7 @@ public actor HTTPClient {
     /// when no complete answer arrived (timeout, refused connection, TLS, oversized body,
     /// cancellation) or the request is malformed.
     public func send(_ request: Request) async throws(CurlError) -> Response {
-        let transfer = CurlTransfer(bodyLimit: configuration.maxResponseBytes)
+        let transfer = CurlTransfer(bodyLimit: configuration.maxResponseBytes, truncatesBody: configuration.truncatesLargeBodies)
         try await handle.perform(transfer) { () throws(CurlError) in try configure(request) }
         return Response(
             status: transfer.responseCode,
@@ -73,13 +77,17 @@ public actor HTTPClient {
         try handle.set(CURLOPT_SSL_VERIFYHOST, 2)
         if let caBundlePath = configuration.caBundlePath { try handle.set(CURLOPT_CAINFO, caBundlePath) }
         // Rejects a declared Content-Length over the limit before any byte is read.
-        try handle.set(CURLOPT_MAXFILESIZE_LARGE, size: configuration.maxResponseBytes)
+        if !configuration.truncatesLargeBodies { try handle.set(CURLOPT_MAXFILESIZE_LARGE, size: configuration.maxResponseBytes) }
         if request.followsRedirects {
             try handle.set(CURLOPT_FOLLOWLOCATION, 1)
             try handle.set(CURLOPT_MAXREDIRS, 5)
             try handle.set(CURLOPT_REDIR_PROTOCOLS_STR, "http,https")
         }
-        if !request.pinnedAddresses.isEmpty { try handle.set(CURLOPT_RESOLVE, list: request.pinnedAddresses) }
+        if !request.pinnedAddresses.isEmpty {
+            try handle.set(CURLOPT_RESOLVE, list: request.pinnedAddresses)
+            // A proxy from the environment would resolve the host itself, past the pin.
+            try handle.set(CURLOPT_PROXY, "")
+        }
         try configureMethod(request.method, body: body)
         try handle.set(CURLOPT_HTTPHEADER, list: request.headers.curlLines(hasBody: body != nil))
     }

@@ -70,12 +70,15 @@ struct StripePusher: Service {
         do {
             sync = try StripeSync(configuration: configuration, logger: logger)
         } catch {
-            return logger.error("cannot start the Stripe client; invoices stay pending", metadata: ["error": "\(error)"])
+            // Only this task is off: the group (consumers, outbox) must go on.
+            logger.error("cannot start the Stripe client; invoices stay pending", metadata: ["error": "\(error)"])
+            try? await gracefulShutdown()
+            return
         }
         logger.info("pushing invoices to Stripe", metadata: ["stripe.api": "\(configuration.apiBase)"])
         guard let connection = await PostgresConnection.connectRetrying(
             configuration: database, logger: logger, shouldStop: { Task.isShuttingDownGracefully || Task.isCancelled })
-        else { return }
+        else { return }  // shutting down
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
                 if case .idle = try await sync.syncNext(on: connection) {

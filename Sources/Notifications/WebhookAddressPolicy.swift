@@ -32,15 +32,19 @@ public actor WebhookAddressPolicy {
         public let port: Int
         public let addresses: [String]
 
-        /// `CURLOPT_RESOLVE` entries pinning the host to the checked addresses.
+        /// `CURLOPT_RESOLVE` entries pinning the host to the checked addresses; none for an
+        /// address literal (nothing is looked up, and libcurl cannot parse an IPv6 host there).
         public var pinned: [String] {
-            addresses.isEmpty ? [] : ["\(host):\(port):" + addresses.map { $0.contains(":") ? "[\($0)]" : $0 }.joined(separator: ",")]
+            guard !addresses.isEmpty, !WebhookAddressPolicy.isLiteral(host) else { return [] }
+            return ["\(host):\(port):" + addresses.map { $0.contains(":") ? "[\($0)]" : $0 }.joined(separator: ",")]
         }
     }
 
     /// Why a URL is refused, in words for the API's `field: url` error and the park reason.
     public struct Refusal: Error, Equatable, CustomStringConvertible, Sendable {
         public let description: String
+        /// False when a later check may pass (the name did not resolve just now).
+        public var isPermanent = true
     }
 
     /// Checks `url`; throws a `Refusal` saying why it may not be used.
@@ -55,7 +59,7 @@ public actor WebhookAddressPolicy {
         let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
         let port = components.port ?? (scheme == "https" ? 443 : 80)
         let addresses = Self.resolve(bareHost)
-        guard !addresses.isEmpty else { throw Refusal(description: "host \(bareHost) does not resolve") }
+        guard !addresses.isEmpty else { throw Refusal(description: "host \(bareHost) does not resolve", isPermanent: false) }
         if !allowPrivate, let inside = addresses.first(where: Self.isPrivate) {
             throw Refusal(
                 description: "resolves to \(inside), a loopback, private or link-local address; webhooks go to public addresses only")
@@ -81,6 +85,12 @@ public actor WebhookAddressPolicy {
         return addresses
     }
 
+    static func isLiteral(_ host: String) -> Bool {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        return inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
+    }
+
     /// Whether `address` (numeric text) is one webhooks must not reach.
     static func isPrivate(_ address: String) -> Bool {
         var v4 = in_addr()
@@ -90,12 +100,19 @@ public actor WebhookAddressPolicy {
         var v6 = in6_addr()
         guard inet_pton(AF_INET6, address.split(separator: "%").first.map(String.init) ?? address, &v6) == 1 else { return true }
         let bytes = withUnsafeBytes(of: v6) { Array($0) }
-        if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF {  // ::ffff:a.b.c.d
-            return isPrivate(ipv4: bytes[12...15].reduce(0) { $0 << 8 | UInt32($1) })
+        func ipv4(_ at: Int) -> UInt32 { bytes[at..<(at + 4)].reduce(0) { $0 << 8 | UInt32($1) } }
+        // IPv4 inside IPv6: mapped ::ffff:a.b.c.d, compatible ::a.b.c.d (:: and ::1 are
+        // 0.0.0.0 and 0.0.0.1, both refused), NAT64 64:ff9b::/96, 6to4 2002:AABB:CCDD::/48.
+        if bytes[0..<10].allSatisfy({ $0 == 0 }) && (bytes[10...11] == [0xFF, 0xFF] || bytes[10...11] == [0, 0]) {
+            return isPrivate(ipv4: ipv4(12))
         }
-        if bytes.allSatisfy({ $0 == 0 }) || bytes[0..<15].allSatisfy({ $0 == 0 }) && bytes[15] == 1 { return true }  // :: and ::1
+        if bytes[0...3] == [0x00, 0x64, 0xFF, 0x9B] {
+            return bytes[4...5] != [0, 0] || isPrivate(ipv4: ipv4(12))  // 64:ff9b:1::/48 is local-use NAT64
+        }
+        if bytes[0...1] == [0x20, 0x02] { return isPrivate(ipv4: ipv4(2)) }
         if bytes[0] & 0xFE == 0xFC { return true }  // fc00::/7 unique local
         if bytes[0] == 0xFE && bytes[1] & 0xC0 == 0x80 { return true }  // fe80::/10 link-local
+        if bytes[0] == 0xFE && bytes[1] & 0xC0 == 0xC0 { return true }  // fec0::/10 site-local (deprecated)
         if bytes[0] == 0xFF { return true }  // multicast
         return false
     }
@@ -108,7 +125,9 @@ public actor WebhookAddressPolicy {
             (0x7F00_0000, 8),  // 127/8 loopback
             (0xA9FE_0000, 16),  // 169.254/16 link-local, cloud metadata
             (0xAC10_0000, 12),  // 172.16/12
+            (0xC000_0000, 24),  // 192.0.0/24 IETF protocol assignments
             (0xC0A8_0000, 16),  // 192.168/16
+            (0xC612_0000, 15),  // 198.18/15 benchmarking
             (0xE000_0000, 4),  // 224/4 multicast
             (0xF000_0000, 4),  // 240/4 reserved, broadcast
         ]

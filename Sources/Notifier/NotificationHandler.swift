@@ -10,12 +10,14 @@ import TallyMessaging
 import TallyRuntime
 import TallyStore
 
-/// What one Notifier consumer holds: its own PostgreSQL connection, mail client and
-/// HTTP client (each a connection of its own, on a thread of its own).
+/// What one Notifier consumer holds: its own PostgreSQL connection, mail client, HTTP
+/// client and name resolver (each on a thread of its own, so one slow server or DNS
+/// lookup holds up only this consumer).
 struct NotifierSession: Sendable {
     let database: PostgresConnection
     let smtp: SMTPClient
     let http: HTTPClient
+    let addresses: WebhookAddressPolicy
 }
 
 /// The Notifier's work on one billing event (the loop around it is the shared
@@ -31,14 +33,12 @@ struct NotificationHandler: QueueWorkHandler {
     let configuration: NotifierConfiguration
     let database: PostgresConfiguration
     let metrics: NotifierMetrics
-    let addresses: WebhookAddressPolicy
     let email: NotificationEmail
 
     init(configuration: NotifierConfiguration, metrics: NotifierMetrics) throws {
         self.configuration = configuration
         self.database = try PostgresConfiguration(url: configuration.databaseURL)
         self.metrics = metrics
-        self.addresses = WebhookAddressPolicy(allowPrivate: configuration.allowPrivateWebhooks)
         self.email = NotificationEmail(sellerName: configuration.seller.name, sellerEmail: configuration.seller.email)
     }
 
@@ -47,9 +47,11 @@ struct NotificationHandler: QueueWorkHandler {
             configuration: database, logger: logger, shouldStop: shouldStop)
         else { return nil }
         do {
+            // A receiver's answer is judged by its status: a long body is cut, not an error.
             return NotifierSession(
                 database: database, smtp: try SMTPClient(configuration: configuration.smtp),
-                http: try HTTPClient(configuration: .init(maxResponseBytes: 64 * 1024)))
+                http: try HTTPClient(configuration: .init(maxResponseBytes: 64 * 1024, truncatesLargeBodies: true)),
+                addresses: WebhookAddressPolicy(allowPrivate: configuration.allowPrivateWebhooks))
         } catch {
             logger.critical("cannot start libcurl", metadata: ["error": "\(error)"])
             await database.close()
@@ -131,14 +133,17 @@ struct NotificationHandler: QueueWorkHandler {
             event, tenantEmail: tenant.billingEmail, financeEmail: configuration.financeEmail, endpoints: targets.map(\.endpoint))
         var invoice: InvoiceAttachment?
         var failures: [SendFailure] = []
+        var mailServerDown: String?
         for notification in plan {
+            // With the mail server unreachable every email would fail alike; webhooks still go.
+            if notification.channel == .email, mailServerDown != nil { continue }
             do {
                 switch try await NotificationRecords.claim(notification, eventID: event.id, eventType: event.type, tenant: tenant.id, on: database) {
                 case .alreadySent:
                     metrics.skipped(notification.channel.rawValue)
                     continue
                 case .busy:
-                    failures.append(.transient("\(notification.channel.rawValue) to \(notification.recipient) is being sent by another consumer", code: nil))
+                    failures.append(.transient("\(Self.describe(notification)) is being sent by another consumer", code: nil))
                     continue
                 case .claimed:
                     break
@@ -160,24 +165,24 @@ struct NotificationHandler: QueueWorkHandler {
                     try await NotificationRecords.markSent(notification.dedupKey, responseCode: code, on: database)
                     metrics.sent(notification.channel.rawValue)
                     if notification.channel == .email { metrics.mailServer(up: true) }
-                    logger.info("notification sent", metadata: ["channel": "\(notification.channel.rawValue)", "recipient": "\(notification.recipient)"])
+                    logger.info("notification sent", metadata: ["notification": "\(Self.describe(notification))"])
                 case .failure(let failure):
                     let code: Int? = if case .transient(_, let code) = failure { code } else if case .permanent(_, let code) = failure { code } else { nil }
                     try await NotificationRecords.markFailed(notification.dedupKey, error: failure.text, responseCode: code, on: database)
                     metrics.failed(notification.channel.rawValue)
-                    logger.warning(
-                        "notification failed",
-                        metadata: ["channel": "\(notification.channel.rawValue)", "recipient": "\(notification.recipient)", "error": "\(failure.text)"])
+                    logger.warning("notification failed", metadata: ["notification": "\(Self.describe(notification))", "error": "\(failure.text)"])
                     if case .mailServerDown(let reason) = failure {
                         metrics.mailServer(up: false)
-                        return .failure(.dependencyDown("mail server (\(reason))"))
+                        mailServerDown = reason
+                    } else {
+                        failures.append(failure)
                     }
-                    failures.append(failure)
                 }
             } catch {
                 return .failure(.classifying(error))
             }
         }
+        if let mailServerDown { return .failure(.dependencyDown("mail server (\(mailServerDown))")) }
         guard !failures.isEmpty else { return .done }
         let reasons = failures.map(\.text).joined(separator: "; ")
         let permanent = failures.allSatisfy { if case .permanent = $0 { true } else { false } }
@@ -225,7 +230,9 @@ struct NotificationHandler: QueueWorkHandler {
             return .success(250)
         } catch {
             switch error.code {
-            case .couldNotConnect, .timeout, .tls, .loginDenied: return .failure(.mailServerDown(String(describing: error)))
+            // Refused or unreachable: the server is down for every message. A timeout or a TLS
+            // or login failure may be this message's own (or pass): retried through the queues.
+            case .couldNotConnect: return .failure(.mailServerDown(String(describing: error)))
             case .rejected where error.isTransient: return .failure(.transient("mail server refused: \(error)", code: error.responseCode))
             case .rejected, .invalidRequest: return .failure(.permanent("email refused: \(String(reflecting: error))", code: error.responseCode))
             default: return .failure(.transient("email failed: \(error)", code: error.responseCode))
@@ -236,12 +243,13 @@ struct NotificationHandler: QueueWorkHandler {
     private func sendWebhook(
         _ event: BillingEvent, _ notification: PlannedNotification, target: WebhookTarget?, session: NotifierSession
     ) async -> Result<Int?, SendFailure> {
-        guard let target else { return .failure(.permanent("webhook endpoint \(notification.endpointID?.uuidString ?? "-") is gone", code: nil)) }
+        guard let target else { return .failure(.permanent("\(Self.describe(notification)) is gone", code: nil)) }
         let checked: WebhookAddressPolicy.Checked
         do {
-            checked = try await addresses.check(target.endpoint.url)
+            checked = try await session.addresses.check(target.endpoint.url)
         } catch {
-            return .failure(.permanent("webhook URL refused: \(error)", code: nil))
+            let text = "\(Self.describe(notification)): URL refused: \(error)"
+            return .failure(error.isPermanent ? .permanent(text, code: nil) : .transient(text, code: nil))
         }
         let body: [UInt8]
         do {
@@ -261,10 +269,21 @@ struct NotificationHandler: QueueWorkHandler {
         request.pinnedAddresses = checked.pinned
         do {
             let response = try await session.http.send(request)
-            guard response.isSuccess else { return .failure(.transient("webhook answered HTTP \(response.status)", code: response.status)) }
+            guard response.isSuccess else {
+                return .failure(.transient("\(Self.describe(notification)) answered HTTP \(response.status)", code: response.status))
+            }
             return .success(response.status)
         } catch {
-            return .failure(.transient("webhook not delivered: \(error)", code: nil))
+            return .failure(.transient("\(Self.describe(notification)) not delivered: \(error)", code: nil))
+        }
+    }
+
+    /// A notification named for logs and park reasons: an email by its address, a webhook
+    /// by its endpoint id — never its URL, which may carry the receiver's own secret token.
+    static func describe(_ notification: PlannedNotification) -> String {
+        switch notification.channel {
+        case .email: "email to \(notification.recipient)"
+        case .webhook: "webhook endpoint \(notification.endpointID?.uuidString.lowercased() ?? "-")"
         }
     }
 }

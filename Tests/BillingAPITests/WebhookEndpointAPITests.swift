@@ -106,6 +106,7 @@ struct WebhookEndpointAPITests: BillingAPITestCase {
                 (#"{"events": ["*"]}"#, "url"),
                 (#"{"url": "http://93.184.216.34/hook", "events": ["invoice.voided"]}"#, "events[0]"),
                 (#"{"url": "http://93.184.216.34/hook", "events": []}"#, "events"),
+                (#"{"url": "http://93.184.216.34/hook", "description": "\#(String(repeating: "x", count: 501))"}"#, "description"),
             ]
             for (body, field) in cases {
                 try await client.execute(

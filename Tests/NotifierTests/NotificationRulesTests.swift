@@ -107,12 +107,24 @@ struct NotificationRulesTests {
         for url in [
             "http://127.0.0.1/x", "http://10.0.0.1/x", "http://172.16.5.4/x", "http://192.168.1.1/x", "http://169.254.169.254/x",
             "http://100.64.0.1/x", "http://0.0.0.0/x", "http://[::1]/x", "http://[fe80::1]/x", "http://[fd00::1]/x",
-            "http://[::ffff:127.0.0.1]/x", "http://localhost/x", "gopher://93.184.216.34/", "http://u:p@93.184.216.34/",
+            "http://[::ffff:127.0.0.1]/x", "http://[::10.0.0.1]/x", "http://[64:ff9b::a00:5]/x", "http://[2002:a00:1::]/x",
+            "http://198.18.0.1/x", "http://localhost/x", "gopher://93.184.216.34/", "http://u:p@93.184.216.34/",
         ] {
             await #expect(throws: WebhookAddressPolicy.Refusal.self, "\(url)") { try await policy.check(url) }
         }
         let checked = try? await policy.check("https://93.184.216.34:8443/hook")
-        #expect(checked?.pinned == ["93.184.216.34:8443:93.184.216.34"])
+        #expect(checked?.addresses == ["93.184.216.34"] && checked?.pinned == [])
+        // A name is pinned to what it resolved to when checked.
+        let local = try await WebhookAddressPolicy(allowPrivate: true).check("http://localhost:9/x")
+        #expect(local.pinned.count == 1 && local.pinned[0].hasPrefix("localhost:9:") && local.addresses.contains { $0 == "127.0.0.1" || $0 == "::1" })
         #expect(try await WebhookAddressPolicy(allowPrivate: true).check("http://127.0.0.1:9/x").addresses == ["127.0.0.1"])
+        // An IPv6 literal is not pinned (nothing to look up); a public one passes.
+        #expect(try await policy.check("http://[2606:4700::1111]/x").pinned == [])
+        do {
+            _ = try await policy.check("http://no-such-host.invalid/x")
+            Issue.record("an unresolvable name passed")
+        } catch {
+            #expect(!error.isPermanent && error.description.contains("does not resolve"))
+        }
     }
 }

@@ -29,8 +29,14 @@ struct WebhookEndpointRoutes {
         let body = try await request.decodeJSON(EndpointRequest.self, context: context)
         let tenant = try context.tenantInScope(body.tenantID)
         guard let url = body.url else { throw APIError.invalid("url", "is required: the http(s) URL to POST events to") }
+        guard try await store.list(tenant: tenant).count < Self.maxEndpoints else {
+            throw APIError(
+                .conflict, code: "TOO_MANY_ENDPOINTS",
+                message: "A tenant has at most \(Self.maxEndpoints) webhook endpoints; delete one, or subscribe one to more events.")
+        }
         let (endpoint, secret) = try await store.create(
-            tenant: tenant, url: try await checked(url), events: try Self.events(body.events ?? ["*"]), description: body.description)
+            tenant: tenant, url: try await checked(url), events: try Self.events(body.events ?? ["*"]),
+            description: try Self.description(body.description))
         context.logger.info("webhook endpoint created", metadata: ["tenant.id": "\(tenant)", "webhook_endpoint.id": "\(endpoint.id)"])
         return EditedResponse(status: .created, response: CreatedEndpoint(endpoint: endpoint, secret: secret.value))
     }
@@ -51,7 +57,7 @@ struct WebhookEndpointRoutes {
         if let given = body.url { url = try await checked(given) }
         guard let updated = try await store.update(
             id: endpoint.id, tenant: endpoint.tenantID, url: url, events: try body.events.map(Self.events), active: body.active,
-            description: body.description)
+            description: try Self.description(body.description))
         else { throw APIError.notFound("webhook endpoint") }
         return updated
     }
@@ -86,6 +92,14 @@ struct WebhookEndpointRoutes {
         } catch {
             throw APIError.invalid("url", "\(error)")
         }
+    }
+
+    /// Every event fans out to each of a tenant's endpoints: a bound keeps one event's work bounded.
+    static let maxEndpoints = 16
+
+    static func description(_ text: String?) throws -> String? {
+        guard let text, text.count > 500 else { return text }
+        throw APIError.invalid("description", "is at most 500 characters")
     }
 
     /// Known event types, or `*` for all; at least one, no repeats.

@@ -150,13 +150,14 @@ public struct QueueWorker<Handler: QueueWorkHandler>: Service {
 
     public func run() async throws {
         let shutdown = ShutdownFlag()
-        await withGracefulShutdownHandler {
+        // Cancellation too (another service of the group failed): stop like on SIGTERM.
+        await withTaskCancellationOrGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
                 for index in 0..<settings.consumers {
                     group.addTask { await consumer(index, shutdown: shutdown) }
                 }
             }
-        } onGracefulShutdown: {
+        } onCancelOrGracefulShutdown: {
             logger.info("shutting down: finishing the work in hand", metadata: ["amqp.queue": "\(settings.queue)"])
             shutdown.set()
         }
