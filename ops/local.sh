@@ -473,11 +473,11 @@ PY
   local receiver_port=$((INGEST_PORT + 110))
   setsid python3 "$ROOT/ops/bench/webhook_receiver.py" --port $receiver_port >"$LOGS/webhook-receiver.log" 2>&1 </dev/null &
   echo $! >"$RUN/webhook-receiver.pid"
-  NOTIFIER_QUEUE=bench.notifier NOTIFIER_CONSUMERS=2 NOTIFIER_PORT=$((NOTIFIER_PORT + 100)) LOG_LEVEL=warning \
+  NOTIFIER_QUEUE=bench.notifier NOTIFIER_CONSUMERS=4 NOTIFIER_PORT=$((NOTIFIER_PORT + 100)) LOG_LEVEL=warning \
     start_tally_process notifier-bench "$release/notifier" run
   wait_for "the release notifier" 60 "$LOGS/notifier-bench.log" curl -fsS "http://127.0.0.1:$((NOTIFIER_PORT + 100))/healthz"
   wait_for "the webhook receiver" 30 "$LOGS/webhook-receiver.log" curl -fsS "http://127.0.0.1:$receiver_port/count"
-  "$release/tally-bench" notify --queue bench.notifier --receiver "http://127.0.0.1:$receiver_port" || true
+  "$release/tally-bench" notify --clients 4 --queue bench.notifier --receiver "http://127.0.0.1:$receiver_port" || true
   stop_pid notifier-bench
   stop_pid webhook-receiver
   start_tally

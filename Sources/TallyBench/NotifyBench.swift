@@ -121,7 +121,6 @@ struct NotifyBench: AsyncParsableCommand {
             "notify webhooks: \(webhooks) signed deliveries in \(String(format: "%.1f", seconds)) s = "
                 + "\(BenchSupport.format(Double(webhooks) / seconds))/s through the notifier vs raw POSTs "
                 + "\(BenchSupport.format(Double(webhooks) / rawSeconds))/s (\(clients) clients) = \(BenchSupport.format(100 * rawSeconds / seconds))%")
-        try await pool.query("DELETE FROM tenants WHERE id = $1", [tenant])
     }
 
     private func publish(_ events: [BillingEvent], on broker: AMQPConnection) async throws {
