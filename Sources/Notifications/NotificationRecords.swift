@@ -10,11 +10,11 @@ import PostgresClient
 /// crash between the two leaves the claim to expire: the delivery is attempted again —
 /// at least once, never zero times (SPEC §5).
 ///
-/// These writes commit without waiting for the WAL flush (`synchronous_commit = off`, in
-/// their own transactions): a database crash can lose the last fraction of a second of
-/// them, which only means an already sent notification is sent again — the same window a
-/// crash between the `250` and the mark already has — and it spares two disk flushes per
-/// notification.
+/// The Notifier's sessions commit without waiting for the WAL flush (`synchronous_commit
+/// = off`, see `NotificationHandler`): a database crash can lose the last fraction of a
+/// second of these writes, which only means an already sent notification is sent again —
+/// the same window a crash between the `250` and the mark already has — and it spares two
+/// disk flushes per notification.
 public enum NotificationRecords {
     public static let leaseSeconds = 120
 
@@ -32,9 +32,7 @@ public enum NotificationRecords {
     public static func claim(
         _ notification: PlannedNotification, eventID: String, eventType: String, tenant: UUID, on connection: PostgresConnection
     ) async throws -> Claim {
-        let claimed = try await connection.withTransaction { connection in
-            try connection.query("SET LOCAL synchronous_commit = off")
-            return try connection.query(
+        let claimed = try await connection.query(
             """
             INSERT INTO notifications (dedup_key, channel, tenant_id, recipient, event_type, event_id, endpoint_id, attempts,
                                        claimed_until)
@@ -47,42 +45,28 @@ public enum NotificationRecords {
             [
                 notification.dedupKey, notification.channel.rawValue, tenant, notification.recipient, eventType, eventID,
                 notification.endpointID, leaseSeconds,
-            ]).affectedRows
-        }
-        guard claimed == 0 else { return .claimed }
+            ])
+        guard claimed.isEmpty else { return .claimed }
         let status = try await connection.query("SELECT status FROM notifications WHERE dedup_key = $1", [notification.dedupKey])
         return status.first?.text(0) == "sent" ? .alreadySent : .busy
     }
 
     /// The server accepted it (`responseCode`: the webhook's HTTP status, or SMTP's 250).
     public static func markSent(_ dedupKey: String, responseCode: Int?, on connection: PostgresConnection) async throws {
-        try await write(on: connection) { connection in
-            try connection.query(
+        try await connection.query(
             """
             UPDATE notifications SET status = 'sent', sent_at = now(), claimed_until = NULL, last_error = NULL,
                    response_code = $2, updated_at = now()
              WHERE dedup_key = $1
             """, [dedupKey, responseCode])
-        }
     }
 
     /// The attempt failed; the claim is released so the next attempt may take it.
     public static func markFailed(_ dedupKey: String, error: String, responseCode: Int?, on connection: PostgresConnection) async throws {
-        try await write(on: connection) { connection in
-            try connection.query(
+        try await connection.query(
             """
             UPDATE notifications SET status = 'failed', claimed_until = NULL, last_error = $2, response_code = $3, updated_at = now()
              WHERE dedup_key = $1 AND status <> 'sent'
             """, [dedupKey, String(error.prefix(2000)), responseCode])
-        }
-    }
-
-    private static func write(
-        on connection: PostgresConnection, _ statement: @Sendable (isolated PostgresConnection) throws -> PostgresRows
-    ) async throws {
-        try await connection.withTransaction { connection in
-            try connection.query("SET LOCAL synchronous_commit = off")
-            _ = try statement(connection)
-        }
     }
 }

@@ -13,6 +13,9 @@ public struct PostgresConfiguration: Sendable, Equatable, CustomStringConvertibl
     public var database: String
     /// Extra libpq keywords, e.g. `["sslmode": "require"]`.
     public var options: [String: String]
+    /// Server settings for every session of this configuration, reconnections included
+    /// (`-c name=value` in the startup packet), e.g. `["synchronous_commit": "off"]`.
+    public var sessionSettings: [String: String] = [:]
 
     public init(
         host: String = "127.0.0.1", port: Int = 5432, user: String, password: String? = nil, database: String,
@@ -60,7 +63,11 @@ public struct PostgresConfiguration: Sendable, Equatable, CustomStringConvertibl
         if let password { pairs.append(("password", password)) }
         if options["connect_timeout"] == nil { pairs.append(("connect_timeout", "10")) }
         if options["application_name"] == nil { pairs.append(("application_name", "tally")) }
-        pairs.append(contentsOf: options.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        // Every session speaks UTC, so timestamptz text is parsed the same everywhere.
+        let settings = ["TimeZone": "UTC"].merging(sessionSettings) { _, given in given }
+        let startup = settings.sorted { $0.key < $1.key }.map { "-c \($0.key)=\($0.value)" }.joined(separator: " ")
+        pairs.append(contentsOf: options.filter { $0.key != "options" }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        pairs.append(("options", [options["options"], startup].compactMap { $0 }.joined(separator: " ")))
         return pairs
     }
 

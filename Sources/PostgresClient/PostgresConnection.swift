@@ -195,9 +195,7 @@ public actor PostgresConnection {
     // MARK: Connection state
 
     private func open() throws(PostgresError) {
-        var keywords = configuration.keywords
-        // Every session speaks UTC, so timestamptz text is parsed the same everywhere.
-        keywords.append(("options", "-c TimeZone=UTC"))
+        let keywords = configuration.keywords
         let connection = withCStrings(keywords.map(\.0)) { names in
             withCStrings(keywords.map(\.1)) { values in
                 PQconnectdbParams(names, values, 0)

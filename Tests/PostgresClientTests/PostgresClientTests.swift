@@ -72,6 +72,19 @@ struct PostgresClientTests {
         #expect(try row.decode(2, as: PostgresTimestamp.self).description == "2028-02-29T00:00:00.000000Z")
     }
 
+    @Test("session settings reach every session, with UTC kept and the URL's own options kept beside them")
+    func sessionSettings() async throws {
+        var configuration = try PostgresConfiguration(url: TestEnvironment.databaseURL + "?options=-c%20work_mem%3D8MB")
+        configuration.sessionSettings = ["synchronous_commit": "off"]
+        let connection = try await PostgresConnection.connect(configuration: configuration, logger: logger)
+        let row = try #require(try await connection.query("SELECT current_setting('synchronous_commit'), current_setting('TimeZone'), current_setting('work_mem')").first)
+        #expect(row.text(0) == "off" && row.text(1) == "UTC" && row.text(2) == "8MB")
+        await connection.close()
+        // A reconnection (after close) opens with the same settings.
+        #expect(try await connection.query("SHOW synchronous_commit").first?.text(0) == "off")
+        await connection.close()
+    }
+
     @Test("a NULL or a wrong type is a decoding error naming the column")
     func decodingErrors() async throws {
         let rows = try await pool().query("SELECT NULL::int AS missing, 'x'::text AS word")
