@@ -83,7 +83,7 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
-        .target(name: "TallyMessaging", dependencies: ["RabbitMQClient", log], swiftSettings: swiftSettings),
+        .target(name: "TallyMessaging", dependencies: ["RabbitMQClient", "UsageEvents", log], swiftSettings: swiftSettings),
         .target(
             name: "TallyRuntime",
             dependencies: ["RabbitMQClient", "PostgresClient", "TallyStore", "TallyMessaging", log, argumentParser, lifecycle],

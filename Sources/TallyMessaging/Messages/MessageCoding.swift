@@ -1,9 +1,12 @@
 import Foundation
+import UsageEvents
 
 /// The one JSON encoding of Tally's messages: snake_case keys as the types spell them,
 /// sorted (equal messages give equal bytes), instants as RFC 3339 in UTC with
-/// milliseconds, decimals as exact strings. Decoding accepts RFC 3339 with or without
-/// fractional seconds.
+/// microseconds (PostgreSQL's precision, so a time read back equals the stored one),
+/// decimals as exact strings. Decoding accepts any RFC 3339 time. Times go through the
+/// byte-level `RFC3339` of UsageEvents: Foundation's ISO 8601 styles cost tens of
+/// microseconds each on Linux, several per message.
 enum MessageCoding {
     static func encode(_ value: some Encodable) throws -> [UInt8] {
         let encoder = JSONEncoder()
@@ -29,32 +32,19 @@ enum MessageCoding {
     }
 
     static func format(_ date: Date) -> String {
-        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt))
+        RFC3339.format(date)
     }
 
     /// An instant inside a dedup key: whole seconds, a six-digit fraction only when
     /// there is one (`2026-01-31T00:00:00Z`). The keys written before messages were typed
     /// used this form; keeping it keeps "once per period" across an upgrade.
     static func keyTime(_ date: Date) -> String {
-        let microseconds = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
-        let seconds = Date(timeIntervalSince1970: TimeInterval(microseconds.floorDivided(by: 1_000_000)))
-        let fraction = microseconds - microseconds.floorDivided(by: 1_000_000) * 1_000_000
-        let whole = seconds.formatted(Date.ISO8601FormatStyle(timeZone: .gmt)).dropLast()  // without "Z"
-        guard fraction != 0 else { return whole + "Z" }
-        let digits = String(fraction)
-        return whole + "." + String(repeating: "0", count: 6 - digits.count) + digits + "Z"
+        let text = RFC3339.format(date)  // yyyy-mm-ddThh:mm:ss.ffffffZ
+        return text.hasSuffix(".000000Z") ? String(text.dropLast(8)) + "Z" : text
     }
 
     static func parse(_ text: String) -> Date? {
-        (try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(text))
-            ?? (try? Date.ISO8601FormatStyle().parse(text))
-    }
-}
-
-extension Int64 {
-    fileprivate func floorDivided(by divisor: Int64) -> Int64 {
-        let quotient = self / divisor
-        return (self % divisor < 0) ? quotient - 1 : quotient
+        RFC3339.parse(text)
     }
 }
 
