@@ -1,5 +1,6 @@
 import Foundation
 import PostgresClient
+import TallyMessaging
 
 /// An issued invoice as SPEC §4 shows it.
 public struct InvoiceView: Codable, Sendable, Equatable {
@@ -165,5 +166,15 @@ public struct InvoiceStore: Sendable {
         }
         for index in invoices.indices { invoices[index].lines = lines[invoices[index].id] ?? [] }
         return invoices
+    }
+}
+
+extension BillingEvent.InvoiceFinalized {
+    /// The `invoice.finalized` event of an issued invoice, as the Invoicer writes it.
+    public init(_ invoice: InvoiceView) {
+        self.init(
+            tenantID: invoice.tenantID, occurredAt: invoice.issuedAt, invoiceID: invoice.id, number: invoice.number, kind: invoice.kind,
+            currency: invoice.currency, periodStart: invoice.periodStart, periodEnd: invoice.periodEnd, subtotalCents: invoice.subtotalCents,
+            taxCents: invoice.taxCents, totalCents: invoice.totalCents, dueAt: invoice.dueAt)
     }
 }

@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import PostgresClient
 import RabbitMQClient
+import TallyHTTP
 import TallyMessaging
 import TallyRuntime
 
@@ -44,13 +45,9 @@ func buildApplication(_ configuration: NotifierConfiguration, logger: Logger) th
     let database = PostgresPool(configuration: try PostgresConfiguration(url: configuration.databaseURL), size: 1, logger: logger)
     let publisher = ConfirmedPublisher(configuration: amqp, logger: logger)
     let router = Router()
-    router.get("/healthz") { _, _ in #"{"status":"ok"}"# }
-    router.get("/readyz") { _, _ -> Response in
-        let ready = (try? await database.query("SELECT 1")) != nil && !metrics.snapshot.mailServerDown
-        return Response(
-            status: ready ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
-            body: .init(byteBuffer: .init(string: ready ? #"{"status":"ready"}"# : #"{"status":"unavailable"}"#)))
-    }
+    HealthRoutes<BasicRequestContext> {
+        (try? await database.query("SELECT 1")) != nil && !metrics.snapshot.mailServerDown
+    }.register(on: router)
     router.get("metrics") { _, _ -> Response in
         Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: .init(string: metrics.render())))
     }

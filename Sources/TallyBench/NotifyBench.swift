@@ -53,7 +53,7 @@ struct NotifyBench: AsyncParsableCommand {
         let message = NotificationEmail(sellerName: seller.name, sellerEmail: seller.email).invoice(
             sample, pdf: pdf, tenant: .init(name: "Bench", email: "bench@tally.localhost"),
             to: NotificationPlanner.plan(
-                .invoiceFinalized(Self.finalized(sample)), tenantEmail: "bench@tally.localhost", financeEmail: "finance@tally.localhost",
+                .invoiceFinalized(BillingEvent.InvoiceFinalized(sample)), tenantEmail: "bench@tally.localhost", financeEmail: "finance@tally.localhost",
                 endpoints: [])[0])
         let rawCount = chosen.count * 2
         let rawSeconds = try await timed {
@@ -71,7 +71,7 @@ struct NotifyBench: AsyncParsableCommand {
         // The notifier: one invoice.finalized per invoice, two emails each (finance, tenant).
         let ids = chosen.map { "invoice.finalized:\($0.id.uuidString.lowercased())" }
         let seconds = try await timed {
-            try await publish(chosen.map { .invoiceFinalized(Self.finalized($0)) }, on: broker)
+            try await publish(chosen.map { .invoiceFinalized(BillingEvent.InvoiceFinalized($0)) }, on: broker)
             try await waitForSent(ids, count: chosen.count * 2, pool: pool)
         }
         print(
@@ -146,12 +146,5 @@ struct NotifyBench: AsyncParsableCommand {
         let start = ContinuousClock.now
         try await body()
         return BenchSupport.seconds(ContinuousClock.now - start)
-    }
-
-    static func finalized(_ invoice: InvoiceView) -> BillingEvent.InvoiceFinalized {
-        .init(
-            tenantID: invoice.tenantID, occurredAt: invoice.issuedAt, invoiceID: invoice.id, number: invoice.number, kind: invoice.kind,
-            currency: invoice.currency, periodStart: invoice.periodStart, periodEnd: invoice.periodEnd, subtotalCents: invoice.subtotalCents,
-            taxCents: invoice.taxCents, totalCents: invoice.totalCents, dueAt: invoice.dueAt)
     }
 }

@@ -137,13 +137,7 @@ struct NotifierHarness: Sendable {
 
 extension BillingEvent {
     /// The `invoice.finalized` event of an issued invoice, as the Invoicer writes it.
-    static func finalized(_ invoice: InvoiceView) -> BillingEvent {
-        .invoiceFinalized(
-            .init(
-                tenantID: invoice.tenantID, occurredAt: invoice.issuedAt, invoiceID: invoice.id, number: invoice.number, kind: invoice.kind,
-                currency: invoice.currency, periodStart: invoice.periodStart, periodEnd: invoice.periodEnd, subtotalCents: invoice.subtotalCents,
-                taxCents: invoice.taxCents, totalCents: invoice.totalCents, dueAt: nil))
-    }
+    static func finalized(_ invoice: InvoiceView) -> BillingEvent { .invoiceFinalized(.init(invoice)) }
 
     /// An `alert.triggered` event of a made-up alert (a marker: only the test's notifier gets it).
     static func marker(tenant: UUID, metric: String = "api_calls") -> BillingEvent {
