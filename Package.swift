@@ -210,7 +210,7 @@ let package = Package(
             name: "NotifierTests",
             dependencies: [
                 "Notifier", "Notifications", "Invoicing", "TallyMessaging", "TallyStore", "TallyTestSupport", "PostgresClient", "RabbitMQClient",
-                "CurlClient", hummingbird, httpTypes, crypto,
+                "CurlClient", "UsageEvents", hummingbird, httpTypes, crypto,
             ],
             swiftSettings: swiftSettings
         ),

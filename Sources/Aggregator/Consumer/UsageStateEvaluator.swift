@@ -125,7 +125,7 @@ enum UsageStateEvaluator {
         guard fired.affectedRows == 1 else { return 0 }
         let event = BillingEvent.AlertTriggered(
             tenantID: context.tenant, occurredAt: context.now, alertID: alert.id, alertKind: alert.kind, thresholdKey: alert.thresholdKey,
-            metric: alert.rule.metric, value: input.value.description, threshold: alert.thresholdText, quota: quota?.description,
+            metric: alert.rule.metric, value: input.value.description, threshold: alert.threshold, quota: quota?.description,
             periodStart: context.span.start.date, periodEnd: context.span.end.date, channels: alert.channels)
         return try Outbox.enqueue(.alertTriggered(event), on: connection)
     }
@@ -163,6 +163,10 @@ struct StoredAlert: Sendable {
     let rule: AlertRule
     let thresholdText: String?
     let channels: [String]
+
+    /// The threshold as people read it: `10`, not the column's `10.0000` (the firing key
+    /// keeps the stored text, so alerts fired before this never fire twice).
+    var threshold: String? { thresholdText.map { text in (try? Quantity(parsing: text))?.description ?? text } }
 
     /// What "each threshold it crosses" means for the firing record: the value or
     /// percentage itself, so editing a threshold re-arms the alert.
