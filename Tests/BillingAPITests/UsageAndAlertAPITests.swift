@@ -14,6 +14,20 @@ import Testing
 @Suite("Billing API: usage reads and alerts")
 struct UsageAndAlertAPITests: BillingAPITestCase {
     let adminToken = "test-admin-\(UUID().uuidString)"
+    /// The current UTC month ("YYYY-MM") and the next: the usage rows below are dated in
+    /// it, so their partition exists whenever the suite runs.
+    let month: String
+    let nextMonth: String
+
+    init() {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let now = calendar.dateComponents([.year, .month], from: Date())
+        let next = calendar.dateComponents(
+            [.year, .month], from: calendar.date(byAdding: .month, value: 1, to: calendar.date(from: now)!)!)
+        month = String(format: "%04d-%02d", now.year!, now.month!)
+        nextMonth = String(format: "%04d-%02d", next.year!, next.month!)
+    }
 
     func errorField(_ response: TestResponse) throws -> String? {
         (try json(response)["error"] as? [String: Any])?["field"] as? String
@@ -29,15 +43,15 @@ struct UsageAndAlertAPITests: BillingAPITestCase {
         }
     }
 
-    /// A monthly starter subscription from Nov 1, 2026, written as the subscriptions API would.
+    /// A monthly starter subscription from the 1st of this month, written as the subscriptions API would.
     func subscribeToStarter(_ tenant: String, pool: PostgresPool) async throws {
         let subscription = try await pool.query(
-            "INSERT INTO subscriptions (tenant_id, started_at, anchor) VALUES ($1, '2026-11-01T00:00:00Z', '2026-11-01T00:00:00Z') RETURNING id",
+            "INSERT INTO subscriptions (tenant_id, started_at, anchor) VALUES ($1, '\(month)-01T00:00:00Z', '\(month)-01T00:00:00Z') RETURNING id",
             [UUID(uuidString: tenant)!])[0].decode(0, as: UUID.self)
         try await pool.query(
             """
             INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
-            VALUES ($1, 'starter', '2026-11-01T00:00:00Z', 'start', '2026-11-01T00:00:00Z')
+            VALUES ($1, 'starter', '\(month)-01T00:00:00Z', 'start', '\(month)-01T00:00:00Z')
             """, [subscription])
     }
 
@@ -50,15 +64,15 @@ struct UsageAndAlertAPITests: BillingAPITestCase {
             // Two events at 10:15 and one at 11:30 (raw and rolled up as the Aggregator writes them), on the starter plan.
             let script = """
                 INSERT INTO usage_events (tenant_id, event_id, metric, quantity, occurred_at, occurred_month) VALUES
-                  ($1, 'a', 'api_calls', 2.5, '2026-11-20T10:15:00Z', '2026-11-01'),
-                  ($1, 'b', 'api_calls', 1, '2026-11-20T10:15:00Z', '2026-11-01'),
-                  ($1, 'c', 'api_calls', 4, '2026-11-20T11:30:00Z', '2026-11-01');
+                  ($1, 'a', 'api_calls', 2.5, '\(month)-20T10:15:00Z', '\(month)-01'),
+                  ($1, 'b', 'api_calls', 1, '\(month)-20T10:15:00Z', '\(month)-01'),
+                  ($1, 'c', 'api_calls', 4, '\(month)-20T11:30:00Z', '\(month)-01');
                 INSERT INTO usage_rollups (tenant_id, metric, hour, quantity_sum, event_count, quantity_max) VALUES
-                  ($1, 'api_calls', '2026-11-20T10:00:00Z', 3.5, 2, 2.5), ($1, 'api_calls', '2026-11-20T11:00:00Z', 4, 1, 4)
+                  ($1, 'api_calls', '\(month)-20T10:00:00Z', 3.5, 2, 2.5), ($1, 'api_calls', '\(month)-20T11:00:00Z', 4, 1, 4)
                 """.replacingOccurrences(of: "$1", with: "'\(tenant.id)'")
             try await pool.withConnection { try await $0.executeScript(script) }
             try await subscribeToStarter(tenant.id, pool: pool)
-            let whole = "/v1/usage?tenant_id=\(tenant.id)&from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z"
+            let whole = "/v1/usage?tenant_id=\(tenant.id)&from=\(month)-20T00:00:00Z&to=\(month)-21T00:00:00Z"
             try await client.execute(uri: whole, method: .get, headers: bearer(tenant.key)) { response in
                 #expect(response.status == .ok)
                 let body = try json(response)
@@ -71,7 +85,7 @@ struct UsageAndAlertAPITests: BillingAPITestCase {
                 #expect(metrics.contains { $0["metric"] as? String == "users" && $0["value"] as? String == "0" && $0["quota"] as? String == "3" })
             }
             // A range cutting through the 11:00 hour reads that hour from the raw events.
-            let cut = "/v1/usage?from=2026-11-20T10:00:00Z&to=2026-11-20T11:29:59Z"
+            let cut = "/v1/usage?from=\(month)-20T10:00:00Z&to=\(month)-20T11:29:59Z"
             try await client.execute(uri: cut, method: .get, headers: bearer(tenant.key)) { response in
                 let metrics = try #require(try json(response)["metrics"] as? [[String: Any]])
                 #expect(metrics.first { $0["metric"] as? String == "api_calls" }?["value"] as? String == "3.5")
@@ -79,12 +93,12 @@ struct UsageAndAlertAPITests: BillingAPITestCase {
             try await client.execute(uri: whole, method: .get, headers: bearer(other.key)) { response in
                 #expect(response.status == .notFound)
             }
-            try await client.execute(uri: "/v1/usage?from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z", method: .get, headers: bearer(adminToken)) { response in
+            try await client.execute(uri: "/v1/usage?from=\(month)-20T00:00:00Z&to=\(month)-21T00:00:00Z", method: .get, headers: bearer(adminToken)) { response in
                 #expect(response.status == .badRequest)
                 let field = try errorField(response)
                 #expect(field == "tenant_id")
             }
-            try await client.execute(uri: "/v1/usage?from=yesterday&to=2026-11-21T00:00:00Z", method: .get, headers: bearer(tenant.key)) { response in
+            try await client.execute(uri: "/v1/usage?from=yesterday&to=\(month)-21T00:00:00Z", method: .get, headers: bearer(tenant.key)) { response in
                 #expect(response.status == .badRequest)
                 let field = try errorField(response)
                 #expect(field == "from")
@@ -103,18 +117,18 @@ struct UsageAndAlertAPITests: BillingAPITestCase {
             // 1,500 API calls in the 10:00 hour of Nov 20 (raw and rolled up), on the starter plan (quota 1,000, 10 ¢ over).
             let script = """
                 INSERT INTO usage_events (tenant_id, event_id, metric, quantity, occurred_at, occurred_month) VALUES
-                  ($1, 'u1', 'api_calls', 1000, '2026-11-20T10:15:00Z', '2026-11-01'),
-                  ($1, 'u2', 'api_calls', 500, '2026-11-20T10:45:00Z', '2026-11-01');
+                  ($1, 'u1', 'api_calls', 1000, '\(month)-20T10:15:00Z', '\(month)-01'),
+                  ($1, 'u2', 'api_calls', 500, '\(month)-20T10:45:00Z', '\(month)-01');
                 INSERT INTO usage_rollups (tenant_id, metric, hour, quantity_sum, event_count, quantity_max) VALUES
-                  ($1, 'api_calls', '2026-11-20T10:00:00Z', 1500, 2, 1000)
+                  ($1, 'api_calls', '\(month)-20T10:00:00Z', 1500, 2, 1000)
                 """.replacingOccurrences(of: "$1", with: "'\(tenant.id)'")
             try await pool.withConnection { try await $0.executeScript(script) }
             try await subscribeToStarter(tenant.id, pool: pool)
-            try await client.execute(uri: "/v1/invoices/upcoming?at=2026-11-25T00:00:00Z", method: .get, headers: bearer(tenant.key)) { response in
+            try await client.execute(uri: "/v1/invoices/upcoming?at=\(month)-25T00:00:00Z", method: .get, headers: bearer(tenant.key)) { response in
                 #expect(response.status == .ok)
                 let body = try json(response)
-                #expect(body["period_start"] as? String == "2026-11-01T00:00:00.000Z")
-                #expect(body["period_end"] as? String == "2026-12-01T00:00:00.000Z")
+                #expect(body["period_start"] as? String == "\(month)-01T00:00:00.000Z")
+                #expect(body["period_end"] as? String == "\(nextMonth)-01T00:00:00.000Z")
                 #expect(body["plan"] as? String == "starter")
                 let lines = try #require(body["lines"] as? [[String: Any]])
                 #expect(lines.map { $0["amount_cents"] as? Int } == [29_900, 5_000])
@@ -126,12 +140,12 @@ struct UsageAndAlertAPITests: BillingAPITestCase {
             }
             // Before the usage happened: the base fee only.
             try await client.execute(
-                uri: "/v1/invoices/upcoming?tenant_id=\(tenant.id)&at=2026-11-20T10:00:00Z", method: .get, headers: bearer(adminToken)
+                uri: "/v1/invoices/upcoming?tenant_id=\(tenant.id)&at=\(month)-20T10:00:00Z", method: .get, headers: bearer(adminToken)
             ) { response in
                 let subtotal = try json(response)["subtotal_cents"] as? Int
                 #expect(subtotal == 29_900)
             }
-            try await client.execute(uri: "/v1/invoices/upcoming?at=2026-11-25T00:00:00Z", method: .get, headers: bearer(other.key)) { response in
+            try await client.execute(uri: "/v1/invoices/upcoming?at=\(month)-25T00:00:00Z", method: .get, headers: bearer(other.key)) { response in
                 #expect(response.status == .notFound)
                 let code = (try json(response)["error"] as? [String: Any])?["code"] as? String
                 #expect(code == "NO_OPEN_PERIOD")

@@ -55,7 +55,8 @@ struct TopologyTests {
         let connection = try await AMQPTest.connect()
         try await Topology.tally.declare(on: connection)
         try await Topology.tally.declare(on: connection)
-        #expect(try await connection.declareQueue(QueueName.aggregatorUsage, passive: true) >= 0)
+        // A passive declare throws when the queue does not exist.
+        await #expect(throws: Never.self) { _ = try await connection.declareQueue(QueueName.aggregatorUsage, passive: true) }
     }
 
     @Test("a message sent to a retry queue comes back to its work queue; a rejected one is parked")
