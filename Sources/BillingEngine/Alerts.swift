@@ -96,7 +96,13 @@ public enum AlertEvaluator {
         case .quotaPercentage(let percent):
             // value ≥ percent % of quota, in integers: value × 100 ≥ quota × percent.
             guard let quota = input.quota, quota > .zero else { return false }
-            return input.value.scaled * 100 >= quota.scaled * Int128(percent)
+            // A total may be near the database's bound (1e34): compare without overflow.
+            let (scaledValue, valueOverflow) = input.value.scaled.multipliedReportingOverflow(by: 100)
+            let (scaledQuota, quotaOverflow) = quota.scaled.multipliedReportingOverflow(by: Int128(percent))
+            if valueOverflow || quotaOverflow {
+                return Double(input.value.scaled) * 100 >= Double(quota.scaled) * Double(percent)
+            }
+            return scaledValue >= scaledQuota
         case .anomaly(let rule):
             return rule.isAnomalous(lastHour: input.lastHour, trailingHours: input.trailingHours)
         }

@@ -37,13 +37,16 @@ public struct InvoiceDraft: Sendable, Hashable {
     public let tax: Cents
     public let total: Cents
 
-    init(period: Period, lines: [InvoiceLine], taxBasisPoints: Int) {
+    init(period: Period, lines: [InvoiceLine], taxBasisPoints: Int) throws(BillingError) {
+        precondition((0...10_000).contains(taxBasisPoints), "a tax rate is between 0 and 100 %")
         self.period = period
         self.lines = lines
-        self.subtotal = lines.reduce(.zero) { $0 + $1.amount }
+        var subtotal = Cents.zero
+        for line in lines { subtotal = try Cents.adding(subtotal, line.amount, what: "the subtotal") }
+        self.subtotal = subtotal
         self.taxBasisPoints = taxBasisPoints
         self.tax = Rounding.tax(on: subtotal, basisPoints: taxBasisPoints)
-        self.total = subtotal + tax
+        self.total = try Cents.adding(subtotal, tax, what: "the total")
     }
 }
 
@@ -69,8 +72,8 @@ public struct LateUsage: Sendable, Hashable {
 
     /// charge(value with late events) − charge(value billed); may be negative when a
     /// `latest` metric's newest reading went down.
-    public var adjustment: Cents {
-        plan.charge(metric: metric, value: currentValue) - plan.charge(metric: metric, value: billedValue)
+    public func adjustment() throws(BillingError) -> Cents {
+        try plan.charge(metric: metric, value: currentValue) - plan.charge(metric: metric, value: billedValue)
     }
 
     /// The billable units the late usage adds: max(0, current − quota) − max(0, billed −
@@ -79,7 +82,7 @@ public struct LateUsage: Sendable, Hashable {
     /// less than a cent.
     public var additionalBillableUnits: Quantity {
         let terms = plan.terms[metric]
-        let billable = { (value: Quantity) in terms?.overageCharge(for: value)?.overage ?? .zero }
+        let billable = { (value: Quantity) in terms?.overage(of: value) ?? .zero }
         return billable(currentValue) - billable(billedValue)
     }
 }
@@ -95,17 +98,17 @@ public enum InvoiceCalculator {
     public static func invoice(
         for period: BillingPeriod, of subscription: Subscription, values: [String: Quantity],
         lateUsage: [LateUsage] = [], taxBasisPoints: Int
-    ) -> InvoiceDraft {
+    ) throws(BillingError) -> InvoiceDraft {
         var lines = baseLines(for: period, of: subscription)
-        lines += overageLines(plan: subscription.pricingPlan(of: period), values: values, period: period.billed)
-        lines += adjustmentLines(lateUsage)
-        return InvoiceDraft(period: period.billed, lines: lines, taxBasisPoints: taxBasisPoints)
+        lines += try overageLines(plan: subscription.pricingPlan(of: period), values: values, period: period.billed)
+        lines += try adjustmentLines(lateUsage)
+        return try InvoiceDraft(period: period.billed, lines: lines, taxBasisPoints: taxBasisPoints)
     }
 
     /// An invoice of adjustments only: late usage of a subscription that has ended
     /// (SPEC §2 step 3: "the next billing run issues an adjustment invoice").
-    public static func adjustmentInvoice(period: Period, lateUsage: [LateUsage], taxBasisPoints: Int) -> InvoiceDraft {
-        InvoiceDraft(period: period, lines: adjustmentLines(lateUsage), taxBasisPoints: taxBasisPoints)
+    public static func adjustmentInvoice(period: Period, lateUsage: [LateUsage], taxBasisPoints: Int) throws(BillingError) -> InvoiceDraft {
+        try InvoiceDraft(period: period, lines: adjustmentLines(lateUsage), taxBasisPoints: taxBasisPoints)
     }
 
     /// The invoice the open period would produce if it ended with the usage so far:
@@ -113,9 +116,9 @@ public enum InvoiceCalculator {
     public static func upcomingInvoice(
         of subscription: Subscription, asOf: Instant, values: [String: Quantity], lateUsage: [LateUsage] = [],
         taxBasisPoints: Int
-    ) -> InvoiceDraft? {
+    ) throws(BillingError) -> InvoiceDraft? {
         guard let period = subscription.billingPeriod(containing: asOf) else { return nil }
-        return invoice(for: period, of: subscription, values: values, lateUsage: lateUsage, taxBasisPoints: taxBasisPoints)
+        return try invoice(for: period, of: subscription, values: values, lateUsage: lateUsage, taxBasisPoints: taxBasisPoints)
     }
 
     /// Step 1: round-half-up(base × segment length / full period length) per segment.
@@ -137,8 +140,8 @@ public enum InvoiceCalculator {
 
     /// Step 2: overage per metric with a quota and a rate, in metric-name order;
     /// metrics within their quota get no line.
-    public static func overageLines(plan: Plan, values: [String: Quantity], period: Period) -> [InvoiceLine] {
-        plan.overageCharges(for: values).compactMap { metric, charge in
+    public static func overageLines(plan: Plan, values: [String: Quantity], period: Period) throws(BillingError) -> [InvoiceLine] {
+        try plan.overageCharges(for: values).compactMap { metric, charge in
             guard charge.overage > .zero else { return nil }
             return InvoiceLine(
                 kind: .overage, metric: metric,
@@ -149,18 +152,18 @@ public enum InvoiceCalculator {
 
     /// Step 3: one line per (earlier period, metric) whose charge changed: the billable
     /// units the late usage adds at the metric's rate, for charge(new) − charge(billed).
-    public static func adjustmentLines(_ lateUsage: [LateUsage]) -> [InvoiceLine] {
-        lateUsage
-            .sorted { ($0.period.start, $0.metric) < ($1.period.start, $1.metric) }
-            .compactMap { late in
-                let amount = late.adjustment
-                guard amount != .zero else { return nil }
-                return InvoiceLine(
-                    kind: .lateUsageAdjustment, metric: late.metric,
-                    description: "\(late.metric): late usage for \(InvoiceText.period(late.period)) — "
-                        + "\(late.currentValue.groupedDescription) used, \(late.billedValue.groupedDescription) billed before",
-                    quantity: late.additionalBillableUnits, unitPrice: late.plan.terms[late.metric]?.overageRate ?? .zero,
-                    amount: amount, period: late.period)
-            }
+    public static func adjustmentLines(_ lateUsage: [LateUsage]) throws(BillingError) -> [InvoiceLine] {
+        var lines: [InvoiceLine] = []
+        for late in lateUsage.sorted(by: { ($0.period.start, $0.metric) < ($1.period.start, $1.metric) }) {
+            let amount = try late.adjustment()
+            guard amount != .zero else { continue }
+            lines.append(InvoiceLine(
+                kind: .lateUsageAdjustment, metric: late.metric,
+                description: "\(late.metric): late usage for \(InvoiceText.period(late.period)) — "
+                    + "\(late.currentValue.groupedDescription) used, \(late.billedValue.groupedDescription) billed before",
+                quantity: late.additionalBillableUnits, unitPrice: late.plan.terms[late.metric]?.overageRate ?? .zero,
+                amount: amount, period: late.period))
+        }
+        return lines
     }
 }

@@ -52,9 +52,40 @@ public struct UnitPrice: Sendable, Hashable, Comparable, CustomStringConvertible
     public var description: String { Quantity(scaled: scaled).description }
 
     /// What `quantity` units cost, rounded up to a whole cent (SPEC §2 step 2:
-    /// amount = ceil(overage × rate)). Exact: no intermediate rounding.
-    public func overageCharge(for quantity: Quantity) -> Cents {
-        Rounding.ceiling(quantity.scaled * scaled, dividedBy: Quantity.scale * Quantity.scale)
+    /// amount = ceil(overage × rate)). Exact: no intermediate rounding. A period total
+    /// may be far above one event's bound, so an amount beyond 64-bit cents is an
+    /// error for that invoice, never a trap of the process billing everyone.
+    public func overageCharge(for quantity: Quantity) throws(BillingError) -> Cents {
+        let (product, overflow) = quantity.scaled.multipliedReportingOverflow(by: scaled)
+        let denominator = Quantity.scale * Quantity.scale
+        guard !overflow, let cents = Int64(exactly: product / denominator + (product % denominator > 0 ? 1 : 0)) else {
+            throw .amountOutOfRange("\(quantity) units at \(self)¢")
+        }
+        return Cents(cents)
+    }
+}
+
+/// Why an invoice cannot be computed: only amounts too large for 64-bit cents
+/// (about 92 quadrillion dollars), which only absurd usage reaches.
+public enum BillingError: Error, Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
+    case amountOutOfRange(String)
+
+    public var description: String {
+        switch self {
+        case .amountOutOfRange(let what):
+            "the amount for \(what) exceeds what an invoice can hold (64-bit cents); check the usage for a runaway meter"
+        }
+    }
+
+    public var debugDescription: String { description }
+}
+
+extension Cents {
+    /// `lhs + rhs`, or `BillingError.amountOutOfRange` instead of an overflow trap.
+    static func adding(_ lhs: Cents, _ rhs: Cents, what: @autoclosure () -> String) throws(BillingError) -> Cents {
+        let (sum, overflow) = lhs.value.addingReportingOverflow(rhs.value)
+        guard !overflow else { throw .amountOutOfRange(what()) }
+        return Cents(sum)
     }
 }
 

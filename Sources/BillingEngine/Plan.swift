@@ -28,11 +28,17 @@ public struct MetricTerms: Sendable, Hashable {
 
     /// What a period value of `value` costs beyond the base fee (SPEC §2 step 2):
     /// ceil(max(0, value − quota) × rate), zero without a quota or a rate.
-    public func overageCharge(for value: Quantity) -> OverageCharge? {
-        guard let quota, overageRate > .zero else { return nil }
-        let overage = value.excess(over: quota)
+    public func overageCharge(for value: Quantity) throws(BillingError) -> OverageCharge? {
+        guard let overage = overage(of: value), let quota else { return nil }
         return OverageCharge(value: value, quota: quota, overage: overage, rate: overageRate,
-                             amount: overageRate.overageCharge(for: overage))
+                             amount: try overageRate.overageCharge(for: overage))
+    }
+
+    /// The billable units of a period value: max(0, value − quota); nil without a
+    /// quota or a rate (nothing is billed).
+    public func overage(of value: Quantity) -> Quantity? {
+        guard let quota, overageRate > .zero else { return nil }
+        return value.excess(over: quota)
     }
 }
 
@@ -70,16 +76,18 @@ public struct Plan: Sendable, Hashable, Identifiable {
     public func isUpgrade(to other: Plan) -> Bool { other.baseFee > baseFee }
 
     /// The overage charges of a period's values, ordered by metric name (SPEC §2 step 2).
-    public func overageCharges(for values: [String: Quantity]) -> [(metric: String, charge: OverageCharge)] {
-        values.keys.sorted().compactMap { metric in
-            guard let charge = terms[metric]?.overageCharge(for: values[metric]!) else { return nil }
-            return (metric, charge)
+    public func overageCharges(for values: [String: Quantity]) throws(BillingError) -> [(metric: String, charge: OverageCharge)] {
+        var charges: [(metric: String, charge: OverageCharge)] = []
+        for metric in values.keys.sorted() {
+            guard let charge = try terms[metric]?.overageCharge(for: values[metric]!) else { continue }
+            charges.append((metric, charge))
         }
+        return charges
     }
 
     /// What the metric's value costs under this plan (zero when it has no overage).
-    public func charge(metric: String, value: Quantity) -> Cents {
-        terms[metric]?.overageCharge(for: value)?.amount ?? .zero
+    public func charge(metric: String, value: Quantity) throws(BillingError) -> Cents {
+        try terms[metric]?.overageCharge(for: value)?.amount ?? .zero
     }
 }
 

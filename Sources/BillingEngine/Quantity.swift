@@ -29,7 +29,18 @@ public struct Quantity: Sendable, Hashable, Comparable, CustomStringConvertible 
     /// than a leading minus (reported as negative), more than 4 fractional digits,
     /// NaN and infinities, and values above 1e12 — each with its own error.
     public init(parsing text: String) throws(QuantityError) {
-        self = try QuantityParser(text: text).parse()
+        self = try QuantityParser(text: text, maximum: .perEvent).parse()
+    }
+
+    /// The largest aggregate the database stores (`numeric(38,4)`: below 1e34).
+    public static let maximumTotal = Quantity(scaled: 99_999_999_999_999_999_999_999_999_999_999_999_999)
+
+    /// Parses an aggregate read back from the database — a period's sum, a rollup, a
+    /// billed value, an alert threshold — exactly, in the database's whole range
+    /// (`numeric(38,4)`). A total is not an event: it may be far above 1e12, and
+    /// reading it with the per-event bound would stop counting and billing the tenant.
+    public init(parsingTotal text: String) throws(QuantityError) {
+        self = try QuantityParser(text: text, maximum: .total).parse()
     }
 
     public static func + (lhs: Quantity, rhs: Quantity) -> Quantity { Quantity(scaled: lhs.scaled + rhs.scaled) }
@@ -66,7 +77,10 @@ public enum QuantityError: Error, Sendable, Equatable, CustomStringConvertible {
     case notANumber(String)
     case negative
     case tooManyFractionDigits(Int)
+    /// Above 1e12, one event's bound.
     case tooLarge
+    /// Not below 1e34, what the database stores for a total.
+    case totalTooLarge
 
     public var description: String {
         switch self {
@@ -74,6 +88,7 @@ public enum QuantityError: Error, Sendable, Equatable, CustomStringConvertible {
         case .negative: "quantity must not be negative"
         case .tooManyFractionDigits(let count): "quantity has \(count) fractional digits; at most 4 are kept exactly"
         case .tooLarge: "quantity must be at most 1e12"
+        case .totalTooLarge: "a total must be below 1e34"
         }
     }
 }
@@ -81,7 +96,19 @@ public enum QuantityError: Error, Sendable, Equatable, CustomStringConvertible {
 /// A byte-level decimal parser: digits, an optional fraction and an optional
 /// exponent, as JSON numbers are written.
 private struct QuantityParser {
+    enum Maximum {
+        /// 1e12: one event (SPEC §3).
+        case perEvent
+        /// Below 1e34: what a `numeric(38,4)` column holds.
+        case total
+
+        /// Digits of the largest value in ten-thousandths.
+        var digits: Int { self == .perEvent ? 17 : 38 }
+        var scaled: Int128 { self == .perEvent ? Quantity.maximumPerEvent.scaled : Quantity.maximumTotal.scaled }
+    }
+
     let text: String
+    let maximum: Maximum
 
     func parse() throws(QuantityError) -> Quantity {
         var bytes = Array(text.utf8)[...]
@@ -121,11 +148,11 @@ private struct QuantityParser {
         let shift = exponent - fractionDigits + 4  // power of ten that turns digits into ten-thousandths
         guard shift >= 0 else { throw .tooManyFractionDigits(fractionDigits - exponent) }
         let significant = digits.drop { $0 == 0 }
-        guard significant.count + shift <= 17 else { throw .tooLarge }  // > 1e12 units
+        guard significant.count + shift <= maximum.digits else { throw maximum == .perEvent ? .tooLarge : .totalTooLarge }
         var scaled: Int128 = 0
         for digit in significant { scaled = scaled * 10 + Int128(digit) }
         for _ in 0..<shift { scaled *= 10 }
-        guard scaled <= Quantity.maximumPerEvent.scaled else { throw .tooLarge }
+        guard scaled <= maximum.scaled else { throw maximum == .perEvent ? .tooLarge : .totalTooLarge }
         return Quantity(scaled: scaled)
     }
 

@@ -128,7 +128,12 @@ struct CommandHandler: QueueWorkHandler {
                 let outcome = try await database.withTransaction {
                     try InvoiceGenerator.generate(command, paymentTermsDays: paymentTermsDays, on: $0)
                 }
-                if case .issued(_, let number) = outcome { logger.info("invoice issued", metadata: ["invoice.number": "\(number)"]) }
+                switch outcome {
+                case .issued(_, let number): logger.info("invoice issued", metadata: ["invoice.number": "\(number)"])
+                case .failed(let reason):
+                    logger.error("invoice not issued", metadata: ["reason": "\(reason)"])
+                case .alreadyIssued, .skipped: break
+                }
             } catch {
                 logger.error("invoice generation failed", metadata: ["error": "\(String(reflecting: error))"])
                 return WorkOutcome(poisoned: poisoned, failure: .classifying(error))

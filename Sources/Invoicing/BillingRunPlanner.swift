@@ -59,7 +59,7 @@ public enum BillingRunPlanner {
             if catalog == nil { catalog = try MetricCatalogRecords.load(on: connection) }
             let late = try InvoiceGenerator.lateUsage(
                 subscription, before: nil, tenant: subscription.tenantID, catalog: catalog!, on: connection)
-            guard !InvoiceCalculator.adjustmentLines(late).isEmpty else { continue }
+            guard try !InvoiceCalculator.adjustmentLines(late).isEmpty else { continue }
             ids.append(subscription.id.uuidString)
             indexes.append(String(index))
             starts.append(endsAt.description)

@@ -23,6 +23,9 @@ public enum InvoiceGenerator {
         case alreadyIssued(invoiceID: UUID)
         /// The period no longer exists (canceled after the run was planned): nothing to bill.
         case skipped(reason: String)
+        /// The invoice cannot be computed (an amount beyond 64-bit cents): the run item
+        /// is marked failed with the reason, and the rest of the run goes on.
+        case failed(reason: String)
     }
 
     /// Issues (or finds) the invoice `command` asks for; it is due `paymentTermsDays` after issue.
@@ -67,8 +70,11 @@ public enum InvoiceGenerator {
         let catalog = try MetricCatalogRecords.load(on: connection)
         let values = try UsageReader.values(tenant: tenant, over: period.billed, catalog: catalog, on: connection)
         let late = try lateUsage(stored, before: period.billed.start, tenant: tenant, catalog: catalog, on: connection)
-        let draft = InvoiceCalculator.invoice(
-            for: period, of: stored.timeline, values: values, lateUsage: late, taxBasisPoints: tenantTerms.taxBasisPoints)
+        let computed = Result { () throws(BillingError) in
+            try InvoiceCalculator.invoice(
+                for: period, of: stored.timeline, values: values, lateUsage: late, taxBasisPoints: tenantTerms.taxBasisPoints)
+        }
+        guard case .success(let draft) = computed else { return try fail(command, computed, on: connection) }
         let pricing = stored.timeline.pricingPlan(of: period)
         let priced = pricing.terms.filter { $0.value.quota != nil }.map(\.key)
         let issued = try issue(
@@ -106,14 +112,18 @@ public enum InvoiceGenerator {
         }
         let catalog = try MetricCatalogRecords.load(on: connection)
         let late = try lateUsage(stored, before: nil, tenant: tenant.id, catalog: catalog, on: connection)
-        let lines = InvoiceCalculator.adjustmentLines(late)
-        guard let first = late.map(\.period.start).min(), let last = late.map(\.period.end).max(), !lines.isEmpty else {
+        let lines = Result { () throws(BillingError) in try InvoiceCalculator.adjustmentLines(late) }
+        guard case .success(let adjustments) = lines else { return try fail(command, lines, on: connection) }
+        guard let first = late.map(\.period.start).min(), let last = late.map(\.period.end).max(), !adjustments.isEmpty else {
             let reason = "no late usage left to bill (already billed, or it does not change any charge)"
             try markItem(command, status: "skipped", error: reason, on: connection)
             return .skipped(reason: reason)
         }
-        let draft = InvoiceCalculator.adjustmentInvoice(
-            period: Period(start: first, end: last), lateUsage: late, taxBasisPoints: tenant.taxBasisPoints)
+        let computed = Result { () throws(BillingError) in
+            try InvoiceCalculator.adjustmentInvoice(
+                period: Period(start: first, end: last), lateUsage: late, taxBasisPoints: tenant.taxBasisPoints)
+        }
+        guard case .success(let draft) = computed else { return try fail(command, computed, on: connection) }
         var slugs: [String: String] = [:]
         for usage in late { slugs["\(usage.period.start)|\(usage.metric)"] = usage.plan.slug }
         let issued = try issue(
@@ -193,7 +203,7 @@ public enum InvoiceGenerator {
             """, [stored.id, limit?.date ?? Date.distantFuture])
         var byPeriod: [Instant: [(String, Quantity)]] = [:]
         for row in rows {
-            byPeriod[Instant(try row.decode(0, as: Date.self)), default: []].append((try row.decode(1), try Quantity(parsing: row.text(2) ?? "0")))
+            byPeriod[Instant(try row.decode(0, as: Date.self)), default: []].append((try row.decode(1), try Quantity(parsingTotal: row.text(2) ?? "0")))
         }
         var late: [LateUsage] = []
         for (start, billed) in byPeriod.sorted(by: { $0.key < $1.key }) {
@@ -219,8 +229,18 @@ public enum InvoiceGenerator {
                 """
                 INSERT INTO billed_usage (subscription_id, period_start, metric, invoice_id, value, amount_cents, billed_at)
                 VALUES ($1, $2, $3, $4, $5::numeric, $6, clock_timestamp())
-                """, [subscription, period.start.date, metric, invoice, value.description, plan.charge(metric: metric, value: value).value])
+                """, [subscription, period.start.date, metric, invoice, value.description, try plan.charge(metric: metric, value: value).value])
         }
+    }
+
+    /// Marks the run item failed with why the invoice cannot be computed.
+    private static func fail<Value>(
+        _ command: InvoiceGenerateCommand, _ result: Result<Value, BillingError>, on connection: isolated PostgresConnection
+    ) throws -> Outcome {
+        guard case .failure(let error) = result else { preconditionFailure("only a failed computation fails the item") }
+        let reason = error.description
+        try markItem(command, status: "failed", error: reason, on: connection)
+        return .failed(reason: reason)
     }
 
     private static func markItem(

@@ -51,7 +51,7 @@ public struct UpcomingInvoice: Codable, Sendable, Equatable {
         let values = counted.start < counted.end
             ? try UsageReader.values(tenant: tenant, over: counted, catalog: catalog, on: connection) : [:]
         let late = try InvoiceGenerator.lateUsage(stored, before: period.billed.start, tenant: tenant, catalog: catalog, on: connection)
-        let draft = InvoiceCalculator.invoice(
+        let draft = try InvoiceCalculator.invoice(
             for: period, of: stored.timeline, values: values, lateUsage: late, taxBasisPoints: try terms.decode(0))
         return UpcomingInvoice(
             tenantID: tenant, subscriptionID: stored.id, plan: stored.timeline.pricingPlan(of: period).slug, currency: try terms.decode(1),

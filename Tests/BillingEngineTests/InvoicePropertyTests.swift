@@ -221,7 +221,7 @@ struct InvoicePropertyTests {
             let expected = try #require(reference, "seed \(seed) round \(round): the engine bills a period the reference does not")
             #expect(period.billed == Period(start: Instant(microsecondsSinceEpoch: expected.start), end: Instant(microsecondsSinceEpoch: expected.end)),
                     "seed \(seed) round \(round)")
-            let draft = InvoiceCalculator.invoice(
+            let draft = try InvoiceCalculator.invoice(
                 for: period, of: s.subscription, values: Self.engineValues(s.events, in: period.billed, &g), taxBasisPoints: s.taxBasisPoints)
             let actual = NaiveInvoice(
                 lines: draft.lines.map { ($0.kind, $0.metric, $0.amount.value) }, subtotal: draft.subtotal.value, tax: draft.tax.value,
@@ -235,7 +235,7 @@ struct InvoicePropertyTests {
             // Without late usage no line is negative.
             #expect(draft.lines.allSatisfy { $0.amount >= .zero }, "seed \(seed) round \(round)")
             // The same events in another order, another grouping: the same invoice.
-            let again = InvoiceCalculator.invoice(
+            let again = try InvoiceCalculator.invoice(
                 for: period, of: s.subscription, values: Self.engineValues(s.events.reversed(), in: period.billed, &g), taxBasisPoints: s.taxBasisPoints)
             #expect(again == draft, "seed \(seed) round \(round)")
 
@@ -250,14 +250,14 @@ struct InvoicePropertyTests {
                 LateUsage(period: period.billed, metric: metric, billedValue: billedValues[metric] ?? .zero,
                           currentValue: allValues[metric] ?? .zero, plan: pricing)
             }
-            let adjustment = InvoiceCalculator.adjustmentLines(late).reduce(Cents.zero) { $0 + $1.amount }
+            let adjustment = try InvoiceCalculator.adjustmentLines(late).reduce(Cents.zero) { $0 + $1.amount }
             let naiveBilled = Self.naiveInvoice(s, events: early)!.2.lines.filter { $0.kind == .overage }.reduce(0) { $0 + $1.amount }
             let naiveAll = expected.2.lines.filter { $0.kind == .overage }.reduce(0) { $0 + $1.amount }
             #expect(adjustment.value == naiveAll - naiveBilled, "seed \(seed) round \(round)")
 
             // Each adjustment line bills the units the late usage adds above the quota, at the
             // metric's rate, and keeps both values in its words.
-            for line in InvoiceCalculator.adjustmentLines(late) {
+            for line in try InvoiceCalculator.adjustmentLines(late) {
                 let metric = try #require(line.metric)
                 let before = Self.naiveValue(metric, early, expected.start, expected.end) ?? 0
                 let after = Self.naiveValue(metric, s.events, expected.start, expected.end) ?? 0
@@ -271,7 +271,7 @@ struct InvoicePropertyTests {
 
             // Every row adds up: quantity × unit price is the amount to within the cent the
             // rounding up (or, for a prorated base fee, the segment's own price) may add.
-            for line in draft.lines + InvoiceCalculator.adjustmentLines(late) {
+            for line in try draft.lines + InvoiceCalculator.adjustmentLines(late) {
                 let product = line.quantity.scaled * line.unitPrice.scaled  // in 10⁻⁸ cent
                 let difference = product - Int128(line.amount.value) * 100_000_000
                 #expect(difference > -100_000_000 && difference < 100_000_000, "seed \(seed) round \(round): \(line)")

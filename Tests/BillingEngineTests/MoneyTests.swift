@@ -50,10 +50,43 @@ struct MoneyTests {
         #expect(Rounding.ceiling(0, dividedBy: 3) == 0)
         #expect(Rounding.ceiling(-5, dividedBy: 2) == -2)  // toward +∞
         let quarterCent = try UnitPrice(parsing: "0.25")
-        #expect(quarterCent.overageCharge(for: try Quantity(parsing: "3")) == 1)  // 0.75 → 1
-        #expect(quarterCent.overageCharge(for: try Quantity(parsing: "4")) == 1)
-        #expect(quarterCent.overageCharge(for: try Quantity(parsing: "4.0004")) == 2)
-        #expect(UnitPrice(cents: 10).overageCharge(for: try Quantity(parsing: "0.5")) == 5)
+        #expect(try quarterCent.overageCharge(for: try Quantity(parsing: "3")) == 1)  // 0.75 → 1
+        #expect(try quarterCent.overageCharge(for: try Quantity(parsing: "4")) == 1)
+        #expect(try quarterCent.overageCharge(for: try Quantity(parsing: "4.0004")) == 2)
+        #expect(try UnitPrice(cents: 10).overageCharge(for: try Quantity(parsing: "0.5")) == 5)
+    }
+
+    @Test("a stored total parses in the database's whole range (numeric(38,4)); one event stays bounded by 1e12", arguments: [
+        "1000000000000.0001", "2000000000002.5", "1e20", "99999999999999999999999999999999.9999",
+    ])
+    func totals(text: String) throws {
+        #expect(throws: QuantityError.tooLarge) { try Quantity(parsing: text) }
+        let total = try Quantity(parsingTotal: text)
+        #expect(total > Quantity.maximumPerEvent)
+        #expect(try Quantity(parsingTotal: total.description) == total)
+    }
+
+    @Test("a total at or above 1e34 is refused as a total", arguments: ["1e34", "100000000000000000000000000000000000", "1e9999"])
+    func totalsRefused(text: String) {
+        #expect(throws: QuantityError.totalTooLarge) { try Quantity(parsingTotal: text) }
+    }
+
+    @Test("an overage beyond 64-bit cents is an error naming it, never a trap; the largest that fits is exact")
+    func chargeOutOfRange() throws {
+        let tenCents = UnitPrice(cents: 10)
+        // Int64.max = 9,223,372,036,854,775,807¢: 922,337,203,685,477,580.7 units at 10¢ fit exactly.
+        #expect(try tenCents.overageCharge(for: Quantity(parsingTotal: "922337203685477580.7")) == Cents(Int64.max))
+        #expect(throws: BillingError.self) { try tenCents.overageCharge(for: Quantity(parsingTotal: "922337203685477580.8")) }
+        // Beyond Int128 in the product (1e34 units × a large rate), still an error.
+        #expect(throws: BillingError.self) { try UnitPrice(parsing: "1000000000000").overageCharge(for: .maximumTotal) }
+        // A subtotal of two lines that each fit but not together.
+        let plan = Plan(slug: "p", name: "P", baseFee: 0, terms: [
+            "a": MetricTerms(quota: .zero, overageRate: tenCents), "b": MetricTerms(quota: .zero, overageRate: tenCents),
+        ])
+        let values = ["a": try Quantity(parsingTotal: "500000000000000000"), "b": try Quantity(parsingTotal: "500000000000000000")]
+        let subscription = Subscription(plan: plan, start: Instant(year: 2026, month: 1, day: 1))
+        let period = try #require(subscription.billingPeriod(0))
+        #expect(throws: BillingError.self) { try InvoiceCalculator.invoice(for: period, of: subscription, values: values, taxBasisPoints: 0) }
     }
 
     @Test("tax at 7.25 % rounds half up, for charges and credits")

@@ -149,7 +149,7 @@ enum UsageStateEvaluator {
              WHERE tenant_id = $1 AND metric = $2 AND hour > $3::timestamptz - interval '25 hours' AND hour <= $3::timestamptz
             """, [tenant, metric, hour.date])
         var byAge: [Int: Quantity] = [:]
-        for row in rows { byAge[try row.decode(0, as: Int.self)] = try Quantity(parsing: row.text(1) ?? "0") }
+        for row in rows { byAge[try row.decode(0, as: Int.self)] = try Quantity(parsingTotal: row.text(1) ?? "0") }
         let oldest = byAge.keys.filter { $0 > 0 }.max() ?? 0
         let trailing = oldest == 0 ? [] : (1...oldest).reversed().map { byAge[$0] ?? .zero }
         return (byAge[0] ?? .zero, trailing)
@@ -166,7 +166,7 @@ struct StoredAlert: Sendable {
 
     /// The threshold as people read it: `10`, not the column's `10.0000` (the firing key
     /// keeps the stored text, so alerts fired before this never fire twice).
-    var threshold: String? { thresholdText.map { text in (try? Quantity(parsing: text))?.description ?? text } }
+    var threshold: String? { thresholdText.map { text in (try? Quantity(parsingTotal: text))?.description ?? text } }
 
     /// What "each threshold it crosses" means for the firing record: the value or
     /// percentage itself, so editing a threshold re-arms the alert.
@@ -187,7 +187,7 @@ struct StoredAlert: Sendable {
             switch kind {
             case "threshold":
                 threshold = row.text(4)
-                condition = .threshold(try Quantity(parsing: threshold ?? "0"))
+                condition = .threshold(try Quantity(parsingTotal: threshold ?? "0"))
             case "quota":
                 threshold = row.text(5)
                 condition = .quotaPercentage(Int(Decimal(string: threshold ?? "100").map { NSDecimalNumber(decimal: $0).intValue } ?? 100))

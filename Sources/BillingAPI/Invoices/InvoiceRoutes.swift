@@ -1,3 +1,4 @@
+import BillingEngine
 import Foundation
 import Hummingbird
 import InvoicePDF
@@ -36,8 +37,13 @@ struct InvoiceRoutes {
     @Sendable func upcoming(_ request: Request, context: TallyRequestContext) async throws -> UpcomingInvoice {
         let tenant = try context.tenantInScope(request.uri.queryParameters.get("tenant_id"))
         let at = try request.uri.queryParameters.get("at").map { try SubscriptionRoutes.instant($0, field: "at") } ?? Date()
-        guard let upcoming = try await pool.withTransaction(isolation: .repeatableRead, { try UpcomingInvoice.compute(tenant: tenant, at: at, on: $0) })
-        else {
+        let computed: UpcomingInvoice?
+        do {
+            computed = try await pool.withTransaction(isolation: .repeatableRead) { try UpcomingInvoice.compute(tenant: tenant, at: at, on: $0) }
+        } catch let error as BillingError {
+            throw APIError(.unprocessableContent, code: "AMOUNT_OUT_OF_RANGE", message: "The upcoming invoice cannot be computed: \(error).")
+        }
+        guard let upcoming = computed else {
             throw APIError(
                 .notFound, code: "NO_OPEN_PERIOD",
                 message: "The tenant has no billed period open at \(at.ISO8601Format()) (no subscription, a trial, or it ended); "

@@ -63,7 +63,7 @@ public struct NewUsageAlert: Sendable, Equatable {
             return nil
         }
         guard required else { throw AlertValidationError(field: field, message: "does not apply to this kind of alert") }
-        guard let value = try? Quantity(parsing: text), value > .zero else {
+        guard let value = try? Quantity(parsingTotal: text), value > .zero else {
             throw AlertValidationError(field: field, message: "must be a positive decimal with at most 4 fractional digits")
         }
         return value

@@ -38,7 +38,7 @@ public enum SubscriptionRecords {
             var terms: [String: MetricTerms] = [:]
             for metric in Set(quotas.keys).union(rates.keys).union(enforcement.keys) {
                 terms[metric] = MetricTerms(
-                    quota: try quotas[metric].map { try Quantity(parsing: $0) },
+                    quota: try quotas[metric].map { try Quantity(parsingTotal: $0) },
                     overageRate: try rates[metric].map { try UnitPrice(parsing: $0) } ?? .zero,
                     enforcement: enforcement[metric] == "hard" ? .hard : .soft)
             }

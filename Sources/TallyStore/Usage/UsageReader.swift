@@ -32,7 +32,7 @@ public enum UsageReader {
             case .latest: value = row.text(4)
             case .uniqueCount: continue
             }
-            values[metric] = try Quantity(parsing: value ?? "0")
+            values[metric] = try Quantity(parsingTotal: value ?? "0")
         }
         let uniqueFields = catalog.aggregations.compactMap { metric, aggregation -> (String, String)? in
             if case .uniqueCount(let field) = aggregation { return (metric, field) }
