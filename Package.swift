@@ -236,7 +236,7 @@ let package = Package(
         .testTarget(
             name: "BillingAPITests",
             dependencies: [
-                "BillingAPI", "TallyHTTP", "TallyStore", "TallyRuntime", "TallyTestSupport", "PostgresClient", hummingbird,
+                "BillingAPI", "TallyHTTP", "UsageEvents", "TallyStore", "TallyRuntime", "TallyTestSupport", "PostgresClient", hummingbird,
                 httpTypes, nioCore, crypto,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],

@@ -52,7 +52,9 @@ public struct Instant: Sendable, Hashable, Comparable, CustomStringConvertible {
         let (date, microOfDay) = civil
         let seconds = microOfDay / Self.microsecondsPerSecond
         func two(_ value: some BinaryInteger) -> String { value < 10 ? "0\(value)" : "\(value)" }
-        var text = "\(date.year)-\(two(date.month))-\(two(date.day))T\(two(seconds / 3600)):\(two(seconds % 3600 / 60)):\(two(seconds % 60))"
+        // Four-digit years, as RFC 3339 and PostgreSQL require ("0013", not "13").
+        let year = date.year < 0 ? "-" + String(String(-date.year).paddedTo4) : String(String(date.year).paddedTo4)
+        var text = "\(year)-\(two(date.month))-\(two(date.day))T\(two(seconds / 3600)):\(two(seconds % 3600 / 60)):\(two(seconds % 60))"
         let micros = microOfDay % Self.microsecondsPerSecond
         if micros != 0 {
             let digits = String(micros)
@@ -60,4 +62,8 @@ public struct Instant: Sendable, Hashable, Comparable, CustomStringConvertible {
         }
         return text + "Z"
     }
+}
+
+private extension String {
+    var paddedTo4: String { count >= 4 ? self : String(repeating: "0", count: 4 - count) + self }
 }

@@ -36,37 +36,34 @@ public enum BillingRunPlanner {
         var starts: [String] = []
         var kinds: [String] = []
         var catalog: MetricCatalog?
+        var refused: [(subscription: UUID, reason: String)] = []
         for subscription in subscriptions {
-            var index: Int64 = 0
-            var planned = false
-            while let period = subscription.timeline.billingPeriod(index), period.billed.end <= deadline {
-                let key = "\(subscription.id.uuidString.lowercased())|\(period.billed.start.microsecondsSinceEpoch)"
-                if !invoiced.contains(key) {
-                    ids.append(subscription.id.uuidString)
-                    indexes.append(String(index))
-                    starts.append(period.billed.start.description)
-                    kinds.append("period")
-                    planned = true
-                }
-                index += 1
+            let items: [Item]
+            do {
+                items = try planOne(subscription, deadline: deadline, asOf: asOf, invoiced: invoiced, catalog: &catalog, on: connection)
+            } catch {
+                // One subscription never stops the run: it is reported, the others are billed.
+                refused.append((subscription.id, (error as? PlanningRefusal)?.reason ?? "planning failed: \(error)"))
+                continue
             }
-            // Ended, every period invoiced, and late usage that changes a charge: an
-            // adjustment invoice (SPEC §2 step 3). Usage older than 90 days is refused at
-            // the edge, so subscriptions that ended long ago are not looked at.
-            guard !planned, let endsAt = subscription.timeline.endsAt, endsAt <= deadline,
-                endsAt.date > asOf.addingTimeInterval(-Self.lateUsageHorizon), index > 0
-            else { continue }
-            if catalog == nil { catalog = try MetricCatalogRecords.load(on: connection) }
-            let late = try InvoiceGenerator.lateUsage(
-                subscription, before: nil, tenant: subscription.tenantID, catalog: catalog!, on: connection)
-            guard try !InvoiceCalculator.adjustmentLines(late).isEmpty else { continue }
-            ids.append(subscription.id.uuidString)
-            indexes.append(String(index))
-            starts.append(endsAt.description)
-            kinds.append("adjustment")
+            for item in items {
+                ids.append(subscription.id.uuidString)
+                indexes.append(String(item.index))
+                starts.append(item.start.description)
+                kinds.append(item.kind)
+            }
         }
-        let runID = try connection.query("INSERT INTO billing_runs (as_of, due_count) VALUES ($1, $2) RETURNING id", [asOf, ids.count])[0]
+        let runID = try connection.query(
+            "INSERT INTO billing_runs (as_of, due_count) VALUES ($1, $2) RETURNING id", [asOf, ids.count + refused.count])[0]
             .decode(0, as: UUID.self)
+        if !refused.isEmpty {
+            try connection.query(
+                """
+                INSERT INTO billing_run_items (billing_run_id, subscription_id, period_index, status, error)
+                SELECT $1, s, 0, 'failed', e FROM unnest($2::uuid[], $3::text[]) AS u (s, e)
+                """,
+                [runID, PostgresTextArray(refused.map { $0.subscription.uuidString }), PostgresTextArray(refused.map(\.reason))])
+        }
         guard !ids.isEmpty else {
             try connection.query("UPDATE billing_runs SET status = 'completed', completed_at = now() WHERE id = $1", [runID])
             return Plan(runID: runID, due: 0)
@@ -87,6 +84,70 @@ public enum BillingRunPlanner {
         try Outbox.enqueue(commands, on: connection)
         return Plan(runID: runID, due: ids.count)
     }
+}
+
+extension BillingRunPlanner {
+    /// The most periods one run bills for one subscription (five years of monthly
+    /// periods): more means a start far in the past, and is reported, not billed.
+    static let maximumPeriodsPerSubscription = 60
+
+    /// One (period or adjustment) item to plan.
+    struct Item {
+        let index: Int64
+        let start: Instant
+        let kind: String
+    }
+
+    /// Why a subscription was not planned, for the run's failed item.
+    struct PlanningRefusal: Error {
+        let reason: String
+    }
+
+    /// The items due for one subscription: every period ended by `deadline` and not yet
+    /// invoiced; or, once it has ended and all are invoiced, an adjustment when late
+    /// usage changes a charge (SPEC §2 step 3). Usage older than 90 days is refused at
+    /// the edge, so subscriptions that ended long ago are not looked at. Its reads run
+    /// in a savepoint, so a failure leaves the run's transaction usable.
+    static func planOne(
+        _ subscription: StoredSubscription, deadline: Instant, asOf: Date, invoiced: Set<String>, catalog: inout MetricCatalog?,
+        on connection: isolated PostgresConnection
+    ) throws -> [Item] {
+        var items: [Item] = []
+        var index: Int64 = 0
+        while let period = subscription.timeline.billingPeriod(index), period.billed.end <= deadline {
+            guard period.billed.start >= earliestPeriodStart else {
+                throw PlanningRefusal(reason: "the subscription's period \(index) starts at \(period.billed.start), before 2000: "
+                    + "correct its start (admin) and bill it again")
+            }
+            let key = "\(subscription.id.uuidString.lowercased())|\(period.billed.start.microsecondsSinceEpoch)"
+            if !invoiced.contains(key) {
+                items.append(Item(index: index, start: period.billed.start, kind: "period"))
+                guard items.count <= maximumPeriodsPerSubscription else {
+                    throw PlanningRefusal(reason: "more than \(maximumPeriodsPerSubscription) periods are due (from "
+                        + "\(items[0].start)): check the subscription's start, then bill it with --tenant")
+                }
+            }
+            index += 1
+        }
+        guard items.isEmpty, let endsAt = subscription.timeline.endsAt, endsAt <= deadline,
+            endsAt.date > asOf.addingTimeInterval(-lateUsageHorizon), index > 0
+        else { return items }
+        try connection.executeScript("SAVEPOINT plan_subscription")
+        do {
+            if catalog == nil { catalog = try MetricCatalogRecords.load(on: connection) }
+            let late = try InvoiceGenerator.lateUsage(
+                subscription, before: nil, tenant: subscription.tenantID, catalog: catalog!, on: connection)
+            try connection.executeScript("RELEASE SAVEPOINT plan_subscription")
+            guard try !InvoiceCalculator.adjustmentLines(late).isEmpty else { return [] }
+            return [Item(index: index, start: endsAt, kind: "adjustment")]
+        } catch let error as PostgresError {
+            try connection.executeScript("ROLLBACK TO SAVEPOINT plan_subscription; RELEASE SAVEPOINT plan_subscription")
+            throw error
+        }
+    }
+
+    /// No period before 2000 is billed (no time before it is accepted anywhere).
+    static let earliestPeriodStart = Instant(year: 2000, month: 1, day: 1)
 }
 
 /// A billing run's progress.

@@ -7,6 +7,7 @@ import NIOCore
 import PostgresClient
 import TallyTestSupport
 import Testing
+import UsageEvents
 
 @testable import BillingAPI
 
@@ -31,6 +32,55 @@ struct SubscriptionAPITests: BillingAPITestCase {
     }
 
     func field(_ body: [String: Any]) -> String? { (body["error"] as? [String: Any])?["field"] as? String }
+
+    func code(_ body: [String: Any]) -> String? { (body["error"] as? [String: Any])?["code"] as? String }
+
+    @Test("a tenant key acts from now on; the admin token backdates up to 366 days; no time outside years 2000–9999 is accepted")
+    func backdating() async throws {
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client)
+            let now = Date()
+            let hourAgo = RFC3339.format(now.addingTimeInterval(-3600))
+            // A tenant key cannot start, change or cancel in the past…
+            var (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "starter", "start": "\#(hourAgo)"}"#)
+            #expect(status == .forbidden)
+            #expect(code(body) == "BACKDATING_NOT_ALLOWED")
+            #expect(field(body) == "start")
+            for year in ["0001-01-01T00:00:00Z", "1999-12-31T23:59:59Z", "10000-01-01T00:00:00Z"] {
+                (status, body) = try await post(client, "/v1/subscriptions", adminToken, #"{"tenant_id": "\#(tenant.id)", "plan": "starter", "start": "\#(year)"}"#)
+                #expect(status == .badRequest, "\(year)")
+                #expect(field(body) == "start", "\(year)")
+            }
+            // …a minute of clock skew is allowed.
+            let minuteAgo = RFC3339.format(now.addingTimeInterval(-60))
+            (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "starter", "start": "\#(minuteAgo)"}"#)
+            #expect(status == .created)
+            let id = try #require(body["id"] as? String)
+            (status, body) = try await post(client, "/v1/subscriptions/\(id)/cancel", tenant.key, #"{"at": "\#(hourAgo)"}"#)
+            #expect(status == .forbidden)
+            #expect(field(body) == "at")
+            (status, body) = try await post(client, "/v1/subscriptions/\(id)/change", tenant.key, #"{"plan": "professional", "at": "\#(hourAgo)"}"#)
+            #expect(status == .forbidden)
+            #expect(field(body) == "at")
+            // The admin token may backdate within 366 days, not beyond.
+            let other = try await createTenant(client)
+            let longAgo = RFC3339.format(now.addingTimeInterval(-400 * 86_400))
+            (status, body) = try await post(client, "/v1/subscriptions", adminToken, #"{"tenant_id": "\#(other.id)", "plan": "starter", "start": "\#(longAgo)"}"#)
+            #expect(status == .badRequest)
+            #expect(field(body) == "start")
+            let monthAgo = RFC3339.format(now.addingTimeInterval(-30 * 86_400))
+            (status, body) = try await post(client, "/v1/subscriptions", adminToken, #"{"tenant_id": "\#(other.id)", "plan": "starter", "start": "\#(monthAgo)"}"#)
+            #expect(status == .created)
+            // Reads too are bounded: no `at` before 2000.
+            try await client.execute(
+                uri: "/v1/invoices/upcoming?tenant_id=\(other.id)&at=0013-01-03T00:00:00Z", method: .get, headers: bearer(adminToken)
+            ) { response in
+                #expect(response.status == .badRequest)
+                let field = (try json(response)["error"] as? [String: Any])?["field"] as? String
+                #expect(field == "at")
+            }
+        }
+    }
 
     @Test("start, upgrade at once, downgrade at the next period, cancel at period end; invoiced periods are protected")
     func lifecycle() async throws {

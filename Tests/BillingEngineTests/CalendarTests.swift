@@ -51,4 +51,13 @@ struct CalendarTests {
             #expect(calendar.period(index).end == calendar.period(index + 1).start)
         }
     }
+
+    @Test("instants print four-digit years, as RFC 3339 and PostgreSQL read them", arguments: [
+        (Instant(year: 13, month: 1, day: 3), "0013-01-03T00:00:00Z"), (Instant(year: 1, month: 1, day: 1), "0001-01-01T00:00:00Z"),
+        (Instant(year: 999, month: 12, day: 31, hour: 23), "0999-12-31T23:00:00Z"), (Instant(year: 2026, month: 11, day: 30), "2026-11-30T00:00:00Z"),
+        (Instant(year: 9999, month: 12, day: 31), "9999-12-31T00:00:00Z"),
+    ])
+    func fourDigitYears(instant: Instant, text: String) {
+        #expect(instant.description == text)
+    }
 }

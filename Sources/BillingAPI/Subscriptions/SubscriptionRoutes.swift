@@ -6,8 +6,13 @@ import TallyStore
 import UsageEvents
 
 /// `/v1/subscriptions` (SPEC §4): start one, change its plan, cancel it, list a tenant's.
-/// Every request takes effect as of its `at` (default now), any instant; a change that
+/// Every request takes effect as of its `start`/`at` (default now); a change that
 /// would alter an invoiced period is refused with 409 saying which invoice.
+///
+/// Backdating: a tenant key acts from now on (`tenantClockSkew` of allowance), so it
+/// cannot cancel a period it already used or start one long ago; the admin token may
+/// backdate up to `adminBackdating` (a migration from another system, a correction).
+/// Every time accepted anywhere is within years 2000–9999 (`instant`).
 struct SubscriptionRoutes {
     let store: SubscriptionStore
     let clock: @Sendable () -> Date
@@ -23,7 +28,7 @@ struct SubscriptionRoutes {
     @Sendable func create(_ request: Request, context: TallyRequestContext) async throws -> EditedResponse<SubscriptionView> {
         let body = try await request.decodeJSON(CreateSubscriptionRequest.self, context: context)
         let tenant = try context.tenantInScope(body.tenantID)
-        let start = try body.start.map { try Self.instant($0, field: "start") } ?? clock()
+        let start = try body.start.map { try effectiveTime($0, field: "start", context: context) } ?? clock()
         let trialDays = body.trialDays ?? 0
         guard (0...730).contains(trialDays) else { throw APIError.invalid("trial_days", "must be 0 to 730") }
         let created = try await refusals { try await store.create(tenant: tenant, plan: body.plan, start: start, trialDays: trialDays, now: clock()) }
@@ -39,7 +44,7 @@ struct SubscriptionRoutes {
     @Sendable func change(_ request: Request, context: TallyRequestContext) async throws -> SubscriptionView {
         let id = try await visibleSubscription(context)
         let body = try await request.decodeJSON(ChangePlanRequest.self, context: context)
-        let at = try body.at.map { try Self.instant($0, field: "at") } ?? clock()
+        let at = try body.at.map { try effectiveTime($0, field: "at", context: context) } ?? clock()
         let changed = try await refusals { try await store.changePlan(id: id, to: body.plan, at: at, now: clock()) }
         context.logger.info("subscription plan changed", metadata: ["subscription.id": "\(id)", "plan": "\(body.plan)"])
         return changed
@@ -48,7 +53,7 @@ struct SubscriptionRoutes {
     @Sendable func cancel(_ request: Request, context: TallyRequestContext) async throws -> SubscriptionView {
         let id = try await visibleSubscription(context)
         let body = try await request.decodeOptionalJSON(CancelRequest.self, context: context)
-        let at = try body?.at.map { try Self.instant($0, field: "at") } ?? clock()
+        let at = try body?.at.map { try effectiveTime($0, field: "at", context: context) } ?? clock()
         let canceled = try await refusals {
             try await store.cancel(id: id, at: at, atPeriodEnd: body?.atPeriodEnd ?? false, now: clock())
         }
@@ -76,10 +81,42 @@ struct SubscriptionRoutes {
         }
     }
 
-    /// An RFC 3339 instant from a request, or 400 naming the field.
+    /// How far before now a tenant key's `start`/`at` may be: clock skew, not backdating.
+    static let tenantClockSkew: TimeInterval = 300
+    /// How far before now the admin token may backdate a subscription's `start`/`at`.
+    static let adminBackdating: TimeInterval = 366 * 86_400
+    /// The earliest and latest time any request may name.
+    static let earliest = RFC3339.parse("2000-01-01T00:00:00Z")!
+    static let latest = RFC3339.parse("9999-12-31T23:59:59.999999Z")!
+
+    /// An RFC 3339 instant from a request within years 2000–9999, or 400 naming the field.
     static func instant(_ text: String, field: String) throws -> Date {
         guard let date = RFC3339.parse(text) else {
             throw APIError.invalid(field, "must be an RFC 3339 time, e.g. 2026-11-01T00:00:00Z")
+        }
+        guard date >= earliest, date <= latest else {
+            throw APIError.invalid(field, "must be between 2000-01-01T00:00:00Z and 9999-12-31T23:59:59Z")
+        }
+        return date
+    }
+
+    /// A time a subscription change takes effect: not before now for a tenant key
+    /// (beyond the skew allowance), not more than `adminBackdating` before now for the admin.
+    private func effectiveTime(_ text: String, field: String, context: TallyRequestContext) throws -> Date {
+        let date = try Self.instant(text, field: field)
+        let now = clock()
+        switch try context.requirePrincipal() {
+        case .tenant:
+            guard date >= now.addingTimeInterval(-Self.tenantClockSkew) else {
+                throw APIError(
+                    .forbidden, code: "BACKDATING_NOT_ALLOWED",
+                    message: "A tenant key acts from now on: `\(field)` may be at most 5 minutes in the past; "
+                        + "ask the operator (admin token) to backdate.", field: field)
+            }
+        case .admin:
+            guard date >= now.addingTimeInterval(-Self.adminBackdating) else {
+                throw APIError.invalid(field, "may be at most 366 days in the past")
+            }
         }
         return date
     }
