@@ -1,4 +1,5 @@
 import Foundation
+import TallyStore
 import PostgresClient
 import TallyMessaging
 
@@ -65,6 +66,22 @@ public struct InvoiceView: Codable, Sendable, Equatable {
             case invoiceID = "invoice_id"
             case invoiceStatus = "invoice_status"
         }
+
+        /// What a tenant sees: the status, never Stripe's error text (it names Stripe
+        /// ids and request paths of the operator's account).
+        public var forTenant: StripeState {
+            StripeState(
+                status: status, invoiceID: invoiceID, invoiceStatus: invoiceStatus, attempts: attempts,
+                error: error == nil ? nil : "the payment provider could not be updated; the operator has been told")
+        }
+    }
+
+    /// The invoice as `principal` may see it: a tenant key gets no operator internals.
+    public func visible(to principal: Principal) -> InvoiceView {
+        guard case .tenant = principal else { return self }
+        var copy = self
+        copy.stripe = stripe?.forTenant
+        return copy
     }
 
     /// An invoice as shown; without `dueAt` it is due after the default payment terms

@@ -20,7 +20,10 @@ public struct AuthenticationMiddleware<Context: AuthenticatedRequestContext>: Ro
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
         if publicPaths.contains(request.uri.path) { return try await next(request, context) }
-        guard let token = Self.bearerToken(request) else { throw APIError.unauthenticated }
+        guard let token = Self.bearerToken(request) else {
+            authenticator.recordMissingToken()
+            throw APIError.unauthenticated
+        }
         guard let principal = try await authenticator.principal(forToken: token) else {
             throw APIError.invalidAPIKey
         }

@@ -24,6 +24,14 @@ public struct APIKey: Sendable, Hashable, CustomStringConvertible {
         self.secret = secret
     }
 
+    /// Whether `token` has the form of a key Tally issues (`tally_` + 64 lower-case hex
+    /// digits): anything else is refused without a database lookup.
+    public static func isWellFormed(_ token: String) -> Bool {
+        let bytes = token.utf8
+        guard bytes.count == scheme.utf8.count + 64, token.hasPrefix(scheme) else { return false }
+        return bytes.dropFirst(scheme.utf8.count).allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+    }
+
     /// The digest stored in `api_keys.key_sha256`.
     public var sha256: Data { Data(SHA256.hash(data: Data(secret.utf8))) }
 

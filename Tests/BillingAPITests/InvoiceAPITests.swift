@@ -24,6 +24,35 @@ struct InvoiceAPITests: BillingAPITestCase {
         }
     }
 
+    @Test("Stripe's error text reaches the admin only; a tenant key sees that the sync failed, without Stripe's ids or paths")
+    func stripeErrorsHiddenFromTenants() async throws {
+        let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client, name: "Hidden Internals")
+            let invoice = UUID()
+            let stripeError = "No such customer: 'cus_Q1x9'; POST /v1/invoices (request req_8JkL)"
+            try await pool.query(
+                """
+                INSERT INTO invoices (id, tenant_id, number, period_start, period_end, subtotal_cents, tax_rate_bps, tax_cents,
+                                      total_cents, issued_at, due_at, as_of, stripe_status, stripe_attempts, stripe_error)
+                VALUES ($1, $2, $3, now() - interval '30 days', now(), 100, 0, 0, 100, now(), now() + interval '30 days', now(),
+                        'failed', 8, $4)
+                """, [invoice, UUID(uuidString: tenant.id)!, "INV-2097-\(Int.random(in: 100_000...999_999))", stripeError])
+            for (token, sees) in [(tenant.key, false), (adminToken, true)] {
+                for uri in ["/v1/invoices/\(invoice)", "/v1/invoices?tenant_id=\(tenant.id)"] {
+                    let text = try await client.execute(uri: uri, method: .get, headers: bearer(token)) { response in
+                        #expect(response.status == .ok)
+                        return String(buffer: response.body)
+                    }
+                    #expect(text.contains("cus_Q1x9") == sees, "\(uri): \(text)")
+                    #expect(text.contains("req_8JkL") == sees, "\(uri): \(text)")
+                    #expect(text.contains("\"failed\""), "\(uri): \(text)")
+                }
+            }
+        }
+        await pool.close()
+    }
+
     @Test("an invoice as JSON with its lines, and as a PDF whose text holds the number and total; others' invoices are 404")
     func jsonAndPDF() async throws {
         let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))

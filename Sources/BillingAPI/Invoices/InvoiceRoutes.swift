@@ -30,7 +30,8 @@ struct InvoiceRoutes {
 
     @Sendable func list(_ request: Request, context: TallyRequestContext) async throws -> InvoiceList {
         let tenant = try context.tenantInScope(request.uri.queryParameters.get("tenant_id"))
-        return InvoiceList(data: try await invoices.list(tenant: tenant))
+        let principal = try context.requirePrincipal()
+        return InvoiceList(data: try await invoices.list(tenant: tenant).map { $0.visible(to: principal) })
     }
 
     /// What the open period would bill now (or at `at`), with the usage counted so far.
@@ -63,7 +64,7 @@ struct InvoiceRoutes {
         guard wantsPDF else {
             return Response(
                 status: .ok, headers: [.contentType: "application/json"],
-                body: .init(byteBuffer: ByteBuffer(bytes: try JSONEncoder.tally.encode(invoice))))
+                body: .init(byteBuffer: ByteBuffer(bytes: try JSONEncoder.tally.encode(invoice.visible(to: principal)))))
         }
         guard let tenant = try await tenants.tenant(id: invoice.tenantID) else { throw APIError.notFound("invoice") }
         let pdf = try InvoiceDocument(

@@ -22,15 +22,16 @@ struct IngestRoutes: Sendable {
 
     @Sendable func ingest(_ request: Request, context: IngestRequestContext) async throws -> EditedResponse<Accepted> {
         let principal = try context.requirePrincipal()
-        let body: ByteBuffer
-        do {
-            body = try await request.body.collect(upTo: IngestRequestContext.bodyLimit)
-        } catch {
-            throw APIError.tooLarge(limit: IngestRequestContext.bodyLimit)
+        guard let body = try await Self.collect(request.body, context: context) else {
+            var error = APIError.tooLarge(limit: IngestRequestContext.bodyLimit)
+            error.headers[.connection] = "close"
+            throw error
         }
         let objects: [JSONValue]
         do {
             objects = try IngestBody.parse(Data(body.readableBytesView), contentType: request.headers[.contentType])
+        } catch where error == .tooManyEvents {
+            throw APIError(.contentTooLarge, code: "TOO_MANY_EVENTS", message: "The body \(error.message).", field: error.field)
         } catch {
             throw APIError.invalid(error.field, error.message)
         }
@@ -51,6 +52,17 @@ struct IngestRoutes: Sendable {
                 message: "RabbitMQ is unavailable and the spool is full; nothing was accepted, retry with backoff")
             error.headers[.retryAfter] = "5"
             throw error
+        } catch let failure as MeteringError {
+            // Shutting down, or the spool cannot be written: nothing was accepted, and
+            // another instance (or this one, later) can take the events.
+            var error = APIError(
+                .serviceUnavailable, code: "UNAVAILABLE",
+                message: failure == .shuttingDown
+                    ? "This ingest instance is shutting down; nothing was accepted, retry (another instance will answer)"
+                    : "Events cannot be made durable right now; nothing was accepted, retry with backoff")
+            error.headers[.retryAfter] = "5"
+            context.logger.error("usage refused", metadata: ["error": "\(failure)"])
+            throw error
         }
         context.logger.info(
             "usage accepted",
@@ -58,6 +70,26 @@ struct IngestRoutes: Sendable {
         return EditedResponse(
             status: .accepted,
             response: Accepted(accepted: events.count, durability: durability == .confirmed ? "confirmed" : "spooled"))
+    }
+
+    /// The body, or nil when it is over the limit. An oversized body is still read and
+    /// discarded up to `drainLimit`, so a client that writes its whole body before
+    /// reading (Python's urllib with `Connection: close`) receives the 413 instead of
+    /// blocking until its own timeout; beyond that the connection is closed.
+    static func collect(_ body: RequestBody, context: IngestRequestContext) async throws -> ByteBuffer? {
+        var collected = ByteBuffer()
+        var received = 0
+        for try await chunk in body {
+            received += chunk.readableBytes
+            if received <= IngestRequestContext.bodyLimit {
+                var chunk = chunk
+                collected.writeBuffer(&chunk)
+            } else if received > IngestRequestContext.drainLimit {
+                context.channel.close(promise: nil)
+                return nil
+            }
+        }
+        return received <= IngestRequestContext.bodyLimit ? collected : nil
     }
 
     private func validate(_ objects: [JSONValue], tenant: UUID?) async throws -> [UsageEvent] {
@@ -78,15 +110,22 @@ struct IngestRoutes: Sendable {
         return events
     }
 
+    /// The most problems one refusal lists; the message counts them all.
+    static let maximumListedProblems = 100
+
     /// 403 when an event names another tenant than the key's (SPEC §6), else 400.
+    /// Lists the first `maximumListedProblems` problems and says how many there are.
     private func refusal(_ problems: [UsageEventProblem], total: Int) -> APIError {
         let invalid = Set(problems.map(\.index)).count
         let foreign = problems.contains { $0.code == "foreign_tenant" }
+        let listed = problems.count <= Self.maximumListedProblems
+            ? "Fix every listed field and resend."
+            : "The first \(Self.maximumListedProblems) of \(problems.count) problems are listed; fix them all and resend."
         return APIError(
             foreign ? .forbidden : .badRequest, code: foreign ? "FOREIGN_TENANT" : "INVALID_EVENTS",
-            message: "\(invalid) of \(total) events are invalid; nothing was accepted. Fix every listed field and resend.",
+            message: "\(invalid) of \(total) events are invalid; nothing was accepted. \(listed)",
             field: problems.first?.field,
-            details: problems.map { FieldProblem(field: $0.field, message: "\($0.code): \($0.message)") })
+            details: problems.prefix(Self.maximumListedProblems).map { FieldProblem(field: $0.field, message: "\($0.code): \($0.message)") })
     }
 }
 

@@ -2,11 +2,13 @@ import DiskSpool
 import Hummingbird
 import Metering
 import NIOCore
+import TallyStore
 
 /// `/metrics` in Prometheus text format: the metering counters and the spool depth.
 struct MetricsRoute: Sendable {
     let counters: MeteringCounters
     let spool: DiskSpool
+    let authentication: APIKeyAuthenticator
 
     func register(on router: Router<IngestRequestContext>) {
         router.get("metrics") { _, _ -> Response in
@@ -19,11 +21,24 @@ struct MetricsRoute: Sendable {
                 counter("tally_producer_batches_drained_total", "Spooled batches published later", snapshot.drained),
                 counter("tally_producer_events_dropped_total", "Accepted events lost (always 0)", snapshot.dropped),
                 gauge("tally_producer_spool_batches", "Batches waiting in the disk spool", spooled),
-            ]
+            ] + authenticationLines()
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                 body: .init(byteBuffer: ByteBuffer(string: lines.joined())))
         }
+    }
+
+    /// 401s by reason, and key lookups that reached the database.
+    private func authenticationLines() -> [String] {
+        let counts = authentication.counters
+        let name = "tally_http_unauthorized_total"
+        return [
+            "# HELP \(name) Requests answered 401, by reason\n# TYPE \(name) counter\n"
+                + "\(name){reason=\"missing_token\"} \(counts.missingToken)\n"
+                + "\(name){reason=\"malformed_token\"} \(counts.malformedToken)\n"
+                + "\(name){reason=\"unknown_key\"} \(counts.unknownKey)\n",
+            counter("tally_http_api_key_lookups_total", "API keys looked up in the database (cache misses)", counts.lookups),
+        ]
     }
 
     private func counter(_ name: String, _ help: String, _ value: Int) -> String {

@@ -1,0 +1,196 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import TallyStore
+import TallyTestSupport
+import Testing
+import UsageEvents
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@testable import Producer
+
+/// What a hostile client can send the ingest API: too many events, a flood of
+/// problems, tokens that are not keys, a body it writes whole before reading.
+@Suite("Ingest service: limits against hostile clients")
+struct IngestLimitsTests {
+    let now = Date()
+
+    func event(_ id: String, quantity: String = "1") -> String {
+        #"{"id": "\#(id)", "type": "api_calls", "quantity": \#(quantity), "time": "\#(RFC3339.format(now.addingTimeInterval(-60)))"}"#
+    }
+
+    func headers(_ token: String?, contentType: String = "application/json") -> HTTPFields {
+        var fields: HTTPFields = [.contentType: contentType]
+        if let token { fields[.authorization] = "Bearer \(token)" }
+        return fields
+    }
+
+    @Test("more than 10,000 events is 413 naming the limit, as an array and as NDJSON; a refusal lists the first 100 problems and counts them all")
+    func eventCountAndProblemLimits() async throws {
+        let fixture = try await IngestFixture.make()
+        try await fixture.app(now: now).test(.router) { client in
+            let tiny = (0...IngestBody.maximumEvents).map { event("e\($0)") }
+            for (body, contentType) in [("[" + tiny.joined(separator: ",") + "]", "application/json"),
+                                        (tiny.joined(separator: "\n"), "application/x-ndjson")] {
+                try await client.execute(
+                    uri: "/v1/events", method: .post, headers: headers(fixture.apiKey, contentType: contentType), body: ByteBuffer(string: body)
+                ) { response in
+                    #expect(response.status == .contentTooLarge, "\(contentType)")
+                    #expect(response.errorCode == "TOO_MANY_EVENTS", "\(contentType)")
+                    let message = (response.json?["error"] as? [String: Any])?["message"] as? String ?? ""
+                    #expect(message.contains("10000"), "\(message)")
+                }
+            }
+            // Exactly the limit is accepted.
+            try await client.execute(
+                uri: "/v1/events", method: .post, headers: headers(fixture.apiKey),
+                body: ByteBuffer(string: "[" + tiny.dropLast().joined(separator: ",") + "]")
+            ) { response in
+                #expect(response.status == .accepted)
+            }
+            // 250 invalid events: 100 problems listed, all 250 counted.
+            let invalid = (0..<250).map { event("bad\($0)", quantity: "-1") }
+            try await client.execute(
+                uri: "/v1/events", method: .post, headers: headers(fixture.apiKey), body: ByteBuffer(string: "[" + invalid.joined(separator: ",") + "]")
+            ) { response in
+                #expect(response.status == .badRequest)
+                let error = response.json?["error"] as? [String: Any]
+                #expect((error?["details"] as? [Any])?.count == 100)
+                let message = error?["message"] as? String ?? ""
+                #expect(message.contains("250 of 250 events are invalid"), "\(message)")
+                #expect(message.contains("first 100 of 250 problems"), "\(message)")
+            }
+        }
+        let arrived = try await fixture.receivedEvents(expected: IngestBody.maximumEvents)
+        #expect(arrived.ids.count == IngestBody.maximumEvents)
+        try await fixture.tearDown()
+    }
+
+    @Test("every 401 is counted in /metrics by reason; a token that cannot be a key is refused without a lookup")
+    func unauthorizedCounted() async throws {
+        let fixture = try await IngestFixture.make()
+        try await fixture.app(now: now).test(.router) { client in
+            let unknown = "tally_" + String(repeating: "ab", count: 32)
+            for token in [nil, nil, "garbage", "tally_XYZ", "Tally_" + String(repeating: "a", count: 64), unknown, unknown] as [String?] {
+                try await client.execute(uri: "/v1/events", method: .post, headers: headers(token), body: ByteBuffer(string: event("a"))) { response in
+                    #expect(response.status == .unauthorized)
+                }
+            }
+            let metrics = try await client.execute(uri: "/metrics", method: .get) { String(buffer: $0.body) }
+            #expect(metrics.contains(#"tally_http_unauthorized_total{reason="missing_token"} 2"#), "\(metrics)")
+            #expect(metrics.contains(#"tally_http_unauthorized_total{reason="malformed_token"} 3"#), "\(metrics)")
+            #expect(metrics.contains(#"tally_http_unauthorized_total{reason="unknown_key"} 2"#), "\(metrics)")
+            // The unknown key was looked up once (then cached); malformed ones never.
+            #expect(metrics.contains("tally_http_api_key_lookups_total 1\n"), "\(metrics)")
+        }
+        try await fixture.tearDown()
+    }
+
+    @Test("a flood of unknown keys evicts the least recently used answers, never a key in use")
+    func leastRecentlyUsedEviction() async throws {
+        let lookups = LookupLog()
+        let active = APIKey.generate().secret
+        let tenant = UUID()
+        let authenticator = APIKeyAuthenticator(adminToken: "admin", cacheLifetime: .seconds(3600), cacheLimit: 10) { key in
+            lookups.record(key.secret)
+            return key.secret == active ? tenant : nil
+        }
+        #expect(try await authenticator.principal(forToken: active) == .tenant(tenant))
+        for _ in 0..<200 {
+            #expect(try await authenticator.principal(forToken: APIKey.generate().secret) == nil)
+            #expect(try await authenticator.principal(forToken: active) == .tenant(tenant))
+        }
+        // 200 random keys through a cache of 10: the key in use was looked up once.
+        #expect(lookups.count(of: active) == 1)
+        #expect(lookups.total == 201)
+        #expect(authenticator.counters.unknownKey == 200)
+    }
+
+    @Test("an oversized body written whole before reading gets its 413 and the connection closes (Connection: close)")
+    func oversizedBodyWrittenWhole() async throws {
+        let fixture = try await IngestFixture.make()
+        let app = try await fixture.app(now: now)
+        try await app.test(.live) { client in
+            let port = try #require(client.port)
+            let answer = try await Task.detached {
+                try RawHTTP.postWholeBody(port: port, key: fixture.apiKey, bodyBytes: 40 << 20)
+            }.value
+            #expect(answer.hasPrefix("HTTP/1.1 413"), "\(answer.prefix(200))")
+            #expect(answer.contains("PAYLOAD_TOO_LARGE"), "\(answer.prefix(400))")
+        }
+        try await fixture.tearDown()
+    }
+}
+
+/// Keys the authenticator looked up, thread-safely.
+final class LookupLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var secrets: [String] = []
+
+    func record(_ secret: String) { lock.withLock { secrets.append(secret) } }
+    func count(of secret: String) -> Int { lock.withLock { secrets.filter { $0 == secret }.count } }
+    var total: Int { lock.withLock { secrets.count } }
+}
+
+/// A client as Python's urllib behaves: the whole request written before the answer is
+/// read, then the answer read to the end of the connection. Blocking sockets with
+/// 60-second timeouts: a server that stops reading fails the test instead of hanging it.
+enum RawHTTP {
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    static func postWholeBody(port: Int, key: String, bodyBytes: Int) throws -> String {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Failure(description: "socket: errno \(errno)") }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 60, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw Failure(description: "connect: errno \(errno)") }
+        let head = "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(key)\r\n"
+            + "Content-Type: application/json\r\nContent-Length: \(bodyBytes)\r\nConnection: close\r\n\r\n"
+        try sendAll(fd, Array(head.utf8))
+        let chunk = [UInt8](repeating: UInt8(ascii: " "), count: 1 << 20)
+        var sent = 0
+        while sent < bodyBytes {
+            let part = min(chunk.count, bodyBytes - sent)
+            do {
+                try sendAll(fd, Array(chunk[0..<part]))
+            } catch {
+                throw Failure(description: "the server stopped reading after \(sent) of \(bodyBytes) body bytes: \(error)")
+            }
+            sent += part
+        }
+        var response: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count == 0 { break }  // the server closed: the whole answer is here
+            guard count > 0 else { throw Failure(description: "no end of the answer within 60 s (errno \(errno)): \(String(decoding: response, as: UTF8.self))") }
+            response += buffer[0..<count]
+        }
+        return String(decoding: response, as: UTF8.self)
+    }
+
+    private static func sendAll(_ fd: Int32, _ bytes: [UInt8]) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard written > 0 else { throw Failure(description: "send: errno \(errno)") }
+            offset += written
+        }
+    }
+}
