@@ -105,7 +105,9 @@ struct EventCheck {
         // Visible ASCII is the common case; other scalars need the Unicode tables.
         let printable = id.utf8.allSatisfy { (0x21...0x7E).contains($0) }
             || id.unicodeScalars.allSatisfy { !$0.properties.isWhitespace && $0.properties.generalCategory != .control }
-        guard (1...UsageEventValidator.maxIDLength).contains(id.count), printable else {
+        // Counted in code points, as PostgreSQL's length() counts them (a letter with 300
+        // combining marks is one Character but 301 code points).
+        guard (1...UsageEventValidator.maxIDLength).contains(id.unicodeScalars.count), printable else {
             fail("id", "invalid", "must be 1 to 255 printable characters (no control characters or spaces)")
             return nil
         }
@@ -194,7 +196,7 @@ struct EventCheck {
         case nil, .null?: return nil
         case .string(let text)? where text.utf8.contains(0):
             fail(field, "invalid", "must not contain NUL characters")
-        case .string(let text)? where text.count <= UsageEventValidator.maxTextLength: return text
+        case .string(let text)? where text.unicodeScalars.count <= UsageEventValidator.maxTextLength: return text
         case .string?:
             fail(field, "too_long", "must be at most \(UsageEventValidator.maxTextLength) characters")
         default:

@@ -119,6 +119,9 @@ struct IngestTests {
             (key, event("a", extra: #", "type": "Bad Type""#), .badRequest, "INVALID_EVENTS", "events[0].type"),
             (key, event("a", extra: #", "type": 3"#), .badRequest, "INVALID_EVENTS", "events[0].type"),
             (key, event(String(repeating: "x", count: 256)), .badRequest, "INVALID_EVENTS", "events[0].id"),
+            // One Character, 301 code points: PostgreSQL counts code points.
+            (key, event("x" + String(repeating: "\u{0301}", count: 300)), .badRequest, "INVALID_EVENTS", "events[0].id"),
+            (key, event("a", extra: #", "name": "\#(String(repeating: "e\u{0301}", count: 101))""#), .badRequest, "INVALID_EVENTS", "events[0].name"),
             (key, event("a", extra: #", "metadata": {"k": "\#(bigMetadata)"}"#), .badRequest, "INVALID_EVENTS", "events[0].metadata"),
             (key, event("a", extra: #", "metadata": "flat""#), .badRequest, "INVALID_EVENTS", "events[0].metadata"),
             (key, event("a", extra: #", "name": ["x"]"#), .badRequest, "INVALID_EVENTS", "events[0].name"),

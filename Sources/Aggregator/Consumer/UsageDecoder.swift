@@ -49,10 +49,45 @@ struct UnreadableMessage: Sendable, Equatable {
 struct DecodedBatch: Sendable {
     var eventCount = 0
     var stagedRows = CopyTextWriter()
+    /// Where each staged event's row ends in `stagedRows`, and the event as it arrived:
+    /// enough to split the batch when the database refuses it (`split`, `refusal`).
+    var rowEnds: [Int] = []
+    var stagedSources: [StagedSource] = []
     var parkedEvents: [ParkedEvent] = []
     var unreadable: [UnreadableMessage] = []
     /// The earliest event time in the batch (event-to-visible latency).
     var earliestEventTime: Date?
+
+    /// A staged event as it arrived, to park it if the database refuses it.
+    struct StagedSource: Sendable {
+        let object: JSONValue
+        let messageID: String?
+    }
+
+    /// The staged events `range` (with the parked events when `withParked`) as a batch of their own.
+    func subset(_ range: Range<Int>, withParked: Bool) -> DecodedBatch {
+        var part = DecodedBatch()
+        let start = range.lowerBound == 0 ? 0 : rowEnds[range.lowerBound - 1]
+        let end = range.isEmpty ? start : rowEnds[range.upperBound - 1]
+        part.stagedRows = CopyTextWriter(buffer: Array(stagedRows.buffer[start..<end]))
+        part.rowEnds = rowEnds[range].map { $0 - start }
+        part.stagedSources = Array(stagedSources[range])
+        part.eventCount = range.count
+        part.parkedEvents = withParked ? parkedEvents : []
+        part.earliestEventTime = earliestEventTime
+        return part
+    }
+
+    /// This batch with its one staged event parked instead, with the database's reason.
+    func refusal(_ reason: String) -> DecodedBatch {
+        var parked = DecodedBatch()
+        parked.parkedEvents = parkedEvents + stagedSources.map { source in
+            UsageDecoder.parked(
+                source.object, code: "database_refused", field: "", reason: "event refused by the database: \(reason)",
+                messageID: source.messageID)
+        }
+        return parked
+    }
 }
 
 /// Turns usage messages (SPEC §3) into a `DecodedBatch`.
@@ -95,7 +130,7 @@ struct UsageDecoder: Sendable {
         }
         let validator = UsageEventValidator(authenticatedTenant: nil, now: now)
         do {
-            stage(try validator.validate(objects), messageID: message.messageID, into: &batch)
+            stage(try validator.validate(objects), objects: objects, messageID: message.messageID, into: &batch)
         } catch {
             // Park each refused event with its first problem; validate the rest again.
             let byIndex = Dictionary(grouping: error.problems, by: \.index)
@@ -107,12 +142,12 @@ struct UsageDecoder: Sendable {
                 }
                 batch.parkedEvents.append(parked(object, problem: problem, messageID: message.messageID))
             }
-            if let events = try? validator.validate(valid) { stage(events, messageID: message.messageID, into: &batch) }
+            if let events = try? validator.validate(valid) { stage(events, objects: valid, messageID: message.messageID, into: &batch) }
         }
     }
 
-    private func stage(_ events: [UsageEvent], messageID: String?, into batch: inout DecodedBatch) {
-        for event in events {
+    private func stage(_ events: [UsageEvent], objects: [JSONValue], messageID: String?, into batch: inout DecodedBatch) {
+        for (event, object) in zip(events, objects) {
             var metadata = JSONWriter(reservingCapacity: 64)
             metadata.write(.object(event.metadata))
             var time: [UInt8] = []
@@ -130,12 +165,24 @@ struct UsageDecoder: Sendable {
             batch.stagedRows.field(utf8: metadata.bytes)
             batch.stagedRows.field(messageID)
             batch.stagedRows.endRow()
+            batch.rowEnds.append(batch.stagedRows.buffer.count)
+            batch.stagedSources.append(.init(object: object, messageID: messageID))
             batch.eventCount += 1
             if batch.earliestEventTime.map({ event.time < $0 }) ?? true { batch.earliestEventTime = event.time }
         }
     }
 
     private func parked(_ object: JSONValue, problem: UsageEventProblem, messageID: String?) -> ParkedEvent {
+        // "events[3].quantity" → "quantity": the field within the event.
+        let field = problem.field.split(separator: ".", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
+        return Self.parked(
+            object, code: problem.code, field: field, reason: "\(field.isEmpty ? "event" : field) \(problem.message)", messageID: messageID)
+    }
+
+    /// An event to park: its payload as JSON (NUL escaped, as JSON escapes it), the
+    /// labels cut to 255 code points with NUL written as `\u0000` — COPY text cannot
+    /// carry a NUL byte, and one must not fail the batch that parks it.
+    static func parked(_ object: JSONValue, code: String, field: String, reason: String, messageID: String?) -> ParkedEvent {
         var payload = JSONWriter()
         payload.write(object)
         var tenant: String?
@@ -144,11 +191,12 @@ struct UsageDecoder: Sendable {
             tenant = fields["tenant_id"]?.scalarText
             id = fields["id"]?.scalarText
         }
-        // "events[3].quantity" → "quantity": the field within the event.
-        let field = problem.field.split(separator: ".", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
+        func label(_ text: String) -> String {
+            String(String.UnicodeScalarView(text.unicodeScalars.prefix(255))).replacingOccurrences(of: "\u{0}", with: "\\u0000")
+        }
         return ParkedEvent(
-            tenantID: tenant.map { String($0.prefix(255)) }, eventID: id.map { String($0.prefix(255)) }, code: problem.code,
-            field: field, reason: "\(field.isEmpty ? "event" : field) \(problem.message)",
-            payload: String(decoding: payload.bytes, as: UTF8.self), messageID: messageID)
+            tenantID: tenant.map(label), eventID: id.map(label), code: code, field: field,
+            reason: reason.replacingOccurrences(of: "\u{0}", with: "\\u0000"),
+            payload: String(decoding: payload.bytes, as: UTF8.self), messageID: messageID.map(label))
     }
 }

@@ -40,8 +40,50 @@ struct UsageHandler: QueueWorkHandler {
         } catch {
             let failure = WorkFailure.classifying(error)
             if case .failed = failure { logger.error("batch failed", metadata: ["error": "\(String(reflecting: error))"]) }
+            // One message the database refuses for its data: find the events at fault by
+            // halving, park them with the reason, count the rest. (A batch of several
+            // messages is split by the worker first, down to the message at fault.)
+            if deliveries.count == 1, batch.eventCount > 1, Self.isRefusalOfData(error) {
+                do {
+                    let outcomes = try await recordSplitting(batch, in: database, logger: logger)
+                    for outcome in outcomes {
+                        metrics.committed(outcome, seconds: (ContinuousClock.now - started).seconds, visibleAfter: nil)
+                        await afterCommit(outcome, database)
+                    }
+                    return WorkOutcome(poisoned: poisoned)
+                } catch {
+                    return WorkOutcome(poisoned: poisoned, failure: WorkFailure.classifying(error))
+                }
+            }
             return WorkOutcome(poisoned: poisoned, failure: failure)
         }
+    }
+
+    /// Whether the database refused the batch for what it holds (a data exception, a
+    /// constraint, a size limit such as an index row): retrying it whole cannot help,
+    /// but its other events can be counted.
+    static func isRefusalOfData(_ error: any Error) -> Bool {
+        guard let error = error as? PostgresError, let state = error.sqlState else { return false }
+        return ["22", "23", "54"].contains(String(state.prefix(2)))
+    }
+
+    /// Records the two halves of `batch` on their own, each split again if refused; a
+    /// single refused event is parked with the database's reason.
+    private func recordSplitting(_ batch: DecodedBatch, in database: PostgresConnection, logger: Logger) async throws -> [LedgerOutcome] {
+        let middle = batch.eventCount / 2
+        var outcomes: [LedgerOutcome] = []
+        for part in [batch.subset(0..<middle, withParked: true), batch.subset(middle..<batch.eventCount, withParked: false)] {
+            do {
+                outcomes.append(try await UsageLedger.record(part, now: Date(), on: database))
+            } catch where Self.isRefusalOfData(error) && part.eventCount > 1 {
+                outcomes += try await recordSplitting(part, in: database, logger: logger)
+            } catch where Self.isRefusalOfData(error) && part.eventCount == 1 {
+                let reason = (error as? PostgresError)?.message ?? "\(error)"
+                logger.info("event refused by the database, parked", metadata: ["reason": "\(reason)"])
+                outcomes.append(try await UsageLedger.record(part.refusal(reason), now: Date(), on: database))
+            }
+        }
+        return outcomes
     }
 
     private func log(_ outcome: LedgerOutcome, of batch: DecodedBatch, elapsed: Duration, logger: Logger) {

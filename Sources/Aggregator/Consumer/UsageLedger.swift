@@ -156,7 +156,7 @@ enum UsageLedger {
             RETURNING 1
         ), valued AS (
             INSERT INTO usage_rollup_values (tenant_id, metric, hour, value)
-            SELECT DISTINCT i.tenant_id, i.metric, date_trunc('hour', i.occurred_at, 'UTC'), i.metadata ->> m.unique_field
+            SELECT DISTINCT i.tenant_id, i.metric, date_trunc('hour', i.occurred_at, 'UTC'), tally_unique_value(i.metadata ->> m.unique_field)
               FROM inserted i
               JOIN billable_metrics m ON m.code = i.metric AND m.aggregation = 'unique_count'
              WHERE jsonb_typeof(i.metadata -> m.unique_field) IN ('string', 'number', 'boolean')

@@ -79,7 +79,7 @@ public enum UsageReader {
         SELECT metric, count(DISTINCT value) FROM (
             SELECT metric, value FROM usage_rollup_values WHERE tenant_id = $1 AND hour >= $4 AND hour < $5
             UNION ALL
-            SELECT e.metric, e.metadata ->> m.unique_field FROM edges e
+            SELECT e.metric, tally_unique_value(e.metadata ->> m.unique_field) FROM edges e
               JOIN billable_metrics m ON m.code = e.metric AND m.aggregation = 'unique_count'
              WHERE jsonb_typeof(e.metadata -> m.unique_field) IN ('string', 'number', 'boolean')
         ) AS v GROUP BY metric
