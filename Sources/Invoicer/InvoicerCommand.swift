@@ -139,6 +139,15 @@ struct StripeCommand: AsyncParsableCommand {
                 print("\(row.text(0) ?? "")  \(row.text(1) ?? "")  \(row.text(2) ?? "") after \(row.text(3) ?? "0") attempt(s)  \(row.text(4) ?? "")")
             }
             print("\(rows.count) invoice(s)")
+            let events = try await pool.query(
+                """
+                SELECT event_id, type, to_char(failed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), coalesce(error, '')
+                  FROM stripe_webhook_events WHERE failed_at IS NOT NULL AND processed_at IS NULL ORDER BY received_at
+                """)
+            for row in events {
+                print("event \(row.text(0) ?? "")  \(row.text(1) ?? "")  failed at \(row.text(2) ?? "")  \(row.text(3) ?? "")")
+            }
+            print("\(events.count) Stripe event(s) not applied (`invoicer stripe retry --events` applies them again)")
             await pool.close()
         }
     }
@@ -147,9 +156,17 @@ struct StripeCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Make failed Stripe pushes due again (the running invoicers retry them within a second).")
         @Option(help: "Only this invoice (its id or number); default every failed one.") var invoice: String?
+        @Flag(help: "Apply the Stripe webhook events that failed again (after fixing their cause), instead of pushes.") var events = false
 
         func run() async throws {
             let pool = try StripeCommand.pool()
+            if events {
+                let rows = try await pool.query(
+                    "UPDATE stripe_webhook_events SET failed_at = NULL WHERE failed_at IS NOT NULL AND processed_at IS NULL")
+                print("\(rows.affectedRows) Stripe event(s) due again")
+                await pool.close()
+                return
+            }
             let rows = try await pool.query(
                 """
                 UPDATE invoices SET stripe_status = 'pending', stripe_attempts = 0, stripe_next_attempt_at = now()

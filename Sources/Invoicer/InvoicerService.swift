@@ -44,8 +44,14 @@ struct OutboxSweeper: Service {
 
     func run() async throws {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            // Independent: a failure applying Stripe events never holds back the outbox
+            // (billing-run commands, invoice events), nor the other way round.
             do {
                 _ = try await pool.withTransaction { try StripeEventApplier.applyPending(on: $0) }
+            } catch {
+                logger.warning("applying Stripe events failed; retrying", metadata: ["error": "\(error)"])
+            }
+            do {
                 _ = try await pool.withConnection { try await relay.drain($0) }
             } catch {
                 logger.warning("outbox sweep failed; retrying", metadata: ["error": "\(error)"])

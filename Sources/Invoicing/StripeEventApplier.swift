@@ -11,56 +11,73 @@ import TallyStore
 /// - `customer.subscription.deleted` → our subscription ends then (if it had not).
 /// Our invoice is found by its Stripe id or by `metadata.tally_invoice_id`.
 public enum StripeEventApplier {
-    /// Applies up to 100 pending events; returns how many.
+    /// Applies up to 100 pending events; returns how many. Each runs in its own
+    /// savepoint: one that fails (a payload we cannot read, a constraint) is marked
+    /// `failed_at` with the reason and the others are applied. A lost connection still
+    /// fails the whole sweep (it is retried).
     public static func applyPending(now: Date = Date(), on connection: isolated PostgresConnection) throws -> Int {
         let events = try connection.query(
             """
-            SELECT event_id, type FROM stripe_webhook_events WHERE processed_at IS NULL
+            SELECT event_id, type FROM stripe_webhook_events WHERE processed_at IS NULL AND failed_at IS NULL
              ORDER BY received_at LIMIT 100 FOR UPDATE SKIP LOCKED
             """)
         for event in events {
             let id = event.text(0) ?? ""
-            switch event.text(1) ?? "" {
-            case "invoice.paid", "invoice.payment_succeeded":
+            try connection.executeScript("SAVEPOINT stripe_event")
+            do {
+                try apply(id, type: event.text(1) ?? "", now: now, on: connection)
+                try connection.query("UPDATE stripe_webhook_events SET processed_at = now() WHERE event_id = $1", [id])
+                try connection.executeScript("RELEASE SAVEPOINT stripe_event")
+            } catch let error as PostgresError where !error.isConnectionError {
+                try connection.executeScript("ROLLBACK TO SAVEPOINT stripe_event; RELEASE SAVEPOINT stripe_event")
                 try connection.query(
-                    """
-                    UPDATE invoices SET status = 'paid', paid_at = now()
-                      FROM stripe_webhook_events e
-                     WHERE e.event_id = $1 AND invoices.status = 'open'
-                       AND (invoices.stripe_invoice_id = e.payload #>> '{data,object,id}'
-                            OR invoices.id::text = e.payload #>> '{data,object,metadata,tally_invoice_id}')
-                    """, [id])
-            case "invoice.payment_failed":
-                if let failure = try paymentFailure(event: id, on: connection) {
-                    try Outbox.enqueue(.invoicePaymentFailed(failure), on: connection)
-                }
-            case "customer.subscription.deleted", "customer.subscription.updated":
-                try applySubscriptionEvent(id, now: now, on: connection)
-            case "payment_method.attached", "payment_method.updated", "payment_method.automatically_updated":
-                if let card = try connection.query(
-                    """
-                    SELECT t.id, o ->> 'id', o #>> '{card,brand}', o #>> '{card,last4}', o #>> '{card,exp_month}', o #>> '{card,exp_year}'
-                      FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
-                      JOIN tenants t ON t.stripe_customer_id = o ->> 'customer'
-                     WHERE e.event_id = $1 AND o ->> 'type' = 'card'
-                    """, [id]).first, let providerID = card.text(1) {
-                    try PaymentMethodRecords.upsertStripeCard(
-                        tenant: try card.decode(0), providerID: providerID, brand: card.text(2), last4: card.text(3),
-                        expMonth: card.text(4).flatMap { Int($0) }, expYear: card.text(5).flatMap { Int($0) }, on: connection)
-                }
-            case "payment_method.detached":
-                try connection.query(
-                    """
-                    DELETE FROM payment_methods USING stripe_webhook_events e
-                     WHERE e.event_id = $1 AND payment_methods.provider = 'stripe'
-                       AND payment_methods.provider_id = e.payload #>> '{data,object,id}'
-                    """, [id])
-            default:
-                break  // recorded, nothing of ours to change
+                    "UPDATE stripe_webhook_events SET failed_at = now(), error = $2 WHERE event_id = $1",
+                    [id, "\(error.message)\(error.detail.map { " (\($0))" } ?? "")"])
             }
-            try connection.query("UPDATE stripe_webhook_events SET processed_at = now() WHERE event_id = $1", [id])
         }
         return events.count
+    }
+
+    /// Applies one stored event.
+    private static func apply(_ id: String, type: String, now: Date, on connection: isolated PostgresConnection) throws {
+        switch type {
+        case "invoice.paid", "invoice.payment_succeeded":
+            try connection.query(
+                """
+                UPDATE invoices SET status = 'paid', paid_at = now()
+                  FROM stripe_webhook_events e
+                 WHERE e.event_id = $1 AND invoices.status = 'open'
+                   AND (invoices.stripe_invoice_id = e.payload #>> '{data,object,id}'
+                        OR invoices.id::text = e.payload #>> '{data,object,metadata,tally_invoice_id}')
+                """, [id])
+        case "invoice.payment_failed":
+            if let failure = try paymentFailure(event: id, on: connection) {
+                try Outbox.enqueue(.invoicePaymentFailed(failure), on: connection)
+            }
+        case "customer.subscription.deleted", "customer.subscription.updated":
+            try applySubscriptionEvent(id, now: now, on: connection)
+        case "payment_method.attached", "payment_method.updated", "payment_method.automatically_updated":
+            if let card = try connection.query(
+                """
+                SELECT t.id, o ->> 'id', o #>> '{card,brand}', o #>> '{card,last4}', o #>> '{card,exp_month}', o #>> '{card,exp_year}'
+                  FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
+                  JOIN tenants t ON t.stripe_customer_id = o ->> 'customer'
+                 WHERE e.event_id = $1 AND o ->> 'type' = 'card'
+                """, [id]).first, let providerID = card.text(1) {
+                try PaymentMethodRecords.upsertStripeCard(
+                    tenant: try card.decode(0), providerID: providerID, brand: card.text(2), last4: card.text(3),
+                    expMonth: card.text(4).flatMap { Int($0) }, expYear: card.text(5).flatMap { Int($0) }, on: connection)
+            }
+        case "payment_method.detached":
+            try connection.query(
+                """
+                DELETE FROM payment_methods USING stripe_webhook_events e
+                 WHERE e.event_id = $1 AND payment_methods.provider = 'stripe'
+                   AND payment_methods.provider_id = e.payload #>> '{data,object,id}'
+                """, [id])
+        default:
+            break  // recorded, nothing of ours to change
+        }
     }
 
     /// Our invoice Stripe failed to collect, with what Stripe said about it: the amount

@@ -41,6 +41,8 @@ public struct StripeObject: Sendable, Decodable, Equatable {
     public let customer: String?
     public let invoice: String?
     public let card: Card?
+    /// `true` on a deleted customer Stripe still answers for.
+    public let deleted: Bool?
 }
 
 /// A page of a Stripe list.

@@ -122,9 +122,30 @@ struct StripeInvoicePusher {
         invoice.metadata?["tally_invoice_id"] == source.key || invoice.description == source.description
     }
 
-    /// The tenant's Stripe customer: recorded, found by email and metadata, or created.
+    /// Whether Stripe still has the object at `path` (a 404 or `deleted: true` says it
+    /// was removed, e.g. in Stripe's dashboard, or the emulator restarted empty).
+    private func exists(_ path: String) async throws -> Bool {
+        do {
+            return try await api.get(path).deleted != true
+        } catch let error as StripeAPIError where error.status == 404 && !error.isUnknownRoute {
+            return false
+        }
+    }
+
+    /// The tenant's Stripe customer: recorded (and still in Stripe), found by email and
+    /// metadata, or created. A recorded customer Stripe no longer has is created again —
+    /// safe, as nothing of it is left to duplicate — with the tenant's Stripe
+    /// subscriptions forgotten with it; the new Idempotency-Key names the one it replaces.
     private func customer(for source: Source) async throws -> String {
-        if let known = source.stripeCustomerID { return known }
+        var replaced: String?
+        if let known = source.stripeCustomerID {
+            guard try await !exists("/v1/customers/\(known)") else { return known }
+            logger.warning(
+                "the tenant's Stripe customer is gone; creating it again", metadata: ["tenant.id": "\(source.tenantID)", "stripe.customer": "\(known)"])
+            try await connection.query("UPDATE tenants SET stripe_customer_id = NULL WHERE id = $1 AND stripe_customer_id = $2", [source.tenantID, known])
+            try await connection.query("UPDATE subscriptions SET stripe_subscription_id = NULL WHERE tenant_id = $1", [source.tenantID])
+            replaced = known
+        }
         let id: String
         if let found = try await api.list("/v1/customers", [("email", source.billingEmail)])
             .first(where: { $0.metadata?["tally_tenant_id"] == source.tenantID.uuidString.lowercased() }) {
@@ -133,7 +154,7 @@ struct StripeInvoicePusher {
             id = try await api.post(
                 "/v1/customers",
                 [("name", source.tenantName), ("email", source.billingEmail), ("metadata[tally_tenant_id]", source.tenantID.uuidString.lowercased())],
-                idempotencyKey: "tally-customer-\(source.tenantID.uuidString.lowercased())"
+                idempotencyKey: "tally-customer-\(source.tenantID.uuidString.lowercased())" + (replaced.map { "-after-\($0)" } ?? "")
             ).id
             logger.info("Stripe customer created", metadata: ["tenant.id": "\(source.tenantID)", "stripe.customer": "\(id)"])
         }
@@ -145,7 +166,14 @@ struct StripeInvoicePusher {
     /// so that Stripe's `customer.subscription.*` events reach our subscription.
     private func subscription(for source: Source, customer: String) async throws -> String? {
         guard let ours = source.subscriptionID else { return nil }
-        if let known = source.stripeSubscriptionID { return known }
+        // Recorded for this customer (not cleared with a customer created again) and still in Stripe.
+        let recorded = try await connection.query("SELECT stripe_subscription_id FROM subscriptions WHERE id = $1", [ours]).first?.text(0)
+        var replaced: String?
+        if let known = recorded {
+            guard try await !exists("/v1/subscriptions/\(known)") else { return known }
+            logger.warning("the Stripe subscription is gone; creating it again", metadata: ["stripe.subscription": "\(known)"])
+            replaced = known
+        }
         let key = ours.uuidString.lowercased()
         let id: String
         if let found = try await api.list("/v1/subscriptions", [("customer", customer), ("status", "all")])
@@ -156,7 +184,7 @@ struct StripeInvoicePusher {
             id = try await api.post(
                 "/v1/subscriptions",
                 [("customer", customer), ("items[0][plan]", plan), ("metadata[tally_subscription_id]", key)],
-                idempotencyKey: "tally-subscription-\(key)"
+                idempotencyKey: "tally-subscription-\(key)-\(customer)" + (replaced.map { "-after-\($0)" } ?? "")
             ).id
         }
         try await connection.query("UPDATE subscriptions SET stripe_subscription_id = $2 WHERE id = $1", [ours, id])

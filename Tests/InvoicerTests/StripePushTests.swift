@@ -127,6 +127,69 @@ struct StripePushTests {
         await fixture.close()
     }
 
+    @Test("a customer deleted in Stripe is created again at the next push (with a new subscription); the invoice is synced")
+    func deletedCustomerRecreated() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let email = "ap-\(UUID().uuidString.prefix(8).lowercased())@stripe.test"
+        let tenant = try await fixture.tenant(paymentProvider: "stripe", email: email)
+        let start = midnight(daysAgo: 70)
+        try await fixture.subscribe(tenant, plan: "starter", start: start)
+        try await fixture.bill(asOf: adding(months: 1, to: start).addingTimeInterval(7200), tenants: [tenant])
+        _ = try await syncedInvoice(of: tenant, fixture)
+        let deleted = try #require(try await fixture.database.query("SELECT stripe_customer_id FROM tenants WHERE id = $1", [tenant])[0].text(0))
+        // Removed in Stripe's dashboard (or the emulator restarted without it).
+        _ = try await stripe.send("DELETE", "/v1/customers/\(deleted)", [:])
+
+        try await fixture.bill(asOf: adding(months: 2, to: start).addingTimeInterval(7200), tenants: [tenant])
+        try await fixture.waitUntil("the second invoice synced or failed") {
+            let states = try await fixture.invoices(tenant).compactMap(\.stripe?.status)
+            return states.count == 2 && !states.contains("pending")
+        }
+        let second = try #require(try await fixture.invoices(tenant).first)
+        #expect(second.stripe?.status == "synced", "\(second.stripe?.error ?? "")")
+        #expect(second.stripe?.attempts == 1)
+        let recreated = try #require(try await fixture.database.query("SELECT stripe_customer_id FROM tenants WHERE id = $1", [tenant])[0].text(0))
+        #expect(recreated != deleted)
+        #expect(try await ourInvoices(customer: recreated).count == 1)
+        #expect(try await stripe.list("/v1/subscriptions", ["customer": recreated, "status": "all"]).count == 1)
+        await fixture.close()
+    }
+
+    @Test("a Stripe event that cannot be applied is set aside with its reason and listed; the events after it are applied")
+    func failingEventSetAside() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let tenant = try await fixture.tenant()
+        let start = midnight(daysAgo: 70)
+        try await fixture.subscribe(tenant, plan: "starter", start: start)
+        try await fixture.bill(asOf: adding(months: 1, to: start).addingTimeInterval(7200), tenants: [tenant])
+        let invoice = try #require(try await fixture.invoices(tenant).first)
+        let bad = "evt_bad_\(UUID().uuidString.prefix(8))"
+        let good = "evt_good_\(UUID().uuidString.prefix(8))"
+        // Stored as the billing API stores verified events: one whose amount is not a number, then a payment.
+        try await fixture.database.query(
+            """
+            INSERT INTO stripe_webhook_events (event_id, type, payload, received_at) VALUES
+              ($1, 'invoice.payment_failed', jsonb_build_object('data', jsonb_build_object('object',
+                  jsonb_build_object('id', 'in_x', 'amount_due', 'lots', 'metadata', jsonb_build_object('tally_invoice_id', $3::text)))),
+               now() - interval '1 second'),
+              ($2, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object',
+                  jsonb_build_object('id', 'in_y', 'metadata', jsonb_build_object('tally_invoice_id', $3::text)))), now())
+            """, [bad, good, invoice.id.uuidString.lowercased()])
+        try await fixture.waitUntil("the payment after the failing event applied") {
+            try await fixture.invoices(tenant).first?.status == "paid"
+        }
+        let failed = try await fixture.database.query(
+            "SELECT failed_at IS NOT NULL, error, processed_at IS NULL FROM stripe_webhook_events WHERE event_id = $1", [bad])[0]
+        #expect(try failed.decode(0, as: Bool.self))
+        #expect(failed.text(1)?.contains("lots") == true, "\(failed.text(1) ?? "")")
+        #expect(try failed.decode(2, as: Bool.self))
+        let environment = ["DATABASE_URL": TestEnvironment.databaseURL, "AMQP_URL": TestEnvironment.amqpURL]
+        let listed = try TestEnvironment.run(InvoicingFixture.binary, ["stripe", "list"], environment: environment)
+        #expect(listed.output.contains("event \(bad)  invoice.payment_failed"), "\(listed.output)")
+        try await fixture.database.query("DELETE FROM stripe_webhook_events WHERE event_id IN ($1, $2)", [bad, good])
+        await fixture.close()
+    }
+
     @Test("a push that fails is retried with its error recorded; a failed one is listed and made due again by `invoicer stripe retry`, and finds its Stripe invoice")
     func failureAndRetry() async throws {
         let fixture = try await InvoicingFixture.make()
