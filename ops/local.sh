@@ -8,7 +8,8 @@
 #   ./ops/local.sh down     stop exactly what `up` started
 #   ./ops/local.sh status   what runs, with pids and ports
 #   ./ops/local.sh test     up + the whole test suite against the real servers
-#   ./ops/local.sh bench    up + release build + SPEC §7 benchmarks (and the Notifier's) beside raw limits
+#   ./ops/local.sh bench [PHASE]  up + release build + SPEC §7 benchmarks (and the Notifier's) beside raw limits;
+#                                 PHASE (ingest, pipeline, billing, notify) runs one only
 #   ./ops/local.sh stop NAME / start NAME   one server (postgres, rabbitmq, smtp), e.g. for outage tests
 #   ./ops/local.sh --help   this text
 #
@@ -422,6 +423,10 @@ cmd_start() {
 }
 
 cmd_bench() {
+  # `bench PHASE` runs one phase only: ingest (track, publish, HTTP), pipeline, billing or notify.
+  local only="${1:-}"
+  case "$only" in "" | ingest | pipeline | billing | notify) ;; *) die "unknown benchmark phase '$only' (ingest, pipeline, billing, notify)" ;; esac
+  phase() { [ -z "$only" ] || [ "$only" = "$1" ]; }
   cmd_up
   say "building the benchmarks, the producer and the aggregator (release; the first time takes several minutes)"
   (cd "$ROOT" && swift build -c release --product tally-bench && swift build -c release --product producer \
@@ -441,6 +446,7 @@ cmd_bench() {
   tenant=$(curl -fsS -X POST "$TALLY_API_URL/v1/tenants" -H "Authorization: Bearer $BILLING_ADMIN_TOKEN" \
     -d '{"name": "Benchmark", "billing_email": "bench@tally.localhost"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
   say "benchmarks (2 cores shared by broker, database and Tally; figures vary run to run)"
+  if phase ingest; then
   "$release/tally-bench" track || true
   "$release/tally-bench" publish || true
   # Ingest HTTP throughput, loaded by wrk (Debian) with 1000-event batches from 8 connections.
@@ -454,19 +460,25 @@ PY
   "$BIN/rabbitmqctl" -q purge_queue aggregator.usage >/dev/null
   TALLY_BENCH_BODY="$LOCAL/bench-batch.ndjson" wrk -t2 -c8 -d15s -s "$ROOT/ops/bench/ingest.lua" "http://127.0.0.1:$port/v1/events" \
     | grep '^ingest:' || true
+  fi
   stop_pid producer-bench
   # The benchmark's usage is not real usage: drop it before an Aggregator counts it.
   "$BIN/rabbitmqctl" -q purge_queue aggregator.usage >/dev/null
+  if phase pipeline; then
   # End to end: the library → RabbitMQ → a release aggregator → PostgreSQL, beside raw COPY + dedup.
   LOG_LEVEL=warning AGGREGATOR_PORT=$((AGGREGATOR_PORT + 100)) \
     start_tally_process aggregator-bench "$release/aggregator" run
   wait_for "the release aggregator" 60 "$LOGS/aggregator-bench.log" curl -fsS "http://127.0.0.1:$((AGGREGATOR_PORT + 100))/healthz"
   "$release/tally-bench" pipeline --tenant "$tenant" --aggregator-pid "$(pid_of aggregator-bench)" || true
   stop_pid aggregator-bench
+  fi
+  if phase billing; then
   # A billing run of 10,000 subscriptions with usage, issued by a release invoicer.
   INVOICER_CONSUMERS=4 LOG_LEVEL=warning start_tally_process invoicer-bench "$release/invoicer" run
   "$release/tally-bench" billing || true
   stop_pid invoicer-bench
+  fi
+  if phase notify; then
   # The billing benchmark's invoices are not real: drop their notifications, then measure
   # the Notifier on a queue of its own (emails with PDFs into the sink, webhooks to a receiver).
   "$BIN/rabbitmqctl" -q purge_queue notifier.events >/dev/null
@@ -480,12 +492,13 @@ PY
   "$release/tally-bench" notify --clients 4 --queue bench.notifier --receiver "http://127.0.0.1:$receiver_port" || true
   stop_pid notifier-bench
   stop_pid webhook-receiver
+  fi
   start_tally
 }
 
 case "${1:-}" in
   up) cmd_up ;;
-  bench) cmd_bench ;;
+  bench) cmd_bench "${2:-}" ;;
   stop) cmd_stop "${2:-}" ;;
   start) cmd_start "${2:-}" ;;
   servers) cmd_servers ;;
