@@ -25,8 +25,10 @@ struct LedgerOutcome: Sendable, Equatable {
 ///
 /// 1. COPY the batch into a session-local staging table;
 /// 2. park the events of tenants that do not exist (with their reason);
-/// 3. insert into `usage_events` with `ON CONFLICT DO NOTHING` (the dedup on tenant
-///    and id) and fold only the rows that insert returned into the hourly rollups,
+/// 3. insert the ids into `usage_event_ids` with `ON CONFLICT DO NOTHING` (the dedup on
+///    tenant and id, whatever the event's month; within one batch the earliest time of
+///    an id wins), insert only the events whose id that returned into `usage_events`,
+///    and fold only those into the hourly rollups,
 ///    in a consistent (tenant, metric, hour) order so concurrent consumers never
 ///    deadlock on rollup rows;
 /// 4. store the invalid events in `parked_events`;
@@ -116,14 +118,19 @@ enum UsageLedger {
     /// `latest` keeps the greatest (time, id, quantity), ids compared bytewise
     /// (COLLATE "C") as the billing engine compares them.
     private static let insertAndRollUp = """
-        WITH inserted AS (
+        WITH fresh AS (
+            INSERT INTO usage_event_ids (tenant_id, event_id)
+            SELECT DISTINCT tenant_id, event_id FROM staged_usage ORDER BY 1, 2
+            ON CONFLICT DO NOTHING
+            RETURNING tenant_id, event_id
+        ), inserted AS (
             INSERT INTO usage_events (tenant_id, event_id, metric, name, quantity, unit, occurred_at, occurred_month,
                                       metadata, message_id)
-            SELECT DISTINCT ON (tenant_id, event_id, occurred_month)
-                   tenant_id, event_id, metric, name, quantity, unit, occurred_at, occurred_month, metadata, message_id
-              FROM staged_usage
-             ORDER BY tenant_id, event_id, occurred_month
-            ON CONFLICT DO NOTHING
+            SELECT DISTINCT ON (s.tenant_id, s.event_id)
+                   s.tenant_id, s.event_id, s.metric, s.name, s.quantity, s.unit, s.occurred_at, s.occurred_month, s.metadata,
+                   s.message_id
+              FROM staged_usage s JOIN fresh f ON f.tenant_id = s.tenant_id AND f.event_id = s.event_id
+             ORDER BY s.tenant_id, s.event_id, s.occurred_at
             RETURNING tenant_id, event_id, metric, quantity, occurred_at, metadata
         ), rolled AS (
             INSERT INTO usage_rollups AS r (tenant_id, metric, hour, quantity_sum, event_count, quantity_max,

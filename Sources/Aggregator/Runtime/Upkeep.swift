@@ -8,7 +8,8 @@ import TallyRuntime
 
 /// Background upkeep: the monthly partitions of `usage_events` kept ready for every
 /// time a worker can accept (90 days back, 5 minutes ahead) with a margin — 4 months
-/// back, 2 ahead — checked hourly; and the billing-event outbox swept every few
+/// back, 2 ahead — checked hourly, with the event ids past their dedup retention
+/// forgotten; and the billing-event outbox swept every few
 /// seconds for events a crash left unsent.
 struct Upkeep: Service {
     let pool: PostgresPool
@@ -23,6 +24,8 @@ struct Upkeep: Service {
                 do {
                     let created = try await ensure()
                     if created > 0 { logger.info("usage partitions created", metadata: ["partitions": "\(created)"]) }
+                    let forgotten = try await forgetExpiredIDs()
+                    if forgotten > 0 { logger.info("expired event ids forgotten", metadata: ["ids": "\(forgotten)"]) }
                     partitionsDue = .now + .seconds(3600)
                 } catch {
                     logger.warning("partition upkeep failed; retrying in a minute", metadata: ["error": "\(error)"])
@@ -40,6 +43,26 @@ struct Upkeep: Service {
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(250)) }
         }
         await pool.close()
+    }
+
+    /// How long an event id is remembered for dedup after it was first stored: the 90
+    /// days the edge accepts an event's time, and a margin.
+    static let idRetention = "100 days"
+
+    /// Deletes the ids first seen more than `idRetention` ago, 10,000 per statement so
+    /// no transaction grows large; returns how many.
+    func forgetExpiredIDs() async throws -> Int {
+        var total = 0
+        while !Task.isShuttingDownGracefully {
+            let deleted = try await pool.query(
+                """
+                DELETE FROM usage_event_ids WHERE ctid = ANY (ARRAY(
+                    SELECT ctid FROM usage_event_ids WHERE first_seen < now() - interval '\(Self.idRetention)' LIMIT 10000))
+                """).affectedRows
+            total += deleted
+            if deleted < 10_000 { break }
+        }
+        return total
     }
 
     /// Creates the missing partitions; returns how many.

@@ -1,0 +1,43 @@
+import Foundation
+import PostgresClient
+import TallyTestSupport
+import Testing
+
+/// SPEC §3: an event id is counted once per tenant, whatever time it is re-sent with.
+@Suite("Aggregator: dedup across months")
+struct CrossMonthDedupTests {
+    @Test("an id re-sent with a time in another month counts once — in another batch and within one batch; another tenant's same id counts")
+    func resentInAnotherMonth() async throws {
+        let harness = try await AggregatorHarness.make()
+        let tenants = try await harness.createTenants(2)
+        let (tenant, other) = (tenants[0], tenants[1])
+        let now = Date().addingTimeInterval(-60)
+        let lastMonth = now.addingTimeInterval(-40 * 86_400)  // always another UTC month
+        let aggregator = try harness.startAggregator(consumers: 2)
+        // First sent last month, then re-sent (re-stamped) now, in a later message.
+        try await harness.publish(["[\(usageEventJSON(id: "moved", tenant: tenant, quantity: "5", time: lastMonth))]"])
+        try await harness.waitUntil("the first copy counted") { try await harness.storedCounts([tenant])[tenant] == 1 }
+        try await harness.publish([
+            "[" + [
+                usageEventJSON(id: "moved", tenant: tenant, quantity: "5", time: now),
+                // Both copies of another id in one message, a month apart: the earliest time is kept.
+                usageEventJSON(id: "twice", tenant: tenant, quantity: "2", time: now),
+                usageEventJSON(id: "twice", tenant: tenant, quantity: "2", time: lastMonth),
+                usageEventJSON(id: "moved", tenant: other, quantity: "7", time: now),
+                usageEventJSON(id: "fresh", tenant: tenant, quantity: "1", time: now),
+            ].joined(separator: ",") + "]"
+        ])
+        try await harness.waitUntil("the second message committed") { try await harness.storedCounts([other])[other] == 1 }
+        #expect(aggregator.kill(SIGTERM) == 0)
+        let rows = try await harness.database.query(
+            "SELECT event_id, occurred_at FROM usage_events WHERE tenant_id = $1 ORDER BY event_id", [tenant])
+        #expect(rows.map { $0.text(0) } == ["fresh", "moved", "twice"])
+        let twice = try #require(rows.last).decode(1, as: Date.self)
+        #expect(abs(twice.timeIntervalSince(lastMonth)) < 0.001)
+        let total = try await harness.database.query(
+            "SELECT coalesce(sum(quantity_sum), 0)::text FROM usage_rollups WHERE tenant_id = $1", [tenant])[0].text(0)
+        #expect(total == "8.0000")  // 5 + 2 + 1, nothing twice
+        #expect(try await harness.rollupMismatches([tenant, other]) == 0)
+        try await harness.tearDown()
+    }
+}
