@@ -93,7 +93,7 @@ let package = Package(
         // Billing runs and invoice generation, shared by the Invoicer and the billing API.
         .target(
             name: "Invoicing",
-            dependencies: ["BillingEngine", "TallyStore", "TallyRuntime", "TallyMessaging", "PostgresClient"],
+            dependencies: ["BillingEngine", "TallyStore", "TallyRuntime", "TallyMessaging", "PostgresClient", "UsageEvents"],
             swiftSettings: swiftSettings
         ),
         // Pushing issued invoices to Stripe (customers, invoice items, invoices) without duplicates.

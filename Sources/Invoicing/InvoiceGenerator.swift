@@ -4,6 +4,7 @@ import PostgresClient
 import TallyMessaging
 import TallyRuntime
 import TallyStore
+import UsageEvents
 
 /// Issues the invoice of one subscription period, exactly once, in one transaction:
 /// the subscription row is locked (two Invoicers on the same period take turns; the
@@ -198,16 +199,25 @@ public enum InvoiceGenerator {
     ) throws -> [LateUsage] {
         let rows = try connection.query(
             """
-            SELECT DISTINCT ON (period_start, metric) period_start, metric, value::text FROM billed_usage
+            SELECT DISTINCT ON (period_start, metric) period_start, metric, value::text, billed_at FROM billed_usage
              WHERE subscription_id = $1 AND period_start < $2 ORDER BY period_start, metric, billed_at DESC
             """, [stored.id, limit?.date ?? Date.distantFuture])
         var byPeriod: [Instant: [(String, Quantity)]] = [:]
+        var lastBilled: [Instant: Date] = [:]
         for row in rows {
-            byPeriod[Instant(try row.decode(0, as: Date.self)), default: []].append((try row.decode(1), try Quantity(parsingTotal: row.text(2) ?? "0")))
+            let start = Instant(try row.decode(0, as: Date.self))
+            byPeriod[start, default: []].append((try row.decode(1), try Quantity(parsingTotal: row.text(2) ?? "0")))
+            let billedAt = try row.decode(3, as: Date.self)
+            lastBilled[start] = min(lastBilled[start] ?? billedAt, billedAt)
         }
         var late: [LateUsage] = []
         for (start, billed) in byPeriod.sorted(by: { $0.key < $1.key }) {
             guard let earlier = stored.timeline.billingPeriod(stored.timeline.calendar.index(containing: start)) else { continue }
+            // Incremental: no event older than 90 days is counted (SPEC §3), so a period
+            // whose every value was snapshot more than 90 days (and a day of margin for a
+            // batch in flight) after its end can never change again: it is not read again.
+            let settled = earlier.billed.end.date.addingTimeInterval(UsageEventValidator.maxAge + 86_400)
+            if let snapshot = lastBilled[start], snapshot > settled { continue }
             let current = try UsageReader.values(tenant: tenant, over: earlier.billed, catalog: catalog, on: connection)
             let plan = stored.timeline.pricingPlan(of: earlier)
             for (metric, value) in billed where (current[metric] ?? .zero) != value {

@@ -35,3 +35,48 @@ struct BillingRunIsolationTests {
         await fixture.close()
     }
 }
+
+/// Late usage is read incrementally: only periods that can still change.
+@Suite("Invoicer: late usage of settled periods is not read again")
+struct SettledPeriodTests {
+    @Test("a period snapshot more than 91 days after its end is settled (no event that old is counted); a recent one still gets its adjustment")
+    func settledPeriodsSkipped() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let tenant = try await fixture.tenant()
+        let start = midnight(daysAgo: 200)
+        try await fixture.subscribe(tenant, plan: "starter", start: start)
+        // Six periods billed at once, today: the first ones ended long before their snapshot.
+        let now = Date()
+        try await fixture.bill(asOf: now, tenants: [tenant])
+        let billed = try await fixture.invoices(tenant).sorted { $0.periodStart < $1.periodStart }
+        try #require(billed.count >= 5)
+        let settled = billed[0]
+        let recent = try #require(billed.last)
+        #expect(settled.periodEnd.addingTimeInterval(91 * 86_400) < now)
+        #expect(recent.periodEnd.addingTimeInterval(91 * 86_400) > now)
+        // Usage appears in both (written as rollups, as if it had been counted): 2,000 calls over starter's 1,000.
+        for period in [settled, recent] {
+            try await fixture.database.query(
+                """
+                INSERT INTO usage_rollups (tenant_id, metric, hour, quantity_sum, event_count, quantity_max)
+                VALUES ($1, 'api_calls', $2, 2000, 1, 2000)
+                """, [tenant, period.periodStart.addingTimeInterval(3600)])
+        }
+        try await fixture.bill(asOf: recent.periodEnd.addingTimeInterval(35 * 86_400), tenants: [tenant])
+        let next = try #require(try await fixture.invoices(tenant).max { $0.periodStart < $1.periodStart })
+        let adjustments = next.lines.filter { $0.kind == "adjustment" }
+        // Only the recent period is adjusted: 1,000 calls over the quota at 10¢.
+        #expect(adjustments.map(\.amountCents) == [10_000])
+        #expect(adjustments.first?.description.contains(InvoiceTextProbe.month(of: recent.periodStart)) == true, "\(adjustments)")
+        await fixture.close()
+    }
+}
+
+/// The month name an invoice line's period text starts with ("Nov 1 – Dec 1, 2026").
+enum InvoiceTextProbe {
+    static func month(of date: Date) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        return ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][calendar.component(.month, from: date) - 1]
+    }
+}

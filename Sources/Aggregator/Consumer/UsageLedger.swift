@@ -120,7 +120,7 @@ enum UsageLedger {
     private static let insertAndRollUp = """
         WITH fresh AS (
             INSERT INTO usage_event_ids (tenant_id, event_id)
-            SELECT DISTINCT tenant_id, event_id FROM staged_usage ORDER BY 1, 2
+            SELECT tenant_id, event_id FROM staged_usage ORDER BY 1, 2  -- a repeat within the batch conflicts with the first
             ON CONFLICT DO NOTHING
             RETURNING tenant_id, event_id
         ), inserted AS (
