@@ -26,42 +26,45 @@ struct DatabaseRefusalTests {
             CREATE TRIGGER \(name) BEFORE INSERT ON usage_rollup_values FOR EACH ROW
                 WHEN (NEW.metric = '\(metric)' AND NEW.value = 'bad') EXECUTE FUNCTION \(name)();
             """)
-        let time = Date().addingTimeInterval(-60)
-        let combining = "x" + String(repeating: "\u{0301}", count: 300)  // one Character, 301 code points
-        let events = [
-            usageEventJSON(id: "ok-1", tenant: tenant, time: time),
-            usageEventJSON(id: "uq-ok", tenant: tenant, metric: metric, time: time, metadata: #"{"k": "ok"}"#),
-            usageEventJSON(id: "uq-bad", tenant: tenant, metric: metric, time: time, metadata: #"{"k": "bad"}"#),
-            usageEventJSON(id: "ok-2", tenant: neighbour, time: time),
-            usageEventJSON(id: combining, tenant: tenant, time: time),
-            usageEventJSON(id: #"nul\u0000id"#, tenant: tenant, time: time),
-            usageEventJSON(id: "uq-long", tenant: tenant, metric: metric, time: time, metadata: #"{"k": "\#(String(repeating: "z", count: 3000))"}"#),
-        ]
-        try await harness.publish(["[" + events.joined(separator: ",") + "]"])
-        let aggregator = try harness.startAggregator(consumers: 1)
-        try await harness.waitUntil("the message's other events counted and the refused ones parked") {
-            let counts = try await harness.storedCounts([tenant, neighbour])
+        try await withCleanup {
+            let time = Date().addingTimeInterval(-60)
+            let combining = "x" + String(repeating: "\u{0301}", count: 300)  // one Character, 301 code points
+            let events = [
+                usageEventJSON(id: "ok-1", tenant: tenant, time: time),
+                usageEventJSON(id: "uq-ok", tenant: tenant, metric: metric, time: time, metadata: #"{"k": "ok"}"#),
+                usageEventJSON(id: "uq-bad", tenant: tenant, metric: metric, time: time, metadata: #"{"k": "bad"}"#),
+                usageEventJSON(id: "ok-2", tenant: neighbour, time: time),
+                usageEventJSON(id: combining, tenant: tenant, time: time),
+                usageEventJSON(id: #"nul\u0000id"#, tenant: tenant, time: time),
+                usageEventJSON(id: "uq-long", tenant: tenant, metric: metric, time: time, metadata: #"{"k": "\#(String(repeating: "z", count: 3000))"}"#),
+            ]
+            try await harness.publish(["[" + events.joined(separator: ",") + "]"])
+            let aggregator = try harness.startAggregator(consumers: 1)
+            try await harness.waitUntil("the message's other events counted and the refused ones parked") {
+                let counts = try await harness.storedCounts([tenant, neighbour])
+                let parked = try await harness.database.query(
+                    "SELECT count(*) FROM parked_events WHERE tenant_id = $1", [tenant.uuidString.lowercased()])[0].decode(0, as: Int.self)
+                return counts[tenant] == 3 && counts[neighbour] == 1 && parked == 3
+            }
+            #expect(aggregator.kill(SIGTERM) == 0)
             let parked = try await harness.database.query(
-                "SELECT count(*) FROM parked_events WHERE tenant_id = $1", [tenant.uuidString.lowercased()])[0].decode(0, as: Int.self)
-            return counts[tenant] == 3 && counts[neighbour] == 1 && parked == 3
+                "SELECT event_id, code, field, reason FROM parked_events WHERE tenant_id = $1 ORDER BY id", [tenant.uuidString.lowercased()])
+            let byCode = Dictionary(grouping: parked, by: { $0.text(1) ?? "" })
+            #expect(byCode["database_refused"]?.map { $0.text(0) } == ["uq-bad"])
+            #expect(byCode["database_refused"]?.first?.text(3)?.contains("refused by the test: bad") == true)
+            // Labels are cut to 255 code points (the payload keeps the whole event).
+            let cut = String(String.UnicodeScalarView(combining.unicodeScalars.prefix(255)))
+            #expect(Set(byCode["invalid"]?.map { $0.text(0) } ?? []) == [cut, #"nul\u0000id"#])
+            #expect(byCode["invalid"]?.allSatisfy { $0.text(2) == "id" } == true)
+            // The two distinct values counted: "ok" and the 3,000-byte one (kept as its digest).
+            let distinct = try await harness.database.query(
+                "SELECT count(*) FROM usage_rollup_values WHERE tenant_id = $1 AND metric = $2", [tenant, metric])[0].decode(0, as: Int.self)
+            #expect(distinct == 2)
+            #expect(try await harness.depth(".parked") == 0)
+        } cleanup: {
+            try await harness.ddl("DROP TRIGGER \(name) ON usage_rollup_values; DROP FUNCTION \(name)();")
+            try await harness.database.query("DELETE FROM billable_metrics WHERE code = $1", [metric])
+            try await harness.tearDown()
         }
-        #expect(aggregator.kill(SIGTERM) == 0)
-        let parked = try await harness.database.query(
-            "SELECT event_id, code, field, reason FROM parked_events WHERE tenant_id = $1 ORDER BY id", [tenant.uuidString.lowercased()])
-        let byCode = Dictionary(grouping: parked, by: { $0.text(1) ?? "" })
-        #expect(byCode["database_refused"]?.map { $0.text(0) } == ["uq-bad"])
-        #expect(byCode["database_refused"]?.first?.text(3)?.contains("refused by the test: bad") == true)
-        // Labels are cut to 255 code points (the payload keeps the whole event).
-        let cut = String(String.UnicodeScalarView(combining.unicodeScalars.prefix(255)))
-        #expect(Set(byCode["invalid"]?.map { $0.text(0) } ?? []) == [cut, #"nul\u0000id"#])
-        #expect(byCode["invalid"]?.allSatisfy { $0.text(2) == "id" } == true)
-        // The two distinct values counted: "ok" and the 3,000-byte one (kept as its digest).
-        let distinct = try await harness.database.query(
-            "SELECT count(*) FROM usage_rollup_values WHERE tenant_id = $1 AND metric = $2", [tenant, metric])[0].decode(0, as: Int.self)
-        #expect(distinct == 2)
-        #expect(try await harness.depth(".parked") == 0)
-        try await harness.ddl("DROP TRIGGER \(name) ON usage_rollup_values; DROP FUNCTION \(name)();")
-        try await harness.database.query("DELETE FROM billable_metrics WHERE code = $1", [metric])
-        try await harness.tearDown()
     }
 }

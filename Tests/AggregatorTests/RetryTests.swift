@@ -26,30 +26,33 @@ struct RetryTests {
             CREATE TRIGGER \(name) BEFORE INSERT ON usage_rollup_values FOR EACH ROW
                 WHEN (NEW.metric = '\(metric)') EXECUTE FUNCTION \(name)();
             """)
-        let time = Date().addingTimeInterval(-60)
-        let good = "[\(usageEventJSON(id: "good-1", tenant: tenant, time: time)), \(usageEventJSON(id: "good-2", tenant: tenant, time: time))]"
-        let poison = "[\(usageEventJSON(id: "poison-a", tenant: tenant, metric: metric, time: time, metadata: #"{"k": "x"}"#))]"
-        let lastChance = "[\(usageEventJSON(id: "poison-b", tenant: tenant, metric: metric, time: time, metadata: #"{"k": "y"}"#))]"
-        // The poison first, the good message behind it: one batch, split to find the culprit.
-        try await harness.publish([poison, good])
-        try await harness.publishRaw(lastChance, headers: [HeaderName.attempt: .int(6)])
-        let aggregator = try harness.startAggregator(consumers: 1)
-        try await harness.waitUntil("the good events counted, the last-chance message parked, the other in its second wait") {
-            let counts = try await harness.storedCounts([tenant])
-            let parked = try await harness.depth(".parked")
-            let second = try await harness.depth(".retry.30s")
-            return counts[tenant] == 2 && parked == 1 && second == 1
+        try await withCleanup {
+            let time = Date().addingTimeInterval(-60)
+            let good = "[\(usageEventJSON(id: "good-1", tenant: tenant, time: time)), \(usageEventJSON(id: "good-2", tenant: tenant, time: time))]"
+            let poison = "[\(usageEventJSON(id: "poison-a", tenant: tenant, metric: metric, time: time, metadata: #"{"k": "x"}"#))]"
+            let lastChance = "[\(usageEventJSON(id: "poison-b", tenant: tenant, metric: metric, time: time, metadata: #"{"k": "y"}"#))]"
+            // The poison first, the good message behind it: one batch, split to find the culprit.
+            try await harness.publish([poison, good])
+            try await harness.publishRaw(lastChance, headers: [HeaderName.attempt: .int(6)])
+            let aggregator = try harness.startAggregator(consumers: 1)
+            try await harness.waitUntil("the good events counted, the last-chance message parked, the other in its second wait") {
+                let counts = try await harness.storedCounts([tenant])
+                let parked = try await harness.depth(".parked")
+                let second = try await harness.depth(".retry.30s")
+                return counts[tenant] == 2 && parked == 1 && second == 1
+            }
+            #expect(aggregator.kill(SIGTERM) == 0)
+            let listing = try TestEnvironment.run(
+                AggregatorHarness.binary, ["dlq", "list"],
+                environment: [
+                    "AMQP_URL": TestEnvironment.amqpURL, "DATABASE_URL": TestEnvironment.databaseURL, "AGGREGATOR_QUEUE": harness.queue,
+                ])
+            #expect(listing.output.contains("failed 6 times"))
+            #expect(listing.output.contains("refused by the test"))
+        } cleanup: {
+            try await harness.ddl("DROP TRIGGER \(name) ON usage_rollup_values; DROP FUNCTION \(name)();")
+            try await harness.database.query("DELETE FROM billable_metrics WHERE code = $1", [metric])
+            try await harness.tearDown()
         }
-        #expect(aggregator.kill(SIGTERM) == 0)
-        let listing = try TestEnvironment.run(
-            AggregatorHarness.binary, ["dlq", "list"],
-            environment: [
-                "AMQP_URL": TestEnvironment.amqpURL, "DATABASE_URL": TestEnvironment.databaseURL, "AGGREGATOR_QUEUE": harness.queue,
-            ])
-        #expect(listing.output.contains("failed 6 times"))
-        #expect(listing.output.contains("refused by the test"))
-        try await harness.ddl("DROP TRIGGER \(name) ON usage_rollup_values; DROP FUNCTION \(name)();")
-        try await harness.database.query("DELETE FROM billable_metrics WHERE code = $1", [metric])
-        try await harness.tearDown()
     }
 }

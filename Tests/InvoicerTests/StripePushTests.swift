@@ -175,19 +175,22 @@ struct StripePushTests {
               ($2, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object',
                   jsonb_build_object('id', 'in_y', 'metadata', jsonb_build_object('tally_invoice_id', $3::text)))), now())
             """, [bad, good, invoice.id.uuidString.lowercased()])
-        try await fixture.waitUntil("the payment after the failing event applied") {
-            try await fixture.invoices(tenant).first?.status == "paid"
+        try await withCleanup {
+            try await fixture.waitUntil("the payment after the failing event applied") {
+                try await fixture.invoices(tenant).first?.status == "paid"
+            }
+            let failed = try await fixture.database.query(
+                "SELECT failed_at IS NOT NULL, error, processed_at IS NULL FROM stripe_webhook_events WHERE event_id = $1", [bad])[0]
+            #expect(try failed.decode(0, as: Bool.self))
+            #expect(failed.text(1)?.contains("lots") == true, "\(failed.text(1) ?? "")")
+            #expect(try failed.decode(2, as: Bool.self))
+            let environment = ["DATABASE_URL": TestEnvironment.databaseURL, "AMQP_URL": TestEnvironment.amqpURL]
+            let listed = try TestEnvironment.run(InvoicingFixture.binary, ["stripe", "list"], environment: environment)
+            #expect(listed.output.contains("event \(bad)  invoice.payment_failed"), "\(listed.output)")
+        } cleanup: {
+            try await fixture.database.query("DELETE FROM stripe_webhook_events WHERE event_id IN ($1, $2)", [bad, good])
+            await fixture.close()
         }
-        let failed = try await fixture.database.query(
-            "SELECT failed_at IS NOT NULL, error, processed_at IS NULL FROM stripe_webhook_events WHERE event_id = $1", [bad])[0]
-        #expect(try failed.decode(0, as: Bool.self))
-        #expect(failed.text(1)?.contains("lots") == true, "\(failed.text(1) ?? "")")
-        #expect(try failed.decode(2, as: Bool.self))
-        let environment = ["DATABASE_URL": TestEnvironment.databaseURL, "AMQP_URL": TestEnvironment.amqpURL]
-        let listed = try TestEnvironment.run(InvoicingFixture.binary, ["stripe", "list"], environment: environment)
-        #expect(listed.output.contains("event \(bad)  invoice.payment_failed"), "\(listed.output)")
-        try await fixture.database.query("DELETE FROM stripe_webhook_events WHERE event_id IN ($1, $2)", [bad, good])
-        await fixture.close()
     }
 
     @Test("a push that fails is retried with its error recorded; a failed one is listed and made due again by `invoicer stripe retry`, and finds its Stripe invoice")
