@@ -71,7 +71,7 @@ public struct DeadLetterFile: Sendable {
         } catch {
             throw SpoolError(.io, "cannot encode a dead letter: \(error)")
         }
-        try locked {
+        try locked { () throws(SpoolError) in
             let isNew = !FileManager.default.fileExists(atPath: path)
             let descriptor = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT, 0o644)
             guard descriptor >= 0 else { throw Self.failure("cannot open \(path)") }
@@ -89,14 +89,14 @@ public struct DeadLetterFile: Sendable {
 
     /// Every dead letter, oldest first. A line that cannot be read is reported, not skipped.
     public func read() throws(SpoolError) -> [DeadLetter] {
-        try locked { try readUnlocked() }
+        try locked { () throws(SpoolError) -> [DeadLetter] in try readUnlocked() }
     }
 
     /// Removes the dead letters whose id is in `ids` (every one when nil) and returns
     /// how many were removed. The file is rewritten beside and renamed over the old one.
     @discardableResult
     public func remove(ids: Set<String>?) throws(SpoolError) -> Int {
-        try locked {
+        try locked { () throws(SpoolError) -> Int in
             let letters = try readUnlocked()
             let kept = letters.filter { letter in ids.map { !$0.contains(letter.id) } ?? false }
             guard kept.count < letters.count else { return 0 }

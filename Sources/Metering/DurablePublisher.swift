@@ -102,10 +102,12 @@ public actor DurablePublisher {
             }
             if isFinishing { break }
             if await drainSpoolOnce() { continue }
-            // Idle: wait for a submission, or retry the spool after a short pause.
+            // Idle: wait for a submission, or retry the spool after a short pause (shorter
+            // when the retry delay of a refused batch ends sooner).
             let spoolPending = spool.unacknowledgedRecordCount > 0
             if spoolPending {
-                try? await Task.sleep(for: .milliseconds(200))
+                let untilRetry = nextDrainAttempt - ContinuousClock.now
+                try? await Task.sleep(for: untilRetry > .zero ? min(untilRetry, .milliseconds(200)) : .milliseconds(200))
                 if Task.isCancelled { break }
             } else if await wakeups.next() == nil || Task.isCancelled {
                 break
@@ -213,7 +215,7 @@ public actor DurablePublisher {
         let outcomes: [PublishOutcome]
         do {
             outcomes = try await connection.publish(batches.map { $0.message(exchange: exchange) }, timeout: confirmTimeout)
-        } catch let error as AMQPError where error.code == .channelClosed {
+        } catch where error.code == .channelClosed {
             // The broker refused something on the channel (406 a message too large, 404 no
             // such exchange…): one at a time, the refusal will name its record.
             await disconnect()

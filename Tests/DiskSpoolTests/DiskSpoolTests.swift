@@ -235,7 +235,7 @@ struct DiskSpoolTests {
         }
         // Whatever room the failed append's truncation gave back is taken too.
         let fillerPath = disk.path + "/filler"
-        FileManager.default.createFile(atPath: fillerPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: fillerPath, contents: nil)
         let filler = try #require(FileHandle(forWritingAtPath: fillerPath))
         while (try? filler.write(contentsOf: Data(count: 512))) != nil {}
         try? filler.close()

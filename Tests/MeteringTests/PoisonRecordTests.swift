@@ -1,4 +1,4 @@
-import DiskSpool
+@testable import DiskSpool
 import Foundation
 @testable import Metering
 import RabbitMQClient
@@ -96,7 +96,7 @@ struct PoisonRecordTests {
             publisher.finish()
             await running
 
-            let expected = Set((before + after).flatMap { batch in
+            let expected = Set(try (before + after).flatMap { batch in
                 (try JSONSerialization.jsonObject(with: Data(batch.body)) as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
             })
             let received = try await UsageQueueProbe(queue: name, connection: broker).collect(tenant: tenant, expected: expected.count)
