@@ -112,7 +112,8 @@ struct SoakBench: AsyncParsableCommand {
             let messages = (0..<concurrency).map { _ in
                 OutgoingMessage(
                     exchange: exchange, routingKey: "usage.v1", body: body,
-                    properties: AMQPProperties(contentType: "application/json", messageID: EventID.make(), persistent: true))
+                    properties: AMQPProperties(contentType: "application/json", messageID: EventID.make(), persistent: true),
+                    mandatory: false)
             }
             let outcomes = try await connection.publish(messages)
             guard outcomes.allSatisfy({ $0 == .confirmed }) else { throw ValidationError("the broker did not confirm: \(outcomes)") }
