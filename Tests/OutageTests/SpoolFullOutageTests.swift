@@ -16,10 +16,12 @@ struct SpoolFullOutageTests {
 
     /// The spool lives on a 256 KiB tmpfs, far below its byte limit, so it is the disk
     /// that fills: appends fail part-way (ENOSPC), the meter keeps what it holds in
-    /// memory until that fills too, and `track` reports back-pressure. Every `track` that
-    /// returned must then arrive exactly once: a failed append that left bytes behind, or
-    /// an acknowledgement that needed new disk space, would lose events, corrupt the
-    /// spool, or publish events twice.
+    /// memory until that fills too, and `track` reports back-pressure. Then the disk grows
+    /// (space freed while the broker is still away) and the spool takes more. Every
+    /// `track` that returned must arrive exactly once: a failed append that left bytes
+    /// behind would misplace the records appended after it (lost, or unreadable and set
+    /// aside), and an acknowledgement that needed new disk space would publish events
+    /// again and again.
     @Test(
         "tracked until the spool's disk is full and track refuses: once RabbitMQ is back, every accepted event arrives exactly once",
         .enabled(if: SmallFilesystem.isPermitted, "needs permission to mount a tmpfs (run as root)"))
@@ -36,7 +38,8 @@ struct SpoolFullOutageTests {
         defer { disk.unmount() }
 
         let tenant = UUID()
-        let spool = try await DiskSpool.open(directory: disk.path + "/spool", maxBytes: 64 << 20, segmentBytes: 16 << 10)
+        // One segment for everything: a rotation would drop a misplaced writer and hide the fault.
+        let spool = try await DiskSpool.open(directory: disk.path + "/spool", maxBytes: 64 << 20)
         let counters = MeteringCounters()
         var publisherBroker = broker
         publisherBroker.connectionTimeout = .seconds(2)
@@ -51,24 +54,28 @@ struct SpoolFullOutageTests {
 
         // Stopped before anything is published: no publish is in flight when it goes.
         try TestEnvironment.ops("stop", "rabbitmq")
-        // Track like a caller that backs off when refused, until the spool's disk has
-        // refused a write and memory is full as well.
+        // Track like a caller that backs off when refused, until track refuses once `done` holds.
         var ids: [String] = []
-        var refusals = 0
-        while counters.snapshot.spoolWriteFailures == 0 || meter.pendingCount < options.memoryLimit {
-            let id: String
-            do {
-                id = try meter.track(tenant: tenant, metric: "api_calls")
-            } catch {
-                #expect(error == .backPressure)
-                refusals += 1
-                try await Task.sleep(for: .milliseconds(20))
-                continue
+        func trackUntilRefused(once done: () -> Bool) async throws {
+            var refusedWhenDone = false
+            while !refusedWhenDone {
+                do {
+                    ids.append(try meter.track(tenant: tenant, metric: "api_calls"))
+                } catch {
+                    #expect(error == .backPressure)
+                    refusedWhenDone = done()
+                    if !refusedWhenDone { try await Task.sleep(for: .milliseconds(20)) }
+                }
+                if ids.count % 100 == 0 { await Task.yield() }
             }
-            ids.append(id)
-            if ids.count % 100 == 0 { await Task.yield() }
         }
-        #expect(refusals > 0, "track never reported back-pressure")
+        // The disk fills: a spool write fails part-way, memory fills behind it.
+        try await trackUntilRefused { counters.snapshot.spoolWriteFailures > 0 }
+        // Room is made while the broker is still away (an operator frees disk space): the
+        // spool takes more, right behind the records written before the failed append.
+        let spooledBeforeRoom = counters.snapshot.spooled
+        try disk.resize(bytes: 1 << 20)
+        try await trackUntilRefused { counters.snapshot.spooled > spooledBeforeRoom }
         #expect(counters.snapshot.spooled > 0)
         try TestEnvironment.ops("start", "rabbitmq")
 
@@ -80,24 +87,29 @@ struct SpoolFullOutageTests {
                 try await connection.consume(queue)
             })
         var seen: [String: Int] = [:]
+        var unreadable = 0
         let own = tenant.uuidString.lowercased()
-        while seen.count < ids.count, let delivery = try await consumer.nextDelivery(timeout: .seconds(60)) {
-            let events = try JSONSerialization.jsonObject(with: Data(delivery.body)) as? [[String: Any]] ?? []
+        func record(_ delivery: Delivery) {
+            guard let events = (try? JSONSerialization.jsonObject(with: Data(delivery.body))) as? [[String: Any]] else {
+                unreadable += 1
+                return
+            }
             for event in events where event["tenant_id"] as? String == own {
                 seen[event["id"] as? String ?? "?", default: 0] += 1
             }
+        }
+        while seen.count < ids.count, let delivery = try await consumer.nextDelivery(timeout: .seconds(60)) {
+            record(delivery)
             try await consumer.ack(delivery.deliveryTag, multiple: true)
         }
         meter.shutdown()
         await running
         // Anything published twice would be waiting behind the last expected event.
         while let delivery = try await consumer.nextDelivery(timeout: .seconds(2)) {
-            let events = try JSONSerialization.jsonObject(with: Data(delivery.body)) as? [[String: Any]] ?? []
-            for event in events where event["tenant_id"] as? String == own {
-                seen[event["id"] as? String ?? "?", default: 0] += 1
-            }
+            record(delivery)
             try await consumer.ack(delivery.deliveryTag, multiple: true)
         }
+        #expect(unreadable == 0, "messages whose body is not JSON: spool bytes read from the wrong place")
         #expect(Set(seen.keys) == Set(ids), "missing \(Set(ids).subtracting(seen.keys).count) of \(ids.count)")
         #expect(seen.values.allSatisfy { $0 == 1 }, "\(seen.values.filter { $0 > 1 }.count) events arrived more than once")
         #expect(spool.unacknowledgedRecordCount == 0)
