@@ -238,23 +238,19 @@ public actor DurablePublisher {
     /// retried later or, after its last attempt, set aside (and the drain goes past it).
     private func settle(_ records: [SpooledRecord], outcomes: [PublishOutcome]) async -> Bool {
         var settled: SpoolPosition?
-        for (record, outcome) in zip(records, outcomes) {
+        walk: for (record, outcome) in zip(records, outcomes) {
             if outcome == .confirmed {
                 settled = record.position
                 continue
             }
-            let decision = refusals.refused(record.position)
-            guard case .setAside(let attempts) = decision else {
-                if case .retry(let delay, let attempt) = decision {
-                    nextDrainAttempt = ContinuousClock.now + delay
-                    logger.warning(
-                        "spooled usage batch refused by the broker; retrying it alone",
-                        metadata: ["amqp.outcome": "\(Self.reason(outcome))", "retry.attempt": "\(attempt)", "retry.in": "\(delay)"])
-                }
-                break
+            switch refusals.refused(record.position) {
+            case .retry(let delay, let attempt):
+                retryLater(after: delay, attempt: attempt, reason: Self.reason(outcome))
+                break walk
+            case .setAside(let attempts):
+                guard await writeDeadLetter(record, reason: Self.reason(outcome), attempts: attempts) else { break walk }
+                settled = record.position
             }
-            guard await writeDeadLetter(record, reason: Self.reason(outcome), attempts: attempts) else { break }
-            settled = record.position
         }
         guard let settled else { return false }
         return await acknowledge(through: settled)
@@ -273,14 +269,18 @@ public actor DurablePublisher {
     private func refused(_ record: SpooledRecord, reason: String) async -> Bool {
         switch refusals.refused(record.position) {
         case .retry(let delay, let attempt):
-            nextDrainAttempt = ContinuousClock.now + delay
-            logger.warning(
-                "spooled usage batch refused by the broker; retrying it alone",
-                metadata: ["error": "\(reason)", "retry.attempt": "\(attempt)", "retry.in": "\(delay)"])
+            retryLater(after: delay, attempt: attempt, reason: reason)
             return false
         case .setAside(let attempts):
             return await setAside(record, reason: reason, attempts: attempts)
         }
+    }
+
+    private func retryLater(after delay: Duration, attempt: Int, reason: String) {
+        nextDrainAttempt = ContinuousClock.now + delay
+        logger.warning(
+            "spooled usage batch refused by the broker; retrying it alone",
+            metadata: ["error": "\(reason)", "retry.attempt": "\(attempt)", "retry.in": "\(delay)"])
     }
 
     private func setAside(_ record: SpooledRecord, reason: String, attempts: Int) async -> Bool {
@@ -299,7 +299,7 @@ public actor DurablePublisher {
         }
         counters.add(deadLettered: 1)
         logger.error(
-            "usage batch set aside after the broker refused it; list it with `producer spool dead-letter list`",
+            "spooled usage batch set aside in the dead-letter file; list it with `producer spool dead-letter list`",
             metadata: ["error": "\(reason)", "retry.attempts": "\(attempts)", "spool.dead_letters": "\(DeadLetterFile(spoolDirectory: spool.directory).path)"])
         return true
     }
