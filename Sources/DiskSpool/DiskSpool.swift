@@ -50,8 +50,7 @@ public actor DiskSpool {
     private let executor: DedicatedThreadExecutor
     /// The folder holding the segments, the checkpoint and the dead-letter file.
     public nonisolated let directory: String
-    /// The most unacknowledged payload bytes it holds; a batch beyond it is refused (`.full`).
-    public nonisolated let maxBytes: Int
+    private let maxBytes: Int
     private let segmentBytes: Int64
     private var entries: [Entry] = []
     private var head = 0
