@@ -48,7 +48,8 @@ public actor DiskSpool {
     static let checkpointName = "checkpoint"
 
     private let executor: DedicatedThreadExecutor
-    private let directory: String
+    /// The folder holding the segments, the checkpoint and the dead-letter file.
+    public nonisolated let directory: String
     private let maxBytes: Int
     private let segmentBytes: Int64
     private var entries: [Entry] = []
@@ -115,7 +116,13 @@ public actor DiskSpool {
             try writer.write(contentsOf: frame)
             try writer.synchronize()
         } catch {
-            throw SpoolError(.io, "cannot write \(segmentPath(currentSegment)): \(error)")
+            // A write that failed part-way, or an fsync that failed, leaves bytes past
+            // `currentSize` that no entry describes: cut them off and drop the writer, so
+            // the next append starts exactly where the last recorded record ends.
+            discardUnrecordedTail()
+            throw SpoolError(
+                .io,
+                "cannot write \(segmentPath(currentSegment)): \(error); nothing of this batch was kept. Free disk space or fix the device, then retry")
         }
         currentSize = offset
         entries += appended
@@ -179,6 +186,17 @@ public actor DiskSpool {
         deleteSegments(before: start.segment)
     }
 
+    // MARK: Setting records aside
+
+    /// Copies `payload` into the dead-letter file beside the segments (`DeadLetterFile`),
+    /// fsynced, with why it could not be delivered. The record itself stays in the spool
+    /// until it is acknowledged: acknowledge it next, so a crash in between only ever
+    /// sets it aside twice, never loses it.
+    public func setAside(_ payload: [UInt8], reason: String, attempts: Int, at time: Date) throws(SpoolError) {
+        try DeadLetterFile(spoolDirectory: directory).append(
+            DeadLetter(time: time, reason: reason, attempts: attempts, record: payload))
+    }
+
     // MARK: Files
 
     private func segmentPath(_ segment: UInt64) -> String {
@@ -196,9 +214,20 @@ public actor DiskSpool {
             try syncDirectory()
         }
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-        try handle.seek(toOffset: UInt64(currentSize))
+        // Whatever lies past the last recorded record (the rest of a failed append whose
+        // truncation failed too) is cut off before anything new is written.
+        try handle.truncate(atOffset: UInt64(currentSize))
         writer = handle
         return handle
+    }
+
+    /// After a failed append: closes the writer and truncates the segment back to the
+    /// recorded size. If the truncation fails as well, `currentWriter` retries it before
+    /// the next write, so no later record lands behind unrecorded bytes.
+    private func discardUnrecordedTail() {
+        try? writer?.close()
+        writer = nil
+        truncate(segmentPath(currentSegment), to: currentSize)
     }
 
     private func rotate() throws(SpoolError) {
@@ -208,30 +237,34 @@ public actor DiskSpool {
         currentSize = 0
     }
 
+    /// Overwrites the checkpoint in place (one fixed-size line, never a new file): on a
+    /// full disk a replacement file could not be created, and then nothing could be
+    /// acknowledged and no segment freed. The line is far smaller than a disk sector, so
+    /// it is written whole or not at all; its CRC catches anything else, and a checkpoint
+    /// that does not read back only makes records come back once more (never lost).
     private func writeCheckpoint(_ start: SpoolPosition) throws(SpoolError) {
-        let temporary = directory + "/" + Self.checkpointName + ".tmp"
-        let text = "\(start.segment) \(start.offset)\n"
-        do {
-            let handle = try createTruncated(temporary)
-            try handle.write(contentsOf: Data(text.utf8))
-            try handle.synchronize()
-            try handle.close()
-            guard rename(temporary, directory + "/" + Self.checkpointName) == 0 else {
-                throw SpoolError(.io, "cannot rename \(temporary): \(String(cString: strerror(errno)))")
-            }
-            try syncDirectory()
-        } catch let error as SpoolError {
-            throw error
-        } catch {
-            throw SpoolError(.io, "cannot write the checkpoint in \(directory): \(error)")
+        let path = directory + "/" + Self.checkpointName
+        let isNew = !FileManager.default.fileExists(atPath: path)
+        let descriptor = Glibc.open(path, O_WRONLY | O_CREAT, 0o644)
+        guard descriptor >= 0 else { throw SpoolError(.io, "cannot open \(path): \(String(cString: strerror(errno)))") }
+        defer { Glibc.close(descriptor) }
+        let line = Self.checkpointLine(start)
+        let written = line.withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, 0) }
+        guard written == line.count, fsync(descriptor) == 0 else {
+            throw SpoolError(.io, "cannot write \(path): \(String(cString: strerror(errno))); free disk space, then retry")
         }
+        if isNew { try syncDirectory() }
     }
 
-    private func createTruncated(_ path: String) throws -> FileHandle {
-        guard FileManager.default.createFile(atPath: path, contents: nil) else {
-            throw SpoolError(.io, "cannot create \(path)")
-        }
-        return try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+    /// `SEGMENT OFFSET CRC` in fixed widths (20, 20 and 8 characters), newline-terminated.
+    static func checkpointLine(_ start: SpoolPosition) -> [UInt8] {
+        let position = Array(Self.padded(String(start.segment), 20).utf8) + [0x20] + Array(Self.padded(String(start.offset), 20).utf8)
+        let crc = String(CRC32.checksum(position), radix: 16)
+        return position + [0x20] + Array(Self.padded(crc, 8).utf8) + [0x0A]
+    }
+
+    private static func padded(_ text: String, _ width: Int) -> String {
+        String(repeating: "0", count: max(0, width - text.count)) + text
     }
 
     private func syncDirectory() throws(SpoolError) {
@@ -279,16 +312,26 @@ public actor DiskSpool {
             $0.records = records
             $0.bytes = bytes
         }
+        // Rewritten now, while there is room for it, so that acknowledging never needs new
+        // disk space later (it overwrites this line in place).
+        try writeCheckpoint(entries.first.map { SpoolPosition(segment: $0.segment, offset: $0.offset) }
+            ?? SpoolPosition(segment: currentSegment, offset: currentSize))
     }
 
+    /// The checkpoint, or the start of the oldest segment when there is none or it does
+    /// not read back (then acknowledged records of that segment come back once more).
+    /// Reads the older `SEGMENT OFFSET` form, written by replacing the file, too.
     private func readCheckpoint() -> SpoolPosition {
         let path = directory + "/" + Self.checkpointName
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            return SpoolPosition(segment: segmentNumbers().first ?? 1, offset: 0)
-        }
+        let fallback = SpoolPosition(segment: segmentNumbers().first ?? 1, offset: 0)
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return fallback }
         let parts = text.split(whereSeparator: \.isWhitespace)
-        guard parts.count == 2, let segment = UInt64(parts[0]), let offset = Int64(parts[1]) else {
-            return SpoolPosition(segment: segmentNumbers().first ?? 1, offset: 0)
+        guard parts.count == 2 || parts.count == 3, let segment = UInt64(parts[0]), let offset = Int64(parts[1]) else {
+            return fallback
+        }
+        if parts.count == 3 {
+            let position = Array(parts[0].utf8) + [0x20] + Array(parts[1].utf8)
+            guard UInt32(parts[2], radix: 16) == CRC32.checksum(position) else { return fallback }
         }
         return SpoolPosition(segment: segment, offset: offset)
     }

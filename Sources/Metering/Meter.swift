@@ -53,7 +53,15 @@ public final class Meter: Sendable {
     }
 
     /// Records usage and returns its id (the given one, or a new UUIDv7 to reuse on
-    /// retries). Cheap checks only: the metric name, the quantity range and precision.
+    /// retries). Cheap checks only, each naming its field when it refuses: the metric
+    /// name, the quantity range, and the sizes SPEC §3 allows — `id` 1 to 255
+    /// characters, `name` and `unit` at most 200, `metadata` at most 8 KiB of JSON.
+    ///
+    /// The sizes are what makes every event publishable: an event within them encodes
+    /// to about 10 KiB, so a batch of 1000 stays near 10 MiB, far below the broker's
+    /// message limit (RabbitMQ's `max_message_size`, 128 MiB by default) and below any
+    /// sensible spool size. A bigger event would be refused by the broker (or never fit
+    /// the spool) on every attempt, holding up what was tracked after it.
     ///
     /// `traceparent` is the caller's W3C trace context. An AMQP message has one
     /// `traceparent` header, so a batch carries the context of its first traced event.
@@ -63,6 +71,7 @@ public final class Meter: Sendable {
         metadata: [String: JSONValue] = [:], id: String? = nil, at time: Date = Date(), traceparent: String? = nil
     ) throws(MeteringError) -> String {
         try Self.check(metric: metric, quantity: quantity)
+        try Self.check(id: id, name: name, unit: unit, metadata: metadata)
         let event = UsageEvent(
             id: id ?? EventID.make(at: time), tenantID: tenant, metric: metric, name: name, quantity: quantity,
             unit: unit, time: time, metadata: metadata)
@@ -171,6 +180,25 @@ public final class Meter: Sendable {
         guard metricOK else { throw .invalidEvent(field: "metric", message: "must match [a-z][a-z0-9_]{0,99}") }
         guard quantity >= 0, quantity <= UsageEventValidator.maxQuantity, !quantity.isNaN else {
             throw .invalidEvent(field: "quantity", message: "must be between 0 and 1e12")
+        }
+    }
+
+    static func check(id: String?, name: String?, unit: String?, metadata: [String: JSONValue]) throws(MeteringError) {
+        if let id, !(1...UsageEventValidator.maxIDLength).contains(id.count) {
+            throw .invalidEvent(field: "id", message: "must be 1 to \(UsageEventValidator.maxIDLength) characters; reuse a shorter key")
+        }
+        for (field, text) in [("name", name), ("unit", unit)] {
+            if let text, text.count > UsageEventValidator.maxTextLength {
+                throw .invalidEvent(field: field, message: "must be at most \(UsageEventValidator.maxTextLength) characters")
+            }
+        }
+        guard !metadata.isEmpty else { return }
+        var writer = JSONWriter()
+        writer.write(.object(metadata))
+        guard writer.bytes.count <= UsageEventValidator.maxMetadataBytes else {
+            throw .invalidEvent(
+                field: "metadata",
+                message: "is \(writer.bytes.count) bytes of JSON; at most \(UsageEventValidator.maxMetadataBytes) are allowed (keep large payloads elsewhere and meter a reference)")
         }
     }
 }

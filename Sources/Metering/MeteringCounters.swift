@@ -7,10 +7,11 @@ public final class MeteringCounters: Sendable {
     public struct Snapshot: Sendable, Equatable {
         public init(
             queued: Int = 0, published: Int = 0, confirmed: Int = 0, spooled: Int = 0, drained: Int = 0, refused: Int = 0,
-            dropped: Int = 0
+            dropped: Int = 0, deadLettered: Int = 0, spoolWriteFailures: Int = 0
         ) {
             (self.queued, self.published, self.confirmed) = (queued, published, confirmed)
             (self.spooled, self.drained, self.refused, self.dropped) = (spooled, drained, refused, dropped)
+            (self.deadLettered, self.spoolWriteFailures) = (deadLettered, spoolWriteFailures)
         }
 
         /// Events accepted by `track` into memory.
@@ -27,6 +28,12 @@ public final class MeteringCounters: Sendable {
         public var refused = 0
         /// Events lost. Always 0.
         public var dropped = 0
+        /// Spooled batches the broker kept refusing (or unreadable records), set aside in
+        /// the spool's dead-letter file: kept, not lost, but not delivered until replayed.
+        public var deadLettered = 0
+        /// Spool appends that failed (disk full, I/O error): nothing of them was kept, and
+        /// their submitters were told (the Meter keeps the events in memory and retries).
+        public var spoolWriteFailures = 0
     }
 
     // One atomic per counter: `track` bumps `queued` on every call, so no lock.
@@ -36,6 +43,8 @@ public final class MeteringCounters: Sendable {
     private let spooled = Atomic(0)
     private let drained = Atomic(0)
     private let refused = Atomic(0)
+    private let deadLettered = Atomic(0)
+    private let spoolWriteFailures = Atomic(0)
 
     public init() {}
 
@@ -44,15 +53,21 @@ public final class MeteringCounters: Sendable {
         Snapshot(
             queued: queued.load(ordering: .relaxed), published: published.load(ordering: .relaxed),
             confirmed: confirmed.load(ordering: .relaxed), spooled: spooled.load(ordering: .relaxed),
-            drained: drained.load(ordering: .relaxed), refused: refused.load(ordering: .relaxed), dropped: 0)
+            drained: drained.load(ordering: .relaxed), refused: refused.load(ordering: .relaxed), dropped: 0,
+            deadLettered: deadLettered.load(ordering: .relaxed), spoolWriteFailures: spoolWriteFailures.load(ordering: .relaxed))
     }
 
-    func add(queued: Int = 0, published: Int = 0, confirmed: Int = 0, spooled: Int = 0, drained: Int = 0, refused: Int = 0) {
+    func add(
+        queued: Int = 0, published: Int = 0, confirmed: Int = 0, spooled: Int = 0, drained: Int = 0, refused: Int = 0,
+        deadLettered: Int = 0, spoolWriteFailures: Int = 0
+    ) {
         if queued != 0 { self.queued.add(queued, ordering: .relaxed) }
         if published != 0 { self.published.add(published, ordering: .relaxed) }
         if confirmed != 0 { self.confirmed.add(confirmed, ordering: .relaxed) }
         if spooled != 0 { self.spooled.add(spooled, ordering: .relaxed) }
         if drained != 0 { self.drained.add(drained, ordering: .relaxed) }
         if refused != 0 { self.refused.add(refused, ordering: .relaxed) }
+        if deadLettered != 0 { self.deadLettered.add(deadLettered, ordering: .relaxed) }
+        if spoolWriteFailures != 0 { self.spoolWriteFailures.add(spoolWriteFailures, ordering: .relaxed) }
     }
 }

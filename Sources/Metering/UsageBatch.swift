@@ -36,11 +36,14 @@ public struct UsageBatch: Sendable, Equatable {
     }
 
     /// The message to publish, mandatory so a missing binding is noticed, not lost.
-    public var message: OutgoingMessage {
+    public var message: OutgoingMessage { message(exchange: ExchangeName.usage) }
+
+    /// The message, published to `exchange` (tests use a private one).
+    func message(exchange: String) -> OutgoingMessage {
         var headers: [String: AMQPFieldValue] = [HeaderName.schema: .string("usage.v1")]
         if let traceparent { headers[HeaderName.traceparent] = .string(traceparent) }
         return OutgoingMessage(
-            exchange: ExchangeName.usage, routingKey: RoutingKey.usageV1, body: body,
+            exchange: exchange, routingKey: RoutingKey.usageV1, body: body,
             properties: AMQPProperties(
                 contentType: "application/json", messageID: messageID, persistent: true,
                 timestamp: Int64(Date().timeIntervalSince1970), headers: headers),
@@ -54,7 +57,9 @@ public struct UsageBatch: Sendable, Equatable {
         Array(messageID.utf8) + [0x0A] + Array((traceparent ?? "").utf8) + [0x0A] + body
     }
 
-    init?(spoolRecord record: [UInt8]) {
+    /// The batch a spool record holds (the message id, traceparent and body it was
+    /// spooled with), or nil when the record is not one — e.g. a dead letter to replay.
+    public init?(spoolRecord record: [UInt8]) {
         guard let first = record.firstIndex(of: 0x0A),
             let second = record[(first + 1)...].firstIndex(of: 0x0A)
         else { return nil }

@@ -22,6 +22,8 @@ public actor AMQPConnection {
     private var state: amqp_connection_state_t?
     private var openChannels: Set<UInt16> = []
     private var nextPublishSequence: [UInt16: UInt64] = [:]
+    /// Set by `consume`: deliveries may be waiting, which only `nextDelivery` may read.
+    private var isConsuming = false
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
@@ -46,8 +48,26 @@ public actor AMQPConnection {
         executor.shutdown()
     }
 
-    /// Whether the connection is usable (no error has closed it).
+    /// Whether the connection is usable as far as this client knows (no error has closed
+    /// it). A connection the broker closed while nobody was reading still looks open:
+    /// ask `isAlive()` before relying on it.
     public var isOpen: Bool { state != nil }
+
+    /// Whether the connection still works, found out without blocking: reads what the
+    /// broker sent while the connection sat idle (heartbeats; a `connection.close`, which
+    /// is answered; the end of the socket) and sends a heartbeat when one is due. A dead
+    /// connection is dropped (`isOpen` turns false), so a publisher reconnects before
+    /// publishing instead of waiting for confirms that can never come.
+    public func isAlive() -> Bool {
+        guard let state else { return false }
+        do {
+            try serviceIdle(state)
+            return true
+        } catch {
+            logger.info("amqp connection found dead before use", metadata: ["amqp.target": "\(configuration)", "error": "\(error)"])
+            return false
+        }
+    }
 
     /// Closes the connection politely.
     public func close() {
@@ -147,10 +167,15 @@ public actor AMQPConnection {
     /// broker's confirms (channel opened with `confirms: true`) and returns one
     /// outcome per message, in order. Mandatory messages with no route come back as
     /// `.returned`. Throws `timeout` if confirms stop arriving for `timeout`.
+    ///
+    /// Before sending anything it reads what arrived while the connection was idle, so
+    /// a connection the broker closed fails at once (`connectionClosed`/`connectionLost`,
+    /// nothing published) instead of after `timeout`.
     public func publish(
         _ messages: [OutgoingMessage], channel: UInt16 = 1, timeout: Duration = .seconds(30)
     ) throws(AMQPError) -> [PublishOutcome] {
         let state = try live()
+        try serviceIdle(state)
         guard let first = nextPublishSequence[channel] else {
             throw AMQPError(.unexpected, message: "channel \(channel) was not opened with confirms")
         }
@@ -214,6 +239,30 @@ public actor AMQPConnection {
         pending.markReturned(messageID: message.properties.tallyProperties.messageID, as: outcome)
     }
 
+    /// Handles every frame already waiting, without blocking, and releases the frame
+    /// memory of earlier calls.
+    ///
+    /// rabbitmq-c decodes each incoming frame (every confirm, return and heartbeat) into
+    /// its channel's memory pool and frees a pool only in `amqp_maybe_release_buffers`;
+    /// a publishing connection that never consumes would grow with every confirm. It is
+    /// safe here: between calls nothing refers to a decoded frame (confirm outcomes and
+    /// reply texts were copied out), and the library itself skips the release while a
+    /// frame is queued or half-read.
+    private func serviceIdle(_ state: amqp_connection_state_t) throws(AMQPError) {
+        amqp_maybe_release_buffers(state)
+        guard !isConsuming else { return }
+        while true {
+            var frame = amqp_frame_t()
+            var now = timeval(tv_sec: 0, tv_usec: 0)
+            let status = amqp_simple_wait_frame_noblock(state, &frame, &now)
+            if status == AMQP_STATUS_TIMEOUT.rawValue { return }
+            guard status == AMQP_STATUS_OK.rawValue else { throw fail(status, "checking the idle connection") }
+            // A late confirm or return of an abandoned publish, a connection.blocked: nothing to do.
+            guard frame.frame_type == UInt8(AMQP_FRAME_METHOD) else { continue }
+            try handleUnexpectedMethod(frame, state: state)
+        }
+    }
+
     // MARK: Consuming
 
     /// Sets the prefetch (unacked deliveries in flight) of `channel`.
@@ -231,6 +280,7 @@ public actor AMQPConnection {
         let ok = amqp_basic_consume(
             state, channel, storage.bytes(queue), storage.bytes(consumerTag), 0, 0, 0, amqp_empty_table)
         try check(state, channel: channel, "basic.consume \(queue)")
+        isConsuming = true
         return ok?.pointee.consumer_tag.string ?? consumerTag
     }
 
@@ -415,6 +465,7 @@ public actor AMQPConnection {
         self.state = nil
         openChannels.removeAll()
         nextPublishSequence.removeAll()
+        isConsuming = false
     }
 }
 

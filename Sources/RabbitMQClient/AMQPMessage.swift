@@ -69,7 +69,8 @@ public struct OutgoingMessage: Sendable {
 public enum PublishOutcome: Sendable, Equatable {
     /// The broker took responsibility for it (persisted/replicated as the queue requires).
     case confirmed
-    /// The broker refused it (an internal error); publish it again.
+    /// The broker refused it: a queue at its length limit with `x-overflow: reject-publish`
+    /// (which refuses any message bigger than `x-max-length-bytes`), or an internal error.
     case nacked
     /// No queue was bound for it (`mandatory`), e.g. 312 NO_ROUTE.
     case returned(replyCode: UInt16, replyText: String)

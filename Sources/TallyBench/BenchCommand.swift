@@ -13,8 +13,8 @@ import UsageEvents
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tally-bench",
-        abstract: "Measure track() overhead, publish, end-to-end, billing and notification throughput against the local stack (ingest: wrk).",
-        subcommands: [TrackBench.self, PublishBench.self, PipelineBench.self, BillingBench.self, NotifyBench.self]
+        abstract: "Measure track() overhead, publish, end-to-end, billing and notification throughput against the local stack (ingest: wrk), and a publisher's memory over a long run (soak).",
+        subcommands: [TrackBench.self, PublishBench.self, PipelineBench.self, BillingBench.self, NotifyBench.self, SoakBench.self]
     )
 }
 

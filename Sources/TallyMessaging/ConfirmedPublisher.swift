@@ -5,14 +5,23 @@ import RabbitMQClient
 /// re-opened after the broker went away. Workers publish retries, parked messages
 /// and billing events through it; a consuming connection never publishes (a confirm
 /// arriving there would be mistaken for a delivery).
+///
+/// Before each publish the connection is checked without blocking
+/// (`AMQPConnection.isAlive`): one the broker closed while it sat idle (a restart, a
+/// missed heartbeat, an operator's `close_connection`) is replaced first, so the
+/// publish is confirmed on the new one instead of failing or waiting `confirmTimeout`.
 public actor ConfirmedPublisher {
     private let configuration: AMQPConfiguration
     private let logger: Logger
+    private let confirmTimeout: Duration
     private var connection: AMQPConnection?
+    /// Connections opened so far (1 after the first publish; each replacement adds one).
+    public private(set) var connectionsOpened = 0
 
-    public init(configuration: AMQPConfiguration, logger: Logger) {
+    public init(configuration: AMQPConfiguration, logger: Logger, confirmTimeout: Duration = .seconds(30)) {
         self.configuration = configuration
         self.logger = logger
+        self.confirmTimeout = confirmTimeout
     }
 
     /// Publishes `messages` and waits for the broker's confirms; throws unless every
@@ -21,7 +30,7 @@ public actor ConfirmedPublisher {
         guard !messages.isEmpty else { return }
         let connection = try await live()
         do {
-            let outcomes = try await connection.publish(messages)
+            let outcomes = try await connection.publish(messages, timeout: confirmTimeout)
             if let failed = outcomes.first(where: { $0 != .confirmed }) {
                 throw PublishRefused(outcome: failed)
             }
@@ -40,10 +49,15 @@ public actor ConfirmedPublisher {
     }
 
     private func live() async throws -> AMQPConnection {
-        if let connection, await connection.isOpen { return connection }
+        if let connection {
+            if await connection.isAlive() { return connection }
+            await connection.close()
+            self.connection = nil
+        }
         let fresh = try await AMQPConnection.connect(configuration: configuration, logger: logger)
         try await fresh.openChannel(1, confirms: true)
         connection = fresh
+        connectionsOpened += 1
         return fresh
     }
 }

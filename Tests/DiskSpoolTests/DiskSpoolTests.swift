@@ -164,6 +164,96 @@ struct DiskSpoolTests {
         }
     }
 
+    @Test(
+        "an append that fails part-way on a full disk keeps nothing; later appends land where recorded, and reopening finds exactly the appended records",
+        .enabled(if: SmallFilesystem.isPermitted, "needs permission to mount a tmpfs (run as root)"))
+    func failedAppendOnFullDisk() async throws {
+        let disk = try SmallFilesystem(bytes: 64 << 10)
+        defer { disk.unmount() }
+        let directory = disk.path + "/spool"
+        let spool = try await DiskSpool.open(directory: directory, maxBytes: 4 << 20)
+        // Batches of three ~1 KB records: 3 KB never ends on a 4 KiB page boundary for
+        // long, so the write that meets the full disk writes part of its batch first.
+        func batch(_ number: Int) -> [[UInt8]] {
+            (0..<3).map { Array("batch-\(number)-record-\($0)-".utf8) + [UInt8](repeating: UInt8(number % 251), count: 1000) }
+        }
+        var appended: [[UInt8]] = []
+        var failure: SpoolError?
+        var number = 0
+        while failure == nil {
+            number += 1
+            do {
+                try await spool.append(batch(number))
+                appended += batch(number)
+            } catch {
+                failure = error
+            }
+        }
+        #expect(failure?.code == .io)
+        #expect(appended.count >= 30, "the 64 KiB disk filled after only \(appended.count) records")
+        #expect(spool.unacknowledgedRecordCount == appended.count)
+        // A second attempt on the still-full disk fails the same way and keeps nothing either.
+        await #expect(throws: SpoolError.self) { try await spool.append(batch(number)) }
+
+        try disk.resize(bytes: 256 << 10)
+        for _ in 0..<10 {
+            number += 1
+            try await spool.append(batch(number))
+            appended += batch(number)
+        }
+        #expect(try await spool.peek(maxRecords: 10_000).map(\.payload) == appended)
+        await spool.close()
+
+        let reopened = try await DiskSpool.open(directory: directory, maxBytes: 4 << 20)
+        #expect(reopened.unacknowledgedRecordCount == appended.count)
+        #expect(try await reopened.peek(maxRecords: 10_000).map(\.payload) == appended)
+        let segment = directory + "/" + segments(directory)[0]
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: segment)[.size] as? Int)
+        #expect(size == appended.reduce(0) { $0 + 12 + $1.count }, "bytes on disk that no record accounts for")
+        await reopened.close()
+    }
+
+    @Test(
+        "on a disk full to the last byte, acknowledging still works and frees whole segments, and appending resumes",
+        .enabled(if: SmallFilesystem.isPermitted, "needs permission to mount a tmpfs (run as root)"))
+    func acknowledgeOnFullDisk() async throws {
+        let disk = try SmallFilesystem(bytes: 64 << 10)
+        defer { disk.unmount() }
+        let directory = disk.path + "/spool"
+        let spool = try await DiskSpool.open(directory: directory, maxBytes: 4 << 20, segmentBytes: 8 << 10)
+        var appended: [[UInt8]] = []
+        var number = 0
+        while true {
+            number += 1
+            let record = Array("record-\(number)-".utf8) + [UInt8](repeating: 7, count: 1500)
+            do {
+                try await spool.append([record])
+            } catch {
+                break
+            }
+            appended.append(record)
+        }
+        // Whatever room the failed append's truncation gave back is taken too.
+        let fillerPath = disk.path + "/filler"
+        _ = FileManager.default.createFile(atPath: fillerPath, contents: nil)
+        let filler = try #require(FileHandle(forWritingAtPath: fillerPath))
+        while (try? filler.write(contentsOf: Data(count: 512))) != nil {}
+        try? filler.close()
+
+        let held = try await spool.peek(maxRecords: 10_000)
+        #expect(held.map(\.payload) == appended)
+        let firstSegments = try #require(held.lastIndex { $0.position.segment <= held[0].position.segment + 1 })
+        try await spool.acknowledge(through: held[firstSegments].position)
+        let remaining = Array(appended[(firstSegments + 1)...])
+        let more = Array("after-the-disk-filled".utf8)
+        try await spool.append([more])
+        await spool.close()
+
+        let reopened = try await DiskSpool.open(directory: directory, maxBytes: 4 << 20, segmentBytes: 8 << 10)
+        #expect(try await reopened.peek(maxRecords: 10_000).map(\.payload) == remaining + [more])
+        await reopened.close()
+    }
+
     /// Random appends, peeks, acknowledgements and reopenings against a plain array.
     @Test("random operations agree with an in-memory queue", arguments: [UInt64(7), 42, 2026])
     func randomAgainstReference(seed: UInt64) async throws {

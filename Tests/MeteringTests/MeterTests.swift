@@ -188,6 +188,35 @@ struct MeterTests {
         }
     }
 
+    @Test("track refuses an event bigger than SPEC §3 allows, naming the field; nothing of it is queued")
+    func trackRefusesOversizedEvents() async throws {
+        let spool = try await DiskSpool.open(directory: TestSpool.directory(), maxBytes: 1 << 20)
+        let counters = MeteringCounters()
+        let publisher = DurablePublisher(configuration: TestSpool.unreachableBroker, spool: spool, logger: UsageQueueProbe.logger, counters: counters)
+        let meter = Meter(publisher: publisher, counters: counters, logger: UsageQueueProbe.logger)
+        let tenant = UUID()
+        func refusedField(_ track: () throws -> Void) -> String? {
+            do {
+                try track()
+                return nil
+            } catch {
+                guard case .invalidEvent(let field, _)? = error as? MeteringError else { return "\(error)" }
+                return field
+            }
+        }
+        #expect(refusedField { try meter.track(tenant: tenant, metric: "api_calls", metadata: ["blob": .string(String(repeating: "x", count: 9_000))]) } == "metadata")
+        #expect(refusedField { try meter.track(tenant: tenant, metric: "api_calls", name: String(repeating: "n", count: 201)) } == "name")
+        #expect(refusedField { try meter.track(tenant: tenant, metric: "api_calls", unit: String(repeating: "u", count: 201)) } == "unit")
+        #expect(refusedField { try meter.track(tenant: tenant, metric: "api_calls", id: "") } == "id")
+        #expect(refusedField { try meter.track(tenant: tenant, metric: "api_calls", id: String(repeating: "i", count: 256)) } == "id")
+        #expect(meter.pendingCount == 0)
+        // At the limits, accepted.
+        try meter.track(
+            tenant: tenant, metric: "api_calls", name: String(repeating: "n", count: 200), unit: String(repeating: "u", count: 200),
+            metadata: ["blob": .string(String(repeating: "x", count: 8_000))], id: String(repeating: "i", count: 255))
+        #expect(meter.pendingCount == 1)
+    }
+
     @Test("track refuses bad metric names and quantities at once, naming the field")
     func trackValidation() throws {
         let spoolPath = TestSpool.directory()

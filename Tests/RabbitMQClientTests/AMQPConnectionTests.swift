@@ -111,11 +111,7 @@ struct AMQPConnectionTests {
     func connectionClosedByBroker() async throws {
         let name = AMQPTest.uniqueName("doomed")
         let connection = try await AMQPTest.connect(name)
-        // RabbitMQ 3.10 shows the connection_name only inside client_properties.
-        let listing = try AMQPTest.rabbitmqctl("list_connections", "--no-table-headers", "pid", "client_properties")
-        let line = try #require(listing.split(separator: "\n").first { $0.contains("\"\(name)\"") })
-        let pid = String(line.split(separator: "\t")[0])
-        _ = try AMQPTest.rabbitmqctl("close_connection", pid, "closed by test")
+        try BrokerConnections.close(named: name)
         let error = await #expect(throws: AMQPError.self) {
             for _ in 0..<50 {
                 try await connection.declareQueue("amq.rabbitmq.trace.never", passive: true)

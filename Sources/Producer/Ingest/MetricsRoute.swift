@@ -19,6 +19,12 @@ struct MetricsRoute: Sendable {
                 counter("tally_producer_batches_confirmed_total", "Usage batches confirmed by RabbitMQ", snapshot.confirmed),
                 counter("tally_producer_batches_spooled_total", "Usage batches written to the disk spool", snapshot.spooled),
                 counter("tally_producer_batches_drained_total", "Spooled batches published later", snapshot.drained),
+                counter(
+                    "tally_producer_batches_dead_lettered_total",
+                    "Spooled batches the broker kept refusing, set aside in the spool's dead-letter file", snapshot.deadLettered),
+                counter(
+                    "tally_producer_spool_write_failures_total", "Spool appends that failed (disk full, I/O error); nothing of them was kept",
+                    snapshot.spoolWriteFailures),
                 counter("tally_producer_events_dropped_total", "Accepted events lost (always 0)", snapshot.dropped),
                 gauge("tally_producer_spool_batches", "Batches waiting in the disk spool", spooled),
             ] + authenticationLines()
