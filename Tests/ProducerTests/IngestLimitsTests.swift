@@ -111,6 +111,39 @@ struct IngestLimitsTests {
         #expect(authenticator.counters.unknownKey == 200)
     }
 
+    @Test("a spool disk that fills while the broker is unreachable answers 503 with Retry-After, never 500", .enabled(if: SmallFilesystem.isPermitted))
+    func spoolDiskFull() async throws {
+        let fixture = try await IngestFixture.make()
+        let disk = try SmallFilesystem(bytes: 96 << 10)
+        try await withCleanup {
+            var configuration = fixture.configuration()
+            configuration.amqpURL = "amqp://guest:guest@127.0.0.1:\(try TestEnvironment.freePort())/%2F"  // nobody listens
+            configuration.spoolDirectory = disk.path + "/spool"
+            let app = try await buildApplication(configuration, logger: IngestFixture.logger, clock: { now })
+            let statuses = try await app.test(.router) { client in
+                var statuses: [HTTPResponse.Status] = []
+                for batch in 0..<200 {
+                    let body = "[" + (0..<50).map { event("b\(batch)-\($0)") }.joined(separator: ",") + "]"
+                    let (status, retryAfter, code) = try await client.execute(
+                        uri: "/v1/events", method: .post, headers: headers(fixture.apiKey), body: ByteBuffer(string: body)
+                    ) { ($0.status, $0.headers[.retryAfter], $0.errorCode) }
+                    statuses.append(status)
+                    if status != .accepted {
+                        #expect(status == .serviceUnavailable, "\(code ?? "")")
+                        #expect(retryAfter == "5")
+                        break
+                    }
+                }
+                return statuses
+            }
+            #expect(statuses.first == .accepted)
+            #expect(statuses.last == .serviceUnavailable, "\(statuses.count) requests, all accepted: the disk never filled")
+        } cleanup: {
+            disk.unmount()
+            try await fixture.tearDown()
+        }
+    }
+
     @Test("an oversized body written whole before reading gets its 413 and the connection closes (Connection: close)")
     func oversizedBodyWrittenWhole() async throws {
         let fixture = try await IngestFixture.make()
