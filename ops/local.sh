@@ -304,6 +304,12 @@ build() {
 tally_bin() { echo "$ROOT/.build/$BUILD_CONFIG/$1"; }
 
 migrate() {
+  # Processes of the previous build must not run on a newer schema (e.g. 014 moves the
+  # usage dedup): stop those that start_tally restarts with their rebuilt binary anyway.
+  local name
+  for name in "${TALLY_PROCESSES[@]}"; do
+    if is_running "$name" && [ "$(tally_bin "$name")" -nt "$RUN/$name.pid" ]; then stop_pid "$name"; fi
+  done
   say "migrating the database (ops/sql)"
   "$(tally_bin billing-api)" migrate || die "migration failed (see above)"
 }

@@ -87,8 +87,9 @@ public enum BillingRunPlanner {
 }
 
 extension BillingRunPlanner {
-    /// The most periods one run bills for one subscription (five years of monthly
-    /// periods): more means a start far in the past, and is reported, not billed.
+    /// The most periods one run plans for one subscription (five years of monthly
+    /// periods): a backlog beyond it — a start far in the past — is billed by the next
+    /// runs, oldest first, so one subscription never floods a run (numbers, locks).
     static let maximumPeriodsPerSubscription = 60
 
     /// One (period or adjustment) item to plan.
@@ -122,10 +123,7 @@ extension BillingRunPlanner {
             let key = "\(subscription.id.uuidString.lowercased())|\(period.billed.start.microsecondsSinceEpoch)"
             if !invoiced.contains(key) {
                 items.append(Item(index: index, start: period.billed.start, kind: "period"))
-                guard items.count <= maximumPeriodsPerSubscription else {
-                    throw PlanningRefusal(reason: "more than \(maximumPeriodsPerSubscription) periods are due (from "
-                        + "\(items[0].start)): check the subscription's start, then bill it with --tenant")
-                }
+                if items.count == maximumPeriodsPerSubscription { return items }
             }
             index += 1
         }
@@ -137,10 +135,11 @@ extension BillingRunPlanner {
             if catalog == nil { catalog = try MetricCatalogRecords.load(on: connection) }
             let late = try InvoiceGenerator.lateUsage(
                 subscription, before: nil, tenant: subscription.tenantID, catalog: catalog!, on: connection)
+            let adjusts = try !InvoiceCalculator.adjustmentLines(late).isEmpty
             try connection.executeScript("RELEASE SAVEPOINT plan_subscription")
-            guard try !InvoiceCalculator.adjustmentLines(late).isEmpty else { return [] }
-            return [Item(index: index, start: endsAt, kind: "adjustment")]
-        } catch let error as PostgresError {
+            return adjusts ? [Item(index: index, start: endsAt, kind: "adjustment")] : []
+        } catch {
+            if let error = error as? PostgresError, error.isConnectionError { throw error }
             try connection.executeScript("ROLLBACK TO SAVEPOINT plan_subscription; RELEASE SAVEPOINT plan_subscription")
             throw error
         }

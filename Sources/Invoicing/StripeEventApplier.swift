@@ -13,8 +13,8 @@ import TallyStore
 public enum StripeEventApplier {
     /// Applies up to 100 pending events; returns how many. Each runs in its own
     /// savepoint: one that fails (a payload we cannot read, a constraint) is marked
-    /// `failed_at` with the reason and the others are applied. A lost connection still
-    /// fails the whole sweep (it is retried).
+    /// `failed_at` with the reason (any error: SQL, a payload we cannot read) and the
+    /// others are applied. A lost connection still fails the whole sweep (it is retried).
     public static func applyPending(now: Date = Date(), on connection: isolated PostgresConnection) throws -> Int {
         let events = try connection.query(
             """
@@ -28,11 +28,12 @@ public enum StripeEventApplier {
                 try apply(id, type: event.text(1) ?? "", now: now, on: connection)
                 try connection.query("UPDATE stripe_webhook_events SET processed_at = now() WHERE event_id = $1", [id])
                 try connection.executeScript("RELEASE SAVEPOINT stripe_event")
-            } catch let error as PostgresError where !error.isConnectionError {
+            } catch {
+                if let error = error as? PostgresError, error.isConnectionError { throw error }
                 try connection.executeScript("ROLLBACK TO SAVEPOINT stripe_event; RELEASE SAVEPOINT stripe_event")
+                let reason = (error as? PostgresError).map { "\($0.message)\($0.detail.map { " (\($0))" } ?? "")" } ?? "\(error)"
                 try connection.query(
-                    "UPDATE stripe_webhook_events SET failed_at = now(), error = $2 WHERE event_id = $1",
-                    [id, "\(error.message)\(error.detail.map { " (\($0))" } ?? "")"])
+                    "UPDATE stripe_webhook_events SET failed_at = now(), error = $2 WHERE event_id = $1", [id, reason])
             }
         }
         return events.count

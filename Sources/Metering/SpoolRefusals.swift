@@ -8,13 +8,15 @@ import DiskSpool
 /// A broker that cannot be reached, or confirms that time out, count no attempt: only
 /// the broker's explicit refusal of a message does.
 public struct RefusalPolicy: Sendable, Equatable {
-    /// Attempts (the first publish included) before a refused batch is set aside.
-    public var maxAttempts = 5
+    /// Attempts (the first publish included) before a refused batch is set aside: with the
+    /// delays below, about 4 minutes of refusals — long enough to outlast a broker being
+    /// reconfigured or restarted, short enough that the spool keeps draining.
+    public var maxAttempts = 12
     /// The wait before the second attempt; doubled for each further one, up to `maxDelay`.
     public var initialDelay: Duration = .milliseconds(200)
-    public var maxDelay: Duration = .seconds(10)
+    public var maxDelay: Duration = .seconds(60)
 
-    public init(maxAttempts: Int = 5, initialDelay: Duration = .milliseconds(200), maxDelay: Duration = .seconds(10)) {
+    public init(maxAttempts: Int = 12, initialDelay: Duration = .milliseconds(200), maxDelay: Duration = .seconds(60)) {
         self.maxAttempts = max(1, maxAttempts)
         self.initialDelay = initialDelay
         self.maxDelay = maxDelay

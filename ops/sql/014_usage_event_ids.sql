@@ -7,6 +7,13 @@
 -- (the edge refuses events older than 90 days), so it holds about one retention window.
 -- The partition-local key of usage_events is dropped: this one replaces it, and one
 -- index per event instead of two keeps the write path as cheap as before.
+--
+-- Upgrade: stop every Aggregator before applying it (`./ops/local.sh up` does). One of the
+-- previous version inserts relying on the key dropped below and writes no ids, so while it
+-- runs on the new schema a redelivered event could be stored twice. The lock makes the
+-- backfill and the drop one step no insert can slip between.
+LOCK TABLE usage_events IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE usage_event_ids (
     tenant_id   uuid        NOT NULL,
     event_id    text        NOT NULL,

@@ -45,11 +45,16 @@ struct UsageHandler: QueueWorkHandler {
             // messages is split by the worker first, down to the message at fault.)
             if deliveries.count == 1, batch.eventCount > 1, Self.isRefusalOfData(error) {
                 do {
-                    let outcomes = try await recordSplitting(batch, in: database, logger: logger)
-                    for outcome in outcomes {
-                        metrics.committed(outcome, seconds: (ContinuousClock.now - started).seconds, visibleAfter: nil)
-                        await afterCommit(outcome, database)
-                    }
+                    // The parts commit one by one (each told to others at once); what is parked
+                    // — the decoder's and the refused events — commits last, together, so a
+                    // retry of the message after a failure part-way parks nothing twice.
+                    var parked = batch.parkedEvents
+                    try await recordSplitting(
+                        batch.subset(0..<batch.eventCount, withParked: false), parked: &parked, in: database, logger: logger)
+                    var rest = DecodedBatch()
+                    rest.parkedEvents = parked
+                    let outcome = try await UsageLedger.record(rest, now: Date(), on: database)
+                    metrics.committed(outcome, seconds: (ContinuousClock.now - started).seconds, visibleAfter: nil)
                     return WorkOutcome(poisoned: poisoned)
                 } catch {
                     return WorkOutcome(poisoned: poisoned, failure: WorkFailure.classifying(error))
@@ -61,29 +66,34 @@ struct UsageHandler: QueueWorkHandler {
 
     /// Whether the database refused the batch for what it holds (a data exception, a
     /// constraint, a size limit such as an index row): retrying it whole cannot help,
-    /// but its other events can be counted.
+    /// but its other events can be counted. A missing month partition is not the
+    /// events' fault (upkeep creates it): that stays a failure to retry.
     static func isRefusalOfData(_ error: any Error) -> Bool {
         guard let error = error as? PostgresError, let state = error.sqlState else { return false }
+        guard !error.message.contains("no partition of relation") else { return false }
         return ["22", "23", "54"].contains(String(state.prefix(2)))
     }
 
-    /// Records the two halves of `batch` on their own, each split again if refused; a
-    /// single refused event is parked with the database's reason.
-    private func recordSplitting(_ batch: DecodedBatch, in database: PostgresConnection, logger: Logger) async throws -> [LedgerOutcome] {
+    /// Records the two halves of `batch` (staged events only) in their own transactions,
+    /// each split again if refused; a single refused event is added to `parked` with the
+    /// database's reason.
+    private func recordSplitting(
+        _ batch: DecodedBatch, parked: inout [ParkedEvent], in database: PostgresConnection, logger: Logger
+    ) async throws {
         let middle = batch.eventCount / 2
-        var outcomes: [LedgerOutcome] = []
-        for part in [batch.subset(0..<middle, withParked: true), batch.subset(middle..<batch.eventCount, withParked: false)] {
+        for part in [batch.subset(0..<middle, withParked: false), batch.subset(middle..<batch.eventCount, withParked: false)] {
             do {
-                outcomes.append(try await UsageLedger.record(part, now: Date(), on: database))
+                let outcome = try await UsageLedger.record(part, now: Date(), on: database)
+                metrics.committed(outcome, seconds: 0, visibleAfter: nil)
+                await afterCommit(outcome, database)
             } catch where Self.isRefusalOfData(error) && part.eventCount > 1 {
-                outcomes += try await recordSplitting(part, in: database, logger: logger)
+                try await recordSplitting(part, parked: &parked, in: database, logger: logger)
             } catch where Self.isRefusalOfData(error) && part.eventCount == 1 {
                 let reason = (error as? PostgresError)?.message ?? "\(error)"
                 logger.info("event refused by the database, parked", metadata: ["reason": "\(reason)"])
-                outcomes.append(try await UsageLedger.record(part.refusal(reason), now: Date(), on: database))
+                parked += part.refusal(reason).parkedEvents
             }
         }
-        return outcomes
     }
 
     private func log(_ outcome: LedgerOutcome, of batch: DecodedBatch, elapsed: Duration, logger: Logger) {

@@ -9,10 +9,10 @@ import UsageEvents
 /// Every request takes effect as of its `start`/`at` (default now); a change that
 /// would alter an invoiced period is refused with 409 saying which invoice.
 ///
-/// Backdating: a tenant key acts from now on (`tenantClockSkew` of allowance), so it
-/// cannot cancel a period it already used or start one long ago; the admin token may
-/// backdate up to `adminBackdating` (a migration from another system, a correction).
-/// Every time accepted anywhere is within years 2000–9999 (`instant`).
+/// Backdating (SPEC §4): a tenant key acts from now on (`tenantClockSkew` of allowance),
+/// so it cannot cancel a period it already used or start one long ago; the admin token
+/// may name any instant (a migration from another system, a correction, tests driving
+/// periods). Every time accepted anywhere is within years 2000–9999 (`instant`).
 struct SubscriptionRoutes {
     let store: SubscriptionStore
     let clock: @Sendable () -> Date
@@ -83,8 +83,6 @@ struct SubscriptionRoutes {
 
     /// How far before now a tenant key's `start`/`at` may be: clock skew, not backdating.
     static let tenantClockSkew: TimeInterval = 300
-    /// How far before now the admin token may backdate a subscription's `start`/`at`.
-    static let adminBackdating: TimeInterval = 366 * 86_400
     /// The earliest and latest time any request may name.
     static let earliest = RFC3339.parse("2000-01-01T00:00:00Z")!
     static let latest = RFC3339.parse("9999-12-31T23:59:59.999999Z")!
@@ -100,8 +98,8 @@ struct SubscriptionRoutes {
         return date
     }
 
-    /// A time a subscription change takes effect: not before now for a tenant key
-    /// (beyond the skew allowance), not more than `adminBackdating` before now for the admin.
+    /// A time a subscription change takes effect: not before now for a tenant key (beyond
+    /// the skew allowance); any accepted instant for the admin.
     private func effectiveTime(_ text: String, field: String, context: TallyRequestContext) throws -> Date {
         let date = try Self.instant(text, field: field)
         let now = clock()
@@ -114,9 +112,7 @@ struct SubscriptionRoutes {
                         + "ask the operator (admin token) to backdate.", field: field)
             }
         case .admin:
-            guard date >= now.addingTimeInterval(-Self.adminBackdating) else {
-                throw APIError.invalid(field, "may be at most 366 days in the past")
-            }
+            break
         }
         return date
     }
