@@ -75,7 +75,11 @@ public enum InvoiceGenerator {
             try InvoiceCalculator.invoice(
                 for: period, of: stored.timeline, values: values, lateUsage: late, taxBasisPoints: tenantTerms.taxBasisPoints)
         }
-        guard case .success(let draft) = computed else { return try fail(command, computed, on: connection) }
+        let draft: InvoiceDraft
+        switch computed {
+        case .success(let computed): draft = computed
+        case .failure(let error): return try fail(command, error, on: connection)
+        }
         let pricing = stored.timeline.pricingPlan(of: period)
         let priced = pricing.terms.filter { $0.value.quota != nil }.map(\.key)
         let issued = try issue(
@@ -113,8 +117,11 @@ public enum InvoiceGenerator {
         }
         let catalog = try MetricCatalogRecords.load(on: connection)
         let late = try lateUsage(stored, before: nil, tenant: tenant.id, catalog: catalog, on: connection)
-        let lines = Result { () throws(BillingError) in try InvoiceCalculator.adjustmentLines(late) }
-        guard case .success(let adjustments) = lines else { return try fail(command, lines, on: connection) }
+        let adjustments: [InvoiceLine]
+        switch Result(catching: { () throws(BillingError) in try InvoiceCalculator.adjustmentLines(late) }) {
+        case .success(let lines): adjustments = lines
+        case .failure(let error): return try fail(command, error, on: connection)
+        }
         guard let first = late.map(\.period.start).min(), let last = late.map(\.period.end).max(), !adjustments.isEmpty else {
             let reason = "no late usage left to bill (already billed, or it does not change any charge)"
             try markItem(command, status: "skipped", error: reason, on: connection)
@@ -124,7 +131,11 @@ public enum InvoiceGenerator {
             try InvoiceCalculator.adjustmentInvoice(
                 period: Period(start: first, end: last), lateUsage: late, taxBasisPoints: tenant.taxBasisPoints)
         }
-        guard case .success(let draft) = computed else { return try fail(command, computed, on: connection) }
+        let draft: InvoiceDraft
+        switch computed {
+        case .success(let computed): draft = computed
+        case .failure(let error): return try fail(command, error, on: connection)
+        }
         var slugs: [String: String] = [:]
         for usage in late { slugs["\(usage.period.start)|\(usage.metric)"] = usage.plan.slug }
         let issued = try issue(
@@ -244,10 +255,9 @@ public enum InvoiceGenerator {
     }
 
     /// Marks the run item failed with why the invoice cannot be computed.
-    private static func fail<Value>(
-        _ command: InvoiceGenerateCommand, _ result: Result<Value, BillingError>, on connection: isolated PostgresConnection
+    private static func fail(
+        _ command: InvoiceGenerateCommand, _ error: BillingError, on connection: isolated PostgresConnection
     ) throws -> Outcome {
-        guard case .failure(let error) = result else { preconditionFailure("only a failed computation fails the item") }
         let reason = error.description
         try markItem(command, status: "failed", error: reason, on: connection)
         return .failed(reason: reason)

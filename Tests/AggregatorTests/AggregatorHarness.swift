@@ -90,6 +90,30 @@ struct AggregatorHarness: Sendable {
         }
     }
 
+    /// A database-side refusal the validator cannot foresee: this test's own unique_count
+    /// metric (`k` counted) and a trigger raising `raise` (PL/pgSQL, after `RAISE
+    /// EXCEPTION`) for its distinct values matching `when` (DDL on one small table, which
+    /// cannot deadlock with other tests the way DDL on the partitioned events can).
+    /// Returns the metric; `removeRefusal` undoes it.
+    func installRefusal(_ prefix: String, raise: String, when condition: String = "TRUE") async throws -> String {
+        let metric = "\(prefix)_\(id)"
+        try await database.query(
+            "INSERT INTO billable_metrics (code, name, aggregation, unique_field) VALUES ($1, $1, 'unique_count', 'k')", [metric])
+        try await ddl(
+            """
+            CREATE FUNCTION test_\(metric)() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION \(raise); END $$;
+            CREATE TRIGGER test_\(metric) BEFORE INSERT ON usage_rollup_values FOR EACH ROW
+                WHEN (NEW.metric = '\(metric)' AND \(condition)) EXECUTE FUNCTION test_\(metric)();
+            """)
+        return metric
+    }
+
+    /// Removes what `installRefusal` added.
+    func removeRefusal(_ metric: String) async throws {
+        try await ddl("DROP TRIGGER test_\(metric) ON usage_rollup_values; DROP FUNCTION test_\(metric)();")
+        try await database.query("DELETE FROM billable_metrics WHERE code = $1", [metric])
+    }
+
     /// `count` new tenants.
     func createTenants(_ count: Int) async throws -> [UUID] {
         var tenants: [UUID] = []

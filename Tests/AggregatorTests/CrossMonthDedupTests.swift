@@ -40,4 +40,30 @@ struct CrossMonthDedupTests {
         #expect(try await harness.rollupMismatches([tenant, other]) == 0)
         try await harness.tearDown()
     }
+
+    @Test("upkeep forgets ids first seen more than 100 days ago and keeps younger ones")
+    func expiredIDsForgotten() async throws {
+        let harness = try await AggregatorHarness.make()
+        let tenant = try await harness.createTenants(1)[0]
+        try await harness.database.query(
+            """
+            INSERT INTO usage_event_ids (tenant_id, event_id, first_seen) VALUES
+              ($1, 'expired', now() - interval '101 days'), ($1, 'kept', now() - interval '99 days')
+            """, [tenant])
+        try await withCleanup {
+            // Upkeep runs when an Aggregator starts, then hourly.
+            let aggregator = try harness.startAggregator(consumers: 1)
+            try await harness.waitUntil("the expired id forgotten") {
+                try await harness.database.query(
+                    "SELECT count(*) FROM usage_event_ids WHERE tenant_id = $1 AND event_id = 'expired'", [tenant])[0].decode(0, as: Int.self) == 0
+            }
+            #expect(aggregator.kill(SIGTERM) == 0)
+            let kept = try await harness.database.query(
+                "SELECT event_id FROM usage_event_ids WHERE tenant_id = $1", [tenant]).map { $0.text(0) }
+            #expect(kept == ["kept"])
+        } cleanup: {
+            try await harness.database.query("DELETE FROM usage_event_ids WHERE tenant_id = $1", [tenant])
+            try await harness.tearDown()
+        }
+    }
 }

@@ -13,19 +13,11 @@ struct DatabaseRefusalTests {
         let harness = try await AggregatorHarness.make()
         let tenants = try await harness.createTenants(2)
         let (tenant, neighbour) = (tenants[0], tenants[1])
-        let metric = "refusal_\(harness.id)"
-        let name = "test_refusal_\(harness.id)"
         // A refusal the validator cannot foresee: a check violation raised for one distinct
         // value of this test's own unique_count metric.
-        try await harness.database.query(
-            "INSERT INTO billable_metrics (code, name, aggregation, unique_field) VALUES ($1, $1, 'unique_count', 'k')", [metric])
-        try await harness.ddl(
-            """
-            CREATE FUNCTION \(name)() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN RAISE EXCEPTION USING ERRCODE = 'check_violation', MESSAGE = 'refused by the test: ' || NEW.value; END $$;
-            CREATE TRIGGER \(name) BEFORE INSERT ON usage_rollup_values FOR EACH ROW
-                WHEN (NEW.metric = '\(metric)' AND NEW.value = 'bad') EXECUTE FUNCTION \(name)();
-            """)
+        let metric = try await harness.installRefusal(
+            "refusal", raise: "USING ERRCODE = 'check_violation', CONSTRAINT = 'test_refusal', MESSAGE = 'refused by the test: ' || NEW.value",
+            when: "NEW.value = 'bad'")
         try await withCleanup {
             let time = Date().addingTimeInterval(-60)
             let combining = "x" + String(repeating: "\u{0301}", count: 300)  // one Character, 301 code points
@@ -62,8 +54,7 @@ struct DatabaseRefusalTests {
             #expect(distinct == 2)
             #expect(try await harness.depth(".parked") == 0)
         } cleanup: {
-            try await harness.ddl("DROP TRIGGER \(name) ON usage_rollup_values; DROP FUNCTION \(name)();")
-            try await harness.database.query("DELETE FROM billable_metrics WHERE code = $1", [metric])
+            try await harness.removeRefusal(metric)
             try await harness.tearDown()
         }
     }

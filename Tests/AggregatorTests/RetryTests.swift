@@ -12,20 +12,8 @@ struct RetryTests {
     func retriedThenParked() async throws {
         let harness = try await AggregatorHarness.make()
         let tenant = try await harness.createTenants(1)[0]
-        let metric = "poison_\(harness.id)"
-        let name = "test_poison_\(harness.id)"
-        // A database-side failure the validator cannot foresee: a trigger refusing the
-        // distinct values of this test's own unique_count metric (DDL on one small table,
-        // which cannot deadlock with other tests the way DDL on the partitioned events can).
-        try await harness.database.query(
-            "INSERT INTO billable_metrics (code, name, aggregation, unique_field) VALUES ($1, $1, 'unique_count', 'k')", [metric])
-        try await harness.ddl(
-            """
-            CREATE FUNCTION \(name)() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN RAISE EXCEPTION 'refused by the test: %', NEW.metric; END $$;
-            CREATE TRIGGER \(name) BEFORE INSERT ON usage_rollup_values FOR EACH ROW
-                WHEN (NEW.metric = '\(metric)') EXECUTE FUNCTION \(name)();
-            """)
+        // A failure the validator cannot foresee (a plain exception: not the data's fault).
+        let metric = try await harness.installRefusal("poison", raise: "'refused by the test: %', NEW.metric")
         try await withCleanup {
             let time = Date().addingTimeInterval(-60)
             let good = "[\(usageEventJSON(id: "good-1", tenant: tenant, time: time)), \(usageEventJSON(id: "good-2", tenant: tenant, time: time))]"
@@ -50,8 +38,7 @@ struct RetryTests {
             #expect(listing.output.contains("failed 6 times"))
             #expect(listing.output.contains("refused by the test"))
         } cleanup: {
-            try await harness.ddl("DROP TRIGGER \(name) ON usage_rollup_values; DROP FUNCTION \(name)();")
-            try await harness.database.query("DELETE FROM billable_metrics WHERE code = $1", [metric])
+            try await harness.removeRefusal(metric)
             try await harness.tearDown()
         }
     }

@@ -80,11 +80,15 @@ struct SubscriptionAPITests: BillingAPITestCase {
 
     @Test("start, upgrade at once, downgrade at the next period, cancel at period end; invoiced periods are protected")
     func lifecycle() async throws {
+        // A common year at least two years ahead: the tenant key acts from now on, and the
+        // Jan 31 anchor's next period ends on Feb 28.
+        let thisYear = Calendar(identifier: .gregorian).component(.year, from: Date())
+        let year = (thisYear + 2...thisYear + 9).first { !($0 % 4 == 0 && ($0 % 100 != 0 || $0 % 400 == 0)) }!
         let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
         try await app().test(.router) { client in
             let tenant = try await createTenant(client)
             let other = try await createTenant(client)
-            var (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "starter", "start": "2030-01-31T00:00:00Z"}"#)
+            var (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "starter", "start": "\#(year)-01-31T00:00:00Z"}"#)
             #expect(status == .created)
             let id = try #require(body["id"] as? String)
             #expect(body["plan"] as? String == "starter")
@@ -99,14 +103,14 @@ struct SubscriptionAPITests: BillingAPITestCase {
             #expect(field(body) == "start")
 
             // Upgrade mid-period: at the moment asked. Downgrade: at the next period start (Feb 28 → Mar 31).
-            (status, body) = try await post(client, "/v1/subscriptions/\(id)/change", tenant.key, #"{"plan": "professional", "at": "2030-02-10T12:00:00Z"}"#)
+            (status, body) = try await post(client, "/v1/subscriptions/\(id)/change", tenant.key, #"{"plan": "professional", "at": "\#(year)-02-10T12:00:00Z"}"#)
             #expect(status == .ok)
-            (status, body) = try await post(client, "/v1/subscriptions/\(id)/change", tenant.key, #"{"plan": "starter", "at": "2030-03-05T00:00:00Z"}"#)
+            (status, body) = try await post(client, "/v1/subscriptions/\(id)/change", tenant.key, #"{"plan": "starter", "at": "\#(year)-03-05T00:00:00Z"}"#)
             #expect(status == .ok)
             let changes = try #require(body["changes"] as? [[String: Any]])
             #expect(changes.map { $0["kind"] as? String } == ["start", "upgrade", "downgrade"])
             #expect(changes.map { $0["effective_at"] as? String } == [
-                "2030-01-31T00:00:00.000Z", "2030-02-10T12:00:00.000Z", "2030-03-31T00:00:00.000Z",
+                "\(year)-01-31T00:00:00.000Z", "\(year)-02-10T12:00:00.000Z", "\(year)-03-31T00:00:00.000Z",
             ])
             // Another tenant's key cannot see or touch it.
             (status, _) = try await post(client, "/v1/subscriptions/\(id)/cancel", other.key, "{}")
@@ -117,19 +121,19 @@ struct SubscriptionAPITests: BillingAPITestCase {
                 """
                 INSERT INTO invoices (tenant_id, subscription_id, number, period_start, period_end, subtotal_cents, tax_rate_bps,
                                       tax_cents, total_cents, issued_at, due_at, as_of)
-                VALUES ($1, $2, $3, '2030-02-28T00:00:00Z', '2030-03-31T00:00:00Z', 100, 0, 0, 100, now(), now() + interval '30 days', now())
+                VALUES ($1, $2, $3, '\(year)-02-28T00:00:00Z', '\(year)-03-31T00:00:00Z', 100, 0, 0, 100, now(), now() + interval '30 days', now())
                 """, [UUID(uuidString: tenant.id)!, UUID(uuidString: id)!, "INV-2099-\(String(Int.random(in: 100_000...999_999)))"])
-            (status, body) = try await post(client, "/v1/subscriptions/\(id)/change", tenant.key, #"{"plan": "enterprise", "at": "2030-03-10T00:00:00Z"}"#)
+            (status, body) = try await post(client, "/v1/subscriptions/\(id)/change", tenant.key, #"{"plan": "enterprise", "at": "\#(year)-03-10T00:00:00Z"}"#)
             #expect(status == .conflict)
             let message = (body["error"] as? [String: Any])?["message"] as? String ?? ""
             #expect(message.contains("already invoiced"))
-            (status, body) = try await post(client, "/v1/subscriptions/\(id)/cancel", tenant.key, #"{"at": "2030-03-15T00:00:00Z"}"#)
+            (status, body) = try await post(client, "/v1/subscriptions/\(id)/cancel", tenant.key, #"{"at": "\#(year)-03-15T00:00:00Z"}"#)
             #expect(status == .conflict)
 
             // Cancel at the end of the period containing April 10: [Mar 31, Apr 30) — the Jan 31 anchor, clamped.
-            (status, body) = try await post(client, "/v1/subscriptions/\(id)/cancel", tenant.key, #"{"at": "2030-04-10T00:00:00Z", "at_period_end": true}"#)
+            (status, body) = try await post(client, "/v1/subscriptions/\(id)/cancel", tenant.key, #"{"at": "\#(year)-04-10T00:00:00Z", "at_period_end": true}"#)
             #expect(status == .ok)
-            #expect(body["ends_at"] as? String == "2030-04-30T00:00:00.000Z")
+            #expect(body["ends_at"] as? String == "\(year)-04-30T00:00:00.000Z")
             try await client.execute(uri: "/v1/subscriptions", method: .get, headers: bearer(tenant.key)) { response in
                 let list = try #require(try json(response)["data"] as? [[String: Any]])
                 #expect(list.count == 1)

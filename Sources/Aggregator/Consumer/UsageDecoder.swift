@@ -50,7 +50,8 @@ struct DecodedBatch: Sendable {
     var eventCount = 0
     var stagedRows = CopyTextWriter()
     /// Where each staged event's row ends in `stagedRows`, and the event as it arrived:
-    /// enough to split the batch when the database refuses it (`split`, `refusal`).
+    /// enough to split the batch when the database refuses it (`subset`, `refusal`). Kept
+    /// only by a decoder that `keepsSources`.
     var rowEnds: [Int] = []
     var stagedSources: [StagedSource] = []
     var parkedEvents: [ParkedEvent] = []
@@ -98,6 +99,9 @@ struct DecodedBatch: Sendable {
 /// field at fault while the rest of its batch goes on.
 struct UsageDecoder: Sendable {
     let now: Date
+    /// Whether to keep each staged event as it arrived (`DecodedBatch.stagedSources`): only
+    /// when a refused message is decoded again to be split, never on the hot path.
+    var keepsSources = false
 
     func decode(_ messages: [UsageMessage]) -> DecodedBatch {
         var batch = DecodedBatch()
@@ -165,8 +169,10 @@ struct UsageDecoder: Sendable {
             batch.stagedRows.field(utf8: metadata.bytes)
             batch.stagedRows.field(messageID)
             batch.stagedRows.endRow()
-            batch.rowEnds.append(batch.stagedRows.buffer.count)
-            batch.stagedSources.append(.init(object: object, messageID: messageID))
+            if keepsSources {
+                batch.rowEnds.append(batch.stagedRows.buffer.count)
+                batch.stagedSources.append(.init(object: object, messageID: messageID))
+            }
             batch.eventCount += 1
             if batch.earliestEventTime.map({ event.time < $0 }) ?? true { batch.earliestEventTime = event.time }
         }

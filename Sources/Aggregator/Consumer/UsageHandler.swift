@@ -25,7 +25,8 @@ struct UsageHandler: QueueWorkHandler {
     }
 
     func process(_ deliveries: [Delivery], in database: PostgresConnection, logger: Logger) async -> WorkOutcome {
-        let batch = UsageDecoder(now: Date()).decode(deliveries.map(UsageMessage.init))
+        let decodedAt = Date()
+        let batch = UsageDecoder(now: decodedAt).decode(deliveries.map(UsageMessage.init))
         metrics.received(batch.eventCount + batch.parkedEvents.count)
         let poisoned = batch.unreadable.map { WorkOutcome.Poisoned(deliveryTag: $0.deliveryTag, reason: $0.reason) }
         let started = ContinuousClock.now
@@ -48,9 +49,11 @@ struct UsageHandler: QueueWorkHandler {
                     // The parts commit one by one (each told to others at once); what is parked
                     // — the decoder's and the refused events — commits last, together, so a
                     // retry of the message after a failure part-way parks nothing twice.
-                    var parked = batch.parkedEvents
+                    // Decoded again with the same clock, keeping what splitting needs.
+                    let whole = UsageDecoder(now: decodedAt, keepsSources: true).decode(deliveries.map(UsageMessage.init))
+                    var parked = whole.parkedEvents
                     try await recordSplitting(
-                        batch.subset(0..<batch.eventCount, withParked: false), parked: &parked, in: database, logger: logger)
+                        whole.subset(0..<whole.eventCount, withParked: false), parked: &parked, in: database, logger: logger)
                     var rest = DecodedBatch()
                     rest.parkedEvents = parked
                     let outcome = try await UsageLedger.record(rest, now: Date(), on: database)
@@ -70,7 +73,8 @@ struct UsageHandler: QueueWorkHandler {
     /// events' fault (upkeep creates it): that stays a failure to retry.
     static func isRefusalOfData(_ error: any Error) -> Bool {
         guard let error = error as? PostgresError, let state = error.sqlState else { return false }
-        guard !error.message.contains("no partition of relation") else { return false }
+        // 23514 without a constraint is "no partition of relation … found for row".
+        if state == "23514", error.constraint == nil { return false }
         return ["22", "23", "54"].contains(String(state.prefix(2)))
     }
 
