@@ -57,10 +57,14 @@ struct CrossMonthDedupTests {
                 try await harness.database.query(
                     "SELECT count(*) FROM usage_event_ids WHERE tenant_id = $1 AND event_id = 'expired'", [tenant])[0].decode(0, as: Int.self) == 0
             }
+            // SIGTERM stops it gracefully once its service group is listening: upkeep runs
+            // first, so wait until it has also counted an event (its consumers are up).
+            try await harness.publish(["[\(usageEventJSON(id: "ready", tenant: tenant, quantity: "1", time: Date()))]"])
+            try await harness.waitUntil("the aggregator consuming") { try await harness.storedCounts([tenant])[tenant] == 1 }
             #expect(aggregator.kill(SIGTERM) == 0)
             let kept = try await harness.database.query(
-                "SELECT event_id FROM usage_event_ids WHERE tenant_id = $1", [tenant]).map { $0.text(0) }
-            #expect(kept == ["kept"])
+                "SELECT event_id FROM usage_event_ids WHERE tenant_id = $1 ORDER BY event_id", [tenant]).map { $0.text(0) }
+            #expect(kept == ["kept", "ready"])
         } cleanup: {
             try await harness.database.query("DELETE FROM usage_event_ids WHERE tenant_id = $1", [tenant])
             try await harness.tearDown()

@@ -19,15 +19,28 @@ struct MigratorTests {
         var configuration = try PostgresConfiguration(url: TestEnvironment.databaseURL)
         configuration.database = name
         let pool = PostgresPool(configuration: configuration, size: 2, logger: logger)
-        do {
+        try await withCleanup {
             try await body(pool)
-        } catch {
+        } cleanup: {
             await pool.close()
-            try await admin.query("DROP DATABASE \(name) WITH (FORCE)")
-            throw error
+            try await Self.drop(name, with: admin)
+            await admin.close()
         }
-        await pool.close()
-        try await admin.query("DROP DATABASE \(name) WITH (FORCE)")
+    }
+
+    /// Drops a test database once its own pool is closed. Not `WITH (FORCE)`: that must
+    /// also terminate an autovacuum worker busy in the new database, which our
+    /// non-superuser role may not (42501, seen under load); a plain DROP makes the
+    /// worker give way, and is retried while another session still leaves (55006).
+    static func drop(_ name: String, with admin: PostgresPool) async throws {
+        for attempt in 1...50 {
+            do {
+                try await admin.query("DROP DATABASE IF EXISTS \(name)")
+                return
+            } catch let error as PostgresError where error.sqlState == "55006" && attempt < 50 {
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
     }
 
     /// Every table and column, to compare the schema before and after.
