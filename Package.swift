@@ -93,7 +93,7 @@ let package = Package(
         // Billing runs and invoice generation, shared by the Invoicer and the billing API.
         .target(
             name: "Invoicing",
-            dependencies: ["BillingEngine", "TallyStore", "TallyRuntime", "TallyMessaging", "PostgresClient", "UsageEvents"],
+            dependencies: ["BillingEngine", "CivilTime", "TallyStore", "TallyRuntime", "TallyMessaging", "PostgresClient", "UsageEvents"],
             swiftSettings: swiftSettings
         ),
         // Pushing issued invoices to Stripe (customers, invoice items, invoices) without duplicates.
@@ -107,7 +107,7 @@ let package = Package(
         .executableTarget(
             name: "Producer",
             dependencies: [
-                "TallyRuntime", "TallyHTTP", "TallyStore", "PostgresClient", "Metering", "UsageEvents", "DiskSpool",
+                "TallyRuntime", "TallyHTTP", "TallyStore", "PostgresClient", "Metering", "UsageEvents", "CivilTime", "DiskSpool",
                 "RabbitMQClient", "CurlClient", argumentParser, log, hummingbird, nioCore, httpTypes, lifecycle,
             ],
             swiftSettings: swiftSettings
@@ -116,14 +116,15 @@ let package = Package(
             name: "Aggregator",
             dependencies: [
                 "TallyRuntime", "TallyHTTP", "TallyStore", "TallyMessaging", "PostgresClient", "RabbitMQClient", "UsageEvents",
-                "BillingEngine", "Metering", argumentParser, log, hummingbird, nioCore, lifecycle,
+                "CivilTime", "BillingEngine", "Metering", argumentParser, log, hummingbird, nioCore, lifecycle,
             ],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "Invoicer",
             dependencies: [
-                "TallyRuntime", "Invoicing", "StripeSync", "TallyMessaging", "PostgresClient", "RabbitMQClient", "UsageEvents", argumentParser,
+                "TallyRuntime", "Invoicing", "StripeSync", "TallyMessaging", "PostgresClient", "RabbitMQClient", "UsageEvents", "CivilTime",
+                argumentParser,
                 log,
                 lifecycle,
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -150,7 +151,7 @@ let package = Package(
         .executableTarget(
             name: "BillingAPI",
             dependencies: [
-                "TallyRuntime", "TallyStore", "TallyHTTP", "PostgresClient", "BillingEngine", "Invoicing", "InvoicePDF", "UsageEvents",
+                "TallyRuntime", "TallyStore", "TallyHTTP", "PostgresClient", "BillingEngine", "Invoicing", "InvoicePDF", "UsageEvents", "CivilTime",
                 "Notifications", "TallyMessaging", argumentParser, log, hummingbird, nioCore, crypto,
             ],
             swiftSettings: swiftSettings
@@ -167,7 +168,7 @@ let package = Package(
         ),
 
         // Tests. Integration targets talk to the real servers that ops/local.sh starts.
-        .target(name: "TallyTestSupport", path: "Tests/TallyTestSupport", swiftSettings: swiftSettings),
+        .target(name: "TallyTestSupport", dependencies: ["CivilTime"], path: "Tests/TallyTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "TallyRuntimeTests", dependencies: ["TallyRuntime"], swiftSettings: swiftSettings),
         .testTarget(name: "TallyMessagingTests", dependencies: ["TallyMessaging", "TallyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "UsageEventsTests", dependencies: ["UsageEvents", "TallyTestSupport"], swiftSettings: swiftSettings),

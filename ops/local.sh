@@ -8,6 +8,8 @@
 #   ./ops/local.sh down     stop exactly what `up` started
 #   ./ops/local.sh status   what runs, with pids and ports
 #   ./ops/local.sh test     up + the whole test suite against the real servers
+#   ./ops/local.sh test-dates  CI's date checks: the date-sensitive suites with Tally's clock
+#                           (TALLY_CLOCK_OFFSET) on Jan 31, Feb 29 and just into a new year
 #   ./ops/local.sh bench [PHASE]  up + release build + SPEC §7 benchmarks (and the Notifier's) beside raw limits;
 #                                 PHASE (ingest, pipeline, billing, notify) runs one only
 #   ./ops/local.sh stop NAME / start NAME   one server (postgres, rabbitmq, smtp), e.g. for outage tests
@@ -58,7 +60,7 @@ PIP_PACKAGES=(aiosmtpd localstripe)
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
 # ---------------------------------------------------------------- install
 
@@ -409,6 +411,48 @@ cmd_test() {
   say "test: passed in $((SECONDS - started))s"
 }
 
+# The date checks (CI only; `.ci/run` runs them after `test`): the suites whose dates
+# derive from now (TALLY_DATE_SUITES, a --filter; by default every integration module
+# but the outage and heavy tests) run again with Tally's clock (TALLY_CLOCK_OFFSET, see
+# Sources/CivilTime/TallyClock.swift) moved to dates where calendars break — the 31st
+# of a month, the 29th of February, the first minutes of a year (invoice numbers of the
+# new year for periods of the old) — for the workers and the tests alike.
+DATE_CHECKS=(2027-01-31T12:00:00Z 2028-02-29T12:00:00Z 2028-01-01T00:05:00Z)
+DATE_SUITES=${TALLY_DATE_SUITES:-'AggregatorTests|BillingAPITests|InvoicerTests|NotifierTests|ProducerTests'}
+
+restart_tally() {
+  local name
+  for name in "${TALLY_PROCESSES[@]}"; do stop_pid "$name"; done
+  start_tally
+}
+
+# The month partition of usage_events for `date` exists (the Aggregator's upkeep
+# creates it around its clock at start).
+partition_ready() {
+  [ "$(PGPASSWORD=tally "$PG_BIN/psql" -X -qtA -h 127.0.0.1 -p $PG_PORT -U tally tally \
+    -c "SELECT to_regclass('usage_events_$(date -u -d "$1" +%Y_%m)') IS NOT NULL")" = t ]
+}
+
+cmd_test_dates() {
+  local started=$SECONDS target offset status=0
+  [ "$BUILD_CONFIG" = debug ] || die "tests run against the debug build; unset TALLY_BUILD_CONFIG"
+  BUILD_TESTS=1 cmd_up
+  for target in "${DATE_CHECKS[@]}"; do
+    offset=$(($(date -u -d "$target" +%s) - $(date -u +%s)))
+    say "date check: Tally's clock at $target (TALLY_CLOCK_OFFSET=$offset), workers restarted on it"
+    export TALLY_CLOCK_OFFSET=$offset
+    restart_tally
+    wait_for "the usage partition of $target" 60 "$LOGS/aggregator.log" partition_ready "$target"
+    (run_suite "$LOGS/test-dates-${target%%T*}.log" --filter "$DATE_SUITES") || status=$?
+    [ "$status" -eq 0 ] || break
+  done
+  unset TALLY_CLOCK_OFFSET
+  say "restarting the workers on the real clock"
+  restart_tally
+  [ "$status" -eq 0 ] || die "a date check failed at $target; its output is in $LOGS/test-dates-${target%%T*}.log"
+  say "test-dates: passed in $((SECONDS - started))s"
+}
+
 cmd_stop() {
   case "${1:-}" in
     postgres) stop_postgres ;;
@@ -511,6 +555,7 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   test) cmd_test ;;
+  test-dates) cmd_test_dates ;;
   -h | --help | help) usage ;;
   "") usage; exit 2 ;;
   *) usage; die "unknown command '$1'" ;;

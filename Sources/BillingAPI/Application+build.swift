@@ -1,3 +1,4 @@
+import CivilTime
 import Foundation
 import Hummingbird
 import InvoicePDF
@@ -43,7 +44,7 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) -> 
     WebhookEndpointRoutes(
         store: WebhookEndpointStore(pool: pool), addresses: WebhookAddressPolicy(allowPrivate: configuration.allowPrivateWebhooks)
     ).register(on: router)
-    SubscriptionRoutes(store: SubscriptionStore(pool: pool), clock: { Date() }).register(on: router)
+    SubscriptionRoutes(store: SubscriptionStore(pool: pool), clock: { TallyClock.now() }).register(on: router)
     StripeWebhookRoutes(
         pool: pool, signature: configuration.stripeWebhookSecret.map { StripeWebhookSignature(secret: $0) }, clock: { Date() }
     ).register(on: router)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CivilTime
 import Foundation
 import Invoicing
 import Logging
@@ -58,7 +59,7 @@ struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
                 return logger
             }()
             let configuration = try InvoicerConfiguration(reader: reader)
-            let asOf = try asOf.map(Self.instant) ?? Date()
+            let asOf = try asOf.map(Self.instant) ?? TallyClock.now()
             let only = try tenants.map { text in
                 guard let id = UUID(uuidString: text) else { throw ValidationError("--tenant must be a tenant id (UUID)") }
                 return id

@@ -1,4 +1,5 @@
 import BillingEngine
+import CivilTime
 import Foundation
 import PostgresClient
 import TallyMessaging
@@ -160,14 +161,14 @@ public enum InvoiceGenerator {
             INSERT INTO invoices (id, tenant_id, subscription_id, billing_run_id, kind, number, currency, period_start, period_end,
                                   subtotal_cents, tax_rate_bps, tax_cents, total_cents, issued_at, due_at, as_of, stripe_status,
                                   stripe_next_attempt_at)
-            VALUES ($1, $2, $3, $4, $15, $13, $5, $6, $7, $8, $9, $10, $11, now(), now() + make_interval(days => $16::integer), $12,
+            VALUES ($1, $2, $3, $4, $15, $13, $5, $6, $7, $8, $9, $10, $11, $17, $17::timestamptz + make_interval(days => $16::integer), $12,
                     CASE WHEN $14 = 'stripe' THEN 'pending' END, CASE WHEN $14 = 'stripe' THEN now() END)
             RETURNING issued_at, due_at
             """,
             [
                 invoiceID, tenant.id, command.subscriptionID, command.billingRunID, tenant.currency, draft.period.start.date,
                 draft.period.end.date, draft.subtotal.value, draft.taxBasisPoints, draft.tax.value, draft.total.value, asOf, number,
-                tenant.paymentProvider, kind, tenant.paymentTermsDays,
+                tenant.paymentProvider, kind, tenant.paymentTermsDays, TallyClock.now(),
             ])[0]
         for (position, line) in draft.lines.enumerated() {
             try connection.query(
@@ -227,6 +228,7 @@ public enum InvoiceGenerator {
             // Incremental: no event older than 90 days is counted (SPEC §3), so a period
             // whose every value was snapshot more than 90 days (and a day of margin for a
             // batch in flight) after its end can never change again: it is not read again.
+            // Snapshots are stamped with Tally's clock, the one event ages are judged by.
             let settled = earlier.billed.end.date.addingTimeInterval(UsageEventValidator.maxAge + 86_400)
             if let snapshot = lastBilled[start], snapshot > settled { continue }
             let current = try UsageReader.values(tenant: tenant, over: earlier.billed, catalog: catalog, on: connection)
@@ -249,8 +251,12 @@ public enum InvoiceGenerator {
             try connection.query(
                 """
                 INSERT INTO billed_usage (subscription_id, period_start, metric, invoice_id, value, amount_cents, billed_at)
-                VALUES ($1, $2, $3, $4, $5::numeric, $6, clock_timestamp())
-                """, [subscription, period.start.date, metric, invoice, value.description, try plan.charge(metric: metric, value: value).value])
+                VALUES ($1, $2, $3, $4, $5::numeric, $6, $7)
+                """,
+                [
+                    subscription, period.start.date, metric, invoice, value.description, try plan.charge(metric: metric, value: value).value,
+                    TallyClock.now(),
+                ])
         }
     }
 

@@ -1,3 +1,4 @@
+import CivilTime
 import Foundation
 import PostgresClient
 import TallyMessaging
@@ -15,7 +16,7 @@ public enum StripeEventApplier {
     /// savepoint: one that fails (a payload we cannot read, a constraint) is marked
     /// `failed_at` with the reason (any error: SQL, a payload we cannot read) and the
     /// others are applied. A lost connection still fails the whole sweep (it is retried).
-    public static func applyPending(now: Date = Date(), on connection: isolated PostgresConnection) throws -> Int {
+    public static func applyPending(now: Date = TallyClock.now(), on connection: isolated PostgresConnection) throws -> Int {
         let events = try connection.query(
             """
             SELECT event_id, type FROM stripe_webhook_events WHERE processed_at IS NULL AND failed_at IS NULL

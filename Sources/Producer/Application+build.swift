@@ -1,3 +1,4 @@
+import CivilTime
 import DiskSpool
 import Foundation
 import Hummingbird
@@ -11,7 +12,7 @@ import TallyStore
 
 /// Builds the ingest service; production and tests call the same function.
 func buildApplication(
-    _ configuration: ProducerConfiguration, logger: Logger, clock: @escaping @Sendable () -> Date = { Date() }
+    _ configuration: ProducerConfiguration, logger: Logger, clock: @escaping @Sendable () -> Date = { TallyClock.now() }
 ) async throws -> some ApplicationProtocol {
     let pool = PostgresPool(
         configuration: try PostgresConfiguration(url: configuration.databaseURL),

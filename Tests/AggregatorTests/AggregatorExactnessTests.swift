@@ -57,7 +57,7 @@ enum AggregatorExactness {
         var expected = workload.expected
         if outage {
             // Usage after the broker restart reaches the reconnected aggregators too.
-            let time = Date().addingTimeInterval(-60)
+            let time = TestClock.now().addingTimeInterval(-60)
             try await live.publish(["[" + (0..<10).map { usageEventJSON(id: "after-restart-\($0)", tenant: tenants[0], time: time) }.joined(separator: ",") + "]"])
             expected[tenants[0], default: 0] += 10
         }

@@ -17,13 +17,13 @@ struct AnomalyAlertTests {
         let connection = try await PostgresConnection.connect(
             configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
         let hour: TimeInterval = 3600
-        let spikeHour = (Date().timeIntervalSince1970 / hour).rounded(.down) * hour - hour
+        let spikeHour = (TestClock.now().timeIntervalSince1970 / hour).rounded(.down) * hour - hour
         func write(_ prefix: String, count: Int, hourStart: TimeInterval) async throws {
             let events = (0..<count).map {
                 usageEventJSON(id: "\(prefix)-\($0)", tenant: tenant, time: Date(timeIntervalSince1970: hourStart + Double($0) * 10))
             }
             let message = UsageMessage(deliveryTag: 1, messageID: nil, schema: nil, body: Array("[\(events.joined(separator: ","))]".utf8))
-            _ = try await UsageLedger.record(UsageDecoder(now: Date()).decode([message]), now: Date(), on: connection)
+            _ = try await UsageLedger.record(UsageDecoder(now: TestClock.now()).decode([message]), now: TestClock.now(), on: connection)
         }
         func firings() async throws -> Int {
             try await harness.database.query(

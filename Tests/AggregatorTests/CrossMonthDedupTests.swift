@@ -11,7 +11,7 @@ struct CrossMonthDedupTests {
         let harness = try await AggregatorHarness.make()
         let tenants = try await harness.createTenants(2)
         let (tenant, other) = (tenants[0], tenants[1])
-        let now = Date().addingTimeInterval(-60)
+        let now = TestClock.now().addingTimeInterval(-60)
         let lastMonth = now.addingTimeInterval(-40 * 86_400)  // always another UTC month
         let aggregator = try harness.startAggregator(consumers: 2)
         // First sent last month, then re-sent (re-stamped) now, in a later message.
@@ -59,7 +59,7 @@ struct CrossMonthDedupTests {
             }
             // SIGTERM stops it gracefully once its service group is listening: upkeep runs
             // first, so wait until it has also counted an event (its consumers are up).
-            try await harness.publish(["[\(usageEventJSON(id: "ready", tenant: tenant, quantity: "1", time: Date()))]"])
+            try await harness.publish(["[\(usageEventJSON(id: "ready", tenant: tenant, quantity: "1", time: TestClock.now()))]"])
             try await harness.waitUntil("the aggregator consuming") { try await harness.storedCounts([tenant])[tenant] == 1 }
             #expect(aggregator.kill(SIGTERM) == 0)
             let kept = try await harness.database.query(

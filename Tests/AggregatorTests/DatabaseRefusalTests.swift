@@ -19,7 +19,7 @@ struct DatabaseRefusalTests {
             "refusal", raise: "USING ERRCODE = 'check_violation', CONSTRAINT = 'test_refusal', MESSAGE = 'refused by the test: ' || NEW.value",
             when: "NEW.value = 'bad'")
         try await withCleanup {
-            let time = Date().addingTimeInterval(-60)
+            let time = TestClock.now().addingTimeInterval(-60)
             let combining = "x" + String(repeating: "\u{0301}", count: 300)  // one Character, 301 code points
             let events = [
                 usageEventJSON(id: "ok-1", tenant: tenant, time: time),

@@ -18,7 +18,7 @@ struct PoisonAndReplayTests {
         let harness = try await AggregatorHarness.make()
         let tenant = try await harness.createTenants(1)[0]
         let stranger = UUID()
-        let now = Date().addingTimeInterval(-60)
+        let now = TestClock.now().addingTimeInterval(-60)
         let port = try TestEnvironment.freePort()
         let aggregator = try harness.startAggregator(consumers: 1, port: port)
         let badType = #"{"id": "p2", "tenant_id": "\#(tenant.uuidString)", "type": "Bad-Type", "quantity": 1, "time": "\#(now.ISO8601Format())"}"#

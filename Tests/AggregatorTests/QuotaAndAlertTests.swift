@@ -37,7 +37,7 @@ struct QuotaAndAlertTests {
     func alertsOnce() async throws {
         let harness = try await AggregatorHarness.make()
         let tenant = try await harness.createTenants(1)[0]
-        let now = Date()
+        let now = TestClock.now()
         try await subscribe(harness, tenant: tenant, now: now)
         for (kind, column, value) in [("threshold", "threshold_value", "500"), ("quota", "threshold_percentage", "80")] {
             try await harness.database.query(

@@ -15,7 +15,7 @@ struct RetryTests {
         // A failure the validator cannot foresee (a plain exception: not the data's fault).
         let metric = try await harness.installRefusal("poison", raise: "'refused by the test: %', NEW.metric")
         try await withCleanup {
-            let time = Date().addingTimeInterval(-60)
+            let time = TestClock.now().addingTimeInterval(-60)
             let good = "[\(usageEventJSON(id: "good-1", tenant: tenant, time: time)), \(usageEventJSON(id: "good-2", tenant: tenant, time: time))]"
             let poison = "[\(usageEventJSON(id: "poison-a", tenant: tenant, metric: metric, time: time, metadata: #"{"k": "x"}"#))]"
             let lastChance = "[\(usageEventJSON(id: "poison-b", tenant: tenant, metric: metric, time: time, metadata: #"{"k": "y"}"#))]"

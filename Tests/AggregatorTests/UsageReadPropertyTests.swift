@@ -30,7 +30,7 @@ struct UsageReadPropertyTests {
                 [code, "\(aggregation)".components(separatedBy: "(")[0], field])
         }
         var random = SeededRandom(seed: 0xA11_5EED)
-        let end = Instant(Date()).microsecondsSinceEpoch / 3_600_000_000 * 3_600_000_000 - 3_600_000_000
+        let end = Instant(TestClock.now()).microsecondsSinceEpoch / 3_600_000_000 * 3_600_000_000 - 3_600_000_000
         let start = end - 30 * 3_600_000_000
         var records: [String: [UsageRecord]] = [:]
         var bodies: [String] = []
@@ -57,9 +57,9 @@ struct UsageReadPropertyTests {
         let connection = try await PostgresConnection.connect(
             configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
         for (index, body) in bodies.enumerated() {
-            let batch = UsageDecoder(now: Date()).decode([UsageMessage(deliveryTag: UInt64(index), messageID: nil, schema: nil, body: Array(body.utf8))])
+            let batch = UsageDecoder(now: TestClock.now()).decode([UsageMessage(deliveryTag: UInt64(index), messageID: nil, schema: nil, body: Array(body.utf8))])
             #expect(batch.parkedEvents.isEmpty)
-            _ = try await UsageLedger.record(batch, now: Date(), on: connection)
+            _ = try await UsageLedger.record(batch, now: TestClock.now(), on: connection)
         }
         let catalog = try await connection.withTransaction { try MetricCatalogRecords.load(on: $0) }
         for round in 0..<60 {

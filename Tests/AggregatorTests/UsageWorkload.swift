@@ -11,7 +11,7 @@ struct UsageWorkload: Sendable {
 
     init(tenants: [UUID], unique: Int, duplicatesInside: Int, duplicatesResent: Int, perMessage: Int = 1000, seed: UInt64) {
         var random = SeededRandom(seed: seed)
-        let now = Date()
+        let now = TestClock.now()
         var events: [String] = []
         var expected: [UUID: Int] = [:]
         events.reserveCapacity(unique)

@@ -139,7 +139,7 @@ struct StripeWebhookTests: BillingAPITestCase {
         // At the end of our period containing now (periods run from the 1st, monthly).
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = TimeZone(identifier: "UTC")!
-        let month = calendar.date(from: calendar.dateComponents([.year, .month], from: Date()))!
+        let month = calendar.date(from: calendar.dateComponents([.year, .month], from: TestClock.now()))!
         let endsAt = try await pool.query("SELECT ends_at FROM subscriptions WHERE id = $1", [subscription])[0].decode(0, as: Date.self)
         #expect(endsAt == calendar.date(byAdding: .month, value: 1, to: month))
         try await waitUntil("invoice.payment_failed is in the outbox") {

@@ -39,7 +39,7 @@ struct SubscriptionAPITests: BillingAPITestCase {
     func backdating() async throws {
         try await app().test(.router) { client in
             let tenant = try await createTenant(client)
-            let now = Date()
+            let now = TestClock.now()
             let hourAgo = RFC3339.format(now.addingTimeInterval(-3600))
             // A tenant key cannot start, change or cancel in the past…
             var (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "starter", "start": "\#(hourAgo)"}"#)
@@ -82,7 +82,7 @@ struct SubscriptionAPITests: BillingAPITestCase {
     func lifecycle() async throws {
         // A common year at least two years ahead: the tenant key acts from now on, and the
         // Jan 31 anchor's next period ends on Feb 28.
-        let thisYear = Calendar(identifier: .gregorian).component(.year, from: Date())
+        let thisYear = Calendar(identifier: .gregorian).component(.year, from: TestClock.now())
         let year = (thisYear + 2...thisYear + 9).first { !($0 % 4 == 0 && ($0 % 100 != 0 || $0 % 400 == 0)) }!
         let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
         try await app().test(.router) { client in

@@ -22,7 +22,7 @@ struct UsageAndAlertAPITests: BillingAPITestCase {
     init() {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = TimeZone(identifier: "UTC")!
-        let now = calendar.dateComponents([.year, .month], from: Date())
+        let now = calendar.dateComponents([.year, .month], from: TestClock.now())
         let next = calendar.dateComponents(
             [.year, .month], from: calendar.date(byAdding: .month, value: 1, to: calendar.date(from: now)!)!)
         month = String(format: "%04d-%02d", now.year!, now.month!)

@@ -55,7 +55,7 @@ struct SettledPeriodTests {
         let start = midnight(daysAgo: 200)
         try await fixture.subscribe(tenant, plan: "starter", start: start)
         // Six periods billed at once, today: the first ones ended long before their snapshot.
-        let now = Date()
+        let now = TestClock.now()
         try await fixture.bill(asOf: now, tenants: [tenant])
         let billed = try await fixture.invoices(tenant).sorted { $0.periodStart < $1.periodStart }
         try #require(billed.count >= 5)

@@ -25,7 +25,7 @@ struct ConcurrentInvoicerSerialTests {
         let fixture = try await InvoicingFixture.make()
         let tag = String(UUID().uuidString.prefix(8)).lowercased()
         let day: TimeInterval = 86_400
-        let start = Date(timeIntervalSince1970: ((Date().timeIntervalSince1970 - 45 * day) / day).rounded(.down) * day)
+        let start = Date(timeIntervalSince1970: ((TestClock.now().timeIntervalSince1970 - 45 * day) / day).rounded(.down) * day)
         let subscriptions = try await fixture.database.query(
             """
             WITH t AS (

@@ -13,7 +13,7 @@ struct InvoiceScenarioPipelineTests {
         let tenant = try await fixture.tenant(taxBps: 725)
         // A period that ended a month ago: [start, start + 1 month).
         let day: TimeInterval = 86_400
-        let start = Date(timeIntervalSince1970: ((Date().timeIntervalSince1970 - 70 * day) / day).rounded(.down) * day)
+        let start = Date(timeIntervalSince1970: ((TestClock.now().timeIntervalSince1970 - 70 * day) / day).rounded(.down) * day)
         try await fixture.subscribe(tenant, plan: "starter", start: start)
         let inPeriod = start.addingTimeInterval(2 * day)
         var events = (0..<1500).map { usageEvent("call-\($0)", tenant: tenant, metric: "api_calls", at: inPeriod.addingTimeInterval(Double($0))) }

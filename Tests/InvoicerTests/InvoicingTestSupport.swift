@@ -134,7 +134,7 @@ func halfUp(_ numerator: Int64, _ denominator: Int64) -> Int64 {
 /// Midnight UTC `days` ago.
 func midnight(daysAgo days: Double) -> Date {
     let day: TimeInterval = 86_400
-    return Date(timeIntervalSince1970: ((Date().timeIntervalSince1970 - days * day) / day).rounded(.down) * day)
+    return Date(timeIntervalSince1970: ((TestClock.now().timeIntervalSince1970 - days * day) / day).rounded(.down) * day)
 }
 
 /// `date` plus whole calendar months in UTC.

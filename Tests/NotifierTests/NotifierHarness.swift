@@ -102,7 +102,7 @@ struct NotifierHarness: Sendable {
     func billedInvoices(tenant: UUID, plan: String = "starter", subscriptions: Int = 1) async throws -> [InvoiceView] {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = .gmt
-        let start = calendar.date(byAdding: .month, value: -1, to: calendar.startOfDay(for: Date()))!.addingTimeInterval(-86_400)
+        let start = calendar.date(byAdding: .month, value: -1, to: calendar.startOfDay(for: TestClock.now()))!.addingTimeInterval(-86_400)
         for _ in 0..<subscriptions {
             let subscription = try await database.query(
                 "INSERT INTO subscriptions (tenant_id, started_at, anchor) VALUES ($1, $2, $2) RETURNING id", [tenant, start]
@@ -114,7 +114,7 @@ struct NotifierHarness: Sendable {
                 """, [subscription, plan, start])
         }
         let result = try TestEnvironment.run(
-            Self.invoicer, ["bill", "--as-of", Date().ISO8601Format(), "--no-wait", "--tenant", tenant.uuidString],
+            Self.invoicer, ["bill", "--as-of", TestClock.now().ISO8601Format(), "--no-wait", "--tenant", tenant.uuidString],
             environment: ["AMQP_URL": TestEnvironment.amqpURL, "DATABASE_URL": TestEnvironment.databaseURL])
         #expect(result.status == 0, "invoicer bill: \(result.errors)")
         try await waitUntil("\(subscriptions) invoice(s) issued") {
@@ -143,7 +143,7 @@ extension BillingEvent {
     static func marker(tenant: UUID, metric: String = "api_calls") -> BillingEvent {
         .alertTriggered(
             .init(
-                tenantID: tenant, occurredAt: Date(), alertID: UUID(), alertKind: "threshold", thresholdKey: "threshold:1", metric: metric,
+                tenantID: tenant, occurredAt: TestClock.now(), alertID: UUID(), alertKind: "threshold", thresholdKey: "threshold:1", metric: metric,
                 value: "2", threshold: "1", quota: nil, periodStart: Date(timeIntervalSince1970: 1_790_000_000),
                 periodEnd: Date(timeIntervalSince1970: 1_792_592_000), channels: ["email"]))
     }

@@ -13,7 +13,7 @@ struct UsageNotificationTests {
         let harness = try await NotifierHarness.make()
         let email = "usage-\(harness.id)@customer.test"
         let tenant = try await harness.tenant(name: "Usage \(harness.id)", email: email)
-        let start = Date().addingTimeInterval(-86_400)
+        let start = TestClock.now().addingTimeInterval(-86_400)
         let subscription = try await harness.database.query(
             "INSERT INTO subscriptions (tenant_id, started_at, anchor) VALUES ($1, $2, $2) RETURNING id", [tenant, start]
         )[0].decode(0, as: UUID.self)
@@ -26,7 +26,7 @@ struct UsageNotificationTests {
             "INSERT INTO usage_alerts (tenant_id, metric, kind, threshold_value, channels) VALUES ($1, 'estimates', 'threshold', 10, '{email}')",
             [tenant])
         // 51 estimates: past the alert's 10 and the starter plan's quota of 50.
-        let time = RFC3339.format(Date().addingTimeInterval(-60))
+        let time = RFC3339.format(TestClock.now().addingTimeInterval(-60))
         let events = (0..<51).map {
             #"{"id": "u\#($0)-\#(harness.id)", "tenant_id": "\#(tenant.uuidString.lowercased())", "type": "estimates", "quantity": 1, "time": "\#(time)"}"#
         }

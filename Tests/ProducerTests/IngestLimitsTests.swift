@@ -18,7 +18,7 @@ import Glibc
 /// problems, tokens that are not keys, a body it writes whole before reading.
 @Suite("Ingest service: limits against hostile clients")
 struct IngestLimitsTests {
-    let now = Date()
+    let now = TestClock.now()
 
     func event(_ id: String, quantity: String = "1") -> String {
         #"{"id": "\#(id)", "type": "api_calls", "quantity": \#(quantity), "time": "\#(RFC3339.format(now.addingTimeInterval(-60)))"}"#

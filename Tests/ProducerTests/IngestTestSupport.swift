@@ -47,7 +47,7 @@ struct IngestFixture {
         return configuration
     }
 
-    func app(now: Date = Date()) async throws -> some ApplicationProtocol {
+    func app(now: Date = TestClock.now()) async throws -> some ApplicationProtocol {
         try await buildApplication(configuration(), logger: Self.logger, clock: { now })
     }
 

@@ -13,7 +13,7 @@ import UsageEvents
 /// `POST /v1/events` against the real PostgreSQL and RabbitMQ.
 @Suite("Ingest service")
 struct IngestTests {
-    let now = Date()
+    let now = TestClock.now()
 
     func headers(_ token: String?, contentType: String = "application/json") -> HTTPFields {
         var fields: HTTPFields = [.contentType: contentType]

@@ -38,7 +38,7 @@ struct ProducerCrashTests {
             port: port, amqpURL: "amqp://guest:guest@127.0.0.1:1/%2F?connection_timeout=1", spool: fixture.spoolDirectory,
             adminToken: fixture.adminToken)
         try await waitUntilHealthy(client, port: port)
-        let time = RFC3339.format(Date().addingTimeInterval(-30))
+        let time = RFC3339.format(TestClock.now().addingTimeInterval(-30))
         let events = (0..<1500).map {
             #"{"id": "crash-\#($0)", "tenant_id": "\#(fixture.tenant.id.uuidString.lowercased())", "type": "api_calls", "quantity": 1, "time": "\#(time)"}"#
         }

@@ -28,7 +28,7 @@ struct PublishCommandTests {
     }
 
     func lines(_ fixture: IngestFixture, count: Int, prefix: String) -> [String] {
-        let time = RFC3339.format(Date().addingTimeInterval(-30))
+        let time = RFC3339.format(TestClock.now().addingTimeInterval(-30))
         return (0..<count).map {
             #"{"id": "\#(prefix)-\#($0)", "type": "api_calls", "quantity": 1, "time": "\#(time)"}"#
         }

@@ -19,7 +19,7 @@ struct SpoolCommandTests {
         let fixture = try await IngestFixture.make()
         try await withCleanup {
             let tenant = fixture.tenant.id.uuidString.lowercased()
-            let time = RFC3339.format(Date().addingTimeInterval(-30))
+            let time = RFC3339.format(TestClock.now().addingTimeInterval(-30))
             let ids = (0..<3).map { "dead-letter-\(UUID().uuidString.prefix(8))-\($0)" }
             let body = "[" + ids.map { #"{"id":"\#($0)","tenant_id":"\#(tenant)","type":"api_calls","quantity":"1","time":"\#(time)"}"# }
                 .joined(separator: ",") + "]"

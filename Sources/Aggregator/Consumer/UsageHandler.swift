@@ -1,3 +1,4 @@
+import CivilTime
 import Foundation
 import Logging
 import PostgresClient
@@ -25,13 +26,13 @@ struct UsageHandler: QueueWorkHandler {
     }
 
     func process(_ deliveries: [Delivery], in database: PostgresConnection, logger: Logger) async -> WorkOutcome {
-        let decodedAt = Date()
+        let decodedAt = TallyClock.now()
         let batch = UsageDecoder(now: decodedAt).decode(deliveries.map(UsageMessage.init))
         metrics.received(batch.eventCount + batch.parkedEvents.count)
         let poisoned = batch.unreadable.map { WorkOutcome.Poisoned(deliveryTag: $0.deliveryTag, reason: $0.reason) }
         let started = ContinuousClock.now
         do {
-            let outcome = try await UsageLedger.record(batch, now: Date(), on: database)
+            let outcome = try await UsageLedger.record(batch, now: TallyClock.now(), on: database)
             let elapsed = ContinuousClock.now - started
             metrics.committed(
                 outcome, seconds: elapsed.seconds, visibleAfter: batch.earliestEventTime.map { Date().timeIntervalSince($0) })
@@ -56,7 +57,7 @@ struct UsageHandler: QueueWorkHandler {
                         whole.subset(0..<whole.eventCount, withParked: false), parked: &parked, in: database, logger: logger)
                     var rest = DecodedBatch()
                     rest.parkedEvents = parked
-                    let outcome = try await UsageLedger.record(rest, now: Date(), on: database)
+                    let outcome = try await UsageLedger.record(rest, now: TallyClock.now(), on: database)
                     metrics.committed(outcome, seconds: (ContinuousClock.now - started).seconds, visibleAfter: nil)
                     return WorkOutcome(poisoned: poisoned)
                 } catch {
@@ -87,7 +88,7 @@ struct UsageHandler: QueueWorkHandler {
         let middle = batch.eventCount / 2
         for part in [batch.subset(0..<middle, withParked: false), batch.subset(middle..<batch.eventCount, withParked: false)] {
             do {
-                let outcome = try await UsageLedger.record(part, now: Date(), on: database)
+                let outcome = try await UsageLedger.record(part, now: TallyClock.now(), on: database)
                 metrics.committed(outcome, seconds: 0, visibleAfter: nil)
                 await afterCommit(outcome, database)
             } catch where Self.isRefusalOfData(error) && part.eventCount > 1 {

@@ -1,3 +1,4 @@
+import CivilTime
 import Foundation
 import Logging
 import PostgresClient
@@ -65,11 +66,12 @@ struct Upkeep: Service {
         return total
     }
 
-    /// Creates the missing partitions; returns how many.
+    /// Creates the missing partitions around Tally's clock (the times events may carry
+    /// follow it); returns how many.
     func ensure() async throws -> Int {
         try await pool.query(
             """
-            SELECT tally_ensure_usage_partitions((now() - interval '4 months')::date, (now() + interval '2 months')::date)
-            """)[0].decode(0, as: Int.self)
+            SELECT tally_ensure_usage_partitions(($1::timestamptz - interval '4 months')::date, ($1::timestamptz + interval '2 months')::date)
+            """, [TallyClock.now()])[0].decode(0, as: Int.self)
     }
 }

@@ -1,4 +1,5 @@
 import BillingEngine
+import CivilTime
 import Foundation
 import Hummingbird
 import InvoicePDF
@@ -37,7 +38,7 @@ struct InvoiceRoutes {
     /// What the open period would bill now (or at `at`), with the usage counted so far.
     @Sendable func upcoming(_ request: Request, context: TallyRequestContext) async throws -> UpcomingInvoice {
         let tenant = try context.tenantInScope(request.uri.queryParameters.get("tenant_id"))
-        let at = try request.uri.queryParameters.get("at").map { try SubscriptionRoutes.instant($0, field: "at") } ?? Date()
+        let at = try request.uri.queryParameters.get("at").map { try SubscriptionRoutes.instant($0, field: "at") } ?? TallyClock.now()
         let computed: UpcomingInvoice?
         do {
             computed = try await pool.withTransaction(isolation: .repeatableRead) { try UpcomingInvoice.compute(tenant: tenant, at: at, on: $0) }
@@ -79,7 +80,7 @@ struct InvoiceRoutes {
     @Sendable func createRun(_ request: Request, context: TallyRequestContext) async throws -> EditedResponse<BillingRunStatus> {
         try context.requireAdmin()
         let body = try await request.decodeOptionalJSON(CreateRunRequest.self, context: context)
-        let asOf = try body?.asOf.map { try SubscriptionRoutes.instant($0, field: "as_of") } ?? Date()
+        let asOf = try body?.asOf.map { try SubscriptionRoutes.instant($0, field: "as_of") } ?? TallyClock.now()
         let tenant = try body?.tenantID.map { text in
             guard let id = UUID(uuidString: text) else { throw APIError.invalid("tenant_id", "must be a tenant id (UUID)") }
             return id
