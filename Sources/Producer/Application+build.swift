@@ -14,6 +14,14 @@ import TallyStore
 func buildApplication(
     _ configuration: ProducerConfiguration, logger: Logger, clock: @escaping @Sendable () -> Date = { TallyClock.now() }
 ) async throws -> some ApplicationProtocol {
+    try await buildIngest(configuration, logger: logger, clock: clock).app
+}
+
+/// The ingest service and the publisher it runs (which a test stops, as a graceful
+/// shutdown does, to see what the service answers then).
+func buildIngest(
+    _ configuration: ProducerConfiguration, logger: Logger, clock: @escaping @Sendable () -> Date
+) async throws -> (app: some ApplicationProtocol, publisher: DurablePublisher) {
     let pool = PostgresPool(
         configuration: try PostgresConfiguration(url: configuration.databaseURL),
         size: configuration.databasePoolSize, logger: logger)
@@ -37,7 +45,7 @@ func buildApplication(
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tally-producer"),
         logger: logger)
     app.addServices(PublisherService(publisher: publisher))
-    return app
+    return (app, publisher)
 }
 
 /// Runs the publisher beside the HTTP server; on shutdown it settles what it holds.

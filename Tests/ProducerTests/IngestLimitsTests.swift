@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import Metering
 import NIOCore
 import TallyStore
 import TallyTestSupport
@@ -140,6 +141,32 @@ struct IngestLimitsTests {
             #expect(statuses.last == .serviceUnavailable, "\(statuses.count) requests, all accepted: the disk never filled")
         } cleanup: {
             disk.unmount()
+            try await fixture.tearDown()
+        }
+    }
+
+    @Test("an instance shutting down answers 503 UNAVAILABLE with Retry-After and accepts nothing; what it accepted before arrives")
+    func shuttingDown() async throws {
+        let fixture = try await IngestFixture.make()
+        try await withCleanup {
+            let (app, publisher) = try await buildIngest(fixture.configuration(), logger: IngestFixture.logger, clock: { now })
+            let (before, after) = try await app.test(.router) { client in
+                let before = try await client.execute(
+                    uri: "/v1/events", method: .post, headers: headers(fixture.apiKey), body: ByteBuffer(string: "[\(event("before"))]")
+                ) { $0.status }
+                publisher.finish()  // what the graceful-shutdown handler of `producer serve` does
+                let after = try await client.execute(
+                    uri: "/v1/events", method: .post, headers: headers(fixture.apiKey), body: ByteBuffer(string: "[\(event("after"))]")
+                ) { ($0.status, $0.headers[.retryAfter], $0.errorCode) }
+                return (before, after)
+            }
+            #expect(before == .accepted)
+            #expect(after.0 == .serviceUnavailable)
+            #expect(after.1 == "5")
+            #expect(after.2 == "UNAVAILABLE")
+            let received = try await fixture.receivedEvents(expected: 2, quiet: .seconds(3))
+            #expect(received.ids == ["before": 1])
+        } cleanup: {
             try await fixture.tearDown()
         }
     }
