@@ -123,11 +123,10 @@ let package = Package(
         .executableTarget(
             name: "Invoicer",
             dependencies: [
-                "TallyRuntime", "Invoicing", "StripeSync", "TallyMessaging", "PostgresClient", "RabbitMQClient", "UsageEvents", "CivilTime",
-                argumentParser,
+                "TallyRuntime", "TallyHTTP", "Invoicing", "StripeSync", "TallyMessaging", "PostgresClient", "RabbitMQClient", "UsageEvents",
+                "CivilTime", argumentParser, hummingbird,
                 log,
                 lifecycle,
-                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -46,6 +46,7 @@ INGEST_PORT=$((28080 + OFFSET))
 API_PORT=$((28081 + OFFSET))
 AGGREGATOR_PORT=$((28082 + OFFSET))
 NOTIFIER_PORT=$((28083 + OFFSET))
+INVOICER_PORT=$((28084 + OFFSET))
 STRIPE_PORT=$((28420 + OFFSET))
 
 PG_BIN=/usr/lib/postgresql/15/bin
@@ -277,6 +278,7 @@ TALLY_INGEST_URL=http://127.0.0.1:$INGEST_PORT
 TALLY_API_URL=http://127.0.0.1:$API_PORT
 TALLY_AGGREGATOR_URL=http://127.0.0.1:$AGGREGATOR_PORT
 TALLY_NOTIFIER_URL=http://127.0.0.1:$NOTIFIER_PORT
+TALLY_INVOICER_URL=http://127.0.0.1:$INVOICER_PORT
 BILLING_ADMIN_TOKEN=$(admin_token)
 FINANCE_EMAIL=finance@tally.localhost
 MAIL_SINK_DIR=$LOCAL/mail
@@ -336,12 +338,13 @@ start_tally() {
   TALLY_SPOOL_DIR="$LOCAL/spool/producer" \
     start_tally_process producer "$(tally_bin producer)" serve --host 127.0.0.1 --port $INGEST_PORT
   AGGREGATOR_PORT=$AGGREGATOR_PORT start_tally_process aggregator "$(tally_bin aggregator)" run
-  start_tally_process invoicer "$(tally_bin invoicer)" run
+  INVOICER_PORT=$INVOICER_PORT start_tally_process invoicer "$(tally_bin invoicer)" run
   NOTIFIER_PORT=$NOTIFIER_PORT start_tally_process notifier "$(tally_bin notifier)" run
   wait_for "billing-api" 60 "$LOGS/billing-api.log" curl -fsS "http://127.0.0.1:$API_PORT/healthz"
   wait_for "aggregator" 60 "$LOGS/aggregator.log" curl -fsS "http://127.0.0.1:$AGGREGATOR_PORT/healthz"
   wait_for "producer" 60 "$LOGS/producer.log" curl -fsS "http://127.0.0.1:$INGEST_PORT/healthz"
   wait_for "notifier" 60 "$LOGS/notifier.log" curl -fsS "http://127.0.0.1:$NOTIFIER_PORT/healthz"
+  wait_for "invoicer" 60 "$LOGS/invoicer.log" curl -fsS "http://127.0.0.1:$INVOICER_PORT/healthz"
 }
 
 TALLY_PROCESSES=(billing-api notifier invoicer aggregator producer)
@@ -524,7 +527,7 @@ PY
   fi
   if phase billing; then
   # A billing run of 10,000 subscriptions with usage, issued by a release invoicer.
-  INVOICER_CONSUMERS=4 LOG_LEVEL=warning start_tally_process invoicer-bench "$release/invoicer" run
+  INVOICER_CONSUMERS=4 INVOICER_PORT=$((INVOICER_PORT + 100)) LOG_LEVEL=warning start_tally_process invoicer-bench "$release/invoicer" run
   "$release/tally-bench" billing || true
   stop_pid invoicer-bench
   fi

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CivilTime
 import Foundation
+import Hummingbird
 import Invoicing
 import Logging
 import PostgresClient
@@ -8,7 +9,6 @@ import RabbitMQClient
 import ServiceLifecycle
 import TallyMessaging
 import TallyRuntime
-import UnixSignals
 import UsageEvents
 
 /// `invoicer`: issues one invoice per subscription period.
@@ -27,18 +27,14 @@ struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
     /// `invoicer run`: consume invoice commands until SIGTERM.
     struct Run: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Consume invoice.generate commands until SIGTERM (run as many processes as you like).",
+            abstract: "Consume invoice.generate commands until SIGTERM (run as many processes as you like); serve /metrics.",
             discussion: ConfigurationReport.helpText(InvoicerConfiguration.keys))
 
         func run() async throws {
             let reader = ConfigurationReader()
             let logger = try LogBootstrap.configure(reader, label: "invoicer")
             let configuration = try InvoicerConfiguration(reader: reader)
-            let group = ServiceGroup(
-                configuration: .init(
-                    services: try InvoicerServices.make(configuration, logger: logger), gracefulShutdownSignals: [.sigterm, .sigint],
-                    logger: logger))
-            try await group.run()
+            try await buildApplication(configuration, logger: logger).runService()
         }
     }
 

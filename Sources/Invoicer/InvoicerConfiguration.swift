@@ -6,6 +6,8 @@ import TallyRuntime
 struct InvoicerConfiguration: Sendable {
     var amqpURL: String
     var databaseURL: String
+    var host = "127.0.0.1"
+    var port = 9092
     var consumers = 2
     var prefetch: UInt16 = 16
     var graceSeconds = 3600
@@ -13,6 +15,9 @@ struct InvoicerConfiguration: Sendable {
     /// Set when STRIPE_API_KEY is: invoices of `stripe` tenants are pushed there.
     var stripe: StripeConfiguration?
 
+    static let host = ConfigurationKey("INVOICER_HOST", summary: "address of /metrics, /healthz and /readyz (invoicer run)", default: "127.0.0.1")
+    static let port = ConfigurationKey(
+        "INVOICER_PORT", summary: "TCP port of /metrics, /healthz and /readyz (invoicer run; 0: any free port)", default: "9092")
     static let consumers = ConfigurationKey(
         "INVOICER_CONSUMERS", summary: "command consumers per process, each with its own AMQP and PostgreSQL connection", default: "2")
     static let prefetch = ConfigurationKey("INVOICER_PREFETCH", summary: "unacked commands per consumer", default: "16")
@@ -23,13 +28,15 @@ struct InvoicerConfiguration: Sendable {
         default: "\(InvoiceGenerator.defaultPaymentTermsDays)")
 
     static let keys: [ConfigurationKey] = [
-        .amqpURL, .databaseURL, consumers, prefetch, grace, paymentTerms, .stripeAPIKey, .stripeAPIBase, .migrationsDirectory, .logLevel,
+        .amqpURL, .databaseURL, host, port, consumers, prefetch, grace, paymentTerms, .stripeAPIKey, .stripeAPIBase, .migrationsDirectory, .logLevel,
         .logFormat,
     ]
 
     init(reader: ConfigurationReader) throws(ConfigurationError) {
         amqpURL = try reader.string(.amqpURL)
         databaseURL = try reader.string(.databaseURL)
+        host = try reader.string(Self.host)
+        port = try reader.int(Self.port, in: 0...65535)
         consumers = try reader.int(Self.consumers, in: 1...64)
         prefetch = UInt16(try reader.int(Self.prefetch, in: 1...2000))
         graceSeconds = try reader.int(Self.grace, in: 0...(90 * 86_400))

@@ -1,12 +1,35 @@
 import Foundation
+import Hummingbird
 import Invoicing
 import Logging
 import PostgresClient
 import RabbitMQClient
 import ServiceLifecycle
 import StripeSync
+import TallyHTTP
 import TallyMessaging
 import TallyRuntime
+
+/// Builds `invoicer run`: its services beside a small HTTP server for `/metrics`,
+/// `/healthz` and `/readyz`. Production and tests call the same function.
+func buildApplication(_ configuration: InvoicerConfiguration, logger: Logger) throws -> some ApplicationProtocol {
+    let metrics = InvoicerMetrics()
+    let database = PostgresPool(configuration: try PostgresConfiguration(url: configuration.databaseURL), size: 1, logger: logger)
+    let router = Router()
+    HealthRoutes<BasicRequestContext> { (try? await database.query("SELECT 1")) != nil }.register(on: router)
+    router.get("metrics") { _, _ -> Response in
+        let backlog = try? await InvoicerMetrics.StripeBacklog.load(database)
+        return Response(
+            status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+            body: .init(byteBuffer: ByteBuffer(string: metrics.render(backlog: backlog))))
+    }
+    var app = Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tally-invoicer"),
+        logger: logger)
+    for service in try InvoicerServices.make(configuration, metrics: metrics, logger: logger) { app.addServices(service) }
+    return app
+}
 
 /// `invoicer run`'s services, in start order (shut down in reverse): the publisher; the
 /// consumers of `invoicer.commands` (the shared `QueueWorker` with `CommandHandler`), each
@@ -14,7 +37,7 @@ import TallyRuntime
 /// the outbox sweeper (commands of runs planned by the billing API, `invoice.*` events,
 /// Stripe events to apply); and, with `STRIPE_API_KEY`, the Stripe push.
 enum InvoicerServices {
-    static func make(_ configuration: InvoicerConfiguration, logger: Logger) throws -> [any Service] {
+    static func make(_ configuration: InvoicerConfiguration, metrics: InvoicerMetrics, logger: Logger) throws -> [any Service] {
         let amqp = try AMQPConfiguration(url: configuration.amqpURL, connectionName: "tally-invoicer")
         let database = try PostgresConfiguration(url: configuration.databaseURL)
         let publisher = ConfirmedPublisher(configuration: amqp, logger: logger)
@@ -22,14 +45,14 @@ enum InvoicerServices {
         var worker = QueueWorkerSettings(name: "invoicer", queue: QueueName.invoicerCommands)
         worker.consumers = configuration.consumers
         worker.prefetch = configuration.prefetch
-        let handler = CommandHandler(database: database, relay: relay, paymentTermsDays: configuration.paymentTermsDays)
+        let handler = CommandHandler(database: database, relay: relay, paymentTermsDays: configuration.paymentTermsDays, metrics: metrics)
         var services: [any Service] = [
             PublisherService(publisher),
-            QueueWorker(settings: worker, amqp: amqp, handler: handler, publisher: publisher, logger: logger),
+            QueueWorker(settings: worker, amqp: amqp, handler: handler, publisher: publisher, observer: metrics.worker, logger: logger),
             OutboxSweeper(pool: PostgresPool(configuration: database, size: 1, logger: logger), relay: relay, logger: logger),
         ]
         if let stripe = configuration.stripe {
-            services.append(StripePusher(configuration: stripe, database: database, logger: logger))
+            services.append(StripePusher(configuration: stripe, database: database, metrics: metrics, logger: logger))
         }
         return services
     }
@@ -67,6 +90,7 @@ struct OutboxSweeper: Service {
 struct StripePusher: Service {
     let configuration: StripeConfiguration
     let database: PostgresConfiguration
+    let metrics: InvoicerMetrics
     let logger: Logger
 
     func run() async throws {
@@ -87,8 +111,10 @@ struct StripePusher: Service {
         else { return }  // shutting down
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
-                if case .idle = try await sync.syncNext(on: connection) {
-                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) }
+                switch try await sync.syncNext(on: connection) {
+                case .idle: try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) }
+                case .synced: metrics.push("synced")
+                case .failed(_, _, let final): metrics.push(final ? "failed" : "retrying")
                 }
             } catch {
                 logger.warning("Stripe push interrupted; retrying", metadata: ["error": "\(error)"])
@@ -108,6 +134,7 @@ struct CommandHandler: QueueWorkHandler {
     let relay: OutboxRelay
     /// Days from issue to due date (`TALLY_PAYMENT_TERMS_DAYS`).
     let paymentTermsDays: Int
+    let metrics: InvoicerMetrics
 
     func openSession(consumer: Int, logger: Logger, shouldStop: @escaping @Sendable () -> Bool) async -> PostgresConnection? {
         await PostgresConnection.connectRetrying(configuration: database, logger: logger, shouldStop: shouldStop)
@@ -134,6 +161,7 @@ struct CommandHandler: QueueWorkHandler {
                 let outcome = try await database.withTransaction {
                     try InvoiceGenerator.generate(command, paymentTermsDays: paymentTermsDays, on: $0)
                 }
+                metrics.invoice(outcome)
                 switch outcome {
                 case .issued(_, let number): logger.info("invoice issued", metadata: ["invoice.number": "\(number)"])
                 case .failed(let reason):

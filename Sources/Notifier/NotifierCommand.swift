@@ -58,6 +58,6 @@ func buildApplication(_ configuration: NotifierConfiguration, logger: Logger) th
     let handler = try NotificationHandler(configuration: configuration, metrics: metrics)
     app.addServices(
         PublisherService(publisher),
-        QueueWorker(settings: configuration.worker, amqp: amqp, handler: handler, publisher: publisher, observer: metrics, logger: logger))
+        QueueWorker(settings: configuration.worker, amqp: amqp, handler: handler, publisher: publisher, observer: metrics.worker, logger: logger))
     return app
 }

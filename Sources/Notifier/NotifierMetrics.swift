@@ -4,22 +4,20 @@ import TallyMessaging
 import TallyRuntime
 
 /// The Notifier's counters, per channel (`email`, `webhook`), served on `/metrics`.
-final class NotifierMetrics: QueueWorkerObserver {
+final class NotifierMetrics: Sendable {
     struct Counts: Sendable {
         var sent: [String: Int] = [:]
         var failed: [String: Int] = [:]
         var skipped: [String: Int] = [:]
         var parked: [String: Int] = [:]
         var events = 0
-        var messagesRetried = 0
-        var messagesParked = 0
-        var dependencyFailures = 0
-        var queueDepth = 0
         /// The mail server was unreachable at the last attempt (readiness says so).
         var mailServerDown = false
     }
 
     private let counts = Mutex(Counts())
+    /// The billing-event consumers' loop (the `QueueWorker`'s observer).
+    let worker = WorkerLoopCounters()
 
     var snapshot: Counts { counts.withLock { $0 } }
 
@@ -30,13 +28,6 @@ final class NotifierMetrics: QueueWorkerObserver {
     func parked(channel: String, _ count: Int) { counts.withLock { $0.parked[channel, default: 0] += count } }
     func mailServer(up: Bool) { counts.withLock { $0.mailServerDown = !up } }
 
-    func workFailed(_ failure: WorkFailure) {
-        guard case .dependencyDown = failure else { return }
-        counts.withLock { $0.dependencyFailures += 1 }
-    }
-    func retried(_ count: Int) { counts.withLock { $0.messagesRetried += count } }
-    func parked(_ count: Int) { counts.withLock { $0.messagesParked += count } }
-    func queueDepth(_ depth: Int) { counts.withLock { $0.queueDepth = depth } }
 
     /// Prometheus text exposition.
     func render() -> String {
@@ -54,10 +45,7 @@ final class NotifierMetrics: QueueWorkerObserver {
         counter("tally_notifier_skipped_total", "Notifications already sent before a redelivery (not sent again)", s.skipped)
         counter("tally_notifier_parked_total", "Notifications whose event was parked undelivered", s.parked)
         metric("tally_notifier_events_total", "counter", "Billing events processed", s.events)
-        metric("tally_notifier_messages_retried_total", "counter", "Events sent to a retry queue", s.messagesRetried)
-        metric("tally_notifier_messages_parked_total", "counter", "Events sent to the parking lot", s.messagesParked)
-        metric("tally_notifier_dependency_failures_total", "counter", "Attempts held because the database or mail server was down", s.dependencyFailures)
-        metric("tally_notifier_queue_depth", "gauge", "Billing events ready in the queue", s.queueDepth)
+        text += worker.render(prefix: "tally_notifier", messages: "Billing events", dependencies: "the database or mail server", queue: "the queue")
         metric("tally_notifier_mail_server_up", "gauge", "1 unless the last email attempt could not reach the mail server", s.mailServerDown ? 0 : 1)
         return text
     }

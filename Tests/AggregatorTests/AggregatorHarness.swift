@@ -46,12 +46,7 @@ struct AggregatorHarness: Sendable {
     /// `/metrics` of an aggregator on `port`, as name → value.
     static func metrics(port: Int) async throws -> [String: Double] {
         let response = try await HTTPClient().send(.init(url: "http://127.0.0.1:\(port)/metrics"))
-        var values: [String: Double] = [:]
-        for line in String(decoding: response.body, as: UTF8.self).split(separator: "\n") where !line.hasPrefix("#") {
-            let parts = line.split(separator: " ")
-            if parts.count == 2, let value = Double(parts[1]) { values[String(parts[0])] = value }
-        }
-        return values
+        return PrometheusText.parse(String(decoding: response.body, as: UTF8.self))
     }
 
     /// Removes the test's queues and exchange.

@@ -15,7 +15,7 @@ struct ConcurrentInvoicerSerialTests {
             InvoicingFixture.binary, ["run"],
             environment: [
                 "AMQP_URL": TestEnvironment.amqpURL, "DATABASE_URL": TestEnvironment.databaseURL, "LOG_FORMAT": "text",
-                "LOG_LEVEL": "warning", "INVOICER_CONSUMERS": "2",
+                "LOG_LEVEL": "warning", "INVOICER_CONSUMERS": "2", "INVOICER_PORT": "0",
             ],
             log: log + "-\(name).log")
     }

@@ -1,3 +1,4 @@
+import CurlClient
 import Foundation
 import Invoicing
 import Logging
@@ -103,6 +104,13 @@ struct InvoicingFixture: Sendable {
             try await database.withTransaction { try BillingRunStatus.load(id, on: $0) }?.status == "completed"
         }
         return try await database.withTransaction { try BillingRunStatus.load(id, on: $0) }
+    }
+
+    /// `/metrics` of the running Invoicer, as series → value.
+    func invoicerMetrics() async throws -> [String: Double] {
+        let response = try await HTTPClient().send(.init(url: TestEnvironment.invoicerURL + "/metrics"))
+        #expect(response.status == 200)
+        return PrometheusText.parse(String(decoding: response.body, as: UTF8.self))
     }
 
     func invoices(_ tenant: UUID) async throws -> [InvoiceView] {

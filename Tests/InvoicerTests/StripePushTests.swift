@@ -203,6 +203,8 @@ struct StripePushTests {
         try await fixture.bill(asOf: adding(months: 1, to: start).addingTimeInterval(7200), tenants: [tenant])
         let invoice = try await syncedInvoice(of: tenant, fixture)
         let stripeInvoice = try #require(invoice.stripe?.invoiceID)
+        let retryingSeries = #"tally_invoicer_stripe_pushes_total{outcome="retrying"}"#
+        let retryingBefore = try #require(try await fixture.invoicerMetrics()[retryingSeries])
 
         // A Stripe invoice id that Stripe does not know: 404, retried later, the error kept.
         try await fixture.database.query(
@@ -214,10 +216,15 @@ struct StripePushTests {
         let retrying = try #require(try await fixture.invoices(tenant).first?.stripe)
         #expect(retrying.status == "pending")
         #expect(retrying.error?.contains("404") == true)
+        // The running Invoicer counts the attempt in /metrics (other tests' failures may add to it).
+        try await fixture.waitUntil("the failed push counted") {
+            try await fixture.invoicerMetrics()[retryingSeries] ?? 0 > retryingBefore
+        }
 
         // Out of attempts: `failed` until an operator retries it.
         try await fixture.database.query(
             "UPDATE invoices SET stripe_status = 'failed', stripe_invoice_id = NULL WHERE id = $1", [invoice.id])
+        #expect(try await fixture.invoicerMetrics()[#"tally_stripe_invoices{status="failed"}"#] ?? 0 >= 1)
         let environment = ["DATABASE_URL": TestEnvironment.databaseURL, "AMQP_URL": TestEnvironment.amqpURL]
         let listed = try TestEnvironment.run(InvoicingFixture.binary, ["stripe", "list", "--failed"], environment: environment)
         #expect(listed.status == 0)

@@ -19,6 +19,8 @@ public enum TestEnvironment {
     public static var mailSinkDirectory: String { value("MAIL_SINK_DIR", default: repositoryRoot + "/.local/mail") }
     public static var adminToken: String { value("BILLING_ADMIN_TOKEN", default: "local-admin-token") }
     public static var apiURL: String { value("TALLY_API_URL", default: "http://127.0.0.1:28081") }
+    /// `/metrics` of the Invoicer `./ops/local.sh up` runs.
+    public static var invoicerURL: String { value("TALLY_INVOICER_URL", default: "http://127.0.0.1:28084") }
     /// localstripe, started by `./ops/local.sh up`; the running Invoicer pushes to it.
     public static var stripeAPIBase: String { value("STRIPE_API_BASE", default: "http://127.0.0.1:28420") }
     public static var stripeAPIKey: String { value("STRIPE_API_KEY", default: "sk_test_tally_local") }

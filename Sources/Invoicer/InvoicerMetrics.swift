@@ -1,0 +1,89 @@
+import Foundation
+import Invoicing
+import PostgresClient
+import Synchronization
+import TallyRuntime
+
+/// The Invoicer's counters (this process) and, read from the database at each scrape,
+/// the Stripe backlog (all Invoicers alike), served on `/metrics`.
+final class InvoicerMetrics: Sendable {
+    struct Counts: Sendable {
+        /// Commands by outcome: issued, already_issued, skipped, failed (not computable).
+        var invoices: [String: Int] = [:]
+        /// Stripe pushes by outcome: synced, retrying (failed, tried again later), failed (no more attempts).
+        var pushes: [String: Int] = [:]
+    }
+
+    /// What waits for, or was refused by, Stripe, over every Invoicer.
+    struct StripeBacklog: Sendable {
+        var pendingInvoices = 0
+        var failedInvoices = 0
+        var failedEvents = 0
+
+        static func load(_ pool: PostgresPool) async throws -> StripeBacklog {
+            let row = try await pool.query(
+                """
+                SELECT (SELECT count(*) FROM invoices WHERE stripe_status = 'pending'),
+                       (SELECT count(*) FROM invoices WHERE stripe_status = 'failed'),
+                       (SELECT count(*) FROM stripe_webhook_events WHERE failed_at IS NOT NULL AND processed_at IS NULL)
+                """)[0]
+            return StripeBacklog(
+                pendingInvoices: try row.decode(0, as: Int.self), failedInvoices: try row.decode(1, as: Int.self),
+                failedEvents: try row.decode(2, as: Int.self))
+        }
+    }
+
+    static let invoiceOutcomes = ["issued", "already_issued", "skipped", "failed"]
+    static let pushOutcomes = ["synced", "retrying", "failed"]
+
+    private let counts = Mutex(Counts())
+    /// The command consumers' loop (the `QueueWorker`'s observer).
+    let worker = WorkerLoopCounters()
+
+    var snapshot: Counts { counts.withLock { $0 } }
+
+    func invoice(_ outcome: InvoiceGenerator.Outcome) {
+        let name =
+            switch outcome {
+            case .issued: "issued"
+            case .alreadyIssued: "already_issued"
+            case .skipped: "skipped"
+            case .failed: "failed"
+            }
+        counts.withLock { $0.invoices[name, default: 0] += 1 }
+    }
+
+    func push(_ outcome: String) { counts.withLock { $0.pushes[outcome, default: 0] += 1 } }
+
+    /// Prometheus text exposition; the backlog gauges are left out when the database
+    /// cannot be read (an absent series, not a false zero).
+    func render(backlog: StripeBacklog?) -> String {
+        let s = snapshot
+        var text = ""
+        func labelled(_ name: String, _ type: String, _ help: String, _ label: String, _ values: [(String, Int)]) {
+            text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+            for (value, count) in values { text += "\(name){\(label)=\"\(value)\"} \(count)\n" }
+        }
+        func metric(_ name: String, _ type: String, _ help: String, _ value: Int) {
+            text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(value)\n"
+        }
+        labelled(
+            "tally_invoicer_invoices_total", "counter", "invoice.generate commands handled by this process, by outcome", "outcome",
+            Self.invoiceOutcomes.map { ($0, s.invoices[$0] ?? 0) })
+        labelled(
+            "tally_invoicer_stripe_pushes_total", "counter",
+            "Stripe pushes by this process: synced, retrying (failed, tried again later), failed (no attempts left)", "outcome",
+            Self.pushOutcomes.map { ($0, s.pushes[$0] ?? 0) })
+        text += worker.render(prefix: "tally_invoicer", messages: "Commands", dependencies: "the database", queue: "invoicer.commands")
+        if let backlog {
+            labelled(
+                "tally_stripe_invoices", "gauge",
+                "Invoices waiting for Stripe (pending) or refused after their attempts (failed: `invoicer stripe list --failed`), all Invoicers",
+                "status", [("pending", backlog.pendingInvoices), ("failed", backlog.failedInvoices)])
+            metric(
+                "tally_stripe_events_failed", "gauge",
+                "Stripe webhook events set aside because they could not be applied (`invoicer stripe list`)", backlog.failedEvents)
+        }
+        return text
+    }
+}
