@@ -36,7 +36,10 @@ struct BillingEventRelay: Sendable {
             OutgoingMessage(
                 exchange: ExchangeName.quotaState, routingKey: "", body: try state.encoded(),
                 properties: AMQPProperties(
-                    contentType: "application/json", persistent: false, headers: [HeaderName.schema: .string(QuotaState.schema)]))
+                    contentType: "application/json", persistent: false, headers: [HeaderName.schema: .string(QuotaState.schema)]),
+                // A fanout no API server listens to (none runs the middleware) drops it:
+                // not an error, and it must not hold back the billing events below.
+                mandatory: false)
         }
         try await publisher.publish(messages)
     }
