@@ -436,10 +436,20 @@ partition_ready() {
     -c "SELECT to_regclass('usage_events_$(date -u -d "$1" +%Y_%m)') IS NOT NULL")" = t ]
 }
 
+# Puts the workers back on the real clock; runs however test-dates ends (a failed
+# check, a failed restart, Ctrl-C), so no worker stays in another year.
+restore_real_clock() {
+  trap - EXIT
+  unset TALLY_CLOCK_OFFSET
+  say "restarting the workers on the real clock"
+  restart_tally
+}
+
 cmd_test_dates() {
   local started=$SECONDS target offset status=0
   [ "$BUILD_CONFIG" = debug ] || die "tests run against the debug build; unset TALLY_BUILD_CONFIG"
   BUILD_TESTS=1 cmd_up
+  trap restore_real_clock EXIT
   for target in "${DATE_CHECKS[@]}"; do
     offset=$(($(date -u -d "$target" +%s) - $(date -u +%s)))
     say "date check: Tally's clock at $target (TALLY_CLOCK_OFFSET=$offset), workers restarted on it"
@@ -449,9 +459,7 @@ cmd_test_dates() {
     (run_suite "$LOGS/test-dates-${target%%T*}.log" --filter "$DATE_SUITES") || status=$?
     [ "$status" -eq 0 ] || break
   done
-  unset TALLY_CLOCK_OFFSET
-  say "restarting the workers on the real clock"
-  restart_tally
+  restore_real_clock
   [ "$status" -eq 0 ] || die "a date check failed at $target; its output is in $LOGS/test-dates-${target%%T*}.log"
   say "test-dates: passed in $((SECONDS - started))s"
 }

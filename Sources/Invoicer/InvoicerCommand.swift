@@ -27,7 +27,7 @@ struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
     /// `invoicer run`: consume invoice commands until SIGTERM.
     struct Run: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Consume invoice.generate commands until SIGTERM (run as many processes as you like); serve /metrics.",
+            abstract: "Consume invoice.generate commands until SIGTERM and serve /metrics (run as many as you like, each on its own INVOICER_PORT or 0).",
             discussion: ConfigurationReport.helpText(InvoicerConfiguration.keys))
 
         func run() async throws {

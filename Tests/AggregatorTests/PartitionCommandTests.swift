@@ -15,7 +15,7 @@ struct PartitionCommandTests {
         let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: AggregatorHarness.logger)
         try await pool.query("DROP TABLE IF EXISTS usage_events_2024_01")  // left by an interrupted run
         try await pool.query("SELECT tally_ensure_usage_partitions('2024-01-01', '2024-01-01')")
-        let current = String(ISO8601DateFormatter().string(from: Date()).prefix(7))
+        let current = String(ISO8601DateFormatter().string(from: TestClock.now()).prefix(7))
         let listing = try partitions("list")
         #expect(listing.status == 0)
         #expect(listing.output.contains("2024-01  usage_events_2024_01"))

@@ -35,7 +35,7 @@ struct UsageHandler: QueueWorkHandler {
             let outcome = try await UsageLedger.record(batch, now: TallyClock.now(), on: database)
             let elapsed = ContinuousClock.now - started
             metrics.committed(
-                outcome, seconds: elapsed.seconds, visibleAfter: batch.earliestEventTime.map { Date().timeIntervalSince($0) })
+                outcome, seconds: elapsed.seconds, visibleAfter: batch.earliestEventTime.map { TallyClock.now().timeIntervalSince($0) })
             log(outcome, of: batch, elapsed: elapsed, logger: logger)
             await afterCommit(outcome, database)
             return WorkOutcome(poisoned: poisoned)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CivilTime
 import Foundation
 import Logging
 import PostgresClient
@@ -30,10 +31,10 @@ struct PartitionCommand: AsyncParsableCommand {
                 """
                 SELECT c.relname, to_char(to_date(substr(c.relname, 14), 'YYYY_MM'), 'YYYY-MM'), c.reltuples::bigint,
                        pg_size_pretty(pg_total_relation_size(c.oid)),
-                       (to_date(substr(c.relname, 14), 'YYYY_MM') + interval '1 month' + make_interval(days => $1)) < now()
+                       (to_date(substr(c.relname, 14), 'YYYY_MM') + interval '1 month' + make_interval(days => $1)) < $2
                   FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
                  WHERE i.inhparent = 'usage_events'::regclass ORDER BY c.relname
-                """, [PartitionCommand.dedupWindowDays])
+                """, [PartitionCommand.dedupWindowDays, TallyClock.now()])
             for row in rows {
                 let rowsEstimate = max(0, Int(row.text(2) ?? "0") ?? 0)
                 print("\(row.text(1) ?? "?")  \(row.text(0) ?? "")  ~\(rowsEstimate) rows  \(row.text(3) ?? "")  "
@@ -60,8 +61,8 @@ struct PartitionCommand: AsyncParsableCommand {
             let state = try await pool.query(
                 """
                 SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhparent = 'usage_events'::regclass AND inhrelid = to_regclass($1)),
-                       (to_date($2, 'YYYY-MM') + interval '1 month' + make_interval(days => $3)) < now()
-                """, [table, month, PartitionCommand.dedupWindowDays])[0]
+                       (to_date($2, 'YYYY-MM') + interval '1 month' + make_interval(days => $3)) < $4
+                """, [table, month, PartitionCommand.dedupWindowDays, TallyClock.now()])[0]
             guard state.text(0) == "t" else {
                 await pool.close()
                 throw ValidationError("\(table) is not an attached partition; `aggregator partitions list` shows them")
