@@ -162,6 +162,10 @@ public actor DurablePublisher {
                     "usage batch returned by the broker: is the usage queue bound?",
                     metadata: ["amqp.reply_code": "\(code)", "amqp.reply_text": "\(text)"])
             }
+            let nacked = outcomes.filter { $0 == .nacked }.count
+            if nacked > 0 {
+                logger.warning("usage batches nacked by the broker; spooled, to be published again", metadata: ["batches": "\(nacked)"])
+            }
             return outcomes
         } catch {
             logger.warning("publish failed; spooling", metadata: ["error": "\(error)"])

@@ -14,12 +14,13 @@ struct IdlePublisherTests {
         "a submission after the broker closed the publisher's idle connection is confirmed on a new connection, not spooled",
         .timeLimit(.minutes(2)))
     func idleConnectionClosedByBroker() async throws {
-        let probe = try await UsageQueueProbe.make()
+        let probe = try await UsageQueueProbe.make(privateExchange: true)
         let name = "tally-test-idle-\(UUID().uuidString.prefix(8).lowercased())"
         let spool = try await DiskSpool.open(directory: TestSpool.directory(), maxBytes: 64 << 20)
         let publisher = DurablePublisher(
             configuration: try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: name), spool: spool,
-            logger: UsageQueueProbe.logger, confirmTimeout: .seconds(3600))
+            logger: UsageQueueProbe.logger, confirmTimeout: .seconds(3600), counters: MeteringCounters(), refusalPolicy: RefusalPolicy(),
+            exchange: probe.exchange)
         let tenant = UUID()
         func batch(_ id: String) -> UsageBatch {
             UsageBatch(events: [UsageEvent(id: id, tenantID: tenant, metric: "api_calls", quantity: 1, time: Date())])
