@@ -18,12 +18,9 @@ struct StripePushTests {
     @Test("an invoice is pushed once — customer, subscription, items with tax, invoice — and a push interrupted after Stripe created them finds them instead of creating them again")
     func pushedOnceDespiteRetries() async throws {
         let fixture = try await InvoicingFixture.make()
-        let email = "ap-\(UUID().uuidString.prefix(8).lowercased())@stripe.test"
-        let tenant = try await fixture.tenant(taxBps: 725, paymentProvider: "stripe", email: email)
-        let start = midnight(daysAgo: 70)
-        let subscription = try await fixture.subscribe(tenant, plan: "starter", start: start)
-        try await fixture.bill(asOf: adding(months: 1, to: start).addingTimeInterval(7200), tenants: [tenant])
-        let first = try await syncedInvoice(of: tenant, fixture)
+        let billed = try await billedStripeTenant(fixture, taxBps: 725)
+        let (tenant, email, start, subscription) = (billed.tenant, billed.email, billed.start, billed.subscription)
+        let first = billed.invoice
         let stripeInvoice = try #require(first.stripe?.invoiceID)
 
         let customers = try await stripe.list("/v1/customers", ["email": email])
@@ -76,12 +73,9 @@ struct StripePushTests {
     func webhooksApplied() async throws {
         let fixture = try await InvoicingFixture.make()
         try await stripe.routeWebhooks()
-        let email = "ap-\(UUID().uuidString.prefix(8).lowercased())@stripe.test"
-        let tenant = try await fixture.tenant(paymentProvider: "stripe", email: email)
-        let start = midnight(daysAgo: 70)
-        let subscription = try await fixture.subscribe(tenant, plan: "starter", start: start)
-        try await fixture.bill(asOf: adding(months: 1, to: start).addingTimeInterval(7200), tenants: [tenant])
-        let invoice = try await syncedInvoice(of: tenant, fixture)
+        let billed = try await billedStripeTenant(fixture)
+        let (tenant, start, subscription) = (billed.tenant, billed.start, billed.subscription)
+        let invoice = billed.invoice
         let customer = try #require(try await fixture.database.query(
             "SELECT stripe_customer_id FROM tenants WHERE id = $1", [tenant])[0].text(0))
 
@@ -130,12 +124,8 @@ struct StripePushTests {
     @Test("a customer deleted in Stripe is created again at the next push (with a new subscription); the invoice is synced")
     func deletedCustomerRecreated() async throws {
         let fixture = try await InvoicingFixture.make()
-        let email = "ap-\(UUID().uuidString.prefix(8).lowercased())@stripe.test"
-        let tenant = try await fixture.tenant(paymentProvider: "stripe", email: email)
-        let start = midnight(daysAgo: 70)
-        try await fixture.subscribe(tenant, plan: "starter", start: start)
-        try await fixture.bill(asOf: adding(months: 1, to: start).addingTimeInterval(7200), tenants: [tenant])
-        _ = try await syncedInvoice(of: tenant, fixture)
+        let billed = try await billedStripeTenant(fixture)
+        let (tenant, start) = (billed.tenant, billed.start)
         let deleted = try #require(try await fixture.database.query("SELECT stripe_customer_id FROM tenants WHERE id = $1", [tenant])[0].text(0))
         // Removed in Stripe's dashboard (or the emulator restarted without it).
         _ = try await stripe.send("DELETE", "/v1/customers/\(deleted)", [:])
@@ -196,12 +186,9 @@ struct StripePushTests {
     @Test("a push that fails is retried with its error recorded; a failed one is listed and made due again by `invoicer stripe retry`, and finds its Stripe invoice")
     func failureAndRetry() async throws {
         let fixture = try await InvoicingFixture.make()
-        let email = "ap-\(UUID().uuidString.prefix(8).lowercased())@stripe.test"
-        let tenant = try await fixture.tenant(paymentProvider: "stripe", email: email)
-        let start = midnight(daysAgo: 70)
-        try await fixture.subscribe(tenant, plan: "starter", start: start)
-        try await fixture.bill(asOf: adding(months: 1, to: start).addingTimeInterval(7200), tenants: [tenant])
-        let invoice = try await syncedInvoice(of: tenant, fixture)
+        let billed = try await billedStripeTenant(fixture)
+        let (tenant, email) = (billed.tenant, billed.email)
+        let invoice = billed.invoice
         let stripeInvoice = try #require(invoice.stripe?.invoiceID)
         let retryingSeries = #"tally_invoicer_stripe_pushes_total{outcome="retrying"}"#
         let retryingBefore = try #require(try await fixture.invoicerMetrics()[retryingSeries])
@@ -255,6 +242,19 @@ struct StripePushTests {
     }
 
     /// The tenant's one invoice once synced (after `attempts` pushes in all).
+    /// A `stripe` tenant on starter from midnight 70 days ago, its first period billed and
+    /// pushed to Stripe.
+    private func billedStripeTenant(_ fixture: InvoicingFixture, taxBps: Int = 0) async throws
+        -> (email: String, tenant: UUID, start: Date, subscription: UUID, invoice: InvoiceView)
+    {
+        let email = "ap-\(UUID().uuidString.prefix(8).lowercased())@stripe.test"
+        let tenant = try await fixture.tenant(taxBps: taxBps, paymentProvider: "stripe", email: email)
+        let start = midnight(daysAgo: 70)
+        let subscription = try await fixture.subscribe(tenant, plan: "starter", start: start)
+        try await fixture.bill(asOf: adding(months: 1, to: start).addingTimeInterval(7200), tenants: [tenant])
+        return (email, tenant, start, subscription, try await syncedInvoice(of: tenant, fixture))
+    }
+
     private func syncedInvoice(of tenant: UUID, _ fixture: InvoicingFixture, attempts: Int = 1) async throws -> InvoiceView {
         try await fixture.waitUntil("the invoice is in Stripe") {
             guard let state = try await fixture.invoices(tenant).last?.stripe else { return false }
