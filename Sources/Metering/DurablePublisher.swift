@@ -62,8 +62,8 @@ public actor DurablePublisher {
     }
 
     /// Publishing to `exchange` instead of `usage`: tests that must not reach the running
-    /// Aggregator use a private one.
-    init(
+    /// Aggregator (or share the broker's answers with other tests' queues) use a private one.
+    package init(
         configuration: AMQPConfiguration, spool: DiskSpool, logger: Logger, confirmTimeout: Duration,
         counters: MeteringCounters, refusalPolicy: RefusalPolicy, exchange: String
     ) {

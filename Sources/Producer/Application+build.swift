@@ -29,7 +29,8 @@ func buildIngest(
     let counters = MeteringCounters()
     let publisher = DurablePublisher(
         configuration: try AMQPConfiguration(url: configuration.amqpURL, connectionName: "tally-producer"),
-        spool: spool, logger: logger, counters: counters)
+        spool: spool, logger: logger, confirmTimeout: .seconds(5), counters: counters, refusalPolicy: RefusalPolicy(),
+        exchange: configuration.usageExchange)
     let tenants = TenantStore(pool: pool)
     let authenticator = APIKeyAuthenticator(adminToken: configuration.adminToken) { key in try await tenants.tenantOwning(key) }
 

@@ -1,3 +1,4 @@
+import TallyMessaging
 import TallyRuntime
 
 /// Everything `producer serve` reads; `keys` lists every variable.
@@ -10,6 +11,9 @@ struct ProducerConfiguration: Sendable {
     var spoolDirectory = ".local/spool/producer"
     var spoolMaxBytes = 1 << 30
     var databasePoolSize = 4
+    /// The exchange usage is published to; tests use one of their own so the broker's
+    /// answers (a nack when another queue on `usage` is deleted mid-routing) are theirs alone.
+    var usageExchange = ExchangeName.usage
 
     static let host = ConfigurationKey("PRODUCER_HOST", summary: "address the ingest service listens on", default: "127.0.0.1")
     static let port = ConfigurationKey("PRODUCER_PORT", summary: "TCP port of the ingest service", default: "8080")

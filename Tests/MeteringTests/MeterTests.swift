@@ -11,11 +11,15 @@ import UsageEvents
 struct MeterTests {
     @Test("tracked events reach RabbitMQ exactly once, in batches of at most 1000")
     func trackAndPublish() async throws {
-        let probe = try await UsageQueueProbe.make()
+        // An exchange of its own: on `usage`, a nack caused by another test's queue being
+        // deleted mid-routing is republished (at least once), which this test would count.
+        let probe = try await UsageQueueProbe.make(privateExchange: true)
         let tenant = UUID()
         let spool = try await DiskSpool.open(directory: TestSpool.directory(), maxBytes: 64 << 20)
         let counters = MeteringCounters()
-        let publisher = DurablePublisher(configuration: try TestSpool.broker, spool: spool, logger: UsageQueueProbe.logger, counters: counters)
+        let publisher = DurablePublisher(
+            configuration: try TestSpool.broker, spool: spool, logger: UsageQueueProbe.logger, confirmTimeout: .seconds(5),
+            counters: counters, refusalPolicy: RefusalPolicy(), exchange: probe.exchange)
         let meter = Meter(publisher: publisher, counters: counters, logger: UsageQueueProbe.logger)
         async let running: Void = meter.run()
         var ids: [String] = []

@@ -11,7 +11,9 @@ import Testing
 
 @testable import Producer
 
-/// A tenant with a key, a private queue bound to `usage`, and the ingest app.
+/// A tenant with a key, a private queue, and the ingest app. The app publishes to an
+/// exchange of the queue's own, so no other test's queue shares the broker's answers
+/// to it; the queue is also bound to `usage`, where spawned `producer` processes publish.
 struct IngestFixture {
     let adminToken = "test-admin-\(UUID().uuidString)"
     let tenant: Tenant
@@ -32,7 +34,9 @@ struct IngestFixture {
             configuration: try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: queue), logger: logger)
         try await consumer.openChannel(1)
         try await Topology.tally.declare(on: consumer)
+        try await consumer.declareExchange(queue, type: .topic, durable: false)
         try await consumer.declareQueue(queue, durable: false, exclusive: true)  // gone with the connection, even if the test dies
+        try await consumer.bindQueue(queue, exchange: queue, routingKey: "usage.#")
         try await consumer.bindQueue(queue, exchange: ExchangeName.usage, routingKey: "usage.#")
         let spool = FileManager.default.temporaryDirectory.appendingPathComponent("spool-\(UUID().uuidString)").path
         return IngestFixture(tenant: tenant, apiKey: key.secret, queue: queue, spoolDirectory: spool, consumer: consumer)
@@ -44,6 +48,7 @@ struct IngestFixture {
         configuration.port = 0
         configuration.spoolDirectory = spoolDirectory
         configuration.databasePoolSize = 2
+        configuration.usageExchange = queue
         return configuration
     }
 
@@ -83,6 +88,7 @@ struct IngestFixture {
 
     func tearDown() async throws {
         try await consumer.deleteQueue(queue)
+        try? await consumer.deleteExchange(queue)
         await consumer.close()
         try? FileManager.default.removeItem(atPath: spoolDirectory)
     }
