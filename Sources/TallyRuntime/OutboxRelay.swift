@@ -18,6 +18,25 @@ public enum Outbox {
             body: String(decoding: try event.encoded(), as: UTF8.self), on: connection)
     }
 
+    /// Adds `events` for `billing.events` in one statement, each unless its message id is
+    /// there already; returns how many were new.
+    @discardableResult
+    public static func enqueue(_ events: [BillingEvent], on connection: isolated PostgresConnection) throws -> Int {
+        guard !events.isEmpty else { return 0 }
+        let bodies = try events.map { String(decoding: try $0.encoded(), as: UTF8.self) }
+        return try connection.query(
+            """
+            INSERT INTO outbox (exchange, routing_key, message_id, body)
+            SELECT $1, r, m, b::jsonb FROM unnest($2::text[], $3::text[], $4::text[]) AS u (r, m, b)
+            ON CONFLICT (message_id) DO NOTHING
+            """,
+            [
+                ExchangeName.billingEvents, PostgresTextArray(events.map(\.type)), PostgresTextArray(events.map(\.id)),
+                PostgresTextArray(bodies),
+            ]
+        ).affectedRows
+    }
+
     /// Adds `commands` for `tally.commands` in one statement, each unless its message id
     /// is there already; returns how many were new.
     @discardableResult

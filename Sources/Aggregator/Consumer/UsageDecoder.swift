@@ -58,6 +58,9 @@ struct DecodedBatch: Sendable {
     var unreadable: [UnreadableMessage] = []
     /// The earliest event time in the batch (event-to-visible latency).
     var earliestEventTime: Date?
+    /// The times of the staged events, by tenant: the periods they fall in are completed
+    /// (`UsagePeriodTotals`) before the events are stored.
+    var stagedTimes: [UUID: Set<Date>] = [:]
 
     /// A staged event as it arrived, to park it if the database refuses it.
     struct StagedSource: Sendable {
@@ -76,6 +79,7 @@ struct DecodedBatch: Sendable {
         part.eventCount = range.count
         part.parkedEvents = withParked ? parkedEvents : []
         part.earliestEventTime = earliestEventTime
+        part.stagedTimes = stagedTimes  // a superset: completing a period more is harmless
         return part
     }
 
@@ -174,6 +178,7 @@ struct UsageDecoder: Sendable {
                 batch.stagedSources.append(.init(object: object, messageID: messageID))
             }
             batch.eventCount += 1
+            batch.stagedTimes[event.tenantID, default: []].insert(event.time)
             if batch.earliestEventTime.map({ event.time < $0 }) ?? true { batch.earliestEventTime = event.time }
         }
     }

@@ -14,6 +14,8 @@ import TallyRuntime
 struct UsageHandler: QueueWorkHandler {
     let database: PostgresConfiguration
     let metrics: AggregatorMetrics
+    /// Catalog, plans, subscriptions and alerts between batches (checked in each).
+    let cache = UsageConfigCache()
     /// Runs after every commit (quota state, billing events); failures are logged there.
     let afterCommit: @Sendable (LedgerOutcome, PostgresConnection) async -> Void
 
@@ -32,7 +34,7 @@ struct UsageHandler: QueueWorkHandler {
         let poisoned = batch.unreadable.map { WorkOutcome.Poisoned(deliveryTag: $0.deliveryTag, reason: $0.reason) }
         let started = ContinuousClock.now
         do {
-            let outcome = try await UsageLedger.record(batch, now: TallyClock.now(), on: database)
+            let outcome = try await UsageLedger.record(batch, now: TallyClock.now(), cache: cache, on: database)
             let elapsed = ContinuousClock.now - started
             metrics.committed(
                 outcome, seconds: elapsed.seconds, visibleAfter: batch.earliestEventTime.map { TallyClock.now().timeIntervalSince($0) })
@@ -57,7 +59,7 @@ struct UsageHandler: QueueWorkHandler {
                         whole.subset(0..<whole.eventCount, withParked: false), parked: &parked, in: database, logger: logger)
                     var rest = DecodedBatch()
                     rest.parkedEvents = parked
-                    let outcome = try await UsageLedger.record(rest, now: TallyClock.now(), on: database)
+                    let outcome = try await UsageLedger.record(rest, now: TallyClock.now(), cache: cache, on: database)
                     metrics.committed(outcome, seconds: (ContinuousClock.now - started).seconds, visibleAfter: nil)
                     return WorkOutcome(poisoned: poisoned)
                 } catch {
@@ -88,7 +90,7 @@ struct UsageHandler: QueueWorkHandler {
         let middle = batch.eventCount / 2
         for part in [batch.subset(0..<middle, withParked: false), batch.subset(middle..<batch.eventCount, withParked: false)] {
             do {
-                let outcome = try await UsageLedger.record(part, now: TallyClock.now(), on: database)
+                let outcome = try await UsageLedger.record(part, now: TallyClock.now(), cache: cache, on: database)
                 metrics.committed(outcome, seconds: 0, visibleAfter: nil)
                 await afterCommit(outcome, database)
             } catch where Self.isRefusalOfData(error) && part.eventCount > 1 {

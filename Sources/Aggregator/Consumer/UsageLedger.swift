@@ -1,6 +1,7 @@
 import Foundation
 import Metering
 import PostgresClient
+import TallyStore
 
 /// What one committed batch changed.
 struct LedgerOutcome: Sendable, Equatable {
@@ -32,14 +33,20 @@ struct LedgerOutcome: Sendable, Equatable {
 ///    in a consistent (tenant, metric, hour) order so concurrent consumers never
 ///    deadlock on rollup rows;
 /// 4. store the invalid events in `parked_events`;
+///    and into the completed period totals of their tenants (`UsagePeriodTotals`);
 /// 5. evaluate quotas and alerts of the tenants whose usage grew.
+///
+/// Before all that, it takes the batch's tenants' locks and completes the periods the
+/// events fall in, so each period's totals stay equal to an aggregation of its events.
 ///
 /// The caller acks the messages only after this commits; a redelivery after a
 /// crash finds its events already stored and counts nothing twice.
 enum UsageLedger {
     /// Writes `batch`; then, in the same transaction, evaluates the touched tenants'
     /// quotas and alerts (`UsageStateEvaluator`) so a firing commits with its usage.
-    static func record(_ batch: DecodedBatch, now: Date, on connection: PostgresConnection) async throws -> LedgerOutcome {
+    static func record(
+        _ batch: DecodedBatch, now: Date, cache: UsageConfigCache = UsageConfigCache(), on connection: PostgresConnection
+    ) async throws -> LedgerOutcome {
         let staged = batch.stagedRows.buffer
         let parkedRows = parkedCopyRows(batch.parkedEvents)
         return try await connection.withTransaction { connection in
@@ -50,6 +57,16 @@ enum UsageLedger {
                     text: parkedRows)
             }
             guard !staged.isEmpty else { return outcome }
+            // The tenants' locks, then their configuration as committed now, then every
+            // period the events fall in completed — all before the events are stored, so
+            // no other transaction stores usage of these tenants until this one commits.
+            let tenants = batch.stagedTimes.keys.sorted { $0.uuidString < $1.uuidString }
+            try UsagePeriodTotals.lock(tenants, on: connection)
+            let config = try cache.snapshot(for: tenants, on: connection)
+            let periods = UsageStateEvaluator.touches(batch.stagedTimes, config: config).flatMap { tenant, touches in
+                touches.map { TenantPeriod(tenant: tenant, span: $0.span) }
+            }
+            try UsagePeriodTotals.complete(Set(periods), on: connection)
             try connection.executeScript(createStaging)
             _ = try connection.copyIn(
                 """
@@ -66,7 +83,7 @@ enum UsageLedger {
             }
             outcome.duplicates = batch.eventCount - outcome.inserted - (outcome.parked - batch.parkedEvents.count)
             if !outcome.timesByTenant.isEmpty {
-                let evaluation = try UsageStateEvaluator.evaluate(outcome.timesByTenant, now: now, on: connection)
+                let evaluation = try UsageStateEvaluator.evaluate(outcome.timesByTenant, config: config, now: now, on: connection)
                 outcome.quotaStates = evaluation.quotaStates
                 outcome.billingEvents = evaluation.billingEvents
             }
@@ -170,7 +187,7 @@ enum UsageLedger {
              ORDER BY 1, 2, 3, 4
             ON CONFLICT DO NOTHING
             RETURNING 1
-        )
+        ), \(UsagePeriodTotals.addInsertedEvents)
         SELECT tenant_id, metric, count(*)::bigint, min(occurred_at), max(occurred_at)
           FROM inserted GROUP BY tenant_id, metric, date_trunc('hour', occurred_at, 'UTC')
         """

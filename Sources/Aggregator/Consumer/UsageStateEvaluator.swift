@@ -7,8 +7,8 @@ import TallyRuntime
 import TallyStore
 
 /// After a batch's usage is written, and in its transaction: for each tenant whose
-/// usage grew, the value of every metric over the billing period containing its
-/// newest event, then
+/// usage grew, the value of every metric over each billing period the batch touched
+/// (read from the period totals, one row per metric), then
 /// - `quota.exceeded` into the outbox the first time a metric goes over its quota
 ///   in the period (the outbox's unique dedup key makes it once per period);
 /// - every alert of the tenant evaluated with the billing engine; a crossing is
@@ -16,9 +16,10 @@ import TallyStore
 ///   `alert.triggered` goes into the outbox in the same transaction;
 /// - the tenant's `QuotaState`, broadcast after the commit.
 ///
-/// Evaluations of one tenant are serialized by a transaction-scoped advisory lock,
-/// so of two consumers committing usage of the same tenant at once, the second sees
-/// the first's usage: a threshold crossed only by the two batches together fires.
+/// The whole batch is a fixed number of statements, whatever the number of tenants:
+/// the tenants' locks (taken by the ledger before it stores the events, so of two
+/// consumers committing usage of one tenant the second sees the first's usage), one read
+/// of the period totals, one insert of the firings and one of the outbox rows.
 enum UsageStateEvaluator {
     struct Evaluation {
         var quotaStates: [QuotaState] = []
@@ -28,44 +29,66 @@ enum UsageStateEvaluator {
     /// Tenants without a subscription are measured by UTC calendar month.
     static let calendarMonths = BillingCalendar(anchor: Instant(microsecondsSinceEpoch: 0), interval: .monthly)
 
-    static func evaluate(_ times: [UUID: Set<Date>], now: Date, on connection: isolated PostgresConnection) throws -> Evaluation {
-        let tenants = times.keys.sorted { $0.uuidString < $1.uuidString }
-        for tenant in tenants {
-            try connection.query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7))", [tenant])
-        }
-        let catalog = try MetricCatalogRecords.load(on: connection)
-        let plans = try SubscriptionRecords.plans(on: connection)
-        let subscriptions = try SubscriptionRecords.subscriptions(of: tenants, plans: plans, on: connection)
-        let alerts = try StoredAlert.load(tenants: tenants, on: connection)
-        var evaluation = Evaluation()
-        for tenant in tenants {
-            // Each period the batch touched, evaluated once at the latest time it saw there.
-            var latestByPeriod: [Instant: (Period, Instant, StoredSubscription?, Bool)] = [:]
-            for time in (times[tenant] ?? []).map(Instant.init) {
-                let subscription = subscriptions[tenant]?.last { $0.covers(time) }
+    /// A period a batch touched: evaluated once, at the latest time the batch saw in it.
+    struct Touch {
+        let span: Period
+        let time: Instant
+        let subscription: StoredSubscription?
+        let trial: Bool
+    }
+
+    /// For each tenant, the periods (billing period, trial or calendar month) its events
+    /// at `times` fall in, oldest first.
+    static func touches(_ times: [UUID: Set<Date>], config: UsageConfigCache.Snapshot) -> [UUID: [Touch]] {
+        var result: [UUID: [Touch]] = [:]
+        for (tenant, tenantTimes) in times {
+            var latestByPeriod: [Period: Touch] = [:]
+            for time in tenantTimes.map(Instant.init) {
+                let subscription = config.subscriptions[tenant]?.last { $0.covers(time) }
                 let period = subscription?.period(containing: time)
                 let span = period?.span ?? calendarMonths.period(containing: time)
-                if let held = latestByPeriod[span.start], held.1 >= time { continue }
-                latestByPeriod[span.start] = (span, time, subscription, period?.trial == true)
+                if let held = latestByPeriod[span], held.time >= time { continue }
+                latestByPeriod[span] = Touch(span: span, time: time, subscription: subscription, trial: period?.trial == true)
             }
-            for (span, time, subscription, trial) in latestByPeriod.values.sorted(by: { $0.0.start < $1.0.start }) {
-                let values = try UsageReader.values(tenant: tenant, over: span, catalog: catalog, on: connection)
+            result[tenant] = latestByPeriod.values.sorted { ($0.span.start, $0.span.end) < ($1.span.start, $1.span.end) }
+        }
+        return result
+    }
+
+    static func evaluate(
+        _ times: [UUID: Set<Date>], config: UsageConfigCache.Snapshot, now: Date, on connection: isolated PostgresConnection
+    ) throws -> Evaluation {
+        let touched = touches(times, config: config)
+        let periods = Set(touched.flatMap { tenant, touches in touches.map { TenantPeriod(tenant: tenant, span: $0.span) } })
+        let totals = try UsagePeriodTotals.values(of: periods, catalog: config.catalog, on: connection)
+        var evaluation = Evaluation()
+        var outbox: [BillingEvent] = []
+        var firings: [Firing] = []
+        for tenant in touched.keys.sorted(by: { $0.uuidString < $1.uuidString }) {
+            for touch in touched[tenant] ?? [] {
+                let period = TenantPeriod(tenant: tenant, span: touch.span)
+                // Every touched period was completed before the events were stored; a
+                // period that is not (its tenant unknown then) is read from the rollups.
+                let values = try totals[period]
+                    ?? UsageReader.rangeValues(tenant: tenant, over: touch.span, catalog: config.catalog, on: connection)
                 let context = PeriodContext(
-                    tenant: tenant, span: span, values: values, plan: subscription.map { $0.timeline.plan(at: time) },
-                    time: time.date, now: now)
-                evaluation.billingEvents += try quotaCrossings(context, on: connection)
-                for alert in alerts[tenant] ?? [] {
-                    evaluation.billingEvents += try evaluate(alert, context, catalog: catalog, on: connection)
+                    tenant: tenant, span: touch.span, values: values, plan: touch.subscription.map { $0.timeline.plan(at: touch.time) },
+                    time: touch.time.date, now: now)
+                outbox += quotaCrossings(context)
+                for alert in config.alerts[tenant] ?? [] {
+                    if let firing = try evaluate(alert, context, catalog: config.catalog, on: connection) { firings.append(firing) }
                 }
                 // Only the period in force now is what quota enforcement needs to know.
-                guard span.contains(Instant(now)) else { continue }
+                guard touch.span.contains(Instant(now)) else { continue }
                 evaluation.quotaStates.append(
                     QuotaState(
-                        tenantID: tenant, asOf: now, periodStart: span.start.date, periodEnd: span.end.date,
-                        subscription: subscription == nil ? .none : (trial ? .trialing : .active),
+                        tenantID: tenant, asOf: now, periodStart: touch.span.start.date, periodEnd: touch.span.end.date,
+                        subscription: touch.subscription == nil ? .none : (touch.trial ? .trialing : .active),
                         metrics: context.quotaMetrics))
             }
         }
+        outbox += try record(firings, on: connection)
+        evaluation.billingEvents = try Outbox.enqueue(outbox, on: connection)
         return evaluation
     }
 
@@ -93,22 +116,66 @@ enum UsageStateEvaluator {
         func decimal(_ quantity: Quantity) -> Decimal { Decimal(string: quantity.description) ?? 0 }
     }
 
-    private static func quotaCrossings(_ context: PeriodContext, on connection: isolated PostgresConnection) throws -> Int {
-        guard let plan = context.plan else { return 0 }
-        var written = 0
+    private static func quotaCrossings(_ context: PeriodContext) -> [BillingEvent] {
+        guard let plan = context.plan else { return [] }
+        var events: [BillingEvent] = []
         for (metric, terms) in plan.terms.sorted(by: { $0.key < $1.key }) {
             guard let quota = terms.quota, !terms.isUnlimited, let value = context.values[metric], value > quota else { continue }
-            let event = BillingEvent.QuotaExceeded(
-                tenantID: context.tenant, occurredAt: context.now, metric: metric, value: value.description, quota: quota.description,
-                enforcement: terms.enforcement.rawValue, periodStart: context.span.start.date, periodEnd: context.span.end.date)
-            written += try Outbox.enqueue(.quotaExceeded(event), on: connection)
+            events.append(
+                .quotaExceeded(
+                    BillingEvent.QuotaExceeded(
+                        tenantID: context.tenant, occurredAt: context.now, metric: metric, value: value.description,
+                        quota: quota.description, enforcement: terms.enforcement.rawValue, periodStart: context.span.start.date,
+                        periodEnd: context.span.end.date)))
         }
-        return written
+        return events
+    }
+
+    /// An alert the engine says fires now, unless it fired already in the period.
+    struct Firing {
+        let alert: StoredAlert
+        let context: PeriodContext
+        let value: Quantity
+        let quota: Quantity?
+    }
+
+    /// Records `firings` in `alert_firings` in one statement; returns the events of those
+    /// that were new (once per alert, period and threshold).
+    private static func record(_ firings: [Firing], on connection: isolated PostgresConnection) throws -> [BillingEvent] {
+        guard !firings.isEmpty else { return [] }
+        let rows = try connection.query(
+            """
+            INSERT INTO alert_firings (alert_id, period_start, threshold_key, value)
+            SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::numeric[])
+            ON CONFLICT DO NOTHING
+            RETURNING alert_id, period_start, threshold_key
+            """,
+            [
+                PostgresTextArray(firings.map { $0.alert.id.uuidString.lowercased() }),
+                PostgresTextArray(firings.map { PostgresTimestamp(microsecondsSinceEpoch: $0.context.span.start.microsecondsSinceEpoch).description }),
+                PostgresTextArray(firings.map(\.alert.thresholdKey)), PostgresTextArray(firings.map(\.value.description)),
+            ])
+        var recorded = Set<String>()
+        for row in rows {
+            let start = PostgresTimestamp(try row.decode(1, as: Date.self)).microsecondsSinceEpoch
+            recorded.insert("\(try row.decode(0, as: UUID.self))|\(start)|\(try row.decode(2, as: String.self))")
+        }
+        return firings.compactMap { firing in
+            let key = "\(firing.alert.id)|\(firing.context.span.start.microsecondsSinceEpoch)|\(firing.alert.thresholdKey)"
+            guard recorded.remove(key) != nil else { return nil }
+            let context = firing.context
+            return .alertTriggered(
+                BillingEvent.AlertTriggered(
+                    tenantID: context.tenant, occurredAt: context.now, alertID: firing.alert.id, alertKind: firing.alert.kind,
+                    thresholdKey: firing.alert.thresholdKey, metric: firing.alert.rule.metric, value: firing.value.description,
+                    threshold: firing.alert.threshold, quota: firing.quota?.description, periodStart: context.span.start.date,
+                    periodEnd: context.span.end.date, channels: firing.alert.channels))
+        }
     }
 
     private static func evaluate(
         _ alert: StoredAlert, _ context: PeriodContext, catalog: MetricCatalog, on connection: isolated PostgresConnection
-    ) throws -> Int {
+    ) throws -> Firing? {
         let quota = context.plan?.terms[alert.rule.metric]?.quota
         var input = AlertInput(value: context.values[alert.rule.metric] ?? .zero, quota: quota)
         if case .anomaly = alert.rule.condition {
@@ -116,18 +183,8 @@ enum UsageStateEvaluator {
                 tenant: context.tenant, metric: alert.rule.metric, catalog: catalog, at: context.time, on: connection)
             input = AlertInput(value: input.value, quota: quota, lastHour: lastHour, trailingHours: trailing)
         }
-        guard !AlertEvaluator.newlyFiring(rules: [alert.rule], input: input, firedThisPeriod: []).isEmpty else { return 0 }
-        let fired = try connection.query(
-            """
-            INSERT INTO alert_firings (alert_id, period_start, threshold_key, value) VALUES ($1, $2, $3, $4)
-            ON CONFLICT DO NOTHING
-            """, [alert.id, context.span.start.date, alert.thresholdKey, Decimal(string: input.value.description) ?? 0])
-        guard fired.affectedRows == 1 else { return 0 }
-        let event = BillingEvent.AlertTriggered(
-            tenantID: context.tenant, occurredAt: context.now, alertID: alert.id, alertKind: alert.kind, thresholdKey: alert.thresholdKey,
-            metric: alert.rule.metric, value: input.value.description, threshold: alert.threshold, quota: quota?.description,
-            periodStart: context.span.start.date, periodEnd: context.span.end.date, channels: alert.channels)
-        return try Outbox.enqueue(.alertTriggered(event), on: connection)
+        guard !AlertEvaluator.newlyFiring(rules: [alert.rule], input: input, firedThisPeriod: []).isEmpty else { return nil }
+        return Firing(alert: alert, context: context, value: input.value, quota: quota)
     }
 
     /// The hour containing `time` (maybe in progress) and the 24 hours before it,

@@ -8,8 +8,19 @@ import PostgresClient
 /// the raw events, at the cost of rollup rows plus at most two hours of events.
 public enum UsageReader {
     /// Every metric's value for `tenant` over `span`, using `catalog`'s aggregations.
-    /// Metrics without events in the span are absent.
+    /// Metrics without events in the span are absent. A period the Aggregator keeps
+    /// totals of (`UsagePeriodTotals`) is read from them; any other range from the rollups.
     public static func values(
+        tenant: UUID, over span: Period, catalog: MetricCatalog, on connection: isolated PostgresConnection
+    ) throws -> [String: Quantity] {
+        let period = TenantPeriod(tenant: tenant, span: span)
+        if let totals = try UsagePeriodTotals.values(of: [period], catalog: catalog, on: connection)[period] { return totals }
+        return try rangeValues(tenant: tenant, over: span, catalog: catalog, on: connection)
+    }
+
+    /// The same values from the hourly rollups and the edge events, for any range: the
+    /// reference the period totals are checked against.
+    public static func rangeValues(
         tenant: UUID, over span: Period, catalog: MetricCatalog, on connection: isolated PostgresConnection
     ) throws -> [String: Quantity] {
         // Whole hours inside the span: [first hour boundary ≥ start, last hour boundary ≤ end).

@@ -1,0 +1,110 @@
+import BillingEngine
+import Foundation
+import PostgresClient
+import Synchronization
+import TallyStore
+
+/// What quota and alert evaluation reads besides usage — the metric catalog, the plans,
+/// and each tenant's subscriptions and alerts — kept between batches and shared by the
+/// consumers of one Aggregator.
+///
+/// Never stale for a decision: every transaction reads the change counters of migration
+/// 017 (`catalog_version`, bumped by any change to metrics or plans, and
+/// `tenant_config_versions`, bumped by any change to a tenant's subscriptions, plan
+/// changes or alerts) after taking its tenants' locks, and reloads what moved. Data loaded
+/// after the counter was read is at least as new as the counter says; if it is newer,
+/// the next batch sees a counter it does not hold and loads again.
+final class UsageConfigCache: Sendable {
+    /// The configuration a transaction evaluates with.
+    struct Snapshot: Sendable {
+        let catalog: MetricCatalog
+        let plans: [String: Plan]
+        let subscriptions: [UUID: [StoredSubscription]]
+        let alerts: [UUID: [StoredAlert]]
+    }
+
+    private struct Global: Sendable {
+        let version: Int64
+        let catalog: MetricCatalog
+        let plans: [String: Plan]
+    }
+
+    private struct TenantConfig: Sendable {
+        /// The tenant's counter, and the catalog's: subscriptions hold plan values.
+        let version: Int64
+        let catalogVersion: Int64
+        let subscriptions: [StoredSubscription]
+        let alerts: [StoredAlert]
+    }
+
+    private struct State: Sendable {
+        var global: Global?
+        var tenants: [UUID: TenantConfig] = [:]
+    }
+
+    private let state = Mutex(State())
+    /// Tenants kept at most; beyond it the cache starts again (a few hundred bytes each).
+    let capacity: Int
+
+    init(capacity: Int = 200_000) {
+        self.capacity = capacity
+    }
+
+    /// Reloads since the start, for tests and metrics: (catalog loads, tenant loads).
+    private let loads = Mutex((catalog: 0, tenants: 0))
+    var loadCounts: (catalog: Int, tenants: Int) { loads.withLock { $0 } }
+
+    /// The configuration of `tenants` as committed now. Call it after taking the tenants'
+    /// locks, inside the transaction that decides with it.
+    func snapshot(for tenants: [UUID], on connection: isolated PostgresConnection) throws -> Snapshot {
+        var catalogVersion: Int64 = 0
+        var versions: [UUID: Int64] = [:]
+        let rows = try connection.query(
+            """
+            SELECT (SELECT version FROM catalog_version), w.t, coalesce(v.version, 0)
+              FROM unnest($1::uuid[]) AS w (t) LEFT JOIN tenant_config_versions v ON v.tenant_id = w.t
+            """, [PostgresTextArray(tenants.map { $0.uuidString.lowercased() })])
+        for row in rows {
+            catalogVersion = try row.decode(0, as: Int64.self)
+            versions[try row.decode(1, as: UUID.self)] = try row.decode(2, as: Int64.self)
+        }
+        if rows.isEmpty { catalogVersion = try connection.query("SELECT version FROM catalog_version")[0].decode(0, as: Int64.self) }
+
+        let (cachedGlobal, cachedTenants) = state.withLock { state in
+            (state.global, tenants.compactMap { tenant in state.tenants[tenant].map { (tenant, $0) } })
+        }
+        var global = cachedGlobal
+        if global?.version != catalogVersion {
+            global = Global(
+                version: catalogVersion, catalog: try MetricCatalogRecords.load(on: connection),
+                plans: try SubscriptionRecords.plans(on: connection))
+            loads.withLock { $0.catalog += 1 }
+        }
+        guard let global else { preconditionFailure("the catalog was just loaded") }
+        var configs = Dictionary(uniqueKeysWithValues: cachedTenants)
+        let stale = tenants.filter { tenant in
+            guard let config = configs[tenant] else { return true }
+            return config.version != versions[tenant] ?? 0 || config.catalogVersion != catalogVersion
+        }
+        if !stale.isEmpty {
+            let subscriptions = try SubscriptionRecords.subscriptions(of: stale, plans: global.plans, on: connection)
+            let alerts = try StoredAlert.load(tenants: stale, on: connection)
+            for tenant in stale {
+                configs[tenant] = TenantConfig(
+                    version: versions[tenant] ?? 0, catalogVersion: catalogVersion, subscriptions: subscriptions[tenant] ?? [],
+                    alerts: alerts[tenant] ?? [])
+            }
+            loads.withLock { $0.tenants += stale.count }
+        }
+        let fresh = stale.compactMap { tenant in configs[tenant].map { (tenant, $0) } }
+        state.withLock { state in
+            if state.global.map({ $0.version < catalogVersion }) ?? true { state.global = global }
+            if state.tenants.count + fresh.count > capacity { state.tenants.removeAll(keepingCapacity: true) }
+            for (tenant, config) in fresh { state.tenants[tenant] = config }
+        }
+        return Snapshot(
+            catalog: global.catalog, plans: global.plans,
+            subscriptions: configs.compactMapValues { $0.subscriptions.isEmpty ? nil : $0.subscriptions },
+            alerts: configs.compactMapValues { $0.alerts.isEmpty ? nil : $0.alerts })
+    }
+}

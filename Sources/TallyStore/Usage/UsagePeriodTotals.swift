@@ -1,0 +1,219 @@
+import BillingEngine
+import Foundation
+import PostgresClient
+
+/// A tenant's usage over one range of time (a billing period, a trial, or a calendar month).
+public struct TenantPeriod: Sendable, Hashable {
+    public let tenant: UUID
+    public let span: Period
+
+    public init(tenant: UUID, span: Period) {
+        self.tenant = tenant
+        self.span = span
+    }
+}
+
+/// Usage totals per tenant and period, kept complete as usage arrives (`usage_periods`,
+/// `usage_period_totals`, `usage_period_values`; migration 017).
+///
+/// A period is completed once — its totals computed from the hourly rollups and the
+/// events at its edges — and from then on the Aggregator adds each event it stores to
+/// every completed period of its tenant containing the event's time, in the statement
+/// that stores the event. Reading a period is then one row per metric. Completing a
+/// period and storing its tenant's events must not interleave: callers hold the tenant's
+/// Aggregator lock (`UsagePeriodTotals.lock`) from before the one until their commit.
+public enum UsagePeriodTotals {
+    /// Takes the Aggregator's transaction-scoped lock of each tenant, in one statement and
+    /// in one order (so two transactions never wait on each other in a cycle).
+    public static func lock(_ tenants: [UUID], on connection: isolated PostgresConnection) throws {
+        guard !tenants.isEmpty else { return }
+        try connection.query(
+            """
+            SELECT count(pg_advisory_xact_lock(k)) FROM (
+                SELECT DISTINCT hashtextextended(t::text, 7) AS k FROM unnest($1::uuid[]) AS t ORDER BY 1
+            ) AS keys
+            """, [PostgresTextArray(tenants.map { $0.uuidString.lowercased() })])
+    }
+
+    /// Completes the periods of `periods` that are not complete yet (of existing tenants);
+    /// returns how many it completed.
+    @discardableResult
+    public static func complete(_ periods: Set<TenantPeriod>, on connection: isolated PostgresConnection) throws -> Int {
+        guard !periods.isEmpty else { return 0 }
+        let sorted = periods.sorted { ($0.tenant.uuidString, $0.span.start, $0.span.end) < ($1.tenant.uuidString, $1.span.start, $1.span.end) }
+        return try connection.query(completeStatement, arrays(sorted))[0].decode(0, as: Int.self)
+    }
+
+    /// Every metric's value over each of `periods` that is complete, with `catalog`'s
+    /// aggregations; metrics without usage are absent, and so are periods not complete.
+    public static func values(
+        of periods: Set<TenantPeriod>, catalog: MetricCatalog, on connection: isolated PostgresConnection
+    ) throws -> [TenantPeriod: [String: Quantity]] {
+        guard !periods.isEmpty else { return [:] }
+        let parameters = arrays(Array(periods))
+        var values: [TenantPeriod: [String: Quantity]] = [:]
+        for row in try connection.query(readStatement, parameters) {
+            let period = TenantPeriod(
+                tenant: try row.decode(0, as: UUID.self),
+                span: Period(start: Instant(try row.decode(1, as: Date.self)), end: Instant(try row.decode(2, as: Date.self))))
+            if values[period] == nil { values[period] = [:] }
+            guard let metric = try row.decode(3, as: String?.self) else { continue }
+            let text: String?
+            switch catalog.aggregation(for: metric) {
+            case .sum: text = row.text(4)
+            case .count: text = row.text(5)
+            case .max: text = row.text(6)
+            case .latest: text = row.text(7)
+            case .uniqueCount: continue
+            }
+            values[period, default: [:]][metric] = try Quantity(parsingTotal: text ?? "0")
+        }
+        let unique = Set(catalog.aggregations.compactMap { metric, aggregation -> String? in
+            if case .uniqueCount = aggregation { return metric }
+            return nil
+        })
+        if !unique.isEmpty {
+            for row in try connection.query(uniqueStatement, parameters) {
+                let metric = try row.decode(3, as: String.self)
+                guard unique.contains(metric) else { continue }
+                let period = TenantPeriod(
+                    tenant: try row.decode(0, as: UUID.self),
+                    span: Period(start: Instant(try row.decode(1, as: Date.self)), end: Instant(try row.decode(2, as: Date.self))))
+                values[period, default: [:]][metric] = Quantity(units: try row.decode(4, as: Int64.self))
+            }
+        }
+        return values
+    }
+
+    private static func arrays(_ periods: [TenantPeriod]) -> [any PostgresEncodable] {
+        [
+            PostgresTextArray(periods.map { $0.tenant.uuidString.lowercased() }),
+            PostgresTextArray(periods.map { PostgresTimestamp(microsecondsSinceEpoch: $0.span.start.microsecondsSinceEpoch).description }),
+            PostgresTextArray(periods.map { PostgresTimestamp(microsecondsSinceEpoch: $0.span.end.microsecondsSinceEpoch).description }),
+        ]
+    }
+
+    /// The periods asked for ($1 tenants, $2 starts, $3 ends), as rows.
+    static let wanted = """
+        SELECT w.tenant_id, w.period_start, w.period_end
+          FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS w (tenant_id, period_start, period_end)
+        """
+
+    /// Each period's whole hours are [first_hour, last_hour); the rest of it — the edges,
+    /// [start, min(first_hour, end)) and [max(last_hour, start), end) — is read from the
+    /// events (pruned to the months of the period), as `UsageReader` reads a range.
+    static let completeStatement = """
+        WITH missing AS (
+            SELECT DISTINCT w.tenant_id, w.period_start, w.period_end,
+                   CASE WHEN date_trunc('hour', w.period_start, 'UTC') = w.period_start THEN w.period_start
+                        ELSE date_trunc('hour', w.period_start, 'UTC') + interval '1 hour' END AS first_hour,
+                   date_trunc('hour', w.period_end, 'UTC') AS last_hour
+              FROM (\(wanted)) AS w
+             WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = w.tenant_id)
+               AND NOT EXISTS (SELECT 1 FROM usage_periods p
+                                WHERE p.tenant_id = w.tenant_id AND p.period_start = w.period_start AND p.period_end = w.period_end)
+        ), marked AS (
+            INSERT INTO usage_periods (tenant_id, period_start, period_end)
+            SELECT tenant_id, period_start, period_end FROM missing
+            RETURNING 1
+        ), edges AS (
+            SELECT w.tenant_id, w.period_start, w.period_end, e.metric, e.quantity, e.occurred_at, e.event_id, e.metadata
+              FROM missing w
+              JOIN usage_events e ON e.tenant_id = w.tenant_id
+               AND ((e.occurred_at >= w.period_start AND e.occurred_at < least(w.first_hour, w.period_end))
+                    OR (e.occurred_at >= greatest(w.last_hour, w.period_start) AND e.occurred_at < w.period_end))
+               AND e.occurred_month BETWEEN date_trunc('month', w.period_start AT TIME ZONE 'UTC')::date
+                                        AND date_trunc('month', w.period_end AT TIME ZONE 'UTC')::date
+        ), pieces AS (
+            SELECT w.tenant_id, w.period_start, w.period_end, r.metric, r.quantity_sum AS s, r.event_count AS c,
+                   r.quantity_max AS mx, r.latest_at AS la, r.latest_event_id AS li, r.latest_quantity AS lq
+              FROM missing w
+              JOIN usage_rollups r ON r.tenant_id = w.tenant_id AND r.hour >= w.first_hour AND r.hour < w.last_hour
+            UNION ALL
+            SELECT tenant_id, period_start, period_end, metric, quantity, 1, quantity, occurred_at, event_id, quantity FROM edges
+        ), totals AS (
+            INSERT INTO usage_period_totals (tenant_id, period_start, period_end, metric, quantity_sum, event_count, quantity_max,
+                                             latest_at, latest_event_id, latest_quantity)
+            SELECT tenant_id, period_start, period_end, metric, sum(s), sum(c), max(mx),
+                   (array_agg(la ORDER BY la DESC, li COLLATE "C" DESC, lq DESC))[1],
+                   (array_agg(li ORDER BY la DESC, li COLLATE "C" DESC, lq DESC))[1],
+                   (array_agg(lq ORDER BY la DESC, li COLLATE "C" DESC, lq DESC))[1]
+              FROM pieces GROUP BY 1, 2, 3, 4
+            RETURNING 1
+        ), distinct_values AS (
+            INSERT INTO usage_period_values (tenant_id, period_start, period_end, metric, value)
+            SELECT DISTINCT tenant_id, period_start, period_end, metric, value FROM (
+                SELECT w.tenant_id, w.period_start, w.period_end, v.metric, v.value
+                  FROM missing w
+                  JOIN usage_rollup_values v ON v.tenant_id = w.tenant_id AND v.hour >= w.first_hour AND v.hour < w.last_hour
+                UNION ALL
+                SELECT e.tenant_id, e.period_start, e.period_end, e.metric, tally_unique_value(e.metadata ->> m.unique_field)
+                  FROM edges e JOIN billable_metrics m ON m.code = e.metric AND m.aggregation = 'unique_count'
+                 WHERE jsonb_typeof(e.metadata -> m.unique_field) IN ('string', 'number', 'boolean')
+            ) AS v
+            RETURNING 1
+        )
+        SELECT count(*)::bigint FROM marked
+        """
+
+    /// One row per complete period without usage (metric NULL), else one per metric.
+    static let readStatement = """
+        SELECT p.tenant_id, p.period_start, p.period_end, t.metric, t.quantity_sum::text, t.event_count::text,
+               t.quantity_max::text, t.latest_quantity::text
+          FROM (\(wanted)) AS w
+          JOIN usage_periods p ON p.tenant_id = w.tenant_id AND p.period_start = w.period_start AND p.period_end = w.period_end
+          LEFT JOIN usage_period_totals t
+            ON t.tenant_id = p.tenant_id AND t.period_start = p.period_start AND t.period_end = p.period_end
+        """
+
+    static let uniqueStatement = """
+        SELECT v.tenant_id, v.period_start, v.period_end, v.metric, count(*)::bigint
+          FROM (\(wanted)) AS w
+          JOIN usage_period_values v ON v.tenant_id = w.tenant_id AND v.period_start = w.period_start AND v.period_end = w.period_end
+         GROUP BY 1, 2, 3, 4
+        """
+
+    /// For the statement that stores a batch's events: CTEs that add the events the CTE
+    /// named `inserted` returned (tenant_id, event_id, metric, quantity, occurred_at,
+    /// metadata) to every complete period of their tenant containing them.
+    public static let addInsertedEvents = """
+        period_totals AS (
+            INSERT INTO usage_period_totals AS t (tenant_id, period_start, period_end, metric, quantity_sum, event_count,
+                                                  quantity_max, latest_at, latest_event_id, latest_quantity)
+            SELECT i.tenant_id, p.period_start, p.period_end, i.metric, sum(i.quantity), count(*), max(i.quantity),
+                   (array_agg(i.occurred_at ORDER BY i.occurred_at DESC, i.event_id COLLATE "C" DESC, i.quantity DESC))[1],
+                   (array_agg(i.event_id ORDER BY i.occurred_at DESC, i.event_id COLLATE "C" DESC, i.quantity DESC))[1],
+                   (array_agg(i.quantity ORDER BY i.occurred_at DESC, i.event_id COLLATE "C" DESC, i.quantity DESC))[1]
+              FROM inserted i
+              JOIN usage_periods p ON p.tenant_id = i.tenant_id AND p.period_start <= i.occurred_at AND i.occurred_at < p.period_end
+             GROUP BY 1, 2, 3, 4
+             ORDER BY 1, 2, 3, 4
+            ON CONFLICT (tenant_id, period_start, period_end, metric) DO UPDATE SET
+                quantity_sum = t.quantity_sum + EXCLUDED.quantity_sum,
+                event_count = t.event_count + EXCLUDED.event_count,
+                quantity_max = greatest(t.quantity_max, EXCLUDED.quantity_max),
+                latest_at = CASE WHEN t.latest_at IS NULL
+                                   OR (EXCLUDED.latest_at, EXCLUDED.latest_event_id COLLATE "C", EXCLUDED.latest_quantity)
+                                    > (t.latest_at, t.latest_event_id COLLATE "C", t.latest_quantity)
+                                 THEN EXCLUDED.latest_at ELSE t.latest_at END,
+                latest_event_id = CASE WHEN t.latest_at IS NULL
+                                   OR (EXCLUDED.latest_at, EXCLUDED.latest_event_id COLLATE "C", EXCLUDED.latest_quantity)
+                                    > (t.latest_at, t.latest_event_id COLLATE "C", t.latest_quantity)
+                                 THEN EXCLUDED.latest_event_id ELSE t.latest_event_id END,
+                latest_quantity = CASE WHEN t.latest_at IS NULL
+                                   OR (EXCLUDED.latest_at, EXCLUDED.latest_event_id COLLATE "C", EXCLUDED.latest_quantity)
+                                    > (t.latest_at, t.latest_event_id COLLATE "C", t.latest_quantity)
+                                 THEN EXCLUDED.latest_quantity ELSE t.latest_quantity END
+            RETURNING 1
+        ), period_values AS (
+            INSERT INTO usage_period_values (tenant_id, period_start, period_end, metric, value)
+            SELECT DISTINCT i.tenant_id, p.period_start, p.period_end, i.metric, tally_unique_value(i.metadata ->> m.unique_field)
+              FROM inserted i
+              JOIN usage_periods p ON p.tenant_id = i.tenant_id AND p.period_start <= i.occurred_at AND i.occurred_at < p.period_end
+              JOIN billable_metrics m ON m.code = i.metric AND m.aggregation = 'unique_count'
+             WHERE jsonb_typeof(i.metadata -> m.unique_field) IN ('string', 'number', 'boolean')
+            ON CONFLICT DO NOTHING
+            RETURNING 1
+        )
+        """
+}
