@@ -11,7 +11,8 @@
 #   ./ops/local.sh test-dates  CI's date checks: the date-sensitive suites with Tally's clock
 #                           (TALLY_CLOCK_OFFSET) on Jan 31, Feb 29 and just into a new year
 #   ./ops/local.sh bench [PHASE]  up + release build + SPEC §7 benchmarks (and the Notifier's) beside raw limits;
-#                                 PHASE (ingest, pipeline, billing, notify) runs one only
+#                                 PHASE (ingest, pipeline, tenants, billing, notify) runs one only
+#                                 (tenants: the aggregator's drain rate at 20 … 50,000 tenants per batch)
 #   ./ops/local.sh stop NAME / start NAME   one server (postgres, rabbitmq, smtp), e.g. for outage tests
 #   ./ops/local.sh --help   this text
 #
@@ -484,9 +485,12 @@ cmd_start() {
 }
 
 cmd_bench() {
-  # `bench PHASE` runs one phase only: ingest (track, publish, HTTP), pipeline, billing or notify.
+  # `bench PHASE` runs one phase only: ingest (track, publish, HTTP), pipeline, tenants, billing or notify.
   local only="${1:-}"
-  case "$only" in "" | ingest | pipeline | billing | notify) ;; *) die "unknown benchmark phase '$only' (ingest, pipeline, billing, notify)" ;; esac
+  case "$only" in
+    "" | ingest | pipeline | tenants | billing | notify) ;;
+    *) die "unknown benchmark phase '$only' (ingest, pipeline, tenants, billing, notify)" ;;
+  esac
   phase() { [ -z "$only" ] || [ "$only" = "$1" ]; }
   cmd_up
   say "building the benchmarks, the producer and the aggregator (release; the first time takes several minutes)"
@@ -532,6 +536,31 @@ PY
   wait_for "the release aggregator" 60 "$LOGS/aggregator-bench.log" curl -fsS "http://127.0.0.1:$((AGGREGATOR_PORT + 100))/healthz"
   "$release/tally-bench" pipeline --tenant "$tenant" --aggregator-pid "$(pid_of aggregator-bench)" || true
   stop_pid aggregator-bench
+  fi
+  if phase tenants; then
+  # The aggregator's drain rate as the tenants mixed in its batches grow: for each count,
+  # aggregator.usage is filled while no aggregator runs (drain-fill: the tenants, then 200k
+  # events in 1000-event messages, event i to tenant i % N), then a release aggregator
+  # drains it and drain-wait measures first to last insert and deletes the run. The
+  # 20-tenant rate is the reference of the others; drain-wait's last line gives the rate.
+  local tenants run_id drained reference="" run_started
+  run_started=$(date -u +%Y%m%d%H%M%S)
+  for tenants in 20 500 5000 50000; do
+    "$BIN/rabbitmqctl" -q purge_queue aggregator.usage >/dev/null
+    run_id="${run_started}t$tenants"
+    if "$release/tally-bench" drain-fill --tenants $tenants --events 200000 --per-message 1000 --run-id "$run_id"; then
+      LOG_LEVEL=warning AGGREGATOR_PORT=$((AGGREGATOR_PORT + 100)) \
+        start_tally_process aggregator-bench "$release/aggregator" run
+      wait_for "the release aggregator" 60 "$LOGS/aggregator-bench.log" curl -fsS "http://127.0.0.1:$((AGGREGATOR_PORT + 100))/healthz"
+      drained=$("$release/tally-bench" drain-wait --run-id "$run_id" --events 200000 --tenants $tenants --per-message 1000 \
+        --aggregator-pid "$(pid_of aggregator-bench)" ${reference:+--reference-rate "$reference"}) || true
+      [ -z "$drained" ] || printf '%s\n' "$drained" | grep -v '^drain-rate:' || true
+      [ "$tenants" != 20 ] || reference=$(printf '%s\n' "$drained" | sed -n 's/^drain-rate: //p')
+      stop_pid aggregator-bench
+    fi
+  done
+  # What a failed fill left in the queue is not real usage either.
+  "$BIN/rabbitmqctl" -q purge_queue aggregator.usage >/dev/null
   fi
   if phase billing; then
   # A billing run of 10,000 subscriptions with usage, issued by a release invoicer.

@@ -13,8 +13,11 @@ import UsageEvents
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tally-bench",
-        abstract: "Measure track() overhead, publish, end-to-end, billing and notification throughput against the local stack (ingest: wrk), and a publisher's memory over a long run (soak).",
-        subcommands: [TrackBench.self, PublishBench.self, PipelineBench.self, BillingBench.self, NotifyBench.self, SoakBench.self]
+        abstract: "Measure track() overhead, publish, end-to-end, billing and notification throughput against the local stack (ingest: wrk), the Aggregator's drain rate by tenants mixed per batch (drain-fill, drain-wait), and a publisher's memory over a long run (soak).",
+        subcommands: [
+            TrackBench.self, PublishBench.self, PipelineBench.self, DrainFillBench.self, DrainWaitBench.self, BillingBench.self,
+            NotifyBench.self, SoakBench.self,
+        ]
     )
 }
 
@@ -43,6 +46,15 @@ enum BenchSupport {
     }
 
     static func format(_ value: Double) -> String { String(format: "%.0f", value) }
+
+    /// Peak resident set size of process `pid` in KiB (VmHWM), nil when it cannot be read
+    /// (the process is gone, or not on Linux).
+    static func peakRSS(_ pid: Int32) -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+        else { return nil }
+        return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+    }
 
     /// Empties `aggregator.usage` between phases: benchmark usage is not real usage, and
     /// a queue filling with hundreds of megabytes slows the broker the next phase measures.

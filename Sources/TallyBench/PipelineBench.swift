@@ -45,7 +45,7 @@ struct PipelineBench: AsyncParsableCommand {
         print("pipeline: event-to-visible latency at \(rate) events/s for \(seconds) s: p50 \(milliseconds(p50)) ms, "
             + "p99 \(milliseconds(p99)) ms (time of the event → insert in the Aggregator's transaction, whose commit "
             + "follows within its commit time); last event visible \(milliseconds(visibleAll)) ms after it was tracked (target p99 ≤ 1000 ms)")
-        if let aggregatorPid, let peak = peakRSS(aggregatorPid) {
+        if let aggregatorPid, let peak = BenchSupport.peakRSS(aggregatorPid) {
             print("pipeline: aggregator peak RSS \(peak / 1024) MiB (VmHWM; target ≤ 150 MiB)")
         }
         try await database.query("DELETE FROM usage_events WHERE tenant_id = $1", [tenant])
@@ -171,12 +171,4 @@ struct PipelineBench: AsyncParsableCommand {
     }
 
     private func milliseconds(_ seconds: Double) -> String { String(format: "%.0f", seconds * 1000) }
-
-    /// Peak resident set size in KiB (VmHWM).
-    private func peakRSS(_ pid: Int32) -> Int? {
-        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
-        else { return nil }
-        return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
-    }
 }

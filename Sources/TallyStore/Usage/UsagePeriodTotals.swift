@@ -117,18 +117,33 @@ public enum UsagePeriodTotals {
             SELECT tenant_id, period_start, period_end FROM missing
             RETURNING 1
         ), edges AS (
+            -- LATERAL, and two ranges without OR: index scans of the tenant's events per
+            -- period (months pruned at run time), never a scan of the whole table. The
+            -- second range starts where the first ends when the period is inside one hour.
             SELECT w.tenant_id, w.period_start, w.period_end, e.metric, e.quantity, e.occurred_at, e.event_id, e.metadata
               FROM missing w
-              JOIN usage_events e ON e.tenant_id = w.tenant_id
-               AND ((e.occurred_at >= w.period_start AND e.occurred_at < least(w.first_hour, w.period_end))
-                    OR (e.occurred_at >= greatest(w.last_hour, w.period_start) AND e.occurred_at < w.period_end))
-               AND e.occurred_month BETWEEN date_trunc('month', w.period_start AT TIME ZONE 'UTC')::date
-                                        AND date_trunc('month', w.period_end AT TIME ZONE 'UTC')::date
+             CROSS JOIN LATERAL (
+                SELECT e.metric, e.quantity, e.occurred_at, e.event_id, e.metadata FROM usage_events e
+                 WHERE e.tenant_id = w.tenant_id
+                   AND e.occurred_at >= w.period_start AND e.occurred_at < least(w.first_hour, w.period_end)
+                   AND e.occurred_month BETWEEN date_trunc('month', w.period_start AT TIME ZONE 'UTC')::date
+                                            AND date_trunc('month', least(w.first_hour, w.period_end) AT TIME ZONE 'UTC')::date
+                UNION ALL
+                SELECT e.metric, e.quantity, e.occurred_at, e.event_id, e.metadata FROM usage_events e
+                 WHERE e.tenant_id = w.tenant_id
+                   AND e.occurred_at >= greatest(w.last_hour, w.period_start, least(w.first_hour, w.period_end))
+                   AND e.occurred_at < w.period_end
+                   AND e.occurred_month BETWEEN date_trunc('month', greatest(w.last_hour, w.period_start) AT TIME ZONE 'UTC')::date
+                                            AND date_trunc('month', w.period_end AT TIME ZONE 'UTC')::date
+             ) AS e
         ), pieces AS (
-            SELECT w.tenant_id, w.period_start, w.period_end, r.metric, r.quantity_sum AS s, r.event_count AS c,
-                   r.quantity_max AS mx, r.latest_at AS la, r.latest_event_id AS li, r.latest_quantity AS lq
+            SELECT w.tenant_id, w.period_start, w.period_end, r.metric, r.s, r.c, r.mx, r.la, r.li, r.lq
               FROM missing w
-              JOIN usage_rollups r ON r.tenant_id = w.tenant_id AND r.hour >= w.first_hour AND r.hour < w.last_hour
+             CROSS JOIN LATERAL (
+                SELECT r.metric, r.quantity_sum AS s, r.event_count AS c, r.quantity_max AS mx, r.latest_at AS la,
+                       r.latest_event_id AS li, r.latest_quantity AS lq
+                  FROM usage_rollups r WHERE r.tenant_id = w.tenant_id AND r.hour >= w.first_hour AND r.hour < w.last_hour
+             ) AS r
             UNION ALL
             SELECT tenant_id, period_start, period_end, metric, quantity, 1, quantity, occurred_at, event_id, quantity FROM edges
         ), totals AS (
@@ -145,7 +160,10 @@ public enum UsagePeriodTotals {
             SELECT DISTINCT tenant_id, period_start, period_end, metric, value FROM (
                 SELECT w.tenant_id, w.period_start, w.period_end, v.metric, v.value
                   FROM missing w
-                  JOIN usage_rollup_values v ON v.tenant_id = w.tenant_id AND v.hour >= w.first_hour AND v.hour < w.last_hour
+                 CROSS JOIN LATERAL (
+                    SELECT v.metric, v.value FROM usage_rollup_values v
+                     WHERE v.tenant_id = w.tenant_id AND v.hour >= w.first_hour AND v.hour < w.last_hour
+                 ) AS v
                 UNION ALL
                 SELECT e.tenant_id, e.period_start, e.period_end, e.metric, tally_unique_value(e.metadata ->> m.unique_field)
                   FROM edges e JOIN billable_metrics m ON m.code = e.metric AND m.aggregation = 'unique_count'
@@ -158,19 +176,25 @@ public enum UsagePeriodTotals {
 
     /// One row per complete period without usage (metric NULL), else one per metric.
     static let readStatement = """
-        SELECT p.tenant_id, p.period_start, p.period_end, t.metric, t.quantity_sum::text, t.event_count::text,
+        SELECT w.tenant_id, w.period_start, w.period_end, t.metric, t.quantity_sum::text, t.event_count::text,
                t.quantity_max::text, t.latest_quantity::text
           FROM (\(wanted)) AS w
-          JOIN usage_periods p ON p.tenant_id = w.tenant_id AND p.period_start = w.period_start AND p.period_end = w.period_end
-          LEFT JOIN usage_period_totals t
-            ON t.tenant_id = p.tenant_id AND t.period_start = p.period_start AND t.period_end = p.period_end
+          LEFT JOIN LATERAL (
+            SELECT t.metric, t.quantity_sum, t.event_count, t.quantity_max, t.latest_quantity FROM usage_period_totals t
+             WHERE t.tenant_id = w.tenant_id AND t.period_start = w.period_start AND t.period_end = w.period_end
+          ) AS t ON true
+         WHERE EXISTS (SELECT 1 FROM usage_periods p
+                        WHERE p.tenant_id = w.tenant_id AND p.period_start = w.period_start AND p.period_end = w.period_end)
         """
 
     static let uniqueStatement = """
-        SELECT v.tenant_id, v.period_start, v.period_end, v.metric, count(*)::bigint
+        SELECT w.tenant_id, w.period_start, w.period_end, v.metric, v.values
           FROM (\(wanted)) AS w
-          JOIN usage_period_values v ON v.tenant_id = w.tenant_id AND v.period_start = w.period_start AND v.period_end = w.period_end
-         GROUP BY 1, 2, 3, 4
+         CROSS JOIN LATERAL (
+            SELECT v.metric, count(*)::bigint AS values FROM usage_period_values v
+             WHERE v.tenant_id = w.tenant_id AND v.period_start = w.period_start AND v.period_end = w.period_end
+             GROUP BY v.metric
+         ) AS v
         """
 
     /// For the statement that stores a batch's events: CTEs that add the events the CTE
@@ -185,7 +209,10 @@ public enum UsagePeriodTotals {
                    (array_agg(i.event_id ORDER BY i.occurred_at DESC, i.event_id COLLATE "C" DESC, i.quantity DESC))[1],
                    (array_agg(i.quantity ORDER BY i.occurred_at DESC, i.event_id COLLATE "C" DESC, i.quantity DESC))[1]
               FROM inserted i
-              JOIN usage_periods p ON p.tenant_id = i.tenant_id AND p.period_start <= i.occurred_at AND i.occurred_at < p.period_end
+             CROSS JOIN LATERAL (  -- an index probe per event, never a scan of every period
+                SELECT p.period_start, p.period_end FROM usage_periods p
+                 WHERE p.tenant_id = i.tenant_id AND p.period_start <= i.occurred_at AND i.occurred_at < p.period_end
+             ) AS p
              GROUP BY 1, 2, 3, 4
              ORDER BY 1, 2, 3, 4
             ON CONFLICT (tenant_id, period_start, period_end, metric) DO UPDATE SET
@@ -209,7 +236,10 @@ public enum UsagePeriodTotals {
             INSERT INTO usage_period_values (tenant_id, period_start, period_end, metric, value)
             SELECT DISTINCT i.tenant_id, p.period_start, p.period_end, i.metric, tally_unique_value(i.metadata ->> m.unique_field)
               FROM inserted i
-              JOIN usage_periods p ON p.tenant_id = i.tenant_id AND p.period_start <= i.occurred_at AND i.occurred_at < p.period_end
+             CROSS JOIN LATERAL (
+                SELECT p.period_start, p.period_end FROM usage_periods p
+                 WHERE p.tenant_id = i.tenant_id AND p.period_start <= i.occurred_at AND i.occurred_at < p.period_end
+             ) AS p
               JOIN billable_metrics m ON m.code = i.metric AND m.aggregation = 'unique_count'
              WHERE jsonb_typeof(i.metadata -> m.unique_field) IN ('string', 'number', 'boolean')
             ON CONFLICT DO NOTHING

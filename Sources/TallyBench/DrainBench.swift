@@ -1,0 +1,312 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Metering
+import PostgresClient
+import RabbitMQClient
+import TallyMessaging
+import UsageEvents
+
+/// The Aggregator's drain rate as the tenants mixed in its batches grow (the issue: 20,
+/// 500, 5,000 and 50,000 distinct tenants): a batch's cost must not grow with the
+/// tenants it touches. Two commands, so `./ops/local.sh bench tenants` can start a
+/// release Aggregator between them:
+/// 1. `drain-fill`, with no Aggregator running: creates the tenants and fills
+///    `aggregator.usage` with usage messages whose events go round-robin over them;
+/// 2. `drain-wait`, once an Aggregator drains the queue: the rate from the first to the
+///    last insert of the run's events (`usage_events.received_at`, set by the database as
+///    each row is inserted), so neither start-up nor polling is counted; then it deletes
+///    everything of the run.
+///
+/// A run is known by its id alone: its tenants are named `drain-RUNID-0` …
+/// `drain-RUNID-(N-1)` and written nowhere else.
+enum DrainRun {
+    /// Usage of a metric of its own, so the counts never mix with other benchmarks'.
+    static let metric = "drain_calls"
+
+    /// Letters and digits only: `drain-RUNID-%` then matches this run's tenants and no
+    /// other's (a `_` would be a LIKE wildcard; with a `-`, run `a` would match run `a-b`).
+    static func validate(runID: String) throws {
+        guard (1...64).contains(runID.count), runID.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber) }) else {
+            throw ValidationError("--run-id must be 1 to 64 ASCII letters and digits, e.g. $(date -u +%Y%m%d%H%M%S)t20")
+        }
+    }
+
+    /// The prefix of the run's tenant names; the tenant's index follows it.
+    static func namePrefix(_ runID: String) -> String { "drain-\(runID)-" }
+
+    /// The LIKE pattern of the run's tenant names.
+    static func namePattern(_ runID: String) -> String { namePrefix(runID) + "%" }
+
+    static func database() async throws -> PostgresConnection {
+        guard let url = ProcessInfo.processInfo.environment["DATABASE_URL"] else {
+            throw ValidationError("DATABASE_URL is not set: run through ./ops/local.sh bench, or source .local/env")
+        }
+        return try await PostgresConnection.connect(configuration: try PostgresConfiguration(url: url), logger: BenchSupport.logger)
+    }
+
+    /// Deletes the run's tenants and every row the Aggregator wrote for them, in one
+    /// transaction; returns how many tenants went.
+    ///
+    /// What the Aggregator writes for usage of tenants without subscriptions or alerts:
+    /// the events, their ids (dedup), the hourly rollups and the calendar month's period
+    /// totals (`usage_periods`, whose totals and unique values go with it by ON DELETE
+    /// CASCADE). None of these has a foreign key to `tenants`, so deleting the tenants
+    /// alone would leave them behind. `usage_rollup_values` only holds unique_count
+    /// metrics, no quota crossing or alert firing (outbox, `alert_firings`) can happen
+    /// without a plan or an alert, and the tables that reference `tenants` (api keys,
+    /// alerts, …) are empty for these tenants or cascade.
+    @discardableResult
+    static func cleanUp(_ runID: String, on database: PostgresConnection) async throws -> Int {
+        let pattern = namePattern(runID)
+        return try await database.withTransaction { connection in
+            for table in ["usage_events", "usage_event_ids", "usage_rollups", "usage_periods"] {
+                try connection.query(
+                    "DELETE FROM \(table) WHERE tenant_id IN (SELECT id FROM tenants WHERE name LIKE $1)", [pattern])
+            }
+            return try connection.query("DELETE FROM tenants WHERE name LIKE $1", [pattern]).affectedRows
+        }
+    }
+
+    /// After a failed step nothing of the run is measured again: it is deleted, so tens of
+    /// thousands of tenants do not stay behind. Says on stderr whether that worked.
+    static func cleanUpAfterFailure(_ runID: String, on database: PostgresConnection) async {
+        do {
+            try await cleanUp(runID, on: database)
+            FileHandle.standardError.write(Data("drain: run \(runID) deleted after the failure below\n".utf8))
+        } catch {
+            FileHandle.standardError.write(
+                Data("drain: could not delete run \(runID) (\(error)); delete the tenants named \(namePattern(runID)) and their usage by hand\n".utf8))
+        }
+    }
+}
+
+/// Step 1 of the drain benchmark: tenants, and a full `aggregator.usage`.
+struct DrainFillBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "drain-fill",
+        abstract: "Drain benchmark, step 1 (no Aggregator running): create N tenants and fill aggregator.usage with usage mixing them.",
+        discussion: """
+            Creates tenants drain-RUNID-0 … drain-RUNID-(N-1) (no subscriptions: measured by calendar month), then
+            publishes --events events of metric drain_calls with confirms, --per-message per message; event i goes to
+            tenant i % N, so every message mixes min(N, --per-message) tenants. Then start an Aggregator and run
+            `tally-bench drain-wait` with the same --run-id. ./ops/local.sh bench tenants does all of it.
+            """)
+
+    @Option(help: "Tenants to create; event i goes to tenant i % N.") var tenants: Int
+    @Option(help: "Events to publish in all.") var events = 200_000
+    @Option(help: "Events per message (1 to 1000).") var perMessage = 1000
+    @Option(help: "This run's id (letters and digits): its tenants are named drain-RUNID-INDEX.") var runID: String
+
+    /// Messages per publish call: enough in flight to fill the queue quickly, few enough
+    /// that a refusal is retried without sending much again.
+    static let messagesPerPublish = 50
+    static let progressEvery = 50_000
+
+    func validate() throws {
+        guard tenants > 0, events > 0 else { throw ValidationError("--tenants and --events must be positive") }
+        guard (1...UsageBatch.maxEvents).contains(perMessage) else {
+            throw ValidationError("--per-message must be 1 to \(UsageBatch.maxEvents) (a usage message's limit)")
+        }
+        try DrainRun.validate(runID: runID)
+    }
+
+    func run() async throws {
+        let database = try await DrainRun.database()
+        // One statement for every tenant: 50,000 inserts one by one would take longer than the drain.
+        let ids = try await database.query(
+            """
+            INSERT INTO tenants (name, billing_email)
+            SELECT $1::text || g, 'bench@tally.localhost' FROM generate_series(0, $2::int - 1) g RETURNING id
+            """, [DrainRun.namePrefix(runID), tenants]
+        ).map { try $0.decode(0, as: UUID.self) }
+        guard ids.count == tenants else { throw ValidationError("created \(ids.count) tenants instead of \(tenants)") }
+        print("drain-fill: \(ids.count) tenants created (\(DrainRun.namePrefix(runID))0 … \(DrainRun.namePrefix(runID))\(tenants - 1))")
+        do {
+            try await fill(ids)
+        } catch {
+            // What was published is purged before the next fill (./ops/local.sh does).
+            await DrainRun.cleanUpAfterFailure(runID, on: database)
+            await database.close()
+            throw error
+        }
+        await database.close()
+    }
+
+    private func fill(_ ids: [UUID]) async throws {
+        let connection = try await AMQPConnection.connect(configuration: try BenchSupport.broker(), logger: BenchSupport.logger)
+        try await connection.openChannel(1, confirms: true)
+        // Idempotent; makes sure the usage exchange routes to aggregator.usage on a bare broker.
+        try await Topology.tally.declare(on: connection)
+        // In the past, so no clock skew makes it "from the future"; one time for all, so the
+        // events of a tenant touch one hour and one calendar month.
+        let time = Date().addingTimeInterval(-60)
+        let messageCount = (events + perMessage - 1) / perMessage
+        var published = 0
+        var reported = 0
+        for firstMessage in stride(from: 0, to: messageCount, by: Self.messagesPerPublish) {
+            // Encoded a chunk at a time: the fill is not timed, and memory stays small.
+            let messages = (firstMessage..<min(firstMessage + Self.messagesPerPublish, messageCount)).map { message in
+                let range = (message * perMessage)..<min((message + 1) * perMessage, events)
+                return UsageBatch(
+                    events: range.map { index in
+                        UsageEvent(id: EventID.make(), tenantID: ids[index % ids.count], metric: DrainRun.metric, quantity: 1, time: time)
+                    }
+                ).message
+            }
+            try await publishConfirmed(messages, on: connection)
+            published = min((firstMessage + messages.count) * perMessage, events)
+            if published / Self.progressEvery > reported / Self.progressEvery || published == events {
+                print("drain-fill: \(published) of \(events) events published and confirmed")
+                reported = published
+            }
+        }
+        // Any message missing from the queue was taken by a consumer: the drain would be
+        // measured from a queue that was never full.
+        let ready = Int(try await connection.declareQueue(QueueName.aggregatorUsage, passive: true))
+        await connection.close()
+        guard ready >= messageCount else {
+            throw ValidationError(
+                "\(QueueName.aggregatorUsage) holds \(ready) messages after \(messageCount) were published: an Aggregator is "
+                    + "consuming it. Stop every Aggregator before drain-fill (./ops/local.sh bench tenants does).")
+        }
+        print("drain-fill: \(events) events in \(messageCount) messages of \(perMessage), "
+            + "\(min(ids.count, perMessage)) tenants mixed per message; \(QueueName.aggregatorUsage) holds \(ready) messages")
+    }
+
+    /// Publishes `messages` until the broker confirms each one. A nack (the broker's
+    /// refusal, e.g. under memory pressure) is published again, as a real publisher does;
+    /// the Aggregator counts an event once however often it arrives. A return means the
+    /// queue is not bound: no retry helps.
+    private func publishConfirmed(_ messages: [OutgoingMessage], on connection: AMQPConnection) async throws {
+        var pending = messages
+        for attempt in 1...5 {
+            let outcomes = try await connection.publish(pending, timeout: .seconds(30))
+            var nacked: [OutgoingMessage] = []
+            for (message, outcome) in zip(pending, outcomes) {
+                switch outcome {
+                case .confirmed: continue
+                case .nacked: nacked.append(message)
+                case .returned(let code, let text):
+                    throw ValidationError(
+                        "a usage message was returned by the broker (\(code) \(text)): is \(QueueName.aggregatorUsage) bound to the usage exchange?")
+                }
+            }
+            if nacked.isEmpty { return }
+            pending = nacked
+            try await Task.sleep(for: .milliseconds(200 * attempt))
+        }
+        throw ValidationError("the broker nacked \(pending.count) usage messages five times in a row; see .local/log/rabbitmq/")
+    }
+}
+
+/// Step 2 of the drain benchmark: waits until an Aggregator has stored every event of
+/// the run, prints the rate, then deletes the run.
+struct DrainWaitBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "drain-wait",
+        abstract: "Drain benchmark, step 2 (an Aggregator draining): the rate from the first to the last insert of the run's events.",
+        discussion: """
+            Waits (10 minutes at most) until every event drain-fill published for --run-id is in usage_events, prints
+            events / (last received_at − first received_at), and then deletes the run's tenants and their usage.
+            The last line of its output is `drain-rate: EVENTS_PER_SECOND`, for scripts.
+            """)
+
+    @Option(help: "The run id given to drain-fill.") var runID: String
+    @Option(help: "Events drain-fill published.") var events = 200_000
+    @Option(help: "Tenants drain-fill created (for the report).") var tenants: Int
+    @Option(help: "Events per message drain-fill used (for the report).") var perMessage = 1000
+    @Option(help: "The 20-tenant rate of the same run (events/s), to print this rate as a share of it.") var referenceRate: Double?
+    @Option(help: "The Aggregator's pid, for its peak RSS.") var aggregatorPid: Int32?
+
+    static let deadline: Duration = .seconds(600)
+    static let pollEvery: Duration = .milliseconds(100)
+
+    func validate() throws {
+        guard tenants > 0, events > 0, perMessage > 0 else { throw ValidationError("--tenants, --events and --per-message must be positive") }
+        if let referenceRate, !(referenceRate > 0) { throw ValidationError("--reference-rate must be a positive rate") }
+        try DrainRun.validate(runID: runID)
+    }
+
+    func run() async throws {
+        let database = try await DrainRun.database()
+        let stored: (count: Int, seconds: Double)
+        do {
+            stored = try await waitForStored(database)
+        } catch {
+            await DrainRun.cleanUpAfterFailure(runID, on: database)
+            await database.close()
+            throw error
+        }
+        guard stored.seconds > 0 else {
+            await DrainRun.cleanUpAfterFailure(runID, on: database)
+            await database.close()
+            throw ValidationError("all \(stored.count) events were inserted at the same instant: publish more events (--events)")
+        }
+        let rate = Double(stored.count) / stored.seconds
+        var line = "drain: \(tenants) tenants mixed, \(min(tenants, perMessage)) per \(perMessage)-event message: "
+            + "\(BenchSupport.format(rate)) events/s (first to last insert of \(stored.count) events, "
+            + "\(String(format: "%.2f", stored.seconds)) s)"
+        if let referenceRate {
+            line += " = \(String(format: "%.0f", 100 * rate / referenceRate))% of the 20-tenant rate "
+                + "(\(BenchSupport.format(referenceRate)) events/s; target ≥ 80% at 5,000, ≥ 60% at 50,000)"
+        }
+        print(line)
+        if let aggregatorPid, let peak = BenchSupport.peakRSS(aggregatorPid) {
+            print("drain: aggregator peak RSS \(peak / 1024) MiB (VmHWM; started for this drain)")
+        }
+        let deleted = try await DrainRun.cleanUp(runID, on: database)
+        await database.close()
+        print("drain: run \(runID) deleted (\(deleted) tenants and their usage)")
+        print("drain-rate: \(BenchSupport.format(rate))")
+    }
+
+    /// Polls until the run's events are all stored; returns their count and the seconds
+    /// from the first insert to the last.
+    ///
+    /// While `aggregator.usage` still holds ready messages the run cannot be complete, so
+    /// only the broker is asked (a passive declare costs next to nothing). The count joins
+    /// the run's tenants to the events, a scan that every 100 ms would take CPU from the
+    /// Aggregator it measures (the broker, the database and the Aggregator share 2 cores):
+    /// it runs only for the last messages, those the Aggregator holds unacknowledged.
+    private func waitForStored(_ database: PostgresConnection) async throws -> (count: Int, seconds: Double) {
+        let broker = try await AMQPConnection.connect(configuration: try BenchSupport.broker(), logger: BenchSupport.logger)
+        do {
+            try await broker.openChannel(1)
+            let stored = try await poll(broker: broker, database: database)
+            await broker.close()
+            return stored
+        } catch {
+            await broker.close()
+            throw error
+        }
+    }
+
+    private func poll(broker: AMQPConnection, database: PostgresConnection) async throws -> (count: Int, seconds: Double) {
+        let deadline = ContinuousClock.now + Self.deadline
+        var ready: UInt32 = 0
+        var stored = 0
+        while ContinuousClock.now < deadline {
+            ready = try await broker.declareQueue(QueueName.aggregatorUsage, passive: true)
+            if ready == 0 {
+                let row = try await database.query(
+                    """
+                    SELECT count(*), extract(epoch FROM max(e.received_at) - min(e.received_at))::float8
+                      FROM usage_events e JOIN tenants t ON t.id = e.tenant_id
+                     WHERE t.name LIKE $1 AND e.metric = $2
+                    """, [DrainRun.namePattern(runID), DrainRun.metric])[0]
+                stored = try row.decode(0, as: Int.self)
+                if stored >= events {
+                    guard let seconds = row.text(1).flatMap({ Double($0) }) else {
+                        throw ValidationError("cannot read the insert times of the run's events")
+                    }
+                    return (stored, seconds)
+                }
+            }
+            try await Task.sleep(for: Self.pollEvery)
+        }
+        throw ValidationError(
+            "the Aggregator did not store the \(events) events of run \(runID) within 10 minutes (\(ready == 0 ? "\(stored) stored" : "\(ready) messages still queued")); "
+                + "is it running? See .local/log/aggregator-bench.log, and parked_events for refused events.")
+    }
+}

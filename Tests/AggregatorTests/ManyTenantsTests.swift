@@ -1,0 +1,205 @@
+import BillingEngine
+import Foundation
+import Metering
+import PostgresClient
+import TallyStore
+import TallyTestSupport
+import Testing
+import UsageEvents
+
+@testable import Aggregator
+
+/// Thousands of tenants mixed in every message (issue 13): counts, period totals, quota
+/// states, quota.exceeded and alerts each exactly what the stored events say.
+@Suite("Aggregator: thousands of tenants per batch")
+struct ManyTenantsTests {
+    /// `count` tenants of this test; every fourth on a plan of the test's own (api_calls:
+    /// quota 3, hard) whose period began 10 days ago, every eighth (offset 1) with an alert
+    /// at 4 api_calls. Returns them in creation order.
+    struct Population {
+        let tenants: [UUID]
+        let subscribed: Set<UUID>
+        let alerted: Set<UUID>
+        let periodStart: Date
+    }
+
+    static func populate(_ harness: AggregatorHarness, count: Int, now: Date) async throws -> Population {
+        let tenants = try await harness.database.query(
+            """
+            INSERT INTO tenants (name, billing_email)
+            SELECT 'many ' || $1 || ' #' || lpad(g::text, 6, '0'), 'agg@example.test' FROM generate_series(1, $2) AS g
+            RETURNING id, name
+            """, [harness.id, count]
+        ).map { (try $0.decode(1, as: String.self), try $0.decode(0, as: UUID.self)) }.sorted { $0.0 < $1.0 }.map(\.1)
+        let plan = "test-many-\(harness.id)"
+        try await harness.database.query(
+            """
+            INSERT INTO subscription_plans (slug, name, base_cents, quotas, overage_rates, enforcement)
+            VALUES ($1, 'Test many', 1000, '{"api_calls": "3"}', '{"api_calls": "10"}', '{"api_calls": "hard"}')
+            """, [plan])
+        let start = now.addingTimeInterval(-10 * 86_400)
+        let subscribed = tenants.enumerated().filter { $0.offset % 4 == 0 }.map(\.element)
+        let array = { (ids: [UUID]) in PostgresTextArray(ids.map { $0.uuidString.lowercased() }) }
+        try await harness.database.query(
+            """
+            WITH created AS (
+                INSERT INTO subscriptions (tenant_id, started_at, anchor)
+                SELECT t, $2, $2 FROM unnest($1::uuid[]) AS t RETURNING id
+            )
+            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
+            SELECT id, $3, $2, 'start', $2 FROM created
+            """, [array(subscribed), start, plan])
+        let alerted = tenants.enumerated().filter { $0.offset % 8 == 1 }.map(\.element)
+        try await harness.database.query(
+            "INSERT INTO usage_alerts (tenant_id, metric, kind, threshold_value) SELECT t, 'api_calls', 'threshold', 4 FROM unnest($1::uuid[]) AS t",
+            [array(alerted)])
+        return Population(tenants: tenants, subscribed: Set(subscribed), alerted: Set(alerted), periodStart: start)
+    }
+
+    /// Checks everything against the stored events: `expected` counts per tenant; each
+    /// completed period's totals equal to an aggregation of its events; quota.exceeded in
+    /// the outbox exactly for the subscribed tenants over 3; a firing exactly for the
+    /// alerted tenants at 4 or more (the billing engine's rule, `AlertEvaluator`).
+    static func verify(_ harness: AggregatorHarness, _ population: Population, expected: [UUID: Int]) async throws {
+        let ids = PostgresTextArray(population.tenants.map { $0.uuidString.lowercased() })
+        let stored = try await harness.storedCounts(population.tenants)
+        #expect(population.tenants.filter { stored[$0, default: 0] != expected[$0, default: 0] }.isEmpty)
+        let mismatches = try await harness.database.query(
+            """
+            WITH raw AS (
+                SELECT p.tenant_id, p.period_start, p.period_end, e.metric, sum(e.quantity) AS quantity_sum, count(*) AS event_count
+                  FROM usage_periods p
+                  JOIN usage_events e ON e.tenant_id = p.tenant_id AND e.occurred_at >= p.period_start AND e.occurred_at < p.period_end
+                 WHERE p.tenant_id = ANY($1::uuid[]) GROUP BY 1, 2, 3, 4
+            ), kept AS (
+                SELECT tenant_id, period_start, period_end, metric, quantity_sum, event_count
+                  FROM usage_period_totals WHERE tenant_id = ANY($1::uuid[])
+            )
+            SELECT count(*) FROM ((SELECT * FROM raw EXCEPT SELECT * FROM kept) UNION ALL (SELECT * FROM kept EXCEPT SELECT * FROM raw)) AS d
+            """, [ids])[0].decode(0, as: Int.self)
+        #expect(mismatches == 0)
+        let completed = try await harness.database.query(
+            "SELECT count(DISTINCT tenant_id) FROM usage_periods WHERE tenant_id = ANY($1::uuid[])", [ids])[0].decode(0, as: Int.self)
+        #expect(completed == expected.filter { $0.value > 0 }.count)
+
+        let exceeded = Set(
+            try await harness.database.query(
+                """
+                SELECT DISTINCT lower(body ->> 'tenant_id') FROM outbox
+                 WHERE routing_key = 'quota.exceeded' AND lower(body ->> 'tenant_id') = ANY($1::text[])
+                """, [ids]
+            ).map { try $0.decode(0, as: String.self) })
+        let overQuota = Set(population.subscribed.filter { stored[$0, default: 0] > 3 }.map { $0.uuidString.lowercased() })
+        #expect(exceeded == overQuota)
+        let duplicatesInOutbox = try await harness.database.query(
+            """
+            SELECT count(*) - count(DISTINCT lower(body ->> 'tenant_id')) FROM outbox
+             WHERE routing_key = 'quota.exceeded' AND lower(body ->> 'tenant_id') = ANY($1::text[])
+            """, [ids])[0].decode(0, as: Int.self)
+        #expect(duplicatesInOutbox == 0)
+
+        let fired = Set(
+            try await harness.database.query(
+                "SELECT a.tenant_id FROM alert_firings f JOIN usage_alerts a ON a.id = f.alert_id WHERE a.tenant_id = ANY($1::uuid[])",
+                [ids]
+            ).map { try $0.decode(0, as: UUID.self) })
+        let rule = AlertRule(id: "r", metric: "api_calls", condition: .threshold(Quantity(units: 4)))
+        let shouldFire = Set(population.alerted.filter { tenant in
+            !AlertEvaluator.newlyFiring(
+                rules: [rule], input: AlertInput(value: Quantity(units: Int64(stored[tenant, default: 0])), quota: nil), firedThisPeriod: []
+            ).isEmpty
+        })
+        #expect(fired == shouldFire)
+        #expect(!overQuota.isEmpty && !shouldFire.isEmpty)  // the population exercises both
+    }
+
+    @Test("one message holding events of 1,000 tenants: counts, period totals, quota states, quota.exceeded and alerts exact")
+    func oneMessageThousandTenants() async throws {
+        let harness = try await AggregatorHarness.make()
+        let now = TestClock.now()
+        let population = try await Self.populate(harness, count: 1_000, now: now)
+        let connection = try await PostgresConnection.connect(
+            configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
+        let cache = UsageConfigCache()
+        var expected: [UUID: Int] = [:]
+        func decode(_ events: [String]) -> DecodedBatch {
+            UsageDecoder(now: now).decode(
+                stride(from: 0, to: events.count, by: 1000).map { chunk in
+                    UsageMessage(
+                        deliveryTag: UInt64(chunk), messageID: nil, schema: nil,
+                        body: Array(("[" + events[chunk..<min(chunk + 1000, events.count)].joined(separator: ",") + "]").utf8))
+                })
+        }
+        // Earlier usage in the current period: tenant i has i % 6 events.
+        var earlier: [String] = []
+        for (index, tenant) in population.tenants.enumerated() {
+            for event in 0..<(index % 6) {
+                earlier.append(usageEventJSON(id: "e\(index)-\(event)", tenant: tenant, time: now.addingTimeInterval(-3_600 - Double(event))))
+            }
+            expected[tenant] = index % 6
+        }
+        _ = try await UsageLedger.record(decode(earlier), now: now, cache: cache, on: connection)
+        // The one message: an event of each tenant; for every tenth, an id it sent before.
+        var message: [String] = []
+        for (index, tenant) in population.tenants.enumerated() {
+            let resent = index % 10 == 0 && index % 6 > 0
+            message.append(usageEventJSON(id: resent ? "e\(index)-0" : "m\(index)", tenant: tenant, time: now.addingTimeInterval(-60)))
+            if !resent { expected[tenant, default: 0] += 1 }
+        }
+        let batch = decode(message)
+        #expect(batch.stagedTimes.count == 1_000)
+        let outcome = try await UsageLedger.record(batch, now: now, cache: cache, on: connection)
+        let resentCount = population.tenants.indices.filter { $0 % 10 == 0 && $0 % 6 > 0 }.count
+        #expect(outcome.inserted == 1_000 - resentCount)
+        #expect(outcome.duplicates == resentCount)
+        // The quota state of every tenant whose usage grew, as the stored events say.
+        let stored = try await harness.storedCounts(population.tenants)
+        #expect(outcome.quotaStates.count == 1_000 - resentCount)
+        for state in outcome.quotaStates {
+            let metric = state.metrics["api_calls"]
+            #expect(metric?.used == Decimal(stored[state.tenantID, default: -1]), "tenant \(state.tenantID)")
+            let subscribed = population.subscribed.contains(state.tenantID)
+            #expect(metric?.quota == (subscribed ? 3 : nil))
+            #expect(state.subscription == (subscribed ? .active : QuotaState.Subscription.none))
+            #expect(state.periodStart.map { $0 <= now } == true && state.periodEnd.map { now < $0 } == true)
+        }
+        try await Self.verify(harness, population, expected: expected)
+        await connection.close()
+        try await harness.tearDown()
+    }
+
+    @Test("5,000 tenants mixed in every message, sent with duplicates to a running Aggregator: every count, total, quota and alert exact")
+    func fiveThousandTenants() async throws {
+        let harness = try await AggregatorHarness.make()
+        let now = TestClock.now()
+        let population = try await Self.populate(harness, count: 5_000, now: now)
+        var random = SeededRandom(seed: 0x5_000)
+        var events: [String] = []
+        var expected: [UUID: Int] = [:]
+        for (index, tenant) in population.tenants.enumerated() {
+            let count = 1 + index % 6
+            for event in 0..<count {
+                events.append(
+                    usageEventJSON(id: "f\(index)-\(event)", tenant: tenant, time: now.addingTimeInterval(-60 - Double(random.next() % 86_400))))
+            }
+            expected[tenant] = count
+        }
+        events.shuffle(using: &random)
+        var bodies = stride(from: 0, to: events.count, by: 1000).map { "[" + events[$0..<min($0 + 1000, events.count)].joined(separator: ",") + "]" }
+        // Sent again: three whole messages, and 2,000 events scattered in messages of their own.
+        bodies += bodies.prefix(3)
+        let again = (0..<2_000).map { _ in events[Int(random.next() % UInt64(events.count))] }
+        bodies += stride(from: 0, to: again.count, by: 1000).map { "[" + again[$0..<min($0 + 1000, again.count)].joined(separator: ",") + "]" }
+        let aggregator = try harness.startAggregator(consumers: 2, name: "many")
+        try await harness.publish(bodies)
+        let total = expected.values.reduce(0, +)
+        try await harness.waitUntil("\(total) events stored") {
+            try await harness.storedCounts(population.tenants).values.reduce(0, +) == total
+        }
+        try await harness.waitUntil("the queue drained") { try await harness.depth() == 0 }
+        #expect(aggregator.kill(SIGTERM) == 0)
+        #expect(try await harness.depth(".parked") == 0)
+        try await Self.verify(harness, population, expected: expected)
+        try await harness.tearDown()
+    }
+}
