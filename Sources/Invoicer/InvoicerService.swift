@@ -33,7 +33,7 @@ func buildApplication(_ configuration: InvoicerConfiguration, logger: Logger) th
 
 /// `invoicer run`'s services, in start order (shut down in reverse): the publisher; the
 /// consumers of `invoicer.commands` (the shared `QueueWorker` with `CommandHandler`), each
-/// generating one invoice per command in its own transaction and acking after the commit;
+/// generating the invoices of a batch of commands in one transaction and acking after the commit;
 /// the outbox sweeper (commands of runs planned by the billing API, `invoice.*` events,
 /// Stripe events to apply); and, with `STRIPE_API_KEY`, the Stripe push.
 enum InvoicerServices {
@@ -45,6 +45,9 @@ enum InvoicerServices {
         var worker = QueueWorkerSettings(name: "invoicer", queue: QueueName.invoicerCommands)
         worker.consumers = configuration.consumers
         worker.prefetch = configuration.prefetch
+        // Commands are issued a batch per transaction (InvoiceGenerator.generate([...])).
+        worker.maxBatch = Int(configuration.prefetch)
+        worker.linger = .milliseconds(20)
         let handler = CommandHandler(database: database, relay: relay, paymentTermsDays: configuration.paymentTermsDays, metrics: metrics)
         var services: [any Service] = [
             PublisherService(publisher),
@@ -146,31 +149,39 @@ struct CommandHandler: QueueWorkHandler {
 
     func process(_ deliveries: [Delivery], in database: PostgresConnection, logger: Logger) async -> WorkOutcome {
         var poisoned: [WorkOutcome.Poisoned] = []
+        var commands: [InvoiceGenerateCommand] = []
         for delivery in deliveries {
-            let command: InvoiceGenerateCommand
             do {
-                command = try InvoiceGenerateCommand.decode(delivery.body)
+                commands.append(try InvoiceGenerateCommand.decode(delivery.body))
             } catch {
                 poisoned.append(.init(deliveryTag: delivery.deliveryTag, reason: "not an invoice.generate command: \(error)"))
-                continue
             }
+        }
+        // The batch's invoices in one transaction, with a fixed number of statements (a
+        // command that cannot be carried out fails the batch, and the worker splits it).
+        let outcomes: [InvoiceGenerator.Outcome]
+        do {
+            outcomes = try await database.withTransaction { [commands] in
+                try InvoiceGenerator.generate(commands, paymentTermsDays: paymentTermsDays, on: $0)
+            }
+        } catch {
+            logger.error(
+                "invoice generation failed",
+                metadata: [
+                    "error": "\(String(reflecting: error))", "commands": "\(commands.count)",
+                    "subscription.id": "\(commands.count == 1 ? "\(commands[0].subscriptionID)" : "several")",
+                ])
+            return WorkOutcome(poisoned: poisoned, failure: .classifying(error))
+        }
+        for (command, outcome) in zip(commands, outcomes) {
+            metrics.invoice(outcome)
             var logger = logger
             logger[metadataKey: "subscription.id"] = "\(command.subscriptionID)"
             logger[metadataKey: "billing_run.id"] = "\(command.billingRunID)"
-            do {
-                let outcome = try await database.withTransaction {
-                    try InvoiceGenerator.generate(command, paymentTermsDays: paymentTermsDays, on: $0)
-                }
-                metrics.invoice(outcome)
-                switch outcome {
-                case .issued(_, let number): logger.info("invoice issued", metadata: ["invoice.number": "\(number)"])
-                case .failed(let reason):
-                    logger.error("invoice not issued", metadata: ["reason": "\(reason)"])
-                case .alreadyIssued, .skipped: break
-                }
-            } catch {
-                logger.error("invoice generation failed", metadata: ["error": "\(String(reflecting: error))"])
-                return WorkOutcome(poisoned: poisoned, failure: .classifying(error))
+            switch outcome {
+            case .issued(_, let number): logger.info("invoice issued", metadata: ["invoice.number": "\(number)"])
+            case .failed(let reason): logger.error("invoice not issued", metadata: ["reason": "\(reason)"])
+            case .alreadyIssued, .skipped: break
             }
         }
         _ = try? await relay.drain(database)

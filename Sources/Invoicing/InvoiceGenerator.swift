@@ -34,63 +34,10 @@ public enum InvoiceGenerator {
     public static func generate(
         _ command: InvoiceGenerateCommand, paymentTermsDays: Int = defaultPaymentTermsDays, on connection: isolated PostgresConnection
     ) throws -> Outcome {
-        guard let run = try connection.query("SELECT as_of FROM billing_runs WHERE id = $1", [command.billingRunID]).first else {
-            throw InvoicingError("billing run \(command.billingRunID) does not exist")
+        guard let outcome = try generate([command], paymentTermsDays: paymentTermsDays, on: connection).first else {
+            throw InvoicingError("no outcome for the command of subscription \(command.subscriptionID)")
         }
-        let asOf = try run.decode(0, as: Date.self)
-        guard let tenantRow = try connection.query(
-            """
-            SELECT s.tenant_id, t.tax_rate_bps, t.currency, t.payment_provider FROM subscriptions s JOIN tenants t ON t.id = s.tenant_id
-             WHERE s.id = $1 FOR UPDATE OF s
-            """, [command.subscriptionID]).first
-        else { throw InvoicingError("subscription \(command.subscriptionID) does not exist") }
-        let tenant = try tenantRow.decode(0, as: UUID.self)
-        let plans = try SubscriptionRecords.plans(on: connection)
-        guard let stored = try SubscriptionRecords.subscriptions(of: [tenant], plans: plans, on: connection)[tenant]?
-            .first(where: { $0.id == command.subscriptionID })
-        else { throw InvoicingError("subscription \(command.subscriptionID) has no plan") }
-        let tenantTerms = TenantTerms(
-            id: tenant, taxBasisPoints: try tenantRow.decode(1), currency: try tenantRow.decode(2), paymentProvider: try tenantRow.decode(3),
-            paymentTermsDays: paymentTermsDays)
-        if command.isAdjustment {
-            return try generateAdjustment(command, of: stored, tenant: tenantTerms, asOf: asOf, on: connection)
-        }
-        guard let period = stored.timeline.billingPeriod(command.periodIndex) else {
-            let reason = "the subscription has no period \(command.periodIndex) any more (it ended before it)"
-            try markItem(command, status: "skipped", error: reason, on: connection)
-            return .skipped(reason: reason)
-        }
-
-        if let existing = try connection.query(
-            "SELECT id FROM invoices WHERE subscription_id = $1 AND period_start = $2 AND kind = 'period'",
-            [command.subscriptionID, period.billed.start.date]).first {
-            let id = try existing.decode(0, as: UUID.self)
-            try markItem(command, invoice: id, on: connection)
-            return .alreadyIssued(invoiceID: id)
-        }
-
-        let catalog = try MetricCatalogRecords.load(on: connection)
-        let values = try UsageReader.values(tenant: tenant, over: period.billed, catalog: catalog, on: connection)
-        let late = try lateUsage(stored, before: period.billed.start, tenant: tenant, catalog: catalog, on: connection)
-        let computed = Result { () throws(BillingError) in
-            try InvoiceCalculator.invoice(
-                for: period, of: stored.timeline, values: values, lateUsage: late, taxBasisPoints: tenantTerms.taxBasisPoints)
-        }
-        let draft: InvoiceDraft
-        switch computed {
-        case .success(let computed): draft = computed
-        case .failure(let error): return try fail(command, error, on: connection)
-        }
-        let pricing = stored.timeline.pricingPlan(of: period)
-        let priced = pricing.terms.filter { $0.value.quota != nil }.map(\.key)
-        let issued = try issue(
-            draft, kind: "period", command: command, tenant: tenantTerms, asOf: asOf, planSlugs: draft.lines.map { _ in pricing.slug },
-            on: connection)
-        try snapshot(
-            subscription: command.subscriptionID, invoice: issued.invoiceID, period: period.billed, plan: pricing, values: values,
-            metrics: priced, on: connection)
-        try snapshotLateUsage(late, subscription: command.subscriptionID, invoice: issued.invoiceID, on: connection)
-        return .issued(invoiceID: issued.invoiceID, number: issued.number)
+        return outcome
     }
 
     /// What the invoice needs of its tenant.
@@ -289,7 +236,12 @@ public enum InvoiceGenerator {
             ON CONFLICT (year) DO UPDATE SET last_number = invoice_number_counters.last_number + 1
             RETURNING last_number
             """, [year])[0].decode(0, as: Int.self)
-        let digits = String(next)
+        return invoiceNumber(year: year, next)
+    }
+
+    /// `INV-YYYY-NNNNNN`.
+    static func invoiceNumber(year: Int, _ number: Int) -> String {
+        let digits = String(number)
         return "INV-\(year)-" + String(repeating: "0", count: max(0, 6 - digits.count)) + digits
     }
 }

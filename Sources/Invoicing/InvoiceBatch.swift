@@ -1,0 +1,309 @@
+import BillingEngine
+import CivilTime
+import Foundation
+import PostgresClient
+import TallyMessaging
+import TallyRuntime
+import TallyStore
+
+extension InvoiceGenerator {
+    /// Issues (or finds) the invoices `commands` ask for, in the caller's transaction, with a
+    /// fixed number of statements for the whole batch rather than per invoice: the
+    /// subscriptions locked in one statement (in id order, so two Invoicers never wait on
+    /// each other in a cycle), plans, subscriptions, catalog and existing invoices read once,
+    /// the period values read from the period totals in one query, then every invoice's
+    /// number allocated in one step per year — after all the reads, so the counter row is
+    /// held only for the inserts — and the invoices, lines, run items, snapshots and
+    /// `invoice.finalized` rows written with one insert each.
+    ///
+    /// Outcomes are in the order of `commands`. A command that cannot be carried out at all
+    /// (its run or subscription does not exist) throws, and the caller's worker splits the
+    /// batch to find it. Adjustment invoices (rare) take the one-at-a-time path.
+    public static func generate(
+        _ commands: [InvoiceGenerateCommand], paymentTermsDays: Int = defaultPaymentTermsDays, on connection: isolated PostgresConnection
+    ) throws -> [Outcome] {
+        guard !commands.isEmpty else { return [] }
+        var runs: [UUID: Date] = [:]
+        for row in try connection.query(
+            "SELECT id, as_of FROM billing_runs WHERE id = ANY($1::uuid[])",
+            [PostgresTextArray(Set(commands.map(\.billingRunID)).map(\.uuidString))])
+        {
+            runs[try row.decode(0, as: UUID.self)] = try row.decode(1, as: Date.self)
+        }
+        var terms: [UUID: TenantTerms] = [:]  // by subscription
+        for row in try connection.query(
+            """
+            SELECT s.id, s.tenant_id, t.tax_rate_bps, t.currency, t.payment_provider
+              FROM subscriptions s JOIN tenants t ON t.id = s.tenant_id
+             WHERE s.id = ANY($1::uuid[]) ORDER BY s.id FOR UPDATE OF s
+            """, [PostgresTextArray(Set(commands.map(\.subscriptionID)).map(\.uuidString))])
+        {
+            terms[try row.decode(0, as: UUID.self)] = TenantTerms(
+                id: try row.decode(1), taxBasisPoints: try row.decode(2), currency: try row.decode(3), paymentProvider: try row.decode(4),
+                paymentTermsDays: paymentTermsDays)
+        }
+        for command in commands {
+            guard runs[command.billingRunID] != nil else { throw InvoicingError("billing run \(command.billingRunID) does not exist") }
+            guard terms[command.subscriptionID] != nil else { throw InvoicingError("subscription \(command.subscriptionID) does not exist") }
+        }
+        let plans = try SubscriptionRecords.plans(on: connection)
+        let tenants = Array(Set(terms.values.map(\.id)))
+        var subscriptions: [UUID: StoredSubscription] = [:]
+        for stored in try SubscriptionRecords.subscriptions(of: tenants, plans: plans, on: connection).values.joined() {
+            subscriptions[stored.id] = stored
+        }
+        let catalog = try MetricCatalogRecords.load(on: connection)
+        var invoiced: [String: UUID] = [:]  // "subscription|period start" of period invoices
+        for row in try connection.query(
+            "SELECT subscription_id, period_start, id FROM invoices WHERE kind = 'period' AND subscription_id = ANY($1::uuid[])",
+            [PostgresTextArray(Array(terms.keys).map(\.uuidString))])
+        {
+            invoiced["\(try row.decode(0, as: UUID.self))|\(Instant(try row.decode(1, as: Date.self)).microsecondsSinceEpoch)"] =
+                try row.decode(2, as: UUID.self)
+        }
+
+        var outcomes = [Outcome?](repeating: nil, count: commands.count)
+        var marks: [RunItemMark] = []
+        // The periods to bill, and their values from the period totals in one read.
+        var periodCommands: [(index: Int, stored: StoredSubscription, period: BillingPeriod)] = []
+        var firstInBatch: [String: Int] = [:]
+        var repeats: [(index: Int, first: Int)] = []
+        for (index, command) in commands.enumerated() {
+            guard let stored = subscriptions[command.subscriptionID], let tenant = terms[command.subscriptionID],
+                let asOf = runs[command.billingRunID]
+            else { throw InvoicingError("subscription \(command.subscriptionID) has no plan") }
+            if command.isAdjustment {
+                outcomes[index] = try generateAdjustment(command, of: stored, tenant: tenant, asOf: asOf, on: connection)
+                continue
+            }
+            guard let period = stored.timeline.billingPeriod(command.periodIndex) else {
+                let reason = "the subscription has no period \(command.periodIndex) any more (it ended before it)"
+                marks.append(RunItemMark(command: command, invoice: nil, status: "skipped", error: reason))
+                outcomes[index] = .skipped(reason: reason)
+                continue
+            }
+            let key = "\(command.subscriptionID)|\(period.billed.start.microsecondsSinceEpoch)"
+            if let existing = invoiced[key] {
+                marks.append(RunItemMark(command: command, invoice: existing, status: "issued", error: nil))
+                outcomes[index] = .alreadyIssued(invoiceID: existing)
+                continue
+            }
+            // The same period twice in one batch (two runs, or a redelivery): billed once,
+            // the second told what became of the first.
+            if let first = firstInBatch[key] {
+                repeats.append((index, first))
+                continue
+            }
+            firstInBatch[key] = index
+            periodCommands.append((index, stored, period))
+        }
+        let periods = Set(periodCommands.map { TenantPeriod(tenant: $0.stored.tenantID, span: $0.period.billed) })
+        let totals = try UsagePeriodTotals.values(of: periods, catalog: catalog, on: connection)
+
+        var drafts: [Draft] = []
+        for (index, stored, period) in periodCommands {
+            let command = commands[index]
+            guard let tenant = terms[command.subscriptionID], let asOf = runs[command.billingRunID] else { continue }
+            let values = try totals[TenantPeriod(tenant: stored.tenantID, span: period.billed)]
+                ?? UsageReader.rangeValues(tenant: stored.tenantID, over: period.billed, catalog: catalog, on: connection)
+            let late = try lateUsage(stored, before: period.billed.start, tenant: stored.tenantID, catalog: catalog, on: connection)
+            let computed = Result { () throws(BillingError) in
+                try InvoiceCalculator.invoice(
+                    for: period, of: stored.timeline, values: values, lateUsage: late, taxBasisPoints: tenant.taxBasisPoints)
+            }
+            switch computed {
+            case .success(let draft):
+                let pricing = stored.timeline.pricingPlan(of: period)
+                var snapshots = try pricing.terms.filter { $0.value.quota != nil }.map(\.key).sorted().map { metric in
+                    let value = values[metric] ?? .zero
+                    return Snapshot(period: period.billed, metric: metric, value: value, amount: try pricing.charge(metric: metric, value: value))
+                }
+                for adjustment in late {
+                    snapshots.append(
+                        Snapshot(
+                            period: adjustment.period, metric: adjustment.metric, value: adjustment.currentValue,
+                            amount: try adjustment.plan.charge(metric: adjustment.metric, value: adjustment.currentValue)))
+                }
+                drafts.append(
+                    Draft(
+                        index: index, command: command, draft: draft, tenant: tenant, asOf: asOf,
+                        planSlugs: draft.lines.map { _ in pricing.slug }, snapshots: snapshots))
+            case .failure(let error):
+                marks.append(RunItemMark(command: command, invoice: nil, status: "failed", error: error.description))
+                outcomes[index] = .failed(reason: error.description)
+            }
+        }
+        for issued in try issue(drafts, on: connection) {
+            marks.append(RunItemMark(command: commands[issued.index], invoice: issued.invoiceID, status: "issued", error: nil))
+            outcomes[issued.index] = .issued(invoiceID: issued.invoiceID, number: issued.number)
+        }
+        for (index, first) in repeats {
+            switch outcomes[first] {
+            case .issued(let invoice, _), .alreadyIssued(let invoice):
+                marks.append(RunItemMark(command: commands[index], invoice: invoice, status: "issued", error: nil))
+                outcomes[index] = .alreadyIssued(invoiceID: invoice)
+            case .skipped(let reason):
+                marks.append(RunItemMark(command: commands[index], invoice: nil, status: "skipped", error: reason))
+                outcomes[index] = .skipped(reason: reason)
+            case .failed(let reason):
+                marks.append(RunItemMark(command: commands[index], invoice: nil, status: "failed", error: reason))
+                outcomes[index] = .failed(reason: reason)
+            case nil: break
+            }
+        }
+        try mark(marks, on: connection)
+        return try outcomes.map { outcome in
+            guard let outcome else { throw InvoicingError("a command of the batch was left without an outcome") }
+            return outcome
+        }
+    }
+
+    /// An invoice computed and ready to be numbered and written.
+    struct Draft {
+        let index: Int
+        let command: InvoiceGenerateCommand
+        let draft: InvoiceDraft
+        let tenant: TenantTerms
+        let asOf: Date
+        let planSlugs: [String?]
+        /// What it bills per metric with a quota (and the late usage it adjusts): later
+        /// adjustments compare against these.
+        let snapshots: [Snapshot]
+    }
+
+    struct Snapshot {
+        let period: Period
+        let metric: String
+        let value: Quantity
+        let amount: Cents
+    }
+
+    struct RunItemMark {
+        let command: InvoiceGenerateCommand
+        let invoice: UUID?
+        let status: String
+        let error: String?
+    }
+
+    /// Numbers the drafts (gapless, in batch order, per year of their run's as-of) and
+    /// writes them: invoices, lines, snapshots and `invoice.finalized` outbox rows.
+    private static func issue(_ drafts: [Draft], on connection: isolated PostgresConnection) throws -> [(index: Int, invoiceID: UUID, number: String)] {
+        guard !drafts.isEmpty else { return [] }
+        // Numbers last: the counter rows are held from here to the commit, a few inserts later.
+        var numbers: [String] = Array(repeating: "", count: drafts.count)
+        let byYear = Dictionary(grouping: drafts.indices) { Calendar.utc.component(.year, from: drafts[$0].asOf) }
+        for (year, positions) in byYear.sorted(by: { $0.key < $1.key }) {
+            let last = try connection.query(
+                """
+                INSERT INTO invoice_number_counters (year, last_number) VALUES ($1, $2)
+                ON CONFLICT (year) DO UPDATE SET last_number = invoice_number_counters.last_number + $2
+                RETURNING last_number
+                """, [year, positions.count])[0].decode(0, as: Int.self)
+            for (offset, position) in positions.enumerated() {
+                numbers[position] = invoiceNumber(year: year, last - positions.count + 1 + offset)
+            }
+        }
+        let ids = drafts.map { _ in UUID() }
+        func text<T>(_ values: [T], _ transform: (T) -> String?) -> PostgresTextArray {
+            PostgresTextArray(values.map { transform($0) ?? "" })
+        }
+        let stamp = { (date: Date) in PostgresTimestamp(date).description }
+        let rows = try connection.query(
+            """
+            INSERT INTO invoices (id, tenant_id, subscription_id, billing_run_id, kind, number, currency, period_start, period_end,
+                                  subtotal_cents, tax_rate_bps, tax_cents, total_cents, issued_at, due_at, as_of, stripe_status,
+                                  stripe_next_attempt_at)
+            SELECT id, tenant, subscription, run, 'period', number, currency, period_start, period_end, subtotal, tax_rate, tax, total,
+                   $15::timestamptz, $15::timestamptz + make_interval(days => terms), as_of,
+                   CASE WHEN provider = 'stripe' THEN 'pending' END, CASE WHEN provider = 'stripe' THEN now() END
+              FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::timestamptz[], $8::timestamptz[],
+                          $9::bigint[], $10::int[], $11::bigint[], $12::bigint[], $13::timestamptz[], $14::text[], $16::int[])
+                   AS u (id, tenant, subscription, run, number, currency, period_start, period_end, subtotal, tax_rate, tax, total,
+                         as_of, provider, terms)
+            RETURNING id, issued_at, due_at
+            """,
+            [
+                text(ids) { $0.uuidString }, text(drafts) { $0.tenant.id.uuidString }, text(drafts) { $0.command.subscriptionID.uuidString },
+                text(drafts) { $0.command.billingRunID.uuidString }, PostgresTextArray(numbers), text(drafts) { $0.tenant.currency },
+                text(drafts) { stamp($0.draft.period.start.date) }, text(drafts) { stamp($0.draft.period.end.date) },
+                text(drafts) { String($0.draft.subtotal.value) }, text(drafts) { String($0.draft.taxBasisPoints) },
+                text(drafts) { String($0.draft.tax.value) }, text(drafts) { String($0.draft.total.value) }, text(drafts) { stamp($0.asOf) },
+                text(drafts) { $0.tenant.paymentProvider }, TallyClock.now(), text(drafts) { String($0.tenant.paymentTermsDays) },
+            ])
+        var dates: [UUID: (issued: Date, due: Date)] = [:]
+        for row in rows { dates[try row.decode(0, as: UUID.self)] = (try row.decode(1, as: Date.self), try row.decode(2, as: Date.self)) }
+
+        var lines: [(invoice: UUID, position: Int, line: InvoiceLine, slug: String?)] = []
+        var snapshots: [(invoice: UUID, subscription: UUID, snapshot: Snapshot)] = []
+        for (position, draft) in drafts.enumerated() {
+            for (index, line) in draft.draft.lines.enumerated() {
+                lines.append((ids[position], index + 1, line, draft.planSlugs[index]))
+            }
+            for snapshot in draft.snapshots { snapshots.append((ids[position], draft.command.subscriptionID, snapshot)) }
+        }
+        if !lines.isEmpty {
+            try connection.query(
+                """
+                INSERT INTO invoice_lines (invoice_id, position, kind, metric, description, quantity, unit_price_cents, amount_cents,
+                                           plan_slug, period_start, period_end)
+                SELECT invoice, position, kind, nullif(metric, ''), description, quantity, unit_price, amount, nullif(slug, ''),
+                       period_start, period_end
+                  FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::numeric[], $7::numeric[], $8::bigint[],
+                              $9::text[], $10::timestamptz[], $11::timestamptz[])
+                       AS u (invoice, position, kind, metric, description, quantity, unit_price, amount, slug, period_start, period_end)
+                """,
+                [
+                    text(lines) { $0.invoice.uuidString }, text(lines) { String($0.position) }, text(lines) { $0.line.kind.rawValue },
+                    text(lines) { $0.line.metric }, text(lines) { $0.line.description }, text(lines) { $0.line.quantity.description },
+                    text(lines) { $0.line.unitPrice.description }, text(lines) { String($0.line.amount.value) }, text(lines) { $0.slug },
+                    text(lines) { stamp($0.line.period.start.date) }, text(lines) { stamp($0.line.period.end.date) },
+                ])
+        }
+        if !snapshots.isEmpty {
+            try connection.query(
+                """
+                INSERT INTO billed_usage (subscription_id, period_start, metric, invoice_id, value, amount_cents, billed_at)
+                SELECT subscription, period_start, metric, invoice, value, amount, $7
+                  FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::uuid[], $5::numeric[], $6::bigint[])
+                       AS u (subscription, period_start, metric, invoice, value, amount)
+                """,
+                [
+                    text(snapshots) { $0.subscription.uuidString }, text(snapshots) { stamp($0.snapshot.period.start.date) },
+                    text(snapshots) { $0.snapshot.metric }, text(snapshots) { $0.invoice.uuidString },
+                    text(snapshots) { $0.snapshot.value.description }, text(snapshots) { String($0.snapshot.amount.value) }, TallyClock.now(),
+                ])
+        }
+        var events: [BillingEvent] = []
+        for (position, draft) in drafts.enumerated() {
+            guard let issued = dates[ids[position]] else { throw InvoicingError("invoice \(numbers[position]) was not inserted") }
+            let invoice = draft.draft
+            events.append(
+                .invoiceFinalized(
+                    .init(
+                        tenantID: draft.tenant.id, occurredAt: issued.issued, invoiceID: ids[position], number: numbers[position],
+                        kind: "period", currency: draft.tenant.currency, periodStart: invoice.period.start.date,
+                        periodEnd: invoice.period.end.date, subtotalCents: invoice.subtotal.value, taxCents: invoice.tax.value,
+                        totalCents: invoice.total.value, dueAt: issued.due)))
+        }
+        try Outbox.enqueue(events, on: connection)
+        return drafts.indices.map { (drafts[$0].index, ids[$0], numbers[$0]) }
+    }
+
+    /// Marks the run items of the batch (issued with their invoice, skipped or failed with why).
+    private static func mark(_ marks: [RunItemMark], on connection: isolated PostgresConnection) throws {
+        guard !marks.isEmpty else { return }
+        func text(_ transform: (RunItemMark) -> String?) -> PostgresTextArray { PostgresTextArray(marks.map { transform($0) ?? "" }) }
+        try connection.query(
+            """
+            UPDATE billing_run_items i
+               SET status = u.status, invoice_id = nullif(u.invoice, '')::uuid, error = nullif(u.error, ''), updated_at = now()
+              FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[])
+                   AS u (run, subscription, period_index, invoice, status, error)
+             WHERE i.billing_run_id = u.run AND i.subscription_id = u.subscription AND i.period_index = u.period_index
+            """,
+            [
+                text { $0.command.billingRunID.uuidString }, text { $0.command.subscriptionID.uuidString },
+                text { String($0.command.periodIndex) }, text { $0.invoice?.uuidString }, text(\.status), text(\.error),
+            ])
+    }
+}
