@@ -43,6 +43,23 @@ final class UsageConfigCache: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Periods known complete (`UsagePeriodTotals`): a completed period is never taken
+    /// back except by a rollback, and only committed completions are remembered.
+    private let complete = Mutex(Set<TenantPeriod>())
+
+    /// Those of `periods` not known complete.
+    func notKnownComplete(_ periods: Set<TenantPeriod>) -> Set<TenantPeriod> {
+        complete.withLock { periods.subtracting($0) }
+    }
+
+    /// Remembers committed completions.
+    func rememberComplete(_ periods: Set<TenantPeriod>) {
+        guard !periods.isEmpty else { return }
+        complete.withLock { known in
+            if known.count + periods.count > capacity { known.removeAll(keepingCapacity: true) }
+            known.formUnion(periods)
+        }
+    }
     /// Tenants kept at most; beyond it the cache starts again (a few hundred bytes each).
     let capacity: Int
 

@@ -29,12 +29,15 @@ struct UsageHandler: QueueWorkHandler {
 
     func process(_ deliveries: [Delivery], in database: PostgresConnection, logger: Logger) async -> WorkOutcome {
         let decodedAt = TallyClock.now()
+        let decoding = ContinuousClock.now
         let batch = UsageDecoder(now: decodedAt).decode(deliveries.map(UsageMessage.init))
+        let decodeSeconds = (ContinuousClock.now - decoding).seconds
         metrics.received(batch.eventCount + batch.parkedEvents.count)
         let poisoned = batch.unreadable.map { WorkOutcome.Poisoned(deliveryTag: $0.deliveryTag, reason: $0.reason) }
         let started = ContinuousClock.now
         do {
-            let outcome = try await UsageLedger.record(batch, now: TallyClock.now(), cache: cache, on: database)
+            var outcome = try await UsageLedger.record(batch, now: TallyClock.now(), cache: cache, on: database)
+            outcome.phases[.decode] = decodeSeconds
             let elapsed = ContinuousClock.now - started
             metrics.committed(
                 outcome, seconds: elapsed.seconds, visibleAfter: batch.earliestEventTime.map { TallyClock.now().timeIntervalSince($0) })

@@ -4,7 +4,7 @@ import PostgresClient
 import TallyStore
 
 /// What one committed batch changed.
-struct LedgerOutcome: Sendable, Equatable {
+struct LedgerOutcome: Sendable {
     /// Events stored for the first time.
     var inserted = 0
     /// Events whose (tenant, id) was already stored: counted before, skipped now.
@@ -20,6 +20,10 @@ struct LedgerOutcome: Sendable, Equatable {
     var quotaStates: [QuotaState] = []
     /// Billing events written to the outbox in this transaction.
     var billingEvents = 0
+    /// The periods this transaction completed (or found complete) before storing the events.
+    var completedPeriods: Set<TenantPeriod> = []
+    /// Seconds per phase of the transaction (the commit included).
+    var phases: [UsageLedger.Phase: Double] = [:]
 }
 
 /// Writes decoded usage into PostgreSQL exactly once, in one transaction:
@@ -49,8 +53,10 @@ enum UsageLedger {
     ) async throws -> LedgerOutcome {
         let staged = batch.stagedRows.buffer
         let parkedRows = parkedCopyRows(batch.parkedEvents)
-        return try await connection.withTransaction { connection in
+        let started = ContinuousClock.now
+        var outcome = try await connection.withTransaction { connection in
             var outcome = LedgerOutcome(parked: batch.parkedEvents.count)
+            var clock = PhaseClock()
             if !parkedRows.isEmpty {
                 _ = try connection.copyIn(
                     "COPY parked_events (tenant_id, event_id, code, field, reason, payload, message_id) FROM STDIN",
@@ -63,16 +69,22 @@ enum UsageLedger {
             let tenants = batch.stagedTimes.keys.sorted { $0.uuidString < $1.uuidString }
             try UsagePeriodTotals.lock(tenants, on: connection)
             let config = try cache.snapshot(for: tenants, on: connection)
-            let periods = UsageStateEvaluator.touches(batch.stagedTimes, config: config).flatMap { tenant, touches in
-                touches.map { TenantPeriod(tenant: tenant, span: $0.span) }
-            }
-            try UsagePeriodTotals.complete(Set(periods), on: connection)
+            clock.lap(.lockAndConfiguration, into: &outcome.phases)
+            let periods = Set(
+                UsageStateEvaluator.touches(batch.stagedTimes, config: config).flatMap { tenant, touches in
+                    touches.map { TenantPeriod(tenant: tenant, span: $0.span) }
+                })
+            // A period this process saw complete stays complete: no statement for it.
+            outcome.completedPeriods = cache.notKnownComplete(periods)
+            try UsagePeriodTotals.complete(outcome.completedPeriods, on: connection)
+            clock.lap(.completePeriods, into: &outcome.phases)
             try connection.executeScript(createStaging)
             _ = try connection.copyIn(
                 """
                 COPY staged_usage (tenant_id, event_id, metric, name, quantity, unit, occurred_at, occurred_month, metadata,
                 message_id) FROM STDIN
                 """, text: staged)
+            clock.lap(.copy, into: &outcome.phases)
             outcome.parked += try connection.query(parkUnknownTenants).affectedRows
             for row in try connection.query(insertAndRollUp) {
                 let tenant = try row.decode(0, as: UUID.self)
@@ -82,12 +94,37 @@ enum UsageLedger {
                 outcome.timesByTenant[tenant, default: []].formUnion([try row.decode(3, as: Date.self), try row.decode(4, as: Date.self)])
             }
             outcome.duplicates = batch.eventCount - outcome.inserted - (outcome.parked - batch.parkedEvents.count)
+            clock.lap(.insertAndRollUp, into: &outcome.phases)
             if !outcome.timesByTenant.isEmpty {
                 let evaluation = try UsageStateEvaluator.evaluate(outcome.timesByTenant, config: config, now: now, on: connection)
                 outcome.quotaStates = evaluation.quotaStates
                 outcome.billingEvents = evaluation.billingEvents
             }
+            clock.lap(.evaluate, into: &outcome.phases)
             return outcome
+        }
+        // Known complete only once committed (a rollback takes the completion back), and
+        // only of tenants that exist (their events were stored).
+        cache.rememberComplete(outcome.completedPeriods.filter { outcome.timesByTenant[$0.tenant] != nil })
+        let inside = outcome.phases.values.reduce(0, +)
+        outcome.phases[.commit] = max(0, (ContinuousClock.now - started).seconds - inside)
+        return outcome
+    }
+
+    /// Where a batch's time goes, for `/metrics` (the end-to-end breakdown of the benchmark).
+    enum Phase: String, CaseIterable, Sendable {
+        case decode, lockAndConfiguration = "lock_and_configuration", completePeriods = "complete_periods", copy
+        case insertAndRollUp = "insert_and_roll_up", evaluate, commit
+    }
+
+    /// Seconds since the last lap.
+    struct PhaseClock {
+        private var last = ContinuousClock.now
+
+        mutating func lap(_ phase: Phase, into phases: inout [Phase: Double]) {
+            let now = ContinuousClock.now
+            phases[phase, default: 0] += (now - last).seconds
+            last = now
         }
     }
 

@@ -21,6 +21,8 @@ final class AggregatorMetrics: QueueWorkerObserver {
         var databaseFailures = 0
         /// Inserted events per second over the last `window` seconds.
         var recent: [(second: Int, events: Int)] = []
+        /// Seconds spent per phase of committed batches (decode, lock_and_configuration, …).
+        var phaseSeconds: [String: Double] = [:]
     }
 
     /// A cumulative Prometheus histogram.
@@ -60,6 +62,7 @@ final class AggregatorMetrics: QueueWorkerObserver {
             state.batches += 1
             state.lastBatchEvents = outcome.inserted + outcome.duplicates + outcome.parked
             state.commitSeconds.observe(seconds)
+            for (phase, seconds) in outcome.phases { state.phaseSeconds[phase.rawValue, default: 0] += seconds }
             if let visibleAfter { state.visibleSeconds.observe(visibleAfter) }
             let second = Int(now.timeIntervalSince1970)
             if state.recent.last?.second == second {
@@ -104,6 +107,11 @@ final class AggregatorMetrics: QueueWorkerObserver {
             Double(recentEvents) / Double(Self.window))
         metric("tally_aggregator_queue_depth", "gauge", "Messages ready in the usage queue (queue lag)", s.queueDepth)
         histogram("tally_aggregator_commit_seconds", "Time to write and commit one batch", s.commitSeconds)
+        text += "# HELP tally_aggregator_batch_phase_seconds_total Time spent per phase of committed batches\n"
+        text += "# TYPE tally_aggregator_batch_phase_seconds_total counter\n"
+        for phase in UsageLedger.Phase.allCases {
+            text += "tally_aggregator_batch_phase_seconds_total{phase=\"\(phase.rawValue)\"} \(s.phaseSeconds[phase.rawValue] ?? 0)\n"
+        }
         histogram(
             "tally_aggregator_event_visible_seconds", "From the earliest event time of a batch to its commit",
             s.visibleSeconds)
