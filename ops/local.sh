@@ -534,7 +534,8 @@ PY
   LOG_LEVEL=warning AGGREGATOR_PORT=$((AGGREGATOR_PORT + 100)) \
     start_tally_process aggregator-bench "$release/aggregator" run
   wait_for "the release aggregator" 60 "$LOGS/aggregator-bench.log" curl -fsS "http://127.0.0.1:$((AGGREGATOR_PORT + 100))/healthz"
-  "$release/tally-bench" pipeline --tenant "$tenant" --aggregator-pid "$(pid_of aggregator-bench)" || true
+  "$release/tally-bench" pipeline --tenant "$tenant" --aggregator-pid "$(pid_of aggregator-bench)" \
+    --aggregator-metrics "http://127.0.0.1:$((AGGREGATOR_PORT + 100))/metrics" || true
   stop_pid aggregator-bench
   fi
   if phase tenants; then

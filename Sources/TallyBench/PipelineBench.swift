@@ -1,4 +1,5 @@
 import ArgumentParser
+import CurlClient
 import Foundation
 import Logging
 import Metering
@@ -20,6 +21,7 @@ struct PipelineBench: AsyncParsableCommand {
     @Option(help: "Events per second of the latency phase.") var rate = 10_000
     @Option(help: "Seconds of the latency phase.") var seconds = 10
     @Option(help: "The Aggregator's pid, for its peak RSS.") var aggregatorPid: Int32?
+    @Option(help: "The Aggregator's /metrics URL, for where its time goes (phases of each batch).") var aggregatorMetrics: String?
 
     func run() async throws {
         guard let tenant = UUID(uuidString: tenant) else { throw ValidationError("--tenant must be a tenant id") }
@@ -30,9 +32,15 @@ struct PipelineBench: AsyncParsableCommand {
         // Raw and pipeline alternate three times (the machine's other work drifts); medians compared.
         var rawRates: [Double] = []
         var pipelineRates: [Double] = []
+        var phases: [String: Double] = [:]
+        var pipelineSeconds = 0.0
         for _ in 0..<3 {
             rawRates.append(try await rawRate(tenant: tenant, database: database))
-            pipelineRates.append(try await pipelineRate(tenant: tenant, database: database))
+            let before = try await phaseSeconds()
+            let rate = try await pipelineRate(tenant: tenant, database: database)
+            for (phase, seconds) in try await phaseSeconds() { phases[phase, default: 0] += seconds - (before[phase] ?? 0) }
+            pipelineRates.append(rate)
+            pipelineSeconds += Double(events) / rate
         }
         let raw = rawRates.sorted()[1]
         let pipeline = pipelineRates.sorted()[1]
@@ -41,6 +49,16 @@ struct PipelineBench: AsyncParsableCommand {
             + "= \(String(format: "%.0f", 100 * pipeline / raw))% of raw (targets ≥ 30000 events/s and ≥ 50%; medians of 3 "
             + "alternating runs of \(events) events: raw \(rawRates.map(BenchSupport.format).joined(separator: "/")), "
             + "pipeline \(pipelineRates.map(BenchSupport.format).joined(separator: "/")))")
+        if !phases.isEmpty {
+            // Each consumer works in turn on a batch; the phases add up over both consumers.
+            let order = ["decode", "lock_and_configuration", "complete_periods", "copy", "insert_and_roll_up", "evaluate", "commit"]
+            let busy = phases.values.reduce(0, +)
+            print("pipeline: where the aggregator's time went over the \(String(format: "%.1f", pipelineSeconds)) s of the 3 runs "
+                + "(consumer-seconds in batches, all consumers): "
+                + order.map { "\($0) \(String(format: "%.2f", phases[$0] ?? 0)) s (\(String(format: "%.0f", 100 * (phases[$0] ?? 0) / max(busy, 1e-9)))%)" }
+                    .joined(separator: ", ")
+                + "; in batches \(String(format: "%.1f", busy)) s — the rest of each consumer's time is receiving, acking and waiting for messages")
+        }
         let (p50, p99, visibleAll) = try await latency(tenant: tenant, database: database)
         print("pipeline: event-to-visible latency at \(rate) events/s for \(seconds) s: p50 \(milliseconds(p50)) ms, "
             + "p99 \(milliseconds(p99)) ms (time of the event → insert in the Aggregator's transaction, whose commit "
@@ -168,6 +186,19 @@ struct PipelineBench: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(20))
         }
         throw ValidationError("the Aggregator did not commit \(count) events within 10 minutes; is it running? (.local/log)")
+    }
+
+    /// The Aggregator's `tally_aggregator_batch_phase_seconds_total` by phase (empty without `--aggregator-metrics`).
+    private func phaseSeconds() async throws -> [String: Double] {
+        guard let aggregatorMetrics else { return [:] }
+        let response = try await HTTPClient().send(.init(url: aggregatorMetrics))
+        var phases: [String: Double] = [:]
+        for line in String(decoding: response.body, as: UTF8.self).split(separator: "\n")
+        where line.hasPrefix("tally_aggregator_batch_phase_seconds_total{phase=\"") {
+            let name = line.dropFirst("tally_aggregator_batch_phase_seconds_total{phase=\"".count).prefix { $0 != "\"" }
+            phases[String(name)] = Double(line.split(separator: " ").last ?? "") ?? 0
+        }
+        return phases
     }
 
     private func milliseconds(_ seconds: Double) -> String { String(format: "%.0f", seconds * 1000) }
