@@ -535,7 +535,7 @@ PY
     start_tally_process aggregator-bench "$release/aggregator" run
   wait_for "the release aggregator" 60 "$LOGS/aggregator-bench.log" curl -fsS "http://127.0.0.1:$((AGGREGATOR_PORT + 100))/healthz"
   "$release/tally-bench" pipeline --tenant "$tenant" --aggregator-pid "$(pid_of aggregator-bench)" \
-    --aggregator-metrics "http://127.0.0.1:$((AGGREGATOR_PORT + 100))/metrics" || true
+    --aggregator-metrics "http://127.0.0.1:$((AGGREGATOR_PORT + 100))/metrics" --latency-tenants 5000 || true
   stop_pid aggregator-bench
   fi
   if phase tenants; then
@@ -564,9 +564,10 @@ PY
   "$BIN/rabbitmqctl" -q purge_queue aggregator.usage >/dev/null
   fi
   if phase billing; then
-  # A billing run of 10,000 subscriptions with usage, issued by a release invoicer.
+  # Billing runs of 10,000 and of 50,000 subscriptions with usage, issued by a release invoicer (4 consumers).
   INVOICER_CONSUMERS=4 INVOICER_PORT=$((INVOICER_PORT + 100)) LOG_LEVEL=warning start_tally_process invoicer-bench "$release/invoicer" run
   "$release/tally-bench" billing || true
+  "$release/tally-bench" billing --subscriptions 50000 || true
   stop_pid invoicer-bench
   fi
   if phase notify; then

@@ -37,15 +37,52 @@ public enum BillingRunPlanner {
         var kinds: [String] = []
         var catalog: MetricCatalog?
         var refused: [(subscription: UUID, reason: String)] = []
+        // Ended subscriptions whose invoiced periods may have late usage are checked
+        // together (three statements for all of them); should that fail, one at a time.
+        var lateChecks: [(subscription: StoredSubscription, index: Int64)] = []
+        var planned: [(subscription: StoredSubscription, items: [Item])] = []
         for subscription in subscriptions {
-            let items: [Item]
             do {
-                items = try planOne(subscription, deadline: deadline, asOf: asOf, invoiced: invoiced, catalog: &catalog, on: connection)
+                let (items, index) = try periodItems(subscription, deadline: deadline, invoiced: invoiced)
+                if items.isEmpty, needsLateCheck(subscription, index: index, deadline: deadline, asOf: asOf) {
+                    lateChecks.append((subscription, index))
+                } else {
+                    planned.append((subscription, items))
+                }
             } catch {
                 // One subscription never stops the run: it is reported, the others are billed.
                 refused.append((subscription.id, (error as? PlanningRefusal)?.reason ?? "planning failed: \(error)"))
-                continue
             }
+        }
+        if !lateChecks.isEmpty {
+            try connection.executeScript("SAVEPOINT plan_late_usage")
+            do {
+                let loaded = try MetricCatalogRecords.load(on: connection)
+                catalog = loaded
+                let late = try InvoiceGenerator.lateUsage(of: lateChecks.map { ($0.subscription, nil) }, catalog: loaded, on: connection)
+                try connection.executeScript("RELEASE SAVEPOINT plan_late_usage")
+                for (subscription, index) in lateChecks {
+                    do {
+                        let adjusts = try !InvoiceCalculator.adjustmentLines(late[subscription.id] ?? []).isEmpty
+                        planned.append((subscription, adjusts ? [Item(index: index, start: subscription.timeline.endsAt ?? Instant(asOf), kind: "adjustment")] : []))
+                    } catch {
+                        refused.append((subscription.id, "planning failed: \(error)"))
+                    }
+                }
+            } catch {
+                if let error = error as? PostgresError, error.isConnectionError { throw error }
+                try connection.executeScript("ROLLBACK TO SAVEPOINT plan_late_usage; RELEASE SAVEPOINT plan_late_usage")
+                for (subscription, _) in lateChecks {
+                    do {
+                        planned.append(
+                            (subscription, try planOne(subscription, deadline: deadline, asOf: asOf, invoiced: invoiced, catalog: &catalog, on: connection)))
+                    } catch {
+                        refused.append((subscription.id, (error as? PlanningRefusal)?.reason ?? "planning failed: \(error)"))
+                    }
+                }
+            }
+        }
+        for (subscription, items) in planned {
             for item in items {
                 ids.append(subscription.id.uuidString)
                 indexes.append(String(item.index))
@@ -113,22 +150,9 @@ extension BillingRunPlanner {
         _ subscription: StoredSubscription, deadline: Instant, asOf: Date, invoiced: Set<String>, catalog: inout MetricCatalog?,
         on connection: isolated PostgresConnection
     ) throws -> [Item] {
-        var items: [Item] = []
-        var index: Int64 = 0
-        while let period = subscription.timeline.billingPeriod(index), period.billed.end <= deadline {
-            guard period.billed.start >= earliestPeriodStart else {
-                throw PlanningRefusal(reason: "the subscription's period \(index) starts at \(period.billed.start), before 2000: "
-                    + "correct its start (admin) and bill it again")
-            }
-            let key = "\(subscription.id.uuidString.lowercased())|\(period.billed.start.microsecondsSinceEpoch)"
-            if !invoiced.contains(key) {
-                items.append(Item(index: index, start: period.billed.start, kind: "period"))
-                if items.count == maximumPeriodsPerSubscription { return items }
-            }
-            index += 1
-        }
-        guard items.isEmpty, let endsAt = subscription.timeline.endsAt, endsAt <= deadline,
-            endsAt.date > asOf.addingTimeInterval(-lateUsageHorizon), index > 0
+        let (items, index) = try periodItems(subscription, deadline: deadline, invoiced: invoiced)
+        guard items.isEmpty, needsLateCheck(subscription, index: index, deadline: deadline, asOf: asOf),
+            let endsAt = subscription.timeline.endsAt
         else { return items }
         try connection.executeScript("SAVEPOINT plan_subscription")
         do {
@@ -143,6 +167,35 @@ extension BillingRunPlanner {
             try connection.executeScript("ROLLBACK TO SAVEPOINT plan_subscription; RELEASE SAVEPOINT plan_subscription")
             throw error
         }
+    }
+
+    /// Every period ended by `deadline` and not yet invoiced (at most
+    /// `maximumPeriodsPerSubscription`), and the index after the last period looked at.
+    static func periodItems(
+        _ subscription: StoredSubscription, deadline: Instant, invoiced: Set<String>
+    ) throws -> (items: [Item], index: Int64) {
+        var items: [Item] = []
+        var index: Int64 = 0
+        while let period = subscription.timeline.billingPeriod(index), period.billed.end <= deadline {
+            guard period.billed.start >= earliestPeriodStart else {
+                throw PlanningRefusal(reason: "the subscription's period \(index) starts at \(period.billed.start), before 2000: "
+                    + "correct its start (admin) and bill it again")
+            }
+            let key = "\(subscription.id.uuidString.lowercased())|\(period.billed.start.microsecondsSinceEpoch)"
+            if !invoiced.contains(key) {
+                items.append(Item(index: index, start: period.billed.start, kind: "period"))
+                if items.count == maximumPeriodsPerSubscription { return (items, index) }
+            }
+            index += 1
+        }
+        return (items, index)
+    }
+
+    /// Whether an ended subscription with every period invoiced may still get late usage
+    /// (it ended within the last 100 days).
+    static func needsLateCheck(_ subscription: StoredSubscription, index: Int64, deadline: Instant, asOf: Date) -> Bool {
+        guard let endsAt = subscription.timeline.endsAt else { return false }
+        return endsAt <= deadline && endsAt.date > asOf.addingTimeInterval(-lateUsageHorizon) && index > 0
     }
 
     /// No period before 2000 is billed (no time before it is accepted anywhere).

@@ -98,15 +98,20 @@ extension InvoiceGenerator {
             periodCommands.append((index, stored, period))
         }
         let periods = Set(periodCommands.map { TenantPeriod(tenant: $0.stored.tenantID, span: $0.period.billed) })
-        let totals = try UsagePeriodTotals.values(of: periods, catalog: catalog, on: connection)
+        let totals = try UsagePeriodTotals.exactValues(of: periods, catalog: catalog, on: connection)
 
+        let lateUsages = try lateUsage(of: periodCommands.map { ($0.stored, $0.period.billed.start) }, catalog: catalog, on: connection)
         var drafts: [Draft] = []
+        var lateBilled = Set<UUID>()
         for (index, stored, period) in periodCommands {
             let command = commands[index]
             guard let tenant = terms[command.subscriptionID], let asOf = runs[command.billingRunID] else { continue }
-            let values = try totals[TenantPeriod(tenant: stored.tenantID, span: period.billed)]
-                ?? UsageReader.rangeValues(tenant: stored.tenantID, over: period.billed, catalog: catalog, on: connection)
-            let late = try lateUsage(stored, before: period.billed.start, tenant: stored.tenantID, catalog: catalog, on: connection)
+            let values = totals[TenantPeriod(tenant: stored.tenantID, span: period.billed)] ?? [:]
+            // Late usage of earlier periods is billed once: on the first of the
+            // subscription's invoices in the batch (as one at a time, the next would find
+            // it snapshot already).
+            let late = lateBilled.insert(stored.id).inserted
+                ? lateUsages[stored.id]?.filter { $0.period.start < period.billed.start } ?? [] : []
             let computed = Result { () throws(BillingError) in
                 try InvoiceCalculator.invoice(
                     for: period, of: stored.timeline, values: values, lateUsage: late, taxBasisPoints: tenant.taxBasisPoints)

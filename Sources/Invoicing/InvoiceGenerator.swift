@@ -156,32 +156,57 @@ public enum InvoiceGenerator {
         _ stored: StoredSubscription, before limit: Instant?, tenant: UUID, catalog: MetricCatalog,
         on connection: isolated PostgresConnection
     ) throws -> [LateUsage] {
+        try lateUsage(of: [(stored, limit)], catalog: catalog, on: connection)[stored.id] ?? []
+    }
+
+    /// `lateUsage` of many subscriptions in three statements whatever their number: their
+    /// snapshots in one read, the current values of the periods to check from the period
+    /// totals (or, without them, from the rollups) in two reads.
+    static func lateUsage(
+        of subscriptions: [(stored: StoredSubscription, before: Instant?)], catalog: MetricCatalog,
+        on connection: isolated PostgresConnection
+    ) throws -> [UUID: [LateUsage]] {
+        guard !subscriptions.isEmpty else { return [:] }
         let rows = try connection.query(
             """
-            SELECT DISTINCT ON (period_start, metric) period_start, metric, value::text, billed_at FROM billed_usage
-             WHERE subscription_id = $1 AND period_start < $2 ORDER BY period_start, metric, billed_at DESC
-            """, [stored.id, limit?.date ?? Date.distantFuture])
-        var byPeriod: [Instant: [(String, Quantity)]] = [:]
-        var lastBilled: [Instant: Date] = [:]
+            SELECT DISTINCT ON (subscription_id, period_start, metric) subscription_id, period_start, metric, value::text, billed_at
+              FROM billed_usage WHERE subscription_id = ANY($1::uuid[])
+             ORDER BY subscription_id, period_start, metric, billed_at DESC
+            """, [PostgresTextArray(subscriptions.map { $0.stored.id.uuidString })])
+        let limits = Dictionary(subscriptions.map { ($0.stored.id, $0.before) }, uniquingKeysWith: { first, _ in first })
+        var billedBy: [UUID: [Instant: [(String, Quantity)]]] = [:]
+        var lastBilled: [UUID: [Instant: Date]] = [:]
         for row in rows {
-            let start = Instant(try row.decode(0, as: Date.self))
-            byPeriod[start, default: []].append((try row.decode(1), try Quantity(parsingTotal: row.text(2) ?? "0")))
-            let billedAt = try row.decode(3, as: Date.self)
-            lastBilled[start] = min(lastBilled[start] ?? billedAt, billedAt)
+            let subscription = try row.decode(0, as: UUID.self)
+            let start = Instant(try row.decode(1, as: Date.self))
+            if let limit = limits[subscription] ?? nil, start >= limit { continue }
+            billedBy[subscription, default: [:]][start, default: []].append((try row.decode(2), try Quantity(parsingTotal: row.text(3) ?? "0")))
+            let billedAt = try row.decode(4, as: Date.self)
+            lastBilled[subscription, default: [:]][start] = min(lastBilled[subscription]?[start] ?? billedAt, billedAt)
         }
-        var late: [LateUsage] = []
-        for (start, billed) in byPeriod.sorted(by: { $0.key < $1.key }) {
-            guard let earlier = stored.timeline.billingPeriod(stored.timeline.calendar.index(containing: start)) else { continue }
-            // Incremental: no event older than 90 days is counted (SPEC §3), so a period
-            // whose every value was snapshot more than 90 days (and a day of margin for a
-            // batch in flight) after its end can never change again: it is not read again.
-            // Snapshots are stamped with Tally's clock, the one event ages are judged by.
-            let settled = earlier.billed.end.date.addingTimeInterval(UsageEventValidator.maxAge + 86_400)
-            if let snapshot = lastBilled[start], snapshot > settled { continue }
-            let current = try UsageReader.values(tenant: tenant, over: earlier.billed, catalog: catalog, on: connection)
+        // The periods whose values may still change.
+        var checks: [(stored: StoredSubscription, period: BillingPeriod, billed: [(String, Quantity)])] = []
+        for (stored, _) in subscriptions {
+            for (start, billed) in (billedBy[stored.id] ?? [:]).sorted(by: { $0.key < $1.key }) {
+                guard let earlier = stored.timeline.billingPeriod(stored.timeline.calendar.index(containing: start)) else { continue }
+                // Incremental: no event older than 90 days is counted (SPEC §3), so a period
+                // whose every value was snapshot more than 90 days (and a day of margin for a
+                // batch in flight) after its end can never change again: it is not read again.
+                // Snapshots are stamped with Tally's clock, the one event ages are judged by.
+                let settled = earlier.billed.end.date.addingTimeInterval(UsageEventValidator.maxAge + 86_400)
+                if let snapshot = lastBilled[stored.id]?[start], snapshot > settled { continue }
+                checks.append((stored, earlier, billed))
+            }
+        }
+        let totals = try UsagePeriodTotals.exactValues(
+            of: Set(checks.map { TenantPeriod(tenant: $0.stored.tenantID, span: $0.period.billed) }), catalog: catalog, on: connection)
+        var late: [UUID: [LateUsage]] = [:]
+        for (stored, earlier, billed) in checks {
+            let current = totals[TenantPeriod(tenant: stored.tenantID, span: earlier.billed)] ?? [:]
             let plan = stored.timeline.pricingPlan(of: earlier)
             for (metric, value) in billed where (current[metric] ?? .zero) != value {
-                late.append(LateUsage(period: earlier.billed, metric: metric, billedValue: value, currentValue: current[metric] ?? .zero, plan: plan))
+                late[stored.id, default: []].append(
+                    LateUsage(period: earlier.billed, metric: metric, billedValue: value, currentValue: current[metric] ?? .zero, plan: plan))
             }
         }
         return late

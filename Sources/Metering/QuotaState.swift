@@ -5,7 +5,9 @@ import UsageEvents
 /// Aggregator broadcasts it after each commit on the `quota.state` fanout exchange
 /// (JSON body, `x-tally-schema: quota_state.v1`). Every process that enforces hard
 /// limits keeps the newest state per tenant in a `QuotaView`, so a quota decision
-/// never queries the database.
+/// never queries the database. One message carries the states of every tenant of a
+/// committed batch as a JSON array (thousands of tenants per batch would otherwise be
+/// thousands of messages); a single object is read too.
 ///
 /// ```json
 /// {"tenant_id": "…", "as_of": "2026-11-24T18:40:00.000000Z",
@@ -82,8 +84,29 @@ public struct QuotaState: Sendable, Equatable, Codable {
         return Array(try encoder.encode(self))
     }
 
-    /// Reads the wire form.
+    /// The wire form of several states: a JSON array of them.
+    public static func encoded(_ states: [QuotaState]) throws -> [UInt8] {
+        var body: [UInt8] = [UInt8(ascii: "[")]
+        for (index, state) in states.enumerated() {
+            if index > 0 { body.append(UInt8(ascii: ",")) }
+            body += try state.encoded()
+        }
+        body.append(UInt8(ascii: "]"))
+        return body
+    }
+
+    /// Reads a broadcast: an array of states, or one state.
+    public static func decodeAll(_ bytes: [UInt8]) throws -> [QuotaState] {
+        guard bytes.first(where: { !$0.isJSONWhitespace }) == UInt8(ascii: "[") else { return [try decode(bytes)] }
+        return try decoder().decode([QuotaState].self, from: Data(bytes))
+    }
+
+    /// Reads the wire form of one state.
     public static func decode(_ bytes: [UInt8]) throws -> QuotaState {
+        try decoder().decode(QuotaState.self, from: Data(bytes))
+    }
+
+    private static func decoder() -> JSONDecoder {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .custom { decoder in
             let text = try decoder.singleValueContainer().decode(String.self)
@@ -92,6 +115,10 @@ public struct QuotaState: Sendable, Equatable, Codable {
             }
             return date
         }
-        return try decoder.decode(QuotaState.self, from: Data(bytes))
+        return decoder
     }
+}
+
+extension UInt8 {
+    fileprivate var isJSONWhitespace: Bool { self == 0x20 || self == 0x0A || self == 0x0D || self == 0x09 }
 }

@@ -44,7 +44,7 @@ public struct QuotaStateListener: Sendable {
         while !Task.isCancelled {
             guard let delivery = try await connection.nextDelivery(timeout: .milliseconds(500)) else { continue }
             do {
-                view.apply(try QuotaState.decode(delivery.body))
+                for state in try QuotaState.decodeAll(delivery.body) { view.apply(state) }
             } catch {
                 logger.error("malformed quota state broadcast skipped", metadata: ["error": "\(error)"])
             }

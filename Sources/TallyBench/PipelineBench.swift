@@ -22,6 +22,7 @@ struct PipelineBench: AsyncParsableCommand {
     @Option(help: "Seconds of the latency phase.") var seconds = 10
     @Option(help: "The Aggregator's pid, for its peak RSS.") var aggregatorPid: Int32?
     @Option(help: "The Aggregator's /metrics URL, for where its time goes (phases of each batch).") var aggregatorMetrics: String?
+    @Option(help: "Tenants the latency phase is run again over (0: only the one tenant).") var latencyTenants = 0
 
     func run() async throws {
         guard let tenant = UUID(uuidString: tenant) else { throw ValidationError("--tenant must be a tenant id") }
@@ -51,7 +52,7 @@ struct PipelineBench: AsyncParsableCommand {
             + "pipeline \(pipelineRates.map(BenchSupport.format).joined(separator: "/")))")
         if !phases.isEmpty {
             // Each consumer works in turn on a batch; the phases add up over both consumers.
-            let order = ["decode", "lock_and_configuration", "complete_periods", "copy", "insert_and_roll_up", "evaluate", "commit"]
+            let order = ["decode", "copy", "lock_and_configuration", "complete_periods", "insert_and_roll_up", "evaluate", "commit"]
             let busy = phases.values.reduce(0, +)
             print("pipeline: where the aggregator's time went over the \(String(format: "%.1f", pipelineSeconds)) s of the 3 runs "
                 + "(consumer-seconds in batches, all consumers): "
@@ -63,6 +64,26 @@ struct PipelineBench: AsyncParsableCommand {
         print("pipeline: event-to-visible latency at \(rate) events/s for \(seconds) s: p50 \(milliseconds(p50)) ms, "
             + "p99 \(milliseconds(p99)) ms (time of the event → insert in the Aggregator's transaction, whose commit "
             + "follows within its commit time); last event visible \(milliseconds(visibleAll)) ms after it was tracked (target p99 ≤ 1000 ms)")
+        if latencyTenants > 0 {
+            let tag = String(UUID().uuidString.prefix(8)).lowercased()
+            let tenants = try await database.query(
+                """
+                INSERT INTO tenants (name, billing_email)
+                SELECT 'latency ' || $1 || ' ' || g, 'bench@tally.localhost' FROM generate_series(1, $2) AS g RETURNING id
+                """, [tag, latencyTenants]
+            ).map { try $0.decode(0, as: UUID.self) }
+            let (p50, p99, visibleAll) = try await latency(tenants: tenants, database: database)
+            print("pipeline: event-to-visible latency at \(rate) events/s over \(tenants.count) tenants for \(seconds) s: "
+                + "p50 \(milliseconds(p50)) ms, p99 \(milliseconds(p99)) ms; last event visible \(milliseconds(visibleAll)) ms "
+                + "after it was tracked (target p99 ≤ 250 ms)")
+            let ids = PostgresTextArray(tenants.map { $0.uuidString.lowercased() })
+            try await database.withTransaction { connection in
+                for table in ["usage_events", "usage_event_ids", "usage_rollups", "usage_periods"] {
+                    try connection.query("DELETE FROM \(table) WHERE tenant_id = ANY($1::uuid[])", [ids])
+                }
+                try connection.query("DELETE FROM tenants WHERE id = ANY($1::uuid[])", [ids])
+            }
+        }
         if let aggregatorPid, let peak = BenchSupport.peakRSS(aggregatorPid) {
             print("pipeline: aggregator peak RSS \(peak / 1024) MiB (VmHWM; target ≤ 150 MiB)")
         }
@@ -137,6 +158,11 @@ struct PipelineBench: AsyncParsableCommand {
     /// A steady `rate` for `seconds`; returns p50 and p99 of (insert time − event time)
     /// and how long after the last track() the last event was visible.
     func latency(tenant: UUID, database: PostgresConnection) async throws -> (Double, Double, Double) {
+        try await latency(tenants: [tenant], database: database)
+    }
+
+    /// The same, the events spread round-robin over `tenants`.
+    func latency(tenants: [UUID], database: PostgresConnection) async throws -> (Double, Double, Double) {
         let meter = try await makeMeter()
         let since = Date()
         let total = rate * seconds
@@ -147,10 +173,12 @@ struct PipelineBench: AsyncParsableCommand {
             let tick = 100
             for round in 0..<(total / (rate / tick)) {
                 try await Task.sleep(until: start + .milliseconds(round * 1000 / tick), clock: .continuous)
-                for _ in 0..<(rate / tick) { try meter.track(tenant: tenant, metric: "latency_calls") }
+                for index in 0..<(rate / tick) {
+                    try meter.track(tenant: tenants[(round * (rate / tick) + index) % tenants.count], metric: "latency_calls")
+                }
             }
             lastTracked = .now
-            try await waitForCommitted(total, tenant: tenant, since: since, database: database, metric: "latency_calls")
+            try await waitForCommitted(total, tenants: tenants, since: since, database: database, metric: "latency_calls")
             meter.shutdown()
             try await group.waitForAll()
         }
@@ -159,8 +187,8 @@ struct PipelineBench: AsyncParsableCommand {
             """
             SELECT extract(epoch FROM percentile_disc(0.5) WITHIN GROUP (ORDER BY received_at - occurred_at))::float8,
                    extract(epoch FROM percentile_disc(0.99) WITHIN GROUP (ORDER BY received_at - occurred_at))::float8
-              FROM usage_events WHERE tenant_id = $1 AND metric = 'latency_calls' AND occurred_at >= $2
-            """, [tenant, since])[0]
+              FROM usage_events WHERE tenant_id = ANY($1::uuid[]) AND metric = 'latency_calls' AND occurred_at >= $2
+            """, [PostgresTextArray(tenants.map { $0.uuidString.lowercased() }), since])[0]
         return (Double(row.text(0) ?? "") ?? .nan, Double(row.text(1) ?? "") ?? .nan, visibleAll)
     }
 
@@ -177,11 +205,18 @@ struct PipelineBench: AsyncParsableCommand {
     private func waitForCommitted(
         _ count: Int, tenant: UUID, since: Date, database: PostgresConnection, metric: String = "bench_calls"
     ) async throws {
+        try await waitForCommitted(count, tenants: [tenant], since: since, database: database, metric: metric)
+    }
+
+    private func waitForCommitted(
+        _ count: Int, tenants: [UUID], since: Date, database: PostgresConnection, metric: String
+    ) async throws {
         let deadline = ContinuousClock.now + .seconds(600)
+        let ids = PostgresTextArray(tenants.map { $0.uuidString.lowercased() })
         while ContinuousClock.now < deadline {
             let committed = try await database.query(
-                "SELECT count(*) FROM usage_events WHERE tenant_id = $1 AND metric = $2 AND occurred_at >= $3",
-                [tenant, metric, since])[0].decode(0, as: Int.self)
+                "SELECT count(*) FROM usage_events WHERE tenant_id = ANY($1::uuid[]) AND metric = $2 AND occurred_at >= $3",
+                [ids, metric, since])[0].decode(0, as: Int.self)
             if committed >= count { return }
             try await Task.sleep(for: .milliseconds(20))
         }

@@ -69,8 +69,8 @@ struct QuotaAndAlertTests {
             while ContinuousClock.now < deadline {
                 guard let delivery = try await states.nextDelivery(timeout: .seconds(1)) else { continue }
                 try await states.ack(delivery.deliveryTag)
-                guard let state = try? QuotaState.decode(delivery.body), state.tenantID == tenant else { continue }
-                if state.metrics["api_calls"]?.used == used { return state }
+                let states = (try? QuotaState.decodeAll(delivery.body)) ?? []
+                if let state = states.last(where: { $0.tenantID == tenant && $0.metrics["api_calls"]?.used == used }) { return state }
             }
             return nil
         }

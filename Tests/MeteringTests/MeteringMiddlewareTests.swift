@@ -104,9 +104,12 @@ struct MeteringMiddlewareTests {
                 || view.decision(tenant: broke, metric: "api_calls", now: Date()) == .unknown
             {
                 try #require(ContinuousClock.now < deadline, "the quota state never reached the view")
-                for state in [exhausted, none] {
+                // One state alone, and one in an array with another tenant's (as the Aggregator
+                // sends the states of a batch): the listener reads both forms.
+                let other = QuotaState(tenantID: UUID(), asOf: Date(), periodStart: nil, periodEnd: nil, subscription: .active, metrics: [:])
+                for body in [try exhausted.encoded(), try QuotaState.encoded([other, none])] {
                     _ = try await publisher.publish([
-                        OutgoingMessage(exchange: ExchangeName.quotaState, routingKey: "", body: try state.encoded(), mandatory: false)
+                        OutgoingMessage(exchange: ExchangeName.quotaState, routingKey: "", body: body, mandatory: false)
                     ])
                 }
                 try await Task.sleep(for: .milliseconds(100))

@@ -63,9 +63,17 @@ enum UsageLedger {
                     text: parkedRows)
             }
             guard !staged.isEmpty else { return outcome }
-            // The tenants' locks, then their configuration as committed now, then every
-            // period the events fall in completed — all before the events are stored, so
-            // no other transaction stores usage of these tenants until this one commits.
+            // Staged first (session-local: no lock needed), then the tenants' locks, their
+            // configuration as committed now, and every period the events fall in
+            // completed — all before the events are stored, so no other transaction
+            // stores usage of these tenants until this one commits.
+            try connection.executeScript(createStaging)
+            _ = try connection.copyIn(
+                """
+                COPY staged_usage (tenant_id, event_id, metric, name, quantity, unit, occurred_at, occurred_month, metadata,
+                message_id) FROM STDIN
+                """, text: staged)
+            clock.lap(.copy, into: &outcome.phases)
             let tenants = batch.stagedTimes.keys.sorted { $0.uuidString < $1.uuidString }
             try UsagePeriodTotals.lock(tenants, on: connection)
             let config = try cache.snapshot(for: tenants, on: connection)
@@ -78,13 +86,6 @@ enum UsageLedger {
             outcome.completedPeriods = cache.notKnownComplete(periods)
             try UsagePeriodTotals.complete(outcome.completedPeriods, on: connection)
             clock.lap(.completePeriods, into: &outcome.phases)
-            try connection.executeScript(createStaging)
-            _ = try connection.copyIn(
-                """
-                COPY staged_usage (tenant_id, event_id, metric, name, quantity, unit, occurred_at, occurred_month, metadata,
-                message_id) FROM STDIN
-                """, text: staged)
-            clock.lap(.copy, into: &outcome.phases)
             outcome.parked += try connection.query(parkUnknownTenants).affectedRows
             for row in try connection.query(insertAndRollUp) {
                 let tenant = try row.decode(0, as: UUID.self)
@@ -113,7 +114,7 @@ enum UsageLedger {
 
     /// Where a batch's time goes, for `/metrics` (the end-to-end breakdown of the benchmark).
     enum Phase: String, CaseIterable, Sendable {
-        case decode, lockAndConfiguration = "lock_and_configuration", completePeriods = "complete_periods", copy
+        case decode, copy, lockAndConfiguration = "lock_and_configuration", completePeriods = "complete_periods"
         case insertAndRollUp = "insert_and_roll_up", evaluate, commit
     }
 

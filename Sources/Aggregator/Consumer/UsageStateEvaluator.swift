@@ -43,12 +43,20 @@ enum UsageStateEvaluator {
         var result: [UUID: [Touch]] = [:]
         for (tenant, tenantTimes) in times {
             var latestByPeriod: [Period: Touch] = [:]
-            for time in tenantTimes.map(Instant.init) {
+            // In time order, a time inside the last period found (under the same
+            // subscription) only moves that period's latest time: the calendar is worked
+            // out once per period, not once per event.
+            var last: Touch?
+            for time in tenantTimes.sorted().map(Instant.init) {
                 let subscription = config.subscriptions[tenant]?.last { $0.covers(time) }
-                let period = subscription?.period(containing: time)
-                let span = period?.span ?? calendarMonths.period(containing: time)
-                if let held = latestByPeriod[span], held.time >= time { continue }
-                latestByPeriod[span] = Touch(span: span, time: time, subscription: subscription, trial: period?.trial == true)
+                if let held = last, held.span.contains(time), held.subscription?.id == subscription?.id {
+                    last = Touch(span: held.span, time: time, subscription: subscription, trial: held.trial)
+                } else {
+                    let period = subscription?.period(containing: time)
+                    let span = period?.span ?? calendarMonths.period(containing: time)
+                    last = Touch(span: span, time: time, subscription: subscription, trial: period?.trial == true)
+                }
+                if let touch = last, latestByPeriod[touch.span].map({ $0.time < touch.time }) ?? true { latestByPeriod[touch.span] = touch }
             }
             result[tenant] = latestByPeriod.values.sorted { ($0.span.start, $0.span.end) < ($1.span.start, $1.span.end) }
         }

@@ -85,6 +85,36 @@ public enum UsagePeriodTotals {
         return values
     }
 
+    /// Every metric's value over each of `periods`: from the totals where the period is
+    /// complete, and for the others from the hourly rollups and the edge events — two
+    /// statements whatever the number of periods. Metrics without usage are absent.
+    public static func exactValues(
+        of periods: Set<TenantPeriod>, catalog: MetricCatalog, on connection: isolated PostgresConnection
+    ) throws -> [TenantPeriod: [String: Quantity]] {
+        var values = try self.values(of: periods, catalog: catalog, on: connection)
+        let rest = periods.filter { values[$0] == nil }
+        guard !rest.isEmpty else { return values }
+        for period in rest { values[period] = [:] }
+        for row in try connection.query(rollupStatement, arrays(Array(rest))) {
+            let period = TenantPeriod(
+                tenant: try row.decode(0, as: UUID.self),
+                span: Period(start: Instant(try row.decode(1, as: Date.self)), end: Instant(try row.decode(2, as: Date.self))))
+            let metric = try row.decode(3, as: String.self)
+            let text: String?
+            switch catalog.aggregation(for: metric) {
+            case .sum: text = row.text(4)
+            case .count: text = row.text(5)
+            case .max: text = row.text(6)
+            case .latest: text = row.text(7)
+            case .uniqueCount: text = row.text(8)
+            }
+            // A unique_count metric whose events hold no value of its field is absent, as
+            // `UsageReader` has it.
+            if let text { values[period, default: [:]][metric] = try Quantity(parsingTotal: text) }
+        }
+        return values
+    }
+
     private static func arrays(_ periods: [TenantPeriod]) -> [any PostgresEncodable] {
         [
             PostgresTextArray(periods.map { $0.tenant.uuidString.lowercased() }),
@@ -99,27 +129,33 @@ public enum UsagePeriodTotals {
           FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS w (tenant_id, period_start, period_end)
         """
 
-    /// Each period's whole hours are [first_hour, last_hour); the rest of it — the edges,
-    /// [start, min(first_hour, end)) and [max(last_hour, start), end) — is read from the
-    /// events (pruned to the months of the period), as `UsageReader` reads a range.
-    static let completeStatement = """
-        WITH missing AS (
+    /// The periods asked for, with their whole hours [first_hour, last_hour); with
+    /// `incompleteOnly`, only those of existing tenants that are not complete yet.
+    static func periodsCTE(incompleteOnly: Bool) -> String {
+        """
+        missing AS (
             SELECT DISTINCT w.tenant_id, w.period_start, w.period_end,
                    CASE WHEN date_trunc('hour', w.period_start, 'UTC') = w.period_start THEN w.period_start
                         ELSE date_trunc('hour', w.period_start, 'UTC') + interval '1 hour' END AS first_hour,
                    date_trunc('hour', w.period_end, 'UTC') AS last_hour
               FROM (\(wanted)) AS w
+        """ + (incompleteOnly
+            ? """
+
              WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = w.tenant_id)
                AND NOT EXISTS (SELECT 1 FROM usage_periods p
                                 WHERE p.tenant_id = w.tenant_id AND p.period_start = w.period_start AND p.period_end = w.period_end)
-        ), marked AS (
-            INSERT INTO usage_periods (tenant_id, period_start, period_end)
-            SELECT tenant_id, period_start, period_end FROM missing
-            RETURNING 1
-        ), edges AS (
-            -- LATERAL, and two ranges without OR: index scans of the tenant's events per
-            -- period (months pruned at run time), never a scan of the whole table. The
-            -- second range starts where the first ends when the period is inside one hour.
+            """ : "") + "\n)"
+    }
+
+    /// Each period's whole hours come from the rollups; the rest of it — the edges,
+    /// [start, min(first_hour, end)) and [max(last_hour, start), end) — from the events
+    /// (pruned to the months of the period), as `UsageReader` reads a range. LATERAL, and
+    /// two ranges without OR: index scans of the tenant's events per period (months pruned
+    /// at run time), never a scan of the whole table. The second range starts where the
+    /// first ends when the period is inside one hour.
+    static let piecesCTEs = """
+        edges AS (
             SELECT w.tenant_id, w.period_start, w.period_end, e.metric, e.quantity, e.occurred_at, e.event_id, e.metadata
               FROM missing w
              CROSS JOIN LATERAL (
@@ -146,32 +182,62 @@ public enum UsagePeriodTotals {
              ) AS r
             UNION ALL
             SELECT tenant_id, period_start, period_end, metric, quantity, 1, quantity, occurred_at, event_id, quantity FROM edges
-        ), totals AS (
+        )
+        """
+
+    /// The distinct values of unique_count metrics over each period (needs `missing` and `edges`).
+    static let distinctValuesSelect = """
+        SELECT DISTINCT tenant_id, period_start, period_end, metric, value FROM (
+            SELECT w.tenant_id, w.period_start, w.period_end, v.metric, v.value
+              FROM missing w
+             CROSS JOIN LATERAL (
+                SELECT v.metric, v.value FROM usage_rollup_values v
+                 WHERE v.tenant_id = w.tenant_id AND v.hour >= w.first_hour AND v.hour < w.last_hour
+             ) AS v
+            UNION ALL
+            SELECT e.tenant_id, e.period_start, e.period_end, e.metric, tally_unique_value(e.metadata ->> m.unique_field)
+              FROM edges e JOIN billable_metrics m ON m.code = e.metric AND m.aggregation = 'unique_count'
+             WHERE jsonb_typeof(e.metadata -> m.unique_field) IN ('string', 'number', 'boolean')
+        ) AS v
+        """
+
+    /// The latest of `pieces`: the greatest (time, id bytewise, quantity).
+    static func latest(_ column: String) -> String {
+        "(array_agg(\(column) ORDER BY la DESC, li COLLATE \"C\" DESC, lq DESC))[1]"
+    }
+
+    static let completeStatement = """
+        WITH \(periodsCTE(incompleteOnly: true)), marked AS (
+            INSERT INTO usage_periods (tenant_id, period_start, period_end)
+            SELECT tenant_id, period_start, period_end FROM missing
+            RETURNING 1
+        ), \(piecesCTEs), totals AS (
             INSERT INTO usage_period_totals (tenant_id, period_start, period_end, metric, quantity_sum, event_count, quantity_max,
                                              latest_at, latest_event_id, latest_quantity)
-            SELECT tenant_id, period_start, period_end, metric, sum(s), sum(c), max(mx),
-                   (array_agg(la ORDER BY la DESC, li COLLATE "C" DESC, lq DESC))[1],
-                   (array_agg(li ORDER BY la DESC, li COLLATE "C" DESC, lq DESC))[1],
-                   (array_agg(lq ORDER BY la DESC, li COLLATE "C" DESC, lq DESC))[1]
+            SELECT tenant_id, period_start, period_end, metric, sum(s), sum(c), max(mx), \(latest("la")), \(latest("li")), \(latest("lq"))
               FROM pieces GROUP BY 1, 2, 3, 4
             RETURNING 1
         ), distinct_values AS (
             INSERT INTO usage_period_values (tenant_id, period_start, period_end, metric, value)
-            SELECT DISTINCT tenant_id, period_start, period_end, metric, value FROM (
-                SELECT w.tenant_id, w.period_start, w.period_end, v.metric, v.value
-                  FROM missing w
-                 CROSS JOIN LATERAL (
-                    SELECT v.metric, v.value FROM usage_rollup_values v
-                     WHERE v.tenant_id = w.tenant_id AND v.hour >= w.first_hour AND v.hour < w.last_hour
-                 ) AS v
-                UNION ALL
-                SELECT e.tenant_id, e.period_start, e.period_end, e.metric, tally_unique_value(e.metadata ->> m.unique_field)
-                  FROM edges e JOIN billable_metrics m ON m.code = e.metric AND m.aggregation = 'unique_count'
-                 WHERE jsonb_typeof(e.metadata -> m.unique_field) IN ('string', 'number', 'boolean')
-            ) AS v
+            \(distinctValuesSelect)
             RETURNING 1
         )
         SELECT count(*)::bigint FROM marked
+        """
+
+    /// The values of the periods asked for from the rollups and the edge events — the
+    /// completion's reads, nothing written: sum, count, max, latest, distinct values.
+    static let rollupStatement = """
+        WITH \(periodsCTE(incompleteOnly: false)), \(piecesCTEs), uniques AS (
+            SELECT tenant_id, period_start, period_end, metric, count(*) AS n FROM (\(distinctValuesSelect)) AS d GROUP BY 1, 2, 3, 4
+        )
+        SELECT a.tenant_id, a.period_start, a.period_end, a.metric, a.s, a.c, a.mx, a.lq, u.n::text
+          FROM (
+            SELECT tenant_id, period_start, period_end, metric, sum(s)::text AS s, sum(c)::text AS c, max(mx)::text AS mx,
+                   \(latest("lq"))::text AS lq
+              FROM pieces GROUP BY 1, 2, 3, 4
+          ) AS a
+          LEFT JOIN uniques u USING (tenant_id, period_start, period_end, metric)
         """
 
     /// One row per complete period without usage (metric NULL), else one per metric.
