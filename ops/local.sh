@@ -554,7 +554,8 @@ PY
         start_tally_process aggregator-bench "$release/aggregator" run
       wait_for "the release aggregator" 60 "$LOGS/aggregator-bench.log" curl -fsS "http://127.0.0.1:$((AGGREGATOR_PORT + 100))/healthz"
       drained=$("$release/tally-bench" drain-wait --run-id "$run_id" --events 200000 --tenants $tenants --per-message 1000 \
-        --aggregator-pid "$(pid_of aggregator-bench)" ${reference:+--reference-rate "$reference"}) || true
+        --aggregator-pid "$(pid_of aggregator-bench)" --aggregator-metrics "http://127.0.0.1:$((AGGREGATOR_PORT + 100))/metrics" \
+        ${reference:+--reference-rate "$reference"}) || true
       [ -z "$drained" ] || printf '%s\n' "$drained" | grep -v '^drain-rate:' || true
       [ "$tenants" != 20 ] || reference=$(printf '%s\n' "$drained" | sed -n 's/^drain-rate: //p')
       stop_pid aggregator-bench

@@ -159,11 +159,19 @@ struct CommandHandler: QueueWorkHandler {
         }
         // The batch's invoices in one transaction, with a fixed number of statements (a
         // command that cannot be carried out fails the batch, and the worker splits it).
-        let outcomes: [InvoiceGenerator.Outcome]
+        // Period invoices together; each adjustment invoice (rare) in a transaction of its
+        // own, as it takes its number before its reads.
+        var outcomes: [InvoiceGenerator.Outcome] = []
+        let groups = [commands.filter { !$0.isAdjustment }] + commands.filter(\.isAdjustment).map { [$0] }
         do {
-            outcomes = try await database.withTransaction { [commands] in
-                try InvoiceGenerator.generate(commands, paymentTermsDays: paymentTermsDays, on: $0)
+            var byCommand: [InvoiceGenerateCommand: InvoiceGenerator.Outcome] = [:]
+            for group in groups where !group.isEmpty {
+                let results = try await database.withTransaction { [group] in
+                    try InvoiceGenerator.generate(group, paymentTermsDays: paymentTermsDays, on: $0)
+                }
+                for (command, outcome) in zip(group, results) { byCommand[command] = outcome }
             }
+            outcomes = commands.compactMap { byCommand[$0] }
         } catch {
             logger.error(
                 "invoice generation failed",

@@ -18,7 +18,9 @@ extension InvoiceGenerator {
     ///
     /// Outcomes are in the order of `commands`. A command that cannot be carried out at all
     /// (its run or subscription does not exist) throws, and the caller's worker splits the
-    /// batch to find it. Adjustment invoices (rare) take the one-at-a-time path.
+    /// batch to find it. Adjustment invoices (rare) take the one-at-a-time path after the
+    /// period invoices; give each its own transaction (each takes a counter row before its
+    /// reads, and two counter rows taken in different orders could deadlock).
     public static func generate(
         _ commands: [InvoiceGenerateCommand], paymentTermsDays: Int = defaultPaymentTermsDays, on connection: isolated PostgresConnection
     ) throws -> [Outcome] {
@@ -67,13 +69,14 @@ extension InvoiceGenerator {
         // The periods to bill, and their values from the period totals in one read.
         var periodCommands: [(index: Int, stored: StoredSubscription, period: BillingPeriod)] = []
         var firstInBatch: [String: Int] = [:]
+        var adjustments: [(index: Int, stored: StoredSubscription, tenant: TenantTerms, asOf: Date)] = []
         var repeats: [(index: Int, first: Int)] = []
         for (index, command) in commands.enumerated() {
             guard let stored = subscriptions[command.subscriptionID], let tenant = terms[command.subscriptionID],
                 let asOf = runs[command.billingRunID]
             else { throw InvoicingError("subscription \(command.subscriptionID) has no plan") }
             if command.isAdjustment {
-                outcomes[index] = try generateAdjustment(command, of: stored, tenant: tenant, asOf: asOf, on: connection)
+                adjustments.append((index, stored, tenant, asOf))
                 continue
             }
             guard let period = stored.timeline.billingPeriod(command.periodIndex) else {
@@ -100,18 +103,28 @@ extension InvoiceGenerator {
         let periods = Set(periodCommands.map { TenantPeriod(tenant: $0.stored.tenantID, span: $0.period.billed) })
         let totals = try UsagePeriodTotals.exactValues(of: periods, catalog: catalog, on: connection)
 
-        let lateUsages = try lateUsage(of: periodCommands.map { ($0.stored, $0.period.billed.start) }, catalog: catalog, on: connection)
+        // Late usage of an earlier period is billed once, on the first (in period order) of
+        // the subscription's invoices in the batch that starts after it — where issuing them
+        // one at a time would put it.
+        var latest: [UUID: Instant] = [:]
+        for (_, stored, period) in periodCommands {
+            latest[stored.id] = max(latest[stored.id] ?? period.billed.start, period.billed.start)
+        }
+        let lateUsages = try lateUsage(of: periodCommands.map { ($0.stored, latest[$0.stored.id]) }, catalog: catalog, on: connection)
+        var lateFor: [Int: [LateUsage]] = [:]  // by command index
+        for (subscription, lates) in lateUsages {
+            let own = periodCommands.filter { $0.stored.id == subscription }.sorted { $0.period.billed.start < $1.period.billed.start }
+            for late in lates {
+                guard let first = own.first(where: { $0.period.billed.start > late.period.start }) else { continue }
+                lateFor[first.index, default: []].append(late)
+            }
+        }
         var drafts: [Draft] = []
-        var lateBilled = Set<UUID>()
         for (index, stored, period) in periodCommands {
             let command = commands[index]
             guard let tenant = terms[command.subscriptionID], let asOf = runs[command.billingRunID] else { continue }
             let values = totals[TenantPeriod(tenant: stored.tenantID, span: period.billed)] ?? [:]
-            // Late usage of earlier periods is billed once: on the first of the
-            // subscription's invoices in the batch (as one at a time, the next would find
-            // it snapshot already).
-            let late = lateBilled.insert(stored.id).inserted
-                ? lateUsages[stored.id]?.filter { $0.period.start < period.billed.start } ?? [] : []
+            let late = lateFor[index] ?? []
             let computed = Result { () throws(BillingError) in
                 try InvoiceCalculator.invoice(
                     for: period, of: stored.timeline, values: values, lateUsage: late, taxBasisPoints: tenant.taxBasisPoints)
@@ -141,6 +154,11 @@ extension InvoiceGenerator {
         for issued in try issue(drafts, on: connection) {
             marks.append(RunItemMark(command: commands[issued.index], invoice: issued.invoiceID, status: "issued", error: nil))
             outcomes[issued.index] = .issued(invoiceID: issued.invoiceID, number: issued.number)
+        }
+        // Adjustment invoices take their numbers as they go: last, after every read of the
+        // batch (the Invoicer gives each its own transaction).
+        for (index, stored, tenant, asOf) in adjustments {
+            outcomes[index] = try generateAdjustment(commands[index], of: stored, tenant: tenant, asOf: asOf, on: connection)
         }
         for (index, first) in repeats {
             switch outcomes[first] {

@@ -75,24 +75,22 @@ public struct QuotaState: Sendable, Equatable, Codable {
 
     /// The wire form: decimals as strings, instants as RFC 3339.
     public func encoded() throws -> [UInt8] {
+        Array(try Self.encoder().encode(self))
+    }
+
+    private static func encoder() -> JSONEncoder {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         encoder.dateEncodingStrategy = .custom { date, encoder in
             var container = encoder.singleValueContainer()
             try container.encode(RFC3339.format(date))
         }
-        return Array(try encoder.encode(self))
+        return encoder
     }
 
     /// The wire form of several states: a JSON array of them.
     public static func encoded(_ states: [QuotaState]) throws -> [UInt8] {
-        var body: [UInt8] = [UInt8(ascii: "[")]
-        for (index, state) in states.enumerated() {
-            if index > 0 { body.append(UInt8(ascii: ",")) }
-            body += try state.encoded()
-        }
-        body.append(UInt8(ascii: "]"))
-        return body
+        Array(try encoder().encode(states))
     }
 
     /// Reads a broadcast: an array of states, or one state.

@@ -1,3 +1,4 @@
+import CurlClient
 import ArgumentParser
 import DiskSpool
 import Foundation
@@ -66,3 +67,29 @@ enum BenchSupport {
     }
 }
 
+
+extension BenchSupport {
+    /// The phases of a batch in the Aggregator, in order (`tally_aggregator_batch_phase_seconds_total`).
+    static let phases = ["decode", "copy", "lock_and_configuration", "complete_periods", "insert_and_roll_up", "evaluate", "commit"]
+
+    /// The Aggregator's seconds per batch phase, from its `/metrics`.
+    static func aggregatorPhases(_ url: String) async throws -> [String: Double] {
+        let response = try await HTTPClient().send(.init(url: url))
+        var phases: [String: Double] = [:]
+        let prefix = "tally_aggregator_batch_phase_seconds_total{phase=\""
+        for line in String(decoding: response.body, as: UTF8.self).split(separator: "\n") where line.hasPrefix(prefix) {
+            let name = line.dropFirst(prefix.count).prefix { $0 != "\"" }
+            phases[String(name)] = Double(line.split(separator: " ").last ?? "") ?? 0
+        }
+        return phases
+    }
+
+    /// "decode 1.20 s (12%), …": consumer-seconds in batches, all consumers together.
+    static func phaseBreakdown(_ phases: [String: Double]) -> String {
+        let busy = phases.values.reduce(0, +)
+        return "(consumer-seconds in batches, all consumers) "
+            + Self.phases.map { "\($0) \(String(format: "%.2f", phases[$0] ?? 0)) s (\(String(format: "%.0f", 100 * (phases[$0] ?? 0) / max(busy, 1e-9)))%)" }
+                .joined(separator: ", ")
+            + "; in batches \(String(format: "%.1f", busy)) s — the rest of each consumer's time is receiving, acking and waiting"
+    }
+}

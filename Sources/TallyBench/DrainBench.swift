@@ -218,6 +218,7 @@ struct DrainWaitBench: AsyncParsableCommand {
     @Option(help: "Events per message drain-fill used (for the report).") var perMessage = 1000
     @Option(help: "The 20-tenant rate of the same run (events/s), to print this rate as a share of it.") var referenceRate: Double?
     @Option(help: "The Aggregator's pid, for its peak RSS.") var aggregatorPid: Int32?
+    @Option(help: "The Aggregator's /metrics URL (started for this drain), for where its time went.") var aggregatorMetrics: String?
 
     static let deadline: Duration = .seconds(600)
     static let pollEvery: Duration = .milliseconds(100)
@@ -252,6 +253,9 @@ struct DrainWaitBench: AsyncParsableCommand {
                 + "(\(BenchSupport.format(referenceRate)) events/s; target ≥ 80% at 5,000, ≥ 60% at 50,000)"
         }
         print(line)
+        if let aggregatorMetrics, let phases = try? await BenchSupport.aggregatorPhases(aggregatorMetrics) {
+            print("drain: where the aggregator's time went: " + BenchSupport.phaseBreakdown(phases))
+        }
         if let aggregatorPid, let peak = BenchSupport.peakRSS(aggregatorPid) {
             print("drain: aggregator peak RSS \(peak / 1024) MiB (VmHWM; started for this drain)")
         }

@@ -51,14 +51,8 @@ struct PipelineBench: AsyncParsableCommand {
             + "alternating runs of \(events) events: raw \(rawRates.map(BenchSupport.format).joined(separator: "/")), "
             + "pipeline \(pipelineRates.map(BenchSupport.format).joined(separator: "/")))")
         if !phases.isEmpty {
-            // Each consumer works in turn on a batch; the phases add up over both consumers.
-            let order = ["decode", "copy", "lock_and_configuration", "complete_periods", "insert_and_roll_up", "evaluate", "commit"]
-            let busy = phases.values.reduce(0, +)
-            print("pipeline: where the aggregator's time went over the \(String(format: "%.1f", pipelineSeconds)) s of the 3 runs "
-                + "(consumer-seconds in batches, all consumers): "
-                + order.map { "\($0) \(String(format: "%.2f", phases[$0] ?? 0)) s (\(String(format: "%.0f", 100 * (phases[$0] ?? 0) / max(busy, 1e-9)))%)" }
-                    .joined(separator: ", ")
-                + "; in batches \(String(format: "%.1f", busy)) s — the rest of each consumer's time is receiving, acking and waiting for messages")
+            print("pipeline: where the aggregator's time went over the \(String(format: "%.1f", pipelineSeconds)) s of the 3 runs: "
+                + BenchSupport.phaseBreakdown(phases))
         }
         let (p50, p99, visibleAll) = try await latency(tenant: tenant, database: database)
         print("pipeline: event-to-visible latency at \(rate) events/s for \(seconds) s: p50 \(milliseconds(p50)) ms, "
@@ -223,17 +217,10 @@ struct PipelineBench: AsyncParsableCommand {
         throw ValidationError("the Aggregator did not commit \(count) events within 10 minutes; is it running? (.local/log)")
     }
 
-    /// The Aggregator's `tally_aggregator_batch_phase_seconds_total` by phase (empty without `--aggregator-metrics`).
+    /// The Aggregator's time per batch phase (empty without `--aggregator-metrics`).
     private func phaseSeconds() async throws -> [String: Double] {
         guard let aggregatorMetrics else { return [:] }
-        let response = try await HTTPClient().send(.init(url: aggregatorMetrics))
-        var phases: [String: Double] = [:]
-        for line in String(decoding: response.body, as: UTF8.self).split(separator: "\n")
-        where line.hasPrefix("tally_aggregator_batch_phase_seconds_total{phase=\"") {
-            let name = line.dropFirst("tally_aggregator_batch_phase_seconds_total{phase=\"".count).prefix { $0 != "\"" }
-            phases[String(name)] = Double(line.split(separator: " ").last ?? "") ?? 0
-        }
-        return phases
+        return try await BenchSupport.aggregatorPhases(aggregatorMetrics)
     }
 
     private func milliseconds(_ seconds: Double) -> String { String(format: "%.0f", seconds * 1000) }

@@ -59,8 +59,16 @@ struct PeriodTotalsPropertyTests {
             for index in 0..<250 {
                 let metric = names[Int(random.next() % UInt64(names.count))]
                 // Anywhere in the last 75 days: every batch brings late events into periods
-                // completed by the batches before it.
-                let micros = nowMicros - 60_000_000 - Int64(random.next() % UInt64(75 * day - 60_000_000))
+                // completed by the batches before it. Every third batch stays within two hours
+                // around the trial's end, or around the last day (periods holding all of a
+                // batch's times, and periods cut by the batch's range).
+                let micros: Int64
+                if batchIndex % 3 == 2 {
+                    let center = batchIndex % 2 == 0 ? nowMicros - 38 * day : nowMicros - 2 * 3_600_000_000
+                    micros = center - 3_600_000_000 + Int64(random.next() % 7_200_000_000)
+                } else {
+                    micros = nowMicros - 60_000_000 - Int64(random.next() % UInt64(75 * day - 60_000_000))
+                }
                 let record = UsageRecord(
                     id: "p\(batchIndex)-\(index)", time: Instant(microsecondsSinceEpoch: micros),
                     quantity: Quantity(scaled: Int128(random.next() % 1_000_000)), metadata: ["user": "user-\(random.next() % 30)"])

@@ -83,8 +83,7 @@ enum UsageLedger {
                     touches.map { TenantPeriod(tenant: tenant, span: $0.span) }
                 })
             // A period this process saw complete stays complete: no statement for it.
-            outcome.completedPeriods = cache.notKnownComplete(periods)
-            try UsagePeriodTotals.complete(outcome.completedPeriods, on: connection)
+            outcome.completedPeriods = try UsagePeriodTotals.complete(cache.notKnownComplete(periods), on: connection)
             clock.lap(.completePeriods, into: &outcome.phases)
             outcome.parked += try connection.query(parkUnknownTenants).affectedRows
             for row in try connection.query(insertAndRollUp) {
@@ -104,9 +103,8 @@ enum UsageLedger {
             clock.lap(.evaluate, into: &outcome.phases)
             return outcome
         }
-        // Known complete only once committed (a rollback takes the completion back), and
-        // only of tenants that exist (their events were stored).
-        cache.rememberComplete(outcome.completedPeriods.filter { outcome.timesByTenant[$0.tenant] != nil })
+        // Known complete only once committed (a rollback takes the completion back).
+        cache.rememberComplete(outcome.completedPeriods)
         let inside = outcome.phases.values.reduce(0, +)
         outcome.phases[.commit] = max(0, (ContinuousClock.now - started).seconds - inside)
         return outcome

@@ -3,7 +3,7 @@ import Foundation
 /// One `invoice.generate` command (exchange `tally.commands`, queue `invoicer.commands`),
 /// schema version 1: issue the invoice of one subscription period for a billing run.
 /// Written by the billing-run planner into the outbox, read by `invoicer run`.
-public struct InvoiceGenerateCommand: Codable, Sendable, Equatable {
+public struct InvoiceGenerateCommand: Codable, Sendable, Hashable {
     public static let type = "invoice.generate"
     /// The schema version this code writes and reads.
     public static let version = 1

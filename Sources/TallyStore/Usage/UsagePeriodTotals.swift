@@ -35,13 +35,14 @@ public enum UsagePeriodTotals {
             """, [PostgresTextArray(tenants.map { $0.uuidString.lowercased() })])
     }
 
-    /// Completes the periods of `periods` that are not complete yet (of existing tenants);
-    /// returns how many it completed.
+    /// Completes the periods of `periods` that are not complete yet, of existing tenants;
+    /// returns those of `periods` that are complete now (their tenant exists).
     @discardableResult
-    public static func complete(_ periods: Set<TenantPeriod>, on connection: isolated PostgresConnection) throws -> Int {
-        guard !periods.isEmpty else { return 0 }
+    public static func complete(_ periods: Set<TenantPeriod>, on connection: isolated PostgresConnection) throws -> Set<TenantPeriod> {
+        guard !periods.isEmpty else { return [] }
         let sorted = periods.sorted { ($0.tenant.uuidString, $0.span.start, $0.span.end) < ($1.tenant.uuidString, $1.span.start, $1.span.end) }
-        return try connection.query(completeStatement, arrays(sorted))[0].decode(0, as: Int.self)
+        let existing = Set(try connection.query(completeStatement, arrays(sorted)).map { try $0.decode(0, as: UUID.self) })
+        return periods.filter { existing.contains($0.tenant) }
     }
 
     /// Every metric's value over each of `periods` that is complete, with `catalog`'s
@@ -222,7 +223,7 @@ public enum UsagePeriodTotals {
             \(distinctValuesSelect)
             RETURNING 1
         )
-        SELECT count(*)::bigint FROM marked
+        SELECT DISTINCT w.tenant_id FROM (\(wanted)) AS w WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = w.tenant_id)
         """
 
     /// The values of the periods asked for from the rollups and the edge events — the
@@ -267,18 +268,41 @@ public enum UsagePeriodTotals {
     /// named `inserted` returned (tenant_id, event_id, metric, quantity, occurred_at,
     /// metadata) to every complete period of their tenant containing them.
     public static let addInsertedEvents = """
-        period_totals AS (
+        inserted_groups AS (
+            -- The batch's events per tenant and metric, with the time range they span.
+            SELECT tenant_id, metric, min(occurred_at) AS lo, max(occurred_at) AS hi, sum(quantity) AS s, count(*) AS c,
+                   max(quantity) AS mx,
+                   (array_agg(occurred_at ORDER BY occurred_at DESC, event_id COLLATE "C" DESC, quantity DESC))[1] AS la,
+                   (array_agg(event_id ORDER BY occurred_at DESC, event_id COLLATE "C" DESC, quantity DESC))[1] AS li,
+                   (array_agg(quantity ORDER BY occurred_at DESC, event_id COLLATE "C" DESC, quantity DESC))[1] AS lq
+              FROM inserted GROUP BY 1, 2
+        ), touched_periods AS (
+            -- The complete periods each group's range meets (an index probe per tenant and
+            -- metric, not per event), and whether the period holds the whole range.
+            SELECT g.*, p.period_start, p.period_end, (p.period_start <= g.lo AND g.hi < p.period_end) AS whole
+              FROM inserted_groups g
+             CROSS JOIN LATERAL (
+                SELECT p.period_start, p.period_end FROM usage_periods p
+                 WHERE p.tenant_id = g.tenant_id AND p.period_start <= g.hi AND g.lo < p.period_end
+             ) AS p
+        ), contributions AS (
+            -- A period holding the whole range takes the group's aggregate; one cut by the
+            -- range (a period boundary among the batch's times) takes its events one by one.
+            SELECT tenant_id, period_start, period_end, metric, s, c, mx, la, li, lq FROM touched_periods WHERE whole
+            UNION ALL
+            SELECT i.tenant_id, t.period_start, t.period_end, i.metric, i.quantity, 1, i.quantity, i.occurred_at, i.event_id, i.quantity
+              FROM touched_periods t
+              JOIN inserted i ON i.tenant_id = t.tenant_id AND i.metric = t.metric
+                             AND t.period_start <= i.occurred_at AND i.occurred_at < t.period_end
+             WHERE NOT t.whole
+        ), period_totals AS (
             INSERT INTO usage_period_totals AS t (tenant_id, period_start, period_end, metric, quantity_sum, event_count,
                                                   quantity_max, latest_at, latest_event_id, latest_quantity)
-            SELECT i.tenant_id, p.period_start, p.period_end, i.metric, sum(i.quantity), count(*), max(i.quantity),
-                   (array_agg(i.occurred_at ORDER BY i.occurred_at DESC, i.event_id COLLATE "C" DESC, i.quantity DESC))[1],
-                   (array_agg(i.event_id ORDER BY i.occurred_at DESC, i.event_id COLLATE "C" DESC, i.quantity DESC))[1],
-                   (array_agg(i.quantity ORDER BY i.occurred_at DESC, i.event_id COLLATE "C" DESC, i.quantity DESC))[1]
-              FROM inserted i
-             CROSS JOIN LATERAL (  -- an index probe per event, never a scan of every period
-                SELECT p.period_start, p.period_end FROM usage_periods p
-                 WHERE p.tenant_id = i.tenant_id AND p.period_start <= i.occurred_at AND i.occurred_at < p.period_end
-             ) AS p
+            SELECT tenant_id, period_start, period_end, metric, sum(s), sum(c), max(mx),
+                   (array_agg(la ORDER BY la DESC, li COLLATE "C" DESC, lq DESC))[1],
+                   (array_agg(li ORDER BY la DESC, li COLLATE "C" DESC, lq DESC))[1],
+                   (array_agg(lq ORDER BY la DESC, li COLLATE "C" DESC, lq DESC))[1]
+              FROM contributions
              GROUP BY 1, 2, 3, 4
              ORDER BY 1, 2, 3, 4
             ON CONFLICT (tenant_id, period_start, period_end, metric) DO UPDATE SET
@@ -300,14 +324,17 @@ public enum UsagePeriodTotals {
             RETURNING 1
         ), period_values AS (
             INSERT INTO usage_period_values (tenant_id, period_start, period_end, metric, value)
-            SELECT DISTINCT i.tenant_id, p.period_start, p.period_end, i.metric, tally_unique_value(i.metadata ->> m.unique_field)
-              FROM inserted i
+            SELECT DISTINCT i.tenant_id, p.period_start, p.period_end, i.metric, i.value
+              FROM (
+                -- Only events of unique_count metrics look for their periods.
+                SELECT i.tenant_id, i.metric, i.occurred_at, tally_unique_value(i.metadata ->> m.unique_field) AS value
+                  FROM inserted i JOIN billable_metrics m ON m.code = i.metric AND m.aggregation = 'unique_count'
+                 WHERE jsonb_typeof(i.metadata -> m.unique_field) IN ('string', 'number', 'boolean')
+              ) AS i
              CROSS JOIN LATERAL (
                 SELECT p.period_start, p.period_end FROM usage_periods p
                  WHERE p.tenant_id = i.tenant_id AND p.period_start <= i.occurred_at AND i.occurred_at < p.period_end
              ) AS p
-              JOIN billable_metrics m ON m.code = i.metric AND m.aggregation = 'unique_count'
-             WHERE jsonb_typeof(i.metadata -> m.unique_field) IN ('string', 'number', 'boolean')
             ON CONFLICT DO NOTHING
             RETURNING 1
         )
