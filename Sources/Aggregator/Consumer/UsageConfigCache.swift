@@ -52,6 +52,11 @@ final class UsageConfigCache: Sendable {
         complete.withLock { periods.subtracting($0) }
     }
 
+    /// Whether `period` is known complete.
+    func isKnownComplete(_ period: TenantPeriod) -> Bool {
+        complete.withLock { $0.contains(period) }
+    }
+
     /// Remembers committed completions.
     func rememberComplete(_ periods: Set<TenantPeriod>) {
         guard !periods.isEmpty else { return }
@@ -70,6 +75,26 @@ final class UsageConfigCache: Sendable {
     /// Reloads since the start, for tests and metrics: (catalog loads, tenant loads).
     private let loads = Mutex((catalog: 0, tenants: 0))
     var loadCounts: (catalog: Int, tenants: Int) { loads.withLock { $0 } }
+
+    /// What the cache holds of `tenants`, without asking the database (possibly stale):
+    /// their subscriptions, and the tenants it holds nothing of.
+    func peek(_ tenants: [UUID]) -> (config: Snapshot, unknown: Set<UUID>) {
+        state.withLock { state in
+            var subscriptions: [UUID: [StoredSubscription]] = [:]
+            var unknown = Set<UUID>()
+            for tenant in tenants {
+                guard let config = state.tenants[tenant], state.global != nil else {
+                    unknown.insert(tenant)
+                    continue
+                }
+                if !config.subscriptions.isEmpty { subscriptions[tenant] = config.subscriptions }
+            }
+            let snapshot = Snapshot(
+                catalog: state.global?.catalog ?? MetricCatalog([:]), plans: state.global?.plans ?? [:], subscriptions: subscriptions,
+                alerts: [:])
+            return (snapshot, unknown)
+        }
+    }
 
     /// The configuration of `tenants` as committed now. Call it after taking the tenants'
     /// locks, inside the transaction that decides with it.

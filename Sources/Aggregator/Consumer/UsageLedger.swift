@@ -63,10 +63,9 @@ enum UsageLedger {
                     text: parkedRows)
             }
             guard !staged.isEmpty else { return outcome }
-            // Staged first (session-local: no lock needed), then the tenants' locks, their
-            // configuration as committed now, and every period the events fall in
-            // completed — all before the events are stored, so no other transaction
-            // stores usage of these tenants until this one commits.
+            // Staged first (session-local: no lock needed), then the tenants' usage locks,
+            // their configuration as committed now, and every period the events fall in
+            // completed — all before the events are stored.
             try connection.executeScript(createStaging)
             _ = try connection.copyIn(
                 """
@@ -74,16 +73,23 @@ enum UsageLedger {
                 message_id) FROM STDIN
                 """, text: staged)
             clock.lap(.copy, into: &outcome.phases)
+            // The usage locks: shared, but exclusive for tenants with a period to complete
+            // (as far as the cache knows; should the configuration read under the locks
+            // say otherwise, the lock is upgraded).
             let tenants = batch.stagedTimes.keys.sorted { $0.uuidString < $1.uuidString }
-            try UsagePeriodTotals.lock(tenants, on: connection)
+            let (cached, unknown) = cache.peek(tenants)
+            let guessed = Set(Self.periods(batch.stagedTimes, config: cached).filter { unknown.contains($0.tenant) || !cache.isKnownComplete($0) }
+                .map(\.tenant)).union(unknown)
+            try UsagePeriodTotals.lockUsage(tenants, exclusive: guessed, on: connection)
             let config = try cache.snapshot(for: tenants, on: connection)
             clock.lap(.lockAndConfiguration, into: &outcome.phases)
-            let periods = Set(
-                UsageStateEvaluator.touches(batch.stagedTimes, config: config).flatMap { tenant, touches in
-                    touches.map { TenantPeriod(tenant: tenant, span: $0.span) }
-                })
             // A period this process saw complete stays complete: no statement for it.
-            outcome.completedPeriods = try UsagePeriodTotals.complete(cache.notKnownComplete(periods), on: connection)
+            let missing = cache.notKnownComplete(Self.periods(batch.stagedTimes, config: config))
+            let upgrade = Set(missing.map(\.tenant)).subtracting(guessed)
+            if !upgrade.isEmpty {
+                try UsagePeriodTotals.lockUsage(upgrade.sorted { $0.uuidString < $1.uuidString }, exclusive: upgrade, on: connection)
+            }
+            outcome.completedPeriods = try UsagePeriodTotals.complete(missing, on: connection)
             clock.lap(.completePeriods, into: &outcome.phases)
             outcome.parked += try connection.query(parkUnknownTenants).affectedRows
             for row in try connection.query(insertAndRollUp) {
@@ -96,6 +102,8 @@ enum UsageLedger {
             outcome.duplicates = batch.eventCount - outcome.inserted - (outcome.parked - batch.parkedEvents.count)
             clock.lap(.insertAndRollUp, into: &outcome.phases)
             if !outcome.timesByTenant.isEmpty {
+                try UsagePeriodTotals.lockEvaluation(
+                    outcome.timesByTenant.keys.sorted { $0.uuidString < $1.uuidString }, on: connection)
                 let evaluation = try UsageStateEvaluator.evaluate(outcome.timesByTenant, config: config, now: now, on: connection)
                 outcome.quotaStates = evaluation.quotaStates
                 outcome.billingEvents = evaluation.billingEvents
@@ -108,6 +116,13 @@ enum UsageLedger {
         let inside = outcome.phases.values.reduce(0, +)
         outcome.phases[.commit] = max(0, (ContinuousClock.now - started).seconds - inside)
         return outcome
+    }
+
+    /// The periods (billing period, trial or calendar month) the events at `times` fall in.
+    static func periods(_ times: [UUID: Set<Date>], config: UsageConfigCache.Snapshot) -> Set<TenantPeriod> {
+        Set(UsageStateEvaluator.touches(times, config: config).flatMap { tenant, touches in
+            touches.map { TenantPeriod(tenant: tenant, span: $0.span) }
+        })
     }
 
     /// Where a batch's time goes, for `/metrics` (the end-to-end breakdown of the benchmark).

@@ -20,12 +20,36 @@ public struct TenantPeriod: Sendable, Hashable {
 /// events at its edges — and from then on the Aggregator adds each event it stores to
 /// every completed period of its tenant containing the event's time, in the statement
 /// that stores the event. Reading a period is then one row per metric. Completing a
-/// period and storing its tenant's events must not interleave: callers hold the tenant's
-/// Aggregator lock (`UsagePeriodTotals.lock`) from before the one until their commit.
+/// period and storing its tenant's events must not interleave: a transaction storing
+/// events holds the tenant's usage lock shared, one completing a period of it exclusive
+/// (`lockUsage`), from before the one until their commit.
 public enum UsagePeriodTotals {
-    /// Takes the Aggregator's transaction-scoped lock of each tenant, in one statement and
-    /// in one order (so two transactions never wait on each other in a cycle).
-    public static func lock(_ tenants: [UUID], on connection: isolated PostgresConnection) throws {
+    /// Takes the usage locks of `tenants` (transaction-scoped, in one statement and one
+    /// order, so two transactions never wait on each other in a cycle): shared by
+    /// transactions storing a tenant's events — they do not wait for one another — and
+    /// exclusive for the tenants in `exclusive`, whose periods the transaction completes:
+    /// a completion then waits until every transaction that stored the tenant's events
+    /// has committed, and no other stores any until it commits. Taking it exclusive
+    /// again for a tenant held shared upgrades it.
+    public static func lockUsage(_ tenants: [UUID], exclusive: Set<UUID>, on connection: isolated PostgresConnection) throws {
+        guard !tenants.isEmpty else { return }
+        try connection.query(
+            """
+            SELECT count(CASE WHEN x THEN pg_advisory_xact_lock(k) ELSE pg_advisory_xact_lock_shared(k) END) FROM (
+                SELECT hashtextextended(t::text, 13) AS k, bool_or(x) AS x FROM unnest($1::uuid[], $2::bool[]) AS u (t, x)
+                 GROUP BY 1 ORDER BY 1
+            ) AS keys
+            """,
+            [
+                PostgresTextArray(tenants.map { $0.uuidString.lowercased() }),
+                PostgresTextArray(tenants.map { exclusive.contains($0) ? "t" : "f" }),
+            ])
+    }
+
+    /// Takes the evaluation locks of `tenants` (exclusive, one statement, one order), after
+    /// their events are stored: of two transactions storing usage of one tenant, the
+    /// second evaluates once the first committed, and sees its usage.
+    public static func lockEvaluation(_ tenants: [UUID], on connection: isolated PostgresConnection) throws {
         guard !tenants.isEmpty else { return }
         try connection.query(
             """
