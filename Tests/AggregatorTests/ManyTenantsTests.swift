@@ -134,7 +134,9 @@ struct ManyTenantsTests {
         var earlier: [String] = []
         for (index, tenant) in population.tenants.enumerated() {
             for event in 0..<(index % 6) {
-                earlier.append(usageEventJSON(id: "e\(index)-\(event)", tenant: tenant, time: now.addingTimeInterval(-3_600 - Double(event))))
+                // Minutes before the message, so in the same calendar month even just after a
+                // month starts (the date checks run at 00:05 on January 1).
+                earlier.append(usageEventJSON(id: "e\(index)-\(event)", tenant: tenant, time: now.addingTimeInterval(-120 - Double(event))))
             }
             expected[tenant] = index % 6
         }
@@ -180,7 +182,8 @@ struct ManyTenantsTests {
             let count = 1 + index % 6
             for event in 0..<count {
                 events.append(
-                    usageEventJSON(id: "f\(index)-\(event)", tenant: tenant, time: now.addingTimeInterval(-60 - Double(random.next() % 86_400))))
+                    // Within the last 5 minutes: one period per tenant even at 00:05 on January 1.
+                    usageEventJSON(id: "f\(index)-\(event)", tenant: tenant, time: now.addingTimeInterval(-60 - Double(random.next() % 240))))
             }
             expected[tenant] = count
         }
