@@ -212,21 +212,7 @@ enum UsageLedger {
              GROUP BY 1, 2, 3
              ORDER BY 1, 2, 3
             ON CONFLICT (tenant_id, metric, hour) DO UPDATE SET
-                quantity_sum = r.quantity_sum + EXCLUDED.quantity_sum,
-                event_count = r.event_count + EXCLUDED.event_count,
-                quantity_max = greatest(r.quantity_max, EXCLUDED.quantity_max),
-                latest_at = CASE WHEN r.latest_at IS NULL
-                                   OR (EXCLUDED.latest_at, EXCLUDED.latest_event_id COLLATE "C", EXCLUDED.latest_quantity)
-                                    > (r.latest_at, r.latest_event_id COLLATE "C", r.latest_quantity)
-                                 THEN EXCLUDED.latest_at ELSE r.latest_at END,
-                latest_event_id = CASE WHEN r.latest_at IS NULL
-                                   OR (EXCLUDED.latest_at, EXCLUDED.latest_event_id COLLATE "C", EXCLUDED.latest_quantity)
-                                    > (r.latest_at, r.latest_event_id COLLATE "C", r.latest_quantity)
-                                 THEN EXCLUDED.latest_event_id ELSE r.latest_event_id END,
-                latest_quantity = CASE WHEN r.latest_at IS NULL
-                                   OR (EXCLUDED.latest_at, EXCLUDED.latest_event_id COLLATE "C", EXCLUDED.latest_quantity)
-                                    > (r.latest_at, r.latest_event_id COLLATE "C", r.latest_quantity)
-                                 THEN EXCLUDED.latest_quantity ELSE r.latest_quantity END,
+                \(UsagePeriodTotals.mergeAggregates(into: "r")),
                 updated_at = now()
             RETURNING 1
         ), valued AS (

@@ -288,6 +288,25 @@ public enum UsagePeriodTotals {
          ) AS v
         """
 
+    /// The `ON CONFLICT … DO UPDATE SET` of partial aggregates merged into the row `alias`
+    /// (`usage_rollups` and `usage_period_totals` alike): sum and count add, max takes the
+    /// greater, latest keeps the greatest (time, id bytewise, quantity).
+    public static func mergeAggregates(into alias: String) -> String {
+        let newer = """
+            \(alias).latest_at IS NULL
+                                   OR (EXCLUDED.latest_at, EXCLUDED.latest_event_id COLLATE "C", EXCLUDED.latest_quantity)
+                                    > (\(alias).latest_at, \(alias).latest_event_id COLLATE "C", \(alias).latest_quantity)
+            """
+        return """
+            quantity_sum = \(alias).quantity_sum + EXCLUDED.quantity_sum,
+                            event_count = \(alias).event_count + EXCLUDED.event_count,
+                            quantity_max = greatest(\(alias).quantity_max, EXCLUDED.quantity_max),
+                            latest_at = CASE WHEN \(newer) THEN EXCLUDED.latest_at ELSE \(alias).latest_at END,
+                            latest_event_id = CASE WHEN \(newer) THEN EXCLUDED.latest_event_id ELSE \(alias).latest_event_id END,
+                            latest_quantity = CASE WHEN \(newer) THEN EXCLUDED.latest_quantity ELSE \(alias).latest_quantity END
+            """
+    }
+
     /// For the statement that stores a batch's events: CTEs that add the events the CTE
     /// named `inserted` returned (tenant_id, event_id, metric, quantity, occurred_at,
     /// metadata) to every complete period of their tenant containing them.
@@ -330,21 +349,7 @@ public enum UsagePeriodTotals {
              GROUP BY 1, 2, 3, 4
              ORDER BY 1, 2, 3, 4
             ON CONFLICT (tenant_id, period_start, period_end, metric) DO UPDATE SET
-                quantity_sum = t.quantity_sum + EXCLUDED.quantity_sum,
-                event_count = t.event_count + EXCLUDED.event_count,
-                quantity_max = greatest(t.quantity_max, EXCLUDED.quantity_max),
-                latest_at = CASE WHEN t.latest_at IS NULL
-                                   OR (EXCLUDED.latest_at, EXCLUDED.latest_event_id COLLATE "C", EXCLUDED.latest_quantity)
-                                    > (t.latest_at, t.latest_event_id COLLATE "C", t.latest_quantity)
-                                 THEN EXCLUDED.latest_at ELSE t.latest_at END,
-                latest_event_id = CASE WHEN t.latest_at IS NULL
-                                   OR (EXCLUDED.latest_at, EXCLUDED.latest_event_id COLLATE "C", EXCLUDED.latest_quantity)
-                                    > (t.latest_at, t.latest_event_id COLLATE "C", t.latest_quantity)
-                                 THEN EXCLUDED.latest_event_id ELSE t.latest_event_id END,
-                latest_quantity = CASE WHEN t.latest_at IS NULL
-                                   OR (EXCLUDED.latest_at, EXCLUDED.latest_event_id COLLATE "C", EXCLUDED.latest_quantity)
-                                    > (t.latest_at, t.latest_event_id COLLATE "C", t.latest_quantity)
-                                 THEN EXCLUDED.latest_quantity ELSE t.latest_quantity END
+                \(mergeAggregates(into: "t"))
             RETURNING 1
         ), period_values AS (
             INSERT INTO usage_period_values (tenant_id, period_start, period_end, metric, value)
