@@ -53,8 +53,8 @@ let package = Package(
         .target(name: "CurlClient", dependencies: ["CCurl", "BlockingIO"], swiftSettings: swiftSettings),
 
 
-        // The billing rules of SPEC §2: pure, no I/O, no clock reads; Foundation only.
-        .target(name: "BillingEngine", exclude: ["README.md"], swiftSettings: swiftSettings),
+        // The billing rules of SPEC §2: pure, no I/O, no clock reads; Foundation and CivilTime (integer calendar) only.
+        .target(name: "BillingEngine", dependencies: ["CivilTime"], exclude: ["README.md"], swiftSettings: swiftSettings),
 
         // The usage event of SPEC §3 and its validation: pure, no I/O.
         .target(name: "UsageEvents", dependencies: ["CivilTime"], swiftSettings: swiftSettings),

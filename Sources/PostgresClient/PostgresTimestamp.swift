@@ -26,10 +26,45 @@ public struct PostgresTimestamp: Sendable, Hashable, Comparable, CustomStringCon
         let days = seconds.floorDivided(by: 86_400)
         let secondOfDay = seconds - days * 86_400
         let date = CivilDate(daysSinceEpoch: days)
-        let (year, month, day) = (date.year, date.month, date.day)
-        return String(
-            format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", year, month, day, secondOfDay / 3600,
-            secondOfDay % 3600 / 60, secondOfDay % 60, micros)
+        // Digits written by hand: `String(format:)` goes through vfprintf, and timestamps
+        // are written by the thousand per batch.
+        var text = [UInt8]()
+        text.reserveCapacity(28)
+        func append(_ value: Int64, digits: Int) {
+            var divisor: Int64 = 1
+            for _ in 1..<digits { divisor *= 10 }
+            var rest = value
+            if rest >= divisor * 10 {
+                // More digits than the field: all of them (years beyond 9999).
+                text += Array(String(rest).utf8)
+                return
+            }
+            while divisor > 0 {
+                text.append(UInt8(ascii: "0") + UInt8(rest / divisor))
+                rest %= divisor
+                divisor /= 10
+            }
+        }
+        if date.year < 0 {
+            text.append(UInt8(ascii: "-"))
+            append(-date.year, digits: 4)
+        } else {
+            append(date.year, digits: 4)
+        }
+        text.append(UInt8(ascii: "-"))
+        append(date.month, digits: 2)
+        text.append(UInt8(ascii: "-"))
+        append(date.day, digits: 2)
+        text.append(UInt8(ascii: "T"))
+        append(secondOfDay / 3600, digits: 2)
+        text.append(UInt8(ascii: ":"))
+        append(secondOfDay % 3600 / 60, digits: 2)
+        text.append(UInt8(ascii: ":"))
+        append(secondOfDay % 60, digits: 2)
+        text.append(UInt8(ascii: "."))
+        append(micros, digits: 6)
+        text.append(UInt8(ascii: "Z"))
+        return String(decoding: text, as: UTF8.self)
     }
 
     /// Parses PostgreSQL's text output, e.g. `2026-11-24 18:40:00.123+00` or `…+05:30`.

@@ -84,6 +84,37 @@ extension BenchSupport {
         return phases
     }
 
+    /// The sum of the Aggregator's counters `names` (e.g. `tally_aggregator_events_inserted_total`),
+    /// from its `/metrics`.
+    static func aggregatorCounters(_ url: String, _ names: [String]) async throws -> Double {
+        let response = try await HTTPClient().send(.init(url: url))
+        var total = 0.0
+        for line in String(decoding: response.body, as: UTF8.self).split(separator: "\n") where !line.hasPrefix("#") {
+            let parts = line.split(separator: " ")
+            guard parts.count == 2, names.contains(String(parts[0])) else { continue }
+            total += Double(parts[1]) ?? 0
+        }
+        return total
+    }
+
+    /// Events the Aggregator has committed (counted, skipped as duplicates or parked).
+    static let settledCounters = [
+        "tally_aggregator_events_inserted_total", "tally_aggregator_events_duplicate_total", "tally_aggregator_events_parked_total",
+    ]
+
+    /// Waits until the Aggregator at `url` has settled `count` events more than `baseline`
+    /// (`settledCounters`). A scrape of its `/metrics` costs the database nothing, where a
+    /// count of the stored events every few milliseconds takes CPU from the Aggregator
+    /// being measured (they share 2 cores); callers confirm with one query at the end.
+    static func waitForSettled(_ count: Int, after baseline: Double, metrics url: String, within limit: Duration) async throws {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            if try await aggregatorCounters(url, settledCounters) - baseline >= Double(count) { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw ValidationError("the Aggregator did not settle \(count) events within \(limit); is it running? (.local/log)")
+    }
+
     /// "decode 1.20 s (12%), …": consumer-seconds in batches, all consumers together.
     static func phaseBreakdown(_ phases: [String: Double]) -> String {
         let busy = phases.values.reduce(0, +)

@@ -135,6 +135,7 @@ struct PipelineBench: AsyncParsableCommand {
     /// Aggregator has committed the last one.
     func pipelineRate(tenant: UUID, database: PostgresConnection) async throws -> Double {
         let meter = try await makeMeter()
+        let baseline = try await settledBaseline()
         let since = Date()
         let start = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -142,7 +143,7 @@ struct PipelineBench: AsyncParsableCommand {
             for _ in 0..<events {
                 while (try? meter.track(tenant: tenant, metric: "bench_calls")) == nil { try await Task.sleep(for: .milliseconds(1)) }
             }
-            try await waitForCommitted(events, tenant: tenant, since: since, database: database)
+            try await waitForCommitted(events, tenants: [tenant], since: since, baseline: baseline, database: database)
             meter.shutdown()
             try await group.waitForAll()
         }
@@ -158,6 +159,7 @@ struct PipelineBench: AsyncParsableCommand {
     /// The same, the events spread round-robin over `tenants`.
     func latency(tenants: [UUID], database: PostgresConnection) async throws -> (Double, Double, Double) {
         let meter = try await makeMeter()
+        let baseline = try await settledBaseline()
         let since = Date()
         let total = rate * seconds
         var lastTracked = ContinuousClock.now
@@ -172,7 +174,8 @@ struct PipelineBench: AsyncParsableCommand {
                 }
             }
             lastTracked = .now
-            try await waitForCommitted(total, tenants: tenants, since: since, database: database, metric: "latency_calls")
+            try await waitForCommitted(
+                total, tenants: tenants, since: since, baseline: baseline, database: database, metric: "latency_calls")
             meter.shutdown()
             try await group.waitForAll()
         }
@@ -196,17 +199,22 @@ struct PipelineBench: AsyncParsableCommand {
         return Meter(publisher: publisher, counters: counters, options: options, logger: BenchSupport.logger)
     }
 
-    private func waitForCommitted(
-        _ count: Int, tenant: UUID, since: Date, database: PostgresConnection, metric: String = "bench_calls"
-    ) async throws {
-        try await waitForCommitted(count, tenants: [tenant], since: since, database: database, metric: metric)
+    /// The Aggregator's settled events before a measurement (nil without `--aggregator-metrics`).
+    private func settledBaseline() async throws -> Double? {
+        guard let aggregatorMetrics else { return nil }
+        return try await BenchSupport.aggregatorCounters(aggregatorMetrics, BenchSupport.settledCounters)
     }
 
+    /// Waits until `count` events of `metric` tracked since `since` are stored.
     private func waitForCommitted(
-        _ count: Int, tenants: [UUID], since: Date, database: PostgresConnection, metric: String
+        _ count: Int, tenants: [UUID], since: Date, baseline: Double?, database: PostgresConnection, metric: String = "bench_calls"
     ) async throws {
         let deadline = ContinuousClock.now + .seconds(600)
         let ids = PostgresTextArray(tenants.map { $0.uuidString.lowercased() })
+        if let aggregatorMetrics, let baseline {
+            // The Aggregator's counters first (free for the database), then the query once.
+            try await BenchSupport.waitForSettled(count, after: baseline, metrics: aggregatorMetrics, within: .seconds(600))
+        }
         while ContinuousClock.now < deadline {
             let committed = try await database.query(
                 "SELECT count(*) FROM usage_events WHERE tenant_id = ANY($1::uuid[]) AND metric = $2 AND occurred_at >= $3",
