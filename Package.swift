@@ -79,7 +79,7 @@ let package = Package(
         // Stores over PostgreSQL and the shared runtime every executable uses.
         .target(
             name: "TallyStore",
-            dependencies: ["PostgresClient", "BillingEngine", crypto, log],
+            dependencies: ["PostgresClient", "BillingEngine", "CivilTime", crypto, log],
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
@@ -226,7 +226,7 @@ let package = Package(
         ),
         .testTarget(name: "BlockingIOTests", dependencies: ["BlockingIO"], swiftSettings: swiftSettings),
         .testTarget(name: "RabbitMQClientTests", dependencies: ["RabbitMQClient", "TallyMessaging", "TallyTestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "TallyTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "CivilTime", "TallyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "TallyStoreTests", dependencies: ["TallyStore", "PostgresClient", "TallyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CurlClientTests",

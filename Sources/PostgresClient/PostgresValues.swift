@@ -1,3 +1,4 @@
+import CivilTime
 import Foundation
 
 /// A Swift value that can be sent as a query parameter, in PostgreSQL's text format.
@@ -81,9 +82,9 @@ extension Int32: PostgresEncodable, PostgresDecodable {
 }
 
 extension UUID: PostgresEncodable, PostgresDecodable {
-    public var postgresText: String? { uuidString.lowercased() }
+    public var postgresText: String? { lowercasedText }
     public init(postgresText: String) throws(PostgresError) {
-        guard let value = UUID(uuidString: postgresText) else { throw .decodingFailure(as: "UUID") }
+        guard let value = UUID(text: postgresText) else { throw .decodingFailure(as: "UUID") }
         self = value
     }
 }
@@ -191,14 +192,21 @@ public struct PostgresTextArray: Sendable, Hashable, PostgresEncodable {
         return elements
     }
 
+    /// Every element quoted, `"` and `\\` escaped — on UTF-8 bytes (both are ASCII, never
+    /// part of a multi-byte sequence): arrays of thousands of elements per statement.
     public var postgresText: String? {
-        "{" + elements.map { element in
-            var quoted = "\""
-            for character in element.unicodeScalars {
-                if character == "\"" || character == "\\" { quoted.unicodeScalars.append("\\") }
-                quoted.unicodeScalars.append(character)
+        var bytes: [UInt8] = [UInt8(ascii: "{")]
+        bytes.reserveCapacity(elements.reduce(2) { $0 + $1.utf8.count + 3 })
+        for (index, element) in elements.enumerated() {
+            if index > 0 { bytes.append(UInt8(ascii: ",")) }
+            bytes.append(UInt8(ascii: "\""))
+            for byte in element.utf8 {
+                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { bytes.append(UInt8(ascii: "\\")) }
+                bytes.append(byte)
             }
-            return quoted + "\""
-        }.joined(separator: ",") + "}"
+            bytes.append(UInt8(ascii: "\""))
+        }
+        bytes.append(UInt8(ascii: "}"))
+        return String(decoding: bytes, as: UTF8.self)
     }
 }

@@ -1,3 +1,4 @@
+import CivilTime
 import Foundation
 
 /// One thing wrong with one event of a request: which event (`index`), which field
@@ -120,7 +121,7 @@ struct EventCheck {
             fail("tenant_id", "missing", "is required when sending with the admin token")
             return nil
         }
-        guard case .string(let text) = value, let tenant = UUID(uuidString: text) else {
+        guard case .string(let text) = value, let tenant = UUID(text: text) else {
             fail("tenant_id", "invalid", "must be a tenant id (UUID)")
             return nil
         }

@@ -61,6 +61,15 @@ struct PostgresClientTests {
         #expect(try row.decode(11, as: Decimal.self) == Decimal(string: "0.0001")!)
     }
 
+    @Test("text arrays reach PostgreSQL element for element: quotes, backslashes, commas, braces, NULL as text, Unicode")
+    func textArrays() async throws {
+        let pool = try pool()
+        let elements = ["plain", "with \"quotes\"", "back\\slash\\", "a,b", "{braces}", "NULL", "", " spaced ", "é中🎉", "\\\""]
+        let rows = try await pool.query(
+            "SELECT e, o FROM unnest($1::text[]) WITH ORDINALITY AS u (e, o) ORDER BY o", [PostgresTextArray(elements)])
+        #expect(try rows.map { try $0.decode(0, as: String.self) } == elements)
+    }
+
     @Test("timestamptz is read in UTC whatever offset it was written with")
     func timestampOffsets() async throws {
         let pool = try pool()

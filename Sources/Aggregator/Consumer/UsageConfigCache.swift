@@ -1,3 +1,4 @@
+import CivilTime
 import BillingEngine
 import Foundation
 import PostgresClient
@@ -105,7 +106,7 @@ final class UsageConfigCache: Sendable {
             """
             SELECT (SELECT version FROM catalog_version), w.t, coalesce(v.version, 0)
               FROM unnest($1::uuid[]) AS w (t) LEFT JOIN tenant_config_versions v ON v.tenant_id = w.t
-            """, [PostgresTextArray(tenants.map { $0.uuidString.lowercased() })])
+            """, [PostgresTextArray(tenants.map(\.lowercasedText))])
         for row in rows {
             catalogVersion = try row.decode(0, as: Int64.self)
             versions[try row.decode(1, as: UUID.self)] = try row.decode(2, as: Int64.self)

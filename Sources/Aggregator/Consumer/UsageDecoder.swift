@@ -1,3 +1,4 @@
+import CivilTime
 import Foundation
 import PostgresClient
 import RabbitMQClient
@@ -161,7 +162,7 @@ struct UsageDecoder: Sendable {
             var time: [UInt8] = []
             time.reserveCapacity(27)
             RFC3339.write(event.time, into: &time)
-            batch.stagedRows.field(event.tenantID.uuidString)
+            batch.stagedRows.field(event.tenantID.lowercasedText)
             batch.stagedRows.field(event.id)
             batch.stagedRows.field(event.metric)
             batch.stagedRows.field(event.name)

@@ -1,3 +1,4 @@
+import CivilTime
 import Foundation
 import Metering
 import PostgresClient
@@ -40,8 +41,10 @@ struct LedgerOutcome: Sendable {
 ///    and into the completed period totals of their tenants (`UsagePeriodTotals`);
 /// 5. evaluate quotas and alerts of the tenants whose usage grew.
 ///
-/// Before all that, it takes the batch's tenants' locks and completes the periods the
-/// events fall in, so each period's totals stay equal to an aggregation of its events.
+/// Before all that, the periods the events fall in are completed (`UsagePeriodTotals`)
+/// in a short transaction of its own under the tenants' exclusive usage locks; the batch's
+/// transaction then holds them shared, so each period's totals stay equal to an
+/// aggregation of its events while batches of one tenant store side by side.
 ///
 /// The caller acks the messages only after this commits; a redelivery after a
 /// crash finds its events already stored and counts nothing twice.
@@ -54,8 +57,15 @@ enum UsageLedger {
         let staged = batch.stagedRows.buffer
         let parkedRows = parkedCopyRows(batch.parkedEvents)
         let started = ContinuousClock.now
+        let tenants = batch.stagedTimes.keys.sorted { $0.precedes($1) }
+        // Periods to complete first, in a short transaction of their own: their tenants'
+        // locks exclusive only while the periods are completed — not while the batch's
+        // events are stored — so batches of the same tenants wait for one another only
+        // that long (a drain's first batches all meet new tenants).
+        let completion = tenants.isEmpty ? Completion() : try await complete(batch.stagedTimes, tenants: tenants, cache: cache, on: connection)
         var outcome = try await connection.withTransaction { connection in
             var outcome = LedgerOutcome(parked: batch.parkedEvents.count)
+            outcome.phases = completion.phases
             var clock = PhaseClock()
             if !parkedRows.isEmpty {
                 _ = try connection.copyIn(
@@ -63,9 +73,9 @@ enum UsageLedger {
                     text: parkedRows)
             }
             guard !staged.isEmpty else { return outcome }
-            // Staged first (session-local: no lock needed), then the tenants' usage locks,
-            // their configuration as committed now, and every period the events fall in
-            // completed — all before the events are stored.
+            // Staged first (session-local: no lock needed), then the tenants' usage locks
+            // (shared: transactions storing events of a tenant do not wait for one another)
+            // and their configuration as committed now.
             try connection.executeScript(createStaging)
             _ = try connection.copyIn(
                 """
@@ -73,23 +83,20 @@ enum UsageLedger {
                 message_id) FROM STDIN
                 """, text: staged)
             clock.lap(.copy, into: &outcome.phases)
-            // The usage locks: shared, but exclusive for tenants with a period to complete
-            // (as far as the cache knows; should the configuration read under the locks
-            // say otherwise, the lock is upgraded).
-            let tenants = batch.stagedTimes.keys.sorted { $0.uuidString < $1.uuidString }
-            let (cached, unknown) = cache.peek(tenants)
-            let guessed = Set(Self.periods(batch.stagedTimes, config: cached).filter { unknown.contains($0.tenant) || !cache.isKnownComplete($0) }
-                .map(\.tenant)).union(unknown)
-            try UsagePeriodTotals.lockUsage(tenants, exclusive: guessed, on: connection)
+            try UsagePeriodTotals.lockUsage(tenants, exclusive: [], on: connection)
             let config = try cache.snapshot(for: tenants, on: connection)
             clock.lap(.lockAndConfiguration, into: &outcome.phases)
-            // A period this process saw complete stays complete: no statement for it.
+            // Every period the events fall in is complete by now, unless the configuration
+            // changed since (a subscription created in between): then the lock is upgraded
+            // and the period completed here. Tenants that do not exist have nothing to
+            // complete (their events are parked below).
             let missing = cache.notKnownComplete(Self.periods(batch.stagedTimes, config: config))
-            let upgrade = Set(missing.map(\.tenant)).subtracting(guessed)
-            if !upgrade.isEmpty {
-                try UsagePeriodTotals.lockUsage(upgrade.sorted { $0.uuidString < $1.uuidString }, exclusive: upgrade, on: connection)
+                .filter { !completion.absentTenants.contains($0.tenant) }
+            if !missing.isEmpty {
+                let upgrade = Set(missing.map(\.tenant))
+                try UsagePeriodTotals.lockUsage(upgrade.sorted { $0.precedes($1) }, exclusive: upgrade, on: connection)
+                outcome.completedPeriods = try UsagePeriodTotals.complete(missing, on: connection)
             }
-            outcome.completedPeriods = try UsagePeriodTotals.complete(missing, on: connection)
             clock.lap(.completePeriods, into: &outcome.phases)
             outcome.parked += try connection.query(parkUnknownTenants).affectedRows
             for row in try connection.query(insertAndRollUp) {
@@ -103,7 +110,7 @@ enum UsageLedger {
             clock.lap(.insertAndRollUp, into: &outcome.phases)
             if !outcome.timesByTenant.isEmpty {
                 try UsagePeriodTotals.lockEvaluation(
-                    outcome.timesByTenant.keys.sorted { $0.uuidString < $1.uuidString }, on: connection)
+                    outcome.timesByTenant.keys.sorted { $0.precedes($1) }, on: connection)
                 let evaluation = try UsageStateEvaluator.evaluate(outcome.timesByTenant, config: config, now: now, on: connection)
                 outcome.quotaStates = evaluation.quotaStates
                 outcome.billingEvents = evaluation.billingEvents
@@ -116,6 +123,42 @@ enum UsageLedger {
         let inside = outcome.phases.values.reduce(0, +)
         outcome.phases[.commit] = max(0, (ContinuousClock.now - started).seconds - inside)
         return outcome
+    }
+
+    /// What the completion transaction did.
+    struct Completion {
+        var phases: [Phase: Double] = [:]
+        /// Tenants of the batch that do not exist (nothing of theirs can be completed).
+        var absentTenants: Set<UUID> = []
+    }
+
+    /// Completes, in a transaction of its own, the periods the events at `times` fall in
+    /// that this process does not know complete: the tenants' usage locks exclusive (a
+    /// completion must not interleave with a transaction storing the tenant's events), the
+    /// configuration read under them, the periods completed, the commit. Nothing when the
+    /// cache knows every period complete.
+    private static func complete(
+        _ times: [UUID: Set<Date>], tenants: [UUID], cache: UsageConfigCache, on connection: PostgresConnection
+    ) async throws -> Completion {
+        let (cached, unknown) = cache.peek(tenants)
+        let guessed = Set(periods(times, config: cached).filter { unknown.contains($0.tenant) || !cache.isKnownComplete($0) }
+            .map(\.tenant)).union(unknown)
+        guard !guessed.isEmpty else { return Completion() }
+        let locked = tenants.filter(guessed.contains)
+        let (completion, completed) = try await connection.withTransaction { connection in
+            var completion = Completion()
+            var clock = PhaseClock()
+            try UsagePeriodTotals.lockUsage(locked, exclusive: guessed, on: connection)
+            let config = try cache.snapshot(for: locked, on: connection)
+            clock.lap(.lockAndConfiguration, into: &completion.phases)
+            let wanted = cache.notKnownComplete(periods(times.filter { guessed.contains($0.key) }, config: config))
+            let completed = try UsagePeriodTotals.complete(wanted, on: connection)
+            completion.absentTenants = Set(wanted.map(\.tenant)).subtracting(completed.map(\.tenant))
+            clock.lap(.completePeriods, into: &completion.phases)
+            return (completion, completed)
+        }
+        cache.rememberComplete(completed)
+        return completion
     }
 
     /// The periods (billing period, trial or calendar month) the events at `times` fall in.

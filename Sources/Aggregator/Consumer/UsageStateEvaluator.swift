@@ -1,3 +1,4 @@
+import CivilTime
 import BillingEngine
 import Foundation
 import Metering
@@ -72,7 +73,7 @@ enum UsageStateEvaluator {
         var evaluation = Evaluation()
         var outbox: [BillingEvent] = []
         var firings: [Firing] = []
-        for tenant in touched.keys.sorted(by: { $0.uuidString < $1.uuidString }) {
+        for tenant in touched.keys.sorted { $0.precedes($1) } {
             for touch in touched[tenant] ?? [] {
                 let period = TenantPeriod(tenant: tenant, span: touch.span)
                 // Every touched period was completed before the events were stored; a
@@ -159,7 +160,7 @@ enum UsageStateEvaluator {
             RETURNING alert_id, period_start, threshold_key
             """,
             [
-                PostgresTextArray(firings.map { $0.alert.id.uuidString.lowercased() }),
+                PostgresTextArray(firings.map(\.alert.id.lowercasedText)),
                 PostgresTextArray(firings.map { PostgresTimestamp(microsecondsSinceEpoch: $0.context.span.start.microsecondsSinceEpoch).description }),
                 PostgresTextArray(firings.map(\.alert.thresholdKey)), PostgresTextArray(firings.map(\.value.description)),
             ])
@@ -242,7 +243,7 @@ struct StoredAlert: Sendable {
             """
             SELECT id, tenant_id, metric, kind, threshold_value::text, threshold_percentage::text, array_to_string(channels, ',')
               FROM usage_alerts WHERE tenant_id = ANY($1::uuid[]) ORDER BY created_at, id
-            """, ["{" + tenants.map(\.uuidString).joined(separator: ",") + "}"])
+            """, [PostgresTextArray(tenants.map(\.lowercasedText))])
         var alerts: [UUID: [StoredAlert]] = [:]
         for row in rows {
             let id = try row.decode(0, as: UUID.self)

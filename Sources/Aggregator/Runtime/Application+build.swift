@@ -13,7 +13,11 @@ import TallyRuntime
 func buildApplication(_ configuration: AggregatorConfiguration, logger: Logger) throws -> some ApplicationProtocol {
     let metrics = AggregatorMetrics()
     let amqp = try AMQPConfiguration(url: configuration.amqpURL, connectionName: "tally-aggregator")
-    let databaseConfiguration = try PostgresConfiguration(url: configuration.databaseURL)
+    var databaseConfiguration = try PostgresConfiguration(url: configuration.databaseURL)
+    // Short statements run thousands of times: compiling one with LLVM (PostgreSQL's JIT,
+    // on above a plan cost that a period completion of thousands of tenants exceeds)
+    // costs more than running it.
+    databaseConfiguration.sessionSettings["jit"] = "off"
     let database = PostgresPool(configuration: databaseConfiguration, size: 1, logger: logger)
     let publisher = ConfirmedPublisher(configuration: amqp, logger: logger)
     let relay = BillingEventRelay(publisher: publisher, logger: logger)

@@ -1,3 +1,4 @@
+import CivilTime
 import BillingEngine
 import Foundation
 import PostgresClient
@@ -41,7 +42,7 @@ public enum UsagePeriodTotals {
             ) AS keys
             """,
             [
-                PostgresTextArray(tenants.map { $0.uuidString.lowercased() }),
+                PostgresTextArray(tenants.map(\.lowercasedText)),
                 PostgresTextArray(tenants.map { exclusive.contains($0) ? "t" : "f" }),
             ])
     }
@@ -56,7 +57,7 @@ public enum UsagePeriodTotals {
             SELECT count(pg_advisory_xact_lock(k)) FROM (
                 SELECT DISTINCT hashtextextended(t::text, 7) AS k FROM unnest($1::uuid[]) AS t ORDER BY 1
             ) AS keys
-            """, [PostgresTextArray(tenants.map { $0.uuidString.lowercased() })])
+            """, [PostgresTextArray(tenants.map(\.lowercasedText))])
     }
 
     /// Completes the periods of `periods` that are not complete yet, of existing tenants;
@@ -64,7 +65,7 @@ public enum UsagePeriodTotals {
     @discardableResult
     public static func complete(_ periods: Set<TenantPeriod>, on connection: isolated PostgresConnection) throws -> Set<TenantPeriod> {
         guard !periods.isEmpty else { return [] }
-        let sorted = periods.sorted { ($0.tenant.uuidString, $0.span.start, $0.span.end) < ($1.tenant.uuidString, $1.span.start, $1.span.end) }
+        let sorted = periods.sorted { $0.tenant != $1.tenant ? $0.tenant.precedes($1.tenant) : ($0.span.start, $0.span.end) < ($1.span.start, $1.span.end) }
         let existing = Set(try connection.query(completeStatement, arrays(sorted)).map { try $0.decode(0, as: UUID.self) })
         return periods.filter { existing.contains($0.tenant) }
     }
@@ -142,7 +143,7 @@ public enum UsagePeriodTotals {
 
     private static func arrays(_ periods: [TenantPeriod]) -> [any PostgresEncodable] {
         [
-            PostgresTextArray(periods.map { $0.tenant.uuidString.lowercased() }),
+            PostgresTextArray(periods.map(\.tenant.lowercasedText)),
             PostgresTextArray(periods.map { PostgresTimestamp(microsecondsSinceEpoch: $0.span.start.microsecondsSinceEpoch).description }),
             PostgresTextArray(periods.map { PostgresTimestamp(microsecondsSinceEpoch: $0.span.end.microsecondsSinceEpoch).description }),
         ]
