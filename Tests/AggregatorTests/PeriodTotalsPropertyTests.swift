@@ -87,6 +87,17 @@ struct PeriodTotalsPropertyTests {
                     batch.append((earlier.id, earlier.metric, moved))
                 }
             }
+            // Twins: other events at exactly the time of one of the batch (same metric), with
+            // ids before and after it bytewise ("T…" sorts before "p…", "x…" after), so the
+            // latest is decided by the id, then the quantity — within an hour, a period, and
+            // across batches.
+            for offset in 10..<40 {
+                let original = batch[offset]
+                let twin = UsageRecord(
+                    id: "\(offset % 2 == 0 ? "T" : "x")\(batchIndex)-\(offset)", time: original.record.time,
+                    quantity: Quantity(scaled: Int128(random.next() % 1_000_000)), metadata: ["user": "twin"])
+                batch.append((twin.id, original.metric, twin))
+            }
             for offset in 0..<10 {
                 let original = batch[offset]
                 let later = UsageRecord(

@@ -243,16 +243,24 @@ enum UsageLedger {
               FROM staged_usage s JOIN fresh f ON f.tenant_id = s.tenant_id AND f.event_id = s.event_id
              ORDER BY s.tenant_id, s.event_id, s.occurred_at
             RETURNING tenant_id, event_id, metric, quantity, occurred_at, metadata
+        ), hourly AS (
+            -- Per tenant, metric and hour: the sums by window over the hour, and the latest
+            -- event — the greatest (time, id bytewise, quantity) — as the first row of each
+            -- hour in one sort (DISTINCT ON), not one sort per aggregate and group.
+            SELECT DISTINCT ON (tenant_id, metric, date_trunc('hour', occurred_at, 'UTC'))
+                   tenant_id, metric, date_trunc('hour', occurred_at, 'UTC') AS hour,
+                   sum(quantity) OVER w AS s, count(*) OVER w AS c, max(quantity) OVER w AS mx,
+                   min(occurred_at) OVER w AS lo, max(occurred_at) OVER w AS hi,
+                   occurred_at AS la, event_id AS li, quantity AS lq
+              FROM inserted
+            WINDOW w AS (PARTITION BY tenant_id, metric, date_trunc('hour', occurred_at, 'UTC'))
+             ORDER BY tenant_id, metric, date_trunc('hour', occurred_at, 'UTC'), occurred_at DESC, event_id COLLATE "C" DESC,
+                      quantity DESC
         ), rolled AS (
             INSERT INTO usage_rollups AS r (tenant_id, metric, hour, quantity_sum, event_count, quantity_max,
                                             latest_at, latest_event_id, latest_quantity, updated_at)
-            SELECT tenant_id, metric, date_trunc('hour', occurred_at, 'UTC'), sum(quantity), count(*), max(quantity),
-                   (array_agg(occurred_at ORDER BY occurred_at DESC, event_id COLLATE "C" DESC, quantity DESC))[1],
-                   (array_agg(event_id ORDER BY occurred_at DESC, event_id COLLATE "C" DESC, quantity DESC))[1],
-                   (array_agg(quantity ORDER BY occurred_at DESC, event_id COLLATE "C" DESC, quantity DESC))[1],
-                   now()
-              FROM inserted
-             GROUP BY 1, 2, 3
+            SELECT tenant_id, metric, hour, s, c, mx, la, li, lq, now()
+              FROM hourly
              ORDER BY 1, 2, 3
             ON CONFLICT (tenant_id, metric, hour) DO UPDATE SET
                 \(UsagePeriodTotals.mergeAggregates(into: "r")),
@@ -268,7 +276,6 @@ enum UsageLedger {
             ON CONFLICT DO NOTHING
             RETURNING 1
         ), \(UsagePeriodTotals.addInsertedEvents)
-        SELECT tenant_id, metric, count(*)::bigint, min(occurred_at), max(occurred_at)
-          FROM inserted GROUP BY tenant_id, metric, date_trunc('hour', occurred_at, 'UTC')
+        SELECT tenant_id, metric, c, lo, hi FROM hourly
         """
 }

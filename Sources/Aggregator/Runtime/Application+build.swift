@@ -18,6 +18,8 @@ func buildApplication(_ configuration: AggregatorConfiguration, logger: Logger) 
     // on above a plan cost that a period completion of thousands of tenants exceeds)
     // costs more than running it.
     databaseConfiguration.sessionSettings["jit"] = "off"
+    // A batch's sorts (tens of thousands of rows) in memory, not in temporary files.
+    databaseConfiguration.sessionSettings["work_mem"] = "64MB"
     let database = PostgresPool(configuration: databaseConfiguration, size: 1, logger: logger)
     let publisher = ConfirmedPublisher(configuration: amqp, logger: logger)
     let relay = BillingEventRelay(publisher: publisher, logger: logger)

@@ -310,16 +310,19 @@ public enum UsagePeriodTotals {
 
     /// For the statement that stores a batch's events: CTEs that add the events the CTE
     /// named `inserted` returned (tenant_id, event_id, metric, quantity, occurred_at,
-    /// metadata) to every complete period of their tenant containing them.
+    /// metadata), aggregated per hour by the CTE named `hourly` (tenant_id, metric, hour,
+    /// s, c, mx, lo, hi and the latest event la, li, lq), to every complete period of their
+    /// tenant containing them. Each latest is the first row of its group in one sort
+    /// (DISTINCT ON, sums by window), not a sort per aggregate and group.
     public static let addInsertedEvents = """
         inserted_groups AS (
             -- The batch's events per tenant and metric, with the time range they span.
-            SELECT tenant_id, metric, min(occurred_at) AS lo, max(occurred_at) AS hi, sum(quantity) AS s, count(*) AS c,
-                   max(quantity) AS mx,
-                   (array_agg(occurred_at ORDER BY occurred_at DESC, event_id COLLATE "C" DESC, quantity DESC))[1] AS la,
-                   (array_agg(event_id ORDER BY occurred_at DESC, event_id COLLATE "C" DESC, quantity DESC))[1] AS li,
-                   (array_agg(quantity ORDER BY occurred_at DESC, event_id COLLATE "C" DESC, quantity DESC))[1] AS lq
-              FROM inserted GROUP BY 1, 2
+            SELECT DISTINCT ON (tenant_id, metric)
+                   tenant_id, metric, min(lo) OVER g AS lo, max(hi) OVER g AS hi, sum(s) OVER g AS s, sum(c) OVER g AS c,
+                   max(mx) OVER g AS mx, la, li, lq
+              FROM hourly
+            WINDOW g AS (PARTITION BY tenant_id, metric)
+             ORDER BY tenant_id, metric, la DESC, li COLLATE "C" DESC, lq DESC
         ), touched_periods AS (
             -- The complete periods each group's range meets (an index probe per tenant and
             -- metric, not per event), and whether the period holds the whole range.
@@ -339,15 +342,18 @@ public enum UsagePeriodTotals {
               JOIN inserted i ON i.tenant_id = t.tenant_id AND i.metric = t.metric
                              AND t.period_start <= i.occurred_at AND i.occurred_at < t.period_end
              WHERE NOT t.whole
+        ), period_contributions AS (
+            SELECT DISTINCT ON (tenant_id, period_start, period_end, metric)
+                   tenant_id, period_start, period_end, metric, sum(s) OVER p AS s, sum(c) OVER p AS c, max(mx) OVER p AS mx,
+                   la, li, lq
+              FROM contributions
+            WINDOW p AS (PARTITION BY tenant_id, period_start, period_end, metric)
+             ORDER BY tenant_id, period_start, period_end, metric, la DESC, li COLLATE "C" DESC, lq DESC
         ), period_totals AS (
             INSERT INTO usage_period_totals AS t (tenant_id, period_start, period_end, metric, quantity_sum, event_count,
                                                   quantity_max, latest_at, latest_event_id, latest_quantity)
-            SELECT tenant_id, period_start, period_end, metric, sum(s), sum(c), max(mx),
-                   (array_agg(la ORDER BY la DESC, li COLLATE "C" DESC, lq DESC))[1],
-                   (array_agg(li ORDER BY la DESC, li COLLATE "C" DESC, lq DESC))[1],
-                   (array_agg(lq ORDER BY la DESC, li COLLATE "C" DESC, lq DESC))[1]
-              FROM contributions
-             GROUP BY 1, 2, 3, 4
+            SELECT tenant_id, period_start, period_end, metric, s, c, mx, la, li, lq
+              FROM period_contributions
              ORDER BY 1, 2, 3, 4
             ON CONFLICT (tenant_id, period_start, period_end, metric) DO UPDATE SET
                 \(mergeAggregates(into: "t"))
