@@ -194,7 +194,7 @@ let package = Package(
             name: "AggregatorTests",
             dependencies: [
                 "Aggregator", "Metering", "UsageEvents", "RabbitMQClient", "TallyMessaging", "TallyTestSupport", "PostgresClient",
-                "BillingEngine", "CurlClient",
+                "BillingEngine", "CivilTime", "CurlClient",
             ],
             swiftSettings: swiftSettings
         ),

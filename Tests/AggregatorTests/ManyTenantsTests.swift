@@ -1,4 +1,5 @@
 import BillingEngine
+import CivilTime
 import Foundation
 import Metering
 import PostgresClient
@@ -166,6 +167,38 @@ struct ManyTenantsTests {
             #expect(state.periodStart.map { $0 <= now } == true && state.periodEnd.map { now < $0 } == true)
         }
         try await Self.verify(harness, population, expected: expected)
+        await connection.close()
+        try await harness.tearDown()
+    }
+
+    @Test("one batch of 20,000 tenants — beyond what PostgreSQL's lock table holds for one session — commits whole and exact")
+    func batchBeyondTheLockTable() async throws {
+        // A lock per tenant (two per tenant: usage and evaluation) was 40,000 locks, and the
+        // local server's table holds about 64 × 200 connections: "out of shared memory", the
+        // batch failed and the worker split it down to single messages.
+        let harness = try await AggregatorHarness.make()
+        let now = TestClock.now()
+        let population = try await Self.populate(harness, count: 20_000, now: now)
+        let connection = try await PostgresConnection.connect(
+            configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
+        let events = population.tenants.enumerated().map { index, tenant in
+            usageEventJSON(id: "w\(index)", tenant: tenant, time: now.addingTimeInterval(-60))
+        }
+        let batch = UsageDecoder(now: now).decode(
+            stride(from: 0, to: events.count, by: 1000).map { chunk in
+                UsageMessage(
+                    deliveryTag: UInt64(chunk), messageID: nil, schema: nil,
+                    body: Array(("[" + events[chunk..<min(chunk + 1000, events.count)].joined(separator: ",") + "]").utf8))
+            })
+        #expect(batch.stagedTimes.count == 20_000)
+        let outcome = try await UsageLedger.record(batch, now: now, cache: UsageConfigCache(), on: connection)
+        #expect(outcome.inserted == 20_000 && outcome.quotaStates.count == 20_000)
+        let stored = try await harness.storedCounts(population.tenants)
+        #expect(population.tenants.filter { stored[$0] != 1 }.isEmpty)
+        let totals = try await harness.database.query(
+            "SELECT count(*), sum(event_count) FROM usage_period_totals WHERE tenant_id = ANY($1::uuid[])",
+            [PostgresTextArray(population.tenants.map(\.lowercasedText))])[0]
+        #expect(try totals.decode(0, as: Int.self) == 20_000 && totals.decode(1, as: Int.self) == 20_000)
         await connection.close()
         try await harness.tearDown()
     }

@@ -25,6 +25,29 @@ public struct TenantPeriod: Sendable, Hashable {
 /// events holds the tenant's usage lock shared, one completing a period of it exclusive
 /// (`lockUsage`), from before the one until their commit.
 public enum UsagePeriodTotals {
+    /// Tenants share their locks by bucket: a lock per tenant would be 40,000 locks for a
+    /// batch of 40,000 tenants, beyond PostgreSQL's lock table (`max_locks_per_transaction`
+    /// × connections, a few thousand per session: "out of shared memory"). 512 buckets
+    /// keep a batch at 1,024 locks at most; tenants of one bucket wait for one another
+    /// only where a lock is exclusive. The two-key advisory locks (class, bucket) are a key
+    /// space apart from the one-key locks taken elsewhere.
+    static let lockBuckets = 512
+
+    /// The buckets of `tenants` ($1) in one order, with their exclusivity ($2), locked by
+    /// `function(class, bucket)` or its shared form.
+    private static func lockStatement(class lockClass: Int, exclusive: Bool) -> String {
+        let take = exclusive
+            ? "pg_advisory_xact_lock(\(lockClass), b)"
+            : "CASE WHEN x THEN pg_advisory_xact_lock(\(lockClass), b) ELSE pg_advisory_xact_lock_shared(\(lockClass), b) END"
+        return """
+            SELECT count(\(take)) FROM (
+                SELECT (hashtextextended(t::text, \(lockClass)) & \(lockBuckets - 1))::int AS b, bool_or(x) AS x
+                  FROM unnest($1::uuid[], $2::bool[]) AS u (t, x)
+                 GROUP BY 1 ORDER BY 1
+            ) AS keys
+            """
+    }
+
     /// Takes the usage locks of `tenants` (transaction-scoped, in one statement and one
     /// order, so two transactions never wait on each other in a cycle): shared by
     /// transactions storing a tenant's events — they do not wait for one another — and
@@ -35,16 +58,8 @@ public enum UsagePeriodTotals {
     public static func lockUsage(_ tenants: [UUID], exclusive: Set<UUID>, on connection: isolated PostgresConnection) throws {
         guard !tenants.isEmpty else { return }
         try connection.query(
-            """
-            SELECT count(CASE WHEN x THEN pg_advisory_xact_lock(k) ELSE pg_advisory_xact_lock_shared(k) END) FROM (
-                SELECT hashtextextended(t::text, 13) AS k, bool_or(x) AS x FROM unnest($1::uuid[], $2::bool[]) AS u (t, x)
-                 GROUP BY 1 ORDER BY 1
-            ) AS keys
-            """,
-            [
-                PostgresTextArray(tenants.map(\.lowercasedText)),
-                PostgresTextArray(tenants.map { exclusive.contains($0) ? "t" : "f" }),
-            ])
+            lockStatement(class: 13, exclusive: false),
+            [PostgresTextArray(tenants.map(\.lowercasedText)), PostgresTextArray(tenants.map { exclusive.contains($0) ? "t" : "f" })])
     }
 
     /// Takes the evaluation locks of `tenants` (exclusive, one statement, one order), after
@@ -53,11 +68,8 @@ public enum UsagePeriodTotals {
     public static func lockEvaluation(_ tenants: [UUID], on connection: isolated PostgresConnection) throws {
         guard !tenants.isEmpty else { return }
         try connection.query(
-            """
-            SELECT count(pg_advisory_xact_lock(k)) FROM (
-                SELECT DISTINCT hashtextextended(t::text, 7) AS k FROM unnest($1::uuid[]) AS t ORDER BY 1
-            ) AS keys
-            """, [PostgresTextArray(tenants.map(\.lowercasedText))])
+            lockStatement(class: 7, exclusive: true),
+            [PostgresTextArray(tenants.map(\.lowercasedText)), PostgresTextArray(tenants.map { _ in "t" })])
     }
 
     /// Completes the periods of `periods` that are not complete yet, of existing tenants;
