@@ -268,11 +268,12 @@ struct DrainWaitBench: AsyncParsableCommand {
     /// Polls until the run's events are all stored; returns their count and the seconds
     /// from the first insert to the last.
     ///
-    /// While `aggregator.usage` still holds ready messages the run cannot be complete, so
-    /// only the broker is asked (a passive declare costs next to nothing). The count joins
-    /// the run's tenants to the events, a scan that every 100 ms would take CPU from the
-    /// Aggregator it measures (the broker, the database and the Aggregator share 2 cores):
-    /// it runs only for the last messages, those the Aggregator holds unacknowledged.
+    /// The count joins the run's tenants to the events, a scan that every 100 ms would take
+    /// CPU from the Aggregator it measures (the broker, the database and the Aggregator
+    /// share 2 cores; with 80 messages prefetched the queue looks empty for the last 40 %
+    /// of a drain). So the Aggregator's own counters say when it has settled every event
+    /// (`--aggregator-metrics`), and the count runs once to confirm; without them, only
+    /// once `aggregator.usage` holds no ready message (a passive declare costs nothing).
     private func waitForStored(_ database: PostgresConnection) async throws -> (count: Int, seconds: Double) {
         let broker = try await AMQPConnection.connect(configuration: try BenchSupport.broker(), logger: BenchSupport.logger)
         do {

@@ -114,6 +114,16 @@ struct ManyTenantsTests {
         #expect(!overQuota.isEmpty && !shouldFire.isEmpty)  // the population exercises both
     }
 
+    /// `events` (JSON objects) as one batch of 1000-event messages, decoded as the Aggregator does.
+    static func decode(_ events: [String], now: Date) -> DecodedBatch {
+        UsageDecoder(now: now).decode(
+            stride(from: 0, to: events.count, by: 1000).map { chunk in
+                UsageMessage(
+                    deliveryTag: UInt64(chunk), messageID: nil, schema: nil,
+                    body: Array(("[" + events[chunk..<min(chunk + 1000, events.count)].joined(separator: ",") + "]").utf8))
+            })
+    }
+
     @Test("one message holding events of 1,000 tenants: counts, period totals, quota states, quota.exceeded and alerts exact")
     func oneMessageThousandTenants() async throws {
         let harness = try await AggregatorHarness.make()
@@ -123,14 +133,7 @@ struct ManyTenantsTests {
             configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
         let cache = UsageConfigCache()
         var expected: [UUID: Int] = [:]
-        func decode(_ events: [String]) -> DecodedBatch {
-            UsageDecoder(now: now).decode(
-                stride(from: 0, to: events.count, by: 1000).map { chunk in
-                    UsageMessage(
-                        deliveryTag: UInt64(chunk), messageID: nil, schema: nil,
-                        body: Array(("[" + events[chunk..<min(chunk + 1000, events.count)].joined(separator: ",") + "]").utf8))
-                })
-        }
+        func decode(_ events: [String]) -> DecodedBatch { Self.decode(events, now: now) }
         // Earlier usage in the current period: tenant i has i % 6 events.
         var earlier: [String] = []
         for (index, tenant) in population.tenants.enumerated() {
@@ -184,12 +187,7 @@ struct ManyTenantsTests {
         let events = population.tenants.enumerated().map { index, tenant in
             usageEventJSON(id: "w\(index)", tenant: tenant, time: now.addingTimeInterval(-60))
         }
-        let batch = UsageDecoder(now: now).decode(
-            stride(from: 0, to: events.count, by: 1000).map { chunk in
-                UsageMessage(
-                    deliveryTag: UInt64(chunk), messageID: nil, schema: nil,
-                    body: Array(("[" + events[chunk..<min(chunk + 1000, events.count)].joined(separator: ",") + "]").utf8))
-            })
+        let batch = Self.decode(events, now: now)
         #expect(batch.stagedTimes.count == 20_000)
         let outcome = try await UsageLedger.record(batch, now: now, cache: UsageConfigCache(), on: connection)
         #expect(outcome.inserted == 20_000 && outcome.quotaStates.count == 20_000)
