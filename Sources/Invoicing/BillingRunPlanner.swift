@@ -1,4 +1,5 @@
 import BillingEngine
+import CivilTime
 import Foundation
 import PostgresClient
 import TallyMessaging
@@ -26,9 +27,9 @@ public enum BillingRunPlanner {
     ) throws -> Plan {
         let plans = try SubscriptionRecords.plans(on: connection)
         let subscriptions = try SubscriptionRecords.subscriptions(of: tenants, plans: plans, on: connection).values.flatMap { $0 }
-        var invoiced: Set<String> = []
-        for row in try connection.query("SELECT subscription_id::text, period_start FROM invoices WHERE kind = 'period'") {
-            invoiced.insert("\(row.text(0) ?? "")|\(Instant(try row.decode(1, as: Date.self)).microsecondsSinceEpoch)")
+        var invoiced: Set<InvoicedPeriod> = []
+        for row in try connection.query("SELECT subscription_id, period_start FROM invoices WHERE kind = 'period' AND subscription_id IS NOT NULL") {
+            invoiced.insert(InvoicedPeriod(subscription: try row.decode(0, as: UUID.self), start: Instant(try row.decode(1, as: Date.self))))
         }
         let deadline = Instant(asOf.addingTimeInterval(-grace))
         var ids: [String] = []
@@ -84,7 +85,7 @@ public enum BillingRunPlanner {
         }
         for (subscription, items) in planned {
             for item in items {
-                ids.append(subscription.id.uuidString)
+                ids.append(subscription.id.lowercasedText)
                 indexes.append(String(item.index))
                 starts.append(item.start.description)
                 kinds.append(item.kind)
@@ -99,7 +100,7 @@ public enum BillingRunPlanner {
                 INSERT INTO billing_run_items (billing_run_id, subscription_id, period_index, status, error)
                 SELECT $1, s, 0, 'failed', e FROM unnest($2::uuid[], $3::text[]) AS u (s, e)
                 """,
-                [runID, PostgresTextArray(refused.map { $0.subscription.uuidString }), PostgresTextArray(refused.map(\.reason))])
+                [runID, PostgresTextArray(refused.map(\.subscription.lowercasedText)), PostgresTextArray(refused.map(\.reason))])
         }
         guard !ids.isEmpty else {
             try connection.query("UPDATE billing_runs SET status = 'completed', completed_at = now() WHERE id = $1", [runID])
@@ -114,7 +115,7 @@ public enum BillingRunPlanner {
                 runID, PostgresTextArray(ids), PostgresTextArray(indexes), PostgresTextArray(starts), PostgresTextArray(kinds),
             ])
         let commands = zip(zip(ids, indexes), kinds).compactMap { item, kind -> InvoiceGenerateCommand? in
-            guard let subscription = UUID(uuidString: item.0), let index = Int64(item.1) else { return nil }
+            guard let subscription = UUID(text: item.0), let index = Int64(item.1) else { return nil }
             return InvoiceGenerateCommand(
                 billingRunID: runID, subscriptionID: subscription, periodIndex: index, kind: kind == "adjustment" ? kind : nil)
         }
@@ -128,6 +129,12 @@ extension BillingRunPlanner {
     /// periods): a backlog beyond it — a start far in the past — is billed by the next
     /// runs, oldest first, so one subscription never floods a run (numbers, locks).
     static let maximumPeriodsPerSubscription = 60
+
+    /// A period invoice that exists: its subscription and the period's start.
+    struct InvoicedPeriod: Hashable {
+        let subscription: UUID
+        let start: Instant
+    }
 
     /// One (period or adjustment) item to plan.
     struct Item {
@@ -147,7 +154,7 @@ extension BillingRunPlanner {
     /// the edge, so subscriptions that ended long ago are not looked at. Its reads run
     /// in a savepoint, so a failure leaves the run's transaction usable.
     static func planOne(
-        _ subscription: StoredSubscription, deadline: Instant, asOf: Date, invoiced: Set<String>, catalog: inout MetricCatalog?,
+        _ subscription: StoredSubscription, deadline: Instant, asOf: Date, invoiced: Set<InvoicedPeriod>, catalog: inout MetricCatalog?,
         on connection: isolated PostgresConnection
     ) throws -> [Item] {
         let (items, index) = try periodItems(subscription, deadline: deadline, invoiced: invoiced)
@@ -172,7 +179,7 @@ extension BillingRunPlanner {
     /// Every period ended by `deadline` and not yet invoiced (at most
     /// `maximumPeriodsPerSubscription`), and the index after the last period looked at.
     static func periodItems(
-        _ subscription: StoredSubscription, deadline: Instant, invoiced: Set<String>
+        _ subscription: StoredSubscription, deadline: Instant, invoiced: Set<InvoicedPeriod>
     ) throws -> (items: [Item], index: Int64) {
         var items: [Item] = []
         var index: Int64 = 0
@@ -181,8 +188,7 @@ extension BillingRunPlanner {
                 throw PlanningRefusal(reason: "the subscription's period \(index) starts at \(period.billed.start), before 2000: "
                     + "correct its start (admin) and bill it again")
             }
-            let key = "\(subscription.id.uuidString.lowercased())|\(period.billed.start.microsecondsSinceEpoch)"
-            if !invoiced.contains(key) {
+            if !invoiced.contains(InvoicedPeriod(subscription: subscription.id, start: period.billed.start)) {
                 items.append(Item(index: index, start: period.billed.start, kind: "period"))
                 if items.count == maximumPeriodsPerSubscription { return (items, index) }
             }

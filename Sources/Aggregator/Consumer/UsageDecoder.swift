@@ -59,9 +59,21 @@ struct DecodedBatch: Sendable {
     var unreadable: [UnreadableMessage] = []
     /// The earliest event time in the batch (event-to-visible latency).
     var earliestEventTime: Date?
-    /// The times of the staged events, by tenant: the periods they fall in are completed
-    /// (`UsagePeriodTotals`) before the events are stored.
-    var stagedTimes: [UUID: Set<Date>] = [:]
+    /// The times of the staged events, by tenant — the earliest and the latest in each hour
+    /// they touch, as `LedgerOutcome.timesByTenant` has them: enough to find the periods
+    /// they fall in (`UsagePeriodTotals` completes those before the events are stored),
+    /// without keeping and sorting every event's time.
+    var stagedTimes: [UUID: Set<Date>] {
+        var times: [UUID: Set<Date>] = [:]
+        for (key, bounds) in hourBounds { times[key.tenant, default: []].formUnion([bounds.earliest, bounds.latest]) }
+        return times
+    }
+
+    struct TenantHour: Hashable {
+        let tenant: UUID
+        let hour: Int64
+    }
+    var hourBounds: [TenantHour: (earliest: Date, latest: Date)] = [:]
 
     /// A staged event as it arrived, to park it if the database refuses it.
     struct StagedSource: Sendable {
@@ -80,7 +92,7 @@ struct DecodedBatch: Sendable {
         part.eventCount = range.count
         part.parkedEvents = withParked ? parkedEvents : []
         part.earliestEventTime = earliestEventTime
-        part.stagedTimes = stagedTimes  // a superset: completing a period more is harmless
+        part.hourBounds = hourBounds  // a superset: completing a period more is harmless
         return part
     }
 
@@ -179,7 +191,16 @@ struct UsageDecoder: Sendable {
                 batch.stagedSources.append(.init(object: object, messageID: messageID))
             }
             batch.eventCount += 1
-            batch.stagedTimes[event.tenantID, default: []].insert(event.time)
+            let key = DecodedBatch.TenantHour(tenant: event.tenantID, hour: Int64((event.time.timeIntervalSince1970 / 3600).rounded(.down)))
+            if let bounds = batch.hourBounds[key] {
+                if event.time < bounds.earliest {
+                    batch.hourBounds[key] = (event.time, bounds.latest)
+                } else if event.time > bounds.latest {
+                    batch.hourBounds[key] = (bounds.earliest, event.time)
+                }
+            } else {
+                batch.hourBounds[key] = (event.time, event.time)
+            }
             if batch.earliestEventTime.map({ event.time < $0 }) ?? true { batch.earliestEventTime = event.time }
         }
     }

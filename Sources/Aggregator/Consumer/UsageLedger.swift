@@ -57,12 +57,13 @@ enum UsageLedger {
         let staged = batch.stagedRows.buffer
         let parkedRows = parkedCopyRows(batch.parkedEvents)
         let started = ContinuousClock.now
-        let tenants = batch.stagedTimes.keys.sorted { $0.precedes($1) }
+        let stagedTimes = batch.stagedTimes
+        let tenants = stagedTimes.keys.sorted { $0.precedes($1) }
         // Periods to complete first, in a short transaction of their own: their tenants'
         // locks exclusive only while the periods are completed — not while the batch's
         // events are stored — so batches of the same tenants wait for one another only
         // that long (a drain's first batches all meet new tenants).
-        let completion = tenants.isEmpty ? Completion() : try await complete(batch.stagedTimes, tenants: tenants, cache: cache, on: connection)
+        let completion = tenants.isEmpty ? Completion() : try await complete(stagedTimes, tenants: tenants, cache: cache, on: connection)
         var outcome = try await connection.withTransaction { connection in
             var outcome = LedgerOutcome(parked: batch.parkedEvents.count)
             outcome.phases = completion.phases
@@ -90,7 +91,7 @@ enum UsageLedger {
             // changed since (a subscription created in between): then the lock is upgraded
             // and the period completed here. Tenants that do not exist have nothing to
             // complete (their events are parked below).
-            let missing = cache.notKnownComplete(Self.periods(batch.stagedTimes, config: config))
+            let missing = cache.notKnownComplete(Self.periods(stagedTimes, config: config))
                 .filter { !completion.absentTenants.contains($0.tenant) }
             if !missing.isEmpty {
                 let upgrade = Set(missing.map(\.tenant))

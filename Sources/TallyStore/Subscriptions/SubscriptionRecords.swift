@@ -1,4 +1,5 @@
 import BillingEngine
+import CivilTime
 import Foundation
 import PostgresClient
 
@@ -63,7 +64,7 @@ public enum SubscriptionRecords {
         let rows = try tenants.map { tenants in
             try connection.query(
                 select + " WHERE s.tenant_id = ANY($1::uuid[]) ORDER BY s.started_at, s.id, c.effective_at",
-                [PostgresTextArray(tenants.map(\.uuidString))])
+                [PostgresTextArray(tenants.map(\.lowercasedText))])
         } ?? connection.query(select + " ORDER BY s.started_at, s.id, c.effective_at")
         var grouped: [(first: PostgresRow, changes: [PostgresRow])] = []
         for row in rows {

@@ -1,5 +1,5 @@
-import CivilTime
 import BillingEngine
+import CivilTime
 import Foundation
 import PostgresClient
 
