@@ -1,3 +1,4 @@
+import CivilTime
 import Foundation
 
 /// A UTC instant in whole microseconds since 1970-01-01T00:00:00Z: the precision
@@ -43,7 +44,7 @@ public struct Instant: Sendable, Hashable, Comparable, CustomStringConvertible {
 
     /// The calendar date and the microseconds since that day's midnight (UTC).
     var civil: (date: UTCDay, microsecondOfDay: Int64) {
-        let days = microsecondsSinceEpoch.dividedRoundingDown(by: Self.microsecondsPerDay)
+        let days = microsecondsSinceEpoch.floorDivided(by: Self.microsecondsPerDay)
         return (UTCDay(daysSinceEpoch: days), microsecondsSinceEpoch - days * Self.microsecondsPerDay)
     }
 

@@ -1,3 +1,5 @@
+import CivilTime
+
 /// How often a subscription bills (SPEC §2 "Periods").
 public enum BillingInterval: String, Sendable, Hashable, CaseIterable {
     case monthly = "month"
@@ -51,7 +53,7 @@ public struct BillingCalendar: Sendable, Hashable {
     public func boundary(_ index: Int64) -> Instant {
         let (anchorDate, microOfDay) = anchor.civil
         let monthIndex = Int64(anchorDate.year) * 12 + Int64(anchorDate.month - 1) + index * interval.months
-        let year = Int(monthIndex.dividedRoundingDown(by: 12))
+        let year = Int(monthIndex.floorDivided(by: 12))
         let month = Int(monthIndex - Int64(year) * 12 + 1)
         let day = min(anchorDate.day, UTCDay.length(ofMonth: month, in: year))
         let days = UTCDay(year: year, month: month, day: day).daysSinceEpoch!  // clamped, so it exists
@@ -68,7 +70,7 @@ public struct BillingCalendar: Sendable, Hashable {
         let (anchorDate, _) = anchor.civil
         let (date, _) = instant.civil
         let monthsApart = Int64((date.year - anchorDate.year) * 12 + (date.month - anchorDate.month))
-        var index = monthsApart.dividedRoundingDown(by: interval.months)
+        var index = monthsApart.floorDivided(by: interval.months)
         // The estimate is off by at most one either way (day of month, time of day).
         while boundary(index) > instant { index -= 1 }
         while boundary(index + 1) <= instant { index += 1 }

@@ -32,11 +32,3 @@ struct UTCDay: Hashable {
         Int(CivilDate.days(inMonth: Int64(month), year: Int64(year)))
     }
 }
-
-extension Int64 {
-    /// Division rounding toward negative infinity, as calendar arithmetic needs.
-    func dividedRoundingDown(by divisor: Int64) -> Int64 {
-        let quotient = self / divisor
-        return (self % divisor != 0 && (self < 0) != (divisor < 0)) ? quotient - 1 : quotient
-    }
-}

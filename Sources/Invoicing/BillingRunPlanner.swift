@@ -32,7 +32,7 @@ public enum BillingRunPlanner {
             invoiced.insert(InvoicedPeriod(subscription: try row.decode(0, as: UUID.self), start: Instant(try row.decode(1, as: Date.self))))
         }
         let deadline = Instant(asOf.addingTimeInterval(-grace))
-        var ids: [String] = []
+        var ids: [UUID] = []
         var indexes: [String] = []
         var starts: [String] = []
         var kinds: [String] = []
@@ -85,7 +85,7 @@ public enum BillingRunPlanner {
         }
         for (subscription, items) in planned {
             for item in items {
-                ids.append(subscription.id.lowercasedText)
+                ids.append(subscription.id)
                 indexes.append(String(item.index))
                 starts.append(item.start.description)
                 kinds.append(item.kind)
@@ -112,12 +112,12 @@ public enum BillingRunPlanner {
             SELECT $1, s, i, p, k FROM unnest($2::uuid[], $3::bigint[], $4::timestamptz[], $5::text[]) AS u (s, i, p, k)
             """,
             [
-                runID, PostgresTextArray(ids), PostgresTextArray(indexes), PostgresTextArray(starts), PostgresTextArray(kinds),
+                runID, PostgresTextArray(ids.map(\.lowercasedText)), PostgresTextArray(indexes), PostgresTextArray(starts), PostgresTextArray(kinds),
             ])
         let commands = zip(zip(ids, indexes), kinds).compactMap { item, kind -> InvoiceGenerateCommand? in
-            guard let subscription = UUID(text: item.0), let index = Int64(item.1) else { return nil }
+            guard let index = Int64(item.1) else { return nil }
             return InvoiceGenerateCommand(
-                billingRunID: runID, subscriptionID: subscription, periodIndex: index, kind: kind == "adjustment" ? kind : nil)
+                billingRunID: runID, subscriptionID: item.0, periodIndex: index, kind: kind == "adjustment" ? kind : nil)
         }
         try Outbox.enqueue(commands, on: connection)
         return Plan(runID: runID, due: ids.count)

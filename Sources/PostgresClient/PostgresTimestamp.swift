@@ -21,50 +21,19 @@ public struct PostgresTimestamp: Sendable, Hashable, Comparable, CustomStringCon
 
     /// ISO 8601 in UTC with six fractional digits, a form PostgreSQL parses exactly.
     public var description: String {
+        var text: [UInt8] = []
+        text.reserveCapacity(27)
+        if TimestampText.write(microsecondsSinceEpoch: microsecondsSinceEpoch, into: &text) {
+            return String(decoding: text, as: UTF8.self)
+        }
+        // A year beyond four digits, all of them.
         let seconds = microsecondsSinceEpoch.floorDivided(by: 1_000_000)
-        let micros = microsecondsSinceEpoch - seconds * 1_000_000
         let days = seconds.floorDivided(by: 86_400)
         let secondOfDay = seconds - days * 86_400
         let date = CivilDate(daysSinceEpoch: days)
-        // Digits written by hand: `String(format:)` goes through vfprintf, and timestamps
-        // are written by the thousand per batch.
-        var text = [UInt8]()
-        text.reserveCapacity(28)
-        func append(_ value: Int64, digits: Int) {
-            var divisor: Int64 = 1
-            for _ in 1..<digits { divisor *= 10 }
-            var rest = value
-            if rest >= divisor * 10 {
-                // More digits than the field: all of them (years beyond 9999).
-                text += Array(String(rest).utf8)
-                return
-            }
-            while divisor > 0 {
-                text.append(UInt8(ascii: "0") + UInt8(rest / divisor))
-                rest %= divisor
-                divisor /= 10
-            }
-        }
-        if date.year < 0 {
-            text.append(UInt8(ascii: "-"))
-            append(-date.year, digits: 4)
-        } else {
-            append(date.year, digits: 4)
-        }
-        text.append(UInt8(ascii: "-"))
-        append(date.month, digits: 2)
-        text.append(UInt8(ascii: "-"))
-        append(date.day, digits: 2)
-        text.append(UInt8(ascii: "T"))
-        append(secondOfDay / 3600, digits: 2)
-        text.append(UInt8(ascii: ":"))
-        append(secondOfDay % 3600 / 60, digits: 2)
-        text.append(UInt8(ascii: ":"))
-        append(secondOfDay % 60, digits: 2)
-        text.append(UInt8(ascii: "."))
-        append(micros, digits: 6)
-        text.append(UInt8(ascii: "Z"))
-        return String(decoding: text, as: UTF8.self)
+        return String(
+            format: "%04lld-%02lld-%02lldT%02lld:%02lld:%02lld.%06lldZ", date.year, date.month, date.day, secondOfDay / 3600,
+            secondOfDay % 3600 / 60, secondOfDay % 60, microsecondsSinceEpoch - seconds * 1_000_000)
     }
 
     /// Parses PostgreSQL's text output, e.g. `2026-11-24 18:40:00.123+00` or `…+05:30`.

@@ -44,50 +44,11 @@ public enum RFC3339 {
 
     /// Appends `format(date)`'s 27 bytes to `bytes` (the JSON writer's hot path).
     public static func write(_ date: Date, into bytes: inout [UInt8]) {
-        let totalMicros = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
-        var seconds = totalMicros / 1_000_000
-        var micros = totalMicros % 1_000_000
-        if micros < 0 {
-            micros += 1_000_000
-            seconds -= 1
-        }
-        var days = seconds / 86_400
-        var secondOfDay = seconds % 86_400
-        if secondOfDay < 0 {
-            secondOfDay += 86_400
-            days -= 1
-        }
-        let civil = CivilDate(daysSinceEpoch: days)
-        guard (0...9999).contains(civil.year) else {  // outside RFC 3339's four-digit years
-            bytes.append(contentsOf: "\(civil.year)-\(civil.month)-\(civil.day)T00:00:00.000000Z".utf8)
-            return
-        }
-        digits(civil.year, 4, &bytes)
-        bytes.append(dash)
-        digits(civil.month, 2, &bytes)
-        bytes.append(dash)
-        digits(civil.day, 2, &bytes)
-        bytes.append(UInt8(ascii: "T"))
-        digits(secondOfDay / 3600, 2, &bytes)
-        bytes.append(colon)
-        digits(secondOfDay % 3600 / 60, 2, &bytes)
-        bytes.append(colon)
-        digits(secondOfDay % 60, 2, &bytes)
-        bytes.append(UInt8(ascii: "."))
-        digits(micros, 6, &bytes)
-        bytes.append(UInt8(ascii: "Z"))
-    }
-
-    /// `value` (0 ≤ value < 10^count) as exactly `count` decimal digits.
-    private static func digits(_ value: Int64, _ count: Int, _ bytes: inout [UInt8]) {
-        var divisor: Int64 = 1
-        for _ in 1..<count { divisor *= 10 }
-        var rest = value
-        while divisor > 0 {
-            bytes.append(UInt8(ascii: "0") + UInt8(rest / divisor % 10))
-            rest %= divisor
-            divisor /= 10
-        }
+        let micros = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
+        guard !TimestampText.write(microsecondsSinceEpoch: micros, into: &bytes) else { return }
+        // Outside RFC 3339's four-digit years.
+        let civil = CivilDate(daysSinceEpoch: micros.floorDivided(by: 1_000_000).floorDivided(by: 86_400))
+        bytes.append(contentsOf: "\(civil.year)-\(civil.month)-\(civil.day)T00:00:00.000000Z".utf8)
     }
 
     private static let dash = UInt8(ascii: "-")
