@@ -39,7 +39,7 @@ struct ConfigCacheTests {
         var sent = 0
         func batch(_ count: Int) async throws -> LedgerOutcome {
             let events = (0..<count).map { index in
-                usageEventJSON(id: "c\(sent + index)", tenant: tenant, time: now.addingTimeInterval(-30 - Double(index)))
+                usageEventJSON(id: "c\(sent + index)", tenant: tenant, time: TestClock.recent(30 + Double(index), before: now))
             }
             sent += count
             let body = Array(("[" + events.joined(separator: ",") + "]").utf8)

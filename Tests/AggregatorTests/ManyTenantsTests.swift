@@ -138,9 +138,8 @@ struct ManyTenantsTests {
         var earlier: [String] = []
         for (index, tenant) in population.tenants.enumerated() {
             for event in 0..<(index % 6) {
-                // Minutes before the message, so in the same calendar month even just after a
-                // month starts (the date checks run at 00:05 on January 1).
-                earlier.append(usageEventJSON(id: "e\(index)-\(event)", tenant: tenant, time: now.addingTimeInterval(-120 - Double(event))))
+                // Minutes before the message, in the same calendar month (`recent` clamps).
+                earlier.append(usageEventJSON(id: "e\(index)-\(event)", tenant: tenant, time: TestClock.recent(120 + Double(event), before: now)))
             }
             expected[tenant] = index % 6
         }
@@ -149,7 +148,7 @@ struct ManyTenantsTests {
         var message: [String] = []
         for (index, tenant) in population.tenants.enumerated() {
             let resent = index % 10 == 0 && index % 6 > 0
-            message.append(usageEventJSON(id: resent ? "e\(index)-0" : "m\(index)", tenant: tenant, time: now.addingTimeInterval(-60)))
+            message.append(usageEventJSON(id: resent ? "e\(index)-0" : "m\(index)", tenant: tenant, time: TestClock.recent(60, before: now)))
             if !resent { expected[tenant, default: 0] += 1 }
         }
         let batch = decode(message)
@@ -185,7 +184,7 @@ struct ManyTenantsTests {
         let connection = try await PostgresConnection.connect(
             configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
         let events = population.tenants.enumerated().map { index, tenant in
-            usageEventJSON(id: "w\(index)", tenant: tenant, time: now.addingTimeInterval(-60))
+            usageEventJSON(id: "w\(index)", tenant: tenant, time: TestClock.recent(60, before: now))
         }
         let batch = Self.decode(events, now: now)
         #expect(batch.stagedTimes.count == 20_000)
@@ -213,8 +212,10 @@ struct ManyTenantsTests {
             let count = 1 + index % 6
             for event in 0..<count {
                 events.append(
-                    // Within the last 5 minutes: one period per tenant even at 00:05 on January 1.
-                    usageEventJSON(id: "f\(index)-\(event)", tenant: tenant, time: now.addingTimeInterval(-60 - Double(random.next() % 240))))
+                    // Within the last 5 minutes and this calendar month: one period per tenant
+                    // whenever it runs (at 00:03 on the 1st, unclamped, two).
+                    usageEventJSON(
+                        id: "f\(index)-\(event)", tenant: tenant, time: TestClock.recent(60 + Double(random.next() % 240), before: now)))
             }
             expected[tenant] = count
         }
