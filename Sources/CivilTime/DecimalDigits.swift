@@ -8,6 +8,11 @@ public enum DecimalDigits {
 
     /// The number written by exactly `count` digits at `start`, or nil if any is not a digit.
     public static func number(_ bytes: [UInt8], _ start: Int, _ count: Int) -> Int? {
+        bytes.withUnsafeBufferPointer { number($0, start, count) }
+    }
+
+    /// The number written by exactly `count` digits at `start` of `bytes`, or nil.
+    public static func number(_ bytes: UnsafeBufferPointer<UInt8>, _ start: Int, _ count: Int) -> Int? {
         guard start >= 0, start + count <= bytes.count else { return nil }
         var value = 0
         for byte in bytes[start..<start + count] {

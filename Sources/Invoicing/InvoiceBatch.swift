@@ -28,7 +28,7 @@ extension InvoiceGenerator {
         var runs: [UUID: Date] = [:]
         for row in try connection.query(
             "SELECT id, as_of FROM billing_runs WHERE id = ANY($1::uuid[])",
-            [PostgresTextArray(Set(commands.map(\.billingRunID)).map(\.uuidString))])
+            [PostgresTextArray(Set(commands.map(\.billingRunID)).map(\.lowercasedText))])
         {
             runs[try row.decode(0, as: UUID.self)] = try row.decode(1, as: Date.self)
         }
@@ -38,7 +38,7 @@ extension InvoiceGenerator {
             SELECT s.id, s.tenant_id, t.tax_rate_bps, t.currency, t.payment_provider
               FROM subscriptions s JOIN tenants t ON t.id = s.tenant_id
              WHERE s.id = ANY($1::uuid[]) ORDER BY s.id FOR UPDATE OF s
-            """, [PostgresTextArray(Set(commands.map(\.subscriptionID)).map(\.uuidString))])
+            """, [PostgresTextArray(Set(commands.map(\.subscriptionID)).map(\.lowercasedText))])
         {
             terms[try row.decode(0, as: UUID.self)] = TenantTerms(
                 id: try row.decode(1), taxBasisPoints: try row.decode(2), currency: try row.decode(3), paymentProvider: try row.decode(4),
@@ -58,7 +58,7 @@ extension InvoiceGenerator {
         var invoiced: [String: UUID] = [:]  // "subscription|period start" of period invoices
         for row in try connection.query(
             "SELECT subscription_id, period_start, id FROM invoices WHERE kind = 'period' AND subscription_id = ANY($1::uuid[])",
-            [PostgresTextArray(Array(terms.keys).map(\.uuidString))])
+            [PostgresTextArray(Array(terms.keys).map(\.lowercasedText))])
         {
             invoiced["\(try row.decode(0, as: UUID.self))|\(Instant(try row.decode(1, as: Date.self)).microsecondsSinceEpoch)"] =
                 try row.decode(2, as: UUID.self)

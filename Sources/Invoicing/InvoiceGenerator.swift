@@ -172,7 +172,7 @@ public enum InvoiceGenerator {
             SELECT DISTINCT ON (subscription_id, period_start, metric) subscription_id, period_start, metric, value::text, billed_at
               FROM billed_usage WHERE subscription_id = ANY($1::uuid[])
              ORDER BY subscription_id, period_start, metric, billed_at DESC
-            """, [PostgresTextArray(subscriptions.map { $0.stored.id.uuidString })])
+            """, [PostgresTextArray(subscriptions.map(\.stored.id.lowercasedText))])
         let limits = Dictionary(subscriptions.map { ($0.stored.id, $0.before) }, uniquingKeysWith: { first, _ in first })
         var billedBy: [UUID: [Instant: [(String, Quantity)]]] = [:]
         var lastBilled: [UUID: [Instant: Date]] = [:]

@@ -276,16 +276,41 @@ public actor PostgresConnection {
         let rowCount = PQntuples(result)
         let columnCount = PQnfields(result)
         let columns = (0..<columnCount).map { String(cString: PQfname(result, $0)) }
-        var values: [[String?]] = []
-        values.reserveCapacity(Int(rowCount))
+        let cells = Int(rowCount) * Int(columnCount)
+        var lengths: [Int32] = []
+        var starts: [Int] = []
+        lengths.reserveCapacity(cells)
+        starts.reserveCapacity(cells)
+        var total = 0
         for row in 0..<rowCount {
-            values.append(
-                (0..<columnCount).map { column in
-                    PQgetisnull(result, row, column) == 1 ? nil : String(cString: PQgetvalue(result, row, column))
-                })
+            for column in 0..<columnCount {
+                starts.append(total)
+                if PQgetisnull(result, row, column) == 1 {
+                    lengths.append(-1)
+                } else {
+                    let length = PQgetlength(result, row, column)
+                    lengths.append(length)
+                    total += Int(length)
+                }
+            }
+        }
+        let bytes = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: total)
+        do {
+            let buffer = bytes
+            var cell = 0
+            for row in 0..<rowCount {
+                for column in 0..<columnCount {
+                    defer { cell += 1 }
+                    let length = Int(lengths[cell])
+                    guard length > 0, let value = PQgetvalue(result, row, column) else { continue }
+                    UnsafeMutableRawPointer(buffer.baseAddress! + starts[cell]).copyMemory(from: value, byteCount: length)
+                }
+            }
         }
         let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
-        return PostgresRows(columns: columns, values: values, affectedRows: affected)
+        let storage = PostgresRows.Storage(
+            rowCount: Int(rowCount), columnCount: Int(columnCount), bytes: bytes, starts: starts, lengths: lengths)
+        return PostgresRows(columns: columns, storage: storage, affectedRows: affected)
     }
 }
 

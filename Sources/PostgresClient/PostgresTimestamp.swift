@@ -38,7 +38,13 @@ public struct PostgresTimestamp: Sendable, Hashable, Comparable, CustomStringCon
 
     /// Parses PostgreSQL's text output, e.g. `2026-11-24 18:40:00.123+00` or `…+05:30`.
     init?(parsing text: String) {
-        let bytes = Array(text.utf8)
+        var text = text
+        guard let parsed = text.withUTF8({ Self(parsing: $0) }) else { return nil }
+        self = parsed
+    }
+
+    /// Parses the UTF-8 bytes of PostgreSQL's text output.
+    init?(parsing bytes: UnsafeBufferPointer<UInt8>) {
         guard bytes.count >= 19, let year = DecimalDigits.number(bytes, 0, 4), let month = DecimalDigits.number(bytes, 5, 2),
             let day = DecimalDigits.number(bytes, 8, 2), let hour = DecimalDigits.number(bytes, 11, 2),
             let minute = DecimalDigits.number(bytes, 14, 2), let second = DecimalDigits.number(bytes, 17, 2)

@@ -11,6 +11,36 @@ public protocol PostgresEncodable: Sendable {
 /// A Swift value that can be read from a column's text form.
 public protocol PostgresDecodable {
     init(postgresText: String) throws(PostgresError)
+    /// The same from the text's UTF-8 bytes as the result holds them; by default through
+    /// a `String`. Types read by the hundred thousand (uuids, timestamps, integers) parse
+    /// the bytes without making one.
+    init(postgresBytes: UnsafeBufferPointer<UInt8>) throws(PostgresError)
+}
+
+extension PostgresDecodable {
+    public init(postgresBytes: UnsafeBufferPointer<UInt8>) throws(PostgresError) {
+        try self.init(postgresText: String(decoding: postgresBytes, as: UTF8.self))
+    }
+}
+
+/// An integer written in decimal (an optional `-`), from bytes; nil when malformed or
+/// out of range.
+private func decimalInteger(_ bytes: UnsafeBufferPointer<UInt8>) -> Int64? {
+    guard !bytes.isEmpty else { return nil }
+    let negative = bytes[0] == UInt8(ascii: "-")
+    let digits = negative ? UnsafeBufferPointer(rebasing: bytes.dropFirst()) : bytes
+    guard !digits.isEmpty, digits.count <= 19 else { return nil }
+    // Accumulated with the number's sign, so the most negative value does not overflow.
+    var value: Int64 = 0
+    for byte in digits {
+        guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+        let digit = Int64(byte - UInt8(ascii: "0"))
+        let (times, overflow) = value.multipliedReportingOverflow(by: 10)
+        let (next, overflowAdding) = negative ? times.subtractingReportingOverflow(digit) : times.addingReportingOverflow(digit)
+        guard !overflow, !overflowAdding else { return nil }
+        value = next
+    }
+    return value
 }
 
 /// JSON held as its text, for `json`/`jsonb` parameters and columns.
@@ -63,12 +93,20 @@ extension Int: PostgresEncodable, PostgresDecodable {
         guard let value = Int(postgresText) else { throw .decodingFailure(as: "Int") }
         self = value
     }
+    public init(postgresBytes: UnsafeBufferPointer<UInt8>) throws(PostgresError) {
+        guard let value = decimalInteger(postgresBytes) else { throw .decodingFailure(as: "Int") }
+        self = Int(value)
+    }
 }
 
 extension Int64: PostgresEncodable, PostgresDecodable {
     public var postgresText: String? { String(self) }
     public init(postgresText: String) throws(PostgresError) {
         guard let value = Int64(postgresText) else { throw .decodingFailure(as: "Int64") }
+        self = value
+    }
+    public init(postgresBytes: UnsafeBufferPointer<UInt8>) throws(PostgresError) {
+        guard let value = decimalInteger(postgresBytes) else { throw .decodingFailure(as: "Int64") }
         self = value
     }
 }
@@ -85,6 +123,10 @@ extension UUID: PostgresEncodable, PostgresDecodable {
     public var postgresText: String? { lowercasedText }
     public init(postgresText: String) throws(PostgresError) {
         guard let value = UUID(text: postgresText) else { throw .decodingFailure(as: "UUID") }
+        self = value
+    }
+    public init(postgresBytes: UnsafeBufferPointer<UInt8>) throws(PostgresError) {
+        guard let value = UUID(utf8: postgresBytes) else { throw .decodingFailure(as: "UUID") }
         self = value
     }
 }
@@ -108,12 +150,19 @@ extension PostgresTimestamp: PostgresEncodable, PostgresDecodable {
         }
         self = value
     }
+    public init(postgresBytes: UnsafeBufferPointer<UInt8>) throws(PostgresError) {
+        guard let value = PostgresTimestamp(parsing: postgresBytes) else { throw .decodingFailure(as: "timestamptz") }
+        self = value
+    }
 }
 
 extension Date: PostgresEncodable, PostgresDecodable {
     public var postgresText: String? { PostgresTimestamp(self).description }
     public init(postgresText: String) throws(PostgresError) {
         self = try PostgresTimestamp(postgresText: postgresText).date
+    }
+    public init(postgresBytes: UnsafeBufferPointer<UInt8>) throws(PostgresError) {
+        self = try PostgresTimestamp(postgresBytes: postgresBytes).date
     }
 }
 

@@ -105,6 +105,45 @@ struct PostgresClientTests {
         #expect(mismatch?.message.contains("word") == true)
     }
 
+    @Test("values parsed from the result's bytes equal those parsed from their text, across many rows, NULLs and bounds")
+    func bytesAgainstText() async throws {
+        // Integers to both bounds, uuids, timestamps with offsets and fractions, empty and
+        // NULL values in many rows: each column read from the bytes (`decode`) equals the
+        // reference parse of its text (`init(postgresText:)` on `text(_:)`).
+        let rows = try await pool().query(
+            """
+            SELECT g, (g * 7919 - 50000)::bigint * 184467440737 AS big, gen_random_uuid() AS id,
+                   timestamptz '2026-02-28 23:59:59.999999+00' + g * interval '1 hour 17 minutes 0.000123 seconds' AS at,
+                   CASE WHEN g % 3 = 0 THEN NULL ELSE repeat('é', g % 5) END AS word,
+                   CASE WHEN g % 4 = 0 THEN NULL ELSE g END AS sometimes
+              FROM generate_series(-2000, 2000) AS g
+            UNION ALL
+            SELECT 0, 9223372036854775807, '00000000-0000-0000-0000-000000000000', '0001-01-01 00:00:00+00', '', -2147483648
+            UNION ALL
+            SELECT 0, -9223372036854775808, 'ffffffff-ffff-ffff-ffff-ffffffffffff', '9999-12-31 23:59:59.999999+00', NULL, NULL
+            """)
+        #expect(rows.count == 4_003)
+        for row in rows {
+            #expect(try row.decode(0, as: Int.self) == Int(postgresText: row.text(0)!))
+            #expect(try row.decode(1, as: Int64.self) == Int64(postgresText: row.text(1)!))
+            #expect(try row.decode(2, as: UUID.self) == UUID(uuidString: row.text(2)!))
+            #expect(try row.decode(3, as: PostgresTimestamp.self) == PostgresTimestamp(postgresText: row.text(3)!))
+            #expect(try row.decode(3, as: Date.self) == Date(postgresText: row.text(3)!))
+            #expect(try row.decode(4, as: String?.self) == row.text(4))
+            #expect(try row.decode(5, as: Int?.self) == row.text(5).map { Int($0)! })
+        }
+        // Malformed or out of range: refused from the bytes, as from the text.
+        let odd = try #require(
+            try await pool().query(
+                "SELECT '9223372036854775808' AS over, '-' AS minus, '12a' AS letters, '' AS empty, '+1' AS plus, 'not-a-uuid' AS id"
+            ).first)
+        for column in 0..<5 {
+            #expect(throws: PostgresError.self) { try odd.decode(column, as: Int64.self) }
+        }
+        #expect(throws: PostgresError.self) { try odd.decode(5, as: UUID.self) }
+        #expect(throws: PostgresError.self) { try odd.decode(5, as: Date.self) }
+    }
+
     @Test("a rolled-back transaction leaves nothing")
     func rollback() async throws {
         try await withTable("id int PRIMARY KEY") { pool, table in

@@ -15,7 +15,8 @@ struct PostgresTextTests {
 
     /// The reference: ISO 8601 in UTC with six fractional digits.
     private func reference(_ micros: Int64) -> String {
-        let seconds = Int64((Double(micros) / 1_000_000).rounded(.down))
+        // Integer floor division: through a Double, micros near year 9999 round up a second.
+        let seconds = micros >= 0 ? micros / 1_000_000 : -((-micros + 999_999) / 1_000_000)
         let fraction = micros - seconds * 1_000_000
         let parts = Self.calendar.dateComponents(
             [.year, .month, .day, .hour, .minute, .second], from: Date(timeIntervalSince1970: Double(seconds)))
