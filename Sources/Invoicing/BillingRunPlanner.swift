@@ -60,7 +60,12 @@ public enum BillingRunPlanner {
             do {
                 let loaded = try MetricCatalogRecords.load(on: connection)
                 catalog = loaded
-                let late = try InvoiceGenerator.lateUsage(of: lateChecks.map { ($0.subscription, nil) }, catalog: loaded, on: connection)
+                // Only those whose usage may have changed since billed are read whole.
+                let candidates = try InvoiceGenerator.lateUsageCandidates(
+                    lateChecks.map { ($0.subscription, $0.index) }, catalog: loaded, on: connection)
+                let late = try InvoiceGenerator.lateUsage(
+                    of: lateChecks.filter { candidates.contains($0.subscription.id) }.map { ($0.subscription, nil) }, catalog: loaded,
+                    on: connection)
                 try connection.executeScript("RELEASE SAVEPOINT plan_late_usage")
                 for (subscription, index) in lateChecks {
                     do {
