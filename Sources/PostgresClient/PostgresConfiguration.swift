@@ -63,8 +63,14 @@ public struct PostgresConfiguration: Sendable, Equatable, CustomStringConvertibl
         if let password { pairs.append(("password", password)) }
         if options["connect_timeout"] == nil { pairs.append(("connect_timeout", "10")) }
         if options["application_name"] == nil { pairs.append(("application_name", "tally")) }
-        // Every session speaks UTC, so timestamptz text is parsed the same everywhere.
-        let settings = ["TimeZone": "UTC"].merging(sessionSettings) { _, given in given }
+        // Every session speaks UTC, so timestamptz text is parsed the same everywhere. And
+        // without PostgreSQL's JIT unless the URL asks for it: Tally's statements are short
+        // and run thousands of times, and LLVM compiled some (a statement over the
+        // partitions of usage_events, above the JIT's plan cost) for seconds each time —
+        // most of a billing run's late-usage check.
+        var defaults = ["TimeZone": "UTC"]
+        if !(options["options"] ?? "").contains("jit") { defaults["jit"] = "off" }
+        let settings = defaults.merging(sessionSettings) { _, given in given }
         let startup = settings.sorted { $0.key < $1.key }.map { "-c \($0.key)=\($0.value)" }.joined(separator: " ")
         pairs.append(contentsOf: options.filter { $0.key != "options" }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
         pairs.append(("options", [options["options"], startup].compactMap { $0 }.joined(separator: " ")))

@@ -91,7 +91,13 @@ struct PostgresClientTests {
         await connection.close()
         // A reconnection (after close) opens with the same settings.
         #expect(try await connection.query("SHOW synchronous_commit").first?.text(0) == "off")
+        // PostgreSQL's JIT is off unless the URL asks for it.
+        #expect(try await connection.query("SHOW jit").first?.text(0) == "off")
         await connection.close()
+        let asked = try PostgresConfiguration(url: TestEnvironment.databaseURL + "?options=-c%20jit%3Don")
+        let jit = try await PostgresConnection.connect(configuration: asked, logger: logger)
+        #expect(try await jit.query("SHOW jit").first?.text(0) == "on")
+        await jit.close()
     }
 
     @Test("a NULL or a wrong type is a decoding error naming the column")

@@ -73,7 +73,7 @@ enum UsageStateEvaluator {
         var evaluation = Evaluation()
         var outbox: [BillingEvent] = []
         var firings: [Firing] = []
-        for tenant in touched.keys.sorted { $0.precedes($1) } {
+        for tenant in touched.keys.sorted(by: { $0.precedes($1) }) {
             for touch in touched[tenant] ?? [] {
                 let period = TenantPeriod(tenant: tenant, span: touch.span)
                 // Every touched period was completed before the events were stored; a

@@ -14,10 +14,6 @@ func buildApplication(_ configuration: AggregatorConfiguration, logger: Logger) 
     let metrics = AggregatorMetrics()
     let amqp = try AMQPConfiguration(url: configuration.amqpURL, connectionName: "tally-aggregator")
     var databaseConfiguration = try PostgresConfiguration(url: configuration.databaseURL)
-    // Short statements run thousands of times: compiling one with LLVM (PostgreSQL's JIT,
-    // on above a plan cost that a period completion of thousands of tenants exceeds)
-    // costs more than running it.
-    databaseConfiguration.sessionSettings["jit"] = "off"
     // A batch's sorts (tens of thousands of rows) in memory, not in temporary files.
     databaseConfiguration.sessionSettings["work_mem"] = "64MB"
     let database = PostgresPool(configuration: databaseConfiguration, size: 1, logger: logger)
