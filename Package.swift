@@ -168,7 +168,9 @@ let package = Package(
 
         // Tests. Integration targets talk to the real servers that ops/local.sh starts.
         .target(name: "TallyTestSupport", dependencies: ["CivilTime"], path: "Tests/TallyTestSupport", swiftSettings: swiftSettings),
-        .testTarget(name: "TallyRuntimeTests", dependencies: ["TallyRuntime"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "TallyRuntimeTests", dependencies: ["TallyRuntime", "TallyMessaging", "RabbitMQClient", "TallyTestSupport", log],
+            swiftSettings: swiftSettings),
         .testTarget(name: "TallyMessagingTests", dependencies: ["TallyMessaging", "TallyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "UsageEventsTests", dependencies: ["UsageEvents", "TallyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "DiskSpoolTests", dependencies: ["DiskSpool", "TallyTestSupport"], swiftSettings: swiftSettings),

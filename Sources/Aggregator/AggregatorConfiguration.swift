@@ -28,7 +28,8 @@ struct AggregatorConfiguration: Sendable {
     static let batchBytes = ConfigurationKey(
         "AGGREGATOR_BATCH_BYTES", summary: "a batch is written once its message bodies reach this size", default: "4194304")
     static let lingerMilliseconds = ConfigurationKey(
-        "AGGREGATOR_LINGER_MS", summary: "longest wait for more messages after a batch's first one", default: "100")
+        "AGGREGATOR_LINGER_MS", summary: "longest wait for more messages after a batch's first one, while a backlog fills batches",
+        default: "100")
 
     static let keys: [ConfigurationKey] = [
         .amqpURL, .databaseURL, host, port, queue, consumers, prefetch, batchBytes, lingerMilliseconds,

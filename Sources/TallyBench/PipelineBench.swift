@@ -23,6 +23,7 @@ struct PipelineBench: AsyncParsableCommand {
     @Option(help: "The Aggregator's pid, for its peak RSS.") var aggregatorPid: Int32?
     @Option(help: "The Aggregator's /metrics URL, for where its time goes (phases of each batch).") var aggregatorMetrics: String?
     @Option(help: "Tenants the latency phase is run again over (0: only the one tenant).") var latencyTenants = 0
+    @Flag(help: "Only the latency over --latency-tenants (no throughput runs, no one-tenant latency).") var latencyOnly = false
 
     func run() async throws {
         guard let tenant = UUID(uuidString: tenant) else { throw ValidationError("--tenant must be a tenant id") }
@@ -30,6 +31,47 @@ struct PipelineBench: AsyncParsableCommand {
             throw ValidationError("DATABASE_URL is not set: run through ./ops/local.sh bench, or source .local/env")
         }
         let database = try await PostgresConnection.connect(configuration: try PostgresConfiguration(url: url), logger: BenchSupport.logger)
+        if !latencyOnly { try await throughputAndLatency(tenant: tenant, database: database) }
+        if latencyTenants > 0 {
+            let tag = String(UUID().uuidString.prefix(8)).lowercased()
+            let tenants = try await database.query(
+                """
+                INSERT INTO tenants (name, billing_email)
+                SELECT 'latency ' || $1 || ' ' || g, 'bench@tally.localhost' FROM generate_series(1, $2) AS g RETURNING id
+                """, [tag, latencyTenants]
+            ).map { try $0.decode(0, as: UUID.self) }
+            let before = try await phaseSeconds()
+            let batchesBefore = try await batches()
+            let (p50, p99, visibleAll) = try await latency(tenants: tenants, database: database)
+            print("pipeline: event-to-visible latency at \(rate) events/s over \(tenants.count) tenants for \(seconds) s: "
+                + "p50 \(milliseconds(p50)) ms, p99 \(milliseconds(p99)) ms; last event visible \(milliseconds(visibleAll)) ms "
+                + "after it was tracked (target p99 ≤ 250 ms)")
+            var phases: [String: Double] = [:]
+            for (phase, seconds) in try await phaseSeconds() { phases[phase] = seconds - (before[phase] ?? 0) }
+            if phases.values.contains(where: { $0 > 0 }) {
+                let batches = try await batches() - batchesBefore
+                print("pipeline: where the aggregator's time went over \(tenants.count) tenants, \(Int(batches)) batches of "
+                    + "\(Int(Double(rate * seconds) / max(batches, 1))) events on average: " + BenchSupport.phaseBreakdown(phases))
+            }
+            let ids = PostgresTextArray(tenants.map { $0.uuidString.lowercased() })
+            try await database.withTransaction { connection in
+                for table in ["usage_events", "usage_event_ids", "usage_rollups", "usage_periods"] {
+                    try connection.query("DELETE FROM \(table) WHERE tenant_id = ANY($1::uuid[])", [ids])
+                }
+                try connection.query("DELETE FROM tenants WHERE id = ANY($1::uuid[])", [ids])
+            }
+        }
+        if let aggregatorPid, let peak = BenchSupport.peakRSS(aggregatorPid) {
+            print("pipeline: aggregator peak RSS \(peak / 1024) MiB (VmHWM; target ≤ 150 MiB)")
+        }
+        try await database.query("DELETE FROM usage_events WHERE tenant_id = $1", [tenant])
+        try await database.query("DELETE FROM usage_event_ids WHERE tenant_id = $1", [tenant])
+        try await database.query("DELETE FROM usage_rollups WHERE tenant_id = $1", [tenant])
+        await database.close()
+    }
+
+    /// Throughput against raw (three alternating runs) and the one-tenant latency.
+    private func throughputAndLatency(tenant: UUID, database: PostgresConnection) async throws {
         // Raw and pipeline alternate three times (the machine's other work drifts); medians compared.
         var rawRates: [Double] = []
         var pipelineRates: [Double] = []
@@ -58,33 +100,6 @@ struct PipelineBench: AsyncParsableCommand {
         print("pipeline: event-to-visible latency at \(rate) events/s for \(seconds) s: p50 \(milliseconds(p50)) ms, "
             + "p99 \(milliseconds(p99)) ms (time of the event → insert in the Aggregator's transaction, whose commit "
             + "follows within its commit time); last event visible \(milliseconds(visibleAll)) ms after it was tracked (target p99 ≤ 1000 ms)")
-        if latencyTenants > 0 {
-            let tag = String(UUID().uuidString.prefix(8)).lowercased()
-            let tenants = try await database.query(
-                """
-                INSERT INTO tenants (name, billing_email)
-                SELECT 'latency ' || $1 || ' ' || g, 'bench@tally.localhost' FROM generate_series(1, $2) AS g RETURNING id
-                """, [tag, latencyTenants]
-            ).map { try $0.decode(0, as: UUID.self) }
-            let (p50, p99, visibleAll) = try await latency(tenants: tenants, database: database)
-            print("pipeline: event-to-visible latency at \(rate) events/s over \(tenants.count) tenants for \(seconds) s: "
-                + "p50 \(milliseconds(p50)) ms, p99 \(milliseconds(p99)) ms; last event visible \(milliseconds(visibleAll)) ms "
-                + "after it was tracked (target p99 ≤ 250 ms)")
-            let ids = PostgresTextArray(tenants.map { $0.uuidString.lowercased() })
-            try await database.withTransaction { connection in
-                for table in ["usage_events", "usage_event_ids", "usage_rollups", "usage_periods"] {
-                    try connection.query("DELETE FROM \(table) WHERE tenant_id = ANY($1::uuid[])", [ids])
-                }
-                try connection.query("DELETE FROM tenants WHERE id = ANY($1::uuid[])", [ids])
-            }
-        }
-        if let aggregatorPid, let peak = BenchSupport.peakRSS(aggregatorPid) {
-            print("pipeline: aggregator peak RSS \(peak / 1024) MiB (VmHWM; target ≤ 150 MiB)")
-        }
-        try await database.query("DELETE FROM usage_events WHERE tenant_id = $1", [tenant])
-        try await database.query("DELETE FROM usage_event_ids WHERE tenant_id = $1", [tenant])
-        try await database.query("DELETE FROM usage_rollups WHERE tenant_id = $1", [tenant])
-        await database.close()
     }
 
     /// The database alone: the Aggregator's rows, 20,000 per transaction.
@@ -229,6 +244,12 @@ struct PipelineBench: AsyncParsableCommand {
     private func phaseSeconds() async throws -> [String: Double] {
         guard let aggregatorMetrics else { return [:] }
         return try await BenchSupport.aggregatorPhases(aggregatorMetrics)
+    }
+
+    /// The Aggregator's committed batches so far (0 without `--aggregator-metrics`).
+    private func batches() async throws -> Double {
+        guard let aggregatorMetrics else { return 0 }
+        return try await BenchSupport.aggregatorCounters(aggregatorMetrics, ["tally_aggregator_batches_total"])
     }
 
     private func milliseconds(_ seconds: Double) -> String { String(format: "%.0f", seconds * 1000) }

@@ -1,0 +1,145 @@
+import Foundation
+import Logging
+import RabbitMQClient
+import Synchronization
+import TallyMessaging
+import TallyRuntime
+import TallyTestSupport
+import Testing
+
+/// How the shared worker loop forms batches (over the real broker): what has arrived is
+/// taken at once; the linger — waiting for more — only once a backlog shows.
+@Suite("Shared worker loop: batches")
+struct QueueWorkerBatchingTests {
+    static let logger = Logger(label: "test.worker")
+
+    /// Records each batch's bodies.
+    final class Recorder: QueueWorkHandler {
+        let batches = Mutex<[[String]]>([])
+        /// Batches (by their index) the handler holds until released.
+        let held = Mutex<Set<Int>>([])
+
+        var handled: Int { batches.withLock { $0.reduce(0) { $0 + $1.count } } }
+
+        func openSession(consumer: Int, logger: Logger, shouldStop: @escaping @Sendable () -> Bool) async -> Int? { consumer }
+        func closeSession(_ session: Int) async {}
+        func process(_ deliveries: [Delivery], in session: Int, logger: Logger) async -> WorkOutcome {
+            let bodies = deliveries.map { String(decoding: $0.body, as: UTF8.self) }
+            let index = batches.withLock { batches in
+                batches.append(bodies)
+                return batches.count - 1
+            }
+            while held.withLock({ $0.contains(index) }) { try? await Task.sleep(for: .milliseconds(10)) }
+            return .done
+        }
+
+        /// Polls until `count` messages were handled; records an issue after `limit` (a
+        /// guard against hanging, minutes — not a performance bound).
+        func waitUntilHandled(_ count: Int, _ what: String) async throws {
+            try await waitUntil(what) { handled >= count }
+        }
+    }
+
+    /// Polls until `condition` holds; records an issue after `limit` (a guard against
+    /// hanging, minutes — not a performance bound).
+    static func waitUntil(_ what: String, limit: Duration = .seconds(120), _ condition: () async throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + limit
+        while try await !condition() {
+            guard ContinuousClock.now < deadline else {
+                Issue.record("gave up waiting: \(what)")
+                return
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    /// What a test body gets: publishing `m<i>` for each i of a range, the messages ready
+    /// in the queue (not yet delivered) and those delivered but not acked, and the handler.
+    struct Worker: Sendable {
+        let publish: @Sendable (Range<Int>) async throws -> Void
+        let ready: @Sendable () async throws -> Int
+        let unacked: @Sendable () throws -> Int
+        let recorder: Recorder
+    }
+
+    /// A worker of one consumer on a queue of its own, `body` run while it consumes; the
+    /// queue is deleted afterwards.
+    func withWorker(prefetch: UInt16, linger: Duration, _ body: (Worker) async throws -> Void) async throws {
+        let queue = "test.worker.\(UUID().uuidString.prefix(8).lowercased())"
+        let amqp = try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: "tally-test-worker")
+        var settings = QueueWorkerSettings(name: "test-worker", queue: queue)
+        settings.consumers = 1
+        settings.prefetch = prefetch
+        settings.maxBatch = Int(prefetch)
+        settings.linger = linger
+        settings.topology = Topology(exchanges: [], queues: [.init(name: queue, arguments: [:])], bindings: [])
+        let admin = try await AMQPConnection.connect(configuration: amqp, logger: Self.logger)
+        try await admin.openChannel(1)
+        try await settings.topology.declare(on: admin)
+        let publisher = ConfirmedPublisher(configuration: amqp, logger: Self.logger)
+        let recorder = Recorder()
+        let worker = QueueWorker(settings: settings, amqp: amqp, handler: recorder, publisher: publisher, logger: Self.logger)
+        let context = Worker(
+            publish: { range in
+                try await publisher.publish(
+                    range.map { OutgoingMessage(exchange: "", routingKey: queue, body: Array("m\($0)".utf8), mandatory: true) })
+            },
+            ready: { Int(try await admin.declareQueue(queue, passive: true)) },
+            unacked: {
+                let lines = try TestEnvironment.output(of: TestEnvironment.rabbitmqctl, ["-q", "list_queues", "name", "messages_unacknowledged"])
+                let row = lines.split(separator: "\n").map { $0.split(whereSeparator: \.isWhitespace) }.first { $0.first.map(String.init) == queue }
+                return row.flatMap { $0.last.flatMap { Int($0) } } ?? -1
+            },
+            recorder: recorder)
+        try await withCleanup {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await worker.run() }
+                defer { group.cancelAll() }
+                try await body(context)
+            }
+        } cleanup: {
+            try await admin.deleteQueue(queue)
+            await admin.close()
+            await publisher.close()
+        }
+    }
+
+    @Test("a message arriving alone is handled at once, not held for the linger time")
+    func loneMessageAtOnce() async throws {
+        // An hour's linger: were it applied to a lone message, the wait below would give up
+        // and the three would come in one batch.
+        try await withWorker(prefetch: 16, linger: .seconds(3600)) { worker in
+            for index in 0..<3 {
+                try await worker.publish(index..<(index + 1))
+                try await worker.recorder.waitUntilHandled(index + 1, "message \(index) handled while no other came")
+            }
+            #expect(worker.recorder.batches.withLock { $0 } == [["m0"], ["m1"], ["m2"]])
+        }
+    }
+
+    @Test("after a batch at least half full, the next one waits for more (up to the linger time) until it is full")
+    func backlogFillsBatches() async throws {
+        try await withWorker(prefetch: 8, linger: .seconds(60)) { worker in
+            let recorder = worker.recorder
+            recorder.held.withLock { $0 = [0, 1] }
+            // Batch 0: m0 alone, held while m1…m4 are delivered behind it.
+            try await worker.publish(0..<1)
+            try await recorder.waitUntilHandled(1, "m0")
+            try await worker.publish(1..<5)
+            try await Self.waitUntil("m1…m4 delivered to the consumer") { try await worker.ready() == 0 }
+            recorder.held.withLock { _ = $0.remove(0) }
+            // Batch 1: what had arrived — m1…m4, half a batch: a backlog. Held while m5 arrives.
+            try await recorder.waitUntilHandled(5, "m1…m4")
+            try await worker.publish(5..<6)
+            try await Self.waitUntil("m5 delivered to the consumer") { try await worker.ready() == 0 }
+            recorder.held.withLock { _ = $0.remove(1) }
+            // Batch 1 acked: batch 2 has started with m5 (the one message unacked) and waits
+            // for company — m6…m12, published only now, fill it.
+            try await Self.waitUntil("m1…m4 acked") { try worker.unacked() == 1 }
+            try await worker.publish(6..<13)
+            try await recorder.waitUntilHandled(13, "m5…m12")
+            #expect(
+                recorder.batches.withLock { $0 } == [["m0"], (1..<5).map { "m\($0)" }, (5..<13).map { "m\($0)" }])
+        }
+    }
+}
