@@ -232,7 +232,9 @@ enum UsageLedger {
     private static let insertAndRollUp = """
         WITH fresh AS (
             INSERT INTO usage_event_ids (tenant_id, event_id)
-            SELECT tenant_id, event_id FROM staged_usage ORDER BY 1, 2  -- a repeat within the batch conflicts with the first
+            -- In the key's order (id first: UUIDv7 ids append at the index's end, whatever
+            -- the tenants); a repeat within the batch conflicts with the first.
+            SELECT tenant_id, event_id FROM staged_usage ORDER BY 2, 1
             ON CONFLICT DO NOTHING
             RETURNING tenant_id, event_id
         ), inserted AS (

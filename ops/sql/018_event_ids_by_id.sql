@@ -1,0 +1,14 @@
+-- The dedup key of usage_event_ids in the order (event_id, tenant_id) instead of
+-- (tenant_id, event_id): the same uniqueness, but ids made by the metering library are
+-- UUIDv7 — time first — so every insert now lands at the right edge of one index
+-- instead of at the end of each tenant's range. A batch of events of 5,000 tenants
+-- touched 5,000 index pages (and wrote a full-page image of each after a checkpoint);
+-- now it touches a handful, as a batch of one tenant does. Ids a client makes up in
+-- another form land where they did before, in a random place.
+--
+-- Nothing reads this table by tenant on the write path (the Aggregator only inserts with
+-- ON CONFLICT DO NOTHING; upkeep deletes by first_seen through its BRIN index).
+--
+-- Upgrade: the key is rebuilt under an exclusive lock over one retention window of ids;
+-- Aggregators wait for it, then go on.
+ALTER TABLE usage_event_ids DROP CONSTRAINT usage_event_ids_pkey, ADD PRIMARY KEY (event_id, tenant_id);
