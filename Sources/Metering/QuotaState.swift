@@ -88,9 +88,56 @@ public struct QuotaState: Sendable, Equatable, Codable {
         return encoder
     }
 
-    /// The wire form of several states: a JSON array of them.
-    public static func encoded(_ states: [QuotaState]) throws -> [UInt8] {
-        Array(try encoder().encode(states))
+    /// The wire form of several states: a JSON array of them, written by hand — an
+    /// Aggregator broadcasts every touched tenant's state after each commit, and
+    /// `JSONEncoder` spent a quarter of its CPU on them at 40,000 tenants a batch. The
+    /// same JSON as `encoded()` (sorted keys, absent optionals left out; tenant ids in
+    /// lower case, which the reader takes in any case); a test compares the two.
+    public static func encoded(_ states: [QuotaState]) -> [UInt8] {
+        var writer = JSONWriter(reservingCapacity: states.count * 256 + 2)
+        writer.raw("[")
+        for (index, state) in states.enumerated() {
+            if index > 0 { writer.raw(",") }
+            state.write(into: &writer)
+        }
+        writer.raw("]")
+        return writer.bytes
+    }
+
+    private func write(into writer: inout JSONWriter) {
+        writer.raw(#"{"as_of":""#)
+        writer.write(date: asOf)
+        writer.raw(#"","metrics":{"#)
+        for (index, name) in metrics.keys.sorted().enumerated() {
+            guard let metric = metrics[name] else { continue }
+            if index > 0 { writer.raw(",") }
+            writer.write(string: name)
+            writer.raw(#":{"enforcement":"#)
+            writer.write(string: metric.enforcement.rawValue)
+            if let quota = metric.quota {
+                writer.raw(#","quota":"#)
+                writer.raw(quota.description)
+            }
+            writer.raw(#","used":"#)
+            writer.raw(metric.used.description)
+            writer.raw("}")
+        }
+        writer.raw("}")
+        if let periodEnd {
+            writer.raw(#","period_end":""#)
+            writer.write(date: periodEnd)
+            writer.raw("\"")
+        }
+        if let periodStart {
+            writer.raw(#","period_start":""#)
+            writer.write(date: periodStart)
+            writer.raw("\"")
+        }
+        writer.raw(#","subscription":"#)
+        writer.write(string: subscription.rawValue)
+        writer.raw(#","tenant_id":""#)
+        writer.write(uuid: tenantID)
+        writer.raw(#""}"#)
     }
 
     /// Reads a broadcast: an array of states, or one state.

@@ -120,6 +120,16 @@ public struct JSONWriter: Sendable {
         }
     }
 
+    /// `text` as it is: JSON punctuation, or a number's text.
+    public mutating func raw(_ text: String) {
+        bytes.append(contentsOf: text.utf8)
+    }
+
+    /// An instant in RFC 3339 (no quotes).
+    public mutating func write(date: Date) {
+        RFC3339.write(date, into: &bytes)
+    }
+
     private mutating func append(_ text: String) {
         bytes.append(contentsOf: text.utf8)
     }

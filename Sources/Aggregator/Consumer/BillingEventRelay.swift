@@ -34,10 +34,10 @@ struct BillingEventRelay: Sendable {
     /// The states of a batch in one message (up to 1,000 per message).
     func broadcast(_ states: [QuotaState]) async throws {
         guard !states.isEmpty else { return }
-        let messages = try stride(from: 0, to: states.count, by: 1000).map { start in
+        let messages = stride(from: 0, to: states.count, by: 1000).map { start in
             OutgoingMessage(
                 exchange: ExchangeName.quotaState, routingKey: "",
-                body: try QuotaState.encoded(Array(states[start..<min(start + 1000, states.count)])),
+                body: QuotaState.encoded(Array(states[start..<min(start + 1000, states.count)])),
                 properties: AMQPProperties(
                     contentType: "application/json", persistent: false, headers: [HeaderName.schema: .string(QuotaState.schema)]),
                 // A fanout no API server listens to (none runs the middleware) drops it:

@@ -1,0 +1,68 @@
+import Foundation
+import Metering
+import TallyTestSupport
+import Testing
+
+/// The quota-state broadcast is written by hand (`QuotaState.encoded(_:)`); Foundation's
+/// encoder (`encoded()`, one state) is the reference it must agree with.
+@Suite("Quota state wire form")
+struct QuotaStateWireTests {
+    static let names = ["api_calls", "estimates", #"quote"d"#, "back\\slash", "tab\there", "é-ünïcode", "ctl\u{1}x", ""]
+
+    static func randomState(_ random: inout SeededRandom) -> QuotaState {
+        func decimal(_ random: inout SeededRandom) -> Decimal {
+            let units = Int64(random.next() % 2_000_000_000_000) - (random.next() % 8 == 0 ? 1_000_000 : 0)
+            return Decimal(units) / Decimal(10_000)
+        }
+        func date(_ random: inout SeededRandom) -> Date {
+            let micros = Int64(random.next() % 4_000_000_000_000_000)  // 1970 … 2096, microseconds
+            return Date(timeIntervalSince1970: Double(micros) / 1_000_000)
+        }
+        var metrics: [String: QuotaState.Metric] = [:]
+        for _ in 0..<Int(random.next() % 4) {
+            let name = names[Int(random.next() % UInt64(names.count))]
+            metrics[name] = QuotaState.Metric(
+                used: decimal(&random), quota: random.next() % 3 == 0 ? nil : decimal(&random),
+                enforcement: random.next() % 2 == 0 ? .hard : .soft)
+        }
+        let bounded = random.next() % 4 != 0
+        return QuotaState(
+            tenantID: UUID(), asOf: date(&random), periodStart: bounded ? date(&random) : nil, periodEnd: bounded ? date(&random) : nil,
+            subscription: [.active, .trialing, .none][Int(random.next() % 3)], metrics: metrics)
+    }
+
+    /// A JSON document as Foundation reads it, with the tenant id in lower case (the
+    /// reference writes it in upper case; readers take either).
+    static func tree(_ bytes: [UInt8]) throws -> NSDictionary {
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])
+        var normalized = object
+        normalized["tenant_id"] = (object["tenant_id"] as? String)?.lowercased()
+        return normalized as NSDictionary
+    }
+
+    @Test("random states: the written array reads back equal, and each element is the JSON Foundation's encoder writes")
+    func agreesWithFoundation() throws {
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var random = SeededRandom(seed: seed)
+        for round in 0..<200 {
+            let states = (0..<Int(random.next() % 6)).map { _ in Self.randomState(&random) }
+            let written = QuotaState.encoded(states)
+            #expect(try QuotaState.decodeAll(written) == states, "seed \(seed), round \(round)")
+            let elements = try #require(try JSONSerialization.jsonObject(with: Data(written)) as? [Any])
+            #expect(elements.count == states.count)
+            for (element, state) in zip(elements, states) {
+                let mine = try Self.tree(Array(try JSONSerialization.data(withJSONObject: element)))
+                let reference = try Self.tree(try state.encoded())
+                #expect(mine == reference, "seed \(seed), round \(round): \(String(decoding: written, as: UTF8.self))")
+            }
+        }
+    }
+
+    @Test("no states is an empty array; one state reads back whole")
+    func edges() throws {
+        #expect(QuotaState.encoded([]) == Array("[]".utf8))
+        var random = SeededRandom(seed: 7)
+        let state = Self.randomState(&random)
+        #expect(try QuotaState.decodeAll(QuotaState.encoded([state])) == [state])
+    }
+}
