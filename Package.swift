@@ -196,7 +196,7 @@ let package = Package(
             name: "AggregatorTests",
             dependencies: [
                 "Aggregator", "Metering", "UsageEvents", "RabbitMQClient", "TallyMessaging", "TallyTestSupport", "PostgresClient",
-                "BillingEngine", "CivilTime", "CurlClient",
+                "BillingEngine", "CivilTime", "CurlClient", "TallyRuntime",
             ],
             swiftSettings: swiftSettings
         ),

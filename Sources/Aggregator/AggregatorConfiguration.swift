@@ -7,6 +7,8 @@ struct AggregatorConfiguration: Sendable {
     var databaseURL: String
     var host = "127.0.0.1"
     var port = 9091
+    /// A batch is written in transactions of at most about this many (tenant, hour) pairs.
+    var tenantHoursPerTransaction = 10_000
     /// The shared worker loop's settings: batches of up to `prefetch` messages.
     var worker: QueueWorkerSettings = {
         var settings = QueueWorkerSettings(name: "aggregator", queue: QueueName.aggregatorUsage)
@@ -31,8 +33,13 @@ struct AggregatorConfiguration: Sendable {
         "AGGREGATOR_LINGER_MS", summary: "longest wait for more messages after a batch's first one, while a backlog fills batches",
         default: "100")
 
+    static let tenantHoursPerTransaction = ConfigurationKey(
+        "AGGREGATOR_TENANT_HOURS_PER_TRANSACTION",
+        summary: "a batch is written in transactions of at most about this many (tenant, hour) pairs (bounds memory)",
+        default: "10000")
+
     static let keys: [ConfigurationKey] = [
-        .amqpURL, .databaseURL, host, port, queue, consumers, prefetch, batchBytes, lingerMilliseconds,
+        .amqpURL, .databaseURL, host, port, queue, consumers, prefetch, batchBytes, lingerMilliseconds, tenantHoursPerTransaction,
         .migrationsDirectory, .logLevel, .logFormat,
     ]
 
@@ -51,5 +58,6 @@ struct AggregatorConfiguration: Sendable {
         worker.maxBatch = Int(worker.prefetch)
         worker.batchBytes = try reader.int(Self.batchBytes, in: 1024...(256 << 20))
         worker.linger = .milliseconds(try reader.int(Self.lingerMilliseconds, in: 0...60_000))
+        tenantHoursPerTransaction = try reader.int(Self.tenantHoursPerTransaction, in: 1...10_000_000)
     }
 }

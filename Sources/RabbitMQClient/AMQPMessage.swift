@@ -85,6 +85,20 @@ public struct Delivery: Sendable {
     public let routingKey: String
     public let properties: AMQPProperties
     public let body: [UInt8]
+
+    /// A delivery as the broker would make it (tests hand these to a worker's handler).
+    public init(
+        channel: UInt16 = 1, deliveryTag: UInt64, redelivered: Bool = false, exchange: String = "", routingKey: String = "",
+        properties: AMQPProperties = AMQPProperties(), body: [UInt8]
+    ) {
+        self.channel = channel
+        self.deliveryTag = deliveryTag
+        self.redelivered = redelivered
+        self.exchange = exchange
+        self.routingKey = routingKey
+        self.properties = properties
+        self.body = body
+    }
 }
 
 /// An exchange type.

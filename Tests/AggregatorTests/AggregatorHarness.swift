@@ -60,13 +60,13 @@ struct AggregatorHarness: Sendable {
     }
 
     /// Starts `aggregator run` on this test's queue.
-    func startAggregator(consumers: Int = 2, name: String = "a", port: Int = 0) throws -> ChildProcess {
+    func startAggregator(consumers: Int = 2, name: String = "a", port: Int = 0, environment: [String: String] = [:]) throws -> ChildProcess {
         try ChildProcess(
             Self.binary, ["run"],
             environment: [
                 "AMQP_URL": TestEnvironment.amqpURL, "DATABASE_URL": TestEnvironment.databaseURL, "AGGREGATOR_QUEUE": queue, "AGGREGATOR_PORT": "\(port)", "AGGREGATOR_CONSUMERS": "\(consumers)", "LOG_FORMAT": "text",
                 "LOG_LEVEL": "info",
-            ],
+            ].merging(environment) { $1 },
             log: logPath(name))
     }
 

@@ -3,6 +3,8 @@ import CivilTime
 import Foundation
 import Metering
 import PostgresClient
+import RabbitMQClient
+import TallyRuntime
 import TallyStore
 import TallyTestSupport
 import Testing
@@ -200,6 +202,38 @@ struct ManyTenantsTests {
         try await harness.tearDown()
     }
 
+    @Test("a batch of four 1,000-tenant messages written in parts of 1,000 (tenant, hour) pairs: four transactions, every count, total, quota and alert exact")
+    func batchInParts() async throws {
+        let harness = try await AggregatorHarness.make()
+        let now = TestClock.now()
+        let population = try await Self.populate(harness, count: 1_000, now: now)
+        let connection = try await PostgresConnection.connect(
+            configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
+        let metrics = AggregatorMetrics()
+        var handler = UsageHandler(
+            database: try PostgresConfiguration(url: TestEnvironment.databaseURL), metrics: metrics, afterCommit: { _, _ in })
+        handler.tenantHoursPerTransaction = 1_000
+        // Message m: one event of every tenant, all in one hour — each message a part; the
+        // fourth event takes the subscribed tenants over their quota of 3 and fires the alerts.
+        let time = TestClock.recent(60, before: now)
+        let deliveries = (0..<4).map { message in
+            Delivery(
+                deliveryTag: UInt64(message + 1),
+                body: Array(("[" + population.tenants.enumerated().map { index, tenant in
+                    usageEventJSON(id: "p\(message)-\(index)", tenant: tenant, time: time)
+                }.joined(separator: ",") + "]").utf8))
+        }
+        let outcome = await handler.process(deliveries, in: connection, logger: AggregatorHarness.logger)
+        #expect(outcome.failure == nil && outcome.poisoned.isEmpty)
+        #expect(PrometheusText.parse(metrics.render())["tally_aggregator_batches_total"] == 4)
+        try await Self.verify(harness, population, expected: Dictionary(uniqueKeysWithValues: population.tenants.map { ($0, 4) }))
+        // The same batch again (a redelivery after a crash part-way): nothing counted twice.
+        #expect(await handler.process(deliveries, in: connection, logger: AggregatorHarness.logger).failure == nil)
+        try await Self.verify(harness, population, expected: Dictionary(uniqueKeysWithValues: population.tenants.map { ($0, 4) }))
+        await connection.close()
+        try await harness.tearDown()
+    }
+
     @Test("5,000 tenants mixed in every message, sent with duplicates to a running Aggregator: every count, total, quota and alert exact")
     func fiveThousandTenants() async throws {
         let harness = try await AggregatorHarness.make()
@@ -225,7 +259,10 @@ struct ManyTenantsTests {
         bodies += bodies.prefix(3)
         let again = (0..<2_000).map { _ in events[Int(random.next() % UInt64(events.count))] }
         bodies += stride(from: 0, to: again.count, by: 1000).map { "[" + again[$0..<min($0 + 1000, again.count)].joined(separator: ",") + "]" }
-        let aggregator = try harness.startAggregator(consumers: 2, name: "many")
+        // Transactions of at most about 1,500 (tenant, hour) pairs: batches of several
+        // messages (up to 5,000 tenants) are written in parts, as at 50,000 tenants.
+        let aggregator = try harness.startAggregator(
+            consumers: 2, name: "many", environment: ["AGGREGATOR_TENANT_HOURS_PER_TRANSACTION": "1500"])
         try await harness.publish(bodies)
         let total = expected.values.reduce(0, +)
         try await harness.waitUntil("\(total) events stored") {

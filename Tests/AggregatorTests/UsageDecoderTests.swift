@@ -60,6 +60,30 @@ struct UsageDecoderTests {
         #expect(batch.eventCount == 1)
     }
 
+    @Test("in parts: a part closes before a message once it holds the limit of (tenant, hour) pairs; parked and unreadable go last")
+    func parts() throws {
+        // Message i: three events of tenants 3i, 3i+1, 3i+2 in one hour; message 2 also a bad event.
+        func tenant(_ index: Int) -> String { String(format: "3f0c1a52-7a43-4c1b-9f7e-%012d", index) }
+        let bodies = (0..<5).map { index in
+            var events = (0..<3).map { offset in
+                #"{"id": "e\#(index)-\#(offset)", "tenant_id": "\#(tenant(3 * index + offset))", "type": "api_calls", "quantity": 1, "time": "2026-11-24T18:00:00Z"}"#
+            }
+            if index == 2 { events.append(#"{"id": "bad", "tenant_id": "\#(tenant(0))", "type": "Bad-Metric", "quantity": 1, "time": "2026-11-24T18:00:00Z"}"#) }
+            return message("[" + events.joined(separator: ",") + "]", tag: UInt64(index))
+        } + [message("not json", tag: 9)]
+        let parts = UsageDecoder(now: now).decode(bodies, tenantHoursPerPart: 5)
+        // 3 + 3 pairs (closed: ≥ 5), 3 + 3 (closed), then the last 3 with the unreadable message.
+        #expect(parts.map(\.eventCount) == [6, 6, 3])
+        #expect(parts.map { $0.hourBounds.count } == [6, 6, 3])
+        #expect(parts.dropLast().allSatisfy { $0.parkedEvents.isEmpty && $0.unreadable.isEmpty })
+        #expect(parts.last?.parkedEvents.map(\.eventID) == ["bad"])
+        #expect(parts.last?.unreadable.map(\.deliveryTag) == [9])
+        // The same events as decoded whole, in the same order.
+        let whole = UsageDecoder(now: now).decode(bodies)
+        #expect(parts.flatMap(\.stagedRows.buffer) == whole.stagedRows.buffer)
+        #expect(UsageDecoder(now: now).decode(bodies, tenantHoursPerPart: .max).count == 1)
+    }
+
     @Test("events too old or in the future are parked (the edge refuses them; a worker must too)")
     func timeBounds() {
         let old = event("old", time: "2026-08-01T00:00:00Z")

@@ -127,6 +127,34 @@ struct UsageDecoder: Sendable {
         return batch
     }
 
+    /// `messages` in parts, a part closed before a message once it holds
+    /// `tenantHoursPerPart` (tenant, hour) pairs: each part is written in a transaction of
+    /// its own, so when every message brings a thousand new tenants, a transaction's rows
+    /// and the memory for them stay bounded. The parked events and the unreadable
+    /// messages all go with the last part — committed last, so a retry after a part
+    /// failed parks nothing twice.
+    func decode(_ messages: [UsageMessage], tenantHoursPerPart: Int) -> [DecodedBatch] {
+        var parts: [DecodedBatch] = []
+        var current = DecodedBatch()
+        for message in messages {
+            if current.hourBounds.count >= tenantHoursPerPart {
+                parts.append(current)
+                current = DecodedBatch()
+            }
+            decode(message, into: &current)
+        }
+        parts.append(current)
+        let parked = parts.flatMap(\.parkedEvents)
+        let unreadable = parts.flatMap(\.unreadable)
+        for index in parts.indices {
+            parts[index].parkedEvents = []
+            parts[index].unreadable = []
+        }
+        parts[parts.count - 1].parkedEvents = parked
+        parts[parts.count - 1].unreadable = unreadable
+        return parts
+    }
+
     private func decode(_ message: UsageMessage, into batch: inout DecodedBatch) {
         if let schema = message.schema, schema != "usage.v1" {
             batch.unreadable.append(

@@ -18,6 +18,9 @@ struct UsageHandler: QueueWorkHandler {
     let cache = UsageConfigCache()
     /// Runs after every commit (quota state, billing events); failures are logged there.
     let afterCommit: @Sendable (LedgerOutcome, PostgresConnection) async -> Void
+    /// A batch is written in transactions of at most about this many (tenant, hour) pairs
+    /// (`UsageDecoder.decode(_:tenantHoursPerPart:)`).
+    var tenantHoursPerTransaction = 10_000
 
     func openSession(consumer: Int, logger: Logger, shouldStop: @escaping @Sendable () -> Bool) async -> PostgresConnection? {
         await PostgresConnection.connectRetrying(configuration: database, logger: logger, shouldStop: shouldStop)
@@ -30,19 +33,24 @@ struct UsageHandler: QueueWorkHandler {
     func process(_ deliveries: [Delivery], in database: PostgresConnection, logger: Logger) async -> WorkOutcome {
         let decodedAt = TallyClock.now()
         let decoding = ContinuousClock.now
-        let batch = UsageDecoder(now: decodedAt).decode(deliveries.map(UsageMessage.init))
+        let parts = UsageDecoder(now: decodedAt).decode(deliveries.map(UsageMessage.init), tenantHoursPerPart: tenantHoursPerTransaction)
         let decodeSeconds = (ContinuousClock.now - decoding).seconds
-        metrics.received(batch.eventCount + batch.parkedEvents.count)
-        let poisoned = batch.unreadable.map { WorkOutcome.Poisoned(deliveryTag: $0.deliveryTag, reason: $0.reason) }
+        metrics.received(parts.reduce(0) { $0 + $1.eventCount + $1.parkedEvents.count })
+        let poisoned = parts.flatMap(\.unreadable).map { WorkOutcome.Poisoned(deliveryTag: $0.deliveryTag, reason: $0.reason) }
         let started = ContinuousClock.now
         do {
-            var outcome = try await UsageLedger.record(batch, now: TallyClock.now(), cache: cache, on: database)
-            outcome.phases[.decode] = decodeSeconds
-            let elapsed = ContinuousClock.now - started
-            metrics.committed(
-                outcome, seconds: elapsed.seconds, visibleAfter: batch.earliestEventTime.map { TallyClock.now().timeIntervalSince($0) })
-            log(outcome, of: batch, elapsed: elapsed, logger: logger)
-            await afterCommit(outcome, database)
+            // Part by part, each told to others once committed. A failure part-way leaves the
+            // batch to be retried: what committed is found stored and counted nothing twice.
+            for (index, batch) in parts.enumerated() {
+                let partStarted = ContinuousClock.now
+                var outcome = try await UsageLedger.record(batch, now: TallyClock.now(), cache: cache, on: database)
+                outcome.phases[.decode] = index == 0 ? decodeSeconds : 0
+                let elapsed = ContinuousClock.now - partStarted
+                metrics.committed(
+                    outcome, seconds: elapsed.seconds, visibleAfter: batch.earliestEventTime.map { TallyClock.now().timeIntervalSince($0) })
+                log(outcome, of: batch, elapsed: elapsed, logger: logger)
+                await afterCommit(outcome, database)
+            }
             return WorkOutcome(poisoned: poisoned)
         } catch {
             let failure = WorkFailure.classifying(error)
@@ -50,7 +58,7 @@ struct UsageHandler: QueueWorkHandler {
             // One message the database refuses for its data: find the events at fault by
             // halving, park them with the reason, count the rest. (A batch of several
             // messages is split by the worker first, down to the message at fault.)
-            if deliveries.count == 1, batch.eventCount > 1, Self.isRefusalOfData(error) {
+            if deliveries.count == 1, parts.count == 1, parts[0].eventCount > 1, Self.isRefusalOfData(error) {
                 do {
                     // The parts commit one by one (each told to others at once); what is parked
                     // — the decoder's and the refused events — commits last, together, so a

@@ -30,7 +30,8 @@ func buildApplication(_ configuration: AggregatorConfiguration, logger: Logger) 
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tally-aggregator"),
         logger: logger)
-    let handler = UsageHandler(database: databaseConfiguration, metrics: metrics, afterCommit: relay.afterCommit)
+    var handler = UsageHandler(database: databaseConfiguration, metrics: metrics, afterCommit: relay.afterCommit)
+    handler.tenantHoursPerTransaction = configuration.tenantHoursPerTransaction
     // Shut down in reverse: the upkeep, then the consumers (finishing their batches), then the publisher.
     app.addServices(
         PublisherService(publisher),
