@@ -10,8 +10,8 @@
 #   ./ops/local.sh test     up + the whole test suite against the real servers
 #   ./ops/local.sh test-dates  CI's date checks: the date-sensitive suites with Tally's clock
 #                           (TALLY_CLOCK_OFFSET) on Jan 31, Feb 29 and just into a new year
-#   ./ops/local.sh bench [PHASE]  up + release build + SPEC §7 benchmarks (and the Notifier's) beside raw limits;
-#                                 PHASE (ingest, pipeline, tenants, billing, notify) runs one only
+#   ./ops/local.sh bench [PHASE]  up + release build + SPEC §7 benchmarks (and the Notifier's) beside raw limits,
+#                                 saved in .local/bench/; PHASE (ingest, pipeline, tenants, billing, notify) runs one only
 #                                 (tenants: the aggregator's drain rate at 20 … 50,000 tenants per batch)
 #   ./ops/local.sh stop NAME / start NAME   one server (postgres, rabbitmq, smtp), e.g. for outage tests
 #   ./ops/local.sh --help   this text
@@ -494,6 +494,11 @@ cmd_bench() {
     *) die "unknown benchmark phase '$only' (ingest, pipeline, tenants, billing, notify)" ;;
   esac
   phase() { [ -z "$only" ] || [ "$only" = "$1" ]; }
+  # Every figure is kept: the run's whole output also goes to .local/bench/, one file per run.
+  mkdir -p "$LOCAL/bench"
+  local saved="$LOCAL/bench/bench-$(date -u +%Y%m%dT%H%M%SZ)${only:+-$only}.log"
+  exec > >(tee -a "$saved") 2>&1
+  say "this run's figures are saved in $saved"
   cmd_up
   say "building the benchmarks, the producer and the aggregator (release; the first time takes several minutes)"
   (cd "$ROOT" && swift build -c release --product tally-bench && swift build -c release --product producer \
