@@ -30,7 +30,7 @@ struct AggregatorConfiguration: Sendable {
     static let batchBytes = ConfigurationKey(
         "AGGREGATOR_BATCH_BYTES", summary: "a batch is written once its message bodies reach this size", default: "4194304")
     static let lingerMilliseconds = ConfigurationKey(
-        "AGGREGATOR_LINGER_MS", summary: "longest wait for more messages after a batch's first one, while a backlog fills batches",
+        "AGGREGATOR_LINGER_MS", summary: "longest wait for more messages after a batch's first one, while the queue holds more",
         default: "100")
 
     static let tenantHoursPerTransaction = ConfigurationKey(

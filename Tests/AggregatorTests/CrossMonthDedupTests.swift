@@ -63,10 +63,13 @@ struct CrossMonthDedupTests {
             try await harness.waitUntil("the aggregator consuming") { try await harness.storedCounts([tenant])[tenant] == 1 }
             #expect(aggregator.kill(SIGTERM) == 0)
             let kept = try await harness.database.query(
-                "SELECT event_id FROM usage_event_ids WHERE tenant_id = $1 ORDER BY event_id", [tenant]).map { $0.text(0) }
+                // By id first: the table's key is (event_id, tenant_id).
+                "SELECT event_id FROM usage_event_ids WHERE event_id IN ('expired', 'kept', 'ready') AND tenant_id = $1 ORDER BY event_id",
+                [tenant]).map { $0.text(0) }
             #expect(kept == ["kept", "ready"])
         } cleanup: {
-            try await harness.database.query("DELETE FROM usage_event_ids WHERE tenant_id = $1", [tenant])
+            try await harness.database.query(
+                "DELETE FROM usage_event_ids WHERE event_id IN ('expired', 'kept', 'ready') AND tenant_id = $1", [tenant])
             try await harness.tearDown()
         }
     }

@@ -227,11 +227,57 @@ struct ManyTenantsTests {
         #expect(outcome.failure == nil && outcome.poisoned.isEmpty)
         #expect(PrometheusText.parse(metrics.render())["tally_aggregator_batches_total"] == 4)
         try await Self.verify(harness, population, expected: Dictionary(uniqueKeysWithValues: population.tenants.map { ($0, 4) }))
-        // The same batch again (a redelivery after a crash part-way): nothing counted twice.
+        // The same batch again (redelivered after every part committed): nothing counted twice.
         #expect(await handler.process(deliveries, in: connection, logger: AggregatorHarness.logger).failure == nil)
         try await Self.verify(harness, population, expected: Dictionary(uniqueKeysWithValues: population.tenants.map { ($0, 4) }))
         await connection.close()
         try await harness.tearDown()
+    }
+
+    @Test("a batch written in parts fails in its second part, then is retried message by message: nothing counted or parked twice")
+    func failureBetweenParts() async throws {
+        let harness = try await AggregatorHarness.make()
+        let tenants = try await harness.createTenants(2)
+        // A refusal only the database makes: one value of this test's unique_count metric.
+        let metric = try await harness.installRefusal(
+            "parts", raise: "USING ERRCODE = 'check_violation', CONSTRAINT = 'test_refusal', MESSAGE = 'refused by the test'",
+            when: "NEW.value = 'bad'")
+        try await withCleanup {
+            let connection = try await PostgresConnection.connect(
+                configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
+            var handler = UsageHandler(
+                database: try PostgresConfiguration(url: TestEnvironment.databaseURL), metrics: AggregatorMetrics(), afterCommit: { _, _ in })
+            handler.tenantHoursPerTransaction = 1  // each message a part
+            let time = TestClock.recent(60, before: TestClock.now())
+            let ghost = UUID()  // no tenant of this Tally
+            let first = Delivery(
+                deliveryTag: 1,
+                body: Array(("[" + usageEventJSON(id: "a", tenant: tenants[0], time: time) + ","
+                    + usageEventJSON(id: "g", tenant: ghost, time: time) + "]").utf8))
+            let second = Delivery(
+                deliveryTag: 2,
+                body: Array(("[" + usageEventJSON(id: "b", tenant: tenants[1], time: time) + ","
+                    + usageEventJSON(id: "bad", tenant: tenants[1], metric: metric, time: time, metadata: #"{"k": "bad"}"#) + "]").utf8))
+            func parked(_ tenant: UUID) async throws -> [String] {
+                try await harness.database.query(
+                    "SELECT code FROM parked_events WHERE tenant_id = $1 ORDER BY id", [tenant.uuidString.lowercased()]
+                ).map { try $0.decode(0, as: String.self) }
+            }
+            // The first part commits (a's event counted; g's only set aside), the second fails.
+            #expect(await handler.process([first, second], in: connection, logger: AggregatorHarness.logger).failure != nil)
+            #expect(try await harness.storedCounts(tenants) == [tenants[0]: 1])
+            #expect(try await parked(ghost).isEmpty)
+            // The worker then splits the batch: each message alone (the second's refused event parked alone).
+            #expect(await handler.process([first], in: connection, logger: AggregatorHarness.logger).failure == nil)
+            #expect(await handler.process([second], in: connection, logger: AggregatorHarness.logger).failure == nil)
+            #expect(try await harness.storedCounts(tenants) == [tenants[0]: 1, tenants[1]: 1])
+            #expect(try await parked(ghost) == ["unknown_tenant"])
+            #expect(try await parked(tenants[1]) == ["database_refused"])
+            await connection.close()
+        } cleanup: {
+            try await harness.removeRefusal(metric)
+            try await harness.tearDown()
+        }
     }
 
     @Test("5,000 tenants mixed in every message, sent with duplicates to a running Aggregator: every count, total, quota and alert exact")

@@ -24,7 +24,8 @@ struct QueueWorkerBatchingTests {
         func openSession(consumer: Int, logger: Logger, shouldStop: @escaping @Sendable () -> Bool) async -> Int? { consumer }
         func closeSession(_ session: Int) async {}
         func process(_ deliveries: [Delivery], in session: Int, logger: Logger) async -> WorkOutcome {
-            let bodies = deliveries.map { String(decoding: $0.body, as: UTF8.self) }
+            // "m<i>", without the padding some tests add.
+            let bodies = deliveries.map { String(decoding: $0.body.prefix { $0 != UInt8(ascii: " ") }, as: UTF8.self) }
             let index = batches.withLock { batches in
                 batches.append(bodies)
                 return batches.count - 1
@@ -35,8 +36,8 @@ struct QueueWorkerBatchingTests {
 
         /// Polls until `count` messages were handled; records an issue after `limit` (a
         /// guard against hanging, minutes — not a performance bound).
-        func waitUntilHandled(_ count: Int, _ what: String) async throws {
-            try await waitUntil(what) { handled >= count }
+        func waitUntilHandled(_ count: Int, limit: Duration = .seconds(120), _ what: String) async throws {
+            try await waitUntil(what, limit: limit) { handled >= count }
         }
     }
 
@@ -56,7 +57,8 @@ struct QueueWorkerBatchingTests {
     /// What a test body gets: publishing `m<i>` for each i of a range, the messages ready
     /// in the queue (not yet delivered) and those delivered but not acked, and the handler.
     struct Worker: Sendable {
-        let publish: @Sendable (Range<Int>) async throws -> Void
+        /// Publishes `m<i>` for each i of the range, each followed by `padding` spaces.
+        let publish: @Sendable (Range<Int>, _ padding: Int) async throws -> Void
         let ready: @Sendable () async throws -> Int
         let unacked: @Sendable () throws -> Int
         let recorder: Recorder
@@ -72,6 +74,7 @@ struct QueueWorkerBatchingTests {
         settings.prefetch = prefetch
         settings.maxBatch = Int(prefetch)
         settings.linger = linger
+        settings.batchBytes = 256 << 20
         settings.topology = Topology(exchanges: [], queues: [.init(name: queue, arguments: [:])], bindings: [])
         let admin = try await AMQPConnection.connect(configuration: amqp, logger: Self.logger)
         try await admin.openChannel(1)
@@ -80,9 +83,13 @@ struct QueueWorkerBatchingTests {
         let recorder = Recorder()
         let worker = QueueWorker(settings: settings, amqp: amqp, handler: recorder, publisher: publisher, logger: Self.logger)
         let context = Worker(
-            publish: { range in
+            publish: { range, padding in
                 try await publisher.publish(
-                    range.map { OutgoingMessage(exchange: "", routingKey: queue, body: Array("m\($0)".utf8), mandatory: true) })
+                    range.map {
+                        OutgoingMessage(
+                            exchange: "", routingKey: queue, body: Array("m\($0)".utf8) + Array(repeating: UInt8(ascii: " "), count: padding),
+                            mandatory: true)
+                    })
             },
             ready: { Int(try await admin.declareQueue(queue, passive: true)) },
             unacked: {
@@ -110,36 +117,34 @@ struct QueueWorkerBatchingTests {
         // and the three would come in one batch.
         try await withWorker(prefetch: 16, linger: .seconds(3600)) { worker in
             for index in 0..<3 {
-                try await worker.publish(index..<(index + 1))
+                try await worker.publish(index..<(index + 1), 0)
                 try await worker.recorder.waitUntilHandled(index + 1, "message \(index) handled while no other came")
             }
             #expect(worker.recorder.batches.withLock { $0 } == [["m0"], ["m1"], ["m2"]])
         }
     }
 
-    @Test("after a batch at least half full, the next one waits for more (up to the linger time) until it is full")
+    @Test("with a backlog beyond the prefetch the batches are full and in order; the last, nothing left in the queue, goes at once")
     func backlogFillsBatches() async throws {
-        try await withWorker(prefetch: 8, linger: .seconds(60)) { worker in
+        try await withWorker(prefetch: 4, linger: .seconds(60)) { worker in
             let recorder = worker.recorder
-            recorder.held.withLock { $0 = [0, 1] }
-            // Batch 0: m0 alone, held while m1…m4 are delivered behind it.
-            try await worker.publish(0..<1)
+            recorder.held.withLock { $0 = [0] }
+            // Batch 0: m0 alone, held; m1…m3 fill the prefetch behind it, m4…m9 wait in the queue.
+            try await worker.publish(0..<1, 0)
             try await recorder.waitUntilHandled(1, "m0")
-            try await worker.publish(1..<5)
-            try await Self.waitUntil("m1…m4 delivered to the consumer") { try await worker.ready() == 0 }
+            try await worker.publish(1..<10, 0)
+            try await Self.waitUntil("m1…m3 delivered, m4…m9 ready") {
+                let (unacked, ready) = (try worker.unacked(), try await worker.ready())
+                return unacked == 4 && ready == 6
+            }
             recorder.held.withLock { _ = $0.remove(0) }
-            // Batch 1: what had arrived — m1…m4, half a batch: a backlog. Held while m5 arrives.
-            try await recorder.waitUntilHandled(5, "m1…m4")
-            try await worker.publish(5..<6)
-            try await Self.waitUntil("m5 delivered to the consumer") { try await worker.ready() == 0 }
-            recorder.held.withLock { _ = $0.remove(1) }
-            // Batch 1 acked: batch 2 has started with m5 (the one message unacked) and waits
-            // for company — m6…m12, published only now, fill it.
-            try await Self.waitUntil("m1…m4 acked") { try worker.unacked() == 1 }
-            try await worker.publish(6..<13)
-            try await recorder.waitUntilHandled(13, "m5…m12")
+            // Batch 1 takes m1…m3 and, the queue holding more, waits for m4 (sent once m0 is
+            // acked); batch 2 likewise. m9, the last, goes alone at once: nothing more in the
+            // queue, no wait (with the 60 s linger the guard below would give up first).
+            try await recorder.waitUntilHandled(10, limit: .seconds(30), "m0…m9")
             #expect(
-                recorder.batches.withLock { $0 } == [["m0"], (1..<5).map { "m\($0)" }, (5..<13).map { "m\($0)" }])
+                recorder.batches.withLock { $0 }
+                    == [["m0"], ["m1", "m2", "m3", "m4"], ["m5", "m6", "m7", "m8"], ["m9"]])
         }
     }
 }

@@ -9,6 +9,21 @@
 -- Nothing reads this table by tenant on the write path (the Aggregator only inserts with
 -- ON CONFLICT DO NOTHING; upkeep deletes by first_seen through its BRIN index).
 --
--- Upgrade: the key is rebuilt under an exclusive lock over one retention window of ids;
--- Aggregators wait for it, then go on.
-ALTER TABLE usage_event_ids DROP CONSTRAINT usage_event_ids_pkey, ADD PRIMARY KEY (event_id, tenant_id);
+-- Upgrade: building the new key locks the table — Aggregators wait — for about 10 s per
+-- 10 million ids on this machine (one retention window of ids is kept). On a large
+-- table, build it first without blocking anything, then run the migration, which then
+-- only swaps the keys:
+--   CREATE UNIQUE INDEX CONCURRENTLY usage_event_ids_by_id ON usage_event_ids (event_id, tenant_id);
+DO $$
+BEGIN
+    IF EXISTS (
+        SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+         WHERE c.relname = 'usage_event_ids_by_id' AND i.indrelid = 'usage_event_ids'::regclass AND i.indisvalid AND i.indisunique
+    ) THEN
+        ALTER TABLE usage_event_ids DROP CONSTRAINT usage_event_ids_pkey,
+            ADD CONSTRAINT usage_event_ids_pkey PRIMARY KEY USING INDEX usage_event_ids_by_id;
+    ELSE
+        DROP INDEX IF EXISTS usage_event_ids_by_id;  -- left invalid by a CONCURRENTLY that failed
+        ALTER TABLE usage_event_ids DROP CONSTRAINT usage_event_ids_pkey, ADD PRIMARY KEY (event_id, tenant_id);
+    END IF;
+END $$;

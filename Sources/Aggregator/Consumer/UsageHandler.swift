@@ -8,7 +8,8 @@ import TallyRuntime
 
 /// The Aggregator's work on a batch of usage messages (the loop around it is the shared
 /// `QueueWorker`): park what is not a usage batch, write the rest — events with their
-/// dedup, rollups, parked events, quota and alert outbox rows — in one transaction,
+/// dedup, rollups, parked events, quota and alert outbox rows — in one transaction (one
+/// per part when the batch holds more tenant-hours than `tenantHoursPerTransaction`),
 /// then tell others (quota states, billing events). Each consumer has its own
 /// PostgreSQL connection; exactness comes from the ledger's dedup, not from coordination.
 struct UsageHandler: QueueWorkHandler {
@@ -40,10 +41,18 @@ struct UsageHandler: QueueWorkHandler {
         let started = ContinuousClock.now
         do {
             // Part by part, each told to others once committed. A failure part-way leaves the
-            // batch to be retried: what committed is found stored and counted nothing twice.
-            for (index, batch) in parts.enumerated() {
+            // batch to be retried: what committed is found stored and counted nothing twice,
+            // and what is parked — the decoder's, and events of unknown tenants, carried to
+            // the last part — is parked by the last part only, so never twice.
+            var unknownTenantEvents: [ParkedEvent] = []
+            for (index, part) in parts.enumerated() {
                 let partStarted = ContinuousClock.now
-                var outcome = try await UsageLedger.record(batch, now: TallyClock.now(), cache: cache, on: database)
+                let last = index == parts.count - 1
+                var batch = part
+                if last { batch.parkedEvents += unknownTenantEvents }
+                var outcome = try await UsageLedger.record(
+                    batch, now: TallyClock.now(), cache: cache, parkingUnknownTenants: last, on: database)
+                unknownTenantEvents += outcome.unknownTenantEvents
                 outcome.phases[.decode] = index == 0 ? decodeSeconds : 0
                 let elapsed = ContinuousClock.now - partStarted
                 metrics.committed(

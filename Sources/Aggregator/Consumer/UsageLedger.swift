@@ -19,6 +19,9 @@ struct LedgerOutcome: Sendable {
     var timesByTenant: [UUID: Set<Date>] = [:]
     /// The touched tenants' usage against their quotas, to broadcast after the commit.
     var quotaStates: [QuotaState] = []
+    /// Events of tenants that do not exist, taken out of the batch but not parked (when
+    /// the ledger was asked to leave that to a later transaction of the same batch).
+    var unknownTenantEvents: [ParkedEvent] = []
     /// Billing events written to the outbox in this transaction.
     var billingEvents = 0
     /// The periods this transaction completed (or found complete) before storing the events.
@@ -51,8 +54,13 @@ struct LedgerOutcome: Sendable {
 enum UsageLedger {
     /// Writes `batch`; then, in the same transaction, evaluates the touched tenants'
     /// quotas and alerts (`UsageStateEvaluator`) so a firing commits with its usage.
+    /// Events of tenants that do not exist are parked, unless `parkingUnknownTenants` is
+    /// false: then they are only taken out and returned (`unknownTenantEvents`), for the
+    /// batch's last transaction to park — a batch written in parts is retried whole after
+    /// a part failed, and its earlier parts must not park the same events again.
     static func record(
-        _ batch: DecodedBatch, now: Date, cache: UsageConfigCache = UsageConfigCache(), on connection: PostgresConnection
+        _ batch: DecodedBatch, now: Date, cache: UsageConfigCache = UsageConfigCache(), parkingUnknownTenants: Bool = true,
+        on connection: PostgresConnection
     ) async throws -> LedgerOutcome {
         let staged = batch.stagedRows.buffer
         let parkedRows = parkedCopyRows(batch.parkedEvents)
@@ -99,7 +107,15 @@ enum UsageLedger {
                 outcome.completedPeriods = try UsagePeriodTotals.complete(missing, on: connection)
             }
             clock.lap(.completePeriods, into: &outcome.phases)
-            outcome.parked += try connection.query(parkUnknownTenants).affectedRows
+            if parkingUnknownTenants {
+                outcome.parked += try connection.query(parkUnknownTenants).affectedRows
+            } else {
+                outcome.unknownTenantEvents = try connection.query(takeOutUnknownTenants).map { row in
+                    ParkedEvent(
+                        tenantID: row.text(0), eventID: row.text(1), code: "unknown_tenant", field: "tenant_id",
+                        reason: unknownTenantReason, payload: row.text(2) ?? "{}", messageID: row.text(3))
+                }
+            }
             for row in try connection.query(insertAndRollUp) {
                 let tenant = try row.decode(0, as: UUID.self)
                 let count = try row.decode(2, as: Int.self)
@@ -108,6 +124,7 @@ enum UsageLedger {
                 outcome.timesByTenant[tenant, default: []].formUnion([try row.decode(3, as: Date.self), try row.decode(4, as: Date.self)])
             }
             outcome.duplicates = batch.eventCount - outcome.inserted - (outcome.parked - batch.parkedEvents.count)
+                - outcome.unknownTenantEvents.count
             clock.lap(.insertAndRollUp, into: &outcome.phases)
             if !outcome.timesByTenant.isEmpty {
                 try UsagePeriodTotals.lockEvaluation(
@@ -210,19 +227,32 @@ enum UsageLedger {
         ) ON COMMIT DELETE ROWS;
         """
 
+    private static let unknownTenantReason = "tenant_id names no tenant of this Tally"
+
+    /// An unknown tenant's staged event as it arrived (its parked payload).
+    private static let unknownTenantPayload = """
+        jsonb_strip_nulls(jsonb_build_object(
+            'id', event_id, 'tenant_id', tenant_id, 'type', metric, 'name', name, 'quantity', quantity::text,
+            'unit', unit, 'time', to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+            'metadata', metadata))::text
+        """
+
     private static let parkUnknownTenants = """
         WITH unknown AS (
             DELETE FROM staged_usage s WHERE NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = s.tenant_id)
             RETURNING s.*
         )
         INSERT INTO parked_events (tenant_id, event_id, code, field, reason, payload, message_id)
-        SELECT tenant_id::text, event_id, 'unknown_tenant', 'tenant_id', 'tenant_id names no tenant of this Tally',
-               jsonb_strip_nulls(jsonb_build_object(
-                   'id', event_id, 'tenant_id', tenant_id, 'type', metric, 'name', name, 'quantity', quantity::text,
-                   'unit', unit, 'time', to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                   'metadata', metadata))::text,
-               message_id
+        SELECT tenant_id::text, event_id, 'unknown_tenant', 'tenant_id', '\(unknownTenantReason)', \(unknownTenantPayload), message_id
           FROM unknown
+        """
+
+    private static let takeOutUnknownTenants = """
+        WITH unknown AS (
+            DELETE FROM staged_usage s WHERE NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = s.tenant_id)
+            RETURNING s.*
+        )
+        SELECT tenant_id::text, event_id, \(unknownTenantPayload), message_id FROM unknown
         """
 
     /// The dedup insert and the rollup fold in one statement: data-modifying CTEs

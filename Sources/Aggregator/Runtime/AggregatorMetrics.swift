@@ -99,14 +99,14 @@ final class AggregatorMetrics: QueueWorkerObserver {
         metric("tally_aggregator_events_parked_total", "counter", "Usage events parked in parked_events", s.eventsParked)
         metric("tally_aggregator_messages_parked_total", "counter", "Messages sent to the parking-lot queue", s.messagesParked)
         metric("tally_aggregator_messages_retried_total", "counter", "Messages sent to a retry queue", s.messagesRetried)
-        metric("tally_aggregator_batches_total", "counter", "Committed batches", s.batches)
+        metric("tally_aggregator_batches_total", "counter", "Committed batch transactions (a batch written in parts counts each part)", s.batches)
         metric("tally_aggregator_database_failures_total", "counter", "Failed batch transactions", s.databaseFailures)
-        metric("tally_aggregator_batch_events", "gauge", "Events in the last committed batch", s.lastBatchEvents)
+        metric("tally_aggregator_batch_events", "gauge", "Events in the last committed batch transaction", s.lastBatchEvents)
         metric(
             "tally_aggregator_events_per_second", "gauge", "Events counted per second over the last 10 s",
             Double(recentEvents) / Double(Self.window))
         metric("tally_aggregator_queue_depth", "gauge", "Messages ready in the usage queue (queue lag)", s.queueDepth)
-        histogram("tally_aggregator_commit_seconds", "Time to write and commit one batch", s.commitSeconds)
+        histogram("tally_aggregator_commit_seconds", "Time to write and commit one batch transaction", s.commitSeconds)
         text += "# HELP tally_aggregator_batch_phase_seconds_total Time spent per phase of committed batches\n"
         text += "# TYPE tally_aggregator_batch_phase_seconds_total counter\n"
         for phase in UsageLedger.Phase.allCases {

@@ -100,10 +100,10 @@ public struct QueueWorkerSettings: Sendable {
     public var maxBatch = 1
     /// A batch is closed once its bodies reach this many bytes.
     public var batchBytes = 4 << 20
-    /// The longest wait for more messages after a batch's first one — only while there is
-    /// a backlog (the previous batch at least half full): with none, a batch is what has
-    /// arrived, at once, so a steady flow is seen within one batch's time, and batches
-    /// grow by themselves as work piles up while one is written.
+    /// The longest wait for more messages after a batch's first one — only while the queue
+    /// holds messages not yet sent to this consumer (a backlog beyond its prefetch): with
+    /// none, a batch is what has arrived, at once, so a steady flow is seen within one
+    /// batch's time, and batches grow by themselves as work piles up while one is written.
     public var linger: Duration = .milliseconds(100)
     /// When a failed message is retried and when it is parked; the queues must exist.
     public var retry = RetryPolicy.standard
@@ -121,8 +121,8 @@ public struct QueueWorkerSettings: Sendable {
 ///
 /// Each consumer connects (retrying) with its own AMQP connection, declares the topology,
 /// sets its prefetch and consumes; it collects a batch (up to `maxBatch` messages or
-/// `batchBytes`: what has arrived, and while a backlog fills batches what arrives within
-/// `linger` after the first), hands it to the handler, and does what `BatchAttempt` decides with the outcome — park the poison, hold the batch
+/// `batchBytes`: what has arrived, and while the queue holds more than the prefetch what
+/// arrives within `linger` after the first), hands it to the handler, and does what `BatchAttempt` decides with the outcome — park the poison, hold the batch
 /// while a dependency is down, retry conflicts, split a failed batch to find the message
 /// at fault, send a failed message to its retry queue or park it — and only then acks the
 /// batch (`multiple`). A crash at any point leaves unacked messages to be redelivered:
@@ -210,14 +210,12 @@ public struct QueueWorker<Handler: QueueWorkHandler>: Service {
         _ channel: AMQPConnection, consumer index: Int, session: Handler.Session, shutdown: ShutdownFlag, logger: Logger
     ) async throws {
         var depthCheckedAt = ContinuousClock.now - .seconds(60)
-        var backlog = false
         while !shutdown.isSet {
             if index == 0, ContinuousClock.now - depthCheckedAt > .seconds(5) {
                 observer.queueDepth(Int(try await channel.declareQueue(settings.queue, passive: true)))
                 depthCheckedAt = .now
             }
-            let deliveries = try await collect(channel, waitingForMore: backlog)
-            backlog = isBacklog(deliveries)
+            let deliveries = try await collect(channel)
             guard let last = deliveries.last else { continue }
             var batchLogger = logger
             batchLogger[metadataKey: "batch.id"] = "\(index)-\(last.deliveryTag)"
@@ -230,16 +228,25 @@ public struct QueueWorker<Handler: QueueWorkHandler>: Service {
     }
 
     /// Deliveries until the batch is full (`maxBatch` or `batchBytes`): those already
-    /// received, and with `waitingForMore` those arriving within the linger time after the
-    /// first one; empty when nothing came for a while.
-    private func collect(_ channel: AMQPConnection, waitingForMore: Bool) async throws -> [Delivery] {
+    /// received, then — when the queue holds more, ready but not yet sent here because
+    /// the prefetch is taken — those arriving within the linger time; empty when nothing
+    /// came for a while.
+    private func collect(_ channel: AMQPConnection) async throws -> [Delivery] {
         guard let first = try await channel.nextDelivery(timeout: .milliseconds(250)) else { return [] }
         var deliveries = [first]
         var bytes = first.body.count
-        let deadline = ContinuousClock.now + (waitingForMore ? settings.linger : .zero)
-        while deliveries.count < batchLimit, bytes < settings.batchBytes {
-            // A zero timeout takes only what the connection has received already.
-            guard let next = try await channel.nextDelivery(timeout: max(deadline - .now, .zero)) else { break }
+        var full: Bool { deliveries.count >= batchLimit || bytes >= settings.batchBytes }
+        // What the connection has received already (a zero timeout does not wait).
+        while !full, let next = try await channel.nextDelivery(timeout: .zero) {
+            deliveries.append(next)
+            bytes += next.body.count
+        }
+        // A backlog: the broker sends the rest as the prefetch frees up — wait for it.
+        guard !full, settings.linger > .zero, try await channel.declareQueue(settings.queue, passive: true) > 0 else { return deliveries }
+        let deadline = ContinuousClock.now + settings.linger
+        while !full {
+            let remaining = deadline - .now
+            guard remaining > .zero, let next = try await channel.nextDelivery(timeout: remaining) else { break }
             deliveries.append(next)
             bytes += next.body.count
         }
@@ -247,13 +254,6 @@ public struct QueueWorker<Handler: QueueWorkHandler>: Service {
     }
 
     private var batchLimit: Int { max(1, min(settings.maxBatch, Int(settings.prefetch))) }
-
-    /// Whether `deliveries` show work piling up: at least half a batch (by count or bytes)
-    /// was waiting. The next batch then lingers to fill up.
-    private func isBacklog(_ deliveries: [Delivery]) -> Bool {
-        batchLimit > 1
-            && (deliveries.count * 2 >= batchLimit || deliveries.reduce(0, { $0 + $1.body.count }) * 2 >= settings.batchBytes)
-    }
 
     private enum Settlement {
         /// Every delivery done, retried or parked: ack.
