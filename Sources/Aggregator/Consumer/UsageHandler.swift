@@ -132,6 +132,8 @@ struct UsageHandler: QueueWorkHandler {
                 metadata: [
                     "events.inserted": "\(outcome.inserted)", "events.duplicate": "\(outcome.duplicates)",
                     "events.parked": "\(outcome.parked)", "commit.ms": "\(Int(elapsed.seconds * 1000))",
+                    "phases.ms": .dictionary(
+                        Dictionary(uniqueKeysWithValues: outcome.phases.map { ($0.key.rawValue, .string("\(Int($0.value * 1000))")) })),
                     "tenant.ids": .array(tenants.map { .string($0.lowercasedText) }),
                 ])
         }
