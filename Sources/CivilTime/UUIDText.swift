@@ -34,22 +34,13 @@ extension UUID {
                     guard text[index] == UInt8(ascii: "-") else { return false }
                     index += 1
                 }
-                guard let high = nibble(text[index]), let low = nibble(text[index + 1]) else { return false }
+                guard let high = HexDigit.value(text[index]), let low = HexDigit.value(text[index + 1]) else { return false }
                 output[written] = high << 4 | low
                 index += 2
             }
             return true
         }
         return parsed ? bytes : nil
-    }
-
-    private static func nibble(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 
     /// The uuid in lower case, as PostgreSQL writes it. Foundation's `uuidString` formats

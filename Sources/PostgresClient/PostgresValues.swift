@@ -176,7 +176,7 @@ extension Data: PostgresEncodable, PostgresDecodable {
         var bytes = Data(capacity: (postgresText.utf8.count - 2) / 2)
         var high: UInt8?
         for byte in postgresText.utf8.dropFirst(2) {
-            guard let nibble = Self.nibble(byte) else { throw .decodingFailure(as: "Data") }
+            guard let nibble = HexDigit.value(byte) else { throw .decodingFailure(as: "Data") }
             if let first = high {
                 bytes.append(first << 4 | nibble)
                 high = nil
@@ -185,15 +185,6 @@ extension Data: PostgresEncodable, PostgresDecodable {
             }
         }
         self = bytes
-    }
-
-    private static func nibble(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 }
 

@@ -116,6 +116,26 @@ struct ManyTenantsTests {
         #expect(!overQuota.isEmpty && !shouldFire.isEmpty)  // the population exercises both
     }
 
+    /// A connection of the test's own.
+    static func connect() async throws -> PostgresConnection {
+        try await PostgresConnection.connect(
+            configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
+    }
+
+    /// The Aggregator's batch handler, in process, writing batches in parts of at most
+    /// `tenantHoursPerTransaction` (tenant, hour) pairs; nothing told after commits.
+    static func handler(tenantHoursPerTransaction: Int, metrics: AggregatorMetrics = AggregatorMetrics()) throws -> UsageHandler {
+        var handler = UsageHandler(
+            database: try PostgresConfiguration(url: TestEnvironment.databaseURL), metrics: metrics, afterCommit: { _, _ in })
+        handler.tenantHoursPerTransaction = tenantHoursPerTransaction
+        return handler
+    }
+
+    /// One usage message holding `events` (JSON objects), as the broker delivers it.
+    static func delivery(_ tag: UInt64, _ events: [String]) -> Delivery {
+        Delivery(deliveryTag: tag, body: Array(("[" + events.joined(separator: ",") + "]").utf8))
+    }
+
     /// `events` (JSON objects) as one batch of 1000-event messages, decoded as the Aggregator does.
     static func decode(_ events: [String], now: Date) -> DecodedBatch {
         UsageDecoder(now: now).decode(
@@ -131,8 +151,7 @@ struct ManyTenantsTests {
         let harness = try await AggregatorHarness.make()
         let now = TestClock.now()
         let population = try await Self.populate(harness, count: 1_000, now: now)
-        let connection = try await PostgresConnection.connect(
-            configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
+        let connection = try await Self.connect()
         let cache = UsageConfigCache()
         var expected: [UUID: Int] = [:]
         func decode(_ events: [String]) -> DecodedBatch { Self.decode(events, now: now) }
@@ -183,8 +202,7 @@ struct ManyTenantsTests {
         let harness = try await AggregatorHarness.make()
         let now = TestClock.now()
         let population = try await Self.populate(harness, count: 20_000, now: now)
-        let connection = try await PostgresConnection.connect(
-            configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
+        let connection = try await Self.connect()
         let events = population.tenants.enumerated().map { index, tenant in
             usageEventJSON(id: "w\(index)", tenant: tenant, time: TestClock.recent(60, before: now))
         }
@@ -207,21 +225,16 @@ struct ManyTenantsTests {
         let harness = try await AggregatorHarness.make()
         let now = TestClock.now()
         let population = try await Self.populate(harness, count: 1_000, now: now)
-        let connection = try await PostgresConnection.connect(
-            configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
+        let connection = try await Self.connect()
         let metrics = AggregatorMetrics()
-        var handler = UsageHandler(
-            database: try PostgresConfiguration(url: TestEnvironment.databaseURL), metrics: metrics, afterCommit: { _, _ in })
-        handler.tenantHoursPerTransaction = 1_000
+        let handler = try Self.handler(tenantHoursPerTransaction: 1_000, metrics: metrics)
         // Message m: one event of every tenant, all in one hour — each message a part; the
         // fourth event takes the subscribed tenants over their quota of 3 and fires the alerts.
         let time = TestClock.recent(60, before: now)
         let deliveries = (0..<4).map { message in
-            Delivery(
-                deliveryTag: UInt64(message + 1),
-                body: Array(("[" + population.tenants.enumerated().map { index, tenant in
-                    usageEventJSON(id: "p\(message)-\(index)", tenant: tenant, time: time)
-                }.joined(separator: ",") + "]").utf8))
+            Self.delivery(
+                UInt64(message + 1),
+                population.tenants.enumerated().map { index, tenant in usageEventJSON(id: "p\(message)-\(index)", tenant: tenant, time: time) })
         }
         let outcome = await handler.process(deliveries, in: connection, logger: AggregatorHarness.logger)
         #expect(outcome.failure == nil && outcome.poisoned.isEmpty)
@@ -243,21 +256,17 @@ struct ManyTenantsTests {
             "parts", raise: "USING ERRCODE = 'check_violation', CONSTRAINT = 'test_refusal', MESSAGE = 'refused by the test'",
             when: "NEW.value = 'bad'")
         try await withCleanup {
-            let connection = try await PostgresConnection.connect(
-                configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
-            var handler = UsageHandler(
-                database: try PostgresConfiguration(url: TestEnvironment.databaseURL), metrics: AggregatorMetrics(), afterCommit: { _, _ in })
-            handler.tenantHoursPerTransaction = 1  // each message a part
+            let connection = try await Self.connect()
+            let handler = try Self.handler(tenantHoursPerTransaction: 1)  // each message a part
             let time = TestClock.recent(60, before: TestClock.now())
             let ghost = UUID()  // no tenant of this Tally
-            let first = Delivery(
-                deliveryTag: 1,
-                body: Array(("[" + usageEventJSON(id: "a", tenant: tenants[0], time: time) + ","
-                    + usageEventJSON(id: "g", tenant: ghost, time: time) + "]").utf8))
-            let second = Delivery(
-                deliveryTag: 2,
-                body: Array(("[" + usageEventJSON(id: "b", tenant: tenants[1], time: time) + ","
-                    + usageEventJSON(id: "bad", tenant: tenants[1], metric: metric, time: time, metadata: #"{"k": "bad"}"#) + "]").utf8))
+            let first = Self.delivery(1, [usageEventJSON(id: "a", tenant: tenants[0], time: time), usageEventJSON(id: "g", tenant: ghost, time: time)])
+            let second = Self.delivery(
+                2,
+                [
+                    usageEventJSON(id: "b", tenant: tenants[1], time: time),
+                    usageEventJSON(id: "bad", tenant: tenants[1], metric: metric, time: time, metadata: #"{"k": "bad"}"#),
+                ])
             func parked(_ tenant: UUID) async throws -> [String] {
                 try await harness.database.query(
                     "SELECT code FROM parked_events WHERE tenant_id = $1 ORDER BY id", [tenant.uuidString.lowercased()]

@@ -107,7 +107,7 @@ struct MeteringMiddlewareTests {
                 // One state alone, and one in an array with another tenant's (as the Aggregator
                 // sends the states of a batch): the listener reads both forms.
                 let other = QuotaState(tenantID: UUID(), asOf: Date(), periodStart: nil, periodEnd: nil, subscription: .active, metrics: [:])
-                for body in [try exhausted.encoded(), QuotaState.encoded([other, none])] {
+                for body in [exhausted.encoded(), QuotaState.encoded([other, none])] {
                     _ = try await publisher.publish([
                         OutgoingMessage(exchange: ExchangeName.quotaState, routingKey: "", body: body, mandatory: false)
                     ])

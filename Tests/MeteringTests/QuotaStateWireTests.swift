@@ -2,9 +2,11 @@ import Foundation
 import Metering
 import TallyTestSupport
 import Testing
+import UsageEvents
 
-/// The quota-state broadcast is written by hand (`QuotaState.encoded(_:)`); Foundation's
-/// encoder (`encoded()`, one state) is the reference it must agree with.
+/// The quota-state broadcast is written by hand (`QuotaState.encoded()` and `encoded(_:)`);
+/// Foundation's encoder over the type's `Codable` conformance — what readers decode with —
+/// is the reference it must agree with.
 @Suite("Quota state wire form")
 struct QuotaStateWireTests {
     static let names = ["api_calls", "estimates", #"quote"d"#, "back\\slash", "tab\there", "é-ünïcode", "ctl\u{1}x", ""]
@@ -31,6 +33,18 @@ struct QuotaStateWireTests {
             subscription: [.active, .trialing, .none][Int(random.next() % 3)], metrics: metrics)
     }
 
+    /// The reference: one state as Foundation's encoder writes it (sorted keys, instants as
+    /// RFC 3339 strings).
+    static func foundationJSON(_ state: QuotaState) throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(RFC3339.format(date))
+        }
+        return Array(try encoder.encode(state))
+    }
+
     /// A JSON document as Foundation reads it, with the tenant id in lower case (the
     /// reference writes it in upper case; readers take either).
     static func tree(_ bytes: [UInt8]) throws -> NSDictionary {
@@ -52,8 +66,10 @@ struct QuotaStateWireTests {
             #expect(elements.count == states.count)
             for (element, state) in zip(elements, states) {
                 let mine = try Self.tree(Array(try JSONSerialization.data(withJSONObject: element)))
-                let reference = try Self.tree(try state.encoded())
+                let reference = try Self.tree(try Self.foundationJSON(state))
                 #expect(mine == reference, "seed \(seed), round \(round): \(String(decoding: written, as: UTF8.self))")
+                #expect(try Self.tree(state.encoded()) == reference, "seed \(seed), round \(round): one state alone")
+                #expect(try QuotaState.decode(state.encoded()) == state)
             }
         }
     }

@@ -121,10 +121,7 @@ struct UsageDecoder: Sendable {
     var keepsSources = false
 
     func decode(_ messages: [UsageMessage]) -> DecodedBatch {
-        var batch = DecodedBatch()
-        batch.stagedRows = CopyTextWriter(reservingCapacity: messages.reduce(0) { $0 + $1.body.count } + 4096)
-        for message in messages { decode(message, into: &batch) }
-        return batch
+        decode(messages, tenantHoursPerPart: .max)[0]
     }
 
     /// `messages` in parts, a part closed before a message once it holds
@@ -135,13 +132,20 @@ struct UsageDecoder: Sendable {
     /// failed parks nothing twice.
     func decode(_ messages: [UsageMessage], tenantHoursPerPart: Int) -> [DecodedBatch] {
         var parts: [DecodedBatch] = []
-        var current = DecodedBatch()
+        var remainingBytes = messages.reduce(0) { $0 + $1.body.count }
+        func part() -> DecodedBatch {
+            var part = DecodedBatch()
+            part.stagedRows = CopyTextWriter(reservingCapacity: min(remainingBytes, 8 << 20) + 4096)
+            return part
+        }
+        var current = part()
         for message in messages {
             if current.hourBounds.count >= tenantHoursPerPart {
                 parts.append(current)
-                current = DecodedBatch()
+                current = part()
             }
             decode(message, into: &current)
+            remainingBytes -= message.body.count
         }
         parts.append(current)
         let parked = parts.flatMap(\.parkedEvents)
