@@ -129,6 +129,45 @@ struct MigratorTests {
         }
     }
 
+    @Test(
+        "018 keys usage_event_ids by (event_id, tenant_id): swapping in a key built beforehand with CREATE INDEX CONCURRENTLY, or building it",
+        arguments: [true, false])
+    func eventIDKey(prebuilt: Bool) async throws {
+        let migrations = try Migration.load(from: directory)
+        try await withFreshDatabase { pool in
+            let migrator = Migrator(pool: pool, logger: logger)
+            try await migrator.migrate(migrations.filter { $0.version < 18 })
+            try await pool.query(
+                """
+                INSERT INTO usage_event_ids (tenant_id, event_id)
+                SELECT gen_random_uuid(), 'e' || g FROM generate_series(1, 1000) AS g
+                """)
+            var built: Int64?
+            if prebuilt {
+                // As an operator would, beforehand, without blocking writers (outside a transaction).
+                try await pool.query("CREATE UNIQUE INDEX CONCURRENTLY usage_event_ids_by_id ON usage_event_ids (event_id, tenant_id)")
+                built = try await pool.query("SELECT 'usage_event_ids_by_id'::regclass::oid::int8")[0].decode(0, as: Int64.self)
+            }
+            try await migrator.migrate(migrations)
+            let key = try await pool.query(
+                """
+                SELECT c.oid::int8, pg_get_indexdef(c.oid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                 WHERE i.indrelid = 'usage_event_ids'::regclass AND i.indisprimary
+                """)
+            try #require(key.count == 1)
+            #expect(key[0].text(1)?.hasSuffix("USING btree (event_id, tenant_id)") == true, "\(key[0].text(1) ?? "")")
+            // The index built beforehand is the key now (swapped, not built again).
+            if let built { #expect(try key[0].decode(0, as: Int64.self) == built) }
+            let others = try await pool.query(
+                "SELECT count(*) FROM pg_indexes WHERE tablename = 'usage_event_ids' AND indexname = 'usage_event_ids_by_id'")
+            #expect(try others[0].decode(0, as: Int.self) == 0)
+            // Still the dedup: the same (tenant, id) again inserts nothing.
+            let again = try await pool.query(
+                "INSERT INTO usage_event_ids (tenant_id, event_id) SELECT tenant_id, event_id FROM usage_event_ids ON CONFLICT DO NOTHING")
+            #expect(again.affectedRows == 0)
+        }
+    }
+
     @Test("an applied migration that was edited is refused, naming it")
     func editedMigration() async throws {
         let migrations = try Migration.load(from: directory)
