@@ -44,9 +44,10 @@ let package = Package(
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CCairo", pkgConfig: "cairo", providers: [.apt(["libcairo2-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
         // Thin Swift clients over the C libraries; their blocking calls run on dedicated threads.
-        .target(name: "BlockingIO", swiftSettings: swiftSettings),
+        .target(name: "BlockingIO", dependencies: ["COpenSSL"], swiftSettings: swiftSettings),
         .target(name: "CivilTime", swiftSettings: swiftSettings),
         .target(name: "RabbitMQClient", dependencies: ["CRabbitMQ", "BlockingIO", log], swiftSettings: swiftSettings),
         .target(name: "PostgresClient", dependencies: ["CLibPQ", "BlockingIO", "CivilTime", log], swiftSettings: swiftSettings),

@@ -56,7 +56,7 @@ RABBIT_NODE="tally@localhost"
 BUILD_CONFIG="${TALLY_BUILD_CONFIG:-debug}"
 
 APT_PACKAGES=(rabbitmq-server postgresql librabbitmq-dev libpq-dev libcurl4-openssl-dev
-  libcairo2-dev poppler-utils curl ca-certificates pkg-config)
+  libcairo2-dev libssl-dev poppler-utils curl ca-certificates pkg-config)
 PIP_PACKAGES=(aiosmtpd localstripe)
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }

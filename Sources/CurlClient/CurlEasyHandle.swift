@@ -4,7 +4,11 @@ import Foundation
 
 /// libcurl's process-wide setup. A global `let` is initialized exactly once, behind
 /// `swift_once`, so concurrent first clients cannot run `curl_global_init` twice.
-private let globalInitResult: CURLcode = curl_global_init(Int(CURL_GLOBAL_DEFAULT))
+/// OpenSSL is set up first, without its exit-time cleanup (`OpenSSLAtExit`).
+private let globalInitResult: CURLcode = {
+    OpenSSLAtExit.keepUntilProcessExit()
+    return curl_global_init(Int(CURL_GLOBAL_DEFAULT))
+}()
 
 /// One libcurl easy handle, owned by one client actor.
 ///

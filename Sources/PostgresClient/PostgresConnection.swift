@@ -1,6 +1,6 @@
-import Foundation
 import BlockingIO
 import CLibPQ
+import Foundation
 import Logging
 
 /// One PostgreSQL connection over libpq, confined to a dedicated thread.
@@ -195,6 +195,7 @@ public actor PostgresConnection {
     // MARK: Connection state
 
     private func open() throws(PostgresError) {
+        OpenSSLAtExit.keepUntilProcessExit()
         let keywords = configuration.keywords
         let connection = withCStrings(keywords.map(\.0)) { names in
             withCStrings(keywords.map(\.1)) { values in

@@ -338,6 +338,7 @@ public actor AMQPConnection {
     // MARK: Connection state
 
     private func open() throws(AMQPError) {
+        OpenSSLAtExit.keepUntilProcessExit()
         guard let state = amqp_new_connection() else {
             throw AMQPError(.connectionFailed, message: "out of memory")
         }
