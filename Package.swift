@@ -45,6 +45,7 @@ let package = Package(
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CCairo", pkgConfig: "cairo", providers: [.apt(["libcairo2-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CMalloc"),
 
         // Thin Swift clients over the C libraries; their blocking calls run on dedicated threads.
         .target(name: "BlockingIO", dependencies: ["COpenSSL"], swiftSettings: swiftSettings),
@@ -87,7 +88,7 @@ let package = Package(
         .target(name: "TallyMessaging", dependencies: ["RabbitMQClient", "UsageEvents", log], swiftSettings: swiftSettings),
         .target(
             name: "TallyRuntime",
-            dependencies: ["RabbitMQClient", "PostgresClient", "TallyStore", "TallyMessaging", log, argumentParser, lifecycle],
+            dependencies: ["CMalloc", "RabbitMQClient", "PostgresClient", "TallyStore", "TallyMessaging", log, argumentParser, lifecycle],
             swiftSettings: swiftSettings
         ),
 

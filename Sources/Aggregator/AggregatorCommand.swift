@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Hummingbird
 import TallyRuntime
 
@@ -21,6 +22,7 @@ struct AggregatorCommand: AsyncParsableCommand, TallyProcess {
             discussion: ConfigurationReport.helpText(AggregatorConfiguration.keys))
 
         func run() async throws {
+            AllocatorTuning.apply(environment: ProcessInfo.processInfo.environment)
             let reader = ConfigurationReader()
             let logger = try LogBootstrap.configure(reader, label: "aggregator")
             let configuration = try AggregatorConfiguration(reader: reader)

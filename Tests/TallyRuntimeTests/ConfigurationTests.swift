@@ -54,3 +54,18 @@ struct ConfigurationTests {
         #expect(text.contains("TEST_FEATURE (optional)"))
     }
 }
+
+@Suite("Allocator tuning")
+struct AllocatorTuningTests {
+    @Test("a worker sets two arenas and a 1 MiB mmap threshold, except what the operator set")
+    func operatorWins() {
+        #expect(AllocatorTuning.settings(environment: [:]) == [.arenaMax: 2, .mmapThreshold: 1_048_576])
+        #expect(AllocatorTuning.settings(environment: ["MALLOC_ARENA_MAX": "4"]) == [.mmapThreshold: 1_048_576])
+        #expect(AllocatorTuning.settings(environment: ["MALLOC_ARENA_MAX": "4", "MALLOC_MMAP_THRESHOLD_": "65536"]).isEmpty)
+    }
+
+    @Test("glibc takes both settings")
+    func glibcAccepts() {
+        #expect(AllocatorTuning.apply(environment: [:]).isEmpty)
+    }
+}
