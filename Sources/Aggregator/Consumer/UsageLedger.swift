@@ -237,9 +237,18 @@ enum UsageLedger {
             'metadata', metadata))::text
         """
 
+    /// The staged events' tenants that do not exist, each looked up by its key: as
+    /// NOT EXISTS, the planner hashed the whole `tenants` table for every batch
+    /// (135 ms with 431,000 tenants), a cost growing with the tenants, not the batch.
+    private static let unknownStagedTenants = """
+        SELECT d.tenant_id FROM (SELECT DISTINCT tenant_id FROM staged_usage) AS d
+          LEFT JOIN LATERAL (SELECT true AS known FROM tenants t WHERE t.id = d.tenant_id LIMIT 1) AS k ON true
+         WHERE k.known IS NULL
+        """
+
     private static let parkUnknownTenants = """
         WITH unknown AS (
-            DELETE FROM staged_usage s WHERE NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = s.tenant_id)
+            DELETE FROM staged_usage s WHERE s.tenant_id IN (\(unknownStagedTenants))
             RETURNING s.*
         )
         INSERT INTO parked_events (tenant_id, event_id, code, field, reason, payload, message_id)
@@ -249,7 +258,7 @@ enum UsageLedger {
 
     private static let takeOutUnknownTenants = """
         WITH unknown AS (
-            DELETE FROM staged_usage s WHERE NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = s.tenant_id)
+            DELETE FROM staged_usage s WHERE s.tenant_id IN (\(unknownStagedTenants))
             RETURNING s.*
         )
         SELECT tenant_id::text, event_id, \(unknownTenantPayload), message_id FROM unknown

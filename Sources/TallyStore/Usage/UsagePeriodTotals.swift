@@ -169,6 +169,12 @@ public enum UsagePeriodTotals {
 
     /// The periods asked for, with their whole hours [first_hour, last_hour); with
     /// `incompleteOnly`, only those of existing tenants that are not complete yet.
+    ///
+    /// Both checks are index probes per period asked for, through LATERAL subqueries with
+    /// LIMIT (which the planner cannot turn into joins): as EXISTS and NOT EXISTS, it
+    /// hashed the whole of `tenants` and `usage_periods` for every batch part instead —
+    /// 190 ms a part with 377,000 tenants and 327,000 periods on the dev database, a
+    /// cost that grew with the history, not with the batch.
     static func periodsCTE(incompleteOnly: Bool) -> String {
         """
         missing AS (
@@ -180,9 +186,11 @@ public enum UsagePeriodTotals {
         """ + (incompleteOnly
             ? """
 
-             WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = w.tenant_id)
-               AND NOT EXISTS (SELECT 1 FROM usage_periods p
-                                WHERE p.tenant_id = w.tenant_id AND p.period_start = w.period_start AND p.period_end = w.period_end)
+             CROSS JOIN LATERAL (SELECT 1 FROM tenants t WHERE t.id = w.tenant_id LIMIT 1) AS known
+              LEFT JOIN LATERAL (SELECT true AS done FROM usage_periods p
+                                  WHERE p.tenant_id = w.tenant_id AND p.period_start = w.period_start AND p.period_end = w.period_end
+                                  LIMIT 1) AS complete ON true
+             WHERE complete.done IS NULL
             """ : "") + "\n)"
     }
 
@@ -260,7 +268,8 @@ public enum UsagePeriodTotals {
             \(distinctValuesSelect)
             RETURNING 1
         )
-        SELECT DISTINCT w.tenant_id FROM (\(wanted)) AS w WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = w.tenant_id)
+        SELECT DISTINCT w.tenant_id FROM (\(wanted)) AS w
+         CROSS JOIN LATERAL (SELECT 1 FROM tenants t WHERE t.id = w.tenant_id LIMIT 1) AS known
         """
 
     /// The values of the periods asked for from the rollups and the edge events — the
