@@ -288,6 +288,8 @@ public enum UsagePeriodTotals {
         """
 
     /// One row per complete period without usage (metric NULL), else one per metric.
+    /// Completeness is probed per period by key (see `periodsCTE`), never by hashing
+    /// every period ever completed.
     static let readStatement = """
         SELECT w.tenant_id, w.period_start, w.period_end, t.metric, t.quantity_sum::text, t.event_count::text,
                t.quantity_max::text, t.latest_quantity::text
@@ -296,8 +298,9 @@ public enum UsagePeriodTotals {
             SELECT t.metric, t.quantity_sum, t.event_count, t.quantity_max, t.latest_quantity FROM usage_period_totals t
              WHERE t.tenant_id = w.tenant_id AND t.period_start = w.period_start AND t.period_end = w.period_end
           ) AS t ON true
-         WHERE EXISTS (SELECT 1 FROM usage_periods p
-                        WHERE p.tenant_id = w.tenant_id AND p.period_start = w.period_start AND p.period_end = w.period_end)
+         CROSS JOIN LATERAL (SELECT 1 FROM usage_periods p
+                              WHERE p.tenant_id = w.tenant_id AND p.period_start = w.period_start AND p.period_end = w.period_end
+                              LIMIT 1) AS complete
         """
 
     static let uniqueStatement = """
