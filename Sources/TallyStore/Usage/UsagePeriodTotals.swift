@@ -288,7 +288,8 @@ public enum UsagePeriodTotals {
         """
 
     /// One row per complete period without usage (metric NULL), else one per metric.
-    /// Completeness is probed per period by key (see `periodsCTE`), never by hashing
+    /// Completeness and totals are probed per period by key (see `periodsCTE`; OFFSET 0
+    /// keeps the planner from turning the totals' LATERAL into a join), never by hashing
     /// every period ever completed.
     static let readStatement = """
         SELECT w.tenant_id, w.period_start, w.period_end, t.metric, t.quantity_sum::text, t.event_count::text,
@@ -297,6 +298,7 @@ public enum UsagePeriodTotals {
           LEFT JOIN LATERAL (
             SELECT t.metric, t.quantity_sum, t.event_count, t.quantity_max, t.latest_quantity FROM usage_period_totals t
              WHERE t.tenant_id = w.tenant_id AND t.period_start = w.period_start AND t.period_end = w.period_end
+            OFFSET 0
           ) AS t ON true
          CROSS JOIN LATERAL (SELECT 1 FROM usage_periods p
                               WHERE p.tenant_id = w.tenant_id AND p.period_start = w.period_start AND p.period_end = w.period_end
