@@ -25,6 +25,14 @@ public struct CopyTextWriter: Sendable {
     /// Whether no row was written.
     public var isEmpty: Bool { buffer.isEmpty }
 
+    /// Gives back what the buffer reserved beyond what it holds, when that is more than
+    /// it holds (one copy of the written bytes).
+    public mutating func releaseUnusedCapacity() {
+        guard buffer.capacity > 2 * buffer.count + 4096 else { return }
+        // From the bytes, not the array: `Array(buffer[...])` hands back the same storage.
+        buffer = buffer.withUnsafeBufferPointer { Array($0) }
+    }
+
     /// One field of the current row.
     public mutating func field(_ text: String?) {
         separate()
