@@ -10,8 +10,9 @@ import CMalloc
 /// over the same drain, at the same rate); message bodies and smaller buffers stay on
 /// the heap. Two arenas, not one per core times eight, bound the rest.
 ///
-/// An operator's own `MALLOC_ARENA_MAX` or `MALLOC_MMAP_THRESHOLD_` wins: glibc has read
-/// it at start-up, and the setting is left alone.
+/// An operator's own `MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_` or `glibc.malloc.*`
+/// tunable wins: glibc has read it at start-up, and the setting is left alone. (Arenas
+/// the runtime's threads made before `apply` stay; the cap applies to new ones.)
 public enum AllocatorTuning {
     public enum Parameter: String, Sendable, CaseIterable {
         case arenaMax = "MALLOC_ARENA_MAX"
@@ -21,9 +22,11 @@ public enum AllocatorTuning {
     /// What a worker sets: at most two arenas, and mmap for blocks from 1 MiB.
     public static let defaults: [Parameter: Int32] = [.arenaMax: 2, .mmapThreshold: 1 << 20]
 
-    /// The settings `apply` makes in `environment`: the defaults the operator did not set.
+    /// The settings `apply` makes in `environment`: the defaults the operator did not set,
+    /// none when the operator tunes malloc through `GLIBC_TUNABLES`.
     public static func settings(environment: [String: String]) -> [Parameter: Int32] {
-        defaults.filter { parameter, _ in environment[parameter.rawValue] == nil }
+        if environment["GLIBC_TUNABLES"]?.contains("glibc.malloc.") == true { return [:] }
+        return defaults.filter { parameter, _ in environment[parameter.rawValue] == nil }
     }
 
     /// Applies `settings(environment:)`; returns the parameters glibc refused.

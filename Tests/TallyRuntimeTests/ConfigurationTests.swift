@@ -62,6 +62,8 @@ struct AllocatorTuningTests {
         #expect(AllocatorTuning.settings(environment: [:]) == [.arenaMax: 2, .mmapThreshold: 1_048_576])
         #expect(AllocatorTuning.settings(environment: ["MALLOC_ARENA_MAX": "4"]) == [.mmapThreshold: 1_048_576])
         #expect(AllocatorTuning.settings(environment: ["MALLOC_ARENA_MAX": "4", "MALLOC_MMAP_THRESHOLD_": "65536"]).isEmpty)
+        #expect(AllocatorTuning.settings(environment: ["GLIBC_TUNABLES": "glibc.malloc.arena_max=4"]).isEmpty)
+        #expect(AllocatorTuning.settings(environment: ["GLIBC_TUNABLES": "glibc.pthread.rseq=0"]).count == 2)
     }
 
     @Test("glibc takes both settings")

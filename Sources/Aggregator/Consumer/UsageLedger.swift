@@ -248,7 +248,7 @@ enum UsageLedger {
 
     private static let parkUnknownTenants = """
         WITH unknown AS (
-            DELETE FROM staged_usage s WHERE s.tenant_id IN (\(unknownStagedTenants))
+            DELETE FROM staged_usage s WHERE s.tenant_id IS NULL OR s.tenant_id IN (\(unknownStagedTenants))
             RETURNING s.*
         )
         INSERT INTO parked_events (tenant_id, event_id, code, field, reason, payload, message_id)
@@ -258,7 +258,7 @@ enum UsageLedger {
 
     private static let takeOutUnknownTenants = """
         WITH unknown AS (
-            DELETE FROM staged_usage s WHERE s.tenant_id IN (\(unknownStagedTenants))
+            DELETE FROM staged_usage s WHERE s.tenant_id IS NULL OR s.tenant_id IN (\(unknownStagedTenants))
             RETURNING s.*
         )
         SELECT tenant_id::text, event_id, \(unknownTenantPayload), message_id FROM unknown
