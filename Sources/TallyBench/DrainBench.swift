@@ -5,6 +5,7 @@ import Metering
 import PostgresClient
 import RabbitMQClient
 import TallyMessaging
+import TallyStore
 import UsageEvents
 
 /// The Aggregator's drain rate as the tenants mixed in its batches grow (the issue: 20,
@@ -45,26 +46,16 @@ enum DrainRun {
         return try await PostgresConnection.connect(configuration: try PostgresConfiguration(url: url), logger: BenchSupport.logger)
     }
 
-    /// Deletes the run's tenants and every row the Aggregator wrote for them, in one
-    /// transaction; returns how many tenants went.
-    ///
-    /// What the Aggregator writes for usage of tenants without subscriptions or alerts:
-    /// the events, their ids (dedup), the hourly rollups and the calendar month's period
-    /// totals (`usage_periods`, whose totals and unique values go with it by ON DELETE
-    /// CASCADE). None of these has a foreign key to `tenants`, so deleting the tenants
-    /// alone would leave them behind. `usage_rollup_values` only holds unique_count
-    /// metrics, no quota crossing or alert firing (outbox, `alert_firings`) can happen
-    /// without a plan or an alert, and the tables that reference `tenants` (api keys,
-    /// alerts, …) are empty for these tenants or cascade.
+    /// Deletes the run's tenants and every row the Aggregator wrote for them
+    /// (`TenantUsage`), in one transaction; returns how many tenants went. Without
+    /// subscriptions or alerts, no quota crossing or alert firing (outbox,
+    /// `alert_firings`) can have happened for them.
     @discardableResult
     static func cleanUp(_ runID: String, on database: PostgresConnection) async throws -> Int {
         let pattern = namePattern(runID)
         return try await database.withTransaction { connection in
-            for table in ["usage_events", "usage_event_ids", "usage_rollups", "usage_periods"] {
-                try connection.query(
-                    "DELETE FROM \(table) WHERE tenant_id IN (SELECT id FROM tenants WHERE name LIKE $1)", [pattern])
-            }
-            return try connection.query("DELETE FROM tenants WHERE name LIKE $1", [pattern]).affectedRows
+            let tenants = try connection.query("SELECT id FROM tenants WHERE name LIKE $1", [pattern]).map { try $0.decode(0, as: UUID.self) }
+            return try TenantUsage.delete(of: tenants, withTenants: true, on: connection)
         }
     }
 

@@ -5,6 +5,7 @@ import Logging
 import Metering
 import PostgresClient
 import RabbitMQClient
+import TallyStore
 import UsageEvents
 
 /// End to end (SPEC §7): the metering library → RabbitMQ → a running Aggregator →
@@ -62,20 +63,12 @@ struct PipelineBench: AsyncParsableCommand {
                 print("pipeline: where the aggregator's time went over \(tenants.count) tenants, \(Int(batches)) batches of "
                     + "\(Int(Double(rate * seconds) / max(batches, 1))) events on average: " + BenchSupport.phaseBreakdown(phases))
             }
-            let ids = PostgresTextArray(tenants.map { $0.uuidString.lowercased() })
-            try await database.withTransaction { connection in
-                for table in ["usage_events", "usage_event_ids", "usage_rollups", "usage_periods"] {
-                    try connection.query("DELETE FROM \(table) WHERE tenant_id = ANY($1::uuid[])", [ids])
-                }
-                try connection.query("DELETE FROM tenants WHERE id = ANY($1::uuid[])", [ids])
-            }
+            try await database.withTransaction { try TenantUsage.delete(of: tenants, withTenants: true, on: $0) }
         }
         if let aggregatorPid, let peak = BenchSupport.peakRSS(aggregatorPid) {
             print("pipeline: aggregator peak RSS \(peak / 1024) MiB (VmHWM; target ≤ 150 MiB)")
         }
-        try await database.query("DELETE FROM usage_events WHERE tenant_id = $1", [tenant])
-        try await database.query("DELETE FROM usage_event_ids WHERE tenant_id = $1", [tenant])
-        try await database.query("DELETE FROM usage_rollups WHERE tenant_id = $1", [tenant])
+        try await database.withTransaction { try TenantUsage.delete(of: [tenant], withTenants: false, on: $0) }
         await database.close()
     }
 

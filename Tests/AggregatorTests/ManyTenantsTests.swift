@@ -63,19 +63,12 @@ struct ManyTenantsTests {
     /// 8), with their usage: a run of this suite adds 27,000 tenants, and a database that
     /// keeps them all slows every later run. The others stay: their quota and alert events
     /// may still be on their way to the running Notifier, whose notifications reference
-    /// the tenant. Usage tables have no foreign key to `tenants`, so they go first.
-    static func deletePlainTenants(_ harness: AggregatorHarness, _ population: Population) async throws {
+    /// the tenant. Then the harness is torn down.
+    static func finish(_ harness: AggregatorHarness, _ population: Population) async throws {
         let plain = population.tenants.filter { !population.subscribed.contains($0) && !population.alerted.contains($0) }
-        let ids = PostgresTextArray(plain.map(\.lowercasedText))
-        let deleted = try await harness.database.withTransaction { connection in
-            for table in ["usage_events", "usage_event_ids", "usage_rollups", "usage_periods"] {
-                try connection.query("DELETE FROM \(table) WHERE tenant_id = ANY($1::uuid[])", [ids])
-            }
-            let tenants = try connection.query("DELETE FROM tenants WHERE id = ANY($1::uuid[])", [ids]).affectedRows
-            try connection.query("DELETE FROM tenant_config_versions WHERE tenant_id = ANY($1::uuid[])", [ids])
-            return tenants
-        }
+        let deleted = try await harness.database.withTransaction { try TenantUsage.delete(of: plain, withTenants: true, on: $0) }
         #expect(deleted == plain.count)
+        try await harness.tearDown()
     }
 
     /// Checks everything against the stored events: `expected` counts per tenant; each
@@ -210,8 +203,7 @@ struct ManyTenantsTests {
         }
         try await Self.verify(harness, population, expected: expected)
         await connection.close()
-        try await Self.deletePlainTenants(harness, population)
-        try await harness.tearDown()
+        try await Self.finish(harness, population)
     }
 
     @Test("one batch of 20,000 tenants — beyond what PostgreSQL's lock table holds for one session — commits whole and exact")
@@ -237,8 +229,7 @@ struct ManyTenantsTests {
             [PostgresTextArray(population.tenants.map(\.lowercasedText))])[0]
         #expect(try totals.decode(0, as: Int.self) == 20_000 && totals.decode(1, as: Int.self) == 20_000)
         await connection.close()
-        try await Self.deletePlainTenants(harness, population)
-        try await harness.tearDown()
+        try await Self.finish(harness, population)
     }
 
     @Test("a batch of four 1,000-tenant messages written in parts of 1,000 (tenant, hour) pairs: four transactions, every count, total, quota and alert exact")
@@ -265,8 +256,7 @@ struct ManyTenantsTests {
         #expect(await handler.process(deliveries, in: connection, logger: AggregatorHarness.logger).failure == nil)
         try await Self.verify(harness, population, expected: Dictionary(uniqueKeysWithValues: population.tenants.map { ($0, 4) }))
         await connection.close()
-        try await Self.deletePlainTenants(harness, population)
-        try await harness.tearDown()
+        try await Self.finish(harness, population)
     }
 
     @Test("a batch written in parts fails in its second part, then is retried message by message: nothing counted or parked twice")
@@ -349,7 +339,6 @@ struct ManyTenantsTests {
         #expect(aggregator.kill(SIGTERM) == 0)
         #expect(try await harness.depth(".parked") == 0)
         try await Self.verify(harness, population, expected: expected)
-        try await Self.deletePlainTenants(harness, population)
-        try await harness.tearDown()
+        try await Self.finish(harness, population)
     }
 }
