@@ -38,25 +38,19 @@ public struct UpcomingInvoice: Codable, Sendable, Equatable {
     /// The tenant's upcoming invoice at `at`, or nil when no billable period is open then
     /// (no subscription, a trial, or an ended one).
     public static func compute(tenant: UUID, at: Date, on connection: isolated PostgresConnection) throws -> UpcomingInvoice? {
-        guard let terms = try connection.query("SELECT tax_rate_bps, currency FROM tenants WHERE id = $1", [tenant]).first else {
-            return nil
-        }
-        let plans = try SubscriptionRecords.plans(on: connection)
-        let instant = Instant(at)
-        guard let (stored, period) = try (SubscriptionRecords.subscriptions(of: [tenant], plans: plans, on: connection)[tenant] ?? [])
-            .lazy.compactMap({ stored in stored.timeline.billingPeriod(containing: instant).map { (stored, $0) } }).first
-        else { return nil }
-        let catalog = try MetricCatalogRecords.load(on: connection)
-        let counted = Period(start: period.billed.start, end: max(period.billed.start, min(instant, period.billed.end)))
-        let values = counted.start < counted.end
-            ? try UsageReader.values(tenant: tenant, over: counted, catalog: catalog, on: connection) : [:]
-        let late = try InvoiceGenerator.lateUsage(stored, before: period.billed.start, tenant: tenant, catalog: catalog, on: connection)
-        let draft = try InvoiceCalculator.invoice(
-            for: period, of: stored.timeline, values: values, lateUsage: late, taxBasisPoints: try terms.decode(0))
-        return UpcomingInvoice(
-            tenantID: tenant, subscriptionID: stored.id, plan: stored.timeline.pricingPlan(of: period).slug, currency: try terms.decode(1),
-            periodStart: period.billed.start.date, periodEnd: period.billed.end.date, asOf: at, subtotalCents: draft.subtotal.value,
-            taxRateBps: draft.taxBasisPoints, taxCents: draft.tax.value, totalCents: draft.total.value,
+        try UsageStatement.load(tenant: tenant, asOf: Instant(at), on: connection).flatMap { UpcomingInvoice($0, asOf: at) }
+    }
+}
+
+extension UpcomingInvoice {
+    /// The upcoming invoice of `statement`'s open billing period; nil outside one.
+    public init?(_ statement: UsageStatement, asOf: Date) {
+        guard let draft = statement.draft, let subscription = statement.subscription, let plan = statement.plan else { return nil }
+        self.init(
+            tenantID: statement.tenantID, subscriptionID: subscription.id, plan: plan.slug, currency: statement.currency,
+            periodStart: statement.period.start.date, periodEnd: statement.period.end.date, asOf: asOf,
+            subtotalCents: draft.subtotal.value, taxRateBps: draft.taxBasisPoints, taxCents: draft.tax.value,
+            totalCents: draft.total.value,
             lines: draft.lines.map { line in
                 InvoiceView.Line(
                     kind: line.kind.rawValue, metric: line.metric, description: line.description, quantity: line.quantity.description,

@@ -14,7 +14,7 @@ import UsageEvents
 /// in batches that overlap (duplicates must not count).
 @Suite("Usage reads equal a straight aggregation of the events")
 struct UsageReadPropertyTests {
-    @Test("random events and random ranges: rollups + edges == naive aggregation, for sum, count, max, latest, unique_count")
+    @Test("random events and random ranges: rollups + edges == naive aggregation, for sum, count, max, latest, unique_count; so is every bucket of the usage history")
     func readsMatchNaive() async throws {
         let harness = try await AggregatorHarness.make()
         let tenant = try await harness.createTenants(1)[0]
@@ -82,6 +82,31 @@ struct UsageReadPropertyTests {
                 naive[metric] = PartialAggregate(catalog.aggregation(for: metric), of: inside).value
             }
             #expect(read == naive, "range \(span)")
+        }
+        // The usage history (the trend chart, the CSV) of the same events: every hour and
+        // day bucket equals the naive aggregation of the events inside it, empty ones zero.
+        for granularity in UsageHistory.Granularity.allCases {
+            let span = Period(start: Instant(microsecondsSinceEpoch: start - 1), end: Instant(microsecondsSinceEpoch: end + 1))
+            let history = try await connection.withTransaction { connection in
+                try UsageHistory.read(tenant: tenant, over: span, granularity: granularity, catalog: catalog, on: connection)
+            }
+            #expect(history.buckets.first == granularity.floor(span.start))
+            #expect(history.buckets.last == granularity.floor(span.end))
+            #expect(history.series.map(\.metric) == names)
+            for series in history.series {
+                #expect(series.values.count == history.buckets.count)
+                for (bucket, value) in zip(history.buckets, series.values) {
+                    let slot = Period(start: bucket, end: bucket.advanced(byMicroseconds: granularity.microseconds))
+                    let inside = records[series.metric, default: []].filter { slot.contains($0.time) }
+                    let expected = inside.isEmpty ? Quantity.zero : PartialAggregate(series.aggregation, of: inside).value
+                    #expect(value == expected, "\(series.metric) \(granularity) bucket \(bucket)")
+                }
+            }
+            let one = try await connection.withTransaction { connection in
+                try UsageHistory.read(tenant: tenant, over: span, granularity: granularity, metric: "api_calls", catalog: catalog, on: connection)
+            }
+            #expect(one.series.map(\.metric) == ["api_calls"])
+            #expect(one.series.first?.values == history.series.first { $0.metric == "api_calls" }?.values)
         }
         await connection.close()
         try await harness.tearDown()

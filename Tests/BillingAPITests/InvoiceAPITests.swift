@@ -14,21 +14,11 @@ import Testing
 struct InvoiceAPITests: BillingAPITestCase {
     let adminToken = "test-admin-\(UUID().uuidString)"
 
-    func createTenant(_ client: some TestClientProtocol, name: String) async throws -> (id: String, key: String) {
-        try await client.execute(
-            uri: "/v1/tenants", method: .post, headers: bearer(adminToken),
-            body: ByteBuffer(string: #"{"name": "\#(name)", "billing_email": "ap@invoice.test", "tax_rate_bps": 725}"#)
-        ) { response in
-            let body = try json(response)
-            return (try #require(body["id"] as? String), try #require(body["api_key"] as? String))
-        }
-    }
-
     @Test("Stripe's error text reaches the admin only; a tenant key sees that the sync failed, without Stripe's ids or paths")
     func stripeErrorsHiddenFromTenants() async throws {
         let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
         try await app().test(.router) { client in
-            let tenant = try await createTenant(client, name: "Hidden Internals")
+            let tenant = try await createTenant(client, name: "Hidden Internals", taxRateBps: 725)
             let invoice = UUID()
             let stripeError = "No such customer: 'cus_Q1x9'; POST /v1/invoices (request req_8JkL)"
             try await pool.query(
@@ -57,8 +47,8 @@ struct InvoiceAPITests: BillingAPITestCase {
     func jsonAndPDF() async throws {
         let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
         try await app().test(.router) { client in
-            let tenant = try await createTenant(client, name: "Acme Estimating")
-            let other = try await createTenant(client, name: "Other")
+            let tenant = try await createTenant(client, name: "Acme Estimating", taxRateBps: 725)
+            let other = try await createTenant(client, name: "Other", taxRateBps: 725)
             let invoice = UUID()
             let number = "INV-2098-\(String(Int.random(in: 100_000...999_999)))"
             try await pool.query(

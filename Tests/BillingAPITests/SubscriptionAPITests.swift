@@ -15,16 +15,6 @@ import UsageEvents
 struct SubscriptionAPITests: BillingAPITestCase {
     let adminToken = "test-admin-\(UUID().uuidString)"
 
-    func createTenant(_ client: some TestClientProtocol) async throws -> (id: String, key: String) {
-        try await client.execute(
-            uri: "/v1/tenants", method: .post, headers: bearer(adminToken),
-            body: ByteBuffer(string: #"{"name": "Subscriber", "billing_email": "ap@sub.test"}"#)
-        ) { response in
-            let body = try json(response)
-            return (try #require(body["id"] as? String), try #require(body["api_key"] as? String))
-        }
-    }
-
     func post(_ client: some TestClientProtocol, _ uri: String, _ key: String, _ body: String) async throws -> (HTTPResponse.Status, [String: Any]) {
         try await client.execute(uri: uri, method: .post, headers: bearer(key), body: ByteBuffer(string: body)) { response in
             (response.status, try json(response))

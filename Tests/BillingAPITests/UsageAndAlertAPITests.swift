@@ -33,16 +33,6 @@ struct UsageAndAlertAPITests: BillingAPITestCase {
         (try json(response)["error"] as? [String: Any])?["field"] as? String
     }
 
-    func createTenant(_ client: some TestClientProtocol) async throws -> (id: String, key: String) {
-        try await client.execute(
-            uri: "/v1/tenants", method: .post, headers: bearer(adminToken),
-            body: ByteBuffer(string: #"{"name": "Usage Co", "billing_email": "ap@usage.test"}"#)
-        ) { response in
-            let body = try json(response)
-            return (try #require(body["id"] as? String), try #require(body["api_key"] as? String))
-        }
-    }
-
     /// A monthly starter subscription from the 1st of this month, written as the subscriptions API would.
     func subscribeToStarter(_ tenant: String, pool: PostgresPool) async throws {
         let subscription = try await pool.query(

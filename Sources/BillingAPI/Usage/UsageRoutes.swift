@@ -1,6 +1,8 @@
 import BillingEngine
+import CivilTime
 import Foundation
 import Hummingbird
+import Invoicing
 import PostgresClient
 import TallyHTTP
 import TallyStore
@@ -8,7 +10,8 @@ import TallyStore
 /// `GET /v1/usage?tenant_id&from&to` (SPEC §4): each metric's aggregation over the
 /// events whose time is in `[from, to)` — from the rollups for whole hours and the
 /// raw events at the edges, so it always equals aggregating the events — with the
-/// quota of the plan in force at the end of the range beside it.
+/// quota of the plan in force at the end of the range beside it. Without `from` and `to`,
+/// the current period from the tenant's `UsageStatement`.
 struct UsageRoutes {
     let pool: PostgresPool
 
@@ -19,6 +22,7 @@ struct UsageRoutes {
     @Sendable func usage(_ request: Request, context: TallyRequestContext) async throws -> UsageReport {
         let query = request.uri.queryParameters
         let tenant = try context.tenantInScope(query.get("tenant_id"))
+        guard query.get("from") != nil || query.get("to") != nil else { return try await currentPeriod(of: tenant) }
         let from = try instant(query.get("from"), field: "from")
         let to = try instant(query.get("to"), field: "to")
         guard from < to else { throw APIError.invalid("to", "must be after from (the range is [from, to))") }
@@ -31,17 +35,25 @@ struct UsageRoutes {
             let subscription = try SubscriptionRecords.subscriptions(of: [tenant], plans: plans, on: connection)[tenant]?
                 .last { $0.covers(last) }
             let plan = subscription?.timeline.plan(at: last)
-            let metrics = Set(values.keys).union(plan?.terms.keys.map { $0 } ?? []).sorted().map { metric in
-                let terms = plan?.terms[metric]
-                return UsageReport.Metric(
-                    metric: metric, aggregation: catalog.aggregation(for: metric).name,
-                    value: (values[metric] ?? .zero).description, quota: terms?.quota?.description,
-                    unlimited: terms?.isUnlimited ?? true, enforcement: terms?.enforcement.rawValue)
-            }
             return UsageReport(
-                tenantID: tenant, from: from.date, to: to.date, plan: plan?.slug, subscriptionID: subscription?.id,
-                metrics: metrics)
+                tenantID: tenant, from: from.date, to: to.date, plan: plan?.slug, subscriptionID: subscription?.id, period: nil,
+                metrics: MetricStanding.standings(values: values, plan: plan).map { UsageReport.Metric($0, catalog: catalog) })
         }
+    }
+
+    /// Without `from` and `to`: the period open now (the billing period, the trial, or the
+    /// calendar month when no subscription covers now), counted up to now.
+    func currentPeriod(of tenant: UUID) async throws -> UsageReport {
+        let now = Instant(TallyClock.now())
+        let (statement, catalog) = try await pool.withTransaction(isolation: .repeatableRead) { connection in
+            (try UsageStatement.load(tenant: tenant, asOf: now, on: connection), try MetricCatalogRecords.load(on: connection))
+        }
+        guard let statement else { throw APIError(.notFound, code: "NOT_FOUND", message: "No such tenant.") }
+        return UsageReport(
+            tenantID: tenant, from: statement.counted.start.date, to: statement.counted.end.date, plan: statement.plan?.slug,
+            subscriptionID: statement.subscription?.id,
+            period: .init(start: statement.period.start.date, end: statement.period.end.date, kind: statement.kind.rawValue),
+            metrics: statement.metrics.map { UsageReport.Metric($0, catalog: catalog) })
     }
 
     private func instant(_ text: String?, field: String) throws -> Instant {
@@ -61,6 +73,26 @@ struct UsageReport: ResponseEncodable, Sendable {
         let quota: String?
         let unlimited: Bool
         let enforcement: String?
+        /// Whole percent of the quota used (floored); nil when unlimited.
+        let percent: Int?
+
+        init(_ standing: MetricStanding, catalog: MetricCatalog) {
+            metric = standing.metric
+            aggregation = catalog.aggregation(for: standing.metric).name
+            value = standing.value.description
+            quota = standing.quota?.description
+            unlimited = standing.isUnlimited
+            enforcement = standing.enforcement?.rawValue
+            percent = standing.percent
+        }
+    }
+
+    /// The period a report without `from`/`to` used.
+    struct ReportedPeriod: Encodable, Sendable {
+        let start: Date
+        let end: Date
+        /// `billing`, `trial` or `calendar_month` (no subscription: unbilled usage).
+        let kind: String
     }
 
     let tenantID: UUID
@@ -69,10 +101,12 @@ struct UsageReport: ResponseEncodable, Sendable {
     /// The plan in force at the end of the range; nil means the usage is unbilled.
     let plan: String?
     let subscriptionID: UUID?
+    /// Present when the request named no range: the current period `[from, to)` was counted in.
+    let period: ReportedPeriod?
     let metrics: [Metric]
 
     enum CodingKeys: String, CodingKey {
-        case from, to, plan, metrics
+        case from, to, plan, metrics, period
         case tenantID = "tenant_id"
         case subscriptionID = "subscription_id"
     }

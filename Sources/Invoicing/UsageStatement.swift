@@ -1,0 +1,99 @@
+import BillingEngine
+import Foundation
+import PostgresClient
+import TallyStore
+
+/// A tenant's usage against its plan in the period that contains an instant: each
+/// metric's value counted so far, its quota, percent and enforcement, what it adds to the
+/// bill so far, the base fee so far, and the previous period's values to compare with.
+/// Computed once here, by the billing engine over the period aggregates, for
+/// `GET /v1/usage` (current period), `GET /v1/invoices/upcoming` and the dashboard.
+public struct UsageStatement: Sendable {
+    /// What kind of period the statement covers.
+    public enum PeriodKind: String, Sendable, Hashable {
+        /// A billing period of a subscription.
+        case billing
+        /// A subscription's trial: recorded, never billed.
+        case trial
+        /// No subscription covers the instant: the UTC calendar month, usage unbilled.
+        case calendarMonth = "calendar_month"
+    }
+
+    public let tenantID: UUID
+    public let currency: String
+    public let taxRateBps: Int
+    /// The subscription whose period (or trial) contains the instant, if any.
+    public let subscription: StoredSubscription?
+    /// The plan priced for the period (the one in force at its end); nil without a subscription.
+    public let plan: Plan?
+    public let kind: PeriodKind
+    /// The whole period.
+    public let period: Period
+    /// What is counted: `[period.start, min(asOf, period.end))`.
+    public let counted: Period
+    public let metrics: [MetricStanding]
+    /// Each metric's value over the previous period of the same kind; nil when there is none.
+    public let previous: [String: Quantity]?
+    /// The invoice the open billing period would produce now; nil outside a billing period.
+    public let draft: InvoiceDraft?
+    /// The billing period of `draft`.
+    public let billingPeriod: BillingPeriod?
+
+    /// The base fee lines of the open period so far (proration included).
+    public var baseSoFar: Cents {
+        draft?.lines.filter { $0.kind == .base }.reduce(Cents.zero) { $0 + $1.amount } ?? .zero
+    }
+
+    /// The statement of `tenant` at `asOf`, or nil when the tenant does not exist.
+    public static func load(tenant: UUID, asOf: Instant, on connection: isolated PostgresConnection) throws -> UsageStatement? {
+        guard let terms = try connection.query("SELECT tax_rate_bps, currency FROM tenants WHERE id = $1", [tenant]).first else {
+            return nil
+        }
+        let taxRate: Int = try terms.decode(0)
+        let currency: String = try terms.decode(1)
+        let plans = try SubscriptionRecords.plans(on: connection)
+        let subscriptions = try SubscriptionRecords.subscriptions(of: [tenant], plans: plans, on: connection)[tenant] ?? []
+        let catalog = try MetricCatalogRecords.load(on: connection)
+        func values(over span: Period) throws -> [String: Quantity] {
+            span.start < span.end ? try UsageReader.values(tenant: tenant, over: span, catalog: catalog, on: connection) : [:]
+        }
+        func counted(_ period: Period) -> Period {
+            Period(start: period.start, end: max(period.start, min(asOf, period.end)))
+        }
+
+        if let (stored, billing) = subscriptions.lazy.compactMap({ stored in
+            stored.timeline.billingPeriod(containing: asOf).map { (stored, $0) }
+        }).first {
+            let span = counted(billing.billed)
+            let current = try values(over: span)
+            let late = try InvoiceGenerator.lateUsage(stored, before: billing.billed.start, tenant: tenant, catalog: catalog, on: connection)
+            let draft = try InvoiceCalculator.invoice(
+                for: billing, of: stored.timeline, values: current, lateUsage: late, taxBasisPoints: taxRate)
+            let plan = stored.timeline.pricingPlan(of: billing)
+            let previous = try stored.timeline.billingPeriod(billing.index - 1).map { try values(over: $0.billed) }
+            return UsageStatement(
+                tenantID: tenant, currency: currency, taxRateBps: taxRate, subscription: stored, plan: plan, kind: .billing,
+                period: billing.billed, counted: span,
+                metrics: MetricStanding.standings(values: current, plan: plan, lines: draft.lines),
+                previous: previous, draft: draft, billingPeriod: billing)
+        }
+        if let stored = subscriptions.first(where: { $0.timeline.trial?.contains(asOf) ?? false }), let trial = stored.timeline.trial {
+            let span = counted(trial)
+            let plan = stored.timeline.plan(at: asOf)
+            return UsageStatement(
+                tenantID: tenant, currency: currency, taxRateBps: taxRate, subscription: stored, plan: plan, kind: .trial,
+                period: trial, counted: span, metrics: MetricStanding.standings(values: try values(over: span), plan: plan),
+                previous: nil, draft: nil, billingPeriod: nil)
+        }
+        let month = calendarMonths.period(containing: asOf)
+        let span = counted(month)
+        let previousMonth = calendarMonths.period(calendarMonths.index(containing: asOf) - 1)
+        return UsageStatement(
+            tenantID: tenant, currency: currency, taxRateBps: taxRate, subscription: nil, plan: nil, kind: .calendarMonth,
+            period: month, counted: span, metrics: MetricStanding.standings(values: try values(over: span), plan: nil),
+            previous: try values(over: previousMonth), draft: nil, billingPeriod: nil)
+    }
+
+    /// UTC calendar months, for usage no subscription covers.
+    static let calendarMonths = BillingCalendar(anchor: Instant(microsecondsSinceEpoch: 0), interval: .monthly)
+}
