@@ -37,6 +37,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
     ],
     targets: [
         // C libraries from Debian, each wrapped once by exactly one Swift module.
@@ -153,7 +154,8 @@ let package = Package(
             name: "BillingAPI",
             dependencies: [
                 "TallyRuntime", "TallyStore", "TallyHTTP", "PostgresClient", "BillingEngine", "Invoicing", "InvoicePDF", "UsageEvents", "CivilTime",
-                "Notifications", "TallyMessaging", argumentParser, log, hummingbird, nioCore, crypto,
+                "Notifications", "TallyMessaging", argumentParser, log, hummingbird, nioCore, crypto, httpTypes,
+                .product(name: "Mustache", package: "swift-mustache"),
             ],
             swiftSettings: swiftSettings
         ),

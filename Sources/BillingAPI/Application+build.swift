@@ -17,7 +17,7 @@ func buildApplication(
     let pool = PostgresPool(
         configuration: try PostgresConfiguration(url: configuration.databaseURL),
         size: configuration.databasePoolSize, logger: logger)
-    let router = buildRouter(pool: pool, configuration: configuration)
+    let router = try buildRouter(pool: pool, configuration: configuration)
     return Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tally-billing-api"),
@@ -25,7 +25,7 @@ func buildApplication(
 }
 
 /// The routes and middleware, separate from the server so tests can drive them.
-func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) -> Router<TallyRequestContext> {
+func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) throws -> Router<TallyRequestContext> {
     let adminToken = configuration.adminToken
     let tenants = TenantStore(pool: pool)
     let authenticator = APIKeyAuthenticator(adminToken: adminToken) { key in try await tenants.tenantOwning(key) }
@@ -36,15 +36,18 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) -> 
         (try? await pool.query("SELECT 1")) != nil
     }.register(on: router)
     // Stripe authenticates its webhooks with a signature, not a bearer token.
-    router.add(middleware: AuthenticationMiddleware(authenticator: authenticator, publicPaths: ["/healthz", "/readyz", StripeWebhookRoutes.path]))
+    // The dashboard authenticates with its session cookie, not a bearer token.
+    router.add(
+        middleware: AuthenticationMiddleware(
+            authenticator: authenticator, publicPaths: ["/healthz", "/readyz", StripeWebhookRoutes.path], publicPrefixes: ["/dashboard"]))
     TenantRoutes(store: tenants, authenticator: authenticator, defaultPaymentProvider: configuration.defaultPaymentProvider)
         .register(on: router)
     UsageRoutes(pool: pool).register(on: router)
     UsageHistoryRoutes(pool: pool).register(on: router)
     AlertRoutes(store: AlertStore(pool: pool)).register(on: router)
-    WebhookEndpointRoutes(
-        store: WebhookEndpointStore(pool: pool), addresses: WebhookAddressPolicy(allowPrivate: configuration.allowPrivateWebhooks)
-    ).register(on: router)
+    let endpoints = WebhookEndpointRoutes(
+        store: WebhookEndpointStore(pool: pool), addresses: WebhookAddressPolicy(allowPrivate: configuration.allowPrivateWebhooks))
+    endpoints.register(on: router)
     SubscriptionRoutes(store: SubscriptionStore(pool: pool), clock: { TallyClock.now() }).register(on: router)
     StripeWebhookRoutes(
         pool: pool, signature: configuration.stripeWebhookSecret.map { StripeWebhookSignature(secret: $0) }, clock: { Date() }
@@ -52,6 +55,11 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) -> 
     InvoiceRoutes(
         pool: pool, invoices: InvoiceStore(pool: pool), tenants: tenants, grace: Double(configuration.graceSeconds),
         seller: configuration.seller.party
+    ).register(on: router)
+    DashboardRoutes(
+        pool: pool, sessions: DashboardSessionStore(pool: pool), tenants: tenants, invoices: InvoiceStore(pool: pool),
+        alerts: AlertStore(pool: pool), endpoints: endpoints, authenticator: authenticator, adminToken: adminToken,
+        seller: configuration.seller.party, library: try DashboardTemplates.library(), secureCookies: configuration.secureCookies
     ).register(on: router)
     return router
 }

@@ -18,6 +18,9 @@ struct BillingAPIConfiguration: Sendable {
     var stripeWebhookSecret: String?
     var defaultPaymentProvider: PaymentProvider = .none
     var allowPrivateWebhooks = false
+    /// Dashboard cookies always carry `Secure` (set when users reach the server over TLS
+    /// through a proxy that does not send `X-Forwarded-Proto: https`).
+    var secureCookies = false
 
     static let host = ConfigurationKey("BILLING_API_HOST", summary: "address to listen on", default: "127.0.0.1")
     static let port = ConfigurationKey("BILLING_API_PORT", summary: "TCP port to listen on", default: "8081")
@@ -33,9 +36,12 @@ struct BillingAPIConfiguration: Sendable {
         "STRIPE_WEBHOOK_SECRET", summary: "signing secret of the Stripe webhook endpoint (whsec_…); unset: Stripe is off",
         isSecret: true, isOptional: true)
 
+    static let secureCookies = ConfigurationKey(
+        "DASHBOARD_SECURE_COOKIES", summary: "1: dashboard cookies are always Secure (served over TLS); 0: only behind X-Forwarded-Proto: https",
+        default: "0")
 
     static let keys: [ConfigurationKey] = [
-        host, port, .databaseURL, adminToken, poolSize, grace,
+        host, port, .databaseURL, adminToken, poolSize, grace, secureCookies,
     ] + InvoiceSeller.keys + [
         stripeWebhookSecret, .stripeAPIKey, .defaultPaymentProvider, .webhookAllowPrivate, .migrationsDirectory, .logLevel, .logFormat,
     ]
@@ -54,6 +60,7 @@ struct BillingAPIConfiguration: Sendable {
         seller = try InvoiceSeller(reader: reader)
         stripeWebhookSecret = reader.optionalString(Self.stripeWebhookSecret)
         allowPrivateWebhooks = try reader.choice(.webhookAllowPrivate, among: ["0", "1"]) == "1"
+        secureCookies = try reader.choice(Self.secureCookies, among: ["0", "1"]) == "1"
         if reader.optionalString(.defaultPaymentProvider) != nil {
             defaultPaymentProvider = PaymentProvider(rawValue: try reader.choice(.defaultPaymentProvider, among: ["stripe", "none"])) ?? .none
         } else {

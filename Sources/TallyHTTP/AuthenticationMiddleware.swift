@@ -6,20 +6,26 @@ import NIOCore
 import TallyStore
 
 /// Resolves `Authorization: Bearer <token>` into the request's principal, answering
-/// 401 when it is missing or unknown. Paths in `publicPaths` (health checks) pass.
+/// 401 when it is missing or unknown. Paths in `publicPaths` (health checks) and under
+/// `publicPrefixes` (pages with their own sign-in) pass.
 public struct AuthenticationMiddleware<Context: AuthenticatedRequestContext>: RouterMiddleware {
     let authenticator: APIKeyAuthenticator
     let publicPaths: Set<String>
+    let publicPrefixes: [String]
 
-    public init(authenticator: APIKeyAuthenticator, publicPaths: Set<String> = ["/healthz", "/readyz"]) {
+    public init(authenticator: APIKeyAuthenticator, publicPaths: Set<String> = ["/healthz", "/readyz"], publicPrefixes: [String] = []) {
         self.authenticator = authenticator
         self.publicPaths = publicPaths
+        self.publicPrefixes = publicPrefixes
     }
 
     public func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
-        if publicPaths.contains(request.uri.path) { return try await next(request, context) }
+        let path = request.uri.path
+        if publicPaths.contains(path) || publicPrefixes.contains(where: { path == $0 || path.hasPrefix($0 + "/") }) {
+            return try await next(request, context)
+        }
         guard let token = Self.bearerToken(request) else {
             authenticator.recordMissingToken()
             throw APIError.unauthenticated

@@ -34,6 +34,19 @@ public struct TenantStore: Sendable {
         return try rows.first.map(Self.tenant(from:))
     }
 
+    /// Tenants with a subscription open at `at` (trial included): how many, and the newest
+    /// `limit` of them (the finance page).
+    public func withOpenSubscriptions(at: Date, limit: Int) async throws -> (count: Int, tenants: [Tenant]) {
+        let open = """
+            EXISTS (SELECT 1 FROM subscriptions s WHERE s.tenant_id = tenants.id AND s.started_at <= $1
+                    AND (s.ends_at IS NULL OR s.ends_at > $1))
+            """
+        let count = try await pool.query("SELECT count(*) FROM tenants WHERE \(open)", [at])[0].decode(0, as: Int64.self)
+        let rows = try await pool.query(
+            "SELECT \(Self.tenantColumns) FROM tenants WHERE \(open) ORDER BY created_at DESC, id LIMIT $2", [at, limit])
+        return (Int(count), try rows.map(Self.tenant(from:)))
+    }
+
     /// The tenant, or nil, read on `connection` (a worker's own).
     public static func tenant(id: UUID, on connection: PostgresConnection) async throws -> Tenant? {
         try await connection.query("SELECT \(tenantColumns) FROM tenants WHERE id = $1", [id]).first.map(tenant(from:))

@@ -68,6 +68,11 @@ struct InvoiceRoutes {
                 body: .init(byteBuffer: ByteBuffer(bytes: try JSONEncoder.tally.encode(invoice.visible(to: principal)))))
         }
         guard let tenant = try await tenants.tenant(id: invoice.tenantID) else { throw APIError.notFound("invoice") }
+        return try Self.pdf(invoice, tenant: tenant, seller: seller)
+    }
+
+    /// The invoice's PDF as a response (the API and the dashboard's link).
+    static func pdf(_ invoice: InvoiceView, tenant: Tenant, seller: InvoiceDocument.Party) throws -> Response {
         let pdf = try InvoiceDocument(
             invoice: invoice, seller: seller, customer: .init(name: tenant.name, email: tenant.billingEmail)
         ).render()

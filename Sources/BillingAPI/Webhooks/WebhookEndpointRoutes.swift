@@ -28,17 +28,21 @@ struct WebhookEndpointRoutes {
     @Sendable func create(_ request: Request, context: TallyRequestContext) async throws -> EditedResponse<CreatedEndpoint> {
         let body = try await request.decodeJSON(EndpointRequest.self, context: context)
         let tenant = try context.tenantInScope(body.tenantID)
-        guard let url = body.url else { throw APIError.invalid("url", "is required: the http(s) URL to POST events to") }
+        let (endpoint, secret) = try await create(tenant: tenant, url: body.url, events: body.events, description: body.description)
+        context.logger.info("webhook endpoint created", metadata: ["tenant.id": "\(tenant)", "webhook_endpoint.id": "\(endpoint.id)"])
+        return EditedResponse(status: .created, response: CreatedEndpoint(endpoint: endpoint, secret: secret.value))
+    }
+
+    /// Creates an endpoint of `tenant` after checking every field (the API and the dashboard's form).
+    func create(tenant: UUID, url: String?, events: [String]?, description: String?) async throws -> (WebhookEndpoint, WebhookSecret) {
+        guard let url else { throw APIError.invalid("url", "is required: the http(s) URL to POST events to") }
         guard try await store.list(tenant: tenant).count < Self.maxEndpoints else {
             throw APIError(
                 .conflict, code: "TOO_MANY_ENDPOINTS",
                 message: "A tenant has at most \(Self.maxEndpoints) webhook endpoints; delete one, or subscribe one to more events.")
         }
-        let (endpoint, secret) = try await store.create(
-            tenant: tenant, url: try await checked(url), events: try Self.events(body.events ?? ["*"]),
-            description: try Self.description(body.description))
-        context.logger.info("webhook endpoint created", metadata: ["tenant.id": "\(tenant)", "webhook_endpoint.id": "\(endpoint.id)"])
-        return EditedResponse(status: .created, response: CreatedEndpoint(endpoint: endpoint, secret: secret.value))
+        return try await store.create(
+            tenant: tenant, url: try await checked(url), events: try Self.events(events ?? ["*"]), description: try Self.description(description))
     }
 
     @Sendable func list(_ request: Request, context: TallyRequestContext) async throws -> EndpointList {

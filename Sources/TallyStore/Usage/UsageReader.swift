@@ -109,4 +109,13 @@ public enum MetricCatalogRecords {
         }
         return MetricCatalog(aggregations)
     }
+
+    /// The unit of each billable metric (`api_call`, `user`), as the dashboard labels it.
+    public static func units(on connection: isolated PostgresConnection) throws -> [String: String] {
+        var units: [String: String] = [:]
+        for row in try connection.query("SELECT code, unit FROM billable_metrics") {
+            units[try row.decode(0, as: String.self)] = try row.decode(1, as: String?.self)
+        }
+        return units
+    }
 }
