@@ -1,0 +1,215 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import PostgresClient
+import TallyTestSupport
+import Testing
+
+@testable import BillingAPI
+
+/// The dashboard's sessions, forms and isolation over the real PostgreSQL (the pages in a
+/// real browser are `ops/browser/dashboard_test.py`).
+@Suite("Dashboard: sign-in, sessions, CSRF and isolation")
+struct DashboardTests: BillingAPITestCase {
+    let adminToken = "test-admin-\(UUID().uuidString)"
+
+    /// A browser's view of one signed-in session: its cookie and the page's CSRF token.
+    struct Browser {
+        var cookie: String
+        var csrf: String
+    }
+
+    static func cookie(_ name: String, in response: TestResponse) -> (value: String, attributes: String)? {
+        for field in response.headers[values: .setCookie] where field.hasPrefix(name + "=") {
+            let value = field.dropFirst(name.count + 1).prefix { $0 != ";" }
+            return (String(value), field)
+        }
+        return nil
+    }
+
+    static func csrf(in page: String) -> String? {
+        guard let range = page.range(of: #"name="csrf_token" value=""#) else { return nil }
+        return String(page[range.upperBound...].prefix { $0 != "\"" })
+    }
+
+    static func form(_ fields: [(String, String)]) -> ByteBuffer {
+        ByteBuffer(
+            string: fields.map { name, value in
+                "\(name)=\(value.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? value)"
+            }.joined(separator: "&"))
+    }
+
+    /// Signs in with `key` as a browser does: fetch the form (and its cookie), post it back.
+    func signIn(_ client: some TestClientProtocol, key: String) async throws -> Browser {
+        let (signInCookie, token) = try await client.execute(uri: "/dashboard/sign-in", method: .get) { response in
+            (try #require(Self.cookie("tally_sign_in", in: response)).value, try #require(Self.csrf(in: String(buffer: response.body))))
+        }
+        let session = try await client.execute(
+            uri: "/dashboard/sign-in", method: .post,
+            headers: [.cookie: "tally_sign_in=\(signInCookie)", .contentType: "application/x-www-form-urlencoded"],
+            body: Self.form([("api_key", key), ("csrf_token", token)])
+        ) { response in
+            #expect(response.status == .seeOther)
+            let cookie = try #require(Self.cookie("tally_session", in: response))
+            #expect(cookie.attributes.contains("HttpOnly"))
+            #expect(cookie.attributes.contains("SameSite=Strict"))
+            #expect(cookie.attributes.contains("Path=/dashboard"))
+            return (cookie.value, try #require(response.headers[.location]))
+        }
+        let page = try await client.execute(uri: session.1, method: .get, headers: [.cookie: "tally_session=\(session.0)"]) {
+            String(buffer: $0.body)
+        }
+        return Browser(cookie: session.0, csrf: try #require(Self.csrf(in: page)))
+    }
+
+    func get(_ client: some TestClientProtocol, _ uri: String, _ browser: Browser?) async throws -> (HTTPResponse.Status, String, HTTPFields) {
+        try await client.execute(uri: uri, method: .get, headers: browser.map { [.cookie: "tally_session=\($0.cookie)"] } ?? [:]) {
+            ($0.status, String(buffer: $0.body), $0.headers)
+        }
+    }
+
+    func post(_ client: some TestClientProtocol, _ uri: String, _ browser: Browser, _ fields: [(String, String)]) async throws -> (HTTPResponse.Status, String, HTTPFields) {
+        try await client.execute(
+            uri: uri, method: .post, headers: [.cookie: "tally_session=\(browser.cookie)", .contentType: "application/x-www-form-urlencoded"],
+            body: Self.form(fields)
+        ) { ($0.status, String(buffer: $0.body), $0.headers) }
+    }
+
+    @Test("sign-in: a wrong key is refused, a form without its token is refused; a session cookie reads pages until sign-out, then never again")
+    func sessions() async throws {
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client, name: "Dashboard Co")
+            let (status, _, headers) = try await get(client, "/dashboard/usage", nil)
+            #expect(status == .seeOther)
+            #expect(headers[.location] == "/dashboard/sign-in")
+            // A wrong key, and a right key posted without the sign-in form's token.
+            let token = try await client.execute(uri: "/dashboard/sign-in", method: .get) { response in
+                (try #require(Self.cookie("tally_sign_in", in: response)).value, try #require(Self.csrf(in: String(buffer: response.body))))
+            }
+            for (key, csrf, expected) in [("tally_" + String(repeating: "0", count: 64), token.1, HTTPResponse.Status.unauthorized), (tenant.key, "forged", .forbidden)] {
+                try await client.execute(
+                    uri: "/dashboard/sign-in", method: .post,
+                    headers: [.cookie: "tally_sign_in=\(token.0)", .contentType: "application/x-www-form-urlencoded"],
+                    body: Self.form([("api_key", key), ("csrf_token", csrf)])
+                ) { response in
+                    #expect(response.status == expected)
+                    #expect(Self.cookie("tally_session", in: response) == nil)
+                }
+            }
+            let browser = try await signIn(client, key: tenant.key)
+            let (usage, page, pageHeaders) = try await get(client, "/dashboard/usage", browser)
+            #expect(usage == .ok)
+            #expect(page.contains("Dashboard Co"))
+            #expect(pageHeaders[.contentSecurityPolicy]?.contains("default-src 'none'") == true)
+            // Sign-out needs the token too; then the same cookie is refused.
+            let (refused, _, _) = try await post(client, "/dashboard/sign-out", browser, [("csrf_token", "nope")])
+            #expect(refused == .forbidden)
+            let (signedOut, _, _) = try await post(client, "/dashboard/sign-out", browser, [("csrf_token", browser.csrf)])
+            #expect(signedOut == .seeOther)
+            let (after, _, afterHeaders) = try await get(client, "/dashboard/usage", browser)
+            #expect(after == .seeOther)
+            #expect(afterHeaders[.location] == "/dashboard/sign-in")
+            // The bearer API is unaffected by the dashboard's cookie, and the other way round.
+            try await client.execute(uri: "/v1/usage", method: .get, headers: [.cookie: "tally_session=\(browser.cookie)"]) { response in
+                #expect(response.status == .unauthorized)
+            }
+        }
+    }
+
+    @Test("a session ends when the key it signed in with is revoked")
+    func revokedKey() async throws {
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client, name: "Revoked Co")
+            let browser = try await signIn(client, key: tenant.key)
+            #expect(try await get(client, "/dashboard/usage", browser).0 == .ok)
+            try await client.execute(
+                uri: "/v1/tenants/\(tenant.id)/api-keys", method: .post, headers: bearer(adminToken), body: ByteBuffer(string: #"{"revoke_others": true}"#)
+            ) { response in #expect(response.status == .created) }
+            #expect(try await get(client, "/dashboard/usage", browser).0 == .seeOther)
+        }
+    }
+
+    @Test("forms: an alert added through the form is in GET /v1/alerts and removed by the form; a post without the session's token changes nothing")
+    func alertForms() async throws {
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client, name: "Alerting Co")
+            let browser = try await signIn(client, key: tenant.key)
+            let fields = [("metric", "api_calls"), ("kind", "quota"), ("threshold_percentage", "80"), ("channel", "email")]
+            let (forged, _, _) = try await post(client, "/dashboard/alerts", browser, fields)
+            #expect(forged == .forbidden)
+            let (added, _, _) = try await post(client, "/dashboard/alerts", browser, fields + [("csrf_token", browser.csrf)])
+            #expect(added == .seeOther)
+            let alerts = try await client.execute(uri: "/v1/alerts", method: .get, headers: bearer(tenant.key)) { response in
+                try #require(try json(response)["data"] as? [[String: Any]])
+            }
+            #expect(alerts.count == 1)
+            #expect(alerts.first?["threshold_percentage"] as? String == "80")
+            let id = try #require(alerts.first?["id"] as? String)
+            let (invalid, page, _) = try await post(
+                client, "/dashboard/alerts", browser, [("metric", "API CALLS"), ("kind", "threshold"), ("threshold_value", "5"), ("csrf_token", browser.csrf)])
+            #expect(invalid == .badRequest)
+            #expect(page.contains("Metric must be a metric name"))
+            let (removed, _, _) = try await post(client, "/dashboard/alerts/\(id)/delete", browser, [("csrf_token", browser.csrf)])
+            #expect(removed == .seeOther)
+            try await client.execute(uri: "/v1/alerts", method: .get, headers: bearer(tenant.key)) { response in
+                let data = try json(response)["data"] as? [[String: Any]]
+                #expect(data?.isEmpty == true)
+            }
+        }
+    }
+
+    @Test("isolation: tenant A's session gets 404 for B's pages, invoice PDFs, alerts and endpoints, whatever ids it names")
+    func isolation() async throws {
+        let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
+        try await app(allowPrivateWebhooks: true).test(.router) { client in
+            let a = try await createTenant(client, name: "Tenant A")
+            let b = try await createTenant(client, name: "Tenant B")
+            let alertID = try await client.execute(
+                uri: "/v1/alerts", method: .post, headers: bearer(b.key),
+                body: ByteBuffer(string: #"{"metric": "api_calls", "kind": "threshold", "threshold_value": "10", "channels": ["email"]}"#)
+            ) { try #require(try json($0)["id"] as? String) }
+            let endpointID = try await client.execute(
+                uri: "/v1/webhook-endpoints", method: .post, headers: bearer(b.key), body: ByteBuffer(string: #"{"url": "http://127.0.0.1:9/hook"}"#)
+            ) { try #require(try json($0)["id"] as? String) }
+            let invoiceID = UUID()
+            try await pool.query(
+                """
+                INSERT INTO invoices (id, tenant_id, number, period_start, period_end, subtotal_cents, tax_rate_bps, tax_cents,
+                                      total_cents, issued_at, due_at, as_of)
+                VALUES ($1, $2, $3, now() - interval '30 days', now(), 100, 0, 0, 100, now(), now() + interval '30 days', now())
+                """, [invoiceID, UUID(uuidString: b.id)!, "INV-2098-\(Int.random(in: 100_000...999_999))"])
+            let browserA = try await signIn(client, key: a.key)
+            let browserB = try await signIn(client, key: b.key)
+            #expect(try await get(client, "/dashboard/invoices/\(invoiceID.uuidString.lowercased()).pdf", browserB).0 == .ok)
+            for page in ["usage", "trend", "upcoming", "invoices", "alerts", "webhooks"] {
+                let (status, body, _) = try await get(client, "/dashboard/\(page)?tenant=\(b.id)", browserA)
+                #expect(status == .notFound, "\(page)")
+                #expect(!body.contains("Tenant B"))
+            }
+            #expect(try await get(client, "/dashboard/invoices/\(invoiceID.uuidString.lowercased()).pdf", browserA).0 == .notFound)
+            #expect(try await get(client, "/dashboard/tenants", browserA).0 == .notFound)
+            let (alert, _, _) = try await post(client, "/dashboard/alerts/\(alertID)/delete", browserA, [("csrf_token", browserA.csrf)])
+            #expect(alert == .notFound)
+            let (endpoint, _, _) = try await post(client, "/dashboard/webhooks/\(endpointID)/delete", browserA, [("csrf_token", browserA.csrf)])
+            #expect(endpoint == .notFound)
+            // B's session token does not work as A's CSRF token (tokens are per session).
+            let (crossed, _, _) = try await post(client, "/dashboard/alerts", browserA, [("metric", "api_calls"), ("kind", "anomaly"), ("csrf_token", browserB.csrf)])
+            #expect(crossed == .forbidden)
+            try await client.execute(uri: "/v1/alerts", method: .get, headers: bearer(b.key)) { response in
+                let data = try json(response)["data"] as? [[String: Any]]
+                #expect(data?.count == 1)
+            }
+            // The admin picks a tenant and sees it.
+            let admin = try await signIn(client, key: adminToken)
+            let (chosen, body, _) = try await get(client, "/dashboard/usage?tenant=\(b.id.uppercased())", admin)
+            #expect(chosen == .ok)
+            #expect(body.contains("Tenant B"))
+            #expect(try await get(client, "/dashboard/usage", admin).2[.location] == "/dashboard/tenants")
+            try await pool.query("DELETE FROM invoices WHERE id = $1", [invoiceID])
+        }
+        await pool.close()
+    }
+}
