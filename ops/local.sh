@@ -56,8 +56,9 @@ RABBIT_NODE="tally@localhost"
 BUILD_CONFIG="${TALLY_BUILD_CONFIG:-debug}"
 
 APT_PACKAGES=(rabbitmq-server postgresql librabbitmq-dev libpq-dev libcurl4-openssl-dev
-  libcairo2-dev libssl-dev poppler-utils curl ca-certificates pkg-config)
-PIP_PACKAGES=(aiosmtpd localstripe)
+  libcairo2-dev libssl-dev poppler-utils curl ca-certificates pkg-config chromium chromium-driver)
+# selenium drives Debian's Chromium in the dashboard's browser tests (ops/browser/).
+PIP_PACKAGES=(aiosmtpd localstripe selenium)
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -84,7 +85,7 @@ install_python_tools() {
     say "creating a Python virtualenv in .local/venv"
     python3 -m venv "$LOCAL/venv" || die "python3 -m venv failed: install python3-venv"
   fi
-  if ! "$LOCAL/venv/bin/python" -c 'import aiosmtpd, localstripe' 2>/dev/null; then
+  if ! "$LOCAL/venv/bin/python" -c 'import aiosmtpd, localstripe, selenium' 2>/dev/null; then
     say "installing Python tools: ${PIP_PACKAGES[*]}"
     "$LOCAL/venv/bin/pip" install -q "${PIP_PACKAGES[@]}" >"$LOGS/pip.log" 2>&1 \
       || die "pip install failed; see $LOGS/pip.log"
@@ -402,6 +403,17 @@ run_suite() {
   [ "$status" -eq 0 ] || die "tests failed; the full output is in $log"
 }
 
+# The dashboard in a real browser (headless Chromium through Selenium) against the
+# running Billing API; screenshots land in .local/artifacts/.
+run_browser_tests() {
+  local status=0
+  say "running the dashboard's browser tests (Chromium, headless; screenshots in .local/artifacts)"
+  (set -a; . "$LOCAL/env"; set +a
+   cd "$ROOT" && timeout -k 10 300 "$LOCAL/venv/bin/python" ops/browser/dashboard_test.py 2>&1 | tee "$LOGS/test-browser.log"
+   exit "${PIPESTATUS[0]}") || status=$?
+  [ "$status" -eq 0 ] || die "browser tests failed; the output is in $LOGS/test-browser.log, screenshots in .local/artifacts"
+}
+
 cmd_test() {
   local started=$SECONDS
   [ "$BUILD_CONFIG" = debug ] || die "tests run against the debug build; unset TALLY_BUILD_CONFIG"
@@ -410,6 +422,7 @@ cmd_test() {
   find "$LOCAL/mail" -name '*.eml' -delete 2>/dev/null || true
   say "running the whole test suite against the real servers"
   run_suite "$LOGS/test.log"
+  run_browser_tests
   # Outage tests stop and restart the real servers, and the heavy exactness tests would
   # starve the parallel phase of CPU: they run alone, one by one.
   say "running the outage and heavy tests, one at a time (servers are stopped and restarted)"

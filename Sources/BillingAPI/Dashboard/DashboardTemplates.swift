@@ -56,6 +56,7 @@ enum DashboardTemplates {
         .notice{background:#eaf4ff;border:1px solid #7aa7d8;padding:.6rem 1rem;border-radius:.4rem;overflow-wrap:anywhere}
         svg{width:100%;height:auto;background:#fff;border:1px solid #dde1e7;border-radius:.5rem}
         .ranges a{margin-right:.8rem}
+        .ranges a[aria-current]{font-weight:700;color:#1d2430;text-decoration:none}
         .sr-only{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
         </style>
         </head>

@@ -13,7 +13,7 @@ struct TrendChart {
     let width = 720.0
     let height = 300.0
     let left = 64.0
-    let right = 16.0
+    let right = 32.0
     let top = 16.0
     let bottom = 64.0
 
