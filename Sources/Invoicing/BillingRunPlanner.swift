@@ -231,6 +231,19 @@ public struct BillingRunStatus: Codable, Sendable, Equatable {
         case asOf = "as_of"
     }
 
+    /// Up to `limit` runs, newest first, after the run `after`; nil when `after` is no run.
+    public static func page(after: UUID?, limit: Int, on connection: isolated PostgresConnection) throws -> [BillingRunStatus]? {
+        if let after, try connection.query("SELECT 1 FROM billing_runs WHERE id = $1", [after]).isEmpty { return nil }
+        let ids = try connection.query(
+            """
+            SELECT id FROM billing_runs
+             WHERE $1::uuid IS NULL OR (created_at, id) < (SELECT created_at, id FROM billing_runs WHERE id = $1)
+             ORDER BY created_at DESC, id DESC LIMIT $2
+            """, [after, limit]
+        ).map { try $0.decode(0, as: UUID.self) }
+        return try ids.compactMap { try load($0, on: connection) }
+    }
+
     /// The run, or nil.
     public static func load(_ id: UUID, on connection: isolated PostgresConnection) throws -> BillingRunStatus? {
         guard let row = try connection.query(

@@ -139,6 +139,52 @@ public struct InvoiceStore: Sendable {
         }
     }
 
+    /// Which invoices a listing shows: one tenant's or every tenant's (the admin), in a
+    /// status, issued in `[issuedFrom, issuedBefore)`.
+    public struct Filter: Sendable {
+        public var tenant: UUID?
+        public var status: String?
+        public var issuedFrom: Date?
+        public var issuedBefore: Date?
+
+        public init(tenant: UUID? = nil, status: String? = nil, issuedFrom: Date? = nil, issuedBefore: Date? = nil) {
+            self.tenant = tenant
+            self.status = status
+            self.issuedFrom = issuedFrom
+            self.issuedBefore = issuedBefore
+        }
+    }
+
+    /// Up to `limit` invoices matching `filter`, newest period first (then number), after
+    /// the invoice `after`; nil when `after` is not an invoice the filter's tenant may see.
+    /// Keyset pagination on `(period_start, number)`, so a page costs the same however deep.
+    public func page(_ filter: Filter, after: UUID?, limit: Int) async throws -> [InvoiceView]? {
+        try await pool.withTransaction(isolation: .repeatableRead) { connection in
+            var conditions: [String] = []
+            var parameters: [any PostgresEncodable] = []
+            func add(_ value: any PostgresEncodable, _ condition: (String) -> String) {
+                parameters.append(value)
+                conditions.append(condition("$\(parameters.count)"))
+            }
+            if let tenant = filter.tenant { add(tenant) { "tenant_id = \($0)" } }
+            if let status = filter.status { add(status) { "status = \($0)" } }
+            if let from = filter.issuedFrom { add(from) { "issued_at >= \($0)" } }
+            if let before = filter.issuedBefore { add(before) { "issued_at < \($0)" } }
+            if let after {
+                guard let cursor = try connection.query(
+                    "SELECT period_start, number, tenant_id FROM invoices WHERE id = $1", [after]
+                ).first, filter.tenant.map({ (try? cursor.decode(2, as: UUID.self)) == $0 }) ?? true
+                else { return nil }
+                add(try cursor.decode(0, as: Date.self)) { "(period_start, number) < (\($0)" }
+                parameters.append(try cursor.decode(1, as: String.self))
+                conditions[conditions.count - 1] += ", $\(parameters.count))"
+            }
+            let condition = (conditions.isEmpty ? "TRUE" : conditions.joined(separator: " AND "))
+                + " ORDER BY period_start DESC, number DESC LIMIT \(limit)"
+            return try Self.load(condition, parameters, on: connection)
+        }
+    }
+
     /// One invoice with its lines, or nil.
     public func invoice(id: UUID) async throws -> InvoiceView? {
         try await pool.withTransaction(isolation: .repeatableRead) { connection in

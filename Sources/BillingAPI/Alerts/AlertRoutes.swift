@@ -34,9 +34,9 @@ struct AlertRoutes {
         return EditedResponse(status: .created, response: created)
     }
 
-    @Sendable func list(_ request: Request, context: TallyRequestContext) async throws -> AlertList {
+    @Sendable func list(_ request: Request, context: TallyRequestContext) async throws -> Page<UsageAlert> {
         let tenant = try context.tenantInScope(request.uri.queryParameters.get("tenant_id"))
-        return AlertList(data: try await store.list(tenant: tenant))
+        return try PageRequest(request.uri.queryParameters).page(of: try await store.list(tenant: tenant), id: \.id)
     }
 
     @Sendable func show(_ request: Request, context: TallyRequestContext) async throws -> UsageAlert {
@@ -102,10 +102,6 @@ struct DecimalInput: Decodable {
             self.text = "\(try container.decode(Decimal.self))"
         }
     }
-}
-
-struct AlertList: ResponseEncodable {
-    let data: [UsageAlert]
 }
 
 extension UsageAlert: ResponseEncodable {}

@@ -26,13 +26,39 @@ struct InvoiceRoutes {
         router.get("v1/invoices/upcoming", use: upcoming)
         router.get("v1/invoices/:invoiceID", use: show)
         router.post("v1/billing-runs", use: createRun)
+        router.get("v1/billing-runs", use: listRuns)
         router.get("v1/billing-runs/:runID", use: showRun)
     }
 
-    @Sendable func list(_ request: Request, context: TallyRequestContext) async throws -> InvoiceList {
-        let tenant = try context.tenantInScope(request.uri.queryParameters.get("tenant_id"))
+    /// A tenant's invoices (the admin names `tenant_id`, or omits it for every tenant's),
+    /// newest period first, filtered by `status` and issue time `[from, to)`, a page at a time.
+    @Sendable func list(_ request: Request, context: TallyRequestContext) async throws -> Page<InvoiceView> {
+        let query = request.uri.queryParameters
         let principal = try context.requirePrincipal()
-        return InvoiceList(data: try await invoices.list(tenant: tenant).map { $0.visible(to: principal) })
+        let page = try PageRequest(query)
+        var filter = InvoiceStore.Filter()
+        if principal != .admin || query.get("tenant_id") != nil { filter.tenant = try context.tenantInScope(query.get("tenant_id")) }
+        if let status = query.get("status") {
+            guard Self.statuses.contains(status) else { throw APIError.invalid("status", "must be one of \(Self.statuses.joined(separator: ", "))") }
+            filter.status = status
+        }
+        filter.issuedFrom = try query.get("from").map { try SubscriptionRoutes.instant($0, field: "from") }
+        filter.issuedBefore = try query.get("to").map { try SubscriptionRoutes.instant($0, field: "to") }
+        guard let fetched = try await invoices.page(filter, after: page.startingAfter, limit: page.limit + 1) else {
+            throw PageRequest.unknownCursor
+        }
+        return page.page(fetched: fetched).map { $0.visible(to: principal) }
+    }
+
+    static let statuses = ["open", "paid", "void", "uncollectible"]
+
+    /// `GET /v1/billing-runs` (admin): the runs, newest first, a page at a time.
+    @Sendable func listRuns(_ request: Request, context: TallyRequestContext) async throws -> Page<BillingRunStatus> {
+        try context.requireAdmin()
+        let page = try PageRequest(request.uri.queryParameters)
+        guard let fetched = try await pool.withTransaction({ try BillingRunStatus.page(after: page.startingAfter, limit: page.limit + 1, on: $0) })
+        else { throw PageRequest.unknownCursor }
+        return page.page(fetched: fetched)
     }
 
     /// What the open period would bill now (or at `at`), with the usage counted so far.
@@ -117,10 +143,6 @@ struct CreateRunRequest: Decodable {
         case asOf = "as_of"
         case tenantID = "tenant_id"
     }
-}
-
-struct InvoiceList: ResponseEncodable {
-    let data: [InvoiceView]
 }
 
 extension InvoiceView: ResponseEncodable {}

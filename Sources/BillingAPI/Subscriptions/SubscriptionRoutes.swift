@@ -36,9 +36,9 @@ struct SubscriptionRoutes {
         return EditedResponse(status: .created, response: created)
     }
 
-    @Sendable func list(_ request: Request, context: TallyRequestContext) async throws -> SubscriptionList {
+    @Sendable func list(_ request: Request, context: TallyRequestContext) async throws -> Page<SubscriptionView> {
         let tenant = try context.tenantInScope(request.uri.queryParameters.get("tenant_id"))
-        return SubscriptionList(data: try await store.list(tenant: tenant, now: clock()))
+        return try PageRequest(request.uri.queryParameters).page(of: try await store.list(tenant: tenant, now: clock()), id: \.id)
     }
 
     @Sendable func change(_ request: Request, context: TallyRequestContext) async throws -> SubscriptionView {
@@ -144,10 +144,6 @@ struct CancelRequest: Decodable {
         case at
         case atPeriodEnd = "at_period_end"
     }
-}
-
-struct SubscriptionList: ResponseEncodable {
-    let data: [SubscriptionView]
 }
 
 extension SubscriptionView: ResponseEncodable {}

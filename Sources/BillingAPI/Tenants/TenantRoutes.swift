@@ -45,10 +45,10 @@ struct TenantRoutes {
         return tenant
     }
 
-    @Sendable func listKeys(_ request: Request, context: TallyRequestContext) async throws -> APIKeyList {
+    @Sendable func listKeys(_ request: Request, context: TallyRequestContext) async throws -> Page<APIKeySummary> {
         let id = try visibleTenantID(context)
         guard try await store.tenant(id: id) != nil else { throw APIError.notFound("tenant") }
-        return APIKeyList(data: try await store.keys(tenant: id))
+        return try PageRequest(request.uri.queryParameters).page(of: try await store.keys(tenant: id), id: \.id)
     }
 
     /// The cards Stripe holds for the tenant, as Stripe reported them: provider id, brand,
@@ -132,10 +132,6 @@ struct WithAPIKey<Object: Encodable & Sendable>: ResponseEncodable {
     enum Keys: String, CodingKey {
         case apiKey = "api_key"
     }
-}
-
-struct APIKeyList: ResponseEncodable {
-    let data: [APIKeySummary]
 }
 
 extension Tenant: ResponseEncodable {}

@@ -45,9 +45,9 @@ struct WebhookEndpointRoutes {
             tenant: tenant, url: try await checked(url), events: try Self.events(events ?? ["*"]), description: try Self.description(description))
     }
 
-    @Sendable func list(_ request: Request, context: TallyRequestContext) async throws -> EndpointList {
+    @Sendable func list(_ request: Request, context: TallyRequestContext) async throws -> Page<WebhookEndpoint> {
         let tenant = try context.tenantInScope(request.uri.queryParameters.get("tenant_id"))
-        return EndpointList(data: try await store.list(tenant: tenant))
+        return try PageRequest(request.uri.queryParameters).page(of: try await store.list(tenant: tenant), id: \.id)
     }
 
     @Sendable func show(_ request: Request, context: TallyRequestContext) async throws -> WebhookEndpoint {
@@ -152,10 +152,6 @@ struct RotatedSecret: ResponseEncodable {
         case id, secret
         case previousSecretValidForSeconds = "previous_secret_valid_for_seconds"
     }
-}
-
-struct EndpointList: ResponseEncodable {
-    let data: [WebhookEndpoint]
 }
 
 extension WebhookEndpoint: ResponseEncodable {}
