@@ -57,8 +57,9 @@ BUILD_CONFIG="${TALLY_BUILD_CONFIG:-debug}"
 
 APT_PACKAGES=(rabbitmq-server postgresql librabbitmq-dev libpq-dev libcurl4-openssl-dev
   libcairo2-dev libssl-dev poppler-utils curl ca-certificates pkg-config chromium chromium-driver)
-# selenium drives Debian's Chromium in the dashboard's browser tests (ops/browser/).
-PIP_PACKAGES=(aiosmtpd localstripe selenium)
+# selenium drives Debian's Chromium in the dashboard's browser tests (ops/browser/);
+# openapi-spec-validator and schemathesis check the API against /openapi.json (ops/contract/).
+PIP_PACKAGES=(aiosmtpd localstripe selenium openapi-spec-validator schemathesis)
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -85,7 +86,7 @@ install_python_tools() {
     say "creating a Python virtualenv in .local/venv"
     python3 -m venv "$LOCAL/venv" || die "python3 -m venv failed: install python3-venv"
   fi
-  if ! "$LOCAL/venv/bin/python" -c 'import aiosmtpd, localstripe, selenium' 2>/dev/null; then
+  if ! "$LOCAL/venv/bin/python" -c 'import aiosmtpd, localstripe, selenium, openapi_spec_validator, schemathesis' 2>/dev/null; then
     say "installing Python tools: ${PIP_PACKAGES[*]}"
     "$LOCAL/venv/bin/pip" install -q "${PIP_PACKAGES[@]}" >"$LOGS/pip.log" 2>&1 \
       || die "pip install failed; see $LOGS/pip.log"
@@ -414,6 +415,17 @@ run_browser_tests() {
   [ "$status" -eq 0 ] || die "browser tests failed; the output is in $LOGS/test-browser.log, screenshots in .local/artifacts"
 }
 
+# The API against its OpenAPI document: validated, then every operation called by
+# schemathesis with a tenant key (no 5xx, no response contradicting the document).
+run_contract_tests() {
+  local status=0
+  say "checking the API against /openapi.json (openapi-spec-validator, schemathesis)"
+  (set -a; . "$LOCAL/env"; set +a
+   timeout -k 10 600 "$ROOT/ops/contract/contract_test.sh" 2>&1 | tee "$LOGS/test-contract.log"
+   exit "${PIPESTATUS[0]}") || status=$?
+  [ "$status" -eq 0 ] || die "the API contract check failed; the output is in $LOGS/test-contract.log"
+}
+
 cmd_test() {
   local started=$SECONDS
   [ "$BUILD_CONFIG" = debug ] || die "tests run against the debug build; unset TALLY_BUILD_CONFIG"
@@ -423,6 +435,7 @@ cmd_test() {
   say "running the whole test suite against the real servers"
   run_suite "$LOGS/test.log"
   run_browser_tests
+  run_contract_tests
   # Outage tests stop and restart the real servers, and the heavy exactness tests would
   # starve the parallel phase of CPU: they run alone, one by one.
   say "running the outage and heavy tests, one at a time (servers are stopped and restarted)"

@@ -4,6 +4,7 @@ import Hummingbird
 import InvoicePDF
 import Invoicing
 import Logging
+import NIOCore
 import Notifications
 import PostgresClient
 import TallyHTTP
@@ -39,7 +40,12 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) thr
     // The dashboard authenticates with its session cookie, not a bearer token.
     router.add(
         middleware: AuthenticationMiddleware(
-            authenticator: authenticator, publicPaths: ["/healthz", "/readyz", StripeWebhookRoutes.path], publicPrefixes: ["/dashboard"]))
+            authenticator: authenticator, publicPaths: ["/healthz", "/readyz", "/openapi.json", StripeWebhookRoutes.path], publicPrefixes: ["/dashboard"]))
+    router.get("openapi.json") { _, _ in
+        Response(
+            status: .ok, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
+    }
     TenantRoutes(store: tenants, authenticator: authenticator, defaultPaymentProvider: configuration.defaultPaymentProvider)
         .register(on: router)
     UsageRoutes(pool: pool).register(on: router)
