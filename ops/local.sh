@@ -12,7 +12,8 @@
 #                           (TALLY_CLOCK_OFFSET) on Jan 31, Feb 29 and just into a new year
 #   ./ops/local.sh bench [PHASE]  up + release build + SPEC §7 benchmarks (and the Notifier's) beside raw limits,
 #                                 saved in .local/bench/; PHASE (ingest, pipeline, tenants, billing, notify) runs one only
-#                                 (tenants: the aggregator's drain rate at 20 … 50,000 tenants per batch)
+#                                 (tenants: the aggregator's drain rate at 20 … 50,000 tenants per batch;
+#                                 dashboard: page and usage-history times over 6 months of rollups)
 #   ./ops/local.sh stop NAME / start NAME   one server (postgres, rabbitmq, smtp), e.g. for outage tests
 #   ./ops/local.sh --help   this text
 #
@@ -513,11 +514,11 @@ cmd_start() {
 }
 
 cmd_bench() {
-  # `bench PHASE` runs one phase only: ingest (track, publish, HTTP), pipeline, tenants, billing or notify.
+  # `bench PHASE` runs one phase only: ingest (track, publish, HTTP), pipeline, tenants, billing, notify or dashboard.
   local only="${1:-}"
   case "$only" in
-    "" | ingest | pipeline | tenants | billing | notify) ;;
-    *) die "unknown benchmark phase '$only' (ingest, pipeline, tenants, billing, notify)" ;;
+    "" | ingest | pipeline | tenants | billing | notify | dashboard) ;;
+    *) die "unknown benchmark phase '$only' (ingest, pipeline, tenants, billing, notify, dashboard)" ;;
   esac
   phase() { [ -z "$only" ] || [ "$only" = "$1" ]; }
   # Every figure is kept: the run's whole output also goes to .local/bench/, one file per run.
@@ -529,7 +530,7 @@ cmd_bench() {
   say "building the benchmarks, the producer and the aggregator (release; the first time takes several minutes)"
   (cd "$ROOT" && swift build -c release --product tally-bench && swift build -c release --product producer \
     && swift build -c release --product aggregator && swift build -c release --product invoicer \
-    && swift build -c release --product notifier) \
+    && swift build -c release --product notifier && swift build -c release --product billing-api) \
     || die "release build failed (see above)"
   # The debug workers would take the benchmark's work and share the 2 cores; they are back at the end.
   stop_pid aggregator
@@ -624,6 +625,14 @@ PY
   "$release/tally-bench" notify --clients 4 --queue bench.notifier --receiver "http://127.0.0.1:$receiver_port" || true
   stop_pid notifier-bench
   stop_pid webhook-receiver
+  fi
+  if phase dashboard; then
+  # Dashboard pages and the usage history of a tenant with 6 months of hourly rollups, from
+  # a release billing-api, beside the bare SQL of the same rollups.
+  BILLING_API_PORT=$((API_PORT + 100)) LOG_LEVEL=warning start_tally_process billing-api-bench "$release/billing-api" serve
+  wait_for "the release billing-api" 60 "$LOGS/billing-api-bench.log" curl -fsS "http://127.0.0.1:$((API_PORT + 100))/healthz"
+  "$release/tally-bench" dashboard --api "http://127.0.0.1:$((API_PORT + 100))" || true
+  stop_pid billing-api-bench
   fi
   start_tally
 }

@@ -17,7 +17,7 @@ struct BenchCommand: AsyncParsableCommand {
         abstract: "Measure track() overhead, publish, end-to-end, billing and notification throughput against the local stack (ingest: wrk), the Aggregator's drain rate by tenants mixed per batch (drain-fill, drain-wait), and a publisher's memory over a long run (soak).",
         subcommands: [
             TrackBench.self, PublishBench.self, PipelineBench.self, DrainFillBench.self, DrainWaitBench.self, BillingBench.self,
-            NotifyBench.self, SoakBench.self,
+            NotifyBench.self, SoakBench.self, DashboardBench.self,
         ]
     )
 }

@@ -1,0 +1,121 @@
+import ArgumentParser
+import CurlClient
+import Foundation
+import PostgresClient
+
+/// Issue 14's benchmark: the dashboard's pages and `GET /v1/usage/history` for a tenant
+/// with six months of hourly rollups across four metrics, timed at the client over
+/// loopback against a release `billing-api`, beside the bare SQL that reads the same
+/// rollups (the floor any page over them has to pay).
+struct DashboardBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dashboard",
+        abstract: "Dashboard page and usage-history times for a tenant with 6 months of hourly rollups, beside the bare SQL of the same rollups.")
+    @Option(help: "The Billing API to measure (a release build; default TALLY_API_URL).") var api: String?
+    @Option(help: "Requests per page measured (after 3 warm-up requests).") var requests = 40
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        guard let url = environment["DATABASE_URL"], let admin = environment["BILLING_ADMIN_TOKEN"],
+            let api = api ?? environment["TALLY_API_URL"]
+        else { throw ValidationError("DATABASE_URL, BILLING_ADMIN_TOKEN and TALLY_API_URL must be set: run through ./ops/local.sh bench") }
+        let http = try HTTPClient()
+        let pool = PostgresPool(configuration: try PostgresConfiguration(url: url), size: 1, logger: BenchSupport.logger)
+
+        // A professional tenant since seven months ago, with an hourly rollup of each of four
+        // metrics for every hour of the last six months (4 × ~4,400 rows).
+        let created = try await http.send(
+            .init(
+                method: .post, url: "\(api)/v1/tenants", headers: ["Authorization": "Bearer \(admin)", "Content-Type": "application/json"],
+                body: Data(#"{"name": "Dashboard bench", "billing_email": "bench@tally.localhost"}"#.utf8)))
+        guard created.status == 201, let tenant = try JSONSerialization.jsonObject(with: created.body) as? [String: Any],
+            let tenantID = tenant["id"] as? String, let key = tenant["api_key"] as? String
+        else { throw ValidationError("could not create the benchmark's tenant: HTTP \(created.status)") }
+        let start = Calendar(identifier: .gregorian).date(byAdding: .month, value: -7, to: Date())!
+        let subscribed = try await http.send(
+            .init(
+                method: .post, url: "\(api)/v1/subscriptions", headers: ["Authorization": "Bearer \(admin)", "Content-Type": "application/json"],
+                body: Data(#"{"tenant_id": "\#(tenantID)", "plan": "professional", "start": "\#(start.ISO8601Format())"}"#.utf8)))
+        guard subscribed.status == 201 else { throw ValidationError("could not subscribe the benchmark's tenant: HTTP \(subscribed.status)") }
+        let rows = try await pool.query(
+            """
+            INSERT INTO usage_rollups (tenant_id, metric, hour, quantity_sum, event_count, quantity_max)
+            SELECT $1, metric, hour, (random() * 100)::numeric(12, 4), 1 + (random() * 50)::int, (random() * 10)::numeric(12, 4)
+              FROM unnest(ARRAY['api_calls', 'estimates', 'documents', 'users']) AS metric,
+                   generate_series(date_trunc('hour', now() - interval '6 months'), date_trunc('hour', now()) - interval '1 hour',
+                                   interval '1 hour') AS hour
+            """, [UUID(uuidString: tenantID)!]).affectedRows
+
+        // Sign in as a browser does.
+        let form = try await http.send(.init(url: "\(api)/dashboard/sign-in"))
+        let page = String(decoding: form.body, as: UTF8.self)
+        guard let signInCookie = Self.cookie("tally_sign_in", form.headers), let token = Self.csrf(page) else {
+            throw ValidationError("the sign-in page has no form token")
+        }
+        let signedIn = try await http.send(
+            .init(
+                method: .post, url: "\(api)/dashboard/sign-in",
+                headers: ["Cookie": "tally_sign_in=\(signInCookie)", "Content-Type": "application/x-www-form-urlencoded"],
+                body: Data("api_key=\(key)&csrf_token=\(token)".utf8)))
+        guard let session = Self.cookie("tally_session", signedIn.headers) else { throw ValidationError("sign-in failed: HTTP \(signedIn.status)") }
+
+        print("dashboard: a tenant with \(rows) hourly rollups (4 metrics, 6 months); \(requests) requests each, median and p95 at the client")
+        let pages = [
+            ("usage page", "/dashboard/usage", ["Cookie": "tally_session=\(session)"]),
+            ("trend page, last 6 months", "/dashboard/trend?range=last_6_months", ["Cookie": "tally_session=\(session)"]),
+            ("upcoming page", "/dashboard/upcoming", ["Cookie": "tally_session=\(session)"]),
+            ("GET /v1/usage/history 6 months by day", "/v1/usage/history?range=last_6_months&granularity=day", ["Authorization": "Bearer \(key)"]),
+            ("GET /v1/usage/history 6 months by hour", "/v1/usage/history?range=last_6_months&granularity=hour", ["Authorization": "Bearer \(key)"]),
+        ]
+        for (name, path, headers) in pages {
+            let times = try await Self.measure(requests) {
+                let response = try await http.send(.init(url: api + path, headers: HTTPClient.Headers(headers.map { ($0.key, $0.value) })))
+                guard response.status == 200 else { throw ValidationError("\(path) answered HTTP \(response.status)") }
+            }
+            print("dashboard: \(name): \(Self.summary(times))")
+        }
+        // The floor: the six months of rollups grouped by day, straight from PostgreSQL.
+        for (name, unit) in [("day", "day"), ("hour", "hour")] {
+            let times = try await Self.measure(requests) {
+                _ = try await pool.query(
+                    """
+                    SELECT metric, date_trunc($2, hour AT TIME ZONE 'UTC'), sum(quantity_sum), sum(event_count), max(quantity_max)
+                      FROM usage_rollups WHERE tenant_id = $1 AND hour >= now() - interval '6 months'
+                     GROUP BY 1, 2
+                    """, [UUID(uuidString: tenantID)!, unit])
+            }
+            print("dashboard: raw SQL of the same rollups by \(name): \(Self.summary(times))")
+        }
+        try await pool.query("DELETE FROM usage_rollups WHERE tenant_id = $1", [UUID(uuidString: tenantID)!])
+        await pool.close()
+    }
+
+    static func measure(_ count: Int, _ body: () async throws -> Void) async throws -> [Double] {
+        for _ in 0..<3 { try await body() }
+        var times: [Double] = []
+        for _ in 0..<count {
+            let started = ContinuousClock.now
+            try await body()
+            times.append(BenchSupport.seconds(ContinuousClock.now - started) * 1000)
+        }
+        return times.sorted()
+    }
+
+    static func summary(_ sorted: [Double]) -> String {
+        let median = sorted[sorted.count / 2]
+        let p95 = sorted[min(sorted.count - 1, Int((Double(sorted.count) * 0.95).rounded(.up)) - 1)]
+        return String(format: "median %.1f ms, p95 %.1f ms", median, p95)
+    }
+
+    static func cookie(_ name: String, _ headers: HTTPClient.Headers) -> String? {
+        for field in headers.values(for: "Set-Cookie") where field.hasPrefix(name + "=") {
+            return String(field.dropFirst(name.count + 1).prefix { $0 != ";" })
+        }
+        return nil
+    }
+
+    static func csrf(_ page: String) -> String? {
+        guard let range = page.range(of: #"name="csrf_token" value=""#) else { return nil }
+        return String(page[range.upperBound...].prefix { $0 != "\"" })
+    }
+}
