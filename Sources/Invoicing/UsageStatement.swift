@@ -61,9 +61,8 @@ public struct UsageStatement: Sendable {
             Period(start: period.start, end: max(period.start, min(asOf, period.end)))
         }
 
-        if let (stored, billing) = subscriptions.lazy.compactMap({ stored in
-            stored.timeline.billingPeriod(containing: asOf).map { (stored, $0) }
-        }).first {
+        switch locate(asOf, in: subscriptions) {
+        case .billing(let stored, let billing):
             let span = counted(billing.billed)
             let current = try values(over: span)
             let late = try InvoiceGenerator.lateUsage(stored, before: billing.billed.start, tenant: tenant, catalog: catalog, on: connection)
@@ -76,22 +75,54 @@ public struct UsageStatement: Sendable {
                 period: billing.billed, counted: span,
                 metrics: MetricStanding.standings(values: current, plan: plan, lines: draft.lines),
                 previous: previous, draft: draft, billingPeriod: billing)
-        }
-        if let stored = subscriptions.first(where: { $0.timeline.trial?.contains(asOf) ?? false }), let trial = stored.timeline.trial {
+        case .trial(let stored, let trial):
             let span = counted(trial)
             let plan = stored.timeline.plan(at: asOf)
             return UsageStatement(
                 tenantID: tenant, currency: currency, taxRateBps: taxRate, subscription: stored, plan: plan, kind: .trial,
                 period: trial, counted: span, metrics: MetricStanding.standings(values: try values(over: span), plan: plan),
                 previous: nil, draft: nil, billingPeriod: nil)
+        case .calendarMonth(let month):
+            let span = counted(month)
+            let previousMonth = calendarMonths.period(calendarMonths.index(containing: asOf) - 1)
+            return UsageStatement(
+                tenantID: tenant, currency: currency, taxRateBps: taxRate, subscription: nil, plan: nil, kind: .calendarMonth,
+                period: month, counted: span, metrics: MetricStanding.standings(values: try values(over: span), plan: nil),
+                previous: try values(over: previousMonth), draft: nil, billingPeriod: nil)
         }
-        let month = calendarMonths.period(containing: asOf)
-        let span = counted(month)
-        let previousMonth = calendarMonths.period(calendarMonths.index(containing: asOf) - 1)
-        return UsageStatement(
-            tenantID: tenant, currency: currency, taxRateBps: taxRate, subscription: nil, plan: nil, kind: .calendarMonth,
-            period: month, counted: span, metrics: MetricStanding.standings(values: try values(over: span), plan: nil),
-            previous: try values(over: previousMonth), draft: nil, billingPeriod: nil)
+    }
+
+    /// The period open at `asOf`: a subscription's billing period, else its trial, else the
+    /// UTC calendar month (usage no subscription covers).
+    enum Located {
+        case billing(StoredSubscription, BillingPeriod)
+        case trial(StoredSubscription, Period)
+        case calendarMonth(Period)
+
+        var start: Instant {
+            switch self {
+            case .billing(_, let period): period.billed.start
+            case .trial(_, let trial): trial.start
+            case .calendarMonth(let month): month.start
+            }
+        }
+    }
+
+    static func locate(_ asOf: Instant, in subscriptions: [StoredSubscription]) -> Located {
+        for stored in subscriptions {
+            if let billing = stored.timeline.billingPeriod(containing: asOf) { return .billing(stored, billing) }
+        }
+        for stored in subscriptions {
+            if let trial = stored.timeline.trial, trial.contains(asOf) { return .trial(stored, trial) }
+        }
+        return .calendarMonth(calendarMonths.period(containing: asOf))
+    }
+
+    /// Where the period open at `asOf` began (billing period, trial or calendar month),
+    /// without reading usage: what a history of the current period needs.
+    public static func periodStart(tenant: UUID, asOf: Instant, on connection: isolated PostgresConnection) throws -> Instant {
+        let plans = try SubscriptionRecords.plans(on: connection)
+        return locate(asOf, in: try SubscriptionRecords.subscriptions(of: [tenant], plans: plans, on: connection)[tenant] ?? []).start
     }
 
     /// UTC calendar months, for usage no subscription covers.

@@ -111,31 +111,35 @@ enum UsageStateEvaluator {
         let time: Date
         let now: Date
 
+        /// Each metric against the plan: the read model `GET /v1/usage` and the dashboard show.
+        var standings: [MetricStanding] { MetricStanding.standings(values: values, plan: plan) }
+
         var quotaMetrics: [String: QuotaState.Metric] {
-            var metrics: [String: QuotaState.Metric] = [:]
-            for metric in Set(values.keys).union(plan?.terms.keys ?? [:].keys) {
-                let terms = plan?.terms[metric]
-                metrics[metric] = QuotaState.Metric(
-                    used: decimal(values[metric] ?? .zero), quota: terms?.quota.map(decimal),
-                    enforcement: terms?.enforcement == .hard ? .hard : .soft)
-            }
-            return metrics
+            Dictionary(
+                uniqueKeysWithValues: standings.map { standing in
+                    (
+                        standing.metric,
+                        QuotaState.Metric(
+                            used: decimal(standing.value), quota: standing.quota.map(decimal),
+                            enforcement: standing.enforcement == .hard ? .hard : .soft)
+                    )
+                })
         }
 
         func decimal(_ quantity: Quantity) -> Decimal { Decimal(string: quantity.description) ?? 0 }
     }
 
     private static func quotaCrossings(_ context: PeriodContext) -> [BillingEvent] {
-        guard let plan = context.plan else { return [] }
+        guard context.plan != nil else { return [] }
         var events: [BillingEvent] = []
-        for (metric, terms) in plan.terms.sorted(by: { $0.key < $1.key }) {
-            guard let quota = terms.quota, !terms.isUnlimited, let value = context.values[metric], value > quota else { continue }
+        for standing in context.standings {
+            guard let quota = standing.quota, !standing.isUnlimited, standing.value > quota else { continue }
             events.append(
                 .quotaExceeded(
                     BillingEvent.QuotaExceeded(
-                        tenantID: context.tenant, occurredAt: context.now, metric: metric, value: value.description,
-                        quota: quota.description, enforcement: terms.enforcement.rawValue, periodStart: context.span.start.date,
-                        periodEnd: context.span.end.date)))
+                        tenantID: context.tenant, occurredAt: context.now, metric: standing.metric, value: standing.value.description,
+                        quota: quota.description, enforcement: (standing.enforcement ?? .soft).rawValue,
+                        periodStart: context.span.start.date, periodEnd: context.span.end.date)))
         }
         return events
     }

@@ -68,10 +68,11 @@ struct UsageHistoryRoutes {
         tenant: UUID, range: UsageRange, granularity: UsageHistory.Granularity, metric: String?, now: Instant, pool: PostgresPool
     ) async throws -> (UsageHistory, Period) {
         try await pool.withTransaction(isolation: .repeatableRead) { connection in
-            guard let statement = try UsageStatement.load(tenant: tenant, asOf: now, on: connection) else {
-                throw APIError.notFound("tenant")
-            }
-            let span = range.span(now: now, periodStart: statement.period.start, granularity: granularity)
+            guard try !connection.query("SELECT 1 FROM tenants WHERE id = $1", [tenant]).isEmpty else { throw APIError.notFound("tenant") }
+            // Only the current period needs the tenant's subscriptions, to know where it began.
+            let periodStart = range == .currentPeriod
+                ? try UsageStatement.periodStart(tenant: tenant, asOf: now, on: connection) : now
+            let span = range.span(now: now, periodStart: periodStart, granularity: granularity)
             try checkBuckets(span, granularity)
             let catalog = try MetricCatalogRecords.load(on: connection)
             return (
@@ -164,7 +165,8 @@ enum UsageCSV {
 /// The answer of `GET /v1/usage/history`.
 struct UsageHistoryReport: ResponseEncodable, Sendable {
     struct Point: Encodable, Sendable {
-        let start: Date
+        /// The bucket's start as the API writes instants (`2026-11-30T14:00:00.000Z`).
+        let start: String
         /// Exact decimal text.
         let value: String
     }
@@ -189,10 +191,12 @@ struct UsageHistoryReport: ResponseEncodable, Sendable {
         self.granularity = history.granularity.rawValue
         self.from = history.buckets.first?.date ?? span.start.date
         self.to = history.buckets.last.map { $0.advanced(byMicroseconds: history.granularity.microseconds).date } ?? span.end.date
+        // Buckets are whole hours: their text is written once, not once per metric through a date formatter.
+        let starts = history.buckets.map { String($0.description.dropLast()) + ".000Z" }
         self.series = history.series.map { series in
             Series(
                 metric: series.metric, aggregation: series.aggregation.name,
-                points: zip(history.buckets, series.values).map { Point(start: $0.date, value: $1.description) })
+                points: zip(starts, series.values).map { Point(start: $0, value: $1.description) })
         }
     }
 
