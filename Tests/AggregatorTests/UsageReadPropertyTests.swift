@@ -85,19 +85,22 @@ struct UsageReadPropertyTests {
         }
         // The usage history (the trend chart, the CSV) of the same events: every hour and
         // day bucket equals the naive aggregation of the events inside it, empty ones zero.
+        // The range starts and ends inside buckets: those count only the range's part.
+        let span = Period(
+            start: Instant(microsecondsSinceEpoch: start + 90 * 60_000_000 + 17_000_000),
+            end: Instant(microsecondsSinceEpoch: end - 7 * 60_000_000))
         for granularity in UsageHistory.Granularity.allCases {
-            let span = Period(start: Instant(microsecondsSinceEpoch: start - 1), end: Instant(microsecondsSinceEpoch: end + 1))
             let history = try await connection.withTransaction { connection in
                 try UsageHistory.read(tenant: tenant, over: span, granularity: granularity, catalog: catalog, on: connection)
             }
             #expect(history.buckets.first == granularity.floor(span.start))
-            #expect(history.buckets.last == granularity.floor(span.end))
+            #expect(history.buckets.last == granularity.floor(span.end.advanced(byMicroseconds: -1)))
             #expect(history.series.map(\.metric) == names)
             for series in history.series {
                 #expect(series.values.count == history.buckets.count)
                 for (bucket, value) in zip(history.buckets, series.values) {
                     let slot = Period(start: bucket, end: bucket.advanced(byMicroseconds: granularity.microseconds))
-                    let inside = records[series.metric, default: []].filter { slot.contains($0.time) }
+                    let inside = records[series.metric, default: []].filter { slot.contains($0.time) && span.contains($0.time) }
                     let expected = inside.isEmpty ? Quantity.zero : PartialAggregate(series.aggregation, of: inside).value
                     #expect(value == expected, "\(series.metric) \(granularity) bucket \(bucket)")
                 }

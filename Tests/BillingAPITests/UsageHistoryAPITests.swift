@@ -30,8 +30,8 @@ struct UsageHistoryAPITests: BillingAPITestCase {
         try await pool.query(
             """
             INSERT INTO usage_rollups (tenant_id, metric, hour, quantity_sum, event_count, quantity_max)
-            SELECT tenant_id, metric, date_trunc('hour', occurred_at), sum(quantity), count(*), max(quantity)
-              FROM usage_events WHERE tenant_id = $1 GROUP BY tenant_id, metric, date_trunc('hour', occurred_at)
+            SELECT tenant_id, metric, date_trunc('hour', occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', sum(quantity), count(*), max(quantity)
+              FROM usage_events WHERE tenant_id = $1 GROUP BY 1, 2, 3
             """, [UUID(uuidString: tenant)!])
     }
 

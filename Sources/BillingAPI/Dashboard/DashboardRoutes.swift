@@ -73,8 +73,10 @@ struct DashboardRoutes {
 
     /// The sign-in form is protected by a double-submit token: a random value in a
     /// SameSite=Strict cookie that the form must post back.
+    /// A second tab keeps the token the first one's form carries.
     func renderSignIn(_ request: Request, error: String?, status: HTTPResponse.Status) throws -> Response {
-        let token = DashboardSessionStore.randomToken()
+        let current = request.cookies[Self.signInCookie]?.value ?? ""
+        let token = current.count == 64 && current.allSatisfy(\.isHexDigit) ? current : DashboardSessionStore.randomToken()
         var response = try html("sign-in", SignInPage(csrf: token, error: error), status: status)
         response.setCookie(cookie(Self.signInCookie, token, request: request, path: "/dashboard/sign-in", maxAge: 3_600))
         return response

@@ -104,7 +104,10 @@ struct InvoiceRoutes {
         ).render()
         return Response(
             status: .ok,
-            headers: [.contentType: "application/pdf", .contentDisposition: "inline; filename=\"\(invoice.number).pdf\""],
+            headers: [
+                .contentType: "application/pdf", .contentDisposition: "inline; filename=\"\(invoice.number).pdf\"",
+                .cacheControl: "private, no-store",
+            ],
             body: .init(byteBuffer: ByteBuffer(bytes: pdf)))
     }
 

@@ -2,9 +2,10 @@ import BillingEngine
 import Foundation
 import PostgresClient
 
-/// A tenant's usage over time, one value per metric and bucket (a whole UTC hour or day),
-/// read from the hourly rollups: each bucket's value is the metric's aggregation over the
-/// events of that bucket, exactly, and buckets without usage are present as zero.
+/// A tenant's usage over time, one value per metric and bucket (a UTC hour or day), read
+/// from the hourly rollups: each bucket's value is the metric's aggregation over the events
+/// of that bucket inside the range, exactly (a range starting inside a bucket counts only
+/// its part of that bucket), and buckets without usage are present as zero.
 public struct UsageHistory: Sendable, Equatable {
     /// The size of one bucket.
     public enum Granularity: String, Sendable, CaseIterable {
@@ -75,6 +76,22 @@ public struct UsageHistory: Sendable, Equatable {
                 else { continue }
                 values[name, default: Array(repeating: .zero, count: buckets.count)][position] =
                     Quantity(units: try row.decode(2, as: Int64.self))
+            }
+        }
+        // A range that starts or ends inside a bucket: that bucket counts only the range's
+        // part of it, exactly (rollups for its whole hours, raw events for the rest), so the
+        // buckets add up to the range's value.
+        var partial: [(position: Int, span: Period)] = []
+        if let firstBucket = buckets.first, span.start > firstBucket {
+            partial.append((0, Period(start: span.start, end: min(span.end, firstBucket.advanced(byMicroseconds: granularity.microseconds)))))
+        }
+        if let lastBucket = buckets.last, span.end < end, buckets.count > 1 || partial.isEmpty {
+            partial.append((buckets.count - 1, Period(start: max(span.start, lastBucket), end: span.end)))
+        }
+        for (position, part) in partial {
+            let exact = try UsageReader.rangeValues(tenant: tenant, over: part, catalog: catalog, on: connection)
+            for name in Set(values.keys).union(exact.keys) where metric == nil || metric == name {
+                values[name, default: Array(repeating: .zero, count: buckets.count)][position] = exact[name] ?? .zero
             }
         }
         let series = values.keys.sorted().map { name in
