@@ -110,20 +110,26 @@ enum UsageStateEvaluator {
         /// The newest event's time; the anomaly rule looks at its hour.
         let time: Date
         let now: Date
+        /// Each metric against the plan, by metric: the read model `GET /v1/usage` and the
+        /// dashboard show, from which quota states, quota crossings and alerts are judged.
+        let standings: [String: MetricStanding]
 
-        /// Each metric against the plan: the read model `GET /v1/usage` and the dashboard show.
-        var standings: [MetricStanding] { MetricStanding.standings(values: values, plan: plan) }
+        init(tenant: UUID, span: Period, values: [String: Quantity], plan: Plan?, time: Date, now: Date) {
+            self.tenant = tenant
+            self.span = span
+            self.values = values
+            self.plan = plan
+            self.time = time
+            self.now = now
+            self.standings = Dictionary(
+                uniqueKeysWithValues: MetricStanding.standings(values: values, plan: plan).map { ($0.metric, $0) })
+        }
 
         var quotaMetrics: [String: QuotaState.Metric] {
-            Dictionary(
-                uniqueKeysWithValues: standings.map { standing in
-                    (
-                        standing.metric,
-                        QuotaState.Metric(
-                            used: decimal(standing.value), quota: standing.quota.map(decimal),
-                            enforcement: standing.enforcement == .hard ? .hard : .soft)
-                    )
-                })
+            standings.mapValues { standing in
+                QuotaState.Metric(
+                    used: decimal(standing.value), quota: standing.quota.map(decimal), enforcement: standing.enforcement == .hard ? .hard : .soft)
+            }
         }
 
         func decimal(_ quantity: Quantity) -> Decimal { Decimal(string: quantity.description) ?? 0 }
@@ -132,7 +138,7 @@ enum UsageStateEvaluator {
     private static func quotaCrossings(_ context: PeriodContext) -> [BillingEvent] {
         guard context.plan != nil else { return [] }
         var events: [BillingEvent] = []
-        for standing in context.standings {
+        for standing in context.standings.values.sorted(by: { $0.metric < $1.metric }) {
             guard let quota = standing.quota, !standing.isUnlimited, standing.value > quota else { continue }
             events.append(
                 .quotaExceeded(
@@ -189,8 +195,9 @@ enum UsageStateEvaluator {
     private static func evaluate(
         _ alert: StoredAlert, _ context: PeriodContext, catalog: MetricCatalog, on connection: isolated PostgresConnection
     ) throws -> Firing? {
-        let quota = context.plan?.terms[alert.rule.metric]?.quota
-        var input = AlertInput(value: context.values[alert.rule.metric] ?? .zero, quota: quota)
+        let standing = context.standings[alert.rule.metric]
+        let quota = standing?.quota
+        var input = AlertInput(value: standing?.value ?? .zero, quota: quota)
         if case .anomaly = alert.rule.condition {
             let (lastHour, trailing) = try hourly(
                 tenant: context.tenant, metric: alert.rule.metric, catalog: catalog, at: context.time, on: connection)
