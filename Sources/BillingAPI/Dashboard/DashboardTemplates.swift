@@ -235,6 +235,10 @@ enum DashboardTemplates {
         {{<layout}}{{$content}}
         <h1>Tenants</h1>
         <p class="muted">Charges so far in each tenant's open billing period, tax included ({{count}} tenants with a subscription open now{{#truncated}}, the {{shown}} newest shown{{/truncated}}).</p>
+        <form method="get" action="/dashboard/usage">
+        <label>Open a tenant by id <input name="tenant" required size="36" pattern="[0-9a-fA-F-]{36}"></label>
+        <button type="submit">Open</button>
+        </form>
         {{#empty}}<p class="notice">{{empty}}</p>{{/empty}}
         <div class="scroll">
         <table>
