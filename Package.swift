@@ -200,7 +200,7 @@ let package = Package(
             name: "AggregatorTests",
             dependencies: [
                 "Aggregator", "Metering", "UsageEvents", "RabbitMQClient", "TallyMessaging", "TallyTestSupport", "PostgresClient",
-                "BillingEngine", "CivilTime", "CurlClient", "TallyRuntime",
+                "BillingEngine", "CivilTime", "CurlClient", "TallyRuntime", "Invoicing",
             ],
             swiftSettings: swiftSettings
         ),

@@ -1,5 +1,6 @@
 import BillingEngine
 import Foundation
+import Invoicing
 import PostgresClient
 import TallyStore
 import TallyTestSupport
@@ -14,7 +15,7 @@ import UsageEvents
 /// in batches that overlap (duplicates must not count).
 @Suite("Usage reads equal a straight aggregation of the events")
 struct UsageReadPropertyTests {
-    @Test("random events and random ranges: rollups + edges == naive aggregation, for sum, count, max, latest, unique_count; so is every bucket of the usage history")
+    @Test("random events and random ranges: rollups + edges == naive aggregation, for sum, count, max, latest, unique_count; so is every bucket of the usage history, and the usage statement at random instants")
     func readsMatchNaive() async throws {
         let harness = try await AggregatorHarness.make()
         let tenant = try await harness.createTenants(1)[0]
@@ -111,6 +112,43 @@ struct UsageReadPropertyTests {
             #expect(one.series.map(\.metric) == ["api_calls"])
             #expect(one.series.first?.values == history.series.first { $0.metric == "api_calls" }?.values)
         }
+        // The usage read model (GET /v1/usage's current period, the upcoming invoice, the
+        // dashboard): with a professional subscription from the first event's hour, at random
+        // instants, each metric's value is the naive aggregation of the events before the
+        // instant, against the plan's quota; before the subscription, the calendar month.
+        let subscription = try await harness.database.query(
+            "INSERT INTO subscriptions (tenant_id, started_at, anchor) VALUES ($1, $2, $2) RETURNING id",
+            [tenant, Instant(microsecondsSinceEpoch: start).date])[0].decode(0, as: UUID.self)
+        try await harness.database.query(
+            """
+            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
+            VALUES ($1, 'professional', $2, 'start', $2)
+            """, [subscription, Instant(microsecondsSinceEpoch: start).date])
+        for round in 0..<25 {
+            let asOf = Instant(microsecondsSinceEpoch: start + Int64(random.next() % UInt64(end - start + 7_200_000_000)))
+            let statement = try #require(
+                try await connection.withTransaction(isolation: .repeatableRead) { try UsageStatement.load(tenant: tenant, asOf: asOf, on: $0) })
+            #expect(statement.kind == .billing, "round \(round)")
+            #expect(statement.plan?.slug == "professional")
+            #expect(statement.counted == Period(start: Instant(microsecondsSinceEpoch: start), end: asOf))
+            #expect(Set(statement.metrics.map(\.metric)) == Set(names).union(Plan.professional.terms.keys))
+            for standing in statement.metrics {
+                let before = records[standing.metric, default: []].filter { $0.time < asOf }
+                let expected = before.isEmpty ? Quantity.zero : PartialAggregate(catalog.aggregation(for: standing.metric), of: before).value
+                #expect(standing.value == expected, "\(standing.metric) at \(asOf)")
+                #expect(standing.quota == Plan.professional.terms[standing.metric]?.quota)
+            }
+            #expect(statement.baseSoFar == Cents(99_900))
+        }
+        let before = try #require(
+            try await connection.withTransaction {
+                try UsageStatement.load(tenant: tenant, asOf: Instant(microsecondsSinceEpoch: start - 1), on: $0)
+            })
+        #expect(before.kind == .calendarMonth)
+        #expect(before.plan == nil && before.draft == nil)
+        #expect(before.metrics.allSatisfy { $0.value == .zero && $0.quota == nil })
+        try await harness.database.query("DELETE FROM subscription_plan_changes WHERE subscription_id = $1", [subscription])
+        try await harness.database.query("DELETE FROM subscriptions WHERE id = $1", [subscription])
         await connection.close()
         try await harness.tearDown()
     }
