@@ -393,6 +393,20 @@ enum OpenAPIDocument {
                   "$ref": "#/components/schemas/Subscription"
                 }
               }
+            },
+            "links": {
+              "ChangePlan": {
+                "operationId": "changePlan",
+                "parameters": {
+                  "subscription_id": "$response.body#/id"
+                }
+              },
+              "CancelSubscription": {
+                "operationId": "cancelSubscription",
+                "parameters": {
+                  "subscription_id": "$response.body#/id"
+                }
+              }
             }
           },
           "409": {
@@ -420,6 +434,9 @@ enum OpenAPIDocument {
             "application/json": {
               "schema": {
                 "$ref": "#/components/schemas/NewSubscription"
+              },
+              "example": {
+                "plan": "starter"
               }
             }
           }
@@ -1228,6 +1245,20 @@ enum OpenAPIDocument {
                   "$ref": "#/components/schemas/Alert"
                 }
               }
+            },
+            "links": {
+              "GetAlert": {
+                "operationId": "getAlert",
+                "parameters": {
+                  "alert_id": "$response.body#/id"
+                }
+              },
+              "DeleteAlert": {
+                "operationId": "deleteAlert",
+                "parameters": {
+                  "alert_id": "$response.body#/id"
+                }
+              }
             }
           },
           "400": {
@@ -1249,6 +1280,14 @@ enum OpenAPIDocument {
             "application/json": {
               "schema": {
                 "$ref": "#/components/schemas/NewAlert"
+              },
+              "example": {
+                "metric": "api_calls",
+                "kind": "quota",
+                "threshold_percentage": "80",
+                "channels": [
+                  "email"
+                ]
               }
             }
           }
@@ -1411,6 +1450,32 @@ enum OpenAPIDocument {
                   "$ref": "#/components/schemas/WebhookEndpointCreated"
                 }
               }
+            },
+            "links": {
+              "GetWebhookEndpoint": {
+                "operationId": "getWebhookEndpoint",
+                "parameters": {
+                  "endpoint_id": "$response.body#/id"
+                }
+              },
+              "UpdateWebhookEndpoint": {
+                "operationId": "updateWebhookEndpoint",
+                "parameters": {
+                  "endpoint_id": "$response.body#/id"
+                }
+              },
+              "RotateWebhookSecret": {
+                "operationId": "rotateWebhookSecret",
+                "parameters": {
+                  "endpoint_id": "$response.body#/id"
+                }
+              },
+              "DeleteWebhookEndpoint": {
+                "operationId": "deleteWebhookEndpoint",
+                "parameters": {
+                  "endpoint_id": "$response.body#/id"
+                }
+              }
             }
           },
           "409": {
@@ -1435,6 +1500,10 @@ enum OpenAPIDocument {
             "application/json": {
               "schema": {
                 "$ref": "#/components/schemas/NewWebhookEndpoint"
+              },
+              "example": {
+                "url": "http://127.0.0.1:9/tally",
+                "description": "contract test"
               }
             }
           }
