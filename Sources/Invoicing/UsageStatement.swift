@@ -1,4 +1,5 @@
 import BillingEngine
+import CivilTime
 import Foundation
 import PostgresClient
 import TallyStore
@@ -116,6 +117,78 @@ public struct UsageStatement: Sendable {
             if let trial = stored.timeline.trial, trial.contains(asOf) { return .trial(stored, trial) }
         }
         return .calendarMonth(calendarMonths.period(containing: asOf))
+    }
+
+    /// What a tenant's open period bills so far, for listing many tenants (finance's page).
+    public struct Charge: Sendable, Equatable {
+        public let plan: Plan
+        public let kind: PeriodKind
+        public let period: Period
+        /// The open period's invoice total so far, tax included; zero in a trial.
+        public let total: Cents
+    }
+
+    /// The charge so far of each of `tenants` with a billing period or trial open at `asOf`
+    /// (tenants without one are absent), in a fixed number of statements whatever their
+    /// number. Usage is read from the period totals the Aggregator keeps, which hold all
+    /// usage stored for the period: at `asOf` = now that is the usage so far (events are
+    /// refused more than 5 minutes ahead); periods without totals are read from the rollups,
+    /// one by one, only for the tenants that have any.
+    public static func charges(of tenants: [UUID], asOf: Instant, on connection: isolated PostgresConnection) throws -> [UUID: Charge] {
+        guard !tenants.isEmpty else { return [:] }
+        let ids = PostgresTextArray(tenants.map(\.lowercasedText))
+        var taxRates: [UUID: Int] = [:]
+        for row in try connection.query("SELECT id, tax_rate_bps FROM tenants WHERE id = ANY($1::uuid[])", [ids]) {
+            taxRates[try row.decode(0, as: UUID.self)] = try row.decode(1, as: Int.self)
+        }
+        let plans = try SubscriptionRecords.plans(on: connection)
+        let subscriptions = try SubscriptionRecords.subscriptions(of: tenants, plans: plans, on: connection)
+        let catalog = try MetricCatalogRecords.load(on: connection)
+        var open: [(tenant: UUID, stored: StoredSubscription, billing: BillingPeriod)] = []
+        var charges: [UUID: Charge] = [:]
+        for tenant in tenants {
+            switch locate(asOf, in: subscriptions[tenant] ?? []) {
+            case .billing(let stored, let billing): open.append((tenant, stored, billing))
+            case .trial(let stored, let trial):
+                charges[tenant] = Charge(plan: stored.timeline.plan(at: asOf), kind: .trial, period: trial, total: .zero)
+            case .calendarMonth: continue
+            }
+        }
+        let periods = open.map { TenantPeriod(tenant: $0.tenant, span: $0.billing.billed) }
+        let totals = try UsagePeriodTotals.values(of: Set(periods), catalog: catalog, on: connection)
+        let untracked = periods.filter { totals[$0] == nil }
+        let withUsage = try tenantsWithUsage(untracked, on: connection)
+        let late = try InvoiceGenerator.lateUsage(of: open.map { ($0.stored, $0.billing.billed.start) }, catalog: catalog, on: connection)
+        for (tenant, stored, billing) in open {
+            let period = TenantPeriod(tenant: tenant, span: billing.billed)
+            var values = totals[period] ?? [:]
+            if totals[period] == nil, withUsage.contains(tenant) {
+                let counted = Period(start: billing.billed.start, end: max(billing.billed.start, min(asOf, billing.billed.end)))
+                values = try UsageReader.rangeValues(tenant: tenant, over: counted, catalog: catalog, on: connection)
+            }
+            let draft = try InvoiceCalculator.invoice(
+                for: billing, of: stored.timeline, values: values, lateUsage: late[stored.id] ?? [], taxBasisPoints: taxRates[tenant] ?? 0)
+            charges[tenant] = Charge(plan: stored.timeline.pricingPlan(of: billing), kind: .billing, period: billing.billed, total: draft.total)
+        }
+        return charges
+    }
+
+    /// Which tenants of `periods` have any hourly rollup in their period (every stored
+    /// event has one), in one statement.
+    static func tenantsWithUsage(_ periods: [TenantPeriod], on connection: isolated PostgresConnection) throws -> Set<UUID> {
+        guard !periods.isEmpty else { return [] }
+        let hour: Int64 = 3_600_000_000
+        let rows = try connection.query(
+            """
+            SELECT p.tenant_id FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS p (tenant_id, first_hour, period_end)
+             WHERE EXISTS (SELECT 1 FROM usage_rollups r WHERE r.tenant_id = p.tenant_id AND r.hour >= p.first_hour AND r.hour < p.period_end)
+            """,
+            [
+                PostgresTextArray(periods.map(\.tenant.lowercasedText)),
+                PostgresTextArray(periods.map { PostgresTimestamp(microsecondsSinceEpoch: $0.span.start.microsecondsSinceEpoch / hour * hour).description }),
+                PostgresTextArray(periods.map { PostgresTimestamp(microsecondsSinceEpoch: $0.span.end.microsecondsSinceEpoch).description }),
+            ])
+        return Set(try rows.map { try $0.decode(0, as: UUID.self) })
     }
 
     /// Where the period open at `asOf` began (billing period, trial or calendar month),

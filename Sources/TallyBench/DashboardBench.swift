@@ -13,6 +13,7 @@ struct DashboardBench: AsyncParsableCommand {
         abstract: "Dashboard page and usage-history times for a tenant with 6 months of hourly rollups, beside the bare SQL of the same rollups.")
     @Option(help: "The Billing API to measure (a release build; default TALLY_API_URL).") var api: String?
     @Option(help: "Requests per page measured (after 3 warm-up requests).") var requests = 40
+    @Option(help: "Tenants with an open subscription added for finance's page (deleted afterwards).") var financeTenants = 5_000
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -87,7 +88,66 @@ struct DashboardBench: AsyncParsableCommand {
             print("dashboard: raw SQL of the same rollups by \(name): \(Self.summary(times))")
         }
         try await pool.query("DELETE FROM usage_rollups WHERE tenant_id = $1", [UUID(uuidString: tenantID)!])
+        try await financePage(http: http, api: api, admin: admin, pool: pool)
         await pool.close()
+    }
+
+    /// Finance's page over `financeTenants` tenants with an open subscription and usage
+    /// (charges computed in batches), then those tenants are deleted again.
+    func financePage(http: HTTPClient, api: String, admin: String, pool: PostgresPool) async throws {
+        let tag = "dashboard bench " + String(UUID().uuidString.prefix(8))
+        try await pool.query(
+            """
+            WITH t AS (
+                INSERT INTO tenants (name, billing_email, tax_rate_bps)
+                SELECT $1 || ' ' || g, 'bench@tally.localhost', 725 FROM generate_series(1, $2) g RETURNING id
+            ), s AS (
+                INSERT INTO subscriptions (tenant_id, started_at, anchor)
+                SELECT id, date_trunc('hour', now()) - interval '10 days', date_trunc('hour', now()) - interval '10 days' FROM t
+                RETURNING id, tenant_id
+            ), c AS (
+                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
+                SELECT id, 'starter', date_trunc('hour', now()) - interval '10 days', 'start', date_trunc('hour', now()) - interval '10 days' FROM s
+            )
+            , r AS (
+                INSERT INTO usage_rollups (tenant_id, metric, hour, quantity_sum, event_count, quantity_max)
+                SELECT tenant_id, 'api_calls', date_trunc('hour', now()) - interval '2 days', 900 + (random() * 400)::int, 1, 1 FROM s
+                RETURNING tenant_id, quantity_sum
+            ), p AS (
+                -- The period's totals, as the Aggregator keeps them for every period it stores usage in.
+                INSERT INTO usage_periods (tenant_id, period_start, period_end)
+                SELECT tenant_id, date_trunc('hour', now()) - interval '10 days', date_trunc('hour', now()) - interval '10 days' + interval '1 month'
+                  FROM s RETURNING tenant_id, period_start, period_end
+            )
+            INSERT INTO usage_period_totals (tenant_id, period_start, period_end, metric, quantity_sum, event_count, quantity_max)
+            SELECT r.tenant_id, p.period_start, p.period_end, 'api_calls', r.quantity_sum, 1, 1 FROM r JOIN p USING (tenant_id)
+            """, [tag, financeTenants])
+        let form = try await http.send(.init(url: "\(api)/dashboard/sign-in"))
+        guard let signInCookie = Self.cookie("tally_sign_in", form.headers), let token = Self.csrf(String(decoding: form.body, as: UTF8.self)) else {
+            throw ValidationError("the sign-in page has no form token")
+        }
+        let signedIn = try await http.send(
+            .init(
+                method: .post, url: "\(api)/dashboard/sign-in",
+                headers: ["Cookie": "tally_sign_in=\(signInCookie)", "Content-Type": "application/x-www-form-urlencoded"],
+                body: Data("api_key=\(admin.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? admin)&csrf_token=\(token)".utf8)))
+        guard let session = Self.cookie("tally_session", signedIn.headers) else { throw ValidationError("admin sign-in failed: HTTP \(signedIn.status)") }
+        let times = try await Self.measure(5) {
+            let response = try await http.send(.init(url: "\(api)/dashboard/tenants?sort=charge", headers: ["Cookie": "tally_session=\(session)"]))
+            guard response.status == 200 else { throw ValidationError("/dashboard/tenants answered HTTP \(response.status)") }
+        }
+        print("dashboard: finance's tenant page sorted by charge, \(financeTenants) more tenants with an open subscription: \(Self.summary(times))")
+        try await pool.query(
+            """
+            WITH t AS (SELECT id FROM tenants WHERE name LIKE $1 || ' %'), s AS (SELECT id FROM subscriptions WHERE tenant_id IN (SELECT id FROM t)),
+                 c AS (DELETE FROM subscription_plan_changes WHERE subscription_id IN (SELECT id FROM s)),
+                 r AS (DELETE FROM usage_rollups WHERE tenant_id IN (SELECT id FROM t)),
+                 o AS (DELETE FROM usage_period_totals WHERE tenant_id IN (SELECT id FROM t)),
+                 p AS (DELETE FROM usage_periods WHERE tenant_id IN (SELECT id FROM t))
+            SELECT 1
+            """, [tag])
+        try await pool.query("DELETE FROM subscriptions WHERE tenant_id IN (SELECT id FROM tenants WHERE name LIKE $1 || ' %')", [tag])
+        try await pool.query("DELETE FROM tenants WHERE name LIKE $1 || ' %'", [tag])
     }
 
     static func measure(_ count: Int, _ body: () async throws -> Void) async throws -> [Double] {

@@ -34,17 +34,16 @@ public struct TenantStore: Sendable {
         return try rows.first.map(Self.tenant(from:))
     }
 
-    /// Tenants with a subscription open at `at` (trial included): how many, and the newest
-    /// `limit` of them (the finance page).
-    public func withOpenSubscriptions(at: Date, limit: Int) async throws -> (count: Int, tenants: [Tenant]) {
+    /// Tenants with a subscription open at `at` (trial included), by name: the newest
+    /// `limit` of them, and how many there are (finance's page).
+    public func withOpenSubscriptions(at: Date, limit: Int) async throws -> (count: Int, tenants: [(id: UUID, name: String)]) {
         let open = """
             EXISTS (SELECT 1 FROM subscriptions s WHERE s.tenant_id = tenants.id AND s.started_at <= $1
                     AND (s.ends_at IS NULL OR s.ends_at > $1))
             """
         let count = try await pool.query("SELECT count(*) FROM tenants WHERE \(open)", [at])[0].decode(0, as: Int64.self)
-        let rows = try await pool.query(
-            "SELECT \(Self.tenantColumns) FROM tenants WHERE \(open) ORDER BY created_at DESC, id LIMIT $2", [at, limit])
-        return (Int(count), try rows.map(Self.tenant(from:)))
+        let rows = try await pool.query("SELECT id, name FROM tenants WHERE \(open) ORDER BY created_at DESC, id LIMIT $2", [at, limit])
+        return (Int(count), try rows.map { (try $0.decode(0, as: UUID.self), try $0.decode(1, as: String.self)) })
     }
 
     /// The tenant, or nil, read on `connection` (a worker's own).

@@ -152,4 +152,72 @@ struct UsageReadPropertyTests {
         await connection.close()
         try await harness.tearDown()
     }
+
+    @Test("finance's batched charges equal each tenant's usage statement, with period totals kept by the ledger and without them")
+    func batchedCharges() async throws {
+        let harness = try await AggregatorHarness.make()
+        let tenants = try await harness.createTenants(4)
+        let end = Instant(TestClock.now()).microsecondsSinceEpoch / 3_600_000_000 * 3_600_000_000 - 3_600_000_000
+        let start = end - 20 * 3_600_000_000
+        let connection = try await PostgresConnection.connect(
+            configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
+        var subscriptions: [UUID] = []
+        // Tenants 0 and 1 subscribe before their usage is stored (the ledger keeps their
+        // period's totals), 2 after (its period is read from the rollups), 3 never.
+        func subscribe(_ tenant: UUID, plan: String) async throws {
+            let id = try await harness.database.query(
+                "INSERT INTO subscriptions (tenant_id, started_at, anchor) VALUES ($1, $2, $2) RETURNING id",
+                [tenant, Instant(microsecondsSinceEpoch: start).date])[0].decode(0, as: UUID.self)
+            try await harness.database.query(
+                """
+                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
+                VALUES ($1, $2, $3, 'start', $3)
+                """, [id, plan, Instant(microsecondsSinceEpoch: start).date])
+            subscriptions.append(id)
+        }
+        try await subscribe(tenants[0], plan: "starter")
+        try await subscribe(tenants[1], plan: "professional")
+        var random = SeededRandom(seed: 0xC4A2_6E5)
+        var events: [String] = []
+        for index in 0..<600 {
+            let tenant = tenants[index % 4]
+            let metric = ["api_calls", "estimates", "users"][Int(random.next() % 3)]
+            let time = Instant(microsecondsSinceEpoch: start + Int64(random.next() % UInt64(end - start)))
+            events.append(usageEventJSON(id: "c\(index)", tenant: tenant, metric: metric, quantity: "\"\(random.next() % 40).25\"", time: time.date))
+        }
+        let batch = UsageDecoder(now: TestClock.now()).decode([UsageMessage(deliveryTag: 1, messageID: nil, schema: nil, body: Array("[\(events.joined(separator: ","))]".utf8))])
+        #expect(batch.parkedEvents.isEmpty)
+        _ = try await UsageLedger.record(batch, now: TestClock.now(), on: connection)
+        try await subscribe(tenants[2], plan: "starter")
+        let asOf = Instant(microsecondsSinceEpoch: end + 1_800_000_000)
+        let (charges, statements, tracked) = try await connection.withTransaction(isolation: .repeatableRead) { connection in
+            let charges = try UsageStatement.charges(of: tenants, asOf: asOf, on: connection)
+            let statements = try tenants.map { try UsageStatement.load(tenant: $0, asOf: asOf, on: connection) }
+            let catalog = try MetricCatalogRecords.load(on: connection)
+            let tracked = try UsagePeriodTotals.values(
+                of: Set(statements.compactMap { statement in statement.map { TenantPeriod(tenant: $0.tenantID, span: $0.period) } }),
+                catalog: catalog, on: connection)
+            return (charges, statements, tracked)
+        }
+        // Tenants 0 and 1 are read from their period's totals, tenant 2 from the rollups
+        // (tenant 3's calendar month has totals too, and no charge).
+        #expect(Set(tracked.keys.map(\.tenant)) == [tenants[0], tenants[1], tenants[3]])
+        for (index, tenant) in tenants.enumerated() {
+            let statement = try #require(statements[index])
+            if index == 3 {
+                #expect(charges[tenant] == nil)
+                continue
+            }
+            let charge = try #require(charges[tenant])
+            #expect(charge.total == statement.draft?.total, "tenant \(index)")
+            #expect(charge.total > Cents(29_900), "tenant \(index) has overage")
+            #expect(charge.period == statement.period)
+        }
+        for id in subscriptions {
+            try await harness.database.query("DELETE FROM subscription_plan_changes WHERE subscription_id = $1", [id])
+            try await harness.database.query("DELETE FROM subscriptions WHERE id = $1", [id])
+        }
+        await connection.close()
+        try await harness.tearDown()
+    }
 }

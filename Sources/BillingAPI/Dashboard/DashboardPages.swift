@@ -246,36 +246,54 @@ extension DashboardRoutes {
 
     // MARK: Finance: every tenant
 
-    /// The admin's page: tenants with a subscription open now and their charge so far
-    /// (the open period's upcoming total, tax included), sortable by name or charge.
+    /// The admin's page: tenants with a subscription open now and their charge so far (the
+    /// open period's invoice total, tax included), sorted by name or by charge, 50 a page.
+    /// Charges are computed for up to `financeTenantLimit` tenants, 2,000 per statement batch.
     @Sendable func tenantsPage(_ request: Request, context: TallyRequestContext) async throws -> Response {
         guard let (session, _) = try await viewer(request) else { return redirect(to: "/dashboard/sign-in") }
         guard session.principal == .admin else { return try errorPage(APIError.notFound("page"), session: session) }
-        let limit = 100
-        let (count, open) = try await tenants.withOpenSubscriptions(at: TallyClock.now(), limit: limit)
-        var rows: [(tenant: Tenant, statement: UsageStatement)] = []
-        for tenant in open { rows.append((tenant, try await statement(of: tenant.id))) }
-        let byCharge = request.uri.queryParameters.get("sort") == "charge"
-        rows.sort { first, second in
-            let (a, b) = (first.statement.draft?.total ?? .zero, second.statement.draft?.total ?? .zero)
-            if byCharge, a != b { return b < a }
-            return first.tenant.name.localizedStandardCompare(second.tenant.name) == .orderedAscending
+        let now = TallyClock.now()
+        let (count, open) = try await tenants.withOpenSubscriptions(at: now, limit: Self.financeTenantLimit)
+        var charges: [UUID: UsageStatement.Charge] = [:]
+        for start in stride(from: 0, to: open.count, by: 2_000) {
+            let batch = open[start..<min(open.count, start + 2_000)].map(\.id)
+            charges.merge(
+                try await pool.withTransaction(isolation: .repeatableRead) { try UsageStatement.charges(of: batch, asOf: Instant(now), on: $0) },
+                uniquingKeysWith: { first, _ in first })
         }
+        let byCharge = request.uri.queryParameters.get("sort") == "charge"
+        let rows = open.filter { charges[$0.id] != nil }.sorted { first, second in
+            let (a, b) = (charges[first.id]?.total ?? .zero, charges[second.id]?.total ?? .zero)
+            if byCharge, a != b { return b < a }
+            return first.name.localizedStandardCompare(second.name) == .orderedAscending
+        }
+        let pageSize = 50
+        let pages = max(1, (rows.count + pageSize - 1) / pageSize)
+        let page = min(pages, max(1, Int(request.uri.queryParameters.get("page") ?? "") ?? 1))
+        let sort = byCharge ? "charge" : "name"
+        let shown = rows.dropFirst((page - 1) * pageSize).prefix(pageSize)
         let links = [Navigation.Link(href: "/dashboard/tenants", label: "All tenants", current: true)]
         return try html(
             "tenants",
             TenantsPage(
                 title: "Tenants", nav: Navigation(links: links, csrf: session.csrfToken), tenantName: nil, count: count,
-                truncated: count > limit, shown: rows.count,
+                truncated: count > open.count, shown: open.count,
                 empty: rows.isEmpty ? "No tenant has a subscription open now." : nil,
                 sortByName: "/dashboard/tenants?sort=name", sortByCharge: "/dashboard/tenants?sort=charge",
-                rows: rows.map { tenant, statement in
-                    TenantsPage.Row(
-                        name: tenant.name, href: "/dashboard/usage?tenant=\(tenant.id.lowercasedText)", plan: statement.plan?.name ?? "—",
-                        period: statement.kind == .trial ? "trial" : InvoiceText.period(statement.period),
-                        charge: InvoiceDocument.dollars(statement.draft?.total.value ?? 0))
+                pageLabel: "Page \(page) of \(pages)",
+                previous: page > 1 ? "/dashboard/tenants?sort=\(sort)&page=\(page - 1)" : nil,
+                next: page < pages ? "/dashboard/tenants?sort=\(sort)&page=\(page + 1)" : nil,
+                rows: shown.map { tenant in
+                    let charge = charges[tenant.id]
+                    return TenantsPage.Row(
+                        name: tenant.name, href: "/dashboard/usage?tenant=\(tenant.id.lowercasedText)", plan: charge?.plan.name ?? "—",
+                        period: charge.map { $0.kind == .trial ? "trial" : InvoiceText.period($0.period) } ?? "—",
+                        charge: InvoiceDocument.dollars(charge?.total.value ?? 0))
                 }))
     }
+
+    /// The most tenants finance's page computes charges for (the newest with an open subscription).
+    static let financeTenantLimit = 20_000
 }
 
 // MARK: Page models (read by the templates by property name)
@@ -452,5 +470,8 @@ struct TenantsPage {
     let empty: String?
     let sortByName: String
     let sortByCharge: String
+    let pageLabel: String
+    let previous: String?
+    let next: String?
     let rows: [Row]
 }

@@ -234,7 +234,7 @@ enum DashboardTemplates {
     static let tenants = """
         {{<layout}}{{$content}}
         <h1>Tenants</h1>
-        <p class="muted">Charges so far in each tenant's open billing period, tax included ({{count}} tenants with a subscription open now{{#truncated}}, the {{shown}} newest shown{{/truncated}}).</p>
+        <p class="muted">Charges so far in each tenant's open billing period, tax included ({{count}} tenants with a subscription open now{{#truncated}}, the {{shown}} newest listed{{/truncated}}).</p>
         <form method="get" action="/dashboard/usage">
         <label>Open a tenant by id <input name="tenant" required size="36" pattern="[0-9a-fA-F-]{36}"></label>
         <button type="submit">Open</button>
@@ -248,6 +248,7 @@ enum DashboardTemplates {
         </tbody>
         </table>
         </div>
+        <p>{{#previous}}<a href="{{previous}}" rel="prev">Previous</a> {{/previous}}{{pageLabel}}{{#next}} <a href="{{next}}" rel="next">Next</a>{{/next}}</p>
         {{/content}}{{/layout}}
         """
 
