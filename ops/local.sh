@@ -129,13 +129,34 @@ stop_pid() {
 
 # ---------------------------------------------------------------- PostgreSQL
 
-pg_data() { echo "$LOCAL/postgres/data"; }
-pg_socket() { echo "$LOCAL/postgres/socket"; }
+# PostgreSQL runs as the `postgres` user, which must reach its data, socket and log. In a
+# checkout it can enter, they live in .local/postgres. In a private one (a home of mode
+# 700, a `mktemp -d` folder) they live in /var/lib/tally-local/<checkout id>, which
+# .local/postgres links to: the user's directories keep their permissions.
+PG_HOME=""
+pg_home() {
+  if [ -z "$PG_HOME" ]; then
+    if [ -L "$LOCAL/postgres" ]; then
+      PG_HOME=$(readlink -f "$LOCAL/postgres")
+    elif [ -d "$LOCAL/postgres" ] || runuser -u postgres -- test -x "$ROOT" 2>/dev/null; then
+      PG_HOME="$LOCAL/postgres"
+    else
+      PG_HOME="/var/lib/tally-local/$(printf '%s' "$ROOT" | sha256sum | cut -c1-16)"
+      mkdir -p "$LOCAL" && install -d -m 755 /var/lib/tally-local "$PG_HOME"
+      ln -sfn "$PG_HOME" "$LOCAL/postgres"
+      say "this checkout is private to its owner: PostgreSQL keeps its files in $PG_HOME (linked from .local/postgres)"
+    fi
+  fi
+  printf '%s' "$PG_HOME"
+}
+pg_data() { echo "$(pg_home)/data"; }
+pg_socket() { echo "$(pg_home)/socket"; }
 as_postgres() { runuser -u postgres -- "$@"; }
 psql_admin() { as_postgres "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$(pg_socket)" -p $PG_PORT -U postgres "$@"; }
 
 start_postgres() {
-  mkdir -p "$LOCAL/postgres" && chmod 755 "$LOCAL" "$LOCAL/postgres"
+  pg_home >/dev/null
+  mkdir -p "$(pg_home)" && chmod 755 "$LOCAL" "$(pg_home)"
   if [ ! -f "$(pg_data)/PG_VERSION" ]; then
     say "initializing PostgreSQL in .local/postgres"
     install -d -o postgres -g postgres -m 700 "$(pg_data)"
@@ -146,8 +167,10 @@ start_postgres() {
   install -d -o postgres -g postgres -m 755 "$(pg_socket)"
   if ! as_postgres "$PG_BIN/pg_ctl" -D "$(pg_data)" status >/dev/null 2>&1; then
     say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
-    touch "$LOGS/postgres.log" && chown postgres "$LOGS/postgres.log"
-    as_postgres "$PG_BIN/pg_ctl" -D "$(pg_data)" -l "$LOGS/postgres.log" -w -t 60 \
+    # The server writes its log where it can reach it; .local/log/postgres.log links there.
+    touch "$(pg_home)/postgres.log" && chown postgres "$(pg_home)/postgres.log"
+    [ "$(pg_home)/postgres.log" -ef "$LOGS/postgres.log" ] || ln -sfn "$(pg_home)/postgres.log" "$LOGS/postgres.log"
+    as_postgres "$PG_BIN/pg_ctl" -D "$(pg_data)" -l "$(pg_home)/postgres.log" -w -t 60 \
       -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$(pg_socket) -c max_connections=200 -c shared_buffers=256MB -c timezone=UTC" \
       start >/dev/null || die "PostgreSQL did not start; see $LOGS/postgres.log"
   fi
@@ -433,6 +456,9 @@ cmd_test() {
   BUILD_TESTS=1 cmd_up
   # Tests find their emails by their own ids; the sink's mail of earlier runs only takes space.
   find "$LOCAL/mail" -name '*.eml' -delete 2>/dev/null || true
+  say "starting PostgreSQL from a private copy of ops/ (a folder of mode 700)"
+  "$ROOT/ops/tests/private_checkout_test.sh" 2>&1 | tee "$LOGS/test-private-checkout.log" \
+    || die "the private-checkout test failed; the output is in $LOGS/test-private-checkout.log"
   say "running the whole test suite against the real servers"
   run_suite "$LOGS/test.log"
   run_browser_tests
