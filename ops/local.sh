@@ -461,6 +461,9 @@ cmd_test() {
     || die "the private-checkout test failed; the output is in $LOGS/test-private-checkout.log"
   say "running the whole test suite against the real servers"
   run_suite "$LOGS/test.log"
+  say "building Examples/SampleAPI against the library and metering a few requests through it"
+  (set -a; . "$LOCAL/env"; set +a; timeout -k 10 900 "$ROOT/ops/tests/sample_api_test.sh" 2>&1 | tee "$LOGS/test-sample-api.log"
+   exit "${PIPESTATUS[0]}") || die "the sample API test failed; the output is in $LOGS/test-sample-api.log"
   run_browser_tests
   run_contract_tests
   # Outage tests stop and restart the real servers, and the heavy exactness tests would
