@@ -21,6 +21,10 @@ curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null || fail "the sample API di
 tenant=$(curl -fsS -X POST "$TALLY_API_URL/v1/tenants" -H "Authorization: Bearer $BILLING_ADMIN_TOKEN" \
   -H 'Content-Type: application/json' -d '{"name": "Sample API user", "billing_email": "ap@sample.test"}' \
   | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+# On a plan: the middleware answers 403 NO_SUBSCRIPTION to a tenant the Aggregator has
+# reported without one, as soon as its first usage is counted.
+curl -fsS -o /dev/null -X POST "$TALLY_API_URL/v1/subscriptions" -H "Authorization: Bearer $BILLING_ADMIN_TOKEN" \
+  -H 'Content-Type: application/json' -d "{\"tenant_id\": \"$tenant\", \"plan\": \"starter\"}"
 for path in /estimates /estimates /reports; do
   curl -fsS -o /dev/null -X "$([ "$path" = /estimates ] && echo POST || echo GET)" -H "X-Tenant-ID: $tenant" "http://127.0.0.1:$PORT$path"
 done
