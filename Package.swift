@@ -126,8 +126,8 @@ let package = Package(
         .executableTarget(
             name: "Invoicer",
             dependencies: [
-                "TallyRuntime", "TallyHTTP", "Invoicing", "StripeSync", "TallyMessaging", "PostgresClient", "RabbitMQClient", "UsageEvents",
-                "CivilTime", argumentParser, hummingbird,
+                "TallyRuntime", "TallyHTTP", "Invoicing", "StripeSync", "TallyMessaging", "TallyStore", "PostgresClient", "RabbitMQClient",
+                "UsageEvents", "CivilTime", argumentParser, hummingbird,
                 log,
                 lifecycle,
             ],
@@ -233,7 +233,7 @@ let package = Package(
         .testTarget(name: "BlockingIOTests", dependencies: ["BlockingIO"], swiftSettings: swiftSettings),
         .testTarget(name: "RabbitMQClientTests", dependencies: ["RabbitMQClient", "TallyMessaging", "TallyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "CivilTime", "TallyTestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "TallyStoreTests", dependencies: ["TallyStore", "PostgresClient", "TallyTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "TallyStoreTests", dependencies: ["TallyStore", "PostgresClient", "TallyTestSupport", log], swiftSettings: swiftSettings),
         .testTarget(
             name: "CurlClientTests",
             dependencies: ["CurlClient", "TallyTestSupport", hummingbird],

@@ -9,6 +9,7 @@ import StripeSync
 import TallyHTTP
 import TallyMessaging
 import TallyRuntime
+import TallyStore
 
 /// Builds `invoicer run`: its services beside a small HTTP server for `/metrics`,
 /// `/healthz` and `/readyz`. Production and tests call the same function.

@@ -73,7 +73,7 @@ public struct MeteringMiddleware<Context: RequestContext>: RouterMiddleware {
             return nil
         case .unknown:
             unknownQuotaDecisions.increment()
-            context.logger.debug("no fresh quota state; allowing and metering", metadata: ["tenant.id": "\(tenant)"])
+            context.logger.debug("no fresh quota state; allowing and metering", metadata: ["tenant.id": "\(tenant.uuidString.lowercased())"])
             return nil
         case .exceeded(let used, let quota):
             return Self.errorResponse(
@@ -102,7 +102,7 @@ public struct MeteringMiddleware<Context: RequestContext>: RouterMiddleware {
                 ],
                 traceparent: request.headers[HTTPField.Name("traceparent")!])
         } catch {
-            context.logger.error("api call not metered", metadata: ["error": "\(error)", "tenant.id": "\(tenant)"])
+            context.logger.error("api call not metered", metadata: ["error": "\(error)", "tenant.id": "\(tenant.uuidString.lowercased())"])
         }
     }
 
@@ -122,7 +122,7 @@ public struct MeteringMiddleware<Context: RequestContext>: RouterMiddleware {
                 metadata: resourceID.map { ["resource_id": .string($0)] } ?? [:],
                 id: resourceID.map { "\(metric):\(tenant):\($0)" })
         } catch {
-            context.logger.error("creation not metered", metadata: ["error": "\(error)", "tenant.id": "\(tenant)"])
+            context.logger.error("creation not metered", metadata: ["error": "\(error)", "tenant.id": "\(tenant.uuidString.lowercased())"])
         }
         return response
     }

@@ -1,5 +1,6 @@
 import CivilTime
 import Foundation
+import Logging
 
 // One spelling of every id (issue 14): Foundation writes a UUID in upper case
 // (`uuidString`), while usage events, logs, PDFs and `billing.events` use lower case,
@@ -29,6 +30,14 @@ extension KeyedEncodingContainer {
 
 extension DefaultStringInterpolation {
     /// `"\(id)"` is the lower-case text, as in logs and messages elsewhere.
+    public mutating func appendInterpolation(_ value: UUID) {
+        appendLiteral(value.lowercasedText)
+    }
+}
+
+extension Logger.MetadataValue.StringInterpolation {
+    /// `metadata: ["tenant.id": "\(id)"]` logs the lower-case text too (swift-log's
+    /// metadata values have an interpolation of their own).
     public mutating func appendInterpolation(_ value: UUID) {
         appendLiteral(value.lowercasedText)
     }
