@@ -242,7 +242,7 @@ let package = Package(
         .testTarget(
             name: "BillingAPITests",
             dependencies: [
-                "BillingAPI", "TallyHTTP", "UsageEvents", "TallyStore", "TallyRuntime", "TallyTestSupport", "PostgresClient", hummingbird,
+                "BillingAPI", "BillingEngine", "TallyHTTP", "UsageEvents", "TallyStore", "TallyRuntime", "TallyTestSupport", "PostgresClient", hummingbird,
                 httpTypes, nioCore, crypto,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],

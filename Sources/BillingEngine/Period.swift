@@ -49,6 +49,10 @@ public struct BillingCalendar: Sendable, Hashable {
         self.interval = interval
     }
 
+    /// UTC calendar months: the period of usage no subscription covers (stored and
+    /// reported as unbilled, SPEC §2).
+    public static let utcMonths = BillingCalendar(anchor: Instant(microsecondsSinceEpoch: 0), interval: .monthly)
+
     /// The start of period `index` (negative indexes lie before the anchor).
     public func boundary(_ index: Int64) -> Instant {
         let (anchorDate, microOfDay) = anchor.civil

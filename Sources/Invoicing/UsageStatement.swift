@@ -85,7 +85,7 @@ public struct UsageStatement: Sendable {
                 previous: nil, draft: nil, billingPeriod: nil)
         case .calendarMonth(let month):
             let span = counted(month)
-            let previousMonth = calendarMonths.period(calendarMonths.index(containing: asOf) - 1)
+            let previousMonth = BillingCalendar.utcMonths.period(BillingCalendar.utcMonths.index(containing: asOf) - 1)
             return UsageStatement(
                 tenantID: tenant, currency: currency, taxRateBps: taxRate, subscription: nil, plan: nil, kind: .calendarMonth,
                 period: month, counted: span, metrics: MetricStanding.standings(values: try values(over: span), plan: nil),
@@ -116,7 +116,7 @@ public struct UsageStatement: Sendable {
         for stored in subscriptions {
             if let trial = stored.timeline.trial, trial.contains(asOf) { return .trial(stored, trial) }
         }
-        return .calendarMonth(calendarMonths.period(containing: asOf))
+        return .calendarMonth(BillingCalendar.utcMonths.period(containing: asOf))
     }
 
     /// What a tenant's open period bills so far, for listing many tenants (finance's page).
@@ -197,7 +197,4 @@ public struct UsageStatement: Sendable {
         let plans = try SubscriptionRecords.plans(on: connection)
         return locate(asOf, in: try SubscriptionRecords.subscriptions(of: [tenant], plans: plans, on: connection)[tenant] ?? []).start
     }
-
-    /// UTC calendar months, for usage no subscription covers.
-    static let calendarMonths = BillingCalendar(anchor: Instant(microsecondsSinceEpoch: 0), interval: .monthly)
 }

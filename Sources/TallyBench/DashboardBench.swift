@@ -47,18 +47,7 @@ struct DashboardBench: AsyncParsableCommand {
                                    interval '1 hour') AS hour
             """, [UUID(uuidString: tenantID)!]).affectedRows
 
-        // Sign in as a browser does.
-        let form = try await http.send(.init(url: "\(api)/dashboard/sign-in"))
-        let page = String(decoding: form.body, as: UTF8.self)
-        guard let signInCookie = Self.cookie("tally_sign_in", form.headers), let token = Self.csrf(page) else {
-            throw ValidationError("the sign-in page has no form token")
-        }
-        let signedIn = try await http.send(
-            .init(
-                method: .post, url: "\(api)/dashboard/sign-in",
-                headers: ["Cookie": "tally_sign_in=\(signInCookie)", "Content-Type": "application/x-www-form-urlencoded"],
-                body: Data("api_key=\(key)&csrf_token=\(token)".utf8)))
-        guard let session = Self.cookie("tally_session", signedIn.headers) else { throw ValidationError("sign-in failed: HTTP \(signedIn.status)") }
+        let session = try await Self.signIn(http: http, api: api, key: key)
 
         print("dashboard: a tenant with \(rows) hourly rollups (4 metrics, 6 months); \(requests) requests each, median and p95 at the client")
         let pages = [
@@ -122,16 +111,7 @@ struct DashboardBench: AsyncParsableCommand {
             INSERT INTO usage_period_totals (tenant_id, period_start, period_end, metric, quantity_sum, event_count, quantity_max)
             SELECT r.tenant_id, p.period_start, p.period_end, 'api_calls', r.quantity_sum, 1, 1 FROM r JOIN p USING (tenant_id)
             """, [tag, financeTenants])
-        let form = try await http.send(.init(url: "\(api)/dashboard/sign-in"))
-        guard let signInCookie = Self.cookie("tally_sign_in", form.headers), let token = Self.csrf(String(decoding: form.body, as: UTF8.self)) else {
-            throw ValidationError("the sign-in page has no form token")
-        }
-        let signedIn = try await http.send(
-            .init(
-                method: .post, url: "\(api)/dashboard/sign-in",
-                headers: ["Cookie": "tally_sign_in=\(signInCookie)", "Content-Type": "application/x-www-form-urlencoded"],
-                body: Data("api_key=\(admin.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? admin)&csrf_token=\(token)".utf8)))
-        guard let session = Self.cookie("tally_session", signedIn.headers) else { throw ValidationError("admin sign-in failed: HTTP \(signedIn.status)") }
+        let session = try await Self.signIn(http: http, api: api, key: admin)
         let times = try await Self.measure(5) {
             let response = try await http.send(.init(url: "\(api)/dashboard/tenants?sort=charge", headers: ["Cookie": "tally_session=\(session)"]))
             guard response.status == 200 else { throw ValidationError("/dashboard/tenants answered HTTP \(response.status)") }
@@ -148,6 +128,22 @@ struct DashboardBench: AsyncParsableCommand {
             """, [tag])
         try await pool.query("DELETE FROM subscriptions WHERE tenant_id IN (SELECT id FROM tenants WHERE name LIKE $1 || ' %')", [tag])
         try await pool.query("DELETE FROM tenants WHERE name LIKE $1 || ' %'", [tag])
+    }
+
+    /// Signs in to the dashboard as a browser does (the form's token, then the post) and
+    /// returns the session cookie's value.
+    static func signIn(http: HTTPClient, api: String, key: String) async throws -> String {
+        let form = try await http.send(.init(url: "\(api)/dashboard/sign-in"))
+        guard let signInCookie = cookie("tally_sign_in", form.headers), let token = csrf(String(decoding: form.body, as: UTF8.self)) else {
+            throw ValidationError("the sign-in page has no form token")
+        }
+        let signedIn = try await http.send(
+            .init(
+                method: .post, url: "\(api)/dashboard/sign-in",
+                headers: ["Cookie": "tally_sign_in=\(signInCookie)", "Content-Type": "application/x-www-form-urlencoded"],
+                body: Data("api_key=\(key.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? key)&csrf_token=\(token)".utf8)))
+        guard let session = cookie("tally_session", signedIn.headers) else { throw ValidationError("sign-in failed: HTTP \(signedIn.status)") }
+        return session
     }
 
     static func measure(_ count: Int, _ body: () async throws -> Void) async throws -> [Double] {

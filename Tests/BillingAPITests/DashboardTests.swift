@@ -1,3 +1,4 @@
+import BillingEngine
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -103,7 +104,10 @@ struct DashboardTests: BillingAPITestCase {
             let (usage, page, pageHeaders) = try await get(client, "/dashboard/usage", browser)
             #expect(usage == .ok)
             #expect(page.contains("Dashboard Co"))
+            #expect(page.contains("No subscription and no usage yet this month"))
             #expect(pageHeaders[.contentSecurityPolicy]?.contains("default-src 'none'") == true)
+            let (_, upcoming, _) = try await get(client, "/dashboard/upcoming", browser)
+            #expect(upcoming.contains("There is no subscription, so nothing is billed"))
             // Sign-out needs the token too; then the same cookie is refused.
             let (refused, _, _) = try await post(client, "/dashboard/sign-out", browser, [("csrf_token", "nope")])
             #expect(refused == .forbidden)
@@ -134,7 +138,7 @@ struct DashboardTests: BillingAPITestCase {
 
     @Test("forms: an alert added through the form is in GET /v1/alerts and removed by the form; a post without the session's token changes nothing")
     func alertForms() async throws {
-        try await app().test(.router) { client in
+        try await app(allowPrivateWebhooks: true).test(.router) { client in
             let tenant = try await createTenant(client, name: "Alerting Co")
             let browser = try await signIn(client, key: tenant.key)
             let fields = [("metric", "api_calls"), ("kind", "quota"), ("threshold_percentage", "80"), ("channel", "email")]
@@ -158,7 +162,95 @@ struct DashboardTests: BillingAPITestCase {
                 let data = try json(response)["data"] as? [[String: Any]]
                 #expect(data?.isEmpty == true)
             }
+            // A webhook endpoint added by form: its secret shown once, the endpoint in the API.
+            let (created, endpointPage, _) = try await post(
+                client, "/dashboard/webhooks", browser, [("url", "http://127.0.0.1:9/hook"), ("description", "form"), ("csrf_token", browser.csrf)])
+            #expect(created == .created)
+            #expect(endpointPage.contains("shown this once: <code>whsec_"))
+            let (refused, refusedPage, _) = try await post(client, "/dashboard/webhooks", browser, [("url", "ftp://x"), ("csrf_token", browser.csrf)])
+            #expect(refused == .badRequest && refusedPage.contains("URL "))
+            try await client.execute(uri: "/v1/webhook-endpoints", method: .get, headers: bearer(tenant.key)) { response in
+                let data = try json(response)["data"] as? [[String: Any]]
+                #expect(data?.map { $0["url"] as? String } == ["http://127.0.0.1:9/hook"])
+            }
         }
+    }
+
+    @Test("cookies are Secure behind a TLS proxy (X-Forwarded-Proto: https), and not on plain HTTP")
+    func secureCookies() async throws {
+        try await app().test(.router) { client in
+            for (proto, secure) in [("https", true), ("http", false)] {
+                try await client.execute(uri: "/dashboard/sign-in", method: .get, headers: [HTTPField.Name("X-Forwarded-Proto")!: proto]) { response in
+                    let cookie = try #require(Self.cookie("tally_sign_in", in: response))
+                    #expect(cookie.attributes.contains("Secure") == secure, "\(proto)")
+                    #expect(cookie.attributes.contains("SameSite=Strict"))
+                }
+            }
+        }
+    }
+
+    @Test("finance's tenant page: a tenant's charge so far is its upcoming invoice's total; sorted by charge, largest first")
+    func financePage() async throws {
+        let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
+        try await app().test(.router) { client in
+            // A name that sorts first, so the tenant is on the first page by name.
+            let tenant = try await createTenant(client, name: "!!! Finance \(UUID().uuidString.prefix(8))", taxRateBps: 725)
+            let subscription = try await client.execute(
+                uri: "/v1/subscriptions", method: .post, headers: bearer(adminToken),
+                body: ByteBuffer(string: #"{"tenant_id": "\#(tenant.id)", "plan": "starter"}"#)
+            ) { try #require(try json($0)["id"] as? String) }
+            try await withCleanup({
+                let total = try await client.execute(uri: "/v1/invoices/upcoming?tenant_id=\(tenant.id)", method: .get, headers: bearer(adminToken)) {
+                    try #require(try json($0)["total_cents"] as? Int)
+                }
+                let admin = try await signIn(client, key: adminToken)
+                let (byName, namePage, _) = try await get(client, "/dashboard/tenants?sort=name", admin)
+                #expect(byName == .ok)
+                #expect(namePage.contains("Page 1 of"))
+                let ours = try #require(Self.rows(namePage).first { $0.id == tenant.id })
+                #expect(ours.charge == Self.dollars(total))
+                let (byCharge, chargePage, _) = try await get(client, "/dashboard/tenants?sort=charge", admin)
+                #expect(byCharge == .ok)
+                let charges = Self.rows(chargePage).map { Self.cents($0.charge) }
+                #expect(!charges.isEmpty)
+                #expect(charges == charges.sorted(by: >))
+            }, cleanup: {
+                // Not open any more: later runs' pages do not list it.
+                try await pool.query("DELETE FROM subscription_plan_changes WHERE subscription_id = $1", [UUID(uuidString: subscription)!])
+                try await pool.query("DELETE FROM subscriptions WHERE id = $1", [UUID(uuidString: subscription)!])
+            })
+        }
+        await pool.close()
+    }
+
+    /// The finance page's rows: tenant id and charge text.
+    static func rows(_ page: String) -> [(id: String, charge: String)] {
+        page.matches(of: #/<tr><td><a href="/dashboard/usage\?tenant=([0-9a-f-]{36})">[^<]*</a></td><td>[^<]*</td><td>[^<]*</td><td class="num">([^<]*)</td></tr>/#)
+            .map { (String($0.output.1), String($0.output.2)) }
+    }
+
+    static func dollars(_ cents: Int) -> String {
+        let formatter = NumberFormatter()
+        formatter.numberStyle = .decimal
+        formatter.minimumFractionDigits = 2
+        formatter.maximumFractionDigits = 2
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.usesGroupingSeparator = true
+        formatter.groupingSeparator = ","
+        formatter.groupingSize = 3
+        return "$" + (formatter.string(from: NSNumber(value: Double(cents) / 100)) ?? "")
+    }
+
+    static func cents(_ dollars: String) -> Int {
+        Int(dollars.filter(\.isNumber)) ?? -1
+    }
+
+    @Test("a card's change versus the previous period: whole percent toward zero, new usage, nothing")
+    func changeVersusPrevious() {
+        #expect(UsagePage.Card.change(from: Quantity(units: 100), to: Quantity(units: 150)) == "+50 % vs. the previous period")
+        #expect(UsagePage.Card.change(from: Quantity(units: 300), to: Quantity(scaled: 1_999_999)) == "−33 % vs. the previous period")
+        #expect(UsagePage.Card.change(from: .zero, to: Quantity(units: 1)) == "new since the previous period")
+        #expect(UsagePage.Card.change(from: .zero, to: .zero) == nil)
     }
 
     @Test("isolation: tenant A's session gets 404 for B's pages, invoice PDFs, alerts and endpoints, whatever ids it names")

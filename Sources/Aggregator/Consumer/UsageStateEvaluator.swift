@@ -27,8 +27,6 @@ enum UsageStateEvaluator {
         var billingEvents = 0
     }
 
-    /// Tenants without a subscription are measured by UTC calendar month.
-    static let calendarMonths = BillingCalendar(anchor: Instant(microsecondsSinceEpoch: 0), interval: .monthly)
 
     /// A period a batch touched: evaluated once, at the latest time the batch saw in it.
     struct Touch {
@@ -54,7 +52,7 @@ enum UsageStateEvaluator {
                     last = Touch(span: held.span, time: time, subscription: subscription, trial: held.trial)
                 } else {
                     let period = subscription?.period(containing: time)
-                    let span = period?.span ?? calendarMonths.period(containing: time)
+                    let span = period?.span ?? BillingCalendar.utcMonths.period(containing: time)
                     last = Touch(span: span, time: time, subscription: subscription, trial: period?.trial == true)
                 }
                 if let touch = last, latestByPeriod[touch.span].map({ $0.time < touch.time }) ?? true { latestByPeriod[touch.span] = touch }
@@ -110,35 +108,31 @@ enum UsageStateEvaluator {
         /// The newest event's time; the anomaly rule looks at its hour.
         let time: Date
         let now: Date
-        /// Each metric against the plan, by metric: the read model `GET /v1/usage` and the
-        /// dashboard show, from which quota states, quota crossings and alerts are judged.
-        let standings: [String: MetricStanding]
 
-        init(tenant: UUID, span: Period, values: [String: Quantity], plan: Plan?, time: Date, now: Date) {
-            self.tenant = tenant
-            self.span = span
-            self.values = values
-            self.plan = plan
-            self.time = time
-            self.now = now
-            self.standings = Dictionary(
-                uniqueKeysWithValues: MetricStanding.standings(values: values, plan: plan).map { ($0.metric, $0) })
+        /// `metric` against the plan: the read model `GET /v1/usage` and the dashboard show,
+        /// from which quota states, quota crossings and alerts are judged. Built per metric
+        /// asked for (this runs for every tenant period of every batch).
+        func standing(of metric: String) -> MetricStanding {
+            MetricStanding(metric: metric, value: values[metric] ?? .zero, terms: plan?.terms[metric])
         }
 
         var quotaMetrics: [String: QuotaState.Metric] {
-            standings.mapValues { standing in
-                QuotaState.Metric(
+            var metrics: [String: QuotaState.Metric] = [:]
+            for metric in Set(values.keys).union(plan?.terms.keys ?? [:].keys) {
+                let standing = standing(of: metric)
+                metrics[metric] = QuotaState.Metric(
                     used: decimal(standing.value), quota: standing.quota.map(decimal), enforcement: standing.enforcement == .hard ? .hard : .soft)
             }
+            return metrics
         }
 
         func decimal(_ quantity: Quantity) -> Decimal { Decimal(string: quantity.description) ?? 0 }
     }
 
     private static func quotaCrossings(_ context: PeriodContext) -> [BillingEvent] {
-        guard context.plan != nil else { return [] }
+        guard let plan = context.plan else { return [] }
         var events: [BillingEvent] = []
-        for standing in context.standings.values.sorted(by: { $0.metric < $1.metric }) {
+        for standing in plan.terms.keys.sorted().map(context.standing(of:)) {
             guard let quota = standing.quota, !standing.isUnlimited, standing.value > quota else { continue }
             events.append(
                 .quotaExceeded(
@@ -195,9 +189,9 @@ enum UsageStateEvaluator {
     private static func evaluate(
         _ alert: StoredAlert, _ context: PeriodContext, catalog: MetricCatalog, on connection: isolated PostgresConnection
     ) throws -> Firing? {
-        let standing = context.standings[alert.rule.metric]
-        let quota = standing?.quota
-        var input = AlertInput(value: standing?.value ?? .zero, quota: quota)
+        let standing = context.standing(of: alert.rule.metric)
+        let quota = standing.quota
+        var input = AlertInput(value: standing.value, quota: quota)
         if case .anomaly = alert.rule.condition {
             let (lastHour, trailing) = try hourly(
                 tenant: context.tenant, metric: alert.rule.metric, catalog: catalog, at: context.time, on: connection)

@@ -1,5 +1,4 @@
 import CivilTime
-import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -121,10 +120,11 @@ struct DashboardRoutes {
         return Cookie(name: name, value: value, maxAge: maxAge, path: path, secure: secure, httpOnly: true, sameSite: .strict)
     }
 
-    /// Compares a posted token with the expected one without an early exit.
+    /// Compares a posted token with the expected one without an early exit (tokens have
+    /// one length, so only a malformed one is refused sooner).
     static func same(_ given: String?, _ expected: String) -> Bool {
         guard let given, !expected.isEmpty else { return false }
-        return Data(SHA256.hash(data: Data(given.utf8))) == Data(SHA256.hash(data: Data(expected.utf8)))
+        return StripeWebhookSignature.constantTimeEqual(Array(given.utf8), Array(expected.utf8))
     }
 
     // MARK: Pages and forms
@@ -194,22 +194,11 @@ struct DashboardRoutes {
         return Viewer(session: session, tenant: tenant, request: request)
     }
 
+    /// The posted form's fields (Hummingbird's `application/x-www-form-urlencoded` decoder);
+    /// a body it cannot read has no fields, so its form is refused for want of a token.
     func formFields(_ request: Request, context: TallyRequestContext) async throws -> [String: String] {
         let body = try await request.body.collect(upTo: context.maxUploadSize)
-        return Self.formFields(String(buffer: body))
-    }
-
-    /// `application/x-www-form-urlencoded` fields (the last of a repeated name wins).
-    static func formFields(_ body: String) -> [String: String] {
-        var fields: [String: String] = [:]
-        for pair in body.split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            func decoded(_ text: Substring) -> String {
-                text.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(text)
-            }
-            fields[decoded(parts[0])] = parts.count > 1 ? decoded(parts[1]) : ""
-        }
-        return fields
+        return (try? URLEncodedFormDecoder().decode([String: String].self, from: String(buffer: body))) ?? [:]
     }
 
     func refusedForm() throws -> Response {
