@@ -7,6 +7,9 @@
 #   ./ops/local.sh servers  only RabbitMQ, PostgreSQL, the SMTP sink and localstripe (no build)
 #   ./ops/local.sh down     stop exactly what `up` started
 #   ./ops/local.sh status   what runs, with pids and ports
+#   ./ops/local.sh demo     up + a month of usage for sample tenants on every plan, sent three ways
+#                           (ingest API, producer publish, the Examples/SampleAPI server's middleware),
+#                           billed, emailed with PDFs, and summarized with the dashboard's URL and a key
 #   ./ops/local.sh test     up + the whole test suite against the real servers
 #   ./ops/local.sh test-dates  CI's date checks: the date-sensitive suites with Tally's clock
 #                           (TALLY_CLOCK_OFFSET) on Jan 31, Feb 29 and just into a new year
@@ -50,6 +53,8 @@ AGGREGATOR_PORT=$((28082 + OFFSET))
 NOTIFIER_PORT=$((28083 + OFFSET))
 INVOICER_PORT=$((28084 + OFFSET))
 STRIPE_PORT=$((28420 + OFFSET))
+# The demo's Examples/SampleAPI server (its test starts its own on SAMPLE_API_PORT + 1).
+SAMPLE_API_PORT=$((28090 + OFFSET))
 
 PG_BIN=/usr/lib/postgresql/15/bin
 RABBIT_BIN=/usr/lib/rabbitmq/bin
@@ -399,7 +404,7 @@ cmd_up() {
 }
 
 cmd_down() {
-  for name in "${TALLY_PROCESSES[@]}"; do stop_pid "$name"; done
+  for name in "${TALLY_PROCESSES[@]}" sample-api; do stop_pid "$name"; done
   stop_pid smtp
   stop_pid stripe
   stop_rabbitmq
@@ -409,11 +414,54 @@ cmd_down() {
 
 cmd_status() {
   local name pid state
-  for name in postgres rabbitmq smtp stripe "${TALLY_PROCESSES[@]}"; do
+  for name in postgres rabbitmq smtp stripe "${TALLY_PROCESSES[@]}" sample-api; do
+    [ "$name" != sample-api ] || [ -f "$RUN/$name.pid" ] || continue
     pid=$(pid_of "$name")
     if is_running "$name"; then state="running"; elif [ -n "$pid" ]; then state="dead"; else state="stopped"; fi
     printf '%-12s %-8s %s\n' "$name" "$state" "${pid:-}"
   done
+}
+
+# ---------------------------------------------------------------- demo
+
+# The demo's sample API server: Examples/SampleAPI, a package of its own that depends on
+# Tally by path and meters its requests with the README's snippet.
+start_sample_api() {
+  say "building Examples/SampleAPI (a package of its own, depending on Tally by path)"
+  (cd "$ROOT/Examples/SampleAPI" && swift build) || die "Examples/SampleAPI does not build (see the compiler output above)"
+  SAMPLE_API_PORT=$SAMPLE_API_PORT SAMPLE_SPOOL_DIR="$LOCAL/spool/sample-api" \
+    start_tally_process sample-api "$ROOT/Examples/SampleAPI/.build/debug/SampleAPI"
+  wait_for "the sample API" 60 "$LOGS/sample-api.log" curl -fsS "http://127.0.0.1:$SAMPLE_API_PORT/healthz"
+}
+
+# Until plans are data (the pricing catalog issue), the demo's plan with a hard quota is
+# a row of its own: Starter's prices, with `estimates` refused at 50.
+ensure_demo_plan() {
+  PGPASSWORD=tally "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $PG_PORT -U tally tally >/dev/null <<'SQL' \
+    || die "could not create the demo plan; see $LOGS/postgres.log"
+INSERT INTO subscription_plans (slug, name, base_cents, quotas, overage_rates, enforcement)
+VALUES ('demo-capped', 'Starter, capped estimates', 29900,
+        '{"estimates": "50", "api_calls": "1000", "users": "3"}',
+        '{"estimates": "500", "api_calls": "10", "users": "1000"}',
+        '{"estimates": "hard"}')
+ON CONFLICT (slug) DO NOTHING;
+SQL
+}
+
+# The demo itself on a running stack (ops/demo/demo.py says what it does).
+run_demo() {
+  start_sample_api
+  ensure_demo_plan
+  (load_env
+   TALLY_BIN_DIR="$(dirname "$(tally_bin invoicer)")" timeout -k 10 900 python3 "$ROOT/ops/demo/demo.py" \
+     --root "$ROOT" --sample-api "http://127.0.0.1:$SAMPLE_API_PORT" ${TALLY_DEMO_SEED:+--seed "$TALLY_DEMO_SEED"})
+}
+
+cmd_demo() {
+  local started=$SECONDS
+  cmd_up
+  run_demo || die "the demo failed (its last lines say why); logs are in $LOGS"
+  say "demo: done in $((SECONDS - started))s; run it again for new tenants, or ./ops/local.sh down to stop everything"
 }
 
 # run_suite LOG [swift test arguments...]: the suite's output goes to the terminal and LOG.
@@ -464,6 +512,15 @@ cmd_test() {
   say "building Examples/SampleAPI against the library and metering a few requests through it"
   (set -a; . "$LOCAL/env"; set +a; timeout -k 10 900 "$ROOT/ops/tests/sample_api_test.sh" 2>&1 | tee "$LOGS/test-sample-api.log"
    exit "${PIPESTATUS[0]}") || die "the sample API test failed; the output is in $LOGS/test-sample-api.log"
+  # The README's first command, twice: the second run bills tenants of its own. Every
+  # check of ops/demo/demo.py (usage counted exactly, invoices, emails with PDFs, the 429,
+  # the adjustment invoice, Stripe's total) must hold.
+  local round
+  for round in 1 2; do
+    say "running the demo (round $round of 2; its output is in $LOGS/test-demo-$round.log)"
+    run_demo >"$LOGS/test-demo-$round.log" 2>&1 || { tail -20 "$LOGS/test-demo-$round.log" >&2
+      die "the demo failed (round $round); its output is in $LOGS/test-demo-$round.log"; }
+  done
   run_browser_tests
   run_contract_tests
   # Outage tests stop and restart the real servers, and the heavy exactness tests would
@@ -668,6 +725,7 @@ PY
 
 case "${1:-}" in
   up) cmd_up ;;
+  demo) cmd_demo ;;
   bench) cmd_bench "${2:-}" ;;
   stop) cmd_stop "${2:-}" ;;
   start) cmd_start "${2:-}" ;;

@@ -7,7 +7,7 @@
 # (needs .local/env).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-PORT=${SAMPLE_API_PORT:-$((28090 + ${TALLY_PORT_OFFSET:-0}))}
+PORT=$((28091 + ${TALLY_PORT_OFFSET:-0}))  # beside the demo's sample API (28090)
 fail() { printf 'sample API test: %s\n' "$*" >&2; exit 1; }
 
 (cd "$ROOT/Examples/SampleAPI" && swift build) || fail "Examples/SampleAPI does not build against the library"
