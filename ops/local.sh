@@ -17,6 +17,8 @@
 #                                 saved in .local/bench/; PHASE (ingest, pipeline, tenants, billing, notify) runs one only
 #                                 (tenants: the aggregator's drain rate at 20 … 50,000 tenants per batch;
 #                                 dashboard: page and usage-history times over 6 months of rollups)
+#   ./ops/local.sh scale ROLE=N ...  run N processes of a role (billing-api, producer, aggregator,
+#                           invoicer, notifier), e.g. `scale aggregator=4 notifier=2`; kept by `up`
 #   ./ops/local.sh stop NAME / start NAME   one server (postgres, rabbitmq, smtp), e.g. for outage tests
 #   ./ops/local.sh --help   this text
 #
@@ -343,8 +345,8 @@ migrate() {
   # Processes of the previous build must not run on a newer schema (e.g. 014 moves the
   # usage dedup): stop those that start_tally restarts with their rebuilt binary anyway.
   local name
-  for name in "${TALLY_PROCESSES[@]}"; do
-    if is_running "$name" && [ "$(tally_bin "$name")" -nt "$RUN/$name.pid" ]; then stop_pid "$name"; fi
+  for name in $(tally_instances); do
+    if is_running "$name" && [ "$(tally_bin "${name%-[0-9]*}")" -nt "$RUN/$name.pid" ]; then stop_pid "$name"; fi
   done
   say "migrating the database (ops/sql)"
   "$(tally_bin billing-api)" migrate || die "migration failed (see above)"
@@ -365,20 +367,82 @@ start_tally_process() {
   echo $! >"$RUN/$name.pid"
 }
 
+# Each role runs as many processes as `scale` asked for (.local/scale, ROLE=N lines;
+# default 1). Process 1 is NAME (NAME.pid, the ports above); process i ≥ 2 is NAME-i
+# (NAME-i.pid) on the port of process 1 + 1000 + 10 × (i − 2), e.g. aggregator-2 on
+# 29082, aggregator-3 on 29092; a producer's spool is .local/spool/NAME-i.
+instance_name() { if [ "$2" -eq 1 ]; then echo "$1"; else echo "$1-$2"; fi; }
+
+instance_port() {
+  local base
+  case $1 in
+    billing-api) base=$API_PORT ;;
+    producer) base=$INGEST_PORT ;;
+    aggregator) base=$AGGREGATOR_PORT ;;
+    invoicer) base=$INVOICER_PORT ;;
+    notifier) base=$NOTIFIER_PORT ;;
+  esac
+  if [ "$2" -eq 1 ]; then echo "$base"; else echo $((base + 1000 + 10 * ($2 - 2))); fi
+}
+
+# ROLE INDEX: starts that process of the role unless it runs (with its current binary).
+start_instance() {
+  local role=$1 index=$2 name port
+  name=$(instance_name "$role" "$index")
+  port=$(instance_port "$role" "$index")
+  case $role in
+    billing-api) BILLING_API_PORT=$port start_tally_process "$name" "$(tally_bin billing-api)" serve --host 127.0.0.1 --port "$port" ;;
+    producer) TALLY_SPOOL_DIR="$LOCAL/spool/$name" \
+      start_tally_process "$name" "$(tally_bin producer)" serve --host 127.0.0.1 --port "$port" ;;
+    # Two malloc arenas: glibc's default (8 per core, one per contended thread) keeps what
+    # each batch freed; at 50,000 tenants per batch that is a third of the Aggregator's RSS.
+    aggregator) MALLOC_ARENA_MAX=2 AGGREGATOR_PORT=$port start_tally_process "$name" "$(tally_bin aggregator)" run ;;
+    invoicer) INVOICER_PORT=$port start_tally_process "$name" "$(tally_bin invoicer)" run ;;
+    notifier) NOTIFIER_PORT=$port start_tally_process "$name" "$(tally_bin notifier)" run ;;
+  esac
+}
+
+wait_instance() {
+  local name
+  name=$(instance_name "$1" "$2")
+  wait_for "$name" 60 "$LOGS/$name.log" curl -fsS "http://127.0.0.1:$(instance_port "$1" "$2")/healthz"
+}
+
+# How many processes of ROLE `scale` asked for (1 unless it said otherwise).
+desired_count() {
+  local count=""
+  [ -f "$LOCAL/scale" ] && count=$(sed -n "s/^$1=\([0-9]*\)$/\1/p" "$LOCAL/scale" | tail -1)
+  echo "${count:-1}"
+}
+
+# The index of every pid file of ROLE (1 for NAME.pid, i for NAME-i.pid).
+instance_indexes() {
+  local file index
+  [ -f "$RUN/$1.pid" ] && echo 1
+  for file in "$RUN/$1"-*.pid; do
+    [ -e "$file" ] || continue
+    index=${file##*/$1-}
+    index=${index%.pid}
+    case $index in '' | *[!0-9]*) ;; *) echo "$index" ;; esac
+  done
+}
+
+# The names of every Tally process with a pid file, scaled ones included.
+tally_instances() {
+  local role index
+  for role in "${TALLY_PROCESSES[@]}"; do
+    for index in $(instance_indexes "$role" | sort -n); do instance_name "$role" "$index"; done
+  done
+}
+
 start_tally() {
-  start_tally_process billing-api "$(tally_bin billing-api)" serve --host 127.0.0.1 --port $API_PORT
-  TALLY_SPOOL_DIR="$LOCAL/spool/producer" \
-    start_tally_process producer "$(tally_bin producer)" serve --host 127.0.0.1 --port $INGEST_PORT
-  # Two malloc arenas: glibc's default (8 per core, one per contended thread) keeps what
-  # each batch freed; at 50,000 tenants per batch that is a third of the Aggregator's RSS.
-  MALLOC_ARENA_MAX=2 AGGREGATOR_PORT=$AGGREGATOR_PORT start_tally_process aggregator "$(tally_bin aggregator)" run
-  INVOICER_PORT=$INVOICER_PORT start_tally_process invoicer "$(tally_bin invoicer)" run
-  NOTIFIER_PORT=$NOTIFIER_PORT start_tally_process notifier "$(tally_bin notifier)" run
-  wait_for "billing-api" 60 "$LOGS/billing-api.log" curl -fsS "http://127.0.0.1:$API_PORT/healthz"
-  wait_for "aggregator" 60 "$LOGS/aggregator.log" curl -fsS "http://127.0.0.1:$AGGREGATOR_PORT/healthz"
-  wait_for "producer" 60 "$LOGS/producer.log" curl -fsS "http://127.0.0.1:$INGEST_PORT/healthz"
-  wait_for "notifier" 60 "$LOGS/notifier.log" curl -fsS "http://127.0.0.1:$NOTIFIER_PORT/healthz"
-  wait_for "invoicer" 60 "$LOGS/invoicer.log" curl -fsS "http://127.0.0.1:$INVOICER_PORT/healthz"
+  local role index
+  for role in billing-api producer aggregator invoicer notifier; do
+    for index in $(seq 1 "$(desired_count "$role")"); do start_instance "$role" "$index"; done
+  done
+  for role in billing-api aggregator producer notifier invoicer; do
+    for index in $(seq 1 "$(desired_count "$role")"); do wait_instance "$role" "$index"; done
+  done
 }
 
 TALLY_PROCESSES=(billing-api notifier invoicer aggregator producer)
@@ -403,8 +467,39 @@ cmd_up() {
   say "up: .local/env written; pids in .local/run; logs in .local/log"
 }
 
+# `scale ROLE=N ...`: N processes of each role named, started or stopped to match, and
+# remembered in .local/scale so `up` keeps them (scale ROLE=1 goes back to one).
+cmd_scale() {
+  [ $# -gt 0 ] || die "scale what? e.g. ./ops/local.sh scale aggregator=4 notifier=2 (roles: ${TALLY_PROCESSES[*]})"
+  local pair role count index
+  for pair in "$@"; do
+    role=${pair%%=*}
+    count=${pair#*=}
+    [[ " ${TALLY_PROCESSES[*]} " == *" $role "* ]] || die "unknown role '$role' in '$pair' (roles: ${TALLY_PROCESSES[*]})"
+    [[ "$count" =~ ^[0-9]+$ ]] && [ "$count" -ge 1 ] && [ "$count" -le 16 ] \
+      || die "'$pair': give each role 1 to 16 processes (stop the stack with ./ops/local.sh down)"
+  done
+  is_running postgres && is_running rabbitmq || die "the stack is not up: run ./ops/local.sh up first"
+  [ -x "$(tally_bin aggregator)" ] || die "Tally is not built: run ./ops/local.sh up first"
+  load_env
+  touch "$LOCAL/scale"
+  for pair in "$@"; do
+    role=${pair%%=*}
+    count=${pair#*=}
+    sed -i "/^$role=/d" "$LOCAL/scale"
+    echo "$role=$count" >>"$LOCAL/scale"
+    for index in $(instance_indexes "$role"); do
+      [ "$index" -le "$count" ] || { say "stopping $(instance_name "$role" "$index")"; stop_pid "$(instance_name "$role" "$index")"; }
+    done
+    for index in $(seq 1 "$count"); do start_instance "$role" "$index"; done
+    for index in $(seq 1 "$count"); do wait_instance "$role" "$index"; done
+    say "$role: $count process(es)"
+  done
+  cmd_status
+}
+
 cmd_down() {
-  for name in "${TALLY_PROCESSES[@]}" sample-api; do stop_pid "$name"; done
+  for name in $(tally_instances) sample-api; do stop_pid "$name"; done
   stop_pid smtp
   stop_pid stripe
   stop_rabbitmq
@@ -414,11 +509,18 @@ cmd_down() {
 
 cmd_status() {
   local name pid state
-  for name in postgres rabbitmq smtp stripe "${TALLY_PROCESSES[@]}" sample-api; do
-    [ "$name" != sample-api ] || [ -f "$RUN/$name.pid" ] || continue
+  local role index names=(postgres rabbitmq smtp stripe)
+  # Every process a role should have (scale) and every one that has a pid file.
+  for role in "${TALLY_PROCESSES[@]}"; do
+    for index in $( (seq 1 "$(desired_count "$role")"; instance_indexes "$role") | sort -nu); do
+      names+=("$(instance_name "$role" "$index")")
+    done
+  done
+  [ -f "$RUN/sample-api.pid" ] && names+=(sample-api)
+  for name in "${names[@]}"; do
     pid=$(pid_of "$name")
     if is_running "$name"; then state="running"; elif [ -n "$pid" ]; then state="dead"; else state="stopped"; fi
-    printf '%-12s %-8s %s\n' "$name" "$state" "${pid:-}"
+    printf '%-14s %-8s %s\n' "$name" "$state" "${pid:-}"
   done
 }
 
@@ -498,6 +600,20 @@ run_contract_tests() {
   [ "$status" -eq 0 ] || die "the API contract check failed; the output is in $LOGS/test-contract.log"
 }
 
+# One run of the demo inside `test` (its output in .local/log/test-demo-ROUND.log).
+demo_round() {
+  say "running the demo (round $1 of 2; its output is in $LOGS/test-demo-$1.log)"
+  run_demo >"$LOGS/test-demo-$1.log" 2>&1 || { tail -20 "$LOGS/test-demo-$1.log" >&2
+    die "the demo failed (round $1); its output is in $LOGS/test-demo-$1.log"; }
+}
+
+# ops/tests/scale_test.sh up|down: `scale` to 2 processes per worker, and back.
+scale_check() {
+  say "scale test ($1): ./ops/local.sh scale $([ "$1" = up ] && echo 'aggregator=2 invoicer=2 notifier=2' || echo 'back to 1')"
+  (load_env; "$ROOT/ops/tests/scale_test.sh" "$1") 2>&1 | tee -a "$LOGS/test-scale.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || die "the scale test ($1) failed; its output is in $LOGS/test-scale.log"
+}
+
 cmd_test() {
   local started=$SECONDS
   [ "$BUILD_CONFIG" = debug ] || die "tests run against the debug build; unset TALLY_BUILD_CONFIG"
@@ -512,15 +628,14 @@ cmd_test() {
   say "building Examples/SampleAPI against the library and metering a few requests through it"
   (set -a; . "$LOCAL/env"; set +a; timeout -k 10 900 "$ROOT/ops/tests/sample_api_test.sh" 2>&1 | tee "$LOGS/test-sample-api.log"
    exit "${PIPESTATUS[0]}") || die "the sample API test failed; the output is in $LOGS/test-sample-api.log"
-  # The README's first command, twice: the second run bills tenants of its own. Every
-  # check of ops/demo/demo.py (usage counted exactly, invoices, emails with PDFs, the 429,
-  # the adjustment invoice, Stripe's total) must hold.
-  local round
-  for round in 1 2; do
-    say "running the demo (round $round of 2; its output is in $LOGS/test-demo-$round.log)"
-    run_demo >"$LOGS/test-demo-$round.log" 2>&1 || { tail -20 "$LOGS/test-demo-$round.log" >&2
-      die "the demo failed (round $round); its output is in $LOGS/test-demo-$round.log"; }
-  done
+  # The README's first command, twice: the second run bills tenants of its own, on 2
+  # processes of each worker (`scale`). Every check of ops/demo/demo.py (usage counted
+  # exactly, invoices, emails with PDFs, the 429, the adjustment invoice, Stripe's total)
+  # must hold both times.
+  demo_round 1
+  scale_check up
+  demo_round 2
+  scale_check down
   run_browser_tests
   run_contract_tests
   # Outage tests stop and restart the real servers, and the heavy exactness tests would
@@ -541,7 +656,7 @@ DATE_SUITES=${TALLY_DATE_SUITES:-'AggregatorTests|BillingAPITests|InvoicerTests|
 
 restart_tally() {
   local name
-  for name in "${TALLY_PROCESSES[@]}"; do stop_pid "$name"; done
+  for name in $(tally_instances); do stop_pid "$name"; done
   start_tally
 }
 
@@ -726,6 +841,7 @@ PY
 case "${1:-}" in
   up) cmd_up ;;
   demo) cmd_demo ;;
+  scale) shift; cmd_scale "$@" ;;
   bench) cmd_bench "${2:-}" ;;
   stop) cmd_stop "${2:-}" ;;
   start) cmd_start "${2:-}" ;;
