@@ -14,8 +14,9 @@
 #   ./ops/local.sh test-dates  CI's date checks: the date-sensitive suites with Tally's clock
 #                           (TALLY_CLOCK_OFFSET) on Jan 31, Feb 29 and just into a new year
 #   ./ops/local.sh bench [PHASE]  up + release build + SPEC §7 benchmarks (and the Notifier's) beside raw limits,
-#                                 saved in .local/bench/; PHASE (ingest, pipeline, tenants, billing, notify) runs one only
+#                                 saved in .local/bench/; PHASE (ingest, pipeline, tenants, scaling, billing, notify, dashboard) runs one only
 #                                 (tenants: the aggregator's drain rate at 20 … 50,000 tenants per batch;
+#                                 scaling: the drain rate of 1, 2 and 4 aggregator processes side by side;
 #                                 dashboard: page and usage-history times over 6 months of rollups)
 #   ./ops/local.sh scale ROLE=N ...  run N processes of a role (billing-api, producer, aggregator,
 #                           invoicer, notifier), e.g. `scale aggregator=4 notifier=2`; kept by `up`
@@ -718,8 +719,8 @@ cmd_bench() {
   # `bench PHASE` runs one phase only: ingest (track, publish, HTTP), pipeline, tenants, billing, notify or dashboard.
   local only="${1:-}"
   case "$only" in
-    "" | ingest | pipeline | tenants | billing | notify | dashboard) ;;
-    *) die "unknown benchmark phase '$only' (ingest, pipeline, tenants, billing, notify, dashboard)" ;;
+    "" | ingest | pipeline | tenants | scaling | billing | notify | dashboard) ;;
+    *) die "unknown benchmark phase '$only' (ingest, pipeline, tenants, scaling, billing, notify, dashboard)" ;;
   esac
   phase() { [ -z "$only" ] || [ "$only" = "$1" ]; }
   # Every figure is kept: the run's whole output also goes to .local/bench/, one file per run.
@@ -801,6 +802,32 @@ PY
     fi
   done
   # What a failed fill left in the queue is not real usage either.
+  "$BIN/rabbitmqctl" -q purge_queue aggregator.usage >/dev/null
+  fi
+  if phase scaling; then
+  # Aggregator processes side by side on one queue (1, 2, 4), each count draining the same
+  # fill: 200k events of 500 tenants in 1000-event messages. On one machine they share its 2
+  # cores with the broker and the database: see ops/SCALING.md for what the rows mean.
+  local processes index one_process="" run_id drained
+  run_started=$(date -u +%Y%m%d%H%M%S)
+  for processes in 1 2 4; do
+    "$BIN/rabbitmqctl" -q purge_queue aggregator.usage >/dev/null
+    run_id="${run_started}p$processes"
+    "$release/tally-bench" drain-fill --tenants 500 --events 200000 --per-message 1000 --run-id "$run_id" >/dev/null || continue
+    for index in $(seq 1 $processes); do
+      LOG_LEVEL=warning AGGREGATOR_PORT=$((AGGREGATOR_PORT + 100 + 10 * (index - 1))) \
+        MALLOC_ARENA_MAX=2 start_tally_process "aggregator-bench-$index" "$release/aggregator" run
+    done
+    for index in $(seq 1 $processes); do
+      wait_for "release aggregator $index" 60 "$LOGS/aggregator-bench-$index.log" \
+        curl -fsS "http://127.0.0.1:$((AGGREGATOR_PORT + 100 + 10 * (index - 1)))/healthz"
+    done
+    drained=$("$release/tally-bench" drain-wait --run-id "$run_id" --events 200000 --tenants 500 --per-message 1000 \
+      --processes $processes --aggregator-pid "$(pid_of aggregator-bench-1)" ${one_process:+--reference-rate "$one_process"}) || true
+    [ -z "$drained" ] || printf '%s\n' "$drained" | grep '^scaling:' || true
+    [ "$processes" != 1 ] || one_process=$(printf '%s\n' "$drained" | sed -n 's/^drain-rate: //p')
+    for index in $(seq 1 $processes); do stop_pid "aggregator-bench-$index"; done
+  done
   "$BIN/rabbitmqctl" -q purge_queue aggregator.usage >/dev/null
   fi
   if phase billing; then

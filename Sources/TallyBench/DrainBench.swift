@@ -208,6 +208,8 @@ struct DrainWaitBench: AsyncParsableCommand {
     @Option(help: "Tenants drain-fill created (for the report).") var tenants: Int
     @Option(help: "Events per message drain-fill used (for the report).") var perMessage = 1000
     @Option(help: "The 20-tenant rate of the same run (events/s), to print this rate as a share of it.") var referenceRate: Double?
+    @Option(help: "Aggregator processes draining the queue together: reports a scaling row (--reference-rate is then 1 process's rate).")
+    var processes: Int?
     @Option(help: "The Aggregator's pid, for its peak RSS.") var aggregatorPid: Int32?
     @Option(help: "The Aggregator's /metrics URL (started for this drain), for where its time went.") var aggregatorMetrics: String?
 
@@ -217,6 +219,7 @@ struct DrainWaitBench: AsyncParsableCommand {
     func validate() throws {
         guard tenants > 0, events > 0, perMessage > 0 else { throw ValidationError("--tenants, --events and --per-message must be positive") }
         if let referenceRate, !(referenceRate > 0) { throw ValidationError("--reference-rate must be a positive rate") }
+        if let processes, processes < 1 { throw ValidationError("--processes must be at least 1") }
         try DrainRun.validate(runID: runID)
     }
 
@@ -239,7 +242,14 @@ struct DrainWaitBench: AsyncParsableCommand {
         var line = "drain: \(tenants) tenants mixed, \(min(tenants, perMessage)) per \(perMessage)-event message: "
             + "\(BenchSupport.format(rate)) events/s (first to last insert of \(stored.count) events, "
             + "\(String(format: "%.2f", stored.seconds)) s)"
-        if let referenceRate {
+        if let processes {
+            line = "scaling: \(processes) aggregator process\(processes == 1 ? "" : "es"), \(tenants) tenants: "
+                + "\(BenchSupport.format(rate)) events/s (first to last insert of \(stored.count) events, "
+                + "\(String(format: "%.2f", stored.seconds)) s)"
+            if let referenceRate {
+                line += " = ×\(String(format: "%.2f", rate / referenceRate)) the 1-process rate (\(BenchSupport.format(referenceRate)) events/s)"
+            }
+        } else if let referenceRate {
             line += " = \(String(format: "%.0f", 100 * rate / referenceRate))% of the 20-tenant rate "
                 + "(\(BenchSupport.format(referenceRate)) events/s; target ≥ 80% at 5,000, ≥ 60% at 50,000)"
         }
