@@ -3,11 +3,32 @@ import Foundation
 /// Where and how to connect, parsed from an `AMQP_URL` such as
 /// `amqp://user:pass@127.0.0.1:5672/%2F?heartbeat=30` or `amqps://…` (TLS).
 ///
+/// The URL may list the nodes of a cluster, separated by commas: full URLs
+/// (`amqp://u:p@mq-1:5672/%2F,amqp://u:p@mq-2:5672/%2F`) that differ only in host and port,
+/// or `host:port` after the first (`amqp://u:p@mq-1:5672/%2F,mq-2:5672,mq-3`). A connection
+/// goes to the first node that answers, starting from a different one each time, so the
+/// clients of a process spread over the cluster and a lost node is passed over.
+///
 /// The vhost is the percent-decoded path (`/%2F` and an empty path are `/`).
 /// The password never appears in `description`.
 public struct AMQPConfiguration: Sendable, Equatable, CustomStringConvertible {
+    /// One broker node's address.
+    public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+
+        public var description: String { "\(host):\(port)" }
+    }
+
     public var host: String
     public var port: Int
+    /// The other nodes of the cluster, tried when `host:port` does not answer.
+    public var alternateEndpoints: [Endpoint] = []
     public var user: String
     public var password: String
     public var vhost: String
@@ -40,9 +61,43 @@ public struct AMQPConfiguration: Sendable, Equatable, CustomStringConvertible {
         self.connectionName = connectionName
     }
 
+    /// Every node to connect to, `host:port` first.
+    public var endpoints: [Endpoint] { [Endpoint(host: host, port: port)] + alternateEndpoints }
+
     /// Parses an `amqp://` or `amqps://` URL with optional `heartbeat`,
-    /// `connection_timeout` (seconds), `channel_max`, `frame_max` and `cacertfile` query items.
+    /// `connection_timeout` (seconds), `channel_max`, `frame_max` and `cacertfile` query
+    /// items; or several, separated by commas (the nodes of a cluster; see the type).
     public init(url: String, connectionName: String = "tally") throws(AMQPError) {
+        let parts = url.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        try self.init(single: parts[0], connectionName: connectionName)
+        for part in parts.dropFirst() {
+            guard !part.isEmpty else { throw AMQPError(.configuration, message: "AMQP_URL lists an empty broker between commas") }
+            alternateEndpoints.append(try alternate(part))
+        }
+    }
+
+    /// A further node: `host[:port]`, or a URL that agrees with the first in all but host and port.
+    private func alternate(_ text: String) throws(AMQPError) -> Endpoint {
+        if text.contains("://") {
+            var other = try AMQPConfiguration(single: text, connectionName: connectionName)
+            let endpoint = Endpoint(host: other.host, port: other.port)
+            (other.host, other.port) = (host, port)
+            guard other == self else {
+                throw AMQPError(
+                    .configuration,
+                    message: "the brokers of AMQP_URL must share scheme, credentials, vhost and options; only host and port may differ")
+            }
+            return endpoint
+        }
+        guard let components = URLComponents(string: "\(useTLS ? "amqps" : "amqp")://\(text)"), let host = components.host, !host.isEmpty,
+            components.path.isEmpty, components.query == nil, components.user == nil
+        else {
+            throw AMQPError(.configuration, message: "AMQP_URL lists '\(text)': after the first URL, give host:port or a whole URL")
+        }
+        return Endpoint(host: host, port: components.port ?? (useTLS ? 5671 : 5672))
+    }
+
+    private init(single url: String, connectionName: String) throws(AMQPError) {
         guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(),
             ["amqp", "amqps"].contains(scheme)
         else {
@@ -82,6 +137,6 @@ public struct AMQPConfiguration: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String {
-        "\(useTLS ? "amqps" : "amqp")://\(user)@\(host):\(port)/\(vhost == "/" ? "%2F" : vhost)"
+        "\(useTLS ? "amqps" : "amqp")://\(user)@\(endpoints.map(\.description).joined(separator: ","))/\(vhost == "/" ? "%2F" : vhost)"
     }
 }

@@ -2,6 +2,7 @@ import BlockingIO
 import CRabbitMQ
 import Foundation
 import Logging
+import Synchronization
 
 /// One AMQP 0-9-1 connection over rabbitmq-c, confined to a dedicated thread.
 ///
@@ -24,6 +25,8 @@ public actor AMQPConnection {
     private var nextPublishSequence: [UInt16: UInt64] = [:]
     /// Set by `consume`: deliveries may be waiting, which only `nextDelivery` may read.
     private var isConsuming = false
+    /// The node this connection reached (one of `configuration.endpoints`).
+    public private(set) var endpoint: AMQPConfiguration.Endpoint?
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
@@ -337,23 +340,46 @@ public actor AMQPConnection {
 
     // MARK: Connection state
 
+    /// Where successive connections of this process start in a multi-node `AMQP_URL`.
+    private static let rotation = Atomic<Int>(0)
+
+    /// Connects to the first endpoint that answers, starting from the next in turn (every
+    /// node once); the error of a connection that found none names each node's failure.
     private func open() throws(AMQPError) {
         OpenSSLAtExit.keepUntilProcessExit()
-        guard let state = amqp_new_connection() else {
-            throw AMQPError(.connectionFailed, message: "out of memory")
+        let endpoints = configuration.endpoints
+        let start = endpoints.count == 1 ? 0 : Self.rotation.add(1, ordering: .relaxed).oldValue
+        var failures: [(AMQPConfiguration.Endpoint, AMQPError)] = []
+        for offset in endpoints.indices {
+            let endpoint = endpoints[(start + offset) % endpoints.count]
+            guard let state = amqp_new_connection() else {
+                throw AMQPError(.connectionFailed, message: "out of memory")
+            }
+            do {
+                try openSocket(state, to: endpoint)
+                try login(state, at: endpoint)
+                self.state = state
+                self.endpoint = endpoint
+                logger.debug("amqp connected", metadata: ["amqp.target": "\(configuration)", "amqp.node": "\(endpoint)"])
+                if !failures.isEmpty {
+                    logger.info(
+                        "amqp connected to another node", metadata: ["amqp.node": "\(endpoint)", "amqp.unreachable": "\(failures.map { "\($0.0)" })"])
+                }
+                return
+            } catch {
+                _ = amqp_destroy_connection(state)
+                guard error.code == .connectionFailed else { throw error }
+                failures.append((endpoint, error))
+            }
         }
-        do {
-            try openSocket(state)
-            try login(state)
-            self.state = state
-            logger.debug("amqp connected", metadata: ["amqp.target": "\(configuration)"])
-        } catch {
-            _ = amqp_destroy_connection(state)
-            throw error
-        }
+        guard failures.count > 1, let last = failures.last?.1 else { throw failures[0].1 }
+        throw AMQPError(
+            .connectionFailed,
+            message: "no broker of \(configuration) answered: " + failures.map { "\($0.0): \($0.1.message)" }.joined(separator: "; "),
+            replyCode: last.replyCode)
     }
 
-    private func openSocket(_ state: amqp_connection_state_t) throws(AMQPError) {
+    private func openSocket(_ state: amqp_connection_state_t, to endpoint: AMQPConfiguration.Endpoint) throws(AMQPError) {
         let socket: OpaquePointer?
         if configuration.useTLS {
             socket = amqp_ssl_socket_new(state)
@@ -369,15 +395,15 @@ public actor AMQPConnection {
         }
         guard let socket else { throw AMQPError(.connectionFailed, message: "cannot create a socket") }
         var wait = timeval(configuration.connectionTimeout)
-        let status = amqp_socket_open_noblock(socket, configuration.host, Int32(configuration.port), &wait)
+        let status = amqp_socket_open_noblock(socket, endpoint.host, Int32(endpoint.port), &wait)
         guard status == AMQP_STATUS_OK.rawValue else {
             throw AMQPError(
                 .connectionFailed,
-                message: "cannot reach \(configuration.host):\(configuration.port): \(String(cString: amqp_error_string2(status)))")
+                message: "cannot reach \(endpoint): \(String(cString: amqp_error_string2(status)))")
         }
     }
 
-    private func login(_ state: amqp_connection_state_t) throws(AMQPError) {
+    private func login(_ state: amqp_connection_state_t, at endpoint: AMQPConfiguration.Endpoint) throws(AMQPError) {
         let storage = AMQPTableBuilder()
         let capabilities = storage.table([
             ("consumer_cancel_notify", storage.field(.bool(true))),
@@ -393,7 +419,7 @@ public actor AMQPConnection {
             Int32(configuration.heartbeat), &properties, configuration.user, configuration.password)
         guard reply.reply_type == AMQP_RESPONSE_NORMAL else {
             let reason = error(from: reply, "login", closeOnServerError: false)
-            throw AMQPError(.connectionFailed, message: "login to \(configuration) failed: \(reason.message)", replyCode: reason.replyCode)
+            throw AMQPError(.connectionFailed, message: "login to \(endpoint) failed: \(reason.message)", replyCode: reason.replyCode)
         }
     }
 

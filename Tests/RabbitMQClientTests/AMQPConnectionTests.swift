@@ -146,6 +146,46 @@ struct AMQPConnectionTests {
         #expect(throws: AMQPError.self) { try AMQPConfiguration(url: "amqp://localhost/?heartbeat=x") }
     }
 
+    @Test("AMQP_URL may list a cluster's nodes: whole URLs that differ in host and port, or host:port")
+    func clusterURLParsing() throws {
+        let urls = try AMQPConfiguration(url: "amqp://u:p@mq-1:5701/billing?heartbeat=10, amqp://u:p@mq-2:5702/billing?heartbeat=10")
+        #expect(urls.endpoints == [.init(host: "mq-1", port: 5701), .init(host: "mq-2", port: 5702)])
+        #expect(urls.vhost == "billing" && urls.user == "u" && urls.heartbeat == 10)
+        #expect(urls.description == "amqp://u@mq-1:5701,mq-2:5702/billing")
+        let short = try AMQPConfiguration(url: "amqps://u:p@mq-1/%2F,mq-2:5699,mq-3")
+        #expect(short.endpoints.map(\.description) == ["mq-1:5671", "mq-2:5699", "mq-3:5671"])
+        #expect(try AMQPConfiguration(url: "amqp://mq-1").alternateEndpoints.isEmpty)
+        // Nodes that disagree in more than their address, and malformed entries, are refused.
+        for bad in [
+            "amqp://u:p@mq-1/%2F,amqp://u:other@mq-2/%2F", "amqp://u:p@mq-1/%2F,amqps://u:p@mq-2/%2F",
+            "amqp://u:p@mq-1/a,amqp://u:p@mq-2/b", "amqp://mq-1,", "amqp://mq-1,,mq-2", "amqp://mq-1,mq-2/vhost", "amqp://mq-1,u@mq-2",
+        ] {
+            #expect(throws: AMQPError.self, "\(bad)") { try AMQPConfiguration(url: bad) }
+        }
+    }
+
+    @Test("a node that does not answer is passed over, whichever node a connection starts from; none answering names each")
+    func failover() async throws {
+        let live = try AMQPConfiguration(url: TestEnvironment.amqpURL)
+        // Port 1 on loopback refuses at once, as a killed node's port does.
+        var configuration = live
+        configuration.alternateEndpoints = [.init(host: "127.0.0.1", port: 1)]
+        for _ in 0..<4 {
+            let connection = try await AMQPConnection.connect(configuration: configuration, logger: AMQPTest.logger)
+            #expect(await connection.endpoint == AMQPConfiguration.Endpoint(host: live.host, port: live.port))
+            try await connection.openChannel(1)
+            await connection.close()
+        }
+        var dead = live
+        (dead.host, dead.port) = ("127.0.0.1", 1)
+        dead.alternateEndpoints = [.init(host: "127.0.0.1", port: 2)]
+        let error = await #expect(throws: AMQPError.self) {
+            try await AMQPConnection.connect(configuration: dead, logger: AMQPTest.logger)
+        }
+        #expect(error?.code == .connectionFailed)
+        #expect(error?.message.contains("127.0.0.1:1") == true && error?.message.contains("127.0.0.1:2") == true)
+    }
+
     @Test("wrong credentials fail to connect with a connectionFailed error")
     func wrongCredentials() async throws {
         var configuration = try AMQPConfiguration(url: TestEnvironment.amqpURL)
