@@ -4,6 +4,8 @@
 # all as our own processes under .local/, listening on loopback only.
 #
 #   ./ops/local.sh up       install what is missing, start everything, migrate, build
+#   ./ops/local.sh up --cluster 3  the same with a 3-node RabbitMQ cluster (rabbitmq-1 … rabbitmq-3,
+#                           AMQP_URL listing every node); `up --cluster 1` goes back to one node
 #   ./ops/local.sh servers  only RabbitMQ, PostgreSQL, the SMTP sink and localstripe (no build)
 #   ./ops/local.sh down     stop exactly what `up` started
 #   ./ops/local.sh status   what runs, with pids and ports
@@ -11,6 +13,8 @@
 #                           (ingest API, producer publish, the Examples/SampleAPI server's middleware),
 #                           billed, emailed with PDFs, and summarized with the dashboard's URL and a key
 #   ./ops/local.sh test     up + the whole test suite against the real servers
+#   ./ops/local.sh test-cluster  only the cluster test (also part of `test`): a second stack with 3
+#                           RabbitMQ nodes; a node, then the queue leader's, SIGKILLed during 100,000 events
 #   ./ops/local.sh test-dates  CI's date checks: the date-sensitive suites with Tally's clock
 #                           (TALLY_CLOCK_OFFSET) on Jan 31, Feb 29 and just into a new year
 #   ./ops/local.sh bench [PHASE]  up + release build + SPEC §7 benchmarks (and the Notifier's) beside raw limits,
@@ -20,7 +24,8 @@
 #                                 dashboard: page and usage-history times over 6 months of rollups)
 #   ./ops/local.sh scale ROLE=N ...  run N processes of a role (billing-api, producer, aggregator,
 #                           invoicer, notifier), e.g. `scale aggregator=4 notifier=2`; kept by `up`
-#   ./ops/local.sh stop NAME / start NAME   one server (postgres, rabbitmq, smtp), e.g. for outage tests
+#   ./ops/local.sh stop NAME / start NAME   one server (postgres, rabbitmq, rabbitmq-2 of a cluster, smtp),
+#                           e.g. for outage tests
 #   ./ops/local.sh --help   this text
 #
 # TALLY_PORT_OFFSET=N shifts every port by N (a second checkout beside this one);
@@ -32,7 +37,10 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-LOCAL="$ROOT/.local"
+# TALLY_LOCAL_DIR puts a second stack's files elsewhere (with its own TALLY_PORT_OFFSET);
+# the Python tools' virtualenv is shared.
+LOCAL="${TALLY_LOCAL_DIR:-$ROOT/.local}"
+VENV="$ROOT/.local/venv"
 RUN="$LOCAL/run"
 LOGS="$LOCAL/log"
 BIN="$LOCAL/bin"
@@ -44,8 +52,10 @@ BIN="$LOCAL/bin"
 # TALLY_PORT_OFFSET (0 to 4000) shifts them all, to run a second checkout beside this one.
 OFFSET=${TALLY_PORT_OFFSET:-0}
 PG_PORT=$((26432 + OFFSET))
+# RabbitMQ: one node, or with `up --cluster N` N nodes; node 1 listens on AMQP_PORT, node i ≥ 2
+# on 26680 + 10 i (26700, 26710, …), each with its Erlang distribution port next to it and
+# its Prometheus endpoint two above (node 1: 26674).
 AMQP_PORT=$((26672 + OFFSET))
-AMQP_DIST_PORT=$((26673 + OFFSET))
 # rabbitmqctl's own distribution ports default to AMQP + 30000: keep them here too.
 CTL_DIST_PORT_MIN=$((26680 + OFFSET))
 EPMD_PORT=$((26369 + OFFSET))
@@ -61,7 +71,6 @@ SAMPLE_API_PORT=$((28090 + OFFSET))
 
 PG_BIN=/usr/lib/postgresql/15/bin
 RABBIT_BIN=/usr/lib/rabbitmq/bin
-RABBIT_NODE="tally@localhost"
 BUILD_CONFIG="${TALLY_BUILD_CONFIG:-debug}"
 
 APT_PACKAGES=(rabbitmq-server postgresql librabbitmq-dev libpq-dev libcurl4-openssl-dev
@@ -91,13 +100,13 @@ install_system_packages() {
 }
 
 install_python_tools() {
-  if [ ! -x "$LOCAL/venv/bin/python" ]; then
+  if [ ! -x "$VENV/bin/python" ]; then
     say "creating a Python virtualenv in .local/venv"
-    python3 -m venv "$LOCAL/venv" || die "python3 -m venv failed: install python3-venv"
+    python3 -m venv "$VENV" || die "python3 -m venv failed: install python3-venv"
   fi
-  if ! "$LOCAL/venv/bin/python" -c 'import aiosmtpd, localstripe, selenium, openapi_spec_validator, schemathesis' 2>/dev/null; then
+  if ! "$VENV/bin/python" -c 'import aiosmtpd, localstripe, selenium, openapi_spec_validator, schemathesis' 2>/dev/null; then
     say "installing Python tools: ${PIP_PACKAGES[*]}"
-    "$LOCAL/venv/bin/pip" install -q "${PIP_PACKAGES[@]}" >"$LOGS/pip.log" 2>&1 \
+    "$VENV/bin/pip" install -q "${PIP_PACKAGES[@]}" >"$LOGS/pip.log" 2>&1 \
       || die "pip install failed; see $LOGS/pip.log"
   fi
 }
@@ -146,10 +155,10 @@ pg_home() {
   if [ -z "$PG_HOME" ]; then
     if [ -L "$LOCAL/postgres" ]; then
       PG_HOME=$(readlink -f "$LOCAL/postgres")
-    elif [ -d "$LOCAL/postgres" ] || runuser -u postgres -- test -x "$ROOT" 2>/dev/null; then
+    elif [ -d "$LOCAL/postgres" ] || runuser -u postgres -- test -x "$(dirname "$LOCAL")" 2>/dev/null; then
       PG_HOME="$LOCAL/postgres"
     else
-      PG_HOME="/var/lib/tally-local/$(printf '%s' "$ROOT" | sha256sum | cut -c1-16)"
+      PG_HOME="/var/lib/tally-local/$(printf '%s' "$([ "$LOCAL" = "$ROOT/.local" ] && echo "$ROOT" || echo "$LOCAL")" | sha256sum | cut -c1-16)"
       mkdir -p "$LOCAL" && install -d -m 755 /var/lib/tally-local "$PG_HOME"
       ln -sfn "$PG_HOME" "$LOCAL/postgres"
       say "this checkout is private to its owner: PostgreSQL keeps its files in $PG_HOME (linked from .local/postgres)"
@@ -166,7 +175,7 @@ start_postgres() {
   pg_home >/dev/null
   mkdir -p "$(pg_home)" && chmod 755 "$LOCAL" "$(pg_home)"
   if [ ! -f "$(pg_data)/PG_VERSION" ]; then
-    say "initializing PostgreSQL in .local/postgres"
+    say "initializing PostgreSQL in $(pg_home)"
     install -d -o postgres -g postgres -m 700 "$(pg_data)"
     as_postgres "$PG_BIN/initdb" -D "$(pg_data)" -U postgres --auth-local=trust \
       --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$LOGS/postgres-init.log" 2>&1 \
@@ -200,69 +209,149 @@ stop_postgres() {
 
 # ---------------------------------------------------------------- RabbitMQ
 
+# The number of RabbitMQ nodes: 1, or what `up --cluster N` said (kept in .local/rabbitmq-nodes).
+rabbit_nodes() { cat "$LOCAL/rabbitmq-nodes" 2>/dev/null || echo 1; }
+rabbit_node() { if [ "$(rabbit_nodes)" -eq 1 ]; then echo tally@localhost; else echo "tally-$1@localhost"; fi; }
+rabbit_name() { if [ "$(rabbit_nodes)" -eq 1 ]; then echo rabbitmq; else echo "rabbitmq-$1"; fi; }
+rabbit_port() { if [ "$1" -eq 1 ]; then echo "$AMQP_PORT"; else echo $((26680 + 10 * $1 + OFFSET)); fi; }
+rabbit_prometheus_port() { if [ "$1" -eq 1 ]; then echo $((26674 + OFFSET)); else echo $(($(rabbit_port "$1") + 2)); fi; }
+
 rabbit_env() {
+  local node=$1
   export HOME="$LOCAL/rabbitmq"
-  export RABBITMQ_NODENAME=$RABBIT_NODE
+  export RABBITMQ_NODENAME
+  RABBITMQ_NODENAME=$(rabbit_node "$node")
   export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
-  export RABBITMQ_NODE_PORT=$AMQP_PORT
-  export RABBITMQ_DIST_PORT=$AMQP_DIST_PORT
+  export RABBITMQ_NODE_PORT
+  RABBITMQ_NODE_PORT=$(rabbit_port "$node")
+  export RABBITMQ_DIST_PORT=$((RABBITMQ_NODE_PORT + 1))
   export ERL_EPMD_ADDRESS=127.0.0.1
   export ERL_EPMD_PORT=$EPMD_PORT
+  # Each node keeps its data in mnesia/NODENAME and logs as NODENAME.log.
   export RABBITMQ_MNESIA_BASE="$LOCAL/rabbitmq/mnesia"
   export RABBITMQ_LOG_BASE="$LOGS/rabbitmq"
-  export RABBITMQ_CONFIG_FILE="$LOCAL/rabbitmq/rabbitmq.conf"
+  export RABBITMQ_CONFIG_FILE="$LOCAL/rabbitmq/$(rabbit_name "$node").conf"
   export RABBITMQ_ENABLED_PLUGINS_FILE="$LOCAL/rabbitmq/enabled_plugins"
   export RABBITMQ_CONF_ENV_FILE="$LOCAL/rabbitmq/rabbitmq-env.conf"
-  export RABBITMQ_PID_FILE="$RUN/rabbitmq.pid"
+  export RABBITMQ_PID_FILE
+  RABBITMQ_PID_FILE="$RUN/$(rabbit_name "$node").pid"
   export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
   export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
   export RABBITMQ_CTL_DIST_PORT_MIN=$CTL_DIST_PORT_MIN RABBITMQ_CTL_DIST_PORT_MAX=$((CTL_DIST_PORT_MIN + 10))
 }
 
 write_rabbit_files() {
+  local node
   mkdir -p "$LOCAL/rabbitmq/mnesia" "$LOGS/rabbitmq"
-  cat >"$LOCAL/rabbitmq/rabbitmq.conf" <<CONF
+  for node in $(seq 1 "$(rabbit_nodes)"); do
+    cat >"$LOCAL/rabbitmq/$(rabbit_name "$node").conf" <<CONF
 loopback_users.guest = true
 log.file.level = info
 disk_free_limit.absolute = 200MB
+prometheus.tcp.ip = 127.0.0.1
+prometheus.tcp.port = $(rabbit_prometheus_port "$node")
 CONF
-  echo '[].' >"$LOCAL/rabbitmq/enabled_plugins"
+  done
+  # Queue depths, per queue, for Prometheus (ops/prometheus/): /metrics/detailed on each node.
+  echo '[rabbitmq_prometheus].' >"$LOCAL/rabbitmq/enabled_plugins"
   : >"$LOCAL/rabbitmq/rabbitmq-env.conf"
-  # A rabbitmqctl that addresses our private node, for people, scripts and tests.
-  cat >"$BIN/rabbitmqctl" <<WRAP
+  # rabbitmqctl and rabbitmq-queues that address our private nodes, for people, scripts and
+  # tests: the first live node unless -n names one.
+  local tool
+  for tool in rabbitmqctl rabbitmq-queues; do
+    cat >"$BIN/$tool" <<WRAP
 #!/usr/bin/env bash
-# rabbitmqctl for Tally's private node (written by ops/local.sh up).
+# $tool for Tally's private RabbitMQ node(s) (written by ops/local.sh up).
 export HOME="$LOCAL/rabbitmq" ERL_EPMD_ADDRESS=127.0.0.1 ERL_EPMD_PORT=$EPMD_PORT
 export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 export RABBITMQ_CTL_DIST_PORT_MIN=$CTL_DIST_PORT_MIN RABBITMQ_CTL_DIST_PORT_MAX=$((CTL_DIST_PORT_MIN + 10))
-exec "$RABBIT_BIN/rabbitmqctl" -n $RABBIT_NODE "\$@"
+for argument in "\$@"; do
+  case \$argument in -n | --node | -n* | --node=*) exec "$RABBIT_BIN/$tool" "\$@" ;; esac
+done
+node=$(rabbit_node 1)
+for index in \$(seq 1 $(rabbit_nodes)); do
+  name=\$([ $(rabbit_nodes) -eq 1 ] && echo rabbitmq || echo "rabbitmq-\$index")
+  if [ -f "$RUN/\$name.pid" ] && kill -0 "\$(cat "$RUN/\$name.pid")" 2>/dev/null; then
+    node=\$([ $(rabbit_nodes) -eq 1 ] && echo tally@localhost || echo "tally-\$index@localhost")
+    break
+  fi
+done
+exec "$RABBIT_BIN/$tool" -n "\$node" "\$@"
 WRAP
-  chmod +x "$BIN/rabbitmqctl"
+    chmod +x "$BIN/$tool"
+  done
+}
+
+rabbitmqctl_on() { local node=$1; shift; "$BIN/rabbitmqctl" -n "$(rabbit_node "$node")" "$@"; }
+
+# Starts node NODE (1 …) unless it runs; it rejoins its cluster by itself after a restart.
+start_rabbit_node() {
+  local node=$1 name
+  name=$(rabbit_name "$node")
+  if is_running "$name" && rabbitmqctl_on "$node" -q await_startup --timeout 5 >/dev/null 2>&1; then
+    return 0
+  fi
+  say "starting RabbitMQ $([ "$(rabbit_nodes)" -eq 1 ] || echo "node $node ")on 127.0.0.1:$(rabbit_port "$node")"
+  (
+    rabbit_env "$node"
+    epmd -address 127.0.0.1 -port "$EPMD_PORT" -daemon
+    setsid "$RABBIT_BIN/rabbitmq-server" >"$LOGS/$name.out" 2>&1 </dev/null &
+  )
+}
+
+# Waits for node NODE and writes its pid file (the VM's pid, from the node itself).
+await_rabbit_node() {
+  local node=$1 name
+  name=$(rabbit_name "$node")
+  wait_for "RabbitMQ node $node" 120 "$LOGS/$name.out and $LOGS/rabbitmq/" rabbitmqctl_on "$node" -q await_startup --timeout 5
+  rabbitmqctl_on "$node" -q eval 'os:getpid().' | tr -d '"' >"$RUN/$name.pid"
+}
+
+# Node NODE ≥ 2 joins node 1's cluster unless it is a member already.
+join_rabbit_node() {
+  local node=$1 first
+  first=$(rabbit_node 1)
+  if rabbitmqctl_on "$node" -q eval "lists:member('$first', rabbit_nodes:all())." 2>/dev/null | grep -q true; then
+    return 0
+  fi
+  say "RabbitMQ node $node joins the cluster of $first"
+  rabbitmqctl_on "$node" -q stop_app >/dev/null
+  rabbitmqctl_on "$node" -q join_cluster "$first" >/dev/null || die "node $node could not join $first; see $LOGS/rabbitmq/"
+  rabbitmqctl_on "$node" -q start_app >/dev/null
+}
+
+cluster_running_nodes() {
+  rabbitmqctl_on 1 -q eval 'length(rabbit_nodes:all_running()).' 2>/dev/null
 }
 
 start_rabbitmq() {
+  local nodes node
+  nodes=$(rabbit_nodes)
   write_rabbit_files
-  if is_running rabbitmq && "$BIN/rabbitmqctl" -q await_startup --timeout 5 >/dev/null 2>&1; then
-    return 0
+  for node in $(seq 1 "$nodes"); do start_rabbit_node "$node"; done
+  for node in $(seq 1 "$nodes"); do await_rabbit_node "$node"; done
+  for node in $(seq 2 "$nodes"); do join_rabbit_node "$node"; done
+  if [ "$nodes" -gt 1 ]; then
+    wait_for "the $nodes-node RabbitMQ cluster" 120 "$LOGS/rabbitmq/" test "$(cluster_running_nodes)" = "$nodes"
   fi
-  say "starting RabbitMQ on 127.0.0.1:$AMQP_PORT"
-  (
-    rabbit_env
-    ERL_EPMD_PORT=$EPMD_PORT epmd -address 127.0.0.1 -port $EPMD_PORT -daemon
-    setsid "$RABBIT_BIN/rabbitmq-server" >"$LOGS/rabbitmq.out" 2>&1 </dev/null &
-  )
-  wait_for "RabbitMQ" 120 "$LOGS/rabbitmq.out and $LOGS/rabbitmq/" "$BIN/rabbitmqctl" -q await_startup --timeout 5
-  # The node writes its own pid file (RABBITMQ_PID_FILE); make sure it names the VM.
-  "$BIN/rabbitmqctl" -q eval 'os:getpid().' | tr -d '"' >"$RUN/rabbitmq.pid"
+  # Imported once every node has joined, so each quorum queue gets a replica on every node.
   say "importing the topology (ops/rabbitmq/definitions.json)"
   "$BIN/rabbitmqctl" -q import_definitions "$ROOT/ops/rabbitmq/definitions.json" >/dev/null
 }
 
-stop_rabbitmq() {
-  if is_running rabbitmq; then
-    "$BIN/rabbitmqctl" -q stop >/dev/null 2>&1 || true
+stop_rabbit_node() {
+  local node=$1 name
+  name=$(rabbit_name "$node")
+  if is_running "$name"; then
+    rabbitmqctl_on "$node" -q stop >/dev/null 2>&1 || true
   fi
-  stop_pid rabbitmq
+  stop_pid "$name"
+}
+
+stop_rabbitmq() {
+  local node
+  # The last node up stops last, so the cluster restarts from it without waiting for others.
+  for node in $(seq "$(rabbit_nodes)" -1 1); do stop_rabbit_node "$node"; done
   ERL_EPMD_PORT=$EPMD_PORT epmd -port $EPMD_PORT -kill >/dev/null 2>&1 || true
 }
 
@@ -272,7 +361,7 @@ start_smtp() {
   mkdir -p "$LOCAL/mail"
   is_running smtp && return 0
   say "starting the SMTP sink on 127.0.0.1:$SMTP_PORT (mail lands in .local/mail)"
-  setsid "$LOCAL/venv/bin/python" "$ROOT/ops/mail_sink.py" --host 127.0.0.1 --port $SMTP_PORT \
+  setsid "$VENV/bin/python" "$ROOT/ops/mail_sink.py" --host 127.0.0.1 --port $SMTP_PORT \
     --dir "$LOCAL/mail" >"$LOGS/smtp.log" 2>&1 </dev/null &
   echo $! >"$RUN/smtp.pid"
   wait_for "the SMTP sink" 30 "$LOGS/smtp.log" bash -c "exec 3<>/dev/tcp/127.0.0.1/$SMTP_PORT"
@@ -284,7 +373,7 @@ start_smtp() {
 start_stripe() {
   is_running stripe && return 0
   say "starting the Stripe emulator (localstripe) on 127.0.0.1:$STRIPE_PORT"
-  setsid "$LOCAL/venv/bin/python" "$ROOT/ops/stripe_emulator.py" --host 127.0.0.1 --port $STRIPE_PORT \
+  setsid "$VENV/bin/python" "$ROOT/ops/stripe_emulator.py" --host 127.0.0.1 --port $STRIPE_PORT \
     >"$LOGS/stripe.log" 2>&1 </dev/null &
   echo $! >"$RUN/stripe.pid"
   wait_for "the Stripe emulator" 30 "$LOGS/stripe.log" curl -fsS -H "Authorization: Bearer sk_test_tally_local" \
@@ -304,9 +393,16 @@ local_secret() {
 }
 admin_token() { local_secret admin-token tally_admin_; }
 
+# Every node of the broker, comma-separated: clients fail over from one to the next.
+amqp_url() {
+  local url="amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2F" node
+  for node in $(seq 2 "$(rabbit_nodes)"); do url+=",127.0.0.1:$(rabbit_port "$node")"; done
+  echo "$url"
+}
+
 write_env() {
   cat >"$LOCAL/env" <<ENV
-AMQP_URL=amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2F
+AMQP_URL=$(amqp_url)
 DATABASE_URL=postgresql://tally:tally@127.0.0.1:$PG_PORT/tally
 SMTP_URL=smtp://127.0.0.1:$SMTP_PORT
 TALLY_INGEST_URL=http://127.0.0.1:$INGEST_PORT
@@ -461,6 +557,25 @@ cmd_servers() {
 }
 
 cmd_up() {
+  local cluster=""
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --cluster) cluster=${2:-}; shift 2 || die "--cluster needs a node count" ;;
+      --cluster=*) cluster=${1#--cluster=}; shift ;;
+      *) die "up: unknown option '$1' (up [--cluster N])" ;;
+    esac
+  done
+  if [ -n "$cluster" ]; then
+    [[ "$cluster" =~ ^[1-5]$ ]] || die "--cluster takes 1 to 5 RabbitMQ nodes (3 survives the loss of one)"
+    mkdir -p "$RUN" "$LOGS" "$BIN"
+    if [ "$cluster" != "$(rabbit_nodes)" ]; then
+      say "RabbitMQ: $(rabbit_nodes) node(s) → $cluster; Tally's processes restart with the new AMQP_URL"
+      local name
+      for name in $(tally_instances) sample-api; do stop_pid "$name"; done
+      stop_rabbitmq
+      if [ "$cluster" = 1 ]; then rm -f "$LOCAL/rabbitmq-nodes"; else echo "$cluster" >"$LOCAL/rabbitmq-nodes"; fi
+    fi
+  fi
   cmd_servers
   build
   migrate
@@ -510,7 +625,9 @@ cmd_down() {
 
 cmd_status() {
   local name pid state
-  local role index names=(postgres rabbitmq smtp stripe)
+  local role index names=(postgres)
+  for index in $(seq 1 "$(rabbit_nodes)"); do names+=("$(rabbit_name "$index")"); done
+  names+=(smtp stripe)
   # Every process a role should have (scale) and every one that has a pid file.
   for role in "${TALLY_PROCESSES[@]}"; do
     for index in $( (seq 1 "$(desired_count "$role")"; instance_indexes "$role") | sort -nu); do
@@ -585,7 +702,7 @@ run_browser_tests() {
   local status=0
   say "running the dashboard's browser tests (Chromium, headless; screenshots in .local/artifacts)"
   (set -a; . "$LOCAL/env"; set +a
-   cd "$ROOT" && timeout -k 10 300 "$LOCAL/venv/bin/python" ops/browser/dashboard_test.py 2>&1 | tee "$LOGS/test-browser.log"
+   cd "$ROOT" && timeout -k 10 300 "$VENV/bin/python" ops/browser/dashboard_test.py 2>&1 | tee "$LOGS/test-browser.log"
    exit "${PIPESTATUS[0]}") || status=$?
   [ "$status" -eq 0 ] || die "browser tests failed; the output is in $LOGS/test-browser.log, screenshots in .local/artifacts"
 }
@@ -613,6 +730,34 @@ scale_check() {
   say "scale test ($1): ./ops/local.sh scale $([ "$1" = up ] && echo 'aggregator=2 invoicer=2 notifier=2' || echo 'back to 1')"
   (load_env; "$ROOT/ops/tests/scale_test.sh" "$1") 2>&1 | tee -a "$LOGS/test-scale.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || die "the scale test ($1) failed; its output is in $LOGS/test-scale.log"
+}
+
+# The cluster test (ops/tests/cluster_test.py) on a second stack of its own: files in
+# .local/cluster-test, ports shifted by 300, RabbitMQ as 3 nodes (`up --cluster 3`), Tally's
+# processes of the same build. The stack is stopped afterwards; its files stay for a look
+# until the next run.
+run_cluster_test() {
+  local dir="$LOCAL/cluster-test" offset=$((OFFSET + 300)) status=0
+  cluster_stack() { TALLY_LOCAL_DIR="$dir" TALLY_PORT_OFFSET=$offset "$ROOT/ops/local.sh" "$@"; }
+  if [ -d "$dir" ]; then
+    cluster_stack down >/dev/null 2>&1 || true
+    [ ! -L "$dir/postgres" ] || rm -rf "$(readlink -f "$dir/postgres")"
+    rm -rf "$dir"
+  fi
+  say "cluster test: a second stack in $dir with a 3-node RabbitMQ cluster (up --cluster 3; log $LOGS/test-cluster-up.log)"
+  BUILD_TESTS=${BUILD_TESTS:-0} cluster_stack up --cluster 3 >"$LOGS/test-cluster-up.log" 2>&1 \
+    || { tail -5 "$LOGS/test-cluster-up.log" >&2; die "the cluster stack did not start; see $LOGS/test-cluster-up.log"; }
+  say "cluster test: 100,000 events through ingest while a RabbitMQ node, then the queue leader's, is killed"
+  (set -a; . "$dir/env"; set +a; export TALLY_LOCAL_DIR="$dir" TALLY_PORT_OFFSET=$offset
+   timeout -k 10 900 python3 "$ROOT/ops/tests/cluster_test.py" 2>&1 | tee "$LOGS/test-cluster.log"
+   exit "${PIPESTATUS[0]}") || status=$?
+  cluster_stack down >/dev/null 2>&1 || true
+  [ "$status" -eq 0 ] || die "the cluster test failed; its output is in $LOGS/test-cluster.log, the stack's logs in $dir/log"
+}
+
+cmd_test_cluster() {
+  BUILD_TESTS=1 cmd_up
+  BUILD_TESTS=1 run_cluster_test
 }
 
 cmd_test() {
@@ -643,6 +788,7 @@ cmd_test() {
   # starve the parallel phase of CPU: they run alone, one by one.
   say "running the outage and heavy tests, one at a time (servers are stopped and restarted)"
   TALLY_DISRUPTIVE_TESTS=1 run_suite "$LOGS/test-outage.log" --no-parallel --filter 'OutageTests|SerialTests'
+  BUILD_TESTS=1 run_cluster_test
   say "test: passed in $((SECONDS - started))s"
 }
 
@@ -700,8 +846,11 @@ cmd_stop() {
   case "${1:-}" in
     postgres) stop_postgres ;;
     rabbitmq) stop_rabbitmq ;;
+    rabbitmq-[1-5]) [ "$(rabbit_nodes)" -gt 1 ] && [ "${1#rabbitmq-}" -le "$(rabbit_nodes)" ] \
+      || die "there is no $1: RabbitMQ runs $(rabbit_nodes) node(s) (up --cluster 3 starts three)"
+      stop_rabbit_node "${1#rabbitmq-}" ;;
     smtp) stop_pid smtp ;;
-    *) die "stop what? postgres, rabbitmq or smtp" ;;
+    *) die "stop what? postgres, rabbitmq (every node), rabbitmq-N (one node of a cluster) or smtp" ;;
   esac
 }
 
@@ -710,8 +859,13 @@ cmd_start() {
   case "${1:-}" in
     postgres) start_postgres ;;
     rabbitmq) start_rabbitmq ;;
+    rabbitmq-[1-5]) [ "$(rabbit_nodes)" -gt 1 ] && [ "${1#rabbitmq-}" -le "$(rabbit_nodes)" ] \
+      || die "there is no $1: RabbitMQ runs $(rabbit_nodes) node(s) (up --cluster 3 starts three)"
+      write_rabbit_files
+      start_rabbit_node "${1#rabbitmq-}"
+      await_rabbit_node "${1#rabbitmq-}" ;;
     smtp) start_smtp ;;
-    *) die "start what? postgres, rabbitmq or smtp" ;;
+    *) die "start what? postgres, rabbitmq (every node), rabbitmq-N (one node of a cluster) or smtp" ;;
   esac
 }
 
@@ -866,7 +1020,7 @@ PY
 }
 
 case "${1:-}" in
-  up) cmd_up ;;
+  up) shift; cmd_up "$@" ;;
   demo) cmd_demo ;;
   scale) shift; cmd_scale "$@" ;;
   bench) cmd_bench "${2:-}" ;;
@@ -876,6 +1030,7 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   test) cmd_test ;;
+  test-cluster) cmd_test_cluster ;;
   test-dates) cmd_test_dates ;;
   -h | --help | help) usage ;;
   "") usage; exit 2 ;;
