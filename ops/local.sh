@@ -66,6 +66,7 @@ AGGREGATOR_PORT=$((28082 + OFFSET))
 NOTIFIER_PORT=$((28083 + OFFSET))
 INVOICER_PORT=$((28084 + OFFSET))
 STRIPE_PORT=$((28420 + OFFSET))
+PROMETHEUS_PORT=$((26660 + OFFSET))
 # The demo's Examples/SampleAPI server (its test starts its own on SAMPLE_API_PORT + 1).
 SAMPLE_API_PORT=$((28090 + OFFSET))
 
@@ -74,7 +75,7 @@ RABBIT_BIN=/usr/lib/rabbitmq/bin
 BUILD_CONFIG="${TALLY_BUILD_CONFIG:-debug}"
 
 APT_PACKAGES=(rabbitmq-server postgresql librabbitmq-dev libpq-dev libcurl4-openssl-dev
-  libcairo2-dev libssl-dev poppler-utils curl ca-certificates pkg-config chromium chromium-driver)
+  libcairo2-dev libssl-dev poppler-utils curl ca-certificates pkg-config chromium chromium-driver prometheus)
 # selenium drives Debian's Chromium in the dashboard's browser tests (ops/browser/);
 # openapi-spec-validator and schemathesis check the API against /openapi.json (ops/contract/).
 PIP_PACKAGES=(aiosmtpd localstripe selenium openapi-spec-validator schemathesis)
@@ -380,6 +381,53 @@ start_stripe() {
     "http://127.0.0.1:$STRIPE_PORT/v1/balance"
 }
 
+# ---------------------------------------------------------------- Prometheus
+
+# Prometheus (Debian's) with ops/prometheus/: its configuration and rules are copied into
+# .local/prometheus/ beside the targets files, which list every process `up` and `scale`
+# run and every RabbitMQ node (Prometheus rereads them when they change).
+write_prometheus_targets() {
+  local dir="$LOCAL/prometheus" role index node first=1
+  mkdir -p "$dir"
+  cp "$ROOT/ops/prometheus/prometheus.yml" "$ROOT/ops/prometheus/alerts.yml" "$dir/"
+  {
+    printf '['
+    for role in "${TALLY_PROCESSES[@]}"; do
+      for index in $(seq 1 "$(desired_count "$role")"); do
+        [ $first = 1 ] || printf ','
+        first=0
+        printf '\n  {"targets": ["127.0.0.1:%s"], "labels": {"role": "%s", "process": "%s"}}' \
+          "$(instance_port "$role" "$index")" "$role" "$(instance_name "$role" "$index")"
+      done
+    done
+    printf '\n]\n'
+  } >"$dir/tally-targets.json.tmp"
+  mv "$dir/tally-targets.json.tmp" "$dir/tally-targets.json"
+  {
+    printf '['
+    for node in $(seq 1 "$(rabbit_nodes)"); do
+      [ "$node" = 1 ] || printf ','
+      printf '\n  {"targets": ["127.0.0.1:%s"], "labels": {"node": "%s"}}' "$(rabbit_prometheus_port "$node")" "$(rabbit_node "$node")"
+    done
+    printf '\n]\n'
+  } >"$dir/rabbitmq-targets.json.tmp"
+  mv "$dir/rabbitmq-targets.json.tmp" "$dir/rabbitmq-targets.json"
+}
+
+start_prometheus() {
+  write_prometheus_targets
+  if is_running prometheus; then
+    # A changed configuration or rule file is read again without a restart.
+    kill -HUP "$(pid_of prometheus)"
+    return 0
+  fi
+  say "starting Prometheus on 127.0.0.1:$PROMETHEUS_PORT (ops/prometheus/, alert rules included)"
+  setsid prometheus --config.file="$LOCAL/prometheus/prometheus.yml" --storage.tsdb.path="$LOCAL/prometheus/data" \
+    --storage.tsdb.retention.time=3d --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" >"$LOGS/prometheus.log" 2>&1 </dev/null &
+  echo $! >"$RUN/prometheus.pid"
+  wait_for "Prometheus" 60 "$LOGS/prometheus.log" curl -fsS "http://127.0.0.1:$PROMETHEUS_PORT/-/ready"
+}
+
 # ---------------------------------------------------------------- Tally
 
 # A random secret kept under .local/secrets: NAME, PREFIX.
@@ -421,6 +469,7 @@ STRIPE_API_BASE=http://127.0.0.1:$STRIPE_PORT
 STRIPE_WEBHOOK_SECRET=$(local_secret stripe-webhook-secret whsec_)
 TALLY_DEFAULT_PAYMENT_PROVIDER=none
 TALLY_WEBHOOK_ALLOW_PRIVATE=1
+TALLY_PROMETHEUS_URL=http://127.0.0.1:$PROMETHEUS_PORT
 ENV
   chmod 600 "$LOCAL/env"
 }
@@ -580,7 +629,8 @@ cmd_up() {
   build
   migrate
   start_tally
-  say "up: .local/env written; pids in .local/run; logs in .local/log"
+  start_prometheus
+  say "up: .local/env written; pids in .local/run; logs in .local/log; Prometheus on $TALLY_PROMETHEUS_URL"
 }
 
 # `scale ROLE=N ...`: N processes of each role named, started or stopped to match, and
@@ -611,11 +661,13 @@ cmd_scale() {
     for index in $(seq 1 "$count"); do wait_instance "$role" "$index"; done
     say "$role: $count process(es)"
   done
+  # Prometheus scrapes what runs now (it rereads the targets file by itself).
+  write_prometheus_targets
   cmd_status
 }
 
 cmd_down() {
-  for name in $(tally_instances) sample-api; do stop_pid "$name"; done
+  for name in $(tally_instances) sample-api prometheus; do stop_pid "$name"; done
   stop_pid smtp
   stop_pid stripe
   stop_rabbitmq
@@ -635,6 +687,7 @@ cmd_status() {
     done
   done
   [ -f "$RUN/sample-api.pid" ] && names+=(sample-api)
+  names+=(prometheus)
   for name in "${names[@]}"; do
     pid=$(pid_of "$name")
     if is_running "$name"; then state="running"; elif [ -n "$pid" ]; then state="dead"; else state="stopped"; fi
@@ -784,6 +837,9 @@ cmd_test() {
   scale_check down
   run_browser_tests
   run_contract_tests
+  say "checking observability: ops/prometheus/ (promtool), every /metrics, the stack's Prometheus and the Grafana dashboard's queries"
+  (load_env; timeout -k 10 300 "$ROOT/ops/tests/observability_test.sh") 2>&1 | tee "$LOGS/test-observability.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || die "the observability test failed; its output is in $LOGS/test-observability.log"
   # Outage tests stop and restart the real servers, and the heavy exactness tests would
   # starve the parallel phase of CPU: they run alone, one by one.
   say "running the outage and heavy tests, one at a time (servers are stopped and restarted)"

@@ -31,6 +31,8 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) thr
     let tenants = TenantStore(pool: pool)
     let authenticator = APIKeyAuthenticator(adminToken: adminToken) { key in try await tenants.tenantOwning(key) }
     let router = Router(context: TallyRequestContext.self)
+    let metrics = RequestMetrics()
+    router.add(middleware: RequestMetrics.Middleware(metrics: metrics))
     router.add(middleware: LogRequestsMiddleware(.info))
     router.add(middleware: ErrorMiddleware { error in (error as? PostgresError)?.isConnectionError ?? false })
     HealthRoutes<TallyRequestContext> {
@@ -40,7 +42,12 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) thr
     // The dashboard authenticates with its session cookie, not a bearer token.
     router.add(
         middleware: AuthenticationMiddleware(
-            authenticator: authenticator, publicPaths: ["/healthz", "/readyz", "/openapi.json", StripeWebhookRoutes.path], publicPrefixes: ["/dashboard"]))
+            authenticator: authenticator, publicPaths: ["/healthz", "/readyz", "/metrics", "/openapi.json", StripeWebhookRoutes.path], publicPrefixes: ["/dashboard"]))
+    router.get("metrics") { _, _ in
+        Response(
+            status: .ok, headers: [.contentType: PrometheusText.contentType],
+            body: .init(byteBuffer: ByteBuffer(string: metrics.render(authentication: authenticator.counters))))
+    }
     router.get("openapi.json") { _, _ in
         Response(
             status: .ok, headers: [.contentType: "application/json"],

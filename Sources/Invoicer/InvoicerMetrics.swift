@@ -33,6 +33,30 @@ final class InvoicerMetrics: Sendable {
         }
     }
 
+    /// Billing runs, all Invoicers alike: those still running (items pending) and the age
+    /// of the oldest (stuck when it grows), and those of the last week that left invoices failed.
+    struct BillingRuns: Sendable {
+        var running = 0
+        var oldestRunningSeconds = 0
+        var withFailuresLastWeek = 0
+
+        static func load(_ pool: PostgresPool) async throws -> BillingRuns {
+            // A run is running while it has pending items (`BillingRunStatus`); both
+            // statuses read here have a partial index of their own.
+            let row = try await pool.query(
+                """
+                SELECT count(DISTINCT r.id) FILTER (WHERE i.status = 'pending'),
+                       coalesce(extract(epoch FROM now() - min(r.created_at) FILTER (WHERE i.status = 'pending'))::bigint, 0),
+                       count(DISTINCT r.id) FILTER (WHERE i.status = 'failed' AND r.created_at > now() - interval '7 days')
+                  FROM billing_run_items i JOIN billing_runs r ON r.id = i.billing_run_id
+                 WHERE i.status IN ('pending', 'failed')
+                """)[0]
+            return BillingRuns(
+                running: try row.decode(0, as: Int.self), oldestRunningSeconds: try row.decode(1, as: Int.self),
+                withFailuresLastWeek: try row.decode(2, as: Int.self))
+        }
+    }
+
     static let invoiceOutcomes = ["issued", "already_issued", "skipped", "failed"]
     static let pushOutcomes = ["synced", "retrying", "failed"]
 
@@ -57,7 +81,7 @@ final class InvoicerMetrics: Sendable {
 
     /// Prometheus text exposition; the backlog gauges are left out when the database
     /// cannot be read (an absent series, not a false zero).
-    func render(backlog: StripeBacklog?) -> String {
+    func render(backlog: StripeBacklog?, runs: BillingRuns? = nil) -> String {
         let s = snapshot
         var text = ""
         func labelled(_ name: String, _ type: String, _ help: String, _ label: String, _ values: [(String, Int)]) {
@@ -83,6 +107,16 @@ final class InvoicerMetrics: Sendable {
             metric(
                 "tally_stripe_events_failed", "gauge",
                 "Stripe webhook events set aside because they could not be applied (`invoicer stripe list`)", backlog.failedEvents)
+        }
+        if let runs {
+            metric("tally_billing_runs_running", "gauge", "Billing runs not yet completed, all Invoicers", runs.running)
+            metric(
+                "tally_billing_run_oldest_running_seconds", "gauge",
+                "Age of the oldest billing run still running (0 when none runs); a stuck run keeps growing", runs.oldestRunningSeconds)
+            metric(
+                "tally_billing_runs_with_failures", "gauge",
+                "Billing runs of the last 7 days that left invoices failed (their commands are parked in invoicer.commands.parked)",
+                runs.withFailuresLastWeek)
         }
         return text
     }

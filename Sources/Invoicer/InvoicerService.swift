@@ -20,9 +20,10 @@ func buildApplication(_ configuration: InvoicerConfiguration, logger: Logger) th
     HealthRoutes<BasicRequestContext> { (try? await database.query("SELECT 1")) != nil }.register(on: router)
     router.get("metrics") { _, _ -> Response in
         let backlog = try? await InvoicerMetrics.StripeBacklog.load(database)
+        let runs = try? await InvoicerMetrics.BillingRuns.load(database)
         return Response(
             status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-            body: .init(byteBuffer: ByteBuffer(string: metrics.render(backlog: backlog))))
+            body: .init(byteBuffer: ByteBuffer(string: metrics.render(backlog: backlog, runs: runs))))
     }
     var app = Application(
         router: router,

@@ -95,7 +95,7 @@ struct NotificationHandler: QueueWorkHandler {
             let rows = try? await session.database.query(
                 "SELECT channel, count(*) FROM notifications WHERE event_id = $1 AND status <> 'sent' GROUP BY channel", [event.id])
         else { return }
-        for row in rows { metrics.parked(channel: row.text(0) ?? "", (try? row.decode(1, as: Int.self)) ?? 0) }
+        for row in rows { metrics.parked(channel: row.text(0) ?? "", eventType: event.type, (try? row.decode(1, as: Int.self)) ?? 0) }
     }
 
     private enum EventOutcome {

@@ -468,6 +468,8 @@ def summary(tenants, run_dir: str, urls: dict) -> None:
     print(f"              sign in as {signer.name} with its API key {signer.api_key}")
     print(f"              or with the admin token (in .local/env, BILLING_ADMIN_TOKEN) for finance's tenant list")
     print("  metrics:    " + "\n              ".join(f"{url}/metrics  ({name})" for name, url in urls["metrics"]))
+    if ENV.get("TALLY_PROMETHEUS_URL"):
+        print(f"  Prometheus: {ENV['TALLY_PROMETHEUS_URL']}/alerts (ops/prometheus/; Grafana dashboard ops/grafana/tally-dashboard.json)")
     print(f"  emails:     {os.path.relpath(urls['mail'], urls['root'])}/ (one .eml per message)")
     print(f"  this run:   {os.path.relpath(run_dir, urls['root'])}/ (usage.ndjson, invoices/*.pdf, summary.json)")
     print(f"  stop it:    ./ops/local.sh down")

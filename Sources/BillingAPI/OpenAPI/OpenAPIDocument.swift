@@ -1850,6 +1850,28 @@ enum OpenAPIDocument {
         "security": []
       }
     },
+    "/metrics": {
+      "get": {
+        "operationId": "metrics",
+        "summary": "Prometheus metrics: requests by route and status, durations, 401s",
+        "tags": [
+          "health"
+        ],
+        "responses": {
+          "200": {
+            "description": "Prometheus text exposition format 0.0.4.",
+            "content": {
+              "text/plain": {
+                "schema": {
+                  "type": "string"
+                }
+              }
+            }
+          }
+        },
+        "security": []
+      }
+    },
     "/readyz": {
       "get": {
         "operationId": "readiness",
