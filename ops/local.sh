@@ -25,7 +25,8 @@
 #   ./ops/local.sh scale ROLE=N ...  run N processes of a role (billing-api, producer, aggregator,
 #                           invoicer, notifier), e.g. `scale aggregator=4 notifier=2`; kept by `up`
 #   ./ops/local.sh stop NAME / start NAME   one server (postgres, rabbitmq, rabbitmq-2 of a cluster, smtp),
-#                           e.g. for outage tests
+#                           e.g. for outage tests, or every process of a role (aggregator, …)
+#   ./ops/local.sh restart ROLE ...  every process of the roles, one at a time (rolling)
 #   ./ops/local.sh --help   this text
 #
 # TALLY_PORT_OFFSET=N shifts every port by N (a second checkout beside this one);
@@ -75,10 +76,11 @@ RABBIT_BIN=/usr/lib/rabbitmq/bin
 BUILD_CONFIG="${TALLY_BUILD_CONFIG:-debug}"
 
 APT_PACKAGES=(rabbitmq-server postgresql librabbitmq-dev libpq-dev libcurl4-openssl-dev
-  libcairo2-dev libssl-dev poppler-utils curl ca-certificates pkg-config chromium chromium-driver prometheus)
+  libcairo2-dev libssl-dev poppler-utils curl ca-certificates pkg-config chromium chromium-driver prometheus systemd)
 # selenium drives Debian's Chromium in the dashboard's browser tests (ops/browser/);
 # openapi-spec-validator and schemathesis check the API against /openapi.json (ops/contract/).
-PIP_PACKAGES=(aiosmtpd localstripe selenium openapi-spec-validator schemathesis)
+# kubernetes-validate and yamllint check ops/k8s/ (ops/tests/k8s_test.py).
+PIP_PACKAGES=(aiosmtpd localstripe selenium openapi-spec-validator schemathesis kubernetes-validate yamllint)
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -105,7 +107,7 @@ install_python_tools() {
     say "creating a Python virtualenv in .local/venv"
     python3 -m venv "$VENV" || die "python3 -m venv failed: install python3-venv"
   fi
-  if ! "$VENV/bin/python" -c 'import aiosmtpd, localstripe, selenium, openapi_spec_validator, schemathesis' 2>/dev/null; then
+  if ! "$VENV/bin/python" -c 'import aiosmtpd, localstripe, selenium, openapi_spec_validator, schemathesis, kubernetes_validate, yamllint' 2>/dev/null; then
     say "installing Python tools: ${PIP_PACKAGES[*]}"
     "$VENV/bin/pip" install -q "${PIP_PACKAGES[@]}" >"$LOGS/pip.log" 2>&1 \
       || die "pip install failed; see $LOGS/pip.log"
@@ -461,7 +463,7 @@ TALLY_INVOICER_URL=http://127.0.0.1:$INVOICER_PORT
 BILLING_ADMIN_TOKEN=$(admin_token)
 FINANCE_EMAIL=finance@tally.localhost
 MAIL_SINK_DIR=$LOCAL/mail
-TALLY_MIGRATIONS_DIR=$ROOT/ops/sql
+TALLY_MIGRATIONS_DIR=$(migrations_dir)
 TALLY_RABBITMQCTL=$BIN/rabbitmqctl
 TALLY_SPOOL_DIR=$LOCAL/spool/producer
 STRIPE_API_KEY=sk_test_tally_local
@@ -485,7 +487,17 @@ build() {
   (cd "$ROOT" && swift build "${flags[@]}") || die "swift build failed (see the compiler output above)"
 }
 
-tally_bin() { echo "$ROOT/.build/$BUILD_CONFIG/$1"; }
+# The binaries Tally runs: this checkout's build, or the release ops/rollback.sh pinned in
+# .local/release (its binaries and its migrations).
+pinned_release() { [ -s "$LOCAL/release" ] && [ -d "$LOCAL/releases/$(cat "$LOCAL/release")" ] && cat "$LOCAL/release"; }
+tally_bin() {
+  local release
+  if release=$(pinned_release); then echo "$LOCAL/releases/$release/bin/$1"; else echo "$ROOT/.build/$BUILD_CONFIG/$1"; fi
+}
+migrations_dir() {
+  local release
+  if release=$(pinned_release); then echo "$LOCAL/releases/$release/sql"; else echo "$ROOT/ops/sql"; fi
+}
 
 migrate() {
   # Processes of the previous build must not run on a newer schema (e.g. 014 moves the
@@ -630,6 +642,9 @@ cmd_up() {
   migrate
   start_tally
   start_prometheus
+  if pinned_release >/dev/null; then
+    say "running release $(pinned_release), pinned by ops/rollback.sh (ops/rollback.sh --to build runs this checkout's build)"
+  fi
   say "up: .local/env written; pids in .local/run; logs in .local/log; Prometheus on $TALLY_PROMETHEUS_URL"
 }
 
@@ -810,6 +825,9 @@ run_cluster_test() {
 
 cmd_test_cluster() {
   BUILD_TESTS=1 cmd_up
+  say "rollback test: ops/rollback.sh --dry-run, a refused rollback, then back to a previous release and forward while usage flows"
+  (load_env; timeout -k 10 900 python3 "$ROOT/ops/tests/rollback_test.py") 2>&1 | tee "$LOGS/test-rollback.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || die "the rollback test failed; its output is in $LOGS/test-rollback.log"
   BUILD_TESTS=1 run_cluster_test
 }
 
@@ -837,6 +855,11 @@ cmd_test() {
   scale_check down
   run_browser_tests
   run_contract_tests
+  say "checking ops/systemd/ (systemd-analyze verify) and ops/k8s/ (yamllint, kubernetes-validate, the operators' CRD fields, the Dockerfile)"
+  "$ROOT/ops/tests/systemd_test.sh" 2>&1 | tee "$LOGS/test-systemd.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || die "the systemd test failed; its output is in $LOGS/test-systemd.log"
+  "$VENV/bin/python" "$ROOT/ops/tests/k8s_test.py" 2>&1 | tee "$LOGS/test-k8s.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || die "the Kubernetes test failed; its output is in $LOGS/test-k8s.log"
   say "checking observability: ops/prometheus/ (promtool), every /metrics, the stack's Prometheus and the Grafana dashboard's queries"
   (load_env; timeout -k 10 300 "$ROOT/ops/tests/observability_test.sh") 2>&1 | tee "$LOGS/test-observability.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || die "the observability test failed; its output is in $LOGS/test-observability.log"
@@ -899,30 +922,69 @@ cmd_test_dates() {
 }
 
 cmd_stop() {
-  case "${1:-}" in
-    postgres) stop_postgres ;;
-    rabbitmq) stop_rabbitmq ;;
-    rabbitmq-[1-5]) [ "$(rabbit_nodes)" -gt 1 ] && [ "${1#rabbitmq-}" -le "$(rabbit_nodes)" ] \
-      || die "there is no $1: RabbitMQ runs $(rabbit_nodes) node(s) (up --cluster 3 starts three)"
-      stop_rabbit_node "${1#rabbitmq-}" ;;
-    smtp) stop_pid smtp ;;
-    *) die "stop what? postgres, rabbitmq (every node), rabbitmq-N (one node of a cluster) or smtp" ;;
-  esac
+  [ $# -gt 0 ] || die "stop what? postgres, rabbitmq (every node), rabbitmq-N (one node of a cluster), smtp, or a role (${TALLY_PROCESSES[*]}: every process of it)"
+  local what index
+  for what in "$@"; do
+    case "$what" in
+      postgres) stop_postgres ;;
+      rabbitmq) stop_rabbitmq ;;
+      rabbitmq-[1-5]) [ "$(rabbit_nodes)" -gt 1 ] && [ "${what#rabbitmq-}" -le "$(rabbit_nodes)" ] \
+        || die "there is no $what: RabbitMQ runs $(rabbit_nodes) node(s) (up --cluster 3 starts three)"
+        stop_rabbit_node "${what#rabbitmq-}" ;;
+      smtp) stop_pid smtp ;;
+      billing-api | producer | aggregator | invoicer | notifier)
+        # SIGTERM: each drains what it has in flight (SPEC §5).
+        for index in $(instance_indexes "$what" | sort -n); do say "stopping $(instance_name "$what" "$index")"; stop_pid "$(instance_name "$what" "$index")"; done ;;
+      *) die "stop what? postgres, rabbitmq, rabbitmq-N, smtp, or a role (${TALLY_PROCESSES[*]})" ;;
+    esac
+  done
+}
+
+# Tally processes need the environment and a build (or a pinned release).
+tally_role_ready() {
+  [ -f "$LOCAL/env" ] || die "the stack was never started here: ./ops/local.sh up"
+  load_env
+  [ -x "$(tally_bin "$1")" ] || die "$(tally_bin "$1") is missing: ./ops/local.sh up builds it"
+}
+
+# `restart ROLE ...`: every process of each role, one at a time (rolling), each healthy
+# before the next stops; a role that was stopped is started.
+cmd_restart() {
+  [ $# -gt 0 ] || die "restart what? one or more roles: ${TALLY_PROCESSES[*]}"
+  local role index
+  for role in "$@"; do
+    [[ " ${TALLY_PROCESSES[*]} " == *" $role "* ]] || die "restart: unknown role '$role' (${TALLY_PROCESSES[*]})"
+    tally_role_ready "$role"
+    for index in $(seq 1 "$(desired_count "$role")"); do
+      say "restarting $(instance_name "$role" "$index")"
+      stop_pid "$(instance_name "$role" "$index")"
+      start_instance "$role" "$index"
+      wait_instance "$role" "$index"
+    done
+  done
 }
 
 cmd_start() {
   mkdir -p "$RUN" "$LOGS" "$BIN"
-  case "${1:-}" in
-    postgres) start_postgres ;;
-    rabbitmq) start_rabbitmq ;;
-    rabbitmq-[1-5]) [ "$(rabbit_nodes)" -gt 1 ] && [ "${1#rabbitmq-}" -le "$(rabbit_nodes)" ] \
-      || die "there is no $1: RabbitMQ runs $(rabbit_nodes) node(s) (up --cluster 3 starts three)"
-      write_rabbit_files
-      start_rabbit_node "${1#rabbitmq-}"
-      await_rabbit_node "${1#rabbitmq-}" ;;
-    smtp) start_smtp ;;
-    *) die "start what? postgres, rabbitmq (every node), rabbitmq-N (one node of a cluster) or smtp" ;;
-  esac
+  [ $# -gt 0 ] || die "start what? postgres, rabbitmq (every node), rabbitmq-N (one node of a cluster), smtp, or a role (${TALLY_PROCESSES[*]})"
+  local what index
+  for what in "$@"; do
+    case "$what" in
+      postgres) start_postgres ;;
+      rabbitmq) start_rabbitmq ;;
+      rabbitmq-[1-5]) [ "$(rabbit_nodes)" -gt 1 ] && [ "${what#rabbitmq-}" -le "$(rabbit_nodes)" ] \
+        || die "there is no $what: RabbitMQ runs $(rabbit_nodes) node(s) (up --cluster 3 starts three)"
+        write_rabbit_files
+        start_rabbit_node "${what#rabbitmq-}"
+        await_rabbit_node "${what#rabbitmq-}" ;;
+      smtp) start_smtp ;;
+      billing-api | producer | aggregator | invoicer | notifier)
+        tally_role_ready "$what"
+        for index in $(seq 1 "$(desired_count "$what")"); do start_instance "$what" "$index"; done
+        for index in $(seq 1 "$(desired_count "$what")"); do wait_instance "$what" "$index"; done ;;
+      *) die "start what? postgres, rabbitmq, rabbitmq-N, smtp, or a role (${TALLY_PROCESSES[*]})" ;;
+    esac
+  done
 }
 
 cmd_bench() {
@@ -970,7 +1032,7 @@ for index in range(1000):
 PY
   "$BIN/rabbitmqctl" -q purge_queue aggregator.usage >/dev/null
   TALLY_BENCH_BODY="$LOCAL/bench-batch.ndjson" wrk -t2 -c8 -d15s -s "$ROOT/ops/bench/ingest.lua" "http://127.0.0.1:$port/v1/events" \
-    | grep '^ingest:' || true
+    | grep -E '^(ingest|bench-json):' || true
   fi
   stop_pid producer-bench
   # The benchmark's usage is not real usage: drop it before an Aggregator counts it.
@@ -1034,7 +1096,7 @@ PY
     done
     drained=$("$release/tally-bench" drain-wait --run-id "$run_id" --events 200000 --tenants 500 --per-message 1000 \
       --processes $processes --aggregator-pid "$(pid_of aggregator-bench-1)" ${one_process:+--reference-rate "$one_process"}) || true
-    [ -z "$drained" ] || printf '%s\n' "$drained" | grep '^scaling:' || true
+    [ -z "$drained" ] || printf '%s\n' "$drained" | grep -E '^(scaling|bench-json):' || true
     [ "$processes" != 1 ] || one_process=$(printf '%s\n' "$drained" | sed -n 's/^drain-rate: //p')
     for index in $(seq 1 $processes); do stop_pid "aggregator-bench-$index"; done
   done
@@ -1073,6 +1135,8 @@ PY
   stop_pid billing-api-bench
   fi
   start_tally
+  # The figures of this run as JSON, and drawn (the bench-json lines above).
+  python3 "$ROOT/ops/bench/report.py" "$saved" || true
 }
 
 case "${1:-}" in
@@ -1080,8 +1144,10 @@ case "${1:-}" in
   demo) cmd_demo ;;
   scale) shift; cmd_scale "$@" ;;
   bench) cmd_bench "${2:-}" ;;
-  stop) cmd_stop "${2:-}" ;;
-  start) cmd_start "${2:-}" ;;
+  stop) shift; cmd_stop "$@" ;;
+  start) shift; cmd_start "$@" ;;
+  restart) shift; cmd_restart "$@" ;;
+  write-env) mkdir -p "$LOCAL"; write_env ;;
   servers) cmd_servers ;;
   down) cmd_down ;;
   status) cmd_status ;;

@@ -48,6 +48,21 @@ enum BenchSupport {
 
     static func format(_ value: Double) -> String { String(format: "%.0f", value) }
 
+    /// One figure for `ops/bench/report.py`, which saves a run's figures as JSON and draws
+    /// them: a `bench-json:` line beside the sentence a person reads. `raw` is the limit the
+    /// figure is measured against in the same run (same unit), `target` what SPEC §7 or an
+    /// issue asks, as text.
+    static func record(
+        _ phase: String, _ figure: String, value: Double, unit: String, raw: Double? = nil, rawLabel: String? = nil, target: String? = nil
+    ) {
+        var fields: [String: Any] = ["phase": phase, "figure": figure, "value": value, "unit": unit]
+        if let raw { fields["raw"] = raw }
+        if let rawLabel { fields["raw_label"] = rawLabel }
+        if let target { fields["target"] = target }
+        guard let data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]) else { return }
+        print("bench-json: " + String(decoding: data, as: UTF8.self))
+    }
+
     /// Peak resident set size of process `pid` in KiB (VmHWM), nil when it cannot be read
     /// (the process is gone, or not on Linux).
     static func peakRSS(_ pid: Int32) -> Int? {

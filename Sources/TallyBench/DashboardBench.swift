@@ -57,12 +57,14 @@ struct DashboardBench: AsyncParsableCommand {
             ("GET /v1/usage/history 6 months by day", "/v1/usage/history?range=last_6_months&granularity=day", ["Authorization": "Bearer \(key)"]),
             ("GET /v1/usage/history 6 months by hour", "/v1/usage/history?range=last_6_months&granularity=hour", ["Authorization": "Bearer \(key)"]),
         ]
+        var medians: [String: Double] = [:]
         for (name, path, headers) in pages {
             let times = try await Self.measure(requests) {
                 let response = try await http.send(.init(url: api + path, headers: HTTPClient.Headers(headers.map { ($0.key, $0.value) })))
                 guard response.status == 200 else { throw ValidationError("\(path) answered HTTP \(response.status)") }
             }
             print("dashboard: \(name): \(Self.summary(times))")
+            medians[name] = times[times.count / 2]
         }
         // The floor: the six months of rollups grouped by day, straight from PostgreSQL.
         for (name, unit) in [("day", "day"), ("hour", "hour")] {
@@ -75,6 +77,8 @@ struct DashboardBench: AsyncParsableCommand {
                     """, [UUID(uuidString: tenantID)!, unit])
             }
             print("dashboard: raw SQL of the same rollups by \(name): \(Self.summary(times))")
+            let page = "GET /v1/usage/history 6 months by \(name)"
+            BenchSupport.record("dashboard", page, value: medians[page] ?? 0, unit: "ms (median)", raw: times[times.count / 2], rawLabel: "the rollups' SQL")
         }
         try await pool.query("DELETE FROM usage_rollups WHERE tenant_id = $1", [UUID(uuidString: tenantID)!])
         try await financePage(http: http, api: api, admin: admin, pool: pool)
@@ -117,6 +121,7 @@ struct DashboardBench: AsyncParsableCommand {
             guard response.status == 200 else { throw ValidationError("/dashboard/tenants answered HTTP \(response.status)") }
         }
         print("dashboard: finance's tenant page sorted by charge, \(financeTenants) more tenants with an open subscription: \(Self.summary(times))")
+        BenchSupport.record("dashboard", "finance's tenant page", value: times[times.count / 2], unit: "ms (median)")
         try await pool.query(
             """
             WITH t AS (SELECT id FROM tenants WHERE name LIKE $1 || ' %'), s AS (SELECT id FROM subscriptions WHERE tenant_id IN (SELECT id FROM t)),

@@ -254,6 +254,15 @@ struct DrainWaitBench: AsyncParsableCommand {
                 + "(\(BenchSupport.format(referenceRate)) events/s; target ≥ 80% at 5,000, ≥ 60% at 50,000)"
         }
         print(line)
+        if let processes {
+            BenchSupport.record(
+                "scaling", "\(processes) aggregator process\(processes == 1 ? "" : "es"), \(tenants) tenants", value: rate, unit: "events/s",
+                raw: referenceRate, rawLabel: referenceRate.map { _ in "1 process" })
+        } else {
+            BenchSupport.record(
+                "drain", "\(tenants) tenants mixed per batch", value: rate, unit: "events/s", raw: referenceRate,
+                rawLabel: referenceRate.map { _ in "20 tenants" }, target: tenants >= 50_000 ? "≥ 60 % of 20 tenants" : tenants >= 5_000 ? "≥ 80 % of 20 tenants" : nil)
+        }
         if let aggregatorMetrics, let phases = try? await BenchSupport.aggregatorPhases(aggregatorMetrics) {
             print("drain: where the aggregator's time went: " + BenchSupport.phaseBreakdown(phases))
         }

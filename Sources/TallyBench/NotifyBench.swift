@@ -79,6 +79,9 @@ struct NotifyBench: AsyncParsableCommand {
                 + "\(BenchSupport.format(Double(chosen.count * 2) / seconds))/s through the notifier vs raw SMTP sends of the same message "
                 + "\(BenchSupport.format(Double(rawCount) / rawSeconds))/s (\(clients) clients) = "
                 + "\(BenchSupport.format(100 * rawSeconds / seconds * Double(chosen.count * 2) / Double(rawCount)))%")
+        BenchSupport.record(
+            "notify", "invoice emails with PDF", value: Double(chosen.count * 2) / seconds, unit: "emails/s", raw: Double(rawCount) / rawSeconds,
+            rawLabel: "libcurl SMTP sends")
     }
 
     private func deliveries(pool: PostgresPool, broker: AMQPConnection) async throws {
@@ -121,6 +124,8 @@ struct NotifyBench: AsyncParsableCommand {
             "notify webhooks: \(webhooks) signed deliveries in \(String(format: "%.1f", seconds)) s = "
                 + "\(BenchSupport.format(Double(webhooks) / seconds))/s through the notifier vs raw POSTs "
                 + "\(BenchSupport.format(Double(webhooks) / rawSeconds))/s (\(clients) clients) = \(BenchSupport.format(100 * rawSeconds / seconds))%")
+        BenchSupport.record(
+            "notify", "signed webhooks", value: Double(webhooks) / seconds, unit: "deliveries/s", raw: Double(webhooks) / rawSeconds, rawLabel: "bare POSTs")
     }
 
     private func publish(_ events: [BillingEvent], on broker: AMQPConnection) async throws {

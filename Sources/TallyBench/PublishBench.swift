@@ -41,6 +41,9 @@ struct PublishBench: AsyncParsableCommand {
             + "= \(String(format: "%.0f", 100 * publisherBytes / rawBytes))% of raw per message byte (target ≥ 80%; "
             + "medians of 3 alternating runs: raw \(rawRates.map { BenchSupport.format($0 / 1_048_576) }.joined(separator: "/")), "
             + "library \(publisherRates.map { BenchSupport.format($0 / 1_048_576) }.joined(separator: "/")) MiB/s)")
+        BenchSupport.record(
+            "publish", "library publisher with confirms", value: publisherBytes / 1_048_576, unit: "MiB/s", raw: rawBytes / 1_048_576,
+            rawLabel: "rabbitmq-c publish with confirms", target: "≥ 80 % of raw")
 
         // End to end in the library: track() everything, then wait until every batch is confirmed.
         try await BenchSupport.purgeUsageQueue(broker)
@@ -64,6 +67,9 @@ struct PublishBench: AsyncParsableCommand {
             + "(\(BenchSupport.format(libraryBytes / 1_048_576)) MiB/s, \(String(format: "%.0f", 100 * libraryBytes / rawBytes))% of raw; "
             + "the rest of the gap is track() and JSON encoding on the same 2 cores as the broker; "
             + "SPEC §7 needs ≥ 30k events/s end to end)")
+        BenchSupport.record(
+            "publish", "track() → confirmed", value: libraryBytes / 1_048_576, unit: "MiB/s", raw: rawBytes / 1_048_576,
+            rawLabel: "rabbitmq-c publish with confirms")
     }
 
     /// The rabbitmq-c client alone: the same bodies, persistent and mandatory like the

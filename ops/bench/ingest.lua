@@ -16,4 +16,6 @@ function done(summary, latency, requests)
   local seconds = summary.duration / 1e6
   io.write(string.format("ingest: %d requests of 1000 events in %.1f s = %.0f events/s (non-2xx: %d; target >= 50k/s), p99 latency %.1f ms\n",
     summary.requests, seconds, summary.requests * 1000 / seconds, summary.errors.status, latency:percentile(99) / 1000))
+  io.write(string.format('bench-json: {"figure": "ingest POST /v1/events, 1000-event batches", "phase": "ingest", "target": "≥ 50k/s", "unit": "events/s", "value": %.0f}\n',
+    summary.requests * 1000 / seconds))
 end
