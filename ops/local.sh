@@ -80,7 +80,8 @@ APT_PACKAGES=(rabbitmq-server postgresql librabbitmq-dev libpq-dev libcurl4-open
 # selenium drives Debian's Chromium in the dashboard's browser tests (ops/browser/);
 # openapi-spec-validator and schemathesis check the API against /openapi.json (ops/contract/).
 # kubernetes-validate and yamllint check ops/k8s/ (ops/tests/k8s_test.py).
-PIP_PACKAGES=(aiosmtpd localstripe selenium openapi-spec-validator schemathesis kubernetes-validate yamllint)
+# pika publishes the ops CLI test's unreadable command (ops/tests/ops_cli_test.py).
+PIP_PACKAGES=(aiosmtpd localstripe selenium openapi-spec-validator schemathesis kubernetes-validate yamllint pika)
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -107,7 +108,7 @@ install_python_tools() {
     say "creating a Python virtualenv in .local/venv"
     python3 -m venv "$VENV" || die "python3 -m venv failed: install python3-venv"
   fi
-  if ! "$VENV/bin/python" -c 'import aiosmtpd, localstripe, selenium, openapi_spec_validator, schemathesis, kubernetes_validate, yamllint' 2>/dev/null; then
+  if ! "$VENV/bin/python" -c 'import aiosmtpd, localstripe, selenium, openapi_spec_validator, schemathesis, kubernetes_validate, yamllint, pika' 2>/dev/null; then
     say "installing Python tools: ${PIP_PACKAGES[*]}"
     "$VENV/bin/pip" install -q "${PIP_PACKAGES[@]}" >"$LOGS/pip.log" 2>&1 \
       || die "pip install failed; see $LOGS/pip.log"
@@ -825,6 +826,9 @@ run_cluster_test() {
 
 cmd_test_cluster() {
   BUILD_TESTS=1 cmd_up
+  say "ops commands: invoicer dlq, invoicer bill --rerun, notifier resend, producer backfill (and every --help)"
+  (load_env; timeout -k 10 600 "$VENV/bin/python" "$ROOT/ops/tests/ops_cli_test.py") 2>&1 | tee "$LOGS/test-ops-cli.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || die "the ops CLI test failed; its output is in $LOGS/test-ops-cli.log"
   say "rollback test: ops/rollback.sh --dry-run, a refused rollback, then back to a previous release and forward while usage flows"
   (load_env; timeout -k 10 900 python3 "$ROOT/ops/tests/rollback_test.py") 2>&1 | tee "$LOGS/test-rollback.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || die "the rollback test failed; its output is in $LOGS/test-rollback.log"

@@ -21,7 +21,7 @@ struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
         commandName: processName,
         abstract: "Issues one invoice per subscription period (billing runs and their commands).",
         discussion: ConfigurationReport.helpText(InvoicerConfiguration.keys),
-        subcommands: [Run.self, Bill.self, StripeCommand.self, ConfigCommand<Self>.self, MigrateCommand<Self>.self]
+        subcommands: [Run.self, Bill.self, DeadLetterCommand.self, StripeCommand.self, ConfigCommand<Self>.self, MigrateCommand<Self>.self]
     )
 
     /// `invoicer run`: consume invoice commands until SIGTERM.
@@ -42,10 +42,23 @@ struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
     struct Bill: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Issue every invoice due at --as-of: plan the run, send its commands, show progress until done.",
-            discussion: ConfigurationReport.helpText(InvoicerConfiguration.keys))
+            discussion: """
+                A run that left invoices failed (their commands are parked: `invoicer dlq list` says why) is re-run, once
+                the cause is fixed, with --rerun RUN_ID: a new run at its as_of for the tenants of its failed items; those
+                items are marked skipped (superseded), and no invoice is ever issued twice.
+
+                """ + ConfigurationReport.helpText(InvoicerConfiguration.keys))
         @Option(help: "The billing instant (RFC 3339); default now.") var asOf: String?
         @Flag(help: "Return once the commands are sent, without waiting for the invoices.") var noWait = false
         @Option(name: .customLong("tenant"), help: "Bill only this tenant (repeatable); default every tenant.") var tenants: [String] = []
+        @Option(help: "Re-run this billing run's failed invoices (its id, from GET /v1/billing-runs or the alert).") var rerun: String?
+
+        func validate() throws {
+            if rerun != nil, asOf != nil || !tenants.isEmpty {
+                throw ValidationError("--rerun takes the run's own as_of and tenants; leave out --as-of and --tenant")
+            }
+            if let rerun, UUID(uuidString: rerun) == nil { throw ValidationError("--rerun must be a billing run id (UUID)") }
+        }
 
         func run() async throws {
             let reader = ConfigurationReader()
@@ -61,11 +74,28 @@ struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
                 return id
             }
             let pool = PostgresPool(configuration: try PostgresConfiguration(url: configuration.databaseURL), size: 1, logger: logger)
-            let plan = try await pool.withTransaction { connection in
-                try BillingRunPlanner.plan(
-                    asOf: asOf, grace: Double(configuration.graceSeconds), tenants: only.isEmpty ? nil : only, on: connection)
+            let plan: BillingRunPlanner.Plan
+            if let rerun, let runID = UUID(uuidString: rerun) {
+                guard let again = try await pool.withTransaction({ try BillingRunPlanner.rerun(runID, grace: Double(configuration.graceSeconds), on: $0) })
+                else {
+                    await pool.close()
+                    throw ValidationError("no billing run \(rerun); GET /v1/billing-runs lists them")
+                }
+                guard again.tenants > 0 else {
+                    print("billing run \(rerun) has no failed invoice: nothing to re-run")
+                    return await pool.close()
+                }
+                plan = again.plan
+                print("re-running billing run \(rerun) (as of \(again.asOf.ISO8601Format())) for the \(again.tenants) tenant(s) of its failed invoices; "
+                    + "its failed items are now skipped, superseded by the new run")
+                print("billing run \(plan.runID.uuidString.lowercased()): \(plan.due) invoice(s) due at \(again.asOf.ISO8601Format())")
+            } else {
+                plan = try await pool.withTransaction { connection in
+                    try BillingRunPlanner.plan(
+                        asOf: asOf, grace: Double(configuration.graceSeconds), tenants: only.isEmpty ? nil : only, on: connection)
+                }
+                print("billing run \(plan.runID.uuidString.lowercased()): \(plan.due) invoice(s) due at \(asOf.ISO8601Format())")
             }
-            print("billing run \(plan.runID.uuidString.lowercased()): \(plan.due) invoice(s) due at \(asOf.ISO8601Format())")
             let publisher = ConfirmedPublisher(
                 configuration: try AMQPConfiguration(url: configuration.amqpURL, connectionName: "tally-invoicer-bill"), logger: logger)
             _ = try await pool.withConnection { try await OutboxRelay(publisher: publisher, logger: logger).drain($0) }

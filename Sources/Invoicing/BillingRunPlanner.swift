@@ -209,6 +209,32 @@ extension BillingRunPlanner {
         return endsAt <= deadline && endsAt.date > asOf.addingTimeInterval(-lateUsageHorizon) && index > 0
     }
 
+    /// Re-runs billing run `runID` once the cause of its failures is fixed: a new run at the
+    /// same `as_of` for the tenants of its failed items (whatever of theirs is due and not
+    /// invoiced: issued invoices are never issued twice), and those failed items are marked
+    /// `skipped`, superseded by the new run, in the same transaction. Nil when the run does
+    /// not exist; a plan of 0 due when nothing of it failed.
+    public static func rerun(
+        _ runID: UUID, grace: TimeInterval, on connection: isolated PostgresConnection
+    ) throws -> (plan: Plan, asOf: Date, tenants: Int)? {
+        guard let run = try connection.query("SELECT as_of FROM billing_runs WHERE id = $1 FOR UPDATE", [runID]).first else { return nil }
+        let asOf = try run.decode(0, as: Date.self)
+        let tenants = try connection.query(
+            """
+            SELECT DISTINCT s.tenant_id FROM billing_run_items i JOIN subscriptions s ON s.id = i.subscription_id
+             WHERE i.billing_run_id = $1 AND i.status = 'failed'
+            """, [runID]
+        ).map { try $0.decode(0, as: UUID.self) }
+        guard !tenants.isEmpty else { return (Plan(runID: runID, due: 0), asOf, 0) }
+        let plan = try plan(asOf: asOf, grace: grace, tenants: tenants, on: connection)
+        try connection.query(
+            """
+            UPDATE billing_run_items SET status = 'skipped', error = 'superseded by billing run ' || $2::text, updated_at = now()
+             WHERE billing_run_id = $1 AND status = 'failed'
+            """, [runID, plan.runID.uuidString.lowercased()])
+        return (plan, asOf, tenants.count)
+    }
+
     /// No period before 2000 is billed (no time before it is accepted anywhere).
     static let earliestPeriodStart = Instant(year: 2000, month: 1, day: 1)
 }

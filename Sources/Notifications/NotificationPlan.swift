@@ -55,9 +55,12 @@ public enum NotificationPlanner {
         var plan: [PlannedNotification] = []
         var webhooks = true
         switch event {
-        case .invoiceFinalized:
-            plan.append(.init(event: event, channel: .email, recipient: financeEmail, audience: .finance))
-            plan.append(.init(event: event, channel: .email, recipient: tenantEmail, audience: .tenant))
+        case .invoiceFinalized(let invoice):
+            // An email sent again on request (`notifier resend`) goes only where it was asked to, and no webhook fires again.
+            let audiences = invoice.resendTo ?? [BillingEvent.InvoiceFinalized.Audience.finance, .tenant]
+            if audiences.contains(.finance) { plan.append(.init(event: event, channel: .email, recipient: financeEmail, audience: .finance)) }
+            if audiences.contains(.tenant) { plan.append(.init(event: event, channel: .email, recipient: tenantEmail, audience: .tenant)) }
+            webhooks = invoice.resendTo == nil
         case .invoicePaymentFailed, .quotaExceeded:
             plan.append(.init(event: event, channel: .email, recipient: tenantEmail, audience: .tenant))
         case .alertTriggered(let alert):

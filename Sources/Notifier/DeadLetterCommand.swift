@@ -18,6 +18,8 @@ struct DeadLetterCommand: AsyncParsableCommand {
 
     struct Options: ParsableArguments {
         @Option(help: "The work queue (default: $NOTIFIER_QUEUE or notifier.events).") var queue: String?
+
+        func workQueue() throws -> String { try queue ?? ConfigurationReader().string(NotifierConfiguration.queue) }
     }
 
     struct List: AsyncParsableCommand {
@@ -26,7 +28,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
         @Option(help: "How many to show.") var limit = 20
 
         func run() async throws {
-            try await ParkedEvents.with(options) { parked in
+            try await ParkingLot.Session.with(process: "notifier", queue: try options.workQueue(), retry: .notifications) { parked in
                 print("parked events in \(parked.lot.name): \(try await parked.lot.count(on: parked.channel))")
                 for message in try await parked.lot.peek(limit: limit, logger: parked.logger) {
                     let event = try? BillingEvent.decode(message.body)
@@ -43,7 +45,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
         @Argument(help: "The event's id (its message id).") var id: String
 
         func run() async throws {
-            try await ParkedEvents.with(options) { parked in
+            try await ParkingLot.Session.with(process: "notifier", queue: try options.workQueue(), retry: .notifications) { parked in
                 guard let message = try await parked.lot.peek(limit: 2000, logger: parked.logger).first(where: { $0.messageID == id }) else {
                     throw ValidationError("no parked event \(id); `notifier dlq list` shows them")
                 }
@@ -67,7 +69,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
         @OptionGroup var options: Options
 
         func run() async throws {
-            try await ParkedEvents.with(options) { parked in
+            try await ParkingLot.Session.with(process: "notifier", queue: try options.workQueue(), retry: .notifications) { parked in
                 print("replayed \(try await parked.lot.replayAll(on: parked.channel, publisher: parked.publisher)) parked event(s)")
             }
         }
@@ -83,48 +85,9 @@ struct DeadLetterCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            try await ParkedEvents.with(options) { parked in
+            try await ParkingLot.Session.with(process: "notifier", queue: try options.workQueue(), retry: .notifications) { parked in
                 print("purged \(try await parked.lot.purge(on: parked.channel)) parked event(s)")
             }
         }
-    }
-}
-
-/// The connections the `dlq` commands share.
-struct ParkedEvents: Sendable {
-    let lot: ParkingLot
-    let channel: AMQPConnection
-    let publisher: ConfirmedPublisher
-    let database: PostgresPool
-    let logger: Logger
-
-    /// Opens the connections, runs `body`, and closes them.
-    static func with(_ options: DeadLetterCommand.Options, _ body: (ParkedEvents) async throws -> Void) async throws {
-        let reader = ConfigurationReader()
-        var logger = Logger(label: "notifier.dlq")
-        logger.logLevel = .error
-        let amqp = try AMQPConfiguration(url: try reader.string(.amqpURL), connectionName: "tally-notifier-dlq")
-        let channel = try await AMQPConnection.connect(configuration: amqp, logger: logger)
-        let parked = ParkedEvents(
-            lot: ParkingLot(
-                // The policy only names the parking lot (the queue's name + `.parked`).
-                queue: try options.queue ?? reader.string(NotifierConfiguration.queue), retry: .notifications, amqp: amqp),
-            channel: channel, publisher: ConfirmedPublisher(configuration: amqp, logger: logger),
-            database: PostgresPool(configuration: try PostgresConfiguration(url: try reader.string(.databaseURL)), size: 1, logger: logger),
-            logger: logger)
-        do {
-            try await channel.openChannel(1)
-            try await body(parked)
-        } catch {
-            await parked.close()
-            throw error
-        }
-        await parked.close()
-    }
-
-    func close() async {
-        await channel.close()
-        await publisher.close()
-        await database.close()
     }
 }

@@ -19,7 +19,7 @@ struct NotifierCommand: AsyncParsableCommand, TallyProcess {
         commandName: processName,
         abstract: "Emails invoices (with PDFs), payment failures and usage alerts, and delivers signed webhooks.",
         discussion: ConfigurationReport.helpText(NotifierConfiguration.keys),
-        subcommands: [Run.self, DeadLetterCommand.self, ConfigCommand<Self>.self, MigrateCommand<Self>.self]
+        subcommands: [Run.self, DeadLetterCommand.self, ResendCommand.self, ConfigCommand<Self>.self, MigrateCommand<Self>.self]
     )
 
     /// `notifier run`: consume billing events until SIGTERM.

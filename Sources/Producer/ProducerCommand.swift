@@ -14,7 +14,7 @@ struct ProducerCommand: AsyncParsableCommand, TallyProcess {
         commandName: processName,
         abstract: "Accept usage events over HTTP (serve) or from NDJSON files (publish); look after the spool (spool).",
         discussion: ConfigurationReport.helpText(ProducerConfiguration.keys),
-        subcommands: [Serve.self, PublishCommand.self, SpoolCommand.self, ConfigCommand<Self>.self, MigrateCommand<Self>.self]
+        subcommands: [Serve.self, PublishCommand.self, BackfillCommand.self, SpoolCommand.self, ConfigCommand<Self>.self, MigrateCommand<Self>.self]
     )
 
     /// `producer serve`: `POST /v1/events` until SIGTERM, then drains and exits.

@@ -13,6 +13,7 @@ import datetime as dt
 import html
 import json
 import os
+import re
 import sys
 
 
@@ -36,11 +37,35 @@ def number(value):
     return f"{value:,.2f}".rstrip("0").rstrip(".")
 
 
+LOWER_IS_BETTER = {"ms", "µs", "s", "MiB"}
+
+
+def lower_is_better(figure):
+    return figure["unit"].split(" ")[0] in LOWER_IS_BETTER
+
+
+def target_bound(figure):
+    """A target of the form '≤ 20 µs' or '≥ 50k/s' as (kind, number); None otherwise."""
+    match = re.match(r"^\s*([≤≥])\s*([0-9][0-9,.]*)\s*(k?)", figure.get("target", ""))
+    if not match or "%" in figure.get("target", "").split(",")[0]:
+        return None
+    value = float(match.group(2).replace(",", "")) * (1000 if match.group(3) else 1)
+    return match.group(1), value
+
+
+def share_of_raw(figure):
+    """How close the figure comes to the raw limit (1.0 = as good as raw)."""
+    if lower_is_better(figure):
+        return figure["raw"] / figure["value"] if figure["value"] else 0
+    return figure["value"] / figure["raw"] if figure["raw"] else 0
+
+
 def label(figure):
     text = f"{number(figure['value'])} {figure['unit']}"
     if "raw" in figure:
-        share = 100 * figure["value"] / figure["raw"] if figure["raw"] else 0
-        text += f" vs {figure.get('raw_label', 'raw')} {number(figure['raw'])} = {share:.0f} %"
+        text += f" vs {figure.get('raw_label', 'raw')} {number(figure['raw'])} = {100 * share_of_raw(figure):.0f} % of raw"
+        if lower_is_better(figure):
+            text += " (raw time ÷ this time)"
     if "target" in figure:
         text += f" (target {figure['target']})"
     return text
@@ -53,20 +78,26 @@ def svg(figures, title):
              f'font-family="DejaVu Sans, sans-serif" font-size="12">',
              f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
              f'<text x="16" y="28" font-size="16" font-weight="bold">{html.escape(title)}</text>',
-             f'<text x="16" y="48" fill="#555">Bars with a grey track are a share of the raw limit measured in the same run '
-             f'(the track is 100 %); the others are drawn to their own scale.</text>']
+             f'<text x="16" y="48" fill="#555">Grey track: the raw limit measured in the same run (100 %), or else the target '
+             f'(green: met). Blue: to its own scale.</text>']
     by_unit = {}
     for figure in figures:
-        if "raw" not in figure:
-            by_unit[figure["unit"]] = max(by_unit.get(figure["unit"], 0), figure["value"])
+        by_unit[figure["unit"]] = max(by_unit.get(figure["unit"], 0), figure["value"])
     for index, figure in enumerate(figures):
         y = 70 + index * row
         parts.append(f'<text x="16" y="{y + 15}">{html.escape(figure["phase"] + ": " + figure["figure"])[:70]}</text>')
+        bound = target_bound(figure)
         if "raw" in figure and figure["raw"]:
-            share = figure["value"] / figure["raw"]
-            parts.append(f'<rect x="{left}" y="{y + 3}" width="{bar}" height="16" fill="#e3e3e3"/>')
+            share = share_of_raw(figure)
             color = "#2e7d32" if share >= 0.75 else "#f9a825" if share >= 0.5 else "#c62828"
+            parts.append(f'<rect x="{left}" y="{y + 3}" width="{bar}" height="16" fill="#e3e3e3"/>')
             parts.append(f'<rect x="{left}" y="{y + 3}" width="{bar * min(share, 1.0):.1f}" height="16" fill="{color}"/>')
+        elif bound:
+            kind, limit = bound
+            met = figure["value"] <= limit if kind == "≤" else figure["value"] >= limit
+            parts.append(f'<rect x="{left}" y="{y + 3}" width="{bar}" height="16" fill="#e3e3e3"/>')
+            parts.append(f'<rect x="{left}" y="{y + 3}" width="{bar * min(figure["value"] / limit, 1.0):.1f}" height="16" '
+                         f'fill="{"#2e7d32" if met else "#c62828"}"/>')
         else:
             scale = by_unit.get(figure["unit"]) or 1
             parts.append(f'<rect x="{left}" y="{y + 3}" width="{bar * figure["value"] / scale:.1f}" height="16" fill="#1565c0"/>')

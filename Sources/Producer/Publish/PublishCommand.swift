@@ -39,7 +39,7 @@ struct PublishCommand: AsyncParsableCommand {
         }
         defer { fclose(input) }
         var progress = PublishProgress()
-        let client = try HTTPClient()
+        let sender = IngestSender(endpoint: endpoint, token: token, client: try HTTPClient(), attempts: attempts)
         var lines: [String] = []
         var lineNumber = 0
         while let line = Self.readLine(input) {
@@ -47,21 +47,36 @@ struct PublishCommand: AsyncParsableCommand {
             if line.allSatisfy(\.isWhitespace) { continue }
             lines.append(line)
             if lines.count == batchSize {
-                try await send(lines, firstLine: lineNumber - lines.count + 1, to: endpoint, token: token, client: client, progress: &progress)
+                try await sender.send(lines, firstLine: lineNumber - lines.count + 1, progress: &progress)
                 lines.removeAll(keepingCapacity: true)
             }
         }
         if !lines.isEmpty {
-            try await send(lines, firstLine: lineNumber - lines.count + 1, to: endpoint, token: token, client: client, progress: &progress)
+            try await sender.send(lines, firstLine: lineNumber - lines.count + 1, progress: &progress)
         }
         progress.finish()
         if progress.refused > 0 { throw ExitCode(1) }
     }
 
-    private func send(
-        _ lines: [String], firstLine: Int, to endpoint: String, token: String, client: HTTPClient,
-        progress: inout PublishProgress
-    ) async throws {
+    static func readLine(_ file: UnsafeMutablePointer<FILE>) -> String? {
+        var buffer: UnsafeMutablePointer<CChar>?
+        var capacity = 0
+        defer { free(buffer) }
+        let length = getline(&buffer, &capacity, file)
+        guard length >= 0, let buffer else { return nil }
+        return String(cString: buffer).trimmingCharacters(in: .newlines)
+    }
+}
+
+/// Sends batches of NDJSON lines to `POST /v1/events`, retrying a batch (the same lines,
+/// so the same ids) while the service is unavailable or unreachable.
+struct IngestSender {
+    let endpoint: String
+    let token: String
+    let client: HTTPClient
+    let attempts: Int
+
+    func send(_ lines: [String], firstLine: Int, progress: inout PublishProgress) async throws {
         let request = HTTPClient.Request(
             method: .post, url: endpoint,
             headers: ["Authorization": "Bearer \(token)", "Content-Type": "application/x-ndjson"],
@@ -93,15 +108,6 @@ struct PublishCommand: AsyncParsableCommand {
             lastProblem = "HTTP \(response.status)"
         }
         progress.refused(lines.count, firstLine: firstLine, status: 0, body: Data(lastProblem.utf8))
-    }
-
-    private static func readLine(_ file: UnsafeMutablePointer<FILE>) -> String? {
-        var buffer: UnsafeMutablePointer<CChar>?
-        var capacity = 0
-        defer { free(buffer) }
-        let length = getline(&buffer, &capacity, file)
-        guard length >= 0, let buffer else { return nil }
-        return String(cString: buffer).trimmingCharacters(in: .newlines)
     }
 }
 

@@ -106,7 +106,7 @@ extension BillingEvent {
     /// with its PDF, webhooks subscribed to `invoice.finalized` get this event.
     public struct InvoiceFinalized: BillingEventPayload, Equatable {
         public static let type = "invoice.finalized"
-        public let id: String
+        public private(set) var id: String
         public let tenantID: UUID
         /// When it was issued.
         public let occurredAt: Date
@@ -124,6 +124,14 @@ extension BillingEvent {
         public let totalCents: Int64
         /// When payment is due (issue date + payment terms).
         public let dueAt: Date?
+        /// Set on an email sent again on request (`notifier resend`): only these get it, and
+        /// no webhook fires; nil on the invoice's own event.
+        public private(set) var resendTo: [Audience]?
+
+        /// Who receives an invoice's email.
+        public enum Audience: String, Codable, Sendable, CaseIterable {
+            case tenant, finance
+        }
 
         /// The event of invoice `invoiceID`; its id is `invoice.finalized:<invoice id>`.
         public init(
@@ -148,6 +156,16 @@ extension BillingEvent {
         /// Whether this is an adjustment invoice (late usage of an ended subscription).
         public var isAdjustment: Bool { kind == "adjustment" }
 
+        /// The event that emails this invoice again to `audiences`: its own id
+        /// (`invoice.finalized:<invoice id>:resend:<milliseconds>`), so the Notifier's dedup
+        /// of the first emails does not hold it back.
+        public func resent(to audiences: [Audience], at moment: Date) -> InvoiceFinalized {
+            var copy = self
+            copy.id = "\(id):resend:\(Int64((moment.timeIntervalSince1970 * 1000).rounded()))"
+            copy.resendTo = audiences
+            return copy
+        }
+
         enum CodingKeys: String, CodingKey {
             case id, number, kind, currency
             case tenantID = "tenant_id"
@@ -159,6 +177,7 @@ extension BillingEvent {
             case taxCents = "tax_cents"
             case totalCents = "total_cents"
             case dueAt = "due_at"
+            case resendTo = "resend_to"
         }
     }
 

@@ -1,0 +1,88 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PostgresClient
+import RabbitMQClient
+import TallyMessaging
+import TallyRuntime
+
+/// `invoicer dlq`: invoice.generate commands that failed every attempt, parked in
+/// `invoicer.commands.parked` with the reason (their billing-run items are `failed`), and
+/// putting them back once the cause is fixed. A replayed command that finds its invoice
+/// issued acks without issuing another; `invoicer bill --rerun RUN_ID` is the other way back.
+struct DeadLetterCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dlq",
+        abstract: "List, show, replay or purge parked invoice.generate commands (invoices a billing run could not issue).",
+        discussion: ConfigurationReport.helpText([.amqpURL, .databaseURL]),
+        subcommands: [List.self, Show.self, Replay.self, Purge.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "How many are parked, then the oldest with their reasons.")
+        @Option(help: "How many to show.") var limit = 20
+
+        func run() async throws {
+            try await ParkingLot.Session.with(process: "invoicer", queue: QueueName.invoicerCommands, retry: .standard) { parked in
+                print("parked commands in \(parked.lot.name): \(try await parked.lot.count(on: parked.channel))")
+                for message in try await parked.lot.peek(limit: limit, logger: parked.logger) {
+                    let command = try? InvoiceGenerateCommand.decode(message.body)
+                    let what = command.map {
+                        "run \($0.billingRunID.uuidString.lowercased())  subscription \($0.subscriptionID.uuidString.lowercased())  period \($0.periodIndex)"
+                    }
+                    print("  \(message.messageID ?? "-")  \(what ?? "unreadable command")")
+                    print("    \(message.reason)")
+                }
+            }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One parked command, whole, with its billing-run item (its id from `list`).")
+        @Argument(help: "The command's message id.") var id: String
+
+        func run() async throws {
+            try await ParkingLot.Session.with(process: "invoicer", queue: QueueName.invoicerCommands, retry: .standard) { parked in
+                guard let message = try await parked.lot.peek(limit: 5000, logger: parked.logger).first(where: { $0.messageID == id }) else {
+                    throw ValidationError("no parked command \(id); `invoicer dlq list` shows them")
+                }
+                print("reason: \(message.reason)\nbody: \(String(decoding: message.body, as: UTF8.self))")
+                guard let command = try? InvoiceGenerateCommand.decode(message.body) else { return }
+                let rows = try await parked.database.query(
+                    """
+                    SELECT status, coalesce(error, ''), coalesce(invoice_id::text, '-') FROM billing_run_items
+                     WHERE billing_run_id = $1 AND subscription_id = $2 AND period_index = $3
+                    """, [command.billingRunID, command.subscriptionID, command.periodIndex])
+                for row in rows {
+                    print("billing-run item: \(row.text(0) ?? "")  invoice \(row.text(2) ?? "-")  \(row.text(1) ?? "")")
+                }
+            }
+        }
+    }
+
+    struct Replay: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Put every parked command back on invoicer.commands; an invoice already issued is not issued again.",
+            discussion: "Fix the cause first: what still fails is retried, then parked again.")
+
+        func run() async throws {
+            try await ParkingLot.Session.with(process: "invoicer", queue: QueueName.invoicerCommands, retry: .standard) { parked in
+                print("replayed \(try await parked.lot.replayAll(on: parked.channel, publisher: parked.publisher)) parked command(s)")
+            }
+        }
+    }
+
+    struct Purge: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete every parked command for good (needs --yes).")
+        @Flag(help: "Confirm: their invoices stay unissued until a billing run plans them again (invoicer bill --rerun).") var yes = false
+
+        func validate() throws {
+            guard yes else { throw ValidationError("purge drops invoices a run could not issue; add --yes if that is what you want") }
+        }
+
+        func run() async throws {
+            try await ParkingLot.Session.with(process: "invoicer", queue: QueueName.invoicerCommands, retry: .standard) { parked in
+                print("purged \(try await parked.lot.purge(on: parked.channel)) parked command(s)")
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""The ops commands, run as ops run them against the running stack (needs .local/env
+exported and the debug build):
+
+- every one answers --help;
+- `invoicer dlq`: a command the Invoicer cannot read is parked with its reason; list and
+  show find it, replay puts it back (it parks again), and purge --yes empties the lot;
+- `invoicer bill --rerun RUN`: a run whose invoice failed is billed again at its as_of, its
+  failed item marked skipped, and a second re-run finds nothing to do;
+- `notifier resend INVOICE --to finance`: one more email to finance with the PDF, and none
+  to the tenant;
+- `producer backfill FILE`: the dedup report counts the new, the counted, the repeated and
+  the unreadable lines exactly; --dry-run sends nothing; the real run sends only the new
+  events, and exits 1 for the unreadable line.
+"""
+import datetime as dt
+import email
+import email.policy
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+
+import pika
+
+ENV = os.environ
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.join(ROOT, ".build", ENV.get("TALLY_BUILD_CONFIG", "debug"))
+LOCAL_SH = os.path.join(ROOT, "ops", "local.sh")
+
+
+class Failure(Exception):
+    pass
+
+
+def log(text):
+    print(f"ops CLI test: {text}", flush=True)
+
+
+def tool(*arguments, expect=0, timeout=300):
+    result = subprocess.run([os.path.join(BIN, arguments[0])] + list(arguments[1:]), capture_output=True, text=True, timeout=timeout)
+    if expect is not None and result.returncode != expect:
+        raise Failure(f"{' '.join(arguments)} exited {result.returncode} (expected {expect}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def api(method, path, body=None):
+    request = urllib.request.Request(ENV["TALLY_API_URL"] + path, method=method, data=json.dumps(body).encode() if body else None)
+    request.add_header("Authorization", "Bearer " + ENV["BILLING_ADMIN_TOKEN"])
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def psql(sql):
+    return subprocess.run(["psql", ENV["DATABASE_URL"], "-XqtA", "-c", sql], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def wait(what, seconds, check):
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise Failure(f"{what} did not happen within {seconds} s")
+        time.sleep(0.25)
+
+
+def stamp(moment):
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def helps():
+    for command in [("aggregator", "dlq"), ("notifier", "dlq"), ("notifier", "resend"), ("invoicer", "dlq"), ("invoicer", "bill"),
+                    ("producer", "backfill"), ("producer", "publish")]:
+        text = tool(*command, "--help").stdout
+        if "USAGE:" not in text:
+            raise Failure(f"{' '.join(command)} --help shows no usage:\n{text}")
+    if "--rerun" not in tool("invoicer", "bill", "--help").stdout:
+        raise Failure("invoicer bill --help does not mention --rerun")
+    log("every ops command answers --help")
+
+
+def parked_commands():
+    text = tool("invoicer", "dlq", "list").stdout
+    return int(re.search(r"parked commands in invoicer\.commands\.parked: (\d+)", text).group(1)), text
+
+
+def invoicer_dlq():
+    tool("invoicer", "dlq", "purge", "--yes")
+    message_id = f"ops-test-{uuid.uuid4()}"
+    url = ENV["AMQP_URL"].split(",")[0]
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    channel.confirm_delivery()
+    channel.basic_publish("", "invoicer.commands", b'{"not": "an invoice.generate command"}',
+                          pika.BasicProperties(message_id=message_id, delivery_mode=2, content_type="application/json"), mandatory=True)
+    connection.close()
+    count, text = wait("the unreadable command parked", 60, lambda: (lambda r: r if r[0] == 1 else None)(parked_commands()))
+    if message_id not in text:
+        raise Failure(f"invoicer dlq list does not show {message_id}:\n{text}")
+    shown = tool("invoicer", "dlq", "show", message_id).stdout
+    if "reason:" not in shown or "not an invoice.generate command" not in shown:
+        raise Failure(f"invoicer dlq show lacks the reason or the body:\n{shown}")
+    # Without --yes, purge refuses (a usage error) and drops nothing.
+    tool("invoicer", "dlq", "purge", expect=64)
+    replayed = tool("invoicer", "dlq", "replay").stdout
+    if "replayed 1 parked command" not in replayed:
+        raise Failure(f"invoicer dlq replay: {replayed}")
+    # Still unreadable: the Invoicer parks it again.
+    wait("the replayed command parked again", 60, lambda: parked_commands()[0] == 1)
+    if "purged 1 parked command" not in tool("invoicer", "dlq", "purge", "--yes").stdout:
+        raise Failure("invoicer dlq purge --yes did not purge the command")
+    if parked_commands()[0] != 0:
+        raise Failure("the parking lot is not empty after purge")
+    log("invoicer dlq: parked with its reason, listed, shown, replayed (parked again), purged")
+
+
+def rerun():
+    tenant = api("POST", "/v1/tenants", {"name": "Ops CLI test", "billing_email": f"ops-{uuid.uuid4().hex[:8]}@test.invalid"})["id"]
+    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)
+    api("POST", "/v1/subscriptions", {"tenant_id": tenant, "plan": "starter", "start": stamp(start)})
+    subprocess.run([LOCAL_SH, "stop", "invoicer"], check=True, capture_output=True)
+    try:
+        planned = tool("invoicer", "bill", "--no-wait", "--tenant", tenant).stdout
+        run = re.search(r"billing run ([0-9a-f-]{36}): 1 invoice", planned)
+        if not run:
+            raise Failure(f"invoicer bill planned no invoice for the tenant:\n{planned}")
+        run = run.group(1)
+        # The command is lost and its item failed, as after a command parked for good.
+        subprocess.run([ENV["TALLY_RABBITMQCTL"], "-q", "purge_queue", "invoicer.commands"], check=True, capture_output=True)
+        psql(f"UPDATE billing_run_items SET status = 'failed', error = 'ops CLI test: command lost' WHERE billing_run_id = '{run}'")
+    finally:
+        subprocess.run([LOCAL_SH, "start", "invoicer"], check=True, capture_output=True)
+    again = tool("invoicer", "bill", "--rerun", run).stdout
+    if "re-running billing run" not in again or "completed" not in again:
+        raise Failure(f"invoicer bill --rerun did not re-run and complete:\n{again}")
+    invoices = api("GET", f"/v1/invoices?tenant_id={tenant}")["data"]
+    if len(invoices) != 1:
+        raise Failure(f"the re-run should issue the tenant's one invoice; it has {len(invoices)}")
+    status, error = psql(f"SELECT status, error FROM billing_run_items WHERE billing_run_id = '{run}'").split("|")
+    if status != "skipped" or "superseded by billing run" not in error:
+        raise Failure(f"the failed item should be skipped as superseded: {status} {error}")
+    if "nothing to re-run" not in tool("invoicer", "bill", "--rerun", run).stdout:
+        raise Failure("a second --rerun should find nothing to re-run")
+    tool("invoicer", "bill", "--rerun", str(uuid.uuid4()), expect=64)
+    log(f"invoicer bill --rerun: the failed invoice issued ({invoices[0]['number']}), the old item superseded, nothing left to re-run")
+    return invoices[0]
+
+
+def emails_with(number, since):
+    found = []
+    directory = ENV["MAIL_SINK_DIR"]
+    for name in os.listdir(directory):
+        if name.endswith(".eml") and int(name.split("-")[0]) >= since:
+            with open(os.path.join(directory, name), "rb") as file:
+                message = email.message_from_binary_file(file, policy=email.policy.default)
+            if number in str(message["Subject"]):
+                found.append(message)
+    return found
+
+
+def resend(invoice):
+    number = invoice["number"]
+    wait("the invoice's first two emails", 120, lambda: len(emails_with(number, 0)) >= 2)
+    since = time.time_ns()
+    sent = tool("notifier", "resend", number, "--to", "finance").stdout
+    if "sent to " + ENV["FINANCE_EMAIL"] not in sent:
+        raise Failure(f"notifier resend did not report the email to finance:\n{sent}")
+    fresh = wait("the resent email in the sink", 60, lambda: emails_with(number, since))
+    time.sleep(1)  # a second email, wrongly sent, would land within this second too
+    fresh = emails_with(number, since)
+    if len(fresh) != 1 or ENV["FINANCE_EMAIL"] not in str(fresh[0]["To"]):
+        raise Failure(f"expected one new email, to finance; got {[str(m['To']) for m in fresh]}")
+    if not any(part.get_content_type() == "application/pdf" for part in fresh[0].iter_attachments()):
+        raise Failure("the resent email has no PDF")
+    tool("notifier", "resend", number, "--to", "everyone", expect=64)
+    tool("notifier", "resend", "INV-1999-000001", "--no-wait", expect=64)
+    log(f"notifier resend {number} --to finance: one more email with the PDF, to finance only")
+
+
+def backfill():
+    tenant = api("POST", "/v1/tenants", {"name": "Backfill test", "billing_email": "backfill@test.invalid"})["id"]
+    moment = stamp(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2))
+
+    def event(n):
+        return json.dumps({"id": f"backfill-{tenant}-{n}", "tenant_id": tenant, "type": "api_calls", "quantity": 1, "time": moment})
+    with tempfile.TemporaryDirectory() as directory:
+        first = os.path.join(directory, "first.ndjson")
+        with open(first, "w") as file:
+            file.write("\n".join(event(n) for n in range(3)) + "\n")
+        tool("producer", "publish", first)
+
+        def counted():
+            usage = api("GET", f"/v1/usage?tenant_id={tenant}&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z")
+            return sum(int(m["value"]) for m in usage["metrics"] if m["metric"] == "api_calls")
+        wait("the first 3 events counted", 60, lambda: counted() == 3)
+        second = os.path.join(directory, "second.ndjson")
+        with open(second, "w") as file:
+            file.write("\n".join([event(0), event(1), event(2), event(3), event(4), event(4), "{not json"]) + "\n")
+        report = tool("producer", "backfill", second, "--dry-run").stdout
+        expected = {"new, to send": 2, "counted already": 3, "repeated in the file": 1, "unreadable": 1}
+        for label, number in expected.items():
+            if not re.search(rf"{re.escape(label)}[^:]*:\s+{number}\b", report):
+                raise Failure(f"the dedup report should say {label}: {number}:\n{report}")
+        if "line 7" not in report or "dry run: nothing sent" not in report:
+            raise Failure(f"the report should name line 7 and send nothing:\n{report}")
+        time.sleep(1)
+        if counted() != 3:
+            raise Failure("the dry run sent events")
+        result = tool("producer", "backfill", second, expect=1)
+        if "2 accepted" not in result.stdout:
+            raise Failure(f"the backfill should send the 2 new events:\n{result.stdout}")
+        wait("the 2 new events counted", 60, lambda: counted() == 5)
+        time.sleep(1)
+        if counted() != 5:
+            raise Failure(f"expected 5 events counted after the backfill, got {counted()}")
+    log("producer backfill: the report counted 2 new, 3 counted, 1 repeated, 1 unreadable; only the 2 new were sent")
+
+
+def main():
+    helps()
+    invoicer_dlq()
+    invoice = rerun()
+    resend(invoice)
+    backfill()
+    log("passed")
+    return 0
+
+
+if __name__ == "__main__":
+    for name in ("TALLY_API_URL", "BILLING_ADMIN_TOKEN", "DATABASE_URL", "AMQP_URL", "MAIL_SINK_DIR", "FINANCE_EMAIL", "TALLY_RABBITMQCTL"):
+        if not ENV.get(name):
+            print(f"ops CLI test: {name} is not set; export .local/env", file=sys.stderr)
+            sys.exit(2)
+    try:
+        sys.exit(main())
+    except Failure as failure:
+        print(f"ops CLI test FAILED: {failure}", file=sys.stderr)
+        sys.exit(1)
