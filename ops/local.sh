@@ -826,12 +826,6 @@ run_cluster_test() {
 
 cmd_test_cluster() {
   BUILD_TESTS=1 cmd_up
-  say "ops commands: invoicer dlq, invoicer bill --rerun, notifier resend, producer backfill (and every --help)"
-  (load_env; timeout -k 10 600 "$VENV/bin/python" "$ROOT/ops/tests/ops_cli_test.py") 2>&1 | tee "$LOGS/test-ops-cli.log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || die "the ops CLI test failed; its output is in $LOGS/test-ops-cli.log"
-  say "rollback test: ops/rollback.sh --dry-run, a refused rollback, then back to a previous release and forward while usage flows"
-  (load_env; timeout -k 10 900 python3 "$ROOT/ops/tests/rollback_test.py") 2>&1 | tee "$LOGS/test-rollback.log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || die "the rollback test failed; its output is in $LOGS/test-rollback.log"
   BUILD_TESTS=1 run_cluster_test
 }
 
@@ -871,6 +865,12 @@ cmd_test() {
   # starve the parallel phase of CPU: they run alone, one by one.
   say "running the outage and heavy tests, one at a time (servers are stopped and restarted)"
   TALLY_DISRUPTIVE_TESTS=1 run_suite "$LOGS/test-outage.log" --no-parallel --filter 'OutageTests|SerialTests'
+  say "ops commands: invoicer dlq, invoicer bill --rerun, notifier resend, producer backfill (and every --help)"
+  (load_env; timeout -k 10 600 "$VENV/bin/python" "$ROOT/ops/tests/ops_cli_test.py") 2>&1 | tee "$LOGS/test-ops-cli.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || die "the ops CLI test failed; its output is in $LOGS/test-ops-cli.log"
+  say "rollback test: ops/rollback.sh --dry-run, a refused rollback, then back to a previous release and forward while usage flows"
+  (load_env; timeout -k 10 900 python3 "$ROOT/ops/tests/rollback_test.py") 2>&1 | tee "$LOGS/test-rollback.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || die "the rollback test failed; its output is in $LOGS/test-rollback.log"
   BUILD_TESTS=1 run_cluster_test
   say "test: passed in $((SECONDS - started))s"
 }
