@@ -69,6 +69,7 @@ let package = Package(
         .target(
             name: "Metering",
             dependencies: ["UsageEvents", "RabbitMQClient", "TallyMessaging", "DiskSpool", log],
+            exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
 
@@ -86,7 +87,7 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
-        .target(name: "TallyMessaging", dependencies: ["RabbitMQClient", "UsageEvents", log], swiftSettings: swiftSettings),
+        .target(name: "TallyMessaging", dependencies: ["RabbitMQClient", "UsageEvents", log], exclude: ["README.md"], swiftSettings: swiftSettings),
         .target(
             name: "TallyRuntime",
             dependencies: ["CMalloc", "RabbitMQClient", "PostgresClient", "TallyStore", "TallyMessaging", log, argumentParser, lifecycle],
@@ -97,6 +98,7 @@ let package = Package(
         .target(
             name: "Invoicing",
             dependencies: ["BillingEngine", "CivilTime", "TallyStore", "TallyRuntime", "TallyMessaging", "PostgresClient", "UsageEvents"],
+            exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
         // Pushing issued invoices to Stripe (customers, invoice items, invoices) without duplicates.
@@ -110,7 +112,7 @@ let package = Package(
         .executableTarget(
             name: "Producer",
             dependencies: [
-                "TallyRuntime", "TallyHTTP", "TallyStore", "PostgresClient", "Metering", "UsageEvents", "CivilTime", "DiskSpool",
+                "TallyRuntime", "TallyHTTP", "TallyStore", "TallyMessaging", "PostgresClient", "Metering", "UsageEvents", "CivilTime", "DiskSpool",
                 "RabbitMQClient", "CurlClient", argumentParser, log, hummingbird, nioCore, httpTypes, lifecycle,
             ],
             swiftSettings: swiftSettings
@@ -121,6 +123,7 @@ let package = Package(
                 "TallyRuntime", "TallyHTTP", "TallyStore", "TallyMessaging", "PostgresClient", "RabbitMQClient", "UsageEvents",
                 "CivilTime", "BillingEngine", "Metering", argumentParser, log, hummingbird, nioCore, lifecycle,
             ],
+            exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
@@ -146,8 +149,9 @@ let package = Package(
             name: "Notifier",
             dependencies: [
                 "TallyRuntime", "Notifications", "TallyMessaging", "TallyStore", "TallyHTTP", "PostgresClient", "RabbitMQClient", "CurlClient",
-                "InvoicePDF", "Invoicing", argumentParser, log, hummingbird, nioCore, lifecycle,
+                "InvoicePDF", "Invoicing", argumentParser, log, hummingbird,
             ],
+            exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
@@ -182,7 +186,7 @@ let package = Package(
             name: "MeteringTests",
             dependencies: [
                 "Metering", "MeteringHummingbird", "DiskSpool", "UsageEvents", "RabbitMQClient", "TallyMessaging",
-                "TallyTestSupport", hummingbird, httpTypes, nioCore,
+                "TallyTestSupport", hummingbird, httpTypes, nioCore, log,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             swiftSettings: swiftSettings
@@ -191,7 +195,7 @@ let package = Package(
             name: "ProducerTests",
             dependencies: [
                 "Producer", "Metering", "UsageEvents", "RabbitMQClient", "TallyMessaging", "TallyTestSupport",
-                "PostgresClient", "TallyStore", "CurlClient", hummingbird, httpTypes, nioCore,
+                "PostgresClient", "TallyStore", "CurlClient", hummingbird, httpTypes, nioCore, log,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             swiftSettings: swiftSettings
@@ -200,7 +204,7 @@ let package = Package(
             name: "AggregatorTests",
             dependencies: [
                 "Aggregator", "Metering", "UsageEvents", "RabbitMQClient", "TallyMessaging", "TallyTestSupport", "PostgresClient",
-                "BillingEngine", "CivilTime", "CurlClient", "TallyRuntime", "Invoicing",
+                "BillingEngine", "CivilTime", "CurlClient", "TallyRuntime", "Invoicing", "TallyStore", log,
             ],
             swiftSettings: swiftSettings
         ),
@@ -208,7 +212,7 @@ let package = Package(
             name: "InvoicerTests",
             dependencies: [
                 "Invoicing", "TallyTestSupport", "PostgresClient", "RabbitMQClient", "TallyMessaging", "UsageEvents", "BillingEngine",
-                "CurlClient", "StripeSync",
+                "CurlClient", "StripeSync", "TallyStore", log,
             ],
             swiftSettings: swiftSettings
         ),
@@ -216,7 +220,7 @@ let package = Package(
             name: "NotifierTests",
             dependencies: [
                 "Notifier", "Notifications", "Invoicing", "TallyMessaging", "TallyStore", "TallyTestSupport", "PostgresClient", "RabbitMQClient",
-                "CurlClient", "UsageEvents", hummingbird, httpTypes, crypto,
+                "CurlClient", "UsageEvents", hummingbird, httpTypes, crypto, log,
             ],
             swiftSettings: swiftSettings
         ),
@@ -227,12 +231,12 @@ let package = Package(
         .testTarget(name: "CivilTimeTests", dependencies: ["CivilTime"], swiftSettings: swiftSettings),
         .testTarget(
             name: "OutageTests",
-            dependencies: ["PostgresClient", "RabbitMQClient", "TallyMessaging", "Metering", "DiskSpool", "TallyTestSupport"],
+            dependencies: ["PostgresClient", "RabbitMQClient", "TallyMessaging", "Metering", "DiskSpool", "TallyTestSupport", log],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "BlockingIOTests", dependencies: ["BlockingIO"], swiftSettings: swiftSettings),
-        .testTarget(name: "RabbitMQClientTests", dependencies: ["RabbitMQClient", "TallyMessaging", "TallyTestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "CivilTime", "TallyTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "RabbitMQClientTests", dependencies: ["RabbitMQClient", "TallyMessaging", "TallyTestSupport", log], swiftSettings: swiftSettings),
+        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "CivilTime", "TallyTestSupport", log], swiftSettings: swiftSettings),
         .testTarget(name: "TallyStoreTests", dependencies: ["TallyStore", "PostgresClient", "TallyTestSupport", log], swiftSettings: swiftSettings),
         .testTarget(
             name: "CurlClientTests",
@@ -242,7 +246,7 @@ let package = Package(
         .testTarget(
             name: "BillingAPITests",
             dependencies: [
-                "BillingAPI", "BillingEngine", "TallyHTTP", "UsageEvents", "TallyStore", "TallyRuntime", "TallyTestSupport", "PostgresClient", hummingbird,
+                "BillingAPI", "BillingEngine", "TallyHTTP", "UsageEvents", "CivilTime", "TallyTestSupport", "PostgresClient", hummingbird, log,
                 httpTypes, nioCore, crypto,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],

@@ -13,6 +13,8 @@
 #                           (ingest API, producer publish, the Examples/SampleAPI server's middleware),
 #                           billed, emailed with PDFs, and summarized with the dashboard's URL and a key
 #   ./ops/local.sh test     up + the whole test suite against the real servers
+#   ./ops/local.sh check    seconds, no servers: the layering of Sources/ (README, Package.swift, imports)
+#                           and the syntax of ops/'s scripts and alert rules; run it before a commit
 #   ./ops/local.sh test-cluster  only the cluster test (also part of `test`): a second stack with 3
 #                           RabbitMQ nodes; a node, then the queue leader's, SIGKILLed during 100,000 events
 #   ./ops/local.sh test-dates  CI's date checks: the date-sensitive suites with Tally's clock
@@ -824,6 +826,23 @@ run_cluster_test() {
   [ "$status" -eq 0 ] || die "the cluster test failed; its output is in $LOGS/test-cluster.log, the stack's logs in $dir/log"
 }
 
+# `check`: the quick checks to run before a commit (seconds, no servers): the layering of
+# Sources/ against the README and Package.swift, and the syntax of ops/'s scripts and rules.
+cmd_check() {
+  local started=$SECONDS script
+  python3 "$ROOT/ops/tests/layering_test.py" || die "the layering check failed (above)"
+  for script in "$ROOT"/ops/*.sh "$ROOT"/ops/tests/*.sh "$ROOT"/ops/contract/*.sh; do
+    bash -n "$script" || die "$script has a syntax error"
+  done
+  python3 -m py_compile "$ROOT"/ops/*.py "$ROOT"/ops/tests/*.py "$ROOT"/ops/demo/*.py "$ROOT"/ops/bench/*.py "$ROOT"/ops/browser/*.py \
+    || die "a Python script of ops/ does not compile (above)"
+  find "$ROOT/ops" -name __pycache__ -type d -prune -exec rm -rf {} +
+  if command -v promtool >/dev/null; then
+    promtool check rules "$ROOT/ops/prometheus/alerts.yml" >/dev/null || die "ops/prometheus/alerts.yml does not pass promtool"
+  fi
+  say "check: passed in $((SECONDS - started))s (the whole suite is ./ops/local.sh test)"
+}
+
 cmd_test_cluster() {
   BUILD_TESTS=1 cmd_up
   BUILD_TESTS=1 run_cluster_test
@@ -853,6 +872,8 @@ cmd_test() {
   scale_check down
   run_browser_tests
   run_contract_tests
+  python3 "$ROOT/ops/tests/layering_test.py" 2>&1 | tee "$LOGS/test-layering.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || die "the layering test failed; its output is in $LOGS/test-layering.log"
   say "checking ops/systemd/ (systemd-analyze verify) and ops/k8s/ (yamllint, kubernetes-validate, the operators' CRD fields, the Dockerfile)"
   "$ROOT/ops/tests/systemd_test.sh" 2>&1 | tee "$LOGS/test-systemd.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || die "the systemd test failed; its output is in $LOGS/test-systemd.log"
@@ -1157,6 +1178,7 @@ case "${1:-}" in
   status) cmd_status ;;
   test) cmd_test ;;
   test-cluster) cmd_test_cluster ;;
+  check) cmd_check ;;
   test-dates) cmd_test_dates ;;
   -h | --help | help) usage ;;
   "") usage; exit 2 ;;
