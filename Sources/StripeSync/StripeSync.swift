@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PostgresClient
+import TallyStore
 
 /// Claims invoices waiting for Stripe, one at a time, and pushes each in one database
 /// transaction: the invoice row is locked (`FOR UPDATE SKIP LOCKED`, so any number of
