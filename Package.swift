@@ -102,7 +102,10 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // Pushing issued invoices to Stripe (customers, invoice items, invoices) without duplicates.
-        .target(name: "StripeSync", dependencies: ["BillingEngine", "CurlClient", "PostgresClient", "TallyStore", log], swiftSettings: swiftSettings),
+        .target(
+            name: "StripeSync",
+            dependencies: ["BillingEngine", "CivilTime", "CurlClient", "PostgresClient", "TallyMessaging", "TallyRuntime", "TallyStore", log],
+            swiftSettings: swiftSettings),
         // Invoice PDFs drawn with cairo (real text, A4).
         .target(name: "InvoicePDF", dependencies: ["CCairo", "BillingEngine", "Invoicing", "TallyRuntime"], swiftSettings: swiftSettings),
         // What Tally's HTTP servers share: error shape, authentication, health.
