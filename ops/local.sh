@@ -329,6 +329,7 @@ join_rabbit_node() {
 cluster_running_nodes() {
   rabbitmqctl_on 1 -q eval 'length(rabbit_nodes:all_running()).' 2>/dev/null
 }
+cluster_complete() { [ "$(cluster_running_nodes)" = "$1" ]; }
 
 start_rabbitmq() {
   local nodes node
@@ -338,7 +339,7 @@ start_rabbitmq() {
   for node in $(seq 1 "$nodes"); do await_rabbit_node "$node"; done
   for node in $(seq 2 "$nodes"); do join_rabbit_node "$node"; done
   if [ "$nodes" -gt 1 ]; then
-    wait_for "the $nodes-node RabbitMQ cluster" 120 "$LOGS/rabbitmq/" test "$(cluster_running_nodes)" = "$nodes"
+    wait_for "the $nodes-node RabbitMQ cluster" 120 "$LOGS/rabbitmq/" cluster_complete "$nodes"
   fi
   # Imported once every node has joined, so each quorum queue gets a replica on every node.
   say "importing the topology (ops/rabbitmq/definitions.json)"
@@ -633,6 +634,14 @@ cmd_up() {
     [[ "$cluster" =~ ^[1-5]$ ]] || die "--cluster takes 1 to 5 RabbitMQ nodes (3 survives the loss of one)"
     mkdir -p "$RUN" "$LOGS" "$BIN"
     if [ "$cluster" != "$(rabbit_nodes)" ]; then
+      # The nodes change names, so the new broker starts from other data: what is queued now
+      # would stay behind with the old one. Refuse while anything waits.
+      local queued=0
+      if is_running "$(rabbit_name 1)"; then
+        queued=$("$BIN/rabbitmqctl" -q list_queues messages --no-table-headers 2>/dev/null | awk '{ n += $1 } END { print n + 0 }')
+      fi
+      [ "$queued" = 0 ] || [ "${TALLY_DISCARD_QUEUED:-0}" = 1 ] \
+        || die "$queued message(s) still wait in RabbitMQ's queues, and the $cluster-node broker would start without them: let the workers drain them (./ops/local.sh status; .local/bin/rabbitmqctl list_queues name messages), or set TALLY_DISCARD_QUEUED=1 to leave them behind"
       say "RabbitMQ: $(rabbit_nodes) node(s) → $cluster; Tally's processes restart with the new AMQP_URL"
       local name
       for name in $(tally_instances) sample-api; do stop_pid "$name"; done
@@ -663,7 +672,7 @@ cmd_scale() {
     [[ "$count" =~ ^[0-9]+$ ]] && [ "$count" -ge 1 ] && [ "$count" -le 16 ] \
       || die "'$pair': give each role 1 to 16 processes (stop the stack with ./ops/local.sh down)"
   done
-  is_running postgres && is_running rabbitmq || die "the stack is not up: run ./ops/local.sh up first"
+  is_running postgres && is_running "$(rabbit_name 1)" || die "the stack is not up: run ./ops/local.sh up first"
   [ -x "$(tally_bin aggregator)" ] || die "Tally is not built: run ./ops/local.sh up first"
   load_env
   touch "$LOCAL/scale"
@@ -799,8 +808,8 @@ demo_round() {
 # ops/tests/scale_test.sh up|down: `scale` to 2 processes per worker, and back.
 scale_check() {
   say "scale test ($1): ./ops/local.sh scale $([ "$1" = up ] && echo 'aggregator=2 invoicer=2 notifier=2' || echo 'back to 1')"
-  (load_env; "$ROOT/ops/tests/scale_test.sh" "$1") 2>&1 | tee -a "$LOGS/test-scale.log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || die "the scale test ($1) failed; its output is in $LOGS/test-scale.log"
+  (load_env; "$ROOT/ops/tests/scale_test.sh" "$1") 2>&1 | tee -a "$LOGS/test-scale.log" \
+    || die "the scale test ($1) failed; its output is in $LOGS/test-scale.log"
 }
 
 # The cluster test (ops/tests/cluster_test.py) on a second stack of its own: files in
@@ -872,26 +881,26 @@ cmd_test() {
   scale_check down
   run_browser_tests
   run_contract_tests
-  python3 "$ROOT/ops/tests/layering_test.py" 2>&1 | tee "$LOGS/test-layering.log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || die "the layering test failed; its output is in $LOGS/test-layering.log"
+  python3 "$ROOT/ops/tests/layering_test.py" 2>&1 | tee "$LOGS/test-layering.log" \
+    || die "the layering test failed; its output is in $LOGS/test-layering.log"
   say "checking ops/systemd/ (systemd-analyze verify) and ops/k8s/ (yamllint, kubernetes-validate, the operators' CRD fields, the Dockerfile)"
-  "$ROOT/ops/tests/systemd_test.sh" 2>&1 | tee "$LOGS/test-systemd.log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || die "the systemd test failed; its output is in $LOGS/test-systemd.log"
-  "$VENV/bin/python" "$ROOT/ops/tests/k8s_test.py" 2>&1 | tee "$LOGS/test-k8s.log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || die "the Kubernetes test failed; its output is in $LOGS/test-k8s.log"
+  "$ROOT/ops/tests/systemd_test.sh" 2>&1 | tee "$LOGS/test-systemd.log" \
+    || die "the systemd test failed; its output is in $LOGS/test-systemd.log"
+  "$VENV/bin/python" "$ROOT/ops/tests/k8s_test.py" 2>&1 | tee "$LOGS/test-k8s.log" \
+    || die "the Kubernetes test failed; its output is in $LOGS/test-k8s.log"
   say "checking observability: ops/prometheus/ (promtool), every /metrics, the stack's Prometheus and the Grafana dashboard's queries"
-  (load_env; timeout -k 10 300 "$ROOT/ops/tests/observability_test.sh") 2>&1 | tee "$LOGS/test-observability.log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || die "the observability test failed; its output is in $LOGS/test-observability.log"
+  (load_env; timeout -k 10 300 "$ROOT/ops/tests/observability_test.sh") 2>&1 | tee "$LOGS/test-observability.log" \
+    || die "the observability test failed; its output is in $LOGS/test-observability.log"
   # Outage tests stop and restart the real servers, and the heavy exactness tests would
   # starve the parallel phase of CPU: they run alone, one by one.
   say "running the outage and heavy tests, one at a time (servers are stopped and restarted)"
   TALLY_DISRUPTIVE_TESTS=1 run_suite "$LOGS/test-outage.log" --no-parallel --filter 'OutageTests|SerialTests'
   say "ops commands: invoicer dlq, invoicer bill --rerun, notifier resend, producer backfill (and every --help)"
-  (load_env; timeout -k 10 600 "$VENV/bin/python" "$ROOT/ops/tests/ops_cli_test.py") 2>&1 | tee "$LOGS/test-ops-cli.log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || die "the ops CLI test failed; its output is in $LOGS/test-ops-cli.log"
+  (load_env; timeout -k 10 600 "$VENV/bin/python" "$ROOT/ops/tests/ops_cli_test.py") 2>&1 | tee "$LOGS/test-ops-cli.log" \
+    || die "the ops CLI test failed; its output is in $LOGS/test-ops-cli.log"
   say "rollback test: ops/rollback.sh --dry-run, a refused rollback, then back to a previous release and forward while usage flows"
-  (load_env; timeout -k 10 900 python3 "$ROOT/ops/tests/rollback_test.py") 2>&1 | tee "$LOGS/test-rollback.log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || die "the rollback test failed; its output is in $LOGS/test-rollback.log"
+  (load_env; timeout -k 10 900 python3 "$ROOT/ops/tests/rollback_test.py") 2>&1 | tee "$LOGS/test-rollback.log" \
+    || die "the rollback test failed; its output is in $LOGS/test-rollback.log"
   BUILD_TESTS=1 run_cluster_test
   say "test: passed in $((SECONDS - started))s"
 }
@@ -1032,9 +1041,10 @@ cmd_bench() {
     && swift build -c release --product notifier && swift build -c release --product billing-api) \
     || die "release build failed (see above)"
   # The debug workers would take the benchmark's work and share the 2 cores; they are back at the end.
-  stop_pid aggregator
-  stop_pid invoicer
-  stop_pid notifier
+  local role index
+  for role in aggregator invoicer notifier; do
+    for index in $(instance_indexes "$role"); do stop_pid "$(instance_name "$role" "$index")"; done
+  done
   local release="$ROOT/.build/release" port=$((INGEST_PORT + 100)) spool="$LOCAL/spool/bench"
   rm -rf "$spool"
   TALLY_SPOOL_DIR="$spool" LOG_LEVEL=warning \

@@ -51,7 +51,10 @@ load_env() {
 }
 psql_tally() { psql "$DATABASE_URL" -X -q -t -A -v ON_ERROR_STOP=1 "$@"; }
 
-running_release() { if [ -s "$LOCAL/release" ]; then cat "$LOCAL/release"; else echo build; fi; }
+# The release ./ops/local.sh runs (as its pinned_release decides: a pin naming a missing release is ignored).
+running_release() {
+  if [ -s "$LOCAL/release" ] && [ -d "$RELEASES/$(cat "$LOCAL/release")" ]; then cat "$LOCAL/release"; else echo build; fi
+}
 release_sql() { if [ "$1" = build ]; then echo "$ROOT/ops/sql"; else echo "$RELEASES/$1/sql"; fi; }
 release_bin() { if [ "$1" = build ]; then echo "$BUILD_BIN"; else echo "$RELEASES/$1/bin"; fi; }
 versions_in() { find "$1" -maxdepth 1 -name '[0-9][0-9][0-9]_*.sql' -printf '%f\n' | cut -c1-3 | sed 's/^0*//' | sort -n; }
@@ -109,7 +112,22 @@ migration_class() {
   esac
 }
 
-step() { printf '\n\033[1m%s\033[0m\n' "$*"; }
+STAGE=""
+step() {
+  STAGE=$*
+  printf '\n\033[1m%s\033[0m\n' "$*"
+}
+
+# Once processes are stopped, a failure must not leave the operator guessing: say where it
+# stopped, what runs, and the one command that starts everything again.
+on_failure() {
+  local status=$?
+  [ "$status" -ne 0 ] || return 0
+  printf '\nrollback: stopped during "%s" (exit %s).\n' "$STAGE" "$status" >&2
+  printf '  Pinned now: %s. Invoicers, Notifiers or Aggregators may be stopped; their work waits in RabbitMQ, nothing is lost.\n' \
+    "$(running_release)" >&2
+  printf '  To run again on it: ./ops/local.sh up (applies its migrations, starts whatever is stopped); fix the cause, then retry the rollback.\n' >&2
+}
 run() {
   printf '   $ %s\n' "$*"
   [ "$DRY_RUN" = 1 ] || "$@"
@@ -150,6 +168,7 @@ cmd_to() {
   pending=$(psql_tally -c "SELECT count(DISTINCT billing_run_id) FROM billing_run_items WHERE status = 'pending'")
   echo "   billing runs with invoices still to issue: $pending (their commands wait in invoicer.commands while billing is paused)"
 
+  [ "$DRY_RUN" = 1 ] || trap on_failure EXIT
   step "1. pause billing: stop the Invoicers (each issues and acks the batch in flight first)"
   run "$LOCAL_SH" stop invoicer
   step "2. keep metering durable: stop the Notifiers and Aggregators (usage waits in aggregator.usage; producers keep accepting)"
@@ -162,17 +181,18 @@ cmd_to() {
     printf '   $ psql -1 -f %s; DELETE FROM schema_migrations WHERE version = %s\n' "$down" "$version"
     if [ "$DRY_RUN" != 1 ]; then
       { cat "$down"; printf '\nDELETE FROM schema_migrations WHERE version = %s;\n' "$version"; } | psql_tally -1 -f - >/dev/null \
-        || die "the down step of migration $version failed; the processes are stopped: fix it, or roll forward with ops/rollback.sh --to $current"
+        || die "the down step of migration $version failed (above)"
     fi
   done
   [ -n "$newer" ] || echo "   nothing to undo"
   step "4. switch binaries to $target ($(release_bin "$target"))"
-  if [ "$target" = build ]; then run rm -f "$LOCAL/release"; else printf '   $ echo %s > %s\n' "$target" "$LOCAL/release"; [ "$DRY_RUN" = 1 ] || echo "$target" >"$LOCAL/release"; fi
-  run "$LOCAL_SH" write-env
   if [ -n "$missing" ]; then
+    # Forward: the target's own migrate, before it is pinned (a failure leaves the current release pinned).
     printf '   $ TALLY_MIGRATIONS_DIR=%s %s migrate\n' "$sql_target" "$(release_bin "$target")/billing-api"
     [ "$DRY_RUN" = 1 ] || TALLY_MIGRATIONS_DIR="$sql_target" "$(release_bin "$target")/billing-api" migrate >/dev/null
   fi
+  if [ "$target" = build ]; then run rm -f "$LOCAL/release"; else printf '   $ echo %s > %s\n' "$target" "$LOCAL/release"; [ "$DRY_RUN" = 1 ] || echo "$target" >"$LOCAL/release"; fi
+  run "$LOCAL_SH" write-env
   step "5. resume: billing-api and producers one at a time, then Aggregators, Notifiers and Invoicers (billing resumes)"
   run "$LOCAL_SH" restart billing-api producer
   run "$LOCAL_SH" start aggregator notifier invoicer
@@ -184,17 +204,26 @@ cmd_to() {
     return 0
   fi
   verify "$target" "$sql_target"
+  trap - EXIT
   say "now running $target; ops/rollback.sh --to $current goes back"
 }
 
 verify() {
   local target=$1 sql=$2 name pid exe schema expected
   load_env
-  for name in $("$LOCAL_SH" status | awk '$2 == "running" { print $1 }'); do
-    case ${name%-[0-9]*} in producer | aggregator | invoicer | notifier | billing-api) ;; *) continue ;; esac
+  local status roles=" "
+  status=$("$LOCAL_SH" status)
+  for name in $(awk '$2 != "running" { print $1 }' <<<"$status"); do
+    case ${name%-[0-9]*} in producer | aggregator | invoicer | notifier | billing-api) die "verify: $name is not running (see .local/log/$name.log)" ;; esac
+  done
+  for name in $(awk '$2 == "running" { print $1 }' <<<"$status"); do
+    case ${name%-[0-9]*} in producer | aggregator | invoicer | notifier | billing-api) roles+="${name%-[0-9]*} " ;; *) continue ;; esac
     pid=$(cat "$LOCAL/run/$name.pid")
     exe=$(readlink -f "/proc/$pid/exe")
     [ "$(dirname "$exe")" = "$(readlink -f "$(release_bin "$target")")" ] || die "verify: $name runs $exe, not $target's"
+  done
+  for name in producer aggregator invoicer notifier billing-api; do
+    [[ "$roles" == *" $name "* ]] || die "verify: no $name runs"
   done
   echo "   every Tally process runs $target's binaries"
   schema=$(psql_tally -c "SELECT max(version) FROM schema_migrations")
@@ -211,7 +240,7 @@ verify() {
     || die "verify: ingest does not accept an event"
   for _ in $(seq 1 300); do
     counted=$(curl -fsS "$TALLY_API_URL/v1/usage?tenant_id=$tenant" -H "Authorization: Bearer $BILLING_ADMIN_TOKEN" \
-      | python3 -c 'import json, sys; print(sum(int(m["value"]) for m in json.load(sys.stdin)["metrics"] if m["metric"] == "api_calls"))')
+      | python3 -c 'import json, sys; print(sum(int(m["value"]) for m in json.load(sys.stdin)["metrics"] if m["metric"] == "api_calls"))') || true
     [ "$counted" = 1 ] && break
     sleep 0.2
   done

@@ -5,7 +5,8 @@ import Foundation
 ///
 /// The URL may list the nodes of a cluster, separated by commas: full URLs
 /// (`amqp://u:p@mq-1:5672/%2F,amqp://u:p@mq-2:5672/%2F`) that differ only in host and port,
-/// or `host:port` after the first (`amqp://u:p@mq-1:5672/%2F,mq-2:5672,mq-3`). A connection
+/// or `host:port` after the first (`amqp://u:p@mq-1:5672/%2F,mq-2:5672,mq-3`); options go on the
+/// first URL, and a comma in a password is written `%2C`. A connection
 /// goes to the first node that answers, starting from a different one each time, so the
 /// clients of a process spread over the cluster and a lost node is passed over.
 ///
@@ -82,7 +83,9 @@ public struct AMQPConfiguration: Sendable, Equatable, CustomStringConvertible {
             var other = try AMQPConfiguration(single: text, connectionName: connectionName)
             let endpoint = Endpoint(host: other.host, port: other.port)
             (other.host, other.port) = (host, port)
-            guard other == self else {
+            var first = self
+            first.alternateEndpoints = []
+            guard other == first else {
                 throw AMQPError(
                     .configuration,
                     message: "the brokers of AMQP_URL must share scheme, credentials, vhost and options; only host and port may differ")

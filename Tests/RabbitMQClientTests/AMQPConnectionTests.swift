@@ -152,6 +152,9 @@ struct AMQPConnectionTests {
         #expect(urls.endpoints == [.init(host: "mq-1", port: 5701), .init(host: "mq-2", port: 5702)])
         #expect(urls.vhost == "billing" && urls.user == "u" && urls.heartbeat == 10)
         #expect(urls.description == "amqp://u@mq-1:5701,mq-2:5702/billing")
+        let three = try AMQPConfiguration(url: "amqp://u:p@mq-1/%2F?heartbeat=5,amqp://u:p@mq-2/%2F?heartbeat=5,amqp://u:p@mq-3:5673/%2F?heartbeat=5")
+        #expect(three.endpoints.map(\.description) == ["mq-1:5672", "mq-2:5672", "mq-3:5673"])
+        #expect(try AMQPConfiguration(url: "amqp://u:p@mq-1/%2F?heartbeat=5,mq-2,mq-3").heartbeat == 5)
         let short = try AMQPConfiguration(url: "amqps://u:p@mq-1/%2F,mq-2:5699,mq-3")
         #expect(short.endpoints.map(\.description) == ["mq-1:5671", "mq-2:5699", "mq-3:5671"])
         #expect(try AMQPConfiguration(url: "amqp://mq-1").alternateEndpoints.isEmpty)
@@ -159,6 +162,7 @@ struct AMQPConnectionTests {
         for bad in [
             "amqp://u:p@mq-1/%2F,amqp://u:other@mq-2/%2F", "amqp://u:p@mq-1/%2F,amqps://u:p@mq-2/%2F",
             "amqp://u:p@mq-1/a,amqp://u:p@mq-2/b", "amqp://mq-1,", "amqp://mq-1,,mq-2", "amqp://mq-1,mq-2/vhost", "amqp://mq-1,u@mq-2",
+            "amqp://u:p@mq-1/%2F,mq-2:5672?heartbeat=30",
         ] {
             #expect(throws: AMQPError.self, "\(bad)") { try AMQPConfiguration(url: bad) }
         }

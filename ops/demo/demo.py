@@ -488,7 +488,7 @@ def main() -> int:
     started_ns = time.time_ns()
     now = dt.datetime.now(UTC)
     label = "demo " + now.strftime("%b %d %H:%M:%S")
-    run_dir = os.path.join(args.root, ".local", "demo", now.strftime("%Y%m%dT%H%M%SZ"))
+    run_dir = os.path.join(ENV.get("TALLY_LOCAL_DIR") or os.path.join(args.root, ".local"), "demo", now.strftime("%Y%m%dT%H%M%SZ"))
     os.makedirs(run_dir, exist_ok=True)
     rng = random.Random(args.seed if args.seed is not None else started_ns)
     # The month: subscriptions start 33 days ago at midnight UTC, so their first monthly

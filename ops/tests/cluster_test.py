@@ -61,9 +61,12 @@ def admin(method: str, path: str, body=None):
         return json.loads(response.read())
 
 
-def rabbitmqctl(*arguments: str, node: str = None) -> str:
+def rabbitmqctl(*arguments: str, node: str = None, check: bool = True) -> str:
     command = [ENV["TALLY_RABBITMQCTL"], "-q"] + (["-n", node] if node else []) + list(arguments)
-    return subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise Failure(f"rabbitmqctl {' '.join(arguments)} failed: {result.stderr.strip()[:300]}")
+    return result.stdout
 
 
 def local_sh(*arguments: str) -> None:
@@ -75,7 +78,7 @@ def local_sh(*arguments: str) -> None:
 def queues() -> dict:
     """name -> (leader, members, online) of every quorum queue, as the live nodes see them."""
     found = {}
-    for line in rabbitmqctl("list_queues", "name", "leader", "members", "online", "--no-table-headers").splitlines():
+    for line in rabbitmqctl("list_queues", "name", "leader", "members", "online", "--no-table-headers", check=False).splitlines():
         parts = line.split("\t")
         if len(parts) == 4:
             found[parts[0]] = (parts[1], parts[2].strip("[]").split(", "), parts[3].strip("[]").split(", "))
@@ -255,8 +258,8 @@ def main() -> int:
         raise Failure(f"expected exactly {EVENTS} events counted once: stored {stored}, distinct {distinct}, usage {total}")
     if parked:
         raise Failure(f"messages were parked: {parked}")
-    if any(len(online) != 3 for _, _, online in end.values()):
-        raise Failure(f"a quorum queue did not get its 3 members back: {end}")
+    if end.keys() != start.keys() or any(len(online) != 3 for _, _, online in end.values()):
+        raise Failure(f"every quorum queue of the start should have its 3 members back: {end}")
 
     # Ingest's refusals must fall inside a failover (a kill until a live leader, plus the
     # producer's longest reconnect wait); 202s elsewhere.

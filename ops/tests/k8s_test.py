@@ -105,6 +105,14 @@ for role, queue in [("producer", None), ("aggregator", "aggregator.usage"), ("in
     if name not in by_kind.get("PodDisruptionBudget", {}):
         problem(f"{name} has no PodDisruptionBudget")
     for variable in container.get("env", []):
+        if variable["name"] == "AMQP_URL":
+            # The rules of RabbitMQClient.AMQPConfiguration: options on the first URL; after it, host:port or whole URLs.
+            first, *others = variable["value"].split(",")
+            if not re.match(r"^amqps?://[^/?]+(/[^?]*)?(\?.*)?$", first):
+                problem(f"{name}: AMQP_URL's first node is not an amqp:// URL: {first}")
+            for other in others:
+                if "://" not in other and not re.match(r"^[A-Za-z0-9.-]+(:[0-9]+)?$", other):
+                    problem(f"{name}: AMQP_URL lists '{other}': after the first URL, host:port only (options go on the first URL)")
         reference = variable.get("valueFrom", {}).get("secretKeyRef")
         if reference and reference["name"] not in secrets:
             problem(f"{name} reads Secret {reference['name']}, which nothing creates")

@@ -162,7 +162,7 @@ def main():
         log(f"--dry-run --to {previous}: all six steps printed, nothing changed")
 
         refused = rollback("--to", ancient, expect=1)
-        if "18" not in refused.stderr or "refused before changing anything" not in refused.stderr:
+        if "migration(s) 18" not in refused.stderr or "refused before changing anything" not in refused.stderr:
             raise Failure(f"the rollback across migration 18 should be refused, naming it:\n{refused.stderr}")
         if tally_pids() != before or psql("SELECT max(version) FROM schema_migrations") != str(latest):
             raise Failure("the refused rollback changed something")
@@ -183,12 +183,14 @@ def main():
         log(f"--to {previous}: migration {latest} undone, {len(running)} processes on the release's binaries, probe counted "
             f"({sender.sent:,} events sent so far)")
 
+        if sender.sent >= EVENTS:
+            raise Failure("the sender finished before the roll-forward: usage would not flow through it")
         rollback("--to", "build")
         if not has_index(down_index) or psql("SELECT max(version) FROM schema_migrations") != str(latest):
             raise Failure(f"after rolling forward the schema should be at {latest} with {down_index}")
         running = binaries_of_running_processes()
         build = os.path.realpath(os.path.join(ROOT, ".build", ENV.get("TALLY_BUILD_CONFIG", "debug")))
-        if any(not path.startswith(build + "/") for path in running.values()):
+        if not running or any(not path.startswith(build + "/") for path in running.values()):
             raise Failure(f"after rolling forward every process should run the build's binaries: {running}")
         log(f"--to build: migration {latest} applied again, every process on the build's binaries ({sender.sent:,} events sent so far)")
 

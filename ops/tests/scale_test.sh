@@ -8,7 +8,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 LOCAL_SH="$ROOT/ops/local.sh"
-RUN="$ROOT/.local/run"
+LOCAL="${TALLY_LOCAL_DIR:-$ROOT/.local}"
+RUN="$LOCAL/run"
 fail() { printf 'scale test: %s\n' "$*" >&2; exit 1; }
 : "${TALLY_RABBITMQCTL:?is not set: run with .local/env exported (set -a; . .local/env; set +a)}"
 
@@ -35,7 +36,7 @@ case "${1:-}" in
     for port in 29082 29084 29083; do
       curl -fsS "http://127.0.0.1:$((port + ${TALLY_PORT_OFFSET:-0}))/healthz" >/dev/null || fail "nothing healthy on port $port"
     done
-    grep -qx 'aggregator=2' "$ROOT/.local/scale" || fail ".local/scale does not remember aggregator=2"
+    grep -qx 'aggregator=2' "$LOCAL/scale" || fail ".local/scale does not remember aggregator=2"
     # Each process consumes its queue with its own consumers: twice as many as before.
     for queue in aggregator.usage invoicer.commands notifier.events; do
       expected=$((2 * before[$queue]))
