@@ -215,7 +215,7 @@ public struct InvoiceStore: Sendable {
             return view
         }
         guard !invoices.isEmpty else { return [] }
-        let ids = "{" + invoices.map(\.id.uuidString).joined(separator: ",") + "}"
+        let ids = PostgresTextArray(invoices.map { $0.id.uuidString.lowercased() })
         var lines: [UUID: [InvoiceView.Line]] = [:]
         for row in try connection.query(
             """

@@ -245,7 +245,7 @@ struct StripeInvoicePusher {
         }
         try await connection.query(
             "DELETE FROM payment_methods WHERE tenant_id = $1 AND provider = 'stripe' AND NOT provider_id = ANY($2::text[])",
-            [tenant, "{" + cards.map(\.id).joined(separator: ",") + "}"])
+            [tenant, PostgresTextArray(cards.map(\.id))])
     }
 
     private func record(invoice: String, of source: Source) async throws {

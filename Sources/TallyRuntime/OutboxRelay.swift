@@ -102,7 +102,7 @@ public struct OutboxRelay: Sendable {
                     mandatory: true)
             }
             try await publisher.publish(messages)
-            let ids = "{" + rows.compactMap { $0.text(0) }.joined(separator: ",") + "}"
+            let ids = PostgresTextArray(rows.compactMap { $0.text(0) })
             try await connection.query("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [ids])
             sent += rows.count
             for row in rows {

@@ -185,12 +185,12 @@ struct DeadLetters: Sendable {
             SELECT id, payload FROM parked_events
              WHERE replayed_at IS NULL AND (cardinality($1::bigint[]) = 0 OR id = ANY($1::bigint[]))
              ORDER BY id
-            """, ["{" + ids.map(String.init).joined(separator: ",") + "}"])
+            """, [PostgresTextArray(ids.map(String.init))])
         var replayed = 0
         for chunk in stride(from: 0, to: rows.count, by: 1000).map({ Array(rows[$0..<min($0 + 1000, rows.count)]) }) {
             let body = "[" + chunk.map { $0.text(1) ?? "null" }.joined(separator: ",") + "]"
             try await publisher.publish([usageMessage(Array(body.utf8), messageID: "replay-" + EventID.make())])
-            let chunkIDs = "{" + chunk.compactMap { $0.text(0) }.joined(separator: ",") + "}"
+            let chunkIDs = PostgresTextArray(chunk.compactMap { $0.text(0) })
             try await database.query("UPDATE parked_events SET replayed_at = now() WHERE id = ANY($1::bigint[])", [chunkIDs])
             replayed += chunk.count
         }
