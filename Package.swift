@@ -249,7 +249,7 @@ let package = Package(
         .testTarget(
             name: "BillingAPITests",
             dependencies: [
-                "BillingAPI", "BillingEngine", "TallyHTTP", "UsageEvents", "CivilTime", "TallyTestSupport", "PostgresClient", hummingbird, log,
+                "BillingAPI", "BillingEngine", "TallyRuntime", "UsageEvents", "CivilTime", "TallyTestSupport", "PostgresClient", hummingbird, log,
                 httpTypes, nioCore, crypto,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],

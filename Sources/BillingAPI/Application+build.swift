@@ -8,6 +8,7 @@ import NIOCore
 import Notifications
 import PostgresClient
 import TallyHTTP
+import TallyRuntime
 import TallyStore
 
 /// Builds the billing API: the same function serves production (`billing-api serve`)

@@ -83,13 +83,9 @@ final class InvoicerMetrics: Sendable {
     /// cannot be read (an absent series, not a false zero).
     func render(backlog: StripeBacklog?, runs: BillingRuns? = nil) -> String {
         let s = snapshot
-        var text = ""
+        var text = PrometheusText()
         func labelled(_ name: String, _ type: String, _ help: String, _ label: String, _ values: [(String, Int)]) {
-            text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
-            for (value, count) in values { text += "\(name){\(label)=\"\(value)\"} \(count)\n" }
-        }
-        func metric(_ name: String, _ type: String, _ help: String, _ value: Int) {
-            text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(value)\n"
+            text.family(name, type, help, values.map { ([(label, $0.0)], "\($0.1)") })
         }
         labelled(
             "tally_invoicer_invoices_total", "counter", "invoice.generate commands handled by this process, by outcome", "outcome",
@@ -98,26 +94,26 @@ final class InvoicerMetrics: Sendable {
             "tally_invoicer_stripe_pushes_total", "counter",
             "Stripe pushes by this process: synced, retrying (failed, tried again later), failed (no attempts left)", "outcome",
             Self.pushOutcomes.map { ($0, s.pushes[$0] ?? 0) })
-        text += worker.render(prefix: "tally_invoicer", messages: "Commands", dependencies: "the database", queue: "invoicer.commands")
+        worker.render(into: &text, prefix: "tally_invoicer", messages: "Commands", dependencies: "the database", queue: "invoicer.commands")
         if let backlog {
             labelled(
                 "tally_stripe_invoices", "gauge",
                 "Invoices waiting for Stripe (pending) or refused after their attempts (failed: `invoicer stripe list --failed`), all Invoicers",
                 "status", [("pending", backlog.pendingInvoices), ("failed", backlog.failedInvoices)])
-            metric(
+            text.metric(
                 "tally_stripe_events_failed", "gauge",
                 "Stripe webhook events set aside because they could not be applied (`invoicer stripe list`)", backlog.failedEvents)
         }
         if let runs {
-            metric("tally_billing_runs_running", "gauge", "Billing runs not yet completed, all Invoicers", runs.running)
-            metric(
+            text.metric("tally_billing_runs_running", "gauge", "Billing runs not yet completed, all Invoicers", runs.running)
+            text.metric(
                 "tally_billing_run_oldest_running_seconds", "gauge",
                 "Age of the oldest billing run still running (0 when none runs); a stuck run keeps growing", runs.oldestRunningSeconds)
-            metric(
+            text.metric(
                 "tally_billing_runs_with_failures", "gauge",
                 "Billing runs of the last 7 days that left invoices failed (their commands are parked in invoicer.commands.parked)",
                 runs.withFailuresLastWeek)
         }
-        return text
+        return text.text
     }
 }

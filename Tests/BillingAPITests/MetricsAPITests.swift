@@ -3,7 +3,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
-import TallyHTTP
+import TallyRuntime
 import TallyTestSupport
 import Testing
 

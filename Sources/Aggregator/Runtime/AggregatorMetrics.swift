@@ -15,8 +15,8 @@ final class AggregatorMetrics: QueueWorkerObserver {
         var messagesRetried = 0
         var batches = 0
         var lastBatchEvents = 0
-        var commitSeconds = Histogram(bounds: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5])
-        var visibleSeconds = Histogram(bounds: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60])
+        var commitSeconds = PrometheusText.Histogram(bounds: AggregatorMetrics.commitBounds)
+        var visibleSeconds = PrometheusText.Histogram(bounds: AggregatorMetrics.visibleBounds)
         var queueDepth = 0
         var databaseFailures = 0
         /// Inserted events per second over the last `window` seconds.
@@ -25,27 +25,10 @@ final class AggregatorMetrics: QueueWorkerObserver {
         var phaseSeconds: [String: Double] = [:]
     }
 
-    /// A cumulative Prometheus histogram.
-    struct Histogram: Sendable {
-        let bounds: [Double]
-        var counts: [Int]
-        var sum = 0.0
-        var count = 0
-
-        init(bounds: [Double]) {
-            self.bounds = bounds
-            self.counts = Array(repeating: 0, count: bounds.count)
-        }
-
-        mutating func observe(_ value: Double) {
-            for (index, bound) in bounds.enumerated() where value <= bound { counts[index] += 1 }
-            sum += value
-            count += 1
-        }
-    }
-
     private let state = Mutex(Snapshot())
     static let window = 10
+    static let commitBounds: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
+    static let visibleBounds: [Double] = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 
     var snapshot: Snapshot { state.withLock { $0 } }
 
@@ -84,37 +67,29 @@ final class AggregatorMetrics: QueueWorkerObserver {
         let s = snapshot
         let second = Int(now.timeIntervalSince1970)
         let recentEvents = s.recent.filter { $0.second > second - Self.window }.reduce(0) { $0 + $1.events }
-        var text = ""
-        func metric(_ name: String, _ type: String, _ help: String, _ value: some CustomStringConvertible) {
-            text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(value)\n"
-        }
-        func histogram(_ name: String, _ help: String, _ h: Histogram) {
-            text += "# HELP \(name) \(help)\n# TYPE \(name) histogram\n"
-            for (bound, count) in zip(h.bounds, h.counts) { text += "\(name)_bucket{le=\"\(bound)\"} \(count)\n" }
-            text += "\(name)_bucket{le=\"+Inf\"} \(h.count)\n\(name)_sum \(h.sum)\n\(name)_count \(h.count)\n"
-        }
-        metric("tally_aggregator_events_received_total", "counter", "Usage events read from the queue", s.eventsReceived)
-        metric("tally_aggregator_events_inserted_total", "counter", "Usage events counted for the first time", s.eventsInserted)
-        metric("tally_aggregator_events_duplicate_total", "counter", "Usage events already counted (skipped)", s.eventsDuplicate)
-        metric("tally_aggregator_events_parked_total", "counter", "Usage events parked in parked_events", s.eventsParked)
-        metric("tally_aggregator_messages_parked_total", "counter", "Messages sent to the parking-lot queue", s.messagesParked)
-        metric("tally_aggregator_messages_retried_total", "counter", "Messages sent to a retry queue", s.messagesRetried)
-        metric("tally_aggregator_batches_total", "counter", "Committed batch transactions (a batch written in parts counts each part)", s.batches)
-        metric("tally_aggregator_database_failures_total", "counter", "Failed batch transactions", s.databaseFailures)
-        metric("tally_aggregator_batch_events", "gauge", "Events in the last committed batch transaction", s.lastBatchEvents)
-        metric(
+        var text = PrometheusText()
+        text.metric("tally_aggregator_events_received_total", "counter", "Usage events read from the queue", s.eventsReceived)
+        text.metric("tally_aggregator_events_inserted_total", "counter", "Usage events counted for the first time", s.eventsInserted)
+        text.metric("tally_aggregator_events_duplicate_total", "counter", "Usage events already counted (skipped)", s.eventsDuplicate)
+        text.metric("tally_aggregator_events_parked_total", "counter", "Usage events parked in parked_events", s.eventsParked)
+        text.metric("tally_aggregator_messages_parked_total", "counter", "Messages sent to the parking-lot queue", s.messagesParked)
+        text.metric("tally_aggregator_messages_retried_total", "counter", "Messages sent to a retry queue", s.messagesRetried)
+        text.metric("tally_aggregator_batches_total", "counter", "Committed batch transactions (a batch written in parts counts each part)", s.batches)
+        text.metric("tally_aggregator_database_failures_total", "counter", "Failed batch transactions", s.databaseFailures)
+        text.metric("tally_aggregator_batch_events", "gauge", "Events in the last committed batch transaction", s.lastBatchEvents)
+        text.metric(
             "tally_aggregator_events_per_second", "gauge", "Events counted per second over the last 10 s",
             Double(recentEvents) / Double(Self.window))
-        metric("tally_aggregator_queue_depth", "gauge", "Messages ready in the usage queue (queue lag)", s.queueDepth)
-        histogram("tally_aggregator_commit_seconds", "Time to write and commit one batch transaction", s.commitSeconds)
-        text += "# HELP tally_aggregator_batch_phase_seconds_total Time spent per phase of committed batches\n"
-        text += "# TYPE tally_aggregator_batch_phase_seconds_total counter\n"
-        for phase in UsageLedger.Phase.allCases {
-            text += "tally_aggregator_batch_phase_seconds_total{phase=\"\(phase.rawValue)\"} \(s.phaseSeconds[phase.rawValue] ?? 0)\n"
-        }
-        histogram(
-            "tally_aggregator_event_visible_seconds", "From the earliest event time of a batch to its commit",
-            s.visibleSeconds)
-        return text
+        text.metric("tally_aggregator_queue_depth", "gauge", "Messages ready in the usage queue (queue lag)", s.queueDepth)
+        text.histogram(
+            "tally_aggregator_commit_seconds", "Time to write and commit one batch transaction", bounds: Self.commitBounds,
+            [([], s.commitSeconds)])
+        text.family(
+            "tally_aggregator_batch_phase_seconds_total", "counter", "Time spent per phase of committed batches",
+            UsageLedger.Phase.allCases.map { ([("phase", $0.rawValue)], PrometheusText.number(s.phaseSeconds[$0.rawValue] ?? 0)) })
+        text.histogram(
+            "tally_aggregator_event_visible_seconds", "From the earliest event time of a batch to its commit", bounds: Self.visibleBounds,
+            [([], s.visibleSeconds)])
+        return text.text
     }
 }

@@ -3,7 +3,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import Synchronization
-import TallyHTTP
+import TallyRuntime
 import TallyStore
 
 /// What the billing API answered: requests by route, method and status, and their

@@ -2,7 +2,7 @@ import DiskSpool
 import Hummingbird
 import Metering
 import NIOCore
-import TallyHTTP
+import TallyRuntime
 import TallyStore
 
 /// `/metrics` in Prometheus text format: the metering counters and the spool depth.

@@ -28,17 +28,13 @@ public final class WorkerLoopCounters: QueueWorkerObserver {
     public func parked(_ count: Int) { counts.withLock { $0.messagesParked += count } }
     public func queueDepth(_ depth: Int) { counts.withLock { $0.queueDepth = depth } }
 
-    /// Prometheus text of the four series; `messages` names what the queue carries
+    /// The four series, written into `text`; `messages` names what the queue carries
     /// ("Commands"), `dependencies` the servers the work needs, `queue` the work queue.
-    public func render(prefix: String, messages: String, dependencies: String, queue: String) -> String {
+    public func render(into text: inout PrometheusText, prefix: String, messages: String, dependencies: String, queue: String) {
         let s = snapshot
-        return [
-            ("messages_retried_total", "counter", "\(messages) sent to a retry queue", s.messagesRetried),
-            ("messages_parked_total", "counter", "\(messages) sent to the parking lot", s.messagesParked),
-            ("dependency_failures_total", "counter", "Attempts held because \(dependencies) was down", s.dependencyFailures),
-            ("queue_depth", "gauge", "\(messages) ready in \(queue)", s.queueDepth),
-        ].map { name, type, help, value in
-            "# HELP \(prefix)_\(name) \(help)\n# TYPE \(prefix)_\(name) \(type)\n\(prefix)_\(name) \(value)\n"
-        }.joined()
+        text.metric("\(prefix)_messages_retried_total", "counter", "\(messages) sent to a retry queue", s.messagesRetried)
+        text.metric("\(prefix)_messages_parked_total", "counter", "\(messages) sent to the parking lot", s.messagesParked)
+        text.metric("\(prefix)_dependency_failures_total", "counter", "Attempts held because \(dependencies) was down", s.dependencyFailures)
+        text.metric("\(prefix)_queue_depth", "gauge", "\(messages) ready in \(queue)", s.queueDepth)
     }
 }

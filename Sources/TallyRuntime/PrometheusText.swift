@@ -1,7 +1,7 @@
 import TallyStore
 
 /// Prometheus' text exposition format (0.0.4), written one metric family at a time:
-/// `# HELP`, `# TYPE`, then its samples.
+/// `# HELP`, `# TYPE`, then its samples. Every process's `/metrics` is written with it.
 public struct PrometheusText: Sendable {
     public private(set) var text = ""
 
@@ -12,6 +12,11 @@ public struct PrometheusText: Sendable {
     /// One family of `type` (counter, gauge) with one unlabelled sample.
     public mutating func metric(_ name: String, _ type: String, _ help: String, _ value: Int) {
         family(name, type, help, [([], "\(value)")])
+    }
+
+    /// The same, for a measured value (seconds, a rate).
+    public mutating func metric(_ name: String, _ type: String, _ help: String, _ value: Double) {
+        family(name, type, help, [([], Self.number(value))])
     }
 
     /// One family whose samples differ in their labels (`[(label, value)]` each).
@@ -75,7 +80,7 @@ public struct PrometheusText: Sendable {
         return escaped
     }
 
-    static func number(_ value: Double) -> String {
+    public static func number(_ value: Double) -> String {
         value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
     }
 }
