@@ -807,7 +807,7 @@ demo_round() {
 
 # ops/tests/scale_test.sh up|down: `scale` to 2 processes per worker, and back.
 scale_check() {
-  say "scale test ($1): ./ops/local.sh scale $([ "$1" = up ] && echo 'aggregator=2 invoicer=2 notifier=2' || echo 'back to 1')"
+  say "scale test ($1): ./ops/local.sh scale $([ "$1" = up ] && echo 'aggregator=2 invoicer=2 notifier=2 producer=2 billing-api=2' || echo 'back to 1')"
   (load_env; "$ROOT/ops/tests/scale_test.sh" "$1") 2>&1 | tee -a "$LOGS/test-scale.log" \
     || die "the scale test ($1) failed; its output is in $LOGS/test-scale.log"
 }
