@@ -36,29 +36,15 @@ import urllib.request
 import uuid
 import datetime as dt
 
-ENV = os.environ
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-LOCAL = ENV.get("TALLY_LOCAL_DIR") or os.path.join(ROOT, ".local")
+from stack import ENV, LOCAL, ROOT, Failure, counted, new_tenant, psql, require, wait
+
 EVENTS, PER_REQUEST, TENANTS = 100_000, 500, 20
 PACE = 5_000  # events per second the sender aims at, so the run spans the kills
 PRODUCER_RECONNECT_MAX = 5.0  # DurablePublisher's longest wait between reconnects
 
 
-class Failure(Exception):
-    pass
-
-
 def log(text: str) -> None:
     print(f"cluster test: {text}", flush=True)
-
-
-def admin(method: str, path: str, body=None):
-    request = urllib.request.Request(ENV["TALLY_API_URL"] + path, method=method,
-                                     data=json.dumps(body).encode() if body is not None else None)
-    request.add_header("Authorization", "Bearer " + ENV["BILLING_ADMIN_TOKEN"])
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
 
 
 def rabbitmqctl(*arguments: str, node: str = None, check: bool = True) -> str:
@@ -92,14 +78,6 @@ def pid_of(node: int) -> int:
 
 def node_number(name: str) -> int:
     return int(name.split("@")[0].split("-")[1])
-
-
-def wait(what: str, seconds: float, check) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise Failure(f"{what} did not happen within {seconds:.0f} s")
-        time.sleep(0.2)
 
 
 class Sender(threading.Thread):
@@ -197,18 +175,12 @@ def restart(node: int) -> None:
     wait(f"rabbitmq-{node} back online in every quorum queue", 180, member_again)
 
 
-def psql(sql: str) -> str:
-    return subprocess.run(["psql", ENV["DATABASE_URL"], "-XqtA", "-c", sql], capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
 def main() -> int:
     start = queues()
     if not start or any(len(members) != 3 for _, members, _ in start.values()):
         raise Failure(f"every quorum queue should have 3 members before the run: {start}")
     log(f"{len(start)} quorum queues, each with 3 members; aggregator.usage led by {start['aggregator.usage'][0]}")
-    tenants = [admin("POST", "/v1/tenants", {"name": f"Cluster test {i}", "billing_email": f"cluster{i}@test.invalid"})["id"]
-               for i in range(TENANTS)]
+    tenants = [new_tenant(f"Cluster test {i}", f"cluster{i}@test.invalid") for i in range(TENANTS)]
     sender = Sender(tenants)
     sender.start()
     windows = []
@@ -246,10 +218,7 @@ def main() -> int:
                    if line.startswith("aggregator.usage"))
     wait("aggregator.usage and its retry queues empty", 300, queues_empty)
     stored, distinct = psql(f"SELECT count(*), count(DISTINCT (tenant_id, event_id)) FROM usage_events WHERE tenant_id = ANY({ids})").split("|")
-    total = 0
-    for tenant in tenants:
-        usage = admin("GET", f"/v1/usage?tenant_id={tenant}&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z")
-        total += sum(int(m["value"]) for m in usage["metrics"] if m["metric"] == "api_calls")
+    total = sum(counted(tenant) for tenant in tenants)
     parked = [line for line in rabbitmqctl("list_queues", "name", "messages", "--no-table-headers").splitlines()
               if ".parked" in line and line.split("\t")[1] != "0"]
     end = queues()
@@ -274,10 +243,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    for name in ("TALLY_API_URL", "TALLY_INGEST_URL", "BILLING_ADMIN_TOKEN", "TALLY_RABBITMQCTL", "DATABASE_URL"):
-        if not ENV.get(name):
-            print(f"cluster test: {name} is not set; export the cluster stack's .local/env", file=sys.stderr)
-            sys.exit(2)
+    require("TALLY_API_URL", "TALLY_INGEST_URL", "BILLING_ADMIN_TOKEN", "TALLY_RABBITMQCTL", "DATABASE_URL")
     try:
         sys.exit(main())
     except Failure as failure:

@@ -23,19 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 
 import pika
 
-ENV = os.environ
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from stack import ENV, LOCAL_SH, ROOT, Failure, counted, new_tenant, psql, require, stamp, wait
+from stack import admin as api
+
 BIN = os.path.join(ROOT, ".build", ENV.get("TALLY_BUILD_CONFIG", "debug"))
-LOCAL_SH = os.path.join(ROOT, "ops", "local.sh")
-
-
-class Failure(Exception):
-    pass
 
 
 def log(text):
@@ -47,33 +42,6 @@ def tool(*arguments, expect=0, timeout=300):
     if expect is not None and result.returncode != expect:
         raise Failure(f"{' '.join(arguments)} exited {result.returncode} (expected {expect}):\n{result.stdout}\n{result.stderr}")
     return result
-
-
-def api(method, path, body=None):
-    request = urllib.request.Request(ENV["TALLY_API_URL"] + path, method=method, data=json.dumps(body).encode() if body else None)
-    request.add_header("Authorization", "Bearer " + ENV["BILLING_ADMIN_TOKEN"])
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
-
-
-def psql(sql):
-    return subprocess.run(["psql", ENV["DATABASE_URL"], "-XqtA", "-c", sql], capture_output=True, text=True, check=True).stdout.strip()
-
-
-def wait(what, seconds, check):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise Failure(f"{what} did not happen within {seconds} s")
-        time.sleep(0.25)
-
-
-def stamp(moment):
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def helps():
@@ -123,7 +91,7 @@ def invoicer_dlq():
 
 
 def rerun():
-    tenant = api("POST", "/v1/tenants", {"name": "Ops CLI test", "billing_email": f"ops-{uuid.uuid4().hex[:8]}@test.invalid"})["id"]
+    tenant = new_tenant("Ops CLI test", f"ops-{uuid.uuid4().hex[:8]}@test.invalid")
     start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)
     api("POST", "/v1/subscriptions", {"tenant_id": tenant, "plan": "starter", "start": stamp(start)})
     subprocess.run([LOCAL_SH, "stop", "invoicer"], check=True, capture_output=True)
@@ -186,7 +154,7 @@ def resend(invoice):
 
 
 def backfill():
-    tenant = api("POST", "/v1/tenants", {"name": "Backfill test", "billing_email": "backfill@test.invalid"})["id"]
+    tenant = new_tenant("Backfill test", "backfill@test.invalid")
     moment = stamp(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2))
 
     def event(n):
@@ -197,10 +165,7 @@ def backfill():
             file.write("\n".join(event(n) for n in range(3)) + "\n")
         tool("producer", "publish", first)
 
-        def counted():
-            usage = api("GET", f"/v1/usage?tenant_id={tenant}&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z")
-            return sum(int(m["value"]) for m in usage["metrics"] if m["metric"] == "api_calls")
-        wait("the first 3 events counted", 60, lambda: counted() == 3)
+        wait("the first 3 events counted", 60, lambda: counted(tenant) == 3)
         second = os.path.join(directory, "second.ndjson")
         with open(second, "w") as file:
             file.write("\n".join([event(0), event(1), event(2), event(3), event(4), event(4), "{not json"]) + "\n")
@@ -212,15 +177,15 @@ def backfill():
         if "line 7" not in report or "dry run: nothing sent" not in report:
             raise Failure(f"the report should name line 7 and send nothing:\n{report}")
         time.sleep(1)
-        if counted() != 3:
+        if counted(tenant) != 3:
             raise Failure("the dry run sent events")
         result = tool("producer", "backfill", second, expect=1)
         if "2 accepted" not in result.stdout:
             raise Failure(f"the backfill should send the 2 new events:\n{result.stdout}")
-        wait("the 2 new events counted", 60, lambda: counted() == 5)
+        wait("the 2 new events counted", 60, lambda: counted(tenant) == 5)
         time.sleep(1)
-        if counted() != 5:
-            raise Failure(f"expected 5 events counted after the backfill, got {counted()}")
+        if counted(tenant) != 5:
+            raise Failure(f"expected 5 events counted after the backfill, got {counted(tenant)}")
     log("producer backfill: the report counted 2 new, 3 counted, 1 repeated, 1 unreadable; only the 2 new were sent")
 
 
@@ -235,10 +200,7 @@ def main():
 
 
 if __name__ == "__main__":
-    for name in ("TALLY_API_URL", "BILLING_ADMIN_TOKEN", "DATABASE_URL", "AMQP_URL", "MAIL_SINK_DIR", "FINANCE_EMAIL", "TALLY_RABBITMQCTL"):
-        if not ENV.get(name):
-            print(f"ops CLI test: {name} is not set; export .local/env", file=sys.stderr)
-            sys.exit(2)
+    require("TALLY_API_URL", "BILLING_ADMIN_TOKEN", "DATABASE_URL", "AMQP_URL", "MAIL_SINK_DIR", "FINANCE_EMAIL", "TALLY_RABBITMQCTL")
     try:
         sys.exit(main())
     except Failure as failure:

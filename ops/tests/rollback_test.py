@@ -27,15 +27,10 @@ import urllib.parse
 import urllib.request
 import uuid
 
-ENV = os.environ
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-LOCAL = ENV.get("TALLY_LOCAL_DIR") or os.path.join(ROOT, ".local")
+from stack import ENV, LOCAL, ROOT, Failure, counted, new_tenant, psql, require
+
 ROLLBACK = os.path.join(ROOT, "ops", "rollback.sh")
 EVENTS, PER_REQUEST = 20_000, 200
-
-
-class Failure(Exception):
-    pass
 
 
 def log(text):
@@ -47,18 +42,6 @@ def rollback(*arguments, expect=0):
     if expect is not None and result.returncode != expect:
         raise Failure(f"ops/rollback.sh {' '.join(arguments)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result
-
-
-def psql(sql):
-    return subprocess.run(["psql", ENV["DATABASE_URL"], "-XqtA", "-c", sql], capture_output=True, text=True, check=True).stdout.strip()
-
-
-def admin(method, path, body=None):
-    request = urllib.request.Request(ENV["TALLY_API_URL"] + path, method=method, data=json.dumps(body).encode() if body else None)
-    request.add_header("Authorization", "Bearer " + ENV["BILLING_ADMIN_TOKEN"])
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
 
 
 def tally_pids():
@@ -168,7 +151,7 @@ def main():
             raise Failure("the refused rollback changed something")
         log(f"--to {ancient}: refused before any change (migration 18 cannot be undone)")
 
-        tenant = admin("POST", "/v1/tenants", {"name": "Rollback test", "billing_email": "rollback@test.invalid"})["id"]
+        tenant = new_tenant("Rollback test", "rollback@test.invalid")
         sender = Sender(tenant)
         sender.start()
         while sender.sent < 2_000 and sender.error is None:
@@ -204,8 +187,7 @@ def main():
             if int(stored) >= EVENTS or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        usage = admin("GET", f"/v1/usage?tenant_id={tenant}&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z")
-        total = sum(int(m["value"]) for m in usage["metrics"] if m["metric"] == "api_calls")
+        total = counted(tenant)
         if not (int(stored) == int(distinct) == total == EVENTS):
             raise Failure(f"expected {EVENTS} events counted once: stored {stored}, distinct {distinct}, usage {total}")
         log(f"{EVENTS:,} events sent across both switches ({sender.refused} refused attempts resent): every one counted once")
@@ -219,10 +201,7 @@ def main():
 
 
 if __name__ == "__main__":
-    for name in ("TALLY_API_URL", "TALLY_INGEST_URL", "BILLING_ADMIN_TOKEN", "DATABASE_URL"):
-        if not ENV.get(name):
-            print(f"rollback test: {name} is not set; export .local/env", file=sys.stderr)
-            sys.exit(2)
+    require("TALLY_API_URL", "TALLY_INGEST_URL", "BILLING_ADMIN_TOKEN", "DATABASE_URL")
     try:
         sys.exit(main())
     except Failure as failure:
