@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Invoicing
 import Logging
 import PostgresClient
 import RabbitMQClient
@@ -47,13 +48,11 @@ struct DeadLetterCommand: AsyncParsableCommand {
                 }
                 print("reason: \(message.reason)\nbody: \(String(decoding: message.body, as: UTF8.self))")
                 guard let command = try? InvoiceGenerateCommand.decode(message.body) else { return }
-                let rows = try await parked.database.query(
-                    """
-                    SELECT status, coalesce(error, ''), coalesce(invoice_id::text, '-') FROM billing_run_items
-                     WHERE billing_run_id = $1 AND subscription_id = $2 AND period_index = $3
-                    """, [command.billingRunID, command.subscriptionID, command.periodIndex])
-                for row in rows {
-                    print("billing-run item: \(row.text(0) ?? "")  invoice \(row.text(2) ?? "-")  \(row.text(1) ?? "")")
+                let item = try await parked.database.withTransaction {
+                    try BillingRunStatus.item(run: command.billingRunID, subscription: command.subscriptionID, periodIndex: command.periodIndex, on: $0)
+                }
+                if let item {
+                    print("billing-run item: \(item.status)  invoice \(item.invoiceID.map { $0.uuidString.lowercased() } ?? "-")  \(item.error ?? "")")
                 }
             }
         }

@@ -270,6 +270,18 @@ public struct BillingRunStatus: Codable, Sendable, Equatable {
         return try ids.compactMap { try load($0, on: connection) }
     }
 
+    /// One item of a run, as `invoicer dlq show` prints it: its status, its invoice once
+    /// issued, and the reason it failed or was skipped; nil when the run has no such item.
+    public static func item(
+        run: UUID, subscription: UUID, periodIndex: Int64, on connection: isolated PostgresConnection
+    ) throws -> (status: String, invoiceID: UUID?, error: String?)? {
+        guard let row = try connection.query(
+            "SELECT status, invoice_id, error FROM billing_run_items WHERE billing_run_id = $1 AND subscription_id = $2 AND period_index = $3",
+            [run, subscription, periodIndex]).first
+        else { return nil }
+        return (try row.decode(0), try row.decode(1, as: UUID?.self), try row.decode(2, as: String?.self))
+    }
+
     /// The run, or nil.
     public static func load(_ id: UUID, on connection: isolated PostgresConnection) throws -> BillingRunStatus? {
         guard let row = try connection.query(

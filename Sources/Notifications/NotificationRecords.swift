@@ -69,4 +69,26 @@ public enum NotificationRecords {
              WHERE dedup_key = $1 AND status <> 'sent'
             """, [dedupKey, String(error.prefix(2000)), responseCode])
     }
+
+    /// One delivery of an event, as `notifier dlq show` and `notifier resend` print it.
+    public struct Delivery: Sendable {
+        public let channel: String
+        public let recipient: String
+        public let status: String
+        public let attempts: Int
+        public let responseCode: Int?
+        public let lastError: String?
+    }
+
+    /// Every delivery planned for event `eventID`, in the order they were planned.
+    public static func deliveries(ofEvent eventID: String, on pool: PostgresPool) async throws -> [Delivery] {
+        try await pool.query(
+            "SELECT channel, recipient, status, attempts, response_code, last_error FROM notifications WHERE event_id = $1 ORDER BY id",
+            [eventID]
+        ).map { row in
+            Delivery(
+                channel: try row.decode(0), recipient: try row.decode(1), status: try row.decode(2), attempts: try row.decode(3),
+                responseCode: try row.decode(4, as: Int?.self), lastError: try row.decode(5, as: String?.self))
+        }
+    }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Notifications
 import PostgresClient
 import RabbitMQClient
 import TallyMessaging
@@ -50,13 +51,10 @@ struct DeadLetterCommand: AsyncParsableCommand {
                     throw ValidationError("no parked event \(id); `notifier dlq list` shows them")
                 }
                 print("reason: \(message.reason)\nbody: \(String(decoding: message.body, as: UTF8.self))\ndeliveries:")
-                let rows = try await parked.database.query(
-                    """
-                    SELECT channel, recipient, status, attempts, coalesce(response_code::text, '-'), coalesce(last_error, '')
-                      FROM notifications WHERE event_id = $1 ORDER BY id
-                    """, [id])
-                for row in rows {
-                    print("  \(row.text(0) ?? "") \(row.text(1) ?? ""): \(row.text(2) ?? "") after \(row.text(3) ?? "0") attempt(s), code \(row.text(4) ?? "-") \(row.text(5) ?? "")")
+                for delivery in try await NotificationRecords.deliveries(ofEvent: id, on: parked.database) {
+                    print(
+                        "  \(delivery.channel) \(delivery.recipient): \(delivery.status) after \(delivery.attempts) attempt(s), "
+                            + "code \(delivery.responseCode.map(String.init) ?? "-") \(delivery.lastError ?? "")")
                 }
             }
         }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Invoicing
 import Logging
+import Notifications
 import PostgresClient
 import RabbitMQClient
 import TallyMessaging
@@ -77,15 +78,14 @@ struct ResendCommand: AsyncParsableCommand {
         // The delivery records say what happened: sent, or failed with the server's answer.
         let deadline = ContinuousClock.now + .seconds(120)
         while ContinuousClock.now < deadline {
-            let rows = try await database.query(
-                "SELECT recipient, status, coalesce(last_error, '') FROM notifications WHERE event_id = $1 ORDER BY id", [event.id])
-            let sent = rows.filter { $0.text(1) == "sent" }
+            let deliveries = try await NotificationRecords.deliveries(ofEvent: event.id, on: database)
+            let sent = deliveries.filter { $0.status == "sent" }
             if sent.count == audiences.count {
-                for row in sent { print("sent to \(row.text(0) ?? "")") }
+                for delivery in sent { print("sent to \(delivery.recipient)") }
                 return
             }
-            if let failed = rows.first(where: { $0.text(1) == "failed" }) {
-                print("not sent yet to \(failed.text(0) ?? ""): \(failed.text(2) ?? "") (the Notifier retries; `notifier dlq list` shows it if it parks)")
+            if let failed = deliveries.first(where: { $0.status == "failed" }) {
+                print("not sent yet to \(failed.recipient): \(failed.lastError ?? "") (the Notifier retries; `notifier dlq list` shows it if it parks)")
             }
             try await Task.sleep(for: .milliseconds(250))
         }
