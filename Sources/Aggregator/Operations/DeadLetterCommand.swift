@@ -102,45 +102,22 @@ struct DeadLetterCommand: AsyncParsableCommand {
     }
 }
 
-/// The connections the `dlq` commands share.
+/// The connections the `dlq` commands share: the worker's parking-lot session, and the
+/// `parked_events` table beside it.
 struct DeadLetters: Sendable {
-    let queue: String
-    let database: PostgresPool
-    let channel: AMQPConnection
-    let publisher: ConfirmedPublisher
-    let parkingLot: ParkingLot
+    let session: ParkingLot.Session
+    var queue: String { session.lot.queue }
+    var database: PostgresPool { session.database }
+    var channel: AMQPConnection { session.channel }
+    var publisher: ConfirmedPublisher { session.publisher }
+    var parkingLot: ParkingLot { session.lot }
 
     /// Opens the connections, runs `body`, and closes them.
     static func with(_ options: DeadLetterCommand.Options, _ body: (DeadLetters) async throws -> Void) async throws {
-        let context = try await open(options)
-        do {
-            try await body(context)
-        } catch {
-            await context.close()
-            throw error
+        let queue = try options.queue ?? ConfigurationReader().string(AggregatorConfiguration.queue)
+        try await ParkingLot.Session.with(process: "aggregator", queue: queue, retry: .standard) { session in
+            try await body(DeadLetters(session: session))
         }
-        await context.close()
-    }
-
-    private static func open(_ options: DeadLetterCommand.Options) async throws -> DeadLetters {
-        let reader = ConfigurationReader()
-        var logger = Logger(label: "aggregator.dlq")
-        logger.logLevel = .error
-        let amqp = try AMQPConfiguration(url: try reader.string(.amqpURL), connectionName: "tally-aggregator-dlq")
-        let channel = try await AMQPConnection.connect(configuration: amqp, logger: logger)
-        try await channel.openChannel(1)
-        let queue = try options.queue ?? reader.string(AggregatorConfiguration.queue)
-        return DeadLetters(
-            queue: queue,
-            database: PostgresPool(configuration: try PostgresConfiguration(url: try reader.string(.databaseURL)), size: 1, logger: logger),
-            channel: channel, publisher: ConfirmedPublisher(configuration: amqp, logger: logger),
-            parkingLot: ParkingLot(queue: queue, retry: .standard, amqp: amqp))
-    }
-
-    func close() async {
-        await channel.close()
-        await publisher.close()
-        await database.close()
     }
 
     func listEvents(limit: Int) async throws {
