@@ -55,7 +55,6 @@ let package = Package(
         .target(name: "PostgresClient", dependencies: ["CLibPQ", "BlockingIO", "CivilTime", log], swiftSettings: swiftSettings),
         .target(name: "CurlClient", dependencies: ["CCurl", "BlockingIO"], swiftSettings: swiftSettings),
 
-
         // The billing rules of SPEC §2: pure, no I/O, no clock reads; Foundation and CivilTime (integer calendar) only.
         .target(name: "BillingEngine", dependencies: ["CivilTime"], exclude: ["README.md"], swiftSettings: swiftSettings),
 
@@ -238,8 +237,10 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "BlockingIOTests", dependencies: ["BlockingIO"], swiftSettings: swiftSettings),
-        .testTarget(name: "RabbitMQClientTests", dependencies: ["RabbitMQClient", "TallyMessaging", "TallyTestSupport", log], swiftSettings: swiftSettings),
-        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "CivilTime", "TallyTestSupport", log], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RabbitMQClientTests", dependencies: ["RabbitMQClient", "TallyMessaging", "TallyTestSupport", log], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "PostgresClientTests", dependencies: ["PostgresClient", "CivilTime", "TallyTestSupport", log], swiftSettings: swiftSettings),
         .testTarget(name: "TallyStoreTests", dependencies: ["TallyStore", "PostgresClient", "TallyTestSupport", log], swiftSettings: swiftSettings),
         .testTarget(
             name: "CurlClientTests",

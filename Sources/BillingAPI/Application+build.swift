@@ -43,7 +43,8 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) thr
     // The dashboard authenticates with its session cookie, not a bearer token.
     router.add(
         middleware: AuthenticationMiddleware(
-            authenticator: authenticator, publicPaths: ["/healthz", "/readyz", "/metrics", "/openapi.json", StripeWebhookRoutes.path], publicPrefixes: ["/dashboard"]))
+            authenticator: authenticator, publicPaths: ["/healthz", "/readyz", "/metrics", "/openapi.json", StripeWebhookRoutes.path],
+            publicPrefixes: ["/dashboard"]))
     router.get("metrics") { _, _ in
         Response(
             status: .ok, headers: [.contentType: PrometheusText.contentType],

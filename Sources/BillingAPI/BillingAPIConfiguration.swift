@@ -1,6 +1,6 @@
-import Logging
 import Foundation
 import InvoicePDF
+import Logging
 import TallyRuntime
 import TallyStore
 
@@ -40,11 +40,12 @@ struct BillingAPIConfiguration: Sendable {
         "DASHBOARD_SECURE_COOKIES", summary: "1: dashboard cookies are always Secure (served over TLS); 0: only behind X-Forwarded-Proto: https",
         default: "0")
 
-    static let keys: [ConfigurationKey] = [
-        host, port, .databaseURL, adminToken, poolSize, grace, secureCookies,
-    ] + InvoiceSeller.keys + [
-        stripeWebhookSecret, .stripeAPIKey, .defaultPaymentProvider, .webhookAllowPrivate, .migrationsDirectory, .logLevel, .logFormat,
-    ]
+    static let keys: [ConfigurationKey] =
+        [
+            host, port, .databaseURL, adminToken, poolSize, grace, secureCookies,
+        ] + InvoiceSeller.keys + [
+            stripeWebhookSecret, .stripeAPIKey, .defaultPaymentProvider, .webhookAllowPrivate, .migrationsDirectory, .logLevel, .logFormat,
+        ]
 
     init(databaseURL: String, adminToken: String) {
         self.databaseURL = databaseURL

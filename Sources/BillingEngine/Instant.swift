@@ -19,7 +19,8 @@ public struct Instant: Sendable, Hashable, Comparable, CustomStringConvertible {
         guard let days = UTCDay(year: Int(year), month: Int(month), day: Int(day)).daysSinceEpoch else {
             preconditionFailure("\(year)-\(month)-\(day) is not a calendar date")
         }
-        self.microsecondsSinceEpoch = days * Self.microsecondsPerDay
+        self.microsecondsSinceEpoch =
+            days * Self.microsecondsPerDay
             + ((hour * 60 + minute) * 60 + second) * Self.microsecondsPerSecond
     }
 
@@ -65,6 +66,6 @@ public struct Instant: Sendable, Hashable, Comparable, CustomStringConvertible {
     }
 }
 
-private extension String {
-    var paddedTo4: String { count >= 4 ? self : String(repeating: "0", count: 4 - count) + self }
+extension String {
+    fileprivate var paddedTo4: String { count >= 4 ? self : String(repeating: "0", count: 4 - count) + self }
 }

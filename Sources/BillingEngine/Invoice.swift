@@ -157,12 +157,13 @@ public enum InvoiceCalculator {
         for late in lateUsage.sorted(by: { ($0.period.start, $0.metric) < ($1.period.start, $1.metric) }) {
             let amount = try late.adjustment()
             guard amount != .zero else { continue }
-            lines.append(InvoiceLine(
-                kind: .lateUsageAdjustment, metric: late.metric,
-                description: "\(late.metric): late usage for \(InvoiceText.period(late.period)) — "
-                    + "\(late.currentValue.groupedDescription) used, \(late.billedValue.groupedDescription) billed before",
-                quantity: late.additionalBillableUnits, unitPrice: late.plan.terms[late.metric]?.overageRate ?? .zero,
-                amount: amount, period: late.period))
+            lines.append(
+                InvoiceLine(
+                    kind: .lateUsageAdjustment, metric: late.metric,
+                    description: "\(late.metric): late usage for \(InvoiceText.period(late.period)) — "
+                        + "\(late.currentValue.groupedDescription) used, \(late.billedValue.groupedDescription) billed before",
+                    quantity: late.additionalBillableUnits, unitPrice: late.plan.terms[late.metric]?.overageRate ?? .zero,
+                    amount: amount, period: late.period))
         }
         return lines
     }

@@ -30,8 +30,9 @@ public struct MetricTerms: Sendable, Hashable {
     /// ceil(max(0, value − quota) × rate), zero without a quota or a rate.
     public func overageCharge(for value: Quantity) throws(BillingError) -> OverageCharge? {
         guard let overage = overage(of: value), let quota else { return nil }
-        return OverageCharge(value: value, quota: quota, overage: overage, rate: overageRate,
-                             amount: try overageRate.overageCharge(for: overage))
+        return OverageCharge(
+            value: value, quota: quota, overage: overage, rate: overageRate,
+            amount: try overageRate.overageCharge(for: overage))
     }
 
     /// The billable units of a period value: max(0, value − quota); nil without a
@@ -93,11 +94,13 @@ public struct Plan: Sendable, Hashable, Identifiable {
 
 extension Plan {
     private static func seeded(_ slug: String, _ name: String, _ base: Int64, quotas: (Int64, Int64, Int64), rates: (Int64, Int64, Int64)) -> Plan {
-        Plan(slug: slug, name: name, baseFee: Cents(base), terms: [
-            "estimates": MetricTerms(quota: Quantity(units: quotas.0), overageRate: UnitPrice(cents: rates.0)),
-            "api_calls": MetricTerms(quota: Quantity(units: quotas.1), overageRate: UnitPrice(cents: rates.1)),
-            "users": MetricTerms(quota: Quantity(units: quotas.2), overageRate: UnitPrice(cents: rates.2)),
-        ])
+        Plan(
+            slug: slug, name: name, baseFee: Cents(base),
+            terms: [
+                "estimates": MetricTerms(quota: Quantity(units: quotas.0), overageRate: UnitPrice(cents: rates.0)),
+                "api_calls": MetricTerms(quota: Quantity(units: quotas.1), overageRate: UnitPrice(cents: rates.1)),
+                "users": MetricTerms(quota: Quantity(units: quotas.2), overageRate: UnitPrice(cents: rates.2)),
+            ])
     }
 
     /// The three plans SPEC §2 seeds, exactly (ops/sql seeds the same rows).

@@ -77,7 +77,8 @@ public struct Subscription: Sendable, Hashable {
     @discardableResult
     public mutating func changePlan(to plan: Plan, requestedAt: Instant) -> Instant {
         let current = self.plan(at: requestedAt)
-        let effective = current.isUpgrade(to: plan) || requestedAt < calendar.anchor
+        let effective =
+            current.isUpgrade(to: plan) || requestedAt < calendar.anchor
             ? max(requestedAt, calendar.anchor)
             : calendar.period(containing: requestedAt).end
         changes.removeAll { $0.effectiveAt >= effective }

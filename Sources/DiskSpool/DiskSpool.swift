@@ -122,7 +122,8 @@ public actor DiskSpool {
             discardUnrecordedTail()
             throw SpoolError(
                 .io,
-                "cannot write \(segmentPath(currentSegment)): \(error); nothing of this batch was kept. Free disk space or fix the device, then retry")
+                "cannot write \(segmentPath(currentSegment)): \(error); nothing of this batch was kept. Free disk space or fix the device, then retry"
+            )
         }
         currentSize = offset
         entries += appended
@@ -171,7 +172,8 @@ public actor DiskSpool {
             head += 1
         }
         guard released > 0 else { return }
-        let start = head < entries.count
+        let start =
+            head < entries.count
             ? SpoolPosition(segment: entries[head].segment, offset: entries[head].offset)
             : SpoolPosition(segment: currentSegment, offset: currentSize)
         try writeCheckpoint(start)
@@ -314,8 +316,9 @@ public actor DiskSpool {
         }
         // Rewritten now, while there is room for it, so that acknowledging never needs new
         // disk space later (it overwrites this line in place).
-        try writeCheckpoint(entries.first.map { SpoolPosition(segment: $0.segment, offset: $0.offset) }
-            ?? SpoolPosition(segment: currentSegment, offset: currentSize))
+        try writeCheckpoint(
+            entries.first.map { SpoolPosition(segment: $0.segment, offset: $0.offset) }
+                ?? SpoolPosition(segment: currentSegment, offset: currentSize))
     }
 
     /// The checkpoint, or the start of the oldest segment when there is none or it does

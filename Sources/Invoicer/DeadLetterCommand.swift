@@ -49,10 +49,12 @@ struct DeadLetterCommand: AsyncParsableCommand {
                 print("reason: \(message.reason)\nbody: \(String(decoding: message.body, as: UTF8.self))")
                 guard let command = try? InvoiceGenerateCommand.decode(message.body) else { return }
                 let item = try await parked.database.withTransaction {
-                    try BillingRunStatus.item(run: command.billingRunID, subscription: command.subscriptionID, periodIndex: command.periodIndex, on: $0)
+                    try BillingRunStatus.item(
+                        run: command.billingRunID, subscription: command.subscriptionID, periodIndex: command.periodIndex, on: $0)
                 }
                 if let item {
-                    print("billing-run item: \(item.status)  invoice \(item.invoiceID.map { $0.uuidString.lowercased() } ?? "-")  \(item.error ?? "")")
+                    print(
+                        "billing-run item: \(item.status)  invoice \(item.invoiceID.map { $0.uuidString.lowercased() } ?? "-")  \(item.error ?? "")")
                 }
             }
         }

@@ -27,7 +27,8 @@ struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
     /// `invoicer run`: consume invoice commands until SIGTERM.
     struct Run: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Consume invoice.generate commands until SIGTERM and serve /metrics (run as many as you like, each on its own INVOICER_PORT or 0).",
+            abstract:
+                "Consume invoice.generate commands until SIGTERM and serve /metrics (run as many as you like, each on its own INVOICER_PORT or 0).",
             discussion: ConfigurationReport.helpText(InvoicerConfiguration.keys))
 
         func run() async throws {
@@ -76,7 +77,10 @@ struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
             let pool = PostgresPool(configuration: try PostgresConfiguration(url: configuration.databaseURL), size: 1, logger: logger)
             let plan: BillingRunPlanner.Plan
             if let rerun, let runID = UUID(uuidString: rerun) {
-                guard let again = try await pool.withTransaction({ try BillingRunPlanner.rerun(runID, grace: Double(configuration.graceSeconds), on: $0) })
+                guard
+                    let again = try await pool.withTransaction({
+                        try BillingRunPlanner.rerun(runID, grace: Double(configuration.graceSeconds), on: $0)
+                    })
                 else {
                     await pool.close()
                     throw ValidationError("no billing run \(rerun); GET /v1/billing-runs lists them")
@@ -86,8 +90,9 @@ struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
                     return await pool.close()
                 }
                 plan = again.plan
-                print("re-running billing run \(rerun) (as of \(again.asOf.ISO8601Format())) for the \(again.tenants) tenant(s) of its failed invoices; "
-                    + "its failed items are now skipped, superseded by the new run")
+                print(
+                    "re-running billing run \(rerun) (as of \(again.asOf.ISO8601Format())) for the \(again.tenants) tenant(s) of its failed invoices; "
+                        + "its failed items are now skipped, superseded by the new run")
                 print("billing run \(plan.runID.uuidString.lowercased()): \(plan.due) invoice(s) due at \(again.asOf.ISO8601Format())")
             } else {
                 plan = try await pool.withTransaction { connection in
@@ -111,7 +116,8 @@ struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
             let terminal = isatty(STDOUT_FILENO) == 1
             var last = -1
             while true {
-                guard let status = try await pool.withConnection({ try await $0.withTransaction { try BillingRunStatus.load(plan.runID, on: $0) } }) else { return }
+                guard let status = try await pool.withConnection({ try await $0.withTransaction { try BillingRunStatus.load(plan.runID, on: $0) } })
+                else { return }
                 let done = status.issued + status.skipped + status.failed
                 if done != last {
                     let width = 30

@@ -20,7 +20,8 @@ struct InvoicerConfiguration: Sendable {
         "INVOICER_PORT", summary: "TCP port of /metrics, /healthz and /readyz (invoicer run; 0: any free port)", default: "9092")
     static let consumers = ConfigurationKey(
         "INVOICER_CONSUMERS", summary: "command consumers per process, each with its own AMQP and PostgreSQL connection", default: "2")
-    static let prefetch = ConfigurationKey("INVOICER_PREFETCH", summary: "unacked commands per consumer, and the most invoices issued in one transaction", default: "64")
+    static let prefetch = ConfigurationKey(
+        "INVOICER_PREFETCH", summary: "unacked commands per consumer, and the most invoices issued in one transaction", default: "64")
     static let grace = ConfigurationKey(
         "BILLING_GRACE_SECONDS", summary: "a period is billed once as_of ≥ its end + this grace (SPEC §2)", default: "3600")
     static let paymentTerms = ConfigurationKey(

@@ -111,8 +111,9 @@ struct StripePusher: Service {
             return
         }
         logger.info("pushing invoices to Stripe", metadata: ["stripe.api": "\(configuration.apiBase)"])
-        guard let connection = await PostgresConnection.connectRetrying(
-            configuration: database, logger: logger, shouldStop: { Task.isShuttingDownGracefully || Task.isCancelled })
+        guard
+            let connection = await PostgresConnection.connectRetrying(
+                configuration: database, logger: logger, shouldStop: { Task.isShuttingDownGracefully || Task.isCancelled })
         else { return }  // shutting down
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {

@@ -70,7 +70,11 @@ public enum BillingRunPlanner {
                 for (subscription, index) in lateChecks {
                     do {
                         let adjusts = try !InvoiceCalculator.adjustmentLines(late[subscription.id] ?? []).isEmpty
-                        planned.append((subscription, adjusts ? [Item(index: index, start: subscription.timeline.endsAt ?? Instant(asOf), kind: "adjustment")] : []))
+                        planned.append(
+                            (
+                                subscription,
+                                adjusts ? [Item(index: index, start: subscription.timeline.endsAt ?? Instant(asOf), kind: "adjustment")] : []
+                            ))
                     } catch {
                         refused.append((subscription.id, "planning failed: \(error)"))
                     }
@@ -81,7 +85,10 @@ public enum BillingRunPlanner {
                 for (subscription, _) in lateChecks {
                     do {
                         planned.append(
-                            (subscription, try planOne(subscription, deadline: deadline, asOf: asOf, invoiced: invoiced, catalog: &catalog, on: connection)))
+                            (
+                                subscription,
+                                try planOne(subscription, deadline: deadline, asOf: asOf, invoiced: invoiced, catalog: &catalog, on: connection)
+                            ))
                     } catch {
                         refused.append((subscription.id, (error as? PlanningRefusal)?.reason ?? "planning failed: \(error)"))
                     }
@@ -190,8 +197,9 @@ extension BillingRunPlanner {
         var index: Int64 = 0
         while let period = subscription.timeline.billingPeriod(index), period.billed.end <= deadline {
             guard period.billed.start >= earliestPeriodStart else {
-                throw PlanningRefusal(reason: "the subscription's period \(index) starts at \(period.billed.start), before 2000: "
-                    + "correct its start (admin) and bill it again")
+                throw PlanningRefusal(
+                    reason: "the subscription's period \(index) starts at \(period.billed.start), before 2000: "
+                        + "correct its start (admin) and bill it again")
             }
             if !invoiced.contains(InvoicedPeriod(subscription: subscription.id, start: period.billed.start)) {
                 items.append(Item(index: index, start: period.billed.start, kind: "period"))
@@ -275,23 +283,27 @@ public struct BillingRunStatus: Codable, Sendable, Equatable {
     public static func item(
         run: UUID, subscription: UUID, periodIndex: Int64, on connection: isolated PostgresConnection
     ) throws -> (status: String, invoiceID: UUID?, error: String?)? {
-        guard let row = try connection.query(
-            "SELECT status, invoice_id, error FROM billing_run_items WHERE billing_run_id = $1 AND subscription_id = $2 AND period_index = $3",
-            [run, subscription, periodIndex]).first
+        guard
+            let row = try connection.query(
+                "SELECT status, invoice_id, error FROM billing_run_items WHERE billing_run_id = $1 AND subscription_id = $2 AND period_index = $3",
+                [run, subscription, periodIndex]
+            ).first
         else { return nil }
         return (try row.decode(0), try row.decode(1, as: UUID?.self), try row.decode(2, as: String?.self))
     }
 
     /// The run, or nil.
     public static func load(_ id: UUID, on connection: isolated PostgresConnection) throws -> BillingRunStatus? {
-        guard let row = try connection.query(
-            """
-            SELECT r.as_of, r.due_count,
-                   count(*) FILTER (WHERE i.status = 'issued'), count(*) FILTER (WHERE i.status = 'failed'),
-                   count(*) FILTER (WHERE i.status = 'pending'), count(*) FILTER (WHERE i.status = 'skipped')
-              FROM billing_runs r LEFT JOIN billing_run_items i ON i.billing_run_id = r.id
-             WHERE r.id = $1 GROUP BY r.id
-            """, [id]).first
+        guard
+            let row = try connection.query(
+                """
+                SELECT r.as_of, r.due_count,
+                       count(*) FILTER (WHERE i.status = 'issued'), count(*) FILTER (WHERE i.status = 'failed'),
+                       count(*) FILTER (WHERE i.status = 'pending'), count(*) FILTER (WHERE i.status = 'skipped')
+                  FROM billing_runs r LEFT JOIN billing_run_items i ON i.billing_run_id = r.id
+                 WHERE r.id = $1 GROUP BY r.id
+                """, [id]
+            ).first
         else { return nil }
         let pending = try row.decode(4, as: Int.self)
         return BillingRunStatus(

@@ -210,7 +210,8 @@ extension InvoiceGenerator {
 
     /// Numbers the drafts (gapless, in batch order, per year of their run's as-of) and
     /// writes them: invoices, lines, snapshots and `invoice.finalized` outbox rows.
-    private static func issue(_ drafts: [Draft], on connection: isolated PostgresConnection) throws -> [(index: Int, invoiceID: UUID, number: String)] {
+    private static func issue(_ drafts: [Draft], on connection: isolated PostgresConnection) throws -> [(index: Int, invoiceID: UUID, number: String)]
+    {
         guard !drafts.isEmpty else { return [] }
         // Numbers last: the counter rows are held from here to the commit, a few inserts later.
         var numbers: [String] = Array(repeating: "", count: drafts.count)

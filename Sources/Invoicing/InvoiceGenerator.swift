@@ -60,7 +60,8 @@ public enum InvoiceGenerator {
             """
             SELECT invoice_id FROM billing_run_items
              WHERE billing_run_id = $1 AND subscription_id = $2 AND period_index = $3 AND invoice_id IS NOT NULL
-            """, [command.billingRunID, command.subscriptionID, command.periodIndex]).first {
+            """, [command.billingRunID, command.subscriptionID, command.periodIndex]
+        ).first {
             return .alreadyIssued(invoiceID: try existing.decode(0, as: UUID.self))
         }
         let catalog = try MetricCatalogRecords.load(on: connection)
@@ -133,7 +134,8 @@ public enum InvoiceGenerator {
         try Outbox.enqueue(
             .invoiceFinalized(
                 .init(
-                    tenantID: tenant.id, occurredAt: try issued.decode(0, as: Date.self), invoiceID: invoiceID, number: number, kind: kind, currency: tenant.currency,
+                    tenantID: tenant.id, occurredAt: try issued.decode(0, as: Date.self), invoiceID: invoiceID, number: number, kind: kind,
+                    currency: tenant.currency,
                     periodStart: draft.period.start.date, periodEnd: draft.period.end.date, subtotalCents: draft.subtotal.value,
                     taxCents: draft.tax.value, totalCents: draft.total.value, dueAt: try issued.decode(1, as: Date.self))),
             on: connection)

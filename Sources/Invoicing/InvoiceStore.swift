@@ -1,7 +1,7 @@
 import Foundation
-import TallyStore
 import PostgresClient
 import TallyMessaging
+import TallyStore
 
 /// An issued invoice as SPEC §4 shows it.
 public struct InvoiceView: Codable, Sendable, Equatable {
@@ -171,15 +171,17 @@ public struct InvoiceStore: Sendable {
             if let from = filter.issuedFrom { add(from) { "issued_at >= \($0)" } }
             if let before = filter.issuedBefore { add(before) { "issued_at < \($0)" } }
             if let after {
-                guard let cursor = try connection.query(
-                    "SELECT period_start, number, tenant_id FROM invoices WHERE id = $1", [after]
-                ).first, filter.tenant.map({ (try? cursor.decode(2, as: UUID.self)) == $0 }) ?? true
+                guard
+                    let cursor = try connection.query(
+                        "SELECT period_start, number, tenant_id FROM invoices WHERE id = $1", [after]
+                    ).first, filter.tenant.map({ (try? cursor.decode(2, as: UUID.self)) == $0 }) ?? true
                 else { return nil }
                 add(try cursor.decode(0, as: Date.self)) { "(period_start, number) < (\($0)" }
                 parameters.append(try cursor.decode(1, as: String.self))
                 conditions[conditions.count - 1] += ", $\(parameters.count))"
             }
-            let condition = (conditions.isEmpty ? "TRUE" : conditions.joined(separator: " AND "))
+            let condition =
+                (conditions.isEmpty ? "TRUE" : conditions.joined(separator: " AND "))
                 + " ORDER BY period_start DESC, number DESC LIMIT \(limit)"
             return try Self.load(condition, parameters, on: connection)
         }
@@ -193,7 +195,9 @@ public struct InvoiceStore: Sendable {
     }
 
     /// Invoices matching `condition` (SQL over `invoices`, with `$n` parameters), with their lines.
-    public static func load(_ condition: String, _ parameters: [any PostgresEncodable], on connection: isolated PostgresConnection) throws -> [InvoiceView] {
+    public static func load(_ condition: String, _ parameters: [any PostgresEncodable], on connection: isolated PostgresConnection) throws
+        -> [InvoiceView]
+    {
         var invoices = try connection.query(
             """
             SELECT id, number, status, kind, tenant_id, subscription_id, currency, period_start, period_end, subtotal_cents,
@@ -221,7 +225,8 @@ public struct InvoiceStore: Sendable {
             """
             SELECT invoice_id, kind, metric, description, trim_scale(quantity)::text, trim_scale(unit_price_cents)::text, amount_cents
               FROM invoice_lines WHERE invoice_id = ANY($1::uuid[]) ORDER BY invoice_id, position
-            """, [ids]) {
+            """, [ids])
+        {
             lines[try row.decode(0, as: UUID.self), default: []].append(
                 InvoiceView.Line(
                     kind: try row.decode(1), metric: try row.decode(2, as: String?.self), description: try row.decode(3),

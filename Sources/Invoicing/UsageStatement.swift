@@ -185,7 +185,8 @@ public struct UsageStatement: Sendable {
             """,
             [
                 PostgresTextArray(periods.map(\.tenant.lowercasedText)),
-                PostgresTextArray(periods.map { PostgresTimestamp(microsecondsSinceEpoch: $0.span.start.microsecondsSinceEpoch / hour * hour).description }),
+                PostgresTextArray(
+                    periods.map { PostgresTimestamp(microsecondsSinceEpoch: $0.span.start.microsecondsSinceEpoch / hour * hour).description }),
                 PostgresTextArray(periods.map { PostgresTimestamp(microsecondsSinceEpoch: $0.span.end.microsecondsSinceEpoch).description }),
             ])
         return Set(try rows.map { try $0.decode(0, as: UUID.self) })

@@ -180,7 +180,7 @@ public actor DurablePublisher {
             try await spool.append(batches.map(\.spoolRecord))
             counters.add(spooled: batches.count)
             return nil
-        } catch where error.code == .full {
+        } catch  where error.code == .full {
             logger.error("spool full and broker unavailable: refusing usage (back-pressure)")
             return MeteringError.backPressure
         } catch {
@@ -219,7 +219,7 @@ public actor DurablePublisher {
         let outcomes: [PublishOutcome]
         do {
             outcomes = try await connection.publish(batches.map { $0.message(exchange: exchange) }, timeout: confirmTimeout)
-        } catch where error.code == .channelClosed {
+        } catch  where error.code == .channelClosed {
             // The broker refused something on the channel (406 a message too large, 404 no
             // such exchange…): one at a time, the refusal will name its record.
             await disconnect()
@@ -304,7 +304,10 @@ public actor DurablePublisher {
         counters.add(deadLettered: 1)
         logger.error(
             "spooled usage batch set aside in the dead-letter file; list it with `producer spool dead-letter list`",
-            metadata: ["error": "\(reason)", "retry.attempts": "\(attempts)", "spool.dead_letters": "\(DeadLetterFile(spoolDirectory: spool.directory).path)"])
+            metadata: [
+                "error": "\(reason)", "retry.attempts": "\(attempts)",
+                "spool.dead_letters": "\(DeadLetterFile(spoolDirectory: spool.directory).path)",
+            ])
         return true
     }
 

@@ -175,7 +175,8 @@ public final class Meter: Sendable {
 
     static func check(metric: String, quantity: Decimal) throws(MeteringError) {
         let bytes = Array(metric.utf8)
-        let metricOK = (1...100).contains(bytes.count) && bytes[0] >= 0x61 && bytes[0] <= 0x7A
+        let metricOK =
+            (1...100).contains(bytes.count) && bytes[0] >= 0x61 && bytes[0] <= 0x7A
             && bytes.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F }
         guard metricOK else { throw .invalidEvent(field: "metric", message: "must match [a-z][a-z0-9_]{0,99}") }
         guard quantity >= 0, quantity <= UsageEventValidator.maxQuantity, !quantity.isNaN else {
@@ -198,7 +199,9 @@ public final class Meter: Sendable {
         guard writer.bytes.count <= UsageEventValidator.maxMetadataBytes else {
             throw .invalidEvent(
                 field: "metadata",
-                message: "is \(writer.bytes.count) bytes of JSON; at most \(UsageEventValidator.maxMetadataBytes) are allowed (keep large payloads elsewhere and meter a reference)")
+                message:
+                    "is \(writer.bytes.count) bytes of JSON; at most \(UsageEventValidator.maxMetadataBytes) are allowed (keep large payloads elsewhere and meter a reference)"
+            )
         }
     }
 }

@@ -41,15 +41,18 @@ public struct NotificationEmail: Sendable {
         let total = InvoiceDocument.dollars(invoice.totalCents)
         let due = Wording.day(invoice.dueAt)
         let tenantName = Self.oneLine(tenant.name)
-        let subject = notification.audience == .finance
+        let subject =
+            notification.audience == .finance
             ? "[Finance copy] \(what) \(invoice.number) for \(tenantName): \(total) due \(due)"
             : "\(what) \(invoice.number) from \(sellerName): \(total) due \(due)"
-        var intro = notification.audience == .finance
+        var intro =
+            notification.audience == .finance
             ? ["A copy of \(what.lowercased()) \(invoice.number), issued to \(tenantName) <\(tenant.email)>."]
             : ["Hello \(tenantName),", "", "Here is \(what.lowercased()) \(invoice.number) from \(sellerName)."]
         if adjustment {
             intro += [
-                "", "This adjustment invoice bills usage that arrived after its period had been invoiced "
+                "",
+                "This adjustment invoice bills usage that arrived after its period had been invoiced "
                     + "(late usage of \(Wording.period(invoice.periodStart, invoice.periodEnd))).",
             ]
         }
@@ -76,7 +79,8 @@ public struct NotificationEmail: Sendable {
     /// Stripe could not collect an invoice: what failed and what to do.
     public func paymentFailed(_ event: BillingEvent.InvoicePaymentFailed, tenant: Recipient, to notification: PlannedNotification) -> MailMessage {
         let amount = InvoiceDocument.dollars(event.amountDueCents)
-        let next = event.nextAttemptAt.map { "The card will be tried again on \(Wording.day($0))." }
+        let next =
+            event.nextAttemptAt.map { "The card will be tried again on \(Wording.day($0))." }
             ?? "No further automatic attempt is scheduled."
         return message(
             to: notification, name: Self.oneLine(tenant.name), subject: "Payment failed for invoice \(event.number) (\(amount))",
@@ -91,7 +95,8 @@ public struct NotificationEmail: Sendable {
             ],
             table: [],
             closing: [
-                next, "What to do: update the card on file (or add another payment method), or pay the invoice another way, "
+                next,
+                "What to do: update the card on file (or add another payment method), or pay the invoice another way, "
                     + "before the next attempt. Write to \(from.address) if you need help.",
             ])
     }
@@ -119,7 +124,8 @@ public struct NotificationEmail: Sendable {
 
     /// A metric went over its quota.
     public func quotaExceeded(_ event: BillingEvent.QuotaExceeded, tenant: Recipient, to notification: PlannedNotification) -> MailMessage {
-        let effect = event.enforcement == "hard"
+        let effect =
+            event.enforcement == "hard"
             ? "Requests that use \(event.metric) are refused (HTTP 429) until the period ends on \(Wording.day(event.periodEnd)); "
                 + "upgrade your plan to lift the limit now."
             : "Usage above the quota is allowed and billed as overage at your plan's rate on the next invoice."
@@ -170,8 +176,10 @@ public struct NotificationEmail: Sendable {
         html += "</table>\n"
         if !table.isEmpty {
             html += "<table style=\"border-collapse: collapse; margin-top: 1em\">\n"
-            html += table.map { "<tr><td style=\"padding-right: 2em\">\(escape($0.0))</td><td style=\"text-align: right\">\(escape($0.1))</td></tr>\n" }
-                .joined()
+            html += table.map {
+                "<tr><td style=\"padding-right: 2em\">\(escape($0.0))</td><td style=\"text-align: right\">\(escape($0.1))</td></tr>\n"
+            }
+            .joined()
             html += "</table>\n"
         }
         html += closing.map { "<p>\(escape($0))</p>\n" }.joined()

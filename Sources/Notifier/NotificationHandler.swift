@@ -47,8 +47,9 @@ struct NotificationHandler: QueueWorkHandler {
     }
 
     func openSession(consumer: Int, logger: Logger, shouldStop: @escaping @Sendable () -> Bool) async -> NotifierSession? {
-        guard let database = await PostgresConnection.connectRetrying(
-            configuration: database, logger: logger, shouldStop: shouldStop)
+        guard
+            let database = await PostgresConnection.connectRetrying(
+                configuration: database, logger: logger, shouldStop: shouldStop)
         else { return nil }
         do {
             // A receiver's answer is judged by its status: a long body is cut, not an error.
@@ -171,7 +172,8 @@ struct NotificationHandler: QueueWorkHandler {
                     if notification.channel == .email { metrics.mailServer(up: true) }
                     logger.info("notification sent", metadata: ["notification": "\(Self.describe(notification))"])
                 case .failure(let failure):
-                    let code: Int? = if case .transient(_, let code) = failure { code } else if case .permanent(_, let code) = failure { code } else { nil }
+                    let code: Int? =
+                        if case .transient(_, let code) = failure { code } else if case .permanent(_, let code) = failure { code } else { nil }
                     try await NotificationRecords.markFailed(notification.dedupKey, error: failure.text, responseCode: code, on: database)
                     metrics.failed(notification.channel.rawValue)
                     logger.warning("notification failed", metadata: ["notification": "\(Self.describe(notification))", "error": "\(failure.text)"])
@@ -209,7 +211,9 @@ struct NotificationHandler: QueueWorkHandler {
         case .invoiceFinalized(let finalized):
             if invoice == nil {
                 do {
-                    guard let view = try await session.database.withTransaction({ try InvoiceStore.load("id = $1", [finalized.invoiceID], on: $0) }).first
+                    guard
+                        let view = try await session.database.withTransaction({ try InvoiceStore.load("id = $1", [finalized.invoiceID], on: $0) })
+                            .first
                     else { return .failure(.permanent("invoice \(finalized.invoiceID) does not exist", code: nil)) }
                     let pdf = try InvoiceDocument(
                         invoice: view, seller: configuration.seller.party,

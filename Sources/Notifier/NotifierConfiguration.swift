@@ -30,9 +30,10 @@ struct NotifierConfiguration: Sendable {
         default: "5s,30s,2m,10m,1h")
     static let maxAttempts = ConfigurationKey(
         "NOTIFIER_MAX_ATTEMPTS", summary: "delivery attempts of one event before it is parked", default: "8")
-    static let keys: [ConfigurationKey] = [
-        .amqpURL, .databaseURL, .smtpURL, .financeEmail, host, port, queue, consumers, prefetch, retryDelays, maxAttempts, .webhookAllowPrivate,
-    ] + InvoiceSeller.keys + [.migrationsDirectory, .logLevel, .logFormat]
+    static let keys: [ConfigurationKey] =
+        [
+            .amqpURL, .databaseURL, .smtpURL, .financeEmail, host, port, queue, consumers, prefetch, retryDelays, maxAttempts, .webhookAllowPrivate,
+        ] + InvoiceSeller.keys + [.migrationsDirectory, .logLevel, .logFormat]
 
     init(reader: ConfigurationReader) throws(ConfigurationError) {
         amqpURL = try reader.string(.amqpURL)

@@ -58,8 +58,10 @@ final class NotifierMetrics: Sendable {
                 Self.kinds.map { kind in ([("channel", channel), ("kind", kind)], "\(s.parked[ParkedKey(channel: channel, kind: kind)] ?? 0)") }
             })
         text.metric("tally_notifier_events_total", "counter", "Billing events processed", s.events)
-        worker.render(into: &text, prefix: "tally_notifier", messages: "Billing events", dependencies: "the database or mail server", queue: "the queue")
-        text.metric("tally_notifier_mail_server_up", "gauge", "1 unless the last email attempt could not reach the mail server", s.mailServerDown ? 0 : 1)
+        worker.render(
+            into: &text, prefix: "tally_notifier", messages: "Billing events", dependencies: "the database or mail server", queue: "the queue")
+        text.metric(
+            "tally_notifier_mail_server_up", "gauge", "1 unless the last email attempt could not reach the mail server", s.mailServerDown ? 0 : 1)
         return text.text
     }
 }

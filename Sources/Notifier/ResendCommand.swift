@@ -85,7 +85,8 @@ struct ResendCommand: AsyncParsableCommand {
                 return
             }
             if let failed = deliveries.first(where: { $0.status == "failed" }) {
-                print("not sent yet to \(failed.recipient): \(failed.lastError ?? "") (the Notifier retries; `notifier dlq list` shows it if it parks)")
+                print(
+                    "not sent yet to \(failed.recipient): \(failed.lastError ?? "") (the Notifier retries; `notifier dlq list` shows it if it parks)")
             }
             try await Task.sleep(for: .milliseconds(250))
         }

@@ -65,7 +65,8 @@ public enum StripeEventApplier {
                   FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
                   JOIN tenants t ON t.stripe_customer_id = o ->> 'customer'
                  WHERE e.event_id = $1 AND o ->> 'type' = 'card'
-                """, [id]).first, let providerID = card.text(1) {
+                """, [id]
+            ).first, let providerID = card.text(1) {
                 try PaymentMethodRecords.upsertStripeCard(
                     tenant: try card.decode(0), providerID: providerID, brand: card.text(2), last4: card.text(3),
                     expMonth: card.text(4).flatMap { Int($0) }, expYear: card.text(5).flatMap { Int($0) }, on: connection)
@@ -87,17 +88,19 @@ public enum StripeEventApplier {
     private static func paymentFailure(
         event id: String, on connection: isolated PostgresConnection
     ) throws -> BillingEvent.InvoicePaymentFailed? {
-        guard let row = try connection.query(
-            """
-            SELECT i.id, i.number, i.tenant_id, i.currency, coalesce((o ->> 'amount_due')::bigint, i.total_cents),
-                   (o ->> 'attempt_count')::int, to_timestamp((o ->> 'next_payment_attempt')::bigint),
-                   coalesce(o #>> '{last_payment_error,message}', o #>> '{payment_intent,last_payment_error,message}',
-                            o #>> '{charge,failure_message}'),
-                   e.received_at
-              FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
-              JOIN invoices i ON i.stripe_invoice_id = o ->> 'id' OR i.id::text = o #>> '{metadata,tally_invoice_id}'
-             WHERE e.event_id = $1
-            """, [id]).first
+        guard
+            let row = try connection.query(
+                """
+                SELECT i.id, i.number, i.tenant_id, i.currency, coalesce((o ->> 'amount_due')::bigint, i.total_cents),
+                       (o ->> 'attempt_count')::int, to_timestamp((o ->> 'next_payment_attempt')::bigint),
+                       coalesce(o #>> '{last_payment_error,message}', o #>> '{payment_intent,last_payment_error,message}',
+                                o #>> '{charge,failure_message}'),
+                       e.received_at
+                  FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
+                  JOIN invoices i ON i.stripe_invoice_id = o ->> 'id' OR i.id::text = o #>> '{metadata,tally_invoice_id}'
+                 WHERE e.event_id = $1
+                """, [id]
+            ).first
         else { return nil }
         return BillingEvent.InvoicePaymentFailed(
             tenantID: try row.decode(2), occurredAt: try row.decode(8), invoiceID: try row.decode(0), number: try row.decode(1),
@@ -110,13 +113,15 @@ public enum StripeEventApplier {
     /// period containing now — never inside a period already invoiced (those stand; the
     /// end moves to the last invoiced period's end).
     private static func applySubscriptionEvent(_ eventID: String, now: Date, on connection: isolated PostgresConnection) throws {
-        guard let row = try connection.query(
-            """
-            SELECT s.id, e.type, e.payload #>> '{data,object,status}', coalesce((e.payload #>> '{data,object,cancel_at_period_end}')::boolean, false),
-                   (SELECT max(period_end) FROM invoices i WHERE i.subscription_id = s.id AND i.kind = 'period'), s.ends_at IS NOT NULL
-              FROM stripe_webhook_events e JOIN subscriptions s ON s.stripe_subscription_id = e.payload #>> '{data,object,id}'
-             WHERE e.event_id = $1
-            """, [eventID]).first, try !row.decode(5, as: Bool.self)
+        guard
+            let row = try connection.query(
+                """
+                SELECT s.id, e.type, e.payload #>> '{data,object,status}', coalesce((e.payload #>> '{data,object,cancel_at_period_end}')::boolean, false),
+                       (SELECT max(period_end) FROM invoices i WHERE i.subscription_id = s.id AND i.kind = 'period'), s.ends_at IS NOT NULL
+                  FROM stripe_webhook_events e JOIN subscriptions s ON s.stripe_subscription_id = e.payload #>> '{data,object,id}'
+                 WHERE e.event_id = $1
+                """, [eventID]
+            ).first, try !row.decode(5, as: Bool.self)
         else { return }
         let subscription = try row.decode(0, as: UUID.self)
         let ended = row.text(1) == "customer.subscription.deleted" || ["canceled", "incomplete_expired"].contains(row.text(2) ?? "")

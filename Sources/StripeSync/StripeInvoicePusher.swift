@@ -51,17 +51,21 @@ struct StripeInvoicePusher {
     }
 
     static func load(_ invoice: UUID, on connection: isolated PostgresConnection) throws -> Source? {
-        guard let row = try connection.query(
-            """
-            SELECT i.number, i.currency, i.total_cents, i.tax_cents, i.tax_rate_bps, i.stripe_invoice_id, i.subscription_id,
-                   s.stripe_subscription_id, t.id, t.name, t.billing_email, t.stripe_customer_id
-              FROM invoices i JOIN tenants t ON t.id = i.tenant_id LEFT JOIN subscriptions s ON s.id = i.subscription_id
-             WHERE i.id = $1
-            """, [invoice]).first
+        guard
+            let row = try connection.query(
+                """
+                SELECT i.number, i.currency, i.total_cents, i.tax_cents, i.tax_rate_bps, i.stripe_invoice_id, i.subscription_id,
+                       s.stripe_subscription_id, t.id, t.name, t.billing_email, t.stripe_customer_id
+                  FROM invoices i JOIN tenants t ON t.id = i.tenant_id LEFT JOIN subscriptions s ON s.id = i.subscription_id
+                 WHERE i.id = $1
+                """, [invoice]
+            ).first
         else { return nil }
         let lines = try connection.query(
             "SELECT position, description, amount_cents FROM invoice_lines WHERE invoice_id = $1 ORDER BY position", [invoice]
-        ).map { (position: try $0.decode(0, as: Int.self), description: try $0.decode(1, as: String.self), amountCents: try $0.decode(2, as: Int64.self)) }
+        ).map {
+            (position: try $0.decode(0, as: Int.self), description: try $0.decode(1, as: String.self), amountCents: try $0.decode(2, as: Int64.self))
+        }
         return Source(
             invoiceID: invoice, number: try row.decode(0), currency: try row.decode(1), totalCents: try row.decode(2),
             taxCents: try row.decode(3), taxRateBps: try row.decode(4), stripeInvoiceID: row.text(5),
@@ -141,19 +145,25 @@ struct StripeInvoicePusher {
         if let known = source.stripeCustomerID {
             guard try await !exists("/v1/customers/\(known)") else { return known }
             logger.warning(
-                "the tenant's Stripe customer is gone; creating it again", metadata: ["tenant.id": "\(source.tenantID)", "stripe.customer": "\(known)"])
-            try await connection.query("UPDATE tenants SET stripe_customer_id = NULL WHERE id = $1 AND stripe_customer_id = $2", [source.tenantID, known])
+                "the tenant's Stripe customer is gone; creating it again",
+                metadata: ["tenant.id": "\(source.tenantID)", "stripe.customer": "\(known)"])
+            try await connection.query(
+                "UPDATE tenants SET stripe_customer_id = NULL WHERE id = $1 AND stripe_customer_id = $2", [source.tenantID, known])
             try await connection.query("UPDATE subscriptions SET stripe_subscription_id = NULL WHERE tenant_id = $1", [source.tenantID])
             replaced = known
         }
         let id: String
         if let found = try await api.list("/v1/customers", [("email", source.billingEmail)])
-            .first(where: { $0.metadata?["tally_tenant_id"] == source.tenantID.uuidString.lowercased() }) {
+            .first(where: { $0.metadata?["tally_tenant_id"] == source.tenantID.uuidString.lowercased() })
+        {
             id = found.id
         } else {
             id = try await api.post(
                 "/v1/customers",
-                [("name", source.tenantName), ("email", source.billingEmail), ("metadata[tally_tenant_id]", source.tenantID.uuidString.lowercased())],
+                [
+                    ("name", source.tenantName), ("email", source.billingEmail),
+                    ("metadata[tally_tenant_id]", source.tenantID.uuidString.lowercased()),
+                ],
                 idempotencyKey: "tally-customer-\(source.tenantID.uuidString.lowercased())" + (replaced.map { "-after-\($0)" } ?? "")
             ).id
             logger.info("Stripe customer created", metadata: ["tenant.id": "\(source.tenantID)", "stripe.customer": "\(id)"])
@@ -177,7 +187,8 @@ struct StripeInvoicePusher {
         let key = ours.uuidString.lowercased()
         let id: String
         if let found = try await api.list("/v1/subscriptions", [("customer", customer), ("status", "all")])
-            .first(where: { $0.metadata?["tally_subscription_id"] == key }) {
+            .first(where: { $0.metadata?["tally_subscription_id"] == key })
+        {
             id = found.id
         } else {
             let plan = try await plan(currency: source.currency)

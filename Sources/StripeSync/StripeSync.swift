@@ -31,12 +31,14 @@ public struct StripeSync: Sendable {
     public func syncNext(on connection: PostgresConnection) async throws -> Result {
         try await connection.begin()
         do {
-            guard let claimed = try await connection.query(
-                """
-                SELECT id, tenant_id, stripe_attempts FROM invoices
-                 WHERE stripe_status = 'pending' AND stripe_next_attempt_at <= now()
-                 ORDER BY stripe_next_attempt_at, issued_at LIMIT 1 FOR UPDATE SKIP LOCKED
-                """).first
+            guard
+                let claimed = try await connection.query(
+                    """
+                    SELECT id, tenant_id, stripe_attempts FROM invoices
+                     WHERE stripe_status = 'pending' AND stripe_next_attempt_at <= now()
+                     ORDER BY stripe_next_attempt_at, issued_at LIMIT 1 FOR UPDATE SKIP LOCKED
+                    """
+                ).first
             else {
                 try await connection.commit()
                 return .idle
@@ -60,7 +62,9 @@ public struct StripeSync: Sendable {
                      WHERE id = $1
                     """, [invoice, outcome.stripeInvoiceID, outcome.stripeStatus])
                 try await connection.commit()
-                logger.info("invoice pushed to Stripe", metadata: ["stripe.invoice": "\(outcome.stripeInvoiceID)", "stripe.status": "\(outcome.stripeStatus)"])
+                logger.info(
+                    "invoice pushed to Stripe",
+                    metadata: ["stripe.invoice": "\(outcome.stripeInvoiceID)", "stripe.status": "\(outcome.stripeStatus)"])
                 return .synced(invoice: invoice, stripeInvoice: outcome.stripeInvoiceID)
             } catch {
                 // Any failure of the push (Stripe's answer, or a statement of ours) counts as
@@ -80,7 +84,8 @@ public struct StripeSync: Sendable {
                      WHERE id = $1 AND stripe_status = 'pending' AND stripe_attempts = $5
                     """, [invoice, message, final, delay, attempts])
                 logger.error(
-                    "Stripe push failed", metadata: ["error": "\(message)", "attempt": "\(attempts + 1)", "final": "\(final)", "retry.in.s": "\(delay)"])
+                    "Stripe push failed",
+                    metadata: ["error": "\(message)", "attempt": "\(attempts + 1)", "final": "\(final)", "retry.in.s": "\(delay)"])
                 return .failed(invoice: invoice, error: message, final: final)
             }
         } catch {

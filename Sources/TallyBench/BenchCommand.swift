@@ -1,5 +1,5 @@
-import CurlClient
 import ArgumentParser
+import CurlClient
 import DiskSpool
 import Foundation
 import Logging
@@ -14,7 +14,8 @@ import UsageEvents
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tally-bench",
-        abstract: "Measure track() overhead, publish, end-to-end, billing and notification throughput against the local stack (ingest: wrk), the Aggregator's drain rate by tenants mixed per batch (drain-fill, drain-wait), and a publisher's memory over a long run (soak).",
+        abstract:
+            "Measure track() overhead, publish, end-to-end, billing and notification throughput against the local stack (ingest: wrk), the Aggregator's drain rate by tenants mixed per batch (drain-fill, drain-wait), and a publisher's memory over a long run (soak).",
         subcommands: [
             TrackBench.self, PublishBench.self, PipelineBench.self, DrainFillBench.self, DrainWaitBench.self, BillingBench.self,
             NotifyBench.self, SoakBench.self, DashboardBench.self,
@@ -82,7 +83,6 @@ enum BenchSupport {
     }
 }
 
-
 extension BenchSupport {
     /// The phases of a batch in the Aggregator, in order (`tally_aggregator_batch_phase_seconds_total`).
     static let phases = ["decode", "copy", "lock_and_configuration", "complete_periods", "insert_and_roll_up", "evaluate", "commit"]
@@ -134,8 +134,10 @@ extension BenchSupport {
     static func phaseBreakdown(_ phases: [String: Double]) -> String {
         let busy = phases.values.reduce(0, +)
         return "(consumer-seconds in batches, all consumers) "
-            + Self.phases.map { "\($0) \(String(format: "%.2f", phases[$0] ?? 0)) s (\(String(format: "%.0f", 100 * (phases[$0] ?? 0) / max(busy, 1e-9)))%)" }
-                .joined(separator: ", ")
+            + Self.phases.map {
+                "\($0) \(String(format: "%.2f", phases[$0] ?? 0)) s (\(String(format: "%.0f", 100 * (phases[$0] ?? 0) / max(busy, 1e-9)))%)"
+            }
+            .joined(separator: ", ")
             + "; in batches \(String(format: "%.1f", busy)) s — the rest of each consumer's time is receiving, acking and waiting"
     }
 }

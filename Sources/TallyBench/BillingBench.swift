@@ -63,11 +63,13 @@ struct BillingBench: AsyncParsableCommand {
             status = try await pool.withTransaction { try BillingRunStatus.load(plan.runID, on: $0) }
         }
         let seconds = BenchSupport.seconds(ContinuousClock.now - clock)
-        print("billing: \(plan.due) invoices (\(subscriptions) new subscriptions with usage) in \(String(format: "%.1f", seconds)) s "
-            + "= \(BenchSupport.format(Double(plan.due) / seconds)) invoices/s (planning \(String(format: "%.1f", plannedAfter)) s, then sending the commands and the first invoices' events "
-            + "\(String(format: "%.1f", planned - plannedAfter)) s; "
-            + "issued \(status?.issued ?? 0), failed \(status?.failed ?? 0); targets 10k in ≤ 10 s, ≥ 1,000 invoices/s with 4 consumers)")
-        BenchSupport.record("billing", "billing run of \(plan.due) invoices", value: Double(plan.due) / seconds, unit: "invoices/s", target: "≥ 1,000/s")
+        print(
+            "billing: \(plan.due) invoices (\(subscriptions) new subscriptions with usage) in \(String(format: "%.1f", seconds)) s "
+                + "= \(BenchSupport.format(Double(plan.due) / seconds)) invoices/s (planning \(String(format: "%.1f", plannedAfter)) s, then sending the commands and the first invoices' events "
+                + "\(String(format: "%.1f", planned - plannedAfter)) s; "
+                + "issued \(status?.issued ?? 0), failed \(status?.failed ?? 0); targets 10k in ≤ 10 s, ≥ 1,000 invoices/s with 4 consumers)")
+        BenchSupport.record(
+            "billing", "billing run of \(plan.due) invoices", value: Double(plan.due) / seconds, unit: "invoices/s", target: "≥ 1,000/s")
         await publisher.close()
         await pool.close()
     }

@@ -45,7 +45,8 @@ struct DashboardBench: AsyncParsableCommand {
               FROM unnest(ARRAY['api_calls', 'estimates', 'documents', 'users']) AS metric,
                    generate_series(date_trunc('hour', now() - interval '6 months'), date_trunc('hour', now()) - interval '1 hour',
                                    interval '1 hour') AS hour
-            """, [UUID(uuidString: tenantID)!]).affectedRows
+            """, [UUID(uuidString: tenantID)!]
+        ).affectedRows
 
         let session = try await Self.signIn(http: http, api: api, key: key)
 
@@ -78,7 +79,8 @@ struct DashboardBench: AsyncParsableCommand {
             }
             print("dashboard: raw SQL of the same rollups by \(name): \(Self.summary(times))")
             let page = "GET /v1/usage/history 6 months by \(name)"
-            BenchSupport.record("dashboard", page, value: medians[page] ?? 0, unit: "ms (median)", raw: times[times.count / 2], rawLabel: "the rollups' SQL")
+            BenchSupport.record(
+                "dashboard", page, value: medians[page] ?? 0, unit: "ms (median)", raw: times[times.count / 2], rawLabel: "the rollups' SQL")
         }
         try await pool.query("DELETE FROM usage_rollups WHERE tenant_id = $1", [UUID(uuidString: tenantID)!])
         try await financePage(http: http, api: api, admin: admin, pool: pool)

@@ -67,7 +67,8 @@ enum DrainRun {
             FileHandle.standardError.write(Data("drain: run \(runID) deleted after the failure below\n".utf8))
         } catch {
             FileHandle.standardError.write(
-                Data("drain: could not delete run \(runID) (\(error)); delete the tenants named \(namePattern(runID)) and their usage by hand\n".utf8))
+                Data("drain: could not delete run \(runID) (\(error)); delete the tenants named \(namePattern(runID)) and their usage by hand\n".utf8)
+            )
         }
     }
 }
@@ -161,8 +162,9 @@ struct DrainFillBench: AsyncParsableCommand {
                 "\(QueueName.aggregatorUsage) holds \(ready) messages after \(messageCount) were published: an Aggregator is "
                     + "consuming it. Stop every Aggregator before drain-fill (./ops/local.sh bench tenants does).")
         }
-        print("drain-fill: \(events) events in \(messageCount) messages of \(perMessage), "
-            + "\(min(ids.count, perMessage)) tenants mixed per message; \(QueueName.aggregatorUsage) holds \(ready) messages")
+        print(
+            "drain-fill: \(events) events in \(messageCount) messages of \(perMessage), "
+                + "\(min(ids.count, perMessage)) tenants mixed per message; \(QueueName.aggregatorUsage) holds \(ready) messages")
     }
 
     /// Publishes `messages` until the broker confirms each one. A nack (the broker's
@@ -239,18 +241,21 @@ struct DrainWaitBench: AsyncParsableCommand {
             throw ValidationError("all \(stored.count) events were inserted at the same instant: publish more events (--events)")
         }
         let rate = Double(stored.count) / stored.seconds
-        var line = "drain: \(tenants) tenants mixed, \(min(tenants, perMessage)) per \(perMessage)-event message: "
+        var line =
+            "drain: \(tenants) tenants mixed, \(min(tenants, perMessage)) per \(perMessage)-event message: "
             + "\(BenchSupport.format(rate)) events/s (first to last insert of \(stored.count) events, "
             + "\(String(format: "%.2f", stored.seconds)) s)"
         if let processes {
-            line = "scaling: \(processes) aggregator process\(processes == 1 ? "" : "es"), \(tenants) tenants: "
+            line =
+                "scaling: \(processes) aggregator process\(processes == 1 ? "" : "es"), \(tenants) tenants: "
                 + "\(BenchSupport.format(rate)) events/s (first to last insert of \(stored.count) events, "
                 + "\(String(format: "%.2f", stored.seconds)) s)"
             if let referenceRate {
                 line += " = ×\(String(format: "%.2f", rate / referenceRate)) the 1-process rate (\(BenchSupport.format(referenceRate)) events/s)"
             }
         } else if let referenceRate {
-            line += " = \(String(format: "%.0f", 100 * rate / referenceRate))% of the 20-tenant rate "
+            line +=
+                " = \(String(format: "%.0f", 100 * rate / referenceRate))% of the 20-tenant rate "
                 + "(\(BenchSupport.format(referenceRate)) events/s; target ≥ 80% at 5,000, ≥ 60% at 50,000)"
         }
         print(line)
@@ -261,7 +266,8 @@ struct DrainWaitBench: AsyncParsableCommand {
         } else {
             BenchSupport.record(
                 "drain", "\(tenants) tenants mixed per batch", value: rate, unit: "events/s", raw: referenceRate,
-                rawLabel: referenceRate.map { _ in "20 tenants" }, target: tenants >= 50_000 ? "≥ 60 % of 20 tenants" : tenants >= 5_000 ? "≥ 80 % of 20 tenants" : nil)
+                rawLabel: referenceRate.map { _ in "20 tenants" },
+                target: tenants >= 50_000 ? "≥ 60 % of 20 tenants" : tenants >= 5_000 ? "≥ 80 % of 20 tenants" : nil)
         }
         if let aggregatorMetrics, let phases = try? await BenchSupport.aggregatorPhases(aggregatorMetrics) {
             print("drain: where the aggregator's time went: " + BenchSupport.phaseBreakdown(phases))

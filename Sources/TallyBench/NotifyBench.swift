@@ -53,7 +53,8 @@ struct NotifyBench: AsyncParsableCommand {
         let message = NotificationEmail(sellerName: seller.name, sellerEmail: seller.email).invoice(
             sample, pdf: pdf, tenant: .init(name: "Bench", email: "bench@tally.localhost"),
             to: NotificationPlanner.plan(
-                .invoiceFinalized(BillingEvent.InvoiceFinalized(sample)), tenantEmail: "bench@tally.localhost", financeEmail: "finance@tally.localhost",
+                .invoiceFinalized(BillingEvent.InvoiceFinalized(sample)), tenantEmail: "bench@tally.localhost",
+                financeEmail: "finance@tally.localhost",
                 endpoints: [])[0])
         let rawCount = chosen.count * 2
         let rawSeconds = try await timed {
@@ -104,7 +105,8 @@ struct NotifyBench: AsyncParsableCommand {
                     group.addTask {
                         let http = try HTTPClient()
                         for _ in stride(from: client, to: webhooks, by: clients) {
-                            let signature = WebhookSignature.value(body: body, timestamp: Int64(Date().timeIntervalSince1970), secrets: [secret.value])
+                            let signature = WebhookSignature.value(
+                                body: body, timestamp: Int64(Date().timeIntervalSince1970), secrets: [secret.value])
                             let response = try await http.send(
                                 .init(
                                     method: .post, url: receiver + "/hook",
@@ -123,9 +125,11 @@ struct NotifyBench: AsyncParsableCommand {
         print(
             "notify webhooks: \(webhooks) signed deliveries in \(String(format: "%.1f", seconds)) s = "
                 + "\(BenchSupport.format(Double(webhooks) / seconds))/s through the notifier vs raw POSTs "
-                + "\(BenchSupport.format(Double(webhooks) / rawSeconds))/s (\(clients) clients) = \(BenchSupport.format(100 * rawSeconds / seconds))%")
+                + "\(BenchSupport.format(Double(webhooks) / rawSeconds))/s (\(clients) clients) = \(BenchSupport.format(100 * rawSeconds / seconds))%"
+        )
         BenchSupport.record(
-            "notify", "signed webhooks", value: Double(webhooks) / seconds, unit: "deliveries/s", raw: Double(webhooks) / rawSeconds, rawLabel: "bare POSTs")
+            "notify", "signed webhooks", value: Double(webhooks) / seconds, unit: "deliveries/s", raw: Double(webhooks) / rawSeconds,
+            rawLabel: "bare POSTs")
     }
 
     private func publish(_ events: [BillingEvent], on broker: AMQPConnection) async throws {

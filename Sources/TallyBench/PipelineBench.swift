@@ -52,18 +52,20 @@ struct PipelineBench: AsyncParsableCommand {
                 SELECT extract(epoch FROM percentile_disc(0.99) WITHIN GROUP (ORDER BY received_at - occurred_at))::float8
                   FROM usage_events WHERE tenant_id = ANY($1::uuid[]) AND metric = 'latency_calls' AND occurred_at >= $2
                 """, [PostgresTextArray(tenants.map { $0.uuidString.lowercased() }), since.addingTimeInterval(2)])[0]
-            print("pipeline: event-to-visible latency at \(rate) events/s over \(tenants.count) tenants for \(seconds) s: "
-                + "p50 \(milliseconds(p50)) ms, p99 \(milliseconds(p99)) ms (p99 after the first 2 s, every tenant seen: "
-                + "\(milliseconds(Double(steady.text(0) ?? "") ?? .nan)) ms); last event visible \(milliseconds(visibleAll)) ms "
-                + "after it was tracked (target p99 ≤ 250 ms)")
+            print(
+                "pipeline: event-to-visible latency at \(rate) events/s over \(tenants.count) tenants for \(seconds) s: "
+                    + "p50 \(milliseconds(p50)) ms, p99 \(milliseconds(p99)) ms (p99 after the first 2 s, every tenant seen: "
+                    + "\(milliseconds(Double(steady.text(0) ?? "") ?? .nan)) ms); last event visible \(milliseconds(visibleAll)) ms "
+                    + "after it was tracked (target p99 ≤ 250 ms)")
             BenchSupport.record(
                 "pipeline", "event to visible at \(rate)/s over \(tenants.count) tenants, p99", value: p99 * 1000, unit: "ms", target: "≤ 250 ms")
             var phases: [String: Double] = [:]
             for (phase, seconds) in try await phaseSeconds() { phases[phase] = seconds - (before[phase] ?? 0) }
             if phases.values.contains(where: { $0 > 0 }) {
                 let batches = try await batches() - batchesBefore
-                print("pipeline: where the aggregator's time went over \(tenants.count) tenants, \(Int(batches)) batches of "
-                    + "\(Int(Double(rate * seconds) / max(batches, 1))) events on average: " + BenchSupport.phaseBreakdown(phases))
+                print(
+                    "pipeline: where the aggregator's time went over \(tenants.count) tenants, \(Int(batches)) batches of "
+                        + "\(Int(Double(rate * seconds) / max(batches, 1))) events on average: " + BenchSupport.phaseBreakdown(phases))
             }
             try await database.withTransaction { try TenantUsage.delete(of: tenants, withTenants: true, on: $0) }
         }
@@ -92,22 +94,25 @@ struct PipelineBench: AsyncParsableCommand {
         }
         let raw = rawRates.sorted()[1]
         let pipeline = pipelineRates.sorted()[1]
-        print("pipeline: track() → RabbitMQ → aggregator → committed \(BenchSupport.format(pipeline)) events/s "
-            + "vs raw COPY + INSERT … ON CONFLICT DO NOTHING \(BenchSupport.format(raw)) rows/s "
-            + "= \(String(format: "%.0f", 100 * pipeline / raw))% of raw (targets ≥ 30000 events/s and ≥ 50%; medians of 3 "
-            + "alternating runs of \(events) events: raw \(rawRates.map(BenchSupport.format).joined(separator: "/")), "
-            + "pipeline \(pipelineRates.map(BenchSupport.format).joined(separator: "/")))")
+        print(
+            "pipeline: track() → RabbitMQ → aggregator → committed \(BenchSupport.format(pipeline)) events/s "
+                + "vs raw COPY + INSERT … ON CONFLICT DO NOTHING \(BenchSupport.format(raw)) rows/s "
+                + "= \(String(format: "%.0f", 100 * pipeline / raw))% of raw (targets ≥ 30000 events/s and ≥ 50%; medians of 3 "
+                + "alternating runs of \(events) events: raw \(rawRates.map(BenchSupport.format).joined(separator: "/")), "
+                + "pipeline \(pipelineRates.map(BenchSupport.format).joined(separator: "/")))")
         BenchSupport.record(
             "pipeline", "end to end, one tenant", value: pipeline, unit: "events/s", raw: raw, rawLabel: "COPY + INSERT … ON CONFLICT",
             target: "≥ 75 % of raw, ≥ 30k/s")
         if !phases.isEmpty {
-            print("pipeline: where the aggregator's time went over the \(String(format: "%.1f", pipelineSeconds)) s of the 3 runs: "
-                + BenchSupport.phaseBreakdown(phases))
+            print(
+                "pipeline: where the aggregator's time went over the \(String(format: "%.1f", pipelineSeconds)) s of the 3 runs: "
+                    + BenchSupport.phaseBreakdown(phases))
         }
         let (p50, p99, visibleAll) = try await latency(tenant: tenant, database: database)
-        print("pipeline: event-to-visible latency at \(rate) events/s for \(seconds) s: p50 \(milliseconds(p50)) ms, "
-            + "p99 \(milliseconds(p99)) ms (time of the event → insert in the Aggregator's transaction, whose commit "
-            + "follows within its commit time); last event visible \(milliseconds(visibleAll)) ms after it was tracked (target p99 ≤ 1000 ms)")
+        print(
+            "pipeline: event-to-visible latency at \(rate) events/s for \(seconds) s: p50 \(milliseconds(p50)) ms, "
+                + "p99 \(milliseconds(p99)) ms (time of the event → insert in the Aggregator's transaction, whose commit "
+                + "follows within its commit time); last event visible \(milliseconds(visibleAll)) ms after it was tracked (target p99 ≤ 1000 ms)")
         BenchSupport.record("pipeline", "event to visible at \(rate)/s, one tenant, p99", value: p99 * 1000, unit: "ms", target: "≤ 1000 ms")
     }
 

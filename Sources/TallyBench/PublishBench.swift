@@ -35,12 +35,13 @@ struct PublishBench: AsyncParsableCommand {
         }
         let rawBytes = rawRates.sorted()[1]
         let publisherBytes = publisherRates.sorted()[1]
-        print("publish: library publisher \(BenchSupport.format(publisherBytes / 1_048_576)) MiB/s "
-            + "(\(BenchSupport.format(publisherBytes / Double(body.count) * 1000)) events/s, spooled \(spooled)) "
-            + "vs raw rabbitmq-c publish with confirms \(BenchSupport.format(rawBytes / 1_048_576)) MiB/s "
-            + "= \(String(format: "%.0f", 100 * publisherBytes / rawBytes))% of raw per message byte (target ≥ 80%; "
-            + "medians of 3 alternating runs: raw \(rawRates.map { BenchSupport.format($0 / 1_048_576) }.joined(separator: "/")), "
-            + "library \(publisherRates.map { BenchSupport.format($0 / 1_048_576) }.joined(separator: "/")) MiB/s)")
+        print(
+            "publish: library publisher \(BenchSupport.format(publisherBytes / 1_048_576)) MiB/s "
+                + "(\(BenchSupport.format(publisherBytes / Double(body.count) * 1000)) events/s, spooled \(spooled)) "
+                + "vs raw rabbitmq-c publish with confirms \(BenchSupport.format(rawBytes / 1_048_576)) MiB/s "
+                + "= \(String(format: "%.0f", 100 * publisherBytes / rawBytes))% of raw per message byte (target ≥ 80%; "
+                + "medians of 3 alternating runs: raw \(rawRates.map { BenchSupport.format($0 / 1_048_576) }.joined(separator: "/")), "
+                + "library \(publisherRates.map { BenchSupport.format($0 / 1_048_576) }.joined(separator: "/")) MiB/s)")
         BenchSupport.record(
             "publish", "library publisher with confirms", value: publisherBytes / 1_048_576, unit: "MiB/s", raw: rawBytes / 1_048_576,
             rawLabel: "rabbitmq-c publish with confirms", target: "≥ 80 % of raw")
@@ -63,10 +64,11 @@ struct PublishBench: AsyncParsableCommand {
         }
         let seconds = BenchSupport.seconds(ContinuousClock.now - start)
         let libraryBytes = Double(body.count * batches) / seconds
-        print("publish: track() → confirmed \(BenchSupport.format(Double(events) / seconds)) events/s "
-            + "(\(BenchSupport.format(libraryBytes / 1_048_576)) MiB/s, \(String(format: "%.0f", 100 * libraryBytes / rawBytes))% of raw; "
-            + "the rest of the gap is track() and JSON encoding on the same 2 cores as the broker; "
-            + "SPEC §7 needs ≥ 30k events/s end to end)")
+        print(
+            "publish: track() → confirmed \(BenchSupport.format(Double(events) / seconds)) events/s "
+                + "(\(BenchSupport.format(libraryBytes / 1_048_576)) MiB/s, \(String(format: "%.0f", 100 * libraryBytes / rawBytes))% of raw; "
+                + "the rest of the gap is track() and JSON encoding on the same 2 cores as the broker; "
+                + "SPEC §7 needs ≥ 30k events/s end to end)")
         BenchSupport.record(
             "publish", "track() → confirmed", value: libraryBytes / 1_048_576, unit: "MiB/s", raw: rawBytes / 1_048_576,
             rawLabel: "rabbitmq-c publish with confirms")
@@ -124,4 +126,3 @@ struct PublishBench: AsyncParsableCommand {
         return (Double(bodyBytes * (prepared.count - 1)) / seconds, counters.snapshot.spooled)
     }
 }
-

@@ -103,9 +103,10 @@ struct SoakBench: AsyncParsableCommand {
         try await connection.openChannel(1, confirms: true)
         try await connection.declareExchange(exchange, type: .topic, durable: false)
         let tenant = UUID()
-        let body = JSONWriter.encode((0..<perMessage).map { _ in
-            UsageEvent(id: EventID.make(), tenantID: tenant, metric: "api_calls", quantity: 1, time: Date())
-        })
+        let body = JSONWriter.encode(
+            (0..<perMessage).map { _ in
+                UsageEvent(id: EventID.make(), tenantID: tenant, metric: "api_calls", quantity: 1, time: Date())
+            })
         var sent = 0
         var nextSample = step
         while sent < events {
@@ -150,7 +151,8 @@ struct RSSTable {
 
     func print(events: Int, seconds: Double, perMessage: Int, what: String) {
         let rate = BenchSupport.format(Double(events) / seconds)
-        Swift.print("soak: \(events) events, \(perMessage) per message, through the \(what) in \(String(format: "%.0f", seconds)) s (\(rate) events/s)")
+        Swift.print(
+            "soak: \(events) events, \(perMessage) per message, through the \(what) in \(String(format: "%.0f", seconds)) s (\(rate) events/s)")
         for row in rows {
             Swift.print("  after \(row.sent) events: RSS \(row.rssKiB / 1024) MiB (peak \(row.peakKiB / 1024) MiB)")
         }

@@ -48,11 +48,11 @@ struct TrackBench: AsyncParsableCommand {
             return all.sorted()
         }
         func percentile(_ p: Double) -> Double { Double(samples[min(samples.count - 1, Int(Double(samples.count) * p))]) / 1000 }
-        print("track(): \(samples.count) calls from \(tasks) tasks: p50 \(String(format: "%.2f", percentile(0.5))) µs, "
-            + "p99 \(String(format: "%.2f", percentile(0.99))) µs, p999 \(String(format: "%.2f", percentile(0.999))) µs "
-            + "(target p99 ≤ 20 µs; the seed promised < 10 ms)")
+        print(
+            "track(): \(samples.count) calls from \(tasks) tasks: p50 \(String(format: "%.2f", percentile(0.5))) µs, "
+                + "p99 \(String(format: "%.2f", percentile(0.99))) µs, p999 \(String(format: "%.2f", percentile(0.999))) µs "
+                + "(target p99 ≤ 20 µs; the seed promised < 10 ms)")
         print("  published \(counters.snapshot.confirmed) batches confirmed, dropped \(counters.snapshot.dropped)")
         BenchSupport.record("track", "track() overhead, p99", value: percentile(0.99), unit: "µs", target: "≤ 20 µs")
     }
 }
-

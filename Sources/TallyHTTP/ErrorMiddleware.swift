@@ -1,8 +1,8 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
-import NIOCore
 import Logging
+import NIOCore
 
 /// Gives every failure SPEC §4's JSON error shape and an `x-request-id` header:
 /// `APIError`s pass through, Hummingbird's own HTTP errors are translated, and

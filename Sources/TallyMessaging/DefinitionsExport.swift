@@ -7,16 +7,19 @@ extension Topology {
     public func definitionsJSON(vhost: String = "/") throws -> String {
         let document = Definitions(
             exchanges: exchanges.map {
-                .init(name: $0.name, vhost: vhost, type: $0.type.rawValue, durable: true, auto_delete: false,
-                      internal: false, arguments: [:])
+                .init(
+                    name: $0.name, vhost: vhost, type: $0.type.rawValue, durable: true, auto_delete: false,
+                    internal: false, arguments: [:])
             },
             queues: queues.map {
-                .init(name: $0.name, vhost: vhost, durable: true, auto_delete: false,
-                      arguments: $0.arguments.mapValues(JSONValue.init))
+                .init(
+                    name: $0.name, vhost: vhost, durable: true, auto_delete: false,
+                    arguments: $0.arguments.mapValues(JSONValue.init))
             },
             bindings: bindings.map {
-                .init(source: $0.exchange, vhost: vhost, destination: $0.queue, destination_type: "queue",
-                      routing_key: $0.routingKey, arguments: [:])
+                .init(
+                    source: $0.exchange, vhost: vhost, destination: $0.queue, destination_type: "queue",
+                    routing_key: $0.routingKey, arguments: [:])
             })
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -46,7 +49,9 @@ private struct Definitions: Encodable {
 }
 
 private enum JSONValue: Encodable {
-    case string(String), int(Int64), bool(Bool)
+    case string(String)
+    case int(Int64)
+    case bool(Bool)
 
     init(_ value: AMQPFieldValue) {
         switch value {

@@ -33,10 +33,11 @@ public enum AllocatorTuning {
     @discardableResult
     public static func apply(environment: [String: String]) -> [Parameter] {
         settings(environment: environment).compactMap { parameter, value in
-            let option = switch parameter {
-            case .arenaMax: M_ARENA_MAX
-            case .mmapThreshold: M_MMAP_THRESHOLD
-            }
+            let option =
+                switch parameter {
+                case .arenaMax: M_ARENA_MAX
+                case .mmapThreshold: M_MMAP_THRESHOLD
+                }
             return mallopt(option, value) == 1 ? nil : parameter
         }
     }

@@ -26,7 +26,10 @@ public struct ConfigurationKey: Sendable, Hashable {
 extension ConfigurationKey {
     /// The RabbitMQ broker: `amqp://user:pass@host:port/vhost?heartbeat=30` (or `amqps://`).
     public static let amqpURL = ConfigurationKey(
-        "AMQP_URL", summary: "RabbitMQ URL, amqp:// or amqps://, with vhost and ?heartbeat=; a cluster's nodes comma-separated (amqp://u:p@mq-1/%2F,mq-2:5672,mq-3)", isSecret: true)
+        "AMQP_URL",
+        summary:
+            "RabbitMQ URL, amqp:// or amqps://, with vhost and ?heartbeat=; a cluster's nodes comma-separated (amqp://u:p@mq-1/%2F,mq-2:5672,mq-3)",
+        isSecret: true)
     /// The PostgreSQL database: `postgresql://user:pass@host:port/db`.
     public static let databaseURL = ConfigurationKey(
         "DATABASE_URL", summary: "PostgreSQL URL, postgresql://user:pass@host:port/db", isSecret: true)

@@ -63,7 +63,8 @@ public enum Outbox {
             """
             INSERT INTO outbox (exchange, routing_key, message_id, body) VALUES ($1, $2, $3, $4::jsonb)
             ON CONFLICT (message_id) DO NOTHING
-            """, [exchange, routingKey, messageID, body]).affectedRows
+            """, [exchange, routingKey, messageID, body]
+        ).affectedRows
     }
 }
 
@@ -106,7 +107,8 @@ public struct OutboxRelay: Sendable {
             try await connection.query("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [ids])
             sent += rows.count
             for row in rows {
-                logger.debug("outbox message published", metadata: ["amqp.routing_key": "\(row.text(2) ?? "")", "amqp.message_id": "\(row.text(3) ?? "")"])
+                logger.debug(
+                    "outbox message published", metadata: ["amqp.routing_key": "\(row.text(2) ?? "")", "amqp.message_id": "\(row.text(3) ?? "")"])
             }
         }
     }

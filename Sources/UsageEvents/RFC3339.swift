@@ -11,7 +11,8 @@ public enum RFC3339 {
             bytes[10] == UInt8(ascii: "T") || bytes[10] == UInt8(ascii: "t"),
             bytes[13] == colon, bytes[16] == colon,
             let year = DecimalDigits.number(bytes, 0, 4), let month = DecimalDigits.number(bytes, 5, 2), let day = DecimalDigits.number(bytes, 8, 2),
-            let hour = DecimalDigits.number(bytes, 11, 2), let minute = DecimalDigits.number(bytes, 14, 2), let second = DecimalDigits.number(bytes, 17, 2),
+            let hour = DecimalDigits.number(bytes, 11, 2), let minute = DecimalDigits.number(bytes, 14, 2),
+            let second = DecimalDigits.number(bytes, 17, 2),
             CivilDate(year: Int64(year), month: Int64(month), day: Int64(day)).isValid,
             hour < 24, minute < 60, second < 60
         else { return nil }

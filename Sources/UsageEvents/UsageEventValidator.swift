@@ -100,11 +100,14 @@ struct EventCheck {
 
     mutating func id(_ value: JSONValue?) -> String? {
         guard case .string(let id)? = value else {
-            fail("id", value == nil ? "missing" : "invalid_type", "is required: a string of 1 to 255 printable characters, set once where the usage happened")
+            fail(
+                "id", value == nil ? "missing" : "invalid_type",
+                "is required: a string of 1 to 255 printable characters, set once where the usage happened")
             return nil
         }
         // Visible ASCII is the common case; other scalars need the Unicode tables.
-        let printable = id.utf8.allSatisfy { (0x21...0x7E).contains($0) }
+        let printable =
+            id.utf8.allSatisfy { (0x21...0x7E).contains($0) }
             || id.unicodeScalars.allSatisfy { !$0.properties.isWhitespace && $0.properties.generalCategory != .control }
         // Counted in code points, as PostgreSQL's length() counts them (a letter with 300
         // combining marks is one Character but 301 code points).
@@ -138,7 +141,8 @@ struct EventCheck {
             return nil
         }
         let bytes = Array(metric.utf8)
-        let valid = (1...100).contains(bytes.count) && (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(bytes[0])
+        let valid =
+            (1...100).contains(bytes.count) && (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(bytes[0])
             && bytes.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F }
         guard valid else {
             fail("type", "invalid", "must match [a-z][a-z0-9_]{0,99}")

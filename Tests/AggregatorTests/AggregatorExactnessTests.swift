@@ -58,7 +58,9 @@ enum AggregatorExactness {
         if outage {
             // Usage after the broker restart reaches the reconnected aggregators too.
             let time = TestClock.now().addingTimeInterval(-60)
-            try await live.publish(["[" + (0..<10).map { usageEventJSON(id: "after-restart-\($0)", tenant: tenants[0], time: time) }.joined(separator: ",") + "]"])
+            try await live.publish([
+                "[" + (0..<10).map { usageEventJSON(id: "after-restart-\($0)", tenant: tenants[0], time: time) }.joined(separator: ",") + "]"
+            ])
             expected[tenants[0], default: 0] += 10
         }
         try await live.waitUntil("every unique event stored and the queue drained") { [expected] in

@@ -64,7 +64,8 @@ struct AggregatorHarness: Sendable {
         try ChildProcess(
             Self.binary, ["run"],
             environment: [
-                "AMQP_URL": TestEnvironment.amqpURL, "DATABASE_URL": TestEnvironment.databaseURL, "AGGREGATOR_QUEUE": queue, "AGGREGATOR_PORT": "\(port)", "AGGREGATOR_CONSUMERS": "\(consumers)", "LOG_FORMAT": "text",
+                "AMQP_URL": TestEnvironment.amqpURL, "DATABASE_URL": TestEnvironment.databaseURL, "AGGREGATOR_QUEUE": queue,
+                "AGGREGATOR_PORT": "\(port)", "AGGREGATOR_CONSUMERS": "\(consumers)", "LOG_FORMAT": "text",
                 "LOG_LEVEL": "info",
             ].merging(environment) { $1 },
             log: logPath(name))
@@ -205,5 +206,6 @@ func usageEventJSON(
     metadata: String? = nil
 ) -> String {
     let extra = metadata.map { #", "metadata": \#($0)"# } ?? ""
-    return #"{"id": "\#(id)", "tenant_id": "\#(tenant.uuidString.lowercased())", "type": "\#(metric)", "quantity": \#(quantity), "time": "\#(RFC3339.format(time))"\#(extra)}"#
+    return
+        #"{"id": "\#(id)", "tenant_id": "\#(tenant.uuidString.lowercased())", "type": "\#(metric)", "quantity": \#(quantity), "time": "\#(RFC3339.format(time))"\#(extra)}"#
 }

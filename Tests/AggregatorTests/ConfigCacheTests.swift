@@ -50,12 +50,17 @@ struct ConfigCacheTests {
         #expect(try await batch(2).quotaStates.first?.subscription == QuotaState.Subscription.none)
         // A subscription through the API: the next batch has its quota.
         let start = RFC3339.format(now.addingTimeInterval(-3_600))
-        #expect(try await post("/v1/subscriptions", #"{"tenant_id": "\#(tenant.uuidString.lowercased())", "plan": "\#(plan)", "start": "\#(start)"}"#) == 201)
+        #expect(
+            try await post("/v1/subscriptions", #"{"tenant_id": "\#(tenant.uuidString.lowercased())", "plan": "\#(plan)", "start": "\#(start)"}"#)
+                == 201)
         var state = try await batch(2).quotaStates.first
         #expect(state?.subscription == .active)
         #expect(state?.metrics["api_calls"]?.quota == 100)
         // An alert through the API: the next batch fires it.
-        #expect(try await post("/v1/alerts", #"{"tenant_id": "\#(tenant.uuidString.lowercased())", "metric": "api_calls", "kind": "threshold", "threshold_value": 3}"#) == 201)
+        #expect(
+            try await post(
+                "/v1/alerts",
+                #"{"tenant_id": "\#(tenant.uuidString.lowercased())", "metric": "api_calls", "kind": "threshold", "threshold_value": 3}"#) == 201)
         _ = try await batch(1)
         let fired = try await harness.database.query(
             "SELECT count(*) FROM alert_firings f JOIN usage_alerts a ON a.id = f.alert_id WHERE a.tenant_id = $1", [tenant]

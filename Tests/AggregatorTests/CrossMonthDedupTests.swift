@@ -18,14 +18,15 @@ struct CrossMonthDedupTests {
         try await harness.publish(["[\(usageEventJSON(id: "moved", tenant: tenant, quantity: "5", time: lastMonth))]"])
         try await harness.waitUntil("the first copy counted") { try await harness.storedCounts([tenant])[tenant] == 1 }
         try await harness.publish([
-            "[" + [
-                usageEventJSON(id: "moved", tenant: tenant, quantity: "5", time: now),
-                // Both copies of another id in one message, a month apart: the earliest time is kept.
-                usageEventJSON(id: "twice", tenant: tenant, quantity: "2", time: now),
-                usageEventJSON(id: "twice", tenant: tenant, quantity: "2", time: lastMonth),
-                usageEventJSON(id: "moved", tenant: other, quantity: "7", time: now),
-                usageEventJSON(id: "fresh", tenant: tenant, quantity: "1", time: now),
-            ].joined(separator: ",") + "]"
+            "["
+                + [
+                    usageEventJSON(id: "moved", tenant: tenant, quantity: "5", time: now),
+                    // Both copies of another id in one message, a month apart: the earliest time is kept.
+                    usageEventJSON(id: "twice", tenant: tenant, quantity: "2", time: now),
+                    usageEventJSON(id: "twice", tenant: tenant, quantity: "2", time: lastMonth),
+                    usageEventJSON(id: "moved", tenant: other, quantity: "7", time: now),
+                    usageEventJSON(id: "fresh", tenant: tenant, quantity: "1", time: now),
+                ].joined(separator: ",") + "]"
         ])
         try await harness.waitUntil("the second message committed") { try await harness.storedCounts([other])[other] == 1 }
         #expect(aggregator.kill(SIGTERM) == 0)
@@ -65,7 +66,8 @@ struct CrossMonthDedupTests {
             let kept = try await harness.database.query(
                 // By id first: the table's key is (event_id, tenant_id).
                 "SELECT event_id FROM usage_event_ids WHERE event_id IN ('expired', 'kept', 'ready') AND tenant_id = $1 ORDER BY event_id",
-                [tenant]).map { $0.text(0) }
+                [tenant]
+            ).map { $0.text(0) }
             #expect(kept == ["kept", "ready"])
         } cleanup: {
             try await harness.database.query(

@@ -28,7 +28,8 @@ struct DatabaseRefusalTests {
                 usageEventJSON(id: "ok-2", tenant: neighbour, time: time),
                 usageEventJSON(id: combining, tenant: tenant, time: time),
                 usageEventJSON(id: #"nul\u0000id"#, tenant: tenant, time: time),
-                usageEventJSON(id: "uq-long", tenant: tenant, metric: metric, time: time, metadata: #"{"k": "\#(String(repeating: "z", count: 3000))"}"#),
+                usageEventJSON(
+                    id: "uq-long", tenant: tenant, metric: metric, time: time, metadata: #"{"k": "\#(String(repeating: "z", count: 3000))"}"#),
             ]
             try await harness.publish(["[" + events.joined(separator: ",") + "]"])
             let aggregator = try harness.startAggregator(consumers: 1)

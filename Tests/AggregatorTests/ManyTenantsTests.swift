@@ -119,11 +119,12 @@ struct ManyTenantsTests {
                 [ids]
             ).map { try $0.decode(0, as: UUID.self) })
         let rule = AlertRule(id: "r", metric: "api_calls", condition: .threshold(Quantity(units: 4)))
-        let shouldFire = Set(population.alerted.filter { tenant in
-            !AlertEvaluator.newlyFiring(
-                rules: [rule], input: AlertInput(value: Quantity(units: Int64(stored[tenant, default: 0])), quota: nil), firedThisPeriod: []
-            ).isEmpty
-        })
+        let shouldFire = Set(
+            population.alerted.filter { tenant in
+                !AlertEvaluator.newlyFiring(
+                    rules: [rule], input: AlertInput(value: Quantity(units: Int64(stored[tenant, default: 0])), quota: nil), firedThisPeriod: []
+                ).isEmpty
+            })
         #expect(fired == shouldFire)
         #expect(!overQuota.isEmpty && !shouldFire.isEmpty)  // the population exercises both
     }
@@ -232,7 +233,9 @@ struct ManyTenantsTests {
         try await Self.finish(harness, population)
     }
 
-    @Test("a batch of four 1,000-tenant messages written in parts of 1,000 (tenant, hour) pairs: four transactions, every count, total, quota and alert exact")
+    @Test(
+        "a batch of four 1,000-tenant messages written in parts of 1,000 (tenant, hour) pairs: four transactions, every count, total, quota and alert exact"
+    )
     func batchInParts() async throws {
         let harness = try await AggregatorHarness.make()
         let now = TestClock.now()
@@ -272,7 +275,8 @@ struct ManyTenantsTests {
             let handler = try Self.handler(tenantHoursPerTransaction: 1)  // each message a part
             let time = TestClock.recent(60, before: TestClock.now())
             let ghost = UUID()  // no tenant of this Tally
-            let first = Self.delivery(1, [usageEventJSON(id: "a", tenant: tenants[0], time: time), usageEventJSON(id: "g", tenant: ghost, time: time)])
+            let first = Self.delivery(
+                1, [usageEventJSON(id: "a", tenant: tenants[0], time: time), usageEventJSON(id: "g", tenant: ghost, time: time)])
             let second = Self.delivery(
                 2,
                 [

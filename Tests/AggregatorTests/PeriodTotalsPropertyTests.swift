@@ -114,11 +114,13 @@ struct PeriodTotalsPropertyTests {
             }
             for (id, event) in earliest where stored[id] == nil { stored[id] = event }
 
-            let body = "[" + batch.map { event in
-                usageEventJSON(
-                    id: event.id, tenant: tenant, metric: event.metric, quantity: "\"\(event.record.quantity)\"",
-                    time: event.record.time.date, metadata: #"{"user": "\#(event.record.metadata["user"] ?? "")"}"#)
-            }.joined(separator: ",") + "]"
+            let body =
+                "["
+                + batch.map { event in
+                    usageEventJSON(
+                        id: event.id, tenant: tenant, metric: event.metric, quantity: "\"\(event.record.quantity)\"",
+                        time: event.record.time.date, metadata: #"{"user": "\#(event.record.metadata["user"] ?? "")"}"#)
+                }.joined(separator: ",") + "]"
             let decoded = UsageDecoder(now: now).decode([UsageMessage(deliveryTag: 1, messageID: nil, schema: nil, body: Array(body.utf8))])
             #expect(decoded.parkedEvents.isEmpty, "\(decoded.parkedEvents.prefix(3))")
             _ = try await UsageLedger.record(decoded, now: now, cache: cache, on: connection)

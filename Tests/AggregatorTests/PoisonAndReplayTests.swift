@@ -25,10 +25,11 @@ struct PoisonAndReplayTests {
         try await harness.publish(["this is not json"])
         try await harness.publish(["[\(usageEventJSON(id: "p0", tenant: tenant, time: now))]"], schema: "invoice.v9")
         try await harness.publish([
-            "[" + [
-                usageEventJSON(id: "p1", tenant: tenant, time: now), badType, usageEventJSON(id: "p3", tenant: stranger, time: now),
-                usageEventJSON(id: "p4", tenant: tenant, quantity: "2.5", time: now),
-            ].joined(separator: ",") + "]",
+            "["
+                + [
+                    usageEventJSON(id: "p1", tenant: tenant, time: now), badType, usageEventJSON(id: "p3", tenant: stranger, time: now),
+                    usageEventJSON(id: "p4", tenant: tenant, quantity: "2.5", time: now),
+                ].joined(separator: ",") + "]",
             "[\(usageEventJSON(id: "p5", tenant: tenant, time: now))]",
         ])
         try await harness.waitUntil("the valid events counted and the unreadable messages parked") {

@@ -23,7 +23,9 @@ struct UsageDecoderTests {
         let batch = UsageDecoder(now: now).decode([message("[\(event("a")), \(event(#"b\\c"#, quantity: "2.5"))]")])
         #expect(batch.eventCount == 2)
         #expect(batch.parkedEvents.isEmpty && batch.unreadable.isEmpty)
-        let rows = String(decoding: batch.stagedRows.buffer, as: UTF8.self).split(separator: "\n").map { $0.split(separator: "\t", omittingEmptySubsequences: false) }
+        let rows = String(decoding: batch.stagedRows.buffer, as: UTF8.self).split(separator: "\n").map {
+            $0.split(separator: "\t", omittingEmptySubsequences: false)
+        }
         try #require(rows.count == 2)
         #expect(rows[0][1] == "a")
         #expect(rows[1][1] == #"b\\c"#)  // a backslash in an id is escaped for COPY
@@ -47,12 +49,14 @@ struct UsageDecoderTests {
         #expect(try JSONParser.parse(Array(batch.parkedEvents[0].payload.utf8)) == (try JSONParser.parse(Array(bad.utf8))))
     }
 
-    @Test("messages that are not usage batches are refused whole, with a reason", arguments: [
-        ("not json", "usage.v1", "not JSON"),
-        (#"{"id": "x"}"#, "usage.v1", "not a JSON array"),
-        ("[]", "usage.v1", "1 to 1000 events"),
-        ("[1]", "invoice.v1", "unsupported x-tally-schema"),
-    ])
+    @Test(
+        "messages that are not usage batches are refused whole, with a reason",
+        arguments: [
+            ("not json", "usage.v1", "not JSON"),
+            (#"{"id": "x"}"#, "usage.v1", "not a JSON array"),
+            ("[]", "usage.v1", "1 to 1000 events"),
+            ("[1]", "invoice.v1", "unsupported x-tally-schema"),
+        ])
     func unreadable(body: String, schema: String, reason: String) {
         let batch = UsageDecoder(now: now).decode([message(body, schema: schema, tag: 7), message("[\(event("ok"))]", tag: 8)])
         #expect(batch.unreadable.map(\.deliveryTag) == [7])
@@ -64,13 +68,17 @@ struct UsageDecoderTests {
     func parts() throws {
         // Message i: three events of tenants 3i, 3i+1, 3i+2 in one hour; message 2 also a bad event.
         func tenant(_ index: Int) -> String { String(format: "3f0c1a52-7a43-4c1b-9f7e-%012d", index) }
-        let bodies = (0..<5).map { index in
-            var events = (0..<3).map { offset in
-                #"{"id": "e\#(index)-\#(offset)", "tenant_id": "\#(tenant(3 * index + offset))", "type": "api_calls", "quantity": 1, "time": "2026-11-24T18:00:00Z"}"#
-            }
-            if index == 2 { events.append(#"{"id": "bad", "tenant_id": "\#(tenant(0))", "type": "Bad-Metric", "quantity": 1, "time": "2026-11-24T18:00:00Z"}"#) }
-            return message("[" + events.joined(separator: ",") + "]", tag: UInt64(index))
-        } + [message("not json", tag: 9)]
+        let bodies =
+            (0..<5).map { index in
+                var events = (0..<3).map { offset in
+                    #"{"id": "e\#(index)-\#(offset)", "tenant_id": "\#(tenant(3 * index + offset))", "type": "api_calls", "quantity": 1, "time": "2026-11-24T18:00:00Z"}"#
+                }
+                if index == 2 {
+                    events.append(
+                        #"{"id": "bad", "tenant_id": "\#(tenant(0))", "type": "Bad-Metric", "quantity": 1, "time": "2026-11-24T18:00:00Z"}"#)
+                }
+                return message("[" + events.joined(separator: ",") + "]", tag: UInt64(index))
+            } + [message("not json", tag: 9)]
         let parts = UsageDecoder(now: now).decode(bodies, tenantHoursPerPart: 5)
         // 3 + 3 pairs (closed: ≥ 5), 3 + 3 (closed), then the last 3 with the unreadable message.
         #expect(parts.map(\.eventCount) == [6, 6, 3])

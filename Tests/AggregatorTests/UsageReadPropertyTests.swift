@@ -15,7 +15,9 @@ import UsageEvents
 /// in batches that overlap (duplicates must not count).
 @Suite("Usage reads equal a straight aggregation of the events")
 struct UsageReadPropertyTests {
-    @Test("random events and random ranges: rollups + edges == naive aggregation, for sum, count, max, latest, unique_count; so is every bucket of the usage history, and the usage statement at random instants")
+    @Test(
+        "random events and random ranges: rollups + edges == naive aggregation, for sum, count, max, latest, unique_count; so is every bucket of the usage history, and the usage statement at random instants"
+    )
     func readsMatchNaive() async throws {
         let harness = try await AggregatorHarness.make()
         let tenant = try await harness.createTenants(1)[0]
@@ -58,7 +60,9 @@ struct UsageReadPropertyTests {
         let connection = try await PostgresConnection.connect(
             configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
         for (index, body) in bodies.enumerated() {
-            let batch = UsageDecoder(now: TestClock.now()).decode([UsageMessage(deliveryTag: UInt64(index), messageID: nil, schema: nil, body: Array(body.utf8))])
+            let batch = UsageDecoder(now: TestClock.now()).decode([
+                UsageMessage(deliveryTag: UInt64(index), messageID: nil, schema: nil, body: Array(body.utf8))
+            ])
             #expect(batch.parkedEvents.isEmpty)
             _ = try await UsageLedger.record(batch, now: TestClock.now(), on: connection)
         }
@@ -185,7 +189,9 @@ struct UsageReadPropertyTests {
             let time = Instant(microsecondsSinceEpoch: start + Int64(random.next() % UInt64(end - start)))
             events.append(usageEventJSON(id: "c\(index)", tenant: tenant, metric: metric, quantity: "\"\(random.next() % 40).25\"", time: time.date))
         }
-        let batch = UsageDecoder(now: TestClock.now()).decode([UsageMessage(deliveryTag: 1, messageID: nil, schema: nil, body: Array("[\(events.joined(separator: ","))]".utf8))])
+        let batch = UsageDecoder(now: TestClock.now()).decode([
+            UsageMessage(deliveryTag: 1, messageID: nil, schema: nil, body: Array("[\(events.joined(separator: ","))]".utf8))
+        ])
         #expect(batch.parkedEvents.isEmpty)
         _ = try await UsageLedger.record(batch, now: TestClock.now(), on: connection)
         try await subscribe(tenants[2], plan: "starter")

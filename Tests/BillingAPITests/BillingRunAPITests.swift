@@ -31,7 +31,8 @@ struct BillingRunAPITests: BillingAPITestCase {
             """, [subscription])
         try await app().test(.router) { client in
             let body = #"{"as_of": "2026-08-01T02:00:00Z", "tenant_id": "\#(tenant.uuidString)"}"#
-            let id = try await client.execute(uri: "/v1/billing-runs", method: .post, headers: bearer(adminToken), body: ByteBuffer(string: body)) { response in
+            let id = try await client.execute(uri: "/v1/billing-runs", method: .post, headers: bearer(adminToken), body: ByteBuffer(string: body)) {
+                response in
                 #expect(response.status == .accepted)
                 let run = try json(response)
                 #expect(run["due"] as? Int == 2)  // June and July

@@ -72,7 +72,9 @@ struct DashboardTests: BillingAPITestCase {
         }
     }
 
-    func post(_ client: some TestClientProtocol, _ uri: String, _ browser: Browser, _ fields: [(String, String)]) async throws -> (HTTPResponse.Status, String, HTTPFields) {
+    func post(_ client: some TestClientProtocol, _ uri: String, _ browser: Browser, _ fields: [(String, String)]) async throws -> (
+        HTTPResponse.Status, String, HTTPFields
+    ) {
         try await client.execute(
             uri: uri, method: .post, headers: [.cookie: "tally_session=\(browser.cookie)", .contentType: "application/x-www-form-urlencoded"],
             body: Self.form(fields)
@@ -90,7 +92,9 @@ struct DashboardTests: BillingAPITestCase {
             let token = try await client.execute(uri: "/dashboard/sign-in", method: .get) { response in
                 (try #require(Self.cookie("tally_sign_in", in: response)).value, try #require(Self.csrf(in: String(buffer: response.body))))
             }
-            for (key, csrf, expected) in [("tally_" + String(repeating: "0", count: 64), token.1, HTTPResponse.Status.unauthorized), (tenant.key, "forged", .forbidden)] {
+            for (key, csrf, expected) in [
+                ("tally_" + String(repeating: "0", count: 64), token.1, HTTPResponse.Status.unauthorized), (tenant.key, "forged", .forbidden),
+            ] {
                 try await client.execute(
                     uri: "/dashboard/sign-in", method: .post,
                     headers: [.cookie: "tally_sign_in=\(token.0)", .contentType: "application/x-www-form-urlencoded"],
@@ -130,7 +134,8 @@ struct DashboardTests: BillingAPITestCase {
             let browser = try await signIn(client, key: tenant.key)
             #expect(try await get(client, "/dashboard/usage", browser).0 == .ok)
             try await client.execute(
-                uri: "/v1/tenants/\(tenant.id)/api-keys", method: .post, headers: bearer(adminToken), body: ByteBuffer(string: #"{"revoke_others": true}"#)
+                uri: "/v1/tenants/\(tenant.id)/api-keys", method: .post, headers: bearer(adminToken),
+                body: ByteBuffer(string: #"{"revoke_others": true}"#)
             ) { response in #expect(response.status == .created) }
             #expect(try await get(client, "/dashboard/usage", browser).0 == .seeOther)
         }
@@ -153,7 +158,8 @@ struct DashboardTests: BillingAPITestCase {
             #expect(alerts.first?["threshold_percentage"] as? String == "80")
             let id = try #require(alerts.first?["id"] as? String)
             let (invalid, page, _) = try await post(
-                client, "/dashboard/alerts", browser, [("metric", "API CALLS"), ("kind", "threshold"), ("threshold_value", "5"), ("csrf_token", browser.csrf)])
+                client, "/dashboard/alerts", browser,
+                [("metric", "API CALLS"), ("kind", "threshold"), ("threshold_value", "5"), ("csrf_token", browser.csrf)])
             #expect(invalid == .badRequest)
             #expect(page.contains("Metric must be a metric name"))
             let (removed, _, _) = try await post(client, "/dashboard/alerts/\(id)/delete", browser, [("csrf_token", browser.csrf)])
@@ -167,7 +173,8 @@ struct DashboardTests: BillingAPITestCase {
                 client, "/dashboard/webhooks", browser, [("url", "http://127.0.0.1:9/hook"), ("description", "form"), ("csrf_token", browser.csrf)])
             #expect(created == .created)
             #expect(endpointPage.contains("shown this once: <code>whsec_"))
-            let (refused, refusedPage, _) = try await post(client, "/dashboard/webhooks", browser, [("url", "ftp://x"), ("csrf_token", browser.csrf)])
+            let (refused, refusedPage, _) = try await post(
+                client, "/dashboard/webhooks", browser, [("url", "ftp://x"), ("csrf_token", browser.csrf)])
             #expect(refused == .badRequest && refusedPage.contains("URL "))
             try await client.execute(uri: "/v1/webhook-endpoints", method: .get, headers: bearer(tenant.key)) { response in
                 let data = try json(response)["data"] as? [[String: Any]]
@@ -180,7 +187,8 @@ struct DashboardTests: BillingAPITestCase {
     func secureCookies() async throws {
         try await app().test(.router) { client in
             for (proto, secure) in [("https", true), ("http", false)] {
-                try await client.execute(uri: "/dashboard/sign-in", method: .get, headers: [HTTPField.Name("X-Forwarded-Proto")!: proto]) { response in
+                try await client.execute(uri: "/dashboard/sign-in", method: .get, headers: [HTTPField.Name("X-Forwarded-Proto")!: proto]) {
+                    response in
                     let cookie = try #require(Self.cookie("tally_sign_in", in: response))
                     #expect(cookie.attributes.contains("Secure") == secure, "\(proto)")
                     #expect(cookie.attributes.contains("SameSite=Strict"))
@@ -199,34 +207,41 @@ struct DashboardTests: BillingAPITestCase {
                 uri: "/v1/subscriptions", method: .post, headers: bearer(adminToken),
                 body: ByteBuffer(string: #"{"tenant_id": "\#(tenant.id)", "plan": "starter"}"#)
             ) { try #require(try json($0)["id"] as? String) }
-            try await withCleanup({
-                let total = try await client.execute(uri: "/v1/invoices/upcoming?tenant_id=\(tenant.id)", method: .get, headers: bearer(adminToken)) {
-                    try #require(try json($0)["total_cents"] as? Int)
-                }
-                let admin = try await signIn(client, key: adminToken)
-                let (byName, namePage, _) = try await get(client, "/dashboard/tenants?sort=name", admin)
-                #expect(byName == .ok)
-                #expect(namePage.contains("Page 1 of"))
-                let ours = try #require(Self.rows(namePage).first { $0.id == tenant.id })
-                #expect(ours.charge == Self.dollars(total))
-                let (byCharge, chargePage, _) = try await get(client, "/dashboard/tenants?sort=charge", admin)
-                #expect(byCharge == .ok)
-                let charges = Self.rows(chargePage).map { Self.cents($0.charge) }
-                #expect(!charges.isEmpty)
-                #expect(charges == charges.sorted(by: >))
-            }, cleanup: {
-                // Not open any more: later runs' pages do not list it.
-                try await pool.query("DELETE FROM subscription_plan_changes WHERE subscription_id = $1", [UUID(uuidString: subscription)!])
-                try await pool.query("DELETE FROM subscriptions WHERE id = $1", [UUID(uuidString: subscription)!])
-            })
+            try await withCleanup(
+                {
+                    let total = try await client.execute(
+                        uri: "/v1/invoices/upcoming?tenant_id=\(tenant.id)", method: .get, headers: bearer(adminToken)
+                    ) {
+                        try #require(try json($0)["total_cents"] as? Int)
+                    }
+                    let admin = try await signIn(client, key: adminToken)
+                    let (byName, namePage, _) = try await get(client, "/dashboard/tenants?sort=name", admin)
+                    #expect(byName == .ok)
+                    #expect(namePage.contains("Page 1 of"))
+                    let ours = try #require(Self.rows(namePage).first { $0.id == tenant.id })
+                    #expect(ours.charge == Self.dollars(total))
+                    let (byCharge, chargePage, _) = try await get(client, "/dashboard/tenants?sort=charge", admin)
+                    #expect(byCharge == .ok)
+                    let charges = Self.rows(chargePage).map { Self.cents($0.charge) }
+                    #expect(!charges.isEmpty)
+                    #expect(charges == charges.sorted(by: >))
+                },
+                cleanup: {
+                    // Not open any more: later runs' pages do not list it.
+                    try await pool.query("DELETE FROM subscription_plan_changes WHERE subscription_id = $1", [UUID(uuidString: subscription)!])
+                    try await pool.query("DELETE FROM subscriptions WHERE id = $1", [UUID(uuidString: subscription)!])
+                })
         }
         await pool.close()
     }
 
     /// The finance page's rows: tenant id and charge text.
     static func rows(_ page: String) -> [(id: String, charge: String)] {
-        page.matches(of: #/<tr><td><a href="/dashboard/usage\?tenant=([0-9a-f-]{36})">[^<]*</a></td><td>[^<]*</td><td>[^<]*</td><td class="num">([^<]*)</td></tr>/#)
-            .map { (String($0.output.1), String($0.output.2)) }
+        page.matches(
+            of:
+                #/<tr><td><a href="/dashboard/usage\?tenant=([0-9a-f-]{36})">[^<]*</a></td><td>[^<]*</td><td>[^<]*</td><td class="num">([^<]*)</td></tr>/#
+        )
+        .map { (String($0.output.1), String($0.output.2)) }
     }
 
     static func dollars(_ cents: Int) -> String {
@@ -288,7 +303,8 @@ struct DashboardTests: BillingAPITestCase {
             let (endpoint, _, _) = try await post(client, "/dashboard/webhooks/\(endpointID)/delete", browserA, [("csrf_token", browserA.csrf)])
             #expect(endpoint == .notFound)
             // B's session token does not work as A's CSRF token (tokens are per session).
-            let (crossed, _, _) = try await post(client, "/dashboard/alerts", browserA, [("metric", "api_calls"), ("kind", "anomaly"), ("csrf_token", browserB.csrf)])
+            let (crossed, _, _) = try await post(
+                client, "/dashboard/alerts", browserA, [("metric", "api_calls"), ("kind", "anomaly"), ("csrf_token", browserB.csrf)])
             #expect(crossed == .forbidden)
             try await client.execute(uri: "/v1/alerts", method: .get, headers: bearer(b.key)) { response in
                 let data = try json(response)["data"] as? [[String: Any]]

@@ -120,30 +120,35 @@ struct PaginationAPITests: BillingAPITestCase {
                                           total_cents, issued_at, due_at, as_of)
                     VALUES ($1, $2, $3, $4, $5, $5::timestamptz + interval '1 month', 100, 0, 0, 100, $6, $6, $6)
                     """,
-                    [id, UUID(uuidString: tenant.id)!, "INV-2099-\(Int.random(in: 100_000...999_999))", status,
-                     "2000-0\(month)-01T00:00:00Z", "\(day)T12:00:00Z"])
+                    [
+                        id, UUID(uuidString: tenant.id)!, "INV-2099-\(Int.random(in: 100_000...999_999))", status,
+                        "2000-0\(month)-01T00:00:00Z", "\(day)T12:00:00Z",
+                    ])
             }
-            try await withCleanup({
-                let own = try await walk(client, "/v1/invoices", token: a.key, limit: 2)
-                #expect(own.compactMap { $0["id"] as? String } == ["a3", "a2", "a1"].map { ids[$0]!.uuidString.lowercased() })
-                let window = "from=\(day)T00:00:00Z&to=\(day)T23:59:59Z"
-                let all = try await walk(client, "/v1/invoices?\(window)", token: adminToken, limit: 1)
-                #expect(Set(ids.values.map { $0.uuidString.lowercased() }).isSubset(of: Set(all.compactMap { $0["id"] as? String })))
-                let open = try await walk(client, "/v1/invoices?\(window)&status=open", token: adminToken, limit: 10)
-                #expect(Set(["a1", "a3", "b1"].map { ids[$0]!.uuidString.lowercased() }).isSubset(of: Set(open.compactMap { $0["id"] as? String })))
-                #expect(!open.contains { $0["id"] as? String == ids["a2"]!.uuidString.lowercased() })
-                let paidOfA = try await walk(client, "/v1/invoices?\(window)&status=paid&tenant_id=\(a.id)", token: adminToken, limit: 10)
-                #expect(paidOfA.compactMap { $0["id"] as? String } == [ids["a2"]!.uuidString.lowercased()])
-                // A tenant key never lists across tenants, and B's invoice is no cursor for A.
-                let (foreign, field) = try await status(client, "/v1/invoices?starting_after=\(ids["b1"]!)", token: a.key)
-                #expect(foreign == .badRequest && field == "starting_after")
-                let (crossing, _) = try await status(client, "/v1/invoices?tenant_id=\(b.id)", token: a.key)
-                #expect(crossing == .notFound)
-                let (badStatus, statusField) = try await status(client, "/v1/invoices?status=late", token: a.key)
-                #expect(badStatus == .badRequest && statusField == "status")
-            }, cleanup: {
-                try await pool.query("DELETE FROM invoices WHERE id = ANY($1::uuid[])", [PostgresTextArray(ids.values.map { $0.uuidString })])
-            })
+            try await withCleanup(
+                {
+                    let own = try await walk(client, "/v1/invoices", token: a.key, limit: 2)
+                    #expect(own.compactMap { $0["id"] as? String } == ["a3", "a2", "a1"].map { ids[$0]!.uuidString.lowercased() })
+                    let window = "from=\(day)T00:00:00Z&to=\(day)T23:59:59Z"
+                    let all = try await walk(client, "/v1/invoices?\(window)", token: adminToken, limit: 1)
+                    #expect(Set(ids.values.map { $0.uuidString.lowercased() }).isSubset(of: Set(all.compactMap { $0["id"] as? String })))
+                    let open = try await walk(client, "/v1/invoices?\(window)&status=open", token: adminToken, limit: 10)
+                    #expect(
+                        Set(["a1", "a3", "b1"].map { ids[$0]!.uuidString.lowercased() }).isSubset(of: Set(open.compactMap { $0["id"] as? String })))
+                    #expect(!open.contains { $0["id"] as? String == ids["a2"]!.uuidString.lowercased() })
+                    let paidOfA = try await walk(client, "/v1/invoices?\(window)&status=paid&tenant_id=\(a.id)", token: adminToken, limit: 10)
+                    #expect(paidOfA.compactMap { $0["id"] as? String } == [ids["a2"]!.uuidString.lowercased()])
+                    // A tenant key never lists across tenants, and B's invoice is no cursor for A.
+                    let (foreign, field) = try await status(client, "/v1/invoices?starting_after=\(ids["b1"]!)", token: a.key)
+                    #expect(foreign == .badRequest && field == "starting_after")
+                    let (crossing, _) = try await status(client, "/v1/invoices?tenant_id=\(b.id)", token: a.key)
+                    #expect(crossing == .notFound)
+                    let (badStatus, statusField) = try await status(client, "/v1/invoices?status=late", token: a.key)
+                    #expect(badStatus == .badRequest && statusField == "status")
+                },
+                cleanup: {
+                    try await pool.query("DELETE FROM invoices WHERE id = ANY($1::uuid[])", [PostgresTextArray(ids.values.map { $0.uuidString })])
+                })
         }
         await pool.close()
     }

@@ -29,8 +29,12 @@ struct StripeWebhookTests: BillingAPITestCase {
         let mac = StripeWebhookSignature.mac(secret: "whsec_a", timestamp: 1_800_000_000, body: body).map { String(format: "%02x", $0) }.joined()
         try verifier.verify(header: "t=1800000000,v1=\(mac)", body: body, now: now)
         try verifier.verify(header: "t=1800000000,v1=00,v1=\(mac)", body: body, now: now.addingTimeInterval(299))
-        #expect(throws: StripeWebhookSignature.Failure.stale) { try verifier.verify(header: "t=1800000000,v1=\(mac)", body: body, now: now.addingTimeInterval(301)) }
-        #expect(throws: StripeWebhookSignature.Failure.mismatch) { try verifier.verify(header: "t=1800000000,v1=\(mac)", body: body + [0x20], now: now) }
+        #expect(throws: StripeWebhookSignature.Failure.stale) {
+            try verifier.verify(header: "t=1800000000,v1=\(mac)", body: body, now: now.addingTimeInterval(301))
+        }
+        #expect(throws: StripeWebhookSignature.Failure.mismatch) {
+            try verifier.verify(header: "t=1800000000,v1=\(mac)", body: body + [0x20], now: now)
+        }
         #expect(throws: StripeWebhookSignature.Failure.mismatch) {
             try StripeWebhookSignature(secret: "whsec_b").verify(header: "t=1800000000,v1=\(mac)", body: body, now: now)
         }
@@ -51,14 +55,17 @@ struct StripeWebhookTests: BillingAPITestCase {
             VALUES ($1, $2, $3, '2026-10-01T00:00:00Z', '2026-11-01T00:00:00Z', 100, 0, 0, 100, now(), now() + interval '30 days', now())
             """, [invoice, tenant, "INV-2097-\(String(Int.random(in: 100_000...999_999)))"])
         let eventID = "evt_\(UUID().uuidString)"
-        let body = #"{"id": "\#(eventID)", "type": "invoice.paid", "data": {"object": {"id": "in_test", "metadata": {"tally_invoice_id": "\#(invoice.uuidString.lowercased())"}}}}"#
+        let body =
+            #"{"id": "\#(eventID)", "type": "invoice.paid", "data": {"object": {"id": "in_test", "metadata": {"tally_invoice_id": "\#(invoice.uuidString.lowercased())"}}}}"#
         let now = Int64(Date().timeIntervalSince1970)
         try await app().test(.router) { client in
-            try await client.execute(uri: "/v1/stripe/webhook", method: .post, headers: signed(body, at: now), body: ByteBuffer(string: body)) { response in
+            try await client.execute(uri: "/v1/stripe/webhook", method: .post, headers: signed(body, at: now), body: ByteBuffer(string: body)) {
+                response in
                 #expect(response.status == .ok)
                 #expect(String(buffer: response.body).contains(#""duplicate":false"#))
             }
-            try await client.execute(uri: "/v1/stripe/webhook", method: .post, headers: signed(body, at: now), body: ByteBuffer(string: body)) { response in
+            try await client.execute(uri: "/v1/stripe/webhook", method: .post, headers: signed(body, at: now), body: ByteBuffer(string: body)) {
+                response in
                 #expect(String(buffer: response.body).contains(#""duplicate":true"#))
             }
             for headers in [signed(body, at: now - 600), signed(body, at: now, secret: "whsec_forged"), [.contentType: "application/json"]] {
@@ -79,7 +86,9 @@ struct StripeWebhookTests: BillingAPITestCase {
         await pool.close()
     }
 
-    @Test("signed card, subscription and payment-failure events are applied by the running Invoicer: cards kept as brand and last4, a Stripe cancellation at period end ends ours at our period's end, a failed payment goes to billing.events")
+    @Test(
+        "signed card, subscription and payment-failure events are applied by the running Invoicer: cards kept as brand and last4, a Stripe cancellation at period end ends ours at our period's end, a failed payment goes to billing.events"
+    )
     func subscriptionAndCardEvents() async throws {
         let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
         let suffix = UUID().uuidString.prefix(8).lowercased()
@@ -111,7 +120,8 @@ struct StripeWebhookTests: BillingAPITestCase {
         }
         let attached = event(
             "payment_method.attached",
-            #"{"id": "\#(card)", "object": "payment_method", "type": "card", "customer": "\#(customer)", "card": {"brand": "mastercard", "last4": "4444", "exp_month": 3, "exp_year": 2031}}"#)
+            #"{"id": "\#(card)", "object": "payment_method", "type": "card", "customer": "\#(customer)", "card": {"brand": "mastercard", "last4": "4444", "exp_month": 3, "exp_year": 2031}}"#
+        )
         let canceling = event(
             "customer.subscription.updated",
             #"{"id": "\#(stripeSubscription)", "object": "subscription", "status": "active", "cancel_at_period_end": true}"#)
@@ -119,7 +129,8 @@ struct StripeWebhookTests: BillingAPITestCase {
         let now = Int64(Date().timeIntervalSince1970)
         try await app().test(.router) { client in
             for body in [attached, canceling, failed] {
-                try await client.execute(uri: "/v1/stripe/webhook", method: .post, headers: signed(body, at: now), body: ByteBuffer(string: body)) { response in
+                try await client.execute(uri: "/v1/stripe/webhook", method: .post, headers: signed(body, at: now), body: ByteBuffer(string: body)) {
+                    response in
                     #expect(response.status == .ok)
                 }
             }
@@ -127,7 +138,8 @@ struct StripeWebhookTests: BillingAPITestCase {
         try await waitUntil("the card is recorded") {
             try await pool.query("SELECT count(*) FROM payment_methods WHERE provider_id = $1", [card])[0].decode(0, as: Int.self) == 1
         }
-        let stored = try await pool.query("SELECT tenant_id, brand, last4::text, exp_month::int, exp_year::int FROM payment_methods WHERE provider_id = $1", [card])[0]
+        let stored = try await pool.query(
+            "SELECT tenant_id, brand, last4::text, exp_month::int, exp_year::int FROM payment_methods WHERE provider_id = $1", [card])[0]
         #expect(try stored.decode(0, as: UUID.self) == tenant)
         #expect(stored.text(1) == "mastercard")
         #expect(stored.text(2) == "4444")

@@ -37,7 +37,8 @@ struct SubscriptionAPITests: BillingAPITestCase {
             #expect(code(body) == "BACKDATING_NOT_ALLOWED")
             #expect(field(body) == "start")
             for year in ["0001-01-01T00:00:00Z", "1999-12-31T23:59:59Z", "10000-01-01T00:00:00Z"] {
-                (status, body) = try await post(client, "/v1/subscriptions", adminToken, #"{"tenant_id": "\#(tenant.id)", "plan": "starter", "start": "\#(year)"}"#)
+                (status, body) = try await post(
+                    client, "/v1/subscriptions", adminToken, #"{"tenant_id": "\#(tenant.id)", "plan": "starter", "start": "\#(year)"}"#)
                 #expect(status == .badRequest, "\(year)")
                 #expect(field(body) == "start", "\(year)")
             }
@@ -55,7 +56,8 @@ struct SubscriptionAPITests: BillingAPITestCase {
             // The admin token may backdate (SPEC §4: any instant in years 2000–9999).
             let other = try await createTenant(client)
             let longAgo = RFC3339.format(now.addingTimeInterval(-400 * 86_400))
-            (status, body) = try await post(client, "/v1/subscriptions", adminToken, #"{"tenant_id": "\#(other.id)", "plan": "starter", "start": "\#(longAgo)"}"#)
+            (status, body) = try await post(
+                client, "/v1/subscriptions", adminToken, #"{"tenant_id": "\#(other.id)", "plan": "starter", "start": "\#(longAgo)"}"#)
             #expect(status == .created)
             // Reads too are bounded: no `at` before 2000.
             try await client.execute(
@@ -93,15 +95,18 @@ struct SubscriptionAPITests: BillingAPITestCase {
             #expect(field(body) == "start")
 
             // Upgrade mid-period: at the moment asked. Downgrade: at the next period start (Feb 28 → Mar 31).
-            (status, body) = try await post(client, "/v1/subscriptions/\(id)/change", tenant.key, #"{"plan": "professional", "at": "\#(year)-02-10T12:00:00Z"}"#)
+            (status, body) = try await post(
+                client, "/v1/subscriptions/\(id)/change", tenant.key, #"{"plan": "professional", "at": "\#(year)-02-10T12:00:00Z"}"#)
             #expect(status == .ok)
-            (status, body) = try await post(client, "/v1/subscriptions/\(id)/change", tenant.key, #"{"plan": "starter", "at": "\#(year)-03-05T00:00:00Z"}"#)
+            (status, body) = try await post(
+                client, "/v1/subscriptions/\(id)/change", tenant.key, #"{"plan": "starter", "at": "\#(year)-03-05T00:00:00Z"}"#)
             #expect(status == .ok)
             let changes = try #require(body["changes"] as? [[String: Any]])
             #expect(changes.map { $0["kind"] as? String } == ["start", "upgrade", "downgrade"])
-            #expect(changes.map { $0["effective_at"] as? String } == [
-                "\(year)-01-31T00:00:00.000Z", "\(year)-02-10T12:00:00.000Z", "\(year)-03-31T00:00:00.000Z",
-            ])
+            #expect(
+                changes.map { $0["effective_at"] as? String } == [
+                    "\(year)-01-31T00:00:00.000Z", "\(year)-02-10T12:00:00.000Z", "\(year)-03-31T00:00:00.000Z",
+                ])
             // Another tenant's key cannot see or touch it.
             (status, _) = try await post(client, "/v1/subscriptions/\(id)/cancel", other.key, "{}")
             #expect(status == .notFound)
@@ -113,7 +118,8 @@ struct SubscriptionAPITests: BillingAPITestCase {
                                       tax_cents, total_cents, issued_at, due_at, as_of)
                 VALUES ($1, $2, $3, '\(year)-02-28T00:00:00Z', '\(year)-03-31T00:00:00Z', 100, 0, 0, 100, now(), now() + interval '30 days', now())
                 """, [UUID(uuidString: tenant.id)!, UUID(uuidString: id)!, "INV-2099-\(String(Int.random(in: 100_000...999_999)))"])
-            (status, body) = try await post(client, "/v1/subscriptions/\(id)/change", tenant.key, #"{"plan": "enterprise", "at": "\#(year)-03-10T00:00:00Z"}"#)
+            (status, body) = try await post(
+                client, "/v1/subscriptions/\(id)/change", tenant.key, #"{"plan": "enterprise", "at": "\#(year)-03-10T00:00:00Z"}"#)
             #expect(status == .conflict)
             let message = (body["error"] as? [String: Any])?["message"] as? String ?? ""
             #expect(message.contains("already invoiced"))
@@ -121,7 +127,8 @@ struct SubscriptionAPITests: BillingAPITestCase {
             #expect(status == .conflict)
 
             // Cancel at the end of the period containing April 10: [Mar 31, Apr 30) — the Jan 31 anchor, clamped.
-            (status, body) = try await post(client, "/v1/subscriptions/\(id)/cancel", tenant.key, #"{"at": "\#(year)-04-10T00:00:00Z", "at_period_end": true}"#)
+            (status, body) = try await post(
+                client, "/v1/subscriptions/\(id)/cancel", tenant.key, #"{"at": "\#(year)-04-10T00:00:00Z", "at_period_end": true}"#)
             #expect(status == .ok)
             #expect(body["ends_at"] as? String == "\(year)-04-30T00:00:00.000Z")
             try await client.execute(uri: "/v1/subscriptions", method: .get, headers: bearer(tenant.key)) { response in

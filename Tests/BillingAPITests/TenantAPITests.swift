@@ -1,9 +1,9 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
-import NIOCore
 import HummingbirdTesting
 import Logging
+import NIOCore
 import PostgresClient
 import TallyTestSupport
 import Testing
@@ -58,14 +58,14 @@ struct TenantAPITests: BillingAPITestCase {
             try await client.execute(uri: "/v1/tenants", method: .post, body: ByteBuffer(string: "{}")) { response in
                 #expect(response.status == .unauthorized)
                 let problem = try errorCode(response)
-                    #expect(problem.code == "UNAUTHENTICATED")
+                #expect(problem.code == "UNAUTHENTICATED")
             }
             try await client.execute(
                 uri: "/v1/tenants/\(UUID())", method: .get, headers: bearer("tally_" + String(repeating: "0", count: 64))
             ) { response in
                 #expect(response.status == .unauthorized)
                 let problem = try errorCode(response)
-                    #expect(problem.code == "INVALID_API_KEY")
+                #expect(problem.code == "INVALID_API_KEY")
             }
             try await client.execute(uri: "/healthz", method: .get) { response in #expect(response.status == .ok) }
             try await client.execute(uri: "/readyz", method: .get) { response in #expect(response.status == .ok) }
@@ -81,7 +81,7 @@ struct TenantAPITests: BillingAPITestCase {
             try await client.execute(uri: "/v1/tenants", method: .post, headers: bearer(first.key), body: body) { response in
                 #expect(response.status == .forbidden)
                 let problem = try errorCode(response)
-                    #expect(problem.code == "FORBIDDEN")
+                #expect(problem.code == "FORBIDDEN")
             }
             try await client.execute(uri: "/v1/tenants/\(second.id)", method: .get, headers: bearer(first.key)) { response in
                 #expect(response.status == .notFound)

@@ -83,12 +83,14 @@ struct UsageAndAlertAPITests: BillingAPITestCase {
             try await client.execute(uri: whole, method: .get, headers: bearer(other.key)) { response in
                 #expect(response.status == .notFound)
             }
-            try await client.execute(uri: "/v1/usage?from=\(month)-20T00:00:00Z&to=\(month)-21T00:00:00Z", method: .get, headers: bearer(adminToken)) { response in
+            try await client.execute(uri: "/v1/usage?from=\(month)-20T00:00:00Z&to=\(month)-21T00:00:00Z", method: .get, headers: bearer(adminToken))
+            { response in
                 #expect(response.status == .badRequest)
                 let field = try errorField(response)
                 #expect(field == "tenant_id")
             }
-            try await client.execute(uri: "/v1/usage?from=yesterday&to=\(month)-21T00:00:00Z", method: .get, headers: bearer(tenant.key)) { response in
+            try await client.execute(uri: "/v1/usage?from=yesterday&to=\(month)-21T00:00:00Z", method: .get, headers: bearer(tenant.key)) {
+                response in
                 #expect(response.status == .badRequest)
                 let field = try errorField(response)
                 #expect(field == "from")

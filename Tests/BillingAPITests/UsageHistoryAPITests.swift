@@ -46,12 +46,15 @@ struct UsageHistoryAPITests: BillingAPITestCase {
         return String(format: "%04d-%02d-%02d", day.year, day.month, day.day)
     }
 
-    @Test("without from/to, GET /v1/usage answers the current period and names it: the calendar month without a subscription, the billing period with one")
+    @Test(
+        "without from/to, GET /v1/usage answers the current period and names it: the calendar month without a subscription, the billing period with one"
+    )
     func currentPeriod() async throws {
         let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
         try await app().test(.router) { client in
             let tenant = try await createTenant(client)
-            try await withCleanup({ try await currentPeriod(of: tenant, client: client, pool: pool) }, cleanup: { try await deleteUsage(of: tenant.id, pool: pool) })
+            try await withCleanup(
+                { try await currentPeriod(of: tenant, client: client, pool: pool) }, cleanup: { try await deleteUsage(of: tenant.id, pool: pool) })
         }
         await pool.close()
     }
@@ -76,7 +79,9 @@ struct UsageHistoryAPITests: BillingAPITestCase {
         try await client.execute(
             uri: "/v1/subscriptions", method: .post, headers: bearer(adminToken),
             body: ByteBuffer(
-                string: #"{"tenant_id": "\#(tenant.id)", "plan": "starter", "start": "\#(Self.utcDay(TestClock.recent(40 * 86_400, before: now)))T00:00:00Z"}"#)
+                string:
+                    #"{"tenant_id": "\#(tenant.id)", "plan": "starter", "start": "\#(Self.utcDay(TestClock.recent(40 * 86_400, before: now)))T00:00:00Z"}"#
+            )
         ) { response in #expect(response.status == .created) }
         try await client.execute(uri: "/v1/usage?tenant_id=\(tenant.id.uppercased())", method: .get, headers: bearer(adminToken)) { response in
             #expect(response.status == .ok)
@@ -93,13 +98,17 @@ struct UsageHistoryAPITests: BillingAPITestCase {
         }
     }
 
-    @Test("usage history: a series per metric with empty buckets present, exact decimals; the CSV has one row per metric and day; another tenant gets 404")
+    @Test(
+        "usage history: a series per metric with empty buckets present, exact decimals; the CSV has one row per metric and day; another tenant gets 404"
+    )
     func historyAndExport() async throws {
         let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
         try await app().test(.router) { client in
             let tenant = try await createTenant(client)
             let other = try await createTenant(client)
-            try await withCleanup({ try await historyAndExport(of: tenant, other: other, client: client, pool: pool) }, cleanup: { try await deleteUsage(of: tenant.id, pool: pool) })
+            try await withCleanup(
+                { try await historyAndExport(of: tenant, other: other, client: client, pool: pool) },
+                cleanup: { try await deleteUsage(of: tenant.id, pool: pool) })
         }
         await pool.close()
     }

@@ -1,13 +1,15 @@
 import BillingEngine
-import Testing
 import TallyTestSupport
+import Testing
 
 @Suite("Aggregations and partial merging (SPEC §2 Billable metrics)")
 struct AggregationTests {
     static let all: [Aggregation] = [.sum, .count, .max, .latest, .uniqueCount(field: "user")]
 
     func record(_ id: String, _ second: Int64, _ quantity: Int64, user: String? = nil) -> UsageRecord {
-        UsageRecord(id: id, time: Instant(microsecondsSinceEpoch: second * 1_000_000), quantity: Quantity(units: quantity), metadata: user.map { ["user": $0] } ?? [:])
+        UsageRecord(
+            id: id, time: Instant(microsecondsSinceEpoch: second * 1_000_000), quantity: Quantity(units: quantity),
+            metadata: user.map { ["user": $0] } ?? [:])
     }
 
     @Test("each aggregation on a small example")
@@ -106,15 +108,23 @@ struct AlertTests {
         #expect(AlertEvaluator.newlyFiring(rules: rules, input: AlertInput(value: q(99), quota: quota), firedThisPeriod: []).isEmpty)
         #expect(AlertEvaluator.newlyFiring(rules: rules, input: AlertInput(value: q(100), quota: quota), firedThisPeriod: []).map(\.id) == ["t100"])
         #expect(AlertEvaluator.newlyFiring(rules: rules, input: AlertInput(value: q(799), quota: quota), firedThisPeriod: ["t100"]).isEmpty)
-        #expect(AlertEvaluator.newlyFiring(rules: rules, input: AlertInput(value: q(800), quota: quota), firedThisPeriod: ["t100"]).map(\.id) == ["q80"])
-        #expect(AlertEvaluator.newlyFiring(rules: rules, input: AlertInput(value: q(5000), quota: quota), firedThisPeriod: ["t100", "q80"]).map(\.id) == ["q100"])
-        #expect(AlertEvaluator.newlyFiring(rules: rules, input: AlertInput(value: q(5000), quota: quota), firedThisPeriod: ["t100", "q80", "q100"]).isEmpty)
+        #expect(
+            AlertEvaluator.newlyFiring(rules: rules, input: AlertInput(value: q(800), quota: quota), firedThisPeriod: ["t100"]).map(\.id) == ["q80"])
+        #expect(
+            AlertEvaluator.newlyFiring(rules: rules, input: AlertInput(value: q(5000), quota: quota), firedThisPeriod: ["t100", "q80"]).map(\.id) == [
+                "q100"
+            ])
+        #expect(
+            AlertEvaluator.newlyFiring(rules: rules, input: AlertInput(value: q(5000), quota: quota), firedThisPeriod: ["t100", "q80", "q100"])
+                .isEmpty)
         // A new period re-arms every rule; without a quota, percentage rules never fire.
         #expect(AlertEvaluator.newlyFiring(rules: rules, input: AlertInput(value: q(5000), quota: nil), firedThisPeriod: []).map(\.id) == ["t100"])
         // 80 % of a fractional quota is compared exactly: 0.8 × 12.5 = 10.
         let fractional = AlertInput(value: Quantity(scaled: 99_999), quota: Quantity(scaled: 125_000))
         #expect(AlertEvaluator.newlyFiring(rules: [rules[1]], input: fractional, firedThisPeriod: []).isEmpty)
-        #expect(AlertEvaluator.newlyFiring(rules: [rules[1]], input: AlertInput(value: q(10), quota: Quantity(scaled: 125_000)), firedThisPeriod: []).count == 1)
+        #expect(
+            AlertEvaluator.newlyFiring(rules: [rules[1]], input: AlertInput(value: q(10), quota: Quantity(scaled: 125_000)), firedThisPeriod: [])
+                .count == 1)
     }
 
     @Test("anomaly: a robust median/MAD rule ignores noise and a single past spike, and fires on a real surge")

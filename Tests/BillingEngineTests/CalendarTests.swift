@@ -1,6 +1,6 @@
 import BillingEngine
-import Testing
 import TallyTestSupport
+import Testing
 
 @Suite("Billing periods from an anchor (SPEC §2 Periods)")
 struct CalendarTests {
@@ -10,11 +10,12 @@ struct CalendarTests {
     func january31Leap() {
         let calendar = BillingCalendar(anchor: day(2028, 1, 31, 9), interval: .monthly)
         let starts = (0...13).map { calendar.boundary($0) }
-        #expect(starts == [
-            day(2028, 1, 31, 9), day(2028, 2, 29, 9), day(2028, 3, 31, 9), day(2028, 4, 30, 9), day(2028, 5, 31, 9),
-            day(2028, 6, 30, 9), day(2028, 7, 31, 9), day(2028, 8, 31, 9), day(2028, 9, 30, 9), day(2028, 10, 31, 9),
-            day(2028, 11, 30, 9), day(2028, 12, 31, 9), day(2029, 1, 31, 9), day(2029, 2, 28, 9),
-        ])
+        #expect(
+            starts == [
+                day(2028, 1, 31, 9), day(2028, 2, 29, 9), day(2028, 3, 31, 9), day(2028, 4, 30, 9), day(2028, 5, 31, 9),
+                day(2028, 6, 30, 9), day(2028, 7, 31, 9), day(2028, 8, 31, 9), day(2028, 9, 30, 9), day(2028, 10, 31, 9),
+                day(2028, 11, 30, 9), day(2028, 12, 31, 9), day(2029, 1, 31, 9), day(2029, 2, 28, 9),
+            ])
         #expect(calendar.period(1) == Period(start: day(2028, 2, 29, 9), end: day(2028, 3, 31, 9)))
         #expect(BillingCalendar(anchor: day(2027, 1, 31), interval: .monthly).boundary(1) == day(2027, 2, 28))
     }
@@ -40,11 +41,13 @@ struct CalendarTests {
 
     @Test("the period containing an instant, checked against a walk from the anchor", arguments: [BillingInterval.monthly, .yearly])
     func containing(interval: BillingInterval) {
-        var generator = SeededRandom(seed: 20261125)
+        var generator = SeededRandom(seed: 20_261_125)
         for _ in 0..<2_000 {
             let anchor = Instant(microsecondsSinceEpoch: Int64.random(in: 0...4_000_000_000_000_000, using: &generator))
             let calendar = BillingCalendar(anchor: anchor, interval: interval)
-            let instant = Instant(microsecondsSinceEpoch: anchor.microsecondsSinceEpoch + Int64.random(in: -400_000_000_000_000...400_000_000_000_000, using: &generator))
+            let instant = Instant(
+                microsecondsSinceEpoch: anchor.microsecondsSinceEpoch
+                    + Int64.random(in: -400_000_000_000_000...400_000_000_000_000, using: &generator))
             let index = calendar.index(containing: instant)
             #expect(calendar.period(index).contains(instant), "anchor \(anchor) instant \(instant)")
             // Consecutive periods tile time: each ends where the next begins.
@@ -52,11 +55,14 @@ struct CalendarTests {
         }
     }
 
-    @Test("instants print four-digit years, as RFC 3339 and PostgreSQL read them", arguments: [
-        (Instant(year: 13, month: 1, day: 3), "0013-01-03T00:00:00Z"), (Instant(year: 1, month: 1, day: 1), "0001-01-01T00:00:00Z"),
-        (Instant(year: 999, month: 12, day: 31, hour: 23), "0999-12-31T23:00:00Z"), (Instant(year: 2026, month: 11, day: 30), "2026-11-30T00:00:00Z"),
-        (Instant(year: 9999, month: 12, day: 31), "9999-12-31T00:00:00Z"),
-    ])
+    @Test(
+        "instants print four-digit years, as RFC 3339 and PostgreSQL read them",
+        arguments: [
+            (Instant(year: 13, month: 1, day: 3), "0013-01-03T00:00:00Z"), (Instant(year: 1, month: 1, day: 1), "0001-01-01T00:00:00Z"),
+            (Instant(year: 999, month: 12, day: 31, hour: 23), "0999-12-31T23:00:00Z"),
+            (Instant(year: 2026, month: 11, day: 30), "2026-11-30T00:00:00Z"),
+            (Instant(year: 9999, month: 12, day: 31), "9999-12-31T00:00:00Z"),
+        ])
     func fourDigitYears(instant: Instant, text: String) {
         #expect(instant.description == text)
     }

@@ -1,6 +1,6 @@
 import BillingEngine
-import Testing
 import TallyTestSupport
+import Testing
 
 /// Thousands of random subscriptions and event sets, each invoiced by the engine and
 /// by a deliberately naive reference written here with straight loops over raw
@@ -9,12 +9,15 @@ import TallyTestSupport
 @Suite("Invoice properties against a naive reference")
 struct InvoicePropertyTests {
     static let metrics = ["api_calls", "documents", "estimates", "users"]
-    static let plans: [Plan] = Plan.seeded + [
-        Plan(slug: "metered", name: "Metered", baseFee: 1_234, terms: [
-            "api_calls": MetricTerms(quota: Quantity(scaled: 5_000_000), overageRate: UnitPrice(scaled: 3)),  // 0.0003¢
-            "documents": MetricTerms(quota: Quantity(scaled: 25), overageRate: UnitPrice(scaled: 123_456)),  // 12.3456¢
-        ]),
-    ]
+    static let plans: [Plan] =
+        Plan.seeded + [
+            Plan(
+                slug: "metered", name: "Metered", baseFee: 1_234,
+                terms: [
+                    "api_calls": MetricTerms(quota: Quantity(scaled: 5_000_000), overageRate: UnitPrice(scaled: 3)),  // 0.0003¢
+                    "documents": MetricTerms(quota: Quantity(scaled: 25), overageRate: UnitPrice(scaled: 123_456)),  // 12.3456¢
+                ])
+        ]
 
     struct Scenario {
         var subscription: Subscription
@@ -50,12 +53,16 @@ struct InvoicePropertyTests {
         }
         if let cancellation { subscription.cancel(cancellation) }
         let events = (0..<Int.random(in: 0...150, using: &g)).map { n in
-            (metrics.randomElement(using: &g)!, UsageRecord(
-                id: "evt\(n)", time: start.advanced(byMicroseconds: Int64.random(in: -day...horizon, using: &g)),
-                quantity: Quantity(scaled: Int128(Int64.random(in: 0...2_000_000, using: &g)))))
+            (
+                metrics.randomElement(using: &g)!,
+                UsageRecord(
+                    id: "evt\(n)", time: start.advanced(byMicroseconds: Int64.random(in: -day...horizon, using: &g)),
+                    quantity: Quantity(scaled: Int128(Int64.random(in: 0...2_000_000, using: &g))))
+            )
         }
-        return Scenario(subscription: subscription, start: start, trialEnd: trialEnd, change: change, cancellation: cancellation,
-                        index: index, events: events, taxBasisPoints: Int.random(in: 0...2_500, using: &g))
+        return Scenario(
+            subscription: subscription, start: start, trialEnd: trialEnd, change: change, cancellation: cancellation,
+            index: index, events: events, taxBasisPoints: Int.random(in: 0...2_500, using: &g))
     }
 
     // MARK: The naive reference
@@ -63,9 +70,15 @@ struct InvoicePropertyTests {
     /// Days since 1970-01-01 → (year, month, day), by walking years and months.
     static func naiveCivil(_ days: Int64) -> (Int64, Int64, Int64) {
         var year: Int64 = 1970, rest = days
-        while rest >= naiveYearLength(year) { rest -= naiveYearLength(year); year += 1 }
+        while rest >= naiveYearLength(year) {
+            rest -= naiveYearLength(year)
+            year += 1
+        }
         var month: Int64 = 1
-        while rest >= naiveMonthLength(year, month) { rest -= naiveMonthLength(year, month); month += 1 }
+        while rest >= naiveMonthLength(year, month) {
+            rest -= naiveMonthLength(year, month)
+            month += 1
+        }
         return (year, month, rest + 1)
     }
 
@@ -89,7 +102,10 @@ struct InvoicePropertyTests {
         var year = y, month = m
         for _ in 0..<(n * months) {
             month += 1
-            if month == 13 { month = 1; year += 1 }
+            if month == 13 {
+                month = 1
+                year += 1
+            }
         }
         return naiveDays(year, month, min(d, naiveMonthLength(year, month))) * day + anchor % day
     }
@@ -173,9 +189,13 @@ struct InvoicePropertyTests {
         }
         var lines: [(kind: InvoiceLine.Kind, metric: String?, amount: Int64)] = []
         var segments: [(Plan, Int64)] = []
-        if effective <= start { segments = [(newPlan, end - start)] }
-        else if effective >= end { segments = [(initial, end - start)] }
-        else { segments = [(initial, effective - start), (newPlan, end - effective)] }
+        if effective <= start {
+            segments = [(newPlan, end - start)]
+        } else if effective >= end {
+            segments = [(initial, end - start)]
+        } else {
+            segments = [(initial, effective - start), (newPlan, end - effective)]
+        }
         for (plan, length) in segments {
             let numerator = Int128(plan.baseFee.value) * Int128(length)
             let full = Int128(fullEnd - start)
@@ -219,8 +239,9 @@ struct InvoicePropertyTests {
                 continue
             }
             let expected = try #require(reference, "seed \(seed) round \(round): the engine bills a period the reference does not")
-            #expect(period.billed == Period(start: Instant(microsecondsSinceEpoch: expected.start), end: Instant(microsecondsSinceEpoch: expected.end)),
-                    "seed \(seed) round \(round)")
+            #expect(
+                period.billed == Period(start: Instant(microsecondsSinceEpoch: expected.start), end: Instant(microsecondsSinceEpoch: expected.end)),
+                "seed \(seed) round \(round)")
             let draft = try InvoiceCalculator.invoice(
                 for: period, of: s.subscription, values: Self.engineValues(s.events, in: period.billed, &g), taxBasisPoints: s.taxBasisPoints)
             let actual = NaiveInvoice(
@@ -231,12 +252,15 @@ struct InvoicePropertyTests {
             // Segments tile the billed span exactly, in order, without gaps or overlaps.
             let segments = s.subscription.segments(of: period)
             #expect(segments.first?.span.start == period.billed.start && segments.last?.span.end == period.billed.end, "seed \(seed) round \(round)")
-            for (a, b) in zip(segments, segments.dropFirst()) { #expect(a.span.end == b.span.start && a.plan != b.plan, "seed \(seed) round \(round)") }
+            for (a, b) in zip(segments, segments.dropFirst()) {
+                #expect(a.span.end == b.span.start && a.plan != b.plan, "seed \(seed) round \(round)")
+            }
             // Without late usage no line is negative.
             #expect(draft.lines.allSatisfy { $0.amount >= .zero }, "seed \(seed) round \(round)")
             // The same events in another order, another grouping: the same invoice.
             let again = try InvoiceCalculator.invoice(
-                for: period, of: s.subscription, values: Self.engineValues(s.events.reversed(), in: period.billed, &g), taxBasisPoints: s.taxBasisPoints)
+                for: period, of: s.subscription, values: Self.engineValues(s.events.reversed(), in: period.billed, &g),
+                taxBasisPoints: s.taxBasisPoints)
             #expect(again == draft, "seed \(seed) round \(round)")
 
             // Late usage: bill a random part first; the rest arrives late. The adjustment is
@@ -247,8 +271,9 @@ struct InvoicePropertyTests {
             let allValues = Self.engineValues(s.events, in: period.billed, &g)
             let pricing = s.subscription.pricingPlan(of: period)
             let late = Self.metrics.map { metric in
-                LateUsage(period: period.billed, metric: metric, billedValue: billedValues[metric] ?? .zero,
-                          currentValue: allValues[metric] ?? .zero, plan: pricing)
+                LateUsage(
+                    period: period.billed, metric: metric, billedValue: billedValues[metric] ?? .zero,
+                    currentValue: allValues[metric] ?? .zero, plan: pricing)
             }
             let adjustment = try InvoiceCalculator.adjustmentLines(late).reduce(Cents.zero) { $0 + $1.amount }
             let naiveBilled = Self.naiveInvoice(s, events: early)!.2.lines.filter { $0.kind == .overage }.reduce(0) { $0 + $1.amount }
@@ -261,12 +286,14 @@ struct InvoicePropertyTests {
                 let metric = try #require(line.metric)
                 let before = Self.naiveValue(metric, early, expected.start, expected.end) ?? 0
                 let after = Self.naiveValue(metric, s.events, expected.start, expected.end) ?? 0
-                #expect(line.quantity.scaled == Self.naiveBillable(pricing, metric, after) - Self.naiveBillable(pricing, metric, before),
-                        "seed \(seed) round \(round)")
+                #expect(
+                    line.quantity.scaled == Self.naiveBillable(pricing, metric, after) - Self.naiveBillable(pricing, metric, before),
+                    "seed \(seed) round \(round)")
                 #expect(line.unitPrice == pricing.terms[metric]?.overageRate, "seed \(seed) round \(round)")
                 #expect(line.description.hasPrefix("\(metric): late usage for "), "seed \(seed) round \(round)")
-                #expect(line.description.hasSuffix(" — \(Self.naiveGrouped(after)) used, \(Self.naiveGrouped(before)) billed before"),
-                        "seed \(seed) round \(round): \(line.description)")
+                #expect(
+                    line.description.hasSuffix(" — \(Self.naiveGrouped(after)) used, \(Self.naiveGrouped(before)) billed before"),
+                    "seed \(seed) round \(round): \(line.description)")
             }
 
             // Every row adds up: quantity × unit price is the amount to within the cent the
@@ -288,8 +315,12 @@ struct InvoicePropertyTests {
         func two(_ n: Int64) -> String { n < 10 ? "0\(n)" : "\(n)" }
         for round in 0..<2_000 {
             // Whole days half of the time, any second otherwise (sub-second parts are not shown).
-            let start = Int64.random(in: 10_957...83_000, using: &g) * day + (Bool.random(using: &g) ? 0 : Int64.random(in: 0..<86_400, using: &g) * 1_000_000)
-            let end = start + (Bool.random(using: &g) ? Int64.random(in: 1...400, using: &g) * day : Int64.random(in: 1...(400 * 86_400), using: &g) * 1_000_000)
+            let start =
+                Int64.random(in: 10_957...83_000, using: &g) * day
+                + (Bool.random(using: &g) ? 0 : Int64.random(in: 0..<86_400, using: &g) * 1_000_000)
+            let end =
+                start
+                + (Bool.random(using: &g) ? Int64.random(in: 1...400, using: &g) * day : Int64.random(in: 1...(400 * 86_400), using: &g) * 1_000_000)
             let (y1, m1, d1) = Self.naiveCivil(start / day)
             let (y2, m2, d2) = Self.naiveCivil(end / day)
             let (t1, t2) = (start % day / 1_000_000, end % day / 1_000_000)

@@ -32,17 +32,19 @@ struct InvoiceScenarioTests {
     func starterOverage() throws {
         let subscription = Subscription(plan: .starter, start: day(2026, 11, 1))
         let period = try #require(subscription.billingPeriod(0))
-        let seats = PartialAggregate(.max, of: [2, 4, 3].enumerated().map { UsageRecord(id: "s\($0)", time: day(2026, 11, 2 + Int64($0)), quantity: Quantity(units: $1)) })
+        let seats = PartialAggregate(
+            .max, of: [2, 4, 3].enumerated().map { UsageRecord(id: "s\($0)", time: day(2026, 11, 2 + Int64($0)), quantity: Quantity(units: $1)) })
         let draft = try InvoiceCalculator.invoice(
             for: period, of: subscription, values: ["estimates": q("60"), "api_calls": q("1000.5"), "users": seats.value], taxBasisPoints: 0)
         #expect(draft.lines.map(\.kind) == [.base, .overage, .overage, .overage])
         #expect(draft.lines.map(\.metric) == [nil, "api_calls", "estimates", "users"])  // ordered by metric name
         #expect(amounts(draft) == [29_900, 5, 5000, 1000])
         #expect(draft.lines.map(\.quantity) == [q("1"), q("0.5"), q("10"), q("1")])
-        #expect(draft.lines.map(\.description) == [
-            "Starter plan, Nov 1 – Dec 1, 2026", "api_calls: 1,000.5 used, 1,000 included", "estimates: 60 used, 50 included",
-            "users: 4 used, 3 included",
-        ])
+        #expect(
+            draft.lines.map(\.description) == [
+                "Starter plan, Nov 1 – Dec 1, 2026", "api_calls: 1,000.5 used, 1,000 included", "estimates: 60 used, 50 included",
+                "users: 4 used, 3 included",
+            ])
         #expect(draft.subtotal == 35_905)
         #expect(draft.total == 35_905)
         #expect(draft.period == Period(start: day(2026, 11, 1), end: day(2026, 12, 1)))
@@ -63,7 +65,9 @@ struct InvoiceScenarioTests {
         let effective = subscription.changePlan(to: .professional, requestedAt: day(2026, 11, 16))
         #expect(effective == day(2026, 11, 16))  // an upgrade takes effect at once
         let period = try #require(subscription.billingPeriod(0))
-        let events = [UsageRecord(id: "a", time: day(2026, 11, 10), quantity: q("40")), UsageRecord(id: "b", time: day(2026, 11, 20), quantity: q("60"))]
+        let events = [
+            UsageRecord(id: "a", time: day(2026, 11, 10), quantity: q("40")), UsageRecord(id: "b", time: day(2026, 11, 20), quantity: q("60")),
+        ]
         let draft = try InvoiceCalculator.invoice(
             for: period, of: subscription, values: ["estimates": PartialAggregate(.sum, of: events).value], taxBasisPoints: 0)
         #expect(draft.lines.map(\.kind) == [.base, .base])
@@ -71,10 +75,14 @@ struct InvoiceScenarioTests {
         // One unit at the segment's price: the row adds up; the description says which part of the period.
         #expect(draft.lines.map(\.quantity) == [q("1"), q("1")])
         #expect(draft.lines.map(\.unitPrice) == [UnitPrice(cents: 14_950), UnitPrice(cents: 49_950)])
-        #expect(draft.lines.map(\.description) == [
-            "Starter plan, Nov 1 – Nov 16, 2026 (prorated)", "Professional plan, Nov 16 – Dec 1, 2026 (prorated)",
-        ])
-        #expect(draft.lines.map(\.period) == [Period(start: day(2026, 11, 1), end: day(2026, 11, 16)), Period(start: day(2026, 11, 16), end: day(2026, 12, 1))])
+        #expect(
+            draft.lines.map(\.description) == [
+                "Starter plan, Nov 1 – Nov 16, 2026 (prorated)", "Professional plan, Nov 16 – Dec 1, 2026 (prorated)",
+            ])
+        #expect(
+            draft.lines.map(\.period) == [
+                Period(start: day(2026, 11, 1), end: day(2026, 11, 16)), Period(start: day(2026, 11, 16), end: day(2026, 12, 1)),
+            ])
         #expect(draft.total == 64_900)
     }
 
@@ -83,10 +91,11 @@ struct InvoiceScenarioTests {
         var subscription = Subscription(plan: .starter, start: day(2026, 12, 16))
         subscription.changePlan(to: .professional, requestedAt: Instant(year: 2026, month: 12, day: 28, hour: 19, minute: 22))
         let draft = try InvoiceCalculator.invoice(for: try #require(subscription.billingPeriod(0)), of: subscription, values: [:], taxBasisPoints: 0)
-        #expect(draft.lines.map(\.description) == [
-            "Starter plan, Dec 16, 2026 – Dec 28, 2026 19:22 UTC (prorated)",
-            "Professional plan, Dec 28, 2026 19:22 – Jan 16, 2027 UTC (prorated)",
-        ])
+        #expect(
+            draft.lines.map(\.description) == [
+                "Starter plan, Dec 16, 2026 – Dec 28, 2026 19:22 UTC (prorated)",
+                "Professional plan, Dec 28, 2026 19:22 – Jan 16, 2027 UTC (prorated)",
+            ])
         #expect(draft.lines.allSatisfy { $0.unitPrice == UnitPrice(cents: $0.amount.value) })
     }
 
@@ -109,7 +118,8 @@ struct InvoiceScenarioTests {
         let billed = try InvoiceCalculator.invoice(for: november, of: subscription, values: ["estimates": q("50")], taxBasisPoints: 0)
         #expect(amounts(billed) == [29_900])
         // 5 more estimates dated November arrive after November's invoice was final.
-        let late = LateUsage(period: november.billed, metric: "estimates", billedValue: q("50"), currentValue: q("55"), plan: subscription.pricingPlan(of: november))
+        let late = LateUsage(
+            period: november.billed, metric: "estimates", billedValue: q("50"), currentValue: q("55"), plan: subscription.pricingPlan(of: november))
         let december = try InvoiceCalculator.invoice(
             for: try #require(subscription.billingPeriod(1)), of: subscription, values: ["estimates": q("10")], lateUsage: [late], taxBasisPoints: 0)
         #expect(december.lines.map(\.kind) == [.base, .lateUsageAdjustment])
@@ -136,8 +146,11 @@ struct InvoiceScenarioTests {
 
     @Test("a latest reading that went down makes a negative adjustment")
     func negativeAdjustment() throws {
-        let plan = Plan(slug: "gauge", name: "Gauge", baseFee: 0, terms: ["storage_gb": MetricTerms(quota: q("100"), overageRate: UnitPrice(cents: 3))])
-        let late = LateUsage(period: Period(start: day(2026, 10, 1), end: day(2026, 11, 1)), metric: "storage_gb", billedValue: q("150"), currentValue: q("120"), plan: plan)
+        let plan = Plan(
+            slug: "gauge", name: "Gauge", baseFee: 0, terms: ["storage_gb": MetricTerms(quota: q("100"), overageRate: UnitPrice(cents: 3))])
+        let late = LateUsage(
+            period: Period(start: day(2026, 10, 1), end: day(2026, 11, 1)), metric: "storage_gb", billedValue: q("150"), currentValue: q("120"),
+            plan: plan)
         #expect(try late.adjustment() == -90)
         #expect(late.additionalBillableUnits == Quantity.zero - q("30"))  // 20 billable instead of 50
         #expect(try InvoiceCalculator.adjustmentLines([late]).map(\.quantity) == [Quantity.zero - q("30")])
@@ -161,7 +174,8 @@ struct InvoiceScenarioTests {
     @Test("7.25 % tax on the starter base fee: 2167.75 rounds to 2168")
     func taxRounding() throws {
         let subscription = Subscription(plan: .starter, start: day(2026, 11, 1))
-        let draft = try InvoiceCalculator.invoice(for: try #require(subscription.billingPeriod(0)), of: subscription, values: [:], taxBasisPoints: 725)
+        let draft = try InvoiceCalculator.invoice(
+            for: try #require(subscription.billingPeriod(0)), of: subscription, values: [:], taxBasisPoints: 725)
         #expect(draft.subtotal == 29_900)
         #expect(draft.tax == 2168)
         #expect(draft.total == 32_068)
@@ -202,8 +216,9 @@ struct InvoiceScenarioTests {
     @Test("the upcoming invoice of an open period prices the usage so far")
     func upcoming() throws {
         let subscription = Subscription(plan: .starter, start: day(2026, 11, 1))
-        let preview = try #require(try InvoiceCalculator.upcomingInvoice(
-            of: subscription, asOf: day(2026, 11, 20), values: ["estimates": q("52")], taxBasisPoints: 725))
+        let preview = try #require(
+            try InvoiceCalculator.upcomingInvoice(
+                of: subscription, asOf: day(2026, 11, 20), values: ["estimates": q("52")], taxBasisPoints: 725))
         #expect(amounts(preview) == [29_900, 1000])
         #expect(preview.tax == 2240)  // 30900 × 7.25 % = 2240.25
         #expect(preview.period == Period(start: day(2026, 11, 1), end: day(2026, 12, 1)))
@@ -213,9 +228,12 @@ struct InvoiceScenarioTests {
 
     @Test("fractional overage rates are billed up to the next cent")
     func fractionalRate() throws {
-        let plan = Plan(slug: "metered", name: "Metered", baseFee: 0, terms: ["api_calls": MetricTerms(quota: q("0"), overageRate: try UnitPrice(parsing: "0.3"))])
+        let plan = Plan(
+            slug: "metered", name: "Metered", baseFee: 0, terms: ["api_calls": MetricTerms(quota: q("0"), overageRate: try UnitPrice(parsing: "0.3"))]
+        )
         let subscription = Subscription(plan: plan, start: day(2026, 11, 1))
-        let draft = try InvoiceCalculator.invoice(for: try #require(subscription.billingPeriod(0)), of: subscription, values: ["api_calls": q("1001")], taxBasisPoints: 0)
+        let draft = try InvoiceCalculator.invoice(
+            for: try #require(subscription.billingPeriod(0)), of: subscription, values: ["api_calls": q("1001")], taxBasisPoints: 0)
         #expect(amounts(draft) == [0, 301])  // 300.3 → 301
         #expect(draft.lines[1].quantity == q("1001"))
         // Late usage at a fractional rate: each charge rounds up on its own, the quantity is exact.

@@ -3,22 +3,26 @@ import Testing
 
 @Suite("Quantities, cents and rounding (SPEC §2 Units)")
 struct MoneyTests {
-    @Test("decimal text parses exactly, without Double", arguments: [
-        ("0", 0), ("1", 10_000), ("1000.5", 10_005_000), ("0.0001", 1), ("1.50000", 15_000), ("1e3", 10_000_000),
-        ("1.5E+2", 1_500_000), ("25e-4", 25), ("1000000000000", 10_000_000_000_000_000), ("1e12", 10_000_000_000_000_000),
-        ("-0", 0), ("0.1", 1_000), ("123456789.1234", 1_234_567_891_234),
-    ] as [(String, Int64)])
+    @Test(
+        "decimal text parses exactly, without Double",
+        arguments: [
+            ("0", 0), ("1", 10_000), ("1000.5", 10_005_000), ("0.0001", 1), ("1.50000", 15_000), ("1e3", 10_000_000),
+            ("1.5E+2", 1_500_000), ("25e-4", 25), ("1000000000000", 10_000_000_000_000_000), ("1e12", 10_000_000_000_000_000),
+            ("-0", 0), ("0.1", 1_000), ("123456789.1234", 1_234_567_891_234),
+        ] as [(String, Int64)])
     func parses(text: String, scaled: Int64) throws {
         #expect(try Quantity(parsing: text).scaled == Int128(scaled))
     }
 
-    @Test("bad quantities are refused with the rule they broke", arguments: [
-        ("-1", QuantityError.negative), ("-0.0001", .negative), ("1.00001", .tooManyFractionDigits(5)),
-        ("1e-5", .tooManyFractionDigits(5)), ("1000000000000.0001", .tooLarge), ("1e13", .tooLarge), ("1e9999", .tooLarge),
-        ("NaN", .notANumber("NaN")), ("Infinity", .notANumber("Infinity")), ("-inf", .notANumber("-inf")),
-        ("", .notANumber("")), ("1.", .notANumber("1.")), ("1..2", .notANumber("1..2")), ("0x10", .notANumber("0x10")),
-        ("1 ", .notANumber("1 ")), ("+1", .notANumber("+1")), ("1e", .notANumber("1e")),
-    ] as [(String, QuantityError)])
+    @Test(
+        "bad quantities are refused with the rule they broke",
+        arguments: [
+            ("-1", QuantityError.negative), ("-0.0001", .negative), ("1.00001", .tooManyFractionDigits(5)),
+            ("1e-5", .tooManyFractionDigits(5)), ("1000000000000.0001", .tooLarge), ("1e13", .tooLarge), ("1e9999", .tooLarge),
+            ("NaN", .notANumber("NaN")), ("Infinity", .notANumber("Infinity")), ("-inf", .notANumber("-inf")),
+            ("", .notANumber("")), ("1.", .notANumber("1.")), ("1..2", .notANumber("1..2")), ("0x10", .notANumber("0x10")),
+            ("1 ", .notANumber("1 ")), ("+1", .notANumber("+1")), ("1e", .notANumber("1e")),
+        ] as [(String, QuantityError)])
     func refuses(text: String, error: QuantityError) {
         #expect(throws: error) { try Quantity(parsing: text) }
     }
@@ -56,9 +60,11 @@ struct MoneyTests {
         #expect(try UnitPrice(cents: 10).overageCharge(for: try Quantity(parsing: "0.5")) == 5)
     }
 
-    @Test("a stored total parses in the database's whole range (numeric(38,4)); one event stays bounded by 1e12", arguments: [
-        "1000000000000.0001", "2000000000002.5", "1e20", "99999999999999999999999999999999.9999",
-    ])
+    @Test(
+        "a stored total parses in the database's whole range (numeric(38,4)); one event stays bounded by 1e12",
+        arguments: [
+            "1000000000000.0001", "2000000000002.5", "1e20", "99999999999999999999999999999999.9999",
+        ])
     func totals(text: String) throws {
         #expect(throws: QuantityError.tooLarge) { try Quantity(parsing: text) }
         let total = try Quantity(parsingTotal: text)
@@ -80,9 +86,11 @@ struct MoneyTests {
         // Beyond Int128 in the product (1e34 units × a large rate), still an error.
         #expect(throws: BillingError.self) { try UnitPrice(parsing: "1000000000000").overageCharge(for: .maximumTotal) }
         // A subtotal of two lines that each fit but not together.
-        let plan = Plan(slug: "p", name: "P", baseFee: 0, terms: [
-            "a": MetricTerms(quota: .zero, overageRate: tenCents), "b": MetricTerms(quota: .zero, overageRate: tenCents),
-        ])
+        let plan = Plan(
+            slug: "p", name: "P", baseFee: 0,
+            terms: [
+                "a": MetricTerms(quota: .zero, overageRate: tenCents), "b": MetricTerms(quota: .zero, overageRate: tenCents),
+            ])
         let values = ["a": try Quantity(parsingTotal: "500000000000000000"), "b": try Quantity(parsingTotal: "500000000000000000")]
         let subscription = Subscription(plan: plan, start: Instant(year: 2026, month: 1, day: 1))
         let period = try #require(subscription.billingPeriod(0))

@@ -93,12 +93,14 @@ struct EchoServer: Sendable {
         }
         router.get("stream/:count") { _, context -> Response in
             let bytes = pattern(count: try context.parameters.require("count", as: Int.self))
-            return Response(status: .ok, body: ResponseBody { writer in
-                for start in stride(from: 0, to: bytes.count, by: 16 * 1024) {
-                    try await writer.write(ByteBuffer(bytes: bytes[start..<min(start + 16 * 1024, bytes.count)]))
-                }
-                try await writer.finish(nil)
-            })
+            return Response(
+                status: .ok,
+                body: ResponseBody { writer in
+                    for start in stride(from: 0, to: bytes.count, by: 16 * 1024) {
+                        try await writer.write(ByteBuffer(bytes: bytes[start..<min(start + 16 * 1024, bytes.count)]))
+                    }
+                    try await writer.finish(nil)
+                })
         }
         router.get("redirect") { _, _ -> Response in
             Response(status: .found, headers: [.location: "/echo"])

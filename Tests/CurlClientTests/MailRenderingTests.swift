@@ -1,6 +1,7 @@
-@testable import CurlClient
 import Foundation
 import Testing
+
+@testable import CurlClient
 
 /// Fixtures shared by the rendering and delivery tests.
 enum MailFixtures {
@@ -21,7 +22,8 @@ enum MailFixtures {
             to: [MailAddress("ap@customer.example", displayName: "Zoë Müller, Accounts")],
             cc: [MailAddress("finance@tally.localhost")],
             subject: subject,
-            textBody: "Hello,\n\nyour invoice INV-0042 for 1.234,50 € is attached.\r\nA line that is long enough to need a soft break in quoted-printable, certainly over seventy-six characters.\n.\nThanks ",
+            textBody:
+                "Hello,\n\nyour invoice INV-0042 for 1.234,50 € is attached.\r\nA line that is long enough to need a soft break in quoted-printable, certainly over seventy-six characters.\n.\nThanks ",
             htmlBody: "<p>Your invoice <b>INV-0042</b> for 1.234,50&nbsp;€ is attached.</p>",
             attachments: [MailAttachment(filename: "INV-0042.pdf", contentType: "application/pdf", data: pdfLikeBytes)],
             headers: [MailHeader("X-Tally-Idempotency-Key", "invoice-0042-email-1")],
@@ -108,12 +110,14 @@ struct MailRenderingTests {
         #expect((1...76).contains(lines.last?.count ?? 0))
     }
 
-    @Test("a non-ASCII subject is sent as RFC 2047 encoded-words and decodes back", arguments: [
-        "Rechnung für Zoë",
-        "請求書 INV-0042 の送付 — ご確認ください。請求書 INV-0042 の送付 — ご確認ください。",
-        "Invoice 👩‍👩‍👧 ready",
-        "Literal =?UTF-8?B?x?= stays literal",
-    ])
+    @Test(
+        "a non-ASCII subject is sent as RFC 2047 encoded-words and decodes back",
+        arguments: [
+            "Rechnung für Zoë",
+            "請求書 INV-0042 の送付 — ご確認ください。請求書 INV-0042 の送付 — ご確認ください。",
+            "Invoice 👩‍👩‍👧 ready",
+            "Literal =?UTF-8?B?x?= stays literal",
+        ])
     func encodedSubject(_ subject: String) throws {
         let text = try MailFixtures.invoice(subject: subject).rendered(date: MailFixtures.date)
         let parsed = try ParsedEntity(text)
@@ -195,11 +199,13 @@ struct MailRenderingTests {
         #expect(try message.rendered(date: MailFixtures.date) == message.rendered(date: MailFixtures.date))
     }
 
-    @Test("messages that cannot be delivered as meant are refused", arguments: [
-        "no recipient", "bad address", "address with a line break", "subject with a line break",
-        "header replacing Subject", "header value with a line break", "header name with a colon",
-        "message id without brackets", "content type without a slash",
-    ])
+    @Test(
+        "messages that cannot be delivered as meant are refused",
+        arguments: [
+            "no recipient", "bad address", "address with a line break", "subject with a line break",
+            "header replacing Subject", "header value with a line break", "header name with a colon",
+            "message id without brackets", "content type without a slash",
+        ])
     func invalidMessages(_ problem: String) throws {
         var message = MailFixtures.invoice(subject: "Invalid")
         switch problem {

@@ -28,5 +28,8 @@ final class RefusingPort {
 
     deinit { close(socket) }
 
-    enum RefusingPortError: Error { case socket(Int32), bind(Int32) }
+    enum RefusingPortError: Error {
+        case socket(Int32)
+        case bind(Int32)
+    }
 }

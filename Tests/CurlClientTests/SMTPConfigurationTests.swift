@@ -32,19 +32,23 @@ struct SMTPConfigurationTests {
         #expect(configuration.security == .implicitTLS)
     }
 
-    @Test("the starttls parameter chooses the upgrade policy", arguments: [
-        ("required", SMTPConfiguration.Security.startTLS),
-        ("optional", .startTLSIfOffered),
-        ("never", .plaintext),
-    ])
+    @Test(
+        "the starttls parameter chooses the upgrade policy",
+        arguments: [
+            ("required", SMTPConfiguration.Security.startTLS),
+            ("optional", .startTLSIfOffered),
+            ("never", .plaintext),
+        ])
     func startTLSParameter(_ value: String, _ expected: SMTPConfiguration.Security) throws {
         #expect(try SMTPConfiguration(url: "smtp://user:pass@mail.example.com?starttls=\(value)").security == expected)
     }
 
-    @Test("unusable URLs are refused", arguments: [
-        "http://mail.example.com", "smtp://", "smtps://mail.example.com?starttls=required",
-        "smtp://mail.example.com?starttls=maybe", "not a url",
-    ])
+    @Test(
+        "unusable URLs are refused",
+        arguments: [
+            "http://mail.example.com", "smtp://", "smtps://mail.example.com?starttls=required",
+            "smtp://mail.example.com?starttls=maybe", "not a url",
+        ])
     func invalid(_ url: String) {
         let error = #expect(throws: CurlError.self) { try SMTPConfiguration(url: url) }
         #expect(error?.code == .invalidRequest)

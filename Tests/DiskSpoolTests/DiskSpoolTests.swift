@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TallyTestSupport
+import Testing
 
 @testable import DiskSpool
 
@@ -69,11 +69,14 @@ struct DiskSpoolTests {
             try handle.truncate(atOffset: UInt64(size - cut))
             try handle.close()
             let reopened = try await DiskSpool.open(directory: directory, maxBytes: 1 << 20)
-            #expect(try await reopened.peek(maxRecords: 10).map { String(decoding: $0.payload, as: UTF8.self) } == ["whole-1", "whole-2"], "cut \(cut)")
+            #expect(
+                try await reopened.peek(maxRecords: 10).map { String(decoding: $0.payload, as: UTF8.self) } == ["whole-1", "whole-2"], "cut \(cut)")
             try await reopened.append([record("after")])
             await reopened.close()
             let again = try await DiskSpool.open(directory: directory, maxBytes: 1 << 20)
-            #expect(try await again.peek(maxRecords: 10).map { String(decoding: $0.payload, as: UTF8.self) } == ["whole-1", "whole-2", "after"], "cut \(cut)")
+            #expect(
+                try await again.peek(maxRecords: 10).map { String(decoding: $0.payload, as: UTF8.self) } == ["whole-1", "whole-2", "after"],
+                "cut \(cut)")
         }
     }
 

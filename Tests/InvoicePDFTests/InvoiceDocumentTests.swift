@@ -15,7 +15,9 @@ struct InvoiceDocumentTests {
         subtotalCents: 12_345_678, taxRateBps: 725, taxCents: 895_062, totalCents: 13_240_740, issuedAt: Date(timeIntervalSince1970: 1_792_600_000),
         lines: [
             .init(kind: "base", metric: nil, description: "Enterprise plan", quantity: "1", unitPriceCents: "299900", amountCents: 299_900),
-            .init(kind: "overage", metric: "api_calls", description: "api_calls over quota", quantity: "24091556", unitPriceCents: "0.5", amountCents: 12_045_778),
+            .init(
+                kind: "overage", metric: "api_calls", description: "api_calls over quota", quantity: "24091556", unitPriceCents: "0.5",
+                amountCents: 12_045_778),
         ])
     let seller = InvoiceDocument.Party(name: "Tally Billing", email: "billing@tally.localhost")
     let customer = InvoiceDocument.Party(name: "Acme Estimating", email: "ap@acme.test")
@@ -71,7 +73,11 @@ struct InvoiceDocumentTests {
             id: UUID(), number: "INV-2026-000043", status: "open", kind: "adjustment", tenantID: UUID(), subscriptionID: UUID(),
             currency: "usd", periodStart: Date(timeIntervalSince1970: 1_790_000_000), periodEnd: Date(timeIntervalSince1970: 1_792_592_000),
             subtotalCents: 10_000, taxRateBps: 0, taxCents: 0, totalCents: 10_000, issuedAt: Date(timeIntervalSince1970: 1_792_600_000),
-            lines: [.init(kind: "adjustment", metric: "estimates", description: "estimates: late usage", quantity: "20", unitPriceCents: "500", amountCents: 10_000)])
+            lines: [
+                .init(
+                    kind: "adjustment", metric: "estimates", description: "estimates: late usage", quantity: "20", unitPriceCents: "500",
+                    amountCents: 10_000)
+            ])
         let text = try Self.text(of: try InvoiceDocument(invoice: adjustment, seller: seller, customer: customer).render())
         #expect(text.contains("ADJUSTMENT INVOICE"))
         // The period starts and ends at 14:13:20 UTC, so the times are shown.
@@ -79,10 +85,13 @@ struct InvoiceDocumentTests {
         #expect(text.contains("$100.00"))
     }
 
-    @Test("120 lines and a very long description: several pages, each with the number and the table header, every description whole, every row adding up")
+    @Test(
+        "120 lines and a very long description: several pages, each with the number and the table header, every description whole, every row adding up"
+    )
     func paginated() throws {
         let day = { (y: Int64, m: Int64, d: Int64) in Instant(year: y, month: m, day: d).date }
-        let long = "Professional plan, Nov 16, 2026 19:22 – Dec 16, 2026 UTC (prorated) — "
+        let long =
+            "Professional plan, Nov 16, 2026 19:22 – Dec 16, 2026 UTC (prorated) — "
             + (1...40).map { "segment note \($0) of a description that keeps going" }.joined(separator: ", ")
         var lines: [InvoiceView.Line] = [
             .init(kind: "base", metric: nil, description: long, quantity: "1", unitPriceCents: "49950", amountCents: 49_950)
@@ -92,14 +101,16 @@ struct InvoiceDocumentTests {
             let rate = ["8", "0.5", "400", "12.3456"][index % 4]
             let quantity = Quantity(units: Int64(used - 1_000))
             let amount = try UnitPrice(parsing: rate).overageCharge(for: quantity)
-            lines.append(.init(
-                kind: "overage", metric: "metric_\(index)",
-                description: "metric_\(index): \(Quantity(units: Int64(used)).groupedDescription) used, 1,000 included",
-                quantity: quantity.description, unitPriceCents: rate, amountCents: amount.value))
+            lines.append(
+                .init(
+                    kind: "overage", metric: "metric_\(index)",
+                    description: "metric_\(index): \(Quantity(units: Int64(used)).groupedDescription) used, 1,000 included",
+                    quantity: quantity.description, unitPriceCents: rate, amountCents: amount.value))
         }
-        lines.append(.init(
-            kind: "adjustment", metric: "users", description: "users: late usage for Oct 16 – Nov 16, 2026 — 9 used, 12 billed before",
-            quantity: "-3", unitPriceCents: "800", amountCents: -2_400))
+        lines.append(
+            .init(
+                kind: "adjustment", metric: "users", description: "users: late usage for Oct 16 – Nov 16, 2026 — 9 used, 12 billed before",
+                quantity: "-3", unitPriceCents: "800", amountCents: -2_400))
         let subtotal = lines.reduce(0) { $0 + $1.amountCents }
         let view = InvoiceView(
             id: UUID(), number: "INV-2026-000777", status: "open", kind: "period", tenantID: UUID(), subscriptionID: UUID(),
@@ -191,13 +202,16 @@ struct InvoiceDocumentTests {
 
     @Test("the seller comes from the environment: address lines split at ';', tax id optional, defaults otherwise")
     func sellerConfiguration() throws {
-        let configured = try InvoiceSeller(reader: ConfigurationReader(environment: [
-            "TALLY_SELLER_NAME": "Tally Billing Inc.", "TALLY_SELLER_EMAIL": "ar@tally.example",
-            "TALLY_SELLER_ADDRESS": " 1 Market Street ;San Francisco, CA 94105;; USA ", "TALLY_SELLER_TAX_ID": "US 12-3456789",
-        ]))
-        #expect(configured.party == InvoiceDocument.Party(
-            name: "Tally Billing Inc.", email: "ar@tally.example", addressLines: ["1 Market Street", "San Francisco, CA 94105", "USA"],
-            taxID: "US 12-3456789"))
+        let configured = try InvoiceSeller(
+            reader: ConfigurationReader(environment: [
+                "TALLY_SELLER_NAME": "Tally Billing Inc.", "TALLY_SELLER_EMAIL": "ar@tally.example",
+                "TALLY_SELLER_ADDRESS": " 1 Market Street ;San Francisco, CA 94105;; USA ", "TALLY_SELLER_TAX_ID": "US 12-3456789",
+            ]))
+        #expect(
+            configured.party
+                == InvoiceDocument.Party(
+                    name: "Tally Billing Inc.", email: "ar@tally.example", addressLines: ["1 Market Street", "San Francisco, CA 94105", "USA"],
+                    taxID: "US 12-3456789"))
         let defaults = try InvoiceSeller(reader: ConfigurationReader(environment: [:]))
         #expect(defaults == InvoiceSeller())
         #expect(defaults.party == InvoiceDocument.Party(name: "Tally", email: "billing@tally.localhost"))

@@ -36,7 +36,8 @@ struct ConcurrentInvoicerSerialTests {
             )
             INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
             SELECT id, 'starter', $2, 'start', $2 FROM s RETURNING subscription_id
-            """, [tag, start]).map { try $0.decode(0, as: UUID.self) }
+            """, [tag, start]
+        ).map { try $0.decode(0, as: UUID.self) }
         #expect(subscriptions.count == 5000)
         let ids = "{" + subscriptions.map(\.uuidString).joined(separator: ",") + "}"
         let log = TestEnvironment.repositoryRoot + "/.local/log/test-invoicer-\(tag)"

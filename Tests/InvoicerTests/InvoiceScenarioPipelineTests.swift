@@ -18,7 +18,9 @@ struct InvoiceScenarioPipelineTests {
         let inPeriod = start.addingTimeInterval(2 * day)
         var events = (0..<1500).map { usageEvent("call-\($0)", tenant: tenant, metric: "api_calls", at: inPeriod.addingTimeInterval(Double($0))) }
         events += (0..<40).map { usageEvent("estimate-\($0)", tenant: tenant, metric: "estimates", at: inPeriod) }
-        events += [2, 5, 4].enumerated().map { usageEvent("seats-\($0.offset)", tenant: tenant, metric: "users", quantity: "\($0.element)", at: inPeriod) }
+        events += [2, 5, 4].enumerated().map {
+            usageEvent("seats-\($0.offset)", tenant: tenant, metric: "users", quantity: "\($0.element)", at: inPeriod)
+        }
         try await fixture.sendUsage(events, tenant: tenant, expected: events.count)
 
         var timeZoned = Calendar(identifier: .gregorian)
@@ -74,7 +76,8 @@ struct InvoiceScenarioPipelineTests {
         let subscription = try await fixture.subscribe(tenant, plan: "starter", start: start)
         let upgradeAt = start.addingTimeInterval(10 * 86_400)
         try await fixture.change(subscription, to: "professional", at: upgradeAt, kind: "upgrade")
-        let events = (0..<40).map { usageEvent("before-\($0)", tenant: tenant, metric: "estimates", at: start.addingTimeInterval(2 * 86_400)) }
+        let events =
+            (0..<40).map { usageEvent("before-\($0)", tenant: tenant, metric: "estimates", at: start.addingTimeInterval(2 * 86_400)) }
             + (0..<60).map { usageEvent("after-\($0)", tenant: tenant, metric: "estimates", at: start.addingTimeInterval(15 * 86_400)) }
         try await fixture.sendUsage(events, tenant: tenant, expected: 100)
         let end = adding(months: 1, to: start)
@@ -99,7 +102,8 @@ struct InvoiceScenarioPipelineTests {
         let start = midnight(daysAgo: 60)
         let trialEnd = start.addingTimeInterval(7 * 86_400)
         try await fixture.subscribe(tenant, plan: "starter", start: start, trialEnd: trialEnd)
-        let events = (0..<900).map { usageEvent("trial-\($0)", tenant: tenant, metric: "api_calls", at: start.addingTimeInterval(86_400)) }
+        let events =
+            (0..<900).map { usageEvent("trial-\($0)", tenant: tenant, metric: "api_calls", at: start.addingTimeInterval(86_400)) }
             + (0..<1200).map { usageEvent("paid-\($0)", tenant: tenant, metric: "api_calls", at: trialEnd.addingTimeInterval(86_400)) }
         try await fixture.sendUsage(events, tenant: tenant, expected: 2100)
         let end = adding(months: 1, to: trialEnd)
@@ -138,9 +142,11 @@ struct InvoiceScenarioPipelineTests {
         let professional = try await fixture.tenant()
         try await fixture.subscribe(professional, plan: "professional", start: start)
         // 200.5 estimates (quota 200) at 400¢ → ceil(0.5 × 400) = 200¢; 10000.0003 calls at 8¢ → ceil(0.0024) = 1¢.
-        let proEvents = [usageEvent("e1", tenant: professional, metric: "estimates", quantity: "\"150.25\"", at: inPeriod),
-                         usageEvent("e2", tenant: professional, metric: "estimates", quantity: "\"50.25\"", at: inPeriod),
-                         usageEvent("c1", tenant: professional, metric: "api_calls", quantity: "\"10000.0003\"", at: inPeriod)]
+        let proEvents = [
+            usageEvent("e1", tenant: professional, metric: "estimates", quantity: "\"150.25\"", at: inPeriod),
+            usageEvent("e2", tenant: professional, metric: "estimates", quantity: "\"50.25\"", at: inPeriod),
+            usageEvent("c1", tenant: professional, metric: "api_calls", quantity: "\"10000.0003\"", at: inPeriod),
+        ]
         try await fixture.sendUsage(proEvents, tenant: professional, expected: 3)
         let enterprise = try await fixture.tenant()
         try await fixture.subscribe(enterprise, plan: "enterprise", start: start)
@@ -189,7 +195,8 @@ struct InvoiceScenarioPipelineTests {
         let first = adding(months: 1, to: start)
         try await fixture.change(subscription, to: "starter", at: first, kind: "downgrade")
         // 150 estimates in each period: within professional's 200, over starter's 50 by 100 at 500¢.
-        let events = (0..<150).map { usageEvent("a\($0)", tenant: tenant, metric: "estimates", at: start.addingTimeInterval(86_400)) }
+        let events =
+            (0..<150).map { usageEvent("a\($0)", tenant: tenant, metric: "estimates", at: start.addingTimeInterval(86_400)) }
             + (0..<150).map { usageEvent("b\($0)", tenant: tenant, metric: "estimates", at: first.addingTimeInterval(86_400)) }
         try await fixture.sendUsage(events, tenant: tenant, expected: 300)
         try await fixture.bill(asOf: adding(months: 2, to: start).addingTimeInterval(7200), tenants: [tenant])

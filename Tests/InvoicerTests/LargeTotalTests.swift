@@ -3,8 +3,8 @@ import Foundation
 import Invoicing
 import PostgresClient
 import TallyTestSupport
-import UsageEvents
 import Testing
+import UsageEvents
 
 /// Period totals are not events: one event is at most 1e12, a period's sum may be far
 /// above it. Over the running aggregator, Billing API and invoicers.
@@ -12,7 +12,8 @@ import Testing
 struct LargeTotalTests {
     /// `GET /v1/usage` of the running Billing API, as the admin; the api_calls value.
     func usageValue(tenant: UUID, from: Date, to: Date) async throws -> (status: Int, value: String?) {
-        let url = TestEnvironment.apiURL + "/v1/usage?tenant_id=\(tenant.uuidString.lowercased())"
+        let url =
+            TestEnvironment.apiURL + "/v1/usage?tenant_id=\(tenant.uuidString.lowercased())"
             + "&from=\(RFC3339.format(from))&to=\(RFC3339.format(to))"
         let response = try await HTTPClient().send(.init(url: url, headers: ["Authorization": "Bearer \(TestEnvironment.adminToken)"]))
         guard response.status == 200 else { return (response.status, nil) }
@@ -32,10 +33,12 @@ struct LargeTotalTests {
         let inPeriod = start.addingTimeInterval(86_400)
         // One message: two maximal events and half a call for one tenant, one call for the other.
         try await fixture.sendUsage(
-            [usageEvent("max-1", tenant: large, metric: "api_calls", quantity: "1000000000000", at: inPeriod),
-             usageEvent("max-2", tenant: large, metric: "api_calls", quantity: "1e12", at: inPeriod),
-             usageEvent("half", tenant: large, metric: "api_calls", quantity: "\"0.5\"", at: inPeriod),
-             usageEvent("one", tenant: neighbour, metric: "api_calls", at: inPeriod)],
+            [
+                usageEvent("max-1", tenant: large, metric: "api_calls", quantity: "1000000000000", at: inPeriod),
+                usageEvent("max-2", tenant: large, metric: "api_calls", quantity: "1e12", at: inPeriod),
+                usageEvent("half", tenant: large, metric: "api_calls", quantity: "\"0.5\"", at: inPeriod),
+                usageEvent("one", tenant: neighbour, metric: "api_calls", at: inPeriod),
+            ],
             tenant: large, expected: 3)
         try await fixture.waitUntil("the neighbour's event counted") {
             try await fixture.database.query("SELECT count(*) FROM usage_events WHERE tenant_id = $1", [neighbour])[0].decode(0, as: Int.self) == 1
@@ -78,14 +81,17 @@ struct LargeTotalTests {
         #expect(status.failed == 1)
         let reason = try await fixture.database.query(
             "SELECT error FROM billing_run_items i JOIN subscriptions s ON s.id = i.subscription_id WHERE s.tenant_id = $1 AND i.status = 'failed'",
-            [runaway]).first?.text(0)
+            [runaway]
+        ).first?.text(0)
         #expect(reason?.contains("exceeds what an invoice can hold") == true, "\(reason ?? "no failed item")")
         #expect(try await fixture.invoices(runaway).isEmpty)
         #expect(try await fixture.invoices(neighbour).first?.totalCents == 29_900)
         // The open period's upcoming invoice says why instead of answering 500.
-        let response = try await HTTPClient().send(.init(
-            url: TestEnvironment.apiURL + "/v1/invoices/upcoming?tenant_id=\(runaway.uuidString.lowercased())&at=\(RFC3339.format(start.addingTimeInterval(86_400 * 2)))",
-            headers: ["Authorization": "Bearer \(TestEnvironment.adminToken)"]))
+        let response = try await HTTPClient().send(
+            .init(
+                url: TestEnvironment.apiURL
+                    + "/v1/invoices/upcoming?tenant_id=\(runaway.uuidString.lowercased())&at=\(RFC3339.format(start.addingTimeInterval(86_400 * 2)))",
+                headers: ["Authorization": "Bearer \(TestEnvironment.adminToken)"]))
         #expect(response.status == 422)
         #expect(String(decoding: response.body, as: UTF8.self).contains("AMOUNT_OUT_OF_RANGE"))
         await fixture.close()

@@ -15,7 +15,9 @@ import Testing
 struct StripePushTests {
     let stripe = LocalStripe()
 
-    @Test("an invoice is pushed once — customer, subscription, items with tax, invoice — and a push interrupted after Stripe created them finds them instead of creating them again")
+    @Test(
+        "an invoice is pushed once — customer, subscription, items with tax, invoice — and a push interrupted after Stripe created them finds them instead of creating them again"
+    )
     func pushedOnceDespiteRetries() async throws {
         let fixture = try await InvoicingFixture.make()
         let billed = try await billedStripeTenant(fixture, taxBps: 725)
@@ -50,8 +52,10 @@ struct StripePushTests {
         // A pending item another invoice's interrupted push left must not end up on the next invoice.
         let leftover = try await stripe.post(
             "/v1/invoiceitems",
-            ["customer": customer, "amount": "777", "currency": "usd", "metadata[tally_invoice_id]": UUID().uuidString.lowercased(),
-             "metadata[tally_line]": "1"])
+            [
+                "customer": customer, "amount": "777", "currency": "usd", "metadata[tally_invoice_id]": UUID().uuidString.lowercased(),
+                "metadata[tally_line]": "1",
+            ])
 
         // The next period reuses the customer and the subscription: one more invoice, nothing else.
         try await fixture.bill(asOf: adding(months: 2, to: start).addingTimeInterval(7200), tenants: [tenant])
@@ -69,15 +73,18 @@ struct StripePushTests {
         await fixture.close()
     }
 
-    @Test("signed webhooks from Stripe are applied: a payment marks the invoice paid, deleting the subscription ends ours, cards are kept as brand and last4")
+    @Test(
+        "signed webhooks from Stripe are applied: a payment marks the invoice paid, deleting the subscription ends ours, cards are kept as brand and last4"
+    )
     func webhooksApplied() async throws {
         let fixture = try await InvoicingFixture.make()
         try await stripe.routeWebhooks()
         let billed = try await billedStripeTenant(fixture)
         let (tenant, start, subscription) = (billed.tenant, billed.start, billed.subscription)
         let invoice = billed.invoice
-        let customer = try #require(try await fixture.database.query(
-            "SELECT stripe_customer_id FROM tenants WHERE id = $1", [tenant])[0].text(0))
+        let customer = try #require(
+            try await fixture.database.query(
+                "SELECT stripe_customer_id FROM tenants WHERE id = $1", [tenant])[0].text(0))
 
         // The customer adds a card in Stripe; the next push records what we may keep of it.
         let card = try await stripe.post(
@@ -108,8 +115,9 @@ struct StripePushTests {
         #expect(try received[0].decode(0, as: Int.self) == 1)
 
         // Canceled in Stripe: `customer.subscription.deleted` ends ours, not inside the invoiced periods.
-        let stripeSubscription = try #require(try await fixture.database.query(
-            "SELECT stripe_subscription_id FROM subscriptions WHERE id = $1", [subscription])[0].text(0))
+        let stripeSubscription = try #require(
+            try await fixture.database.query(
+                "SELECT stripe_subscription_id FROM subscriptions WHERE id = $1", [subscription])[0].text(0))
         _ = try await stripe.send("DELETE", "/v1/subscriptions/\(stripeSubscription)", [:])
         try await fixture.waitUntil("the subscription ends") {
             try await fixture.database.query("SELECT ends_at IS NOT NULL FROM subscriptions WHERE id = $1", [subscription])[0]
@@ -183,7 +191,9 @@ struct StripePushTests {
         }
     }
 
-    @Test("a push that fails is retried with its error recorded; a failed one is listed and made due again by `invoicer stripe retry`, and finds its Stripe invoice")
+    @Test(
+        "a push that fails is retried with its error recorded; a failed one is listed and made due again by `invoicer stripe retry`, and finds its Stripe invoice"
+    )
     func failureAndRetry() async throws {
         let fixture = try await InvoicingFixture.make()
         let billed = try await billedStripeTenant(fixture)
@@ -229,8 +239,9 @@ struct StripePushTests {
 
     @Test("form encoding as Stripe reads it (nested keys, reserved and non-ASCII characters percent-encoded); which errors are worth retrying")
     func formEncoding() {
-        #expect(StripeAPI.formEncode([("metadata[tally_invoice_id]", "a b&c"), ("description", "Tax 7.25% — café")])
-            == "metadata%5Btally_invoice_id%5D=a%20b%26c&description=Tax%207.25%25%20%E2%80%94%20caf%C3%A9")
+        #expect(
+            StripeAPI.formEncode([("metadata[tally_invoice_id]", "a b&c"), ("description", "Tax 7.25% — café")])
+                == "metadata%5Btally_invoice_id%5D=a%20b%26c&description=Tax%207.25%25%20%E2%80%94%20caf%C3%A9")
         func error(_ status: Int, _ type: String? = nil) -> StripeAPIError {
             StripeAPIError(status: status, type: type, code: nil, message: "", method: "POST", path: "/v1/invoices", isUnknownRoute: false)
         }

@@ -1,10 +1,11 @@
 import DiskSpool
 import Foundation
-@testable import Metering
 import RabbitMQClient
 import TallyTestSupport
 import Testing
 import UsageEvents
+
+@testable import Metering
 
 @Suite("Durable publisher with an idle connection")
 struct IdlePublisherTests {

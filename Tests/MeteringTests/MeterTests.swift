@@ -1,11 +1,12 @@
 import DiskSpool
 import Foundation
-@testable import Metering
 import RabbitMQClient
 import TallyMessaging
 import TallyTestSupport
 import Testing
 import UsageEvents
+
+@testable import Metering
 
 @Suite("Metering library")
 struct MeterTests {
@@ -185,7 +186,8 @@ struct MeterTests {
             await group.waitForAll()
             // Nothing accepted was dropped: every event is still in memory or in the spool.
             let spooled = try? await spool.peek(maxRecords: 10_000).reduce(0) { total, record in
-                total + (UsageBatch(spoolRecord: record.payload).map { try? JSONSerialization.jsonObject(with: Data($0.body)) as? [Any] }??.count ?? 0)
+                total
+                    + (UsageBatch(spoolRecord: record.payload).map { try? JSONSerialization.jsonObject(with: Data($0.body)) as? [Any] }??.count ?? 0)
             }
             #expect(meter.pendingCount + (spooled ?? -1) == accepted)
             #expect(counters.snapshot.dropped == 0)
@@ -208,7 +210,9 @@ struct MeterTests {
                 return field
             }
         }
-        #expect(refusedField { try meter.track(tenant: tenant, metric: "api_calls", metadata: ["blob": .string(String(repeating: "x", count: 9_000))]) } == "metadata")
+        #expect(
+            refusedField { try meter.track(tenant: tenant, metric: "api_calls", metadata: ["blob": .string(String(repeating: "x", count: 9_000))]) }
+                == "metadata")
         #expect(refusedField { try meter.track(tenant: tenant, metric: "api_calls", name: String(repeating: "n", count: 201)) } == "name")
         #expect(refusedField { try meter.track(tenant: tenant, metric: "api_calls", unit: String(repeating: "u", count: 201)) } == "unit")
         #expect(refusedField { try meter.track(tenant: tenant, metric: "api_calls", id: "") } == "id")

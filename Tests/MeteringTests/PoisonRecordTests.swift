@@ -1,20 +1,22 @@
-@testable import DiskSpool
 import Foundation
-@testable import Metering
 import RabbitMQClient
 import TallyMessaging
 import TallyTestSupport
 import Testing
 import UsageEvents
 
+@testable import DiskSpool
+@testable import Metering
+
 @Suite("Spooled batches the broker refuses")
 struct PoisonRecordTests {
     @Test("the retry delay doubles from the initial delay and stops at the cap")
     func backoff() {
         let policy = RefusalPolicy(maxAttempts: 10, initialDelay: .milliseconds(200), maxDelay: .seconds(1))
-        #expect((1...6).map { policy.delay(afterAttempts: $0) } == [
-            .milliseconds(200), .milliseconds(400), .milliseconds(800), .seconds(1), .seconds(1), .seconds(1),
-        ])
+        #expect(
+            (1...6).map { policy.delay(afterAttempts: $0) } == [
+                .milliseconds(200), .milliseconds(400), .milliseconds(800), .seconds(1), .seconds(1), .seconds(1),
+            ])
     }
 
     @Test("a refused record is retried alone until its last attempt, then set aside; settling forgets it")
@@ -96,9 +98,10 @@ struct PoisonRecordTests {
             publisher.finish()
             await running
 
-            let expected = Set(try (before + after).flatMap { batch in
-                (try JSONSerialization.jsonObject(with: Data(batch.body)) as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
-            })
+            let expected = Set(
+                try (before + after).flatMap { batch in
+                    (try JSONSerialization.jsonObject(with: Data(batch.body)) as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
+                })
             let received = try await UsageQueueProbe(queue: name, connection: broker).collect(tenant: tenant, expected: expected.count)
             #expect(Set(received.ids.keys) == expected)
             #expect(counters.snapshot.deadLettered == 2)

@@ -1,6 +1,6 @@
 import Foundation
-import PostgresClient
 import Invoicing
+import PostgresClient
 import TallyMessaging
 import TallyTestSupport
 import Testing

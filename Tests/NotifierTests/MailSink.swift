@@ -39,43 +39,43 @@ struct MailSink {
     }
 
     static let script = #"""
-import email, email.policy, json, os, subprocess, sys, tempfile
-directory, needle = sys.argv[1], sys.argv[2]
-found = []
-for name in sorted(os.listdir(directory)):
-    if not name.endswith(".eml"):
-        continue
-    raw = open(os.path.join(directory, name), "rb").read()
-    if needle.encode() not in raw:
-        continue
-    message = email.message_from_bytes(raw, policy=email.policy.default)
-    if all(needle not in str(message[field] or "") for field in ("Subject", "To", "X-Tally-Notification")):
-        continue
-    defects = [repr(d) for d in message.defects]
-    text, html, attachments = "", "", []
-    for part in message.walk():
-        defects += [repr(d) for d in part.defects]
-        if part.is_multipart():
-            continue
-        if part.get_content_disposition() == "attachment":
-            data = part.get_payload(decode=True)
-            pdf_text = ""
-            if part.get_content_type() == "application/pdf":
-                with tempfile.NamedTemporaryFile(suffix=".pdf") as pdf:
-                    pdf.write(data); pdf.flush()
-                    pdf_text = subprocess.run(["pdftotext", pdf.name, "-"], capture_output=True, text=True).stdout
-            encoded = part.as_string().split("\n\n", 1)[-1]
-            attachments.append({"filename": part.get_filename(), "content_type": part.get_content_type(), "pdf_text": pdf_text,
-                                "longest_line": max((len(l) for l in encoded.splitlines()), default=0)})
-        elif part.get_content_type() == "text/plain":
-            text = part.get_content()
-        elif part.get_content_type() == "text/html":
-            html = part.get_content()
-    found.append({"to": str(message["To"]), "from": str(message["From"]), "subject": str(message["Subject"]),
-                  "message_id": str(message["Message-ID"]), "defects": defects, "text": text, "html": html,
-                  "headers": [k.lower() for k in message.keys()], "attachments": attachments})
-print(json.dumps(found))
-"""#
+        import email, email.policy, json, os, subprocess, sys, tempfile
+        directory, needle = sys.argv[1], sys.argv[2]
+        found = []
+        for name in sorted(os.listdir(directory)):
+            if not name.endswith(".eml"):
+                continue
+            raw = open(os.path.join(directory, name), "rb").read()
+            if needle.encode() not in raw:
+                continue
+            message = email.message_from_bytes(raw, policy=email.policy.default)
+            if all(needle not in str(message[field] or "") for field in ("Subject", "To", "X-Tally-Notification")):
+                continue
+            defects = [repr(d) for d in message.defects]
+            text, html, attachments = "", "", []
+            for part in message.walk():
+                defects += [repr(d) for d in part.defects]
+                if part.is_multipart():
+                    continue
+                if part.get_content_disposition() == "attachment":
+                    data = part.get_payload(decode=True)
+                    pdf_text = ""
+                    if part.get_content_type() == "application/pdf":
+                        with tempfile.NamedTemporaryFile(suffix=".pdf") as pdf:
+                            pdf.write(data); pdf.flush()
+                            pdf_text = subprocess.run(["pdftotext", pdf.name, "-"], capture_output=True, text=True).stdout
+                    encoded = part.as_string().split("\n\n", 1)[-1]
+                    attachments.append({"filename": part.get_filename(), "content_type": part.get_content_type(), "pdf_text": pdf_text,
+                                        "longest_line": max((len(l) for l in encoded.splitlines()), default=0)})
+                elif part.get_content_type() == "text/plain":
+                    text = part.get_content()
+                elif part.get_content_type() == "text/html":
+                    html = part.get_content()
+            found.append({"to": str(message["To"]), "from": str(message["From"]), "subject": str(message["Subject"]),
+                          "message_id": str(message["Message-ID"]), "defects": defects, "text": text, "html": html,
+                          "headers": [k.lower() for k in message.keys()], "attachments": attachments})
+        print(json.dumps(found))
+        """#
 
     /// Every stored email whose subject, recipient or notification key mentions `needle`.
     static func emails(mentioning needle: String) throws -> [Email] {

@@ -25,7 +25,11 @@ struct NotificationRulesTests {
             id: UUID(), number: "INV-2026-000777", status: "open", kind: kind, tenantID: tenant, subscriptionID: UUID(), currency: "usd",
             periodStart: start, periodEnd: end, subtotalCents: 29_900, taxRateBps: 725, taxCents: 2_168, totalCents: 32_068,
             issuedAt: end, dueAt: end.addingTimeInterval(30 * 86_400),
-            lines: [.init(kind: "base", metric: nil, description: "Starter plan, Nov 1 – Dec 1, 2026", quantity: "1", unitPriceCents: "29900", amountCents: 29_900)])
+            lines: [
+                .init(
+                    kind: "base", metric: nil, description: "Starter plan, Nov 1 – Dec 1, 2026", quantity: "1", unitPriceCents: "29900",
+                    amountCents: 29_900)
+            ])
     }
 
     @Test("invoices go to finance and the tenant; alerts follow their channels; only the tenant's active, subscribed endpoints")
@@ -49,8 +53,13 @@ struct NotificationRulesTests {
                     tenantID: tenant, occurredAt: end, alertID: UUID(), alertKind: "threshold", thresholdKey: "threshold:5", metric: "api_calls",
                     value: "6", threshold: "5", quota: nil, periodStart: start, periodEnd: end, channels: channels))
         }
-        #expect(NotificationPlanner.plan(alert(["email"]), tenantEmail: "ap@t.test", financeEmail: "f@s.test", endpoints: endpoints).map(\.channel) == [.email])
-        #expect(NotificationPlanner.plan(alert(["webhook"]), tenantEmail: "ap@t.test", financeEmail: "f@s.test", endpoints: endpoints).map(\.recipient) == [all.url])
+        #expect(
+            NotificationPlanner.plan(alert(["email"]), tenantEmail: "ap@t.test", financeEmail: "f@s.test", endpoints: endpoints).map(\.channel) == [
+                .email
+            ])
+        #expect(
+            NotificationPlanner.plan(alert(["webhook"]), tenantEmail: "ap@t.test", financeEmail: "f@s.test", endpoints: endpoints).map(\.recipient)
+                == [all.url])
         // The same notification planned twice keeps its key and Message-ID (a redelivery is recognisable).
         let again = NotificationPlanner.plan(finalized, tenantEmail: "AP@t.test", financeEmail: "fin@s.test", endpoints: endpoints)
         #expect(again[1].dedupKey == plan[1].dedupKey && again[1].messageID(domain: "s.test") == plan[1].messageID(domain: "s.test"))

@@ -19,7 +19,8 @@ struct WebhookDeliveryTests {
     static func alert(_ tenant: UUID, metric: String) -> BillingEvent {
         .alertTriggered(
             .init(
-                tenantID: tenant, occurredAt: Date(timeIntervalSince1970: TestClock.now().timeIntervalSince1970.rounded(.down)), alertID: UUID(), alertKind: "threshold", thresholdKey: "threshold:5", metric: metric,
+                tenantID: tenant, occurredAt: Date(timeIntervalSince1970: TestClock.now().timeIntervalSince1970.rounded(.down)), alertID: UUID(),
+                alertKind: "threshold", thresholdKey: "threshold:5", metric: metric,
                 value: "7", threshold: "5", quota: nil, periodStart: Date(timeIntervalSince1970: 1_790_000_000),
                 periodEnd: Date(timeIntervalSince1970: 1_792_592_000), channels: ["webhook"]))
     }

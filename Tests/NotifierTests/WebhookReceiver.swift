@@ -68,8 +68,9 @@ struct WebhookReceiver: Sendable {
                 if pair[0] == "t" { timestamp = pair[1] } else if pair[0] == "v1" { signatures.append(pair[1]) }
             }
             guard let timestamp, let seconds = Double(timestamp), abs(Date().timeIntervalSince1970 - seconds) < 300 else { return false }
-            let expected = Array(HMAC<SHA256>.authenticationCode(
-                for: Data(timestamp.utf8) + Data(".".utf8) + body, using: SymmetricKey(data: Data(secret.utf8))))
+            let expected = Array(
+                HMAC<SHA256>.authenticationCode(
+                    for: Data(timestamp.utf8) + Data(".".utf8) + body, using: SymmetricKey(data: Data(secret.utf8))))
             return signatures.contains { hex in
                 let bytes = stride(from: 0, to: hex.count - 1, by: 2).compactMap { offset -> UInt8? in
                     let start = hex.index(hex.startIndex, offsetBy: offset)

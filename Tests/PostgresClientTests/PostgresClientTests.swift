@@ -86,7 +86,9 @@ struct PostgresClientTests {
         var configuration = try PostgresConfiguration(url: TestEnvironment.databaseURL + "?options=-c%20work_mem%3D8MB")
         configuration.sessionSettings = ["synchronous_commit": "off"]
         let connection = try await PostgresConnection.connect(configuration: configuration, logger: logger)
-        let row = try #require(try await connection.query("SELECT current_setting('synchronous_commit'), current_setting('TimeZone'), current_setting('work_mem')").first)
+        let row = try #require(
+            try await connection.query("SELECT current_setting('synchronous_commit'), current_setting('TimeZone'), current_setting('work_mem')").first
+        )
         #expect(row.text(0) == "off" && row.text(1) == "UTC" && row.text(2) == "8MB")
         await connection.close()
         // A reconnection (after close) opens with the same settings.

@@ -46,7 +46,8 @@ struct PostgresTextTests {
 
     @Test("uuids: lower-case text and order as Foundation's upper-case text has them")
     func uuids() {
-        let ids = (0..<2_000).map { _ in UUID() } + [UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))]
+        let ids =
+            (0..<2_000).map { _ in UUID() } + [UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))]
             + [UUID(uuid: (255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255))]
         for id in ids {
             #expect(id.lowercasedText == id.uuidString.lowercased())

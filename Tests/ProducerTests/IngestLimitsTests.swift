@@ -9,11 +9,11 @@ import TallyTestSupport
 import Testing
 import UsageEvents
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 @testable import Producer
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// What a hostile client can send the ingest API: too many events, a flood of
 /// problems, tokens that are not keys, a body it writes whole before reading.
@@ -36,8 +36,10 @@ struct IngestLimitsTests {
         let fixture = try await IngestFixture.make()
         try await fixture.app(now: now).test(.router) { client in
             let tiny = (0...IngestBody.maximumEvents).map { event("e\($0)") }
-            for (body, contentType) in [("[" + tiny.joined(separator: ",") + "]", "application/json"),
-                                        (tiny.joined(separator: "\n"), "application/x-ndjson")] {
+            for (body, contentType) in [
+                ("[" + tiny.joined(separator: ",") + "]", "application/json"),
+                (tiny.joined(separator: "\n"), "application/x-ndjson"),
+            ] {
                 try await client.execute(
                     uri: "/v1/events", method: .post, headers: headers(fixture.apiKey, contentType: contentType), body: ByteBuffer(string: body)
                 ) { response in
@@ -57,7 +59,8 @@ struct IngestLimitsTests {
             // 250 invalid events: 100 problems listed, all 250 counted.
             let invalid = (0..<250).map { event("bad\($0)", quantity: "-1") }
             try await client.execute(
-                uri: "/v1/events", method: .post, headers: headers(fixture.apiKey), body: ByteBuffer(string: "[" + invalid.joined(separator: ",") + "]")
+                uri: "/v1/events", method: .post, headers: headers(fixture.apiKey),
+                body: ByteBuffer(string: "[" + invalid.joined(separator: ",") + "]")
             ) { response in
                 #expect(response.status == .badRequest)
                 let error = response.json?["error"] as? [String: Any]
@@ -78,7 +81,8 @@ struct IngestLimitsTests {
         try await fixture.app(now: now).test(.router) { client in
             let unknown = "tally_" + String(repeating: "ab", count: 32)
             for token in [nil, nil, "garbage", "tally_XYZ", "Tally_" + String(repeating: "a", count: 64), unknown, unknown] as [String?] {
-                try await client.execute(uri: "/v1/events", method: .post, headers: headers(token), body: ByteBuffer(string: event("a"))) { response in
+                try await client.execute(uri: "/v1/events", method: .post, headers: headers(token), body: ByteBuffer(string: event("a"))) {
+                    response in
                     #expect(response.status == .unauthorized)
                 }
             }
@@ -112,7 +116,8 @@ struct IngestLimitsTests {
         #expect(authenticator.counters.unknownKey == 200)
     }
 
-    @Test("a spool disk that fills while the broker is unreachable answers 503 with Retry-After, never 500", .enabled(if: SmallFilesystem.isPermitted))
+    @Test(
+        "a spool disk that fills while the broker is unreachable answers 503 with Retry-After, never 500", .enabled(if: SmallFilesystem.isPermitted))
     func spoolDiskFull() async throws {
         let fixture = try await IngestFixture.make()
         let disk = try SmallFilesystem(bytes: 96 << 10)
@@ -224,7 +229,8 @@ enum RawHTTP {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard connected == 0 else { throw Failure(description: "connect: errno \(errno)") }
-        let head = "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(key)\r\n"
+        let head =
+            "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(key)\r\n"
             + "Content-Type: application/json\r\nContent-Length: \(bodyBytes)\r\nConnection: close\r\n\r\n"
         try sendAll(fd, Array(head.utf8))
         let chunk = [UInt8](repeating: UInt8(ascii: " "), count: 1 << 20)
@@ -243,7 +249,9 @@ enum RawHTTP {
         while true {
             let count = recv(fd, &buffer, buffer.count, 0)
             if count == 0 { break }  // the server closed: the whole answer is here
-            guard count > 0 else { throw Failure(description: "no end of the answer within 60 s (errno \(errno)): \(String(decoding: response, as: UTF8.self))") }
+            guard count > 0 else {
+                throw Failure(description: "no end of the answer within 60 s (errno \(errno)): \(String(decoding: response, as: UTF8.self))")
+            }
             response += buffer[0..<count]
         }
         return String(decoding: response, as: UTF8.self)

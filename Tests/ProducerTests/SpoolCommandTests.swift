@@ -21,7 +21,9 @@ struct SpoolCommandTests {
             let tenant = fixture.tenant.id.uuidString.lowercased()
             let time = RFC3339.format(TestClock.now().addingTimeInterval(-30))
             let ids = (0..<3).map { "dead-letter-\(UUID().uuidString.prefix(8))-\($0)" }
-            let body = "[" + ids.map { #"{"id":"\#($0)","tenant_id":"\#(tenant)","type":"api_calls","quantity":"1","time":"\#(time)"}"# }
+            let body =
+                "["
+                + ids.map { #"{"id":"\#($0)","tenant_id":"\#(tenant)","type":"api_calls","quantity":"1","time":"\#(time)"}"# }
                 .joined(separator: ",") + "]"
             let batch = Array("msg-\(UUID().uuidString)\n\n\(body)".utf8)
             try FileManager.default.createDirectory(atPath: fixture.spoolDirectory, withIntermediateDirectories: true)

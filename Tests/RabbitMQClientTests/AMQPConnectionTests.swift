@@ -56,8 +56,9 @@ struct AMQPConnectionTests {
                 "x-queue-type": .string("quorum"), "x-dead-letter-exchange": .string(""),
                 "x-dead-letter-routing-key": .string(deadLetters),
             ])
-        let message = OutgoingMessage(exchange: "", routingKey: queue, body: Array("poison".utf8),
-                                      properties: AMQPProperties(messageID: "poison-1"))
+        let message = OutgoingMessage(
+            exchange: "", routingKey: queue, body: Array("poison".utf8),
+            properties: AMQPProperties(messageID: "poison-1"))
         #expect(try await connection.publish([message]) == [.confirmed])
 
         let consumer = try await AMQPTest.connect()

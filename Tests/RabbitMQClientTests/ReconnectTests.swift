@@ -14,7 +14,8 @@ struct ReconnectTests {
         let task = Task {
             try await AMQPConnection.connectRetrying(
                 configuration: configuration, logger: AMQPTest.logger, initialDelay: .milliseconds(10),
-                maxDelay: .milliseconds(20), onFailure: { error, attempt in
+                maxDelay: .milliseconds(20),
+                onFailure: { error, attempt in
                     #expect(error.code == .connectionFailed)
                     attempts.withLock { $0 = attempt }
                 })

@@ -76,7 +76,9 @@ struct BillingEventTests {
         let legacy = #"{"billing_run_id": "\#(command.billingRunID)", "subscription_id": "\#(command.subscriptionID)", "period_index": 3}"#
         let read = try InvoiceGenerateCommand.decode(Array(legacy.utf8))
         #expect(read.periodIndex == 3 && !read.isAdjustment)
-        #expect(command.messageID == "invoice.generate:\(command.billingRunID.uuidString.lowercased()):\(command.subscriptionID.uuidString.lowercased()):3")
+        #expect(
+            command.messageID
+                == "invoice.generate:\(command.billingRunID.uuidString.lowercased()):\(command.subscriptionID.uuidString.lowercased()):3")
         #expect(throws: MessageDecodingError.self) { try InvoiceGenerateCommand.decode(Array(#"{"type": "invoice.generate", "version": 9}"#.utf8)) }
     }
 }

@@ -97,11 +97,12 @@ struct MigratorTests {
                 FROM subscription_plans ORDER BY base_cents
                 """)
             let plans = try rows.map { row in try (0..<8).map { try row.decode($0, as: String.self) } }
-            #expect(plans == [
-                ["starter", "29900", "50", "1000", "3", "500", "10", "1000"],
-                ["professional", "99900", "200", "10000", "10", "400", "8", "800"],
-                ["enterprise", "299900", "999999", "999999", "999999", "0", "0", "0"],
-            ])
+            #expect(
+                plans == [
+                    ["starter", "29900", "50", "1000", "3", "500", "10", "1000"],
+                    ["professional", "99900", "200", "10000", "10", "400", "8", "800"],
+                    ["enterprise", "299900", "999999", "999999", "999999", "0", "0", "0"],
+                ])
         }
     }
 

@@ -1,7 +1,7 @@
 import Foundation
+import TallyTestSupport
 import Testing
 import UsageEvents
-import TallyTestSupport
 
 @Suite("JSONWriter: the fast wire encoding of usage events")
 struct JSONWriterTests {
@@ -95,20 +95,26 @@ struct JSONParserTests {
 
     @Test("escapes, surrogate pairs, exact numbers and whitespace")
     func details() throws {
-        #expect(try JSONParser.parse(Array(#" {"a" : [1, -0.5, 2.5e3, 1E-2, true, false, null, "x\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00"]} "#.utf8))
-            == .object(["a": .array([
-                .number(1), .number(Decimal(string: "-0.5")!), .number(2500), .number(Decimal(string: "0.01")!), .bool(true), .bool(false), .null,
-                .string("x\"\\/\u{08}\u{0C}\n\r\té😀"),
-            ])]))
+        #expect(
+            try JSONParser.parse(Array(#" {"a" : [1, -0.5, 2.5e3, 1E-2, true, false, null, "x\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00"]} "#.utf8))
+                == .object([
+                    "a": .array([
+                        .number(1), .number(Decimal(string: "-0.5")!), .number(2500), .number(Decimal(string: "0.01")!), .bool(true), .bool(false),
+                        .null,
+                        .string("x\"\\/\u{08}\u{0C}\n\r\té😀"),
+                    ])
+                ]))
         #expect(try JSONParser.parse(Array("1000000000000.0001".utf8)) == .number(Decimal(string: "1000000000000.0001")!))
         #expect(try JSONParser.parse(Array(#"{"k": 1, "k": 2}"#.utf8)) == .object(["k": .number(2)]))
     }
 
-    @Test("malformed JSON is refused", arguments: [
-        "", "{", "[1,]", "{\"a\":}", "{\"a\" 1}", "{a: 1}", "01", "1.", ".5", "-", "1e", "+1", "NaN", "Infinity", "tru", "nul",
-        "\"unterminated", "\"bad \\x escape\"", "\"\\u12\"", "\"\\ud800\"", "\"\\ud800\\u0041\"", "\"tab\there\"", "[1] 2", "{\"a\":1}}",
-        String(repeating: "[", count: 100) + String(repeating: "]", count: 100),
-    ])
+    @Test(
+        "malformed JSON is refused",
+        arguments: [
+            "", "{", "[1,]", "{\"a\":}", "{\"a\" 1}", "{a: 1}", "01", "1.", ".5", "-", "1e", "+1", "NaN", "Infinity", "tru", "nul",
+            "\"unterminated", "\"bad \\x escape\"", "\"\\u12\"", "\"\\ud800\"", "\"\\ud800\\u0041\"", "\"tab\there\"", "[1] 2", "{\"a\":1}}",
+            String(repeating: "[", count: 100) + String(repeating: "]", count: 100),
+        ])
     func refuses(text: String) {
         #expect(throws: JSONParseError.self) { try JSONParser.parse(Array(text.utf8)) }
     }

@@ -18,7 +18,8 @@ struct UsageEventValidatorTests {
 
     @Test("a valid event keeps every field exactly")
     func valid() throws {
-        let json = #"{"id": "evt_01J", "tenant_id": "3f0c1e6a-7b1b-4c55-9e0f-5d8c2a1b4e77", "type": "api_calls", "name": "GET /estimates", "quantity": 1000.5, "unit": "api_call", "time": "2026-11-24T18:40:00.123Z", "metadata": {"endpoint": "/estimates", "n": 0.1}}"#
+        let json =
+            #"{"id": "evt_01J", "tenant_id": "3f0c1e6a-7b1b-4c55-9e0f-5d8c2a1b4e77", "type": "api_calls", "name": "GET /estimates", "quantity": 1000.5, "unit": "api_call", "time": "2026-11-24T18:40:00.123Z", "metadata": {"endpoint": "/estimates", "n": 0.1}}"#
         let events = try UsageEventValidator(authenticatedTenant: nil, now: now).validate([object(json)])
         let event = try #require(events.first)
         #expect(event.id == "evt_01J")

@@ -99,11 +99,13 @@ struct DecodedBatch: Sendable {
     /// This batch with its one staged event parked instead, with the database's reason.
     func refusal(_ reason: String) -> DecodedBatch {
         var parked = DecodedBatch()
-        parked.parkedEvents = parkedEvents + stagedSources.map { source in
-            UsageDecoder.parked(
-                source.object, code: "database_refused", field: "", reason: "event refused by the database: \(reason)",
-                messageID: source.messageID)
-        }
+        parked.parkedEvents =
+            parkedEvents
+            + stagedSources.map { source in
+                UsageDecoder.parked(
+                    source.object, code: "database_refused", field: "", reason: "event refused by the database: \(reason)",
+                    messageID: source.messageID)
+            }
         return parked
     }
 }

@@ -113,9 +113,9 @@ struct UsageHandler: QueueWorkHandler {
                 let outcome = try await UsageLedger.record(part, now: TallyClock.now(), cache: cache, on: database)
                 metrics.committed(outcome, seconds: 0, visibleAfter: nil)
                 await afterCommit(outcome, database)
-            } catch where Self.isRefusalOfData(error) && part.eventCount > 1 {
+            } catch  where Self.isRefusalOfData(error) && part.eventCount > 1 {
                 try await recordSplitting(part, parked: &parked, in: database, logger: logger)
-            } catch where Self.isRefusalOfData(error) && part.eventCount == 1 {
+            } catch  where Self.isRefusalOfData(error) && part.eventCount == 1 {
                 let reason = (error as? PostgresError)?.message ?? "\(error)"
                 logger.info("event refused by the database, parked", metadata: ["reason": "\(reason)"])
                 parked += part.refusal(reason).parkedEvents

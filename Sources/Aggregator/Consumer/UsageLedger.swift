@@ -123,7 +123,8 @@ enum UsageLedger {
                 outcome.inserted += count
                 outcome.timesByTenant[tenant, default: []].formUnion([try row.decode(3, as: Date.self), try row.decode(4, as: Date.self)])
             }
-            outcome.duplicates = batch.eventCount - outcome.inserted - (outcome.parked - batch.parkedEvents.count)
+            outcome.duplicates =
+                batch.eventCount - outcome.inserted - (outcome.parked - batch.parkedEvents.count)
                 - outcome.unknownTenantEvents.count
             clock.lap(.insertAndRollUp, into: &outcome.phases)
             if !outcome.timesByTenant.isEmpty {
@@ -159,8 +160,10 @@ enum UsageLedger {
         _ times: [UUID: Set<Date>], tenants: [UUID], cache: UsageConfigCache, on connection: PostgresConnection
     ) async throws -> Completion {
         let (cached, unknown) = cache.peek(tenants)
-        let guessed = Set(periods(times, config: cached).filter { unknown.contains($0.tenant) || !cache.isKnownComplete($0) }
-            .map(\.tenant)).union(unknown)
+        let guessed = Set(
+            periods(times, config: cached).filter { unknown.contains($0.tenant) || !cache.isKnownComplete($0) }
+                .map(\.tenant)
+        ).union(unknown)
         guard !guessed.isEmpty else { return Completion() }
         let locked = tenants.filter(guessed.contains)
         let (completion, completed) = try await connection.withTransaction { connection in
@@ -181,15 +184,19 @@ enum UsageLedger {
 
     /// The periods (billing period, trial or calendar month) the events at `times` fall in.
     static func periods(_ times: [UUID: Set<Date>], config: UsageConfigCache.Snapshot) -> Set<TenantPeriod> {
-        Set(UsageStateEvaluator.touches(times, config: config).flatMap { tenant, touches in
-            touches.map { TenantPeriod(tenant: tenant, span: $0.span) }
-        })
+        Set(
+            UsageStateEvaluator.touches(times, config: config).flatMap { tenant, touches in
+                touches.map { TenantPeriod(tenant: tenant, span: $0.span) }
+            })
     }
 
     /// Where a batch's time goes, for `/metrics` (the end-to-end breakdown of the benchmark).
     enum Phase: String, CaseIterable, Sendable {
-        case decode, copy, lockAndConfiguration = "lock_and_configuration", completePeriods = "complete_periods"
-        case insertAndRollUp = "insert_and_roll_up", evaluate, commit
+        case decode, copy
+        case lockAndConfiguration = "lock_and_configuration"
+        case completePeriods = "complete_periods"
+        case insertAndRollUp = "insert_and_roll_up"
+        case evaluate, commit
     }
 
     /// Seconds since the last lap.

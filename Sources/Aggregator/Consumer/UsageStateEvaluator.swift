@@ -27,7 +27,6 @@ enum UsageStateEvaluator {
         var billingEvents = 0
     }
 
-
     /// A period a batch touched: evaluated once, at the latest time the batch saw in it.
     struct Touch {
         let span: Period
@@ -76,7 +75,8 @@ enum UsageStateEvaluator {
                 let period = TenantPeriod(tenant: tenant, span: touch.span)
                 // Every touched period was completed before the events were stored; a
                 // period that is not (its tenant unknown then) is read from the rollups.
-                let values = try totals[period]
+                let values =
+                    try totals[period]
                     ?? UsageReader.rangeValues(tenant: tenant, over: touch.span, catalog: config.catalog, on: connection)
                 let context = PeriodContext(
                     tenant: tenant, span: touch.span, values: values, plan: touch.subscription.map { $0.timeline.plan(at: touch.time) },
@@ -165,7 +165,8 @@ enum UsageStateEvaluator {
             """,
             [
                 PostgresTextArray(firings.map(\.alert.id.lowercasedText)),
-                PostgresTextArray(firings.map { PostgresTimestamp(microsecondsSinceEpoch: $0.context.span.start.microsecondsSinceEpoch).description }),
+                PostgresTextArray(
+                    firings.map { PostgresTimestamp(microsecondsSinceEpoch: $0.context.span.start.microsecondsSinceEpoch).description }),
                 PostgresTextArray(firings.map(\.alert.thresholdKey)), PostgresTextArray(firings.map(\.value.description)),
             ])
         var recorded = Set<String>()

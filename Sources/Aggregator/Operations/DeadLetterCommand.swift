@@ -63,7 +63,8 @@ struct DeadLetterCommand: AsyncParsableCommand {
     struct Replay: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Put parked events and messages back on the work queue (ids kept: nothing counts twice).",
-            discussion: "Without --events or --messages, both. Fix the cause first (e.g. create the missing tenant): what is still wrong is parked again.")
+            discussion:
+                "Without --events or --messages, both. Fix the cause first (e.g. create the missing tenant): what is still wrong is parked again.")
         @OptionGroup var options: Options
         @OptionGroup var kinds: Kinds
         @Option(name: .customLong("id"), help: "Only these parked events (repeatable).") var ids: [Int64] = []
@@ -130,7 +131,9 @@ struct DeadLetters: Sendable {
               FROM parked_events WHERE replayed_at IS NULL ORDER BY id DESC LIMIT $1
             """, [limit])
         for row in rows {
-            print("  #\(row.text(0) ?? "")  \(row.text(1) ?? "")  tenant \(row.text(2) ?? "")  event \(row.text(3) ?? "")  \(row.text(4) ?? ""): \(row.text(5) ?? "")")
+            print(
+                "  #\(row.text(0) ?? "")  \(row.text(1) ?? "")  tenant \(row.text(2) ?? "")  event \(row.text(3) ?? "")  \(row.text(4) ?? ""): \(row.text(5) ?? "")"
+            )
         }
     }
 

@@ -37,8 +37,9 @@ struct PartitionCommand: AsyncParsableCommand {
                 """, [PartitionCommand.dedupWindowDays, TallyClock.now()])
             for row in rows {
                 let rowsEstimate = max(0, Int(row.text(2) ?? "0") ?? 0)
-                print("\(row.text(1) ?? "?")  \(row.text(0) ?? "")  ~\(rowsEstimate) rows  \(row.text(3) ?? "")  "
-                    + (row.text(4) == "t" ? "detachable" : "inside the dedup window"))
+                print(
+                    "\(row.text(1) ?? "?")  \(row.text(0) ?? "")  ~\(rowsEstimate) rows  \(row.text(3) ?? "")  "
+                        + (row.text(4) == "t" ? "detachable" : "inside the dedup window"))
             }
             await pool.close()
         }

@@ -74,7 +74,8 @@ final class AggregatorMetrics: QueueWorkerObserver {
         text.metric("tally_aggregator_events_parked_total", "counter", "Usage events parked in parked_events", s.eventsParked)
         text.metric("tally_aggregator_messages_parked_total", "counter", "Messages sent to the parking-lot queue", s.messagesParked)
         text.metric("tally_aggregator_messages_retried_total", "counter", "Messages sent to a retry queue", s.messagesRetried)
-        text.metric("tally_aggregator_batches_total", "counter", "Committed batch transactions (a batch written in parts counts each part)", s.batches)
+        text.metric(
+            "tally_aggregator_batches_total", "counter", "Committed batch transactions (a batch written in parts counts each part)", s.batches)
         text.metric("tally_aggregator_database_failures_total", "counter", "Failed batch transactions", s.databaseFailures)
         text.metric("tally_aggregator_batch_events", "gauge", "Events in the last committed batch transaction", s.lastBatchEvents)
         text.metric(

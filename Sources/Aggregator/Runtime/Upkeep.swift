@@ -59,7 +59,8 @@ struct Upkeep: Service {
                 """
                 DELETE FROM usage_event_ids WHERE ctid = ANY (ARRAY(
                     SELECT ctid FROM usage_event_ids WHERE first_seen < now() - interval '\(Self.idRetention)' LIMIT 10000))
-                """).affectedRows
+                """
+            ).affectedRows
             total += deleted
             if deleted < 10_000 { break }
         }

@@ -26,9 +26,13 @@ extension DashboardRoutes {
 
     func statement(of tenant: UUID) async throws -> UsageStatement {
         let now = Instant(TallyClock.now())
-        guard let statement = try await pool.withTransaction(isolation: .repeatableRead, { connection in
-            try UsageStatement.load(tenant: tenant, asOf: now, on: connection)
-        }) else { throw APIError.notFound("tenant") }
+        guard
+            let statement = try await pool.withTransaction(
+                isolation: .repeatableRead,
+                { connection in
+                    try UsageStatement.load(tenant: tenant, asOf: now, on: connection)
+                })
+        else { throw APIError.notFound("tenant") }
         return statement
     }
 
@@ -79,7 +83,8 @@ extension DashboardRoutes {
             TrendPage(
                 title: "Trend", nav: navigation(viewer, current: "/dashboard/trend"), tenantName: viewer.tenant.name,
                 ranges: UsageRange.allCases.map { option in
-                    TrendPage.RangeLink(href: viewer.link("/dashboard/trend", [("range", option.rawValue)]), label: option.label, current: option == range)
+                    TrendPage.RangeLink(
+                        href: viewer.link("/dashboard/trend", [("range", option.rawValue)]), label: option.label, current: option == range)
                 },
                 rangeLabel: range.label, granularity: history.granularity.rawValue,
                 empty: history.series.isEmpty ? "No usage in this range yet." : nil,
@@ -102,11 +107,12 @@ extension DashboardRoutes {
                 subtotal: InvoiceDocument.dollars(upcoming.subtotalCents), taxRate: InvoiceDocument.percent(upcoming.taxRateBps),
                 tax: InvoiceDocument.dollars(upcoming.taxCents), total: InvoiceDocument.dollars(upcoming.totalCents))
         }
-        let empty: String? = switch statement.kind {
-        case .billing: nil
-        case .trial: "You are in a trial until \(InvoiceText.day(statement.period.end)): nothing is billed for it."
-        case .calendarMonth: "There is no subscription, so nothing is billed. Usage is still recorded."
-        }
+        let empty: String? =
+            switch statement.kind {
+            case .billing: nil
+            case .trial: "You are in a trial until \(InvoiceText.day(statement.period.end)): nothing is billed for it."
+            case .calendarMonth: "There is no subscription, so nothing is billed. Usage is still recorded."
+            }
         return try html(
             "upcoming",
             UpcomingPage(
@@ -234,7 +240,8 @@ extension DashboardRoutes {
             return try await renderWebhooks(viewer, error: nil, secret: secret.value, status: .created)
         } catch let error as APIError where error.status == .badRequest || error.status == .conflict {
             let field = error.field.map { $0 == "url" ? "URL" : Self.fieldLabel($0) }
-            return try await renderWebhooks(viewer, error: [field, error.message].compactMap { $0 }.joined(separator: " "), secret: nil, status: error.status)
+            return try await renderWebhooks(
+                viewer, error: [field, error.message].compactMap { $0 }.joined(separator: " "), secret: nil, status: error.status)
         }
     }
 

@@ -206,7 +206,9 @@ struct DashboardRoutes {
             "error",
             ErrorPage(
                 title: "Refused", heading: "This form was refused", nav: nil, tenantName: nil,
-                message: "It did not carry this session's security token (it may come from another site, or from a page opened before you signed in again). Reload the page and try again."),
+                message:
+                    "It did not carry this session's security token (it may come from another site, or from a page opened before you signed in again). Reload the page and try again."
+            ),
             status: .forbidden)
     }
 
@@ -225,7 +227,8 @@ struct DashboardRoutes {
             status: status,
             headers: [
                 .contentType: "text/html; charset=utf-8", .cacheControl: "no-store",
-                .contentSecurityPolicy: "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'",
+                .contentSecurityPolicy:
+                    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'",
                 HTTPField.Name("X-Content-Type-Options")!: "nosniff", HTTPField.Name("Referrer-Policy")!: "same-origin",
             ],
             body: .init(byteBuffer: ByteBuffer(string: text)))

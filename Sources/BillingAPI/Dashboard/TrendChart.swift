@@ -36,22 +36,26 @@ struct TrendChart {
             let position = y(value)
             parts.append(#"<line x1="\#(left)" x2="\#(width - right)" y1="\#(position)" y2="\#(position)" stroke="rgb(230,233,238)"/>"#)
             parts.append(
-                #"<text x="\#(left - 6)" y="\#(position + 4)" text-anchor="end" font-size="11" fill="rgb(91,101,117)">\#(Self.axisNumber(value))</text>"#)
+                #"<text x="\#(left - 6)" y="\#(position + 4)" text-anchor="end" font-size="11" fill="rgb(91,101,117)">\#(Self.axisNumber(value))</text>"#
+            )
         }
         parts.append(#"<line x1="\#(left)" x2="\#(left)" y1="\#(top)" y2="\#(top + plotHeight)" stroke="rgb(138,147,163)"/>"#)
         parts.append(#"<line x1="\#(left)" x2="\#(width - right)" y1="\#(top + plotHeight)" y2="\#(top + plotHeight)" stroke="rgb(138,147,163)"/>"#)
         parts.append(
-            #"<text x="12" y="\#(top + plotHeight / 2)" transform="rotate(-90 12 \#(top + plotHeight / 2))" text-anchor="middle" font-size="11" fill="rgb(91,101,117)">units per \#(history.granularity.rawValue)</text>"#)
+            #"<text x="12" y="\#(top + plotHeight / 2)" transform="rotate(-90 12 \#(top + plotHeight / 2))" text-anchor="middle" font-size="11" fill="rgb(91,101,117)">units per \#(history.granularity.rawValue)</text>"#
+        )
         let labelEvery = max(1, count / 6)
         for index in stride(from: 0, to: history.buckets.count, by: labelEvery) {
             parts.append(
-                #"<text x="\#(x(index))" y="\#(top + plotHeight + 16)" text-anchor="middle" font-size="11" fill="rgb(91,101,117)">\#(Self.escape(Self.label(history.buckets[index], history.granularity)))</text>"#)
+                #"<text x="\#(x(index))" y="\#(top + plotHeight + 16)" text-anchor="middle" font-size="11" fill="rgb(91,101,117)">\#(Self.escape(Self.label(history.buckets[index], history.granularity)))</text>"#
+            )
         }
         for (number, series) in history.series.enumerated() {
             let color = Self.colors[number % Self.colors.count]
             let points = series.values.enumerated().map { index, value in "\(x(index)),\(y(Self.double(value)))" }
             parts.append(
-                #"<polyline data-metric="\#(Self.escape(series.metric))" fill="none" stroke="\#(color)" stroke-width="2" points="\#(points.joined(separator: " "))"/>"#)
+                #"<polyline data-metric="\#(Self.escape(series.metric))" fill="none" stroke="\#(color)" stroke-width="2" points="\#(points.joined(separator: " "))"/>"#
+            )
             let legendX = left + Double(number % 3) * 210
             let legendY = height - 26 + Double(number / 3) * 14
             let unit = units[series.metric].map { " (\($0))" } ?? ""

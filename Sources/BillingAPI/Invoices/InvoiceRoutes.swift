@@ -4,8 +4,8 @@ import Foundation
 import Hummingbird
 import InvoicePDF
 import Invoicing
-import NIOCore
 import Logging
+import NIOCore
 import PostgresClient
 import TallyHTTP
 import TallyStore

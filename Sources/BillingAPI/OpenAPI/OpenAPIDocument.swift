@@ -4,3298 +4,3298 @@
 /// schemathesis against the live Billing API, so it stays true.
 enum OpenAPIDocument {
     static let json = #"""
-{
-  "openapi": "3.1.0",
-  "info": {
-    "title": "Tally Billing API and ingest API",
-    "version": "1.0.0",
-    "description": "Usage-based billing: tenants, subscriptions, usage, invoices, alerts, webhook endpoints (the Billing API), and usage ingest (`POST /v1/events` on the ingest server). Authenticate with `Authorization: Bearer` and the admin token or a tenant's API key; a tenant key sees only its own tenant. Lists page with `limit`, `starting_after` and `has_more`. Ids are lower-case UUIDs."
-  },
-  "servers": [
-    {
-      "url": "/",
-      "description": "The Billing API (`billing-api serve`), TALLY_API_URL"
-    }
-  ],
-  "security": [
-    {
-      "bearer": []
-    }
-  ],
-  "tags": [
-    {
-      "name": "tenants"
-    },
-    {
-      "name": "subscriptions"
-    },
-    {
-      "name": "usage"
-    },
-    {
-      "name": "invoices"
-    },
-    {
-      "name": "billing runs"
-    },
-    {
-      "name": "alerts"
-    },
-    {
-      "name": "webhooks"
-    },
-    {
-      "name": "stripe"
-    },
-    {
-      "name": "ingest"
-    },
-    {
-      "name": "health"
-    }
-  ],
-  "paths": {
-    "/v1/tenants": {
-      "post": {
-        "operationId": "createTenant",
-        "summary": "Create a tenant (admin)",
-        "tags": [
-          "tenants"
-        ],
-        "responses": {
-          "201": {
-            "description": "The tenant and its first API key, shown this once.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/TenantCreated"
-                }
-              }
+        {
+          "openapi": "3.1.0",
+          "info": {
+            "title": "Tally Billing API and ingest API",
+            "version": "1.0.0",
+            "description": "Usage-based billing: tenants, subscriptions, usage, invoices, alerts, webhook endpoints (the Billing API), and usage ingest (`POST /v1/events` on the ingest server). Authenticate with `Authorization: Bearer` and the admin token or a tenant's API key; a tenant key sees only its own tenant. Lists page with `limit`, `starting_after` and `has_more`. Ids are lower-case UUIDs."
+          },
+          "servers": [
+            {
+              "url": "/",
+              "description": "The Billing API (`billing-api serve`), TALLY_API_URL"
             }
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "403": {
-            "$ref": "#/components/responses/Forbidden"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "requestBody": {
-          "required": true,
-          "content": {
-            "application/json": {
-              "schema": {
-                "$ref": "#/components/schemas/NewTenant"
-              }
+          ],
+          "security": [
+            {
+              "bearer": []
             }
-          }
-        }
-      }
-    },
-    "/v1/tenants/{tenant_id}": {
-      "get": {
-        "operationId": "getTenant",
-        "summary": "A tenant",
-        "tags": [
-          "tenants"
-        ],
-        "responses": {
-          "200": {
-            "description": "The tenant.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Tenant"
-                }
-              }
+          ],
+          "tags": [
+            {
+              "name": "tenants"
+            },
+            {
+              "name": "subscriptions"
+            },
+            {
+              "name": "usage"
+            },
+            {
+              "name": "invoices"
+            },
+            {
+              "name": "billing runs"
+            },
+            {
+              "name": "alerts"
+            },
+            {
+              "name": "webhooks"
+            },
+            {
+              "name": "stripe"
+            },
+            {
+              "name": "ingest"
+            },
+            {
+              "name": "health"
             }
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "tenant_id",
-            "in": "path",
-            "required": true,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The tenant."
-          }
-        ]
-      }
-    },
-    "/v1/tenants/{tenant_id}/api-keys": {
-      "get": {
-        "operationId": "listAPIKeys",
-        "summary": "The tenant's API keys (never their secrets)",
-        "tags": [
-          "tenants"
-        ],
-        "responses": {
-          "200": {
-            "description": "A page of keys.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/APIKeyPage"
-                }
-              }
-            }
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "tenant_id",
-            "in": "path",
-            "required": true,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The tenant."
-          },
-          {
-            "name": "limit",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "integer",
-              "minimum": 1,
-              "maximum": 100,
-              "default": 10
-            },
-            "description": "Items per page."
-          },
-          {
-            "name": "starting_after",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The id of the last item of the previous page."
-          }
-        ]
-      },
-      "post": {
-        "operationId": "issueAPIKey",
-        "summary": "Issue a new key (rotation)",
-        "tags": [
-          "tenants"
-        ],
-        "responses": {
-          "201": {
-            "description": "The key, shown this once.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/APIKeyCreated"
-                }
-              }
-            }
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "tenant_id",
-            "in": "path",
-            "required": true,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The tenant."
-          }
-        ],
-        "requestBody": {
-          "required": false,
-          "content": {
-            "application/json": {
-              "schema": {
-                "type": "object",
-                "properties": {
-                  "revoke_others": {
-                    "type": "boolean"
+          ],
+          "paths": {
+            "/v1/tenants": {
+              "post": {
+                "operationId": "createTenant",
+                "summary": "Create a tenant (admin)",
+                "tags": [
+                  "tenants"
+                ],
+                "responses": {
+                  "201": {
+                    "description": "The tenant and its first API key, shown this once.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/TenantCreated"
+                        }
+                      }
+                    }
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "403": {
+                    "$ref": "#/components/responses/Forbidden"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "requestBody": {
+                  "required": true,
+                  "content": {
+                    "application/json": {
+                      "schema": {
+                        "$ref": "#/components/schemas/NewTenant"
+                      }
+                    }
                   }
                 }
               }
-            }
-          }
-        }
-      }
-    },
-    "/v1/tenants/{tenant_id}/api-keys/{key_id}": {
-      "delete": {
-        "operationId": "revokeAPIKey",
-        "summary": "Revoke a key",
-        "tags": [
-          "tenants"
-        ],
-        "responses": {
-          "204": {
-            "description": "Revoked."
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "tenant_id",
-            "in": "path",
-            "required": true,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
             },
-            "description": "The tenant."
-          },
-          {
-            "name": "key_id",
-            "in": "path",
-            "required": true,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The key."
-          }
-        ]
-      }
-    },
-    "/v1/tenants/{tenant_id}/payment-methods": {
-      "get": {
-        "operationId": "listPaymentMethods",
-        "summary": "Cards as Stripe reports them",
-        "tags": [
-          "tenants"
-        ],
-        "responses": {
-          "200": {
-            "description": "The cards.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/PaymentMethodPage"
-                }
-              }
-            }
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "tenant_id",
-            "in": "path",
-            "required": true,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The tenant."
-          },
-          {
-            "name": "limit",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "integer",
-              "minimum": 1,
-              "maximum": 100,
-              "default": 10
-            },
-            "description": "Items per page."
-          },
-          {
-            "name": "starting_after",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The id of the last item of the previous page."
-          }
-        ]
-      }
-    },
-    "/v1/subscriptions": {
-      "post": {
-        "operationId": "createSubscription",
-        "summary": "Subscribe a tenant to a plan",
-        "tags": [
-          "subscriptions"
-        ],
-        "responses": {
-          "201": {
-            "description": "The subscription.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Subscription"
-                }
-              }
-            },
-            "links": {
-              "ChangePlan": {
-                "operationId": "changePlan",
-                "parameters": {
-                  "subscription_id": "$response.body#/id"
-                }
-              },
-              "CancelSubscription": {
-                "operationId": "cancelSubscription",
-                "parameters": {
-                  "subscription_id": "$response.body#/id"
-                }
-              }
-            }
-          },
-          "409": {
-            "$ref": "#/components/responses/Error"
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "403": {
-            "$ref": "#/components/responses/Forbidden"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "requestBody": {
-          "required": true,
-          "content": {
-            "application/json": {
-              "schema": {
-                "$ref": "#/components/schemas/NewSubscription"
-              },
-              "example": {
-                "plan": "starter"
-              }
-            }
-          }
-        }
-      },
-      "get": {
-        "operationId": "listSubscriptions",
-        "summary": "A tenant's subscriptions",
-        "tags": [
-          "subscriptions"
-        ],
-        "responses": {
-          "200": {
-            "description": "A page of subscriptions.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/SubscriptionPage"
-                }
-              }
-            }
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "tenant_id",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
-          },
-          {
-            "name": "limit",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "integer",
-              "minimum": 1,
-              "maximum": 100,
-              "default": 10
-            },
-            "description": "Items per page."
-          },
-          {
-            "name": "starting_after",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The id of the last item of the previous page."
-          }
-        ]
-      }
-    },
-    "/v1/subscriptions/{subscription_id}/change": {
-      "post": {
-        "operationId": "changePlan",
-        "summary": "Change the plan (upgrade now or at `at`, downgrade at the next period)",
-        "tags": [
-          "subscriptions"
-        ],
-        "responses": {
-          "200": {
-            "description": "The subscription.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Subscription"
-                }
-              }
-            }
-          },
-          "409": {
-            "$ref": "#/components/responses/Error"
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "403": {
-            "$ref": "#/components/responses/Forbidden"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "subscription_id",
-            "in": "path",
-            "required": true,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The subscription."
-          }
-        ],
-        "requestBody": {
-          "required": true,
-          "content": {
-            "application/json": {
-              "schema": {
-                "$ref": "#/components/schemas/PlanChange"
-              }
-            }
-          }
-        }
-      }
-    },
-    "/v1/subscriptions/{subscription_id}/cancel": {
-      "post": {
-        "operationId": "cancelSubscription",
-        "summary": "Cancel now, at `at`, or at the end of the period",
-        "tags": [
-          "subscriptions"
-        ],
-        "responses": {
-          "200": {
-            "description": "The subscription.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Subscription"
-                }
-              }
-            }
-          },
-          "409": {
-            "$ref": "#/components/responses/Error"
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "403": {
-            "$ref": "#/components/responses/Forbidden"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "subscription_id",
-            "in": "path",
-            "required": true,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The subscription."
-          }
-        ],
-        "requestBody": {
-          "required": false,
-          "content": {
-            "application/json": {
-              "schema": {
-                "$ref": "#/components/schemas/Cancellation"
-              }
-            }
-          }
-        }
-      }
-    },
-    "/v1/usage": {
-      "get": {
-        "operationId": "getUsage",
-        "summary": "Each metric's value against the plan over [from, to), or the current period",
-        "tags": [
-          "usage"
-        ],
-        "responses": {
-          "200": {
-            "description": "The usage.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Usage"
-                }
-              }
-            }
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "tenant_id",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
-          },
-          {
-            "name": "from",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "format": "date-time"
-            },
-            "description": "Start of the range (with `to`); both absent: the current period."
-          },
-          {
-            "name": "to",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "format": "date-time"
-            },
-            "description": "End of the range, exclusive."
-          }
-        ]
-      }
-    },
-    "/v1/usage/history": {
-      "get": {
-        "operationId": "getUsageHistory",
-        "summary": "A series per metric per hour or day",
-        "tags": [
-          "usage"
-        ],
-        "responses": {
-          "200": {
-            "description": "The series.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/UsageHistory"
-                }
-              }
-            }
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "tenant_id",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
-          },
-          {
-            "name": "metric",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string"
-            },
-            "description": "One metric only."
-          },
-          {
-            "name": "range",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "enum": [
-                "current_period",
-                "last_30_days",
-                "last_3_months",
-                "last_6_months"
-              ],
-              "default": "current_period"
-            },
-            "description": "The range."
-          },
-          {
-            "name": "granularity",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "enum": [
-                "hour",
-                "day"
-              ],
-              "default": "day"
-            },
-            "description": "The bucket size."
-          }
-        ]
-      }
-    },
-    "/v1/usage/export.csv": {
-      "get": {
-        "operationId": "exportUsage",
-        "summary": "One CSV row per metric and UTC day",
-        "tags": [
-          "usage"
-        ],
-        "responses": {
-          "200": {
-            "description": "tenant_id,date,metric,aggregation,value rows.",
-            "content": {
-              "text/csv": {
-                "schema": {
-                  "type": "string"
-                }
-              }
-            }
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "tenant_id",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
-          },
-          {
-            "name": "from",
-            "in": "query",
-            "required": true,
-            "schema": {
-              "type": "string",
-              "format": "date"
-            },
-            "description": "First day (UTC)."
-          },
-          {
-            "name": "to",
-            "in": "query",
-            "required": true,
-            "schema": {
-              "type": "string",
-              "format": "date"
-            },
-            "description": "Day after the last (UTC)."
-          }
-        ]
-      }
-    },
-    "/v1/invoices": {
-      "get": {
-        "operationId": "listInvoices",
-        "summary": "Invoices, newest period first",
-        "tags": [
-          "invoices"
-        ],
-        "responses": {
-          "200": {
-            "description": "A page of invoices.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/InvoicePage"
-                }
-              }
-            }
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "tenant_id",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The tenant; the admin may omit it to list every tenant's."
-          },
-          {
-            "name": "status",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "enum": [
-                "open",
-                "paid",
-                "void",
-                "uncollectible"
-              ]
-            },
-            "description": "Only this status."
-          },
-          {
-            "name": "from",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "format": "date-time"
-            },
-            "description": "Issued at or after."
-          },
-          {
-            "name": "to",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "format": "date-time"
-            },
-            "description": "Issued before."
-          },
-          {
-            "name": "limit",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "integer",
-              "minimum": 1,
-              "maximum": 100,
-              "default": 10
-            },
-            "description": "Items per page."
-          },
-          {
-            "name": "starting_after",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The id of the last item of the previous page."
-          }
-        ]
-      }
-    },
-    "/v1/invoices/upcoming": {
-      "get": {
-        "operationId": "getUpcomingInvoice",
-        "summary": "What the open period would bill now (or at `at`)",
-        "tags": [
-          "invoices"
-        ],
-        "responses": {
-          "200": {
-            "description": "The upcoming invoice.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/UpcomingInvoice"
-                }
-              }
-            }
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "tenant_id",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
-          },
-          {
-            "name": "at",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "format": "date-time"
-            },
-            "description": "The instant; default now."
-          }
-        ]
-      }
-    },
-    "/v1/invoices/{invoice_id}": {
-      "get": {
-        "operationId": "getInvoice",
-        "summary": "An invoice",
-        "tags": [
-          "invoices"
-        ],
-        "responses": {
-          "200": {
-            "description": "The invoice.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Invoice"
-                }
-              }
-            }
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "invoice_id",
-            "in": "path",
-            "required": true,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The invoice."
-          }
-        ]
-      }
-    },
-    "/v1/invoices/{invoice_id}.pdf": {
-      "get": {
-        "operationId": "getInvoicePDF",
-        "summary": "An invoice as a PDF",
-        "tags": [
-          "invoices"
-        ],
-        "responses": {
-          "200": {
-            "description": "The PDF.",
-            "content": {
-              "application/pdf": {
-                "schema": {
-                  "type": "string",
-                  "format": "binary"
-                }
-              }
-            }
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "invoice_id",
-            "in": "path",
-            "required": true,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The invoice."
-          }
-        ]
-      }
-    },
-    "/v1/billing-runs": {
-      "post": {
-        "operationId": "createBillingRun",
-        "summary": "Issue every invoice due at `as_of` (admin)",
-        "tags": [
-          "billing runs"
-        ],
-        "responses": {
-          "202": {
-            "description": "The run, planned.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/BillingRun"
-                }
-              }
-            }
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "403": {
-            "$ref": "#/components/responses/Forbidden"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "requestBody": {
-          "required": false,
-          "content": {
-            "application/json": {
-              "schema": {
-                "$ref": "#/components/schemas/NewBillingRun"
-              }
-            }
-          }
-        }
-      },
-      "get": {
-        "operationId": "listBillingRuns",
-        "summary": "Billing runs, newest first (admin)",
-        "tags": [
-          "billing runs"
-        ],
-        "responses": {
-          "200": {
-            "description": "A page of runs.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/BillingRunPage"
-                }
-              }
-            }
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "403": {
-            "$ref": "#/components/responses/Forbidden"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "limit",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "integer",
-              "minimum": 1,
-              "maximum": 100,
-              "default": 10
-            },
-            "description": "Items per page."
-          },
-          {
-            "name": "starting_after",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The id of the last item of the previous page."
-          }
-        ]
-      }
-    },
-    "/v1/billing-runs/{run_id}": {
-      "get": {
-        "operationId": "getBillingRun",
-        "summary": "A billing run's progress (admin)",
-        "tags": [
-          "billing runs"
-        ],
-        "responses": {
-          "200": {
-            "description": "The run.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/BillingRun"
-                }
-              }
-            }
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "403": {
-            "$ref": "#/components/responses/Forbidden"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "run_id",
-            "in": "path",
-            "required": true,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The run."
-          }
-        ]
-      }
-    },
-    "/v1/alerts": {
-      "post": {
-        "operationId": "createAlert",
-        "summary": "Create a usage alert",
-        "tags": [
-          "alerts"
-        ],
-        "responses": {
-          "201": {
-            "description": "The alert.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Alert"
-                }
-              }
-            },
-            "links": {
-              "GetAlert": {
-                "operationId": "getAlert",
-                "parameters": {
-                  "alert_id": "$response.body#/id"
-                }
-              },
-              "DeleteAlert": {
-                "operationId": "deleteAlert",
-                "parameters": {
-                  "alert_id": "$response.body#/id"
-                }
-              }
-            }
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "requestBody": {
-          "required": true,
-          "content": {
-            "application/json": {
-              "schema": {
-                "$ref": "#/components/schemas/NewAlert"
-              },
-              "example": {
-                "metric": "api_calls",
-                "kind": "quota",
-                "threshold_percentage": "80",
-                "channels": [
-                  "email"
-                ]
-              }
-            }
-          }
-        }
-      },
-      "get": {
-        "operationId": "listAlerts",
-        "summary": "A tenant's alerts",
-        "tags": [
-          "alerts"
-        ],
-        "responses": {
-          "200": {
-            "description": "A page of alerts.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/AlertPage"
-                }
-              }
-            }
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "tenant_id",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
-          },
-          {
-            "name": "limit",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "integer",
-              "minimum": 1,
-              "maximum": 100,
-              "default": 10
-            },
-            "description": "Items per page."
-          },
-          {
-            "name": "starting_after",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The id of the last item of the previous page."
-          }
-        ]
-      }
-    },
-    "/v1/alerts/{alert_id}": {
-      "get": {
-        "operationId": "getAlert",
-        "summary": "An alert",
-        "tags": [
-          "alerts"
-        ],
-        "responses": {
-          "200": {
-            "description": "The alert.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Alert"
-                }
-              }
-            }
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "alert_id",
-            "in": "path",
-            "required": true,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The alert."
-          }
-        ]
-      },
-      "delete": {
-        "operationId": "deleteAlert",
-        "summary": "Delete an alert",
-        "tags": [
-          "alerts"
-        ],
-        "responses": {
-          "204": {
-            "description": "Deleted."
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "alert_id",
-            "in": "path",
-            "required": true,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The alert."
-          }
-        ]
-      }
-    },
-    "/v1/webhook-endpoints": {
-      "post": {
-        "operationId": "createWebhookEndpoint",
-        "summary": "Add a webhook endpoint",
-        "tags": [
-          "webhooks"
-        ],
-        "responses": {
-          "201": {
-            "description": "The endpoint and its signing secret, shown this once.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/WebhookEndpointCreated"
-                }
-              }
-            },
-            "links": {
-              "GetWebhookEndpoint": {
-                "operationId": "getWebhookEndpoint",
-                "parameters": {
-                  "endpoint_id": "$response.body#/id"
-                }
-              },
-              "UpdateWebhookEndpoint": {
-                "operationId": "updateWebhookEndpoint",
-                "parameters": {
-                  "endpoint_id": "$response.body#/id"
-                }
-              },
-              "RotateWebhookSecret": {
-                "operationId": "rotateWebhookSecret",
-                "parameters": {
-                  "endpoint_id": "$response.body#/id"
-                }
-              },
-              "DeleteWebhookEndpoint": {
-                "operationId": "deleteWebhookEndpoint",
-                "parameters": {
-                  "endpoint_id": "$response.body#/id"
-                }
-              }
-            }
-          },
-          "409": {
-            "$ref": "#/components/responses/Error"
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "requestBody": {
-          "required": true,
-          "content": {
-            "application/json": {
-              "schema": {
-                "$ref": "#/components/schemas/NewWebhookEndpoint"
-              },
-              "example": {
-                "url": "http://127.0.0.1:9/tally",
-                "description": "contract test"
-              }
-            }
-          }
-        }
-      },
-      "get": {
-        "operationId": "listWebhookEndpoints",
-        "summary": "A tenant's webhook endpoints",
-        "tags": [
-          "webhooks"
-        ],
-        "responses": {
-          "200": {
-            "description": "A page of endpoints.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/WebhookEndpointPage"
-                }
-              }
-            }
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "tenant_id",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
-          },
-          {
-            "name": "limit",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "integer",
-              "minimum": 1,
-              "maximum": 100,
-              "default": 10
-            },
-            "description": "Items per page."
-          },
-          {
-            "name": "starting_after",
-            "in": "query",
-            "required": false,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The id of the last item of the previous page."
-          }
-        ]
-      }
-    },
-    "/v1/webhook-endpoints/{endpoint_id}": {
-      "get": {
-        "operationId": "getWebhookEndpoint",
-        "summary": "A webhook endpoint",
-        "tags": [
-          "webhooks"
-        ],
-        "responses": {
-          "200": {
-            "description": "The endpoint.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/WebhookEndpoint"
-                }
-              }
-            }
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "endpoint_id",
-            "in": "path",
-            "required": true,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The endpoint."
-          }
-        ]
-      },
-      "patch": {
-        "operationId": "updateWebhookEndpoint",
-        "summary": "Change a webhook endpoint",
-        "tags": [
-          "webhooks"
-        ],
-        "responses": {
-          "200": {
-            "description": "The endpoint.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/WebhookEndpoint"
-                }
-              }
-            }
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "endpoint_id",
-            "in": "path",
-            "required": true,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The endpoint."
-          }
-        ],
-        "requestBody": {
-          "required": true,
-          "content": {
-            "application/json": {
-              "schema": {
-                "$ref": "#/components/schemas/WebhookEndpointChange"
-              }
-            }
-          }
-        }
-      },
-      "delete": {
-        "operationId": "deleteWebhookEndpoint",
-        "summary": "Delete a webhook endpoint",
-        "tags": [
-          "webhooks"
-        ],
-        "responses": {
-          "204": {
-            "description": "Deleted."
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "endpoint_id",
-            "in": "path",
-            "required": true,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
-            },
-            "description": "The endpoint."
-          }
-        ]
-      }
-    },
-    "/v1/webhook-endpoints/{endpoint_id}/rotate-secret": {
-      "post": {
-        "operationId": "rotateWebhookSecret",
-        "summary": "A new signing secret (the old one signs too for 24 h)",
-        "tags": [
-          "webhooks"
-        ],
-        "responses": {
-          "200": {
-            "description": "The new secret.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "type": "object",
-                  "properties": {
-                    "id": {
+            "/v1/tenants/{tenant_id}": {
+              "get": {
+                "operationId": "getTenant",
+                "summary": "A tenant",
+                "tags": [
+                  "tenants"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "The tenant.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Tenant"
+                        }
+                      }
+                    }
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "tenant_id",
+                    "in": "path",
+                    "required": true,
+                    "schema": {
                       "type": "string",
                       "format": "uuid"
                     },
-                    "secret": {
-                      "type": "string"
-                    },
-                    "previous_secret_valid_for_seconds": {
-                      "type": "integer"
+                    "description": "The tenant."
+                  }
+                ]
+              }
+            },
+            "/v1/tenants/{tenant_id}/api-keys": {
+              "get": {
+                "operationId": "listAPIKeys",
+                "summary": "The tenant's API keys (never their secrets)",
+                "tags": [
+                  "tenants"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "A page of keys.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/APIKeyPage"
+                        }
+                      }
                     }
                   },
-                  "required": [
-                    "id",
-                    "secret"
-                  ]
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "tenant_id",
+                    "in": "path",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The tenant."
+                  },
+                  {
+                    "name": "limit",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "integer",
+                      "minimum": 1,
+                      "maximum": 100,
+                      "default": 10
+                    },
+                    "description": "Items per page."
+                  },
+                  {
+                    "name": "starting_after",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The id of the last item of the previous page."
+                  }
+                ]
+              },
+              "post": {
+                "operationId": "issueAPIKey",
+                "summary": "Issue a new key (rotation)",
+                "tags": [
+                  "tenants"
+                ],
+                "responses": {
+                  "201": {
+                    "description": "The key, shown this once.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/APIKeyCreated"
+                        }
+                      }
+                    }
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "tenant_id",
+                    "in": "path",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The tenant."
+                  }
+                ],
+                "requestBody": {
+                  "required": false,
+                  "content": {
+                    "application/json": {
+                      "schema": {
+                        "type": "object",
+                        "properties": {
+                          "revoke_others": {
+                            "type": "boolean"
+                          }
+                        }
+                      }
+                    }
+                  }
                 }
               }
-            }
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "endpoint_id",
-            "in": "path",
-            "required": true,
-            "schema": {
-              "type": "string",
-              "format": "uuid"
             },
-            "description": "The endpoint."
-          }
-        ]
-      }
-    },
-    "/v1/stripe/webhook": {
-      "post": {
-        "operationId": "receiveStripeWebhook",
-        "summary": "Stripe's events, verified by Stripe-Signature",
-        "tags": [
-          "stripe"
-        ],
-        "responses": {
-          "200": {
-            "description": "Stored (or a duplicate).",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "type": "object",
-                  "properties": {
-                    "received": {
-                      "type": "boolean"
+            "/v1/tenants/{tenant_id}/api-keys/{key_id}": {
+              "delete": {
+                "operationId": "revokeAPIKey",
+                "summary": "Revoke a key",
+                "tags": [
+                  "tenants"
+                ],
+                "responses": {
+                  "204": {
+                    "description": "Revoked."
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "tenant_id",
+                    "in": "path",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
                     },
-                    "duplicate": {
-                      "type": "boolean"
-                    }
-                  }
-                }
-              }
-            }
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "404": {
-            "$ref": "#/components/responses/NotFound"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "parameters": [
-          {
-            "name": "Stripe-Signature",
-            "in": "header",
-            "required": true,
-            "schema": {
-              "type": "string"
-            }
-          }
-        ],
-        "requestBody": {
-          "required": true,
-          "content": {
-            "application/json": {
-              "schema": {
-                "type": "object"
-              }
-            }
-          }
-        },
-        "security": []
-      }
-    },
-    "/healthz": {
-      "get": {
-        "operationId": "liveness",
-        "summary": "Liveness",
-        "tags": [
-          "health"
-        ],
-        "responses": {
-          "200": {
-            "description": "Alive.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "type": "object",
-                  "properties": {
-                    "status": {
-                      "type": "string"
-                    }
-                  }
-                }
-              }
-            }
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "security": []
-      }
-    },
-    "/metrics": {
-      "get": {
-        "operationId": "metrics",
-        "summary": "Prometheus metrics: requests by route and status, durations, 401s",
-        "tags": [
-          "health"
-        ],
-        "responses": {
-          "200": {
-            "description": "Prometheus text exposition format 0.0.4.",
-            "content": {
-              "text/plain": {
-                "schema": {
-                  "type": "string"
-                }
-              }
-            }
-          }
-        },
-        "security": []
-      }
-    },
-    "/readyz": {
-      "get": {
-        "operationId": "readiness",
-        "summary": "Readiness (a database round trip)",
-        "tags": [
-          "health"
-        ],
-        "responses": {
-          "200": {
-            "description": "Ready.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "type": "object"
-                }
-              }
-            }
-          },
-          "503": {
-            "description": "Not ready.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "type": "object",
-                  "properties": {
-                    "status": {
-                      "type": "string"
-                    }
-                  }
-                }
-              }
-            }
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "security": []
-      }
-    },
-    "/openapi.json": {
-      "get": {
-        "operationId": "openAPIDocument",
-        "summary": "This document",
-        "tags": [
-          "health"
-        ],
-        "responses": {
-          "200": {
-            "description": "OpenAPI 3.1.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "type": "object"
-                }
-              }
-            }
-          }
-        },
-        "security": []
-      }
-    },
-    "/v1/events": {
-      "servers": [
-        {
-          "url": "{ingest}",
-          "description": "The ingest API (`producer serve`), TALLY_INGEST_URL",
-          "variables": {
-            "ingest": {
-              "default": "http://127.0.0.1:8080"
-            }
-          }
-        }
-      ],
-      "post": {
-        "operationId": "ingestEvents",
-        "summary": "Send usage: one event, a JSON array, or NDJSON; 202 once durable",
-        "tags": [
-          "ingest"
-        ],
-        "responses": {
-          "202": {
-            "description": "Accepted and durable.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "type": "object",
-                  "properties": {
-                    "accepted": {
-                      "type": "integer"
+                    "description": "The tenant."
+                  },
+                  {
+                    "name": "key_id",
+                    "in": "path",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
                     },
-                    "durability": {
+                    "description": "The key."
+                  }
+                ]
+              }
+            },
+            "/v1/tenants/{tenant_id}/payment-methods": {
+              "get": {
+                "operationId": "listPaymentMethods",
+                "summary": "Cards as Stripe reports them",
+                "tags": [
+                  "tenants"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "The cards.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/PaymentMethodPage"
+                        }
+                      }
+                    }
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "tenant_id",
+                    "in": "path",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The tenant."
+                  },
+                  {
+                    "name": "limit",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "integer",
+                      "minimum": 1,
+                      "maximum": 100,
+                      "default": 10
+                    },
+                    "description": "Items per page."
+                  },
+                  {
+                    "name": "starting_after",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The id of the last item of the previous page."
+                  }
+                ]
+              }
+            },
+            "/v1/subscriptions": {
+              "post": {
+                "operationId": "createSubscription",
+                "summary": "Subscribe a tenant to a plan",
+                "tags": [
+                  "subscriptions"
+                ],
+                "responses": {
+                  "201": {
+                    "description": "The subscription.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Subscription"
+                        }
+                      }
+                    },
+                    "links": {
+                      "ChangePlan": {
+                        "operationId": "changePlan",
+                        "parameters": {
+                          "subscription_id": "$response.body#/id"
+                        }
+                      },
+                      "CancelSubscription": {
+                        "operationId": "cancelSubscription",
+                        "parameters": {
+                          "subscription_id": "$response.body#/id"
+                        }
+                      }
+                    }
+                  },
+                  "409": {
+                    "$ref": "#/components/responses/Error"
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "403": {
+                    "$ref": "#/components/responses/Forbidden"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "requestBody": {
+                  "required": true,
+                  "content": {
+                    "application/json": {
+                      "schema": {
+                        "$ref": "#/components/schemas/NewSubscription"
+                      },
+                      "example": {
+                        "plan": "starter"
+                      }
+                    }
+                  }
+                }
+              },
+              "get": {
+                "operationId": "listSubscriptions",
+                "summary": "A tenant's subscriptions",
+                "tags": [
+                  "subscriptions"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "A page of subscriptions.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/SubscriptionPage"
+                        }
+                      }
+                    }
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "tenant_id",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
+                  },
+                  {
+                    "name": "limit",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "integer",
+                      "minimum": 1,
+                      "maximum": 100,
+                      "default": 10
+                    },
+                    "description": "Items per page."
+                  },
+                  {
+                    "name": "starting_after",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The id of the last item of the previous page."
+                  }
+                ]
+              }
+            },
+            "/v1/subscriptions/{subscription_id}/change": {
+              "post": {
+                "operationId": "changePlan",
+                "summary": "Change the plan (upgrade now or at `at`, downgrade at the next period)",
+                "tags": [
+                  "subscriptions"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "The subscription.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Subscription"
+                        }
+                      }
+                    }
+                  },
+                  "409": {
+                    "$ref": "#/components/responses/Error"
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "403": {
+                    "$ref": "#/components/responses/Forbidden"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "subscription_id",
+                    "in": "path",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The subscription."
+                  }
+                ],
+                "requestBody": {
+                  "required": true,
+                  "content": {
+                    "application/json": {
+                      "schema": {
+                        "$ref": "#/components/schemas/PlanChange"
+                      }
+                    }
+                  }
+                }
+              }
+            },
+            "/v1/subscriptions/{subscription_id}/cancel": {
+              "post": {
+                "operationId": "cancelSubscription",
+                "summary": "Cancel now, at `at`, or at the end of the period",
+                "tags": [
+                  "subscriptions"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "The subscription.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Subscription"
+                        }
+                      }
+                    }
+                  },
+                  "409": {
+                    "$ref": "#/components/responses/Error"
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "403": {
+                    "$ref": "#/components/responses/Forbidden"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "subscription_id",
+                    "in": "path",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The subscription."
+                  }
+                ],
+                "requestBody": {
+                  "required": false,
+                  "content": {
+                    "application/json": {
+                      "schema": {
+                        "$ref": "#/components/schemas/Cancellation"
+                      }
+                    }
+                  }
+                }
+              }
+            },
+            "/v1/usage": {
+              "get": {
+                "operationId": "getUsage",
+                "summary": "Each metric's value against the plan over [from, to), or the current period",
+                "tags": [
+                  "usage"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "The usage.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Usage"
+                        }
+                      }
+                    }
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "tenant_id",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
+                  },
+                  {
+                    "name": "from",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "format": "date-time"
+                    },
+                    "description": "Start of the range (with `to`); both absent: the current period."
+                  },
+                  {
+                    "name": "to",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "format": "date-time"
+                    },
+                    "description": "End of the range, exclusive."
+                  }
+                ]
+              }
+            },
+            "/v1/usage/history": {
+              "get": {
+                "operationId": "getUsageHistory",
+                "summary": "A series per metric per hour or day",
+                "tags": [
+                  "usage"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "The series.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/UsageHistory"
+                        }
+                      }
+                    }
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "tenant_id",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
+                  },
+                  {
+                    "name": "metric",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string"
+                    },
+                    "description": "One metric only."
+                  },
+                  {
+                    "name": "range",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
                       "type": "string",
                       "enum": [
-                        "confirmed",
-                        "spooled"
-                      ]
-                    }
-                  },
-                  "required": [
-                    "accepted"
-                  ]
-                }
-              }
-            }
-          },
-          "413": {
-            "$ref": "#/components/responses/Error"
-          },
-          "429": {
-            "$ref": "#/components/responses/Error"
-          },
-          "503": {
-            "$ref": "#/components/responses/Error"
-          },
-          "400": {
-            "$ref": "#/components/responses/BadRequest"
-          },
-          "401": {
-            "$ref": "#/components/responses/Unauthorized"
-          },
-          "403": {
-            "$ref": "#/components/responses/Forbidden"
-          },
-          "default": {
-            "$ref": "#/components/responses/Error"
-          }
-        },
-        "description": "A request with any invalid event is refused whole; `error.details` lists every offending index and field. Bodies over 8 MiB get 413.",
-        "requestBody": {
-          "required": true,
-          "content": {
-            "application/json": {
-              "schema": {
-                "oneOf": [
-                  {
-                    "$ref": "#/components/schemas/UsageEvent"
-                  },
-                  {
-                    "type": "array",
-                    "items": {
-                      "$ref": "#/components/schemas/UsageEvent"
-                    }
-                  }
-                ]
-              }
-            },
-            "application/x-ndjson": {
-              "schema": {
-                "type": "string"
-              }
-            }
-          }
-        }
-      }
-    }
-  },
-  "components": {
-    "securitySchemes": {
-      "bearer": {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "The admin token or a tenant API key (`tally_` + 64 hex digits)."
-      }
-    },
-    "schemas": {
-      "Error": {
-        "type": "object",
-        "properties": {
-          "error": {
-            "type": "object",
-            "properties": {
-              "code": {
-                "type": "string"
-              },
-              "message": {
-                "type": "string"
-              },
-              "field": {
-                "type": [
-                  "string",
-                  "null"
-                ]
-              },
-              "details": {
-                "type": "array",
-                "items": {
-                  "type": "object",
-                  "properties": {
-                    "field": {
-                      "type": "string"
+                        "current_period",
+                        "last_30_days",
+                        "last_3_months",
+                        "last_6_months"
+                      ],
+                      "default": "current_period"
                     },
-                    "message": {
+                    "description": "The range."
+                  },
+                  {
+                    "name": "granularity",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "enum": [
+                        "hour",
+                        "day"
+                      ],
+                      "default": "day"
+                    },
+                    "description": "The bucket size."
+                  }
+                ]
+              }
+            },
+            "/v1/usage/export.csv": {
+              "get": {
+                "operationId": "exportUsage",
+                "summary": "One CSV row per metric and UTC day",
+                "tags": [
+                  "usage"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "tenant_id,date,metric,aggregation,value rows.",
+                    "content": {
+                      "text/csv": {
+                        "schema": {
+                          "type": "string"
+                        }
+                      }
+                    }
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "tenant_id",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
+                  },
+                  {
+                    "name": "from",
+                    "in": "query",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "format": "date"
+                    },
+                    "description": "First day (UTC)."
+                  },
+                  {
+                    "name": "to",
+                    "in": "query",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "format": "date"
+                    },
+                    "description": "Day after the last (UTC)."
+                  }
+                ]
+              }
+            },
+            "/v1/invoices": {
+              "get": {
+                "operationId": "listInvoices",
+                "summary": "Invoices, newest period first",
+                "tags": [
+                  "invoices"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "A page of invoices.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/InvoicePage"
+                        }
+                      }
+                    }
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "tenant_id",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The tenant; the admin may omit it to list every tenant's."
+                  },
+                  {
+                    "name": "status",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "enum": [
+                        "open",
+                        "paid",
+                        "void",
+                        "uncollectible"
+                      ]
+                    },
+                    "description": "Only this status."
+                  },
+                  {
+                    "name": "from",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "format": "date-time"
+                    },
+                    "description": "Issued at or after."
+                  },
+                  {
+                    "name": "to",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "format": "date-time"
+                    },
+                    "description": "Issued before."
+                  },
+                  {
+                    "name": "limit",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "integer",
+                      "minimum": 1,
+                      "maximum": 100,
+                      "default": 10
+                    },
+                    "description": "Items per page."
+                  },
+                  {
+                    "name": "starting_after",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The id of the last item of the previous page."
+                  }
+                ]
+              }
+            },
+            "/v1/invoices/upcoming": {
+              "get": {
+                "operationId": "getUpcomingInvoice",
+                "summary": "What the open period would bill now (or at `at`)",
+                "tags": [
+                  "invoices"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "The upcoming invoice.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/UpcomingInvoice"
+                        }
+                      }
+                    }
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "tenant_id",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
+                  },
+                  {
+                    "name": "at",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "format": "date-time"
+                    },
+                    "description": "The instant; default now."
+                  }
+                ]
+              }
+            },
+            "/v1/invoices/{invoice_id}": {
+              "get": {
+                "operationId": "getInvoice",
+                "summary": "An invoice",
+                "tags": [
+                  "invoices"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "The invoice.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Invoice"
+                        }
+                      }
+                    }
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "invoice_id",
+                    "in": "path",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The invoice."
+                  }
+                ]
+              }
+            },
+            "/v1/invoices/{invoice_id}.pdf": {
+              "get": {
+                "operationId": "getInvoicePDF",
+                "summary": "An invoice as a PDF",
+                "tags": [
+                  "invoices"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "The PDF.",
+                    "content": {
+                      "application/pdf": {
+                        "schema": {
+                          "type": "string",
+                          "format": "binary"
+                        }
+                      }
+                    }
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "invoice_id",
+                    "in": "path",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The invoice."
+                  }
+                ]
+              }
+            },
+            "/v1/billing-runs": {
+              "post": {
+                "operationId": "createBillingRun",
+                "summary": "Issue every invoice due at `as_of` (admin)",
+                "tags": [
+                  "billing runs"
+                ],
+                "responses": {
+                  "202": {
+                    "description": "The run, planned.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/BillingRun"
+                        }
+                      }
+                    }
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "403": {
+                    "$ref": "#/components/responses/Forbidden"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "requestBody": {
+                  "required": false,
+                  "content": {
+                    "application/json": {
+                      "schema": {
+                        "$ref": "#/components/schemas/NewBillingRun"
+                      }
+                    }
+                  }
+                }
+              },
+              "get": {
+                "operationId": "listBillingRuns",
+                "summary": "Billing runs, newest first (admin)",
+                "tags": [
+                  "billing runs"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "A page of runs.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/BillingRunPage"
+                        }
+                      }
+                    }
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "403": {
+                    "$ref": "#/components/responses/Forbidden"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "limit",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "integer",
+                      "minimum": 1,
+                      "maximum": 100,
+                      "default": 10
+                    },
+                    "description": "Items per page."
+                  },
+                  {
+                    "name": "starting_after",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The id of the last item of the previous page."
+                  }
+                ]
+              }
+            },
+            "/v1/billing-runs/{run_id}": {
+              "get": {
+                "operationId": "getBillingRun",
+                "summary": "A billing run's progress (admin)",
+                "tags": [
+                  "billing runs"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "The run.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/BillingRun"
+                        }
+                      }
+                    }
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "403": {
+                    "$ref": "#/components/responses/Forbidden"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "run_id",
+                    "in": "path",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The run."
+                  }
+                ]
+              }
+            },
+            "/v1/alerts": {
+              "post": {
+                "operationId": "createAlert",
+                "summary": "Create a usage alert",
+                "tags": [
+                  "alerts"
+                ],
+                "responses": {
+                  "201": {
+                    "description": "The alert.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Alert"
+                        }
+                      }
+                    },
+                    "links": {
+                      "GetAlert": {
+                        "operationId": "getAlert",
+                        "parameters": {
+                          "alert_id": "$response.body#/id"
+                        }
+                      },
+                      "DeleteAlert": {
+                        "operationId": "deleteAlert",
+                        "parameters": {
+                          "alert_id": "$response.body#/id"
+                        }
+                      }
+                    }
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "requestBody": {
+                  "required": true,
+                  "content": {
+                    "application/json": {
+                      "schema": {
+                        "$ref": "#/components/schemas/NewAlert"
+                      },
+                      "example": {
+                        "metric": "api_calls",
+                        "kind": "quota",
+                        "threshold_percentage": "80",
+                        "channels": [
+                          "email"
+                        ]
+                      }
+                    }
+                  }
+                }
+              },
+              "get": {
+                "operationId": "listAlerts",
+                "summary": "A tenant's alerts",
+                "tags": [
+                  "alerts"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "A page of alerts.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/AlertPage"
+                        }
+                      }
+                    }
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "tenant_id",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
+                  },
+                  {
+                    "name": "limit",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "integer",
+                      "minimum": 1,
+                      "maximum": 100,
+                      "default": 10
+                    },
+                    "description": "Items per page."
+                  },
+                  {
+                    "name": "starting_after",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The id of the last item of the previous page."
+                  }
+                ]
+              }
+            },
+            "/v1/alerts/{alert_id}": {
+              "get": {
+                "operationId": "getAlert",
+                "summary": "An alert",
+                "tags": [
+                  "alerts"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "The alert.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Alert"
+                        }
+                      }
+                    }
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "alert_id",
+                    "in": "path",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The alert."
+                  }
+                ]
+              },
+              "delete": {
+                "operationId": "deleteAlert",
+                "summary": "Delete an alert",
+                "tags": [
+                  "alerts"
+                ],
+                "responses": {
+                  "204": {
+                    "description": "Deleted."
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "alert_id",
+                    "in": "path",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The alert."
+                  }
+                ]
+              }
+            },
+            "/v1/webhook-endpoints": {
+              "post": {
+                "operationId": "createWebhookEndpoint",
+                "summary": "Add a webhook endpoint",
+                "tags": [
+                  "webhooks"
+                ],
+                "responses": {
+                  "201": {
+                    "description": "The endpoint and its signing secret, shown this once.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/WebhookEndpointCreated"
+                        }
+                      }
+                    },
+                    "links": {
+                      "GetWebhookEndpoint": {
+                        "operationId": "getWebhookEndpoint",
+                        "parameters": {
+                          "endpoint_id": "$response.body#/id"
+                        }
+                      },
+                      "UpdateWebhookEndpoint": {
+                        "operationId": "updateWebhookEndpoint",
+                        "parameters": {
+                          "endpoint_id": "$response.body#/id"
+                        }
+                      },
+                      "RotateWebhookSecret": {
+                        "operationId": "rotateWebhookSecret",
+                        "parameters": {
+                          "endpoint_id": "$response.body#/id"
+                        }
+                      },
+                      "DeleteWebhookEndpoint": {
+                        "operationId": "deleteWebhookEndpoint",
+                        "parameters": {
+                          "endpoint_id": "$response.body#/id"
+                        }
+                      }
+                    }
+                  },
+                  "409": {
+                    "$ref": "#/components/responses/Error"
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "requestBody": {
+                  "required": true,
+                  "content": {
+                    "application/json": {
+                      "schema": {
+                        "$ref": "#/components/schemas/NewWebhookEndpoint"
+                      },
+                      "example": {
+                        "url": "http://127.0.0.1:9/tally",
+                        "description": "contract test"
+                      }
+                    }
+                  }
+                }
+              },
+              "get": {
+                "operationId": "listWebhookEndpoints",
+                "summary": "A tenant's webhook endpoints",
+                "tags": [
+                  "webhooks"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "A page of endpoints.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/WebhookEndpointPage"
+                        }
+                      }
+                    }
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "tenant_id",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
+                  },
+                  {
+                    "name": "limit",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "integer",
+                      "minimum": 1,
+                      "maximum": 100,
+                      "default": 10
+                    },
+                    "description": "Items per page."
+                  },
+                  {
+                    "name": "starting_after",
+                    "in": "query",
+                    "required": false,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The id of the last item of the previous page."
+                  }
+                ]
+              }
+            },
+            "/v1/webhook-endpoints/{endpoint_id}": {
+              "get": {
+                "operationId": "getWebhookEndpoint",
+                "summary": "A webhook endpoint",
+                "tags": [
+                  "webhooks"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "The endpoint.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/WebhookEndpoint"
+                        }
+                      }
+                    }
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "endpoint_id",
+                    "in": "path",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The endpoint."
+                  }
+                ]
+              },
+              "patch": {
+                "operationId": "updateWebhookEndpoint",
+                "summary": "Change a webhook endpoint",
+                "tags": [
+                  "webhooks"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "The endpoint.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/WebhookEndpoint"
+                        }
+                      }
+                    }
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "endpoint_id",
+                    "in": "path",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The endpoint."
+                  }
+                ],
+                "requestBody": {
+                  "required": true,
+                  "content": {
+                    "application/json": {
+                      "schema": {
+                        "$ref": "#/components/schemas/WebhookEndpointChange"
+                      }
+                    }
+                  }
+                }
+              },
+              "delete": {
+                "operationId": "deleteWebhookEndpoint",
+                "summary": "Delete a webhook endpoint",
+                "tags": [
+                  "webhooks"
+                ],
+                "responses": {
+                  "204": {
+                    "description": "Deleted."
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "endpoint_id",
+                    "in": "path",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The endpoint."
+                  }
+                ]
+              }
+            },
+            "/v1/webhook-endpoints/{endpoint_id}/rotate-secret": {
+              "post": {
+                "operationId": "rotateWebhookSecret",
+                "summary": "A new signing secret (the old one signs too for 24 h)",
+                "tags": [
+                  "webhooks"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "The new secret.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "type": "object",
+                          "properties": {
+                            "id": {
+                              "type": "string",
+                              "format": "uuid"
+                            },
+                            "secret": {
+                              "type": "string"
+                            },
+                            "previous_secret_valid_for_seconds": {
+                              "type": "integer"
+                            }
+                          },
+                          "required": [
+                            "id",
+                            "secret"
+                          ]
+                        }
+                      }
+                    }
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "endpoint_id",
+                    "in": "path",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "format": "uuid"
+                    },
+                    "description": "The endpoint."
+                  }
+                ]
+              }
+            },
+            "/v1/stripe/webhook": {
+              "post": {
+                "operationId": "receiveStripeWebhook",
+                "summary": "Stripe's events, verified by Stripe-Signature",
+                "tags": [
+                  "stripe"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "Stored (or a duplicate).",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "type": "object",
+                          "properties": {
+                            "received": {
+                              "type": "boolean"
+                            },
+                            "duplicate": {
+                              "type": "boolean"
+                            }
+                          }
+                        }
+                      }
+                    }
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "404": {
+                    "$ref": "#/components/responses/NotFound"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "Stripe-Signature",
+                    "in": "header",
+                    "required": true,
+                    "schema": {
                       "type": "string"
+                    }
+                  }
+                ],
+                "requestBody": {
+                  "required": true,
+                  "content": {
+                    "application/json": {
+                      "schema": {
+                        "type": "object"
+                      }
+                    }
+                  }
+                },
+                "security": []
+              }
+            },
+            "/healthz": {
+              "get": {
+                "operationId": "liveness",
+                "summary": "Liveness",
+                "tags": [
+                  "health"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "Alive.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "type": "object",
+                          "properties": {
+                            "status": {
+                              "type": "string"
+                            }
+                          }
+                        }
+                      }
+                    }
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "security": []
+              }
+            },
+            "/metrics": {
+              "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics: requests by route and status, durations, 401s",
+                "tags": [
+                  "health"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "Prometheus text exposition format 0.0.4.",
+                    "content": {
+                      "text/plain": {
+                        "schema": {
+                          "type": "string"
+                        }
+                      }
+                    }
+                  }
+                },
+                "security": []
+              }
+            },
+            "/readyz": {
+              "get": {
+                "operationId": "readiness",
+                "summary": "Readiness (a database round trip)",
+                "tags": [
+                  "health"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "Ready.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "type": "object"
+                        }
+                      }
+                    }
+                  },
+                  "503": {
+                    "description": "Not ready.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "type": "object",
+                          "properties": {
+                            "status": {
+                              "type": "string"
+                            }
+                          }
+                        }
+                      }
+                    }
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "security": []
+              }
+            },
+            "/openapi.json": {
+              "get": {
+                "operationId": "openAPIDocument",
+                "summary": "This document",
+                "tags": [
+                  "health"
+                ],
+                "responses": {
+                  "200": {
+                    "description": "OpenAPI 3.1.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "type": "object"
+                        }
+                      }
+                    }
+                  }
+                },
+                "security": []
+              }
+            },
+            "/v1/events": {
+              "servers": [
+                {
+                  "url": "{ingest}",
+                  "description": "The ingest API (`producer serve`), TALLY_INGEST_URL",
+                  "variables": {
+                    "ingest": {
+                      "default": "http://127.0.0.1:8080"
+                    }
+                  }
+                }
+              ],
+              "post": {
+                "operationId": "ingestEvents",
+                "summary": "Send usage: one event, a JSON array, or NDJSON; 202 once durable",
+                "tags": [
+                  "ingest"
+                ],
+                "responses": {
+                  "202": {
+                    "description": "Accepted and durable.",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "type": "object",
+                          "properties": {
+                            "accepted": {
+                              "type": "integer"
+                            },
+                            "durability": {
+                              "type": "string",
+                              "enum": [
+                                "confirmed",
+                                "spooled"
+                              ]
+                            }
+                          },
+                          "required": [
+                            "accepted"
+                          ]
+                        }
+                      }
+                    }
+                  },
+                  "413": {
+                    "$ref": "#/components/responses/Error"
+                  },
+                  "429": {
+                    "$ref": "#/components/responses/Error"
+                  },
+                  "503": {
+                    "$ref": "#/components/responses/Error"
+                  },
+                  "400": {
+                    "$ref": "#/components/responses/BadRequest"
+                  },
+                  "401": {
+                    "$ref": "#/components/responses/Unauthorized"
+                  },
+                  "403": {
+                    "$ref": "#/components/responses/Forbidden"
+                  },
+                  "default": {
+                    "$ref": "#/components/responses/Error"
+                  }
+                },
+                "description": "A request with any invalid event is refused whole; `error.details` lists every offending index and field. Bodies over 8 MiB get 413.",
+                "requestBody": {
+                  "required": true,
+                  "content": {
+                    "application/json": {
+                      "schema": {
+                        "oneOf": [
+                          {
+                            "$ref": "#/components/schemas/UsageEvent"
+                          },
+                          {
+                            "type": "array",
+                            "items": {
+                              "$ref": "#/components/schemas/UsageEvent"
+                            }
+                          }
+                        ]
+                      }
+                    },
+                    "application/x-ndjson": {
+                      "schema": {
+                        "type": "string"
+                      }
                     }
                   }
                 }
               }
-            },
-            "required": [
-              "code",
-              "message"
-            ]
-          }
-        },
-        "required": [
-          "error"
-        ]
-      },
-      "Tenant": {
-        "type": "object",
-        "properties": {
-          "id": {
-            "type": "string",
-            "format": "uuid"
+            }
           },
-          "name": {
-            "type": "string"
-          },
-          "billing_email": {
-            "type": "string"
-          },
-          "tax_rate_bps": {
-            "type": "integer"
-          },
-          "currency": {
-            "type": "string"
-          },
-          "payment_provider": {
-            "type": "string",
-            "enum": [
-              "stripe",
-              "none"
-            ]
-          },
-          "created_at": {
-            "type": "string",
-            "format": "date-time"
-          }
-        },
-        "required": [
-          "id",
-          "name",
-          "billing_email",
-          "tax_rate_bps",
-          "currency",
-          "payment_provider",
-          "created_at"
-        ]
-      },
-      "NewTenant": {
-        "type": "object",
-        "properties": {
-          "name": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 200
-          },
-          "billing_email": {
-            "type": "string",
-            "format": "email"
-          },
-          "tax_rate_bps": {
-            "type": "integer",
-            "minimum": 0,
-            "maximum": 10000
-          },
-          "payment_provider": {
-            "type": "string",
-            "enum": [
-              "stripe",
-              "none"
-            ]
-          }
-        },
-        "required": [
-          "name",
-          "billing_email"
-        ]
-      },
-      "APIKey": {
-        "type": "object",
-        "properties": {
-          "id": {
-            "type": "string",
-            "format": "uuid"
-          },
-          "prefix": {
-            "type": "string"
-          },
-          "created_at": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "revoked_at": {
-            "type": [
-              "string",
-              "null"
-            ],
-            "format": "date-time"
-          },
-          "last_used_at": {
-            "type": [
-              "string",
-              "null"
-            ],
-            "format": "date-time"
-          }
-        },
-        "required": [
-          "id",
-          "prefix",
-          "created_at"
-        ]
-      },
-      "PaymentMethod": {
-        "type": "object",
-        "properties": {
-          "provider_id": {
-            "type": "string"
-          },
-          "brand": {
-            "type": [
-              "string",
-              "null"
-            ]
-          },
-          "last4": {
-            "type": [
-              "string",
-              "null"
-            ]
-          }
-        }
-      },
-      "Subscription": {
-        "type": "object",
-        "properties": {
-          "id": {
-            "type": "string",
-            "format": "uuid"
-          },
-          "tenant_id": {
-            "type": "string",
-            "format": "uuid"
-          },
-          "status": {
-            "type": "string",
-            "enum": [
-              "trialing",
-              "active",
-              "canceled"
-            ]
-          },
-          "plan": {
-            "type": "string"
-          },
-          "interval": {
-            "type": "string",
-            "enum": [
-              "month",
-              "year"
-            ]
-          },
-          "started_at": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "anchor": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "trial_end": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "ends_at": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "current_period": {
-            "type": "object",
-            "properties": {
-              "start": {
-                "type": "string",
-                "format": "date-time"
-              },
-              "end": {
-                "type": "string",
-                "format": "date-time"
+          "components": {
+            "securitySchemes": {
+              "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The admin token or a tenant API key (`tally_` + 64 hex digits)."
               }
             },
-            "required": [
-              "start",
-              "end"
-            ]
-          },
-          "changes": {
-            "type": "array",
-            "items": {
-              "type": "object",
-              "properties": {
-                "plan": {
-                  "type": "string"
+            "schemas": {
+              "Error": {
+                "type": "object",
+                "properties": {
+                  "error": {
+                    "type": "object",
+                    "properties": {
+                      "code": {
+                        "type": "string"
+                      },
+                      "message": {
+                        "type": "string"
+                      },
+                      "field": {
+                        "type": [
+                          "string",
+                          "null"
+                        ]
+                      },
+                      "details": {
+                        "type": "array",
+                        "items": {
+                          "type": "object",
+                          "properties": {
+                            "field": {
+                              "type": "string"
+                            },
+                            "message": {
+                              "type": "string"
+                            }
+                          }
+                        }
+                      }
+                    },
+                    "required": [
+                      "code",
+                      "message"
+                    ]
+                  }
                 },
-                "effective_at": {
-                  "type": "string",
-                  "format": "date-time"
+                "required": [
+                  "error"
+                ]
+              },
+              "Tenant": {
+                "type": "object",
+                "properties": {
+                  "id": {
+                    "type": "string",
+                    "format": "uuid"
+                  },
+                  "name": {
+                    "type": "string"
+                  },
+                  "billing_email": {
+                    "type": "string"
+                  },
+                  "tax_rate_bps": {
+                    "type": "integer"
+                  },
+                  "currency": {
+                    "type": "string"
+                  },
+                  "payment_provider": {
+                    "type": "string",
+                    "enum": [
+                      "stripe",
+                      "none"
+                    ]
+                  },
+                  "created_at": {
+                    "type": "string",
+                    "format": "date-time"
+                  }
                 },
-                "kind": {
-                  "type": "string"
+                "required": [
+                  "id",
+                  "name",
+                  "billing_email",
+                  "tax_rate_bps",
+                  "currency",
+                  "payment_provider",
+                  "created_at"
+                ]
+              },
+              "NewTenant": {
+                "type": "object",
+                "properties": {
+                  "name": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 200
+                  },
+                  "billing_email": {
+                    "type": "string",
+                    "format": "email"
+                  },
+                  "tax_rate_bps": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": 10000
+                  },
+                  "payment_provider": {
+                    "type": "string",
+                    "enum": [
+                      "stripe",
+                      "none"
+                    ]
+                  }
+                },
+                "required": [
+                  "name",
+                  "billing_email"
+                ]
+              },
+              "APIKey": {
+                "type": "object",
+                "properties": {
+                  "id": {
+                    "type": "string",
+                    "format": "uuid"
+                  },
+                  "prefix": {
+                    "type": "string"
+                  },
+                  "created_at": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "revoked_at": {
+                    "type": [
+                      "string",
+                      "null"
+                    ],
+                    "format": "date-time"
+                  },
+                  "last_used_at": {
+                    "type": [
+                      "string",
+                      "null"
+                    ],
+                    "format": "date-time"
+                  }
+                },
+                "required": [
+                  "id",
+                  "prefix",
+                  "created_at"
+                ]
+              },
+              "PaymentMethod": {
+                "type": "object",
+                "properties": {
+                  "provider_id": {
+                    "type": "string"
+                  },
+                  "brand": {
+                    "type": [
+                      "string",
+                      "null"
+                    ]
+                  },
+                  "last4": {
+                    "type": [
+                      "string",
+                      "null"
+                    ]
+                  }
                 }
               },
-              "required": [
-                "plan",
-                "effective_at",
-                "kind"
-              ]
-            }
-          }
-        },
-        "required": [
-          "id",
-          "tenant_id",
-          "status",
-          "plan",
-          "started_at",
-          "anchor",
-          "changes"
-        ]
-      },
-      "NewSubscription": {
-        "type": "object",
-        "properties": {
-          "tenant_id": {
-            "type": "string",
-            "format": "uuid"
-          },
-          "plan": {
-            "type": "string",
-            "enum": [
-              "starter",
-              "professional",
-              "enterprise"
-            ]
-          },
-          "start": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "trial_days": {
-            "type": "integer",
-            "minimum": 0,
-            "maximum": 365
-          }
-        },
-        "required": [
-          "plan"
-        ]
-      },
-      "PlanChange": {
-        "type": "object",
-        "properties": {
-          "plan": {
-            "type": "string",
-            "enum": [
-              "starter",
-              "professional",
-              "enterprise"
-            ]
-          },
-          "at": {
-            "type": "string",
-            "format": "date-time"
-          }
-        },
-        "required": [
-          "plan"
-        ]
-      },
-      "Cancellation": {
-        "type": "object",
-        "properties": {
-          "at": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "at_period_end": {
-            "type": "boolean"
-          }
-        }
-      },
-      "BillingRun": {
-        "type": "object",
-        "properties": {
-          "id": {
-            "type": "string",
-            "format": "uuid"
-          },
-          "as_of": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "status": {
-            "type": "string",
-            "enum": [
-              "running",
-              "completed"
-            ]
-          },
-          "due": {
-            "type": "integer"
-          },
-          "issued": {
-            "type": "integer"
-          },
-          "skipped": {
-            "type": "integer"
-          },
-          "failed": {
-            "type": "integer"
-          },
-          "pending": {
-            "type": "integer"
-          }
-        },
-        "required": [
-          "id",
-          "as_of",
-          "status",
-          "due",
-          "issued",
-          "skipped",
-          "failed",
-          "pending"
-        ]
-      },
-      "NewBillingRun": {
-        "type": "object",
-        "properties": {
-          "as_of": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "tenant_id": {
-            "type": "string",
-            "format": "uuid"
-          }
-        }
-      },
-      "InvoiceLine": {
-        "type": "object",
-        "properties": {
-          "kind": {
-            "type": "string",
-            "enum": [
-              "base",
-              "overage",
-              "adjustment"
-            ]
-          },
-          "metric": {
-            "type": [
-              "string",
-              "null"
-            ]
-          },
-          "description": {
-            "type": "string"
-          },
-          "quantity": {
-            "type": "string",
-            "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
-            "description": "An exact decimal, as text."
-          },
-          "unit_price_cents": {
-            "type": "string",
-            "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
-            "description": "An exact decimal, as text."
-          },
-          "amount_cents": {
-            "type": "integer"
-          }
-        },
-        "required": [
-          "kind",
-          "description",
-          "quantity",
-          "unit_price_cents",
-          "amount_cents"
-        ]
-      },
-      "Invoice": {
-        "type": "object",
-        "properties": {
-          "id": {
-            "type": "string",
-            "format": "uuid"
-          },
-          "number": {
-            "type": "string",
-            "pattern": "^INV-[0-9]{4}-[0-9]{6}$"
-          },
-          "status": {
-            "type": "string",
-            "enum": [
-              "open",
-              "paid",
-              "void",
-              "uncollectible"
-            ]
-          },
-          "kind": {
-            "type": "string",
-            "enum": [
-              "period",
-              "adjustment"
-            ]
-          },
-          "tenant_id": {
-            "type": "string",
-            "format": "uuid"
-          },
-          "subscription_id": {
-            "type": [
-              "string",
-              "null"
-            ],
-            "format": "uuid"
-          },
-          "currency": {
-            "type": "string"
-          },
-          "period_start": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "period_end": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "subtotal_cents": {
-            "type": "integer"
-          },
-          "tax_rate_bps": {
-            "type": "integer"
-          },
-          "tax_cents": {
-            "type": "integer"
-          },
-          "total_cents": {
-            "type": "integer"
-          },
-          "issued_at": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "due_at": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "lines": {
-            "type": "array",
-            "items": {
-              "$ref": "#/components/schemas/InvoiceLine"
-            }
-          },
-          "stripe": {
-            "type": "object",
-            "properties": {
-              "status": {
-                "type": "string",
-                "enum": [
-                  "pending",
-                  "synced",
-                  "failed"
-                ]
-              }
-            },
-            "required": [
-              "status"
-            ]
-          }
-        },
-        "required": [
-          "id",
-          "number",
-          "status",
-          "tenant_id",
-          "currency",
-          "period_start",
-          "period_end",
-          "subtotal_cents",
-          "tax_cents",
-          "total_cents",
-          "lines"
-        ]
-      },
-      "UpcomingInvoice": {
-        "type": "object",
-        "properties": {
-          "tenant_id": {
-            "type": "string",
-            "format": "uuid"
-          },
-          "subscription_id": {
-            "type": "string",
-            "format": "uuid"
-          },
-          "plan": {
-            "type": "string"
-          },
-          "currency": {
-            "type": "string"
-          },
-          "period_start": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "period_end": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "as_of": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "subtotal_cents": {
-            "type": "integer"
-          },
-          "tax_rate_bps": {
-            "type": "integer"
-          },
-          "tax_cents": {
-            "type": "integer"
-          },
-          "total_cents": {
-            "type": "integer"
-          },
-          "lines": {
-            "type": "array",
-            "items": {
-              "$ref": "#/components/schemas/InvoiceLine"
-            }
-          }
-        },
-        "required": [
-          "tenant_id",
-          "subscription_id",
-          "plan",
-          "period_start",
-          "period_end",
-          "as_of",
-          "subtotal_cents",
-          "tax_cents",
-          "total_cents",
-          "lines"
-        ]
-      },
-      "Usage": {
-        "type": "object",
-        "properties": {
-          "tenant_id": {
-            "type": "string",
-            "format": "uuid"
-          },
-          "from": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "to": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "plan": {
-            "type": [
-              "string",
-              "null"
-            ]
-          },
-          "subscription_id": {
-            "type": [
-              "string",
-              "null"
-            ],
-            "format": "uuid"
-          },
-          "period": {
-            "type": "object",
-            "properties": {
-              "start": {
-                "type": "string",
-                "format": "date-time"
-              },
-              "end": {
-                "type": "string",
-                "format": "date-time"
-              },
-              "kind": {
-                "type": "string",
-                "enum": [
-                  "billing",
-                  "trial",
-                  "calendar_month"
-                ]
-              }
-            },
-            "required": [
-              "start",
-              "end",
-              "kind"
-            ]
-          },
-          "metrics": {
-            "type": "array",
-            "items": {
-              "type": "object",
-              "properties": {
-                "metric": {
-                  "type": "string"
-                },
-                "aggregation": {
-                  "type": "string",
-                  "enum": [
-                    "sum",
-                    "count",
-                    "max",
-                    "latest",
-                    "unique_count"
-                  ]
-                },
-                "value": {
-                  "type": "string",
-                  "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
-                  "description": "An exact decimal, as text."
-                },
-                "quota": {
-                  "type": [
-                    "string",
-                    "null"
-                  ]
-                },
-                "unlimited": {
-                  "type": "boolean"
-                },
-                "enforcement": {
-                  "type": [
-                    "string",
-                    "null"
-                  ],
-                  "enum": [
-                    "hard",
-                    "soft",
-                    null
-                  ]
-                },
-                "percent": {
-                  "type": [
-                    "integer",
-                    "null"
-                  ]
-                }
-              },
-              "required": [
-                "metric",
-                "aggregation",
-                "value",
-                "unlimited"
-              ]
-            }
-          }
-        },
-        "required": [
-          "tenant_id",
-          "from",
-          "to",
-          "metrics"
-        ]
-      },
-      "UsageHistory": {
-        "type": "object",
-        "properties": {
-          "tenant_id": {
-            "type": "string",
-            "format": "uuid"
-          },
-          "range": {
-            "type": "string"
-          },
-          "granularity": {
-            "type": "string",
-            "enum": [
-              "hour",
-              "day"
-            ]
-          },
-          "from": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "to": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "series": {
-            "type": "array",
-            "items": {
-              "type": "object",
-              "properties": {
-                "metric": {
-                  "type": "string"
-                },
-                "aggregation": {
-                  "type": "string"
-                },
-                "points": {
-                  "type": "array",
-                  "items": {
+              "Subscription": {
+                "type": "object",
+                "properties": {
+                  "id": {
+                    "type": "string",
+                    "format": "uuid"
+                  },
+                  "tenant_id": {
+                    "type": "string",
+                    "format": "uuid"
+                  },
+                  "status": {
+                    "type": "string",
+                    "enum": [
+                      "trialing",
+                      "active",
+                      "canceled"
+                    ]
+                  },
+                  "plan": {
+                    "type": "string"
+                  },
+                  "interval": {
+                    "type": "string",
+                    "enum": [
+                      "month",
+                      "year"
+                    ]
+                  },
+                  "started_at": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "anchor": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "trial_end": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "ends_at": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "current_period": {
                     "type": "object",
                     "properties": {
                       "start": {
                         "type": "string",
                         "format": "date-time"
                       },
-                      "value": {
+                      "end": {
                         "type": "string",
-                        "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
-                        "description": "An exact decimal, as text."
+                        "format": "date-time"
                       }
                     },
                     "required": [
                       "start",
-                      "value"
+                      "end"
                     ]
+                  },
+                  "changes": {
+                    "type": "array",
+                    "items": {
+                      "type": "object",
+                      "properties": {
+                        "plan": {
+                          "type": "string"
+                        },
+                        "effective_at": {
+                          "type": "string",
+                          "format": "date-time"
+                        },
+                        "kind": {
+                          "type": "string"
+                        }
+                      },
+                      "required": [
+                        "plan",
+                        "effective_at",
+                        "kind"
+                      ]
+                    }
+                  }
+                },
+                "required": [
+                  "id",
+                  "tenant_id",
+                  "status",
+                  "plan",
+                  "started_at",
+                  "anchor",
+                  "changes"
+                ]
+              },
+              "NewSubscription": {
+                "type": "object",
+                "properties": {
+                  "tenant_id": {
+                    "type": "string",
+                    "format": "uuid"
+                  },
+                  "plan": {
+                    "type": "string",
+                    "enum": [
+                      "starter",
+                      "professional",
+                      "enterprise"
+                    ]
+                  },
+                  "start": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "trial_days": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": 365
+                  }
+                },
+                "required": [
+                  "plan"
+                ]
+              },
+              "PlanChange": {
+                "type": "object",
+                "properties": {
+                  "plan": {
+                    "type": "string",
+                    "enum": [
+                      "starter",
+                      "professional",
+                      "enterprise"
+                    ]
+                  },
+                  "at": {
+                    "type": "string",
+                    "format": "date-time"
+                  }
+                },
+                "required": [
+                  "plan"
+                ]
+              },
+              "Cancellation": {
+                "type": "object",
+                "properties": {
+                  "at": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "at_period_end": {
+                    "type": "boolean"
                   }
                 }
               },
-              "required": [
-                "metric",
-                "aggregation",
-                "points"
-              ]
-            }
-          }
-        },
-        "required": [
-          "tenant_id",
-          "range",
-          "granularity",
-          "from",
-          "to",
-          "series"
-        ]
-      },
-      "Alert": {
-        "type": "object",
-        "properties": {
-          "id": {
-            "type": "string",
-            "format": "uuid"
-          },
-          "tenant_id": {
-            "type": "string",
-            "format": "uuid"
-          },
-          "metric": {
-            "type": "string"
-          },
-          "kind": {
-            "type": "string",
-            "enum": [
-              "threshold",
-              "quota",
-              "anomaly"
-            ]
-          },
-          "threshold_value": {
-            "type": [
-              "string",
-              "null"
-            ]
-          },
-          "threshold_percentage": {
-            "type": [
-              "string",
-              "null"
-            ]
-          },
-          "channels": {
-            "type": "array",
-            "items": {
-              "type": "string",
-              "enum": [
-                "email",
-                "webhook"
-              ]
-            }
-          },
-          "created_at": {
-            "type": "string",
-            "format": "date-time"
-          }
-        },
-        "required": [
-          "id",
-          "tenant_id",
-          "metric",
-          "kind",
-          "channels",
-          "created_at"
-        ]
-      },
-      "NewAlert": {
-        "type": "object",
-        "properties": {
-          "tenant_id": {
-            "type": "string",
-            "format": "uuid"
-          },
-          "metric": {
-            "type": "string",
-            "pattern": "^[a-z][a-z0-9_]{0,99}$"
-          },
-          "kind": {
-            "type": "string",
-            "enum": [
-              "threshold",
-              "quota",
-              "anomaly"
-            ]
-          },
-          "threshold_value": {
-            "type": [
-              "string",
-              "number"
-            ]
-          },
-          "threshold_percentage": {
-            "type": [
-              "string",
-              "number"
-            ]
-          },
-          "channels": {
-            "type": "array",
-            "items": {
-              "type": "string",
-              "enum": [
-                "email",
-                "webhook"
-              ]
-            }
-          }
-        },
-        "required": [
-          "metric",
-          "kind"
-        ]
-      },
-      "WebhookEndpoint": {
-        "type": "object",
-        "properties": {
-          "id": {
-            "type": "string",
-            "format": "uuid"
-          },
-          "tenant_id": {
-            "type": "string",
-            "format": "uuid"
-          },
-          "url": {
-            "type": "string"
-          },
-          "events": {
-            "type": "array",
-            "items": {
-              "type": "string"
-            }
-          },
-          "active": {
-            "type": "boolean"
-          },
-          "description": {
-            "type": [
-              "string",
-              "null"
-            ]
-          },
-          "created_at": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "updated_at": {
-            "type": "string",
-            "format": "date-time"
-          }
-        },
-        "required": [
-          "id",
-          "tenant_id",
-          "url",
-          "events",
-          "active",
-          "created_at",
-          "updated_at"
-        ]
-      },
-      "NewWebhookEndpoint": {
-        "type": "object",
-        "properties": {
-          "tenant_id": {
-            "type": "string",
-            "format": "uuid"
-          },
-          "url": {
-            "type": "string",
-            "format": "uri"
-          },
-          "events": {
-            "type": "array",
-            "items": {
-              "type": "string"
-            }
-          },
-          "description": {
-            "type": "string",
-            "maxLength": 500
-          }
-        },
-        "required": [
-          "url"
-        ]
-      },
-      "WebhookEndpointChange": {
-        "type": "object",
-        "properties": {
-          "url": {
-            "type": "string",
-            "format": "uri"
-          },
-          "events": {
-            "type": "array",
-            "items": {
-              "type": "string"
-            }
-          },
-          "active": {
-            "type": "boolean"
-          },
-          "description": {
-            "type": "string",
-            "maxLength": 500
-          }
-        }
-      },
-      "UsageEvent": {
-        "type": "object",
-        "properties": {
-          "id": {
-            "type": "string"
-          },
-          "tenant_id": {
-            "type": "string",
-            "format": "uuid"
-          },
-          "type": {
-            "type": "string"
-          },
-          "quantity": {
-            "type": [
-              "string",
-              "number"
-            ]
-          },
-          "unit": {
-            "type": "string"
-          },
-          "time": {
-            "type": "string",
-            "format": "date-time"
-          },
-          "metadata": {
-            "type": "object"
-          }
-        },
-        "required": [
-          "id",
-          "type",
-          "time"
-        ]
-      },
-      "TenantCreated": {
-        "allOf": [
-          {
-            "$ref": "#/components/schemas/Tenant"
-          },
-          {
-            "type": "object",
-            "properties": {
-              "api_key": {
-                "type": "string"
+              "BillingRun": {
+                "type": "object",
+                "properties": {
+                  "id": {
+                    "type": "string",
+                    "format": "uuid"
+                  },
+                  "as_of": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "status": {
+                    "type": "string",
+                    "enum": [
+                      "running",
+                      "completed"
+                    ]
+                  },
+                  "due": {
+                    "type": "integer"
+                  },
+                  "issued": {
+                    "type": "integer"
+                  },
+                  "skipped": {
+                    "type": "integer"
+                  },
+                  "failed": {
+                    "type": "integer"
+                  },
+                  "pending": {
+                    "type": "integer"
+                  }
+                },
+                "required": [
+                  "id",
+                  "as_of",
+                  "status",
+                  "due",
+                  "issued",
+                  "skipped",
+                  "failed",
+                  "pending"
+                ]
+              },
+              "NewBillingRun": {
+                "type": "object",
+                "properties": {
+                  "as_of": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "tenant_id": {
+                    "type": "string",
+                    "format": "uuid"
+                  }
+                }
+              },
+              "InvoiceLine": {
+                "type": "object",
+                "properties": {
+                  "kind": {
+                    "type": "string",
+                    "enum": [
+                      "base",
+                      "overage",
+                      "adjustment"
+                    ]
+                  },
+                  "metric": {
+                    "type": [
+                      "string",
+                      "null"
+                    ]
+                  },
+                  "description": {
+                    "type": "string"
+                  },
+                  "quantity": {
+                    "type": "string",
+                    "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
+                    "description": "An exact decimal, as text."
+                  },
+                  "unit_price_cents": {
+                    "type": "string",
+                    "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
+                    "description": "An exact decimal, as text."
+                  },
+                  "amount_cents": {
+                    "type": "integer"
+                  }
+                },
+                "required": [
+                  "kind",
+                  "description",
+                  "quantity",
+                  "unit_price_cents",
+                  "amount_cents"
+                ]
+              },
+              "Invoice": {
+                "type": "object",
+                "properties": {
+                  "id": {
+                    "type": "string",
+                    "format": "uuid"
+                  },
+                  "number": {
+                    "type": "string",
+                    "pattern": "^INV-[0-9]{4}-[0-9]{6}$"
+                  },
+                  "status": {
+                    "type": "string",
+                    "enum": [
+                      "open",
+                      "paid",
+                      "void",
+                      "uncollectible"
+                    ]
+                  },
+                  "kind": {
+                    "type": "string",
+                    "enum": [
+                      "period",
+                      "adjustment"
+                    ]
+                  },
+                  "tenant_id": {
+                    "type": "string",
+                    "format": "uuid"
+                  },
+                  "subscription_id": {
+                    "type": [
+                      "string",
+                      "null"
+                    ],
+                    "format": "uuid"
+                  },
+                  "currency": {
+                    "type": "string"
+                  },
+                  "period_start": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "period_end": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "subtotal_cents": {
+                    "type": "integer"
+                  },
+                  "tax_rate_bps": {
+                    "type": "integer"
+                  },
+                  "tax_cents": {
+                    "type": "integer"
+                  },
+                  "total_cents": {
+                    "type": "integer"
+                  },
+                  "issued_at": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "due_at": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "lines": {
+                    "type": "array",
+                    "items": {
+                      "$ref": "#/components/schemas/InvoiceLine"
+                    }
+                  },
+                  "stripe": {
+                    "type": "object",
+                    "properties": {
+                      "status": {
+                        "type": "string",
+                        "enum": [
+                          "pending",
+                          "synced",
+                          "failed"
+                        ]
+                      }
+                    },
+                    "required": [
+                      "status"
+                    ]
+                  }
+                },
+                "required": [
+                  "id",
+                  "number",
+                  "status",
+                  "tenant_id",
+                  "currency",
+                  "period_start",
+                  "period_end",
+                  "subtotal_cents",
+                  "tax_cents",
+                  "total_cents",
+                  "lines"
+                ]
+              },
+              "UpcomingInvoice": {
+                "type": "object",
+                "properties": {
+                  "tenant_id": {
+                    "type": "string",
+                    "format": "uuid"
+                  },
+                  "subscription_id": {
+                    "type": "string",
+                    "format": "uuid"
+                  },
+                  "plan": {
+                    "type": "string"
+                  },
+                  "currency": {
+                    "type": "string"
+                  },
+                  "period_start": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "period_end": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "as_of": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "subtotal_cents": {
+                    "type": "integer"
+                  },
+                  "tax_rate_bps": {
+                    "type": "integer"
+                  },
+                  "tax_cents": {
+                    "type": "integer"
+                  },
+                  "total_cents": {
+                    "type": "integer"
+                  },
+                  "lines": {
+                    "type": "array",
+                    "items": {
+                      "$ref": "#/components/schemas/InvoiceLine"
+                    }
+                  }
+                },
+                "required": [
+                  "tenant_id",
+                  "subscription_id",
+                  "plan",
+                  "period_start",
+                  "period_end",
+                  "as_of",
+                  "subtotal_cents",
+                  "tax_cents",
+                  "total_cents",
+                  "lines"
+                ]
+              },
+              "Usage": {
+                "type": "object",
+                "properties": {
+                  "tenant_id": {
+                    "type": "string",
+                    "format": "uuid"
+                  },
+                  "from": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "to": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "plan": {
+                    "type": [
+                      "string",
+                      "null"
+                    ]
+                  },
+                  "subscription_id": {
+                    "type": [
+                      "string",
+                      "null"
+                    ],
+                    "format": "uuid"
+                  },
+                  "period": {
+                    "type": "object",
+                    "properties": {
+                      "start": {
+                        "type": "string",
+                        "format": "date-time"
+                      },
+                      "end": {
+                        "type": "string",
+                        "format": "date-time"
+                      },
+                      "kind": {
+                        "type": "string",
+                        "enum": [
+                          "billing",
+                          "trial",
+                          "calendar_month"
+                        ]
+                      }
+                    },
+                    "required": [
+                      "start",
+                      "end",
+                      "kind"
+                    ]
+                  },
+                  "metrics": {
+                    "type": "array",
+                    "items": {
+                      "type": "object",
+                      "properties": {
+                        "metric": {
+                          "type": "string"
+                        },
+                        "aggregation": {
+                          "type": "string",
+                          "enum": [
+                            "sum",
+                            "count",
+                            "max",
+                            "latest",
+                            "unique_count"
+                          ]
+                        },
+                        "value": {
+                          "type": "string",
+                          "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
+                          "description": "An exact decimal, as text."
+                        },
+                        "quota": {
+                          "type": [
+                            "string",
+                            "null"
+                          ]
+                        },
+                        "unlimited": {
+                          "type": "boolean"
+                        },
+                        "enforcement": {
+                          "type": [
+                            "string",
+                            "null"
+                          ],
+                          "enum": [
+                            "hard",
+                            "soft",
+                            null
+                          ]
+                        },
+                        "percent": {
+                          "type": [
+                            "integer",
+                            "null"
+                          ]
+                        }
+                      },
+                      "required": [
+                        "metric",
+                        "aggregation",
+                        "value",
+                        "unlimited"
+                      ]
+                    }
+                  }
+                },
+                "required": [
+                  "tenant_id",
+                  "from",
+                  "to",
+                  "metrics"
+                ]
+              },
+              "UsageHistory": {
+                "type": "object",
+                "properties": {
+                  "tenant_id": {
+                    "type": "string",
+                    "format": "uuid"
+                  },
+                  "range": {
+                    "type": "string"
+                  },
+                  "granularity": {
+                    "type": "string",
+                    "enum": [
+                      "hour",
+                      "day"
+                    ]
+                  },
+                  "from": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "to": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "series": {
+                    "type": "array",
+                    "items": {
+                      "type": "object",
+                      "properties": {
+                        "metric": {
+                          "type": "string"
+                        },
+                        "aggregation": {
+                          "type": "string"
+                        },
+                        "points": {
+                          "type": "array",
+                          "items": {
+                            "type": "object",
+                            "properties": {
+                              "start": {
+                                "type": "string",
+                                "format": "date-time"
+                              },
+                              "value": {
+                                "type": "string",
+                                "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
+                                "description": "An exact decimal, as text."
+                              }
+                            },
+                            "required": [
+                              "start",
+                              "value"
+                            ]
+                          }
+                        }
+                      },
+                      "required": [
+                        "metric",
+                        "aggregation",
+                        "points"
+                      ]
+                    }
+                  }
+                },
+                "required": [
+                  "tenant_id",
+                  "range",
+                  "granularity",
+                  "from",
+                  "to",
+                  "series"
+                ]
+              },
+              "Alert": {
+                "type": "object",
+                "properties": {
+                  "id": {
+                    "type": "string",
+                    "format": "uuid"
+                  },
+                  "tenant_id": {
+                    "type": "string",
+                    "format": "uuid"
+                  },
+                  "metric": {
+                    "type": "string"
+                  },
+                  "kind": {
+                    "type": "string",
+                    "enum": [
+                      "threshold",
+                      "quota",
+                      "anomaly"
+                    ]
+                  },
+                  "threshold_value": {
+                    "type": [
+                      "string",
+                      "null"
+                    ]
+                  },
+                  "threshold_percentage": {
+                    "type": [
+                      "string",
+                      "null"
+                    ]
+                  },
+                  "channels": {
+                    "type": "array",
+                    "items": {
+                      "type": "string",
+                      "enum": [
+                        "email",
+                        "webhook"
+                      ]
+                    }
+                  },
+                  "created_at": {
+                    "type": "string",
+                    "format": "date-time"
+                  }
+                },
+                "required": [
+                  "id",
+                  "tenant_id",
+                  "metric",
+                  "kind",
+                  "channels",
+                  "created_at"
+                ]
+              },
+              "NewAlert": {
+                "type": "object",
+                "properties": {
+                  "tenant_id": {
+                    "type": "string",
+                    "format": "uuid"
+                  },
+                  "metric": {
+                    "type": "string",
+                    "pattern": "^[a-z][a-z0-9_]{0,99}$"
+                  },
+                  "kind": {
+                    "type": "string",
+                    "enum": [
+                      "threshold",
+                      "quota",
+                      "anomaly"
+                    ]
+                  },
+                  "threshold_value": {
+                    "type": [
+                      "string",
+                      "number"
+                    ]
+                  },
+                  "threshold_percentage": {
+                    "type": [
+                      "string",
+                      "number"
+                    ]
+                  },
+                  "channels": {
+                    "type": "array",
+                    "items": {
+                      "type": "string",
+                      "enum": [
+                        "email",
+                        "webhook"
+                      ]
+                    }
+                  }
+                },
+                "required": [
+                  "metric",
+                  "kind"
+                ]
+              },
+              "WebhookEndpoint": {
+                "type": "object",
+                "properties": {
+                  "id": {
+                    "type": "string",
+                    "format": "uuid"
+                  },
+                  "tenant_id": {
+                    "type": "string",
+                    "format": "uuid"
+                  },
+                  "url": {
+                    "type": "string"
+                  },
+                  "events": {
+                    "type": "array",
+                    "items": {
+                      "type": "string"
+                    }
+                  },
+                  "active": {
+                    "type": "boolean"
+                  },
+                  "description": {
+                    "type": [
+                      "string",
+                      "null"
+                    ]
+                  },
+                  "created_at": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "updated_at": {
+                    "type": "string",
+                    "format": "date-time"
+                  }
+                },
+                "required": [
+                  "id",
+                  "tenant_id",
+                  "url",
+                  "events",
+                  "active",
+                  "created_at",
+                  "updated_at"
+                ]
+              },
+              "NewWebhookEndpoint": {
+                "type": "object",
+                "properties": {
+                  "tenant_id": {
+                    "type": "string",
+                    "format": "uuid"
+                  },
+                  "url": {
+                    "type": "string",
+                    "format": "uri"
+                  },
+                  "events": {
+                    "type": "array",
+                    "items": {
+                      "type": "string"
+                    }
+                  },
+                  "description": {
+                    "type": "string",
+                    "maxLength": 500
+                  }
+                },
+                "required": [
+                  "url"
+                ]
+              },
+              "WebhookEndpointChange": {
+                "type": "object",
+                "properties": {
+                  "url": {
+                    "type": "string",
+                    "format": "uri"
+                  },
+                  "events": {
+                    "type": "array",
+                    "items": {
+                      "type": "string"
+                    }
+                  },
+                  "active": {
+                    "type": "boolean"
+                  },
+                  "description": {
+                    "type": "string",
+                    "maxLength": 500
+                  }
+                }
+              },
+              "UsageEvent": {
+                "type": "object",
+                "properties": {
+                  "id": {
+                    "type": "string"
+                  },
+                  "tenant_id": {
+                    "type": "string",
+                    "format": "uuid"
+                  },
+                  "type": {
+                    "type": "string"
+                  },
+                  "quantity": {
+                    "type": [
+                      "string",
+                      "number"
+                    ]
+                  },
+                  "unit": {
+                    "type": "string"
+                  },
+                  "time": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "metadata": {
+                    "type": "object"
+                  }
+                },
+                "required": [
+                  "id",
+                  "type",
+                  "time"
+                ]
+              },
+              "TenantCreated": {
+                "allOf": [
+                  {
+                    "$ref": "#/components/schemas/Tenant"
+                  },
+                  {
+                    "type": "object",
+                    "properties": {
+                      "api_key": {
+                        "type": "string"
+                      }
+                    },
+                    "required": [
+                      "api_key"
+                    ]
+                  }
+                ]
+              },
+              "APIKeyCreated": {
+                "allOf": [
+                  {
+                    "$ref": "#/components/schemas/APIKey"
+                  },
+                  {
+                    "type": "object",
+                    "properties": {
+                      "api_key": {
+                        "type": "string"
+                      }
+                    },
+                    "required": [
+                      "api_key"
+                    ]
+                  }
+                ]
+              },
+              "WebhookEndpointCreated": {
+                "allOf": [
+                  {
+                    "$ref": "#/components/schemas/WebhookEndpoint"
+                  },
+                  {
+                    "type": "object",
+                    "properties": {
+                      "secret": {
+                        "type": "string"
+                      }
+                    },
+                    "required": [
+                      "secret"
+                    ]
+                  }
+                ]
+              },
+              "InvoicePage": {
+                "type": "object",
+                "properties": {
+                  "data": {
+                    "type": "array",
+                    "items": {
+                      "$ref": "#/components/schemas/Invoice"
+                    }
+                  },
+                  "has_more": {
+                    "type": "boolean"
+                  }
+                },
+                "required": [
+                  "data",
+                  "has_more"
+                ]
+              },
+              "AlertPage": {
+                "type": "object",
+                "properties": {
+                  "data": {
+                    "type": "array",
+                    "items": {
+                      "$ref": "#/components/schemas/Alert"
+                    }
+                  },
+                  "has_more": {
+                    "type": "boolean"
+                  }
+                },
+                "required": [
+                  "data",
+                  "has_more"
+                ]
+              },
+              "SubscriptionPage": {
+                "type": "object",
+                "properties": {
+                  "data": {
+                    "type": "array",
+                    "items": {
+                      "$ref": "#/components/schemas/Subscription"
+                    }
+                  },
+                  "has_more": {
+                    "type": "boolean"
+                  }
+                },
+                "required": [
+                  "data",
+                  "has_more"
+                ]
+              },
+              "WebhookEndpointPage": {
+                "type": "object",
+                "properties": {
+                  "data": {
+                    "type": "array",
+                    "items": {
+                      "$ref": "#/components/schemas/WebhookEndpoint"
+                    }
+                  },
+                  "has_more": {
+                    "type": "boolean"
+                  }
+                },
+                "required": [
+                  "data",
+                  "has_more"
+                ]
+              },
+              "APIKeyPage": {
+                "type": "object",
+                "properties": {
+                  "data": {
+                    "type": "array",
+                    "items": {
+                      "$ref": "#/components/schemas/APIKey"
+                    }
+                  },
+                  "has_more": {
+                    "type": "boolean"
+                  }
+                },
+                "required": [
+                  "data",
+                  "has_more"
+                ]
+              },
+              "BillingRunPage": {
+                "type": "object",
+                "properties": {
+                  "data": {
+                    "type": "array",
+                    "items": {
+                      "$ref": "#/components/schemas/BillingRun"
+                    }
+                  },
+                  "has_more": {
+                    "type": "boolean"
+                  }
+                },
+                "required": [
+                  "data",
+                  "has_more"
+                ]
+              },
+              "PaymentMethodPage": {
+                "type": "object",
+                "properties": {
+                  "data": {
+                    "type": "array",
+                    "items": {
+                      "$ref": "#/components/schemas/PaymentMethod"
+                    }
+                  },
+                  "has_more": {
+                    "type": "boolean"
+                  }
+                },
+                "required": [
+                  "data"
+                ]
               }
             },
-            "required": [
-              "api_key"
-            ]
-          }
-        ]
-      },
-      "APIKeyCreated": {
-        "allOf": [
-          {
-            "$ref": "#/components/schemas/APIKey"
-          },
-          {
-            "type": "object",
-            "properties": {
-              "api_key": {
-                "type": "string"
+            "responses": {
+              "BadRequest": {
+                "description": "A field is invalid; `field` names it.",
+                "content": {
+                  "application/json": {
+                    "schema": {
+                      "$ref": "#/components/schemas/Error"
+                    }
+                  }
+                }
+              },
+              "Unauthorized": {
+                "description": "No or an unknown bearer token.",
+                "content": {
+                  "application/json": {
+                    "schema": {
+                      "$ref": "#/components/schemas/Error"
+                    }
+                  }
+                }
+              },
+              "Forbidden": {
+                "description": "The token may not do this (e.g. a tenant key on an admin operation).",
+                "content": {
+                  "application/json": {
+                    "schema": {
+                      "$ref": "#/components/schemas/Error"
+                    }
+                  }
+                }
+              },
+              "NotFound": {
+                "description": "Nothing with this id that the token may see.",
+                "content": {
+                  "application/json": {
+                    "schema": {
+                      "$ref": "#/components/schemas/Error"
+                    }
+                  }
+                }
+              },
+              "Error": {
+                "description": "Any other error, in the same shape.",
+                "content": {
+                  "application/json": {
+                    "schema": {
+                      "$ref": "#/components/schemas/Error"
+                    }
+                  }
+                }
               }
-            },
-            "required": [
-              "api_key"
-            ]
-          }
-        ]
-      },
-      "WebhookEndpointCreated": {
-        "allOf": [
-          {
-            "$ref": "#/components/schemas/WebhookEndpoint"
-          },
-          {
-            "type": "object",
-            "properties": {
-              "secret": {
-                "type": "string"
-              }
-            },
-            "required": [
-              "secret"
-            ]
-          }
-        ]
-      },
-      "InvoicePage": {
-        "type": "object",
-        "properties": {
-          "data": {
-            "type": "array",
-            "items": {
-              "$ref": "#/components/schemas/Invoice"
-            }
-          },
-          "has_more": {
-            "type": "boolean"
-          }
-        },
-        "required": [
-          "data",
-          "has_more"
-        ]
-      },
-      "AlertPage": {
-        "type": "object",
-        "properties": {
-          "data": {
-            "type": "array",
-            "items": {
-              "$ref": "#/components/schemas/Alert"
-            }
-          },
-          "has_more": {
-            "type": "boolean"
-          }
-        },
-        "required": [
-          "data",
-          "has_more"
-        ]
-      },
-      "SubscriptionPage": {
-        "type": "object",
-        "properties": {
-          "data": {
-            "type": "array",
-            "items": {
-              "$ref": "#/components/schemas/Subscription"
-            }
-          },
-          "has_more": {
-            "type": "boolean"
-          }
-        },
-        "required": [
-          "data",
-          "has_more"
-        ]
-      },
-      "WebhookEndpointPage": {
-        "type": "object",
-        "properties": {
-          "data": {
-            "type": "array",
-            "items": {
-              "$ref": "#/components/schemas/WebhookEndpoint"
-            }
-          },
-          "has_more": {
-            "type": "boolean"
-          }
-        },
-        "required": [
-          "data",
-          "has_more"
-        ]
-      },
-      "APIKeyPage": {
-        "type": "object",
-        "properties": {
-          "data": {
-            "type": "array",
-            "items": {
-              "$ref": "#/components/schemas/APIKey"
-            }
-          },
-          "has_more": {
-            "type": "boolean"
-          }
-        },
-        "required": [
-          "data",
-          "has_more"
-        ]
-      },
-      "BillingRunPage": {
-        "type": "object",
-        "properties": {
-          "data": {
-            "type": "array",
-            "items": {
-              "$ref": "#/components/schemas/BillingRun"
-            }
-          },
-          "has_more": {
-            "type": "boolean"
-          }
-        },
-        "required": [
-          "data",
-          "has_more"
-        ]
-      },
-      "PaymentMethodPage": {
-        "type": "object",
-        "properties": {
-          "data": {
-            "type": "array",
-            "items": {
-              "$ref": "#/components/schemas/PaymentMethod"
-            }
-          },
-          "has_more": {
-            "type": "boolean"
-          }
-        },
-        "required": [
-          "data"
-        ]
-      }
-    },
-    "responses": {
-      "BadRequest": {
-        "description": "A field is invalid; `field` names it.",
-        "content": {
-          "application/json": {
-            "schema": {
-              "$ref": "#/components/schemas/Error"
             }
           }
         }
-      },
-      "Unauthorized": {
-        "description": "No or an unknown bearer token.",
-        "content": {
-          "application/json": {
-            "schema": {
-              "$ref": "#/components/schemas/Error"
-            }
-          }
-        }
-      },
-      "Forbidden": {
-        "description": "The token may not do this (e.g. a tenant key on an admin operation).",
-        "content": {
-          "application/json": {
-            "schema": {
-              "$ref": "#/components/schemas/Error"
-            }
-          }
-        }
-      },
-      "NotFound": {
-        "description": "Nothing with this id that the token may see.",
-        "content": {
-          "application/json": {
-            "schema": {
-              "$ref": "#/components/schemas/Error"
-            }
-          }
-        }
-      },
-      "Error": {
-        "description": "Any other error, in the same shape.",
-        "content": {
-          "application/json": {
-            "schema": {
-              "$ref": "#/components/schemas/Error"
-            }
-          }
-        }
-      }
-    }
-  }
-}
-"""#
+        """#
 }

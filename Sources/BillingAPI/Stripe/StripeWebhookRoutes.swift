@@ -31,7 +31,8 @@ struct StripeWebhookRoutes {
             context.logger.warning("stripe webhook refused", metadata: ["reason": "\(error)"])
             throw APIError(
                 .badRequest, code: "INVALID_SIGNATURE",
-                message: error == .stale ? "The signature's timestamp is outside the 5-minute tolerance." : "The Stripe-Signature header does not verify.",
+                message: error == .stale
+                    ? "The signature's timestamp is outside the 5-minute tolerance." : "The Stripe-Signature header does not verify.",
                 field: "Stripe-Signature")
         }
         guard let event = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
@@ -39,8 +40,10 @@ struct StripeWebhookRoutes {
         else { throw APIError.invalid("body", "is not a Stripe event (id and type are required)") }
         let stored = try await pool.query(
             "INSERT INTO stripe_webhook_events (event_id, type, payload) VALUES ($1, $2, $3::jsonb) ON CONFLICT (event_id) DO NOTHING",
-            [id, type, String(decoding: body, as: UTF8.self)]).affectedRows
-        context.logger.info("stripe webhook received", metadata: ["stripe.event_id": "\(id)", "stripe.type": "\(type)", "duplicate": "\(stored == 0)"])
+            [id, type, String(decoding: body, as: UTF8.self)]
+        ).affectedRows
+        context.logger.info(
+            "stripe webhook received", metadata: ["stripe.event_id": "\(id)", "stripe.type": "\(type)", "duplicate": "\(stored == 0)"])
         return Response(
             status: .ok, headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(string: #"{"received":true,"duplicate":\#(stored == 0)}"#)))

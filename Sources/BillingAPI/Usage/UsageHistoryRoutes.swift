@@ -70,7 +70,8 @@ struct UsageHistoryRoutes {
         try await pool.withTransaction(isolation: .repeatableRead) { connection in
             guard try !connection.query("SELECT 1 FROM tenants WHERE id = $1", [tenant]).isEmpty else { throw APIError.notFound("tenant") }
             // Only the current period needs the tenant's subscriptions, to know where it began.
-            let periodStart = range == .currentPeriod
+            let periodStart =
+                range == .currentPeriod
                 ? try UsageStatement.periodStart(tenant: tenant, asOf: now, on: connection) : now
             let span = range.span(now: now, periodStart: periodStart, granularity: granularity)
             try checkBuckets(span, granularity)

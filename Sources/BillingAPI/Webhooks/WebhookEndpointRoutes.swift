@@ -59,9 +59,10 @@ struct WebhookEndpointRoutes {
         let body = try await request.decodeJSON(EndpointRequest.self, context: context)
         var url: String?
         if let given = body.url { url = try await checked(given) }
-        guard let updated = try await store.update(
-            id: endpoint.id, tenant: endpoint.tenantID, url: url, events: try body.events.map(Self.events), active: body.active,
-            description: try Self.description(body.description))
+        guard
+            let updated = try await store.update(
+                id: endpoint.id, tenant: endpoint.tenantID, url: url, events: try body.events.map(Self.events), active: body.active,
+                description: try Self.description(body.description))
         else { throw APIError.notFound("webhook endpoint") }
         return updated
     }

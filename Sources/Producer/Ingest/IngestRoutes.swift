@@ -30,7 +30,7 @@ struct IngestRoutes: Sendable {
         let objects: [JSONValue]
         do {
             objects = try IngestBody.parse(Data(body.readableBytesView), contentType: request.headers[.contentType])
-        } catch where error == .tooManyEvents {
+        } catch  where error == .tooManyEvents {
             throw APIError(.contentTooLarge, code: "TOO_MANY_EVENTS", message: "The body \(error.message).", field: error.field)
         } catch {
             throw APIError.invalid(error.field, error.message)
@@ -118,7 +118,8 @@ struct IngestRoutes: Sendable {
     private func refusal(_ problems: [UsageEventProblem], total: Int) -> APIError {
         let invalid = Set(problems.map(\.index)).count
         let foreign = problems.contains { $0.code == "foreign_tenant" }
-        let listed = problems.count <= Self.maximumListedProblems
+        let listed =
+            problems.count <= Self.maximumListedProblems
             ? "Fix every listed field and resend."
             : "The first \(Self.maximumListedProblems) of \(problems.count) problems are listed; fix them all and resend."
         return APIError(

@@ -65,7 +65,8 @@ struct BackfillCommand: AsyncParsableCommand {
         if report.unreadable.count > 20 { print("    … and \(report.unreadable.count - 20) more") }
         guard !dryRun else { return print("dry run: nothing sent") }
         let endpoint = try reader.string(PublishCommand.ingestURL) + "/v1/events"
-        let sender = IngestSender(endpoint: endpoint, token: try reader.string(ProducerConfiguration.adminToken), client: try HTTPClient(), attempts: attempts)
+        let sender = IngestSender(
+            endpoint: endpoint, token: try reader.string(ProducerConfiguration.adminToken), client: try HTTPClient(), attempts: attempts)
         var progress = PublishProgress()
         for start in stride(from: 0, to: report.new.count, by: batchSize) {
             let batch = report.new[start..<min(start + batchSize, report.new.count)]

@@ -61,11 +61,12 @@ public enum SubscriptionRecords {
             SELECT s.id, s.tenant_id, s.status, s.started_at, s.trial_end, s.ends_at, c.plan_slug, c.effective_at, c.kind
               FROM subscriptions s JOIN subscription_plan_changes c ON c.subscription_id = s.id
             """
-        let rows = try tenants.map { tenants in
-            try connection.query(
-                select + " WHERE s.tenant_id = ANY($1::uuid[]) ORDER BY s.started_at, s.id, c.effective_at",
-                [PostgresTextArray(tenants.map(\.lowercasedText))])
-        } ?? connection.query(select + " ORDER BY s.started_at, s.id, c.effective_at")
+        let rows =
+            try tenants.map { tenants in
+                try connection.query(
+                    select + " WHERE s.tenant_id = ANY($1::uuid[]) ORDER BY s.started_at, s.id, c.effective_at",
+                    [PostgresTextArray(tenants.map(\.lowercasedText))])
+            } ?? connection.query(select + " ORDER BY s.started_at, s.id, c.effective_at")
         var grouped: [(first: PostgresRow, changes: [PostgresRow])] = []
         for row in rows {
             if let last = grouped.last, last.first.text(0) == row.text(0) {

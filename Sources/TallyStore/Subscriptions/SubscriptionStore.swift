@@ -75,7 +75,8 @@ public struct SubscriptionStore: Sendable {
         try await pool.withTransaction { connection in
             let plans = try SubscriptionRecords.plans(on: connection)
             guard let plan = plans[slug] else {
-                throw SubscriptionRefusal(kind: .invalid, field: "plan", message: "is not a plan; one of \(plans.keys.sorted().joined(separator: ", "))")
+                throw SubscriptionRefusal(
+                    kind: .invalid, field: "plan", message: "is not a plan; one of \(plans.keys.sorted().joined(separator: ", "))")
             }
             // Serialize subscription changes of one tenant.
             try connection.query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 11))", [tenant])
@@ -109,7 +110,8 @@ public struct SubscriptionStore: Sendable {
             let plans = try SubscriptionRecords.plans(on: connection)
             var stored = try Self.locked(id, plans: plans, on: connection)
             guard let plan = plans[slug] else {
-                throw SubscriptionRefusal(kind: .invalid, field: "plan", message: "is not a plan; one of \(plans.keys.sorted().joined(separator: ", "))")
+                throw SubscriptionRefusal(
+                    kind: .invalid, field: "plan", message: "is not a plan; one of \(plans.keys.sorted().joined(separator: ", "))")
             }
             let requested = Instant(at)
             guard stored.covers(requested) else {
@@ -234,7 +236,8 @@ public struct SubscriptionStore: Sendable {
                 plan: change.plan.slug, effectiveAt: change.effectiveAt.date, kind: before.isUpgrade(to: change.plan) ? "upgrade" : "downgrade")
         }
         return SubscriptionView(
-            id: stored.id, tenantID: stored.tenantID, status: status, plan: timeline.plan(at: min(instant, timeline.endsAt?.advanced(byMicroseconds: -1) ?? instant)).slug,
+            id: stored.id, tenantID: stored.tenantID, status: status,
+            plan: timeline.plan(at: min(instant, timeline.endsAt?.advanced(byMicroseconds: -1) ?? instant)).slug,
             startedAt: start.date, trialEnd: timeline.trial?.end.date, anchor: timeline.calendar.anchor.date,
             interval: timeline.calendar.interval.rawValue, endsAt: timeline.endsAt?.date, currentPeriod: current, changes: changes)
     }

@@ -36,7 +36,8 @@ public enum UsagePeriodTotals {
     /// The buckets of `tenants` ($1) in one order, with their exclusivity ($2), locked by
     /// `function(class, bucket)` or its shared form.
     private static func lockStatement(class lockClass: Int, exclusive: Bool) -> String {
-        let take = exclusive
+        let take =
+            exclusive
             ? "pg_advisory_xact_lock(\(lockClass), b)"
             : "CASE WHEN x THEN pg_advisory_xact_lock(\(lockClass), b) ELSE pg_advisory_xact_lock_shared(\(lockClass), b) END"
         return """
@@ -77,7 +78,9 @@ public enum UsagePeriodTotals {
     @discardableResult
     public static func complete(_ periods: Set<TenantPeriod>, on connection: isolated PostgresConnection) throws -> Set<TenantPeriod> {
         guard !periods.isEmpty else { return [] }
-        let sorted = periods.sorted { $0.tenant != $1.tenant ? $0.tenant.precedes($1.tenant) : ($0.span.start, $0.span.end) < ($1.span.start, $1.span.end) }
+        let sorted = periods.sorted {
+            $0.tenant != $1.tenant ? $0.tenant.precedes($1.tenant) : ($0.span.start, $0.span.end) < ($1.span.start, $1.span.end)
+        }
         let existing = Set(try connection.query(completeStatement, arrays(sorted)).map { try $0.decode(0, as: UUID.self) })
         return periods.filter { existing.contains($0.tenant) }
     }
@@ -106,10 +109,11 @@ public enum UsagePeriodTotals {
             }
             values[period, default: [:]][metric] = try Quantity(parsingTotal: text ?? "0")
         }
-        let unique = Set(catalog.aggregations.compactMap { metric, aggregation -> String? in
-            if case .uniqueCount = aggregation { return metric }
-            return nil
-        })
+        let unique = Set(
+            catalog.aggregations.compactMap { metric, aggregation -> String? in
+                if case .uniqueCount = aggregation { return metric }
+                return nil
+            })
         if !unique.isEmpty {
             for row in try connection.query(uniqueStatement, parameters) {
                 let metric = try row.decode(3, as: String.self)
@@ -183,15 +187,16 @@ public enum UsagePeriodTotals {
                         ELSE date_trunc('hour', w.period_start, 'UTC') + interval '1 hour' END AS first_hour,
                    date_trunc('hour', w.period_end, 'UTC') AS last_hour
               FROM (\(wanted)) AS w
-        """ + (incompleteOnly
-            ? """
+        """
+            + (incompleteOnly
+                ? """
 
-             CROSS JOIN LATERAL (SELECT 1 FROM tenants t WHERE t.id = w.tenant_id LIMIT 1) AS known
-              LEFT JOIN LATERAL (SELECT true AS done FROM usage_periods p
-                                  WHERE p.tenant_id = w.tenant_id AND p.period_start = w.period_start AND p.period_end = w.period_end
-                                  LIMIT 1) AS complete ON true
-             WHERE complete.done IS NULL
-            """ : "") + "\n)"
+                 CROSS JOIN LATERAL (SELECT 1 FROM tenants t WHERE t.id = w.tenant_id LIMIT 1) AS known
+                  LEFT JOIN LATERAL (SELECT true AS done FROM usage_periods p
+                                      WHERE p.tenant_id = w.tenant_id AND p.period_start = w.period_start AND p.period_end = w.period_end
+                                      LIMIT 1) AS complete ON true
+                 WHERE complete.done IS NULL
+                """ : "") + "\n)"
     }
 
     /// Each period's whole hours come from the rollups; the rest of it — the edges,

@@ -73,28 +73,30 @@ public enum UsageReader {
         )
         """
 
-    static let scalarAggregates = pieces + """
-        , pieces AS (
-            SELECT metric, quantity_sum AS s, event_count AS c, quantity_max AS mx,
-                   latest_at AS la, latest_event_id AS li, latest_quantity AS lq
-              FROM usage_rollups WHERE tenant_id = $1 AND hour >= $4 AND hour < $5
-            UNION ALL
-            SELECT metric, quantity, 1, quantity, occurred_at, event_id, quantity FROM edges
-        )
-        SELECT metric, sum(s), sum(c), max(mx),
-               (array_agg(lq ORDER BY la DESC, li COLLATE "C" DESC, lq DESC))[1]
-          FROM pieces GROUP BY metric
-        """
+    static let scalarAggregates =
+        pieces + """
+            , pieces AS (
+                SELECT metric, quantity_sum AS s, event_count AS c, quantity_max AS mx,
+                       latest_at AS la, latest_event_id AS li, latest_quantity AS lq
+                  FROM usage_rollups WHERE tenant_id = $1 AND hour >= $4 AND hour < $5
+                UNION ALL
+                SELECT metric, quantity, 1, quantity, occurred_at, event_id, quantity FROM edges
+            )
+            SELECT metric, sum(s), sum(c), max(mx),
+                   (array_agg(lq ORDER BY la DESC, li COLLATE "C" DESC, lq DESC))[1]
+              FROM pieces GROUP BY metric
+            """
 
-    static let uniqueAggregates = pieces + """
-        SELECT metric, count(DISTINCT value) FROM (
-            SELECT metric, value FROM usage_rollup_values WHERE tenant_id = $1 AND hour >= $4 AND hour < $5
-            UNION ALL
-            SELECT e.metric, tally_unique_value(e.metadata ->> m.unique_field) FROM edges e
-              JOIN billable_metrics m ON m.code = e.metric AND m.aggregation = 'unique_count'
-             WHERE jsonb_typeof(e.metadata -> m.unique_field) IN ('string', 'number', 'boolean')
-        ) AS v GROUP BY metric
-        """
+    static let uniqueAggregates =
+        pieces + """
+            SELECT metric, count(DISTINCT value) FROM (
+                SELECT metric, value FROM usage_rollup_values WHERE tenant_id = $1 AND hour >= $4 AND hour < $5
+                UNION ALL
+                SELECT e.metric, tally_unique_value(e.metadata ->> m.unique_field) FROM edges e
+                  JOIN billable_metrics m ON m.code = e.metric AND m.aggregation = 'unique_count'
+                 WHERE jsonb_typeof(e.metadata -> m.unique_field) IN ('string', 'number', 'boolean')
+            ) AS v GROUP BY metric
+            """
 }
 
 /// The billable metrics table as the engine's `MetricCatalog`.

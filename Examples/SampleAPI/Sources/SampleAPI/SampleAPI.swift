@@ -35,8 +35,9 @@ struct SampleAPI {
             })
         router.get("healthz") { _, _ in "ok" }
         router.post("estimates") { _, _ in
-            Response(status: .created, headers: [.contentType: "application/json", .location: "/estimates/\(UUID().uuidString.lowercased())"],
-                     body: .init(byteBuffer: ByteBuffer(string: #"{"status": "created"}"#)))
+            Response(
+                status: .created, headers: [.contentType: "application/json", .location: "/estimates/\(UUID().uuidString.lowercased())"],
+                body: .init(byteBuffer: ByteBuffer(string: #"{"status": "created"}"#)))
         }
         router.get("estimates/:id") { _, context in "estimate \(context.parameters.get("id") ?? "")" }
         router.get("reports") { request, _ in
