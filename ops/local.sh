@@ -13,7 +13,7 @@
 #                           (ingest API, producer publish, the Examples/SampleAPI server's middleware),
 #                           billed, emailed with PDFs, and summarized with the dashboard's URL and a key
 #   ./ops/local.sh test     up + the whole test suite against the real servers
-#   ./ops/local.sh check    seconds, no servers: the layering of Sources/ (README, Package.swift, imports)
+#   ./ops/local.sh check    seconds, no servers: the sources' format, the layering of Sources/ (README, Package.swift, imports)
 #                           and the syntax of ops/'s scripts and alert rules; run it before a commit
 #   ./ops/local.sh test-cluster  only the cluster test (also part of `test`): a second stack with 3
 #                           RabbitMQ nodes; a node, then the queue leader's, SIGKILLed during 100,000 events
@@ -837,8 +837,17 @@ run_cluster_test() {
 
 # `check`: the quick checks to run before a commit (seconds, no servers): the layering of
 # Sources/ against the README and Package.swift, and the syntax of ops/'s scripts and rules.
+# The Swift sources as .swift-format says they are written; `swift format format -i -r -p
+# Sources Tests Examples/SampleAPI/Sources Package.swift` fixes what it can.
+run_format_lint() {
+  say "checking the Swift sources' format (swift format lint --strict, .swift-format)"
+  (cd "$ROOT" && swift format lint --strict -r -p Sources Tests Examples/SampleAPI/Sources Package.swift) \
+    || die "the sources are not formatted as .swift-format says (above); run: swift format format -i -r -p Sources Tests Examples/SampleAPI/Sources Package.swift"
+}
+
 cmd_check() {
   local started=$SECONDS script
+  run_format_lint
   python3 "$ROOT/ops/tests/layering_test.py" || die "the layering check failed (above)"
   for script in "$ROOT"/ops/*.sh "$ROOT"/ops/tests/*.sh "$ROOT"/ops/contract/*.sh; do
     bash -n "$script" || die "$script has a syntax error"
@@ -860,6 +869,7 @@ cmd_test_cluster() {
 cmd_test() {
   local started=$SECONDS
   [ "$BUILD_CONFIG" = debug ] || die "tests run against the debug build; unset TALLY_BUILD_CONFIG"
+  run_format_lint
   BUILD_TESTS=1 cmd_up
   # Tests find their emails by their own ids; the sink's mail of earlier runs only takes space.
   find "$LOCAL/mail" -name '*.eml' -delete 2>/dev/null || true
