@@ -142,7 +142,7 @@ let package = Package(
         .target(
             name: "Notifications",
             dependencies: [
-                "TallyMessaging", "TallyStore", "PostgresClient", "CurlClient", "InvoicePDF", "Invoicing", "BillingEngine", "BlockingIO", crypto,
+                "TallyMessaging", "TallyStore", "CurlClient", "InvoicePDF", "Invoicing", "BillingEngine", "BlockingIO", crypto,
             ],
             exclude: ["README.md"],
             swiftSettings: swiftSettings

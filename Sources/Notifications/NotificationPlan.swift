@@ -24,6 +24,11 @@ public struct PlannedNotification: Sendable, Equatable {
     /// same recipient twice through the same channel (SPEC §5).
     public let dedupKey: String
 
+    /// The delivery as `NotificationRecords` claims and records it.
+    public var record: NotificationRecords.Planned {
+        NotificationRecords.Planned(dedupKey: dedupKey, channel: channel.rawValue, recipient: recipient, endpointID: endpointID)
+    }
+
     init(event: BillingEvent, channel: Channel, recipient: String, audience: Audience, endpointID: UUID? = nil) {
         self.channel = channel
         self.recipient = recipient

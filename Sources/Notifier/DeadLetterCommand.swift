@@ -6,6 +6,7 @@ import PostgresClient
 import RabbitMQClient
 import TallyMessaging
 import TallyRuntime
+import TallyStore
 
 /// `notifier dlq`: billing events whose notifications could not all be delivered, parked
 /// in `QUEUE.parked` with the reason, and putting them back once the cause is fixed.

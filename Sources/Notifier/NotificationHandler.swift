@@ -93,10 +93,9 @@ struct NotificationHandler: QueueWorkHandler {
 
     func didPark(_ delivery: Delivery, reason: String, in session: NotifierSession, logger: Logger) async {
         guard let event = try? BillingEvent.decode(delivery.body),
-            let rows = try? await session.database.query(
-                "SELECT channel, count(*) FROM notifications WHERE event_id = $1 AND status <> 'sent' GROUP BY channel", [event.id])
+            let unsent = try? await NotificationRecords.unsentByChannel(ofEvent: event.id, on: session.database)
         else { return }
-        for row in rows { metrics.parked(channel: row.text(0) ?? "", eventType: event.type, (try? row.decode(1, as: Int.self)) ?? 0) }
+        for (channel, count) in unsent { metrics.parked(channel: channel, eventType: event.type, count) }
     }
 
     private enum EventOutcome {
@@ -143,7 +142,9 @@ struct NotificationHandler: QueueWorkHandler {
             // With the mail server unreachable every email would fail alike; webhooks still go.
             if notification.channel == .email, mailServerDown != nil { continue }
             do {
-                switch try await NotificationRecords.claim(notification, eventID: event.id, eventType: event.type, tenant: tenant.id, on: database) {
+                switch try await NotificationRecords.claim(
+                    notification.record, eventID: event.id, eventType: event.type, tenant: tenant.id, on: database)
+                {
                 case .alreadySent:
                     metrics.skipped(notification.channel.rawValue)
                     continue

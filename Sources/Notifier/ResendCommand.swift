@@ -7,6 +7,7 @@ import PostgresClient
 import RabbitMQClient
 import TallyMessaging
 import TallyRuntime
+import TallyStore
 
 /// `notifier resend INVOICE`: emails an issued invoice again, with its PDF, to the tenant,
 /// finance or both — a customer who lost it, a finance mailbox that bounced. The request is

@@ -3,6 +3,7 @@ import Logging
 import PostgresClient
 import RabbitMQClient
 import TallyMessaging
+import TallyStore
 
 /// The transactional outbox (`outbox` table): a worker writes the message it must
 /// send in the same transaction as the change it announces, and the relay publishes
@@ -13,58 +14,26 @@ public enum Outbox {
     /// constraint); returns 1 when new.
     @discardableResult
     public static func enqueue(_ event: BillingEvent, on connection: isolated PostgresConnection) throws -> Int {
-        try enqueue(
-            exchange: ExchangeName.billingEvents, routingKey: event.type, messageID: event.id,
-            body: String(decoding: try event.encoded(), as: UTF8.self), on: connection)
+        try enqueue([event], on: connection)
     }
 
     /// Adds `events` for `billing.events` in one statement, each unless its message id is
     /// there already; returns how many were new.
     @discardableResult
     public static func enqueue(_ events: [BillingEvent], on connection: isolated PostgresConnection) throws -> Int {
-        guard !events.isEmpty else { return 0 }
-        let bodies = try events.map { String(decoding: try $0.encoded(), as: UTF8.self) }
-        return try connection.query(
-            """
-            INSERT INTO outbox (exchange, routing_key, message_id, body)
-            SELECT $1, r, m, b::jsonb FROM unnest($2::text[], $3::text[], $4::text[]) AS u (r, m, b)
-            ON CONFLICT (message_id) DO NOTHING
-            """,
-            [
-                ExchangeName.billingEvents, PostgresTextArray(events.map(\.type)), PostgresTextArray(events.map(\.id)),
-                PostgresTextArray(bodies),
-            ]
-        ).affectedRows
+        try OutboxRecords.add(
+            exchange: ExchangeName.billingEvents, routingKeys: events.map(\.type), messageIDs: events.map(\.id),
+            bodies: try events.map { String(decoding: try $0.encoded(), as: UTF8.self) }, on: connection)
     }
 
     /// Adds `commands` for `tally.commands` in one statement, each unless its message id
     /// is there already; returns how many were new.
     @discardableResult
     public static func enqueue(_ commands: [InvoiceGenerateCommand], on connection: isolated PostgresConnection) throws -> Int {
-        guard !commands.isEmpty else { return 0 }
-        let bodies = try commands.map { String(decoding: try $0.encoded(), as: UTF8.self) }
-        return try connection.query(
-            """
-            INSERT INTO outbox (exchange, routing_key, message_id, body)
-            SELECT $1, $2, m, b::jsonb FROM unnest($3::text[], $4::text[]) AS u (m, b)
-            ON CONFLICT (message_id) DO NOTHING
-            """,
-            [
-                ExchangeName.commands, RoutingKey.invoiceGenerate, PostgresTextArray(commands.map(\.messageID)),
-                PostgresTextArray(bodies),
-            ]
-        ).affectedRows
-    }
-
-    private static func enqueue(
-        exchange: String, routingKey: String, messageID: String, body: String, on connection: isolated PostgresConnection
-    ) throws -> Int {
-        try connection.query(
-            """
-            INSERT INTO outbox (exchange, routing_key, message_id, body) VALUES ($1, $2, $3, $4::jsonb)
-            ON CONFLICT (message_id) DO NOTHING
-            """, [exchange, routingKey, messageID, body]
-        ).affectedRows
+        try OutboxRecords.add(
+            exchange: ExchangeName.commands, routingKeys: commands.map { _ in RoutingKey.invoiceGenerate },
+            messageIDs: commands.map(\.messageID), bodies: try commands.map { String(decoding: try $0.encoded(), as: UTF8.self) },
+            on: connection)
     }
 }
 
@@ -85,30 +54,22 @@ public struct OutboxRelay: Sendable {
     public func drain(_ connection: PostgresConnection) async throws -> Int {
         var sent = 0
         while true {
-            let rows = try await connection.query(
-                """
-                UPDATE outbox SET claimed_until = now() + interval '30 seconds'
-                 WHERE id IN (SELECT id FROM outbox
-                               WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
-                               ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED)
-                RETURNING id, exchange, routing_key, message_id, body::text
-                """)
+            let rows = try await OutboxRecords.claim(limit: 100, leaseSeconds: 30, on: connection)
             guard !rows.isEmpty else { return sent }
             let messages = rows.map { row in
                 OutgoingMessage(
-                    exchange: row.text(1) ?? "", routingKey: row.text(2) ?? "", body: Array((row.text(4) ?? "").utf8),
+                    exchange: row.exchange, routingKey: row.routingKey, body: Array(row.body.utf8),
                     properties: AMQPProperties(
-                        contentType: "application/json", messageID: row.text(3), persistent: true,
+                        contentType: "application/json", messageID: row.messageID, persistent: true,
                         timestamp: Int64(Date().timeIntervalSince1970)),
                     mandatory: true)
             }
             try await publisher.publish(messages)
-            let ids = PostgresTextArray(rows.compactMap { $0.text(0) })
-            try await connection.query("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [ids])
+            try await OutboxRecords.markPublished(rows.map(\.id), on: connection)
             sent += rows.count
             for row in rows {
                 logger.debug(
-                    "outbox message published", metadata: ["amqp.routing_key": "\(row.text(2) ?? "")", "amqp.message_id": "\(row.text(3) ?? "")"])
+                    "outbox message published", metadata: ["amqp.routing_key": "\(row.routingKey)", "amqp.message_id": "\(row.messageID ?? "")"])
             }
         }
     }

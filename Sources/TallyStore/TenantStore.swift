@@ -51,6 +51,11 @@ public struct TenantStore: Sendable {
         try await connection.query("SELECT \(tenantColumns) FROM tenants WHERE id = $1", [id]).first.map(tenant(from:))
     }
 
+    /// Whether tenant `id` exists, read inside the caller's transaction.
+    public static func exists(_ id: UUID, on connection: isolated PostgresConnection) throws -> Bool {
+        try !connection.query("SELECT 1 FROM tenants WHERE id = $1", [id]).isEmpty
+    }
+
     /// The tenant owning `key`, when the key exists and is not revoked.
     public func tenantOwning(_ key: APIKey) async throws -> UUID? {
         let rows = try await pool.query(

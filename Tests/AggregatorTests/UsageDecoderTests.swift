@@ -1,5 +1,6 @@
 import Foundation
 import PostgresClient
+import TallyStore
 import Testing
 import UsageEvents
 

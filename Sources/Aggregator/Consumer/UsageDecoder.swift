@@ -3,6 +3,7 @@ import Foundation
 import PostgresClient
 import RabbitMQClient
 import TallyMessaging
+import TallyStore
 import UsageEvents
 
 /// One usage message as the Aggregator received it.
@@ -24,18 +25,6 @@ struct UsageMessage: Sendable {
             deliveryTag: delivery.deliveryTag, messageID: delivery.properties.messageID,
             schema: delivery.properties.headers[HeaderName.schema]?.stringValue, body: delivery.body)
     }
-}
-
-/// An event a worker refused, kept with its reason in `parked_events` (never dropped).
-struct ParkedEvent: Sendable, Equatable {
-    let tenantID: String?
-    let eventID: String?
-    let code: String
-    let field: String
-    let reason: String
-    /// The event as it arrived (JSON), so it can be fixed and replayed.
-    let payload: String
-    let messageID: String?
 }
 
 /// A message that cannot be read as a usage batch at all: it goes to the parking-lot

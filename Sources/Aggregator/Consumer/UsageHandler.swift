@@ -5,6 +5,7 @@ import PostgresClient
 import RabbitMQClient
 import TallyMessaging
 import TallyRuntime
+import TallyStore
 
 /// The Aggregator's work on a batch of usage messages (the loop around it is the shared
 /// `QueueWorker`): park what is not a usage batch, write the rest — events with their

@@ -63,7 +63,6 @@ enum UsageLedger {
         on connection: PostgresConnection
     ) async throws -> LedgerOutcome {
         let staged = batch.stagedRows.buffer
-        let parkedRows = parkedCopyRows(batch.parkedEvents)
         let started = ContinuousClock.now
         let stagedTimes = batch.stagedTimes
         let tenants = stagedTimes.keys.sorted { $0.precedes($1) }
@@ -76,21 +75,12 @@ enum UsageLedger {
             var outcome = LedgerOutcome(parked: batch.parkedEvents.count)
             outcome.phases = completion.phases
             var clock = PhaseClock()
-            if !parkedRows.isEmpty {
-                _ = try connection.copyIn(
-                    "COPY parked_events (tenant_id, event_id, code, field, reason, payload, message_id) FROM STDIN",
-                    text: parkedRows)
-            }
+            try ParkedEvents.store(batch.parkedEvents, on: connection)
             guard !staged.isEmpty else { return outcome }
             // Staged first (session-local: no lock needed), then the tenants' usage locks
             // (shared: transactions storing events of a tenant do not wait for one another)
             // and their configuration as committed now.
-            try connection.executeScript(createStaging)
-            _ = try connection.copyIn(
-                """
-                COPY staged_usage (tenant_id, event_id, metric, name, quantity, unit, occurred_at, occurred_month, metadata,
-                message_id) FROM STDIN
-                """, text: staged)
+            try UsageEventStore.stage(staged, on: connection)
             clock.lap(.copy, into: &outcome.phases)
             try UsagePeriodTotals.lockUsage(tenants, exclusive: [], on: connection)
             let config = try cache.snapshot(for: tenants, on: connection)
@@ -108,20 +98,14 @@ enum UsageLedger {
             }
             clock.lap(.completePeriods, into: &outcome.phases)
             if parkingUnknownTenants {
-                outcome.parked += try connection.query(parkUnknownTenants).affectedRows
+                outcome.parked += try UsageEventStore.parkUnknownTenants(on: connection)
             } else {
-                outcome.unknownTenantEvents = try connection.query(takeOutUnknownTenants).map { row in
-                    ParkedEvent(
-                        tenantID: row.text(0), eventID: row.text(1), code: "unknown_tenant", field: "tenant_id",
-                        reason: unknownTenantReason, payload: row.text(2) ?? "{}", messageID: row.text(3))
-                }
+                outcome.unknownTenantEvents = try UsageEventStore.takeOutUnknownTenants(on: connection)
             }
-            for row in try connection.query(insertAndRollUp) {
-                let tenant = try row.decode(0, as: UUID.self)
-                let count = try row.decode(2, as: Int.self)
-                outcome.insertedByTenant[tenant, default: [:]][try row.decode(1, as: String.self), default: 0] += count
-                outcome.inserted += count
-                outcome.timesByTenant[tenant, default: []].formUnion([try row.decode(3, as: Date.self), try row.decode(4, as: Date.self)])
+            for stored in try UsageEventStore.storeStaged(on: connection) {
+                outcome.insertedByTenant[stored.tenant, default: [:]][stored.metric, default: 0] += stored.count
+                outcome.inserted += stored.count
+                outcome.timesByTenant[stored.tenant, default: []].formUnion([stored.earliest, stored.latest])
             }
             outcome.duplicates =
                 batch.eventCount - outcome.inserted - (outcome.parked - batch.parkedEvents.count)
@@ -209,122 +193,4 @@ enum UsageLedger {
             last = now
         }
     }
-
-    private static func parkedCopyRows(_ events: [ParkedEvent]) -> [UInt8] {
-        var writer = CopyTextWriter()
-        for event in events {
-            writer.field(event.tenantID)
-            writer.field(event.eventID)
-            writer.field(event.code)
-            writer.field(event.field)
-            writer.field(event.reason)
-            writer.field(event.payload)
-            writer.field(event.messageID)
-            writer.endRow()
-        }
-        return writer.buffer
-    }
-
-    /// Session-local, emptied at every commit; created once per connection.
-    private static let createStaging = """
-        SET LOCAL client_min_messages = warning;
-        CREATE TEMP TABLE IF NOT EXISTS staged_usage (
-            tenant_id uuid, event_id text, metric text, name text, quantity numeric(17,4), unit text,
-            occurred_at timestamptz, occurred_month date, metadata jsonb, message_id text
-        ) ON COMMIT DELETE ROWS;
-        """
-
-    private static let unknownTenantReason = "tenant_id names no tenant of this Tally"
-
-    /// An unknown tenant's staged event as it arrived (its parked payload).
-    private static let unknownTenantPayload = """
-        jsonb_strip_nulls(jsonb_build_object(
-            'id', event_id, 'tenant_id', tenant_id, 'type', metric, 'name', name, 'quantity', quantity::text,
-            'unit', unit, 'time', to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-            'metadata', metadata))::text
-        """
-
-    /// The staged events' tenants that do not exist, each looked up by its key: as
-    /// NOT EXISTS, the planner hashed the whole `tenants` table for every batch
-    /// (135 ms with 431,000 tenants), a cost growing with the tenants, not the batch.
-    private static let unknownStagedTenants = """
-        SELECT d.tenant_id FROM (SELECT DISTINCT tenant_id FROM staged_usage) AS d
-          LEFT JOIN LATERAL (SELECT true AS known FROM tenants t WHERE t.id = d.tenant_id LIMIT 1) AS k ON true
-         WHERE k.known IS NULL
-        """
-
-    private static let parkUnknownTenants = """
-        WITH unknown AS (
-            DELETE FROM staged_usage s WHERE s.tenant_id IS NULL OR s.tenant_id IN (\(unknownStagedTenants))
-            RETURNING s.*
-        )
-        INSERT INTO parked_events (tenant_id, event_id, code, field, reason, payload, message_id)
-        SELECT tenant_id::text, event_id, 'unknown_tenant', 'tenant_id', '\(unknownTenantReason)', \(unknownTenantPayload), message_id
-          FROM unknown
-        """
-
-    private static let takeOutUnknownTenants = """
-        WITH unknown AS (
-            DELETE FROM staged_usage s WHERE s.tenant_id IS NULL OR s.tenant_id IN (\(unknownStagedTenants))
-            RETURNING s.*
-        )
-        SELECT tenant_id::text, event_id, \(unknownTenantPayload), message_id FROM unknown
-        """
-
-    /// The dedup insert and the rollup fold in one statement: data-modifying CTEs
-    /// run exactly once, and the rollups see only what the insert returned.
-    /// `latest` keeps the greatest (time, id, quantity), ids compared bytewise
-    /// (COLLATE "C") as the billing engine compares them.
-    private static let insertAndRollUp = """
-        WITH fresh AS (
-            INSERT INTO usage_event_ids (tenant_id, event_id)
-            -- In the key's order (id first: UUIDv7 ids append at the index's end, whatever
-            -- the tenants); a repeat within the batch conflicts with the first.
-            SELECT tenant_id, event_id FROM staged_usage ORDER BY 2, 1
-            ON CONFLICT DO NOTHING
-            RETURNING tenant_id, event_id
-        ), inserted AS (
-            INSERT INTO usage_events (tenant_id, event_id, metric, name, quantity, unit, occurred_at, occurred_month,
-                                      metadata, message_id)
-            SELECT DISTINCT ON (s.tenant_id, s.event_id)
-                   s.tenant_id, s.event_id, s.metric, s.name, s.quantity, s.unit, s.occurred_at, s.occurred_month, s.metadata,
-                   s.message_id
-              FROM staged_usage s JOIN fresh f ON f.tenant_id = s.tenant_id AND f.event_id = s.event_id
-             ORDER BY s.tenant_id, s.event_id, s.occurred_at
-            RETURNING tenant_id, event_id, metric, quantity, occurred_at, metadata
-        ), hourly AS (
-            -- Per tenant, metric and hour: the sums by window over the hour, and the latest
-            -- event — the greatest (time, id bytewise, quantity) — as the first row of each
-            -- hour in one sort (DISTINCT ON), not one sort per aggregate and group.
-            SELECT DISTINCT ON (tenant_id, metric, date_trunc('hour', occurred_at, 'UTC'))
-                   tenant_id, metric, date_trunc('hour', occurred_at, 'UTC') AS hour,
-                   sum(quantity) OVER w AS s, count(*) OVER w AS c, max(quantity) OVER w AS mx,
-                   min(occurred_at) OVER w AS lo, max(occurred_at) OVER w AS hi,
-                   occurred_at AS la, event_id AS li, quantity AS lq
-              FROM inserted
-            WINDOW w AS (PARTITION BY tenant_id, metric, date_trunc('hour', occurred_at, 'UTC'))
-             ORDER BY tenant_id, metric, date_trunc('hour', occurred_at, 'UTC'), occurred_at DESC, event_id COLLATE "C" DESC,
-                      quantity DESC
-        ), rolled AS (
-            INSERT INTO usage_rollups AS r (tenant_id, metric, hour, quantity_sum, event_count, quantity_max,
-                                            latest_at, latest_event_id, latest_quantity, updated_at)
-            SELECT tenant_id, metric, hour, s, c, mx, la, li, lq, now()
-              FROM hourly
-             ORDER BY 1, 2, 3
-            ON CONFLICT (tenant_id, metric, hour) DO UPDATE SET
-                \(UsagePeriodTotals.mergeAggregates(into: "r")),
-                updated_at = now()
-            RETURNING 1
-        ), valued AS (
-            INSERT INTO usage_rollup_values (tenant_id, metric, hour, value)
-            SELECT DISTINCT i.tenant_id, i.metric, date_trunc('hour', i.occurred_at, 'UTC'), tally_unique_value(i.metadata ->> m.unique_field)
-              FROM inserted i
-              JOIN billable_metrics m ON m.code = i.metric AND m.aggregation = 'unique_count'
-             WHERE jsonb_typeof(i.metadata -> m.unique_field) IN ('string', 'number', 'boolean')
-             ORDER BY 1, 2, 3, 4
-            ON CONFLICT DO NOTHING
-            RETURNING 1
-        ), \(UsagePeriodTotals.addInsertedEvents)
-        SELECT tenant_id, metric, c, lo, hi FROM hourly
-        """
 }

@@ -156,27 +156,13 @@ enum UsageStateEvaluator {
     /// that were new (once per alert, period and threshold).
     private static func record(_ firings: [Firing], on connection: isolated PostgresConnection) throws -> [BillingEvent] {
         guard !firings.isEmpty else { return [] }
-        let rows = try connection.query(
-            """
-            INSERT INTO alert_firings (alert_id, period_start, threshold_key, value)
-            SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::numeric[])
-            ON CONFLICT DO NOTHING
-            RETURNING alert_id, period_start, threshold_key
-            """,
-            [
-                PostgresTextArray(firings.map(\.alert.id.lowercasedText)),
-                PostgresTextArray(
-                    firings.map { PostgresTimestamp(microsecondsSinceEpoch: $0.context.span.start.microsecondsSinceEpoch).description }),
-                PostgresTextArray(firings.map(\.alert.thresholdKey)), PostgresTextArray(firings.map(\.value.description)),
-            ])
-        var recorded = Set<String>()
-        for row in rows {
-            let start = PostgresTimestamp(try row.decode(1, as: Date.self)).microsecondsSinceEpoch
-            recorded.insert("\(try row.decode(0, as: UUID.self))|\(start)|\(try row.decode(2, as: String.self))")
-        }
-        return firings.compactMap { firing in
-            let key = "\(firing.alert.id)|\(firing.context.span.start.microsecondsSinceEpoch)|\(firing.alert.thresholdKey)"
-            guard recorded.remove(key) != nil else { return nil }
+        let new = try AlertFirings.record(
+            firings.map {
+                AlertFirings.Firing(alert: $0.alert.id, periodStart: $0.context.span.start, thresholdKey: $0.alert.thresholdKey, value: $0.value)
+            },
+            on: connection)
+        return zip(firings, new).compactMap { firing, isNew in
+            guard isNew else { return nil }
             let context = firing.context
             return .alertTriggered(
                 BillingEvent.AlertTriggered(
@@ -207,72 +193,11 @@ enum UsageStateEvaluator {
     private static func hourly(
         tenant: UUID, metric: String, catalog: MetricCatalog, at time: Date, on connection: isolated PostgresConnection
     ) throws -> (Quantity, [Quantity]) {
-        let column: String
-        switch catalog.aggregation(for: metric) {
-        case .sum: column = "quantity_sum"
-        case .max: column = "quantity_max"
-        case .latest: column = "latest_quantity"
-        case .count, .uniqueCount: column = "event_count"
-        }
         let hour = Instant(microsecondsSinceEpoch: Instant(time).microsecondsSinceEpoch / 3_600_000_000 * 3_600_000_000)
-        let rows = try connection.query(
-            """
-            SELECT ((extract(epoch FROM $3::timestamptz - hour) / 3600)::int), \(column)::text FROM usage_rollups
-             WHERE tenant_id = $1 AND metric = $2 AND hour > $3::timestamptz - interval '25 hours' AND hour <= $3::timestamptz
-            """, [tenant, metric, hour.date])
-        var byAge: [Int: Quantity] = [:]
-        for row in rows { byAge[try row.decode(0, as: Int.self)] = try Quantity(parsingTotal: row.text(1) ?? "0") }
+        let byAge = try RecentHours.byAge(
+            tenant: tenant, metric: metric, aggregation: catalog.aggregation(for: metric), upTo: hour.date, on: connection)
         let oldest = byAge.keys.filter { $0 > 0 }.max() ?? 0
         let trailing = oldest == 0 ? [] : (1...oldest).reversed().map { byAge[$0] ?? .zero }
         return (byAge[0] ?? .zero, trailing)
-    }
-}
-
-/// A tenant's alert as stored in `usage_alerts`.
-struct StoredAlert: Sendable {
-    let id: UUID
-    let kind: String
-    let rule: AlertRule
-    let thresholdText: String?
-    let channels: [String]
-
-    /// The threshold as people read it: `10`, not the column's `10.0000` (the firing key
-    /// keeps the stored text, so alerts fired before this never fire twice).
-    var threshold: String? { thresholdText.map { text in (try? Quantity(parsingTotal: text))?.description ?? text } }
-
-    /// What "each threshold it crosses" means for the firing record: the value or
-    /// percentage itself, so editing a threshold re-arms the alert.
-    var thresholdKey: String { "\(kind):\(thresholdText ?? "-")" }
-
-    static func load(tenants: [UUID], on connection: isolated PostgresConnection) throws -> [UUID: [StoredAlert]] {
-        let rows = try connection.query(
-            """
-            SELECT id, tenant_id, metric, kind, threshold_value::text, threshold_percentage::text, array_to_string(channels, ',')
-              FROM usage_alerts WHERE tenant_id = ANY($1::uuid[]) ORDER BY created_at, id
-            """, [PostgresTextArray(tenants.map(\.lowercasedText))])
-        var alerts: [UUID: [StoredAlert]] = [:]
-        for row in rows {
-            let id = try row.decode(0, as: UUID.self)
-            let kind = try row.decode(3, as: String.self)
-            let condition: AlertRule.Condition
-            let threshold: String?
-            switch kind {
-            case "threshold":
-                threshold = row.text(4)
-                condition = .threshold(try Quantity(parsingTotal: threshold ?? "0"))
-            case "quota":
-                threshold = row.text(5)
-                condition = .quotaPercentage(Int(Decimal(string: threshold ?? "100").map { NSDecimalNumber(decimal: $0).intValue } ?? 100))
-            default:
-                threshold = nil
-                condition = .anomaly(AnomalyRule())
-            }
-            let rule = AlertRule(id: id.uuidString, metric: try row.decode(2), condition: condition)
-            alerts[try row.decode(1, as: UUID.self), default: []].append(
-                StoredAlert(
-                    id: id, kind: kind, rule: rule, thresholdText: threshold,
-                    channels: (row.text(6) ?? "").split(separator: ",").map(String.init)))
-        }
-        return alerts
     }
 }

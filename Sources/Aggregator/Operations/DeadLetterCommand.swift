@@ -5,6 +5,7 @@ import PostgresClient
 import RabbitMQClient
 import TallyMessaging
 import TallyRuntime
+import TallyStore
 import UsageEvents
 
 /// `aggregator dlq`: what the Aggregator could not count, and putting it back.
@@ -92,7 +93,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
         func run() async throws {
             try await DeadLetters.with(options) { context in
                 if kinds.includesEvents {
-                    let deleted = try await context.database.query("DELETE FROM parked_events WHERE replayed_at IS NULL").affectedRows
+                    let deleted = try await ParkedEvents.purgeOpen(on: context.database)
                     print("purged \(deleted) parked event(s)")
                 }
                 if kinds.includesMessages {
@@ -122,18 +123,9 @@ struct DeadLetters: Sendable {
     }
 
     func listEvents(limit: Int) async throws {
-        let count = try await database.query("SELECT count(*) FROM parked_events WHERE replayed_at IS NULL")[0].decode(0, as: Int.self)
-        print("parked events: \(count)")
-        let rows = try await database.query(
-            """
-            SELECT id, to_char(parked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), coalesce(tenant_id, '-'),
-                   coalesce(event_id, '-'), coalesce(code, '-'), reason
-              FROM parked_events WHERE replayed_at IS NULL ORDER BY id DESC LIMIT $1
-            """, [limit])
-        for row in rows {
-            print(
-                "  #\(row.text(0) ?? "")  \(row.text(1) ?? "")  tenant \(row.text(2) ?? "")  event \(row.text(3) ?? "")  \(row.text(4) ?? ""): \(row.text(5) ?? "")"
-            )
+        print("parked events: \(try await ParkedEvents.openCount(on: database))")
+        for event in try await ParkedEvents.newestOpen(limit: limit, on: database) {
+            print("  #\(event.id)  \(event.parkedAt)  tenant \(event.tenantID)  event \(event.eventID)  \(event.code): \(event.reason)")
         }
     }
 
@@ -146,32 +138,23 @@ struct DeadLetters: Sendable {
     }
 
     func showEvent(_ id: Int64) async throws {
-        let rows = try await database.query(
-            """
-            SELECT id, parked_at, tenant_id, event_id, code, field, reason, message_id, replayed_at, payload
-              FROM parked_events WHERE id = $1
-            """, [id])
-        guard let row = rows.first else { throw ValidationError("no parked event #\(id); `aggregator dlq list` shows them") }
-        for (index, column) in row.columns.enumerated() {
-            print("\(column): \(row.text(index) ?? "-")")
+        guard let columns = try await ParkedEvents.columns(of: id, on: database) else {
+            throw ValidationError("no parked event #\(id); `aggregator dlq list` shows them")
+        }
+        for column in columns {
+            print("\(column.name): \(column.value ?? "-")")
         }
     }
 
     /// Publishes open parked events back to the work queue, 1000 per message, and
     /// marks them replayed once the broker confirmed.
     func replayEvents(ids: [Int64]) async throws -> Int {
-        let rows = try await database.query(
-            """
-            SELECT id, payload FROM parked_events
-             WHERE replayed_at IS NULL AND (cardinality($1::bigint[]) = 0 OR id = ANY($1::bigint[]))
-             ORDER BY id
-            """, [PostgresTextArray(ids.map(String.init))])
+        let events = try await ParkedEvents.openPayloads(ids: ids, on: database)
         var replayed = 0
-        for chunk in stride(from: 0, to: rows.count, by: 1000).map({ Array(rows[$0..<min($0 + 1000, rows.count)]) }) {
-            let body = "[" + chunk.map { $0.text(1) ?? "null" }.joined(separator: ",") + "]"
+        for chunk in stride(from: 0, to: events.count, by: 1000).map({ events[$0..<min($0 + 1000, events.count)] }) {
+            let body = "[" + chunk.map { $0.payload ?? "null" }.joined(separator: ",") + "]"
             try await publisher.publish([usageMessage(Array(body.utf8), messageID: "replay-" + EventID.make())])
-            let chunkIDs = PostgresTextArray(chunk.compactMap { $0.text(0) })
-            try await database.query("UPDATE parked_events SET replayed_at = now() WHERE id = ANY($1::bigint[])", [chunkIDs])
+            try await ParkedEvents.markReplayed(chunk.map(\.id), on: database)
             replayed += chunk.count
         }
         return replayed

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import PostgresClient
 import TallyRuntime
+import TallyStore
 
 /// `aggregator partitions`: the monthly partitions of `usage_events`, and detaching
 /// one for archiving once no duplicate of its events can arrive any more.
@@ -19,27 +20,15 @@ struct PartitionCommand: AsyncParsableCommand {
             """,
         subcommands: [List.self, Detach.self])
 
-    /// How long after a month's end its events may still arrive (the 90-day age limit plus margin).
-    static let dedupWindowDays = 97
-
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Each partition: month, rows (estimate), size, detachable.")
 
         func run() async throws {
             let pool = try PartitionCommand.pool()
-            let rows = try await pool.query(
-                """
-                SELECT c.relname, to_char(to_date(substr(c.relname, 14), 'YYYY_MM'), 'YYYY-MM'), c.reltuples::bigint,
-                       pg_size_pretty(pg_total_relation_size(c.oid)),
-                       (to_date(substr(c.relname, 14), 'YYYY_MM') + interval '1 month' + make_interval(days => $1)) < $2
-                  FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-                 WHERE i.inhparent = 'usage_events'::regclass ORDER BY c.relname
-                """, [PartitionCommand.dedupWindowDays, TallyClock.now()])
-            for row in rows {
-                let rowsEstimate = max(0, Int(row.text(2) ?? "0") ?? 0)
+            for partition in try await UsagePartitions.list(now: TallyClock.now(), on: pool) {
                 print(
-                    "\(row.text(1) ?? "?")  \(row.text(0) ?? "")  ~\(rowsEstimate) rows  \(row.text(3) ?? "")  "
-                        + (row.text(4) == "t" ? "detachable" : "inside the dedup window"))
+                    "\(partition.month)  \(partition.table)  ~\(partition.rowsEstimate) rows  \(partition.size)  "
+                        + (partition.detachable ? "detachable" : "inside the dedup window"))
             }
             await pool.close()
         }
@@ -58,25 +47,20 @@ struct PartitionCommand: AsyncParsableCommand {
 
         func run() async throws {
             let pool = try PartitionCommand.pool()
-            let table = "usage_events_" + month.replacingOccurrences(of: "-", with: "_")
-            let state = try await pool.query(
-                """
-                SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhparent = 'usage_events'::regclass AND inhrelid = to_regclass($1)),
-                       (to_date($2, 'YYYY-MM') + interval '1 month' + make_interval(days => $3)) < $4
-                """, [table, month, PartitionCommand.dedupWindowDays, TallyClock.now()])[0]
-            guard state.text(0) == "t" else {
+            let table = UsagePartitions.table(of: month)
+            let state = try await UsagePartitions.state(of: month, now: TallyClock.now(), on: pool)
+            guard state.attached else {
                 await pool.close()
                 throw ValidationError("\(table) is not an attached partition; `aggregator partitions list` shows them")
             }
-            guard state.text(1) == "t" else {
+            guard state.detachable else {
                 await pool.close()
                 throw ValidationError(
-                    "\(month) ended less than \(PartitionCommand.dedupWindowDays) days ago: its events (or duplicates) can still arrive")
+                    "\(month) ended less than \(UsagePartitions.dedupWindowDays) days ago: its events (or duplicates) can still arrive")
             }
-            // The name was checked against the catalog above; identifiers cannot be parameters.
-            try await pool.query("ALTER TABLE usage_events DETACH PARTITION \(table) CONCURRENTLY")
+            try await UsagePartitions.detach(month, on: pool)
             await pool.close()
-            print("detached \(table); archive it (pg_dump -t \(table)) and then DROP TABLE \(table)")
+            print("detached \(table); archive it (pg_dump -t \(table)) and then DROP TABLE \(table)")  // shown, not run
         }
     }
 

@@ -6,6 +6,7 @@ import RabbitMQClient
 import ServiceLifecycle
 import TallyMessaging
 import TallyRuntime
+import TallyStore
 
 /// Background upkeep: the monthly partitions of `usage_events` kept ready for every
 /// time a worker can accept (90 days back, 5 minutes ahead) with a margin — 4 months
@@ -46,21 +47,12 @@ struct Upkeep: Service {
         await pool.close()
     }
 
-    /// How long an event id is remembered for dedup after it was first stored: the 90
-    /// days the edge accepts an event's time, and a margin.
-    static let idRetention = "100 days"
-
-    /// Deletes the ids first seen more than `idRetention` ago, 10,000 per statement so
-    /// no transaction grows large; returns how many.
+    /// Deletes the ids past their retention (`UsagePartitions.idRetention`), 10,000 per
+    /// statement so no transaction grows large; returns how many.
     func forgetExpiredIDs() async throws -> Int {
         var total = 0
         while !Task.isShuttingDownGracefully {
-            let deleted = try await pool.query(
-                """
-                DELETE FROM usage_event_ids WHERE ctid = ANY (ARRAY(
-                    SELECT ctid FROM usage_event_ids WHERE first_seen < now() - interval '\(Self.idRetention)' LIMIT 10000))
-                """
-            ).affectedRows
+            let deleted = try await UsagePartitions.forgetExpiredIDs(limit: 10_000, on: pool)
             total += deleted
             if deleted < 10_000 { break }
         }
@@ -70,9 +62,6 @@ struct Upkeep: Service {
     /// Creates the missing partitions around Tally's clock (the times events may carry
     /// follow it); returns how many.
     func ensure() async throws -> Int {
-        try await pool.query(
-            """
-            SELECT tally_ensure_usage_partitions(($1::timestamptz - interval '4 months')::date, ($1::timestamptz + interval '2 months')::date)
-            """, [TallyClock.now()])[0].decode(0, as: Int.self)
+        try await UsagePartitions.ensure(around: TallyClock.now(), on: pool)
     }
 }

@@ -68,7 +68,7 @@ struct UsageHistoryRoutes {
         tenant: UUID, range: UsageRange, granularity: UsageHistory.Granularity, metric: String?, now: Instant, pool: PostgresPool
     ) async throws -> (UsageHistory, Period) {
         try await pool.withTransaction(isolation: .repeatableRead) { connection in
-            guard try !connection.query("SELECT 1 FROM tenants WHERE id = $1", [tenant]).isEmpty else { throw APIError.notFound("tenant") }
+            guard try TenantStore.exists(tenant, on: connection) else { throw APIError.notFound("tenant") }
             // Only the current period needs the tenant's subscriptions, to know where it began.
             let periodStart =
                 range == .currentPeriod
@@ -92,7 +92,7 @@ struct UsageHistoryRoutes {
         let span = Period(start: from, end: to)
         try Self.checkBuckets(span, .day)
         let history = try await pool.withTransaction(isolation: .repeatableRead) { connection in
-            guard try connection.query("SELECT 1 FROM tenants WHERE id = $1", [tenant]).first != nil else { throw APIError.notFound("tenant") }
+            guard try TenantStore.exists(tenant, on: connection) else { throw APIError.notFound("tenant") }
             return try UsageHistory.read(
                 tenant: tenant, over: span, granularity: .day, catalog: try MetricCatalogRecords.load(on: connection), on: connection)
         }

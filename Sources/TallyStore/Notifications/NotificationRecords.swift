@@ -28,9 +28,25 @@ public enum NotificationRecords {
         case busy
     }
 
-    /// Claims the delivery `dedupKey` for one attempt.
+    /// One planned delivery, as the claim records it.
+    public struct Planned: Sendable {
+        public let dedupKey: String
+        /// `email` or `webhook`.
+        public let channel: String
+        public let recipient: String
+        public let endpointID: UUID?
+
+        public init(dedupKey: String, channel: String, recipient: String, endpointID: UUID?) {
+            self.dedupKey = dedupKey
+            self.channel = channel
+            self.recipient = recipient
+            self.endpointID = endpointID
+        }
+    }
+
+    /// Claims the delivery `notification.dedupKey` for one attempt.
     public static func claim(
-        _ notification: PlannedNotification, eventID: String, eventType: String, tenant: UUID, on connection: PostgresConnection
+        _ notification: Planned, eventID: String, eventType: String, tenant: UUID, on connection: PostgresConnection
     ) async throws -> Claim {
         let claimed = try await connection.query(
             """
@@ -43,7 +59,7 @@ public enum NotificationRecords {
             RETURNING id
             """,
             [
-                notification.dedupKey, notification.channel.rawValue, tenant, notification.recipient, eventType, eventID,
+                notification.dedupKey, notification.channel, tenant, notification.recipient, eventType, eventID,
                 notification.endpointID, leaseSeconds,
             ])
         guard claimed.isEmpty else { return .claimed }
@@ -90,5 +106,16 @@ public enum NotificationRecords {
                 channel: try row.decode(0), recipient: try row.decode(1), status: try row.decode(2), attempts: try row.decode(3),
                 responseCode: try row.decode(4, as: Int?.self), lastError: try row.decode(5, as: String?.self))
         }
+    }
+
+    /// The deliveries of event `eventID` not sent yet, counted by channel.
+    public static func unsentByChannel(ofEvent eventID: String, on connection: PostgresConnection) async throws -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for row in try await connection.query(
+            "SELECT channel, count(*) FROM notifications WHERE event_id = $1 AND status <> 'sent' GROUP BY channel", [eventID])
+        {
+            counts[row.text(0) ?? ""] = try row.decode(1, as: Int.self)
+        }
+        return counts
     }
 }

@@ -1,0 +1,111 @@
+import Foundation
+import PostgresClient
+
+/// An event a worker refused, kept with its reason in `parked_events` (never dropped).
+public struct ParkedEvent: Sendable, Equatable {
+    public let tenantID: String?
+    public let eventID: String?
+    public let code: String
+    public let field: String
+    public let reason: String
+    /// The event as it arrived (JSON), so it can be fixed and replayed.
+    public let payload: String
+    public let messageID: String?
+
+    public init(tenantID: String?, eventID: String?, code: String, field: String, reason: String, payload: String, messageID: String?) {
+        self.tenantID = tenantID
+        self.eventID = eventID
+        self.code = code
+        self.field = field
+        self.reason = reason
+        self.payload = payload
+        self.messageID = messageID
+    }
+}
+
+/// The `parked_events` table: usage events refused with their reason, written by the
+/// Aggregator in the transaction of the batch that held them, and listed, replayed or
+/// purged by `aggregator dlq`. Open means not replayed yet.
+public enum ParkedEvents {
+    /// Stores `events` inside the caller's transaction (one COPY).
+    public static func store(_ events: [ParkedEvent], on connection: isolated PostgresConnection) throws {
+        guard !events.isEmpty else { return }
+        var writer = CopyTextWriter()
+        for event in events {
+            writer.field(event.tenantID)
+            writer.field(event.eventID)
+            writer.field(event.code)
+            writer.field(event.field)
+            writer.field(event.reason)
+            writer.field(event.payload)
+            writer.field(event.messageID)
+            writer.endRow()
+        }
+        _ = try connection.copyIn(
+            "COPY parked_events (tenant_id, event_id, code, field, reason, payload, message_id) FROM STDIN", text: writer.buffer)
+    }
+
+    /// How many parked events are open.
+    public static func openCount(on database: PostgresPool) async throws -> Int {
+        try await database.query("SELECT count(*) FROM parked_events WHERE replayed_at IS NULL")[0].decode(0, as: Int.self)
+    }
+
+    /// One open parked event, as `dlq list` shows it (times in UTC, absent values as "-").
+    public struct Listed: Sendable {
+        public let id: String
+        public let parkedAt: String
+        public let tenantID: String
+        public let eventID: String
+        public let code: String
+        public let reason: String
+    }
+
+    /// The `limit` newest open parked events, newest first.
+    public static func newestOpen(limit: Int, on database: PostgresPool) async throws -> [Listed] {
+        try await database.query(
+            """
+            SELECT id, to_char(parked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), coalesce(tenant_id, '-'),
+                   coalesce(event_id, '-'), coalesce(code, '-'), reason
+              FROM parked_events WHERE replayed_at IS NULL ORDER BY id DESC LIMIT $1
+            """, [limit]
+        ).map { row in
+            Listed(
+                id: row.text(0) ?? "", parkedAt: row.text(1) ?? "", tenantID: row.text(2) ?? "", eventID: row.text(3) ?? "",
+                code: row.text(4) ?? "", reason: row.text(5) ?? "")
+        }
+    }
+
+    /// Every column of parked event `id`, by name, as text; nil when there is none.
+    public static func columns(of id: Int64, on database: PostgresPool) async throws -> [(name: String, value: String?)]? {
+        let rows = try await database.query(
+            """
+            SELECT id, parked_at, tenant_id, event_id, code, field, reason, message_id, replayed_at, payload
+              FROM parked_events WHERE id = $1
+            """, [id])
+        guard let row = rows.first else { return nil }
+        return row.columns.enumerated().map { (name: $1, value: row.text($0)) }
+    }
+
+    /// The open parked events among `ids` (all open ones when `ids` is empty), oldest
+    /// first: their ids and payloads as they arrived.
+    public static func openPayloads(ids: [Int64], on database: PostgresPool) async throws -> [(id: Int64, payload: String?)] {
+        try await database.query(
+            """
+            SELECT id, payload FROM parked_events
+             WHERE replayed_at IS NULL AND (cardinality($1::bigint[]) = 0 OR id = ANY($1::bigint[]))
+             ORDER BY id
+            """, [PostgresTextArray(ids.map(String.init))]
+        ).map { (id: try $0.decode(0, as: Int64.self), payload: $0.text(1)) }
+    }
+
+    /// Marks `ids` replayed (their events were published again and confirmed).
+    public static func markReplayed(_ ids: [Int64], on database: PostgresPool) async throws {
+        try await database.query(
+            "UPDATE parked_events SET replayed_at = now() WHERE id = ANY($1::bigint[])", [PostgresTextArray(ids.map(String.init))])
+    }
+
+    /// Deletes every open parked event for good; returns how many.
+    public static func purgeOpen(on database: PostgresPool) async throws -> Int {
+        try await database.query("DELETE FROM parked_events WHERE replayed_at IS NULL").affectedRows
+    }
+}
