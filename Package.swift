@@ -56,10 +56,12 @@ let package = Package(
         .target(name: "CurlClient", dependencies: ["CCurl", "BlockingIO"], swiftSettings: swiftSettings),
 
         // The billing rules of SPEC §2: pure, no I/O, no clock reads; Foundation and CivilTime (integer calendar) only.
-        .target(name: "BillingEngine", dependencies: ["CivilTime"], exclude: ["README.md"], swiftSettings: swiftSettings),
+        // SPEC §3's exact quantity, one type from the wire to the bill.
+        .target(name: "Quantities", swiftSettings: swiftSettings),
+        .target(name: "BillingEngine", dependencies: ["CivilTime", "Quantities"], exclude: ["README.md"], swiftSettings: swiftSettings),
 
         // The usage event of SPEC §3 and its validation: pure, no I/O.
-        .target(name: "UsageEvents", dependencies: ["CivilTime"], swiftSettings: swiftSettings),
+        .target(name: "UsageEvents", dependencies: ["CivilTime", "Quantities"], swiftSettings: swiftSettings),
 
         // A durable, append-only disk spool for usage the broker cannot take yet.
         .target(name: "DiskSpool", dependencies: ["BlockingIO"], exclude: ["README.md"], swiftSettings: swiftSettings),

@@ -67,7 +67,7 @@ public final class Meter: Sendable {
     /// `traceparent` header, so a batch carries the context of its first traced event.
     @discardableResult
     public func track(
-        tenant: UUID, metric: String, quantity: Decimal = 1, name: String? = nil, unit: String? = nil,
+        tenant: UUID, metric: String, quantity: Quantity = 1, name: String? = nil, unit: String? = nil,
         metadata: [String: JSONValue] = [:], id: String? = nil, at time: Date = Date(), traceparent: String? = nil
     ) throws(MeteringError) -> String {
         try Self.check(metric: metric, quantity: quantity)
@@ -173,13 +173,13 @@ public final class Meter: Sendable {
         }
     }
 
-    static func check(metric: String, quantity: Decimal) throws(MeteringError) {
+    static func check(metric: String, quantity: Quantity) throws(MeteringError) {
         let bytes = Array(metric.utf8)
         let metricOK =
             (1...100).contains(bytes.count) && bytes[0] >= 0x61 && bytes[0] <= 0x7A
             && bytes.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F }
         guard metricOK else { throw .invalidEvent(field: "metric", message: "must match [a-z][a-z0-9_]{0,99}") }
-        guard quantity >= 0, quantity <= UsageEventValidator.maxQuantity, !quantity.isNaN else {
+        guard quantity.isValidPerEvent else {
             throw .invalidEvent(field: "quantity", message: "must be between 0 and 1e12")
         }
     }

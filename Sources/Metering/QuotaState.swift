@@ -22,11 +22,11 @@ public struct QuotaState: Sendable, Equatable, Codable {
 
     /// One metric's position; `quota` is nil when the plan sets none.
     public struct Metric: Sendable, Equatable, Codable {
-        public let used: Decimal
-        public let quota: Decimal?
+        public let used: Quantity
+        public let quota: Quantity?
         public let enforcement: Enforcement
 
-        public init(used: Decimal, quota: Decimal?, enforcement: Enforcement) {
+        public init(used: Quantity, quota: Quantity?, enforcement: Enforcement) {
             self.used = used
             self.quota = quota
             self.enforcement = enforcement
@@ -132,30 +132,63 @@ public struct QuotaState: Sendable, Equatable, Codable {
         writer.raw(#""}"#)
     }
 
-    /// Reads a broadcast: an array of states, or one state.
+    /// Reads a broadcast: an array of states, or one state. Read with `JSONParser`, so
+    /// `used` and `quota` are parsed from their text into `Quantity`, exactly.
     public static func decodeAll(_ bytes: [UInt8]) throws -> [QuotaState] {
-        guard bytes.first(where: { !$0.isJSONWhitespace }) == UInt8(ascii: "[") else { return [try decode(bytes)] }
-        return try decoder().decode([QuotaState].self, from: Data(bytes))
+        switch try JSONParser.parse(bytes) {
+        case .array(let values): try values.map(state(from:))
+        case let value: [try state(from: value)]
+        }
     }
 
     /// Reads the wire form of one state.
     public static func decode(_ bytes: [UInt8]) throws -> QuotaState {
-        try decoder().decode(QuotaState.self, from: Data(bytes))
+        try state(from: try JSONParser.parse(bytes))
     }
 
-    private static func decoder() -> JSONDecoder {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .custom { decoder in
-            let text = try decoder.singleValueContainer().decode(String.self)
-            guard let date = RFC3339.parse(text) else {
-                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not RFC 3339"))
+    /// Why a broadcast could not be read.
+    public struct DecodingProblem: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    private static func state(from value: JSONValue) throws -> QuotaState {
+        guard case .object(let fields) = value else { throw DecodingProblem(description: "a quota state must be a JSON object") }
+        func text(_ key: String) throws -> String? {
+            switch fields[key] {
+            case nil, .null?: return nil
+            case .string(let text)?: return text
+            default: throw DecodingProblem(description: "\(key) must be a string")
             }
+        }
+        func date(_ key: String) throws -> Date? {
+            guard let text = try text(key) else { return nil }
+            guard let date = RFC3339.parse(text) else { throw DecodingProblem(description: "\(key) is not RFC 3339") }
             return date
         }
-        return decoder
+        guard let tenantText = try text("tenant_id"), let tenant = UUID(uuidString: tenantText) else {
+            throw DecodingProblem(description: "tenant_id must be a uuid")
+        }
+        guard let asOf = try date("as_of") else { throw DecodingProblem(description: "as_of is required") }
+        guard let subscriptionText = try text("subscription"), let subscription = Subscription(rawValue: subscriptionText) else {
+            throw DecodingProblem(description: "subscription must be active, trialing or none")
+        }
+        guard case .object(let metricFields)? = fields["metrics"] else { throw DecodingProblem(description: "metrics must be an object") }
+        var metrics: [String: Metric] = [:]
+        for (name, value) in metricFields {
+            guard case .object(let metric) = value,
+                case .string(let enforcementText)? = metric["enforcement"], let enforcement = Enforcement(rawValue: enforcementText),
+                case .number(let used)? = metric["used"]
+            else { throw DecodingProblem(description: "metrics.\(name) needs enforcement (hard or soft) and used (a number)") }
+            var quota: Quantity?
+            switch metric["quota"] {
+            case nil, .null?: quota = nil
+            case .number(let number)?: quota = try Quantity(parsingTotal: number.text)
+            default: throw DecodingProblem(description: "metrics.\(name).quota must be a number")
+            }
+            metrics[name] = Metric(used: try Quantity(parsingTotal: used.text), quota: quota, enforcement: enforcement)
+        }
+        return QuotaState(
+            tenantID: tenant, asOf: asOf, periodStart: try date("period_start"), periodEnd: try date("period_end"),
+            subscription: subscription, metrics: metrics)
     }
-}
-
-extension UInt8 {
-    fileprivate var isJSONWhitespace: Bool { self == 0x20 || self == 0x0A || self == 0x0D || self == 0x09 }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import UsageEvents
 
 /// A process-local view of every tenant's quota state, fed by `quota.state`
 /// broadcasts, answering quota questions without touching the database.
@@ -15,7 +16,7 @@ public final class QuotaView: Sendable {
         /// No fresh state: serve it and meter it (logged and counted by the caller).
         case unknown
         /// The hard quota is reached: refuse with 429 QUOTA_EXCEEDED.
-        case exceeded(used: Decimal, quota: Decimal)
+        case exceeded(used: Quantity, quota: Quantity)
         /// The tenant has no subscription in force: refuse with 403 NO_SUBSCRIPTION.
         case noSubscription
     }

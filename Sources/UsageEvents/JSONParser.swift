@@ -178,7 +178,7 @@ public struct JSONParser {
     }
 
     /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, its value taken exactly from the text.
-    private mutating func number() throws(JSONParseError) -> Decimal {
+    private mutating func number() throws(JSONParseError) -> JSONNumber {
         let start = index
         if peek(UInt8(ascii: "-")) { index += 1 }
         guard index < bytes.count, isDigit(bytes[index]) else { throw error("expected a JSON value") }
@@ -199,8 +199,10 @@ public struct JSONParser {
             while index < bytes.count, isDigit(bytes[index]) { index += 1 }
         }
         let text = String(decoding: bytes[start..<index], as: UTF8.self)
+        // Metadata numbers are written back out by value (`JSONNumber.description`), so one
+        // without a value (`1e999`) is refused here, as before numbers kept their text.
         guard let value = Decimal(string: text, locale: Self.posix), !value.isNaN else { throw error("a number is out of range") }
-        return value
+        return JSONNumber(validText: text)
     }
 
     private static let posix = Locale(identifier: "en_US_POSIX")

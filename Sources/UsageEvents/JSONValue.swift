@@ -5,7 +5,7 @@ import Foundation
 public enum JSONValue: Sendable, Hashable, Codable {
     case null
     case bool(Bool)
-    case number(Decimal)
+    case number(JSONNumber)
     case string(String)
     case array([JSONValue])
     case object([String: JSONValue])
@@ -17,7 +17,7 @@ public enum JSONValue: Sendable, Hashable, Codable {
         } else if let flag = try? container.decode(Bool.self) {
             self = .bool(flag)
         } else if let number = try? container.decode(Decimal.self) {
-            self = .number(number)
+            self = .number(JSONNumber(number))
         } else if let text = try? container.decode(String.self) {
             self = .string(text)
         } else if let array = try? container.decode([JSONValue].self) {
@@ -32,7 +32,7 @@ public enum JSONValue: Sendable, Hashable, Codable {
         switch self {
         case .null: try container.encodeNil()
         case .bool(let flag): try container.encode(flag)
-        case .number(let number): try container.encode(number)
+        case .number(let number): try container.encode(number.decimal)
         case .string(let text): try container.encode(text)
         case .array(let values): try container.encode(values)
         case .object(let values): try container.encode(values)
@@ -43,9 +43,52 @@ public enum JSONValue: Sendable, Hashable, Codable {
     public var scalarText: String? {
         switch self {
         case .string(let text): text
-        case .number(let number): number.description
+        case .number(let number): number.decimal.description
         case .bool(let flag): String(flag)
         default: nil
         }
     }
+}
+
+extension JSONValue {
+    /// A number from a `Decimal`, as callers wrote before numbers kept their text.
+    @_disfavoredOverload
+    public static func number(_ value: Decimal) -> JSONValue { .number(JSONNumber(value)) }
+}
+
+/// A JSON number exactly as it was written (`12`, `0.50`, `1e3`), so an exact type — an
+/// event's `Quantity` — is parsed from its text, never through `Decimal` or `Double`.
+/// Two numbers are equal when their values are (`1.0` and `1`).
+public struct JSONNumber: Sendable, Hashable, CustomStringConvertible, ExpressibleByIntegerLiteral {
+    /// The number's text, valid JSON number grammar.
+    public let text: String
+
+    /// A number the parser read: `text` follows the JSON grammar.
+    init(validText text: String) {
+        self.text = text
+    }
+
+    public init(_ value: Decimal) {
+        self.text = value.description
+    }
+
+    public init(integerLiteral value: Int) {
+        self.text = String(value)
+    }
+
+    /// The value as a `Decimal` (for metadata; quantities are parsed from `text`).
+    public var decimal: Decimal { Decimal(string: text, locale: Self.posix) ?? 0 }
+
+    /// The value's canonical text (`1000`, not `1e3`), as the number is written back out.
+    public var description: String { decimal.description }
+
+    public static func == (lhs: JSONNumber, rhs: JSONNumber) -> Bool {
+        lhs.text == rhs.text || lhs.decimal == rhs.decimal
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(decimal)
+    }
+
+    private static let posix = Locale(identifier: "en_US_POSIX")
 }

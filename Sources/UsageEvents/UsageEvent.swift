@@ -12,14 +12,14 @@ public struct UsageEvent: Sendable, Hashable {
     public let metric: String
     public let name: String?
     /// Exact, 0 ≤ quantity ≤ 1e12, at most 4 fractional digits.
-    public let quantity: Decimal
+    public let quantity: Quantity
     public let unit: String?
     public let time: Date
     public let metadata: [String: JSONValue]
 
     /// An event whose fields already passed `UsageEventValidator`.
     public init(
-        id: String, tenantID: UUID, metric: String, name: String? = nil, quantity: Decimal, unit: String? = nil,
+        id: String, tenantID: UUID, metric: String, name: String? = nil, quantity: Quantity, unit: String? = nil,
         time: Date, metadata: [String: JSONValue] = [:]
     ) {
         self.id = id
@@ -46,13 +46,14 @@ extension UsageEvent: Codable {
         tenantID = try container.decode(UUID.self, forKey: .tenantID)
         metric = try container.decode(String.self, forKey: .metric)
         name = try container.decodeIfPresent(String.self, forKey: .name)
-        if let text = try? container.decode(String.self, forKey: .quantity) {
-            guard let value = Decimal(string: text, locale: Locale(identifier: "en_US_POSIX")) else {
-                throw DecodingError.dataCorruptedError(forKey: .quantity, in: container, debugDescription: "not a decimal")
-            }
-            quantity = value
-        } else {
-            quantity = try container.decode(Decimal.self, forKey: .quantity)
+        // The wire writes the quantity as a decimal string; Foundation's decoder gives a
+        // JSON number only as a `Decimal`, whose text is exact (the ingest path reads it
+        // from its own text: `UsageEventValidator`).
+        let text = try (try? container.decode(String.self, forKey: .quantity)) ?? container.decode(Decimal.self, forKey: .quantity).description
+        do {
+            quantity = try Quantity(parsing: text)
+        } catch {
+            throw DecodingError.dataCorruptedError(forKey: .quantity, in: container, debugDescription: "\(error)")
         }
         unit = try container.decodeIfPresent(String.self, forKey: .unit)
         let timeText = try container.decode(String.self, forKey: .time)

@@ -31,8 +31,6 @@ public struct UsageEventValidator: Sendable {
     public static let maxIDLength = 255
     public static let maxTextLength = 200
     public static let maxMetadataBytes = 8 * 1024
-    public static let maxQuantity = Decimal(1_000_000_000_000)
-    public static let maxFractionDigits = 4
     public static let futureTolerance: TimeInterval = 5 * 60
     public static let maxAge: TimeInterval = 90 * 86_400
     static let knownFields: Set<String> = Set(UsageEvent.CodingKeys.allCases.map(\.stringValue))
@@ -151,29 +149,30 @@ struct EventCheck {
         return metric
     }
 
-    mutating func quantity(_ value: JSONValue?) -> Decimal? {
-        let parsed: Decimal?
+    /// SPEC §3's quantity, parsed exactly from its text: a JSON number, or a plain
+    /// decimal string (`"12.5"`; no exponent, no leading `.`).
+    mutating func quantity(_ value: JSONValue?) -> Quantity? {
+        let text: String
         switch value {
-        case .number(let number)?: parsed = number
-        case .string(let text)?: parsed = DecimalText.parse(text)
+        case .number(let number)?: text = number.text
+        case .string(let string)? where DecimalText.isPlain(string): text = string
         case nil:
             fail("quantity", "missing", "is required: a number or decimal string, 0 to 1e12, at most 4 decimals")
             return nil
-        default: parsed = nil
-        }
-        guard let quantity = parsed, !quantity.isNaN else {
+        default:
             fail("quantity", "invalid", "must be a number or a decimal string such as \"12.5\"")
             return nil
         }
-        guard quantity >= 0, quantity <= UsageEventValidator.maxQuantity else {
-            fail("quantity", "out_of_range", "must be between 0 and 1e12")
+        do {
+            return try Quantity(parsing: text)
+        } catch {
+            switch error {
+            case .negative, .tooLarge, .totalTooLarge: fail("quantity", "out_of_range", "must be between 0 and 1e12")
+            case .tooManyFractionDigits: fail("quantity", "too_precise", "has more than 4 decimal places")
+            case .notANumber: fail("quantity", "invalid", "must be a number or a decimal string such as \"12.5\"")
+            }
             return nil
         }
-        guard DecimalText.fractionDigits(quantity) <= UsageEventValidator.maxFractionDigits else {
-            fail("quantity", "too_precise", "has more than 4 decimal places")
-            return nil
-        }
-        return quantity
     }
 
     mutating func time(_ value: JSONValue?, now: Date) -> Date? {
@@ -232,10 +231,11 @@ struct EventCheck {
     }
 }
 
-/// Exact decimal text: parsing without `Double`, and counting fractional digits.
+/// The decimal strings a quantity may be written as.
 enum DecimalText {
-    /// A plain decimal (`12`, `12.5`, `.5` is refused); no exponent, sign only `-`.
-    static func parse(_ text: String) -> Decimal? {
+    /// A plain decimal (`12`, `-3`, `12.5`; `.5`, `1.`, exponents and other signs are
+    /// not), at most 20 digits before the point.
+    static func isPlain(_ text: String) -> Bool {
         let bytes = Array(text.utf8)
         var index = bytes.first == UInt8(ascii: "-") ? 1 : 0
         var digitsBefore = 0
@@ -243,28 +243,15 @@ enum DecimalText {
             digitsBefore += 1
             index += 1
         }
-        guard digitsBefore > 0, digitsBefore <= 20 else { return nil }
+        guard digitsBefore > 0, digitsBefore <= 20 else { return false }
         if index < bytes.count {
-            guard bytes[index] == UInt8(ascii: "."), index + 1 < bytes.count else { return nil }
+            guard bytes[index] == UInt8(ascii: "."), index + 1 < bytes.count else { return false }
             index += 1
             while index < bytes.count {
-                guard bytes[index] >= 0x30, bytes[index] <= 0x39 else { return nil }
+                guard bytes[index] >= 0x30, bytes[index] <= 0x39 else { return false }
                 index += 1
             }
         }
-        return Decimal(string: text, locale: Locale(identifier: "en_US_POSIX"))
-    }
-
-    /// How many digits follow the decimal point once trailing zeros are dropped.
-    static func fractionDigits(_ value: Decimal) -> Int {
-        var reduced = value
-        var rounded = Decimal()
-        var digits = 0
-        while digits <= 30 {
-            NSDecimalRound(&rounded, &reduced, digits, .plain)
-            if rounded == value { return digits }
-            digits += 1
-        }
-        return digits
+        return true
     }
 }

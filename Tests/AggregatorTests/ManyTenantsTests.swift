@@ -196,7 +196,7 @@ struct ManyTenantsTests {
         #expect(outcome.quotaStates.count == 1_000 - resentCount)
         for state in outcome.quotaStates {
             let metric = state.metrics["api_calls"]
-            #expect(metric?.used == Decimal(stored[state.tenantID, default: -1]), "tenant \(state.tenantID)")
+            #expect(metric?.used == Quantity(units: Int64(stored[state.tenantID, default: -1])), "tenant \(state.tenantID)")
             let subscribed = population.subscribed.contains(state.tenantID)
             #expect(metric?.quota == (subscribed ? 3 : nil))
             #expect(state.subscription == (subscribed ? .active : QuotaState.Subscription.none))

@@ -6,6 +6,7 @@ import RabbitMQClient
 import TallyMessaging
 import TallyTestSupport
 import Testing
+import UsageEvents
 
 @Suite("Aggregator: quota state, quota.exceeded and alerts")
 struct QuotaAndAlertTests {
@@ -64,7 +65,7 @@ struct QuotaAndAlertTests {
         try await states.bindQueue(stateQueue, exchange: ExchangeName.quotaState, routingKey: "")
         try await states.consume(stateQueue)
         /// Reads broadcasts until this tenant's api_calls reach `used`; a guard of minutes against hanging.
-        func awaitState(used: Decimal) async throws -> QuotaState? {
+        func awaitState(used: Quantity) async throws -> QuotaState? {
             let deadline = ContinuousClock.now + .seconds(120)
             while ContinuousClock.now < deadline {
                 guard let delivery = try await states.nextDelivery(timeout: .seconds(1)) else { continue }

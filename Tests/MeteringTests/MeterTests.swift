@@ -233,6 +233,8 @@ struct MeterTests {
             try Meter.check(metric: "API Calls", quantity: 1)
         }
         #expect(throws: MeteringError.self) { try Meter.check(metric: "api_calls", quantity: -1) }
-        #expect(throws: Never.self) { try Meter.check(metric: "api_calls", quantity: Decimal(string: "0.5")!) }
+        #expect(throws: MeteringError.self) { try Meter.check(metric: "api_calls", quantity: Quantity(units: 1_000_000_000_001)) }
+        #expect(throws: Never.self) { try Meter.check(metric: "api_calls", quantity: try Quantity(parsing: "0.5")) }
+        #expect(throws: Never.self) { try Meter.check(metric: "api_calls", quantity: .maximumPerEvent) }
     }
 }

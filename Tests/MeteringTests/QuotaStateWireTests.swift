@@ -12,9 +12,10 @@ struct QuotaStateWireTests {
     static let names = ["api_calls", "estimates", #"quote"d"#, "back\\slash", "tab\there", "é-ünïcode", "ctl\u{1}x", ""]
 
     static func randomState(_ random: inout SeededRandom) -> QuotaState {
-        func decimal(_ random: inout SeededRandom) -> Decimal {
-            let units = Int64(random.next() % 2_000_000_000_000) - (random.next() % 8 == 0 ? 1_000_000 : 0)
-            return Decimal(units) / Decimal(10_000)
+        func decimal(_ random: inout SeededRandom) -> Quantity {
+            // Ten-thousandths: 0 to 2e8 units, with a run of small values (quantities are never negative).
+            let scaled = Int64(random.next() % 2_000_000_000_000) - (random.next() % 8 == 0 ? 1_000_000 : 0)
+            return Quantity(scaled: Int128(max(0, scaled)))
         }
         func date(_ random: inout SeededRandom) -> Date {
             let micros = Int64(random.next() % 4_000_000_000_000_000)  // 1970 … 2096, microseconds

@@ -36,7 +36,7 @@ struct JSONWriterTests {
             tenantID: UUID(uuid: withUnsafeBytes(of: (generator.next(), generator.next())) { $0.load(as: uuid_t.self) }),
             metric: "m_\(Int.random(in: 0...99, using: &generator))",
             name: Bool.random(using: &generator) ? text(&generator) : nil,
-            quantity: Decimal(Int64.random(in: 0...10_000_000_000_000_000, using: &generator)) / 10_000,
+            quantity: Quantity(scaled: Int128(Int64.random(in: 0...10_000_000_000_000_000, using: &generator))),
             unit: Bool.random(using: &generator) ? text(&generator) : nil,
             time: Date(timeIntervalSince1970: Double(micros) / 1_000_000),
             metadata: metadata)

@@ -1,4 +1,5 @@
 import Foundation
+import TallyTestSupport
 import Testing
 import UsageEvents
 
@@ -25,7 +26,7 @@ struct UsageEventValidatorTests {
         #expect(event.id == "evt_01J")
         #expect(event.tenantID == tenant)
         #expect(event.metric == "api_calls")
-        #expect(event.quantity == Decimal(string: "1000.5"))
+        #expect(event.quantity == (try Quantity(parsing: "1000.5")))
         #expect(RFC3339.format(event.time) == "2026-11-24T18:40:00.123000Z")
         #expect(event.metadata["n"] == .number(Decimal(string: "0.1")!))
     }
@@ -45,12 +46,38 @@ struct UsageEventValidatorTests {
         #expect(admin?.problems.first?.field == "events[0].tenant_id")
     }
 
+    /// The quantity goes from the event's text to `Quantity` exactly, however the number
+    /// is written: 2,000 random quantities as plain numbers, with trailing zeros, with an
+    /// exponent, and as decimal strings.
+    @Test("random quantities, written four ways, become exactly their Quantity")
+    func quantitiesExactly() throws {
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var random = SeededRandom(seed: seed)
+        let validator = UsageEventValidator(authenticatedTenant: tenant, now: now)
+        for _ in 0..<2_000 {
+            let scaled = Int128(random.next() % 10_000_000_000_000_001)  // up to 1e12 in ten-thousandths
+            let expected = Quantity(scaled: scaled)
+            let plain = expected.description
+            let digits = String(scaled)
+            for written in [plain, plain.contains(".") ? plain + "00" : plain + ".000", "\(digits)e-4", #""\#(plain)""#] {
+                let json = validEvent().replacingOccurrences(of: #""quantity": "1""#, with: #""quantity": \#(written)"#)
+                let event = try #require(try validator.validate([object(json)]).first)
+                #expect(event.quantity == expected, "seed \(seed): \(written)")
+            }
+        }
+    }
+
     /// Each malformed event names its field and a stable code.
     @Test(arguments: [
         (#""quantity": -1"#, "events[0].quantity", "out_of_range"),
         (#""quantity": "1.00001""#, "events[0].quantity", "too_precise"),
         (#""quantity": 1.00001"#, "events[0].quantity", "too_precise"),
         (#""quantity": 1000000000000.0001"#, "events[0].quantity", "out_of_range"),
+        (#""quantity": 1000000000000.00001"#, "events[0].quantity", "out_of_range"),
+        (#""quantity": 2e12"#, "events[0].quantity", "out_of_range"),
+        (#""quantity": "-0.00001""#, "events[0].quantity", "out_of_range"),
+        (#""quantity": 1e-5"#, "events[0].quantity", "too_precise"),
+        (#""quantity": ".5""#, "events[0].quantity", "invalid"),
         (#""quantity": "NaN""#, "events[0].quantity", "invalid"),
         (#""quantity": "1e3""#, "events[0].quantity", "invalid"),
         (#""quantity": true"#, "events[0].quantity", "invalid"),
@@ -114,7 +141,7 @@ struct UsageEventValidatorTests {
     @Test("events survive an encode/decode round trip exactly")
     func roundTrip() throws {
         let event = UsageEvent(
-            id: "evt_ü", tenantID: tenant, metric: "documents", name: "PDF", quantity: Decimal(string: "123456789012.3456")!,
+            id: "evt_ü", tenantID: tenant, metric: "documents", name: "PDF", quantity: try Quantity(parsing: "123456789012.3456"),
             unit: "doc", time: RFC3339.parse("2026-11-24T18:40:00.123456+01:00")!,
             metadata: ["nested": .object(["list": .array([.number(1), .null, .bool(true)])])])
         let data = try JSONEncoder().encode([event])

@@ -121,12 +121,10 @@ enum UsageStateEvaluator {
             for metric in Set(values.keys).union(plan?.terms.keys ?? [:].keys) {
                 let standing = standing(of: metric)
                 metrics[metric] = QuotaState.Metric(
-                    used: decimal(standing.value), quota: standing.quota.map(decimal), enforcement: standing.enforcement == .hard ? .hard : .soft)
+                    used: standing.value, quota: standing.quota, enforcement: standing.enforcement == .hard ? .hard : .soft)
             }
             return metrics
         }
-
-        func decimal(_ quantity: Quantity) -> Decimal { Decimal(string: quantity.description) ?? 0 }
     }
 
     private static func quotaCrossings(_ context: PeriodContext) -> [BillingEvent] {

@@ -1,11 +1,16 @@
+import Foundation
+
 /// An exact, non-negative usage quantity with at most 4 fractional digits (SPEC §2
-/// "Units", §3 "quantity"), held as a count of ten-thousandths.
+/// "Units", §3 "quantity"), held as a count of ten-thousandths: one type from the wire
+/// (`UsageEvents` parses an event's quantity into it) to the bill (`BillingEngine`
+/// aggregates, compares and prices it). `init(parsing:)` is SPEC §3's rule for one event;
+/// `init(parsingTotal:)` is the aggregate's, read back from the database.
 ///
 /// Parsing never goes through `Double`: `"1000.5"` and the JSON number `1000.5`
 /// become exactly 10_005_000 ten-thousandths. Arithmetic on `Int128` means a sum of
 /// any realistic number of maximal events (1e12 each) cannot overflow; an
 /// impossible one traps instead of wrapping.
-public struct Quantity: Sendable, Hashable, Comparable, CustomStringConvertible {
+public struct Quantity: Sendable, Hashable, Comparable, CustomStringConvertible, ExpressibleByIntegerLiteral {
     /// Ten-thousandths per unit: quantities keep 4 fractional digits.
     public static let scale: Int128 = 10_000
     /// The largest quantity one event may carry (SPEC §3: 0 ≤ q ≤ 1e12).
@@ -23,6 +28,14 @@ public struct Quantity: Sendable, Hashable, Comparable, CustomStringConvertible 
     public init(units: Int64) {
         self.scaled = Int128(units) * Self.scale
     }
+
+    /// A whole number of units written as a literal: `quantity: 1`.
+    public init(integerLiteral units: Int64) {
+        self.init(units: units)
+    }
+
+    /// Whether one event may carry it (SPEC §3: 0 ≤ q ≤ 1e12).
+    public var isValidPerEvent: Bool { scaled >= 0 && self <= Self.maximumPerEvent }
 
     /// Parses a plain decimal (`"12"`, `"0.5"`, `"1000.0001"`, `"1e3"`), exactly.
     /// Accepts what a JSON number or decimal string may hold; refuses signs other
@@ -69,6 +82,26 @@ public struct Quantity: Sendable, Hashable, Comparable, CustomStringConvertible 
         let fractionText = String(fraction)
         text += "." + String(repeating: "0", count: digits - fractionText.count) + fractionText
         return text
+    }
+}
+
+extension Quantity: Codable {
+    /// Through Foundation's coders a quantity is a JSON number, which they carry as a
+    /// `Decimal` (exact to 38 digits, so exact for every quantity). Tally's own wire code
+    /// writes and reads its text instead (`QuotaState`, `UsageEventValidator`).
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        let text = try (try? container.decode(String.self)) ?? container.decode(Decimal.self).description
+        do {
+            self = try Quantity(parsingTotal: text)
+        } catch {
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "\(error)")
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(Decimal(string: description, locale: Locale(identifier: "en_US_POSIX")) ?? 0)
     }
 }
 
@@ -146,9 +179,17 @@ private struct QuantityParser {
         if digits.allSatisfy({ $0 == 0 }) { return .zero }
         if negative { throw .negative }
         let shift = exponent - fractionDigits + 4  // power of ten that turns digits into ten-thousandths
-        guard shift >= 0 else { throw .tooManyFractionDigits(fractionDigits - exponent) }
         let significant = digits.drop { $0 == 0 }
-        guard significant.count + shift <= maximum.digits else { throw maximum == .perEvent ? .tooLarge : .totalTooLarge }
+        let tooLarge: QuantityError = maximum == .perEvent ? .tooLarge : .totalTooLarge
+        guard significant.count + shift <= maximum.digits else { throw tooLarge }
+        guard shift >= 0 else {
+            // Out of range is said before too precise: the ten-thousandths below the value
+            // (its last digit is not 0) must stay below the maximum.
+            var floor: Int128 = 0
+            for digit in significant.dropLast(-shift) { floor = floor * 10 + Int128(digit) }
+            if floor >= maximum.scaled { throw tooLarge }
+            throw .tooManyFractionDigits(fractionDigits - exponent)
+        }
         var scaled: Int128 = 0
         for digit in significant { scaled = scaled * 10 + Int128(digit) }
         for _ in 0..<shift { scaled *= 10 }
