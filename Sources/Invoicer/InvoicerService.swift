@@ -17,7 +17,7 @@ func buildApplication(_ configuration: InvoicerConfiguration, logger: Logger) th
     let metrics = InvoicerMetrics()
     let database = PostgresPool(configuration: try PostgresConfiguration(url: configuration.databaseURL), size: 1, logger: logger)
     let router = Router()
-    HealthRoutes<BasicRequestContext> { (try? await database.query("SELECT 1")) != nil }.register(on: router)
+    HealthRoutes<BasicRequestContext> { (try? await database.ping()) != nil }.register(on: router)
     router.get("metrics") { _, _ -> Response in
         let backlog = try? await InvoicerMetrics.StripeBacklog.load(database)
         let runs = try? await InvoicerMetrics.BillingRuns.load(database)
