@@ -3,6 +3,7 @@ import Invoicing
 import PostgresClient
 import Synchronization
 import TallyRuntime
+import TallyStore
 
 /// The Invoicer's counters (this process) and, read from the database at each scrape,
 /// the Stripe backlog (all Invoicers alike), served on `/metrics`.
@@ -21,15 +22,9 @@ final class InvoicerMetrics: Sendable {
         var failedEvents = 0
 
         static func load(_ pool: PostgresPool) async throws -> StripeBacklog {
-            let row = try await pool.query(
-                """
-                SELECT (SELECT count(*) FROM invoices WHERE stripe_status = 'pending'),
-                       (SELECT count(*) FROM invoices WHERE stripe_status = 'failed'),
-                       (SELECT count(*) FROM stripe_webhook_events WHERE failed_at IS NOT NULL AND processed_at IS NULL)
-                """)[0]
+            let backlog = try await StripeSyncState.backlog(on: pool)
             return StripeBacklog(
-                pendingInvoices: try row.decode(0, as: Int.self), failedInvoices: try row.decode(1, as: Int.self),
-                failedEvents: try row.decode(2, as: Int.self))
+                pendingInvoices: backlog.pendingInvoices, failedInvoices: backlog.failedInvoices, failedEvents: backlog.failedEvents)
         }
     }
 
