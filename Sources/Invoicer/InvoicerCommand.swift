@@ -9,6 +9,7 @@ import RabbitMQClient
 import ServiceLifecycle
 import TallyMessaging
 import TallyRuntime
+import TallyStore
 import UsageEvents
 
 /// `invoicer`: issues one invoice per subscription period.
@@ -162,23 +163,14 @@ struct StripeCommand: AsyncParsableCommand {
 
         func run() async throws {
             let pool = try StripeCommand.pool()
-            let rows = try await pool.query(
-                """
-                SELECT number, id::text, stripe_status, stripe_attempts, coalesce(stripe_error, '')
-                  FROM invoices WHERE stripe_status = 'failed' OR (stripe_status = 'pending' AND NOT $1)
-                 ORDER BY issued_at, number
-                """, [failed])
-            for row in rows {
-                print("\(row.text(0) ?? "")  \(row.text(1) ?? "")  \(row.text(2) ?? "") after \(row.text(3) ?? "0") attempt(s)  \(row.text(4) ?? "")")
+            let invoices = try await StripeSyncState.unsynced(onlyFailed: failed, on: pool)
+            for invoice in invoices {
+                print("\(invoice.number)  \(invoice.id)  \(invoice.status) after \(invoice.attempts) attempt(s)  \(invoice.error)")
             }
-            print("\(rows.count) invoice(s)")
-            let events = try await pool.query(
-                """
-                SELECT event_id, type, to_char(failed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), coalesce(error, '')
-                  FROM stripe_webhook_events WHERE failed_at IS NOT NULL AND processed_at IS NULL ORDER BY received_at
-                """)
-            for row in events {
-                print("event \(row.text(0) ?? "")  \(row.text(1) ?? "")  failed at \(row.text(2) ?? "")  \(row.text(3) ?? "")")
+            print("\(invoices.count) invoice(s)")
+            let events = try await StripeWebhookEvents.failed(on: pool)
+            for event in events {
+                print("event \(event.id)  \(event.type)  failed at \(event.failedAt)  \(event.error)")
             }
             print("\(events.count) Stripe event(s) not applied (`invoicer stripe retry --events` applies them again)")
             await pool.close()
@@ -194,18 +186,13 @@ struct StripeCommand: AsyncParsableCommand {
         func run() async throws {
             let pool = try StripeCommand.pool()
             if events {
-                let rows = try await pool.query(
-                    "UPDATE stripe_webhook_events SET failed_at = NULL WHERE failed_at IS NOT NULL AND processed_at IS NULL")
-                print("\(rows.affectedRows) Stripe event(s) due again")
+                let due = try await StripeWebhookEvents.retryFailed(on: pool)
+                print("\(due) Stripe event(s) due again")
                 await pool.close()
                 return
             }
-            let rows = try await pool.query(
-                """
-                UPDATE invoices SET stripe_status = 'pending', stripe_attempts = 0, stripe_next_attempt_at = now()
-                 WHERE stripe_status = 'failed' AND ($1::text IS NULL OR id::text = $1 OR number = $1)
-                """, [invoice])
-            print("\(rows.affectedRows) invoice(s) due for Stripe again")
+            let due = try await StripeSyncState.retryFailed(invoice: invoice, on: pool)
+            print("\(due) invoice(s) due for Stripe again")
             await pool.close()
         }
     }

@@ -3,6 +3,7 @@ import Invoicing
 import PostgresClient
 import Synchronization
 import TallyRuntime
+import TallyStore
 
 /// The Invoicer's counters (this process) and, read from the database at each scrape,
 /// the Stripe backlog (all Invoicers alike), served on `/metrics`.
@@ -21,15 +22,9 @@ final class InvoicerMetrics: Sendable {
         var failedEvents = 0
 
         static func load(_ pool: PostgresPool) async throws -> StripeBacklog {
-            let row = try await pool.query(
-                """
-                SELECT (SELECT count(*) FROM invoices WHERE stripe_status = 'pending'),
-                       (SELECT count(*) FROM invoices WHERE stripe_status = 'failed'),
-                       (SELECT count(*) FROM stripe_webhook_events WHERE failed_at IS NOT NULL AND processed_at IS NULL)
-                """)[0]
+            let backlog = try await StripeSyncState.backlog(on: pool)
             return StripeBacklog(
-                pendingInvoices: try row.decode(0, as: Int.self), failedInvoices: try row.decode(1, as: Int.self),
-                failedEvents: try row.decode(2, as: Int.self))
+                pendingInvoices: backlog.pendingInvoices, failedInvoices: backlog.failedInvoices, failedEvents: backlog.failedEvents)
         }
     }
 
@@ -41,19 +36,9 @@ final class InvoicerMetrics: Sendable {
         var withFailuresLastWeek = 0
 
         static func load(_ pool: PostgresPool) async throws -> BillingRuns {
-            // A run is running while it has pending items (`BillingRunStatus`); both
-            // statuses read here have a partial index of their own.
-            let row = try await pool.query(
-                """
-                SELECT count(DISTINCT r.id) FILTER (WHERE i.status = 'pending'),
-                       coalesce(extract(epoch FROM now() - min(r.created_at) FILTER (WHERE i.status = 'pending'))::bigint, 0),
-                       count(DISTINCT r.id) FILTER (WHERE i.status = 'failed' AND r.created_at > now() - interval '7 days')
-                  FROM billing_run_items i JOIN billing_runs r ON r.id = i.billing_run_id
-                 WHERE i.status IN ('pending', 'failed')
-                """)[0]
+            let summary = try await BillingRunRecords.summary(on: pool)
             return BillingRuns(
-                running: try row.decode(0, as: Int.self), oldestRunningSeconds: try row.decode(1, as: Int.self),
-                withFailuresLastWeek: try row.decode(2, as: Int.self))
+                running: summary.running, oldestRunningSeconds: summary.oldestRunningSeconds, withFailuresLastWeek: summary.withFailuresLastWeek)
         }
     }
 

@@ -17,7 +17,7 @@ func buildApplication(_ configuration: InvoicerConfiguration, logger: Logger) th
     let metrics = InvoicerMetrics()
     let database = PostgresPool(configuration: try PostgresConfiguration(url: configuration.databaseURL), size: 1, logger: logger)
     let router = Router()
-    HealthRoutes<BasicRequestContext> { (try? await database.query("SELECT 1")) != nil }.register(on: router)
+    HealthRoutes<BasicRequestContext> { (try? await database.ping()) != nil }.register(on: router)
     router.get("metrics") { _, _ -> Response in
         let backlog = try? await InvoicerMetrics.StripeBacklog.load(database)
         let runs = try? await InvoicerMetrics.BillingRuns.load(database)
@@ -202,11 +202,8 @@ struct CommandHandler: QueueWorkHandler {
     func didPark(_ delivery: Delivery, reason: String, in database: PostgresConnection, logger: Logger) async {
         guard let command = try? InvoiceGenerateCommand.decode(delivery.body) else { return }
         do {
-            try await database.query(
-                """
-                UPDATE billing_run_items SET status = 'failed', error = $4, updated_at = now()
-                 WHERE billing_run_id = $1 AND subscription_id = $2 AND period_index = $3 AND status = 'pending'
-                """, [command.billingRunID, command.subscriptionID, command.periodIndex, reason])
+            try await BillingRunRecords.markFailedIfPending(
+                run: command.billingRunID, subscription: command.subscriptionID, periodIndex: command.periodIndex, reason: reason, on: database)
         } catch {
             logger.error("could not mark the billing run item failed", metadata: ["error": "\(error)"])
         }

@@ -28,14 +28,11 @@ public enum BillingRunPlanner {
         let plans = try SubscriptionRecords.plans(on: connection)
         let subscriptions = try SubscriptionRecords.subscriptions(of: tenants, plans: plans, on: connection).values.flatMap { $0 }
         var invoiced: Set<InvoicedPeriod> = []
-        for row in try connection.query("SELECT subscription_id, period_start FROM invoices WHERE kind = 'period' AND subscription_id IS NOT NULL") {
-            invoiced.insert(InvoicedPeriod(subscription: try row.decode(0, as: UUID.self), start: Instant(try row.decode(1, as: Date.self))))
+        for period in try InvoiceRecords.periodStarts(on: connection) {
+            invoiced.insert(InvoicedPeriod(subscription: period.subscription, start: Instant(period.start)))
         }
         let deadline = Instant(asOf.addingTimeInterval(-grace))
-        var ids: [UUID] = []
-        var indexes: [String] = []
-        var starts: [String] = []
-        var kinds: [String] = []
+        var items: [BillingRunRecords.PlannedItem] = []
         var catalog: MetricCatalog?
         var refused: [(subscription: UUID, reason: String)] = []
         // Ended subscriptions whose invoiced periods may have late usage are checked
@@ -95,44 +92,28 @@ public enum BillingRunPlanner {
                 }
             }
         }
-        for (subscription, items) in planned {
-            for item in items {
-                ids.append(subscription.id)
-                indexes.append(String(item.index))
-                starts.append(item.start.description)
-                kinds.append(item.kind)
+        for (subscription, due) in planned {
+            for item in due {
+                items.append(
+                    BillingRunRecords.PlannedItem(subscription: subscription.id, periodIndex: item.index, periodStart: item.start, kind: item.kind))
             }
         }
-        let runID = try connection.query(
-            "INSERT INTO billing_runs (as_of, due_count) VALUES ($1, $2) RETURNING id", [asOf, ids.count + refused.count])[0]
-            .decode(0, as: UUID.self)
+        let runID = try BillingRunRecords.insert(asOf: asOf, dueCount: items.count + refused.count, on: connection)
         if !refused.isEmpty {
-            try connection.query(
-                """
-                INSERT INTO billing_run_items (billing_run_id, subscription_id, period_index, status, error)
-                SELECT $1, s, 0, 'failed', e FROM unnest($2::uuid[], $3::text[]) AS u (s, e)
-                """,
-                [runID, PostgresTextArray(refused.map(\.subscription.lowercasedText)), PostgresTextArray(refused.map(\.reason))])
+            try BillingRunRecords.insertFailedItems(run: runID, refused, on: connection)
         }
-        guard !ids.isEmpty else {
-            try connection.query("UPDATE billing_runs SET status = 'completed', completed_at = now() WHERE id = $1", [runID])
+        guard !items.isEmpty else {
+            try BillingRunRecords.complete(runID, on: connection)
             return Plan(runID: runID, due: 0)
         }
-        try connection.query(
-            """
-            INSERT INTO billing_run_items (billing_run_id, subscription_id, period_index, period_start, kind)
-            SELECT $1, s, i, p, k FROM unnest($2::uuid[], $3::bigint[], $4::timestamptz[], $5::text[]) AS u (s, i, p, k)
-            """,
-            [
-                runID, PostgresTextArray(ids.map(\.lowercasedText)), PostgresTextArray(indexes), PostgresTextArray(starts), PostgresTextArray(kinds),
-            ])
-        let commands = zip(zip(ids, indexes), kinds).compactMap { item, kind -> InvoiceGenerateCommand? in
-            guard let index = Int64(item.1) else { return nil }
-            return InvoiceGenerateCommand(
-                billingRunID: runID, subscriptionID: item.0, periodIndex: index, kind: kind == "adjustment" ? kind : nil)
+        try BillingRunRecords.insertItems(run: runID, items, on: connection)
+        let commands = items.map { item in
+            InvoiceGenerateCommand(
+                billingRunID: runID, subscriptionID: item.subscription, periodIndex: item.periodIndex,
+                kind: item.kind == "adjustment" ? item.kind : nil)
         }
         try Outbox.enqueue(commands, on: connection)
-        return Plan(runID: runID, due: ids.count)
+        return Plan(runID: runID, due: items.count)
     }
 }
 
@@ -225,21 +206,11 @@ extension BillingRunPlanner {
     public static func rerun(
         _ runID: UUID, grace: TimeInterval, on connection: isolated PostgresConnection
     ) throws -> (plan: Plan, asOf: Date, tenants: Int)? {
-        guard let run = try connection.query("SELECT as_of FROM billing_runs WHERE id = $1 FOR UPDATE", [runID]).first else { return nil }
-        let asOf = try run.decode(0, as: Date.self)
-        let tenants = try connection.query(
-            """
-            SELECT DISTINCT s.tenant_id FROM billing_run_items i JOIN subscriptions s ON s.id = i.subscription_id
-             WHERE i.billing_run_id = $1 AND i.status = 'failed'
-            """, [runID]
-        ).map { try $0.decode(0, as: UUID.self) }
+        guard let asOf = try BillingRunRecords.lockAsOf(runID, on: connection) else { return nil }
+        let tenants = try BillingRunRecords.tenantsOfFailedItems(runID, on: connection)
         guard !tenants.isEmpty else { return (Plan(runID: runID, due: 0), asOf, 0) }
         let plan = try plan(asOf: asOf, grace: grace, tenants: tenants, on: connection)
-        try connection.query(
-            """
-            UPDATE billing_run_items SET status = 'skipped', error = 'superseded by billing run ' || $2::text, updated_at = now()
-             WHERE billing_run_id = $1 AND status = 'failed'
-            """, [runID, plan.runID.uuidString.lowercased()])
+        try BillingRunRecords.supersedeFailedItems(of: runID, by: plan.runID, on: connection)
         return (plan, asOf, tenants.count)
     }
 
@@ -267,14 +238,8 @@ public struct BillingRunStatus: Codable, Sendable, Equatable {
 
     /// Up to `limit` runs, newest first, after the run `after`; nil when `after` is no run.
     public static func page(after: UUID?, limit: Int, on connection: isolated PostgresConnection) throws -> [BillingRunStatus]? {
-        if let after, try connection.query("SELECT 1 FROM billing_runs WHERE id = $1", [after]).isEmpty { return nil }
-        let ids = try connection.query(
-            """
-            SELECT id FROM billing_runs
-             WHERE $1::uuid IS NULL OR (created_at, id) < (SELECT created_at, id FROM billing_runs WHERE id = $1)
-             ORDER BY created_at DESC, id DESC LIMIT $2
-            """, [after, limit]
-        ).map { try $0.decode(0, as: UUID.self) }
+        if let after, try !BillingRunRecords.exists(after, on: connection) { return nil }
+        let ids = try BillingRunRecords.ids(after: after, limit: limit, on: connection)
         return try ids.compactMap { try load($0, on: connection) }
     }
 
@@ -283,31 +248,14 @@ public struct BillingRunStatus: Codable, Sendable, Equatable {
     public static func item(
         run: UUID, subscription: UUID, periodIndex: Int64, on connection: isolated PostgresConnection
     ) throws -> (status: String, invoiceID: UUID?, error: String?)? {
-        guard
-            let row = try connection.query(
-                "SELECT status, invoice_id, error FROM billing_run_items WHERE billing_run_id = $1 AND subscription_id = $2 AND period_index = $3",
-                [run, subscription, periodIndex]
-            ).first
-        else { return nil }
-        return (try row.decode(0), try row.decode(1, as: UUID?.self), try row.decode(2, as: String?.self))
+        try BillingRunRecords.item(run: run, subscription: subscription, periodIndex: periodIndex, on: connection)
     }
 
     /// The run, or nil.
     public static func load(_ id: UUID, on connection: isolated PostgresConnection) throws -> BillingRunStatus? {
-        guard
-            let row = try connection.query(
-                """
-                SELECT r.as_of, r.due_count,
-                       count(*) FILTER (WHERE i.status = 'issued'), count(*) FILTER (WHERE i.status = 'failed'),
-                       count(*) FILTER (WHERE i.status = 'pending'), count(*) FILTER (WHERE i.status = 'skipped')
-                  FROM billing_runs r LEFT JOIN billing_run_items i ON i.billing_run_id = r.id
-                 WHERE r.id = $1 GROUP BY r.id
-                """, [id]
-            ).first
-        else { return nil }
-        let pending = try row.decode(4, as: Int.self)
+        guard let counts = try BillingRunRecords.counts(id, on: connection) else { return nil }
         return BillingRunStatus(
-            id: id, asOf: try row.decode(0), status: pending == 0 ? "completed" : "running", due: try row.decode(1),
-            issued: try row.decode(2), skipped: try row.decode(5), failed: try row.decode(3), pending: pending)
+            id: id, asOf: counts.asOf, status: counts.pending == 0 ? "completed" : "running", due: counts.due, issued: counts.issued,
+            skipped: counts.skipped, failed: counts.failed, pending: counts.pending)
     }
 }

@@ -25,23 +25,11 @@ extension InvoiceGenerator {
         _ commands: [InvoiceGenerateCommand], paymentTermsDays: Int = defaultPaymentTermsDays, on connection: isolated PostgresConnection
     ) throws -> [Outcome] {
         guard !commands.isEmpty else { return [] }
-        var runs: [UUID: Date] = [:]
-        for row in try connection.query(
-            "SELECT id, as_of FROM billing_runs WHERE id = ANY($1::uuid[])",
-            [PostgresTextArray(Set(commands.map(\.billingRunID)).map(\.lowercasedText))])
-        {
-            runs[try row.decode(0, as: UUID.self)] = try row.decode(1, as: Date.self)
-        }
+        let runs = try BillingRunRecords.asOf(of: Set(commands.map(\.billingRunID)), on: connection)
         var terms: [UUID: TenantTerms] = [:]  // by subscription
-        for row in try connection.query(
-            """
-            SELECT s.id, s.tenant_id, t.tax_rate_bps, t.currency, t.payment_provider
-              FROM subscriptions s JOIN tenants t ON t.id = s.tenant_id
-             WHERE s.id = ANY($1::uuid[]) ORDER BY s.id FOR UPDATE OF s
-            """, [PostgresTextArray(Set(commands.map(\.subscriptionID)).map(\.lowercasedText))])
-        {
-            terms[try row.decode(0, as: UUID.self)] = TenantTerms(
-                id: try row.decode(1), taxBasisPoints: try row.decode(2), currency: try row.decode(3), paymentProvider: try row.decode(4),
+        for locked in try InvoiceRecords.lockSubscriptions(Set(commands.map(\.subscriptionID)), on: connection) {
+            terms[locked.subscription] = TenantTerms(
+                id: locked.tenant, taxBasisPoints: locked.taxRateBps, currency: locked.currency, paymentProvider: locked.paymentProvider,
                 paymentTermsDays: paymentTermsDays)
         }
         for command in commands {
@@ -56,12 +44,8 @@ extension InvoiceGenerator {
         }
         let catalog = try MetricCatalogRecords.load(on: connection)
         var invoiced: [String: UUID] = [:]  // "subscription|period start" of period invoices
-        for row in try connection.query(
-            "SELECT subscription_id, period_start, id FROM invoices WHERE kind = 'period' AND subscription_id = ANY($1::uuid[])",
-            [PostgresTextArray(Array(terms.keys).map(\.lowercasedText))])
-        {
-            invoiced["\(try row.decode(0, as: UUID.self))|\(Instant(try row.decode(1, as: Date.self)).microsecondsSinceEpoch)"] =
-                try row.decode(2, as: UUID.self)
+        for invoice in try InvoiceRecords.periodInvoices(of: Array(terms.keys), on: connection) {
+            invoiced["\(invoice.subscription)|\(Instant(invoice.periodStart).microsecondsSinceEpoch)"] = invoice.id
         }
 
         var outcomes = [Outcome?](repeating: nil, count: commands.count)
@@ -217,86 +201,39 @@ extension InvoiceGenerator {
         var numbers: [String] = Array(repeating: "", count: drafts.count)
         let byYear = Dictionary(grouping: drafts.indices) { Calendar.utc.component(.year, from: drafts[$0].asOf) }
         for (year, positions) in byYear.sorted(by: { $0.key < $1.key }) {
-            let last = try connection.query(
-                """
-                INSERT INTO invoice_number_counters (year, last_number) VALUES ($1, $2)
-                ON CONFLICT (year) DO UPDATE SET last_number = invoice_number_counters.last_number + $2
-                RETURNING last_number
-                """, [year, positions.count])[0].decode(0, as: Int.self)
+            let last = try InvoiceNumbers.take(positions.count, year: year, on: connection)
             for (offset, position) in positions.enumerated() {
                 numbers[position] = invoiceNumber(year: year, last - positions.count + 1 + offset)
             }
         }
         let ids = drafts.map { _ in UUID() }
-        func text<T>(_ values: [T], _ transform: (T) -> String?) -> PostgresTextArray {
-            PostgresTextArray(values.map { transform($0) ?? "" })
-        }
-        let stamp = { (date: Date) in PostgresTimestamp(date).description }
-        let rows = try connection.query(
-            """
-            INSERT INTO invoices (id, tenant_id, subscription_id, billing_run_id, kind, number, currency, period_start, period_end,
-                                  subtotal_cents, tax_rate_bps, tax_cents, total_cents, issued_at, due_at, as_of, stripe_status,
-                                  stripe_next_attempt_at)
-            SELECT id, tenant, subscription, run, 'period', number, currency, period_start, period_end, subtotal, tax_rate, tax, total,
-                   $15::timestamptz, $15::timestamptz + make_interval(days => terms), as_of,
-                   CASE WHEN provider = 'stripe' THEN 'pending' END, CASE WHEN provider = 'stripe' THEN now() END
-              FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::timestamptz[], $8::timestamptz[],
-                          $9::bigint[], $10::int[], $11::bigint[], $12::bigint[], $13::timestamptz[], $14::text[], $16::int[])
-                   AS u (id, tenant, subscription, run, number, currency, period_start, period_end, subtotal, tax_rate, tax, total,
-                         as_of, provider, terms)
-            RETURNING id, issued_at, due_at
-            """,
-            [
-                text(ids) { $0.uuidString }, text(drafts) { $0.tenant.id.uuidString }, text(drafts) { $0.command.subscriptionID.uuidString },
-                text(drafts) { $0.command.billingRunID.uuidString }, PostgresTextArray(numbers), text(drafts) { $0.tenant.currency },
-                text(drafts) { stamp($0.draft.period.start.date) }, text(drafts) { stamp($0.draft.period.end.date) },
-                text(drafts) { String($0.draft.subtotal.value) }, text(drafts) { String($0.draft.taxBasisPoints) },
-                text(drafts) { String($0.draft.tax.value) }, text(drafts) { String($0.draft.total.value) }, text(drafts) { stamp($0.asOf) },
-                text(drafts) { $0.tenant.paymentProvider }, TallyClock.now(), text(drafts) { String($0.tenant.paymentTermsDays) },
-            ])
-        var dates: [UUID: (issued: Date, due: Date)] = [:]
-        for row in rows { dates[try row.decode(0, as: UUID.self)] = (try row.decode(1, as: Date.self), try row.decode(2, as: Date.self)) }
+        let dates = try InvoiceRecords.insertPeriodInvoices(
+            drafts.indices.map { position in
+                let draft = drafts[position]
+                return InvoiceRecords.NewInvoice(
+                    id: ids[position], tenant: draft.tenant.id, subscription: draft.command.subscriptionID, billingRun: draft.command.billingRunID,
+                    number: numbers[position], currency: draft.tenant.currency, periodStart: draft.draft.period.start.date,
+                    periodEnd: draft.draft.period.end.date, subtotalCents: draft.draft.subtotal.value, taxRateBps: draft.draft.taxBasisPoints,
+                    taxCents: draft.draft.tax.value, totalCents: draft.draft.total.value, asOf: draft.asOf,
+                    paymentProvider: draft.tenant.paymentProvider,
+                    paymentTermsDays: draft.tenant.paymentTermsDays)
+            }, issuedAt: TallyClock.now(), on: connection)
 
-        var lines: [(invoice: UUID, position: Int, line: InvoiceLine, slug: String?)] = []
-        var snapshots: [(invoice: UUID, subscription: UUID, snapshot: Snapshot)] = []
+        var lines: [InvoiceRecords.NewLine] = []
+        var snapshots: [BilledUsage.Snapshot] = []
         for (position, draft) in drafts.enumerated() {
             for (index, line) in draft.draft.lines.enumerated() {
-                lines.append((ids[position], index + 1, line, draft.planSlugs[index]))
+                lines.append(InvoiceRecords.NewLine(invoice: ids[position], position: index + 1, line: line, planSlug: draft.planSlugs[index]))
             }
-            for snapshot in draft.snapshots { snapshots.append((ids[position], draft.command.subscriptionID, snapshot)) }
+            for snapshot in draft.snapshots {
+                snapshots.append(
+                    BilledUsage.Snapshot(
+                        subscription: draft.command.subscriptionID, periodStart: snapshot.period.start.date, metric: snapshot.metric,
+                        invoice: ids[position], value: snapshot.value, amount: snapshot.amount))
+            }
         }
-        if !lines.isEmpty {
-            try connection.query(
-                """
-                INSERT INTO invoice_lines (invoice_id, position, kind, metric, description, quantity, unit_price_cents, amount_cents,
-                                           plan_slug, period_start, period_end)
-                SELECT invoice, position, kind, nullif(metric, ''), description, quantity, unit_price, amount, nullif(slug, ''),
-                       period_start, period_end
-                  FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::numeric[], $7::numeric[], $8::bigint[],
-                              $9::text[], $10::timestamptz[], $11::timestamptz[])
-                       AS u (invoice, position, kind, metric, description, quantity, unit_price, amount, slug, period_start, period_end)
-                """,
-                [
-                    text(lines) { $0.invoice.uuidString }, text(lines) { String($0.position) }, text(lines) { $0.line.kind.rawValue },
-                    text(lines) { $0.line.metric }, text(lines) { $0.line.description }, text(lines) { $0.line.quantity.description },
-                    text(lines) { $0.line.unitPrice.description }, text(lines) { String($0.line.amount.value) }, text(lines) { $0.slug },
-                    text(lines) { stamp($0.line.period.start.date) }, text(lines) { stamp($0.line.period.end.date) },
-                ])
-        }
-        if !snapshots.isEmpty {
-            try connection.query(
-                """
-                INSERT INTO billed_usage (subscription_id, period_start, metric, invoice_id, value, amount_cents, billed_at)
-                SELECT subscription, period_start, metric, invoice, value, amount, $7
-                  FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::uuid[], $5::numeric[], $6::bigint[])
-                       AS u (subscription, period_start, metric, invoice, value, amount)
-                """,
-                [
-                    text(snapshots) { $0.subscription.uuidString }, text(snapshots) { stamp($0.snapshot.period.start.date) },
-                    text(snapshots) { $0.snapshot.metric }, text(snapshots) { $0.invoice.uuidString },
-                    text(snapshots) { $0.snapshot.value.description }, text(snapshots) { String($0.snapshot.amount.value) }, TallyClock.now(),
-                ])
-        }
+        try InvoiceRecords.insertLines(lines, on: connection)
+        try BilledUsage.insert(snapshots, billedAt: TallyClock.now(), on: connection)
         var events: [BillingEvent] = []
         for (position, draft) in drafts.enumerated() {
             guard let issued = dates[ids[position]] else { throw InvoicingError("invoice \(numbers[position]) was not inserted") }
@@ -315,19 +252,11 @@ extension InvoiceGenerator {
 
     /// Marks the run items of the batch (issued with their invoice, skipped or failed with why).
     private static func mark(_ marks: [RunItemMark], on connection: isolated PostgresConnection) throws {
-        guard !marks.isEmpty else { return }
-        func text(_ transform: (RunItemMark) -> String?) -> PostgresTextArray { PostgresTextArray(marks.map { transform($0) ?? "" }) }
-        try connection.query(
-            """
-            UPDATE billing_run_items i
-               SET status = u.status, invoice_id = nullif(u.invoice, '')::uuid, error = nullif(u.error, ''), updated_at = now()
-              FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[])
-                   AS u (run, subscription, period_index, invoice, status, error)
-             WHERE i.billing_run_id = u.run AND i.subscription_id = u.subscription AND i.period_index = u.period_index
-            """,
-            [
-                text { $0.command.billingRunID.uuidString }, text { $0.command.subscriptionID.uuidString },
-                text { String($0.command.periodIndex) }, text { $0.invoice?.uuidString }, text(\.status), text(\.error),
-            ])
+        try BillingRunRecords.mark(
+            marks.map {
+                BillingRunRecords.ItemMark(
+                    run: $0.command.billingRunID, subscription: $0.command.subscriptionID, periodIndex: $0.command.periodIndex,
+                    invoice: $0.invoice, status: $0.status, error: $0.error)
+            }, on: connection)
     }
 }

@@ -56,13 +56,10 @@ public enum InvoiceGenerator {
         _ command: InvoiceGenerateCommand, of stored: StoredSubscription, tenant: TenantTerms, asOf: Date,
         on connection: isolated PostgresConnection
     ) throws -> Outcome {
-        if let existing = try connection.query(
-            """
-            SELECT invoice_id FROM billing_run_items
-             WHERE billing_run_id = $1 AND subscription_id = $2 AND period_index = $3 AND invoice_id IS NOT NULL
-            """, [command.billingRunID, command.subscriptionID, command.periodIndex]
-        ).first {
-            return .alreadyIssued(invoiceID: try existing.decode(0, as: UUID.self))
+        if let existing = try BillingRunRecords.issuedInvoice(
+            run: command.billingRunID, subscription: command.subscriptionID, periodIndex: command.periodIndex, on: connection)
+        {
+            return .alreadyIssued(invoiceID: existing)
         }
         let catalog = try MetricCatalogRecords.load(on: connection)
         let late = try lateUsage(stored, before: nil, tenant: tenant.id, catalog: catalog, on: connection)
@@ -104,40 +101,25 @@ public enum InvoiceGenerator {
         // held from here to the commit, a few inserts later.
         let number = try allocateNumber(year: Calendar.utc.component(.year, from: asOf), on: connection)
         let invoiceID = UUID()
-        let issued = try connection.query(
-            """
-            INSERT INTO invoices (id, tenant_id, subscription_id, billing_run_id, kind, number, currency, period_start, period_end,
-                                  subtotal_cents, tax_rate_bps, tax_cents, total_cents, issued_at, due_at, as_of, stripe_status,
-                                  stripe_next_attempt_at)
-            VALUES ($1, $2, $3, $4, $15, $13, $5, $6, $7, $8, $9, $10, $11, $17, $17::timestamptz + make_interval(days => $16::integer), $12,
-                    CASE WHEN $14 = 'stripe' THEN 'pending' END, CASE WHEN $14 = 'stripe' THEN now() END)
-            RETURNING issued_at, due_at
-            """,
-            [
-                invoiceID, tenant.id, command.subscriptionID, command.billingRunID, tenant.currency, draft.period.start.date,
-                draft.period.end.date, draft.subtotal.value, draft.taxBasisPoints, draft.tax.value, draft.total.value, asOf, number,
-                tenant.paymentProvider, kind, tenant.paymentTermsDays, TallyClock.now(),
-            ])[0]
+        let issued = try InvoiceRecords.insert(
+            InvoiceRecords.NewInvoice(
+                id: invoiceID, tenant: tenant.id, subscription: command.subscriptionID, billingRun: command.billingRunID, number: number,
+                currency: tenant.currency, periodStart: draft.period.start.date, periodEnd: draft.period.end.date,
+                subtotalCents: draft.subtotal.value, taxRateBps: draft.taxBasisPoints, taxCents: draft.tax.value, totalCents: draft.total.value,
+                asOf: asOf, paymentProvider: tenant.paymentProvider, paymentTermsDays: tenant.paymentTermsDays),
+            kind: kind, issuedAt: TallyClock.now(), on: connection)
         for (position, line) in draft.lines.enumerated() {
-            try connection.query(
-                """
-                INSERT INTO invoice_lines (invoice_id, position, kind, metric, description, quantity, unit_price_cents, amount_cents,
-                                           plan_slug, period_start, period_end)
-                VALUES ($1, $2, $3, $4, $5, $6::numeric, $7::numeric, $8, $9, $10, $11)
-                """,
-                [
-                    invoiceID, position + 1, line.kind.rawValue, line.metric, line.description, line.quantity.description,
-                    line.unitPrice.description, line.amount.value, planSlugs[position], line.period.start.date, line.period.end.date,
-                ])
+            try InvoiceRecords.insertLine(
+                InvoiceRecords.NewLine(invoice: invoiceID, position: position + 1, line: line, planSlug: planSlugs[position]), on: connection)
         }
         try markItem(command, invoice: invoiceID, on: connection)
         try Outbox.enqueue(
             .invoiceFinalized(
                 .init(
-                    tenantID: tenant.id, occurredAt: try issued.decode(0, as: Date.self), invoiceID: invoiceID, number: number, kind: kind,
+                    tenantID: tenant.id, occurredAt: issued.issued, invoiceID: invoiceID, number: number, kind: kind,
                     currency: tenant.currency,
                     periodStart: draft.period.start.date, periodEnd: draft.period.end.date, subtotalCents: draft.subtotal.value,
-                    taxCents: draft.tax.value, totalCents: draft.total.value, dueAt: try issued.decode(1, as: Date.self))),
+                    taxCents: draft.tax.value, totalCents: draft.total.value, dueAt: issued.due)),
             on: connection)
         return (invoiceID, number)
     }
@@ -167,68 +149,14 @@ public enum InvoiceGenerator {
         _ subscriptions: [(stored: StoredSubscription, periods: Int64)], catalog: MetricCatalog,
         on connection: isolated PostgresConnection
     ) throws -> Set<UUID> {
-        var ids: [String] = []
-        var tenants: [String] = []
-        var starts: [String] = []
-        var ends: [String] = []
+        var periods: [BilledUsage.CheckedPeriod] = []
         for (stored, count) in subscriptions {
             for index in 0..<count {
                 guard let period = stored.timeline.billingPeriod(index) else { break }
-                ids.append(stored.id.lowercasedText)
-                tenants.append(stored.tenantID.lowercasedText)
-                starts.append(PostgresTimestamp(microsecondsSinceEpoch: period.billed.start.microsecondsSinceEpoch).description)
-                ends.append(PostgresTimestamp(microsecondsSinceEpoch: period.billed.end.microsecondsSinceEpoch).description)
+                periods.append(BilledUsage.CheckedPeriod(subscription: stored.id, tenant: stored.tenantID, period: period.billed))
             }
         }
-        guard !ids.isEmpty else { return [] }
-        let aggregations = catalog.aggregations.sorted { $0.key < $1.key }
-        let names = aggregations.map { metric, aggregation -> String in
-            switch aggregation {
-            case .sum: "sum"
-            case .count: "count"
-            case .max: "max"
-            case .latest: "latest"
-            case .uniqueCount: "unique_count"
-            }
-        }
-        // PostgreSQL guesses 10 rows for an unnest: it would probe three indexes per billed
-        // row (11 s for 640,000 rows here) where hashing the tables takes 4; and sorting the
-        // snapshots spills to disk below 64MB. Both only for this statement.
-        try connection.executeScript("SET LOCAL enable_nestloop = off; SET LOCAL work_mem = '64MB'")
-        defer { try? connection.executeScript("RESET enable_nestloop; RESET work_mem") }
-        let rows = try connection.query(
-            """
-            WITH checked AS (
-                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::timestamptz[])
-                    AS c (subscription_id, tenant_id, period_start, period_end)
-            ), billed AS (
-                SELECT DISTINCT ON (c.subscription_id, c.period_start, b.metric)
-                       c.subscription_id, c.tenant_id, c.period_start, c.period_end, b.metric, b.value
-                  FROM checked c JOIN billed_usage b ON b.subscription_id = c.subscription_id AND b.period_start = c.period_start
-                 ORDER BY c.subscription_id, c.period_start, b.metric, b.billed_at DESC
-            )
-            SELECT DISTINCT b.subscription_id
-              FROM billed b
-              LEFT JOIN unnest($5::text[], $6::text[]) AS m (metric, aggregation) ON m.metric = b.metric
-              LEFT JOIN usage_periods p
-                     ON p.tenant_id = b.tenant_id AND p.period_start = b.period_start AND p.period_end = b.period_end
-              LEFT JOIN usage_period_totals t
-                     ON t.tenant_id = b.tenant_id AND t.period_start = b.period_start AND t.period_end = b.period_end
-                    AND t.metric = b.metric
-             WHERE CASE
-                WHEN m.aggregation = 'unique_count' THEN true
-                WHEN p.tenant_id IS NULL THEN b.value <> 0 OR EXISTS (
-                    SELECT 1 FROM usage_rollups r
-                     WHERE r.tenant_id = b.tenant_id AND r.hour >= date_trunc('hour', b.period_start, 'UTC') AND r.hour < b.period_end)
-                ELSE coalesce(CASE m.aggregation WHEN 'count' THEN t.event_count WHEN 'max' THEN t.quantity_max
-                                                 WHEN 'latest' THEN t.latest_quantity ELSE t.quantity_sum END, 0) <> b.value
-             END
-            """,
-            [
-                PostgresTextArray(ids), PostgresTextArray(tenants), PostgresTextArray(starts), PostgresTextArray(ends),
-                PostgresTextArray(aggregations.map(\.key)), PostgresTextArray(names),
-            ])
-        return Set(try rows.map { try $0.decode(0, as: UUID.self) })
+        return try BilledUsage.possiblyChanged(periods, catalog: catalog, on: connection)
     }
 
     /// Invoiced periods starting before `limit` (nil: all) whose metric values differ from
@@ -248,21 +176,16 @@ public enum InvoiceGenerator {
         on connection: isolated PostgresConnection
     ) throws -> [UUID: [LateUsage]] {
         guard !subscriptions.isEmpty else { return [:] }
-        let rows = try connection.query(
-            """
-            SELECT DISTINCT ON (subscription_id, period_start, metric) subscription_id, period_start, metric, value::text, billed_at
-              FROM billed_usage WHERE subscription_id = ANY($1::uuid[])
-             ORDER BY subscription_id, period_start, metric, billed_at DESC
-            """, [PostgresTextArray(subscriptions.map(\.stored.id.lowercasedText))])
+        let rows = try BilledUsage.latest(of: subscriptions.map(\.stored.id), on: connection)
         let limits = Dictionary(subscriptions.map { ($0.stored.id, $0.before) }, uniquingKeysWith: { first, _ in first })
         var billedBy: [UUID: [Instant: [(String, Quantity)]]] = [:]
         var lastBilled: [UUID: [Instant: Date]] = [:]
         for row in rows {
-            let subscription = try row.decode(0, as: UUID.self)
-            let start = Instant(try row.decode(1, as: Date.self))
+            let subscription = row.subscription
+            let start = Instant(row.periodStart)
             if let limit = limits[subscription] ?? nil, start >= limit { continue }
-            billedBy[subscription, default: [:]][start, default: []].append((try row.decode(2), try Quantity(parsingTotal: row.text(3) ?? "0")))
-            let billedAt = try row.decode(4, as: Date.self)
+            billedBy[subscription, default: [:]][start, default: []].append((row.metric, try Quantity(parsingTotal: row.value ?? "0")))
+            let billedAt = row.billedAt
             lastBilled[subscription, default: [:]][start] = min(lastBilled[subscription]?[start] ?? billedAt, billedAt)
         }
         // The periods whose values may still change.
@@ -301,15 +224,11 @@ public enum InvoiceGenerator {
     ) throws {
         for metric in metrics.sorted() {
             let value = values[metric] ?? .zero
-            try connection.query(
-                """
-                INSERT INTO billed_usage (subscription_id, period_start, metric, invoice_id, value, amount_cents, billed_at)
-                VALUES ($1, $2, $3, $4, $5::numeric, $6, $7)
-                """,
-                [
-                    subscription, period.start.date, metric, invoice, value.description, try plan.charge(metric: metric, value: value).value,
-                    TallyClock.now(),
-                ])
+            try BilledUsage.insert(
+                BilledUsage.Snapshot(
+                    subscription: subscription, periodStart: period.start.date, metric: metric, invoice: invoice, value: value,
+                    amount: try plan.charge(metric: metric, value: value)),
+                billedAt: TallyClock.now(), on: connection)
         }
     }
 
@@ -326,22 +245,16 @@ public enum InvoiceGenerator {
         _ command: InvoiceGenerateCommand, invoice: UUID? = nil, status: String = "issued", error: String? = nil,
         on connection: isolated PostgresConnection
     ) throws {
-        try connection.query(
-            """
-            UPDATE billing_run_items SET status = $5, invoice_id = $4, error = $6, updated_at = now()
-             WHERE billing_run_id = $1 AND subscription_id = $2 AND period_index = $3
-            """, [command.billingRunID, command.subscriptionID, command.periodIndex, invoice, status, error])
+        try BillingRunRecords.mark(
+            BillingRunRecords.ItemMark(
+                run: command.billingRunID, subscription: command.subscriptionID, periodIndex: command.periodIndex, invoice: invoice,
+                status: status, error: error), on: connection)
     }
 
     /// The next number of `year`, gapless: the counter moves in this transaction, so a
     /// rollback gives the number back.
     private static func allocateNumber(year: Int, on connection: isolated PostgresConnection) throws -> String {
-        let next = try connection.query(
-            """
-            INSERT INTO invoice_number_counters (year, last_number) VALUES ($1, 1)
-            ON CONFLICT (year) DO UPDATE SET last_number = invoice_number_counters.last_number + 1
-            RETURNING last_number
-            """, [year])[0].decode(0, as: Int.self)
+        let next = try InvoiceNumbers.next(year: year, on: connection)
         return invoiceNumber(year: year, next)
     }
 

@@ -135,7 +135,7 @@ public struct InvoiceStore: Sendable {
     /// The tenant's invoices, newest period first, with their lines.
     public func list(tenant: UUID) async throws -> [InvoiceView] {
         try await pool.withTransaction(isolation: .repeatableRead) { connection in
-            try Self.load("tenant_id = $1 ORDER BY period_start DESC, number DESC", [tenant], on: connection)
+            try InvoiceRecords.invoices(ofTenant: tenant, on: connection).map(InvoiceView.init)
         }
     }
 
@@ -160,37 +160,16 @@ public struct InvoiceStore: Sendable {
     /// Keyset pagination on `(period_start, number)`, so a page costs the same however deep.
     public func page(_ filter: Filter, after: UUID?, limit: Int) async throws -> [InvoiceView]? {
         try await pool.withTransaction(isolation: .repeatableRead) { connection in
-            var conditions: [String] = []
-            var parameters: [any PostgresEncodable] = []
-            func add(_ value: any PostgresEncodable, _ condition: (String) -> String) {
-                parameters.append(value)
-                conditions.append(condition("$\(parameters.count)"))
-            }
-            if let tenant = filter.tenant { add(tenant) { "tenant_id = \($0)" } }
-            if let status = filter.status { add(status) { "status = \($0)" } }
-            if let from = filter.issuedFrom { add(from) { "issued_at >= \($0)" } }
-            if let before = filter.issuedBefore { add(before) { "issued_at < \($0)" } }
-            if let after {
-                guard
-                    let cursor = try connection.query(
-                        "SELECT period_start, number, tenant_id FROM invoices WHERE id = $1", [after]
-                    ).first, filter.tenant.map({ (try? cursor.decode(2, as: UUID.self)) == $0 }) ?? true
-                else { return nil }
-                add(try cursor.decode(0, as: Date.self)) { "(period_start, number) < (\($0)" }
-                parameters.append(try cursor.decode(1, as: String.self))
-                conditions[conditions.count - 1] += ", $\(parameters.count))"
-            }
-            let condition =
-                (conditions.isEmpty ? "TRUE" : conditions.joined(separator: " AND "))
-                + " ORDER BY period_start DESC, number DESC LIMIT \(limit)"
-            return try Self.load(condition, parameters, on: connection)
+            let records = InvoiceRecords.Filter(
+                tenant: filter.tenant, status: filter.status, issuedFrom: filter.issuedFrom, issuedBefore: filter.issuedBefore)
+            return try InvoiceRecords.page(records, after: after, limit: limit, on: connection)?.map(InvoiceView.init)
         }
     }
 
     /// One invoice with its lines, or nil.
     public func invoice(id: UUID) async throws -> InvoiceView? {
         try await pool.withTransaction(isolation: .repeatableRead) { connection in
-            try Self.load("id = $1", [id], on: connection).first
+            try InvoiceRecords.invoice(id: id, on: connection).map(InvoiceView.init)
         }
     }
 
@@ -198,42 +177,26 @@ public struct InvoiceStore: Sendable {
     public static func load(_ condition: String, _ parameters: [any PostgresEncodable], on connection: isolated PostgresConnection) throws
         -> [InvoiceView]
     {
-        var invoices = try connection.query(
-            """
-            SELECT id, number, status, kind, tenant_id, subscription_id, currency, period_start, period_end, subtotal_cents,
-                   tax_rate_bps, tax_cents, total_cents, issued_at,
-                   stripe_status, stripe_invoice_id, stripe_invoice_status, stripe_attempts, stripe_error, due_at
-              FROM invoices WHERE \(condition)
-            """, parameters
-        ).map { row in
-            var view = InvoiceView(
-                id: try row.decode(0), number: try row.decode(1), status: try row.decode(2), kind: try row.decode(3),
-                tenantID: try row.decode(4), subscriptionID: try row.decode(5, as: UUID?.self), currency: try row.decode(6),
-                periodStart: try row.decode(7), periodEnd: try row.decode(8), subtotalCents: try row.decode(9),
-                taxRateBps: try row.decode(10), taxCents: try row.decode(11), totalCents: try row.decode(12),
-                issuedAt: try row.decode(13), dueAt: try row.decode(19, as: Date.self), lines: [])
-            if let status = row.text(14) {
-                view.stripe = InvoiceView.StripeState(
-                    status: status, invoiceID: row.text(15), invoiceStatus: row.text(16), attempts: try row.decode(17), error: row.text(18))
-            }
-            return view
+        try InvoiceRecords.load(condition, parameters, on: connection).map(InvoiceView.init)
+    }
+}
+
+extension InvoiceView {
+    /// The invoice as stored, shown.
+    init(_ record: InvoiceRecords.Invoice) {
+        self.init(
+            id: record.id, number: record.number, status: record.status, kind: record.kind, tenantID: record.tenantID,
+            subscriptionID: record.subscriptionID, currency: record.currency, periodStart: record.periodStart, periodEnd: record.periodEnd,
+            subtotalCents: record.subtotalCents, taxRateBps: record.taxRateBps, taxCents: record.taxCents, totalCents: record.totalCents,
+            issuedAt: record.issuedAt, dueAt: record.dueAt,
+            lines: record.lines.map {
+                Line(
+                    kind: $0.kind, metric: $0.metric, description: $0.description, quantity: $0.quantity, unitPriceCents: $0.unitPriceCents,
+                    amountCents: $0.amountCents)
+            })
+        stripe = record.stripe.map {
+            StripeState(status: $0.status, invoiceID: $0.invoiceID, invoiceStatus: $0.invoiceStatus, attempts: $0.attempts, error: $0.error)
         }
-        guard !invoices.isEmpty else { return [] }
-        let ids = PostgresTextArray(invoices.map { $0.id.uuidString.lowercased() })
-        var lines: [UUID: [InvoiceView.Line]] = [:]
-        for row in try connection.query(
-            """
-            SELECT invoice_id, kind, metric, description, trim_scale(quantity)::text, trim_scale(unit_price_cents)::text, amount_cents
-              FROM invoice_lines WHERE invoice_id = ANY($1::uuid[]) ORDER BY invoice_id, position
-            """, [ids])
-        {
-            lines[try row.decode(0, as: UUID.self), default: []].append(
-                InvoiceView.Line(
-                    kind: try row.decode(1), metric: try row.decode(2, as: String?.self), description: try row.decode(3),
-                    quantity: row.text(4) ?? "0", unitPriceCents: row.text(5) ?? "0", amountCents: try row.decode(6)))
-        }
-        for index in invoices.indices { invoices[index].lines = lines[invoices[index].id] ?? [] }
-        return invoices
     }
 }
 

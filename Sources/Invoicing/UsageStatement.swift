@@ -47,11 +47,9 @@ public struct UsageStatement: Sendable {
 
     /// The statement of `tenant` at `asOf`, or nil when the tenant does not exist.
     public static func load(tenant: UUID, asOf: Instant, on connection: isolated PostgresConnection) throws -> UsageStatement? {
-        guard let terms = try connection.query("SELECT tax_rate_bps, currency FROM tenants WHERE id = $1", [tenant]).first else {
-            return nil
-        }
-        let taxRate: Int = try terms.decode(0)
-        let currency: String = try terms.decode(1)
+        guard let terms = try StatementReads.terms(of: tenant, on: connection) else { return nil }
+        let taxRate = terms.taxRateBps
+        let currency = terms.currency
         let plans = try SubscriptionRecords.plans(on: connection)
         let subscriptions = try SubscriptionRecords.subscriptions(of: [tenant], plans: plans, on: connection)[tenant] ?? []
         let catalog = try MetricCatalogRecords.load(on: connection)
@@ -136,11 +134,7 @@ public struct UsageStatement: Sendable {
     /// one by one, only for the tenants that have any.
     public static func charges(of tenants: [UUID], asOf: Instant, on connection: isolated PostgresConnection) throws -> [UUID: Charge] {
         guard !tenants.isEmpty else { return [:] }
-        let ids = PostgresTextArray(tenants.map(\.lowercasedText))
-        var taxRates: [UUID: Int] = [:]
-        for row in try connection.query("SELECT id, tax_rate_bps FROM tenants WHERE id = ANY($1::uuid[])", [ids]) {
-            taxRates[try row.decode(0, as: UUID.self)] = try row.decode(1, as: Int.self)
-        }
+        let taxRates = try StatementReads.taxRates(of: tenants, on: connection)
         let plans = try SubscriptionRecords.plans(on: connection)
         let subscriptions = try SubscriptionRecords.subscriptions(of: tenants, plans: plans, on: connection)
         let catalog = try MetricCatalogRecords.load(on: connection)
@@ -157,7 +151,7 @@ public struct UsageStatement: Sendable {
         let periods = open.map { TenantPeriod(tenant: $0.tenant, span: $0.billing.billed) }
         let totals = try UsagePeriodTotals.values(of: Set(periods), catalog: catalog, on: connection)
         let untracked = periods.filter { totals[$0] == nil }
-        let withUsage = try tenantsWithUsage(untracked, on: connection)
+        let withUsage = try StatementReads.tenantsWithUsage(untracked, on: connection)
         let late = try InvoiceGenerator.lateUsage(of: open.map { ($0.stored, $0.billing.billed.start) }, catalog: catalog, on: connection)
         for (tenant, stored, billing) in open {
             let period = TenantPeriod(tenant: tenant, span: billing.billed)
@@ -171,25 +165,6 @@ public struct UsageStatement: Sendable {
             charges[tenant] = Charge(plan: stored.timeline.pricingPlan(of: billing), kind: .billing, period: billing.billed, total: draft.total)
         }
         return charges
-    }
-
-    /// Which tenants of `periods` have any hourly rollup in their period (every stored
-    /// event has one), in one statement.
-    static func tenantsWithUsage(_ periods: [TenantPeriod], on connection: isolated PostgresConnection) throws -> Set<UUID> {
-        guard !periods.isEmpty else { return [] }
-        let hour: Int64 = 3_600_000_000
-        let rows = try connection.query(
-            """
-            SELECT p.tenant_id FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS p (tenant_id, first_hour, period_end)
-             WHERE EXISTS (SELECT 1 FROM usage_rollups r WHERE r.tenant_id = p.tenant_id AND r.hour >= p.first_hour AND r.hour < p.period_end)
-            """,
-            [
-                PostgresTextArray(periods.map(\.tenant.lowercasedText)),
-                PostgresTextArray(
-                    periods.map { PostgresTimestamp(microsecondsSinceEpoch: $0.span.start.microsecondsSinceEpoch / hour * hour).description }),
-                PostgresTextArray(periods.map { PostgresTimestamp(microsecondsSinceEpoch: $0.span.end.microsecondsSinceEpoch).description }),
-            ])
-        return Set(try rows.map { try $0.decode(0, as: UUID.self) })
     }
 
     /// Where the period open at `asOf` began (billing period, trial or calendar month),

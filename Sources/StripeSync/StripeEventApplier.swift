@@ -17,24 +17,19 @@ public enum StripeEventApplier {
     /// `failed_at` with the reason (any error: SQL, a payload we cannot read) and the
     /// others are applied. A lost connection still fails the whole sweep (it is retried).
     public static func applyPending(now: Date = TallyClock.now(), on connection: isolated PostgresConnection) throws -> Int {
-        let events = try connection.query(
-            """
-            SELECT event_id, type FROM stripe_webhook_events WHERE processed_at IS NULL AND failed_at IS NULL
-             ORDER BY received_at LIMIT 100 FOR UPDATE SKIP LOCKED
-            """)
+        let events = try StripeWebhookEvents.claimPending(on: connection)
         for event in events {
-            let id = event.text(0) ?? ""
+            let id = event.id
             try connection.executeScript("SAVEPOINT stripe_event")
             do {
-                try apply(id, type: event.text(1) ?? "", now: now, on: connection)
-                try connection.query("UPDATE stripe_webhook_events SET processed_at = now() WHERE event_id = $1", [id])
+                try apply(id, type: event.type, now: now, on: connection)
+                try StripeWebhookEvents.markProcessed(id, on: connection)
                 try connection.executeScript("RELEASE SAVEPOINT stripe_event")
             } catch {
                 if let error = error as? PostgresError, error.isConnectionError { throw error }
                 try connection.executeScript("ROLLBACK TO SAVEPOINT stripe_event; RELEASE SAVEPOINT stripe_event")
                 let reason = (error as? PostgresError).map { "\($0.message)\($0.detail.map { " (\($0))" } ?? "")" } ?? "\(error)"
-                try connection.query(
-                    "UPDATE stripe_webhook_events SET failed_at = now(), error = $2 WHERE event_id = $1", [id, reason])
+                try StripeWebhookEvents.markFailed(id, reason: reason, on: connection)
             }
         }
         return events.count
@@ -44,14 +39,7 @@ public enum StripeEventApplier {
     private static func apply(_ id: String, type: String, now: Date, on connection: isolated PostgresConnection) throws {
         switch type {
         case "invoice.paid", "invoice.payment_succeeded":
-            try connection.query(
-                """
-                UPDATE invoices SET status = 'paid', paid_at = now()
-                  FROM stripe_webhook_events e
-                 WHERE e.event_id = $1 AND invoices.status = 'open'
-                   AND (invoices.stripe_invoice_id = e.payload #>> '{data,object,id}'
-                        OR invoices.id::text = e.payload #>> '{data,object,metadata,tally_invoice_id}')
-                """, [id])
+            try StripeWebhookEvents.markInvoicePaid(event: id, on: connection)
         case "invoice.payment_failed":
             if let failure = try paymentFailure(event: id, on: connection) {
                 try Outbox.enqueue(.invoicePaymentFailed(failure), on: connection)
@@ -59,25 +47,13 @@ public enum StripeEventApplier {
         case "customer.subscription.deleted", "customer.subscription.updated":
             try applySubscriptionEvent(id, now: now, on: connection)
         case "payment_method.attached", "payment_method.updated", "payment_method.automatically_updated":
-            if let card = try connection.query(
-                """
-                SELECT t.id, o ->> 'id', o #>> '{card,brand}', o #>> '{card,last4}', o #>> '{card,exp_month}', o #>> '{card,exp_year}'
-                  FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
-                  JOIN tenants t ON t.stripe_customer_id = o ->> 'customer'
-                 WHERE e.event_id = $1 AND o ->> 'type' = 'card'
-                """, [id]
-            ).first, let providerID = card.text(1) {
+            if let card = try StripeWebhookEvents.card(event: id, on: connection) {
                 try PaymentMethodRecords.upsertStripeCard(
-                    tenant: try card.decode(0), providerID: providerID, brand: card.text(2), last4: card.text(3),
-                    expMonth: card.text(4).flatMap { Int($0) }, expYear: card.text(5).flatMap { Int($0) }, on: connection)
+                    tenant: card.tenant, providerID: card.providerID, brand: card.brand, last4: card.last4, expMonth: card.expMonth,
+                    expYear: card.expYear, on: connection)
             }
         case "payment_method.detached":
-            try connection.query(
-                """
-                DELETE FROM payment_methods USING stripe_webhook_events e
-                 WHERE e.event_id = $1 AND payment_methods.provider = 'stripe'
-                   AND payment_methods.provider_id = e.payload #>> '{data,object,id}'
-                """, [id])
+            try StripeWebhookEvents.deleteDetachedCard(event: id, on: connection)
         default:
             break  // recorded, nothing of ours to change
         }
@@ -88,24 +64,11 @@ public enum StripeEventApplier {
     private static func paymentFailure(
         event id: String, on connection: isolated PostgresConnection
     ) throws -> BillingEvent.InvoicePaymentFailed? {
-        guard
-            let row = try connection.query(
-                """
-                SELECT i.id, i.number, i.tenant_id, i.currency, coalesce((o ->> 'amount_due')::bigint, i.total_cents),
-                       (o ->> 'attempt_count')::int, to_timestamp((o ->> 'next_payment_attempt')::bigint),
-                       coalesce(o #>> '{last_payment_error,message}', o #>> '{payment_intent,last_payment_error,message}',
-                                o #>> '{charge,failure_message}'),
-                       e.received_at
-                  FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
-                  JOIN invoices i ON i.stripe_invoice_id = o ->> 'id' OR i.id::text = o #>> '{metadata,tally_invoice_id}'
-                 WHERE e.event_id = $1
-                """, [id]
-            ).first
-        else { return nil }
+        guard let failure = try StripeWebhookEvents.paymentFailure(event: id, on: connection) else { return nil }
         return BillingEvent.InvoicePaymentFailed(
-            tenantID: try row.decode(2), occurredAt: try row.decode(8), invoiceID: try row.decode(0), number: try row.decode(1),
-            currency: try row.decode(3), amountDueCents: try row.decode(4), attemptCount: try row.decode(5, as: Int?.self),
-            nextAttemptAt: try row.decode(6, as: Date?.self), failureMessage: row.text(7), stripeEventID: id)
+            tenantID: failure.tenantID, occurredAt: failure.receivedAt, invoiceID: failure.invoiceID, number: failure.number,
+            currency: failure.currency, amountDueCents: failure.amountDueCents, attemptCount: failure.attemptCount,
+            nextAttemptAt: failure.nextAttemptAt, failureMessage: failure.failureMessage, stripeEventID: id)
     }
 
     /// Stripe ended the subscription (deleted, or updated to a final status) or scheduled
@@ -113,21 +76,12 @@ public enum StripeEventApplier {
     /// period containing now — never inside a period already invoiced (those stand; the
     /// end moves to the last invoiced period's end).
     private static func applySubscriptionEvent(_ eventID: String, now: Date, on connection: isolated PostgresConnection) throws {
-        guard
-            let row = try connection.query(
-                """
-                SELECT s.id, e.type, e.payload #>> '{data,object,status}', coalesce((e.payload #>> '{data,object,cancel_at_period_end}')::boolean, false),
-                       (SELECT max(period_end) FROM invoices i WHERE i.subscription_id = s.id AND i.kind = 'period'), s.ends_at IS NOT NULL
-                  FROM stripe_webhook_events e JOIN subscriptions s ON s.stripe_subscription_id = e.payload #>> '{data,object,id}'
-                 WHERE e.event_id = $1
-                """, [eventID]
-            ).first, try !row.decode(5, as: Bool.self)
-        else { return }
-        let subscription = try row.decode(0, as: UUID.self)
-        let ended = row.text(1) == "customer.subscription.deleted" || ["canceled", "incomplete_expired"].contains(row.text(2) ?? "")
-        let atPeriodEnd = try row.decode(3, as: Bool.self)
+        guard let change = try StripeWebhookEvents.subscriptionChange(event: eventID, on: connection) else { return }
+        let subscription = change.subscription
+        let ended = change.type == "customer.subscription.deleted" || ["canceled", "incomplete_expired"].contains(change.status ?? "")
+        let atPeriodEnd = change.cancelAtPeriodEnd
         guard ended || atPeriodEnd else { return }
-        let lastInvoiced = row.text(4) == nil ? nil : try row.decode(4, as: Date.self)
+        let lastInvoiced = change.lastInvoicedPeriodEnd
         let at = max(now, lastInvoiced ?? now)
         do {
             try SubscriptionStore.cancel(

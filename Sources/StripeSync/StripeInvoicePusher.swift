@@ -30,48 +30,7 @@ struct StripeInvoicePusher {
     }
 
     /// Invoice and tenant fields the push needs.
-    struct Source: Sendable {
-        let invoiceID: UUID
-        let number: String
-        let currency: String
-        let totalCents: Int64
-        let taxCents: Int64
-        let taxRateBps: Int
-        let stripeInvoiceID: String?
-        let subscriptionID: UUID?
-        let stripeSubscriptionID: String?
-        let tenantID: UUID
-        let tenantName: String
-        let billingEmail: String
-        let stripeCustomerID: String?
-        let lines: [(position: Int, description: String, amountCents: Int64)]
-
-        var description: String { "Tally invoice \(number)" }
-        var key: String { invoiceID.uuidString.lowercased() }
-    }
-
-    static func load(_ invoice: UUID, on connection: isolated PostgresConnection) throws -> Source? {
-        guard
-            let row = try connection.query(
-                """
-                SELECT i.number, i.currency, i.total_cents, i.tax_cents, i.tax_rate_bps, i.stripe_invoice_id, i.subscription_id,
-                       s.stripe_subscription_id, t.id, t.name, t.billing_email, t.stripe_customer_id
-                  FROM invoices i JOIN tenants t ON t.id = i.tenant_id LEFT JOIN subscriptions s ON s.id = i.subscription_id
-                 WHERE i.id = $1
-                """, [invoice]
-            ).first
-        else { return nil }
-        let lines = try connection.query(
-            "SELECT position, description, amount_cents FROM invoice_lines WHERE invoice_id = $1 ORDER BY position", [invoice]
-        ).map {
-            (position: try $0.decode(0, as: Int.self), description: try $0.decode(1, as: String.self), amountCents: try $0.decode(2, as: Int64.self))
-        }
-        return Source(
-            invoiceID: invoice, number: try row.decode(0), currency: try row.decode(1), totalCents: try row.decode(2),
-            taxCents: try row.decode(3), taxRateBps: try row.decode(4), stripeInvoiceID: row.text(5),
-            subscriptionID: row.text(6).flatMap(UUID.init(uuidString:)), stripeSubscriptionID: row.text(7), tenantID: try row.decode(8),
-            tenantName: try row.decode(9), billingEmail: try row.decode(10), stripeCustomerID: row.text(11), lines: lines)
-    }
+    typealias Source = StripeSyncState.PushSource
 
     func push(_ source: Source) async throws -> Outcome {
         let customer = try await customer(for: source)
@@ -147,9 +106,7 @@ struct StripeInvoicePusher {
             logger.warning(
                 "the tenant's Stripe customer is gone; creating it again",
                 metadata: ["tenant.id": "\(source.tenantID)", "stripe.customer": "\(known)"])
-            try await connection.query(
-                "UPDATE tenants SET stripe_customer_id = NULL WHERE id = $1 AND stripe_customer_id = $2", [source.tenantID, known])
-            try await connection.query("UPDATE subscriptions SET stripe_subscription_id = NULL WHERE tenant_id = $1", [source.tenantID])
+            try await StripeSyncState.forgetCustomer(tenant: source.tenantID, customer: known, on: connection)
             replaced = known
         }
         let id: String
@@ -168,7 +125,7 @@ struct StripeInvoicePusher {
             ).id
             logger.info("Stripe customer created", metadata: ["tenant.id": "\(source.tenantID)", "stripe.customer": "\(id)"])
         }
-        try await connection.query("UPDATE tenants SET stripe_customer_id = $2 WHERE id = $1", [source.tenantID, id])
+        try await StripeSyncState.recordCustomer(tenant: source.tenantID, customer: id, on: connection)
         return id
     }
 
@@ -177,7 +134,7 @@ struct StripeInvoicePusher {
     private func subscription(for source: Source, customer: String) async throws -> String? {
         guard let ours = source.subscriptionID else { return nil }
         // Recorded for this customer (not cleared with a customer created again) and still in Stripe.
-        let recorded = try await connection.query("SELECT stripe_subscription_id FROM subscriptions WHERE id = $1", [ours]).first?.text(0)
+        let recorded = try await StripeSyncState.stripeSubscriptionID(of: ours, on: connection)
         var replaced: String?
         if let known = recorded {
             guard try await !exists("/v1/subscriptions/\(known)") else { return known }
@@ -198,7 +155,7 @@ struct StripeInvoicePusher {
                 idempotencyKey: "tally-subscription-\(key)-\(customer)" + (replaced.map { "-after-\($0)" } ?? "")
             ).id
         }
-        try await connection.query("UPDATE subscriptions SET stripe_subscription_id = $2 WHERE id = $1", [ours, id])
+        try await StripeSyncState.recordSubscription(ours, stripeID: id, on: connection)
         return id
     }
 
@@ -254,12 +211,17 @@ struct StripeInvoicePusher {
                     expYear: card.card?.expYear, on: connection)
             }
         }
-        try await connection.query(
-            "DELETE FROM payment_methods WHERE tenant_id = $1 AND provider = 'stripe' AND NOT provider_id = ANY($2::text[])",
-            [tenant, PostgresTextArray(cards.map(\.id))])
+        try await StripeSyncState.deleteStripeCards(tenant: tenant, except: cards.map(\.id), on: connection)
     }
 
     private func record(invoice: String, of source: Source) async throws {
-        try await connection.query("UPDATE invoices SET stripe_invoice_id = $2 WHERE id = $1", [source.invoiceID, invoice])
+        try await StripeSyncState.recordStripeInvoice(invoice, of: source.invoiceID, on: connection)
     }
+}
+
+extension StripeSyncState.PushSource {
+    /// The description of the Stripe invoice, naming our number (how an interrupted push finds it).
+    var description: String { "Tally invoice \(number)" }
+    /// Our invoice id as Stripe's metadata and Idempotency-Keys carry it.
+    var key: String { invoiceID.uuidString.lowercased() }
 }

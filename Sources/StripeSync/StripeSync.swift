@@ -31,36 +31,24 @@ public struct StripeSync: Sendable {
     public func syncNext(on connection: PostgresConnection) async throws -> Result {
         try await connection.begin()
         do {
-            guard
-                let claimed = try await connection.query(
-                    """
-                    SELECT id, tenant_id, stripe_attempts FROM invoices
-                     WHERE stripe_status = 'pending' AND stripe_next_attempt_at <= now()
-                     ORDER BY stripe_next_attempt_at, issued_at LIMIT 1 FOR UPDATE SKIP LOCKED
-                    """
-                ).first
-            else {
+            guard let claimed = try await StripeSyncState.claimNext(on: connection) else {
                 try await connection.commit()
                 return .idle
             }
-            let invoice = try claimed.decode(0, as: UUID.self)
-            let tenant = try claimed.decode(1, as: UUID.self)
-            let attempts = try claimed.decode(2, as: Int.self)
+            let invoice = claimed.invoice
+            let tenant = claimed.tenant
+            let attempts = claimed.attempts
             var logger = logger
             logger[metadataKey: "invoice.id"] = "\(invoice)"
             do {
-                try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended('stripe-customer:' || $1::text, 0))", [tenant])
-                guard let source = try await connection.withIsolation({ try StripeInvoicePusher.load(invoice, on: $0) }) else {
+                try await StripeSyncState.lockCustomer(tenant: tenant, on: connection)
+                guard let source = try await StripeSyncState.pushSource(invoice: invoice, on: connection) else {
                     try await connection.commit()
                     return .idle
                 }
                 let outcome = try await StripeInvoicePusher(api: api, connection: connection, logger: logger, attempt: attempts).push(source)
-                try await connection.query(
-                    """
-                    UPDATE invoices SET stripe_status = 'synced', stripe_invoice_id = $2, stripe_invoice_status = $3,
-                           stripe_synced_at = now(), stripe_error = NULL, stripe_attempts = stripe_attempts + 1
-                     WHERE id = $1
-                    """, [invoice, outcome.stripeInvoiceID, outcome.stripeStatus])
+                try await StripeSyncState.recordSynced(
+                    invoice: invoice, stripeInvoiceID: outcome.stripeInvoiceID, stripeStatus: outcome.stripeStatus, on: connection)
                 try await connection.commit()
                 logger.info(
                     "invoice pushed to Stripe",
@@ -76,13 +64,8 @@ public struct StripeSync: Sendable {
                 let final = attempts + 1 >= Self.maxAttempts || stripeError.map(Self.isPermanent) == true
                 let delay = min(3600, 5 * Int(pow(3.0, Double(attempts))))
                 let message = stripeError?.description ?? String(describing: error)
-                try await connection.query(
-                    """
-                    UPDATE invoices SET stripe_attempts = stripe_attempts + 1, stripe_error = $2,
-                           stripe_status = CASE WHEN $3 THEN 'failed' ELSE 'pending' END,
-                           stripe_next_attempt_at = now() + make_interval(secs => $4)
-                     WHERE id = $1 AND stripe_status = 'pending' AND stripe_attempts = $5
-                    """, [invoice, message, final, delay, attempts])
+                try await StripeSyncState.recordFailedAttempt(
+                    invoice: invoice, error: message, final: final, retryInSeconds: delay, attempts: attempts, on: connection)
                 logger.error(
                     "Stripe push failed",
                     metadata: ["error": "\(message)", "attempt": "\(attempts + 1)", "final": "\(final)", "retry.in.s": "\(delay)"])

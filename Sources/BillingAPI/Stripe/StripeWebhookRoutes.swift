@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import PostgresClient
 import TallyHTTP
+import TallyStore
 
 /// `POST /v1/stripe/webhook`: Stripe's events, verified (signature, 5-minute tolerance,
 /// constant-time compare), then kept in `stripe_webhook_events` — the queue the
@@ -38,14 +39,11 @@ struct StripeWebhookRoutes {
         guard let event = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
             let id = event["id"] as? String, let type = event["type"] as? String
         else { throw APIError.invalid("body", "is not a Stripe event (id and type are required)") }
-        let stored = try await pool.query(
-            "INSERT INTO stripe_webhook_events (event_id, type, payload) VALUES ($1, $2, $3::jsonb) ON CONFLICT (event_id) DO NOTHING",
-            [id, type, String(decoding: body, as: UTF8.self)]
-        ).affectedRows
+        let duplicate = try await !StripeWebhookEvents.record(id: id, type: type, payload: String(decoding: body, as: UTF8.self), on: pool)
         context.logger.info(
-            "stripe webhook received", metadata: ["stripe.event_id": "\(id)", "stripe.type": "\(type)", "duplicate": "\(stored == 0)"])
+            "stripe webhook received", metadata: ["stripe.event_id": "\(id)", "stripe.type": "\(type)", "duplicate": "\(duplicate)"])
         return Response(
             status: .ok, headers: [.contentType: "application/json"],
-            body: .init(byteBuffer: ByteBuffer(string: #"{"received":true,"duplicate":\#(stored == 0)}"#)))
+            body: .init(byteBuffer: ByteBuffer(string: #"{"received":true,"duplicate":\#(duplicate)}"#)))
     }
 }

@@ -1,0 +1,194 @@
+import Foundation
+import PostgresClient
+
+/// Stripe's verified webhook events in `stripe_webhook_events`: the queue the billing API
+/// fills and the Invoicer applies, oldest first, each once; and the changes an event makes
+/// to our rows (invoices paid, cards removed), each read straight from the stored payload.
+public enum StripeWebhookEvents {
+    /// A stored event waiting to be applied.
+    public struct Pending: Sendable, Equatable {
+        public let id: String
+        public let type: String
+    }
+
+    /// An event set aside because applying it failed, as `invoicer stripe list` prints it.
+    public struct Failed: Sendable, Equatable {
+        public let id: String
+        public let type: String
+        /// When it failed, RFC 3339 in UTC.
+        public let failedAt: String
+        public let error: String
+    }
+
+    /// A card a `payment_method.*` event describes, with the tenant whose Stripe customer holds it.
+    public struct Card: Sendable, Equatable {
+        public let tenant: UUID
+        public let providerID: String
+        public let brand: String?
+        public let last4: String?
+        public let expMonth: Int?
+        public let expYear: Int?
+    }
+
+    /// Our invoice an `invoice.payment_failed` event is about, with what Stripe said of it.
+    public struct PaymentFailure: Sendable, Equatable {
+        public let invoiceID: UUID
+        public let number: String
+        public let tenantID: UUID
+        public let currency: String
+        /// Stripe's amount due, else our invoice's total.
+        public let amountDueCents: Int64
+        public let attemptCount: Int?
+        public let nextAttemptAt: Date?
+        public let failureMessage: String?
+        /// When the event was received.
+        public let receivedAt: Date
+    }
+
+    /// Our subscription a `customer.subscription.*` event is about, when it has no end yet.
+    public struct SubscriptionChange: Sendable, Equatable {
+        public let subscription: UUID
+        /// The event's type.
+        public let type: String?
+        /// Stripe's status of the subscription.
+        public let status: String?
+        public let cancelAtPeriodEnd: Bool
+        /// The end of the subscription's last invoiced period, if any.
+        public let lastInvoicedPeriodEnd: Date?
+    }
+
+    /// Stores a verified event (its payload as received) unless its id was stored before;
+    /// returns whether it was new. One statement on any pooled connection.
+    public static func record(id: String, type: String, payload: String, on pool: PostgresPool) async throws -> Bool {
+        let stored = try await pool.query(
+            "INSERT INTO stripe_webhook_events (event_id, type, payload) VALUES ($1, $2, $3::jsonb) ON CONFLICT (event_id) DO NOTHING",
+            [id, type, payload]
+        ).affectedRows
+        return stored != 0
+    }
+
+    /// Claims up to 100 events neither applied nor failed, oldest first, locked for the
+    /// caller's transaction (`FOR UPDATE SKIP LOCKED`: Invoicers share the queue).
+    public static func claimPending(on connection: isolated PostgresConnection) throws -> [Pending] {
+        let events = try connection.query(
+            """
+            SELECT event_id, type FROM stripe_webhook_events WHERE processed_at IS NULL AND failed_at IS NULL
+             ORDER BY received_at LIMIT 100 FOR UPDATE SKIP LOCKED
+            """)
+        return events.map { Pending(id: $0.text(0) ?? "", type: $0.text(1) ?? "") }
+    }
+
+    /// Marks the event applied, in the caller's transaction.
+    public static func markProcessed(_ id: String, on connection: isolated PostgresConnection) throws {
+        try connection.query("UPDATE stripe_webhook_events SET processed_at = now() WHERE event_id = $1", [id])
+    }
+
+    /// Sets the event aside as failed with `reason`, in the caller's transaction.
+    public static func markFailed(_ id: String, reason: String, on connection: isolated PostgresConnection) throws {
+        try connection.query(
+            "UPDATE stripe_webhook_events SET failed_at = now(), error = $2 WHERE event_id = $1", [id, reason])
+    }
+
+    /// `invoice.paid`: our open invoice the event names (by Stripe id or
+    /// `metadata.tally_invoice_id`) becomes `paid`, in the caller's transaction.
+    public static func markInvoicePaid(event id: String, on connection: isolated PostgresConnection) throws {
+        try connection.query(
+            """
+            UPDATE invoices SET status = 'paid', paid_at = now()
+              FROM stripe_webhook_events e
+             WHERE e.event_id = $1 AND invoices.status = 'open'
+               AND (invoices.stripe_invoice_id = e.payload #>> '{data,object,id}'
+                    OR invoices.id::text = e.payload #>> '{data,object,metadata,tally_invoice_id}')
+            """, [id])
+    }
+
+    /// The card a `payment_method.*` event describes, when it is a card of a tenant's
+    /// Stripe customer; nil otherwise.
+    public static func card(event id: String, on connection: isolated PostgresConnection) throws -> Card? {
+        guard
+            let card = try connection.query(
+                """
+                SELECT t.id, o ->> 'id', o #>> '{card,brand}', o #>> '{card,last4}', o #>> '{card,exp_month}', o #>> '{card,exp_year}'
+                  FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
+                  JOIN tenants t ON t.stripe_customer_id = o ->> 'customer'
+                 WHERE e.event_id = $1 AND o ->> 'type' = 'card'
+                """, [id]
+            ).first, let providerID = card.text(1)
+        else { return nil }
+        return Card(
+            tenant: try card.decode(0), providerID: providerID, brand: card.text(2), last4: card.text(3),
+            expMonth: card.text(4).flatMap { Int($0) }, expYear: card.text(5).flatMap { Int($0) })
+    }
+
+    /// `payment_method.detached`: deletes our record of the card, in the caller's transaction.
+    public static func deleteDetachedCard(event id: String, on connection: isolated PostgresConnection) throws {
+        try connection.query(
+            """
+            DELETE FROM payment_methods USING stripe_webhook_events e
+             WHERE e.event_id = $1 AND payment_methods.provider = 'stripe'
+               AND payment_methods.provider_id = e.payload #>> '{data,object,id}'
+            """, [id])
+    }
+
+    /// Our invoice an `invoice.payment_failed` event names (by Stripe id or
+    /// `metadata.tally_invoice_id`), with the amount due, attempts, next attempt and
+    /// reason the event gives; nil when none of ours matches.
+    public static func paymentFailure(event id: String, on connection: isolated PostgresConnection) throws -> PaymentFailure? {
+        guard
+            let row = try connection.query(
+                """
+                SELECT i.id, i.number, i.tenant_id, i.currency, coalesce((o ->> 'amount_due')::bigint, i.total_cents),
+                       (o ->> 'attempt_count')::int, to_timestamp((o ->> 'next_payment_attempt')::bigint),
+                       coalesce(o #>> '{last_payment_error,message}', o #>> '{payment_intent,last_payment_error,message}',
+                                o #>> '{charge,failure_message}'),
+                       e.received_at
+                  FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
+                  JOIN invoices i ON i.stripe_invoice_id = o ->> 'id' OR i.id::text = o #>> '{metadata,tally_invoice_id}'
+                 WHERE e.event_id = $1
+                """, [id]
+            ).first
+        else { return nil }
+        return PaymentFailure(
+            invoiceID: try row.decode(0), number: try row.decode(1), tenantID: try row.decode(2), currency: try row.decode(3),
+            amountDueCents: try row.decode(4), attemptCount: try row.decode(5, as: Int?.self), nextAttemptAt: try row.decode(6, as: Date?.self),
+            failureMessage: row.text(7), receivedAt: try row.decode(8))
+    }
+
+    /// Our subscription a `customer.subscription.*` event names (by Stripe id), with
+    /// Stripe's status and the end of its last invoiced period; nil when none of ours
+    /// matches or ours already has an end.
+    public static func subscriptionChange(event id: String, on connection: isolated PostgresConnection) throws -> SubscriptionChange? {
+        guard
+            let row = try connection.query(
+                """
+                SELECT s.id, e.type, e.payload #>> '{data,object,status}', coalesce((e.payload #>> '{data,object,cancel_at_period_end}')::boolean, false),
+                       (SELECT max(period_end) FROM invoices i WHERE i.subscription_id = s.id AND i.kind = 'period'), s.ends_at IS NOT NULL
+                  FROM stripe_webhook_events e JOIN subscriptions s ON s.stripe_subscription_id = e.payload #>> '{data,object,id}'
+                 WHERE e.event_id = $1
+                """, [id]
+            ).first, try !row.decode(5, as: Bool.self)
+        else { return nil }
+        return SubscriptionChange(
+            subscription: try row.decode(0, as: UUID.self), type: row.text(1), status: row.text(2),
+            cancelAtPeriodEnd: try row.decode(3, as: Bool.self), lastInvoicedPeriodEnd: row.text(4) == nil ? nil : try row.decode(4, as: Date.self))
+    }
+
+    /// The events set aside as failed and not applied since, oldest first; one statement
+    /// on any pooled connection.
+    public static func failed(on pool: PostgresPool) async throws -> [Failed] {
+        let events = try await pool.query(
+            """
+            SELECT event_id, type, to_char(failed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), coalesce(error, '')
+              FROM stripe_webhook_events WHERE failed_at IS NOT NULL AND processed_at IS NULL ORDER BY received_at
+            """)
+        return events.map { Failed(id: $0.text(0) ?? "", type: $0.text(1) ?? "", failedAt: $0.text(2) ?? "", error: $0.text(3) ?? "") }
+    }
+
+    /// Makes every failed, unapplied event pending again; returns how many. One statement
+    /// on any pooled connection.
+    public static func retryFailed(on pool: PostgresPool) async throws -> Int {
+        try await pool.query(
+            "UPDATE stripe_webhook_events SET failed_at = NULL WHERE failed_at IS NOT NULL AND processed_at IS NULL"
+        ).affectedRows
+    }
+}
