@@ -849,6 +849,7 @@ cmd_check() {
   local started=$SECONDS script
   run_format_lint
   python3 "$ROOT/ops/tests/layering_test.py" || die "the layering check failed (above)"
+  python3 "$ROOT/ops/tests/sql_placement_test.py" || die "SQL outside the store modules (above)"
   for script in "$ROOT"/ops/*.sh "$ROOT"/ops/tests/*.sh "$ROOT"/ops/contract/*.sh; do
     bash -n "$script" || die "$script has a syntax error"
   done
@@ -893,6 +894,8 @@ cmd_test() {
   run_contract_tests
   python3 "$ROOT/ops/tests/layering_test.py" 2>&1 | tee "$LOGS/test-layering.log" \
     || die "the layering test failed; its output is in $LOGS/test-layering.log"
+  python3 "$ROOT/ops/tests/sql_placement_test.py" 2>&1 | tee "$LOGS/test-sql-placement.log" \
+    || die "the SQL placement test failed; its output is in $LOGS/test-sql-placement.log"
   say "checking ops/systemd/ (systemd-analyze verify) and ops/k8s/ (yamllint, kubernetes-validate, the operators' CRD fields, the Dockerfile)"
   "$ROOT/ops/tests/systemd_test.sh" 2>&1 | tee "$LOGS/test-systemd.log" \
     || die "the systemd test failed; its output is in $LOGS/test-systemd.log"

@@ -37,7 +37,7 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) thr
     router.add(middleware: LogRequestsMiddleware(.info))
     router.add(middleware: ErrorMiddleware { error in (error as? PostgresError)?.isConnectionError ?? false })
     HealthRoutes<TallyRequestContext> {
-        (try? await pool.query("SELECT 1")) != nil
+        (try? await pool.ping()) != nil
     }.register(on: router)
     // Stripe authenticates its webhooks with a signature, not a bearer token.
     // The dashboard authenticates with its session cookie, not a bearer token.

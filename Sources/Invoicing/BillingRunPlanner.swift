@@ -53,17 +53,17 @@ public enum BillingRunPlanner {
             }
         }
         if !lateChecks.isEmpty {
-            try connection.executeScript("SAVEPOINT plan_late_usage")
             do {
-                let loaded = try MetricCatalogRecords.load(on: connection)
-                catalog = loaded
-                // Only those whose usage may have changed since billed are read whole.
-                let candidates = try InvoiceGenerator.lateUsageCandidates(
-                    lateChecks.map { ($0.subscription, $0.index) }, catalog: loaded, on: connection)
-                let late = try InvoiceGenerator.lateUsage(
-                    of: lateChecks.filter { candidates.contains($0.subscription.id) }.map { ($0.subscription, nil) }, catalog: loaded,
-                    on: connection)
-                try connection.executeScript("RELEASE SAVEPOINT plan_late_usage")
+                let late = try connection.withSavepoint("plan_late_usage") { connection in
+                    let loaded = try MetricCatalogRecords.load(on: connection)
+                    catalog = loaded
+                    // Only those whose usage may have changed since billed are read whole.
+                    let candidates = try InvoiceGenerator.lateUsageCandidates(
+                        lateChecks.map { ($0.subscription, $0.index) }, catalog: loaded, on: connection)
+                    return try InvoiceGenerator.lateUsage(
+                        of: lateChecks.filter { candidates.contains($0.subscription.id) }.map { ($0.subscription, nil) }, catalog: loaded,
+                        on: connection)
+                }
                 for (subscription, index) in lateChecks {
                     do {
                         let adjusts = try !InvoiceCalculator.adjustmentLines(late[subscription.id] ?? []).isEmpty
@@ -78,7 +78,6 @@ public enum BillingRunPlanner {
                 }
             } catch {
                 if let error = error as? PostgresError, error.isConnectionError { throw error }
-                try connection.executeScript("ROLLBACK TO SAVEPOINT plan_late_usage; RELEASE SAVEPOINT plan_late_usage")
                 for (subscription, _) in lateChecks {
                     do {
                         planned.append(
@@ -154,18 +153,12 @@ extension BillingRunPlanner {
         guard items.isEmpty, needsLateCheck(subscription, index: index, deadline: deadline, asOf: asOf),
             let endsAt = subscription.timeline.endsAt
         else { return items }
-        try connection.executeScript("SAVEPOINT plan_subscription")
-        do {
+        return try connection.withSavepoint("plan_subscription") { connection in
             if catalog == nil { catalog = try MetricCatalogRecords.load(on: connection) }
             let late = try InvoiceGenerator.lateUsage(
                 subscription, before: nil, tenant: subscription.tenantID, catalog: catalog!, on: connection)
             let adjusts = try !InvoiceCalculator.adjustmentLines(late).isEmpty
-            try connection.executeScript("RELEASE SAVEPOINT plan_subscription")
             return adjusts ? [Item(index: index, start: endsAt, kind: "adjustment")] : []
-        } catch {
-            if let error = error as? PostgresError, error.isConnectionError { throw error }
-            try connection.executeScript("ROLLBACK TO SAVEPOINT plan_subscription; RELEASE SAVEPOINT plan_subscription")
-            throw error
         }
     }
 

@@ -173,11 +173,19 @@ public struct InvoiceStore: Sendable {
         }
     }
 
-    /// Invoices matching `condition` (SQL over `invoices`, with `$n` parameters), with their lines.
-    public static func load(_ condition: String, _ parameters: [any PostgresEncodable], on connection: isolated PostgresConnection) throws
-        -> [InvoiceView]
-    {
-        try InvoiceRecords.load(condition, parameters, on: connection).map(InvoiceView.init)
+    /// One invoice with its lines, or nil, read in the caller's transaction.
+    public static func invoice(id: UUID, on connection: isolated PostgresConnection) throws -> InvoiceView? {
+        try InvoiceRecords.invoice(id: id, on: connection).map(InvoiceView.init)
+    }
+
+    /// The invoice named by its id or its number, with its lines, or nil.
+    public static func invoice(idOrNumber: String, on connection: isolated PostgresConnection) throws -> InvoiceView? {
+        try InvoiceRecords.invoice(idOrNumber: idOrNumber, on: connection).map(InvoiceView.init)
+    }
+
+    /// The `limit` newest invoices no notification was planned for yet, with their lines.
+    public static func newestNotNotified(limit: Int, on connection: isolated PostgresConnection) throws -> [InvoiceView] {
+        try InvoiceRecords.newestNotNotified(limit: limit, on: connection).map(InvoiceView.init)
     }
 }
 

@@ -212,9 +212,7 @@ struct NotificationHandler: QueueWorkHandler {
         case .invoiceFinalized(let finalized):
             if invoice == nil {
                 do {
-                    guard
-                        let view = try await session.database.withTransaction({ try InvoiceStore.load("id = $1", [finalized.invoiceID], on: $0) })
-                            .first
+                    guard let view = try await session.database.withTransaction({ try InvoiceStore.invoice(id: finalized.invoiceID, on: $0) })
                     else { return .failure(.permanent("invoice \(finalized.invoiceID) does not exist", code: nil)) }
                     let pdf = try InvoiceDocument(
                         invoice: view, seller: configuration.seller.party,

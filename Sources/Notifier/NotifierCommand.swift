@@ -46,7 +46,7 @@ func buildApplication(_ configuration: NotifierConfiguration, logger: Logger) th
     let publisher = ConfirmedPublisher(configuration: amqp, logger: logger)
     let router = Router()
     HealthRoutes<BasicRequestContext> {
-        (try? await database.query("SELECT 1")) != nil && !metrics.snapshot.mailServerDown
+        (try? await database.ping()) != nil && !metrics.snapshot.mailServerDown
     }.register(on: router)
     router.get("metrics") { _, _ -> Response in
         Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: .init(string: metrics.render())))

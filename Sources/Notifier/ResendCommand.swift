@@ -59,9 +59,9 @@ struct ResendCommand: AsyncParsableCommand {
         _ audiences: [BillingEvent.InvoiceFinalized.Audience], reader: ConfigurationReader, database: PostgresPool, logger: Logger
     ) async throws {
         let found = try await database.withTransaction { connection in
-            try InvoiceStore.load(UUID(uuidString: invoice) == nil ? "number = $1" : "id::text = lower($1)", [invoice], on: connection)
+            try InvoiceStore.invoice(idOrNumber: invoice, on: connection)
         }
-        guard let view = found.first else {
+        guard let view = found else {
             throw ValidationError("no invoice \(invoice): give its number (INV-YYYY-NNNNNN) or its id, as GET /v1/invoices shows them")
         }
         let event = BillingEvent.invoiceFinalized(BillingEvent.InvoiceFinalized(view).resent(to: audiences, at: Date()))

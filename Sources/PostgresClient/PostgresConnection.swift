@@ -119,6 +119,23 @@ public actor PostgresConnection {
         }
     }
 
+    /// Runs `body` inside a savepoint of the open transaction, so one part of it can fail
+    /// without failing the rest: released when `body` returns; rolled back to (and
+    /// released) when it throws, and the error rethrown. A lost connection is rethrown
+    /// as it is: its transaction is gone with it.
+    public func withSavepoint<T>(_ name: String, _ body: (isolated PostgresConnection) throws -> T) throws -> T {
+        try executeScript("SAVEPOINT \(name)")
+        do {
+            let value = try body(self)
+            try executeScript("RELEASE SAVEPOINT \(name)")
+            return value
+        } catch {
+            if let error = error as? PostgresError, error.isConnectionError { throw error }
+            try executeScript("ROLLBACK TO SAVEPOINT \(name); RELEASE SAVEPOINT \(name)")
+            throw error
+        }
+    }
+
     /// The isolation levels of `withTransaction`.
     public enum IsolationLevel: String, Sendable {
         case readCommitted = "READ COMMITTED"

@@ -36,7 +36,7 @@ func buildIngest(
 
     let router = Router(context: IngestRequestContext.self)
     router.add(middleware: ErrorMiddleware { error in (error as? PostgresError)?.isConnectionError ?? false })
-    HealthRoutes<IngestRequestContext> { (try? await pool.query("SELECT 1")) != nil }.register(on: router)
+    HealthRoutes<IngestRequestContext> { (try? await pool.ping()) != nil }.register(on: router)
     MetricsRoute(counters: counters, spool: spool, authentication: authenticator).register(on: router)
     router.add(middleware: AuthenticationMiddleware(authenticator: authenticator, publicPaths: ["/healthz", "/readyz", "/metrics"]))
     IngestRoutes(publisher: publisher, tenants: KnownTenants(store: tenants), clock: clock).register(on: router)

@@ -20,14 +20,13 @@ public enum StripeEventApplier {
         let events = try StripeWebhookEvents.claimPending(on: connection)
         for event in events {
             let id = event.id
-            try connection.executeScript("SAVEPOINT stripe_event")
             do {
-                try apply(id, type: event.type, now: now, on: connection)
-                try StripeWebhookEvents.markProcessed(id, on: connection)
-                try connection.executeScript("RELEASE SAVEPOINT stripe_event")
+                try connection.withSavepoint("stripe_event") { connection in
+                    try apply(id, type: event.type, now: now, on: connection)
+                    try StripeWebhookEvents.markProcessed(id, on: connection)
+                }
             } catch {
                 if let error = error as? PostgresError, error.isConnectionError { throw error }
-                try connection.executeScript("ROLLBACK TO SAVEPOINT stripe_event; RELEASE SAVEPOINT stripe_event")
                 let reason = (error as? PostgresError).map { "\($0.message)\($0.detail.map { " (\($0))" } ?? "")" } ?? "\(error)"
                 try StripeWebhookEvents.markFailed(id, reason: reason, on: connection)
             }

@@ -40,11 +40,7 @@ struct NotifyBench: AsyncParsableCommand {
 
     private func emails(pool: PostgresPool, broker: AMQPConnection, smtp: SMTPConfiguration) async throws {
         let chosen = try await pool.withTransaction { connection in
-            try InvoiceStore.load(
-                """
-                NOT EXISTS (SELECT 1 FROM notifications n WHERE n.event_id = 'invoice.finalized:' || invoices.id)
-                ORDER BY issued_at DESC LIMIT \(invoices)
-                """, [], on: connection)
+            try InvoiceStore.newestNotNotified(limit: invoices, on: connection)
         }
         guard let sample = chosen.first else { throw ValidationError("no invoice without notifications: run `tally-bench billing` first") }
         // Raw: the very message the notifier sends, rendered once, sent by `clients` bare SMTP clients.

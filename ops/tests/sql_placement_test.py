@@ -25,7 +25,7 @@ EXEMPT = {"TallyBench": "benchmark fixtures, written like the tests' own"}
 SQL = re.compile(
     r"\b(SELECT\s+\S|INSERT\s+INTO|UPDATE\s+\w+\s+(AS\s+\w+\s+)?SET|DELETE\s+FROM|COPY\s+\w+|"
     r"CREATE\s+(TEMP\s+|UNIQUE\s+|UNLOGGED\s+)?(TABLE|INDEX|VIEW)|ALTER\s+(TABLE|ROLE)|DROP\s+(TABLE|INDEX)|TRUNCATE\s+\w|"
-    r"LOCK\s+TABLE|SET\s+LOCAL|RESET\s+\w+|LISTEN\s+\w|NOTIFY\s+\w|pg_advisory\w*|pg_notify|ON\s+CONFLICT|RETURNING\s+\w)"
+    r"LOCK\s+TABLE|SAVEPOINT\s+\w|SET\s+LOCAL|RESET\s+\w+|LISTEN\s+\w|NOTIFY\s+\w|pg_advisory\w*|pg_notify|ON\s+CONFLICT|RETURNING\s+\w)"
 )
 
 

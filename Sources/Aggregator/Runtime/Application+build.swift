@@ -20,7 +20,7 @@ func buildApplication(_ configuration: AggregatorConfiguration, logger: Logger) 
     let publisher = ConfirmedPublisher(configuration: amqp, logger: logger)
     let relay = BillingEventRelay(publisher: publisher, logger: logger)
     let router = Router()
-    HealthRoutes<BasicRequestContext> { (try? await database.query("SELECT 1")) != nil }.register(on: router)
+    HealthRoutes<BasicRequestContext> { (try? await database.ping()) != nil }.register(on: router)
     router.get("metrics") { _, _ -> Response in
         Response(
             status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],

@@ -272,6 +272,22 @@ public enum InvoiceRecords {
         try load("id = $1", [id], on: connection).first
     }
 
+    /// The invoice named by `idOrNumber` (its id in any case, or its number such as
+    /// `TLY-2026-000042`), with its lines, or nil.
+    public static func invoice(idOrNumber: String, on connection: isolated PostgresConnection) throws -> Invoice? {
+        try load(UUID(uuidString: idOrNumber) == nil ? "number = $1" : "id::text = lower($1)", [idOrNumber], on: connection).first
+    }
+
+    /// The `limit` newest invoices no notification was planned for yet (the notify
+    /// benchmark's sample), with their lines.
+    public static func newestNotNotified(limit: Int, on connection: isolated PostgresConnection) throws -> [Invoice] {
+        try load(
+            """
+            NOT EXISTS (SELECT 1 FROM notifications n WHERE n.event_id = 'invoice.finalized:' || invoices.id)
+            ORDER BY issued_at DESC LIMIT $1
+            """, [limit], on: connection)
+    }
+
     /// Up to `limit` invoices matching `filter`, newest period first (then number), after
     /// the invoice `after`; nil when `after` is not an invoice the filter's tenant may see.
     /// Keyset pagination on `(period_start, number)`, so a page costs the same however deep.
@@ -305,7 +321,7 @@ public enum InvoiceRecords {
 
     /// Invoices matching `condition` (SQL over `invoices`, with `$n` parameters), with their
     /// lines: two reads, run them in one repeatable-read transaction.
-    public static func load(_ condition: String, _ parameters: [any PostgresEncodable], on connection: isolated PostgresConnection) throws
+    private static func load(_ condition: String, _ parameters: [any PostgresEncodable], on connection: isolated PostgresConnection) throws
         -> [Invoice]
     {
         var invoices = try connection.query(
