@@ -94,18 +94,25 @@ let package = Package(
             dependencies: ["CMalloc", "RabbitMQClient", "PostgresClient", "TallyStore", "TallyMessaging", log, argumentParser, lifecycle],
             swiftSettings: swiftSettings
         ),
+        // The transactional outbox: enqueued in a store transaction, relayed to RabbitMQ by a Service.
+        .target(
+            name: "TallyOutbox",
+            dependencies: ["PostgresClient", "RabbitMQClient", "TallyMessaging", "TallyStore", log, lifecycle],
+            exclude: ["README.md"],
+            swiftSettings: swiftSettings
+        ),
 
         // Billing runs and invoice generation, shared by the Invoicer and the billing API.
         .target(
             name: "Invoicing",
-            dependencies: ["BillingEngine", "CivilTime", "TallyStore", "TallyRuntime", "TallyMessaging", "PostgresClient", "UsageEvents"],
+            dependencies: ["BillingEngine", "CivilTime", "TallyStore", "TallyOutbox", "TallyMessaging", "PostgresClient", "UsageEvents"],
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
         // Pushing issued invoices to Stripe (customers, invoice items, invoices) without duplicates.
         .target(
             name: "StripeSync",
-            dependencies: ["BillingEngine", "CivilTime", "CurlClient", "PostgresClient", "TallyMessaging", "TallyRuntime", "TallyStore", log],
+            dependencies: ["BillingEngine", "CivilTime", "CurlClient", "PostgresClient", "TallyMessaging", "TallyOutbox", "TallyStore", log],
             swiftSettings: swiftSettings),
         // Invoice PDFs drawn with cairo (real text, A4).
         .target(name: "InvoicePDF", dependencies: ["CCairo", "BillingEngine", "Invoicing", "TallyRuntime"], swiftSettings: swiftSettings),
@@ -124,7 +131,7 @@ let package = Package(
         .executableTarget(
             name: "Aggregator",
             dependencies: [
-                "TallyRuntime", "TallyHTTP", "TallyStore", "TallyMessaging", "PostgresClient", "RabbitMQClient", "UsageEvents",
+                "TallyRuntime", "TallyHTTP", "TallyStore", "TallyMessaging", "TallyOutbox", "PostgresClient", "RabbitMQClient", "UsageEvents",
                 "CivilTime", "BillingEngine", "Metering", argumentParser, log, hummingbird, nioCore, lifecycle,
             ],
             exclude: ["README.md"],
@@ -133,7 +140,8 @@ let package = Package(
         .executableTarget(
             name: "Invoicer",
             dependencies: [
-                "TallyRuntime", "TallyHTTP", "Invoicing", "StripeSync", "TallyMessaging", "TallyStore", "PostgresClient", "RabbitMQClient",
+                "TallyRuntime", "TallyHTTP", "Invoicing", "StripeSync", "TallyMessaging", "TallyOutbox", "TallyStore", "PostgresClient",
+                "RabbitMQClient",
                 "UsageEvents", "CivilTime", argumentParser, hummingbird,
                 log,
                 lifecycle,
@@ -173,7 +181,7 @@ let package = Package(
             name: "TallyBench",
             dependencies: [
                 "Metering", "DiskSpool", "RabbitMQClient", "TallyMessaging", "UsageEvents", "PostgresClient", "Invoicing",
-                "TallyRuntime", "Notifications", "InvoicePDF", "CurlClient", "TallyStore", argumentParser, log,
+                "TallyRuntime", "TallyOutbox", "Notifications", "InvoicePDF", "CurlClient", "TallyStore", argumentParser, log,
             ],
             swiftSettings: swiftSettings
         ),

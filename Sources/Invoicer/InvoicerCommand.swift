@@ -8,6 +8,7 @@ import PostgresClient
 import RabbitMQClient
 import ServiceLifecycle
 import TallyMessaging
+import TallyOutbox
 import TallyRuntime
 import TallyStore
 import UsageEvents

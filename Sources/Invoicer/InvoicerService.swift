@@ -8,6 +8,7 @@ import ServiceLifecycle
 import StripeSync
 import TallyHTTP
 import TallyMessaging
+import TallyOutbox
 import TallyRuntime
 import TallyStore
 
@@ -36,8 +37,8 @@ func buildApplication(_ configuration: InvoicerConfiguration, logger: Logger) th
 /// `invoicer run`'s services, in start order (shut down in reverse): the publisher; the
 /// consumers of `invoicer.commands` (the shared `QueueWorker` with `CommandHandler`), each
 /// generating the invoices of a batch of commands in one transaction and acking after the commit;
-/// the outbox sweeper (commands of runs planned by the billing API, `invoice.*` events,
-/// Stripe events to apply); and, with `STRIPE_API_KEY`, the Stripe push.
+/// the outbox's sweeper (commands of runs planned by the billing API, `invoice.*` events);
+/// the Stripe events' applier; and, with `STRIPE_API_KEY`, the Stripe push.
 enum InvoicerServices {
     static func make(_ configuration: InvoicerConfiguration, metrics: InvoicerMetrics, logger: Logger) throws -> [any Service] {
         let amqp = try AMQPConfiguration(url: configuration.amqpURL, connectionName: "tally-invoicer")
@@ -54,7 +55,8 @@ enum InvoicerServices {
         var services: [any Service] = [
             PublisherService(publisher),
             QueueWorker(settings: worker, amqp: amqp, handler: handler, publisher: publisher, observer: metrics.worker, logger: logger),
-            OutboxSweeper(pool: PostgresPool(configuration: database, size: 1, logger: logger), relay: relay, logger: logger),
+            OutboxRelayService(relay: relay, database: database, logger: logger),
+            StripeEventService(database: database, logger: logger),
         ]
         if let stripe = configuration.stripe {
             services.append(StripePusher(configuration: stripe, database: database, metrics: metrics, logger: logger))
@@ -63,26 +65,20 @@ enum InvoicerServices {
     }
 }
 
-/// Every half second: applies the Stripe events the billing API stored, and publishes
-/// what the outbox holds unsent.
-struct OutboxSweeper: Service {
-    let pool: PostgresPool
-    let relay: OutboxRelay
+/// Every half second: applies the Stripe events the billing API stored (paid invoices,
+/// cards, failed payments, ended subscriptions), on a connection of its own. A failure is
+/// retried at the next round and never holds back the outbox's sweeper beside it.
+struct StripeEventService: Service {
+    let database: PostgresConfiguration
     let logger: Logger
 
     func run() async throws {
+        let pool = PostgresPool(configuration: database, size: 1, logger: logger)
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            // Independent: a failure applying Stripe events never holds back the outbox
-            // (billing-run commands, invoice events), nor the other way round.
             do {
                 _ = try await pool.withTransaction { try StripeEventApplier.applyPending(on: $0) }
             } catch {
                 logger.warning("applying Stripe events failed; retrying", metadata: ["error": "\(error)"])
-            }
-            do {
-                _ = try await pool.withConnection { try await relay.drain($0) }
-            } catch {
-                logger.warning("outbox sweep failed; retrying", metadata: ["error": "\(error)"])
             }
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(500)) }
         }

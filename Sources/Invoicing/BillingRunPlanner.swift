@@ -3,7 +3,7 @@ import CivilTime
 import Foundation
 import PostgresClient
 import TallyMessaging
-import TallyRuntime
+import TallyOutbox
 import TallyStore
 
 /// Finds every (subscription, period) due at `as_of` — period end + grace ≤ as_of, not

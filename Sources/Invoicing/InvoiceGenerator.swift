@@ -3,7 +3,7 @@ import CivilTime
 import Foundation
 import PostgresClient
 import TallyMessaging
-import TallyRuntime
+import TallyOutbox
 import TallyStore
 import UsageEvents
 

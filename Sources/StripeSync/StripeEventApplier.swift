@@ -2,7 +2,7 @@ import CivilTime
 import Foundation
 import PostgresClient
 import TallyMessaging
-import TallyRuntime
+import TallyOutbox
 import TallyStore
 
 /// Applies the Stripe events the billing API verified and stored, oldest first, each

@@ -5,6 +5,7 @@ import Logging
 import PostgresClient
 import RabbitMQClient
 import TallyMessaging
+import TallyOutbox
 import TallyRuntime
 
 /// SPEC §7: a billing run of 10,000 subscriptions with usage, issued by the running

@@ -24,7 +24,7 @@ LAYERS = [
     ("foundations with no I/O of their own", ["BlockingIO", "CivilTime", "Quantities"]),
     ("thin Swift clients, and pure rules", ["RabbitMQClient", "PostgresClient", "CurlClient", "DiskSpool", "BillingEngine", "UsageEvents"]),
     ("stores, messaging, metering, HTTP and process plumbing",
-     ["TallyStore", "TallyMessaging", "Metering", "MeteringHummingbird", "TallyHTTP", "TallyRuntime"]),
+     ["TallyStore", "TallyMessaging", "TallyOutbox", "Metering", "MeteringHummingbird", "TallyHTTP", "TallyRuntime"]),
     ("domains over the stores", ["Invoicing", "StripeSync", "InvoicePDF", "Notifications"]),
     ("one thin executable per role, and the benchmarks", ["Producer", "Aggregator", "Invoicer", "Notifier", "BillingAPI", "TallyBench"]),
 ]

@@ -4,7 +4,7 @@ import Metering
 import PostgresClient
 import RabbitMQClient
 import TallyMessaging
-import TallyRuntime
+import TallyOutbox
 
 /// What the Aggregator tells others after a commit: the outbox's billing events on
 /// `billing.events` (confirmed, then marked published) and the tenants' quota

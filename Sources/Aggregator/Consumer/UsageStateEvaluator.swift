@@ -4,6 +4,7 @@ import Foundation
 import Metering
 import PostgresClient
 import TallyMessaging
+import TallyOutbox
 import TallyRuntime
 import TallyStore
 

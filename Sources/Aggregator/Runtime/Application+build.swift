@@ -5,10 +5,11 @@ import PostgresClient
 import RabbitMQClient
 import TallyHTTP
 import TallyMessaging
+import TallyOutbox
 import TallyRuntime
 
 /// Builds `aggregator run`: the usage queue's consumers (the shared `QueueWorker` with
-/// `UsageHandler`) and the hourly upkeep as services beside a small HTTP server for
+/// `UsageHandler`), the outbox's sweeper and the hourly upkeep as services beside a small HTTP server for
 /// `/metrics`, `/healthz` and `/readyz`. Production and tests call the same function.
 func buildApplication(_ configuration: AggregatorConfiguration, logger: Logger) throws -> some ApplicationProtocol {
     let metrics = AggregatorMetrics()
@@ -32,10 +33,12 @@ func buildApplication(_ configuration: AggregatorConfiguration, logger: Logger) 
         logger: logger)
     var handler = UsageHandler(database: databaseConfiguration, metrics: metrics, afterCommit: relay.afterCommit)
     handler.tenantHoursPerTransaction = configuration.tenantHoursPerTransaction
-    // Shut down in reverse: the upkeep, then the consumers (finishing their batches), then the publisher.
+    // Shut down in reverse: the upkeep, the outbox's sweeper, then the consumers (finishing
+    // their batches), then the publisher.
     app.addServices(
         PublisherService(publisher),
         QueueWorker(settings: configuration.worker, amqp: amqp, handler: handler, publisher: publisher, observer: metrics, logger: logger),
-        Upkeep(pool: PostgresPool(configuration: databaseConfiguration, size: 1, logger: logger), relay: relay, logger: logger))
+        OutboxRelayService(relay: relay.outbox, database: databaseConfiguration, logger: logger),
+        Upkeep(pool: PostgresPool(configuration: databaseConfiguration, size: 1, logger: logger), logger: logger))
     return app
 }

@@ -11,16 +11,13 @@ import TallyStore
 /// Background upkeep: the monthly partitions of `usage_events` kept ready for every
 /// time a worker can accept (90 days back, 5 minutes ahead) with a margin — 4 months
 /// back, 2 ahead — checked hourly, with the event ids past their dedup retention
-/// forgotten; and the billing-event outbox swept every few
-/// seconds for events a crash left unsent.
+/// forgotten. (The outbox has its own sweeper, `OutboxRelayService`.)
 struct Upkeep: Service {
     let pool: PostgresPool
-    let relay: BillingEventRelay
     let logger: Logger
 
     func run() async throws {
         var partitionsDue = ContinuousClock.now
-        var outboxDue = ContinuousClock.now
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             if ContinuousClock.now >= partitionsDue {
                 do {
@@ -33,14 +30,6 @@ struct Upkeep: Service {
                     logger.warning("partition upkeep failed; retrying in a minute", metadata: ["error": "\(error)"])
                     partitionsDue = .now + .seconds(60)
                 }
-            }
-            if ContinuousClock.now >= outboxDue {
-                do {
-                    _ = try await pool.withConnection { try await relay.outbox.drain($0) }
-                } catch {
-                    logger.warning("outbox sweep failed; retrying", metadata: ["error": "\(error)"])
-                }
-                outboxDue = .now + .seconds(5)
             }
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(250)) }
         }
