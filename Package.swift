@@ -51,13 +51,15 @@ let package = Package(
         // Thin Swift clients over the C libraries; their blocking calls run on dedicated threads.
         .target(name: "BlockingIO", dependencies: ["COpenSSL"], swiftSettings: swiftSettings),
         .target(name: "CivilTime", swiftSettings: swiftSettings),
-        .target(name: "RabbitMQClient", dependencies: ["CRabbitMQ", "BlockingIO", log], swiftSettings: swiftSettings),
-        .target(name: "PostgresClient", dependencies: ["CLibPQ", "BlockingIO", "CivilTime", log], swiftSettings: swiftSettings),
-        .target(name: "CurlClient", dependencies: ["CCurl", "BlockingIO"], swiftSettings: swiftSettings),
+        // Connection URLs (DATABASE_URL, AMQP_URL, SMTP_URL) read one way for every client.
+        .target(name: "ConnectionURLs", swiftSettings: swiftSettings),
+        .target(name: "RabbitMQClient", dependencies: ["CRabbitMQ", "BlockingIO", "ConnectionURLs", log], swiftSettings: swiftSettings),
+        .target(name: "PostgresClient", dependencies: ["CLibPQ", "BlockingIO", "CivilTime", "ConnectionURLs", log], swiftSettings: swiftSettings),
+        .target(name: "CurlClient", dependencies: ["CCurl", "BlockingIO", "ConnectionURLs"], swiftSettings: swiftSettings),
 
-        // The billing rules of SPEC §2: pure, no I/O, no clock reads; Foundation and CivilTime (integer calendar) only.
         // SPEC §3's exact quantity, one type from the wire to the bill.
         .target(name: "Quantities", swiftSettings: swiftSettings),
+        // The billing rules of SPEC §2: pure, no I/O, no clock reads; Foundation, Quantities and CivilTime (integer calendar) only.
         .target(name: "BillingEngine", dependencies: ["CivilTime", "Quantities"], exclude: ["README.md"], swiftSettings: swiftSettings),
 
         // The usage event of SPEC §3 and its validation: pure, no I/O.
@@ -250,7 +252,8 @@ let package = Package(
         .testTarget(
             name: "RabbitMQClientTests", dependencies: ["RabbitMQClient", "TallyMessaging", "TallyTestSupport", log], swiftSettings: swiftSettings),
         .testTarget(
-            name: "PostgresClientTests", dependencies: ["PostgresClient", "CivilTime", "TallyTestSupport", log], swiftSettings: swiftSettings),
+            name: "PostgresClientTests", dependencies: ["PostgresClient", "ConnectionURLs", "CivilTime", "TallyTestSupport", log],
+            swiftSettings: swiftSettings),
         .testTarget(name: "TallyStoreTests", dependencies: ["TallyStore", "PostgresClient", "TallyTestSupport", log], swiftSettings: swiftSettings),
         .testTarget(
             name: "CurlClientTests",

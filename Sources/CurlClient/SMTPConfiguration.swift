@@ -1,3 +1,4 @@
+import ConnectionURLs
 import Foundation
 
 /// Where and how to deliver mail, parsed from an `SMTP_URL` such as
@@ -51,22 +52,18 @@ public struct SMTPConfiguration: Sendable, Equatable, CustomStringConvertible {
     /// Parses an `smtp://` or `smtps://` URL; user and password are percent-decoded and
     /// the port defaults to 25 (`smtp`) or 465 (`smtps`).
     public init(url: String) throws(CurlError) {
-        guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(),
-            scheme == "smtp" || scheme == "smtps"
-        else {
+        guard let parsed = ConnectionURL(url, schemes: ["smtp", "smtps"]) else {
             throw CurlError(.invalidRequest, message: "SMTP_URL must look like smtp://user:pass@host:port")
         }
-        guard let host = components.host, !host.isEmpty else {
+        guard let host = parsed.host else {
             throw CurlError(.invalidRequest, message: "SMTP_URL names no host")
         }
-        let username = components.percentEncodedUser?.removingPercentEncoding
-        let startTLS = components.queryItems?.first { $0.name == "starttls" }?.value
         self.init(
             host: host,
-            port: components.port ?? (scheme == "smtps" ? 465 : 25),
-            username: username,
-            password: components.percentEncodedPassword?.removingPercentEncoding,
-            security: try Self.security(scheme: scheme, startTLS: startTLS, hasCredentials: username != nil)
+            port: parsed.port ?? (parsed.scheme == "smtps" ? 465 : 25),
+            username: parsed.user,
+            password: parsed.password,
+            security: try Self.security(scheme: parsed.scheme, startTLS: parsed.value(of: "starttls"), hasCredentials: parsed.user != nil)
         )
     }
 

@@ -1,3 +1,4 @@
+import ConnectionURLs
 import Foundation
 
 /// Where and how to connect, parsed from a `DATABASE_URL` such as
@@ -31,30 +32,22 @@ public struct PostgresConfiguration: Sendable, Equatable, CustomStringConvertibl
 
     /// Parses a `postgresql://` or `postgres://` URL; user, password and database are percent-decoded.
     public init(url: String) throws(PostgresError) {
-        guard let components = URLComponents(string: url),
-            let scheme = components.scheme, ["postgres", "postgresql"].contains(scheme)
-        else {
+        guard let parsed = ConnectionURL(url, schemes: ["postgres", "postgresql"]) else {
             throw PostgresError(.configuration, message: "DATABASE_URL must look like postgresql://user:pass@host:port/db")
         }
-        guard let user = components.percentEncodedUser?.removingPercentEncoding, !user.isEmpty else {
+        guard let user = parsed.user, !user.isEmpty else {
             throw PostgresError(.configuration, message: "DATABASE_URL names no user")
         }
-        let path = components.percentEncodedPath.drop(while: { $0 == "/" })
-        guard let database = String(path).removingPercentEncoding, !database.isEmpty else {
+        guard let database = parsed.pathName, !database.isEmpty else {
             throw PostgresError(.configuration, message: "DATABASE_URL names no database")
         }
         var options: [String: String] = [:]
-        for item in components.queryItems ?? [] {
+        for item in parsed.query {
             options[item.name] = item.value ?? ""
         }
         self.init(
-            host: components.host.flatMap { $0.isEmpty ? nil : $0 } ?? "127.0.0.1",
-            port: components.port ?? 5432,
-            user: user,
-            password: components.percentEncodedPassword?.removingPercentEncoding,
-            database: database,
-            options: options
-        )
+            host: parsed.host ?? "127.0.0.1", port: parsed.port ?? 5432, user: user, password: parsed.password, database: database,
+            options: options)
     }
 
     /// The keyword/value pairs handed to `PQconnectdbParams`.

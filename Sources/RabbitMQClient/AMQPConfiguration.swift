@@ -1,3 +1,4 @@
+import ConnectionURLs
 import Foundation
 
 /// Where and how to connect, parsed from an `AMQP_URL` such as
@@ -92,37 +93,35 @@ public struct AMQPConfiguration: Sendable, Equatable, CustomStringConvertible {
             }
             return endpoint
         }
-        guard let components = URLComponents(string: "\(useTLS ? "amqps" : "amqp")://\(text)"), let host = components.host, !host.isEmpty,
-            components.path.isEmpty, components.query == nil, components.user == nil
+        guard let parsed = ConnectionURL("\(useTLS ? "amqps" : "amqp")://\(text)", schemes: ["amqp", "amqps"]), let host = parsed.host,
+            parsed.encodedPath.isEmpty, parsed.query.isEmpty, parsed.user == nil
         else {
             throw AMQPError(.configuration, message: "AMQP_URL lists '\(text)': after the first URL, give host:port or a whole URL")
         }
-        return Endpoint(host: host, port: components.port ?? (useTLS ? 5671 : 5672))
+        return Endpoint(host: host, port: parsed.port ?? (useTLS ? 5671 : 5672))
     }
 
     private init(single url: String, connectionName: String) throws(AMQPError) {
-        guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(),
-            ["amqp", "amqps"].contains(scheme)
-        else {
+        guard let parsed = ConnectionURL(url, schemes: ["amqp", "amqps"]) else {
             throw AMQPError(.configuration, message: "AMQP_URL must look like amqp://user:pass@host:port/vhost")
         }
-        let path = components.percentEncodedPath
+        let path = parsed.encodedPath
         let vhost = path.isEmpty || path == "/" ? "/" : String(path.dropFirst()).removingPercentEncoding ?? ""
         guard !vhost.isEmpty else { throw AMQPError(.configuration, message: "AMQP_URL has an unreadable vhost") }
         self.init(
-            host: components.host.flatMap { $0.isEmpty ? nil : $0 } ?? "127.0.0.1",
-            port: components.port,
-            user: components.percentEncodedUser?.removingPercentEncoding ?? "guest",
-            password: components.percentEncodedPassword?.removingPercentEncoding ?? "guest",
+            host: parsed.host ?? "127.0.0.1",
+            port: parsed.port,
+            user: parsed.user ?? "guest",
+            password: parsed.password ?? "guest",
             vhost: vhost,
-            useTLS: scheme == "amqps",
+            useTLS: parsed.scheme == "amqps",
             connectionName: connectionName)
-        for item in components.queryItems ?? [] {
+        for item in parsed.query {
             try apply(item)
         }
     }
 
-    private mutating func apply(_ item: URLQueryItem) throws(AMQPError) {
+    private mutating func apply(_ item: ConnectionURL.Item) throws(AMQPError) {
         func number(_ range: ClosedRange<Int>) throws(AMQPError) -> Int {
             guard let value = item.value.flatMap(Int.init), range.contains(value) else {
                 throw AMQPError(.configuration, message: "AMQP_URL option \(item.name) must be a number in \(range)")

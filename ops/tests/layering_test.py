@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # Lower layers first. A target may depend on its own layer and those below it.
 LAYERS = [
     ("C libraries from Debian, wrapped once", ["CRabbitMQ", "CLibPQ", "CCurl", "CCairo", "COpenSSL", "CMalloc"]),
-    ("foundations with no I/O of their own", ["BlockingIO", "CivilTime", "Quantities"]),
+    ("foundations with no I/O of their own", ["BlockingIO", "CivilTime", "Quantities", "ConnectionURLs"]),
     ("thin Swift clients, and pure rules", ["RabbitMQClient", "PostgresClient", "CurlClient", "DiskSpool", "BillingEngine", "UsageEvents"]),
     ("stores, messaging, metering, HTTP and process plumbing",
      ["TallyStore", "TallyMessaging", "TallyOutbox", "Metering", "MeteringHummingbird", "TallyHTTP", "TallyRuntime"]),
