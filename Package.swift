@@ -15,6 +15,7 @@ let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
 let httpTypes = Target.Dependency.product(name: "HTTPTypes", package: "swift-http-types")
 let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let unixSignals = Target.Dependency.product(name: "UnixSignals", package: "swift-service-lifecycle")
 
 let package = Package(
     name: "Tally",
@@ -93,7 +94,9 @@ let package = Package(
         .target(name: "TallyMessaging", dependencies: ["RabbitMQClient", "UsageEvents", log], exclude: ["README.md"], swiftSettings: swiftSettings),
         .target(
             name: "TallyRuntime",
-            dependencies: ["CMalloc", "RabbitMQClient", "PostgresClient", "TallyStore", "TallyMessaging", log, argumentParser, lifecycle],
+            dependencies: [
+                "CMalloc", "RabbitMQClient", "PostgresClient", "TallyStore", "TallyMessaging", log, argumentParser, lifecycle, unixSignals,
+            ],
             swiftSettings: swiftSettings
         ),
         // The transactional outbox: enqueued in a store transaction, relayed to RabbitMQ by a Service.
@@ -163,7 +166,7 @@ let package = Package(
             name: "Notifier",
             dependencies: [
                 "TallyRuntime", "Notifications", "TallyMessaging", "TallyStore", "TallyHTTP", "PostgresClient", "RabbitMQClient", "CurlClient",
-                "InvoicePDF", "Invoicing", argumentParser, log, hummingbird,
+                "InvoicePDF", "Invoicing", argumentParser, log, hummingbird, lifecycle,
             ],
             exclude: ["README.md"],
             swiftSettings: swiftSettings
@@ -172,7 +175,7 @@ let package = Package(
             name: "BillingAPI",
             dependencies: [
                 "TallyRuntime", "TallyStore", "TallyHTTP", "PostgresClient", "BillingEngine", "Invoicing", "InvoicePDF", "UsageEvents", "CivilTime",
-                "Notifications", "TallyMessaging", argumentParser, log, hummingbird, nioCore, crypto, httpTypes,
+                "Notifications", "TallyMessaging", argumentParser, log, hummingbird, nioCore, crypto, httpTypes, lifecycle,
                 .product(name: "Mustache", package: "swift-mustache"),
             ],
             swiftSettings: swiftSettings

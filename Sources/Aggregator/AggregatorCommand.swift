@@ -1,33 +1,31 @@
 import ArgumentParser
 import Foundation
 import Hummingbird
+import Logging
+import ServiceLifecycle
 import TallyRuntime
 
 /// `aggregator`: counts usage events exactly once from RabbitMQ into PostgreSQL rollups.
 @main
-struct AggregatorCommand: AsyncParsableCommand, TallyProcess {
+struct AggregatorCommand: AsyncParsableCommand, TallyServer {
     static let processName = "aggregator"
     static var configurationKeys: [ConfigurationKey] { AggregatorConfiguration.keys }
+    static let serveCommandName = "run"
+    static let serveAbstract = "Consume the usage queue into PostgreSQL until SIGTERM, then finish the batches in hand and exit."
+
+    static func prepareProcess() {
+        AllocatorTuning.apply(environment: ProcessInfo.processInfo.environment)
+    }
+
+    static func buildService(_ configuration: AggregatorConfiguration, logger: Logger) async throws -> some Service {
+        try buildApplication(configuration, logger: logger)
+    }
     static let configuration = CommandConfiguration(
         commandName: processName,
         abstract: "Counts usage events exactly once from RabbitMQ into PostgreSQL rollups.",
         discussion: ConfigurationReport.helpText(AggregatorConfiguration.keys),
-        subcommands: [Run.self, DeadLetterCommand.self, PartitionCommand.self, ConfigCommand<Self>.self, MigrateCommand<Self>.self]
+        subcommands: [ServeCommand<Self>.self, DeadLetterCommand.self, PartitionCommand.self, ConfigCommand<Self>.self, MigrateCommand<Self>.self]
     )
-
-    /// `aggregator run`: consume until SIGTERM, then finish the batches in hand and exit.
-    struct Run: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract: "Consume the usage queue into PostgreSQL until SIGTERM.",
-            discussion: ConfigurationReport.helpText(AggregatorConfiguration.keys))
-
-        func run() async throws {
-            AllocatorTuning.apply(environment: ProcessInfo.processInfo.environment)
-            let reader = ConfigurationReader()
-            let logger = try LogBootstrap.configure(reader, label: "aggregator")
-            let configuration = try AggregatorConfiguration(reader: reader)
-            let app = try buildApplication(configuration, logger: logger)
-            try await app.runService()
-        }
-    }
 }
+
+extension AggregatorConfiguration: ServerConfiguration {}

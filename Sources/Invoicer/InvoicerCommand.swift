@@ -15,31 +15,27 @@ import UsageEvents
 
 /// `invoicer`: issues one invoice per subscription period.
 @main
-struct InvoicerCommand: AsyncParsableCommand, TallyProcess {
+struct InvoicerCommand: AsyncParsableCommand, TallyServer {
     static let processName = "invoicer"
     static var configurationKeys: [ConfigurationKey] { InvoicerConfiguration.keys }
+    static let serveCommandName = "run"
+    static let serveAbstract =
+        "Consume invoice.generate commands until SIGTERM and serve /metrics (run as many as you like, each on its own INVOICER_PORT or 0)."
+
+    /// `invoicer run`'s service: the consumers, the outbox's sweeper, the Stripe event
+    /// applier and push, beside `/metrics`, `/healthz` and `/readyz`. Tests run it in process.
+    static func buildService(_ configuration: InvoicerConfiguration, logger: Logger) async throws -> some Service {
+        try buildApplication(configuration, logger: logger)
+    }
 
     static let configuration = CommandConfiguration(
         commandName: processName,
         abstract: "Issues one invoice per subscription period (billing runs and their commands).",
         discussion: ConfigurationReport.helpText(InvoicerConfiguration.keys),
-        subcommands: [Run.self, Bill.self, DeadLetterCommand.self, StripeCommand.self, ConfigCommand<Self>.self, MigrateCommand<Self>.self]
+        subcommands: [
+            ServeCommand<Self>.self, Bill.self, DeadLetterCommand.self, StripeCommand.self, ConfigCommand<Self>.self, MigrateCommand<Self>.self,
+        ]
     )
-
-    /// `invoicer run`: consume invoice commands until SIGTERM.
-    struct Run: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract:
-                "Consume invoice.generate commands until SIGTERM and serve /metrics (run as many as you like, each on its own INVOICER_PORT or 0).",
-            discussion: ConfigurationReport.helpText(InvoicerConfiguration.keys))
-
-        func run() async throws {
-            let reader = ConfigurationReader()
-            let logger = try LogBootstrap.configure(reader, label: "invoicer")
-            let configuration = try InvoicerConfiguration(reader: reader)
-            try await buildApplication(configuration, logger: logger).runService()
-        }
-    }
 
     /// `invoicer bill --as-of T`: plan a billing run and follow it to completion.
     struct Bill: AsyncParsableCommand {
@@ -206,3 +202,5 @@ struct StripeCommand: AsyncParsableCommand {
         return PostgresPool(configuration: try PostgresConfiguration(url: url), size: 1, logger: logger)
     }
 }
+
+extension InvoicerConfiguration: ServerConfiguration {}

@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import PostgresClient
 import RabbitMQClient
+import ServiceLifecycle
 import TallyHTTP
 import TallyMessaging
 import TallyRuntime
@@ -11,31 +12,25 @@ import TallyRuntime
 /// `notifier`: emails invoices (with their PDFs) to finance and tenants, emails payment
 /// failures and usage alerts, and delivers signed webhooks.
 @main
-struct NotifierCommand: AsyncParsableCommand, TallyProcess {
+struct NotifierCommand: AsyncParsableCommand, TallyServer {
     static let processName = "notifier"
     static var configurationKeys: [ConfigurationKey] { NotifierConfiguration.keys }
+    static let serveCommandName = "run"
+    static let serveAbstract = "Consume billing events into emails and webhooks until SIGTERM (run as many processes as you like)."
+
+    static func buildService(_ configuration: NotifierConfiguration, logger: Logger) async throws -> some Service {
+        try buildApplication(configuration, logger: logger)
+    }
 
     static let configuration = CommandConfiguration(
         commandName: processName,
         abstract: "Emails invoices (with PDFs), payment failures and usage alerts, and delivers signed webhooks.",
         discussion: ConfigurationReport.helpText(NotifierConfiguration.keys),
-        subcommands: [Run.self, DeadLetterCommand.self, ResendCommand.self, ConfigCommand<Self>.self, MigrateCommand<Self>.self]
+        subcommands: [ServeCommand<Self>.self, DeadLetterCommand.self, ResendCommand.self, ConfigCommand<Self>.self, MigrateCommand<Self>.self]
     )
-
-    /// `notifier run`: consume billing events until SIGTERM.
-    struct Run: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract: "Consume billing events into emails and webhooks until SIGTERM (run as many processes as you like).",
-            discussion: ConfigurationReport.helpText(NotifierConfiguration.keys))
-
-        func run() async throws {
-            let reader = ConfigurationReader()
-            let logger = try LogBootstrap.configure(reader, label: "notifier")
-            let configuration = try NotifierConfiguration(reader: reader)
-            try await buildApplication(configuration, logger: logger).runService()
-        }
-    }
 }
+
+extension NotifierConfiguration: ServerConfiguration {}
 
 /// Builds `notifier run`: the billing-event consumers (the shared `QueueWorker` with
 /// `NotificationHandler`) beside `/metrics`, `/healthz` and `/readyz`.
