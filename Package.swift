@@ -228,8 +228,8 @@ let package = Package(
         .testTarget(
             name: "InvoicerTests",
             dependencies: [
-                "Invoicing", "TallyTestSupport", "PostgresClient", "RabbitMQClient", "TallyMessaging", "UsageEvents", "BillingEngine",
-                "CurlClient", "StripeSync", "TallyStore", log,
+                "Invoicer", "Invoicing", "TallyTestSupport", "PostgresClient", "RabbitMQClient", "TallyMessaging", "UsageEvents", "BillingEngine",
+                "CurlClient", "StripeSync", "TallyStore", "TallyRuntime", log, lifecycle,
             ],
             swiftSettings: swiftSettings
         ),

@@ -93,16 +93,10 @@ struct InvoicerCommand: AsyncParsableCommand, TallyServer {
                         + "its failed items are now skipped, superseded by the new run")
                 print("billing run \(plan.runID.uuidString.lowercased()): \(plan.due) invoice(s) due at \(again.asOf.ISO8601Format())")
             } else {
-                plan = try await pool.withTransaction { connection in
-                    try BillingRunPlanner.plan(
-                        asOf: asOf, grace: Double(configuration.graceSeconds), tenants: only.isEmpty ? nil : only, on: connection)
-                }
+                plan = try await BillingRunStarter.plan(asOf: asOf, tenants: only, configuration: configuration, pool: pool)
                 print("billing run \(plan.runID.uuidString.lowercased()): \(plan.due) invoice(s) due at \(asOf.ISO8601Format())")
             }
-            let publisher = ConfirmedPublisher(
-                configuration: try AMQPConfiguration(url: configuration.amqpURL, connectionName: "tally-invoicer-bill"), logger: logger)
-            _ = try await pool.withConnection { try await OutboxRelay(publisher: publisher, logger: logger).drain($0) }
-            await publisher.close()
+            try await BillingRunStarter.send(configuration, pool: pool, logger: logger)
             guard !noWait, plan.due > 0 else { return await pool.close() }
             print("waiting for the `invoicer run` processes to issue them (Ctrl-C stops watching; the run goes on)")
             try await follow(plan, pool: pool)
@@ -204,3 +198,43 @@ struct StripeCommand: AsyncParsableCommand {
 }
 
 extension InvoicerConfiguration: ServerConfiguration {}
+
+/// What `invoicer bill` does before it follows the run: plan it (one command per due
+/// invoice, written to the outbox with the run) and send the commands. Tests start their
+/// runs the same way, in process.
+enum BillingRunStarter {
+    /// Plans the run at `asOf` for `tenants` (every tenant when empty).
+    static func plan(asOf: Date, tenants: [UUID], configuration: InvoicerConfiguration, pool: PostgresPool) async throws -> BillingRunPlanner.Plan {
+        try await pool.withTransaction { connection in
+            try BillingRunPlanner.plan(
+                asOf: asOf, grace: Double(configuration.graceSeconds), tenants: tenants.isEmpty ? nil : tenants, on: connection)
+        }
+    }
+
+    /// Publishes what the outbox holds (the run's commands among it) with confirms.
+    static func send(_ configuration: InvoicerConfiguration, pool: PostgresPool, logger: Logger) async throws {
+        let publisher = ConfirmedPublisher(
+            configuration: try AMQPConfiguration(url: configuration.amqpURL, connectionName: "tally-invoicer-bill"), logger: logger)
+        do {
+            _ = try await pool.withConnection { try await OutboxRelay(publisher: publisher, logger: logger).drain($0) }
+            await publisher.close()
+        } catch {
+            await publisher.close()
+            throw error
+        }
+    }
+
+    /// Plans and sends: a run started as `invoicer bill --no-wait` starts it.
+    static func start(asOf: Date, tenants: [UUID], configuration: InvoicerConfiguration, logger: Logger) async throws -> BillingRunPlanner.Plan {
+        let pool = PostgresPool(configuration: try PostgresConfiguration(url: configuration.databaseURL), size: 1, logger: logger)
+        do {
+            let plan = try await plan(asOf: asOf, tenants: tenants, configuration: configuration, pool: pool)
+            try await send(configuration, pool: pool, logger: logger)
+            await pool.close()
+            return plan
+        } catch {
+            await pool.close()
+            throw error
+        }
+    }
+}

@@ -17,6 +17,8 @@ struct InvoicingFixture: Sendable {
     let broker: AMQPConnection
     static let logger = Logger(label: "test.invoicer")
     static var binary: String { TestEnvironment.repositoryRoot + "/.build/debug/invoicer" }
+    /// `BILLING_GRACE_SECONDS`' default: how long after a period's end its invoice waits for late usage.
+    static let grace: TimeInterval = 3600
 
     static func make() async throws -> InvoicingFixture {
         let broker = try await AMQPConnection.connect(
@@ -86,23 +88,16 @@ struct InvoicingFixture: Sendable {
         }
     }
 
-    /// Plans a run with `invoicer bill --as-of … --no-wait` (the binary returns once the
-    /// commands are sent; waiting for a child process would block a cooperative thread)
-    /// and polls the run until the running Invoicers completed it; returns its status.
-    /// Only `tenants` are billed when given: tests share one database, and a run for
-    /// everyone would bill other tests' subscriptions before their usage arrived.
+    /// Plans a run in process, as `invoicer bill` and `POST /v1/billing-runs` do (its
+    /// commands written to the outbox with it, published by the running Invoicer's outbox
+    /// sweeper), and polls the run until the running Invoicers completed it; returns its
+    /// status. Only `tenants` are billed when given: tests share one database, and a run
+    /// for everyone would bill other tests' subscriptions before their usage arrived.
     @discardableResult
     func bill(asOf: Date, tenants: [UUID] = []) async throws -> BillingRunStatus? {
-        let result = try TestEnvironment.run(
-            Self.binary, ["bill", "--as-of", asOf.ISO8601Format(), "--no-wait"] + tenants.flatMap { ["--tenant", $0.uuidString] },
-            environment: ["AMQP_URL": TestEnvironment.amqpURL, "DATABASE_URL": TestEnvironment.databaseURL])
-        #expect(result.status == 0, "invoicer bill: \(result.errors)")
-        // "billing run <uuid>: N invoice(s) due at …"
-        guard let id = result.output.split(separator: " ").dropFirst(2).first.map({ String($0.dropLast()) }).flatMap(UUID.init(uuidString:))
-        else {
-            Issue.record("no billing run id in: \(result.output)")
-            return nil
-        }
+        let id = try await database.withTransaction {
+            try BillingRunPlanner.plan(asOf: asOf, grace: Self.grace, tenants: tenants.isEmpty ? nil : tenants, on: $0)
+        }.runID
         try await waitUntil("billing run \(id) completed") {
             try await database.withTransaction { try BillingRunStatus.load(id, on: $0) }?.status == "completed"
         }

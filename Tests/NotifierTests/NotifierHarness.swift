@@ -21,7 +21,6 @@ struct NotifierHarness: Sendable {
         maxAttempts: 4, deliveryLimit: 20)
     static let logger = Logger(label: "test.notifier")
     static var binary: String { TestEnvironment.repositoryRoot + "/.build/debug/notifier" }
-    static var invoicer: String { TestEnvironment.repositoryRoot + "/.build/debug/invoicer" }
 
     static func make() async throws -> NotifierHarness {
         let id = String(UUID().uuidString.prefix(8)).lowercased()
@@ -98,7 +97,7 @@ struct NotifierHarness: Sendable {
     }
 
     /// `subscriptions` monthly subscriptions on `plan` that started a month and a day ago,
-    /// billed by `invoicer bill` and the stack's running Invoicer; returns the tenant's invoices.
+    /// billed by a run planned here and the stack's running Invoicer; returns the tenant's invoices.
     func billedInvoices(tenant: UUID, plan: String = "starter", subscriptions: Int = 1) async throws -> [InvoiceView] {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = .gmt
@@ -113,10 +112,10 @@ struct NotifierHarness: Sendable {
                 VALUES ($1, $2, $3, 'start', $3)
                 """, [subscription, plan, start])
         }
-        let result = try TestEnvironment.run(
-            Self.invoicer, ["bill", "--as-of", TestClock.now().ISO8601Format(), "--no-wait", "--tenant", tenant.uuidString],
-            environment: ["AMQP_URL": TestEnvironment.amqpURL, "DATABASE_URL": TestEnvironment.databaseURL])
-        #expect(result.status == 0, "invoicer bill: \(result.errors)")
+        // Planned in process, as `invoicer bill` plans it; the running Invoicer's outbox
+        // sweeper sends the commands.
+        let asOf = TestClock.now()
+        _ = try await database.withTransaction { try BillingRunPlanner.plan(asOf: asOf, grace: 3600, tenants: [tenant], on: $0) }
         try await waitUntil("\(subscriptions) invoice(s) issued") {
             try await database.query("SELECT count(*) FROM invoices WHERE tenant_id = $1", [tenant])[0].decode(0, as: Int.self)
                 >= subscriptions
