@@ -120,7 +120,8 @@ let package = Package(
             dependencies: ["BillingEngine", "CivilTime", "CurlClient", "PostgresClient", "TallyMessaging", "TallyOutbox", "TallyStore", log],
             swiftSettings: swiftSettings),
         // Invoice PDFs drawn with cairo (real text, A4).
-        .target(name: "InvoicePDF", dependencies: ["CCairo", "BillingEngine", "Invoicing", "TallyRuntime"], swiftSettings: swiftSettings),
+        .target(
+            name: "InvoicePDF", dependencies: ["CCairo", "BillingEngine", "Invoicing", "TallyRuntime", "TallyStore"], swiftSettings: swiftSettings),
         // What Tally's HTTP servers share: error shape, authentication, health.
         .target(name: "TallyHTTP", dependencies: ["TallyStore", hummingbird, nioCore, httpTypes, log], swiftSettings: swiftSettings),
 
@@ -242,7 +243,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
-            name: "InvoicePDFTests", dependencies: ["InvoicePDF", "Invoicing", "BillingEngine", "TallyRuntime", "TallyTestSupport"],
+            name: "InvoicePDFTests", dependencies: ["InvoicePDF", "Invoicing", "BillingEngine", "TallyRuntime", "TallyStore", "TallyTestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(name: "BillingEngineTests", dependencies: ["BillingEngine", "TallyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "CivilTimeTests", dependencies: ["CivilTime"], swiftSettings: swiftSettings),

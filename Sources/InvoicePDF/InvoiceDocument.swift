@@ -1,6 +1,7 @@
 import BillingEngine
 import Foundation
 import Invoicing
+import TallyStore
 
 /// An invoice as a PDF (SPEC §1: finance gets every invoice as a PDF), drawn with
 /// cairo: real text (a reader, a screen reader or `pdftotext` gets the words back, not

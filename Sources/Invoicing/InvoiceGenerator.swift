@@ -18,7 +18,7 @@ import UsageEvents
 /// issued.
 public enum InvoiceGenerator {
     /// Days from issue to due date when nothing else is configured (net 30).
-    public static let defaultPaymentTermsDays = 30
+    public static let defaultPaymentTermsDays = InvoiceView.defaultPaymentTermsDays
 
     public enum Outcome: Sendable, Equatable {
         case issued(invoiceID: UUID, number: String)

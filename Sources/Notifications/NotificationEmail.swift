@@ -4,6 +4,7 @@ import Foundation
 import InvoicePDF
 import Invoicing
 import TallyMessaging
+import TallyStore
 
 /// The emails a billing event turns into (pure: every input is a parameter): RFC 5322
 /// messages with a plain-text body and an HTML alternative, the invoice PDF attached to

@@ -2,6 +2,7 @@ import BillingEngine
 import Foundation
 import Invoicing
 import TallyRuntime
+import TallyStore
 import TallyTestSupport
 import Testing
 

@@ -1,5 +1,6 @@
 import Foundation
 import Invoicing
+import TallyStore
 import TallyTestSupport
 import Testing
 

@@ -2,6 +2,7 @@ import CurlClient
 import Foundation
 import Invoicing
 import PostgresClient
+import TallyStore
 import TallyTestSupport
 import Testing
 import UsageEvents

@@ -2,6 +2,7 @@ import Foundation
 import Invoicing
 import PostgresClient
 import TallyMessaging
+import TallyStore
 import TallyTestSupport
 import Testing
 

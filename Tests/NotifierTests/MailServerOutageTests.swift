@@ -1,6 +1,7 @@
 import Foundation
 import Invoicing
 import PostgresClient
+import TallyStore
 import TallyTestSupport
 import Testing
 

@@ -4,6 +4,7 @@ import Logging
 import PostgresClient
 import RabbitMQClient
 import TallyMessaging
+import TallyStore
 import TallyTestSupport
 import Testing
 

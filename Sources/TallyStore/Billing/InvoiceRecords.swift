@@ -80,47 +80,6 @@ public enum InvoiceRecords {
         }
     }
 
-    /// An invoice as stored, with its lines.
-    public struct Invoice: Sendable, Equatable {
-        public let id: UUID
-        public let number: String
-        public let status: String
-        public let kind: String
-        public let tenantID: UUID
-        public let subscriptionID: UUID?
-        public let currency: String
-        public let periodStart: Date
-        public let periodEnd: Date
-        public let subtotalCents: Int64
-        public let taxRateBps: Int
-        public let taxCents: Int64
-        public let totalCents: Int64
-        public let issuedAt: Date
-        public let dueAt: Date
-        /// Nil for a tenant whose provider is not Stripe.
-        public let stripe: Stripe?
-        public var lines: [Line]
-
-        /// The invoice's push to Stripe.
-        public struct Stripe: Sendable, Equatable {
-            public let status: String
-            public let invoiceID: String?
-            public let invoiceStatus: String?
-            public let attempts: Int
-            public let error: String?
-        }
-
-        /// A line; quantity and unit price are exact decimal text.
-        public struct Line: Sendable, Equatable {
-            public let kind: String
-            public let metric: String?
-            public let description: String
-            public let quantity: String
-            public let unitPriceCents: String
-            public let amountCents: Int64
-        }
-    }
-
     /// Which invoices a listing shows: one tenant's or every tenant's, in a status, issued in
     /// `[issuedFrom, issuedBefore)`.
     public struct Filter: Sendable, Equatable {
@@ -263,24 +222,24 @@ public enum InvoiceRecords {
     }
 
     /// The tenant's invoices, newest period first (then number), with their lines.
-    public static func invoices(ofTenant tenant: UUID, on connection: isolated PostgresConnection) throws -> [Invoice] {
+    public static func invoices(ofTenant tenant: UUID, on connection: isolated PostgresConnection) throws -> [InvoiceView] {
         try load("tenant_id = $1 ORDER BY period_start DESC, number DESC", [tenant], on: connection)
     }
 
     /// One invoice with its lines, or nil.
-    public static func invoice(id: UUID, on connection: isolated PostgresConnection) throws -> Invoice? {
+    public static func invoice(id: UUID, on connection: isolated PostgresConnection) throws -> InvoiceView? {
         try load("id = $1", [id], on: connection).first
     }
 
     /// The invoice named by `idOrNumber` (its id in any case, or its number such as
     /// `TLY-2026-000042`), with its lines, or nil.
-    public static func invoice(idOrNumber: String, on connection: isolated PostgresConnection) throws -> Invoice? {
+    public static func invoice(idOrNumber: String, on connection: isolated PostgresConnection) throws -> InvoiceView? {
         try load(UUID(uuidString: idOrNumber) == nil ? "number = $1" : "id::text = lower($1)", [idOrNumber], on: connection).first
     }
 
     /// The `limit` newest invoices no notification was planned for yet (the notify
     /// benchmark's sample), with their lines.
-    public static func newestNotNotified(limit: Int, on connection: isolated PostgresConnection) throws -> [Invoice] {
+    public static func newestNotNotified(limit: Int, on connection: isolated PostgresConnection) throws -> [InvoiceView] {
         try load(
             """
             NOT EXISTS (SELECT 1 FROM notifications n WHERE n.event_id = 'invoice.finalized:' || invoices.id)
@@ -292,7 +251,7 @@ public enum InvoiceRecords {
     /// the invoice `after`; nil when `after` is not an invoice the filter's tenant may see.
     /// Keyset pagination on `(period_start, number)`, so a page costs the same however deep.
     /// Two reads: run them in one repeatable-read transaction.
-    public static func page(_ filter: Filter, after: UUID?, limit: Int, on connection: isolated PostgresConnection) throws -> [Invoice]? {
+    public static func page(_ filter: Filter, after: UUID?, limit: Int, on connection: isolated PostgresConnection) throws -> [InvoiceView]? {
         var conditions: [String] = []
         var parameters: [any PostgresEncodable] = []
         func add(_ value: any PostgresEncodable, _ condition: (String) -> String) {
@@ -322,7 +281,7 @@ public enum InvoiceRecords {
     /// Invoices matching `condition` (SQL over `invoices`, with `$n` parameters), with their
     /// lines: two reads, run them in one repeatable-read transaction.
     private static func load(_ condition: String, _ parameters: [any PostgresEncodable], on connection: isolated PostgresConnection) throws
-        -> [Invoice]
+        -> [InvoiceView]
     {
         var invoices = try connection.query(
             """
@@ -332,20 +291,21 @@ public enum InvoiceRecords {
               FROM invoices WHERE \(condition)
             """, parameters
         ).map { row in
-            Invoice(
+            var invoice = InvoiceView(
                 id: try row.decode(0), number: try row.decode(1), status: try row.decode(2), kind: try row.decode(3),
                 tenantID: try row.decode(4), subscriptionID: try row.decode(5, as: UUID?.self), currency: try row.decode(6),
                 periodStart: try row.decode(7), periodEnd: try row.decode(8), subtotalCents: try row.decode(9),
                 taxRateBps: try row.decode(10), taxCents: try row.decode(11), totalCents: try row.decode(12),
-                issuedAt: try row.decode(13), dueAt: try row.decode(19, as: Date.self),
-                stripe: try row.text(14).map { status in
-                    Invoice.Stripe(
-                        status: status, invoiceID: row.text(15), invoiceStatus: row.text(16), attempts: try row.decode(17), error: row.text(18))
-                }, lines: [])
+                issuedAt: try row.decode(13), dueAt: try row.decode(19, as: Date.self), lines: [])
+            invoice.stripe = try row.text(14).map { status in
+                InvoiceView.StripeState(
+                    status: status, invoiceID: row.text(15), invoiceStatus: row.text(16), attempts: try row.decode(17), error: row.text(18))
+            }
+            return invoice
         }
         guard !invoices.isEmpty else { return [] }
         let ids = PostgresTextArray(invoices.map { $0.id.uuidString.lowercased() })
-        var lines: [UUID: [Invoice.Line]] = [:]
+        var lines: [UUID: [InvoiceView.Line]] = [:]
         for row in try connection.query(
             """
             SELECT invoice_id, kind, metric, description, trim_scale(quantity)::text, trim_scale(unit_price_cents)::text, amount_cents
@@ -353,7 +313,7 @@ public enum InvoiceRecords {
             """, [ids])
         {
             lines[try row.decode(0, as: UUID.self), default: []].append(
-                Invoice.Line(
+                InvoiceView.Line(
                     kind: try row.decode(1), metric: try row.decode(2, as: String?.self), description: try row.decode(3),
                     quantity: row.text(4) ?? "0", unitPriceCents: row.text(5) ?? "0", amountCents: try row.decode(6)))
         }
