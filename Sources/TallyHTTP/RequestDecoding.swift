@@ -10,19 +10,25 @@ extension Request {
     public func decodeJSON<Value: Decodable>(
         _ type: Value.Type, context: some RequestContext
     ) async throws -> Value {
+        try Self.decode(Value.self, from: try await collectBody(context: context))
+    }
+
+    /// The body, at most `context.maxUploadSize` bytes (413 when larger).
+    private func collectBody(context: some RequestContext) async throws -> ByteBuffer {
         let limit = context.maxUploadSize
-        let buffer: ByteBuffer
         do {
-            buffer = try await body.collect(upTo: limit)
+            return try await body.collect(upTo: limit)
         } catch {
             throw APIError.tooLarge(limit: limit)
         }
+    }
+
+    /// `buffer` as JSON, a decoding failure as the 400 that names the field.
+    private static func decode<Value: Decodable>(_ type: Value.Type, from buffer: ByteBuffer) throws -> Value {
         do {
             return try JSONDecoder().decode(Value.self, from: Data(buffer.readableBytesView))
         } catch let error as DecodingError {
             throw APIError(decoding: error)
-        } catch let error as APIError {
-            throw error
         }
     }
 }
@@ -71,18 +77,8 @@ extension Request {
     public func decodeOptionalJSON<Value: Decodable>(
         _ type: Value.Type, context: some RequestContext
     ) async throws -> Value? {
-        let limit = context.maxUploadSize
-        let buffer: ByteBuffer
-        do {
-            buffer = try await body.collect(upTo: limit)
-        } catch {
-            throw APIError.tooLarge(limit: limit)
-        }
+        let buffer = try await collectBody(context: context)
         guard buffer.readableBytes > 0 else { return nil }
-        do {
-            return try JSONDecoder().decode(Value.self, from: Data(buffer.readableBytesView))
-        } catch let error as DecodingError {
-            throw APIError(decoding: error)
-        }
+        return try Self.decode(Value.self, from: buffer)
     }
 }

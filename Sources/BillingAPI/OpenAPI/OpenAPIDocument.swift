@@ -1,8 +1,45 @@
+import Foundation
+
 /// The OpenAPI 3.1 document of the Billing API and the ingest API, served at
 /// `GET /openapi.json`. `OpenAPIDocumentTests` checks that it names exactly the routes the
 /// two servers register, and `ops/contract/contract_test.sh` validates it and runs
 /// schemathesis against the live Billing API, so it stays true.
+///
+/// What every operation repeats is written once, below: a JSON response of a component
+/// schema (`response`), the error responses by status (`errors`: 400 `BadRequest`, 401
+/// `Unauthorized`, 403 `Forbidden`, 404 `NotFound`, any other `Error`), shared
+/// parameters (`parameters`) and a JSON request body (`body`); the document interpolates
+/// them (`\#(…)`), so what is served is plain OpenAPI.
 enum OpenAPIDocument {
+    /// `"code": {"description": …, "content": {"application/json": {"schema": {"$ref": schema}}}}`
+    private static func response(_ code: String, _ description: String, schema: String) -> String {
+        #""\#(code)": {"description": "\#(escaped(description))", "content": {"application/json": {"schema": \#(reference("schemas", schema))}}}"#
+    }
+
+    /// The error responses of `codes`, each a reference to its component response.
+    private static func errors(_ codes: String...) -> String {
+        let names = ["400": "BadRequest", "401": "Unauthorized", "403": "Forbidden", "404": "NotFound"]
+        return codes.map { #""\#($0)": \#(reference("responses", names[$0] ?? "Error"))"# }.joined(separator: ", ")
+    }
+
+    /// References to the component parameters `names`.
+    private static func parameters(_ names: String...) -> String {
+        names.map { reference("parameters", $0) }.joined(separator: ", ")
+    }
+
+    /// A JSON request body of the component schema `schema`.
+    private static func body(_ schema: String, required: Bool) -> String {
+        #"{"required": \#(required), "content": {"application/json": {"schema": \#(reference("schemas", schema))}}}"#
+    }
+
+    private static func reference(_ kind: String, _ name: String) -> String {
+        ##"{"$ref": "#/components/\##(kind)/\##(name)"}"##
+    }
+
+    private static func escaped(_ text: String) -> String {
+        text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+    }
+
     static let json = #"""
         {
           "openapi": "3.1.0",
@@ -59,195 +96,46 @@ enum OpenAPIDocument {
               "post": {
                 "operationId": "createTenant",
                 "summary": "Create a tenant (admin)",
-                "tags": [
-                  "tenants"
-                ],
+                "tags": ["tenants"],
                 "responses": {
-                  "201": {
-                    "description": "The tenant and its first API key, shown this once.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/TenantCreated"
-                        }
-                      }
-                    }
-                  },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "403": {
-                    "$ref": "#/components/responses/Forbidden"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("201", "The tenant and its first API key, shown this once.", schema: "TenantCreated")),
+                  \#(errors("400", "401", "403", "default"))
                 },
-                "requestBody": {
-                  "required": true,
-                  "content": {
-                    "application/json": {
-                      "schema": {
-                        "$ref": "#/components/schemas/NewTenant"
-                      }
-                    }
-                  }
-                }
+                "requestBody": \#(body("NewTenant", required: true))
               }
             },
             "/v1/tenants/{tenant_id}": {
               "get": {
                 "operationId": "getTenant",
                 "summary": "A tenant",
-                "tags": [
-                  "tenants"
-                ],
+                "tags": ["tenants"],
                 "responses": {
-                  "200": {
-                    "description": "The tenant.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Tenant"
-                        }
-                      }
-                    }
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("200", "The tenant.", schema: "Tenant")),
+                  \#(errors("401", "404", "default"))
                 },
-                "parameters": [
-                  {
-                    "name": "tenant_id",
-                    "in": "path",
-                    "required": true,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The tenant."
-                  }
-                ]
+                "parameters": [\#(parameters("TenantID"))]
               }
             },
             "/v1/tenants/{tenant_id}/api-keys": {
               "get": {
                 "operationId": "listAPIKeys",
                 "summary": "The tenant's API keys (never their secrets)",
-                "tags": [
-                  "tenants"
-                ],
+                "tags": ["tenants"],
                 "responses": {
-                  "200": {
-                    "description": "A page of keys.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/APIKeyPage"
-                        }
-                      }
-                    }
-                  },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("200", "A page of keys.", schema: "APIKeyPage")),
+                  \#(errors("400", "401", "404", "default"))
                 },
-                "parameters": [
-                  {
-                    "name": "tenant_id",
-                    "in": "path",
-                    "required": true,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The tenant."
-                  },
-                  {
-                    "name": "limit",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "integer",
-                      "minimum": 1,
-                      "maximum": 100,
-                      "default": 10
-                    },
-                    "description": "Items per page."
-                  },
-                  {
-                    "name": "starting_after",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The id of the last item of the previous page."
-                  }
-                ]
+                "parameters": [\#(parameters("TenantID", "Limit", "StartingAfter"))]
               },
               "post": {
                 "operationId": "issueAPIKey",
                 "summary": "Issue a new key (rotation)",
-                "tags": [
-                  "tenants"
-                ],
+                "tags": ["tenants"],
                 "responses": {
-                  "201": {
-                    "description": "The key, shown this once.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/APIKeyCreated"
-                        }
-                      }
-                    }
-                  },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("201", "The key, shown this once.", schema: "APIKeyCreated")),
+                  \#(errors("400", "401", "404", "default"))
                 },
-                "parameters": [
-                  {
-                    "name": "tenant_id",
-                    "in": "path",
-                    "required": true,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The tenant."
-                  }
-                ],
+                "parameters": [\#(parameters("TenantID"))],
                 "requestBody": {
                   "required": false,
                   "content": {
@@ -269,34 +157,15 @@ enum OpenAPIDocument {
               "delete": {
                 "operationId": "revokeAPIKey",
                 "summary": "Revoke a key",
-                "tags": [
-                  "tenants"
-                ],
+                "tags": ["tenants"],
                 "responses": {
                   "204": {
                     "description": "Revoked."
                   },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(errors("401", "404", "default"))
                 },
                 "parameters": [
-                  {
-                    "name": "tenant_id",
-                    "in": "path",
-                    "required": true,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The tenant."
-                  },
+                  \#(parameters("TenantID")),
                   {
                     "name": "key_id",
                     "in": "path",
@@ -314,76 +183,19 @@ enum OpenAPIDocument {
               "get": {
                 "operationId": "listPaymentMethods",
                 "summary": "Cards as Stripe reports them",
-                "tags": [
-                  "tenants"
-                ],
+                "tags": ["tenants"],
                 "responses": {
-                  "200": {
-                    "description": "The cards.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/PaymentMethodPage"
-                        }
-                      }
-                    }
-                  },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("200", "The cards.", schema: "PaymentMethodPage")),
+                  \#(errors("400", "401", "404", "default"))
                 },
-                "parameters": [
-                  {
-                    "name": "tenant_id",
-                    "in": "path",
-                    "required": true,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The tenant."
-                  },
-                  {
-                    "name": "limit",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "integer",
-                      "minimum": 1,
-                      "maximum": 100,
-                      "default": 10
-                    },
-                    "description": "Items per page."
-                  },
-                  {
-                    "name": "starting_after",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The id of the last item of the previous page."
-                  }
-                ]
+                "parameters": [\#(parameters("TenantID", "Limit", "StartingAfter"))]
               }
             },
             "/v1/subscriptions": {
               "post": {
                 "operationId": "createSubscription",
                 "summary": "Subscribe a tenant to a plan",
-                "tags": [
-                  "subscriptions"
-                ],
+                "tags": ["subscriptions"],
                 "responses": {
                   "201": {
                     "description": "The subscription.",
@@ -409,24 +221,7 @@ enum OpenAPIDocument {
                       }
                     }
                   },
-                  "409": {
-                    "$ref": "#/components/responses/Error"
-                  },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "403": {
-                    "$ref": "#/components/responses/Forbidden"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(errors("409", "400", "401", "403", "404", "default"))
                 },
                 "requestBody": {
                   "required": true,
@@ -445,233 +240,51 @@ enum OpenAPIDocument {
               "get": {
                 "operationId": "listSubscriptions",
                 "summary": "A tenant's subscriptions",
-                "tags": [
-                  "subscriptions"
-                ],
+                "tags": ["subscriptions"],
                 "responses": {
-                  "200": {
-                    "description": "A page of subscriptions.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/SubscriptionPage"
-                        }
-                      }
-                    }
-                  },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("200", "A page of subscriptions.", schema: "SubscriptionPage")),
+                  \#(errors("400", "401", "404", "default"))
                 },
-                "parameters": [
-                  {
-                    "name": "tenant_id",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
-                  },
-                  {
-                    "name": "limit",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "integer",
-                      "minimum": 1,
-                      "maximum": 100,
-                      "default": 10
-                    },
-                    "description": "Items per page."
-                  },
-                  {
-                    "name": "starting_after",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The id of the last item of the previous page."
-                  }
-                ]
+                "parameters": [\#(parameters("TenantIDQuery", "Limit", "StartingAfter"))]
               }
             },
             "/v1/subscriptions/{subscription_id}/change": {
               "post": {
                 "operationId": "changePlan",
                 "summary": "Change the plan (upgrade now or at `at`, downgrade at the next period)",
-                "tags": [
-                  "subscriptions"
-                ],
+                "tags": ["subscriptions"],
                 "responses": {
-                  "200": {
-                    "description": "The subscription.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Subscription"
-                        }
-                      }
-                    }
-                  },
-                  "409": {
-                    "$ref": "#/components/responses/Error"
-                  },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "403": {
-                    "$ref": "#/components/responses/Forbidden"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("200", "The subscription.", schema: "Subscription")),
+                  \#(errors("409", "400", "401", "403", "404", "default"))
                 },
-                "parameters": [
-                  {
-                    "name": "subscription_id",
-                    "in": "path",
-                    "required": true,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The subscription."
-                  }
-                ],
-                "requestBody": {
-                  "required": true,
-                  "content": {
-                    "application/json": {
-                      "schema": {
-                        "$ref": "#/components/schemas/PlanChange"
-                      }
-                    }
-                  }
-                }
+                "parameters": [\#(parameters("SubscriptionID"))],
+                "requestBody": \#(body("PlanChange", required: true))
               }
             },
             "/v1/subscriptions/{subscription_id}/cancel": {
               "post": {
                 "operationId": "cancelSubscription",
                 "summary": "Cancel now, at `at`, or at the end of the period",
-                "tags": [
-                  "subscriptions"
-                ],
+                "tags": ["subscriptions"],
                 "responses": {
-                  "200": {
-                    "description": "The subscription.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Subscription"
-                        }
-                      }
-                    }
-                  },
-                  "409": {
-                    "$ref": "#/components/responses/Error"
-                  },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "403": {
-                    "$ref": "#/components/responses/Forbidden"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("200", "The subscription.", schema: "Subscription")),
+                  \#(errors("409", "400", "401", "403", "404", "default"))
                 },
-                "parameters": [
-                  {
-                    "name": "subscription_id",
-                    "in": "path",
-                    "required": true,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The subscription."
-                  }
-                ],
-                "requestBody": {
-                  "required": false,
-                  "content": {
-                    "application/json": {
-                      "schema": {
-                        "$ref": "#/components/schemas/Cancellation"
-                      }
-                    }
-                  }
-                }
+                "parameters": [\#(parameters("SubscriptionID"))],
+                "requestBody": \#(body("Cancellation", required: false))
               }
             },
             "/v1/usage": {
               "get": {
                 "operationId": "getUsage",
                 "summary": "Each metric's value against the plan over [from, to), or the current period",
-                "tags": [
-                  "usage"
-                ],
+                "tags": ["usage"],
                 "responses": {
-                  "200": {
-                    "description": "The usage.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Usage"
-                        }
-                      }
-                    }
-                  },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("200", "The usage.", schema: "Usage")),
+                  \#(errors("400", "401", "404", "default"))
                 },
                 "parameters": [
-                  {
-                    "name": "tenant_id",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
-                  },
+                  \#(parameters("TenantIDQuery")),
                   {
                     "name": "from",
                     "in": "query",
@@ -699,44 +312,13 @@ enum OpenAPIDocument {
               "get": {
                 "operationId": "getUsageHistory",
                 "summary": "A series per metric per hour or day",
-                "tags": [
-                  "usage"
-                ],
+                "tags": ["usage"],
                 "responses": {
-                  "200": {
-                    "description": "The series.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/UsageHistory"
-                        }
-                      }
-                    }
-                  },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("200", "The series.", schema: "UsageHistory")),
+                  \#(errors("400", "401", "404", "default"))
                 },
                 "parameters": [
-                  {
-                    "name": "tenant_id",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
-                  },
+                  \#(parameters("TenantIDQuery")),
                   {
                     "name": "metric",
                     "in": "query",
@@ -783,9 +365,7 @@ enum OpenAPIDocument {
               "get": {
                 "operationId": "exportUsage",
                 "summary": "One CSV row per metric and UTC day",
-                "tags": [
-                  "usage"
-                ],
+                "tags": ["usage"],
                 "responses": {
                   "200": {
                     "description": "tenant_id,date,metric,aggregation,value rows.",
@@ -797,30 +377,10 @@ enum OpenAPIDocument {
                       }
                     }
                   },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(errors("400", "401", "404", "default"))
                 },
                 "parameters": [
-                  {
-                    "name": "tenant_id",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
-                  },
+                  \#(parameters("TenantIDQuery")),
                   {
                     "name": "from",
                     "in": "query",
@@ -848,32 +408,10 @@ enum OpenAPIDocument {
               "get": {
                 "operationId": "listInvoices",
                 "summary": "Invoices, newest period first",
-                "tags": [
-                  "invoices"
-                ],
+                "tags": ["invoices"],
                 "responses": {
-                  "200": {
-                    "description": "A page of invoices.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/InvoicePage"
-                        }
-                      }
-                    }
-                  },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("200", "A page of invoices.", schema: "InvoicePage")),
+                  \#(errors("400", "401", "404", "default"))
                 },
                 "parameters": [
                   {
@@ -921,28 +459,7 @@ enum OpenAPIDocument {
                     },
                     "description": "Issued before."
                   },
-                  {
-                    "name": "limit",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "integer",
-                      "minimum": 1,
-                      "maximum": 100,
-                      "default": 10
-                    },
-                    "description": "Items per page."
-                  },
-                  {
-                    "name": "starting_after",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The id of the last item of the previous page."
-                  }
+                  \#(parameters("Limit", "StartingAfter"))
                 ]
               }
             },
@@ -950,44 +467,13 @@ enum OpenAPIDocument {
               "get": {
                 "operationId": "getUpcomingInvoice",
                 "summary": "What the open period would bill now (or at `at`)",
-                "tags": [
-                  "invoices"
-                ],
+                "tags": ["invoices"],
                 "responses": {
-                  "200": {
-                    "description": "The upcoming invoice.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/UpcomingInvoice"
-                        }
-                      }
-                    }
-                  },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("200", "The upcoming invoice.", schema: "UpcomingInvoice")),
+                  \#(errors("400", "401", "404", "default"))
                 },
                 "parameters": [
-                  {
-                    "name": "tenant_id",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
-                  },
+                  \#(parameters("TenantIDQuery")),
                   {
                     "name": "at",
                     "in": "query",
@@ -1005,51 +491,19 @@ enum OpenAPIDocument {
               "get": {
                 "operationId": "getInvoice",
                 "summary": "An invoice",
-                "tags": [
-                  "invoices"
-                ],
+                "tags": ["invoices"],
                 "responses": {
-                  "200": {
-                    "description": "The invoice.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Invoice"
-                        }
-                      }
-                    }
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("200", "The invoice.", schema: "Invoice")),
+                  \#(errors("401", "404", "default"))
                 },
-                "parameters": [
-                  {
-                    "name": "invoice_id",
-                    "in": "path",
-                    "required": true,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The invoice."
-                  }
-                ]
+                "parameters": [\#(parameters("InvoiceID"))]
               }
             },
             "/v1/invoices/{invoice_id}.pdf": {
               "get": {
                 "operationId": "getInvoicePDF",
                 "summary": "An invoice as a PDF",
-                "tags": [
-                  "invoices"
-                ],
+                "tags": ["invoices"],
                 "responses": {
                   "200": {
                     "description": "The PDF.",
@@ -1062,158 +516,41 @@ enum OpenAPIDocument {
                       }
                     }
                   },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(errors("401", "404", "default"))
                 },
-                "parameters": [
-                  {
-                    "name": "invoice_id",
-                    "in": "path",
-                    "required": true,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The invoice."
-                  }
-                ]
+                "parameters": [\#(parameters("InvoiceID"))]
               }
             },
             "/v1/billing-runs": {
               "post": {
                 "operationId": "createBillingRun",
                 "summary": "Issue every invoice due at `as_of` (admin)",
-                "tags": [
-                  "billing runs"
-                ],
+                "tags": ["billing runs"],
                 "responses": {
-                  "202": {
-                    "description": "The run, planned.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/BillingRun"
-                        }
-                      }
-                    }
-                  },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "403": {
-                    "$ref": "#/components/responses/Forbidden"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("202", "The run, planned.", schema: "BillingRun")),
+                  \#(errors("400", "401", "403", "default"))
                 },
-                "requestBody": {
-                  "required": false,
-                  "content": {
-                    "application/json": {
-                      "schema": {
-                        "$ref": "#/components/schemas/NewBillingRun"
-                      }
-                    }
-                  }
-                }
+                "requestBody": \#(body("NewBillingRun", required: false))
               },
               "get": {
                 "operationId": "listBillingRuns",
                 "summary": "Billing runs, newest first (admin)",
-                "tags": [
-                  "billing runs"
-                ],
+                "tags": ["billing runs"],
                 "responses": {
-                  "200": {
-                    "description": "A page of runs.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/BillingRunPage"
-                        }
-                      }
-                    }
-                  },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "403": {
-                    "$ref": "#/components/responses/Forbidden"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("200", "A page of runs.", schema: "BillingRunPage")),
+                  \#(errors("400", "401", "403", "default"))
                 },
-                "parameters": [
-                  {
-                    "name": "limit",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "integer",
-                      "minimum": 1,
-                      "maximum": 100,
-                      "default": 10
-                    },
-                    "description": "Items per page."
-                  },
-                  {
-                    "name": "starting_after",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The id of the last item of the previous page."
-                  }
-                ]
+                "parameters": [\#(parameters("Limit", "StartingAfter"))]
               }
             },
             "/v1/billing-runs/{run_id}": {
               "get": {
                 "operationId": "getBillingRun",
                 "summary": "A billing run's progress (admin)",
-                "tags": [
-                  "billing runs"
-                ],
+                "tags": ["billing runs"],
                 "responses": {
-                  "200": {
-                    "description": "The run.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/BillingRun"
-                        }
-                      }
-                    }
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "403": {
-                    "$ref": "#/components/responses/Forbidden"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("200", "The run.", schema: "BillingRun")),
+                  \#(errors("401", "403", "404", "default"))
                 },
                 "parameters": [
                   {
@@ -1233,9 +570,7 @@ enum OpenAPIDocument {
               "post": {
                 "operationId": "createAlert",
                 "summary": "Create a usage alert",
-                "tags": [
-                  "alerts"
-                ],
+                "tags": ["alerts"],
                 "responses": {
                   "201": {
                     "description": "The alert.",
@@ -1261,18 +596,7 @@ enum OpenAPIDocument {
                       }
                     }
                   },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(errors("400", "401", "404", "default"))
                 },
                 "requestBody": {
                   "required": true,
@@ -1296,151 +620,43 @@ enum OpenAPIDocument {
               "get": {
                 "operationId": "listAlerts",
                 "summary": "A tenant's alerts",
-                "tags": [
-                  "alerts"
-                ],
+                "tags": ["alerts"],
                 "responses": {
-                  "200": {
-                    "description": "A page of alerts.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/AlertPage"
-                        }
-                      }
-                    }
-                  },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("200", "A page of alerts.", schema: "AlertPage")),
+                  \#(errors("400", "401", "404", "default"))
                 },
-                "parameters": [
-                  {
-                    "name": "tenant_id",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
-                  },
-                  {
-                    "name": "limit",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "integer",
-                      "minimum": 1,
-                      "maximum": 100,
-                      "default": 10
-                    },
-                    "description": "Items per page."
-                  },
-                  {
-                    "name": "starting_after",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The id of the last item of the previous page."
-                  }
-                ]
+                "parameters": [\#(parameters("TenantIDQuery", "Limit", "StartingAfter"))]
               }
             },
             "/v1/alerts/{alert_id}": {
               "get": {
                 "operationId": "getAlert",
                 "summary": "An alert",
-                "tags": [
-                  "alerts"
-                ],
+                "tags": ["alerts"],
                 "responses": {
-                  "200": {
-                    "description": "The alert.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Alert"
-                        }
-                      }
-                    }
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("200", "The alert.", schema: "Alert")),
+                  \#(errors("401", "404", "default"))
                 },
-                "parameters": [
-                  {
-                    "name": "alert_id",
-                    "in": "path",
-                    "required": true,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The alert."
-                  }
-                ]
+                "parameters": [\#(parameters("AlertID"))]
               },
               "delete": {
                 "operationId": "deleteAlert",
                 "summary": "Delete an alert",
-                "tags": [
-                  "alerts"
-                ],
+                "tags": ["alerts"],
                 "responses": {
                   "204": {
                     "description": "Deleted."
                   },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(errors("401", "404", "default"))
                 },
-                "parameters": [
-                  {
-                    "name": "alert_id",
-                    "in": "path",
-                    "required": true,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The alert."
-                  }
-                ]
+                "parameters": [\#(parameters("AlertID"))]
               }
             },
             "/v1/webhook-endpoints": {
               "post": {
                 "operationId": "createWebhookEndpoint",
                 "summary": "Add a webhook endpoint",
-                "tags": [
-                  "webhooks"
-                ],
+                "tags": ["webhooks"],
                 "responses": {
                   "201": {
                     "description": "The endpoint and its signing secret, shown this once.",
@@ -1478,21 +694,7 @@ enum OpenAPIDocument {
                       }
                     }
                   },
-                  "409": {
-                    "$ref": "#/components/responses/Error"
-                  },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(errors("409", "400", "401", "404", "default"))
                 },
                 "requestBody": {
                   "required": true,
@@ -1512,204 +714,54 @@ enum OpenAPIDocument {
               "get": {
                 "operationId": "listWebhookEndpoints",
                 "summary": "A tenant's webhook endpoints",
-                "tags": [
-                  "webhooks"
-                ],
+                "tags": ["webhooks"],
                 "responses": {
-                  "200": {
-                    "description": "A page of endpoints.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/WebhookEndpointPage"
-                        }
-                      }
-                    }
-                  },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("200", "A page of endpoints.", schema: "WebhookEndpointPage")),
+                  \#(errors("400", "401", "404", "default"))
                 },
-                "parameters": [
-                  {
-                    "name": "tenant_id",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
-                  },
-                  {
-                    "name": "limit",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "integer",
-                      "minimum": 1,
-                      "maximum": 100,
-                      "default": 10
-                    },
-                    "description": "Items per page."
-                  },
-                  {
-                    "name": "starting_after",
-                    "in": "query",
-                    "required": false,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The id of the last item of the previous page."
-                  }
-                ]
+                "parameters": [\#(parameters("TenantIDQuery", "Limit", "StartingAfter"))]
               }
             },
             "/v1/webhook-endpoints/{endpoint_id}": {
               "get": {
                 "operationId": "getWebhookEndpoint",
                 "summary": "A webhook endpoint",
-                "tags": [
-                  "webhooks"
-                ],
+                "tags": ["webhooks"],
                 "responses": {
-                  "200": {
-                    "description": "The endpoint.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/WebhookEndpoint"
-                        }
-                      }
-                    }
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("200", "The endpoint.", schema: "WebhookEndpoint")),
+                  \#(errors("401", "404", "default"))
                 },
-                "parameters": [
-                  {
-                    "name": "endpoint_id",
-                    "in": "path",
-                    "required": true,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The endpoint."
-                  }
-                ]
+                "parameters": [\#(parameters("EndpointID"))]
               },
               "patch": {
                 "operationId": "updateWebhookEndpoint",
                 "summary": "Change a webhook endpoint",
-                "tags": [
-                  "webhooks"
-                ],
+                "tags": ["webhooks"],
                 "responses": {
-                  "200": {
-                    "description": "The endpoint.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/WebhookEndpoint"
-                        }
-                      }
-                    }
-                  },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(response("200", "The endpoint.", schema: "WebhookEndpoint")),
+                  \#(errors("400", "401", "404", "default"))
                 },
-                "parameters": [
-                  {
-                    "name": "endpoint_id",
-                    "in": "path",
-                    "required": true,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The endpoint."
-                  }
-                ],
-                "requestBody": {
-                  "required": true,
-                  "content": {
-                    "application/json": {
-                      "schema": {
-                        "$ref": "#/components/schemas/WebhookEndpointChange"
-                      }
-                    }
-                  }
-                }
+                "parameters": [\#(parameters("EndpointID"))],
+                "requestBody": \#(body("WebhookEndpointChange", required: true))
               },
               "delete": {
                 "operationId": "deleteWebhookEndpoint",
                 "summary": "Delete a webhook endpoint",
-                "tags": [
-                  "webhooks"
-                ],
+                "tags": ["webhooks"],
                 "responses": {
                   "204": {
                     "description": "Deleted."
                   },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(errors("401", "404", "default"))
                 },
-                "parameters": [
-                  {
-                    "name": "endpoint_id",
-                    "in": "path",
-                    "required": true,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The endpoint."
-                  }
-                ]
+                "parameters": [\#(parameters("EndpointID"))]
               }
             },
             "/v1/webhook-endpoints/{endpoint_id}/rotate-secret": {
               "post": {
                 "operationId": "rotateWebhookSecret",
                 "summary": "A new signing secret (the old one signs too for 24 h)",
-                "tags": [
-                  "webhooks"
-                ],
+                "tags": ["webhooks"],
                 "responses": {
                   "200": {
                     "description": "The new secret.",
@@ -1737,37 +789,16 @@ enum OpenAPIDocument {
                       }
                     }
                   },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(errors("401", "404", "default"))
                 },
-                "parameters": [
-                  {
-                    "name": "endpoint_id",
-                    "in": "path",
-                    "required": true,
-                    "schema": {
-                      "type": "string",
-                      "format": "uuid"
-                    },
-                    "description": "The endpoint."
-                  }
-                ]
+                "parameters": [\#(parameters("EndpointID"))]
               }
             },
             "/v1/stripe/webhook": {
               "post": {
                 "operationId": "receiveStripeWebhook",
                 "summary": "Stripe's events, verified by Stripe-Signature",
-                "tags": [
-                  "stripe"
-                ],
+                "tags": ["stripe"],
                 "responses": {
                   "200": {
                     "description": "Stored (or a duplicate).",
@@ -1787,15 +818,7 @@ enum OpenAPIDocument {
                       }
                     }
                   },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "404": {
-                    "$ref": "#/components/responses/NotFound"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(errors("400", "404", "default"))
                 },
                 "parameters": [
                   {
@@ -1824,9 +847,7 @@ enum OpenAPIDocument {
               "get": {
                 "operationId": "liveness",
                 "summary": "Liveness",
-                "tags": [
-                  "health"
-                ],
+                "tags": ["health"],
                 "responses": {
                   "200": {
                     "description": "Alive.",
@@ -1843,9 +864,7 @@ enum OpenAPIDocument {
                       }
                     }
                   },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(errors("default"))
                 },
                 "security": []
               }
@@ -1854,9 +873,7 @@ enum OpenAPIDocument {
               "get": {
                 "operationId": "metrics",
                 "summary": "Prometheus metrics: requests by route and status, durations, 401s",
-                "tags": [
-                  "health"
-                ],
+                "tags": ["health"],
                 "responses": {
                   "200": {
                     "description": "Prometheus text exposition format 0.0.4.",
@@ -1876,9 +893,7 @@ enum OpenAPIDocument {
               "get": {
                 "operationId": "readiness",
                 "summary": "Readiness (a database round trip)",
-                "tags": [
-                  "health"
-                ],
+                "tags": ["health"],
                 "responses": {
                   "200": {
                     "description": "Ready.",
@@ -1905,9 +920,7 @@ enum OpenAPIDocument {
                       }
                     }
                   },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(errors("default"))
                 },
                 "security": []
               }
@@ -1916,9 +929,7 @@ enum OpenAPIDocument {
               "get": {
                 "operationId": "openAPIDocument",
                 "summary": "This document",
-                "tags": [
-                  "health"
-                ],
+                "tags": ["health"],
                 "responses": {
                   "200": {
                     "description": "OpenAPI 3.1.",
@@ -1949,9 +960,7 @@ enum OpenAPIDocument {
               "post": {
                 "operationId": "ingestEvents",
                 "summary": "Send usage: one event, a JSON array, or NDJSON; 202 once durable",
-                "tags": [
-                  "ingest"
-                ],
+                "tags": ["ingest"],
                 "responses": {
                   "202": {
                     "description": "Accepted and durable.",
@@ -1978,27 +987,7 @@ enum OpenAPIDocument {
                       }
                     }
                   },
-                  "413": {
-                    "$ref": "#/components/responses/Error"
-                  },
-                  "429": {
-                    "$ref": "#/components/responses/Error"
-                  },
-                  "503": {
-                    "$ref": "#/components/responses/Error"
-                  },
-                  "400": {
-                    "$ref": "#/components/responses/BadRequest"
-                  },
-                  "401": {
-                    "$ref": "#/components/responses/Unauthorized"
-                  },
-                  "403": {
-                    "$ref": "#/components/responses/Forbidden"
-                  },
-                  "default": {
-                    "$ref": "#/components/responses/Error"
-                  }
+                  \#(errors("413", "429", "503", "400", "401", "403", "default"))
                 },
                 "description": "A request with any invalid event is refused whole; `error.details` lists every offending index and field. Bodies over 8 MiB get 413.",
                 "requestBody": {
@@ -3241,6 +2230,90 @@ enum OpenAPIDocument {
                 "required": [
                   "data"
                 ]
+              }
+            },
+            "parameters": {
+              "AlertID": {
+                "name": "alert_id",
+                "in": "path",
+                "required": true,
+                "schema": {
+                  "type": "string",
+                  "format": "uuid"
+                },
+                "description": "The alert."
+              },
+              "EndpointID": {
+                "name": "endpoint_id",
+                "in": "path",
+                "required": true,
+                "schema": {
+                  "type": "string",
+                  "format": "uuid"
+                },
+                "description": "The endpoint."
+              },
+              "InvoiceID": {
+                "name": "invoice_id",
+                "in": "path",
+                "required": true,
+                "schema": {
+                  "type": "string",
+                  "format": "uuid"
+                },
+                "description": "The invoice."
+              },
+              "Limit": {
+                "name": "limit",
+                "in": "query",
+                "required": false,
+                "schema": {
+                  "type": "integer",
+                  "minimum": 1,
+                  "maximum": 100,
+                  "default": 10
+                },
+                "description": "Items per page."
+              },
+              "StartingAfter": {
+                "name": "starting_after",
+                "in": "query",
+                "required": false,
+                "schema": {
+                  "type": "string",
+                  "format": "uuid"
+                },
+                "description": "The id of the last item of the previous page."
+              },
+              "SubscriptionID": {
+                "name": "subscription_id",
+                "in": "path",
+                "required": true,
+                "schema": {
+                  "type": "string",
+                  "format": "uuid"
+                },
+                "description": "The subscription."
+              },
+              "TenantID": {
+                "name": "tenant_id",
+                "in": "path",
+                "required": true,
+                "schema": {
+                  "type": "string",
+                  "format": "uuid"
+                },
+                "description": "The tenant."
+              },
+              "TenantIDQuery": {
+                "name": "tenant_id",
+                "in": "query",
+                "required": false,
+                "schema": {
+                  "type": "string",
+                  "format": "uuid"
+                },
+                "description": "The tenant; required with the admin token, optional (its own) with a tenant key."
               }
             },
             "responses": {
