@@ -121,7 +121,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         // Invoice PDFs drawn with cairo (real text, A4).
         .target(
-            name: "InvoicePDF", dependencies: ["CCairo", "BillingEngine", "Invoicing", "TallyRuntime", "TallyStore"], swiftSettings: swiftSettings),
+            name: "InvoicePDF", dependencies: ["CCairo", "BillingEngine", "TallyRuntime", "TallyStore"], swiftSettings: swiftSettings),
         // What Tally's HTTP servers share: error shape, authentication, health.
         .target(name: "TallyHTTP", dependencies: ["TallyStore", hummingbird, nioCore, httpTypes, log], swiftSettings: swiftSettings),
 

@@ -1,6 +1,5 @@
 import BillingEngine
 import Foundation
-import Invoicing
 import TallyStore
 
 /// An invoice as a PDF (SPEC §1: finance gets every invoice as a PDF), drawn with

@@ -1,6 +1,5 @@
 import BillingEngine
 import Foundation
-import Invoicing
 import TallyStore
 
 /// A font of the document: DejaVu Sans at a size, regular or bold.
