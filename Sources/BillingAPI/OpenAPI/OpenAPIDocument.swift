@@ -5,15 +5,36 @@ import Foundation
 /// two servers register, and `ops/contract/contract_test.sh` validates it and runs
 /// schemathesis against the live Billing API, so it stays true.
 ///
-/// What every operation repeats is written once, below: a JSON response of a component
-/// schema (`response`), the error responses by status (`errors`: 400 `BadRequest`, 401
-/// `Unauthorized`, 403 `Forbidden`, 404 `NotFound`, any other `Error`), shared
-/// parameters (`parameters`) and a JSON request body (`body`); the document interpolates
-/// them (`\#(…)`), so what is served is plain OpenAPI.
+/// What every operation repeats is written once, below: an operation of the usual shape on
+/// one line (`operation`), a JSON response of a component schema (`response`), one without
+/// a body (`empty`), the error responses by status (`errors`: 400 `BadRequest`, 401
+/// `Unauthorized`, 403 `Forbidden`, 404 `NotFound`, any other `Error`), shared parameters
+/// (`parameters`) and a JSON request body (`body`); the document interpolates them
+/// (`\#(…)`), so what is served is plain OpenAPI.
 enum OpenAPIDocument {
     /// `"code": {"description": …, "content": {"application/json": {"schema": {"$ref": schema}}}}`
     private static func response(_ code: String, _ description: String, schema: String) -> String {
         #""\#(code)": {"description": "\#(escaped(description))", "content": {"application/json": {"schema": \#(reference("schemas", schema))}}}"#
+    }
+
+    /// An operation of one tag whose parameters are components, whose request body (if any)
+    /// is a component schema and whose responses come from `response`, `empty` and `errors`.
+    private static func operation(
+        _ id: String, _ summary: String, tag: String, parameters names: [String] = [], body schema: String? = nil,
+        bodyRequired: Bool = true, responses: [String]
+    ) -> String {
+        var fields = [
+            #""operationId": "\#(id)""#, #""summary": "\#(escaped(summary))""#, #""tags": ["\#(tag)"]"#,
+            #""responses": {\#(responses.joined(separator: ", "))}"#,
+        ]
+        if !names.isEmpty { fields.append(#""parameters": [\#(names.map { reference("parameters", $0) }.joined(separator: ", "))]"#) }
+        if let schema { fields.append(#""requestBody": \#(body(schema, required: bodyRequired))"#) }
+        return "{" + fields.joined(separator: ", ") + "}"
+    }
+
+    /// `"code": {"description": …}`: a response without a body.
+    private static func empty(_ code: String, _ description: String) -> String {
+        #""\#(code)": {"description": "\#(escaped(description))"}"#
     }
 
     /// The error responses of `codes`, each a reference to its component response.
@@ -93,40 +114,13 @@ enum OpenAPIDocument {
           ],
           "paths": {
             "/v1/tenants": {
-              "post": {
-                "operationId": "createTenant",
-                "summary": "Create a tenant (admin)",
-                "tags": ["tenants"],
-                "responses": {
-                  \#(response("201", "The tenant and its first API key, shown this once.", schema: "TenantCreated")),
-                  \#(errors("400", "401", "403", "default"))
-                },
-                "requestBody": \#(body("NewTenant", required: true))
-              }
+              "post": \#(operation("createTenant", "Create a tenant (admin)", tag: "tenants", body: "NewTenant", responses: [response("201", "The tenant and its first API key, shown this once.", schema: "TenantCreated"), errors("400", "401", "403", "default")]))
             },
             "/v1/tenants/{tenant_id}": {
-              "get": {
-                "operationId": "getTenant",
-                "summary": "A tenant",
-                "tags": ["tenants"],
-                "responses": {
-                  \#(response("200", "The tenant.", schema: "Tenant")),
-                  \#(errors("401", "404", "default"))
-                },
-                "parameters": [\#(parameters("TenantID"))]
-              }
+              "get": \#(operation("getTenant", "A tenant", tag: "tenants", parameters: ["TenantID"], responses: [response("200", "The tenant.", schema: "Tenant"), errors("401", "404", "default")]))
             },
             "/v1/tenants/{tenant_id}/api-keys": {
-              "get": {
-                "operationId": "listAPIKeys",
-                "summary": "The tenant's API keys (never their secrets)",
-                "tags": ["tenants"],
-                "responses": {
-                  \#(response("200", "A page of keys.", schema: "APIKeyPage")),
-                  \#(errors("400", "401", "404", "default"))
-                },
-                "parameters": [\#(parameters("TenantID", "Limit", "StartingAfter"))]
-              },
+              "get": \#(operation("listAPIKeys", "The tenant's API keys (never their secrets)", tag: "tenants", parameters: ["TenantID", "Limit", "StartingAfter"], responses: [response("200", "A page of keys.", schema: "APIKeyPage"), errors("400", "401", "404", "default")])),
               "post": {
                 "operationId": "issueAPIKey",
                 "summary": "Issue a new key (rotation)",
@@ -180,16 +174,7 @@ enum OpenAPIDocument {
               }
             },
             "/v1/tenants/{tenant_id}/payment-methods": {
-              "get": {
-                "operationId": "listPaymentMethods",
-                "summary": "Cards as Stripe reports them",
-                "tags": ["tenants"],
-                "responses": {
-                  \#(response("200", "The cards.", schema: "PaymentMethodPage")),
-                  \#(errors("400", "401", "404", "default"))
-                },
-                "parameters": [\#(parameters("TenantID", "Limit", "StartingAfter"))]
-              }
+              "get": \#(operation("listPaymentMethods", "Cards as Stripe reports them", tag: "tenants", parameters: ["TenantID", "Limit", "StartingAfter"], responses: [response("200", "The cards.", schema: "PaymentMethodPage"), errors("400", "401", "404", "default")]))
             },
             "/v1/subscriptions": {
               "post": {
@@ -237,42 +222,13 @@ enum OpenAPIDocument {
                   }
                 }
               },
-              "get": {
-                "operationId": "listSubscriptions",
-                "summary": "A tenant's subscriptions",
-                "tags": ["subscriptions"],
-                "responses": {
-                  \#(response("200", "A page of subscriptions.", schema: "SubscriptionPage")),
-                  \#(errors("400", "401", "404", "default"))
-                },
-                "parameters": [\#(parameters("TenantIDQuery", "Limit", "StartingAfter"))]
-              }
+              "get": \#(operation("listSubscriptions", "A tenant's subscriptions", tag: "subscriptions", parameters: ["TenantIDQuery", "Limit", "StartingAfter"], responses: [response("200", "A page of subscriptions.", schema: "SubscriptionPage"), errors("400", "401", "404", "default")]))
             },
             "/v1/subscriptions/{subscription_id}/change": {
-              "post": {
-                "operationId": "changePlan",
-                "summary": "Change the plan (upgrade now or at `at`, downgrade at the next period)",
-                "tags": ["subscriptions"],
-                "responses": {
-                  \#(response("200", "The subscription.", schema: "Subscription")),
-                  \#(errors("409", "400", "401", "403", "404", "default"))
-                },
-                "parameters": [\#(parameters("SubscriptionID"))],
-                "requestBody": \#(body("PlanChange", required: true))
-              }
+              "post": \#(operation("changePlan", "Change the plan (upgrade now or at `at`, downgrade at the next period)", tag: "subscriptions", parameters: ["SubscriptionID"], body: "PlanChange", responses: [response("200", "The subscription.", schema: "Subscription"), errors("409", "400", "401", "403", "404", "default")]))
             },
             "/v1/subscriptions/{subscription_id}/cancel": {
-              "post": {
-                "operationId": "cancelSubscription",
-                "summary": "Cancel now, at `at`, or at the end of the period",
-                "tags": ["subscriptions"],
-                "responses": {
-                  \#(response("200", "The subscription.", schema: "Subscription")),
-                  \#(errors("409", "400", "401", "403", "404", "default"))
-                },
-                "parameters": [\#(parameters("SubscriptionID"))],
-                "requestBody": \#(body("Cancellation", required: false))
-              }
+              "post": \#(operation("cancelSubscription", "Cancel now, at `at`, or at the end of the period", tag: "subscriptions", parameters: ["SubscriptionID"], body: "Cancellation", bodyRequired: false, responses: [response("200", "The subscription.", schema: "Subscription"), errors("409", "400", "401", "403", "404", "default")]))
             },
             "/v1/usage": {
               "get": {
@@ -488,16 +444,7 @@ enum OpenAPIDocument {
               }
             },
             "/v1/invoices/{invoice_id}": {
-              "get": {
-                "operationId": "getInvoice",
-                "summary": "An invoice",
-                "tags": ["invoices"],
-                "responses": {
-                  \#(response("200", "The invoice.", schema: "Invoice")),
-                  \#(errors("401", "404", "default"))
-                },
-                "parameters": [\#(parameters("InvoiceID"))]
-              }
+              "get": \#(operation("getInvoice", "An invoice", tag: "invoices", parameters: ["InvoiceID"], responses: [response("200", "The invoice.", schema: "Invoice"), errors("401", "404", "default")]))
             },
             "/v1/invoices/{invoice_id}.pdf": {
               "get": {
@@ -522,26 +469,8 @@ enum OpenAPIDocument {
               }
             },
             "/v1/billing-runs": {
-              "post": {
-                "operationId": "createBillingRun",
-                "summary": "Issue every invoice due at `as_of` (admin)",
-                "tags": ["billing runs"],
-                "responses": {
-                  \#(response("202", "The run, planned.", schema: "BillingRun")),
-                  \#(errors("400", "401", "403", "default"))
-                },
-                "requestBody": \#(body("NewBillingRun", required: false))
-              },
-              "get": {
-                "operationId": "listBillingRuns",
-                "summary": "Billing runs, newest first (admin)",
-                "tags": ["billing runs"],
-                "responses": {
-                  \#(response("200", "A page of runs.", schema: "BillingRunPage")),
-                  \#(errors("400", "401", "403", "default"))
-                },
-                "parameters": [\#(parameters("Limit", "StartingAfter"))]
-              }
+              "post": \#(operation("createBillingRun", "Issue every invoice due at `as_of` (admin)", tag: "billing runs", body: "NewBillingRun", bodyRequired: false, responses: [response("202", "The run, planned.", schema: "BillingRun"), errors("400", "401", "403", "default")])),
+              "get": \#(operation("listBillingRuns", "Billing runs, newest first (admin)", tag: "billing runs", parameters: ["Limit", "StartingAfter"], responses: [response("200", "A page of runs.", schema: "BillingRunPage"), errors("400", "401", "403", "default")]))
             },
             "/v1/billing-runs/{run_id}": {
               "get": {
@@ -617,40 +546,11 @@ enum OpenAPIDocument {
                   }
                 }
               },
-              "get": {
-                "operationId": "listAlerts",
-                "summary": "A tenant's alerts",
-                "tags": ["alerts"],
-                "responses": {
-                  \#(response("200", "A page of alerts.", schema: "AlertPage")),
-                  \#(errors("400", "401", "404", "default"))
-                },
-                "parameters": [\#(parameters("TenantIDQuery", "Limit", "StartingAfter"))]
-              }
+              "get": \#(operation("listAlerts", "A tenant's alerts", tag: "alerts", parameters: ["TenantIDQuery", "Limit", "StartingAfter"], responses: [response("200", "A page of alerts.", schema: "AlertPage"), errors("400", "401", "404", "default")]))
             },
             "/v1/alerts/{alert_id}": {
-              "get": {
-                "operationId": "getAlert",
-                "summary": "An alert",
-                "tags": ["alerts"],
-                "responses": {
-                  \#(response("200", "The alert.", schema: "Alert")),
-                  \#(errors("401", "404", "default"))
-                },
-                "parameters": [\#(parameters("AlertID"))]
-              },
-              "delete": {
-                "operationId": "deleteAlert",
-                "summary": "Delete an alert",
-                "tags": ["alerts"],
-                "responses": {
-                  "204": {
-                    "description": "Deleted."
-                  },
-                  \#(errors("401", "404", "default"))
-                },
-                "parameters": [\#(parameters("AlertID"))]
-              }
+              "get": \#(operation("getAlert", "An alert", tag: "alerts", parameters: ["AlertID"], responses: [response("200", "The alert.", schema: "Alert"), errors("401", "404", "default")])),
+              "delete": \#(operation("deleteAlert", "Delete an alert", tag: "alerts", parameters: ["AlertID"], responses: [empty("204", "Deleted."), errors("401", "404", "default")]))
             },
             "/v1/webhook-endpoints": {
               "post": {
@@ -711,51 +611,12 @@ enum OpenAPIDocument {
                   }
                 }
               },
-              "get": {
-                "operationId": "listWebhookEndpoints",
-                "summary": "A tenant's webhook endpoints",
-                "tags": ["webhooks"],
-                "responses": {
-                  \#(response("200", "A page of endpoints.", schema: "WebhookEndpointPage")),
-                  \#(errors("400", "401", "404", "default"))
-                },
-                "parameters": [\#(parameters("TenantIDQuery", "Limit", "StartingAfter"))]
-              }
+              "get": \#(operation("listWebhookEndpoints", "A tenant's webhook endpoints", tag: "webhooks", parameters: ["TenantIDQuery", "Limit", "StartingAfter"], responses: [response("200", "A page of endpoints.", schema: "WebhookEndpointPage"), errors("400", "401", "404", "default")]))
             },
             "/v1/webhook-endpoints/{endpoint_id}": {
-              "get": {
-                "operationId": "getWebhookEndpoint",
-                "summary": "A webhook endpoint",
-                "tags": ["webhooks"],
-                "responses": {
-                  \#(response("200", "The endpoint.", schema: "WebhookEndpoint")),
-                  \#(errors("401", "404", "default"))
-                },
-                "parameters": [\#(parameters("EndpointID"))]
-              },
-              "patch": {
-                "operationId": "updateWebhookEndpoint",
-                "summary": "Change a webhook endpoint",
-                "tags": ["webhooks"],
-                "responses": {
-                  \#(response("200", "The endpoint.", schema: "WebhookEndpoint")),
-                  \#(errors("400", "401", "404", "default"))
-                },
-                "parameters": [\#(parameters("EndpointID"))],
-                "requestBody": \#(body("WebhookEndpointChange", required: true))
-              },
-              "delete": {
-                "operationId": "deleteWebhookEndpoint",
-                "summary": "Delete a webhook endpoint",
-                "tags": ["webhooks"],
-                "responses": {
-                  "204": {
-                    "description": "Deleted."
-                  },
-                  \#(errors("401", "404", "default"))
-                },
-                "parameters": [\#(parameters("EndpointID"))]
-              }
+              "get": \#(operation("getWebhookEndpoint", "A webhook endpoint", tag: "webhooks", parameters: ["EndpointID"], responses: [response("200", "The endpoint.", schema: "WebhookEndpoint"), errors("401", "404", "default")])),
+              "patch": \#(operation("updateWebhookEndpoint", "Change a webhook endpoint", tag: "webhooks", parameters: ["EndpointID"], body: "WebhookEndpointChange", responses: [response("200", "The endpoint.", schema: "WebhookEndpoint"), errors("400", "401", "404", "default")])),
+              "delete": \#(operation("deleteWebhookEndpoint", "Delete a webhook endpoint", tag: "webhooks", parameters: ["EndpointID"], responses: [empty("204", "Deleted."), errors("401", "404", "default")]))
             },
             "/v1/webhook-endpoints/{endpoint_id}/rotate-secret": {
               "post": {
