@@ -94,20 +94,12 @@ public enum UsagePeriodTotals {
         let parameters = arrays(Array(periods))
         var values: [TenantPeriod: [String: Quantity]] = [:]
         for row in try connection.query(readStatement, parameters) {
-            let period = TenantPeriod(
-                tenant: try row.decode(0, as: UUID.self),
-                span: Period(start: Instant(try row.decode(1, as: Date.self)), end: Instant(try row.decode(2, as: Date.self))))
+            let period = try tenantPeriod(row)
             if values[period] == nil { values[period] = [:] }
             guard let metric = try row.decode(3, as: String?.self) else { continue }
-            let text: String?
-            switch catalog.aggregation(for: metric) {
-            case .sum: text = row.text(4)
-            case .count: text = row.text(5)
-            case .max: text = row.text(6)
-            case .latest: text = row.text(7)
-            case .uniqueCount: continue
-            }
-            values[period, default: [:]][metric] = try Quantity(parsingTotal: text ?? "0")
+            // unique_count is read below, from its values.
+            if case .uniqueCount = catalog.aggregation(for: metric) { continue }
+            values[period, default: [:]][metric] = try Quantity(parsingTotal: aggregateText(row, catalog.aggregation(for: metric)) ?? "0")
         }
         let unique = Set(
             catalog.aggregations.compactMap { metric, aggregation -> String? in
@@ -118,10 +110,7 @@ public enum UsagePeriodTotals {
             for row in try connection.query(uniqueStatement, parameters) {
                 let metric = try row.decode(3, as: String.self)
                 guard unique.contains(metric) else { continue }
-                let period = TenantPeriod(
-                    tenant: try row.decode(0, as: UUID.self),
-                    span: Period(start: Instant(try row.decode(1, as: Date.self)), end: Instant(try row.decode(2, as: Date.self))))
-                values[period, default: [:]][metric] = Quantity(units: try row.decode(4, as: Int64.self))
+                values[try tenantPeriod(row), default: [:]][metric] = Quantity(units: try row.decode(4, as: Int64.self))
             }
         }
         return values
@@ -138,23 +127,33 @@ public enum UsagePeriodTotals {
         guard !rest.isEmpty else { return values }
         for period in rest { values[period] = [:] }
         for row in try connection.query(rollupStatement, arrays(Array(rest))) {
-            let period = TenantPeriod(
-                tenant: try row.decode(0, as: UUID.self),
-                span: Period(start: Instant(try row.decode(1, as: Date.self)), end: Instant(try row.decode(2, as: Date.self))))
             let metric = try row.decode(3, as: String.self)
-            let text: String?
-            switch catalog.aggregation(for: metric) {
-            case .sum: text = row.text(4)
-            case .count: text = row.text(5)
-            case .max: text = row.text(6)
-            case .latest: text = row.text(7)
-            case .uniqueCount: text = row.text(8)
-            }
             // A unique_count metric whose events hold no value of its field is absent, as
             // `UsageReader` has it.
-            if let text { values[period, default: [:]][metric] = try Quantity(parsingTotal: text) }
+            if let text = aggregateText(row, catalog.aggregation(for: metric)) {
+                values[try tenantPeriod(row), default: [:]][metric] = try Quantity(parsingTotal: text)
+            }
         }
         return values
+    }
+
+    /// The tenant and period of a row that starts with `tenant_id, period_start, period_end`.
+    private static func tenantPeriod(_ row: PostgresRow) throws -> TenantPeriod {
+        TenantPeriod(
+            tenant: try row.decode(0, as: UUID.self),
+            span: Period(start: Instant(try row.decode(1, as: Date.self)), end: Instant(try row.decode(2, as: Date.self))))
+    }
+
+    /// The column of `aggregation` in a row of `…, metric, sum, count, max, latest[, unique]`
+    /// (columns 4 to 8), as text.
+    private static func aggregateText(_ row: PostgresRow, _ aggregation: Aggregation) -> String? {
+        switch aggregation {
+        case .sum: row.text(4)
+        case .count: row.text(5)
+        case .max: row.text(6)
+        case .latest: row.text(7)
+        case .uniqueCount: row.columns.count > 8 ? row.text(8) : nil
+        }
     }
 
     private static func arrays(_ periods: [TenantPeriod]) -> [any PostgresEncodable] {
