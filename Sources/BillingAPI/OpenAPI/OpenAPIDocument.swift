@@ -9,8 +9,8 @@ import Foundation
 /// one line (`operation`), a JSON response of a component schema (`response`), one without
 /// a body (`empty`), the error responses by status (`errors`: 400 `BadRequest`, 401
 /// `Unauthorized`, 403 `Forbidden`, 404 `NotFound`, any other `Error`), shared parameters
-/// (`parameters`) and a JSON request body (`body`); the document interpolates them
-/// (`\#(…)`), so what is served is plain OpenAPI.
+/// (`parameters`), a JSON request body (`body`) and a page of a list (`page`); the
+/// document interpolates them (`\#(…)`), so what is served is plain OpenAPI.
 enum OpenAPIDocument {
     /// `"code": {"description": …, "content": {"application/json": {"schema": {"$ref": schema}}}}`
     private static func response(_ code: String, _ description: String, schema: String) -> String {
@@ -30,6 +30,15 @@ enum OpenAPIDocument {
         if !names.isEmpty { fields.append(#""parameters": [\#(names.map { reference("parameters", $0) }.joined(separator: ", "))]"#) }
         if let schema { fields.append(#""requestBody": \#(body(schema, required: bodyRequired))"#) }
         return "{" + fields.joined(separator: ", ") + "}"
+    }
+
+    /// A page of a list (`data`, `has_more`) of the component schema `item`.
+    private static func page(of item: String, hasMoreRequired: Bool = true) -> String {
+        let required = hasMoreRequired ? #"["data", "has_more"]"# : #"["data"]"#
+        return #"""
+            {"type": "object", "properties": {"data": {"type": "array", "items": \#(reference("schemas", item))}, \#
+            "has_more": {"type": "boolean"}}, "required": \#(required)}
+            """#
     }
 
     /// `"code": {"description": …}`: a response without a body.
@@ -710,21 +719,7 @@ enum OpenAPIDocument {
                 "summary": "Liveness",
                 "tags": ["health"],
                 "responses": {
-                  "200": {
-                    "description": "Alive.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "type": "object",
-                          "properties": {
-                            "status": {
-                              "type": "string"
-                            }
-                          }
-                        }
-                      }
-                    }
-                  },
+                  \#(response("200", "Alive.", schema: "Status")),
                   \#(errors("default"))
                 },
                 "security": []
@@ -766,21 +761,7 @@ enum OpenAPIDocument {
                       }
                     }
                   },
-                  "503": {
-                    "description": "Not ready.",
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "type": "object",
-                          "properties": {
-                            "status": {
-                              "type": "string"
-                            }
-                          }
-                        }
-                      }
-                    }
-                  },
+                  \#(response("503", "Not ready.", schema: "Status")),
                   \#(errors("default"))
                 },
                 "security": []
@@ -1293,14 +1274,10 @@ enum OpenAPIDocument {
                     "type": "string"
                   },
                   "quantity": {
-                    "type": "string",
-                    "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
-                    "description": "An exact decimal, as text."
+                    "$ref": "#/components/schemas/DecimalText"
                   },
                   "unit_price_cents": {
-                    "type": "string",
-                    "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
-                    "description": "An exact decimal, as text."
+                    "$ref": "#/components/schemas/DecimalText"
                   },
                   "amount_cents": {
                     "type": "integer"
@@ -1554,9 +1531,7 @@ enum OpenAPIDocument {
                           ]
                         },
                         "value": {
-                          "type": "string",
-                          "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
-                          "description": "An exact decimal, as text."
+                          "$ref": "#/components/schemas/DecimalText"
                         },
                         "quota": {
                           "type": [
@@ -1647,9 +1622,7 @@ enum OpenAPIDocument {
                                 "format": "date-time"
                               },
                               "value": {
-                                "type": "string",
-                                "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
-                                "description": "An exact decimal, as text."
+                                "$ref": "#/components/schemas/DecimalText"
                               }
                             },
                             "required": [
@@ -1967,130 +1940,25 @@ enum OpenAPIDocument {
                   }
                 ]
               },
-              "InvoicePage": {
-                "type": "object",
-                "properties": {
-                  "data": {
-                    "type": "array",
-                    "items": {
-                      "$ref": "#/components/schemas/Invoice"
-                    }
-                  },
-                  "has_more": {
-                    "type": "boolean"
-                  }
-                },
-                "required": [
-                  "data",
-                  "has_more"
-                ]
+              "InvoicePage": \#(page(of: "Invoice")),
+              "AlertPage": \#(page(of: "Alert")),
+              "SubscriptionPage": \#(page(of: "Subscription")),
+              "WebhookEndpointPage": \#(page(of: "WebhookEndpoint")),
+              "APIKeyPage": \#(page(of: "APIKey")),
+              "BillingRunPage": \#(page(of: "BillingRun")),
+              "PaymentMethodPage": \#(page(of: "PaymentMethod", hasMoreRequired: false)),
+              "DecimalText": {
+                "description": "An exact decimal, as text.",
+                "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
+                "type": "string"
               },
-              "AlertPage": {
+              "Status": {
                 "type": "object",
                 "properties": {
-                  "data": {
-                    "type": "array",
-                    "items": {
-                      "$ref": "#/components/schemas/Alert"
-                    }
-                  },
-                  "has_more": {
-                    "type": "boolean"
+                  "status": {
+                    "type": "string"
                   }
-                },
-                "required": [
-                  "data",
-                  "has_more"
-                ]
-              },
-              "SubscriptionPage": {
-                "type": "object",
-                "properties": {
-                  "data": {
-                    "type": "array",
-                    "items": {
-                      "$ref": "#/components/schemas/Subscription"
-                    }
-                  },
-                  "has_more": {
-                    "type": "boolean"
-                  }
-                },
-                "required": [
-                  "data",
-                  "has_more"
-                ]
-              },
-              "WebhookEndpointPage": {
-                "type": "object",
-                "properties": {
-                  "data": {
-                    "type": "array",
-                    "items": {
-                      "$ref": "#/components/schemas/WebhookEndpoint"
-                    }
-                  },
-                  "has_more": {
-                    "type": "boolean"
-                  }
-                },
-                "required": [
-                  "data",
-                  "has_more"
-                ]
-              },
-              "APIKeyPage": {
-                "type": "object",
-                "properties": {
-                  "data": {
-                    "type": "array",
-                    "items": {
-                      "$ref": "#/components/schemas/APIKey"
-                    }
-                  },
-                  "has_more": {
-                    "type": "boolean"
-                  }
-                },
-                "required": [
-                  "data",
-                  "has_more"
-                ]
-              },
-              "BillingRunPage": {
-                "type": "object",
-                "properties": {
-                  "data": {
-                    "type": "array",
-                    "items": {
-                      "$ref": "#/components/schemas/BillingRun"
-                    }
-                  },
-                  "has_more": {
-                    "type": "boolean"
-                  }
-                },
-                "required": [
-                  "data",
-                  "has_more"
-                ]
-              },
-              "PaymentMethodPage": {
-                "type": "object",
-                "properties": {
-                  "data": {
-                    "type": "array",
-                    "items": {
-                      "$ref": "#/components/schemas/PaymentMethod"
-                    }
-                  },
-                  "has_more": {
-                    "type": "boolean"
-                  }
-                },
-                "required": [
-                  "data"
-                ]
+                }
               }
             },
             "parameters": {
