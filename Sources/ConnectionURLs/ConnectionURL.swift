@@ -14,6 +14,8 @@ public struct ConnectionURL: Sendable, Equatable {
     public let encodedPath: String
     /// The query's items in order (`?a=1&b`: `a` → `1`, `b` → nil).
     public let query: [Item]
+    /// Whether the URL has a query at all (`?` alone is one, with no items).
+    public let hasQuery: Bool
 
     public struct Item: Sendable, Equatable {
         public let name: String
@@ -38,6 +40,7 @@ public struct ConnectionURL: Sendable, Equatable {
         self.password = components.percentEncodedPassword?.removingPercentEncoding
         self.encodedPath = components.percentEncodedPath
         self.query = (components.queryItems ?? []).map { Item(name: $0.name, value: $0.value) }
+        self.hasQuery = components.percentEncodedQuery != nil
     }
 
     /// The path without its leading slashes, percent-decoded (`/tally` → `tally`); nil when

@@ -200,8 +200,7 @@ struct StripeCommand: AsyncParsableCommand {
 extension InvoicerConfiguration: ServerConfiguration {}
 
 /// What `invoicer bill` does before it follows the run: plan it (one command per due
-/// invoice, written to the outbox with the run) and send the commands. Tests start their
-/// runs the same way, in process.
+/// invoice, written to the outbox with the run) and send the commands.
 enum BillingRunStarter {
     /// Plans the run at `asOf` for `tenants` (every tenant when empty).
     static func plan(asOf: Date, tenants: [UUID], configuration: InvoicerConfiguration, pool: PostgresPool) async throws -> BillingRunPlanner.Plan {
@@ -224,17 +223,4 @@ enum BillingRunStarter {
         }
     }
 
-    /// Plans and sends: a run started as `invoicer bill --no-wait` starts it.
-    static func start(asOf: Date, tenants: [UUID], configuration: InvoicerConfiguration, logger: Logger) async throws -> BillingRunPlanner.Plan {
-        let pool = PostgresPool(configuration: try PostgresConfiguration(url: configuration.databaseURL), size: 1, logger: logger)
-        do {
-            let plan = try await plan(asOf: asOf, tenants: tenants, configuration: configuration, pool: pool)
-            try await send(configuration, pool: pool, logger: logger)
-            await pool.close()
-            return plan
-        } catch {
-            await pool.close()
-            throw error
-        }
-    }
 }

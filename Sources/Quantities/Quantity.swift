@@ -205,8 +205,10 @@ private struct QuantityParser {
             sign = first == UInt8(ascii: "-") ? -1 : 1
             bytes = bytes.dropFirst()
         }
-        guard !bytes.isEmpty, bytes.count <= 4, bytes.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) })
-        else { throw .notANumber(text) }
+        guard !bytes.isEmpty, bytes.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else { throw .notANumber(text) }
+        // Leading zeros are allowed (`1e00003`, as JSON allows); more than 4 digits after them are not.
+        bytes = bytes.drop { $0 == UInt8(ascii: "0") }
+        guard bytes.count <= 4 else { throw .notANumber(text) }
         return sign * bytes.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
     }
 }

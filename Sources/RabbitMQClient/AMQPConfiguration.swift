@@ -94,7 +94,7 @@ public struct AMQPConfiguration: Sendable, Equatable, CustomStringConvertible {
             return endpoint
         }
         guard let parsed = ConnectionURL("\(useTLS ? "amqps" : "amqp")://\(text)", schemes: ["amqp", "amqps"]), let host = parsed.host,
-            parsed.encodedPath.isEmpty, parsed.query.isEmpty, parsed.user == nil
+            parsed.encodedPath.isEmpty, !parsed.hasQuery, parsed.user == nil
         else {
             throw AMQPError(.configuration, message: "AMQP_URL lists '\(text)': after the first URL, give host:port or a whole URL")
         }

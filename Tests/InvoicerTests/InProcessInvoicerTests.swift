@@ -3,7 +3,9 @@ import Foundation
 import Invoicing
 import Logging
 import ServiceLifecycle
+import Synchronization
 import TallyRuntime
+import TallyStore
 import TallyTestSupport
 import Testing
 
@@ -23,14 +25,22 @@ struct InProcessInvoicerTests {
                 "INVOICER_CONSUMERS": "1",
             ]))
         let logger = Logger(label: "test.invoicer.in-process")
-        let service = try await InvoicerCommand.buildService(configuration, logger: logger)
-        let group = ServiceGroup(configuration: .init(services: [service], logger: logger))
-        let running = Task { try await group.run() }
         let client = try HTTPClient()
         let fixture = try await InvoicingFixture.make()
+        let service = try await InvoicerCommand.buildService(configuration, logger: logger)
+        var groupConfiguration = ServiceGroupConfiguration(services: [service], logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(60)  // a service that hangs fails the test, not the run
+        let group = ServiceGroup(configuration: groupConfiguration)
+        let ended = Mutex(false)
+        let running = Task {
+            defer { ended.withLock { $0 = true } }
+            try await group.run()
+        }
         do {
-            try await fixture.waitUntil("the in-process Invoicer is ready") {
-                (try? await client.send(.init(url: "http://127.0.0.1:\(port)/readyz")))?.status == 200
+            // Ready, or the group ended (the port taken, the broker gone): fail at once, not after a timeout.
+            while (try? await client.send(.init(url: "http://127.0.0.1:\(port)/readyz")))?.status != 200 {
+                guard !ended.withLock({ $0 }) else { throw InProcessFailure(description: "the in-process Invoicer stopped before it was ready") }
+                try await Task.sleep(for: .milliseconds(100))
             }
             let metrics = try await client.send(.init(url: "http://127.0.0.1:\(port)/metrics"))
             #expect(metrics.status == 200)
@@ -50,8 +60,13 @@ struct InProcessInvoicerTests {
             throw error
         }
         await group.triggerGracefulShutdown()
-        try await running.value
+        let shutdown = await running.result
         await fixture.close()
+        #expect(throws: Never.self, "the group shuts down without an error") { try shutdown.get() }
         #expect((try? await client.send(.init(url: "http://127.0.0.1:\(port)/readyz"))) == nil, "the server is gone after the shutdown")
+    }
+
+    struct InProcessFailure: Error, CustomStringConvertible {
+        let description: String
     }
 }

@@ -24,7 +24,8 @@ struct ConnectionURLTests {
     func absentAndRefused() throws {
         let bare = try #require(ConnectionURL("amqp://", schemes: ["amqp", "amqps"]))
         #expect(bare.host == nil && bare.port == nil && bare.user == nil && bare.password == nil)
-        #expect(bare.encodedPath == "" && bare.pathName == "" && bare.query.isEmpty)
+        #expect(bare.encodedPath == "" && bare.pathName == "" && bare.query.isEmpty && !bare.hasQuery)
+        #expect(ConnectionURL("amqp://mq-2:5672?", schemes: ["amqp"])?.hasQuery == true)
         #expect(ConnectionURL("smtp://mail:25", schemes: ["amqp"]) == nil)
         #expect(ConnectionURL("not a url", schemes: ["amqp"]) == nil)
         #expect(ConnectionURL("smtps://127.0.0.1:465", schemes: ["smtp", "smtps"])?.port == 465)

@@ -48,8 +48,8 @@ struct UsageEventValidatorTests {
 
     /// The quantity goes from the event's text to `Quantity` exactly, however the number
     /// is written: 2,000 random quantities as plain numbers, with trailing zeros, with an
-    /// exponent, and as decimal strings.
-    @Test("random quantities, written four ways, become exactly their Quantity")
+    /// exponent (with leading zeros too, as JSON allows), and as decimal strings.
+    @Test("random quantities, written five ways, become exactly their Quantity")
     func quantitiesExactly() throws {
         let seed = UInt64.random(in: 0...UInt64.max)
         var random = SeededRandom(seed: seed)
@@ -59,7 +59,7 @@ struct UsageEventValidatorTests {
             let expected = Quantity(scaled: scaled)
             let plain = expected.description
             let digits = String(scaled)
-            for written in [plain, plain.contains(".") ? plain + "00" : plain + ".000", "\(digits)e-4", #""\#(plain)""#] {
+            for written in [plain, plain.contains(".") ? plain + "00" : plain + ".000", "\(digits)e-4", "\(digits)E-00004", #""\#(plain)""#] {
                 let json = validEvent().replacingOccurrences(of: #""quantity": "1""#, with: #""quantity": \#(written)"#)
                 let event = try #require(try validator.validate([object(json)]).first)
                 #expect(event.quantity == expected, "seed \(seed): \(written)")

@@ -4,7 +4,9 @@
 TallyStore owns every query of Tally's tables, behind named functions; PostgresClient speaks
 the protocol (its BEGIN, COMMIT and SAVEPOINT). Every other target calls their functions.
 This scans the string literals of every other target's Swift sources (single-line and
-multi-line, comments left out) for SQL statements and fails naming each file and line.
+multi-line, raw, with their interpolations scanned as code; comments left out) for SQL
+statements, written as Tally writes SQL (keywords in upper case, possibly across lines), and
+fails naming each file and line.
 
 A line that only shows SQL to a person (an operator's next step) says so with a trailing
 `// shown, not run` comment, and is skipped.
@@ -30,52 +32,70 @@ SQL = re.compile(
 
 
 def string_literals(text):
-    """Yields (line number, content) for each line of every string literal, comments skipped."""
-    i, line, n = 0, 1, len(text)
-    while i < n:
-        c = text[i]
-        if c == "\n":
-            line += 1
-            i += 1
-        elif text.startswith("//", i):
-            while i < n and text[i] != "\n":
+    """Yields (offset, content) for every piece of every string literal in `text` (Swift),
+    comments skipped; a literal's interpolations are scanned as code (their own string
+    literals are yielded too) and split it into pieces."""
+    pieces = []
+    n = len(text)
+
+    def code(i, in_interpolation):
+        depth = 0
+        while i < n:
+            c = text[i]
+            if text.startswith("//", i):
+                while i < n and text[i] != "\n":
+                    i += 1
+            elif text.startswith("/*", i):
+                end = text.find("*/", i + 2)
+                i = n if end < 0 else end + 2
+            elif c == "#" or c == '"':
+                j = i
+                while j < n and text[j] == "#":
+                    j += 1
+                if j < n and text[j] == '"':
+                    i = literal(i, j - i)
+                else:
+                    i = max(j, i + 1)
+            elif in_interpolation and c == "(":
+                depth += 1
                 i += 1
-        elif text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            end = n if end < 0 else end + 2
-            line += text.count("\n", i, end)
-            i = end
-        elif c == "#" or c == '"':
-            hashes = 0
-            j = i
-            while j < n and text[j] == "#":
-                hashes += 1
-                j += 1
-            if j >= n or text[j] != '"':
-                i = j if j > i else i + 1
+            elif in_interpolation and c == ")":
+                if depth == 0:
+                    return i + 1
+                depth -= 1
+                i += 1
+            else:
+                i += 1
+        return i
+
+    def literal(i, hashes):
+        j = i + hashes
+        multi = text.startswith('"""', j)
+        closer = ('"""' if multi else '"') + "#" * hashes
+        escape = "\\" + "#" * hashes
+        j += 3 if multi else 1
+        start = j
+        while j < n:
+            if text.startswith(closer, j):
+                pieces.append((start, text[start:j]))
+                return j + len(closer)
+            if text.startswith(escape, j):
+                after = j + len(escape)
+                if after < n and text[after] == "(":
+                    pieces.append((start, text[start:j]))
+                    j = code(after + 1, True)
+                    start = j
+                else:
+                    j = after + 1  # the escaped character, whatever it is
                 continue
-            multi = text.startswith('"""', j)
-            opener = '"""' if multi else '"'
-            closer = opener + "#" * hashes
-            start = j + len(opener)
-            k = start
-            while True:
-                end = text.find(closer, k)
-                if end < 0:
-                    end = n
-                    break
-                # A quote escaped with a backslash (and no hashes) does not close the literal.
-                if hashes == 0 and end > 0 and text[end - 1] == "\\" and (end - start < 2 or text[end - 2] != "\\"):
-                    k = end + 1
-                    continue
-                break
-            body = text[start:end]
-            for offset, content in enumerate(body.split("\n")):
-                yield line + offset, content
-            line += body.count("\n")
-            i = end + len(closer)
-        else:
-            i += 1
+            if not multi and text[j] == "\n":
+                break  # an unterminated single-line literal: stop at the line's end
+            j += 1
+        pieces.append((start, text[start:j]))
+        return j
+
+    code(0, False)
+    return pieces
 
 
 def main():
@@ -91,12 +111,13 @@ def main():
                 path = os.path.join(directory, file)
                 text = open(path, encoding="utf-8").read()
                 lines = text.split("\n")
-                for number, content in string_literals(text):
-                    if lines[number - 1].rstrip().endswith("// shown, not run"):
-                        continue
-                    match = SQL.search(content)
-                    if match:
-                        problems.append(f"{os.path.relpath(path, ROOT)}:{number}: SQL ({match.group(0).strip()}) outside the store modules")
+                for offset, content in string_literals(text):
+                    for match in SQL.finditer(content):
+                        number = text.count("\n", 0, offset + match.start()) + 1
+                        if lines[number - 1].rstrip().endswith("// shown, not run"):
+                            continue
+                        keyword = " ".join(match.group(0).split())
+                        problems.append(f"{os.path.relpath(path, ROOT)}:{number}: SQL ({keyword}) outside the store modules")
     if problems:
         print(f"SQL placement test: FAILED, {len(problems)} lines of SQL outside {', '.join(sorted(STORES))}; "
               "move each query into a store type of TallyStore, behind a named function:", file=sys.stderr)
