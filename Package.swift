@@ -197,6 +197,10 @@ let package = Package(
         .testTarget(
             name: "TallyRuntimeTests", dependencies: ["TallyRuntime", "TallyMessaging", "RabbitMQClient", "TallyTestSupport", log],
             swiftSettings: swiftSettings),
+        .testTarget(
+            name: "TallyOutboxTests",
+            dependencies: ["TallyOutbox", "TallyStore", "TallyMessaging", "PostgresClient", "RabbitMQClient", "TallyTestSupport", log, lifecycle],
+            swiftSettings: swiftSettings),
         .testTarget(name: "TallyMessagingTests", dependencies: ["TallyMessaging", "TallyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "UsageEventsTests", dependencies: ["UsageEvents", "TallyTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "DiskSpoolTests", dependencies: ["DiskSpool", "TallyTestSupport"], swiftSettings: swiftSettings),

@@ -1,5 +1,6 @@
 import Foundation
 import InvoicePDF
+import Invoicing
 import Logging
 import TallyRuntime
 import TallyStore
@@ -12,7 +13,7 @@ struct BillingAPIConfiguration: Sendable {
     var databaseURL: String
     var adminToken: String
     var databasePoolSize = 8
-    var graceSeconds = 3600
+    var graceSeconds = BillingRunPlanner.defaultGraceSeconds
     /// The issuer printed on every invoice PDF (`InvoiceSeller.keys`).
     var seller = InvoiceSeller()
     var stripeWebhookSecret: String?
@@ -30,7 +31,8 @@ struct BillingAPIConfiguration: Sendable {
         "DATABASE_POOL_SIZE", summary: "PostgreSQL connections per process", default: "8")
 
     static let grace = ConfigurationKey(
-        "BILLING_GRACE_SECONDS", summary: "a period is billed once as_of ≥ its end + this grace (SPEC §2)", default: "3600")
+        "BILLING_GRACE_SECONDS", summary: "a period is billed once as_of ≥ its end + this grace (SPEC §2)",
+        default: "\(BillingRunPlanner.defaultGraceSeconds)")
 
     static let stripeWebhookSecret = ConfigurationKey(
         "STRIPE_WEBHOOK_SECRET", summary: "signing secret of the Stripe webhook endpoint (whsec_…); unset: Stripe is off",

@@ -10,7 +10,7 @@ struct InvoicerConfiguration: Sendable {
     var port = 9092
     var consumers = 2
     var prefetch: UInt16 = 64
-    var graceSeconds = 3600
+    var graceSeconds = BillingRunPlanner.defaultGraceSeconds
     var paymentTermsDays = InvoiceGenerator.defaultPaymentTermsDays
     /// Set when STRIPE_API_KEY is: invoices of `stripe` tenants are pushed there.
     var stripe: StripeConfiguration?
@@ -23,7 +23,8 @@ struct InvoicerConfiguration: Sendable {
     static let prefetch = ConfigurationKey(
         "INVOICER_PREFETCH", summary: "unacked commands per consumer, and the most invoices issued in one transaction", default: "64")
     static let grace = ConfigurationKey(
-        "BILLING_GRACE_SECONDS", summary: "a period is billed once as_of ≥ its end + this grace (SPEC §2)", default: "3600")
+        "BILLING_GRACE_SECONDS", summary: "a period is billed once as_of ≥ its end + this grace (SPEC §2)",
+        default: "\(BillingRunPlanner.defaultGraceSeconds)")
     static let paymentTerms = ConfigurationKey(
         "TALLY_PAYMENT_TERMS_DAYS", summary: "an invoice is due this many days after it is issued (0...365)",
         default: "\(InvoiceGenerator.defaultPaymentTermsDays)")

@@ -22,6 +22,10 @@ public enum BillingRunPlanner {
     /// the 90 days after which the edge refuses an event (SPEC §3), and some margin.
     static let lateUsageHorizon: TimeInterval = 100 * 86_400
 
+    /// `BILLING_GRACE_SECONDS`' default: a period is billed once `as_of` is an hour past its
+    /// end, so late usage of its last hour still lands in it.
+    public static let defaultGraceSeconds = 3600
+
     public static func plan(
         asOf: Date, grace: TimeInterval, tenants: [UUID]? = nil, on connection: isolated PostgresConnection
     ) throws -> Plan {

@@ -202,7 +202,7 @@ public struct JSONParser {
         // Metadata numbers are written back out by value (`JSONNumber.description`), so one
         // without a value (`1e999`) is refused here, as before numbers kept their text.
         guard let value = Decimal(string: text, locale: Self.posix), !value.isNaN else { throw error("a number is out of range") }
-        return JSONNumber(validText: text)
+        return JSONNumber(validText: text, decimal: value)
     }
 
     private static let posix = Locale(identifier: "en_US_POSIX")

@@ -62,33 +62,34 @@ extension JSONValue {
 public struct JSONNumber: Sendable, Hashable, CustomStringConvertible, ExpressibleByIntegerLiteral {
     /// The number's text, valid JSON number grammar.
     public let text: String
+    /// The value as a `Decimal` (for metadata; quantities are parsed from `text`), read
+    /// once where the number is made.
+    public let decimal: Decimal
 
-    /// A number the parser read: `text` follows the JSON grammar.
-    init(validText text: String) {
+    /// A number the parser read: `text` follows the JSON grammar and has the value `decimal`.
+    init(validText text: String, decimal: Decimal) {
         self.text = text
+        self.decimal = decimal
     }
 
     public init(_ value: Decimal) {
         self.text = value.description
+        self.decimal = value
     }
 
     public init(integerLiteral value: Int) {
         self.text = String(value)
+        self.decimal = Decimal(value)
     }
-
-    /// The value as a `Decimal` (for metadata; quantities are parsed from `text`).
-    public var decimal: Decimal { Decimal(string: text, locale: Self.posix) ?? 0 }
 
     /// The value's canonical text (`1000`, not `1e3`), as the number is written back out.
     public var description: String { decimal.description }
 
     public static func == (lhs: JSONNumber, rhs: JSONNumber) -> Bool {
-        lhs.text == rhs.text || lhs.decimal == rhs.decimal
+        lhs.decimal == rhs.decimal
     }
 
     public func hash(into hasher: inout Hasher) {
         hasher.combine(decimal)
     }
-
-    private static let posix = Locale(identifier: "en_US_POSIX")
 }

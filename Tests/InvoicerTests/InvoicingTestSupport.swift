@@ -18,8 +18,8 @@ struct InvoicingFixture: Sendable {
     let broker: AMQPConnection
     static let logger = Logger(label: "test.invoicer")
     static var binary: String { TestEnvironment.repositoryRoot + "/.build/debug/invoicer" }
-    /// `BILLING_GRACE_SECONDS`' default: how long after a period's end its invoice waits for late usage.
-    static let grace: TimeInterval = 3600
+    /// `BILLING_GRACE_SECONDS`' default, as the stack's processes run with it.
+    static let grace = TimeInterval(BillingRunPlanner.defaultGraceSeconds)
 
     static func make() async throws -> InvoicingFixture {
         let broker = try await AMQPConnection.connect(

@@ -116,7 +116,10 @@ struct NotifierHarness: Sendable {
         // Planned in process, as `invoicer bill` plans it; the running Invoicer's outbox
         // sweeper sends the commands.
         let asOf = TestClock.now()
-        _ = try await database.withTransaction { try BillingRunPlanner.plan(asOf: asOf, grace: 3600, tenants: [tenant], on: $0) }
+        _ = try await database.withTransaction {
+            try BillingRunPlanner.plan(
+                asOf: asOf, grace: TimeInterval(BillingRunPlanner.defaultGraceSeconds), tenants: [tenant], on: $0)
+        }
         try await waitUntil("\(subscriptions) invoice(s) issued") {
             try await database.query("SELECT count(*) FROM invoices WHERE tenant_id = $1", [tenant])[0].decode(0, as: Int.self)
                 >= subscriptions

@@ -1,4 +1,4 @@
-import Foundation
+import UsageEvents
 
 /// The OpenAPI 3.1 document of the Billing API and the ingest API, served at
 /// `GET /openapi.json`. `OpenAPIDocumentTests` checks that it names exactly the routes the
@@ -14,7 +14,7 @@ import Foundation
 enum OpenAPIDocument {
     /// `"code": {"description": …, "content": {"application/json": {"schema": {"$ref": schema}}}}`
     private static func response(_ code: String, _ description: String, schema: String) -> String {
-        #""\#(code)": {"description": "\#(escaped(description))", "content": {"application/json": {"schema": \#(reference("schemas", schema))}}}"#
+        #""\#(code)": {"description": \#(quoted(description)), "content": {"application/json": {"schema": \#(reference("schemas", schema))}}}"#
     }
 
     /// An operation of one tag whose parameters are components, whose request body (if any)
@@ -24,7 +24,7 @@ enum OpenAPIDocument {
         bodyRequired: Bool = true, responses: [String]
     ) -> String {
         var fields = [
-            #""operationId": "\#(id)""#, #""summary": "\#(escaped(summary))""#, #""tags": ["\#(tag)"]"#,
+            #""operationId": "\#(id)""#, #""summary": \#(quoted(summary))"#, #""tags": ["\#(tag)"]"#,
             #""responses": {\#(responses.joined(separator: ", "))}"#,
         ]
         if !names.isEmpty { fields.append(#""parameters": [\#(names.map { reference("parameters", $0) }.joined(separator: ", "))]"#) }
@@ -43,7 +43,7 @@ enum OpenAPIDocument {
 
     /// `"code": {"description": …}`: a response without a body.
     private static func empty(_ code: String, _ description: String) -> String {
-        #""\#(code)": {"description": "\#(escaped(description))"}"#
+        #""\#(code)": {"description": \#(quoted(description))}"#
     }
 
     /// The error responses of `codes`, each a reference to its component response.
@@ -66,8 +66,11 @@ enum OpenAPIDocument {
         ##"{"$ref": "#/components/\##(kind)/\##(name)"}"##
     }
 
-    private static func escaped(_ text: String) -> String {
-        text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+    /// `text` as a JSON string, quoted and escaped as every JSON Tally writes.
+    private static func quoted(_ text: String) -> String {
+        var writer = JSONWriter()
+        writer.write(string: text)
+        return String(decoding: writer.bytes, as: UTF8.self)
     }
 
     static let json = #"""
