@@ -14,6 +14,7 @@ struct AggregatorConfiguration: Sendable {
         var settings = QueueWorkerSettings(name: "aggregator", queue: QueueName.aggregatorUsage)
         settings.prefetch = 40
         settings.maxBatch = 40
+        settings.maxBatchBytes = 8 << 20
         return settings
     }()
 
@@ -28,7 +29,12 @@ struct AggregatorConfiguration: Sendable {
     static let prefetch = ConfigurationKey(
         "AGGREGATOR_PREFETCH", summary: "unacked messages per consumer; also the most messages in one batch", default: "40")
     static let batchBytes = ConfigurationKey(
-        "AGGREGATOR_BATCH_BYTES", summary: "a batch is written once its message bodies reach this size", default: "4194304")
+        "AGGREGATOR_BATCH_BYTES", summary: "a batch is written once its message bodies reach this size (or, see below, more)",
+        default: "4194304")
+    static let maxBatchBytes = ConfigurationKey(
+        "AGGREGATOR_BATCH_BYTES_MAX",
+        summary: "batches grow up to this size while their events fall in few (tenant, hour) pairs (one transaction's worth)",
+        default: "8388608")
     static let lingerMilliseconds = ConfigurationKey(
         "AGGREGATOR_LINGER_MS", summary: "longest wait for more messages after a batch's first one, while the queue holds more",
         default: "100")
@@ -39,7 +45,7 @@ struct AggregatorConfiguration: Sendable {
         default: "10000")
 
     static let keys: [ConfigurationKey] = [
-        .amqpURL, .databaseURL, host, port, queue, consumers, prefetch, batchBytes, lingerMilliseconds, tenantHoursPerTransaction,
+        .amqpURL, .databaseURL, host, port, queue, consumers, prefetch, batchBytes, maxBatchBytes, lingerMilliseconds, tenantHoursPerTransaction,
         .migrationsDirectory, .logLevel, .logFormat,
     ]
 
@@ -57,6 +63,7 @@ struct AggregatorConfiguration: Sendable {
         worker.prefetch = UInt16(try reader.int(Self.prefetch, in: 1...2000))
         worker.maxBatch = Int(worker.prefetch)
         worker.batchBytes = try reader.int(Self.batchBytes, in: 1024...(256 << 20))
+        worker.maxBatchBytes = try reader.int(Self.maxBatchBytes, in: 1024...(256 << 20))
         worker.linger = .milliseconds(try reader.int(Self.lingerMilliseconds, in: 0...60_000))
         tenantHoursPerTransaction = try reader.int(Self.tenantHoursPerTransaction, in: 1...10_000_000)
     }

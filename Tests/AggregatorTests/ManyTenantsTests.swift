@@ -254,6 +254,9 @@ struct ManyTenantsTests {
         let outcome = await handler.process(deliveries, in: connection, logger: AggregatorHarness.logger)
         #expect(outcome.failure == nil && outcome.poisoned.isEmpty)
         #expect(PrometheusText.parse(metrics.render())["tally_aggregator_batches_total"] == 4)
+        // Each message a transaction's worth of tenant-hours: the next batch asked for is one message.
+        let bytes = deliveries.reduce(0) { $0 + $1.body.count }
+        #expect(outcome.nextBatchBytes == bytes / 4)
         try await Self.verify(harness, population, expected: Dictionary(uniqueKeysWithValues: population.tenants.map { ($0, 4) }))
         // The same batch again (redelivered after every part committed): nothing counted twice.
         #expect(await handler.process(deliveries, in: connection, logger: AggregatorHarness.logger).failure == nil)

@@ -101,4 +101,20 @@ struct UsageDecoderTests {
         #expect(batch.eventCount == 0)
         #expect(Set(batch.parkedEvents.map(\.code)) == ["too_old", "in_future"])
     }
+
+    @Test("the next batch's size: as many bytes as hold one transaction's tenant-hours at the last batch's mix")
+    func nextBatchSize() {
+        // 4 MiB over 5,000 tenant-hours: twice the bytes fit the 10,000 of a transaction.
+        #expect(UsageHandler.nextBatchBytes(afterBytes: 4 << 20, tenantHours: 5_000, tenantHoursPerTransaction: 10_000) == 8 << 20)
+        // 4 MiB over 20,000 (each event a tenant-hour of its own): less, which the worker
+        // raises to its AGGREGATOR_BATCH_BYTES.
+        #expect(UsageHandler.nextBatchBytes(afterBytes: 4 << 20, tenantHours: 20_000, tenantHoursPerTransaction: 10_000) == 2 << 20)
+        // A handful of tenants: far more, which the worker lowers to its AGGREGATOR_BATCH_BYTES_MAX
+        // (and beyond what an Int holds, the most it holds).
+        #expect(UsageHandler.nextBatchBytes(afterBytes: 1 << 20, tenantHours: 3, tenantHoursPerTransaction: 10_000) == 3_495_253_333)
+        #expect(UsageHandler.nextBatchBytes(afterBytes: 1 << 62, tenantHours: 1, tenantHoursPerTransaction: 4) == Int.max)
+        // Nothing stored (every event parked, or an empty batch): no opinion.
+        #expect(UsageHandler.nextBatchBytes(afterBytes: 4 << 20, tenantHours: 0, tenantHoursPerTransaction: 10_000) == nil)
+        #expect(UsageHandler.nextBatchBytes(afterBytes: 0, tenantHours: 3, tenantHoursPerTransaction: 10_000) == nil)
+    }
 }

@@ -18,6 +18,8 @@ struct QueueWorkerBatchingTests {
         let batches = Mutex<[[String]]>([])
         /// Batches (by their index) the handler holds until released.
         let held = Mutex<Set<Int>>([])
+        /// The size asked for after each batch (by its index; none after the others).
+        let asks = Mutex<[Int: Int]>([:])
 
         var handled: Int { batches.withLock { $0.reduce(0) { $0 + $1.count } } }
 
@@ -31,7 +33,7 @@ struct QueueWorkerBatchingTests {
                 return batches.count - 1
             }
             while held.withLock({ $0.contains(index) }) { try? await Task.sleep(for: .milliseconds(10)) }
-            return .done
+            return WorkOutcome(nextBatchBytes: asks.withLock { $0[index] })
         }
 
         /// Polls until `count` messages were handled; records an issue after `limit` (a
@@ -66,7 +68,9 @@ struct QueueWorkerBatchingTests {
 
     /// A worker of one consumer on a queue of its own, `body` run while it consumes; the
     /// queue is deleted afterwards.
-    func withWorker(prefetch: UInt16, linger: Duration, _ body: (Worker) async throws -> Void) async throws {
+    func withWorker(
+        prefetch: UInt16, linger: Duration, batchBytes: Int = 256 << 20, maxBatchBytes: Int = 0, _ body: (Worker) async throws -> Void
+    ) async throws {
         let queue = "test.worker.\(UUID().uuidString.prefix(8).lowercased())"
         let amqp = try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: "tally-test-worker")
         var settings = QueueWorkerSettings(name: "test-worker", queue: queue)
@@ -74,7 +78,8 @@ struct QueueWorkerBatchingTests {
         settings.prefetch = prefetch
         settings.maxBatch = Int(prefetch)
         settings.linger = linger
-        settings.batchBytes = 256 << 20
+        settings.batchBytes = batchBytes
+        settings.maxBatchBytes = maxBatchBytes
         settings.topology = Topology(exchanges: [], queues: [.init(name: queue, arguments: [:])], bindings: [])
         let admin = try await AMQPConnection.connect(configuration: amqp, logger: Self.logger)
         try await admin.openChannel(1)
@@ -145,6 +150,29 @@ struct QueueWorkerBatchingTests {
             #expect(
                 recorder.batches.withLock { $0 }
                     == [["m0"], ["m1", "m2", "m3", "m4"], ["m5", "m6", "m7", "m8"], ["m9"]])
+        }
+    }
+
+    @Test("a batch closes at the size the handler asked for after the last one, kept within the settings' bounds")
+    func handlerSizesBatches() async throws {
+        // Messages of 1,024 bytes ("m1" and 1,022 spaces; "m10" on are 1,025): two fill a
+        // batch of 2,048 bytes, four one of the 4,096 allowed at most.
+        try await withWorker(prefetch: 16, linger: .zero, batchBytes: 2048, maxBatchBytes: 4096) { worker in
+            let recorder = worker.recorder
+            recorder.held.withLock { $0 = [0] }
+            // After m0: far more than allowed (4,096 then); after the next batch far less
+            // (2,048 then); after the others nothing (the size stays).
+            recorder.asks.withLock { $0 = [0: 1 << 20, 1: 1] }
+            try await worker.publish(0..<1, 1022)
+            try await recorder.waitUntilHandled(1, "m0")
+            try await worker.publish(1..<13, 1022)
+            // All delivered before m0's batch ends: each batch is then what has arrived, up to its size.
+            try await Self.waitUntil("m1…m12 delivered") { try worker.unacked() == 13 }
+            recorder.held.withLock { _ = $0.remove(0) }
+            try await recorder.waitUntilHandled(13, limit: .seconds(30), "m0…m12")
+            #expect(
+                recorder.batches.withLock { $0 }
+                    == [["m0"], ["m1", "m2", "m3", "m4"], ["m5", "m6"], ["m7", "m8"], ["m9", "m10"], ["m11", "m12"]])
         }
     }
 }

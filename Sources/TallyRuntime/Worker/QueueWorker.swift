@@ -48,10 +48,15 @@ public struct WorkOutcome: Sendable {
     public var poisoned: [Poisoned]
     /// Why the work of the other deliveries failed; nil when it is done (committed).
     public var failure: WorkFailure?
+    /// The size the handler asks for this consumer's next batch, from what it learned of
+    /// this one; the worker keeps it within `QueueWorkerSettings.batchBytesRange`. Nil
+    /// leaves the size as it is.
+    public var nextBatchBytes: Int?
 
-    public init(poisoned: [Poisoned] = [], failure: WorkFailure? = nil) {
+    public init(poisoned: [Poisoned] = [], failure: WorkFailure? = nil, nextBatchBytes: Int? = nil) {
         self.poisoned = poisoned
         self.failure = failure
+        self.nextBatchBytes = nextBatchBytes
     }
 
     /// Everything done.
@@ -98,8 +103,14 @@ public struct QueueWorkerSettings: Sendable {
     public var prefetch: UInt16 = 16
     /// The most messages in one batch (at most `prefetch`); 1 settles each message alone.
     public var maxBatch = 1
-    /// A batch is closed once its bodies reach this many bytes.
+    /// A batch is closed once its bodies reach this many bytes — or, when the handler asks
+    /// for bigger batches (`WorkOutcome.nextBatchBytes`), up to `maxBatchBytes`.
     public var batchBytes = 4 << 20
+    /// The most bytes a handler may ask for; at most `batchBytes` keeps every batch at
+    /// `batchBytes`.
+    public var maxBatchBytes = 0
+    /// The sizes a batch may be closed at.
+    public var batchBytesRange: ClosedRange<Int> { batchBytes...max(batchBytes, maxBatchBytes) }
     /// The longest wait for more messages after a batch's first one — only while the queue
     /// holds messages not yet sent to this consumer (a backlog beyond its prefetch): with
     /// none, a batch is what has arrived, at once, so a steady flow is seen within one
@@ -210,20 +221,23 @@ public struct QueueWorker<Handler: QueueWorkHandler>: Service {
         _ channel: AMQPConnection, consumer index: Int, session: Handler.Session, shutdown: ShutdownFlag, logger: Logger
     ) async throws {
         var depthCheckedAt = ContinuousClock.now - .seconds(60)
+        var batchBytes = settings.batchBytes
         while !shutdown.isSet {
             if index == 0, ContinuousClock.now - depthCheckedAt > .seconds(5) {
                 observer.queueDepth(Int(try await channel.declareQueue(settings.queue, passive: true)))
                 depthCheckedAt = .now
             }
-            let deliveries = try await collect(channel)
+            let deliveries = try await collect(channel, batchBytes: batchBytes)
             guard let last = deliveries.last else { continue }
             var batchLogger = logger
             batchLogger[metadataKey: "batch.id"] = "\(index)-\(last.deliveryTag)"
-            switch try await settle(deliveries, session: session, shutdown: shutdown, logger: batchLogger) {
+            var asked: Int?
+            switch try await settle(deliveries, session: session, shutdown: shutdown, nextBatchBytes: &asked, logger: batchLogger) {
             case .settled: try await channel.ack(last.deliveryTag, multiple: true)
             case .abandoned: return
             case .reconnect: throw BrokerGone()
             }
+            if let asked { batchBytes = min(max(asked, settings.batchBytesRange.lowerBound), settings.batchBytesRange.upperBound) }
         }
     }
 
@@ -231,11 +245,11 @@ public struct QueueWorker<Handler: QueueWorkHandler>: Service {
     /// received, then — when the queue holds more, ready but not yet sent here because
     /// the prefetch is taken — those arriving within the linger time; empty when nothing
     /// came for a while.
-    private func collect(_ channel: AMQPConnection) async throws -> [Delivery] {
+    private func collect(_ channel: AMQPConnection, batchBytes: Int) async throws -> [Delivery] {
         guard let first = try await channel.nextDelivery(timeout: .milliseconds(250)) else { return [] }
         var deliveries = [first]
         var bytes = first.body.count
-        var full: Bool { deliveries.count >= batchLimit || bytes >= settings.batchBytes }
+        var full: Bool { deliveries.count >= batchLimit || bytes >= batchBytes }
         // What the connection has received already (a zero timeout does not wait).
         while !full, let next = try await channel.nextDelivery(timeout: .zero) {
             deliveries.append(next)
@@ -264,15 +278,17 @@ public struct QueueWorker<Handler: QueueWorkHandler>: Service {
         case reconnect
     }
 
-    /// Processes the batch until every delivery is done, waiting to be retried or parked.
+    /// Processes the batch until every delivery is done, waiting to be retried or parked;
+    /// `nextBatchBytes` is what the handler last asked for.
     private func settle(
-        _ deliveries: [Delivery], session: Handler.Session, shutdown: ShutdownFlag, logger: Logger
+        _ deliveries: [Delivery], session: Handler.Session, shutdown: ShutdownFlag, nextBatchBytes: inout Int?, logger: Logger
     ) async throws -> Settlement {
         var remaining = deliveries
         var attempt = BatchAttempt(
             size: deliveries.count, attempt: FailureRouter.attempt(of: deliveries[0]), queue: settings.queue, retry: settings.retry)
         while true {
             let outcome = await handler.process(remaining, in: session, logger: logger)
+            nextBatchBytes = outcome.nextBatchBytes ?? nextBatchBytes
             if !outcome.poisoned.isEmpty {
                 try await park(outcome.poisoned, of: remaining, session: session, logger: logger)
                 let parked = Set(outcome.poisoned.map(\.deliveryTag))
@@ -289,7 +305,8 @@ public struct QueueWorker<Handler: QueueWorkHandler>: Service {
                 try? await Task.sleep(for: pause)
             case .split:
                 for delivery in remaining {
-                    let single = try await settle([delivery], session: session, shutdown: shutdown, logger: logger)
+                    let single = try await settle(
+                        [delivery], session: session, shutdown: shutdown, nextBatchBytes: &nextBatchBytes, logger: logger)
                     guard case .settled = single else { return single }
                 }
                 return .settled
