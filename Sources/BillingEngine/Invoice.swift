@@ -3,7 +3,7 @@ public struct InvoiceLine: Sendable, Hashable {
     public enum Kind: String, Sendable, Hashable, CaseIterable {
         /// A plan's base fee for one segment of the period, prorated by time.
         case base
-        /// Usage above a metric's quota.
+        /// A metric's usage charge (SPEC §4's name for every model's lines).
         case overage
         /// Late usage for an already invoiced period: charge with it minus what was billed.
         case lateUsageAdjustment = "adjustment"
@@ -20,7 +20,8 @@ public struct InvoiceLine: Sendable, Hashable {
     /// quantity × unit price is the amount up to the ceiling of a fractional cent.
     public let quantity: Quantity
     /// Base: the segment's fee (the full period's fee unless prorated). Overage and
-    /// adjustment: the metric's overage rate, cents per unit.
+    /// adjustment: the price of the line's units, cents per unit (or per package; or the
+    /// adjustment's amount for its one unit).
     public let unitPrice: UnitPrice
     /// What the line adds to the subtotal; only adjustments may be negative.
     public let amount: Cents
@@ -138,31 +139,57 @@ public enum InvoiceCalculator {
         }
     }
 
-    /// Step 2: overage per metric with a quota and a rate, in metric-name order;
-    /// metrics within their quota get no line.
+    /// Step 2: each metric's usage charge, in metric-name order: one line for a
+    /// standard, volume or package charge, one per tier used for a graduated one;
+    /// metrics charging nothing (within their quota, a free rate) get no line.
     public static func overageLines(plan: Plan, values: [String: Quantity], period: Period) throws(BillingError) -> [InvoiceLine] {
-        try plan.overageCharges(for: values).compactMap { metric, charge in
-            guard charge.overage > .zero else { return nil }
-            return InvoiceLine(
-                kind: .overage, metric: metric,
-                description: "\(metric): \(charge.value.groupedDescription) used, \(charge.quota.groupedDescription) included",
-                quantity: charge.overage, unitPrice: charge.rate, amount: charge.amount, period: period)
+        try plan.usageCharges(for: values).flatMap { metric, value, lines in
+            lines.map { line in
+                InvoiceLine(
+                    kind: .overage, metric: metric,
+                    description: describe(line, metric: metric, value: value, model: plan.terms[metric]?.charge),
+                    quantity: line.units, unitPrice: line.unitPrice, amount: line.amount, period: period)
+            }
         }
     }
 
-    /// Step 3: one line per (earlier period, metric) whose charge changed: the billable
-    /// units the late usage adds at the metric's rate, for charge(new) − charge(billed).
+    /// What finance reads for one charge line: the value used and what the line prices of it.
+    static func describe(_ line: ChargeLine, metric: String, value: Quantity, model: ChargeModel?) -> String {
+        let used = "\(metric): \(value.groupedDescription) used"
+        let flat = line.flat > .zero ? ", plus \(line.flat) flat" : ""
+        let tier = line.tier.map { "tier \($0 + 1)" } ?? ""
+        let span =
+            line.tierEnd.map { "\(line.tierStart.groupedDescription)–\($0.groupedDescription)" }
+            ?? "above \(line.tierStart.groupedDescription)"
+        switch model {
+        case .graduated: return "\(used), \(tier) (\(span))\(flat)"
+        case .volume: return "\(used), every unit at \(tier) (\(span))\(flat)"
+        case .package:
+            let packages = line.packages.map { ", \($0.billable.groupedDescription) billed in packages of \($0.size.groupedDescription)" } ?? ""
+            return "\(used), \(model?.included.groupedDescription ?? "0") included\(packages)"
+        case .standard, nil: return "\(used), \(model?.included.groupedDescription ?? "0") included"
+        }
+    }
+
+    /// Step 3: one line per (earlier period, metric) whose charge changed, for
+    /// charge(new) − charge(billed) with the metric's whole charge function. A standard
+    /// charge shows the billable units the late usage adds at its rate; the tiered and
+    /// package models, whose price per unit depends on the whole value, one unit priced
+    /// at the difference.
     public static func adjustmentLines(_ lateUsage: [LateUsage]) throws(BillingError) -> [InvoiceLine] {
         var lines: [InvoiceLine] = []
         for late in lateUsage.sorted(by: { ($0.period.start, $0.metric) < ($1.period.start, $1.metric) }) {
             let amount = try late.adjustment()
             guard amount != .zero else { continue }
+            let standard: Bool
+            if case .standard = late.plan.terms[late.metric]?.charge { standard = true } else { standard = false }
             lines.append(
                 InvoiceLine(
                     kind: .lateUsageAdjustment, metric: late.metric,
                     description: "\(late.metric): late usage for \(InvoiceText.period(late.period)) — "
                         + "\(late.currentValue.groupedDescription) used, \(late.billedValue.groupedDescription) billed before",
-                    quantity: late.additionalBillableUnits, unitPrice: late.plan.terms[late.metric]?.overageRate ?? .zero,
+                    quantity: standard ? late.additionalBillableUnits : Quantity(units: 1),
+                    unitPrice: standard ? late.plan.terms[late.metric]?.overageRate ?? .zero : UnitPrice(cents: amount.value),
                     amount: amount, period: late.period))
         }
         return lines

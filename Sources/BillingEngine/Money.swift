@@ -27,9 +27,16 @@ public struct Cents: Sendable, Hashable, Comparable, CustomStringConvertible, Ex
 }
 
 /// A price per unit of usage in cents, possibly fractional (SPEC §2: "a rate is
-/// cents per unit (may be fractional)"), held exactly in ten-thousandths of a cent.
+/// cents per unit (may be fractional)"; §2.1: "at most 6 fractional digits of a
+/// cent"), held exactly in millionths of a cent. Negative only on an adjustment line,
+/// whose one unit is priced at the (negative) amount.
 public struct UnitPrice: Sendable, Hashable, Comparable, CustomStringConvertible {
-    /// Ten-thousandths of a cent per unit.
+    /// Millionths of a cent per unit: prices keep 6 fractional digits.
+    public static let scale: Int128 = 1_000_000
+    /// The largest price the catalog takes: a million dollars a unit.
+    public static let maximum = UnitPrice(cents: 100_000_000)
+
+    /// Millionths of a cent per unit.
     public let scaled: Int128
 
     public init(scaled: Int128) {
@@ -38,30 +45,88 @@ public struct UnitPrice: Sendable, Hashable, Comparable, CustomStringConvertible
 
     /// A whole number of cents per unit.
     public init(cents: Int64) {
-        self.scaled = Int128(cents) * Quantity.scale
+        self.scaled = Int128(cents) * Self.scale
     }
 
-    /// Parses `"10"`, `"0.25"` (cents per unit) with at most 4 fractional digits.
-    public init(parsing text: String) throws(QuantityError) {
-        self.scaled = try Quantity(parsing: text).scaled
+    /// Parses a plain decimal number of cents per unit (`"10"`, `"0.25"`,
+    /// `"0.000001"`, `"-5"`), with at most 6 fractional digits, up to `maximum`.
+    public init(parsing text: String) throws(UnitPriceError) {
+        let bytes = Array(text.utf8)
+        let isDigit = { (byte: UInt8) in byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
+        let negative = bytes.first == UInt8(ascii: "-")
+        let unsigned = bytes.dropFirst(negative ? 1 : 0)
+        let whole = unsigned.prefix(while: isDigit)
+        var rest = unsigned.dropFirst(whole.count)
+        var fraction = rest.prefix(0)
+        if rest.first == UInt8(ascii: ".") {
+            fraction = rest.dropFirst().prefix(while: isDigit)
+            rest = rest.dropFirst(1 + fraction.count)
+            guard !fraction.isEmpty else { throw .notANumber(text) }
+        }
+        guard !whole.isEmpty, rest.isEmpty else { throw .notANumber(text) }
+        let significant = fraction.reversed().drop { $0 == UInt8(ascii: "0") }.count
+        guard significant <= 6 else { throw .tooManyFractionDigits(significant) }
+        // Leading zeros do not count toward the bound; more digits than it has are over it.
+        let digits = whole.drop { $0 == UInt8(ascii: "0") }
+        guard digits.count <= 9 else { throw .tooLarge }
+        var value: Int128 = 0
+        for digit in digits { value = value * 10 + Int128(digit - UInt8(ascii: "0")) }
+        var scaled = value * Self.scale
+        var unit = Self.scale / 10
+        for digit in fraction.prefix(6) {
+            scaled += Int128(digit - UInt8(ascii: "0")) * unit
+            unit /= 10
+        }
+        guard scaled <= Self.maximum.scaled else { throw .tooLarge }
+        self.scaled = negative ? -scaled : scaled
     }
 
     public static let zero = UnitPrice(scaled: 0)
     public static func < (lhs: UnitPrice, rhs: UnitPrice) -> Bool { lhs.scaled < rhs.scaled }
 
-    public var description: String { Quantity(scaled: scaled).description }
+    /// Canonical decimal text: no trailing fractional zeros (`"10"`, `"0.25"`, `"0.000001"`).
+    public var description: String {
+        let magnitude = scaled.magnitude
+        let whole = magnitude / UInt128(Self.scale)
+        var fraction = magnitude % UInt128(Self.scale)
+        var text = (scaled < 0 ? "-" : "") + String(whole)
+        guard fraction != 0 else { return text }
+        var digits = 6
+        while fraction % 10 == 0 {
+            fraction /= 10
+            digits -= 1
+        }
+        let fractionText = String(fraction)
+        text += "." + String(repeating: "0", count: digits - fractionText.count) + fractionText
+        return text
+    }
 
     /// What `quantity` units cost, rounded up to a whole cent (SPEC §2 step 2:
     /// amount = ceil(overage × rate)). Exact: no intermediate rounding. A period total
     /// may be far above one event's bound, so an amount beyond 64-bit cents is an
     /// error for that invoice, never a trap of the process billing everyone.
-    public func overageCharge(for quantity: Quantity) throws(BillingError) -> Cents {
+    public func charge(for quantity: Quantity) throws(BillingError) -> Cents {
         let (product, overflow) = quantity.scaled.multipliedReportingOverflow(by: scaled)
-        let denominator = Quantity.scale * Quantity.scale
+        let denominator = Quantity.scale * Self.scale
         guard !overflow, let cents = Int64(exactly: product / denominator + (product % denominator > 0 ? 1 : 0)) else {
             throw .amountOutOfRange("\(quantity) units at \(self)¢")
         }
         return Cents(cents)
+    }
+}
+
+/// Why a price was refused.
+public enum UnitPriceError: Error, Sendable, Equatable, CustomStringConvertible {
+    case notANumber(String)
+    case tooManyFractionDigits(Int)
+    case tooLarge
+
+    public var description: String {
+        switch self {
+        case .notANumber(let text): "price \"\(text.prefix(40))\" is not a plain decimal number of cents"
+        case .tooManyFractionDigits(let count): "price has \(count) fractional digits of a cent; at most 6 are kept exactly"
+        case .tooLarge: "price must be at most 100000000 cents a unit"
+        }
     }
 }
 

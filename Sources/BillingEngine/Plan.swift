@@ -6,50 +6,52 @@ public enum Enforcement: String, Sendable, Hashable, CaseIterable {
     case hard
 }
 
-/// A plan's terms for one metric: quota, overage price and enforcement.
+/// A plan's terms for one metric: its quota and enforcement, and how its usage is
+/// priced (SPEC §2.1: "per metric one charge with `enforcement` and `quota` … and one
+/// model").
 public struct MetricTerms: Sendable, Hashable {
     /// SPEC §2 seeds "unlimited" as a quota of 999999 (shown as Unlimited).
     public static let unlimitedQuota = Quantity(units: 999_999)
 
-    /// Included usage per period; `nil` means the metric has no quota.
+    /// The usage the plan allows per period (enforcement, alerts, the dashboard); `nil`
+    /// means the metric has no quota.
     public let quota: Quantity?
-    /// Cents per unit above the quota; zero means overage is free.
-    public let overageRate: UnitPrice
     public let enforcement: Enforcement
+    /// How the period's value is priced; nil bills nothing.
+    public let charge: ChargeModel?
 
-    public init(quota: Quantity?, overageRate: UnitPrice = .zero, enforcement: Enforcement = .soft) {
+    public init(quota: Quantity?, enforcement: Enforcement = .soft, charge: ChargeModel?) {
         self.quota = quota
-        self.overageRate = overageRate
         self.enforcement = enforcement
+        self.charge = charge
+    }
+
+    /// SPEC §2's terms: overage above the quota at `overageRate` cents per unit — a
+    /// `standard` charge with the quota included; without a quota nothing is billed.
+    public init(quota: Quantity?, overageRate: UnitPrice = .zero, enforcement: Enforcement = .soft) {
+        self.init(quota: quota, enforcement: enforcement, charge: quota.map { .standard(included: $0, unitPrice: overageRate) })
     }
 
     /// Whether the quota is the "Unlimited" sentinel (or there is none).
     public var isUnlimited: Bool { quota.map { $0 >= Self.unlimitedQuota } ?? true }
 
-    /// What a period value of `value` costs beyond the base fee (SPEC §2 step 2):
-    /// ceil(max(0, value − quota) × rate), zero without a quota or a rate.
-    public func overageCharge(for value: Quantity) throws(BillingError) -> OverageCharge? {
-        guard let overage = overage(of: value), let quota else { return nil }
-        return OverageCharge(
-            value: value, quota: quota, overage: overage, rate: overageRate,
-            amount: try overageRate.overageCharge(for: overage))
+    /// The price per unit of a `standard` charge (zero for the other models, or none).
+    public var overageRate: UnitPrice {
+        if case .standard(_, let price) = charge { return price }
+        return .zero
     }
 
-    /// The billable units of a period value: max(0, value − quota); nil without a
-    /// quota or a rate (nothing is billed).
+    /// What a period value of `value` costs beyond the base fee, line by line.
+    public func lines(for value: Quantity) throws(BillingError) -> [ChargeLine] {
+        try charge?.lines(for: value) ?? []
+    }
+
+    /// The billable units of a period value under a `standard` charge: max(0, value −
+    /// included); nil for the other models, or without a charge or a rate.
     public func overage(of value: Quantity) -> Quantity? {
-        guard let quota, overageRate > .zero else { return nil }
-        return value.excess(over: quota)
+        guard case .standard(let included, let price) = charge, price > .zero else { return nil }
+        return value.excess(over: included)
     }
-}
-
-/// The overage of one metric for one period, with the figures that produced it.
-public struct OverageCharge: Sendable, Hashable {
-    public let value: Quantity
-    public let quota: Quantity
-    public let overage: Quantity
-    public let rate: UnitPrice
-    public let amount: Cents
 }
 
 /// A subscription plan: base fee per period and per-metric terms (SPEC §2 "Plans").
@@ -76,19 +78,21 @@ public struct Plan: Sendable, Hashable, Identifiable {
     /// effect at once; anything else waits for the next period (SPEC §2 "Plan changes").
     public func isUpgrade(to other: Plan) -> Bool { other.baseFee > baseFee }
 
-    /// The overage charges of a period's values, ordered by metric name (SPEC §2 step 2).
-    public func overageCharges(for values: [String: Quantity]) throws(BillingError) -> [(metric: String, charge: OverageCharge)] {
-        var charges: [(metric: String, charge: OverageCharge)] = []
+    /// The usage charges of a period's values, ordered by metric name (SPEC §2 step 2):
+    /// each metric's lines, metrics charging nothing left out.
+    public func usageCharges(for values: [String: Quantity]) throws(BillingError) -> [(metric: String, value: Quantity, lines: [ChargeLine])] {
+        var charges: [(metric: String, value: Quantity, lines: [ChargeLine])] = []
         for metric in values.keys.sorted() {
-            guard let charge = try terms[metric]?.overageCharge(for: values[metric]!) else { continue }
-            charges.append((metric, charge))
+            guard let terms = terms[metric], let value = values[metric] else { continue }
+            let lines = try terms.lines(for: value)
+            if !lines.isEmpty { charges.append((metric, value, lines)) }
         }
         return charges
     }
 
-    /// What the metric's value costs under this plan (zero when it has no overage).
+    /// What the metric's value costs under this plan (zero when it charges nothing).
     public func charge(metric: String, value: Quantity) throws(BillingError) -> Cents {
-        try terms[metric]?.overageCharge(for: value)?.amount ?? .zero
+        try terms[metric]?.charge?.charge(for: value) ?? .zero
     }
 }
 

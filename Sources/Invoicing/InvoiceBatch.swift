@@ -116,7 +116,7 @@ extension InvoiceGenerator {
             switch computed {
             case .success(let draft):
                 let pricing = stored.timeline.pricingPlan(of: period)
-                var snapshots = try pricing.terms.filter { $0.value.quota != nil }.map(\.key).sorted().map { metric in
+                var snapshots = try pricing.terms.filter { $0.value.charge != nil }.map(\.key).sorted().map { metric in
                     let value = values[metric] ?? .zero
                     return Snapshot(period: period.billed, metric: metric, value: value, amount: try pricing.charge(metric: metric, value: value))
                 }

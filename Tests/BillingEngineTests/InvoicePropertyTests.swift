@@ -14,8 +14,8 @@ struct InvoicePropertyTests {
             Plan(
                 slug: "metered", name: "Metered", baseFee: 1_234,
                 terms: [
-                    "api_calls": MetricTerms(quota: Quantity(scaled: 5_000_000), overageRate: UnitPrice(scaled: 3)),  // 0.0003¢
-                    "documents": MetricTerms(quota: Quantity(scaled: 25), overageRate: UnitPrice(scaled: 123_456)),  // 12.3456¢
+                    "api_calls": MetricTerms(quota: Quantity(scaled: 5_000_000), overageRate: UnitPrice(scaled: 300)),  // 0.0003¢
+                    "documents": MetricTerms(quota: Quantity(scaled: 25), overageRate: UnitPrice(scaled: 12_345_600)),  // 12.3456¢
                 ])
         ]
 
@@ -152,9 +152,10 @@ struct InvoicePropertyTests {
 
     static func naiveOverage(_ plan: Plan, _ metric: String, _ value: Int128) -> Int64 {
         guard let terms = plan.terms[metric], let quota = terms.quota, terms.overageRate.scaled > 0, value > quota.scaled else { return 0 }
+        // Ten-thousandths of a unit times millionths of a cent: 10⁻¹⁰ cent.
         let product = (value - quota.scaled) * terms.overageRate.scaled
-        var cents = product / 100_000_000
-        if cents * 100_000_000 < product { cents += 1 }
+        var cents = product / 10_000_000_000
+        if cents * 10_000_000_000 < product { cents += 1 }
         return Int64(cents)
     }
 
@@ -299,9 +300,9 @@ struct InvoicePropertyTests {
             // Every row adds up: quantity × unit price is the amount to within the cent the
             // rounding up (or, for a prorated base fee, the segment's own price) may add.
             for line in try draft.lines + InvoiceCalculator.adjustmentLines(late) {
-                let product = line.quantity.scaled * line.unitPrice.scaled  // in 10⁻⁸ cent
-                let difference = product - Int128(line.amount.value) * 100_000_000
-                #expect(difference > -100_000_000 && difference < 100_000_000, "seed \(seed) round \(round): \(line)")
+                let product = line.quantity.scaled * line.unitPrice.scaled  // in 10⁻¹⁰ cent
+                let difference = product - Int128(line.amount.value) * 10_000_000_000
+                #expect(difference > -10_000_000_000 && difference < 10_000_000_000, "seed \(seed) round \(round): \(line)")
             }
         }
     }

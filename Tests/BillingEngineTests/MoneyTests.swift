@@ -54,10 +54,10 @@ struct MoneyTests {
         #expect(Rounding.ceiling(0, dividedBy: 3) == 0)
         #expect(Rounding.ceiling(-5, dividedBy: 2) == -2)  // toward +∞
         let quarterCent = try UnitPrice(parsing: "0.25")
-        #expect(try quarterCent.overageCharge(for: try Quantity(parsing: "3")) == 1)  // 0.75 → 1
-        #expect(try quarterCent.overageCharge(for: try Quantity(parsing: "4")) == 1)
-        #expect(try quarterCent.overageCharge(for: try Quantity(parsing: "4.0004")) == 2)
-        #expect(try UnitPrice(cents: 10).overageCharge(for: try Quantity(parsing: "0.5")) == 5)
+        #expect(try quarterCent.charge(for: try Quantity(parsing: "3")) == 1)  // 0.75 → 1
+        #expect(try quarterCent.charge(for: try Quantity(parsing: "4")) == 1)
+        #expect(try quarterCent.charge(for: try Quantity(parsing: "4.0004")) == 2)
+        #expect(try UnitPrice(cents: 10).charge(for: try Quantity(parsing: "0.5")) == 5)
     }
 
     @Test(
@@ -81,10 +81,10 @@ struct MoneyTests {
     func chargeOutOfRange() throws {
         let tenCents = UnitPrice(cents: 10)
         // Int64.max = 9,223,372,036,854,775,807¢: 922,337,203,685,477,580.7 units at 10¢ fit exactly.
-        #expect(try tenCents.overageCharge(for: Quantity(parsingTotal: "922337203685477580.7")) == Cents(Int64.max))
-        #expect(throws: BillingError.self) { try tenCents.overageCharge(for: Quantity(parsingTotal: "922337203685477580.8")) }
+        #expect(try tenCents.charge(for: Quantity(parsingTotal: "922337203685477580.7")) == Cents(Int64.max))
+        #expect(throws: BillingError.self) { try tenCents.charge(for: Quantity(parsingTotal: "922337203685477580.8")) }
         // Beyond Int128 in the product (1e34 units × a large rate), still an error.
-        #expect(throws: BillingError.self) { try UnitPrice(parsing: "1000000000000").overageCharge(for: .maximumTotal) }
+        #expect(throws: BillingError.self) { try UnitPrice(cents: 1_000_000_000_000).charge(for: .maximumTotal) }
         // A subtotal of two lines that each fit but not together.
         let plan = Plan(
             slug: "p", name: "P", baseFee: 0,

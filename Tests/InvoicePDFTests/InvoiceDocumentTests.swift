@@ -101,7 +101,7 @@ struct InvoiceDocumentTests {
             let used = 1_000 + index * 137
             let rate = ["8", "0.5", "400", "12.3456"][index % 4]
             let quantity = Quantity(units: Int64(used - 1_000))
-            let amount = try UnitPrice(parsing: rate).overageCharge(for: quantity)
+            let amount = try UnitPrice(parsing: rate).charge(for: quantity)
             lines.append(
                 .init(
                     kind: "overage", metric: "metric_\(index)",
