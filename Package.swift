@@ -262,7 +262,9 @@ let package = Package(
         .testTarget(
             name: "PostgresClientTests", dependencies: ["PostgresClient", "ConnectionURLs", "CivilTime", "TallyTestSupport", log],
             swiftSettings: swiftSettings),
-        .testTarget(name: "TallyStoreTests", dependencies: ["TallyStore", "PostgresClient", "TallyTestSupport", log], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "TallyStoreTests", dependencies: ["TallyStore", "BillingEngine", "PostgresClient", "TallyTestSupport", log],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "CurlClientTests",
             dependencies: ["CurlClient", "TallyTestSupport", hummingbird],

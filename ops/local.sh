@@ -734,17 +734,18 @@ start_sample_api() {
   wait_for "the sample API" 60 "$LOGS/sample-api.log" curl -fsS "http://127.0.0.1:$SAMPLE_API_PORT/healthz"
 }
 
-# Until plans are data (the pricing catalog issue), the demo's plan with a hard quota is
-# a row of its own: Starter's prices, with `estimates` refused at 50.
+# The demo's plan with a hard quota, a catalog entry of its own: Starter's prices, with
+# `estimates` refused at 50 (written once; a newer version, if someone made one, stays).
 ensure_demo_plan() {
   PGPASSWORD=tally "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $PG_PORT -U tally tally >/dev/null <<'SQL' \
     || die "could not create the demo plan; see $LOGS/postgres.log"
-INSERT INTO subscription_plans (slug, name, base_cents, quotas, overage_rates, enforcement)
-VALUES ('demo-capped', 'Starter, capped estimates', 29900,
-        '{"estimates": "50", "api_calls": "1000", "users": "3"}',
-        '{"estimates": "500", "api_calls": "10", "users": "1000"}',
-        '{"estimates": "hard"}')
-ON CONFLICT (slug) DO NOTHING;
+INSERT INTO subscription_plans (slug) VALUES ('demo-capped') ON CONFLICT (slug) DO NOTHING;
+INSERT INTO plan_versions (plan_slug, version, name, currency, billing_interval, base_cents, charges)
+VALUES ('demo-capped', 1, 'Starter, capped estimates', 'usd', 'month', 29900,
+        '[{"metric": "api_calls", "enforcement": "soft", "quota": "1000", "model": "standard", "included": "1000", "unit_price": "10"},
+          {"metric": "estimates", "enforcement": "hard", "quota": "50", "model": "standard", "included": "50", "unit_price": "500"},
+          {"metric": "users", "enforcement": "soft", "quota": "3", "model": "standard", "included": "3", "unit_price": "1000"}]')
+ON CONFLICT (plan_slug, version) DO NOTHING;
 SQL
 }
 

@@ -54,23 +54,36 @@ public struct MetricTerms: Sendable, Hashable {
     }
 }
 
-/// A subscription plan: base fee per period and per-metric terms (SPEC §2 "Plans").
+/// A version of a subscription plan: base fee per period and per-metric terms (SPEC §2
+/// "Plans", §2.1: a plan is a code with immutable versions).
 public struct Plan: Sendable, Hashable, Identifiable {
     public let slug: String
+    /// The catalog version (1 for a plan never changed).
+    public let version: Int
     public let name: String
+    /// ISO 4217 code, lower case (`usd`); amounts are in its minor unit.
+    public let currency: String
     /// The fee for a whole period, before proration.
     public let baseFee: Cents
     public let interval: BillingInterval
-    /// Terms by metric name; a metric missing here has no quota and no overage.
+    /// The trial a subscription gets when it does not say.
+    public let trialDays: Int
+    /// Terms by metric name; a metric missing here has no quota and no charge.
     public let terms: [String: MetricTerms]
 
-    public var id: String { slug }
+    public var id: String { "\(slug)@\(version)" }
 
-    public init(slug: String, name: String, baseFee: Cents, interval: BillingInterval = .monthly, terms: [String: MetricTerms]) {
+    public init(
+        slug: String, version: Int = 1, name: String, currency: String = "usd", baseFee: Cents, interval: BillingInterval = .monthly,
+        trialDays: Int = 0, terms: [String: MetricTerms]
+    ) {
         self.slug = slug
+        self.version = version
         self.name = name
+        self.currency = currency
         self.baseFee = baseFee
         self.interval = interval
+        self.trialDays = trialDays
         self.terms = terms
     }
 

@@ -36,8 +36,8 @@ struct BillingBench: AsyncParsableCommand {
             ), s AS (
                 INSERT INTO subscriptions (tenant_id, started_at, anchor, ends_at) SELECT id, $2, $2, $3 FROM t RETURNING id, tenant_id
             ), c AS (
-                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
-                SELECT id, 'starter', $2, 'start', $2 FROM s
+                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
+                SELECT id, 'starter', 1, $2, 'start', $2 FROM s
             )            , r AS (
                 INSERT INTO usage_rollups (tenant_id, metric, hour, quantity_sum, event_count, quantity_max)
                 SELECT tenant_id, metric, $2::timestamptz + interval '1 day', 900 + (random() * 400)::int, 1000, 1

@@ -101,8 +101,8 @@ struct DashboardBench: AsyncParsableCommand {
                 SELECT id, date_trunc('hour', now()) - interval '10 days', date_trunc('hour', now()) - interval '10 days' FROM t
                 RETURNING id, tenant_id
             ), c AS (
-                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
-                SELECT id, 'starter', date_trunc('hour', now()) - interval '10 days', 'start', date_trunc('hour', now()) - interval '10 days' FROM s
+                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
+                SELECT id, 'starter', 1, date_trunc('hour', now()) - interval '10 days', 'start', date_trunc('hour', now()) - interval '10 days' FROM s
             )
             , r AS (
                 INSERT INTO usage_rollups (tenant_id, metric, hour, quantity_sum, event_count, quantity_max)

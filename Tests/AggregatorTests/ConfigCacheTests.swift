@@ -30,8 +30,9 @@ struct ConfigCacheTests {
         let plan = "test-cache-\(harness.id)"
         try await harness.database.query(
             """
-            INSERT INTO subscription_plans (slug, name, base_cents, quotas, overage_rates, enforcement)
-            VALUES ($1, 'Test cache', 1000, '{"api_calls": "100"}', '{"api_calls": "10"}', '{"api_calls": "hard"}')
+            WITH code AS (INSERT INTO subscription_plans (slug) VALUES ($1) RETURNING slug)
+            INSERT INTO plan_versions (plan_slug, version, name, currency, billing_interval, base_cents, charges)
+            SELECT slug, 1, 'Test cache', 'usd', 'month', 1000, '[{"metric": "api_calls", "enforcement": "hard", "quota": "100", "model": "standard", "included": "100", "unit_price": "10"}]' FROM code
             """, [plan])
         let connection = try await PostgresConnection.connect(
             configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
@@ -66,9 +67,9 @@ struct ConfigCacheTests {
             "SELECT count(*) FROM alert_firings f JOIN usage_alerts a ON a.id = f.alert_id WHERE a.tenant_id = $1", [tenant]
         )[0].decode(0, as: Int.self)
         #expect(fired == 1)
-        // The plan's quota changed (no plan API yet): the next batch uses the new quota.
+        // The plan's quota changed (in place, as only a version no subscription bills with may be): the next batch uses the new quota.
         try await harness.database.query(
-            "UPDATE subscription_plans SET quotas = '{\"api_calls\": \"5\"}' WHERE slug = $1", [plan])
+            #"UPDATE plan_versions SET charges = jsonb_set(charges, '{0,quota}', '"5"') WHERE plan_slug = $1"#, [plan])
         state = try await batch(1).quotaStates.first
         #expect(state?.metrics["api_calls"]?.quota == 5)
         #expect(state?.metrics["api_calls"]?.isExhausted == true)

@@ -37,8 +37,9 @@ struct ManyTenantsTests {
         let plan = "test-many-\(harness.id)"
         try await harness.database.query(
             """
-            INSERT INTO subscription_plans (slug, name, base_cents, quotas, overage_rates, enforcement)
-            VALUES ($1, 'Test many', 1000, '{"api_calls": "3"}', '{"api_calls": "10"}', '{"api_calls": "hard"}')
+            WITH code AS (INSERT INTO subscription_plans (slug) VALUES ($1) RETURNING slug)
+            INSERT INTO plan_versions (plan_slug, version, name, currency, billing_interval, base_cents, charges)
+            SELECT slug, 1, 'Test many', 'usd', 'month', 1000, '[{"metric": "api_calls", "enforcement": "hard", "quota": "3", "model": "standard", "included": "3", "unit_price": "10"}]' FROM code
             """, [plan])
         let start = now.addingTimeInterval(-10 * 86_400)
         let subscribed = tenants.enumerated().filter { $0.offset % 4 == 0 }.map(\.element)
@@ -49,8 +50,8 @@ struct ManyTenantsTests {
                 INSERT INTO subscriptions (tenant_id, started_at, anchor)
                 SELECT t, $2, $2 FROM unnest($1::uuid[]) AS t RETURNING id
             )
-            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
-            SELECT id, $3, $2, 'start', $2 FROM created
+            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
+            SELECT id, $3, 1, $2, 'start', $2 FROM created
             """, [array(subscribed), start, plan])
         let alerted = tenants.enumerated().filter { $0.offset % 8 == 1 }.map(\.element)
         try await harness.database.query(

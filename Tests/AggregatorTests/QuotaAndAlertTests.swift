@@ -16,8 +16,9 @@ struct QuotaAndAlertTests {
         let plan = "test-hard-\(harness.id)"
         try await harness.database.query(
             """
-            INSERT INTO subscription_plans (slug, name, base_cents, quotas, overage_rates, enforcement)
-            VALUES ($1, 'Test hard', 1000, '{"api_calls": "1000"}', '{"api_calls": "10"}', '{"api_calls": "hard"}')
+            WITH code AS (INSERT INTO subscription_plans (slug) VALUES ($1) RETURNING slug)
+            INSERT INTO plan_versions (plan_slug, version, name, currency, billing_interval, base_cents, charges)
+            SELECT slug, 1, 'Test hard', 'usd', 'month', 1000, '[{"metric": "api_calls", "enforcement": "hard", "quota": "1000", "model": "standard", "included": "1000", "unit_price": "10"}]' FROM code
             """, [plan])
         let start = Calendar(identifier: .gregorian).date(byAdding: .month, value: -1, to: now.addingTimeInterval(-10 * 86_400))!
         let subscription = try await harness.database.query(
@@ -25,8 +26,8 @@ struct QuotaAndAlertTests {
             .decode(0, as: UUID.self)
         try await harness.database.query(
             """
-            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
-            VALUES ($1, $2, $3, 'start', $3)
+            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
+            VALUES ($1, $2, 1, $3, 'start', $3)
             """, [subscription, plan, start])
     }
 

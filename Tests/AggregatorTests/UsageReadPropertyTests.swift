@@ -125,8 +125,8 @@ struct UsageReadPropertyTests {
             [tenant, Instant(microsecondsSinceEpoch: start).date])[0].decode(0, as: UUID.self)
         try await harness.database.query(
             """
-            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
-            VALUES ($1, 'professional', $2, 'start', $2)
+            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
+            VALUES ($1, 'professional', 1, $2, 'start', $2)
             """, [subscription, Instant(microsecondsSinceEpoch: start).date])
         for round in 0..<25 {
             let asOf = Instant(microsecondsSinceEpoch: start + Int64(random.next() % UInt64(end - start + 7_200_000_000)))
@@ -174,8 +174,8 @@ struct UsageReadPropertyTests {
                 [tenant, Instant(microsecondsSinceEpoch: start).date])[0].decode(0, as: UUID.self)
             try await harness.database.query(
                 """
-                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
-                VALUES ($1, $2, $3, 'start', $3)
+                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
+                VALUES ($1, $2, 1, $3, 'start', $3)
                 """, [id, plan, Instant(microsecondsSinceEpoch: start).date])
             subscriptions.append(id)
         }

@@ -26,8 +26,8 @@ struct BillingRunAPITests: BillingAPITestCase {
             [tenant])[0].decode(0, as: UUID.self)
         try await pool.query(
             """
-            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
-            VALUES ($1, 'starter', '2026-06-01T00:00:00Z', 'start', '2026-06-01T00:00:00Z')
+            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
+            VALUES ($1, 'starter', 1, '2026-06-01T00:00:00Z', 'start', '2026-06-01T00:00:00Z')
             """, [subscription])
         try await app().test(.router) { client in
             let body = #"{"as_of": "2026-08-01T02:00:00Z", "tenant_id": "\#(tenant.uuidString)"}"#

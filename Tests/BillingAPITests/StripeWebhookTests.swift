@@ -104,8 +104,8 @@ struct StripeWebhookTests: BillingAPITestCase {
             """, [tenant, stripeSubscription])[0].decode(0, as: UUID.self)
         try await pool.query(
             """
-            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
-            VALUES ($1, 'starter', '2026-09-01T00:00:00Z', 'start', '2026-09-01T00:00:00Z')
+            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
+            VALUES ($1, 'starter', 1, '2026-09-01T00:00:00Z', 'start', '2026-09-01T00:00:00Z')
             """, [subscription])
         let invoice = UUID()
         try await pool.query(

@@ -40,8 +40,8 @@ struct UsageAndAlertAPITests: BillingAPITestCase {
             [UUID(uuidString: tenant)!])[0].decode(0, as: UUID.self)
         try await pool.query(
             """
-            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
-            VALUES ($1, 'starter', '\(month)-01T00:00:00Z', 'start', '\(month)-01T00:00:00Z')
+            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
+            VALUES ($1, 'starter', 1, '\(month)-01T00:00:00Z', 'start', '\(month)-01T00:00:00Z')
             """, [subscription])
     }
 

@@ -34,8 +34,8 @@ struct ConcurrentInvoicerSerialTests {
             ), s AS (
                 INSERT INTO subscriptions (tenant_id, started_at, anchor) SELECT id, $2, $2 FROM t RETURNING id
             )
-            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
-            SELECT id, 'starter', $2, 'start', $2 FROM s RETURNING subscription_id
+            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
+            SELECT id, 'starter', 1, $2, 'start', $2 FROM s RETURNING subscription_id
             """, [tag, start]
         ).map { try $0.decode(0, as: UUID.self) }
         #expect(subscriptions.count == 5000)

@@ -51,8 +51,8 @@ struct InvoicingFixture: Sendable {
             .decode(0, as: UUID.self)
         try await database.query(
             """
-            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
-            VALUES ($1, $2, $3, 'start', $3)
+            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
+            VALUES ($1, $2, (SELECT max(version) FROM plan_versions WHERE plan_slug = $2), $3, 'start', $3)
             """, [id, plan, start])
         return id
     }
@@ -61,8 +61,8 @@ struct InvoicingFixture: Sendable {
     func change(_ subscription: UUID, to plan: String, at: Date, kind: String) async throws {
         try await database.query(
             """
-            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
-            VALUES ($1, $2, $3, $4, $3)
+            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
+            VALUES ($1, $2, (SELECT max(version) FROM plan_versions WHERE plan_slug = $2), $3, $4, $3)
             """, [subscription, plan, at, kind])
     }
 

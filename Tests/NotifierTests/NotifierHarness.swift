@@ -109,8 +109,8 @@ struct NotifierHarness: Sendable {
             )[0].decode(0, as: UUID.self)
             try await database.query(
                 """
-                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
-                VALUES ($1, $2, $3, 'start', $3)
+                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
+                VALUES ($1, $2, (SELECT max(version) FROM plan_versions WHERE plan_slug = $2), $3, 'start', $3)
                 """, [subscription, plan, start])
         }
         // Planned in process, as `invoicer bill` plans it; the running Invoicer's outbox

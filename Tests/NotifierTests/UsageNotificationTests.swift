@@ -19,8 +19,8 @@ struct UsageNotificationTests {
         )[0].decode(0, as: UUID.self)
         try await harness.database.query(
             """
-            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
-            VALUES ($1, 'starter', $2, 'start', $2)
+            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
+            VALUES ($1, 'starter', 1, $2, 'start', $2)
             """, [subscription, start])
         try await harness.database.query(
             "INSERT INTO usage_alerts (tenant_id, metric, kind, threshold_value, channels) VALUES ($1, 'estimates', 'threshold', 10, '{email}')",

@@ -1,3 +1,4 @@
+import BillingEngine
 import Foundation
 import Logging
 import PostgresClient
@@ -90,19 +91,21 @@ struct MigratorTests {
         let migrations = try Migration.load(from: directory)
         try await withFreshDatabase { pool in
             try await Migrator(pool: pool, logger: logger).migrate(migrations)
-            let rows = try await pool.query(
-                """
-                SELECT slug, base_cents, quotas->>'estimates', quotas->>'api_calls', quotas->>'users',
-                       overage_rates->>'estimates', overage_rates->>'api_calls', overage_rates->>'users'
-                FROM subscription_plans ORDER BY base_cents
-                """)
-            let plans = try rows.map { row in try (0..<8).map { try row.decode($0, as: String.self) } }
+            // Version 1 of each, as the engine's constants say them (migration 022 moved them
+            // from their columns into the catalog).
+            let catalog = try await pool.withTransaction { try PlanCatalogRecords.load(on: $0) }
+            #expect(catalog["starter"] == Plan.starter)
+            #expect(catalog["professional"] == Plan.professional)
+            #expect(catalog["enterprise"] == Plan.enterprise)
+            #expect(catalog.versions.count == 3 && catalog.archived.isEmpty)
+            // As jsonb writes an object: keys by length, then bytewise.
+            let charges = try await pool.query(
+                "SELECT charges::text FROM plan_versions WHERE plan_slug = 'starter'")[0].decode(0, as: String.self)
             #expect(
-                plans == [
-                    ["starter", "29900", "50", "1000", "3", "500", "10", "1000"],
-                    ["professional", "99900", "200", "10000", "10", "400", "8", "800"],
-                    ["enterprise", "299900", "999999", "999999", "999999", "0", "0", "0"],
-                ])
+                charges
+                    == #"[{"model": "standard", "quota": "1000", "metric": "api_calls", "included": "1000", "unit_price": "10", "enforcement": "soft"}, "#
+                    + #"{"model": "standard", "quota": "50", "metric": "estimates", "included": "50", "unit_price": "500", "enforcement": "soft"}, "#
+                    + #"{"model": "standard", "quota": "3", "metric": "users", "included": "3", "unit_price": "1000", "enforcement": "soft"}]"#)
         }
     }
 

@@ -10,7 +10,8 @@
 4. A sender posts 20,000 events through ingest, 200 per request, resending a refused request
    with the same ids. Meanwhile:
    - `--to previous` really rolls back: the newest migration's down step, every process on the
-     release's binaries, and the probe event counted;
+     release's binaries, and the probe event counted (when the newest migration is blocking,
+     `--to` a release without it is refused first, and `previous` keeps the schema);
    - `--to build` rolls forward: the migration applied again, the build's binaries running.
 5. All 20,000 events are counted exactly once.
 """
@@ -55,6 +56,12 @@ def tally_pids():
 
 def binaries_of_running_processes():
     return {role: os.path.realpath(f"/proc/{pid}/exe") for role, pid in tally_pids().items() if os.path.exists(f"/proc/{pid}")}
+
+
+def refused_migrations(message):
+    """The migrations a refused rollback names ("… predates migration(s) 22 18, which …")."""
+    words = message.split("migration(s)", 1)[1].split(",", 1)[0].split() if "migration(s)" in message else []
+    return [int(word) for word in words if word.isdigit()]
 
 
 def has_index(name):
@@ -122,13 +129,24 @@ def main():
     suffix = uuid.uuid4().hex[:8]
     current, previous, ancient = f"test-current-{suffix}", f"test-previous-{suffix}", f"test-ancient-{suffix}"
     names = [current, previous, ancient]
-    down_index = {21: "billing_run_items_failed"}.get(latest)
-    if down_index is None:
+    # The newest migration is undone by the rollback when it is reversible (its object must
+    # be known here); when it is blocking, going back before it is refused like migration 18,
+    # and the switch under traffic runs between two releases of the same schema.
+    classes = {int(line.split("\t")[0]): line.split("\t")[1]
+               for line in open(os.path.join(ROOT, "ops", "sql", "rollback.tsv")) if line[:1].isdigit()}
+    blocking = classes.get(latest) == "blocking"
+    down_index = None if blocking else {21: "billing_run_items_failed"}.get(latest)
+    if not blocking and down_index is None:
         raise Failure(f"this test knows the index migration {latest} creates only for 21; teach it the newest migration's object")
+    before_newest = f"test-before-{suffix}"
+    if blocking:
+        names.append(before_newest)
     try:
         rollback("save", current)
-        make_release(previous, os.path.join(LOCAL, "releases", current), latest)
+        make_release(previous, os.path.join(LOCAL, "releases", current), latest + 1 if blocking else latest)
         make_release(ancient, os.path.join(LOCAL, "releases", current), 18)
+        if blocking:
+            make_release(before_newest, os.path.join(LOCAL, "releases", current), latest)
         listing = rollback("releases").stdout
         if not all(name in listing for name in names) or "<- runs" not in listing.splitlines()[1]:
             raise Failure(f"ops/rollback.sh releases does not list the releases with the build running:\n{listing}")
@@ -137,19 +155,26 @@ def main():
         dry = rollback("--dry-run", "--to", previous)
         output = dry.stdout + dry.stderr
         for needed in ["0. plan", "1. pause billing", "2. keep metering durable", "3. schema", "4. switch binaries", "5. resume",
-                       "6. verify", f"migration {latest}: undone by", "nothing was changed"]:
+                       "6. verify", "nothing to undo" if blocking else f"migration {latest}: undone by", "nothing was changed"]:
             if needed not in output:
                 raise Failure(f"the dry run does not say '{needed}':\n{output}")
-        if tally_pids() != before or not has_index(down_index) or os.path.exists(os.path.join(LOCAL, "release")):
+        if tally_pids() != before or (down_index and not has_index(down_index)) or os.path.exists(os.path.join(LOCAL, "release")):
             raise Failure("the dry run changed something")
         log(f"--dry-run --to {previous}: all six steps printed, nothing changed")
 
         refused = rollback("--to", ancient, expect=1)
-        if "migration(s) 18" not in refused.stderr or "refused before changing anything" not in refused.stderr:
+        if 18 not in refused_migrations(refused.stderr) or "refused before changing anything" not in refused.stderr:
             raise Failure(f"the rollback across migration 18 should be refused, naming it:\n{refused.stderr}")
         if tally_pids() != before or psql("SELECT max(version) FROM schema_migrations") != str(latest):
             raise Failure("the refused rollback changed something")
         log(f"--to {ancient}: refused before any change (migration 18 cannot be undone)")
+        if blocking:
+            refused = rollback("--to", before_newest, expect=1)
+            if refused_migrations(refused.stderr) != [latest] or "refused before changing anything" not in refused.stderr:
+                raise Failure(f"the rollback across the blocking migration {latest} should be refused, naming it:\n{refused.stderr}")
+            if tally_pids() != before or psql("SELECT max(version) FROM schema_migrations") != str(latest):
+                raise Failure("the refused rollback changed something")
+            log(f"--to {before_newest}: refused before any change (migration {latest} is blocking)")
 
         tenant = new_tenant("Rollback test", "rollback@test.invalid")
         sender = Sender(tenant)
@@ -158,24 +183,27 @@ def main():
             time.sleep(0.1)
 
         rollback("--to", previous)
-        if has_index(down_index) or psql("SELECT max(version) FROM schema_migrations") != str(latest - 1):
-            raise Failure(f"after the rollback the schema should be at {latest - 1} without {down_index}")
+        expected = latest if blocking else latest - 1
+        if (down_index and has_index(down_index)) or psql("SELECT max(version) FROM schema_migrations") != str(expected):
+            raise Failure(f"after the rollback the schema should be at {expected}" + (f" without {down_index}" if down_index else ""))
         running = binaries_of_running_processes()
         if not running or any(f"/releases/{previous}/bin/" not in path for path in running.values()):
             raise Failure(f"after the rollback every process should run {previous}'s binaries: {running}")
-        log(f"--to {previous}: migration {latest} undone, {len(running)} processes on the release's binaries, probe counted "
+        log(f"--to {previous}: " + ("the schema kept" if blocking else f"migration {latest} undone")
+            + f", {len(running)} processes on the release's binaries, probe counted "
             f"({sender.sent:,} events sent so far)")
 
         if sender.sent >= EVENTS:
             raise Failure("the sender finished before the roll-forward: usage would not flow through it")
         rollback("--to", "build")
-        if not has_index(down_index) or psql("SELECT max(version) FROM schema_migrations") != str(latest):
-            raise Failure(f"after rolling forward the schema should be at {latest} with {down_index}")
+        if (down_index and not has_index(down_index)) or psql("SELECT max(version) FROM schema_migrations") != str(latest):
+            raise Failure(f"after rolling forward the schema should be at {latest}" + (f" with {down_index}" if down_index else ""))
         running = binaries_of_running_processes()
         build = os.path.realpath(os.path.join(ROOT, ".build", ENV.get("TALLY_BUILD_CONFIG", "debug")))
         if not running or any(not path.startswith(build + "/") for path in running.values()):
             raise Failure(f"after rolling forward every process should run the build's binaries: {running}")
-        log(f"--to build: migration {latest} applied again, every process on the build's binaries ({sender.sent:,} events sent so far)")
+        log(f"--to build: " + ("" if blocking else f"migration {latest} applied again, ")
+            + f"every process on the build's binaries ({sender.sent:,} events sent so far)")
 
         sender.stop_after.set()
         sender.join(timeout=600)

@@ -19,7 +19,7 @@ final class UsageConfigCache: Sendable {
     /// The configuration a transaction evaluates with.
     struct Snapshot: Sendable {
         let catalog: MetricCatalog
-        let plans: [String: Plan]
+        let plans: PlanCatalog
         let subscriptions: [UUID: [StoredSubscription]]
         let alerts: [UUID: [StoredAlert]]
     }
@@ -27,7 +27,7 @@ final class UsageConfigCache: Sendable {
     private struct Global: Sendable {
         let version: Int64
         let catalog: MetricCatalog
-        let plans: [String: Plan]
+        let plans: PlanCatalog
     }
 
     private struct TenantConfig: Sendable {
@@ -91,7 +91,7 @@ final class UsageConfigCache: Sendable {
                 if !config.subscriptions.isEmpty { subscriptions[tenant] = config.subscriptions }
             }
             let snapshot = Snapshot(
-                catalog: state.global?.catalog ?? MetricCatalog([:]), plans: state.global?.plans ?? [:], subscriptions: subscriptions,
+                catalog: state.global?.catalog ?? MetricCatalog([:]), plans: state.global?.plans ?? PlanCatalog([]), subscriptions: subscriptions,
                 alerts: [:])
             return (snapshot, unknown)
         }

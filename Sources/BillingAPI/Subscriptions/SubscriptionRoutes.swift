@@ -29,9 +29,10 @@ struct SubscriptionRoutes {
         let body = try await request.decodeJSON(CreateSubscriptionRequest.self, context: context)
         let tenant = try context.tenantInScope(body.tenantID)
         let start = try body.start.map { try effectiveTime($0, field: "start", context: context) } ?? clock()
-        let trialDays = body.trialDays ?? 0
-        guard (0...730).contains(trialDays) else { throw APIError.invalid("trial_days", "must be 0 to 730") }
-        let created = try await refusals { try await store.create(tenant: tenant, plan: body.plan, start: start, trialDays: trialDays, now: clock()) }
+        if let trialDays = body.trialDays, !(0...730).contains(trialDays) { throw APIError.invalid("trial_days", "must be 0 to 730") }
+        let created = try await refusals {
+            try await store.create(tenant: tenant, plan: body.plan, start: start, trialDays: body.trialDays, now: clock())
+        }
         context.logger.info("subscription created", metadata: ["tenant.id": "\(tenant)", "subscription.id": "\(created.id)"])
         return EditedResponse(status: .created, response: created)
     }

@@ -27,38 +27,19 @@ public struct StoredSubscription: Sendable {
 
 /// Plans and subscriptions from PostgreSQL, as BillingEngine values.
 public enum SubscriptionRecords {
-    /// Every plan by slug (quotas, overage rates and enforcement per metric).
-    public static func plans(on connection: isolated PostgresConnection) throws -> [String: Plan] {
-        var plans: [String: Plan] = [:]
-        let rows = try connection.query(
-            "SELECT slug, name, base_cents, billing_interval, quotas::text, overage_rates::text, enforcement::text FROM subscription_plans")
-        for row in rows {
-            let quotas = try decimals(row.decode(4, as: String.self))
-            let rates = try decimals(row.decode(5, as: String.self))
-            let enforcement = try decimals(row.decode(6, as: String.self))
-            var terms: [String: MetricTerms] = [:]
-            for metric in Set(quotas.keys).union(rates.keys).union(enforcement.keys) {
-                terms[metric] = MetricTerms(
-                    quota: try quotas[metric].map { try Quantity(parsingTotal: $0) },
-                    overageRate: try rates[metric].map { try UnitPrice(parsing: $0) } ?? .zero,
-                    enforcement: enforcement[metric] == "hard" ? .hard : .soft)
-            }
-            let slug = try row.decode(0, as: String.self)
-            plans[slug] = Plan(
-                slug: slug, name: try row.decode(1), baseFee: Cents(try row.decode(2, as: Int64.self)),
-                interval: try row.decode(3, as: String.self) == "year" ? .yearly : .monthly, terms: terms)
-        }
-        return plans
+    /// Every version of every plan (`PlanCatalogRecords.load`).
+    public static func plans(on connection: isolated PostgresConnection) throws -> PlanCatalog {
+        try PlanCatalogRecords.load(on: connection)
     }
 
     /// The subscriptions of `tenants` (every tenant's when nil), oldest first per tenant.
     public static func subscriptions(
-        of tenants: [UUID]?, plans: [String: Plan], on connection: isolated PostgresConnection
+        of tenants: [UUID]?, plans: PlanCatalog, on connection: isolated PostgresConnection
     ) throws -> [UUID: [StoredSubscription]] {
         // Two statements, not `$1 IS NULL OR …`: that form cannot use the tenant index, and
         // the Aggregator asks for a thousand tenants of a large table per batch.
         let select = """
-            SELECT s.id, s.tenant_id, s.status, s.started_at, s.trial_end, s.ends_at, c.plan_slug, c.effective_at, c.kind
+            SELECT s.id, s.tenant_id, s.status, s.started_at, s.trial_end, s.ends_at, c.plan_slug, c.effective_at, c.kind, c.plan_version
               FROM subscriptions s JOIN subscription_plan_changes c ON c.subscription_id = s.id
             """
         let rows =
@@ -77,9 +58,9 @@ public enum SubscriptionRecords {
         }
         var result: [UUID: [StoredSubscription]] = [:]
         for (first, changes) in grouped {
-            guard let initial = plans[try first.decode(6, as: String.self)] else { continue }
+            guard let initial = plans.plan(try first.decode(6, as: String.self), version: try first.decode(9, as: Int.self)) else { continue }
             let later = try changes.dropFirst().compactMap { row -> PlanChange? in
-                guard let plan = plans[try row.decode(6, as: String.self)] else { return nil }
+                guard let plan = plans.plan(try row.decode(6, as: String.self), version: try row.decode(9, as: Int.self)) else { return nil }
                 return PlanChange(effectiveAt: Instant(try row.decode(7, as: Date.self)), plan: plan)
             }
             let tenant = try first.decode(1, as: UUID.self)
@@ -91,14 +72,5 @@ public enum SubscriptionRecords {
                 StoredSubscription(id: try first.decode(0), tenantID: tenant, status: try first.decode(2), timeline: timeline))
         }
         return result
-    }
-
-    private static func decimals(_ json: String) throws -> [String: String] {
-        let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] ?? [:]
-        return object.compactMapValues { value in
-            if let text = value as? String { return text }
-            if let number = value as? NSNumber { return number.stringValue }
-            return nil
-        }
     }
 }

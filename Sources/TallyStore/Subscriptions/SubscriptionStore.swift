@@ -70,13 +70,15 @@ public struct SubscriptionStore: Sendable {
         self.pool = pool
     }
 
-    /// Starts a subscription; a tenant has at most one that has not ended.
-    public func create(tenant: UUID, plan slug: String, start: Date, trialDays: Int, now: Date) async throws -> SubscriptionView {
+    /// Starts a subscription on the newest version of the plan `slug`, with `trialDays`
+    /// of trial (nil: the plan's default); a tenant has at most one that has not ended.
+    public func create(tenant: UUID, plan slug: String, start: Date, trialDays: Int?, now: Date) async throws -> SubscriptionView {
         try await pool.withTransaction { connection in
             let plans = try SubscriptionRecords.plans(on: connection)
-            guard let plan = plans[slug] else {
+            guard let plan = plans[slug], !plans.archived.contains(slug) else {
                 throw SubscriptionRefusal(
-                    kind: .invalid, field: "plan", message: "is not a plan; one of \(plans.keys.sorted().joined(separator: ", "))")
+                    kind: .invalid, field: "plan",
+                    message: "is not a plan open to subscriptions; one of \(plans.openSlugs.joined(separator: ", "))")
             }
             // Serialize subscription changes of one tenant.
             try connection.query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 11))", [tenant])
@@ -87,6 +89,7 @@ public struct SubscriptionStore: Sendable {
                     kind: .conflict, field: "tenant_id",
                     message: "already has a subscription that has not ended; change or cancel it instead")
             }
+            let trialDays = trialDays ?? plan.trialDays
             let trialEnd = trialDays > 0 ? start.addingTimeInterval(Double(trialDays) * 86_400) : nil
             let id = try connection.query(
                 """
@@ -97,9 +100,9 @@ public struct SubscriptionStore: Sendable {
             )[0].decode(0, as: UUID.self)
             try connection.query(
                 """
-                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
-                VALUES ($1, $2, $3, 'start', $4)
-                """, [id, slug, start, now])
+                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
+                VALUES ($1, $2, $3, $4, 'start', $5)
+                """, [id, slug, plan.version, start, now])
             return try Self.view(id, plans: plans, now: now, on: connection)
         }
     }
@@ -109,9 +112,10 @@ public struct SubscriptionStore: Sendable {
         try await pool.withTransaction { connection in
             let plans = try SubscriptionRecords.plans(on: connection)
             var stored = try Self.locked(id, plans: plans, on: connection)
-            guard let plan = plans[slug] else {
+            guard let plan = plans[slug], !plans.archived.contains(slug) else {
                 throw SubscriptionRefusal(
-                    kind: .invalid, field: "plan", message: "is not a plan; one of \(plans.keys.sorted().joined(separator: ", "))")
+                    kind: .invalid, field: "plan",
+                    message: "is not a plan open to subscriptions; one of \(plans.openSlugs.joined(separator: ", "))")
             }
             let requested = Instant(at)
             guard stored.covers(requested) else {
@@ -133,13 +137,14 @@ public struct SubscriptionStore: Sendable {
             if effective == stored.start {
                 // Changed at the very start: it is the plan it starts on.
                 try connection.query(
-                    "UPDATE subscription_plan_changes SET plan_slug = $2 WHERE subscription_id = $1 AND kind = 'start'", [id, slug])
+                    "UPDATE subscription_plan_changes SET plan_slug = $2, plan_version = $3 WHERE subscription_id = $1 AND kind = 'start'",
+                    [id, slug, plan.version])
             } else {
                 try connection.query(
                     """
-                    INSERT INTO subscription_plan_changes (subscription_id, plan_slug, effective_at, kind, requested_at)
-                    VALUES ($1, $2, $3, $4, $5)
-                    """, [id, slug, effective.date, current.isUpgrade(to: plan) ? "upgrade" : "downgrade", at])
+                    INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
+                    VALUES ($1, $2, $3, $4, $5, $6)
+                    """, [id, slug, plan.version, effective.date, current.isUpgrade(to: plan) ? "upgrade" : "downgrade", at])
             }
             stored = try Self.locked(id, plans: plans, on: connection)
             return try Self.view(stored, now: now)
@@ -159,7 +164,7 @@ public struct SubscriptionStore: Sendable {
     /// The cancellation inside the caller's transaction (also applied for Stripe's
     /// subscription events); refused like the API's.
     public static func cancel(
-        _ id: UUID, at: Date, atPeriodEnd: Bool, plans: [String: Plan], on connection: isolated PostgresConnection
+        _ id: UUID, at: Date, atPeriodEnd: Bool, plans: PlanCatalog, on connection: isolated PostgresConnection
     ) throws {
         let stored = try Self.locked(id, plans: plans, on: connection)
         let requested = Instant(at)
@@ -204,7 +209,7 @@ public struct SubscriptionStore: Sendable {
                 + "\(row.text(1) ?? "") – \(row.text(2) ?? "")); corrections go on later invoices")
     }
 
-    private static func locked(_ id: UUID, plans: [String: Plan], on connection: isolated PostgresConnection) throws -> StoredSubscription {
+    private static func locked(_ id: UUID, plans: PlanCatalog, on connection: isolated PostgresConnection) throws -> StoredSubscription {
         let tenant = try connection.query("SELECT tenant_id FROM subscriptions WHERE id = $1 FOR UPDATE", [id]).first
         guard let tenant = try tenant?.decode(0, as: UUID.self),
             let stored = try SubscriptionRecords.subscriptions(of: [tenant], plans: plans, on: connection)[tenant]?.first(where: { $0.id == id })
@@ -212,7 +217,7 @@ public struct SubscriptionStore: Sendable {
         return stored
     }
 
-    private static func view(_ id: UUID, plans: [String: Plan], now: Date, on connection: isolated PostgresConnection) throws -> SubscriptionView {
+    private static func view(_ id: UUID, plans: PlanCatalog, now: Date, on connection: isolated PostgresConnection) throws -> SubscriptionView {
         try view(try locked(id, plans: plans, on: connection), now: now)
     }
 
