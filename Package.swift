@@ -114,6 +114,9 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: swiftSettings
         ),
+        // The pricing catalog as operators write it: plan versions and metrics read and checked (field paths).
+        .target(
+            name: "Catalog", dependencies: ["BillingEngine", "TallyStore", "UsageEvents"], exclude: ["README.md"], swiftSettings: swiftSettings),
         // Pushing issued invoices to Stripe (customers, invoice items, invoices) without duplicates.
         .target(
             name: "StripeSync",
@@ -176,7 +179,7 @@ let package = Package(
             name: "BillingAPI",
             dependencies: [
                 "TallyRuntime", "TallyStore", "TallyHTTP", "PostgresClient", "BillingEngine", "Invoicing", "InvoicePDF", "UsageEvents", "CivilTime",
-                "Notifications", "TallyMessaging", argumentParser, log, hummingbird, nioCore, crypto, httpTypes, lifecycle,
+                "Notifications", "Catalog", "TallyMessaging", argumentParser, log, hummingbird, nioCore, crypto, httpTypes, lifecycle,
                 .product(name: "Mustache", package: "swift-mustache"),
             ],
             swiftSettings: swiftSettings

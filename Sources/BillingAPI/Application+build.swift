@@ -60,6 +60,7 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) thr
     UsageRoutes(pool: pool).register(on: router)
     UsageHistoryRoutes(pool: pool).register(on: router)
     AlertRoutes(store: AlertStore(pool: pool)).register(on: router)
+    CatalogRoutes(store: CatalogStore(pool: pool)).register(on: router)
     let endpoints = WebhookEndpointRoutes(
         store: WebhookEndpointStore(pool: pool), addresses: WebhookAddressPolicy(allowPrivate: configuration.allowPrivateWebhooks))
     endpoints.register(on: router)

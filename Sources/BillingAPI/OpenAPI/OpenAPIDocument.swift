@@ -112,6 +112,9 @@ enum OpenAPIDocument {
               "name": "alerts"
             },
             {
+              "name": "catalog"
+            },
+            {
               "name": "webhooks"
             },
             {
@@ -506,6 +509,29 @@ enum OpenAPIDocument {
                   }
                 ]
               }
+            },
+            "/v1/metrics": {
+              "post": \#(operation("putMetric", "Create a billable metric (201), or change its name and unit (200); its aggregation only while no plan charges it and no usage is recorded (409) (admin)", tag: "catalog", body: "NewMetric", responses: [response("201", "The metric, created.", schema: "Metric"), response("200", "The metric, changed.", schema: "Metric"), errors("400", "401", "403", "default")])),
+              "get": \#(operation("listMetrics", "The billable metrics", tag: "catalog", responses: [response("200", "Every metric, in one page.", schema: "MetricPage"), errors("401", "default")]))
+            },
+            "/v1/metrics/{metric_code}": {
+              "get": \#(operation("getMetric", "A billable metric", tag: "catalog", parameters: ["MetricCode"], responses: [response("200", "The metric.", schema: "Metric"), errors("401", "404", "default")]))
+            },
+            "/v1/plans": {
+              "post": \#(operation("createPlan", "Create a plan: its version 1 (admin); 409 when the code exists", tag: "catalog", body: "NewPlan", responses: [response("201", "The plan's version 1.", schema: "PlanVersion"), errors("400", "401", "403", "default")])),
+              "get": \#(operation("listPlans", "Every plan with its versions", tag: "catalog", responses: [response("200", "Every plan, in one page.", schema: "PlanPage"), errors("401", "default")]))
+            },
+            "/v1/plans/{plan_code}": {
+              "get": \#(operation("getPlan", "A plan with all its versions", tag: "catalog", parameters: ["PlanCode"], responses: [response("200", "The plan.", schema: "Plan"), errors("401", "404", "default")]))
+            },
+            "/v1/plans/{plan_code}/versions": {
+              "post": \#(operation("createPlanVersion", "The plan's next version: new subscriptions take it, existing ones keep theirs (admin); 409 when archived", tag: "catalog", parameters: ["PlanCode"], body: "NewPlanVersion", responses: [response("201", "The new version.", schema: "PlanVersion"), errors("400", "401", "403", "404", "default")]))
+            },
+            "/v1/plans/{plan_code}/versions/{version}": {
+              "get": \#(operation("getPlanVersion", "One version of a plan", tag: "catalog", parameters: ["PlanCode", "PlanVersionNumber"], responses: [response("200", "The version.", schema: "PlanVersion"), errors("401", "404", "default")]))
+            },
+            "/v1/plans/{plan_code}/archive": {
+              "post": \#(operation("archivePlan", "Close a plan to new subscriptions; those on it keep it (admin)", tag: "catalog", parameters: ["PlanCode"], responses: [response("200", "The plan.", schema: "Plan"), errors("401", "403", "404", "default")]))
             },
             "/v1/alerts": {
               "post": {
@@ -1943,6 +1969,100 @@ enum OpenAPIDocument {
                   }
                 ]
               },
+              "Metric": {
+                "type": "object",
+                "properties": {
+                  "code": {"type": "string"},
+                  "name": {"type": "string"},
+                  "unit": {"type": ["string", "null"]},
+                  "aggregation": {"type": "string", "enum": ["sum", "count", "max", "latest", "unique_count"]},
+                  "field": {"type": ["string", "null"], "description": "The metadata field unique_count counts."}
+                },
+                "required": ["code", "name", "aggregation"]
+              },
+              "NewMetric": {
+                "type": "object",
+                "properties": {
+                  "code": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,99}$"},
+                  "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                  "unit": {"type": "string", "minLength": 1, "maxLength": 50},
+                  "aggregation": {"type": "string", "enum": ["sum", "count", "max", "latest", "unique_count"]},
+                  "field": {"type": "string", "minLength": 1, "description": "Required for unique_count, refused otherwise."}
+                },
+                "required": ["code"]
+              },
+              "MetricPage": \#(page(of: "Metric")),
+              "Tier": {
+                "type": "object",
+                "description": "Covers (the bound before, up_to]; the last tier is open (up_to null).",
+                "properties": {
+                  "from": {"type": ["string", "number"], "description": "Optional: must equal the bound before (0 for the first)."},
+                  "up_to": {"type": ["string", "number", "null"]},
+                  "unit_price": {"type": ["string", "number"], "description": "Cents per unit, at most 6 decimals."},
+                  "flat_cents": {"type": "integer", "minimum": 0}
+                },
+                "required": ["unit_price"]
+              },
+              "Charge": {
+                "type": "object",
+                "description": "One metric's terms: enforcement and quota (enforcement, alerts, the dashboard) and how its period value is priced (SPEC §2.1).",
+                "properties": {
+                  "metric": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,99}$"},
+                  "enforcement": {"type": "string", "enum": ["soft", "hard"]},
+                  "quota": {"type": ["string", "number", "null"]},
+                  "model": {"type": "string", "enum": ["standard", "graduated", "volume", "package"]},
+                  "included": {"type": ["string", "number"], "description": "standard, package: usage before anything is charged."},
+                  "unit_price": {"type": ["string", "number"], "description": "standard: cents per unit above what is included."},
+                  "tiers": {"type": "array", "items": \#(reference("schemas", "Tier"))},
+                  "size": {"type": ["string", "number"], "description": "package: units per package."},
+                  "price_cents": {"type": "integer", "minimum": 0, "description": "package: the price of a package."}
+                },
+                "required": ["metric"]
+              },
+              "NewPlanVersion": {
+                "type": "object",
+                "properties": {
+                  "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                  "currency": {"type": "string", "description": "ISO 4217 (usd, eur, jpy, …); amounts are in its minor unit."},
+                  "interval": {"type": "string", "enum": ["month", "year"]},
+                  "base_cents": {"type": "integer", "minimum": 0},
+                  "trial_days": {"type": "integer", "minimum": 0, "maximum": 730},
+                  "charges": {"type": "array", "items": \#(reference("schemas", "Charge"))}
+                },
+                "required": ["name", "currency", "base_cents"]
+              },
+              "NewPlan": {
+                "allOf": [
+                  \#(reference("schemas", "NewPlanVersion")),
+                  {"type": "object", "properties": {"code": {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,63}$"}}, "required": ["code"]}
+                ]
+              },
+              "PlanVersion": {
+                "type": "object",
+                "properties": {
+                  "code": {"type": "string"},
+                  "version": {"type": "integer", "minimum": 1},
+                  "name": {"type": "string"},
+                  "currency": {"type": "string"},
+                  "interval": {"type": "string", "enum": ["month", "year"]},
+                  "base_cents": {"type": "integer"},
+                  "trial_days": {"type": "integer"},
+                  "charges": {"type": "array", "items": {"type": "object"}},
+                  "created_at": {"type": "string", "format": "date-time"},
+                  "subscriptions": {"type": "integer", "description": "Subscriptions whose plan changes name this version."}
+                },
+                "required": ["code", "version", "name", "currency", "interval", "base_cents", "trial_days", "charges"]
+              },
+              "Plan": {
+                "type": "object",
+                "properties": {
+                  "code": {"type": "string"},
+                  "archived_at": {"type": ["string", "null"], "format": "date-time"},
+                  "versions": {"type": "array", "items": \#(reference("schemas", "PlanVersion"))}
+                },
+                "required": ["code", "versions"]
+              },
+              "PlanPage": \#(page(of: "Plan")),
               "InvoicePage": \#(page(of: "Invoice")),
               "AlertPage": \#(page(of: "Alert")),
               "SubscriptionPage": \#(page(of: "Subscription")),
@@ -1965,6 +2085,27 @@ enum OpenAPIDocument {
               }
             },
             "parameters": {
+              "MetricCode": {
+                "name": "metric_code",
+                "in": "path",
+                "required": true,
+                "schema": {"type": "string"},
+                "description": "The metric's code."
+              },
+              "PlanCode": {
+                "name": "plan_code",
+                "in": "path",
+                "required": true,
+                "schema": {"type": "string"},
+                "description": "The plan's code."
+              },
+              "PlanVersionNumber": {
+                "name": "version",
+                "in": "path",
+                "required": true,
+                "schema": {"type": "integer", "minimum": 1},
+                "description": "The version's number."
+              },
               "AlertID": {
                 "name": "alert_id",
                 "in": "path",

@@ -1,0 +1,158 @@
+import Catalog
+import CivilTime
+import Foundation
+import Hummingbird
+import Logging
+import TallyHTTP
+import TallyStore
+import UsageEvents
+
+/// The pricing catalog (SPEC §2.1): `/v1/metrics` and `/v1/plans`. Anyone with a key reads
+/// it (a tenant sees what it could be charged); only the admin token writes. A plan is
+/// never edited: a change is a new version, and subscriptions stay on theirs.
+struct CatalogRoutes {
+    let store: CatalogStore
+
+    func register(on router: Router<TallyRequestContext>) {
+        let metrics = router.group("v1/metrics")
+        metrics.post(use: putMetric)
+        metrics.get(use: listMetrics)
+        metrics.get(":metric_code", use: showMetric)
+        let plans = router.group("v1/plans")
+        plans.post(use: createPlan)
+        plans.get(use: listPlans)
+        plans.get(":plan_code", use: showPlan)
+        plans.post(":plan_code/versions", use: addVersion)
+        plans.get(":plan_code/versions/:version", use: showVersion)
+        plans.post(":plan_code/archive", use: archive)
+    }
+
+    // MARK: Metrics
+
+    /// Creates a metric (201) or changes its name and unit (200); its aggregation only
+    /// while no plan charges it (409 naming them).
+    @Sendable func putMetric(_ request: Request, context: TallyRequestContext) async throws -> EditedResponse<StoredMetric> {
+        try context.requireAdmin()
+        let json = try await Self.json(request, context)
+        let definition = try refusals { () throws(CatalogRefusal) in try MetricDefinition(json: json) }
+        let (metric, created) = try await refusals { try await store.put(definition.metric) }
+        context.logger.info(created ? "metric created" : "metric changed", metadata: ["metric": "\(metric.code)"])
+        return EditedResponse(status: created ? .created : .ok, response: metric)
+    }
+
+    @Sendable func listMetrics(_ request: Request, context: TallyRequestContext) async throws -> Page<StoredMetric> {
+        _ = try context.requirePrincipal()
+        // A catalog is a few dozen entries: one page, whole.
+        return Page(data: try await store.metrics(), hasMore: false)
+    }
+
+    @Sendable func showMetric(_ request: Request, context: TallyRequestContext) async throws -> StoredMetric {
+        _ = try context.requirePrincipal()
+        guard let metric = try await store.metric(context.parameters.get("metric_code") ?? "") else { throw APIError.notFound("metric") }
+        return metric
+    }
+
+    // MARK: Plans
+
+    /// A new plan code, as its version 1.
+    @Sendable func createPlan(_ request: Request, context: TallyRequestContext) async throws -> EditedResponse<StoredPlanVersion> {
+        try context.requireAdmin()
+        let definition = try await checked(try Self.json(request, context), code: nil)
+        let created = try await refusals { try await store.create(definition.version) }
+        context.logger.info("plan created", metadata: ["plan": "\(created.code)", "plan.version": "\(created.version)"])
+        return EditedResponse(status: .created, response: created)
+    }
+
+    /// The next version of a plan: new subscriptions take it; existing ones keep theirs
+    /// until migrated.
+    @Sendable func addVersion(_ request: Request, context: TallyRequestContext) async throws -> EditedResponse<StoredPlanVersion> {
+        try context.requireAdmin()
+        let code = context.parameters.get("plan_code") ?? ""
+        guard try await store.plan(code) != nil else { throw APIError.notFound("plan") }
+        let definition = try await checked(try Self.json(request, context), code: code)
+        let created = try await refusals { try await store.addVersion(definition.version) }
+        context.logger.info("plan version created", metadata: ["plan": "\(created.code)", "plan.version": "\(created.version)"])
+        return EditedResponse(status: .created, response: created)
+    }
+
+    @Sendable func listPlans(_ request: Request, context: TallyRequestContext) async throws -> Page<StoredPlan> {
+        _ = try context.requirePrincipal()
+        return Page(data: try await store.plans(), hasMore: false)
+    }
+
+    @Sendable func showPlan(_ request: Request, context: TallyRequestContext) async throws -> StoredPlan {
+        _ = try context.requirePrincipal()
+        guard let plan = try await store.plan(context.parameters.get("plan_code") ?? "") else { throw APIError.notFound("plan") }
+        return plan
+    }
+
+    @Sendable func showVersion(_ request: Request, context: TallyRequestContext) async throws -> StoredPlanVersion {
+        _ = try context.requirePrincipal()
+        guard let plan = try await store.plan(context.parameters.get("plan_code") ?? ""),
+            let number = Int(context.parameters.get("version") ?? ""),
+            let version = plan.versions.first(where: { $0.version == number })
+        else { throw APIError.notFound("plan version") }
+        return version
+    }
+
+    /// Closes a plan to new subscriptions; those on it keep it.
+    @Sendable func archive(_ request: Request, context: TallyRequestContext) async throws -> StoredPlan {
+        try context.requireAdmin()
+        guard let plan = try await store.archive(context.parameters.get("plan_code") ?? "", at: TallyClock.now()) else {
+            throw APIError.notFound("plan")
+        }
+        context.logger.info("plan archived", metadata: ["plan": "\(plan.code)"])
+        return plan
+    }
+
+    /// The body read and checked, its metrics against the catalog's.
+    private func checked(_ json: JSONValue, code: String?) async throws -> PlanDefinition {
+        let definition = try refusals { () throws(CatalogRefusal) in try PlanDefinition(json: json, code: code) }
+        let known = try await store.metricCodes()
+        try refusals { () throws(CatalogRefusal) in try definition.requireMetrics(in: known) }
+        return definition
+    }
+
+    /// The body as JSON, numbers kept as written (400 when it is not JSON).
+    private static func json(_ request: Request, _ context: TallyRequestContext) async throws -> JSONValue {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: context.maxUploadSize)
+        } catch {
+            throw APIError.tooLarge(limit: context.maxUploadSize)
+        }
+        do {
+            return try JSONParser.parse(buffer.readableBytesView)
+        } catch {
+            throw APIError.invalid("body", "is not valid JSON: \(error)")
+        }
+    }
+
+    private func refusals<T>(_ body: () throws(CatalogRefusal) -> T) throws -> T {
+        do {
+            return try body()
+        } catch {
+            throw Self.apiError(error)
+        }
+    }
+
+    private func refusals<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let refusal as CatalogRefusal {
+            throw Self.apiError(refusal)
+        }
+    }
+
+    private static func apiError(_ refusal: CatalogRefusal) -> APIError {
+        switch refusal.kind {
+        case .invalid: APIError.invalid(refusal.field, refusal.message)
+        case .notFound: APIError.notFound("plan")
+        case .conflict: APIError(.conflict, code: "CONFLICT", message: refusal.message, field: refusal.field)
+        }
+    }
+}
+
+extension StoredMetric: ResponseEncodable {}
+extension StoredPlan: ResponseEncodable {}
+extension StoredPlanVersion: ResponseEncodable {}

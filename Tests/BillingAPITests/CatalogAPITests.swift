@@ -1,0 +1,193 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import TallyTestSupport
+import Testing
+
+@testable import BillingAPI
+
+/// `/v1/metrics` and `/v1/plans` over the real PostgreSQL (SPEC §2.1). Every plan and
+/// metric here has a code of this run's own.
+@Suite("Billing API: the pricing catalog")
+struct CatalogAPITests: BillingAPITestCase {
+    let adminToken = "test-admin-\(UUID().uuidString)"
+    let run = UUID().uuidString.prefix(8).lowercased()
+
+    func post(_ client: some TestClientProtocol, _ uri: String, _ body: String, token: String? = nil) async throws -> (
+        HTTPResponse.Status, [String: Any]
+    ) {
+        try await client.execute(uri: uri, method: .post, headers: bearer(token ?? adminToken), body: ByteBuffer(string: body)) { response in
+            (response.status, try json(response))
+        }
+    }
+
+    func get(_ client: some TestClientProtocol, _ uri: String, token: String? = nil) async throws -> (HTTPResponse.Status, [String: Any]) {
+        try await client.execute(uri: uri, method: .get, headers: bearer(token ?? adminToken)) { response in (response.status, try json(response)) }
+    }
+
+    func errorField(_ body: [String: Any]) -> String? { (body["error"] as? [String: Any])?["field"] as? String }
+
+    /// A plan body with `charges` (JSON text of the array).
+    func plan(_ code: String, charges: String, extra: String = "") -> String {
+        #"{"code": "\#(code)", "name": "Test plan", "currency": "eur", "base_cents": 1000\#(extra), "charges": \#(charges)}"#
+    }
+
+    @Test("a graduated plan is created as version 1, read back exactly, and a new version is version 2; subscriptions take the newest")
+    func createAndVersion() async throws {
+        try await app().test(.router) { client in
+            let code = "test-grad-\(run)"
+            let charges = """
+                [{"metric": "api_calls", "enforcement": "soft", "quota": 50000, "model": "graduated",
+                  "tiers": [{"up_to": 1000, "unit_price": 0}, {"up_to": "10000", "unit_price": "0.000125", "flat_cents": 500},
+                            {"up_to": null, "unit_price": 0.25}]},
+                 {"metric": "users", "model": "package", "included": 2, "size": 5, "price_cents": 2500}]
+                """
+            let (status, created) = try await post(client, "/v1/plans", plan(code, charges: charges, extra: #", "trial_days": 14"#))
+            #expect(status == .created)
+            #expect(created["version"] as? Int == 1 && created["currency"] as? String == "eur" && created["trial_days"] as? Int == 14)
+            let stored = try #require(created["charges"] as? [[String: Any]])
+            #expect(stored.map { $0["metric"] as? String } == ["api_calls", "users"])
+            let tiers = try #require(stored[0]["tiers"] as? [[String: Any]])
+            // Decimals come back as the exact text, the open tier as null.
+            #expect(tiers.map { $0["up_to"] as? String } == ["1000", "10000", nil])
+            #expect(tiers.map { $0["unit_price"] as? String } == ["0", "0.000125", "0.25"])
+            #expect(tiers.map { $0["flat_cents"] as? Int } == [0, 500, 0])
+            #expect(stored[1]["size"] as? String == "5" && stored[1]["price_cents"] as? Int == 2500)
+            // The same code again: 409, pointing at the versions route.
+            let (again, refusal) = try await post(client, "/v1/plans", plan(code, charges: "[]"))
+            #expect(again == .conflict && errorField(refusal) == "code")
+            // Version 2, with another base fee.
+            let (added, second) = try await post(
+                client, "/v1/plans/\(code)/versions", #"{"name": "Test plan", "currency": "eur", "base_cents": 2000, "charges": []}"#)
+            #expect(added == .created && second["version"] as? Int == 2 && second["code"] as? String == code)
+            let (shown, whole) = try await get(client, "/v1/plans/\(code)")
+            #expect(shown == .ok && (whole["versions"] as? [[String: Any]])?.map { $0["version"] as? Int } == [1, 2])
+            let (one, first) = try await get(client, "/v1/plans/\(code)/versions/1")
+            #expect(one == .ok && first["base_cents"] as? Int == 1000)
+            #expect(try await get(client, "/v1/plans/\(code)/versions/3").0 == .notFound)
+            // A subscription takes version 2 (and the plan's default trial unless it says).
+            let tenant = try await createTenant(client)
+            let (subscribed, subscription) = try await post(
+                client, "/v1/subscriptions", #"{"tenant_id": "\#(tenant.id)", "plan": "\#(code)", "start": "2026-03-01T00:00:00Z"}"#)
+            #expect(subscribed == .created)
+            #expect(subscription["trial_end"] == nil || subscription["trial_end"] is NSNull)  // version 2 has no trial
+            let (listed, plans) = try await get(client, "/v1/plans")
+            let codes = (plans["data"] as? [[String: Any]])?.compactMap { $0["code"] as? String } ?? []
+            #expect(listed == .ok && codes.contains(code) && codes.contains("starter"))
+            let versionTwo = try #require(
+                ((try await get(client, "/v1/plans/\(code)")).1["versions"] as? [[String: Any]])?.last)
+            #expect(versionTwo["subscriptions"] as? Int == 1)
+            // Archived: closed to new subscriptions and new versions, kept for the one on it.
+            let (archived, closed) = try await post(client, "/v1/plans/\(code)/archive", "")
+            #expect(archived == .ok && closed["archived_at"] is String)
+            let other = try await createTenant(client)
+            let (refused, why) = try await post(
+                client, "/v1/subscriptions", #"{"tenant_id": "\#(other.id)", "plan": "\#(code)", "start": "2026-03-01T00:00:00Z"}"#)
+            #expect(refused == .badRequest && errorField(why) == "plan")
+            #expect(try await post(client, "/v1/plans/\(code)/versions", #"{"name": "x", "currency": "eur", "base_cents": 1}"#).0 == .conflict)
+        }
+    }
+
+    @Test(
+        "each invalid definition is refused with the path of the field at fault",
+        arguments: [
+            // (the charges, or the whole body after its code; the field named)
+            (
+                #"[{"metric": "api_calls", "model": "graduated", "tiers": [{"up_to": 10, "unit_price": 1}, {"from": 20, "up_to": null, "unit_price": 1}]}]"#,
+                "charges[0].tiers[1].from"
+            ),
+            (
+                #"[{"metric": "api_calls", "model": "graduated", "tiers": [{"up_to": 10, "unit_price": 1}, {"from": 5, "up_to": null, "unit_price": 1}]}]"#,
+                "charges[0].tiers[1].from"
+            ),
+            (
+                #"[{"metric": "api_calls", "model": "volume", "tiers": [{"up_to": 10, "unit_price": 1}, {"up_to": 10, "unit_price": 1}, {"up_to": null, "unit_price": 1}]}]"#,
+                "charges[0].tiers[1].up_to"
+            ),
+            (
+                #"[{"metric": "users", "model": "standard", "unit_price": 1}, {"metric": "api_calls", "model": "graduated", "tiers": [{"up_to": 100, "unit_price": 1}, {"up_to": 50, "unit_price": 1}, {"up_to": null, "unit_price": 1}]}]"#,
+                "charges[1].tiers[1].up_to"
+            ),
+            (
+                #"[{"metric": "api_calls", "model": "graduated", "tiers": [{"up_to": 10, "unit_price": 1}, {"up_to": 20, "unit_price": 1}]}]"#,
+                "charges[0].tiers[1].up_to"
+            ),
+            (
+                #"[{"metric": "api_calls", "model": "graduated", "tiers": [{"up_to": null, "unit_price": 1}, {"up_to": null, "unit_price": 1}]}]"#,
+                "charges[0].tiers[0].up_to"
+            ),
+            (#"[{"metric": "api_calls", "model": "standard", "unit_price": -1}]"#, "charges[0].unit_price"),
+            (#"[{"metric": "api_calls", "model": "standard", "unit_price": "0.0000001"}]"#, "charges[0].unit_price"),
+            (
+                #"[{"metric": "api_calls", "model": "volume", "tiers": [{"up_to": null, "unit_price": "1.1234567"}]}]"#,
+                "charges[0].tiers[0].unit_price"
+            ),
+            (#"[{"metric": "no_such_metric_anywhere", "model": "standard", "unit_price": 1}]"#, "charges[0].metric"),
+            (#"[{"metric": "api_calls", "model": "tiered", "unit_price": 1}]"#, "charges[0].model"),
+            (
+                #"[{"metric": "api_calls", "model": "standard", "unit_price": 1}, {"metric": "api_calls", "model": "standard", "unit_price": 2}]"#,
+                "charges[1].metric"
+            ),
+            (#"[{"metric": "api_calls", "model": "package", "size": 0, "price_cents": 100}]"#, "charges[0].size"),
+            (#"[{"metric": "api_calls", "enforcement": "hard", "model": "standard", "unit_price": 1}]"#, "charges[0].quota"),
+            (#"[{"metric": "api_calls", "model": "standard", "unit_price": 1, "quota": "1.00001"}]"#, "charges[0].quota"),
+            (#""name": "Bad", "currency": "xyz", "base_cents": 100"#, "currency"),
+            (#""name": "Bad", "currency": "usd", "interval": "week", "base_cents": 100"#, "interval"),
+            (#""name": "Bad", "currency": "usd", "base_cents": -5"#, "base_cents"),
+            (#""currency": "usd", "base_cents": 5"#, "name"),
+        ])
+    func invalidDefinitions(charges: String, field: String) async throws {
+        try await app().test(.router) { client in
+            let rest = charges.hasPrefix("[") ? #""name": "Bad", "currency": "usd", "base_cents": 100, "charges": \#(charges)"# : charges
+            let body = #"{"code": "test-bad-\#(run)", \#(rest)}"#
+            let (status, error) = try await post(client, "/v1/plans", body)
+            #expect(status == .badRequest, "\(field)")
+            #expect(errorField(error) == field, "\(error)")
+            // Nothing was created.
+            #expect(try await get(client, "/v1/plans/test-bad-\(run)").0 == .notFound)
+        }
+    }
+
+    @Test("a tenant key reads the catalog but cannot create or change plans or metrics")
+    func tenantKeyCannotWrite() async throws {
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client)
+            #expect(try await post(client, "/v1/plans", plan("test-tenant-\(run)", charges: "[]"), token: tenant.key).0 == .forbidden)
+            #expect(try await post(client, "/v1/plans/starter/versions", plan("starter", charges: "[]"), token: tenant.key).0 == .forbidden)
+            #expect(try await post(client, "/v1/plans/starter/archive", "", token: tenant.key).0 == .forbidden)
+            #expect(try await post(client, "/v1/metrics", #"{"code": "test_\#(run)"}"#, token: tenant.key).0 == .forbidden)
+            #expect(try await get(client, "/v1/plans/starter", token: tenant.key).0 == .ok)
+            #expect(try await get(client, "/v1/metrics/api_calls", token: tenant.key).0 == .ok)
+            #expect(try await get(client, "/v1/plans/test-tenant-\(run)").0 == .notFound)
+        }
+    }
+
+    @Test("metrics: created, renamed, its aggregation changed while unused; 409 once a plan charges it")
+    func metrics() async throws {
+        try await app().test(.router) { client in
+            let code = "test_sms_\(run)"
+            let (created, metric) = try await post(client, "/v1/metrics", #"{"code": "\#(code)", "name": "SMS", "unit": "message"}"#)
+            #expect(created == .created && metric["aggregation"] as? String == "sum")
+            let (renamed, _) = try await post(client, "/v1/metrics", #"{"code": "\#(code)", "name": "Text messages", "unit": "message"}"#)
+            #expect(renamed == .ok)
+            #expect(try await post(client, "/v1/metrics", #"{"code": "\#(code)", "aggregation": "max"}"#).0 == .ok)
+            #expect(try await get(client, "/v1/metrics/\(code)").1["aggregation"] as? String == "max")
+            let (badField, refusal) = try await post(client, "/v1/metrics", #"{"code": "\#(code)", "aggregation": "unique_count"}"#)
+            #expect(badField == .badRequest && errorField(refusal) == "field")
+            // Charged by a plan: its aggregation is fixed, the refusal names the plan.
+            let plan = "test-sms-\(run)"
+            #expect(
+                try await post(client, "/v1/plans", self.plan(plan, charges: #"[{"metric": "\#(code)", "model": "standard", "unit_price": 2}]"#))
+                    .0 == .created)
+            let (conflict, why) = try await post(client, "/v1/metrics", #"{"code": "\#(code)", "aggregation": "sum"}"#)
+            #expect(conflict == .conflict && errorField(why) == "aggregation")
+            #expect(((why["error"] as? [String: Any])?["message"] as? String)?.contains("\(plan) v1") == true)
+            // Seeded metrics with usage recorded cannot change either.
+            #expect(try await post(client, "/v1/metrics", #"{"code": "api_calls", "aggregation": "max"}"#).0 == .conflict)
+            let (listed, all) = try await get(client, "/v1/metrics")
+            #expect(listed == .ok && ((all["data"] as? [[String: Any]])?.contains { $0["code"] as? String == code } ?? false))
+        }
+    }
+}
