@@ -34,7 +34,7 @@ struct CatalogRoutes {
     @Sendable func putMetric(_ request: Request, context: TallyRequestContext) async throws -> EditedResponse<StoredMetric> {
         try context.requireAdmin()
         let json = try await Self.json(request, context)
-        let definition = try refusals { () throws(CatalogRefusal) in try MetricDefinition(json: json) }
+        let definition = try checking { () throws(CatalogRefusal) in try MetricDefinition(json: json) }
         let (metric, created) = try await refusals { try await store.put(definition.metric) }
         context.logger.info(created ? "metric created" : "metric changed", metadata: ["metric": "\(metric.code)"])
         return EditedResponse(status: created ? .created : .ok, response: metric)
@@ -107,9 +107,9 @@ struct CatalogRoutes {
 
     /// The body read and checked, its metrics against the catalog's.
     private func checked(_ json: JSONValue, code: String?) async throws -> PlanDefinition {
-        let definition = try refusals { () throws(CatalogRefusal) in try PlanDefinition(json: json, code: code) }
+        let definition = try checking { () throws(CatalogRefusal) in try PlanDefinition(json: json, code: code) }
         let known = try await store.metricCodes()
-        try refusals { () throws(CatalogRefusal) in try definition.requireMetrics(in: known) }
+        try checking { () throws(CatalogRefusal) in try definition.requireMetrics(in: known) }
         return definition
     }
 
@@ -128,7 +128,8 @@ struct CatalogRoutes {
         }
     }
 
-    private func refusals<T>(_ body: () throws(CatalogRefusal) -> T) throws -> T {
+    /// A definition checked: its refusal as the API's error.
+    private func checking<T>(_ body: () throws(CatalogRefusal) -> T) throws -> T {
         do {
             return try body()
         } catch {
