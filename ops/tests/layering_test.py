@@ -25,7 +25,7 @@ LAYERS = [
     ("thin Swift clients, and pure rules", ["RabbitMQClient", "PostgresClient", "CurlClient", "DiskSpool", "BillingEngine", "UsageEvents"]),
     ("stores, messaging, metering, HTTP and process plumbing",
      ["TallyStore", "TallyMessaging", "TallyOutbox", "Metering", "MeteringHummingbird", "TallyHTTP", "TallyRuntime"]),
-    ("domains over the stores", ["Invoicing", "StripeSync", "InvoicePDF", "Notifications"]),
+    ("domains over the stores", ["Invoicing", "Catalog", "StripeSync", "InvoicePDF", "Notifications"]),
     ("one thin executable per role, and the benchmarks", ["Producer", "Aggregator", "Invoicer", "Notifier", "BillingAPI", "TallyBench"]),
 ]
 TEST_SUPPORT = {"TallyTestSupport"}
