@@ -1,0 +1,118 @@
+import Foundation
+import TallyStore
+import TallyTestSupport
+import Testing
+
+/// Plans of the catalog's charge models (SPEC §2.1) billed through the real pipeline:
+/// usage over AMQP, counted by the aggregator, billed by the Invoicer, read back to the
+/// cent. Each test defines plans with codes of its own.
+@Suite("Invoicer: catalog plans through the real pipeline")
+struct CatalogPipelineTests {
+    /// A plan of this test's own: `charges` priced in USD, monthly.
+    static func definePlan(_ fixture: InvoicingFixture, base: Int64, charges: [StoredCharge]) async throws -> String {
+        let code = "test-catalog-\(UUID().uuidString.prefix(8).lowercased())"
+        _ = try await CatalogStore(pool: fixture.database).create(
+            StoredPlanVersion(
+                code: code, version: 0, name: "Catalog test", currency: "usd", interval: "month", baseCents: base, trialDays: 0,
+                charges: charges))
+        return code
+    }
+
+    /// API calls: the first 1,000 free, then to 10,000 at 0.5¢ plus $5.00 once, then 0.25¢.
+    static let graduatedCalls = StoredCharge(
+        metric: "api_calls", enforcement: "soft", quota: nil, model: "graduated",
+        tiers: [
+            .init(upTo: "1000", unitPrice: "0", flatCents: 0), .init(upTo: "10000", unitPrice: "0.5", flatCents: 500),
+            .init(upTo: nil, unitPrice: "0.25", flatCents: 0),
+        ])
+
+    @Test("a graduated plan: a line per tier used; late usage is charge(new) − charge(billed) on the next invoice")
+    func graduated() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let plan = try await Self.definePlan(fixture, base: 1_000, charges: [Self.graduatedCalls])
+        let tenant = try await fixture.tenant()
+        let start = midnight(daysAgo: 70)
+        try await fixture.subscribe(tenant, plan: plan, start: start)
+        let at = start.addingTimeInterval(2 * 86_400)
+        let events = ["5000", "5000", "2000.5"].enumerated().map {
+            usageEvent("calls-\($0.offset)", tenant: tenant, metric: "api_calls", quantity: $0.element, at: at)
+        }
+        try await fixture.sendUsage(events, tenant: tenant, expected: 3)
+        let end = adding(months: 1, to: start)
+        try await fixture.bill(asOf: end.addingTimeInterval(7200), tenants: [tenant])
+        let invoice = try #require(try await fixture.invoices(tenant).first)
+        #expect(invoice.lines.map(\.kind) == ["base", "overage", "overage", "overage"])
+        // 1,000 free; 9,000 × 0.5¢ + $5.00 flat; 2,000.5 × 0.25¢ = 500.125 → 501¢.
+        #expect(invoice.lines.map(\.amountCents) == [1_000, 0, 5_000, 501])
+        #expect(invoice.lines.map(\.quantity) == ["1", "1000", "9000", "2000.5"])
+        #expect(invoice.lines.map(\.unitPriceCents) == ["1000", "0", "0.5", "0.25"])
+        #expect(invoice.lines[2].description == "api_calls: 12,000.5 used, tier 2 (1,000–10,000), plus 5.00 flat")
+        #expect(invoice.subtotalCents == 6_501)
+
+        // 1,000 more calls for the invoiced period: 13,000.5 at the top tier is 751¢, 250 more.
+        try await fixture.sendUsage(
+            [usageEvent("late", tenant: tenant, metric: "api_calls", quantity: "1000", at: at)], tenant: tenant, expected: 4)
+        try await fixture.bill(asOf: adding(months: 2, to: start).addingTimeInterval(7200), tenants: [tenant])
+        let next = try #require(try await fixture.invoices(tenant).first)
+        #expect(next.periodStart == end)
+        #expect(next.lines.map(\.kind) == ["base", "adjustment"])
+        #expect(next.lines.last?.amountCents == 250)
+        #expect(next.lines.last.map { ($0.quantity, $0.unitPriceCents) } ?? ("", "") == ("1", "250"))
+        await fixture.close()
+    }
+
+    @Test("volume and package charges: every unit at the tier the value falls in; whole packages above what is included")
+    func volumeAndPackage() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let plan = try await Self.definePlan(
+            fixture, base: 0,
+            charges: [
+                StoredCharge(
+                    metric: "users", enforcement: "soft", quota: "20", model: "volume",
+                    tiers: [.init(upTo: "10", unitPrice: "1000", flatCents: 0), .init(upTo: nil, unitPrice: "800", flatCents: 2_000)]),
+                StoredCharge(metric: "estimates", enforcement: "soft", quota: nil, model: "package", included: "10", size: "25", priceCents: 1_500),
+            ])
+        let tenant = try await fixture.tenant()
+        let start = midnight(daysAgo: 70)
+        try await fixture.subscribe(tenant, plan: plan, start: start)
+        let at = start.addingTimeInterval(3 * 86_400)
+        // users is a max: 12 seats; estimates a sum: 61, of which 51 billed in 3 packages of 25.
+        let events =
+            [usageEvent("seats-a", tenant: tenant, metric: "users", quantity: "7", at: at)]
+            + [usageEvent("seats-b", tenant: tenant, metric: "users", quantity: "12", at: at)]
+            + (0..<61).map { usageEvent("estimate-\($0)", tenant: tenant, metric: "estimates", at: at) }
+        try await fixture.sendUsage(events, tenant: tenant, expected: events.count)
+        try await fixture.bill(asOf: adding(months: 1, to: start).addingTimeInterval(7200), tenants: [tenant])
+        let invoice = try #require(try await fixture.invoices(tenant).first)
+        #expect(invoice.lines.map(\.metric) == [nil, "estimates", "users"])
+        #expect(invoice.lines.map(\.amountCents) == [0, 4_500, 11_600])  // 3 × $15; 12 × $8 + $20
+        #expect(invoice.lines.map(\.quantity) == ["1", "3", "12"])
+        #expect(invoice.lines[1].description == "estimates: 61 used, 10 included, 51 billed in packages of 25")
+        await fixture.close()
+    }
+
+    @Test("an upgrade from the seeded standard plan to a graduated one mid-period: the graduated plan prices the whole period's usage")
+    func upgradeToGraduated() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let plan = try await Self.definePlan(fixture, base: 49_900, charges: [Self.graduatedCalls])
+        let tenant = try await fixture.tenant()
+        let start = midnight(daysAgo: 75)
+        let subscription = try await fixture.subscribe(tenant, plan: "starter", start: start)
+        let upgradeAt = start.addingTimeInterval(10 * 86_400)
+        try await fixture.change(subscription, to: plan, at: upgradeAt, kind: "upgrade")
+        let events = [
+            usageEvent("before", tenant: tenant, metric: "api_calls", quantity: "3000", at: start.addingTimeInterval(86_400)),
+            usageEvent("after", tenant: tenant, metric: "api_calls", quantity: "2000", at: upgradeAt.addingTimeInterval(86_400)),
+        ]
+        try await fixture.sendUsage(events, tenant: tenant, expected: 2)
+        let end = adding(months: 1, to: start)
+        try await fixture.bill(asOf: end.addingTimeInterval(7200), tenants: [tenant])
+        let invoice = try #require(try await fixture.invoices(tenant).first)
+        let total = Int64(end.timeIntervalSince(start))
+        let before = Int64(upgradeAt.timeIntervalSince(start))
+        #expect(invoice.lines.map(\.kind) == ["base", "base", "overage", "overage"])
+        // 5,000 calls on the graduated plan: 1,000 free, 4,000 × 0.5¢ + $5.00; none against Starter's quota.
+        #expect(invoice.lines.map(\.amountCents) == [halfUp(29_900 * before, total), halfUp(49_900 * (total - before), total), 0, 2_500])
+        await fixture.close()
+    }
+}
