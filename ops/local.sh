@@ -734,19 +734,24 @@ start_sample_api() {
   wait_for "the sample API" 60 "$LOGS/sample-api.log" curl -fsS "http://127.0.0.1:$SAMPLE_API_PORT/healthz"
 }
 
-# The demo's plan with a hard quota, a catalog entry of its own: Starter's prices, with
-# `estimates` refused at 50 (written once; a newer version, if someone made one, stays).
+# The demo's plan with a hard quota, a catalog entry created through the catalog API as
+# an operator would: Starter's prices, with `estimates` refused at 50. Created once; on
+# later runs the API answers 409 (the code exists) and the plan is used as it is.
 ensure_demo_plan() {
-  PGPASSWORD=tally "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $PG_PORT -U tally tally >/dev/null <<'SQL' \
-    || die "could not create the demo plan; see $LOGS/postgres.log"
-INSERT INTO subscription_plans (slug) VALUES ('demo-capped') ON CONFLICT (slug) DO NOTHING;
-INSERT INTO plan_versions (plan_slug, version, name, currency, billing_interval, base_cents, charges)
-VALUES ('demo-capped', 1, 'Starter, capped estimates', 'usd', 'month', 29900,
-        '[{"metric": "api_calls", "enforcement": "soft", "quota": "1000", "model": "standard", "included": "1000", "unit_price": "10"},
-          {"metric": "estimates", "enforcement": "hard", "quota": "50", "model": "standard", "included": "50", "unit_price": "500"},
-          {"metric": "users", "enforcement": "soft", "quota": "3", "model": "standard", "included": "3", "unit_price": "1000"}]')
-ON CONFLICT (plan_slug, version) DO NOTHING;
-SQL
+  local status
+  status=$(load_env; curl -sS -o "$LOGS/demo-plan.json" -w '%{http_code}' -X POST "$TALLY_API_URL/v1/plans" \
+    -H "Authorization: Bearer $BILLING_ADMIN_TOKEN" -H 'Content-Type: application/json' --data @- <<'JSON'
+{"code": "demo-capped", "name": "Starter, capped estimates", "currency": "usd", "interval": "month", "base_cents": 29900,
+ "charges": [
+   {"metric": "api_calls", "enforcement": "soft", "quota": 1000, "model": "standard", "included": 1000, "unit_price": 10},
+   {"metric": "estimates", "enforcement": "hard", "quota": 50, "model": "standard", "included": 50, "unit_price": 500},
+   {"metric": "users", "enforcement": "soft", "quota": 3, "model": "standard", "included": 3, "unit_price": 1000}]}
+JSON
+  ) || die "could not reach the billing API to create the demo plan"
+  case "$status" in
+    201|409) ;;
+    *) die "the billing API refused the demo plan ($status): $(cat "$LOGS/demo-plan.json")" ;;
+  esac
 }
 
 # The demo itself on a running stack (ops/demo/demo.py says what it does).
