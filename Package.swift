@@ -32,6 +32,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
@@ -116,7 +117,8 @@ let package = Package(
         ),
         // The pricing catalog as operators write it: plan versions and metrics read and checked (field paths).
         .target(
-            name: "Catalog", dependencies: ["BillingEngine", "TallyStore", "UsageEvents"], exclude: ["README.md"], swiftSettings: swiftSettings),
+            name: "Catalog", dependencies: ["BillingEngine", "TallyStore", "UsageEvents", .product(name: "Yams", package: "Yams")],
+            exclude: ["README.md"], swiftSettings: swiftSettings),
         // Pushing issued invoices to Stripe (customers, invoice items, invoices) without duplicates.
         .target(
             name: "StripeSync",
@@ -150,7 +152,7 @@ let package = Package(
             name: "Invoicer",
             dependencies: [
                 "TallyRuntime", "TallyHTTP", "Invoicing", "StripeSync", "TallyMessaging", "TallyOutbox", "TallyStore", "PostgresClient",
-                "RabbitMQClient",
+                "RabbitMQClient", "Catalog",
                 "UsageEvents", "CivilTime", argumentParser, hummingbird,
                 log,
                 lifecycle,
@@ -237,7 +239,7 @@ let package = Package(
             name: "InvoicerTests",
             dependencies: [
                 "Invoicer", "Invoicing", "TallyTestSupport", "PostgresClient", "RabbitMQClient", "TallyMessaging", "UsageEvents", "BillingEngine",
-                "CurlClient", "StripeSync", "TallyStore", "TallyRuntime", log, lifecycle,
+                "CurlClient", "StripeSync", "TallyStore", "TallyRuntime", "Catalog", log, lifecycle,
             ],
             swiftSettings: swiftSettings
         ),

@@ -33,7 +33,8 @@ struct InvoicerCommand: AsyncParsableCommand, TallyServer {
         abstract: "Issues one invoice per subscription period (billing runs and their commands).",
         discussion: ConfigurationReport.helpText(InvoicerConfiguration.keys),
         subcommands: [
-            ServeCommand<Self>.self, Bill.self, DeadLetterCommand.self, StripeCommand.self, ConfigCommand<Self>.self, MigrateCommand<Self>.self,
+            ServeCommand<Self>.self, Bill.self, DeadLetterCommand.self, StripeCommand.self, CatalogCommand.self, ConfigCommand<Self>.self,
+            MigrateCommand<Self>.self,
         ]
     )
 

@@ -1,0 +1,97 @@
+import Catalog
+import Foundation
+import TallyStore
+import TallyTestSupport
+import Testing
+import UsageEvents
+
+/// `invoicer catalog`: a catalog file read exactly (YAML or JSON), refused naming the entry
+/// and field, and applied idempotently by the real binary.
+@Suite("Invoicer: the pricing catalog from a file")
+struct CatalogCommandTests {
+    static var binary: String { TestEnvironment.repositoryRoot + "/.build/debug/invoicer" }
+
+    static func yaml(_ run: String, growthBase: Int = 4900) -> String {
+        """
+        metrics:
+          - {code: test_sms_\(run), name: Text messages, unit: message}
+        plans:
+          - code: test-growth-\(run)
+            name: Growth
+            currency: EUR
+            base_cents: \(growthBase)
+            trial_days: 14
+            charges:
+              - metric: api_calls
+                quota: 50000
+                model: graduated
+                tiers:
+                  - {up_to: 1000, unit_price: 0}
+                  - {up_to: 10000.5, unit_price: 0.000125, flat_cents: 500}
+                  - {up_to: null, unit_price: "0.25"}
+              - {metric: test_sms_\(run), model: package, included: 100, size: 1000, price_cents: 2500}
+        """
+    }
+
+    @Test("YAML numbers keep their written text; a refusal names the entry and the field; YAML and JSON read alike")
+    func reading() throws {
+        let file = try CatalogFile(text: Self.yaml("x"), yaml: true)
+        #expect(file.metrics.map(\.metric.code) == ["test_sms_x"])
+        let tiers = try #require(file.plans.first?.version.charges.first?.tiers)
+        #expect(tiers.map(\.upTo) == ["1000", "10000.5", nil])
+        #expect(tiers.map(\.unitPrice) == ["0", "0.000125", "0.25"])
+        #expect(file.plans.first?.version.currency == "eur")
+        let bad = Self.yaml("x").replacingOccurrences(of: "{up_to: 10000.5,", with: "{up_to: 999,")
+        #expect(throws: CatalogRefusal.self) { try CatalogFile(text: bad, yaml: true) }
+        do {
+            _ = try CatalogFile(text: bad, yaml: true)
+        } catch {
+            #expect(error.field == "plans[0].charges[0].tiers[1].up_to")
+        }
+        let json =
+            #"{"plans": [{"code": "j", "name": "J", "currency": "usd", "base_cents": 1, "charges": [{"metric": "users", "model": "standard", "unit_price": 1.5}]}]}"#
+        #expect(try CatalogFile(text: json, yaml: false).plans.first?.version.charges.first?.unitPrice == "1.5")
+        #expect(try CatalogFile(text: json, yaml: true).plans.first?.version == CatalogFile(text: json, yaml: false).plans.first?.version)
+        do {
+            _ = try CatalogFile(text: "plans:\n  - code: Bad Code\n", yaml: true)
+            Issue.record("a bad code was read")
+        } catch {
+            #expect(error.field == "plans[0].code")
+        }
+    }
+
+    @Test("apply creates, then changes nothing when applied again, and a changed plan becomes version 2; --dry-run writes nothing")
+    func apply() throws {
+        let run = UUID().uuidString.prefix(8).lowercased()
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("catalog-\(run).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Self.yaml(run).write(toFile: path, atomically: true, encoding: .utf8)
+        let dry = try TestEnvironment.run(Self.binary, ["catalog", "apply", path, "--dry-run"])
+        #expect(dry.status == 0, "\(dry.errors)")
+        #expect(dry.output.contains("plan test-growth-\(run): would be created (version 1)"))
+        #expect(dry.output.contains("dry run: 2 change(s) not applied"))
+        let shown = try TestEnvironment.run(Self.binary, ["catalog", "show", "test-growth-\(run)"])
+        #expect(shown.status != 0 && shown.errors.contains("no plan test-growth-\(run)"))
+
+        let first = try TestEnvironment.output(of: Self.binary, ["catalog", "apply", path])
+        #expect(first.contains("metric test_sms_\(run): created") && first.contains("plan test-growth-\(run): created (version 1)"))
+        let again = try TestEnvironment.output(of: Self.binary, ["catalog", "apply", path])
+        #expect(again.contains("plan test-growth-\(run): unchanged") && again.contains("applied: 0 change(s)"))
+
+        try Self.yaml(run, growthBase: 5900).write(toFile: path, atomically: true, encoding: .utf8)
+        let changed = try TestEnvironment.output(of: Self.binary, ["catalog", "apply", path])
+        #expect(changed.contains("plan test-growth-\(run): changed (version 2)"))
+        let json = try TestEnvironment.output(of: Self.binary, ["catalog", "show", "test-growth-\(run)"])
+        let plan = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+        let versions = plan?["versions"] as? [[String: Any]] ?? []
+        #expect(versions.map { $0["base_cents"] as? Int } == [4900, 5900])
+        #expect(try TestEnvironment.output(of: Self.binary, ["catalog", "list"]).contains("plan test-growth-\(run)  v2  Growth  EUR 5900"))
+
+        // A file with a mistake: refused whole, naming it, nothing written.
+        let broken = Self.yaml("\(run)b").replacingOccurrences(of: "currency: EUR", with: "currency: ZZZ")
+        try broken.write(toFile: path, atomically: true, encoding: .utf8)
+        let refused = try TestEnvironment.run(Self.binary, ["catalog", "apply", path])
+        #expect(refused.status != 0 && refused.errors.contains("plans[0].currency") && refused.errors.contains("nothing was applied"))
+        #expect(try TestEnvironment.run(Self.binary, ["catalog", "show", "test-growth-\(run)b"]).status != 0)
+    }
+}
