@@ -190,4 +190,27 @@ struct CatalogAPITests: BillingAPITestCase {
             #expect(listed == .ok && ((all["data"] as? [[String: Any]])?.contains { $0["code"] as? String == code } ?? false))
         }
     }
+
+    @Test(
+        "migrations: only the admin token; an unknown version names its field; versions of other currencies are refused; a dry run with no one on the version moves no one"
+    )
+    func migrations() async throws {
+        try await app().test(.router) { client in
+            let code = "test-mig-\(run)"
+            #expect(try await post(client, "/v1/plans", plan(code, charges: "[]")).0 == .created)
+            #expect(try await post(client, "/v1/plans/\(code)/versions", #"{"name": "N", "currency": "usd", "base_cents": 1}"#).0 == .created)
+            #expect(try await post(client, "/v1/plans/\(code)/versions", #"{"name": "N", "currency": "eur", "base_cents": 1}"#).0 == .created)
+            let (dryStatus, dry) = try await post(client, "/v1/plans/\(code)/migrations", #"{"from_version": 1, "to_version": 3, "dry_run": true}"#)
+            #expect(dryStatus == .ok && (dry["moved"] as? [Any])?.isEmpty == true && dry["dry_run"] as? Bool == true)
+            let (missing, why) = try await post(client, "/v1/plans/\(code)/migrations", #"{"from_version": 9, "to_version": 1}"#)
+            #expect(missing == .badRequest && errorField(why) == "from_version")
+            // Version 1 is in EUR (plan() writes eur), version 2 in USD.
+            let (mixed, because) = try await post(client, "/v1/plans/\(code)/migrations", #"{"from_version": 1, "to_version": 2}"#)
+            #expect(mixed == .conflict && errorField(because) == "to_version")
+            let tenant = try await createTenant(client)
+            #expect(
+                try await post(client, "/v1/plans/\(code)/migrations", #"{"from_version": 1, "to_version": 3}"#, token: tenant.key).0 == .forbidden)
+            #expect(try await post(client, "/v1/plans/test-none-\(run)/migrations", #"{"from_version": 1, "to_version": 2}"#).0 == .notFound)
+        }
+    }
 }

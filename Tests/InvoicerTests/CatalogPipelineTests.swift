@@ -115,4 +115,45 @@ struct CatalogPipelineTests {
         #expect(invoice.lines.map(\.amountCents) == [halfUp(29_900 * before, total), halfUp(49_900 * (total - before), total), 0, 2_500])
         await fixture.close()
     }
+
+    @Test("a subscription migrated to version 2 during a period keeps version 1 until its next period starts")
+    func migrationToVersionTwo() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let calls = { (price: String) in
+            StoredCharge(metric: "api_calls", enforcement: "soft", quota: nil, model: "standard", included: "0", unitPrice: price)
+        }
+        let plan = try await Self.definePlan(fixture, base: 1_000, charges: [calls("1")])
+        let tenant = try await fixture.tenant()
+        let start = midnight(daysAgo: 70)
+        let subscription = try await fixture.subscribe(tenant, plan: plan, start: start)
+        // Version 2 comes after the subscription, which stays on version 1.
+        let store = CatalogStore(pool: fixture.database)
+        _ = try await store.addVersion(
+            StoredPlanVersion(
+                code: plan, version: 0, name: "Catalog test", currency: "usd", interval: "month", baseCents: 2_000, trialDays: 0,
+                charges: [calls("2")]))
+        let firstEnd = adding(months: 1, to: start)
+        let events =
+            (0..<100).map { usageEvent("first-\($0)", tenant: tenant, metric: "api_calls", at: start.addingTimeInterval(86_400)) }
+            + (0..<50).map { usageEvent("second-\($0)", tenant: tenant, metric: "api_calls", at: firstEnd.addingTimeInterval(86_400)) }
+        try await fixture.sendUsage(events, tenant: tenant, expected: 150)
+        // Five days into the first period: a dry run says what would move, and changes nothing.
+        let asked = start.addingTimeInterval(5 * 86_400)
+        let dry = try await store.migrate(code: plan, from: 1, to: 2, tenant: tenant, at: asked, dryRun: true)
+        #expect(dry.moved.map(\.subscriptionID) == [subscription] && dry.moved.first?.effectiveAt == firstEnd)
+        // The first period's 100 calls: 1,000 + 100 on version 1, 2,000 + 200 on version 2.
+        #expect(dry.moved.first.map { [$0.currentChargeCents, $0.newChargeCents, $0.differenceCents] } == [1_100, 2_200, 1_100])
+        let moved = try await store.migrate(code: plan, from: 1, to: 2, tenant: tenant, at: asked, dryRun: false)
+        #expect(moved.moved.count == 1)
+        // Asked again: already scheduled, not moved twice.
+        let again = try await store.migrate(code: plan, from: 1, to: 2, tenant: tenant, at: asked, dryRun: false)
+        #expect(again.moved.isEmpty && again.skipped.map(\.subscriptionID) == [subscription])
+        try await fixture.bill(asOf: adding(months: 2, to: start).addingTimeInterval(7200), tenants: [tenant])
+        let invoices = try await fixture.invoices(tenant).sorted { $0.periodStart < $1.periodStart }
+        try #require(invoices.count == 2)
+        #expect(invoices[0].lines.map(\.amountCents) == [1_000, 100])  // version 1 to the end of its period
+        #expect(invoices[1].lines.map(\.amountCents) == [2_000, 100])  // version 2: 50 calls at 2¢
+        #expect(invoices[1].lines.map(\.kind) == ["base", "overage"])  // a whole period on v2, not a prorated segment
+        await fixture.close()
+    }
 }

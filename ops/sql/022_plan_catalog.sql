@@ -53,6 +53,10 @@ ALTER TABLE subscription_plan_changes ALTER COLUMN plan_version DROP DEFAULT;
 ALTER TABLE subscription_plan_changes
     ADD FOREIGN KEY (plan_slug, plan_version) REFERENCES plan_versions (plan_slug, version);
 CREATE INDEX subscription_plan_changes_version ON subscription_plan_changes (plan_slug, plan_version);
+-- A move to another version of the same plan, from a period start (POST /v1/plans/{code}/migrations).
+ALTER TABLE subscription_plan_changes DROP CONSTRAINT subscription_plan_changes_kind_check;
+ALTER TABLE subscription_plan_changes ADD CONSTRAINT subscription_plan_changes_kind_check
+    CHECK (kind IN ('start', 'upgrade', 'downgrade', 'migration'));
 
 -- A new or changed version moves the catalog's counter (migration 017), as plans did.
 CREATE TRIGGER plan_versions_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON plan_versions

@@ -25,6 +25,7 @@ struct CatalogRoutes {
         plans.post(":plan_code/versions", use: addVersion)
         plans.get(":plan_code/versions/:version", use: showVersion)
         plans.post(":plan_code/archive", use: archive)
+        plans.post(":plan_code/migrations", use: migrate)
     }
 
     // MARK: Metrics
@@ -105,6 +106,34 @@ struct CatalogRoutes {
         return plan
     }
 
+    /// Moves subscriptions from one version to another from their next period start; a dry
+    /// run lists what would move and the price difference at the usage counted so far.
+    @Sendable func migrate(_ request: Request, context: TallyRequestContext) async throws -> PlanMigrations.Outcome {
+        try context.requireAdmin()
+        let body = try await request.decodeJSON(MigrationRequest.self, context: context)
+        let tenant = try body.tenantID.map { text -> UUID in
+            guard let id = UUID(uuidString: text) else { throw APIError.invalid("tenant_id", "must be a tenant id (UUID)") }
+            return id
+        }
+        let at =
+            try body.at.map { text -> Date in
+                guard let date = RFC3339.parse(text) else { throw APIError.invalid("at", "must be an RFC 3339 time") }
+                return date
+            } ?? TallyClock.now()
+        let code = context.parameters.get("plan_code") ?? ""
+        let outcome = try await refusals {
+            try await store.migrate(code: code, from: body.fromVersion, to: body.toVersion, tenant: tenant, at: at, dryRun: body.dryRun ?? false)
+        }
+        if !outcome.dryRun {
+            context.logger.info(
+                "plan migration scheduled",
+                metadata: [
+                    "plan": "\(code)", "plan.from": "\(body.fromVersion)", "plan.to": "\(body.toVersion)", "subscriptions": "\(outcome.moved.count)",
+                ])
+        }
+        return outcome
+    }
+
     /// The body read and checked, its metrics against the catalog's.
     private func checked(_ json: JSONValue, code: String?) async throws -> PlanDefinition {
         let definition = try checking { () throws(CatalogRefusal) in try PlanDefinition(json: json, code: code) }
@@ -154,6 +183,23 @@ struct CatalogRoutes {
     }
 }
 
+struct MigrationRequest: Decodable {
+    let fromVersion: Int
+    let toVersion: Int
+    let tenantID: String?
+    let at: String?
+    let dryRun: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case at
+        case fromVersion = "from_version"
+        case toVersion = "to_version"
+        case tenantID = "tenant_id"
+        case dryRun = "dry_run"
+    }
+}
+
+extension PlanMigrations.Outcome: ResponseEncodable {}
 extension StoredMetric: ResponseEncodable {}
 extension StoredPlan: ResponseEncodable {}
 extension StoredPlanVersion: ResponseEncodable {}

@@ -530,6 +530,9 @@ enum OpenAPIDocument {
             "/v1/plans/{plan_code}/versions/{version}": {
               "get": \#(operation("getPlanVersion", "One version of a plan", tag: "catalog", parameters: ["PlanCode", "PlanVersionNumber"], responses: [response("200", "The version.", schema: "PlanVersion"), errors("401", "404", "default")]))
             },
+            "/v1/plans/{plan_code}/migrations": {
+              "post": \#(operation("migratePlan", "Move subscriptions from one version to another from their next period start; dry_run lists them with the price difference at the usage so far (admin)", tag: "catalog", parameters: ["PlanCode"], body: "PlanMigration", responses: [response("200", "What moved (or would).", schema: "PlanMigrationOutcome"), errors("400", "401", "403", "404", "default")]))
+            },
             "/v1/plans/{plan_code}/archive": {
               "post": \#(operation("archivePlan", "Close a plan to new subscriptions; those on it keep it (admin)", tag: "catalog", parameters: ["PlanCode"], responses: [response("200", "The plan.", schema: "Plan"), errors("401", "403", "404", "default")]))
             },
@@ -2063,6 +2066,36 @@ enum OpenAPIDocument {
                 "required": ["code", "versions"]
               },
               "PlanPage": \#(page(of: "Plan")),
+              "PlanMigration": {
+                "type": "object",
+                "properties": {
+                  "from_version": {"type": "integer", "minimum": 1},
+                  "to_version": {"type": "integer", "minimum": 1},
+                  "tenant_id": {"type": "string", "format": "uuid", "description": "Only this tenant's subscription."},
+                  "at": {"type": "string", "format": "date-time", "description": "As of when (default now): each subscription moves at the start of its next period after it."},
+                  "dry_run": {"type": "boolean"}
+                },
+                "required": ["from_version", "to_version"]
+              },
+              "PlanMigrationOutcome": {
+                "type": "object",
+                "properties": {
+                  "dry_run": {"type": "boolean"},
+                  "moved": {"type": "array", "items": {"type": "object", "properties": {
+                    "subscription_id": {"type": "string", "format": "uuid"},
+                    "tenant_id": {"type": "string", "format": "uuid"},
+                    "effective_at": {"type": "string", "format": "date-time"},
+                    "current_charge_cents": {"type": "integer"},
+                    "new_charge_cents": {"type": "integer"},
+                    "difference_cents": {"type": "integer"}
+                  }, "required": ["subscription_id", "tenant_id", "effective_at", "current_charge_cents", "new_charge_cents", "difference_cents"]}},
+                  "skipped": {"type": "array", "items": {"type": "object", "properties": {
+                    "subscription_id": {"type": "string", "format": "uuid"},
+                    "reason": {"type": "string"}
+                  }, "required": ["subscription_id", "reason"]}}
+                },
+                "required": ["dry_run", "moved", "skipped"]
+              },
               "InvoicePage": \#(page(of: "Invoice")),
               "AlertPage": \#(page(of: "Alert")),
               "SubscriptionPage": \#(page(of: "Subscription")),

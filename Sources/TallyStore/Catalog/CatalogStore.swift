@@ -230,6 +230,13 @@ public struct CatalogStore: Sendable {
         }
     }
 
+    /// `PlanMigrations.migrate` in a transaction of its own.
+    public func migrate(code: String, from: Int, to: Int, tenant: UUID?, at: Date, dryRun: Bool) async throws -> PlanMigrations.Outcome {
+        try await pool.withTransaction { connection in
+            try PlanMigrations.migrate(code: code, from: from, to: to, tenant: tenant, at: at, dryRun: dryRun, on: connection)
+        }
+    }
+
     private static func insert(_ definition: StoredPlanVersion, version: Int, on connection: isolated PostgresConnection) throws
         -> StoredPlanVersion
     {
