@@ -45,25 +45,39 @@ public struct InvoiceDocument: Sendable {
         return try canvas.finish()
     }
 
-    /// Cents as dollars with thousands separators: 123456789 → "$1,234,567.89"; negative with a minus.
-    public static func dollars(_ cents: Int64) -> String {
-        let sign = cents < 0 ? "-" : ""
-        let magnitude = cents.magnitude
-        let fraction = magnitude % 100
-        return "\(sign)$\(InvoiceText.grouped(String(magnitude / 100))).\(fraction < 10 ? "0" : "")\(fraction)"
+    /// An amount in `currency`'s minor unit, for people: its symbol, thousands separators
+    /// and its minor-unit digits — `123456` is `$1,234.56` in USD, `¥123,456` in JPY,
+    /// `€1,234.56` in EUR; negative with a minus. An unknown code is written before the
+    /// amount, with two digits.
+    public static func money(_ minor: Int64, currency code: String) -> String {
+        let currency = Currency(code: code)
+        let magnitude = Cents(Int64(clamping: minor.magnitude))
+        let text = currency?.format(magnitude) ?? Currency.usd.format(magnitude)
+        return (minor < 0 ? "-" : "") + (currency?.symbol ?? code.uppercased() + " ") + text
     }
 
-    /// A unit price given in (possibly fractional) cents, in dollars: "10" → "$0.10",
-    /// "0.5" → "$0.005", "29900" → "$299.00".
-    public static func unitPrice(_ cents: String) -> String {
-        guard let value = Decimal(string: cents, locale: Locale(identifier: "en_US_POSIX")) else { return cents }
+    /// A unit price given in (possibly fractional) minor units, in the major unit with at
+    /// least the currency's minor digits: in USD "10" → "$0.10", "0.5" → "$0.005",
+    /// "29900" → "$299.00"; in JPY "5" → "¥5", "0.25" → "¥0.25".
+    public static func unitPrice(_ minor: String, currency code: String) -> String {
+        let currency = Currency(code: code)
+        let digits = currency?.minorUnitDigits ?? 2
+        guard var value = Decimal(string: minor, locale: Locale(identifier: "en_US_POSIX")) else { return minor }
         let negative = value < 0
-        let text = NSDecimalNumber(decimal: (negative ? -value : value) / 100).stringValue
-        let parts = text.split(separator: ".", maxSplits: 1)
+        if negative { value = -value }
+        for _ in 0..<digits { value /= 10 }
+        let parts = NSDecimalNumber(decimal: value).stringValue.split(separator: ".", maxSplits: 1)
         var fraction = parts.count > 1 ? String(parts[1]) : ""
-        while fraction.count < 2 { fraction += "0" }
-        return (negative ? "-" : "") + "$" + InvoiceText.grouped(String(parts[0])) + "." + fraction
+        while fraction.count < digits { fraction += "0" }
+        let symbol = currency?.symbol ?? code.uppercased() + " "
+        return (negative ? "-" : "") + symbol + InvoiceText.grouped(String(parts[0])) + (fraction.isEmpty ? "" : "." + fraction)
     }
+
+    /// Cents as US dollars (`money(_:currency:)` in USD): 123456789 → "$1,234,567.89".
+    public static func dollars(_ cents: Int64) -> String { money(cents, currency: "usd") }
+
+    /// A unit price in US cents, in dollars (`unitPrice(_:currency:)` in USD).
+    public static func unitPrice(_ cents: String) -> String { unitPrice(cents, currency: "usd") }
 
     /// Basis points as a percentage: 725 → "7.25%", 750 → "7.5%", 700 → "7%".
     public static func percent(_ basisPoints: Int) -> String { BasisPoints.percentText(basisPoints) }

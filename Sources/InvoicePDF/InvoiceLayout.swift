@@ -129,8 +129,8 @@ struct InvoiceLayout {
         let height = Double(pieces.count - 1) * Self.rowLeading
         if y + height > Self.contentBottom, y > firstRowBaseline { continuation(withTable: true) }
         text(InvoiceText.grouped(line.quantity), x: Self.quantityRight, font: Self.rowFont, alignRight: true)
-        text(InvoiceDocument.unitPrice(line.unitPriceCents), x: Self.unitPriceRight, font: Self.rowFont, alignRight: true)
-        text(InvoiceDocument.dollars(line.amountCents), x: Self.amountRight, font: Self.rowFont, alignRight: true)
+        text(InvoiceDocument.unitPrice(line.unitPriceCents, currency: invoice.currency), x: Self.unitPriceRight, font: Self.rowFont, alignRight: true)
+        text(InvoiceDocument.money(line.amountCents, currency: invoice.currency), x: Self.amountRight, font: Self.rowFont, alignRight: true)
         for piece in pieces {
             if y > Self.contentBottom { continuation(withTable: true) }
             text(piece, x: Self.margin, font: Self.rowFont)
@@ -143,9 +143,12 @@ struct InvoiceLayout {
     private mutating func totals() {
         if y + 80 > Self.contentBottom { continuation(withTable: false) }
         let rows = [
-            ("Subtotal", InvoiceDocument.dollars(invoice.subtotalCents), Font.regular(10)),
-            ("Tax (\(InvoiceDocument.percent(invoice.taxRateBps)))", InvoiceDocument.dollars(invoice.taxCents), .regular(10)),
-            ("Total", InvoiceDocument.dollars(invoice.totalCents), .bold(12)),
+            ("Subtotal", InvoiceDocument.money(invoice.subtotalCents, currency: invoice.currency), Font.regular(10)),
+            (
+                "Tax (\(InvoiceDocument.percent(invoice.taxRateBps)))", InvoiceDocument.money(invoice.taxCents, currency: invoice.currency),
+                .regular(10)
+            ),
+            ("Total", InvoiceDocument.money(invoice.totalCents, currency: invoice.currency), .bold(12)),
         ]
         let widest = rows.map { measure($0.1, $0.2) }.max() ?? 0
         let labelRight = min(Self.unitPriceRight, Self.amountRight - widest - 14)

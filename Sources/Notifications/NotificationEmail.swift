@@ -39,7 +39,7 @@ public struct NotificationEmail: Sendable {
     ) -> MailMessage {
         let adjustment = invoice.kind == "adjustment"
         let what = adjustment ? "Adjustment invoice" : "Invoice"
-        let total = InvoiceDocument.dollars(invoice.totalCents)
+        let total = InvoiceDocument.money(invoice.totalCents, currency: invoice.currency)
         let due = Wording.day(invoice.dueAt)
         let tenantName = Self.oneLine(tenant.name)
         let subject =
@@ -61,10 +61,10 @@ public struct NotificationEmail: Sendable {
             ("Invoice", invoice.number), (adjustment ? "Late usage of" : "Period", Wording.period(invoice.periodStart, invoice.periodEnd)),
             ("Issued", Wording.day(invoice.issuedAt)), ("Due", due), ("Amount due", "\(total) (\(invoice.currency.uppercased()))"),
         ]
-        var lines = invoice.lines.map { ($0.description, InvoiceDocument.dollars($0.amountCents)) }
+        var lines = invoice.lines.map { ($0.description, InvoiceDocument.money($0.amountCents, currency: invoice.currency)) }
         lines += [
-            ("Subtotal", InvoiceDocument.dollars(invoice.subtotalCents)),
-            ("Tax (\(InvoiceDocument.percent(invoice.taxRateBps)))", InvoiceDocument.dollars(invoice.taxCents)),
+            ("Subtotal", InvoiceDocument.money(invoice.subtotalCents, currency: invoice.currency)),
+            ("Tax (\(InvoiceDocument.percent(invoice.taxRateBps)))", InvoiceDocument.money(invoice.taxCents, currency: invoice.currency)),
             ("Total", total),
         ]
         let closing = [
@@ -79,7 +79,7 @@ public struct NotificationEmail: Sendable {
 
     /// Stripe could not collect an invoice: what failed and what to do.
     public func paymentFailed(_ event: BillingEvent.InvoicePaymentFailed, tenant: Recipient, to notification: PlannedNotification) -> MailMessage {
-        let amount = InvoiceDocument.dollars(event.amountDueCents)
+        let amount = InvoiceDocument.money(event.amountDueCents, currency: event.currency)
         let next =
             event.nextAttemptAt.map { "The card will be tried again on \(Wording.day($0))." }
             ?? "No further automatic attempt is scheduled."

@@ -86,6 +86,29 @@ struct InvoiceDocumentTests {
         #expect(text.contains("$100.00"))
     }
 
+    @Test("amounts in the invoice's currency: its symbol and minor-unit digits (JPY has none, KWD three)")
+    func currencies() throws {
+        #expect(InvoiceDocument.money(123_456, currency: "eur") == "€1,234.56")
+        #expect(InvoiceDocument.money(123_456, currency: "jpy") == "¥123,456")
+        #expect(InvoiceDocument.money(-5, currency: "jpy") == "-¥5")
+        #expect(InvoiceDocument.money(123_456, currency: "kwd") == "KWD 123.456")
+        #expect(InvoiceDocument.money(5, currency: "chf") == "CHF 0.05")
+        #expect(InvoiceDocument.unitPrice("5", currency: "jpy") == "¥5")
+        #expect(InvoiceDocument.unitPrice("0.25", currency: "jpy") == "¥0.25")
+        #expect(InvoiceDocument.unitPrice("0.5", currency: "eur") == "€0.005")
+        for (currency, expected) in [("eur", ["€100.00", "€5.00", "Amounts in EUR"]), ("jpy", ["¥10,000", "¥500", "Amounts in JPY"])] {
+            let invoice = InvoiceView(
+                id: UUID(), number: "INV-2026-000044", status: "open", kind: "period", tenantID: UUID(), subscriptionID: UUID(),
+                currency: currency, periodStart: Date(timeIntervalSince1970: 1_790_000_000), periodEnd: Date(timeIntervalSince1970: 1_792_592_000),
+                subtotalCents: 10_000, taxRateBps: 0, taxCents: 0, totalCents: 10_000, issuedAt: Date(timeIntervalSince1970: 1_792_600_000),
+                lines: [
+                    .init(kind: "overage", metric: "api_calls", description: "api_calls", quantity: "20", unitPriceCents: "500", amountCents: 10_000)
+                ])
+            let text = try Self.text(of: try InvoiceDocument(invoice: invoice, seller: seller, customer: customer).render())
+            for figure in expected { #expect(text.contains(figure), "missing \(figure) in:\n\(text)") }
+        }
+    }
+
     @Test(
         "120 lines and a very long description: several pages, each with the number and the table header, every description whole, every row adding up"
     )

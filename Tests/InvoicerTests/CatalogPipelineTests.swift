@@ -156,4 +156,36 @@ struct CatalogPipelineTests {
         #expect(invoices[1].lines.map(\.kind) == ["base", "overage"])  // a whole period on v2, not a prorated segment
         await fixture.close()
     }
+
+    @Test(
+        "EUR and JPY plans: the first subscription sets the tenant's currency, invoices carry it in its minor unit; a plan of another currency is refused",
+        arguments: [("eur", 1_000 as Int64, "1", [1_000, 250] as [Int64]), ("jpy", 1_500, "2", [1_500, 500])])
+    func currencies(currency: String, base: Int64, price: String, amounts: [Int64]) async throws {
+        let fixture = try await InvoicingFixture.make()
+        let code = "test-\(currency)-\(UUID().uuidString.prefix(8).lowercased())"
+        _ = try await CatalogStore(pool: fixture.database).create(
+            StoredPlanVersion(
+                code: code, version: 0, name: "In \(currency)", currency: currency, interval: "month", baseCents: base, trialDays: 0,
+                charges: [StoredCharge(metric: "api_calls", enforcement: "soft", quota: nil, model: "standard", included: "0", unitPrice: price)]))
+        let tenant = try await fixture.tenant()
+        let start = midnight(daysAgo: 70)
+        let subscriptions = SubscriptionStore(pool: fixture.database)
+        let subscription = try await subscriptions.create(tenant: tenant, plan: code, start: start, trialDays: nil, now: start)
+        // Another currency on the same tenant: refused, naming the plan.
+        do {
+            _ = try await subscriptions.changePlan(id: subscription.id, to: "enterprise", at: start.addingTimeInterval(86_400), now: start)
+            Issue.record("a USD plan was accepted for a tenant billing in \(currency)")
+        } catch let refusal as SubscriptionRefusal {
+            #expect(refusal.kind == .conflict && refusal.field == "plan")
+        }
+        let events = (0..<250).map {
+            usageEvent("call-\($0)", tenant: tenant, metric: "api_calls", at: start.addingTimeInterval(86_400 + Double($0)))
+        }
+        try await fixture.sendUsage(events, tenant: tenant, expected: 250)
+        try await fixture.bill(asOf: adding(months: 1, to: start).addingTimeInterval(7200), tenants: [tenant])
+        let invoice = try #require(try await fixture.invoices(tenant).first)
+        #expect(invoice.currency == currency)
+        #expect(invoice.lines.map(\.amountCents) == amounts)  // the base, and 250 calls at the plan's price, in its minor unit
+        await fixture.close()
+    }
 }

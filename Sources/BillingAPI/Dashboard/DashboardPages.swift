@@ -40,7 +40,7 @@ extension DashboardRoutes {
 
     func usagePage(_ viewer: Viewer) async throws -> Response {
         let statement = try await statement(of: viewer.tenant.id)
-        let cards = statement.metrics.map { UsagePage.Card($0, previous: statement.previous) }
+        let cards = statement.metrics.map { UsagePage.Card($0, previous: statement.previous, currency: statement.currency) }
         return try html(
             "usage",
             UsagePage(
@@ -102,10 +102,12 @@ extension DashboardRoutes {
                 lines: upcoming.lines.map { line in
                     UpcomingPage.Line(
                         description: line.description, quantity: InvoiceText.grouped(line.quantity),
-                        unitPrice: InvoiceDocument.unitPrice(line.unitPriceCents), amount: InvoiceDocument.dollars(line.amountCents))
+                        unitPrice: InvoiceDocument.unitPrice(line.unitPriceCents, currency: upcoming.currency),
+                        amount: InvoiceDocument.money(line.amountCents, currency: upcoming.currency))
                 },
-                subtotal: InvoiceDocument.dollars(upcoming.subtotalCents), taxRate: InvoiceDocument.percent(upcoming.taxRateBps),
-                tax: InvoiceDocument.dollars(upcoming.taxCents), total: InvoiceDocument.dollars(upcoming.totalCents))
+                subtotal: InvoiceDocument.money(upcoming.subtotalCents, currency: upcoming.currency),
+                taxRate: InvoiceDocument.percent(upcoming.taxRateBps), tax: InvoiceDocument.money(upcoming.taxCents, currency: upcoming.currency),
+                total: InvoiceDocument.money(upcoming.totalCents, currency: upcoming.currency))
         }
         let empty: String? =
             switch statement.kind {
@@ -135,7 +137,7 @@ extension DashboardRoutes {
                         number: invoice.number,
                         period: InvoiceText.period(Period(start: Instant(invoice.periodStart), end: Instant(invoice.periodEnd))),
                         status: invoice.status, stripe: invoice.stripe.map { $0.invoiceStatus ?? $0.status },
-                        total: InvoiceDocument.dollars(invoice.totalCents),
+                        total: InvoiceDocument.money(invoice.totalCents, currency: invoice.currency),
                         pdf: viewer.link("/dashboard/invoices/\(invoice.id.lowercasedText).pdf"))
                 }))
     }
@@ -295,7 +297,7 @@ extension DashboardRoutes {
                     return TenantsPage.Row(
                         name: tenant.name, href: "/dashboard/usage?tenant=\(tenant.id.lowercasedText)", plan: charge?.plan.name ?? "—",
                         period: charge.map { $0.kind == .trial ? "trial" : InvoiceText.period($0.period) } ?? "—",
-                        charge: InvoiceDocument.dollars(charge?.total.value ?? 0))
+                        charge: InvoiceDocument.money(charge?.total.value ?? 0, currency: charge?.plan.currency ?? "usd"))
                 }))
     }
 
@@ -318,7 +320,7 @@ struct UsagePage {
         let change: String?
         let charge: String?
 
-        init(_ standing: MetricStanding, previous: [String: Quantity]?) {
+        init(_ standing: MetricStanding, previous: [String: Quantity]?, currency: String) {
             metric = standing.metric
             value = InvoiceText.grouped(standing.value.description)
             unlimited = standing.isUnlimited && standing.quota != nil
@@ -328,7 +330,7 @@ struct UsagePage {
             barWidth = min(100, max(standing.percent ?? 0, standing.value > .zero ? 1 : 0))
             enforcement = standing.enforcement.flatMap { standing.quota == nil || standing.isUnlimited ? nil : $0.rawValue }
             change = previous.flatMap { Self.change(from: $0[standing.metric] ?? .zero, to: standing.value) }
-            charge = standing.charge > .zero ? InvoiceDocument.dollars(standing.charge.value) : nil
+            charge = standing.charge > .zero ? InvoiceDocument.money(standing.charge.value, currency: currency) : nil
         }
 
         /// "+12 % vs. the previous period" (whole percent, toward zero); nil when both are zero.

@@ -82,6 +82,7 @@ public struct SubscriptionStore: Sendable {
             }
             // Serialize subscription changes of one tenant.
             try connection.query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 11))", [tenant])
+            try Self.billInCurrency(of: plan, tenant: tenant, firstSubscription: true, on: connection)
             let open = try connection.query(
                 "SELECT id FROM subscriptions WHERE tenant_id = $1 AND (ends_at IS NULL OR ends_at > $2)", [tenant, start])
             guard open.isEmpty else {
@@ -117,6 +118,7 @@ public struct SubscriptionStore: Sendable {
                     kind: .invalid, field: "plan",
                     message: "is not a plan open to subscriptions; one of \(plans.openSlugs.joined(separator: ", "))")
             }
+            try Self.billInCurrency(of: plan, tenant: stored.tenantID, firstSubscription: false, on: connection)
             let requested = Instant(at)
             guard stored.covers(requested) else {
                 throw SubscriptionRefusal(kind: .conflict, field: "at", message: "is outside the subscription's life")
@@ -193,6 +195,30 @@ public struct SubscriptionStore: Sendable {
     /// The subscription's tenant, or nil when there is no such subscription.
     public func tenant(of id: UUID) async throws -> UUID? {
         try await pool.query("SELECT tenant_id FROM subscriptions WHERE id = $1", [id]).first?.decode(0, as: UUID.self)
+    }
+
+    /// One tenant bills in one currency (SPEC §2.1): the tenant's is the plan's, or becomes
+    /// it when this is the tenant's first subscription and nothing was invoiced yet;
+    /// otherwise a plan of another currency is refused (409).
+    static func billInCurrency(of plan: Plan, tenant: UUID, firstSubscription: Bool, on connection: isolated PostgresConnection) throws {
+        guard
+            let row = try connection.query(
+                """
+                SELECT t.currency, EXISTS (SELECT 1 FROM subscriptions s WHERE s.tenant_id = t.id),
+                       EXISTS (SELECT 1 FROM invoices i WHERE i.tenant_id = t.id)
+                  FROM tenants t WHERE t.id = $1 FOR UPDATE
+                """, [tenant]
+            ).first
+        else { throw SubscriptionRefusal(kind: .notFound, field: "tenant_id", message: "no such tenant") }
+        let currency = try row.decode(0, as: String.self)
+        guard currency != plan.currency else { return }
+        if firstSubscription, try !row.decode(1, as: Bool.self), try !row.decode(2, as: Bool.self) {
+            try connection.query("UPDATE tenants SET currency = $2 WHERE id = $1", [tenant, plan.currency])
+            return
+        }
+        throw SubscriptionRefusal(
+            kind: .conflict, field: "plan",
+            message: "bills in \(plan.currency.uppercased()), and the tenant bills in \(currency.uppercased()): one tenant bills in one currency")
     }
 
     /// A period invoiced at or after `instant` would change: refuse (409).
