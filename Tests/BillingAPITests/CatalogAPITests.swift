@@ -73,6 +73,7 @@ struct CatalogAPITests: BillingAPITestCase {
                 client, "/v1/subscriptions", #"{"tenant_id": "\#(tenant.id)", "plan": "\#(code)", "start": "2026-03-01T00:00:00Z"}"#)
             #expect(subscribed == .created)
             #expect(subscription["trial_end"] == nil || subscription["trial_end"] is NSNull)  // version 2 has no trial
+            #expect(subscription["plan"] as? String == code && subscription["plan_version"] as? Int == 2)
             let (listed, plans) = try await get(client, "/v1/plans")
             let codes = (plans["data"] as? [[String: Any]])?.compactMap { $0["code"] as? String } ?? []
             #expect(listed == .ok && codes.contains(code) && codes.contains("starter"))

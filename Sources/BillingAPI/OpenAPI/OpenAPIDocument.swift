@@ -1092,6 +1092,10 @@ enum OpenAPIDocument {
                   "plan": {
                     "type": "string"
                   },
+                  "plan_version": {
+                    "type": "integer",
+                    "description": "The catalog version of the plan in force."
+                  },
                   "interval": {
                     "type": "string",
                     "enum": [
@@ -1140,12 +1144,16 @@ enum OpenAPIDocument {
                         "plan": {
                           "type": "string"
                         },
+                        "plan_version": {
+                          "type": "integer"
+                        },
                         "effective_at": {
                           "type": "string",
                           "format": "date-time"
                         },
                         "kind": {
-                          "type": "string"
+                          "type": "string",
+                          "description": "start, upgrade, downgrade, or migration (another version of the same plan)."
                         }
                       },
                       "required": [

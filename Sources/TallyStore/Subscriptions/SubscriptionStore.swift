@@ -6,11 +6,15 @@ import PostgresClient
 public struct SubscriptionView: Sendable, Codable, Equatable {
     public struct Change: Sendable, Codable, Equatable {
         public let plan: String
+        /// The catalog version the change bills with.
+        public let planVersion: Int
         public let effectiveAt: Date
+        /// start, upgrade, downgrade, or migration (another version of the same plan).
         public let kind: String
 
         enum CodingKeys: String, CodingKey {
             case plan, kind
+            case planVersion = "plan_version"
             case effectiveAt = "effective_at"
         }
     }
@@ -24,8 +28,9 @@ public struct SubscriptionView: Sendable, Codable, Equatable {
     public let tenantID: UUID
     /// `trialing`, `active` or `canceled`, as of the time of the request.
     public let status: String
-    /// The plan in force as of the time of the request.
+    /// The plan in force as of the time of the request, and its catalog version.
     public let plan: String
+    public let planVersion: Int
     public let startedAt: Date
     public let trialEnd: Date?
     public let anchor: Date
@@ -36,6 +41,7 @@ public struct SubscriptionView: Sendable, Codable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case id, status, plan, anchor, interval, changes
+        case planVersion = "plan_version"
         case tenantID = "tenant_id"
         case startedAt = "started_at"
         case trialEnd = "trial_end"
@@ -260,15 +266,20 @@ public struct SubscriptionStore: Sendable {
         }
         let current = stored.period(containing: instant).map { SubscriptionView.Span(start: $0.span.start.date, end: $0.span.end.date) }
         let start = stored.start
-        var changes = [SubscriptionView.Change(plan: timeline.initialPlan.slug, effectiveAt: start.date, kind: "start")]
+        var changes = [
+            SubscriptionView.Change(
+                plan: timeline.initialPlan.slug, planVersion: timeline.initialPlan.version, effectiveAt: start.date, kind: "start")
+        ]
         changes += timeline.changes.map { change in
             let before = timeline.plan(at: change.effectiveAt.advanced(byMicroseconds: -1))
+            let kind = before.slug == change.plan.slug ? "migration" : before.isUpgrade(to: change.plan) ? "upgrade" : "downgrade"
             return SubscriptionView.Change(
-                plan: change.plan.slug, effectiveAt: change.effectiveAt.date, kind: before.isUpgrade(to: change.plan) ? "upgrade" : "downgrade")
+                plan: change.plan.slug, planVersion: change.plan.version, effectiveAt: change.effectiveAt.date, kind: kind)
         }
+        let inForce = timeline.plan(at: min(instant, timeline.endsAt?.advanced(byMicroseconds: -1) ?? instant))
         return SubscriptionView(
             id: stored.id, tenantID: stored.tenantID, status: status,
-            plan: timeline.plan(at: min(instant, timeline.endsAt?.advanced(byMicroseconds: -1) ?? instant)).slug,
+            plan: inForce.slug, planVersion: inForce.version,
             startedAt: start.date, trialEnd: timeline.trial?.end.date, anchor: timeline.calendar.anchor.date,
             interval: timeline.calendar.interval.rawValue, endsAt: timeline.endsAt?.date, currentPeriod: current, changes: changes)
     }
