@@ -80,10 +80,13 @@ public enum ChargeModel: Sendable, Hashable {
             guard billable > .zero, size > .zero else { return [] }
             let packages = (billable.scaled + size.scaled - 1) / size.scaled
             let (amount, overflow) = Int128(price.value).multipliedReportingOverflow(by: packages)
-            guard !overflow, let cents = Int64(exactly: amount) else { throw .amountOutOfRange("\(packages) packages at \(price)") }
+            let (units, unitsOverflow) = packages.multipliedReportingOverflow(by: Quantity.scale)
+            guard !overflow, !unitsOverflow, let cents = Int64(exactly: amount) else {
+                throw .amountOutOfRange("\(packages) packages at \(price)")
+            }
             return [
                 ChargeLine(
-                    units: Quantity(scaled: packages * Quantity.scale), unitPrice: UnitPrice(cents: price.value), amount: Cents(cents),
+                    units: Quantity(scaled: units), unitPrice: UnitPrice(cents: price.value), amount: Cents(cents),
                     packages: PackageCount(billable: billable, size: size))
             ]
         }

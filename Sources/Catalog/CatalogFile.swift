@@ -130,8 +130,23 @@ extension CatalogFile {
     public func apply(to store: CatalogStore, dryRun: Bool = false) async throws -> CatalogChanges {
         var changes = CatalogChanges()
         let known = try await store.metricCodes().union(metrics.map(\.metric.code))
-        for plan in plans {
-            try Self.prefixed("plans[\(plans.firstIndex(of: plan) ?? 0)]") { () throws(CatalogRefusal) in try plan.requireMetrics(in: known) }
+        // Everything that could be refused is checked before the first write: the metrics
+        // each plan charges, an aggregation that can no longer change, an archived plan.
+        for (index, plan) in plans.enumerated() {
+            try Self.prefixed("plans[\(index)]") { () throws(CatalogRefusal) in try plan.requireMetrics(in: known) }
+            if let stored = try await store.plan(plan.version.code), stored.archivedAt != nil,
+                stored.versions.last.map({ !$0.definesSame(as: plan.version) }) ?? true
+            {
+                throw CatalogRefusal(
+                    .conflict, field: "plans[\(index)].code", "plan \(plan.version.code) is archived; give the new prices a new code")
+            }
+        }
+        for (index, definition) in metrics.enumerated() {
+            do {
+                try await store.checkAggregationChange(definition.metric)
+            } catch let refusal as CatalogRefusal {
+                throw CatalogRefusal(refusal.kind, field: "metrics[\(index)].\(refusal.field)", refusal.message)
+            }
         }
         for definition in metrics {
             let stored = try await store.metric(definition.metric.code)

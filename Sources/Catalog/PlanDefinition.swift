@@ -19,7 +19,7 @@ public struct PlanDefinition: Sendable, Equatable {
                 .invalid, field: "code", "must be 1 to 64 lower-case letters, digits, '_' or '-', starting with a letter")
         }
         let name = try body.string("name", required: true)!
-        guard (1...200).contains(name.count) else { throw CatalogRefusal(.invalid, field: "name", "must be 1 to 200 characters") }
+        guard (1...200).contains(name.unicodeScalars.count) else { throw CatalogRefusal(.invalid, field: "name", "must be 1 to 200 characters") }
         let currencyCode = try body.string("currency", required: true)!
         guard let currency = Currency(code: currencyCode) else {
             throw CatalogRefusal(.invalid, field: "currency", "is not an ISO 4217 currency code (usd, eur, gbp, jpy, …)")
@@ -137,9 +137,9 @@ public struct MetricDefinition: Sendable, Equatable {
             throw CatalogRefusal(.invalid, field: "code", "must be 1 to 100 lower-case letters, digits or '_', starting with a letter")
         }
         let name = try body.string("name") ?? code
-        guard (1...200).contains(name.count) else { throw CatalogRefusal(.invalid, field: "name", "must be 1 to 200 characters") }
+        guard (1...200).contains(name.unicodeScalars.count) else { throw CatalogRefusal(.invalid, field: "name", "must be 1 to 200 characters") }
         let unit = try body.string("unit")
-        if let unit, !(1...50).contains(unit.count) { throw CatalogRefusal(.invalid, field: "unit", "must be 1 to 50 characters") }
+        if let unit, !(1...50).contains(unit.unicodeScalars.count) { throw CatalogRefusal(.invalid, field: "unit", "must be 1 to 50 characters") }
         let aggregation = try body.string("aggregation") ?? "sum"
         guard ["sum", "count", "max", "latest", "unique_count"].contains(aggregation) else {
             throw CatalogRefusal(.invalid, field: "aggregation", "must be sum, count, max, latest or unique_count")
@@ -186,6 +186,7 @@ struct Fields {
     func string(_ key: String, required: Bool = false) throws(CatalogRefusal) -> String? {
         guard let value = try value(key, required: required) else { return nil }
         guard case .string(let text) = value else { throw refusal(key, "must be a string") }
+        guard !text.unicodeScalars.contains("\0") else { throw refusal(key, "must not contain a NUL character") }
         return text
     }
 

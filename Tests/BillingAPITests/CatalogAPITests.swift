@@ -74,11 +74,25 @@ struct CatalogAPITests: BillingAPITestCase {
             #expect(subscribed == .created)
             #expect(subscription["trial_end"] == nil || subscription["trial_end"] is NSNull)  // version 2 has no trial
             #expect(subscription["plan"] as? String == code && subscription["plan_version"] as? Int == 2)
+            // Another version of the plan in force is a migration, not a plan change; a plan of
+            // another interval cannot take over the subscription's periods.
+            let subscriptionID = try #require(subscription["id"] as? String)
+            #expect(
+                try await post(client, "/v1/plans/\(code)/versions", #"{"name": "Test plan", "currency": "eur", "base_cents": 3000}"#).0 == .created)
+            let (sameCode, migrationHint) = try await post(
+                client, "/v1/subscriptions/\(subscriptionID)/change", #"{"plan": "\#(code)", "at": "2026-03-10T00:00:00Z"}"#)
+            #expect(sameCode == .conflict && errorField(migrationHint) == "plan")
+            #expect(((migrationHint["error"] as? [String: Any])?["message"] as? String)?.contains("/migrations") == true)
+            let yearly = "test-yearly-\(run)"
+            #expect(try await post(client, "/v1/plans", plan(yearly, charges: "[]", extra: #", "interval": "year""#)).0 == .created)
+            let (otherInterval, intervalWhy) = try await post(
+                client, "/v1/subscriptions/\(subscriptionID)/change", #"{"plan": "\#(yearly)", "at": "2026-03-10T00:00:00Z"}"#)
+            #expect(otherInterval == .conflict && errorField(intervalWhy) == "plan")
             let (listed, plans) = try await get(client, "/v1/plans")
             let codes = (plans["data"] as? [[String: Any]])?.compactMap { $0["code"] as? String } ?? []
             #expect(listed == .ok && codes.contains(code) && codes.contains("starter"))
             let versionTwo = try #require(
-                ((try await get(client, "/v1/plans/\(code)")).1["versions"] as? [[String: Any]])?.last)
+                ((try await get(client, "/v1/plans/\(code)")).1["versions"] as? [[String: Any]])?.first { $0["version"] as? Int == 2 })
             #expect(versionTwo["subscriptions"] as? Int == 1)
             // Archived: closed to new subscriptions and new versions, kept for the one on it.
             let (archived, closed) = try await post(client, "/v1/plans/\(code)/archive", "")
@@ -138,6 +152,7 @@ struct CatalogAPITests: BillingAPITestCase {
             (#""name": "Bad", "currency": "usd", "interval": "week", "base_cents": 100"#, "interval"),
             (#""name": "Bad", "currency": "usd", "base_cents": -5"#, "base_cents"),
             (#""currency": "usd", "base_cents": 5"#, "name"),
+            (#""name": "Bad\u0000name", "currency": "usd", "base_cents": 5"#, "name"),
         ])
     func invalidDefinitions(charges: String, field: String) async throws {
         try await app().test(.router) { client in

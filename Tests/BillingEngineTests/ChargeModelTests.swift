@@ -177,6 +177,10 @@ struct ChargeModelTests {
         #expect(try package.charge(for: q("102.5")) == 199)  // exactly one package
         #expect(try package.charge(for: q("102.5001")) == 398)
         #expect(try package.lines(for: q("110"))[0].units == q("4"))
+        // A count of packages beyond what a quantity holds is an error, even when they are free.
+        #expect(throws: BillingError.self) {
+            try ChargeModel.package(included: .zero, size: Quantity(scaled: 1), price: 0).lines(for: .maximumTotal)
+        }
         // The seeded terms are a standard charge with the quota included.
         let starter = try #require(Plan.starter.terms["api_calls"])
         #expect(starter.charge == .standard(included: 1000, unitPrice: UnitPrice(cents: 10)))

@@ -1,5 +1,7 @@
 import Catalog
 import Foundation
+import Logging
+import PostgresClient
 import TallyStore
 import TallyTestSupport
 import Testing
@@ -61,7 +63,7 @@ struct CatalogCommandTests {
     }
 
     @Test("apply creates, then changes nothing when applied again, and a changed plan becomes version 2; --dry-run writes nothing")
-    func apply() throws {
+    func apply() async throws {
         let run = UUID().uuidString.prefix(8).lowercased()
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("catalog-\(run).yaml").path
         defer { try? FileManager.default.removeItem(atPath: path) }
@@ -86,6 +88,16 @@ struct CatalogCommandTests {
         let versions = plan?["versions"] as? [[String: Any]] ?? []
         #expect(versions.map { $0["base_cents"] as? Int } == [4900, 5900])
         #expect(try TestEnvironment.output(of: Self.binary, ["catalog", "list"]).contains("plan test-growth-\(run)  v2  Growth  EUR 5900"))
+
+        // Archived, then changed in the file: refused before anything is written (the new metric too).
+        let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
+        _ = try await CatalogStore(pool: pool).archive("test-growth-\(run)", at: Date())
+        await pool.close()
+        try Self.yaml(run, growthBase: 6900).replacingOccurrences(of: "test_sms_\(run)", with: "test_mms_\(run)")
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let archived = try TestEnvironment.run(Self.binary, ["catalog", "apply", path])
+        #expect(archived.status != 0 && archived.errors.contains("plans[0].code"), "\(archived.errors)")
+        #expect(!(try TestEnvironment.output(of: Self.binary, ["catalog", "list"]).contains("test_mms_\(run)")))
 
         // A file with a mistake: refused whole, naming it, nothing written.
         let broken = Self.yaml("\(run)b").replacingOccurrences(of: "currency: EUR", with: "currency: ZZZ")

@@ -126,7 +126,9 @@ struct CatalogPipelineTests {
         let tenant = try await fixture.tenant()
         let start = midnight(daysAgo: 70)
         let subscription = try await fixture.subscribe(tenant, plan: plan, start: start)
-        // Version 2 comes after the subscription, which stays on version 1.
+        let other = try await fixture.tenant()
+        let otherSubscription = try await fixture.subscribe(other, plan: plan, start: start)
+        // Version 2 comes after the subscriptions, which stay on version 1.
         let store = CatalogStore(pool: fixture.database)
         _ = try await store.addVersion(
             StoredPlanVersion(
@@ -154,6 +156,12 @@ struct CatalogPipelineTests {
         #expect(invoices[0].lines.map(\.amountCents) == [1_000, 100])  // version 1 to the end of its period
         #expect(invoices[1].lines.map(\.amountCents) == [2_000, 100])  // version 2: 50 calls at 2¢
         #expect(invoices[1].lines.map(\.kind) == ["base", "overage"])  // a whole period on v2, not a prorated segment
+        // The other tenant, still on version 1, asked for as of the first period once both are
+        // invoiced: the period it would start in is billed already, so it is not moved.
+        try await fixture.bill(asOf: adding(months: 2, to: start).addingTimeInterval(7200), tenants: [other])
+        let late = try await store.migrate(code: plan, from: 1, to: 2, tenant: other, at: asked, dryRun: false)
+        #expect(late.moved.isEmpty && late.skipped.map(\.subscriptionID) == [otherSubscription])
+        #expect(late.skipped.first?.reason.contains("already invoiced") == true)
         await fixture.close()
     }
 

@@ -131,33 +131,7 @@ public struct CatalogStore: Sendable {
             let existing = try connection.query(
                 "SELECT code, name, unit, aggregation, unique_field FROM billable_metrics WHERE code = $1 FOR UPDATE", [metric.code]
             ).first.map(Self.metric)
-            if let existing, existing.aggregation != metric.aggregation || existing.field != metric.field {
-                let users = try connection.query(
-                    """
-                    SELECT v.plan_slug || ' v' || v.version,
-                           (SELECT count(DISTINCT c.subscription_id) FROM subscription_plan_changes c
-                             WHERE c.plan_slug = v.plan_slug AND c.plan_version = v.version)
-                      FROM plan_versions v
-                     WHERE EXISTS (SELECT 1 FROM jsonb_array_elements(v.charges) e WHERE e ->> 'metric' = $1)
-                     ORDER BY v.plan_slug, v.version
-                    """, [metric.code])
-                if !users.isEmpty {
-                    let plans = users.map { $0.text(0) ?? "" }
-                    let subscriptions = try users.reduce(0) { $0 + (try $1.decode(1, as: Int.self)) }
-                    throw CatalogRefusal(
-                        .conflict, field: "aggregation",
-                        "cannot change while \(plans.joined(separator: ", ")) charge \(metric.code) (\(subscriptions) subscription(s) on them); "
-                            + "create a new metric instead")
-                }
-                // Period totals and unique values were kept for the aggregation in force: a
-                // period already counted cannot be read again under another.
-                let counted = try connection.query("SELECT EXISTS (SELECT 1 FROM usage_rollups WHERE metric = $1)", [metric.code])[0]
-                if try counted.decode(0, as: Bool.self) {
-                    throw CatalogRefusal(
-                        .conflict, field: "aggregation",
-                        "cannot change: usage of \(metric.code) is recorded under \(existing.aggregation); create a new metric instead")
-                }
-            }
+            if let existing { try Self.refuseAggregationChange(from: existing, to: metric, on: connection) }
             try connection.query(
                 """
                 INSERT INTO billable_metrics (code, name, unit, aggregation, unique_field) VALUES ($1, $2, $3, $4, $5)
@@ -165,6 +139,50 @@ public struct CatalogStore: Sendable {
                                                  unique_field = EXCLUDED.unique_field
                 """, [metric.code, metric.name, metric.unit, metric.aggregation, metric.field])
             return (metric, existing == nil)
+        }
+    }
+
+    /// Refuses (409) `metric`'s aggregation in place of `existing`'s while a plan version
+    /// charges it or usage of it is recorded; nothing when the aggregation is the same.
+    public func checkAggregationChange(_ metric: StoredMetric) async throws {
+        try await pool.withTransaction(isolation: .repeatableRead) { connection in
+            guard
+                let existing = try connection.query(
+                    "SELECT code, name, unit, aggregation, unique_field FROM billable_metrics WHERE code = $1", [metric.code]
+                ).first.map(Self.metric)
+            else { return }
+            try Self.refuseAggregationChange(from: existing, to: metric, on: connection)
+        }
+    }
+
+    private static func refuseAggregationChange(
+        from existing: StoredMetric, to metric: StoredMetric, on connection: isolated PostgresConnection
+    ) throws {
+        guard existing.aggregation != metric.aggregation || existing.field != metric.field else { return }
+        let users = try connection.query(
+            """
+            SELECT v.plan_slug || ' v' || v.version,
+                   (SELECT count(DISTINCT c.subscription_id) FROM subscription_plan_changes c
+                     WHERE c.plan_slug = v.plan_slug AND c.plan_version = v.version)
+              FROM plan_versions v
+             WHERE EXISTS (SELECT 1 FROM jsonb_array_elements(v.charges) e WHERE e ->> 'metric' = $1)
+             ORDER BY v.plan_slug, v.version
+            """, [metric.code])
+        if !users.isEmpty {
+            let plans = users.map { $0.text(0) ?? "" }
+            let subscriptions = try users.reduce(0) { $0 + (try $1.decode(1, as: Int.self)) }
+            throw CatalogRefusal(
+                .conflict, field: "aggregation",
+                "cannot change while \(plans.joined(separator: ", ")) charge \(metric.code) (\(subscriptions) subscription(s) on them); "
+                    + "create a new metric instead")
+        }
+        // Period totals and unique values were kept for the aggregation in force: a
+        // period already counted cannot be read again under another.
+        let counted = try connection.query("SELECT EXISTS (SELECT 1 FROM usage_rollups WHERE metric = $1)", [metric.code])[0]
+        if try counted.decode(0, as: Bool.self) {
+            throw CatalogRefusal(
+                .conflict, field: "aggregation",
+                "cannot change: usage of \(metric.code) is recorded under \(existing.aggregation); create a new metric instead")
         }
     }
 

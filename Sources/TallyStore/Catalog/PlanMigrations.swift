@@ -73,8 +73,14 @@ public enum PlanMigrations {
                 .conflict, field: "to_version",
                 "bills in \(new.currency.uppercased()), version \(from) in \(old.currency.uppercased()): a tenant bills in one currency")
         }
-        // The subscriptions naming the old version, locked (a plan change of one of them
-        // waits for this one).
+        guard old.interval == new.interval else {
+            throw CatalogRefusal(
+                .conflict, field: "to_version",
+                "bills every \(new.interval == .yearly ? "year" : "month"), version \(from) every \(old.interval == .yearly ? "year" : "month"): "
+                    + "a subscription's periods keep their length; start new subscriptions on it instead")
+        }
+        // The subscriptions naming the old version, locked when they are moved (a plan
+        // change of one of them waits for this one); a dry run locks nothing.
         let ids = try connection.query(
             """
             SELECT DISTINCT s.id FROM subscriptions s JOIN subscription_plan_changes c ON c.subscription_id = s.id
@@ -84,7 +90,7 @@ public enum PlanMigrations {
         guard !ids.isEmpty else { return Outcome(dryRun: dryRun, moved: [], skipped: []) }
         let tenants = Set(
             try connection.query(
-                "SELECT tenant_id FROM subscriptions WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+                "SELECT tenant_id FROM subscriptions WHERE id = ANY($1::uuid[]) ORDER BY id" + (dryRun ? "" : " FOR UPDATE"),
                 [PostgresTextArray(ids.map(\.lowercasedText))]
             ).map { try $0.decode(0, as: UUID.self) }
         ).sorted { $0.precedes($1) }
@@ -111,6 +117,13 @@ public enum PlanMigrations {
                 skipped.append(Skip(subscriptionID: stored.id, reason: "has a plan change scheduled; migrate it after that change"))
                 continue
             }
+            // A past `at`: the period it would start in may be invoiced already, at the old price.
+            do {
+                try SubscriptionStore.refuseIfInvoiced(stored.id, from: span.end, on: connection, what: "moving it then")
+            } catch let refusal as SubscriptionRefusal {
+                skipped.append(Skip(subscriptionID: stored.id, reason: refusal.message))
+                continue
+            }
             candidates.append((stored, span, span.end))
         }
         let values = try UsagePeriodTotals.exactValues(
@@ -119,12 +132,16 @@ public enum PlanMigrations {
         var moved: [Move] = []
         for (stored, span, effective) in candidates {
             let usage = values[TenantPeriod(tenant: stored.tenantID, span: span)] ?? [:]
-            let current = try charge(old, usage)
-            let next = try charge(new, usage)
+            guard let current = try? charge(old, usage), let next = try? charge(new, usage),
+                case (let difference, false) = next.value.subtractingReportingOverflow(current.value)
+            else {
+                skipped.append(Skip(subscriptionID: stored.id, reason: "its usage is beyond what an invoice can hold; check for a runaway meter"))
+                continue
+            }
             moved.append(
                 Move(
                     subscriptionID: stored.id, tenantID: stored.tenantID, effectiveAt: effective.date, currentChargeCents: current.value,
-                    newChargeCents: next.value, differenceCents: next.value - current.value))
+                    newChargeCents: next.value, differenceCents: difference))
             guard !dryRun else { continue }
             try connection.query(
                 """
@@ -137,10 +154,12 @@ public enum PlanMigrations {
 
     /// A whole period's base fee and usage charges under `plan`.
     private static func charge(_ plan: Plan, _ values: [String: Quantity]) throws(BillingError) -> Cents {
-        var total = plan.baseFee
+        var total = plan.baseFee.value
         for metric in values.keys.sorted() {
-            total = total + (try plan.charge(metric: metric, value: values[metric] ?? .zero))
+            let (sum, overflow) = total.addingReportingOverflow(try plan.charge(metric: metric, value: values[metric] ?? .zero).value)
+            guard !overflow else { throw .amountOutOfRange("the charges of \(plan.slug)") }
+            total = sum
         }
-        return total
+        return Cents(total)
     }
 }

@@ -86,6 +86,7 @@ public struct SubscriptionStore: Sendable {
                     kind: .invalid, field: "plan",
                     message: "is not a plan open to subscriptions; one of \(plans.openSlugs.joined(separator: ", "))")
             }
+            try Self.holdOpen(slug, on: connection)
             // Serialize subscription changes of one tenant.
             try connection.query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 11))", [tenant])
             try Self.billInCurrency(of: plan, tenant: tenant, firstSubscription: true, on: connection)
@@ -124,15 +125,29 @@ public struct SubscriptionStore: Sendable {
                     kind: .invalid, field: "plan",
                     message: "is not a plan open to subscriptions; one of \(plans.openSlugs.joined(separator: ", "))")
             }
+            try Self.holdOpen(slug, on: connection)
             try Self.billInCurrency(of: plan, tenant: stored.tenantID, firstSubscription: false, on: connection)
             let requested = Instant(at)
             guard stored.covers(requested) else {
                 throw SubscriptionRefusal(kind: .conflict, field: "at", message: "is outside the subscription's life")
             }
-            guard stored.timeline.plan(at: requested) != plan else {
-                throw SubscriptionRefusal(kind: .conflict, field: "plan", message: "is already the plan in force at that time")
-            }
             let current = stored.timeline.plan(at: requested)
+            // Another version of the plan in force is a migration, from a period start.
+            guard current.slug != slug else {
+                throw SubscriptionRefusal(
+                    kind: .conflict, field: "plan",
+                    message: current.version == plan.version
+                        ? "is already the plan in force at that time"
+                        : "is the plan in force (version \(current.version)); move to version \(plan.version) from a period start with "
+                            + "POST /v1/plans/\(slug)/migrations")
+            }
+            // The calendar is the subscription's: a plan billed at another interval cannot take over its periods.
+            guard plan.interval == stored.timeline.calendar.interval else {
+                throw SubscriptionRefusal(
+                    kind: .conflict, field: "plan",
+                    message: "bills every \(plan.interval == .yearly ? "year" : "month"), and this subscription's periods are "
+                        + "\(stored.timeline.calendar.interval == .yearly ? "yearly" : "monthly"); cancel it and start a new subscription")
+            }
             var timeline = stored.timeline
             let effective = timeline.changePlan(to: plan, requestedAt: requested)
             if let endsAt = timeline.endsAt, effective >= endsAt {
@@ -203,6 +218,15 @@ public struct SubscriptionStore: Sendable {
         try await pool.query("SELECT tenant_id FROM subscriptions WHERE id = $1", [id]).first?.decode(0, as: UUID.self)
     }
 
+    /// Holds the plan code open (not archived) until the transaction ends: an archive waits
+    /// for it, or it sees the archive and refuses.
+    static func holdOpen(_ slug: String, on connection: isolated PostgresConnection) throws {
+        let row = try connection.query("SELECT archived_at IS NOT NULL FROM subscription_plans WHERE slug = $1 FOR SHARE", [slug]).first
+        guard let row, try !row.decode(0, as: Bool.self) else {
+            throw SubscriptionRefusal(kind: .invalid, field: "plan", message: "is archived or gone; it takes no new subscriptions")
+        }
+    }
+
     /// One tenant bills in one currency (SPEC §2.1): the tenant's is the plan's, or becomes
     /// it when this is the tenant's first subscription and nothing was invoiced yet;
     /// otherwise a plan of another currency is refused (409).
@@ -212,7 +236,7 @@ public struct SubscriptionStore: Sendable {
                 """
                 SELECT t.currency, EXISTS (SELECT 1 FROM subscriptions s WHERE s.tenant_id = t.id),
                        EXISTS (SELECT 1 FROM invoices i WHERE i.tenant_id = t.id)
-                  FROM tenants t WHERE t.id = $1 FOR UPDATE
+                  FROM tenants t WHERE t.id = $1 FOR NO KEY UPDATE
                 """, [tenant]
             ).first
         else { throw SubscriptionRefusal(kind: .notFound, field: "tenant_id", message: "no such tenant") }
