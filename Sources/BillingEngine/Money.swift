@@ -85,21 +85,7 @@ public struct UnitPrice: Sendable, Hashable, Comparable, CustomStringConvertible
     public static func < (lhs: UnitPrice, rhs: UnitPrice) -> Bool { lhs.scaled < rhs.scaled }
 
     /// Canonical decimal text: no trailing fractional zeros (`"10"`, `"0.25"`, `"0.000001"`).
-    public var description: String {
-        let magnitude = scaled.magnitude
-        let whole = magnitude / UInt128(Self.scale)
-        var fraction = magnitude % UInt128(Self.scale)
-        var text = (scaled < 0 ? "-" : "") + String(whole)
-        guard fraction != 0 else { return text }
-        var digits = 6
-        while fraction % 10 == 0 {
-            fraction /= 10
-            digits -= 1
-        }
-        let fractionText = String(fraction)
-        text += "." + String(repeating: "0", count: digits - fractionText.count) + fractionText
-        return text
-    }
+    public var description: String { FixedPoint.text(scaled, fractionDigits: 6) }
 
     /// What `quantity` units cost, rounded up to a whole cent (SPEC §2 step 2:
     /// amount = ceil(overage × rate)). Exact: no intermediate rounding. A period total

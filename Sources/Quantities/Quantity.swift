@@ -67,14 +67,21 @@ public struct Quantity: Sendable, Hashable, Comparable, CustomStringConvertible,
     }
 
     /// Canonical decimal text: no trailing fractional zeros (`"1000.5"`, `"4"`).
-    public var description: String {
-        let negative = scaled < 0
-        let magnitude = negative ? -scaled : scaled
-        let whole = magnitude / Self.scale
-        var fraction = magnitude % Self.scale
-        var text = (negative ? "-" : "") + String(whole)
+    public var description: String { FixedPoint.text(scaled, fractionDigits: 4) }
+}
+
+/// Exact decimals held as an integer count of 10^-digits (a quantity's ten-thousandths, a
+/// price's millionths of a cent).
+public enum FixedPoint {
+    /// `scaled` × 10^-`fractionDigits` as canonical text: no trailing fractional zeros
+    /// (`1000.5`, `4`, `-0.000001`).
+    public static func text(_ scaled: Int128, fractionDigits: Int) -> String {
+        let unit = (0..<fractionDigits).reduce(UInt128(1)) { value, _ in value * 10 }
+        let magnitude = scaled.magnitude
+        var fraction = magnitude % unit
+        var text = (scaled < 0 ? "-" : "") + String(magnitude / unit)
         guard fraction != 0 else { return text }
-        var digits = 4
+        var digits = fractionDigits
         while fraction % 10 == 0 {
             fraction /= 10
             digits -= 1

@@ -14,7 +14,7 @@ extension Request {
     }
 
     /// The body, at most `context.maxUploadSize` bytes (413 when larger).
-    private func collectBody(context: some RequestContext) async throws -> ByteBuffer {
+    public func collectBody(context: some RequestContext) async throws -> ByteBuffer {
         let limit = context.maxUploadSize
         do {
             return try await body.collect(upTo: limit)

@@ -42,6 +42,28 @@ struct InvoiceEmailTests {
         try await harness.tearDown()
     }
 
+    @Test("an invoice in yen: the email, its subject and its PDF write ¥ without minor digits")
+    func yenInvoiceEmail() async throws {
+        let harness = try await NotifierHarness.make()
+        let code = "test-yen-\(harness.id)"
+        _ = try await CatalogStore(pool: harness.database).create(
+            StoredPlanVersion(
+                code: code, version: 0, name: "Yen plan", currency: "jpy", interval: "month", baseCents: 2_990, trialDays: 0, charges: []))
+        let email = "ap-yen-\(harness.id)@customer.test"
+        let tenant = try await harness.tenant(name: "Yen \(harness.id)", email: email)
+        // As its first subscription would (SubscriptionStore), the tenant bills in the plan's currency.
+        try await harness.database.query("UPDATE tenants SET currency = 'jpy' WHERE id = $1", [tenant])
+        let invoice = try #require(try await harness.billedInvoices(tenant: tenant, plan: code).first)
+        #expect(invoice.currency == "jpy" && invoice.totalCents == 2_990)
+        let emails = try await MailSink.waitForEmails(mentioning: invoice.number, count: 2)
+        let customer = try #require(emails.first { $0.to.contains(email) })
+        #expect(customer.subject.contains("¥2,990") && customer.text.contains("¥2,990"), "\(customer.subject)")
+        #expect(!customer.text.contains("$"))
+        let pdf = try #require(customer.attachments.first)
+        #expect(pdf.pdfText.contains("¥2,990") && pdf.pdfText.contains("Amounts in JPY"), "\(pdf.pdfText)")
+        try await harness.tearDown()
+    }
+
     @Test("the same invoice.finalized delivered twice, and replayed from the parking lot after it was sent: one email each")
     func redeliveredAndReplayedOnce() async throws {
         let harness = try await NotifierHarness.make()

@@ -69,7 +69,6 @@ struct CatalogRoutes {
     @Sendable func addVersion(_ request: Request, context: TallyRequestContext) async throws -> EditedResponse<StoredPlanVersion> {
         try context.requireAdmin()
         let code = context.parameters.get("plan_code") ?? ""
-        guard try await store.plan(code) != nil else { throw APIError.notFound("plan") }
         let definition = try await checked(try Self.json(request, context), code: code)
         let created = try await refusals { try await store.addVersion(definition.version) }
         context.logger.info("plan version created", metadata: ["plan": "\(created.code)", "plan.version": "\(created.version)"])
@@ -144,12 +143,7 @@ struct CatalogRoutes {
 
     /// The body as JSON, numbers kept as written (400 when it is not JSON).
     private static func json(_ request: Request, _ context: TallyRequestContext) async throws -> JSONValue {
-        let buffer: ByteBuffer
-        do {
-            buffer = try await request.body.collect(upTo: context.maxUploadSize)
-        } catch {
-            throw APIError.tooLarge(limit: context.maxUploadSize)
-        }
+        let buffer = try await request.collectBody(context: context)
         do {
             return try JSONParser.parse(buffer.readableBytesView)
         } catch {

@@ -76,7 +76,7 @@ public enum PlanMigrations {
         guard old.interval == new.interval else {
             throw CatalogRefusal(
                 .conflict, field: "to_version",
-                "bills every \(new.interval == .yearly ? "year" : "month"), version \(from) every \(old.interval == .yearly ? "year" : "month"): "
+                "bills every \(new.interval.rawValue), version \(from) every \(old.interval.rawValue): "
                     + "a subscription's periods keep their length; start new subscriptions on it instead")
         }
         // The subscriptions naming the old version, locked when they are moved (a plan

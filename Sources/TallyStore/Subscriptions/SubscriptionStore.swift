@@ -145,8 +145,8 @@ public struct SubscriptionStore: Sendable {
             guard plan.interval == stored.timeline.calendar.interval else {
                 throw SubscriptionRefusal(
                     kind: .conflict, field: "plan",
-                    message: "bills every \(plan.interval == .yearly ? "year" : "month"), and this subscription's periods are "
-                        + "\(stored.timeline.calendar.interval == .yearly ? "yearly" : "monthly"); cancel it and start a new subscription")
+                    message: "bills every \(plan.interval.rawValue), and this subscription's periods are a "
+                        + "\(stored.timeline.calendar.interval.rawValue) long; cancel it and start a new subscription")
             }
             var timeline = stored.timeline
             let effective = timeline.changePlan(to: plan, requestedAt: requested)
