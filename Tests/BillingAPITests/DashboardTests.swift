@@ -127,6 +127,27 @@ struct DashboardTests: BillingAPITestCase {
         }
     }
 
+    @Test("a tenant on a euro plan sees its upcoming charges in euros")
+    func upcomingInPlanCurrency() async throws {
+        try await app().test(.router) { client in
+            let code = "test-dash-eur-\(UUID().uuidString.prefix(8).lowercased())"
+            try await client.execute(
+                uri: "/v1/plans", method: .post, headers: bearer(adminToken),
+                body: ByteBuffer(string: #"{"code": "\#(code)", "name": "Euro plan", "currency": "eur", "base_cents": 4900, "charges": []}"#)
+            ) { #expect($0.status == .created) }
+            let tenant = try await createTenant(client, name: "Euro Co")
+            let start = Date.ISO8601FormatStyle().format(TestClock.now().addingTimeInterval(-2 * 86_400))
+            try await client.execute(
+                uri: "/v1/subscriptions", method: .post, headers: bearer(adminToken),
+                body: ByteBuffer(string: #"{"tenant_id": "\#(tenant.id)", "plan": "\#(code)", "start": "\#(start)"}"#)
+            ) { #expect($0.status == .created) }
+            let browser = try await signIn(client, key: tenant.key)
+            let (status, page, _) = try await get(client, "/dashboard/upcoming", browser)
+            #expect(status == .ok)
+            #expect(page.contains("€49.00") && !page.contains("$49.00"), "\(page)")
+        }
+    }
+
     @Test("a session ends when the key it signed in with is revoked")
     func revokedKey() async throws {
         try await app().test(.router) { client in
