@@ -7,12 +7,14 @@ import UsageEvents
 /// limits keeps the newest state per tenant in a `QuotaView`, so a quota decision
 /// never queries the database. One message carries the states of every tenant of a
 /// committed batch as a JSON array (thousands of tenants per batch would otherwise be
-/// thousands of messages); a single object is read too.
+/// thousands of messages); a single object is read too. A state holds the metrics the
+/// batch counted (a view merges them into what it holds for the period), each with the
+/// period's event count of the metric, which orders two positions of it.
 ///
 /// ```json
 /// {"tenant_id": "…", "as_of": "2026-11-24T18:40:00.000000Z",
 ///  "period_start": "…", "period_end": "…", "subscription": "active",
-///  "metrics": {"api_calls": {"enforcement": "hard", "quota": 1000, "used": 1000}}}
+///  "metrics": {"api_calls": {"enforcement": "hard", "events": 412, "quota": 1000, "used": 1000}}}
 /// ```
 public struct QuotaState: Sendable, Equatable, Codable {
     /// Whether the tenant has a subscription in force.
@@ -25,11 +27,16 @@ public struct QuotaState: Sendable, Equatable, Codable {
         public let used: Quantity
         public let quota: Quantity?
         public let enforcement: Enforcement
+        /// How many events of the metric the period held when `used` was read, if known:
+        /// of two positions of one metric in one period, the one with more events is the
+        /// newer, whatever order their broadcasts arrive in (`QuotaView`).
+        public let events: Int64?
 
-        public init(used: Quantity, quota: Quantity?, enforcement: Enforcement) {
+        public init(used: Quantity, quota: Quantity?, enforcement: Enforcement, events: Int64? = nil) {
             self.used = used
             self.quota = quota
             self.enforcement = enforcement
+            self.events = events
         }
 
         /// At or over a hard quota: the next request is refused.
@@ -106,6 +113,10 @@ public struct QuotaState: Sendable, Equatable, Codable {
             writer.write(string: name)
             writer.raw(#":{"enforcement":"#)
             writer.write(string: metric.enforcement.rawValue)
+            if let events = metric.events {
+                writer.raw(#","events":"#)
+                writer.raw(String(events))
+            }
             if let quota = metric.quota {
                 writer.raw(#","quota":"#)
                 writer.raw(quota.description)
@@ -179,13 +190,23 @@ public struct QuotaState: Sendable, Equatable, Codable {
                 case .string(let enforcementText)? = metric["enforcement"], let enforcement = Enforcement(rawValue: enforcementText),
                 case .number(let used)? = metric["used"]
             else { throw DecodingProblem(description: "metrics.\(name) needs enforcement (hard or soft) and used (a number)") }
+            var events: Int64?
+            switch metric["events"] {
+            case nil, .null?: events = nil
+            case .number(let number)?:
+                guard let count = Int64(number.text), count >= 0 else {
+                    throw DecodingProblem(description: "metrics.\(name).events must be a whole number of at least 0")
+                }
+                events = count
+            default: throw DecodingProblem(description: "metrics.\(name).events must be a number")
+            }
             var quota: Quantity?
             switch metric["quota"] {
             case nil, .null?: quota = nil
             case .number(let number)?: quota = try Quantity(parsingTotal: number.text)
             default: throw DecodingProblem(description: "metrics.\(name).quota must be a number")
             }
-            metrics[name] = Metric(used: try Quantity(parsingTotal: used.text), quota: quota, enforcement: enforcement)
+            metrics[name] = Metric(used: try Quantity(parsingTotal: used.text), quota: quota, enforcement: enforcement, events: events)
         }
         return QuotaState(
             tenantID: tenant, asOf: asOf, periodStart: try date("period_start"), periodEnd: try date("period_end"),

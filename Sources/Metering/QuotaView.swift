@@ -28,12 +28,41 @@ public final class QuotaView: Sendable {
         self.freshness = Double(freshness.components.seconds)
     }
 
-    /// Keeps `state` unless a newer one for the tenant is already held.
+    /// Takes in `state`. A state of the period held is merged into it metric by metric:
+    /// each metric keeps the position with more events (the newer, whichever broadcast
+    /// came last), metrics the state does not name stay as held, and the subscription and
+    /// time are the newer state's. A state of another period replaces the one held unless
+    /// that one is newer.
     public func apply(_ state: QuotaState) {
         states.withLock { states in
-            if let held = states[state.tenantID], held.asOf > state.asOf { return }
-            states[state.tenantID] = state
+            guard let held = states[state.tenantID] else {
+                states[state.tenantID] = state
+                return
+            }
+            states[state.tenantID] = Self.merging(state, into: held)
         }
+    }
+
+    /// What a view holds after `state` arrives while it holds `held` (same tenant).
+    static func merging(_ state: QuotaState, into held: QuotaState) -> QuotaState {
+        let stateIsNewer = state.asOf >= held.asOf
+        let newer = stateIsNewer ? state : held
+        guard state.periodStart == held.periodStart, state.periodEnd == held.periodEnd else { return newer }
+        var metrics = held.metrics
+        for (name, position) in state.metrics {
+            if let kept = metrics[name], !Self.supersedes(position, kept, newerState: stateIsNewer) { continue }
+            metrics[name] = position
+        }
+        return QuotaState(
+            tenantID: held.tenantID, asOf: newer.asOf, periodStart: held.periodStart, periodEnd: held.periodEnd,
+            subscription: newer.subscription, metrics: metrics)
+    }
+
+    /// Whether `position` replaces `kept`: by their event counts when both have one, else by
+    /// which state is newer.
+    private static func supersedes(_ position: QuotaState.Metric, _ kept: QuotaState.Metric, newerState: Bool) -> Bool {
+        if let events = position.events, let keptEvents = kept.events, events != keptEvents { return events > keptEvents }
+        return newerState
     }
 
     /// The decision for one request of `tenant` consuming `metric` at `now`.

@@ -1,5 +1,6 @@
 import BillingEngine
 import Foundation
+import Metering
 import PostgresClient
 import TallyStore
 import TallyTestSupport
@@ -46,6 +47,7 @@ struct PeriodTotalsPropertyTests {
         let connection = try await PostgresConnection.connect(
             configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
         var checkedPeriods = 0
+        var checkedStates = 0
         for batchIndex in 0..<12 {
             if batchIndex == 4 {
                 _ = try await subscriptions.changePlan(
@@ -112,7 +114,11 @@ struct PeriodTotalsPropertyTests {
             for event in batch where earliest[event.id].map({ event.record.time < $0.record.time }) ?? true {
                 earliest[event.id] = (event.metric, event.record)
             }
-            for (id, event) in earliest where stored[id] == nil { stored[id] = event }
+            var fresh: [(metric: String, record: UsageRecord)] = []
+            for (id, event) in earliest where stored[id] == nil {
+                stored[id] = event
+                fresh.append(event)
+            }
 
             let body =
                 "["
@@ -123,7 +129,22 @@ struct PeriodTotalsPropertyTests {
                 }.joined(separator: ",") + "]"
             let decoded = UsageDecoder(now: now).decode([UsageMessage(deliveryTag: 1, messageID: nil, schema: nil, body: Array(body.utf8))])
             #expect(decoded.parkedEvents.isEmpty, "\(decoded.parkedEvents.prefix(3))")
-            _ = try await UsageLedger.record(decoded, now: now, cache: cache, on: connection)
+            let outcome = try await UsageLedger.record(decoded, now: now, cache: cache, on: connection)
+
+            // The quota state of the period in force: the metrics this batch counted in it,
+            // each over the whole period with its event count (the totals the batch's
+            // statement returned; unique_count read), as the stored events say.
+            #expect(outcome.quotaStates.count <= 1)
+            for state in outcome.quotaStates {
+                let span = Period(start: Instant(try #require(state.periodStart)), end: Instant(try #require(state.periodEnd)))
+                #expect(Set(state.metrics.keys) == Set(fresh.filter { span.contains($0.record.time) }.map(\.metric)), "batch \(batchIndex)")
+                for (metric, position) in state.metrics {
+                    let inside = stored.values.filter { $0.metric == metric && span.contains($0.record.time) }.map(\.record)
+                    #expect(position.used == PartialAggregate(try #require(metrics[metric]), of: inside).value, "batch \(batchIndex), \(metric)")
+                    #expect(position.events == Int64(inside.count), "batch \(batchIndex), \(metric)")
+                }
+                checkedStates += 1
+            }
 
             // Every period completed so far, against the events stored.
             let completed = try await connection.query(
@@ -159,6 +180,7 @@ struct PeriodTotalsPropertyTests {
         let spans = try await connection.query("SELECT count(*) FROM usage_periods WHERE tenant_id = $1", [tenant])[0].decode(0, as: Int.self)
         #expect(spans >= 6, "periods completed: \(spans)")
         #expect(checkedPeriods > 40)
+        #expect(checkedStates >= 10, "quota states checked: \(checkedStates)")
         await connection.close()
         try await harness.tearDown()
     }

@@ -26,7 +26,8 @@ struct QuotaStateWireTests {
             let name = names[Int(random.next() % UInt64(names.count))]
             metrics[name] = QuotaState.Metric(
                 used: decimal(&random), quota: random.next() % 3 == 0 ? nil : decimal(&random),
-                enforcement: random.next() % 2 == 0 ? .hard : .soft)
+                enforcement: random.next() % 2 == 0 ? .hard : .soft,
+                events: random.next() % 3 == 0 ? nil : Int64(random.next() % 1_000_000_000_000))
         }
         let bounded = random.next() % 4 != 0
         return QuotaState(
@@ -71,6 +72,20 @@ struct QuotaStateWireTests {
                 #expect(mine == reference, "seed \(seed), round \(round): \(String(decoding: written, as: UTF8.self))")
                 #expect(try Self.tree(state.encoded()) == reference, "seed \(seed), round \(round): one state alone")
                 #expect(try QuotaState.decode(state.encoded()) == state)
+            }
+        }
+    }
+
+    @Test("an event count that is not a whole number of at least 0 is refused, naming the metric")
+    func badEvents() throws {
+        for events in ["-1", "1.5", "\"3\""] {
+            let body =
+                #"{"as_of": "2026-11-24T18:40:00Z", "subscription": "active", "tenant_id": "\#(UUID())", "metrics": {"api_calls": {"enforcement": "hard", "used": 1, "events": \#(events)}}}"#
+            #expect(throws: QuotaState.DecodingProblem.self, "events \(events)") { try QuotaState.decode(Array(body.utf8)) }
+            do {
+                _ = try QuotaState.decode(Array(body.utf8))
+            } catch let problem as QuotaState.DecodingProblem {
+                #expect(problem.description.contains("metrics.api_calls.events"), "\(problem)")
             }
         }
     }

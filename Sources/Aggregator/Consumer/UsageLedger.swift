@@ -37,12 +37,12 @@ struct LedgerOutcome: Sendable {
 /// 3. insert the ids into `usage_event_ids` with `ON CONFLICT DO NOTHING` (the dedup on
 ///    tenant and id, whatever the event's month; within one batch the earliest time of
 ///    an id wins), insert only the events whose id that returned into `usage_events`,
-///    and fold only those into the hourly rollups,
-///    in a consistent (tenant, metric, hour) order so concurrent consumers never
-///    deadlock on rollup rows;
+///    and fold only those into the hourly rollups and into the completed period totals
+///    of their tenants (`UsagePeriodTotals`), in a consistent (tenant, metric, hour or
+///    period) order so concurrent consumers never deadlock on those rows;
 /// 4. store the invalid events in `parked_events`;
-///    and into the completed period totals of their tenants (`UsagePeriodTotals`);
-/// 5. evaluate quotas and alerts of the tenants whose usage grew.
+/// 5. evaluate quotas and alerts of the tenants whose usage grew, with the period totals
+///    as step 3 left them.
 ///
 /// Before all that, the periods the events fall in are completed (`UsagePeriodTotals`)
 /// in a short transaction of its own under the tenants' exclusive usage locks; the batch's
@@ -102,19 +102,19 @@ enum UsageLedger {
             } else {
                 outcome.unknownTenantEvents = try UsageEventStore.takeOutUnknownTenants(on: connection)
             }
-            for stored in try UsageEventStore.storeStaged(on: connection) {
-                outcome.insertedByTenant[stored.tenant, default: [:]][stored.metric, default: 0] += stored.count
-                outcome.inserted += stored.count
-                outcome.timesByTenant[stored.tenant, default: []].formUnion([stored.earliest, stored.latest])
+            let stored = try UsageEventStore.storeStaged(on: connection)
+            for hour in stored.hours {
+                outcome.insertedByTenant[hour.tenant, default: [:]][hour.metric, default: 0] += hour.count
+                outcome.inserted += hour.count
+                outcome.timesByTenant[hour.tenant, default: []].formUnion([hour.earliest, hour.latest])
             }
             outcome.duplicates =
                 batch.eventCount - outcome.inserted - (outcome.parked - batch.parkedEvents.count)
                 - outcome.unknownTenantEvents.count
             clock.lap(.insertAndRollUp, into: &outcome.phases)
             if !outcome.timesByTenant.isEmpty {
-                try UsagePeriodTotals.lockEvaluation(
-                    outcome.timesByTenant.keys.sorted { $0.precedes($1) }, on: connection)
-                let evaluation = try UsageStateEvaluator.evaluate(outcome.timesByTenant, config: config, now: now, on: connection)
+                let evaluation = try UsageStateEvaluator.evaluate(
+                    outcome.timesByTenant, totals: stored.totals, config: config, now: now, on: connection)
                 outcome.quotaStates = evaluation.quotaStates
                 outcome.billingEvents = evaluation.billingEvents
             }

@@ -9,19 +9,26 @@ import TallyRuntime
 import TallyStore
 
 /// After a batch's usage is written, and in its transaction: for each tenant whose
-/// usage grew, the value of every metric over each billing period the batch touched
-/// (read from the period totals, one row per metric), then
+/// usage grew, the value of every metric the batch counted over each billing period it
+/// touched — the period totals as the batch's statement left them — then
 /// - `quota.exceeded` into the outbox the first time a metric goes over its quota
 ///   in the period (the outbox's unique dedup key makes it once per period);
-/// - every alert of the tenant evaluated with the billing engine; a crossing is
-///   recorded in `alert_firings` (once per alert, period and threshold) and its
+/// - the tenant's alerts on those metrics evaluated with the billing engine; a crossing
+///   is recorded in `alert_firings` (once per alert, period and threshold) and its
 ///   `alert.triggered` goes into the outbox in the same transaction;
-/// - the tenant's `QuotaState`, broadcast after the commit.
+/// - the tenant's `QuotaState` for those metrics, broadcast after the commit.
 ///
-/// The whole batch is a fixed number of statements, whatever the number of tenants:
-/// the tenants' locks (taken by the ledger before it stores the events, so of two
-/// consumers committing usage of one tenant the second sees the first's usage), one read
-/// of the period totals, one insert of the firings and one of the outbox rows.
+/// A metric the batch did not count has not moved, so nothing about it can newly cross;
+/// a plan or an alert changed since is judged on the metric's next usage.
+///
+/// The values are read from nothing: each total's row is where the transactions adding
+/// to it meet (the second waits for the first's commit and adds to what it committed),
+/// so the total a statement returns counts every batch committed before it, whichever
+/// consumer or process wrote them. Only three things are read, after the evaluation
+/// locks of their tenants (so of two transactions, the second reads once the first
+/// committed): unique_count values (rows of their own), a period without totals, and
+/// the hours an anomaly rule compares. The whole batch is a fixed number of statements,
+/// whatever the number of tenants.
 enum UsageStateEvaluator {
     struct Evaluation {
         var quotaStates: [QuotaState] = []
@@ -62,28 +69,32 @@ enum UsageStateEvaluator {
         return result
     }
 
+    /// The metrics a batch counted in one period: their values and event counts.
+    struct PeriodUsage {
+        var values: [String: Quantity] = [:]
+        var events: [String: Int64] = [:]
+    }
+
+    /// Evaluates the tenants whose events at `times` were stored, with `totals`, the period
+    /// totals the statement storing them returned.
     static func evaluate(
-        _ times: [UUID: Set<Date>], config: UsageConfigCache.Snapshot, now: Date, on connection: isolated PostgresConnection
+        _ times: [UUID: Set<Date>], totals: [UsagePeriodTotals.StoredTotal], config: UsageConfigCache.Snapshot, now: Date,
+        on connection: isolated PostgresConnection
     ) throws -> Evaluation {
         let touched = touches(times, config: config)
-        let periods = Set(touched.flatMap { tenant, touches in touches.map { TenantPeriod(tenant: tenant, span: $0.span) } })
-        let totals = try UsagePeriodTotals.values(of: periods, catalog: config.catalog, on: connection)
+        let usage = try self.usage(of: touched, totals: totals, alerts: config.alerts, catalog: config.catalog, on: connection)
         var evaluation = Evaluation()
         var outbox: [BillingEvent] = []
         var firings: [Firing] = []
         for tenant in touched.keys.sorted(by: { $0.precedes($1) }) {
             for touch in touched[tenant] ?? [] {
                 let period = TenantPeriod(tenant: tenant, span: touch.span)
-                // Every touched period was completed before the events were stored; a
-                // period that is not (its tenant unknown then) is read from the rollups.
-                let values =
-                    try totals[period]
-                    ?? UsageReader.rangeValues(tenant: tenant, over: touch.span, catalog: config.catalog, on: connection)
+                let counted = usage[period] ?? PeriodUsage()
                 let context = PeriodContext(
-                    tenant: tenant, span: touch.span, values: values, plan: touch.subscription.map { $0.timeline.plan(at: touch.time) },
-                    time: touch.time.date, now: now)
+                    tenant: tenant, span: touch.span, values: counted.values, events: counted.events,
+                    plan: touch.subscription.map { $0.timeline.plan(at: touch.time) }, time: touch.time.date, now: now)
                 outbox += quotaCrossings(context)
-                for alert in config.alerts[tenant] ?? [] {
+                for alert in config.alerts[tenant] ?? [] where counted.values[alert.rule.metric] != nil {
                     if let firing = try evaluate(alert, context, catalog: config.catalog, on: connection) { firings.append(firing) }
                 }
                 // Only the period in force now is what quota enforcement needs to know.
@@ -100,11 +111,72 @@ enum UsageStateEvaluator {
         return evaluation
     }
 
+    /// Each touched period's usage of the metrics the batch counted in it: from `totals`
+    /// where they say it, else read after the tenant's evaluation lock — unique_count
+    /// values, and every metric of a period that has no totals (not complete: its tenant
+    /// was unknown when the batch's periods were completed). The tenants whose anomaly
+    /// rules will read hours take their locks here too, before any read.
+    static func usage(
+        of touched: [UUID: [Touch]], totals: [UsagePeriodTotals.StoredTotal], alerts: [UUID: [StoredAlert]], catalog: MetricCatalog,
+        on connection: isolated PostgresConnection
+    ) throws -> [TenantPeriod: PeriodUsage] {
+        let byPeriod = Dictionary(grouping: totals, by: \.period)
+        var usage: [TenantPeriod: PeriodUsage] = [:]
+        var reads = Set<TenantPeriod>()
+        var locked = Set<UUID>()
+        for (tenant, touches) in touched {
+            for touch in touches {
+                let period = TenantPeriod(tenant: tenant, span: touch.span)
+                guard let stored = byPeriod[period] else {
+                    reads.insert(period)
+                    continue
+                }
+                var counted = PeriodUsage()
+                for total in stored {
+                    counted.events[total.metric] = total.eventCount
+                    if let value = try total.value(catalog.aggregation(for: total.metric)) {
+                        counted.values[total.metric] = value
+                    } else {
+                        reads.insert(period)
+                    }
+                    let anomaly = alerts[tenant]?.contains { alert in
+                        guard alert.rule.metric == total.metric, case .anomaly = alert.rule.condition else { return false }
+                        return true
+                    }
+                    if anomaly == true { locked.insert(tenant) }
+                }
+                usage[period] = counted
+            }
+        }
+        locked.formUnion(reads.map(\.tenant))
+        guard !locked.isEmpty else { return usage }
+        try UsagePeriodTotals.lockEvaluation(locked.sorted { $0.precedes($1) }, on: connection)
+        guard !reads.isEmpty else { return usage }
+        let read = try UsagePeriodTotals.values(of: reads, catalog: catalog, on: connection)
+        for period in reads {
+            if var counted = usage[period] {
+                // The unique_count metrics the batch counted: their distinct values.
+                for metric in counted.events.keys where counted.values[metric] == nil {
+                    counted.values[metric] = read[period]?[metric] ?? .zero
+                }
+                usage[period] = counted
+            } else {
+                usage[period] = PeriodUsage(
+                    values: try read[period]
+                        ?? UsageReader.rangeValues(tenant: period.tenant, over: period.span, catalog: catalog, on: connection))
+            }
+        }
+        return usage
+    }
+
     /// One tenant's period and usage.
     struct PeriodContext {
         let tenant: UUID
         let span: Period
+        /// The metrics the batch counted, each over the whole period.
         let values: [String: Quantity]
+        /// Their event counts in the period (absent where read from the rollups).
+        let events: [String: Int64]
         let plan: Plan?
         /// The newest event's time; the anomaly rule looks at its hour.
         let time: Date
@@ -117,12 +189,14 @@ enum UsageStateEvaluator {
             MetricStanding(metric: metric, value: values[metric] ?? .zero, terms: plan?.terms[metric])
         }
 
+        /// The counted metrics' positions (a `QuotaView` keeps the others as it has them).
         var quotaMetrics: [String: QuotaState.Metric] {
             var metrics: [String: QuotaState.Metric] = [:]
-            for metric in Set(values.keys).union(plan?.terms.keys ?? [:].keys) {
+            for metric in values.keys {
                 let standing = standing(of: metric)
                 metrics[metric] = QuotaState.Metric(
-                    used: standing.value, quota: standing.quota, enforcement: standing.enforcement == .hard ? .hard : .soft)
+                    used: standing.value, quota: standing.quota, enforcement: standing.enforcement == .hard ? .hard : .soft,
+                    events: events[metric])
             }
             return metrics
         }

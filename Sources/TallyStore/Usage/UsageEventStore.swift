@@ -1,3 +1,5 @@
+import BillingEngine
+import CivilTime
 import Foundation
 import PostgresClient
 
@@ -46,14 +48,34 @@ public enum UsageEventStore {
         }
     }
 
+    /// What `storeStaged` stored: the new events per tenant, metric and hour, and every
+    /// period total they were added to, as it now stands.
+    public struct Stored: Sendable {
+        public var hours: [StoredHour] = []
+        public var totals: [UsagePeriodTotals.StoredTotal] = []
+    }
+
     /// Stores the staged events not stored before (by tenant and id) and folds them into
-    /// the rollups and period totals; returns what was new, per tenant, metric and hour.
-    public static func storeStaged(on connection: isolated PostgresConnection) throws -> [StoredHour] {
-        try connection.query(insertAndRollUp).map { row in
-            StoredHour(
-                tenant: try row.decode(0, as: UUID.self), metric: try row.decode(1, as: String.self), count: try row.decode(2, as: Int.self),
-                earliest: try row.decode(3, as: Date.self), latest: try row.decode(4, as: Date.self))
+    /// the rollups and period totals; returns what was new, per tenant, metric and hour,
+    /// and the totals they changed.
+    public static func storeStaged(on connection: isolated PostgresConnection) throws -> Stored {
+        var stored = Stored()
+        for row in try connection.query(insertAndRollUp) {
+            let tenant = try row.decode(1, as: UUID.self)
+            let metric = try row.decode(2, as: String.self)
+            let count = try row.decode(3, as: Int64.self)
+            let from = try row.decode(4, as: Date.self)
+            let to = try row.decode(5, as: Date.self)
+            if try row.decode(0, as: Bool.self) {
+                stored.totals.append(
+                    UsagePeriodTotals.StoredTotal(
+                        period: TenantPeriod(tenant: tenant, span: Period(start: Instant(from), end: Instant(to))), metric: metric,
+                        eventCount: count, sum: row.text(6) ?? "0", max: row.text(7), latest: row.text(8)))
+            } else {
+                stored.hours.append(StoredHour(tenant: tenant, metric: metric, count: Int(count), earliest: from, latest: to))
+            }
         }
+        return stored
     }
 
     /// Session-local, emptied at every commit; created once per connection.
@@ -156,6 +178,8 @@ public enum UsageEventStore {
             ON CONFLICT DO NOTHING
             RETURNING 1
         ), \(UsagePeriodTotals.addInsertedEvents)
-        SELECT tenant_id, metric, c, lo, hi FROM hourly
+        SELECT false, tenant_id, metric, c, lo, hi, NULL::text, NULL::text, NULL::text FROM hourly
+        UNION ALL
+        SELECT true, tenant_id, metric, c, period_start, period_end, s, mx, lq FROM period_totals
         """
 }

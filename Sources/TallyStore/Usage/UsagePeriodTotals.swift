@@ -338,12 +338,49 @@ public enum UsagePeriodTotals {
             """
     }
 
+    /// A period total as the statement that stored a batch left it: its row once the
+    /// batch's events were added. The row is where the batches adding to it meet — the
+    /// second waits for the first to commit and adds to what it committed — so the total
+    /// counts every batch committed before this one, with no lock and no read.
+    public struct StoredTotal: Sendable {
+        public let period: TenantPeriod
+        public let metric: String
+        /// Events counted in the total: it grows with every batch adding to it.
+        public let eventCount: Int64
+        let sum: String
+        let max: String?
+        let latest: String?
+
+        public init(period: TenantPeriod, metric: String, eventCount: Int64, sum: String, max: String?, latest: String?) {
+            self.period = period
+            self.metric = metric
+            self.eventCount = eventCount
+            self.sum = sum
+            self.max = max
+            self.latest = latest
+        }
+
+        /// The metric's value under `aggregation`; nil for unique_count, whose distinct
+        /// values are rows of their own (`values(of:catalog:on:)` reads them).
+        public func value(_ aggregation: Aggregation) throws -> Quantity? {
+            switch aggregation {
+            case .sum: try Quantity(parsingTotal: sum)
+            case .count: Quantity(units: eventCount)
+            case .max: try Quantity(parsingTotal: max ?? "0")
+            case .latest: try Quantity(parsingTotal: latest ?? "0")
+            case .uniqueCount: nil
+            }
+        }
+    }
+
     /// For the statement that stores a batch's events: CTEs that add the events the CTE
     /// named `inserted` returned (tenant_id, event_id, metric, quantity, occurred_at,
     /// metadata), aggregated per hour by the CTE named `hourly` (tenant_id, metric, hour,
     /// s, c, mx, lo, hi and the latest event la, li, lq), to every complete period of their
     /// tenant containing them. Each latest is the first row of its group in one sort
-    /// (DISTINCT ON, sums by window), not a sort per aggregate and group.
+    /// (DISTINCT ON, sums by window), not a sort per aggregate and group. The CTE named
+    /// `period_totals` returns each total it wrote as it now stands (`StoredTotal`):
+    /// tenant_id, period_start, period_end, metric, s, c, mx, lq.
     public static let addInsertedEvents = """
         inserted_groups AS (
             -- The batch's events per tenant and metric, with the time range they span.
@@ -387,7 +424,8 @@ public enum UsagePeriodTotals {
              ORDER BY 1, 2, 3, 4
             ON CONFLICT (tenant_id, period_start, period_end, metric) DO UPDATE SET
                 \(mergeAggregates(into: "t"))
-            RETURNING 1
+            RETURNING t.tenant_id, t.period_start, t.period_end, t.metric, t.quantity_sum::text AS s, t.event_count AS c,
+                      t.quantity_max::text AS mx, t.latest_quantity::text AS lq
         ), period_values AS (
             INSERT INTO usage_period_values (tenant_id, period_start, period_end, metric, value)
             SELECT DISTINCT i.tenant_id, p.period_start, p.period_end, i.metric, i.value

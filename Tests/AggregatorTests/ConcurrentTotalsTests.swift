@@ -1,0 +1,73 @@
+import Foundation
+import Metering
+import PostgresClient
+import TallyStore
+import TallyTestSupport
+import Testing
+import UsageEvents
+
+@testable import Aggregator
+
+/// Batches of one tenant committed side by side evaluate with the period totals their own
+/// statement left: the row where they meet orders them, so each counts every batch
+/// committed before it — no evaluation lock, no read.
+@Suite("Aggregator: batches of one tenant committed side by side")
+struct ConcurrentTotalsTests {
+    @Test("four connections store one tenant's usage at once: each batch's quota state counts every batch committed before it")
+    func eachCountsTheOnesBefore() async throws {
+        let harness = try await AggregatorHarness.make()
+        let tenant = try await harness.createTenants(1)[0]
+        let now = TestClock.now()
+        let plan = "test-side-\(harness.id)"
+        try await harness.database.query(
+            """
+            WITH code AS (INSERT INTO subscription_plans (slug) VALUES ($1) RETURNING slug)
+            INSERT INTO plan_versions (plan_slug, version, name, currency, billing_interval, base_cents, charges)
+            SELECT slug, 1, 'Test side by side', 'usd', 'month', 1000, '[{"metric": "api_calls", "enforcement": "hard", "quota": "150", "model": "standard", "included": "150", "unit_price": "10"}]' FROM code
+            """, [plan])
+        _ = try await SubscriptionStore(pool: harness.database).create(
+            tenant: tenant, plan: plan, start: now.addingTimeInterval(-10 * 86_400), trialDays: 0, now: now)
+        var connections: [PostgresConnection] = []
+        for _ in 0..<4 {
+            connections.append(
+                try await PostgresConnection.connect(
+                    configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger))
+        }
+        let batches = 20
+        let perBatch = 3
+        // Each connection as a process of its own: its own cache.
+        let positions = try await withThrowingTaskGroup(of: [QuotaState.Metric].self) { group in
+            for (index, connection) in connections.enumerated() {
+                group.addTask {
+                    let cache = UsageConfigCache()
+                    var positions: [QuotaState.Metric] = []
+                    for batch in 0..<batches {
+                        let events = (0..<perBatch).map { event in
+                            usageEventJSON(id: "s\(index)-\(batch)-\(event)", tenant: tenant, time: TestClock.recent(60, before: now))
+                        }
+                        let body = Array(("[" + events.joined(separator: ",") + "]").utf8)
+                        let decoded = UsageDecoder(now: now).decode([UsageMessage(deliveryTag: 1, messageID: nil, schema: nil, body: body)])
+                        let outcome = try await UsageLedger.record(decoded, now: now, cache: cache, on: connection)
+                        positions += outcome.quotaStates.compactMap { $0.metrics["api_calls"] }
+                    }
+                    return positions
+                }
+            }
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+        for connection in connections { await connection.close() }
+        // In commit order the totals are 3, 6, … 240: had two batches read without seeing
+        // each other, two would say the same count and none the whole.
+        #expect(positions.count == connections.count * batches)
+        #expect(positions.compactMap(\.events).sorted() == (1...(connections.count * batches)).map { Int64($0 * perBatch) })
+        #expect(positions.allSatisfy { $0.events.map { Quantity(units: $0) } == $0.used })
+        #expect(positions.filter(\.isExhausted).count == positions.filter { $0.used >= Quantity(units: 150) }.count)
+        // The quota crossed once, by whichever batch took it over 150.
+        let exceeded = try await harness.database.query(
+            "SELECT count(*) FROM outbox WHERE routing_key = 'quota.exceeded' AND lower(body ->> 'tenant_id') = $1",
+            [tenant.uuidString.lowercased()]
+        )[0].decode(0, as: Int.self)
+        #expect(exceeded == 1)
+        try await harness.tearDown()
+    }
+}
