@@ -135,9 +135,15 @@ def main():
     classes = {int(line.split("\t")[0]): line.split("\t")[1]
                for line in open(os.path.join(ROOT, "ops", "sql", "rollback.tsv")) if line[:1].isdigit()}
     blocking = classes.get(latest) == "blocking"
-    down_index = None if blocking else {21: "billing_run_items_failed"}.get(latest)
-    if not blocking and down_index is None:
-        raise Failure(f"this test knows the index migration {latest} creates only for 21; teach it the newest migration's object")
+    # What the newest reversible migration adds, and whether it is there now.
+    objects = {
+        21: ("the index billing_run_items_failed", lambda: has_index("billing_run_items_failed")),
+        23: ("the function tally_lock_tenant_usage() and its triggers",
+             lambda: psql("SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%_lock_usage'") == "4"),
+    }
+    down_object, down_present = (None, None) if blocking else objects.get(latest, (None, None))
+    if not blocking and down_object is None:
+        raise Failure(f"this test knows what migrations {sorted(objects)} create; teach it the newest migration's ({latest}) object")
     before_newest = f"test-before-{suffix}"
     if blocking:
         names.append(before_newest)
@@ -158,7 +164,7 @@ def main():
                        "6. verify", "nothing to undo" if blocking else f"migration {latest}: undone by", "nothing was changed"]:
             if needed not in output:
                 raise Failure(f"the dry run does not say '{needed}':\n{output}")
-        if tally_pids() != before or (down_index and not has_index(down_index)) or os.path.exists(os.path.join(LOCAL, "release")):
+        if tally_pids() != before or (down_object and not down_present()) or os.path.exists(os.path.join(LOCAL, "release")):
             raise Failure("the dry run changed something")
         log(f"--dry-run --to {previous}: all six steps printed, nothing changed")
 
@@ -184,8 +190,8 @@ def main():
 
         rollback("--to", previous)
         expected = latest if blocking else latest - 1
-        if (down_index and has_index(down_index)) or psql("SELECT max(version) FROM schema_migrations") != str(expected):
-            raise Failure(f"after the rollback the schema should be at {expected}" + (f" without {down_index}" if down_index else ""))
+        if (down_object and down_present()) or psql("SELECT max(version) FROM schema_migrations") != str(expected):
+            raise Failure(f"after the rollback the schema should be at {expected}" + (f" without {down_object}" if down_object else ""))
         running = binaries_of_running_processes()
         if not running or any(f"/releases/{previous}/bin/" not in path for path in running.values()):
             raise Failure(f"after the rollback every process should run {previous}'s binaries: {running}")
@@ -196,8 +202,8 @@ def main():
         if sender.sent >= EVENTS:
             raise Failure("the sender finished before the roll-forward: usage would not flow through it")
         rollback("--to", "build")
-        if (down_index and not has_index(down_index)) or psql("SELECT max(version) FROM schema_migrations") != str(latest):
-            raise Failure(f"after rolling forward the schema should be at {latest}" + (f" with {down_index}" if down_index else ""))
+        if (down_object and not down_present()) or psql("SELECT max(version) FROM schema_migrations") != str(latest):
+            raise Failure(f"after rolling forward the schema should be at {latest}" + (f" with {down_object}" if down_object else ""))
         running = binaries_of_running_processes()
         build = os.path.realpath(os.path.join(ROOT, ".build", ENV.get("TALLY_BUILD_CONFIG", "debug")))
         if not running or any(not path.startswith(build + "/") for path in running.values()):

@@ -53,11 +53,6 @@ final class UsageConfigCache: Sendable {
         complete.withLock { periods.subtracting($0) }
     }
 
-    /// Whether `period` is known complete.
-    func isKnownComplete(_ period: TenantPeriod) -> Bool {
-        complete.withLock { $0.contains(period) }
-    }
-
     /// Remembers committed completions.
     func rememberComplete(_ periods: Set<TenantPeriod>) {
         guard !periods.isEmpty else { return }

@@ -44,10 +44,15 @@ struct LedgerOutcome: Sendable {
 /// 5. evaluate quotas and alerts of the tenants whose usage grew, with the period totals
 ///    as step 3 left them.
 ///
-/// Before all that, the periods the events fall in are completed (`UsagePeriodTotals`)
-/// in a short transaction of its own under the tenants' exclusive usage locks; the batch's
-/// transaction then holds them shared, so each period's totals stay equal to an
-/// aggregation of its events while batches of one tenant store side by side.
+/// Before all that, the periods the events fall in are completed (`UsagePeriodTotals`), in
+/// a short transaction of its own: each period's totals stay equal to an aggregation of
+/// its events while batches of one tenant store side by side. A period is completed by the
+/// one transaction that inserts its `usage_periods` row; another completing it at the same
+/// time waits on that row, then finds it complete and adds its events to the totals. A
+/// batch whose configuration is older than a period cannot store events in it unseen:
+/// the batch holds its tenants' usage locks shared from before it reads the
+/// configuration until it commits, and a change to a tenant's subscriptions takes that
+/// lock exclusive (migration 023). No batch takes a usage lock exclusive.
 ///
 /// The caller acks the messages only after this commits; a redelivery after a
 /// crash finds its events already stored and counts nothing twice.
@@ -66,10 +71,9 @@ enum UsageLedger {
         let started = ContinuousClock.now
         let stagedTimes = batch.stagedTimes
         let tenants = stagedTimes.keys.sorted { $0.precedes($1) }
-        // Periods to complete first, in a short transaction of their own: their tenants'
-        // locks exclusive only while the periods are completed — not while the batch's
-        // events are stored — so batches of the same tenants wait for one another only
-        // that long (a drain's first batches all meet new tenants).
+        // Periods to complete first, in a short transaction of their own: once it commits
+        // they are complete for every batch, and a batch completing the same periods meanwhile
+        // waits on their rows only that long, not for this batch to be stored.
         let completion = tenants.isEmpty ? Completion() : try await complete(stagedTimes, tenants: tenants, cache: cache, on: connection)
         var outcome = try await connection.withTransaction { connection in
             var outcome = LedgerOutcome(parked: batch.parkedEvents.count)
@@ -78,22 +82,20 @@ enum UsageLedger {
             try ParkedEvents.store(batch.parkedEvents, on: connection)
             guard !staged.isEmpty else { return outcome }
             // Staged first (session-local: no lock needed), then the tenants' usage locks
-            // (shared: transactions storing events of a tenant do not wait for one another)
+            // (shared: transactions storing events of a tenant do not wait for one another;
+            // only a change to the tenant's subscriptions takes it exclusive, migration 023)
             // and their configuration as committed now.
             try UsageEventStore.stage(staged, on: connection)
             clock.lap(.copy, into: &outcome.phases)
-            try UsagePeriodTotals.lockUsage(tenants, exclusive: [], on: connection)
+            try UsagePeriodTotals.lockUsage(tenants, on: connection)
             let config = try cache.snapshot(for: tenants, on: connection)
             clock.lap(.lockAndConfiguration, into: &outcome.phases)
             // Every period the events fall in is complete by now, unless the configuration
-            // changed since (a subscription created in between): then the lock is upgraded
-            // and the period completed here. Tenants that do not exist have nothing to
-            // complete (their events are parked below).
+            // changed since (a subscription created in between): then it is completed here.
+            // Tenants that do not exist have nothing to complete (their events are parked below).
             let missing = cache.notKnownComplete(Self.periods(stagedTimes, config: config))
                 .filter { !completion.absentTenants.contains($0.tenant) }
             if !missing.isEmpty {
-                let upgrade = Set(missing.map(\.tenant))
-                try UsagePeriodTotals.lockUsage(upgrade.sorted { $0.precedes($1) }, exclusive: upgrade, on: connection)
                 outcome.completedPeriods = try UsagePeriodTotals.complete(missing, on: connection)
             }
             clock.lap(.completePeriods, into: &outcome.phases)
@@ -136,29 +138,26 @@ enum UsageLedger {
     }
 
     /// Completes, in a transaction of its own, the periods the events at `times` fall in
-    /// that this process does not know complete: the tenants' usage locks exclusive (a
-    /// completion must not interleave with a transaction storing the tenant's events), the
-    /// configuration read under them, the periods completed, the commit. Nothing when the
-    /// cache knows every period complete.
+    /// that this process does not know complete (guessed from the configuration it holds,
+    /// then decided with the configuration as committed now); commits and remembers them.
+    /// Nothing when the cache knows every period complete.
     private static func complete(
         _ times: [UUID: Set<Date>], tenants: [UUID], cache: UsageConfigCache, on connection: PostgresConnection
     ) async throws -> Completion {
         let (cached, unknown) = cache.peek(tenants)
         let guessed = Set(
-            periods(times, config: cached).filter { unknown.contains($0.tenant) || !cache.isKnownComplete($0) }
-                .map(\.tenant)
+            cache.notKnownComplete(periods(times.filter { !unknown.contains($0.key) }, config: cached)).map(\.tenant)
         ).union(unknown)
         guard !guessed.isEmpty else { return Completion() }
-        let locked = tenants.filter(guessed.contains)
+        let wanted = tenants.filter(guessed.contains)
         let (completion, completed) = try await connection.withTransaction { connection in
             var completion = Completion()
             var clock = PhaseClock()
-            try UsagePeriodTotals.lockUsage(locked, exclusive: guessed, on: connection)
-            let config = try cache.snapshot(for: locked, on: connection)
+            let config = try cache.snapshot(for: wanted, on: connection)
             clock.lap(.lockAndConfiguration, into: &completion.phases)
-            let wanted = cache.notKnownComplete(periods(times.filter { guessed.contains($0.key) }, config: config))
-            let completed = try UsagePeriodTotals.complete(wanted, on: connection)
-            completion.absentTenants = Set(wanted.map(\.tenant)).subtracting(completed.map(\.tenant))
+            let missing = cache.notKnownComplete(periods(times.filter { guessed.contains($0.key) }, config: config))
+            let completed = try UsagePeriodTotals.complete(missing, on: connection)
+            completion.absentTenants = Set(missing.map(\.tenant)).subtracting(completed.map(\.tenant))
             clock.lap(.completePeriods, into: &completion.phases)
             return (completion, completed)
         }

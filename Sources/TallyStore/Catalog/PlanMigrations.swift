@@ -142,12 +142,22 @@ public enum PlanMigrations {
                 Move(
                     subscriptionID: stored.id, tenantID: stored.tenantID, effectiveAt: effective.date, currentChargeCents: current.value,
                     newChargeCents: next.value, differenceCents: difference))
-            guard !dryRun else { continue }
+        }
+        // One statement for every move: a change to subscriptions takes their tenants' usage
+        // locks (migration 023), all of a statement's at once and in one order.
+        if !dryRun, !moved.isEmpty {
             try connection.query(
                 """
                 INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
-                VALUES ($1, $2, $3, $4, 'migration', $5)
-                """, [stored.id, code, to, effective.date, at])
+                SELECT m.id, $3, $4, m.effective_at, 'migration', $5
+                  FROM unnest($1::uuid[], $2::timestamptz[]) AS m (id, effective_at)
+                """,
+                [
+                    PostgresTextArray(moved.map(\.subscriptionID.lowercasedText)),
+                    PostgresTextArray(
+                        moved.map { PostgresTimestamp(microsecondsSinceEpoch: Instant($0.effectiveAt).microsecondsSinceEpoch).description }),
+                    code, to, at,
+                ])
         }
         return Outcome(dryRun: dryRun, moved: moved, skipped: skipped)
     }

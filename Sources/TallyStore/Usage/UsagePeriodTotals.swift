@@ -20,61 +20,61 @@ public struct TenantPeriod: Sendable, Hashable {
 /// A period is completed once — its totals computed from the hourly rollups and the
 /// events at its edges — and from then on the Aggregator adds each event it stores to
 /// every completed period of its tenant containing the event's time, in the statement
-/// that stores the event. Reading a period is then one row per metric. Completing a
-/// period and storing its tenant's events must not interleave: a transaction storing
-/// events holds the tenant's usage lock shared, one completing a period of it exclusive
-/// (`lockUsage`), from before the one until their commit.
+/// that stores the event. Reading a period is then one row per metric.
+///
+/// Completing a period and storing its tenant's events must not interleave. A batch
+/// completes the periods its events fall in before storing them, in its transaction:
+/// the one that inserts a period's `usage_periods` row completes it, and another doing
+/// so at the same time waits on that row, then finds the period complete. A batch
+/// whose configuration does not know a period yet (a subscription created meanwhile)
+/// cannot be storing events in it unseen: batches hold their tenants' usage locks
+/// shared (`lockUsage`) from before they read the configuration until they commit, and
+/// a change to a tenant's subscriptions takes the lock exclusive (migration 023), so it
+/// waits for them, and batches after it read what it committed.
 public enum UsagePeriodTotals {
     /// Tenants share their locks by bucket: a lock per tenant would be 40,000 locks for a
     /// batch of 40,000 tenants, beyond PostgreSQL's lock table (`max_locks_per_transaction`
     /// × connections, a few thousand per session: "out of shared memory"). 512 buckets
     /// keep a batch at 1,024 locks at most; tenants of one bucket wait for one another
     /// only where a lock is exclusive. The two-key advisory locks (class, bucket) are a key
-    /// space apart from the one-key locks taken elsewhere.
+    /// space apart from the one-key locks taken elsewhere. Migration 023 takes the usage
+    /// lock (class 13) with the same buckets.
     static let lockBuckets = 512
 
-    /// The buckets of `tenants` ($1) in one order, with their exclusivity ($2), locked by
-    /// `function(class, bucket)` or its shared form.
-    private static func lockStatement(class lockClass: Int, exclusive: Bool) -> String {
-        let take =
-            exclusive
-            ? "pg_advisory_xact_lock(\(lockClass), b)"
-            : "CASE WHEN x THEN pg_advisory_xact_lock(\(lockClass), b) ELSE pg_advisory_xact_lock_shared(\(lockClass), b) END"
-        return """
-            SELECT count(\(take)) FROM (
-                SELECT (hashtextextended(t::text, \(lockClass)) & \(lockBuckets - 1))::int AS b, bool_or(x) AS x
-                  FROM unnest($1::uuid[], $2::bool[]) AS u (t, x)
-                 GROUP BY 1 ORDER BY 1
-            ) AS keys
-            """
+    /// The buckets of `tenants` ($1) in one order, locked by `function(class, bucket)`.
+    private static func lockStatement(class lockClass: Int, function: String) -> String {
+        """
+        SELECT count(\(function)(\(lockClass), b)) FROM (
+            SELECT DISTINCT (hashtextextended(t::text, \(lockClass)) & \(lockBuckets - 1))::int AS b
+              FROM unnest($1::uuid[]) AS t
+             ORDER BY 1
+        ) AS keys
+        """
     }
 
-    /// Takes the usage locks of `tenants` (transaction-scoped, in one statement and one
-    /// order, so two transactions never wait on each other in a cycle): shared by
-    /// transactions storing a tenant's events — they do not wait for one another — and
-    /// exclusive for the tenants in `exclusive`, whose periods the transaction completes:
-    /// a completion then waits until every transaction that stored the tenant's events
-    /// has committed, and no other stores any until it commits. Taking it exclusive
-    /// again for a tenant held shared upgrades it.
-    public static func lockUsage(_ tenants: [UUID], exclusive: Set<UUID>, on connection: isolated PostgresConnection) throws {
+    /// Takes the usage locks of `tenants` shared (transaction-scoped, in one statement
+    /// and one order): transactions storing a tenant's events do not wait for one
+    /// another, and a change to the tenant's subscriptions, which takes the lock
+    /// exclusive, waits until every transaction holding it has committed.
+    public static func lockUsage(_ tenants: [UUID], on connection: isolated PostgresConnection) throws {
         guard !tenants.isEmpty else { return }
         try connection.query(
-            lockStatement(class: 13, exclusive: false),
-            [PostgresTextArray(tenants.map(\.lowercasedText)), PostgresTextArray(tenants.map { exclusive.contains($0) ? "t" : "f" })])
+            lockStatement(class: 13, function: "pg_advisory_xact_lock_shared"), [PostgresTextArray(tenants.map(\.lowercasedText))])
     }
 
     /// Takes the evaluation locks of `tenants` (exclusive, one statement, one order), after
-    /// their events are stored: of two transactions storing usage of one tenant, the
-    /// second evaluates once the first committed, and sees its usage.
+    /// their events are stored: of two transactions storing usage of one tenant that read
+    /// it (`UsageStateEvaluator`), the second reads once the first committed.
     public static func lockEvaluation(_ tenants: [UUID], on connection: isolated PostgresConnection) throws {
         guard !tenants.isEmpty else { return }
         try connection.query(
-            lockStatement(class: 7, exclusive: true),
-            [PostgresTextArray(tenants.map(\.lowercasedText)), PostgresTextArray(tenants.map { _ in "t" })])
+            lockStatement(class: 7, function: "pg_advisory_xact_lock"), [PostgresTextArray(tenants.map(\.lowercasedText))])
     }
 
-    /// Completes the periods of `periods` that are not complete yet, of existing tenants;
-    /// returns those of `periods` that are complete now (their tenant exists).
+    /// Completes the periods of `periods` that are not complete yet, of existing tenants:
+    /// those whose `usage_periods` row this transaction inserts (a period another
+    /// transaction is completing is waited for, then found complete); returns those of
+    /// `periods` that are complete now (their tenant exists).
     @discardableResult
     public static func complete(_ periods: Set<TenantPeriod>, on connection: isolated PostgresConnection) throws -> Set<TenantPeriod> {
         guard !periods.isEmpty else { return [] }
@@ -178,9 +178,9 @@ public enum UsagePeriodTotals {
     /// hashed the whole of `tenants` and `usage_periods` for every batch part instead —
     /// 190 ms a part with 377,000 tenants and 327,000 periods on the dev database, a
     /// cost that grew with the history, not with the batch.
-    static func periodsCTE(incompleteOnly: Bool) -> String {
+    static func periodsCTE(incompleteOnly: Bool, named name: String = "missing") -> String {
         """
-        missing AS (
+        \(name) AS (
             SELECT DISTINCT w.tenant_id, w.period_start, w.period_end,
                    CASE WHEN date_trunc('hour', w.period_start, 'UTC') = w.period_start THEN w.period_start
                         ELSE date_trunc('hour', w.period_start, 'UTC') + interval '1 hour' END AS first_hour,
@@ -256,11 +256,21 @@ public enum UsagePeriodTotals {
         "(array_agg(\(column) ORDER BY la DESC, li COLLATE \"C\" DESC, lq DESC))[1]"
     }
 
+    /// The periods not complete in the statement's snapshot are claimed by inserting their
+    /// `usage_periods` rows, in one order (two transactions claiming the same periods never
+    /// wait on each other in a cycle); a row another transaction is inserting is waited
+    /// for, and found there once it commits (not claimed). Only the claimed periods
+    /// (`missing`) are completed, from the rollups and edge events in the snapshot: every
+    /// batch storing events in them committed before it, or waits on the row.
     static let completeStatement = """
-        WITH \(periodsCTE(incompleteOnly: true)), marked AS (
+        WITH \(periodsCTE(incompleteOnly: true, named: "candidates")), marked AS (
             INSERT INTO usage_periods (tenant_id, period_start, period_end)
-            SELECT tenant_id, period_start, period_end FROM missing
-            RETURNING 1
+            SELECT tenant_id, period_start, period_end FROM candidates
+             ORDER BY 1, 2, 3
+            ON CONFLICT DO NOTHING
+            RETURNING tenant_id, period_start, period_end
+        ), missing AS (
+            SELECT c.* FROM candidates c JOIN marked m USING (tenant_id, period_start, period_end)
         ), \(piecesCTEs), totals AS (
             INSERT INTO usage_period_totals (tenant_id, period_start, period_end, metric, quantity_sum, event_count, quantity_max,
                                              latest_at, latest_event_id, latest_quantity)

@@ -1,0 +1,106 @@
+import BillingEngine
+import CivilTime
+import Foundation
+import PostgresClient
+import TallyStore
+import TallyTestSupport
+import Testing
+import UsageEvents
+
+@testable import Aggregator
+
+/// How a period's completion and the storing of its events keep out of each other's way
+/// (`UsagePeriodTotals`, migration 023): two transactions completing one period meet on its
+/// `usage_periods` row, and a change to a tenant's subscriptions waits for the batches
+/// holding the tenant's usage lock.
+@Suite("Aggregator: completing periods beside batches")
+struct PeriodCompletionTests {
+    static func connect() async throws -> PostgresConnection {
+        try await PostgresConnection.connect(
+            configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
+    }
+
+    /// Whether the backend `pid` is waiting for a lock of `type` ('advisory', 'transactionid').
+    static func waiting(_ harness: AggregatorHarness, pid: Int, on type: String) async throws -> Bool {
+        try await harness.database.query(
+            "SELECT count(*) FROM pg_locks WHERE pid = $1 AND locktype = $2 AND NOT granted", [pid, type]
+        )[0].decode(0, as: Int.self) > 0
+    }
+
+    @Test("two transactions complete one period at once: the second waits on its row, finds it complete, and computes nothing twice")
+    func oneCompletionOfAPeriod() async throws {
+        let harness = try await AggregatorHarness.make()
+        let tenant = try await harness.createTenants(1)[0]
+        let now = TestClock.now()
+        // Usage over the last three hours, stored as the Aggregator stores it.
+        let events = (0..<60).map { index in
+            usageEventJSON(id: "c\(index)", tenant: tenant, quantity: "\(index % 7 + 1)", time: TestClock.recent(Double(index) * 170 + 30, before: now))
+        }
+        let body = Array(("[" + events.joined(separator: ",") + "]").utf8)
+        let setup = try await Self.connect()
+        _ = try await UsageLedger.record(
+            UsageDecoder(now: now).decode([UsageMessage(deliveryTag: 1, messageID: nil, schema: nil, body: body)]), now: now,
+            cache: UsageConfigCache(), on: setup)
+        // A period of its own with edges (not on hour boundaries), complete nowhere yet.
+        let span = Period(
+            start: Instant(now.addingTimeInterval(-2 * 3_600 - 17 * 60)), end: Instant(now.addingTimeInterval(-11 * 60 - 13)))
+        let period = TenantPeriod(tenant: tenant, span: span)
+        let first = try await Self.connect()
+        let second = try await Self.connect()
+        let secondPID = try await second.query("SELECT pg_backend_pid()")[0].decode(0, as: Int.self)
+        try await first.begin()
+        #expect(try await UsagePeriodTotals.complete([period], on: first) == [period])
+        let waiting = Task {
+            try await second.begin()
+            let complete = try await UsagePeriodTotals.complete([period], on: second)
+            try await second.commit()
+            return complete
+        }
+        try await harness.waitUntil("the second completion waits on the first's row", limit: .seconds(60)) {
+            try await Self.waiting(harness, pid: secondPID, on: "transactionid")
+        }
+        try await first.commit()
+        #expect(try await waiting.value == [period])
+        // Completed once: the totals are the events' aggregation, as the rollups and edges say.
+        let catalog = try await setup.withTransaction { try MetricCatalogRecords.load(on: $0) }
+        let (totals, reference) = try await setup.withTransaction { connection in
+            (
+                try UsagePeriodTotals.values(of: [period], catalog: catalog, on: connection)[period],
+                try UsageReader.rangeValues(tenant: tenant, over: span, catalog: catalog, on: connection)
+            )
+        }
+        #expect(totals == reference)
+        #expect(reference["api_calls"] != nil)
+        for connection in [setup, first, second] { await connection.close() }
+        try await harness.tearDown()
+    }
+
+    @Test("a subscription created while a batch holds the tenant's usage lock waits for that batch to commit")
+    func subscriptionWaitsForBatch() async throws {
+        let harness = try await AggregatorHarness.make()
+        let tenant = try await harness.createTenants(1)[0]
+        let now = TestClock.now()
+        let batch = try await Self.connect()
+        try await batch.begin()
+        try await UsagePeriodTotals.lockUsage([tenant], on: batch)
+        let api = try await Self.connect()
+        let apiPID = try await api.query("SELECT pg_backend_pid()")[0].decode(0, as: Int.self)
+        let created = Task {
+            try await api.begin()
+            try await api.query(
+                "INSERT INTO subscriptions (id, tenant_id, started_at, anchor) VALUES (gen_random_uuid(), $1, $2, $2)",
+                [tenant, now.addingTimeInterval(-3_600)])
+            try await api.commit()
+        }
+        try await harness.waitUntil("the subscription waits on the tenant's usage lock", limit: .seconds(60)) {
+            try await Self.waiting(harness, pid: apiPID, on: "advisory")
+        }
+        try await batch.commit()
+        try await created.value
+        let count = try await harness.database.query("SELECT count(*) FROM subscriptions WHERE tenant_id = $1", [tenant])[0]
+            .decode(0, as: Int.self)
+        #expect(count == 1)
+        for connection in [batch, api] { await connection.close() }
+        try await harness.tearDown()
+    }
+}
