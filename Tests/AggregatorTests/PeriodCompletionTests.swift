@@ -34,7 +34,8 @@ struct PeriodCompletionTests {
         let now = TestClock.now()
         // Usage over the last three hours, stored as the Aggregator stores it.
         let events = (0..<60).map { index in
-            usageEventJSON(id: "c\(index)", tenant: tenant, quantity: "\(index % 7 + 1)", time: TestClock.recent(Double(index) * 170 + 30, before: now))
+            usageEventJSON(
+                id: "c\(index)", tenant: tenant, quantity: "\(index % 7 + 1)", time: TestClock.recent(Double(index) * 170 + 30, before: now))
         }
         let body = Array(("[" + events.joined(separator: ",") + "]").utf8)
         let setup = try await Self.connect()
