@@ -203,20 +203,22 @@ public enum UsagePeriodTotals {
     /// (pruned to the months of the period), as `UsageReader` reads a range. LATERAL, and
     /// two ranges without OR: index scans of the tenant's events per period (months pruned
     /// at run time), never a scan of the whole table. The second range starts where the
-    /// first ends when the period is inside one hour.
+    /// first ends when the period is inside one hour. A period starting (ending) on an hour
+    /// has no first (last) edge, and its scan is skipped before it starts: calendar months,
+    /// and every period of a subscription started on the hour.
     static let piecesCTEs = """
         edges AS (
             SELECT w.tenant_id, w.period_start, w.period_end, e.metric, e.quantity, e.occurred_at, e.event_id, e.metadata
               FROM missing w
              CROSS JOIN LATERAL (
                 SELECT e.metric, e.quantity, e.occurred_at, e.event_id, e.metadata FROM usage_events e
-                 WHERE e.tenant_id = w.tenant_id
+                 WHERE w.period_start < w.first_hour AND e.tenant_id = w.tenant_id
                    AND e.occurred_at >= w.period_start AND e.occurred_at < least(w.first_hour, w.period_end)
                    AND e.occurred_month BETWEEN date_trunc('month', w.period_start AT TIME ZONE 'UTC')::date
                                             AND date_trunc('month', least(w.first_hour, w.period_end) AT TIME ZONE 'UTC')::date
                 UNION ALL
                 SELECT e.metric, e.quantity, e.occurred_at, e.event_id, e.metadata FROM usage_events e
-                 WHERE e.tenant_id = w.tenant_id
+                 WHERE w.last_hour < w.period_end AND e.tenant_id = w.tenant_id
                    AND e.occurred_at >= greatest(w.last_hour, w.period_start, least(w.first_hour, w.period_end))
                    AND e.occurred_at < w.period_end
                    AND e.occurred_month BETWEEN date_trunc('month', greatest(w.last_hour, w.period_start) AT TIME ZONE 'UTC')::date
