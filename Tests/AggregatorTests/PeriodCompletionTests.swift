@@ -76,6 +76,35 @@ struct PeriodCompletionTests {
         try await harness.tearDown()
     }
 
+    @Test("a tenant created between a batch's completion and its storing: its events are counted and their period completed with them")
+    func tenantCreatedMidBatch() async throws {
+        let harness = try await AggregatorHarness.make()
+        let now = TestClock.now()
+        let tenant = UUID()
+        let events = (0..<5).map { usageEventJSON(id: "m\($0)", tenant: tenant, time: TestClock.recent(Double($0) * 60 + 30, before: now)) }
+        let body = Array(("[" + events.joined(separator: ",") + "]").utf8)
+        let connection = try await Self.connect()
+        let database = harness.database
+        let outcome = try await UsageLedger.record(
+            UsageDecoder(now: now).decode([UsageMessage(deliveryTag: 1, messageID: nil, schema: nil, body: body)]), now: now,
+            cache: UsageConfigCache(), on: connection,
+            betweenTransactions: {
+                try await database.query(
+                    "INSERT INTO tenants (id, name, billing_email) VALUES ($1, $2, 'agg@example.test')",
+                    [tenant, "aggregator test \(harness.id) mid"])
+            })
+        #expect(outcome.inserted == 5 && outcome.parked == 0)
+        // The month the events fall in is complete, and its totals hold them.
+        let month = BillingCalendar.utcMonths.period(containing: Instant(TestClock.recent(30, before: now)))
+        let period = TenantPeriod(tenant: tenant, span: month)
+        let catalog = try await connection.withTransaction { try MetricCatalogRecords.load(on: $0) }
+        let totals = try await connection.withTransaction { try UsagePeriodTotals.values(of: [period], catalog: catalog, on: $0)[period] }
+        #expect(totals?["api_calls"] == Quantity(units: 5))
+        await connection.close()
+        try await harness.database.withTransaction { try TenantUsage.delete(of: [tenant], withTenants: true, on: $0) }
+        try await harness.tearDown()
+    }
+
     @Test("a subscription created while a batch holds the tenant's usage lock waits for that batch to commit")
     func subscriptionWaitsForBatch() async throws {
         let harness = try await AggregatorHarness.make()

@@ -63,9 +63,11 @@ enum UsageLedger {
     /// false: then they are only taken out and returned (`unknownTenantEvents`), for the
     /// batch's last transaction to park — a batch written in parts is retried whole after
     /// a part failed, and its earlier parts must not park the same events again.
+    /// `betweenTransactions` runs after the completion transaction, before the batch's
+    /// (tests change the world there).
     static func record(
         _ batch: DecodedBatch, now: Date, cache: UsageConfigCache = UsageConfigCache(), parkingUnknownTenants: Bool = true,
-        on connection: PostgresConnection
+        on connection: PostgresConnection, betweenTransactions: (@Sendable () async throws -> Void)? = nil
     ) async throws -> LedgerOutcome {
         let staged = batch.stagedRows.buffer
         let started = ContinuousClock.now
@@ -75,6 +77,7 @@ enum UsageLedger {
         // they are complete for every batch, and a batch completing the same periods meanwhile
         // waits on their rows only that long, not for this batch to be stored.
         let completion = tenants.isEmpty ? Completion() : try await complete(stagedTimes, tenants: tenants, cache: cache, on: connection)
+        try await betweenTransactions?()
         var outcome = try await connection.withTransaction { connection in
             var outcome = LedgerOutcome(parked: batch.parkedEvents.count)
             outcome.phases = completion.phases
@@ -90,20 +93,24 @@ enum UsageLedger {
             try UsagePeriodTotals.lockUsage(tenants, on: connection)
             let config = try cache.snapshot(for: tenants, on: connection)
             clock.lap(.lockAndConfiguration, into: &outcome.phases)
-            // Every period the events fall in is complete by now, unless the configuration
-            // changed since (a subscription created in between): then it is completed here.
-            // Tenants that do not exist have nothing to complete (their events are parked below).
-            let missing = cache.notKnownComplete(Self.periods(stagedTimes, config: config))
-                .filter { !completion.absentTenants.contains($0.tenant) }
-            if !missing.isEmpty {
-                outcome.completedPeriods = try UsagePeriodTotals.complete(missing, on: connection)
-            }
-            clock.lap(.completePeriods, into: &outcome.phases)
+            // The events of tenants that do not exist go first: every tenant whose events stay
+            // existed when this statement began, so the completion below, which begins later,
+            // sees it too (a tenant created since the completion transaction has its periods
+            // completed here, not stored into unseen).
             if parkingUnknownTenants {
                 outcome.parked += try UsageEventStore.parkUnknownTenants(on: connection)
             } else {
                 outcome.unknownTenantEvents = try UsageEventStore.takeOutUnknownTenants(on: connection)
             }
+            let absent = Set(outcome.unknownTenantEvents.compactMap { $0.tenantID.flatMap(UUID.init(uuidString:)) })
+            // Every period the events fall in is complete by now, unless the configuration
+            // changed since (a subscription created in between) or the tenant was created
+            // since: then it is completed here.
+            let missing = cache.notKnownComplete(Self.periods(stagedTimes.filter { !absent.contains($0.key) }, config: config))
+            if !missing.isEmpty {
+                outcome.completedPeriods = try UsagePeriodTotals.complete(missing, on: connection)
+            }
+            clock.lap(.completePeriods, into: &outcome.phases)
             let stored = try UsageEventStore.storeStaged(on: connection)
             for hour in stored.hours {
                 outcome.insertedByTenant[hour.tenant, default: [:]][hour.metric, default: 0] += hour.count
@@ -133,8 +140,6 @@ enum UsageLedger {
     /// What the completion transaction did.
     struct Completion {
         var phases: [Phase: Double] = [:]
-        /// Tenants of the batch that do not exist (nothing of theirs can be completed).
-        var absentTenants: Set<UUID> = []
     }
 
     /// Completes, in a transaction of its own, the periods the events at `times` fall in
@@ -157,7 +162,6 @@ enum UsageLedger {
             clock.lap(.lockAndConfiguration, into: &completion.phases)
             let missing = cache.notKnownComplete(periods(times.filter { guessed.contains($0.key) }, config: config))
             let completed = try UsagePeriodTotals.complete(missing, on: connection)
-            completion.absentTenants = Set(missing.map(\.tenant)).subtracting(completed.map(\.tenant))
             clock.lap(.completePeriods, into: &completion.phases)
             return (completion, completed)
         }
