@@ -70,4 +70,52 @@ struct ConcurrentTotalsTests {
         #expect(exceeded == 1)
         try await harness.tearDown()
     }
+
+    @Test("after an upgrade, a batch counting only another metric says where the hard quota now stands: a view lets the refused metric through")
+    func hardQuotaAfterUpgrade() async throws {
+        let harness = try await AggregatorHarness.make()
+        let tenant = try await harness.createTenants(1)[0]
+        let now = TestClock.now()
+        let small = "test-hard5-\(harness.id)"
+        let large = "test-hard100-\(harness.id)"
+        // The larger plan costs more: changing to it is an upgrade, in force at once.
+        for (plan, quota, base) in [(small, "5", 1000), (large, "100", 2000)] {
+            try await harness.database.query(
+                """
+                WITH code AS (INSERT INTO subscription_plans (slug) VALUES ($1) RETURNING slug)
+                INSERT INTO plan_versions (plan_slug, version, name, currency, billing_interval, base_cents, charges)
+                SELECT slug, 1, 'Test hard quota', 'usd', 'month', $3, jsonb_build_array(
+                    jsonb_build_object('metric', 'api_calls', 'enforcement', 'hard', 'quota', $2::text, 'model', 'standard', 'included', $2::text, 'unit_price', '10'),
+                    jsonb_build_object('metric', 'estimates', 'enforcement', 'soft', 'model', 'standard', 'included', '0', 'unit_price', '1'))
+                  FROM code
+                """, [plan, quota, base])
+        }
+        let subscriptions = SubscriptionStore(pool: harness.database)
+        let subscription = try await subscriptions.create(
+            tenant: tenant, plan: small, start: now.addingTimeInterval(-10 * 86_400), trialDays: 0, now: now)
+        let connection = try await PostgresConnection.connect(
+            configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
+        let cache = UsageConfigCache()
+        func batch(_ metric: String, _ count: Int, _ prefix: String, secondsAgo: Double) async throws -> [QuotaState] {
+            let events = (0..<count).map {
+                usageEventJSON(id: "\(prefix)\($0)", tenant: tenant, metric: metric, time: TestClock.recent(secondsAgo, before: now))
+            }
+            let body = Array(("[" + events.joined(separator: ",") + "]").utf8)
+            let decoded = UsageDecoder(now: now).decode([UsageMessage(deliveryTag: 1, messageID: nil, schema: nil, body: body)])
+            return try await UsageLedger.record(decoded, now: now, cache: cache, on: connection).quotaStates
+        }
+        let view = QuotaView()
+        for state in try await batch("api_calls", 6, "a", secondsAgo: 60) { view.apply(state) }
+        #expect(view.decision(tenant: tenant, metric: "api_calls", now: now) == .exceeded(used: Quantity(units: 6), quota: Quantity(units: 5)))
+        _ = try await subscriptions.changePlan(id: subscription.id, to: large, at: now.addingTimeInterval(-30), now: now)
+        // Only estimates counted (after the upgrade), and the state still says where api_calls
+        // stands, under the new plan.
+        let states = try await batch("estimates", 2, "e", secondsAgo: 10)
+        let position = try #require(states.first?.metrics["api_calls"])
+        #expect(position.used == Quantity(units: 6) && position.quota == Quantity(units: 100) && position.events == 6)
+        for state in states { view.apply(state) }
+        #expect(view.decision(tenant: tenant, metric: "api_calls", now: now) == .allow)
+        await connection.close()
+        try await harness.tearDown()
+    }
 }

@@ -82,7 +82,7 @@ enum UsageStateEvaluator {
         on connection: isolated PostgresConnection
     ) throws -> Evaluation {
         let touched = touches(times, config: config)
-        let usage = try self.usage(of: touched, totals: totals, alerts: config.alerts, catalog: config.catalog, on: connection)
+        let usage = try self.usage(of: touched, totals: totals, alerts: config.alerts, catalog: config.catalog, now: now, on: connection)
         var evaluation = Evaluation()
         var outbox: [BillingEvent] = []
         var firings: [Firing] = []
@@ -116,17 +116,29 @@ enum UsageStateEvaluator {
     /// values, and every metric of a period that has no totals (not complete: its tenant
     /// was unknown when the batch's periods were completed). The tenants whose anomaly
     /// rules will read hours take their locks here too, before any read.
+    ///
+    /// The period in force also carries the plan's hard-enforced metrics the batch did not
+    /// count, as committed now (read, without a lock: of two positions of a metric a view
+    /// keeps the one with more events), so every quota state says where each hard quota
+    /// stands under the plan in force — after an upgrade, a metric refused at the old
+    /// quota is let through at the next state, whatever metric it counts — and a listener
+    /// that takes each state whole still holds every hard quota.
     static func usage(
         of touched: [UUID: [Touch]], totals: [UsagePeriodTotals.StoredTotal], alerts: [UUID: [StoredAlert]], catalog: MetricCatalog,
-        on connection: isolated PostgresConnection
+        now: Date, on connection: isolated PostgresConnection
     ) throws -> [TenantPeriod: PeriodUsage] {
         let byPeriod = Dictionary(grouping: totals, by: \.period)
         var usage: [TenantPeriod: PeriodUsage] = [:]
         var reads = Set<TenantPeriod>()
         var locked = Set<UUID>()
+        var hard: [TenantPeriod: [String]] = [:]
         for (tenant, touches) in touched {
             for touch in touches {
                 let period = TenantPeriod(tenant: tenant, span: touch.span)
+                if touch.span.contains(Instant(now)), let plan = touch.subscription?.timeline.plan(at: touch.time) {
+                    let metrics = plan.terms.filter { $0.value.enforcement == .hard }.map(\.key)
+                    if !metrics.isEmpty { hard[period] = metrics }
+                }
                 guard let stored = byPeriod[period] else {
                     reads.insert(period)
                     continue
@@ -146,6 +158,28 @@ enum UsageStateEvaluator {
                     if anomaly == true { locked.insert(tenant) }
                 }
                 usage[period] = counted
+            }
+        }
+        // The hard-enforced metrics the batch did not count, where it counted others.
+        let uncounted = hard.filter { period, metrics in
+            usage[period].map { counted in metrics.contains { counted.events[$0] == nil } } ?? false
+        }
+        if !uncounted.isEmpty {
+            let committed = try UsagePeriodTotals.storedTotals(of: Set(uncounted.keys), on: connection)
+            for (period, metrics) in uncounted {
+                for metric in metrics where usage[period]?.events[metric] == nil {
+                    guard let total = committed[period]?[metric] else {
+                        usage[period]?.values[metric] = .zero
+                        usage[period]?.events[metric] = 0
+                        continue
+                    }
+                    usage[period]?.events[metric] = total.eventCount
+                    if let value = try total.value(catalog.aggregation(for: metric)) {
+                        usage[period]?.values[metric] = value
+                    } else {
+                        reads.insert(period)
+                    }
+                }
             }
         }
         locked.formUnion(reads.map(\.tenant))

@@ -116,6 +116,23 @@ public enum UsagePeriodTotals {
         return values
     }
 
+    /// The totals rows of each of `periods` as committed now (`StoredTotal`), one probe per
+    /// period; periods without totals are absent.
+    public static func storedTotals(
+        of periods: Set<TenantPeriod>, on connection: isolated PostgresConnection
+    ) throws -> [TenantPeriod: [String: StoredTotal]] {
+        guard !periods.isEmpty else { return [:] }
+        var totals: [TenantPeriod: [String: StoredTotal]] = [:]
+        for row in try connection.query(storedTotalsStatement, arrays(Array(periods))) {
+            let period = try tenantPeriod(row)
+            let metric = try row.decode(3, as: String.self)
+            totals[period, default: [:]][metric] = StoredTotal(
+                period: period, metric: metric, eventCount: try row.decode(5, as: Int64.self), sum: row.text(4) ?? "0", max: row.text(6),
+                latest: row.text(7))
+        }
+        return totals
+    }
+
     /// Every metric's value over each of `periods`: from the totals where the period is
     /// complete, and for the others from the hourly rollups and the edge events — two
     /// statements whatever the number of periods. Metrics without usage are absent.
@@ -319,6 +336,17 @@ public enum UsagePeriodTotals {
          CROSS JOIN LATERAL (SELECT 1 FROM usage_periods p
                               WHERE p.tenant_id = w.tenant_id AND p.period_start = w.period_start AND p.period_end = w.period_end
                               LIMIT 1) AS complete
+        """
+
+    static let storedTotalsStatement = """
+        SELECT w.tenant_id, w.period_start, w.period_end, t.metric, t.quantity_sum::text, t.event_count, t.quantity_max::text,
+               t.latest_quantity::text
+          FROM (\(wanted)) AS w
+         CROSS JOIN LATERAL (
+            SELECT t.metric, t.quantity_sum, t.event_count, t.quantity_max, t.latest_quantity FROM usage_period_totals t
+             WHERE t.tenant_id = w.tenant_id AND t.period_start = w.period_start AND t.period_end = w.period_end
+            OFFSET 0
+         ) AS t
         """
 
     static let uniqueStatement = """
