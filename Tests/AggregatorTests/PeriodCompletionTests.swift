@@ -133,4 +133,42 @@ struct PeriodCompletionTests {
         for connection in [batch, api] { await connection.close() }
         try await harness.tearDown()
     }
+
+    @Test("while a batch holds the usage lock: a change moving periods (ends_at, a plan change) waits for it, a Stripe id does not")
+    func whichChangesWait() async throws {
+        let harness = try await AggregatorHarness.make()
+        let tenant = try await harness.createTenants(1)[0]
+        let now = TestClock.now()
+        let subscription = try await SubscriptionStore(pool: harness.database).create(
+            tenant: tenant, plan: "starter", start: now.addingTimeInterval(-3_600), trialDays: 0, now: now)
+        let batch = try await Self.connect()
+        try await batch.begin()
+        try await UsagePeriodTotals.lockUsage([tenant], on: batch)
+        let api = try await Self.connect()
+        // A lock wait fails at once instead of waiting: which statements wait shows without a clock.
+        try await api.query("SET lock_timeout = '100ms'")
+        func waits(_ sql: String, _ parameters: [any PostgresEncodable]) async throws -> Bool {
+            do {
+                try await api.begin()
+                try await api.query(sql, parameters)
+                try await api.commit()
+                return false
+            } catch  where error.sqlState == "55P03" {
+                await api.rollback()
+                return true
+            }
+        }
+        #expect(try await !waits("UPDATE subscriptions SET stripe_subscription_id = $2 WHERE id = $1", [subscription.id, "sub_\(harness.id)"]))
+        #expect(try await waits("UPDATE subscriptions SET ends_at = $2 WHERE id = $1", [subscription.id, now.addingTimeInterval(86_400)]))
+        #expect(
+            try await waits(
+                """
+                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
+                VALUES ($1, 'professional', (SELECT max(version) FROM plan_versions WHERE plan_slug = 'professional'), $2, 'upgrade', $2)
+                """, [subscription.id, now]))
+        try await batch.commit()
+        #expect(try await !waits("UPDATE subscriptions SET ends_at = $2 WHERE id = $1", [subscription.id, now.addingTimeInterval(86_400)]))
+        for connection in [batch, api] { await connection.close() }
+        try await harness.tearDown()
+    }
 }
