@@ -20,9 +20,12 @@ struct PeriodCompletionTests {
             configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
     }
 
-    /// Whether the backend `pid` is waiting for a lock of `type` ('advisory', 'transactionid').
-    static func waiting(_ harness: AggregatorHarness, pid: Int, on type: String) async throws -> Bool {
-        try await harness.database.query(
+    /// Whether the backend `pid` is waiting for a lock of `type` ('advisory', 'transactionid'),
+    /// asked on `observer`, a connection of the test's own: while a test holds a lock, it
+    /// must not wait for the shared pool, whose connections other tests' subscription
+    /// changes may be holding while they wait for that very lock.
+    static func waiting(on observer: PostgresConnection, pid: Int, for type: String) async throws -> Bool {
+        try await observer.query(
             "SELECT count(*) FROM pg_locks WHERE pid = $1 AND locktype = $2 AND NOT granted", [pid, type]
         )[0].decode(0, as: Int.self) > 0
     }
@@ -32,19 +35,21 @@ struct PeriodCompletionTests {
         let harness = try await AggregatorHarness.make()
         let tenant = try await harness.createTenants(1)[0]
         let now = TestClock.now()
-        // Usage over the last three hours, stored as the Aggregator stores it.
-        let events = (0..<60).map { index in
-            usageEventJSON(
-                id: "c\(index)", tenant: tenant, quantity: "\(index % 7 + 1)", time: TestClock.recent(Double(index) * 170 + 30, before: now))
+        // Usage over the last three hours (within this month: `recent` clamps), stored as the
+        // Aggregator stores it.
+        let times = (0..<60).map { TestClock.recent(Double($0) * 170 + 30, before: now) }
+        let events = times.enumerated().map { index, time in
+            usageEventJSON(id: "c\(index)", tenant: tenant, quantity: "\(index % 7 + 1)", time: time)
         }
         let body = Array(("[" + events.joined(separator: ",") + "]").utf8)
         let setup = try await Self.connect()
         _ = try await UsageLedger.record(
             UsageDecoder(now: now).decode([UsageMessage(deliveryTag: 1, messageID: nil, schema: nil, body: body)]), now: now,
             cache: UsageConfigCache(), on: setup)
-        // A period of its own with edges (not on hour boundaries), complete nowhere yet.
+        // A period of its own around those events, with edges (not on hour boundaries),
+        // complete nowhere yet.
         let span = Period(
-            start: Instant(now.addingTimeInterval(-2 * 3_600 - 17 * 60)), end: Instant(now.addingTimeInterval(-11 * 60 - 13)))
+            start: Instant(times.min()!.addingTimeInterval(-17 * 60 - 13)), end: Instant(times.max()!.addingTimeInterval(11 * 60 + 13)))
         let period = TenantPeriod(tenant: tenant, span: span)
         let first = try await Self.connect()
         let second = try await Self.connect()
@@ -57,8 +62,9 @@ struct PeriodCompletionTests {
             try await second.commit()
             return complete
         }
+        let observer = try await Self.connect()
         try await harness.waitUntil("the second completion waits on the first's row", limit: .seconds(60)) {
-            try await Self.waiting(harness, pid: secondPID, on: "transactionid")
+            try await Self.waiting(on: observer, pid: secondPID, for: "transactionid")
         }
         try await first.commit()
         #expect(try await waiting.value == [period])
@@ -72,7 +78,7 @@ struct PeriodCompletionTests {
         }
         #expect(totals == reference)
         #expect(reference["api_calls"] != nil)
-        for connection in [setup, first, second] { await connection.close() }
+        for connection in [setup, first, second, observer] { await connection.close() }
         try await harness.tearDown()
     }
 
@@ -122,15 +128,16 @@ struct PeriodCompletionTests {
                 [tenant, now.addingTimeInterval(-3_600)])
             try await api.commit()
         }
+        let observer = try await Self.connect()
         try await harness.waitUntil("the subscription waits on the tenant's usage lock", limit: .seconds(60)) {
-            try await Self.waiting(harness, pid: apiPID, on: "advisory")
+            try await Self.waiting(on: observer, pid: apiPID, for: "advisory")
         }
         try await batch.commit()
         try await created.value
         let count = try await harness.database.query("SELECT count(*) FROM subscriptions WHERE tenant_id = $1", [tenant])[0]
             .decode(0, as: Int.self)
         #expect(count == 1)
-        for connection in [batch, api] { await connection.close() }
+        for connection in [batch, api, observer] { await connection.close() }
         try await harness.tearDown()
     }
 
