@@ -34,6 +34,27 @@ struct AggregatorHarness: Sendable {
         return AggregatorHarness(id: id, exchange: exchange, queue: queue, publisher: publisher, database: database)
     }
 
+    /// A database connection of the test's own (the ledger and the stores run on one).
+    static func connect() async throws -> PostgresConnection {
+        try await PostgresConnection.connect(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: logger)
+    }
+
+    /// A plan of the test's own, version 1, billed monthly in USD: `charges` is its JSON
+    /// array of charges, one per metric (as `plan_versions.charges` holds them).
+    func createPlan(_ code: String, baseCents: Int = 1000, charges: String) async throws {
+        try await database.query(
+            """
+            WITH code AS (INSERT INTO subscription_plans (slug) VALUES ($1) RETURNING slug)
+            INSERT INTO plan_versions (plan_slug, version, name, currency, billing_interval, base_cents, charges)
+            SELECT slug, 1, 'Test ' || slug, 'usd', 'month', $2, $3::jsonb FROM code
+            """, [code, baseCents, charges])
+    }
+
+    /// A plan charge of `metric` with a hard quota, included in the base fee, 10¢ a unit over.
+    static func hardQuota(_ metric: String, _ quota: Int) -> String {
+        #"{"metric": "\#(metric)", "enforcement": "hard", "quota": "\#(quota)", "model": "standard", "included": "\#(quota)", "unit_price": "10"}"#
+    }
+
     /// The same queues and database through a new broker connection (after a broker restart).
     func reconnected() async throws -> AggregatorHarness {
         let configuration = try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: "tally-test-aggregator")

@@ -19,20 +19,11 @@ struct ConcurrentTotalsTests {
         let tenant = try await harness.createTenants(1)[0]
         let now = TestClock.now()
         let plan = "test-side-\(harness.id)"
-        try await harness.database.query(
-            """
-            WITH code AS (INSERT INTO subscription_plans (slug) VALUES ($1) RETURNING slug)
-            INSERT INTO plan_versions (plan_slug, version, name, currency, billing_interval, base_cents, charges)
-            SELECT slug, 1, 'Test side by side', 'usd', 'month', 1000, '[{"metric": "api_calls", "enforcement": "hard", "quota": "150", "model": "standard", "included": "150", "unit_price": "10"}]' FROM code
-            """, [plan])
+        try await harness.createPlan(plan, charges: "[\(AggregatorHarness.hardQuota("api_calls", 150))]")
         _ = try await SubscriptionStore(pool: harness.database).create(
             tenant: tenant, plan: plan, start: now.addingTimeInterval(-10 * 86_400), trialDays: 0, now: now)
         var connections: [PostgresConnection] = []
-        for _ in 0..<4 {
-            connections.append(
-                try await PostgresConnection.connect(
-                    configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger))
-        }
+        for _ in 0..<4 { connections.append(try await AggregatorHarness.connect()) }
         let batches = 20
         let perBatch = 3
         // Each connection as a process of its own: its own cache.
@@ -79,22 +70,17 @@ struct ConcurrentTotalsTests {
         let small = "test-hard5-\(harness.id)"
         let large = "test-hard100-\(harness.id)"
         // The larger plan costs more: changing to it is an upgrade, in force at once.
-        for (plan, quota, base) in [(small, "5", 1000), (large, "100", 2000)] {
-            try await harness.database.query(
-                """
-                WITH code AS (INSERT INTO subscription_plans (slug) VALUES ($1) RETURNING slug)
-                INSERT INTO plan_versions (plan_slug, version, name, currency, billing_interval, base_cents, charges)
-                SELECT slug, 1, 'Test hard quota', 'usd', 'month', $3, jsonb_build_array(
-                    jsonb_build_object('metric', 'api_calls', 'enforcement', 'hard', 'quota', $2::text, 'model', 'standard', 'included', $2::text, 'unit_price', '10'),
-                    jsonb_build_object('metric', 'estimates', 'enforcement', 'soft', 'model', 'standard', 'included', '0', 'unit_price', '1'))
-                  FROM code
-                """, [plan, quota, base])
+        for (plan, quota, base) in [(small, 5, 1000), (large, 100, 2000)] {
+            try await harness.createPlan(
+                plan, baseCents: base,
+                charges:
+                    #"[\#(AggregatorHarness.hardQuota("api_calls", quota)), {"metric": "estimates", "enforcement": "soft", "model": "standard", "included": "0", "unit_price": "1"}]"#
+            )
         }
         let subscriptions = SubscriptionStore(pool: harness.database)
         let subscription = try await subscriptions.create(
             tenant: tenant, plan: small, start: now.addingTimeInterval(-10 * 86_400), trialDays: 0, now: now)
-        let connection = try await PostgresConnection.connect(
-            configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
+        let connection = try await AggregatorHarness.connect()
         let cache = UsageConfigCache()
         func batch(_ metric: String, _ count: Int, _ prefix: String, secondsAgo: Double) async throws -> [QuotaState] {
             let events = (0..<count).map {

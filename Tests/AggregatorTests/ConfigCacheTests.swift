@@ -28,14 +28,8 @@ struct ConfigCacheTests {
         let tenant = try await harness.createTenants(1)[0]
         let now = TestClock.now()
         let plan = "test-cache-\(harness.id)"
-        try await harness.database.query(
-            """
-            WITH code AS (INSERT INTO subscription_plans (slug) VALUES ($1) RETURNING slug)
-            INSERT INTO plan_versions (plan_slug, version, name, currency, billing_interval, base_cents, charges)
-            SELECT slug, 1, 'Test cache', 'usd', 'month', 1000, '[{"metric": "api_calls", "enforcement": "hard", "quota": "100", "model": "standard", "included": "100", "unit_price": "10"}]' FROM code
-            """, [plan])
-        let connection = try await PostgresConnection.connect(
-            configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
+        try await harness.createPlan(plan, charges: "[\(AggregatorHarness.hardQuota("api_calls", 100))]")
+        let connection = try await AggregatorHarness.connect()
         let cache = UsageConfigCache()
         var sent = 0
         func batch(_ count: Int) async throws -> LedgerOutcome {

@@ -131,11 +131,6 @@ struct ManyTenantsTests {
     }
 
     /// A connection of the test's own.
-    static func connect() async throws -> PostgresConnection {
-        try await PostgresConnection.connect(
-            configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
-    }
-
     /// The Aggregator's batch handler, in process, writing batches in parts of at most
     /// `tenantHoursPerTransaction` (tenant, hour) pairs; nothing told after commits.
     static func handler(tenantHoursPerTransaction: Int, metrics: AggregatorMetrics = AggregatorMetrics()) throws -> UsageHandler {
@@ -165,7 +160,7 @@ struct ManyTenantsTests {
         let harness = try await AggregatorHarness.make()
         let now = TestClock.now()
         let population = try await Self.populate(harness, count: 1_000, now: now)
-        let connection = try await Self.connect()
+        let connection = try await AggregatorHarness.connect()
         let cache = UsageConfigCache()
         var expected: [UUID: Int] = [:]
         func decode(_ events: [String]) -> DecodedBatch { Self.decode(events, now: now) }
@@ -216,7 +211,7 @@ struct ManyTenantsTests {
         let harness = try await AggregatorHarness.make()
         let now = TestClock.now()
         let population = try await Self.populate(harness, count: 20_000, now: now)
-        let connection = try await Self.connect()
+        let connection = try await AggregatorHarness.connect()
         let events = population.tenants.enumerated().map { index, tenant in
             usageEventJSON(id: "w\(index)", tenant: tenant, time: TestClock.recent(60, before: now))
         }
@@ -241,7 +236,7 @@ struct ManyTenantsTests {
         let harness = try await AggregatorHarness.make()
         let now = TestClock.now()
         let population = try await Self.populate(harness, count: 1_000, now: now)
-        let connection = try await Self.connect()
+        let connection = try await AggregatorHarness.connect()
         let metrics = AggregatorMetrics()
         let handler = try Self.handler(tenantHoursPerTransaction: 1_000, metrics: metrics)
         // Message m: one event of every tenant, all in one hour — each message a part; the
@@ -275,7 +270,7 @@ struct ManyTenantsTests {
             "parts", raise: "USING ERRCODE = 'check_violation', CONSTRAINT = 'test_refusal', MESSAGE = 'refused by the test'",
             when: "NEW.value = 'bad'")
         try await withCleanup {
-            let connection = try await Self.connect()
+            let connection = try await AggregatorHarness.connect()
             let handler = try Self.handler(tenantHoursPerTransaction: 1)  // each message a part
             let time = TestClock.recent(60, before: TestClock.now())
             let ghost = UUID()  // no tenant of this Tally

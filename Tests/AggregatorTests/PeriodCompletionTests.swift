@@ -15,11 +15,6 @@ import UsageEvents
 /// holding the tenant's usage lock.
 @Suite("Aggregator: completing periods beside batches")
 struct PeriodCompletionTests {
-    static func connect() async throws -> PostgresConnection {
-        try await PostgresConnection.connect(
-            configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
-    }
-
     /// Whether the backend `pid` is waiting for a lock of `type` ('advisory', 'transactionid'),
     /// asked on `observer`, a connection of the test's own: while a test holds a lock, it
     /// must not wait for the shared pool, whose connections other tests' subscription
@@ -42,7 +37,7 @@ struct PeriodCompletionTests {
             usageEventJSON(id: "c\(index)", tenant: tenant, quantity: "\(index % 7 + 1)", time: time)
         }
         let body = Array(("[" + events.joined(separator: ",") + "]").utf8)
-        let setup = try await Self.connect()
+        let setup = try await AggregatorHarness.connect()
         _ = try await UsageLedger.record(
             UsageDecoder(now: now).decode([UsageMessage(deliveryTag: 1, messageID: nil, schema: nil, body: body)]), now: now,
             cache: UsageConfigCache(), on: setup)
@@ -51,8 +46,8 @@ struct PeriodCompletionTests {
         let span = Period(
             start: Instant(times.min()!.addingTimeInterval(-17 * 60 - 13)), end: Instant(times.max()!.addingTimeInterval(11 * 60 + 13)))
         let period = TenantPeriod(tenant: tenant, span: span)
-        let first = try await Self.connect()
-        let second = try await Self.connect()
+        let first = try await AggregatorHarness.connect()
+        let second = try await AggregatorHarness.connect()
         let secondPID = try await second.query("SELECT pg_backend_pid()")[0].decode(0, as: Int.self)
         try await first.begin()
         #expect(try await UsagePeriodTotals.complete([period], on: first) == [period])
@@ -62,7 +57,7 @@ struct PeriodCompletionTests {
             try await second.commit()
             return complete
         }
-        let observer = try await Self.connect()
+        let observer = try await AggregatorHarness.connect()
         // Waiting on the first's row ('transactionid'), or, while upkeep adds a month's
         // partition, on the events table behind that DDL (which waits for the first): either
         // way the first must commit for it to go on.
@@ -92,7 +87,7 @@ struct PeriodCompletionTests {
         let tenant = UUID()
         let events = (0..<5).map { usageEventJSON(id: "m\($0)", tenant: tenant, time: TestClock.recent(Double($0) * 60 + 30, before: now)) }
         let body = Array(("[" + events.joined(separator: ",") + "]").utf8)
-        let connection = try await Self.connect()
+        let connection = try await AggregatorHarness.connect()
         let database = harness.database
         let outcome = try await UsageLedger.record(
             UsageDecoder(now: now).decode([UsageMessage(deliveryTag: 1, messageID: nil, schema: nil, body: body)]), now: now,
@@ -119,10 +114,10 @@ struct PeriodCompletionTests {
         let harness = try await AggregatorHarness.make()
         let tenant = try await harness.createTenants(1)[0]
         let now = TestClock.now()
-        let batch = try await Self.connect()
+        let batch = try await AggregatorHarness.connect()
         try await batch.begin()
         try await UsagePeriodTotals.lockUsage([tenant], on: batch)
-        let api = try await Self.connect()
+        let api = try await AggregatorHarness.connect()
         let apiPID = try await api.query("SELECT pg_backend_pid()")[0].decode(0, as: Int.self)
         let created = Task {
             try await api.begin()
@@ -131,7 +126,7 @@ struct PeriodCompletionTests {
                 [tenant, now.addingTimeInterval(-3_600)])
             try await api.commit()
         }
-        let observer = try await Self.connect()
+        let observer = try await AggregatorHarness.connect()
         try await harness.waitUntil("the subscription waits on the tenant's usage lock", limit: .seconds(60)) {
             try await Self.waiting(on: observer, pid: apiPID, for: "advisory")
         }
@@ -151,10 +146,10 @@ struct PeriodCompletionTests {
         let now = TestClock.now()
         let subscription = try await SubscriptionStore(pool: harness.database).create(
             tenant: tenant, plan: "starter", start: now.addingTimeInterval(-3_600), trialDays: 0, now: now)
-        let batch = try await Self.connect()
+        let batch = try await AggregatorHarness.connect()
         try await batch.begin()
         try await UsagePeriodTotals.lockUsage([tenant], on: batch)
-        let api = try await Self.connect()
+        let api = try await AggregatorHarness.connect()
         // A lock wait fails at once instead of waiting: which statements wait shows without a clock.
         try await api.query("SET lock_timeout = '100ms'")
         func waits(_ sql: String, _ parameters: [any PostgresEncodable]) async throws -> Bool {

@@ -14,12 +14,7 @@ struct QuotaAndAlertTests {
     /// current period began 10 days ago; the one before covers 20 days ago.
     func subscribe(_ harness: AggregatorHarness, tenant: UUID, now: Date) async throws {
         let plan = "test-hard-\(harness.id)"
-        try await harness.database.query(
-            """
-            WITH code AS (INSERT INTO subscription_plans (slug) VALUES ($1) RETURNING slug)
-            INSERT INTO plan_versions (plan_slug, version, name, currency, billing_interval, base_cents, charges)
-            SELECT slug, 1, 'Test hard', 'usd', 'month', 1000, '[{"metric": "api_calls", "enforcement": "hard", "quota": "1000", "model": "standard", "included": "1000", "unit_price": "10"}]' FROM code
-            """, [plan])
+        try await harness.createPlan(plan, charges: "[\(AggregatorHarness.hardQuota("api_calls", 1000))]")
         let start = Calendar(identifier: .gregorian).date(byAdding: .month, value: -1, to: now.addingTimeInterval(-10 * 86_400))!
         let subscription = try await harness.database.query(
             "INSERT INTO subscriptions (tenant_id, started_at, anchor) VALUES ($1, $2, $2) RETURNING id", [tenant, start])[0]
@@ -88,6 +83,13 @@ struct QuotaAndAlertTests {
         #expect(state?.metrics["api_calls"]?.quota == 1000)
         #expect(state?.metrics["api_calls"]?.isExhausted == true)  // hard quota: the middleware refuses now
         #expect(state?.subscription == .active)
+        // The period's event count rides along, and a view fed the broadcast refuses.
+        #expect(state?.metrics["api_calls"]?.events == 1100)
+        if let state {
+            let view = QuotaView()
+            view.apply(state)
+            #expect(view.decision(tenant: tenant, metric: "api_calls", now: state.asOf) == .exceeded(used: 1100, quota: 1000))
+        }
         // A crash, then the same messages again and a little more usage: nothing fires twice.
         aggregator.kill(SIGKILL)
         aggregator = try harness.startAggregator(consumers: 2, name: "second")

@@ -162,9 +162,11 @@ struct UsageReadPropertyTests {
         let harness = try await AggregatorHarness.make()
         let tenants = try await harness.createTenants(4)
         let end = Instant(TestClock.now()).microsecondsSinceEpoch / 3_600_000_000 * 3_600_000_000 - 3_600_000_000
-        let start = end - 20 * 3_600_000_000
-        let connection = try await PostgresConnection.connect(
-            configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: AggregatorHarness.logger)
+        // 17 minutes off the hour: never a month's first instant, so the subscriptions'
+        // periods are never the calendar month the ledger completes for tenant 3 (at 21:00–
+        // 21:59 UTC on a month's 1st, an hour-aligned start was that very month).
+        let start = end - 20 * 3_600_000_000 - 17 * 60_000_000
+        let connection = try await AggregatorHarness.connect()
         var subscriptions: [UUID] = []
         // Tenants 0 and 1 subscribe before their usage is stored (the ledger keeps their
         // period's totals), 2 after (its period is read from the rollups), 3 never.

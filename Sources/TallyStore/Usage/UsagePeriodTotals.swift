@@ -116,19 +116,19 @@ public enum UsagePeriodTotals {
         return values
     }
 
-    /// The totals rows of each of `periods` as committed now (`StoredTotal`), one probe per
-    /// period; periods without totals are absent.
+    /// The totals rows of each of `periods` that is complete, as committed now
+    /// (`StoredTotal`; the rows `values(of:catalog:on:)` reads); metrics without usage and
+    /// periods not complete are absent.
     public static func storedTotals(
         of periods: Set<TenantPeriod>, on connection: isolated PostgresConnection
     ) throws -> [TenantPeriod: [String: StoredTotal]] {
         guard !periods.isEmpty else { return [:] }
         var totals: [TenantPeriod: [String: StoredTotal]] = [:]
-        for row in try connection.query(storedTotalsStatement, arrays(Array(periods))) {
+        for row in try connection.query(readStatement, arrays(Array(periods))) {
+            guard let metric = try row.decode(3, as: String?.self), let count = row.text(5).flatMap({ Int64($0) }) else { continue }
             let period = try tenantPeriod(row)
-            let metric = try row.decode(3, as: String.self)
             totals[period, default: [:]][metric] = StoredTotal(
-                period: period, metric: metric, eventCount: try row.decode(5, as: Int64.self), sum: row.text(4) ?? "0", max: row.text(6),
-                latest: row.text(7))
+                period: period, metric: metric, eventCount: count, sum: row.text(4) ?? "0", max: row.text(6), latest: row.text(7))
         }
         return totals
     }
@@ -336,17 +336,6 @@ public enum UsagePeriodTotals {
          CROSS JOIN LATERAL (SELECT 1 FROM usage_periods p
                               WHERE p.tenant_id = w.tenant_id AND p.period_start = w.period_start AND p.period_end = w.period_end
                               LIMIT 1) AS complete
-        """
-
-    static let storedTotalsStatement = """
-        SELECT w.tenant_id, w.period_start, w.period_end, t.metric, t.quantity_sum::text, t.event_count, t.quantity_max::text,
-               t.latest_quantity::text
-          FROM (\(wanted)) AS w
-         CROSS JOIN LATERAL (
-            SELECT t.metric, t.quantity_sum, t.event_count, t.quantity_max, t.latest_quantity FROM usage_period_totals t
-             WHERE t.tenant_id = w.tenant_id AND t.period_start = w.period_start AND t.period_end = w.period_end
-            OFFSET 0
-         ) AS t
         """
 
     static let uniqueStatement = """
