@@ -22,6 +22,8 @@ final class UsageConfigCache: Sendable {
         let plans: PlanCatalog
         let subscriptions: [UUID: [StoredSubscription]]
         let alerts: [UUID: [StoredAlert]]
+        /// The tenants asked about that do not exist (as committed when the counters were read).
+        var absent: Set<UUID> = []
     }
 
     private struct Global: Sendable {
@@ -137,6 +139,6 @@ final class UsageConfigCache: Sendable {
         return Snapshot(
             catalog: global.catalog, plans: global.plans,
             subscriptions: configs.compactMapValues { $0.subscriptions.isEmpty ? nil : $0.subscriptions },
-            alerts: configs.compactMapValues { $0.alerts.isEmpty ? nil : $0.alerts })
+            alerts: configs.compactMapValues { $0.alerts.isEmpty ? nil : $0.alerts }, absent: changes.absent)
     }
 }

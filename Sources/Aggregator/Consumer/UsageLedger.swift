@@ -93,20 +93,22 @@ enum UsageLedger {
             try UsagePeriodTotals.lockUsage(tenants, on: connection)
             let config = try cache.snapshot(for: tenants, on: connection)
             clock.lap(.lockAndConfiguration, into: &outcome.phases)
-            // The events of tenants that do not exist go first: every tenant whose events stay
-            // existed when this statement began, so the completion below, which begins later,
-            // sees it too (a tenant created since the completion transaction has its periods
-            // completed here, not stored into unseen).
-            if parkingUnknownTenants {
-                outcome.parked += try UsageEventStore.parkUnknownTenants(on: connection)
-            } else {
-                outcome.unknownTenantEvents = try UsageEventStore.takeOutUnknownTenants(on: connection)
+            // The events of tenants that do not exist go first (the snapshot's statement said
+            // which; none, as a rule, and then no statement runs): every tenant whose events
+            // stay existed when that statement began, so the completion below, which begins
+            // later, sees it too (a tenant created since the completion transaction has its
+            // periods completed here, not stored into unseen).
+            if !config.absent.isEmpty {
+                if parkingUnknownTenants {
+                    outcome.parked += try UsageEventStore.parkUnknownTenants(config.absent, on: connection)
+                } else {
+                    outcome.unknownTenantEvents = try UsageEventStore.takeOutUnknownTenants(config.absent, on: connection)
+                }
             }
-            let absent = Set(outcome.unknownTenantEvents.compactMap { $0.tenantID.flatMap(UUID.init(uuidString:)) })
             // Every period the events fall in is complete by now, unless the configuration
             // changed since (a subscription created in between) or the tenant was created
             // since: then it is completed here.
-            let missing = cache.notKnownComplete(Self.periods(stagedTimes.filter { !absent.contains($0.key) }, config: config))
+            let missing = cache.notKnownComplete(Self.periods(stagedTimes.filter { !config.absent.contains($0.key) }, config: config))
             if !missing.isEmpty {
                 outcome.completedPeriods = try UsagePeriodTotals.complete(missing, on: connection)
             }
@@ -160,7 +162,8 @@ enum UsageLedger {
             var clock = PhaseClock()
             let config = try cache.snapshot(for: wanted, on: connection)
             clock.lap(.lockAndConfiguration, into: &completion.phases)
-            let missing = cache.notKnownComplete(periods(times.filter { guessed.contains($0.key) }, config: config))
+            let missing = cache.notKnownComplete(
+                periods(times.filter { guessed.contains($0.key) && !config.absent.contains($0.key) }, config: config))
             let completed = try UsagePeriodTotals.complete(missing, on: connection)
             clock.lap(.completePeriods, into: &completion.phases)
             return (completion, completed)

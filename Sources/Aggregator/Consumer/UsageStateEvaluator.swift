@@ -45,26 +45,44 @@ enum UsageStateEvaluator {
 
     /// For each tenant, the periods (billing period, trial or calendar month) its events
     /// at `times` fall in, oldest first.
+    ///
+    /// Runs for every tenant of every batch, up to three times (the guess before the
+    /// completion, the check inside the batch's transaction, the evaluation), so it
+    /// allocates little: a tenant's touches are a short array searched in place (a batch
+    /// touches one or two periods of a tenant), and the calendar month last worked out is
+    /// reused for the next time inside it, whichever tenant's (most are in the same month).
     static func touches(_ times: [UUID: Set<Date>], config: UsageConfigCache.Snapshot) -> [UUID: [Touch]] {
-        var result: [UUID: [Touch]] = [:]
+        var result: [UUID: [Touch]] = Dictionary(minimumCapacity: times.count)
+        var month: Period?
         for (tenant, tenantTimes) in times {
-            var latestByPeriod: [Period: Touch] = [:]
+            let subscriptions = config.subscriptions[tenant] ?? []
+            var found: [Touch] = []
             // In time order, a time inside the last period found (under the same
             // subscription) only moves that period's latest time: the calendar is worked
             // out once per period, not once per event.
             var last: Touch?
-            for time in tenantTimes.sorted().map(Instant.init) {
-                let subscription = config.subscriptions[tenant]?.last { $0.covers(time) }
+            for date in tenantTimes.count == 1 ? Array(tenantTimes) : tenantTimes.sorted() {
+                let time = Instant(date)
+                let subscription = subscriptions.last { $0.covers(time) }
+                let touch: Touch
                 if let held = last, held.span.contains(time), held.subscription?.id == subscription?.id {
-                    last = Touch(span: held.span, time: time, subscription: subscription, trial: held.trial)
+                    touch = Touch(span: held.span, time: time, subscription: subscription, trial: held.trial)
+                } else if let period = subscription?.period(containing: time) {
+                    touch = Touch(span: period.span, time: time, subscription: subscription, trial: period.trial)
                 } else {
-                    let period = subscription?.period(containing: time)
-                    let span = period?.span ?? BillingCalendar.utcMonths.period(containing: time)
-                    last = Touch(span: span, time: time, subscription: subscription, trial: period?.trial == true)
+                    let span = month.flatMap { $0.contains(time) ? $0 : nil } ?? BillingCalendar.utcMonths.period(containing: time)
+                    month = span
+                    touch = Touch(span: span, time: time, subscription: subscription, trial: false)
                 }
-                if let touch = last, latestByPeriod[touch.span].map({ $0.time < touch.time }) ?? true { latestByPeriod[touch.span] = touch }
+                last = touch
+                if let index = found.firstIndex(where: { $0.span == touch.span }) {
+                    if found[index].time < touch.time { found[index] = touch }
+                } else {
+                    found.append(touch)
+                }
             }
-            result[tenant] = latestByPeriod.values.sorted { ($0.span.start, $0.span.end) < ($1.span.start, $1.span.end) }
+            if found.count > 1 { found.sort { ($0.span.start, $0.span.end) < ($1.span.start, $1.span.end) } }
+            result[tenant] = found
         }
         return result
     }

@@ -32,16 +32,16 @@ public enum UsageEventStore {
             """, text: rows)
     }
 
-    /// Moves the staged events of tenants that do not exist to `parked_events`, with
-    /// their reason and payload as they arrived; returns how many.
-    public static func parkUnknownTenants(on connection: isolated PostgresConnection) throws -> Int {
-        try connection.query(parkUnknownTenantsStatement).affectedRows
+    /// Moves the staged events of `tenants`, found not to exist (`ConfigVersions`), to
+    /// `parked_events`, with their reason and payload as they arrived; returns how many.
+    public static func parkUnknownTenants(_ tenants: Set<UUID>, on connection: isolated PostgresConnection) throws -> Int {
+        try connection.query(parkUnknownTenantsStatement, [PostgresTextArray(tenants.map(\.lowercasedText))]).affectedRows
     }
 
-    /// Takes the staged events of tenants that do not exist out of the batch and returns
-    /// them as they would be parked (for a later transaction to park them).
-    public static func takeOutUnknownTenants(on connection: isolated PostgresConnection) throws -> [ParkedEvent] {
-        try connection.query(takeOutUnknownTenantsStatement).map { row in
+    /// Takes the staged events of `tenants`, found not to exist, out of the batch and
+    /// returns them as they would be parked (for a later transaction to park them).
+    public static func takeOutUnknownTenants(_ tenants: Set<UUID>, on connection: isolated PostgresConnection) throws -> [ParkedEvent] {
+        try connection.query(takeOutUnknownTenantsStatement, [PostgresTextArray(tenants.map(\.lowercasedText))]).map { row in
             ParkedEvent(
                 tenantID: row.text(0), eventID: row.text(1), code: "unknown_tenant", field: "tenant_id",
                 reason: unknownTenantReason, payload: row.text(2) ?? "{}", messageID: row.text(3))
@@ -97,18 +97,9 @@ public enum UsageEventStore {
             'metadata', metadata))::text
         """
 
-    /// The staged events' tenants that do not exist, each looked up by its key: as
-    /// NOT EXISTS, the planner hashed the whole `tenants` table for every batch
-    /// (135 ms with 431,000 tenants), a cost growing with the tenants, not the batch.
-    private static let unknownStagedTenants = """
-        SELECT d.tenant_id FROM (SELECT DISTINCT tenant_id FROM staged_usage) AS d
-          LEFT JOIN LATERAL (SELECT true AS known FROM tenants t WHERE t.id = d.tenant_id LIMIT 1) AS k ON true
-         WHERE k.known IS NULL
-        """
-
     private static let parkUnknownTenantsStatement = """
         WITH unknown AS (
-            DELETE FROM staged_usage s WHERE s.tenant_id IS NULL OR s.tenant_id IN (\(unknownStagedTenants))
+            DELETE FROM staged_usage s WHERE s.tenant_id IS NULL OR s.tenant_id = ANY($1::uuid[])
             RETURNING s.*
         )
         INSERT INTO parked_events (tenant_id, event_id, code, field, reason, payload, message_id)
@@ -118,7 +109,7 @@ public enum UsageEventStore {
 
     private static let takeOutUnknownTenantsStatement = """
         WITH unknown AS (
-            DELETE FROM staged_usage s WHERE s.tenant_id IS NULL OR s.tenant_id IN (\(unknownStagedTenants))
+            DELETE FROM staged_usage s WHERE s.tenant_id IS NULL OR s.tenant_id = ANY($1::uuid[])
             RETURNING s.*
         )
         SELECT tenant_id::text, event_id, \(unknownTenantPayload), message_id FROM unknown
