@@ -36,17 +36,23 @@ public struct CopyTextWriter: Sendable {
     /// One field of the current row.
     public mutating func field(_ text: String?) {
         separate()
-        guard let text else {
-            buffer.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "N")])
+        guard var text else {
+            buffer.append(UInt8(ascii: "\\"))
+            buffer.append(UInt8(ascii: "N"))
             return
         }
-        escape(text.utf8)
+        text.withUTF8 { escape($0) }
     }
 
     /// One field given as UTF-8 bytes (e.g. JSON written by `JSONWriter`).
     public mutating func field(utf8 bytes: some Sequence<UInt8>) {
         separate()
-        escape(bytes)
+        // Contiguous bytes (arrays, slices) are escaped from memory in runs: this is called
+        // from other modules for every field of every event, where a byte-by-byte walk of
+        // a generic sequence costs a witness call per byte.
+        if bytes.withContiguousStorageIfAvailable({ escape($0) }) == nil {
+            Array(bytes).withUnsafeBufferPointer { escape($0) }
+        }
     }
 
     /// Ends the current row.
@@ -60,15 +66,24 @@ public struct CopyTextWriter: Sendable {
         rowHasField = true
     }
 
-    private mutating func escape(_ bytes: some Sequence<UInt8>) {
-        for byte in bytes {
-            switch byte {
-            case UInt8(ascii: "\\"): buffer.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
-            case UInt8(ascii: "\t"): buffer.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
-            case UInt8(ascii: "\n"): buffer.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
-            case UInt8(ascii: "\r"): buffer.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
-            default: buffer.append(byte)
+    /// Appends `bytes`, each backslash, tab, newline and carriage return as its escape;
+    /// the runs between them in one copy each.
+    private mutating func escape(_ bytes: UnsafeBufferPointer<UInt8>) {
+        var run = 0
+        for index in bytes.indices {
+            let escaped: UInt8
+            switch bytes[index] {
+            case UInt8(ascii: "\\"): escaped = UInt8(ascii: "\\")
+            case UInt8(ascii: "\t"): escaped = UInt8(ascii: "t")
+            case UInt8(ascii: "\n"): escaped = UInt8(ascii: "n")
+            case UInt8(ascii: "\r"): escaped = UInt8(ascii: "r")
+            default: continue
             }
+            buffer.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run..<index]))
+            buffer.append(UInt8(ascii: "\\"))
+            buffer.append(escaped)
+            run = index + 1
         }
+        buffer.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run...]))
     }
 }

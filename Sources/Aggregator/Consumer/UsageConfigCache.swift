@@ -52,7 +52,9 @@ final class UsageConfigCache: Sendable {
 
     /// Those of `periods` not known complete.
     func notKnownComplete(_ periods: Set<TenantPeriod>) -> Set<TenantPeriod> {
-        complete.withLock { periods.subtracting($0) }
+        // Filtered, not `subtracting`: that walks the whole known set (200,000 periods at
+        // most, 6 ms) to take out a batch's few thousand.
+        complete.withLock { known in periods.filter { !known.contains($0) } }
     }
 
     /// Remembers committed completions.
