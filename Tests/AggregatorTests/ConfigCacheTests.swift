@@ -2,6 +2,7 @@ import CurlClient
 import Foundation
 import Metering
 import PostgresClient
+import TallyStore
 import TallyTestSupport
 import Testing
 import UsageEvents
@@ -67,6 +68,71 @@ struct ConfigCacheTests {
         state = try await batch(1).quotaStates.first
         #expect(state?.metrics["api_calls"]?.quota == 5)
         #expect(state?.metrics["api_calls"]?.isExhausted == true)
+        await connection.close()
+        try await harness.tearDown()
+    }
+
+    /// One batch of `count` events of `tenant`, through `cache`.
+    func record(_ count: Int, of tenant: UUID, from first: Int, now: Date, cache: UsageConfigCache, on connection: PostgresConnection)
+        async throws -> LedgerOutcome
+    {
+        let events = (0..<count).map { index in
+            usageEventJSON(id: "e\(first + index)", tenant: tenant, time: TestClock.recent(30 + Double(index), before: now))
+        }
+        let body = Array(("[" + events.joined(separator: ",") + "]").utf8)
+        let decoded = UsageDecoder(now: now).decode([UsageMessage(deliveryTag: 1, messageID: nil, schema: nil, body: body)])
+        return try await UsageLedger.record(decoded, now: now, cache: cache, on: connection)
+    }
+
+    @Test("a tenant deleted after the cache loaded it: its next events are parked as of an unknown tenant, not stored")
+    func deletedTenant() async throws {
+        let harness = try await AggregatorHarness.make()
+        let tenant = try await harness.createTenants(1)[0]
+        let now = TestClock.now()
+        let connection = try await AggregatorHarness.connect()
+        let cache = UsageConfigCache()
+        #expect(try await record(2, of: tenant, from: 0, now: now, cache: cache, on: connection).inserted == 2)
+        #expect(try await record(1, of: tenant, from: 2, now: now, cache: cache, on: connection).inserted == 1)
+        try await harness.database.withTransaction { try TenantUsage.delete(of: [tenant], withTenants: true, on: $0) }
+        let outcome = try await record(3, of: tenant, from: 3, now: now, cache: cache, on: connection)
+        #expect(outcome.inserted == 0)
+        #expect(outcome.parked == 3)
+        let parked = try await harness.database.query(
+            "SELECT count(*) FROM parked_events WHERE tenant_id = $1 AND code = 'unknown_tenant'", [tenant.uuidString.lowercased()]
+        )[0].decode(0, as: Int.self)
+        #expect(parked == 3)
+        try await harness.database.query("DELETE FROM parked_events WHERE tenant_id = $1", [tenant.uuidString.lowercased()])
+        await connection.close()
+        try await harness.tearDown()
+    }
+
+    @Test("the change log pruned past where the cache last read: the cache starts again and sees the change the pruning took")
+    func prunedLog() async throws {
+        let harness = try await AggregatorHarness.make()
+        let tenant = try await harness.createTenants(1)[0]
+        let now = TestClock.now()
+        let plan = "test-prune-\(harness.id)"
+        try await harness.createPlan(plan, charges: "[\(AggregatorHarness.hardQuota("api_calls", 100))]")
+        let connection = try await AggregatorHarness.connect()
+        let cache = UsageConfigCache()
+        #expect(
+            try await record(1, of: tenant, from: 0, now: now, cache: cache, on: connection).quotaStates.first?.subscription
+                == QuotaState.Subscription.none)
+        #expect(
+            try await record(1, of: tenant, from: 1, now: now, cache: cache, on: connection).quotaStates.first?.subscription
+                == QuotaState.Subscription.none)
+        // The subscription's row in the log is pruned before the cache reads it.
+        try await harness.database.query(
+            """
+            WITH created AS (INSERT INTO subscriptions (tenant_id, started_at, anchor) VALUES ($1, $2, $2) RETURNING id)
+            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
+            SELECT id, $3, 1, $2, 'start', $2 FROM created
+            """, [tenant.uuidString.lowercased(), now.addingTimeInterval(-3_600), plan])
+        let pruned = try await harness.database.withTransaction { try ConfigVersions.pruneLog(olderThan: .zero, on: $0) }
+        #expect(pruned >= 1)
+        let state = try await record(1, of: tenant, from: 2, now: now, cache: cache, on: connection).quotaStates.first
+        #expect(state?.subscription == .active)
+        #expect(state?.metrics["api_calls"]?.quota == 100)
         await connection.close()
         try await harness.tearDown()
     }

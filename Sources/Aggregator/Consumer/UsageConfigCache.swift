@@ -9,12 +9,17 @@ import TallyStore
 /// and each tenant's subscriptions and alerts — kept between batches and shared by the
 /// consumers of one Aggregator.
 ///
-/// Never stale for a decision: every transaction reads the change counters of migration
-/// 017 (`catalog_version`, bumped by any change to metrics or plans, and
-/// `tenant_config_versions`, bumped by any change to a tenant's subscriptions, plan
-/// changes or alerts) after taking its tenants' locks, and reloads what moved. Data loaded
-/// after the counter was read is at least as new as the counter says; if it is newer,
-/// the next batch sees a counter it does not hold and loads again.
+/// Never stale for a decision: every transaction, after taking its tenants' locks, reads
+/// the catalog's counter (`catalog_version`, bumped by any change to metrics or plans) and
+/// the log of the tenants whose subscriptions, plan changes or alerts changed, or that
+/// were deleted, since the cache last read it (`config_changes`, migration 024), and drops
+/// those tenants; a tenant it does not hold is looked up (it exists or not) and loaded. So
+/// a batch of tenants the cache holds costs no lookup per tenant, whatever their number.
+///
+/// Several transactions read and load side by side. What one loaded is kept only if no
+/// read applied since its own took out that tenant (a read applied later that saw a
+/// change may have dropped the tenant before this older copy arrives: kept, it would
+/// never be dropped again).
 final class UsageConfigCache: Sendable {
     /// The configuration a transaction evaluates with.
     struct Snapshot: Sendable {
@@ -33,8 +38,7 @@ final class UsageConfigCache: Sendable {
     }
 
     private struct TenantConfig: Sendable {
-        /// The tenant's counter, and the catalog's: subscriptions hold plan values.
-        let version: Int64
+        /// The catalog's counter when loaded: subscriptions hold plan values.
         let catalogVersion: Int64
         let subscriptions: [StoredSubscription]
         let alerts: [StoredAlert]
@@ -42,7 +46,38 @@ final class UsageConfigCache: Sendable {
 
     private struct State: Sendable {
         var global: Global?
+        /// Tenants known to exist, with their configuration.
         var tenants: [UUID: TenantConfig] = [:]
+        /// Where the next read of the log starts (nil: not read yet).
+        var logNext: UInt64?
+        /// Counts the reads that took tenants out; `invalidated` says at which one each
+        /// tenant last went, `clearedAt` when all did.
+        var generation = 0
+        var invalidated: [UUID: Int] = [:]
+        var clearedAt = 0
+
+        /// Applies a read of the log; returns the generation after it.
+        mutating func apply(_ log: ConfigVersions.Log, capacity: Int) -> Int {
+            if log.incomplete || invalidated.count + log.changed.count > capacity {
+                generation += 1
+                tenants.removeAll(keepingCapacity: true)
+                invalidated.removeAll(keepingCapacity: true)
+                clearedAt = generation
+            } else if !log.changed.isEmpty {
+                generation += 1
+                for tenant in log.changed {
+                    tenants[tenant] = nil
+                    invalidated[tenant] = generation
+                }
+            }
+            logNext = max(logNext ?? 0, log.next)
+            return generation
+        }
+
+        /// Whether a configuration loaded after the read of generation `loadedAt` may be kept.
+        func keeps(_ tenant: UUID, loadedAt: Int) -> Bool {
+            clearedAt <= loadedAt && (invalidated[tenant] ?? 0) <= loadedAt
+        }
     }
 
     private let state = Mutex(State())
@@ -99,16 +134,23 @@ final class UsageConfigCache: Sendable {
     /// The configuration of `tenants` as committed now. Call it after taking the tenants'
     /// locks, inside the transaction that decides with it.
     func snapshot(for tenants: [UUID], on connection: isolated PostgresConnection) throws -> Snapshot {
-        // Only the counters that differ from the cache's come back; a tenant the cache
-        // does not hold always comes back.
-        let (cachedGlobal, cachedTenants) = state.withLock { state in
-            (state.global, tenants.compactMap { tenant in state.tenants[tenant].map { (tenant, $0) } })
+        let log = try ConfigVersions.log(since: state.withLock { $0.logNext }, on: connection)
+        let catalogVersion = log.catalog
+        var subscriptions: [UUID: [StoredSubscription]] = [:]
+        var alerts: [UUID: [StoredAlert]] = [:]
+        var missing: [UUID] = []
+        let (generation, cachedGlobal) = state.withLock { state in
+            let generation = state.apply(log, capacity: capacity)
+            for tenant in tenants {
+                guard let config = state.tenants[tenant], config.catalogVersion == catalogVersion else {
+                    missing.append(tenant)
+                    continue
+                }
+                if !config.subscriptions.isEmpty { subscriptions[tenant] = config.subscriptions }
+                if !config.alerts.isEmpty { alerts[tenant] = config.alerts }
+            }
+            return (generation, state.global)
         }
-        let held = Dictionary(uniqueKeysWithValues: cachedTenants.map { ($0.0, $0.1.version) })
-        let changes = try ConfigVersions.changes(of: tenants, held: held, on: connection)
-        let catalogVersion = changes.catalog
-        let versions = held.merging(changes.tenants) { $1 }
-
         var global = cachedGlobal
         if global?.version != catalogVersion {
             global = Global(
@@ -117,30 +159,28 @@ final class UsageConfigCache: Sendable {
             loads.withLock { $0.catalog += 1 }
         }
         guard let global else { preconditionFailure("the catalog was just loaded") }
-        var configs = Dictionary(uniqueKeysWithValues: cachedTenants)
-        let stale = tenants.filter { tenant in
-            guard let config = configs[tenant] else { return true }
-            return config.version != versions[tenant] ?? 0 || config.catalogVersion != catalogVersion
-        }
-        if !stale.isEmpty {
-            let subscriptions = try SubscriptionRecords.subscriptions(of: stale, plans: global.plans, on: connection)
-            let alerts = try StoredAlert.load(tenants: stale, on: connection)
-            for tenant in stale {
-                configs[tenant] = TenantConfig(
-                    version: versions[tenant] ?? 0, catalogVersion: catalogVersion, subscriptions: subscriptions[tenant] ?? [],
-                    alerts: alerts[tenant] ?? [])
+        var absent = Set<UUID>()
+        var loaded: [(UUID, TenantConfig)] = []
+        if !missing.isEmpty {
+            // Those the cache does not hold: whether they exist, then their configuration.
+            absent = try ConfigVersions.changes(of: missing, held: [:], on: connection).absent
+            let existing = missing.filter { !absent.contains($0) }
+            let loadedSubscriptions = try SubscriptionRecords.subscriptions(of: existing, plans: global.plans, on: connection)
+            let loadedAlerts = try StoredAlert.load(tenants: existing, on: connection)
+            for tenant in existing {
+                let config = TenantConfig(
+                    catalogVersion: catalogVersion, subscriptions: loadedSubscriptions[tenant] ?? [], alerts: loadedAlerts[tenant] ?? [])
+                if !config.subscriptions.isEmpty { subscriptions[tenant] = config.subscriptions }
+                if !config.alerts.isEmpty { alerts[tenant] = config.alerts }
+                loaded.append((tenant, config))
             }
-            loads.withLock { $0.tenants += stale.count }
+            loads.withLock { $0.tenants += existing.count }
         }
-        let fresh = stale.compactMap { tenant in configs[tenant].map { (tenant, $0) } }
         state.withLock { state in
             if state.global.map({ $0.version < catalogVersion }) ?? true { state.global = global }
-            if state.tenants.count + fresh.count > capacity { state.tenants.removeAll(keepingCapacity: true) }
-            for (tenant, config) in fresh { state.tenants[tenant] = config }
+            if state.tenants.count + loaded.count > capacity { state.tenants.removeAll(keepingCapacity: true) }
+            for (tenant, config) in loaded where state.keeps(tenant, loadedAt: generation) { state.tenants[tenant] = config }
         }
-        return Snapshot(
-            catalog: global.catalog, plans: global.plans,
-            subscriptions: configs.compactMapValues { $0.subscriptions.isEmpty ? nil : $0.subscriptions },
-            alerts: configs.compactMapValues { $0.alerts.isEmpty ? nil : $0.alerts }, absent: changes.absent)
+        return Snapshot(catalog: global.catalog, plans: global.plans, subscriptions: subscriptions, alerts: alerts, absent: absent)
     }
 }

@@ -11,7 +11,9 @@ import TallyStore
 /// Background upkeep: the monthly partitions of `usage_events` kept ready for every
 /// time a worker can accept (90 days back, 5 minutes ahead) with a margin — 4 months
 /// back, 2 ahead — checked hourly, with the event ids past their dedup retention
-/// forgotten. (The outbox has its own sweeper, `OutboxRelayService`.)
+/// forgotten and the log of configuration changes kept to a day (`ConfigVersions.pruneLog`:
+/// every consumer reads it each batch; one that last read before the pruning starts its
+/// cache again). (The outbox has its own sweeper, `OutboxRelayService`.)
 struct Upkeep: Service {
     let pool: PostgresPool
     let logger: Logger
@@ -25,6 +27,8 @@ struct Upkeep: Service {
                     if created > 0 { logger.info("usage partitions created", metadata: ["partitions": "\(created)"]) }
                     let forgotten = try await forgetExpiredIDs()
                     if forgotten > 0 { logger.info("expired event ids forgotten", metadata: ["ids": "\(forgotten)"]) }
+                    let pruned = try await pool.withTransaction { try ConfigVersions.pruneLog(olderThan: Self.changeLogRetention, on: $0) }
+                    if pruned > 0 { logger.info("configuration change log pruned", metadata: ["rows": "\(pruned)"]) }
                     partitionsDue = .now + .seconds(3600)
                 } catch {
                     logger.warning("partition upkeep failed; retrying in a minute", metadata: ["error": "\(error)"])
@@ -35,6 +39,9 @@ struct Upkeep: Service {
         }
         await pool.close()
     }
+
+    /// How long a configuration change stays in the log.
+    static let changeLogRetention = Duration.seconds(24 * 3600)
 
     /// Deletes the ids past their retention (`UsagePartitions.idRetention`), 10,000 per
     /// statement so no transaction grows large; returns how many.
