@@ -100,6 +100,17 @@ final class UsageConfigCache: Sendable {
             known.formUnion(periods)
         }
     }
+    /// Whether the schema has the change log, asked once (a schema changes only while the
+    /// Aggregators are stopped).
+    private let logAvailable = Mutex<Bool?>(nil)
+
+    private func hasLog(on connection: isolated PostgresConnection) throws -> Bool {
+        if let known = logAvailable.withLock({ $0 }) { return known }
+        let available = try ConfigVersions.hasLog(on: connection)
+        logAvailable.withLock { $0 = available }
+        return available
+    }
+
     /// Tenants kept at most; beyond it the cache starts again (a few hundred bytes each).
     let capacity: Int
 
@@ -134,7 +145,13 @@ final class UsageConfigCache: Sendable {
     /// The configuration of `tenants` as committed now. Call it after taking the tenants'
     /// locks, inside the transaction that decides with it.
     func snapshot(for tenants: [UUID], on connection: isolated PostgresConnection) throws -> Snapshot {
-        let log = try ConfigVersions.log(since: state.withLock { $0.logNext }, on: connection)
+        let log: ConfigVersions.Log
+        if try hasLog(on: connection) {
+            log = try ConfigVersions.log(since: state.withLock { $0.logNext }, on: connection)
+        } else {
+            // A schema without the log: every tenant of the batch is looked up and loaded.
+            log = ConfigVersions.Log(catalog: try ConfigVersions.catalogVersion(on: connection), changed: Set(tenants))
+        }
         let catalogVersion = log.catalog
         var subscriptions: [UUID: [StoredSubscription]] = [:]
         var alerts: [UUID: [StoredAlert]] = [:]

@@ -27,7 +27,10 @@ struct Upkeep: Service {
                     if created > 0 { logger.info("usage partitions created", metadata: ["partitions": "\(created)"]) }
                     let forgotten = try await forgetExpiredIDs()
                     if forgotten > 0 { logger.info("expired event ids forgotten", metadata: ["ids": "\(forgotten)"]) }
-                    let pruned = try await pool.withTransaction { try ConfigVersions.pruneLog(olderThan: Self.changeLogRetention, on: $0) }
+                    let pruned = try await pool.withTransaction { connection in
+                        try ConfigVersions.hasLog(on: connection)
+                            ? try ConfigVersions.pruneLog(olderThan: Self.changeLogRetention, on: connection) : 0
+                    }
                     if pruned > 0 { logger.info("configuration change log pruned", metadata: ["rows": "\(pruned)"]) }
                     partitionsDue = .now + .seconds(3600)
                 } catch {

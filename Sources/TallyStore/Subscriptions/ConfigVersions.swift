@@ -60,6 +60,25 @@ public enum ConfigVersions {
         /// Whether the log lost rows the reader had not read (pruned past `since`): the
         /// reader must start again (or `since` was nil: it had not read the log yet).
         public var incomplete = false
+
+        public init(catalog: Int64 = 0, changed: Set<UUID> = [], next: UInt64 = 0, incomplete: Bool = false) {
+            self.catalog = catalog
+            self.changed = changed
+            self.next = next
+            self.incomplete = incomplete
+        }
+    }
+
+    /// Whether the schema has the log (migration 024): a build newer than the schema — the
+    /// rollback test runs this build on the schema before the newest migration — reads
+    /// the catalog's counter alone (`catalogVersion(on:)`) and takes every tenant as changed.
+    public static func hasLog(on connection: isolated PostgresConnection) throws -> Bool {
+        try connection.query("SELECT to_regclass('config_changes') IS NOT NULL")[0].decode(0, as: Bool.self)
+    }
+
+    /// The catalog's counter alone.
+    public static func catalogVersion(on connection: isolated PostgresConnection) throws -> Int64 {
+        try connection.query("SELECT version FROM catalog_version")[0].decode(0, as: Int64.self)
     }
 
     /// The catalog's counter and the tenants whose configuration changed in transactions
