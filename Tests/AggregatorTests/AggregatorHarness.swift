@@ -70,13 +70,24 @@ struct AggregatorHarness: Sendable {
         return PrometheusText.parse(String(decoding: response.body, as: UTF8.self))
     }
 
-    /// Removes the test's queues and exchange.
+    /// Removes the test's queues and exchange. A test that ran longer than the broker's
+    /// heartbeat timeout without publishing finds its connection closed (this client sends
+    /// heartbeats only inside calls): the queues are removed over a new one then.
     func tearDown() async throws {
-        for name in [queue, "\(queue).parked"] + RetryPolicy.standard.delays.map({ RetryPolicy.standard.retryQueue(for: queue, delay: $0) }) {
-            try await publisher.deleteQueue(name)
+        let connection: AMQPConnection
+        if await publisher.isAlive() {
+            connection = publisher
+        } else {
+            await publisher.close()
+            connection = try await AMQPConnection.connect(
+                configuration: try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: "tally-test-aggregator"), logger: Self.logger)
+            try await connection.openChannel(1, confirms: true)
         }
-        try await publisher.deleteExchange(exchange)
-        await publisher.close()
+        for name in [queue, "\(queue).parked"] + RetryPolicy.standard.delays.map({ RetryPolicy.standard.retryQueue(for: queue, delay: $0) }) {
+            try await connection.deleteQueue(name)
+        }
+        try await connection.deleteExchange(exchange)
+        await connection.close()
         await database.close()
     }
 

@@ -14,7 +14,10 @@
 -- (what the Aggregator caches; plans and metrics have catalog_version), and a tenant's
 -- deletion (the cache holds tenants known to exist). Rows older than a day are pruned by
 -- the Aggregator's upkeep; catalog_version.changes_pruned_through says how far, so a
--- reader that last read before that starts its cache again.
+-- reader that last read before that starts its cache again. A TRUNCATE of a logged table
+-- names no tenants: it moves changes_pruned_through to its own transaction, so every
+-- cache starts again; so does this migration (a cache older than the log, of a process
+-- that outlived the log's removal and return, knows nothing of what changed meanwhile).
 CREATE TABLE config_changes (
     changed_by      xid8        NOT NULL DEFAULT pg_current_xact_id(),
     tenant_id       uuid        NOT NULL,
@@ -24,6 +27,7 @@ CREATE INDEX config_changes_by ON config_changes (changed_by);
 CREATE INDEX config_changes_at ON config_changes USING brin (changed_at);
 
 ALTER TABLE catalog_version ADD COLUMN changes_pruned_through xid8 NOT NULL DEFAULT '0';
+UPDATE catalog_version SET changes_pruned_through = pg_current_xact_id();
 
 -- One insert per statement, from its transition tables (a plan migration moving
 -- thousands of subscriptions writes them in one statement).
@@ -34,9 +38,13 @@ BEGIN
     ELSIF TG_TABLE_NAME = 'subscription_plan_changes' AND TG_OP = 'DELETE' THEN
         INSERT INTO config_changes (tenant_id)
         SELECT DISTINCT s.tenant_id FROM old_rows o JOIN subscriptions s ON s.id = o.subscription_id;
-    ELSIF TG_TABLE_NAME = 'subscription_plan_changes' THEN
+    ELSIF TG_TABLE_NAME = 'subscription_plan_changes' AND TG_OP = 'INSERT' THEN
         INSERT INTO config_changes (tenant_id)
         SELECT DISTINCT s.tenant_id FROM new_rows n JOIN subscriptions s ON s.id = n.subscription_id;
+    ELSIF TG_TABLE_NAME = 'subscription_plan_changes' THEN
+        INSERT INTO config_changes (tenant_id)
+        SELECT s.tenant_id FROM new_rows n JOIN subscriptions s ON s.id = n.subscription_id
+        UNION SELECT s.tenant_id FROM old_rows o JOIN subscriptions s ON s.id = o.subscription_id;
     ELSIF TG_OP = 'INSERT' THEN
         INSERT INTO config_changes (tenant_id) SELECT DISTINCT tenant_id FROM new_rows;
     ELSIF TG_OP = 'DELETE' THEN
@@ -44,6 +52,13 @@ BEGIN
     ELSE
         INSERT INTO config_changes (tenant_id) SELECT tenant_id FROM new_rows UNION SELECT tenant_id FROM old_rows;
     END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION tally_log_config_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE catalog_version SET changes_pruned_through = greatest(changes_pruned_through, pg_current_xact_id());
     RETURN NULL;
 END
 $$;
@@ -68,3 +83,11 @@ CREATE TRIGGER usage_alerts_deleted_log AFTER DELETE ON usage_alerts
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION tally_log_config_changes();
 CREATE TRIGGER tenants_deleted_log AFTER DELETE ON tenants
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION tally_log_config_changes();
+CREATE TRIGGER subscriptions_truncated_log AFTER TRUNCATE ON subscriptions
+    FOR EACH STATEMENT EXECUTE FUNCTION tally_log_config_truncated();
+CREATE TRIGGER subscription_plan_changes_truncated_log AFTER TRUNCATE ON subscription_plan_changes
+    FOR EACH STATEMENT EXECUTE FUNCTION tally_log_config_truncated();
+CREATE TRIGGER usage_alerts_truncated_log AFTER TRUNCATE ON usage_alerts
+    FOR EACH STATEMENT EXECUTE FUNCTION tally_log_config_truncated();
+CREATE TRIGGER tenants_truncated_log AFTER TRUNCATE ON tenants
+    FOR EACH STATEMENT EXECUTE FUNCTION tally_log_config_truncated();

@@ -140,9 +140,9 @@ def main():
         21: ("the index billing_run_items_failed", lambda: has_index("billing_run_items_failed")),
         23: ("the function tally_lock_tenant_usage() and its triggers",
              lambda: psql("SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%_lock_usage'") == "4"),
-        24: ("the table config_changes and its ten triggers",
+        24: ("the table config_changes and its fourteen triggers",
              lambda: psql("SELECT to_regclass('config_changes') IS NOT NULL AND "
-                          "(SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%\\_log' ESCAPE '\\') = 10") == "t"),
+                          "(SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%\\_log' ESCAPE '\\') = 14") == "t"),
     }
     down_object, down_present = (None, None) if blocking else objects.get(latest, (None, None))
     if not blocking and down_object is None:

@@ -180,7 +180,7 @@ final class UsageConfigCache: Sendable {
         var loaded: [(UUID, TenantConfig)] = []
         if !missing.isEmpty {
             // Those the cache does not hold: whether they exist, then their configuration.
-            absent = try ConfigVersions.changes(of: missing, held: [:], on: connection).absent
+            absent = try ConfigVersions.absent(of: missing, on: connection)
             let existing = missing.filter { !absent.contains($0) }
             let loadedSubscriptions = try SubscriptionRecords.subscriptions(of: existing, plans: global.plans, on: connection)
             let loadedAlerts = try StoredAlert.load(tenants: existing, on: connection)
