@@ -41,17 +41,17 @@ enum AggregatorExactness {
                         list[slot] = try harness.startAggregator(consumers: 4, name: "\(slot)-\(round)")
                     }
                     if outage, round == 3 {
-                        try TestEnvironment.ops("stop", "postgres")
+                        try await TestEnvironment.ops("stop", "postgres")
                         try await Task.sleep(for: .seconds(1))
-                        try TestEnvironment.ops("start", "postgres")
+                        try await TestEnvironment.ops("start", "postgres")
                     }
                 }
             }
             try await group.waitForAll()
         }
         if outage {
-            try TestEnvironment.ops("stop", "rabbitmq")
-            try TestEnvironment.ops("start", "rabbitmq")
+            try await TestEnvironment.ops("stop", "rabbitmq")
+            try await TestEnvironment.ops("start", "rabbitmq")
         }
         let live = outage ? try await harness.reconnected() : harness
         var expected = workload.expected

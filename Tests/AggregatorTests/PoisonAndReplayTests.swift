@@ -5,8 +5,8 @@ import Testing
 
 @Suite("Aggregator: poison messages, parking and replay")
 struct PoisonAndReplayTests {
-    func dlq(_ harness: AggregatorHarness, _ arguments: String...) throws -> (status: Int32, output: String, errors: String) {
-        try TestEnvironment.run(
+    func dlq(_ harness: AggregatorHarness, _ arguments: String...) async throws -> (status: Int32, output: String, errors: String) {
+        try await TestEnvironment.run(
             AggregatorHarness.binary, ["dlq"] + arguments,
             environment: [
                 "AMQP_URL": TestEnvironment.amqpURL, "DATABASE_URL": TestEnvironment.databaseURL, "AGGREGATOR_QUEUE": harness.queue,
@@ -49,7 +49,7 @@ struct PoisonAndReplayTests {
         #expect(metrics["tally_aggregator_messages_parked_total"] == 2)
         #expect(metrics["tally_aggregator_events_received_total"] == 5)
 
-        let listing = try dlq(harness, "list")
+        let listing = try await dlq(harness, "list")
         #expect(listing.status == 0)
         #expect(listing.output.contains("parked messages in \(harness.queue).parked: 2"))
         #expect(listing.output.contains("body is not JSON"))
@@ -61,12 +61,12 @@ struct PoisonAndReplayTests {
         try await harness.database.query(
             "INSERT INTO tenants (id, name, billing_email) VALUES ($1, 'late tenant', 'late@example.test')", [stranger])
         let strangerEvent = try #require(parked.last?.text(0))
-        let shown = try dlq(harness, "show", strangerEvent)
+        let shown = try await dlq(harness, "show", strangerEvent)
         #expect(shown.output.contains("code: unknown_tenant"))
         #expect(shown.output.contains("\"id\": \"p3\"") || shown.output.contains("\"id\":\"p3\""))
-        let replay = try dlq(harness, "replay", "--events", "--id", strangerEvent)
+        let replay = try await dlq(harness, "replay", "--events", "--id", strangerEvent)
         #expect(replay.output.contains("replayed 1 parked event(s)"))
-        #expect(try dlq(harness, "replay", "--events", "--id", strangerEvent).output.contains("replayed 0 parked event(s)"))
+        #expect(try await dlq(harness, "replay", "--events", "--id", strangerEvent).output.contains("replayed 0 parked event(s)"))
         try await harness.waitUntil("the replayed event counted") { try await harness.storedCounts([stranger])[stranger] == 1 }
         // The same event sent once more, then a marker behind it on the same single consumer.
         try await harness.publish(["[\(usageEventJSON(id: "p3", tenant: stranger, time: now))]"])
@@ -76,10 +76,10 @@ struct PoisonAndReplayTests {
         #expect(try await harness.rollupMismatches([tenant, stranger]) == 0)
 
         // Replayed messages that are still broken are parked again; nothing blocks.
-        #expect(try dlq(harness, "replay", "--messages").output.contains("replayed 2 parked message(s)"))
+        #expect(try await dlq(harness, "replay", "--messages").output.contains("replayed 2 parked message(s)"))
         try await harness.waitUntil("the broken messages parked again") { try await harness.depth(".parked") == 2 }
-        #expect(try dlq(harness, "purge", "--messages").status != 0)  // needs --yes
-        #expect(try dlq(harness, "purge", "--messages", "--yes").output.contains("purged 2 parked message(s)"))
+        #expect(try await dlq(harness, "purge", "--messages").status != 0)  // needs --yes
+        #expect(try await dlq(harness, "purge", "--messages", "--yes").output.contains("purged 2 parked message(s)"))
         #expect(aggregator.kill(SIGTERM) == 0)
         try await harness.tearDown()
     }

@@ -30,7 +30,7 @@ struct RetryTests {
                 return counts[tenant] == 2 && parked == 1 && second == 1
             }
             #expect(aggregator.kill(SIGTERM) == 0)
-            let listing = try TestEnvironment.run(
+            let listing = try await TestEnvironment.run(
                 AggregatorHarness.binary, ["dlq", "list"],
                 environment: [
                     "AMQP_URL": TestEnvironment.amqpURL, "DATABASE_URL": TestEnvironment.databaseURL, "AGGREGATOR_QUEUE": harness.queue,

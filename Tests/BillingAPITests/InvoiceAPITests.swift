@@ -86,7 +86,7 @@ struct InvoiceAPITests: BillingAPITestCase {
             let path = FileManager.default.temporaryDirectory.appendingPathComponent("api-\(UUID()).pdf").path
             #expect(FileManager.default.createFile(atPath: path, contents: pdf))
             defer { try? FileManager.default.removeItem(atPath: path) }
-            let text = try TestEnvironment.output(of: "/usr/bin/pdftotext", [path, "-"])
+            let text = try await TestEnvironment.output(of: "/usr/bin/pdftotext", [path, "-"])
             #expect(text.contains(number))
             #expect(text.contains("$1,468.25"))
             #expect(text.contains("Acme Estimating"))

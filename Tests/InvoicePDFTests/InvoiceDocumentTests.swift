@@ -24,13 +24,13 @@ struct InvoiceDocumentTests {
     let customer = InvoiceDocument.Party(name: "Acme Estimating", email: "ap@acme.test")
 
     /// The text pdftotext reads from the PDF, optionally from a crop box (points from the top left).
-    static func text(of bytes: [UInt8], layout: Bool = true, crop: (x: Int, width: Int)? = nil) throws -> String {
+    static func text(of bytes: [UInt8], layout: Bool = true, crop: (x: Int, width: Int)? = nil) async throws -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("invoice-\(UUID()).pdf").path
         #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
         defer { try? FileManager.default.removeItem(atPath: path) }
         var arguments = layout ? ["-layout"] : []
         if let crop { arguments += ["-x", "\(crop.x)", "-y", "0", "-W", "\(crop.width)", "-H", "842"] }
-        return try TestEnvironment.output(of: "/usr/bin/pdftotext", arguments + [path, "-"])
+        return try await TestEnvironment.output(of: "/usr/bin/pdftotext", arguments + [path, "-"])
     }
 
     /// Runs of whitespace (line breaks from wrapping, page breaks, layout padding) as one space.
@@ -56,8 +56,8 @@ struct InvoiceDocumentTests {
     }
 
     @Test("pdftotext reads back the number, the parties, every line and the total")
-    func textRecovered() throws {
-        let text = try Self.text(of: try InvoiceDocument(invoice: invoice, seller: seller, customer: customer).render())
+    func textRecovered() async throws {
+        let text = try await Self.text(of: try InvoiceDocument(invoice: invoice, seller: seller, customer: customer).render())
         for expected in [
             "INV-2026-000042", "Tally Billing", "Acme Estimating", "Enterprise plan", "$2,999.00", "$0.005", "24,091,556",
             "$120,457.78", "Subtotal", "$123,456.78", "Tax (7.25%)", "$8,950.62", "Total", "$132,407.40", "Page 1 of 1",
@@ -69,7 +69,7 @@ struct InvoiceDocumentTests {
     }
 
     @Test("an adjustment invoice says so, and which period's late usage it bills")
-    func adjustmentTitle() throws {
+    func adjustmentTitle() async throws {
         let adjustment = InvoiceView(
             id: UUID(), number: "INV-2026-000043", status: "open", kind: "adjustment", tenantID: UUID(), subscriptionID: UUID(),
             currency: "usd", periodStart: Date(timeIntervalSince1970: 1_790_000_000), periodEnd: Date(timeIntervalSince1970: 1_792_592_000),
@@ -79,7 +79,7 @@ struct InvoiceDocumentTests {
                     kind: "adjustment", metric: "estimates", description: "estimates: late usage", quantity: "20", unitPriceCents: "500",
                     amountCents: 10_000)
             ])
-        let text = try Self.text(of: try InvoiceDocument(invoice: adjustment, seller: seller, customer: customer).render())
+        let text = try await Self.text(of: try InvoiceDocument(invoice: adjustment, seller: seller, customer: customer).render())
         #expect(text.contains("ADJUSTMENT INVOICE"))
         // The period starts and ends at 14:13:20 UTC, so the times are shown.
         #expect(text.contains("Late usage of Sep 21, 2026 14:13:20 – Oct 21, 2026 14:13:20 UTC"), "\(text)")
@@ -87,7 +87,7 @@ struct InvoiceDocumentTests {
     }
 
     @Test("amounts in the invoice's currency: its symbol and minor-unit digits (JPY has none, KWD three)")
-    func currencies() throws {
+    func currencies() async throws {
         #expect(InvoiceDocument.money(123_456, currency: "eur") == "€1,234.56")
         #expect(InvoiceDocument.money(123_456, currency: "jpy") == "¥123,456")
         #expect(InvoiceDocument.money(-5, currency: "jpy") == "-¥5")
@@ -104,7 +104,7 @@ struct InvoiceDocumentTests {
                 lines: [
                     .init(kind: "overage", metric: "api_calls", description: "api_calls", quantity: "20", unitPriceCents: "500", amountCents: 10_000)
                 ])
-            let text = try Self.text(of: try InvoiceDocument(invoice: invoice, seller: seller, customer: customer).render())
+            let text = try await Self.text(of: try InvoiceDocument(invoice: invoice, seller: seller, customer: customer).render())
             for figure in expected { #expect(text.contains(figure), "missing \(figure) in:\n\(text)") }
         }
     }
@@ -112,7 +112,7 @@ struct InvoiceDocumentTests {
     @Test(
         "120 lines and a very long description: several pages, each with the number and the table header, every description whole, every row adding up"
     )
-    func paginated() throws {
+    func paginated() async throws {
         let day = { (y: Int64, m: Int64, d: Int64) in Instant(year: y, month: m, day: d).date }
         let long =
             "Professional plan, Nov 16, 2026 19:22 – Dec 16, 2026 UTC (prorated) — "
@@ -147,7 +147,7 @@ struct InvoiceDocumentTests {
             name: "Acme Estimating GmbH", email: "ap@acme.test", addressLines: ["Hauptstraße 5", "10115 Berlin"], taxID: "DE123456789")
         let bytes = try InvoiceDocument(invoice: view, seller: sellerWithAddress, customer: customerWithAddress).render()
 
-        let text = try Self.text(of: bytes)
+        let text = try await Self.text(of: bytes)
         let pages = text.split(separator: "\u{0C}", omittingEmptySubsequences: true).filter { !$0.allSatisfy(\.isWhitespace) }
         #expect(pages.count >= 3, "\(text)")
         for (index, page) in pages.enumerated() {
@@ -163,7 +163,7 @@ struct InvoiceDocumentTests {
         }
 
         // The description column alone, whitespace normalized: every description is there, whole.
-        let descriptions = Self.normalized(try Self.text(of: bytes, crop: (0, 318)))
+        let descriptions = Self.normalized(try await Self.text(of: bytes, crop: (0, 318)))
         for line in lines {
             #expect(descriptions.contains(Self.normalized(line.description)), "cut or lost: \(line.description)")
         }
@@ -171,7 +171,7 @@ struct InvoiceDocumentTests {
         // The figure columns alone: one row of quantity, unit price and amount per line, in order,
         // the table header on every page that holds rows, and quantity × unit price = amount
         // to within the cent an overage rounds up.
-        let figures = try Self.text(of: bytes, crop: (318, 240))
+        let figures = try await Self.text(of: bytes, crop: (318, 240))
         var rows: [(quantity: Decimal, unitPrice: Decimal, amount: Decimal)] = []
         for page in figures.split(separator: "\u{0C}") {
             let before = rows.count

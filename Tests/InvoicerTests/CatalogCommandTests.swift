@@ -68,26 +68,26 @@ struct CatalogCommandTests {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("catalog-\(run).yaml").path
         defer { try? FileManager.default.removeItem(atPath: path) }
         try Self.yaml(run).write(toFile: path, atomically: true, encoding: .utf8)
-        let dry = try TestEnvironment.run(Self.binary, ["catalog", "apply", path, "--dry-run"])
+        let dry = try await TestEnvironment.run(Self.binary, ["catalog", "apply", path, "--dry-run"])
         #expect(dry.status == 0, "\(dry.errors)")
         #expect(dry.output.contains("plan test-growth-\(run): would be created (version 1)"))
         #expect(dry.output.contains("dry run: 2 change(s) not applied"))
-        let shown = try TestEnvironment.run(Self.binary, ["catalog", "show", "test-growth-\(run)"])
+        let shown = try await TestEnvironment.run(Self.binary, ["catalog", "show", "test-growth-\(run)"])
         #expect(shown.status != 0 && shown.errors.contains("no plan test-growth-\(run)"))
 
-        let first = try TestEnvironment.output(of: Self.binary, ["catalog", "apply", path])
+        let first = try await TestEnvironment.output(of: Self.binary, ["catalog", "apply", path])
         #expect(first.contains("metric test_sms_\(run): created") && first.contains("plan test-growth-\(run): created (version 1)"))
-        let again = try TestEnvironment.output(of: Self.binary, ["catalog", "apply", path])
+        let again = try await TestEnvironment.output(of: Self.binary, ["catalog", "apply", path])
         #expect(again.contains("plan test-growth-\(run): unchanged") && again.contains("applied: 0 change(s)"))
 
         try Self.yaml(run, growthBase: 5900).write(toFile: path, atomically: true, encoding: .utf8)
-        let changed = try TestEnvironment.output(of: Self.binary, ["catalog", "apply", path])
+        let changed = try await TestEnvironment.output(of: Self.binary, ["catalog", "apply", path])
         #expect(changed.contains("plan test-growth-\(run): changed (version 2)"))
-        let json = try TestEnvironment.output(of: Self.binary, ["catalog", "show", "test-growth-\(run)"])
+        let json = try await TestEnvironment.output(of: Self.binary, ["catalog", "show", "test-growth-\(run)"])
         let plan = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
         let versions = plan?["versions"] as? [[String: Any]] ?? []
         #expect(versions.map { $0["base_cents"] as? Int } == [4900, 5900])
-        #expect(try TestEnvironment.output(of: Self.binary, ["catalog", "list"]).contains("plan test-growth-\(run)  v2  Growth  EUR 5900"))
+        #expect(try await TestEnvironment.output(of: Self.binary, ["catalog", "list"]).contains("plan test-growth-\(run)  v2  Growth  EUR 5900"))
 
         // Archived, then changed in the file: refused before anything is written (the new metric too).
         let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
@@ -95,15 +95,15 @@ struct CatalogCommandTests {
         await pool.close()
         try Self.yaml(run, growthBase: 6900).replacingOccurrences(of: "test_sms_\(run)", with: "test_mms_\(run)")
             .write(toFile: path, atomically: true, encoding: .utf8)
-        let archived = try TestEnvironment.run(Self.binary, ["catalog", "apply", path])
+        let archived = try await TestEnvironment.run(Self.binary, ["catalog", "apply", path])
         #expect(archived.status != 0 && archived.errors.contains("plans[0].code"), "\(archived.errors)")
-        #expect(!(try TestEnvironment.output(of: Self.binary, ["catalog", "list"]).contains("test_mms_\(run)")))
+        #expect(!(try await TestEnvironment.output(of: Self.binary, ["catalog", "list"]).contains("test_mms_\(run)")))
 
         // A file with a mistake: refused whole, naming it, nothing written.
         let broken = Self.yaml("\(run)b").replacingOccurrences(of: "currency: EUR", with: "currency: ZZZ")
         try broken.write(toFile: path, atomically: true, encoding: .utf8)
-        let refused = try TestEnvironment.run(Self.binary, ["catalog", "apply", path])
+        let refused = try await TestEnvironment.run(Self.binary, ["catalog", "apply", path])
         #expect(refused.status != 0 && refused.errors.contains("plans[0].currency") && refused.errors.contains("nothing was applied"))
-        #expect(try TestEnvironment.run(Self.binary, ["catalog", "show", "test-growth-\(run)b"]).status != 0)
+        #expect(try await TestEnvironment.run(Self.binary, ["catalog", "show", "test-growth-\(run)b"]).status != 0)
     }
 }

@@ -50,7 +50,7 @@ struct ConcurrentInvoicerSerialTests {
             try await fixture.database.query("SELECT count(*) FROM invoices WHERE subscription_id = ANY($1::uuid[])", [ids])[0]
                 .decode(0, as: Int.self)
         }
-        let bill = try TestEnvironment.run(
+        let bill = try await TestEnvironment.run(
             InvoicingFixture.binary, ["bill", "--as-of", asOf.ISO8601Format(), "--no-wait"],
             environment: ["AMQP_URL": TestEnvironment.amqpURL, "DATABASE_URL": TestEnvironment.databaseURL])
         #expect(bill.status == 0, "\(bill.errors)")

@@ -184,7 +184,7 @@ struct StripePushTests {
             #expect(failed.text(1)?.contains("lots") == true, "\(failed.text(1) ?? "")")
             #expect(try failed.decode(2, as: Bool.self))
             let environment = ["DATABASE_URL": TestEnvironment.databaseURL, "AMQP_URL": TestEnvironment.amqpURL]
-            let listed = try TestEnvironment.run(InvoicingFixture.binary, ["stripe", "list"], environment: environment)
+            let listed = try await TestEnvironment.run(InvoicingFixture.binary, ["stripe", "list"], environment: environment)
             #expect(listed.output.contains("event \(bad)  invoice.payment_failed"), "\(listed.output)")
         } cleanup: {
             try await fixture.database.query("DELETE FROM stripe_webhook_events WHERE event_id IN ($1, $2)", [bad, good])
@@ -224,10 +224,11 @@ struct StripePushTests {
             "UPDATE invoices SET stripe_status = 'failed', stripe_invoice_id = NULL WHERE id = $1", [invoice.id])
         #expect(try await fixture.invoicerMetrics()[#"tally_stripe_invoices{status="failed"}"#] ?? 0 >= 1)
         let environment = ["DATABASE_URL": TestEnvironment.databaseURL, "AMQP_URL": TestEnvironment.amqpURL]
-        let listed = try TestEnvironment.run(InvoicingFixture.binary, ["stripe", "list", "--failed"], environment: environment)
+        let listed = try await TestEnvironment.run(InvoicingFixture.binary, ["stripe", "list", "--failed"], environment: environment)
         #expect(listed.status == 0)
         #expect(listed.output.contains(invoice.number))
-        let retried = try TestEnvironment.run(InvoicingFixture.binary, ["stripe", "retry", "--invoice", invoice.number], environment: environment)
+        let retried = try await TestEnvironment.run(
+            InvoicingFixture.binary, ["stripe", "retry", "--invoice", invoice.number], environment: environment)
         #expect(retried.output.contains("1 invoice(s) due for Stripe again"), "\(retried.output)\(retried.errors)")
         try await fixture.waitUntil("the invoice is in Stripe again") {
             try await fixture.invoices(tenant).first?.stripe?.status == "synced"

@@ -29,7 +29,7 @@ struct IdlePublisherTests {
         try await withCleanup {
             async let running: Void = publisher.run()
             #expect(try await publisher.submit([batch("before-close")]) == .confirmed)
-            try BrokerConnections.close(named: name)
+            try await BrokerConnections.close(named: name)
             #expect(try await publisher.submit([batch("after-close")]) == .confirmed)
             #expect(spool.unacknowledgedRecordCount == 0)
             publisher.finish()

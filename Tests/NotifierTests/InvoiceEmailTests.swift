@@ -77,14 +77,14 @@ struct InvoiceEmailTests {
         try await harness.publish(.finalized(invoice))
         try await harness.publish(.finalized(invoice), parked: true)
         try await harness.waitUntil("the parked copy in the parking lot") { try await harness.depth(".parked") == 1 }
-        let replay = try harness.dlq("replay")
+        let replay = try await harness.dlq("replay")
         #expect(replay.output.contains("replayed 1 parked event(s)"), "\(replay.errors)")
         // One consumer takes its queue in order: once the marker behind them is mailed, the copies were handled.
         let marker = BillingEvent.marker(tenant: tenant, metric: "marker_\(harness.id)")
         try await harness.publish(marker)
         let markerMail = try await MailSink.waitForEmails(mentioning: "marker_\(harness.id)", count: 1)
         #expect(markerMail.count == 1)
-        #expect(try MailSink.emails(mentioning: invoice.number).count == 2)
+        #expect(try await MailSink.emails(mentioning: invoice.number).count == 2)
         #expect(try await harness.depth(".parked") == 0)
         #expect(notifier.kill(SIGTERM) == 0)
         try await harness.tearDown()

@@ -15,7 +15,7 @@ struct MailServerOutageTests {
         for index in 0..<10 {
             tenants.append(try await harness.tenant(name: "Outage \(harness.id) #\(index)", email: "outage-\(harness.id)-\(index)@mail.test"))
         }
-        try TestEnvironment.ops("stop", "smtp")
+        try await TestEnvironment.ops("stop", "smtp")
         var invoices: [InvoiceView] = []
         for tenant in tenants {
             invoices += try await harness.billedInvoices(tenant: tenant, subscriptions: 10)
@@ -32,7 +32,7 @@ struct MailServerOutageTests {
                 "SELECT count(*) FROM notifications WHERE status = 'failed' AND event_id = ANY($1::text[])", [events]
             )[0].decode(0, as: Int.self) > 0
         }
-        try TestEnvironment.ops("start", "smtp")
+        try await TestEnvironment.ops("start", "smtp")
         let emails = try await MailSink.waitForEmails(mentioning: harness.id, count: 200)
         #expect(emails.count == 200)
         #expect(Set(emails.map(\.messageID)).count == 200)

@@ -78,9 +78,9 @@ struct MailSink {
         """#
 
     /// Every stored email whose subject, recipient or notification key mentions `needle`.
-    static func emails(mentioning needle: String) throws -> [Email] {
+    static func emails(mentioning needle: String) async throws -> [Email] {
         let python = TestEnvironment.repositoryRoot + "/.local/venv/bin/python"
-        let output = try TestEnvironment.output(of: python, ["-c", script, TestEnvironment.mailSinkDirectory, needle])
+        let output = try await TestEnvironment.output(of: python, ["-c", script, TestEnvironment.mailSinkDirectory, needle])
         return try JSONDecoder().decode([Email].self, from: Data(output.utf8))
     }
 
@@ -88,11 +88,11 @@ struct MailSink {
     static func waitForEmails(mentioning needle: String, count: Int, limit: Duration = .seconds(300)) async throws -> [Email] {
         let deadline = ContinuousClock.now + limit
         while ContinuousClock.now < deadline {
-            let found = try emails(mentioning: needle)
+            let found = try await emails(mentioning: needle)
             if found.count >= count { return found }
             try await Task.sleep(for: .milliseconds(250))
         }
         Issue.record("gave up waiting for \(count) emails mentioning \(needle)")
-        return try emails(mentioning: needle)
+        return try await emails(mentioning: needle)
     }
 }

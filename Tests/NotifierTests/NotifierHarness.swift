@@ -53,8 +53,8 @@ struct NotifierHarness: Sendable {
     }
 
     /// `notifier dlq ARGUMENTS` on this test's queue.
-    func dlq(_ arguments: String...) throws -> (status: Int32, output: String, errors: String) {
-        try TestEnvironment.run(Self.binary, ["dlq"] + arguments, environment: environment)
+    func dlq(_ arguments: String...) async throws -> (status: Int32, output: String, errors: String) {
+        try await TestEnvironment.run(Self.binary, ["dlq"] + arguments, environment: environment)
     }
 
     /// Publishes `event` straight to this test's queue (or its parking lot).

@@ -66,16 +66,16 @@ struct WebhookDeliveryTests {
         try await harness.publish(event)
         try await harness.waitUntil("the event parked after its 4 attempts") { try await harness.depth(".parked") == 1 }
         #expect(await receiver.inbox.attemptTimes(name).count == 4)
-        let listing = try harness.dlq("list")
+        let listing = try await harness.dlq("list")
         #expect(listing.output.contains("parked events in \(harness.queue).parked: 1"))
         #expect(listing.output.contains("failed 4 times") && listing.output.contains("HTTP 503"), "\(listing.output)")
-        let shown = try harness.dlq("show", event.id)
+        let shown = try await harness.dlq("show", event.id)
         #expect(shown.output.contains("webhook") && shown.output.contains("failed after 4 attempt(s), code 503"), "\(shown.output)")
         await receiver.inbox.recover(name)
-        #expect(try harness.dlq("replay").output.contains("replayed 1 parked event(s)"))
+        #expect(try await harness.dlq("replay").output.contains("replayed 1 parked event(s)"))
         try await harness.waitUntil("the replayed event delivered") { await receiver.inbox.deliveries(name).count == 1 }
         #expect(await receiver.inbox.deliveries(name).map(\.eventID) == [event.id])
-        #expect(try harness.dlq("purge").status != 0)  // needs --yes
+        #expect(try await harness.dlq("purge").status != 0)  // needs --yes
         #expect(notifier.kill(SIGTERM) == 0)
         try await harness.tearDown()
     }
@@ -91,10 +91,10 @@ struct WebhookDeliveryTests {
         let strict = try harness.startNotifier(allowPrivate: false)
         try await harness.publish(Self.alert(bob, metric: "calls_\(harness.id)"))
         try await harness.waitUntil("the loopback delivery parked") { try await harness.depth(".parked") == 1 }
-        #expect(try harness.dlq("list").output.contains("loopback, private or link-local"))
+        #expect(try await harness.dlq("list").output.contains("loopback, private or link-local"))
         #expect(await receiver.inbox.attemptTimes("bob-\(harness.id)").isEmpty)
         #expect(strict.kill(SIGTERM) == 0)
-        #expect(try harness.dlq("purge", "--yes").output.contains("purged 1 parked event(s)"))
+        #expect(try await harness.dlq("purge", "--yes").output.contains("purged 1 parked event(s)"))
 
         let notifier = try harness.startNotifier()
         let forBob = Self.alert(bob, metric: "bob_\(harness.id)")

@@ -38,14 +38,14 @@ extension OutageSuite {
 
             var ids: [String] = []
             for _ in 0..<10_000 { ids.append(try meter.track(tenant: tenant, metric: "api_calls")) }
-            try TestEnvironment.ops("stop", "rabbitmq")
+            try await TestEnvironment.ops("stop", "rabbitmq")
             // While the broker is down, track keeps returning: it never waits on the network.
             for _ in 0..<40_000 { ids.append(try meter.track(tenant: tenant, metric: "api_calls")) }
             // Give the publisher time to find the broker gone and spool what it holds.
             let spoolDeadline = ContinuousClock.now + .seconds(60)
             while meter.pendingCount > 0, ContinuousClock.now < spoolDeadline { try await Task.sleep(for: .milliseconds(50)) }
             #expect(meter.pendingCount == 0, "events still in memory after the broker went away")
-            try TestEnvironment.ops("start", "rabbitmq")
+            try await TestEnvironment.ops("start", "rabbitmq")
 
             let consumer = try await AMQPConnection.connectRetrying(
                 configuration: broker, logger: logger,

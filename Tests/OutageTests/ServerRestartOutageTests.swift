@@ -15,10 +15,10 @@ extension OutageSuite {
         func postgresRestart() async throws {
             let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 2, logger: logger)
             #expect(try await pool.query("SELECT 1")[0].decode(0, as: Int.self) == 1)
-            try TestEnvironment.ops("stop", "postgres")
+            try await TestEnvironment.ops("stop", "postgres")
             let error = await #expect(throws: PostgresError.self) { try await pool.query("SELECT 1") }
             #expect(error?.isConnectionError == true)
-            try TestEnvironment.ops("start", "postgres")
+            try await TestEnvironment.ops("start", "postgres")
             #expect(try await pool.query("SELECT 2")[0].decode(0, as: Int.self) == 2)
             await pool.close()
         }
@@ -30,8 +30,8 @@ extension OutageSuite {
             async let first = pool.query("SELECT 1 FROM pg_sleep(0.2)")
             async let second = pool.query("SELECT 1 FROM pg_sleep(0.2)")
             _ = try await (first, second)
-            try TestEnvironment.ops("stop", "postgres")
-            try TestEnvironment.ops("start", "postgres")
+            try await TestEnvironment.ops("stop", "postgres")
+            try await TestEnvironment.ops("start", "postgres")
             async let third = pool.query("SELECT 3")
             async let fourth = pool.query("SELECT 4")
             #expect(try await third[0].decode(0, as: Int.self) == 3)
@@ -47,7 +47,7 @@ extension OutageSuite {
             let queue = "test.outage.consumer.\(UUID().uuidString.prefix(8).lowercased())"
             try await connection.declareQueue(queue, durable: false, exclusive: true)
             try await connection.consume(queue)
-            try TestEnvironment.ops("stop", "rabbitmq")
+            try await TestEnvironment.ops("stop", "rabbitmq")
             var failure: AMQPError?
             for _ in 0..<60 where failure == nil {
                 do {
@@ -56,7 +56,7 @@ extension OutageSuite {
                     failure = error
                 }
             }
-            try TestEnvironment.ops("start", "rabbitmq")
+            try await TestEnvironment.ops("start", "rabbitmq")
             #expect(failure?.needsReconnect == true)
             if failure?.code == .connectionClosed { #expect(failure?.replyCode == 320) }  // CONNECTION_FORCED
         }
@@ -66,12 +66,12 @@ extension OutageSuite {
             let configuration = try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: "tally-outage")
             let connection = try await AMQPConnection.connect(configuration: configuration, logger: logger)
             try await connection.openChannel(1, confirms: true)
-            try TestEnvironment.ops("stop", "rabbitmq")
+            try await TestEnvironment.ops("stop", "rabbitmq")
             let error = await #expect(throws: AMQPError.self) {
                 try await connection.declareQueue("amq.outage.probe", passive: true)
             }
             #expect(error?.needsReconnect == true)
-            try TestEnvironment.ops("start", "rabbitmq")
+            try await TestEnvironment.ops("start", "rabbitmq")
             let queue = "test.outage.\(UUID().uuidString.prefix(8).lowercased())"
             let replacement = try await AMQPConnection.connectRetrying(
                 configuration: configuration, logger: logger, maxDelay: .seconds(1),

@@ -53,7 +53,7 @@ extension OutageSuite {
             async let running: Void = meter.run()
 
             // Stopped before anything is published: no publish is in flight when it goes.
-            try TestEnvironment.ops("stop", "rabbitmq")
+            try await TestEnvironment.ops("stop", "rabbitmq")
             // Track like a caller that backs off when refused, until track refuses once `done` holds.
             var ids: [String] = []
             func trackUntilRefused(once done: () -> Bool) async throws {
@@ -77,7 +77,7 @@ extension OutageSuite {
             try disk.resize(bytes: 1 << 20)
             try await trackUntilRefused { counters.snapshot.spooled > spooledBeforeRoom }
             #expect(counters.snapshot.spooled > 0)
-            try TestEnvironment.ops("start", "rabbitmq")
+            try await TestEnvironment.ops("start", "rabbitmq")
 
             let consumer = try await AMQPConnection.connectRetrying(
                 configuration: broker, logger: logger,

@@ -42,7 +42,7 @@ struct PublishCommandTests {
         let file = fixture.spoolDirectory + ".ndjson"
         let events = lines(fixture, count: 2_500, prefix: "publish")
         try (events.joined(separator: "\n") + "\n\n").write(toFile: file, atomically: true, encoding: .utf8)
-        let result = try TestEnvironment.run(
+        let result = try await TestEnvironment.run(
             producer, ["publish", file],
             environment: ["TALLY_INGEST_URL": "http://127.0.0.1:\(port)", "TALLY_API_KEY": fixture.apiKey])
         #expect(result.status == 0, "\(result.errors)")
@@ -62,7 +62,7 @@ struct PublishCommandTests {
         var events = lines(fixture, count: 20, prefix: "mixed")
         events[14] = #"{"id": "mixed-14", "type": "api_calls", "quantity": -3, "time": "2026-11-24T00:00:00Z"}"#
         try events.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
-        let result = try TestEnvironment.run(
+        let result = try await TestEnvironment.run(
             producer, ["publish", file, "--batch-size", "10"],
             environment: ["TALLY_INGEST_URL": "http://127.0.0.1:\(port)", "TALLY_API_KEY": fixture.apiKey])
         #expect(result.status == 1)
@@ -75,8 +75,8 @@ struct PublishCommandTests {
     }
 
     @Test("--help names every setting it reads")
-    func help() throws {
-        let result = try TestEnvironment.run(producer, ["publish", "--help"])
+    func help() async throws {
+        let result = try await TestEnvironment.run(producer, ["publish", "--help"])
         #expect(result.status == 0)
         for key in ["TALLY_INGEST_URL", "TALLY_API_KEY", "BILLING_ADMIN_TOKEN"] { #expect(result.output.contains(key)) }
     }

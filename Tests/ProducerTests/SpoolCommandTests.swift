@@ -35,28 +35,28 @@ struct SpoolCommandTests {
                 toFile: fixture.spoolDirectory + "/dead-letter.ndjson", atomically: true, encoding: .utf8)
             let spool = ["--spool", fixture.spoolDirectory]
 
-            let list = try TestEnvironment.run(producer, ["spool", "dead-letter", "list"] + spool)
+            let list = try await TestEnvironment.run(producer, ["spool", "dead-letter", "list"] + spool)
             #expect(list.status == 0, "\(list.errors)")
             #expect(list.output.contains("2 dead letter(s)"))
             #expect(list.output.contains("letter-batch") && list.output.contains("3 event(s)") && list.output.contains("312 NO_ROUTE"))
             #expect(list.output.contains("letter-garbage") && list.output.contains("unreadable record of 11 bytes"))
 
-            let unconfirmed = try TestEnvironment.run(producer, ["spool", "dead-letter", "purge"] + spool)
+            let unconfirmed = try await TestEnvironment.run(producer, ["spool", "dead-letter", "purge"] + spool)
             #expect(unconfirmed.status != 0)
             #expect(unconfirmed.errors.contains("--yes"))
 
-            let replay = try TestEnvironment.run(
+            let replay = try await TestEnvironment.run(
                 producer, ["spool", "dead-letter", "replay"] + spool, environment: ["AMQP_URL": TestEnvironment.amqpURL])
             #expect(replay.status == 1, "the unreadable letter stays, so not everything was replayed")
             #expect(replay.output.contains("replayed 1 of 1"), "\(replay.output) \(replay.errors)")
             let received = try await fixture.receivedEvents(expected: ids.count)
             #expect(Set(received.ids.keys) == Set(ids))
-            let left = try TestEnvironment.run(producer, ["spool", "dead-letter", "list"] + spool)
+            let left = try await TestEnvironment.run(producer, ["spool", "dead-letter", "list"] + spool)
             #expect(left.output.contains("1 dead letter(s)") && !left.output.contains("letter-batch"))
 
-            let purge = try TestEnvironment.run(producer, ["spool", "dead-letter", "purge", "--id", "letter-garbage", "--yes"] + spool)
+            let purge = try await TestEnvironment.run(producer, ["spool", "dead-letter", "purge", "--id", "letter-garbage", "--yes"] + spool)
             #expect(purge.output.contains("purged 1 dead letter(s)"), "\(purge.output) \(purge.errors)")
-            let empty = try TestEnvironment.run(producer, ["spool", "dead-letter", "list"] + spool)
+            let empty = try await TestEnvironment.run(producer, ["spool", "dead-letter", "list"] + spool)
             #expect(empty.output.contains("0 dead letter(s)"))
         } cleanup: {
             try? await fixture.tearDown()

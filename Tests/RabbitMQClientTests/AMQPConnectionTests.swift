@@ -112,7 +112,7 @@ struct AMQPConnectionTests {
     func connectionClosedByBroker() async throws {
         let name = AMQPTest.uniqueName("doomed")
         let connection = try await AMQPTest.connect(name)
-        try BrokerConnections.close(named: name)
+        try await BrokerConnections.close(named: name)
         let error = await #expect(throws: AMQPError.self) {
             for _ in 0..<50 {
                 try await connection.declareQueue("amq.rabbitmq.trace.never", passive: true)

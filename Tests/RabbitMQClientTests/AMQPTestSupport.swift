@@ -19,8 +19,8 @@ enum AMQPTest {
     }
 
     /// Runs `rabbitmqctl` for our private node and returns its standard output.
-    static func rabbitmqctl(_ arguments: String...) throws -> String {
-        try TestEnvironment.output(of: TestEnvironment.rabbitmqctl, ["-q"] + arguments)
+    static func rabbitmqctl(_ arguments: String...) async throws -> String {
+        try await TestEnvironment.output(of: TestEnvironment.rabbitmqctl, ["-q"] + arguments)
     }
 
     /// Deliveries until `count` arrived or nothing arrives for `quiet`.

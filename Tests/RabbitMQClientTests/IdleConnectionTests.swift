@@ -24,7 +24,7 @@ struct IdleConnectionTests {
             try await publisher.publish([OutgoingMessage(exchange: "", routingKey: queue, body: [1])])
             #expect(await publisher.connectionsOpened == 1)
 
-            try BrokerConnections.close(named: name)
+            try await BrokerConnections.close(named: name)
             try await publisher.publish([OutgoingMessage(exchange: "", routingKey: queue, body: [2])])
             #expect(await publisher.connectionsOpened == 2, "the dead connection was not replaced before publishing")
             #expect(try await admin.declareQueue(queue, passive: true) == 2)

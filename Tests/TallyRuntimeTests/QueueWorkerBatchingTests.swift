@@ -62,7 +62,7 @@ struct QueueWorkerBatchingTests {
         /// Publishes `m<i>` for each i of the range, each followed by `padding` spaces.
         let publish: @Sendable (Range<Int>, _ padding: Int) async throws -> Void
         let ready: @Sendable () async throws -> Int
-        let unacked: @Sendable () throws -> Int
+        let unacked: @Sendable () async throws -> Int
         let recorder: Recorder
     }
 
@@ -98,7 +98,8 @@ struct QueueWorkerBatchingTests {
             },
             ready: { Int(try await admin.declareQueue(queue, passive: true)) },
             unacked: {
-                let lines = try TestEnvironment.output(of: TestEnvironment.rabbitmqctl, ["-q", "list_queues", "name", "messages_unacknowledged"])
+                let lines = try await TestEnvironment.output(
+                    of: TestEnvironment.rabbitmqctl, ["-q", "list_queues", "name", "messages_unacknowledged"])
                 let row = lines.split(separator: "\n").map { $0.split(whereSeparator: \.isWhitespace) }.first { $0.first.map(String.init) == queue }
                 return row.flatMap { $0.last.flatMap { Int($0) } } ?? -1
             },
@@ -139,7 +140,7 @@ struct QueueWorkerBatchingTests {
             try await recorder.waitUntilHandled(1, "m0")
             try await worker.publish(1..<10, 0)
             try await Self.waitUntil("m1…m3 delivered, m4…m9 ready") {
-                let (unacked, ready) = (try worker.unacked(), try await worker.ready())
+                let (unacked, ready) = (try await worker.unacked(), try await worker.ready())
                 return unacked == 4 && ready == 6
             }
             recorder.held.withLock { _ = $0.remove(0) }
@@ -167,7 +168,7 @@ struct QueueWorkerBatchingTests {
             try await recorder.waitUntilHandled(1, "m0")
             try await worker.publish(1..<13, 1022)
             // All delivered before m0's batch ends: each batch is then what has arrived, up to its size.
-            try await Self.waitUntil("m1…m12 delivered") { try worker.unacked() == 13 }
+            try await Self.waitUntil("m1…m12 delivered") { try await worker.unacked() == 13 }
             recorder.held.withLock { _ = $0.remove(0) }
             try await recorder.waitUntilHandled(13, limit: .seconds(30), "m0…m12")
             #expect(

@@ -1,32 +1,32 @@
 /// The real broker's view of its client connections, through `rabbitmqctl` (which never
 /// stops or restarts the broker).
 public enum BrokerConnections {
-    static func rabbitmqctl(_ arguments: String...) throws -> String {
-        try TestEnvironment.output(of: TestEnvironment.rabbitmqctl, ["-q"] + arguments)
+    static func rabbitmqctl(_ arguments: String...) async throws -> String {
+        try await TestEnvironment.output(of: TestEnvironment.rabbitmqctl, ["-q"] + arguments)
     }
 
     /// The broker's pid of the connection named `name` (its `connection_name`), if there is one.
-    public static func pid(named name: String) throws -> String? {
+    public static func pid(named name: String) async throws -> String? {
         // RabbitMQ 3.10 shows the connection_name only inside client_properties.
-        let listing = try rabbitmqctl("list_connections", "--no-table-headers", "pid", "client_properties")
+        let listing = try await rabbitmqctl("list_connections", "--no-table-headers", "pid", "client_properties")
         return listing.split(separator: "\n").first { $0.contains("\"\(name)\"") }.map { String($0.split(separator: "\t")[0]) }
     }
 
     /// The broker's state of the connection with `pid` (`running`, `closed`, …), nil once it is gone.
-    public static func state(pid: String) throws -> String? {
-        let listing = try rabbitmqctl("list_connections", "--no-table-headers", "pid", "state")
+    public static func state(pid: String) async throws -> String? {
+        let listing = try await rabbitmqctl("list_connections", "--no-table-headers", "pid", "state")
         return listing.split(separator: "\n").first { $0.hasPrefix(pid + "\t") }.map { String($0.split(separator: "\t")[1]) }
     }
 
     /// Has the broker close the connection named `name` (`rabbitmqctl close_connection`), and
     /// returns once the broker has sent its `connection.close` (state `closed`, or gone).
-    public static func close(named name: String) throws {
-        guard let pid = try pid(named: name) else {
+    public static func close(named name: String) async throws {
+        guard let pid = try await pid(named: name) else {
             throw OpsError(command: "/rabbitmqctl list_connections: no connection named \(name)", status: 1)
         }
-        _ = try rabbitmqctl("close_connection", pid, "closed by test")
+        _ = try await rabbitmqctl("close_connection", pid, "closed by test")
         for _ in 0..<100 {
-            guard let state = try state(pid: pid), state != "closed" else { return }
+            guard let state = try await state(pid: pid), state != "closed" else { return }
         }
         throw OpsError(command: "/rabbitmqctl: connection \(name) still open after 100 checks", status: 1)
     }

@@ -18,7 +18,7 @@ public struct SmallFilesystem: Sendable {
     public init(bytes: Int) throws {
         path = FileManager.default.temporaryDirectory.appendingPathComponent("tally-small-fs-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        let (status, _, errors) = try TestEnvironment.run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(bytes)", "tmpfs", path])
+        let (status, _, errors) = try TestEnvironment.runBlocking("/bin/mount", ["-t", "tmpfs", "-o", "size=\(bytes)", "tmpfs", path])
         guard status == 0 else {
             try? FileManager.default.removeItem(atPath: path)
             throw SmallFilesystemError(message: "mount -t tmpfs on \(path) failed (\(status)): \(errors); run the tests as root")
@@ -27,14 +27,14 @@ public struct SmallFilesystem: Sendable {
 
     /// Changes the size limit in place; the files stay.
     public func resize(bytes: Int) throws {
-        let (status, _, errors) = try TestEnvironment.run("/bin/mount", ["-o", "remount,size=\(bytes)", path])
+        let (status, _, errors) = try TestEnvironment.runBlocking("/bin/mount", ["-o", "remount,size=\(bytes)", path])
         guard status == 0 else { throw SmallFilesystemError(message: "remount of \(path) failed (\(status)): \(errors)") }
     }
 
     /// Unmounts (dropping every file on it) and removes the mount point.
     public func unmount() {
         // Lazily: a file the test still holds open (a failed expectation skipped its close) must not keep it mounted.
-        _ = try? TestEnvironment.run("/bin/umount", ["-l", path])
+        _ = try? TestEnvironment.runBlocking("/bin/umount", ["-l", path])
         try? FileManager.default.removeItem(atPath: path)
     }
 }

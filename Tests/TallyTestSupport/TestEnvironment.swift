@@ -40,17 +40,18 @@ public enum TestEnvironment {
     /// Runs `./ops/local.sh ARGUMENTS` (e.g. `stop rabbitmq`) and waits for it; throws when it fails.
     ///
     /// Spawned and reaped with posix_spawn/waitpid: Foundation's `Process.waitUntilExit`
-    /// was seen here never returning for a child that had already exited.
-    public static func ops(_ arguments: String...) throws {
+    /// was seen here never returning for a child that had already exited. Waited for on a
+    /// thread of its own (`Spawn.exit`), never on the cooperative pool.
+    public static func ops(_ arguments: String...) async throws {
         let pid = try Spawn.start(repositoryRoot + "/ops/local.sh", arguments)
-        let status = Spawn.wait(pid)
+        let status = await Spawn.exit(of: pid)
         guard status == 0 else { throw OpsError(command: arguments.joined(separator: " "), status: status) }
     }
 
     /// Runs `path ARGUMENTS` to completion and returns its standard output (standard
     /// error is discarded); throws when it exits non-zero. posix_spawn, as in `ops`.
-    public static func output(of path: String, _ arguments: [String]) throws -> String {
-        let (status, output, _) = try run(path, arguments)
+    public static func output(of path: String, _ arguments: [String]) async throws -> String {
+        let (status, output, _) = try await run(path, arguments)
         guard status == 0 else { throw OpsError(command: path, status: status) }
         return output
     }
@@ -59,13 +60,28 @@ public enum TestEnvironment {
     /// and returns its exit status, standard output and standard error.
     public static func run(
         _ path: String, _ arguments: [String], environment: [String: String] = [:]
-    ) throws -> (status: Int32, output: String, errors: String) {
+    ) async throws -> (status: Int32, output: String, errors: String) {
         let capture = FileManager.default.temporaryDirectory.appendingPathComponent("tally-test-\(UUID().uuidString)").path
         defer {
             try? FileManager.default.removeItem(atPath: capture + ".out")
             try? FileManager.default.removeItem(atPath: capture + ".err")
         }
         let pid = try Spawn.start(path, arguments, environment: environment, output: capture + ".out", errors: capture + ".err")
+        let status = await Spawn.exit(of: pid)
+        let output = (try? String(contentsOfFile: capture + ".out", encoding: .utf8)) ?? ""
+        let errors = (try? String(contentsOfFile: capture + ".err", encoding: .utf8)) ?? ""
+        return (status, output, errors)
+    }
+
+    /// `run` for a command that returns at once (`mount`), where the caller cannot await:
+    /// it blocks the calling thread.
+    static func runBlocking(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
+        let capture = FileManager.default.temporaryDirectory.appendingPathComponent("tally-test-\(UUID().uuidString)").path
+        defer {
+            try? FileManager.default.removeItem(atPath: capture + ".out")
+            try? FileManager.default.removeItem(atPath: capture + ".err")
+        }
+        let pid = try Spawn.start(path, arguments, output: capture + ".out", errors: capture + ".err")
         let status = Spawn.wait(pid)
         let output = (try? String(contentsOfFile: capture + ".out", encoding: .utf8)) ?? ""
         let errors = (try? String(contentsOfFile: capture + ".err", encoding: .utf8)) ?? ""
@@ -159,6 +175,16 @@ enum Spawn {
         let status = posix_spawn(&pid, path, &actions, nil, argv, envp)
         guard status == 0 else { throw OpsError(command: path, status: status) }
         return pid
+    }
+
+    /// Waits for `pid` on a thread of its own and returns its exit status. A test blocked in
+    /// `waitpid` on the cooperative pool (two threads on two cores) holds every other
+    /// test's tasks: two such waits at once (`rabbitmqctl` takes seconds) stopped the whole
+    /// process for a minute.
+    public static func exit(of pid: pid_t) async -> Int32 {
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(returning: wait(pid)) }
+        }
     }
 
     /// Waits for `pid` and returns its exit status (128 + signal when killed).
