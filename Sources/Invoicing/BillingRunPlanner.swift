@@ -32,7 +32,7 @@ public enum BillingRunPlanner {
         let plans = try SubscriptionRecords.plans(on: connection)
         let subscriptions = try SubscriptionRecords.subscriptions(of: tenants, plans: plans, on: connection).values.flatMap { $0 }
         var invoiced: Set<InvoicedPeriod> = []
-        for period in try InvoiceRecords.periodStarts(on: connection) {
+        for period in try InvoiceRecords.periodStarts(of: tenants == nil ? nil : subscriptions.map(\.id), on: connection) {
             invoiced.insert(InvoicedPeriod(subscription: period.subscription, start: Instant(period.start)))
         }
         let deadline = Instant(asOf.addingTimeInterval(-grace))

@@ -96,10 +96,21 @@ public enum InvoiceRecords {
         }
     }
 
-    /// The subscription and period start of every period invoice.
-    public static func periodStarts(on connection: isolated PostgresConnection) throws -> [(subscription: UUID, start: Date)] {
-        try connection.query("SELECT subscription_id, period_start FROM invoices WHERE kind = 'period' AND subscription_id IS NOT NULL")
-            .map { (try $0.decode(0, as: UUID.self), try $0.decode(1, as: Date.self)) }
+    /// The subscription and period start of every period invoice — of `subscriptions` only
+    /// when given (a run for some tenants reads their invoices by key, not every period
+    /// invoice ever issued).
+    public static func periodStarts(
+        of subscriptions: [UUID]? = nil, on connection: isolated PostgresConnection
+    ) throws -> [(subscription: UUID, start: Date)] {
+        let rows =
+            if let subscriptions {
+                try connection.query(
+                    "SELECT subscription_id, period_start FROM invoices WHERE kind = 'period' AND subscription_id = ANY($1::uuid[])",
+                    [PostgresTextArray(subscriptions.map(\.lowercasedText))])
+            } else {
+                try connection.query("SELECT subscription_id, period_start FROM invoices WHERE kind = 'period' AND subscription_id IS NOT NULL")
+            }
+        return try rows.map { (try $0.decode(0, as: UUID.self), try $0.decode(1, as: Date.self)) }
     }
 
     /// Locks `subscriptions` for the caller's transaction in one statement, in id order (two
