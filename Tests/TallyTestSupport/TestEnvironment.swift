@@ -166,6 +166,10 @@ enum Spawn {
         defer { posix_spawn_file_actions_destroy(&actions) }
         let flags = O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC)
         if let output { posix_spawn_file_actions_addopen(&actions, 1, output, flags, 0o644) }
+        // Nothing else of this process goes with the child: descriptors without close-on-exec
+        // (a test's spool segment open for writing) would stay open in a child that outlives
+        // the test's deleting them, and a full test disk would not get its room back.
+        if let closeFrom = Spawn.closeFrom { _ = closeFrom(&actions, 3) }
         if let errors, errors == output {
             posix_spawn_file_actions_adddup2(&actions, 1, 2)
         } else if let errors {
@@ -176,6 +180,13 @@ enum Spawn {
         guard status == 0 else { throw OpsError(command: path, status: status) }
         return pid
     }
+
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34+; Swift's Glibc module
+    /// leaves out the GNU extensions, so it is looked up by name).
+    static let closeFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+        guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+    }()
 
     /// Waits for `pid` on a thread of its own and returns its exit status. A test blocked in
     /// `waitpid` on the cooperative pool (two threads on two cores) holds every other
