@@ -34,13 +34,8 @@ struct ConfigCacheTests {
         let cache = UsageConfigCache()
         var sent = 0
         func batch(_ count: Int) async throws -> LedgerOutcome {
-            let events = (0..<count).map { index in
-                usageEventJSON(id: "c\(sent + index)", tenant: tenant, time: TestClock.recent(30 + Double(index), before: now))
-            }
-            sent += count
-            let body = Array(("[" + events.joined(separator: ",") + "]").utf8)
-            let decoded = UsageDecoder(now: now).decode([UsageMessage(deliveryTag: 1, messageID: nil, schema: nil, body: body)])
-            return try await UsageLedger.record(decoded, now: now, cache: cache, on: connection)
+            defer { sent += count }
+            return try await record(count, of: tenant, from: sent, now: now, cache: cache, on: connection)
         }
         // No subscription yet: the state says so.
         #expect(try await batch(2).quotaStates.first?.subscription == QuotaState.Subscription.none)
