@@ -61,31 +61,39 @@ public enum TestEnvironment {
     public static func run(
         _ path: String, _ arguments: [String], environment: [String: String] = [:]
     ) async throws -> (status: Int32, output: String, errors: String) {
-        let capture = FileManager.default.temporaryDirectory.appendingPathComponent("tally-test-\(UUID().uuidString)").path
-        defer {
-            try? FileManager.default.removeItem(atPath: capture + ".out")
-            try? FileManager.default.removeItem(atPath: capture + ".err")
-        }
-        let pid = try Spawn.start(path, arguments, environment: environment, output: capture + ".out", errors: capture + ".err")
-        let status = await Spawn.exit(of: pid)
-        let output = (try? String(contentsOfFile: capture + ".out", encoding: .utf8)) ?? ""
-        let errors = (try? String(contentsOfFile: capture + ".err", encoding: .utf8)) ?? ""
-        return (status, output, errors)
+        let capture = Capture()
+        defer { capture.remove() }
+        let pid = try capture.start(path, arguments, environment: environment)
+        return capture.result(status: await Spawn.exit(of: pid))
     }
 
     /// `run` for a command that returns at once (`mount`), where the caller cannot await:
     /// it blocks the calling thread.
     static func runBlocking(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
-        let capture = FileManager.default.temporaryDirectory.appendingPathComponent("tally-test-\(UUID().uuidString)").path
-        defer {
-            try? FileManager.default.removeItem(atPath: capture + ".out")
-            try? FileManager.default.removeItem(atPath: capture + ".err")
+        let capture = Capture()
+        defer { capture.remove() }
+        let pid = try capture.start(path, arguments)
+        return capture.result(status: Spawn.wait(pid))
+    }
+
+    /// A child's standard output and error, in two temporary files.
+    private struct Capture {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tally-test-\(UUID().uuidString)").path
+
+        func start(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> pid_t {
+            try Spawn.start(executable, arguments, environment: environment, output: path + ".out", errors: path + ".err")
         }
-        let pid = try Spawn.start(path, arguments, output: capture + ".out", errors: capture + ".err")
-        let status = Spawn.wait(pid)
-        let output = (try? String(contentsOfFile: capture + ".out", encoding: .utf8)) ?? ""
-        let errors = (try? String(contentsOfFile: capture + ".err", encoding: .utf8)) ?? ""
-        return (status, output, errors)
+
+        func result(status: Int32) -> (status: Int32, output: String, errors: String) {
+            let output = (try? String(contentsOfFile: path + ".out", encoding: .utf8)) ?? ""
+            let errors = (try? String(contentsOfFile: path + ".err", encoding: .utf8)) ?? ""
+            return (status, output, errors)
+        }
+
+        func remove() {
+            try? FileManager.default.removeItem(atPath: path + ".out")
+            try? FileManager.default.removeItem(atPath: path + ".err")
+        }
     }
 
     /// A TCP port on 127.0.0.1 that nothing listens on right now (the kernel picks

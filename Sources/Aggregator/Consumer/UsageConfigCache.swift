@@ -31,20 +31,20 @@ final class UsageConfigCache: Sendable {
         var absent: Set<UUID> = []
     }
 
-    private struct Global: Sendable {
+    struct Global: Sendable {
         let version: Int64
         let catalog: MetricCatalog
         let plans: PlanCatalog
     }
 
-    private struct TenantConfig: Sendable {
+    struct TenantConfig: Sendable {
         /// The catalog's counter when loaded: subscriptions hold plan values.
         let catalogVersion: Int64
         let subscriptions: [StoredSubscription]
         let alerts: [StoredAlert]
     }
 
-    private struct State: Sendable {
+    struct State: Sendable {
         var global: Global?
         /// Tenants known to exist, with their configuration.
         var tenants: [UUID: TenantConfig] = [:]

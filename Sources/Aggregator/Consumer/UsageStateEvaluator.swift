@@ -61,7 +61,7 @@ enum UsageStateEvaluator {
             // subscription) only moves that period's latest time: the calendar is worked
             // out once per period, not once per event.
             var last: Touch?
-            for date in tenantTimes.count == 1 ? Array(tenantTimes) : tenantTimes.sorted() {
+            for date in tenantTimes.sorted() {
                 let time = Instant(date)
                 let subscription = subscriptions.last { $0.covers(time) }
                 let touch: Touch
