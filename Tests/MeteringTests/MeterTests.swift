@@ -41,11 +41,13 @@ struct MeterTests {
 
     @Test("shutdown flushes everything in memory before run returns")
     func gracefulShutdownFlushes() async throws {
-        let probe = try await UsageQueueProbe.make()
+        let probe = try await UsageQueueProbe.make(privateExchange: true)  // as above: no nack caused by other tests
         let tenant = UUID()
         let spool = try await DiskSpool.open(directory: TestSpool.directory(), maxBytes: 64 << 20)
         let counters = MeteringCounters()
-        let publisher = DurablePublisher(configuration: try TestSpool.broker, spool: spool, logger: UsageQueueProbe.logger, counters: counters)
+        let publisher = DurablePublisher(
+            configuration: try TestSpool.broker, spool: spool, logger: UsageQueueProbe.logger, confirmTimeout: .seconds(5),
+            counters: counters, refusalPolicy: RefusalPolicy(), exchange: probe.exchange)
         var options = Meter.Options()
         options.linger = .seconds(60)  // nothing would leave before shutdown but for the flush
         let meter = Meter(publisher: publisher, counters: counters, options: options, logger: UsageQueueProbe.logger)
@@ -62,11 +64,13 @@ struct MeterTests {
 
     @Test("the caller's W3C traceparent travels in the message headers: a batch carries its first traced event's")
     func traceparentHeader() async throws {
-        let probe = try await UsageQueueProbe.make()
+        let probe = try await UsageQueueProbe.make(privateExchange: true)  // as above: no nack caused by other tests
         let tenant = UUID()
         let spool = try await DiskSpool.open(directory: TestSpool.directory(), maxBytes: 64 << 20)
         let counters = MeteringCounters()
-        let publisher = DurablePublisher(configuration: try TestSpool.broker, spool: spool, logger: UsageQueueProbe.logger, counters: counters)
+        let publisher = DurablePublisher(
+            configuration: try TestSpool.broker, spool: spool, logger: UsageQueueProbe.logger, confirmTimeout: .seconds(5),
+            counters: counters, refusalPolicy: RefusalPolicy(), exchange: probe.exchange)
         var options = Meter.Options()
         options.linger = .seconds(60)  // the three events leave together, at shutdown
         let meter = Meter(publisher: publisher, counters: counters, options: options, logger: UsageQueueProbe.logger)
@@ -101,7 +105,10 @@ struct MeterTests {
 
     @Test("with the broker unreachable, batches are spooled; a publisher with the broker drains them in order")
     func spoolThenDrain() async throws {
-        let probe = try await UsageQueueProbe.make()
+        // An exchange of its own: on `usage`, another test's queue deleted while a drained
+        // batch is routed to it makes the broker nack the batch after the probe got it; the
+        // publisher then holds it for a retry and the spool is not empty when it finishes.
+        let probe = try await UsageQueueProbe.make(privateExchange: true)
         let tenant = UUID()
         let directory = TestSpool.directory()
         let now = Date()
@@ -118,7 +125,9 @@ struct MeterTests {
         await offline.close()
 
         let reopened = try await DiskSpool.open(directory: directory, maxBytes: 64 << 20)
-        let online = DurablePublisher(configuration: try TestSpool.broker, spool: reopened, logger: UsageQueueProbe.logger)
+        let online = DurablePublisher(
+            configuration: try TestSpool.broker, spool: reopened, logger: UsageQueueProbe.logger, confirmTimeout: .seconds(5),
+            counters: MeteringCounters(), refusalPolicy: RefusalPolicy(), exchange: probe.exchange)
         async let onlineRun: Void = online.run()
         let received = try await probe.collect(tenant: tenant, expected: events.count)
         online.finish()
