@@ -123,12 +123,61 @@ struct ConfigCacheTests {
             INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
             SELECT id, $3, 1, $2, 'start', $2 FROM created
             """, [tenant.uuidString.lowercased(), now.addingTimeInterval(-3_600), plan])
-        let pruned = try await harness.database.withTransaction { try ConfigVersions.pruneLog(olderThan: .zero, on: $0) }
-        #expect(pruned >= 1)
+        // Pruning takes only rows of transactions older than every one running: another
+        // test's transaction may hold it back for a moment.
+        while try await logRows(of: tenant, in: harness) > 0 {
+            if try await harness.database.withTransaction({ try ConfigVersions.pruneLog(olderThan: .zero, on: $0) }) == 0 {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
         let state = try await record(1, of: tenant, from: 2, now: now, cache: cache, on: connection).quotaStates.first
         #expect(state?.subscription == .active)
         #expect(state?.metrics["api_calls"]?.quota == 100)
+        #expect(cache.emptied.restarts >= 1)
         await connection.close()
         try await harness.tearDown()
+    }
+
+    @Test(
+        "a transaction held open while the log is pruned: the rows the cache has not read stay, and the cache reads on without starting again"
+    )
+    func pruningBehindOpenTransaction() async throws {
+        let harness = try await AggregatorHarness.make()
+        let tenant = try await harness.createTenants(1)[0]
+        let now = TestClock.now()
+        let plan = "test-held-\(harness.id)"
+        try await harness.createPlan(plan, charges: "[\(AggregatorHarness.hardQuota("api_calls", 100))]")
+        let connection = try await AggregatorHarness.connect()
+        let holder = try await AggregatorHarness.connect()
+        let cache = UsageConfigCache()
+        try await withCleanup {
+            #expect(try await record(1, of: tenant, from: 0, now: now, cache: cache, on: connection).inserted == 1)
+            // A transaction with an id, left open (as an orphaned prepared transaction or a
+            // session idle in a transaction would be): the cache's next read starts no later.
+            try await holder.query("BEGIN")
+            try await holder.query("SELECT pg_current_xact_id()")
+            #expect(try await record(1, of: tenant, from: 1, now: now, cache: cache, on: connection).inserted == 1)
+            try await harness.database.query(
+                """
+                WITH created AS (INSERT INTO subscriptions (tenant_id, started_at, anchor) VALUES ($1, $2, $2) RETURNING id)
+                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
+                SELECT id, $3, 1, $2, 'start', $2 FROM created
+                """, [tenant.uuidString.lowercased(), now.addingTimeInterval(-3_600), plan])
+            _ = try await harness.database.withTransaction { try ConfigVersions.pruneLog(olderThan: .zero, on: $0) }
+            #expect(try await logRows(of: tenant, in: harness) >= 1)
+            let state = try await record(1, of: tenant, from: 2, now: now, cache: cache, on: connection).quotaStates.first
+            #expect(state?.subscription == .active)
+            #expect(state?.metrics["api_calls"]?.quota == 100)
+            #expect(cache.emptied.restarts == 0)
+        } cleanup: {
+            _ = try? await holder.query("ROLLBACK")
+            await holder.close()
+            await connection.close()
+            try? await harness.tearDown()
+        }
+    }
+
+    func logRows(of tenant: UUID, in harness: AggregatorHarness) async throws -> Int {
+        try await harness.database.query("SELECT count(*) FROM config_changes WHERE tenant_id = $1", [tenant])[0].decode(0, as: Int.self)
     }
 }

@@ -74,7 +74,8 @@ print(f"observability test: {len(rules)} alert rules in {len(groups)} groups eva
 for query in ['rabbitmq_detailed_queue_messages_ready{queue="aggregator.usage"}', 'rabbitmq_detailed_queue_messages{queue="notifier.events.parked"}',
               'tally_producer_spool_batches', 'tally_billing_runs_with_failures', 'tally_billing_run_oldest_running_seconds',
               'tally_notifier_parked_total{channel="email",kind="invoice"}', 'tally_stripe_invoices', 'tally_invoicer_stripe_pushes_total',
-              'tally_notifier_mail_server_up', 'tally_api_requests_total']:
+              'tally_notifier_mail_server_up', 'tally_api_requests_total',
+              'tally_aggregator_config_cache_emptied_total{reason="log"}']:
     if not get("/api/v1/query", query=query)["result"]:
         fail(f"no series for {query}")
 

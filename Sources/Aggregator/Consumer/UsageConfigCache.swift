@@ -55,10 +55,16 @@ final class UsageConfigCache: Sendable {
         var generation = 0
         var invalidated: [UUID: Int] = [:]
         var clearedAt = 0
+        /// Reads after the first that emptied the cache: the log pruned past where it last
+        /// read (or truncated), or more tenants changed than it tracks.
+        var restarts = 0
+        /// Times the cache was emptied because it held `capacity` tenants.
+        var overflows = 0
 
         /// Applies a read of the log; returns the generation after it.
         mutating func apply(_ log: ConfigVersions.Log, capacity: Int) -> Int {
             if log.incomplete || invalidated.count + log.changed.count > capacity {
+                if logNext != nil { restarts += 1 }
                 generation += 1
                 tenants.removeAll(keepingCapacity: true)
                 invalidated.removeAll(keepingCapacity: true)
@@ -121,6 +127,9 @@ final class UsageConfigCache: Sendable {
     /// Reloads since the start, for tests and metrics: (catalog loads, tenant loads).
     private let loads = Mutex((catalog: 0, tenants: 0))
     var loadCounts: (catalog: Int, tenants: Int) { loads.withLock { $0 } }
+
+    /// Times the cache was emptied since the start, for tests and metrics.
+    var emptied: (restarts: Int, overflows: Int) { state.withLock { ($0.restarts, $0.overflows) } }
 
     /// What the cache holds of `tenants`, without asking the database (possibly stale):
     /// their subscriptions, and the tenants it holds nothing of.
@@ -195,7 +204,10 @@ final class UsageConfigCache: Sendable {
         }
         state.withLock { state in
             if state.global.map({ $0.version < catalogVersion }) ?? true { state.global = global }
-            if state.tenants.count + loaded.count > capacity { state.tenants.removeAll(keepingCapacity: true) }
+            if state.tenants.count + loaded.count > capacity {
+                state.tenants.removeAll(keepingCapacity: true)
+                state.overflows += 1
+            }
             for (tenant, config) in loaded where state.keeps(tenant, loadedAt: generation) { state.tenants[tenant] = config }
         }
         return Snapshot(catalog: global.catalog, plans: global.plans, subscriptions: subscriptions, alerts: alerts, absent: absent)

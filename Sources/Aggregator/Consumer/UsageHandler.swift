@@ -17,7 +17,7 @@ struct UsageHandler: QueueWorkHandler {
     let database: PostgresConfiguration
     let metrics: AggregatorMetrics
     /// Catalog, plans, subscriptions and alerts between batches (checked in each).
-    let cache = UsageConfigCache()
+    var cache = UsageConfigCache()
     /// Runs after every commit (quota state, billing events); failures are logged there.
     let afterCommit: @Sendable (LedgerOutcome, PostgresConnection) async -> Void
     /// A batch is written in transactions of at most about this many (tenant, hour) pairs

@@ -26,9 +26,15 @@ final class AggregatorMetrics: QueueWorkerObserver {
     }
 
     private let state = Mutex(Snapshot())
+    /// The consumers' configuration cache, whose loads and restarts `/metrics` shows.
+    let configCache: UsageConfigCache?
     static let window = 10
     static let commitBounds: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
     static let visibleBounds: [Double] = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+
+    init(configCache: UsageConfigCache? = nil) {
+        self.configCache = configCache
+    }
 
     var snapshot: Snapshot { state.withLock { $0 } }
 
@@ -91,6 +97,18 @@ final class AggregatorMetrics: QueueWorkerObserver {
         text.histogram(
             "tally_aggregator_event_visible_seconds", "From the earliest event time of a batch to its commit", bounds: Self.visibleBounds,
             [([], s.visibleSeconds)])
+        if let configCache {
+            let loads = configCache.loadCounts
+            let emptied = configCache.emptied
+            text.family(
+                "tally_aggregator_config_loads_total", "counter",
+                "Configuration read from the database by the cache: the catalog (metrics and plans), or one tenant's subscriptions and alerts",
+                [([("kind", "catalog")], "\(loads.catalog)"), ([("kind", "tenant")], "\(loads.tenants)")])
+            text.family(
+                "tally_aggregator_config_cache_emptied_total", "counter",
+                "Times the configuration cache started again: the change log pruned past where it last read, truncated, or too many tenants changed at once (log); the cache full (full)",
+                [([("reason", "log")], "\(emptied.restarts)"), ([("reason", "full")], "\(emptied.overflows)")])
+        }
         return text.text
     }
 }

@@ -12,7 +12,8 @@ import TallyRuntime
 /// `UsageHandler`), the outbox's sweeper and the hourly upkeep as services beside a small HTTP server for
 /// `/metrics`, `/healthz` and `/readyz`. Production and tests call the same function.
 func buildApplication(_ configuration: AggregatorConfiguration, logger: Logger) throws -> some ApplicationProtocol {
-    let metrics = AggregatorMetrics()
+    let cache = UsageConfigCache()
+    let metrics = AggregatorMetrics(configCache: cache)
     let amqp = try AMQPConfiguration(url: configuration.amqpURL, connectionName: "tally-aggregator")
     var databaseConfiguration = try PostgresConfiguration(url: configuration.databaseURL)
     // A batch's sorts (tens of thousands of rows) in memory, not in temporary files.
@@ -31,7 +32,7 @@ func buildApplication(_ configuration: AggregatorConfiguration, logger: Logger) 
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tally-aggregator"),
         logger: logger)
-    var handler = UsageHandler(database: databaseConfiguration, metrics: metrics, afterCommit: relay.afterCommit)
+    var handler = UsageHandler(database: databaseConfiguration, metrics: metrics, cache: cache, afterCommit: relay.afterCommit)
     handler.tenantHoursPerTransaction = configuration.tenantHoursPerTransaction
     // Shut down in reverse: the upkeep, the outbox's sweeper, then the consumers (finishing
     // their batches), then the publisher.

@@ -87,12 +87,22 @@ public enum ConfigVersions {
 
     /// Deletes the log's rows older than `age` (upkeep: a reader reads every batch) and
     /// records how far the log is pruned; returns how many rows went.
+    ///
+    /// Only rows of transactions older than every transaction still running go: a reader
+    /// reads from the oldest transaction running when it last read, so a transaction held
+    /// open for longer than `age` (an orphaned prepared transaction, a session idle in a
+    /// transaction) would otherwise let the pruning take rows past every reader's position,
+    /// and each of their next reads would find the log incomplete and start its cache again
+    /// — every batch, for as long as that transaction stays open.
     @discardableResult
     public static func pruneLog(olderThan age: Duration, on connection: isolated PostgresConnection) throws -> Int {
         let rows = try connection.query(
             """
             WITH gone AS (
-                DELETE FROM config_changes WHERE changed_at < now() - make_interval(secs => $1::int) RETURNING changed_by
+                DELETE FROM config_changes
+                 WHERE changed_at < now() - make_interval(secs => $1::int)
+                   AND changed_by < pg_snapshot_xmin(pg_current_snapshot())
+                RETURNING changed_by
             ), pruned AS (
                 UPDATE catalog_version SET changes_pruned_through = greatest(changes_pruned_through, (SELECT max(changed_by) FROM gone))
                  WHERE EXISTS (SELECT 1 FROM gone)
