@@ -69,7 +69,7 @@ enum AggregatorExactness {
             return counts == expected && depth == 0
         }
         // Graceful stop: both finish what they hold and exit 0.
-        for process in processes.list.withLock({ $0 }) { #expect(process.kill(SIGTERM) == 0) }
+        for process in processes.list.withLock({ $0 }) { #expect(await process.stop() == 0) }
         #expect(try await live.storedCounts(tenants) == expected)
         #expect(try await live.rollupMismatches(tenants) == 0)
         #expect(try await live.depth() == 0)

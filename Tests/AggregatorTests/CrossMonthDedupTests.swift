@@ -29,7 +29,7 @@ struct CrossMonthDedupTests {
                 ].joined(separator: ",") + "]"
         ])
         try await harness.waitUntil("the second message committed") { try await harness.storedCounts([other])[other] == 1 }
-        #expect(aggregator.kill(SIGTERM) == 0)
+        #expect(await aggregator.stop() == 0)
         let rows = try await harness.database.query(
             "SELECT event_id, occurred_at FROM usage_events WHERE tenant_id = $1 ORDER BY event_id", [tenant])
         #expect(rows.map { $0.text(0) } == ["fresh", "moved", "twice"])
@@ -62,7 +62,7 @@ struct CrossMonthDedupTests {
             // first, so wait until it has also counted an event (its consumers are up).
             try await harness.publish(["[\(usageEventJSON(id: "ready", tenant: tenant, quantity: "1", time: TestClock.now()))]"])
             try await harness.waitUntil("the aggregator consuming") { try await harness.storedCounts([tenant])[tenant] == 1 }
-            #expect(aggregator.kill(SIGTERM) == 0)
+            #expect(await aggregator.stop() == 0)
             let kept = try await harness.database.query(
                 // By id first: the table's key is (event_id, tenant_id).
                 "SELECT event_id FROM usage_event_ids WHERE event_id IN ('expired', 'kept', 'ready') AND tenant_id = $1 ORDER BY event_id",

@@ -39,7 +39,7 @@ struct DatabaseRefusalTests {
                     "SELECT count(*) FROM parked_events WHERE tenant_id = $1", [tenant.uuidString.lowercased()])[0].decode(0, as: Int.self)
                 return counts[tenant] == 3 && counts[neighbour] == 1 && parked == 3
             }
-            #expect(aggregator.kill(SIGTERM) == 0)
+            #expect(await aggregator.stop() == 0)
             let parked = try await harness.database.query(
                 "SELECT event_id, code, field, reason FROM parked_events WHERE tenant_id = $1 ORDER BY id", [tenant.uuidString.lowercased()])
             let byCode = Dictionary(grouping: parked, by: { $0.text(1) ?? "" })

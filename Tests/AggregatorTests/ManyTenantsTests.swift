@@ -339,7 +339,7 @@ struct ManyTenantsTests {
             try await harness.storedCounts(population.tenants).values.reduce(0, +) == total
         }
         try await harness.waitUntil("the queue drained") { try await harness.depth() == 0 }
-        #expect(aggregator.kill(SIGTERM) == 0)
+        #expect(await aggregator.stop() == 0)
         #expect(try await harness.depth(".parked") == 0)
         try await Self.verify(harness, population, expected: expected)
         try await Self.finish(harness, population)

@@ -80,7 +80,7 @@ struct PoisonAndReplayTests {
         try await harness.waitUntil("the broken messages parked again") { try await harness.depth(".parked") == 2 }
         #expect(try await dlq(harness, "purge", "--messages").status != 0)  // needs --yes
         #expect(try await dlq(harness, "purge", "--messages", "--yes").output.contains("purged 2 parked message(s)"))
-        #expect(aggregator.kill(SIGTERM) == 0)
+        #expect(await aggregator.stop() == 0)
         try await harness.tearDown()
     }
 }

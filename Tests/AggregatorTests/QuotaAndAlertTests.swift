@@ -114,7 +114,7 @@ struct QuotaAndAlertTests {
             """, [tenant])
         #expect(firings.map { "\($0.text(0) ?? ""):\($0.text(1) ?? "")" } == ["quota:1", "threshold:2"])
         #expect(try await awaitState(used: 1150) != nil)
-        #expect(aggregator.kill(SIGTERM) == 0)
+        #expect(await aggregator.stop() == 0)
         await states.close()
         await listener.close()
         try await harness.tearDown()

@@ -29,7 +29,7 @@ struct RetryTests {
                 let second = try await harness.depth(".retry.30s")
                 return counts[tenant] == 2 && parked == 1 && second == 1
             }
-            #expect(aggregator.kill(SIGTERM) == 0)
+            #expect(await aggregator.stop() == 0)
             let listing = try await TestEnvironment.run(
                 AggregatorHarness.binary, ["dlq", "list"],
                 environment: [

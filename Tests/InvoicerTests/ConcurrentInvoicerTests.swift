@@ -59,7 +59,7 @@ struct ConcurrentInvoicerSerialTests {
         processes[0] = try startInvoicer("0-again", log: log)
         try await fixture.waitUntil("every invoice issued") { try await issued() == 5000 }
         try await fixture.bill(asOf: asOf)  // billing again finds nothing more to do for these
-        for process in processes { #expect(process.kill(SIGTERM) == 0) }
+        for process in processes { #expect(await process.stop() == 0) }
         #expect(try await issued() == 5000)
         let distinct = try await fixture.database.query(
             "SELECT count(DISTINCT (subscription_id, period_start)) FROM invoices WHERE subscription_id = ANY($1::uuid[])", [ids]

@@ -86,7 +86,7 @@ struct InvoiceEmailTests {
         #expect(markerMail.count == 1)
         #expect(try await MailSink.emails(mentioning: invoice.number).count == 2)
         #expect(try await harness.depth(".parked") == 0)
-        #expect(notifier.kill(SIGTERM) == 0)
+        #expect(await notifier.stop() == 0)
         try await harness.tearDown()
     }
 }

@@ -40,7 +40,7 @@ struct MailServerOutageTests {
             "SELECT count(*) FROM notifications n JOIN invoices i ON n.event_id = 'invoice.finalized:' || i.id WHERE i.tenant_id = ANY($1::uuid[]) AND n.status = 'sent'",
             ["{" + tenants.map(\.uuidString).joined(separator: ",") + "}"])
         #expect(try sent[0].decode(0, as: Int.self) == 200)
-        #expect(notifier.kill(SIGTERM) == 0)
+        #expect(await notifier.stop() == 0)
         try await harness.tearDown()
     }
 }

@@ -50,7 +50,7 @@ struct WebhookDeliveryTests {
         #expect(await receiver.inbox.badSignatures == 0)
         let row = try await harness.database.query("SELECT status, attempts, response_code FROM notifications WHERE event_id = $1", [event.id])
         #expect(row.first?.text(0) == "sent" && row.first?.text(1) == "4" && row.first?.text(2) == "200")
-        #expect(notifier.kill(SIGTERM) == 0)
+        #expect(await notifier.stop() == 0)
         try await harness.tearDown()
     }
 
@@ -76,7 +76,7 @@ struct WebhookDeliveryTests {
         try await harness.waitUntil("the replayed event delivered") { await receiver.inbox.deliveries(name).count == 1 }
         #expect(await receiver.inbox.deliveries(name).map(\.eventID) == [event.id])
         #expect(try await harness.dlq("purge").status != 0)  // needs --yes
-        #expect(notifier.kill(SIGTERM) == 0)
+        #expect(await notifier.stop() == 0)
         try await harness.tearDown()
     }
 
@@ -93,7 +93,7 @@ struct WebhookDeliveryTests {
         try await harness.waitUntil("the loopback delivery parked") { try await harness.depth(".parked") == 1 }
         #expect(try await harness.dlq("list").output.contains("loopback, private or link-local"))
         #expect(await receiver.inbox.attemptTimes("bob-\(harness.id)").isEmpty)
-        #expect(strict.kill(SIGTERM) == 0)
+        #expect(await strict.stop() == 0)
         #expect(try await harness.dlq("purge", "--yes").output.contains("purged 1 parked event(s)"))
 
         let notifier = try harness.startNotifier()
@@ -108,7 +108,7 @@ struct WebhookDeliveryTests {
         }
         #expect(await receiver.inbox.deliveries("alice-\(harness.id)").map(\.eventID) == [forAlice.id])
         #expect(await receiver.inbox.deliveries("bob-\(harness.id)").map(\.eventID) == [forBob.id])
-        #expect(notifier.kill(SIGTERM) == 0)
+        #expect(await notifier.stop() == 0)
         try await harness.tearDown()
     }
 }

@@ -145,10 +145,21 @@ public struct ChildProcess: Sendable {
     }
 
     /// Sends `signal`, reaps the process and returns its exit status (128 + signal when killed).
+    /// It waits on the caller's thread: for `defer` blocks, and `SIGKILL`, which ends the
+    /// process at once; a graceful stop is `stop(_:)`.
     @discardableResult
     public func kill(_ signal: Int32 = SIGKILL) -> Int32 {
         _ = Glibc.kill(pid, signal)
         return Spawn.wait(pid)
+    }
+
+    /// Sends `signal` (a graceful stop by default) and waits for the process to finish its
+    /// work and exit on a thread of its own (`Spawn.exit(of:)`), not on the cooperative pool;
+    /// returns its exit status.
+    @discardableResult
+    public func stop(_ signal: Int32 = SIGTERM) async -> Int32 {
+        _ = Glibc.kill(pid, signal)
+        return await Spawn.exit(of: pid)
     }
 }
 
