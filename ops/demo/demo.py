@@ -220,7 +220,9 @@ def generate_usage(tenant: Tenant, begin: dt.datetime, end: dt.datetime, rng: ra
     low, high = tenant.options["seats"]
     day = begin
     seats = low
-    while day < end:
+    # Counted at 09:00 each day up to `end`: before 09:00, today's count is not in yet (an
+    # event at 09:00 today would be in the future, and the ingest API refuses it).
+    while day + dt.timedelta(hours=9) < end:
         seats = min(high, max(seats, low + (high - low) * (day - begin).days // 25))
         add("users", seats, day + dt.timedelta(hours=9), "seat count")
         day += dt.timedelta(days=1)
