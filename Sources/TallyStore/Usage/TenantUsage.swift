@@ -26,4 +26,13 @@ public enum TenantUsage {
         try connection.query("DELETE FROM tenant_config_versions WHERE tenant_id = ANY($1::uuid[])", [ids])
         return deleted
     }
+
+    /// Vacuums (and analyzes) the tables `delete(of:withTenants:on:)` deletes from, outside
+    /// any transaction: a benchmark's deletions then do not leave autovacuum working through
+    /// millions of rows of a long-lived database during its next measurement.
+    public static func vacuum(on connection: isolated PostgresConnection) throws {
+        for table in tables + ["usage_period_totals", "usage_period_values", "tenants", "tenant_config_versions"] {
+            try connection.query("VACUUM (ANALYZE) \(table)")
+        }
+    }
 }
