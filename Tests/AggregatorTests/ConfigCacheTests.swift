@@ -23,15 +23,38 @@ struct ConfigCacheTests {
         return response.status
     }
 
+    /// One tenant, a plan with a hard quota of 100 api_calls, a connection and a cache of
+    /// the test's own.
+    struct Fixture {
+        let harness: AggregatorHarness
+        let tenant: UUID
+        let now = TestClock.now()
+        let plan: String
+        let connection: PostgresConnection
+        let cache = UsageConfigCache()
+
+        static func make(plan prefix: String) async throws -> Fixture {
+            let harness = try await AggregatorHarness.make()
+            let tenant = try await harness.createTenants(1)[0]
+            let plan = "\(prefix)-\(harness.id)"
+            try await harness.createPlan(plan, charges: "[\(AggregatorHarness.hardQuota("api_calls", 100))]")
+            return Fixture(harness: harness, tenant: tenant, plan: plan, connection: try await AggregatorHarness.connect())
+        }
+    }
+
+    /// Subscribes the fixture's tenant to its plan from an hour ago, through the Billing API.
+    func subscribe(_ fixture: Fixture) async throws {
+        let start = RFC3339.format(fixture.now.addingTimeInterval(-3_600))
+        let body = #"{"tenant_id": "\#(fixture.tenant.uuidString.lowercased())", "plan": "\#(fixture.plan)", "start": "\#(start)"}"#
+        #expect(try await post("/v1/subscriptions", body) == 201)
+    }
+
     @Test("a subscription, an alert and a plan's quota changed after a batch are used by the next batch")
     func nextBatchSeesChanges() async throws {
-        let harness = try await AggregatorHarness.make()
-        let tenant = try await harness.createTenants(1)[0]
-        let now = TestClock.now()
-        let plan = "test-cache-\(harness.id)"
-        try await harness.createPlan(plan, charges: "[\(AggregatorHarness.hardQuota("api_calls", 100))]")
-        let connection = try await AggregatorHarness.connect()
-        let cache = UsageConfigCache()
+        let fixture = try await Fixture.make(plan: "test-cache")
+        let (harness, tenant, now, plan, connection, cache) = (
+            fixture.harness, fixture.tenant, fixture.now, fixture.plan, fixture.connection, fixture.cache
+        )
         var sent = 0
         func batch(_ count: Int) async throws -> LedgerOutcome {
             defer { sent += count }
@@ -40,10 +63,7 @@ struct ConfigCacheTests {
         // No subscription yet: the state says so.
         #expect(try await batch(2).quotaStates.first?.subscription == QuotaState.Subscription.none)
         // A subscription through the API: the next batch has its quota.
-        let start = RFC3339.format(now.addingTimeInterval(-3_600))
-        #expect(
-            try await post("/v1/subscriptions", #"{"tenant_id": "\#(tenant.uuidString.lowercased())", "plan": "\#(plan)", "start": "\#(start)"}"#)
-                == 201)
+        try await subscribe(fixture)
         var state = try await batch(2).quotaStates.first
         #expect(state?.subscription == .active)
         #expect(state?.metrics["api_calls"]?.quota == 100)
@@ -103,13 +123,8 @@ struct ConfigCacheTests {
 
     @Test("the change log pruned past where the cache last read: the cache starts again and sees the change the pruning took")
     func prunedLog() async throws {
-        let harness = try await AggregatorHarness.make()
-        let tenant = try await harness.createTenants(1)[0]
-        let now = TestClock.now()
-        let plan = "test-prune-\(harness.id)"
-        try await harness.createPlan(plan, charges: "[\(AggregatorHarness.hardQuota("api_calls", 100))]")
-        let connection = try await AggregatorHarness.connect()
-        let cache = UsageConfigCache()
+        let fixture = try await Fixture.make(plan: "test-prune")
+        let (harness, tenant, now, connection, cache) = (fixture.harness, fixture.tenant, fixture.now, fixture.connection, fixture.cache)
         #expect(
             try await record(1, of: tenant, from: 0, now: now, cache: cache, on: connection).quotaStates.first?.subscription
                 == QuotaState.Subscription.none)
@@ -117,12 +132,7 @@ struct ConfigCacheTests {
             try await record(1, of: tenant, from: 1, now: now, cache: cache, on: connection).quotaStates.first?.subscription
                 == QuotaState.Subscription.none)
         // The subscription's row in the log is pruned before the cache reads it.
-        try await harness.database.query(
-            """
-            WITH created AS (INSERT INTO subscriptions (tenant_id, started_at, anchor) VALUES ($1, $2, $2) RETURNING id)
-            INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
-            SELECT id, $3, 1, $2, 'start', $2 FROM created
-            """, [tenant.uuidString.lowercased(), now.addingTimeInterval(-3_600), plan])
+        try await subscribe(fixture)
         // Pruning takes only rows of transactions older than every one running: another
         // test's transaction may hold it back for a moment.
         while try await logRows(of: tenant, in: harness) > 0 {
@@ -142,14 +152,9 @@ struct ConfigCacheTests {
         "a transaction held open while the log is pruned: a change made after it began keeps its row, and the next batch sees the change"
     )
     func pruningBehindOpenTransaction() async throws {
-        let harness = try await AggregatorHarness.make()
-        let tenant = try await harness.createTenants(1)[0]
-        let now = TestClock.now()
-        let plan = "test-held-\(harness.id)"
-        try await harness.createPlan(plan, charges: "[\(AggregatorHarness.hardQuota("api_calls", 100))]")
-        let connection = try await AggregatorHarness.connect()
+        let fixture = try await Fixture.make(plan: "test-held")
+        let (harness, tenant, now, connection, cache) = (fixture.harness, fixture.tenant, fixture.now, fixture.connection, fixture.cache)
         let holder = try await AggregatorHarness.connect()
-        let cache = UsageConfigCache()
         try await withCleanup {
             #expect(try await record(1, of: tenant, from: 0, now: now, cache: cache, on: connection).inserted == 1)
             // A transaction with an id, left open (as an orphaned prepared transaction or a
@@ -157,12 +162,7 @@ struct ConfigCacheTests {
             try await holder.query("BEGIN")
             try await holder.query("SELECT pg_current_xact_id()")
             #expect(try await record(1, of: tenant, from: 1, now: now, cache: cache, on: connection).inserted == 1)
-            try await harness.database.query(
-                """
-                WITH created AS (INSERT INTO subscriptions (tenant_id, started_at, anchor) VALUES ($1, $2, $2) RETURNING id)
-                INSERT INTO subscription_plan_changes (subscription_id, plan_slug, plan_version, effective_at, kind, requested_at)
-                SELECT id, $3, 1, $2, 'start', $2 FROM created
-                """, [tenant.uuidString.lowercased(), now.addingTimeInterval(-3_600), plan])
+            try await subscribe(fixture)
             _ = try await harness.database.withTransaction { try ConfigVersions.pruneLog(olderThan: .zero, on: $0) }
             #expect(try await logRows(of: tenant, in: harness) >= 1)
             let state = try await record(1, of: tenant, from: 2, now: now, cache: cache, on: connection).quotaStates.first
