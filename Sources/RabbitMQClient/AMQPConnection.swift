@@ -27,6 +27,8 @@ public actor AMQPConnection {
     private var isConsuming = false
     /// The node this connection reached (one of `configuration.endpoints`).
     public private(set) var endpoint: AMQPConfiguration.Endpoint?
+    /// Keeps the connection's heartbeats going between calls (`startKeepAlive`).
+    private var keepAlive: Task<Void, Never>?
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
@@ -44,6 +46,7 @@ public actor AMQPConnection {
     }
 
     isolated deinit {
+        keepAlive?.cancel()
         if let state {
             _ = amqp_connection_close(state, AMQP_REPLY_SUCCESS)
             _ = amqp_destroy_connection(state)
@@ -74,6 +77,8 @@ public actor AMQPConnection {
 
     /// Closes the connection politely.
     public func close() {
+        keepAlive?.cancel()
+        keepAlive = nil
         guard let state else { return }
         _ = amqp_connection_close(state, AMQP_REPLY_SUCCESS)
         _ = amqp_destroy_connection(state)
@@ -266,6 +271,57 @@ public actor AMQPConnection {
         }
     }
 
+    // MARK: Heartbeats between calls
+
+    /// rabbitmq-c sends and checks heartbeats only inside its calls, so a connection
+    /// nobody calls for twice the heartbeat — a publisher with nothing to publish, a
+    /// consumer whose handler works on a long batch — is closed by the broker as dead
+    /// ("missed heartbeats from client"), and its unacknowledged deliveries go to another
+    /// consumer. Every half heartbeat (the negotiated one; none when it is 0) the
+    /// connection's own thread runs `keepAliveTick` between the callers' calls.
+    private func startKeepAlive(heartbeat: Int) {
+        keepAlive?.cancel()
+        guard heartbeat > 0 else { return }
+        let interval = Duration.milliseconds(heartbeat * 500)
+        keepAlive = Task { [weak self] in
+            while !Task.isCancelled {
+                do { try await Task.sleep(for: interval) } catch { return }
+                guard let connection = self, await connection.keepAliveTick() else { return }
+            }
+        }
+    }
+
+    /// Sends a heartbeat if one is due (a consuming connection: one at every tick, as its
+    /// waiting deliveries are `nextDelivery`'s to read) and handles what an idle connection
+    /// received (`serviceIdle`). A connection found dead, or whose channel the broker
+    /// closed meanwhile, is dropped, so the caller's next `isAlive()` says to connect
+    /// again; returns false once there is no connection to keep.
+    func keepAliveTick() -> Bool {
+        guard let state else { return false }
+        if isConsuming {
+            var heartbeat = amqp_frame_t()
+            heartbeat.frame_type = UInt8(AMQP_FRAME_HEARTBEAT)
+            heartbeat.channel = 0
+            let status = amqp_send_frame(state, &heartbeat)
+            guard status == AMQP_STATUS_OK.rawValue else {
+                let error = fail(status, "sending a heartbeat")
+                logger.info("amqp connection lost while idle", metadata: ["amqp.target": "\(configuration)", "error": "\(error)"])
+                return false
+            }
+            return true
+        }
+        do {
+            try serviceIdle(state)
+            return true
+        } catch {
+            logger.info("amqp connection lost while idle", metadata: ["amqp.target": "\(configuration)", "error": "\(error)"])
+            // A channel closed by the broker leaves the connection open but not usable as
+            // its owner opened it.
+            close()
+            return false
+        }
+    }
+
     // MARK: Consuming
 
     /// Sets the prefetch (unacked deliveries in flight) of `channel`.
@@ -360,6 +416,7 @@ public actor AMQPConnection {
                 try login(state, at: endpoint)
                 self.state = state
                 self.endpoint = endpoint
+                startKeepAlive(heartbeat: Int(amqp_get_heartbeat(state)))
                 logger.debug("amqp connected", metadata: ["amqp.target": "\(configuration)", "amqp.node": "\(endpoint)"])
                 if !failures.isEmpty {
                     logger.info(

@@ -22,12 +22,8 @@ struct UsageQueueProbe {
     /// routed to it) then depend on this test alone.
     static func make(privateExchange: Bool = false) async throws -> UsageQueueProbe {
         let queue = "test.metering.\(UUID().uuidString.prefix(8).lowercased())"
-        // Without heartbeats (sent by this client only inside calls): the probe waits idle
-        // while a test has `rabbitmqctl` close another connection, over a minute in a loaded
-        // test run, and its exclusive queue goes with it if the broker closes it.
-        var configuration = try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: queue)
-        configuration.heartbeat = 0
-        let connection = try await AMQPConnection.connect(configuration: configuration, logger: logger)
+        let connection = try await AMQPConnection.connect(
+            configuration: try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: queue), logger: logger)
         try await connection.openChannel(1)
         try await Topology.tally.declare(on: connection)
         let exchange = privateExchange ? queue : ExchangeName.usage

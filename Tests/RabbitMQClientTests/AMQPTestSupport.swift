@@ -7,12 +7,8 @@ import TallyTestSupport
 enum AMQPTest {
     static let logger = Logger(label: "test.amqp")
 
-    /// Without heartbeats: this client sends them only inside calls, and a test's connection
-    /// left idle while `rabbitmqctl` took over a minute in a loaded test run was closed by the
-    /// broker under the test (what a test checks on its own connections is not heartbeats).
     static func connect(_ name: String = "tally-test") async throws -> AMQPConnection {
-        var configuration = try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: name)
-        configuration.heartbeat = 0
+        let configuration = try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: name)
         let connection = try await AMQPConnection.connect(configuration: configuration, logger: logger)
         try await connection.openChannel(1, confirms: true)
         return connection
