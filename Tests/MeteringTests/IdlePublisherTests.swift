@@ -15,7 +15,7 @@ struct IdlePublisherTests {
         "a submission after the broker closed the publisher's idle connection is confirmed on a new connection, not spooled",
         .timeLimit(.minutes(2)))
     func idleConnectionClosedByBroker() async throws {
-        let probe = try await UsageQueueProbe.make(privateExchange: true)
+        let probe = try await UsageQueueProbe.make()
         let name = "tally-test-idle-\(UUID().uuidString.prefix(8).lowercased())"
         let spool = try await DiskSpool.open(directory: TestSpool.directory(), maxBytes: 64 << 20)
         let publisher = DurablePublisher(

@@ -12,9 +12,7 @@ import UsageEvents
 struct MeterTests {
     @Test("tracked events reach RabbitMQ exactly once, in batches of at most 1000")
     func trackAndPublish() async throws {
-        // An exchange of its own: on `usage`, a nack caused by another test's queue being
-        // deleted mid-routing is republished (at least once), which this test would count.
-        let probe = try await UsageQueueProbe.make(privateExchange: true)
+        let probe = try await UsageQueueProbe.make()
         let tenant = UUID()
         let spool = try await DiskSpool.open(directory: TestSpool.directory(), maxBytes: 64 << 20)
         let counters = MeteringCounters()
@@ -41,7 +39,7 @@ struct MeterTests {
 
     @Test("shutdown flushes everything in memory before run returns")
     func gracefulShutdownFlushes() async throws {
-        let probe = try await UsageQueueProbe.make(privateExchange: true)  // as above: no nack caused by other tests
+        let probe = try await UsageQueueProbe.make()
         let tenant = UUID()
         let spool = try await DiskSpool.open(directory: TestSpool.directory(), maxBytes: 64 << 20)
         let counters = MeteringCounters()
@@ -64,7 +62,7 @@ struct MeterTests {
 
     @Test("the caller's W3C traceparent travels in the message headers: a batch carries its first traced event's")
     func traceparentHeader() async throws {
-        let probe = try await UsageQueueProbe.make(privateExchange: true)  // as above: no nack caused by other tests
+        let probe = try await UsageQueueProbe.make()
         let tenant = UUID()
         let spool = try await DiskSpool.open(directory: TestSpool.directory(), maxBytes: 64 << 20)
         let counters = MeteringCounters()
@@ -105,10 +103,7 @@ struct MeterTests {
 
     @Test("with the broker unreachable, batches are spooled; a publisher with the broker drains them in order")
     func spoolThenDrain() async throws {
-        // An exchange of its own: on `usage`, another test's queue deleted while a drained
-        // batch is routed to it makes the broker nack the batch after the probe got it; the
-        // publisher then holds it for a retry and the spool is not empty when it finishes.
-        let probe = try await UsageQueueProbe.make(privateExchange: true)
+        let probe = try await UsageQueueProbe.make()
         let tenant = UUID()
         let directory = TestSpool.directory()
         let now = Date()

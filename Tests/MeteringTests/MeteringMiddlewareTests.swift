@@ -21,10 +21,13 @@ struct MeteringMiddlewareTests {
         let router: Router<BasicRequestContext>
     }
 
-    func server(quotas: QuotaView = QuotaView()) async throws -> Server {
+    /// The server's meter publishes to `exchange` (a probe's, where the test reads what it sent).
+    func server(quotas: QuotaView = QuotaView(), exchange: String = ExchangeName.usage) async throws -> Server {
         let spool = try await DiskSpool.open(directory: TestSpool.directory(), maxBytes: 64 << 20)
         let counters = MeteringCounters()
-        let publisher = DurablePublisher(configuration: try TestSpool.broker, spool: spool, logger: UsageQueueProbe.logger, counters: counters)
+        let publisher = DurablePublisher(
+            configuration: try TestSpool.broker, spool: spool, logger: UsageQueueProbe.logger, confirmTimeout: .seconds(5),
+            counters: counters, refusalPolicy: RefusalPolicy(), exchange: exchange)
         let meter = Meter(publisher: publisher, counters: counters, logger: UsageQueueProbe.logger)
         let router = Router(context: BasicRequestContext.self)
         router.add(
@@ -45,7 +48,7 @@ struct MeteringMiddlewareTests {
     func metersRequests() async throws {
         let probe = try await UsageQueueProbe.make()
         let tenant = UUID()
-        let server = try await server()
+        let server = try await server(exchange: probe.exchange)
         let meter = server.meter
         async let running: Void = meter.run()
         let app = Application(router: server.router)

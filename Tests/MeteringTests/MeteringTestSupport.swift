@@ -7,27 +7,29 @@ import TallyMessaging
 import TallyTestSupport
 import Testing
 
-/// A private queue bound to `usage` (or to a private exchange) that collects one
-/// tenant's events, and spools in temporary folders.
+/// A private queue, bound to a topic exchange of its own, that collects one tenant's
+/// events; and spools in temporary folders.
+///
+/// The test publishes to the probe's exchange (`DurablePublisher`'s `exchange:`), not to
+/// `usage`: other tests bind queues to `usage` and delete them when they finish, and the
+/// broker nacks a message routed to a queue being deleted — the publisher then sends the
+/// batch again, which a test counting deliveries would see twice. On an exchange of its
+/// own, the broker's answers depend on the test alone, and its events never reach the
+/// running Aggregator.
 struct UsageQueueProbe {
     let queue: String
     let connection: AMQPConnection
-    /// The exchange the queue is bound to; a private one is deleted with the probe.
-    var exchange = ExchangeName.usage
+    /// The probe's exchange, deleted with it.
+    let exchange: String
     static let logger = Logger(label: "test.metering")
 
-    /// With `privateExchange`, the queue is bound to a topic exchange of its own instead
-    /// of `usage`, which no other test's queue is bound to: the broker's answers to a
-    /// publish there (a nack when some queue on `usage` is deleted while a message is
-    /// routed to it) then depend on this test alone.
-    static func make(privateExchange: Bool = false) async throws -> UsageQueueProbe {
+    static func make() async throws -> UsageQueueProbe {
         let queue = "test.metering.\(UUID().uuidString.prefix(8).lowercased())"
         let connection = try await AMQPConnection.connect(
             configuration: try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: queue), logger: logger)
         try await connection.openChannel(1)
-        try await Topology.tally.declare(on: connection)
-        let exchange = privateExchange ? queue : ExchangeName.usage
-        if privateExchange { try await connection.declareExchange(exchange, type: .topic, durable: false) }
+        let exchange = queue
+        try await connection.declareExchange(exchange, type: .topic, durable: false)
         try await connection.declareQueue(queue, durable: false, exclusive: true)  // gone with the connection, even if the test dies
         try await connection.bindQueue(queue, exchange: exchange, routingKey: "usage.#")
         try await connection.setPrefetch(1000)
@@ -69,7 +71,7 @@ struct UsageQueueProbe {
 
     func delete() async throws {
         try await connection.deleteQueue(queue)
-        if exchange != ExchangeName.usage { try await connection.deleteExchange(exchange) }
+        try await connection.deleteExchange(exchange)
         await connection.close()
     }
 }

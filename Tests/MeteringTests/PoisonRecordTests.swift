@@ -102,7 +102,8 @@ struct PoisonRecordTests {
                 try (before + after).flatMap { batch in
                     (try JSONSerialization.jsonObject(with: Data(batch.body)) as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
                 })
-            let received = try await UsageQueueProbe(queue: name, connection: broker).collect(tenant: tenant, expected: expected.count)
+            let received = try await UsageQueueProbe(queue: name, connection: broker, exchange: name).collect(
+                tenant: tenant, expected: expected.count)
             #expect(Set(received.ids.keys) == expected)
             #expect(counters.snapshot.deadLettered == 2)
             #expect(counters.snapshot.dropped == 0)
