@@ -33,7 +33,7 @@ public struct CatalogFile: Sendable {
             do {
                 root = try JSONParser.parse(Array(text.utf8))
             } catch {
-                throw CatalogRefusal(.invalid, field: "file", "is not valid JSON: \(error)")
+                throw CatalogRefusal(.invalid, field: "file", error.refusal)
             }
         }
         let file = try Fields(root, path: "")

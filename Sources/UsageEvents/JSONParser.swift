@@ -6,7 +6,9 @@ import Foundation
 /// SPEC §7's ingest figure: `JSONDecoder` into `JSONValue` costs tens of
 /// microseconds per event on Linux (each value is tried as several types, and every
 /// miss throws). Numbers keep their exact decimal value (never `Double`); strings
-/// must be valid UTF-8; duplicate keys keep the last value.
+/// must be valid UTF-8; a key repeated in an object is refused — `{"id": "a", "id": "b"}`
+/// names two idempotency keys, and which one a billing system keeps must not be a
+/// parser's accident. An error names where it was found (`JSONParseError.path`).
 public struct JSONParser {
     private let bytes: [UInt8]
     private var index = 0
@@ -21,9 +23,83 @@ public struct JSONParser {
         parser.skipWhitespace()
         let value = try parser.value()
         parser.skipWhitespace()
-        guard parser.index == parser.bytes.count else { throw parser.error("unexpected text after the JSON value") }
+        guard parser.index == parser.bytes.count else { throw parser.error(JSONParseError.trailingText) }
         return value
     }
+
+    /// One element of a top-level array, read by `elements(of:)`.
+    public struct Element: Sendable {
+        /// The element; of a key sent twice, the last value.
+        public let value: JSONValue
+        /// The element as it was written.
+        public let text: ArraySlice<UInt8>
+        /// Why the element is refused (a key sent twice in it), with its path within the
+        /// element; nil for a well-formed element.
+        public let refusal: JSONParseError?
+    }
+
+    /// The elements of a document that is a JSON array, each on its own: an element
+    /// holding a key sent twice — well-formed JSON that `parse` refuses — comes with its
+    /// `refusal`, and the others are unaffected (a worker parks that one event and goes on).
+    /// Anything else not JSON refuses the whole document, as `parse` does.
+    public static func elements(of bytes: some Collection<UInt8>) throws(JSONParseError) -> [Element] {
+        var parser = JSONParser(bytes: Array(bytes))
+        parser.keepsLastOfDuplicateKeys = true
+        parser.skipWhitespace()
+        guard parser.peek(UInt8(ascii: "[")) else {
+            _ = try parse(parser.bytes)  // not JSON at all: that error
+            throw JSONParseError(offset: parser.index, message: notAnArray)
+        }
+        try parser.enter()
+        parser.index += 1
+        var elements: [Element] = []
+        parser.skipWhitespace()
+        if parser.peek(UInt8(ascii: "]")) {
+            parser.index += 1
+        } else {
+            while true {
+                parser.skipWhitespace()
+                let start = parser.index
+                parser.foundDuplicateKey = false
+                let value: JSONValue
+                do {
+                    value = try parser.value()
+                } catch {
+                    throw error.within("[\(elements.count)]")
+                }
+                let text = parser.bytes[start..<parser.index]
+                var refusal: JSONParseError?
+                if parser.foundDuplicateKey {
+                    // Rare: read again, refusing, for the message and the path.
+                    do {
+                        _ = try parse(text)
+                    } catch {
+                        refusal = JSONParseError(
+                            offset: start + error.offset, message: error.message, path: error.path, duplicateKey: error.duplicateKey)
+                    }
+                }
+                elements.append(Element(value: value, text: text, refusal: refusal))
+                parser.skipWhitespace()
+                if parser.peek(UInt8(ascii: ",")) {
+                    parser.index += 1
+                    continue
+                }
+                guard parser.peek(UInt8(ascii: "]")) else { throw parser.error("expected ',' or ']' in an array") }
+                parser.index += 1
+                break
+            }
+        }
+        parser.skipWhitespace()
+        guard parser.index == parser.bytes.count else { throw parser.error(JSONParseError.trailingText) }
+        return elements
+    }
+
+    /// `elements(of:)`'s refusal of a JSON document that is not an array.
+    public static let notAnArray = "the JSON value is not an array"
+
+    /// `elements(of:)`'s reading: a key sent twice keeps its last value and is noted.
+    private var keepsLastOfDuplicateKeys = false
+    private var foundDuplicateKey = false
 
     private init(bytes: [UInt8]) {
         self.bytes = bytes
@@ -61,12 +137,24 @@ public struct JSONParser {
         while true {
             skipWhitespace()
             guard peek(UInt8(ascii: "\"")) else { throw error("expected a string key") }
+            let keyOffset = index
             let key = try string()
             skipWhitespace()
             guard peek(UInt8(ascii: ":")) else { throw error("expected ':' after a key") }
             index += 1
             skipWhitespace()
-            members[key] = try value()
+            let member: JSONValue
+            do {
+                member = try value()
+            } catch {
+                throw error.within(JSONParseError.component(key: key))
+            }
+            if members.updateValue(member, forKey: key) != nil {
+                guard keepsLastOfDuplicateKeys else {
+                    throw JSONParseError.duplicate(key, at: keyOffset)
+                }
+                foundDuplicateKey = true
+            }
             skipWhitespace()
             if peek(UInt8(ascii: ",")) {
                 index += 1
@@ -92,7 +180,11 @@ public struct JSONParser {
         }
         while true {
             skipWhitespace()
-            elements.append(try value())
+            do {
+                elements.append(try value())
+            } catch {
+                throw error.within("[\(elements.count)]")
+            }
             skipWhitespace()
             if peek(UInt8(ascii: ",")) {
                 index += 1
@@ -237,9 +329,58 @@ public struct JSONParser {
     }
 }
 
-/// Why a body is not JSON, and the byte offset where the parser gave up.
+/// Why a body is not JSON, the byte offset where the parser gave up, and the value it
+/// was reading there.
 public struct JSONParseError: Error, Sendable, Equatable, CustomStringConvertible {
     public let offset: Int
     public let message: String
-    public var description: String { "\(message) (at byte \(offset))" }
+    /// Where in the document: `[3].metadata.region` (element 3 of the top-level array, its
+    /// `metadata` member's `region` member; a key that is not a plain name is written
+    /// `["a key"]`); empty when the error is in the top-level value itself.
+    public let path: String
+    /// The key found twice in one object, when that is the error (well-formed JSON, refused).
+    public let duplicateKey: String?
+
+    public init(offset: Int, message: String, path: String = "", duplicateKey: String? = nil) {
+        self.offset = offset
+        self.message = message
+        self.path = path
+        self.duplicateKey = duplicateKey
+    }
+
+    /// The refusal of `key` sent twice in one object.
+    static func duplicate(_ key: String, at offset: Int) -> JSONParseError {
+        JSONParseError(
+            offset: offset, message: "the key \"\(key)\" appears more than once in an object: send each key once",
+            path: component(key: key), duplicateKey: key)
+    }
+
+    public var description: String { path.isEmpty ? "\(message) (at byte \(offset))" : "\(message) (at \(path), byte \(offset))" }
+
+    /// The error as the end of a refusal naming the document (`"file " + refusal`):
+    /// `is not valid JSON: …` — for a key sent twice, which is valid JSON, the message
+    /// alone — with the path and the byte.
+    public var refusal: String { (duplicateKey == nil ? "is not valid JSON: " : "") + description }
+
+    /// The error as seen from the value that holds the one it was found in.
+    func within(_ component: String) -> JSONParseError {
+        JSONParseError(offset: offset, message: message, path: component + path, duplicateKey: duplicateKey)
+    }
+
+    /// `.name` for a key of letters, digits and underscores not starting with a digit,
+    /// `["…"]` (JSON-escaped) for any other.
+    static func component(key: String) -> String {
+        func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
+        func isLetter(_ byte: UInt8) -> Bool { byte | 0x20 >= UInt8(ascii: "a") && byte | 0x20 <= UInt8(ascii: "z") }
+        if let first = key.utf8.first, !isDigit(first), key.utf8.allSatisfy({ isLetter($0) || isDigit($0) || $0 == UInt8(ascii: "_") }) {
+            return "." + key
+        }
+        var writer = JSONWriter()
+        writer.write(string: key)
+        return "[" + String(decoding: writer.bytes, as: UTF8.self) + "]"
+    }
+
+    /// The message of a document followed by more text (`"{…}\n{…}"`: NDJSON sent without
+    /// its content type).
+    public static let trailingText = "unexpected text after the JSON value"
 }

@@ -50,6 +50,25 @@ struct UsageDecoderTests {
         #expect(try JSONParser.parse(Array(batch.parkedEvents[0].payload.utf8)) == (try JSONParser.parse(Array(bad.utf8))))
     }
 
+    @Test("an event with a key sent twice is parked as it was written, naming the key; the rest of its message goes on")
+    func duplicateKeyParked() throws {
+        let twice =
+            #"{"id": "twice", "tenant_id": "\#(tenant)", "type": "api_calls", "quantity": 1, "quantity": 1000, "time": "2026-11-24T18:00:00Z"}"#
+        let nested =
+            #"{"id": "nested", "tenant_id": "\#(tenant)", "type": "api_calls", "quantity": 1, "time": "2026-11-24T18:00:00Z", "metadata": {"r": 1, "r": 2}}"#
+        let batch = UsageDecoder(now: now).decode([message("[\(event("a")), \(twice), \(nested), \(event("c"))]")])
+        #expect(batch.eventCount == 2)
+        #expect(batch.unreadable.isEmpty)
+        #expect(batch.parkedEvents.map(\.eventID) == ["twice", "nested"])
+        #expect(batch.parkedEvents.map(\.field) == ["quantity", "metadata.r"])
+        #expect(batch.parkedEvents.map(\.code) == ["duplicate_key", "duplicate_key"])
+        #expect(batch.parkedEvents.first?.reason.contains(#"the key "quantity" appears more than once"#) == true)
+        #expect(batch.parkedEvents.map(\.payload) == [twice, nested])
+        #expect(batch.parkedEvents.allSatisfy { $0.tenantID == tenant && $0.messageID == "m1" })
+        let ids = String(decoding: batch.stagedRows.buffer, as: UTF8.self).split(separator: "\n").map { $0.split(separator: "\t")[1] }
+        #expect(ids == ["a", "c"])
+    }
+
     @Test(
         "messages that are not usage batches are refused whole, with a reason",
         arguments: [

@@ -54,6 +54,15 @@ struct CatalogCommandTests {
             #"{"plans": [{"code": "j", "name": "J", "currency": "usd", "base_cents": 1, "charges": [{"metric": "users", "model": "standard", "unit_price": 1.5}]}]}"#
         #expect(try CatalogFile(text: json, yaml: false).plans.first?.version.charges.first?.unitPrice == "1.5")
         #expect(try CatalogFile(text: json, yaml: true).plans.first?.version == CatalogFile(text: json, yaml: false).plans.first?.version)
+        // Two prices for one charge: refused, naming it, rather than the last one kept.
+        do {
+            _ = try CatalogFile(text: json.replacingOccurrences(of: #""unit_price": 1.5"#, with: #""unit_price": 1.5, "unit_price": 15"#), yaml: false)
+            Issue.record("a charge with two unit prices was read")
+        } catch {
+            #expect(error.field == "file")
+            #expect(error.message.hasPrefix(#"the key "unit_price" appears more than once in an object"#), "\(error.message)")
+            #expect(error.message.contains(".plans[0].charges[0].unit_price"), "\(error.message)")
+        }
         do {
             _ = try CatalogFile(text: "plans:\n  - code: Bad Code\n", yaml: true)
             Issue.record("a bad code was read")

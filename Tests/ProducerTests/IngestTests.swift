@@ -102,7 +102,11 @@ struct IngestTests {
             ("Bearer tally_" + String(repeating: "f", count: 64), event("a"), .unauthorized, "INVALID_API_KEY", nil),
             ("Basic YWxhZGRpbjpvcGVuc2VzYW1l", event("a"), .unauthorized, "UNAUTHENTICATED", nil),
             (key, "", .badRequest, "INVALID_REQUEST", "body"),
-            (key, "{not json", .badRequest, "INVALID_REQUEST", "body.line[1]"),
+            (key, "{not json", .badRequest, "INVALID_REQUEST", "body"),
+            // A key sent twice: which id or quantity counts is not Tally's to guess.
+            (key, event("d1").dropLast() + #", "id": "d2"}"#, .badRequest, "INVALID_REQUEST", "events[0].id"),
+            (key, "[\(event("ok")), \(event("d3").dropLast() + #", "quantity": 1000}"#)]", .badRequest, "INVALID_REQUEST", "events[1].quantity"),
+            (key, "\(event("n1"))\n\(event("n2").dropLast() + #", "id": "n3"}"#)\n", .badRequest, "INVALID_REQUEST", "body.line[2].id"),
             (key, "[1, 2", .badRequest, "INVALID_REQUEST", "body"),
             (key, "[]", .badRequest, "INVALID_REQUEST", "body"),
             (key, "[42]", .badRequest, "INVALID_EVENTS", "events[0]"),

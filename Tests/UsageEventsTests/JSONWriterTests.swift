@@ -105,7 +105,45 @@ struct JSONParserTests {
                     ])
                 ]))
         #expect(try JSONParser.parse(Array("1000000000000.0001".utf8)) == .number(Decimal(string: "1000000000000.0001")!))
-        #expect(try JSONParser.parse(Array(#"{"k": 1, "k": 2}"#.utf8)) == .object(["k": .number(2)]))
+    }
+
+    @Test(
+        "a key sent twice in an object is refused, naming where",
+        arguments: [
+            (#"{"k": 1, "k": 2}"#, "k", ".k", 9),
+            (#"[{"id": "a"}, {"id": "b", "quantity": 1, "id": "c"}]"#, "id", "[1].id", 41),
+            (#"{"metadata": {"a b": 1, "a b": 1}}"#, "a b", #".metadata["a b"]"#, 24),
+            (#"[[{"x": {"y": null, "y": null}}]]"#, "y", "[0][0].x.y", 20),
+        ])
+    func duplicateKeys(text: String, key: String, path: String, offset: Int) {
+        let refusal = JSONParseError(
+            offset: offset, message: "the key \"\(key)\" appears more than once in an object: send each key once", path: path, duplicateKey: key)
+        #expect(throws: refusal) { try JSONParser.parse(Array(text.utf8)) }
+    }
+
+    @Test("an error names the value it was found in")
+    func errorPath() {
+        #expect(throws: JSONParseError(offset: 40, message: "a fraction needs digits", path: "[1].quantity")) {
+            try JSONParser.parse(Array(#"[{"id": "a"}, {"id": "b", "quantity": 1.}]"#.utf8))
+        }
+        #expect(throws: JSONParseError(offset: 1, message: "expected a string key")) { try JSONParser.parse(Array("{not json".utf8)) }
+    }
+
+    @Test("elements of an array: one holding a key sent twice is refused alone, the others read; anything else not JSON refuses all")
+    func elements() throws {
+        let text = #"[{"id":"a"}, {"id":"b","id":"c"}, {"id":"d"}]"#
+        let elements = try JSONParser.elements(of: Array(text.utf8))
+        #expect(elements.map(\.value) == [.object(["id": .string("a")]), .object(["id": .string("c")]), .object(["id": .string("d")])])
+        #expect(elements.map { String(decoding: $0.text, as: UTF8.self) } == [#"{"id":"a"}"#, #"{"id":"b","id":"c"}"#, #"{"id":"d"}"#])
+        #expect(elements.map(\.refusal?.path) == [nil, ".id", nil])
+        #expect(elements[1].refusal?.offset == 23)  // in the whole document
+        #expect(try JSONParser.elements(of: Array("[]".utf8)).isEmpty)
+        #expect(throws: JSONParseError(offset: 0, message: JSONParser.notAnArray)) { try JSONParser.elements(of: Array(#"{"id": "a"}"#.utf8)) }
+        #expect(throws: JSONParseError(offset: 0, message: "expected a JSON value")) { try JSONParser.elements(of: Array("not json".utf8)) }
+        #expect(throws: JSONParseError(offset: 20, message: "expected a JSON value", path: "[1].id")) {
+            try JSONParser.elements(of: Array(#"[{"id":"a"}, {"id": }]"#.utf8))
+        }
+        #expect(throws: JSONParseError(offset: 4, message: JSONParseError.trailingText)) { try JSONParser.elements(of: Array("[1] 2".utf8)) }
     }
 
     @Test(

@@ -162,22 +162,31 @@ struct UsageDecoder: Sendable {
                 UnreadableMessage(deliveryTag: message.deliveryTag, reason: "unsupported x-tally-schema \"\(schema)\"; expected usage.v1"))
             return
         }
-        let objects: [JSONValue]
+        let elements: [JSONParser.Element]
         do {
-            guard case .array(let items) = try JSONParser.parse(message.body) else {
-                batch.unreadable.append(UnreadableMessage(deliveryTag: message.deliveryTag, reason: "body is not a JSON array of events"))
-                return
-            }
-            objects = items
+            elements = try JSONParser.elements(of: message.body)
         } catch {
-            batch.unreadable.append(UnreadableMessage(deliveryTag: message.deliveryTag, reason: "body is not JSON: \(error)"))
+            let reason = error.message == JSONParser.notAnArray ? "body is not a JSON array of events" : "body is not JSON: \(error)"
+            batch.unreadable.append(UnreadableMessage(deliveryTag: message.deliveryTag, reason: reason))
             return
         }
-        guard (1...1000).contains(objects.count) else {
+        guard (1...1000).contains(elements.count) else {
             batch.unreadable.append(
-                UnreadableMessage(deliveryTag: message.deliveryTag, reason: "a usage batch holds 1 to 1000 events, this one \(objects.count)"))
+                UnreadableMessage(deliveryTag: message.deliveryTag, reason: "a usage batch holds 1 to 1000 events, this one \(elements.count)"))
             return
         }
+        // An event with a key sent twice (two ids, two quantities: which one counts is not
+        // ours to guess) is parked as it was written; the rest of the batch goes on.
+        var objects: [JSONValue] = []
+        objects.reserveCapacity(elements.count)
+        for element in elements {
+            guard let refusal = element.refusal else {
+                objects.append(element.value)
+                continue
+            }
+            batch.parkedEvents.append(Self.parked(duplicateKeys: element, refusal: refusal, messageID: message.messageID))
+        }
+        guard !objects.isEmpty else { return }
         let validator = UsageEventValidator(authenticatedTenant: nil, now: now)
         do {
             stage(try validator.validate(objects), objects: objects, messageID: message.messageID, into: &batch)
@@ -239,6 +248,17 @@ struct UsageDecoder: Sendable {
         let field = problem.field.split(separator: ".", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
         return Self.parked(
             object, code: problem.code, field: field, reason: "\(field.isEmpty ? "event" : field) \(problem.message)", messageID: messageID)
+    }
+
+    /// An event refused for a key sent twice: its payload as written (valid UTF-8 without
+    /// NUL, as the parser read it), the field the key's path in the event (`metadata.region`
+    /// for a nested one).
+    static func parked(duplicateKeys element: JSONParser.Element, refusal: JSONParseError, messageID: String?) -> ParkedEvent {
+        let field = refusal.path.hasPrefix(".") ? String(refusal.path.dropFirst()) : refusal.path
+        let rewritten = parked(element.value, code: "duplicate_key", field: field, reason: refusal.message, messageID: messageID)
+        return ParkedEvent(
+            tenantID: rewritten.tenantID, eventID: rewritten.eventID, code: rewritten.code, field: rewritten.field, reason: rewritten.reason,
+            payload: String(decoding: element.text, as: UTF8.self), messageID: rewritten.messageID)
     }
 
     /// An event to park: its payload as JSON (NUL escaped, as JSON escapes it), the

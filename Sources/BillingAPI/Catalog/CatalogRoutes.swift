@@ -147,7 +147,7 @@ struct CatalogRoutes {
         do {
             return try JSONParser.parse(buffer.readableBytesView)
         } catch {
-            throw APIError.invalid("body", "is not valid JSON: \(error)")
+            throw APIError.invalid("body", error.refusal)
         }
     }
 

@@ -19,15 +19,25 @@ enum IngestBody {
         }
         let isNDJSON = contentType?.lowercased().contains("ndjson") ?? false
         if first == UInt8(ascii: "["), !isNDJSON {
-            guard case .array(let events)? = try? JSONParser.parse(data) else {
-                throw IngestBodyError(field: "body", message: "is not a valid JSON array")
+            let parsed: JSONValue
+            do {
+                parsed = try JSONParser.parse(data)
+            } catch {
+                throw IngestBodyError(notJSON: error, in: "events")
             }
+            guard case .array(let events) = parsed else { throw IngestBodyError(field: "body", message: "is not a JSON array") }
             guard !events.isEmpty else { throw IngestBodyError(field: "body", message: "holds no events") }
             guard events.count <= maximumEvents else { throw .tooManyEvents }
             return events
         }
-        if !isNDJSON, let single = try? JSONParser.parse(data) {
-            return [single]
+        if first == UInt8(ascii: "{"), !isNDJSON {
+            do {
+                return [try JSONParser.parse(data)]
+            } catch  where error.message == JSONParseError.trailingText {
+                // More after the first object: NDJSON sent without its content type.
+            } catch {
+                throw IngestBodyError(notJSON: error, in: "events[0]")
+            }
         }
         return try lines(data)
     }
@@ -37,10 +47,11 @@ enum IngestBody {
         for (number, line) in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
             guard line.contains(where: { !isWhitespace($0) }) else { continue }
             guard events.count < maximumEvents else { throw .tooManyEvents }
-            guard let event = try? JSONParser.parse(line) else {
-                throw IngestBodyError(field: "body.line[\(number + 1)]", message: "is not valid JSON")
+            do {
+                events.append(try JSONParser.parse(line))
+            } catch {
+                throw IngestBodyError(notJSON: error, in: "body.line[\(number + 1)]", topLevel: "body.line[\(number + 1)]")
             }
-            events.append(event)
         }
         guard !events.isEmpty else { throw IngestBodyError(field: "body", message: "holds no events") }
         return events
@@ -59,4 +70,15 @@ struct IngestBodyError: Error, Equatable {
     /// More than `IngestBody.maximumEvents` events: 413, naming the limit.
     static let tooManyEvents = IngestBodyError(
         field: "body", message: "holds more than \(IngestBody.maximumEvents) events: split it into requests of at most \(IngestBody.maximumEvents)")
+}
+
+extension IngestBodyError {
+    /// A body (or NDJSON line) that is not JSON, or holds a key twice: the field is where
+    /// the parser gave up —
+    /// `events[3].id` for a key sent twice in the fourth event (`prefix` + the error's
+    /// path), `topLevel` when the error is in the outermost value itself.
+    init(notJSON error: JSONParseError, in prefix: String, topLevel: String = "body") {
+        self.field = error.path.isEmpty ? topLevel : prefix + error.path
+        self.message = (error.duplicateKey == nil ? "is not valid JSON: " : "") + "\(error.message) (byte \(error.offset)); nothing was accepted"
+    }
 }
