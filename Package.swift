@@ -128,7 +128,7 @@ let package = Package(
         .target(
             name: "InvoicePDF", dependencies: ["CCairo", "BillingEngine", "TallyRuntime", "TallyStore"], swiftSettings: swiftSettings),
         // What Tally's HTTP servers share: error shape, authentication, health.
-        .target(name: "TallyHTTP", dependencies: ["TallyStore", hummingbird, nioCore, httpTypes, log], swiftSettings: swiftSettings),
+        .target(name: "TallyHTTP", dependencies: ["TallyStore", "UsageEvents", hummingbird, nioCore, httpTypes, log], swiftSettings: swiftSettings),
 
         // One thin executable per role.
         .executableTarget(

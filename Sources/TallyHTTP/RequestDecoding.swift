@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import UsageEvents
 
 extension Request {
     /// Decodes a JSON body of at most `context.maxUploadSize` bytes, turning every
@@ -24,7 +25,19 @@ extension Request {
     }
 
     /// `buffer` as JSON, a decoding failure as the 400 that names the field.
+    ///
+    /// Read strictly first (`JSONParser`): a key sent twice (`{"plan": "a", …, "plan": "b"}`,
+    /// which `JSONDecoder` reads as its last value) is refused naming it, and a body that
+    /// is not JSON is refused naming where and why.
     private static func decode<Value: Decodable>(_ type: Value.Type, from buffer: ByteBuffer) throws -> Value {
+        do {
+            _ = try JSONParser.parse(buffer.readableBytesView)
+        } catch {
+            let field = error.path.hasPrefix(".") ? String(error.path.dropFirst()) : error.path
+            throw APIError.invalid(
+                field.isEmpty ? "body" : field,
+                (error.duplicateKey == nil ? "is not valid JSON: " : "") + "\(error.message) (byte \(error.offset))")
+        }
         do {
             return try JSONDecoder().decode(Value.self, from: Data(buffer.readableBytesView))
         } catch let error as DecodingError {

@@ -101,7 +101,11 @@ struct TenantAPITests: BillingAPITestCase {
                 (#"{"name": "A", "billing_email": "a@b.test", "tax_rate_bps": 10001}"#, "tax_rate_bps"),
                 (#"{"name": "A", "billing_email": "a@b.test", "tax_rate_bps": "7"}"#, "tax_rate_bps"),
                 (#"{"name": "A", "billing_email": "a@b.test", "payment_provider": "paypal"}"#, "payment_provider"),
-                (#"{"name": "#, "body"),
+                (#"{"name": "#, "name"),  // cut off in the name's value
+                (#"{"name": "A", "billing_email": "a@b.test"} x"#, "body"),
+                // A key sent twice: which name or tax rate the tenant gets is not a decoder's guess.
+                (#"{"name": "A", "billing_email": "a@b.test", "tax_rate_bps": 0, "tax_rate_bps": 2000}"#, "tax_rate_bps"),
+                (#"{"name": "A", "billing_email": "a@b.test", "metadata": {"k": 1.}}"#, "metadata.k"),
             ]
             for (body, field) in cases {
                 try await client.execute(

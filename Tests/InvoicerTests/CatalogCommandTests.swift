@@ -56,7 +56,8 @@ struct CatalogCommandTests {
         #expect(try CatalogFile(text: json, yaml: true).plans.first?.version == CatalogFile(text: json, yaml: false).plans.first?.version)
         // Two prices for one charge: refused, naming it, rather than the last one kept.
         do {
-            _ = try CatalogFile(text: json.replacingOccurrences(of: #""unit_price": 1.5"#, with: #""unit_price": 1.5, "unit_price": 15"#), yaml: false)
+            _ = try CatalogFile(
+                text: json.replacingOccurrences(of: #""unit_price": 1.5"#, with: #""unit_price": 1.5, "unit_price": 15"#), yaml: false)
             Issue.record("a charge with two unit prices was read")
         } catch {
             #expect(error.field == "file")
