@@ -70,9 +70,10 @@ struct AggregatorHarness: Sendable {
         return PrometheusText.parse(String(decoding: response.body, as: UTF8.self))
     }
 
-    /// Removes the test's queues and exchange. A test that ran longer than the broker's
-    /// heartbeat timeout without publishing finds its connection closed (this client sends
-    /// heartbeats only inside calls): the queues are removed over a new one then.
+    /// Removes the test's queues and exchange, and archives its plans (`test-…-ID`: closed
+    /// to new subscriptions, so the open catalog does not grow with every test run). A
+    /// test whose publishing connection was closed (a broker restart) removes the queues
+    /// over a new one.
     func tearDown() async throws {
         let connection: AMQPConnection
         if await publisher.isAlive() {
@@ -88,6 +89,8 @@ struct AggregatorHarness: Sendable {
         }
         try await connection.deleteExchange(exchange)
         await connection.close()
+        try await database.query(
+            "UPDATE subscription_plans SET archived_at = now() WHERE slug LIKE $1 AND archived_at IS NULL", ["test-%-\(id)"])
         await database.close()
     }
 

@@ -101,6 +101,12 @@ struct CatalogAPITests: BillingAPITestCase {
             let (refused, why) = try await post(
                 client, "/v1/subscriptions", #"{"tenant_id": "\#(other.id)", "plan": "\#(code)", "start": "2026-03-01T00:00:00Z"}"#)
             #expect(refused == .badRequest && errorField(why) == "plan")
+            let whyText = (why["error"] as? [String: Any])?["message"] as? String ?? ""
+            #expect(whyText.hasPrefix("is archived") && whyText.contains("open plans: "), "\(whyText)")
+            let (unknown, none) = try await post(
+                client, "/v1/subscriptions", #"{"tenant_id": "\#(other.id)", "plan": "no-such-\#(code)", "start": "2026-03-01T00:00:00Z"}"#)
+            let noneText = (none["error"] as? [String: Any])?["message"] as? String ?? ""
+            #expect(unknown == .badRequest && errorField(none) == "plan" && noneText.hasPrefix("names no plan"), "\(noneText)")
             #expect(try await post(client, "/v1/plans/\(code)/versions", #"{"name": "x", "currency": "eur", "base_cents": 1}"#).0 == .conflict)
         }
     }

@@ -76,16 +76,23 @@ public struct SubscriptionStore: Sendable {
         self.pool = pool
     }
 
+    /// The refusal of a plan no one may subscribe or change to: archived, or no plan at
+    /// all; naming the open plans (the first 20 — a catalog of hundreds would make the
+    /// message the size of the catalog; `GET /v1/plans` lists them).
+    static func notOpen(_ slug: String, plans: PlanCatalog) -> SubscriptionRefusal {
+        let open = plans.openSlugs
+        let listed = open.prefix(20).joined(separator: ", ") + (open.count > 20 ? " and \(open.count - 20) more (GET /v1/plans lists them)" : "")
+        let reason = plans.archived.contains(slug) ? "is archived: it takes no new subscriptions or changes" : "names no plan"
+        return SubscriptionRefusal(
+            kind: .invalid, field: "plan", message: open.isEmpty ? "\(reason); no plan is open" : "\(reason); open plans: \(listed)")
+    }
+
     /// Starts a subscription on the newest version of the plan `slug`, with `trialDays`
     /// of trial (nil: the plan's default); a tenant has at most one that has not ended.
     public func create(tenant: UUID, plan slug: String, start: Date, trialDays: Int?, now: Date) async throws -> SubscriptionView {
         try await pool.withTransaction { connection in
             let plans = try SubscriptionRecords.plans(on: connection)
-            guard let plan = plans[slug], !plans.archived.contains(slug) else {
-                throw SubscriptionRefusal(
-                    kind: .invalid, field: "plan",
-                    message: "is not a plan open to subscriptions; one of \(plans.openSlugs.joined(separator: ", "))")
-            }
+            guard let plan = plans[slug], !plans.archived.contains(slug) else { throw Self.notOpen(slug, plans: plans) }
             try Self.holdOpen(slug, on: connection)
             // Serialize subscription changes of one tenant.
             try connection.query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 11))", [tenant])
@@ -120,11 +127,7 @@ public struct SubscriptionStore: Sendable {
         try await pool.withTransaction { connection in
             let plans = try SubscriptionRecords.plans(on: connection)
             var stored = try Self.locked(id, plans: plans, on: connection)
-            guard let plan = plans[slug], !plans.archived.contains(slug) else {
-                throw SubscriptionRefusal(
-                    kind: .invalid, field: "plan",
-                    message: "is not a plan open to subscriptions; one of \(plans.openSlugs.joined(separator: ", "))")
-            }
+            guard let plan = plans[slug], !plans.archived.contains(slug) else { throw Self.notOpen(slug, plans: plans) }
             try Self.holdOpen(slug, on: connection)
             try Self.billInCurrency(of: plan, tenant: stored.tenantID, firstSubscription: false, on: connection)
             let requested = Instant(at)
