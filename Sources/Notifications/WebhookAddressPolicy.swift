@@ -52,6 +52,12 @@ public actor WebhookAddressPolicy {
         guard url.count <= 2048, let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(),
             scheme == "http" || scheme == "https"
         else { throw Refusal(description: "must be an http:// or https:// URL of at most 2048 characters") }
+        // Foundation takes a URL with a line break or a space in it; libcurl refuses it at
+        // every delivery. Non-ASCII goes percent-encoded (and a host as its punycode).
+        guard url.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            throw Refusal(
+                description: "must not contain spaces, control or non-ASCII characters: percent-encode them (a host as its xn-- name)")
+        }
         guard let host = components.host, !host.isEmpty else { throw Refusal(description: "must name a host") }
         guard components.user == nil, components.password == nil else {
             throw Refusal(description: "must not carry credentials; verify deliveries with the signing secret instead")

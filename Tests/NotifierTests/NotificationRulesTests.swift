@@ -110,7 +110,7 @@ struct NotificationRulesTests {
                 + "v1=ef1b1b7e4b312671a75ef2a03e10529f7834a6528a49db77ad6568c8c8017843")
     }
 
-    @Test("private, loopback, link-local and reserved addresses are refused; public ones pass")
+    @Test("private, loopback, link-local and reserved addresses are refused, and URLs with spaces, line breaks or non-ASCII; public ones pass")
     func addresses() async throws {
         let policy = WebhookAddressPolicy(allowPrivate: false)
         for url in [
@@ -118,6 +118,7 @@ struct NotificationRulesTests {
             "http://100.64.0.1/x", "http://0.0.0.0/x", "http://[::1]/x", "http://[fe80::1]/x", "http://[fd00::1]/x",
             "http://[::ffff:127.0.0.1]/x", "http://[::10.0.0.1]/x", "http://[64:ff9b::a00:5]/x", "http://[2002:a00:1::]/x",
             "http://198.18.0.1/x", "http://localhost/x", "gopher://93.184.216.34/", "http://u:p@93.184.216.34/",
+            "https://93.184.216.34/\r\nX-Injected: 1", "https://93.184.216.34/a b", "https://93.184.216.34/\u{7F}", "https://93.184.216.34/é",
         ] {
             await #expect(throws: WebhookAddressPolicy.Refusal.self, "\(url)") { try await policy.check(url) }
         }
