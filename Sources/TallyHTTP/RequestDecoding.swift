@@ -30,13 +30,17 @@ extension Request {
     /// which `JSONDecoder` reads as its last value) is refused naming it, and a body that
     /// is not JSON is refused naming where and why.
     private static func decode<Value: Decodable>(_ type: Value.Type, from buffer: ByteBuffer) throws -> Value {
+        let json: JSONValue
         do {
-            _ = try JSONParser.parse(buffer.readableBytesView)
+            json = try JSONParser.parse(buffer.readableBytesView)
         } catch {
             let field = error.path.hasPrefix(".") ? String(error.path.dropFirst()) : error.path
             throw APIError.invalid(
                 field.isEmpty ? "body" : field,
                 (error.duplicateKey == nil ? "is not valid JSON: " : "") + "\(error.message) (byte \(error.offset))")
+        }
+        if let closed = Value.self as? any ClosedRequestBody.Type, case .object(let members) = json {
+            try closed.refuseUnknownFields(Set(members.keys))
         }
         do {
             return try JSONDecoder().decode(Value.self, from: Data(buffer.readableBytesView))
@@ -93,5 +97,61 @@ extension Request {
         let buffer = try await collectBody(context: context)
         guard buffer.readableBytes > 0 else { return nil }
         return try Self.decode(Value.self, from: buffer)
+    }
+}
+
+/// A request body that refuses keys it does not read: `{"at_period_ends": true}` is a 400
+/// naming the key (and the field it resembles), not a cancellation today with the flag
+/// silently dropped — as Stripe answers an unknown parameter. Its `CodingKeys`, the keys
+/// decoding reads, are the fields it takes; only the body's top-level keys are checked.
+public protocol ClosedRequestBody: Decodable {
+    associatedtype CodingKeys: CodingKey & CaseIterable
+}
+
+extension ClosedRequestBody {
+    /// The body's fields, in their declared order.
+    public static var fieldNames: [String] { CodingKeys.allCases.map(\.stringValue) }
+
+    /// Throws the 400 for the first (by name) of `keys` that is not a field.
+    static func refuseUnknownFields(_ keys: Set<String>) throws {
+        let fields = fieldNames
+        guard let unknown = keys.subtracting(fields).sorted().first else { return }
+        let near = UnknownField.nearest(unknown, in: fields)
+        throw APIError.invalid(
+            unknown,
+            "is not a field of this request\(near.map { " (did you mean \($0)?)" } ?? ""); its fields are \(fields.joined(separator: ", "))")
+    }
+}
+
+enum UnknownField {
+    /// The field `key` most likely misspells: the nearest by edit distance (Levenshtein,
+    /// ignoring case) of those at most two edits away, or of which one starts the other and
+    /// is at least two thirds of it (`tax_rate` → `tax_rate_bps`, but not `at_period_ends`
+    /// → `at`); nil when none is.
+    static func nearest(_ key: String, in fields: [String]) -> String? {
+        let a = Array(key.lowercased().utf8)
+        var best: (field: String, distance: Int)?
+        for field in fields {
+            let b = Array(field.lowercased().utf8)
+            let (short, long) = a.count <= b.count ? (a, b) : (b, a)
+            let d = distance(a, b)
+            let truncated = long.starts(with: short) && short.count * 3 >= long.count * 2
+            guard d <= 2 || truncated, d < (best?.distance ?? .max) else { continue }
+            best = (field, d)
+        }
+        return best?.field
+    }
+
+    private static func distance(_ a: [UInt8], _ b: [UInt8]) -> Int {
+        guard !a.isEmpty, !b.isEmpty else { return max(a.count, b.count) }
+        var previous = Array(0...b.count)
+        for i in 1...a.count {
+            var current = [i] + Array(repeating: 0, count: b.count)
+            for j in 1...b.count {
+                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            previous = current
+        }
+        return previous[b.count]
     }
 }

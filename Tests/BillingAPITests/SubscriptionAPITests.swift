@@ -126,6 +126,13 @@ struct SubscriptionAPITests: BillingAPITestCase {
             (status, body) = try await post(client, "/v1/subscriptions/\(id)/cancel", tenant.key, #"{"at": "\#(year)-03-15T00:00:00Z"}"#)
             #expect(status == .conflict)
 
+            // A misspelt flag is refused, not dropped (which would cancel on April 10 itself).
+            (status, body) = try await post(
+                client, "/v1/subscriptions/\(id)/cancel", tenant.key, #"{"at": "\#(year)-04-10T00:00:00Z", "at_period_ends": true}"#)
+            let misspelt = body["error"] as? [String: Any]
+            #expect(status == .badRequest && misspelt?["field"] as? String == "at_period_ends")
+            #expect((misspelt?["message"] as? String)?.contains("did you mean at_period_end?") == true, "\(misspelt ?? [:])")
+
             // Cancel at the end of the period containing April 10: [Mar 31, Apr 30) — the Jan 31 anchor, clamped.
             (status, body) = try await post(
                 client, "/v1/subscriptions/\(id)/cancel", tenant.key, #"{"at": "\#(year)-04-10T00:00:00Z", "at_period_end": true}"#)

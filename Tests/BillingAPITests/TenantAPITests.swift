@@ -103,6 +103,9 @@ struct TenantAPITests: BillingAPITestCase {
                 (#"{"name": "A", "billing_email": "a@b.test", "payment_provider": "paypal"}"#, "payment_provider"),
                 (#"{"name": "#, "name"),  // cut off in the name's value
                 (#"{"name": "A", "billing_email": "a@b.test"} x"#, "body"),
+                // A field the request does not take: refused, not ignored.
+                (#"{"name": "A", "billing_email": "a@b.test", "tax_rate": 725}"#, "tax_rate"),
+                (#"{"name": "A", "billing_email": "a@b.test", "colour": "red"}"#, "colour"),
                 // A key sent twice: which name or tax rate the tenant gets is not a decoder's guess.
                 (#"{"name": "A", "billing_email": "a@b.test", "tax_rate_bps": 0, "tax_rate_bps": 2000}"#, "tax_rate_bps"),
                 (#"{"name": "A", "billing_email": "a@b.test", "metadata": {"k": 1.}}"#, "metadata.k"),
@@ -115,6 +118,15 @@ struct TenantAPITests: BillingAPITestCase {
                     let problem = try errorCode(response)
                     #expect(problem.field == field, "\(body)")
                 }
+            }
+            try await client.execute(
+                uri: "/v1/tenants", method: .post, headers: bearer(adminToken),
+                body: ByteBuffer(string: #"{"name": "A", "billing_email": "a@b.test", "tax_rate": 725}"#)
+            ) { response in
+                let message = try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [String: Any]
+                let text = (message?["error"] as? [String: Any])?["message"] as? String ?? ""
+                #expect(text.hasPrefix("is not a field of this request (did you mean tax_rate_bps?)"), "\(text)")
+                #expect(text.hasSuffix("its fields are name, billing_email, tax_rate_bps, payment_provider"), "\(text)")
             }
             let huge = ByteBuffer(string: #"{"name": ""# + String(repeating: "x", count: 2 << 20) + #""}"#)
             try await client.execute(uri: "/v1/tenants", method: .post, headers: bearer(adminToken), body: huge) { response in

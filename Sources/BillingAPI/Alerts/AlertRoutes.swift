@@ -74,7 +74,7 @@ extension TallyRequestContext {
     }
 }
 
-struct CreateAlertRequest: Decodable {
+struct CreateAlertRequest: ClosedRequestBody {
     let tenantID: String?
     let metric: String
     let kind: String
@@ -82,7 +82,7 @@ struct CreateAlertRequest: Decodable {
     let thresholdPercentage: DecimalInput?
     let channels: [String]?
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case metric, kind, channels
         case tenantID = "tenant_id"
         case thresholdValue = "threshold_value"

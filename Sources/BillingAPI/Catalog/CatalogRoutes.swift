@@ -177,14 +177,14 @@ struct CatalogRoutes {
     }
 }
 
-struct MigrationRequest: Decodable {
+struct MigrationRequest: ClosedRequestBody {
     let fromVersion: Int
     let toVersion: Int
     let tenantID: String?
     let at: String?
     let dryRun: Bool?
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case at
         case fromVersion = "from_version"
         case toVersion = "to_version"

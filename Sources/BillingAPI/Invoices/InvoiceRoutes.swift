@@ -137,12 +137,12 @@ struct InvoiceRoutes {
     }
 }
 
-struct CreateRunRequest: Decodable {
+struct CreateRunRequest: ClosedRequestBody {
     let asOf: String?
     /// Only this tenant's subscriptions (a re-run for one customer); default every tenant.
     let tenantID: String?
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case asOf = "as_of"
         case tenantID = "tenant_id"
     }

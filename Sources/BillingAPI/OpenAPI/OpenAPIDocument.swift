@@ -151,6 +151,7 @@ enum OpenAPIDocument {
                     "application/json": {
                       "schema": {
                         "type": "object",
+                        "additionalProperties": false,
                         "properties": {
                           "revoke_others": {
                             "type": "boolean"
@@ -986,6 +987,7 @@ enum OpenAPIDocument {
                 ]
               },
               "NewTenant": {
+                "additionalProperties": false,
                 "type": "object",
                 "properties": {
                   "name": {
@@ -1175,6 +1177,7 @@ enum OpenAPIDocument {
                 ]
               },
               "NewSubscription": {
+                "additionalProperties": false,
                 "type": "object",
                 "properties": {
                   "tenant_id": {
@@ -1204,6 +1207,7 @@ enum OpenAPIDocument {
                 ]
               },
               "PlanChange": {
+                "additionalProperties": false,
                 "type": "object",
                 "properties": {
                   "plan": {
@@ -1224,6 +1228,7 @@ enum OpenAPIDocument {
                 ]
               },
               "Cancellation": {
+                "additionalProperties": false,
                 "type": "object",
                 "properties": {
                   "at": {
@@ -1281,6 +1286,7 @@ enum OpenAPIDocument {
                 ]
               },
               "NewBillingRun": {
+                "additionalProperties": false,
                 "type": "object",
                 "properties": {
                   "as_of": {
@@ -1748,6 +1754,7 @@ enum OpenAPIDocument {
                 ]
               },
               "NewAlert": {
+                "additionalProperties": false,
                 "type": "object",
                 "properties": {
                   "tenant_id": {
@@ -1843,6 +1850,7 @@ enum OpenAPIDocument {
                 ]
               },
               "NewWebhookEndpoint": {
+                "additionalProperties": false,
                 "type": "object",
                 "properties": {
                   "tenant_id": {
@@ -1869,6 +1877,7 @@ enum OpenAPIDocument {
                 ]
               },
               "WebhookEndpointChange": {
+                "additionalProperties": false,
                 "type": "object",
                 "properties": {
                   "url": {
@@ -2075,6 +2084,7 @@ enum OpenAPIDocument {
               },
               "PlanPage": \#(page(of: "Plan")),
               "PlanMigration": {
+                "additionalProperties": false,
                 "type": "object",
                 "properties": {
                   "from_version": {"type": "integer", "minimum": 1},

@@ -119,29 +119,33 @@ struct SubscriptionRoutes {
     }
 }
 
-struct CreateSubscriptionRequest: Decodable {
+struct CreateSubscriptionRequest: ClosedRequestBody {
     let tenantID: String?
     let plan: String
     let start: String?
     let trialDays: Int?
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case plan, start
         case tenantID = "tenant_id"
         case trialDays = "trial_days"
     }
 }
 
-struct ChangePlanRequest: Decodable {
+struct ChangePlanRequest: ClosedRequestBody {
     let plan: String
     let at: String?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case plan, at
+    }
 }
 
-struct CancelRequest: Decodable {
+struct CancelRequest: ClosedRequestBody {
     let at: String?
     let atPeriodEnd: Bool?
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case at
         case atPeriodEnd = "at_period_end"
     }

@@ -91,13 +91,13 @@ struct TenantRoutes {
     }
 }
 
-struct CreateTenantRequest: Decodable {
+struct CreateTenantRequest: ClosedRequestBody {
     let name: String
     let billingEmail: String
     let taxRateBps: Int?
     let paymentProvider: String?
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case name
         case billingEmail = "billing_email"
         case taxRateBps = "tax_rate_bps"
@@ -109,10 +109,10 @@ struct PaymentMethodList: ResponseEncodable {
     let data: [PaymentMethodSummary]
 }
 
-struct IssueKeyRequest: Decodable {
+struct IssueKeyRequest: ClosedRequestBody {
     let revokeOthers: Bool?
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case revokeOthers = "revoke_others"
     }
 }

@@ -117,14 +117,14 @@ struct WebhookEndpointRoutes {
     }
 }
 
-struct EndpointRequest: Decodable {
+struct EndpointRequest: ClosedRequestBody {
     let tenantID: String?
     let url: String?
     let events: [String]?
     let active: Bool?
     let description: String?
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case url, events, active, description
         case tenantID = "tenant_id"
     }
