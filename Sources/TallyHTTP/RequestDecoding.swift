@@ -30,6 +30,9 @@ extension Request {
     /// which `JSONDecoder` reads as its last value) is refused naming it, and a body that
     /// is not JSON is refused naming where and why.
     private static func decode<Value: Decodable>(_ type: Value.Type, from buffer: ByteBuffer) throws -> Value {
+        guard buffer.readableBytesView.contains(where: { ![0x20, 0x0A, 0x0D, 0x09].contains($0) }) else {
+            throw APIError.invalid("body", "is empty: send a JSON object with the request's fields")
+        }
         let json: JSONValue
         do {
             json = try JSONParser.parse(buffer.readableBytesView)

@@ -128,6 +128,12 @@ struct TenantAPITests: BillingAPITestCase {
                 #expect(text.hasPrefix("is not a field of this request (did you mean tax_rate_bps?)"), "\(text)")
                 #expect(text.hasSuffix("its fields are name, billing_email, tax_rate_bps, payment_provider"), "\(text)")
             }
+            try await client.execute(uri: "/v1/tenants", method: .post, headers: bearer(adminToken), body: ByteBuffer(string: " \n")) {
+                response in
+                let message = try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [String: Any]
+                #expect(response.status == .badRequest)
+                #expect((message?["error"] as? [String: Any])?["message"] as? String == "is empty: send a JSON object with the request's fields")
+            }
             let huge = ByteBuffer(string: #"{"name": ""# + String(repeating: "x", count: 2 << 20) + #""}"#)
             try await client.execute(uri: "/v1/tenants", method: .post, headers: bearer(adminToken), body: huge) { response in
                 #expect(response.status == .contentTooLarge)
