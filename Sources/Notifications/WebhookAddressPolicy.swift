@@ -47,17 +47,23 @@ public actor WebhookAddressPolicy {
         public var isPermanent = true
     }
 
+    /// Checks the URL of an endpoint being created or changed: `check`, and printable ASCII
+    /// only — Foundation takes a URL with a line break or a space in it, which libcurl then
+    /// refuses at every delivery. (Deliveries check with `check` alone: an endpoint stored
+    /// before this rule keeps working as it did.)
+    public func checkNew(_ url: String) throws(Refusal) -> Checked {
+        guard url.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            throw Refusal(
+                description: "must not contain spaces, control or non-ASCII characters: percent-encode them (a host as its xn-- name)")
+        }
+        return try check(url)
+    }
+
     /// Checks `url`; throws a `Refusal` saying why it may not be used.
     public func check(_ url: String) throws(Refusal) -> Checked {
         guard url.count <= 2048, let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(),
             scheme == "http" || scheme == "https"
         else { throw Refusal(description: "must be an http:// or https:// URL of at most 2048 characters") }
-        // Foundation takes a URL with a line break or a space in it; libcurl refuses it at
-        // every delivery. Non-ASCII goes percent-encoded (and a host as its punycode).
-        guard url.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
-            throw Refusal(
-                description: "must not contain spaces, control or non-ASCII characters: percent-encode them (a host as its xn-- name)")
-        }
         guard let host = components.host, !host.isEmpty else { throw Refusal(description: "must name a host") }
         guard components.user == nil, components.password == nil else {
             throw Refusal(description: "must not carry credentials; verify deliveries with the signing secret instead")

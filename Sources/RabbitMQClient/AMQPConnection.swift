@@ -291,27 +291,22 @@ public actor AMQPConnection {
         }
     }
 
-    /// Sends a heartbeat if one is due (a consuming connection: one at every tick, as its
-    /// waiting deliveries are `nextDelivery`'s to read) and handles what an idle connection
-    /// received (`serviceIdle`). A connection found dead, or whose channel the broker
-    /// closed meanwhile, is dropped, so the caller's next `isAlive()` says to connect
-    /// again; returns false once there is no connection to keep.
+    /// Handles what an idle connection received (`serviceIdle`; not on a consuming one, whose
+    /// waiting deliveries are `nextDelivery`'s to read), then sends a heartbeat — every tick,
+    /// not only when rabbitmq-c deems one due (a full heartbeat after the last frame sent):
+    /// ticks can be late on a loaded machine, and the broker gives up after about two. A
+    /// connection found dead, or whose channel the broker closed meanwhile, is dropped, so
+    /// the caller's next `isAlive()` says to connect again; returns false once there is no
+    /// connection to keep.
     func keepAliveTick() -> Bool {
         guard let state else { return false }
-        if isConsuming {
+        do {
+            if !isConsuming { try serviceIdle(state) }
             var heartbeat = amqp_frame_t()
             heartbeat.frame_type = UInt8(AMQP_FRAME_HEARTBEAT)
             heartbeat.channel = 0
             let status = amqp_send_frame(state, &heartbeat)
-            guard status == AMQP_STATUS_OK.rawValue else {
-                let error = fail(status, "sending a heartbeat")
-                logger.info("amqp connection lost while idle", metadata: ["amqp.target": "\(configuration)", "error": "\(error)"])
-                return false
-            }
-            return true
-        }
-        do {
-            try serviceIdle(state)
+            guard status == AMQP_STATUS_OK.rawValue else { throw fail(status, "sending a heartbeat") }
             return true
         } catch {
             logger.info("amqp connection lost while idle", metadata: ["amqp.target": "\(configuration)", "error": "\(error)"])

@@ -24,15 +24,18 @@ extension Request {
         }
     }
 
+    /// Whether `buffer` holds nothing but JSON whitespace.
+    static func isBlank(_ buffer: ByteBuffer) -> Bool {
+        buffer.readableBytesView.allSatisfy { $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }
+    }
+
     /// `buffer` as JSON, a decoding failure as the 400 that names the field.
     ///
     /// Read strictly first (`JSONParser`): a key sent twice (`{"plan": "a", …, "plan": "b"}`,
     /// which `JSONDecoder` reads as its last value) is refused naming it, and a body that
     /// is not JSON is refused naming where and why.
     private static func decode<Value: Decodable>(_ type: Value.Type, from buffer: ByteBuffer) throws -> Value {
-        guard buffer.readableBytesView.contains(where: { ![0x20, 0x0A, 0x0D, 0x09].contains($0) }) else {
-            throw APIError.invalid("body", "is empty: send a JSON object with the request's fields")
-        }
+        guard !isBlank(buffer) else { throw APIError.invalid("body", "is empty: send a JSON object with the request's fields") }
         let json: JSONValue
         do {
             json = try JSONParser.parse(buffer.readableBytesView)
@@ -98,7 +101,7 @@ extension Request {
         _ type: Value.Type, context: some RequestContext
     ) async throws -> Value? {
         let buffer = try await collectBody(context: context)
-        guard buffer.readableBytes > 0 else { return nil }
+        guard !Self.isBlank(buffer) else { return nil }
         return try Self.decode(Value.self, from: buffer)
     }
 }
@@ -120,17 +123,19 @@ extension ClosedRequestBody {
         let fields = fieldNames
         guard let unknown = keys.subtracting(fields).sorted().first else { return }
         let near = UnknownField.nearest(unknown, in: fields)
+        // The key as sent, cut to 100 characters (it is echoed back).
         throw APIError.invalid(
-            unknown,
+            unknown.count > 100 ? String(unknown.prefix(100)) + "…" : unknown,
             "is not a field of this request\(near.map { " (did you mean \($0)?)" } ?? ""); its fields are \(fields.joined(separator: ", "))")
     }
 }
 
 enum UnknownField {
-    /// The field `key` most likely misspells: the nearest by edit distance (Levenshtein,
-    /// ignoring case) of those at most two edits away, or of which one starts the other and
-    /// is at least two thirds of it (`tax_rate` → `tax_rate_bps`, but not `at_period_ends`
-    /// → `at`); nil when none is.
+    /// The field `key` most likely misspells: the nearest of those one edit away per three
+    /// characters (an edit: a letter added, dropped, changed, or two swapped; `plna` →
+    /// `plan`, `at_period_ends` → `at_period_end`, but not `id` → `at`), or of which one
+    /// starts the other and is at least two thirds of it (`tax_rate` → `tax_rate_bps`, not
+    /// `at_period_ends` → `at`); ignoring case; nil when none is.
     static func nearest(_ key: String, in fields: [String]) -> String? {
         let a = Array(key.lowercased().utf8)
         var best: (field: String, distance: Int)?
@@ -139,21 +144,25 @@ enum UnknownField {
             let (short, long) = a.count <= b.count ? (a, b) : (b, a)
             let d = distance(a, b)
             let truncated = long.starts(with: short) && short.count * 3 >= long.count * 2
-            guard d <= 2 || truncated, d < (best?.distance ?? .max) else { continue }
+            guard d * 3 <= long.count || truncated, d < (best?.distance ?? .max) else { continue }
             best = (field, d)
         }
         return best?.field
     }
 
-    private static func distance(_ a: [UInt8], _ b: [UInt8]) -> Int {
+    /// Edits from `a` to `b` (optimal string alignment: insertions, deletions, changes and
+    /// swaps of neighbours).
+    static func distance(_ a: [UInt8], _ b: [UInt8]) -> Int {
         guard !a.isEmpty, !b.isEmpty else { return max(a.count, b.count) }
+        var twoBack: [Int] = []
         var previous = Array(0...b.count)
         for i in 1...a.count {
             var current = [i] + Array(repeating: 0, count: b.count)
             for j in 1...b.count {
                 current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+                if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] { current[j] = min(current[j], twoBack[j - 2] + 1) }
             }
-            previous = current
+            (twoBack, previous) = (previous, current)
         }
         return previous[b.count]
     }

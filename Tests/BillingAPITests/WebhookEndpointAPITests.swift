@@ -70,6 +70,16 @@ struct WebhookEndpointAPITests: BillingAPITestCase {
                 uri: "/v1/webhook-endpoints", method: .post, headers: bearer(other.key),
                 body: ByteBuffer(string: #"{"tenant_id": "\#(owner.id)", "url": "http://127.0.0.1:9/x", "events": ["*"]}"#)
             ) { response in #expect(response.status == .notFound) }
+            // A change names no tenant (the endpoint's is kept), and a new endpoint starts active.
+            for (method, uri, body, field) in [
+                (HTTPRequest.Method.patch, "/v1/webhook-endpoints/\(id)", #"{"tenant_id": "\#(other.id)", "active": false}"#, "tenant_id"),
+                (.post, "/v1/webhook-endpoints", #"{"url": "http://127.0.0.1:9/x", "active": false}"#, "active"),
+            ] {
+                try await client.execute(uri: uri, method: method, headers: bearer(owner.key), body: ByteBuffer(string: body)) { response in
+                    let error = try json(response)["error"] as? [String: Any]
+                    #expect(response.status == .badRequest && error?["field"] as? String == field, "\(error ?? [:])")
+                }
+            }
             // The owner changes it, rotates its secret and deletes it.
             try await client.execute(
                 uri: "/v1/webhook-endpoints/\(id)", method: .patch, headers: bearer(owner.key),

@@ -118,10 +118,16 @@ struct NotificationRulesTests {
             "http://100.64.0.1/x", "http://0.0.0.0/x", "http://[::1]/x", "http://[fe80::1]/x", "http://[fd00::1]/x",
             "http://[::ffff:127.0.0.1]/x", "http://[::10.0.0.1]/x", "http://[64:ff9b::a00:5]/x", "http://[2002:a00:1::]/x",
             "http://198.18.0.1/x", "http://localhost/x", "gopher://93.184.216.34/", "http://u:p@93.184.216.34/",
-            "https://93.184.216.34/\r\nX-Injected: 1", "https://93.184.216.34/a b", "https://93.184.216.34/\u{7F}", "https://93.184.216.34/é",
         ] {
             await #expect(throws: WebhookAddressPolicy.Refusal.self, "\(url)") { try await policy.check(url) }
         }
+        // A new or changed endpoint's URL is printable ASCII besides.
+        for url in [
+            "https://93.184.216.34/\r\nX-Injected: 1", "https://93.184.216.34/a b", "https://93.184.216.34/\u{7F}", "https://93.184.216.34/é",
+        ] {
+            await #expect(throws: WebhookAddressPolicy.Refusal.self, "\(url)") { try await policy.checkNew(url) }
+        }
+        #expect(try await policy.checkNew("https://93.184.216.34/hook?a=%20b").addresses == ["93.184.216.34"])
         let checked = try? await policy.check("https://93.184.216.34:8443/hook")
         #expect(checked?.addresses == ["93.184.216.34"] && checked?.pinned == [])
         // A name is pinned to what it resolved to when checked.

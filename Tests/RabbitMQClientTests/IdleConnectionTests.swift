@@ -12,24 +12,24 @@ import Testing
 /// connection would hang until the time limit, never pass by luck.
 @Suite("Idle connections")
 struct IdleConnectionTests {
-    /// A connection to our broker with a 1-second heartbeat: the broker closes it as dead
-    /// after about two seconds without a frame from it.
-    static func connect(heartbeatOneSecond name: String) async throws -> AMQPConnection {
+    /// A connection to our broker with a 2-second heartbeat: the broker closes it as dead
+    /// after about four seconds without a frame from it.
+    static func connect(shortHeartbeat name: String) async throws -> AMQPConnection {
         var configuration = try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: name)
-        configuration.heartbeat = 1
+        configuration.heartbeat = 2
         let connection = try await AMQPConnection.connect(configuration: configuration, logger: AMQPTest.logger)
         try await connection.openChannel(1)
         return connection
     }
 
-    /// What is tested here is a connection left alone: the test waits on purpose, for six
+    /// What is tested here is a connection left alone: the test waits on purpose, for five
     /// heartbeats, and calls nothing on it meanwhile.
-    static let idleTime = Duration.seconds(6)
+    static let idleTime = Duration.seconds(10)
 
-    @Test("a connection nobody calls for six heartbeats is kept alive by its own heartbeats and still works", .timeLimit(.minutes(1)))
+    @Test("a connection nobody calls for five heartbeats is kept alive by its own heartbeats and still works", .timeLimit(.minutes(1)))
     func idleConnectionKeepsHeartbeating() async throws {
         let name = AMQPTest.uniqueName("heartbeats-idle")
-        let connection = try await Self.connect(heartbeatOneSecond: name)
+        let connection = try await Self.connect(shortHeartbeat: name)
         let queue = AMQPTest.uniqueName("heartbeats")
         try await withCleanup {
             try await Task.sleep(for: Self.idleTime)
@@ -42,13 +42,13 @@ struct IdleConnectionTests {
     }
 
     @Test(
-        "a consumer that calls nothing for six heartbeats while it works on a delivery keeps its connection, and its ack settles the delivery",
+        "a consumer that calls nothing for five heartbeats while it works on a delivery keeps its connection, and its ack settles the delivery",
         .timeLimit(.minutes(1)))
     func busyConsumerKeepsItsConnection() async throws {
         let queue = AMQPTest.uniqueName("heartbeats-busy")
         let admin = try await AMQPTest.connect("tally-test-heartbeats-admin")
         try await admin.declareQueue(queue)
-        let consumer = try await Self.connect(heartbeatOneSecond: AMQPTest.uniqueName("heartbeats-consumer"))
+        let consumer = try await Self.connect(shortHeartbeat: AMQPTest.uniqueName("heartbeats-consumer"))
         try await withCleanup {
             let outcomes = try await admin.publish([OutgoingMessage(exchange: "", routingKey: queue, body: [1])])
             #expect(outcomes == [.confirmed])

@@ -26,7 +26,7 @@ struct WebhookEndpointRoutes {
     }
 
     @Sendable func create(_ request: Request, context: TallyRequestContext) async throws -> EditedResponse<CreatedEndpoint> {
-        let body = try await request.decodeJSON(EndpointRequest.self, context: context)
+        let body = try await request.decodeJSON(NewEndpointRequest.self, context: context)
         let tenant = try context.tenantInScope(body.tenantID)
         let (endpoint, secret) = try await create(tenant: tenant, url: body.url, events: body.events, description: body.description)
         context.logger.info("webhook endpoint created", metadata: ["tenant.id": "\(tenant)", "webhook_endpoint.id": "\(endpoint.id)"])
@@ -56,7 +56,7 @@ struct WebhookEndpointRoutes {
 
     @Sendable func update(_ request: Request, context: TallyRequestContext) async throws -> WebhookEndpoint {
         let endpoint = try await visibleEndpoint(context)
-        let body = try await request.decodeJSON(EndpointRequest.self, context: context)
+        let body = try await request.decodeJSON(EndpointChangeRequest.self, context: context)
         var url: String?
         if let given = body.url { url = try await checked(given) }
         guard
@@ -93,7 +93,7 @@ struct WebhookEndpointRoutes {
 
     private func checked(_ url: String) async throws -> String {
         do {
-            return try await addresses.check(url).url
+            return try await addresses.checkNew(url).url
         } catch {
             throw APIError.invalid("url", "\(error)")
         }
@@ -117,8 +117,21 @@ struct WebhookEndpointRoutes {
     }
 }
 
-struct EndpointRequest: ClosedRequestBody {
+/// `POST /v1/webhook-endpoints` (an endpoint starts active).
+struct NewEndpointRequest: ClosedRequestBody {
     let tenantID: String?
+    let url: String?
+    let events: [String]?
+    let description: String?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case url, events, description
+        case tenantID = "tenant_id"
+    }
+}
+
+/// `PATCH /v1/webhook-endpoints/{id}` (the tenant is the endpoint's).
+struct EndpointChangeRequest: ClosedRequestBody {
     let url: String?
     let events: [String]?
     let active: Bool?
@@ -126,7 +139,6 @@ struct EndpointRequest: ClosedRequestBody {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case url, events, active, description
-        case tenantID = "tenant_id"
     }
 }
 

@@ -50,7 +50,7 @@ enum IngestBody {
             do {
                 events.append(try JSONParser.parse(line))
             } catch {
-                throw IngestBodyError(notJSON: error, in: "body.line[\(number + 1)]", topLevel: "body.line[\(number + 1)]")
+                throw IngestBodyError(notJSON: error, in: "body.line[\(number + 1)]", topLevel: "body.line[\(number + 1)]", where: "of the line")
             }
         }
         guard !events.isEmpty else { throw IngestBodyError(field: "body", message: "holds no events") }
@@ -76,9 +76,12 @@ extension IngestBodyError {
     /// A body (or NDJSON line) that is not JSON, or holds a key twice: the field is where
     /// the parser gave up —
     /// `events[3].id` for a key sent twice in the fourth event (`prefix` + the error's
-    /// path), `topLevel` when the error is in the outermost value itself.
-    init(notJSON error: JSONParseError, in prefix: String, topLevel: String = "body") {
+    /// path), `topLevel` when the error is in the outermost value itself; `offsets` says what
+    /// the byte offset counts from when not the body (`of the line`).
+    init(notJSON error: JSONParseError, in prefix: String, topLevel: String = "body", where offsets: String = "") {
         self.field = error.path.isEmpty ? topLevel : prefix + error.path
-        self.message = (error.duplicateKey == nil ? "is not valid JSON: " : "") + "\(error.message) (byte \(error.offset)); nothing was accepted"
+        self.message =
+            (error.duplicateKey == nil ? "is not valid JSON: " : "")
+            + "\(error.message) (byte \(error.offset)\(offsets.isEmpty ? "" : " " + offsets)); nothing was accepted"
     }
 }
