@@ -40,10 +40,7 @@ extension Request {
         do {
             json = try JSONParser.parse(buffer.readableBytesView)
         } catch {
-            let field = error.path.hasPrefix(".") ? String(error.path.dropFirst()) : error.path
-            throw APIError.invalid(
-                field.isEmpty ? "body" : field,
-                (error.duplicateKey == nil ? "is not valid JSON: " : "") + "\(error.message) (byte \(error.offset))")
+            throw APIError.invalid(error.field.isEmpty ? "body" : error.field, error.refusal(withoutPath: ""))
         }
         if let closed = Value.self as? any ClosedRequestBody.Type, case .object(let members) = json {
             try closed.refuseUnknownFields(Set(members.keys))

@@ -362,6 +362,15 @@ public struct JSONParseError: Error, Sendable, Equatable, CustomStringConvertibl
     /// alone — with the path and the byte.
     public var refusal: String { (duplicateKey == nil ? "is not valid JSON: " : "") + description }
 
+    /// The path as a field name: `metadata.region` for `.metadata.region`, `[3].id` as is.
+    public var field: String { path.hasPrefix(".") ? String(path.dropFirst()) : path }
+
+    /// The refusal for a caller that names the path itself (as the error's field): the
+    /// message and the byte (`counting`: what the byte counts from, when not the document).
+    public func refusal(withoutPath counting: String = "") -> String {
+        (duplicateKey == nil ? "is not valid JSON: " : "") + "\(message) (byte \(offset)\(counting.isEmpty ? "" : " " + counting))"
+    }
+
     /// The error as seen from the value that holds the one it was found in.
     func within(_ component: String) -> JSONParseError {
         JSONParseError(offset: offset, message: message, path: component + path, duplicateKey: duplicateKey)

@@ -13,6 +13,32 @@ struct PoisonAndReplayTests {
             ])
     }
 
+    @Test("an event holding a key twice is parked as it was written, naming the key; the rest of its message is counted")
+    func duplicateKeyParked() async throws {
+        let harness = try await AggregatorHarness.make()
+        let tenant = try await harness.createTenants(1)[0]
+        let now = TestClock.now().addingTimeInterval(-60)
+        let aggregator = try harness.startAggregator(consumers: 1)
+        defer { aggregator.kill() }
+        let twice =
+            #"{"id": "d1", "tenant_id": "\#(tenant.uuidString)", "type": "api_calls", "quantity": 1, "quantity": 1000, "time": "\#(now.ISO8601Format())"}"#
+        try await harness.publish([
+            "[\(usageEventJSON(id: "d0", tenant: tenant, time: now)), \(twice), \(usageEventJSON(id: "d2", tenant: tenant, time: now))]"
+        ])
+        try await harness.waitUntil("the two other events counted and the one parked") {
+            let parked = try await harness.database.query(
+                "SELECT count(*) FROM parked_events WHERE event_id = 'd1' AND tenant_id = $1", [tenant.uuidString])
+            return try await harness.storedCounts([tenant])[tenant] == 2 && parked.first?.text(0) == "1"
+        }
+        let parked = try await harness.database.query(
+            "SELECT code, field, payload, reason FROM parked_events WHERE event_id = 'd1' AND tenant_id = $1", [tenant.uuidString])
+        #expect(parked.first?.text(0) == "duplicate_key" && parked.first?.text(1) == "quantity")
+        #expect(parked.first?.text(2) == twice)
+        #expect(parked.first?.text(3)?.contains(#"the key "quantity" appears more than once"#) == true)
+        #expect(await aggregator.stop() == 0)
+        try await harness.tearDown()
+    }
+
     @Test("unreadable messages and invalid events are parked with reasons, the queue goes on, and a fixed event replays once")
     func poisonParkedAndReplayed() async throws {
         let harness = try await AggregatorHarness.make()

@@ -254,19 +254,20 @@ struct UsageDecoder: Sendable {
     /// NUL, as the parser read it), the field the key's path in the event (`metadata.region`
     /// for a nested one).
     static func parked(duplicateKeys element: JSONParser.Element, refusal: JSONParseError, messageID: String?) -> ParkedEvent {
-        let field = refusal.path.hasPrefix(".") ? String(refusal.path.dropFirst()) : refusal.path
-        let rewritten = parked(element.value, code: "duplicate_key", field: field, reason: refusal.message, messageID: messageID)
-        return ParkedEvent(
-            tenantID: rewritten.tenantID, eventID: rewritten.eventID, code: rewritten.code, field: rewritten.field, reason: rewritten.reason,
-            payload: String(decoding: element.text, as: UTF8.self), messageID: rewritten.messageID)
+        parked(
+            element.value, code: "duplicate_key", field: refusal.field,
+            reason: refusal.message, messageID: messageID, payload: String(decoding: element.text, as: UTF8.self))
     }
 
     /// An event to park: its payload as JSON (NUL escaped, as JSON escapes it), the
     /// labels cut to 255 code points with NUL written as `\u0000` — COPY text cannot
-    /// carry a NUL byte, and one must not fail the batch that parks it.
-    static func parked(_ object: JSONValue, code: String, field: String, reason: String, messageID: String?) -> ParkedEvent {
+    /// carry a NUL byte, and one must not fail the batch that parks it. `payload`, when
+    /// given, is the event as written instead (valid UTF-8 without NUL, as parsed).
+    static func parked(_ object: JSONValue, code: String, field: String, reason: String, messageID: String?, payload text: String? = nil)
+        -> ParkedEvent
+    {
         var payload = JSONWriter()
-        payload.write(object)
+        if text == nil { payload.write(object) }
         var tenant: String?
         var id: String?
         if case .object(let fields) = object {
@@ -279,6 +280,6 @@ struct UsageDecoder: Sendable {
         return ParkedEvent(
             tenantID: tenant.map(label), eventID: id.map(label), code: code, field: field,
             reason: reason.replacingOccurrences(of: "\u{0}", with: "\\u0000"),
-            payload: String(decoding: payload.bytes, as: UTF8.self), messageID: messageID.map(label))
+            payload: text ?? String(decoding: payload.bytes, as: UTF8.self), messageID: messageID.map(label))
     }
 }

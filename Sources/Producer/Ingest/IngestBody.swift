@@ -80,8 +80,6 @@ extension IngestBodyError {
     /// the byte offset counts from when not the body (`of the line`).
     init(notJSON error: JSONParseError, in prefix: String, topLevel: String = "body", where offsets: String = "") {
         self.field = error.path.isEmpty ? topLevel : prefix + error.path
-        self.message =
-            (error.duplicateKey == nil ? "is not valid JSON: " : "")
-            + "\(error.message) (byte \(error.offset)\(offsets.isEmpty ? "" : " " + offsets)); nothing was accepted"
+        self.message = error.refusal(withoutPath: offsets) + "; nothing was accepted"
     }
 }
