@@ -55,6 +55,8 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) thr
             status: .ok, headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
     }
+    // The API's routes take the query parameters their operations document, and no others.
+    router.add(middleware: ClosedQueryMiddleware(rules: try QueryParameterRules(openAPI: OpenAPIDocument.json)))
     TenantRoutes(store: tenants, authenticator: authenticator, defaultPaymentProvider: configuration.defaultPaymentProvider)
         .register(on: router)
     UsageRoutes(pool: pool).register(on: router)

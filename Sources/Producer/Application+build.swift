@@ -39,6 +39,8 @@ func buildIngest(
     HealthRoutes<IngestRequestContext> { (try? await pool.ping()) != nil }.register(on: router)
     MetricsRoute(counters: counters, spool: spool, authentication: authenticator).register(on: router)
     router.add(middleware: AuthenticationMiddleware(authenticator: authenticator, publicPaths: ["/healthz", "/readyz", "/metrics"]))
+    // `POST /v1/events?dry_run=true` would count the events: no query parameter is taken.
+    router.add(middleware: ClosedQueryMiddleware(rules: QueryParameterRules(["POST /v1/events": []])))
     IngestRoutes(publisher: publisher, tenants: KnownTenants(store: tenants), clock: clock).register(on: router)
 
     var app = Application(

@@ -158,6 +158,13 @@ struct IngestTests {
                 #expect(response.status == .badRequest)
                 #expect(response.errorField == "body")
             }
+            // A query parameter: the ingest API takes none, so `?dry_run=true` counts nothing.
+            try await client.execute(
+                uri: "/v1/events?dry_run=true", method: .post, headers: headers(fixture.apiKey), body: ByteBuffer(string: event("dry-1"))
+            ) { response in
+                #expect(response.status == .badRequest)
+                #expect(response.errorField == "dry_run")
+            }
             // A body over 8 MiB.
             let huge = ByteBuffer(repeating: UInt8(ascii: " "), count: (8 << 20) + 1)
             try await client.execute(uri: "/v1/events", method: .post, headers: headers(fixture.apiKey), body: huge) { response in

@@ -190,7 +190,7 @@ enum OpenAPIDocument {
               }
             },
             "/v1/tenants/{tenant_id}/payment-methods": {
-              "get": \#(operation("listPaymentMethods", "Cards as Stripe reports them", tag: "tenants", parameters: ["TenantID", "Limit", "StartingAfter"], responses: [response("200", "The cards.", schema: "PaymentMethodPage"), errors("400", "401", "404", "default")]))
+              "get": \#(operation("listPaymentMethods", "Cards as Stripe reports them, all of them", tag: "tenants", parameters: ["TenantID"], responses: [response("200", "The cards.", schema: "PaymentMethodPage"), errors("400", "401", "404", "default")]))
             },
             "/v1/subscriptions": {
               "post": {

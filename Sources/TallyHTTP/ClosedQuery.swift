@@ -1,0 +1,123 @@
+import Hummingbird
+import UsageEvents
+
+/// The query parameters each operation of an API takes. Any other parameter is a 400
+/// naming it (and the parameter it resembles), as Stripe answers one, and so is a parameter
+/// given twice: `GET /v1/invoices?tenant=…` (for `tenant_id`) would otherwise list every
+/// tenant's invoices to the admin, and `?limit=5&limit=50` would read whichever came first.
+///
+/// An operation is a method and a route path whose captures are unnamed
+/// (`GET /v1/alerts/{}`): the router's `/v1/alerts/{id}` and the OpenAPI document's
+/// `/v1/alerts/{alert_id}` are one operation. Routes the rules do not name (the dashboard's
+/// pages) are not checked.
+public struct QueryParameterRules: Sendable, Equatable {
+    /// Operation → the query parameters it takes, in the order they are listed.
+    public let operations: [String: [String]]
+
+    public init(_ operations: [String: [String]]) {
+        var normalized: [String: [String]] = [:]
+        for (operation, names) in operations {
+            let parts = operation.split(separator: " ", maxSplits: 1)
+            let key = parts.count == 2 ? Self.operation(method: String(parts[0]), path: String(parts[1])) : operation
+            var merged = normalized[key] ?? []
+            for name in names where !merged.contains(name) { merged.append(name) }
+            normalized[key] = merged
+        }
+        self.operations = normalized
+    }
+
+    /// The query parameters of every operation of an OpenAPI 3 document, its path-level
+    /// parameters and references to `#/components/parameters/…` included.
+    public init(openAPI json: String) throws {
+        guard case .object(let document) = try JSONParser.parse(Array(json.utf8)),
+            case .object(let paths) = document["paths"] ?? .null
+        else { throw OpenAPIShapeError(message: "has no paths") }
+        var components: [String: JSONValue] = [:]
+        if case .object(let parts) = document["components"] ?? .null, case .object(let parameters) = parts["parameters"] ?? .null {
+            components = parameters
+        }
+        func queryNames(_ list: JSONValue?) throws -> [String] {
+            guard case .array(let parameters) = list ?? .array([]) else { throw OpenAPIShapeError(message: "has parameters that are not a list") }
+            return try parameters.compactMap { parameter in
+                var parameter = parameter
+                if case .object(let fields) = parameter, case .string(let reference) = fields["$ref"] ?? .null {
+                    let name = reference.split(separator: "/").last.map(String.init) ?? ""
+                    guard reference.hasPrefix("#/components/parameters/"), let resolved = components[name] else {
+                        throw OpenAPIShapeError(message: "refers to a parameter it does not define: \(reference)")
+                    }
+                    parameter = resolved
+                }
+                guard case .object(let fields) = parameter, case .string(let location) = fields["in"] ?? .null,
+                    case .string(let name) = fields["name"] ?? .null
+                else { throw OpenAPIShapeError(message: "has a parameter without in and name") }
+                return location == "query" ? name : nil
+            }
+        }
+        let methods: Set<String> = ["get", "put", "post", "delete", "options", "head", "patch", "trace"]
+        var operations: [String: [String]] = [:]
+        for (path, item) in paths {
+            guard case .object(let item) = item else { continue }
+            let shared = try queryNames(item["parameters"])
+            for (method, operation) in item where methods.contains(method) {
+                guard case .object(let operation) = operation else { continue }
+                operations["\(method.uppercased()) \(path)", default: []] += shared + (try queryNames(operation["parameters"]))
+            }
+        }
+        self.init(operations)
+    }
+
+    /// `GET /v1/alerts/{}` for `get` and `/v1/alerts/{alert_id}` (or `v1/alerts/{id}`); a
+    /// segment that starts with a capture is one capture (`{invoice_id}.pdf` too).
+    public static func operation(method: String, path: String) -> String {
+        let parts = path.split(separator: "/").map { $0.hasPrefix("{") || $0.hasPrefix(":") ? "{}" : String($0) }
+        return method.uppercased() + " /" + parts.joined(separator: "/")
+    }
+
+    /// Throws the 400 for the first parameter of `query` the operation does not take, or
+    /// takes once and was given twice; nothing for an operation the rules do not name. A
+    /// `HEAD` is checked as its `GET`. Keys are compared as sent (a percent-encoded key
+    /// names nothing the handlers read).
+    public func check(method: String, path: String, query: Parameters) throws {
+        let method = method.uppercased() == "HEAD" ? "GET" : method
+        let operation = Self.operation(method: method, path: path)
+        guard let allowed = operations[operation] else { return }
+        var seen: Set<Substring> = []
+        for (key, _) in query where !key.isEmpty {
+            let name = String(key)
+            let echoed = name.count > 100 ? String(name.prefix(100)) + "…" : name
+            guard allowed.contains(name) else {
+                let near = UnknownField.nearest(name, in: allowed)
+                let list = allowed.isEmpty ? "it takes none" : "its parameters are \(allowed.joined(separator: ", "))"
+                throw APIError.invalid(
+                    echoed, "is not a query parameter of \(operation)\(near.map { " (did you mean \($0)?)" } ?? ""); \(list)")
+            }
+            guard seen.insert(key).inserted else {
+                throw APIError.invalid(echoed, "is given twice; give each query parameter once")
+            }
+        }
+    }
+}
+
+/// An OpenAPI document the rules cannot be read from.
+public struct OpenAPIShapeError: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { "the OpenAPI document \(message)" }
+}
+
+/// Applies `QueryParameterRules` to every request of a route registered after it.
+public struct ClosedQueryMiddleware<Context: RequestContext>: RouterMiddleware {
+    let rules: QueryParameterRules
+
+    public init(rules: QueryParameterRules) {
+        self.rules = rules
+    }
+
+    public func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        if request.uri.query != nil, let path = context.endpointPath {
+            try rules.check(method: request.method.rawValue, path: path, query: request.uri.queryParameters)
+        }
+        return try await next(request, context)
+    }
+}
