@@ -57,6 +57,8 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) thr
     }
     // The API's routes take the query parameters their operations document, and no others.
     router.add(middleware: ClosedQueryMiddleware(rules: try QueryParameterRules(openAPI: OpenAPIDocument.json)))
+    // A POST, PATCH or DELETE retried with its Idempotency-Key is answered again, not done twice.
+    router.add(middleware: IdempotencyMiddleware(requests: IdempotentRequests(pool: pool)))
     TenantRoutes(store: tenants, authenticator: authenticator, defaultPaymentProvider: configuration.defaultPaymentProvider)
         .register(on: router)
     UsageRoutes(pool: pool).register(on: router)

@@ -24,6 +24,8 @@ checks=not_a_server_error,status_code_conformance,content_type_conformance,respo
 # keeps the run to a minute or two.
 common=(--checks "$checks" --max-examples "${TALLY_CONTRACT_EXAMPLES:-25}" --generation-deterministic
   --header "Authorization: Bearer $key" --no-color)
+# Each drawn Idempotency-Key is made unique (ops/contract/hooks.py).
+export SCHEMATHESIS_HOOKS="$ROOT/ops/contract/hooks.py"
 "$VENV/schemathesis" run "$WORK/openapi.json" --url "$TALLY_API_URL" "${common[@]}" --exclude-path /v1/events
 # The ingest API has one operation: no links to follow.
 "$VENV/schemathesis" run "$WORK/openapi.json" --url "$TALLY_INGEST_URL" "${common[@]}" --include-path /v1/events \

@@ -129,7 +129,7 @@ enum OpenAPIDocument {
           ],
           "paths": {
             "/v1/tenants": {
-              "post": \#(operation("createTenant", "Create a tenant (admin)", tag: "tenants", body: "NewTenant", responses: [response("201", "The tenant and its first API key, shown this once.", schema: "TenantCreated"), errors("400", "401", "403", "default")]))
+              "post": \#(operation("createTenant", "Create a tenant (admin)", tag: "tenants", parameters: ["IdempotencyKey"], body: "NewTenant", responses: [response("201", "The tenant and its first API key, shown this once.", schema: "TenantCreated"), errors("400", "401", "403", "default")]))
             },
             "/v1/tenants/{tenant_id}": {
               "get": \#(operation("getTenant", "A tenant", tag: "tenants", parameters: ["TenantID"], responses: [response("200", "The tenant.", schema: "Tenant"), errors("401", "404", "default")]))
@@ -144,7 +144,7 @@ enum OpenAPIDocument {
                   \#(response("201", "The key, shown this once.", schema: "APIKeyCreated")),
                   \#(errors("400", "401", "404", "default"))
                 },
-                "parameters": [\#(parameters("TenantID"))],
+                "parameters": [\#(parameters("IdempotencyKey", "TenantID"))],
                 "requestBody": {
                   "required": false,
                   "content": {
@@ -175,6 +175,7 @@ enum OpenAPIDocument {
                   \#(errors("401", "404", "default"))
                 },
                 "parameters": [
+                  \#(parameters("IdempotencyKey")),
                   \#(parameters("TenantID")),
                   {
                     "name": "key_id",
@@ -195,6 +196,7 @@ enum OpenAPIDocument {
             "/v1/subscriptions": {
               "post": {
                 "operationId": "createSubscription",
+                "parameters": [\#(parameters("IdempotencyKey"))],
                 "summary": "Subscribe a tenant to a plan",
                 "tags": ["subscriptions"],
                 "responses": {
@@ -241,10 +243,10 @@ enum OpenAPIDocument {
               "get": \#(operation("listSubscriptions", "A tenant's subscriptions", tag: "subscriptions", parameters: ["TenantIDQuery", "Limit", "StartingAfter"], responses: [response("200", "A page of subscriptions.", schema: "SubscriptionPage"), errors("400", "401", "404", "default")]))
             },
             "/v1/subscriptions/{subscription_id}/change": {
-              "post": \#(operation("changePlan", "Change the plan (upgrade now or at `at`, downgrade at the next period)", tag: "subscriptions", parameters: ["SubscriptionID"], body: "PlanChange", responses: [response("200", "The subscription.", schema: "Subscription"), errors("409", "400", "401", "403", "404", "default")]))
+              "post": \#(operation("changePlan", "Change the plan (upgrade now or at `at`, downgrade at the next period)", tag: "subscriptions", parameters: ["SubscriptionID", "IdempotencyKey"], body: "PlanChange", responses: [response("200", "The subscription.", schema: "Subscription"), errors("409", "400", "401", "403", "404", "default")]))
             },
             "/v1/subscriptions/{subscription_id}/cancel": {
-              "post": \#(operation("cancelSubscription", "Cancel now, at `at`, or at the end of the period", tag: "subscriptions", parameters: ["SubscriptionID"], body: "Cancellation", bodyRequired: false, responses: [response("200", "The subscription.", schema: "Subscription"), errors("409", "400", "401", "403", "404", "default")]))
+              "post": \#(operation("cancelSubscription", "Cancel now, at `at`, or at the end of the period", tag: "subscriptions", parameters: ["SubscriptionID", "IdempotencyKey"], body: "Cancellation", bodyRequired: false, responses: [response("200", "The subscription.", schema: "Subscription"), errors("409", "400", "401", "403", "404", "default")]))
             },
             "/v1/usage": {
               "get": {
@@ -485,7 +487,7 @@ enum OpenAPIDocument {
               }
             },
             "/v1/billing-runs": {
-              "post": \#(operation("createBillingRun", "Issue every invoice due at `as_of` (admin)", tag: "billing runs", body: "NewBillingRun", bodyRequired: false, responses: [response("202", "The run, planned.", schema: "BillingRun"), errors("400", "401", "403", "default")])),
+              "post": \#(operation("createBillingRun", "Issue every invoice due at `as_of` (admin)", tag: "billing runs", parameters: ["IdempotencyKey"], body: "NewBillingRun", bodyRequired: false, responses: [response("202", "The run, planned.", schema: "BillingRun"), errors("400", "401", "403", "default")])),
               "get": \#(operation("listBillingRuns", "Billing runs, newest first (admin)", tag: "billing runs", parameters: ["Limit", "StartingAfter"], responses: [response("200", "A page of runs.", schema: "BillingRunPage"), errors("400", "401", "403", "default")]))
             },
             "/v1/billing-runs/{run_id}": {
@@ -512,34 +514,35 @@ enum OpenAPIDocument {
               }
             },
             "/v1/metrics": {
-              "post": \#(operation("putMetric", "Create a billable metric (201), or change its name and unit (200); its aggregation only while no plan charges it and no usage is recorded (409) (admin)", tag: "catalog", body: "NewMetric", responses: [response("201", "The metric, created.", schema: "Metric"), response("200", "The metric, changed.", schema: "Metric"), errors("400", "401", "403", "default")])),
+              "post": \#(operation("putMetric", "Create a billable metric (201), or change its name and unit (200); its aggregation only while no plan charges it and no usage is recorded (409) (admin)", tag: "catalog", parameters: ["IdempotencyKey"], body: "NewMetric", responses: [response("201", "The metric, created.", schema: "Metric"), response("200", "The metric, changed.", schema: "Metric"), errors("400", "401", "403", "default")])),
               "get": \#(operation("listMetrics", "The billable metrics", tag: "catalog", responses: [response("200", "Every metric, in one page.", schema: "MetricPage"), errors("401", "default")]))
             },
             "/v1/metrics/{metric_code}": {
               "get": \#(operation("getMetric", "A billable metric", tag: "catalog", parameters: ["MetricCode"], responses: [response("200", "The metric.", schema: "Metric"), errors("401", "404", "default")]))
             },
             "/v1/plans": {
-              "post": \#(operation("createPlan", "Create a plan: its version 1 (admin); 409 when the code exists", tag: "catalog", body: "NewPlan", responses: [response("201", "The plan's version 1.", schema: "PlanVersion"), errors("400", "401", "403", "default")])),
+              "post": \#(operation("createPlan", "Create a plan: its version 1 (admin); 409 when the code exists", tag: "catalog", parameters: ["IdempotencyKey"], body: "NewPlan", responses: [response("201", "The plan's version 1.", schema: "PlanVersion"), errors("400", "401", "403", "default")])),
               "get": \#(operation("listPlans", "Every plan with its versions", tag: "catalog", responses: [response("200", "Every plan, in one page.", schema: "PlanPage"), errors("401", "default")]))
             },
             "/v1/plans/{plan_code}": {
               "get": \#(operation("getPlan", "A plan with all its versions", tag: "catalog", parameters: ["PlanCode"], responses: [response("200", "The plan.", schema: "Plan"), errors("401", "404", "default")]))
             },
             "/v1/plans/{plan_code}/versions": {
-              "post": \#(operation("createPlanVersion", "The plan's next version: new subscriptions take it, existing ones keep theirs (admin); 409 when archived", tag: "catalog", parameters: ["PlanCode"], body: "NewPlanVersion", responses: [response("201", "The new version.", schema: "PlanVersion"), errors("400", "401", "403", "404", "default")]))
+              "post": \#(operation("createPlanVersion", "The plan's next version: new subscriptions take it, existing ones keep theirs (admin); 409 when archived", tag: "catalog", parameters: ["PlanCode", "IdempotencyKey"], body: "NewPlanVersion", responses: [response("201", "The new version.", schema: "PlanVersion"), errors("400", "401", "403", "404", "default")]))
             },
             "/v1/plans/{plan_code}/versions/{version}": {
               "get": \#(operation("getPlanVersion", "One version of a plan", tag: "catalog", parameters: ["PlanCode", "PlanVersionNumber"], responses: [response("200", "The version.", schema: "PlanVersion"), errors("401", "404", "default")]))
             },
             "/v1/plans/{plan_code}/migrations": {
-              "post": \#(operation("migratePlan", "Move subscriptions from one version to another from their next period start; dry_run lists them with the price difference at the usage so far (admin)", tag: "catalog", parameters: ["PlanCode"], body: "PlanMigration", responses: [response("200", "What moved (or would).", schema: "PlanMigrationOutcome"), errors("400", "401", "403", "404", "default")]))
+              "post": \#(operation("migratePlan", "Move subscriptions from one version to another from their next period start; dry_run lists them with the price difference at the usage so far (admin)", tag: "catalog", parameters: ["PlanCode", "IdempotencyKey"], body: "PlanMigration", responses: [response("200", "What moved (or would).", schema: "PlanMigrationOutcome"), errors("400", "401", "403", "404", "default")]))
             },
             "/v1/plans/{plan_code}/archive": {
-              "post": \#(operation("archivePlan", "Close a plan to new subscriptions; those on it keep it (admin)", tag: "catalog", parameters: ["PlanCode"], responses: [response("200", "The plan.", schema: "Plan"), errors("401", "403", "404", "default")]))
+              "post": \#(operation("archivePlan", "Close a plan to new subscriptions; those on it keep it (admin)", tag: "catalog", parameters: ["PlanCode", "IdempotencyKey"], responses: [response("200", "The plan.", schema: "Plan"), errors("401", "403", "404", "default")]))
             },
             "/v1/alerts": {
               "post": {
                 "operationId": "createAlert",
+                "parameters": [\#(parameters("IdempotencyKey"))],
                 "summary": "Create a usage alert",
                 "tags": ["alerts"],
                 "responses": {
@@ -592,11 +595,12 @@ enum OpenAPIDocument {
             },
             "/v1/alerts/{alert_id}": {
               "get": \#(operation("getAlert", "An alert", tag: "alerts", parameters: ["AlertID"], responses: [response("200", "The alert.", schema: "Alert"), errors("401", "404", "default")])),
-              "delete": \#(operation("deleteAlert", "Delete an alert", tag: "alerts", parameters: ["AlertID"], responses: [empty("204", "Deleted."), errors("401", "404", "default")]))
+              "delete": \#(operation("deleteAlert", "Delete an alert", tag: "alerts", parameters: ["AlertID", "IdempotencyKey"], responses: [empty("204", "Deleted."), errors("401", "404", "default")]))
             },
             "/v1/webhook-endpoints": {
               "post": {
                 "operationId": "createWebhookEndpoint",
+                "parameters": [\#(parameters("IdempotencyKey"))],
                 "summary": "Add a webhook endpoint",
                 "tags": ["webhooks"],
                 "responses": {
@@ -657,8 +661,8 @@ enum OpenAPIDocument {
             },
             "/v1/webhook-endpoints/{endpoint_id}": {
               "get": \#(operation("getWebhookEndpoint", "A webhook endpoint", tag: "webhooks", parameters: ["EndpointID"], responses: [response("200", "The endpoint.", schema: "WebhookEndpoint"), errors("401", "404", "default")])),
-              "patch": \#(operation("updateWebhookEndpoint", "Change a webhook endpoint", tag: "webhooks", parameters: ["EndpointID"], body: "WebhookEndpointChange", responses: [response("200", "The endpoint.", schema: "WebhookEndpoint"), errors("400", "401", "404", "default")])),
-              "delete": \#(operation("deleteWebhookEndpoint", "Delete a webhook endpoint", tag: "webhooks", parameters: ["EndpointID"], responses: [empty("204", "Deleted."), errors("401", "404", "default")]))
+              "patch": \#(operation("updateWebhookEndpoint", "Change a webhook endpoint", tag: "webhooks", parameters: ["EndpointID", "IdempotencyKey"], body: "WebhookEndpointChange", responses: [response("200", "The endpoint.", schema: "WebhookEndpoint"), errors("400", "401", "404", "default")])),
+              "delete": \#(operation("deleteWebhookEndpoint", "Delete a webhook endpoint", tag: "webhooks", parameters: ["EndpointID", "IdempotencyKey"], responses: [empty("204", "Deleted."), errors("401", "404", "default")]))
             },
             "/v1/webhook-endpoints/{endpoint_id}/rotate-secret": {
               "post": {
@@ -694,7 +698,7 @@ enum OpenAPIDocument {
                   },
                   \#(errors("401", "404", "default"))
                 },
-                "parameters": [\#(parameters("EndpointID"))]
+                "parameters": [\#(parameters("IdempotencyKey", "EndpointID"))]
               }
             },
             "/v1/stripe/webhook": {
@@ -2186,6 +2190,18 @@ enum OpenAPIDocument {
                   "format": "uuid"
                 },
                 "description": "The invoice."
+              },
+              "IdempotencyKey": {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": false,
+                "schema": {
+                  "type": "string",
+                  "minLength": 1,
+                  "maxLength": 255,
+                  "pattern": "^[!-~]+$"
+                },
+                "description": "A key of your choosing (a UUID is usual) that makes a retry safe: the same request sent again with the same key within 24 hours is answered with the first answer (header `Idempotent-Replayed: true`) and done once. Only successes are kept; a request that failed may be retried with its key. The same key with another method, path or body is a 400, and a key whose first request is still running a 409."
               },
               "Limit": {
                 "name": "limit",
