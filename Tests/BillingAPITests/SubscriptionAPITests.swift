@@ -70,6 +70,60 @@ struct SubscriptionAPITests: BillingAPITestCase {
         }
     }
 
+    @Test("a tenant key takes the plan's trial once, may shorten it, never lengthen it; the operator grants any")
+    func selfServiceTrials() async throws {
+        try await app().test(.router) { client in
+            let code = "test-trial-\(UUID().uuidString.prefix(8).lowercased())"
+            var (status, body) = try await post(
+                client, "/v1/plans", adminToken,
+                #"{"code": "\#(code)", "name": "Trial plan", "currency": "usd", "base_cents": 1000, "trial_days": 14, "charges": []}"#)
+            #expect(status == .created)
+            let tenant = try await createTenant(client)
+            // Longer than the plan offers: the tenant cannot grant it to itself.
+            (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "\#(code)", "trial_days": 730}"#)
+            #expect(status == .forbidden)
+            #expect(field(body) == "trial_days")
+            #expect(
+                (body["error"] as? [String: Any])?["message"] as? String
+                    == "a tenant key may shorten the plan's trial (14 days) but not lengthen it; ask the operator (admin token) for a longer one")
+            // Shorter is the tenant's choice.
+            (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "\#(code)", "trial_days": 7}"#)
+            #expect(status == .created)
+            #expect(body["status"] as? String == "trialing")
+            let (started, trialEnd) = (try #require(body["started_at"] as? String), try #require(body["trial_end"] as? String))
+            #expect(try #require(RFC3339.parse(trialEnd)).timeIntervalSince(try #require(RFC3339.parse(started))) == 7 * 86_400)
+            // A tenant that had a subscription (here one the operator started 40 days ago and
+            // ended 20 days ago) gets no second trial, asked or by default.
+            let returning = try await createTenant(client)
+            let now = TestClock.now()
+            (status, body) = try await post(
+                client, "/v1/subscriptions", adminToken,
+                #"{"tenant_id": "\#(returning.id)", "plan": "\#(code)", "start": "\#(RFC3339.format(now.addingTimeInterval(-40 * 86_400)))"}"#)
+            #expect(status == .created)
+            let earlier = try #require(body["id"] as? String)
+            (status, body) = try await post(
+                client, "/v1/subscriptions/\(earlier)/cancel", adminToken, #"{"at": "\#(RFC3339.format(now.addingTimeInterval(-20 * 86_400)))"}"#)
+            #expect(status == .ok)
+            (status, body) = try await post(client, "/v1/subscriptions", returning.key, #"{"plan": "\#(code)", "trial_days": 3}"#)
+            #expect(status == .forbidden)
+            #expect(field(body) == "trial_days")
+            (status, body) = try await post(client, "/v1/subscriptions", returning.key, #"{"plan": "\#(code)"}"#)
+            #expect(status == .created)
+            #expect(body["status"] as? String == "active")
+            #expect(body["trial_end"] == nil || body["trial_end"] is NSNull)
+            let second = try #require(body["id"] as? String)
+            // The operator may grant any trial, to anyone.
+            (status, body) = try await post(client, "/v1/subscriptions/\(second)/cancel", adminToken, "{}")
+            #expect(status == .ok)
+            (status, body) = try await post(
+                client, "/v1/subscriptions", adminToken, #"{"tenant_id": "\#(returning.id)", "plan": "\#(code)", "trial_days": 60}"#)
+            #expect(status == .created)
+            #expect(body["status"] as? String == "trialing")
+            (status, _) = try await post(client, "/v1/plans/\(code)/archive", adminToken, "")
+            #expect(status == .ok)
+        }
+    }
+
     @Test("start, upgrade at once, downgrade at the next period, cancel at period end; invoiced periods are protected")
     func lifecycle() async throws {
         // A common year at least two years ahead: the tenant key acts from now on, and the

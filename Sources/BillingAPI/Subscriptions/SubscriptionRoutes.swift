@@ -31,7 +31,9 @@ struct SubscriptionRoutes {
         let start = try body.start.map { try effectiveTime($0, field: "start", context: context) } ?? clock()
         if let trialDays = body.trialDays, !(0...730).contains(trialDays) { throw APIError.invalid("trial_days", "must be 0 to 730") }
         let created = try await refusals {
-            try await store.create(tenant: tenant, plan: body.plan, start: start, trialDays: body.trialDays, now: clock())
+            try await store.create(
+                tenant: tenant, plan: body.plan, start: start, trialDays: body.trialDays,
+                grant: try context.requirePrincipal() == .admin ? .byOperator : .selfService, now: clock())
         }
         context.logger.info("subscription created", metadata: ["tenant.id": "\(tenant)", "subscription.id": "\(created.id)"])
         return EditedResponse(status: .created, response: created)
@@ -78,6 +80,7 @@ struct SubscriptionRoutes {
             case .invalid: throw APIError.invalid(refusal.field, refusal.message)
             case .notFound: throw APIError.notFound("subscription")
             case .conflict: throw APIError(.conflict, code: "CONFLICT", message: refusal.message, field: refusal.field)
+            case .forbidden: throw APIError(.forbidden, code: "FORBIDDEN", message: refusal.message, field: refusal.field)
             }
         }
     }

@@ -57,6 +57,8 @@ public struct SubscriptionRefusal: Error, Sendable, Equatable {
         case notFound
         /// The request would change something already invoiced, or contradicts the state.
         case conflict
+        /// The principal may not ask this (a tenant key granting itself a trial).
+        case forbidden
     }
 
     public let kind: Kind
@@ -87,9 +89,23 @@ public struct SubscriptionStore: Sendable {
             kind: .invalid, field: "plan", message: open.isEmpty ? "\(reason); no plan is open" : "\(reason); open plans: \(listed)")
     }
 
+    /// Who decides a new subscription's trial.
+    public enum TrialGrant: Sendable, Equatable {
+        /// The operator (the admin token): any `trial_days`, the plan's default without one.
+        case byOperator
+        /// The tenant itself (its own key): the plan's trial is an offer for a tenant's
+        /// first subscription. It may ask for a shorter one, never a longer one; a tenant
+        /// that had a subscription before gets none (cancelling in a trial and subscribing
+        /// again would otherwise be usage never billed, again and again).
+        case selfService
+    }
+
     /// Starts a subscription on the newest version of the plan `slug`, with `trialDays`
-    /// of trial (nil: the plan's default); a tenant has at most one that has not ended.
-    public func create(tenant: UUID, plan slug: String, start: Date, trialDays: Int?, now: Date) async throws -> SubscriptionView {
+    /// of trial (nil: the plan's default, as `grant` allows); a tenant has at most one
+    /// that has not ended.
+    public func create(
+        tenant: UUID, plan slug: String, start: Date, trialDays: Int?, grant: TrialGrant = .byOperator, now: Date
+    ) async throws -> SubscriptionView {
         try await pool.withTransaction { connection in
             let plans = try SubscriptionRecords.plans(on: connection)
             guard let plan = plans[slug], !plans.archived.contains(slug) else { throw Self.notOpen(slug, plans: plans) }
@@ -104,7 +120,27 @@ public struct SubscriptionStore: Sendable {
                     kind: .conflict, field: "tenant_id",
                     message: "already has a subscription that has not ended; change or cancel it instead")
             }
-            let trialDays = trialDays ?? plan.trialDays
+            let asked = trialDays
+            var trialDays = asked ?? plan.trialDays
+            if grant == .selfService, trialDays > 0 {
+                guard trialDays <= plan.trialDays else {
+                    throw SubscriptionRefusal(
+                        kind: .forbidden, field: "trial_days",
+                        message: "a tenant key may shorten the plan's trial (\(plan.trialDays) days) but not lengthen it; "
+                            + "ask the operator (admin token) for a longer one")
+                }
+                let earlier = try connection.query("SELECT 1 FROM subscriptions WHERE tenant_id = $1 LIMIT 1", [tenant])
+                if !earlier.isEmpty {
+                    // The plan's offer is for a first subscription: a returning tenant pays from the start.
+                    guard asked == nil else {
+                        throw SubscriptionRefusal(
+                            kind: .forbidden, field: "trial_days",
+                            message: "a trial is for a tenant's first subscription, and this tenant had one; "
+                                + "ask the operator (admin token) to grant another")
+                    }
+                    trialDays = 0
+                }
+            }
             let trialEnd = trialDays > 0 ? start.addingTimeInterval(Double(trialDays) * 86_400) : nil
             let id = try connection.query(
                 """
