@@ -37,6 +37,7 @@ public struct CatalogFile: Sendable {
             }
         }
         let file = try Fields(root, path: "")
+        try file.refuseOthers(than: ["metrics", "plans"], of: "a catalog file")
         var metrics: [MetricDefinition] = []
         for (index, item) in (try file.array("metrics") ?? []).enumerated() {
             metrics.append(try Self.prefixed("metrics[\(index)]") { () throws(CatalogRefusal) in try MetricDefinition(json: item) })

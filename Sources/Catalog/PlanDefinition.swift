@@ -12,8 +12,12 @@ public struct PlanDefinition: Sendable, Equatable {
     /// Reads `json`, an object; `code` is the path's when the body does not carry it.
     public init(json: JSONValue, code path: String? = nil) throws(CatalogRefusal) {
         let body = try Fields(json, path: "")
+        try body.refuseOthers(than: ["code", "name", "currency", "interval", "base_cents", "trial_days", "charges"], of: "a plan")
         var code = path ?? ""
         if path == nil { code = try body.string("code", required: true)! }
+        if let path, let named = try body.string("code"), named != path {
+            throw CatalogRefusal(.invalid, field: "code", "is \(named), but the path names plan \(path); leave it out or make it match")
+        }
         guard Self.isCode(code, maxLength: 64, allowingDash: true) else {
             throw CatalogRefusal(
                 .invalid, field: "code", "must be 1 to 64 lower-case letters, digits, '_' or '-', starting with a letter")
@@ -73,6 +77,12 @@ public struct PlanDefinition: Sendable, Equatable {
         let quota = try fields.quantity("quota")
         if enforcement == "hard", quota == nil { throw fields.refusal("quota", "is required when enforcement is hard") }
         let model = try fields.string("model", required: true)!
+        let common = ["metric", "enforcement", "quota", "model"]
+        let own: [String: [String]] = [
+            "standard": ["included", "unit_price"], "graduated": ["tiers"], "volume": ["tiers"],
+            "package": ["included", "size", "price_cents"],
+        ]
+        if let own = own[model] { try fields.refuseOthers(than: common + own, of: "a \(model) charge") }
         var charge = StoredCharge(metric: metric, enforcement: enforcement, quota: quota?.description, model: model)
         switch model {
         case "standard":
@@ -100,6 +110,7 @@ public struct PlanDefinition: Sendable, Equatable {
         var previous = Quantity.zero
         for (index, item) in items.enumerated() {
             let tier = try Fields(item, path: "\(fields.path).tiers[\(index)]")
+            try tier.refuseOthers(than: ["from", "up_to", "unit_price", "flat_cents"], of: "a tier")
             let last = index == items.count - 1
             let before = index == 0 ? "0" : "tiers[\(index - 1)].up_to (\(previous))"
             if let from = try tier.quantity("from") {
@@ -132,6 +143,7 @@ public struct MetricDefinition: Sendable, Equatable {
 
     public init(json: JSONValue) throws(CatalogRefusal) {
         let body = try Fields(json, path: "")
+        try body.refuseOthers(than: ["code", "name", "unit", "aggregation", "field"], of: "a metric")
         let code = try body.string("code", required: true)!
         guard PlanDefinition.isCode(code, maxLength: 100, allowingDash: false) else {
             throw CatalogRefusal(.invalid, field: "code", "must be 1 to 100 lower-case letters, digits or '_', starting with a letter")
@@ -171,6 +183,14 @@ struct Fields {
     func field(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
     func refusal(_ key: String, _ message: String) -> CatalogRefusal { CatalogRefusal(.invalid, field: field(key), message) }
+
+    /// Refuses the first member (by name) that is not one of `allowed`: a misspelt key
+    /// (`"inclued": 1000`, `"aggregaton": "max"`) is a refusal naming it and the field it
+    /// resembles, not a default silently taken in its place.
+    func refuseOthers(than allowed: [String], of what: String) throws(CatalogRefusal) {
+        guard let other = Set(members.keys).subtracting(allowed).sorted().first else { return }
+        throw CatalogRefusal(.invalid, field: field(UnknownField.echoed(other)), UnknownField.refusal(other, fields: allowed, of: what))
+    }
 
     /// The member, nil when absent or null (refused when `required`).
     private func value(_ key: String, required: Bool) throws(CatalogRefusal) -> JSONValue? {

@@ -84,12 +84,9 @@ public struct QueryParameterRules: Sendable, Equatable {
         var seen: Set<Substring> = []
         for (key, _) in query where !key.isEmpty {
             let name = String(key)
-            let echoed = name.count > 100 ? String(name.prefix(100)) + "…" : name
+            let echoed = UnknownField.echoed(name)
             guard allowed.contains(name) else {
-                let near = UnknownField.nearest(name, in: allowed)
-                let list = allowed.isEmpty ? "it takes none" : "its parameters are \(allowed.joined(separator: ", "))"
-                throw APIError.invalid(
-                    echoed, "is not a query parameter of \(operation)\(near.map { " (did you mean \($0)?)" } ?? ""); \(list)")
+                throw APIError.invalid(echoed, UnknownField.refusal(name, fields: allowed, of: operation, noun: "query parameter"))
             }
             guard seen.insert(key).inserted else {
                 throw APIError.invalid(echoed, "is given twice; give each query parameter once")

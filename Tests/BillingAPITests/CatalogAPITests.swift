@@ -159,6 +159,15 @@ struct CatalogAPITests: BillingAPITestCase {
             (#""name": "Bad", "currency": "usd", "base_cents": -5"#, "base_cents"),
             (#""currency": "usd", "base_cents": 5"#, "name"),
             (#""name": "Bad\u0000name", "currency": "usd", "base_cents": 5"#, "name"),
+            // A misspelt key is refused at every level, not dropped for its default.
+            (#""name": "Bad", "currency": "usd", "base_cents": 5, "trial_dayz": 14"#, "trial_dayz"),
+            (#"[{"metric": "api_calls", "model": "standard", "inclued": 1000, "unit_price": "10"}]"#, "charges[0].inclued"),
+            (#"[{"metric": "api_calls", "model": "standard", "enforcment": "hard", "quota": 5, "unit_price": 1}]"#, "charges[0].enforcment"),
+            (#"[{"metric": "api_calls", "model": "standard", "unit_price": 1, "tiers": []}]"#, "charges[0].tiers"),
+            (
+                #"[{"metric": "api_calls", "model": "graduated", "tiers": [{"up_to": 10, "unit_price": 0, "flat_cent": 500}, {"up_to": null, "unit_price": 1}]}]"#,
+                "charges[0].tiers[0].flat_cent"
+            ),
         ])
     func invalidDefinitions(charges: String, field: String) async throws {
         try await app().test(.router) { client in
@@ -169,6 +178,37 @@ struct CatalogAPITests: BillingAPITestCase {
             #expect(errorField(error) == field, "\(error)")
             // Nothing was created.
             #expect(try await get(client, "/v1/plans/test-bad-\(run)").0 == .notFound)
+        }
+    }
+
+    @Test("a misspelt key is named with the field it resembles: plans, their versions and metrics")
+    func misspeltKeys() async throws {
+        try await app().test(.router) { client in
+            let code = "test-typo-\(run)"
+            var (status, error) = try await post(
+                client, "/v1/plans",
+                #"{"code": "\#(code)", "name": "x", "currency": "usd", "base_cents": 1000, "charges": [{"metric": "api_calls", "model": "standard", "inclued": 1000, "unit_price": "10"}]}"#
+            )
+            #expect(status == .badRequest)
+            #expect(
+                (error["error"] as? [String: Any])?["message"] as? String
+                    == "is not a field of a standard charge (did you mean included?); its fields are metric, enforcement, quota, model, included, unit_price"
+            )
+            #expect(try await get(client, "/v1/plans/\(code)").0 == .notFound)
+            (status, error) = try await post(client, "/v1/metrics", #"{"code": "test_typo_\#(run)", "aggregaton": "max"}"#)
+            #expect(status == .badRequest && errorField(error) == "aggregaton")
+            #expect(((error["error"] as? [String: Any])?["message"] as? String)?.contains("did you mean aggregation?") == true, "\(error)")
+            #expect(try await get(client, "/v1/metrics/test_typo_\(run)").0 == .notFound)
+            // A version's body may repeat its path's code, not name another.
+            (status, _) = try await post(client, "/v1/plans", #"{"code": "\#(code)", "name": "x", "currency": "usd", "base_cents": 1000}"#)
+            #expect(status == .created)
+            (status, error) = try await post(
+                client, "/v1/plans/\(code)/versions", #"{"code": "other", "name": "x", "currency": "usd", "base_cents": 1}"#)
+            #expect(status == .badRequest && errorField(error) == "code")
+            (status, _) = try await post(
+                client, "/v1/plans/\(code)/versions", #"{"code": "\#(code)", "name": "x", "currency": "usd", "base_cents": 1}"#)
+            #expect(status == .created)
+            #expect(try await post(client, "/v1/plans/\(code)/archive", "").0 == .ok)
         }
     }
 

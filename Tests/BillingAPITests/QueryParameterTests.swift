@@ -24,7 +24,7 @@ struct QueryParameterTests: BillingAPITestCase {
                 #expect(error["field"] as? String == "tenant")
                 let message = try #require(error["message"] as? String)
                 #expect(message.contains("is not a query parameter of GET /v1/invoices (did you mean tenant_id?)"), "\(message)")
-                #expect(message.contains("its parameters are tenant_id, status, from, to, limit, starting_after"), "\(message)")
+                #expect(message.contains("its query parameters are tenant_id, status, from, to, limit, starting_after"), "\(message)")
             }
             // The parameter as documented is taken, with the others.
             try await client.execute(uri: "/v1/invoices?tenant_id=\(tenant.id)&limit=5", method: .get, headers: bearer(adminToken)) { response in

@@ -1,6 +1,5 @@
 import Testing
-
-@testable import TallyHTTP
+import UsageEvents
 
 /// The suggestion for a field a request does not take (`ClosedRequestBody`).
 @Suite("Unknown request fields: the field meant")

@@ -64,6 +64,22 @@ struct CatalogCommandTests {
             #expect(error.message.hasPrefix(#"the key "unit_price" appears more than once in an object"#), "\(error.message)")
             #expect(error.message.contains(".plans[0].charges[0].unit_price"), "\(error.message)")
         }
+        // A misspelt key (in a YAML file too) is refused, not dropped for its default.
+        for (text, field) in [
+            (
+                Self.yaml("x").replacingOccurrences(of: #"unit_price: "0.25""#, with: #"unit_prize: "0.25""#),
+                "plans[0].charges[0].tiers[2].unit_prize"
+            ),
+            ("metric:\n  - code: seats\n", "metric"),
+        ] {
+            do {
+                _ = try CatalogFile(text: text, yaml: true)
+                Issue.record("a misspelt key was read: \(field)")
+            } catch {
+                #expect(error.field == field, "\(error)")
+                #expect(error.message.contains("did you mean"), "\(error.message)")
+            }
+        }
         do {
             _ = try CatalogFile(text: "plans:\n  - code: Bad Code\n", yaml: true)
             Issue.record("a bad code was read")
