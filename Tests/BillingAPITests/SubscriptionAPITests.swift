@@ -70,6 +70,28 @@ struct SubscriptionAPITests: BillingAPITestCase {
         }
     }
 
+    @Test("a subscription that has not started is canceled before it starts, and frees the tenant for another")
+    func cancelBeforeStart() async throws {
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client)
+            let later = RFC3339.format(TestClock.now().addingTimeInterval(90 * 86_400))
+            var (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "starter", "start": "\#(later)"}"#)
+            #expect(status == .created)
+            let scheduled = try #require(body["id"] as? String)
+            // Before: 409 "is before the subscription started", and the tenant could subscribe to nothing.
+            (status, body) = try await post(client, "/v1/subscriptions/\(scheduled)/cancel", tenant.key, "{}")
+            #expect(status == .ok, "\(body)")
+            #expect(body["status"] as? String == "canceled")
+            #expect(body["ends_at"] as? String == body["started_at"] as? String)
+            (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "starter"}"#)
+            #expect(status == .created, "\(body)")
+            #expect(body["status"] as? String == "active")
+            // Canceled twice: refused as already canceled.
+            (status, body) = try await post(client, "/v1/subscriptions/\(scheduled)/cancel", tenant.key, "{}")
+            #expect(status == .conflict)
+        }
+    }
+
     @Test("a tenant key takes the plan's trial once, may shorten it, never lengthen it; the operator grants any")
     func selfServiceTrials() async throws {
         try await app().test(.router) { client in

@@ -114,7 +114,10 @@ public struct SubscriptionStore: Sendable {
             try connection.query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 11))", [tenant])
             try Self.billInCurrency(of: plan, tenant: tenant, firstSubscription: true, on: connection)
             let open = try connection.query(
-                "SELECT id FROM subscriptions WHERE tenant_id = $1 AND (ends_at IS NULL OR ends_at > $2)", [tenant, start])
+                """
+                SELECT id FROM subscriptions
+                 WHERE tenant_id = $1 AND (ends_at IS NULL OR (ends_at > $2 AND ends_at > started_at))
+                """, [tenant, start])
             guard open.isEmpty else {
                 throw SubscriptionRefusal(
                     kind: .conflict, field: "tenant_id",
@@ -235,7 +238,7 @@ public struct SubscriptionStore: Sendable {
         }
         var timeline = stored.timeline
         timeline.cancel(atPeriodEnd ? .atPeriodEnd(requestedAt: requested) : .immediately(at: requested))
-        guard let endsAt = timeline.endsAt, endsAt > stored.start else {
+        guard let endsAt = timeline.endsAt, endsAt > stored.start || (!atPeriodEnd && requested <= stored.start) else {
             throw SubscriptionRefusal(kind: .conflict, field: "at", message: "is before the subscription started")
         }
         try Self.refuseIfInvoiced(id, from: endsAt, on: connection, what: "the cancellation")
@@ -320,7 +323,8 @@ public struct SubscriptionStore: Sendable {
         let timeline = stored.timeline
         let instant = Instant(now)
         let status: String
-        if let endsAt = timeline.endsAt, endsAt <= instant {
+        if let endsAt = timeline.endsAt, endsAt <= instant || endsAt == timeline.start {
+            // Ended, or canceled before it started.
             status = "canceled"
         } else if let trial = timeline.trial, instant < trial.end {
             status = "trialing"
