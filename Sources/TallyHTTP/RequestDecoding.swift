@@ -48,7 +48,66 @@ extension Request {
         do {
             return try JSONDecoder().decode(Value.self, from: Data(buffer.readableBytesView))
         } catch let error as DecodingError {
+            // Foundation reports a number that does not fit its field (8.25 or 2⁶³ for an
+            // integer) as "not valid JSON", with no path: the body parsed, so find the number.
+            if case .dataCorrupted(let context) = error, context.codingPath.isEmpty,
+                let (field, number) = numberAtFault(in: json, as: Value.self)
+            {
+                throw APIError.invalid(field, "must be a whole number within 64 bits; \(number.text.prefix(40)) is not")
+            }
             throw APIError(decoding: error)
+        }
+    }
+
+    /// The path of the number in `json` that `Value` cannot take: the first whose
+    /// replacement by 0 lets the body decode (or fail elsewhere).
+    static func numberAtFault<Value: Decodable>(in json: JSONValue, as: Value.Type) -> (field: String, number: JSONNumber)? {
+        var numbers: [([JSONPathStep], JSONNumber)] = []
+        func collect(_ value: JSONValue, _ path: [JSONPathStep]) {
+            switch value {
+            case .number(let number): numbers.append((path, number))
+            case .array(let items): for (index, item) in items.enumerated() { collect(item, path + [.index(index)]) }
+            case .object(let members): for key in members.keys.sorted() { collect(members[key]!, path + [.key(key)]) }
+            default: break
+            }
+        }
+        collect(json, [])
+        for (path, number) in numbers {
+            var writer = JSONWriter()
+            writer.write(Self.replacing(path[...], in: json))
+            do {
+                _ = try JSONDecoder().decode(Value.self, from: Data(writer.bytes))
+            } catch let DecodingError.dataCorrupted(context) where context.codingPath.isEmpty {
+                continue
+            } catch {}
+            let field = path.reduce(into: "") { text, step in
+                switch step {
+                case .index(let index): text += "[\(index)]"
+                case .key(let key): text += text.isEmpty ? key : ".\(key)"
+                }
+            }
+            return (field, number)
+        }
+        return nil
+    }
+
+    enum JSONPathStep {
+        case key(String)
+        case index(Int)
+    }
+
+    /// `json` with the value at `path` replaced by 0.
+    private static func replacing(_ path: ArraySlice<JSONPathStep>, in json: JSONValue) -> JSONValue {
+        guard let step = path.first else { return .number(0) }
+        switch (step, json) {
+        case (.index(let index), .array(var items)):
+            items[index] = replacing(path.dropFirst(), in: items[index])
+            return .array(items)
+        case (.key(let key), .object(var members)):
+            members[key] = replacing(path.dropFirst(), in: members[key]!)
+            return .object(members)
+        default:
+            return json
         }
     }
 }
@@ -60,9 +119,9 @@ extension APIError {
         case .keyNotFound(let key, let context):
             self = .invalid(Self.path(context.codingPath + [key]), "is required")
         case .typeMismatch(let type, let context):
-            self = .invalid(Self.path(context.codingPath), "must be \(Self.jsonName(type))")
+            self = .invalid(Self.path(context.codingPath, whole: "body"), "must be \(Self.jsonName(type))")
         case .valueNotFound(let type, let context):
-            self = .invalid(Self.path(context.codingPath), "must be \(Self.jsonName(type)), not null")
+            self = .invalid(Self.path(context.codingPath, whole: "body"), "must be \(Self.jsonName(type)), not null")
         case .dataCorrupted(let context):
             let field = context.codingPath.isEmpty ? "body" : Self.path(context.codingPath)
             self = .invalid(field, context.codingPath.isEmpty ? "is not valid JSON" : context.debugDescription)
@@ -71,8 +130,10 @@ extension APIError {
         }
     }
 
-    static func path(_ keys: [any CodingKey]) -> String {
-        keys.reduce(into: "") { path, key in
+    /// `keys` as a field path (`charges[1].tiers`); `whole` when there are none.
+    static func path(_ keys: [any CodingKey], whole: String = "") -> String {
+        guard !keys.isEmpty else { return whole }
+        return keys.reduce(into: "") { path, key in
             if let index = key.intValue {
                 path += "[\(index)]"
             } else {
@@ -87,6 +148,8 @@ extension APIError {
         case is Int.Type, is Int64.Type, is Int32.Type: "an integer"
         case is Bool.Type: "true or false"
         case is Double.Type, is Decimal.Type: "a number"
+        case _ where String(describing: type).hasPrefix("Dictionary<"): "a JSON object"
+        case _ where String(describing: type).hasPrefix("Array<"): "a JSON array"
         default: "a valid \(type)"
         }
     }

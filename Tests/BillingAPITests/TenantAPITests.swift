@@ -109,6 +109,11 @@ struct TenantAPITests: BillingAPITestCase {
                 // A key sent twice: which name or tax rate the tenant gets is not a decoder's guess.
                 (#"{"name": "A", "billing_email": "a@b.test", "tax_rate_bps": 0, "tax_rate_bps": 2000}"#, "tax_rate_bps"),
                 (#"{"name": "A", "billing_email": "a@b.test", "metadata": {"k": 1.}}"#, "metadata.k"),
+                // A number that does not fit its field: named, not "the body is not valid JSON".
+                (#"{"name": "A", "billing_email": "a@b.test", "tax_rate_bps": 8.25}"#, "tax_rate_bps"),
+                (#"{"name": "A", "billing_email": "a@b.test", "tax_rate_bps": 9223372036854775808}"#, "tax_rate_bps"),
+                ("[]", "body"),
+                ("null", "body"),
             ]
             for (body, field) in cases {
                 try await client.execute(
