@@ -69,6 +69,9 @@ public actor WebhookAddressPolicy {
             throw Refusal(description: "must not carry credentials; verify deliveries with the signing secret instead")
         }
         let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
+        if let port = components.port, !(1...65_535).contains(port) {
+            throw Refusal(description: "has port \(port); a port is 1 to 65535 (or none: 80 for http, 443 for https)")
+        }
         let port = components.port ?? (scheme == "https" ? 443 : 80)
         let addresses = Self.resolve(bareHost)
         guard !addresses.isEmpty else { throw Refusal(description: "host \(bareHost) does not resolve", isPermanent: false) }

@@ -187,6 +187,17 @@ struct UsageAndAlertAPITests: BillingAPITestCase {
                     #expect(found == field)
                 }
             }
+            // The reason, not a generic one: 1e34 is a positive decimal, but beyond what a total can reach.
+            for (value, reason) in [("1e34", "must be below 1e34"), ("0.00001", "has 5 fractional digits"), ("0", "must be greater than 0")] {
+                try await client.execute(
+                    uri: "/v1/alerts", method: .post, headers: bearer(tenant.key),
+                    body: ByteBuffer(string: #"{"metric": "api_calls", "kind": "threshold", "threshold_value": \#(value)}"#)
+                ) { response in
+                    #expect(response.status == .badRequest)
+                    let error = try json(response)["error"] as? [String: Any]
+                    #expect((error?["message"] as? String)?.hasPrefix(reason) == true, "\(value): \(String(describing: error))")
+                }
+            }
             try await client.execute(uri: "/v1/alerts", method: .get, headers: bearer(tenant.key)) { response in
                 let data = try json(response)["data"] as? [Any]
                 #expect(data?.count == 2)

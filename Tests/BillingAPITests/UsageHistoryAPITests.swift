@@ -167,6 +167,13 @@ struct UsageHistoryAPITests: BillingAPITestCase {
         try await client.execute(uri: "/v1/usage/export.csv?from=\(to)&to=\(from)", method: .get, headers: bearer(tenant.key)) { response in
             #expect(response.status == .badRequest)
         }
+        // A range over the limit names `to`; the export has no granularity to blame.
+        try await client.execute(uri: "/v1/usage/export.csv?from=2000-01-01&to=2100-01-01", method: .get, headers: bearer(tenant.key)) {
+            response in
+            #expect(response.status == .badRequest)
+            let error = try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [String: Any]
+            #expect((error?["error"] as? [String: Any])?["field"] as? String == "to")
+        }
         for uri in ["/v1/usage/history?tenant_id=\(tenant.id)", "/v1/usage/export.csv?tenant_id=\(tenant.id)&from=\(from)&to=\(to)"] {
             try await client.execute(uri: uri, method: .get, headers: bearer(other.key)) { response in
                 #expect(response.status == .notFound)

@@ -118,6 +118,8 @@ struct NotificationRulesTests {
             "http://100.64.0.1/x", "http://0.0.0.0/x", "http://[::1]/x", "http://[fe80::1]/x", "http://[fd00::1]/x",
             "http://[::ffff:127.0.0.1]/x", "http://[::10.0.0.1]/x", "http://[64:ff9b::a00:5]/x", "http://[2002:a00:1::]/x",
             "http://198.18.0.1/x", "http://localhost/x", "gopher://93.184.216.34/", "http://u:p@93.184.216.34/",
+            // A port no connection can use (every delivery would fail and be parked).
+            "http://93.184.216.34:0/x", "http://93.184.216.34:65536/x", "https://93.184.216.34:99999/x",
         ] {
             await #expect(throws: WebhookAddressPolicy.Refusal.self, "\(url)") { try await policy.check(url) }
         }

@@ -90,7 +90,11 @@ struct UsageHistoryRoutes {
         let to = try Self.day(query.get("to"), field: "to")
         guard from < to else { throw APIError.invalid("to", "must be after from (days [from, to), e.g. from=2026-11-01&to=2026-12-01)") }
         let span = Period(start: from, end: to)
-        try Self.checkBuckets(span, .day)
+        let days = span.duration / UsageHistory.Granularity.day.microseconds
+        guard days <= UsageHistory.maximumBuckets else {
+            throw APIError.invalid(
+                "to", "is \(days) days after from; an export covers at most \(UsageHistory.maximumBuckets) days: export a shorter range")
+        }
         let history = try await pool.withTransaction(isolation: .repeatableRead) { connection in
             guard try TenantStore.exists(tenant, on: connection) else { throw APIError.notFound("tenant") }
             return try UsageHistory.read(

@@ -63,9 +63,17 @@ public struct NewUsageAlert: Sendable, Equatable {
             return nil
         }
         guard required else { throw AlertValidationError(field: field, message: "does not apply to this kind of alert") }
-        guard let value = try? Quantity(parsingTotal: text), value > .zero else {
+        let value: Quantity
+        do {
+            value = try Quantity(parsingTotal: text)
+        } catch .totalTooLarge {
+            throw AlertValidationError(field: field, message: "must be below 1e34, the largest total Tally keeps")
+        } catch .tooManyFractionDigits(let count) {
+            throw AlertValidationError(field: field, message: "has \(count) fractional digits; at most 4 are kept exactly")
+        } catch {
             throw AlertValidationError(field: field, message: "must be a positive decimal with at most 4 fractional digits")
         }
+        guard value > .zero else { throw AlertValidationError(field: field, message: "must be greater than 0") }
         return value
     }
 }
