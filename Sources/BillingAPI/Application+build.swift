@@ -31,7 +31,8 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) thr
     let adminToken = configuration.adminToken
     let tenants = TenantStore(pool: pool)
     let authenticator = APIKeyAuthenticator(adminToken: adminToken) { key in try await tenants.tenantOwning(key) }
-    let router = Router(context: TallyRequestContext.self)
+    // HEAD is answered as its GET without the body (RFC 9110).
+    let router = Router(context: TallyRequestContext.self, options: .autoGenerateHeadEndpoints)
     let metrics = RequestMetrics()
     router.add(middleware: RequestMetrics.Middleware(metrics: metrics))
     router.add(middleware: LogRequestsMiddleware(.info))
@@ -55,8 +56,11 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) thr
             status: .ok, headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
     }
-    // The API's routes take the query parameters their operations document, and no others.
-    router.add(middleware: ClosedQueryMiddleware(rules: try QueryParameterRules(openAPI: OpenAPIDocument.json)))
+    // The API's routes take the query parameters their operations document, and no others;
+    // a path served with other methods is a 405 naming them.
+    let operations = try QueryParameterRules(openAPI: OpenAPIDocument.json)
+    router.add(middleware: ClosedQueryMiddleware(rules: operations))
+    router.add(middleware: MethodNotAllowedMiddleware(rules: operations))
     // A POST, PATCH or DELETE retried with its Idempotency-Key is answered again, not done twice.
     router.add(middleware: IdempotencyMiddleware(requests: IdempotentRequests(pool: pool)))
     TenantRoutes(store: tenants, authenticator: authenticator, defaultPaymentProvider: configuration.defaultPaymentProvider)

@@ -34,13 +34,15 @@ func buildIngest(
     let tenants = TenantStore(pool: pool)
     let authenticator = APIKeyAuthenticator(adminToken: configuration.adminToken) { key in try await tenants.tenantOwning(key) }
 
-    let router = Router(context: IngestRequestContext.self)
+    let router = Router(context: IngestRequestContext.self, options: .autoGenerateHeadEndpoints)
     router.add(middleware: ErrorMiddleware { error in (error as? PostgresError)?.isConnectionError ?? false })
     HealthRoutes<IngestRequestContext> { (try? await pool.ping()) != nil }.register(on: router)
     MetricsRoute(counters: counters, spool: spool, authentication: authenticator).register(on: router)
     router.add(middleware: AuthenticationMiddleware(authenticator: authenticator, publicPaths: ["/healthz", "/readyz", "/metrics"]))
     // `POST /v1/events?dry_run=true` would count the events: no query parameter is taken.
-    router.add(middleware: ClosedQueryMiddleware(rules: QueryParameterRules(["POST /v1/events": []])))
+    let operations = QueryParameterRules(["POST /v1/events": []])
+    router.add(middleware: ClosedQueryMiddleware(rules: operations))
+    router.add(middleware: MethodNotAllowedMiddleware(rules: operations))
     IngestRoutes(publisher: publisher, tenants: KnownTenants(store: tenants), clock: clock).register(on: router)
 
     var app = Application(

@@ -118,3 +118,51 @@ public struct ClosedQueryMiddleware<Context: RequestContext>: RouterMiddleware {
         return try await next(request, context)
     }
 }
+
+extension QueryParameterRules {
+    /// The methods the operations of the rules take at `path` (a request's path: each
+    /// `{}` of an operation matches one segment), `HEAD` with `GET`; sorted.
+    public func methods(at path: String) -> [String] {
+        let segments = path.split(separator: "/")
+        var methods: Set<String> = []
+        for operation in operations.keys {
+            let parts = operation.split(separator: " ", maxSplits: 1)
+            guard parts.count == 2 else { continue }
+            let template = parts[1].split(separator: "/")
+            guard template.count == segments.count,
+                zip(template, segments).allSatisfy({ $0.0 == "{}" || $0.0 == $0.1 })
+            else { continue }
+            methods.insert(String(parts[0]))
+            if parts[0] == "GET" { methods.insert("HEAD") }
+        }
+        return methods.sorted()
+    }
+}
+
+/// 405 with `Allow` for a path the API serves with other methods (`PUT /v1/subscriptions`,
+/// `GET /v1/events`), where the router alone answers 404 "No such route" as if the path
+/// did not exist. Added to a router, it also sees the requests no route matched.
+public struct MethodNotAllowedMiddleware<Context: RequestContext>: RouterMiddleware {
+    let rules: QueryParameterRules
+
+    public init(rules: QueryParameterRules) {
+        self.rules = rules
+    }
+
+    public func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError where error.status == .notFound && (context.endpointPath ?? "NotFound") == "NotFound" {
+            // No route matched (the router names the endpoint "NotFound" then).
+            let allowed = rules.methods(at: request.uri.path)
+            guard !allowed.isEmpty, !allowed.contains(request.method.rawValue) else { throw error }
+            var refusal = APIError(
+                .methodNotAllowed, code: "METHOD_NOT_ALLOWED",
+                message: "\(request.method.rawValue) is not an operation of \(request.uri.path); it takes \(allowed.joined(separator: ", "))")
+            refusal.headers[.allow] = allowed.joined(separator: ", ")
+            throw refusal
+        }
+    }
+}

@@ -105,6 +105,42 @@ struct QueryParameterTests: BillingAPITestCase {
         #expect(served.operations.count > 30)
     }
 
+    @Test("a method a path does not take is a 405 with Allow, not 'no such route'; HEAD is answered as GET without a body")
+    func methods() async throws {
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client)
+            for (method, uri, allowed) in [
+                (HTTPRequest.Method.put, "/v1/subscriptions", "GET, HEAD, POST"), (.delete, "/v1/invoices/\(UUID())", "GET, HEAD"),
+                (.patch, "/v1/tenants/\(tenant.id)", "GET, HEAD"), (.get, "/v1/billing-runs/\(UUID())/x", nil),
+            ] {
+                try await client.execute(uri: uri, method: method, headers: bearer(adminToken)) { response in
+                    if let allowed {
+                        #expect(response.status == .methodNotAllowed, "\(method) \(uri)")
+                        #expect(response.headers[.allow] == allowed, "\(method) \(uri)")
+                        let error = try #require(try json(response)["error"] as? [String: Any])
+                        #expect(error["code"] as? String == "METHOD_NOT_ALLOWED")
+                    } else {
+                        #expect(response.status == .notFound, "\(method) \(uri)")
+                    }
+                }
+            }
+            let length = try await client.execute(uri: "/v1/tenants/\(tenant.id)", method: .get, headers: bearer(tenant.key)) {
+                #expect($0.status == .ok)
+                return $0.body.readableBytes
+            }
+            try await client.execute(uri: "/v1/tenants/\(tenant.id)", method: .head, headers: bearer(tenant.key)) { response in
+                #expect(response.status == .ok)
+                #expect(response.body.readableBytes == 0)
+                #expect(response.headers[.contentLength] == "\(length)")
+            }
+            // HEAD is checked as its GET: still authenticated, still the query it takes.
+            try await client.execute(uri: "/v1/tenants/\(tenant.id)", method: .head) { #expect($0.status == .unauthorized) }
+            try await client.execute(uri: "/v1/tenants/\(tenant.id)?expand=keys", method: .head, headers: bearer(tenant.key)) {
+                #expect($0.status == .badRequest)
+            }
+        }
+    }
+
     @Test("checking: route captures unnamed, HEAD as GET, an undocumented route unchecked")
     func checking() throws {
         let rules = QueryParameterRules(["GET /v1/alerts/{alert_id}": ["at"]])
@@ -113,6 +149,11 @@ struct QueryParameterTests: BillingAPITestCase {
         #expect(throws: Never.self) { try rules.check(method: "GET", path: "/dashboard/usage", query: ["range": "x"]) }
         #expect(throws: APIError.self) { try rules.check(method: "GET", path: "/v1/alerts/{id}", query: ["tenant_id": "x"]) }
         #expect(throws: Never.self) { try rules.check(method: "DELETE", path: "/v1/alerts/{id}", query: ["at": "x"]) }
+        // Methods at a request's path, each capture one segment.
+        let many = QueryParameterRules(["GET /v1/alerts": [], "POST /v1/alerts": [], "DELETE /v1/alerts/{alert_id}": [], "GET /v1/alerts/{}": []])
+        #expect(many.methods(at: "/v1/alerts") == ["GET", "HEAD", "POST"])
+        #expect(many.methods(at: "/v1/alerts/0d7e") == ["DELETE", "GET", "HEAD"])
+        #expect(many.methods(at: "/v1/alerts/0d7e/x") == [])
         // A percent-encoded key is compared as sent: the handlers would not read it either.
         #expect(throws: APIError.self) { try rules.check(method: "GET", path: "/v1/alerts/{id}", query: ["%61t": "x"]) }
         // A long unknown key is echoed cut to 100 characters.

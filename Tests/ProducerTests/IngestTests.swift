@@ -165,6 +165,11 @@ struct IngestTests {
                 #expect(response.status == .badRequest)
                 #expect(response.errorField == "dry_run")
             }
+            // Another method: 405 naming the one the path takes.
+            try await client.execute(uri: "/v1/events", method: .get, headers: headers(fixture.apiKey)) { response in
+                #expect(response.status == .methodNotAllowed)
+                #expect(response.headers[.allow] == "POST")
+            }
             // A body over 8 MiB.
             let huge = ByteBuffer(repeating: UInt8(ascii: " "), count: (8 << 20) + 1)
             try await client.execute(uri: "/v1/events", method: .post, headers: headers(fixture.apiKey), body: huge) { response in
