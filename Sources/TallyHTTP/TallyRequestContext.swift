@@ -31,10 +31,13 @@ public struct TallyRequestContext: AuthenticatedRequestContext {
     public var coreContext: CoreRequestContextStorage
     /// Set by `AuthenticationMiddleware` before any route runs.
     public var principal: Principal?
+    /// The peer's IP address (the proxy's, behind one), for the logs of refusals.
+    public let clientAddress: String?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.principal = nil
+        self.clientAddress = source.channel.remoteAddress?.ipAddress
     }
 
     /// Bodies above 1 MiB are refused (SPEC §6: request bodies bounded).

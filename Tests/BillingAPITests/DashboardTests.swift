@@ -44,13 +44,16 @@ struct DashboardTests: BillingAPITestCase {
     }
 
     /// Signs in with `key` as a browser does: fetch the form (and its cookie), post it back.
-    func signIn(_ client: some TestClientProtocol, key: String) async throws -> Browser {
+    func signIn(_ client: some TestClientProtocol, key: String, replacing previous: Browser? = nil) async throws -> Browser {
         let (signInCookie, token) = try await client.execute(uri: "/dashboard/sign-in", method: .get) { response in
             (try #require(Self.cookie("tally_sign_in", in: response)).value, try #require(Self.csrf(in: String(buffer: response.body))))
         }
         let session = try await client.execute(
             uri: "/dashboard/sign-in", method: .post,
-            headers: [.cookie: "tally_sign_in=\(signInCookie)", .contentType: "application/x-www-form-urlencoded"],
+            headers: [
+                .cookie: "tally_sign_in=\(signInCookie)" + (previous.map { "; tally_session=\($0.cookie)" } ?? ""),
+                .contentType: "application/x-www-form-urlencoded",
+            ],
             body: Self.form([("api_key", key), ("csrf_token", token)])
         ) { response in
             #expect(response.status == .seeOther)
@@ -79,6 +82,21 @@ struct DashboardTests: BillingAPITestCase {
             uri: uri, method: .post, headers: [.cookie: "tally_session=\(browser.cookie)", .contentType: "application/x-www-form-urlencoded"],
             body: Self.form(fields)
         ) { ($0.status, String(buffer: $0.body), $0.headers) }
+    }
+
+    @Test("signing in again in the same browser ends the session it had: its cookie reads nothing more")
+    func signInAgain() async throws {
+        try await app().test(.router) { client in
+            let (first, second) = (try await createTenant(client, name: "First Co"), try await createTenant(client, name: "Second Co"))
+            let before = try await signIn(client, key: first.key)
+            #expect(try await get(client, "/dashboard/usage", before).0 == .ok)
+            let after = try await signIn(client, key: second.key, replacing: before)
+            let (status, _, headers) = try await get(client, "/dashboard/usage", before)
+            #expect(status == .seeOther)
+            #expect(headers[.location] == "/dashboard/sign-in")
+            let (now, page, _) = try await get(client, "/dashboard/usage", after)
+            #expect(now == .ok && page.contains("Second Co"))
+        }
     }
 
     @Test("sign-in: a wrong key is refused, a form without its token is refused; a session cookie reads pages until sign-out, then never again")

@@ -4,6 +4,7 @@ import Foundation
 import Hummingbird
 import InvoicePDF
 import Invoicing
+import Logging
 import NIOCore
 import PostgresClient
 import TallyHTTP
@@ -188,7 +189,8 @@ extension DashboardRoutes {
                 tenantID: viewer.tenant.id, metric: given("metric") ?? "", kind: kind,
                 thresholdValue: kind == "threshold" ? given("threshold_value") : nil,
                 thresholdPercentage: kind == "quota" ? given("threshold_percentage") : nil, channels: [given("channel") ?? "email"])
-            _ = try await alerts.create(alert)
+            let created = try await alerts.create(alert)
+            viewer.logger.info("alert created", metadata: ["alert.id": "\(created.id)", "via": "dashboard"])
         } catch let error as AlertValidationError {
             return try await renderAlerts(viewer, error: "\(Self.fieldLabel(error.field)) \(error.message)", status: .badRequest)
         }
@@ -209,6 +211,7 @@ extension DashboardRoutes {
         guard let id, let alert = try await alerts.alert(id: id), alert.tenantID == viewer.tenant.id,
             try await alerts.delete(id: id, tenant: viewer.tenant.id)
         else { throw APIError.notFound("alert") }
+        viewer.logger.info("alert deleted", metadata: ["alert.id": "\(id)", "via": "dashboard"])
         return redirect(to: viewer.link("/dashboard/alerts"))
     }
 
@@ -238,7 +241,9 @@ extension DashboardRoutes {
     func addEndpoint(_ viewer: Viewer, _ fields: [String: String]) async throws -> Response {
         let description = fields["description"].flatMap { $0.isEmpty ? nil : $0 }
         do {
-            let (_, secret) = try await endpoints.create(tenant: viewer.tenant.id, url: fields["url"], events: nil, description: description)
+            let (endpoint, secret) = try await endpoints.create(
+                tenant: viewer.tenant.id, url: fields["url"], events: nil, description: description)
+            viewer.logger.info("webhook endpoint created", metadata: ["endpoint.id": "\(endpoint.id)", "via": "dashboard"])
             return try await renderWebhooks(viewer, error: nil, secret: secret.value, status: .created)
         } catch let error as APIError where error.status == .badRequest || error.status == .conflict {
             let field = error.field.map { $0 == "url" ? "URL" : Self.fieldLabel($0) }
@@ -250,6 +255,7 @@ extension DashboardRoutes {
     func removeEndpoint(_ viewer: Viewer, _ fields: [String: String]) async throws -> Response {
         let id = viewer.request.uri.path.split(separator: "/").dropLast().last.flatMap { UUID(uuidString: String($0)) }
         guard let id, try await endpoints.store.delete(id: id, tenant: viewer.tenant.id) else { throw APIError.notFound("webhook endpoint") }
+        viewer.logger.info("webhook endpoint deleted", metadata: ["endpoint.id": "\(id)", "via": "dashboard"])
         return redirect(to: viewer.link("/dashboard/webhooks"))
     }
 

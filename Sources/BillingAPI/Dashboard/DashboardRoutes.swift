@@ -94,11 +94,23 @@ struct DashboardRoutes {
         case nil: opened = nil
         }
         guard let opened else {
+            context.logger.notice(
+                "dashboard sign-in refused: not a valid key", metadata: ["client.address": "\(context.clientAddress ?? "unknown")"])
             return try renderSignIn(
                 request, error: "That key is not a valid Tally API key. Copy it again from where it was issued, or ask your operator.",
                 status: .unauthorized)
         }
-        context.logger.info("dashboard sign-in", metadata: ["auth.principal": "\(opened.session.principal == .admin ? "admin" : "tenant")"])
+        // A session this browser had is over: signing in again (as another tenant, say) leaves
+        // no second live session behind.
+        if let previous = request.cookies[Self.sessionCookie]?.value, !previous.isEmpty {
+            try await sessions.signOut(token: previous)
+        }
+        var signedIn: Logger.Metadata = ["client.address": "\(context.clientAddress ?? "unknown")"]
+        switch opened.session.principal {
+        case .admin: signedIn["auth.principal"] = "admin"
+        case .tenant(let id): signedIn["tenant.id"] = "\(id)"
+        }
+        context.logger.info("dashboard sign-in", metadata: signedIn)
         var response = redirect(to: opened.session.principal == .admin ? "/dashboard/tenants" : "/dashboard/usage")
         response.setCookie(cookie(Self.sessionCookie, opened.token, request: request, path: "/dashboard", maxAge: nil))
         response.setCookie(cookie(Self.signInCookie, "", request: request, path: "/dashboard/sign-in", maxAge: 0))
@@ -134,6 +146,8 @@ struct DashboardRoutes {
         let session: DashboardSession
         let tenant: Tenant
         let request: Request
+        /// The request's logger, naming who acts (the principal) on which tenant.
+        let logger: Logger
 
         /// `path` for this tenant: the admin's links carry the tenant they look at.
         func link(_ path: String, _ query: [(String, String)] = []) -> String {
@@ -154,7 +168,9 @@ struct DashboardRoutes {
     ) async throws -> Response {
         guard let (session, _) = try await viewer(request) else { return redirect(to: "/dashboard/sign-in") }
         do {
-            guard let viewer = try await resolve(session, request: request) else { return redirect(to: "/dashboard/tenants") }
+            guard let viewer = try await resolve(session, request: request, logger: context.logger) else {
+                return redirect(to: "/dashboard/tenants")
+            }
             return try await render(viewer)
         } catch let error as APIError {
             return try errorPage(error, session: session)
@@ -169,7 +185,9 @@ struct DashboardRoutes {
         let fields = try await formFields(request, context: context)
         guard Self.same(fields["csrf_token"], session.csrfToken) else { return try refusedForm() }
         do {
-            guard let viewer = try await resolve(session, request: request) else { return redirect(to: "/dashboard/tenants") }
+            guard let viewer = try await resolve(session, request: request, logger: context.logger) else {
+                return redirect(to: "/dashboard/tenants")
+            }
             return try await handle(viewer, fields)
         } catch let error as APIError {
             return try errorPage(error, session: session)
@@ -178,7 +196,7 @@ struct DashboardRoutes {
 
     /// The tenant shown: a tenant's own (naming any other is a 404), or for the admin the
     /// one `?tenant=` names (nil: none named, go pick one).
-    func resolve(_ session: DashboardSession, request: Request) async throws -> Viewer? {
+    func resolve(_ session: DashboardSession, request: Request, logger: Logger) async throws -> Viewer? {
         let named = request.uri.queryParameters.get("tenant")
         let id: UUID
         switch session.principal {
@@ -191,7 +209,10 @@ struct DashboardRoutes {
             id = parsed
         }
         guard let tenant = try await tenants.tenant(id: id) else { throw APIError.notFound("tenant") }
-        return Viewer(session: session, tenant: tenant, request: request)
+        var logger = logger
+        logger[metadataKey: "tenant.id"] = "\(tenant.id)"
+        if session.principal == .admin { logger[metadataKey: "auth.principal"] = "admin" }
+        return Viewer(session: session, tenant: tenant, request: request, logger: logger)
     }
 
     /// The posted form's fields (Hummingbird's `application/x-www-form-urlencoded` decoder);
