@@ -81,7 +81,8 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) thr
         seller: configuration.seller.party
     ).register(on: router)
     DashboardRoutes(
-        pool: pool, sessions: DashboardSessionStore(pool: pool), tenants: tenants, invoices: InvoiceStore(pool: pool),
+        pool: pool, sessions: DashboardSessionStore(pool: pool), idempotent: IdempotentRequests(pool: pool), tenants: tenants,
+        invoices: InvoiceStore(pool: pool),
         alerts: AlertStore(pool: pool), endpoints: endpoints, authenticator: authenticator, adminToken: adminToken,
         seller: configuration.seller.party, library: try DashboardTemplates.library(), secureCookies: configuration.secureCookies
     ).register(on: router)

@@ -222,6 +222,46 @@ struct DashboardTests: BillingAPITestCase {
         }
     }
 
+    @Test("an add form sent twice (a reload of its answer, a second click) adds once and answers as the first time")
+    func formsSentTwice() async throws {
+        try await app(allowPrivateWebhooks: true).test(.router) { client in
+            let tenant = try await createTenant(client, name: "Reloading Co")
+            let browser = try await signIn(client, key: tenant.key)
+            func formKey(_ page: String) throws -> String {
+                let range = try #require(page.range(of: #"name="form_key" value=""#))
+                return String(page[range.upperBound...].prefix { $0 != "\"" })
+            }
+            // The endpoint form's answer is the page with the secret: a reload posts it again.
+            let key = try formKey(try await get(client, "/dashboard/webhooks", browser).1)
+            let fields = [("url", "http://127.0.0.1:9/reload"), ("csrf_token", browser.csrf), ("form_key", key)]
+            let (first, firstPage, _) = try await post(client, "/dashboard/webhooks", browser, fields)
+            let (again, againPage, headers) = try await post(client, "/dashboard/webhooks", browser, fields)
+            #expect(first == .created && again == .created)
+            #expect(firstPage.contains("shown this once: <code>whsec_"))
+            #expect(againPage == firstPage)
+            #expect(headers[.contentSecurityPolicy]?.contains("frame-ancestors 'none'") == true)
+            // The same key with other values is refused, not run.
+            let (other, _, _) = try await post(
+                client, "/dashboard/webhooks", browser, [("url", "http://127.0.0.1:9/other"), ("csrf_token", browser.csrf), ("form_key", key)])
+            #expect(other == .conflict)
+            try await client.execute(uri: "/v1/webhook-endpoints", method: .get, headers: bearer(tenant.key)) { response in
+                let data = try json(response)["data"] as? [[String: Any]]
+                #expect(data?.map { $0["url"] as? String } == ["http://127.0.0.1:9/reload"])
+            }
+            // The alert form redirects; sent twice, one alert, the same redirect.
+            let alertKey = try formKey(try await get(client, "/dashboard/alerts", browser).1)
+            let alert = [("metric", "api_calls"), ("kind", "anomaly"), ("channel", "email"), ("csrf_token", browser.csrf), ("form_key", alertKey)]
+            let (added, _, addedHeaders) = try await post(client, "/dashboard/alerts", browser, alert)
+            let (twice, _, twiceHeaders) = try await post(client, "/dashboard/alerts", browser, alert)
+            #expect(added == .seeOther && twice == .seeOther)
+            #expect(twiceHeaders[.location] == addedHeaders[.location])
+            try await client.execute(uri: "/v1/alerts", method: .get, headers: bearer(tenant.key)) { response in
+                let data = try json(response)["data"] as? [Any]
+                #expect(data?.count == 1)
+            }
+        }
+    }
+
     @Test("cookies are Secure behind a TLS proxy (X-Forwarded-Proto: https), and not on plain HTTP")
     func secureCookies() async throws {
         try await app().test(.router) { client in

@@ -444,6 +444,9 @@ struct AlertsPage {
     let csrf: String
     let addAction: String
     let alerts: [Row]
+    /// The add form's own key: sent again (a reload, a second click), it is answered as
+    /// the first time, not done twice (`DashboardRoutes.form`).
+    let formKey = UUID().uuidString.lowercased()
 }
 
 struct WebhooksPage {
@@ -465,6 +468,9 @@ struct WebhooksPage {
     let csrf: String
     let addAction: String
     let endpoints: [Row]
+    /// The add form's own key: sent again (a reload, a second click), it is answered as
+    /// the first time, not done twice (`DashboardRoutes.form`).
+    let formKey = UUID().uuidString.lowercased()
 }
 
 struct TenantsPage {

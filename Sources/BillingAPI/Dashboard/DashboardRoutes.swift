@@ -22,6 +22,8 @@ struct DashboardRoutes {
 
     let pool: PostgresPool
     let sessions: DashboardSessionStore
+    /// Keys of the add forms (see `once`).
+    let idempotent: IdempotentRequests
     let tenants: TenantStore
     let invoices: InvoiceStore
     let alerts: AlertStore
@@ -188,10 +190,60 @@ struct DashboardRoutes {
             guard let viewer = try await resolve(session, request: request, logger: context.logger) else {
                 return redirect(to: "/dashboard/tenants")
             }
-            return try await handle(viewer, fields)
+            guard let key = fields["form_key"] else { return try await handle(viewer, fields) }
+            return try await once(key, fields: fields, viewer: viewer) { try await handle(viewer, fields) }
         } catch let error as APIError {
             return try errorPage(error, session: session)
         }
+    }
+
+    /// A form sent with its `form_key` (the add forms carry one, new at each rendering):
+    /// sent again — a reload of the page its answer is, a second click — it gets the first
+    /// answer (the new endpoint's secret once more) instead of a second alert or endpoint.
+    /// The keys and answers are the API's Idempotency-Key store's, under the tenant's
+    /// dashboard; a refused form keeps nothing, so it can be corrected and sent again.
+    func once(_ key: String, fields: [String: String], viewer: Viewer, handle: () async throws -> Response) async throws -> Response {
+        guard (1...255).contains(key.utf8.count), key.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+            return try await handle()
+        }
+        let owner = "dashboard:\(viewer.tenant.id.lowercasedText)"
+        let sent = fields.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "&")
+        let fingerprint = IdempotentRequests.fingerprint(method: "POST", target: viewer.request.uri.description, body: Array(sent.utf8))
+        switch try await idempotent.claim(principal: owner, key: key, fingerprint: fingerprint) {
+        case .replay(let answer):
+            guard let location = answer.location else {
+                return page(status: .init(code: answer.status), body: ByteBuffer(bytes: answer.body))
+            }
+            return redirect(to: location)
+        case .running, .usedForAnother:
+            return try html(
+                "error",
+                ErrorPage(
+                    title: "Already sent", heading: "This form was already sent", nav: nil, tenantName: viewer.tenant.name,
+                    message: "It is being handled, or was handled with other values. Open the page again to see the result, or to send a new form."
+                ), status: .conflict)
+        case .run:
+            break
+        }
+        let response: Response
+        do {
+            response = try await handle()
+        } catch {
+            try? await idempotent.release(principal: owner, key: key)
+            throw error
+        }
+        guard (200..<400).contains(response.status.code) else {
+            try await idempotent.release(principal: owner, key: key)
+            return response
+        }
+        let collector = BodyCollector(limit: IdempotencyMiddleware.largestKeptAnswer)
+        try await response.body.write(collector)
+        try await idempotent.complete(
+            principal: owner, key: key,
+            answer: .init(
+                status: response.status.code, contentType: response.headers[.contentType], location: response.headers[.location],
+                body: Data(collector.seen.readableBytesView)))
+        return Response(status: response.status, headers: response.headers, body: .init(byteBuffer: collector.seen))
     }
 
     /// The tenant shown: a tenant's own (naming any other is a 404), or for the admin the
@@ -244,7 +296,12 @@ struct DashboardRoutes {
         guard let text = library.render(object, withTemplate: template) else {
             throw APIError(.internalServerError, code: "TEMPLATE_MISSING", message: "The page template \(template) is missing.")
         }
-        return Response(
+        return page(status: status, body: ByteBuffer(string: text))
+    }
+
+    /// A rendered page with the headers every page carries.
+    func page(status: HTTPResponse.Status, body: ByteBuffer) -> Response {
+        Response(
             status: status,
             headers: [
                 .contentType: "text/html; charset=utf-8", .cacheControl: "no-store",
@@ -252,7 +309,7 @@ struct DashboardRoutes {
                     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'",
                 HTTPField.Name("X-Content-Type-Options")!: "nosniff", HTTPField.Name("Referrer-Policy")!: "same-origin",
             ],
-            body: .init(byteBuffer: ByteBuffer(string: text)))
+            body: .init(byteBuffer: body))
     }
 
     func redirect(to location: String) -> Response {

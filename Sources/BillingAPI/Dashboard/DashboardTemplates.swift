@@ -189,6 +189,7 @@ enum DashboardTemplates {
         {{/hasAlerts}}
         <form method="post" action="{{addAction}}">
         <input type="hidden" name="csrf_token" value="{{csrf}}">
+        <input type="hidden" name="form_key" value="{{formKey}}">
         <fieldset>
         <legend>Add an alert</legend>
         <label>Metric <input name="metric" required value="api_calls"></label>
@@ -221,6 +222,7 @@ enum DashboardTemplates {
         {{/hasEndpoints}}
         <form method="post" action="{{addAction}}">
         <input type="hidden" name="csrf_token" value="{{csrf}}">
+        <input type="hidden" name="form_key" value="{{formKey}}">
         <fieldset>
         <legend>Add an endpoint</legend>
         <label>URL <input name="url" type="url" required size="40" placeholder="https://example.com/tally"></label>

@@ -108,7 +108,7 @@ struct IdempotencyMiddleware: RouterMiddleware {
 }
 
 /// Collects a response body written through it, up to `limit` bytes.
-private final class BodyCollector: ResponseBodyWriter {
+final class BodyCollector: ResponseBodyWriter {
     let limit: Int
     /// Every byte written.
     private(set) var seen = ByteBuffer()
