@@ -278,7 +278,8 @@ let package = Package(
         .testTarget(
             name: "BillingAPITests",
             dependencies: [
-                "BillingAPI", "BillingEngine", "TallyRuntime", "TallyHTTP", "UsageEvents", "CivilTime", "TallyTestSupport", "PostgresClient",
+                "BillingAPI", "BillingEngine", "TallyRuntime", "TallyHTTP", "TallyStore", "UsageEvents", "CivilTime", "TallyTestSupport",
+                "PostgresClient",
                 hummingbird, log,
                 httpTypes, nioCore, crypto,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

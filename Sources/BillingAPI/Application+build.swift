@@ -59,10 +59,10 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) thr
     // The API's routes take the query parameters their operations document, and no others;
     // a path served with other methods is a 405 naming them.
     let operations = try QueryParameterRules(openAPI: OpenAPIDocument.json)
-    router.add(middleware: ClosedQueryMiddleware(rules: operations))
-    router.add(middleware: MethodNotAllowedMiddleware(rules: operations))
+    router.add(middleware: OperationRulesMiddleware(rules: operations))
     // A POST, PATCH or DELETE retried with its Idempotency-Key is answered again, not done twice.
-    router.add(middleware: IdempotencyMiddleware(requests: IdempotentRequests(pool: pool)))
+    let idempotent = IdempotentRequests(pool: pool, secret: adminToken)
+    router.add(middleware: IdempotencyMiddleware(requests: idempotent))
     TenantRoutes(store: tenants, authenticator: authenticator, defaultPaymentProvider: configuration.defaultPaymentProvider)
         .register(on: router)
     UsageRoutes(pool: pool).register(on: router)
@@ -81,7 +81,7 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) thr
         seller: configuration.seller.party
     ).register(on: router)
     DashboardRoutes(
-        pool: pool, sessions: DashboardSessionStore(pool: pool), idempotent: IdempotentRequests(pool: pool), tenants: tenants,
+        pool: pool, sessions: DashboardSessionStore(pool: pool), idempotent: idempotent, tenants: tenants,
         invoices: InvoiceStore(pool: pool),
         alerts: AlertStore(pool: pool), endpoints: endpoints, authenticator: authenticator, adminToken: adminToken,
         seller: configuration.seller.party, library: try DashboardTemplates.library(), secureCookies: configuration.secureCookies

@@ -15,8 +15,7 @@ public enum Cancellation: Sendable, Hashable {
     /// full (requested during a trial, the subscription ends with the trial).
     case atPeriodEnd(requestedAt: Instant)
     /// The period containing this instant ends there and is billed as a shorter
-    /// period: base prorated over the full period's length. At or before the start, the
-    /// subscription never starts.
+    /// period: base prorated over the full period's length.
     case immediately(at: Instant)
 }
 
@@ -99,13 +98,9 @@ public struct Subscription: Sendable, Hashable {
         // Asked during a trial, "at period end" means at the trial's end: nothing is billed.
         case .atPeriodEnd(let requestedAt):
             requestedAt < calendar.anchor ? calendar.anchor : calendar.period(containing: requestedAt).end
-        // Asked at or before the start: the subscription never starts (no trial, no period).
-        case .immediately(let at): at <= start ? start : max(at, calendar.anchor)
+        case .immediately(let at): max(at, calendar.anchor)
         }
     }
-
-    /// When the subscription starts: its trial's start, or its anchor without a trial.
-    public var start: Instant { trial?.start ?? calendar.anchor }
 
     /// Billing period `index`, or nil when the subscription has no such period
     /// (before the anchor, or after it ended).

@@ -41,8 +41,7 @@ func buildIngest(
     router.add(middleware: AuthenticationMiddleware(authenticator: authenticator, publicPaths: ["/healthz", "/readyz", "/metrics"]))
     // `POST /v1/events?dry_run=true` would count the events: no query parameter is taken.
     let operations = QueryParameterRules(["POST /v1/events": []])
-    router.add(middleware: ClosedQueryMiddleware(rules: operations))
-    router.add(middleware: MethodNotAllowedMiddleware(rules: operations))
+    router.add(middleware: OperationRulesMiddleware(rules: operations))
     IngestRoutes(publisher: publisher, tenants: KnownTenants(store: tenants), clock: clock).register(on: router)
 
     var app = Application(

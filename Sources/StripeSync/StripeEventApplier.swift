@@ -84,9 +84,10 @@ public enum StripeEventApplier {
         let at = max(now, lastInvoiced ?? now)
         do {
             try SubscriptionStore.cancel(
-                subscription, at: at, atPeriodEnd: !ended, plans: try SubscriptionRecords.plans(on: connection), on: connection)
+                subscription, at: at, atPeriodEnd: !ended, now: now, plans: try SubscriptionRecords.plans(on: connection), on: connection)
         } catch is SubscriptionRefusal {
-            // Already ended, or before its start: nothing of ours to change.
+            // Already ended: nothing of ours to change. (`at` is never before now, so a
+            // subscription that has started is never canceled before its start.)
         }
     }
 }

@@ -27,7 +27,8 @@ public struct QueryParameterRules: Sendable, Equatable {
     }
 
     /// The query parameters of every operation of an OpenAPI 3 document, its path-level
-    /// parameters and references to `#/components/parameters/…` included.
+    /// parameters and references to `#/components/parameters/…` included; paths served
+    /// elsewhere (with `servers` of their own) are left out.
     public init(openAPI json: String) throws {
         guard case .object(let document) = try JSONParser.parse(Array(json.utf8)),
             case .object(let paths) = document["paths"] ?? .null
@@ -56,7 +57,9 @@ public struct QueryParameterRules: Sendable, Equatable {
         let methods: Set<String> = ["get", "put", "post", "delete", "options", "head", "patch", "trace"]
         var operations: [String: [String]] = [:]
         for (path, item) in paths {
-            guard case .object(let item) = item else { continue }
+            // A path item with servers of its own is another server's (the ingest API's
+            // POST /v1/events in the Billing API's document).
+            guard case .object(let item) = item, item["servers"] == nil else { continue }
             let shared = try queryNames(item["parameters"])
             for (method, operation) in item where methods.contains(method) {
                 guard case .object(let operation) = operation else { continue }
@@ -101,24 +104,6 @@ public struct OpenAPIShapeError: Error, CustomStringConvertible {
     public var description: String { "the OpenAPI document \(message)" }
 }
 
-/// Applies `QueryParameterRules` to every request of a route registered after it.
-public struct ClosedQueryMiddleware<Context: RequestContext>: RouterMiddleware {
-    let rules: QueryParameterRules
-
-    public init(rules: QueryParameterRules) {
-        self.rules = rules
-    }
-
-    public func handle(
-        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
-    ) async throws -> Response {
-        if request.uri.query != nil, let path = context.endpointPath {
-            try rules.check(method: request.method.rawValue, path: path, query: request.uri.queryParameters)
-        }
-        return try await next(request, context)
-    }
-}
-
 extension QueryParameterRules {
     /// The methods the operations of the rules take at `path` (a request's path: each
     /// `{}` of an operation matches one segment), `HEAD` with `GET`; sorted.
@@ -139,10 +124,13 @@ extension QueryParameterRules {
     }
 }
 
-/// 405 with `Allow` for a path the API serves with other methods (`PUT /v1/subscriptions`,
-/// `GET /v1/events`), where the router alone answers 404 "No such route" as if the path
-/// did not exist. Added to a router, it also sees the requests no route matched.
-public struct MethodNotAllowedMiddleware<Context: RequestContext>: RouterMiddleware {
+/// Holds requests to the API's operations (`QueryParameterRules`): a query parameter an
+/// operation does not take (or one given twice) is a 400 naming it; a method a path does
+/// not take is a 405 with `Allow` (`PUT /v1/subscriptions`, `GET /v1/events` on ingest),
+/// where the router alone answers 404 "No such route" as if the path did not exist. Added
+/// to a router, it checks the routes registered after it, and sees every request no route
+/// matched.
+public struct OperationRulesMiddleware<Context: RequestContext>: RouterMiddleware {
     let rules: QueryParameterRules
 
     public init(rules: QueryParameterRules) {
@@ -152,6 +140,9 @@ public struct MethodNotAllowedMiddleware<Context: RequestContext>: RouterMiddlew
     public func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
+        if request.uri.query != nil, let path = context.endpointPath {
+            try rules.check(method: request.method.rawValue, path: path, query: request.uri.queryParameters)
+        }
         do {
             return try await next(request, context)
         } catch let error as HTTPError where error.status == .notFound && (context.endpointPath ?? "NotFound") == "NotFound" {

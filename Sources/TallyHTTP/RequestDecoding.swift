@@ -59,8 +59,8 @@ extension Request {
         }
     }
 
-    /// The path of the number in `json` that `Value` cannot take: the first whose
-    /// replacement by 0 lets the body decode (or fail elsewhere).
+    /// The path of the number in `json` that `Value` cannot take: the first not-whole or
+    /// too-large one whose replacement by 0 lets the body decode (or fail with a path).
     static func numberAtFault<Value: Decodable>(in json: JSONValue, as: Value.Type) -> (field: String, number: JSONNumber)? {
         var numbers: [([JSONPathStep], JSONNumber)] = []
         func collect(_ value: JSONValue, _ path: [JSONPathStep]) {
@@ -72,7 +72,10 @@ extension Request {
             }
         }
         collect(json, [])
-        for (path, number) in numbers {
+        // Only a number that is not a whole 64-bit one can be at fault (a field of another
+        // type would have failed with its path); a few tries at most.
+        let suspects = numbers.filter { Int64($0.1.text) == nil }.prefix(16)
+        for (path, number) in suspects {
             var writer = JSONWriter()
             writer.write(Self.replacing(path[...], in: json))
             do {

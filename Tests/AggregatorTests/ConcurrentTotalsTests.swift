@@ -21,7 +21,7 @@ struct ConcurrentTotalsTests {
         let plan = "test-side-\(harness.id)"
         try await harness.createPlan(plan, charges: "[\(AggregatorHarness.hardQuota("api_calls", 150))]")
         _ = try await SubscriptionStore(pool: harness.database).create(
-            tenant: tenant, plan: plan, start: now.addingTimeInterval(-10 * 86_400), trialDays: 0, now: now)
+            tenant: tenant, plan: plan, start: now.addingTimeInterval(-10 * 86_400), trialDays: 0, grant: .byOperator, now: now)
         var connections: [PostgresConnection] = []
         for _ in 0..<4 { connections.append(try await AggregatorHarness.connect()) }
         let batches = 20
@@ -79,7 +79,7 @@ struct ConcurrentTotalsTests {
         }
         let subscriptions = SubscriptionStore(pool: harness.database)
         let subscription = try await subscriptions.create(
-            tenant: tenant, plan: small, start: now.addingTimeInterval(-10 * 86_400), trialDays: 0, now: now)
+            tenant: tenant, plan: small, start: now.addingTimeInterval(-10 * 86_400), trialDays: 0, grant: .byOperator, now: now)
         let connection = try await AggregatorHarness.connect()
         let cache = UsageConfigCache()
         func batch(_ metric: String, _ count: Int, _ prefix: String, secondsAgo: Double) async throws -> [QuotaState] {

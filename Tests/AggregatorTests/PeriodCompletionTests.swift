@@ -145,7 +145,7 @@ struct PeriodCompletionTests {
         let tenant = try await harness.createTenants(1)[0]
         let now = TestClock.now()
         let subscription = try await SubscriptionStore(pool: harness.database).create(
-            tenant: tenant, plan: "starter", start: now.addingTimeInterval(-3_600), trialDays: 0, now: now)
+            tenant: tenant, plan: "starter", start: now.addingTimeInterval(-3_600), trialDays: 0, grant: .byOperator, now: now)
         let batch = try await AggregatorHarness.connect()
         try await batch.begin()
         try await UsagePeriodTotals.lockUsage([tenant], on: batch)

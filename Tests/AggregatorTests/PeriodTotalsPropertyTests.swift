@@ -37,7 +37,8 @@ struct PeriodTotalsPropertyTests {
         let nowMicros = Instant(now).microsecondsSinceEpoch
         let subscriptions = SubscriptionStore(pool: harness.database)
         let subscription = try await subscriptions.create(
-            tenant: tenant, plan: "starter", start: Instant(microsecondsSinceEpoch: nowMicros - 45 * day).date, trialDays: 7, now: now)
+            tenant: tenant, plan: "starter", start: Instant(microsecondsSinceEpoch: nowMicros - 45 * day).date, trialDays: 7, grant: .byOperator,
+            now: now)
 
         var random = SeededRandom(seed: 0x7E_A1_0D)
         let names = metrics.keys.sorted()

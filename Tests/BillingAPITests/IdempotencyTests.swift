@@ -23,6 +23,9 @@ struct IdempotencyTests: BillingAPITestCase {
         return fields
     }
 
+    /// The store as the test application has it (its secret is the admin token).
+    func requests(_ pool: PostgresPool) -> IdempotentRequests { IdempotentRequests(pool: pool, secret: adminToken) }
+
     func pool() throws -> PostgresPool {
         PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
     }
@@ -56,12 +59,12 @@ struct IdempotencyTests: BillingAPITestCase {
             #expect(try count.first?.decode(0, as: Int.self) == 1)
             // Kept sealed: neither the Idempotency-Key nor the API key is in the row.
             let rows = try await pool.query(
-                "SELECT encode(key_sha256, 'escape') || encode(sealed_body, 'escape') FROM idempotent_requests WHERE principal = 'admin' AND key_sha256 = $1",
-                [IdempotentRequests.digest(key)])
+                "SELECT encode(key_digest, 'escape') || encode(sealed_body, 'escape') FROM idempotent_requests WHERE principal = 'admin' AND key_digest = $1",
+                [requests(pool).digest(key)])
             let stored = try #require(try rows.first?.decode(0, as: String.self))
             #expect(!stored.contains(apiKey) && !stored.contains(key))
         }
-        try await pool.query("DELETE FROM idempotent_requests WHERE principal = 'admin' AND key_sha256 = $1", [IdempotentRequests.digest(key)])
+        try await pool.query("DELETE FROM idempotent_requests WHERE principal = 'admin' AND key_digest = $1", [requests(pool).digest(key)])
         await pool.close()
     }
 
@@ -140,21 +143,27 @@ struct IdempotencyTests: BillingAPITestCase {
         await pool.close()
     }
 
-    @Test("the store: a running key is 409-running to a retry; a kept answer opens only with its key; abandoned and expired keys are claimed anew")
+    @Test(
+        "the store: a running key is 409-running to a retry; a kept answer opens only with its key and secret; abandoned and expired keys are claimed anew, and the old claim cannot touch the new one"
+    )
     func store() async throws {
         let pool = try pool()
-        let requests = IdempotentRequests(pool: pool)
+        let requests = requests(pool)
         let principal = UUID().uuidString.lowercased()
         let key = UUID().uuidString
         let print = IdempotentRequests.fingerprint(method: "POST", target: "/v1/alerts", body: Array("{}".utf8))
         let other = IdempotentRequests.fingerprint(method: "POST", target: "/v1/alerts", body: Array("{ }".utf8))
-        #expect(try await requests.claim(principal: principal, key: key, fingerprint: print) == .run)
+        guard case .run(let first) = try await requests.claim(principal: principal, key: key, fingerprint: print) else {
+            Issue.record("a new key was not claimed")
+            return
+        }
         #expect(try await requests.claim(principal: principal, key: key, fingerprint: print) == .running)
         guard case .usedForAnother = try await requests.claim(principal: principal, key: key, fingerprint: other) else {
             Issue.record("another request took a running key")
             return
         }
-        // A process that died with the request running: after `abandonedAfter`, a retry runs it.
+        // A process that died with the request running: after `abandonedAfter`, a retry of
+        // the same request runs it (not another request).
         try await pool.query(
             "UPDATE idempotent_requests SET created_at = now() - make_interval(secs => $2::int) WHERE principal = $1",
             [principal, IdempotentRequests.abandonedAfter + 1])
@@ -162,24 +171,68 @@ struct IdempotencyTests: BillingAPITestCase {
             Issue.record("another request took an abandoned key")
             return
         }
-        #expect(try await requests.claim(principal: principal, key: key, fingerprint: print) == .run)
+        guard case .run(let second) = try await requests.claim(principal: principal, key: key, fingerprint: print) else {
+            Issue.record("an abandoned key was not claimed again")
+            return
+        }
+        // The first claim, finishing late, neither keeps its answer nor gives the key back.
         let answer = IdempotentRequests.KeptAnswer(status: 201, contentType: "application/json", location: nil, body: Data(#"{"secret": "s3"}"#.utf8))
-        try await requests.complete(principal: principal, key: key, answer: answer)
+        let late = IdempotentRequests.KeptAnswer(status: 201, contentType: "application/json", location: nil, body: Data(#"{"late": 1}"#.utf8))
+        #expect(try await requests.complete(principal: principal, key: key, claim: first, answer: late) == false)
+        try await requests.release(principal: principal, key: key, claim: first)
+        #expect(try await requests.claim(principal: principal, key: key, fingerprint: print) == .running)
+        #expect(try await requests.complete(principal: principal, key: key, claim: second, answer: answer))
         #expect(try await requests.claim(principal: principal, key: key, fingerprint: print) == .replay(answer))
         // Released only while running: a kept answer stays.
-        try await requests.release(principal: principal, key: key)
+        try await requests.release(principal: principal, key: key, claim: second)
         #expect(try await requests.claim(principal: principal, key: key, fingerprint: print) == .replay(answer))
         let sealed = try #require(
             try await pool.query("SELECT sealed_body FROM idempotent_requests WHERE principal = $1", [principal]).first?.decode(0, as: Data.self))
-        #expect(throws: (any Error).self) { try IdempotentRequests.open(sealed, principal: principal, key: key + "x") }
-        #expect(throws: (any Error).self) { try IdempotentRequests.open(sealed, principal: "admin", key: key) }
-        #expect(try IdempotentRequests.open(sealed, principal: principal, key: key) == answer.body)
+        #expect(throws: (any Error).self) { try requests.open(sealed, principal: principal, key: key + "x") }
+        #expect(throws: (any Error).self) { try requests.open(sealed, principal: "admin", key: key) }
+        // The key alone does not open it: the server's secret goes into the sealing key.
+        #expect(throws: (any Error).self) { try IdempotentRequests(pool: pool, secret: "another").open(sealed, principal: principal, key: key) }
+        #expect(try requests.open(sealed, principal: principal, key: key) == answer.body)
         // After its lifetime, the key is anyone's again.
         try await pool.query(
             "UPDATE idempotent_requests SET created_at = now() - make_interval(secs => $2::int) WHERE principal = $1",
             [principal, IdempotentRequests.lifetime + 1])
-        #expect(try await requests.claim(principal: principal, key: key, fingerprint: other) == .run)
+        guard case .run = try await requests.claim(principal: principal, key: key, fingerprint: other) else {
+            Issue.record("an expired key was not claimed anew")
+            return
+        }
         try await pool.query("DELETE FROM idempotent_requests WHERE principal = $1", [principal])
+        await pool.close()
+    }
+
+    @Test("a retry while the first request runs is a 409 with Retry-After, and runs nothing")
+    func whileRunning() async throws {
+        let pool = try pool()
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client)
+            let key = UUID().uuidString
+            let body = #"{"metric": "api_calls", "kind": "anomaly"}"#
+            // The first request holds the key, running (as another process would).
+            let claim = try await requests(pool).claim(
+                principal: tenant.id, key: key,
+                fingerprint: IdempotentRequests.fingerprint(method: "POST", target: "/v1/alerts", body: Array(body.utf8)))
+            guard case .run = claim else {
+                Issue.record("the key was not claimed: \(claim)")
+                return
+            }
+            try await client.execute(uri: "/v1/alerts", method: .post, headers: headers(tenant.key, key: key), body: ByteBuffer(string: body)) {
+                response in
+                #expect(response.status == .conflict)
+                #expect(response.headers[.retryAfter] == "1")
+                let error = try json(response)["error"] as? [String: Any]
+                #expect(error?["code"] as? String == "IDEMPOTENT_REQUEST_RUNNING")
+            }
+            try await client.execute(uri: "/v1/alerts", method: .get, headers: bearer(tenant.key)) { response in
+                let data = try json(response)["data"] as? [Any]
+                #expect(data?.isEmpty == true)
+            }
+            try await pool.query("DELETE FROM idempotent_requests WHERE principal = $1", [tenant.id])
+        }
         await pool.close()
     }
 }

@@ -70,12 +70,17 @@ struct SubscriptionAPITests: BillingAPITestCase {
         }
     }
 
-    @Test("a subscription that has not started is canceled before it starts, and frees the tenant for another")
+    @Test("a subscription that has not started is canceled before it starts (its trial with it) and frees the tenant; one that has started cannot be")
     func cancelBeforeStart() async throws {
         try await app().test(.router) { client in
+            let code = "test-void-\(UUID().uuidString.prefix(8).lowercased())"
+            var (status, body) = try await post(
+                client, "/v1/plans", adminToken,
+                #"{"code": "\#(code)", "name": "Trial plan", "currency": "usd", "base_cents": 1000, "trial_days": 14, "charges": []}"#)
+            #expect(status == .created)
             let tenant = try await createTenant(client)
             let later = RFC3339.format(TestClock.now().addingTimeInterval(90 * 86_400))
-            var (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "starter", "start": "\#(later)"}"#)
+            (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "\#(code)", "start": "\#(later)"}"#)
             #expect(status == .created)
             let scheduled = try #require(body["id"] as? String)
             // Before: 409 "is before the subscription started", and the tenant could subscribe to nothing.
@@ -83,12 +88,33 @@ struct SubscriptionAPITests: BillingAPITestCase {
             #expect(status == .ok, "\(body)")
             #expect(body["status"] as? String == "canceled")
             #expect(body["ends_at"] as? String == body["started_at"] as? String)
-            (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "starter"}"#)
-            #expect(status == .created, "\(body)")
-            #expect(body["status"] as? String == "active")
+            #expect(body["trial_end"] == nil || body["trial_end"] is NSNull, "\(body)")
+            #expect(body["current_period"] == nil || body["current_period"] is NSNull, "\(body)")
             // Canceled twice: refused as already canceled.
-            (status, body) = try await post(client, "/v1/subscriptions/\(scheduled)/cancel", tenant.key, "{}")
+            (status, _) = try await post(client, "/v1/subscriptions/\(scheduled)/cancel", tenant.key, "{}")
             #expect(status == .conflict)
+            // Subscribing now: the voided one neither holds the tenant nor spent its trial.
+            (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "\#(code)"}"#)
+            #expect(status == .created, "\(body)")
+            #expect(body["status"] as? String == "trialing")
+            // Started without a trial: canceling it as of its start (within the tenant's clock
+            // skew) would leave its usage unbilled; refused as before.
+            let third = try await createTenant(client)
+            (status, body) = try await post(client, "/v1/subscriptions", third.key, #"{"plan": "starter"}"#)
+            let running = try #require(body["id"] as? String)
+            let started = try #require(body["started_at"] as? String)
+            (status, body) = try await post(client, "/v1/subscriptions/\(running)/cancel", third.key, #"{"at": "\#(started)"}"#)
+            #expect(status == .conflict, "\(body)")
+            (status, body) = try await post(client, "/v1/subscriptions/\(running)/cancel", adminToken, #"{"at": "\#(started)"}"#)
+            #expect(status == .conflict, "\(body)")
+            // At period end, before the start: it never starts either.
+            let other = try await createTenant(client)
+            (status, body) = try await post(client, "/v1/subscriptions", other.key, #"{"plan": "starter", "start": "\#(later)"}"#)
+            let second = try #require(body["id"] as? String)
+            (status, body) = try await post(client, "/v1/subscriptions/\(second)/cancel", other.key, #"{"at_period_end": true}"#)
+            #expect(status == .ok, "\(body)")
+            #expect(body["ends_at"] as? String == body["started_at"] as? String)
+            #expect(try await post(client, "/v1/plans/\(code)/archive", adminToken, "").0 == .ok)
         }
     }
 

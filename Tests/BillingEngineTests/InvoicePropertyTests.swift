@@ -47,8 +47,7 @@ struct InvoicePropertyTests {
         }
         var cancellation: Cancellation?
         switch Int.random(in: 0..<10, using: &g) {
-        // Now and then at or before the start: the subscription never starts.
-        case 0, 1: cancellation = .immediately(at: start.advanced(byMicroseconds: Int64.random(in: -day...horizon, using: &g)))
+        case 0, 1: cancellation = .immediately(at: start.advanced(byMicroseconds: Int64.random(in: 0...horizon, using: &g)))
         case 2: cancellation = .atPeriodEnd(requestedAt: start.advanced(byMicroseconds: Int64.random(in: 0...horizon, using: &g)))
         default: break
         }
@@ -174,9 +173,7 @@ struct InvoicePropertyTests {
         let fullEnd = naiveBoundary(anchor, s.index + 1, months: months)
         var end = fullEnd
         switch s.cancellation {
-        case .immediately(let at):
-            let begins = s.start.microsecondsSinceEpoch
-            end = min(end, at.microsecondsSinceEpoch <= begins ? begins : max(at.microsecondsSinceEpoch, anchor))
+        case .immediately(let at): end = min(end, max(at.microsecondsSinceEpoch, anchor))
         case .atPeriodEnd(let requested):
             let at = requested.microsecondsSinceEpoch
             end = min(end, at < anchor ? anchor : periodEnd(containing: at))

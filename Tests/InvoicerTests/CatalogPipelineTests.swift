@@ -178,7 +178,7 @@ struct CatalogPipelineTests {
         let tenant = try await fixture.tenant()
         let start = midnight(daysAgo: 70)
         let subscriptions = SubscriptionStore(pool: fixture.database)
-        let subscription = try await subscriptions.create(tenant: tenant, plan: code, start: start, trialDays: nil, now: start)
+        let subscription = try await subscriptions.create(tenant: tenant, plan: code, start: start, trialDays: nil, grant: .byOperator, now: start)
         // Another currency on the same tenant: refused, naming the plan.
         do {
             _ = try await subscriptions.changePlan(id: subscription.id, to: "enterprise", at: start.addingTimeInterval(86_400), now: start)

@@ -129,6 +129,14 @@ struct NotificationRulesTests {
         ] {
             await #expect(throws: WebhookAddressPolicy.Refusal.self, "\(url)") { try await policy.checkNew(url) }
         }
+        for port in ["0", "65536", "99999"] {
+            do {
+                _ = try await policy.checkNew("http://93.184.216.34:\(port)/x")
+                Issue.record("port \(port) was taken")
+            } catch {
+                #expect(error.description.hasPrefix("has port \(port)"), "\(error)")
+            }
+        }
         #expect(try await policy.checkNew("https://93.184.216.34/hook?a=%20b").addresses == ["93.184.216.34"])
         let checked = try? await policy.check("https://93.184.216.34:8443/hook")
         #expect(checked?.addresses == ["93.184.216.34"] && checked?.pinned == [])

@@ -203,17 +203,17 @@ struct DashboardRoutes {
     /// The keys and answers are the API's Idempotency-Key store's, under the tenant's
     /// dashboard; a refused form keeps nothing, so it can be corrected and sent again.
     func once(_ key: String, fields: [String: String], viewer: Viewer, handle: () async throws -> Response) async throws -> Response {
-        guard (1...255).contains(key.utf8.count), key.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
-            return try await handle()
-        }
-        let owner = "dashboard:\(viewer.tenant.id.lowercasedText)"
+        guard IdempotentRequests.isWellFormed(key) else { return try await handle() }
         let sent = fields.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "&")
-        let fingerprint = IdempotentRequests.fingerprint(method: "POST", target: viewer.request.uri.description, body: Array(sent.utf8))
-        switch try await idempotent.claim(principal: owner, key: key, fingerprint: fingerprint) {
-        case .replay(let answer):
-            guard let location = answer.location else {
-                return page(status: .init(code: answer.status), body: ByteBuffer(bytes: answer.body))
-            }
+        let outcome = try await idempotent.once(
+            owner: "dashboard:\(viewer.tenant.id.lowercasedText)", key: key,
+            fingerprint: IdempotentRequests.fingerprint(method: "POST", target: viewer.request.uri.description, body: Array(sent.utf8)),
+            logger: viewer.logger, keeping: { (200..<400).contains($0.status.code) }, handle: handle)
+        switch outcome {
+        case .answered(let response):
+            return response
+        case .replayed(let answer):
+            guard let location = answer.location else { return page(status: .init(code: answer.status), body: ByteBuffer(bytes: answer.body)) }
             return redirect(to: location)
         case .running, .usedForAnother:
             return try html(
@@ -222,28 +222,7 @@ struct DashboardRoutes {
                     title: "Already sent", heading: "This form was already sent", nav: nil, tenantName: viewer.tenant.name,
                     message: "It is being handled, or was handled with other values. Open the page again to see the result, or to send a new form."
                 ), status: .conflict)
-        case .run:
-            break
         }
-        let response: Response
-        do {
-            response = try await handle()
-        } catch {
-            try? await idempotent.release(principal: owner, key: key)
-            throw error
-        }
-        guard (200..<400).contains(response.status.code) else {
-            try await idempotent.release(principal: owner, key: key)
-            return response
-        }
-        let collector = BodyCollector(limit: IdempotencyMiddleware.largestKeptAnswer)
-        try await response.body.write(collector)
-        try await idempotent.complete(
-            principal: owner, key: key,
-            answer: .init(
-                status: response.status.code, contentType: response.headers[.contentType], location: response.headers[.location],
-                body: Data(collector.seen.readableBytesView)))
-        return Response(status: response.status, headers: response.headers, body: .init(byteBuffer: collector.seen))
     }
 
     /// The tenant shown: a tenant's own (naming any other is a 404), or for the admin the

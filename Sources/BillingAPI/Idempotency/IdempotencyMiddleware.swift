@@ -15,22 +15,21 @@ import TallyStore
 /// transaction, and throw before it commits), so its key is given back and a retry runs
 /// again. The same key with another method, path or body is a 400; a key whose first
 /// request is still running, a 409 to retry after. Requests without a principal (the
-/// Stripe webhook, the dashboard's forms) and without the header are untouched.
+/// Stripe webhook, the dashboard's forms), without the header, or matching no route are
+/// untouched.
 struct IdempotencyMiddleware: RouterMiddleware {
     typealias Context = TallyRequestContext
 
     static let keyHeader = HTTPField.Name("Idempotency-Key")!
     static let replayedHeader = HTTPField.Name("Idempotent-Replayed")!
-    /// Answers bigger than this are not kept (the API's answers to writes are a few kB).
-    static let largestKeptAnswer = 1 << 20
 
     let requests: IdempotentRequests
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard [.post, .patch, .delete].contains(request.method), let key = request.headers[Self.keyHeader],
-            let principal = context.principal
+            let principal = context.principal, context.endpointPath != nil
         else { return try await next(request, context) }
-        guard (1...255).contains(key.utf8.count), key.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+        guard IdempotentRequests.isWellFormed(key) else {
             throw APIError.invalid(
                 "Idempotency-Key", "must be 1 to 255 printable ASCII characters without spaces; a new UUID per request is usual")
         }
@@ -43,8 +42,14 @@ struct IdempotencyMiddleware: RouterMiddleware {
         let body = try await request.collectBody(upTo: context.maxUploadSize)
         let fingerprint = IdempotentRequests.fingerprint(
             method: request.method.rawValue, target: request.uri.description, body: body.readableBytesView)
-        switch try await requests.claim(principal: owner, key: key, fingerprint: fingerprint) {
-        case .replay(let answer):
+        let succeeded: (Response) -> Bool = { (200..<300).contains($0.status.code) }
+        let outcome = try await requests.once(owner: owner, key: key, fingerprint: fingerprint, logger: context.logger, keeping: succeeded) {
+            [request] in try await next(request, context)
+        }
+        switch outcome {
+        case .answered(let response):
+            return response
+        case .replayed(let answer):
             var headers: HTTPFields = [Self.replayedHeader: "true"]
             if let type = answer.contentType { headers[.contentType] = type }
             if let location = answer.location { headers[.location] = location }
@@ -63,66 +68,102 @@ struct IdempotencyMiddleware: RouterMiddleware {
                     "was used since \(Date.ISO8601FormatStyle().format(since)) for another request (method, path or body); "
                     + "send a new key with a new request",
                 field: "Idempotency-Key")
-        case .run:
-            break
-        }
-        let response: Response
-        do {
-            response = try await next(request, context)
-        } catch {
-            await release(owner, key, context: context)
-            throw error
-        }
-        guard (200..<300).contains(response.status.code) else {
-            await release(owner, key, context: context)
-            return response
-        }
-        let collector = BodyCollector(limit: Self.largestKeptAnswer)
-        try await response.body.write(collector)
-        guard let bytes = collector.buffer else {
-            // Too big to keep: answered, but a retry would run again.
-            context.logger.warning("an answer over \(Self.largestKeptAnswer) bytes is not kept for Idempotency-Key retries")
-            await release(owner, key, context: context)
-            return Response(status: response.status, headers: response.headers, body: .init(byteBuffer: collector.seen))
-        }
-        let answer = IdempotentRequests.KeptAnswer(
-            status: response.status.code, contentType: response.headers[.contentType], location: response.headers[.location],
-            body: Data(bytes.readableBytesView))
-        do {
-            try await requests.complete(principal: owner, key: key, answer: answer)
-        } catch {
-            // Done, but not kept: the key stays running, and a retry after
-            // `abandonedAfter` runs again.
-            context.logger.error("the answer of an Idempotency-Key request could not be kept: \(error)")
-        }
-        return Response(status: response.status, headers: response.headers, body: .init(byteBuffer: bytes))
-    }
-
-    private func release(_ owner: String, _ key: String, context: Context) async {
-        do {
-            try await requests.release(principal: owner, key: key)
-        } catch {
-            context.logger.error("an Idempotency-Key could not be released after its request failed: \(error)")
         }
     }
 }
 
-/// Collects a response body written through it, up to `limit` bytes.
-final class BodyCollector: ResponseBodyWriter {
-    let limit: Int
-    /// Every byte written.
-    private(set) var seen = ByteBuffer()
+/// What became of a request sent with a key (`IdempotentRequests.once`).
+enum OnceOutcome {
+    /// It ran now: its answer (kept for retries when `keeping` said so).
+    case answered(Response)
+    /// It had run: the answer kept then.
+    case replayed(IdempotentRequests.KeptAnswer)
+    /// Its first sending is still running.
+    case running
+    /// The key was first used with another request.
+    case usedForAnother(Date)
+}
 
-    init(limit: Int) {
-        self.limit = limit
+extension IdempotentRequests {
+    /// Answers kept for retries are at most this big (the answers to writes are a few kB).
+    static let largestKeptAnswer = 1 << 20
+
+    /// Whether `key` may be an idempotency key: 1 to 255 printable ASCII characters.
+    static func isWellFormed(_ key: String) -> Bool {
+        (1...255).contains(key.utf8.count) && key.utf8.allSatisfy { (0x21...0x7E).contains($0) }
     }
 
-    /// The body, or nil when it is over `limit`.
-    var buffer: ByteBuffer? { seen.readableBytes <= limit ? seen : nil }
+    /// Runs `handle` for the first request with `key` and keeps its answer when `keeping`
+    /// says so (a success), or gives the key back (a failure, or an answer too big to
+    /// keep); a later request with the key gets what the first left. The API's
+    /// `IdempotencyMiddleware` and the dashboard's add forms both answer through it.
+    func once(
+        owner: String, key: String, fingerprint: Data, logger: Logger, keeping: (Response) -> Bool,
+        handle: () async throws -> Response
+    ) async throws -> OnceOutcome {
+        let claim: UUID
+        switch try await self.claim(principal: owner, key: key, fingerprint: fingerprint) {
+        case .run(let id): claim = id
+        case .replay(let answer): return .replayed(answer)
+        case .running: return .running
+        case .usedForAnother(let since): return .usedForAnother(since)
+        }
+        func giveBack() async {
+            do {
+                try await release(principal: owner, key: key, claim: claim)
+            } catch {
+                logger.error("an Idempotency-Key could not be given back; a retry runs after \(Self.abandonedAfter) s: \(error)")
+            }
+        }
+        let response: Response
+        do {
+            response = try await handle()
+        } catch {
+            await giveBack()
+            throw error
+        }
+        guard keeping(response) else {
+            await giveBack()
+            return .answered(response)
+        }
+        let collector = BodyCollector()
+        do {
+            try await response.body.write(collector)
+        } catch {
+            await giveBack()
+            throw error
+        }
+        let body = collector.buffer
+        guard body.readableBytes <= Self.largestKeptAnswer else {
+            logger.warning("an answer over \(Self.largestKeptAnswer) bytes is not kept for Idempotency-Key retries")
+            await giveBack()
+            return .answered(Response(status: response.status, headers: response.headers, body: .init(byteBuffer: body)))
+        }
+        let answer = KeptAnswer(
+            status: response.status.code, contentType: response.headers[.contentType], location: response.headers[.location],
+            body: Data(body.readableBytesView))
+        // Done: keep the answer through a database blip, since a key left running is run
+        // again by a retry after `abandonedAfter`.
+        for attempt in 1...3 {
+            do {
+                try await complete(principal: owner, key: key, claim: claim, answer: answer)
+                break
+            } catch {
+                logger.error("the answer of an Idempotency-Key request could not be kept (attempt \(attempt) of 3): \(error)")
+                if attempt < 3 { try? await Task.sleep(for: .milliseconds(200 * attempt)) }
+            }
+        }
+        return .answered(Response(status: response.status, headers: response.headers, body: .init(byteBuffer: body)))
+    }
+}
+
+/// Collects a response body written through it.
+final class BodyCollector: ResponseBodyWriter {
+    private(set) var buffer = ByteBuffer()
 
     func write(_ buffer: ByteBuffer) async throws {
         var buffer = buffer
-        seen.writeBuffer(&buffer)
+        self.buffer.writeBuffer(&buffer)
     }
 
     func finish(_ trailingHeaders: HTTPFields?) async throws {}

@@ -85,6 +85,7 @@ public enum PlanMigrations {
             """
             SELECT DISTINCT s.id FROM subscriptions s JOIN subscription_plan_changes c ON c.subscription_id = s.id
              WHERE c.plan_slug = $1 AND c.plan_version = $2 AND ($3::uuid IS NULL OR s.tenant_id = $3)
+               AND (s.ends_at IS NULL OR s.ends_at > s.started_at)
             """, [code, from, tenant]
         ).map { try $0.decode(0, as: UUID.self) }
         guard !ids.isEmpty else { return Outcome(dryRun: dryRun, moved: [], skipped: []) }

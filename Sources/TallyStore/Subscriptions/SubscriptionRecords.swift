@@ -64,10 +64,13 @@ public enum SubscriptionRecords {
                 return PlanChange(effectiveAt: Instant(try row.decode(7, as: Date.self)), plan: plan)
             }
             let tenant = try first.decode(1, as: UUID.self)
+            let start = Instant(try first.decode(3, as: Date.self))
+            let endsAt = try first.decode(5, as: Date?.self).map(Instant.init)
+            // Canceled before it started (ends where it starts): it never had its trial either.
+            let voided = endsAt == start
             let timeline = Subscription(
-                plan: initial, start: Instant(try first.decode(3, as: Date.self)),
-                trialEnd: try first.decode(4, as: Date?.self).map(Instant.init), changes: later,
-                endsAt: try first.decode(5, as: Date?.self).map(Instant.init))
+                plan: initial, start: start, trialEnd: voided ? nil : try first.decode(4, as: Date?.self).map(Instant.init),
+                changes: later, endsAt: endsAt)
             result[tenant, default: []].append(
                 StoredSubscription(id: try first.decode(0), tenantID: tenant, status: try first.decode(2), timeline: timeline))
         }

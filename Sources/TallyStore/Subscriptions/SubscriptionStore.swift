@@ -104,7 +104,7 @@ public struct SubscriptionStore: Sendable {
     /// of trial (nil: the plan's default, as `grant` allows); a tenant has at most one
     /// that has not ended.
     public func create(
-        tenant: UUID, plan slug: String, start: Date, trialDays: Int?, grant: TrialGrant = .byOperator, now: Date
+        tenant: UUID, plan slug: String, start: Date, trialDays: Int?, grant: TrialGrant, now: Date
     ) async throws -> SubscriptionView {
         try await pool.withTransaction { connection in
             let plans = try SubscriptionRecords.plans(on: connection)
@@ -132,7 +132,9 @@ public struct SubscriptionStore: Sendable {
                         message: "a tenant key may shorten the plan's trial (\(plan.trialDays) days) but not lengthen it; "
                             + "ask the operator (admin token) for a longer one")
                 }
-                let earlier = try connection.query("SELECT 1 FROM subscriptions WHERE tenant_id = $1 LIMIT 1", [tenant])
+                // One canceled before it started gave nothing: it does not count.
+                let earlier = try connection.query(
+                    "SELECT 1 FROM subscriptions WHERE tenant_id = $1 AND (ends_at IS NULL OR ends_at > started_at) LIMIT 1", [tenant])
                 if !earlier.isEmpty {
                     // The plan's offer is for a first subscription: a returning tenant pays from the start.
                     guard asked == nil else {
@@ -221,25 +223,34 @@ public struct SubscriptionStore: Sendable {
     public func cancel(id: UUID, at: Date, atPeriodEnd: Bool, now: Date) async throws -> SubscriptionView {
         try await pool.withTransaction { connection in
             let plans = try SubscriptionRecords.plans(on: connection)
-            try Self.cancel(id, at: at, atPeriodEnd: atPeriodEnd, plans: plans, on: connection)
+            try Self.cancel(id, at: at, atPeriodEnd: atPeriodEnd, now: now, plans: plans, on: connection)
             return try Self.view(id, plans: plans, now: now, on: connection)
         }
     }
 
     /// The cancellation inside the caller's transaction (also applied for Stripe's
-    /// subscription events); refused like the API's.
+    /// subscription events); refused like the API's. A subscription that has not started
+    /// by `now`, canceled (now or at period end) as of its start or before, never starts: it
+    /// ends where it starts, with no trial and no period. One that has started cannot be
+    /// canceled before its start (its usage so far would go unbilled).
     public static func cancel(
-        _ id: UUID, at: Date, atPeriodEnd: Bool, plans: PlanCatalog, on connection: isolated PostgresConnection
+        _ id: UUID, at: Date, atPeriodEnd: Bool, now: Date, plans: PlanCatalog, on connection: isolated PostgresConnection
     ) throws {
         let stored = try Self.locked(id, plans: plans, on: connection)
         let requested = Instant(at)
         guard stored.timeline.endsAt == nil else {
             throw SubscriptionRefusal(kind: .conflict, field: "at", message: "the subscription is already canceled")
         }
-        var timeline = stored.timeline
-        timeline.cancel(atPeriodEnd ? .atPeriodEnd(requestedAt: requested) : .immediately(at: requested))
-        guard let endsAt = timeline.endsAt, endsAt > stored.start || (!atPeriodEnd && requested <= stored.start) else {
-            throw SubscriptionRefusal(kind: .conflict, field: "at", message: "is before the subscription started")
+        let endsAt: Instant
+        if Instant(now) < stored.start, requested <= stored.start {
+            endsAt = stored.start
+        } else {
+            var timeline = stored.timeline
+            timeline.cancel(atPeriodEnd ? .atPeriodEnd(requestedAt: requested) : .immediately(at: requested))
+            guard let ending = timeline.endsAt, ending > stored.start else {
+                throw SubscriptionRefusal(kind: .conflict, field: "at", message: "is before the subscription started")
+            }
+            endsAt = ending
         }
         try Self.refuseIfInvoiced(id, from: endsAt, on: connection, what: "the cancellation")
         try connection.query(
@@ -276,7 +287,8 @@ public struct SubscriptionStore: Sendable {
         guard
             let row = try connection.query(
                 """
-                SELECT t.currency, EXISTS (SELECT 1 FROM subscriptions s WHERE s.tenant_id = t.id),
+                SELECT t.currency,
+                       EXISTS (SELECT 1 FROM subscriptions s WHERE s.tenant_id = t.id AND (s.ends_at IS NULL OR s.ends_at > s.started_at)),
                        EXISTS (SELECT 1 FROM invoices i WHERE i.tenant_id = t.id)
                   FROM tenants t WHERE t.id = $1 FOR NO KEY UPDATE
                 """, [tenant]
@@ -323,7 +335,7 @@ public struct SubscriptionStore: Sendable {
         let timeline = stored.timeline
         let instant = Instant(now)
         let status: String
-        if let endsAt = timeline.endsAt, endsAt <= instant || endsAt == timeline.start {
+        if let endsAt = timeline.endsAt, endsAt <= instant || endsAt == stored.start {
             // Ended, or canceled before it started.
             status = "canceled"
         } else if let trial = timeline.trial, instant < trial.end {
