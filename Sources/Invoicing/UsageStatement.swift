@@ -33,7 +33,8 @@ public struct UsageStatement: Sendable {
     /// What is counted: `[period.start, min(asOf, period.end))`.
     public let counted: Period
     public let metrics: [MetricStanding]
-    /// Each metric's value over the previous period of the same kind; nil when there is none.
+    /// Each metric's value over the previous period of the same kind, up to the same point
+    /// in it as `counted` has reached in this one (`samePoint`); nil when there is none.
     public let previous: [String: Quantity]?
     /// The invoice the open billing period would produce now; nil outside a billing period.
     public let draft: InvoiceDraft?
@@ -68,7 +69,7 @@ public struct UsageStatement: Sendable {
             let draft = try InvoiceCalculator.invoice(
                 for: billing, of: stored.timeline, values: current, lateUsage: late, taxBasisPoints: taxRate)
             let plan = stored.timeline.pricingPlan(of: billing)
-            let previous = try stored.timeline.billingPeriod(billing.index - 1).map { try values(over: $0.billed) }
+            let previous = try stored.timeline.billingPeriod(billing.index - 1).map { try values(over: Self.samePoint(of: $0.billed, as: span)) }
             return UsageStatement(
                 tenantID: tenant, currency: currency, taxRateBps: taxRate, subscription: stored, plan: plan, kind: .billing,
                 period: billing.billed, counted: span,
@@ -87,8 +88,15 @@ public struct UsageStatement: Sendable {
             return UsageStatement(
                 tenantID: tenant, currency: currency, taxRateBps: taxRate, subscription: nil, plan: nil, kind: .calendarMonth,
                 period: month, counted: span, metrics: MetricStanding.standings(values: try values(over: span), plan: nil),
-                previous: try values(over: previousMonth), draft: nil, billingPeriod: nil)
+                previous: try values(over: Self.samePoint(of: previousMonth, as: span)), draft: nil, billingPeriod: nil)
         }
+    }
+
+    /// The part of `previous` as long as `counted` (a period counted up to now): five days
+    /// into a period compare with the previous period's first five days, not its whole — else
+    /// every card says −100 % on a period's first day.
+    public static func samePoint(of previous: Period, as counted: Period) -> Period {
+        Period(start: previous.start, end: min(previous.end, previous.start.advanced(byMicroseconds: counted.duration)))
     }
 
     /// The period open at `asOf`: a subscription's billing period, else its trial, else the

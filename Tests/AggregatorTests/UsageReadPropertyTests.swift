@@ -144,6 +144,21 @@ struct UsageReadPropertyTests {
             }
             #expect(statement.baseSoFar == Cents(99_900))
         }
+        // In the next period, the previous one is compared as far into it as this one is:
+        // its events before the same offset, not all of them.
+        let calendar = BillingCalendar(anchor: Instant(microsecondsSinceEpoch: start), interval: .monthly)
+        for round in 0..<5 {
+            let offset = Int64(random.next() % UInt64(end - start + 3_600_000_000))
+            let asOf = calendar.period(1).start.advanced(byMicroseconds: offset)
+            let statement = try #require(
+                try await connection.withTransaction(isolation: .repeatableRead) { try UsageStatement.load(tenant: tenant, asOf: asOf, on: $0) })
+            let previous = try #require(statement.previous, "round \(round)")
+            for metric in names {
+                let before = records[metric, default: []].filter { $0.time.microsecondsSinceEpoch < start + offset }
+                let expected = before.isEmpty ? Quantity.zero : PartialAggregate(catalog.aggregation(for: metric), of: before).value
+                #expect(previous[metric] ?? .zero == expected, "\(metric), \(offset) µs into the period")
+            }
+        }
         let before = try #require(
             try await connection.withTransaction {
                 try UsageStatement.load(tenant: tenant, asOf: Instant(microsecondsSinceEpoch: start - 1), on: $0)

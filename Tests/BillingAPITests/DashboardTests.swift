@@ -341,8 +341,8 @@ struct DashboardTests: BillingAPITestCase {
 
     @Test("a card's change versus the previous period: whole percent toward zero, new usage, nothing")
     func changeVersusPrevious() {
-        #expect(UsagePage.Card.change(from: Quantity(units: 100), to: Quantity(units: 150)) == "+50 % vs. the previous period")
-        #expect(UsagePage.Card.change(from: Quantity(units: 300), to: Quantity(scaled: 1_999_999)) == "−33 % vs. the previous period")
+        #expect(UsagePage.Card.change(from: Quantity(units: 100), to: Quantity(units: 150)) == "+50 % vs. the previous period at this point")
+        #expect(UsagePage.Card.change(from: Quantity(units: 300), to: Quantity(scaled: 1_999_999)) == "−33 % vs. the previous period at this point")
         #expect(UsagePage.Card.change(from: .zero, to: Quantity(units: 1)) == "new since the previous period")
         #expect(UsagePage.Card.change(from: .zero, to: .zero) == nil)
     }

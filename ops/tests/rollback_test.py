@@ -143,6 +143,9 @@ def main():
         24: ("the table config_changes and its fourteen triggers",
              lambda: psql("SELECT to_regclass('config_changes') IS NOT NULL AND "
                           "(SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%\\_log' ESCAPE '\\') = 14") == "t"),
+        25: ("the table idempotent_requests", lambda: psql("SELECT to_regclass('idempotent_requests') IS NOT NULL") == "t"),
+        26: ("the check subscriptions_ends_after_start",
+             lambda: psql("SELECT count(*) FROM pg_constraint WHERE conname = 'subscriptions_ends_after_start'") == "1"),
     }
     down_object, down_present = (None, None) if blocking else objects.get(latest, (None, None))
     if not blocking and down_object is None:

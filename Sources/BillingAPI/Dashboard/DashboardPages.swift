@@ -339,11 +339,12 @@ struct UsagePage {
             charge = standing.charge > .zero ? InvoiceDocument.money(standing.charge.value, currency: currency) : nil
         }
 
-        /// "+12 % vs. the previous period" (whole percent, toward zero); nil when both are zero.
+        /// "+12 % vs. the previous period at this point" (whole percent, toward zero; the
+        /// previous period counted as far into it as this one is); nil when both are zero.
         static func change(from previous: Quantity, to current: Quantity) -> String? {
             guard previous > .zero else { return current > .zero ? "new since the previous period" : nil }
             let percent = (current.scaled - previous.scaled) * 100 / previous.scaled
-            return "\(percent >= 0 ? "+" : "−")\(percent.magnitude) % vs. the previous period"
+            return "\(percent >= 0 ? "+" : "−")\(percent.magnitude) % vs. the previous period at this point"
         }
     }
 
