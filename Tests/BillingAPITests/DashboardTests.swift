@@ -10,6 +10,7 @@ import TallyTestSupport
 import Testing
 
 @testable import BillingAPI
+@testable import TallyStore
 
 /// The dashboard's sessions, forms and isolation over the real PostgreSQL (the pages in a
 /// real browser are `ops/browser/dashboard_test.py`).
@@ -240,6 +241,7 @@ struct DashboardTests: BillingAPITestCase {
             #expect(firstPage.contains("shown this once: <code>whsec_"))
             #expect(againPage == firstPage)
             #expect(headers[.contentSecurityPolicy]?.contains("frame-ancestors 'none'") == true)
+            #expect(headers[HTTPField.Name("X-Frame-Options")!] == "DENY")
             // The same key with other values is refused, not run.
             let (other, _, _) = try await post(
                 client, "/dashboard/webhooks", browser, [("url", "http://127.0.0.1:9/other"), ("csrf_token", browser.csrf), ("form_key", key)])
@@ -337,6 +339,29 @@ struct DashboardTests: BillingAPITestCase {
 
     static func cents(_ dollars: String) -> Int {
         Int(dollars.filter(\.isNumber)) ?? -1
+    }
+
+    @Test("the trend chart holds every legend row (ten metrics), dashes colours that come round again, and draws a lone bucket as a point")
+    func trendChartLayout() throws {
+        let day = Instant(microsecondsSinceEpoch: 86_400_000_000 * 20_000)
+        func history(buckets: Int, metrics: Int) -> UsageHistory {
+            UsageHistory(
+                buckets: (0..<buckets).map { day.advanced(byMicroseconds: Int64($0) * 86_400_000_000) }, granularity: .day,
+                series: (0..<metrics).map {
+                    UsageHistory.Series(metric: "m\($0)", aggregation: .sum, values: Array(repeating: Quantity(units: 5), count: buckets))
+                })
+        }
+        let svg = TrendChart(history: history(buckets: 7, metrics: 10), units: [:]).svg
+        let viewBox = try #require(svg.firstRange(of: #/viewBox="0 0 720 (\d+)"/#).flatMap { Double(svg[$0].split(separator: " ").last!.dropLast()) })
+        let legend = svg.matches(of: #/<text x="[0-9.]+" y="([0-9.]+)" font-size="11" fill="rgb\(29,36,48\)">/#).compactMap { Double($0.output.1) }
+        #expect(legend.count == 10)
+        #expect(legend.allSatisfy { $0 < viewBox }, "\(legend) in \(viewBox)")
+        #expect(svg.matches(of: #/stroke-dasharray/#).count == 2)
+        #expect(!svg.contains("<circle"))
+        // Three metrics or fewer: the chart keeps its size.
+        #expect(TrendChart(history: history(buckets: 7, metrics: 3), units: [:]).svg.contains(#"viewBox="0 0 720 300""#))
+        let lone = TrendChart(history: history(buckets: 1, metrics: 2), units: [:]).svg
+        #expect(lone.matches(of: #/<circle /#).count == 2)
     }
 
     @Test("a card's change versus the previous period: whole percent toward zero, new usage, nothing")

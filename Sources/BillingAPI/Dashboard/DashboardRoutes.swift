@@ -287,6 +287,8 @@ struct DashboardRoutes {
                 .contentSecurityPolicy:
                     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'",
                 HTTPField.Name("X-Content-Type-Options")!: "nosniff", HTTPField.Name("Referrer-Policy")!: "same-origin",
+                // frame-ancestors 'none' for browsers too old for it.
+                HTTPField.Name("X-Frame-Options")!: "DENY",
             ],
             body: .init(byteBuffer: body))
     }

@@ -11,11 +11,14 @@ struct TrendChart {
     /// The unit of each metric (`billable_metrics.unit`), shown in the legend.
     let units: [String: String]
     let width = 720.0
-    let height = 300.0
     let left = 64.0
     let right = 32.0
     let top = 16.0
-    let bottom = 64.0
+    /// Legend rows of three metrics; beyond two, the chart grows to hold them.
+    var legendRows: Int { (history.series.count + 2) / 3 }
+    var extraRows: Double { Double(max(0, legendRows - 2)) * 14 }
+    var height: Double { 300 + extraRows }
+    var bottom: Double { 64 + extraRows }
 
     static let colors = ["#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2", "#65a30d", "#dc2626"]
 
@@ -52,12 +55,18 @@ struct TrendChart {
         }
         for (number, series) in history.series.enumerated() {
             let color = Self.colors[number % Self.colors.count]
+            // Past the eighth metric the colours come round again, dashed this time.
+            let dash = number >= Self.colors.count ? #" stroke-dasharray="6 3""# : ""
             let points = series.values.enumerated().map { index, value in "\(x(index)),\(y(Self.double(value)))" }
             parts.append(
-                #"<polyline data-metric="\#(Self.escape(series.metric))" fill="none" stroke="\#(color)" stroke-width="2" points="\#(points.joined(separator: " "))"/>"#
+                #"<polyline data-metric="\#(Self.escape(series.metric))" fill="none" stroke="\#(color)" stroke-width="2"\#(dash) points="\#(points.joined(separator: " "))"/>"#
             )
+            // One bucket is one point, which a line does not draw.
+            if count == 1, let value = series.values.first {
+                parts.append(#"<circle cx="\#(x(0))" cy="\#(y(Self.double(value)))" r="4" fill="\#(color)"/>"#)
+            }
             let legendX = left + Double(number % 3) * 210
-            let legendY = height - 26 + Double(number / 3) * 14
+            let legendY = top + plotHeight + 38 + Double(number / 3) * 14
             let unit = units[series.metric].map { " (\($0))" } ?? ""
             parts.append(#"<rect x="\#(legendX)" y="\#(legendY - 8)" width="10" height="10" fill="\#(color)"/>"#)
             parts.append(
