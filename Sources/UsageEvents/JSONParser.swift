@@ -20,6 +20,7 @@ public struct JSONParser {
     /// Parses one JSON document (surrounding whitespace allowed).
     public static func parse(_ bytes: some Collection<UInt8>) throws(JSONParseError) -> JSONValue {
         var parser = JSONParser(bytes: Array(bytes))
+        parser.skipByteOrderMark()
         parser.skipWhitespace()
         let value = try parser.value()
         parser.skipWhitespace()
@@ -45,6 +46,7 @@ public struct JSONParser {
     public static func elements(of bytes: some Collection<UInt8>) throws(JSONParseError) -> [Element] {
         var parser = JSONParser(bytes: Array(bytes))
         parser.keepsLastOfDuplicateKeys = true
+        parser.skipByteOrderMark()
         parser.skipWhitespace()
         guard parser.peek(UInt8(ascii: "[")) else {
             _ = try parse(parser.bytes)  // not JSON at all: that error
@@ -314,6 +316,14 @@ public struct JSONParser {
         depth += 1
         guard depth <= Self.maximumDepth else { throw error("nested deeper than \(Self.maximumDepth) levels") }
     }
+
+    /// A UTF-8 byte order mark before the document is ignored, as RFC 8259 allows a parser
+    /// to (Windows tools write one; Foundation's decoder takes it too).
+    private mutating func skipByteOrderMark() {
+        if index == 0, bytes.starts(with: Self.byteOrderMark) { index = Self.byteOrderMark.count }
+    }
+
+    public static let byteOrderMark: [UInt8] = [0xEF, 0xBB, 0xBF]
 
     private mutating func skipWhitespace() {
         while index < bytes.count, bytes[index] == 0x20 || bytes[index] == 0x0A || bytes[index] == 0x0D || bytes[index] == 0x09 {

@@ -48,6 +48,9 @@ struct IngestTests {
                 (event("single-1"), "application/json"),
                 ("[\(event("array-1")), \(event("array-2"))]", "application/json"),
                 ("\(event("nd-1"))\n\(event("nd-2"))\n\(event("nd-3"))\n", "application/x-ndjson"),
+                // A UTF-8 byte order mark first (PowerShell, Notepad): not part of the body.
+                ("\u{FEFF}[\(event("bom-1"))]", "application/json"),
+                ("\u{FEFF}\(event("bom-2"))\n\(event("bom-3"))\n", "application/x-ndjson"),
             ]
             var expected = 0
             for (body, type) in bodies {
@@ -62,7 +65,7 @@ struct IngestTests {
                 }
             }
             let received = try await fixture.receivedEvents(expected: expected).ids
-            #expect(received.keys.sorted() == ["array-1", "array-2", "nd-1", "nd-2", "nd-3", "single-1"])
+            #expect(received.keys.sorted() == ["array-1", "array-2", "bom-1", "bom-2", "bom-3", "nd-1", "nd-2", "nd-3", "single-1"])
             #expect(received.values.allSatisfy { $0 == 1 })
         }
         try await fixture.tearDown()

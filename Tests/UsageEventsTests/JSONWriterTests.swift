@@ -105,6 +105,11 @@ struct JSONParserTests {
                     ])
                 ]))
         #expect(try JSONParser.parse(Array("1000000000000.0001".utf8)) == .number(Decimal(string: "1000000000000.0001")!))
+        // A byte order mark before the document is ignored; anywhere else it is not JSON.
+        #expect(try JSONParser.parse(JSONParser.byteOrderMark + Array(#"{"a": 1}"#.utf8)) == .object(["a": .number(1)]))
+        #expect(try JSONParser.elements(of: JSONParser.byteOrderMark + Array("[1, 2]".utf8)).map(\.value) == [.number(1), .number(2)])
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(Array(" ".utf8) + JSONParser.byteOrderMark + Array("1".utf8)) }
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(Array("[".utf8) + JSONParser.byteOrderMark + Array("1]".utf8)) }
     }
 
     @Test(

@@ -11,6 +11,8 @@ enum IngestBody {
 
     /// The event objects of `data`, in order.
     static func parse(_ data: Data, contentType: String?) throws(IngestBodyError) -> [JSONValue] {
+        // A UTF-8 byte order mark (PowerShell and Notepad write one) is not part of the body.
+        let data = data.starts(with: JSONParser.byteOrderMark) ? Data(data.dropFirst(JSONParser.byteOrderMark.count)) : data
         guard let first = data.first(where: { !Self.isWhitespace($0) }) else {
             throw IngestBodyError(field: "body", message: "is empty: send an event, a JSON array of events, or NDJSON")
         }
