@@ -52,6 +52,9 @@ struct InvoicerCommand: AsyncParsableCommand, TallyServer {
         @Flag(help: "Return once the commands are sent, without waiting for the invoices.") var noWait = false
         @Option(name: .customLong("tenant"), help: "Bill only this tenant (repeatable); default every tenant.") var tenants: [String] = []
         @Option(help: "Re-run this billing run's failed invoices (its id, from GET /v1/billing-runs or the alert).") var rerun: String?
+        @Flag(
+            help: "Allow an --as-of in the future: the invoices of periods that have not ended by then are issued and emailed now.")
+        var allowFuture = false
 
         func validate() throws {
             if rerun != nil, asOf != nil || !tenants.isEmpty {
@@ -69,6 +72,13 @@ struct InvoicerCommand: AsyncParsableCommand, TallyServer {
             }()
             let configuration = try InvoicerConfiguration(reader: reader)
             let asOf = try asOf.map(Self.instant) ?? TallyClock.now()
+            // A typo (2062 for 2026) would issue and email the invoices of periods that have
+            // not happened, for every tenant.
+            if !allowFuture, asOf > TallyClock.now().addingTimeInterval(300) {
+                throw ValidationError(
+                    "--as-of \(asOf.ISO8601Format()) is in the future: every period ending before it would be invoiced and emailed now; "
+                        + "check the date, or pass --allow-future to mean it")
+            }
             let only = try tenants.map { text in
                 guard let id = UUID(uuidString: text) else { throw ValidationError("--tenant must be a tenant id (UUID)") }
                 return id
@@ -136,6 +146,9 @@ struct InvoicerCommand: AsyncParsableCommand, TallyServer {
         static func instant(_ text: String) throws -> Date {
             guard let date = RFC3339.parse(text) else {
                 throw ValidationError("--as-of must be an RFC 3339 time, e.g. 2026-12-01T01:00:00Z")
+            }
+            guard (2000...9999).contains(Calendar(identifier: .gregorian).dateComponents(in: .gmt, from: date).year ?? 0) else {
+                throw ValidationError("--as-of must be in the years 2000 to 9999, as the API's as_of is")
             }
             return date
         }

@@ -54,7 +54,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
                 print("reason: \(message.reason)\nbody: \(String(decoding: message.body, as: UTF8.self))\ndeliveries:")
                 for delivery in try await NotificationRecords.deliveries(ofEvent: id, on: parked.database) {
                     print(
-                        "  \(delivery.channel) \(delivery.recipient): \(delivery.status) after \(delivery.attempts) attempt(s), "
+                        "  \(delivery.channel) \(delivery.shownRecipient): \(delivery.status) after \(delivery.attempts) attempt(s), "
                             + "code \(delivery.responseCode.map(String.init) ?? "-") \(delivery.lastError ?? "")")
                 }
             }

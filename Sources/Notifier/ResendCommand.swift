@@ -82,12 +82,13 @@ struct ResendCommand: AsyncParsableCommand {
             let deliveries = try await NotificationRecords.deliveries(ofEvent: event.id, on: database)
             let sent = deliveries.filter { $0.status == "sent" }
             if sent.count == audiences.count {
-                for delivery in sent { print("sent to \(delivery.recipient)") }
+                for delivery in sent { print("sent to \(delivery.shownRecipient)") }
                 return
             }
             if let failed = deliveries.first(where: { $0.status == "failed" }) {
                 print(
-                    "not sent yet to \(failed.recipient): \(failed.lastError ?? "") (the Notifier retries; `notifier dlq list` shows it if it parks)")
+                    "not sent yet to \(failed.shownRecipient): \(failed.lastError ?? "") (the Notifier retries; `notifier dlq list` shows it if it parks)"
+                )
             }
             try await Task.sleep(for: .milliseconds(250))
         }

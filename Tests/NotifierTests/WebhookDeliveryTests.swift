@@ -71,6 +71,8 @@ struct WebhookDeliveryTests {
         #expect(listing.output.contains("failed 4 times") && listing.output.contains("HTTP 503"), "\(listing.output)")
         let shown = try await harness.dlq("show", event.id)
         #expect(shown.output.contains("webhook") && shown.output.contains("failed after 4 attempt(s), code 503"), "\(shown.output)")
+        // The endpoint by its id, not its URL (a URL can carry the receiver's token).
+        #expect(shown.output.contains("webhook endpoint ") && !shown.output.contains("webhook http"), "\(shown.output)")
         await receiver.inbox.recover(name)
         #expect(try await harness.dlq("replay").output.contains("replayed 1 parked event(s)"))
         try await harness.waitUntil("the replayed event delivered") { await receiver.inbox.deliveries(name).count == 1 }

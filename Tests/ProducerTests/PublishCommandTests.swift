@@ -61,23 +61,35 @@ struct PublishCommandTests {
         let file = fixture.spoolDirectory + ".ndjson"
         var events = lines(fixture, count: 20, prefix: "mixed")
         events[14] = #"{"id": "mixed-14", "type": "api_calls", "quantity": -3, "time": "2026-11-24T00:00:00Z"}"#
-        try events.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        // A blank line before the second batch: its first event is the file's line 12.
+        try (events[..<10].joined(separator: "\n") + "\n\n" + events[10...].joined(separator: "\n")).write(
+            toFile: file, atomically: true, encoding: .utf8)
         let result = try await TestEnvironment.run(
             producer, ["publish", file, "--batch-size", "10"],
             environment: ["TALLY_INGEST_URL": "http://127.0.0.1:\(port)", "TALLY_API_KEY": fixture.apiKey])
         #expect(result.status == 1)
         #expect(result.output.contains("10 accepted, 10 refused"))
-        #expect(result.errors.contains("lines 11-20 refused (HTTP 400)"))
+        #expect(result.errors.contains("10 event(s) from line 12 refused (HTTP 400)"), "\(result.errors)")
         #expect(result.errors.contains("events[4].quantity"))
         let received = try await fixture.receivedEvents(expected: 10)
         #expect(Set(received.ids.keys) == Set((0..<10).map { "mixed-\($0)" }))
         try await fixture.tearDown()
     }
 
-    @Test("--help names every setting it reads")
+    @Test("--help names every setting it reads; --attempts 0 and a directory are usage errors, not a crash or an empty success")
     func help() async throws {
         let result = try await TestEnvironment.run(producer, ["publish", "--help"])
         #expect(result.status == 0)
         for key in ["TALLY_INGEST_URL", "TALLY_API_KEY", "BILLING_ADMIN_TOKEN"] { #expect(result.output.contains(key)) }
+        let environment = ["TALLY_INGEST_URL": "http://127.0.0.1:9", "TALLY_API_KEY": "tally_x"]
+        for (arguments, says) in [
+            (["publish", "/dev/null", "--attempts", "0"], "--attempts must be 1 to 100"),
+            (["backfill", "/dev/null", "--attempts=-1"], "--attempts must be 1 to 100"),
+            (["publish", NSTemporaryDirectory()], "is a directory"),
+        ] {
+            let refused = try await TestEnvironment.run(producer, arguments, environment: environment)
+            #expect(refused.status == 64, "\(arguments): \(refused.status) \(refused.errors)")
+            #expect(refused.errors.contains(says), "\(arguments): \(refused.errors)")
+        }
     }
 }

@@ -27,6 +27,7 @@ struct BackfillCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard (1...100_000).contains(batchSize) else { throw ValidationError("--batch-size must be 1 to 100000") }
+        guard (1...100).contains(attempts) else { throw ValidationError("--attempts must be 1 to 100") }
     }
 
     /// What the file holds, line by line.
@@ -40,7 +41,7 @@ struct BackfillCommand: AsyncParsableCommand {
 
     func run() async throws {
         let reader = ConfigurationReader()
-        guard let input = fopen(file, "r") else { throw ValidationError("cannot open \(file): \(String(cString: strerror(errno)))") }
+        let input = try PublishCommand.open(file)
         var logger = Logger(label: "producer.backfill")
         logger.logLevel = .error
         let pool = PostgresPool(configuration: try PostgresConfiguration(url: try reader.string(.databaseURL)), size: 1, logger: logger)
@@ -63,7 +64,12 @@ struct BackfillCommand: AsyncParsableCommand {
         }
         for (line, why) in report.unreadable.prefix(20) { print("    line \(line): \(why)") }
         if report.unreadable.count > 20 { print("    … and \(report.unreadable.count - 20) more") }
-        guard !dryRun else { return print("dry run: nothing sent") }
+        guard !dryRun else {
+            print("dry run: nothing sent")
+            // A pre-flight check: unreadable lines fail it, as they fail the real run.
+            if !report.unreadable.isEmpty { throw ExitCode(1) }
+            return
+        }
         let endpoint = try reader.string(PublishCommand.ingestURL) + "/v1/events"
         let sender = IngestSender(
             endpoint: endpoint, token: try reader.string(ProducerConfiguration.adminToken), client: try HTTPClient(), attempts: attempts)

@@ -26,6 +26,17 @@ struct PublishCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard (1...100_000).contains(batchSize) else { throw ValidationError("--batch-size must be 1 to 100000") }
+        guard (1...100).contains(attempts) else { throw ValidationError("--attempts must be 1 to 100") }
+    }
+
+    /// `path` opened for reading: a file, not a directory (which `fopen` opens, and reads as empty).
+    static func open(_ path: String) throws -> UnsafeMutablePointer<FILE> {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw ValidationError("\(path) is a directory: name an NDJSON file")
+        }
+        guard let file = fopen(path, "r") else { throw ValidationError("cannot open \(path): \(String(cString: strerror(errno)))") }
+        return file
     }
 
     func run() async throws {
@@ -34,25 +45,28 @@ struct PublishCommand: AsyncParsableCommand {
             throw ValidationError("set TALLY_API_KEY (a tenant key) or BILLING_ADMIN_TOKEN")
         }
         let endpoint = try reader.string(Self.ingestURL) + "/v1/events"
-        guard let input = file == "-" ? fdopen(STDIN_FILENO, "r") : fopen(file, "r") else {
-            throw ValidationError("cannot open \(file): \(String(cString: strerror(errno)))")
+        guard let input = file == "-" ? fdopen(STDIN_FILENO, "r") : try Self.open(file) else {
+            throw ValidationError("cannot read standard input: \(String(cString: strerror(errno)))")
         }
         defer { fclose(input) }
         var progress = PublishProgress()
         let sender = IngestSender(endpoint: endpoint, token: token, client: try HTTPClient(), attempts: attempts)
         var lines: [String] = []
+        // The file's number of the batch's first line (blank lines are skipped, not sent).
+        var firstLine = 0
         var lineNumber = 0
         while let line = Self.readLine(input) {
             lineNumber += 1
             if line.allSatisfy(\.isWhitespace) { continue }
+            if lines.isEmpty { firstLine = lineNumber }
             lines.append(line)
             if lines.count == batchSize {
-                try await sender.send(lines, firstLine: lineNumber - lines.count + 1, progress: &progress)
+                try await sender.send(lines, firstLine: firstLine, progress: &progress)
                 lines.removeAll(keepingCapacity: true)
             }
         }
         if !lines.isEmpty {
-            try await sender.send(lines, firstLine: lineNumber - lines.count + 1, progress: &progress)
+            try await sender.send(lines, firstLine: firstLine, progress: &progress)
         }
         progress.finish()
         if progress.refused > 0 { throw ExitCode(1) }
@@ -92,8 +106,8 @@ struct IngestSender {
             do {
                 response = try await client.send(request)
             } catch {
-                lastProblem = "\(error)"
-                progress.note("batch at line \(firstLine): \(error); retrying")
+                lastProblem = "\(endpoint) unreachable (TALLY_INGEST_URL): \(error)"
+                progress.note("batch at line \(firstLine): \(lastProblem)" + (attempt < attempts ? "; retrying" : ""))
                 continue
             }
             if response.status == 202 {
@@ -125,9 +139,9 @@ struct PublishProgress {
 
     mutating func refused(_ count: Int, firstLine: Int, status: Int, body: Data) {
         refused += count
-        let lastLine = firstLine + count - 1
         let reason = String(decoding: body.prefix(2000), as: UTF8.self)
-        note("lines \(firstLine)-\(lastLine) refused (HTTP \(status)): \(reason)")
+        let what = status == 0 ? "not sent" : "refused (HTTP \(status))"
+        note("\(count) event(s) from line \(firstLine) \(what): \(reason)")
     }
 
     func note(_ text: String) {

@@ -94,17 +94,27 @@ public enum NotificationRecords {
         public let attempts: Int
         public let responseCode: Int?
         public let lastError: String?
+        public let endpointID: UUID?
+
+        /// Who it is for, as an operator's command prints it: a webhook by its endpoint's id,
+        /// never its URL (which can carry the receiver's token); an email by its address.
+        public var shownRecipient: String {
+            endpointID.map { "endpoint \($0.uuidString.lowercased())" } ?? recipient
+        }
     }
 
     /// Every delivery planned for event `eventID`, in the order they were planned.
     public static func deliveries(ofEvent eventID: String, on pool: PostgresPool) async throws -> [Delivery] {
         try await pool.query(
-            "SELECT channel, recipient, status, attempts, response_code, last_error FROM notifications WHERE event_id = $1 ORDER BY id",
-            [eventID]
+            """
+            SELECT channel, recipient, status, attempts, response_code, last_error, endpoint_id FROM notifications
+             WHERE event_id = $1 ORDER BY id
+            """, [eventID]
         ).map { row in
             Delivery(
                 channel: try row.decode(0), recipient: try row.decode(1), status: try row.decode(2), attempts: try row.decode(3),
-                responseCode: try row.decode(4, as: Int?.self), lastError: try row.decode(5, as: String?.self))
+                responseCode: try row.decode(4, as: Int?.self), lastError: try row.decode(5, as: String?.self),
+                endpointID: try row.decode(6, as: UUID?.self))
         }
     }
 
