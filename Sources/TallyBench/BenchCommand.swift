@@ -75,7 +75,14 @@ enum BenchSupport {
 
     /// Empties `aggregator.usage` between phases: benchmark usage is not real usage, and
     /// a queue filling with hundreds of megabytes slows the broker the next phase measures.
+    /// Refused unless `TALLY_BENCH_PURGES=1` (`./ops/local.sh bench` sets it): on a broker
+    /// that is not the bench's own, the queue holds usage not counted yet.
     static func purgeUsageQueue(_ broker: AMQPConfiguration) async throws {
+        guard ProcessInfo.processInfo.environment["TALLY_BENCH_PURGES"] == "1" else {
+            throw ValidationError(
+                "this benchmark empties \(QueueName.aggregatorUsage) on the broker AMQP_URL names, and with it any usage not "
+                    + "counted yet: run it through ./ops/local.sh bench, or set TALLY_BENCH_PURGES=1 on a broker of its own")
+        }
         let connection = try await AMQPConnection.connect(configuration: broker, logger: logger)
         try await connection.openChannel(1)
         try await connection.purgeQueue(QueueName.aggregatorUsage)

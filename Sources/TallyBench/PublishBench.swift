@@ -9,7 +9,10 @@ import UsageEvents
 
 /// Library publish throughput with confirms against raw publish-with-confirms of the same bodies.
 struct PublishBench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "publish", abstract: "Publish throughput vs raw confirms.")
+    static let configuration = CommandConfiguration(
+        commandName: "publish", abstract: "Publish throughput vs raw confirms.",
+        discussion:
+            "Empties aggregator.usage on the broker AMQP_URL names between runs: refused unless TALLY_BENCH_PURGES=1 (./ops/local.sh bench sets it).")
     @Option var events = 300_000
 
     func run() async throws {
