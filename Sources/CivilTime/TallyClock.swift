@@ -17,7 +17,12 @@ public enum TallyClock {
     public static let offset: TimeInterval = {
         guard let text = ProcessInfo.processInfo.environment["TALLY_CLOCK_OFFSET"], !text.isEmpty else { return 0 }
         guard let seconds = TimeInterval(text), seconds.isFinite else {
-            fatalError("TALLY_CLOCK_OFFSET=\(text): expected a number of seconds to add to the system clock; unset it to use the system clock")
+            // A setting, not a bug: said as a usage error (exit 64), without a backtrace.
+            FileHandle.standardError.write(
+                Data(
+                    ("Error: TALLY_CLOCK_OFFSET=\(text.prefix(40)) is invalid: expected a number of seconds to add to the system clock; "
+                        + "unset it to use the system clock\n").utf8))
+            exit(64)
         }
         return seconds
     }()
