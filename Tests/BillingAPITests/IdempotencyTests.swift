@@ -26,6 +26,12 @@ struct IdempotencyTests: BillingAPITestCase {
     /// The store as the test application has it (its secret is the admin token).
     func requests(_ pool: PostgresPool) -> IdempotentRequests { IdempotentRequests(pool: pool, secret: adminToken) }
 
+    /// Moves the principal's keys `seconds` into the past (as if claimed that long ago).
+    func backdate(_ principal: String, by seconds: Int, on pool: PostgresPool) async throws {
+        try await pool.query(
+            "UPDATE idempotent_requests SET created_at = now() - make_interval(secs => $2::int) WHERE principal = $1", [principal, seconds])
+    }
+
     func pool() throws -> PostgresPool {
         PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
     }
@@ -164,9 +170,7 @@ struct IdempotencyTests: BillingAPITestCase {
         }
         // A process that died with the request running: after `abandonedAfter`, a retry of
         // the same request runs it (not another request).
-        try await pool.query(
-            "UPDATE idempotent_requests SET created_at = now() - make_interval(secs => $2::int) WHERE principal = $1",
-            [principal, IdempotentRequests.abandonedAfter + 1])
+        try await backdate(principal, by: IdempotentRequests.abandonedAfter + 1, on: pool)
         guard case .usedForAnother = try await requests.claim(principal: principal, key: key, fingerprint: other) else {
             Issue.record("another request took an abandoned key")
             return
@@ -194,9 +198,7 @@ struct IdempotencyTests: BillingAPITestCase {
         #expect(throws: (any Error).self) { try IdempotentRequests(pool: pool, secret: "another").open(sealed, principal: principal, key: key) }
         #expect(try requests.open(sealed, principal: principal, key: key) == answer.body)
         // After its lifetime, the key is anyone's again.
-        try await pool.query(
-            "UPDATE idempotent_requests SET created_at = now() - make_interval(secs => $2::int) WHERE principal = $1",
-            [principal, IdempotentRequests.lifetime + 1])
+        try await backdate(principal, by: IdempotentRequests.lifetime + 1, on: pool)
         guard case .run = try await requests.claim(principal: principal, key: key, fingerprint: other) else {
             Issue.record("an expired key was not claimed anew")
             return

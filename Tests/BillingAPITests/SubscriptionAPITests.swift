@@ -21,6 +21,16 @@ struct SubscriptionAPITests: BillingAPITestCase {
         }
     }
 
+    /// A USD plan of the test's own with a 14-day trial and no charges: its code. Archive it at the end.
+    func trialPlan(_ client: some TestClientProtocol, prefix: String) async throws -> String {
+        let code = prefix + UUID().uuidString.prefix(8).lowercased()
+        let (status, body) = try await post(
+            client, "/v1/plans", adminToken,
+            #"{"code": "\#(code)", "name": "Trial plan", "currency": "usd", "base_cents": 1000, "trial_days": 14, "charges": []}"#)
+        #expect(status == .created, "\(body)")
+        return code
+    }
+
     func field(_ body: [String: Any]) -> String? { (body["error"] as? [String: Any])?["field"] as? String }
 
     func code(_ body: [String: Any]) -> String? { (body["error"] as? [String: Any])?["code"] as? String }
@@ -73,11 +83,8 @@ struct SubscriptionAPITests: BillingAPITestCase {
     @Test("a subscription that has not started is canceled before it starts (its trial with it) and frees the tenant; one that has started cannot be")
     func cancelBeforeStart() async throws {
         try await app().test(.router) { client in
-            let code = "test-void-\(UUID().uuidString.prefix(8).lowercased())"
-            var (status, body) = try await post(
-                client, "/v1/plans", adminToken,
-                #"{"code": "\#(code)", "name": "Trial plan", "currency": "usd", "base_cents": 1000, "trial_days": 14, "charges": []}"#)
-            #expect(status == .created)
+            let code = try await trialPlan(client, prefix: "test-void-")
+            var (status, body): (HTTPResponse.Status, [String: Any])
             let tenant = try await createTenant(client)
             let later = RFC3339.format(TestClock.now().addingTimeInterval(90 * 86_400))
             (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "\#(code)", "start": "\#(later)"}"#)
@@ -121,11 +128,8 @@ struct SubscriptionAPITests: BillingAPITestCase {
     @Test("a tenant key takes the plan's trial once, may shorten it, never lengthen it; the operator grants any")
     func selfServiceTrials() async throws {
         try await app().test(.router) { client in
-            let code = "test-trial-\(UUID().uuidString.prefix(8).lowercased())"
-            var (status, body) = try await post(
-                client, "/v1/plans", adminToken,
-                #"{"code": "\#(code)", "name": "Trial plan", "currency": "usd", "base_cents": 1000, "trial_days": 14, "charges": []}"#)
-            #expect(status == .created)
+            let code = try await trialPlan(client, prefix: "test-trial-")
+            var (status, body): (HTTPResponse.Status, [String: Any])
             let tenant = try await createTenant(client)
             // Longer than the plan offers: the tenant cannot grant it to itself.
             (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "\#(code)", "trial_days": 730}"#)
