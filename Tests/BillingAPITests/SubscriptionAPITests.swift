@@ -90,6 +90,8 @@ struct SubscriptionAPITests: BillingAPITestCase {
             (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "\#(code)", "start": "\#(later)"}"#)
             #expect(status == .created)
             let scheduled = try #require(body["id"] as? String)
+            // Not started: neither trialing nor active (both were shown before).
+            #expect(body["status"] as? String == "scheduled", "\(body)")
             // Before: 409 "is before the subscription started", and the tenant could subscribe to nothing.
             (status, body) = try await post(client, "/v1/subscriptions/\(scheduled)/cancel", tenant.key, "{}")
             #expect(status == .ok, "\(body)")

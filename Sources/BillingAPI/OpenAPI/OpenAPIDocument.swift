@@ -1090,6 +1090,7 @@ enum OpenAPIDocument {
                   "status": {
                     "type": "string",
                     "enum": [
+                      "scheduled",
                       "trialing",
                       "active",
                       "canceled"

@@ -26,7 +26,7 @@ public struct SubscriptionView: Sendable, Codable, Equatable {
 
     public let id: UUID
     public let tenantID: UUID
-    /// `trialing`, `active` or `canceled`, as of the time of the request.
+    /// `scheduled` (starts later), `trialing`, `active` or `canceled`, as of the time of the request.
     public let status: String
     /// The plan in force as of the time of the request, and its catalog version.
     public let plan: String
@@ -338,6 +338,10 @@ public struct SubscriptionStore: Sendable {
         if let endsAt = timeline.endsAt, endsAt <= instant || endsAt == stored.start {
             // Ended, or canceled before it started.
             status = "canceled"
+        } else if instant < stored.start {
+            // Neither its trial nor its first period has begun: showing it `trialing` or
+            // `active` told finance it was running (and a tenant that it was billed).
+            status = "scheduled"
         } else if let trial = timeline.trial, instant < trial.end {
             status = "trialing"
         } else {
