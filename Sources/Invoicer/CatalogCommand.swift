@@ -39,7 +39,7 @@ struct CatalogCommand: AsyncParsableCommand {
 
         func run() async throws {
             guard let plan = try await CatalogCommand.withStore({ try await $0.plan(code) }) else {
-                throw ValidationError("no plan \(code); `invoicer catalog list` shows them")
+                throw CommandFailure("no plan \(code); `invoicer catalog list` shows them")
             }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -61,19 +61,19 @@ struct CatalogCommand: AsyncParsableCommand {
 
         func run() async throws {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-                throw ValidationError("cannot read \(file)")
+                throw CommandFailure("cannot read \(file)")
             }
             let catalog: CatalogFile
             do {
                 catalog = try CatalogFile(text: text, yaml: !file.lowercased().hasSuffix(".json"))
             } catch {
-                throw ValidationError("\(file): \(error.field): \(error.message); nothing was applied")
+                throw CommandFailure("\(file): \(error.field): \(error.message); nothing was applied")
             }
             let changes: CatalogChanges
             do {
                 changes = try await CatalogCommand.withStore { try await catalog.apply(to: $0, dryRun: dryRun) }
             } catch let refusal as CatalogRefusal {
-                throw ValidationError("\(file): \(refusal.field): \(refusal.message)")
+                throw CommandFailure("\(file): \(refusal.field): \(refusal.message)")
             }
             let verb = dryRun ? "would be " : ""
             for (code, action) in changes.metrics { print("metric \(code): \(verb)\(action.rawValue)") }

@@ -44,7 +44,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
         func run() async throws {
             try await ParkingLot.Session.with(process: "invoicer", queue: QueueName.invoicerCommands, retry: .standard) { parked in
                 guard let message = try await parked.lot.peek(limit: 5000, logger: parked.logger).first(where: { $0.messageID == id }) else {
-                    throw ValidationError("no parked command \(id); `invoicer dlq list` shows them")
+                    throw CommandFailure("no parked command \(id); `invoicer dlq list` shows them")
                 }
                 print("reason: \(message.reason)\nbody: \(String(decoding: message.body, as: UTF8.self))")
                 guard let command = try? InvoiceGenerateCommand.decode(message.body) else { return }
@@ -62,18 +62,23 @@ struct DeadLetterCommand: AsyncParsableCommand {
 
     struct Replay: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Put every parked command back on invoicer.commands; an invoice already issued is not issued again.",
+            abstract:
+                "Put parked commands back on invoicer.commands (every one, or those --id names); an invoice already issued is not issued again.",
             discussion: "Fix the cause first: what still fails is retried, then parked again.")
+        @Option(name: .customLong("id"), help: "Only this parked command (its message id from `list`; repeatable).") var ids: [String] = []
 
         func run() async throws {
             try await ParkingLot.Session.with(process: "invoicer", queue: QueueName.invoicerCommands, retry: .standard) { parked in
-                print("replayed \(try await parked.lot.replayAll(on: parked.channel, publisher: parked.publisher)) parked command(s)")
+                print(
+                    "replayed \(try await parked.lot.replay(only: ids.isEmpty ? nil : Set(ids), on: parked.channel, publisher: parked.publisher)) parked command(s)"
+                )
             }
         }
     }
 
     struct Purge: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete every parked command for good (needs --yes).")
+        static let configuration = CommandConfiguration(abstract: "Delete parked commands for good: every one, or those --id names (needs --yes).")
+        @Option(name: .customLong("id"), help: "Only this parked command (its message id from `list`; repeatable).") var ids: [String] = []
         @Flag(help: "Confirm: their invoices stay unissued until a billing run plans them again (invoicer bill --rerun).") var yes = false
 
         func validate() throws {
@@ -82,7 +87,9 @@ struct DeadLetterCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await ParkingLot.Session.with(process: "invoicer", queue: QueueName.invoicerCommands, retry: .standard) { parked in
-                print("purged \(try await parked.lot.purge(on: parked.channel)) parked command(s)")
+                print(
+                    "purged \(try await parked.lot.purge(only: ids.isEmpty ? nil : Set(ids), on: parked.channel, publisher: parked.publisher)) parked command(s)"
+                )
             }
         }
     }

@@ -92,7 +92,7 @@ struct InvoicerCommand: AsyncParsableCommand, TallyServer {
                     })
                 else {
                     await pool.close()
-                    throw ValidationError("no billing run \(rerun); GET /v1/billing-runs lists them")
+                    throw CommandFailure("no billing run \(rerun); GET /v1/billing-runs lists them")
                 }
                 guard again.tenants > 0 else {
                     print("billing run \(rerun) has no failed invoice: nothing to re-run")

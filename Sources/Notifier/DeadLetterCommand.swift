@@ -49,7 +49,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
         func run() async throws {
             try await ParkingLot.Session.with(process: "notifier", queue: try options.workQueue(), retry: .notifications) { parked in
                 guard let message = try await parked.lot.peek(limit: 2000, logger: parked.logger).first(where: { $0.messageID == id }) else {
-                    throw ValidationError("no parked event \(id); `notifier dlq list` shows them")
+                    throw CommandFailure("no parked event \(id); `notifier dlq list` shows them")
                 }
                 print("reason: \(message.reason)\nbody: \(String(decoding: message.body, as: UTF8.self))\ndeliveries:")
                 for delivery in try await NotificationRecords.deliveries(ofEvent: id, on: parked.database) {
@@ -63,20 +63,24 @@ struct DeadLetterCommand: AsyncParsableCommand {
 
     struct Replay: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Put every parked event back on the work queue; what was already sent is not sent again.",
+            abstract: "Put parked events back on the work queue (every one, or those --id names); what was already sent is not sent again.",
             discussion: "Fix the cause first (the receiver, the endpoint's URL, the mail server): what still fails is retried, then parked again.")
         @OptionGroup var options: Options
+        @Option(name: .customLong("id"), help: "Only this parked event (its id from `list`; repeatable).") var ids: [String] = []
 
         func run() async throws {
             try await ParkingLot.Session.with(process: "notifier", queue: try options.workQueue(), retry: .notifications) { parked in
-                print("replayed \(try await parked.lot.replayAll(on: parked.channel, publisher: parked.publisher)) parked event(s)")
+                print(
+                    "replayed \(try await parked.lot.replay(only: ids.isEmpty ? nil : Set(ids), on: parked.channel, publisher: parked.publisher)) parked event(s)"
+                )
             }
         }
     }
 
     struct Purge: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete every parked event for good (needs --yes).")
+        static let configuration = CommandConfiguration(abstract: "Delete parked events for good: every one, or those --id names (needs --yes).")
         @OptionGroup var options: Options
+        @Option(name: .customLong("id"), help: "Only this parked event (its id from `list`; repeatable).") var ids: [String] = []
         @Flag(help: "Confirm: their undelivered notifications will never be sent.") var yes = false
 
         func validate() throws {
@@ -85,7 +89,9 @@ struct DeadLetterCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await ParkingLot.Session.with(process: "notifier", queue: try options.workQueue(), retry: .notifications) { parked in
-                print("purged \(try await parked.lot.purge(on: parked.channel)) parked event(s)")
+                print(
+                    "purged \(try await parked.lot.purge(only: ids.isEmpty ? nil : Set(ids), on: parked.channel, publisher: parked.publisher)) parked event(s)"
+                )
             }
         }
     }

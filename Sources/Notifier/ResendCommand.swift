@@ -62,7 +62,7 @@ struct ResendCommand: AsyncParsableCommand {
             try InvoiceStore.invoice(idOrNumber: invoice, on: connection)
         }
         guard let view = found else {
-            throw ValidationError("no invoice \(invoice): give its number (INV-YYYY-NNNNNN) or its id, as GET /v1/invoices shows them")
+            throw CommandFailure("no invoice \(invoice): give its number (INV-YYYY-NNNNNN) or its id, as GET /v1/invoices shows them")
         }
         let event = BillingEvent.invoiceFinalized(BillingEvent.InvoiceFinalized(view).resent(to: audiences, at: Date()))
         let queue = try reader.string(NotifierConfiguration.queue)
@@ -92,6 +92,6 @@ struct ResendCommand: AsyncParsableCommand {
             }
             try await Task.sleep(for: .milliseconds(250))
         }
-        throw ValidationError("the Notifier has not sent it within 2 minutes: is `notifier run` running? (the request waits in \(queue))")
+        throw CommandFailure("the Notifier has not sent it within 2 minutes: is `notifier run` running? (the request waits in \(queue))")
     }
 }

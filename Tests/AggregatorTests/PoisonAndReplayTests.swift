@@ -92,7 +92,15 @@ struct PoisonAndReplayTests {
         #expect(shown.output.contains("\"id\": \"p3\"") || shown.output.contains("\"id\":\"p3\""))
         let replay = try await dlq(harness, "replay", "--events", "--id", strangerEvent)
         #expect(replay.output.contains("replayed 1 parked event(s)"))
-        #expect(try await dlq(harness, "replay", "--events", "--id", strangerEvent).output.contains("replayed 0 parked event(s)"))
+        // Again, or with an id never parked: refused whole, naming the ids (it said
+        // "replayed 0 parked event(s)" and exited 0, which read as done).
+        let again = try await dlq(harness, "replay", "--events", "--id", strangerEvent, "--id", "987654321012")
+        #expect(again.status == 1, "\(again)")
+        #expect(again.errors.contains("#\(strangerEvent) (replayed already at "), "\(again.errors)")
+        #expect(again.errors.contains("#987654321012 (no such parked event)"), "\(again.errors)")
+        #expect(!again.errors.contains("USAGE"), "\(again.errors)")
+        let missing = try await dlq(harness, "show", "987654321012")
+        #expect(missing.status == 1 && missing.errors.contains("no parked event #987654321012"), "\(missing)")
         try await harness.waitUntil("the replayed event counted") { try await harness.storedCounts([stranger])[stranger] == 1 }
         // The same event sent once more, then a marker behind it on the same single consumer.
         try await harness.publish(["[\(usageEventJSON(id: "p3", tenant: stranger, time: now))]"])

@@ -54,7 +54,7 @@ struct WebhookDeliveryTests {
         try await harness.tearDown()
     }
 
-    @Test("a receiver that always fails ends parked; after it recovers, notifier dlq replay delivers once")
+    @Test("a receiver that always fails ends parked; after it recovers, notifier dlq replay --id delivers that one once; purge --id drops the other")
     func parkedThenReplayed() async throws {
         let harness = try await NotifierHarness.make()
         let receiver = try await WebhookReceiver.shared()
@@ -63,21 +63,34 @@ struct WebhookDeliveryTests {
         try await endpoint(harness, tenant: tenant, receiver: receiver, name: name, failing: true)
         let notifier = try harness.startNotifier()
         let event = Self.alert(tenant, metric: "calls_\(harness.id)")
+        let other = Self.alert(tenant, metric: "other_\(harness.id)")
         try await harness.publish(event)
-        try await harness.waitUntil("the event parked after its 4 attempts") { try await harness.depth(".parked") == 1 }
-        #expect(await receiver.inbox.attemptTimes(name).count == 4)
+        try await harness.publish(other)
+        try await harness.waitUntil("both events parked after their 4 attempts") { try await harness.depth(".parked") == 2 }
+        #expect(await receiver.inbox.attemptTimes(name).count == 8)
         let listing = try await harness.dlq("list")
-        #expect(listing.output.contains("parked events in \(harness.queue).parked: 1"))
+        #expect(listing.output.contains("parked events in \(harness.queue).parked: 2"))
         #expect(listing.output.contains("failed 4 times") && listing.output.contains("HTTP 503"), "\(listing.output)")
         let shown = try await harness.dlq("show", event.id)
         #expect(shown.output.contains("webhook") && shown.output.contains("failed after 4 attempt(s), code 503"), "\(shown.output)")
         // The endpoint by its id, not its URL (a URL can carry the receiver's token).
         #expect(shown.output.contains("webhook endpoint ") && !shown.output.contains("webhook http"), "\(shown.output)")
         await receiver.inbox.recover(name)
-        #expect(try await harness.dlq("replay").output.contains("replayed 1 parked event(s)"))
+        // A mistyped id moves nothing and says so (exit 1), rather than "replayed 0".
+        let mistyped = try await harness.dlq("replay", "--id", event.id, "--id", "evt_not_parked")
+        #expect(mistyped.status == 1 && mistyped.errors.contains("not parked in \(harness.queue).parked: evt_not_parked"), "\(mistyped)")
+        #expect(try await harness.depth(".parked") == 2)
+        let replayed = try await harness.dlq("replay", "--id", event.id)
+        #expect(replayed.output.contains("replayed 1 parked event(s)"), "\(replayed)")
         try await harness.waitUntil("the replayed event delivered") { await receiver.inbox.deliveries(name).count == 1 }
         #expect(await receiver.inbox.deliveries(name).map(\.eventID) == [event.id])
-        #expect(try await harness.dlq("purge").status != 0)  // needs --yes
+        // The other one stayed parked, reason and all.
+        #expect(try await harness.depth(".parked") == 1)
+        #expect(try await harness.dlq("show", other.id).output.contains("failed after 4 attempt(s), code 503"))
+        #expect(try await harness.dlq("purge", "--id", other.id).status != 0)  // needs --yes
+        #expect(try await harness.dlq("purge", "--id", other.id, "--yes").output.contains("purged 1 parked event(s)"))
+        #expect(try await harness.depth(".parked") == 0)
+        #expect(await receiver.inbox.deliveries(name).map(\.eventID) == [event.id])
         #expect(await notifier.stop() == 0)
         try await harness.tearDown()
     }

@@ -117,7 +117,7 @@ def rerun():
         raise Failure(f"the failed item should be skipped as superseded: {status} {error}")
     if "nothing to re-run" not in tool("invoicer", "bill", "--rerun", run).stdout:
         raise Failure("a second --rerun should find nothing to re-run")
-    tool("invoicer", "bill", "--rerun", str(uuid.uuid4()), expect=64)
+    tool("invoicer", "bill", "--rerun", str(uuid.uuid4()), expect=1)  # no such run: a failure, not a usage error
     log(f"invoicer bill --rerun: the failed invoice issued ({invoices[0]['number']}), the old item superseded, nothing left to re-run")
     return invoices[0]
 
@@ -149,7 +149,7 @@ def resend(invoice):
     if not any(part.get_content_type() == "application/pdf" for part in fresh[0].iter_attachments()):
         raise Failure("the resent email has no PDF")
     tool("notifier", "resend", number, "--to", "everyone", expect=64)
-    tool("notifier", "resend", "INV-1999-000001", "--no-wait", expect=64)
+    tool("notifier", "resend", "INV-1999-000001", "--no-wait", expect=1)  # no such invoice
     log(f"notifier resend {number} --to finance: one more email with the PDF, to finance only")
 
 

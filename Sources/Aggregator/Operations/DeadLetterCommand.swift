@@ -97,7 +97,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
                     print("purged \(deleted) parked event(s)")
                 }
                 if kinds.includesMessages {
-                    print("purged \(try await context.parkingLot.purge(on: context.channel)) parked message(s)")
+                    print("purged \(try await context.parkingLot.purge(on: context.channel, publisher: context.publisher)) parked message(s)")
                 }
             }
         }
@@ -139,7 +139,7 @@ struct DeadLetters: Sendable {
 
     func showEvent(_ id: Int64) async throws {
         guard let columns = try await ParkedEvents.columns(of: id, on: database) else {
-            throw ValidationError("no parked event #\(id); `aggregator dlq list` shows them")
+            throw CommandFailure("no parked event #\(id); `aggregator dlq list` shows them")
         }
         for column in columns {
             print("\(column.name): \(column.value ?? "-")")
@@ -147,22 +147,38 @@ struct DeadLetters: Sendable {
     }
 
     /// Publishes open parked events back to the work queue, 1000 per message, and
-    /// marks them replayed once the broker confirmed.
+    /// marks them replayed once the broker confirmed; a page at a time, with progress on
+    /// standard error for a long replay. Named ids that are not open parked events (a
+    /// mistyped id, or one replayed already) refuse the whole replay before anything moves.
     func replayEvents(ids: [Int64]) async throws -> Int {
-        let events = try await ParkedEvents.openPayloads(ids: ids, on: database)
+        let unknown = try await ParkedEvents.notOpen(ids, on: database)
+        if !unknown.isEmpty {
+            let named = unknown.map { "#\($0.id) (\($0.replayedAt.map { "replayed already at \($0)" } ?? "no such parked event"))" }
+            throw CommandFailure("not replaying: \(named.joined(separator: ", ")); `aggregator dlq list` shows the open ones")
+        }
+        let total = ids.isEmpty ? try await ParkedEvents.openCount(on: database) : ids.count
         var replayed = 0
-        for chunk in stride(from: 0, to: events.count, by: 1000).map({ events[$0..<min($0 + 1000, events.count)] }) {
+        var after: Int64 = 0
+        var reported = 0
+        while true {
+            let chunk = try await ParkedEvents.openPayloads(ids: ids, after: after, limit: 1000, on: database)
+            guard let last = chunk.last else { break }
             let body = "[" + chunk.map { $0.payload ?? "null" }.joined(separator: ",") + "]"
             try await publisher.publish([usageMessage(Array(body.utf8), messageID: "replay-" + EventID.make())])
             try await ParkedEvents.markReplayed(chunk.map(\.id), on: database)
             replayed += chunk.count
+            after = last.id
+            if replayed - reported >= 50_000 {
+                reported = replayed
+                FileHandle.standardError.write(Data("replayed \(replayed) of about \(total) parked event(s)…\n".utf8))
+            }
         }
         return replayed
     }
 
     /// Moves every message of the parking-lot queue back to the work queue.
     func replayMessages() async throws -> Int {
-        try await parkingLot.replayAll(on: channel, publisher: publisher)
+        try await parkingLot.replay(on: channel, publisher: publisher)
     }
 
     private func usageMessage(_ body: [UInt8], messageID: String) -> OutgoingMessage {

@@ -51,11 +51,11 @@ struct PartitionCommand: AsyncParsableCommand {
             let state = try await UsagePartitions.state(of: month, now: TallyClock.now(), on: pool)
             guard state.attached else {
                 await pool.close()
-                throw ValidationError("\(table) is not an attached partition; `aggregator partitions list` shows them")
+                throw CommandFailure("\(table) is not an attached partition; `aggregator partitions list` shows them")
             }
             guard state.detachable else {
                 await pool.close()
-                throw ValidationError(
+                throw CommandFailure(
                     "\(month) ended less than \(UsagePartitions.dedupWindowDays) days ago: its events (or duplicates) can still arrive")
             }
             try await UsagePartitions.detach(month, on: pool)

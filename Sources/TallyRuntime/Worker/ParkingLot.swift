@@ -62,28 +62,60 @@ public struct ParkingLot: Sendable {
         return messages
     }
 
-    /// Moves every parked message back to the work queue (a fresh attempt count, the park
-    /// reason dropped), acking each only after the broker confirmed its copy; returns how many.
-    public func replayAll(on channel: AMQPConnection, publisher: ConfirmedPublisher) async throws -> Int {
-        let total = try await count(on: channel)
-        try await channel.setPrefetch(100)
-        try await channel.consume(name)
-        var moved = 0
-        while moved < total, let delivery = try await channel.nextDelivery(timeout: .seconds(2)) {
+    /// Moves parked messages back to the work queue (a fresh attempt count, the park reason
+    /// dropped), acking each only after the broker confirmed its copy; returns how many.
+    /// `only` names the messages to move by message id (every one when nil); see `sweep`.
+    public func replay(only ids: Set<String>? = nil, on channel: AMQPConnection, publisher: ConfirmedPublisher) async throws -> Int {
+        try await sweep(only: ids, on: channel, publisher: publisher) { delivery in
             var properties = delivery.properties
             properties.headers[HeaderName.parkReason] = nil
             properties.headers[HeaderName.attempt] = nil
             try await publisher.publish([
                 OutgoingMessage(exchange: "", routingKey: queue, body: delivery.body, properties: properties, mandatory: true)
             ])
-            try await channel.ack(delivery.deliveryTag)
-            moved += 1
         }
-        return moved
     }
 
-    /// Deletes every parked message; returns how many.
-    public func purge(on channel: AMQPConnection) async throws -> Int {
-        Int(try await channel.purgeQueue(name))
+    /// Deletes parked messages for good (every one when `only` is nil); returns how many.
+    public func purge(only ids: Set<String>? = nil, on channel: AMQPConnection, publisher: ConfirmedPublisher) async throws -> Int {
+        guard let ids else { return Int(try await channel.purgeQueue(name)) }
+        return try await sweep(only: ids, on: channel, publisher: publisher) { _ in }
+    }
+
+    /// Takes each message parked when it starts, once: `take` handles the chosen ones (all,
+    /// or those whose message id is in `ids`); the others go back to the parking lot's tail
+    /// unchanged (reason and all), each acked only after the broker confirmed its copy, so a
+    /// crash midway duplicates a parked message at worst and loses none. Named ids that are
+    /// not parked refuse the whole sweep before anything moves (a mistyped id would
+    /// otherwise read as done).
+    private func sweep(
+        only ids: Set<String>?, on channel: AMQPConnection, publisher: ConfirmedPublisher,
+        take: (Delivery) async throws -> Void
+    ) async throws -> Int {
+        let total = try await count(on: channel)
+        if let ids {
+            let parked = Set(try await peek(limit: total, logger: Logger(label: "dlq")).compactMap(\.messageID))
+            let missing = ids.subtracting(parked).sorted()
+            guard missing.isEmpty else {
+                throw CommandFailure("not parked in \(name): \(missing.joined(separator: ", ")); `dlq list` shows what is")
+            }
+        }
+        try await channel.setPrefetch(100)
+        try await channel.consume(name)
+        var seen = 0
+        var taken = 0
+        while seen < total, let delivery = try await channel.nextDelivery(timeout: .seconds(2)) {
+            seen += 1
+            if let ids, !ids.contains(delivery.properties.messageID ?? "") {
+                try await publisher.publish([
+                    OutgoingMessage(exchange: "", routingKey: name, body: delivery.body, properties: delivery.properties, mandatory: true)
+                ])
+            } else {
+                try await take(delivery)
+                taken += 1
+            }
+            try await channel.ack(delivery.deliveryTag)
+        }
+        return taken
     }
 }

@@ -86,16 +86,33 @@ public enum ParkedEvents {
         return row.columns.enumerated().map { (name: $1, value: row.text($0)) }
     }
 
-    /// The open parked events among `ids` (all open ones when `ids` is empty), oldest
-    /// first: their ids and payloads as they arrived.
-    public static func openPayloads(ids: [Int64], on database: PostgresPool) async throws -> [(id: Int64, payload: String?)] {
+    /// Up to `limit` open parked events after `after` in id order, among `ids` (all open
+    /// ones when `ids` is empty): their ids and payloads as they arrived. Read page by page,
+    /// so a replay of a million parked events holds one page, not the million.
+    public static func openPayloads(
+        ids: [Int64], after: Int64, limit: Int, on database: PostgresPool
+    ) async throws -> [(id: Int64, payload: String?)] {
         try await database.query(
             """
             SELECT id, payload FROM parked_events
-             WHERE replayed_at IS NULL AND (cardinality($1::bigint[]) = 0 OR id = ANY($1::bigint[]))
-             ORDER BY id
-            """, [PostgresTextArray(ids.map(String.init))]
+             WHERE replayed_at IS NULL AND id > $2 AND (cardinality($1::bigint[]) = 0 OR id = ANY($1::bigint[]))
+             ORDER BY id LIMIT $3
+            """, [PostgresTextArray(ids.map(String.init)), after, limit]
         ).map { (id: try $0.decode(0, as: Int64.self), payload: $0.text(1)) }
+    }
+
+    /// Of `ids`, those that are not open parked events: never parked (a mistyped id), or
+    /// replayed already (with when).
+    public static func notOpen(_ ids: [Int64], on database: PostgresPool) async throws -> [(id: Int64, replayedAt: String?)] {
+        try await database.query(
+            """
+            SELECT wanted.id, to_char(p.replayed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+              FROM unnest($1::bigint[]) AS wanted (id)
+              LEFT JOIN parked_events p ON p.id = wanted.id
+             WHERE p.id IS NULL OR p.replayed_at IS NOT NULL
+             ORDER BY wanted.id
+            """, [PostgresTextArray(ids.map(String.init))]
+        ).map { (id: try $0.decode(0, as: Int64.self), replayedAt: $0.text(1)) }
     }
 
     /// Marks `ids` replayed (their events were published again and confirmed).
