@@ -51,7 +51,10 @@ public struct PostgresError: Error, CustomStringConvertible, CustomDebugStringCo
     public var description: String {
         switch code {
         case .server: "PostgresError(server, sqlstate \(sqlState ?? "?"))"
-        case .decoding, .configuration: "PostgresError(\(code): \(message))"
+        // libpq's reason for a failed connect names the host, the port and the user (never
+        // the password): what an operator needs to fix it.
+        case .decoding, .configuration, .connectionFailed:
+            "PostgresError(\(code): \(message.split(whereSeparator: \.isNewline).joined(separator: "; ")))"
         default: "PostgresError(\(code))"
         }
     }

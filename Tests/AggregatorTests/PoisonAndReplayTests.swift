@@ -99,6 +99,8 @@ struct PoisonAndReplayTests {
         #expect(again.errors.contains("#\(strangerEvent) (replayed already at "), "\(again.errors)")
         #expect(again.errors.contains("#987654321012 (no such parked event)"), "\(again.errors)")
         #expect(!again.errors.contains("USAGE"), "\(again.errors)")
+        let mistypedQueue = try await dlq(harness, "list", "--queue", harness.queue + "x")
+        #expect(mistypedQueue.status == 1 && mistypedQueue.errors.contains("the broker has no queue \(harness.queue)x.parked"), "\(mistypedQueue)")
         let missing = try await dlq(harness, "show", "987654321012")
         #expect(missing.status == 1 && missing.errors.contains("no parked event #987654321012"), "\(missing)")
         try await harness.waitUntil("the replayed event counted") { try await harness.storedCounts([stranger])[stranger] == 1 }

@@ -306,6 +306,8 @@ struct PostgresClientTests {
         }
         #expect(error?.code == .connectionFailed)
         #expect(error.map { String(describing: $0) }?.contains("wrong") == false)
+        // libpq's reason, which says what to fix (it was "PostgresError(connectionFailed)").
+        #expect(error.map { String(describing: $0) }?.contains("password authentication failed") == true, "\(String(describing: error))")
     }
 
     @Test("DATABASE_URL forms parse, with percent-decoding and options")

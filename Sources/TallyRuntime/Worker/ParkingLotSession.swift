@@ -32,6 +32,15 @@ extension ParkingLot {
                 logger: logger)
             do {
                 try await channel.openChannel(1)
+                do {
+                    _ = try await channel.declareQueue(session.lot.name, passive: true)
+                } catch {
+                    // A mistyped --queue: say which name was looked for, not a raw 404.
+                    guard (error as AMQPError).replyCode == 404 else { throw error }
+                    throw CommandFailure(
+                        "the broker has no queue \(session.lot.name): is \(queue) the worker's work queue (--queue)? "
+                            + "`rabbitmqctl list_queues name` shows the queues")
+                }
                 try await body(session)
             } catch {
                 await session.close()
