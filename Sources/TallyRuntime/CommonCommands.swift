@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 
 /// A Tally executable: its name and every environment variable it reads.
 public protocol TallyProcess {
@@ -10,12 +11,14 @@ public protocol TallyProcess {
 }
 
 /// `PROCESS config`: prints the effective configuration of a process (secrets
-/// redacted) and fails, naming the variable, when a required one is missing.
-public struct ConfigCommand<Process: TallyProcess>: ParsableCommand {
+/// redacted) and fails (exit 1), naming the variable, when the process could not start
+/// with it: a required one missing, or a value it would refuse (a port out of range, a
+/// prefetch that is not a number, an unreadable URL).
+public struct ConfigCommand<Process: TallyServer>: ParsableCommand {
     public static var configuration: CommandConfiguration {
         CommandConfiguration(
             commandName: "config",
-            abstract: "Print the effective configuration and check that nothing required is missing.",
+            abstract: "Print the effective configuration and check it as the process would at start.",
             discussion: ConfigurationReport.helpText(Process.configurationKeys)
         )
     }
@@ -27,8 +30,15 @@ public struct ConfigCommand<Process: TallyProcess>: ParsableCommand {
         print(ConfigurationReport.render(Process.configurationKeys, reader: reader))
         do {
             try ConfigurationReport.validate(Process.configurationKeys, reader: reader)
+            // What `run`/`serve` reads first, in the same order, so the first fault is the
+            // one the process would die of.
+            _ = try reader.choice(.logLevel, among: Logger.Level.allCases.map(\.rawValue))
+            _ = try reader.choice(.logFormat, among: ["json", "text"])
+            _ = try Process.Configuration(reader: reader)
+            try ConfigurationReport.checkURLs(Process.configurationKeys, reader: reader)
         } catch {
-            throw ValidationError("\(error)")
+            throw CommandFailure("\(error)")
         }
+        print("configuration OK")
     }
 }

@@ -1,4 +1,6 @@
 import Foundation
+import PostgresClient
+import RabbitMQClient
 
 /// What `PROCESS config` prints and checks: every variable the process reads, its
 /// effective value (secrets redacted) and whether anything required is missing.
@@ -19,6 +21,17 @@ public enum ConfigurationReport {
         return reader.describe(keys)
             .map { "\($0.key.name.padding(toLength: width, withPad: " ", startingAt: 0)) = \($0.shown)" }
             .joined(separator: "\n")
+    }
+
+    /// Throws for a broker or database URL among `keys` that its client could not read
+    /// (connections are opened later, so a malformed URL would fail only then).
+    public static func checkURLs(_ keys: [ConfigurationKey], reader: ConfigurationReader) throws(ConfigurationError) {
+        if keys.contains(.amqpURL), let url = reader.optionalString(.amqpURL) {
+            do { _ = try AMQPConfiguration(url: url) } catch { throw .invalid(.amqpURL, reason: error.message) }
+        }
+        if keys.contains(.databaseURL), let url = reader.optionalString(.databaseURL) {
+            do { _ = try PostgresConfiguration(url: url) } catch { throw .invalid(.databaseURL, reason: error.message) }
+        }
     }
 
     /// Throws for the first required key that is unset.

@@ -2,7 +2,8 @@
 """The ops commands, run as ops run them against the running stack (needs .local/env
 exported and the debug build):
 
-- every one answers --help;
+- every one answers --help; `PROCESS config` passes the stack's settings and names a value
+  the process would refuse;
 - `invoicer dlq`: a command the Invoicer cannot read is parked with its reason; list and
   show find it, replay puts it back (it parks again), and purge --yes empties the lot;
 - `invoicer bill --rerun RUN`: a run whose invoice failed is billed again at its as_of, its
@@ -37,8 +38,9 @@ def log(text):
     print(f"ops CLI test: {text}", flush=True)
 
 
-def tool(*arguments, expect=0, timeout=300):
-    result = subprocess.run([os.path.join(BIN, arguments[0])] + list(arguments[1:]), capture_output=True, text=True, timeout=timeout)
+def tool(*arguments, expect=0, timeout=300, env=None):
+    result = subprocess.run([os.path.join(BIN, arguments[0])] + list(arguments[1:]), capture_output=True, text=True, timeout=timeout,
+                            env=None if env is None else {**os.environ, **env})
     if expect is not None and result.returncode != expect:
         raise Failure(f"{' '.join(arguments)} exited {result.returncode} (expected {expect}):\n{result.stdout}\n{result.stderr}")
     return result
@@ -53,6 +55,19 @@ def helps():
     if "--rerun" not in tool("invoicer", "bill", "--help").stdout:
         raise Failure("invoicer bill --help does not mention --rerun")
     log("every ops command answers --help")
+
+
+def configs():
+    for process in ["producer", "aggregator", "invoicer", "notifier", "billing-api"]:
+        if "configuration OK" not in tool(process, "config").stdout:
+            raise Failure(f"{process} config does not pass the stack's own configuration")
+    # Values the process would refuse at start, not only missing ones (these passed before).
+    for process, name, value in [("aggregator", "AGGREGATOR_PREFETCH", "abc"), ("producer", "LOG_LEVEL", "loud"),
+                                 ("invoicer", "DATABASE_URL", "mysql://u:secret-pw@db/tally")]:
+        refused = tool(process, "config", expect=1, env={name: value})
+        if f"{name} is invalid" not in refused.stderr or "secret-pw" in refused.stderr + refused.stdout:
+            raise Failure(f"{process} config with {name}={value} should fail naming it (and no secret):\n{refused.stderr}")
+    log("every process's config passes the stack's settings and refuses a value the process would refuse, naming it")
 
 
 def parked_commands():
@@ -192,6 +207,7 @@ def backfill():
 
 def main():
     helps()
+    configs()
     invoicer_dlq()
     invoice = rerun()
     resend(invoice)
