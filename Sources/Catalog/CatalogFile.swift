@@ -39,8 +39,16 @@ public struct CatalogFile: Sendable {
         let file = try Fields(root, path: "")
         try file.refuseOthers(than: ["metrics", "plans"], of: "a catalog file")
         var metrics: [MetricDefinition] = []
+        var metricCodes: [String: Int] = [:]
         for (index, item) in (try file.array("metrics") ?? []).enumerated() {
-            metrics.append(try Self.prefixed("metrics[\(index)]") { () throws(CatalogRefusal) in try MetricDefinition(json: item) })
+            let metric = try Self.prefixed("metrics[\(index)]") { () throws(CatalogRefusal) in try MetricDefinition(json: item) }
+            // Twice, the second definition silently won (or both were "changed" in turn).
+            if let first = metricCodes[metric.metric.code] {
+                throw CatalogRefusal(
+                    .invalid, field: "metrics[\(index)].code", "metric \(metric.metric.code) is defined twice (metrics[\(first)] too)")
+            }
+            metricCodes[metric.metric.code] = index
+            metrics.append(metric)
         }
         var plans: [PlanDefinition] = []
         var codes: [String: Int] = [:]

@@ -11,9 +11,9 @@ import TallyStore
 struct CatalogCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "catalog",
-        abstract: "List, show or apply the pricing catalog (plans and billable metrics).",
+        abstract: "List, show, export or apply the pricing catalog (plans and billable metrics).",
         discussion: ConfigurationReport.helpText([.databaseURL]),
-        subcommands: [List.self, Show.self, Apply.self])
+        subcommands: [List.self, Show.self, Export.self, Apply.self])
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Every plan (its newest version) and every billable metric.")
@@ -34,7 +34,8 @@ struct CatalogCommand: AsyncParsableCommand {
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "A plan's every version, as JSON (what `apply` and the API take).")
+        static let configuration = CommandConfiguration(
+            abstract: "A plan with every version, as JSON, as GET /v1/plans/{code} shows it (`export` writes a file `apply` takes).")
         @Argument(help: "The plan's code.") var code: String
 
         func run() async throws {
@@ -45,6 +46,46 @@ struct CatalogCommand: AsyncParsableCommand {
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             encoder.dateEncodingStrategy = .iso8601
             print(String(decoding: try encoder.encode(plan), as: UTF8.self))
+        }
+    }
+
+    struct Export: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the catalog as a file `apply` takes (JSON): metrics, and each plan's newest version.",
+            discussion: """
+                Without --plan: every metric, and every plan that is not archived. With --plan: those plans and \
+                the metrics they charge. Applying the output to the same database changes nothing; it is the \
+                way to start keeping a catalog in git.
+                """)
+        @Option(name: .customLong("plan"), help: "Only this plan and the metrics it charges (repeatable).") var codes: [String] = []
+
+        func run() async throws {
+            let (plans, metrics) = try await CatalogCommand.withStore { (try await $0.plans(), try await $0.metrics()) }
+            let chosen: [StoredPlan]
+            if codes.isEmpty {
+                chosen = plans.filter { $0.archivedAt == nil }
+            } else {
+                let missing = codes.filter { code in !plans.contains { $0.code == code } }
+                guard missing.isEmpty else {
+                    throw CommandFailure("no plan \(missing.joined(separator: ", ")); `invoicer catalog list` shows them")
+                }
+                chosen = codes.compactMap { code in plans.first { $0.code == code } }
+            }
+            let charged = Set(chosen.flatMap { $0.versions.last?.charges.map(\.metric) ?? [] })
+            let encoder = JSONEncoder()
+            // The plan's version as its definition: what the store adds (its number, when it
+            // was made, how many subscriptions name it) is not something `apply` takes.
+            func object(_ value: some Encodable, dropping keys: [String] = []) throws -> Any {
+                var members = try JSONSerialization.jsonObject(with: try encoder.encode(value)) as? [String: Any] ?? [:]
+                for key in keys { members[key] = nil }
+                return members
+            }
+            let file: [String: Any] = [
+                "metrics": try metrics.filter { codes.isEmpty || charged.contains($0.code) }.map { try object($0) },
+                "plans": try chosen.compactMap(\.versions.last).map { try object($0, dropping: ["version", "created_at", "subscriptions"]) },
+            ]
+            let data = try JSONSerialization.data(withJSONObject: file, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+            print(String(decoding: data, as: UTF8.self))
         }
     }
 

@@ -81,6 +81,12 @@ struct CatalogCommandTests {
             }
         }
         do {
+            _ = try CatalogFile(text: "metrics:\n  - code: seats\n  - code: sms\n  - {code: seats, aggregation: max}\n", yaml: true)
+            Issue.record("a metric defined twice was read")
+        } catch {
+            #expect(error.field == "metrics[2].code" && error.message == "metric seats is defined twice (metrics[0] too)", "\(error)")
+        }
+        do {
             _ = try CatalogFile(text: "plans:\n  - code: Bad Code\n", yaml: true)
             Issue.record("a bad code was read")
         } catch {
@@ -114,6 +120,19 @@ struct CatalogCommandTests {
         let versions = plan?["versions"] as? [[String: Any]] ?? []
         #expect(versions.map { $0["base_cents"] as? Int } == [4900, 5900])
         #expect(try await TestEnvironment.output(of: Self.binary, ["catalog", "list"]).contains("plan test-growth-\(run)  v2  Growth  EUR 5900"))
+        // Exported, the plan's newest version and its metrics make a file that applies as
+        // it is and changes nothing (`show`'s JSON carries versions and counts `apply` refuses).
+        let exported = try await TestEnvironment.output(of: Self.binary, ["catalog", "export", "--plan", "test-growth-\(run)"])
+        let exportedFile = try JSONSerialization.jsonObject(with: Data(exported.utf8)) as? [String: Any]
+        #expect((exportedFile?["plans"] as? [[String: Any]])?.map { $0["base_cents"] as? Int } == [5900], "\(exported)")
+        #expect((exportedFile?["metrics"] as? [[String: Any]])?.contains { $0["code"] as? String == "test_sms_\(run)" } == true)
+        let exportPath = path + ".json"
+        defer { try? FileManager.default.removeItem(atPath: exportPath) }
+        try exported.write(toFile: exportPath, atomically: true, encoding: .utf8)
+        let reapplied = try await TestEnvironment.run(Self.binary, ["catalog", "apply", exportPath])
+        #expect(reapplied.status == 0 && reapplied.output.contains("applied: 0 change(s)"), "\(reapplied)")
+        let unknownPlan = try await TestEnvironment.run(Self.binary, ["catalog", "export", "--plan", "test-none-\(run)"])
+        #expect(unknownPlan.status == 1 && unknownPlan.errors.contains("no plan test-none-\(run)"), "\(unknownPlan)")
 
         // Archived, then changed in the file: refused before anything is written (the new metric too).
         let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
