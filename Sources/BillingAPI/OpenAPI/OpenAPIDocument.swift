@@ -1191,7 +1191,9 @@ enum OpenAPIDocument {
                   },
                   "plan": {
                     "type": "string",
-                    "enum": [
+                    "description": "A catalog plan's code (GET /v1/plans lists them); the seeded ones are starter, professional and enterprise.",
+                    "pattern": "^[a-z][a-z0-9_-]{0,63}$",
+                    "examples": [
                       "starter",
                       "professional",
                       "enterprise"
@@ -1217,7 +1219,9 @@ enum OpenAPIDocument {
                 "properties": {
                   "plan": {
                     "type": "string",
-                    "enum": [
+                    "description": "A catalog plan's code (GET /v1/plans lists them); the seeded ones are starter, professional and enterprise.",
+                    "pattern": "^[a-z][a-z0-9_-]{0,63}$",
+                    "examples": [
                       "starter",
                       "professional",
                       "enterprise"
