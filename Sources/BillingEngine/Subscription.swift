@@ -15,7 +15,8 @@ public enum Cancellation: Sendable, Hashable {
     /// full (requested during a trial, the subscription ends with the trial).
     case atPeriodEnd(requestedAt: Instant)
     /// The period containing this instant ends there and is billed as a shorter
-    /// period: base prorated over the full period's length.
+    /// period: base prorated over the full period's length. Inside a trial, the trial
+    /// ends there and no period is ever billed.
     case immediately(at: Instant)
 }
 
@@ -98,7 +99,10 @@ public struct Subscription: Sendable, Hashable {
         // Asked during a trial, "at period end" means at the trial's end: nothing is billed.
         case .atPeriodEnd(let requestedAt):
             requestedAt < calendar.anchor ? calendar.anchor : calendar.period(containing: requestedAt).end
-        case .immediately(let at): max(at, calendar.anchor)
+        // Inside the trial it ends then, not with the trial: it held the tenant, which
+        // could take no other subscription, until the trial's end (and nothing is billed
+        // either way). Never before the start.
+        case .immediately(let at): max(at, trial?.start ?? calendar.anchor)
         }
     }
 

@@ -127,6 +127,31 @@ struct SubscriptionAPITests: BillingAPITestCase {
         }
     }
 
+    @Test("canceled now inside its trial, a subscription ends then, not at the trial's end: the tenant may subscribe again at once (without a trial)")
+    func cancelInsideTrial() async throws {
+        try await app().test(.router) { client in
+            let code = try await trialPlan(client, prefix: "test-trialend-")
+            var (status, body): (HTTPResponse.Status, [String: Any])
+            let tenant = try await createTenant(client)
+            (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "\#(code)"}"#)
+            #expect(status == .created && body["status"] as? String == "trialing", "\(body)")
+            let id = try #require(body["id"] as? String)
+            let trialEnd = try #require((body["trial_end"] as? String).flatMap(RFC3339.parse))
+            let before = TestClock.now()
+            (status, body) = try await post(client, "/v1/subscriptions/\(id)/cancel", tenant.key, "{}")
+            #expect(status == .ok, "\(body)")
+            // Before: ends_at was the trial's end and the status "trialing" for two more weeks.
+            #expect(body["status"] as? String == "canceled", "\(body)")
+            let endsAt = try #require((body["ends_at"] as? String).flatMap(RFC3339.parse))
+            #expect(endsAt >= before.addingTimeInterval(-1) && endsAt < trialEnd, "\(body)")
+            // Subscribing again (to pay from now): taken, with no second trial.
+            (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "\#(code)"}"#)
+            #expect(status == .created, "\(body)")
+            #expect(body["status"] as? String == "active" && (body["trial_end"] == nil || body["trial_end"] is NSNull), "\(body)")
+            #expect(try await post(client, "/v1/plans/\(code)/archive", adminToken, "").0 == .ok)
+        }
+    }
+
     @Test("a tenant key takes the plan's trial once, may shorten it, never lengthen it; the operator grants any")
     func selfServiceTrials() async throws {
         try await app().test(.router) { client in

@@ -173,7 +173,7 @@ struct InvoicePropertyTests {
         let fullEnd = naiveBoundary(anchor, s.index + 1, months: months)
         var end = fullEnd
         switch s.cancellation {
-        case .immediately(let at): end = min(end, max(at.microsecondsSinceEpoch, anchor))
+        case .immediately(let at): end = min(end, max(at.microsecondsSinceEpoch, s.start.microsecondsSinceEpoch))
         case .atPeriodEnd(let requested):
             let at = requested.microsecondsSinceEpoch
             end = min(end, at < anchor ? anchor : periodEnd(containing: at))

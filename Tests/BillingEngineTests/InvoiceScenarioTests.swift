@@ -203,13 +203,18 @@ struct InvoiceScenarioTests {
         #expect(subscription.billingPeriod(2) == nil)
     }
 
-    @Test("canceled during the trial, at period end or now: no period is ever billed")
+    @Test("canceled during the trial: at period end it ends with the trial, now it ends then; no period is ever billed")
     func cancelDuringTrial() {
-        for cancellation in [Cancellation.atPeriodEnd(requestedAt: day(2026, 11, 5)), .immediately(at: day(2026, 11, 5))] {
+        for (cancellation, end) in [
+            (Cancellation.atPeriodEnd(requestedAt: day(2026, 11, 5)), day(2026, 11, 15)), (.immediately(at: day(2026, 11, 5)), day(2026, 11, 5)),
+            // Before the start: never earlier than the start.
+            (.immediately(at: day(2026, 10, 5)), day(2026, 11, 1)),
+        ] {
             var subscription = Subscription(plan: .starter, start: day(2026, 11, 1), trialEnd: day(2026, 11, 15))
             subscription.cancel(cancellation)
-            #expect(subscription.endsAt == day(2026, 11, 15), "\(cancellation)")
+            #expect(subscription.endsAt == end, "\(cancellation)")
             #expect(subscription.billingPeriod(0) == nil, "\(cancellation)")
+            #expect(subscription.billingPeriod(containing: day(2026, 11, 20)) == nil, "\(cancellation)")
         }
     }
 
