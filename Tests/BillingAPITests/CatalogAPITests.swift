@@ -2,7 +2,9 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import Logging
 import NIOCore
+import PostgresClient
 import TallyTestSupport
 import Testing
 
@@ -248,6 +250,21 @@ struct CatalogAPITests: BillingAPITestCase {
             #expect(((why["error"] as? [String: Any])?["message"] as? String)?.contains("\(plan) v1") == true)
             // Seeded metrics with usage recorded cannot change either.
             #expect(try await post(client, "/v1/metrics", #"{"code": "api_calls", "aggregation": "max"}"#).0 == .conflict)
+            // Nor can a metric the catalog never defined, once usage of it is recorded: it
+            // was summed (SPEC §2), and max would have rewritten what was counted (201 before).
+            let undeclared = "test_undeclared_\(run)"
+            let tenant = try await createTenant(client)
+            let pool = PostgresPool(
+                configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
+            try await pool.query(
+                "INSERT INTO usage_rollups (tenant_id, metric, hour, quantity_sum, event_count, quantity_max) VALUES ($1, $2, date_trunc('hour', now()), 7, 2, 4)",
+                [tenant.id, undeclared])
+            await pool.close()
+            let (redefined, reason) = try await post(client, "/v1/metrics", #"{"code": "\#(undeclared)", "aggregation": "max"}"#)
+            #expect(redefined == .conflict && errorField(reason) == "aggregation", "\(reason)")
+            #expect(try await get(client, "/v1/metrics/\(undeclared)").0 == .notFound)
+            // Declared as what it was (sum), it is simply named.
+            #expect(try await post(client, "/v1/metrics", #"{"code": "\#(undeclared)", "name": "Undeclared"}"#).0 == .created)
             let (listed, all) = try await get(client, "/v1/metrics")
             #expect(listed == .ok && ((all["data"] as? [[String: Any]])?.contains { $0["code"] as? String == code } ?? false))
         }

@@ -82,6 +82,12 @@ public struct StoredMetric: Sendable, Codable, Equatable {
         self.aggregation = aggregation
         self.field = field
     }
+
+    /// A metric the catalog does not define: its usage is recorded and aggregated with
+    /// `sum` (SPEC §2), so defining it later under another aggregation is a change too.
+    static func undeclared(_ code: String) -> StoredMetric {
+        StoredMetric(code: code, name: code, unit: nil, aggregation: "sum", field: nil)
+    }
 }
 
 /// Why a catalog request was refused, with the field at fault.
@@ -131,7 +137,8 @@ public struct CatalogStore: Sendable {
             let existing = try connection.query(
                 "SELECT code, name, unit, aggregation, unique_field FROM billable_metrics WHERE code = $1 FOR UPDATE", [metric.code]
             ).first.map(Self.metric)
-            if let existing { try Self.refuseAggregationChange(from: existing, to: metric, on: connection) }
+            // Undeclared, its usage so far was summed: another aggregation is a change of it.
+            try Self.refuseAggregationChange(from: existing ?? .undeclared(metric.code), to: metric, on: connection)
             try connection.query(
                 """
                 INSERT INTO billable_metrics (code, name, unit, aggregation, unique_field) VALUES ($1, $2, $3, $4, $5)
@@ -146,11 +153,10 @@ public struct CatalogStore: Sendable {
     /// charges it or usage of it is recorded; nothing when the aggregation is the same.
     public func checkAggregationChange(_ metric: StoredMetric) async throws {
         try await pool.withTransaction(isolation: .repeatableRead) { connection in
-            guard
-                let existing = try connection.query(
+            let existing =
+                try connection.query(
                     "SELECT code, name, unit, aggregation, unique_field FROM billable_metrics WHERE code = $1", [metric.code]
-                ).first.map(Self.metric)
-            else { return }
+                ).first.map(Self.metric) ?? .undeclared(metric.code)
             try Self.refuseAggregationChange(from: existing, to: metric, on: connection)
         }
     }
