@@ -42,6 +42,31 @@ struct CrossMonthDedupTests {
         try await harness.tearDown()
     }
 
+    @Test("one id twice in a message at the same time with other contents: the same copy counts, whichever comes first")
+    func tiedRepeatsDecidedTheSameWay() async throws {
+        let harness = try await AggregatorHarness.make()
+        let tenants = try await harness.createTenants(2)
+        let now = TestClock.now().addingTimeInterval(-60)
+        let aggregator = try harness.startAggregator(consumers: 1)
+        // Ingest refuses such a request; one published straight to the broker still reaches the
+        // Aggregator. The two copies tie on time, so the metric and then the quantity decide.
+        for (tenant, quantities) in [(tenants[0], ["5", "3", "9"]), (tenants[1], ["9", "3", "5"])] {
+            try await harness.publish([
+                "[" + quantities.map { usageEventJSON(id: "tied", tenant: tenant, quantity: $0, time: now) }.joined(separator: ",") + "]"
+            ])
+        }
+        try await harness.waitUntil("both messages committed") {
+            try await harness.storedCounts(tenants) == [tenants[0]: 1, tenants[1]: 1]
+        }
+        #expect(await aggregator.stop() == 0)
+        let kept = try await harness.database.query(
+            "SELECT quantity::text FROM usage_events WHERE tenant_id = ANY($1::uuid[]) ORDER BY tenant_id",
+            [PostgresTextArray(tenants.map { $0.uuidString })])
+        #expect(kept.map { $0.text(0) } == ["3.0000", "3.0000"])
+        #expect(try await harness.rollupMismatches(tenants) == 0)
+        try await harness.tearDown()
+    }
+
     @Test("upkeep forgets ids first seen more than 100 days ago and keeps younger ones")
     func expiredIDsForgotten() async throws {
         let harness = try await AggregatorHarness.make()

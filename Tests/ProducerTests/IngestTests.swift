@@ -205,6 +205,32 @@ struct IngestTests {
         try await fixture.tearDown()
     }
 
+    @Test("an id repeated in one request with other contents is refused, naming both; repeated as it was, it is a harmless resend")
+    func conflictingRepeatedID() async throws {
+        let fixture = try await IngestFixture.make()
+        try await fixture.app(now: now).test(.router) { client in
+            // Before: 202, and which of the two was counted depended on how the batch sorted.
+            let body = "[\(event("r1")), \(event("r2")), \(event("r1", quantity: #""5""#))]"
+            try await client.execute(
+                uri: "/v1/events", method: .post, headers: headers(fixture.apiKey), body: ByteBuffer(string: body)
+            ) { response in
+                #expect(response.status == .badRequest)
+                let error = response.json?["error"] as? [String: Any]
+                #expect(error?["field"] as? String == "events[2].id", "\(String(describing: error))")
+                let detail = (error?["details"] as? [[String: Any]])?.first?["message"] as? String
+                #expect(detail?.hasPrefix("conflicting_id: repeats the id of events[0] with other contents") == true, "\(String(describing: detail))")
+            }
+            #expect(try await !fixture.anyEventArrived())
+            try await client.execute(
+                uri: "/v1/events", method: .post, headers: headers(fixture.apiKey),
+                body: ByteBuffer(string: "[\(event("r1")), \(event("r1"))]")
+            ) { response in
+                #expect(response.status == .accepted)
+            }
+        }
+        try await fixture.tearDown()
+    }
+
     @Test("health, readiness and metrics answer without a key")
     func operations() async throws {
         let fixture = try await IngestFixture.make()

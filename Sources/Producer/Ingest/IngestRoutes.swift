@@ -107,7 +107,40 @@ struct IngestRoutes: Sendable {
             }
             if !problems.isEmpty { throw refusal(problems, total: objects.count) }
         }
+        if events.count > 1 {
+            let conflicts = Self.conflictingRepeats(events)
+            if !conflicts.isEmpty { throw refusal(conflicts, total: objects.count) }
+        }
         return events
+    }
+
+    /// Events repeating an earlier event's id (of the same tenant) with other contents. Only
+    /// one of them could be counted, and which one depended on how the batch was sorted;
+    /// a repeat with the same contents is a harmless resend, counted once.
+    static func conflictingRepeats(_ events: [UsageEvent]) -> [UsageEventProblem] {
+        struct Key: Hashable {
+            let tenant: UUID
+            let id: String
+        }
+        var first: [Key: Int] = [:]
+        first.reserveCapacity(events.count)
+        var problems: [UsageEventProblem] = []
+        for (index, event) in events.enumerated() {
+            let key = Key(tenant: event.tenantID, id: event.id)
+            guard let earlier = first[key] else {
+                first[key] = index
+                continue
+            }
+            if events[earlier] != event {
+                problems.append(
+                    UsageEventProblem(
+                        index: index, field: "events[\(index)].id", code: "conflicting_id",
+                        message:
+                            "repeats the id of events[\(earlier)] with other contents; the id is the event's idempotency key: give each event its own"
+                    ))
+            }
+        }
+        return problems
     }
 
     /// The most problems one refusal lists; the message counts them all.
