@@ -95,6 +95,21 @@ struct LargeTotalTests {
                 headers: ["Authorization": "Bearer \(TestEnvironment.adminToken)"]))
         #expect(response.status == 422)
         #expect(String(decoding: response.body, as: UTF8.self).contains("AMOUNT_OUT_OF_RANGE"))
+        // So does the usage so far (GET /v1/usage answered 500); with a range, the values read.
+        let hourAgo = TestClock.now().addingTimeInterval(-3600)
+        try await fixture.database.query(
+            """
+            INSERT INTO usage_rollups (tenant_id, metric, hour, quantity_sum, event_count, quantity_max)
+            VALUES ($1, 'api_calls', date_trunc('hour', $2::timestamptz), 1e30, 1000000000000000000, 1e12)
+            """, [runaway, hourAgo])
+        let usageURL = TestEnvironment.apiURL + "/v1/usage?tenant_id=\(runaway.uuidString.lowercased())"
+        let admin: HTTPClient.Headers = ["Authorization": "Bearer \(TestEnvironment.adminToken)"]
+        let usage = try await HTTPClient().send(.init(url: usageURL, headers: admin))
+        #expect(usage.status == 422, "\(String(decoding: usage.body, as: UTF8.self))")
+        #expect(String(decoding: usage.body, as: UTF8.self).contains("AMOUNT_OUT_OF_RANGE"))
+        let range = "&from=\(RFC3339.format(hourAgo.addingTimeInterval(-3600)))&to=\(RFC3339.format(TestClock.now()))"
+        let values = try await HTTPClient().send(.init(url: usageURL + range, headers: admin))
+        #expect(values.status == 200, "\(String(decoding: values.body, as: UTF8.self))")
         await fixture.close()
     }
 }

@@ -27,13 +27,15 @@ extension DashboardRoutes {
 
     func statement(of tenant: UUID) async throws -> UsageStatement {
         let now = Instant(TallyClock.now())
-        guard
-            let statement = try await pool.withTransaction(
-                isolation: .repeatableRead,
-                { connection in
-                    try UsageStatement.load(tenant: tenant, asOf: now, on: connection)
-                })
-        else { throw APIError.notFound("tenant") }
+        let loaded: UsageStatement?
+        do {
+            loaded = try await pool.withTransaction(isolation: .repeatableRead) { connection in
+                try UsageStatement.load(tenant: tenant, asOf: now, on: connection)
+            }
+        } catch let error as BillingError {
+            throw APIError.unpriceable(error, what: "The usage so far")
+        }
+        guard let statement = loaded else { throw APIError.notFound("tenant") }
         return statement
     }
 

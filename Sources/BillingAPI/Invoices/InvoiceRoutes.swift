@@ -69,7 +69,7 @@ struct InvoiceRoutes {
         do {
             computed = try await pool.withTransaction(isolation: .repeatableRead) { try UpcomingInvoice.compute(tenant: tenant, at: at, on: $0) }
         } catch let error as BillingError {
-            throw APIError(.unprocessableContent, code: "AMOUNT_OUT_OF_RANGE", message: "The upcoming invoice cannot be computed: \(error).")
+            throw APIError.unpriceable(error, what: "The upcoming invoice")
         }
         guard let upcoming = computed else {
             throw APIError(

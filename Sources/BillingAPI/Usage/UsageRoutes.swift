@@ -45,8 +45,14 @@ struct UsageRoutes {
     /// calendar month when no subscription covers now), counted up to now.
     func currentPeriod(of tenant: UUID) async throws -> UsageReport {
         let now = Instant(TallyClock.now())
-        let (statement, catalog) = try await pool.withTransaction(isolation: .repeatableRead) { connection in
-            (try UsageStatement.load(tenant: tenant, asOf: now, on: connection), try MetricCatalogRecords.load(on: connection))
+        let statement: UsageStatement?
+        let catalog: MetricCatalog
+        do {
+            (statement, catalog) = try await pool.withTransaction(isolation: .repeatableRead) { connection in
+                (try UsageStatement.load(tenant: tenant, asOf: now, on: connection), try MetricCatalogRecords.load(on: connection))
+            }
+        } catch let error as BillingError {
+            throw APIError.unpriceable(error, what: "The usage so far")
         }
         guard let statement else { throw APIError(.notFound, code: "NOT_FOUND", message: "No such tenant.") }
         return UsageReport(
