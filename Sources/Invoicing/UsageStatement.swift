@@ -16,7 +16,8 @@ public struct UsageStatement: Sendable {
         case billing
         /// A subscription's trial: recorded, never billed.
         case trial
-        /// No subscription covers the instant: the UTC calendar month, usage unbilled.
+        /// No subscription covers the instant: the part of its UTC calendar month around it
+        /// that none covers (after the last one ended, before the next starts), usage unbilled.
         case calendarMonth = "calendar_month"
     }
 
@@ -122,7 +123,15 @@ public struct UsageStatement: Sendable {
         for stored in subscriptions {
             if let trial = stored.timeline.trial, trial.contains(asOf) { return .trial(stored, trial) }
         }
-        return .calendarMonth(BillingCalendar.utcMonths.period(containing: asOf))
+        // The part of the month no subscription covers around `asOf`: after the last one that
+        // ended (its usage was billed, or was its trial's) and before the next one starts. The
+        // whole month counted a canceled subscription's billed usage again as unbilled.
+        let month = BillingCalendar.utcMonths.period(containing: asOf)
+        // A subscription canceled before it started (ending where it starts) covered nothing.
+        let held = subscriptions.filter { $0.timeline.endsAt != $0.start }
+        let ended = held.compactMap(\.timeline.endsAt).filter { $0 <= asOf }.max()
+        let next = held.map(\.start).filter { $0 > asOf }.min()
+        return .calendarMonth(Period(start: max(month.start, ended ?? month.start), end: min(month.end, next ?? month.end)))
     }
 
     /// What a tenant's open period bills so far, for listing many tenants (finance's page).
@@ -130,8 +139,9 @@ public struct UsageStatement: Sendable {
         public let plan: Plan
         public let kind: PeriodKind
         public let period: Period
-        /// The open period's invoice total so far, tax included; zero in a trial.
-        public let total: Cents
+        /// The open period's invoice total so far, tax included; zero in a trial; nil when it
+        /// does not fit 64-bit cents (a runaway meter), which must not hide the other tenants.
+        public let total: Cents?
     }
 
     /// The charge so far of each of `tenants` with a billing period or trial open at `asOf`
@@ -168,9 +178,12 @@ public struct UsageStatement: Sendable {
                 let counted = Period(start: billing.billed.start, end: max(billing.billed.start, min(asOf, billing.billed.end)))
                 values = try UsageReader.rangeValues(tenant: tenant, over: counted, catalog: catalog, on: connection)
             }
-            let draft = try InvoiceCalculator.invoice(
-                for: billing, of: stored.timeline, values: values, lateUsage: late[stored.id] ?? [], taxBasisPoints: taxRates[tenant] ?? 0)
-            charges[tenant] = Charge(plan: stored.timeline.pricingPlan(of: billing), kind: .billing, period: billing.billed, total: draft.total)
+            // The engine's one failure is an amount beyond 64-bit cents.
+            let total =
+                (try? InvoiceCalculator.invoice(
+                    for: billing, of: stored.timeline, values: values, lateUsage: late[stored.id] ?? [], taxBasisPoints: taxRates[tenant] ?? 0))?
+                .total
+            charges[tenant] = Charge(plan: stored.timeline.pricingPlan(of: billing), kind: .billing, period: billing.billed, total: total)
         }
         return charges
     }

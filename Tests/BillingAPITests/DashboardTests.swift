@@ -337,8 +337,10 @@ struct DashboardTests: BillingAPITestCase {
         return "$" + (formatter.string(from: NSNumber(value: Double(cents) / 100)) ?? "")
     }
 
+    /// A charge cell in cents; one too large to price (a runaway meter, as LargeTotalTests
+    /// makes one while this suite may run) sorts above every amount.
     static func cents(_ dollars: String) -> Int {
-        Int(dollars.filter(\.isNumber)) ?? -1
+        dollars.hasPrefix("beyond 64-bit cents") ? .max : Int(dollars.filter(\.isNumber)) ?? -1
     }
 
     @Test("the trend chart holds every legend row (ten metrics), dashes colours that come round again, and draws a lone bucket as a point")

@@ -8,6 +8,7 @@ import NIOCore
 import PostgresClient
 import TallyTestSupport
 import Testing
+import UsageEvents
 
 @testable import BillingAPI
 
@@ -95,6 +96,56 @@ struct UsageHistoryAPITests: BillingAPITestCase {
             #expect(users["percent"] as? Int == 133)
             let calls = try #require(metrics.first { $0["metric"] as? String == "api_calls" })
             #expect(calls["percent"] as? Int == 0)
+        }
+    }
+
+    @Test(
+        "with no subscription open now, the usage read counts from the last one's end, not the whole month: usage it billed is not shown again as unbilled"
+    )
+    func unbilledAfterCancellation() async throws {
+        let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client)
+            try await withCleanup(
+                { try await unbilledAfterCancellation(of: tenant, client: client, pool: pool) },
+                cleanup: { try await deleteUsage(of: tenant.id, pool: pool) })
+        }
+        await pool.close()
+    }
+
+    func unbilledAfterCancellation(of tenant: (id: String, key: String), client: some TestClientProtocol, pool: PostgresPool) async throws {
+        let now = TestClock.now()
+        let canceledAt = Date(timeIntervalSince1970: (now.timeIntervalSince1970 / 3600).rounded(.down) * 3600 - 3600)
+        // 5 calls while subscribed (billed with its last period), 7 after it ended.
+        try await record(
+            [("api_calls", "5", canceledAt.addingTimeInterval(-1800)), ("api_calls", "7", canceledAt.addingTimeInterval(600))], tenant: tenant.id,
+            pool: pool)
+        var id = ""
+        try await client.execute(
+            uri: "/v1/subscriptions", method: .post, headers: bearer(adminToken),
+            body: ByteBuffer(
+                string:
+                    #"{"tenant_id": "\#(tenant.id)", "plan": "starter", "start": "\#(Self.utcDay(now.addingTimeInterval(-40 * 86_400)))T00:00:00Z"}"#)
+        ) { response in
+            #expect(response.status == .created)
+            id = try json(response)["id"] as? String ?? ""
+        }
+        try await client.execute(
+            uri: "/v1/subscriptions/\(id)/cancel", method: .post, headers: bearer(adminToken),
+            body: ByteBuffer(string: #"{"at": "\#(RFC3339.format(canceledAt))"}"#)
+        ) { response in #expect(response.status == .ok) }
+        try await client.execute(uri: "/v1/usage", method: .get, headers: bearer(tenant.key)) { response in
+            #expect(response.status == .ok)
+            let body = try json(response)
+            let period = try #require(body["period"] as? [String: Any])
+            #expect(period["kind"] as? String == "calendar_month")
+            // From the end of the subscription (or the month's start, in a month's first hour).
+            let from = TestClock.recent(now.timeIntervalSince(canceledAt), before: now)
+            #expect((period["start"] as? String).flatMap(RFC3339.parse) == from, "\(period)")
+            let metrics = body["metrics"] as? [[String: Any]] ?? []
+            let calls = metrics.first { $0["metric"] as? String == "api_calls" }?["value"] as? String ?? "0"
+            // Before: 12, the subscription's billed 5 counted again as unbilled.
+            #expect(calls == (from == canceledAt ? "7" : "0"), "\(body)")
         }
     }
 

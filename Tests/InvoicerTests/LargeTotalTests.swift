@@ -1,3 +1,4 @@
+import BillingEngine
 import CurlClient
 import Foundation
 import Invoicing
@@ -110,6 +111,14 @@ struct LargeTotalTests {
         let range = "&from=\(RFC3339.format(hourAgo.addingTimeInterval(-3600)))&to=\(RFC3339.format(TestClock.now()))"
         let values = try await HTTPClient().send(.init(url: usageURL + range, headers: admin))
         #expect(values.status == 200, "\(String(decoding: values.body, as: UTF8.self))")
+        // Finance's page of every tenant's charge so far: the runaway's is unpriced, the
+        // others' still computed (the page answered 500 for everyone).
+        let charges = try await fixture.database.withTransaction(isolation: .repeatableRead) {
+            try UsageStatement.charges(of: [runaway, neighbour], asOf: Instant(TestClock.now()), on: $0)
+        }
+        #expect(charges[runaway] != nil && charges[runaway]?.total == nil)
+        #expect(charges[neighbour]?.total != nil)
+        try await fixture.database.query("DELETE FROM usage_rollups WHERE tenant_id = $1", [runaway])
         await fixture.close()
     }
 }

@@ -280,7 +280,8 @@ extension DashboardRoutes {
         }
         let byCharge = request.uri.queryParameters.get("sort") == "charge"
         let rows = open.filter { charges[$0.id] != nil }.sorted { first, second in
-            let (a, b) = (charges[first.id]?.total ?? .zero, charges[second.id]?.total ?? .zero)
+            // A charge too large to price sorts first: it is the one finance must look at.
+            let (a, b) = (charges[first.id].map { $0.total?.value ?? .max } ?? 0, charges[second.id].map { $0.total?.value ?? .max } ?? 0)
             if byCharge, a != b { return b < a }
             return first.name.localizedStandardCompare(second.name) == .orderedAscending
         }
@@ -305,7 +306,9 @@ extension DashboardRoutes {
                     return TenantsPage.Row(
                         name: tenant.name, href: "/dashboard/usage?tenant=\(tenant.id.lowercasedText)", plan: charge?.plan.name ?? "—",
                         period: charge.map { $0.kind == .trial ? "trial" : InvoiceText.period($0.period) } ?? "—",
-                        charge: InvoiceDocument.money(charge?.total.value ?? 0, currency: charge?.plan.currency ?? "usd"))
+                        charge: charge.map { $0.total == nil } == true
+                            ? "beyond 64-bit cents: check its usage"
+                            : InvoiceDocument.money(charge?.total?.value ?? 0, currency: charge?.plan.currency ?? "usd"))
                 }))
     }
 
