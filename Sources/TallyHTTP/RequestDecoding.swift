@@ -45,6 +45,11 @@ extension Request {
         if let closed = Value.self as? any ClosedRequestBody.Type, case .object(let members) = json {
             try closed.refuseUnknownFields(Set(members.keys))
         }
+        if let field = Self.pathOfNUL(in: json) {
+            // PostgreSQL's text cannot hold it: a name was stored cut at it ("Acme\u0000 Hidden"
+            // as "Acme"; an address checked whole and stored as its first part), or a 500.
+            throw APIError.invalid(field.isEmpty ? "body" : field, "holds a NUL character (\\u0000), which Tally cannot store: remove it")
+        }
         do {
             return try JSONDecoder().decode(Value.self, from: Data(buffer.readableBytesView))
         } catch let error as DecodingError {
@@ -92,6 +97,29 @@ extension Request {
             return (field, number)
         }
         return nil
+    }
+
+    /// The path of the first string (or key) in `json` holding U+0000, if any.
+    static func pathOfNUL(in json: JSONValue) -> String? {
+        func path(_ value: JSONValue, _ here: String) -> String? {
+            switch value {
+            case .string(let text): return text.utf8.contains(0) ? here : nil
+            case .array(let items):
+                for (index, item) in items.enumerated() {
+                    if let found = path(item, "\(here)[\(index)]") { return found }
+                }
+                return nil
+            case .object(let members):
+                for key in members.keys.sorted() {
+                    let field = here.isEmpty ? key : "\(here).\(key)"
+                    if key.utf8.contains(0) { return here.isEmpty ? "body" : here }
+                    if let found = path(members[key]!, field) { return found }
+                }
+                return nil
+            default: return nil
+            }
+        }
+        return path(json, "")
     }
 
     enum JSONPathStep {

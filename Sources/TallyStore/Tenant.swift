@@ -58,7 +58,9 @@ public struct NewTenant: Sendable, Equatable {
             throw TenantValidationError(field: "name", message: "must be 1 to 200 characters")
         }
         guard Self.looksLikeEmail(billingEmail) else {
-            throw TenantValidationError(field: "billing_email", message: "must be an email address such as finance@example.com")
+            throw TenantValidationError(
+                field: "billing_email", message: "must be an email address such as finance@example.com, in plain ASCII (one address, no display name)"
+            )
         }
         let rate = taxRateBps ?? 0
         guard (0...10_000).contains(rate) else {
@@ -73,10 +75,15 @@ public struct NewTenant: Sendable, Equatable {
         self.paymentProvider = provider
     }
 
+    /// An address the Notifier can send to: `local@domain.tld` in printable ASCII without
+    /// the characters that make a mailbox list (`<>()[],;:\"`), as `MailMessage` checks
+    /// before sending. Looser, `<a@b.com>,<c@d` or `ü@exämple.com` were stored and every
+    /// invoice email to the tenant was parked.
     static func looksLikeEmail(_ text: String) -> Bool {
         let parts = text.split(separator: "@", omittingEmptySubsequences: false)
-        guard text.count <= 254, parts.count == 2, !parts[0].isEmpty, parts[1].contains(".") else { return false }
-        return !text.contains(where: \.isWhitespace) && !parts[1].hasPrefix(".") && !parts[1].hasSuffix(".")
+        guard text.utf8.count <= 254, parts.count == 2, !parts[0].isEmpty, parts[1].contains(".") else { return false }
+        let plain = text.unicodeScalars.allSatisfy { (0x21...0x7E).contains($0.value) && !"<>()[],;:\\\"".unicodeScalars.contains($0) }
+        return plain && !parts[1].hasPrefix(".") && !parts[1].hasSuffix(".")
     }
 }
 

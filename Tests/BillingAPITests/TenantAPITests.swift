@@ -114,6 +114,16 @@ struct TenantAPITests: BillingAPITestCase {
                 (#"{"name": "A", "billing_email": "a@b.test", "tax_rate_bps": 9223372036854775808}"#, "tax_rate_bps"),
                 ("[]", "body"),
                 ("null", "body"),
+                // Addresses the Notifier cannot send to (every invoice email was parked).
+                (#"{"name": "A", "billing_email": "<a@b.test"}"#, "billing_email"),
+                (#"{"name": "A", "billing_email": "a@b.test>,<root.x"}"#, "billing_email"),
+                (#"{"name": "A", "billing_email": "\"a\\\"b\"@b.test"}"#, "billing_email"),
+                (#"{"name": "A", "billing_email": "ü@exämple.test"}"#, "billing_email"),
+                (#"{"name": "A", "billing_email": "a@ex,ample.test"}"#, "billing_email"),
+                // A NUL: the name was stored cut at it, the address checked whole and stored cut.
+                (#"{"name": "Acme\u0000 Hidden", "billing_email": "a@b.test"}"#, "name"),
+                (#"{"name": "A", "billing_email": "x@evil.test\u0000.example.com"}"#, "billing_email"),
+                (#"{"name": "\u0000A", "billing_email": "a@b.test"}"#, "name"),
             ]
             for (body, field) in cases {
                 try await client.execute(
