@@ -66,8 +66,8 @@ struct ResendCommand: AsyncParsableCommand {
         }
         let event = BillingEvent.invoiceFinalized(BillingEvent.InvoiceFinalized(view).resent(to: audiences, at: Date()))
         let queue = try reader.string(NotifierConfiguration.queue)
-        let publisher = ConfirmedPublisher(
-            configuration: try AMQPConfiguration(url: try reader.string(.amqpURL), connectionName: "tally-notifier-resend"), logger: logger)
+        let amqp = try AMQPConfiguration(url: try reader.string(.amqpURL), connectionName: "tally-notifier-resend")
+        let publisher = ConfirmedPublisher(configuration: amqp, logger: logger)
         try await publisher.publish([
             OutgoingMessage(
                 exchange: "", routingKey: queue, body: try event.encoded(),
@@ -76,8 +76,13 @@ struct ResendCommand: AsyncParsableCommand {
         await publisher.close()
         print("\(view.number): queued for the Notifier (to \(audiences.map(\.rawValue).joined(separator: " and ")); event \(event.id))")
         guard !noWait else { return }
-        // The delivery records say what happened: sent, or failed with the server's answer.
+        // The delivery records say what happened: sent, or failed with the server's answer;
+        // the parking lot, whether the Notifier gave up on it (at once for an address or
+        // answer no retry can fix), which ends the wait.
+        let lot = ParkingLot(queue: queue, retry: .notifications, amqp: amqp)
         let deadline = ContinuousClock.now + .seconds(120)
+        var reported: String?
+        var nextParkingCheck = ContinuousClock.now
         while ContinuousClock.now < deadline {
             let deliveries = try await NotificationRecords.deliveries(ofEvent: event.id, on: database)
             let sent = deliveries.filter { $0.status == "sent" }
@@ -86,9 +91,19 @@ struct ResendCommand: AsyncParsableCommand {
                 return
             }
             if let failed = deliveries.first(where: { $0.status == "failed" }) {
-                print(
-                    "not sent yet to \(failed.shownRecipient): \(failed.lastError ?? "") (the Notifier retries; `notifier dlq list` shows it if it parks)"
-                )
+                // Once per new failure, not four times a second for two minutes.
+                let line = "not sent yet to \(failed.shownRecipient) after \(failed.attempts) attempt(s): \(failed.lastError ?? "")"
+                if line != reported {
+                    print("\(line) (the Notifier retries)")
+                    reported = line
+                }
+                if ContinuousClock.now >= nextParkingCheck {
+                    nextParkingCheck = ContinuousClock.now + .seconds(2)
+                    if let parked = try await lot.peek(limit: 5_000, logger: logger).first(where: { $0.messageID == event.id }) {
+                        throw CommandFailure(
+                            "the Notifier parked it: \(parked.reason). Fix the cause, then `notifier dlq replay --id \(event.id)`")
+                    }
+                }
             }
             try await Task.sleep(for: .milliseconds(250))
         }

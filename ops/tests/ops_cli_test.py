@@ -163,6 +163,20 @@ def resend(invoice):
         raise Failure(f"expected one new email, to finance; got {[str(m['To']) for m in fresh]}")
     if not any(part.get_content_type() == "application/pdf" for part in fresh[0].iter_attachments()):
         raise Failure("the resent email has no PDF")
+    # An address no retry can fix (one stored before the API checked them): the Notifier parks
+    # the resend at once, and resend says so and exits 1, instead of printing "not sent yet"
+    # four times a second for two minutes.
+    tenant = invoice["tenant_id"]
+    original = psql(f"SELECT billing_email FROM tenants WHERE id = '{tenant}'")
+    psql(f"UPDATE tenants SET billing_email = '<broken@test.invalid' WHERE id = '{tenant}'")
+    try:
+        refused = tool("notifier", "resend", number, "--to", "tenant", expect=1)
+    finally:
+        psql(f"UPDATE tenants SET billing_email = '{original}' WHERE id = '{tenant}'")
+    if "the Notifier parked it" not in refused.stderr or refused.stdout.count("not sent yet") > 2:
+        raise Failure(f"notifier resend to an unsendable address should end on the parked event:\n{refused.stdout}\n{refused.stderr}")
+    event = re.search(r"event (\S+)\)", refused.stdout).group(1)
+    tool("notifier", "dlq", "purge", "--id", event, "--yes")
     tool("notifier", "resend", number, "--to", "everyone", expect=64)
     tool("notifier", "resend", "INV-1999-000001", "--no-wait", expect=1)  # no such invoice
     log(f"notifier resend {number} --to finance: one more email with the PDF, to finance only")
