@@ -36,6 +36,7 @@ public enum StripeEventApplier {
 
     /// Applies one stored event.
     private static func apply(_ id: String, type: String, now: Date, on connection: isolated PostgresConnection) throws {
+        if type.hasPrefix("invoice.") { try StripeWebhookEvents.recordStripeInvoiceStatus(event: id, on: connection) }
         switch type {
         case "invoice.paid", "invoice.payment_succeeded":
             try StripeWebhookEvents.markInvoicePaid(event: id, on: connection)

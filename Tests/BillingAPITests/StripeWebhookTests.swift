@@ -56,7 +56,7 @@ struct StripeWebhookTests: BillingAPITestCase {
             """, [invoice, tenant, "INV-2097-\(String(Int.random(in: 100_000...999_999)))"])
         let eventID = "evt_\(UUID().uuidString)"
         let body =
-            #"{"id": "\#(eventID)", "type": "invoice.paid", "data": {"object": {"id": "in_test", "metadata": {"tally_invoice_id": "\#(invoice.uuidString.lowercased())"}}}}"#
+            #"{"id": "\#(eventID)", "type": "invoice.paid", "data": {"object": {"id": "in_test", "status": "paid", "metadata": {"tally_invoice_id": "\#(invoice.uuidString.lowercased())"}}}}"#
         let now = Int64(Date().timeIntervalSince1970)
         try await app().test(.router) { client in
             try await client.execute(uri: "/v1/stripe/webhook", method: .post, headers: signed(body, at: now), body: ByteBuffer(string: body)) {
@@ -83,6 +83,30 @@ struct StripeWebhookTests: BillingAPITestCase {
             try await Task.sleep(for: .milliseconds(200))
         }
         #expect(status == "paid")
+        #expect(try await pool.query("SELECT stripe_invoice_status FROM invoices WHERE id = $1", [invoice])[0].text(0) == "paid")
+        // A payment failure delivered after the payment (Stripe does not order its events):
+        // applied, but no "payment failed" email for an invoice that is paid, and Stripe's
+        // status stays paid.
+        let lateID = "evt_\(UUID().uuidString)"
+        let late =
+            #"{"id": "\#(lateID)", "type": "invoice.payment_failed", "data": {"object": {"id": "in_test", "status": "open", "metadata": {"tally_invoice_id": "\#(invoice.uuidString.lowercased())"}}}}"#
+        try await app().test(.router) { client in
+            try await client.execute(
+                uri: "/v1/stripe/webhook", method: .post, headers: signed(late, at: Int64(Date().timeIntervalSince1970)),
+                body: ByteBuffer(string: late)
+            ) { response in #expect(response.status == .ok) }
+        }
+        let applied = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < applied,
+            try await pool.query("SELECT processed_at IS NULL FROM stripe_webhook_events WHERE event_id = $1", [lateID])[0].decode(0, as: Bool.self)
+        {
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let failures = try await pool.query(
+            "SELECT count(*) FROM outbox WHERE routing_key = 'invoice.payment_failed' AND body ->> 'invoice_id' = $1",
+            [invoice.uuidString.lowercased()])
+        #expect(try failures[0].decode(0, as: Int.self) == 0)
+        #expect(try await pool.query("SELECT stripe_invoice_status FROM invoices WHERE id = $1", [invoice])[0].text(0) == "paid")
         await pool.close()
     }
 

@@ -102,6 +102,22 @@ public enum StripeWebhookEvents {
             """, [id])
     }
 
+    /// Any `invoice.*` event: Stripe's status of our invoice (`open`, `paid`, `void`, …) as
+    /// the event gives it, shown beside ours; it stayed `draft`, as pushed, after Stripe
+    /// reported the payment. A final status (`paid`, `void`) is not overwritten by an
+    /// event delivered after it.
+    public static func recordStripeInvoiceStatus(event id: String, on connection: isolated PostgresConnection) throws {
+        try connection.query(
+            """
+            UPDATE invoices SET stripe_invoice_status = e.payload #>> '{data,object,status}'
+              FROM stripe_webhook_events e
+             WHERE e.event_id = $1 AND e.payload #>> '{data,object,status}' IS NOT NULL
+               AND coalesce(invoices.stripe_invoice_status, '') NOT IN ('paid', 'void')
+               AND (invoices.stripe_invoice_id = e.payload #>> '{data,object,id}'
+                    OR invoices.id::text = e.payload #>> '{data,object,metadata,tally_invoice_id}')
+            """, [id])
+    }
+
     /// The card a `payment_method.*` event describes, when it is a card of a tenant's
     /// Stripe customer; nil otherwise.
     public static func card(event id: String, on connection: isolated PostgresConnection) throws -> Card? {
@@ -130,9 +146,11 @@ public enum StripeWebhookEvents {
             """, [id])
     }
 
-    /// Our invoice an `invoice.payment_failed` event names (by Stripe id or
+    /// Our open invoice an `invoice.payment_failed` event names (by Stripe id or
     /// `metadata.tally_invoice_id`), with the amount due, attempts, next attempt and
-    /// reason the event gives; nil when none of ours matches.
+    /// reason the event gives; nil when none of ours matches, or ours is paid already: a
+    /// failure delivered late (Stripe does not order its events) must not tell the tenant
+    /// to update a card for an invoice it paid.
     public static func paymentFailure(event id: String, on connection: isolated PostgresConnection) throws -> PaymentFailure? {
         guard
             let row = try connection.query(
@@ -144,7 +162,7 @@ public enum StripeWebhookEvents {
                        e.received_at
                   FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
                   JOIN invoices i ON i.stripe_invoice_id = o ->> 'id' OR i.id::text = o #>> '{metadata,tally_invoice_id}'
-                 WHERE e.event_id = $1
+                 WHERE e.event_id = $1 AND i.status = 'open'
                 """, [id]
             ).first
         else { return nil }
