@@ -147,16 +147,19 @@ public enum InvoiceCalculator {
             lines.map { line in
                 InvoiceLine(
                     kind: .overage, metric: metric,
-                    description: describe(line, metric: metric, value: value, model: plan.terms[metric]?.charge),
+                    description: describe(
+                        line, metric: metric, value: value, model: plan.terms[metric]?.charge, currency: Currency(code: plan.currency) ?? .usd),
                     quantity: line.units, unitPrice: line.unitPrice, amount: line.amount, period: period)
             }
         }
     }
 
     /// What finance reads for one charge line: the value used and what the line prices of it.
-    static func describe(_ line: ChargeLine, metric: String, value: Quantity, model: ChargeModel?) -> String {
+    /// A flat fee is money of the plan's currency, written as every amount is (`$5.00`,
+    /// `¥7`, `KWD 0.007`): it read "0.07" in every currency, a hundredth of ¥7.
+    static func describe(_ line: ChargeLine, metric: String, value: Quantity, model: ChargeModel?, currency: Currency = .usd) -> String {
         let used = "\(metric): \(value.groupedDescription) used"
-        let flat = line.flat > .zero ? ", plus \(line.flat) flat" : ""
+        let flat = line.flat > .zero ? ", plus \(currency.symbol)\(currency.format(line.flat)) flat" : ""
         let tier = line.tier.map { "tier \($0 + 1)" } ?? ""
         let span =
             line.tierEnd.map { "\(line.tierStart.groupedDescription)–\($0.groupedDescription)" }

@@ -233,7 +233,13 @@ struct ChargeModelTests {
         #expect(lines.map(\.amount) == [0, 5_000, 500, 9_600, 5_000])
         #expect(lines.map(\.quantity) == [q("1000"), q("9000"), q("2000"), q("12"), q("2")])
         #expect(lines.allSatisfy { $0.kind == .overage && $0.period == period })
-        #expect(lines[1].description == "api_calls: 12,000 used, tier 2 (1,000–10,000), plus 5.00 flat")
+        #expect(lines[1].description == "api_calls: 12,000 used, tier 2 (1,000–10,000), plus $5.00 flat")
+        // A flat fee in the plan's currency and its minor unit (it read "5.00" in every one).
+        for (currency, flat) in [("jpy", "plus ¥500 flat"), ("kwd", "plus KWD 0.500 flat")] {
+            let priced = Plan(slug: "tiered", name: "Tiered", currency: currency, baseFee: 1_000, terms: plan.terms)
+            let line = try InvoiceCalculator.overageLines(plan: priced, values: ["api_calls": q("12000")], period: period)[1]
+            #expect(line.description.hasSuffix(flat), "\(line.description)")
+        }
         #expect(lines[2].description == "api_calls: 12,000 used, tier 3 (above 10,000)")
         #expect(lines[3].description == "seats: 12 used, every unit at tier 2 (above 10)")
         #expect(lines[4].description == "sms: 2,100 used, 100 included, 2,000 billed in packages of 1,000")

@@ -46,7 +46,7 @@ struct CatalogPipelineTests {
         #expect(invoice.lines.map(\.amountCents) == [1_000, 0, 5_000, 501])
         #expect(invoice.lines.map(\.quantity) == ["1", "1000", "9000", "2000.5"])
         #expect(invoice.lines.map(\.unitPriceCents) == ["1000", "0", "0.5", "0.25"])
-        #expect(invoice.lines[2].description == "api_calls: 12,000.5 used, tier 2 (1,000–10,000), plus 5.00 flat")
+        #expect(invoice.lines[2].description == "api_calls: 12,000.5 used, tier 2 (1,000–10,000), plus $5.00 flat")
         #expect(invoice.subtotalCents == 6_501)
 
         // 1,000 more calls for the invoiced period: 13,000.5 at the top tier is 751¢, 250 more.
