@@ -42,6 +42,8 @@ struct StripeInvoicePusher {
             logger.info("found the Stripe invoice of an interrupted push", metadata: ["stripe.invoice": "\(found.id)"])
             invoice = found
         } else {
+            // Every amount in Stripe's unit, or the refusal, before anything is created.
+            _ = try StripeAmounts.stripeAmount(source.totalCents, currency: source.currency, what: "the total")
             let subscription = try await subscription(for: source, customer: customer)
             try await createItems(source, customer: customer, subscription: subscription)
             // Stripe leaves pending items off a new invoice unless asked (API 2022-08-01 on).
@@ -61,11 +63,12 @@ struct StripeInvoicePusher {
         }
         try await record(invoice: invoice.id, of: source)
         // Stripe keeps a negative total (a credit); an emulator may show it as 0.
-        let expected = source.totalCents
+        let expected = try StripeAmounts.stripeAmount(source.totalCents, currency: source.currency, what: "the total")
         guard let total = invoice.total, Int64(total) == expected || (expected < 0 && total == 0) else {
             throw StripeAPIError(
                 status: 200, type: "tally_total_mismatch", code: nil,
-                message: "Stripe invoice \(invoice.id) totals \(invoice.total.map(String.init) ?? "?") cents, ours \(expected): not finalized; "
+                message:
+                    "Stripe invoice \(invoice.id) totals \(invoice.total.map(String.init) ?? "?") in Stripe's unit, ours \(expected): not finalized; "
                     + "compare its items with our lines before retrying", method: "GET", path: "/v1/invoices/\(invoice.id)", isUnknownRoute: false)
         }
         if invoice.status == "draft" {
@@ -187,9 +190,18 @@ struct StripeInvoicePusher {
         }
         let existing = Set(
             pending.filter { $0.metadata?["tally_invoice_id"] == source.key }.compactMap { $0.metadata?["tally_line"] })
-        var items = source.lines.map { (line: String($0.position), description: $0.description, amount: $0.amountCents) }
+        var items = try source.lines.map { line in
+            (
+                line: String(line.position), description: line.description,
+                amount: try StripeAmounts.stripeAmount(line.amountCents, currency: source.currency, what: "line \(line.position)")
+            )
+        }
         if source.taxCents != 0 {
-            items.append((line: "tax", description: "Tax \(BasisPoints.percentText(source.taxRateBps))", amount: source.taxCents))
+            items.append(
+                (
+                    line: "tax", description: "Tax \(BasisPoints.percentText(source.taxRateBps))",
+                    amount: try StripeAmounts.stripeAmount(source.taxCents, currency: source.currency, what: "the tax")
+                ))
         }
         for item in items where !existing.contains(item.line) {
             var form = [

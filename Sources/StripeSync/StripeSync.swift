@@ -79,7 +79,8 @@ public struct StripeSync: Sendable {
 
     /// A Stripe answer that asking again will not change.
     static func isPermanent(_ error: StripeAPIError) -> Bool {
-        (400..<500).contains(error.status) && ![404, 409, 429].contains(error.status) || error.type == "tally_total_mismatch"
+        (400..<500).contains(error.status) && ![404, 409, 429].contains(error.status)
+            || ["tally_total_mismatch", "tally_currency_unit"].contains(error.type)
     }
 }
 

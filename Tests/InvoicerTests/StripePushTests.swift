@@ -252,6 +252,30 @@ struct StripePushTests {
         #expect(StripeSync.isPermanent(error(400)))
         #expect(StripeSync.isPermanent(error(402)))
         #expect(StripeSync.isPermanent(error(200, "tally_total_mismatch")))
+        #expect(StripeSync.isPermanent(error(0, "tally_currency_unit")))
+    }
+
+    @Test("amounts in Stripe's unit: ISO's minor unit, except ISK (two-decimal in Stripe), MGA (zero) and tens of fils; refused, never rounded")
+    func stripeUnits() throws {
+        func stripe(_ amount: Int64, _ currency: String) -> Int64? { try? StripeAmounts.stripeAmount(amount, currency: currency, what: "line 1") }
+        #expect(stripe(12_345, "usd") == 12_345)
+        #expect(stripe(500, "jpy") == 500)
+        // ISK 12,345 (no minor unit in ISO 4217): Stripe reads 1,234,500 as 12,345 krónur (it read 123.45).
+        #expect(stripe(12_345, "isk") == 1_234_500)
+        // MGA in hundredths for Tally, whole ariary for Stripe (it read 100 times the amount).
+        #expect(stripe(1_234_500, "mga") == 12_345)
+        #expect(stripe(1_234_550, "mga") == nil)
+        #expect(stripe(-1_200, "mga") == -12)
+        // KWD: fils, in tens.
+        #expect(stripe(12_340, "kwd") == 12_340)
+        #expect(stripe(12_345, "kwd") == nil)
+        #expect(stripe(.max, "isk") == nil)
+        do {
+            _ = try StripeAmounts.stripeAmount(12_345, currency: "kwd", what: "line 2")
+            Issue.record("KWD 12.345 was taken")
+        } catch {
+            #expect("\(error)".contains("line 2 of KWD 12.345 is not a multiple of 10"), "\(error)")
+        }
     }
 
     /// The tenant's one invoice once synced (after `attempts` pushes in all).
