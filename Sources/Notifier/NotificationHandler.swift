@@ -16,7 +16,8 @@ import TallyStore
 struct NotifierSession: Sendable {
     let database: PostgresConnection
     let smtp: SMTPClient
-    let http: HTTPClient
+    /// Webhooks of one event go out this many at a time, one client (and thread) each.
+    let webhookClients: [HTTPClient]
     let addresses: WebhookAddressPolicy
 }
 
@@ -55,7 +56,9 @@ struct NotificationHandler: QueueWorkHandler {
             // A receiver's answer is judged by its status: a long body is cut, not an error.
             return NotifierSession(
                 database: database, smtp: try SMTPClient(configuration: configuration.smtp),
-                http: try HTTPClient(configuration: .init(maxResponseBytes: 64 * 1024, truncatesLargeBodies: true)),
+                webhookClients: try (0..<Self.parallelWebhooks).map { _ in
+                    try HTTPClient(configuration: .init(maxResponseBytes: 64 * 1024, truncatesLargeBodies: true))
+                },
                 addresses: WebhookAddressPolicy(allowPrivate: configuration.allowPrivateWebhooks))
         } catch {
             logger.critical("cannot start libcurl", metadata: ["error": "\(error)"])
@@ -138,56 +141,88 @@ struct NotificationHandler: QueueWorkHandler {
         var invoice: InvoiceAttachment?
         var failures: [SendFailure] = []
         var mailServerDown: String?
-        for notification in plan {
-            // With the mail server unreachable every email would fail alike; webhooks still go.
-            if notification.channel == .email, mailServerDown != nil { continue }
-            do {
-                switch try await NotificationRecords.claim(
-                    notification.record, eventID: event.id, eventType: event.type, tenant: tenant.id, on: database)
-                {
-                case .alreadySent:
-                    metrics.skipped(notification.channel.rawValue)
-                    continue
-                case .busy:
-                    failures.append(.transient("\(Self.describe(notification)) is being sent by another consumer", code: nil))
-                    continue
-                case .claimed:
-                    break
+        /// Claims `notification`: true to send it now; false when it was sent before (or
+        /// another consumer holds it, a failure to retry).
+        func claim(_ notification: PlannedNotification) async throws -> Bool {
+            switch try await NotificationRecords.claim(notification.record, eventID: event.id, eventType: event.type, tenant: tenant.id, on: database)
+            {
+            case .alreadySent:
+                metrics.skipped(notification.channel.rawValue)
+                return false
+            case .busy:
+                failures.append(.transient("\(Self.describe(notification)) is being sent by another consumer", code: nil))
+                return false
+            case .claimed:
+                return true
+            }
+        }
+        /// Records what sending `notification` gave.
+        func record(_ notification: PlannedNotification, _ outcome: Result<Int?, SendFailure>) async throws {
+            switch outcome {
+            case .success(let code):
+                try await NotificationRecords.markSent(notification.dedupKey, responseCode: code, on: database)
+                metrics.sent(notification.channel.rawValue)
+                if notification.channel == .email { metrics.mailServer(up: true) }
+                logger.info("notification sent", metadata: ["notification": "\(Self.describe(notification))"])
+            case .failure(let failure):
+                let code: Int? =
+                    if case .transient(_, let code) = failure { code } else if case .permanent(_, let code) = failure { code } else { nil }
+                try await NotificationRecords.markFailed(notification.dedupKey, error: failure.text, responseCode: code, on: database)
+                metrics.failed(notification.channel.rawValue)
+                logger.warning("notification failed", metadata: ["notification": "\(Self.describe(notification))", "error": "\(failure.text)"])
+                if case .mailServerDown(let reason) = failure {
+                    metrics.mailServer(up: false)
+                    mailServerDown = reason
+                } else {
+                    failures.append(failure)
                 }
-            } catch {
-                return .failure(.classifying(error))
             }
-            let outcome: Result<Int?, SendFailure>
-            switch notification.channel {
-            case .email:
-                outcome = await sendEmail(event, notification, tenant: tenant, invoice: &invoice, session: session)
-            case .webhook:
-                let target = targets.first { $0.endpoint.id == notification.endpointID }
-                outcome = await sendWebhook(event, notification, target: target, session: session)
+        }
+        do {
+            // Emails first, one by one (with the mail server unreachable every email would
+            // fail alike; webhooks still go).
+            for notification in plan where notification.channel == .email && mailServerDown == nil {
+                guard try await claim(notification) else { continue }
+                try await record(notification, await sendEmail(event, notification, tenant: tenant, invoice: &invoice, session: session))
             }
-            do {
-                switch outcome {
-                case .success(let code):
-                    try await NotificationRecords.markSent(notification.dedupKey, responseCode: code, on: database)
-                    metrics.sent(notification.channel.rawValue)
-                    if notification.channel == .email { metrics.mailServer(up: true) }
-                    logger.info("notification sent", metadata: ["notification": "\(Self.describe(notification))"])
-                case .failure(let failure):
-                    let code: Int? =
-                        if case .transient(_, let code) = failure { code } else if case .permanent(_, let code) = failure { code } else { nil }
-                    try await NotificationRecords.markFailed(notification.dedupKey, error: failure.text, responseCode: code, on: database)
-                    metrics.failed(notification.channel.rawValue)
-                    logger.warning("notification failed", metadata: ["notification": "\(Self.describe(notification))", "error": "\(failure.text)"])
-                    if case .mailServerDown(let reason) = failure {
-                        metrics.mailServer(up: false)
-                        mailServerDown = reason
-                    } else {
-                        failures.append(failure)
+            // Then webhooks, a few at a time, the least-tried first, for at most
+            // `webhookBudget`: a tenant's endpoints that hang (16 × 10 s) held every event
+            // behind this one on this consumer for minutes, other tenants' invoice emails
+            // included. What the budget leaves goes first on the event's next attempt.
+            let tried = try await NotificationRecords.attempts(ofEvent: event.id, on: database)
+            var waiting = plan.filter { $0.channel == .webhook }.enumerated()
+                .sorted { (tried[$0.element.dedupKey] ?? 0, $0.offset) < (tried[$1.element.dedupKey] ?? 0, $1.offset) }.map(\.element)
+            let deadline = ContinuousClock.now + Self.webhookBudget
+            while !waiting.isEmpty, ContinuousClock.now < deadline {
+                var round: [PlannedNotification] = []
+                while round.count < session.webhookClients.count, !waiting.isEmpty {
+                    let notification = waiting.removeFirst()
+                    if try await claim(notification) { round.append(notification) }
+                }
+                let outcomes = await withTaskGroup(of: (Int, Result<Int?, SendFailure>).self) { group in
+                    for (index, notification) in round.enumerated() {
+                        let target = targets.first { $0.endpoint.id == notification.endpointID }
+                        let client = session.webhookClients[index]
+                        group.addTask {
+                            (index, await sendWebhook(event, notification, target: target, client: client, addresses: session.addresses))
+                        }
                     }
+                    var outcomes: [Int: Result<Int?, SendFailure>] = [:]
+                    for await (index, outcome) in group { outcomes[index] = outcome }
+                    return outcomes
                 }
-            } catch {
-                return .failure(.classifying(error))
+                for (index, notification) in round.enumerated() {
+                    try await record(notification, outcomes[index] ?? .failure(.transient("no outcome", code: nil)))
+                }
             }
+            if !waiting.isEmpty {
+                failures.append(
+                    .transient(
+                        "\(waiting.count) webhook(s) not tried in this attempt: the event's other webhooks took its \(Self.webhookBudget); "
+                            + "they go first on the next attempt", code: nil))
+            }
+        } catch {
+            return .failure(.classifying(error))
         }
         if let mailServerDown { return .failure(.dependencyDown("mail server (\(mailServerDown))")) }
         guard !failures.isEmpty else { return .done }
@@ -247,13 +282,20 @@ struct NotificationHandler: QueueWorkHandler {
         }
     }
 
+    /// Webhooks of one event sent at once (one HTTP client and thread each per consumer).
+    static let parallelWebhooks = 4
+    /// How long one attempt of an event spends on its webhooks before leaving the rest to
+    /// its next attempt (a webhook times out after 10 s).
+    static let webhookBudget = Duration.seconds(20)
+
     private func sendWebhook(
-        _ event: BillingEvent, _ notification: PlannedNotification, target: WebhookTarget?, session: NotifierSession
+        _ event: BillingEvent, _ notification: PlannedNotification, target: WebhookTarget?, client: HTTPClient,
+        addresses: WebhookAddressPolicy
     ) async -> Result<Int?, SendFailure> {
         guard let target else { return .failure(.permanent("\(Self.describe(notification)) is gone", code: nil)) }
         let checked: WebhookAddressPolicy.Checked
         do {
-            checked = try await session.addresses.check(target.endpoint.url)
+            checked = try await addresses.check(target.endpoint.url)
         } catch {
             let text = "\(Self.describe(notification)): URL refused: \(error)"
             return .failure(error.isPermanent ? .permanent(text, code: nil) : .transient(text, code: nil))
@@ -275,7 +317,7 @@ struct NotificationHandler: QueueWorkHandler {
             body: Data(body), connectTimeout: .seconds(5), timeout: .seconds(10))
         request.pinnedAddresses = checked.pinned
         do {
-            let response = try await session.http.send(request)
+            let response = try await client.send(request)
             guard response.isSuccess else {
                 return .failure(.transient("\(Self.describe(notification)) answered HTTP \(response.status)", code: response.status))
             }

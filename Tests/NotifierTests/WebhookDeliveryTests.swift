@@ -9,11 +9,11 @@ import Testing
 struct WebhookDeliveryTests {
     func endpoint(
         _ harness: NotifierHarness, tenant: UUID, receiver: WebhookReceiver, name: String, events: [String] = ["*"],
-        failFirst: Int = 0, failing: Bool = false
+        failFirst: Int = 0, failing: Bool = false, hanging: Bool = false
     ) async throws {
         let (_, secret) = try await WebhookEndpointStore(pool: harness.database).create(
             tenant: tenant, url: "\(receiver.baseURL)/hooks/\(name)", events: events, description: "test \(name)")
-        await receiver.inbox.expect(name, secret: secret.value, failFirst: failFirst, failing: failing)
+        await receiver.inbox.expect(name, secret: secret.value, failFirst: failFirst, failing: failing, hanging: hanging)
     }
 
     static func alert(_ tenant: UUID, metric: String) -> BillingEvent {
@@ -91,6 +91,29 @@ struct WebhookDeliveryTests {
         #expect(try await harness.dlq("purge", "--id", other.id, "--yes").output.contains("purged 1 parked event(s)"))
         #expect(try await harness.depth(".parked") == 0)
         #expect(await receiver.inbox.deliveries(name).map(\.eventID) == [event.id])
+        #expect(await notifier.stop() == 0)
+        try await harness.tearDown()
+    }
+
+    @Test("a tenant's 16 endpoints that hang hold another tenant's event on the same consumer for one attempt's budget, not for all of them")
+    func hangingEndpointsDoNotHoldOthers() async throws {
+        let harness = try await NotifierHarness.make()
+        let receiver = try await WebhookReceiver.shared()
+        let slow = try await harness.tenant(name: "Slow \(harness.id)", email: "slow@hooks.test")
+        let hanging = (0..<16).map { "hang-\(harness.id)-\($0)" }
+        for name in hanging { try await endpoint(harness, tenant: slow, receiver: receiver, name: name, hanging: true) }
+        let other = try await harness.tenant(name: "Other \(harness.id)", email: "other@hooks.test")
+        try await endpoint(harness, tenant: other, receiver: receiver, name: "other-\(harness.id)")
+        let notifier = try harness.startNotifier()  // one consumer: the other event waits behind the slow one
+        try await harness.publish(Self.alert(slow, metric: "calls_\(harness.id)"))
+        let behind = Self.alert(other, metric: "calls_\(harness.id)")
+        try await harness.publish(behind)
+        try await harness.waitUntil("the other tenant's event delivered") { await receiver.inbox.deliveries("other-\(harness.id)").count == 1 }
+        // Before, the 16 were tried one after another (10 s each) before anything behind them.
+        var tried = 0
+        for name in hanging { tried += await receiver.inbox.attemptTimes(name).count }
+        #expect(tried < hanging.count, "all \(tried) hanging endpoints were tried before the other tenant's event")
+        #expect(await receiver.inbox.deliveries("other-\(harness.id)").map(\.eventID) == [behind.id])
         #expect(await notifier.stop() == 0)
         try await harness.tearDown()
     }

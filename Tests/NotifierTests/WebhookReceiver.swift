@@ -24,15 +24,21 @@ struct WebhookReceiver: Sendable {
             var secret: String
             var failuresLeft: Int
             var failing: Bool
+            /// Answers only after `hangSeconds`, long past the Notifier's 10 s timeout.
+            var hanging = false
         }
+
+        /// The status answered after a hang.
+        static let hangs = -1
+        static let hangSeconds = 30
 
         private var hooks: [String: Hook] = [:]
         private(set) var accepted: [String: [Delivery]] = [:]
         private(set) var attempts: [String: [ContinuousClock.Instant]] = [:]
         private(set) var badSignatures = 0
 
-        func expect(_ name: String, secret: String, failFirst: Int = 0, failing: Bool = false) {
-            hooks[name] = Hook(secret: secret, failuresLeft: failFirst, failing: failing)
+        func expect(_ name: String, secret: String, failFirst: Int = 0, failing: Bool = false, hanging: Bool = false) {
+            hooks[name] = Hook(secret: secret, failuresLeft: failFirst, failing: failing, hanging: hanging)
         }
 
         func recover(_ name: String) { hooks[name]?.failing = false }
@@ -49,6 +55,7 @@ struct WebhookReceiver: Sendable {
                 return 400
             }
             defer { hooks[name] = hook }
+            if hook.hanging { return Self.hangs }
             if hook.failing { return 503 }
             if hook.failuresLeft > 0 {
                 hook.failuresLeft -= 1
@@ -94,6 +101,10 @@ struct WebhookReceiver: Sendable {
             let status = await inbox.receive(
                 name, body: body, signature: request.headers[HTTPField.Name("Tally-Signature")!],
                 eventID: request.headers[HTTPField.Name("Tally-Event-Id")!])
+            guard status != Inbox.hangs else {
+                try? await Task.sleep(for: .seconds(Inbox.hangSeconds))
+                return Response(status: .ok)
+            }
             return Response(status: .init(code: status))
         }
         let application = Application(
