@@ -218,6 +218,18 @@ struct UsageHistoryAPITests: BillingAPITestCase {
         try await client.execute(uri: "/v1/usage/export.csv?from=\(to)&to=\(from)", method: .get, headers: bearer(tenant.key)) { response in
             #expect(response.status == .badRequest)
         }
+        // A midnight is a day; a time within a day is refused naming it (it was taken as the
+        // day's start: usage before `from` counted, the last partial day dropped).
+        try await client.execute(
+            uri: "/v1/usage/export.csv?from=\(from)T00:00:00Z&to=\(to)", method: .get, headers: bearer(tenant.key)
+        ) { response in #expect(response.status == .ok) }
+        try await client.execute(
+            uri: "/v1/usage/export.csv?from=\(from)T12:00:00Z&to=\(to)", method: .get, headers: bearer(tenant.key)
+        ) { response in
+            #expect(response.status == .badRequest)
+            let error = try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [String: Any]
+            #expect((error?["error"] as? [String: Any])?["field"] as? String == "from")
+        }
         // A range over the limit names `to`; the export has no granularity to blame.
         try await client.execute(uri: "/v1/usage/export.csv?from=2000-01-01&to=2100-01-01", method: .get, headers: bearer(tenant.key)) {
             response in

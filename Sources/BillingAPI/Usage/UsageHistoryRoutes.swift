@@ -129,7 +129,9 @@ struct UsageHistoryRoutes {
         }
     }
 
-    /// A UTC day `YYYY-MM-DD` (or an RFC 3339 time, taken at the start of its UTC day).
+    /// A UTC day `YYYY-MM-DD`, or an RFC 3339 time at the start of one (UTC midnight). A
+    /// time within a day is refused: it was taken as its day's start, so an export "from
+    /// 12:00" counted the morning before it and one "to 10:00" dropped that day.
     static func day(_ text: String?, field: String) throws -> Instant {
         guard let text, !text.isEmpty else { throw APIError.invalid(field, "is required: a UTC day, e.g. 2026-11-01") }
         let parts = text.split(separator: "-", omittingEmptySubsequences: false)
@@ -138,7 +140,14 @@ struct UsageHistoryRoutes {
             guard date.isValid, (2000...9999).contains(year) else { throw APIError.invalid(field, "is not a day between 2000-01-01 and 9999-12-31") }
             return Instant(microsecondsSinceEpoch: date.daysSinceEpoch * Instant.microsecondsPerDay)
         }
-        return UsageHistory.Granularity.day.floor(Instant(try SubscriptionRoutes.instant(text, field: field)))
+        let instant = Instant(try SubscriptionRoutes.instant(text, field: field))
+        let day = UsageHistory.Granularity.day.floor(instant)
+        guard day == instant else {
+            throw APIError.invalid(
+                field,
+                "is a time within a day; the export counts whole UTC days: give a day such as \(Self.dayText(day)) (GET /v1/usage takes any time)")
+        }
+        return day
     }
 
     static func dayText(_ instant: Instant) -> String {
