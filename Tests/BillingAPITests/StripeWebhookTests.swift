@@ -42,6 +42,31 @@ struct StripeWebhookTests: BillingAPITestCase {
         #expect(throws: StripeWebhookSignature.Failure.malformed) { try verifier.verify(header: "t=1800000000", body: body, now: now) }
     }
 
+    @Test("a signed event holding a NUL character is stored (as U+FFFD), not a 500; a body over the limit is a 413")
+    func oddBodies() async throws {
+        let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
+        let id = "evt_nul_\(UUID().uuidString)"
+        let body = #"{"id": "\#(id)", "type": "customer.updated", "data": {"object": {"description": "a\u0000b"}}}"#
+        let now = Int64(Date().timeIntervalSince1970)
+        try await app().test(.router) { client in
+            try await client.execute(uri: "/v1/stripe/webhook", method: .post, headers: signed(body, at: now), body: ByteBuffer(string: body)) {
+                response in
+                #expect(response.status == .ok, "\(String(buffer: response.body))")
+            }
+            let huge = #"{"id": "evt_big", "type": "x", "pad": ""# + String(repeating: "x", count: 2 << 20) + #""}"#
+            try await client.execute(uri: "/v1/stripe/webhook", method: .post, headers: signed(huge, at: now), body: ByteBuffer(string: huge)) {
+                response in
+                #expect(response.status == .contentTooLarge)
+            }
+        }
+        let stored = try await pool.query(
+            "SELECT payload #>> '{data,object,description}' FROM stripe_webhook_events WHERE event_id = $1", [id]
+        ).first?.text(0)
+        #expect(stored == "a\u{FFFD}b")
+        try await pool.query("DELETE FROM stripe_webhook_events WHERE event_id = $1", [id])
+        await pool.close()
+    }
+
     @Test("a signed invoice.paid is stored once and the Invoicer marks our invoice paid")
     func invoicePaid() async throws {
         let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))
