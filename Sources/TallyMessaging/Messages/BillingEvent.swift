@@ -259,7 +259,7 @@ extension BillingEvent {
             tenantID: UUID, occurredAt: Date, alertID: UUID, alertKind: String, thresholdKey: String, metric: String, value: String,
             threshold: String?, quota: String?, periodStart: Date, periodEnd: Date, channels: [String]
         ) {
-            self.id = "\(Self.type):\(alertID.uuidString):\(MessageCoding.keyTime(periodStart)):\(thresholdKey)"
+            self.id = "\(Self.type):\(alertID.uuidString.lowercased()):\(MessageCoding.keyTime(periodStart)):\(thresholdKey)"
             self.tenantID = tenantID
             self.occurredAt = occurredAt
             self.alertID = alertID
@@ -304,7 +304,7 @@ extension BillingEvent {
             tenantID: UUID, occurredAt: Date, metric: String, value: String, quota: String, enforcement: String, periodStart: Date,
             periodEnd: Date
         ) {
-            self.id = "\(Self.type):\(tenantID.uuidString):\(metric):\(MessageCoding.keyTime(periodStart))"
+            self.id = "\(Self.type):\(tenantID.uuidString.lowercased()):\(metric):\(MessageCoding.keyTime(periodStart))"
             self.tenantID = tenantID
             self.occurredAt = occurredAt
             self.metric = metric
