@@ -121,12 +121,15 @@ struct InvoicerCommand: AsyncParsableCommand, TallyServer {
             while true {
                 guard let status = try await pool.withConnection({ try await $0.withTransaction { try BillingRunStatus.load(plan.runID, on: $0) } })
                 else { return }
-                let done = status.issued + status.skipped + status.failed
+                let done = status.issued + status.alreadyIssued + status.skipped + status.failed
                 if done != last {
                     let width = 30
                     let filled = status.due == 0 ? width : width * done / status.due
                     let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-                    let line = "[\(bar)] \(done)/\(status.due) issued \(status.issued), skipped \(status.skipped), failed \(status.failed)"
+                    let line =
+                        "[\(bar)] \(done)/\(status.due) issued \(status.issued)"
+                        + (status.alreadyIssued > 0 ? ", already issued by another run \(status.alreadyIssued)" : "")
+                        + ", skipped \(status.skipped), failed \(status.failed)"
                     if terminal {
                         FileHandle.standardOutput.write(Data(("\r" + line).utf8))
                     } else {

@@ -222,7 +222,11 @@ public struct BillingRunStatus: Codable, Sendable, Equatable {
     /// `running` until no item is pending, then `completed`.
     public let status: String
     public let due: Int
+    /// Invoices this run issued.
     public let issued: Int
+    /// Periods another run had invoiced by their turn (runs at the same time, or a rerun):
+    /// their invoice is the same, counted once, by the run that issued it.
+    public let alreadyIssued: Int
     /// Periods that no longer existed when their turn came (canceled after planning).
     public let skipped: Int
     public let failed: Int
@@ -231,6 +235,7 @@ public struct BillingRunStatus: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case id, status, due, issued, skipped, failed, pending
         case asOf = "as_of"
+        case alreadyIssued = "already_issued"
     }
 
     /// Up to `limit` runs, newest first, after the run `after`; nil when `after` is no run.
@@ -253,6 +258,6 @@ public struct BillingRunStatus: Codable, Sendable, Equatable {
         guard let counts = try BillingRunRecords.counts(id, on: connection) else { return nil }
         return BillingRunStatus(
             id: id, asOf: counts.asOf, status: counts.pending == 0 ? "completed" : "running", due: counts.due, issued: counts.issued,
-            skipped: counts.skipped, failed: counts.failed, pending: counts.pending)
+            alreadyIssued: counts.alreadyIssued, skipped: counts.skipped, failed: counts.failed, pending: counts.pending)
     }
 }

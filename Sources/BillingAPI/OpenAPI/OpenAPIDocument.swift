@@ -1273,6 +1273,10 @@ enum OpenAPIDocument {
                   "issued": {
                     "type": "integer"
                   },
+                  "already_issued": {
+                    "type": "integer",
+                    "description": "Periods another run had invoiced by their turn (runs at the same time): counted as issued by that run, not this one."
+                  },
                   "skipped": {
                     "type": "integer"
                   },
@@ -1289,6 +1293,7 @@ enum OpenAPIDocument {
                   "status",
                   "due",
                   "issued",
+                  "already_issued",
                   "skipped",
                   "failed",
                   "pending"

@@ -45,7 +45,10 @@ public enum BillingRunRecords {
     public struct Counts: Sendable, Equatable {
         public let asOf: Date
         public let due: Int
+        /// Items whose invoice this run issued.
         public let issued: Int
+        /// Items whose period another run (running at the same time, or earlier) had invoiced.
+        public let alreadyIssued: Int
         public let failed: Int
         public let pending: Int
         public let skipped: Int
@@ -159,16 +162,18 @@ public enum BillingRunRecords {
             let row = try connection.query(
                 """
                 SELECT r.as_of, r.due_count,
-                       count(*) FILTER (WHERE i.status = 'issued'), count(*) FILTER (WHERE i.status = 'failed'),
-                       count(*) FILTER (WHERE i.status = 'pending'), count(*) FILTER (WHERE i.status = 'skipped')
+                       count(*) FILTER (WHERE i.status = 'issued' AND v.billing_run_id = r.id), count(*) FILTER (WHERE i.status = 'failed'),
+                       count(*) FILTER (WHERE i.status = 'pending'), count(*) FILTER (WHERE i.status = 'skipped'),
+                       count(*) FILTER (WHERE i.status = 'issued' AND v.billing_run_id IS DISTINCT FROM r.id)
                   FROM billing_runs r LEFT JOIN billing_run_items i ON i.billing_run_id = r.id
+                  LEFT JOIN invoices v ON v.id = i.invoice_id
                  WHERE r.id = $1 GROUP BY r.id
                 """, [run]
             ).first
         else { return nil }
         return Counts(
-            asOf: try row.decode(0), due: try row.decode(1), issued: try row.decode(2), failed: try row.decode(3),
-            pending: try row.decode(4, as: Int.self), skipped: try row.decode(5))
+            asOf: try row.decode(0), due: try row.decode(1), issued: try row.decode(2), alreadyIssued: try row.decode(6),
+            failed: try row.decode(3), pending: try row.decode(4, as: Int.self), skipped: try row.decode(5))
     }
 
     /// The `as_of` of each of `runs` that exists.
