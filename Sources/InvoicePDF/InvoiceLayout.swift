@@ -71,7 +71,7 @@ struct InvoiceLayout {
     }
 
     private var invoice: InvoiceView { document.invoice }
-    private var title: String { invoice.kind == "adjustment" ? "ADJUSTMENT INVOICE" : "INVOICE" }
+    private var title: String { invoice.isCredit ? "CREDIT NOTE" : invoice.kind == "adjustment" ? "ADJUSTMENT INVOICE" : "INVOICE" }
 
     // MARK: Blocks
 
@@ -82,7 +82,12 @@ struct InvoiceLayout {
         let period = Period(start: Instant(invoice.periodStart), end: Instant(invoice.periodEnd))
         text("Issued \(InvoiceText.day(Instant(invoice.issuedAt)))", x: Self.margin, font: .regular(10))
         y += 13
-        text("Due \(InvoiceText.day(Instant(invoice.dueAt)))", x: Self.margin, font: .bold(10))
+        if invoice.isCredit {
+            let credit = InvoiceDocument.money(-invoice.totalCents, currency: invoice.currency)
+            text("Nothing to pay: \(credit) is credited to your account", x: Self.margin, font: .bold(10))
+        } else {
+            text("Due \(InvoiceText.day(Instant(invoice.dueAt)))", x: Self.margin, font: .bold(10))
+        }
         y += 13
         let periodLine = "\(invoice.kind == "adjustment" ? "Late usage of" : "Period") \(InvoiceText.period(period))"
         for piece in wrap(periodLine, width: Self.amountRight - Self.margin, font: .regular(10)) {
@@ -148,7 +153,7 @@ struct InvoiceLayout {
                 "Tax (\(InvoiceDocument.percent(invoice.taxRateBps)))", InvoiceDocument.money(invoice.taxCents, currency: invoice.currency),
                 .regular(10)
             ),
-            ("Total", InvoiceDocument.money(invoice.totalCents, currency: invoice.currency), .bold(12)),
+            (invoice.isCredit ? "Total credited" : "Total", InvoiceDocument.money(invoice.totalCents, currency: invoice.currency), .bold(12)),
         ]
         let widest = rows.map { measure($0.1, $0.2) }.max() ?? 0
         let labelRight = min(Self.unitPriceRight, Self.amountRight - widest - 14)

@@ -38,29 +38,49 @@ public struct NotificationEmail: Sendable {
         _ invoice: InvoiceView, pdf: [UInt8], tenant: Recipient, to notification: PlannedNotification
     ) -> MailMessage {
         let adjustment = invoice.kind == "adjustment"
-        let what = adjustment ? "Adjustment invoice" : "Invoice"
+        // A negative total is owed to the tenant: a credit note, nothing due (it read
+        // "-$8.66 due Jan 1" as if the tenant owed it).
+        let credit = invoice.isCredit
+        let what = credit ? "Credit note" : adjustment ? "Adjustment invoice" : "Invoice"
         let total = InvoiceDocument.money(invoice.totalCents, currency: invoice.currency)
         let due = Wording.day(invoice.dueAt)
+        let owed = credit ? "\(InvoiceDocument.money(-invoice.totalCents, currency: invoice.currency)) credited" : "\(total) due \(due)"
         let tenantName = Self.oneLine(tenant.name)
         let subject =
             notification.audience == .finance
-            ? "[Finance copy] \(what) \(invoice.number) for \(tenantName): \(total) due \(due)"
-            : "\(what) \(invoice.number) from \(sellerName): \(total) due \(due)"
+            ? "[Finance copy] \(what) \(invoice.number) for \(tenantName): \(owed)"
+            : "\(what) \(invoice.number) from \(sellerName): \(owed)"
         var intro =
             notification.audience == .finance
             ? ["A copy of \(what.lowercased()) \(invoice.number), issued to \(tenantName) <\(tenant.email)>."]
             : ["Hello \(tenantName),", "", "Here is \(what.lowercased()) \(invoice.number) from \(sellerName)."]
-        if adjustment {
+        if credit {
+            intro += [
+                "",
+                (adjustment
+                    ? "Usage that arrived after its period had been invoiced lowered what that period comes to "
+                        + "(\(Wording.period(invoice.periodStart, invoice.periodEnd)))."
+                    : "Corrections of earlier periods, lowered by usage that arrived after they were invoiced, exceed this period's charges.")
+                    + " Nothing is due: the difference is credited to your account.",
+            ]
+        } else if adjustment {
             intro += [
                 "",
                 "This adjustment invoice bills usage that arrived after its period had been invoiced "
                     + "(late usage of \(Wording.period(invoice.periodStart, invoice.periodEnd))).",
             ]
         }
-        let summary: [(String, String)] = [
-            ("Invoice", invoice.number), (adjustment ? "Late usage of" : "Period", Wording.period(invoice.periodStart, invoice.periodEnd)),
-            ("Issued", Wording.day(invoice.issuedAt)), ("Due", due), ("Amount due", "\(total) (\(invoice.currency.uppercased()))"),
-        ]
+        let summary: [(String, String)] =
+            credit
+            ? [
+                ("Credit note", invoice.number), (adjustment ? "Late usage of" : "Period", Wording.period(invoice.periodStart, invoice.periodEnd)),
+                ("Issued", Wording.day(invoice.issuedAt)),
+                ("Credited", "\(InvoiceDocument.money(-invoice.totalCents, currency: invoice.currency)) (\(invoice.currency.uppercased()))"),
+            ]
+            : [
+                ("Invoice", invoice.number), (adjustment ? "Late usage of" : "Period", Wording.period(invoice.periodStart, invoice.periodEnd)),
+                ("Issued", Wording.day(invoice.issuedAt)), ("Due", due), ("Amount due", "\(total) (\(invoice.currency.uppercased()))"),
+            ]
         var lines = invoice.lines.map { ($0.description, InvoiceDocument.money($0.amountCents, currency: invoice.currency)) }
         lines += [
             ("Subtotal", InvoiceDocument.money(invoice.subtotalCents, currency: invoice.currency)),

@@ -84,6 +84,20 @@ struct InvoiceDocumentTests {
         // The period starts and ends at 14:13:20 UTC, so the times are shown.
         #expect(text.contains("Late usage of Sep 21, 2026 14:13:20 – Oct 21, 2026 14:13:20 UTC"), "\(text)")
         #expect(text.contains("$100.00"))
+        // Negative: a credit note, nothing due.
+        let credit = InvoiceView(
+            id: UUID(), number: "INV-2026-000044", status: "open", kind: "adjustment", tenantID: UUID(), subscriptionID: UUID(),
+            currency: "usd", periodStart: adjustment.periodStart, periodEnd: adjustment.periodEnd, subtotalCents: -866, taxRateBps: 0, taxCents: 0,
+            totalCents: -866, issuedAt: adjustment.issuedAt,
+            lines: [
+                .init(
+                    kind: "adjustment", metric: "seats", description: "seats: lowered by late usage", quantity: "1", unitPriceCents: "-866",
+                    amountCents: -866)
+            ])
+        let credited = try await Self.text(of: try InvoiceDocument(invoice: credit, seller: seller, customer: customer).render())
+        #expect(credited.contains("CREDIT NOTE") && !credited.contains("ADJUSTMENT INVOICE"), "\(credited)")
+        #expect(credited.contains("Nothing to pay: $8.66 is credited to your account") && !credited.contains("Due "), "\(credited)")
+        #expect(credited.contains("Total credited"))
     }
 
     @Test("amounts in the invoice's currency: its symbol and minor-unit digits (JPY has none, KWD three)")

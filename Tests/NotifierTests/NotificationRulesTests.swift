@@ -20,10 +20,10 @@ struct NotificationRulesTests {
             createdAt: start, updatedAt: start)
     }
 
-    func invoice(kind: String = "period") -> InvoiceView {
+    func invoice(kind: String = "period", subtotal: Int64 = 29_900, tax: Int64 = 2_168) -> InvoiceView {
         InvoiceView(
             id: UUID(), number: "INV-2026-000777", status: "open", kind: kind, tenantID: tenant, subscriptionID: UUID(), currency: "usd",
-            periodStart: start, periodEnd: end, subtotalCents: 29_900, taxRateBps: 725, taxCents: 2_168, totalCents: 32_068,
+            periodStart: start, periodEnd: end, subtotalCents: subtotal, taxRateBps: 725, taxCents: tax, totalCents: subtotal + tax,
             issuedAt: end, dueAt: end.addingTimeInterval(30 * 86_400),
             lines: [
                 .init(
@@ -86,6 +86,12 @@ struct NotificationRulesTests {
         let adjustment = email.invoice(invoice(kind: "adjustment"), pdf: [], tenant: hostile, to: notification)
         #expect(adjustment.subject.hasPrefix("Adjustment invoice INV-2026-000777"))
         #expect(adjustment.textBody.contains("bills usage that arrived after its period had been invoiced"))
+        // A negative adjustment is a credit note: nothing due (it read "-$8.66 due Jan 1").
+        let credit = email.invoice(invoice(kind: "adjustment", subtotal: -800, tax: -58), pdf: [], tenant: hostile, to: notification)
+        #expect(credit.subject.hasPrefix("Credit note INV-2026-000777") && credit.subject.hasSuffix(": $8.58 credited"), "\(credit.subject)")
+        #expect(!credit.subject.contains("due") && !credit.textBody.contains("Amount due"), "\(credit.textBody)")
+        #expect(credit.textBody.contains("Nothing is due: the difference is credited to your account"))
+        #expect(credit.textBody.contains("$8.58 (USD)"))
     }
 
     @Test("a payment failure says what failed and what to do")

@@ -46,6 +46,10 @@ public struct InvoiceView: Codable, Sendable, Equatable {
     /// When payment is due: `issuedAt` plus the Invoicer's payment terms (`TALLY_PAYMENT_TERMS_DAYS`).
     public let dueAt: Date
     public var lines: [Line]
+    /// A negative total (late usage lowered a value already billed, with nothing else to
+    /// bill against it): nothing is due; the amount is the tenant's credit. Its email and
+    /// PDF call it a credit note (SPEC §2 step 6), not an amount due.
+    public var isCredit: Bool { totalCents < 0 }
     /// Where the invoice stands in Stripe; nil for a tenant whose provider is not Stripe.
     public var stripe: StripeState?
 
