@@ -44,7 +44,11 @@ public struct NotificationEmail: Sendable {
         let what = credit ? "Credit note" : adjustment ? "Adjustment invoice" : "Invoice"
         let total = InvoiceDocument.money(invoice.totalCents, currency: invoice.currency)
         let due = Wording.day(invoice.dueAt)
-        let owed = credit ? "\(InvoiceDocument.money(-invoice.totalCents, currency: invoice.currency)) credited" : "\(total) due \(due)"
+        // Sent again after it was paid (`notifier resend`): it said "due" with the amount.
+        let paid = invoice.status == "paid" && !credit
+        let owed =
+            credit
+            ? "\(InvoiceDocument.money(-invoice.totalCents, currency: invoice.currency)) credited" : paid ? "\(total) paid" : "\(total) due \(due)"
         let tenantName = Self.oneLine(tenant.name)
         let subject =
             notification.audience == .finance
@@ -79,8 +83,11 @@ public struct NotificationEmail: Sendable {
             ]
             : [
                 ("Invoice", invoice.number), (adjustment ? "Late usage of" : "Period", Wording.period(invoice.periodStart, invoice.periodEnd)),
-                ("Issued", Wording.day(invoice.issuedAt)), ("Due", due), ("Amount due", "\(total) (\(invoice.currency.uppercased()))"),
+                ("Issued", Wording.day(invoice.issuedAt)),
             ]
+                + (paid
+                    ? [("Status", "Paid"), ("Amount paid", "\(total) (\(invoice.currency.uppercased()))")]
+                    : [("Due", due), ("Amount due", "\(total) (\(invoice.currency.uppercased()))")])
         var lines = invoice.lines.map { ($0.description, InvoiceDocument.money($0.amountCents, currency: invoice.currency)) }
         lines += [
             ("Subtotal", InvoiceDocument.money(invoice.subtotalCents, currency: invoice.currency)),

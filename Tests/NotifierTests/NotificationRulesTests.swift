@@ -20,9 +20,9 @@ struct NotificationRulesTests {
             createdAt: start, updatedAt: start)
     }
 
-    func invoice(kind: String = "period", subtotal: Int64 = 29_900, tax: Int64 = 2_168) -> InvoiceView {
+    func invoice(kind: String = "period", subtotal: Int64 = 29_900, tax: Int64 = 2_168, status: String = "open") -> InvoiceView {
         InvoiceView(
-            id: UUID(), number: "INV-2026-000777", status: "open", kind: kind, tenantID: tenant, subscriptionID: UUID(), currency: "usd",
+            id: UUID(), number: "INV-2026-000777", status: status, kind: kind, tenantID: tenant, subscriptionID: UUID(), currency: "usd",
             periodStart: start, periodEnd: end, subtotalCents: subtotal, taxRateBps: 725, taxCents: tax, totalCents: subtotal + tax,
             issuedAt: end, dueAt: end.addingTimeInterval(30 * 86_400),
             lines: [
@@ -92,6 +92,10 @@ struct NotificationRulesTests {
         #expect(!credit.subject.contains("due") && !credit.textBody.contains("Amount due"), "\(credit.textBody)")
         #expect(credit.textBody.contains("Nothing is due: the difference is credited to your account"))
         #expect(credit.textBody.contains("$8.58 (USD)"))
+        // Sent again once paid: paid, not due.
+        let paid = email.invoice(invoice(status: "paid"), pdf: [], tenant: hostile, to: notification)
+        #expect(paid.subject.hasSuffix(": $320.68 paid") && !paid.textBody.contains("Amount due"), "\(paid.subject)")
+        #expect(paid.textBody.contains("Amount paid"))
     }
 
     @Test("a payment failure says what failed and what to do")
