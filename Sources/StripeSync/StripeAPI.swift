@@ -35,6 +35,7 @@ public struct StripeObject: Sendable, Decodable, Equatable {
     public let metadata: [String: String]?
     public let description: String?
     public let email: String?
+    public let name: String?
     public let status: String?
     public let total: Int?
     public let amount: Int?

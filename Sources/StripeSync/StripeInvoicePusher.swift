@@ -91,11 +91,23 @@ struct StripeInvoicePusher {
     /// Whether Stripe still has the object at `path` (a 404 or `deleted: true` says it
     /// was removed, e.g. in Stripe's dashboard, or the emulator restarted empty).
     private func exists(_ path: String) async throws -> Bool {
+        try await object(path) != nil
+    }
+
+    /// The object at `path`, or nil when Stripe no longer has it.
+    private func object(_ path: String) async throws -> StripeObject? {
         do {
-            return try await api.get(path).deleted != true
+            let found = try await api.get(path)
+            return found.deleted == true ? nil : found
         } catch let error as StripeAPIError where error.status == 404 && !error.isUnknownRoute {
-            return false
+            return nil
         }
+    }
+
+    /// A stable 64-bit FNV-1a digest, in hex: part of an Idempotency-Key naming a value.
+    static func fingerprint(_ text: String) -> String {
+        let digest = text.utf8.reduce(UInt64(0xcbf2_9ce4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }
+        return String(digest, radix: 16)
     }
 
     /// The tenant's Stripe customer: recorded (and still in Stripe), found by email and
@@ -105,7 +117,17 @@ struct StripeInvoicePusher {
     private func customer(for source: Source) async throws -> String {
         var replaced: String?
         if let known = source.stripeCustomerID {
-            guard try await !exists("/v1/customers/\(known)") else { return known }
+            if let stored = try await object("/v1/customers/\(known)") {
+                // A name or billing email changed since (PATCH /v1/tenants): Stripe's receipts
+                // and its own emails go where ours do.
+                if stored.email != source.billingEmail || stored.name != source.tenantName {
+                    _ = try await api.post(
+                        "/v1/customers/\(known)", [("name", source.tenantName), ("email", source.billingEmail)],
+                        idempotencyKey: "tally-customer-update-\(known)-\(Self.fingerprint(source.tenantName + "\u{0}" + source.billingEmail))")
+                    logger.info("Stripe customer updated", metadata: ["tenant.id": "\(source.tenantID)", "stripe.customer": "\(known)"])
+                }
+                return known
+            }
             logger.warning(
                 "the tenant's Stripe customer is gone; creating it again",
                 metadata: ["tenant.id": "\(source.tenantID)", "stripe.customer": "\(known)"])

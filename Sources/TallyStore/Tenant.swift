@@ -53,19 +53,10 @@ public struct NewTenant: Sendable, Equatable {
         name: String, billingEmail: String, taxRateBps: Int?, paymentProvider: String? = nil,
         defaultProvider: PaymentProvider = .none
     ) throws(TenantValidationError) {
-        let trimmed = name.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard (1...200).contains(trimmed.count) else {
-            throw TenantValidationError(field: "name", message: "must be 1 to 200 characters")
-        }
-        guard Self.looksLikeEmail(billingEmail) else {
-            throw TenantValidationError(
-                field: "billing_email", message: "must be an email address such as finance@example.com, in plain ASCII (one address, no display name)"
-            )
-        }
+        let trimmed = try Self.checkedName(name)
+        try Self.checkEmail(billingEmail)
         let rate = taxRateBps ?? 0
-        guard (0...10_000).contains(rate) else {
-            throw TenantValidationError(field: "tax_rate_bps", message: "must be 0 to 10000 basis points (725 = 7.25%)")
-        }
+        try Self.checkTaxRate(rate)
         guard let provider = paymentProvider.map(PaymentProvider.init(rawValue:)) ?? defaultProvider else {
             throw TenantValidationError(field: "payment_provider", message: "must be \"stripe\" or \"none\"")
         }
@@ -73,6 +64,28 @@ public struct NewTenant: Sendable, Equatable {
         self.billingEmail = billingEmail
         self.taxRateBps = rate
         self.paymentProvider = provider
+    }
+
+    static func checkedName(_ name: String) throws(TenantValidationError) -> String {
+        let trimmed = name.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard (1...200).contains(trimmed.count) else {
+            throw TenantValidationError(field: "name", message: "must be 1 to 200 characters")
+        }
+        return trimmed
+    }
+
+    static func checkEmail(_ billingEmail: String) throws(TenantValidationError) {
+        guard Self.looksLikeEmail(billingEmail) else {
+            throw TenantValidationError(
+                field: "billing_email", message: "must be an email address such as finance@example.com, in plain ASCII (one address, no display name)"
+            )
+        }
+    }
+
+    static func checkTaxRate(_ rate: Int) throws(TenantValidationError) {
+        guard (0...10_000).contains(rate) else {
+            throw TenantValidationError(field: "tax_rate_bps", message: "must be 0 to 10000 basis points (725 = 7.25%)")
+        }
     }
 
     /// An address the Notifier can send to: `local@domain.tld` in printable ASCII without
@@ -84,6 +97,22 @@ public struct NewTenant: Sendable, Equatable {
         guard text.utf8.count <= 254, parts.count == 2, !parts[0].isEmpty, parts[1].contains(".") else { return false }
         let plain = text.unicodeScalars.allSatisfy { (0x21...0x7E).contains($0.value) && !"<>()[],;:\\\"".unicodeScalars.contains($0) }
         return plain && !parts[1].hasPrefix(".") && !parts[1].hasSuffix(".")
+    }
+}
+
+/// A change to a tenant (`PATCH /v1/tenants/{id}`): each field given is checked as at
+/// creation; the others stay as they are.
+public struct TenantChange: Sendable, Equatable {
+    public let name: String?
+    public let billingEmail: String?
+    public let taxRateBps: Int?
+
+    public init(name: String?, billingEmail: String?, taxRateBps: Int?) throws(TenantValidationError) {
+        self.name = try name.map { name throws(TenantValidationError) in try NewTenant.checkedName(name) }
+        if let billingEmail { try NewTenant.checkEmail(billingEmail) }
+        if let taxRateBps { try NewTenant.checkTaxRate(taxRateBps) }
+        self.billingEmail = billingEmail
+        self.taxRateBps = taxRateBps
     }
 }
 

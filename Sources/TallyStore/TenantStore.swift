@@ -28,6 +28,20 @@ public struct TenantStore: Sendable {
         return (created, key)
     }
 
+    /// Applies `change` to tenant `id`; the tenant as it is now, or nil when there is none.
+    /// Invoices issued keep the name, address and tax they were issued with; the open
+    /// period's invoice takes the new ones when it is issued.
+    public func update(id: UUID, _ change: TenantChange) async throws -> Tenant? {
+        try await pool.query(
+            """
+            UPDATE tenants SET name = coalesce($2, name), billing_email = coalesce($3, billing_email),
+                               tax_rate_bps = coalesce($4, tax_rate_bps)
+             WHERE id = $1
+            RETURNING \(Self.tenantColumns)
+            """, [id, change.name, change.billingEmail, change.taxRateBps]
+        ).first.map(Self.tenant(from:))
+    }
+
     /// The tenant with `id`, or nil.
     public func tenant(id: UUID) async throws -> Tenant? {
         let rows = try await pool.query("SELECT \(Self.tenantColumns) FROM tenants WHERE id = $1", [id])

@@ -111,7 +111,7 @@ struct QueryParameterTests: BillingAPITestCase {
             let tenant = try await createTenant(client)
             for (method, uri, allowed) in [
                 (HTTPRequest.Method.put, "/v1/subscriptions", "GET, HEAD, POST"), (.delete, "/v1/invoices/\(UUID())", "GET, HEAD"),
-                (.patch, "/v1/tenants/\(tenant.id)", "GET, HEAD"), (.get, "/v1/billing-runs/\(UUID())/x", nil),
+                (.put, "/v1/tenants/\(tenant.id)", "GET, HEAD, PATCH"), (.get, "/v1/billing-runs/\(UUID())/x", nil),
                 // The ingest API's path in the document is not this server's.
                 (.get, "/v1/events", nil), (.post, "/v1/events", nil),
             ] {

@@ -156,6 +156,44 @@ struct TenantAPITests: BillingAPITestCase {
         }
     }
 
+    @Test("a tenant is changed: the admin changes any field, a tenant key its own name and email but not its tax rate; fields checked as at creation")
+    func update() async throws {
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client, taxRateBps: 725)
+            let other = try await createTenant(client)
+            func patch(_ id: String, _ key: String, _ body: String) async throws -> (HTTPResponse.Status, [String: Any]) {
+                try await client.execute(uri: "/v1/tenants/\(id)", method: .patch, headers: bearer(key), body: ByteBuffer(string: body)) {
+                    ($0.status, try json($0))
+                }
+            }
+            // Finance's address fixed by the admin: the next invoice email goes there.
+            var (status, body) = try await patch(tenant.id, adminToken, #"{"billing_email": "ap-new@tenant.test", "tax_rate_bps": 800}"#)
+            #expect(status == .ok, "\(body)")
+            #expect(
+                body["billing_email"] as? String == "ap-new@tenant.test" && body["tax_rate_bps"] as? Int == 800
+                    && body["name"] as? String == "Test Co")
+            (status, body) = try await patch(tenant.id, tenant.key, #"{"name": "  Renamed Co "}"#)
+            #expect(status == .ok && body["name"] as? String == "Renamed Co" && body["tax_rate_bps"] as? Int == 800, "\(body)")
+            // The tax rate is the operator's: a tenant lowering it would lower what it owes.
+            (status, body) = try await patch(tenant.id, tenant.key, #"{"tax_rate_bps": 0}"#)
+            #expect(status == .forbidden && (body["error"] as? [String: Any])?["field"] as? String == "tax_rate_bps", "\(body)")
+            for (change, field) in [
+                (#"{"billing_email": "<a@b.test"}"#, "billing_email"), (#"{"name": ""}"#, "name"), (#"{"tax_rate_bps": 10001}"#, "tax_rate_bps"),
+                (#"{"payment_provider": "stripe"}"#, "payment_provider"),
+            ] {
+                (status, body) = try await patch(tenant.id, adminToken, change)
+                #expect(status == .badRequest && (body["error"] as? [String: Any])?["field"] as? String == field, "\(change): \(body)")
+            }
+            // Another tenant's id: 404 to a tenant key, as for reads.
+            (status, _) = try await patch(other.id, tenant.key, #"{"name": "Mine now"}"#)
+            #expect(status == .notFound)
+            (status, body) = try await client.execute(uri: "/v1/tenants/\(tenant.id)", method: .get, headers: bearer(adminToken)) {
+                ($0.status, try json($0))
+            }
+            #expect(body["billing_email"] as? String == "ap-new@tenant.test" && body["name"] as? String == "Renamed Co")
+        }
+    }
+
     @Test("payment_provider defaults to none and can be stripe; a tenant's cards are listed as brand and last4 to it alone")
     func paymentProviderAndMethods() async throws {
         let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))

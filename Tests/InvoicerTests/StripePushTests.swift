@@ -58,6 +58,10 @@ struct StripePushTests {
                 "metadata[tally_line]": "1",
             ])
 
+        // The billing email changed since (PATCH /v1/tenants): the next push updates Stripe's customer.
+        let moved = "moved-" + email
+        try await fixture.database.query("UPDATE tenants SET billing_email = $2 WHERE id = $1", [tenant, moved])
+
         // The next period reuses the customer and the subscription: one more invoice, nothing else.
         try await fixture.bill(asOf: adding(months: 2, to: start).addingTimeInterval(7200), tenants: [tenant])
         try await fixture.waitUntil("both invoices synced") {
@@ -68,7 +72,8 @@ struct StripePushTests {
         #expect(secondPushed["total"] as? Int == Int(second.totalCents))
         let pendingIDs = try await stripe.list("/v1/invoiceitems", ["customer": customer]).compactMap { $0["id"] as? String }
         #expect(!pendingIDs.contains(try #require(leftover["id"] as? String)))
-        #expect(try await stripe.list("/v1/customers", ["email": email]).count == 1)
+        #expect(try await stripe.send("GET", "/v1/customers/\(customer)", [:])["email"] as? String == moved)
+        #expect(try await stripe.list("/v1/customers", ["email": moved]).count == 1)
         #expect(try await ourInvoices(customer: customer).count == 2)
         #expect(try await stripe.list("/v1/subscriptions", ["customer": customer, "status": "all"]).count == 1)
         await fixture.close()

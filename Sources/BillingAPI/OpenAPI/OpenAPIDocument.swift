@@ -132,7 +132,8 @@ enum OpenAPIDocument {
               "post": \#(operation("createTenant", "Create a tenant (admin)", tag: "tenants", parameters: ["IdempotencyKey"], body: "NewTenant", responses: [response("201", "The tenant and its first API key, shown this once.", schema: "TenantCreated"), errors("400", "401", "403", "default")]))
             },
             "/v1/tenants/{tenant_id}": {
-              "get": \#(operation("getTenant", "A tenant", tag: "tenants", parameters: ["TenantID"], responses: [response("200", "The tenant.", schema: "Tenant"), errors("401", "404", "default")]))
+              "get": \#(operation("getTenant", "A tenant", tag: "tenants", parameters: ["TenantID"], responses: [response("200", "The tenant.", schema: "Tenant"), errors("401", "404", "default")])),
+              "patch": \#(operation("updateTenant", "Change a tenant's name, billing email or (admin) tax rate", tag: "tenants", parameters: ["TenantID", "IdempotencyKey"], body: "TenantChange", responses: [response("200", "The tenant.", schema: "Tenant"), errors("400", "401", "403", "404", "default")]))
             },
             "/v1/tenants/{tenant_id}/api-keys": {
               "get": \#(operation("listAPIKeys", "The tenant's API keys (never their secrets)", tag: "tenants", parameters: ["TenantID", "Limit", "StartingAfter"], responses: [response("200", "A page of keys.", schema: "APIKeyPage"), errors("400", "401", "404", "default")])),
@@ -1020,6 +1021,27 @@ enum OpenAPIDocument {
                   "name",
                   "billing_email"
                 ]
+              },
+              "TenantChange": {
+                "additionalProperties": false,
+                "type": "object",
+                "properties": {
+                  "name": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 200
+                  },
+                  "billing_email": {
+                    "type": "string",
+                    "format": "email"
+                  },
+                  "tax_rate_bps": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": 10000,
+                    "description": "Admin token only (403 for a tenant key)."
+                  }
+                }
               },
               "APIKey": {
                 "type": "object",

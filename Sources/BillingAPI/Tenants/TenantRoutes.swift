@@ -17,6 +17,7 @@ struct TenantRoutes {
         let tenants = router.group("v1/tenants")
         tenants.post(use: create)
         tenants.get(":tenantID", use: show)
+        tenants.patch(":tenantID", use: update)
         tenants.get(":tenantID/api-keys", use: listKeys)
         tenants.get(":tenantID/payment-methods", use: listPaymentMethods)
         tenants.post(":tenantID/api-keys", use: issueKey)
@@ -37,6 +38,29 @@ struct TenantRoutes {
         let (tenant, key) = try await store.create(newTenant)
         context.logger.info("tenant created", metadata: ["tenant.id": "\(tenant.id)"])
         return EditedResponse(status: .created, response: WithAPIKey(object: tenant, apiKey: key.secret))
+    }
+
+    /// A changed name, billing email or tax rate. A tenant key may correct its own name and
+    /// address; the tax rate is the operator's (a tenant lowering it would lower what it owes).
+    @Sendable func update(_ request: Request, context: TallyRequestContext) async throws -> Tenant {
+        let id = try visibleTenantID(context)
+        let body = try await request.decodeJSON(UpdateTenantRequest.self, context: context)
+        if body.taxRateBps != nil, try context.requirePrincipal() != .admin {
+            throw APIError(
+                .forbidden, code: "FORBIDDEN", message: "Only the operator (admin token) changes a tenant's tax rate.", field: "tax_rate_bps")
+        }
+        let change: TenantChange
+        do {
+            change = try TenantChange(name: body.name, billingEmail: body.billingEmail, taxRateBps: body.taxRateBps)
+        } catch {
+            throw APIError.invalid(error.field, error.message)
+        }
+        guard let tenant = try await store.update(id: id, change) else { throw APIError.notFound("tenant") }
+        let fields = [
+            change.name.map { _ in "name" }, change.billingEmail.map { _ in "billing_email" }, change.taxRateBps.map { _ in "tax_rate_bps" },
+        ]
+        context.logger.info("tenant updated", metadata: ["tenant.id": "\(id)", "fields": "\(fields.compactMap { $0 }.joined(separator: ","))"])
+        return tenant
     }
 
     @Sendable func show(_ request: Request, context: TallyRequestContext) async throws -> Tenant {
@@ -102,6 +126,18 @@ struct CreateTenantRequest: ClosedRequestBody {
         case billingEmail = "billing_email"
         case taxRateBps = "tax_rate_bps"
         case paymentProvider = "payment_provider"
+    }
+}
+
+struct UpdateTenantRequest: ClosedRequestBody {
+    let name: String?
+    let billingEmail: String?
+    let taxRateBps: Int?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case name
+        case billingEmail = "billing_email"
+        case taxRateBps = "tax_rate_bps"
     }
 }
 
