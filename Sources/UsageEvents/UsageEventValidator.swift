@@ -103,14 +103,18 @@ struct EventCheck {
                 "is required: a string of 1 to 255 printable characters, set once where the usage happened")
             return nil
         }
-        // Visible ASCII is the common case; other scalars need the Unicode tables.
+        // Visible ASCII is the common case; other scalars need the Unicode tables. Invisible
+        // format characters (U+200B, U+FEFF, U+00AD, bidi marks, tags) are refused with the
+        // spaces: "x" and "x\u{200B}" look alike and counted as two events.
         let printable =
             id.utf8.allSatisfy { (0x21...0x7E).contains($0) }
-            || id.unicodeScalars.allSatisfy { !$0.properties.isWhitespace && $0.properties.generalCategory != .control }
+            || id.unicodeScalars.allSatisfy {
+                !$0.properties.isWhitespace && ![.control, .format, .unassigned].contains($0.properties.generalCategory)
+            }
         // Counted in code points, as PostgreSQL's length() counts them (a letter with 300
         // combining marks is one Character but 301 code points).
         guard (1...UsageEventValidator.maxIDLength).contains(id.unicodeScalars.count), printable else {
-            fail("id", "invalid", "must be 1 to 255 printable characters (no control characters or spaces)")
+            fail("id", "invalid", "must be 1 to 255 printable characters (no control, invisible or space characters)")
             return nil
         }
         return id

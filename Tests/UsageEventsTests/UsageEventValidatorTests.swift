@@ -89,6 +89,11 @@ struct UsageEventValidatorTests {
         (#""type": 7"#, "events[0].type", "invalid_type"),
         (#""id": """#, "events[0].id", "invalid"),
         (#""id": "has space""#, "events[0].id", "invalid"),
+        // Invisible characters: "x" and these looked alike and counted as separate events.
+        (#""id": "x\u200b""#, "events[0].id", "invalid"),
+        (#""id": "\ufeffx""#, "events[0].id", "invalid"),
+        (#""id": "x\u00ad""#, "events[0].id", "invalid"),
+        (#""id": "x\u200e""#, "events[0].id", "invalid"),
         (#""metadata": [1]"#, "events[0].metadata", "invalid_type"),
         (#""name": 5"#, "events[0].name", "invalid_type"),
         (#""quantiy": 1"#, "events[0].quantiy", "unknown_field"),
