@@ -32,11 +32,14 @@ struct InvoiceLayout {
     static let contentBottom = height - margin - 16
     static let footerBaseline = height - 36
 
-    /// Right edges of the number columns; the description column ends well before them.
+    /// Right edges of the number columns, and the description column's width, for usual
+    /// figures; wider figures move the columns left (`init`).
     static let quantityRight = 382.0
     static let unitPriceRight = 462.0
     static let amountRight = width - margin
     static let descriptionWidth = 256.0
+    /// The least room left between two columns.
+    static let columnGap = 12.0
     /// Seller and customer sit side by side on page 1, each in a column this wide.
     static let partyWidth = 230.0
     static let customerLeft = 310.0
@@ -53,9 +56,26 @@ struct InvoiceLayout {
     /// Where the rows of the current page begin (just below its table header).
     private var firstRowBaseline = 0.0
 
+    /// This invoice's columns: the usual ones, moved left as far as its widest amount,
+    /// unit price and quantity need (an amount of $999,999,999.99 ran into its unit price).
+    let quantityRight: Double
+    let unitPriceRight: Double
+    let descriptionWidth: Double
+
     init(document: InvoiceDocument, measure: @escaping (String, Font) -> Double) {
         self.document = document
         self.measure = measure
+        let lines = document.invoice.lines
+        let currency = document.invoice.currency
+        func widest(_ header: String, _ figures: [String]) -> Double {
+            figures.reduce(measure(header, .bold(10))) { max($0, measure($1, Self.rowFont)) }
+        }
+        let amountWidth = widest("Amount", lines.map { InvoiceDocument.money($0.amountCents, currency: currency) })
+        unitPriceRight = min(Self.unitPriceRight, Self.amountRight - amountWidth - Self.columnGap)
+        let unitPriceWidth = widest("Unit price", lines.map { InvoiceDocument.unitPrice($0.unitPriceCents, currency: currency) })
+        quantityRight = min(Self.quantityRight, unitPriceRight - unitPriceWidth - Self.columnGap)
+        let quantityWidth = widest("Quantity", lines.map { InvoiceText.grouped($0.quantity) })
+        descriptionWidth = max(80, min(Self.descriptionWidth, quantityRight - quantityWidth - Self.columnGap - Self.margin))
     }
 
     /// The document's pages, each with its footer.
@@ -120,8 +140,8 @@ struct InvoiceLayout {
     private mutating func tableHeader() {
         let font = Font.bold(10)
         text("Description", x: Self.margin, font: font)
-        text("Quantity", x: Self.quantityRight, font: font, alignRight: true)
-        text("Unit price", x: Self.unitPriceRight, font: font, alignRight: true)
+        text("Quantity", x: quantityRight, font: font, alignRight: true)
+        text("Unit price", x: unitPriceRight, font: font, alignRight: true)
         text("Amount", x: Self.amountRight, font: font, alignRight: true)
         rule(from: Self.margin, to: Self.amountRight, at: y + 5)
         y += 19
@@ -132,11 +152,11 @@ struct InvoiceLayout {
     /// row that does not fit moves to a new page, unless it is the page's first row
     /// (taller than a page: it then runs on over the next pages).
     private mutating func row(_ line: InvoiceView.Line) {
-        let pieces = wrap(line.description, width: Self.descriptionWidth, font: Self.rowFont)
+        let pieces = wrap(line.description, width: descriptionWidth, font: Self.rowFont)
         let height = Double(pieces.count - 1) * Self.rowLeading
         if y + height > Self.contentBottom, y > firstRowBaseline { continuation(withTable: true) }
-        text(InvoiceText.grouped(line.quantity), x: Self.quantityRight, font: Self.rowFont, alignRight: true)
-        text(InvoiceDocument.unitPrice(line.unitPriceCents, currency: invoice.currency), x: Self.unitPriceRight, font: Self.rowFont, alignRight: true)
+        text(InvoiceText.grouped(line.quantity), x: quantityRight, font: Self.rowFont, alignRight: true)
+        text(InvoiceDocument.unitPrice(line.unitPriceCents, currency: invoice.currency), x: unitPriceRight, font: Self.rowFont, alignRight: true)
         text(InvoiceDocument.money(line.amountCents, currency: invoice.currency), x: Self.amountRight, font: Self.rowFont, alignRight: true)
         for piece in pieces {
             if y > Self.contentBottom { continuation(withTable: true) }
@@ -158,9 +178,9 @@ struct InvoiceLayout {
             (invoice.isCredit ? "Total credited" : "Total", InvoiceDocument.money(invoice.totalCents, currency: invoice.currency), .bold(12)),
         ]
         let widest = rows.map { measure($0.1, $0.2) }.max() ?? 0
-        let labelRight = min(Self.unitPriceRight, Self.amountRight - widest - 14)
+        let labelRight = min(unitPriceRight, Self.amountRight - widest - 14)
         let widestLabel = rows.map { measure($0.0, $0.2) }.max() ?? 0
-        rule(from: min(Self.quantityRight - 40, labelRight - widestLabel), to: Self.amountRight, at: y - 8)
+        rule(from: min(quantityRight - 40, labelRight - widestLabel), to: Self.amountRight, at: y - 8)
         y += 8
         for (label, amount, font) in rows {
             text(label, x: labelRight, font: font, alignRight: true)

@@ -238,6 +238,31 @@ struct InvoiceDocumentTests {
         #expect(layout.wrap("", width: 20, font: font) == [""])
     }
 
+    @Test("columns move left as far as the widest figures need: a huge amount does not run into its unit price; usual invoices keep theirs")
+    func columnsFitFigures() {
+        let measure: (String, Font) -> Double = { text, _ in Double(text.count) * 5 }
+        let usual = InvoiceLayout(document: InvoiceDocument(invoice: invoice, seller: seller, customer: customer), measure: measure)
+        #expect(usual.unitPriceRight == InvoiceLayout.unitPriceRight && usual.quantityRight == InvoiceLayout.quantityRight)
+        #expect(usual.descriptionWidth == InvoiceLayout.descriptionWidth)
+        let huge = InvoiceView(
+            id: UUID(), number: "INV-2026-000045", status: "open", kind: "period", tenantID: UUID(), subscriptionID: UUID(), currency: "usd",
+            periodStart: invoice.periodStart, periodEnd: invoice.periodEnd, subtotalCents: 99_999_999_999, taxRateBps: 0, taxCents: 0,
+            totalCents: 99_999_999_999, issuedAt: invoice.issuedAt,
+            lines: [
+                .init(
+                    kind: "base", metric: nil, description: "Base", quantity: "1,000,000.5", unitPriceCents: "99999999999",
+                    amountCents: 99_999_999_999)
+            ])
+        let layout = InvoiceLayout(document: InvoiceDocument(invoice: huge, seller: seller, customer: customer), measure: measure)
+        let amount = measure(InvoiceDocument.money(99_999_999_999, currency: "usd"), InvoiceLayout.rowFont)
+        let unitPrice = measure(InvoiceDocument.unitPrice("99999999999", currency: "usd"), InvoiceLayout.rowFont)
+        let quantity = measure(InvoiceText.grouped("1,000,000.5"), InvoiceLayout.rowFont)
+        // Each right-aligned figure ends before the next one begins, and the description before the quantity.
+        #expect(layout.unitPriceRight <= InvoiceLayout.amountRight - amount - InvoiceLayout.columnGap)
+        #expect(layout.quantityRight <= layout.unitPriceRight - unitPrice - InvoiceLayout.columnGap)
+        #expect(InvoiceLayout.margin + layout.descriptionWidth <= layout.quantityRight - quantity)
+    }
+
     @Test("the seller comes from the environment: address lines split at ';', tax id optional, defaults otherwise")
     func sellerConfiguration() throws {
         let configured = try InvoiceSeller(
