@@ -106,6 +106,14 @@ public struct Subscription: Sendable, Hashable {
         }
     }
 
+    /// The trial as the subscription held it: cut where a cancellation inside it ended the
+    /// subscription; nil without a trial, or when it ended before its trial began.
+    public var heldTrial: Period? {
+        guard let trial else { return nil }
+        let end = min(trial.end, endsAt ?? trial.end)
+        return end > trial.start ? Period(start: trial.start, end: end) : nil
+    }
+
     /// Billing period `index`, or nil when the subscription has no such period
     /// (before the anchor, or after it ended).
     public func billingPeriod(_ index: Int64) -> BillingPeriod? {

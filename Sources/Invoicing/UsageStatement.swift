@@ -121,7 +121,7 @@ public struct UsageStatement: Sendable {
             if let billing = stored.timeline.billingPeriod(containing: asOf) { return .billing(stored, billing) }
         }
         for stored in subscriptions {
-            if let trial = stored.timeline.trial, trial.contains(asOf) { return .trial(stored, trial) }
+            if let trial = stored.timeline.heldTrial, trial.contains(asOf) { return .trial(stored, trial) }
         }
         // The part of the month no subscription covers around `asOf`: after the last one that
         // ended (its usage was billed, or was its trial's) and before the next one starts. The

@@ -144,6 +144,13 @@ struct SubscriptionAPITests: BillingAPITestCase {
             #expect(body["status"] as? String == "canceled", "\(body)")
             let endsAt = try #require((body["ends_at"] as? String).flatMap(RFC3339.parse))
             #expect(endsAt >= before.addingTimeInterval(-1) && endsAt < trialEnd, "\(body)")
+            // Its trial ended with it: the usage read is no longer the trial's.
+            #expect(body["current_period"] == nil || body["current_period"] is NSNull, "\(body)")
+            #expect((body["trial_end"] as? String).flatMap(RFC3339.parse) == endsAt, "\(body)")
+            try await client.execute(uri: "/v1/usage", method: .get, headers: bearer(tenant.key)) { response in
+                let period = try json(response)["period"] as? [String: Any]
+                #expect(period?["kind"] as? String == "calendar_month", "\(String(describing: period))")
+            }
             // Subscribing again (to pay from now): taken, with no second trial.
             (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "\#(code)"}"#)
             #expect(status == .created, "\(body)")

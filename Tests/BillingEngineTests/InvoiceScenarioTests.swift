@@ -215,6 +215,8 @@ struct InvoiceScenarioTests {
             #expect(subscription.endsAt == end, "\(cancellation)")
             #expect(subscription.billingPeriod(0) == nil, "\(cancellation)")
             #expect(subscription.billingPeriod(containing: day(2026, 11, 20)) == nil, "\(cancellation)")
+            // The trial held until the end: usage after it is no subscription's.
+            #expect(subscription.heldTrial?.end == (end > day(2026, 11, 1) ? end : nil), "\(cancellation)")
         }
     }
 

@@ -20,7 +20,7 @@ public struct StoredSubscription: Sendable {
 
     /// The billing period (or the trial) containing `instant`, and whether it is the trial.
     public func period(containing instant: Instant) -> (span: Period, trial: Bool)? {
-        if let trial = timeline.trial, trial.contains(instant) { return (trial, true) }
+        if let trial = timeline.heldTrial, trial.contains(instant) { return (trial, true) }
         return timeline.billingPeriod(containing: instant).map { ($0.billed, false) }
     }
 }

@@ -363,7 +363,7 @@ public struct SubscriptionStore: Sendable {
         return SubscriptionView(
             id: stored.id, tenantID: stored.tenantID, status: status,
             plan: inForce.slug, planVersion: inForce.version,
-            startedAt: start.date, trialEnd: timeline.trial?.end.date, anchor: timeline.calendar.anchor.date,
+            startedAt: start.date, trialEnd: timeline.heldTrial?.end.date, anchor: timeline.calendar.anchor.date,
             interval: timeline.calendar.interval.rawValue, endsAt: timeline.endsAt?.date, currentPeriod: current, changes: changes)
     }
 }
