@@ -192,12 +192,24 @@ struct NotificationHandler: QueueWorkHandler {
             let tried = try await NotificationRecords.attempts(ofEvent: event.id, on: database)
             var waiting = plan.filter { $0.channel == .webhook }.enumerated()
                 .sorted { (tried[$0.element.dedupKey] ?? 0, $0.offset) < (tried[$1.element.dedupKey] ?? 0, $1.offset) }.map(\.element)
+            // A round starts only while a whole one (each webhook's 10 s timeout) fits in the
+            // budget; the first always does.
             let deadline = ContinuousClock.now + Self.webhookBudget
-            while !waiting.isEmpty, ContinuousClock.now < deadline {
+            var rounds = 0
+            while !waiting.isEmpty, rounds == 0 || ContinuousClock.now + Self.webhookTimeout <= deadline {
+                rounds += 1
+                // Claimed ones are sent and recorded even when a later claim throws: left
+                // claimed, they would wait out their lease as "busy", using up attempts.
                 var round: [PlannedNotification] = []
+                var claimError: (any Error)?
                 while round.count < session.webhookClients.count, !waiting.isEmpty {
                     let notification = waiting.removeFirst()
-                    if try await claim(notification) { round.append(notification) }
+                    do {
+                        if try await claim(notification) { round.append(notification) }
+                    } catch {
+                        claimError = error
+                        break
+                    }
                 }
                 let outcomes = await withTaskGroup(of: (Int, Result<Int?, SendFailure>).self) { group in
                     for (index, notification) in round.enumerated() {
@@ -211,9 +223,17 @@ struct NotificationHandler: QueueWorkHandler {
                     for await (index, outcome) in group { outcomes[index] = outcome }
                     return outcomes
                 }
+                // Every outcome is recorded before an error is thrown: a delivered webhook left
+                // unmarked would be sent again when its lease ran out.
+                var recordError: (any Error)?
                 for (index, notification) in round.enumerated() {
-                    try await record(notification, outcomes[index] ?? .failure(.transient("no outcome", code: nil)))
+                    do {
+                        try await record(notification, outcomes[index] ?? .failure(.transient("no outcome", code: nil)))
+                    } catch {
+                        recordError = recordError ?? error
+                    }
                 }
+                if let error = claimError ?? recordError { throw error }
             }
             if !waiting.isEmpty {
                 failures.append(
@@ -285,8 +305,10 @@ struct NotificationHandler: QueueWorkHandler {
     /// Webhooks of one event sent at once (one HTTP client and thread each per consumer).
     static let parallelWebhooks = 4
     /// How long one attempt of an event spends on its webhooks before leaving the rest to
-    /// its next attempt (a webhook times out after 10 s).
+    /// its next attempt: rounds start while a whole one fits.
     static let webhookBudget = Duration.seconds(20)
+    /// A webhook's whole timeout (connecting included).
+    static let webhookTimeout = Duration.seconds(10)
 
     private func sendWebhook(
         _ event: BillingEvent, _ notification: PlannedNotification, target: WebhookTarget?, client: HTTPClient,
@@ -314,7 +336,7 @@ struct NotificationHandler: QueueWorkHandler {
                 WebhookSignature.header: WebhookSignature.value(
                     body: body, timestamp: timestamp, secrets: [target.secret] + (target.previousSecret.map { [$0] } ?? [])),
             ],
-            body: Data(body), connectTimeout: .seconds(5), timeout: .seconds(10))
+            body: Data(body), connectTimeout: .seconds(5), timeout: Self.webhookTimeout)
         request.pinnedAddresses = checked.pinned
         do {
             let response = try await client.send(request)

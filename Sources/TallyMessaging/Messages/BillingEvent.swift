@@ -304,7 +304,11 @@ extension BillingEvent {
             tenantID: UUID, occurredAt: Date, metric: String, value: String, quota: String, enforcement: String, periodStart: Date,
             periodEnd: Date
         ) {
-            self.id = "\(Self.type):\(tenantID.uuidString.lowercased()):\(metric):\(MessageCoding.keyTime(periodStart))"
+            // The id is what keeps this event to once per period (the outbox's message id and
+            // the notifications' keys): it keeps the upper-case tenant id it was first written
+            // with, or every tenant over a quota now would be told again. Alert events have
+            // their firings for that, and name their alert in lower case.
+            self.id = "\(Self.type):\(tenantID.uuidString):\(metric):\(MessageCoding.keyTime(periodStart))"
             self.tenantID = tenantID
             self.occurredAt = occurredAt
             self.metric = metric
