@@ -43,9 +43,10 @@ struct StripeInvoicePusher {
             invoice = found
         } else {
             // Every amount in Stripe's unit, or the refusal, before anything is created.
+            let items = try stripeItems(source)
             _ = try StripeAmounts.stripeAmount(source.totalCents, currency: source.currency, what: "the total")
             let subscription = try await subscription(for: source, customer: customer)
-            try await createItems(source, customer: customer, subscription: subscription)
+            try await createItems(items, of: source, customer: customer, subscription: subscription)
             // Stripe leaves pending items off a new invoice unless asked (API 2022-08-01 on).
             var form = [
                 ("customer", customer), ("description", source.description), ("metadata[tally_invoice_id]", source.key),
@@ -123,7 +124,10 @@ struct StripeInvoicePusher {
                 if stored.email != source.billingEmail || stored.name != source.tenantName {
                     _ = try await api.post(
                         "/v1/customers/\(known)", [("name", source.tenantName), ("email", source.billingEmail)],
-                        idempotencyKey: "tally-customer-update-\(known)-\(Self.fingerprint(source.tenantName + "\u{0}" + source.billingEmail))")
+                        // Per invoice push and attempt: A → B → A within Stripe's 24 h would
+                        // otherwise replay the first A request and leave B.
+                        idempotencyKey:
+                            "tally-customer-update-\(source.key)-a\(attempt)-\(Self.fingerprint(source.tenantName + "\u{0}" + source.billingEmail))")
                     logger.info("Stripe customer updated", metadata: ["tenant.id": "\(source.tenantID)", "stripe.customer": "\(known)"])
                 }
                 return known
@@ -201,7 +205,9 @@ struct StripeInvoicePusher {
     /// another of our invoices are what an interrupted push of that invoice left (pushes
     /// of one customer take turns): the new invoice would take them in, so they are
     /// deleted here and that push creates them again when it is retried.
-    private func createItems(_ source: Source, customer: String, subscription: String?) async throws {
+    private func createItems(
+        _ items: [(line: String, description: String, amount: Int64)], of source: Source, customer: String, subscription: String?
+    ) async throws {
         let pending = try await api.list("/v1/invoiceitems", [("customer", customer)]).filter { $0.invoice == nil }
         for leftover in pending {
             guard let owner = leftover.metadata?["tally_invoice_id"], owner != source.key else { continue }
@@ -212,6 +218,18 @@ struct StripeInvoicePusher {
         }
         let existing = Set(
             pending.filter { $0.metadata?["tally_invoice_id"] == source.key }.compactMap { $0.metadata?["tally_line"] })
+        for item in items where !existing.contains(item.line) {
+            var form = [
+                ("customer", customer), ("amount", String(item.amount)), ("currency", source.currency), ("description", item.description),
+                ("metadata[tally_invoice_id]", source.key), ("metadata[tally_line]", item.line),
+            ]
+            if let subscription { form.append(("subscription", subscription)) }
+            _ = try await api.post("/v1/invoiceitems", form, idempotencyKey: "tally-item-\(source.key)-\(item.line)-a\(attempt)")
+        }
+    }
+
+    /// One Stripe item per line, then tax, each amount in Stripe's unit (or the refusal).
+    private func stripeItems(_ source: Source) throws -> [(line: String, description: String, amount: Int64)] {
         var items = try source.lines.map { line in
             (
                 line: String(line.position), description: line.description,
@@ -225,14 +243,7 @@ struct StripeInvoicePusher {
                     amount: try StripeAmounts.stripeAmount(source.taxCents, currency: source.currency, what: "the tax")
                 ))
         }
-        for item in items where !existing.contains(item.line) {
-            var form = [
-                ("customer", customer), ("amount", String(item.amount)), ("currency", source.currency), ("description", item.description),
-                ("metadata[tally_invoice_id]", source.key), ("metadata[tally_line]", item.line),
-            ]
-            if let subscription { form.append(("subscription", subscription)) }
-            _ = try await api.post("/v1/invoiceitems", form, idempotencyKey: "tally-item-\(source.key)-\(item.line)-a\(attempt)")
-        }
+        return items
     }
 
     /// The customer's cards as Stripe holds them: provider id, brand, last4, expiry.

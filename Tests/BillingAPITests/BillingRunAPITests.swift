@@ -60,6 +60,10 @@ struct BillingRunAPITests: BillingAPITestCase {
                 runs.append(run)
             }
             #expect(runs.reduce(0) { $0 + ($1["issued"] as? Int ?? 0) } == 2, "\(runs)")
+            // Whatever the second planned beyond the first's two was already issued, not skipped or failed.
+            #expect(runs.allSatisfy { $0["skipped"] as? Int == 0 && $0["failed"] as? Int == 0 }, "\(runs)")
+            #expect(
+                runs.reduce(0) { $0 + ($1["already_issued"] as? Int ?? -1) } == runs.reduce(0) { $0 + ($1["due"] as? Int ?? 0) } - 2, "\(runs)")
             let id = ids[0]
             let key = try await pool.query(
                 "SELECT count(*) FROM invoices WHERE subscription_id = $1 AND total_cents = 29900", [subscription])[0].decode(0, as: Int.self)

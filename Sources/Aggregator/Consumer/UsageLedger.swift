@@ -36,7 +36,7 @@ struct LedgerOutcome: Sendable {
 /// 2. park the events of tenants that do not exist (with their reason);
 /// 3. insert the ids into `usage_event_ids` with `ON CONFLICT DO NOTHING` (the dedup on
 ///    tenant and id, whatever the event's month; within one batch the earliest time of
-///    an id wins, then the smallest metric and quantity), insert only the events whose id that returned into `usage_events`,
+///    an id wins, then the smallest metric, quantity and metadata), insert only the events whose id that returned into `usage_events`,
 ///    and fold only those into the hourly rollups and into the completed period totals
 ///    of their tenants (`UsagePeriodTotals`), in a consistent (tenant, metric, hour or
 ///    period) order so concurrent consumers never deadlock on those rows;

@@ -256,7 +256,7 @@ enum OpenAPIDocument {
                 "tags": ["usage"],
                 "responses": {
                   \#(response("200", "The usage.", schema: "Usage")),
-                  \#(errors("400", "401", "404", "default"))
+                  \#(errors("400", "401", "404", "422", "default"))
                 },
                 "parameters": [
                   \#(parameters("TenantIDQuery")),
@@ -445,7 +445,7 @@ enum OpenAPIDocument {
                 "tags": ["invoices"],
                 "responses": {
                   \#(response("200", "The upcoming invoice.", schema: "UpcomingInvoice")),
-                  \#(errors("400", "401", "404", "default"))
+                  \#(errors("400", "401", "404", "422", "default"))
                 },
                 "parameters": [
                   \#(parameters("TenantIDQuery")),

@@ -134,9 +134,10 @@ public enum UsageEventStore {
                    s.tenant_id, s.event_id, s.metric, s.name, s.quantity, s.unit, s.occurred_at, s.occurred_month, s.metadata,
                    s.message_id
               FROM staged_usage s JOIN fresh f ON f.tenant_id = s.tenant_id AND f.event_id = s.event_id
-             -- The earliest time wins; ties go to the smallest metric, then quantity, so the
-             -- same batch counts the same event whatever order its rows were sorted in.
-             ORDER BY s.tenant_id, s.event_id, s.occurred_at, s.metric COLLATE "C", s.quantity
+             -- The earliest time wins; ties go to the smallest metric, then quantity, then
+             -- metadata (a unique_count's value), so the same batch counts the same event
+             -- whatever order its rows were sorted in. The later keys are compared only on ties.
+             ORDER BY s.tenant_id, s.event_id, s.occurred_at, s.metric COLLATE "C", s.quantity, s.metadata
             RETURNING tenant_id, event_id, metric, quantity, occurred_at, metadata
         ), hourly AS (
             -- Per tenant, metric and hour: the sums by window over the hour, and the latest
