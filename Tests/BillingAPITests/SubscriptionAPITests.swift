@@ -155,6 +155,17 @@ struct SubscriptionAPITests: BillingAPITestCase {
             (status, body) = try await post(client, "/v1/subscriptions", tenant.key, #"{"plan": "\#(code)"}"#)
             #expect(status == .created, "\(body)")
             #expect(body["status"] as? String == "active" && (body["trial_end"] == nil || body["trial_end"] is NSNull), "\(body)")
+            // The admin token, not naming trial_days, does not give a returning tenant the
+            // plan's trial either (it did); naming them grants them.
+            let second = try #require(body["id"] as? String)
+            #expect(try await post(client, "/v1/subscriptions/\(second)/cancel", adminToken, "{}").0 == .ok)
+            (status, body) = try await post(client, "/v1/subscriptions", adminToken, #"{"tenant_id": "\#(tenant.id)", "plan": "\#(code)"}"#)
+            #expect(status == .created && (body["trial_end"] == nil || body["trial_end"] is NSNull), "\(body)")
+            let third = try #require(body["id"] as? String)
+            #expect(try await post(client, "/v1/subscriptions/\(third)/cancel", adminToken, "{}").0 == .ok)
+            (status, body) = try await post(
+                client, "/v1/subscriptions", adminToken, #"{"tenant_id": "\#(tenant.id)", "plan": "\#(code)", "trial_days": 3}"#)
+            #expect(status == .created && body["status"] as? String == "trialing", "\(body)")
             #expect(try await post(client, "/v1/plans/\(code)/archive", adminToken, "").0 == .ok)
         }
     }

@@ -91,7 +91,8 @@ public struct SubscriptionStore: Sendable {
 
     /// Who decides a new subscription's trial.
     public enum TrialGrant: Sendable, Equatable {
-        /// The operator (the admin token): any `trial_days`, the plan's default without one.
+        /// The operator (the admin token): any `trial_days`; without one, the plan's default
+        /// for a tenant's first subscription and none for a returning tenant.
         case byOperator
         /// The tenant itself (its own key): the plan's trial is an offer for a tenant's
         /// first subscription. It may ask for a shorter one, never a longer one; a tenant
@@ -125,6 +126,16 @@ public struct SubscriptionStore: Sendable {
             }
             let asked = trialDays
             var trialDays = asked ?? plan.trialDays
+            // The plan's default is an offer for a first subscription, whoever asks: the
+            // operator grants a returning tenant a trial by naming `trial_days` (left out, the
+            // admin token gave a second default trial silently).
+            if grant == .byOperator, asked == nil, trialDays > 0,
+                try !connection.query(
+                    "SELECT 1 FROM subscriptions WHERE tenant_id = $1 AND (ends_at IS NULL OR ends_at > started_at) LIMIT 1", [tenant]
+                ).isEmpty
+            {
+                trialDays = 0
+            }
             if grant == .selfService, trialDays > 0 {
                 guard trialDays <= plan.trialDays else {
                     throw SubscriptionRefusal(
