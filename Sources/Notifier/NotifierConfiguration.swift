@@ -2,6 +2,7 @@ import CurlClient
 import InvoicePDF
 import TallyMessaging
 import TallyRuntime
+import TallyStore
 
 /// Everything `notifier run` reads; `keys` lists every variable.
 struct NotifierConfiguration: Sendable {
@@ -45,8 +46,9 @@ struct NotifierConfiguration: Sendable {
             throw .invalid(.smtpURL, reason: error.message)
         }
         financeEmail = try reader.string(.financeEmail)
-        guard financeEmail.split(separator: "@").count == 2, !financeEmail.contains(where: \.isWhitespace) else {
-            throw .invalid(.financeEmail, reason: "expected one address, local@domain")
+        // As a tenant's billing email is checked: one a mail server takes.
+        guard NewTenant.looksLikeEmail(financeEmail) else {
+            throw .invalid(.financeEmail, reason: "expected one address, local@domain in plain ASCII")
         }
         host = try reader.string(Self.host)
         port = try reader.int(Self.port, in: 0...65535)

@@ -92,11 +92,16 @@ public struct NewTenant: Sendable, Equatable {
     /// the characters that make a mailbox list (`<>()[],;:\"`), as `MailMessage` checks
     /// before sending. Looser, `<a@b.com>,<c@d` or `ü@exämple.com` were stored and every
     /// invoice email to the tenant was parked.
-    static func looksLikeEmail(_ text: String) -> Bool {
+    /// Also as mail servers take it (RFC 5321): a local part of at most 64 characters and
+    /// domain labels of 1 to 63, no empty part between dots (`a..b@x..com` was refused by
+    /// the server with 553 and every invoice email parked).
+    public static func looksLikeEmail(_ text: String) -> Bool {
         let parts = text.split(separator: "@", omittingEmptySubsequences: false)
-        guard text.utf8.count <= 254, parts.count == 2, !parts[0].isEmpty, parts[1].contains(".") else { return false }
+        guard text.utf8.count <= 254, parts.count == 2, (1...64).contains(parts[0].utf8.count), parts[1].contains(".") else { return false }
         let plain = text.unicodeScalars.allSatisfy { (0x21...0x7E).contains($0.value) && !"<>()[],;:\\\"".unicodeScalars.contains($0) }
-        return plain && !parts[1].hasPrefix(".") && !parts[1].hasSuffix(".")
+        let local = parts[0].split(separator: ".", omittingEmptySubsequences: false)
+        let labels = parts[1].split(separator: ".", omittingEmptySubsequences: false)
+        return plain && local.allSatisfy { !$0.isEmpty } && labels.allSatisfy { (1...63).contains($0.utf8.count) }
     }
 }
 

@@ -109,7 +109,8 @@ struct EventCheck {
         let printable =
             id.utf8.allSatisfy { (0x21...0x7E).contains($0) }
             || id.unicodeScalars.allSatisfy {
-                !$0.properties.isWhitespace && ![.control, .format, .unassigned].contains($0.properties.generalCategory)
+                !$0.properties.isWhitespace && !$0.properties.isDefaultIgnorableCodePoint
+                    && ![.control, .format, .unassigned].contains($0.properties.generalCategory)
             }
         // Counted in code points, as PostgreSQL's length() counts them (a letter with 300
         // combining marks is one Character but 301 code points).

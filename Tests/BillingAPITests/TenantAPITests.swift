@@ -120,6 +120,10 @@ struct TenantAPITests: BillingAPITestCase {
                 (#"{"name": "A", "billing_email": "\"a\\\"b\"@b.test"}"#, "billing_email"),
                 (#"{"name": "A", "billing_email": "ü@exämple.test"}"#, "billing_email"),
                 (#"{"name": "A", "billing_email": "a@ex,ample.test"}"#, "billing_email"),
+                (#"{"name": "A", "billing_email": "a..b@x.test"}"#, "billing_email"),
+                (#"{"name": "A", "billing_email": "a@x..test"}"#, "billing_email"),
+                (#"{"name": "A", "billing_email": "\#(String(repeating: "a", count: 65))@x.test"}"#, "billing_email"),
+                (#"{"name": "A", "billing_email": "a@\#(String(repeating: "x", count: 64)).test"}"#, "billing_email"),
                 // A NUL: the name was stored cut at it, the address checked whole and stored cut.
                 (#"{"name": "Acme\u0000 Hidden", "billing_email": "a@b.test"}"#, "name"),
                 (#"{"name": "A", "billing_email": "x@evil.test\u0000.example.com"}"#, "billing_email"),

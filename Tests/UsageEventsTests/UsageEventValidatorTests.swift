@@ -94,6 +94,10 @@ struct UsageEventValidatorTests {
         (#""id": "\ufeffx""#, "events[0].id", "invalid"),
         (#""id": "x\u00ad""#, "events[0].id", "invalid"),
         (#""id": "x\u200e""#, "events[0].id", "invalid"),
+        // Default-ignorable letters and marks: a grapheme joiner, a Hangul filler, a variation selector.
+        (#""id": "x\u034f""#, "events[0].id", "invalid"),
+        (#""id": "\u3164""#, "events[0].id", "invalid"),
+        (#""id": "x\ufe0f""#, "events[0].id", "invalid"),
         (#""metadata": [1]"#, "events[0].metadata", "invalid_type"),
         (#""name": 5"#, "events[0].name", "invalid_type"),
         (#""quantiy": 1"#, "events[0].quantiy", "unknown_field"),
