@@ -271,7 +271,7 @@ struct NotificationHandler: QueueWorkHandler {
                     else { return .failure(.permanent("invoice \(finalized.invoiceID) does not exist", code: nil)) }
                     let pdf = try InvoiceDocument(
                         invoice: view, seller: configuration.seller.party,
-                        customer: .init(name: tenant.name, email: tenant.billingEmail)
+                        customer: view.billedTo.map { .init(name: $0.name, email: $0.email) } ?? .init(name: tenant.name, email: tenant.billingEmail)
                     ).render()
                     invoice = InvoiceAttachment(view: view, pdf: pdf)
                 } catch {

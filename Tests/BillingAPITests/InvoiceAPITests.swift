@@ -54,9 +54,14 @@ struct InvoiceAPITests: BillingAPITestCase {
             try await pool.query(
                 """
                 INSERT INTO invoices (id, tenant_id, number, period_start, period_end, subtotal_cents, tax_rate_bps, tax_cents,
-                                      total_cents, issued_at, due_at, as_of)
-                VALUES ($1, $2, $3, '2026-10-01T00:00:00Z', '2026-11-01T00:00:00Z', 136900, 725, 9925, 146825, now(), now() + interval '14 days', now())
+                                      total_cents, issued_at, due_at, as_of, customer_name, customer_email)
+                VALUES ($1, $2, $3, '2026-10-01T00:00:00Z', '2026-11-01T00:00:00Z', 136900, 725, 9925, 146825, now(), now() + interval '14 days', now(),
+                        'Acme Estimating', 'ap@tenant.test')
                 """, [invoice, UUID(uuidString: tenant.id)!, number])
+            // Renamed since: the issued invoice's PDF keeps the name it was issued to.
+            try await client.execute(
+                uri: "/v1/tenants/\(tenant.id)", method: .patch, headers: bearer(tenant.key), body: ByteBuffer(string: #"{"name": "Renamed Co"}"#)
+            ) { #expect($0.status == .ok) }
             try await pool.query(
                 """
                 INSERT INTO invoice_lines (invoice_id, position, kind, metric, description, quantity, unit_price_cents, amount_cents) VALUES
@@ -89,7 +94,7 @@ struct InvoiceAPITests: BillingAPITestCase {
             let text = try await TestEnvironment.output(of: "/usr/bin/pdftotext", [path, "-"])
             #expect(text.contains(number))
             #expect(text.contains("$1,468.25"))
-            #expect(text.contains("Acme Estimating"))
+            #expect(text.contains("Acme Estimating") && !text.contains("Renamed Co"), "\(text)")
             #expect(text.contains("Due "))
             for uri in ["/v1/invoices/\(invoice)", "/v1/invoices/\(invoice).pdf"] {
                 try await client.execute(uri: uri, method: .get, headers: bearer(other.key)) { response in

@@ -1,5 +1,6 @@
 import Foundation
 import Invoicing
+import PostgresClient
 import TallyStore
 import TallyTestSupport
 import Testing
@@ -222,6 +223,11 @@ struct InvoiceScenarioPipelineTests {
         var invoices = try await fixture.invoices(tenant)
         try #require(invoices.count == 1)
         #expect(invoices[0].lines.map(\.amountCents) == [29_900])
+        // Renamed after it was issued (PATCH /v1/tenants): the issued invoice keeps the name
+        // and address it was issued to; the next one takes the new name.
+        let issuedTo = try await fixture.database.query("SELECT name, billing_email FROM tenants WHERE id = $1", [tenant])[0]
+        #expect(invoices[0].billedTo == .init(name: try issuedTo.decode(0), email: try issuedTo.decode(1)))
+        try await fixture.database.query("UPDATE tenants SET name = 'Renamed Tenant' WHERE id = $1", [tenant])
 
         // 30 more estimates of that period arrive after it was invoiced: 70 of a quota of 50.
         let late = (40..<70).map { usageEvent("estimate-\($0)", tenant: tenant, metric: "estimates", at: inPeriod) }
@@ -245,6 +251,8 @@ struct InvoiceScenarioPipelineTests {
         #expect(adjustment.periodStart == start)
         #expect(adjustment.periodEnd == end)
         #expect(adjustment.number != invoices.first { $0.kind == "period" }?.number)
+        #expect(adjustment.billedTo?.name == "Renamed Tenant")
+        #expect(invoices.first { $0.kind == "period" }?.billedTo?.name == (try issuedTo.decode(0, as: String.self)))
 
         // Nothing late is left: a later run finds nothing due for this tenant.
         let again = try await fixture.bill(asOf: end.addingTimeInterval(4 * 86_400), tenants: [tenant])

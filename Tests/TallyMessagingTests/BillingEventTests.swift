@@ -46,8 +46,8 @@ struct BillingEventTests {
     @Test("dedup ids keep the form written before messages were typed (once per period across an upgrade)")
     func stableIDs() throws {
         guard case .quotaExceeded(let quota) = samples[3], case .alertTriggered(let alert) = samples[2] else { return }
-        #expect(quota.id == "quota.exceeded:\(tenant.uuidString):estimates:2026-11-01T00:00:00Z")  // its dedup key: unchanged
-        #expect(alert.id == "alert.triggered:\(alert.alertID.uuidString.lowercased()):2026-11-01T00:00:00Z:quota:80")  // lower case, as every id Tally shows
+        #expect(quota.id == "quota.exceeded:\(tenant.uuidString):estimates:2026-11-01T00:00:00Z")
+        #expect(alert.id == "alert.triggered:\(alert.alertID.uuidString):2026-11-01T00:00:00Z:quota:80")
     }
 
     @Test("a body that is not a v1 billing event is refused with a reason naming what is wrong")

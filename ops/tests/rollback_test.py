@@ -146,6 +146,9 @@ def main():
         25: ("the table idempotent_requests", lambda: psql("SELECT to_regclass('idempotent_requests') IS NOT NULL") == "t"),
         26: ("the check subscriptions_ends_after_start",
              lambda: psql("SELECT count(*) FROM pg_constraint WHERE conname = 'subscriptions_ends_after_start'") == "1"),
+        27: ("the columns invoices.customer_name and customer_email",
+             lambda: psql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'invoices' "
+                          "AND column_name IN ('customer_name', 'customer_email')") == "2"),
     }
     down_object, down_present = (None, None) if blocking else objects.get(latest, (None, None))
     if not blocking and down_object is None:

@@ -99,8 +99,11 @@ struct InvoiceRoutes {
 
     /// The invoice's PDF as a response (the API and the dashboard's link).
     static func pdf(_ invoice: InvoiceView, tenant: Tenant, seller: InvoiceDocument.Party) throws -> Response {
+        // Billed to the tenant as it was when the invoice was issued: a renamed tenant's old
+        // invoices keep their name and address (SPEC §2 rule 6).
+        let customer = invoice.billedTo.map { InvoiceDocument.Party(name: $0.name, email: $0.email) }
         let pdf = try InvoiceDocument(
-            invoice: invoice, seller: seller, customer: .init(name: tenant.name, email: tenant.billingEmail)
+            invoice: invoice, seller: seller, customer: customer ?? .init(name: tenant.name, email: tenant.billingEmail)
         ).render()
         return Response(
             status: .ok,

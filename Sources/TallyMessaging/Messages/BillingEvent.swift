@@ -259,7 +259,8 @@ extension BillingEvent {
             tenantID: UUID, occurredAt: Date, alertID: UUID, alertKind: String, thresholdKey: String, metric: String, value: String,
             threshold: String?, quota: String?, periodStart: Date, periodEnd: Date, channels: [String]
         ) {
-            self.id = "\(Self.type):\(alertID.uuidString.lowercased()):\(MessageCoding.keyTime(periodStart)):\(thresholdKey)"
+            // The form written before messages were typed, kept: ids are dedup keys (see below).
+            self.id = "\(Self.type):\(alertID.uuidString):\(MessageCoding.keyTime(periodStart)):\(thresholdKey)"
             self.tenantID = tenantID
             self.occurredAt = occurredAt
             self.alertID = alertID
@@ -306,8 +307,7 @@ extension BillingEvent {
         ) {
             // The id is what keeps this event to once per period (the outbox's message id and
             // the notifications' keys): it keeps the upper-case tenant id it was first written
-            // with, or every tenant over a quota now would be told again. Alert events have
-            // their firings for that, and name their alert in lower case.
+            // with, or every tenant over a quota now would be told again.
             self.id = "\(Self.type):\(tenantID.uuidString):\(metric):\(MessageCoding.keyTime(periodStart))"
             self.tenantID = tenantID
             self.occurredAt = occurredAt

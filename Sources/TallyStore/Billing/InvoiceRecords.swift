@@ -152,14 +152,15 @@ public enum InvoiceRecords {
             """
             INSERT INTO invoices (id, tenant_id, subscription_id, billing_run_id, kind, number, currency, period_start, period_end,
                                   subtotal_cents, tax_rate_bps, tax_cents, total_cents, issued_at, due_at, as_of, stripe_status,
-                                  stripe_next_attempt_at)
-            SELECT id, tenant, subscription, run, 'period', number, currency, period_start, period_end, subtotal, tax_rate, tax, total,
+                                  stripe_next_attempt_at, customer_name, customer_email)
+            SELECT u.id, tenant, subscription, run, 'period', number, u.currency, period_start, period_end, subtotal, tax_rate, tax, total,
                    $15::timestamptz, $15::timestamptz + make_interval(days => terms), as_of,
-                   CASE WHEN provider = 'stripe' THEN 'pending' END, CASE WHEN provider = 'stripe' THEN now() END
+                   CASE WHEN provider = 'stripe' THEN 'pending' END, CASE WHEN provider = 'stripe' THEN now() END, t.name, t.billing_email
               FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::timestamptz[], $8::timestamptz[],
                           $9::bigint[], $10::int[], $11::bigint[], $12::bigint[], $13::timestamptz[], $14::text[], $16::int[])
                    AS u (id, tenant, subscription, run, number, currency, period_start, period_end, subtotal, tax_rate, tax, total,
                          as_of, provider, terms)
+              JOIN tenants t ON t.id = u.tenant
             RETURNING id, issued_at, due_at
             """,
             [
@@ -182,9 +183,10 @@ public enum InvoiceRecords {
             """
             INSERT INTO invoices (id, tenant_id, subscription_id, billing_run_id, kind, number, currency, period_start, period_end,
                                   subtotal_cents, tax_rate_bps, tax_cents, total_cents, issued_at, due_at, as_of, stripe_status,
-                                  stripe_next_attempt_at)
-            VALUES ($1, $2, $3, $4, $15, $13, $5, $6, $7, $8, $9, $10, $11, $17, $17::timestamptz + make_interval(days => $16::integer), $12,
-                    CASE WHEN $14 = 'stripe' THEN 'pending' END, CASE WHEN $14 = 'stripe' THEN now() END)
+                                  stripe_next_attempt_at, customer_name, customer_email)
+            SELECT $1, $2, $3, $4, $15, $13, $5, $6, $7, $8, $9, $10, $11, $17, $17::timestamptz + make_interval(days => $16::integer), $12,
+                   CASE WHEN $14 = 'stripe' THEN 'pending' END, CASE WHEN $14 = 'stripe' THEN now() END, t.name, t.billing_email
+              FROM tenants t WHERE t.id = $2
             RETURNING issued_at, due_at
             """,
             [
@@ -298,7 +300,8 @@ public enum InvoiceRecords {
             """
             SELECT id, number, status, kind, tenant_id, subscription_id, currency, period_start, period_end, subtotal_cents,
                    tax_rate_bps, tax_cents, total_cents, issued_at,
-                   stripe_status, stripe_invoice_id, stripe_invoice_status, stripe_attempts, stripe_error, due_at
+                   stripe_status, stripe_invoice_id, stripe_invoice_status, stripe_attempts, stripe_error, due_at,
+                   customer_name, customer_email
               FROM invoices WHERE \(condition)
             """, parameters
         ).map { row in
@@ -308,6 +311,7 @@ public enum InvoiceRecords {
                 periodStart: try row.decode(7), periodEnd: try row.decode(8), subtotalCents: try row.decode(9),
                 taxRateBps: try row.decode(10), taxCents: try row.decode(11), totalCents: try row.decode(12),
                 issuedAt: try row.decode(13), dueAt: try row.decode(19, as: Date.self), lines: [])
+            if let name = row.text(20), let email = row.text(21) { invoice.billedTo = .init(name: name, email: email) }
             invoice.stripe = try row.text(14).map { status in
                 InvoiceView.StripeState(
                     status: status, invoiceID: row.text(15), invoiceStatus: row.text(16), attempts: try row.decode(17), error: row.text(18))

@@ -50,6 +50,21 @@ public struct InvoiceView: Codable, Sendable, Equatable {
     /// bill against it): nothing is due; the amount is the tenant's credit. Its email and
     /// PDF call it a credit note (SPEC §2 step 6), not an amount due.
     public var isCredit: Bool { totalCents < 0 }
+    /// Who the invoice was issued to, as the tenant was then (migration 027): its PDF is
+    /// billed to them, whatever the tenant is called or where it gets mail now. Nil only
+    /// for an invoice not read from the database.
+    public var billedTo: BilledTo? = nil
+
+    public struct BilledTo: Sendable, Equatable {
+        public let name: String
+        public let email: String
+
+        public init(name: String, email: String) {
+            self.name = name
+            self.email = email
+        }
+    }
+
     /// Where the invoice stands in Stripe; nil for a tenant whose provider is not Stripe.
     public var stripe: StripeState?
 
