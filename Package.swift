@@ -96,7 +96,8 @@ let package = Package(
         .target(
             name: "TallyRuntime",
             dependencies: [
-                "CMalloc", "RabbitMQClient", "PostgresClient", "TallyStore", "TallyMessaging", log, argumentParser, lifecycle, unixSignals,
+                "CMalloc", "CivilTime", "RabbitMQClient", "PostgresClient", "TallyStore", "TallyMessaging", log, argumentParser, lifecycle,
+                unixSignals,
             ],
             swiftSettings: swiftSettings
         ),

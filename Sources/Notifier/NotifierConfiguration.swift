@@ -56,7 +56,8 @@ struct NotifierConfiguration: Sendable {
         worker.consumers = try reader.int(Self.consumers, in: 1...64)
         worker.prefetch = UInt16(try reader.int(Self.prefetch, in: 1...2000))
         guard let delays = RetryPolicy.delays(parsing: try reader.string(Self.retryDelays)) else {
-            throw .invalid(Self.retryDelays, reason: "expected a comma-separated list such as 5s,30s,2m,1h (units ms, s, m, h)")
+            throw .invalid(
+                Self.retryDelays, reason: "expected a comma-separated list such as 5s,30s,2m,1h (units ms, s, m, h; each at most 49 days)")
         }
         worker.retry = RetryPolicy(
             delays: delays, maxAttempts: try reader.int(Self.maxAttempts, in: 1...100), deliveryLimit: RetryPolicy.notifications.deliveryLimit)

@@ -51,8 +51,11 @@ public struct RetryPolicy: Sendable, Equatable {
         ],
         maxAttempts: 8, deliveryLimit: 20)
 
-    /// Delays written as `5s,30s,2m,1h` (units ms, s, m, h; each label names its queue),
-    /// or nil when the text is not such a list.
+    /// The longest delay a retry queue can hold a message: RabbitMQ's largest TTL.
+    public static let longestDelayMilliseconds: Int64 = 4_294_967_295
+
+    /// Delays written as `5s,30s,2m,1h` (units ms, s, m, h; each label names its queue, each
+    /// at most about 49 days), or nil when the text is not such a list.
     public static func delays(parsing text: String) -> [Delay]? {
         let labels = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         let delays = labels.compactMap { label -> Delay? in
@@ -60,7 +63,11 @@ public struct RetryPolicy: Sendable, Equatable {
             guard let (suffix, scale) = units.first(where: { label.hasSuffix($0.0) && Int64(label.dropLast($0.0.count)) != nil }),
                 let count = Int64(label.dropLast(suffix.count)), count > 0
             else { return nil }
-            return Delay(label: label, milliseconds: count * scale)
+            // A queue's message TTL is at most 2³² − 1 ms (about 49 days) in RabbitMQ; more
+            // overflowed here (a crash) or was refused by the broker when the queue was declared.
+            let (milliseconds, overflow) = count.multipliedReportingOverflow(by: scale)
+            guard !overflow, milliseconds <= Self.longestDelayMilliseconds else { return nil }
+            return Delay(label: label, milliseconds: milliseconds)
         }
         return delays.count == labels.count && !delays.isEmpty ? delays : nil
     }

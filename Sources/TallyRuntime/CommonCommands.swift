@@ -1,4 +1,5 @@
 import ArgumentParser
+import CivilTime
 import Foundation
 import Logging
 
@@ -35,6 +36,8 @@ public struct ConfigCommand<Process: TallyServer>: ParsableCommand {
             _ = try reader.choice(.logLevel, among: Logger.Level.allCases.map(\.rawValue))
             _ = try reader.choice(.logFormat, among: ["json", "text"])
             _ = try Process.Configuration(reader: reader)
+            // Read lazily elsewhere (a bad value ended the server at its first dated request).
+            _ = TallyClock.offset
             try ConfigurationReport.checkURLs(Process.configurationKeys, reader: reader)
         } catch {
             throw CommandFailure("\(error)")

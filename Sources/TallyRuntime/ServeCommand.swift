@@ -1,4 +1,5 @@
 import ArgumentParser
+import CivilTime
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -52,6 +53,8 @@ public struct ServeCommand<Process: TallyServer>: AsyncParsableCommand {
         let reader = ConfigurationReader()
         let logger = try LogBootstrap.configure(reader, label: Process.processName)
         var configuration = try Process.Configuration(reader: reader)
+        // At start, not at the first request that reads the clock (it exits 64 when invalid).
+        _ = TallyClock.offset
         if let host { configuration.host = host }
         if let port { configuration.port = port }
         let service = try await Process.buildService(configuration, logger: logger)

@@ -39,6 +39,10 @@ struct TopologyTests {
         #expect(Set(topology.exchanges.map(\.name)).count == topology.exchanges.count)
         #expect(RetryPolicy.delays(parsing: "1s, 2s,500ms,1h")?.map(\.milliseconds) == [1_000, 2_000, 500, 3_600_000])
         #expect(RetryPolicy.delays(parsing: "1s,soon") == nil)
+        // Beyond RabbitMQ's longest TTL (about 49.7 days), or beyond 64 bits (a crash before).
+        #expect(RetryPolicy.delays(parsing: "1193h")?.map(\.milliseconds) == [4_294_800_000])
+        #expect(RetryPolicy.delays(parsing: "1194h") == nil)
+        #expect(RetryPolicy.delays(parsing: "9999999999999999h") == nil)
     }
 
     @Test("the retry policy backs off, then parks")

@@ -63,10 +63,15 @@ def configs():
             raise Failure(f"{process} config does not pass the stack's own configuration")
     # Values the process would refuse at start, not only missing ones (these passed before).
     for process, name, value in [("aggregator", "AGGREGATOR_PREFETCH", "abc"), ("producer", "LOG_LEVEL", "loud"),
-                                 ("invoicer", "DATABASE_URL", "mysql://u:secret-pw@db/tally")]:
+                                 ("invoicer", "DATABASE_URL", "mysql://u:secret-pw@db/tally"),
+                                 ("notifier", "NOTIFIER_RETRY_DELAYS", "9999999999999999h")]:  # crashed on the overflow
         refused = tool(process, "config", expect=1, env={name: value})
         if f"{name} is invalid" not in refused.stderr or "secret-pw" in refused.stderr + refused.stdout:
             raise Failure(f"{process} config with {name}={value} should fail naming it (and no secret):\n{refused.stderr}")
+    # Read lazily by the servers (the first dated request ended the process); a usage error, 64.
+    refused = tool("billing-api", "config", expect=64, env={"TALLY_CLOCK_OFFSET": "abc"})
+    if "TALLY_CLOCK_OFFSET=abc is invalid" not in refused.stderr:
+        raise Failure(f"billing-api config with TALLY_CLOCK_OFFSET=abc should fail naming it:\n{refused.stderr}")
     log("every process's config passes the stack's settings and refuses a value the process would refuse, naming it")
 
 
