@@ -70,6 +70,14 @@ struct DeadLetterCommand: AsyncParsableCommand {
         @OptionGroup var kinds: Kinds
         @Option(name: .customLong("id"), help: "Only these parked events (repeatable).") var ids: [Int64] = []
 
+        func validate() throws {
+            // It was ignored for messages, silently, with exit 0.
+            guard ids.isEmpty || !kinds.messages else {
+                throw ValidationError(
+                    "--id names parked events (the #N of `dlq list`); parked messages are replayed all together: leave out --messages")
+            }
+        }
+
         func run() async throws {
             try await DeadLetters.with(options) { context in
                 if kinds.includesEvents { print("replayed \(try await context.replayEvents(ids: ids)) parked event(s)") }

@@ -49,7 +49,9 @@ public struct ParkingLot: Sendable {
         try await peek.openChannel(1)
         let count = Int(try await peek.declareQueue(name, passive: true))
         guard count > 0, limit > 0 else { return [] }
-        try await peek.setPrefetch(UInt16(min(limit, 2000)))
+        // Up to 65,535 unacked at once, the most AMQP allows: `dlq replay --id` looks through
+        // the whole parking lot (2,000 left later ids "not parked").
+        try await peek.setPrefetch(UInt16(min(limit, 65_535)))
         try await peek.consume(name)
         var messages: [Message] = []
         for _ in 0..<min(limit, count) {
