@@ -38,11 +38,14 @@ struct StripePushTests {
         #expect(lines.compactMap { $0["amount"] as? Int }.filter { $0 != 0 }.sorted() == [2_168, 29_900])
         #expect(first.totalCents == 32_068)
 
-        // As if the Invoicer died after Stripe created everything but before our commit.
-        try await fixture.database.query(
-            "UPDATE invoices SET stripe_status = 'pending', stripe_invoice_id = NULL, stripe_next_attempt_at = now() WHERE id = $1", [first.id])
+        // As if the Invoicer died after Stripe created everything but before our commit. The
+        // invoice is made due last: the running Invoicer may push it at once, and it must find
+        // the customer and subscription forgotten already (else the push records them and the
+        // statements after it forget them again; the next push then made a second customer).
         try await fixture.database.query("UPDATE tenants SET stripe_customer_id = NULL WHERE id = $1", [tenant])
         try await fixture.database.query("UPDATE subscriptions SET stripe_subscription_id = NULL WHERE id = $1", [subscription])
+        try await fixture.database.query(
+            "UPDATE invoices SET stripe_status = 'pending', stripe_invoice_id = NULL, stripe_next_attempt_at = now() WHERE id = $1", [first.id])
         let again = try await syncedInvoice(of: tenant, fixture, attempts: 2)
         #expect(again.stripe?.invoiceID == stripeInvoice)
         #expect(try await stripe.list("/v1/customers", ["email": email]).count == 1)
