@@ -105,7 +105,7 @@ struct InvoiceLayout {
         if invoice.isCredit {
             let credit = InvoiceDocument.money(-invoice.totalCents, currency: invoice.currency)
             text("Nothing to pay: \(credit) is credited to your account", x: Self.margin, font: .bold(10))
-        } else if invoice.status == "paid" {
+        } else if invoice.isPaid {
             text("Paid. Thank you.", x: Self.margin, font: .bold(10))
         } else {
             text("Due \(InvoiceText.day(Instant(invoice.dueAt)))", x: Self.margin, font: .bold(10))

@@ -45,7 +45,7 @@ public struct NotificationEmail: Sendable {
         let total = InvoiceDocument.money(invoice.totalCents, currency: invoice.currency)
         let due = Wording.day(invoice.dueAt)
         // Sent again after it was paid (`notifier resend`): it said "due" with the amount.
-        let paid = invoice.status == "paid" && !credit
+        let paid = invoice.isPaid
         let owed =
             credit
             ? "\(InvoiceDocument.money(-invoice.totalCents, currency: invoice.currency)) credited" : paid ? "\(total) paid" : "\(total) due \(due)"

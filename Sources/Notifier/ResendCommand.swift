@@ -59,8 +59,7 @@ struct ResendCommand: AsyncParsableCommand {
         _ audiences: [BillingEvent.InvoiceFinalized.Audience], reader: ConfigurationReader, database: PostgresPool, logger: Logger
     ) async throws {
         let found = try await database.withTransaction { connection in
-            // A number as typed in lower case (inv-2026-000123) is the same invoice.
-            try InvoiceStore.invoice(idOrNumber: invoice.hasPrefix("inv-") ? invoice.uppercased() : invoice, on: connection)
+            try InvoiceStore.invoice(idOrNumber: invoice, on: connection)
         }
         guard let view = found else {
             throw CommandFailure("no invoice \(invoice): give its number (INV-YYYY-NNNNNN) or its id, as GET /v1/invoices shows them")

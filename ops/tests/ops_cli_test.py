@@ -182,6 +182,9 @@ def resend(invoice):
         raise Failure(f"notifier resend to an unsendable address should end on the parked event:\n{refused.stdout}\n{refused.stderr}")
     event = re.search(r"event (\S+)\)", refused.stdout).group(1)
     tool("notifier", "dlq", "purge", "--id", event, "--yes")
+    # A number typed in lower case names the same invoice (it was "no invoice").
+    if "queued for the Notifier" not in tool("notifier", "resend", number.lower(), "--to", "finance", "--no-wait").stdout:
+        raise Failure(f"notifier resend {number.lower()} should queue the invoice's email")
     tool("notifier", "resend", number, "--to", "everyone", expect=64)
     tool("notifier", "resend", "INV-1999-000001", "--no-wait", expect=1)  # no such invoice
     log(f"notifier resend {number} --to finance: one more email with the PDF, to finance only")

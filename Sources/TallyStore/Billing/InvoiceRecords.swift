@@ -245,9 +245,10 @@ public enum InvoiceRecords {
     }
 
     /// The invoice named by `idOrNumber` (its id in any case, or its number such as
-    /// `TLY-2026-000042`), with its lines, or nil.
+    /// `INV-2026-000042`, in either case), with its lines, or nil.
     public static func invoice(idOrNumber: String, on connection: isolated PostgresConnection) throws -> InvoiceView? {
-        try load(UUID(uuidString: idOrNumber) == nil ? "number = $1" : "id::text = lower($1)", [idOrNumber], on: connection).first
+        // Numbers are written in upper case; one typed in lower case names the same invoice.
+        try load(UUID(uuidString: idOrNumber) == nil ? "number = upper($1)" : "id::text = lower($1)", [idOrNumber], on: connection).first
     }
 
     /// The `limit` newest invoices no notification was planned for yet (the notify

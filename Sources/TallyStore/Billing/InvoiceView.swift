@@ -50,6 +50,8 @@ public struct InvoiceView: Codable, Sendable, Equatable {
     /// bill against it): nothing is due; the amount is the tenant's credit. Its email and
     /// PDF call it a credit note (SPEC §2 step 6), not an amount due.
     public var isCredit: Bool { totalCents < 0 }
+    /// Collected (Stripe reported the payment): its email and PDF say paid, not due.
+    public var isPaid: Bool { status == "paid" && !isCredit }
     /// Who the invoice was issued to, as the tenant was then (migration 027): its PDF is
     /// billed to them, whatever the tenant is called or where it gets mail now. Nil only
     /// for an invoice not read from the database.

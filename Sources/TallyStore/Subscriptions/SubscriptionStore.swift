@@ -129,11 +129,7 @@ public struct SubscriptionStore: Sendable {
             // The plan's default is an offer for a first subscription, whoever asks: the
             // operator grants a returning tenant a trial by naming `trial_days` (left out, the
             // admin token gave a second default trial silently).
-            if grant == .byOperator, asked == nil, trialDays > 0,
-                try !connection.query(
-                    "SELECT 1 FROM subscriptions WHERE tenant_id = $1 AND (ends_at IS NULL OR ends_at > started_at) LIMIT 1", [tenant]
-                ).isEmpty
-            {
+            if grant == .byOperator, asked == nil, trialDays > 0, try Self.hadSubscription(tenant, on: connection) {
                 trialDays = 0
             }
             if grant == .selfService, trialDays > 0 {
@@ -143,10 +139,7 @@ public struct SubscriptionStore: Sendable {
                         message: "a tenant key may shorten the plan's trial (\(plan.trialDays) days) but not lengthen it; "
                             + "ask the operator (admin token) for a longer one")
                 }
-                // One canceled before it started gave nothing: it does not count.
-                let earlier = try connection.query(
-                    "SELECT 1 FROM subscriptions WHERE tenant_id = $1 AND (ends_at IS NULL OR ends_at > started_at) LIMIT 1", [tenant])
-                if !earlier.isEmpty {
+                if try Self.hadSubscription(tenant, on: connection) {
                     // The plan's offer is for a first subscription: a returning tenant pays from the start.
                     guard asked == nil else {
                         throw SubscriptionRefusal(
@@ -280,6 +273,14 @@ public struct SubscriptionStore: Sendable {
     /// The subscription's tenant, or nil when there is no such subscription.
     public func tenant(of id: UUID) async throws -> UUID? {
         try await pool.query("SELECT tenant_id FROM subscriptions WHERE id = $1", [id]).first?.decode(0, as: UUID.self)
+    }
+
+    /// Whether the tenant had a subscription before: the plan's trial is an offer for a
+    /// first one. One canceled before it started gave nothing and does not count.
+    static func hadSubscription(_ tenant: UUID, on connection: isolated PostgresConnection) throws -> Bool {
+        try !connection.query(
+            "SELECT 1 FROM subscriptions WHERE tenant_id = $1 AND (ends_at IS NULL OR ends_at > started_at) LIMIT 1", [tenant]
+        ).isEmpty
     }
 
     /// Holds the plan code open (not archived) until the transaction ends: an archive waits
