@@ -286,6 +286,41 @@ struct StripePushTests {
         }
     }
 
+    @Test(
+        "through the running Invoicer and localstripe: an ISK invoice reaches Stripe in its hundredths; a KWD one not in tens of fils fails for good, naming the line, with nothing created"
+    )
+    func stripeUnitsPushed() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let start = midnight(daysAgo: 70)
+        var invoices: [String: InvoiceView] = [:]
+        for currency in ["isk", "kwd"] {
+            let code = "test-stripe-\(currency)-\(UUID().uuidString.prefix(8).lowercased())"
+            _ = try await CatalogStore(pool: fixture.database).create(
+                StoredPlanVersion(
+                    code: code, version: 0, name: "In \(currency)", currency: currency, interval: "month", baseCents: 12_345, trialDays: 0,
+                    charges: []))
+            let tenant = try await fixture.tenant(paymentProvider: "stripe", email: "ap-\(UUID().uuidString.prefix(8).lowercased())@stripe.test")
+            _ = try await SubscriptionStore(pool: fixture.database).create(
+                tenant: tenant, plan: code, start: start, trialDays: nil, grant: .byOperator, now: start)
+            try await fixture.bill(asOf: adding(months: 1, to: start).addingTimeInterval(7200), tenants: [tenant])
+            try await fixture.waitUntil("the \(currency) invoice pushed or failed for good") {
+                let state = try await fixture.invoices(tenant).last?.stripe
+                return state?.status == "synced" || state?.status == "failed"
+            }
+            invoices[currency] = try #require(try await fixture.invoices(tenant).last)
+        }
+        // ISK 12,345 (ISO 4217: no minor unit) is 1,234,500 in Stripe's hundredths; it reached Stripe as 12,345 = ISK 123.45.
+        let isk = try #require(invoices["isk"])
+        #expect(isk.totalCents == 12_345 && isk.stripe?.status == "synced", "\(String(describing: isk.stripe))")
+        let pushed = try await stripe.send("GET", "/v1/invoices/\(try #require(isk.stripe?.invoiceID))", [:])
+        #expect(pushed["total"] as? Int == 1_234_500)
+        // KWD 12.345: Stripe takes fils only in tens; refused before anything is created, never rounded.
+        let kwd = try #require(invoices["kwd"])
+        #expect(kwd.stripe?.status == "failed" && kwd.stripe?.invoiceID == nil, "\(String(describing: kwd.stripe))")
+        #expect(kwd.stripe?.error?.contains("line 1 of KWD 12.345 is not a multiple of 10") == true, "\(String(describing: kwd.stripe))")
+        await fixture.close()
+    }
+
     /// The tenant's one invoice once synced (after `attempts` pushes in all).
     /// A `stripe` tenant on starter from midnight 70 days ago, its first period billed and
     /// pushed to Stripe.
