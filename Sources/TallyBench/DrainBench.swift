@@ -25,6 +25,10 @@ enum DrainRun {
     /// Usage of a metric of its own, so the counts never mix with other benchmarks'.
     static let metric = "drain_calls"
 
+    /// The id prefix of `--warm-up` events (a UUIDv7 never starts with it), which come first
+    /// in the queue and are not counted in the rate.
+    static let warmUpPrefix = "warm-"
+
     /// Letters and digits only: `drain-RUNID-%` then matches this run's tenants and no
     /// other's (a `_` would be a LIKE wildcard; with a `-`, run `a` would match run `a-b`).
     static func validate(runID: String) throws {
@@ -83,12 +87,17 @@ struct DrainFillBench: AsyncParsableCommand {
             publishes --events events of metric drain_calls with confirms, --per-message per message; event i goes to
             tenant i % N, so every message mixes min(N, --per-message) tenants. Then start an Aggregator and run
             `tally-bench drain-wait` with the same --run-id. ./ops/local.sh bench tenants does all of it.
+            With --warm-up, one event per tenant comes first in the queue (same metric, hour and month): the tenants
+            are then already active in their period when the measured events arrive, as a SaaS's tenants are after
+            their first request of the month; pass --warm-up to drain-wait too.
             """)
 
     @Option(help: "Tenants to create; event i goes to tenant i % N.") var tenants: Int
     @Option(help: "Events to publish in all.") var events = 200_000
     @Option(help: "Events per message (1 to 1000).") var perMessage = 1000
     @Option(help: "This run's id (letters and digits): its tenants are named drain-RUNID-INDEX.") var runID: String
+    @Flag(help: "First one event per tenant, not counted: the measured events find their tenants active in the period.")
+    var warmUp = false
 
     /// Messages per publish call: enough in flight to fill the queue quickly, few enough
     /// that a refusal is retried without sending much again.
@@ -133,23 +142,28 @@ struct DrainFillBench: AsyncParsableCommand {
         // In the past, so no clock skew makes it "from the future"; one time for all, so the
         // events of a tenant touch one hour and one calendar month.
         let time = Date().addingTimeInterval(-60)
-        let messageCount = (events + perMessage - 1) / perMessage
+        let warmUpCount = warmUp ? ids.count : 0
+        let total = warmUpCount + events
+        let messageCount = (total + perMessage - 1) / perMessage
         var published = 0
         var reported = 0
         for firstMessage in stride(from: 0, to: messageCount, by: Self.messagesPerPublish) {
             // Encoded a chunk at a time: the fill is not timed, and memory stays small.
             let messages = (firstMessage..<min(firstMessage + Self.messagesPerPublish, messageCount)).map { message in
-                let range = (message * perMessage)..<min((message + 1) * perMessage, events)
+                let range = (message * perMessage)..<min((message + 1) * perMessage, total)
                 return UsageBatch(
                     events: range.map { index in
-                        UsageEvent(id: EventID.make(), tenantID: ids[index % ids.count], metric: DrainRun.metric, quantity: 1, time: time)
+                        let warm = index < warmUpCount
+                        return UsageEvent(
+                            id: warm ? DrainRun.warmUpPrefix + EventID.make() : EventID.make(), tenantID: ids[index % ids.count],
+                            metric: DrainRun.metric, quantity: 1, time: time)
                     }
                 ).message
             }
             try await publishConfirmed(messages, on: connection)
-            published = min((firstMessage + messages.count) * perMessage, events)
-            if published / Self.progressEvery > reported / Self.progressEvery || published == events {
-                print("drain-fill: \(published) of \(events) events published and confirmed")
+            published = min((firstMessage + messages.count) * perMessage, total)
+            if published / Self.progressEvery > reported / Self.progressEvery || published == total {
+                print("drain-fill: \(published) of \(total) events published and confirmed")
                 reported = published
             }
         }
@@ -163,8 +177,9 @@ struct DrainFillBench: AsyncParsableCommand {
                     + "consuming it. Stop every Aggregator before drain-fill (./ops/local.sh bench tenants does).")
         }
         print(
-            "drain-fill: \(events) events in \(messageCount) messages of \(perMessage), "
-                + "\(min(ids.count, perMessage)) tenants mixed per message; \(QueueName.aggregatorUsage) holds \(ready) messages")
+            "drain-fill: \(warmUp ? "\(warmUpCount) warm-up events (one per tenant), then " : "")\(events) events in \(messageCount) "
+                + "messages of \(perMessage), \(min(ids.count, perMessage)) tenants mixed per message; "
+                + "\(QueueName.aggregatorUsage) holds \(ready) messages")
     }
 
     /// Publishes `messages` until the broker confirms each one. A nack (the broker's
@@ -214,6 +229,8 @@ struct DrainWaitBench: AsyncParsableCommand {
     var processes: Int?
     @Option(help: "The Aggregator's pid, for its peak RSS.") var aggregatorPid: Int32?
     @Option(help: "The Aggregator's /metrics URL (started for this drain), for where its time went.") var aggregatorMetrics: String?
+    @Flag(help: "drain-fill was given --warm-up: the rate counts from the last warm-up event's insert, and only the events after it.")
+    var warmUp = false
 
     static let deadline: Duration = .seconds(600)
     static let pollEvery: Duration = .milliseconds(100)
@@ -242,9 +259,9 @@ struct DrainWaitBench: AsyncParsableCommand {
         }
         let rate = Double(stored.count) / stored.seconds
         var line =
-            "drain: \(tenants) tenants mixed, \(min(tenants, perMessage)) per \(perMessage)-event message: "
-            + "\(BenchSupport.format(rate)) events/s (first to last insert of \(stored.count) events, "
-            + "\(String(format: "%.2f", stored.seconds)) s)"
+            "drain: \(tenants) tenants\(warmUp ? " already active in the period" : "") mixed, \(min(tenants, perMessage)) per \(perMessage)-event message: "
+            + "\(BenchSupport.format(rate)) events/s (\(warmUp ? "last warm-up insert to last insert, " : "first to last insert of ")"
+            + "\(stored.count) events, \(String(format: "%.2f", stored.seconds)) s)"
         if let processes {
             line =
                 "scaling: \(processes) aggregator process\(processes == 1 ? "" : "es"), \(tenants) tenants: "
@@ -265,7 +282,7 @@ struct DrainWaitBench: AsyncParsableCommand {
                 raw: referenceRate, rawLabel: referenceRate.map { _ in "1 process" })
         } else {
             BenchSupport.record(
-                "drain", "\(tenants) tenants mixed per batch", value: rate, unit: "events/s", raw: referenceRate,
+                "drain", "\(tenants) tenants\(warmUp ? " already active" : "") mixed per batch", value: rate, unit: "events/s", raw: referenceRate,
                 rawLabel: referenceRate.map { _ in "20 tenants" },
                 target: tenants >= 50_000 ? "≥ 60 % of 20 tenants" : tenants >= 5_000 ? "≥ 80 % of 20 tenants" : nil)
         }
@@ -314,23 +331,35 @@ struct DrainWaitBench: AsyncParsableCommand {
         // An Aggregator started for this drain says when it has settled every event, at no
         // cost to the database; the count below then confirms it once.
         if let aggregatorMetrics {
-            try await BenchSupport.waitForSettled(events, after: 0, metrics: aggregatorMetrics, within: Self.deadline)
+            try await BenchSupport.waitForSettled(
+                events + (warmUp ? tenants : 0), after: 0, metrics: aggregatorMetrics, within: Self.deadline)
         }
         while ContinuousClock.now < deadline {
             ready = try await broker.declareQueue(QueueName.aggregatorUsage, passive: true)
             if ready == 0 {
-                let row = try await database.query(
+                // With a warm-up, the rate is that of the measured events stored after the last
+                // warm-up event (the two consumers may overlap at the boundary by a batch).
+                let rows = try await database.query(
                     """
-                    SELECT count(*), extract(epoch FROM max(e.received_at) - min(e.received_at))::float8
-                      FROM usage_events e JOIN tenants t ON t.id = e.tenant_id
-                     WHERE t.name LIKE $1 AND e.metric = $2
-                    """, [DrainRun.namePattern(runID), DrainRun.metric])[0]
-                stored = try row.decode(0, as: Int.self)
-                if stored >= events {
-                    guard let seconds = row.text(1).flatMap({ Double($0) }) else {
+                    WITH run AS (
+                        SELECT e.event_id LIKE $3 AS warm, e.received_at
+                          FROM usage_events e JOIN tenants t ON t.id = e.tenant_id
+                         WHERE t.name LIKE $1 AND e.metric = $2),
+                    warmed AS (SELECT max(received_at) AS last, count(*) AS events FROM run WHERE warm)
+                    SELECT count(*) FILTER (WHERE NOT warm),
+                           count(*) FILTER (WHERE NOT warm AND (warmed.last IS NULL OR received_at > warmed.last)),
+                           extract(epoch FROM max(received_at) FILTER (WHERE NOT warm)
+                               - coalesce(warmed.last, min(received_at) FILTER (WHERE NOT warm)))::float8,
+                           warmed.events
+                      FROM run, warmed GROUP BY warmed.last, warmed.events
+                    """, [DrainRun.namePattern(runID), DrainRun.metric, DrainRun.warmUpPrefix + "%"])
+                stored = try rows.first?.decode(0, as: Int.self) ?? 0
+                let warmed = try rows.first?.decode(3, as: Int.self) ?? 0
+                if let row = rows.first, stored >= events, warmed >= (warmUp ? tenants : 0) {
+                    guard let seconds = row.text(2).flatMap({ Double($0) }) else {
                         throw ValidationError("cannot read the insert times of the run's events")
                     }
-                    return (stored, seconds)
+                    return (try row.decode(1, as: Int.self), seconds)
                 }
             }
             try await Task.sleep(for: Self.pollEvery)

@@ -91,9 +91,10 @@ extension APIError {
         APIError(.forbidden, code: "FORBIDDEN", message: message)
     }
 
-    /// 404: nothing by that id that this principal may see.
-    public static func notFound(_ what: String) -> APIError {
-        APIError(.notFound, code: "NOT_FOUND", message: "No \(what) with that id is visible to this API key.")
+    /// 404: nothing by that id that this principal may see; `field` names where the id
+    /// was given (`id`, the path's, unless a parameter or body field named it).
+    public static func notFound(_ what: String, field: String = "id") -> APIError {
+        APIError(.notFound, code: "NOT_FOUND", message: "No \(what) with that id is visible to this API key.", field: field)
     }
 
     /// 413: the body exceeds the endpoint's limit.

@@ -127,6 +127,47 @@ struct SubscriptionAPITests: BillingAPITestCase {
         }
     }
 
+    @Test("before a scheduled subscription starts, a change (at now, or any time before the start) is to the plan it starts on, downgrade or upgrade")
+    func changeBeforeStart() async throws {
+        try await app().test(.router) { client in
+            var (status, body): (HTTPResponse.Status, [String: Any])
+            let tenant = try await createTenant(client)
+            let start = TestClock.now().addingTimeInterval(10 * 86_400)
+            (status, body) = try await post(
+                client, "/v1/subscriptions", tenant.key, #"{"plan": "professional", "start": "\#(RFC3339.format(start))", "trial_days": 0}"#)
+            #expect(status == .created, "\(body)")
+            #expect(body["status"] as? String == "scheduled", "\(body)")
+            let id = try #require(body["id"] as? String)
+            let startedAt = try #require(body["started_at"] as? String)
+            func changes(_ body: [String: Any]) -> [String] {
+                (body["changes"] as? [[String: Any]] ?? []).map { "\($0["kind"] ?? "") \($0["plan"] ?? "") \($0["effective_at"] ?? "")" }
+            }
+            // A downgrade asked now: it starts on Starter (it was refused as outside the
+            // subscription's life, and asked at the start it waited a whole period on Professional).
+            (status, body) = try await post(client, "/v1/subscriptions/\(id)/change", tenant.key, #"{"plan": "starter"}"#)
+            #expect(status == .ok, "\(body)")
+            #expect(changes(body) == ["start starter \(startedAt)"], "\(body)")
+            // An upgrade asked for a moment before the start: the same.
+            let tomorrow = RFC3339.format(TestClock.now().addingTimeInterval(86_400))
+            (status, body) = try await post(client, "/v1/subscriptions/\(id)/change", tenant.key, #"{"plan": "enterprise", "at": "\#(tomorrow)"}"#)
+            #expect(status == .ok, "\(body)")
+            #expect(changes(body) == ["start enterprise \(startedAt)"], "\(body)")
+            // Asked for a time after the start, a downgrade waits for the next period as always.
+            let afterStart = RFC3339.format(start.addingTimeInterval(86_400))
+            (status, body) = try await post(client, "/v1/subscriptions/\(id)/change", tenant.key, #"{"plan": "starter", "at": "\#(afterStart)"}"#)
+            #expect(status == .ok, "\(body)")
+            let all = changes(body)
+            #expect(all.count == 2 && all.first == "start enterprise \(startedAt)" && all.last?.hasPrefix("downgrade starter ") == true, "\(body)")
+            #expect(all.last != "downgrade starter \(startedAt)", "\(body)")
+            // An unknown tenant is named as such (it said "No subscription with that id").
+            (status, body) = try await post(
+                client, "/v1/subscriptions", adminToken, #"{"tenant_id": "\#(UUID().uuidString)", "plan": "starter"}"#)
+            #expect(status == .notFound, "\(body)")
+            #expect(field(body) == "tenant_id", "\(body)")
+            #expect((body["error"] as? [String: Any])?["message"] as? String == "No tenant with that id is visible to this API key.", "\(body)")
+        }
+    }
+
     @Test("canceled now inside its trial, a subscription ends then, not at the trial's end: the tenant may subscribe again at once (without a trial)")
     func cancelInsideTrial() async throws {
         try await app().test(.router) { client in

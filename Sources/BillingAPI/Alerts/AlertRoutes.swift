@@ -66,7 +66,7 @@ extension TallyRequestContext {
         let principal = try requirePrincipal()
         if let named {
             guard let id = UUID(uuidString: named) else { throw APIError.invalid("tenant_id", "must be a tenant id (UUID)") }
-            guard principal.canAccess(tenant: id) else { throw APIError.notFound("tenant") }
+            guard principal.canAccess(tenant: id) else { throw APIError.notFound("tenant", field: "tenant_id") }
             return id
         }
         guard case .tenant(let own) = principal else { throw APIError.invalid("tenant_id", "is required with the admin token") }

@@ -49,7 +49,9 @@ struct CatalogRoutes {
 
     @Sendable func showMetric(_ request: Request, context: TallyRequestContext) async throws -> StoredMetric {
         _ = try context.requirePrincipal()
-        guard let metric = try await store.metric(context.parameters.get("metric_code") ?? "") else { throw APIError.notFound("metric") }
+        guard let metric = try await store.metric(context.parameters.get("metric_code") ?? "") else {
+            throw APIError.notFound("metric", field: "code")
+        }
         return metric
     }
 
@@ -82,7 +84,7 @@ struct CatalogRoutes {
 
     @Sendable func showPlan(_ request: Request, context: TallyRequestContext) async throws -> StoredPlan {
         _ = try context.requirePrincipal()
-        guard let plan = try await store.plan(context.parameters.get("plan_code") ?? "") else { throw APIError.notFound("plan") }
+        guard let plan = try await store.plan(context.parameters.get("plan_code") ?? "") else { throw APIError.notFound("plan", field: "code") }
         return plan
     }
 
@@ -91,7 +93,7 @@ struct CatalogRoutes {
         guard let plan = try await store.plan(context.parameters.get("plan_code") ?? ""),
             let number = Int(context.parameters.get("version") ?? ""),
             let version = plan.versions.first(where: { $0.version == number })
-        else { throw APIError.notFound("plan version") }
+        else { throw APIError.notFound("plan version", field: "version") }
         return version
     }
 
@@ -99,7 +101,7 @@ struct CatalogRoutes {
     @Sendable func archive(_ request: Request, context: TallyRequestContext) async throws -> StoredPlan {
         try context.requireAdmin()
         guard let plan = try await store.archive(context.parameters.get("plan_code") ?? "", at: TallyClock.now()) else {
-            throw APIError.notFound("plan")
+            throw APIError.notFound("plan", field: "code")
         }
         context.logger.info("plan archived", metadata: ["plan": "\(plan.code)"])
         return plan
@@ -171,7 +173,7 @@ struct CatalogRoutes {
     private static func apiError(_ refusal: CatalogRefusal) -> APIError {
         switch refusal.kind {
         case .invalid: APIError.invalid(refusal.field, refusal.message)
-        case .notFound: APIError.notFound("plan")
+        case .notFound: APIError.notFound("plan", field: "code")
         case .conflict: APIError(.conflict, code: "CONFLICT", message: refusal.message, field: refusal.field)
         }
     }

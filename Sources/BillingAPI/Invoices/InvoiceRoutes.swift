@@ -67,7 +67,10 @@ struct InvoiceRoutes {
         let at = try request.uri.queryParameters.get("at").map { try SubscriptionRoutes.instant($0, field: "at") } ?? TallyClock.now()
         let computed: UpcomingInvoice?
         do {
-            computed = try await pool.withTransaction(isolation: .repeatableRead) { try UpcomingInvoice.compute(tenant: tenant, at: at, on: $0) }
+            computed = try await pool.withTransaction(isolation: .repeatableRead) { connection in
+                guard try TenantStore.exists(tenant, on: connection) else { throw APIError.notFound("tenant", field: "tenant_id") }
+                return try UpcomingInvoice.compute(tenant: tenant, at: at, on: connection)
+            }
         } catch let error as BillingError {
             throw APIError.unpriceable(error, what: "The upcoming invoice")
         }
@@ -75,7 +78,7 @@ struct InvoiceRoutes {
             throw APIError(
                 .notFound, code: "NO_OPEN_PERIOD",
                 message: "The tenant has no billed period open at \(at.ISO8601Format()) (no subscription, a trial, or it ended); "
-                    + "pass `at` to look at another time.")
+                    + "pass `at` to look at another time.", field: "at")
         }
         return upcoming
     }
@@ -123,6 +126,8 @@ struct InvoiceRoutes {
             return id
         }
         let status = try await pool.withTransaction { connection in
+            // A run for a tenant that does not exist would plan nothing and say so as a success.
+            if let tenant, try !TenantStore.exists(tenant, on: connection) { throw APIError.notFound("tenant", field: "tenant_id") }
             let plan = try BillingRunPlanner.plan(asOf: asOf, grace: grace, tenants: tenant.map { [$0] }, on: connection)
             guard let status = try BillingRunStatus.load(plan.runID, on: connection) else { throw APIError.notFound("billing run") }
             return status

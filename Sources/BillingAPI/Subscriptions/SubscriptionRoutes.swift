@@ -78,7 +78,7 @@ struct SubscriptionRoutes {
         } catch let refusal as SubscriptionRefusal {
             switch refusal.kind {
             case .invalid: throw APIError.invalid(refusal.field, refusal.message)
-            case .notFound: throw APIError.notFound("subscription")
+            case .notFound: throw APIError.notFound(refusal.field == "tenant_id" ? "tenant" : "subscription", field: refusal.field)
             case .conflict: throw APIError(.conflict, code: "CONFLICT", message: refusal.message, field: refusal.field)
             case .forbidden: throw APIError(.forbidden, code: "FORBIDDEN", message: refusal.message, field: refusal.field)
             }

@@ -68,7 +68,7 @@ struct UsageHistoryRoutes {
         tenant: UUID, range: UsageRange, granularity: UsageHistory.Granularity, metric: String?, now: Instant, pool: PostgresPool
     ) async throws -> (UsageHistory, Period) {
         try await pool.withTransaction(isolation: .repeatableRead) { connection in
-            guard try TenantStore.exists(tenant, on: connection) else { throw APIError.notFound("tenant") }
+            guard try TenantStore.exists(tenant, on: connection) else { throw APIError.notFound("tenant", field: "tenant_id") }
             // Only the current period needs the tenant's subscriptions, to know where it began.
             let periodStart =
                 range == .currentPeriod
@@ -96,7 +96,7 @@ struct UsageHistoryRoutes {
                 "to", "is \(days) days after from; an export covers at most \(UsageHistory.maximumBuckets) days: export a shorter range")
         }
         let history = try await pool.withTransaction(isolation: .repeatableRead) { connection in
-            guard try TenantStore.exists(tenant, on: connection) else { throw APIError.notFound("tenant") }
+            guard try TenantStore.exists(tenant, on: connection) else { throw APIError.notFound("tenant", field: "tenant_id") }
             return try UsageHistory.read(
                 tenant: tenant, over: span, granularity: .day, catalog: try MetricCatalogRecords.load(on: connection), on: connection)
         }

@@ -175,7 +175,11 @@ public struct SubscriptionStore: Sendable {
             guard let plan = plans[slug], !plans.archived.contains(slug) else { throw Self.notOpen(slug, plans: plans) }
             try Self.holdOpen(slug, on: connection)
             try Self.billInCurrency(of: plan, tenant: stored.tenantID, firstSubscription: false, on: connection)
-            let requested = Instant(at)
+            // Before a scheduled subscription starts (`status: scheduled`), nothing of it is used:
+            // a change asked before its start, now included, is to the plan it will start on —
+            // upgrade or downgrade alike (a downgrade has no period to wait for).
+            let startsLater = Instant(now) < stored.start && stored.timeline.endsAt != stored.start
+            let requested = startsLater ? max(Instant(at), stored.start) : Instant(at)
             guard stored.covers(requested) else {
                 throw SubscriptionRefusal(kind: .conflict, field: "at", message: "is outside the subscription's life")
             }
@@ -197,7 +201,8 @@ public struct SubscriptionStore: Sendable {
                         + "\(stored.timeline.calendar.interval.rawValue) long; cancel it and start a new subscription")
             }
             var timeline = stored.timeline
-            let effective = timeline.changePlan(to: plan, requestedAt: requested)
+            var effective = timeline.changePlan(to: plan, requestedAt: requested)
+            if startsLater && requested == stored.start { effective = stored.start }
             if let endsAt = timeline.endsAt, effective >= endsAt {
                 throw SubscriptionRefusal(kind: .conflict, field: "at", message: "the change would take effect after the subscription ends")
             }
