@@ -79,7 +79,9 @@ public actor WebhookAddressPolicy {
             throw Refusal(
                 description: "resolves to \(inside), a loopback, private or link-local address; webhooks go to public addresses only")
         }
-        return Checked(url: url, host: bareHost, port: port, addresses: addresses)
+        // The scheme as stored and sent is lower case (RFC 3986 §3.1: case-insensitive).
+        let normalized = scheme + url.dropFirst(scheme.utf8.count)
+        return Checked(url: normalized, host: bareHost, port: port, addresses: addresses)
     }
 
     /// Every address `host` resolves to, as text (IPv4 dotted, IPv6 colon form).

@@ -4,7 +4,7 @@ import Foundation
 ///
 /// `description` says what kind of failure it was and the SQLSTATE, and never the
 /// SQL or its parameters; `String(reflecting:)` adds the server's message, detail
-/// and constraint for logs that may hold them.
+/// (not an integrity violation's, which quotes row data) and constraint, for logs.
 public struct PostgresError: Error, CustomStringConvertible, CustomDebugStringConvertible {
     /// What went wrong, for callers deciding whether to retry.
     public struct Code: Sendable, Hashable, CustomStringConvertible {
@@ -63,7 +63,9 @@ public struct PostgresError: Error, CustomStringConvertible, CustomDebugStringCo
         var text = "PostgresError(\(code)"
         if let sqlState { text += ", sqlstate \(sqlState)" }
         text += ", \(message.trimmingCharacters(in: .whitespacesAndNewlines))"
-        if let detail { text += ", detail: \(detail)" }
+        // An integrity violation's detail quotes the row or key ("Failing row contains (…)"),
+        // which may hold a secret (a webhook's signing secret): never in a log.
+        if let detail, sqlState?.hasPrefix("23") != true { text += ", detail: \(detail)" }
         if let constraint { text += ", constraint: \(constraint)" }
         return text + ")"
     }

@@ -68,7 +68,7 @@ public struct NewTenant: Sendable, Equatable {
 
     static func checkedName(_ name: String) throws(TenantValidationError) -> String {
         let trimmed = name.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard (1...200).contains(trimmed.count) else {
+        guard (1...200).contains(trimmed.unicodeScalars.count) else {  // as PostgreSQL counts (code points)
             throw TenantValidationError(field: "name", message: "must be 1 to 200 characters")
         }
         return trimmed

@@ -101,6 +101,8 @@ struct TenantAPITests: BillingAPITestCase {
                 (#"{"name": "A", "billing_email": "a@b.test", "tax_rate_bps": 10001}"#, "tax_rate_bps"),
                 (#"{"name": "A", "billing_email": "a@b.test", "tax_rate_bps": "7"}"#, "tax_rate_bps"),
                 (#"{"name": "A", "billing_email": "a@b.test", "payment_provider": "paypal"}"#, "payment_provider"),
+                // 201 code points in one Character: over the 200 PostgreSQL counts (it was a 500).
+                (#"{"name": "e\#(String(repeating: "\u{301}", count: 200))", "billing_email": "a@b.test"}"#, "name"),
                 (#"{"name": "#, "name"),  // cut off in the name's value
                 (#"{"name": "A", "billing_email": "a@b.test"} x"#, "body"),
                 // A field the request does not take: refused, not ignored.

@@ -179,6 +179,9 @@ struct UsageAndAlertAPITests: BillingAPITestCase {
                 (#"{"metric": "api_calls", "kind": "sometimes"}"#, "kind"),
                 (#"{"metric": "api_calls", "kind": "threshold"}"#, "threshold_value"),
                 (#"{"metric": "api_calls", "kind": "quota", "threshold_percentage": -5}"#, "threshold_percentage"),
+                // Kept to 0.01 %: 0.001 was rounded to 0 by the column (a 500), 50.125 to 50.13.
+                (#"{"metric": "api_calls", "kind": "quota", "threshold_percentage": "0.001"}"#, "threshold_percentage"),
+                (#"{"metric": "api_calls", "kind": "quota", "threshold_percentage": "50.125"}"#, "threshold_percentage"),
                 (#"{"metric": "api_calls", "kind": "anomaly", "channels": ["sms"]}"#, "channels"),
             ] {
                 try await client.execute(uri: "/v1/alerts", method: .post, headers: bearer(tenant.key), body: ByteBuffer(string: body)) { response in

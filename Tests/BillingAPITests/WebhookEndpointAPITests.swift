@@ -117,6 +117,9 @@ struct WebhookEndpointAPITests: BillingAPITestCase {
                 (#"{"url": "http://93.184.216.34/hook", "events": ["invoice.voided"]}"#, "events[0]"),
                 (#"{"url": "http://93.184.216.34/hook", "events": []}"#, "events"),
                 (#"{"url": "http://93.184.216.34/hook", "description": "\#(String(repeating: "x", count: 501))"}"#, "description"),
+                // One Character but 501 code points, as PostgreSQL counts (it was a 500 whose log
+                // quoted the new endpoint's signing secret).
+                (#"{"url": "http://93.184.216.34/hook", "description": "e\#(String(repeating: "\u{301}", count: 500))"}"#, "description"),
             ]
             for (body, field) in cases {
                 try await client.execute(
@@ -127,11 +130,16 @@ struct WebhookEndpointAPITests: BillingAPITestCase {
                     #expect(problem.field == field, "\(body)")
                 }
             }
-            // A public address literal passes (nothing is contacted at creation).
+            // A public address literal passes (nothing is contacted at creation); a scheme in
+            // capitals is kept in lower case (it broke the table's check: a 500).
             try await client.execute(
                 uri: "/v1/webhook-endpoints", method: .post, headers: bearer(tenant.key),
-                body: ByteBuffer(string: #"{"url": "https://93.184.216.34/hook", "events": ["quota.exceeded"]}"#)
-            ) { response in #expect(response.status == .created) }
+                body: ByteBuffer(string: #"{"url": "HTTPS://93.184.216.34/hook", "events": ["quota.exceeded"]}"#)
+            ) { response in
+                #expect(response.status == .created)
+                let url = try json(response)["url"] as? String
+                #expect(url == "https://93.184.216.34/hook")
+            }
         }
     }
 }

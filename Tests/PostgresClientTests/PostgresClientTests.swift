@@ -209,17 +209,27 @@ struct PostgresClientTests {
         }
     }
 
-    @Test("a unique violation carries SQLSTATE 23505 and the constraint, not the values")
+    @Test("a unique or check violation carries its SQLSTATE and constraint; neither description nor the logged form quotes the row")
     func uniqueViolation() async throws {
-        try await withTable("id text PRIMARY KEY") { pool, table in
-            try await pool.query("INSERT INTO \(table) VALUES ($1)", ["secret-value"])
+        try await withTable("id text PRIMARY KEY, url text CHECK (url ~ '^https?://')") { pool, table in
+            try await pool.query("INSERT INTO \(table) VALUES ($1, 'http://a')", ["secret-value"])
             let error = await #expect(throws: PostgresError.self) {
-                try await pool.query("INSERT INTO \(table) VALUES ($1)", ["secret-value"])
+                try await pool.query("INSERT INTO \(table) VALUES ($1, 'http://a')", ["secret-value"])
             }
             #expect(error?.isUniqueViolation == true)
             #expect(error?.constraint == "\(table)_pkey")
+            #expect(error?.detail?.contains("secret-value") == true)  // for the code that handles it
             #expect(error.map { String(describing: $0) }?.contains("secret-value") == false)
-            #expect(error.map { String(reflecting: $0) }?.contains("secret-value") == true)
+            // What logs print (String(reflecting:)): the constraint, not the key's value (it
+            // quoted a webhook's signing secret in "Failing row contains (…)").
+            #expect(error.map { String(reflecting: $0) }?.contains("secret-value") == false)
+            #expect(error.map { String(reflecting: $0) }?.contains("\(table)_pkey") == true)
+            let check = await #expect(throws: PostgresError.self) {
+                try await pool.query("INSERT INTO \(table) VALUES ($1, 'HTTP://a')", ["whsec_other-secret"])
+            }
+            #expect(check?.sqlState == "23514")
+            #expect(check.map { String(reflecting: $0) }?.contains("whsec_other-secret") == false)
+            #expect(check.map { String(reflecting: $0) }?.contains("\(table)_url_check") == true)
         }
     }
 

@@ -103,7 +103,8 @@ struct WebhookEndpointRoutes {
     static let maxEndpoints = 16
 
     static func description(_ text: String?) throws -> String? {
-        guard let text, text.count > 500 else { return text }
+        // Counted as PostgreSQL counts (code points): 500 graphemes of combining marks are more.
+        guard let text, text.unicodeScalars.count > 500 else { return text }
         throw APIError.invalid("description", "is at most 500 characters")
     }
 

@@ -55,6 +55,11 @@ public struct NewUsageAlert: Sendable, Equatable {
         if let percentage = self.thresholdPercentage, percentage > Quantity(units: 10_000) {
             throw AlertValidationError(field: "threshold_percentage", message: "must be at most 10000 (percent of the quota)")
         }
+        // Stored to the hundredth of a percent (numeric(7,2)): 0.001 was stored as 0 and 50.125
+        // as 50.13 (the first a 500, the second a different threshold than asked).
+        if let percentage = self.thresholdPercentage, percentage.scaled % (Quantity.scale / 100) != 0 {
+            throw AlertValidationError(field: "threshold_percentage", message: "has more than 2 fractional digits; a percentage is kept to 0.01")
+        }
     }
 
     private static func positive(_ text: String?, field: String, required: Bool) throws(AlertValidationError) -> Quantity? {
