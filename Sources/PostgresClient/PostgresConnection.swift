@@ -63,6 +63,12 @@ public actor PostgresConnection {
     public func query(_ sql: String, _ parameters: [any PostgresEncodable] = []) throws(PostgresError) -> PostgresRows {
         let connection = try ready()
         let texts = parameters.map(\.postgresText)
+        // Parameters go to libpq as C strings: a NUL would silently cut the value short (an
+        // id stored as its prefix). PostgreSQL's text cannot hold one anyway.
+        if let index = texts.firstIndex(where: { $0?.utf8.contains(0) == true }) {
+            throw PostgresError(
+                .parameter, message: "parameter $\(index + 1) holds a NUL character, which PostgreSQL text cannot store", sqlState: "22021")
+        }
         let result = withCStrings(texts) { values in
             PQexecParams(connection, sql, Int32(texts.count), nil, values, nil, nil, 0)
         }

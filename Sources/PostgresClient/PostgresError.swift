@@ -9,7 +9,7 @@ public struct PostgresError: Error, CustomStringConvertible, CustomDebugStringCo
     /// What went wrong, for callers deciding whether to retry.
     public struct Code: Sendable, Hashable, CustomStringConvertible {
         enum Base: String, Sendable {
-            case configuration, connectionFailed, connectionLost, server, decoding, copy, protocolViolation
+            case configuration, connectionFailed, connectionLost, server, decoding, copy, protocolViolation, parameter
         }
         let base: Base
         init(_ base: Base) { self.base = base }
@@ -28,6 +28,8 @@ public struct PostgresError: Error, CustomStringConvertible, CustomDebugStringCo
         public static let copy = Code(.copy)
         /// The server answered something this client did not expect.
         public static let protocolViolation = Code(.protocolViolation)
+        /// A parameter cannot be sent (a NUL character in text); nothing was sent.
+        public static let parameter = Code(.parameter)
 
         public var description: String { base.rawValue }
     }
@@ -53,7 +55,7 @@ public struct PostgresError: Error, CustomStringConvertible, CustomDebugStringCo
         case .server: "PostgresError(server, sqlstate \(sqlState ?? "?"))"
         // libpq's reason for a failed connect names the host, the port and the user (never
         // the password): what an operator needs to fix it.
-        case .decoding, .configuration, .connectionFailed:
+        case .decoding, .configuration, .connectionFailed, .parameter:
             "PostgresError(\(code): \(message.split(whereSeparator: \.isNewline).joined(separator: "; ")))"
         default: "PostgresError(\(code))"
         }

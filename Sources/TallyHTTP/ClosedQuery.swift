@@ -77,7 +77,7 @@ public struct QueryParameterRules: Sendable, Equatable {
     }
 
     /// Throws the 400 for the first parameter of `query` the operation does not take, or
-    /// takes once and was given twice; nothing for an operation the rules do not name. A
+    /// takes once and was given twice, or holds a NUL; nothing for an operation the rules do not name. A
     /// `HEAD` is checked as its `GET`. Keys are compared as sent (a percent-encoded key
     /// names nothing the handlers read).
     public func check(method: String, path: String, query: Parameters) throws {
@@ -85,7 +85,7 @@ public struct QueryParameterRules: Sendable, Equatable {
         let operation = Self.operation(method: method, path: path)
         guard let allowed = operations[operation] else { return }
         var seen: Set<Substring> = []
-        for (key, _) in query where !key.isEmpty {
+        for (key, value) in query where !key.isEmpty {
             let name = String(key)
             let echoed = UnknownField.echoed(name)
             guard allowed.contains(name) else {
@@ -94,6 +94,8 @@ public struct QueryParameterRules: Sendable, Equatable {
             guard seen.insert(key).inserted else {
                 throw APIError.invalid(echoed, "is given twice; give each query parameter once")
             }
+            // %00: no id, code or time holds one (a metric filter read as its prefix).
+            guard !value.contains("\u{0}") else { throw APIError.invalid(echoed, "holds a NUL character") }
         }
     }
 }

@@ -27,6 +27,10 @@ public struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             throw error.withRequestID(context.id)
         } catch let error as HTTPError {
             throw translate(error, limit: context.maxUploadSize).withRequestID(context.id)
+        } catch let error as NIOTooManyBytesError {
+            // A body collected past its limit anywhere (a middleware, a form): 413, not a
+            // logged 500 that anyone could fill the error log with.
+            throw APIError.tooLarge(limit: error.maxBytes ?? context.maxUploadSize).withRequestID(context.id)
         } catch {
             if isUnavailable(error) {
                 context.logger.warning("backing service unavailable", metadata: ["error": "\(error)"])

@@ -216,6 +216,11 @@ struct DashboardTests: BillingAPITestCase {
             let (refused, refusedPage, _) = try await post(
                 client, "/dashboard/webhooks", browser, [("url", "ftp://x"), ("csrf_token", browser.csrf)])
             #expect(refused == .badRequest && refusedPage.contains("URL "))
+            // A NUL in a field (%00) is refused, not stored cut short at it ("a" was kept).
+            let (cut, _, _) = try await post(
+                client, "/dashboard/webhooks", browser,
+                [("url", "http://127.0.0.1:9/other"), ("description", "a\u{0}b"), ("csrf_token", browser.csrf)])
+            #expect(cut == .badRequest)
             try await client.execute(uri: "/v1/webhook-endpoints", method: .get, headers: bearer(tenant.key)) { response in
                 let data = try json(response)["data"] as? [[String: Any]]
                 #expect(data?.map { $0["url"] as? String } == ["http://127.0.0.1:9/hook"])

@@ -51,6 +51,14 @@ struct QueryParameterTests: BillingAPITestCase {
                 #expect(error["field"] as? String == "expand")
                 #expect(error["message"] as? String == "is not a query parameter of GET /v1/tenants/{}; it takes none")
             }
+            // A NUL (%00) in a value: refused, not read as what comes before it (the usage history
+            // answered the metric's series, and a second one named with the NUL).
+            try await client.execute(uri: "/v1/usage/history?metric=api_calls%00zzz", method: .get, headers: bearer(tenant.key)) { response in
+                #expect(response.status == .badRequest)
+                let error = try #require(try json(response)["error"] as? [String: Any])
+                #expect(error["field"] as? String == "metric")
+                #expect(error["message"] as? String == "holds a NUL character")
+            }
             // A POST is checked as well: the subscription is not created.
             try await client.execute(
                 uri: "/v1/subscriptions?dry_run=true", method: .post, headers: bearer(adminToken),

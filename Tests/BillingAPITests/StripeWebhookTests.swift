@@ -53,6 +53,15 @@ struct StripeWebhookTests: BillingAPITestCase {
                 response in
                 #expect(response.status == .ok, "\(String(buffer: response.body))")
             }
+            // In the id, a NUL is refused: stored cut short at it, "evt_X\0a" and then "evt_X\0b"
+            // were one event, the second acknowledged as a replay and dropped.
+            let cut = #"{"id": "evt_cut_\#(UUID().uuidString)\u0000a", "type": "customer.updated", "data": {}}"#
+            try await client.execute(uri: "/v1/stripe/webhook", method: .post, headers: signed(cut, at: now), body: ByteBuffer(string: cut)) {
+                response in
+                #expect(response.status == .badRequest)
+                let field = (try json(response)["error"] as? [String: Any])?["field"] as? String
+                #expect(field == "id")
+            }
             let huge = #"{"id": "evt_big", "type": "x", "pad": ""# + String(repeating: "x", count: 2 << 20) + #""}"#
             try await client.execute(uri: "/v1/stripe/webhook", method: .post, headers: signed(huge, at: now), body: ByteBuffer(string: huge)) {
                 response in

@@ -159,6 +159,20 @@ struct TenantAPITests: BillingAPITestCase {
             try await client.execute(uri: "/v1/tenants", method: .post, headers: bearer(adminToken), body: huge) { response in
                 #expect(response.status == .contentTooLarge)
             }
+            // The same with an Idempotency-Key (collected by its middleware), and a sign-in form
+            // that anyone may post: 413, not a 500 logged as an error.
+            var keyed = bearer(adminToken)
+            keyed[HTTPField.Name("Idempotency-Key")!] = UUID().uuidString
+            try await client.execute(uri: "/v1/tenants", method: .post, headers: keyed, body: huge) { response in
+                #expect(response.status == .contentTooLarge)
+                let body = try json(response)
+                #expect(body["error"] != nil)
+            }
+            try await client.execute(
+                uri: "/dashboard/sign-in", method: .post, headers: [.contentType: "application/x-www-form-urlencoded"], body: huge
+            ) { response in
+                #expect(response.status == .contentTooLarge)
+            }
         }
     }
 

@@ -250,7 +250,12 @@ struct DashboardRoutes {
     /// a body it cannot read has no fields, so its form is refused for want of a token.
     func formFields(_ request: Request, context: TallyRequestContext) async throws -> [String: String] {
         let body = try await request.body.collect(upTo: context.maxUploadSize)
-        return (try? URLEncodedFormDecoder().decode([String: String].self, from: String(buffer: body))) ?? [:]
+        let fields = (try? URLEncodedFormDecoder().decode([String: String].self, from: String(buffer: body))) ?? [:]
+        // A NUL (%00) cannot be stored (a description was kept up to it): refused, as the API refuses it.
+        if let (name, _) = fields.first(where: { $0.key.contains("\u{0}") || $0.value.contains("\u{0}") }) {
+            throw APIError.invalid(name, "holds a NUL character")
+        }
+        return fields
     }
 
     func refusedForm() throws -> Response {

@@ -41,12 +41,21 @@ struct StripeWebhookRoutes {
         guard let event = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
             let id = event["id"] as? String, let type = event["type"] as? String
         else { throw APIError.invalid("body", "is not a Stripe event (id and type are required)") }
+        // Stripe's ids and types are printable ASCII; anything else (a NUL, which cut the stored
+        // id short so a second event was taken for a replay of the first) is not Stripe's.
+        for (field, value) in [("id", id), ("type", type)] where !Self.isStripeToken(value) {
+            throw APIError.invalid(field, "is not a Stripe event \(field) (1 to 255 printable ASCII characters)")
+        }
         let duplicate = try await !StripeWebhookEvents.record(id: id, type: type, payload: Self.storable(body), on: pool)
         context.logger.info(
             "stripe webhook received", metadata: ["stripe.event_id": "\(id)", "stripe.type": "\(type)", "duplicate": "\(duplicate)"])
         return Response(
             status: .ok, headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(string: #"{"received":true,"duplicate":\#(duplicate)}"#)))
+    }
+
+    static func isStripeToken(_ text: String) -> Bool {
+        (1...255).contains(text.utf8.count) && text.utf8.allSatisfy { (0x21...0x7E).contains($0) }
     }
 
     /// The verified body as `jsonb` can hold it: a NUL character (`\u0000`, which PostgreSQL
