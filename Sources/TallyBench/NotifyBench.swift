@@ -84,8 +84,10 @@ struct NotifyBench: AsyncParsableCommand {
     private func deliveries(pool: PostgresPool, broker: AMQPConnection) async throws {
         let tenant = try await pool.query(
             "INSERT INTO tenants (name, billing_email) VALUES ('notify bench', 'bench@tally.localhost') RETURNING id")[0].decode(0, as: UUID.self)
-        let (_, secret) = try await WebhookEndpointStore(pool: pool).create(
-            tenant: tenant, url: receiver + "/hook", events: ["alert.triggered"], description: "benchmark")
+        guard
+            let (_, secret) = try await WebhookEndpointStore(pool: pool).create(
+                tenant: tenant, url: receiver + "/hook", events: ["alert.triggered"], description: "benchmark", limit: 1)
+        else { throw ValidationError("the benchmark's new tenant already has a webhook endpoint") }
         let events = (0..<webhooks).map { index in
             BillingEvent.alertTriggered(
                 .init(

@@ -101,6 +101,31 @@ struct WebhookEndpointAPITests: BillingAPITestCase {
         }
     }
 
+    @Test("a tenant has at most 16 endpoints, also when 40 are asked for at once")
+    func endpointLimit() async throws {
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client)
+            let statuses = try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
+                for index in 0..<40 {
+                    group.addTask {
+                        try await client.execute(
+                            uri: "/v1/webhook-endpoints", method: .post, headers: bearer(tenant.key),
+                            body: ByteBuffer(string: #"{"url": "https://93.184.216.34/hook/\#(index)"}"#)
+                        ) { $0.status }
+                    }
+                }
+                return try await group.reduce(into: [HTTPResponse.Status]()) { $0.append($1) }
+            }
+            // Each counted before any inserted, and 17 (of 80) were created.
+            #expect(statuses.filter { $0 == .created }.count == WebhookEndpointRoutes.maxEndpoints, "\(statuses)")
+            #expect(statuses.filter { $0 == .conflict }.count == 40 - WebhookEndpointRoutes.maxEndpoints, "\(statuses)")
+            try await client.execute(uri: "/v1/webhook-endpoints?limit=100", method: .get, headers: bearer(tenant.key)) { response in
+                let data = try json(response)["data"] as? [[String: Any]]
+                #expect(data?.count == WebhookEndpointRoutes.maxEndpoints)
+            }
+        }
+    }
+
     @Test("URLs must be http(s) and public unless private addresses are allowed; events must be known; fields are named")
     func refusals() async throws {
         try await app().test(.router) { client in

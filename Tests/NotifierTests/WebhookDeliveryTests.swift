@@ -11,8 +11,9 @@ struct WebhookDeliveryTests {
         _ harness: NotifierHarness, tenant: UUID, receiver: WebhookReceiver, name: String, events: [String] = ["*"],
         failFirst: Int = 0, failing: Bool = false, hanging: Bool = false
     ) async throws {
-        let (_, secret) = try await WebhookEndpointStore(pool: harness.database).create(
-            tenant: tenant, url: "\(receiver.baseURL)/hooks/\(name)", events: events, description: "test \(name)")
+        let (_, secret) = try #require(
+            try await WebhookEndpointStore(pool: harness.database).create(
+                tenant: tenant, url: "\(receiver.baseURL)/hooks/\(name)", events: events, description: "test \(name)", limit: 16))
         await receiver.inbox.expect(name, secret: secret.value, failFirst: failFirst, failing: failing, hanging: hanging)
     }
 

@@ -36,13 +36,17 @@ struct WebhookEndpointRoutes {
     /// Creates an endpoint of `tenant` after checking every field (the API and the dashboard's form).
     func create(tenant: UUID, url: String?, events: [String]?, description: String?) async throws -> (WebhookEndpoint, WebhookSecret) {
         guard let url else { throw APIError.invalid("url", "is required: the http(s) URL to POST events to") }
-        guard try await store.list(tenant: tenant).count < Self.maxEndpoints else {
-            throw APIError(
-                .conflict, code: "TOO_MANY_ENDPOINTS",
-                message: "A tenant has at most \(Self.maxEndpoints) webhook endpoints; delete one, or subscribe one to more events.")
-        }
-        return try await store.create(
-            tenant: tenant, url: try await checked(url), events: try Self.events(events ?? ["*"]), description: try Self.description(description))
+        let tooMany = APIError(
+            .conflict, code: "TOO_MANY_ENDPOINTS",
+            message: "A tenant has at most \(Self.maxEndpoints) webhook endpoints; delete one, or subscribe one to more events.")
+        // Asked first so a full tenant hears so before its URL is resolved; the store counts again under a lock.
+        guard try await store.list(tenant: tenant).count < Self.maxEndpoints else { throw tooMany }
+        guard
+            let created = try await store.create(
+                tenant: tenant, url: try await checked(url), events: try Self.events(events ?? ["*"]),
+                description: try Self.description(description), limit: Self.maxEndpoints)
+        else { throw tooMany }
+        return created
     }
 
     @Sendable func list(_ request: Request, context: TallyRequestContext) async throws -> Page<WebhookEndpoint> {

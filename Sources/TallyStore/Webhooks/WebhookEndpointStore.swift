@@ -70,16 +70,24 @@ public struct WebhookEndpointStore: Sendable {
     static let columns = "id, tenant_id, url, event_types, active, description, created_at, updated_at"
 
     /// Creates an endpoint; returns it with its new secret (shown this once).
+    /// Nil when the tenant has `limit` endpoints already: counted and inserted under the
+    /// tenant's row lock, so requests at once cannot each see room for one more.
     public func create(
-        tenant: UUID, url: String, events: [String], description: String?
-    ) async throws -> (WebhookEndpoint, WebhookSecret) {
+        tenant: UUID, url: String, events: [String], description: String?, limit: Int
+    ) async throws -> (WebhookEndpoint, WebhookSecret)? {
         let secret = WebhookSecret.generate()
-        let rows = try await pool.query(
-            """
-            INSERT INTO webhook_endpoints (tenant_id, url, secret, event_types, description)
-            VALUES ($1, $2, $3, $4::text[], $5) RETURNING \(Self.columns)
-            """, [tenant, url, secret.value, PostgresTextArray(events), description])
-        return (try Self.endpoint(rows[0]), secret)
+        let endpoint = try await pool.withTransaction { connection -> WebhookEndpoint? in
+            try connection.query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", [tenant])
+            let count = try connection.query("SELECT count(*) FROM webhook_endpoints WHERE tenant_id = $1", [tenant])[0].decode(0, as: Int.self)
+            guard count < limit else { return nil }
+            let rows = try connection.query(
+                """
+                INSERT INTO webhook_endpoints (tenant_id, url, secret, event_types, description)
+                VALUES ($1, $2, $3, $4::text[], $5) RETURNING \(Self.columns)
+                """, [tenant, url, secret.value, PostgresTextArray(events), description])
+            return try Self.endpoint(rows[0])
+        }
+        return endpoint.map { ($0, secret) }
     }
 
     /// The tenant's endpoints, oldest first.
