@@ -227,6 +227,15 @@ struct IngestTests {
             ) { response in
                 #expect(response.status == .accepted)
             }
+            // Ids are compared as bytes, as PostgreSQL keys them: "café" composed and decomposed
+            // are two ids, so two contents are no conflict (they were refused as one id).
+            try await client.execute(
+                uri: "/v1/events", method: .post, headers: headers(fixture.apiKey),
+                body: ByteBuffer(string: "[\(event("caf\u{E9}")), \(event("cafe\u{301}", quantity: #""5""#))]")
+            ) { response in
+                #expect(response.status == .accepted, "\(String(describing: response.json))")
+                #expect(response.json?["accepted"] as? Int == 2)
+            }
         }
         try await fixture.tearDown()
     }

@@ -118,15 +118,18 @@ struct IngestRoutes: Sendable {
     /// one of them could be counted, and which one depended on how the batch was sorted;
     /// a repeat with the same contents is a harmless resend, counted once.
     static func conflictingRepeats(_ events: [UsageEvent]) -> [UsageEventProblem] {
+        // The id as bytes, as PostgreSQL's unique key compares it: a String compares by
+        // canonical equivalence, so "café" composed and decomposed were one id here (a
+        // false conflict) and two in the database (both counted).
         struct Key: Hashable {
             let tenant: UUID
-            let id: String
+            let id: [UInt8]
         }
         var first: [Key: Int] = [:]
         first.reserveCapacity(events.count)
         var problems: [UsageEventProblem] = []
         for (index, event) in events.enumerated() {
-            let key = Key(tenant: event.tenantID, id: event.id)
+            let key = Key(tenant: event.tenantID, id: Array(event.id.utf8))
             guard let earlier = first[key] else {
                 first[key] = index
                 continue
