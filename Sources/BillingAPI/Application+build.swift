@@ -59,6 +59,7 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) thr
     // The API's routes take the query parameters their operations document, and no others;
     // a path served with other methods is a 405 naming them.
     let operations = try QueryParameterRules(openAPI: OpenAPIDocument.json)
+    router.add(middleware: NoStoreMiddleware())
     router.add(middleware: OperationRulesMiddleware(rules: operations))
     // A POST, PATCH or DELETE retried with its Idempotency-Key is answered again, not done twice.
     let idempotent = IdempotentRequests(pool: pool, secret: adminToken)
@@ -87,4 +88,17 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) thr
         seller: configuration.seller.party, library: try DashboardTemplates.library(), secureCookies: configuration.secureCookies
     ).register(on: router)
     return router
+}
+
+/// `Cache-Control: no-store` on every `/v1` answer that does not say otherwise: they are one
+/// tenant's invoices and usage, and some show a secret once (a new tenant's API key, an
+/// endpoint's signing secret) that no cache between the caller and us may keep.
+struct NoStoreMiddleware: RouterMiddleware {
+    typealias Context = TallyRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var response = try await next(request, context)
+        if request.uri.path.hasPrefix("/v1/"), response.headers[.cacheControl] == nil { response.headers[.cacheControl] = "no-store" }
+        return response
+    }
 }

@@ -22,6 +22,8 @@ struct TenantAPITests: BillingAPITestCase {
             uri: "/v1/tenants", method: .post, headers: bearer(adminToken), body: ByteBuffer(string: body)
         ) { response in
             #expect(response.status == .created)
+            // The key is shown this once: no cache may keep the answer.
+            #expect(response.headers[.cacheControl] == "no-store")
             let json = try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [String: Any]
             let id = try #require(json?["id"] as? String)
             let key = try #require(json?["api_key"] as? String)
