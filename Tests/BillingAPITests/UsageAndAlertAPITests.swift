@@ -5,6 +5,7 @@ import HummingbirdTesting
 import Logging
 import NIOCore
 import PostgresClient
+import TallyStore
 import TallyTestSupport
 import Testing
 
@@ -152,6 +153,31 @@ struct UsageAndAlertAPITests: BillingAPITestCase {
             }
         }
         await pool.close()
+    }
+
+    @Test("a tenant has at most 100 alerts, also when 120 are asked for at once")
+    func alertLimit() async throws {
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client)
+            let statuses = try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
+                for index in 0..<120 {
+                    group.addTask {
+                        try await client.execute(
+                            uri: "/v1/alerts", method: .post, headers: bearer(tenant.key),
+                            body: ByteBuffer(string: #"{"metric": "api_calls", "kind": "threshold", "threshold_value": \#(index + 1)}"#)
+                        ) { $0.status }
+                    }
+                }
+                return try await group.reduce(into: [HTTPResponse.Status]()) { $0.append($1) }
+            }
+            #expect(statuses.filter { $0 == .created }.count == AlertStore.maxPerTenant, "\(statuses)")
+            #expect(statuses.filter { $0 == .conflict }.count == 120 - AlertStore.maxPerTenant, "\(statuses)")
+            try await client.execute(uri: "/v1/alerts?limit=100", method: .get, headers: bearer(tenant.key)) { response in
+                let body = try json(response)
+                #expect((body["data"] as? [Any])?.count == AlertStore.maxPerTenant)
+                #expect(body["has_more"] as? Bool == false)
+            }
+        }
     }
 
     @Test("alerts: create, list, show, delete; invalid fields named; another tenant's alert is invisible")

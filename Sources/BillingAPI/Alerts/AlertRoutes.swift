@@ -29,10 +29,14 @@ struct AlertRoutes {
         } catch {
             throw APIError.invalid(error.field, error.message)
         }
-        let created = try await store.create(alert)
+        guard let created = try await store.create(alert) else { throw Self.tooMany }
         context.logger.info("alert created", metadata: ["tenant.id": "\(tenant)", "alert.id": "\(created.id)"])
         return EditedResponse(status: .created, response: created)
     }
+
+    static let tooMany = APIError(
+        .conflict, code: "TOO_MANY_ALERTS",
+        message: "A tenant has at most \(AlertStore.maxPerTenant) alerts; delete one (GET /v1/alerts lists them) before adding another.")
 
     @Sendable func list(_ request: Request, context: TallyRequestContext) async throws -> Page<UsageAlert> {
         let tenant = try context.tenantInScope(request.uri.queryParameters.get("tenant_id"))

@@ -191,7 +191,10 @@ extension DashboardRoutes {
                 tenantID: viewer.tenant.id, metric: given("metric") ?? "", kind: kind,
                 thresholdValue: kind == "threshold" ? given("threshold_value") : nil,
                 thresholdPercentage: kind == "quota" ? given("threshold_percentage") : nil, channels: [given("channel") ?? "email"])
-            let created = try await alerts.create(alert)
+            guard let created = try await alerts.create(alert) else {
+                return try await renderAlerts(
+                    viewer, error: "You have \(AlertStore.maxPerTenant) alerts, the most a tenant may have; remove one first.", status: .conflict)
+            }
             viewer.logger.info("alert created", metadata: ["alert.id": "\(created.id)", "via": "dashboard"])
         } catch let error as AlertValidationError {
             return try await renderAlerts(viewer, error: "\(Self.fieldLabel(error.field)) \(error.message)", status: .badRequest)

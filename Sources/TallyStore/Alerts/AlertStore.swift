@@ -97,18 +97,29 @@ public struct AlertStore: Sendable {
         self.pool = pool
     }
 
-    public func create(_ alert: NewUsageAlert) async throws -> UsageAlert {
-        let rows = try await pool.query(
-            """
-            INSERT INTO usage_alerts (tenant_id, metric, kind, threshold_value, threshold_percentage, channels)
-            VALUES ($1, $2, $3, $4::numeric, $5::numeric, string_to_array($6, ','))
-            RETURNING \(Self.columns)
-            """,
-            [
-                alert.tenantID, alert.metric, alert.kind, alert.thresholdValue?.description,
-                alert.thresholdPercentage?.description, alert.channels.joined(separator: ","),
-            ])
-        return try Self.alert(from: rows[0])
+    /// The most alerts a tenant may have: each is evaluated with every batch of its usage.
+    public static let maxPerTenant = 100
+
+    /// Nil when the tenant has `maxPerTenant` alerts already (counted and inserted under the
+    /// tenant's row lock, so requests at once cannot each see room for one more).
+    public func create(_ alert: NewUsageAlert) async throws -> UsageAlert? {
+        try await pool.withTransaction { connection -> UsageAlert? in
+            try connection.query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", [alert.tenantID])
+            let count = try connection.query("SELECT count(*) FROM usage_alerts WHERE tenant_id = $1", [alert.tenantID])[0]
+                .decode(0, as: Int.self)
+            guard count < Self.maxPerTenant else { return nil }
+            let rows = try connection.query(
+                """
+                INSERT INTO usage_alerts (tenant_id, metric, kind, threshold_value, threshold_percentage, channels)
+                VALUES ($1, $2, $3, $4::numeric, $5::numeric, string_to_array($6, ','))
+                RETURNING \(Self.columns)
+                """,
+                [
+                    alert.tenantID, alert.metric, alert.kind, alert.thresholdValue?.description,
+                    alert.thresholdPercentage?.description, alert.channels.joined(separator: ","),
+                ])
+            return try Self.alert(from: rows[0])
+        }
     }
 
     public func list(tenant: UUID) async throws -> [UsageAlert] {
