@@ -55,7 +55,7 @@ struct BillingAPIConfiguration: Sendable {
     }
 
     init(reader: ConfigurationReader) throws(ConfigurationError) {
-        self.init(databaseURL: try reader.string(.databaseURL), adminToken: try reader.string(Self.adminToken))
+        self.init(databaseURL: try reader.string(.databaseURL), adminToken: try reader.token(Self.adminToken))
         host = try reader.string(Self.host)
         port = try reader.int(Self.port, in: 0...65535)
         databasePoolSize = try reader.int(Self.poolSize, in: 1...256)

@@ -39,7 +39,7 @@ struct ProducerConfiguration: Sendable {
     init(reader: ConfigurationReader) throws(ConfigurationError) {
         self.init(
             amqpURL: try reader.string(.amqpURL), databaseURL: try reader.string(.databaseURL),
-            adminToken: try reader.string(Self.adminToken))
+            adminToken: try reader.token(Self.adminToken))
         host = try reader.string(Self.host)
         port = try reader.int(Self.port, in: 0...65535)
         spoolDirectory = try reader.string(Self.spoolDirectory)

@@ -22,6 +22,17 @@ public struct ConfigurationReader: Sendable {
         return value
     }
 
+    /// A secret that guards access (a bearer token): at least `minimumLength` characters,
+    /// so guessing it is out of reach ("CHANGE-ME" from an example file is refused).
+    public func token(_ key: ConfigurationKey, minimumLength: Int = 32) throws(ConfigurationError) -> String {
+        let value = try string(key)
+        guard value.count >= minimumLength else {
+            throw .invalid(
+                key, reason: "is \(value.count) characters; a token is at least \(minimumLength) (generate one: openssl rand -hex 32)")
+        }
+        return value
+    }
+
     /// The value of `key` as an integer within `range`.
     public func int(_ key: ConfigurationKey, in range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
         let text = try string(key)

@@ -36,6 +36,14 @@ struct ConfigurationTests {
         #expect(levelError?.key == "LOG_LEVEL")
     }
 
+    @Test("a token shorter than 32 characters is refused without printing it")
+    func shortToken() throws {
+        let error = #expect(throws: ConfigurationError.self) { try ConfigurationReader(environment: ["TEST_URL": "CHANGE-ME"]).token(required) }
+        #expect(error?.description == "TEST_URL is invalid: is 9 characters; a token is at least 32 (generate one: openssl rand -hex 32)")
+        let long = String(repeating: "a1", count: 16)
+        #expect(try ConfigurationReader(environment: ["TEST_URL": long]).token(required) == long)
+    }
+
     @Test("secrets are never printed, only whether they are set")
     func redaction() {
         let reader = ConfigurationReader(environment: ["TEST_URL": "postgresql://u:hunter2@db/x"])
