@@ -69,13 +69,16 @@ struct SubscriptionAPITests: BillingAPITestCase {
             (status, body) = try await post(
                 client, "/v1/subscriptions", adminToken, #"{"tenant_id": "\#(other.id)", "plan": "starter", "start": "\#(longAgo)"}"#)
             #expect(status == .created)
-            // Reads too are bounded: no `at` before 2000.
-            try await client.execute(
-                uri: "/v1/invoices/upcoming?tenant_id=\(other.id)&at=0013-01-03T00:00:00Z", method: .get, headers: bearer(adminToken)
-            ) { response in
-                #expect(response.status == .badRequest)
-                let field = (try json(response)["error"] as? [String: Any])?["field"] as? String
-                #expect(field == "at")
+            // Reads too are bounded: no `at` before 2000, nor one whose period ends after 9999
+            // (its end was written as year 10000, not RFC 3339).
+            for at in ["0013-01-03T00:00:00Z", "9999-12-31T23:59:59Z"] {
+                try await client.execute(
+                    uri: "/v1/invoices/upcoming?tenant_id=\(other.id)&at=\(at)", method: .get, headers: bearer(adminToken)
+                ) { response in
+                    #expect(response.status == .badRequest, "\(at)")
+                    let field = (try json(response)["error"] as? [String: Any])?["field"] as? String
+                    #expect(field == "at", "\(at)")
+                }
             }
         }
     }

@@ -80,6 +80,10 @@ struct InvoiceRoutes {
                 message: "The tenant has no billed period open at \(at.ISO8601Format()) (no subscription, a trial, or it ended); "
                     + "pass `at` to look at another time.", field: "at")
         }
+        // Times are written within years 2000–9999 (RFC 3339 has four-digit years).
+        guard upcoming.periodEnd <= SubscriptionRoutes.latest else {
+            throw APIError.invalid("at", "falls in a period that ends after 9999-12-31; ask for an earlier time")
+        }
         return upcoming
     }
 
