@@ -488,7 +488,7 @@ enum OpenAPIDocument {
               }
             },
             "/v1/billing-runs": {
-              "post": \#(operation("createBillingRun", "Issue every invoice due at `as_of` (admin)", tag: "billing runs", parameters: ["IdempotencyKey"], body: "NewBillingRun", bodyRequired: false, responses: [response("202", "The run, planned.", schema: "BillingRun"), errors("400", "401", "403", "default")])),
+              "post": \#(operation("createBillingRun", "Issue every invoice due at `as_of` (admin)", tag: "billing runs", parameters: ["IdempotencyKey"], body: "NewBillingRun", bodyRequired: false, responses: [response("202", "The run, planned.", schema: "BillingRun"), errors("400", "401", "403", "404", "default")])),
               "get": \#(operation("listBillingRuns", "Billing runs, newest first (admin)", tag: "billing runs", parameters: ["Limit", "StartingAfter"], responses: [response("200", "A page of runs.", schema: "BillingRunPage"), errors("400", "401", "403", "default")]))
             },
             "/v1/billing-runs/{run_id}": {
@@ -571,7 +571,7 @@ enum OpenAPIDocument {
                       }
                     }
                   },
-                  \#(errors("400", "401", "404", "default"))
+                  \#(errors("409", "400", "401", "404", "default"))
                 },
                 "requestBody": {
                   "required": true,
