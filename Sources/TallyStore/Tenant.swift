@@ -122,6 +122,12 @@ public struct TenantChange: Sendable, Equatable {
 }
 
 /// A tenant field that failed validation.
+/// The tenant a write names does not exist (an admin's `tenant_id`): answered 404, not
+/// left to the foreign key (a 500).
+public struct UnknownTenant: Error, Sendable {
+    public init() {}
+}
+
 public struct TenantValidationError: Error, Equatable {
     public let field: String
     public let message: String

@@ -71,9 +71,15 @@ struct SubscriptionAPITests: BillingAPITestCase {
             #expect(status == .created)
             // Reads too are bounded: no `at` before 2000, nor one whose period ends after 9999
             // (its end was written as year 10000, not RFC 3339).
-            for at in ["0013-01-03T00:00:00Z", "9999-12-31T23:59:59Z"] {
+            // A subscription from midnight on the 1st has a period ending at 10000-01-01T00:00:00Z
+            // exactly (the bound rounded to it, and let it through).
+            let midnight = try await createTenant(client)
+            (status, body) = try await post(
+                client, "/v1/subscriptions", adminToken, #"{"tenant_id": "\#(midnight.id)", "plan": "starter", "start": "2026-01-01T00:00:00Z"}"#)
+            #expect(status == .created, "\(body)")
+            for (tenant, at) in [(other.id, "0013-01-03T00:00:00Z"), (other.id, "9999-12-31T23:59:59Z"), (midnight.id, "9999-12-31T23:59:59Z")] {
                 try await client.execute(
-                    uri: "/v1/invoices/upcoming?tenant_id=\(other.id)&at=\(at)", method: .get, headers: bearer(adminToken)
+                    uri: "/v1/invoices/upcoming?tenant_id=\(tenant)&at=\(at)", method: .get, headers: bearer(adminToken)
                 ) { response in
                     #expect(response.status == .badRequest, "\(at)")
                     let field = (try json(response)["error"] as? [String: Any])?["field"] as? String

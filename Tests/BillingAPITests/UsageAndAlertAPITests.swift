@@ -177,6 +177,15 @@ struct UsageAndAlertAPITests: BillingAPITestCase {
                 #expect((body["data"] as? [Any])?.count == AlertStore.maxPerTenant)
                 #expect(body["has_more"] as? Bool == false)
             }
+            // The admin naming a tenant that does not exist: 404 naming tenant_id (the foreign key's 500 before).
+            try await client.execute(
+                uri: "/v1/alerts", method: .post, headers: bearer(adminToken),
+                body: ByteBuffer(string: #"{"tenant_id": "\#(UUID().uuidString)", "metric": "api_calls", "kind": "threshold", "threshold_value": 1}"#)
+            ) { response in
+                #expect(response.status == .notFound)
+                let field = try errorField(response)
+                #expect(field == "tenant_id")
+            }
         }
     }
 

@@ -116,12 +116,21 @@ struct WebhookEndpointAPITests: BillingAPITestCase {
                 }
                 return try await group.reduce(into: [HTTPResponse.Status]()) { $0.append($1) }
             }
-            // Each counted before any inserted, and 17 (of 80) were created.
+            // Counted apart from the insert, all 40 saw room (a helper made 17 of 80 over HTTP).
             #expect(statuses.filter { $0 == .created }.count == WebhookEndpointRoutes.maxEndpoints, "\(statuses)")
             #expect(statuses.filter { $0 == .conflict }.count == 40 - WebhookEndpointRoutes.maxEndpoints, "\(statuses)")
             try await client.execute(uri: "/v1/webhook-endpoints?limit=100", method: .get, headers: bearer(tenant.key)) { response in
                 let data = try json(response)["data"] as? [[String: Any]]
                 #expect(data?.count == WebhookEndpointRoutes.maxEndpoints)
+            }
+            // The admin naming a tenant that does not exist: 404 naming tenant_id (the foreign key's 500 before).
+            try await client.execute(
+                uri: "/v1/webhook-endpoints", method: .post, headers: bearer(adminToken),
+                body: ByteBuffer(string: #"{"tenant_id": "\#(UUID().uuidString)", "url": "https://93.184.216.34/hook"}"#)
+            ) { response in
+                #expect(response.status == .notFound)
+                let field = (try json(response)["error"] as? [String: Any])?["field"] as? String
+                #expect(field == "tenant_id")
             }
         }
     }

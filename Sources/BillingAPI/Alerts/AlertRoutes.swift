@@ -29,7 +29,13 @@ struct AlertRoutes {
         } catch {
             throw APIError.invalid(error.field, error.message)
         }
-        guard let created = try await store.create(alert) else { throw Self.tooMany }
+        let stored: UsageAlert?
+        do {
+            stored = try await store.create(alert)
+        } catch is UnknownTenant {
+            throw APIError.notFound("tenant", field: "tenant_id")
+        }
+        guard let created = stored else { throw Self.tooMany }
         context.logger.info("alert created", metadata: ["tenant.id": "\(tenant)", "alert.id": "\(created.id)"])
         return EditedResponse(status: .created, response: created)
     }

@@ -81,7 +81,7 @@ struct InvoiceRoutes {
                     + "pass `at` to look at another time.", field: "at")
         }
         // Times are written within years 2000–9999 (RFC 3339 has four-digit years).
-        guard upcoming.periodEnd <= SubscriptionRoutes.latest else {
+        guard upcoming.periodEnd < SubscriptionRoutes.yearTenThousand else {
             throw APIError.invalid("at", "falls in a period that ends after 9999-12-31; ask for an earlier time")
         }
         return upcoming

@@ -244,7 +244,7 @@ enum OpenAPIDocument {
               "get": \#(operation("listSubscriptions", "A tenant's subscriptions", tag: "subscriptions", parameters: ["TenantIDQuery", "Limit", "StartingAfter"], responses: [response("200", "A page of subscriptions.", schema: "SubscriptionPage"), errors("400", "401", "404", "default")]))
             },
             "/v1/subscriptions/{subscription_id}/change": {
-              "post": \#(operation("changePlan", "Change the plan (upgrade now or at `at`, downgrade at the next period)", tag: "subscriptions", parameters: ["SubscriptionID", "IdempotencyKey"], body: "PlanChange", responses: [response("200", "The subscription.", schema: "Subscription"), errors("409", "400", "401", "403", "404", "default")]))
+              "post": \#(operation("changePlan", "Change the plan (upgrade now or at `at`, downgrade at the next period; before a scheduled subscription starts, the plan it starts on)", tag: "subscriptions", parameters: ["SubscriptionID", "IdempotencyKey"], body: "PlanChange", responses: [response("200", "The subscription.", schema: "Subscription"), errors("409", "400", "401", "403", "404", "default")]))
             },
             "/v1/subscriptions/{subscription_id}/cancel": {
               "post": \#(operation("cancelSubscription", "Cancel now, at `at`, or at the end of the period", tag: "subscriptions", parameters: ["SubscriptionID", "IdempotencyKey"], body: "Cancellation", bodyRequired: false, responses: [response("200", "The subscription.", schema: "Subscription"), errors("409", "400", "401", "403", "404", "default")]))

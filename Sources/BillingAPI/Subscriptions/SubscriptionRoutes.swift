@@ -89,14 +89,16 @@ struct SubscriptionRoutes {
     static let tenantClockSkew: TimeInterval = 300
     /// The earliest and latest time any request may name.
     static let earliest = RFC3339.parse("2000-01-01T00:00:00Z")!
-    static let latest = RFC3339.parse("9999-12-31T23:59:59.999999Z")!
+    /// 10000-01-01T00:00:00Z, exactly: every instant written must be before it. (A `Date`
+    /// parsed from 9999-12-31T23:59:59.999999Z rounds to it: a double steps by ~30 µs there.)
+    static let yearTenThousand = Date(timeIntervalSince1970: 253_402_300_800)
 
     /// An RFC 3339 instant from a request within years 2000–9999, or 400 naming the field.
     static func instant(_ text: String, field: String) throws -> Date {
         guard let date = RFC3339.parse(text) else {
             throw APIError.invalid(field, "must be an RFC 3339 time, e.g. 2026-11-01T00:00:00Z")
         }
-        guard date >= earliest, date <= latest else {
+        guard date >= earliest, date < yearTenThousand else {
             throw APIError.invalid(field, "must be between 2000-01-01T00:00:00Z and 9999-12-31T23:59:59Z")
         }
         return date

@@ -98,9 +98,9 @@ struct TenantRoutes {
     @Sendable func revokeKey(_ request: Request, context: TallyRequestContext) async throws -> HTTPResponse.Status {
         let id = try visibleTenantID(context)
         guard let keyID = UUID(uuidString: context.parameters.get("keyID") ?? "") else {
-            throw APIError.notFound("API key")
+            throw APIError.notFound("API key", field: "key_id")
         }
-        guard try await store.revokeKey(id: keyID, tenant: id) else { throw APIError.notFound("API key") }
+        guard try await store.revokeKey(id: keyID, tenant: id) else { throw APIError.notFound("API key", field: "key_id") }
         await authenticator.forgetCachedKeys()
         context.logger.info("api key revoked", metadata: ["tenant.id": "\(id)", "api_key.id": "\(keyID)"])
         return .noContent

@@ -54,7 +54,7 @@ struct UsageRoutes {
         } catch let error as BillingError {
             throw APIError.unpriceable(error, what: "The usage so far")
         }
-        guard let statement else { throw APIError(.notFound, code: "NOT_FOUND", message: "No such tenant.") }
+        guard let statement else { throw APIError(.notFound, code: "NOT_FOUND", message: "No such tenant.", field: "tenant_id") }
         return UsageReport(
             tenantID: tenant, from: statement.counted.start.date, to: statement.counted.end.date, plan: statement.plan?.slug,
             subscriptionID: statement.subscription?.id,

@@ -41,11 +41,15 @@ struct WebhookEndpointRoutes {
             message: "A tenant has at most \(Self.maxEndpoints) webhook endpoints; delete one, or subscribe one to more events.")
         // Asked first so a full tenant hears so before its URL is resolved; the store counts again under a lock.
         guard try await store.list(tenant: tenant).count < Self.maxEndpoints else { throw tooMany }
-        guard
-            let created = try await store.create(
+        let stored: (WebhookEndpoint, WebhookSecret)?
+        do {
+            stored = try await store.create(
                 tenant: tenant, url: try await checked(url), events: try Self.events(events ?? ["*"]),
                 description: try Self.description(description), limit: Self.maxEndpoints)
-        else { throw tooMany }
+        } catch is UnknownTenant {
+            throw APIError.notFound("tenant", field: "tenant_id")
+        }
+        guard let created = stored else { throw tooMany }
         return created
     }
 

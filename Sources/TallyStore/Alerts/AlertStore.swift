@@ -104,7 +104,9 @@ public struct AlertStore: Sendable {
     /// tenant's row lock, so requests at once cannot each see room for one more).
     public func create(_ alert: NewUsageAlert) async throws -> UsageAlert? {
         try await pool.withTransaction { connection -> UsageAlert? in
-            try connection.query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", [alert.tenantID])
+            guard try !connection.query("SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE", [alert.tenantID]).isEmpty else {
+                throw UnknownTenant()
+            }
             let count = try connection.query("SELECT count(*) FROM usage_alerts WHERE tenant_id = $1", [alert.tenantID])[0]
                 .decode(0, as: Int.self)
             guard count < Self.maxPerTenant else { return nil }
