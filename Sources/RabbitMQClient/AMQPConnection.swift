@@ -338,6 +338,16 @@ public actor AMQPConnection {
         return ok?.pointee.consumer_tag.string ?? consumerTag
     }
 
+    /// Stops the consumer `consumerTag` and waits for the broker's answer, which comes after
+    /// the channel has handled every ack sent before it: a consumer that acked work it must
+    /// not see again ends this way before closing.
+    public func cancel(consumerTag: String, channel: UInt16 = 1) throws(AMQPError) {
+        let state = try live()
+        let storage = AMQPTableBuilder()
+        _ = amqp_basic_cancel(state, channel, storage.bytes(consumerTag))
+        try check(state, channel: channel, "basic.cancel \(consumerTag)")
+    }
+
     /// The next delivery on any consuming channel, or nil when none arrives within `timeout`.
     public func nextDelivery(timeout: Duration) throws(AMQPError) -> Delivery? {
         let state = try live()
