@@ -46,7 +46,7 @@ struct AggregatorConfiguration: Sendable {
 
     static let keys: [ConfigurationKey] = [
         .amqpURL, .databaseURL, host, port, queue, consumers, prefetch, batchBytes, maxBatchBytes, lingerMilliseconds, tenantHoursPerTransaction,
-        .migrationsDirectory, .logLevel, .logFormat,
+        .migrationsDirectory, .clockOffset, .logLevel, .logFormat,
     ]
 
     init(amqpURL: String, databaseURL: String) {

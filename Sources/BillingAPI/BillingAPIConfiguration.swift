@@ -46,7 +46,8 @@ struct BillingAPIConfiguration: Sendable {
         [
             host, port, .databaseURL, adminToken, poolSize, grace, secureCookies,
         ] + InvoiceSeller.keys + [
-            stripeWebhookSecret, .stripeAPIKey, .defaultPaymentProvider, .webhookAllowPrivate, .migrationsDirectory, .logLevel, .logFormat,
+            stripeWebhookSecret, .stripeAPIKey, .defaultPaymentProvider, .webhookAllowPrivate, .migrationsDirectory, .clockOffset, .logLevel,
+            .logFormat,
         ]
 
     init(databaseURL: String, adminToken: String) {

@@ -60,6 +60,11 @@ public struct CatalogFile: Sendable {
             codes[plan.version.code] = index
             plans.append(plan)
         }
+        // An empty file (or `metrics:` and `plans:` left empty) applied as "0 changes": most
+        // likely the wrong file, which should not pass for a catalog in step with Tally's.
+        guard !metrics.isEmpty || !plans.isEmpty else {
+            throw CatalogRefusal(.invalid, field: "file", "holds no metrics and no plans: a catalog file lists them under `metrics:` and `plans:`")
+        }
         self.metrics = metrics
         self.plans = plans
     }

@@ -16,16 +16,20 @@ public enum TallyClock {
     /// Seconds added to the system clock; 0 unless `TALLY_CLOCK_OFFSET` is set.
     public static let offset: TimeInterval = {
         guard let text = ProcessInfo.processInfo.environment["TALLY_CLOCK_OFFSET"], !text.isEmpty else { return 0 }
-        guard let seconds = TimeInterval(text), seconds.isFinite else {
-            // A setting, not a bug: said as a usage error (exit 64), without a backtrace.
+        // Within ±50 years: 1e30 passed and trapped converting the first timestamp.
+        guard let seconds = TimeInterval(text), seconds.isFinite, abs(seconds) <= maximumOffset else {
+            // A setting, not a bug: said as every invalid setting is (exit 1), without a backtrace.
             FileHandle.standardError.write(
                 Data(
-                    ("Error: TALLY_CLOCK_OFFSET=\(text.prefix(40)) is invalid: expected a number of seconds to add to the system clock; "
-                        + "unset it to use the system clock\n").utf8))
-            exit(64)
+                    ("Error: TALLY_CLOCK_OFFSET=\(text.prefix(40)) is invalid: expected a number of seconds to add to the system clock, "
+                        + "within ±\(Int(maximumOffset)) (50 years); unset it to use the system clock\n").utf8))
+            exit(1)
         }
         return seconds
     }()
+
+    /// The largest offset accepted, either way: 50 years of seconds.
+    public static let maximumOffset: TimeInterval = 50 * 365.25 * 86_400
 
     /// The current instant, shifted by `offset`.
     public static func now() -> Date { Date(timeIntervalSinceNow: offset) }

@@ -22,6 +22,10 @@ struct DeadLetterCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "How many are parked, then the oldest with their reasons.")
         @Option(help: "How many to show.") var limit = 20
 
+        func validate() throws {
+            guard limit >= 1 else { throw ValidationError("--limit must be at least 1") }
+        }
+
         func run() async throws {
             try await ParkingLot.Session.with(process: "invoicer", queue: QueueName.invoicerCommands, retry: .standard) { parked in
                 print("parked commands in \(parked.lot.name): \(try await parked.lot.count(on: parked.channel))")
@@ -30,8 +34,8 @@ struct DeadLetterCommand: AsyncParsableCommand {
                     let what = command.map {
                         "run \($0.billingRunID.uuidString.lowercased())  subscription \($0.subscriptionID.uuidString.lowercased())  period \($0.periodIndex)"
                     }
-                    print("  \(message.messageID ?? "-")  \(what ?? "unreadable command")")
-                    print("    \(message.reason)")
+                    print(TerminalText.safe("  \(message.messageID ?? "-")  \(what ?? "unreadable command")"))
+                    print(TerminalText.safe("    \(message.reason)"))
                 }
             }
         }
@@ -43,10 +47,12 @@ struct DeadLetterCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await ParkingLot.Session.with(process: "invoicer", queue: QueueName.invoicerCommands, retry: .standard) { parked in
-                guard let message = try await parked.lot.peek(limit: 5000, logger: parked.logger).first(where: { $0.messageID == id }) else {
+                guard
+                    let message = try await parked.lot.peek(limit: ParkingLot.maximumPeek, logger: parked.logger).first(where: { $0.messageID == id })
+                else {
                     throw CommandFailure("no parked command \(id); `invoicer dlq list` shows them")
                 }
-                print("reason: \(message.reason)\nbody: \(String(decoding: message.body, as: UTF8.self))")
+                print(TerminalText.safe("reason: \(message.reason)\nbody: \(String(decoding: message.body, as: UTF8.self))"))
                 guard let command = try? InvoiceGenerateCommand.decode(message.body) else { return }
                 let item = try await parked.database.withTransaction {
                     try BillingRunStatus.item(

@@ -191,6 +191,10 @@ struct StripeCommand: AsyncParsableCommand {
         @Option(help: "Only this invoice (its id or number); default every failed one.") var invoice: String?
         @Flag(help: "Apply the Stripe webhook events that failed again (after fixing their cause), instead of pushes.") var events = false
 
+        func validate() throws {
+            if events, invoice != nil { throw ValidationError("--invoice names a push; --events retries webhook events: give one of them") }
+        }
+
         func run() async throws {
             let pool = try StripeCommand.pool()
             if events {
@@ -200,6 +204,15 @@ struct StripeCommand: AsyncParsableCommand {
                 return
             }
             let due = try await StripeSyncState.retryFailed(invoice: invoice, on: pool)
+            // A named invoice that was not retried is a typo or has nothing to retry: said, exit 1.
+            if let invoice, due == 0 {
+                let state = try await StripeSyncState.state(ofInvoice: invoice, on: pool)
+                await pool.close()
+                guard state.exists else { throw CommandFailure("no invoice \(invoice) (give its id or number, e.g. INV-2026-000123)") }
+                throw CommandFailure(
+                    "invoice \(invoice) has no failed Stripe push to retry (its Stripe state: \(state.status ?? "not sent to Stripe")); "
+                        + "`invoicer stripe list --failed` lists the failed ones")
+            }
             print("\(due) invoice(s) due for Stripe again")
             await pool.close()
         }
@@ -222,7 +235,13 @@ enum BillingRunStarter {
     /// Plans the run at `asOf` for `tenants` (every tenant when empty).
     static func plan(asOf: Date, tenants: [UUID], configuration: InvoicerConfiguration, pool: PostgresPool) async throws -> BillingRunPlanner.Plan {
         try await pool.withTransaction { connection in
-            try BillingRunPlanner.plan(
+            // A mistyped id planned an empty run that looked like "nothing due".
+            let unknown = try tenants.filter { try !TenantStore.exists($0, on: connection) }
+            guard unknown.isEmpty else {
+                throw CommandFailure(
+                    "no tenant \(unknown.map(\.lowercasedText).joined(separator: ", ")); GET /v1/tenants/{id} shows one, nothing was planned")
+            }
+            return try BillingRunPlanner.plan(
                 asOf: asOf, grace: Double(configuration.graceSeconds), tenants: tenants.isEmpty ? nil : tenants, on: connection)
         }
     }

@@ -30,7 +30,8 @@ struct InvoicerConfiguration: Sendable {
         default: "\(InvoiceGenerator.defaultPaymentTermsDays)")
 
     static let keys: [ConfigurationKey] = [
-        .amqpURL, .databaseURL, host, port, consumers, prefetch, grace, paymentTerms, .stripeAPIKey, .stripeAPIBase, .migrationsDirectory, .logLevel,
+        .amqpURL, .databaseURL, host, port, consumers, prefetch, grace, paymentTerms, .stripeAPIKey, .stripeAPIBase, .migrationsDirectory,
+        .clockOffset, .logLevel,
         .logFormat,
     ]
 

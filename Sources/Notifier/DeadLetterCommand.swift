@@ -29,13 +29,19 @@ struct DeadLetterCommand: AsyncParsableCommand {
         @OptionGroup var options: Options
         @Option(help: "How many to show.") var limit = 20
 
+        func validate() throws {
+            guard limit >= 1 else { throw ValidationError("--limit must be at least 1") }
+        }
+
         func run() async throws {
             try await ParkingLot.Session.with(process: "notifier", queue: try options.workQueue(), retry: .notifications) { parked in
                 print("parked events in \(parked.lot.name): \(try await parked.lot.count(on: parked.channel))")
                 for message in try await parked.lot.peek(limit: limit, logger: parked.logger) {
                     let event = try? BillingEvent.decode(message.body)
-                    print("  \(message.messageID ?? "-")  \(event?.type ?? "unreadable")  tenant \(event.map { "\($0.tenantID)" } ?? "-")")
-                    print("    \(message.reason)")
+                    print(
+                        TerminalText.safe(
+                            "  \(message.messageID ?? "-")  \(event?.type ?? "unreadable")  tenant \(event.map { "\($0.tenantID)" } ?? "-")"))
+                    print(TerminalText.safe("    \(message.reason)"))
                 }
             }
         }
@@ -48,10 +54,12 @@ struct DeadLetterCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await ParkingLot.Session.with(process: "notifier", queue: try options.workQueue(), retry: .notifications) { parked in
-                guard let message = try await parked.lot.peek(limit: 2000, logger: parked.logger).first(where: { $0.messageID == id }) else {
+                guard
+                    let message = try await parked.lot.peek(limit: ParkingLot.maximumPeek, logger: parked.logger).first(where: { $0.messageID == id })
+                else {
                     throw CommandFailure("no parked event \(id); `notifier dlq list` shows them")
                 }
-                print("reason: \(message.reason)\nbody: \(String(decoding: message.body, as: UTF8.self))\ndeliveries:")
+                print(TerminalText.safe("reason: \(message.reason)\nbody: \(String(decoding: message.body, as: UTF8.self))\ndeliveries:"))
                 for delivery in try await NotificationRecords.deliveries(ofEvent: id, on: parked.database) {
                     print(
                         "  \(delivery.channel) \(delivery.shownRecipient): \(delivery.status) after \(delivery.attempts) attempt(s), "

@@ -27,7 +27,7 @@ struct ProducerConfiguration: Sendable {
 
     static let keys: [ConfigurationKey] = [
         host, port, .amqpURL, .databaseURL, adminToken, spoolDirectory, spoolMaxBytes, poolSize,
-        .migrationsDirectory, .logLevel, .logFormat,
+        .migrationsDirectory, .clockOffset, .logLevel, .logFormat,
     ]
 
     init(amqpURL: String, databaseURL: String, adminToken: String) {

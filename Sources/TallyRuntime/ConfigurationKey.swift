@@ -55,6 +55,10 @@ extension ConfigurationKey {
 
 extension ConfigurationKey {
     /// Whether webhook endpoints may point at loopback and private addresses (SSRF guard off).
+    /// Tally's clock (`TallyClock`): read and checked at start.
+    public static let clockOffset = ConfigurationKey(
+        "TALLY_CLOCK_OFFSET", summary: "seconds added to the system clock for every date decision (a test clock, ±50 years; never in production)",
+        isOptional: true)
     public static let webhookAllowPrivate = ConfigurationKey(
         "TALLY_WEBHOOK_ALLOW_PRIVATE", summary: "1: webhooks may go to loopback and private addresses (local development only)",
         default: "0")

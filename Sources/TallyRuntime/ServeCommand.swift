@@ -48,6 +48,11 @@ public struct ServeCommand<Process: TallyServer>: AsyncParsableCommand {
 
     public init() {}
 
+    public func validate() throws {
+        // 70000 listened on 4464 (wrapped to 16 bits); -1 failed with a socket error.
+        if let port, !(0...65_535).contains(port) { throw ValidationError("--port must be 0 to 65535 (0: any free port)") }
+    }
+
     public func run() async throws {
         Process.prepareProcess()
         let reader = ConfigurationReader()

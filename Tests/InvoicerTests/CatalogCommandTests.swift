@@ -80,6 +80,15 @@ struct CatalogCommandTests {
                 #expect(error.message.contains("did you mean"), "\(error.message)")
             }
         }
+        // An empty file, or empty lists, is not a catalog (it applied as "0 changes").
+        for text in ["", "metrics:\nplans:\n", "{}"] {
+            do {
+                _ = try CatalogFile(text: text, yaml: true)
+                Issue.record("an empty catalog was read: \(text.debugDescription)")
+            } catch {
+                #expect(error.field == "file" && error.message.hasPrefix("holds no metrics and no plans"), "\(error)")
+            }
+        }
         do {
             _ = try CatalogFile(text: "metrics:\n  - code: seats\n  - code: sms\n  - {code: seats, aggregation: max}\n", yaml: true)
             Issue.record("a metric defined twice was read")

@@ -68,11 +68,39 @@ def configs():
         refused = tool(process, "config", expect=1, env={name: value})
         if f"{name} is invalid" not in refused.stderr or "secret-pw" in refused.stderr + refused.stdout:
             raise Failure(f"{process} config with {name}={value} should fail naming it (and no secret):\n{refused.stderr}")
-    # Read lazily by the servers (the first dated request ended the process); a usage error, 64.
-    refused = tool("billing-api", "config", expect=64, env={"TALLY_CLOCK_OFFSET": "abc"})
-    if "TALLY_CLOCK_OFFSET=abc is invalid" not in refused.stderr:
-        raise Failure(f"billing-api config with TALLY_CLOCK_OFFSET=abc should fail naming it:\n{refused.stderr}")
+    # Read lazily by the servers (the first dated request ended the process); 1e30 passed and
+    # trapped converting the first timestamp.
+    for value in ["abc", "1e30"]:
+        refused = tool("billing-api", "config", expect=1, env={"TALLY_CLOCK_OFFSET": value})
+        if f"TALLY_CLOCK_OFFSET={value} is invalid" not in refused.stderr:
+            raise Failure(f"billing-api config with TALLY_CLOCK_OFFSET={value} should fail naming it:\n{refused.stderr}")
+    if "TALLY_CLOCK_OFFSET" not in tool("aggregator", "config").stdout:
+        raise Failure("aggregator config does not show TALLY_CLOCK_OFFSET")
     log("every process's config passes the stack's settings and refuses a value the process would refuse, naming it")
+
+
+def refusals():
+    """Typos an operator makes: each is refused naming what is wrong, not done as nothing (exit 0)."""
+    missing_spool = os.path.join(tempfile.mkdtemp(), "no-such-spool")
+    cases = [
+        (("billing-api", "serve", "--port", "70000"), 64, "--port must be 0 to 65535"),  # listened on 4464
+        (("aggregator", "dlq", "list", "--limit=-1"), 64, "--limit must be at least 1"),  # a raw SQL error
+        (("producer", "publish", "/dev/null", "--batch-size", "10001"), 64, "--batch-size must be 1 to 10000"),  # every batch a 413
+        (("invoicer", "bill", "--tenant", "11111111-2222-3333-4444-555555555555", "--no-wait"), 1, "no tenant 11111111-2222-3333-4444-555555555555"),
+        (("invoicer", "stripe", "retry", "--invoice", "INV-1999-999999"), 1, "no invoice INV-1999-999999"),
+        (("invoicer", "stripe", "retry", "--invoice", "x", "--events"), 64, "give one of them"),
+        (("producer", "spool", "dead-letter", "list", "--spool", missing_spool), 1, "no spool folder"),  # created it, said 0
+        (("producer", "spool", "dead-letter", "replay", "--spool", ENV["TALLY_SPOOL_DIR"], "--id", "no-such-letter"), 1, "no dead letter no-such-letter"),
+        (("producer", "spool", "dead-letter", "purge", "--yes", "--spool", ENV["TALLY_SPOOL_DIR"], "--id", "no-such-letter"), 1,
+         "no dead letter no-such-letter"),
+    ]
+    for arguments, code, text in cases:
+        result = tool(*arguments, expect=code, timeout=60)
+        if text not in result.stderr + result.stdout:
+            raise Failure(f"{' '.join(arguments)} should say {text!r}:\n{result.stdout}\n{result.stderr}")
+    if os.path.exists(missing_spool):
+        raise Failure("producer spool dead-letter list created the mistyped spool folder")
+    log(f"{len(cases)} operator typos refused, each naming what is wrong")
 
 
 def parked_commands():
@@ -230,6 +258,7 @@ def backfill():
 def main():
     helps()
     configs()
+    refusals()
     invoicer_dlq()
     invoice = rerun()
     resend(invoice)

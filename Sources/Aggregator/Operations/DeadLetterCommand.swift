@@ -41,6 +41,10 @@ struct DeadLetterCommand: AsyncParsableCommand {
         @OptionGroup var options: Options
         @Option(help: "How many of each to show.") var limit = 20
 
+        func validate() throws {
+            guard limit >= 1 else { throw ValidationError("--limit must be at least 1") }
+        }
+
         func run() async throws {
             try await DeadLetters.with(options) { context in
                 try await context.listEvents(limit: limit)
@@ -133,7 +137,9 @@ struct DeadLetters: Sendable {
     func listEvents(limit: Int) async throws {
         print("parked events: \(try await ParkedEvents.openCount(on: database))")
         for event in try await ParkedEvents.newestOpen(limit: limit, on: database) {
-            print("  #\(event.id)  \(event.parkedAt)  tenant \(event.tenantID)  event \(event.eventID)  \(event.code): \(event.reason)")
+            print(
+                TerminalText.safe(
+                    "  #\(event.id)  \(event.parkedAt)  tenant \(event.tenantID)  event \(event.eventID)  \(event.code): \(event.reason)"))
         }
     }
 
@@ -141,7 +147,7 @@ struct DeadLetters: Sendable {
         print("parked messages in \(parkingLot.name): \(try await parkingLot.count(on: channel))")
         for message in try await parkingLot.peek(limit: limit, logger: Logger(label: "dlq")) {
             let preview = String(decoding: message.body.prefix(120), as: UTF8.self)
-            print("  message \(message.messageID ?? "-")  \(message.body.count) bytes: \(message.reason)\n    \(preview)")
+            print(TerminalText.safe("  message \(message.messageID ?? "-")  \(message.body.count) bytes: \(message.reason)\n    \(preview)"))
         }
     }
 
@@ -150,7 +156,7 @@ struct DeadLetters: Sendable {
             throw CommandFailure("no parked event #\(id); `aggregator dlq list` shows them")
         }
         for column in columns {
-            print("\(column.name): \(column.value ?? "-")")
+            print(TerminalText.safe("\(column.name): \(column.value ?? "-")"))
         }
     }
 

@@ -26,7 +26,10 @@ struct BackfillCommand: AsyncParsableCommand {
     @Option(help: "Attempts per batch when the service is unavailable (503) or unreachable.") var attempts = 5
 
     func validate() throws {
-        guard (1...100_000).contains(batchSize) else { throw ValidationError("--batch-size must be 1 to 100000") }
+        // The ingest takes at most 10,000 events a request: more was refused whole (413), every batch.
+        guard (1...IngestBody.maximumEvents).contains(batchSize) else {
+            throw ValidationError("--batch-size must be 1 to 10000 (the most events one request may carry)")
+        }
         guard (1...100).contains(attempts) else { throw ValidationError("--attempts must be 1 to 100") }
     }
 

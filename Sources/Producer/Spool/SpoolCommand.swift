@@ -30,9 +30,24 @@ struct DeadLetterCommand: AsyncParsableCommand {
     struct Options: ParsableArguments {
         @Option(help: "The spool folder (default: $TALLY_SPOOL_DIR or .local/spool/producer).") var spool: String?
 
-        var file: DeadLetterFile {
+        /// The spool's dead-letter file; a folder that is not there is a mistyped path (reading
+        /// created it and said "0 dead letters").
+        func file() throws -> DeadLetterFile {
             let directory = spool ?? ConfigurationReader().optionalString(ProducerConfiguration.spoolDirectory) ?? ".local/spool/producer"
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw CommandFailure("no spool folder \(directory): give the producer's TALLY_SPOOL_DIR with --spool")
+            }
             return DeadLetterFile(spoolDirectory: directory)
+        }
+
+        /// Refuses ids that name no dead letter of `letters` (a typo did nothing and exited 0).
+        static func refuseUnknown(_ ids: [String], in letters: [DeadLetter]) throws {
+            let unknown = Set(ids).subtracting(letters.map(\.id)).sorted()
+            guard unknown.isEmpty else {
+                throw CommandFailure(
+                    "no dead letter \(unknown.joined(separator: ", ")); `producer spool dead-letter list` shows them (nothing was done)")
+            }
         }
     }
 
@@ -41,14 +56,15 @@ struct DeadLetterCommand: AsyncParsableCommand {
         @OptionGroup var options: Options
 
         func run() async throws {
-            let file = options.file
+            let file = try options.file()
             let letters = try file.read()
-            print("\(letters.count) dead letter(s) in \(file.path)")
+            print(TerminalText.safe("\(letters.count) dead letter(s) in \(file.path)"))
             let times = ISO8601DateFormatter()
             for letter in letters {
                 print(
-                    "\(letter.id)  \(times.string(from: letter.time))  attempts \(letter.attempts)  \(DeadLetterCommand.summary(letter))  reason: \(letter.reason)"
-                )
+                    TerminalText.safe(
+                        "\(letter.id)  \(times.string(from: letter.time))  attempts \(letter.attempts)  \(DeadLetterCommand.summary(letter))  reason: \(letter.reason)"
+                    ))
             }
         }
     }
@@ -62,15 +78,19 @@ struct DeadLetterCommand: AsyncParsableCommand {
         @Option(name: .customLong("id"), help: "Only these dead letters (repeatable; default: all).") var ids: [String] = []
 
         func run() async throws {
-            let file = options.file
-            let letters = try file.read().filter { ids.isEmpty || ids.contains($0.id) }
+            let file = try options.file()
+            let all = try file.read()
+            try Options.refuseUnknown(ids, in: all)
+            let letters = all.filter { ids.isEmpty || ids.contains($0.id) }
             let batches = letters.map { letter in (letter, UsageBatch(spoolRecord: letter.record)) }
             for case (let letter, nil) in batches {
-                print("\(letter.id): not a usage batch; it cannot be replayed (purge it with --id \(letter.id) once inspected)")
+                print(TerminalText.safe("\(letter.id): not a usage batch; it cannot be replayed (purge it with --id \(letter.id) once inspected)"))
             }
             let replayable = batches.compactMap { letter, batch in batch.map { (letter, $0) } }
             guard !replayable.isEmpty else {
                 print("nothing to replay")
+                // Unreadable letters stay: not done.
+                if !letters.isEmpty { throw ExitCode(1) }
                 return
             }
             let connection = try await AMQPConnection.connect(
@@ -90,7 +110,7 @@ struct DeadLetterCommand: AsyncParsableCommand {
                 if outcome == .confirmed {
                     confirmed.insert(letter.id)
                 } else {
-                    print("\(letter.id): refused again (\(outcome)); it stays")
+                    print(TerminalText.safe("\(letter.id): refused again (\(outcome)); it stays"))
                 }
             }
             try file.remove(ids: confirmed)
@@ -110,7 +130,9 @@ struct DeadLetterCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let removed = try options.file.remove(ids: ids.isEmpty ? nil : Set(ids))
+            let file = try options.file()
+            if !ids.isEmpty { try Options.refuseUnknown(ids, in: try file.read()) }
+            let removed = try file.remove(ids: ids.isEmpty ? nil : Set(ids))
             print("purged \(removed) dead letter(s)")
         }
     }

@@ -33,6 +33,10 @@ public struct ParkingLot: Sendable {
 
     /// Up to `limit` parked messages, oldest first, left where they are: they are read on
     /// a connection of their own that closes without acking, so the broker requeues them.
+    /// The most messages one look sees: AMQP's largest prefetch (`dlq show` of a message past
+    /// the first 2,000 said it was not parked).
+    public static let maximumPeek = 65_535
+
     public func peek(limit: Int, logger: Logger) async throws -> [Message] {
         let peek = try await AMQPConnection.connect(configuration: amqp, logger: logger)
         do {
@@ -51,7 +55,7 @@ public struct ParkingLot: Sendable {
         guard count > 0, limit > 0 else { return [] }
         // Up to 65,535 unacked at once, the most AMQP allows: `dlq replay --id` looks through
         // the whole parking lot (2,000 left later ids "not parked").
-        try await peek.setPrefetch(UInt16(min(limit, 65_535)))
+        try await peek.setPrefetch(UInt16(min(limit, Self.maximumPeek)))
         try await peek.consume(name)
         var messages: [Message] = []
         for _ in 0..<min(limit, count) {
