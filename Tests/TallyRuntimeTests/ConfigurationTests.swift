@@ -79,3 +79,13 @@ struct AllocatorTuningTests {
         #expect(AllocatorTuning.apply(environment: [:]).isEmpty)
     }
 }
+
+@Suite("Terminal text")
+struct TerminalTextTests {
+    @Test("control characters in outside text are escaped before an operator's terminal sees them; newlines, tabs and letters pass")
+    func escaping() {
+        #expect(TerminalText.safe("evt-\u{1B}[31mred\u{1B}[0m") == "evt-\\u{1B}[31mred\\u{1B}[0m")
+        #expect(TerminalText.safe("bell\u{7}, del\u{7F}, csi\u{9B}") == "bell\\u{7}, del\\u{7F}, csi\\u{9B}")
+        #expect(TerminalText.safe("café\tline\nnext") == "café\tline\nnext")
+    }
+}
