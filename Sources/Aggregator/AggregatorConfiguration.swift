@@ -64,6 +64,11 @@ struct AggregatorConfiguration: Sendable {
         worker.maxBatch = Int(worker.prefetch)
         worker.batchBytes = try reader.int(Self.batchBytes, in: 1024...(256 << 20))
         worker.maxBatchBytes = try reader.int(Self.maxBatchBytes, in: 1024...(256 << 20))
+        // Set below the usual batch size, the cap was silently the usual size instead.
+        if reader.optionalString(Self.maxBatchBytes) != nil, worker.maxBatchBytes < worker.batchBytes {
+            throw .invalid(
+                Self.maxBatchBytes, reason: "is below AGGREGATOR_BATCH_BYTES (\(worker.batchBytes)); the cap must be at least the usual size")
+        }
         worker.linger = .milliseconds(try reader.int(Self.lingerMilliseconds, in: 0...60_000))
         tenantHoursPerTransaction = try reader.int(Self.tenantHoursPerTransaction, in: 1...10_000_000)
     }

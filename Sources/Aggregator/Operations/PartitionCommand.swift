@@ -56,7 +56,8 @@ struct PartitionCommand: AsyncParsableCommand {
             guard state.detachable else {
                 await pool.close()
                 throw CommandFailure(
-                    "\(month) ended less than \(UsagePartitions.dedupWindowDays) days ago: its events (or duplicates) can still arrive")
+                    "\(month) is inside the dedup window (it has not ended, or ended less than \(UsagePartitions.dedupWindowDays) days ago): "
+                        + "its events (or duplicates) can still arrive")
             }
             try await UsagePartitions.detach(month, on: pool)
             await pool.close()

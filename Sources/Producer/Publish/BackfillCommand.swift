@@ -113,7 +113,12 @@ struct BackfillCommand: AsyncParsableCommand {
                 continue
             }
             guard let tenant = (object["tenant_id"] as? String).flatMap(UUID.init(uuidString:)) else {
-                report.unreadable.append((number, "no \"tenant_id\" (a backfill names each event's tenant)"))
+                report.unreadable.append(
+                    (
+                        number,
+                        object["tenant_id"] == nil
+                            ? "no \"tenant_id\" (a backfill names each event's tenant)" : "\"tenant_id\" is not a tenant id (a UUID)"
+                    ))
                 continue
             }
             let key = CountedEventIDs.Key(tenant: tenant, id: id)
