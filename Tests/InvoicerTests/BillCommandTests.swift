@@ -17,11 +17,14 @@ struct BillCommandTests {
             InvoicingFixture.binary, ["bill", "--as-of", "1999-12-31T00:00:00Z", "--no-wait"], environment: environment)
         #expect(ancient.status == 64)
         #expect(ancient.errors.contains("years 2000 to 9999"), "\(ancient.errors)")
-        // A clock offset that is not a number is a usage error naming it, not a crash with a backtrace.
-        var broken = environment
-        broken["TALLY_CLOCK_OFFSET"] = "abc"
-        let clock = try await TestEnvironment.run(InvoicingFixture.binary, ["bill", "--no-wait"], environment: broken)
-        #expect(clock.status == 64, "\(clock.status) \(clock.errors)")
-        #expect(clock.errors.contains("TALLY_CLOCK_OFFSET=abc is invalid") && !clock.errors.contains("Fatal error"), "\(clock.errors)")
+        // A clock offset that is not a number, or beyond ±50 years (1e30 trapped converting the
+        // first timestamp), is an invalid setting naming it (exit 1, as every setting), not a crash.
+        for value in ["abc", "1e30"] {
+            var broken = environment
+            broken["TALLY_CLOCK_OFFSET"] = value
+            let clock = try await TestEnvironment.run(InvoicingFixture.binary, ["bill", "--no-wait"], environment: broken)
+            #expect(clock.status == 1, "\(clock.status) \(clock.errors)")
+            #expect(clock.errors.contains("TALLY_CLOCK_OFFSET=\(value) is invalid") && !clock.errors.contains("Fatal error"), "\(clock.errors)")
+        }
     }
 }
