@@ -61,6 +61,17 @@ struct InvoicerCommand: AsyncParsableCommand, TallyServer {
                 throw ValidationError("--rerun takes the run's own as_of and tenants; leave out --as-of and --tenant")
             }
             if let rerun, UUID(uuidString: rerun) == nil { throw ValidationError("--rerun must be a billing run id (UUID)") }
+            // Checked here as well as read in run(): a usage error thrown there printed the root
+            // command's usage instead of this one's.
+            if let asOf {
+                let date = try Self.instant(asOf)
+                if !allowFuture, date > TallyClock.now().addingTimeInterval(300) {
+                    throw ValidationError(
+                        "--as-of \(date.ISO8601Format()) is in the future: every period ending before it would be invoiced and emailed now; "
+                            + "check the date, or pass --allow-future to mean it")
+                }
+            }
+            if tenants.contains(where: { UUID(uuidString: $0) == nil }) { throw ValidationError("--tenant must be a tenant id (UUID)") }
         }
 
         func run() async throws {

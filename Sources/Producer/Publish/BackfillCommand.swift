@@ -31,6 +31,7 @@ struct BackfillCommand: AsyncParsableCommand {
             throw ValidationError("--batch-size must be 1 to 10000 (the most events one request may carry)")
         }
         guard (1...100).contains(attempts) else { throw ValidationError("--attempts must be 1 to 100") }
+        fclose(try PublishCommand.open(file))
     }
 
     /// What the file holds, line by line.

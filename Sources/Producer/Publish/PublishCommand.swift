@@ -30,6 +30,8 @@ struct PublishCommand: AsyncParsableCommand {
             throw ValidationError("--batch-size must be 1 to 10000 (the most events one request may carry)")
         }
         guard (1...100).contains(attempts) else { throw ValidationError("--attempts must be 1 to 100") }
+        // Here, not in run(): a usage error thrown there printed the root command's usage.
+        if file != "-" { fclose(try Self.open(file)) }
     }
 
     /// `path` opened for reading: a file, not a directory (which `fopen` opens, and reads as empty).
