@@ -214,16 +214,24 @@ struct StripeCommand: AsyncParsableCommand {
                 await pool.close()
                 return
             }
-            let due = try await StripeSyncState.retryFailed(invoice: invoice, on: pool)
-            // A named invoice that was not retried is a typo or has nothing to retry: said, exit 1.
-            if let invoice, due == 0 {
-                let state = try await StripeSyncState.state(ofInvoice: invoice, on: pool)
-                await pool.close()
-                guard state.exists else { throw CommandFailure("no invoice \(invoice) (give its id or number, e.g. INV-2026-000123)") }
-                throw CommandFailure(
-                    "invoice \(invoice) has no failed Stripe push to retry (its Stripe state: \(state.status ?? "not sent to Stripe")); "
-                        + "`invoicer stripe list --failed` lists the failed ones")
+            // A named invoice is found as everywhere (id or number, either case); a typo, or one
+            // with nothing to retry, is said (exit 1), not "0 due".
+            var only: String?
+            if let invoice {
+                let found = try await pool.withTransaction { try InvoiceRecords.invoice(idOrNumber: invoice, on: $0) }
+                guard let found else {
+                    await pool.close()
+                    throw CommandFailure("no invoice \(invoice) (give its id or number, e.g. INV-2026-000123)")
+                }
+                guard found.stripe?.status == "failed" else {
+                    await pool.close()
+                    throw CommandFailure(
+                        "invoice \(found.number) has no failed Stripe push to retry (its Stripe state: \(found.stripe?.status ?? "not sent to Stripe")); "
+                            + "`invoicer stripe list --failed` lists the failed ones")
+                }
+                only = found.id.uuidString.lowercased()
             }
+            let due = try await StripeSyncState.retryFailed(invoice: only, on: pool)
             print("\(due) invoice(s) due for Stripe again")
             await pool.close()
         }
@@ -245,15 +253,14 @@ extension InvoicerConfiguration: ServerConfiguration {}
 enum BillingRunStarter {
     /// Plans the run at `asOf` for `tenants` (every tenant when empty).
     static func plan(asOf: Date, tenants: [UUID], configuration: InvoicerConfiguration, pool: PostgresPool) async throws -> BillingRunPlanner.Plan {
-        try await pool.withTransaction { connection in
-            // A mistyped id planned an empty run that looked like "nothing due".
-            let unknown = try tenants.filter { try !TenantStore.exists($0, on: connection) }
-            guard unknown.isEmpty else {
-                throw CommandFailure(
-                    "no tenant \(unknown.map(\.lowercasedText).joined(separator: ", ")); GET /v1/tenants/{id} shows one, nothing was planned")
+        do {
+            return try await pool.withTransaction { connection in
+                try BillingRunPlanner.plan(
+                    asOf: asOf, grace: Double(configuration.graceSeconds), tenants: tenants.isEmpty ? nil : tenants, on: connection)
             }
-            return try BillingRunPlanner.plan(
-                asOf: asOf, grace: Double(configuration.graceSeconds), tenants: tenants.isEmpty ? nil : tenants, on: connection)
+        } catch let unknown as UnknownTenant {
+            throw CommandFailure(
+                "no tenant \(unknown.ids.map(\.lowercasedText).joined(separator: ", ")); GET /v1/tenants/{id} shows one, nothing was planned")
         }
     }
 

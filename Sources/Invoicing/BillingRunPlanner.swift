@@ -29,6 +29,9 @@ public enum BillingRunPlanner {
     public static func plan(
         asOf: Date, grace: TimeInterval, tenants: [UUID]? = nil, on connection: isolated PostgresConnection
     ) throws -> Plan {
+        // A mistyped tenant id planned an empty run that read as "nothing due".
+        let unknown = try (tenants ?? []).filter { try !TenantStore.exists($0, on: connection) }
+        guard unknown.isEmpty else { throw UnknownTenant(unknown) }
         let plans = try SubscriptionRecords.plans(on: connection)
         let subscriptions = try SubscriptionRecords.subscriptions(of: tenants, plans: plans, on: connection).values.flatMap { $0 }
         var invoiced: Set<InvoicedPeriod> = []

@@ -122,10 +122,15 @@ public struct TenantChange: Sendable, Equatable {
 }
 
 /// A tenant field that failed validation.
-/// The tenant a write names does not exist (an admin's `tenant_id`): answered 404, not
-/// left to the foreign key (a 500).
+/// Tenants a write or a billing run names do not exist (an admin's `tenant_id`, a
+/// mistyped `--tenant`): answered 404 naming the field, not left to a foreign key (a 500)
+/// or planned as an empty run.
 public struct UnknownTenant: Error, Sendable {
-    public init() {}
+    public let ids: [UUID]
+
+    public init(_ ids: [UUID]) {
+        self.ids = ids
+    }
 }
 
 public struct TenantValidationError: Error, Equatable {

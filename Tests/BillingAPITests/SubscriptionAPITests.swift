@@ -72,11 +72,18 @@ struct SubscriptionAPITests: BillingAPITestCase {
             // Reads too are bounded: no `at` before 2000, nor one whose period ends after 9999
             // (its end was written as year 10000, not RFC 3339).
             // A subscription from midnight on the 1st has a period ending at 10000-01-01T00:00:00Z
-            // exactly (the bound rounded to it, and let it through).
+            // exactly (the bound rounded to it, and let it through). The 1st of next month, so it
+            // has no period due meanwhile; canceled before its start below.
+            var utc = Calendar(identifier: .gregorian)
+            utc.timeZone = TimeZone(identifier: "UTC")!
+            let thisMonth = utc.date(from: utc.dateComponents([.year, .month], from: now))!
+            let firstOfNextMonth = RFC3339.format(utc.date(byAdding: .month, value: 1, to: thisMonth)!)
             let midnight = try await createTenant(client)
             (status, body) = try await post(
-                client, "/v1/subscriptions", adminToken, #"{"tenant_id": "\#(midnight.id)", "plan": "starter", "start": "2026-01-01T00:00:00Z"}"#)
+                client, "/v1/subscriptions", adminToken,
+                #"{"tenant_id": "\#(midnight.id)", "plan": "starter", "start": "\#(firstOfNextMonth)"}"#)
             #expect(status == .created, "\(body)")
+            let midnightSubscription = try #require(body["id"] as? String)
             for (tenant, at) in [(other.id, "0013-01-03T00:00:00Z"), (other.id, "9999-12-31T23:59:59Z"), (midnight.id, "9999-12-31T23:59:59Z")] {
                 try await client.execute(
                     uri: "/v1/invoices/upcoming?tenant_id=\(tenant)&at=\(at)", method: .get, headers: bearer(adminToken)
@@ -86,6 +93,9 @@ struct SubscriptionAPITests: BillingAPITestCase {
                     #expect(field == "at", "\(at)")
                 }
             }
+            // Canceled before its start, it never starts (no period left behind for others' runs).
+            (status, body) = try await post(client, "/v1/subscriptions/\(midnightSubscription)/cancel", adminToken, "{}")
+            #expect(status == .ok && body["ends_at"] as? String == body["started_at"] as? String, "\(body)")
         }
     }
 
@@ -168,12 +178,31 @@ struct SubscriptionAPITests: BillingAPITestCase {
             let all = changes(body)
             #expect(all.count == 2 && all.first == "start enterprise \(startedAt)" && all.last?.hasPrefix("downgrade starter ") == true, "\(body)")
             #expect(all.last != "downgrade starter \(startedAt)", "\(body)")
-            // An unknown tenant is named as such (it said "No subscription with that id").
-            (status, body) = try await post(
-                client, "/v1/subscriptions", adminToken, #"{"tenant_id": "\#(UUID().uuidString)", "plan": "starter"}"#)
-            #expect(status == .notFound, "\(body)")
-            #expect(field(body) == "tenant_id", "\(body)")
-            #expect((body["error"] as? [String: Any])?["message"] as? String == "No tenant with that id is visible to this API key.", "\(body)")
+        }
+    }
+
+    @Test("a tenant that does not exist is a 404 naming tenant_id: a subscription, the upcoming invoice, a billing run")
+    func unknownTenant() async throws {
+        try await app().test(.router) { client in
+            let unknown = UUID().uuidString
+            // It said "No subscription with that id" (and a run answered 202 with nothing due).
+            for (uri, body) in [
+                ("/v1/subscriptions", #"{"tenant_id": "\#(unknown)", "plan": "starter"}"#),
+                ("/v1/billing-runs", #"{"tenant_id": "\#(unknown)"}"#),
+            ] {
+                let (status, answer) = try await post(client, uri, adminToken, body)
+                #expect(status == .notFound, "\(uri) \(answer)")
+                #expect(field(answer) == "tenant_id", "\(uri) \(answer)")
+                #expect(
+                    (answer["error"] as? [String: Any])?["message"] as? String == "No tenant with that id is visible to this API key.",
+                    "\(uri) \(answer)")
+            }
+            try await client.execute(uri: "/v1/invoices/upcoming?tenant_id=\(unknown)", method: .get, headers: bearer(adminToken)) {
+                response in
+                #expect(response.status == .notFound)
+                let answer = try json(response)
+                #expect(field(answer) == "tenant_id", "\(answer)")
+            }
         }
     }
 

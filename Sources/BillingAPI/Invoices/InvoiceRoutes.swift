@@ -65,16 +65,17 @@ struct InvoiceRoutes {
     @Sendable func upcoming(_ request: Request, context: TallyRequestContext) async throws -> UpcomingInvoice {
         let tenant = try context.tenantInScope(request.uri.queryParameters.get("tenant_id"))
         let at = try request.uri.queryParameters.get("at").map { try SubscriptionRoutes.instant($0, field: "at") } ?? TallyClock.now()
-        let computed: UpcomingInvoice?
+        let statement: UsageStatement?
         do {
-            computed = try await pool.withTransaction(isolation: .repeatableRead) { connection in
-                guard try TenantStore.exists(tenant, on: connection) else { throw APIError.notFound("tenant", field: "tenant_id") }
-                return try UpcomingInvoice.compute(tenant: tenant, at: at, on: connection)
+            statement = try await pool.withTransaction(isolation: .repeatableRead) {
+                try UsageStatement.load(tenant: tenant, asOf: Instant(at), on: $0)
             }
         } catch let error as BillingError {
             throw APIError.unpriceable(error, what: "The upcoming invoice")
         }
-        guard let upcoming = computed else {
+        // No statement: no such tenant (as GET /v1/usage says); no draft: no billed period open.
+        guard let statement else { throw APIError.notFound("tenant", field: "tenant_id") }
+        guard let upcoming = UpcomingInvoice(statement, asOf: at) else {
             throw APIError(
                 .notFound, code: "NO_OPEN_PERIOD",
                 message: "The tenant has no billed period open at \(at.ISO8601Format()) (no subscription, a trial, or it ended); "
@@ -129,12 +130,15 @@ struct InvoiceRoutes {
             guard let id = UUID(uuidString: text) else { throw APIError.invalid("tenant_id", "must be a tenant id (UUID)") }
             return id
         }
-        let status = try await pool.withTransaction { connection in
-            // A run for a tenant that does not exist would plan nothing and say so as a success.
-            if let tenant, try !TenantStore.exists(tenant, on: connection) { throw APIError.notFound("tenant", field: "tenant_id") }
-            let plan = try BillingRunPlanner.plan(asOf: asOf, grace: grace, tenants: tenant.map { [$0] }, on: connection)
-            guard let status = try BillingRunStatus.load(plan.runID, on: connection) else { throw APIError.notFound("billing run") }
-            return status
+        let status: BillingRunStatus
+        do {
+            status = try await pool.withTransaction { connection in
+                let plan = try BillingRunPlanner.plan(asOf: asOf, grace: grace, tenants: tenant.map { [$0] }, on: connection)
+                guard let status = try BillingRunStatus.load(plan.runID, on: connection) else { throw APIError.notFound("billing run") }
+                return status
+            }
+        } catch is UnknownTenant {
+            throw APIError.notFound("tenant", field: "tenant_id")
         }
         context.logger.info("billing run planned", metadata: ["billing_run.id": "\(status.id)", "due": "\(status.due)"])
         return EditedResponse(status: .accepted, response: status)

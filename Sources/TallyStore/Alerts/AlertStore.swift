@@ -105,7 +105,7 @@ public struct AlertStore: Sendable {
     public func create(_ alert: NewUsageAlert) async throws -> UsageAlert? {
         try await pool.withTransaction { connection -> UsageAlert? in
             guard try !connection.query("SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE", [alert.tenantID]).isEmpty else {
-                throw UnknownTenant()
+                throw UnknownTenant([alert.tenantID])
             }
             let count = try connection.query("SELECT count(*) FROM usage_alerts WHERE tenant_id = $1", [alert.tenantID])[0]
                 .decode(0, as: Int.self)

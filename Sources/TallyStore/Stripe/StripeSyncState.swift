@@ -180,17 +180,9 @@ public enum StripeSyncState {
         try await pool.query(
             """
             UPDATE invoices SET stripe_status = 'pending', stripe_attempts = 0, stripe_next_attempt_at = now()
-             WHERE stripe_status = 'failed' AND ($1::text IS NULL OR id::text = lower($1) OR number = upper($1))
+             WHERE stripe_status = 'failed' AND ($1::text IS NULL OR id::text = $1 OR number = $1)
             """, [invoice]
         ).affectedRows
-    }
-
-    /// Whether the invoice (by id or number, either case) exists, and its Stripe state
-    /// (`pending`, `synced`, `failed`; nil for an invoice not sent to Stripe).
-    public static func state(ofInvoice idOrNumber: String, on pool: PostgresPool) async throws -> (exists: Bool, status: String?) {
-        let rows = try await pool.query(
-            "SELECT stripe_status FROM invoices WHERE id::text = lower($1) OR number = upper($1) LIMIT 1", [idOrNumber])
-        return (!rows.isEmpty, rows.first?.text(0))
     }
 
     /// The Stripe backlog: invoices pending and failed, and events set aside as failed.

@@ -77,7 +77,9 @@ public struct WebhookEndpointStore: Sendable {
     ) async throws -> (WebhookEndpoint, WebhookSecret)? {
         let secret = WebhookSecret.generate()
         let endpoint = try await pool.withTransaction { connection -> WebhookEndpoint? in
-            guard try !connection.query("SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE", [tenant]).isEmpty else { throw UnknownTenant() }
+            guard try !connection.query("SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE", [tenant]).isEmpty else {
+                throw UnknownTenant([tenant])
+            }
             let count = try connection.query("SELECT count(*) FROM webhook_endpoints WHERE tenant_id = $1", [tenant])[0].decode(0, as: Int.self)
             guard count < limit else { return nil }
             let rows = try connection.query(
