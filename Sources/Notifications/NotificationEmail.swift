@@ -193,10 +193,7 @@ public struct NotificationEmail: Sendable {
     }
 
     static func html(intro: [String], summary: [(String, String)], table: [(String, String)], closing: [String], signature: String) -> String {
-        func escape(_ text: String) -> String {
-            text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
-                .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
-        }
+        let escape = HTMLText.escape
         var html = "<!DOCTYPE html><html><body style=\"font-family: sans-serif; color: #222\">\n"
         html += intro.split(separator: "").map { "<p>" + $0.map(escape).joined(separator: "<br>") + "</p>\n" }.joined()
         html += "<table style=\"border-collapse: collapse\">\n"

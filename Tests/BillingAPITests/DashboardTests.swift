@@ -379,6 +379,30 @@ struct DashboardTests: BillingAPITestCase {
         #expect(UsagePage.Card.change(from: .zero, to: .zero) == nil)
     }
 
+    @Test("a tenant's name cannot carry markup into a page, whatever marks are joined to its < > \" & (escaped scalar by scalar)")
+    func markupInNames() async throws {
+        // As JSON: a prepended mark before `<` and after the tag's end, a combining accent after
+        // `"` and `&`, a zero-width joiner after `<` — each makes one grapheme cluster of the pair.
+        let name = #"Mallory \u0600<meta http-equiv=refresh content=0;url=http://127.0.0.1:9/x\u0600> q\"\u0301 &\u0301amp; <\u200Db>"#
+        // What must not reach a page raw; the name escaped must.
+        let raw = ["<meta http-equiv", "\u{0600}>", "\"\u{0301}", "&\u{0301}", "<\u{200D}b"]
+        let escaped = "Mallory \u{0600}&lt;meta http-equiv=refresh"
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client, name: name)
+            let browser = try await signIn(client, key: tenant.key)
+            for page in ["usage", "alerts", "upcoming"] {
+                let (status, body, headers) = try await get(client, "/dashboard/\(page)", browser)
+                #expect(status == .ok, "\(page)")
+                #expect(Self.holds(body, escaped), "\(page)")
+                #expect(raw.filter { Self.holds(body, $0) }.isEmpty, "\(page)")
+                #expect(headers[.contentSecurityPolicy]?.contains("base-uri 'none'") == true)
+            }
+        }
+    }
+
+    /// Whether `page` holds `text`, byte for byte (String's `contains` compares grapheme clusters).
+    static func holds(_ page: String, _ text: String) -> Bool { Array(page.utf8).firstRange(of: Array(text.utf8)) != nil }
+
     @Test("isolation: tenant A's session gets 404 for B's pages, invoice PDFs, alerts and endpoints, whatever ids it names")
     func isolation() async throws {
         let pool = PostgresPool(configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), size: 1, logger: Logger(label: "test"))

@@ -1,14 +1,29 @@
 import Mustache
+import Notifications
 
 /// The dashboard's Mustache templates, compiled into the binary so a deployment is one
 /// file. Every page inherits `layout` and fills its `content` block; `{{value}}` is
 /// HTML-escaped, and only the server-drawn chart is inserted raw (`{{{svg}}}`).
 /// No script, no CDN: everything works without JavaScript.
+///
+/// Values are escaped by `HTMLText.escape`, scalar by scalar, not by swift-mustache's
+/// own HTML escaping, which compares grapheme clusters: a tenant named `\u{600}<meta …>`
+/// rendered a live tag. Every template starts with the pragma choosing it (added here,
+/// so no template can forget it; a partial starts in the library's default type).
 enum DashboardTemplates {
     static func library() throws -> MustacheLibrary {
+        MustacheContentTypes.register(ScalarHTML(), named: ScalarHTML.name)
         var library = MustacheLibrary()
-        for (name, text) in all { try library.register(text, named: name) }
+        for (name, text) in all { try library.register(ScalarHTML.pragma + text, named: name) }
         return library
+    }
+
+    /// HTML escaping for the templates' `{{value}}`s.
+    struct ScalarHTML: MustacheContentType {
+        static let name = "TALLY_HTML"
+        static let pragma = "{{% CONTENT_TYPE: \(name) }}"
+
+        func escapeText(_ text: String) -> String { HTMLText.escape(text) }
     }
 
     static let all: [(String, String)] = [

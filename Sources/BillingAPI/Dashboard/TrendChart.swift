@@ -1,5 +1,6 @@
 import BillingEngine
 import Foundation
+import Notifications
 import TallyStore
 
 /// The trend chart, drawn on the server as SVG: one line per metric over the buckets of a
@@ -50,7 +51,7 @@ struct TrendChart {
         let labelEvery = max(1, count / 6)
         for index in stride(from: 0, to: history.buckets.count, by: labelEvery) {
             parts.append(
-                #"<text x="\#(x(index))" y="\#(top + plotHeight + 16)" text-anchor="middle" font-size="11" fill="rgb(91,101,117)">\#(Self.escape(Self.label(history.buckets[index], history.granularity)))</text>"#
+                #"<text x="\#(x(index))" y="\#(top + plotHeight + 16)" text-anchor="middle" font-size="11" fill="rgb(91,101,117)">\#(HTMLText.escape(Self.label(history.buckets[index], history.granularity)))</text>"#
             )
         }
         for (number, series) in history.series.enumerated() {
@@ -59,7 +60,7 @@ struct TrendChart {
             let dash = number >= Self.colors.count ? #" stroke-dasharray="6 3""# : ""
             let points = series.values.enumerated().map { index, value in "\(x(index)),\(y(Self.double(value)))" }
             parts.append(
-                #"<polyline data-metric="\#(Self.escape(series.metric))" fill="none" stroke="\#(color)" stroke-width="2"\#(dash) points="\#(points.joined(separator: " "))"/>"#
+                #"<polyline data-metric="\#(HTMLText.escape(series.metric))" fill="none" stroke="\#(color)" stroke-width="2"\#(dash) points="\#(points.joined(separator: " "))"/>"#
             )
             // One bucket is one point, which a line does not draw.
             if count == 1, let value = series.values.first {
@@ -70,7 +71,8 @@ struct TrendChart {
             let unit = units[series.metric].map { " (\($0))" } ?? ""
             parts.append(#"<rect x="\#(legendX)" y="\#(legendY - 8)" width="10" height="10" fill="\#(color)"/>"#)
             parts.append(
-                #"<text x="\#(legendX + 14)" y="\#(legendY + 1)" font-size="11" fill="rgb(29,36,48)">\#(Self.escape(series.metric + unit))</text>"#)
+                #"<text x="\#(legendX + 14)" y="\#(legendY + 1)" font-size="11" fill="rgb(29,36,48)">\#(HTMLText.escape(series.metric + unit))</text>"#
+            )
         }
         parts.append("</svg>")
         return parts.joined(separator: "\n")
@@ -99,8 +101,4 @@ struct TrendChart {
         value == value.rounded() ? String(format: "%.0f", value) : String(format: "%g", value)
     }
 
-    static func escape(_ text: String) -> String {
-        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
-            .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
-    }
 }
