@@ -22,22 +22,31 @@ public struct UsageEventProblem: Sendable, Hashable, Codable, Error {
 /// a whole batch at once.
 ///
 /// `now` is a parameter: the accepted time window is [now − 90 days, now + 5 minutes].
+/// A worker passes `acceptedAt`, when the events were accepted (their message's
+/// timestamp): the 90 days count back from it, so time spent queued does not refuse
+/// what the edge accepted — within `workerMargin`, the dedup window's margin.
 public struct UsageEventValidator: Sendable {
     /// The tenant of the API key, when a tenant key made the request: events may
     /// omit `tenant_id`, and must not name another tenant.
     public let authenticatedTenant: UUID?
     public let now: Date
+    public let acceptedAt: Date?
 
     public static let maxIDLength = 255
     public static let maxTextLength = 200
     public static let maxMetadataBytes = 8 * 1024
     public static let futureTolerance: TimeInterval = 5 * 60
     public static let maxAge: TimeInterval = 90 * 86_400
+    /// How long after its acceptance a worker still counts an event near the age limit:
+    /// ids are kept, and months archived, 97 days after (TallyStore's `dedupWindowDays`),
+    /// so an older event could no longer be told from a duplicate.
+    public static let workerMargin: TimeInterval = 7 * 86_400
     static let knownFields: Set<String> = Set(UsageEvent.CodingKeys.allCases.map(\.stringValue))
 
-    public init(authenticatedTenant: UUID?, now: Date) {
+    public init(authenticatedTenant: UUID?, now: Date, acceptedAt: Date? = nil) {
         self.authenticatedTenant = authenticatedTenant
         self.now = now
+        self.acceptedAt = acceptedAt.map { min($0, now) }
     }
 
     /// Validates every object; returns the events, or throws every problem found.
@@ -67,7 +76,7 @@ public struct UsageEventValidator: Sendable {
         let tenant = check.tenant(fields["tenant_id"], authenticated: authenticatedTenant)
         let metric = check.metric(fields["type"])
         let quantity = check.quantity(fields["quantity"])
-        let time = check.time(fields["time"], now: now)
+        let time = check.time(fields["time"], now: now, acceptedAt: acceptedAt)
         let name = check.optionalText(fields["name"], field: "name")
         let unit = check.optionalText(fields["unit"], field: "unit")
         let metadata = check.metadata(fields["metadata"])
@@ -180,7 +189,7 @@ struct EventCheck {
         }
     }
 
-    mutating func time(_ value: JSONValue?, now: Date) -> Date? {
+    mutating func time(_ value: JSONValue?, now: Date, acceptedAt: Date?) -> Date? {
         guard case .string(let text)? = value else {
             fail("time", value == nil ? "missing" : "invalid_type", "is required: when the usage happened, RFC 3339 (2026-11-24T18:40:00.123Z)")
             return nil
@@ -193,8 +202,14 @@ struct EventCheck {
             fail("time", "in_future", "is more than 5 minutes in the future; check the sender's clock")
             return nil
         }
-        guard time >= now.addingTimeInterval(-UsageEventValidator.maxAge) else {
-            fail("time", "too_old", "is more than 90 days old")
+        guard time >= (acceptedAt ?? now).addingTimeInterval(-UsageEventValidator.maxAge) else {
+            fail("time", "too_old", acceptedAt == nil ? "is more than 90 days old" : "was more than 90 days old when accepted")
+            return nil
+        }
+        guard time >= now.addingTimeInterval(-UsageEventValidator.maxAge - UsageEventValidator.workerMargin) else {
+            fail(
+                "time", "too_old",
+                "is more than 97 days old: accepted in time, but it waited more than 7 days to be counted, past the dedup window")
             return nil
         }
         return time

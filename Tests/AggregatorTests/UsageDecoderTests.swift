@@ -121,6 +121,32 @@ struct UsageDecoderTests {
         #expect(Set(batch.parkedEvents.map(\.code)) == ["too_old", "in_future"])
     }
 
+    @Test("the age limit counts from when the events were accepted (the message's timestamp), within the 97-day dedup window")
+    func ageFromAcceptance() {
+        // Accepted an hour ago, a minute inside its 90 days then: 59 minutes past them now.
+        let accepted = now.addingTimeInterval(-3_600)
+        let nearLimit = RFC3339.format(accepted.addingTimeInterval(-UsageEventValidator.maxAge + 60))
+        func decoded(_ id: String, _ time: String, acceptedAt: Date?) -> DecodedBatch {
+            UsageDecoder(now: now).decode([
+                UsageMessage(
+                    deliveryTag: 1, messageID: "m", schema: "usage.v1", body: Array("[\(event(id, time: time))]".utf8), acceptedAt: acceptedAt)
+            ])
+        }
+        #expect(decoded("accepted", nearLimit, acceptedAt: accepted).eventCount == 1)
+        // Without a timestamp (an older publisher), and with one later than now (a sender's
+        // clock ahead), it is judged by now.
+        #expect(decoded("unstamped", nearLimit, acceptedAt: nil).parkedEvents.map(\.code) == ["too_old"])
+        #expect(decoded("ahead", nearLimit, acceptedAt: now.addingTimeInterval(86_400)).parkedEvents.map(\.code) == ["too_old"])
+        // Accepted 8 days ago at 89.5 days old: 97.5 days old now, past the ids' window.
+        let waited = now.addingTimeInterval(-8 * 86_400)
+        let late = decoded("waited", RFC3339.format(waited.addingTimeInterval(-89.5 * 86_400)), acceptedAt: waited)
+        #expect(late.parkedEvents.map(\.code) == ["too_old"])
+        #expect(late.parkedEvents.first?.reason.contains("waited more than 7 days") == true)
+        // Accepted at more than 90 days old: refused whatever the wait.
+        let old = decoded("old", RFC3339.format(accepted.addingTimeInterval(-UsageEventValidator.maxAge - 1)), acceptedAt: accepted)
+        #expect(old.parkedEvents.map(\.code) == ["too_old"])
+    }
+
     @Test("the next batch's size: as many bytes as hold one transaction's tenant-hours at the last batch's mix")
     func nextBatchSize() {
         // 4 MiB over 5,000 tenant-hours: twice the bytes fit the 10,000 of a transaction.

@@ -244,6 +244,13 @@ struct UsageHistoryAPITests: BillingAPITestCase {
         }
     }
 
+    @Test("a CSV field is quoted for a line break or quote joined to its neighbours (\\r\\n, a quote with a combining mark)")
+    func csvFieldsByScalar() {
+        #expect(Array(UsageCSV.field("a\r\nb").utf8) == Array("\"a\r\nb\"".utf8))
+        #expect(Array(UsageCSV.field("q\"\u{0301},").utf8) == Array("\"q\"\"\u{0301},\"".utf8))
+        #expect(UsageCSV.field("api_calls") == "api_calls")
+    }
+
     @Test("ids are written in lower case in every JSON answer and accepted in any case")
     func lowerCaseIDs() async throws {
         try await app().test(.router) { client in

@@ -12,18 +12,22 @@ struct UsageMessage: Sendable {
     let messageID: String?
     let schema: String?
     let body: [UInt8]
+    /// The message's timestamp: when its events were accepted (the age limit counts from it).
+    let acceptedAt: Date?
 
-    init(deliveryTag: UInt64, messageID: String?, schema: String?, body: [UInt8]) {
+    init(deliveryTag: UInt64, messageID: String?, schema: String?, body: [UInt8], acceptedAt: Date? = nil) {
         self.deliveryTag = deliveryTag
         self.messageID = messageID
         self.schema = schema
         self.body = body
+        self.acceptedAt = acceptedAt
     }
 
     init(_ delivery: Delivery) {
         self.init(
             deliveryTag: delivery.deliveryTag, messageID: delivery.properties.messageID,
-            schema: delivery.properties.headers[HeaderName.schema]?.stringValue, body: delivery.body)
+            schema: delivery.properties.headers[HeaderName.schema]?.stringValue, body: delivery.body,
+            acceptedAt: delivery.properties.timestamp.map { Date(timeIntervalSince1970: Double($0)) })
     }
 }
 
@@ -187,7 +191,7 @@ struct UsageDecoder: Sendable {
             batch.parkedEvents.append(Self.parked(duplicateKeys: element, refusal: refusal, messageID: message.messageID))
         }
         guard !objects.isEmpty else { return }
-        let validator = UsageEventValidator(authenticatedTenant: nil, now: now)
+        let validator = UsageEventValidator(authenticatedTenant: nil, now: now, acceptedAt: message.acceptedAt)
         do {
             stage(try validator.validate(objects), objects: objects, messageID: message.messageID, into: &batch)
         } catch {

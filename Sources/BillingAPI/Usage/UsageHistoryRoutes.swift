@@ -170,9 +170,17 @@ enum UsageCSV {
         return text
     }
 
+    /// A CSV field, quoted when it holds a separator, a quote or a line break — looked for
+    /// scalar by scalar, as a spreadsheet reads bytes: "\r\n", or a quote with a combining
+    /// mark after it, is one `Character` equal to none of them.
     static func field(_ value: String) -> String {
-        guard value.contains(where: { $0 == "," || $0 == "\"" || $0 == "\r" || $0 == "\n" }) else { return value }
-        return "\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+        guard value.unicodeScalars.contains(where: { $0 == "," || $0 == "\"" || $0 == "\r" || $0 == "\n" }) else { return value }
+        var quoted = String.UnicodeScalarView()
+        for scalar in value.unicodeScalars {
+            quoted.append(scalar)
+            if scalar == "\"" { quoted.append(scalar) }
+        }
+        return "\"" + String(quoted) + "\""
     }
 }
 

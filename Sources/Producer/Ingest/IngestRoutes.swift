@@ -40,9 +40,12 @@ struct IngestRoutes: Sendable {
         case .tenant(let id): tenant = id
         case .admin: tenant = nil
         }
-        let events = try await validate(objects, tenant: tenant)
+        // The time the events are judged against is the one their messages carry: a worker
+        // judges the age limit against it, not against when it gets to them.
+        let acceptedAt = clock()
+        let events = try await validate(objects, tenant: tenant, now: acceptedAt)
         let traceparent = request.headers[HTTPField.Name("traceparent")!]
-        let batches = UsageBatch.batches(of: events, traceparent: traceparent)
+        let batches = UsageBatch.batches(of: events, traceparent: traceparent, acceptedAt: acceptedAt)
         let durability: DurablePublisher.Durability
         do {
             durability = try await publisher.submit(batches)
@@ -92,8 +95,8 @@ struct IngestRoutes: Sendable {
         return received <= IngestRequestContext.bodyLimit ? collected : nil
     }
 
-    private func validate(_ objects: [JSONValue], tenant: UUID?) async throws -> [UsageEvent] {
-        let validator = UsageEventValidator(authenticatedTenant: tenant, now: clock())
+    private func validate(_ objects: [JSONValue], tenant: UUID?, now: Date) async throws -> [UsageEvent] {
+        let validator = UsageEventValidator(authenticatedTenant: tenant, now: now)
         var events: [UsageEvent]
         do {
             events = try validator.validate(objects)

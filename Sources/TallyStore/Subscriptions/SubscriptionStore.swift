@@ -257,7 +257,8 @@ public struct SubscriptionStore: Sendable {
             var timeline = stored.timeline
             timeline.cancel(atPeriodEnd ? .atPeriodEnd(requestedAt: requested) : .immediately(at: requested))
             guard let ending = timeline.endsAt, ending > stored.start else {
-                throw SubscriptionRefusal(kind: .conflict, field: "at", message: "is before the subscription started")
+                throw SubscriptionRefusal(
+                    kind: .conflict, field: "at", message: "must be after the subscription's start (it has started, so it ends after it)")
             }
             endsAt = ending
         }
