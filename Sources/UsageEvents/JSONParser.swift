@@ -34,15 +34,19 @@ public struct JSONParser {
         public let value: JSONValue
         /// The element as it was written.
         public let text: ArraySlice<UInt8>
-        /// Why the element is refused (a key sent twice in it), with its path within the
-        /// element; nil for a well-formed element.
+        /// Why the element is refused (a key sent twice in it, or what is not JSON in it),
+        /// with its path within the element; nil for a well-formed element.
         public let refusal: JSONParseError?
     }
 
     /// The elements of a document that is a JSON array, each on its own: an element
     /// holding a key sent twice — well-formed JSON that `parse` refuses — comes with its
-    /// `refusal`, and the others are unaffected (a worker parks that one event and goes on).
-    /// Anything else not JSON refuses the whole document, as `parse` does.
+    /// `refusal`, and so does one that is not JSON inside but whose extent is still plain
+    /// (`1e400`, a lone surrogate, a byte that is not UTF-8, inside brackets and quotes
+    /// that close): its `value` is null and its `text` what was written. The others are
+    /// unaffected (a worker parks that one event and goes on). A document whose shape
+    /// cannot be followed (an unclosed string or bracket, a missing comma) is refused
+    /// whole, as `parse` refuses it.
     public static func elements(of bytes: some Collection<UInt8>) throws(JSONParseError) -> [Element] {
         var parser = JSONParser(bytes: Array(bytes))
         parser.keepsLastOfDuplicateKeys = true
@@ -67,7 +71,19 @@ public struct JSONParser {
                 do {
                     value = try parser.value()
                 } catch {
-                    throw error.within("[\(elements.count)]")
+                    // Past the element by its shape alone; it is refused, the others read on.
+                    parser.index = start
+                    parser.depth = 1
+                    guard parser.skipValue() else { throw error.within("[\(elements.count)]") }
+                    elements.append(Element(value: .null, text: parser.bytes[start..<parser.index], refusal: error))
+                    parser.skipWhitespace()
+                    if parser.peek(UInt8(ascii: ",")) {
+                        parser.index += 1
+                        continue
+                    }
+                    guard parser.peek(UInt8(ascii: "]")) else { throw parser.error("expected ',' or ']' in an array") }
+                    parser.index += 1
+                    break
                 }
                 let text = parser.bytes[start..<parser.index]
                 var refusal: JSONParseError?
@@ -310,6 +326,42 @@ public struct JSONParser {
             word.withUTF8Buffer({ bytes[index..<index + count].elementsEqual($0) })
         else { throw error("expected a JSON value") }
         index += count
+    }
+
+    /// Moves past one value by its shape alone — a string to its closing quote (an escape
+    /// taken as two bytes, its content unread), brackets to the one that closes them, any
+    /// other run of bytes to the next `,` `]` or `}` — and says whether that was possible
+    /// (brackets matched within `maximumDepth`, a string closed, something there).
+    private mutating func skipValue() -> Bool {
+        let start = index
+        var open: [UInt8] = []
+        while index < bytes.count {
+            let byte = bytes[index]
+            switch byte {
+            case UInt8(ascii: "\""):
+                index += 1
+                while index < bytes.count, bytes[index] != UInt8(ascii: "\"") {
+                    index += bytes[index] == UInt8(ascii: "\\") ? 2 : 1
+                }
+                guard index < bytes.count else { return false }
+                index += 1
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                open.append(byte == UInt8(ascii: "[") ? UInt8(ascii: "]") : UInt8(ascii: "}"))
+                guard open.count < Self.maximumDepth else { return false }
+                index += 1
+            case UInt8(ascii: "]"), UInt8(ascii: "}"):
+                guard let closing = open.last else { return index > start }
+                guard closing == byte else { return false }
+                open.removeLast()
+                index += 1
+            case UInt8(ascii: ","):
+                if open.isEmpty { return index > start }
+                index += 1
+            default:
+                index += 1
+            }
+        }
+        return false
     }
 
     private mutating func enter() throws(JSONParseError) {

@@ -121,6 +121,19 @@ struct UsageDecoderTests {
         #expect(Set(batch.parkedEvents.map(\.code)) == ["too_old", "in_future"])
     }
 
+    @Test("an event not JSON inside (a number out of range) is parked alone as invalid_json; the message's other events are counted")
+    func malformedEventAlone() {
+        let bad =
+            #"{"id": "bad", "tenant_id": "\#(tenant)", "type": "api_calls", "quantity": 1, "time": "2026-11-24T18:00:00Z", "metadata": {"v": 1e400}}"#
+        let batch = UsageDecoder(now: now).decode([message("[\(event("a")), \(bad), \(event("b"))]")])
+        #expect(batch.eventCount == 2)
+        #expect(batch.unreadable.isEmpty)
+        #expect(batch.parkedEvents.map(\.code) == ["invalid_json"])
+        #expect(batch.parkedEvents.first?.field == "metadata.v")
+        #expect(batch.parkedEvents.first?.payload == bad)
+        #expect(batch.parkedEvents.first?.reason.hasPrefix("is not valid JSON: a number is out of range") == true)
+    }
+
     @Test("the age limit counts from when the events were accepted (the message's timestamp), within the 97-day dedup window")
     func ageFromAcceptance() {
         // Accepted an hour ago, a minute inside its 90 days then: 59 minutes past them now.

@@ -134,7 +134,7 @@ struct JSONParserTests {
         #expect(throws: JSONParseError(offset: 1, message: "expected a string key")) { try JSONParser.parse(Array("{not json".utf8)) }
     }
 
-    @Test("elements of an array: one holding a key sent twice is refused alone, the others read; anything else not JSON refuses all")
+    @Test("elements of an array: one holding a key sent twice is refused alone, the others read; one not JSON inside is refused alone")
     func elements() throws {
         let text = #"[{"id":"a"}, {"id":"b","id":"c"}, {"id":"d"}]"#
         let elements = try JSONParser.elements(of: Array(text.utf8))
@@ -145,10 +145,32 @@ struct JSONParserTests {
         #expect(try JSONParser.elements(of: Array("[]".utf8)).isEmpty)
         #expect(throws: JSONParseError(offset: 0, message: JSONParser.notAnArray)) { try JSONParser.elements(of: Array(#"{"id": "a"}"#.utf8)) }
         #expect(throws: JSONParseError(offset: 0, message: "expected a JSON value")) { try JSONParser.elements(of: Array("not json".utf8)) }
-        #expect(throws: JSONParseError(offset: 20, message: "expected a JSON value", path: "[1].id")) {
-            try JSONParser.elements(of: Array(#"[{"id":"a"}, {"id": }]"#.utf8))
-        }
         #expect(throws: JSONParseError(offset: 4, message: JSONParseError.trailingText)) { try JSONParser.elements(of: Array("[1] 2".utf8)) }
+    }
+
+    @Test("an element not JSON inside — a number out of range, a lone surrogate, a byte not UTF-8, a raw NUL, a value missing — is refused alone")
+    func malformedElements() throws {
+        for (inner, message, path) in [
+            (Array(#"{"id": "b", "metadata": {"v": 1e400}}"#.utf8), "a number is out of range", ".metadata.v"),
+            (Array(#"{"id": "b", "name": "\ud800"}"#.utf8), "a high surrogate must be followed by a low one", ".name"),
+            (Array(#"{"id": "b", "name": "x"#.utf8) + [0xFF] + Array(#""}"#.utf8), "a string is not valid UTF-8", ".name"),
+            (Array(#"{"id": "b", "name": "x"#.utf8) + [0x00] + Array(#""}"#.utf8), "a control character inside a string must be escaped", ".name"),
+            (Array(#"{"id": }"#.utf8), "expected a JSON value", ".id"),
+            (Array(#"{"id": "b", "t": [1, {"u": tru}]}"#.utf8), "expected a JSON value", ".t[1].u"),
+        ] {
+            let document = Array(#"[{"id":"a"}, "#.utf8) + inner + Array(#", {"id":"c"}]"#.utf8)
+            let elements = try JSONParser.elements(of: document)
+            #expect(elements.map(\.value) == [.object(["id": .string("a")]), .null, .object(["id": .string("c")])], "\(message)")
+            #expect(Array(elements[1].text) == inner)
+            #expect(elements[1].refusal?.message == message)
+            #expect(elements[1].refusal?.path == path)
+            #expect(elements[0].refusal == nil && elements[2].refusal == nil)
+        }
+        // What cannot be followed still refuses the whole document: an unclosed string or
+        // bracket, brackets that do not match, a missing comma.
+        for text in [#"[{"id":"a"}, {"id": "b]"#, #"[{"id":"a"}, {"id": [1}]"#, #"[{"id":"a"} {"id":"b"}]"#, #"[{"id":"a"}, {"id": [1]"#] {
+            #expect(throws: JSONParseError.self, "\(text)") { try JSONParser.elements(of: Array(text.utf8)) }
+        }
     }
 
     @Test(

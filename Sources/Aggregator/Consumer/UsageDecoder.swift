@@ -188,7 +188,7 @@ struct UsageDecoder: Sendable {
                 objects.append(element.value)
                 continue
             }
-            batch.parkedEvents.append(Self.parked(duplicateKeys: element, refusal: refusal, messageID: message.messageID))
+            batch.parkedEvents.append(Self.parked(refused: element, refusal: refusal, messageID: message.messageID))
         }
         guard !objects.isEmpty else { return }
         let validator = UsageEventValidator(authenticatedTenant: nil, now: now, acceptedAt: message.acceptedAt)
@@ -257,10 +257,15 @@ struct UsageDecoder: Sendable {
     /// An event refused for a key sent twice: its payload as written (valid UTF-8 without
     /// NUL, as the parser read it), the field the key's path in the event (`metadata.region`
     /// for a nested one).
-    static func parked(duplicateKeys element: JSONParser.Element, refusal: JSONParseError, messageID: String?) -> ParkedEvent {
-        parked(
-            element.value, code: "duplicate_key", field: refusal.field,
-            reason: refusal.message, messageID: messageID, payload: String(decoding: element.text, as: UTF8.self))
+    /// An element the parser refused: a key sent twice, or not JSON inside (its text then
+    /// kept with any byte that is not UTF-8 replaced, and NUL escaped as COPY needs).
+    static func parked(refused element: JSONParser.Element, refusal: JSONParseError, messageID: String?) -> ParkedEvent {
+        let duplicate = refusal.duplicateKey != nil
+        let text = String(decoding: element.text, as: UTF8.self)
+        return parked(
+            element.value, code: duplicate ? "duplicate_key" : "invalid_json", field: refusal.field,
+            reason: duplicate ? refusal.message : "is not valid JSON: \(refusal.message)", messageID: messageID,
+            payload: duplicate ? text : text.replacingOccurrences(of: "\u{0}", with: "\\u0000"))
     }
 
     /// An event to park: its payload as JSON (NUL escaped, as JSON escapes it), the
