@@ -50,13 +50,16 @@ public struct NotificationEmail: Sendable {
             credit
             ? "\(InvoiceDocument.money(-invoice.totalCents, currency: invoice.currency)) credited" : paid ? "\(total) paid" : "\(total) due \(due)"
         let tenantName = Self.oneLine(tenant.name)
+        // Finance is told who the invoice was issued to, as its PDF says: the tenant's name
+        // and address then, not after a rename (the tenant is greeted as it is called now).
+        let billedTo = invoice.billedTo.map { Recipient(name: $0.name, email: $0.email) } ?? tenant
         let subject =
             notification.audience == .finance
-            ? "[Finance copy] \(what) \(invoice.number) for \(tenantName): \(owed)"
+            ? "[Finance copy] \(what) \(invoice.number) for \(Self.oneLine(billedTo.name)): \(owed)"
             : "\(what) \(invoice.number) from \(sellerName): \(owed)"
         var intro =
             notification.audience == .finance
-            ? ["A copy of \(what.lowercased()) \(invoice.number), issued to \(tenantName) <\(tenant.email)>."]
+            ? ["A copy of \(what.lowercased()) \(invoice.number), issued to \(Self.oneLine(billedTo.name)) <\(billedTo.email)>."]
             : ["Hello \(tenantName),", "", "Here is \(what.lowercased()) \(invoice.number) from \(sellerName)."]
         if credit {
             intro += [
@@ -212,9 +215,19 @@ public struct NotificationEmail: Sendable {
     }
 
     /// `text` on one line: line breaks, tabs and other control characters become spaces.
+    /// A name as one line of a subject or a sentence: control characters and line or
+    /// paragraph separators become spaces, and bidirectional controls are left out — a
+    /// tenant named "Acme \u{202E}" turned the rest of finance's subject, amount and due
+    /// date, right to left.
     static func oneLine(_ text: String) -> String {
-        String(String.UnicodeScalarView(text.unicodeScalars.map { $0.properties.generalCategory == .control ? " " : $0 }))
-            .trimmingCharacters(in: .whitespaces)
+        var line = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars where !scalar.properties.isBidiControl {
+            switch scalar.properties.generalCategory {
+            case .control, .lineSeparator, .paragraphSeparator: line.append(" ")
+            default: line.append(scalar)
+            }
+        }
+        return String(line).trimmingCharacters(in: .whitespaces)
     }
 }
 

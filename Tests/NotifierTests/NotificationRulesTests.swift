@@ -96,6 +96,25 @@ struct NotificationRulesTests {
         let paid = email.invoice(invoice(status: "paid"), pdf: [], tenant: hostile, to: notification)
         #expect(paid.subject.hasSuffix(": $320.68 paid") && !paid.textBody.contains("Amount due"), "\(paid.subject)")
         #expect(paid.textBody.contains("Amount paid"))
+        // Finance's copy names who the invoice was issued to (its PDF's "Bill to"), not the
+        // tenant as renamed since; the tenant's own copy greets it as it is called now.
+        var renamed = invoice()
+        renamed.billedTo = .init(name: "Old Name Ltd", email: "old-billing@example.com")
+        let current = NotificationEmail.Recipient(name: "New Name GmbH", email: "new-billing@example.com")
+        let finance = NotificationPlanner.plan(
+            .invoiceFinalized(
+                .init(
+                    tenantID: tenant, occurredAt: end, invoiceID: UUID(), number: "INV-2026-000777", kind: "period", currency: "usd",
+                    periodStart: start, periodEnd: end, subtotalCents: 29_900, taxCents: 2_168, totalCents: 32_068, dueAt: nil)),
+            tenantEmail: current.email, financeEmail: "finance@tally.test", endpoints: [])
+        let copy = email.invoice(renamed, pdf: [], tenant: current, to: finance[0])
+        #expect(copy.subject.hasPrefix("[Finance copy] Invoice INV-2026-000777 for Old Name Ltd:"), "\(copy.subject)")
+        #expect(copy.textBody.contains("issued to Old Name Ltd <old-billing@example.com>") && !copy.textBody.contains("New Name"))
+        #expect(email.invoice(renamed, pdf: [], tenant: current, to: finance[1]).textBody.contains("Hello New Name GmbH"))
+        // A name cannot turn the rest of a subject around or break its line.
+        renamed.billedTo = .init(name: "Acme \u{202E}\u{2066}x\u{2028}y", email: "a@b.test")
+        let turned = email.invoice(renamed, pdf: [], tenant: current, to: finance[0]).subject
+        #expect(turned.hasPrefix("[Finance copy] Invoice INV-2026-000777 for Acme x y:"), "\(turned.unicodeScalars.map(\.value))")
     }
 
     @Test("a payment failure says what failed and what to do")
