@@ -35,6 +35,8 @@ struct NotificationHandler: QueueWorkHandler {
     let database: PostgresConfiguration
     let metrics: NotifierMetrics
     let email: NotificationEmail
+    /// Endpoints that hung lately, shared by this process's consumers.
+    let cooling = EndpointCooling()
 
     init(configuration: NotifierConfiguration, metrics: NotifierMetrics) throws {
         self.configuration = configuration
@@ -192,6 +194,17 @@ struct NotificationHandler: QueueWorkHandler {
             let tried = try await NotificationRecords.attempts(ofEvent: event.id, on: database)
             var waiting = plan.filter { $0.channel == .webhook }.enumerated()
                 .sorted { (tried[$0.element.dedupKey] ?? 0, $0.offset) < (tried[$1.element.dedupKey] ?? 0, $1.offset) }.map(\.element)
+            // Endpoints that hung lately are not waited on again: this attempt fails for them
+            // at once (see `EndpointCooling`), and the retry queues bring the event back.
+            let cooled = waiting.filter { $0.endpointID.flatMap { cooling.cooling($0) } != nil }
+            waiting.removeAll { notification in cooled.contains { $0.dedupKey == notification.dedupKey } }
+            if !cooled.isEmpty {
+                metrics.cooledWebhooks(cooled.count)
+                failures.append(
+                    .transient(
+                        "\(cooled.map(Self.describe).joined(separator: ", ")) hung on a delivery less than "
+                            + "\(EndpointCooling.period) ago: not tried in this attempt", code: nil))
+            }
             // A round starts only while a whole one (each webhook's 10 s timeout) fits in the
             // budget; the first always does.
             let deadline = ContinuousClock.now + Self.webhookBudget
@@ -216,7 +229,17 @@ struct NotificationHandler: QueueWorkHandler {
                         let target = targets.first { $0.endpoint.id == notification.endpointID }
                         let client = session.webhookClients[index]
                         group.addTask {
-                            (index, await sendWebhook(event, notification, target: target, client: client, addresses: session.addresses))
+                            let started = ContinuousClock.now
+                            let outcome = await sendWebhook(event, notification, target: target, client: client, addresses: session.addresses)
+                            if let endpoint = notification.endpointID {
+                                let succeeded = if case .success = outcome { true } else { false }
+                                if cooling.record(endpoint, succeeded: succeeded, elapsed: .now - started) {
+                                    logger.warning(
+                                        "webhook endpoint hung: not tried again for \(EndpointCooling.period)",
+                                        metadata: ["notification": "\(Self.describe(notification))"])
+                                }
+                            }
+                            return (index, outcome)
                         }
                     }
                     var outcomes: [Int: Result<Int?, SendFailure>] = [:]

@@ -9,6 +9,8 @@ final class NotifierMetrics: Sendable {
         var sent: [String: Int] = [:]
         var failed: [String: Int] = [:]
         var skipped: [String: Int] = [:]
+        /// Webhooks not tried because their endpoint hung lately (`EndpointCooling`).
+        var cooled = 0
         /// Parked undelivered, by channel and by kind of event: `invoice` (finalized,
         /// adjustment, payment failed) or `alert` (usage alerts, quota exceeded).
         var parked: [ParkedKey: Int] = [:]
@@ -35,6 +37,7 @@ final class NotifierMetrics: Sendable {
     func sent(_ channel: String) { counts.withLock { $0.sent[channel, default: 0] += 1 } }
     func failed(_ channel: String) { counts.withLock { $0.failed[channel, default: 0] += 1 } }
     func skipped(_ channel: String) { counts.withLock { $0.skipped[channel, default: 0] += 1 } }
+    func cooledWebhooks(_ count: Int) { counts.withLock { $0.cooled += count } }
     func parked(channel: String, eventType: String, _ count: Int) {
         let kind = eventType.hasPrefix("invoice.") ? "invoice" : "alert"
         counts.withLock { $0.parked[ParkedKey(channel: channel, kind: kind), default: 0] += count }
@@ -58,6 +61,9 @@ final class NotifierMetrics: Sendable {
                 Self.kinds.map { kind in ([("channel", channel), ("kind", kind)], "\(s.parked[ParkedKey(channel: channel, kind: kind)] ?? 0)") }
             })
         text.metric("tally_notifier_events_total", "counter", "Billing events processed", s.events)
+        text.metric(
+            "tally_notifier_webhooks_cooled_total", "counter",
+            "Webhook deliveries not tried because their endpoint hung less than a minute before (retried later)", s.cooled)
         worker.render(
             into: &text, prefix: "tally_notifier", messages: "Billing events", dependencies: "the database or mail server", queue: "the queue")
         text.metric(

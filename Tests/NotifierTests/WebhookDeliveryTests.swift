@@ -119,6 +119,29 @@ struct WebhookDeliveryTests {
         try await harness.tearDown()
     }
 
+    @Test("endpoints that hung are not waited on again for a minute: a tenant's many events hold another's for one timeout, not one each")
+    func hungEndpointsCoolDown() async throws {
+        let harness = try await NotifierHarness.make()
+        let receiver = try await WebhookReceiver.shared()
+        let slow = try await harness.tenant(name: "Many alerts \(harness.id)", email: "many@hooks.test")
+        // As many as one round sends at once: each event of the slow tenant took one timeout.
+        let hanging = (0..<4).map { "cool-\(harness.id)-\($0)" }
+        for name in hanging { try await endpoint(harness, tenant: slow, receiver: receiver, name: name, hanging: true) }
+        let other = try await harness.tenant(name: "Other \(harness.id)", email: "other@hooks.test")
+        try await endpoint(harness, tenant: other, receiver: receiver, name: "after-\(harness.id)")
+        let notifier = try harness.startNotifier()  // one consumer: the other tenant's event waits behind the three
+        for index in 0..<3 { try await harness.publish(Self.alert(slow, metric: "calls_\(index)_\(harness.id)")) }
+        let behind = Self.alert(other, metric: "calls_\(harness.id)")
+        try await harness.publish(behind)
+        try await harness.waitUntil("the other tenant's event delivered") { await receiver.inbox.deliveries("after-\(harness.id)").count == 1 }
+        // Before, each of the three events waited out the four again (every endpoint tried three times).
+        var attempts: [Int] = []
+        for name in hanging { attempts.append(await receiver.inbox.attemptTimes(name).count) }
+        #expect(attempts == [1, 1, 1, 1])
+        #expect(await notifier.stop() == 0)
+        try await harness.tearDown()
+    }
+
     @Test("without the allow flag a loopback URL is refused at delivery and parked at once; B's events never reach A")
     func privateRefusedAndTenantsApart() async throws {
         let harness = try await NotifierHarness.make()

@@ -1,0 +1,45 @@
+import Foundation
+import Synchronization
+
+/// Webhook endpoints that hung on their last delivery, not tried again for a while.
+///
+/// The per-event budget bounds one event's wait on a tenant's hanging endpoints, but a
+/// tenant that fires many events (a hundred alerts crossing at once) repeated it for each:
+/// another tenant's invoice email waited behind every one of them (a helper measured
+/// 57 s behind 24 alerts and 16 endpoints that never answer). An endpoint whose delivery
+/// failed after hanging (`hangsAfter`, half the webhook timeout) is left untried for
+/// `period`: its events fail that attempt at once and go through the retry queues, with
+/// their backoff, like any failed delivery. A delivery that succeeds ends it early. Kept
+/// per Notifier process: another process learns it from its own first hang.
+final class EndpointCooling: Sendable {
+    static let period = Duration.seconds(60)
+    static let hangsAfter = NotificationHandler.webhookTimeout / 2
+
+    private let until = Mutex<[UUID: ContinuousClock.Instant]>([:])
+
+    /// Until when `endpoint` is left untried, or nil when it may be tried now.
+    func cooling(_ endpoint: UUID, now: ContinuousClock.Instant = .now) -> ContinuousClock.Instant? {
+        until.withLock { until in
+            guard let end = until[endpoint] else { return nil }
+            guard end > now else {
+                until[endpoint] = nil
+                return nil
+            }
+            return end
+        }
+    }
+
+    /// Records a delivery to `endpoint` that took `elapsed` and succeeded or not; says
+    /// whether the endpoint starts cooling.
+    @discardableResult
+    func record(_ endpoint: UUID, succeeded: Bool, elapsed: Duration, now: ContinuousClock.Instant = .now) -> Bool {
+        until.withLock { until in
+            guard !succeeded, elapsed >= Self.hangsAfter else {
+                if succeeded { until[endpoint] = nil }
+                return false
+            }
+            until[endpoint] = now + Self.period
+            return true
+        }
+    }
+}
