@@ -145,7 +145,7 @@ final class CurlEasyHandle {
         try install(transfer)
         let code = withExtendedLifetime(transfer) { curl_easy_perform(handle) }
         transfer.responseCode = responseCode
-        if code != CURLE_OK { throw error(for: code, transfer) }
+        if code != CURLE_OK, !(code == CURLE_WRITE_ERROR && transfer.stoppedAfterHeaders) { throw error(for: code, transfer) }
     }
 
     /// Points libcurl's callbacks at `transfer`, unretained: `performBlocking` keeps it alive.

@@ -23,11 +23,16 @@ final class CurlTransfer {
     private var uploadOffset = 0
     /// Past `bodyLimit`, keep reading and drop the rest instead of aborting.
     private let truncatesBody: Bool
+    /// End the transfer at the blank line after the final response's headers.
+    private let stopsAfterHeaders: Bool
+    /// Set when the transfer was ended there on purpose (libcurl reports a write error).
+    private(set) var stoppedAfterHeaders = false
 
-    init(bodyLimit: Int, upload: [UInt8] = [], truncatesBody: Bool = false) {
+    init(bodyLimit: Int, upload: [UInt8] = [], truncatesBody: Bool = false, stopsAfterHeaders: Bool = false) {
         self.bodyLimit = bodyLimit
         self.upload = upload
         self.truncatesBody = truncatesBody
+        self.stopsAfterHeaders = stopsAfterHeaders
     }
 
     var uploadSize: Int { upload.count }
@@ -66,6 +71,13 @@ final class CurlTransfer {
         if line.hasPrefix("HTTP/") {
             headerLines.removeAll()
             headerBytes = count
+        }
+        // The blank line ending a final response's headers (not a 1xx's).
+        if stopsAfterHeaders, line.isEmpty, let status = headerLines.first?.split(separator: " ").dropFirst().first,
+            !status.hasPrefix("1")
+        {
+            stoppedAfterHeaders = true
+            return 0
         }
         headerLines.append(line)
         return count

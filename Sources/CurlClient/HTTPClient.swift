@@ -19,12 +19,19 @@ public actor HTTPClient {
         /// Keep only the first `maxResponseBytes` of a longer body instead of failing with
         /// `responseTooLarge` (for callers that judge a response by its status, e.g. webhooks).
         public var truncatesLargeBodies: Bool
+        /// Ends the transfer once the final response's headers are in: the answer is its
+        /// status and headers, with no body (a webhook receiver that answered 200 and then
+        /// sent its body slowly was judged by the body's timeout, not by its status).
+        public var readsBody: Bool
 
         /// The system CA bundle and an 8 MiB response limit unless given.
-        public init(caBundlePath: String? = nil, maxResponseBytes: Int = 8 * 1024 * 1024, truncatesLargeBodies: Bool = false) {
+        public init(
+            caBundlePath: String? = nil, maxResponseBytes: Int = 8 * 1024 * 1024, truncatesLargeBodies: Bool = false, readsBody: Bool = true
+        ) {
             self.caBundlePath = caBundlePath
             self.maxResponseBytes = maxResponseBytes
             self.truncatesLargeBodies = truncatesLargeBodies
+            self.readsBody = readsBody
         }
     }
 
@@ -52,7 +59,8 @@ public actor HTTPClient {
     /// when no complete answer arrived (timeout, refused connection, TLS, oversized body,
     /// cancellation) or the request is malformed.
     public func send(_ request: Request) async throws(CurlError) -> Response {
-        let transfer = CurlTransfer(bodyLimit: configuration.maxResponseBytes, truncatesBody: configuration.truncatesLargeBodies)
+        let transfer = CurlTransfer(
+            bodyLimit: configuration.maxResponseBytes, truncatesBody: configuration.truncatesLargeBodies, stopsAfterHeaders: !configuration.readsBody)
         try await handle.perform(transfer) { () throws(CurlError) in try configure(request) }
         return Response(
             status: transfer.responseCode,

@@ -55,11 +55,12 @@ struct NotificationHandler: QueueWorkHandler {
                 configuration: database, logger: logger, shouldStop: shouldStop)
         else { return nil }
         do {
-            // A receiver's answer is judged by its status: a long body is cut, not an error.
+            // A receiver's answer is judged by its status: its body is not read (a long one is
+            // not an error, and a slow one does not turn a 200 into a timeout).
             return NotifierSession(
                 database: database, smtp: try SMTPClient(configuration: configuration.smtp),
                 webhookClients: try (0..<Self.parallelWebhooks).map { _ in
-                    try HTTPClient(configuration: .init(maxResponseBytes: 64 * 1024, truncatesLargeBodies: true))
+                    try HTTPClient(configuration: .init(maxResponseBytes: 64 * 1024, truncatesLargeBodies: true, readsBody: false))
                 },
                 addresses: WebhookAddressPolicy(allowPrivate: configuration.allowPrivateWebhooks))
         } catch {

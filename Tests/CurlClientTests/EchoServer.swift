@@ -35,7 +35,8 @@ struct EchoContext: RequestContext {
 /// Routes: `/echo` (every method; `?status=N` picks the status) answers with what it
 /// received; `/slow` announces the request on `arrivals` and answers only after 30 s;
 /// `/bytes/N` answers N bytes with a Content-Length; `/stream/N` streams N bytes chunked;
-/// `/redirect` answers 302 to `/echo`.
+/// `/redirect` answers 302 to `/echo`; `/trickle` answers 200 and one byte of its body,
+/// the rest never.
 struct EchoServer: Sendable {
     let baseURL: String
     /// The path of each `/slow` request, once the server holds it (one test reads it).
@@ -99,6 +100,15 @@ struct EchoServer: Sendable {
                     for start in stride(from: 0, to: bytes.count, by: 16 * 1024) {
                         try await writer.write(ByteBuffer(bytes: bytes[start..<min(start + 16 * 1024, bytes.count)]))
                     }
+                    try await writer.finish(nil)
+                })
+        }
+        router.get("trickle") { _, _ -> Response in
+            Response(
+                status: .ok,
+                body: ResponseBody { writer in
+                    try await writer.write(ByteBuffer(bytes: [0x7B]))
+                    try await Task.sleep(for: .seconds(30))
                     try await writer.finish(nil)
                 })
         }

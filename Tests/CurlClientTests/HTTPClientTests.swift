@@ -144,6 +144,23 @@ struct HTTPClientTests {
         }
     }
 
+    @Test("a client that does not read bodies answers with the status once the headers are in; one that does times out on a slow body")
+    func statusOnly() async throws {
+        let statusOnly = try HTTPClient(configuration: .init(readsBody: false))
+        try await EchoServer.run { server in
+            let response = try await statusOnly.send(.init(url: server.baseURL + "/trickle", timeout: .seconds(5)))
+            #expect(response.status == 200 && response.body.isEmpty)
+            #expect(response.headers["transfer-encoding"] == "chunked")
+            // Any final status is the answer; the client is still usable after a transfer ended early.
+            #expect(try await statusOnly.send(.init(url: server.baseURL + "/echo?status=503", timeout: .seconds(5))).status == 503)
+            let reading = try HTTPClient()
+            let error = await #expect(throws: CurlError.self) {
+                try await reading.send(.init(url: server.baseURL + "/trickle", timeout: .milliseconds(500)))
+            }
+            #expect(error?.code == .timeout)
+        }
+    }
+
     @Test("cancelling the calling task aborts a transfer in progress")
     func cancellation() async throws {
         let client = try HTTPClient()
