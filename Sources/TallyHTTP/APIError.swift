@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import UsageEvents
 
 /// An error answered to an HTTP client in SPEC §4's shape:
 /// `{"error": {"code": "...", "message": "...", "field": "..."}}`.
@@ -121,9 +122,19 @@ extension JSONEncoder {
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .custom { date, encoder in
             var container = encoder.singleValueContainer()
-            try container.encode(Date.ISO8601FormatStyle(includingFractionalSeconds: true).format(date))
+            try container.encode(Self.instantText(date))
         }
         return encoder
+    }
+
+    /// An instant as the API writes it: UTC with milliseconds (`2026-11-30T14:00:00.000Z`),
+    /// or microseconds when it has them (`…00.456789Z`). Times are kept to the microsecond
+    /// (PostgreSQL's precision): a subscription started at `.456789` printed `.456`, and a
+    /// usage query from the printed start counted events the bill did not.
+    public static func instantText(_ date: Date) -> String {
+        let text = RFC3339.format(date)
+        guard text.utf8.count == 27, text.hasSuffix("000Z") else { return text }
+        return String(text.dropLast(4)) + "Z"
     }
 }
 

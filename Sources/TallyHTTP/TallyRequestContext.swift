@@ -43,6 +43,6 @@ public struct TallyRequestContext: AuthenticatedRequestContext {
     /// Bodies above 1 MiB are refused (SPEC §6: request bodies bounded).
     public var maxUploadSize: Int { 1 << 20 }
 
-    /// Responses use Tally's JSON conventions (sorted keys, ISO 8601 instants with milliseconds).
+    /// Responses use Tally's JSON conventions (sorted keys, RFC 3339 instants in UTC with milliseconds, or microseconds when they have them).
     public var responseEncoder: JSONEncoder { .tally }
 }

@@ -5,6 +5,7 @@ import HummingbirdTesting
 import Logging
 import NIOCore
 import PostgresClient
+import TallyHTTP
 import TallyTestSupport
 import Testing
 import UsageEvents
@@ -97,6 +98,27 @@ struct SubscriptionAPITests: BillingAPITestCase {
             (status, body) = try await post(client, "/v1/subscriptions/\(midnightSubscription)/cancel", adminToken, "{}")
             #expect(status == .ok && body["ends_at"] as? String == body["started_at"] as? String, "\(body)")
         }
+    }
+
+    @Test("instants are written as kept: microseconds when they have them, milliseconds otherwise")
+    func microsecondInstants() async throws {
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client)
+            // Tomorrow, at a whole second of the test clock, plus .456789 s (scheduled, then voided).
+            let second = (TestClock.now().timeIntervalSince1970 + 86_400).rounded(.down)
+            let start = RFC3339.format(Date(timeIntervalSince1970: second + 0.456_789))
+            var (status, body) = try await post(
+                client, "/v1/subscriptions", adminToken, #"{"tenant_id": "\#(tenant.id)", "plan": "starter", "start": "\#(start)"}"#)
+            #expect(status == .created, "\(body)")
+            #expect(body["started_at"] as? String == start, "\(body)")
+            let id = try #require(body["id"] as? String)
+            (status, body) = try await post(client, "/v1/subscriptions/\(id)/cancel", adminToken, "{}")
+            #expect(status == .ok, "\(body)")
+            #expect(body["ends_at"] as? String == start)
+        }
+        #expect(JSONEncoder.instantText(Date(timeIntervalSince1970: 1_795_000_000.456)) == "2026-11-18T11:06:40.456Z")
+        #expect(JSONEncoder.instantText(Date(timeIntervalSince1970: 1_795_000_000.456_001)) == "2026-11-18T11:06:40.456001Z")
+        #expect(JSONEncoder.instantText(Date(timeIntervalSince1970: 1_795_000_000)) == "2026-11-18T11:06:40.000Z")
     }
 
     @Test("a subscription that has not started is canceled before it starts (its trial with it) and frees the tenant; one that has started cannot be")
