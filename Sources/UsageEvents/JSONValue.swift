@@ -66,30 +66,62 @@ public struct JSONNumber: Sendable, Hashable, CustomStringConvertible, Expressib
     /// once where the number is made.
     public let decimal: Decimal
 
+    /// Whether `decimal` is the number's exact value: `Decimal` holds 38 significant
+    /// digits, so two 42-digit numbers differing in the last could read as one (two
+    /// distinct values of a unique_count counted once). Past them the text is the value.
+    public let isExact: Bool
+
     /// A number the parser read: `text` follows the JSON grammar and has the value `decimal`.
     init(validText text: String, decimal: Decimal) {
         self.text = text
         self.decimal = decimal
+        self.isExact = Self.significantDigits(text) <= 38
     }
 
     public init(_ value: Decimal) {
         self.text = value.description
         self.decimal = value
+        self.isExact = true
     }
 
     public init(integerLiteral value: Int) {
         self.text = String(value)
         self.decimal = Decimal(value)
+        self.isExact = true
     }
 
-    /// The value's canonical text (`1000`, not `1e3`), as the number is written back out.
-    public var description: String { decimal.description }
+    /// The value's canonical text (`1000`, not `1e3`), as the number is written back out;
+    /// a number of more significant digits than `Decimal` holds, as it was written.
+    public var description: String { isExact ? decimal.description : text }
 
+    /// Equal values (`1`, `1.0` and `1e0` are one); a number past `Decimal`'s digits equals
+    /// only the same text.
     public static func == (lhs: JSONNumber, rhs: JSONNumber) -> Bool {
-        lhs.decimal == rhs.decimal
+        lhs.isExact && rhs.isExact ? lhs.decimal == rhs.decimal : lhs.isExact == rhs.isExact && lhs.text == rhs.text
     }
 
     public func hash(into hasher: inout Hasher) {
-        hasher.combine(decimal)
+        if isExact { hasher.combine(decimal) } else { hasher.combine(text) }
+    }
+
+    /// The significant digits of a JSON number's text: its digits before any exponent,
+    /// without the leading and trailing zeros (`0.00120` has 2, `1200` has 2).
+    static func significantDigits(_ text: String) -> Int {
+        var digits = 0
+        var pendingZeros = 0
+        var started = false
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "e"), UInt8(ascii: "E"): return digits
+            case UInt8(ascii: "0"):
+                if started { pendingZeros += 1 }
+            case UInt8(ascii: "1")...UInt8(ascii: "9"):
+                started = true
+                digits += pendingZeros + 1
+                pendingZeros = 0
+            default: continue
+            }
+        }
+        return digits
     }
 }

@@ -1,7 +1,8 @@
 import Foundation
 import TallyTestSupport
 import Testing
-import UsageEvents
+
+@testable import UsageEvents
 
 @Suite("JSONWriter: the fast wire encoding of usage events")
 struct JSONWriterTests {
@@ -124,6 +125,27 @@ struct JSONParserTests {
         let refusal = JSONParseError(
             offset: offset, message: "the key \"\(key)\" appears more than once in an object: send each key once", path: path, duplicateKey: key)
         #expect(throws: refusal) { try JSONParser.parse(Array(text.utf8)) }
+    }
+
+    @Test("numbers past Decimal's 38 digits keep their text: two 42-digit values stay two; 1, 1.0 and 1e0 stay one")
+    func longNumbers() throws {
+        func number(_ text: String) throws -> JSONNumber {
+            guard case .number(let number) = try JSONParser.parse(Array(text.utf8)) else { throw JSONParseError(offset: 0, message: "not a number") }
+            return number
+        }
+        let a = try number("123456789012345678901234567890123456789012")
+        let b = try number("123456789012345678901234567890123456789013")
+        #expect(a != b && Set([a, b]).count == 2)
+        #expect(!a.isExact && a.description == "123456789012345678901234567890123456789012")
+        var writer = JSONWriter()
+        writer.write(.object(["user": .number(b)]))
+        #expect(String(decoding: writer.bytes, as: UTF8.self) == #"{"user":123456789012345678901234567890123456789013}"#)
+        let long = try number("0.1234567890123456789012345678901234567890")
+        #expect(long.description == "0.1234567890123456789012345678901234567890")
+        #expect(try number("1") == number("1.0") && number("1e0") == number("1") && number("1.0").description == "1")
+        #expect(try number("100000000000000000000000000000000000000000000").isExact)  // one significant digit
+        #expect(JSONNumber.significantDigits("-0.00120e5") == 2 && JSONNumber.significantDigits("1200") == 2)
+        #expect(JSONNumber.significantDigits("10203") == 5 && JSONNumber.significantDigits("0") == 0)
     }
 
     @Test("an error names the value it was found in")
