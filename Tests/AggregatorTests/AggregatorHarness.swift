@@ -158,13 +158,13 @@ struct AggregatorHarness: Sendable {
     }
 
     /// Publishes each body as one usage message, with confirms.
-    func publish(_ bodies: [String], schema: String? = "usage.v1") async throws {
+    func publish(_ bodies: [String], schema: String? = "usage.v1", acceptedAt: Date? = nil) async throws {
         let messages = bodies.map { body in
             OutgoingMessage(
                 exchange: exchange, routingKey: RoutingKey.usageV1, body: Array(body.utf8),
                 properties: AMQPProperties(
                     contentType: "application/json", messageID: EventID.make(), persistent: true,
-                    headers: schema.map { [HeaderName.schema: .string($0)] } ?? [:]),
+                    timestamp: acceptedAt.map { Int64($0.timeIntervalSince1970) }, headers: schema.map { [HeaderName.schema: .string($0)] } ?? [:]),
                 mandatory: true)
         }
         for chunk in stride(from: 0, to: messages.count, by: 50) {

@@ -2,6 +2,7 @@ import Foundation
 import PostgresClient
 import TallyTestSupport
 import Testing
+import UsageEvents
 
 @Suite("Aggregator: poison messages, parking and replay")
 struct PoisonAndReplayTests {
@@ -35,6 +36,37 @@ struct PoisonAndReplayTests {
         #expect(parked.first?.text(0) == "duplicate_key" && parked.first?.text(1) == "quantity")
         #expect(parked.first?.text(2) == twice)
         #expect(parked.first?.text(3)?.contains(#"the key "quantity" appears more than once"#) == true)
+        #expect(await aggregator.stop() == 0)
+        try await harness.tearDown()
+    }
+
+    @Test("an event accepted near its 90 days and parked (its tenant missing) still counts when replayed past them: replays carry when it was parked")
+    func replayKeepsAcceptanceTime() async throws {
+        let harness = try await AggregatorHarness.make()
+        let stranger = UUID()
+        let now = TestClock.now()
+        // Accepted two hours ago at 90 days less an hour old: 90 days and an hour old now.
+        let accepted = now.addingTimeInterval(-7_200)
+        let time = accepted.addingTimeInterval(-UsageEventValidator.maxAge + 3_600)
+        let aggregator = try harness.startAggregator(consumers: 1)
+        defer { aggregator.kill() }
+        try await harness.publish(["[\(usageEventJSON(id: "near", tenant: stranger, time: time))]"], acceptedAt: accepted)
+        try await harness.waitUntil("the event parked for its missing tenant") {
+            try await harness.database.query(
+                "SELECT 1 FROM parked_events WHERE event_id = 'near' AND tenant_id = $1 AND code = 'unknown_tenant'",
+                [stranger.uuidString.lowercased()]
+            ).count == 1
+        }
+        // It was parked when it arrived, two hours ago (the test cannot wait for it).
+        let parked = try await harness.database.query(
+            "UPDATE parked_events SET parked_at = $2 WHERE event_id = 'near' AND tenant_id = $1 RETURNING id",
+            [stranger.uuidString.lowercased(), accepted])
+        let id = try #require(parked.first?.text(0))
+        try await harness.database.query(
+            "INSERT INTO tenants (id, name, billing_email) VALUES ($1, 'late tenant', 'late@example.test')", [stranger])
+        #expect(try await dlq(harness, "replay", "--events", "--id", id).output.contains("replayed 1 parked event(s)"))
+        // Stamped with now, as before, it was parked again as too_old.
+        try await harness.waitUntil("the replayed event counted") { try await harness.storedCounts([stranger])[stranger] == 1 }
         #expect(await aggregator.stop() == 0)
         try await harness.tearDown()
     }

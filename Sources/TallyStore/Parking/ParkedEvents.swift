@@ -87,18 +87,19 @@ public enum ParkedEvents {
     }
 
     /// Up to `limit` open parked events after `after` in id order, among `ids` (all open
-    /// ones when `ids` is empty): their ids and payloads as they arrived. Read page by page,
-    /// so a replay of a million parked events holds one page, not the million.
+    /// ones when `ids` is empty): their ids, payloads as they arrived, and when they were
+    /// parked. Read page by page, so a replay of a million parked events holds one page,
+    /// not the million.
     public static func openPayloads(
         ids: [Int64], after: Int64, limit: Int, on database: PostgresPool
-    ) async throws -> [(id: Int64, payload: String?)] {
+    ) async throws -> [(id: Int64, payload: String?, parkedAt: Date)] {
         try await database.query(
             """
-            SELECT id, payload FROM parked_events
+            SELECT id, payload, parked_at FROM parked_events
              WHERE replayed_at IS NULL AND id > $2 AND (cardinality($1::bigint[]) = 0 OR id = ANY($1::bigint[]))
              ORDER BY id LIMIT $3
             """, [PostgresTextArray(ids.map(String.init)), after, limit]
-        ).map { (id: try $0.decode(0, as: Int64.self), payload: $0.text(1)) }
+        ).map { (id: try $0.decode(0, as: Int64.self), payload: $0.text(1), parkedAt: try $0.decode(2, as: Date.self)) }
     }
 
     /// Of `ids`, those that are not open parked events: never parked (a mistyped id), or
