@@ -96,6 +96,15 @@ struct CatalogAPITests: BillingAPITestCase {
             let versionTwo = try #require(
                 ((try await get(client, "/v1/plans/\(code)")).1["versions"] as? [[String: Any]])?.first { $0["version"] as? Int == 2 })
             #expect(versionTwo["subscriptions"] as? Int == 1)
+            // A tenant key reads the prices, not how many subscribe to them.
+            let (_, asTenant) = try await get(client, "/v1/plans/\(code)", token: tenant.key)
+            let tenantVersions = try #require(asTenant["versions"] as? [[String: Any]])
+            #expect(tenantVersions.count == 3 && tenantVersions.allSatisfy { $0["subscriptions"] == nil && $0["base_cents"] is Int })
+            #expect(try await get(client, "/v1/plans/\(code)/versions/2", token: tenant.key).1["subscriptions"] == nil)
+            let tenantList = try await get(client, "/v1/plans", token: tenant.key).1["data"] as? [[String: Any]] ?? []
+            #expect(
+                !tenantList.isEmpty
+                    && tenantList.allSatisfy { ($0["versions"] as? [[String: Any]])?.allSatisfy { $0["subscriptions"] == nil } == true })
             // Archived: closed to new subscriptions and new versions, kept for the one on it.
             let (archived, closed) = try await post(client, "/v1/plans/\(code)/archive", "")
             #expect(archived == .ok && closed["archived_at"] is String)

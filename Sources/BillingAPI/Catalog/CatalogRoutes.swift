@@ -77,24 +77,26 @@ struct CatalogRoutes {
         return EditedResponse(status: .created, response: created)
     }
 
+    // A tenant key reads every plan's prices; how many subscribe to each is the admin's to see.
+
     @Sendable func listPlans(_ request: Request, context: TallyRequestContext) async throws -> Page<StoredPlan> {
-        _ = try context.requirePrincipal()
-        return Page(data: try await store.plans(), hasMore: false)
+        let plans = try await store.plans()
+        return Page(data: try context.requirePrincipal() == .admin ? plans : plans.map(\.withoutCounts), hasMore: false)
     }
 
     @Sendable func showPlan(_ request: Request, context: TallyRequestContext) async throws -> StoredPlan {
-        _ = try context.requirePrincipal()
+        let principal = try context.requirePrincipal()
         guard let plan = try await store.plan(context.parameters.get("plan_code") ?? "") else { throw APIError.notFound("plan", field: "code") }
-        return plan
+        return principal == .admin ? plan : plan.withoutCounts
     }
 
     @Sendable func showVersion(_ request: Request, context: TallyRequestContext) async throws -> StoredPlanVersion {
-        _ = try context.requirePrincipal()
+        let principal = try context.requirePrincipal()
         guard let plan = try await store.plan(context.parameters.get("plan_code") ?? ""),
             let number = Int(context.parameters.get("version") ?? ""),
             let version = plan.versions.first(where: { $0.version == number })
         else { throw APIError.notFound("plan version", field: "version") }
-        return version
+        return principal == .admin ? version : version.withoutCount
     }
 
     /// Closes a plan to new subscriptions; those on it keep it.

@@ -40,6 +40,13 @@ public struct StoredPlanVersion: Sendable, Codable, Equatable {
         self.subscriptions = subscriptions
     }
 
+    /// The version without `subscriptions` (for a tenant key).
+    public var withoutCount: StoredPlanVersion {
+        var version = self
+        version.subscriptions = nil
+        return version
+    }
+
     /// Whether `other` defines the same prices (its number, time and use aside).
     public func definesSame(as other: StoredPlanVersion) -> Bool {
         code == other.code && name == other.name && currency == other.currency && interval == other.interval
@@ -56,6 +63,12 @@ public struct StoredPlan: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case code, versions
         case archivedAt = "archived_at"
+    }
+
+    /// The plan as a tenant sees it: its prices, not how many subscribe to each version
+    /// (the operator's business).
+    public var withoutCounts: StoredPlan {
+        StoredPlan(code: code, archivedAt: archivedAt, versions: versions.map(\.withoutCount))
     }
 
     public init(code: String, archivedAt: Date?, versions: [StoredPlanVersion]) {
