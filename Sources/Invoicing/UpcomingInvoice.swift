@@ -43,12 +43,13 @@ public struct UpcomingInvoice: Codable, Sendable, Equatable {
 }
 
 extension UpcomingInvoice {
-    /// The upcoming invoice of `statement`'s open billing period; nil outside one.
+    /// The upcoming invoice of `statement`'s open billing period (or of the next one, when
+    /// the open one was invoiced early); nil outside one.
     public init?(_ statement: UsageStatement, asOf: Date) {
-        guard let draft = statement.draft, let subscription = statement.subscription, let plan = statement.plan else { return nil }
+        guard let (period, plan, draft) = statement.upcoming, let subscription = statement.subscription else { return nil }
         self.init(
             tenantID: statement.tenantID, subscriptionID: subscription.id, plan: plan.slug, currency: statement.currency,
-            periodStart: statement.period.start.date, periodEnd: statement.period.end.date, asOf: asOf,
+            periodStart: period.billed.start.date, periodEnd: period.billed.end.date, asOf: asOf,
             subtotalCents: draft.subtotal.value, taxRateBps: draft.taxBasisPoints, taxCents: draft.tax.value,
             totalCents: draft.total.value,
             lines: draft.lines.map { line in

@@ -41,6 +41,11 @@ public struct UsageStatement: Sendable {
     public let draft: InvoiceDraft?
     /// The billing period of `draft`.
     public let billingPeriod: BillingPeriod?
+    /// The subscription's next invoice as it stands: the open period's (`draft`), or — when
+    /// that period was invoiced early, by an admin run with a later `as_of` — the next
+    /// period's, which carries what arrives for the early one as adjustments; nil outside
+    /// a billing period, or when the early invoice was the subscription's last.
+    public let upcoming: (period: BillingPeriod, plan: Plan, draft: InvoiceDraft)?
 
     /// The base fee lines of the open period so far (proration included).
     public var baseSoFar: Cents {
@@ -71,25 +76,33 @@ public struct UsageStatement: Sendable {
                 for: billing, of: stored.timeline, values: current, lateUsage: late, taxBasisPoints: taxRate)
             let plan = stored.timeline.pricingPlan(of: billing)
             let previous = try stored.timeline.billingPeriod(billing.index - 1).map { try values(over: Self.samePoint(of: $0.billed, as: span)) }
+            var upcoming: (BillingPeriod, Plan, InvoiceDraft)? = (billing, plan, draft)
+            if try InvoiceRecords.isInvoiced(subscription: stored.id, periodStart: billing.billed.start.date, on: connection) {
+                upcoming = try stored.timeline.billingPeriod(billing.index + 1).map { next in
+                    let late = try InvoiceGenerator.lateUsage(stored, before: next.billed.start, tenant: tenant, catalog: catalog, on: connection)
+                    let draft = try InvoiceCalculator.invoice(for: next, of: stored.timeline, values: [:], lateUsage: late, taxBasisPoints: taxRate)
+                    return (next, stored.timeline.pricingPlan(of: next), draft)
+                }
+            }
             return UsageStatement(
                 tenantID: tenant, currency: currency, taxRateBps: taxRate, subscription: stored, plan: plan, kind: .billing,
                 period: billing.billed, counted: span,
                 metrics: MetricStanding.standings(values: current, plan: plan, lines: draft.lines),
-                previous: previous, draft: draft, billingPeriod: billing)
+                previous: previous, draft: draft, billingPeriod: billing, upcoming: upcoming)
         case .trial(let stored, let trial):
             let span = counted(trial)
             let plan = stored.timeline.plan(at: asOf)
             return UsageStatement(
                 tenantID: tenant, currency: currency, taxRateBps: taxRate, subscription: stored, plan: plan, kind: .trial,
                 period: trial, counted: span, metrics: MetricStanding.standings(values: try values(over: span), plan: plan),
-                previous: nil, draft: nil, billingPeriod: nil)
+                previous: nil, draft: nil, billingPeriod: nil, upcoming: nil)
         case .calendarMonth(let month):
             let span = counted(month)
             let previousMonth = BillingCalendar.utcMonths.period(BillingCalendar.utcMonths.index(containing: asOf) - 1)
             return UsageStatement(
                 tenantID: tenant, currency: currency, taxRateBps: taxRate, subscription: nil, plan: nil, kind: .calendarMonth,
                 period: month, counted: span, metrics: MetricStanding.standings(values: try values(over: span), plan: nil),
-                previous: try values(over: Self.samePoint(of: previousMonth, as: span)), draft: nil, billingPeriod: nil)
+                previous: try values(over: Self.samePoint(of: previousMonth, as: span)), draft: nil, billingPeriod: nil, upcoming: nil)
         }
     }
 

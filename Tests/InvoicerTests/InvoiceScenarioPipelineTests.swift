@@ -70,6 +70,32 @@ struct InvoiceScenarioPipelineTests {
         await fixture.close()
     }
 
+    @Test(
+        "a period invoiced early (a run at a later as_of): the upcoming invoice is the next period's, carrying the usage that arrives since as an adjustment"
+    )
+    func upcomingAfterEarlyInvoice() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let tenant = try await fixture.tenant()
+        let start = midnight(daysAgo: 10)
+        let end = adding(months: 1, to: start)
+        try await fixture.subscribe(tenant, plan: "starter", start: start)
+        let before = (0..<1200).map { usageEvent("early-\($0)", tenant: tenant, metric: "api_calls", at: start.addingTimeInterval(Double($0))) }
+        try await fixture.sendUsage(before, tenant: tenant, expected: before.count)
+        try await fixture.bill(asOf: end.addingTimeInterval(2 * 3600), tenants: [tenant])
+        try #require(try await fixture.invoices(tenant).map(\.periodStart) == [start])
+        // 100 calls more in the period already invoiced (its end is still ahead).
+        let now = TestClock.now()
+        let after = (0..<100).map { usageEvent("since-\($0)", tenant: tenant, metric: "api_calls", at: now.addingTimeInterval(-60)) }
+        try await fixture.sendUsage(after, tenant: tenant, expected: before.count + after.count)
+        let upcoming = try #require(try await fixture.database.withTransaction { try UpcomingInvoice.compute(tenant: tenant, at: now, on: $0) })
+        // It showed the invoiced period again, its overage 3,000 as if not billed.
+        #expect(upcoming.periodStart == end && upcoming.periodEnd == adding(months: 2, to: start))
+        #expect(upcoming.lines.map(\.kind) == ["base", "adjustment"])
+        #expect(upcoming.lines.map(\.amountCents) == [29_900, 1_000])  // charge(300 over) − charge(200 over) at 10¢
+        #expect(upcoming.totalCents == 30_900)
+        await fixture.close()
+    }
+
     @Test("a mid-period upgrade with 40 estimates before and 60 after: two prorated base lines, no overage against the old plan")
     func upgradeMidPeriod() async throws {
         let fixture = try await InvoicingFixture.make()

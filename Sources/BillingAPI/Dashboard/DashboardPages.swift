@@ -100,7 +100,8 @@ extension DashboardRoutes {
         let statement = try await statement(of: viewer.tenant.id)
         let invoice = UpcomingInvoice(statement, asOf: statement.counted.end.date).map { upcoming in
             UpcomingPage.Invoice(
-                periodLabel: InvoiceText.period(statement.period), plan: statement.plan?.name ?? upcoming.plan,
+                periodLabel: InvoiceText.period(statement.upcoming?.period.billed ?? statement.period),
+                plan: statement.upcoming?.plan.name ?? statement.plan?.name ?? upcoming.plan,
                 asOf: InvoiceText.day(statement.counted.end),
                 lines: upcoming.lines.map { line in
                     UpcomingPage.Line(

@@ -113,6 +113,13 @@ public enum InvoiceRecords {
         return try rows.map { (try $0.decode(0, as: UUID.self), try $0.decode(1, as: Date.self)) }
     }
 
+    /// Whether the period of `subscription` starting at `start` has its invoice.
+    public static func isInvoiced(subscription: UUID, periodStart start: Date, on connection: isolated PostgresConnection) throws -> Bool {
+        try !connection.query(
+            "SELECT 1 FROM invoices WHERE kind = 'period' AND subscription_id = $1 AND period_start = $2", [subscription, start]
+        ).isEmpty
+    }
+
     /// Locks `subscriptions` for the caller's transaction in one statement, in id order (two
     /// Invoicers never wait on each other in a cycle), and reads their tenants' terms.
     public static func lockSubscriptions(_ subscriptions: Set<UUID>, on connection: isolated PostgresConnection) throws -> [SubscriptionTerms] {
