@@ -35,7 +35,7 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) thr
     let router = Router(context: TallyRequestContext.self, options: .autoGenerateHeadEndpoints)
     let metrics = RequestMetrics()
     router.add(middleware: RequestMetrics.Middleware(metrics: metrics))
-    router.add(middleware: LogRequestsMiddleware(.info))
+    router.add(middleware: RequestLogMiddleware(.info))
     router.add(middleware: ErrorMiddleware { error in (error as? PostgresError)?.isConnectionError ?? false })
     HealthRoutes<TallyRequestContext> {
         (try? await pool.ping()) != nil
