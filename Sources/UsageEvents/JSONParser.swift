@@ -67,36 +67,27 @@ public struct JSONParser {
                 parser.skipWhitespace()
                 let start = parser.index
                 parser.foundDuplicateKey = false
-                let value: JSONValue
                 do {
-                    value = try parser.value()
+                    let value = try parser.value()
+                    let text = parser.bytes[start..<parser.index]
+                    var refusal: JSONParseError?
+                    if parser.foundDuplicateKey {
+                        // Rare: read again, refusing, for the message and the path.
+                        do {
+                            _ = try parse(text)
+                        } catch {
+                            refusal = JSONParseError(
+                                offset: start + error.offset, message: error.message, path: error.path, duplicateKey: error.duplicateKey)
+                        }
+                    }
+                    elements.append(Element(value: value, text: text, refusal: refusal))
                 } catch {
                     // Past the element by its shape alone; it is refused, the others read on.
                     parser.index = start
                     parser.depth = 1
                     guard parser.skipValue() else { throw error.within("[\(elements.count)]") }
                     elements.append(Element(value: .null, text: parser.bytes[start..<parser.index], refusal: error))
-                    parser.skipWhitespace()
-                    if parser.peek(UInt8(ascii: ",")) {
-                        parser.index += 1
-                        continue
-                    }
-                    guard parser.peek(UInt8(ascii: "]")) else { throw parser.error("expected ',' or ']' in an array") }
-                    parser.index += 1
-                    break
                 }
-                let text = parser.bytes[start..<parser.index]
-                var refusal: JSONParseError?
-                if parser.foundDuplicateKey {
-                    // Rare: read again, refusing, for the message and the path.
-                    do {
-                        _ = try parse(text)
-                    } catch {
-                        refusal = JSONParseError(
-                            offset: start + error.offset, message: error.message, path: error.path, duplicateKey: error.duplicateKey)
-                    }
-                }
-                elements.append(Element(value: value, text: text, refusal: refusal))
                 parser.skipWhitespace()
                 if parser.peek(UInt8(ascii: ",")) {
                     parser.index += 1

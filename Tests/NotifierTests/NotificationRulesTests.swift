@@ -65,16 +65,21 @@ struct NotificationRulesTests {
         #expect(again[1].dedupKey == plan[1].dedupKey && again[1].messageID(domain: "s.test") == plan[1].messageID(domain: "s.test"))
     }
 
-    @Test("an invoice email: amount, due date and PDF; adjustments say so; a hostile name stays inside its header")
-    func invoiceEmails() throws {
-        let email = NotificationEmail(sellerName: "Tally Billing", sellerEmail: "billing@tally.test")
-        let hostile = NotificationEmail.Recipient(name: "Acme\r\nBcc: thief@evil.test <b>", email: "ap@acme.test")
-        let notification = NotificationPlanner.plan(
+    /// The two emails of `invoice()`'s finalization: finance's copy, then the tenant's.
+    func invoiceEmails(tenantEmail: String) -> [PlannedNotification] {
+        NotificationPlanner.plan(
             .invoiceFinalized(
                 .init(
                     tenantID: tenant, occurredAt: end, invoiceID: UUID(), number: "INV-2026-000777", kind: "period", currency: "usd",
                     periodStart: start, periodEnd: end, subtotalCents: 29_900, taxCents: 2_168, totalCents: 32_068, dueAt: nil)),
-            tenantEmail: "ap@acme.test", financeEmail: "finance@tally.test", endpoints: [])[1]
+            tenantEmail: tenantEmail, financeEmail: "finance@tally.test", endpoints: [])
+    }
+
+    @Test("an invoice email: amount, due date and PDF; adjustments say so; a hostile name stays inside its header")
+    func invoiceEmails() throws {
+        let email = NotificationEmail(sellerName: "Tally Billing", sellerEmail: "billing@tally.test")
+        let hostile = NotificationEmail.Recipient(name: "Acme\r\nBcc: thief@evil.test <b>", email: "ap@acme.test")
+        let notification = invoiceEmails(tenantEmail: "ap@acme.test")[1]
         let message = email.invoice(invoice(), pdf: Array("%PDF-1.5 test".utf8), tenant: hostile, to: notification)
         #expect(message.subject == "Invoice INV-2026-000777 from Tally Billing: $320.68 due Dec 31, 2026")
         #expect(message.textBody.contains("Nov 1 – Dec 1, 2026") && message.textBody.contains("$320.68 (USD)"))
@@ -101,12 +106,7 @@ struct NotificationRulesTests {
         var renamed = invoice()
         renamed.billedTo = .init(name: "Old Name Ltd", email: "old-billing@example.com")
         let current = NotificationEmail.Recipient(name: "New Name GmbH", email: "new-billing@example.com")
-        let finance = NotificationPlanner.plan(
-            .invoiceFinalized(
-                .init(
-                    tenantID: tenant, occurredAt: end, invoiceID: UUID(), number: "INV-2026-000777", kind: "period", currency: "usd",
-                    periodStart: start, periodEnd: end, subtotalCents: 29_900, taxCents: 2_168, totalCents: 32_068, dueAt: nil)),
-            tenantEmail: current.email, financeEmail: "finance@tally.test", endpoints: [])
+        let finance = invoiceEmails(tenantEmail: current.email)
         let copy = email.invoice(renamed, pdf: [], tenant: current, to: finance[0])
         #expect(copy.subject.hasPrefix("[Finance copy] Invoice INV-2026-000777 for Old Name Ltd:"), "\(copy.subject)")
         #expect(copy.textBody.contains("issued to Old Name Ltd <old-billing@example.com>") && !copy.textBody.contains("New Name"))
