@@ -86,6 +86,9 @@ public actor HTTPClient {
         if let caBundlePath = configuration.caBundlePath { try handle.set(CURLOPT_CAINFO, caBundlePath) }
         // Rejects a declared Content-Length over the limit before any byte is read.
         if !configuration.truncatesLargeBodies { try handle.set(CURLOPT_MAXFILESIZE_LARGE, size: configuration.maxResponseBytes) }
+        // A proxy's "200 Connection established" is not the answer whose headers end the
+        // transfer: without this the transfer stopped there, before the request was sent.
+        if !configuration.readsBody { try handle.set(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1) }
         if request.followsRedirects {
             try handle.set(CURLOPT_FOLLOWLOCATION, 1)
             try handle.set(CURLOPT_MAXREDIRS, 5)

@@ -193,11 +193,13 @@ public enum InvoiceGenerator {
         for (stored, _) in subscriptions {
             for (start, billed) in (billedBy[stored.id] ?? [:]).sorted(by: { $0.key < $1.key }) {
                 guard let earlier = stored.timeline.billingPeriod(stored.timeline.calendar.index(containing: start)) else { continue }
-                // Incremental: no event older than 90 days is counted (SPEC §3), so a period
-                // whose every value was snapshot more than 90 days (and a day of margin for a
-                // batch in flight) after its end can never change again: it is not read again.
+                // Incremental: no event older than 97 days is counted (90 days from its
+                // acceptance, SPEC §3, counted within 7 days of it), so a period whose every
+                // value was snapshot more than 97 days (and a day of margin for a batch in
+                // flight) after its end can never change again: it is not read again.
                 // Snapshots are stamped with Tally's clock, the one event ages are judged by.
-                let settled = earlier.billed.end.date.addingTimeInterval(UsageEventValidator.maxAge + 86_400)
+                let settled = earlier.billed.end.date.addingTimeInterval(
+                    UsageEventValidator.maxAge + UsageEventValidator.workerMargin + 86_400)
                 if let snapshot = lastBilled[stored.id]?[start], snapshot > settled { continue }
                 checks.append((stored, earlier, billed))
             }

@@ -77,8 +77,14 @@ public struct UsageStatement: Sendable {
             let plan = stored.timeline.pricingPlan(of: billing)
             let previous = try stored.timeline.billingPeriod(billing.index - 1).map { try values(over: Self.samePoint(of: $0.billed, as: span)) }
             var upcoming: (BillingPeriod, Plan, InvoiceDraft)? = (billing, plan, draft)
-            if try InvoiceRecords.isInvoiced(subscription: stored.id, periodStart: billing.billed.start.date, on: connection) {
-                upcoming = try stored.timeline.billingPeriod(billing.index + 1).map { next in
+            // Invoiced early (maybe several periods ahead): the first period not invoiced yet,
+            // with no usage of its own so far and the late usage of those before it.
+            var next: BillingPeriod? = billing
+            while let period = next, try InvoiceRecords.isInvoiced(subscription: stored.id, periodStart: period.billed.start.date, on: connection) {
+                next = period.index < billing.index + 60 ? stored.timeline.billingPeriod(period.index + 1) : nil
+            }
+            if next?.index != billing.index {
+                upcoming = try next.map { next in
                     let late = try InvoiceGenerator.lateUsage(stored, before: next.billed.start, tenant: tenant, catalog: catalog, on: connection)
                     let draft = try InvoiceCalculator.invoice(for: next, of: stored.timeline, values: [:], lateUsage: late, taxBasisPoints: taxRate)
                     return (next, stored.timeline.pricingPlan(of: next), draft)

@@ -192,12 +192,13 @@ struct NotificationHandler: QueueWorkHandler {
             // `webhookBudget`: a tenant's endpoints that hang (16 × 10 s) held every event
             // behind this one on this consumer for minutes, other tenants' invoice emails
             // included. What the budget leaves goes first on the event's next attempt.
-            let tried = try await NotificationRecords.attempts(ofEvent: event.id, on: database)
+            let (tried, sent) = try await NotificationRecords.attempts(ofEvent: event.id, on: database)
             var waiting = plan.filter { $0.channel == .webhook }.enumerated()
                 .sorted { (tried[$0.element.dedupKey] ?? 0, $0.offset) < (tried[$1.element.dedupKey] ?? 0, $1.offset) }.map(\.element)
             // Endpoints that hung lately are not waited on again: this attempt fails for them
-            // at once (see `EndpointCooling`), and the retry queues bring the event back.
-            let cooled = waiting.filter { $0.endpointID.flatMap { cooling.cooling($0) } != nil }
+            // at once (see `EndpointCooling`), and the retry queues bring the event back. One
+            // this event already delivered to goes on to its claim, which skips it as sent.
+            let cooled = waiting.filter { !sent.contains($0.dedupKey) && $0.endpointID.flatMap { cooling.cooling($0) } != nil }
             waiting.removeAll { notification in cooled.contains { $0.dedupKey == notification.dedupKey } }
             if !cooled.isEmpty {
                 metrics.cooledWebhooks(cooled.count)

@@ -133,8 +133,9 @@ extension JSONEncoder {
     /// usage query from the printed start counted events the bill did not.
     public static func instantText(_ date: Date) -> String {
         let text = RFC3339.format(date)
-        guard text.utf8.count == 27, text.hasSuffix("000Z") else { return text }
-        return String(text.dropLast(4)) + "Z"
+        // Years outside 0000–9999 are not RFC 3339: Foundation's ISO 8601 form, as before.
+        guard text.utf8.count == 27 else { return Date.ISO8601FormatStyle(includingFractionalSeconds: true).format(date) }
+        return text.hasSuffix("000Z") ? String(text.dropLast(4)) + "Z" : text
     }
 }
 

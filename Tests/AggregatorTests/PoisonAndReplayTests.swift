@@ -1,5 +1,6 @@
 import Foundation
 import PostgresClient
+import TallyStore
 import TallyTestSupport
 import Testing
 import UsageEvents
@@ -67,6 +68,34 @@ struct PoisonAndReplayTests {
         #expect(try await dlq(harness, "replay", "--events", "--id", id).output.contains("replayed 1 parked event(s)"))
         // Stamped with now, as before, it was parked again as too_old.
         try await harness.waitUntil("the replayed event counted") { try await harness.storedCounts([stranger])[stranger] == 1 }
+        #expect(await aggregator.stop() == 0)
+        try await harness.tearDown()
+    }
+
+    @Test("an event not JSON inside is parked alone (invalid_json), the rest of its message counted, and it is never replayed")
+    func notJSONNeverReplayed() async throws {
+        let harness = try await AggregatorHarness.make()
+        let tenant = try await harness.createTenants(1)[0]
+        let now = TestClock.now().addingTimeInterval(-60)
+        let aggregator = try harness.startAggregator(consumers: 1)
+        defer { aggregator.kill() }
+        let bad =
+            #"{"id": "nj1", "tenant_id": "\#(tenant.uuidString)", "type": "api_calls", "quantity": 1, "time": "\#(now.ISO8601Format())", "name": "\ud800"}"#
+        try await harness.publish([
+            "[\(usageEventJSON(id: "nj0", tenant: tenant, time: now)), \(bad), \(usageEventJSON(id: "nj2", tenant: tenant, time: now))]"
+        ])
+        try await harness.waitUntil("the two good events counted and the other parked") {
+            let parked = try await harness.database.query(
+                "SELECT 1 FROM parked_events WHERE code = 'invalid_json' AND payload = $1", [bad])
+            return try await harness.storedCounts([tenant])[tenant] == 2 && parked.count == 1
+        }
+        let row = try await harness.database.query("SELECT id, field, reason FROM parked_events WHERE code = 'invalid_json' AND payload = $1", [bad])
+        #expect(row.first?.text(1) == "name")
+        #expect(row.first?.text(2)?.hasPrefix("is not valid JSON: a high surrogate") == true)
+        let id = try #require(row.first?.text(0))
+        let refused = try await dlq(harness, "replay", "--events", "--id", id)
+        #expect(refused.status == 1 && refused.errors.contains("#\(id) is not JSON inside"), "\(refused)")
+        #expect(try await ParkedEvents.openPayloads(ids: [try #require(Int64(id))], after: 0, limit: 10, on: harness.database).isEmpty)
         #expect(await aggregator.stop() == 0)
         try await harness.tearDown()
     }

@@ -49,7 +49,9 @@ struct BillingRunIsolationTests {
 /// Late usage is read incrementally: only periods that can still change.
 @Suite("Invoicer: late usage of settled periods is not read again")
 struct SettledPeriodTests {
-    @Test("a period snapshot more than 91 days after its end is settled (no event that old is counted); a recent one still gets its adjustment")
+    @Test(
+        "a period snapshot more than 98 days after its end is settled (no event older than 97 days is counted); a recent one still gets its adjustment"
+    )
     func settledPeriodsSkipped() async throws {
         let fixture = try await InvoicingFixture.make()
         let tenant = try await fixture.tenant()
@@ -62,8 +64,8 @@ struct SettledPeriodTests {
         try #require(billed.count >= 5)
         let settled = billed[0]
         let recent = try #require(billed.last)
-        #expect(settled.periodEnd.addingTimeInterval(91 * 86_400) < now)
-        #expect(recent.periodEnd.addingTimeInterval(91 * 86_400) > now)
+        #expect(settled.periodEnd.addingTimeInterval(98 * 86_400) < now)
+        #expect(recent.periodEnd.addingTimeInterval(98 * 86_400) > now)
         // Usage appears in both (written as rollups, as if it had been counted): 2,000 calls over starter's 1,000.
         for period in [settled, recent] {
             try await fixture.database.query(

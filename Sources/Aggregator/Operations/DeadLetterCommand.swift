@@ -164,11 +164,19 @@ struct DeadLetters: Sendable {
     /// marks them replayed once the broker confirmed; a page at a time, with progress on
     /// standard error for a long replay. Named ids that are not open parked events (a
     /// mistyped id, or one replayed already) refuse the whole replay before anything moves.
+    /// Events parked as not JSON inside are never replayed (see `ParkedEvents.notJSON`).
     func replayEvents(ids: [Int64]) async throws -> Int {
         let unknown = try await ParkedEvents.notOpen(ids, on: database)
         if !unknown.isEmpty {
             let named = unknown.map { "#\($0.id) (\($0.replayedAt.map { "replayed already at \($0)" } ?? "no such parked event"))" }
             throw CommandFailure("not replaying: \(named.joined(separator: ", ")); `aggregator dlq list` shows the open ones")
+        }
+        let notJSON = try await ParkedEvents.notReplayable(ids, on: database)
+        if !notJSON.isEmpty {
+            let named = notJSON.map { "#\($0)" }.joined(separator: ", ")
+            throw CommandFailure(
+                "not replaying: \(named) \(notJSON.count == 1 ? "is" : "are") not JSON inside (\(ParkedEvents.notJSON)), which no fix makes "
+                    + "countable; `aggregator dlq show ID` shows what arrived (for its sender to send again); a replay without --id leaves it")
         }
         let total = ids.isEmpty ? try await ParkedEvents.openCount(on: database) : ids.count
         var replayed = 0

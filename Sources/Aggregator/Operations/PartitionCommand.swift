@@ -13,9 +13,10 @@ struct PartitionCommand: AsyncParsableCommand {
         commandName: "partitions",
         abstract: "List the monthly usage_events partitions, or detach one for archiving.",
         discussion: """
-            A month may be detached once it ended more than 97 days ago: workers refuse events older \
-            than 90 days (SPEC §3), so no event of it — and no duplicate — can arrive any more; the 7 \
-            days are a margin for messages still in retry queues. Rollups stay; invoice the month first.
+            A month may be detached once it ended more than 97 days ago: workers refuse events more \
+            than 90 days older than their acceptance (SPEC §3) and any older than 97 days (7 days for \
+            messages in spools and retry queues), so no event of it — and no duplicate — can arrive \
+            any more. Rollups stay; invoice the month first.
             \(ConfigurationReport.helpText([.databaseURL]))
             """,
         subcommands: [List.self, Detach.self])

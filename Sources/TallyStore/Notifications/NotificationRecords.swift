@@ -120,13 +120,17 @@ public enum NotificationRecords {
 
     /// How often each notification of event `eventID` was tried, by dedup key (absent:
     /// never): the Notifier tries the least-tried webhooks first, so endpoints that keep
-    /// timing out cannot starve the others of an event's time.
-    public static func attempts(ofEvent eventID: String, on connection: PostgresConnection) async throws -> [String: Int] {
+    /// timing out cannot starve the others of an event's time; and which were sent.
+    public static func attempts(ofEvent eventID: String, on connection: PostgresConnection) async throws -> (tries: [String: Int], sent: Set<String>)
+    {
         var attempts: [String: Int] = [:]
-        for row in try await connection.query("SELECT dedup_key, attempts FROM notifications WHERE event_id = $1", [eventID]) {
-            attempts[try row.decode(0, as: String.self)] = try row.decode(1, as: Int.self)
+        var sent: Set<String> = []
+        for row in try await connection.query("SELECT dedup_key, attempts, status = 'sent' FROM notifications WHERE event_id = $1", [eventID]) {
+            let key = try row.decode(0, as: String.self)
+            attempts[key] = try row.decode(1, as: Int.self)
+            if row.text(2) == "t" { sent.insert(key) }
         }
-        return attempts
+        return (attempts, sent)
     }
 
     /// The deliveries of event `eventID` not sent yet, counted by channel.

@@ -97,9 +97,23 @@ public enum ParkedEvents {
             """
             SELECT id, payload, parked_at FROM parked_events
              WHERE replayed_at IS NULL AND id > $2 AND (cardinality($1::bigint[]) = 0 OR id = ANY($1::bigint[]))
+               AND code IS DISTINCT FROM '\(notJSON)'
              ORDER BY id LIMIT $3
             """, [PostgresTextArray(ids.map(String.init)), after, limit]
         ).map { (id: try $0.decode(0, as: Int64.self), payload: $0.text(1), parkedAt: try $0.decode(2, as: Date.self)) }
+    }
+
+    /// The code of an event that was not JSON inside (`invalid_json`): no fix makes it
+    /// countable, and its kept text has any byte that was not UTF-8 replaced, so a replay
+    /// would count an altered event. Replays leave it; `purge` drops it.
+    public static let notJSON = "invalid_json"
+
+    /// Of `ids`, the open parked events that are not JSON inside (never replayed).
+    public static func notReplayable(_ ids: [Int64], on database: PostgresPool) async throws -> [Int64] {
+        try await database.query(
+            "SELECT id FROM parked_events WHERE id = ANY($1::bigint[]) AND replayed_at IS NULL AND code = $2 ORDER BY id",
+            [PostgresTextArray(ids.map(String.init)), notJSON]
+        ).map { try $0.decode(0, as: Int64.self) }
     }
 
     /// Of `ids`, those that are not open parked events: never parked (a mistyped id), or
