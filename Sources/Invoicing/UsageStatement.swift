@@ -185,11 +185,31 @@ public struct UsageStatement: Sendable {
             case .calendarMonth: continue
             }
         }
+        // A period invoiced early (an admin run with a later as_of) is not charged again: its
+        // tenant's charge so far is the next un-invoiced period's, as its upcoming invoice says.
+        let early = Set(try InvoiceRecords.invoiced(open.map { ($0.stored.id, $0.billing.billed.start) }, on: connection).map(\.subscription))
+        var ahead: [(tenant: UUID, stored: StoredSubscription, billing: BillingPeriod)] = []
+        for (tenant, stored, billing) in open where early.contains(stored.id) {
+            // Rare: the periods after it, one by one, until one is not invoiced.
+            var next = stored.timeline.billingPeriod(billing.index + 1)
+            while let period = next, try InvoiceRecords.isInvoiced(subscription: stored.id, periodStart: period.billed.start.date, on: connection) {
+                next = period.index < billing.index + 60 ? stored.timeline.billingPeriod(period.index + 1) : nil
+            }
+            if let next { ahead.append((tenant, stored, next)) }
+        }
+        open.removeAll { early.contains($0.stored.id) }
         let periods = open.map { TenantPeriod(tenant: $0.tenant, span: $0.billing.billed) }
         let totals = try UsagePeriodTotals.values(of: Set(periods), catalog: catalog, on: connection)
         let untracked = periods.filter { totals[$0] == nil }
         let withUsage = try StatementReads.tenantsWithUsage(untracked, on: connection)
-        let late = try InvoiceGenerator.lateUsage(of: open.map { ($0.stored, $0.billing.billed.start) }, catalog: catalog, on: connection)
+        let late = try InvoiceGenerator.lateUsage(
+            of: (open + ahead).map { ($0.stored, $0.billing.billed.start) }, catalog: catalog, on: connection)
+        for (tenant, stored, next) in ahead {
+            let total =
+                (try? InvoiceCalculator.invoice(
+                    for: next, of: stored.timeline, values: [:], lateUsage: late[stored.id] ?? [], taxBasisPoints: taxRates[tenant] ?? 0))?.total
+            charges[tenant] = Charge(plan: stored.timeline.pricingPlan(of: next), kind: .billing, period: next.billed, total: total)
+        }
         for (tenant, stored, billing) in open {
             let period = TenantPeriod(tenant: tenant, span: billing.billed)
             var values = totals[period] ?? [:]

@@ -1,3 +1,4 @@
+import BillingEngine
 import Foundation
 import Invoicing
 import PostgresClient
@@ -93,6 +94,9 @@ struct InvoiceScenarioPipelineTests {
         #expect(upcoming.lines.map(\.kind) == ["base", "adjustment"])
         #expect(upcoming.lines.map(\.amountCents) == [29_900, 1_000])  // charge(300 over) − charge(200 over) at 10¢
         #expect(upcoming.totalCents == 30_900)
+        // Finance's page agrees: the tenant's charge so far is that invoice's total.
+        let charge = try await fixture.database.withTransaction { try UsageStatement.charges(of: [tenant], asOf: Instant(now), on: $0) }[tenant]
+        #expect(charge?.total?.value == 30_900 && charge?.period.start.date == end)
         await fixture.close()
     }
 

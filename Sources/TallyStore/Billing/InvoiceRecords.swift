@@ -113,6 +113,24 @@ public enum InvoiceRecords {
         return try rows.map { (try $0.decode(0, as: UUID.self), try $0.decode(1, as: Date.self)) }
     }
 
+    /// Of `periods` (subscription, period start), those that have their invoice, in one statement.
+    public static func invoiced(
+        _ periods: [(subscription: UUID, start: Instant)], on connection: isolated PostgresConnection
+    ) throws -> [(subscription: UUID, start: Date)] {
+        guard !periods.isEmpty else { return [] }
+        return try connection.query(
+            """
+            SELECT i.subscription_id, i.period_start
+              FROM unnest($1::uuid[], $2::timestamptz[]) AS p (subscription_id, period_start)
+              JOIN invoices i ON i.kind = 'period' AND i.subscription_id = p.subscription_id AND i.period_start = p.period_start
+            """,
+            [
+                PostgresTextArray(periods.map(\.subscription.lowercasedText)),
+                PostgresTextArray(periods.map { PostgresTimestamp(microsecondsSinceEpoch: $0.start.microsecondsSinceEpoch).description }),
+            ]
+        ).map { (try $0.decode(0, as: UUID.self), try $0.decode(1, as: Date.self)) }
+    }
+
     /// Whether the period of `subscription` starting at `start` has its invoice.
     public static func isInvoiced(subscription: UUID, periodStart start: Date, on connection: isolated PostgresConnection) throws -> Bool {
         try !connection.query(
