@@ -41,32 +41,39 @@ struct PoisonAndReplayTests {
         try await harness.tearDown()
     }
 
-    @Test("an event accepted near its 90 days and parked (its tenant missing) still counts when replayed past them: replays carry when it was parked")
+    @Test("an event accepted near its 90 days and parked (its tenant missing) keeps its acceptance through a replay too early and counts on the next")
     func replayKeepsAcceptanceTime() async throws {
         let harness = try await AggregatorHarness.make()
         let stranger = UUID()
         let now = TestClock.now()
         // Accepted two hours ago at 90 days less an hour old: 90 days and an hour old now.
-        let accepted = now.addingTimeInterval(-7_200)
-        let time = accepted.addingTimeInterval(-UsageEventValidator.maxAge + 3_600)
+        let accepted = now.addingTimeInterval(-7_200).timeIntervalSince1970.rounded(.down)
+        let time = Date(timeIntervalSince1970: accepted).addingTimeInterval(-UsageEventValidator.maxAge + 3_600)
         let aggregator = try harness.startAggregator(consumers: 1)
         defer { aggregator.kill() }
-        try await harness.publish(["[\(usageEventJSON(id: "near", tenant: stranger, time: time))]"], acceptedAt: accepted)
-        try await harness.waitUntil("the event parked for its missing tenant") {
+        let tenant = stranger.uuidString.lowercased()
+        @Sendable func openParked() async throws -> [(id: String, acceptedAt: Date?)] {
             try await harness.database.query(
-                "SELECT 1 FROM parked_events WHERE event_id = 'near' AND tenant_id = $1 AND code = 'unknown_tenant'",
-                [stranger.uuidString.lowercased()]
-            ).count == 1
+                """
+                SELECT id, accepted_at FROM parked_events
+                 WHERE event_id = 'near' AND tenant_id = $1 AND code = 'unknown_tenant' AND replayed_at IS NULL
+                """, [tenant]
+            ).map { (try #require($0.text(0)), try $0.decode(1, as: Date?.self)) }
         }
-        // It was parked when it arrived, two hours ago (the test cannot wait for it).
-        let parked = try await harness.database.query(
-            "UPDATE parked_events SET parked_at = $2 WHERE event_id = 'near' AND tenant_id = $1 RETURNING id",
-            [stranger.uuidString.lowercased(), accepted])
-        let id = try #require(parked.first?.text(0))
+        try await harness.publish(
+            ["[\(usageEventJSON(id: "near", tenant: stranger, time: time))]"], acceptedAt: Date(timeIntervalSince1970: accepted))
+        try await harness.waitUntil("the event parked for its missing tenant") { try await openParked().count == 1 }
+        let first = try #require(try await openParked().first)
+        #expect(first.acceptedAt == Date(timeIntervalSince1970: accepted))
+        // Replayed before the tenant exists: parked again, with the same acceptance (it took
+        // the replay's time, and the next replay parked it as too_old for good).
+        #expect(try await dlq(harness, "replay", "--events", "--id", first.id).output.contains("replayed 1 parked event(s)"))
+        try await harness.waitUntil("the event parked again") { try await openParked().first.map { $0.id != first.id } == true }
+        let again = try #require(try await openParked().first)
+        #expect(again.acceptedAt == Date(timeIntervalSince1970: accepted))
         try await harness.database.query(
             "INSERT INTO tenants (id, name, billing_email) VALUES ($1, 'late tenant', 'late@example.test')", [stranger])
-        #expect(try await dlq(harness, "replay", "--events", "--id", id).output.contains("replayed 1 parked event(s)"))
-        // Stamped with now, as before, it was parked again as too_old.
+        #expect(try await dlq(harness, "replay", "--events", "--id", again.id).output.contains("replayed 1 parked event(s)"))
         try await harness.waitUntil("the replayed event counted") { try await harness.storedCounts([stranger])[stranger] == 1 }
         #expect(await aggregator.stop() == 0)
         try await harness.tearDown()

@@ -149,6 +149,9 @@ def main():
         27: ("the columns invoices.customer_name and customer_email",
              lambda: psql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'invoices' "
                           "AND column_name IN ('customer_name', 'customer_email')") == "2"),
+        28: ("the column parked_events.accepted_at",
+             lambda: psql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'parked_events' "
+                          "AND column_name = 'accepted_at'") == "1"),
     }
     down_object, down_present = (None, None) if blocking else objects.get(latest, (None, None))
     if not blocking and down_object is None:

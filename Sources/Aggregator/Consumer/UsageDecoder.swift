@@ -72,7 +72,13 @@ struct DecodedBatch: Sendable {
     struct StagedSource: Sendable {
         let object: JSONValue
         let messageID: String?
+        let acceptedAt: Date
     }
+
+    /// The earliest acceptance among the batch's messages: the acceptance an event parked by
+    /// the database statement (its tenant unknown) is kept with. No later than its own, so a
+    /// replay never refuses it for age; it passed the age check when decoded.
+    var earliestAcceptance: Date?
 
     /// The staged events `range` (with the parked events when `withParked`) as a batch of their own.
     func subset(_ range: Range<Int>, withParked: Bool) -> DecodedBatch {
@@ -85,6 +91,7 @@ struct DecodedBatch: Sendable {
         part.eventCount = range.count
         part.parkedEvents = withParked ? parkedEvents : []
         part.earliestEventTime = earliestEventTime
+        part.earliestAcceptance = earliestAcceptance
         part.hourBounds = hourBounds  // a superset: completing a period more is harmless
         return part
     }
@@ -97,7 +104,7 @@ struct DecodedBatch: Sendable {
             + stagedSources.map { source in
                 UsageDecoder.parked(
                     source.object, code: "database_refused", field: "", reason: "event refused by the database: \(reason)",
-                    messageID: source.messageID)
+                    messageID: source.messageID, acceptedAt: source.acceptedAt)
             }
         return parked
     }
@@ -161,6 +168,10 @@ struct UsageDecoder: Sendable {
     }
 
     private func decode(_ message: UsageMessage, into batch: inout DecodedBatch) {
+        // When its events were accepted (never later than now): what their age is judged by,
+        // and what a parked one keeps for its replay.
+        let accepted = min(message.acceptedAt ?? now, now)
+        if batch.earliestAcceptance.map({ accepted < $0 }) ?? true { batch.earliestAcceptance = accepted }
         if let schema = message.schema, schema != "usage.v1" {
             batch.unreadable.append(
                 UnreadableMessage(deliveryTag: message.deliveryTag, reason: "unsupported x-tally-schema \"\(schema)\"; expected usage.v1"))
@@ -188,12 +199,12 @@ struct UsageDecoder: Sendable {
                 objects.append(element.value)
                 continue
             }
-            batch.parkedEvents.append(Self.parked(refused: element, refusal: refusal, messageID: message.messageID))
+            batch.parkedEvents.append(Self.parked(refused: element, refusal: refusal, messageID: message.messageID, acceptedAt: accepted))
         }
         guard !objects.isEmpty else { return }
         let validator = UsageEventValidator(authenticatedTenant: nil, now: now, acceptedAt: message.acceptedAt)
         do {
-            stage(try validator.validate(objects), objects: objects, messageID: message.messageID, into: &batch)
+            stage(try validator.validate(objects), objects: objects, messageID: message.messageID, acceptedAt: accepted, into: &batch)
         } catch {
             // Park each refused event with its first problem; validate the rest again.
             let byIndex = Dictionary(grouping: error.problems, by: \.index)
@@ -203,13 +214,15 @@ struct UsageDecoder: Sendable {
                     valid.append(object)
                     continue
                 }
-                batch.parkedEvents.append(parked(object, problem: problem, messageID: message.messageID))
+                batch.parkedEvents.append(parked(object, problem: problem, messageID: message.messageID, acceptedAt: accepted))
             }
-            if let events = try? validator.validate(valid) { stage(events, objects: valid, messageID: message.messageID, into: &batch) }
+            if let events = try? validator.validate(valid) {
+                stage(events, objects: valid, messageID: message.messageID, acceptedAt: accepted, into: &batch)
+            }
         }
     }
 
-    private func stage(_ events: [UsageEvent], objects: [JSONValue], messageID: String?, into batch: inout DecodedBatch) {
+    private func stage(_ events: [UsageEvent], objects: [JSONValue], messageID: String?, acceptedAt: Date, into batch: inout DecodedBatch) {
         for (event, object) in zip(events, objects) {
             var metadata = JSONWriter(reservingCapacity: 64)
             metadata.write(.object(event.metadata))
@@ -230,7 +243,7 @@ struct UsageDecoder: Sendable {
             batch.stagedRows.endRow()
             if keepsSources {
                 batch.rowEnds.append(batch.stagedRows.buffer.count)
-                batch.stagedSources.append(.init(object: object, messageID: messageID))
+                batch.stagedSources.append(.init(object: object, messageID: messageID, acceptedAt: acceptedAt))
             }
             batch.eventCount += 1
             let key = DecodedBatch.TenantHour(tenant: event.tenantID, hour: Int64((event.time.timeIntervalSince1970 / 3600).rounded(.down)))
@@ -247,24 +260,24 @@ struct UsageDecoder: Sendable {
         }
     }
 
-    private func parked(_ object: JSONValue, problem: UsageEventProblem, messageID: String?) -> ParkedEvent {
+    private func parked(_ object: JSONValue, problem: UsageEventProblem, messageID: String?, acceptedAt: Date) -> ParkedEvent {
         // "events[3].quantity" → "quantity": the field within the event.
         let field = problem.field.split(separator: ".", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
         return Self.parked(
-            object, code: problem.code, field: field, reason: "\(field.isEmpty ? "event" : field) \(problem.message)", messageID: messageID)
+            object, code: problem.code, field: field, reason: "\(field.isEmpty ? "event" : field) \(problem.message)", messageID: messageID,
+            acceptedAt: acceptedAt)
     }
 
-    /// An event refused for a key sent twice: its payload as written (valid UTF-8 without
-    /// NUL, as the parser read it), the field the key's path in the event (`metadata.region`
-    /// for a nested one).
-    /// An element the parser refused: a key sent twice, or not JSON inside (its text then
-    /// kept with any byte that is not UTF-8 replaced, and NUL escaped as COPY needs).
-    static func parked(refused element: JSONParser.Element, refusal: JSONParseError, messageID: String?) -> ParkedEvent {
+    /// An element the parser refused: a key sent twice (its payload as written, valid UTF-8
+    /// without NUL as the parser read it; the field the key's path in the event,
+    /// `metadata.region` for a nested one), or not JSON inside (its text kept with any byte
+    /// that is not UTF-8 replaced, and NUL escaped as COPY needs).
+    static func parked(refused element: JSONParser.Element, refusal: JSONParseError, messageID: String?, acceptedAt: Date) -> ParkedEvent {
         let duplicate = refusal.duplicateKey != nil
         let text = String(decoding: element.text, as: UTF8.self)
         return parked(
             element.value, code: duplicate ? "duplicate_key" : "invalid_json", field: refusal.field,
-            reason: duplicate ? refusal.message : "is not valid JSON: \(refusal.message)", messageID: messageID,
+            reason: duplicate ? refusal.message : "is not valid JSON: \(refusal.message)", messageID: messageID, acceptedAt: acceptedAt,
             payload: duplicate ? text : text.replacingOccurrences(of: "\u{0}", with: "\\u0000"))
     }
 
@@ -272,9 +285,9 @@ struct UsageDecoder: Sendable {
     /// labels cut to 255 code points with NUL written as `\u0000` — COPY text cannot
     /// carry a NUL byte, and one must not fail the batch that parks it. `payload`, when
     /// given, is the event as written instead (valid UTF-8 without NUL, as parsed).
-    static func parked(_ object: JSONValue, code: String, field: String, reason: String, messageID: String?, payload text: String? = nil)
-        -> ParkedEvent
-    {
+    static func parked(
+        _ object: JSONValue, code: String, field: String, reason: String, messageID: String?, acceptedAt: Date, payload text: String? = nil
+    ) -> ParkedEvent {
         var payload = JSONWriter()
         if text == nil { payload.write(object) }
         var tenant: String?
@@ -289,6 +302,6 @@ struct UsageDecoder: Sendable {
         return ParkedEvent(
             tenantID: tenant.map(label), eventID: id.map(label), code: code, field: field,
             reason: reason.replacingOccurrences(of: "\u{0}", with: "\\u0000"),
-            payload: text ?? String(decoding: payload.bytes, as: UTF8.self), messageID: messageID.map(label))
+            payload: text ?? String(decoding: payload.bytes, as: UTF8.self), messageID: messageID.map(label), acceptedAt: acceptedAt)
     }
 }

@@ -100,9 +100,10 @@ enum UsageLedger {
             // periods completed here, not stored into unseen).
             if !config.absent.isEmpty {
                 if parkingUnknownTenants {
-                    outcome.parked += try UsageEventStore.parkUnknownTenants(config.absent, on: connection)
+                    outcome.parked += try UsageEventStore.parkUnknownTenants(config.absent, acceptedAt: batch.earliestAcceptance, on: connection)
                 } else {
-                    outcome.unknownTenantEvents = try UsageEventStore.takeOutUnknownTenants(config.absent, on: connection)
+                    outcome.unknownTenantEvents = try UsageEventStore.takeOutUnknownTenants(
+                        config.absent, acceptedAt: batch.earliestAcceptance, on: connection)
                 }
             }
             // Every period the events fall in is complete by now, unless the configuration

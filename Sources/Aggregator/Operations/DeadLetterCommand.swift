@@ -185,20 +185,15 @@ struct DeadLetters: Sendable {
         while true {
             let chunk = try await ParkedEvents.openPayloads(ids: ids, after: after, limit: 1000, on: database)
             guard let last = chunk.last else { break }
-            // Stamped with when they were parked (their acceptance is no later), not now: the
-            // age limit counts from it, so an event near its 90 days parked for a missing tenant
-            // can still count once the tenant exists. Events parked over a minute apart go in
-            // separate messages, each stamped with its newest.
+            // Stamped with when they were accepted, not now: the age limit counts from it, so
+            // an event near its 90 days parked for a missing tenant still counts once the tenant
+            // exists, and parked again it keeps that time. One message per second of acceptance
+            // (a message's timestamp is whole seconds, rounded down: never later than theirs).
             var messages: [OutgoingMessage] = []
-            var start = chunk.startIndex
-            while start < chunk.endIndex {
-                var end = start + 1
-                while end < chunk.endIndex, chunk[end].parkedAt.timeIntervalSince(chunk[start].parkedAt) < 60 { end += 1 }
-                let group = chunk[start..<end]
+            let bySecond = Dictionary(grouping: chunk) { Int64($0.acceptedAt.timeIntervalSince1970.rounded(.down)) }
+            for (second, group) in bySecond.sorted(by: { $0.key < $1.key }) {
                 let body = "[" + group.map { $0.payload ?? "null" }.joined(separator: ",") + "]"
-                messages.append(
-                    usageMessage(Array(body.utf8), messageID: "replay-" + EventID.make(), acceptedAt: group.map(\.parkedAt).max()!))
-                start = end
+                messages.append(usageMessage(Array(body.utf8), messageID: "replay-" + EventID.make(), acceptedSecond: second))
             }
             try await publisher.publish(messages)
             try await ParkedEvents.markReplayed(chunk.map(\.id), on: database)
@@ -217,12 +212,12 @@ struct DeadLetters: Sendable {
         try await parkingLot.replay(on: channel, publisher: publisher)
     }
 
-    private func usageMessage(_ body: [UInt8], messageID: String, acceptedAt: Date) -> OutgoingMessage {
+    private func usageMessage(_ body: [UInt8], messageID: String, acceptedSecond: Int64) -> OutgoingMessage {
         OutgoingMessage(
             exchange: "", routingKey: queue, body: body,
             properties: AMQPProperties(
-                contentType: "application/json", messageID: messageID, persistent: true,
-                timestamp: Int64(acceptedAt.timeIntervalSince1970.rounded(.up)), headers: [HeaderName.schema: .string("usage.v1")]),
+                contentType: "application/json", messageID: messageID, persistent: true, timestamp: acceptedSecond,
+                headers: [HeaderName.schema: .string("usage.v1")]),
             mandatory: true)
     }
 }

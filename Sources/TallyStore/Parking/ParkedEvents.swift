@@ -11,8 +11,15 @@ public struct ParkedEvent: Sendable, Equatable {
     /// The event as it arrived (JSON), so it can be fixed and replayed.
     public let payload: String
     public let messageID: String?
+    /// When the event was accepted (its message's timestamp; for an event parked by the
+    /// database, the earliest of its batch): a replay is stamped with it, so a replay and
+    /// any park after it keep the acceptance the 90-day limit counts from.
+    public let acceptedAt: Date?
 
-    public init(tenantID: String?, eventID: String?, code: String, field: String, reason: String, payload: String, messageID: String?) {
+    public init(
+        tenantID: String?, eventID: String?, code: String, field: String, reason: String, payload: String, messageID: String?,
+        acceptedAt: Date?
+    ) {
         self.tenantID = tenantID
         self.eventID = eventID
         self.code = code
@@ -20,6 +27,7 @@ public struct ParkedEvent: Sendable, Equatable {
         self.reason = reason
         self.payload = payload
         self.messageID = messageID
+        self.acceptedAt = acceptedAt
     }
 }
 
@@ -39,10 +47,14 @@ public enum ParkedEvents {
             writer.field(event.reason)
             writer.field(event.payload)
             writer.field(event.messageID)
+            writer.field(
+                event.acceptedAt.map {
+                    PostgresTimestamp(microsecondsSinceEpoch: Int64(($0.timeIntervalSince1970 * 1_000_000).rounded(.down))).description
+                })
             writer.endRow()
         }
         _ = try connection.copyIn(
-            "COPY parked_events (tenant_id, event_id, code, field, reason, payload, message_id) FROM STDIN", text: writer.buffer)
+            "COPY parked_events (tenant_id, event_id, code, field, reason, payload, message_id, accepted_at) FROM STDIN", text: writer.buffer)
     }
 
     /// How many parked events are open.
@@ -88,19 +100,19 @@ public enum ParkedEvents {
 
     /// Up to `limit` open parked events after `after` in id order, among `ids` (all open
     /// ones when `ids` is empty): their ids, payloads as they arrived, and when they were
-    /// parked. Read page by page, so a replay of a million parked events holds one page,
-    /// not the million.
+    /// accepted (parked, for one parked before that was kept). Read page by page, so a
+    /// replay of a million parked events holds one page, not the million.
     public static func openPayloads(
         ids: [Int64], after: Int64, limit: Int, on database: PostgresPool
-    ) async throws -> [(id: Int64, payload: String?, parkedAt: Date)] {
+    ) async throws -> [(id: Int64, payload: String?, acceptedAt: Date)] {
         try await database.query(
             """
-            SELECT id, payload, parked_at FROM parked_events
+            SELECT id, payload, coalesce(accepted_at, parked_at) FROM parked_events
              WHERE replayed_at IS NULL AND id > $2 AND (cardinality($1::bigint[]) = 0 OR id = ANY($1::bigint[]))
                AND code IS DISTINCT FROM '\(notJSON)'
              ORDER BY id LIMIT $3
             """, [PostgresTextArray(ids.map(String.init)), after, limit]
-        ).map { (id: try $0.decode(0, as: Int64.self), payload: $0.text(1), parkedAt: try $0.decode(2, as: Date.self)) }
+        ).map { (id: try $0.decode(0, as: Int64.self), payload: $0.text(1), acceptedAt: try $0.decode(2, as: Date.self)) }
     }
 
     /// The code of an event that was not JSON inside (`invalid_json`): no fix makes it

@@ -33,18 +33,21 @@ public enum UsageEventStore {
     }
 
     /// Moves the staged events of `tenants`, found not to exist (`ConfigVersions`), to
-    /// `parked_events`, with their reason and payload as they arrived; returns how many.
-    public static func parkUnknownTenants(_ tenants: Set<UUID>, on connection: isolated PostgresConnection) throws -> Int {
-        try connection.query(parkUnknownTenantsStatement, [PostgresTextArray(tenants.map(\.lowercasedText))]).affectedRows
+    /// `parked_events`, with their reason, payload as they arrived, and `acceptedAt` (the
+    /// batch's earliest acceptance); returns how many.
+    public static func parkUnknownTenants(_ tenants: Set<UUID>, acceptedAt: Date?, on connection: isolated PostgresConnection) throws -> Int {
+        try connection.query(parkUnknownTenantsStatement, [PostgresTextArray(tenants.map(\.lowercasedText)), acceptedAt]).affectedRows
     }
 
     /// Takes the staged events of `tenants`, found not to exist, out of the batch and
     /// returns them as they would be parked (for a later transaction to park them).
-    public static func takeOutUnknownTenants(_ tenants: Set<UUID>, on connection: isolated PostgresConnection) throws -> [ParkedEvent] {
+    public static func takeOutUnknownTenants(
+        _ tenants: Set<UUID>, acceptedAt: Date?, on connection: isolated PostgresConnection
+    ) throws -> [ParkedEvent] {
         try connection.query(takeOutUnknownTenantsStatement, [PostgresTextArray(tenants.map(\.lowercasedText))]).map { row in
             ParkedEvent(
                 tenantID: row.text(0), eventID: row.text(1), code: "unknown_tenant", field: "tenant_id",
-                reason: unknownTenantReason, payload: row.text(2) ?? "{}", messageID: row.text(3))
+                reason: unknownTenantReason, payload: row.text(2) ?? "{}", messageID: row.text(3), acceptedAt: acceptedAt)
         }
     }
 
@@ -102,8 +105,9 @@ public enum UsageEventStore {
             DELETE FROM staged_usage s WHERE s.tenant_id IS NULL OR s.tenant_id = ANY($1::uuid[])
             RETURNING s.*
         )
-        INSERT INTO parked_events (tenant_id, event_id, code, field, reason, payload, message_id)
-        SELECT tenant_id::text, event_id, 'unknown_tenant', 'tenant_id', '\(unknownTenantReason)', \(unknownTenantPayload), message_id
+        INSERT INTO parked_events (tenant_id, event_id, code, field, reason, payload, message_id, accepted_at)
+        SELECT tenant_id::text, event_id, 'unknown_tenant', 'tenant_id', '\(unknownTenantReason)', \(unknownTenantPayload), message_id,
+               $2::timestamptz
           FROM unknown
         """
 
