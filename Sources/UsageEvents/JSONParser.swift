@@ -103,6 +103,36 @@ public struct JSONParser {
         return elements
     }
 
+    /// The members `keys` of the object `text` holds that are valid strings, read past what
+    /// is not JSON in its other members: an event refused as not JSON inside (a number out of
+    /// range) still names its id and tenant for the operator. Empty when `text` is not an
+    /// object; what follows a member whose shape cannot be followed is not read.
+    public static func strings(_ keys: Set<String>, inObject text: ArraySlice<UInt8>) -> [String: String] {
+        var parser = JSONParser(bytes: Array(text))
+        var found: [String: String] = [:]
+        parser.skipWhitespace()
+        guard parser.peek(UInt8(ascii: "{")) else { return found }
+        parser.index += 1
+        while true {
+            parser.skipWhitespace()
+            guard parser.peek(UInt8(ascii: "\"")), let key = try? parser.string() else { return found }
+            parser.skipWhitespace()
+            guard parser.peek(UInt8(ascii: ":")) else { return found }
+            parser.index += 1
+            parser.skipWhitespace()
+            let start = parser.index
+            if keys.contains(key), parser.peek(UInt8(ascii: "\"")), let value = try? parser.string() {
+                found[key] = value
+            } else {
+                parser.index = start
+                guard parser.skipValue() else { return found }
+            }
+            parser.skipWhitespace()
+            guard parser.peek(UInt8(ascii: ",")) else { return found }
+            parser.index += 1
+        }
+    }
+
     /// `elements(of:)`'s refusal of a JSON document that is not an array.
     public static let notAnArray = "the JSON value is not an array"
 

@@ -130,6 +130,7 @@ struct UsageDecoderTests {
         #expect(batch.unreadable.isEmpty)
         #expect(batch.parkedEvents.map(\.code) == ["invalid_json"])
         #expect(batch.parkedEvents.first?.field == "metadata.v")
+        #expect(batch.parkedEvents.first?.eventID == "bad" && batch.parkedEvents.first?.tenantID == tenant)
         #expect(batch.parkedEvents.first?.payload == bad)
         #expect(batch.parkedEvents.first?.reason.hasPrefix("is not valid JSON: a number is out of range") == true)
     }

@@ -188,6 +188,13 @@ struct JSONParserTests {
             #expect(elements[1].refusal?.path == path)
             #expect(elements[0].refusal == nil && elements[2].refusal == nil)
         }
+        // Its id and tenant still read, past what is not JSON (for the operator's listing).
+        let labels = JSONParser.strings(
+            ["id", "tenant_id"], inObject: Array(#"{"metadata": {"v": 1e400, "w": "}"}, "id": "b", "n": [1, "]"], "tenant_id": "t"}"#.utf8)[...])
+        #expect(labels == ["id": "b", "tenant_id": "t"])
+        #expect(JSONParser.strings(["id"], inObject: Array(#"{"id": "\ud800", "x": 1}"#.utf8)[...]).isEmpty)
+        #expect(JSONParser.strings(["id"], inObject: Array(#"["id", "b"]"#.utf8)[...]).isEmpty)
+        #expect(JSONParser.strings(["id"], inObject: Array(#"{"a": tru, "id": "c"}"#.utf8)[...]) == ["id": "c"])
         // What cannot be followed still refuses the whole document: an unclosed string or
         // bracket, brackets that do not match, a missing comma.
         for text in [#"[{"id":"a"}, {"id": "b]"#, #"[{"id":"a"}, {"id": [1}]"#, #"[{"id":"a"} {"id":"b"}]"#, #"[{"id":"a"}, {"id": [1]"#] {

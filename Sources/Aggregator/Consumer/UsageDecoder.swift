@@ -275,8 +275,10 @@ struct UsageDecoder: Sendable {
     static func parked(refused element: JSONParser.Element, refusal: JSONParseError, messageID: String?, acceptedAt: Date) -> ParkedEvent {
         let duplicate = refusal.duplicateKey != nil
         let text = String(decoding: element.text, as: UTF8.self)
+        // Not JSON inside: its id and tenant as far as they read, for `dlq list`.
+        let labels = duplicate ? element.value : .object(JSONParser.strings(["id", "tenant_id"], inObject: element.text).mapValues { .string($0) })
         return parked(
-            element.value, code: duplicate ? "duplicate_key" : "invalid_json", field: refusal.field,
+            labels, code: duplicate ? "duplicate_key" : "invalid_json", field: refusal.field,
             reason: duplicate ? refusal.message : "is not valid JSON: \(refusal.message)", messageID: messageID, acceptedAt: acceptedAt,
             payload: duplicate ? text : text.replacingOccurrences(of: "\u{0}", with: "\\u0000"))
     }
