@@ -7,10 +7,12 @@ import Synchronization
 /// tenant that fires many events (a hundred alerts crossing at once) repeated it for each:
 /// another tenant's invoice email waited behind every one of them (a helper measured
 /// 57 s behind 24 alerts and 16 endpoints that never answer). An endpoint whose delivery
-/// failed after hanging (`hangsAfter`, half the webhook timeout) is left untried for
-/// `period`: its events fail that attempt at once and go through the retry queues, with
-/// their backoff, like any failed delivery. A delivery that succeeds ends it early. Kept
-/// per Notifier process: another process learns it from its own first hang.
+/// got no answer after hanging (`hangsAfter`, half the webhook timeout) is left untried
+/// for `period`: its events fail that attempt at once and go through the retry queues,
+/// with their backoff, like any failed delivery. An endpoint that answered, whatever its
+/// status and however slowly (a busy machine made a 503 take 5 s), did not hang. A
+/// delivery that succeeds ends it early. Kept per Notifier process: another process
+/// learns it from its own first hang.
 final class EndpointCooling: Sendable {
     static let period = Duration.seconds(60)
     static let hangsAfter = NotificationHandler.webhookTimeout / 2
@@ -29,12 +31,13 @@ final class EndpointCooling: Sendable {
         }
     }
 
-    /// Records a delivery to `endpoint` that took `elapsed` and succeeded or not; says
+    /// Records a delivery to `endpoint` that took `elapsed`: whether it succeeded, and
+    /// whether the endpoint answered at all (an HTTP status, even an error one). Says
     /// whether the endpoint starts cooling.
     @discardableResult
-    func record(_ endpoint: UUID, succeeded: Bool, elapsed: Duration, now: ContinuousClock.Instant = .now) -> Bool {
+    func record(_ endpoint: UUID, succeeded: Bool, answered: Bool, elapsed: Duration, now: ContinuousClock.Instant = .now) -> Bool {
         until.withLock { until in
-            guard !succeeded, elapsed >= Self.hangsAfter else {
+            guard !succeeded, !answered, elapsed >= Self.hangsAfter else {
                 if succeeded { until[endpoint] = nil }
                 return false
             }

@@ -234,8 +234,13 @@ struct NotificationHandler: QueueWorkHandler {
                             let started = ContinuousClock.now
                             let outcome = await sendWebhook(event, notification, target: target, client: client, addresses: session.addresses)
                             if let endpoint = notification.endpointID {
-                                let succeeded = if case .success = outcome { true } else { false }
-                                if cooling.record(endpoint, succeeded: succeeded, elapsed: .now - started) {
+                                let (succeeded, answered) =
+                                    switch outcome {
+                                    case .success: (true, true)
+                                    case .failure(.transient(_, let code)), .failure(.permanent(_, let code)): (false, code != nil)
+                                    case .failure(.mailServerDown): (false, false)
+                                    }
+                                if cooling.record(endpoint, succeeded: succeeded, answered: answered, elapsed: .now - started) {
                                     logger.warning(
                                         "webhook endpoint hung: not tried again for \(EndpointCooling.period)",
                                         metadata: ["notification": "\(Self.describe(notification))"])
