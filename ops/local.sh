@@ -1113,8 +1113,10 @@ PY
   # events in 1000-event messages, event i to tenant i % N), then a release aggregator
   # drains it and drain-wait measures first to last insert and deletes the run. The
   # 20-tenant rate is the reference of the others; drain-wait's last line gives the rate.
-  local tenants run_id drained reference="" run_started
+  local tenants run_id drained reference="" reference_raw="" run_started
   run_started=$(date -u +%Y%m%d%H%M%S)
+  # After each drain, drain-wait also times raw COPY + dedup of as many events over the
+  # same tenants (the database alone at that spread); the 20-tenant one is its reference.
   # TALLY_BENCH_TENANT_COUNTS (e.g. "20 5000") measures fewer counts while iterating;
   # TALLY_BENCH_DRAIN_EVENTS (default 200000, the issue's figure) drains longer: a drain of
   # a few batches counts neither the first batch's decoding nor the last one's commit.
@@ -1133,9 +1135,12 @@ PY
       wait_for "the release aggregator" 60 "$LOGS/aggregator-bench.log" curl -fsS "http://127.0.0.1:$((AGGREGATOR_PORT + 100))/healthz"
       drained=$("$release/tally-bench" drain-wait --run-id "$run_id" --events "$drain_events" --tenants $tenants --per-message 1000 \
         --aggregator-pid "$(pid_of aggregator-bench)" --aggregator-metrics "http://127.0.0.1:$((AGGREGATOR_PORT + 100))/metrics" \
-        ${reference:+--reference-rate "$reference"} $warm) || true
-      [ -z "$drained" ] || printf '%s\n' "$drained" | grep -v '^drain-rate:' || true
-      [ "$count" != 20 ] || reference=$(printf '%s\n' "$drained" | sed -n 's/^drain-rate: //p')
+        ${reference:+--reference-rate "$reference"} ${reference_raw:+--reference-raw-rate "$reference_raw"} $warm) || true
+      [ -z "$drained" ] || printf '%s\n' "$drained" | grep -v '^drain-rate:\|^drain-raw-rate:' || true
+      if [ "$count" = 20 ]; then
+        reference=$(printf '%s\n' "$drained" | sed -n 's/^drain-rate: //p')
+        reference_raw=$(printf '%s\n' "$drained" | sed -n 's/^drain-raw-rate: //p')
+      fi
       stop_pid aggregator-bench
     fi
   done

@@ -4,6 +4,7 @@ import DiskSpool
 import Foundation
 import Logging
 import Metering
+import PostgresClient
 import RabbitMQClient
 import TallyMessaging
 import UsageEvents
@@ -62,6 +63,70 @@ enum BenchSupport {
         if let target { fields["target"] = target }
         guard let data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]) else { return }
         print("bench-json: " + String(decoding: data, as: UTF8.self))
+    }
+
+    /// The raw limit of storing usage: `events` rows of `metric`, event i for tenant
+    /// i % tenants.count, one time for all (a minute ago: one hour and one month a tenant),
+    /// COPYed into a staging table and deduplicated as the schema does it (the ids first,
+    /// then the events whose id was new), `perTransaction` a transaction. No rollups, period
+    /// totals, locks or evaluation: what PostgreSQL alone takes for the events themselves.
+    /// With several `connections` the transactions are dealt out among them and run side
+    /// by side, as an Aggregator's consumers do. Rows per second, the encoding not timed.
+    /// The rows stay; callers delete them.
+    static func rawCopyDedup(
+        events: Int, tenants: [UUID], metric: String, perTransaction: Int, connections: [PostgresConnection]
+    ) async throws -> Double {
+        let time = Date().addingTimeInterval(-60)
+        var stamp: [UInt8] = []
+        RFC3339.write(time, into: &stamp)
+        let month = Array(stamp[0..<7]) + Array("-01".utf8)
+        let tenantTexts = tenants.map(\.uuidString)
+        var chunks: [[UInt8]] = []
+        for chunk in stride(from: 0, to: events, by: perTransaction) {
+            var writer = CopyTextWriter(reservingCapacity: perTransaction * 160)
+            for index in chunk..<min(chunk + perTransaction, events) {
+                for field in [tenantTexts[index % tenantTexts.count], "raw-\(EventID.make())-\(index)", metric, nil, "1", nil] { writer.field(field) }
+                writer.field(utf8: stamp)
+                writer.field(utf8: month)
+                writer.field("{}")
+                writer.field("bench")
+                writer.endRow()
+            }
+            chunks.append(writer.buffer)
+        }
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (index, database) in connections.enumerated() {
+                let mine = Array(chunks[index...].enumerated().filter { $0.offset % connections.count == 0 }.map(\.element))
+                group.addTask { try await copyAndDedup(mine, on: database) }
+            }
+            try await group.waitForAll()
+        }
+        return Double(events) / seconds(ContinuousClock.now - start)
+    }
+
+    private static func copyAndDedup(_ chunks: [[UInt8]], on database: PostgresConnection) async throws {
+        for chunk in chunks {
+            try await database.withTransaction { connection in
+                try connection.executeScript(
+                    """
+                    SET LOCAL client_min_messages = warning;
+                    CREATE TEMP TABLE IF NOT EXISTS bench_staged (
+                        tenant_id uuid, event_id text, metric text, name text, quantity numeric(17,4), unit text,
+                        occurred_at timestamptz, occurred_month date, metadata jsonb, message_id text) ON COMMIT DELETE ROWS
+                    """)
+                _ = try connection.copyIn("COPY bench_staged FROM STDIN", text: chunk)
+                try connection.query(
+                    """
+                    WITH fresh AS (
+                        INSERT INTO usage_event_ids (tenant_id, event_id) SELECT tenant_id, event_id FROM bench_staged
+                        ON CONFLICT DO NOTHING RETURNING tenant_id, event_id
+                    )
+                    INSERT INTO usage_events (tenant_id, event_id, metric, name, quantity, unit, occurred_at, occurred_month, metadata, message_id)
+                    SELECT s.* FROM bench_staged s JOIN fresh f ON f.tenant_id = s.tenant_id AND f.event_id = s.event_id
+                    """)
+            }
+        }
     }
 
     /// Peak resident set size of process `pid` in KiB (VmHWM), nil when it cannot be read

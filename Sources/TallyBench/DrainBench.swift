@@ -225,6 +225,12 @@ struct DrainWaitBench: AsyncParsableCommand {
     @Option(help: "Tenants drain-fill created (for the report).") var tenants: Int
     @Option(help: "Events per message drain-fill used (for the report).") var perMessage = 1000
     @Option(help: "The 20-tenant rate of the same run (events/s), to print this rate as a share of it.") var referenceRate: Double?
+    @Option(help: "The raw COPY + dedup rate over 20 tenants of the same run (rows/s), to print the raw rate as a share of it.")
+    var referenceRawRate: Double?
+    @Flag(
+        inversion: .prefixedNo,
+        help: "After the drain, time raw COPY + dedup of as many events over the same tenants (the database's own limit at this spread).")
+    var raw = true
     @Option(help: "Aggregator processes draining the queue together: reports a scaling row (--reference-rate is then 1 process's rate).")
     var processes: Int?
     @Option(help: "The Aggregator's pid, for its peak RSS.") var aggregatorPid: Int32?
@@ -238,6 +244,7 @@ struct DrainWaitBench: AsyncParsableCommand {
     func validate() throws {
         guard tenants > 0, events > 0, perMessage > 0 else { throw ValidationError("--tenants, --events and --per-message must be positive") }
         if let referenceRate, !(referenceRate > 0) { throw ValidationError("--reference-rate must be a positive rate") }
+        if let referenceRawRate, !(referenceRawRate > 0) { throw ValidationError("--reference-raw-rate must be a positive rate") }
         if let processes, processes < 1 { throw ValidationError("--processes must be at least 1") }
         try DrainRun.validate(runID: runID)
     }
@@ -292,6 +299,16 @@ struct DrainWaitBench: AsyncParsableCommand {
         if let aggregatorPid, let peak = BenchSupport.peakRSS(aggregatorPid) {
             print("drain: aggregator peak RSS \(peak / 1024) MiB (VmHWM; started for this drain)")
         }
+        var rawRate: Double?
+        if raw, processes == nil {
+            do {
+                rawRate = try await measureRaw(drained: rate, database: database)
+            } catch {
+                await DrainRun.cleanUpAfterFailure(runID, on: database)
+                await database.close()
+                throw error
+            }
+        }
         let deleted = try await DrainRun.cleanUp(runID, on: database)
         // Vacuumed now, not by autovacuum during the next drain: on the dev database after a
         // day of test runs (5.6 million event ids), that took the next drain's CPU (bench
@@ -300,6 +317,52 @@ struct DrainWaitBench: AsyncParsableCommand {
         await database.close()
         print("drain: run \(runID) deleted (\(deleted) tenants and their usage) and its tables vacuumed")
         print("drain-rate: \(BenchSupport.format(rate))")
+        if let rawRate { print("drain-raw-rate: \(BenchSupport.format(rawRate))") }
+    }
+
+    /// The database alone at this spread: as many events as the drain, over the run's own
+    /// tenants in the same round-robin, COPYed and deduplicated into `usage_event_ids` and
+    /// `usage_events` 10,000 a transaction (the most tenant-hours the Aggregator writes in
+    /// one) on two connections at once (its two consumers), with no rollups, period totals, locks or evaluation. Beside the drain it says
+    /// how much of the drain's fall with more tenants is the events' own indexes (each
+    /// event's `(tenant_id, occurred_at)` entry lands at its own place among 50,000
+    /// tenants' ranges) and how much is the Aggregator's per-tenant rows. Run after the
+    /// drain, on a metric of its own; the run's clean-up deletes the rows with the tenants.
+    private func measureRaw(drained rate: Double, database: PostgresConnection) async throws -> Double {
+        let tenantIDs = try await database.query(
+            """
+            SELECT id FROM tenants WHERE name LIKE $1
+             ORDER BY substr(name, length($2::text) + 1)::int
+            """, [DrainRun.namePattern(runID), DrainRun.namePrefix(runID)]
+        ).map { try $0.decode(0, as: UUID.self) }
+        guard tenantIDs.count == tenants else {
+            throw ValidationError("found \(tenantIDs.count) tenants of run \(runID) instead of \(tenants)")
+        }
+        // Two connections side by side, as the Aggregator's two consumers (AGGREGATOR_CONSUMERS).
+        let second = try await DrainRun.database()
+        let rawRate: Double
+        do {
+            rawRate = try await BenchSupport.rawCopyDedup(
+                events: events, tenants: tenantIDs, metric: DrainRun.metric + "_raw", perTransaction: 10_000, connections: [database, second])
+            await second.close()
+        } catch {
+            await second.close()
+            throw error
+        }
+        var line =
+            "drain: raw COPY + dedup of \(events) events over the same \(tenants) tenants (usage_event_ids, then usage_events; "
+            + "10,000 a transaction, 2 connections; no rollups, totals or evaluation): \(BenchSupport.format(rawRate)) rows/s; "
+            + "the drain is \(String(format: "%.0f", 100 * rate / rawRate))% of it"
+        if let referenceRawRate {
+            line +=
+                "; raw over \(tenants) tenants is \(String(format: "%.0f", 100 * rawRate / referenceRawRate))% of raw over 20 "
+                + "(\(BenchSupport.format(referenceRawRate)) rows/s)"
+        }
+        print(line)
+        BenchSupport.record(
+            "drain", "raw COPY + dedup, \(tenants) tenants\(warmUp ? " already active" : "") mixed", value: rawRate, unit: "rows/s",
+            raw: referenceRawRate, rawLabel: referenceRawRate.map { _ in "20 tenants" })
+        return rawRate
     }
 
     /// Polls until the run's events are all stored; returns their count and the seconds

@@ -127,46 +127,7 @@ struct PipelineBench: AsyncParsableCommand {
 
     /// The database alone: the Aggregator's rows, 20,000 per transaction.
     func rawRate(tenant: UUID, database: PostgresConnection) async throws -> Double {
-        let time = Date()
-        var chunks: [[UInt8]] = []
-        for chunk in stride(from: 0, to: events, by: 20_000) {
-            var writer = CopyTextWriter(reservingCapacity: 20_000 * 160)
-            var stamp: [UInt8] = []
-            RFC3339.write(time, into: &stamp)
-            for index in chunk..<min(chunk + 20_000, events) {
-                for field in [tenant.uuidString, "raw-\(EventID.make())-\(index)", "api_calls", nil, "1", nil] { writer.field(field) }
-                writer.field(utf8: stamp)
-                writer.field(utf8: stamp[0..<7] + Array("-01".utf8))
-                writer.field("{}")
-                writer.field("bench")
-                writer.endRow()
-            }
-            chunks.append(writer.buffer)
-        }
-        let start = ContinuousClock.now
-        for chunk in chunks {
-            try await database.withTransaction { connection in
-                try connection.executeScript(
-                    """
-                    SET LOCAL client_min_messages = warning;
-                    CREATE TEMP TABLE IF NOT EXISTS bench_staged (
-                        tenant_id uuid, event_id text, metric text, name text, quantity numeric(17,4), unit text,
-                        occurred_at timestamptz, occurred_month date, metadata jsonb, message_id text) ON COMMIT DELETE ROWS
-                    """)
-                _ = try connection.copyIn("COPY bench_staged FROM STDIN", text: chunk)
-                // The dedup as the schema has it: the ids first, then the events whose id was new.
-                try connection.query(
-                    """
-                    WITH fresh AS (
-                        INSERT INTO usage_event_ids (tenant_id, event_id) SELECT tenant_id, event_id FROM bench_staged
-                        ON CONFLICT DO NOTHING RETURNING tenant_id, event_id
-                    )
-                    INSERT INTO usage_events (tenant_id, event_id, metric, name, quantity, unit, occurred_at, occurred_month, metadata, message_id)
-                    SELECT s.* FROM bench_staged s JOIN fresh f ON f.tenant_id = s.tenant_id AND f.event_id = s.event_id
-                    """)
-            }
-        }
-        return Double(events) / BenchSupport.seconds(ContinuousClock.now - start)
+        try await BenchSupport.rawCopyDedup(events: events, tenants: [tenant], metric: "api_calls", perTransaction: 20_000, connections: [database])
     }
 
     /// track() `events` as fast as the library takes them; the clock stops when the
