@@ -100,7 +100,7 @@ extension APIError {
 
     /// 413: the body exceeds the endpoint's limit.
     public static func tooLarge(limit: Int) -> APIError {
-        APIError(.contentTooLarge, code: "PAYLOAD_TOO_LARGE", message: "The request body exceeds \(limit) bytes; split it.")
+        APIError(.contentTooLarge, code: "PAYLOAD_TOO_LARGE", message: "The request body exceeds \(limit) bytes; split it.", field: "body")
     }
 
     /// 503: a dependency (database, broker) is unavailable; retrying later is safe.

@@ -100,6 +100,62 @@ struct SubscriptionAPITests: BillingAPITestCase {
         }
     }
 
+    @Test("a change, cancel or migration whose period boundary falls in year 10000 is a 400 naming `at`, and nothing is stored")
+    func nothingBeyondYear9999() async throws {
+        try await app().test(.router) { client in
+            let tenant = try await createTenant(client)
+            // The test's own plan, version 2 beside version 1, both in USD.
+            let code = "test-y10k-" + UUID().uuidString.prefix(8).lowercased()
+            var (status, body) = try await post(
+                client, "/v1/plans", adminToken, #"{"code": "\#(code)", "name": "Y", "currency": "usd", "base_cents": 1000, "charges": []}"#)
+            #expect(status == .created, "\(body)")
+            (status, body) = try await post(
+                client, "/v1/plans/\(code)/versions", adminToken, #"{"name": "Y2", "currency": "usd", "base_cents": 900}"#)
+            #expect(status == .created, "\(body)")
+            // Periods from the 20th: the one holding 9999-12-25 ends at 10000-01-20.
+            (status, body) = try await post(
+                client, "/v1/subscriptions", adminToken, #"{"tenant_id": "\#(tenant.id)", "plan": "professional", "start": "9999-11-20T00:00:00Z"}"#)
+            #expect(status == .created, "\(body)")
+            let id = try #require(body["id"] as? String)
+            // A downgrade takes effect at the next period start; a cancel at period end ends there.
+            (status, body) = try await post(
+                client, "/v1/subscriptions/\(id)/change", adminToken, #"{"plan": "starter", "at": "9999-12-25T00:00:00Z"}"#)
+            #expect(status == .badRequest && field(body) == "at", "\(body)")
+            (status, body) = try await post(
+                client, "/v1/subscriptions/\(id)/cancel", adminToken, #"{"at": "9999-12-25T00:00:00Z", "at_period_end": true}"#)
+            #expect(status == .badRequest && field(body) == "at", "\(body)")
+            // A migration's `at` is bounded like every other time; one whose next period
+            // start is past 9999 skips that subscription, saying why.
+            let other = try await createTenant(client)
+            (status, body) = try await post(
+                client, "/v1/subscriptions", adminToken, #"{"tenant_id": "\#(other.id)", "plan": "\#(code)", "start": "9999-11-20T00:00:00Z"}"#)
+            #expect(status == .created, "\(body)")
+            for at in ["10000-01-01T00:00:00Z", "1999-12-31T00:00:00Z"] {
+                (status, body) = try await post(
+                    client, "/v1/plans/\(code)/migrations", adminToken,
+                    #"{"from_version": 2, "to_version": 1, "tenant_id": "\#(other.id)", "at": "\#(at)"}"#)
+                #expect(status == .badRequest && field(body) == "at", "\(at): \(body)")
+            }
+            (status, body) = try await post(
+                client, "/v1/plans/\(code)/migrations", adminToken,
+                #"{"from_version": 2, "to_version": 1, "tenant_id": "\#(other.id)", "at": "9999-12-25T00:00:00Z"}"#)
+            #expect(status == .ok, "\(body)")
+            #expect((body["moved"] as? [Any])?.isEmpty == true, "\(body)")
+            let skipped = (body["skipped"] as? [[String: Any]]) ?? []
+            #expect(skipped.count == 1 && (skipped.first?["reason"] as? String)?.contains("after 9999-12-31") == true, "\(body)")
+            // Both tenants' subscriptions still read back, with no change stored.
+            for owner in [tenant, other] {
+                try await client.execute(uri: "/v1/subscriptions?tenant_id=\(owner.id)", method: .get, headers: bearer(adminToken)) { response in
+                    #expect(response.status == .ok)
+                    let data = (try json(response)["data"] as? [[String: Any]]) ?? []
+                    #expect(data.count == 1 && data.first?["ends_at"].map { $0 is NSNull } != false, "\(data)")
+                    #expect(((data.first?["changes"] as? [Any]) ?? []).count <= 1, "\(data)")
+                }
+            }
+            #expect(try await post(client, "/v1/plans/\(code)/archive", adminToken, "{}").0 == .ok)
+        }
+    }
+
     @Test("instants are written as kept: microseconds when they have them, milliseconds otherwise")
     func microsecondInstants() async throws {
         try await app().test(.router) { client in

@@ -118,11 +118,9 @@ struct CatalogRoutes {
             guard let id = UUID(uuidString: text) else { throw APIError.invalid("tenant_id", "must be a tenant id (UUID)") }
             return id
         }
-        let at =
-            try body.at.map { text -> Date in
-                guard let date = RFC3339.parse(text) else { throw APIError.invalid("at", "must be an RFC 3339 time") }
-                return date
-            } ?? TallyClock.now()
+        // Within years 2000–9999 as every time a request names (a migration at 9999-12-20
+        // stored a plan change at 10000-01-15, which no read of the tenant survived).
+        let at = try body.at.map { try SubscriptionRoutes.instant($0, field: "at") } ?? TallyClock.now()
         let code = context.parameters.get("plan_code") ?? ""
         let outcome = try await refusals {
             try await store.migrate(code: code, from: body.fromVersion, to: body.toVersion, tenant: tenant, at: at, dryRun: body.dryRun ?? false)

@@ -91,7 +91,7 @@ struct SubscriptionRoutes {
     static let earliest = RFC3339.parse("2000-01-01T00:00:00Z")!
     /// 10000-01-01T00:00:00Z, exactly: every instant written must be before it. (A `Date`
     /// parsed from 9999-12-31T23:59:59.999999Z rounds to it: a double steps by ~30 µs there.)
-    static let yearTenThousand = Date(timeIntervalSince1970: 253_402_300_800)
+    static let yearTenThousand = SubscriptionStore.yearTenThousand
 
     /// An RFC 3339 instant from a request within years 2000–9999, or 400 naming the field.
     static func instant(_ text: String, field: String) throws -> Date {

@@ -114,6 +114,10 @@ public enum PlanMigrations {
                 skipped.append(Skip(subscriptionID: stored.id, reason: "ends with its current period"))
                 continue
             }
+            guard span.end.date < SubscriptionStore.yearTenThousand else {
+                skipped.append(Skip(subscriptionID: stored.id, reason: "its next period starts after 9999-12-31"))
+                continue
+            }
             if timeline.changes.contains(where: { $0.effectiveAt > instant }) {
                 skipped.append(Skip(subscriptionID: stored.id, reason: "has a plan change scheduled; migrate it after that change"))
                 continue

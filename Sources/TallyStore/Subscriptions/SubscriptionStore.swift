@@ -74,6 +74,20 @@ public struct SubscriptionRefusal: Error, Sendable, Equatable {
 public struct SubscriptionStore: Sendable {
     let pool: PostgresPool
 
+    /// 10000-01-01T00:00:00Z: every time written is before it. PostgreSQL takes later
+    /// ones, but they are not RFC 3339 and Tally cannot read them back: a plan change
+    /// stored at 10000-01-15 made every read of its tenant's subscriptions fail, and with
+    /// them the Aggregator's batches holding that tenant's usage (other tenants' too).
+    public static let yearTenThousand = Date(timeIntervalSince1970: 253_402_300_800)
+
+    /// Refuses (400 naming `at`) a change or end that would fall in year 10000 or later:
+    /// a request's own time is bounded, but the period boundary it moves to may not be.
+    static func refuseBeyondYear9999(_ instant: Instant, what: String) throws {
+        guard instant.date >= yearTenThousand else { return }
+        throw SubscriptionRefusal(
+            kind: .invalid, field: "at", message: "\(what) would take effect after 9999-12-31 (the next period start); ask for an earlier time")
+    }
+
     public init(pool: PostgresPool) {
         self.pool = pool
     }
@@ -116,13 +130,19 @@ public struct SubscriptionStore: Sendable {
             try Self.billInCurrency(of: plan, tenant: tenant, firstSubscription: true, on: connection)
             let open = try connection.query(
                 """
-                SELECT id FROM subscriptions
+                SELECT id, ends_at FROM subscriptions
                  WHERE tenant_id = $1 AND (ends_at IS NULL OR (ends_at > $2 AND ends_at > started_at))
+                 ORDER BY ends_at NULLS FIRST LIMIT 1
                 """, [tenant, start])
-            guard open.isEmpty else {
-                throw SubscriptionRefusal(
-                    kind: .conflict, field: "tenant_id",
-                    message: "already has a subscription that has not ended; change or cancel it instead")
+            if let row = open.first {
+                // One that ends, but after the asked start, overlaps it: say when it ends.
+                let message =
+                    if let ends = try row.decode(1, as: Date?.self) {
+                        "already has a subscription until \(ends.ISO8601Format()); start this one then or later, or change that one instead"
+                    } else {
+                        "already has a subscription that has not ended; change or cancel it instead"
+                    }
+                throw SubscriptionRefusal(kind: .conflict, field: "tenant_id", message: message)
             }
             let asked = trialDays
             var trialDays = asked ?? plan.trialDays
@@ -206,6 +226,7 @@ public struct SubscriptionStore: Sendable {
             if let endsAt = timeline.endsAt, effective >= endsAt {
                 throw SubscriptionRefusal(kind: .conflict, field: "at", message: "the change would take effect after the subscription ends")
             }
+            try Self.refuseBeyondYear9999(effective, what: "the change")
             try Self.refuseIfInvoiced(id, from: effective, on: connection, what: "the plan change")
             try connection.query(
                 "DELETE FROM subscription_plan_changes WHERE subscription_id = $1 AND effective_at >= $2 AND kind <> 'start'",
@@ -247,8 +268,14 @@ public struct SubscriptionStore: Sendable {
     ) throws {
         let stored = try Self.locked(id, plans: plans, on: connection)
         let requested = Instant(at)
-        guard stored.timeline.endsAt == nil else {
-            throw SubscriptionRefusal(kind: .conflict, field: "at", message: "the subscription is already canceled")
+        if let ends = stored.timeline.endsAt {
+            // Canceled at its period end, it is still active until then: say so, not "canceled".
+            throw SubscriptionRefusal(
+                kind: .conflict, field: "at",
+                message: ends > Instant(now)
+                    ? "the subscription is already set to end at \(ends.date.ISO8601Format()) (canceled at its period end); "
+                        + "it cannot be canceled again"
+                    : "the subscription is already canceled")
         }
         let endsAt: Instant
         if Instant(now) < stored.start, requested <= stored.start {
@@ -262,6 +289,7 @@ public struct SubscriptionStore: Sendable {
             }
             endsAt = ending
         }
+        try Self.refuseBeyondYear9999(endsAt, what: "the cancellation")
         try Self.refuseIfInvoiced(id, from: endsAt, on: connection, what: "the cancellation")
         try connection.query(
             "UPDATE subscriptions SET ends_at = $2, cancel_requested_at = $3 WHERE id = $1", [id, endsAt.date, at])
@@ -331,10 +359,12 @@ public struct SubscriptionStore: Sendable {
              WHERE subscription_id = $1 AND kind = 'period' AND period_end > $2 ORDER BY period_start LIMIT 1
             """, [id, instant.date])
         guard let row = invoiced.first else { return }
+        // Times as the API writes them (RFC 3339), not PostgreSQL's text.
+        let span = try [1, 2].map { try row.decode($0, as: Date.self).ISO8601Format() }
         throw SubscriptionRefusal(
             kind: .conflict, field: "at",
             message: "\(what) would alter a period already invoiced (\(row.text(0) ?? "an invoice") for "
-                + "\(row.text(1) ?? "") – \(row.text(2) ?? "")); corrections go on later invoices")
+                + "\(span[0]) – \(span[1])); corrections go on later invoices")
     }
 
     private static func locked(_ id: UUID, plans: PlanCatalog, on connection: isolated PostgresConnection) throws -> StoredSubscription {
