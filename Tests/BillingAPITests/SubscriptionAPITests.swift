@@ -152,6 +152,12 @@ struct SubscriptionAPITests: BillingAPITestCase {
                     #expect(((data.first?["changes"] as? [Any]) ?? []).count <= 1, "\(data)")
                 }
             }
+            // A trial that would end past 9999 (500 before, its trial_end unreadable).
+            let third = try await createTenant(client)
+            (status, body) = try await post(
+                client, "/v1/subscriptions", adminToken,
+                #"{"tenant_id": "\#(third.id)", "plan": "starter", "start": "9999-12-30T00:00:00Z", "trial_days": 30}"#)
+            #expect(status == .badRequest && field(body) == "trial_days", "\(body)")
             #expect(try await post(client, "/v1/plans/\(code)/archive", adminToken, "{}").0 == .ok)
         }
     }

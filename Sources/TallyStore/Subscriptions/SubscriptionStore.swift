@@ -171,6 +171,10 @@ public struct SubscriptionStore: Sendable {
                 }
             }
             let trialEnd = trialDays > 0 ? start.addingTimeInterval(Double(trialDays) * 86_400) : nil
+            if let trialEnd, trialEnd >= Self.yearTenThousand {
+                throw SubscriptionRefusal(
+                    kind: .invalid, field: "trial_days", message: "would end the trial after 9999-12-31; start earlier or ask for a shorter trial")
+            }
             let id = try connection.query(
                 """
                 INSERT INTO subscriptions (tenant_id, status, started_at, trial_end, anchor, billing_interval)
