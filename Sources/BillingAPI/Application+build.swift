@@ -37,6 +37,7 @@ func buildRouter(pool: PostgresPool, configuration: BillingAPIConfiguration) thr
     router.add(middleware: RequestMetrics.Middleware(metrics: metrics))
     router.add(middleware: RequestLogMiddleware(.info))
     router.add(middleware: ErrorMiddleware { error in (error as? PostgresError)?.isConnectionError ?? false })
+    router.add(middleware: ContentEncodingMiddleware())
     HealthRoutes<TallyRequestContext> {
         (try? await pool.ping()) != nil
     }.register(on: router)

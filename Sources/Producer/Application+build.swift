@@ -36,6 +36,7 @@ func buildIngest(
 
     let router = Router(context: IngestRequestContext.self, options: .autoGenerateHeadEndpoints)
     router.add(middleware: ErrorMiddleware { error in (error as? PostgresError)?.isConnectionError ?? false })
+    router.add(middleware: ContentEncodingMiddleware())
     HealthRoutes<IngestRequestContext> { (try? await pool.ping()) != nil }.register(on: router)
     MetricsRoute(counters: counters, spool: spool, authentication: authenticator).register(on: router)
     router.add(middleware: AuthenticationMiddleware(authenticator: authenticator, publicPaths: ["/healthz", "/readyz", "/metrics"]))

@@ -161,6 +161,18 @@ struct IngestTests {
                 #expect(response.status == .badRequest)
                 #expect(response.errorField == "body")
             }
+            // A compressed body is refused by its coding, not as bad UTF-8; one marked with
+            // a coding but readable as plain is not taken as plain either.
+            for coding in ["gzip", "br", "identity, gzip"] {
+                var encoded = headers(fixture.apiKey)
+                encoded[.contentEncoding] = coding
+                try await client.execute(uri: "/v1/events", method: .post, headers: encoded, body: ByteBuffer(string: event("coded-1"))) {
+                    response in
+                    #expect(response.status == .unsupportedMediaType, "\(coding)")
+                    #expect(response.errorCode == "UNSUPPORTED_CONTENT_ENCODING" && response.errorField == "Content-Encoding", "\(coding)")
+                    #expect(response.headers[.acceptEncoding] == "identity")
+                }
+            }
             // A query parameter: the ingest API takes none, so `?dry_run=true` counts nothing.
             try await client.execute(
                 uri: "/v1/events?dry_run=true", method: .post, headers: headers(fixture.apiKey), body: ByteBuffer(string: event("dry-1"))
