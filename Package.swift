@@ -37,6 +37,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
@@ -129,7 +130,12 @@ let package = Package(
         .target(
             name: "InvoicePDF", dependencies: ["CCairo", "BillingEngine", "TallyRuntime", "TallyStore"], swiftSettings: swiftSettings),
         // What Tally's HTTP servers share: error shape, authentication, health.
-        .target(name: "TallyHTTP", dependencies: ["TallyStore", "UsageEvents", hummingbird, nioCore, httpTypes, log], swiftSettings: swiftSettings),
+        .target(
+            name: "TallyHTTP",
+            dependencies: [
+                "TallyStore", "UsageEvents", hummingbird, nioCore, httpTypes, log, .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+            ], swiftSettings: swiftSettings),
 
         // One thin executable per role.
         .executableTarget(

@@ -21,7 +21,7 @@ func buildApplication(
         size: configuration.databasePoolSize, logger: logger)
     let router = try buildRouter(pool: pool, configuration: configuration)
     return Application(
-        router: router,
+        router: router, server: .tally,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tally-billing-api"),
         logger: logger)
 }

@@ -46,7 +46,7 @@ func buildIngest(
     IngestRoutes(publisher: publisher, tenants: KnownTenants(store: tenants), clock: clock).register(on: router)
 
     var app = Application(
-        router: router,
+        router: router, server: .tally,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tally-producer"),
         logger: logger)
     app.addServices(PublisherService(publisher: publisher))

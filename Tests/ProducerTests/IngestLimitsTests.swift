@@ -176,6 +176,28 @@ struct IngestLimitsTests {
         }
     }
 
+    @Test("Expect: 100-continue is answered with 100 Continue before the body is sent; the body is then counted once")
+    func expectContinue() async throws {
+        let fixture = try await IngestFixture.make()
+        let app = try await fixture.app(now: now)
+        try await app.test(.live) { client in
+            let port = try #require(client.port)
+            let key = fixture.apiKey
+            let body = "[\(event("expecting"))]"
+            let answers = try await withCheckedThrowingContinuation {
+                (continuation: CheckedContinuation<(interim: String, final: String), any Error>) in
+                Thread.detachNewThread {
+                    continuation.resume(with: Result { try RawHTTP.postExpectingContinue(port: port, key: key, body: body) })
+                }
+            }
+            #expect(answers.interim.hasPrefix("HTTP/1.1 100"), "\(answers.interim)")
+            #expect(answers.final.hasPrefix("HTTP/1.1 202"), "\(answers.final.prefix(300))")
+        }
+        let received = try await fixture.receivedEvents(expected: 1, quiet: .seconds(3))
+        #expect(received.ids == ["expecting": 1])
+        try await fixture.tearDown()
+    }
+
     @Test("an oversized body written whole before reading gets its 413 and the connection closes (Connection: close)")
     func oversizedBodyWrittenWhole() async throws {
         let fixture = try await IngestFixture.make()
@@ -214,10 +236,31 @@ enum RawHTTP {
         let description: String
     }
 
-    static func postWholeBody(port: Int, key: String, bodyBytes: Int) throws -> String {
+    /// A POST with `Expect: 100-continue` that sends its body only once the server said
+    /// `100 Continue` (read with the 60-second hang guard); returns that interim answer and
+    /// the final one.
+    static func postExpectingContinue(port: Int, key: String, body: String) throws -> (interim: String, final: String) {
+        let fd = try connected(port: port)
+        defer { close(fd) }
+        let head =
+            "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(key)\r\nContent-Type: application/json\r\n"
+            + "Content-Length: \(body.utf8.count)\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+        try sendAll(fd, Array(head.utf8))
+        var interim: [UInt8] = []
+        var byte: UInt8 = 0
+        while !interim.suffix(4).elementsEqual(Array("\r\n\r\n".utf8)) {
+            guard recv(fd, &byte, 1, 0) == 1 else {
+                throw Failure(description: "no interim answer to Expect: 100-continue within 60 s: \(String(decoding: interim, as: UTF8.self))")
+            }
+            interim.append(byte)
+        }
+        try sendAll(fd, Array(body.utf8))
+        return (String(decoding: interim, as: UTF8.self), try readToClose(fd))
+    }
+
+    private static func connected(port: Int) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Failure(description: "socket: errno \(errno)") }
-        defer { close(fd) }
         var timeout = timeval(tv_sec: 60, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -228,7 +271,16 @@ enum RawHTTP {
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard connected == 0 else { throw Failure(description: "connect: errno \(errno)") }
+        guard connected == 0 else {
+            close(fd)
+            throw Failure(description: "connect: errno \(errno)")
+        }
+        return fd
+    }
+
+    static func postWholeBody(port: Int, key: String, bodyBytes: Int) throws -> String {
+        let fd = try connected(port: port)
+        defer { close(fd) }
         let head =
             "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(key)\r\n"
             + "Content-Type: application/json\r\nContent-Length: \(bodyBytes)\r\nConnection: close\r\n\r\n"
@@ -244,6 +296,10 @@ enum RawHTTP {
             }
             sent += part
         }
+        return try readToClose(fd)
+    }
+
+    private static func readToClose(_ fd: Int32) throws -> String {
         var response: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65_536)
         while true {
