@@ -20,6 +20,9 @@ struct AggregatorCommand: AsyncParsableCommand, TallyServer {
     static func buildService(_ configuration: AggregatorConfiguration, logger: Logger) async throws -> some Service {
         try buildApplication(configuration, logger: logger)
     }
+    /// ArgumentParser's main, with unreachable servers explained (`CommandLineMain`).
+    static func main() async { await CommandLineMain.run(self) }
+
     static let configuration = CommandConfiguration(
         commandName: processName,
         abstract: "Counts usage events exactly once from RabbitMQ into PostgreSQL rollups.",

@@ -17,6 +17,9 @@ struct BillingAPICommand: AsyncParsableCommand, TallyServer {
         try await buildApplication(configuration, logger: logger)
     }
 
+    /// ArgumentParser's main, with unreachable servers explained (`CommandLineMain`).
+    static func main() async { await CommandLineMain.run(self) }
+
     static let configuration = CommandConfiguration(
         commandName: processName,
         abstract: "Serve the billing API (tenants, usage, invoices) and the dashboard.",

@@ -28,6 +28,9 @@ struct InvoicerCommand: AsyncParsableCommand, TallyServer {
         try buildApplication(configuration, logger: logger)
     }
 
+    /// ArgumentParser's main, with unreachable servers explained (`CommandLineMain`).
+    static func main() async { await CommandLineMain.run(self) }
+
     static let configuration = CommandConfiguration(
         commandName: processName,
         abstract: "Issues one invoice per subscription period (billing runs and their commands).",

@@ -22,6 +22,9 @@ struct NotifierCommand: AsyncParsableCommand, TallyServer {
         try buildApplication(configuration, logger: logger)
     }
 
+    /// ArgumentParser's main, with unreachable servers explained (`CommandLineMain`).
+    static func main() async { await CommandLineMain.run(self) }
+
     static let configuration = CommandConfiguration(
         commandName: processName,
         abstract: "Emails invoices (with PDFs), payment failures and usage alerts, and delivers signed webhooks.",

@@ -17,6 +17,9 @@ struct ProducerCommand: AsyncParsableCommand, TallyServer {
         try await buildApplication(configuration, logger: logger)
     }
 
+    /// ArgumentParser's main, with unreachable servers explained (`CommandLineMain`).
+    static func main() async { await CommandLineMain.run(self) }
+
     static let configuration = CommandConfiguration(
         commandName: processName,
         abstract: "Accept usage events over HTTP (serve) or from NDJSON files (publish); look after the spool (spool).",

@@ -103,6 +103,25 @@ def refusals():
     log(f"{len(cases)} operator typos refused, each naming what is wrong")
 
 
+def unreachable():
+    """A server that cannot be reached is named with the setting that points at it (it was
+    the client's error value: `Error: PostgresError(connectionFailed: …)`), never its password."""
+    database = "postgresql://tally:secret-pw@127.0.0.1:1/tally"
+    broker = "amqp://guest:secret-pw@127.0.0.1:1/%2F"
+    cases = [
+        (("aggregator", "partitions", "list"), {"DATABASE_URL": database}, "cannot connect to PostgreSQL", "DATABASE_URL"),
+        (("invoicer", "bill", "--no-wait"), {"DATABASE_URL": database}, "cannot connect to PostgreSQL", "DATABASE_URL"),
+        (("aggregator", "dlq", "list"), {"AMQP_URL": broker}, "cannot connect to RabbitMQ", "AMQP_URL"),
+        (("notifier", "dlq", "list"), {"AMQP_URL": broker}, "cannot connect to RabbitMQ", "AMQP_URL"),
+    ]
+    for arguments, env, what, setting in cases:
+        result = tool(*arguments, expect=1, timeout=120, env=env)
+        said = result.stderr + result.stdout
+        if what not in said or setting not in said or "secret-pw" in said:
+            raise Failure(f"{' '.join(arguments)} with {setting} on a closed port should say {what!r} naming {setting}:\n{said}")
+    log(f"{len(cases)} commands facing an unreachable server name the setting to check")
+
+
 def parked_commands():
     text = tool("invoicer", "dlq", "list").stdout
     return int(re.search(r"parked commands in invoicer\.commands\.parked: (\d+)", text).group(1)), text
@@ -259,6 +278,7 @@ def main():
     helps()
     configs()
     refusals()
+    unreachable()
     invoicer_dlq()
     invoice = rerun()
     resend(invoice)
