@@ -76,6 +76,23 @@ struct PublishCommandTests {
         try await fixture.tearDown()
     }
 
+    @Test("an ingest that cannot be reached leaves the events 'not sent', not 'refused', and says to publish again; exit 1")
+    func unreachableIngest() async throws {
+        let fixture = try await IngestFixture.make()
+        let file = fixture.spoolDirectory + ".ndjson"
+        try (lines(fixture, count: 3, prefix: "unsent").joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        // A free port nobody listens on: every attempt is refused at connect.
+        let port = try TestEnvironment.freePort()
+        let result = try await TestEnvironment.run(
+            producer, ["publish", file, "--attempts", "2"],
+            environment: ["TALLY_INGEST_URL": "http://127.0.0.1:\(port)", "TALLY_API_KEY": fixture.apiKey])
+        #expect(result.status == 1)
+        #expect(result.output.contains("0 accepted, 0 refused, 3 not sent"), "\(result.output)")
+        #expect(result.output.contains("Publish the file again"), "\(result.output)")
+        #expect(result.errors.contains("3 event(s) from line 1 not sent:") && result.errors.contains("TALLY_INGEST_URL"), "\(result.errors)")
+        try await fixture.tearDown()
+    }
+
     @Test("--help names every setting it reads; --attempts 0 and a directory are usage errors, not a crash or an empty success")
     func help() async throws {
         let result = try await TestEnvironment.run(producer, ["publish", "--help"])

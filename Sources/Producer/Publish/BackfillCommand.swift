@@ -84,7 +84,7 @@ struct BackfillCommand: AsyncParsableCommand {
             try await sender.send(batch.map(\.text), firstLine: batch.first!.line, progress: &progress)
         }
         progress.finish()
-        if progress.refused > 0 || !report.unreadable.isEmpty { throw ExitCode(1) }
+        if progress.refused + progress.notSent > 0 || !report.unreadable.isEmpty { throw ExitCode(1) }
     }
 
     /// Reads every line; looks up 1,000 keys at a time in the dedup table.

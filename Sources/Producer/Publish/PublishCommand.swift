@@ -74,7 +74,7 @@ struct PublishCommand: AsyncParsableCommand {
             try await sender.send(lines, firstLine: firstLine, progress: &progress)
         }
         progress.finish()
-        if progress.refused > 0 { throw ExitCode(1) }
+        if progress.refused + progress.notSent > 0 { throw ExitCode(1) }
     }
 
     static func readLine(_ file: UnsafeMutablePointer<FILE>) -> String? {
@@ -126,7 +126,7 @@ struct IngestSender {
             }
             lastProblem = "HTTP \(response.status)"
         }
-        progress.refused(lines.count, firstLine: firstLine, status: 0, body: Data(lastProblem.utf8))
+        progress.notSent(lines.count, firstLine: firstLine, problem: lastProblem)
     }
 }
 
@@ -134,6 +134,9 @@ struct IngestSender {
 struct PublishProgress {
     private(set) var sent = 0
     private(set) var refused = 0
+    /// Events never answered for (the ingest unreachable, silent or unavailable through
+    /// every attempt): not refused for their content, so sending them again is the fix.
+    private(set) var notSent = 0
     private let started = ContinuousClock.now
     private let isTerminal = isatty(STDERR_FILENO) == 1
 
@@ -145,8 +148,12 @@ struct PublishProgress {
     mutating func refused(_ count: Int, firstLine: Int, status: Int, body: Data) {
         refused += count
         let reason = String(decoding: body.prefix(2000), as: UTF8.self)
-        let what = status == 0 ? "not sent" : "refused (HTTP \(status))"
-        note("\(count) event(s) from line \(firstLine) \(what): \(reason)")
+        note("\(count) event(s) from line \(firstLine) refused (HTTP \(status)): \(reason)")
+    }
+
+    mutating func notSent(_ count: Int, firstLine: Int, problem: String) {
+        notSent += count
+        note("\(count) event(s) from line \(firstLine) not sent: \(problem)")
     }
 
     func note(_ text: String) {
@@ -162,12 +169,20 @@ struct PublishProgress {
 
     private func redraw() {
         guard isTerminal else { return }
-        FileHandle.standardError.write(Data("\r\u{1B}[K  \(sent) accepted, \(refused) refused, \(rate) events/s".utf8))
+        FileHandle.standardError.write(
+            Data("\r\u{1B}[K  \(sent) accepted, \(refused) refused, \(notSent) not sent, \(rate) events/s".utf8))
     }
 
     func finish() {
         if isTerminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
         let seconds = Double((ContinuousClock.now - started) / .milliseconds(1)) / 1000
-        print("published \(sent + refused) events: \(sent) accepted, \(refused) refused, in \(String(format: "%.1f", seconds)) s")
+        var summary = "published \(sent + refused + notSent) events: \(sent) accepted, \(refused) refused"
+        if notSent > 0 { summary += ", \(notSent) not sent" }
+        print(summary + ", in \(String(format: "%.1f", seconds)) s")
+        if notSent > 0 {
+            print(
+                "\(notSent) event(s) were not sent: the ingest did not answer or stayed unavailable. Publish the file again "
+                    + "once it answers (events already accepted are counted once, by their ids)")
+        }
     }
 }
