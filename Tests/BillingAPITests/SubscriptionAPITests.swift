@@ -452,9 +452,22 @@ struct SubscriptionAPITests: BillingAPITestCase {
                 client, "/v1/subscriptions/\(id)/cancel", tenant.key, #"{"at": "\#(year)-04-10T00:00:00Z", "at_period_end": true}"#)
             #expect(status == .ok)
             #expect(body["ends_at"] as? String == "\(year)-04-30T00:00:00.000Z")
+            // Set to end at its period end: asked again for the period end, 409 saying so (it
+            // said "already canceled" of an active subscription); canceled now, it ends sooner
+            // (it could not be brought forward); a later end is refused.
+            (status, body) = try await post(
+                client, "/v1/subscriptions/\(id)/cancel", tenant.key, #"{"at": "\#(year)-04-12T00:00:00Z", "at_period_end": true}"#)
+            #expect(status == .conflict)
+            #expect(((body["error"] as? [String: Any])?["message"] as? String)?.contains("already set to end at \(year)-04-30") == true, "\(body)")
+            (status, body) = try await post(client, "/v1/subscriptions/\(id)/cancel", tenant.key, #"{"at": "\#(year)-04-20T00:00:00Z"}"#)
+            #expect(status == .ok, "\(body)")
+            #expect(body["ends_at"] as? String == "\(year)-04-20T00:00:00.000Z", "\(body)")
+            (status, body) = try await post(client, "/v1/subscriptions/\(id)/cancel", tenant.key, #"{"at": "\#(year)-04-25T00:00:00Z"}"#)
+            #expect(status == .conflict, "\(body)")
             try await client.execute(uri: "/v1/subscriptions", method: .get, headers: bearer(tenant.key)) { response in
                 let list = try #require(try json(response)["data"] as? [[String: Any]])
                 #expect(list.count == 1)
+                #expect(list.first?["ends_at"] as? String == "\(year)-04-20T00:00:00.000Z")
             }
         }
         await pool.close()

@@ -273,12 +273,21 @@ public struct SubscriptionStore: Sendable {
         let stored = try Self.locked(id, plans: plans, on: connection)
         let requested = Instant(at)
         if let ends = stored.timeline.endsAt {
+            // Set to end at its period end, it may be canceled now instead (as Stripe allows):
+            // the end moves earlier, never later, and never onto an invoiced period.
+            var sooner = stored.timeline
+            sooner.cancel(.immediately(at: requested))
+            if ends > Instant(now), !atPeriodEnd, let earlier = sooner.endsAt, earlier < ends, earlier > stored.start {
+                try Self.refuseIfInvoiced(id, from: earlier, on: connection, what: "the cancellation")
+                try connection.query("UPDATE subscriptions SET ends_at = $2, cancel_requested_at = $3 WHERE id = $1", [id, earlier.date, at])
+                return
+            }
             // Canceled at its period end, it is still active until then: say so, not "canceled".
             throw SubscriptionRefusal(
                 kind: .conflict, field: "at",
                 message: ends > Instant(now)
                     ? "the subscription is already set to end at \(ends.date.ISO8601Format()) (canceled at its period end); "
-                        + "it cannot be canceled again"
+                        + "cancel it now (without at_period_end) to end it sooner"
                     : "the subscription is already canceled")
         }
         let endsAt: Instant
