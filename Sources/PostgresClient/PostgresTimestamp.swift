@@ -44,12 +44,20 @@ public struct PostgresTimestamp: Sendable, Hashable, Comparable, CustomStringCon
     }
 
     /// Parses the UTF-8 bytes of PostgreSQL's text output.
+    ///
+    /// Years past 9999 (five or six digits, as PostgreSQL writes them) are read too: Tally
+    /// never writes one, but a row holding one, written before that was refused, made every
+    /// read of its table's rows for that tenant fail — the Aggregator's batches among them.
     init?(parsing bytes: UnsafeBufferPointer<UInt8>) {
-        guard bytes.count >= 19, let year = DecimalDigits.number(bytes, 0, 4), let month = DecimalDigits.number(bytes, 5, 2),
-            let day = DecimalDigits.number(bytes, 8, 2), let hour = DecimalDigits.number(bytes, 11, 2),
-            let minute = DecimalDigits.number(bytes, 14, 2), let second = DecimalDigits.number(bytes, 17, 2)
+        var digits = 0
+        while digits < min(bytes.count, 6), DecimalDigits.digit(bytes[digits]) != nil { digits += 1 }
+        let shift = digits - 4
+        guard shift >= 0, bytes.count >= 19 + shift, let year = DecimalDigits.number(bytes, 0, digits),
+            let month = DecimalDigits.number(bytes, 5 + shift, 2), let day = DecimalDigits.number(bytes, 8 + shift, 2),
+            let hour = DecimalDigits.number(bytes, 11 + shift, 2), let minute = DecimalDigits.number(bytes, 14 + shift, 2),
+            let second = DecimalDigits.number(bytes, 17 + shift, 2)
         else { return nil }
-        var index = 19
+        var index = 19 + shift
         var micros: Int64 = 0
         if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
             index += 1

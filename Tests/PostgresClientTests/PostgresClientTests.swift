@@ -1,3 +1,4 @@
+import CivilTime
 import Foundation
 import Logging
 import PostgresClient
@@ -79,6 +80,22 @@ struct PostgresClientTests {
         #expect(try row.decode(0, as: PostgresTimestamp.self).description == "2026-11-24T18:10:00.500000Z")
         #expect(try row.decode(1, as: PostgresTimestamp.self).microsecondsSinceEpoch == -1)
         #expect(try row.decode(2, as: PostgresTimestamp.self).description == "2028-02-29T00:00:00.000000Z")
+    }
+
+    @Test("a year past 9999, as PostgreSQL writes it (five or six digits), is read; garbage is still refused")
+    func yearsPast9999() async throws {
+        let pool = try pool()
+        let rows = try await pool.query(
+            "SELECT '10000-01-15 00:00:00+00'::timestamptz, '123456-03-01 12:00:00.25+00'::timestamptz, '9999-12-31 23:59:59.999999+00'::timestamptz")
+        let row = try #require(rows.first)
+        // 10000-01-01T00:00:00Z is 253,402,300,800 s after the epoch; the 15th is 14 days on.
+        #expect(try row.decode(0, as: Date.self) == Date(timeIntervalSince1970: 253_402_300_800 + 14 * 86_400))
+        let days = CivilDate(year: 123_456, month: 3, day: 1).daysSinceEpoch
+        #expect(try row.decode(1, as: PostgresTimestamp.self).microsecondsSinceEpoch == (days * 86_400 + 12 * 3600) * 1_000_000 + 250_000)
+        #expect(try row.decode(2, as: PostgresTimestamp.self).microsecondsSinceEpoch == 253_402_300_800_000_000 - 1)
+        for text in ["1000-1-15 00:00:00+00", "10000", "abcd-01-01 00:00:00+00"] {
+            #expect((try? PostgresTimestamp(postgresText: text)) == nil, "\(text)")
+        }
     }
 
     @Test("session settings reach every session, with UTC kept and the URL's own options kept beside them")
