@@ -3,8 +3,9 @@ public struct AlertRule: Sendable, Hashable, Identifiable {
     public enum Condition: Sendable, Hashable {
         /// Fires when the period's value reaches `value`.
         case threshold(Quantity)
-        /// Fires when the period's value reaches `percent` % of the plan's quota.
-        case quotaPercentage(Int)
+        /// Fires when the period's value reaches `percent` % of the plan's quota; the
+        /// percentage is exact (33.99 is not 33), and an "Unlimited" quota never fires.
+        case quotaPercentage(Quantity)
         /// Fires when the last complete hour is far above the trailing hourly
         /// baseline; see `AnomalyRule`.
         case anomaly(AnomalyRule)
@@ -66,13 +67,19 @@ public struct AlertInput: Sendable, Hashable {
     public let value: Quantity
     /// The quota of the plan in force, if any.
     public let quota: Quantity?
+    /// The quota is SPEC §2's "Unlimited" (999999, shown as Unlimited): no percentage of it
+    /// is ever reached, as no `quota.exceeded` is sent for it.
+    public let quotaIsUnlimited: Bool
     /// The last complete hour's usage and the hours before it (oldest first).
     public let lastHour: Quantity
     public let trailingHours: [Quantity]
 
-    public init(value: Quantity, quota: Quantity?, lastHour: Quantity = .zero, trailingHours: [Quantity] = []) {
+    public init(
+        value: Quantity, quota: Quantity?, quotaIsUnlimited: Bool = false, lastHour: Quantity = .zero, trailingHours: [Quantity] = []
+    ) {
         self.value = value
         self.quota = quota
+        self.quotaIsUnlimited = quotaIsUnlimited
         self.lastHour = lastHour
         self.trailingHours = trailingHours
     }
@@ -94,13 +101,14 @@ public enum AlertEvaluator {
         case .threshold(let value):
             return input.value >= value
         case .quotaPercentage(let percent):
-            // value ≥ percent % of quota, in integers: value × 100 ≥ quota × percent.
-            guard let quota = input.quota, quota > .zero else { return false }
+            // value ≥ percent % of quota, in integers of ten-thousandths:
+            // value × 100 × 10⁴ ≥ quota × percent (each scaled by 10⁴).
+            guard let quota = input.quota, quota > .zero, !input.quotaIsUnlimited else { return false }
             // A total may be near the database's bound (1e34): compare without overflow.
-            let (scaledValue, valueOverflow) = input.value.scaled.multipliedReportingOverflow(by: 100)
-            let (scaledQuota, quotaOverflow) = quota.scaled.multipliedReportingOverflow(by: Int128(percent))
+            let (scaledValue, valueOverflow) = input.value.scaled.multipliedReportingOverflow(by: 1_000_000)
+            let (scaledQuota, quotaOverflow) = quota.scaled.multipliedReportingOverflow(by: percent.scaled)
             if valueOverflow || quotaOverflow {
-                return Double(input.value.scaled) * 100 >= Double(quota.scaled) * Double(percent)
+                return Double(input.value.scaled) * 1_000_000 >= Double(quota.scaled) * Double(percent.scaled)
             }
             return scaledValue >= scaledQuota
         case .anomaly(let rule):

@@ -1,4 +1,5 @@
 import BillingEngine
+import Foundation
 import TallyTestSupport
 import Testing
 
@@ -101,8 +102,8 @@ struct AlertTests {
     func thresholds() {
         let rules = [
             AlertRule(id: "t100", metric: "api_calls", condition: .threshold(q(100))),
-            AlertRule(id: "q80", metric: "api_calls", condition: .quotaPercentage(80)),
-            AlertRule(id: "q100", metric: "api_calls", condition: .quotaPercentage(100)),
+            AlertRule(id: "q80", metric: "api_calls", condition: .quotaPercentage(Quantity(units: 80))),
+            AlertRule(id: "q100", metric: "api_calls", condition: .quotaPercentage(Quantity(units: 100))),
         ]
         let quota = q(1000)
         #expect(AlertEvaluator.newlyFiring(rules: rules, input: AlertInput(value: q(99), quota: quota), firedThisPeriod: []).isEmpty)
@@ -125,6 +126,38 @@ struct AlertTests {
         #expect(
             AlertEvaluator.newlyFiring(rules: [rules[1]], input: AlertInput(value: q(10), quota: Quantity(scaled: 125_000)), firedThisPeriod: [])
                 .count == 1)
+    }
+
+    @Test("a quota percentage is exact to its hundredths (33.99 % is not 33 %), and an Unlimited quota is never reached")
+    func fractionalPercentages() {
+        func fires(_ percent: String, value: Quantity, quota: Quantity, unlimited: Bool = false) -> Bool {
+            let rule = AlertRule(id: "p", metric: "m", condition: .quotaPercentage(try! Quantity(parsingTotal: percent)))
+            return !AlertEvaluator.newlyFiring(
+                rules: [rule], input: AlertInput(value: value, quota: quota, quotaIsUnlimited: unlimited), firedThisPeriod: []
+            ).isEmpty
+        }
+        // 33.99 % of 50 is 16.995 (it fired at 16.5 when cut to 33).
+        #expect(!fires("33.99", value: Quantity(scaled: 165_000), quota: q(50)))
+        #expect(!fires("33.99", value: Quantity(scaled: 169_949), quota: q(50)))
+        #expect(fires("33.99", value: Quantity(scaled: 169_950), quota: q(50)))
+        // 0.5 % of 1000 is 5 (it fired at 0 when cut to 0).
+        #expect(!fires("0.5", value: .zero, quota: q(1000)))
+        #expect(!fires("0.5", value: Quantity(scaled: 49_999), quota: q(1000)))
+        #expect(fires("0.5", value: q(5), quota: q(1000)))
+        // The enterprise plan's 999999 "Unlimited": no percentage of it is reached.
+        #expect(!fires("50", value: q(600_000), quota: q(999_999), unlimited: true))
+        #expect(fires("50", value: q(600_000), quota: q(999_999)))
+        // Against a reference in Decimal, over random values, quotas and percentages.
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<2_000 {
+            let value = Quantity(scaled: Int128(Int64.random(in: 0...20_000_000, using: &generator)))
+            let quota = Quantity(scaled: Int128(Int64.random(in: 1...10_000_000, using: &generator)))
+            let hundredths = Int64.random(in: 1...20_000, using: &generator)
+            let percent = "\(hundredths / 100).\(hundredths % 100 < 10 ? "0" : "")\(hundredths % 100)"
+            let reference =
+                Decimal(string: value.description)! * 100 >= Decimal(string: quota.description)! * Decimal(string: percent)!
+            #expect(fires(percent, value: value, quota: quota) == reference, "\(value) \(quota) \(percent)")
+        }
     }
 
     @Test("anomaly: a robust median/MAD rule ignores noise and a single past spike, and fires on a real surge")

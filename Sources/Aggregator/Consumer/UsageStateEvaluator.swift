@@ -303,11 +303,13 @@ enum UsageStateEvaluator {
     ) throws -> Firing? {
         let standing = context.standing(of: alert.rule.metric)
         let quota = standing.quota
-        var input = AlertInput(value: standing.value, quota: quota)
+        // No percentage of an "Unlimited" quota is reached (as no quota.exceeded is sent for it).
+        let unlimited = quota != nil && standing.isUnlimited
+        var input = AlertInput(value: standing.value, quota: quota, quotaIsUnlimited: unlimited)
         if case .anomaly = alert.rule.condition {
             let (lastHour, trailing) = try hourly(
                 tenant: context.tenant, metric: alert.rule.metric, catalog: catalog, at: context.time, on: connection)
-            input = AlertInput(value: input.value, quota: quota, lastHour: lastHour, trailingHours: trailing)
+            input = AlertInput(value: input.value, quota: quota, quotaIsUnlimited: unlimited, lastHour: lastHour, trailingHours: trailing)
         }
         guard !AlertEvaluator.newlyFiring(rules: [alert.rule], input: input, firedThisPeriod: []).isEmpty else { return nil }
         return Firing(alert: alert, context: context, value: input.value, quota: quota)

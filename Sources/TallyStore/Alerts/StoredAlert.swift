@@ -37,7 +37,8 @@ public struct StoredAlert: Sendable {
                 condition = .threshold(try Quantity(parsingTotal: threshold ?? "0"))
             case "quota":
                 threshold = row.text(5)
-                condition = .quotaPercentage(Int(Decimal(string: threshold ?? "100").map { NSDecimalNumber(decimal: $0).intValue } ?? 100))
+                // Exact: 33.99 was cut to 33 (and 0.5 to 0, firing at no usage).
+                condition = .quotaPercentage(try Quantity(parsingTotal: threshold ?? "100"))
             default:
                 threshold = nil
                 condition = .anomaly(AnomalyRule())
