@@ -174,11 +174,7 @@ public final class Meter: Sendable {
     }
 
     static func check(metric: String, quantity: Quantity) throws(MeteringError) {
-        let bytes = Array(metric.utf8)
-        let metricOK =
-            (1...100).contains(bytes.count) && bytes[0] >= 0x61 && bytes[0] <= 0x7A
-            && bytes.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F }
-        guard metricOK else { throw .invalidEvent(field: "metric", message: "must match [a-z][a-z0-9_]{0,99}") }
+        guard MetricName.isValid(metric) else { throw .invalidEvent(field: "metric", message: MetricName.rule) }
         guard quantity.isValidPerEvent else {
             throw .invalidEvent(field: "quantity", message: "must be between 0 and 1e12")
         }

@@ -152,12 +152,8 @@ struct EventCheck {
             fail("type", value == nil ? "missing" : "invalid_type", "is required: the metric, e.g. \"api_calls\"")
             return nil
         }
-        let bytes = Array(metric.utf8)
-        let valid =
-            (1...100).contains(bytes.count) && (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(bytes[0])
-            && bytes.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F }
-        guard valid else {
-            fail("type", "invalid", "must match [a-z][a-z0-9_]{0,99}")
+        guard MetricName.isValid(metric) else {
+            fail("type", "invalid", MetricName.rule)
             return nil
         }
         return metric

@@ -194,7 +194,11 @@ struct UsageHistoryAPITests: BillingAPITestCase {
             #expect(points.count >= 30 * 24)
             #expect(points.filter { $0["value"] as? String != "0" }.count == 1)
         }
-        for (query, field) in [("range=last_year", "range"), ("granularity=minute", "granularity")] {
+        // A metric no name can be is refused (it answered a series of zeros: a typo read as no usage).
+        for (query, field) in [
+            ("range=last_year", "range"), ("granularity=minute", "granularity"), ("metric=API_CALLS", "metric"), ("metric=a%20b", "metric"),
+            ("metric=api_calls,users", "metric"),
+        ] {
             try await client.execute(uri: "/v1/usage/history?\(query)", method: .get, headers: bearer(tenant.key)) { response in
                 #expect(response.status == .badRequest)
                 let named = (try json(response)["error"] as? [String: Any])?["field"] as? String

@@ -299,9 +299,10 @@ enum OpenAPIDocument {
                     "in": "query",
                     "required": false,
                     "schema": {
-                      "type": "string"
+                      "type": "string",
+                      "pattern": "^[a-z][a-z0-9_]{0,99}$"
                     },
-                    "description": "One metric only."
+                    "description": "One metric only (an empty value means all)."
                   },
                   {
                     "name": "range",

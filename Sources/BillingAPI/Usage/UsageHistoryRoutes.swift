@@ -7,6 +7,7 @@ import NIOCore
 import PostgresClient
 import TallyHTTP
 import TallyStore
+import UsageEvents
 
 /// The time ranges a usage history can be asked for (`range=`), each ending with the
 /// bucket that holds now.
@@ -57,10 +58,18 @@ struct UsageHistoryRoutes {
         let tenant = try context.tenantInScope(query.get("tenant_id"))
         let range = try Self.range(query.get("range"))
         let granularity = try Self.granularity(query.get("granularity"))
-        let metric = query.get("metric").flatMap { $0.isEmpty ? nil : $0 }
+        let metric = try Self.metric(query.get("metric"))
         let (history, span) = try await Self.read(
             tenant: tenant, range: range, granularity: granularity, metric: metric, now: Instant(TallyClock.now()), pool: pool)
         return UsageHistoryReport(tenantID: tenant, range: range.rawValue, span: span, history: history)
+    }
+
+    /// The `metric` filter: nil when absent or empty; a name no metric can have is a 400
+    /// naming it (`API_CALLS` answered a series of zeros, a typo read as "no usage").
+    static func metric(_ text: String?) throws -> String? {
+        guard let text, !text.isEmpty else { return nil }
+        guard MetricName.isValid(text) else { throw APIError.invalid("metric", "\(MetricName.rule), e.g. api_calls") }
+        return text
     }
 
     /// The history of `range` at `now`, and the span it covers; 404 for an unknown tenant.
