@@ -110,7 +110,8 @@ enum UsageStateEvaluator {
                 let counted = usage[period] ?? PeriodUsage()
                 let context = PeriodContext(
                     tenant: tenant, span: touch.span, values: counted.values, events: counted.events,
-                    plan: touch.subscription.map { $0.timeline.plan(at: touch.time) }, time: touch.time.date, now: now)
+                    plan: touch.subscription.map { $0.timeline.plan(at: touch.time) }, time: touch.time.date,
+                    hours: Self.hours(of: times[tenant] ?? [], in: touch.span), now: now)
                 outbox += quotaCrossings(context)
                 for alert in config.alerts[tenant] ?? [] where counted.values[alert.rule.metric] != nil {
                     if let firing = try evaluate(alert, context, catalog: config.catalog, on: connection) { firings.append(firing) }
@@ -230,8 +231,12 @@ enum UsageStateEvaluator {
         /// Their event counts in the period (absent where read from the rollups).
         let events: [String: Int64]
         let plan: Plan?
-        /// The newest event's time; the anomaly rule looks at its hour.
+        /// The newest event's time.
         let time: Date
+        /// The hours the batch's events of the tenant fell in within the period, oldest
+        /// first: the anomaly rule judges each (only the newest's, a spike followed in the
+        /// same batch by an event of the next hour was never judged).
+        let hours: [Date]
         let now: Date
 
         /// `metric` against the plan: the read model `GET /v1/usage` and the dashboard show,
@@ -305,26 +310,48 @@ enum UsageStateEvaluator {
         let quota = standing.quota
         // No percentage of an "Unlimited" quota is reached (as no quota.exceeded is sent for it).
         let unlimited = quota != nil && standing.isUnlimited
-        var input = AlertInput(value: standing.value, quota: quota, quotaIsUnlimited: unlimited)
+        var inputs = [AlertInput(value: standing.value, quota: quota, quotaIsUnlimited: unlimited)]
         if case .anomaly = alert.rule.condition {
-            let (lastHour, trailing) = try hourly(
-                tenant: context.tenant, metric: alert.rule.metric, catalog: catalog, at: context.time, on: connection)
-            input = AlertInput(value: input.value, quota: quota, quotaIsUnlimited: unlimited, lastHour: lastHour, trailingHours: trailing)
+            inputs = try hourly(tenant: context.tenant, metric: alert.rule.metric, catalog: catalog, hours: context.hours, on: connection).map {
+                AlertInput(value: standing.value, quota: quota, quotaIsUnlimited: unlimited, lastHour: $0.last, trailingHours: $0.trailing)
+            }
         }
-        guard !AlertEvaluator.newlyFiring(rules: [alert.rule], input: input, firedThisPeriod: []).isEmpty else { return nil }
-        return Firing(alert: alert, context: context, value: input.value, quota: quota)
+        guard inputs.contains(where: { !AlertEvaluator.newlyFiring(rules: [alert.rule], input: $0, firedThisPeriod: []).isEmpty }) else {
+            return nil
+        }
+        return Firing(alert: alert, context: context, value: standing.value, quota: quota)
     }
 
-    /// The hour containing `time` (maybe in progress) and the 24 hours before it,
-    /// zero-filled from the first hour with usage: the anomaly rule's input.
+    /// The most hours of one batch an anomaly rule judges (the newest): late events spread
+    /// over a month would otherwise read a month of rollups per alert.
+    static let anomalyHoursPerBatch = 48
+
+    /// The distinct hours (their starts) of `times` inside `span`, oldest first, at most
+    /// the newest `anomalyHoursPerBatch`.
+    static func hours(of times: Set<Date>, in span: Period) -> [Date] {
+        let hour: Int64 = 3_600_000_000
+        let starts = Set(
+            times.lazy.map(Instant.init).filter { span.contains($0) }.map {
+                $0.microsecondsSinceEpoch - (($0.microsecondsSinceEpoch % hour) + hour) % hour
+            })
+        return starts.sorted().suffix(anomalyHoursPerBatch).map { Instant(microsecondsSinceEpoch: $0).date }
+    }
+
+    /// For each of `hours` (an hour's start, maybe in progress): its usage and the 24 hours
+    /// before it, zero-filled from the first of them with usage — the anomaly rule's input.
+    /// One read covers them all.
     private static func hourly(
-        tenant: UUID, metric: String, catalog: MetricCatalog, at time: Date, on connection: isolated PostgresConnection
-    ) throws -> (Quantity, [Quantity]) {
-        let hour = Instant(microsecondsSinceEpoch: Instant(time).microsecondsSinceEpoch / 3_600_000_000 * 3_600_000_000)
+        tenant: UUID, metric: String, catalog: MetricCatalog, hours: [Date], on connection: isolated PostgresConnection
+    ) throws -> [(last: Quantity, trailing: [Quantity])] {
+        guard let newest = hours.last, let oldest = hours.first else { return [] }
+        let reach = Int((newest.timeIntervalSince(oldest) / 3600).rounded()) + 25
         let byAge = try RecentHours.byAge(
-            tenant: tenant, metric: metric, aggregation: catalog.aggregation(for: metric), upTo: hour.date, on: connection)
-        let oldest = byAge.keys.filter { $0 > 0 }.max() ?? 0
-        let trailing = oldest == 0 ? [] : (1...oldest).reversed().map { byAge[$0] ?? .zero }
-        return (byAge[0] ?? .zero, trailing)
+            tenant: tenant, metric: metric, aggregation: catalog.aggregation(for: metric), upTo: newest, hours: reach, on: connection)
+        return hours.map { hour in
+            let age = Int((newest.timeIntervalSince(hour) / 3600).rounded())
+            let first = byAge.keys.filter { $0 > age && $0 <= age + 24 }.max() ?? age
+            let trailing = first == age ? [] : (age + 1...first).reversed().map { byAge[$0] ?? .zero }
+            return (byAge[age] ?? .zero, trailing)
+        }
     }
 }
