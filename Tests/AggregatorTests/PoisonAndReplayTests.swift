@@ -67,13 +67,15 @@ struct PoisonAndReplayTests {
         #expect(first.acceptedAt == Date(timeIntervalSince1970: accepted))
         // Replayed before the tenant exists: parked again, with the same acceptance (it took
         // the replay's time, and the next replay parked it as too_old for good).
-        #expect(try await dlq(harness, "replay", "--events", "--id", first.id).output.contains("replayed 1 parked event(s)"))
+        let replayed = try await dlq(harness, "replay", "--events", "--id", first.id)
+        #expect(replayed.output.contains("replayed 1 parked event(s)"), "\(replayed)")
         try await harness.waitUntil("the event parked again") { try await openParked().first.map { $0.id != first.id } == true }
         let again = try #require(try await openParked().first)
         #expect(again.acceptedAt == Date(timeIntervalSince1970: accepted))
         try await harness.database.query(
             "INSERT INTO tenants (id, name, billing_email) VALUES ($1, 'late tenant', 'late@example.test')", [stranger])
-        #expect(try await dlq(harness, "replay", "--events", "--id", again.id).output.contains("replayed 1 parked event(s)"))
+        let replayedAgain = try await dlq(harness, "replay", "--events", "--id", again.id)
+        #expect(replayedAgain.output.contains("replayed 1 parked event(s)"), "\(replayedAgain)")
         try await harness.waitUntil("the replayed event counted") { try await harness.storedCounts([stranger])[stranger] == 1 }
         #expect(await aggregator.stop() == 0)
         try await harness.tearDown()
