@@ -10,7 +10,9 @@ import TallyStore
 /// - `invoice.paid`, `invoice.payment_succeeded` → our invoice becomes `paid`;
 /// - `invoice.payment_failed` → `invoice.payment_failed` on `billing.events` (outbox);
 /// - `customer.subscription.deleted` → our subscription ends then (if it had not).
-/// Our invoice is found by its Stripe id or by `metadata.tally_invoice_id`.
+/// Our invoice is found by its Stripe id, or by `metadata.tally_invoice_id` while it has
+/// none; a payment is applied only in the invoice's currency, for its whole amount, from
+/// the tenant's own customer (else the event is set aside with the reason).
 public enum StripeEventApplier {
     /// Applies up to 100 pending events; returns how many. Each runs in its own
     /// savepoint: one that fails (a payload we cannot read, a constraint) is marked
@@ -39,7 +41,9 @@ public enum StripeEventApplier {
         if type.hasPrefix("invoice.") { try StripeWebhookEvents.recordStripeInvoiceStatus(event: id, on: connection) }
         switch type {
         case "invoice.paid", "invoice.payment_succeeded":
-            try StripeWebhookEvents.markInvoicePaid(event: id, on: connection)
+            guard let payment = try StripeWebhookEvents.invoicePayment(event: id, on: connection) else { break }
+            try checkPayment(payment)
+            try StripeWebhookEvents.markPaid(payment.invoiceID, on: connection)
         case "invoice.payment_failed":
             if let failure = try paymentFailure(event: id, on: connection) {
                 try Outbox.enqueue(.invoicePaymentFailed(failure), on: connection)
@@ -56,6 +60,31 @@ public enum StripeEventApplier {
             try StripeWebhookEvents.deleteDetachedCard(event: id, on: connection)
         default:
             break  // recorded, nothing of ours to change
+        }
+    }
+
+    /// A payment event that does not pay our invoice as issued: set aside (`invoicer stripe
+    /// list`) with the reason, the invoice left open. Marking it paid on any `invoice.paid`
+    /// naming it let 1 JPY pay a 328.90 USD invoice, and another customer's invoice pay ours.
+    struct PaymentMismatch: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    static func checkPayment(_ payment: StripeWebhookEvents.InvoicePayment) throws {
+        let invoice = "invoice \(payment.number)"
+        guard !payment.otherCustomer else {
+            throw PaymentMismatch(description: "the paid Stripe invoice belongs to another customer than \(invoice)'s tenant; left open")
+        }
+        if let paidCurrency = payment.paidCurrency, paidCurrency != payment.currency {
+            throw PaymentMismatch(
+                description: "paid in \(paidCurrency.uppercased()), \(invoice) is in \(payment.currency.uppercased()); left open")
+        }
+        if let paid = payment.amountPaid {
+            let owed = try StripeAmounts.stripeAmount(payment.totalCents, currency: payment.currency, what: invoice)
+            guard paid >= owed else {
+                throw PaymentMismatch(
+                    description: "Stripe reports \(paid) paid in its unit of \(payment.currency.uppercased()), \(invoice) totals \(owed); left open")
+            }
         }
     }
 

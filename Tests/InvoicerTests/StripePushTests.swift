@@ -172,12 +172,12 @@ struct StripePushTests {
         let invoice = try #require(try await fixture.invoices(tenant).first)
         let bad = "evt_bad_\(UUID().uuidString.prefix(8))"
         let good = "evt_good_\(UUID().uuidString.prefix(8))"
-        // Stored as the billing API stores verified events: one whose amount is not a number, then a payment.
+        // Stored as the billing API stores verified events: one whose attempt count is not a number, then a payment.
         try await fixture.database.query(
             """
             INSERT INTO stripe_webhook_events (event_id, type, payload, received_at) VALUES
               ($1, 'invoice.payment_failed', jsonb_build_object('data', jsonb_build_object('object',
-                  jsonb_build_object('id', 'in_x', 'amount_due', 'lots', 'metadata', jsonb_build_object('tally_invoice_id', $3::text)))),
+                  jsonb_build_object('id', 'in_x', 'attempt_count', 'lots', 'metadata', jsonb_build_object('tally_invoice_id', $3::text)))),
                now() - interval '1 second'),
               ($2, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object',
                   jsonb_build_object('id', 'in_y', 'metadata', jsonb_build_object('tally_invoice_id', $3::text)))), now())
@@ -196,6 +196,58 @@ struct StripePushTests {
             #expect(listed.output.contains("event \(bad)  invoice.payment_failed"), "\(listed.output)")
         } cleanup: {
             try await fixture.database.query("DELETE FROM stripe_webhook_events WHERE event_id IN ($1, $2)", [bad, good])
+            await fixture.close()
+        }
+    }
+
+    @Test(
+        "a payment is applied only for the invoice's whole amount, in its currency, from its tenant's customer; a failure email carries our total, not Stripe's figure"
+    )
+    func paymentsChecked() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let tenant = try await fixture.tenant()
+        let start = midnight(daysAgo: 70)
+        try await fixture.subscribe(tenant, plan: "starter", start: start)
+        try await fixture.bill(asOf: adding(months: 1, to: start).addingTimeInterval(7200), tenants: [tenant])
+        let invoice = try #require(try await fixture.invoices(tenant).first)
+        let ours = invoice.id.uuidString.lowercased()
+        let run = UUID().uuidString.prefix(8)
+        let (tooLittle, otherCustomer, failure, paid) = ("evt_little_\(run)", "evt_other_\(run)", "evt_fail_\(run)", "evt_paid_\(run)")
+        // As the billing API stores verified events, oldest first: 1 JPY "paying" it; another
+        // customer's invoice naming ours; a failure with Stripe's amount in another unit; the payment.
+        try await fixture.database.query(
+            """
+            INSERT INTO stripe_webhook_events (event_id, type, payload, received_at) VALUES
+              ($1, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                  'id', 'in_little', 'amount_paid', 1, 'currency', 'jpy', 'metadata', jsonb_build_object('tally_invoice_id', $5::text)))),
+               now() - interval '3 seconds'),
+              ($2, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                  'id', 'in_other', 'customer', 'cus_someone_else', 'amount_paid', $6::bigint, 'currency', 'usd',
+                  'metadata', jsonb_build_object('tally_invoice_id', $5::text)))),
+               now() - interval '2 seconds'),
+              ($3, 'invoice.payment_failed', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                  'id', 'in_fail', 'amount_due', 500000, 'currency', 'usd', 'metadata', jsonb_build_object('tally_invoice_id', $5::text)))),
+               now() - interval '1 second'),
+              ($4, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                  'id', 'in_paid', 'amount_paid', $6::bigint, 'currency', 'usd', 'metadata', jsonb_build_object('tally_invoice_id', $5::text)))),
+               now())
+            """, [tooLittle, otherCustomer, failure, paid, ours, invoice.totalCents])
+        try await withCleanup {
+            try await fixture.waitUntil("the whole payment applied") { try await fixture.invoices(tenant).first?.status == "paid" }
+            for (event, says) in [(tooLittle, "paid in JPY"), (otherCustomer, "another customer")] {
+                let row = try await fixture.database.query(
+                    "SELECT failed_at IS NOT NULL, coalesce(error, '') FROM stripe_webhook_events WHERE event_id = $1", [event])[0]
+                #expect(try row.decode(0, as: Bool.self), "\(event)")
+                #expect(row.text(1)?.contains(says) == true, "\(event): \(row.text(1) ?? "")")
+            }
+            let failed = try await fixture.database.query(
+                "SELECT body ->> 'amount_due_cents' FROM outbox WHERE routing_key = 'invoice.payment_failed' AND body::text LIKE $1",
+                ["%\(failure)%"])
+            #expect(failed.count == 1)
+            #expect(failed.first?.text(0) == "\(invoice.totalCents)", "\(failed.first?.text(0) ?? "")")
+        } cleanup: {
+            try await fixture.database.query(
+                "DELETE FROM stripe_webhook_events WHERE event_id IN ($1, $2, $3, $4)", [tooLittle, otherCustomer, failure, paid])
             await fixture.close()
         }
     }

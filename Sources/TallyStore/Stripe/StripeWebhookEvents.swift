@@ -36,7 +36,8 @@ public enum StripeWebhookEvents {
         public let number: String
         public let tenantID: UUID
         public let currency: String
-        /// Stripe's amount due, else our invoice's total.
+        /// Our invoice's total, in our minor units: Stripe's `amount_due` is in Stripe's
+        /// unit (an ISK invoice showed 100 times its amount) and may be in another currency.
         public let amountDueCents: Int64
         public let attemptCount: Int?
         public let nextAttemptAt: Date?
@@ -92,14 +93,54 @@ public enum StripeWebhookEvents {
     /// `invoice.paid`: our open invoice the event names (by Stripe id or
     /// `metadata.tally_invoice_id`) becomes `paid`, in the caller's transaction.
     public static func markInvoicePaid(event id: String, on connection: isolated PostgresConnection) throws {
-        try connection.query(
-            """
-            UPDATE invoices SET status = 'paid', paid_at = now()
-              FROM stripe_webhook_events e
-             WHERE e.event_id = $1 AND invoices.status = 'open'
-               AND (invoices.stripe_invoice_id = e.payload #>> '{data,object,id}'
-                    OR invoices.id::text = e.payload #>> '{data,object,metadata,tally_invoice_id}')
-            """, [id])
+        guard let payment = try invoicePayment(event: id, on: connection) else { return }
+        try markPaid(payment.invoiceID, on: connection)
+    }
+
+    /// Our open invoice an `invoice.paid` event is about, with what the event says was
+    /// paid, for the caller to check before `markPaid`; nil when none of ours matches.
+    public struct InvoicePayment: Sendable, Equatable {
+        public let invoiceID: UUID
+        public let number: String
+        public let totalCents: Int64
+        public let currency: String
+        /// Stripe's `amount_paid` (in Stripe's unit of the currency) and `currency`, when the event has them.
+        public let amountPaid: Int64?
+        public let paidCurrency: String?
+        /// The event names a customer other than the tenant's Stripe customer.
+        public let otherCustomer: Bool
+    }
+
+    /// The match every `invoice.*` event uses: our invoice pushed as that Stripe invoice,
+    /// or, for one not pushed yet (no Stripe id of ours), the invoice its
+    /// `metadata.tally_invoice_id` names. (Any Stripe invoice carrying our id in its
+    /// metadata marked ours paid, even one of another customer for another amount.)
+    static let matchesEvent = """
+        (invoices.stripe_invoice_id = o ->> 'id'
+         OR (invoices.stripe_invoice_id IS NULL AND invoices.id::text = o #>> '{metadata,tally_invoice_id}'))
+        """
+
+    public static func invoicePayment(event id: String, on connection: isolated PostgresConnection) throws -> InvoicePayment? {
+        guard
+            let row = try connection.query(
+                """
+                SELECT invoices.id, invoices.number, invoices.total_cents, invoices.currency, (o ->> 'amount_paid')::bigint,
+                       lower(o ->> 'currency'), o ->> 'customer' IS NOT NULL AND o ->> 'customer' IS DISTINCT FROM t.stripe_customer_id
+                  FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
+                  JOIN invoices ON \(matchesEvent)
+                  JOIN tenants t ON t.id = invoices.tenant_id
+                 WHERE e.event_id = $1 AND invoices.status = 'open'
+                """, [id]
+            ).first
+        else { return nil }
+        return InvoicePayment(
+            invoiceID: try row.decode(0), number: try row.decode(1), totalCents: try row.decode(2), currency: try row.decode(3),
+            amountPaid: try row.decode(4, as: Int64?.self), paidCurrency: row.text(5), otherCustomer: try row.decode(6, as: Bool.self))
+    }
+
+    /// Our open invoice `invoice` becomes `paid`, in the caller's transaction.
+    public static func markPaid(_ invoice: UUID, on connection: isolated PostgresConnection) throws {
+        try connection.query("UPDATE invoices SET status = 'paid', paid_at = now() WHERE id = $1 AND status = 'open'", [invoice])
     }
 
     /// Any `invoice.*` event: Stripe's status of our invoice (`open`, `paid`, `void`, …) as
@@ -109,12 +150,11 @@ public enum StripeWebhookEvents {
     public static func recordStripeInvoiceStatus(event id: String, on connection: isolated PostgresConnection) throws {
         try connection.query(
             """
-            UPDATE invoices SET stripe_invoice_status = e.payload #>> '{data,object,status}'
-              FROM stripe_webhook_events e
-             WHERE e.event_id = $1 AND e.payload #>> '{data,object,status}' IS NOT NULL
+            UPDATE invoices SET stripe_invoice_status = o ->> 'status'
+              FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
+             WHERE e.event_id = $1 AND o ->> 'status' IS NOT NULL
                AND coalesce(invoices.stripe_invoice_status, '') NOT IN ('paid', 'void')
-               AND (invoices.stripe_invoice_id = e.payload #>> '{data,object,id}'
-                    OR invoices.id::text = e.payload #>> '{data,object,metadata,tally_invoice_id}')
+               AND \(matchesEvent)
             """, [id])
     }
 
@@ -146,8 +186,8 @@ public enum StripeWebhookEvents {
             """, [id])
     }
 
-    /// Our open invoice an `invoice.payment_failed` event names (by Stripe id or
-    /// `metadata.tally_invoice_id`), with the amount due, attempts, next attempt and
+    /// Our open invoice an `invoice.payment_failed` event names (`matchesEvent`), with our
+    /// total as the amount due, attempts, next attempt and
     /// reason the event gives; nil when none of ours matches, or ours is paid already: a
     /// failure delivered late (Stripe does not order its events) must not tell the tenant
     /// to update a card for an invoice it paid.
@@ -155,14 +195,14 @@ public enum StripeWebhookEvents {
         guard
             let row = try connection.query(
                 """
-                SELECT i.id, i.number, i.tenant_id, i.currency, coalesce((o ->> 'amount_due')::bigint, i.total_cents),
+                SELECT invoices.id, invoices.number, invoices.tenant_id, invoices.currency, invoices.total_cents,
                        (o ->> 'attempt_count')::int, to_timestamp((o ->> 'next_payment_attempt')::bigint),
                        coalesce(o #>> '{last_payment_error,message}', o #>> '{payment_intent,last_payment_error,message}',
                                 o #>> '{charge,failure_message}'),
                        e.received_at
                   FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
-                  JOIN invoices i ON i.stripe_invoice_id = o ->> 'id' OR i.id::text = o #>> '{metadata,tally_invoice_id}'
-                 WHERE e.event_id = $1 AND i.status = 'open'
+                  JOIN invoices ON \(matchesEvent)
+                 WHERE e.event_id = $1 AND invoices.status = 'open'
                 """, [id]
             ).first
         else { return nil }
