@@ -101,23 +101,38 @@ public enum StripeEventApplier {
     }
 
     /// Stripe ended the subscription (deleted, or updated to a final status) or scheduled
-    /// its end (`cancel_at_period_end`): ours ends likewise — now, or at the end of our
-    /// period containing now — never inside a period already invoiced (those stand; the
-    /// end moves to the last invoiced period's end).
+    /// its end (`cancel_at_period_end`): ours ends likewise, never inside a period already
+    /// invoiced (those stand; the end moves to the last invoiced period's end):
+    /// - ended: when Stripe says it ended (`ended_at`, else `canceled_at`; it ended when the
+    ///   event was applied, so webhook delays were billed), else now; also when ours was
+    ///   only set to end later (it was left to run to that end);
+    /// - at period end: at the end of our period containing now, or at the last invoiced
+    ///   period's end when that is later (the period after it was billed too).
+    /// Stripe undoing a scheduled end (`cancel_at_period_end` back to false) is not applied:
+    /// our API has no undo either (README "Left").
     private static func applySubscriptionEvent(_ eventID: String, now: Date, on connection: isolated PostgresConnection) throws {
         guard let change = try StripeWebhookEvents.subscriptionChange(event: eventID, on: connection) else { return }
-        let subscription = change.subscription
         let ended = change.type == "customer.subscription.deleted" || ["canceled", "incomplete_expired"].contains(change.status ?? "")
-        let atPeriodEnd = change.cancelAtPeriodEnd
-        guard ended || atPeriodEnd else { return }
-        let lastInvoiced = change.lastInvoicedPeriodEnd
-        let at = max(now, lastInvoiced ?? now)
-        do {
-            try SubscriptionStore.cancel(
-                subscription, at: at, atPeriodEnd: !ended, now: now, plans: try SubscriptionRecords.plans(on: connection), on: connection)
-        } catch is SubscriptionRefusal {
-            // Already ended: nothing of ours to change. (`at` is never before now, so a
-            // subscription that has started is never canceled before its start.)
+        guard ended || (change.cancelAtPeriodEnd && !change.hasEnd) else { return }
+        let plans = try SubscriptionRecords.plans(on: connection)
+        let floor = change.lastInvoicedPeriodEnd ?? .distantPast
+        func cancel(at: Date, atPeriodEnd: Bool) throws -> Bool {
+            do {
+                try SubscriptionStore.cancel(change.subscription, at: at, atPeriodEnd: atPeriodEnd, now: now, plans: plans, on: connection)
+                return true
+            } catch is SubscriptionRefusal {
+                return false
+            }
+        }
+        if ended {
+            // Stripe's own end first; refused (before our start, or not sooner than the end
+            // ours has), then now, as before.
+            if let endedAt = change.endedAt, endedAt < now, try cancel(at: max(endedAt, floor), atPeriodEnd: false) { return }
+            _ = try cancel(at: max(now, floor), atPeriodEnd: false)
+        } else if let last = change.lastInvoicedPeriodEnd, last >= now {
+            _ = try cancel(at: last, atPeriodEnd: false)
+        } else {
+            _ = try cancel(at: now, atPeriodEnd: true)
         }
     }
 }

@@ -201,6 +201,56 @@ struct StripePushTests {
     }
 
     @Test(
+        "Stripe's subscription events: a deletion ends ours when Stripe ended it, even one set to end at its period end; an end at period end after a period billed ahead ends at that period's end"
+    )
+    func subscriptionEndsAsStripeSays() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let start = midnight(daysAgo: 70)
+        let run = UUID().uuidString.prefix(8)
+        // One billed for its first period, then set to end at its period end by Stripe, then deleted in Stripe an hour ago.
+        let first = try await fixture.tenant()
+        let firstSubscription = try await fixture.subscribe(first, plan: "starter", start: start)
+        try await fixture.bill(asOf: adding(months: 1, to: start).addingTimeInterval(7200), tenants: [first])
+        // One billed three periods ahead (an admin's future as_of), then set to end at its period end.
+        let second = try await fixture.tenant()
+        let secondSubscription = try await fixture.subscribe(second, plan: "starter", start: start)
+        let billedUntil = adding(months: 3, to: start)
+        try await fixture.bill(asOf: billedUntil.addingTimeInterval(7200), tenants: [second])
+        let (firstStripe, secondStripe) = ("sub_first_\(run)", "sub_second_\(run)")
+        try await fixture.database.query("UPDATE subscriptions SET stripe_subscription_id = $2 WHERE id = $1", [firstSubscription, firstStripe])
+        try await fixture.database.query("UPDATE subscriptions SET stripe_subscription_id = $2 WHERE id = $1", [secondSubscription, secondStripe])
+        let endedAt = Int64(TestClock.now().timeIntervalSince1970) - 3600
+        let events = ["evt_sched_\(run)", "evt_del_\(run)", "evt_ahead_\(run)"]
+        try await fixture.database.query(
+            """
+            INSERT INTO stripe_webhook_events (event_id, type, payload, received_at) VALUES
+              ($1, 'customer.subscription.updated', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                  'id', $4::text, 'status', 'active', 'cancel_at_period_end', true))), now() - interval '2 seconds'),
+              ($2, 'customer.subscription.deleted', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                  'id', $4::text, 'status', 'canceled', 'ended_at', $6::bigint, 'canceled_at', $6::bigint))), now() - interval '1 second'),
+              ($3, 'customer.subscription.updated', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                  'id', $5::text, 'status', 'active', 'cancel_at_period_end', true))), now())
+            """, [events[0], events[1], events[2], firstStripe, secondStripe, endedAt])
+        try await withCleanup {
+            try await fixture.waitUntil("the three events applied") {
+                try await fixture.database.query(
+                    "SELECT count(*) FROM stripe_webhook_events WHERE event_id = ANY($1::text[]) AND processed_at IS NOT NULL",
+                    [PostgresTextArray(events)])[0].decode(0, as: Int.self) == 3
+            }
+            func endsAt(_ subscription: UUID) async throws -> Date? {
+                try await fixture.database.query("SELECT ends_at FROM subscriptions WHERE id = $1", [subscription])[0].decode(0, as: Date?.self)
+            }
+            // Ended when Stripe ended it (it ran to its period end, or ended when the event was applied).
+            #expect(try await endsAt(firstSubscription) == Date(timeIntervalSince1970: TimeInterval(endedAt)))
+            // At the end of the last period billed (it ran one period past it).
+            #expect(try await endsAt(secondSubscription) == billedUntil)
+        } cleanup: {
+            try await fixture.database.query("DELETE FROM stripe_webhook_events WHERE event_id = ANY($1::text[])", [PostgresTextArray(events)])
+            await fixture.close()
+        }
+    }
+
+    @Test(
         "a payment is applied only for the invoice's whole amount, in its currency, from its tenant's customer; a failure email carries our total, not Stripe's figure"
     )
     func paymentsChecked() async throws {

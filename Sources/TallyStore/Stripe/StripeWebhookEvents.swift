@@ -46,9 +46,13 @@ public enum StripeWebhookEvents {
         public let receivedAt: Date
     }
 
-    /// Our subscription a `customer.subscription.*` event is about, when it has no end yet.
+    /// Our subscription a `customer.subscription.*` event is about.
     public struct SubscriptionChange: Sendable, Equatable {
         public let subscription: UUID
+        /// Ours has an end already (canceled, or set to end at a period end).
+        public let hasEnd: Bool
+        /// When Stripe says the subscription ended (`ended_at`, else `canceled_at`), if it says.
+        public let endedAt: Date?
         /// The event's type.
         public let type: String?
         /// Stripe's status of the subscription.
@@ -213,22 +217,25 @@ public enum StripeWebhookEvents {
     }
 
     /// Our subscription a `customer.subscription.*` event names (by Stripe id), with
-    /// Stripe's status and the end of its last invoiced period; nil when none of ours
-    /// matches or ours already has an end.
+    /// Stripe's status, when Stripe says it ended, and the end of its last invoiced period;
+    /// nil when none of ours matches.
     public static func subscriptionChange(event id: String, on connection: isolated PostgresConnection) throws -> SubscriptionChange? {
         guard
             let row = try connection.query(
                 """
-                SELECT s.id, e.type, e.payload #>> '{data,object,status}', coalesce((e.payload #>> '{data,object,cancel_at_period_end}')::boolean, false),
-                       (SELECT max(period_end) FROM invoices i WHERE i.subscription_id = s.id AND i.kind = 'period'), s.ends_at IS NOT NULL
-                  FROM stripe_webhook_events e JOIN subscriptions s ON s.stripe_subscription_id = e.payload #>> '{data,object,id}'
+                SELECT s.id, e.type, o ->> 'status', coalesce((o ->> 'cancel_at_period_end')::boolean, false),
+                       (SELECT max(period_end) FROM invoices i WHERE i.subscription_id = s.id AND i.kind = 'period'), s.ends_at IS NOT NULL,
+                       to_timestamp(coalesce(o ->> 'ended_at', o ->> 'canceled_at')::bigint)
+                  FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
+                  JOIN subscriptions s ON s.stripe_subscription_id = o ->> 'id'
                  WHERE e.event_id = $1
                 """, [id]
-            ).first, try !row.decode(5, as: Bool.self)
+            ).first
         else { return nil }
         return SubscriptionChange(
-            subscription: try row.decode(0, as: UUID.self), type: row.text(1), status: row.text(2),
-            cancelAtPeriodEnd: try row.decode(3, as: Bool.self), lastInvoicedPeriodEnd: row.text(4) == nil ? nil : try row.decode(4, as: Date.self))
+            subscription: try row.decode(0, as: UUID.self), hasEnd: try row.decode(5, as: Bool.self), endedAt: try row.decode(6, as: Date?.self),
+            type: row.text(1), status: row.text(2), cancelAtPeriodEnd: try row.decode(3, as: Bool.self),
+            lastInvoicedPeriodEnd: try row.decode(4, as: Date?.self))
     }
 
     /// The events set aside as failed and not applied since, oldest first; one statement
