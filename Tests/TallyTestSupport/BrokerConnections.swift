@@ -31,3 +31,17 @@ public enum BrokerConnections {
         throw OpsError(command: "/rabbitmqctl: connection \(name) still open after 100 checks", status: 1)
     }
 }
+
+/// The real broker's count of a queue's messages, through `rabbitmqctl`.
+public enum BrokerQueues {
+    /// Messages in `queue`, ready and delivered but not yet acknowledged (a passive
+    /// `queue.declare` counts only the ready ones); nil if there is no such queue.
+    public static func messages(in queue: String) async throws -> Int? {
+        let listing = try await BrokerConnections.rabbitmqctl("list_queues", "--no-table-headers", "name", "messages")
+        for line in listing.split(separator: "\n") {
+            let fields = line.split(separator: "\t")
+            if fields.count == 2, fields[0] == queue { return Int(fields[1]) }
+        }
+        return nil
+    }
+}
