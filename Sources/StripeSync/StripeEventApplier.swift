@@ -72,19 +72,26 @@ public enum StripeEventApplier {
 
     static func checkPayment(_ payment: StripeWebhookEvents.InvoicePayment) throws {
         let invoice = "invoice \(payment.number)"
+        let currency = payment.currency.uppercased()
         guard !payment.otherCustomer else {
             throw PaymentMismatch(description: "the paid Stripe invoice belongs to another customer than \(invoice)'s tenant; left open")
         }
-        if let paidCurrency = payment.paidCurrency, paidCurrency != payment.currency {
-            throw PaymentMismatch(
-                description: "paid in \(paidCurrency.uppercased()), \(invoice) is in \(payment.currency.uppercased()); left open")
+        if let paidCurrency = payment.paidCurrency, paidCurrency.uppercased() != currency {
+            throw PaymentMismatch(description: "paid in \(paidCurrency.uppercased()), \(invoice) is in \(currency); left open")
         }
-        if let paid = payment.amountPaid {
-            let owed = try StripeAmounts.stripeAmount(payment.totalCents, currency: payment.currency, what: invoice)
-            guard paid >= owed else {
-                throw PaymentMismatch(
-                    description: "Stripe reports \(paid) paid in its unit of \(payment.currency.uppercased()), \(invoice) totals \(owed); left open")
-            }
+        let owed = try StripeAmounts.stripeAmount(payment.totalCents, currency: payment.currency, what: invoice)
+        // Stripe's total is ours to the cent (the pusher finalizes nothing else; an emulator
+        // shows a credit as 0). What was charged may be less: a credit balance (our credit
+        // invoices pushed) pays part or all of it, so `amount_paid` is no measure of it.
+        if let total = payment.stripeTotal, total != owed, !(owed < 0 && total == 0) {
+            throw PaymentMismatch(
+                description: "the paid Stripe invoice totals \(total) in Stripe's unit of \(currency), \(invoice) totals \(owed); left open")
+        }
+        if let remaining = payment.amountRemaining, remaining > 0 {
+            throw PaymentMismatch(description: "Stripe reports \(remaining) in its unit of \(currency) still due on \(invoice); left open")
+        }
+        if payment.stripeTotal == nil, payment.amountRemaining == nil, let paid = payment.amountPaid, paid < owed {
+            throw PaymentMismatch(description: "Stripe reports \(paid) paid in its unit of \(currency), \(invoice) totals \(owed); left open")
         }
     }
 

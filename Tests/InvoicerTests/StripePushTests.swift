@@ -263,28 +263,46 @@ struct StripePushTests {
         let ours = invoice.id.uuidString.lowercased()
         let run = UUID().uuidString.prefix(8)
         let (tooLittle, otherCustomer, failure, paid) = ("evt_little_\(run)", "evt_other_\(run)", "evt_fail_\(run)", "evt_paid_\(run)")
-        // As the billing API stores verified events, oldest first: 1 JPY "paying" it; another
-        // customer's invoice naming ours; a failure with Stripe's amount in another unit; the payment.
-        try await fixture.database.query(
-            """
-            INSERT INTO stripe_webhook_events (event_id, type, payload, received_at) VALUES
-              ($1, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                  'id', 'in_little', 'amount_paid', 1, 'currency', 'jpy', 'metadata', jsonb_build_object('tally_invoice_id', $5::text)))),
-               now() - interval '3 seconds'),
-              ($2, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                  'id', 'in_other', 'customer', 'cus_someone_else', 'amount_paid', $6::bigint, 'currency', 'usd',
-                  'metadata', jsonb_build_object('tally_invoice_id', $5::text)))),
-               now() - interval '2 seconds'),
-              ($3, 'invoice.payment_failed', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                  'id', 'in_fail', 'amount_due', 500000, 'currency', 'usd', 'metadata', jsonb_build_object('tally_invoice_id', $5::text)))),
-               now() - interval '1 second'),
-              ($4, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                  'id', 'in_paid', 'amount_paid', $6::bigint, 'currency', 'usd', 'metadata', jsonb_build_object('tally_invoice_id', $5::text)))),
-               now())
-            """, [tooLittle, otherCustomer, failure, paid, ours, invoice.totalCents])
+        let (otherTotal, stillDue) = ("evt_total_\(run)", "evt_due_\(run)")
+        let events = [tooLittle, otherCustomer, otherTotal, stillDue, failure, paid]
         try await withCleanup {
-            try await fixture.waitUntil("the whole payment applied") { try await fixture.invoices(tenant).first?.status == "paid" }
-            for (event, says) in [(tooLittle, "paid in JPY"), (otherCustomer, "another customer")] {
+            // The tenant's Stripe customer is known. As the billing API stores verified
+            // events, oldest first: 1 JPY "paying" it; another customer's invoice naming
+            // ours; an invoice of another total; one with an amount still due; a failure
+            // with Stripe's amount in another unit.
+            try await fixture.database.query("UPDATE tenants SET stripe_customer_id = $2 WHERE id = $1", [tenant, "cus_ours_\(run)"])
+            try await fixture.database.query(
+                """
+                INSERT INTO stripe_webhook_events (event_id, type, payload, received_at) VALUES
+                  ($1, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                      'id', 'in_little', 'amount_paid', 1, 'currency', 'jpy', 'metadata', jsonb_build_object('tally_invoice_id', $6::text)))),
+                   now() - interval '4 seconds'),
+                  ($2, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                      'id', 'in_other', 'customer', 'cus_someone_else', 'amount_paid', $7::bigint, 'currency', 'usd',
+                      'metadata', jsonb_build_object('tally_invoice_id', $6::text)))),
+                   now() - interval '3 seconds'),
+                  ($3, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                      'id', 'in_total', 'total', 1, 'amount_paid', 1, 'amount_remaining', 0, 'currency', 'USD',
+                      'metadata', jsonb_build_object('tally_invoice_id', $6::text)))),
+                   now() - interval '2 seconds'),
+                  ($4, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                      'id', 'in_due', 'total', $7::bigint, 'amount_paid', 1, 'amount_remaining', $7::bigint - 1, 'currency', 'usd',
+                      'metadata', jsonb_build_object('tally_invoice_id', $6::text)))),
+                   now() - interval '1 second'),
+                  ($5, 'invoice.payment_failed', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                      'id', 'in_fail', 'amount_due', 500000, 'currency', 'usd', 'metadata', jsonb_build_object('tally_invoice_id', $6::text)))),
+                   now())
+                """, [tooLittle, otherCustomer, otherTotal, stillDue, failure, ours, invoice.totalCents])
+            try await fixture.waitUntil("the five events applied or set aside") {
+                try await fixture.database.query(
+                    "SELECT count(*) FROM stripe_webhook_events WHERE event_id = ANY($1::text[]) AND (processed_at IS NOT NULL OR failed_at IS NOT NULL)",
+                    [PostgresTextArray(events)])[0].decode(0, as: Int.self) == 5
+            }
+            #expect(try await fixture.invoices(tenant).first?.status == "open")
+            for (event, says) in [
+                (tooLittle, "paid in JPY"), (otherCustomer, "another customer"), (otherTotal, "totals 1 in Stripe's unit"),
+                (stillDue, "\(invoice.totalCents - 1) in its unit of USD still due"),
+            ] {
                 let row = try await fixture.database.query(
                     "SELECT failed_at IS NOT NULL, coalesce(error, '') FROM stripe_webhook_events WHERE event_id = $1", [event])[0]
                 #expect(try row.decode(0, as: Bool.self), "\(event)")
@@ -295,9 +313,22 @@ struct StripePushTests {
                 ["%\(failure)%"])
             #expect(failed.count == 1)
             #expect(failed.first?.text(0) == "\(invoice.totalCents)", "\(failed.first?.text(0) ?? "")")
-        } cleanup: {
+
+            // The payment, as Stripe may send it while the first push of the tenant is not
+            // committed (no customer recorded yet), made wholly from the customer's credit
+            // balance (nothing charged: amount_paid 0): it pays ours.
+            try await fixture.database.query("UPDATE tenants SET stripe_customer_id = NULL WHERE id = $1", [tenant])
             try await fixture.database.query(
-                "DELETE FROM stripe_webhook_events WHERE event_id IN ($1, $2, $3, $4)", [tooLittle, otherCustomer, failure, paid])
+                """
+                INSERT INTO stripe_webhook_events (event_id, type, payload, received_at) VALUES
+                  ($1, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                      'id', 'in_paid', 'customer', 'cus_new', 'total', $3::bigint, 'starting_balance', -$3::bigint, 'amount_due', 0,
+                      'amount_paid', 0, 'amount_remaining', 0, 'currency', 'USD', 'metadata', jsonb_build_object('tally_invoice_id', $2::text)))),
+                   now())
+                """, [paid, ours, invoice.totalCents])
+            try await fixture.waitUntil("the payment applied") { try await fixture.invoices(tenant).first?.status == "paid" }
+        } cleanup: {
+            try await fixture.database.query("DELETE FROM stripe_webhook_events WHERE event_id = ANY($1::text[])", [PostgresTextArray(events)])
             await fixture.close()
         }
     }

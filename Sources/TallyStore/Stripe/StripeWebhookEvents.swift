@@ -108,10 +108,14 @@ public enum StripeWebhookEvents {
         public let number: String
         public let totalCents: Int64
         public let currency: String
-        /// Stripe's `amount_paid` (in Stripe's unit of the currency) and `currency`, when the event has them.
+        /// Stripe's `amount_paid`, `total` and `amount_remaining` (in Stripe's unit of the
+        /// currency) and `currency`, when the event has them.
         public let amountPaid: Int64?
+        public let stripeTotal: Int64?
+        public let amountRemaining: Int64?
         public let paidCurrency: String?
-        /// The event names a customer other than the tenant's Stripe customer.
+        /// The event names a customer other than the tenant's Stripe customer (never when
+        /// the tenant has none recorded yet: a push that created it has not committed).
         public let otherCustomer: Bool
     }
 
@@ -129,7 +133,8 @@ public enum StripeWebhookEvents {
             let row = try connection.query(
                 """
                 SELECT invoices.id, invoices.number, invoices.total_cents, invoices.currency, (o ->> 'amount_paid')::bigint,
-                       lower(o ->> 'currency'), o ->> 'customer' IS NOT NULL AND o ->> 'customer' IS DISTINCT FROM t.stripe_customer_id
+                       lower(o ->> 'currency'), coalesce(o ->> 'customer' <> t.stripe_customer_id, false),
+                       (o ->> 'total')::bigint, (o ->> 'amount_remaining')::bigint
                   FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
                   JOIN invoices ON \(matchesEvent)
                   JOIN tenants t ON t.id = invoices.tenant_id
@@ -139,7 +144,8 @@ public enum StripeWebhookEvents {
         else { return nil }
         return InvoicePayment(
             invoiceID: try row.decode(0), number: try row.decode(1), totalCents: try row.decode(2), currency: try row.decode(3),
-            amountPaid: try row.decode(4, as: Int64?.self), paidCurrency: row.text(5), otherCustomer: try row.decode(6, as: Bool.self))
+            amountPaid: try row.decode(4, as: Int64?.self), stripeTotal: try row.decode(7, as: Int64?.self),
+            amountRemaining: try row.decode(8, as: Int64?.self), paidCurrency: row.text(5), otherCustomer: try row.decode(6, as: Bool.self))
     }
 
     /// Our open invoice `invoice` becomes `paid`, in the caller's transaction.
