@@ -114,7 +114,10 @@ public enum StripeEventApplier {
     ///   event was applied, so webhook delays were billed), else now; also when ours was
     ///   only set to end later (it was left to run to that end);
     /// - at period end: at the end of our period containing now, or at the last invoiced
-    ///   period's end when that is later (the period after it was billed too).
+    ///   period's end when that is later (the period after it was billed too);
+    /// - ended by a scheduled end run out (`cancel_at_period_end`, ended at Stripe's period
+    ///   end): as at period end, ours kept if it has an end. Stripe's mirror is monthly:
+    ///   its end cut a yearly or differently anchored subscription of ours short.
     /// Stripe undoing a scheduled end (`cancel_at_period_end` back to false) is not applied:
     /// our API has no undo either (README "Left").
     private static func applySubscriptionEvent(_ eventID: String, now: Date, on connection: isolated PostgresConnection) throws {
@@ -131,7 +134,17 @@ public enum StripeEventApplier {
                 return false
             }
         }
-        if ended {
+        // A scheduled end run out: Stripe ended it at its own period end (or, not saying, the event has the flag).
+        let ranOut = ended && change.cancelAtPeriodEnd && (change.endedAt == nil || change.stripePeriodEnd.map { change.endedAt! >= $0 } ?? true)
+        if ranOut {
+            guard !change.hasEnd else { return }
+            let at = min(change.endedAt ?? now, now)
+            if let last = change.lastInvoicedPeriodEnd, last >= at {
+                _ = try cancel(at: last, atPeriodEnd: false)
+            } else {
+                _ = try cancel(at: at, atPeriodEnd: true)
+            }
+        } else if ended {
             // Stripe's own end first; refused (before our start, or not sooner than the end
             // ours has), then now, as before.
             if let endedAt = change.endedAt, endedAt < now, try cancel(at: max(endedAt, floor), atPeriodEnd: false) { return }

@@ -226,6 +226,27 @@ struct SubscriptionAPITests: BillingAPITestCase {
             (status, body) = try await post(client, "/v1/subscriptions/\(second)/cancel", other.key, #"{"at_period_end": true}"#)
             #expect(status == .ok, "\(body)")
             #expect(body["ends_at"] as? String == body["started_at"] as? String)
+            // Set to end at its first period's end before it starts, then canceled now: it
+            // never starts (it was a 409 "already set to end"); a later end is refused saying
+            // a cancellation only brings the end forward.
+            let fourth = try await createTenant(client)
+            (status, body) = try await post(client, "/v1/subscriptions", fourth.key, #"{"plan": "starter", "start": "\#(later)"}"#)
+            let voided = try #require(body["id"] as? String)
+            let inFirstPeriod = RFC3339.format(TestClock.now().addingTimeInterval(95 * 86_400))
+            (status, body) = try await post(
+                client, "/v1/subscriptions/\(voided)/cancel", fourth.key, #"{"at": "\#(inFirstPeriod)", "at_period_end": true}"#)
+            #expect(status == .ok, "\(body)")
+            let periodEnd = try #require(body["ends_at"] as? String)
+            #expect(periodEnd > later, "\(body)")
+            let afterIt = RFC3339.format(TestClock.now().addingTimeInterval(200 * 86_400))
+            (status, body) = try await post(client, "/v1/subscriptions/\(voided)/cancel", fourth.key, #"{"at": "\#(afterIt)"}"#)
+            #expect(status == .conflict, "\(body)")
+            #expect(
+                ((body["error"] as? [String: Any])?["message"] as? String)?.contains("can only bring that end forward") == true, "\(body)")
+            (status, body) = try await post(client, "/v1/subscriptions/\(voided)/cancel", fourth.key, "{}")
+            #expect(status == .ok, "\(body)")
+            #expect(body["ends_at"] as? String == body["started_at"] as? String, "\(body)")
+            #expect(body["status"] as? String == "canceled", "\(body)")
             #expect(try await post(client, "/v1/plans/\(code)/archive", adminToken, "").0 == .ok)
         }
     }

@@ -216,26 +216,47 @@ struct StripePushTests {
         let secondSubscription = try await fixture.subscribe(second, plan: "starter", start: start)
         let billedUntil = adding(months: 3, to: start)
         try await fixture.bill(asOf: billedUntil.addingTimeInterval(7200), tenants: [second])
+        // Two set to end at period end in Stripe, whose monthly mirror then ran out at its own
+        // period end an hour ago (ours are anchored elsewhere): one whose scheduled end we
+        // applied, one whose scheduled end we never heard of.
+        let third = try await fixture.tenant()
+        let thirdSubscription = try await fixture.subscribe(third, plan: "starter", start: start)
+        let fourth = try await fixture.tenant()
+        let fourthSubscription = try await fixture.subscribe(fourth, plan: "starter", start: start)
         let (firstStripe, secondStripe) = ("sub_first_\(run)", "sub_second_\(run)")
-        try await fixture.database.query("UPDATE subscriptions SET stripe_subscription_id = $2 WHERE id = $1", [firstSubscription, firstStripe])
-        try await fixture.database.query("UPDATE subscriptions SET stripe_subscription_id = $2 WHERE id = $1", [secondSubscription, secondStripe])
+        let (thirdStripe, fourthStripe) = ("sub_third_\(run)", "sub_fourth_\(run)")
+        for (subscription, stripe) in [
+            (firstSubscription, firstStripe), (secondSubscription, secondStripe), (thirdSubscription, thirdStripe),
+            (fourthSubscription, fourthStripe),
+        ] {
+            try await fixture.database.query("UPDATE subscriptions SET stripe_subscription_id = $2 WHERE id = $1", [subscription, stripe])
+        }
         let endedAt = Int64(TestClock.now().timeIntervalSince1970) - 3600
-        let events = ["evt_sched_\(run)", "evt_del_\(run)", "evt_ahead_\(run)"]
+        let events = ["evt_sched_\(run)", "evt_del_\(run)", "evt_ahead_\(run)", "evt_sched3_\(run)", "evt_ranout3_\(run)", "evt_ranout4_\(run)"]
         try await fixture.database.query(
             """
             INSERT INTO stripe_webhook_events (event_id, type, payload, received_at) VALUES
               ($1, 'customer.subscription.updated', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                  'id', $4::text, 'status', 'active', 'cancel_at_period_end', true))), now() - interval '2 seconds'),
+                  'id', $7::text, 'status', 'active', 'cancel_at_period_end', true))), now() - interval '5 seconds'),
               ($2, 'customer.subscription.deleted', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                  'id', $4::text, 'status', 'canceled', 'ended_at', $6::bigint, 'canceled_at', $6::bigint))), now() - interval '1 second'),
+                  'id', $7::text, 'status', 'canceled', 'ended_at', $11::bigint, 'canceled_at', $11::bigint))), now() - interval '4 seconds'),
               ($3, 'customer.subscription.updated', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                  'id', $5::text, 'status', 'active', 'cancel_at_period_end', true))), now())
-            """, [events[0], events[1], events[2], firstStripe, secondStripe, endedAt])
+                  'id', $8::text, 'status', 'active', 'cancel_at_period_end', true))), now() - interval '3 seconds'),
+              ($4, 'customer.subscription.updated', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                  'id', $9::text, 'status', 'active', 'cancel_at_period_end', true))), now() - interval '2 seconds'),
+              ($5, 'customer.subscription.deleted', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                  'id', $9::text, 'status', 'canceled', 'cancel_at_period_end', true, 'current_period_end', $11::bigint,
+                  'ended_at', $11::bigint, 'canceled_at', $11::bigint - 86400))), now() - interval '1 second'),
+              ($6, 'customer.subscription.deleted', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                  'id', $10::text, 'status', 'canceled', 'cancel_at_period_end', true, 'current_period_end', $11::bigint,
+                  'ended_at', $11::bigint, 'canceled_at', $11::bigint - 86400))), now())
+            """,
+            [events[0], events[1], events[2], events[3], events[4], events[5], firstStripe, secondStripe, thirdStripe, fourthStripe, endedAt])
         try await withCleanup {
-            try await fixture.waitUntil("the three events applied") {
+            try await fixture.waitUntil("the six events applied") {
                 try await fixture.database.query(
                     "SELECT count(*) FROM stripe_webhook_events WHERE event_id = ANY($1::text[]) AND processed_at IS NOT NULL",
-                    [PostgresTextArray(events)])[0].decode(0, as: Int.self) == 3
+                    [PostgresTextArray(events)])[0].decode(0, as: Int.self) == 6
             }
             func endsAt(_ subscription: UUID) async throws -> Date? {
                 try await fixture.database.query("SELECT ends_at FROM subscriptions WHERE id = $1", [subscription])[0].decode(0, as: Date?.self)
@@ -244,6 +265,10 @@ struct StripePushTests {
             #expect(try await endsAt(firstSubscription) == Date(timeIntervalSince1970: TimeInterval(endedAt)))
             // At the end of the last period billed (it ran one period past it).
             #expect(try await endsAt(secondSubscription) == billedUntil)
+            // Both at the end of our period containing now (Stripe's mirror's end cut them short).
+            let ourPeriodEnd = adding(months: 3, to: start)
+            #expect(try await endsAt(thirdSubscription) == ourPeriodEnd)
+            #expect(try await endsAt(fourthSubscription) == ourPeriodEnd)
         } cleanup: {
             try await fixture.database.query("DELETE FROM stripe_webhook_events WHERE event_id = ANY($1::text[])", [PostgresTextArray(events)])
             await fixture.close()

@@ -58,6 +58,8 @@ public enum StripeWebhookEvents {
         /// Stripe's status of the subscription.
         public let status: String?
         public let cancelAtPeriodEnd: Bool
+        /// The end of Stripe's current period of the subscription (`current_period_end`), if the event says.
+        public let stripePeriodEnd: Date?
         /// The end of the subscription's last invoiced period, if any.
         public let lastInvoicedPeriodEnd: Date?
     }
@@ -231,7 +233,8 @@ public enum StripeWebhookEvents {
                 """
                 SELECT s.id, e.type, o ->> 'status', coalesce((o ->> 'cancel_at_period_end')::boolean, false),
                        (SELECT max(period_end) FROM invoices i WHERE i.subscription_id = s.id AND i.kind = 'period'), s.ends_at IS NOT NULL,
-                       to_timestamp(coalesce(o ->> 'ended_at', o ->> 'canceled_at')::bigint)
+                       to_timestamp(coalesce(o ->> 'ended_at', o ->> 'canceled_at')::bigint),
+                       to_timestamp((o ->> 'current_period_end')::bigint)
                   FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
                   JOIN subscriptions s ON s.stripe_subscription_id = o ->> 'id'
                  WHERE e.event_id = $1
@@ -241,7 +244,7 @@ public enum StripeWebhookEvents {
         return SubscriptionChange(
             subscription: try row.decode(0, as: UUID.self), hasEnd: try row.decode(5, as: Bool.self), endedAt: try row.decode(6, as: Date?.self),
             type: row.text(1), status: row.text(2), cancelAtPeriodEnd: try row.decode(3, as: Bool.self),
-            lastInvoicedPeriodEnd: try row.decode(4, as: Date?.self))
+            stripePeriodEnd: try row.decode(7, as: Date?.self), lastInvoicedPeriodEnd: try row.decode(4, as: Date?.self))
     }
 
     /// The events set aside as failed and not applied since, oldest first; one statement
