@@ -134,6 +134,7 @@ let package = Package(
             name: "TallyHTTP",
             dependencies: [
                 "TallyStore", "UsageEvents", hummingbird, nioCore, httpTypes, log, .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"), .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
             ], swiftSettings: swiftSettings),
 

@@ -198,6 +198,40 @@ struct IngestLimitsTests {
         try await fixture.tearDown()
     }
 
+    @Test(
+        "Expect: 100-continue is ignored in HTTP/1.0 (no interim answer), and a pipelined request's 100 Continue comes after the answer before it, never inside it"
+    )
+    func expectContinueVersionAndPipelining() async throws {
+        let fixture = try await IngestFixture.make()
+        let app = try await fixture.app(now: now)
+        try await app.test(.live) { client in
+            let port = try #require(client.port)
+            let key = fixture.apiKey
+            let (old, first, second) = ("[\(event("http10"))]", "[\(event("pipelined-1"))]", "[\(event("pipelined-2"))]")
+            let answers = try await withCheckedThrowingContinuation {
+                (continuation: CheckedContinuation<(http10: String, before: String, after: String), any Error>) in
+                Thread.detachNewThread {
+                    continuation.resume(
+                        with: Result {
+                            let http10 = try RawHTTP.postHTTP10Expecting(port: port, key: key, body: old)
+                            let pipelined = try RawHTTP.pipelinedThenExpecting(port: port, key: key, first: first, second: second)
+                            return (http10, pipelined.before, pipelined.after)
+                        })
+                }
+            }
+            // HTTP/1.0: only the final answer (an interim one was sent to a client that cannot read it).
+            #expect(answers.http10.contains(" 202 "), "\(answers.http10.prefix(300))")
+            #expect(!answers.http10.contains(" 100 "), "\(answers.http10.prefix(300))")
+            // Pipelined: the first answer whole, then the interim one, then the second answer.
+            let parsed = RawHTTP.wholeResponses(answers.before)
+            #expect(parsed.statuses == ["202"] && parsed.rest.isEmpty, "before the 100 Continue: \(answers.before)")
+            #expect(answers.after.hasPrefix("HTTP/1.1 202"), "\(answers.after.prefix(300))")
+        }
+        let received = try await fixture.receivedEvents(expected: 3, quiet: .seconds(3))
+        #expect(received.ids == ["http10": 1, "pipelined-1": 1, "pipelined-2": 1])
+        try await fixture.tearDown()
+    }
+
     @Test("an oversized body written whole before reading gets its 413 and the connection closes (Connection: close)")
     func oversizedBodyWrittenWhole() async throws {
         let fixture = try await IngestFixture.make()
@@ -256,6 +290,74 @@ enum RawHTTP {
         }
         try sendAll(fd, Array(body.utf8))
         return (String(decoding: interim, as: UTF8.self), try readToClose(fd))
+    }
+
+    /// An HTTP/1.0 POST with `Expect: 100-continue` and its body at once (an HTTP/1.0
+    /// client does not wait for an interim answer); returns everything the server sent.
+    static func postHTTP10Expecting(port: Int, key: String, body: String) throws -> String {
+        let fd = try connected(port: port)
+        defer { close(fd) }
+        let request =
+            "POST /v1/events HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(key)\r\nContent-Type: application/json\r\n"
+            + "Content-Length: \(body.utf8.count)\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n" + body
+        try sendAll(fd, Array(request.utf8))
+        return try readToClose(fd)
+    }
+
+    /// A whole POST, and pipelined behind it in the same write the head of a second asking
+    /// `Expect: 100-continue`; reads until `100 Continue` arrives, sends the second body,
+    /// reads to the close. Returns what came before the interim answer and after it.
+    static func pipelinedThenExpecting(port: Int, key: String, first: String, second: String) throws -> (before: String, after: String) {
+        let fd = try connected(port: port)
+        defer { close(fd) }
+        let common = "Host: 127.0.0.1\r\nAuthorization: Bearer \(key)\r\nContent-Type: application/json\r\n"
+        let requests =
+            "POST /v1/events HTTP/1.1\r\n\(common)Content-Length: \(first.utf8.count)\r\n\r\n\(first)"
+            + "POST /v1/events HTTP/1.1\r\n\(common)Content-Length: \(second.utf8.count)\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+        try sendAll(fd, Array(requests.utf8))
+        let interim = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
+        var received: [UInt8] = []
+        var byte: UInt8 = 0
+        while !received.suffix(interim.count).elementsEqual(interim) {
+            guard recv(fd, &byte, 1, 0) == 1 else {
+                throw Failure(description: "no 100 Continue within 60 s: \(String(decoding: received, as: UTF8.self))")
+            }
+            received.append(byte)
+        }
+        try sendAll(fd, Array(second.utf8))
+        return (String(decoding: received.dropLast(interim.count), as: UTF8.self), try readToClose(fd))
+    }
+
+    /// The statuses of the whole HTTP/1.1 responses `text` begins with (bodies by
+    /// Content-Length or chunked), and what follows them.
+    static func wholeResponses(_ text: String) -> (statuses: [String], rest: String) {
+        var rest = Substring(text)
+        var statuses: [String] = []
+        while let headEnd = rest.range(of: "\r\n\r\n") {
+            let head = rest[..<headEnd.lowerBound]
+            let lines = head.split(separator: "\r\n")
+            guard let status = lines.first?.split(separator: " ").dropFirst().first else { break }
+            let fields = Dictionary(
+                lines.dropFirst().compactMap { line -> (String, String)? in
+                    guard let colon = line.firstIndex(of: ":") else { return nil }
+                    return (line[..<colon].lowercased(), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
+                }, uniquingKeysWith: { first, _ in first })
+            var body = rest[headEnd.upperBound...]
+            if let length = fields["content-length"].flatMap({ Int($0) }) {
+                guard body.utf8.count >= length else { break }
+                body = Substring(body.utf8.dropFirst(length))
+            } else if fields["transfer-encoding"]?.lowercased() == "chunked" {
+                while let sizeEnd = body.range(of: "\r\n"), let size = Int(body[..<sizeEnd.lowerBound], radix: 16) {
+                    let afterSize = body[sizeEnd.upperBound...]
+                    guard afterSize.utf8.count >= size + 2 else { return (statuses, String(rest)) }
+                    body = Substring(afterSize.utf8.dropFirst(size + 2))
+                    if size == 0 { break }
+                }
+            }
+            statuses.append(String(status))
+            rest = body
+        }
+        return (statuses, String(rest))
     }
 
     private static func connected(port: Int) throws -> Int32 {
