@@ -88,6 +88,10 @@ public struct PostgresTimestamp: Sendable, Hashable, Comparable, CustomStringCon
         }
         let days = CivilDate(year: Int64(year), month: Int64(month), day: Int64(day)).daysSinceEpoch
         let local = days * 86_400 + Int64(hour) * 3600 + Int64(minute) * 60 + Int64(second)
-        self.microsecondsSinceEpoch = (local - offsetSeconds) * 1_000_000 + micros
+        // PostgreSQL's last timestamp (294276-12-31) is past Int64's microseconds (294247): nil, not a trap.
+        let (seconds, late) = (local - offsetSeconds).multipliedReportingOverflow(by: 1_000_000)
+        let (microseconds, later) = seconds.addingReportingOverflow(micros)
+        guard !late, !later else { return nil }
+        self.microsecondsSinceEpoch = microseconds
     }
 }
