@@ -32,8 +32,10 @@ public struct MetricTerms: Sendable, Hashable {
         self.init(quota: quota, enforcement: enforcement, charge: quota.map { .standard(included: $0, unitPrice: overageRate) })
     }
 
-    /// Whether the quota is the "Unlimited" sentinel (or there is none).
-    public var isUnlimited: Bool { quota.map { $0 >= Self.unlimitedQuota } ?? true }
+    /// Whether the quota is the "Unlimited" sentinel, exactly (or there is none). A plan's
+    /// own larger quota is a quota: as "at least 999999" a plan allowing 5,000,000 calls
+    /// never sent quota.exceeded nor fired a percentage alert.
+    public var isUnlimited: Bool { quota.map { $0 == Self.unlimitedQuota } ?? true }
 
     /// The price per unit of a `standard` charge (zero for the other models, or none).
     public var overageRate: UnitPrice {

@@ -23,6 +23,10 @@ struct MetricStandingTests {
         #expect(try standing("5", quota: nil).percent == nil)
         #expect(try standing("5", quota: "999999").isUnlimited)
         #expect(try standing("5", quota: "999999").level == nil)
+        // Only the sentinel: a larger quota is a quota, reached and exceeded as any other.
+        #expect(try !standing("5", quota: "5000000").isUnlimited)
+        #expect(try standing("5000001", quota: "5000000").level == .high)
+        #expect(try standing("5000001", quota: "5000000").percent == 100)
     }
 
     @Test("random values and quotas: percent and band equal a reference in exact rational arithmetic")
