@@ -83,9 +83,13 @@ public struct PostgresTimestamp: Sendable, Hashable, Comparable, CustomStringCon
             }
             if next < bytes.count, bytes[next] == UInt8(ascii: ":"), let seconds = DecimalDigits.number(bytes, next + 1, 2) {
                 offset += Int64(seconds)
+                next += 3
             }
             offsetSeconds = sign * offset
+            index = next
         }
+        // Anything after it (" BC": a year before 1 AD, which Tally never writes) is refused, not read as AD.
+        guard index == bytes.count else { return nil }
         let days = CivilDate(year: Int64(year), month: Int64(month), day: Int64(day)).daysSinceEpoch
         let local = days * 86_400 + Int64(hour) * 3600 + Int64(minute) * 60 + Int64(second)
         // PostgreSQL's last timestamp (294276-12-31) is past Int64's microseconds (294247): nil, not a trap.

@@ -81,16 +81,31 @@ public enum StripeEventApplier {
         }
         let owed = try StripeAmounts.stripeAmount(payment.totalCents, currency: payment.currency, what: invoice)
         // Stripe's total is ours to the cent (the pusher finalizes nothing else; an emulator
-        // shows a credit as 0). What was charged may be less: a credit balance (our credit
-        // invoices pushed) pays part or all of it, so `amount_paid` is no measure of it.
+        // shows a credit as 0).
         if let total = payment.stripeTotal, total != owed, !(owed < 0 && total == 0) {
             throw PaymentMismatch(
                 description: "the paid Stripe invoice totals \(total) in Stripe's unit of \(currency), \(invoice) totals \(owed); left open")
         }
-        if let remaining = payment.amountRemaining, remaining > 0 {
-            throw PaymentMismatch(description: "Stripe reports \(remaining) in its unit of \(currency) still due on \(invoice); left open")
+        // A credit note issued in Stripe before payment lowered what was collected; Tally's invoice has none.
+        if let credited = payment.prePaymentCredited, credited != 0 {
+            throw PaymentMismatch(
+                description: "Stripe credited \(credited) in its unit of \(currency) on it before payment, \(invoice) has no such credit; left open")
         }
-        if payment.stripeTotal == nil, payment.amountRemaining == nil, let paid = payment.amountPaid, paid < owed {
+        // What settled it: the charge, and the customer's balance it moved (a credit balance,
+        // from our credit invoices pushed, pays part or all of it; `amount_paid` alone is no
+        // measure of it).
+        if let paid = payment.amountPaid, let starting = payment.startingBalance, let ending = payment.endingBalance {
+            let settled = paid + (ending - starting)
+            guard settled >= owed else {
+                throw PaymentMismatch(
+                    description: "Stripe reports \(settled) settled (paid and from the customer's balance) in its unit of \(currency), "
+                        + "\(invoice) totals \(owed); left open")
+            }
+        } else if let remaining = payment.amountRemaining {
+            guard remaining <= 0 else {
+                throw PaymentMismatch(description: "Stripe reports \(remaining) in its unit of \(currency) still due on \(invoice); left open")
+            }
+        } else if let paid = payment.amountPaid, paid < owed {
             throw PaymentMismatch(description: "Stripe reports \(paid) paid in its unit of \(currency), \(invoice) totals \(owed); left open")
         }
     }
@@ -115,9 +130,10 @@ public enum StripeEventApplier {
     ///   only set to end later (it was left to run to that end);
     /// - at period end: at the end of our period containing now, or at the last invoiced
     ///   period's end when that is later (the period after it was billed too);
-    /// - ended by a scheduled end run out (`cancel_at_period_end`, ended at Stripe's period
-    ///   end): as at period end, ours kept if it has an end. Stripe's mirror is monthly:
-    ///   its end cut a yearly or differently anchored subscription of ours short.
+    /// - ended by a scheduled end run out (`cancel_at_period_end`, ended where Stripe was set
+    ///   to end it): at the end of our period containing that end, or ours if it ends sooner.
+    ///   Stripe's mirror is monthly: its end cut a yearly or differently anchored subscription
+    ///   of ours short.
     /// Stripe undoing a scheduled end (`cancel_at_period_end` back to false) is not applied:
     /// our API has no undo either (README "Left").
     private static func applySubscriptionEvent(_ eventID: String, now: Date, on connection: isolated PostgresConnection) throws {
@@ -134,10 +150,16 @@ public enum StripeEventApplier {
                 return false
             }
         }
-        // A scheduled end run out: Stripe ended it at its own period end (or, not saying, the event has the flag).
-        let ranOut = ended && change.cancelAtPeriodEnd && (change.endedAt == nil || change.stripePeriodEnd.map { change.endedAt! >= $0 } ?? true)
+        // A scheduled end run out: Stripe ended it where it was set to end (`cancel_at`, else
+        // its period's end). Not saying where, it was ended outright.
+        let ranOut =
+            if ended, change.cancelAtPeriodEnd, let endedAt = change.endedAt, let scheduled = change.scheduledEnd {
+                endedAt >= scheduled.addingTimeInterval(-1)
+            } else {
+                false
+            }
         if ranOut {
-            guard !change.hasEnd else { return }
+            // At our period end containing Stripe's end (an end ours has is kept unless this is sooner).
             let at = min(change.endedAt ?? now, now)
             if let last = change.lastInvoicedPeriodEnd, last >= at {
                 _ = try cancel(at: last, atPeriodEnd: false)

@@ -201,7 +201,7 @@ struct StripePushTests {
     }
 
     @Test(
-        "Stripe's subscription events: a deletion ends ours when Stripe ended it, even one set to end at its period end; an end at period end after a period billed ahead ends at that period's end"
+        "Stripe's subscription events: a deletion ends ours when Stripe ended it, even one set to end at its period end; a scheduled end run out ends ours at our period end; an end at period end after a period billed ahead ends at that period's end"
     )
     func subscriptionEndsAsStripeSays() async throws {
         let fixture = try await InvoicingFixture.make()
@@ -216,47 +216,63 @@ struct StripePushTests {
         let secondSubscription = try await fixture.subscribe(second, plan: "starter", start: start)
         let billedUntil = adding(months: 3, to: start)
         try await fixture.bill(asOf: billedUntil.addingTimeInterval(7200), tenants: [second])
-        // Two set to end at period end in Stripe, whose monthly mirror then ran out at its own
-        // period end an hour ago (ours are anchored elsewhere): one whose scheduled end we
-        // applied, one whose scheduled end we never heard of.
+        // Three Stripe ended where it was set to end, its monthly mirror's period end an hour
+        // ago (ours are anchored elsewhere): one whose scheduled end we applied, one whose
+        // scheduled end we never heard of (API versions from 2025-03-31 give the period's end
+        // on the subscription's items), one ours was set to end months later (by an operator).
         let third = try await fixture.tenant()
         let thirdSubscription = try await fixture.subscribe(third, plan: "starter", start: start)
         let fourth = try await fixture.tenant()
         let fourthSubscription = try await fixture.subscribe(fourth, plan: "starter", start: start)
+        let fifth = try await fixture.tenant()
+        let fifthSubscription = try await fixture.subscribe(fifth, plan: "starter", start: start, endsAt: adding(months: 6, to: start))
         let (firstStripe, secondStripe) = ("sub_first_\(run)", "sub_second_\(run)")
-        let (thirdStripe, fourthStripe) = ("sub_third_\(run)", "sub_fourth_\(run)")
+        let (thirdStripe, fourthStripe, fifthStripe) = ("sub_third_\(run)", "sub_fourth_\(run)", "sub_fifth_\(run)")
         for (subscription, stripe) in [
             (firstSubscription, firstStripe), (secondSubscription, secondStripe), (thirdSubscription, thirdStripe),
-            (fourthSubscription, fourthStripe),
+            (fourthSubscription, fourthStripe), (fifthSubscription, fifthStripe),
         ] {
             try await fixture.database.query("UPDATE subscriptions SET stripe_subscription_id = $2 WHERE id = $1", [subscription, stripe])
         }
         let endedAt = Int64(TestClock.now().timeIntervalSince1970) - 3600
-        let events = ["evt_sched_\(run)", "evt_del_\(run)", "evt_ahead_\(run)", "evt_sched3_\(run)", "evt_ranout3_\(run)", "evt_ranout4_\(run)"]
+        let events = [
+            "evt_sched_\(run)", "evt_del_\(run)", "evt_ahead_\(run)", "evt_sched3_\(run)", "evt_ranout3_\(run)", "evt_ranout4_\(run)",
+            "evt_ranout5_\(run)",
+        ]
+        // The first's deletion is outright, as Stripe sends it from 2025-03-31 on: the flag
+        // still set, no period end on the subscription.
         try await fixture.database.query(
             """
             INSERT INTO stripe_webhook_events (event_id, type, payload, received_at) VALUES
               ($1, 'customer.subscription.updated', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                  'id', $7::text, 'status', 'active', 'cancel_at_period_end', true))), now() - interval '5 seconds'),
+                  'id', $8::text, 'status', 'active', 'cancel_at_period_end', true))), now() - interval '6 seconds'),
               ($2, 'customer.subscription.deleted', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                  'id', $7::text, 'status', 'canceled', 'ended_at', $11::bigint, 'canceled_at', $11::bigint))), now() - interval '4 seconds'),
+                  'id', $8::text, 'status', 'canceled', 'cancel_at_period_end', true, 'ended_at', $13::bigint, 'canceled_at', $13::bigint))),
+               now() - interval '5 seconds'),
               ($3, 'customer.subscription.updated', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                  'id', $8::text, 'status', 'active', 'cancel_at_period_end', true))), now() - interval '3 seconds'),
+                  'id', $9::text, 'status', 'active', 'cancel_at_period_end', true))), now() - interval '4 seconds'),
               ($4, 'customer.subscription.updated', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                  'id', $9::text, 'status', 'active', 'cancel_at_period_end', true))), now() - interval '2 seconds'),
+                  'id', $10::text, 'status', 'active', 'cancel_at_period_end', true))), now() - interval '3 seconds'),
               ($5, 'customer.subscription.deleted', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                  'id', $9::text, 'status', 'canceled', 'cancel_at_period_end', true, 'current_period_end', $11::bigint,
-                  'ended_at', $11::bigint, 'canceled_at', $11::bigint - 86400))), now() - interval '1 second'),
+                  'id', $10::text, 'status', 'canceled', 'cancel_at_period_end', true, 'current_period_end', $13::bigint,
+                  'ended_at', $13::bigint, 'canceled_at', $13::bigint - 86400))), now() - interval '2 seconds'),
               ($6, 'customer.subscription.deleted', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                  'id', $10::text, 'status', 'canceled', 'cancel_at_period_end', true, 'current_period_end', $11::bigint,
-                  'ended_at', $11::bigint, 'canceled_at', $11::bigint - 86400))), now())
+                  'id', $11::text, 'status', 'canceled', 'cancel_at_period_end', true,
+                  'items', jsonb_build_object('data', jsonb_build_array(jsonb_build_object('current_period_end', $13::bigint))),
+                  'ended_at', $13::bigint, 'canceled_at', $13::bigint - 86400))), now() - interval '1 second'),
+              ($7, 'customer.subscription.deleted', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                  'id', $12::text, 'status', 'canceled', 'cancel_at_period_end', true, 'cancel_at', $13::bigint,
+                  'ended_at', $13::bigint, 'canceled_at', $13::bigint - 86400))), now())
             """,
-            [events[0], events[1], events[2], events[3], events[4], events[5], firstStripe, secondStripe, thirdStripe, fourthStripe, endedAt])
+            [
+                events[0], events[1], events[2], events[3], events[4], events[5], events[6], firstStripe, secondStripe, thirdStripe,
+                fourthStripe, fifthStripe, endedAt,
+            ])
         try await withCleanup {
-            try await fixture.waitUntil("the six events applied") {
+            try await fixture.waitUntil("the seven events applied") {
                 try await fixture.database.query(
                     "SELECT count(*) FROM stripe_webhook_events WHERE event_id = ANY($1::text[]) AND processed_at IS NOT NULL",
-                    [PostgresTextArray(events)])[0].decode(0, as: Int.self) == 6
+                    [PostgresTextArray(events)])[0].decode(0, as: Int.self) == 7
             }
             func endsAt(_ subscription: UUID) async throws -> Date? {
                 try await fixture.database.query("SELECT ends_at FROM subscriptions WHERE id = $1", [subscription])[0].decode(0, as: Date?.self)
@@ -265,10 +281,11 @@ struct StripePushTests {
             #expect(try await endsAt(firstSubscription) == Date(timeIntervalSince1970: TimeInterval(endedAt)))
             // At the end of the last period billed (it ran one period past it).
             #expect(try await endsAt(secondSubscription) == billedUntil)
-            // Both at the end of our period containing now (Stripe's mirror's end cut them short).
+            // All three at the end of our period containing now (Stripe's mirror's end cut them short; the fifth's ran months on).
             let ourPeriodEnd = adding(months: 3, to: start)
             #expect(try await endsAt(thirdSubscription) == ourPeriodEnd)
             #expect(try await endsAt(fourthSubscription) == ourPeriodEnd)
+            #expect(try await endsAt(fifthSubscription) == ourPeriodEnd)
         } cleanup: {
             try await fixture.database.query("DELETE FROM stripe_webhook_events WHERE event_id = ANY($1::text[])", [PostgresTextArray(events)])
             await fixture.close()
@@ -288,45 +305,55 @@ struct StripePushTests {
         let ours = invoice.id.uuidString.lowercased()
         let run = UUID().uuidString.prefix(8)
         let (tooLittle, otherCustomer, failure, paid) = ("evt_little_\(run)", "evt_other_\(run)", "evt_fail_\(run)", "evt_paid_\(run)")
-        let (otherTotal, stillDue) = ("evt_total_\(run)", "evt_due_\(run)")
-        let events = [tooLittle, otherCustomer, otherTotal, stillDue, failure, paid]
+        let (otherTotal, stillDue, credited, short) = ("evt_total_\(run)", "evt_due_\(run)", "evt_credit_\(run)", "evt_short_\(run)")
+        let events = [tooLittle, otherCustomer, otherTotal, stillDue, credited, short, failure, paid]
         try await withCleanup {
             // The tenant's Stripe customer is known. As the billing API stores verified
             // events, oldest first: 1 JPY "paying" it; another customer's invoice naming
-            // ours; an invoice of another total; one with an amount still due; a failure
-            // with Stripe's amount in another unit.
+            // ours; an invoice of another total; one with an amount still due; one a credit
+            // note issued in Stripe lowered before payment; one saying only that 1 USD cent
+            // was paid; a failure with Stripe's amount in another unit.
             try await fixture.database.query("UPDATE tenants SET stripe_customer_id = $2 WHERE id = $1", [tenant, "cus_ours_\(run)"])
             try await fixture.database.query(
                 """
                 INSERT INTO stripe_webhook_events (event_id, type, payload, received_at) VALUES
                   ($1, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                      'id', 'in_little', 'amount_paid', 1, 'currency', 'jpy', 'metadata', jsonb_build_object('tally_invoice_id', $6::text)))),
-                   now() - interval '4 seconds'),
+                      'id', 'in_little', 'amount_paid', 1, 'currency', 'jpy', 'metadata', jsonb_build_object('tally_invoice_id', $8::text)))),
+                   now() - interval '7 seconds'),
                   ($2, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                      'id', 'in_other', 'customer', 'cus_someone_else', 'amount_paid', $7::bigint, 'currency', 'usd',
-                      'metadata', jsonb_build_object('tally_invoice_id', $6::text)))),
-                   now() - interval '3 seconds'),
+                      'id', 'in_other', 'customer', 'cus_someone_else', 'amount_paid', $9::bigint, 'currency', 'usd',
+                      'metadata', jsonb_build_object('tally_invoice_id', $8::text)))),
+                   now() - interval '6 seconds'),
                   ($3, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                      'id', 'in_total', 'total', 1, 'amount_paid', 1, 'amount_remaining', 0, 'currency', 'USD',
-                      'metadata', jsonb_build_object('tally_invoice_id', $6::text)))),
-                   now() - interval '2 seconds'),
+                      'id', 'in_total', 'total', $9::bigint + 100, 'amount_paid', $9::bigint + 100, 'amount_remaining', 0, 'currency', 'USD',
+                      'metadata', jsonb_build_object('tally_invoice_id', $8::text)))),
+                   now() - interval '5 seconds'),
                   ($4, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                      'id', 'in_due', 'total', $7::bigint, 'amount_paid', 1, 'amount_remaining', $7::bigint - 1, 'currency', 'usd',
-                      'metadata', jsonb_build_object('tally_invoice_id', $6::text)))),
-                   now() - interval '1 second'),
-                  ($5, 'invoice.payment_failed', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                      'id', 'in_fail', 'amount_due', 500000, 'currency', 'usd', 'metadata', jsonb_build_object('tally_invoice_id', $6::text)))),
+                      'id', 'in_due', 'total', $9::bigint, 'amount_paid', 1, 'amount_remaining', $9::bigint - 1, 'currency', 'usd',
+                      'metadata', jsonb_build_object('tally_invoice_id', $8::text)))),
+                   now() - interval '4 seconds'),
+                  ($5, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                      'id', 'in_credit', 'total', $9::bigint, 'pre_payment_credit_notes_amount', 100, 'amount_due', $9::bigint - 100,
+                      'amount_paid', $9::bigint - 100, 'amount_remaining', 0, 'starting_balance', 0, 'ending_balance', 0, 'currency', 'usd',
+                      'metadata', jsonb_build_object('tally_invoice_id', $8::text)))),
+                   now() - interval '3 seconds'),
+                  ($6, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                      'id', 'in_short', 'amount_paid', 1, 'currency', 'usd', 'metadata', jsonb_build_object('tally_invoice_id', $8::text)))),
+                   now() - interval '2 seconds'),
+                  ($7, 'invoice.payment_failed', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                      'id', 'in_fail', 'amount_due', 500000, 'currency', 'usd', 'metadata', jsonb_build_object('tally_invoice_id', $8::text)))),
                    now())
-                """, [tooLittle, otherCustomer, otherTotal, stillDue, failure, ours, invoice.totalCents])
-            try await fixture.waitUntil("the five events applied or set aside") {
+                """, [tooLittle, otherCustomer, otherTotal, stillDue, credited, short, failure, ours, invoice.totalCents])
+            try await fixture.waitUntil("the seven events applied or set aside") {
                 try await fixture.database.query(
                     "SELECT count(*) FROM stripe_webhook_events WHERE event_id = ANY($1::text[]) AND (processed_at IS NOT NULL OR failed_at IS NOT NULL)",
-                    [PostgresTextArray(events)])[0].decode(0, as: Int.self) == 5
+                    [PostgresTextArray(events)])[0].decode(0, as: Int.self) == 7
             }
             #expect(try await fixture.invoices(tenant).first?.status == "open")
             for (event, says) in [
-                (tooLittle, "paid in JPY"), (otherCustomer, "another customer"), (otherTotal, "totals 1 in Stripe's unit"),
-                (stillDue, "\(invoice.totalCents - 1) in its unit of USD still due"),
+                (tooLittle, "paid in JPY"), (otherCustomer, "another customer"), (otherTotal, "totals \(invoice.totalCents + 100) in Stripe's unit"),
+                (stillDue, "\(invoice.totalCents - 1) in its unit of USD still due"), (credited, "credited 100 in its unit of USD"),
+                (short, "Stripe reports 1 paid"),
             ] {
                 let row = try await fixture.database.query(
                     "SELECT failed_at IS NOT NULL, coalesce(error, '') FROM stripe_webhook_events WHERE event_id = $1", [event])[0]
@@ -347,8 +374,8 @@ struct StripePushTests {
                 """
                 INSERT INTO stripe_webhook_events (event_id, type, payload, received_at) VALUES
                   ($1, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                      'id', 'in_paid', 'customer', 'cus_new', 'total', $3::bigint, 'starting_balance', -$3::bigint, 'amount_due', 0,
-                      'amount_paid', 0, 'amount_remaining', 0, 'currency', 'USD', 'metadata', jsonb_build_object('tally_invoice_id', $2::text)))),
+                      'id', 'in_paid', 'customer', 'cus_new', 'total', $3::bigint, 'starting_balance', -$3::bigint, 'ending_balance', 0,
+                      'amount_due', 0, 'amount_paid', 0, 'amount_remaining', 0, 'currency', 'USD', 'metadata', jsonb_build_object('tally_invoice_id', $2::text)))),
                    now())
                 """, [paid, ours, invoice.totalCents])
             try await fixture.waitUntil("the payment applied") { try await fixture.invoices(tenant).first?.status == "paid" }

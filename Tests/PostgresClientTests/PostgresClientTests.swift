@@ -93,13 +93,19 @@ struct PostgresClientTests {
         let days = CivilDate(year: 123_456, month: 3, day: 1).daysSinceEpoch
         #expect(try row.decode(1, as: PostgresTimestamp.self).microsecondsSinceEpoch == (days * 86_400 + 12 * 3600) * 1_000_000 + 250_000)
         #expect(try row.decode(2, as: PostgresTimestamp.self).microsecondsSinceEpoch == 253_402_300_800_000_000 - 1)
-        for text in ["1000-1-15 00:00:00+00", "10000", "abcd-01-01 00:00:00+00", "294248-01-01 00:00:00+00", "294247-12-31 23:59:59.999999-14"] {
+        for text in [
+            "1000-1-15 00:00:00+00", "10000", "abcd-01-01 00:00:00+00", "294248-01-01 00:00:00+00", "294247-12-31 23:59:59.999999-14",
+            "2000-01-01 00:00:00+00 BC",
+        ] {
             #expect((try? PostgresTimestamp(postgresText: text)) == nil, "\(text)")
         }
         // PostgreSQL's last instant is past Int64's microseconds: an error to decode, not a trap.
         let last = try #require(try await pool.query("SELECT '294276-12-31 23:59:59+00'::timestamptz").first)
         #expect(throws: (any Error).self) { try last.decode(0, as: PostgresTimestamp.self) }
         #expect(throws: (any Error).self) { try last.decode(0, as: Date.self) }
+        // A year before 1 AD is not read as the same year AD.
+        let bc = try #require(try await pool.query("SELECT '0044-03-15 00:00:00+00 BC'::timestamptz").first)
+        #expect(throws: (any Error).self) { try bc.decode(0, as: Date.self) }
     }
 
     @Test("session settings reach every session, with UTC kept and the URL's own options kept beside them")

@@ -58,8 +58,10 @@ public enum StripeWebhookEvents {
         /// Stripe's status of the subscription.
         public let status: String?
         public let cancelAtPeriodEnd: Bool
-        /// The end of Stripe's current period of the subscription (`current_period_end`), if the event says.
-        public let stripePeriodEnd: Date?
+        /// When Stripe was set to end it (`cancel_at`: a scheduled end's period end), else the
+        /// end of Stripe's current period (`current_period_end`, on the subscription or, from
+        /// API version 2025-03-31, on its first item), if the event says.
+        public let scheduledEnd: Date?
         /// The end of the subscription's last invoiced period, if any.
         public let lastInvoicedPeriodEnd: Date?
     }
@@ -115,6 +117,11 @@ public enum StripeWebhookEvents {
         public let amountPaid: Int64?
         public let stripeTotal: Int64?
         public let amountRemaining: Int64?
+        /// The customer balance before and after the invoice (Stripe's sign: negative is
+        /// credit), and the credit notes Stripe issued on it before payment, when the event has them.
+        public let startingBalance: Int64?
+        public let endingBalance: Int64?
+        public let prePaymentCredited: Int64?
         public let paidCurrency: String?
         /// The event names a customer other than the tenant's Stripe customer (never when
         /// the tenant has none recorded yet: a push that created it has not committed).
@@ -136,7 +143,8 @@ public enum StripeWebhookEvents {
                 """
                 SELECT invoices.id, invoices.number, invoices.total_cents, invoices.currency, (o ->> 'amount_paid')::bigint,
                        lower(o ->> 'currency'), coalesce(o ->> 'customer' <> t.stripe_customer_id, false),
-                       (o ->> 'total')::bigint, (o ->> 'amount_remaining')::bigint
+                       (o ->> 'total')::bigint, (o ->> 'amount_remaining')::bigint, (o ->> 'starting_balance')::bigint,
+                       (o ->> 'ending_balance')::bigint, (o ->> 'pre_payment_credit_notes_amount')::bigint
                   FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
                   JOIN invoices ON \(matchesEvent)
                   JOIN tenants t ON t.id = invoices.tenant_id
@@ -147,7 +155,9 @@ public enum StripeWebhookEvents {
         return InvoicePayment(
             invoiceID: try row.decode(0), number: try row.decode(1), totalCents: try row.decode(2), currency: try row.decode(3),
             amountPaid: try row.decode(4, as: Int64?.self), stripeTotal: try row.decode(7, as: Int64?.self),
-            amountRemaining: try row.decode(8, as: Int64?.self), paidCurrency: row.text(5), otherCustomer: try row.decode(6, as: Bool.self))
+            amountRemaining: try row.decode(8, as: Int64?.self), startingBalance: try row.decode(9, as: Int64?.self),
+            endingBalance: try row.decode(10, as: Int64?.self), prePaymentCredited: try row.decode(11, as: Int64?.self), paidCurrency: row.text(5),
+            otherCustomer: try row.decode(6, as: Bool.self))
     }
 
     /// Our open invoice `invoice` becomes `paid`, in the caller's transaction.
@@ -234,7 +244,7 @@ public enum StripeWebhookEvents {
                 SELECT s.id, e.type, o ->> 'status', coalesce((o ->> 'cancel_at_period_end')::boolean, false),
                        (SELECT max(period_end) FROM invoices i WHERE i.subscription_id = s.id AND i.kind = 'period'), s.ends_at IS NOT NULL,
                        to_timestamp(coalesce(o ->> 'ended_at', o ->> 'canceled_at')::bigint),
-                       to_timestamp((o ->> 'current_period_end')::bigint)
+                       to_timestamp(coalesce(o ->> 'cancel_at', o ->> 'current_period_end', o #>> '{items,data,0,current_period_end}')::bigint)
                   FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
                   JOIN subscriptions s ON s.stripe_subscription_id = o ->> 'id'
                  WHERE e.event_id = $1
@@ -244,7 +254,7 @@ public enum StripeWebhookEvents {
         return SubscriptionChange(
             subscription: try row.decode(0, as: UUID.self), hasEnd: try row.decode(5, as: Bool.self), endedAt: try row.decode(6, as: Date?.self),
             type: row.text(1), status: row.text(2), cancelAtPeriodEnd: try row.decode(3, as: Bool.self),
-            stripePeriodEnd: try row.decode(7, as: Date?.self), lastInvoicedPeriodEnd: try row.decode(4, as: Date?.self))
+            scheduledEnd: try row.decode(7, as: Date?.self), lastInvoicedPeriodEnd: try row.decode(4, as: Date?.self))
     }
 
     /// The events set aside as failed and not applied since, oldest first; one statement

@@ -273,30 +273,30 @@ public struct SubscriptionStore: Sendable {
         let stored = try Self.locked(id, plans: plans, on: connection)
         let requested = Instant(at)
         if let ends = stored.timeline.endsAt {
-            // Set to end at its period end, it may be canceled now instead (as Stripe allows):
-            // the end moves earlier, never later, and never onto an invoiced period.
-            // Not started yet, canceled as of its start or before: it never starts.
+            // Set to end later, it may be canceled to end sooner (now, at a time, or at the end
+            // of an earlier period, as Stripe allows): the end moves earlier, never later, and
+            // never onto an invoiced period. Not started yet and canceled as of its start or
+            // before, it never starts.
             let neverStarts = Instant(now) < stored.start && requested <= stored.start
             var sooner = stored.timeline
-            sooner.cancel(.immediately(at: requested))
-            if ends > Instant(now), !atPeriodEnd, let earlier = neverStarts ? stored.start : sooner.endsAt, earlier < ends,
+            sooner.cancel(atPeriodEnd ? .atPeriodEnd(requestedAt: requested) : .immediately(at: requested))
+            if ends > Instant(now), ends > stored.start, let earlier = neverStarts ? stored.start : sooner.endsAt, earlier < ends,
                 earlier > stored.start || neverStarts
             {
                 try Self.refuseIfInvoiced(id, from: earlier, on: connection, what: "the cancellation")
                 try connection.query("UPDATE subscriptions SET ends_at = $2, cancel_requested_at = $3 WHERE id = $1", [id, earlier.date, at])
                 return
             }
-            // Canceled at its period end, it is still active until then: say so, not "canceled".
+            // Set to end at a later time, it is still active until then: say so, not "canceled".
             let end = ends.date.ISO8601Format()
             throw SubscriptionRefusal(
                 kind: .conflict, field: "at",
                 message: ends <= Instant(now)
                     ? "the subscription is already canceled"
-                    : atPeriodEnd
-                        ? "the subscription is already set to end at \(end) (canceled at its period end); "
-                            + "cancel it without at_period_end to end it sooner"
-                        : "the subscription is already set to end at \(end) (canceled at its period end); "
-                            + "a cancellation can only bring that end forward: give an `at` before \(end), after its start")
+                    : ends <= stored.start
+                        ? "the subscription is already canceled; it never starts"
+                        : "the subscription is already set to end at \(end); a cancellation can only bring that end forward "
+                            + "(to a time, or a period's end, before \(end) and after its start)")
         }
         let endsAt: Instant
         if Instant(now) < stored.start, requested <= stored.start {
