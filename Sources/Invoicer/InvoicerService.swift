@@ -76,7 +76,7 @@ struct StripeEventService: Service {
         let pool = PostgresPool(configuration: database, size: 1, logger: logger)
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
-                _ = try await pool.withTransaction { try StripeEventApplier.applyPending(on: $0) }
+                _ = try await StripeEventApplier.applyPending(on: pool)
             } catch {
                 logger.warning("applying Stripe events failed; retrying", metadata: ["error": "\(error)"])
             }

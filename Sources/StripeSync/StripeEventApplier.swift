@@ -14,26 +14,42 @@ import TallyStore
 /// none; a payment is applied only in the invoice's currency, for its whole amount, from
 /// the tenant's own customer (else the event is set aside with the reason).
 public enum StripeEventApplier {
-    /// Applies up to 100 pending events; returns how many. Each runs in its own
-    /// savepoint: one that fails (a payload we cannot read, a constraint) is marked
-    /// `failed_at` with the reason (any error: SQL, a payload we cannot read) and the
-    /// others are applied. A lost connection still fails the whole sweep (it is retried).
-    public static func applyPending(now: Date = TallyClock.now(), on connection: isolated PostgresConnection) throws -> Int {
-        let events = try StripeWebhookEvents.claimPending(on: connection)
-        for event in events {
-            let id = event.id
-            do {
-                try connection.withSavepoint("stripe_event") { connection in
-                    try apply(id, type: event.type, now: now, on: connection)
-                    try StripeWebhookEvents.markProcessed(id, on: connection)
-                }
-            } catch {
-                if let error = error as? PostgresError, error.isConnectionError { throw error }
-                let reason = (error as? PostgresError).map { "\($0.message)\($0.detail.map { " (\($0))" } ?? "")" } ?? "\(error)"
-                try StripeWebhookEvents.markFailed(id, reason: reason, on: connection)
+    /// Applies up to 100 pending events, oldest first, each in a transaction of its own;
+    /// returns how many. One that fails (a payload we cannot read, a constraint) is marked
+    /// `failed_at` with the reason and the others are applied. A lost connection, or a
+    /// deadlock or serialization failure, leaves the event pending and ends the sweep (it
+    /// is retried). Each its own transaction: an event ending a subscription takes its
+    /// tenant's usage lock (migration 023), and a hundred in one transaction took them in
+    /// the events' order: a deadlock with a statement taking many in order (a plan
+    /// migration), and the event it hit was set aside as failed.
+    public static func applyPending(now: @Sendable () -> Date = { TallyClock.now() }, on pool: PostgresPool) async throws -> Int {
+        var applied = 0
+        while applied < 100 {
+            let claimed = try await pool.withTransaction { connection -> Bool in
+                guard let event = try StripeWebhookEvents.claimNext(on: connection) else { return false }
+                try applyClaimed(event, now: now(), on: connection)
+                return true
             }
+            guard claimed else { break }
+            applied += 1
         }
-        return events.count
+        return applied
+    }
+
+    /// Applies one claimed event in the caller's transaction, in a savepoint: marked
+    /// processed, or failed with the reason; a connection error or a lost race is rethrown.
+    static func applyClaimed(_ event: StripeWebhookEvents.Pending, now: Date, on connection: isolated PostgresConnection) throws {
+        let id = event.id
+        do {
+            try connection.withSavepoint("stripe_event") { connection in
+                try apply(id, type: event.type, now: now, on: connection)
+                try StripeWebhookEvents.markProcessed(id, on: connection)
+            }
+        } catch {
+            if let error = error as? PostgresError, error.isConnectionError || error.isRetryableConflict { throw error }
+            let reason = (error as? PostgresError).map { "\($0.message)\($0.detail.map { " (\($0))" } ?? "")" } ?? "\(error)"
+            try StripeWebhookEvents.markFailed(id, reason: reason, on: connection)
+        }
     }
 
     /// Applies one stored event.

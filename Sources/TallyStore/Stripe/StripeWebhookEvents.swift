@@ -76,15 +76,15 @@ public enum StripeWebhookEvents {
         return stored != 0
     }
 
-    /// Claims up to 100 events neither applied nor failed, oldest first, locked for the
+    /// Claims the oldest event neither applied nor failed, locked for the
     /// caller's transaction (`FOR UPDATE SKIP LOCKED`: Invoicers share the queue).
-    public static func claimPending(on connection: isolated PostgresConnection) throws -> [Pending] {
-        let events = try connection.query(
+    public static func claimNext(on connection: isolated PostgresConnection) throws -> Pending? {
+        try connection.query(
             """
             SELECT event_id, type FROM stripe_webhook_events WHERE processed_at IS NULL AND failed_at IS NULL
-             ORDER BY received_at LIMIT 100 FOR UPDATE SKIP LOCKED
-            """)
-        return events.map { Pending(id: $0.text(0) ?? "", type: $0.text(1) ?? "") }
+             ORDER BY received_at LIMIT 1 FOR UPDATE SKIP LOCKED
+            """
+        ).first.map { Pending(id: $0.text(0) ?? "", type: $0.text(1) ?? "") }
     }
 
     /// Marks the event applied, in the caller's transaction.
