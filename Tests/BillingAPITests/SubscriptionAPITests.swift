@@ -158,6 +158,15 @@ struct SubscriptionAPITests: BillingAPITestCase {
                 client, "/v1/subscriptions", adminToken,
                 #"{"tenant_id": "\#(third.id)", "plan": "starter", "start": "9999-12-30T00:00:00Z", "trial_days": 30}"#)
             #expect(status == .badRequest && field(body) == "trial_days", "\(body)")
+            // A first period ending in year 10000 could never be billed: refused, naming what moves it there.
+            (status, body) = try await post(
+                client, "/v1/subscriptions", adminToken, #"{"tenant_id": "\#(third.id)", "plan": "starter", "start": "9999-12-15T00:00:00Z"}"#)
+            #expect(status == .badRequest && field(body) == "start", "\(body)")
+            #expect((body["error"] as? [String: Any])?["message"].map { "\($0)".contains("10000-01-15") } == true, "\(body)")
+            (status, body) = try await post(
+                client, "/v1/subscriptions", adminToken,
+                #"{"tenant_id": "\#(third.id)", "plan": "starter", "start": "9999-12-01T00:00:00Z", "trial_days": 25}"#)
+            #expect(status == .badRequest && field(body) == "trial_days", "\(body)")
             #expect(try await post(client, "/v1/plans/\(code)/archive", adminToken, "{}").0 == .ok)
         }
     }

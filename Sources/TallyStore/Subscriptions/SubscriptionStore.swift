@@ -175,6 +175,14 @@ public struct SubscriptionStore: Sendable {
                 throw SubscriptionRefusal(
                     kind: .invalid, field: "trial_days", message: "would end the trial after 9999-12-31; start earlier or ask for a shorter trial")
             }
+            // Its first period must end by 9999 too: one ending in year 10000 could never be billed.
+            let firstEnd = BillingCalendar(anchor: Instant(trialEnd ?? start), interval: plan.interval).boundary(1)
+            if firstEnd.date >= Self.yearTenThousand {
+                throw SubscriptionRefusal(
+                    kind: .invalid, field: trialEnd == nil ? "start" : "trial_days",
+                    message: "its first period would end at \(firstEnd.date.ISO8601Format()), after 9999-12-31, and could never be billed; "
+                        + (trialEnd == nil ? "start earlier" : "start earlier or ask for a shorter trial"))
+            }
             let id = try connection.query(
                 """
                 INSERT INTO subscriptions (tenant_id, status, started_at, trial_end, anchor, billing_interval)
