@@ -294,76 +294,6 @@ struct StripePushTests {
     }
 
     @Test(
-        "Stripe events ending two tenants' subscriptions, while another transaction takes both tenants' usage locks in order: no deadlock, none set aside"
-    )
-    func eventsAppliedOneTransactionEach() async throws {
-        let fixture = try await InvoicingFixture.make()
-        let start = midnight(daysAgo: 70)
-        let run = UUID().uuidString.prefix(8)
-        func bucket(_ tenant: UUID) async throws -> Int {
-            try await fixture.database.query("SELECT (hashtextextended($1::text, 13) & 511)::int", [tenant.uuidString.lowercased()])[0].decode(
-                0, as: Int.self)
-        }
-        // Two tenants whose usage locks are two buckets (migration 023).
-        let first = try await fixture.tenant()
-        let firstSubscription = try await fixture.subscribe(first, plan: "starter", start: start)
-        var second = try await fixture.tenant()
-        while try await bucket(second) == bucket(first) { second = try await fixture.tenant() }
-        let secondSubscription = try await fixture.subscribe(second, plan: "starter", start: start)
-        let (firstStripe, secondStripe) = ("sub_a_\(run)", "sub_b_\(run)")
-        try await fixture.database.query("UPDATE subscriptions SET stripe_subscription_id = $2 WHERE id = $1", [firstSubscription, firstStripe])
-        try await fixture.database.query("UPDATE subscriptions SET stripe_subscription_id = $2 WHERE id = $1", [secondSubscription, secondStripe])
-        let (firstBucket, secondBucket) = (try await bucket(first), try await bucket(second))
-        let events = ["evt_end_b_\(run)", "evt_end_a_\(run)"]
-        let holder = try await PostgresConnection.connect(
-            configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: Logger(label: "test.stripe"))
-        try await withCleanup {
-            // Another transaction (as a plan migration does) holds the first tenant's lock.
-            try await holder.query("BEGIN")
-            try await holder.query("SELECT pg_advisory_xact_lock(13, $1)", [firstBucket])
-            // Stripe ends the second's subscription, then the first's.
-            try await fixture.database.query(
-                """
-                INSERT INTO stripe_webhook_events (event_id, type, payload, received_at) VALUES
-                  ($1, 'customer.subscription.deleted', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                      'id', $3::text, 'status', 'canceled'))), now() - interval '1 second'),
-                  ($2, 'customer.subscription.deleted', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
-                      'id', $4::text, 'status', 'canceled'))), now())
-                """, [events[0], events[1], secondStripe, firstStripe])
-            // The Invoicer reaches the first's event and waits for its lock...
-            try await fixture.waitUntil("the Invoicer waiting for the first tenant's usage lock") {
-                try await fixture.database.query(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 13 AND objid = $1 AND objsubid = 2 AND NOT granted",
-                    [firstBucket])[0].decode(0, as: Int.self) > 0
-            }
-            // ...while the other transaction takes the second's: granted (the event that
-            // took it committed on its own); in one transaction with it, one of the two was
-            // a deadlock's victim — the other transaction, or the event, set aside as failed.
-            try await holder.query("SELECT pg_advisory_xact_lock(13, $1)", [secondBucket])
-            try await holder.query("COMMIT")
-            try await fixture.waitUntil("both events applied") {
-                try await fixture.database.query(
-                    "SELECT count(*) FROM stripe_webhook_events WHERE event_id = ANY($1::text[]) AND (processed_at IS NOT NULL OR failed_at IS NOT NULL)",
-                    [PostgresTextArray(events)])[0].decode(0, as: Int.self) == 2
-            }
-            let failed = try await fixture.database.query(
-                "SELECT event_id, error FROM stripe_webhook_events WHERE event_id = ANY($1::text[]) AND failed_at IS NOT NULL",
-                [PostgresTextArray(events)])
-            #expect(failed.isEmpty, "\(failed.map { "\($0.text(0) ?? ""): \($0.text(1) ?? "")" })")
-            let ended = try await fixture.database.query(
-                "SELECT count(*) FROM subscriptions WHERE id = ANY($1::uuid[]) AND ends_at IS NOT NULL",
-                [PostgresTextArray([firstSubscription.uuidString.lowercased(), secondSubscription.uuidString.lowercased()])])[0].decode(
-                    0, as: Int.self)
-            #expect(ended == 2)
-        } cleanup: {
-            _ = try? await holder.query("ROLLBACK")
-            await holder.close()
-            try await fixture.database.query("DELETE FROM stripe_webhook_events WHERE event_id = ANY($1::text[])", [PostgresTextArray(events)])
-            await fixture.close()
-        }
-    }
-
-    @Test(
         "a payment is applied only for the invoice's whole amount, in its currency, from its tenant's customer; a failure email carries our total, not Stripe's figure"
     )
     func paymentsChecked() async throws {
@@ -606,6 +536,83 @@ struct StripePushTests {
     /// when the subscription starts).
     private func ourInvoices(customer: String) async throws -> [[String: Any]] {
         try await stripe.list("/v1/invoices", ["customer": customer]).filter { ($0["description"] as? String)?.hasPrefix("Tally invoice ") == true }
+    }
+}
+
+/// Holds a tenant's usage lock (class 13) while the Invoicer queues behind it: every
+/// batch storing usage of that lock's tenants waits meanwhile, and a statement taking
+/// every lock (the 20,000-tenant test's subscriptions) stalls the whole parallel phase
+/// behind it. Run in the serial phase (its name matches `SerialTests`).
+@Suite("Invoicer: Stripe events and usage locks SerialTests", .enabled(if: TestEnvironment.disruptive))
+struct StripeEventLockSerialTests {
+    @Test(
+        "Stripe events ending two tenants' subscriptions, while another transaction takes both tenants' usage locks in order: no deadlock, none set aside"
+    )
+    func eventsAppliedOneTransactionEach() async throws {
+        let fixture = try await InvoicingFixture.make()
+        let start = midnight(daysAgo: 70)
+        let run = UUID().uuidString.prefix(8)
+        func bucket(_ tenant: UUID) async throws -> Int {
+            try await fixture.database.query("SELECT (hashtextextended($1::text, 13) & 511)::int", [tenant.uuidString.lowercased()])[0].decode(
+                0, as: Int.self)
+        }
+        // Two tenants whose usage locks are two buckets (migration 023).
+        let first = try await fixture.tenant()
+        let firstSubscription = try await fixture.subscribe(first, plan: "starter", start: start)
+        var second = try await fixture.tenant()
+        while try await bucket(second) == bucket(first) { second = try await fixture.tenant() }
+        let secondSubscription = try await fixture.subscribe(second, plan: "starter", start: start)
+        let (firstStripe, secondStripe) = ("sub_a_\(run)", "sub_b_\(run)")
+        try await fixture.database.query("UPDATE subscriptions SET stripe_subscription_id = $2 WHERE id = $1", [firstSubscription, firstStripe])
+        try await fixture.database.query("UPDATE subscriptions SET stripe_subscription_id = $2 WHERE id = $1", [secondSubscription, secondStripe])
+        let (firstBucket, secondBucket) = (try await bucket(first), try await bucket(second))
+        let events = ["evt_end_b_\(run)", "evt_end_a_\(run)"]
+        let holder = try await PostgresConnection.connect(
+            configuration: try PostgresConfiguration(url: TestEnvironment.databaseURL), logger: Logger(label: "test.stripe"))
+        try await withCleanup {
+            // Another transaction (as a plan migration does) holds the first tenant's lock.
+            try await holder.query("BEGIN")
+            try await holder.query("SELECT pg_advisory_xact_lock(13, $1)", [firstBucket])
+            // Stripe ends the second's subscription, then the first's.
+            try await fixture.database.query(
+                """
+                INSERT INTO stripe_webhook_events (event_id, type, payload, received_at) VALUES
+                  ($1, 'customer.subscription.deleted', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                      'id', $3::text, 'status', 'canceled'))), now() - interval '1 second'),
+                  ($2, 'customer.subscription.deleted', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                      'id', $4::text, 'status', 'canceled'))), now())
+                """, [events[0], events[1], secondStripe, firstStripe])
+            // The Invoicer reaches the first's event and waits for its lock...
+            try await fixture.waitUntil("the Invoicer waiting for the first tenant's usage lock") {
+                try await fixture.database.query(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 13 AND objid = $1 AND objsubid = 2 AND NOT granted",
+                    [firstBucket])[0].decode(0, as: Int.self) > 0
+            }
+            // ...while the other transaction takes the second's: granted (the event that
+            // took it committed on its own); in one transaction with it, one of the two was
+            // a deadlock's victim — the other transaction, or the event, set aside as failed.
+            try await holder.query("SELECT pg_advisory_xact_lock(13, $1)", [secondBucket])
+            try await holder.query("COMMIT")
+            try await fixture.waitUntil("both events applied") {
+                try await fixture.database.query(
+                    "SELECT count(*) FROM stripe_webhook_events WHERE event_id = ANY($1::text[]) AND (processed_at IS NOT NULL OR failed_at IS NOT NULL)",
+                    [PostgresTextArray(events)])[0].decode(0, as: Int.self) == 2
+            }
+            let failed = try await fixture.database.query(
+                "SELECT event_id, error FROM stripe_webhook_events WHERE event_id = ANY($1::text[]) AND failed_at IS NOT NULL",
+                [PostgresTextArray(events)])
+            #expect(failed.isEmpty, "\(failed.map { "\($0.text(0) ?? ""): \($0.text(1) ?? "")" })")
+            let ended = try await fixture.database.query(
+                "SELECT count(*) FROM subscriptions WHERE id = ANY($1::uuid[]) AND ends_at IS NOT NULL",
+                [PostgresTextArray([firstSubscription.uuidString.lowercased(), secondSubscription.uuidString.lowercased()])])[0].decode(
+                    0, as: Int.self)
+            #expect(ended == 2)
+        } cleanup: {
+            _ = try? await holder.query("ROLLBACK")
+            await holder.close()
+            try await fixture.database.query("DELETE FROM stripe_webhook_events WHERE event_id = ANY($1::text[])", [PostgresTextArray(events)])
+            await fixture.close()
+        }
     }
 }
 
