@@ -24,11 +24,18 @@ public enum StripeEventApplier {
     /// migration), and the event it hit was set aside as failed.
     public static func applyPending(now: @Sendable () -> Date = { TallyClock.now() }, on pool: PostgresPool) async throws -> Int {
         var applied = 0
+        var lostRaces = 0
         while applied < 100 {
-            let claimed = try await pool.withTransaction { connection -> Bool in
-                guard let event = try StripeWebhookEvents.claimNext(on: connection) else { return false }
-                try applyClaimed(event, now: now(), on: connection)
-                return true
+            let claimed: Bool
+            do {
+                claimed = try await pool.withTransaction { connection -> Bool in
+                    guard let event = try StripeWebhookEvents.claimNext(on: connection) else { return false }
+                    try applyClaimed(event, now: now(), on: connection)
+                    return true
+                }
+            } catch let error as PostgresError where error.isRetryableConflict && lostRaces < 3 {
+                lostRaces += 1  // at once again (the race is over), a few times, then at the next sweep
+                continue
             }
             guard claimed else { break }
             applied += 1
@@ -110,7 +117,10 @@ public enum StripeEventApplier {
         // What settled it: the charge, and the customer's balance it moved (a credit balance,
         // from our credit invoices pushed, pays part or all of it; `amount_paid` alone is no
         // measure of it).
-        if let paid = payment.amountPaid, let starting = payment.startingBalance, let ending = payment.endingBalance {
+        if payment.paidOutOfBand {
+            // Marked paid in Stripe by someone who received the money elsewhere (a wire): a
+            // payment of the whole invoice, whatever Stripe's API version says it charged.
+        } else if let paid = payment.amountPaid, let starting = payment.startingBalance, let ending = payment.endingBalance {
             let settled = paid + (ending - starting)
             guard settled >= owed else {
                 throw PaymentMismatch(

@@ -15,7 +15,8 @@ import NIOHTTPTypesHTTP1
 /// an HTTP/1.0 request's expectation is ignored (RFC 9110 §10.1.1; an HTTP/1.0 client
 /// cannot read an interim answer). And the interim answer never goes out in the middle of
 /// another response: a request read while answers to earlier pipelined requests are still
-/// being written gets its `100 Continue` once those are written, just before its own turn.
+/// being written gets its `100 Continue` once those are written, just before its own turn;
+/// none behind an answer saying `Connection: close`, after which the connection is closed.
 final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -54,21 +55,30 @@ final class ExpectContinueHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let part = unwrapOutboundIn(data)
-        context.write(data, promise: promise)
-        switch part {
+        switch unwrapOutboundIn(data) {
         case .head(let head) where head.status.code >= 200 && !head.isKeepAlive:
             // This answer closes the connection: no request after it is read, so none is
             // invited to send its body.
             closing = true
             owed.removeAll()
+            context.write(data, promise: promise)
+        case .end where closing:
+            responses += 1
+            // Closed once written, as the answer said (RFC 9112 §9.6): Hummingbird closes
+            // only when the request asked, and went on reading pipelined requests.
+            let written = context.eventLoop.makePromise(of: Void.self)
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            written.futureResult.whenComplete { _ in bound.value.close(promise: nil) }
+            promise.map { written.futureResult.cascade(to: $0) }
+            context.write(data, promise: written)
         case .end:
             responses += 1
-            if !closing, let version = owed.removeValue(forKey: responses + 1) {
+            context.write(data, promise: promise)
+            if let version = owed.removeValue(forKey: responses + 1) {
                 sendContinue(context: context, version: version)
             }
         default:
-            break
+            context.write(data, promise: promise)
         }
     }
 

@@ -229,6 +229,22 @@ struct StripeWebhookTests: BillingAPITestCase {
         try await waitUntil("the card is removed") {
             try await pool.query("SELECT count(*) FROM payment_methods WHERE provider_id = $1", [card])[0].decode(0, as: Int.self) == 0
         }
+        // An update of the card delivered after its detachment (Stripe does not order its
+        // deliveries, and Invoicers apply events side by side) does not bring it back.
+        let lateID = "evt_late_\(UUID().uuidString)"
+        let late =
+            #"{"id": "\#(lateID)", "type": "payment_method.updated", "data": {"object": {"id": "\#(card)", "object": "payment_method", "type": "card", "customer": "\#(customer)", "card": {"brand": "mastercard", "last4": "4444", "exp_month": 4, "exp_year": 2032}}}}"#
+        try await app().test(.router) { client in
+            try await client.execute(uri: "/v1/stripe/webhook", method: .post, headers: signed(late, at: now), body: ByteBuffer(string: late)) {
+                response in
+                #expect(response.status == .ok)
+            }
+        }
+        try await waitUntil("the late update applied") {
+            try await pool.query("SELECT processed_at IS NOT NULL FROM stripe_webhook_events WHERE event_id = $1", [lateID]).first?.decode(
+                0, as: Bool.self) == true
+        }
+        #expect(try await pool.query("SELECT count(*) FROM payment_methods WHERE provider_id = $1", [card])[0].decode(0, as: Int.self) == 0)
         await pool.close()
     }
 

@@ -307,7 +307,8 @@ struct StripePushTests {
         let run = UUID().uuidString.prefix(8)
         let (tooLittle, otherCustomer, failure, paid) = ("evt_little_\(run)", "evt_other_\(run)", "evt_fail_\(run)", "evt_paid_\(run)")
         let (otherTotal, stillDue, credited, short) = ("evt_total_\(run)", "evt_due_\(run)", "evt_credit_\(run)", "evt_short_\(run)")
-        let events = [tooLittle, otherCustomer, otherTotal, stillDue, credited, short, failure, paid]
+        let outOfBand = "evt_wire_\(run)"
+        let events = [tooLittle, otherCustomer, otherTotal, stillDue, credited, short, failure, paid, outOfBand]
         try await withCleanup {
             // The tenant's Stripe customer is known. As the billing API stores verified
             // events, oldest first: 1 JPY "paying" it; another customer's invoice naming
@@ -380,6 +381,24 @@ struct StripePushTests {
                    now())
                 """, [paid, ours, invoice.totalCents])
             try await fixture.waitUntil("the payment applied") { try await fixture.invoices(tenant).first?.status == "paid" }
+
+            // The next period's invoice marked paid in Stripe by finance, who received a wire:
+            // nothing charged, no balance moved (as Stripe's API versions before 2025-03-31
+            // report it), paid out of band — paid.
+            try await fixture.bill(asOf: adding(months: 2, to: start).addingTimeInterval(7200), tenants: [tenant])
+            let next = try #require(try await fixture.invoices(tenant).first { $0.id != invoice.id })
+            try await fixture.database.query(
+                """
+                INSERT INTO stripe_webhook_events (event_id, type, payload, received_at) VALUES
+                  ($1, 'invoice.paid', jsonb_build_object('data', jsonb_build_object('object', jsonb_build_object(
+                      'id', 'in_wire', 'total', $3::bigint, 'amount_due', $3::bigint, 'amount_paid', 0, 'amount_remaining', 0,
+                      'starting_balance', 0, 'ending_balance', 0, 'paid_out_of_band', true, 'currency', 'usd',
+                      'metadata', jsonb_build_object('tally_invoice_id', $2::text)))),
+                   now())
+                """, [outOfBand, next.id.uuidString.lowercased(), next.totalCents])
+            try await fixture.waitUntil("the payment out of band applied") {
+                try await fixture.invoices(tenant).first { $0.id == next.id }?.status == "paid"
+            }
         } cleanup: {
             try await fixture.database.query("DELETE FROM stripe_webhook_events WHERE event_id = ANY($1::text[])", [PostgresTextArray(events)])
             await fixture.close()
@@ -556,11 +575,12 @@ struct StripeEventLockSerialTests {
             try await fixture.database.query("SELECT (hashtextextended($1::text, 13) & 511)::int", [tenant.uuidString.lowercased()])[0].decode(
                 0, as: Int.self)
         }
-        // Two tenants whose usage locks are two buckets (migration 023).
-        let first = try await fixture.tenant()
+        // Two tenants whose usage locks are two buckets (migration 023), the first's lower:
+        // the other transaction takes them in order, as every statement taking several does.
+        var pair = (try await fixture.tenant(), try await fixture.tenant())
+        while try await bucket(pair.0) == bucket(pair.1) { pair.1 = try await fixture.tenant() }
+        let (first, second) = try await bucket(pair.0) < bucket(pair.1) ? pair : (pair.1, pair.0)
         let firstSubscription = try await fixture.subscribe(first, plan: "starter", start: start)
-        var second = try await fixture.tenant()
-        while try await bucket(second) == bucket(first) { second = try await fixture.tenant() }
         let secondSubscription = try await fixture.subscribe(second, plan: "starter", start: start)
         let (firstStripe, secondStripe) = ("sub_a_\(run)", "sub_b_\(run)")
         try await fixture.database.query("UPDATE subscriptions SET stripe_subscription_id = $2 WHERE id = $1", [firstSubscription, firstStripe])
@@ -588,9 +608,14 @@ struct StripeEventLockSerialTests {
                     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 13 AND objid = $1 AND objsubid = 2 AND NOT granted",
                     [firstBucket])[0].decode(0, as: Int.self) > 0
             }
-            // ...while the other transaction takes the second's: granted (the event that
-            // took it committed on its own); in one transaction with it, one of the two was
-            // a deadlock's victim — the other transaction, or the event, set aside as failed.
+            // ...having committed the second's event on its own (in one transaction with the
+            // first's, it never commits while that waits)...
+            try await fixture.waitUntil("the second tenant's event committed") {
+                try await fixture.database.query("SELECT processed_at IS NOT NULL FROM stripe_webhook_events WHERE event_id = $1", [events[0]])
+                    .first?.decode(0, as: Bool.self) == true
+            }
+            // ...so the other transaction takes the second's lock: granted. (In one transaction,
+            // one of the two was a deadlock's victim: this one, or the event, set aside as failed.)
             try await holder.query("SELECT pg_advisory_xact_lock(13, $1)", [secondBucket])
             try await holder.query("COMMIT")
             try await fixture.waitUntil("both events applied") {

@@ -208,7 +208,6 @@ struct IngestLimitsTests {
             let port = try #require(client.port)
             let key = fixture.apiKey
             let (old, first, second) = ("[\(event("http10"))]", "[\(event("pipelined-1"))]", "[\(event("pipelined-2"))]")
-            let closer = "[\(event("closing"))]"
             let answers = try await withCheckedThrowingContinuation {
                 (continuation: CheckedContinuation<(http10: String, before: String, after: String, closing: String), any Error>) in
                 Thread.detachNewThread {
@@ -216,7 +215,7 @@ struct IngestLimitsTests {
                         with: Result {
                             let http10 = try RawHTTP.postHTTP10Expecting(port: port, key: key, body: old)
                             let pipelined = try RawHTTP.pipelinedThenExpecting(port: port, key: key, first: first, second: second)
-                            let closing = try RawHTTP.closingThenExpecting(port: port, key: key, first: closer)
+                            let closing = try RawHTTP.oversizedThenExpecting(port: port, key: key)
                             return (http10, pipelined.before, pipelined.after, closing)
                         })
                 }
@@ -228,12 +227,12 @@ struct IngestLimitsTests {
             let parsed = RawHTTP.wholeResponses(answers.before)
             #expect(parsed.statuses == ["202"] && parsed.rest.isEmpty, "before the 100 Continue: \(answers.before)")
             #expect(answers.after.hasPrefix("HTTP/1.1 202"), "\(answers.after.prefix(300))")
-            // Behind an answer that closes the connection, no request is invited to send its body.
+            // Behind an answer that closes the connection (413), no request is invited to send its body.
             let closing = RawHTTP.wholeResponses(answers.closing)
-            #expect(closing.statuses == ["202"] && closing.rest.isEmpty, "\(answers.closing)")
+            #expect(closing.statuses == ["413"] && closing.rest.isEmpty, "\(answers.closing.prefix(600))")
         }
-        let received = try await fixture.receivedEvents(expected: 4, quiet: .seconds(3))
-        #expect(received.ids == ["http10": 1, "pipelined-1": 1, "pipelined-2": 1, "closing": 1])
+        let received = try await fixture.receivedEvents(expected: 3, quiet: .seconds(3))
+        #expect(received.ids == ["http10": 1, "pipelined-1": 1, "pipelined-2": 1])
         try await fixture.tearDown()
     }
 
@@ -333,16 +332,17 @@ enum RawHTTP {
         return (String(decoding: received.dropLast(interim.count), as: UTF8.self), try readToClose(fd))
     }
 
-    /// A whole POST asking the connection to close, and pipelined behind it the head of a
-    /// second asking `Expect: 100-continue`; returns everything read until the close.
-    static func closingThenExpecting(port: Int, key: String, first: String) throws -> String {
+    /// A POST over the body limit (its whole body written; the 413 closes the connection),
+    /// and pipelined behind it the head of a second asking `Expect: 100-continue`; returns
+    /// everything read until the close.
+    static func oversizedThenExpecting(port: Int, key: String) throws -> String {
         let fd = try connected(port: port)
         defer { close(fd) }
         let common = "Host: 127.0.0.1\r\nAuthorization: Bearer \(key)\r\nContent-Type: application/json\r\n"
-        let requests =
-            "POST /v1/events HTTP/1.1\r\n\(common)Content-Length: \(first.utf8.count)\r\nConnection: close\r\n\r\n\(first)"
-            + "POST /v1/events HTTP/1.1\r\n\(common)Content-Length: 2\r\nExpect: 100-continue\r\n\r\n"
-        try sendAll(fd, Array(requests.utf8))
+        let size = 9 << 20
+        try sendAll(fd, Array("POST /v1/events HTTP/1.1\r\n\(common)Content-Length: \(size)\r\n\r\n".utf8))
+        try sendAll(fd, [UInt8](repeating: UInt8(ascii: " "), count: size))
+        try sendAll(fd, Array("POST /v1/events HTTP/1.1\r\n\(common)Content-Length: 2\r\nExpect: 100-continue\r\n\r\n".utf8))
         return try readToClose(fd)
     }
 

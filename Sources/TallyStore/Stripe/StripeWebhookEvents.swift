@@ -122,6 +122,8 @@ public enum StripeWebhookEvents {
         public let startingBalance: Int64?
         public let endingBalance: Int64?
         public let prePaymentCredited: Int64?
+        /// Marked paid in Stripe outside it (`paid_out_of_band`).
+        public let paidOutOfBand: Bool
         public let paidCurrency: String?
         /// The event names a customer other than the tenant's Stripe customer (never when
         /// the tenant has none recorded yet: a push that created it has not committed).
@@ -144,7 +146,8 @@ public enum StripeWebhookEvents {
                 SELECT invoices.id, invoices.number, invoices.total_cents, invoices.currency, (o ->> 'amount_paid')::bigint,
                        lower(o ->> 'currency'), coalesce(o ->> 'customer' <> t.stripe_customer_id, false),
                        (o ->> 'total')::bigint, (o ->> 'amount_remaining')::bigint, (o ->> 'starting_balance')::bigint,
-                       (o ->> 'ending_balance')::bigint, (o ->> 'pre_payment_credit_notes_amount')::bigint
+                       (o ->> 'ending_balance')::bigint, (o ->> 'pre_payment_credit_notes_amount')::bigint,
+                       coalesce(o ->> 'paid_out_of_band' = 'true', false)
                   FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
                   JOIN invoices ON \(matchesEvent)
                   JOIN tenants t ON t.id = invoices.tenant_id
@@ -156,7 +159,8 @@ public enum StripeWebhookEvents {
             invoiceID: try row.decode(0), number: try row.decode(1), totalCents: try row.decode(2), currency: try row.decode(3),
             amountPaid: try row.decode(4, as: Int64?.self), stripeTotal: try row.decode(7, as: Int64?.self),
             amountRemaining: try row.decode(8, as: Int64?.self), startingBalance: try row.decode(9, as: Int64?.self),
-            endingBalance: try row.decode(10, as: Int64?.self), prePaymentCredited: try row.decode(11, as: Int64?.self), paidCurrency: row.text(5),
+            endingBalance: try row.decode(10, as: Int64?.self), prePaymentCredited: try row.decode(11, as: Int64?.self),
+            paidOutOfBand: try row.decode(12, as: Bool.self), paidCurrency: row.text(5),
             otherCustomer: try row.decode(6, as: Bool.self))
     }
 
@@ -190,6 +194,12 @@ public enum StripeWebhookEvents {
                   FROM stripe_webhook_events e CROSS JOIN LATERAL (SELECT e.payload #> '{data,object}' AS o) x
                   JOIN tenants t ON t.stripe_customer_id = o ->> 'customer'
                  WHERE e.event_id = $1 AND o ->> 'type' = 'card'
+                   -- Applied after its detachment (events are applied as received, by several
+                   -- Invoicers): a detached card is gone for good in Stripe, so not added back.
+                   AND NOT EXISTS (
+                       SELECT 1 FROM stripe_webhook_events d
+                        WHERE d.type = 'payment_method.detached' AND d.processed_at IS NOT NULL
+                          AND d.payload #>> '{data,object,id}' = o ->> 'id')
                 """, [id]
             ).first, let providerID = card.text(1)
         else { return nil }
