@@ -153,6 +153,7 @@ def main():
              lambda: psql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'parked_events' "
                           "AND column_name = 'accepted_at'") == "1"),
         29: ("the index stripe_webhook_events_pending", lambda: has_index("stripe_webhook_events_pending")),
+        30: ("the index stripe_webhook_events_detached", lambda: has_index("stripe_webhook_events_detached")),
     }
     down_object, down_present = (None, None) if blocking else objects.get(latest, (None, None))
     if not blocking and down_object is None:
