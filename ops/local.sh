@@ -1123,19 +1123,32 @@ PY
   # A count written N:active first sends one event per tenant, not counted (--warm-up): the
   # tenants are active in their period already, as a SaaS's are after their first request
   # of the month; without it every tenant is new to the Aggregator (its first-seen costs).
-  local drain_events=${TALLY_BENCH_DRAIN_EVENTS:-200000} count warm
-  for count in ${TALLY_BENCH_TENANT_COUNTS:-20 500 5000 50000 50000:active}; do
-    tenants=${count%%:*} warm=""
-    [ "$count" = "$tenants" ] || warm=--warm-up
+  # N:large (or N:active:large) drains with transactions of many times the tenants' count
+  # (32–64 MiB batches, up to 200,000 tenant-hours a transaction): each tenant's rollup
+  # and period-total rows then count several events, at several times the memory (README,
+  # "Performance"); raw COPY + dedup is not timed again for it. It drains at least 1,000,000
+  # events: first to last insert of 200,000 would leave out most of its few batches.
+  local drain_events=${TALLY_BENCH_DRAIN_EVENTS:-200000} count warm large events
+  for count in ${TALLY_BENCH_TENANT_COUNTS:-20 500 5000 50000 50000:active 50000:large}; do
+    tenants=${count%%:*} warm="" large="" events=$drain_events
+    case ":$count:" in *:active:*) warm=--warm-up ;; esac
+    case ":$count:" in *:large:*) large=1 events=$((drain_events > 1000000 ? drain_events : 1000000)) ;; esac
     "$BIN/rabbitmqctl" -q purge_queue aggregator.usage >/dev/null
-    run_id="${run_started}t$tenants${warm:+a}"
-    if "$release/tally-bench" drain-fill --tenants $tenants --events "$drain_events" --per-message 1000 --run-id "$run_id" $warm; then
-      LOG_LEVEL=warning AGGREGATOR_PORT=$((AGGREGATOR_PORT + 100)) \
-        MALLOC_ARENA_MAX=2 start_tally_process aggregator-bench "$release/aggregator" run
+    run_id="${run_started}t$tenants${warm:+a}${large:+l}"
+    if "$release/tally-bench" drain-fill --tenants $tenants --events "$events" --per-message 1000 --run-id "$run_id" $warm; then
+      if [ -n "$large" ]; then
+        AGGREGATOR_BATCH_BYTES=33554432 AGGREGATOR_BATCH_BYTES_MAX=67108864 AGGREGATOR_PREFETCH=400 \
+          AGGREGATOR_TENANT_HOURS_PER_TRANSACTION=200000 LOG_LEVEL=warning AGGREGATOR_PORT=$((AGGREGATOR_PORT + 100)) \
+          MALLOC_ARENA_MAX=2 start_tally_process aggregator-bench "$release/aggregator" run
+      else
+        LOG_LEVEL=warning AGGREGATOR_PORT=$((AGGREGATOR_PORT + 100)) \
+          MALLOC_ARENA_MAX=2 start_tally_process aggregator-bench "$release/aggregator" run
+      fi
       wait_for "the release aggregator" 60 "$LOGS/aggregator-bench.log" curl -fsS "http://127.0.0.1:$((AGGREGATOR_PORT + 100))/healthz"
-      drained=$("$release/tally-bench" drain-wait --run-id "$run_id" --events "$drain_events" --tenants $tenants --per-message 1000 \
+      drained=$("$release/tally-bench" drain-wait --run-id "$run_id" --events "$events" --tenants $tenants --per-message 1000 \
         --aggregator-pid "$(pid_of aggregator-bench)" --aggregator-metrics "http://127.0.0.1:$((AGGREGATOR_PORT + 100))/metrics" \
-        ${reference:+--reference-rate "$reference"} ${reference_raw:+--reference-raw-rate "$reference_raw"} $warm) || true
+        ${reference:+--reference-rate "$reference"} ${reference_raw:+--reference-raw-rate "$reference_raw"} $warm \
+        ${large:+--no-raw --aggregator-setting "large transactions (32–64 MiB batches, 200,000 tenant-hours)"}) || true
       [ -z "$drained" ] || printf '%s\n' "$drained" | grep -v '^drain-rate:\|^drain-raw-rate:' || true
       if [ "$count" = 20 ]; then
         reference=$(printf '%s\n' "$drained" | sed -n 's/^drain-rate: //p')

@@ -171,9 +171,19 @@ public actor PostgresConnection {
             _ = try self.rows(of: start, connection: connection)
             throw PostgresError(.copy, message: "the statement did not start COPY FROM STDIN")
         }
-        var failure: PostgresError?
-        var buffer = prefix
-        if buffer.count >= Self.copyChunk { failure = send(&buffer, connection) }
+        // Rows already in COPY text go from the caller's storage, a chunk at a time: copied
+        // into a buffer of ours, a batch's rows (tens of MiB) would be held twice, and libpq
+        // grows its output buffer to whatever one call hands it.
+        var failure = prefix.withUnsafeBytes { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let chunk = UnsafeRawBufferPointer(rebasing: bytes[offset..<min(offset + Self.copyChunk, bytes.count)])
+                if let error = send(chunk, connection) { return Optional(error) }
+                offset += chunk.count
+            }
+            return nil
+        }
+        var buffer: [UInt8] = []
         buffer.reserveCapacity(Self.copyChunk + 4096)
         for row in rows where failure == nil {
             CopyTextFormat.append(row, to: &buffer)
@@ -208,10 +218,13 @@ public actor PostgresConnection {
     private static let copyChunk = 256 * 1024
 
     private func send(_ buffer: inout [UInt8], _ connection: OpaquePointer) -> PostgresError? {
-        let sent = buffer.withUnsafeBufferPointer { bytes in
-            bytes.withMemoryRebound(to: CChar.self) { PQputCopyData(connection, $0.baseAddress, Int32($0.count)) }
-        }
+        let failure = buffer.withUnsafeBytes { send($0, connection) }
         buffer.removeAll(keepingCapacity: true)
+        return failure
+    }
+
+    private func send(_ bytes: UnsafeRawBufferPointer, _ connection: OpaquePointer) -> PostgresError? {
+        let sent = PQputCopyData(connection, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), Int32(bytes.count))
         return sent == 1 ? nil : connectionError(connection, code: .copy)
     }
 

@@ -237,6 +237,8 @@ struct DrainWaitBench: AsyncParsableCommand {
     @Option(help: "The Aggregator's /metrics URL (started for this drain), for where its time went.") var aggregatorMetrics: String?
     @Flag(help: "drain-fill was given --warm-up: the rate counts from the last warm-up event's insert, and only the events after it.")
     var warmUp = false
+    @Option(help: "How the Aggregator was configured, when not as by default (for the report: named in its sentence and figure).")
+    var aggregatorSetting: String?
 
     static let deadline: Duration = .seconds(600)
     static let pollEvery: Duration = .milliseconds(100)
@@ -265,8 +267,9 @@ struct DrainWaitBench: AsyncParsableCommand {
             throw ValidationError("all \(stored.count) events were inserted at the same instant: publish more events (--events)")
         }
         let rate = Double(stored.count) / stored.seconds
+        let setting = aggregatorSetting.map { ", \($0)" } ?? ""
         var line =
-            "drain: \(tenants) tenants\(warmUp ? " already active in the period" : "") mixed, \(min(tenants, perMessage)) per \(perMessage)-event message: "
+            "drain: \(tenants) tenants\(warmUp ? " already active in the period" : "") mixed\(setting), \(min(tenants, perMessage)) per \(perMessage)-event message: "
             + "\(BenchSupport.format(rate)) events/s (\(warmUp ? "last warm-up insert to last insert, " : "first to last insert of ")"
             + "\(stored.count) events, \(String(format: "%.2f", stored.seconds)) s)"
         if let processes {
@@ -289,7 +292,8 @@ struct DrainWaitBench: AsyncParsableCommand {
                 raw: referenceRate, rawLabel: referenceRate.map { _ in "1 process" })
         } else {
             BenchSupport.record(
-                "drain", "\(tenants) tenants\(warmUp ? " already active" : "") mixed per batch", value: rate, unit: "events/s", raw: referenceRate,
+                "drain", "\(tenants) tenants\(warmUp ? " already active" : "") mixed per batch\(setting)", value: rate, unit: "events/s",
+                raw: referenceRate,
                 rawLabel: referenceRate.map { _ in "20 tenants" },
                 target: tenants >= 50_000 ? "≥ 60 % of 20 tenants" : tenants >= 5_000 ? "≥ 80 % of 20 tenants" : nil)
         }

@@ -221,6 +221,32 @@ struct PostgresClientTests {
         }
     }
 
+    @Test("COPY of rows already in COPY text, many chunks long and cut mid-row between chunks, loads every row once")
+    func copyText() async throws {
+        try await withTable("id bigint PRIMARY KEY, label text") { pool, table in
+            var writer = CopyTextWriter()
+            var expectedLength = 0
+            for id in 1...200_000 {
+                // Labels of varied lengths, so chunk ends fall anywhere in a row.
+                let label = String(repeating: "x", count: id % 23) + "\t\(id)"
+                expectedLength += label.count
+                writer.field(String(id))
+                writer.field(label)
+                writer.endRow()
+            }
+            let text = writer.buffer
+            #expect(text.count > 8 * 256 * 1024)  // several of copyIn's chunks
+            let copied = try await pool.withConnection { connection in
+                try await connection.copyIn("COPY \(table) (id, label) FROM STDIN", text: text)
+            }
+            #expect(copied == 200_000)
+            let summary = try await pool.query("SELECT count(*), sum(id), sum(length(label)) FROM \(table)")[0]
+            #expect(try summary.decode(0, as: Int.self) == 200_000)
+            #expect(try summary.decode(1, as: Int64.self) == 20_000_100_000)
+            #expect(try summary.decode(2, as: Int.self) == expectedLength)
+        }
+    }
+
     @Test("COPY of a bad row fails and loads nothing")
     func copyFailure() async throws {
         try await withTable("id bigint PRIMARY KEY") { pool, table in
