@@ -195,8 +195,11 @@ start_postgres() {
     [ "$(pg_home)/postgres.log" -ef "$LOGS/postgres.log" ] || ln -sfn "$(pg_home)/postgres.log" "$LOGS/postgres.log"
     # log_error_verbosity=terse: an error's DETAIL ("Failing row contains (…)", a key's
     # value) quotes row data — a webhook's signing secret — and stays out of the log.
+    # max_connections=400: the test suite's parallel phase (every suite's pools and
+    # in-process workers beside the stack's own) went past 200 on CI (2026-12-03: "remaining
+    # connection slots are reserved", a webhook answered 503); an idle slot costs little.
     as_postgres "$PG_BIN/pg_ctl" -D "$(pg_data)" -l "$(pg_home)/postgres.log" -w -t 60 \
-      -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$(pg_socket) -c max_connections=200 -c shared_buffers=256MB -c timezone=UTC -c log_error_verbosity=terse" \
+      -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$(pg_socket) -c max_connections=400 -c shared_buffers=256MB -c timezone=UTC -c log_error_verbosity=terse" \
       start >/dev/null || die "PostgreSQL did not start; see $LOGS/postgres.log"
   fi
   head -1 "$(pg_data)/postmaster.pid" >"$RUN/postgres.pid"
