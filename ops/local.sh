@@ -1132,6 +1132,8 @@ PY
   # "Performance"); raw COPY + dedup is not timed again for it. It drains at least 1,000,000
   # events: first to last insert of 200,000 would leave out most of its few batches.
   local drain_events=${TALLY_BENCH_DRAIN_EVENTS:-200000} count warm large events
+  local large_settings="AGGREGATOR_BATCH_BYTES=33554432 AGGREGATOR_BATCH_BYTES_MAX=67108864 AGGREGATOR_PREFETCH=400"
+  large_settings+=" AGGREGATOR_TENANT_HOURS_PER_TRANSACTION=200000"
   for count in ${TALLY_BENCH_TENANT_COUNTS:-20 500 5000 50000 50000:active 50000:large}; do
     tenants=${count%%:*} warm="" large="" events=$drain_events
     case ":$count:" in *:active:*) warm=--warm-up ;; esac
@@ -1139,19 +1141,17 @@ PY
     "$BIN/rabbitmqctl" -q purge_queue aggregator.usage >/dev/null
     run_id="${run_started}t$tenants${warm:+a}${large:+l}"
     if "$release/tally-bench" drain-fill --tenants $tenants --events "$events" --per-message 1000 --run-id "$run_id" $warm; then
-      if [ -n "$large" ]; then
-        AGGREGATOR_BATCH_BYTES=33554432 AGGREGATOR_BATCH_BYTES_MAX=67108864 AGGREGATOR_PREFETCH=400 \
-          AGGREGATOR_TENANT_HOURS_PER_TRANSACTION=200000 LOG_LEVEL=warning AGGREGATOR_PORT=$((AGGREGATOR_PORT + 100)) \
-          MALLOC_ARENA_MAX=2 start_tally_process aggregator-bench "$release/aggregator" run
-      else
+      (
+        # shellcheck disable=SC2086  # the settings are NAME=VALUE words
+        [ -z "$large" ] || export $large_settings
         LOG_LEVEL=warning AGGREGATOR_PORT=$((AGGREGATOR_PORT + 100)) \
           MALLOC_ARENA_MAX=2 start_tally_process aggregator-bench "$release/aggregator" run
-      fi
+      )
       wait_for "the release aggregator" 60 "$LOGS/aggregator-bench.log" curl -fsS "http://127.0.0.1:$((AGGREGATOR_PORT + 100))/healthz"
       drained=$("$release/tally-bench" drain-wait --run-id "$run_id" --events "$events" --tenants $tenants --per-message 1000 \
         --aggregator-pid "$(pid_of aggregator-bench)" --aggregator-metrics "http://127.0.0.1:$((AGGREGATOR_PORT + 100))/metrics" \
         ${reference:+--reference-rate "$reference"} ${reference_raw:+--reference-raw-rate "$reference_raw"} $warm \
-        ${large:+--no-raw --aggregator-setting "large transactions (32–64 MiB batches, 200,000 tenant-hours)"}) || true
+        ${large:+--no-raw --aggregator-setting "large transactions ($large_settings)"}) || true
       [ -z "$drained" ] || printf '%s\n' "$drained" | grep -v '^drain-rate:\|^drain-raw-rate:' || true
       if [ "$count" = 20 ]; then
         reference=$(printf '%s\n' "$drained" | sed -n 's/^drain-rate: //p')
