@@ -84,7 +84,14 @@ public struct Delivery: Sendable {
     public let exchange: String
     public let routingKey: String
     public let properties: AMQPProperties
-    public let body: [UInt8]
+    /// The message's bytes; a worker may drop them once it has read them (`releaseBody`).
+    public private(set) var body: [UInt8]
+
+    /// Drops the body (its memory is freed once nothing else holds it); the delivery is
+    /// still what to ack, nack or reject by.
+    public mutating func releaseBody() {
+        body = []
+    }
 
     /// A delivery as the broker would make it (tests hand these to a worker's handler).
     public init(

@@ -261,6 +261,59 @@ struct ManyTenantsTests {
         try await Self.finish(harness, population)
     }
 
+    @Test(
+        "a batch fed as it arrives is staged a message at a time as decoded, its bodies dropped (an unreadable one's kept), in parts of two messages: every count, total, quota and alert exact, the unreadable reported, the invalid event parked"
+    )
+    func batchStagedAsDecoded() async throws {
+        let harness = try await AggregatorHarness.make()
+        let now = TestClock.now()
+        let population = try await Self.populate(harness, count: 1_000, now: now)
+        let connection = try await AggregatorHarness.connect()
+        let metrics = AggregatorMetrics()
+        var handler = try Self.handler(tenantHoursPerTransaction: 1_000, metrics: metrics)  // a part closes after two messages
+        handler.stagingChunkBytes = 1  // every message's rows COPYed as soon as decoded
+        // Eight messages, each of an event of half the tenants (the even messages the first
+        // half), all in one hour: two messages make a part. The third also resends two ids
+        // of the first and holds an invalid event; an unreadable message comes after the fourth.
+        let time = TestClock.recent(60, before: now)
+        let halves = [Array(population.tenants[..<500]), Array(population.tenants[500...])]
+        var deliveries: [Delivery] = []
+        for message in 0..<8 {
+            var events = halves[message % 2].enumerated().map { index, tenant in
+                usageEventJSON(id: "s\(message)-\(index)", tenant: tenant, time: time)
+            }
+            if message == 2 {
+                events += [
+                    usageEventJSON(id: "s0-0", tenant: halves[0][0], time: time),
+                    usageEventJSON(id: "s0-1", tenant: halves[0][1], time: time),
+                    usageEventJSON(id: "neg", tenant: halves[0][2], quantity: "-1", time: time),
+                ]
+            }
+            deliveries.append(Self.delivery(UInt64(deliveries.count + 1), events))
+            if message == 3 { deliveries.append(Delivery(deliveryTag: UInt64(deliveries.count + 1), body: Array("not json".utf8))) }
+        }
+        let unreadableTag = deliveries[4].deliveryTag
+        var batch = deliveries
+        let outcome = await handler.process(releasingBodies: &batch, in: connection, logger: AggregatorHarness.logger)
+        #expect(outcome.failure == nil)
+        #expect(outcome.poisoned.map(\.deliveryTag) == [unreadableTag])
+        // Every body dropped but the unreadable message's, parked whole by the worker.
+        #expect(batch.filter { !$0.body.isEmpty }.map(\.deliveryTag) == [unreadableTag])
+        #expect(PrometheusText.parse(metrics.render())["tally_aggregator_batches_total"] == 4)
+        let expected = Dictionary(uniqueKeysWithValues: population.tenants.map { ($0, 4) })
+        try await Self.verify(harness, population, expected: expected)
+        let parked = try await harness.database.query(
+            "SELECT code FROM parked_events WHERE tenant_id = $1", [halves[0][2].uuidString.lowercased()]
+        ).map { try $0.decode(0, as: String.self) }
+        #expect(parked == ["out_of_range"])
+        // Delivered again, bodies kept (as after a crash before the ack): nothing counted twice.
+        let readable = deliveries.filter { $0.deliveryTag != unreadableTag }
+        #expect(await handler.process(readable, in: connection, logger: AggregatorHarness.logger).failure == nil)
+        try await Self.verify(harness, population, expected: expected)
+        await connection.close()
+        try await Self.finish(harness, population)
+    }
+
     @Test("a batch written in parts fails in its second part, then is retried message by message: nothing counted or parked twice")
     func failureBetweenParts() async throws {
         let harness = try await AggregatorHarness.make()
@@ -287,11 +340,14 @@ struct ManyTenantsTests {
                     "SELECT code FROM parked_events WHERE tenant_id = $1 ORDER BY id", [tenant.uuidString.lowercased()]
                 ).map { try $0.decode(0, as: String.self) }
             }
-            // The first part commits (a's event counted; g's only set aside), the second fails.
-            #expect(await handler.process([first, second], in: connection, logger: AggregatorHarness.logger).failure != nil)
+            // The first part commits (a's event counted; g's only set aside), the second fails;
+            // fed, the bodies were dropped: the worker requeues it.
+            var batch = [first, second]
+            let failed = await handler.process(releasingBodies: &batch, in: connection, logger: AggregatorHarness.logger)
+            #expect(failed.failure != nil && batch.allSatisfy(\.body.isEmpty))
             #expect(try await harness.storedCounts(tenants) == [tenants[0]: 1])
             #expect(try await parked(ghost).isEmpty)
-            // The worker then splits the batch: each message alone (the second's refused event parked alone).
+            // Redelivered, the worker splits the batch: each message alone (the second's refused event parked alone).
             #expect(await handler.process([first], in: connection, logger: AggregatorHarness.logger).failure == nil)
             #expect(await handler.process([second], in: connection, logger: AggregatorHarness.logger).failure == nil)
             #expect(try await harness.storedCounts(tenants) == [tenants[0]: 1, tenants[1]: 1])

@@ -21,13 +21,45 @@ struct QueueWorkerBatchingTests {
         /// The size asked for after each batch (by its index; none after the others).
         let asks = Mutex<[Int: Int]>([:])
 
+        /// Whether batches of first deliveries are fed as they arrive (`DeliveryFeed`).
+        let streamsBatches: Bool
+        /// When set, a fed batch has each body dropped once read (but that of "poison",
+        /// reported poisoned), and fails.
+        let failsReleasing = Mutex(false)
+        /// The bodies of each fed batch that failed so.
+        let released = Mutex<[[String]]>([])
+        /// The bodies of the deliveries marked redelivered, as handled.
+        let redelivered = Mutex<[String]>([])
+
         var handled: Int { batches.withLock { $0.reduce(0) { $0 + $1.count } } }
+
+        init(streamsBatches: Bool = false) {
+            self.streamsBatches = streamsBatches
+        }
+
+        func process(_ feed: DeliveryFeed, in session: Int, logger: Logger) async -> WorkOutcome {
+            guard failsReleasing.withLock({ $0 }) else {
+                while await feed.next() != nil {}
+                return await process(feed.deliveries, in: session, logger: logger)
+            }
+            var bodies: [String] = []
+            while let delivery = await feed.next() {
+                bodies.append(String(decoding: delivery.body, as: UTF8.self))
+                if bodies.last != "poison" { feed.releaseBody(at: bodies.count - 1) }
+            }
+            released.withLock { $0.append(bodies) }
+            let poisoned = feed.deliveries.filter { !$0.body.isEmpty }.map {
+                WorkOutcome.Poisoned(deliveryTag: $0.deliveryTag, reason: "test poison")
+            }
+            return WorkOutcome(poisoned: poisoned, failure: .failed("test failure after the bodies were read"))
+        }
 
         func openSession(consumer: Int, logger: Logger, shouldStop: @escaping @Sendable () -> Bool) async -> Int? { consumer }
         func closeSession(_ session: Int) async {}
         func process(_ deliveries: [Delivery], in session: Int, logger: Logger) async -> WorkOutcome {
             // "m<i>", without the padding some tests add.
             let bodies = deliveries.map { String(decoding: $0.body.prefix { $0 != UInt8(ascii: " ") }, as: UTF8.self) }
+            redelivered.withLock { $0 += zip(deliveries, bodies).filter { $0.0.redelivered }.map(\.1) }
             let index = batches.withLock { batches in
                 batches.append(bodies)
                 return batches.count - 1
@@ -61,7 +93,11 @@ struct QueueWorkerBatchingTests {
     struct Worker: Sendable {
         /// Publishes `m<i>` for each i of the range, each followed by `padding` spaces.
         let publish: @Sendable (Range<Int>, _ padding: Int) async throws -> Void
+        /// Publishes each body as it is.
+        let publishBodies: @Sendable ([String]) async throws -> Void
         let ready: @Sendable () async throws -> Int
+        /// The messages in the queue's parking lot, taken out (bodies and reasons).
+        let takeParked: @Sendable () async throws -> [(body: String, reason: String?)]
         let unacked: @Sendable () async throws -> Int
         let recorder: Recorder
     }
@@ -69,7 +105,8 @@ struct QueueWorkerBatchingTests {
     /// A worker of one consumer on a queue of its own, `body` run while it consumes; the
     /// queue is deleted afterwards.
     func withWorker(
-        prefetch: UInt16, linger: Duration, batchBytes: Int = 256 << 20, maxBatchBytes: Int = 0, _ body: (Worker) async throws -> Void
+        prefetch: UInt16, linger: Duration, batchBytes: Int = 256 << 20, maxBatchBytes: Int = 0, streams: Bool = false,
+        _ body: (Worker) async throws -> Void
     ) async throws {
         let queue = "test.worker.\(UUID().uuidString.prefix(8).lowercased())"
         let amqp = try AMQPConfiguration(url: TestEnvironment.amqpURL, connectionName: "tally-test-worker")
@@ -80,12 +117,15 @@ struct QueueWorkerBatchingTests {
         settings.linger = linger
         settings.batchBytes = batchBytes
         settings.maxBatchBytes = maxBatchBytes
-        settings.topology = Topology(exchanges: [], queues: [.init(name: queue, arguments: [:])], bindings: [])
+        // A work queue as Tally's are (quorum, with its parking lot and retry queues).
+        settings.topology = Topology(exchanges: [], queues: [], bindings: []).adding(
+            workQueue: queue, boundTo: nil, routingKey: queue, retry: settings.retry)
+        let parkingLot = settings.retry.parkingQueue(for: queue)
         let admin = try await AMQPConnection.connect(configuration: amqp, logger: Self.logger)
         try await admin.openChannel(1)
         try await settings.topology.declare(on: admin)
         let publisher = ConfirmedPublisher(configuration: amqp, logger: Self.logger)
-        let recorder = Recorder()
+        let recorder = Recorder(streamsBatches: streams)
         let worker = QueueWorker(settings: settings, amqp: amqp, handler: recorder, publisher: publisher, logger: Self.logger)
         let context = Worker(
             publish: { range, padding in
@@ -96,7 +136,23 @@ struct QueueWorkerBatchingTests {
                             mandatory: true)
                     })
             },
+            publishBodies: { bodies in
+                try await publisher.publish(
+                    bodies.map { OutgoingMessage(exchange: "", routingKey: queue, body: Array($0.utf8), mandatory: true) })
+            },
             ready: { Int(try await admin.declareQueue(queue, passive: true)) },
+            takeParked: {
+                let reader = try await AMQPConnection.connect(configuration: amqp, logger: Self.logger)
+                try await reader.openChannel(1)
+                _ = try await reader.consume(parkingLot)
+                var parked: [(body: String, reason: String?)] = []
+                while let message = try await reader.nextDelivery(timeout: .seconds(1)) {
+                    try await reader.ack(message.deliveryTag)
+                    parked.append((String(decoding: message.body, as: UTF8.self), message.properties.headers[HeaderName.parkReason]?.stringValue))
+                }
+                await reader.close()
+                return parked
+            },
             unacked: {
                 let lines = try await TestEnvironment.output(
                     of: TestEnvironment.rabbitmqctl, ["-q", "list_queues", "name", "messages_unacknowledged"])
@@ -111,17 +167,19 @@ struct QueueWorkerBatchingTests {
                 try await body(context)
             }
         } cleanup: {
-            try await admin.deleteQueue(queue)
+            for declared in settings.topology.queues { try await admin.deleteQueue(declared.name) }
             await admin.close()
             await publisher.close()
         }
     }
 
-    @Test("a message arriving alone is handled at once, not held for the linger time")
-    func loneMessageAtOnce() async throws {
+    @Test(
+        "a message arriving alone is handled at once, not held for the linger time (collected whole, and fed as it arrives)",
+        arguments: [false, true])
+    func loneMessageAtOnce(streams: Bool) async throws {
         // An hour's linger: were it applied to a lone message, the wait below would give up
         // and the three would come in one batch.
-        try await withWorker(prefetch: 16, linger: .seconds(3600)) { worker in
+        try await withWorker(prefetch: 16, linger: .seconds(3600), streams: streams) { worker in
             for index in 0..<3 {
                 try await worker.publish(index..<(index + 1), 0)
                 try await worker.recorder.waitUntilHandled(index + 1, "message \(index) handled while no other came")
@@ -130,9 +188,11 @@ struct QueueWorkerBatchingTests {
         }
     }
 
-    @Test("with a backlog beyond the prefetch the batches are full and in order; the last, nothing left in the queue, goes at once")
-    func backlogFillsBatches() async throws {
-        try await withWorker(prefetch: 4, linger: .seconds(60)) { worker in
+    @Test(
+        "with a backlog beyond the prefetch the batches are full and in order; the last, nothing left in the queue, goes at once (collected whole, and fed as it arrives)",
+        arguments: [false, true])
+    func backlogFillsBatches(streams: Bool) async throws {
+        try await withWorker(prefetch: 4, linger: .seconds(60), streams: streams) { worker in
             let recorder = worker.recorder
             recorder.held.withLock { $0 = [0] }
             // Batch 0: m0 alone, held; m1…m3 fill the prefetch behind it, m4…m9 wait in the queue.
@@ -174,6 +234,36 @@ struct QueueWorkerBatchingTests {
             #expect(
                 recorder.batches.withLock { $0 }
                     == [["m0"], ["m1", "m2", "m3", "m4"], ["m5", "m6"], ["m7", "m8"], ["m9", "m10"], ["m11", "m12"]])
+        }
+    }
+
+    @Test(
+        "a fed batch that fails after its handler dropped the bodies is requeued (the poisoned message parked with its body), then collected whole again, redelivered, bodies kept"
+    )
+    func releasedBodiesRequeued() async throws {
+        try await withWorker(prefetch: 8, linger: .zero, streams: true) { worker in
+            let recorder = worker.recorder
+            recorder.held.withLock { $0 = [0] }
+            // m0 alone, held while the rest arrive behind it.
+            try await worker.publish(0..<1, 0)
+            try await recorder.waitUntilHandled(1, "m0")
+            recorder.failsReleasing.withLock { $0 = true }
+            try await worker.publishBodies(["a", "poison", "b"])
+            try await Self.waitUntil("a, poison and b delivered") { try await worker.unacked() == 4 }
+            recorder.held.withLock { _ = $0.remove(0) }
+            // The three come first as one batch, released and failed; a and b come back
+            // marked redelivered and are handled with their bodies.
+            try await recorder.waitUntilHandled(3, limit: .seconds(60), "a and b handled again")
+            #expect(recorder.released.withLock { $0 } == [["a", "poison", "b"]])
+            #expect(recorder.redelivered.withLock { $0 }.sorted() == ["a", "b"])
+            #expect(recorder.batches.withLock { $0 }.flatMap { $0 }.sorted() == ["a", "b", "m0"])
+            try await Self.waitUntil("nothing left unacked") {
+                let (unacked, ready) = (try await worker.unacked(), try await worker.ready())
+                return unacked == 0 && ready == 0
+            }
+            let parked = try await worker.takeParked()
+            #expect(parked.map(\.body) == ["poison"])
+            #expect(parked.first?.reason == "test poison")
         }
     }
 }

@@ -43,6 +43,10 @@ struct UnreadableMessage: Sendable, Equatable {
 struct DecodedBatch: Sendable {
     var eventCount = 0
     var stagedRows = CopyTextWriter()
+    /// Whether the rows of the staged events are in the session's staging table already
+    /// (staged ahead, a chunk at a time: `UsageEventStore.stage(_:appending:on:)`), not in
+    /// `stagedRows`.
+    var rowsStaged = false
     /// Where each staged event's row ends in `stagedRows`, and the event as it arrived:
     /// enough to split the batch when the database refuses it (`subset`, `refusal`). Kept
     /// only by a decoder that `keepsSources`.
@@ -131,43 +135,115 @@ struct UsageDecoder: Sendable {
     /// its own, so when every message brings a thousand new tenants, a transaction's rows
     /// and the memory for them stay bounded. The parked events and the unreadable
     /// messages all go with the last part — committed last, so a retry after a part
-    /// failed parks nothing twice.
-    ///
-    /// The rows' buffer is reserved at the size of what is left of the batch (8 MiB at
-    /// most) for the first part, and at about the size of the previous one for the next:
-    /// a batch of four parts no longer reserves the whole batch four times over.
+    /// failed parks nothing twice. (`Parts` decodes a message at a time.)
     func decode(_ messages: [UsageMessage], tenantHoursPerPart: Int) -> [DecodedBatch] {
-        var parts: [DecodedBatch] = []
-        var remainingBytes = messages.reduce(0) { $0 + $1.body.count }
-        func part(after previous: Int?) -> DecodedBatch {
-            var part = DecodedBatch()
-            let expected = previous.map { $0 + $0 / 4 } ?? (8 << 20)
-            part.stagedRows = CopyTextWriter(reservingCapacity: min(remainingBytes, expected) + 4096)
-            return part
-        }
-        var current = part(after: nil)
-        for message in messages {
-            if current.hourBounds.count >= tenantHoursPerPart {
-                current.stagedRows.releaseUnusedCapacity()
-                parts.append(current)
-                current = part(after: parts[parts.count - 1].stagedRows.buffer.count)
-            }
-            decode(message, into: &current)
-            remainingBytes -= message.body.count
-        }
-        parts.append(current)
-        let parked = parts.flatMap(\.parkedEvents)
-        let unreadable = parts.flatMap(\.unreadable)
-        for index in parts.indices {
-            parts[index].parkedEvents = []
-            parts[index].unreadable = []
-        }
-        parts[parts.count - 1].parkedEvents = parked
-        parts[parts.count - 1].unreadable = unreadable
-        return parts
+        var parts = Parts(decoder: self, tenantHoursPerPart: tenantHoursPerPart, bytes: messages.reduce(0) { $0 + $1.body.count })
+        for message in messages { parts.add(message) }
+        return parts.finish()
     }
 
-    private func decode(_ message: UsageMessage, into batch: inout DecodedBatch) {
+    /// Messages decoded one at a time into the parts `decode(_:tenantHoursPerPart:)` makes
+    /// of them all: the caller may drop each message's body once it is added, take the
+    /// current part's rows as they grow (`takeRows`, to stage them) and each part as it
+    /// fills (`closePart`), so a batch is never held whole in memory.
+    struct Parts {
+        let decoder: UsageDecoder
+        let tenantHoursPerPart: Int
+        /// The size the rows' buffer is reserved at when the caller takes rows as they
+        /// grow; nil reserves for the whole part.
+        let chunkBytes: Int?
+        /// The bytes of the messages not added yet (the rows' buffer is reserved from it).
+        private var remainingBytes: Int
+        /// The parts closed by `add` (those `closePart` returned are the caller's).
+        private var parts: [DecodedBatch] = []
+        private var current = DecodedBatch()
+        /// The rows of the current part taken so far (`takeRows`).
+        private var rowsTaken = 0
+        /// Carried to the last part (`finish`): committed last, so a retry after a part
+        /// failed parks nothing twice.
+        private var parked: [ParkedEvent] = []
+        private var unreadable: [UnreadableMessage] = []
+
+        /// Parts of messages whose bodies come to `bytes` in all (what the rows' buffer is
+        /// reserved from, unless rows are taken `chunkBytes` at a time).
+        init(decoder: UsageDecoder, tenantHoursPerPart: Int, bytes: Int = 0, chunkBytes: Int? = nil) {
+            self.decoder = decoder
+            self.tenantHoursPerPart = tenantHoursPerPart
+            self.chunkBytes = chunkBytes
+            self.remainingBytes = bytes
+            self.current = part(after: nil)
+        }
+
+        /// Whether the current part holds its `tenantHoursPerPart`: the next message goes
+        /// into a new one.
+        var isPartFull: Bool { current.hourBounds.count >= tenantHoursPerPart }
+
+        /// The bytes of rows in the current part not taken yet.
+        var rowBytes: Int { current.stagedRows.buffer.count }
+
+        /// Decodes `message` into the current part (closing it first when it is full);
+        /// false when the message is not a usage batch (`DecodedBatch.unreadable`: to be
+        /// parked whole, so its body is still needed).
+        @discardableResult
+        mutating func add(_ message: UsageMessage) -> Bool {
+            if isPartFull { parts.append(closePart()) }
+            decoder.decode(message, into: &current)
+            remainingBytes -= message.body.count
+            parked += current.parkedEvents
+            current.parkedEvents = []
+            guard current.unreadable.isEmpty else {
+                unreadable += current.unreadable
+                current.unreadable = []
+                return false
+            }
+            return true
+        }
+
+        /// The current part's rows not taken yet, taken out of it (the part's events stay
+        /// counted in it: `DecodedBatch.rowsStaged` is then for the caller to set).
+        mutating func takeRows() -> [UInt8] {
+            let rows = current.stagedRows.buffer
+            current.stagedRows = CopyTextWriter(reservingCapacity: reservation(after: nil))
+            rowsTaken += rows.count
+            return rows
+        }
+
+        /// The current part, without the parked events and unreadable messages (those go
+        /// with the last part); the next message starts a new one.
+        mutating func closePart() -> DecodedBatch {
+            var closed = current
+            closed.stagedRows.releaseUnusedCapacity()
+            current = part(after: rowsTaken + closed.stagedRows.buffer.count)
+            rowsTaken = 0
+            return closed
+        }
+
+        /// The parts not taken by `closePart`, the last with every parked event and unreadable message.
+        consuming func finish() -> [DecodedBatch] {
+            parts.append(current)
+            parts[parts.count - 1].parkedEvents = parked
+            parts[parts.count - 1].unreadable = unreadable
+            return parts
+        }
+
+        private func part(after previous: Int?) -> DecodedBatch {
+            var part = DecodedBatch()
+            part.stagedRows = CopyTextWriter(reservingCapacity: reservation(after: previous))
+            return part
+        }
+
+        /// The rows' buffer is reserved at the chunk's size when rows are taken as they grow
+        /// (with room for one more message's: capacity not written is not resident); else
+        /// at the size of what is left of the batch (8 MiB at most) for the first part, and
+        /// at about the size of the previous one for the next.
+        private func reservation(after previous: Int?) -> Int {
+            if let chunkBytes { return chunkBytes + (256 << 10) }
+            let expected = previous.map { $0 + $0 / 4 } ?? (8 << 20)
+            return max(0, min(remainingBytes, expected)) + 4096
+        }
+    }
+
+    fileprivate func decode(_ message: UsageMessage, into batch: inout DecodedBatch) {
         // When its events were accepted (never later than now): what their age is judged by,
         // and what a parked one keeps for its replay.
         let accepted = min(message.acceptedAt ?? now, now)

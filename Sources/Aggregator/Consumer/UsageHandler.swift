@@ -32,53 +32,93 @@ struct UsageHandler: QueueWorkHandler {
         await session.close()
     }
 
+    /// A batch of first deliveries is handled as it arrives, each body dropped once decoded.
+    var streamsBatches: Bool { true }
+
+    /// A whole batch (redelivered, or handed whole), bodies kept.
     func process(_ deliveries: [Delivery], in database: PostgresConnection, logger: Logger) async -> WorkOutcome {
+        var index = 0
+        return await process(
+            next: {
+                defer { index += 1 }
+                return index < deliveries.count ? deliveries[index] : nil
+            }, single: deliveries.count == 1 ? deliveries[0] : nil, release: nil, in: database, logger: logger)
+    }
+
+    /// A batch of first deliveries, as they arrive: each message's body is dropped once
+    /// decoded (those not usage batches excepted, parked whole), so the batch's bytes are
+    /// never held whole; a failure has the worker requeue it.
+    func process(_ feed: DeliveryFeed, in database: PostgresConnection, logger: Logger) async -> WorkOutcome {
+        await process(next: { await feed.next() }, single: nil, release: { feed.releaseBody(at: $0) }, in: database, logger: logger)
+    }
+
+    /// `deliveries` as a fed batch is handled, each body dropped (emptied) once decoded (for tests).
+    func process(releasingBodies deliveries: inout [Delivery], in database: PostgresConnection, logger: Logger) async -> WorkOutcome {
+        var index = 0
+        let source = deliveries
+        var released: [Int] = []
+        let outcome = await process(
+            next: {
+                defer { index += 1 }
+                return index < source.count ? source[index] : nil
+            }, single: nil, release: { released.append($0) }, in: database, logger: logger)
+        for index in released { deliveries[index].releaseBody() }
+        return outcome
+    }
+
+    /// The batch's deliveries one by one (`next`): each decoded (and handed to `release`,
+    /// by its position, once its body is no longer needed), its rows staged once they come
+    /// to a chunk, each part written once full. Neither the batch's bodies (when released)
+    /// nor its rows are held whole; what is held grows with its tenant-hours. `single` is
+    /// the batch's one delivery, kept whole, when a refusal of its data may be split.
+    private func process(
+        next: () async -> Delivery?, single: Delivery?, release: ((Int) -> Void)?, in database: PostgresConnection, logger: Logger
+    ) async -> WorkOutcome {
         let decodedAt = TallyClock.now()
-        let decoding = ContinuousClock.now
-        let parts = UsageDecoder(now: decodedAt).decode(deliveries.map(UsageMessage.init), tenantHoursPerPart: tenantHoursPerTransaction)
-        let decodeSeconds = (ContinuousClock.now - decoding).seconds
-        metrics.received(parts.reduce(0) { $0 + $1.eventCount + $1.parkedEvents.count })
-        let poisoned = parts.flatMap(\.unreadable).map { WorkOutcome.Poisoned(deliveryTag: $0.deliveryTag, reason: $0.reason) }
+        var decoder = UsageDecoder.Parts(
+            decoder: UsageDecoder(now: decodedAt), tenantHoursPerPart: tenantHoursPerTransaction, chunkBytes: stagingChunkBytes)
+        var bytes = 0
+        var poisoned: [WorkOutcome.Poisoned] = []
+        var writer = PartWriter()
         let started = ContinuousClock.now
         do {
-            // Part by part, each told to others once committed. A failure part-way leaves the
-            // batch to be retried: what committed is found stored and counted nothing twice,
-            // and what is parked — the decoder's, and events of unknown tenants, carried to
-            // the last part — is parked by the last part only, so never twice.
-            var unknownTenantEvents: [ParkedEvent] = []
-            for (index, part) in parts.enumerated() {
-                let partStarted = ContinuousClock.now
-                let last = index == parts.count - 1
-                var batch = part
-                if last { batch.parkedEvents += unknownTenantEvents }
-                var outcome = try await UsageLedger.record(
-                    batch, now: TallyClock.now(), cache: cache, parkingUnknownTenants: last, on: database)
-                unknownTenantEvents += outcome.unknownTenantEvents
-                outcome.phases[.decode] = index == 0 ? decodeSeconds : 0
-                let elapsed = ContinuousClock.now - partStarted
-                metrics.committed(
-                    outcome, seconds: elapsed.seconds, visibleAfter: batch.earliestEventTime.map { TallyClock.now().timeIntervalSince($0) })
-                log(outcome, of: batch, elapsed: elapsed, logger: logger)
-                await afterCommit(outcome, database)
+            var index = 0
+            while let delivery = await next() {
+                if decoder.isPartFull {
+                    try await writer.stage(decoder.takeRows(), on: database)
+                    try await write(decoder.closePart(), last: false, writer: &writer, on: database, logger: logger)
+                }
+                let decoding = ContinuousClock.now
+                bytes += delivery.body.count
+                if decoder.add(UsageMessage(delivery)), let release { release(index) }
+                index += 1
+                writer.decodeSeconds += (ContinuousClock.now - decoding).seconds
+                if decoder.rowBytes >= stagingChunkBytes { try await writer.stage(decoder.takeRows(), on: database) }
             }
+            try await writer.stage(decoder.takeRows(), on: database)
+            // Every part but the last was closed above: the decoder holds only the last.
+            let remainingParts = decoder.finish()
+            precondition(remainingParts.count == 1, "parts are closed by the handler, one at a time")
+            let last = remainingParts[0]
+            poisoned = last.unreadable.map { WorkOutcome.Poisoned(deliveryTag: $0.deliveryTag, reason: $0.reason) }
+            try await write(last, last: true, writer: &writer, on: database, logger: logger)
             return WorkOutcome(
                 poisoned: poisoned,
                 nextBatchBytes: Self.nextBatchBytes(
-                    afterBytes: deliveries.reduce(0) { $0 + $1.body.count }, tenantHours: parts.reduce(0) { $0 + $1.hourBounds.count },
-                    tenantHoursPerTransaction: tenantHoursPerTransaction))
+                    afterBytes: bytes, tenantHours: writer.tenantHours, tenantHoursPerTransaction: tenantHoursPerTransaction))
         } catch {
             let failure = WorkFailure.classifying(error)
             if case .failed = failure { logger.error("batch failed", metadata: ["error": "\(String(reflecting: error))"]) }
             // One message the database refuses for its data: find the events at fault by
             // halving, park them with the reason, count the rest. (A batch of several
             // messages is split by the worker first, down to the message at fault.)
-            if deliveries.count == 1, parts.count == 1, parts[0].eventCount > 1, Self.isRefusalOfData(error) {
+            if let single, writer.parts == 0, writer.lastEventCount > 1, Self.isRefusalOfData(error) {
                 do {
                     // The parts commit one by one (each told to others at once); what is parked
                     // — the decoder's and the refused events — commits last, together, so a
                     // retry of the message after a failure part-way parks nothing twice.
                     // Decoded again with the same clock, keeping what splitting needs.
-                    let whole = UsageDecoder(now: decodedAt, keepsSources: true).decode(deliveries.map(UsageMessage.init))
+                    let whole = UsageDecoder(now: decodedAt, keepsSources: true).decode([UsageMessage(single)])
                     var parked = whole.parkedEvents
                     try await recordSplitting(
                         whole.subset(0..<whole.eventCount, withParked: false), parked: &parked, in: database, logger: logger)
@@ -93,6 +133,67 @@ struct UsageHandler: QueueWorkHandler {
             }
             return WorkOutcome(poisoned: poisoned, failure: failure)
         }
+    }
+
+    /// Rows staged ahead of a batch's parts are COPYed this many bytes at a time.
+    var stagingChunkBytes = 4 << 20
+
+    /// What writing a batch's parts carries from one to the next.
+    private struct PartWriter {
+        /// Whether the current part's rows have begun to be staged (the staging table is
+        /// emptied by its first chunk).
+        var staging = false
+        var decodeSeconds = 0.0
+        var copySeconds = 0.0
+        /// Parts written (committed).
+        var parts = 0
+        var tenantHours = 0
+        /// The events of the last part tried (the refusal of one message is split when it
+        /// held more than one).
+        var lastEventCount = 0
+        /// Events of unknown tenants, taken out of the parts before the last, parked by it.
+        var unknownTenantEvents: [ParkedEvent] = []
+
+        /// Stages the current part's `rows`, after what it staged before.
+        mutating func stage(_ rows: [UInt8], on database: PostgresConnection) async throws {
+            guard !rows.isEmpty else { return }
+            let copying = ContinuousClock.now
+            try await UsageEventStore.stage(rows, appending: staging, on: database)
+            staging = true
+            copySeconds += (ContinuousClock.now - copying).seconds
+        }
+    }
+
+    /// Writes one part of a batch, staged ahead (its events and periods, and, with the
+    /// last, the batch's parked events), and tells others once it committed. A failure
+    /// part-way leaves the batch to be tried again: what committed is found stored and
+    /// counted nothing twice, and what is parked — the decoder's, and events of unknown
+    /// tenants, carried to the last part — is parked by the last part only, so never twice.
+    private func write(
+        _ part: DecodedBatch, last: Bool, writer: inout PartWriter, on database: PostgresConnection, logger: Logger
+    ) async throws {
+        let partStarted = ContinuousClock.now
+        var batch = part
+        batch.rowsStaged = true
+        if last { batch.parkedEvents += writer.unknownTenantEvents }
+        metrics.received(batch.eventCount + batch.parkedEvents.count - (last ? writer.unknownTenantEvents.count : 0))
+        writer.lastEventCount = batch.eventCount
+        var outcome = try await UsageLedger.record(
+            batch, now: TallyClock.now(), cache: cache, parkingUnknownTenants: last, on: database)
+        writer.staging = false
+        writer.parts += 1
+        writer.tenantHours += batch.hourBounds.count
+        writer.unknownTenantEvents += outcome.unknownTenantEvents
+        // The part's decoding and staging happened before it was written: counted in its time.
+        outcome.phases[.decode] = writer.decodeSeconds
+        outcome.phases[.copy, default: 0] += writer.copySeconds
+        let elapsed = ContinuousClock.now - partStarted
+        let seconds = elapsed.seconds + writer.decodeSeconds + writer.copySeconds
+        writer.decodeSeconds = 0
+        writer.copySeconds = 0
+        metrics.committed(outcome, seconds: seconds, visibleAfter: batch.earliestEventTime.map { TallyClock.now().timeIntervalSince($0) })
+        log(outcome, of: batch, elapsed: elapsed, logger: logger)
+        await afterCommit(outcome, database)
     }
 
     /// The size of the next batch, from the last one's: as big as keeps it within one

@@ -32,7 +32,8 @@ struct LedgerOutcome: Sendable {
 
 /// Writes decoded usage into PostgreSQL exactly once, in one transaction:
 ///
-/// 1. COPY the batch into a session-local staging table;
+/// 1. COPY the batch into a session-local staging table (unless the caller staged it there
+///    ahead, a chunk at a time as it decoded it: `DecodedBatch.rowsStaged`);
 /// 2. park the events of tenants that do not exist (with their reason);
 /// 3. insert the ids into `usage_event_ids` with `ON CONFLICT DO NOTHING` (the dedup on
 ///    tenant and id, whatever the event's month; within one batch the earliest time of
@@ -83,13 +84,15 @@ enum UsageLedger {
             outcome.phases = completion.phases
             var clock = PhaseClock()
             try ParkedEvents.store(batch.parkedEvents, on: connection)
-            guard !staged.isEmpty else { return outcome }
-            // Staged first (session-local: no lock needed), then the tenants' usage locks
-            // (shared: transactions storing events of a tenant do not wait for one another;
-            // only a change to the tenant's subscriptions takes it exclusive, migration 023)
-            // and their configuration as committed now.
-            try UsageEventStore.stage(staged, on: connection)
-            clock.lap(.copy, into: &outcome.phases)
+            guard batch.eventCount > 0 else { return outcome }
+            // Staged first (session-local: no lock needed) unless staged ahead, then the
+            // tenants' usage locks (shared: transactions storing events of a tenant do not
+            // wait for one another; only a change to the tenant's subscriptions takes it
+            // exclusive, migration 023) and their configuration as committed now.
+            if !batch.rowsStaged {
+                try UsageEventStore.stage(staged, on: connection)
+                clock.lap(.copy, into: &outcome.phases)
+            }
             try UsagePeriodTotals.lockUsage(tenants, on: connection)
             let config = try cache.snapshot(for: tenants, on: connection)
             clock.lap(.lockAndConfiguration, into: &outcome.phases)

@@ -13,6 +13,7 @@ final class AggregatorMetrics: QueueWorkerObserver {
         var eventsParked = 0
         var messagesParked = 0
         var messagesRetried = 0
+        var messagesRequeued = 0
         var batches = 0
         var lastBatchEvents = 0
         var commitSeconds = PrometheusText.Histogram(bounds: AggregatorMetrics.commitBounds)
@@ -65,6 +66,7 @@ final class AggregatorMetrics: QueueWorkerObserver {
 
     func parked(_ count: Int) { state.withLock { $0.messagesParked += count } }
     func retried(_ count: Int) { state.withLock { $0.messagesRetried += count } }
+    func requeued(_ count: Int) { state.withLock { $0.messagesRequeued += count } }
     func workFailed(_ failure: WorkFailure) { state.withLock { $0.databaseFailures += 1 } }
     func queueDepth(_ depth: Int) { state.withLock { $0.queueDepth = depth } }
 
@@ -80,6 +82,9 @@ final class AggregatorMetrics: QueueWorkerObserver {
         text.metric("tally_aggregator_events_parked_total", "counter", "Usage events parked in parked_events", s.eventsParked)
         text.metric("tally_aggregator_messages_parked_total", "counter", "Messages sent to the parking-lot queue", s.messagesParked)
         text.metric("tally_aggregator_messages_retried_total", "counter", "Messages sent to a retry queue", s.messagesRetried)
+        text.metric(
+            "tally_aggregator_messages_requeued_total", "counter", "Messages of a failed batch put back in the work queue (bodies released)",
+            s.messagesRequeued)
         text.metric(
             "tally_aggregator_batches_total", "counter", "Committed batch transactions (a batch written in parts counts each part)", s.batches)
         text.metric("tally_aggregator_database_failures_total", "counter", "Failed batch transactions", s.databaseFailures)

@@ -23,12 +23,34 @@ public protocol QueueWorkHandler: Sendable {
     /// the others failed. Never throws: every error is classified as a `WorkFailure`.
     func process(_ deliveries: [Delivery], in session: Session, logger: Logger) async -> WorkOutcome
 
+    /// Whether a batch of deliveries never delivered before goes to
+    /// `process(_:in:logger:)` with a `DeliveryFeed`, as its deliveries arrive (false:
+    /// every batch is collected whole first).
+    var streamsBatches: Bool { get }
+
+    /// Does the work of a batch as its deliveries arrive (`feed.next()`), as
+    /// `process(_:in:logger:)` does with a whole one, and may drop each body once read
+    /// (`DeliveryFeed.releaseBody(at:)`) to free its memory while it works — never one it
+    /// reports `poisoned`, parked with its body. The feed hands out only deliveries never
+    /// delivered before. A batch that fails after a body was dropped cannot be retried,
+    /// held or split here: the worker requeues it (nack), and it comes again marked
+    /// redelivered, to be collected and handled whole, bodies kept. The default reads the
+    /// whole batch and hands it to `process(_:in:logger:)`.
+    func process(_ feed: DeliveryFeed, in session: Session, logger: Logger) async -> WorkOutcome
+
     /// Called after the worker parked `delivery` (to record the failure where people look).
     func didPark(_ delivery: Delivery, reason: String, in session: Session, logger: Logger) async
 }
 
 extension QueueWorkHandler {
     public func didPark(_ delivery: Delivery, reason: String, in session: Session, logger: Logger) async {}
+
+    public var streamsBatches: Bool { false }
+
+    public func process(_ feed: DeliveryFeed, in session: Session, logger: Logger) async -> WorkOutcome {
+        while await feed.next() != nil {}
+        return await process(feed.deliveries, in: session, logger: logger)
+    }
 }
 
 /// What processing one batch came to.
@@ -75,6 +97,8 @@ public protocol QueueWorkerObserver: Sendable {
     func retried(_ count: Int)
     /// Messages sent to the parking lot.
     func parked(_ count: Int)
+    /// Messages put back in the work queue (a failed batch whose bodies were dropped).
+    func requeued(_ count: Int)
     /// Messages ready in the work queue (checked every few seconds by consumer 0).
     func queueDepth(_ depth: Int)
 }
@@ -83,6 +107,7 @@ extension QueueWorkerObserver {
     public func workFailed(_ failure: WorkFailure) {}
     public func retried(_ count: Int) {}
     public func parked(_ count: Int) {}
+    public func requeued(_ count: Int) {}
     public func queueDepth(_ depth: Int) {}
 }
 
@@ -136,8 +161,11 @@ public struct QueueWorkerSettings: Sendable {
 /// arrives within `linger` after the first), hands it to the handler, and does what `BatchAttempt` decides with the outcome — park the poison, hold the batch
 /// while a dependency is down, retry conflicts, split a failed batch to find the message
 /// at fault, send a failed message to its retry queue or park it — and only then acks the
-/// batch (`multiple`). A crash at any point leaves unacked messages to be redelivered:
-/// handlers must be idempotent. A lost broker connection reconnects. On graceful
+/// batch (`multiple`). A handler that `streamsBatches` is handed a batch of first deliveries
+/// as they arrive (`DeliveryFeed`) and may drop each body once read; if the batch's work
+/// then fails, the worker puts it back in the queue (nack with requeue) instead, and it
+/// comes again marked redelivered, to be collected whole, bodies kept. A crash at any
+/// point leaves unacked messages to be redelivered: handlers must be idempotent. A lost broker connection reconnects. On graceful
 /// shutdown each consumer finishes the batch in hand (or, while holding, leaves it
 /// unacked), then closes its connections; prefetched messages go back to the queue.
 public struct QueueWorker<Handler: QueueWorkHandler>: Service {
@@ -164,13 +192,15 @@ public struct QueueWorker<Handler: QueueWorkHandler>: Service {
 
     public func run() async throws {
         let shutdown = ShutdownFlag()
+        let probe = QueueDepthProbe(amqp: amqp, logger: logger)
         // Cancellation too (another service of the group failed): stop like on SIGTERM.
         await withTaskCancellationOrGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
                 for index in 0..<settings.consumers {
-                    group.addTask { await consumer(index, shutdown: shutdown) }
+                    group.addTask { await consumer(index, probe: probe, shutdown: shutdown) }
                 }
             }
+            await probe.close()
         } onCancelOrGracefulShutdown: {
             logger.info("shutting down: finishing the work in hand", metadata: ["amqp.queue": "\(settings.queue)"])
             shutdown.set()
@@ -179,7 +209,7 @@ public struct QueueWorker<Handler: QueueWorkHandler>: Service {
 
     private var router: FailureRouter { FailureRouter(queue: settings.queue, retry: settings.retry, publisher: publisher) }
 
-    private func consumer(_ index: Int, shutdown: ShutdownFlag) async {
+    private func consumer(_ index: Int, probe: QueueDepthProbe, shutdown: ShutdownFlag) async {
         let logger = {
             var logger = self.logger
             logger[metadataKey: "consumer"] = "\(index)"
@@ -195,7 +225,7 @@ public struct QueueWorker<Handler: QueueWorkHandler>: Service {
             }
             logger.info("consuming", metadata: ["amqp.queue": "\(settings.queue)"])
             do {
-                try await consume(channel, consumer: index, session: session, shutdown: shutdown, logger: logger)
+                try await consume(channel, consumer: index, probe: probe, session: session, shutdown: shutdown, logger: logger)
             } catch {
                 logger.warning("consumer stopped; reconnecting", metadata: ["error": "\(error)"])
             }
@@ -218,22 +248,54 @@ public struct QueueWorker<Handler: QueueWorkHandler>: Service {
     }
 
     private func consume(
-        _ channel: AMQPConnection, consumer index: Int, session: Handler.Session, shutdown: ShutdownFlag, logger: Logger
+        _ channel: AMQPConnection, consumer index: Int, probe: QueueDepthProbe, session: Handler.Session, shutdown: ShutdownFlag,
+        logger: Logger
     ) async throws {
         var depthCheckedAt = ContinuousClock.now - .seconds(60)
         var batchBytes = settings.batchBytes
+        // A redelivered delivery that ended a fed batch: the next batch's first.
+        var carried: Delivery?
         while !shutdown.isSet {
             if index == 0, ContinuousClock.now - depthCheckedAt > .seconds(5) {
-                observer.queueDepth(Int(try await channel.declareQueue(settings.queue, passive: true)))
+                if let depth = await probe.readyMessages(in: settings.queue) { observer.queueDepth(depth) }
                 depthCheckedAt = .now
             }
-            let deliveries = try await collect(channel, batchBytes: batchBytes)
-            guard let last = deliveries.last else { continue }
+            let waiting = carried
+            carried = nil
+            let received: Delivery?
+            if let waiting { received = waiting } else { received = try await channel.nextDelivery(timeout: .milliseconds(250)) }
+            guard let first = received else { continue }
             var batchLogger = logger
-            batchLogger[metadataKey: "batch.id"] = "\(index)-\(last.deliveryTag)"
             var asked: Int?
-            switch try await settle(deliveries, session: session, shutdown: shutdown, nextBatchBytes: &asked, logger: batchLogger) {
-            case .settled: try await channel.ack(last.deliveryTag, multiple: true)
+            let settlement: Settlement
+            let batchTags: [UInt64]
+            if handler.streamsBatches, !first.redelivered {
+                let feed = DeliveryFeed(
+                    first: first, channel: channel, probe: probe, queue: settings.queue, limit: batchLimit, batchBytes: batchBytes,
+                    linger: settings.linger)
+                batchLogger[metadataKey: "batch.id"] = "\(index)-\(first.deliveryTag)"
+                let outcome = await handler.process(feed, in: session, logger: batchLogger)
+                carried = feed.leftover
+                // The broker went away while the batch was read: what committed is found
+                // stored when the unacked messages come again.
+                if let error = feed.brokerError { throw error }
+                batchTags = feed.deliveries.map(\.deliveryTag)
+                settlement = try await settleFed(feed, outcome, session: session, shutdown: shutdown, nextBatchBytes: &asked, logger: batchLogger)
+            } else {
+                let deliveries = try await collect(first, channel, probe: probe, batchBytes: batchBytes)
+                batchTags = deliveries.map(\.deliveryTag)
+                batchLogger[metadataKey: "batch.id"] = "\(index)-\(batchTags[batchTags.count - 1])"
+                settlement = try await settle(deliveries, session: session, shutdown: shutdown, nextBatchBytes: &asked, logger: batchLogger)
+            }
+            switch settlement {
+            case .settled: try await channel.ack(batchTags[batchTags.count - 1], multiple: true)
+            case .requeue(let tags):
+                // The parked ones acked one by one, then the rest back to the queue.
+                let requeued = Set(tags)
+                for tag in batchTags where !requeued.contains(tag) {
+                    try await channel.ack(tag)
+                }
+                if let highest = tags.max() { try await channel.nack(highest, multiple: true, requeue: true) }
             case .abandoned: return
             case .reconnect: throw BrokerGone()
             }
@@ -241,12 +303,39 @@ public struct QueueWorker<Handler: QueueWorkHandler>: Service {
         }
     }
 
-    /// Deliveries until the batch is full (`maxBatch` or `batchBytes`): those already
-    /// received, then — when the queue holds more, ready but not yet sent here because
-    /// the prefetch is taken — those arriving within the linger time; empty when nothing
-    /// came for a while.
-    private func collect(_ channel: AMQPConnection, batchBytes: Int) async throws -> [Delivery] {
-        guard let first = try await channel.nextDelivery(timeout: .milliseconds(250)) else { return [] }
+    /// What becomes of a fed batch after its handler's outcome: the poison parked; on a
+    /// failure, the batch requeued when a body was dropped, else settled as a whole batch
+    /// is (held, retried, split).
+    private func settleFed(
+        _ feed: DeliveryFeed, _ outcome: WorkOutcome, session: Handler.Session, shutdown: ShutdownFlag, nextBatchBytes: inout Int?,
+        logger: Logger
+    ) async throws -> Settlement {
+        nextBatchBytes = outcome.nextBatchBytes
+        var remaining = feed.deliveries
+        if !outcome.poisoned.isEmpty {
+            try await park(outcome.poisoned, of: remaining, session: session, logger: logger)
+            let parked = Set(outcome.poisoned.map(\.deliveryTag))
+            remaining.removeAll { parked.contains($0.deliveryTag) }
+        }
+        guard let failure = outcome.failure, !remaining.isEmpty else { return .settled }
+        guard feed.releasedBodies else {
+            // Every body still here: as a whole batch's failure (counted when tried again).
+            return try await settle(remaining, session: session, shutdown: shutdown, nextBatchBytes: &nextBatchBytes, logger: logger)
+        }
+        observer.workFailed(failure)
+        // Nothing here to try again with: back to the queue, to come again marked
+        // redelivered and be handled with bodies kept (held, retried, split).
+        logger.warning("batch failed; requeued to be handled again", metadata: ["error": "\(failure)", "messages": "\(remaining.count)"])
+        observer.requeued(remaining.count)
+        return .requeue(remaining.map(\.deliveryTag))
+    }
+
+    /// `first` and the deliveries after it until the batch is full (`maxBatch` or
+    /// `batchBytes`): those already received, then — when the queue holds more, ready but
+    /// not yet sent here because the prefetch is taken — those arriving within the linger
+    /// time (`DeliveryFeed` hands a batch out by the same rules). The queue is asked on the probe's connection, not the consuming
+    /// one (`QueueDepthProbe`); when it cannot be asked, the batch is what has arrived.
+    private func collect(_ first: Delivery, _ channel: AMQPConnection, probe: QueueDepthProbe, batchBytes: Int) async throws -> [Delivery] {
         var deliveries = [first]
         var bytes = first.body.count
         var full: Bool { deliveries.count >= batchLimit || bytes >= batchBytes }
@@ -256,7 +345,7 @@ public struct QueueWorker<Handler: QueueWorkHandler>: Service {
             bytes += next.body.count
         }
         // A backlog: the broker sends the rest as the prefetch frees up — wait for it.
-        guard !full, settings.linger > .zero, try await channel.declareQueue(settings.queue, passive: true) > 0 else { return deliveries }
+        guard !full, settings.linger > .zero, let ready = await probe.readyMessages(in: settings.queue), ready > 0 else { return deliveries }
         let deadline = ContinuousClock.now + settings.linger
         while !full {
             let remaining = deadline - .now
@@ -272,6 +361,9 @@ public struct QueueWorker<Handler: QueueWorkHandler>: Service {
     private enum Settlement {
         /// Every delivery done, retried or parked: ack.
         case settled
+        /// The work of these deliveries failed after their bodies were released: requeue
+        /// them (nack), ack the others (parked).
+        case requeue([UInt64])
         /// Shutdown during a hold: leave the batch unacked.
         case abandoned
         /// The broker connection is gone.
@@ -285,7 +377,7 @@ public struct QueueWorker<Handler: QueueWorkHandler>: Service {
     ) async throws -> Settlement {
         var remaining = deliveries
         var attempt = BatchAttempt(
-            size: deliveries.count, attempt: FailureRouter.attempt(of: deliveries[0]), queue: settings.queue, retry: settings.retry)
+            size: remaining.count, attempt: FailureRouter.attempt(of: remaining[0]), queue: settings.queue, retry: settings.retry)
         while true {
             let outcome = await handler.process(remaining, in: session, logger: logger)
             nextBatchBytes = outcome.nextBatchBytes ?? nextBatchBytes

@@ -3,8 +3,9 @@ import CivilTime
 import Foundation
 import PostgresClient
 
-/// The usage events as the Aggregator stores a batch of them, inside the batch's
-/// transaction: staged first (`stage`), the events of unknown tenants taken out
+/// The usage events as the Aggregator stores a batch of them: staged first (`stage`, in
+/// the batch's transaction or ahead of it), then, inside the batch's transaction, the
+/// events of unknown tenants taken out
 /// (`parkUnknownTenants`, `takeOutUnknownTenants`), then the rest stored exactly once
 /// (`storeStaged`): their ids into `usage_event_ids`, the new events into `usage_events`,
 /// folded into the hourly rollups (`usage_rollups`, `usage_rollup_values`) and into their
@@ -20,11 +21,18 @@ public enum UsageEventStore {
         public let latest: Date
     }
 
-    /// Creates the session's staging table (once per connection; emptied at every commit)
-    /// and COPYs `rows` into it: COPY text rows of `tenant_id, event_id, metric, name,
-    /// quantity, unit, occurred_at, occurred_month, metadata, message_id`, in that order.
-    public static func stage(_ rows: [UInt8], on connection: isolated PostgresConnection) throws {
-        try connection.executeScript(createStaging)
+    /// COPYs `rows` into the session's staging table — emptied first, unless `appending` to
+    /// what was staged since it was last emptied (created the first time): COPY text rows
+    /// of `tenant_id, event_id, metric, name, quantity, unit, occurred_at, occurred_month,
+    /// metadata, message_id`, in that order.
+    ///
+    /// Outside a transaction the rows stay staged until the staging table is emptied (by
+    /// the next `stage` that does not append): a batch can be staged a chunk at a time as
+    /// it is decoded, ahead of the transactions that store it, and need not be held in
+    /// memory whole. A batch staged so is stored by the next `storeStaged`.
+    public static func stage(_ rows: [UInt8], appending: Bool = false, on connection: isolated PostgresConnection) throws {
+        if !appending { try connection.executeScript(resetStaging) }
+        guard !rows.isEmpty else { return }
         _ = try connection.copyIn(
             """
             COPY staged_usage (tenant_id, event_id, metric, name, quantity, unit, occurred_at, occurred_month, metadata,
@@ -81,13 +89,16 @@ public enum UsageEventStore {
         return stored
     }
 
-    /// Session-local, emptied at every commit; created once per connection.
-    private static let createStaging = """
+    /// Session-local, created once per connection and emptied by every `stage` that does
+    /// not append (its rows outlive a commit: a batch is staged ahead of its transactions).
+    /// TRUNCATE of a temporary table touches no other session.
+    private static let resetStaging = """
         SET LOCAL client_min_messages = warning;
         CREATE TEMP TABLE IF NOT EXISTS staged_usage (
             tenant_id uuid, event_id text, metric text, name text, quantity numeric(17,4), unit text,
             occurred_at timestamptz, occurred_month date, metadata jsonb, message_id text
-        ) ON COMMIT DELETE ROWS;
+        ) ON COMMIT PRESERVE ROWS;
+        TRUNCATE staged_usage;
         """
 
     private static let unknownTenantReason = "tenant_id names no tenant of this Tally"
