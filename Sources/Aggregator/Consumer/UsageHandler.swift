@@ -97,11 +97,11 @@ struct UsageHandler: QueueWorkHandler {
             }
             try await writer.stage(decoder.takeRows(), on: database)
             // Every part but the last was closed above: the decoder holds only the last.
-            let remainingParts = decoder.finish()
+            var remainingParts = decoder.finish()
             precondition(remainingParts.count == 1, "parts are closed by the handler, one at a time")
-            let last = remainingParts[0]
+            let last = remainingParts.removeLast()
             poisoned = last.unreadable.map { WorkOutcome.Poisoned(deliveryTag: $0.deliveryTag, reason: $0.reason) }
-            try await write(last, last: true, writer: &writer, on: database, logger: logger)
+            try await write(consume last, last: true, writer: &writer, on: database, logger: logger)
             return WorkOutcome(
                 poisoned: poisoned,
                 nextBatchBytes: Self.nextBatchBytes(
@@ -170,19 +170,21 @@ struct UsageHandler: QueueWorkHandler {
     /// counted nothing twice, and what is parked — the decoder's, and events of unknown
     /// tenants, carried to the last part — is parked by the last part only, so never twice.
     private func write(
-        _ part: DecodedBatch, last: Bool, writer: inout PartWriter, on database: PostgresConnection, logger: Logger
+        _ part: consuming DecodedBatch, last: Bool, writer: inout PartWriter, on database: PostgresConnection, logger: Logger
     ) async throws {
         let partStarted = ContinuousClock.now
-        var batch = part
-        batch.rowsStaged = true
-        if last { batch.parkedEvents += writer.unknownTenantEvents }
-        metrics.received(batch.eventCount + batch.parkedEvents.count - (last ? writer.unknownTenantEvents.count : 0))
-        writer.lastEventCount = batch.eventCount
+        part.rowsStaged = true
+        if last { part.parkedEvents += writer.unknownTenantEvents }
+        metrics.received(part.eventCount + part.parkedEvents.count - (last ? writer.unknownTenantEvents.count : 0))
+        writer.lastEventCount = part.eventCount
+        // What is needed after it is written: the part itself goes to the ledger, which
+        // lets go of its tenant-hours once it knows their periods.
+        let (tenantHours, earliestEventTime, parked) = (part.hourBounds.count, part.earliestEventTime, part.parkedEvents)
         var outcome = try await UsageLedger.record(
-            batch, now: TallyClock.now(), cache: cache, parkingUnknownTenants: last, on: database)
+            consume part, now: TallyClock.now(), cache: cache, parkingUnknownTenants: last, on: database)
         writer.staging = false
         writer.parts += 1
-        writer.tenantHours += batch.hourBounds.count
+        writer.tenantHours += tenantHours
         writer.unknownTenantEvents += outcome.unknownTenantEvents
         // The part's decoding and staging happened before it was written: counted in its time.
         outcome.phases[.decode] = writer.decodeSeconds
@@ -191,8 +193,8 @@ struct UsageHandler: QueueWorkHandler {
         let seconds = elapsed.seconds + writer.decodeSeconds + writer.copySeconds
         writer.decodeSeconds = 0
         writer.copySeconds = 0
-        metrics.committed(outcome, seconds: seconds, visibleAfter: batch.earliestEventTime.map { TallyClock.now().timeIntervalSince($0) })
-        log(outcome, of: batch, elapsed: elapsed, logger: logger)
+        metrics.committed(outcome, seconds: seconds, visibleAfter: earliestEventTime.map { TallyClock.now().timeIntervalSince($0) })
+        log(outcome, parked: parked, elapsed: elapsed, logger: logger)
         await afterCommit(outcome, database)
     }
 
@@ -245,7 +247,7 @@ struct UsageHandler: QueueWorkHandler {
         }
     }
 
-    private func log(_ outcome: LedgerOutcome, of batch: DecodedBatch, elapsed: Duration, logger: Logger) {
+    private func log(_ outcome: LedgerOutcome, parked: [ParkedEvent], elapsed: Duration, logger: Logger) {
         if logger.logLevel <= .debug {
             // Thousands of tenants per batch: named only when someone reads debug logs.
             let tenants = outcome.insertedByTenant.keys.sorted { $0.precedes($1) }.prefix(20)
@@ -260,7 +262,7 @@ struct UsageHandler: QueueWorkHandler {
                 ])
         }
         // The first few by name; `aggregator dlq list` has them all.
-        for event in batch.parkedEvents.prefix(10) {
+        for event in parked.prefix(10) {
             logger.info(
                 "event parked",
                 metadata: [
@@ -268,8 +270,8 @@ struct UsageHandler: QueueWorkHandler {
                     "reason": "\(event.reason)", "amqp.message_id": "\(event.messageID ?? "-")",
                 ])
         }
-        if outcome.parked > batch.parkedEvents.count {
-            logger.info("events of unknown tenants parked", metadata: ["events.parked": "\(outcome.parked - batch.parkedEvents.count)"])
+        if outcome.parked > parked.count {
+            logger.info("events of unknown tenants parked", metadata: ["events.parked": "\(outcome.parked - parked.count)"])
         }
     }
 }

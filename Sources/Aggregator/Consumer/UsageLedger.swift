@@ -67,29 +67,35 @@ enum UsageLedger {
     /// `betweenTransactions` runs after the completion transaction, before the batch's
     /// (tests change the world there).
     static func record(
-        _ batch: DecodedBatch, now: Date, cache: UsageConfigCache = UsageConfigCache(), parkingUnknownTenants: Bool = true,
+        _ batch: consuming DecodedBatch, now: Date, cache: UsageConfigCache = UsageConfigCache(), parkingUnknownTenants: Bool = true,
         on connection: PostgresConnection, betweenTransactions: (@Sendable () async throws -> Void)? = nil
     ) async throws -> LedgerOutcome {
         let staged = batch.stagedRows.buffer
+        let (parkedEvents, eventCount, rowsStaged, earliestAcceptance) = (
+            batch.parkedEvents, batch.eventCount, batch.rowsStaged, batch.earliestAcceptance
+        )
         let started = ContinuousClock.now
-        let stagedTimes = batch.stagedTimes
-        let tenants = stagedTimes.keys.sorted { $0.precedes($1) }
+        // The events' times, dropped once the periods they fall in are known, and the batch
+        // (its tenant-hours) at once: neither is held through the rest of the transaction.
+        let stagedTimes = Dropping(batch.stagedTimes)
+        _ = consume batch
+        let tenants = stagedTimes.value.keys.sorted { $0.precedes($1) }
         // Periods to complete first, in a short transaction of their own: once it commits
         // they are complete for every batch, and a batch completing the same periods meanwhile
         // waits on their rows only that long, not for this batch to be stored.
-        let completion = tenants.isEmpty ? Completion() : try await complete(stagedTimes, tenants: tenants, cache: cache, on: connection)
+        let completion = tenants.isEmpty ? Completion() : try await complete(stagedTimes.value, tenants: tenants, cache: cache, on: connection)
         try await betweenTransactions?()
         var outcome = try await connection.withTransaction { connection in
-            var outcome = LedgerOutcome(parked: batch.parkedEvents.count)
+            var outcome = LedgerOutcome(parked: parkedEvents.count)
             outcome.phases = completion.phases
             var clock = PhaseClock()
-            try ParkedEvents.store(batch.parkedEvents, on: connection)
-            guard batch.eventCount > 0 else { return outcome }
+            try ParkedEvents.store(parkedEvents, on: connection)
+            guard eventCount > 0 else { return outcome }
             // Staged first (session-local: no lock needed) unless staged ahead, then the
             // tenants' usage locks (shared: transactions storing events of a tenant do not
             // wait for one another; only a change to the tenant's subscriptions takes it
             // exclusive, migration 023) and their configuration as committed now.
-            if !batch.rowsStaged {
+            if !rowsStaged {
                 try UsageEventStore.stage(staged, on: connection)
                 clock.lap(.copy, into: &outcome.phases)
             }
@@ -103,16 +109,17 @@ enum UsageLedger {
             // periods completed here, not stored into unseen).
             if !config.absent.isEmpty {
                 if parkingUnknownTenants {
-                    outcome.parked += try UsageEventStore.parkUnknownTenants(config.absent, acceptedAt: batch.earliestAcceptance, on: connection)
+                    outcome.parked += try UsageEventStore.parkUnknownTenants(config.absent, acceptedAt: earliestAcceptance, on: connection)
                 } else {
                     outcome.unknownTenantEvents = try UsageEventStore.takeOutUnknownTenants(
-                        config.absent, acceptedAt: batch.earliestAcceptance, on: connection)
+                        config.absent, acceptedAt: earliestAcceptance, on: connection)
                 }
             }
             // Every period the events fall in is complete by now, unless the configuration
             // changed since (a subscription created in between) or the tenant was created
             // since: then it is completed here.
-            let missing = cache.notKnownComplete(Self.periods(stagedTimes.filter { !config.absent.contains($0.key) }, config: config))
+            let missing = cache.notKnownComplete(Self.periods(stagedTimes.value.filter { !config.absent.contains($0.key) }, config: config))
+            stagedTimes.drop()
             if !missing.isEmpty {
                 outcome.completedPeriods = try UsagePeriodTotals.complete(missing, on: connection)
             }
@@ -124,7 +131,7 @@ enum UsageLedger {
                 outcome.timesByTenant[hour.tenant, default: []].formUnion([hour.earliest, hour.latest])
             }
             outcome.duplicates =
-                batch.eventCount - outcome.inserted - (outcome.parked - batch.parkedEvents.count)
+                eventCount - outcome.inserted - (outcome.parked - parkedEvents.count)
                 - outcome.unknownTenantEvents.count
             clock.lap(.insertAndRollUp, into: &outcome.phases)
             if !outcome.timesByTenant.isEmpty {
@@ -203,4 +210,18 @@ enum UsageLedger {
             last = now
         }
     }
+}
+
+/// A value a transaction's body lets go of once done with it, so its memory is freed
+/// before the rest of the transaction runs (the body is `@Sendable`: it cannot clear a
+/// variable it captured). Used by one transaction at a time.
+final class Dropping<Value>: @unchecked Sendable {
+    private var held: Value?
+
+    init(_ value: Value) { held = value }
+
+    /// The value; only before `drop`.
+    var value: Value { held! }
+
+    func drop() { held = nil }
 }

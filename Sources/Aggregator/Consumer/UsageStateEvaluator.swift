@@ -93,9 +93,44 @@ enum UsageStateEvaluator {
         var events: [String: Int64] = [:]
     }
 
+    /// The tenants evaluated together: a batch of more is evaluated a chunk at a time.
+    static let tenantsPerEvaluation = 5_000
+
     /// Evaluates the tenants whose events at `times` were stored, with `totals`, the period
     /// totals the statement storing them returned.
+    ///
+    /// A chunk of `tenantsPerEvaluation` tenants at a time, in the order of their locks
+    /// (each chunk's evaluation locks come after the previous chunk's, so the order every
+    /// transaction takes them in holds): what an evaluation holds — the periods touched,
+    /// their usage, the contexts judged — grows with the chunk, not with the batch (a
+    /// transaction of 50,000 tenants held about 35 MB of it at once). Each chunk is a fixed
+    /// number of statements.
     static func evaluate(
+        _ times: [UUID: Set<Date>], totals: [UsagePeriodTotals.StoredTotal], config: UsageConfigCache.Snapshot, now: Date,
+        on connection: isolated PostgresConnection
+    ) throws -> Evaluation {
+        guard times.count > tenantsPerEvaluation else { return try evaluateChunk(times, totals: totals, config: config, now: now, on: connection) }
+        let tenants = times.keys.sorted { $0.precedes($1) }
+        let sortedTotals = totals.sorted { $0.period.tenant.precedes($1.period.tenant) }
+        var evaluation = Evaluation()
+        var next = 0  // the first of `sortedTotals` not evaluated yet
+        for start in stride(from: 0, to: tenants.count, by: tenantsPerEvaluation) {
+            let chunk = tenants[start..<min(start + tenantsPerEvaluation, tenants.count)]
+            var chunkTimes: [UUID: Set<Date>] = Dictionary(minimumCapacity: chunk.count)
+            for tenant in chunk { chunkTimes[tenant] = times[tenant] }
+            // The totals of the chunk's tenants: those before the next chunk's first tenant.
+            let end = start + tenantsPerEvaluation < tenants.count ? tenants[start + tenantsPerEvaluation] : nil
+            var last = next
+            while last < sortedTotals.count, end.map({ sortedTotals[last].period.tenant.precedes($0) }) ?? true { last += 1 }
+            let part = try evaluateChunk(chunkTimes, totals: Array(sortedTotals[next..<last]), config: config, now: now, on: connection)
+            next = last
+            evaluation.quotaStates += part.quotaStates
+            evaluation.billingEvents += part.billingEvents
+        }
+        return evaluation
+    }
+
+    private static func evaluateChunk(
         _ times: [UUID: Set<Date>], totals: [UsagePeriodTotals.StoredTotal], config: UsageConfigCache.Snapshot, now: Date,
         on connection: isolated PostgresConnection
     ) throws -> Evaluation {
