@@ -320,6 +320,41 @@ struct ManyTenantsTests {
         try await Self.finish(harness, population)
     }
 
+    @Test("a fed batch cut off by the broker leaves its last part unwritten: delivered again, its events are counted and parked once")
+    func fedBatchCutOff() async throws {
+        let harness = try await AggregatorHarness.make()
+        let tenants = try await harness.createTenants(2)
+        let connection = try await AggregatorHarness.connect()
+        let handler = try Self.handler(tenantHoursPerTransaction: 1)  // each message a part
+        let time = TestClock.recent(60, before: TestClock.now())
+        let ghost = UUID()  // no tenant of this Tally
+        let deliveries = [
+            Self.delivery(1, [usageEventJSON(id: "a", tenant: tenants[0], time: time), usageEventJSON(id: "g", tenant: ghost, time: time)]),
+            Self.delivery(
+                2,
+                [usageEventJSON(id: "b", tenant: tenants[1], time: time), usageEventJSON(id: "neg", tenant: tenants[1], quantity: "-1", time: time)]),
+        ]
+        func parked() async throws -> [String] {
+            try await harness.database.query(
+                "SELECT code FROM parked_events WHERE tenant_id = ANY($1::text[]) ORDER BY code",
+                [PostgresTextArray([tenants[1], ghost].map(\.lowercasedText))]
+            ).map { try $0.decode(0, as: String.self) }
+        }
+        // The first part commits; the broker goes away before the batch is acked: the last
+        // part, which parks the batch's refused events, is not written.
+        var batch = deliveries
+        let cut = await handler.process(releasingBodies: &batch, interrupted: true, in: connection, logger: AggregatorHarness.logger)
+        #expect(cut.failure != nil)
+        #expect(try await harness.storedCounts(tenants) == [tenants[0]: 1])
+        #expect(try await parked().isEmpty)
+        // Redelivered, whole: everything counted and parked once.
+        #expect(await handler.process(deliveries, in: connection, logger: AggregatorHarness.logger).failure == nil)
+        #expect(try await harness.storedCounts(tenants) == [tenants[0]: 1, tenants[1]: 1])
+        #expect(try await parked() == ["out_of_range", "unknown_tenant"])
+        await connection.close()
+        try await harness.tearDown()
+    }
+
     @Test("a batch written in parts fails in its second part, then is retried message by message: nothing counted or parked twice")
     func failureBetweenParts() async throws {
         let harness = try await AggregatorHarness.make()

@@ -42,18 +42,23 @@ struct UsageHandler: QueueWorkHandler {
             next: {
                 defer { index += 1 }
                 return index < deliveries.count ? deliveries[index] : nil
-            }, single: deliveries.count == 1 ? deliveries[0] : nil, release: nil, in: database, logger: logger)
+            }, interrupted: { false }, single: deliveries.count == 1 ? deliveries[0] : nil, release: nil, in: database, logger: logger)
     }
 
     /// A batch of first deliveries, as they arrive: each message's body is dropped once
     /// decoded (those not usage batches excepted, parked whole), so the batch's bytes are
     /// never held whole; a failure has the worker requeue it.
     func process(_ feed: DeliveryFeed, in database: PostgresConnection, logger: Logger) async -> WorkOutcome {
-        await process(next: { await feed.next() }, single: nil, release: { feed.releaseBody(at: $0) }, in: database, logger: logger)
+        await process(
+            next: { await feed.next() }, interrupted: { feed.interrupted }, single: nil, release: { feed.releaseBody(at: $0) },
+            in: database, logger: logger)
     }
 
-    /// `deliveries` as a fed batch is handled, each body dropped (emptied) once decoded (for tests).
-    func process(releasingBodies deliveries: inout [Delivery], in database: PostgresConnection, logger: Logger) async -> WorkOutcome {
+    /// `deliveries` as a fed batch is handled, each body dropped (emptied) once decoded, the
+    /// feed cut off by the broker after the last when `interrupted` (for tests).
+    func process(
+        releasingBodies deliveries: inout [Delivery], interrupted: Bool = false, in database: PostgresConnection, logger: Logger
+    ) async -> WorkOutcome {
         var index = 0
         let source = deliveries
         var released: [Int] = []
@@ -61,7 +66,7 @@ struct UsageHandler: QueueWorkHandler {
             next: {
                 defer { index += 1 }
                 return index < source.count ? source[index] : nil
-            }, single: nil, release: { released.append($0) }, in: database, logger: logger)
+            }, interrupted: { interrupted }, single: nil, release: { released.append($0) }, in: database, logger: logger)
         for index in released { deliveries[index].releaseBody() }
         return outcome
     }
@@ -70,9 +75,13 @@ struct UsageHandler: QueueWorkHandler {
     /// by its position, once its body is no longer needed), its rows staged once they come
     /// to a chunk, each part written once full. Neither the batch's bodies (when released)
     /// nor its rows are held whole; what is held grows with its tenant-hours. `single` is
-    /// the batch's one delivery, kept whole, when a refusal of its data may be split.
+    /// the batch's one delivery, kept whole, when a refusal of its data may be split. When
+    /// the deliveries stopped coming because the broker went away (`interrupted`), the last
+    /// part is not written: the batch is not acked and comes again, and only the last part
+    /// parks, so nothing is parked twice.
     private func process(
-        next: () async -> Delivery?, single: Delivery?, release: ((Int) -> Void)?, in database: PostgresConnection, logger: Logger
+        next: () async -> Delivery?, interrupted: () -> Bool, single: Delivery?, release: ((Int) -> Void)?, in database: PostgresConnection,
+        logger: Logger
     ) async -> WorkOutcome {
         let decodedAt = TallyClock.now()
         var decoder = UsageDecoder.Parts(
@@ -95,6 +104,7 @@ struct UsageHandler: QueueWorkHandler {
                 writer.decodeSeconds += (ContinuousClock.now - decoding).seconds
                 if decoder.rowBytes >= stagingChunkBytes { try await writer.stage(decoder.takeRows(), on: database) }
             }
+            guard !interrupted() else { return WorkOutcome(failure: .dependencyDown("RabbitMQ")) }
             try await writer.stage(decoder.takeRows(), on: database)
             // Every part but the last was closed above: the decoder holds only the last.
             var remainingParts = decoder.finish()
@@ -112,13 +122,15 @@ struct UsageHandler: QueueWorkHandler {
             // One message the database refuses for its data: find the events at fault by
             // halving, park them with the reason, count the rest. (A batch of several
             // messages is split by the worker first, down to the message at fault.)
-            if let single, writer.parts == 0, writer.lastEventCount > 1, Self.isRefusalOfData(error) {
+            // (Decoded again with the same clock, keeping what splitting needs; refused while
+            // staged or while stored alike.)
+            if let single, writer.parts == 0, Self.isRefusalOfData(error),
+                case let whole = UsageDecoder(now: decodedAt, keepsSources: true).decode([UsageMessage(single)]), whole.eventCount > 1
+            {
                 do {
                     // The parts commit one by one (each told to others at once); what is parked
                     // — the decoder's and the refused events — commits last, together, so a
                     // retry of the message after a failure part-way parks nothing twice.
-                    // Decoded again with the same clock, keeping what splitting needs.
-                    let whole = UsageDecoder(now: decodedAt, keepsSources: true).decode([UsageMessage(single)])
                     var parked = whole.parkedEvents
                     try await recordSplitting(
                         whole.subset(0..<whole.eventCount, withParked: false), parked: &parked, in: database, logger: logger)
@@ -148,9 +160,6 @@ struct UsageHandler: QueueWorkHandler {
         /// Parts written (committed).
         var parts = 0
         var tenantHours = 0
-        /// The events of the last part tried (the refusal of one message is split when it
-        /// held more than one).
-        var lastEventCount = 0
         /// Events of unknown tenants, taken out of the parts before the last, parked by it.
         var unknownTenantEvents: [ParkedEvent] = []
 
@@ -176,7 +185,6 @@ struct UsageHandler: QueueWorkHandler {
         part.rowsStaged = true
         if last { part.parkedEvents += writer.unknownTenantEvents }
         metrics.received(part.eventCount + part.parkedEvents.count - (last ? writer.unknownTenantEvents.count : 0))
-        writer.lastEventCount = part.eventCount
         // What is needed after it is written: the part itself goes to the ledger, which
         // lets go of its tenant-hours once it knows their periods.
         let (tenantHours, earliestEventTime, parked) = (part.hourBounds.count, part.earliestEventTime, part.parkedEvents)

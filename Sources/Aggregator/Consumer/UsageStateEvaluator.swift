@@ -103,16 +103,39 @@ enum UsageStateEvaluator {
     /// (each chunk's evaluation locks come after the previous chunk's, so the order every
     /// transaction takes them in holds): what an evaluation holds — the periods touched,
     /// their usage, the contexts judged — grows with the chunk, not with the batch (a
-    /// transaction of 50,000 tenants held about 35 MB of it at once). Each chunk is a fixed
-    /// number of statements.
+    /// transaction of 50,000 tenants held about 35 MB of it at once). The firings and the
+    /// outbox rows are written once, after every chunk: an insert that waits on another
+    /// transaction's row never comes before an evaluation lock this one has yet to take.
     static func evaluate(
         _ times: [UUID: Set<Date>], totals: [UsagePeriodTotals.StoredTotal], config: UsageConfigCache.Snapshot, now: Date,
         on connection: isolated PostgresConnection
     ) throws -> Evaluation {
-        guard times.count > tenantsPerEvaluation else { return try evaluateChunk(times, totals: totals, config: config, now: now, on: connection) }
+        var evaluation = Evaluation()
+        var pending = Pending()
+        if times.count <= tenantsPerEvaluation {
+            evaluation.quotaStates = try evaluateChunk(times, totals: totals, config: config, now: now, pending: &pending, on: connection)
+        } else {
+            evaluation.quotaStates = try evaluateInChunks(times, totals: totals, config: config, now: now, pending: &pending, on: connection)
+        }
+        let outbox = pending.outbox + (try record(pending.firings, on: connection))
+        evaluation.billingEvents = try Outbox.enqueue(outbox, on: connection)
+        return evaluation
+    }
+
+    /// What an evaluation writes, once every chunk is evaluated.
+    private struct Pending {
+        var outbox: [BillingEvent] = []
+        var firings: [Firing] = []
+    }
+
+    /// `evaluateChunk` over each chunk of `tenantsPerEvaluation` tenants, in lock order.
+    private static func evaluateInChunks(
+        _ times: [UUID: Set<Date>], totals: [UsagePeriodTotals.StoredTotal], config: UsageConfigCache.Snapshot, now: Date,
+        pending: inout Pending, on connection: isolated PostgresConnection
+    ) throws -> [QuotaState] {
         let tenants = times.keys.sorted { $0.precedes($1) }
         let sortedTotals = totals.sorted { $0.period.tenant.precedes($1.period.tenant) }
-        var evaluation = Evaluation()
+        var quotaStates: [QuotaState] = []
         var next = 0  // the first of `sortedTotals` not evaluated yet
         for start in stride(from: 0, to: tenants.count, by: tenantsPerEvaluation) {
             let chunk = tenants[start..<min(start + tenantsPerEvaluation, tenants.count)]
@@ -122,23 +145,22 @@ enum UsageStateEvaluator {
             let end = start + tenantsPerEvaluation < tenants.count ? tenants[start + tenantsPerEvaluation] : nil
             var last = next
             while last < sortedTotals.count, end.map({ sortedTotals[last].period.tenant.precedes($0) }) ?? true { last += 1 }
-            let part = try evaluateChunk(chunkTimes, totals: Array(sortedTotals[next..<last]), config: config, now: now, on: connection)
+            quotaStates += try evaluateChunk(
+                chunkTimes, totals: Array(sortedTotals[next..<last]), config: config, now: now, pending: &pending, on: connection)
             next = last
-            evaluation.quotaStates += part.quotaStates
-            evaluation.billingEvents += part.billingEvents
         }
-        return evaluation
+        return quotaStates
     }
 
+    /// The quota states of the tenants at `times`; their quota crossings and alert firings
+    /// go to `pending`.
     private static func evaluateChunk(
         _ times: [UUID: Set<Date>], totals: [UsagePeriodTotals.StoredTotal], config: UsageConfigCache.Snapshot, now: Date,
-        on connection: isolated PostgresConnection
-    ) throws -> Evaluation {
+        pending: inout Pending, on connection: isolated PostgresConnection
+    ) throws -> [QuotaState] {
         let touched = touches(times, config: config)
         let usage = try self.usage(of: touched, totals: totals, alerts: config.alerts, catalog: config.catalog, now: now, on: connection)
-        var evaluation = Evaluation()
-        var outbox: [BillingEvent] = []
-        var firings: [Firing] = []
+        var quotaStates: [QuotaState] = []
         for tenant in touched.keys.sorted(by: { $0.precedes($1) }) {
             for touch in touched[tenant] ?? [] {
                 let period = TenantPeriod(tenant: tenant, span: touch.span)
@@ -147,22 +169,20 @@ enum UsageStateEvaluator {
                     tenant: tenant, span: touch.span, values: counted.values, events: counted.events,
                     plan: touch.subscription.map { $0.timeline.plan(at: touch.time) }, time: touch.time.date,
                     hours: Self.hours(of: times[tenant] ?? [], in: touch.span), now: now)
-                outbox += quotaCrossings(context)
+                pending.outbox += quotaCrossings(context)
                 for alert in config.alerts[tenant] ?? [] where counted.values[alert.rule.metric] != nil {
-                    if let firing = try evaluate(alert, context, catalog: config.catalog, on: connection) { firings.append(firing) }
+                    if let firing = try evaluate(alert, context, catalog: config.catalog, on: connection) { pending.firings.append(firing) }
                 }
                 // Only the period in force now is what quota enforcement needs to know.
                 guard touch.span.contains(Instant(now)) else { continue }
-                evaluation.quotaStates.append(
+                quotaStates.append(
                     QuotaState(
                         tenantID: tenant, asOf: now, periodStart: touch.span.start.date, periodEnd: touch.span.end.date,
                         subscription: touch.subscription == nil ? .none : (touch.trial ? .trialing : .active),
                         metrics: context.quotaMetrics))
             }
         }
-        outbox += try record(firings, on: connection)
-        evaluation.billingEvents = try Outbox.enqueue(outbox, on: connection)
-        return evaluation
+        return quotaStates
     }
 
     /// Each touched period's usage of the metrics the batch counted in it: from `totals`

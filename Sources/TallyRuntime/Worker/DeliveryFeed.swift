@@ -34,6 +34,11 @@ public final class DeliveryFeed: @unchecked Sendable {
     /// What ended the feed when reading from the broker failed (the worker reconnects).
     private(set) var brokerError: (any Error)?
 
+    /// Whether the batch ended because the broker went away: none of it will be acked (it
+    /// comes again, redelivered), so a handler should not do what must happen once per
+    /// batch (the Aggregator leaves its last part, which parks, unwritten).
+    public var interrupted: Bool { brokerError != nil }
+
     init(
         first: Delivery, channel: AMQPConnection, probe: QueueDepthProbe, queue: String, limit: Int, batchBytes: Int, linger: Duration
     ) {

@@ -32,8 +32,10 @@ actor QueueDepthProbe {
             return Int(try await connection.declareQueue(queue, passive: true))
         } catch {
             logger.debug("queue depth unknown", metadata: ["amqp.queue": "\(queue)", "error": "\(error)"])
+            // Forgotten before the close (a suspension), so a connection another caller opens
+            // meanwhile is not forgotten instead.
+            if self.connection === connection { self.connection = nil }
             await connection.close()
-            self.connection = nil
             return nil
         }
     }
@@ -45,10 +47,10 @@ actor QueueDepthProbe {
     }
 
     private func usableConnection() async -> AMQPConnection? {
-        if let connection, await connection.isAlive() { return connection }
-        if let stale = connection {
-            await stale.close()
-            connection = nil
+        if let held = connection {
+            if await held.isAlive() { return held }
+            if connection === held { connection = nil }
+            await held.close()
         }
         if let lastAttempt, ContinuousClock.now - lastAttempt < .seconds(1) { return nil }
         lastAttempt = .now
