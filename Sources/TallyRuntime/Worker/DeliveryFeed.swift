@@ -6,9 +6,10 @@ import RabbitMQClient
 /// what arrives within the linger time.
 ///
 /// A handler reads each delivery (`next`), does its part of the work and may drop its body
-/// (`releaseBody(at:)`), so a batch's bytes are never held whole. The feed hands out only
-/// deliveries never delivered before: a redelivered one ends the batch and begins the next,
-/// handled whole with bodies kept (the worker's retries, holds and splits need them).
+/// (`releaseBody(at:)`), so a batch's bytes are never held whole. Such a feed hands out only
+/// deliveries never delivered before (`firstDeliveriesOnly`): a redelivered one ends the
+/// batch and begins the next, handled whole with bodies kept (the worker's retries, holds
+/// and splits need them). The worker collects a whole batch through a feed too.
 ///
 /// Used by one consumer, one call at a time.
 public final class DeliveryFeed: @unchecked Sendable {
@@ -18,6 +19,7 @@ public final class DeliveryFeed: @unchecked Sendable {
     private let limit: Int
     private let batchBytes: Int
     private let linger: Duration
+    private let firstDeliveriesOnly: Bool
     private var first: Delivery?
     private var bytes = 0
     /// Until when to wait for more, once the queue was found holding a backlog.
@@ -40,8 +42,10 @@ public final class DeliveryFeed: @unchecked Sendable {
     public var interrupted: Bool { brokerError != nil }
 
     init(
-        first: Delivery, channel: AMQPConnection, probe: QueueDepthProbe, queue: String, limit: Int, batchBytes: Int, linger: Duration
+        first: Delivery, channel: AMQPConnection, probe: QueueDepthProbe, queue: String, limit: Int, batchBytes: Int, linger: Duration,
+        firstDeliveriesOnly: Bool
     ) {
+        self.firstDeliveriesOnly = firstDeliveriesOnly
         self.first = first
         self.channel = channel
         self.probe = probe
@@ -69,7 +73,7 @@ public final class DeliveryFeed: @unchecked Sendable {
                 }
                 if let deadline, deadline > .now { delivery = try await channel.nextDelivery(timeout: deadline - .now) }
             }
-            guard let delivery, !delivery.redelivered else {
+            guard let delivery, !(firstDeliveriesOnly && delivery.redelivered) else {
                 leftover = delivery
                 ended = true
                 return nil

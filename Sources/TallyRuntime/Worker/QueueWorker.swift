@@ -272,7 +272,7 @@ public struct QueueWorker<Handler: QueueWorkHandler>: Service {
             if handler.streamsBatches, !first.redelivered {
                 let feed = DeliveryFeed(
                     first: first, channel: channel, probe: probe, queue: settings.queue, limit: batchLimit, batchBytes: batchBytes,
-                    linger: settings.linger)
+                    linger: settings.linger, firstDeliveriesOnly: true)
                 batchLogger[metadataKey: "batch.id"] = "\(index)-\(first.deliveryTag)"
                 let outcome = await handler.process(feed, in: session, logger: batchLogger)
                 carried = feed.leftover
@@ -336,24 +336,12 @@ public struct QueueWorker<Handler: QueueWorkHandler>: Service {
     /// time (`DeliveryFeed` hands a batch out by the same rules). The queue is asked on the probe's connection, not the consuming
     /// one (`QueueDepthProbe`); when it cannot be asked, the batch is what has arrived.
     private func collect(_ first: Delivery, _ channel: AMQPConnection, probe: QueueDepthProbe, batchBytes: Int) async throws -> [Delivery] {
-        var deliveries = [first]
-        var bytes = first.body.count
-        var full: Bool { deliveries.count >= batchLimit || bytes >= batchBytes }
-        // What the connection has received already (a zero timeout does not wait).
-        while !full, let next = try await channel.nextDelivery(timeout: .zero) {
-            deliveries.append(next)
-            bytes += next.body.count
-        }
-        // A backlog: the broker sends the rest as the prefetch frees up — wait for it.
-        guard !full, settings.linger > .zero, let ready = await probe.readyMessages(in: settings.queue), ready > 0 else { return deliveries }
-        let deadline = ContinuousClock.now + settings.linger
-        while !full {
-            let remaining = deadline - .now
-            guard remaining > .zero, let next = try await channel.nextDelivery(timeout: remaining) else { break }
-            deliveries.append(next)
-            bytes += next.body.count
-        }
-        return deliveries
+        let feed = DeliveryFeed(
+            first: first, channel: channel, probe: probe, queue: settings.queue, limit: batchLimit, batchBytes: batchBytes,
+            linger: settings.linger, firstDeliveriesOnly: false)
+        while await feed.next() != nil {}
+        if let error = feed.brokerError { throw error }
+        return feed.deliveries
     }
 
     private var batchLimit: Int { max(1, min(settings.maxBatch, Int(settings.prefetch))) }
