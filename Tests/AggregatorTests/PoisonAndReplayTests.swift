@@ -115,8 +115,8 @@ struct PoisonAndReplayTests {
         let tenant = try await harness.createTenants(1)[0]
         let stranger = UUID()
         let now = TestClock.now().addingTimeInterval(-60)
-        let port = try TestEnvironment.freePort()
-        let aggregator = try harness.startAggregator(consumers: 1, port: port)
+        let aggregator = try harness.startAggregator(consumers: 1)
+        let port = try await aggregator.listeningPort()
         let badType = #"{"id": "p2", "tenant_id": "\#(tenant.uuidString)", "type": "Bad-Type", "quantity": 1, "time": "\#(now.ISO8601Format())"}"#
         try await harness.publish(["this is not json"])
         try await harness.publish(["[\(usageEventJSON(id: "p0", tenant: tenant, time: now))]"], schema: "invoice.v9")

@@ -10,13 +10,15 @@ import UsageEvents
 struct ProducerCrashTests {
     var producerBinary: String { TestEnvironment.repositoryRoot + "/.build/debug/producer" }
 
-    func start(port: Int, amqpURL: String, spool: String, adminToken: String) throws -> ChildProcess {
-        try ChildProcess(
-            producerBinary, ["serve", "--host", "127.0.0.1", "--port", "\(port)"],
+    /// Starts `producer serve` on a port the kernel picks; returns it with the port.
+    func start(amqpURL: String, spool: String, adminToken: String) async throws -> (ChildProcess, port: Int) {
+        let process = try ChildProcess(
+            producerBinary, ["serve", "--host", "127.0.0.1", "--port", "0"],
             environment: [
                 "AMQP_URL": amqpURL, "TALLY_SPOOL_DIR": spool, "BILLING_ADMIN_TOKEN": adminToken, "LOG_FORMAT": "text",
             ],
             log: spool + ".log")
+        return (process, try await process.listeningPort())
     }
 
     func waitUntilHealthy(_ client: HTTPClient, port: Int) async throws {
@@ -31,11 +33,10 @@ struct ProducerCrashTests {
     @Test("a batch answered 202 from the spool survives SIGKILL and is delivered after restart")
     func killAfterAccepted() async throws {
         let fixture = try await IngestFixture.make()
-        let port = try TestEnvironment.freePort()
         let client = try HTTPClient()
         // First life: RabbitMQ unreachable, so the batch can only be made durable in the spool.
-        let offline = try start(
-            port: port, amqpURL: "amqp://guest:guest@127.0.0.1:1/%2F?connection_timeout=1", spool: fixture.spoolDirectory,
+        let (offline, port) = try await start(
+            amqpURL: "amqp://guest:guest@127.0.0.1:1/%2F?connection_timeout=1", spool: fixture.spoolDirectory,
             adminToken: fixture.adminToken)
         try await waitUntilHealthy(client, port: port)
         let time = RFC3339.format(TestClock.now().addingTimeInterval(-30))
@@ -52,8 +53,8 @@ struct ProducerCrashTests {
         offline.kill(SIGKILL)
 
         // Second life: the broker is there; the spool drains.
-        let online = try start(
-            port: port, amqpURL: TestEnvironment.amqpURL, spool: fixture.spoolDirectory, adminToken: fixture.adminToken)
+        let (online, _) = try await start(
+            amqpURL: TestEnvironment.amqpURL, spool: fixture.spoolDirectory, adminToken: fixture.adminToken)
         defer { online.kill(SIGTERM) }
         let received = try await fixture.receivedEvents(expected: events.count, quiet: .seconds(20))
         #expect(received.ids.count == events.count)

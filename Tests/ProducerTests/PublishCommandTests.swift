@@ -10,14 +10,14 @@ struct PublishCommandTests {
     var producer: String { TestEnvironment.repositoryRoot + "/.build/debug/producer" }
 
     func serve(_ fixture: IngestFixture) async throws -> (ChildProcess, Int) {
-        let port = try TestEnvironment.freePort()
         let process = try ChildProcess(
-            producer, ["serve", "--host", "127.0.0.1", "--port", "\(port)"],
+            producer, ["serve", "--host", "127.0.0.1", "--port", "0"],
             environment: [
                 "AMQP_URL": TestEnvironment.amqpURL, "TALLY_SPOOL_DIR": fixture.spoolDirectory,
                 "BILLING_ADMIN_TOKEN": fixture.adminToken, "LOG_FORMAT": "text",
             ],
             log: fixture.spoolDirectory + ".log")
+        let port = try await process.listeningPort()
         let client = try HTTPClient()
         let deadline = ContinuousClock.now + .seconds(60)
         while (try? await client.send(.init(url: "http://127.0.0.1:\(port)/healthz")))?.isSuccess != true {

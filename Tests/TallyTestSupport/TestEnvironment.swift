@@ -126,6 +126,11 @@ public enum TestEnvironment {
     }
 }
 
+/// A child process did not get where a test needed it.
+public struct ChildProcessFailure: Error, CustomStringConvertible {
+    public let description: String
+}
+
 /// `./ops/local.sh` failed.
 public struct OpsError: Error, CustomStringConvertible {
     public let command: String
@@ -138,10 +143,47 @@ public struct OpsError: Error, CustomStringConvertible {
 /// A child process started by a test (e.g. `producer serve`), killed by the test.
 public struct ChildProcess: Sendable {
     public let pid: pid_t
+    /// Where its output goes (appended), and how long that file was before it started.
+    public let log: String
+    let logStart: UInt64
 
     /// Starts `path ARGUMENTS` with the test's environment plus `environment`, output to `log`.
     public init(_ path: String, _ arguments: [String], environment: [String: String], log: String) throws {
+        self.log = log
+        logStart = ((try? FileManager.default.attributesOfItem(atPath: log))?[.size] as? NSNumber)?.uint64Value ?? 0
         pid = try Spawn.start(path, arguments, environment: environment, output: log, errors: log, append: true)
+    }
+
+    /// The port its HTTP server listens on, for a child told to listen on port 0: the kernel
+    /// picks a free one at bind time and the server logs it ("Server started and listening on
+    /// HOST:PORT"). A port found free by the test and passed down could be taken by anything
+    /// before the child binds it (seen: an Aggregator exiting with "Address already in use").
+    /// Throws, with the end of the log, when the child exits first or never listens.
+    public func listeningPort(within limit: Duration = .seconds(120)) async throws -> Int {
+        let deadline = ContinuousClock.now + limit
+        while true {
+            let written = (FileManager.default.contents(atPath: log) ?? Data()).dropFirst(Int(logStart))
+            let text = String(decoding: written, as: UTF8.self)
+            if let line = text.split(separator: "\n").first(where: { $0.contains("Server started and listening on ") }),
+                let tail = line.split(separator: "listening on ").last,
+                let port = Int(tail.split(separator: ":").last?.prefix(while: \.isNumber) ?? "")
+            {
+                return port
+            }
+            let ended = hasExited
+            guard !ended, ContinuousClock.now < deadline else {
+                throw ChildProcessFailure(
+                    description: "\(log): the child \(ended ? "exited" : "is not listening after \(limit)"); its log ends:\n"
+                        + text.split(separator: "\n").suffix(10).joined(separator: "\n"))
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// Whether it has exited (it is not reaped: `kill` and `stop` still return its status).
+    public var hasExited: Bool {
+        var info = siginfo_t()
+        return waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info._sifields._sigchld.si_pid == pid
     }
 
     /// Sends `signal`, reaps the process and returns its exit status (128 + signal when killed).
