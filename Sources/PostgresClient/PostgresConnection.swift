@@ -62,18 +62,73 @@ public actor PostgresConnection {
     @discardableResult
     public func query(_ sql: String, _ parameters: [any PostgresEncodable] = []) throws(PostgresError) -> PostgresRows {
         let connection = try ready()
-        let texts = parameters.map(\.postgresText)
-        // Parameters go to libpq as C strings: a NUL would silently cut the value short (an
-        // id stored as its prefix). PostgreSQL's text cannot hold one anyway.
-        if let index = texts.firstIndex(where: { $0?.utf8.contains(0) == true }) {
-            throw PostgresError(
-                .parameter, message: "parameter $\(index + 1) holds a NUL character, which PostgreSQL text cannot store", sqlState: "22021")
-        }
+        let texts = try Self.texts(of: parameters)
         let result = withCStrings(texts) { values in
             PQexecParams(connection, sql, Int32(texts.count), nil, values, nil, nil, 0)
         }
         defer { PQclear(result) }
         return try rows(of: result, connection: connection)
+    }
+
+    /// Runs one parameterized statement and hands its rows to `body` as they arrive, up to
+    /// `rowsPerChunk` at a time (libpq's single-row mode): a statement that returns a
+    /// hundred thousand rows is never held whole, neither in libpq's result nor as
+    /// `PostgresRows` (`query` holds both at once while it copies one into the other).
+    ///
+    /// The statement can still fail after rows were handed over (a data-modifying statement
+    /// returns rows before it has finished): the error is thrown after them, so a caller
+    /// that acts on the rows runs inside a transaction the error rolls back. When `body`
+    /// throws, the rest of the rows are read and dropped (the connection is usable again)
+    /// and its error is rethrown.
+    public func forEachChunk(
+        _ sql: String, _ parameters: [any PostgresEncodable] = [], rowsPerChunk: Int = 1000, _ body: (PostgresRows) throws -> Void
+    ) throws {
+        let connection = try ready()
+        let texts = try Self.texts(of: parameters)
+        let sent = withCStrings(texts) { values in
+            PQsendQueryParams(connection, sql, Int32(texts.count), nil, values, nil, nil, 0)
+        }
+        guard sent == 1 else { throw connectionError(connection, code: PQstatus(connection) == CONNECTION_OK ? .server : .connectionLost) }
+        _ = PQsetSingleRowMode(connection)
+        var pending: [OpaquePointer] = []
+        pending.reserveCapacity(rowsPerChunk)
+        var failure: (any Error)?
+        func flush() {
+            defer {
+                pending.forEach { PQclear($0) }
+                pending.removeAll(keepingCapacity: true)
+            }
+            guard failure == nil, !pending.isEmpty else { return }
+            do { try body(Self.copyRows(pending)) } catch { failure = error }
+        }
+        while let result = PQgetResult(connection) {
+            if PQresultStatus(result) == PGRES_SINGLE_TUPLE {
+                pending.append(result)
+                if pending.count >= rowsPerChunk { flush() }
+                continue
+            }
+            // The end of the rows (an empty PGRES_TUPLES_OK), or the statement's error.
+            flush()
+            defer { PQclear(result) }
+            do {
+                _ = try rows(of: result, connection: connection)
+            } catch {
+                failure = failure ?? error
+            }
+        }
+        flush()
+        if let failure { throw failure }
+    }
+
+    /// Parameters go to libpq as C strings: a NUL would silently cut the value short (an
+    /// id stored as its prefix). PostgreSQL's text cannot hold one anyway.
+    private static func texts(of parameters: [any PostgresEncodable]) throws(PostgresError) -> [String?] {
+        let texts = parameters.map(\.postgresText)
+        if let index = texts.firstIndex(where: { $0?.utf8.contains(0) == true }) {
+            throw PostgresError(
+                .parameter, message: "parameter $\(index + 1) holds a NUL character, which PostgreSQL text cannot store", sqlState: "22021")
+        }
+        return texts
     }
 
     /// Runs trusted SQL without parameters, possibly several statements (migrations).
@@ -310,24 +365,33 @@ public actor PostgresConnection {
     }
 
     private static func copyRows(_ result: OpaquePointer) -> PostgresRows {
-        let rowCount = PQntuples(result)
-        let columnCount = PQnfields(result)
-        let columns = (0..<columnCount).map { String(cString: PQfname(result, $0)) }
-        let cells = Int(rowCount) * Int(columnCount)
+        copyRows(CollectionOfOne(result))
+    }
+
+    /// The rows of `results` (of one statement: the same columns) one after the other, as
+    /// one `PostgresRows`; the affected rows are the last result's.
+    private static func copyRows(_ results: some BidirectionalCollection<OpaquePointer>) -> PostgresRows {
+        guard let first = results.first else { return PostgresRows(columns: [], storage: .empty, affectedRows: 0) }
+        let columnCount = PQnfields(first)
+        let columns = (0..<columnCount).map { String(cString: PQfname(first, $0)) }
+        let rowCount = results.reduce(0) { $0 + Int(PQntuples($1)) }
+        let cells = rowCount * Int(columnCount)
         var lengths: [Int32] = []
         var starts: [Int] = []
         lengths.reserveCapacity(cells)
         starts.reserveCapacity(cells)
         var total = 0
-        for row in 0..<rowCount {
-            for column in 0..<columnCount {
-                starts.append(total)
-                if PQgetisnull(result, row, column) == 1 {
-                    lengths.append(-1)
-                } else {
-                    let length = PQgetlength(result, row, column)
-                    lengths.append(length)
-                    total += Int(length)
+        for result in results {
+            for row in 0..<PQntuples(result) {
+                for column in 0..<columnCount {
+                    starts.append(total)
+                    if PQgetisnull(result, row, column) == 1 {
+                        lengths.append(-1)
+                    } else {
+                        let length = PQgetlength(result, row, column)
+                        lengths.append(length)
+                        total += Int(length)
+                    }
                 }
             }
         }
@@ -335,18 +399,20 @@ public actor PostgresConnection {
         do {
             let buffer = bytes
             var cell = 0
-            for row in 0..<rowCount {
-                for column in 0..<columnCount {
-                    defer { cell += 1 }
-                    let length = Int(lengths[cell])
-                    guard length > 0, let value = PQgetvalue(result, row, column) else { continue }
-                    UnsafeMutableRawPointer(buffer.baseAddress! + starts[cell]).copyMemory(from: value, byteCount: length)
+            for result in results {
+                for row in 0..<PQntuples(result) {
+                    for column in 0..<columnCount {
+                        defer { cell += 1 }
+                        let length = Int(lengths[cell])
+                        guard length > 0, let value = PQgetvalue(result, row, column) else { continue }
+                        UnsafeMutableRawPointer(buffer.baseAddress! + starts[cell]).copyMemory(from: value, byteCount: length)
+                    }
                 }
             }
         }
-        let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
+        let affected = results.last.flatMap { Int(String(cString: PQcmdTuples($0))) } ?? 0
         let storage = PostgresRows.Storage(
-            rowCount: Int(rowCount), columnCount: Int(columnCount), bytes: bytes, starts: starts, lengths: lengths)
+            rowCount: rowCount, columnCount: Int(columnCount), bytes: bytes, starts: starts, lengths: lengths)
         return PostgresRows(columns: columns, storage: storage, affectedRows: affected)
     }
 }

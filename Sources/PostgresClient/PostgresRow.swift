@@ -27,6 +27,11 @@ public struct PostgresRows: Sendable, RandomAccessCollection {
 
         deinit { bytes.deallocate() }
 
+        /// No rows.
+        static var empty: Storage {
+            Storage(rowCount: 0, columnCount: 0, bytes: .allocate(capacity: 0), starts: [], lengths: [])
+        }
+
         /// The bytes of value (`row`, `column`), nil for NULL; valid while the storage lives.
         @inlinable
         func value(row: Int, column: Int) -> UnsafeBufferPointer<UInt8>? {

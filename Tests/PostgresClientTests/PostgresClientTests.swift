@@ -179,6 +179,84 @@ struct PostgresClientTests {
         #expect(throws: PostgresError.self) { try odd.decode(5, as: Date.self) }
     }
 
+    @Test("rows read a chunk at a time as they arrive are the rows the whole result holds, in order, in chunks of the size asked")
+    func chunksAgainstWhole() async throws {
+        let sql = """
+            SELECT g, gen_random_uuid() AS id, CASE WHEN g % 3 = 0 THEN NULL ELSE repeat('é', g % 7) END AS word,
+                   timestamptz '2026-02-28 23:59:59.999999+00' + g * interval '1 minute' AS at
+              FROM generate_series(1, 4003) AS g ORDER BY g
+            """
+        let pool = try pool()
+        let whole = try await pool.query(sql)
+        let (sizes, texts) = try await pool.withTransaction { connection in
+            var sizes: [Int] = []
+            var texts: [[String?]] = []
+            try connection.forEachChunk(sql, rowsPerChunk: 1000) { rows in
+                sizes.append(rows.count)
+                #expect(rows.columns == ["g", "id", "word", "at"])
+                texts += rows.map { row in (0..<4).map { row.text($0) } }
+            }
+            return (sizes, texts)
+        }
+        #expect(sizes == [1000, 1000, 1000, 1000, 3])
+        #expect(texts.map { $0[0] } == whole.map { $0.text(0) })
+        #expect(texts.map { $0[2] } == whole.map { $0.text(2) })
+        #expect(texts.map { $0[3] } == whole.map { $0.text(3) })
+        #expect(Set(texts.map { $0[1] }).count == 4003)
+        // No rows: the body is never called.
+        let calls = try await pool.withTransaction { connection in
+            var calls = 0
+            try connection.forEachChunk("SELECT 1 WHERE $1::bool", [false]) { _ in calls += 1 }
+            return calls
+        }
+        #expect(calls == 0)
+    }
+
+    @Test(
+        "a statement failing after some of its rows were read a chunk at a time throws after them, its transaction stores nothing, and the connection goes on"
+    )
+    func chunksThenFailure() async throws {
+        try await withTable("id int PRIMARY KEY") { pool, table in
+            // Rows 1…4,999 are sent (the server flushes its output every 8 KiB) before row
+            // 5,000 divides by zero and fails the statement, and the transaction with it.
+            let read = ReadCount()
+            await #expect {
+                try await pool.withTransaction { connection in
+                    try connection.query("INSERT INTO \(table) SELECT g FROM generate_series(1, 5000) AS g")
+                    try connection.forEachChunk("SELECT id, 10 / (5000 - id) FROM \(table)", rowsPerChunk: 100) { rows in
+                        read.add(rows.count)
+                    }
+                }
+            } throws: { ($0 as? PostgresError)?.sqlState == "22012" }
+            #expect(read.value > 0 && read.value < 5000, "rows before the error: \(read.value)")
+            #expect(try await pool.query("SELECT count(*) FROM \(table)")[0].decode(0, as: Int.self) == 0)
+            // A body that throws: its error, the rest of the rows read and dropped, the
+            // connection usable for the next statement in the same transaction.
+            struct Enough: Error {}
+            let after = try await pool.withTransaction { connection in
+                var chunks = 0
+                #expect(throws: Enough.self) {
+                    try connection.forEachChunk("SELECT g FROM generate_series(1, 10000) AS g", rowsPerChunk: 10) { _ in
+                        chunks += 1
+                        if chunks == 2 { throw Enough() }
+                    }
+                }
+                #expect(chunks == 2)
+                try connection.query("INSERT INTO \(table) VALUES (7)")
+                return try connection.query("SELECT count(*) FROM \(table)")[0].decode(0, as: Int.self)
+            }
+            #expect(after == 1)
+        }
+    }
+
+    /// Rows counted by a chunk body in a `@Sendable` transaction.
+    final class ReadCount: @unchecked Sendable {
+        private let lock = NSLock()
+        private var count = 0
+        func add(_ rows: Int) { lock.withLock { count += rows } }
+        var value: Int { lock.withLock { count } }
+    }
+
     @Test("a rolled-back transaction leaves nothing")
     func rollback() async throws {
         try await withTable("id int PRIMARY KEY") { pool, table in

@@ -57,12 +57,12 @@ struct DecodedBatch: Sendable {
     /// The earliest event time in the batch (event-to-visible latency).
     var earliestEventTime: Date?
     /// The times of the staged events, by tenant — the earliest and the latest in each hour
-    /// they touch, as `LedgerOutcome.timesByTenant` has them: enough to find the periods
+    /// they touch (`TenantTimes`), as the ledger has them for the stored events: enough to find the periods
     /// they fall in (`UsagePeriodTotals` completes those before the events are stored),
     /// without keeping and sorting every event's time.
-    var stagedTimes: [UUID: Set<Date>] {
-        var times: [UUID: Set<Date>] = [:]
-        for (key, bounds) in hourBounds { times[key.tenant, default: []].formUnion([bounds.earliest, bounds.latest]) }
+    var stagedTimes: TenantTimes {
+        var times: TenantTimes = [:]
+        for (key, bounds) in hourBounds { times[key.tenant, default: []].append(contentsOf: [bounds.earliest, bounds.latest]) }
         return times
     }
 

@@ -147,8 +147,9 @@ struct UsageHandler: QueueWorkHandler {
         }
     }
 
-    /// Rows staged ahead of a batch's parts are COPYed this many bytes at a time.
-    var stagingChunkBytes = 4 << 20
+    /// Rows staged ahead of a batch's parts are COPYed this many bytes at a time (a few
+    /// messages' rows: each consumer holds a chunk's buffer; a COPY costs a round trip).
+    var stagingChunkBytes = 1 << 20
 
     /// What writing a batch's parts carries from one to the next.
     private struct PartWriter {
@@ -258,7 +259,7 @@ struct UsageHandler: QueueWorkHandler {
     private func log(_ outcome: LedgerOutcome, parked: [ParkedEvent], elapsed: Duration, logger: Logger) {
         if logger.logLevel <= .debug {
             // Thousands of tenants per batch: named only when someone reads debug logs.
-            let tenants = outcome.insertedByTenant.keys.sorted { $0.precedes($1) }.prefix(20)
+            let tenants = outcome.someTenantsInserted
             logger.debug(
                 "batch committed",
                 metadata: [
@@ -266,7 +267,7 @@ struct UsageHandler: QueueWorkHandler {
                     "events.parked": "\(outcome.parked)", "commit.ms": "\(Int(elapsed.seconds * 1000))",
                     "phases.ms": .dictionary(
                         Dictionary(uniqueKeysWithValues: outcome.phases.map { ($0.key.rawValue, .string("\(Int($0.value * 1000))")) })),
-                    "tenant.ids": .array(tenants.map { .string($0.lowercasedText) }),
+                    "tenants.inserted": "\(outcome.tenantsInserted)", "tenant.ids": .array(tenants.map { .string($0.lowercasedText) }),
                 ])
         }
         // The first few by name; `aggregator dlq list` has them all.

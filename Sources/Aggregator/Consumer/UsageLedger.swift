@@ -1,3 +1,4 @@
+import BillingEngine
 import CivilTime
 import Foundation
 import Metering
@@ -12,11 +13,9 @@ struct LedgerOutcome: Sendable {
     var duplicates = 0
     /// Events parked in `parked_events` (invalid, or of an unknown tenant).
     var parked = 0
-    /// Newly stored events per tenant and metric (for quota state and alerts).
-    var insertedByTenant: [UUID: [String: Int]] = [:]
-    /// For each tenant, the earliest and latest time of its newly stored events in
-    /// every hour they touch: enough to find every billing period the batch changed.
-    var timesByTenant: [UUID: Set<Date>] = [:]
+    /// Tenants with newly stored events: how many, and the first few (for a debug log).
+    var tenantsInserted = 0
+    var someTenantsInserted: [UUID] = []
     /// The touched tenants' usage against their quotas, to broadcast after the commit.
     var quotaStates: [QuotaState] = []
     /// Events of tenants that do not exist, taken out of the batch but not parked (when
@@ -118,25 +117,30 @@ enum UsageLedger {
             // Every period the events fall in is complete by now, unless the configuration
             // changed since (a subscription created in between) or the tenant was created
             // since: then it is completed here.
-            let missing = cache.notKnownComplete(Self.periods(stagedTimes.value.filter { !config.absent.contains($0.key) }, config: config))
+            let missing = cache.notKnownComplete(Self.periods(stagedTimes.value, config: config) { !config.absent.contains($0) })
             stagedTimes.drop()
             if !missing.isEmpty {
                 outcome.completedPeriods = try UsagePeriodTotals.complete(missing, on: connection)
             }
             clock.lap(.completePeriods, into: &outcome.phases)
-            let stored = try UsageEventStore.storeStaged(on: connection)
-            for hour in stored.hours {
-                outcome.insertedByTenant[hour.tenant, default: [:]][hour.metric, default: 0] += hour.count
-                outcome.inserted += hour.count
-                outcome.timesByTenant[hour.tenant, default: []].formUnion([hour.earliest, hour.latest])
+            // For each tenant, the earliest and latest time of its newly stored events in
+            // every hour they touch: enough to find every billing period the batch changed.
+            // Held only through the evaluation, not with the outcome.
+            var times: TenantTimes = [:]
+            var inserted = 0
+            let totals = try UsageEventStore.storeStaged(on: connection) { hour in
+                inserted += hour.count
+                times[hour.tenant, default: []].append(contentsOf: [hour.earliest, hour.latest])
             }
+            outcome.inserted = inserted
+            outcome.tenantsInserted = times.count
+            outcome.someTenantsInserted = Array(times.keys.prefix(20))
             outcome.duplicates =
                 eventCount - outcome.inserted - (outcome.parked - parkedEvents.count)
                 - outcome.unknownTenantEvents.count
             clock.lap(.insertAndRollUp, into: &outcome.phases)
-            if !outcome.timesByTenant.isEmpty {
-                let evaluation = try UsageStateEvaluator.evaluate(
-                    outcome.timesByTenant, totals: stored.totals, config: config, now: now, on: connection)
+            if !times.isEmpty {
+                let evaluation = try UsageStateEvaluator.evaluate(times, totals: consume totals, config: config, now: now, on: connection)
                 outcome.quotaStates = evaluation.quotaStates
                 outcome.billingEvents = evaluation.billingEvents
             }
@@ -160,11 +164,11 @@ enum UsageLedger {
     /// then decided with the configuration as committed now); commits and remembers them.
     /// Nothing when the cache knows every period complete.
     private static func complete(
-        _ times: [UUID: Set<Date>], tenants: [UUID], cache: UsageConfigCache, on connection: PostgresConnection
+        _ times: TenantTimes, tenants: [UUID], cache: UsageConfigCache, on connection: PostgresConnection
     ) async throws -> Completion {
         let (cached, unknown) = cache.peek(tenants)
         let guessed = Set(
-            cache.notKnownComplete(periods(times.filter { !unknown.contains($0.key) }, config: cached)).map(\.tenant)
+            cache.notKnownComplete(periods(times, config: cached) { !unknown.contains($0) }).map(\.tenant)
         ).union(unknown)
         guard !guessed.isEmpty else { return Completion() }
         let wanted = tenants.filter(guessed.contains)
@@ -174,7 +178,7 @@ enum UsageLedger {
             let config = try cache.snapshot(for: wanted, on: connection)
             clock.lap(.lockAndConfiguration, into: &completion.phases)
             let missing = cache.notKnownComplete(
-                periods(times.filter { guessed.contains($0.key) && !config.absent.contains($0.key) }, config: config))
+                periods(times, config: config) { guessed.contains($0) && !config.absent.contains($0) })
             let completed = try UsagePeriodTotals.complete(missing, on: connection)
             clock.lap(.completePeriods, into: &completion.phases)
             return (completion, completed)
@@ -183,12 +187,19 @@ enum UsageLedger {
         return completion
     }
 
-    /// The periods (billing period, trial or calendar month) the events at `times` fall in.
-    static func periods(_ times: [UUID: Set<Date>], config: UsageConfigCache.Snapshot) -> Set<TenantPeriod> {
-        Set(
-            UsageStateEvaluator.touches(times, config: config).flatMap { tenant, touches in
-                touches.map { TenantPeriod(tenant: tenant, span: $0.span) }
-            })
+    /// The periods (billing period, trial or calendar month) the events at `times` of the
+    /// tenants `including` takes fall in: worked out a tenant at a time, only the periods kept.
+    static func periods(
+        _ times: TenantTimes, config: UsageConfigCache.Snapshot, including: (UUID) -> Bool = { _ in true }
+    ) -> Set<TenantPeriod> {
+        var periods = Set<TenantPeriod>(minimumCapacity: times.count)
+        var month: Period?
+        for (tenant, tenantTimes) in times where including(tenant) {
+            for touch in UsageStateEvaluator.touches(of: tenantTimes, subscriptions: config.subscriptions[tenant] ?? [], month: &month) {
+                periods.insert(TenantPeriod(tenant: tenant, span: touch.span))
+            }
+        }
+        return periods
     }
 
     /// Where a batch's time goes, for `/metrics` (the end-to-end breakdown of the benchmark).
@@ -211,6 +222,11 @@ enum UsageLedger {
         }
     }
 }
+
+/// The times of a batch's events by tenant: the earliest and the latest in each hour they
+/// touch, in no particular order (a time may appear twice). An array per tenant, not a set:
+/// a transaction of 50,000 tenants holds one for each.
+typealias TenantTimes = [UUID: [Date]]
 
 /// A value a transaction's body lets go of once done with it, so its memory is freed
 /// before the rest of the transaction runs (the body is `@Sendable`: it cannot clear a

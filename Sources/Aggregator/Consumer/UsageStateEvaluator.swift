@@ -51,40 +51,45 @@ enum UsageStateEvaluator {
     /// allocates little: a tenant's touches are a short array searched in place (a batch
     /// touches one or two periods of a tenant), and the calendar month last worked out is
     /// reused for the next time inside it, whichever tenant's (most are in the same month).
-    static func touches(_ times: [UUID: Set<Date>], config: UsageConfigCache.Snapshot) -> [UUID: [Touch]] {
+    static func touches(_ times: TenantTimes, config: UsageConfigCache.Snapshot) -> [UUID: [Touch]] {
         var result: [UUID: [Touch]] = Dictionary(minimumCapacity: times.count)
         var month: Period?
         for (tenant, tenantTimes) in times {
-            let subscriptions = config.subscriptions[tenant] ?? []
-            var found: [Touch] = []
-            // In time order, a time inside the last period found (under the same
-            // subscription) only moves that period's latest time: the calendar is worked
-            // out once per period, not once per event.
-            var last: Touch?
-            for date in tenantTimes.sorted() {
-                let time = Instant(date)
-                let subscription = subscriptions.last { $0.covers(time) }
-                let touch: Touch
-                if let held = last, held.span.contains(time), held.subscription?.id == subscription?.id {
-                    touch = Touch(span: held.span, time: time, subscription: subscription, trial: held.trial)
-                } else if let period = subscription?.period(containing: time) {
-                    touch = Touch(span: period.span, time: time, subscription: subscription, trial: period.trial)
-                } else {
-                    let span = month.flatMap { $0.contains(time) ? $0 : nil } ?? BillingCalendar.utcMonths.period(containing: time)
-                    month = span
-                    touch = Touch(span: span, time: time, subscription: subscription, trial: false)
-                }
-                last = touch
-                if let index = found.firstIndex(where: { $0.span == touch.span }) {
-                    if found[index].time < touch.time { found[index] = touch }
-                } else {
-                    found.append(touch)
-                }
-            }
-            if found.count > 1 { found.sort { ($0.span.start, $0.span.end) < ($1.span.start, $1.span.end) } }
-            result[tenant] = found
+            result[tenant] = touches(of: tenantTimes, subscriptions: config.subscriptions[tenant] ?? [], month: &month)
         }
         return result
+    }
+
+    /// The periods one tenant's events at `times` fall in, oldest first; `month` is the
+    /// calendar month last worked out (for the next tenant's times).
+    static func touches(of times: [Date], subscriptions: [StoredSubscription], month: inout Period?) -> [Touch] {
+        var found: [Touch] = []
+        // In time order, a time inside the last period found (under the same subscription)
+        // only moves that period's latest time: the calendar is worked out once per period,
+        // not once per event.
+        var last: Touch?
+        for date in times.sorted() {
+            let time = Instant(date)
+            let subscription = subscriptions.last { $0.covers(time) }
+            let touch: Touch
+            if let held = last, held.span.contains(time), held.subscription?.id == subscription?.id {
+                touch = Touch(span: held.span, time: time, subscription: subscription, trial: held.trial)
+            } else if let period = subscription?.period(containing: time) {
+                touch = Touch(span: period.span, time: time, subscription: subscription, trial: period.trial)
+            } else {
+                let span = month.flatMap { $0.contains(time) ? $0 : nil } ?? BillingCalendar.utcMonths.period(containing: time)
+                month = span
+                touch = Touch(span: span, time: time, subscription: subscription, trial: false)
+            }
+            last = touch
+            if let index = found.firstIndex(where: { $0.span == touch.span }) {
+                if found[index].time < touch.time { found[index] = touch }
+            } else {
+                found.append(touch)
+            }
+        }
+        if found.count > 1 { found.sort { ($0.span.start, $0.span.end) < ($1.span.start, $1.span.end) } }
+        return found
     }
 
     /// The metrics a batch counted in one period: their values and event counts.
@@ -107,7 +112,7 @@ enum UsageStateEvaluator {
     /// outbox rows are written once, after every chunk: an insert that waits on another
     /// transaction's row never comes before an evaluation lock this one has yet to take.
     static func evaluate(
-        _ times: [UUID: Set<Date>], totals: [UsagePeriodTotals.StoredTotal], config: UsageConfigCache.Snapshot, now: Date,
+        _ times: TenantTimes, totals: consuming [UsagePeriodTotals.StoredTotal], config: UsageConfigCache.Snapshot, now: Date,
         on connection: isolated PostgresConnection
     ) throws -> Evaluation {
         var evaluation = Evaluation()
@@ -115,7 +120,11 @@ enum UsageStateEvaluator {
         if times.count <= tenantsPerEvaluation {
             evaluation.quotaStates = try evaluateChunk(times, totals: totals, config: config, now: now, pending: &pending, on: connection)
         } else {
-            evaluation.quotaStates = try evaluateInChunks(times, totals: totals, config: config, now: now, pending: &pending, on: connection)
+            // Sorted in place: the caller's totals are this array (consumed), not copied.
+            var sortedTotals = consume totals
+            sortedTotals.sort { $0.period.tenant.precedes($1.period.tenant) }
+            evaluation.quotaStates = try evaluateInChunks(
+                times, sortedTotals: sortedTotals, config: config, now: now, pending: &pending, on: connection)
         }
         let outbox = pending.outbox + (try record(pending.firings, on: connection))
         evaluation.billingEvents = try Outbox.enqueue(outbox, on: connection)
@@ -128,18 +137,18 @@ enum UsageStateEvaluator {
         var firings: [Firing] = []
     }
 
-    /// `evaluateChunk` over each chunk of `tenantsPerEvaluation` tenants, in lock order.
+    /// `evaluateChunk` over each chunk of `tenantsPerEvaluation` tenants, in lock order
+    /// (`sortedTotals` in their tenants' lock order).
     private static func evaluateInChunks(
-        _ times: [UUID: Set<Date>], totals: [UsagePeriodTotals.StoredTotal], config: UsageConfigCache.Snapshot, now: Date,
+        _ times: TenantTimes, sortedTotals: [UsagePeriodTotals.StoredTotal], config: UsageConfigCache.Snapshot, now: Date,
         pending: inout Pending, on connection: isolated PostgresConnection
     ) throws -> [QuotaState] {
         let tenants = times.keys.sorted { $0.precedes($1) }
-        let sortedTotals = totals.sorted { $0.period.tenant.precedes($1.period.tenant) }
         var quotaStates: [QuotaState] = []
         var next = 0  // the first of `sortedTotals` not evaluated yet
         for start in stride(from: 0, to: tenants.count, by: tenantsPerEvaluation) {
             let chunk = tenants[start..<min(start + tenantsPerEvaluation, tenants.count)]
-            var chunkTimes: [UUID: Set<Date>] = Dictionary(minimumCapacity: chunk.count)
+            var chunkTimes: TenantTimes = Dictionary(minimumCapacity: chunk.count)
             for tenant in chunk { chunkTimes[tenant] = times[tenant] }
             // The totals of the chunk's tenants: those before the next chunk's first tenant.
             let end = start + tenantsPerEvaluation < tenants.count ? tenants[start + tenantsPerEvaluation] : nil
@@ -155,7 +164,7 @@ enum UsageStateEvaluator {
     /// The quota states of the tenants at `times`; their quota crossings and alert firings
     /// go to `pending`.
     private static func evaluateChunk(
-        _ times: [UUID: Set<Date>], totals: [UsagePeriodTotals.StoredTotal], config: UsageConfigCache.Snapshot, now: Date,
+        _ times: TenantTimes, totals: [UsagePeriodTotals.StoredTotal], config: UsageConfigCache.Snapshot, now: Date,
         pending: inout Pending, on connection: isolated PostgresConnection
     ) throws -> [QuotaState] {
         let touched = touches(times, config: config)
@@ -383,7 +392,7 @@ enum UsageStateEvaluator {
 
     /// The distinct hours (their starts) of `times` inside `span`, oldest first, at most
     /// the newest `anomalyHoursPerBatch`.
-    static func hours(of times: Set<Date>, in span: Period) -> [Date] {
+    static func hours(of times: [Date], in span: Period) -> [Date] {
         let hour: Int64 = 3_600_000_000
         let starts = Set(
             times.lazy.map(Instant.init).filter { span.contains($0) }.map {

@@ -59,34 +59,34 @@ public enum UsageEventStore {
         }
     }
 
-    /// What `storeStaged` stored: the new events per tenant, metric and hour, and every
-    /// period total they were added to, as it now stands.
-    public struct Stored: Sendable {
-        public var hours: [StoredHour] = []
-        public var totals: [UsagePeriodTotals.StoredTotal] = []
-    }
-
     /// Stores the staged events not stored before (by tenant and id) and folds them into
-    /// the rollups and period totals; returns what was new, per tenant, metric and hour,
-    /// and the totals they changed.
-    public static func storeStaged(on connection: isolated PostgresConnection) throws -> Stored {
-        var stored = Stored()
-        for row in try connection.query(insertAndRollUp) {
-            let tenant = try row.decode(1, as: UUID.self)
-            let metric = try row.decode(2, as: String.self)
-            let count = try row.decode(3, as: Int64.self)
-            let from = try row.decode(4, as: Date.self)
-            let to = try row.decode(5, as: Date.self)
-            if try row.decode(0, as: Bool.self) {
-                stored.totals.append(
-                    UsagePeriodTotals.StoredTotal(
-                        period: TenantPeriod(tenant: tenant, span: Period(start: Instant(from), end: Instant(to))), metric: metric,
-                        eventCount: count, sum: row.text(6) ?? "0", max: row.text(7), latest: row.text(8)))
-            } else {
-                stored.hours.append(StoredHour(tenant: tenant, metric: metric, count: Int(count), earliest: from, latest: to))
+    /// the rollups and period totals; hands `eachHour` what was new, per tenant, metric and
+    /// hour, as the statement returns it, and returns the totals they changed.
+    ///
+    /// The statement's rows are read a chunk at a time (a transaction of 50,000 tenants
+    /// returns a row per tenant-hour and per total): only the totals are kept.
+    public static func storeStaged(
+        on connection: isolated PostgresConnection, eachHour: (StoredHour) -> Void
+    ) throws -> [UsagePeriodTotals.StoredTotal] {
+        var totals: [UsagePeriodTotals.StoredTotal] = []
+        try connection.forEachChunk(insertAndRollUp) { rows in
+            for row in rows {
+                let tenant = try row.decode(1, as: UUID.self)
+                let metric = try row.decode(2, as: String.self)
+                let count = try row.decode(3, as: Int64.self)
+                let from = try row.decode(4, as: Date.self)
+                let to = try row.decode(5, as: Date.self)
+                if try row.decode(0, as: Bool.self) {
+                    totals.append(
+                        UsagePeriodTotals.StoredTotal(
+                            period: TenantPeriod(tenant: tenant, span: Period(start: Instant(from), end: Instant(to))), metric: metric,
+                            eventCount: count, sum: row.text(6) ?? "0", max: row.text(7), latest: row.text(8)))
+                } else {
+                    eachHour(StoredHour(tenant: tenant, metric: metric, count: Int(count), earliest: from, latest: to))
+                }
             }
         }
-        return stored
+        return totals
     }
 
     /// Session-local, created once per connection and emptied by every `stage` that does

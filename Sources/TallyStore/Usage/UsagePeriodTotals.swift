@@ -75,15 +75,28 @@ public enum UsagePeriodTotals {
     /// those whose `usage_periods` row this transaction inserts (a period another
     /// transaction is completing is waited for, then found complete); returns those of
     /// `periods` that are complete now (their tenant exists).
+    ///
+    /// `periodsPerStatement` periods a statement, in one order (tenant, then period): a
+    /// batch that first sees 50,000 tenants completes 50,000 periods, and their arrays as
+    /// one statement's parameters were tens of MB at once — as strings, as the statement's
+    /// text, and in libpq's output buffer, which keeps the size it grew to for as long as
+    /// the connection lives.
     @discardableResult
     public static func complete(_ periods: Set<TenantPeriod>, on connection: isolated PostgresConnection) throws -> Set<TenantPeriod> {
         guard !periods.isEmpty else { return [] }
         let sorted = periods.sorted {
             $0.tenant != $1.tenant ? $0.tenant.precedes($1.tenant) : ($0.span.start, $0.span.end) < ($1.span.start, $1.span.end)
         }
-        let existing = Set(try connection.query(completeStatement, arrays(sorted)).map { try $0.decode(0, as: UUID.self) })
+        var existing = Set<UUID>()
+        for start in stride(from: 0, to: sorted.count, by: periodsPerStatement) {
+            let chunk = Array(sorted[start..<min(start + periodsPerStatement, sorted.count)])
+            for row in try connection.query(completeStatement, arrays(chunk)) { existing.insert(try row.decode(0, as: UUID.self)) }
+        }
         return periods.filter { existing.contains($0.tenant) }
     }
+
+    /// The most periods `complete` passes to one statement.
+    public static let periodsPerStatement = 5_000
 
     /// Every metric's value over each of `periods` that is complete, with `catalog`'s
     /// aggregations; metrics without usage are absent, and so are periods not complete.
