@@ -23,6 +23,9 @@ public actor PostgresConnection {
     /// Inside `withTransaction` a lost connection must fail the transaction: quietly
     /// reconnecting would run its remaining statements outside it.
     private var inTransaction = false
+    /// While `forEachChunk` reads a statement's rows, the connection runs nothing else: a
+    /// statement sent by its body would make libpq drop the rest of the rows unseen.
+    private var streaming = false
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
@@ -46,6 +49,7 @@ public actor PostgresConnection {
 
     /// Closes the connection; a later call opens a new one.
     public func close() {
+        guard !streaming else { return }  // `forEachChunk` still reads from it
         if let handle { PQfinish(handle) }
         handle = nil
     }
@@ -79,7 +83,9 @@ public actor PostgresConnection {
     /// returns rows before it has finished): the error is thrown after them, so a caller
     /// that acts on the rows runs inside a transaction the error rolls back. When `body`
     /// throws, the rest of the rows are read and dropped (the connection is usable again)
-    /// and its error is rethrown.
+    /// and its error is rethrown — unless the statement then failed for a lost connection or
+    /// a conflict worth retrying, which is thrown instead. `body` runs no statement on this
+    /// connection (one would throw): it only takes the rows. Not for COPY.
     public func forEachChunk(
         _ sql: String, _ parameters: [any PostgresEncodable] = [], rowsPerChunk: Int = 1000, _ body: (PostgresRows) throws -> Void
     ) throws {
@@ -88,11 +94,17 @@ public actor PostgresConnection {
         let sent = withCStrings(texts) { values in
             PQsendQueryParams(connection, sql, Int32(texts.count), nil, values, nil, nil, 0)
         }
-        guard sent == 1 else { throw connectionError(connection, code: PQstatus(connection) == CONNECTION_OK ? .server : .connectionLost) }
+        // As `query` has it when libpq could not send (PQexecParams returns no result).
+        guard sent == 1 else { throw connectionError(connection, code: .connectionLost) }
+        // Were single-row mode refused, the rows would come in the final result: handed
+        // over from there, all at once.
         _ = PQsetSingleRowMode(connection)
+        streaming = true
+        defer { streaming = false }
         var pending: [OpaquePointer] = []
         pending.reserveCapacity(rowsPerChunk)
         var failure: (any Error)?
+        var ended = false
         func flush() {
             defer {
                 pending.forEach { PQclear($0) }
@@ -102,21 +114,40 @@ public actor PostgresConnection {
             do { try body(Self.copyRows(pending)) } catch { failure = error }
         }
         while let result = PQgetResult(connection) {
-            if PQresultStatus(result) == PGRES_SINGLE_TUPLE {
+            switch PQresultStatus(result) {
+            case PGRES_SINGLE_TUPLE:
                 pending.append(result)
                 if pending.count >= rowsPerChunk { flush() }
                 continue
+            case PGRES_TUPLES_OK where PQntuples(result) > 0:
+                // Single-row mode refused: the rows, whole, after those already pending.
+                flush()
+                pending.append(result)
+                flush()
+                ended = true
+                continue
+            case PGRES_COPY_IN:
+                _ = PQputCopyEnd(connection, "forEachChunk does not run COPY")
+            case PGRES_COPY_OUT:
+                var buffer: UnsafeMutablePointer<CChar>?
+                while PQgetCopyData(connection, &buffer, 0) > 0 { PQfreemem(buffer) }
+            default:
+                break
             }
             // The end of the rows (an empty PGRES_TUPLES_OK), or the statement's error.
             flush()
             defer { PQclear(result) }
+            ended = true
             do {
                 _ = try rows(of: result, connection: connection)
             } catch {
-                failure = failure ?? error
+                // What the connection or the server says wins over the body's refusal: the
+                // caller retries a lost connection or a conflict, and refuses the rest.
+                if failure == nil || error.isConnectionError || error.isRetryableConflict { failure = error }
             }
         }
         flush()
+        if failure == nil, !ended { failure = connectionError(connection, code: .connectionLost) }
         if let failure { throw failure }
     }
 
@@ -306,6 +337,9 @@ public actor PostgresConnection {
 
     /// The live handle, reconnecting first if the last call found the server gone.
     private func ready() throws(PostgresError) -> OpaquePointer {
+        if streaming {
+            throw PostgresError(.protocolViolation, message: "a statement was sent while forEachChunk was still reading rows")
+        }
         if let handle, PQstatus(handle) == CONNECTION_OK, !Self.wasClosedWhileIdle(handle) { return handle }
         if inTransaction {
             throw PostgresError(.connectionLost, message: "the connection was lost inside a transaction; nothing of it was committed")

@@ -1,3 +1,4 @@
+import CivilTime
 import Foundation
 import PostgresClient
 import TallyStore
@@ -175,5 +176,13 @@ struct UsageDecoderTests {
         // Nothing stored (every event parked, or an empty batch): no opinion.
         #expect(UsageHandler.nextBatchBytes(afterBytes: 4 << 20, tenantHours: 0, tenantHoursPerTransaction: 10_000) == nil)
         #expect(UsageHandler.nextBatchBytes(afterBytes: 0, tenantHours: 3, tenantHoursPerTransaction: 10_000) == nil)
+    }
+
+    @Test("the first tenants in lock order, picked without sorting them all, are those a full sort puts first", arguments: [0, 1, 20, 300])
+    func firstTenants(count: Int) {
+        for size in [0, 1, 19, 20, 21, 500] {
+            let tenants = (0..<size).map { _ in UUID() }
+            #expect(UsageLedger.first(count, of: tenants) == Array(tenants.sorted { $0.precedes($1) }.prefix(count)))
+        }
     }
 }

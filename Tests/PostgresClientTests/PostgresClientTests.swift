@@ -242,6 +242,13 @@ struct PostgresClientTests {
                     }
                 }
                 #expect(chunks == 2)
+                // A body that sends a statement of its own on the connection: refused (libpq
+                // would drop the rows still to come), the rows drained, the connection usable.
+                #expect {
+                    try connection.forEachChunk("SELECT g FROM generate_series(1, 5000) AS g", rowsPerChunk: 10) { _ in
+                        try connection.query("SELECT 1")
+                    }
+                } throws: { ($0 as? PostgresError)?.code == .protocolViolation }
                 try connection.query("INSERT INTO \(table) VALUES (7)")
                 return try connection.query("SELECT count(*) FROM \(table)")[0].decode(0, as: Int.self)
             }

@@ -158,23 +158,29 @@ public struct ChildProcess: Sendable {
     /// picks a free one at bind time and the server logs it ("Server started and listening on
     /// HOST:PORT"). A port found free by the test and passed down could be taken by anything
     /// before the child binds it (seen: an Aggregator exiting with "Address already in use").
-    /// Throws, with the end of the log, when the child exits first or never listens.
+    /// Throws, with the end of the log, when the child exits first or never listens (then
+    /// it is killed and reaped).
     public func listeningPort(within limit: Duration = .seconds(120)) async throws -> Int {
         let deadline = ContinuousClock.now + limit
         while true {
+            // Read before asking whether it exited: a line written just before the exit counts.
+            let ended = hasExited
             let written = (FileManager.default.contents(atPath: log) ?? Data()).dropFirst(Int(logStart))
             let text = String(decoding: written, as: UTF8.self)
-            if let line = text.split(separator: "\n").first(where: { $0.contains("Server started and listening on ") }),
+            // Whole lines only: the child may be halfway through writing the last one.
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
+            if let line = lines.first(where: { $0.contains("Server started and listening on ") }),
                 let tail = line.split(separator: "listening on ").last,
                 let port = Int(tail.split(separator: ":").last?.prefix(while: \.isNumber) ?? "")
             {
                 return port
             }
-            let ended = hasExited
             guard !ended, ContinuousClock.now < deadline else {
+                // Of no use to the test now: not left running (or unreaped) behind it.
+                kill(SIGKILL)
                 throw ChildProcessFailure(
                     description: "\(log): the child \(ended ? "exited" : "is not listening after \(limit)"); its log ends:\n"
-                        + text.split(separator: "\n").suffix(10).joined(separator: "\n"))
+                        + lines.suffix(10).joined(separator: "\n"))
             }
             try await Task.sleep(for: .milliseconds(50))
         }

@@ -134,7 +134,7 @@ enum UsageLedger {
             }
             outcome.inserted = inserted
             outcome.tenantsInserted = times.count
-            outcome.someTenantsInserted = Array(times.keys.prefix(20))
+            outcome.someTenantsInserted = Self.first(20, of: times.keys)
             outcome.duplicates =
                 eventCount - outcome.inserted - (outcome.parked - parkedEvents.count)
                 - outcome.unknownTenantEvents.count
@@ -152,6 +152,18 @@ enum UsageLedger {
         let inside = outcome.phases.values.reduce(0, +)
         outcome.phases[.commit] = max(0, (ContinuousClock.now - started).seconds - inside)
         return outcome
+    }
+
+    /// The first `count` of `tenants` in lock order, without sorting them all.
+    static func first(_ count: Int, of tenants: some Sequence<UUID>) -> [UUID] {
+        var first: [UUID] = []
+        guard count > 0 else { return first }
+        for tenant in tenants where first.count < count || tenant.precedes(first[count - 1]) {
+            let index = first.firstIndex { tenant.precedes($0) } ?? first.count
+            first.insert(tenant, at: index)
+            if first.count > count { first.removeLast() }
+        }
+        return first
     }
 
     /// What the completion transaction did.
