@@ -401,8 +401,33 @@ struct ManyTenantsTests {
         }
     }
 
-    @Test("5,000 tenants mixed in every message, sent with duplicates to a running Aggregator: every count, total, quota and alert exact")
-    func fiveThousandTenants() async throws {
+    /// How the Aggregator of the 5,000-tenant test writes its batches.
+    enum Transactions: String, CaseIterable, Sendable, CustomTestStringConvertible {
+        /// Transactions of at most about 1,500 (tenant, hour) pairs: batches of several
+        /// messages (up to 5,000 tenants) are written in parts, as at 50,000 tenants.
+        case inParts = "in parts"
+        /// `ops/SCALING.md`'s large transactions: the whole backlog in one batch and one
+        /// transaction, whole messages sent again inside it.
+        case large
+
+        var environment: [String: String] {
+            switch self {
+            case .inParts: ["AGGREGATOR_TENANT_HOURS_PER_TRANSACTION": "1500"]
+            case .large:
+                [
+                    "AGGREGATOR_BATCH_BYTES": "33554432", "AGGREGATOR_BATCH_BYTES_MAX": "67108864", "AGGREGATOR_PREFETCH": "400",
+                    "AGGREGATOR_TENANT_HOURS_PER_TRANSACTION": "200000",
+                ]
+            }
+        }
+
+        var testDescription: String { rawValue }
+    }
+
+    @Test(
+        "5,000 tenants mixed in every message, sent with duplicates to a running Aggregator: every count, total, quota and alert exact",
+        arguments: Transactions.allCases)
+    func fiveThousandTenants(transactions: Transactions) async throws {
         let harness = try await AggregatorHarness.make()
         let now = TestClock.now()
         let population = try await Self.populate(harness, count: 5_000, now: now)
@@ -426,10 +451,7 @@ struct ManyTenantsTests {
         bodies += bodies.prefix(3)
         let again = (0..<2_000).map { _ in events[Int(random.next() % UInt64(events.count))] }
         bodies += stride(from: 0, to: again.count, by: 1000).map { "[" + again[$0..<min($0 + 1000, again.count)].joined(separator: ",") + "]" }
-        // Transactions of at most about 1,500 (tenant, hour) pairs: batches of several
-        // messages (up to 5,000 tenants) are written in parts, as at 50,000 tenants.
-        let aggregator = try harness.startAggregator(
-            consumers: 2, name: "many", environment: ["AGGREGATOR_TENANT_HOURS_PER_TRANSACTION": "1500"])
+        let aggregator = try harness.startAggregator(consumers: 2, name: "many-\(transactions)", environment: transactions.environment)
         try await harness.publish(bodies)
         let total = expected.values.reduce(0, +)
         try await harness.waitUntil("\(total) events stored") {
