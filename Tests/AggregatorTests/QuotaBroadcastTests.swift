@@ -1,7 +1,7 @@
+import BillingEngine
 import Foundation
 import Logging
 import Metering
-import Quantities
 import RabbitMQClient
 import TallyMessaging
 import TallyTestSupport
